@@ -235,7 +235,9 @@ mod tests {
     #[test]
     fn gap_insert_and_remove_round_trip() {
         let mut b = PacketBuf::from_slice(&[1, 2, 3, 4, 5]);
-        b.insert_gap(2, 3).unwrap().copy_from_slice(&[0xa, 0xb, 0xc]);
+        b.insert_gap(2, 3)
+            .unwrap()
+            .copy_from_slice(&[0xa, 0xb, 0xc]);
         assert_eq!(b.data(), &[1, 2, 0xa, 0xb, 0xc, 3, 4, 5]);
         b.remove_range(2, 3).unwrap();
         assert_eq!(b.data(), &[1, 2, 3, 4, 5]);
