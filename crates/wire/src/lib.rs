@@ -1,1 +1,13 @@
+//! Zero-copy wire formats and packet buffers for bitsgw.
+//!
+//! Every parser here takes untrusted bytes and returns an error rather than
+//! panicking; every writer works in caller-owned buffers.
+
 pub mod buf;
+pub mod checksum;
+pub mod esp;
+pub mod ip;
+pub mod time;
+
+pub use buf::PacketBuf;
+pub use time::Timestamp;
