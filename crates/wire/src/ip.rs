@@ -296,6 +296,7 @@ pub fn set_total_len(pkt: &mut [u8], total_len: usize) {
 
 /// Writes a fixed IPv4 header (no options) into `out[..20]`: DF clear,
 /// identification `ident`, checksum filled.
+#[allow(clippy::too_many_arguments)] // the fields of the header, each named
 pub fn emit_ipv4_header(
     out: &mut [u8],
     src: [u8; 4],
@@ -412,7 +413,7 @@ mod tests {
 
     #[test]
     fn ipv6_later_fragment_is_opaque() {
-        let frag = [17, 0, 0x00, 0x08 | 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4];
+        let frag = [17, 0, 0x00, 0x08, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4];
         let p = v6_with(44, &frag);
         let m = parse(&p).unwrap();
         assert!(m.is_later_fragment());
