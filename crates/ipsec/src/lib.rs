@@ -5,3 +5,4 @@
 //! The stage is sans-IO: it takes packets and `now`, and returns what to do.
 
 pub mod selector;
+pub mod spd_index;
