@@ -905,11 +905,7 @@ mod tests {
             let roll = rng.below(100);
             let sel = match roll {
                 0..=34 => Selector {
-                    local: if roll < 18 {
-                        local_v4
-                    } else {
-                        AddrSel::Any
-                    },
+                    local: if roll < 18 { local_v4 } else { AddrSel::Any },
                     remote: v4(v4_addr, 0),
                     ..Selector::ANY
                 },
