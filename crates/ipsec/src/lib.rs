@@ -4,5 +4,6 @@
 //!
 //! The stage is sans-IO: it takes packets and `now`, and returns what to do.
 
-pub mod selector;
 pub mod replay;
+pub mod selector;
+pub mod spd_index;
