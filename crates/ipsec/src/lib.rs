@@ -4,4 +4,5 @@
 //!
 //! The stage is sans-IO: it takes packets and `now`, and returns what to do.
 
+pub mod frag;
 pub mod selector;
