@@ -101,6 +101,19 @@ impl PacketBuf {
         Ok(())
     }
 
+    /// Empties the buffer and makes it `len` bytes long, for writing a
+    /// packet in place. The headroom is the default one when the capacity
+    /// allows and smaller otherwise. The returned bytes hold whatever the
+    /// storage held before: the caller writes all of them.
+    pub fn reset_to_len(&mut self, len: usize) -> Result<&mut [u8], BufError> {
+        if len > self.storage.len() {
+            return Err(BufError::NoTailroom);
+        }
+        self.start = DEFAULT_HEADROOM.min(self.storage.len() - len);
+        self.end = self.start + len;
+        Ok(&mut self.storage[self.start..self.end])
+    }
+
     /// Empties the buffer and restores the default headroom, for reuse.
     pub fn reset(&mut self) {
         self.start = DEFAULT_HEADROOM.min(self.storage.len());
@@ -241,6 +254,16 @@ mod tests {
         assert_eq!(b.data(), &[1, 2, 0xa, 0xb, 0xc, 3, 4, 5]);
         b.remove_range(2, 3).unwrap();
         assert_eq!(b.data(), &[1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn reset_to_len_shrinks_headroom_only_when_needed() {
+        let mut b = PacketBuf::with_capacity(1000, 0);
+        assert_eq!(b.reset_to_len(100).unwrap().len(), 100);
+        assert_eq!(b.headroom(), DEFAULT_HEADROOM);
+        assert_eq!(b.reset_to_len(1000).unwrap().len(), 1000);
+        assert_eq!(b.headroom(), 0);
+        assert_eq!(b.reset_to_len(1001).unwrap_err(), BufError::NoTailroom);
     }
 
     #[test]
