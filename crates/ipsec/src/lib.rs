@@ -1,6 +1,23 @@
-//! frag merged
+//! bitsgw's bump-in-the-stack IPsec stage (RFC 4301): the security policy
+//! database, the security association database, the ESP engine (RFC 4303,
+//! RFC 3948) and the read-only query API the mobility stage uses.
+//!
+//! The stage is sans-IO: it takes packets and `now`, and returns what to do
+//! ([`stage::IpsecStage`]).
+
+pub mod config;
+pub mod counters;
 pub mod crypto;
+pub mod flow;
 pub mod frag;
+pub mod query;
 pub mod replay;
+pub mod sa;
+pub mod sad;
 pub mod selector;
+pub mod spd;
 pub mod spd_index;
+pub mod stage;
+
+pub use counters::DropReason;
+pub use stage::{Disposition, Event, IpsecStage, StageConfig};

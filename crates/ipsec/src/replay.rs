@@ -181,7 +181,7 @@ mod tests {
             assert_eq!(w.check_and_update(s), Ok(()));
         }
         assert_eq!(w.check_and_update(100), Err(ReplayError::Duplicate));
-                assert_eq!(w.check(36), Err(ReplayError::TooOld));
+        assert_eq!(w.check(36), Err(ReplayError::TooOld));
         // The left edge: top - W + 1 = 37 is inside the window (and seen).
         assert_eq!(w.check(37), Err(ReplayError::Duplicate));
         assert_eq!(w.check_and_update(0), Err(ReplayError::Zero));

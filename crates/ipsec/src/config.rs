@@ -1,0 +1,925 @@
+//! Policy files: the SPD per direction and the SAD, in JSON, with named
+//! addresses as in the seeds (`home_address_1`, `home_agent_1`).
+//!
+//! Every error names the file, the entry and the field, and says what is
+//! wrong. Unknown fields are errors too: a misspelt selector must not
+//! silently widen a policy.
+//!
+//! ```json
+//! {
+//!   "addresses": {"home_address_1": "2001:db8:1::100", "home_agent_1": "2001:db8:1::1"},
+//!   "spd": {
+//!     "outbound": [{"name": "bu", "local": "home_address_1", "remote": "home_agent_1",
+//!                   "proto": "mh", "mh_type": "bu", "action": "protect", "sa": "sa1"}],
+//!     "inbound": []
+//!   },
+//!   "sad": [{"name": "sa1", "direction": "outbound", "spi": "0x1001", "mode": "transport",
+//!            "transform": "aes-gcm-128", "enc_key": "0x...", "replay_window": 64}]
+//! }
+//! ```
+
+use crate::crypto::{GcmBackend, TransformId};
+use crate::sa::{Direction, Limits, Mode, SaParams, UdpEncap};
+use crate::selector::{proto, Addr, AddrSel, ProtoSel, Range16, Selector};
+use crate::spd::{Action, SpdEntry};
+use crate::stage::IpsecStage;
+use bitsgw_wire::Timestamp;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use zeroize::Zeroizing;
+
+/// A configuration error: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// The entry (such as `spd.outbound[2] "bu"` or `sad[0] "sa1"`).
+    pub entry: String,
+    /// The field within the entry.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}: {}", self.file, self.entry, self.problem)
+        } else {
+            write!(
+                f,
+                "{}: {}: field \"{}\": {}",
+                self.file, self.entry, self.field, self.problem
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The action of a configured SPD entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionConfig {
+    /// BYPASS.
+    Bypass,
+    /// DISCARD.
+    Discard,
+    /// PROTECT with these SAs (a bundle when more than one).
+    Protect(Vec<String>),
+}
+
+/// A configured SPD entry.
+#[derive(Debug, Clone)]
+pub struct EntryConfig {
+    /// Name.
+    pub name: String,
+    /// Selectors.
+    pub selector: Selector,
+    /// Action.
+    pub action: ActionConfig,
+}
+
+/// A parsed and validated policy file.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    /// The file it came from.
+    pub file: String,
+    /// Named addresses.
+    pub addresses: BTreeMap<String, IpAddr>,
+    /// Outbound SPD, in order.
+    pub outbound: Vec<EntryConfig>,
+    /// Inbound SPD, in order.
+    pub inbound: Vec<EntryConfig>,
+    /// The SAs.
+    pub sas: Vec<SaParams>,
+    /// Things that are legal but probably not meant.
+    pub warnings: Vec<String>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    entry: String,
+}
+
+impl Ctx<'_> {
+    fn err(&self, field: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            entry: self.entry.clone(),
+            field: field.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Reads and parses a policy file.
+pub fn load_policy_file(path: &std::path::Path) -> Result<PolicySet, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        entry: "file".into(),
+        field: String::new(),
+        problem: format!("can not be read: {e}"),
+    })?;
+    parse_policy(&text, &file)
+}
+
+fn expect_object<'v>(
+    ctx: &Ctx<'_>,
+    v: &'v Value,
+    field: &str,
+    allowed: &[&str],
+) -> Result<&'v Map<String, Value>, ConfigError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ctx.err(field, "must be an object"))?;
+    for k in obj.keys() {
+        if !allowed.contains(&k.as_str()) {
+            let f = if field.is_empty() {
+                k.clone()
+            } else {
+                format!("{field}.{k}")
+            };
+            return Err(ctx.err(&f, format!("unknown field (known: {})", allowed.join(", "))));
+        }
+    }
+    Ok(obj)
+}
+
+fn get_str<'v>(
+    ctx: &Ctx<'_>,
+    obj: &'v Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'v str>, ConfigError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ctx.err(field, "must be a string")),
+    }
+}
+
+fn require_str<'v>(
+    ctx: &Ctx<'_>,
+    obj: &'v Map<String, Value>,
+    field: &str,
+) -> Result<&'v str, ConfigError> {
+    get_str(ctx, obj, field)?.ok_or_else(|| ctx.err(field, "is required"))
+}
+
+fn get_u64(
+    ctx: &Ctx<'_>,
+    obj: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<u64>, ConfigError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ctx.err(field, "must be a non-negative integer")),
+        Some(Value::String(s)) => parse_int(s)
+            .map(Some)
+            .ok_or_else(|| ctx.err(field, format!("\"{s}\" is not a number"))),
+        Some(_) => Err(ctx.err(field, "must be a number")),
+    }
+}
+
+fn parse_int(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+fn get_bool(
+    ctx: &Ctx<'_>,
+    obj: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<bool>, ConfigError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ctx.err(field, "must be true or false")),
+    }
+}
+
+fn parse_hex_key(ctx: &Ctx<'_>, field: &str, s: &str) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    let hex = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    if hex.len() % 2 != 0 {
+        return Err(ctx.err(field, "hex key has an odd number of digits"));
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(hex.len() / 2));
+    for pair in hex.as_bytes().chunks(2) {
+        let digit = |c: u8| (c as char).to_digit(16);
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+            _ => return Err(ctx.err(field, "key is not hexadecimal")),
+        }
+    }
+    Ok(out)
+}
+
+fn resolve_addr(
+    ctx: &Ctx<'_>,
+    field: &str,
+    s: &str,
+    names: &BTreeMap<String, IpAddr>,
+) -> Result<IpAddr, ConfigError> {
+    if let Some(a) = names.get(s) {
+        return Ok(*a);
+    }
+    s.parse().map_err(|_| {
+        ctx.err(
+            field,
+            format!("\"{s}\" is neither an IP address nor a named address"),
+        )
+    })
+}
+
+/// Parses an address selector: any, a name, an address, a prefix or a range.
+fn parse_addr_sel(
+    ctx: &Ctx<'_>,
+    field: &str,
+    s: &str,
+    names: &BTreeMap<String, IpAddr>,
+) -> Result<AddrSel, ConfigError> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("any") {
+        return Ok(AddrSel::Any);
+    }
+    if let Some((a, len)) = s.split_once('/') {
+        let a = resolve_addr(ctx, field, a, names)?;
+        let len: u8 = len
+            .parse()
+            .map_err(|_| ctx.err(field, format!("prefix length \"{len}\" is not a number")))?;
+        return AddrSel::prefix(a, len)
+            .ok_or_else(|| ctx.err(field, format!("prefix length {len} too long for {a}")));
+    }
+    if let Some((lo, hi)) = s.split_once('-') {
+        if !names.contains_key(s) {
+            let lo = resolve_addr(ctx, field, lo, names)?;
+            let hi = resolve_addr(ctx, field, hi, names)?;
+            return AddrSel::range(lo, hi).ok_or_else(|| {
+                ctx.err(
+                    field,
+                    "range ends must be of one family, the first not above the second",
+                )
+            });
+        }
+    }
+    Ok(AddrSel::single(resolve_addr(ctx, field, s, names)?))
+}
+
+fn parse_range(
+    ctx: &Ctx<'_>,
+    obj: &Map<String, Value>,
+    field: &str,
+    max: u16,
+    names: &dyn Fn(&str) -> Option<u16>,
+) -> Result<Range16, ConfigError> {
+    let any = Range16 { lo: 0, hi: max };
+    let one = |s: &str| -> Result<u16, ConfigError> {
+        let s = s.trim();
+        if let Some(v) = names(&s.to_ascii_lowercase()) {
+            return Ok(v);
+        }
+        parse_int(s)
+            .and_then(|v| u16::try_from(v).ok())
+            .filter(|v| *v <= max)
+            .ok_or_else(|| ctx.err(field, format!("\"{s}\" is not a value from 0 to {max}")))
+    };
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(any),
+        Some(Value::Number(n)) => {
+            let v = n
+                .as_u64()
+                .and_then(|v| u16::try_from(v).ok())
+                .filter(|v| *v <= max)
+                .ok_or_else(|| ctx.err(field, format!("must be from 0 to {max}")))?;
+            Ok(Range16::single(v))
+        }
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("any") => Ok(any),
+        Some(Value::String(s)) => match s.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (one(lo)?, one(hi)?);
+                if lo > hi {
+                    return Err(ctx.err(field, "range is empty (first above second)"));
+                }
+                Ok(Range16 { lo, hi })
+            }
+            None => Ok(Range16::single(one(s)?)),
+        },
+        Some(_) => Err(ctx.err(field, "must be a number or a \"lo-hi\" range")),
+    }
+}
+
+/// MH type names (RFC 6275 6.1.2 to 6.1.9).
+fn mh_type_by_name(s: &str) -> Option<u16> {
+    Some(match s {
+        "brr" => 0,
+        "hoti" => 1,
+        "coti" => 2,
+        "hot" => 3,
+        "cot" => 4,
+        "bu" => 5,
+        "ba" => 6,
+        "be" => 7,
+        _ => return None,
+    })
+}
+
+fn proto_by_name(s: &str) -> Option<u8> {
+    Some(match s {
+        "tcp" => proto::TCP,
+        "udp" => proto::UDP,
+        "icmp" => proto::ICMP,
+        "icmpv6" | "ipv6-icmp" => proto::ICMPV6,
+        "mh" | "ipv6-mh" | "mobility" => proto::MH,
+        "esp" => proto::ESP,
+        "ah" => proto::AH,
+        "sctp" => proto::SCTP,
+        "ipip" | "ipv4" => proto::IPV4,
+        "ipv6" => proto::IPV6,
+        _ => return None,
+    })
+}
+
+const ENTRY_FIELDS: &[&str] = &[
+    "name",
+    "local",
+    "remote",
+    "proto",
+    "local_port",
+    "remote_port",
+    "icmp_type",
+    "icmp_code",
+    "mh_type",
+    "action",
+    "sa",
+    "comment",
+];
+
+fn parse_entry(
+    ctx: &Ctx<'_>,
+    v: &Value,
+    names: &BTreeMap<String, IpAddr>,
+) -> Result<EntryConfig, ConfigError> {
+    let obj = expect_object(ctx, v, "", ENTRY_FIELDS)?;
+    let name = require_str(ctx, obj, "name")?.to_string();
+    let addr = |field| -> Result<AddrSel, ConfigError> {
+        match get_str(ctx, obj, field)? {
+            None => Ok(AddrSel::Any),
+            Some(s) => parse_addr_sel(ctx, field, s, names),
+        }
+    };
+    let local = addr("local")?;
+    let remote = addr("remote")?;
+    if let (Some(a), Some(b)) = (local.family(), remote.family()) {
+        if a != b {
+            return Err(ctx.err(
+                "remote",
+                "local and remote are of different address families",
+            ));
+        }
+    }
+    let proto_sel = match obj.get("proto") {
+        None | Some(Value::Null) => ProtoSel::Any,
+        Some(Value::Number(n)) => ProtoSel::Is(
+            n.as_u64()
+                .and_then(|v| u8::try_from(v).ok())
+                .ok_or_else(|| ctx.err("proto", "must be from 0 to 255"))?,
+        ),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("any") => ProtoSel::Any,
+        Some(Value::String(s)) => ProtoSel::Is(
+            proto_by_name(&s.to_ascii_lowercase())
+                .or_else(|| parse_int(s).and_then(|v| u8::try_from(v).ok()))
+                .ok_or_else(|| ctx.err("proto", format!("unknown protocol \"{s}\"")))?,
+        ),
+        Some(_) => return Err(ctx.err("proto", "must be a name or a number")),
+    };
+    let none = |_: &str| None;
+    let local_ports = parse_range(ctx, obj, "local_port", 0xffff, &none)?;
+    let remote_ports = parse_range(ctx, obj, "remote_port", 0xffff, &none)?;
+    let icmp_type = parse_range(ctx, obj, "icmp_type", 0xff, &none)?;
+    let icmp_code = parse_range(ctx, obj, "icmp_code", 0xff, &none)?;
+    let mh_type = parse_range(ctx, obj, "mh_type", 0xff, &mh_type_by_name)?;
+    // A selector on a field the protocol does not have could never match.
+    let p = match proto_sel {
+        ProtoSel::Is(p) => Some(p),
+        ProtoSel::Any => None,
+    };
+    let has_ports = matches!(p, Some(proto::TCP | proto::UDP | proto::SCTP));
+    let is_icmp = matches!(p, Some(proto::ICMP | proto::ICMPV6));
+    if (!local_ports.is_any(0xffff) || !remote_ports.is_any(0xffff)) && !has_ports {
+        let f = if local_ports.is_any(0xffff) {
+            "remote_port"
+        } else {
+            "local_port"
+        };
+        return Err(ctx.err(f, "ports need \"proto\" tcp, udp or sctp"));
+    }
+    if (!icmp_type.is_any(0xff) || !icmp_code.is_any(0xff)) && !is_icmp {
+        let f = if icmp_type.is_any(0xff) {
+            "icmp_code"
+        } else {
+            "icmp_type"
+        };
+        return Err(ctx.err(f, "ICMP type and code need \"proto\" icmp or icmpv6"));
+    }
+    if !mh_type.is_any(0xff) && p != Some(proto::MH) {
+        return Err(ctx.err("mh_type", "an MH type needs \"proto\": \"mh\""));
+    }
+    let selector = Selector {
+        local,
+        remote,
+        proto: proto_sel,
+        local_ports,
+        remote_ports,
+        icmp_type,
+        icmp_code,
+        mh_type,
+    };
+    let action = match require_str(ctx, obj, "action")?
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "bypass" => ActionConfig::Bypass,
+        "discard" => ActionConfig::Discard,
+        "protect" => {
+            let sas = match obj.get("sa") {
+                Some(Value::String(s)) => vec![s.clone()],
+                Some(Value::Array(a)) if !a.is_empty() => a
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| ctx.err("sa", "must list SA names"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                None | Some(Value::Null) => {
+                    return Err(ctx.err("sa", "a protect entry needs an SA name"))
+                }
+                Some(_) => return Err(ctx.err("sa", "must be an SA name or a list of them")),
+            };
+            if sas.len() > crate::stage::MAX_BUNDLE {
+                return Err(ctx.err(
+                    "sa",
+                    format!("bundles hold at most {} SAs", crate::stage::MAX_BUNDLE),
+                ));
+            }
+            ActionConfig::Protect(sas)
+        }
+        other => {
+            return Err(ctx.err(
+                "action",
+                format!("\"{other}\" is not protect, bypass or discard"),
+            ))
+        }
+    };
+    if !matches!(action, ActionConfig::Protect(_)) && obj.contains_key("sa") {
+        return Err(ctx.err("sa", "only a protect entry names an SA"));
+    }
+    Ok(EntryConfig {
+        name,
+        selector,
+        action,
+    })
+}
+
+const SA_FIELDS: &[&str] = &[
+    "name",
+    "direction",
+    "spi",
+    "mode",
+    "tunnel",
+    "transform",
+    "enc_key",
+    "auth_key",
+    "backend",
+    "replay_window",
+    "esn",
+    "lifetime",
+    "udp_encap",
+    "comment",
+];
+
+fn parse_limits(ctx: &Ctx<'_>, v: Option<&Value>, field: &str) -> Result<Limits, ConfigError> {
+    let Some(v) = v else {
+        return Ok(Limits::default());
+    };
+    let obj = expect_object(ctx, v, field, &["seconds", "bytes", "packets"])?;
+    let get = |k: &str| -> Result<Option<u64>, ConfigError> {
+        get_u64(ctx, obj, k)
+            .map_err(|mut e| {
+                e.field = format!("{field}.{k}");
+                e
+            })
+            .map(|v| v.filter(|n| *n != 0))
+    };
+    Ok(Limits {
+        seconds: get("seconds")?,
+        bytes: get("bytes")?,
+        packets: get("packets")?,
+    })
+}
+
+fn parse_sa(
+    ctx: &Ctx<'_>,
+    v: &Value,
+    names: &BTreeMap<String, IpAddr>,
+) -> Result<SaParams, ConfigError> {
+    let obj = expect_object(ctx, v, "", SA_FIELDS)?;
+    let name = require_str(ctx, obj, "name")?.to_string();
+    let direction = match require_str(ctx, obj, "direction")? {
+        "inbound" | "in" => Direction::Inbound,
+        "outbound" | "out" => Direction::Outbound,
+        other => {
+            return Err(ctx.err(
+                "direction",
+                format!("\"{other}\" is not inbound or outbound"),
+            ))
+        }
+    };
+    let spi = get_u64(ctx, obj, "spi")?.ok_or_else(|| ctx.err("spi", "is required"))?;
+    let spi = u32::try_from(spi).map_err(|_| ctx.err("spi", "does not fit in 32 bits"))?;
+    if spi < 256 {
+        // RFC 4303 2.1: 1 to 255 are reserved by IANA, 0 for local use.
+        return Err(ctx.err(
+            "spi",
+            format!("{spi} is reserved (RFC 4303 2.1); use 256 or more"),
+        ));
+    }
+    let transform_name = require_str(ctx, obj, "transform")?;
+    let transform = TransformId::from_name(transform_name).ok_or_else(|| {
+        let known: Vec<_> = TransformId::ALL.iter().map(|t| t.name()).collect();
+        ctx.err(
+            "transform",
+            format!(
+                "unknown transform \"{transform_name}\" (known: {})",
+                known.join(", ")
+            ),
+        )
+    })?;
+    let key = |field: &str, want: usize| -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+        let k = match get_str(ctx, obj, field)? {
+            Some(s) => parse_hex_key(ctx, field, s)?,
+            None => Zeroizing::new(Vec::new()),
+        };
+        if k.len() != want {
+            return Err(ctx.err(
+                field,
+                format!(
+                    "{transform_name} needs a {want}-byte key here, this one has {} bytes",
+                    k.len()
+                ),
+            ));
+        }
+        Ok(k)
+    };
+    let enc_key = key("enc_key", transform.enc_key_len())?;
+    let auth_key = key("auth_key", transform.auth_key_len())?;
+    let backend = match get_str(ctx, obj, "backend")? {
+        None => GcmBackend::default(),
+        Some(s) => GcmBackend::from_name(s)
+            .ok_or_else(|| ctx.err("backend", format!("\"{s}\" is not ring or rustcrypto")))?,
+    };
+    let mode_name = get_str(ctx, obj, "mode")?.unwrap_or("tunnel");
+    let mode = match mode_name {
+        "transport" => {
+            if obj.contains_key("tunnel") {
+                return Err(ctx.err("tunnel", "transport mode has no tunnel endpoints"));
+            }
+            Mode::Transport
+        }
+        "tunnel" => {
+            let t = obj
+                .get("tunnel")
+                .ok_or_else(|| ctx.err("tunnel", "tunnel mode needs tunnel endpoints"))?;
+            let t = expect_object(ctx, t, "tunnel", &["local", "remote"])?;
+            let end = |k: &str| -> Result<Addr, ConfigError> {
+                let s = get_str(ctx, t, k)
+                    .map_err(|mut e| {
+                        e.field = format!("tunnel.{k}");
+                        e
+                    })?
+                    .ok_or_else(|| ctx.err(&format!("tunnel.{k}"), "is required"))?;
+                Ok(resolve_addr(ctx, &format!("tunnel.{k}"), s, names)?.into())
+            };
+            let (local, remote) = (end("local")?, end("remote")?);
+            if local.family != remote.family {
+                return Err(ctx.err(
+                    "tunnel.remote",
+                    "tunnel endpoints must be of one address family",
+                ));
+            }
+            Mode::Tunnel { local, remote }
+        }
+        other => return Err(ctx.err("mode", format!("\"{other}\" is not transport or tunnel"))),
+    };
+    let replay_window = get_u64(ctx, obj, "replay_window")?.unwrap_or(64);
+    if replay_window > u64::from(crate::replay::MAX_WINDOW) {
+        return Err(ctx.err(
+            "replay_window",
+            format!("at most {} packets", crate::replay::MAX_WINDOW),
+        ));
+    }
+    let esn = get_bool(ctx, obj, "esn")?.unwrap_or(false);
+    let (soft, hard) = match obj.get("lifetime") {
+        None | Some(Value::Null) => (Limits::default(), Limits::default()),
+        Some(v) => {
+            let l = expect_object(ctx, v, "lifetime", &["soft", "hard"])?;
+            (
+                parse_limits(ctx, l.get("soft"), "lifetime.soft")?,
+                parse_limits(ctx, l.get("hard"), "lifetime.hard")?,
+            )
+        }
+    };
+    for (s, h, kind) in [
+        (soft.seconds, hard.seconds, "seconds"),
+        (soft.bytes, hard.bytes, "bytes"),
+        (soft.packets, hard.packets, "packets"),
+    ] {
+        if let (Some(s), Some(h)) = (s, h) {
+            if s > h {
+                return Err(ctx.err(
+                    &format!("lifetime.soft.{kind}"),
+                    "the soft lifetime must not exceed the hard one",
+                ));
+            }
+        }
+    }
+    let udp_encap = match obj.get("udp_encap") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let u = expect_object(ctx, v, "udp_encap", &["local_port", "remote_port"])?;
+            let port = |k: &str| -> Result<u16, ConfigError> {
+                let p = get_u64(ctx, u, k)?.unwrap_or(u64::from(bitsgw_wire::esp::NAT_T_PORT));
+                u16::try_from(p)
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| ctx.err(&format!("udp_encap.{k}"), "must be from 1 to 65535"))
+            };
+            Some(UdpEncap {
+                local_port: port("local_port")?,
+                remote_port: port("remote_port")?,
+            })
+        }
+    };
+    let destination = match (direction, mode) {
+        (Direction::Inbound, Mode::Tunnel { local, .. }) => Some(local),
+        _ => None,
+    };
+    Ok(SaParams {
+        name,
+        direction,
+        spi,
+        mode,
+        transform,
+        backend,
+        enc_key,
+        auth_key,
+        replay_window: replay_window as u32,
+        esn,
+        soft,
+        hard,
+        udp_encap,
+        destination,
+    })
+}
+
+/// Parses and validates the text of a policy file named `file`.
+pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
+    let mut ctx = Ctx {
+        file,
+        entry: "file".into(),
+    };
+    let root: Value = serde_json::from_str(text).map_err(|e| {
+        ctx.err(
+            "",
+            format!(
+                "is not valid JSON (line {}, column {}): {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    ctx.entry = "top level".into();
+    let obj = expect_object(&ctx, &root, "", &["addresses", "spd", "sad", "comment"])?;
+    let mut set = PolicySet {
+        file: file.to_string(),
+        ..PolicySet::default()
+    };
+    if let Some(a) = obj.get("addresses") {
+        ctx.entry = "addresses".into();
+        let a = a
+            .as_object()
+            .ok_or_else(|| ctx.err("", "must map names to addresses"))?;
+        for (name, v) in a {
+            let s = v
+                .as_str()
+                .ok_or_else(|| ctx.err(name, "must be an address string"))?;
+            let ip: IpAddr = s
+                .parse()
+                .map_err(|_| ctx.err(name, format!("\"{s}\" is not an IP address")))?;
+            if name.parse::<IpAddr>().is_ok() || name.eq_ignore_ascii_case("any") {
+                return Err(ctx.err(name, "a name must not look like an address or \"any\""));
+            }
+            set.addresses.insert(name.clone(), ip);
+        }
+    }
+    ctx.entry = "sad".into();
+    if let Some(sad) = obj.get("sad") {
+        let list = sad
+            .as_array()
+            .ok_or_else(|| ctx.err("", "must be a list of SAs"))?;
+        for (i, v) in list.iter().enumerate() {
+            let label = v.get("name").and_then(Value::as_str).unwrap_or("");
+            ctx.entry = format!("sad[{i}] \"{label}\"");
+            let sa = parse_sa(&ctx, v, &set.addresses)?;
+            if set.sas.iter().any(|o| o.name == sa.name) {
+                return Err(ctx.err("name", "another SA has this name"));
+            }
+            set.sas.push(sa);
+        }
+    }
+    ctx.entry = "spd".into();
+    if let Some(spd) = obj.get("spd") {
+        let spd = expect_object(&ctx, spd, "", &["outbound", "inbound"])?;
+        for (dir_name, list) in [
+            ("outbound", &mut set.outbound),
+            ("inbound", &mut set.inbound),
+        ] {
+            let Some(v) = spd.get(dir_name) else { continue };
+            let entries = v
+                .as_array()
+                .ok_or_else(|| ctx.err(dir_name, "must be a list of entries"))?;
+            for (i, e) in entries.iter().enumerate() {
+                let label = e.get("name").and_then(Value::as_str).unwrap_or("");
+                ctx.entry = format!("spd.{dir_name}[{i}] \"{label}\"");
+                let entry = parse_entry(&ctx, e, &set.addresses)?;
+                if list.iter().any(|o: &EntryConfig| o.name == entry.name) {
+                    return Err(ctx.err("name", "another entry of this SPD has this name"));
+                }
+                list.push(entry);
+            }
+        }
+    }
+    validate(&mut set)?;
+    Ok(set)
+}
+
+/// Checks the file as a whole: references, directions, shadowed entries,
+/// SPI reuse, transport-mode endpoints.
+fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
+    let file = set.file.clone();
+    let err = |entry: String, field: &str, problem: String| ConfigError {
+        file: file.clone(),
+        entry,
+        field: field.to_string(),
+        problem,
+    };
+    for (dir, list) in [
+        (Direction::Outbound, &set.outbound),
+        (Direction::Inbound, &set.inbound),
+    ] {
+        for (i, e) in list.iter().enumerate() {
+            let label = format!("spd.{}[{i}] \"{}\"", dir.name(), e.name);
+            // RFC 4301 4.4.1: an entry wholly covered by an earlier one can
+            // never match; that is almost always an ordering mistake.
+            if let Some(j) = list[..i]
+                .iter()
+                .position(|earlier| e.selector.is_shadowed_by(&earlier.selector))
+            {
+                return Err(err(
+                    label,
+                    "",
+                    format!(
+                        "can never match: entry {j} \"{}\" before it covers all its traffic",
+                        list[j].name
+                    ),
+                ));
+            }
+            if let ActionConfig::Protect(names) = &e.action {
+                for n in names {
+                    let Some(sa) = set.sas.iter().find(|s| &s.name == n) else {
+                        return Err(err(label, "sa", format!("unknown SA name \"{n}\"")));
+                    };
+                    if sa.direction != dir {
+                        return Err(err(
+                            label,
+                            "sa",
+                            format!(
+                                "SA \"{n}\" is {}, this SPD is {}",
+                                sa.direction.name(),
+                                dir.name()
+                            ),
+                        ));
+                    }
+                    if sa.mode == Mode::Transport {
+                        // RFC 4301 4.1: transport mode protects traffic
+                        // between the SA's two endpoints only.
+                        let single =
+                            |a: &AddrSel| matches!(a, AddrSel::Range { lo, hi, .. } if lo == hi);
+                        if !single(&e.selector.local) || !single(&e.selector.remote) {
+                            let field = if single(&e.selector.local) {
+                                "remote"
+                            } else {
+                                "local"
+                            };
+                            return Err(err(
+                                label,
+                                field,
+                                format!(
+                                    "SA \"{n}\" is transport mode, which runs between two single addresses, not between {} and {}",
+                                    e.selector.local, e.selector.remote
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // SPI reuse: inbound SPIs select the SA, so they must be unique
+    // (RFC 4301 4.1); an outbound SPI must be unique per destination.
+    for (i, sa) in set.sas.iter().enumerate() {
+        let label = format!("sad[{i}] \"{}\"", sa.name);
+        let dest = |s: &SaParams| match s.mode {
+            Mode::Tunnel { remote, .. } => Some(remote),
+            Mode::Transport => None,
+        };
+        if let Some(j) = set.sas[..i].iter().position(|o| {
+            o.spi == sa.spi
+                && o.direction == sa.direction
+                && (sa.direction == Direction::Inbound || dest(o) == dest(sa))
+        }) {
+            return Err(err(
+                label,
+                "spi",
+                format!(
+                    "SPI {:#x} is already used by sad[{j}] \"{}\"",
+                    sa.spi, set.sas[j].name
+                ),
+            ));
+        }
+        let used = match sa.direction {
+            Direction::Outbound => &set.outbound,
+            Direction::Inbound => &set.inbound,
+        }
+        .iter()
+        .any(|e| matches!(&e.action, ActionConfig::Protect(n) if n.contains(&sa.name)));
+        if !used {
+            if sa.direction == Direction::Inbound {
+                return Err(err(
+                    label,
+                    "name",
+                    "no inbound SPD entry protects with this SA, so it would have no selectors (RFC 4301 4.4.2)".into(),
+                ));
+            }
+            set.warnings.push(format!(
+                "{}: {label}: no outbound SPD entry uses this SA",
+                set.file
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl PolicySet {
+    /// Loads the SPDs and installs the SAs into `stage` at `now`.
+    pub fn apply(&self, stage: &mut IpsecStage, now: Timestamp) -> Result<(), ConfigError> {
+        let mut build = |list: &[EntryConfig]| -> Vec<SpdEntry> {
+            list.iter()
+                .map(|e| SpdEntry {
+                    name: e.name.as_str().into(),
+                    selector: e.selector,
+                    action: match &e.action {
+                        ActionConfig::Bypass => Action::Bypass,
+                        ActionConfig::Discard => Action::Discard,
+                        ActionConfig::Protect(n) => {
+                            Action::Protect(n.iter().map(|n| stage.sa_name(n)).collect())
+                        }
+                    },
+                })
+                .collect()
+        };
+        let outbound = build(&self.outbound);
+        let inbound = build(&self.inbound);
+        stage.set_spd(outbound, inbound);
+        for (i, sa) in self.sas.iter().enumerate() {
+            stage.install_sa(sa.clone(), now).map_err(|e| ConfigError {
+                file: self.file.clone(),
+                entry: format!("sad[{i}] \"{}\"", sa.name),
+                field: String::new(),
+                problem: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}

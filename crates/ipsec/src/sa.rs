@@ -1,0 +1,298 @@
+//! Security associations (RFC 4301 4.4.2): parameters, keyed state,
+//! sequence counters, anti-replay window, lifetimes and statistics.
+
+use crate::crypto::{GcmBackend, Transform, TransformId};
+use crate::replay::ReplayWindow;
+use crate::selector::{Addr, Selector};
+use bitsgw_wire::Timestamp;
+use zeroize::Zeroizing;
+
+/// Direction of an SA (or of an SPD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Received traffic.
+    Inbound,
+    /// Sent traffic.
+    Outbound,
+}
+
+impl Direction {
+    /// "inbound" or "outbound".
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// ESP mode (RFC 4301 4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Transport mode: ESP between the packet's own source and destination.
+    Transport,
+    /// Tunnel mode between two endpoints (local = this side).
+    Tunnel {
+        /// This side's endpoint (outer source when sending).
+        local: Addr,
+        /// The peer's endpoint (outer destination when sending).
+        remote: Addr,
+    },
+}
+
+/// UDP encapsulation of ESP (RFC 3948).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpEncap {
+    /// This side's UDP port.
+    pub local_port: u16,
+    /// The peer's UDP port (the NAT's mapped port when behind one).
+    pub remote_port: u16,
+}
+
+/// Lifetime limits of one kind (soft or hard); `None` is no limit
+/// (RFC 4301 4.4.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Seconds since the SA was installed.
+    pub seconds: Option<u64>,
+    /// Bytes of payload protected or verified.
+    pub bytes: Option<u64>,
+    /// Packets protected or verified.
+    pub packets: Option<u64>,
+}
+
+/// Which limit was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Time.
+    Time,
+    /// Bytes.
+    Bytes,
+    /// Packets.
+    Packets,
+}
+
+impl LimitKind {
+    /// "time", "bytes" or "packets".
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitKind::Time => "time",
+            LimitKind::Bytes => "bytes",
+            LimitKind::Packets => "packets",
+        }
+    }
+}
+
+/// Everything needed to install an SA. Keys are zeroized when this is
+/// dropped.
+#[derive(Clone)]
+pub struct SaParams {
+    /// The SA's name (as the SPD refers to it).
+    pub name: String,
+    /// Direction.
+    pub direction: Direction,
+    /// SPI.
+    pub spi: u32,
+    /// Mode.
+    pub mode: Mode,
+    /// Transform.
+    pub transform: TransformId,
+    /// AES-GCM backend.
+    pub backend: GcmBackend,
+    /// Encryption key (with salt for the AEADs).
+    pub enc_key: Zeroizing<Vec<u8>>,
+    /// Authentication key.
+    pub auth_key: Zeroizing<Vec<u8>>,
+    /// Anti-replay window in packets (0 = off). Inbound only.
+    pub replay_window: u32,
+    /// Extended sequence numbers (RFC 4303 2.2.1).
+    pub esn: bool,
+    /// Soft lifetime: raises an event.
+    pub soft: Limits,
+    /// Hard lifetime: removes the SA.
+    pub hard: Limits,
+    /// UDP encapsulation, if any.
+    pub udp_encap: Option<UdpEncap>,
+    /// The destination of ESP packets of this SA (RFC 4301 4.1), checked on
+    /// inbound SAs when known.
+    pub destination: Option<Addr>,
+}
+
+impl core::fmt::Debug for SaParams {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SaParams")
+            .field("name", &self.name)
+            .field("direction", &self.direction)
+            .field("spi", &format_args!("{:#010x}", self.spi))
+            .field("mode", &self.mode)
+            .field("transform", &self.transform)
+            .field("keys", &"<masked>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-SA statistics, as `ip -s xfrm state` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaStats {
+    /// Packets protected (outbound) or verified (inbound).
+    pub packets: u64,
+    /// Bytes of those packets' payload.
+    pub bytes: u64,
+    /// ICV failures.
+    pub icv_failures: u64,
+    /// Replay drops (duplicates and too old).
+    pub replay_drops: u64,
+    /// Other drops attributed to this SA (padding, selectors, inner packet).
+    pub other_drops: u64,
+}
+
+/// Lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaState {
+    /// In use.
+    Active,
+    /// Soft lifetime reached: still in use, replacement wanted.
+    SoftExpired,
+    /// No longer usable (hard lifetime, sequence overflow); removed soon.
+    Stopped,
+}
+
+/// An installed SA.
+pub struct Sa {
+    pub(crate) params: SaParams,
+    pub(crate) transform: Transform,
+    /// Outbound: the last sequence number sent.
+    pub(crate) seq_out: u64,
+    /// Inbound: the anti-replay window.
+    pub(crate) replay: ReplayWindow,
+    pub(crate) stats: SaStats,
+    pub(crate) installed_at: Timestamp,
+    pub(crate) state: SaState,
+    /// Selectors of the SPD entries that use this SA (RFC 4301 4.4.2: the
+    /// SA's selectors), in the orientation of its direction.
+    pub(crate) selectors: Vec<Selector>,
+    /// Positions of those SPD entries in their direction's SPD.
+    pub(crate) spd_entries: Vec<usize>,
+}
+
+impl core::fmt::Debug for Sa {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sa")
+            .field("params", &self.params)
+            .field("state", &self.state)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sa {
+    /// Keys the transform and sets up counters. The keys in `params` are
+    /// zeroized here: the keyed transform is all that is kept.
+    pub fn new(mut params: SaParams, now: Timestamp) -> Result<Self, crate::crypto::CryptoError> {
+        let transform = Transform::new(
+            params.transform,
+            params.backend,
+            &params.enc_key,
+            &params.auth_key,
+        )?;
+        params.enc_key = Zeroizing::new(Vec::new());
+        params.auth_key = Zeroizing::new(Vec::new());
+        let replay = ReplayWindow::new(
+            if params.direction == Direction::Inbound {
+                params.replay_window
+            } else {
+                0
+            },
+            params.esn,
+        );
+        Ok(Sa {
+            params,
+            transform,
+            seq_out: 0,
+            replay,
+            stats: SaStats::default(),
+            installed_at: now,
+            state: SaState::Active,
+            selectors: Vec::new(),
+            spd_entries: Vec::new(),
+        })
+    }
+
+    /// The SA's parameters (keys already wiped).
+    pub fn params(&self) -> &SaParams {
+        &self.params
+    }
+
+    /// Name.
+    pub fn name(&self) -> &str {
+        &self.params.name
+    }
+
+    /// SPI.
+    pub fn spi(&self) -> u32 {
+        self.params.spi
+    }
+
+    /// Statistics.
+    pub fn stats(&self) -> &SaStats {
+        &self.stats
+    }
+
+    /// Lifecycle state.
+    pub fn state(&self) -> SaState {
+        self.state
+    }
+
+    /// The SA's selectors.
+    pub fn selectors(&self) -> &[Selector] {
+        &self.selectors
+    }
+
+    /// Outbound: last sequence number sent. Inbound: highest received.
+    pub fn seq(&self) -> u64 {
+        match self.params.direction {
+            Direction::Outbound => self.seq_out,
+            Direction::Inbound => self.replay.top(),
+        }
+    }
+
+    /// When it was installed.
+    pub fn installed_at(&self) -> Timestamp {
+        self.installed_at
+    }
+
+    /// The first limit of `limits` this SA has reached at `now`, if any.
+    pub(crate) fn reached(&self, limits: &Limits, now: Timestamp) -> Option<LimitKind> {
+        if limits.packets.is_some_and(|p| self.stats.packets >= p) {
+            return Some(LimitKind::Packets);
+        }
+        if limits.bytes.is_some_and(|b| self.stats.bytes >= b) {
+            return Some(LimitKind::Bytes);
+        }
+        if limits
+            .seconds
+            .is_some_and(|s| now.saturating_since(self.installed_at).as_secs() >= s)
+        {
+            return Some(LimitKind::Time);
+        }
+        None
+    }
+
+    /// The time at which the next time-based limit falls due.
+    pub(crate) fn next_deadline(&self) -> Option<Timestamp> {
+        let at = |limits: &Limits| {
+            limits.seconds.map(|s| {
+                self.installed_at
+                    .saturating_add(core::time::Duration::from_secs(s))
+            })
+        };
+        match self.state {
+            SaState::Active => match (at(&self.params.soft), at(&self.params.hard)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            SaState::SoftExpired => at(&self.params.hard),
+            SaState::Stopped => None,
+        }
+    }
+}

@@ -1,0 +1,1060 @@
+//! The IPsec stage: RFC 4301 outbound (5.1) and inbound (5.2) processing
+//! with the ESP engine (RFC 4303) and ESP-in-UDP (RFC 3948).
+//!
+//! Sans-IO in quinn-proto's shape: `handle_outbound` / `handle_inbound` take
+//! a packet buffer and `now` and say what to do with it ([`Disposition`]);
+//! `handle_timeout` drives lifetimes and reassembly timers; `poll_event`
+//! and `poll_transmit` hand out what the stage produced on its own.
+//!
+//! A packet is processed in place in its [`PacketBuf`]: headers are
+//! prepended into the headroom, the trailer appended into the tailroom and
+//! the crypto runs over the buffer itself. Nothing is allocated per packet
+//! in steady state (fragments and events are the exceptions, and they come
+//! from pools or are rare by nature).
+
+use crate::counters::{DropReason, StageCounters};
+use crate::flow::{addresses, flow_key};
+use crate::frag::{self, FragDrop, Reassembler, Reassembly, ReassemblyLimits};
+use crate::sa::{Direction, LimitKind, Mode, Sa, SaParams, SaState};
+use crate::sad::{NameId, SaId, Sad, SadError};
+use crate::selector::{proto, Addr, Family};
+use crate::spd::{Action, Spd, SpdEntry, SpdEntryId};
+use bitsgw_wire::esp::{
+    classify_udp_encap, emit_esp_header, emit_udp_header, udp_checksum, EspHeader, UdpEncapKind,
+    ESP_HEADER_LEN, NAT_T_PORT, UDP_HEADER_LEN,
+};
+use bitsgw_wire::ip::{self, IpMeta, IpVersion};
+use bitsgw_wire::{PacketBuf, Timestamp};
+use rustc_hash::FxHashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+/// Most SAs in one bundle, and most ESP layers unwrapped inbound.
+pub const MAX_BUNDLE: usize = 4;
+
+/// What to do with the packet after the stage has handled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Disposition {
+    /// Outbound: the buffer holds the packet to send to the network.
+    Forward,
+    /// Inbound: the buffer holds the packet to deliver to the host side.
+    Deliver,
+    /// Dropped, and counted under this reason.
+    Drop(DropReason),
+    /// An inbound fragment, held for reassembly.
+    Held,
+    /// Inbound: an IKE message on an ESP-in-UDP port (non-ESP marker,
+    /// RFC 3948 2.2); the buffer holds the packet for the IKE handler.
+    ToIke,
+    /// Outbound packet too big to send: the buffer now holds an ICMP error
+    /// for the sender, to send back toward the host side (RFC 4301 8).
+    IcmpError,
+    /// Outbound: the protected packet was fragmented; `poll_transmit`
+    /// yields this many fragments for the network.
+    Fragmented(usize),
+}
+
+/// Something the control plane should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A soft lifetime was reached: the SA works on, replace it soon.
+    SoftExpired {
+        /// SA name.
+        name: String,
+        /// SPI.
+        spi: u32,
+        /// Direction.
+        direction: Direction,
+        /// Which limit.
+        limit: LimitKind,
+    },
+    /// A hard lifetime was reached: the SA was removed; traffic it
+    /// protected is now discarded.
+    HardExpired {
+        /// SA name.
+        name: String,
+        /// SPI.
+        spi: u32,
+        /// Direction.
+        direction: Direction,
+        /// Which limit.
+        limit: LimitKind,
+    },
+    /// The outbound sequence counter is exhausted: the SA was stopped
+    /// (RFC 4303 3.3.3) and must be replaced.
+    SeqOverflow {
+        /// SA name.
+        name: String,
+        /// SPI.
+        spi: u32,
+    },
+}
+
+/// Settings of the stage as a whole.
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    /// MTU of the network side: outer packets larger than this are
+    /// fragmented or refused with an ICMP error.
+    pub mtu: usize,
+    /// UDP ports on which inbound ESP-in-UDP is recognised (RFC 3948; 4500
+    /// and any configured port).
+    pub udp_encap_ports: Vec<u16>,
+    /// Reassembly limits.
+    pub reassembly: ReassemblyLimits,
+    /// Source of ICMPv4 errors this stage sends; when unset, the tunnel's
+    /// local endpoint or else the original destination is used.
+    pub icmp_source_v4: Option<[u8; 4]>,
+    /// Source of ICMPv6 errors this stage sends (as above).
+    pub icmp_source_v6: Option<[u8; 16]>,
+    /// TTL / hop limit of outer headers (RFC 4301 5.1.2).
+    pub outer_ttl: u8,
+}
+
+impl Default for StageConfig {
+    fn default() -> Self {
+        StageConfig {
+            mtu: 1500,
+            udp_encap_ports: vec![NAT_T_PORT],
+            reassembly: ReassemblyLimits::default(),
+            icmp_source_v4: None,
+            icmp_source_v6: None,
+            outer_ttl: 64,
+        }
+    }
+}
+
+/// The IPsec stage.
+#[derive(Debug)]
+pub struct IpsecStage {
+    pub(crate) cfg: StageConfig,
+    pub(crate) spd_out: Spd,
+    pub(crate) spd_in: Spd,
+    pub(crate) sad: Sad,
+    /// SPD entries that name each SA, so an SA learns its selectors when it
+    /// is installed (RFC 4301 4.4.2).
+    refs_by_name: FxHashMap<NameId, Vec<SpdEntryId>>,
+    spd_generation: u64,
+    counters: StageCounters,
+    events: VecDeque<Event>,
+    deadlines: BinaryHeap<Reverse<(Timestamp, SaId)>>,
+    reassembler: Reassembler,
+    scratch: PacketBuf,
+    tx_queue: VecDeque<PacketBuf>,
+    spare: Vec<PacketBuf>,
+    ident_v4: u16,
+    ident_v6: u32,
+}
+
+/// Bytes of padding so that `payload + pad + 2` is a multiple of `align`
+/// (RFC 4303 2.4).
+#[inline]
+fn pad_len(payload: usize, align: usize) -> usize {
+    let align = align.max(1);
+    (align - (payload + 2) % align) % align
+}
+
+/// Writes the ESP trailer (RFC 4303 2.4: padding 1, 2, 3..., pad length,
+/// next header) into `tail`, whose length is `pad + 2 + icv`.
+#[inline]
+fn write_trailer(tail: &mut [u8], pad: usize, next_header: u8) {
+    for (i, b) in tail[..pad].iter_mut().enumerate() {
+        *b = (i + 1) as u8;
+    }
+    tail[pad] = pad as u8;
+    tail[pad + 1] = next_header;
+}
+
+fn addr_bytes4(a: Addr) -> [u8; 4] {
+    (a.bits as u32).to_be_bytes()
+}
+
+fn addr_bytes16(a: Addr) -> [u8; 16] {
+    a.bits.to_be_bytes()
+}
+
+impl From<FragDrop> for DropReason {
+    fn from(f: FragDrop) -> Self {
+        match f {
+            FragDrop::Overlap => DropReason::FragOverlap,
+            FragDrop::TooLarge => DropReason::FragTooLarge,
+            FragDrop::MemoryLimit => DropReason::FragMemory,
+            FragDrop::TooManyDatagrams => DropReason::FragTooMany,
+            FragDrop::TimedOut => DropReason::FragTimeout,
+            FragDrop::BufferTooSmall => DropReason::NoBufferRoom,
+            _ => DropReason::FragMalformed,
+        }
+    }
+}
+
+impl IpsecStage {
+    /// An empty stage: no policies (so everything is discarded) and no SAs.
+    pub fn new(cfg: StageConfig) -> Self {
+        let reassembler = Reassembler::new(cfg.reassembly.clone());
+        IpsecStage {
+            cfg,
+            spd_out: Spd::default(),
+            spd_in: Spd::default(),
+            sad: Sad::new(),
+            refs_by_name: FxHashMap::default(),
+            spd_generation: 0,
+            counters: StageCounters::default(),
+            events: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
+            reassembler,
+            scratch: PacketBuf::new(),
+            tx_queue: VecDeque::new(),
+            spare: Vec::new(),
+            ident_v4: 1,
+            ident_v6: 1,
+        }
+    }
+
+    /// The stage's settings.
+    pub fn config(&self) -> &StageConfig {
+        &self.cfg
+    }
+
+    /// Stage counters.
+    pub fn counters(&self) -> &StageCounters {
+        &self.counters
+    }
+
+    /// The SPD of one direction.
+    pub fn spd(&self, direction: Direction) -> &Spd {
+        match direction {
+            Direction::Outbound => &self.spd_out,
+            Direction::Inbound => &self.spd_in,
+        }
+    }
+
+    /// The SAD.
+    pub fn sad(&self) -> &Sad {
+        &self.sad
+    }
+
+    /// The read-only query API (see [`crate::query`]).
+    pub fn query(&self) -> crate::query::Query<'_> {
+        crate::query::Query::new(self)
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.sad.generation() + self.spd_generation
+    }
+
+    /// Resolves an SA name for SPD entries (creating the name's slot).
+    pub fn sa_name(&mut self, name: &str) -> NameId {
+        self.sad.name_id(name)
+    }
+
+    /// Replaces both SPDs. SA names in PROTECT actions are resolved with
+    /// [`IpsecStage::sa_name`]; SAs installed under those names take their
+    /// selectors from these entries.
+    pub fn set_spd(&mut self, outbound: Vec<SpdEntry>, inbound: Vec<SpdEntry>) {
+        self.spd_out = Spd::new(outbound);
+        self.spd_in = Spd::new(inbound);
+        self.refs_by_name.clear();
+        for (direction, spd) in [
+            (Direction::Outbound, &self.spd_out),
+            (Direction::Inbound, &self.spd_in),
+        ] {
+            for (index, entry) in spd.entries().iter().enumerate() {
+                if let Action::Protect(names) = &entry.action {
+                    for n in names.iter() {
+                        self.refs_by_name
+                            .entry(*n)
+                            .or_default()
+                            .push(SpdEntryId { direction, index });
+                    }
+                }
+            }
+        }
+        let ids: Vec<SaId> = self.sad.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.attach_selectors(id);
+        }
+        self.spd_generation += 1;
+    }
+
+    fn attach_selectors(&mut self, id: SaId) {
+        let Some(sa) = self.sad.get(id) else { return };
+        let direction = sa.params.direction;
+        let refs = self
+            .sad
+            .find_name(&sa.params.name)
+            .and_then(|n| self.refs_by_name.get(&n));
+        let mut selectors = Vec::new();
+        let mut entries = Vec::new();
+        for r in refs.into_iter().flatten() {
+            if r.direction != direction {
+                continue;
+            }
+            let spd = match direction {
+                Direction::Outbound => &self.spd_out,
+                Direction::Inbound => &self.spd_in,
+            };
+            if let Some(e) = spd.get(r.index) {
+                selectors.push(e.selector);
+                entries.push(r.index);
+            }
+        }
+        if let Some(sa) = self.sad.get_mut(id) {
+            sa.selectors = selectors;
+            sa.spd_entries = entries;
+        }
+    }
+
+    /// Installs an SA (replacing one of the same name; see
+    /// [`Sad::install`]).
+    pub fn install_sa(&mut self, params: SaParams, now: Timestamp) -> Result<SaId, SadError> {
+        let sa = Sa::new(params, now)?;
+        let id = self.sad.install(sa)?;
+        self.attach_selectors(id);
+        if let Some(at) = self.sad.get(id).and_then(Sa::next_deadline) {
+            self.deadlines.push(Reverse((at, id)));
+        }
+        Ok(id)
+    }
+
+    /// Removes an SA; traffic its policies protect is discarded from now on.
+    pub fn remove_sa(&mut self, id: SaId) -> Option<Sa> {
+        self.sad.remove(id)
+    }
+
+    /// The next event for the control plane.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Moves the next queued outbound fragment into `out`; false when none
+    /// is left.
+    pub fn poll_transmit(&mut self, out: &mut PacketBuf) -> bool {
+        match self.tx_queue.pop_front() {
+            Some(mut b) => {
+                std::mem::swap(out, &mut b);
+                self.spare.push(b);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// When `handle_timeout` next has work to do.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let sa = self.deadlines.peek().map(|Reverse((t, _))| *t);
+        match (sa, self.reassembler.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expires SAs whose time lifetimes ran out and fragments that never
+    /// completed.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(Reverse((at, id))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self.lifetime_check(id, now) {
+                if let Some(next) = self.sad.get(id).and_then(Sa::next_deadline) {
+                    if next > now {
+                        self.deadlines.push(Reverse((next, id)));
+                    }
+                }
+            }
+        }
+        let expired = self.reassembler.handle_timeout(now);
+        self.counters
+            .add_drops(DropReason::FragTimeout, expired as u64);
+    }
+
+    /// Applies the SA's lifetimes at `now`: raises the soft event once,
+    /// removes the SA at the hard limit. Returns whether it is still usable.
+    fn lifetime_check(&mut self, id: SaId, now: Timestamp) -> bool {
+        let Some(sa) = self.sad.get_mut(id) else {
+            return false;
+        };
+        if sa.state == SaState::Stopped {
+            return false;
+        }
+        if let Some(limit) = sa.reached(&sa.params.hard, now) {
+            let (name, spi, direction) =
+                (sa.params.name.clone(), sa.params.spi, sa.params.direction);
+            self.sad.remove(id);
+            self.events.push_back(Event::HardExpired {
+                name,
+                spi,
+                direction,
+                limit,
+            });
+            return false;
+        }
+        if sa.state == SaState::Active {
+            if let Some(limit) = sa.reached(&sa.params.soft, now) {
+                sa.state = SaState::SoftExpired;
+                self.events.push_back(Event::SoftExpired {
+                    name: sa.params.name.clone(),
+                    spi: sa.params.spi,
+                    direction: sa.params.direction,
+                    limit,
+                });
+            }
+        }
+        true
+    }
+
+    #[inline]
+    fn dropped(&mut self, reason: DropReason) -> Disposition {
+        self.counters.drop(reason);
+        Disposition::Drop(reason)
+    }
+
+    // ------------------------------------------------------------------
+    // Outbound (RFC 4301 5.1)
+    // ------------------------------------------------------------------
+
+    /// Processes a packet leaving the protected side: SPD lookup, then
+    /// BYPASS, DISCARD or ESP protection with the entry's SA(s).
+    pub fn handle_outbound(&mut self, buf: &mut PacketBuf, now: Timestamp) -> Disposition {
+        let meta = match ip::parse(buf.data()) {
+            Ok(m) => m,
+            Err(_) => return self.dropped(DropReason::Malformed),
+        };
+        buf.truncate(meta.total_len);
+        let key = flow_key(buf.data(), &meta, Direction::Outbound);
+        let Some(pos) = self.spd_out.lookup_and_count(&key) else {
+            return self.dropped(DropReason::NoPolicy);
+        };
+        let mut bundle = [SaId(0); MAX_BUNDLE];
+        let n = match self.spd_out.get(pos).map(|e| &e.action) {
+            Some(Action::Bypass) => {
+                self.counters.outbound_bypassed += 1;
+                return Disposition::Forward;
+            }
+            Some(Action::Discard) | None => return self.dropped(DropReason::PolicyDiscard),
+            Some(Action::Protect(names)) => {
+                if names.len() > MAX_BUNDLE {
+                    return self.dropped(DropReason::TooDeep);
+                }
+                for (slot, name) in bundle.iter_mut().zip(names.iter()) {
+                    match self.sad.current(*name) {
+                        Some(id) => *slot = id,
+                        None => {
+                            self.counters.drop(DropReason::NoSa);
+                            return Disposition::Drop(DropReason::NoSa);
+                        }
+                    }
+                }
+                names.len()
+            }
+        };
+        for id in &bundle[..n] {
+            if !self.lifetime_check(*id, now) {
+                return self.dropped(DropReason::NoSa);
+            }
+        }
+        // RFC 4301 8: decide on fragmentation before any sequence number
+        // is spent.
+        let original_len = buf.len();
+        let final_len = self.bundle_output_len(&bundle[..n], original_len, &meta);
+        let mut fragment_after = false;
+        if final_len > self.cfg.mtu {
+            match self.too_big(buf, &meta, &bundle[..n], original_len, final_len) {
+                Some(d) => return d,
+                None => fragment_after = true,
+            }
+        }
+        for id in &bundle[..n] {
+            if let Err(reason) = self.protect(*id, buf, now) {
+                return self.dropped(reason);
+            }
+        }
+        self.counters.outbound_protected += 1;
+        if fragment_after {
+            return self.fragment_out(buf);
+        }
+        Disposition::Forward
+    }
+
+    /// Length of a packet of `len` bytes after one SA's encapsulation.
+    fn output_len(sa: &Sa, len: usize, inner_header_len: usize) -> usize {
+        let t = sa.transform.id();
+        let udp = if sa.params.udp_encap.is_some() {
+            UDP_HEADER_LEN
+        } else {
+            0
+        };
+        let fixed = ESP_HEADER_LEN + t.iv_len() + 2 + t.icv_len() + udp;
+        match sa.params.mode {
+            Mode::Tunnel { remote, .. } => {
+                let outer = match remote.family {
+                    Family::V4 => ip::IPV4_MIN_HEADER,
+                    Family::V6 => ip::IPV6_HEADER,
+                };
+                outer + fixed + len + pad_len(len, t.block_align())
+            }
+            Mode::Transport => {
+                let payload = len.saturating_sub(inner_header_len);
+                inner_header_len + fixed + payload + pad_len(payload, t.block_align())
+            }
+        }
+    }
+
+    fn bundle_output_len(&self, bundle: &[SaId], len: usize, meta: &IpMeta) -> usize {
+        let mut len = len;
+        let mut header_len = meta.header_len;
+        for id in bundle {
+            if let Some(sa) = self.sad.get(*id) {
+                len = Self::output_len(sa, len, header_len);
+                if let Mode::Tunnel { remote, .. } = sa.params.mode {
+                    header_len = match remote.family {
+                        Family::V4 => ip::IPV4_MIN_HEADER,
+                        Family::V6 => ip::IPV6_HEADER,
+                    };
+                }
+            }
+        }
+        len
+    }
+
+    /// An outbound packet would exceed the MTU once protected. Either the
+    /// sender is told (ICMP, returned as the disposition) or the protected
+    /// packet will be fragmented (`None`). RFC 4301 8.1, 8.2.
+    fn too_big(
+        &mut self,
+        buf: &mut PacketBuf,
+        meta: &IpMeta,
+        bundle: &[SaId],
+        original_len: usize,
+        final_len: usize,
+    ) -> Option<Disposition> {
+        let df = match meta.version {
+            IpVersion::V4 => buf.data().get(6).is_some_and(|b| b & 0x40 != 0),
+            IpVersion::V6 => true,
+        };
+        if !df {
+            return None;
+        }
+        // The largest packet that still fits once protected.
+        let mut fits = original_len.saturating_sub(final_len - self.cfg.mtu.min(final_len));
+        while fits > 0 && self.bundle_output_len(bundle, fits, meta) > self.cfg.mtu {
+            fits -= 1;
+        }
+        // IPv6 never reports less than 1280 (RFC 8200 5): the tunnel
+        // fragments instead.
+        if meta.version == IpVersion::V6 && fits < 1280 {
+            return None;
+        }
+        let (src, dst) = addresses(buf.data(), meta);
+        let tunnel_local = bundle
+            .iter()
+            .filter_map(|id| self.sad.get(*id))
+            .find_map(|sa| match sa.params.mode {
+                Mode::Tunnel { local, .. } if local.family == src.family => Some(local),
+                _ => None,
+            });
+        let result = match meta.version {
+            IpVersion::V4 => {
+                let source = self
+                    .cfg
+                    .icmp_source_v4
+                    .unwrap_or_else(|| addr_bytes4(tunnel_local.unwrap_or(dst)));
+                let mtu = u16::try_from(fits).unwrap_or(u16::MAX);
+                frag::icmpv4_frag_needed(buf.data(), mtu, source, &mut self.scratch)
+            }
+            IpVersion::V6 => {
+                let source = self
+                    .cfg
+                    .icmp_source_v6
+                    .unwrap_or_else(|| addr_bytes16(tunnel_local.unwrap_or(dst)));
+                let mtu = u32::try_from(fits).unwrap_or(u32::MAX);
+                frag::icmpv6_packet_too_big(buf.data(), mtu, source, &mut self.scratch)
+            }
+        };
+        match result {
+            Ok(()) => {
+                std::mem::swap(buf, &mut self.scratch);
+                self.counters.drop(DropReason::TooBig);
+                Some(Disposition::IcmpError)
+            }
+            Err(e) => Some(self.dropped(e.into())),
+        }
+    }
+
+    fn fragment_out(&mut self, buf: &mut PacketBuf) -> Disposition {
+        let mtu = self.cfg.mtu;
+        let (queue, spare, scratch) = (&mut self.tx_queue, &mut self.spare, &mut self.scratch);
+        let mut emit = |frag: &[u8]| {
+            let mut b = spare.pop().unwrap_or_default();
+            if b.set(frag).is_ok() {
+                queue.push_back(b);
+            }
+        };
+        let result = match ip::version(buf.data()) {
+            Ok(IpVersion::V4) => frag::fragment_ipv4(buf.data(), mtu, scratch, &mut emit),
+            Ok(IpVersion::V6) => {
+                self.ident_v6 = self.ident_v6.wrapping_add(1);
+                frag::fragment_ipv6(buf.data(), mtu, self.ident_v6, scratch, &mut emit)
+            }
+            Err(_) => Err(FragDrop::Malformed),
+        };
+        match result {
+            Ok(count) => {
+                self.counters.fragments_sent += count as u64;
+                Disposition::Fragmented(count)
+            }
+            Err(e) => self.dropped(e.into()),
+        }
+    }
+
+    /// ESP-protects the packet in `buf` with SA `id` (RFC 4303 3.1, 3.3).
+    fn protect(&mut self, id: SaId, buf: &mut PacketBuf, now: Timestamp) -> Result<(), DropReason> {
+        let meta = ip::parse(buf.data()).map_err(|_| DropReason::Malformed)?;
+        let ident = self.ident_v4;
+        self.ident_v4 = self.ident_v4.wrapping_add(1);
+        let ttl = self.cfg.outer_ttl;
+        let sa = self.sad.get_mut(id).ok_or(DropReason::NoSa)?;
+        if sa.state == SaState::Stopped {
+            return Err(DropReason::NoSa);
+        }
+        // RFC 4303 3.3.3: the counter never cycles; without ESN the last
+        // usable number is 2^32 - 1.
+        let limit = if sa.params.esn {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        };
+        if sa.seq_out >= limit {
+            sa.state = SaState::Stopped;
+            let event = Event::SeqOverflow {
+                name: sa.params.name.clone(),
+                spi: sa.params.spi,
+            };
+            self.events.push_back(event);
+            return Err(DropReason::SeqOverflow);
+        }
+        let seq = sa.seq_out + 1;
+        let t = sa.transform.id();
+        let (iv_len, icv_len) = (t.iv_len(), t.icv_len());
+        let spi = sa.params.spi;
+        let payload_len;
+        match sa.params.mode {
+            Mode::Tunnel { local, remote } => {
+                let inner_len = buf.len();
+                payload_len = inner_len;
+                let next_header = match meta.version {
+                    IpVersion::V4 => proto::IPV4,
+                    IpVersion::V6 => proto::IPV6,
+                };
+                let tos = ip::traffic_class(buf.data());
+                let df = meta.version == IpVersion::V4
+                    && buf.data().get(6).is_some_and(|b| b & 0x40 != 0);
+                let pad = pad_len(inner_len, t.block_align());
+                let tail = buf
+                    .append(pad + 2 + icv_len)
+                    .map_err(|_| DropReason::NoBufferRoom)?;
+                write_trailer(tail, pad, next_header);
+                let hdr = buf
+                    .prepend(ESP_HEADER_LEN + iv_len)
+                    .map_err(|_| DropReason::NoBufferRoom)?;
+                emit_esp_header(hdr, spi, seq as u32);
+                sa.transform
+                    .seal(buf.data_mut(), seq, sa.params.esn)
+                    .map_err(|_| DropReason::NoBufferRoom)?;
+                if let Some(encap) = sa.params.udp_encap {
+                    let len = buf.len() + UDP_HEADER_LEN;
+                    let udp = buf
+                        .prepend(UDP_HEADER_LEN)
+                        .map_err(|_| DropReason::NoBufferRoom)?;
+                    emit_udp_header(
+                        udp,
+                        encap.local_port,
+                        encap.remote_port,
+                        u16::try_from(len).unwrap_or(u16::MAX),
+                    );
+                }
+                let next = if sa.params.udp_encap.is_some() {
+                    proto::UDP
+                } else {
+                    proto::ESP
+                };
+                let body = buf.len();
+                match remote.family {
+                    Family::V4 => {
+                        let total = u16::try_from(body + ip::IPV4_MIN_HEADER)
+                            .map_err(|_| DropReason::NoBufferRoom)?;
+                        let h = buf
+                            .prepend(ip::IPV4_MIN_HEADER)
+                            .map_err(|_| DropReason::NoBufferRoom)?;
+                        ip::emit_ipv4_header(
+                            h,
+                            addr_bytes4(local),
+                            addr_bytes4(remote),
+                            next,
+                            total,
+                            ttl,
+                            ident,
+                            tos,
+                        );
+                        if df {
+                            h[6] |= 0x40;
+                            ip::ipv4_fill_checksum(h);
+                        }
+                    }
+                    Family::V6 => {
+                        let plen = u16::try_from(body).map_err(|_| DropReason::NoBufferRoom)?;
+                        let h = buf
+                            .prepend(ip::IPV6_HEADER)
+                            .map_err(|_| DropReason::NoBufferRoom)?;
+                        ip::emit_ipv6_header(
+                            h,
+                            addr_bytes16(local),
+                            addr_bytes16(remote),
+                            next,
+                            plen,
+                            ttl,
+                            tos,
+                        );
+                        if sa.params.udp_encap.is_some() {
+                            fill_udp_checksum_v6(buf.data_mut(), ip::IPV6_HEADER);
+                        }
+                    }
+                }
+            }
+            Mode::Transport => {
+                if meta.frag.is_some() {
+                    return Err(DropReason::TransportFragment);
+                }
+                let hl = meta.header_len;
+                payload_len = buf.len() - hl;
+                let pad = pad_len(payload_len, t.block_align());
+                let tail = buf
+                    .append(pad + 2 + icv_len)
+                    .map_err(|_| DropReason::NoBufferRoom)?;
+                write_trailer(tail, pad, meta.proto);
+                let udp = if sa.params.udp_encap.is_some() {
+                    UDP_HEADER_LEN
+                } else {
+                    0
+                };
+                let gap = buf
+                    .insert_gap(hl, udp + ESP_HEADER_LEN + iv_len)
+                    .map_err(|_| DropReason::NoBufferRoom)?;
+                emit_esp_header(&mut gap[udp..], spi, seq as u32);
+                let total = buf.len();
+                let data = buf.data_mut();
+                sa.transform
+                    .seal(&mut data[hl + udp..], seq, sa.params.esn)
+                    .map_err(|_| DropReason::NoBufferRoom)?;
+                data[meta.proto_field] = if udp != 0 { proto::UDP } else { proto::ESP };
+                if let Some(encap) = sa.params.udp_encap {
+                    let len = u16::try_from(total - hl).unwrap_or(u16::MAX);
+                    emit_udp_header(&mut data[hl..], encap.local_port, encap.remote_port, len);
+                }
+                ip::set_total_len(data, total);
+                if udp != 0 && meta.version == IpVersion::V6 {
+                    fill_udp_checksum_v6(data, hl);
+                }
+            }
+        }
+        sa.seq_out = seq;
+        sa.stats.packets += 1;
+        sa.stats.bytes += payload_len as u64;
+        self.lifetime_check(id, now);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Inbound (RFC 4301 5.2)
+    // ------------------------------------------------------------------
+
+    /// Processes a packet arriving from the network: reassembly, ESP (also
+    /// in UDP) decryption and checks, or the SPD for cleartext packets.
+    pub fn handle_inbound(&mut self, buf: &mut PacketBuf, now: Timestamp) -> Disposition {
+        let mut meta = match ip::parse(buf.data()) {
+            Ok(m) => m,
+            Err(_) => return self.dropped(DropReason::Malformed),
+        };
+        buf.truncate(meta.total_len);
+        if meta.frag.is_some() {
+            match self
+                .reassembler
+                .handle_fragment(buf.data(), &meta, now, &mut self.scratch)
+            {
+                Ok(Reassembly::Held) => {
+                    self.counters.fragments_held += 1;
+                    return Disposition::Held;
+                }
+                Ok(Reassembly::Complete) => {
+                    std::mem::swap(buf, &mut self.scratch);
+                    self.counters.reassembled += 1;
+                    meta = match ip::parse(buf.data()) {
+                        Ok(m) => m,
+                        Err(_) => return self.dropped(DropReason::Malformed),
+                    };
+                }
+                Err(e) => return self.dropped(e.into()),
+            }
+        }
+        let mut last_sa: Option<SaId> = None;
+        for _ in 0..=MAX_BUNDLE {
+            let esp_at = match self.esp_offset(buf.data(), &meta) {
+                EspAt::Esp(off, udp) => Some((off, udp)),
+                EspAt::Keepalive => return self.dropped(DropReason::NatKeepalive),
+                EspAt::Ike => {
+                    self.counters.ike_passed += 1;
+                    return Disposition::ToIke;
+                }
+                EspAt::Invalid => return self.dropped(DropReason::UdpEncapInvalid),
+                EspAt::NotEsp => None,
+            };
+            let known = esp_at.and_then(|(off, udp)| {
+                let spi = EspHeader::new_checked(buf.data().get(off..)?)?.spi();
+                self.sad.by_spi(spi).map(|id| (id, off, udp))
+            });
+            let Some((id, off, udp)) = known else {
+                return match last_sa {
+                    // The innermost packet: check it against the selectors
+                    // of the SA it came out of (RFC 4301 5.2 step 4).
+                    Some(sa) => self.check_inner(sa, buf, &meta),
+                    None if esp_at.is_some() => self.cleartext_inbound(buf, &meta, true),
+                    None => self.cleartext_inbound(buf, &meta, false),
+                };
+            };
+            if let Err(reason) = self.unprotect(id, buf, &meta, off, udp, now) {
+                if let Some(sa) = self.sad.get_mut(id) {
+                    match reason {
+                        DropReason::IcvFailure => sa.stats.icv_failures += 1,
+                        DropReason::ReplayDuplicate | DropReason::ReplayTooOld => {
+                            sa.stats.replay_drops += 1
+                        }
+                        DropReason::DummyPacket | DropReason::NoSa => {}
+                        _ => sa.stats.other_drops += 1,
+                    }
+                }
+                return self.dropped(reason);
+            }
+            last_sa = Some(id);
+            meta = match ip::parse(buf.data()) {
+                Ok(m) => m,
+                Err(_) => return self.dropped(DropReason::BadInnerPacket),
+            };
+        }
+        self.dropped(DropReason::TooDeep)
+    }
+
+    fn check_inner(&mut self, id: SaId, buf: &PacketBuf, meta: &IpMeta) -> Disposition {
+        let key = flow_key(buf.data(), meta, Direction::Inbound);
+        let ok = self
+            .sad
+            .get(id)
+            .is_some_and(|sa| sa.selectors.iter().any(|s| s.matches(&key)));
+        if !ok {
+            if let Some(sa) = self.sad.get_mut(id) {
+                sa.stats.other_drops += 1;
+            }
+            return self.dropped(DropReason::InnerSelectorMismatch);
+        }
+        self.counters.inbound_decrypted += 1;
+        Disposition::Deliver
+    }
+
+    /// Inbound packet that is not ESP for one of our SAs: the inbound SPD
+    /// decides (RFC 4301 5.2 step 3).
+    fn cleartext_inbound(&mut self, buf: &PacketBuf, meta: &IpMeta, is_esp: bool) -> Disposition {
+        let key = flow_key(buf.data(), meta, Direction::Inbound);
+        match self
+            .spd_in
+            .lookup_and_count(&key)
+            .and_then(|i| self.spd_in.get(i))
+            .map(|e| &e.action)
+        {
+            Some(Action::Bypass) => {
+                self.counters.inbound_bypassed += 1;
+                Disposition::Deliver
+            }
+            Some(Action::Discard) => self.dropped(DropReason::PolicyDiscard),
+            Some(Action::Protect(_)) if !is_esp => self.dropped(DropReason::UnprotectedTraffic),
+            Some(Action::Protect(_)) => self.dropped(DropReason::UnknownSpi),
+            None if is_esp => self.dropped(DropReason::UnknownSpi),
+            None => self.dropped(DropReason::NoPolicy),
+        }
+    }
+
+    fn esp_offset(&self, pkt: &[u8], meta: &IpMeta) -> EspAt {
+        match meta.proto {
+            proto::ESP => EspAt::Esp(meta.header_len, false),
+            proto::UDP => {
+                let Some(udp) = pkt.get(meta.header_len..meta.header_len + UDP_HEADER_LEN) else {
+                    return EspAt::NotEsp;
+                };
+                let dport = u16::from_be_bytes([udp[2], udp[3]]);
+                if !self.cfg.udp_encap_ports.contains(&dport) {
+                    return EspAt::NotEsp;
+                }
+                let payload = pkt.get(meta.header_len + UDP_HEADER_LEN..).unwrap_or(&[]);
+                match classify_udp_encap(payload) {
+                    UdpEncapKind::Keepalive => EspAt::Keepalive,
+                    UdpEncapKind::Ike => EspAt::Ike,
+                    UdpEncapKind::Esp => EspAt::Esp(meta.header_len + UDP_HEADER_LEN, true),
+                    _ => EspAt::Invalid,
+                }
+            }
+            _ => EspAt::NotEsp,
+        }
+    }
+
+    /// Verifies and decrypts the ESP packet at `off` with SA `id` and
+    /// leaves the inner packet in `buf` (RFC 4303 3.4).
+    fn unprotect(
+        &mut self,
+        id: SaId,
+        buf: &mut PacketBuf,
+        meta: &IpMeta,
+        off: usize,
+        udp: bool,
+        now: Timestamp,
+    ) -> Result<(), DropReason> {
+        if !self.lifetime_check(id, now) {
+            return Err(DropReason::NoSa);
+        }
+        let (_, dst) = addresses(buf.data(), meta);
+        let sa = self.sad.get_mut(id).ok_or(DropReason::NoSa)?;
+        if sa.params.destination.is_some_and(|d| d != dst) {
+            return Err(DropReason::WrongDestination);
+        }
+        let t = sa.transform.id();
+        let (iv_len, icv_len) = (t.iv_len(), t.icv_len());
+        let esp_len = buf.len() - off;
+        let min = ESP_HEADER_LEN + iv_len + 2 + icv_len;
+        let ct_len = esp_len.saturating_sub(ESP_HEADER_LEN + iv_len + icv_len);
+        if esp_len < min || (t.block_align() > 4 && ct_len % t.block_align() != 0) {
+            return Err(DropReason::EspTruncated);
+        }
+        let esp = &mut buf.data_mut()[off..];
+        let seq_low = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
+        let seq = sa.replay.infer(seq_low);
+        // RFC 4303 3.4.3 lets a receiver reject a duplicate before the ICV;
+        // doing it after means only authentic packets move the counters.
+        sa.transform
+            .open(esp, seq, sa.params.esn)
+            .map_err(|_| DropReason::IcvFailure)?;
+        sa.replay.check_and_update(seq).map_err(|e| match e {
+            crate::replay::ReplayError::Duplicate => DropReason::ReplayDuplicate,
+            crate::replay::ReplayError::TooOld => DropReason::ReplayTooOld,
+            crate::replay::ReplayError::Zero => DropReason::ReplayZero,
+        })?;
+        let ct_end = esp_len - icv_len;
+        let pad = usize::from(esp[ct_end - 2]);
+        let next_header = esp[ct_end - 1];
+        let payload_start = ESP_HEADER_LEN + iv_len;
+        if pad + 2 > ct_end - payload_start {
+            return Err(DropReason::BadPadLength);
+        }
+        let pad_bytes = &esp[ct_end - 2 - pad..ct_end - 2];
+        if pad_bytes
+            .iter()
+            .enumerate()
+            .any(|(i, b)| usize::from(*b) != i + 1)
+        {
+            return Err(DropReason::BadPadding);
+        }
+        let payload_len = ct_end - 2 - pad - payload_start;
+        sa.stats.packets += 1;
+        sa.stats.bytes += payload_len as u64;
+        let mode = sa.params.mode;
+        let fix_checksum = udp && matches!(mode, Mode::Transport);
+        if self.sad.has_retiring(id) {
+            self.sad.confirm_in_use(id);
+        }
+        self.lifetime_check(id, now);
+        if next_header == proto::NO_NEXT_HEADER {
+            return Err(DropReason::DummyPacket);
+        }
+        buf.trim_back(icv_len + 2 + pad)
+            .map_err(|_| DropReason::EspTruncated)?;
+        match mode {
+            Mode::Tunnel { .. } => {
+                buf.trim_front(off + payload_start)
+                    .map_err(|_| DropReason::EspTruncated)?;
+                let inner = ip::parse(buf.data()).map_err(|_| DropReason::BadInnerPacket)?;
+                let expected = match inner.version {
+                    IpVersion::V4 => proto::IPV4,
+                    IpVersion::V6 => proto::IPV6,
+                };
+                if next_header != expected {
+                    return Err(DropReason::BadInnerPacket);
+                }
+                // Tunnel-mode TFC padding (RFC 4303 2.7) sits after the
+                // inner packet: its own length says where it ends.
+                buf.truncate(inner.total_len);
+            }
+            Mode::Transport => {
+                let hdr_end = meta.header_len;
+                buf.remove_range(hdr_end, off - hdr_end + payload_start)
+                    .map_err(|_| DropReason::EspTruncated)?;
+                let total = buf.len();
+                let data = buf.data_mut();
+                data[meta.proto_field] = next_header;
+                ip::set_total_len(data, total);
+                if fix_checksum {
+                    // RFC 3948 3.1.2: a NAT may have changed the addresses the
+                    // transport checksum covers; recompute it.
+                    fix_transport_checksum(data, hdr_end, next_header, meta.version);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum EspAt {
+    Esp(usize, bool),
+    Keepalive,
+    Ike,
+    Invalid,
+    NotEsp,
+}
+
+/// Fills the UDP checksum of the UDP header at `udp_at` in an IPv6 packet
+/// (mandatory for IPv6, RFC 8200 8.1).
+fn fill_udp_checksum_v6(pkt: &mut [u8], udp_at: usize) {
+    if pkt.len() < udp_at + UDP_HEADER_LEN {
+        return;
+    }
+    pkt[udp_at + 6] = 0;
+    pkt[udp_at + 7] = 0;
+    let (hdr, udp) = pkt.split_at_mut(udp_at);
+    let c = udp_checksum(&hdr[8..24], &hdr[24..40], udp);
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Recomputes the TCP or UDP checksum of a transport-mode packet.
+fn fix_transport_checksum(pkt: &mut [u8], at: usize, next_header: u8, version: IpVersion) {
+    let field = match next_header {
+        proto::TCP => 16,
+        proto::UDP => 6,
+        _ => return,
+    };
+    if pkt.len() < at + field + 2 {
+        return;
+    }
+    if next_header == proto::UDP && version == IpVersion::V4 && pkt[at + 6..at + 8] == [0, 0] {
+        return; // No checksum in use.
+    }
+    pkt[at + field] = 0;
+    pkt[at + field + 1] = 0;
+    let (src, dst) = match version {
+        IpVersion::V4 => (12..16, 16..20),
+        IpVersion::V6 => (8..24, 24..40),
+    };
+    let len = u32::try_from(pkt.len() - at).unwrap_or(u32::MAX);
+    let acc = bitsgw_wire::checksum::pseudo_header(&pkt[src], &pkt[dst], next_header, len);
+    let mut c = bitsgw_wire::checksum::finish(bitsgw_wire::checksum::sum(acc, &pkt[at..]));
+    if c == 0 && next_header == proto::UDP {
+        c = 0xffff;
+    }
+    pkt[at + field..at + field + 2].copy_from_slice(&c.to_be_bytes());
+}
