@@ -211,7 +211,7 @@ fn parse_hex_key(ctx: &Ctx<'_>, field: &str, s: &str) -> Result<Zeroizing<Vec<u8
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(ctx.err(field, "hex key has an odd number of digits"));
     }
     let mut out = Zeroizing::new(Vec::with_capacity(hex.len() / 2));

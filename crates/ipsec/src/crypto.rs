@@ -741,9 +741,7 @@ impl Transform {
             .checked_sub(ICV_LEN)
             .filter(|&icv| icv >= ps + TRAILER_LEN)
             .ok_or(CryptoError::TooShort)?;
-        // `is_multiple_of` is newer than the workspace's rust-version (1.80).
-        #[allow(clippy::manual_is_multiple_of)]
-        let misaligned = (icv - ps) % 16 != 0;
+        let misaligned = !(icv - ps).is_multiple_of(16);
         if self.id.is_cbc() && misaligned {
             return Err(CryptoError::Misaligned);
         }

@@ -191,7 +191,7 @@ impl From<FragDrop> for DropReason {
 impl IpsecStage {
     /// An empty stage: no policies (so everything is discarded) and no SAs.
     pub fn new(cfg: StageConfig) -> Self {
-        let reassembler = Reassembler::new(cfg.reassembly.clone());
+        let reassembler = Reassembler::new(cfg.reassembly);
         IpsecStage {
             cfg,
             spd_out: Spd::default(),
@@ -930,7 +930,7 @@ impl IpsecStage {
         let esp_len = buf.len() - off;
         let min = ESP_HEADER_LEN + iv_len + 2 + icv_len;
         let ct_len = esp_len.saturating_sub(ESP_HEADER_LEN + iv_len + icv_len);
-        if esp_len < min || (t.block_align() > 4 && ct_len % t.block_align() != 0) {
+        if esp_len < min || (t.block_align() > 4 && !ct_len.is_multiple_of(t.block_align())) {
             return Err(DropReason::EspTruncated);
         }
         let esp = &mut buf.data_mut()[off..];

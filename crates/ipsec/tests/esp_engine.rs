@@ -1,5 +1,6 @@
 //! The ESP engine end to end: two IPsec stages, every transform, mode,
 //! family and encapsulation, and each way a packet can be refused.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

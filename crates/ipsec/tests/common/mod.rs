@@ -1,6 +1,6 @@
 //! Shared helpers for the IPsec stage's integration tests: policy pairs and
 //! packet builders.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use bitsgw_ipsec::config::parse_policy;
 use bitsgw_ipsec::{IpsecStage, StageConfig};
