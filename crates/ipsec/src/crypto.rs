@@ -41,15 +41,12 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
-/// Length of the ESP header: SPI and sequence number (RFC 4303 section 2).
-pub const ESP_HEADER_LEN: usize = 8;
+pub use bitsgw_wire::esp::ESP_HEADER_LEN;
 
 /// ICV length of every supported transform, in octets.
 pub const ICV_LEN: usize = 16;
 
-/// Length of the ESP trailer's fixed part: pad length and next header
-/// (RFC 4303 section 2.4, 2.5, 2.6).
-pub const TRAILER_LEN: usize = 2;
+pub use bitsgw_wire::esp::ESP_TRAILER_LEN as TRAILER_LEN;
 
 /// Length of the salt that ends the `enc_key` of the GCM, GMAC and
 /// ChaCha20-Poly1305 transforms (RFC 4106 section 8.1, RFC 4543 section 8.1,

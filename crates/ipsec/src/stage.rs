@@ -147,14 +147,6 @@ pub struct IpsecStage {
     ident_v6: u32,
 }
 
-/// Bytes of padding so that `payload + pad + 2` is a multiple of `align`
-/// (RFC 4303 2.4).
-#[inline]
-fn pad_len(payload: usize, align: usize) -> usize {
-    let align = align.max(1);
-    (align - (payload + 2) % align) % align
-}
-
 /// Writes the ESP trailer (RFC 4303 2.4: padding 1, 2, 3..., pad length,
 /// next header) into `tail`, whose length is `pad + 2 + icv`.
 #[inline]
@@ -493,11 +485,11 @@ impl IpsecStage {
                     Family::V4 => ip::IPV4_MIN_HEADER,
                     Family::V6 => ip::IPV6_HEADER,
                 };
-                outer + fixed + len + pad_len(len, t.block_align())
+                outer + fixed + len + t.pad_len(len)
             }
             Mode::Transport => {
                 let payload = len.saturating_sub(inner_header_len);
-                inner_header_len + fixed + payload + pad_len(payload, t.block_align())
+                inner_header_len + fixed + payload + t.pad_len(payload)
             }
         }
     }
@@ -651,7 +643,7 @@ impl IpsecStage {
                 let tos = ip::traffic_class(buf.data());
                 let df = meta.version == IpVersion::V4
                     && buf.data().get(6).is_some_and(|b| b & 0x40 != 0);
-                let pad = pad_len(inner_len, t.block_align());
+                let pad = t.pad_len(inner_len);
                 let tail = buf
                     .append(pad + 2 + icv_len)
                     .map_err(|_| DropReason::NoBufferRoom)?;
@@ -729,7 +721,7 @@ impl IpsecStage {
                 }
                 let hl = meta.header_len;
                 payload_len = buf.len() - hl;
-                let pad = pad_len(payload_len, t.block_align());
+                let pad = t.pad_len(payload_len);
                 let tail = buf
                     .append(pad + 2 + icv_len)
                     .map_err(|_| DropReason::NoBufferRoom)?;
@@ -1057,4 +1049,94 @@ fn fix_transport_checksum(pkt: &mut [u8], at: usize, next_header: u8, version: I
         c = 0xffff;
     }
     pkt[at + field..at + field + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_policy;
+
+    const POLICY: &str = r#"{
+      "spd": {"outbound": [{"name": "all", "action": "protect", "sa": "out"}],
+              "inbound": [{"name": "all", "action": "protect", "sa": "in"}]},
+      "sad": [
+        {"name": "out", "direction": "outbound", "spi": 4096, "mode": "tunnel",
+         "tunnel": {"local": "192.0.2.1", "remote": "192.0.2.2"}, "esn": ESN,
+         "transform": "aes-gcm-128", "enc_key": "0x000102030405060708090a0b0c0d0e0f10111213"},
+        {"name": "in", "direction": "inbound", "spi": 4097, "mode": "tunnel",
+         "tunnel": {"local": "192.0.2.1", "remote": "192.0.2.2"},
+         "transform": "aes-gcm-128", "enc_key": "0x000102030405060708090a0b0c0d0e0f10111213"}
+      ]}"#;
+
+    fn stage(esn: bool) -> IpsecStage {
+        let text = POLICY.replace("ESN", if esn { "true" } else { "false" });
+        let set = parse_policy(&text, "t.json").unwrap();
+        let mut s = IpsecStage::new(StageConfig::default());
+        set.apply(&mut s, Timestamp::ZERO).unwrap();
+        s
+    }
+
+    fn packet() -> PacketBuf {
+        PacketBuf::from_slice(&[
+            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 59, 0, 0, 198, 51, 100, 1, 198, 51, 100, 2,
+        ])
+    }
+
+    /// RFC 4303 3.3.3: without ESN the counter stops at 2^32 - 1 and the SA
+    /// with it; nothing is sent with a cycled sequence number.
+    #[test]
+    fn sequence_counter_overflow_stops_the_sa() {
+        let mut s = stage(false);
+        let id = s.sad.by_name("out").unwrap();
+        s.sad.get_mut(id).unwrap().seq_out = u64::from(u32::MAX) - 1;
+        let mut b = packet();
+        assert_eq!(
+            s.handle_outbound(&mut b, Timestamp::ZERO),
+            Disposition::Forward
+        );
+        assert_eq!(&b.data()[24..28], &u32::MAX.to_be_bytes());
+        let mut b = packet();
+        assert_eq!(
+            s.handle_outbound(&mut b, Timestamp::ZERO),
+            Disposition::Drop(DropReason::SeqOverflow)
+        );
+        assert!(matches!(s.poll_event(), Some(Event::SeqOverflow { .. })));
+        let mut b = packet();
+        assert_eq!(
+            s.handle_outbound(&mut b, Timestamp::ZERO),
+            Disposition::Drop(DropReason::NoSa)
+        );
+        // With ESN the same SA goes on into the next sub-space.
+        let mut s = stage(true);
+        let id = s.sad.by_name("out").unwrap();
+        s.sad.get_mut(id).unwrap().seq_out = u64::from(u32::MAX);
+        let mut b = packet();
+        assert_eq!(
+            s.handle_outbound(&mut b, Timestamp::ZERO),
+            Disposition::Forward
+        );
+        assert_eq!(&b.data()[24..28], &0u32.to_be_bytes());
+        assert_eq!(s.sad.get(id).unwrap().seq(), 1 << 32);
+    }
+
+    /// A rekey: the inbound SA is replaced by one with a new SPI; the old
+    /// one keeps working until the new one has verified a packet.
+    #[test]
+    fn replaced_inbound_sa_retires_after_first_use_of_the_new_one() {
+        let mut s = stage(false);
+        let old = s.sad.by_name("in").unwrap();
+        let mut params = s.sad.get(old).unwrap().params.clone();
+        params.spi = 5000;
+        params.enc_key = zeroize::Zeroizing::new(vec![7u8; 20]);
+        let gen = s.query().generation();
+        let new = s.install_sa(params, Timestamp::ZERO).unwrap();
+        assert_ne!(s.query().generation(), gen);
+        assert_eq!(s.query().inbound_sa(4097).map(|i| i.id), Some(old));
+        assert_eq!(s.query().inbound_sa(5000).map(|i| i.id), Some(new));
+        assert_eq!(s.query().sa_by_name("in").map(|i| i.spi), Some(5000));
+        assert_eq!(s.sad.get(new).unwrap().selectors().len(), 1);
+        s.sad.confirm_in_use(new);
+        assert!(s.query().inbound_sa(4097).is_none());
+        assert_eq!(s.sad.len(), 2);
+    }
 }
