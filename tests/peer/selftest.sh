@@ -2,7 +2,8 @@
 # Self-test of the independent ESP peer (esp_peer.py): a few requests end
 # to end through its JSON stdin/stdout interface, then the full matrix of
 # transforms x modes x families x UDP encapsulation in selftest.py
-# (scapy -> scapy and scapy -> tshark). Pass --quick for a smaller matrix.
+# (scapy -> scapy and scapy -> tshark), then check_policies.py on the
+# example policies. Pass --quick for a smaller matrix.
 # Needs scripts/setup-test-deps.sh to have run (it is run here if the
 # virtualenv is missing).
 set -eu
@@ -81,4 +82,7 @@ fi
 echo "$ERR" | grep -q '"error"' || fail "no JSON error: $ERR"
 echo "ok   cli: a bad request gives exit status 2 and {\"error\": ...}"
 
-exec "$PY" "$HERE/selftest.py" "$@"
+"$PY" "$HERE/selftest.py" "$@"
+
+# The example policies: pairs agree, and their SAs interoperate via the peer.
+"$PY" "$HERE/check_policies.py"
