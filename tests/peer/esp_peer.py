@@ -84,8 +84,9 @@ Facts found on Debian 12 (scapy 2.8.0 from PyPI, tshark 4.0.17):
   length, next header) without IV and ICV, for NULL encryption too; the
   self-test compares it with scapy's plaintext.
 - The SA is given to tshark twice, for "IPv4" and "IPv6", with "*" for
-  source and destination, so it is found by SPI and outer family alone (with a Home Address option Wireshark would match the
-  home address, not the IPv6 source).
+  source and destination, so it is found by SPI and outer family alone
+  (with a Home Address option Wireshark would match the home address,
+  not the IPv6 source).
 - scapy chooses a random IV per packet (os.urandom, 8 bytes for GCM, GMAC
   and ChaCha20, 16 for CBC, none for NULL); a request may fix it with
   "iv". Its padding is RFC 4303's default 1, 2, 3, ... and the minimum
@@ -93,13 +94,17 @@ Facts found on Debian 12 (scapy 2.8.0 from PyPI, tshark 4.0.17):
   output can be compared byte for byte.
 - scapy splits the 64-bit sequence number: SecurityAssociation(seq_num=low
   32 bits, esn_en=True, esn=high 32 bits). Its GCM/GMAC/ChaCha AAD is
-  SPI|seq_hi|seq_lo with ESN, and HMAC appends seq_hi (fixed in 2.6;
+  SPI|seq_hi|seq_lo with ESN, and HMAC appends seq_hi (so in 2.8.0;
   Debian's 2.5 left it out of the ICV and wrote NAT-T UDP length 8).
   seq_num=0 / esn=0 fall back to the SA's values, so this script builds one
   SA per packet with those values set.
 - scapy binds ESP to UDP port 4500 (either side) and parses every UDP 4500
   payload as ESP (a payload starting with four zero bytes becomes NON_ESP,
   i.e. IKE); on other ports this script re-parses the UDP payload as ESP.
+- AES-GMAC and ChaCha20-Poly1305 are only checked scapy against scapy
+  here (tshark 4.0 lacks both); scapy does them with the cryptography
+  package's AESGCM (GMAC = empty plaintext, AAD SPI|seq|IV|payload) and
+  ChaCha20Poly1305, nonce = salt|IV.
 - scapy's decrypt ignores the tunnel header's addresses (any outer header
   is removed) and does not check the padding; the padding check here is
   ours.
@@ -119,8 +124,6 @@ try:
     from scapy.layers.ipsec import (ESP, NON_ESP, NAT_KEEPALIVE,
                                     IPSecIntegrityError,
                                     SecurityAssociation)
-    from scapy.packet import Raw
-    import scapy
 except ImportError as e:  # pragma: no cover
     print(json.dumps({"error": "scapy not importable (%s); run "
                       "scripts/setup-test-deps.sh and use .venv/bin/python"
