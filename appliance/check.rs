@@ -71,7 +71,11 @@ fn to_text(set: &PolicySet) -> String {
         }
     }
     for (dir, list) in [("outbound", &set.outbound), ("inbound", &set.inbound)] {
-        let _ = writeln!(out, "\nSPD {dir} ({} entries, first match wins):", list.len());
+        let _ = writeln!(
+            out,
+            "\nSPD {dir} ({} entries, first match wins):",
+            list.len()
+        );
         for (i, e) in list.iter().enumerate() {
             let _ = writeln!(
                 out,

@@ -34,6 +34,7 @@ Answers:
   "fields": {"<field>": ["occurrence", ...], ...}}]}
   or {"unsupported": "reason"} when tshark 4.0 can not check this SA at
   all; the caller skips that combination and says so.
+- a JSON list of requests: a list of answers, in order.
 - a malformed request or an unexpected failure: {"error": "..."} on stdout
   and exit status 2.
 
@@ -468,13 +469,20 @@ def main():
     except ValueError as e:
         print(json.dumps({"error": "request is not JSON: %s" % e}))
         return 2
-    try:
-        ans, status = handle(req)
-    except Exception as e:  # a bug here or in scapy: say so, in JSON
-        ans, status = {"error": "internal: %s: %s" % (
-            type(e).__name__, e)}, 2
-    print(json.dumps(ans))
-    return status
+    # A list of requests is a batch: one answer per request, in order, so
+    # a test matrix pays for starting Python and scapy once.
+    batch = isinstance(req, list)
+    answers, worst = [], 0
+    for one in (req if batch else [req]):
+        try:
+            ans, status = handle(one)
+        except Exception as e:  # a bug here or in scapy: say so, in JSON
+            ans, status = {"error": "internal: %s: %s" % (
+                type(e).__name__, e)}, 2
+        answers.append(ans)
+        worst = max(worst, status)
+    print(json.dumps(answers if batch else answers[0]))
+    return worst
 
 
 if __name__ == "__main__":
