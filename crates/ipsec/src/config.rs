@@ -846,18 +846,49 @@ fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
             }
         }
     }
+    // A transport-mode SA runs between the single addresses of the entries
+    // that use it: the peer's is the SA's destination outbound, ours is the
+    // destination inbound packets must carry (RFC 4301 4.1).
+    let endpoint = |list: &[EntryConfig], name: &str, inbound: bool| {
+        list.iter().find_map(|e| {
+            match (
+                &e.action,
+                if inbound {
+                    e.selector.local
+                } else {
+                    e.selector.remote
+                },
+            ) {
+                (ActionConfig::Protect(n), AddrSel::Range { family, lo, hi })
+                    if lo == hi && n.iter().any(|x| x == name) =>
+                {
+                    Some(Addr { family, bits: lo })
+                }
+                _ => None,
+            }
+        })
+    };
+    let mut dests = Vec::with_capacity(set.sas.len());
+    for sa in &mut set.sas {
+        let dest = match (sa.mode, sa.direction) {
+            (Mode::Tunnel { remote, .. }, Direction::Outbound) => Some(remote),
+            (Mode::Tunnel { local, .. }, Direction::Inbound) => Some(local),
+            (Mode::Transport, Direction::Outbound) => endpoint(&set.outbound, &sa.name, false),
+            (Mode::Transport, Direction::Inbound) => endpoint(&set.inbound, &sa.name, true),
+        };
+        if sa.direction == Direction::Inbound {
+            sa.destination = dest;
+        }
+        dests.push(dest);
+    }
     // SPI reuse: inbound SPIs select the SA, so they must be unique
     // (RFC 4301 4.1); an outbound SPI must be unique per destination.
     for (i, sa) in set.sas.iter().enumerate() {
         let label = format!("sad[{i}] \"{}\"", sa.name);
-        let dest = |s: &SaParams| match s.mode {
-            Mode::Tunnel { remote, .. } => Some(remote),
-            Mode::Transport => None,
-        };
-        if let Some(j) = set.sas[..i].iter().position(|o| {
+        if let Some(j) = set.sas[..i].iter().enumerate().position(|(j, o)| {
             o.spi == sa.spi
                 && o.direction == sa.direction
-                && (sa.direction == Direction::Inbound || dest(o) == dest(sa))
+                && (sa.direction == Direction::Inbound || dests[j] == dests[i])
         }) {
             return Err(err(
                 label,

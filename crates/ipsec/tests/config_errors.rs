@@ -1,0 +1,250 @@
+//! Bad policy files get an error that names the file, the entry and the
+//! field, and says what is wrong.
+#![allow(clippy::unwrap_used)]
+
+use bitsgw_ipsec::config::parse_policy;
+
+const GOOD: &str = r#"{
+  "addresses": {"home_address_1": "2001:db8:1::100", "home_agent_1": "2001:db8:1::1"},
+  "spd": {
+    "outbound": [
+      {"name": "bu", "local": "home_address_1", "remote": "home_agent_1", "proto": "mh", "mh_type": "bu", "action": "protect", "sa": "sa1"},
+      {"name": "payload", "local": "home_address_1", "action": "protect", "sa": "sa3"},
+      {"name": "rest", "action": "discard"}
+    ],
+    "inbound": [
+      {"name": "ba", "local": "home_address_1", "remote": "home_agent_1", "proto": "mh", "mh_type": "ba", "action": "protect", "sa": "sa2"},
+      {"name": "rest", "action": "discard"}
+    ]
+  },
+  "sad": [
+    {"name": "sa1", "direction": "outbound", "spi": "0x1001", "mode": "transport", "transform": "aes-gcm-128",
+     "enc_key": "0x00112233445566778899aabbccddeeff01020304"},
+    {"name": "sa2", "direction": "inbound", "spi": "0x1002", "mode": "transport", "transform": "aes-cbc-128-hmac-sha256",
+     "enc_key": "0x00112233445566778899aabbccddeeff", "auth_key": "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"},
+    {"name": "sa3", "direction": "outbound", "spi": "0x1003", "mode": "tunnel",
+     "tunnel": {"local": "home_address_1", "remote": "home_agent_1"}, "transform": "aes-gcm-256",
+     "enc_key": "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff01020304"}
+  ]
+}"#;
+
+#[test]
+fn the_good_file_loads() {
+    let set = parse_policy(GOOD, "mn.json").unwrap();
+    assert_eq!(
+        (set.outbound.len(), set.inbound.len(), set.sas.len()),
+        (3, 2, 3)
+    );
+}
+
+#[test]
+fn bad_files_are_refused_with_file_entry_and_field() {
+    // (what is wrong, text to replace, replacement, words the error must contain)
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "unknown SA name",
+            r#""sa": "sa3""#,
+            r#""sa": "sa9""#,
+            &[
+                r#"spd.outbound[1] "payload""#,
+                r#"field "sa""#,
+                "unknown SA name \"sa9\"",
+            ],
+        ),
+        (
+            "key of the wrong length",
+            "0x00112233445566778899aabbccddeeff01020304",
+            "0x0011",
+            &[
+                r#"sad[0] "sa1""#,
+                r#"field "enc_key""#,
+                "20-byte key",
+                "2 bytes",
+            ],
+        ),
+        (
+            "auth key missing",
+            r#", "auth_key": "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff""#,
+            "",
+            &[r#"sad[1] "sa2""#, r#"field "auth_key""#, "32-byte key"],
+        ),
+        (
+            "key not hex",
+            "0x00112233445566778899aabbccddeeff01020304",
+            "0x0011223344556677889zaabbccddeeff01020304",
+            &[r#"sad[0] "sa1""#, "not hexadecimal"],
+        ),
+        (
+            "SPI reused",
+            r#""spi": "0x1003""#,
+            r#""spi": "0x1001""#,
+            &[
+                r#"sad[2] "sa3""#,
+                r#"field "spi""#,
+                "already used by sad[0] \"sa1\"",
+            ],
+        ),
+        (
+            "reserved SPI",
+            r#""spi": "0x1001""#,
+            r#""spi": 200"#,
+            &[r#"sad[0] "sa1""#, r#"field "spi""#, "reserved"],
+        ),
+        (
+            "entry that can never match",
+            r#"{"name": "payload", "local": "home_address_1""#,
+            r#"{"name": "payload", "local": "home_address_1", "action": "bypass"}, {"name": "late", "local": "home_address_1", "proto": "tcp""#,
+            &[
+                r#"spd.outbound[2] "late""#,
+                "can never match",
+                "entry 1 \"payload\"",
+            ],
+        ),
+        (
+            "transport mode between non-endpoints",
+            r#""mode": "transport", "transform": "aes-gcm-128""#,
+            r#""mode": "transport", "transform": "aes-gcm-128""#,
+            &[],
+        ),
+        (
+            "transport SA on a prefix",
+            r#""local": "home_address_1", "remote": "home_agent_1", "proto": "mh", "mh_type": "bu""#,
+            r#""local": "2001:db8:1::/64", "remote": "home_agent_1", "proto": "mh", "mh_type": "bu""#,
+            &[
+                r#"spd.outbound[0] "bu""#,
+                r#"field "local""#,
+                "transport mode",
+            ],
+        ),
+        (
+            "unknown named address",
+            r#""remote": "home_agent_1", "proto": "mh", "mh_type": "bu""#,
+            r#""remote": "home_agent_2", "proto": "mh", "mh_type": "bu""#,
+            &[
+                r#"spd.outbound[0] "bu""#,
+                r#"field "remote""#,
+                "home_agent_2",
+            ],
+        ),
+        (
+            "misspelt field",
+            r#""mh_type": "bu""#,
+            r#""mhtype": "bu""#,
+            &[
+                r#"spd.outbound[0] "bu""#,
+                r#"field "mhtype""#,
+                "unknown field",
+            ],
+        ),
+        (
+            "MH type without MH",
+            r#""proto": "mh", "mh_type": "bu""#,
+            r#""proto": "tcp", "mh_type": "bu""#,
+            &[r#"field "mh_type""#, "needs \"proto\": \"mh\""],
+        ),
+        (
+            "unknown MH type name",
+            r#""mh_type": "bu""#,
+            r#""mh_type": "bux""#,
+            &[r#"field "mh_type""#, "bux"],
+        ),
+        (
+            "unknown transform",
+            r#""transform": "aes-gcm-256""#,
+            r#""transform": "aes-ccm""#,
+            &[
+                r#"sad[2] "sa3""#,
+                r#"field "transform""#,
+                "unknown transform",
+            ],
+        ),
+        (
+            "SA of the wrong direction",
+            r#""action": "protect", "sa": "sa2""#,
+            r#""action": "protect", "sa": "sa1""#,
+            &[r#"spd.inbound[0] "ba""#, r#"field "sa""#, "outbound"],
+        ),
+        (
+            "tunnel without endpoints",
+            r#""tunnel": {"local": "home_address_1", "remote": "home_agent_1"}, "#,
+            "",
+            &[
+                r#"sad[2] "sa3""#,
+                r#"field "tunnel""#,
+                "needs tunnel endpoints",
+            ],
+        ),
+        (
+            "mixed-family tunnel",
+            r#""remote": "home_agent_1"}"#,
+            r#""remote": "192.0.2.1"}"#,
+            &[r#"field "tunnel.remote""#, "one address family"],
+        ),
+        (
+            "bad action",
+            r#"{"name": "rest", "action": "discard"}"#,
+            r#"{"name": "rest", "action": "drop"}"#,
+            &[r#"spd.outbound[2] "rest""#, r#"field "action""#, "\"drop\""],
+        ),
+        (
+            "port range upside down",
+            r#"{"name": "rest", "action": "discard"}"#,
+            r#"{"name": "rest", "proto": "udp", "local_port": "900-800", "action": "discard"}"#,
+            &[r#"field "local_port""#, "range is empty"],
+        ),
+        (
+            "inbound SA no entry uses",
+            r#""action": "protect", "sa": "sa2""#,
+            r#""action": "discard""#,
+            &[r#"sad[1] "sa2""#, "no inbound SPD entry"],
+        ),
+        (
+            "soft above hard",
+            r#""mode": "tunnel","#,
+            r#""mode": "tunnel", "lifetime": {"soft": {"seconds": 100}, "hard": {"seconds": 50}},"#,
+            &[r#"field "lifetime.soft.seconds""#],
+        ),
+        (
+            "duplicate entry name",
+            r#"{"name": "payload""#,
+            r#"{"name": "bu""#,
+            &[r#"spd.outbound[1] "bu""#, "another entry"],
+        ),
+        (
+            "not JSON",
+            r#""sad": ["#,
+            r#""sad": [[["#,
+            &["not valid JSON", "line"],
+        ),
+        (
+            "replay window too large",
+            r#""mode": "transport", "transform": "aes-gcm-128""#,
+            r#""mode": "transport", "replay_window": 100000, "transform": "aes-gcm-128""#,
+            &[r#"field "replay_window""#],
+        ),
+    ];
+    for (what, from, to, words) in cases {
+        assert!(GOOD.contains(from), "{what}: fixture text not found");
+        let text = GOOD.replacen(from, to, 1);
+        if words.is_empty() {
+            continue; // documents that this shape is legal
+        }
+        let err = parse_policy(&text, "mn.json").expect_err(what).to_string();
+        assert!(err.starts_with("mn.json: "), "{what}: {err}");
+        for w in *words {
+            assert!(err.contains(w), "{what}: error {err:?} lacks {w:?}");
+        }
+    }
+}
+
+#[test]
+fn keys_never_appear_in_errors_or_debug_output() {
+    let set = parse_policy(GOOD, "mn.json").unwrap();
+    let dbg = format!("{set:?}");
+    for key in ["00112233445566778899aabbccddeeff", "0, 17, 34, 51"] {
+        assert!(!dbg.contains(key), "key material in Debug output");
+    }
+    let text = GOOD.replacen("\"spi\": \"0x1003\"", "\"spi\": \"0x1001\"", 1);
+    let err = parse_policy(&text, "mn.json").unwrap_err().to_string();
+    assert!(!err.contains("00112233"));
+}
