@@ -428,6 +428,62 @@ impl Selector {
     }
 }
 
+impl core::fmt::Display for Range16 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+impl core::fmt::Display for Selector {
+    /// `local A remote B proto P` and whichever next-layer selectors are
+    /// not ANY.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "local {} remote {}", self.local, self.remote)?;
+        match self.proto {
+            ProtoSel::Any => f.write_str(" proto any")?,
+            ProtoSel::Is(p) => write!(f, " proto {}", proto_name(p))?,
+        }
+        if !self.local_ports.is_any(0xffff) {
+            write!(f, " local_port {}", self.local_ports)?;
+        }
+        if !self.remote_ports.is_any(0xffff) {
+            write!(f, " remote_port {}", self.remote_ports)?;
+        }
+        if !self.icmp_type.is_any(0xff) {
+            write!(f, " icmp_type {}", self.icmp_type)?;
+        }
+        if !self.icmp_code.is_any(0xff) {
+            write!(f, " icmp_code {}", self.icmp_code)?;
+        }
+        if !self.mh_type.is_any(0xff) {
+            write!(f, " mh_type {}", self.mh_type)?;
+        }
+        Ok(())
+    }
+}
+
+/// A protocol's usual name, or its number.
+pub fn proto_name(p: u8) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
+    Cow::Borrowed(match p {
+        proto::ICMP => "icmp",
+        proto::IPV4 => "ipip",
+        proto::TCP => "tcp",
+        proto::UDP => "udp",
+        proto::IPV6 => "ipv6",
+        proto::ESP => "esp",
+        proto::AH => "ah",
+        proto::ICMPV6 => "icmpv6",
+        proto::SCTP => "sctp",
+        proto::MH => "mh",
+        other => return Cow::Owned(other.to_string()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,60 +596,4 @@ mod tests {
         assert!(!wide.is_shadowed_by(&narrow));
         assert_eq!(narrow.mirrored().remote, narrow.local);
     }
-}
-
-impl core::fmt::Display for Range16 {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.lo == self.hi {
-            write!(f, "{}", self.lo)
-        } else {
-            write!(f, "{}-{}", self.lo, self.hi)
-        }
-    }
-}
-
-impl core::fmt::Display for Selector {
-    /// `local A remote B proto P` and whichever next-layer selectors are
-    /// not ANY.
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "local {} remote {}", self.local, self.remote)?;
-        match self.proto {
-            ProtoSel::Any => f.write_str(" proto any")?,
-            ProtoSel::Is(p) => write!(f, " proto {}", proto_name(p))?,
-        }
-        if !self.local_ports.is_any(0xffff) {
-            write!(f, " local_port {}", self.local_ports)?;
-        }
-        if !self.remote_ports.is_any(0xffff) {
-            write!(f, " remote_port {}", self.remote_ports)?;
-        }
-        if !self.icmp_type.is_any(0xff) {
-            write!(f, " icmp_type {}", self.icmp_type)?;
-        }
-        if !self.icmp_code.is_any(0xff) {
-            write!(f, " icmp_code {}", self.icmp_code)?;
-        }
-        if !self.mh_type.is_any(0xff) {
-            write!(f, " mh_type {}", self.mh_type)?;
-        }
-        Ok(())
-    }
-}
-
-/// A protocol's usual name, or its number.
-pub fn proto_name(p: u8) -> std::borrow::Cow<'static, str> {
-    use std::borrow::Cow;
-    Cow::Borrowed(match p {
-        proto::ICMP => "icmp",
-        proto::IPV4 => "ipip",
-        proto::TCP => "tcp",
-        proto::UDP => "udp",
-        proto::IPV6 => "ipv6",
-        proto::ESP => "esp",
-        proto::AH => "ah",
-        proto::ICMPV6 => "icmpv6",
-        proto::SCTP => "sctp",
-        proto::MH => "mh",
-        other => return Cow::Owned(other.to_string()),
-    })
 }

@@ -34,19 +34,8 @@ fn load(name: &str) -> IpsecStage {
     stage
 }
 
-/// A Mobility Header message (RFC 6275 6.1) of `mh_type` with an 8-byte
-/// body, checksum over the RFC 6275 6.1.1 pseudo-header.
 fn mh(src: &str, dst: &str, mh_type: u8) -> Vec<u8> {
-    let mut m = vec![59, 1, mh_type, 0, 0, 0, 0, 7, 0xc0, 0, 0, 0x10, 1, 0, 0, 0];
-    let (s, d) = (ip(src), ip(dst));
-    let (IpAddr::V6(s6), IpAddr::V6(d6)) = (s, d) else {
-        panic!()
-    };
-    let acc =
-        bitsgw_wire::checksum::pseudo_header(&s6.octets(), &d6.octets(), proto::MH, m.len() as u32);
-    let c = bitsgw_wire::checksum::finish(bitsgw_wire::checksum::sum(acc, &m));
-    m[4..6].copy_from_slice(&c.to_be_bytes());
-    ip_packet(s, d, proto::MH, &m, false)
+    bitsgw_wire::build::mh_packet(ip(src), ip(dst), mh_type)
 }
 
 fn icmpv6(src: &str, dst: &str, ty: u8) -> Vec<u8> {

@@ -4,6 +4,7 @@
 //! panicking; every writer works in caller-owned buffers.
 
 pub mod buf;
+pub mod build;
 pub mod checksum;
 pub mod esp;
 pub mod ip;

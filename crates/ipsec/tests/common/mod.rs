@@ -1,10 +1,9 @@
 //! Shared helpers for the IPsec stage's integration tests: policy pairs and
 //! packet builders.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 use bitsgw_ipsec::config::parse_policy;
 use bitsgw_ipsec::{IpsecStage, StageConfig};
-use bitsgw_wire::checksum;
 use bitsgw_wire::Timestamp;
 use std::net::IpAddr;
 
@@ -182,76 +181,7 @@ impl PairSpec {
     }
 }
 
-/// An IPv4 or IPv6 UDP packet from `src` to `dst` with `payload_len`
-/// bytes of patterned payload.
-pub fn udp_packet(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
-    let udp_len = 8 + payload_len;
-    let mut udp = vec![0u8; udp_len];
-    udp[0..2].copy_from_slice(&sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&dport.to_be_bytes());
-    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    for (i, b) in udp[8..].iter_mut().enumerate() {
-        *b = (i * 7 + 3) as u8;
-    }
-    ip_packet(src, dst, 17, &udp, true)
-}
-
-/// An IP packet carrying `upper` as protocol `proto` (UDP/TCP checksums
-/// filled in).
-pub fn ip_packet(src: IpAddr, dst: IpAddr, proto: u8, upper: &[u8], df: bool) -> Vec<u8> {
-    let mut upper = upper.to_vec();
-    let (s, d): (Vec<u8>, Vec<u8>) = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => (s.octets().to_vec(), d.octets().to_vec()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => (s.octets().to_vec(), d.octets().to_vec()),
-        _ => panic!("mixed families"),
-    };
-    let field = match proto {
-        17 => Some(6),
-        6 => Some(16),
-        58 => Some(2),
-        _ => None,
-    };
-    if let Some(f) = field {
-        if upper.len() >= f + 2 {
-            upper[f] = 0;
-            upper[f + 1] = 0;
-            let acc = checksum::pseudo_header(&s, &d, proto, upper.len() as u32);
-            let c = checksum::finish(checksum::sum(acc, &upper));
-            upper[f..f + 2].copy_from_slice(&c.to_be_bytes());
-        }
-    }
-    let mut p = Vec::new();
-    if s.len() == 4 {
-        p.extend_from_slice(&[
-            0x45,
-            0,
-            0,
-            0,
-            0x12,
-            0x34,
-            if df { 0x40 } else { 0 },
-            0,
-            64,
-            proto,
-            0,
-            0,
-        ]);
-        p.extend_from_slice(&s);
-        p.extend_from_slice(&d);
-        let total = (20 + upper.len()) as u16;
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        let c = checksum::checksum(&p[..20]);
-        p[10..12].copy_from_slice(&c.to_be_bytes());
-    } else {
-        p.extend_from_slice(&[0x60, 0, 0, 0]);
-        p.extend_from_slice(&(upper.len() as u16).to_be_bytes());
-        p.extend_from_slice(&[proto, 64]);
-        p.extend_from_slice(&s);
-        p.extend_from_slice(&d);
-    }
-    p.extend_from_slice(&upper);
-    p
-}
+pub use bitsgw_wire::build::{ip_packet, udp_packet};
 
 /// Every transform name.
 pub fn transforms() -> Vec<&'static str> {

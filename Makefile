@@ -1,0 +1,43 @@
+# bitsgw: the commands the README gives.
+CARGO ?= cargo
+
+.PHONY: all build test test-deps lint fmt demo check-policies peer-selftest clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+# Installs what the tests need (tshark, a scapy virtualenv, iproute2,
+# nftables, iperf3) if missing, then runs formatting and lint checks and
+# every test, including the scapy/tshark interoperability tests.
+test: test-deps lint
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+	$(MAKE) check-policies
+
+test-deps:
+	./scripts/setup-test-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Every policy file in policies/ must validate.
+check-policies:
+	$(CARGO) build -q --bin bitsgw
+	@for f in policies/*.json; do ./target/debug/bitsgw check $$f >/dev/null || exit 1; echo "policy ok: $$f"; done
+
+# The independent peer's own self-test (scapy against tshark), slower.
+peer-selftest: test-deps
+	./tests/peer/selftest.sh
+
+# The seeds' IPsec configurations at work, with a capture tshark can read.
+demo:
+	$(CARGO) run -q --example seed_walkthrough -- --pcap target/seed-walkthrough.pcap
+
+clean:
+	$(CARGO) clean
