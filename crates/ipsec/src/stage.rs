@@ -771,6 +771,14 @@ impl IpsecStage {
         };
         buf.truncate(meta.total_len);
         if meta.frag.is_some() {
+            // The reassembled datagram lands in `scratch`, which is then
+            // swapped with the caller's buffer; keep it large enough for any
+            // datagram the limits allow (this allocates only on the
+            // fragment path, and only after such a swap).
+            let needed = self.cfg.reassembly.max_datagram_len + bitsgw_wire::buf::DEFAULT_HEADROOM;
+            if self.scratch.capacity() < needed {
+                self.scratch = PacketBuf::with_capacity(needed, bitsgw_wire::buf::DEFAULT_HEADROOM);
+            }
             match self
                 .reassembler
                 .handle_fragment(buf.data(), &meta, now, &mut self.scratch)

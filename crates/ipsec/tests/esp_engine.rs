@@ -440,6 +440,29 @@ fn too_big_fragments_or_answers_with_icmp() {
         assert_eq!(last, Disposition::Deliver);
         assert_eq!(b.counters().reassembled, 1);
     }
+    // A large datagram (ESP of 8000 bytes in 6 fragments) reassembles too,
+    // twice in a row (the reassembly buffer survives being handed out).
+    let spec = PairSpec {
+        tunnel: false,
+        ..PairSpec::default()
+    };
+    let (mut a, mut b) = spec.stages();
+    let (ha, hb) = spec.inner();
+    for _ in 0..2 {
+        let pkt = ip_packet(ha, hb, 17, &vec![9u8; 8000], false);
+        let mut buf = PacketBuf::from_slice(&pkt);
+        assert!(matches!(
+            a.handle_outbound(&mut buf, T0),
+            Disposition::Fragmented(6)
+        ));
+        let mut out = PacketBuf::new();
+        let mut last = Disposition::Held;
+        while a.poll_transmit(&mut out) {
+            last = b.handle_inbound(&mut out, T0);
+        }
+        assert_eq!(last, Disposition::Deliver);
+        assert_eq!(out.data(), &pkt[..]);
+    }
     // DF set: ICMP Fragmentation Needed back to the sender, no sequence
     // number spent.
     let spec = PairSpec::default();
