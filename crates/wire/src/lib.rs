@@ -7,6 +7,7 @@ pub mod buf;
 pub mod build;
 pub mod checksum;
 pub mod esp;
+pub mod ether;
 pub mod ip;
 pub mod time;
 

@@ -1,0 +1,106 @@
+//! Counters of the pipeline around the IPsec stage: frames per port and
+//! direction, and drops that happen outside the IPsec stage.
+
+/// A drop outside the IPsec stage (those have [`bitsgw_ipsec::DropReason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PipelineDrop {
+    /// An Ethernet frame shorter than its header.
+    BadFrame,
+    /// A worker's queue was full.
+    QueueFull,
+    /// The port refused to send.
+    SendFailed,
+    /// No worker is running (fail closed after a worker died).
+    WorkerDown,
+}
+
+impl PipelineDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [PipelineDrop; 4] = [
+        PipelineDrop::BadFrame,
+        PipelineDrop::QueueFull,
+        PipelineDrop::SendFailed,
+        PipelineDrop::WorkerDown,
+    ];
+
+    /// The counter's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PipelineDrop::BadFrame => "bad_frame",
+            PipelineDrop::QueueFull => "queue_full",
+            PipelineDrop::SendFailed => "send_failed",
+            PipelineDrop::WorkerDown => "worker_down",
+        }
+    }
+}
+
+/// Frames and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameCount {
+    /// Frames.
+    pub frames: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl FrameCount {
+    /// Counts one frame of `len` bytes.
+    #[inline]
+    pub fn add(&mut self, len: usize) {
+        self.frames += 1;
+        self.bytes += len as u64;
+    }
+
+    /// Adds another count.
+    pub fn merge(&mut self, other: &FrameCount) {
+        self.frames += other.frames;
+        self.bytes += other.bytes;
+    }
+}
+
+/// The pipeline's own counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineCounters {
+    /// Frames received on the host port.
+    pub host_rx: FrameCount,
+    /// Frames sent on the host port.
+    pub host_tx: FrameCount,
+    /// Frames received on the network port.
+    pub net_rx: FrameCount,
+    /// Frames sent on the network port.
+    pub net_tx: FrameCount,
+    /// Non-IP frames (ARP, LLDP...) passed through unchanged.
+    pub non_ip_passed: u64,
+    drops: [u64; PipelineDrop::ALL.len()],
+}
+
+impl PipelineCounters {
+    /// Counts a drop.
+    #[inline]
+    pub fn drop(&mut self, reason: PipelineDrop) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// Drops counted for `reason`.
+    pub fn drops(&self, reason: PipelineDrop) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// All pipeline drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Adds another set of counters (workers' counters into a total).
+    pub fn merge(&mut self, other: &PipelineCounters) {
+        self.host_rx.merge(&other.host_rx);
+        self.host_tx.merge(&other.host_tx);
+        self.net_rx.merge(&other.net_rx);
+        self.net_tx.merge(&other.net_tx);
+        self.non_ip_passed += other.non_ip_passed;
+        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += b;
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The `gateway` role: a host-side port, the IPsec stage, a network-side
+//! port (DESIGN.md's packet path without the mobility modules).
+//!
+//! Inline on Ethernet the appliance is a bump in the wire: frames keep
+//! their Ethernet header (the host's next hop stays the next hop), only
+//! the IP packet inside is transformed; frames that are not IP (ARP, LLDP)
+//! pass unchanged. Raw-IP ports (TUN, raw captures) carry packets alone.
+
+use crate::counters::{PipelineCounters, PipelineDrop};
+use bitsgw_ipsec::{Disposition, Event, IpsecStage};
+use bitsgw_wire::ether::{self, LinkType};
+use bitsgw_wire::{PacketBuf, Timestamp};
+
+/// Which port a frame came from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The protected side: the unmodified host(s).
+    Host,
+    /// The unprotected side: the network.
+    Network,
+}
+
+impl Side {
+    /// The other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Host => Side::Network,
+            Side::Network => Side::Host,
+        }
+    }
+
+    /// "host" or "network".
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Host => "host",
+            Side::Network => "network",
+        }
+    }
+}
+
+/// Where a trace tap sits on the packet path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TapPoint {
+    /// Frames crossing the host port, both ways (cleartext).
+    Host,
+    /// IP packets between the IPsec stage and the stage below it, both
+    /// ways, always as raw IP. In the gateway role nothing sits below
+    /// IPsec, so this shows the packets of [`TapPoint::Wire`] without
+    /// their Ethernet headers.
+    AfterIpsec,
+    /// Frames crossing the network port, both ways.
+    Wire,
+}
+
+impl TapPoint {
+    /// Every tap point.
+    pub const ALL: [TapPoint; 3] = [TapPoint::Host, TapPoint::AfterIpsec, TapPoint::Wire];
+
+    /// A file-name friendly name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TapPoint::Host => "host",
+            TapPoint::AfterIpsec => "after-ipsec",
+            TapPoint::Wire => "wire",
+        }
+    }
+}
+
+/// Receives copies of frames at tap points (a pcap writer, a test).
+pub trait Tap {
+    /// One frame at `point`.
+    fn tap(&mut self, point: TapPoint, now: Timestamp, link: LinkType, frame: &[u8]);
+}
+
+/// A tap that discards everything (no tracing).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTap;
+
+impl Tap for NoTap {
+    #[inline]
+    fn tap(&mut self, _: TapPoint, _: Timestamp, _: LinkType, _: &[u8]) {}
+}
+
+/// The gateway pipeline core.
+#[derive(Debug)]
+pub struct Gateway {
+    stage: IpsecStage,
+    counters: PipelineCounters,
+    spare: PacketBuf,
+}
+
+impl Gateway {
+    /// A gateway around `stage`.
+    pub fn new(stage: IpsecStage) -> Self {
+        Gateway {
+            stage,
+            counters: PipelineCounters::default(),
+            spare: PacketBuf::new(),
+        }
+    }
+
+    /// The IPsec stage.
+    pub fn stage(&self) -> &IpsecStage {
+        &self.stage
+    }
+
+    /// The IPsec stage, mutable (control operations).
+    pub fn stage_mut(&mut self) -> &mut IpsecStage {
+        &mut self.stage
+    }
+
+    /// The pipeline's own counters.
+    pub fn counters(&self) -> &PipelineCounters {
+        &self.counters
+    }
+
+    /// Counts a drop that happened around the core (queue full, send
+    /// failure), so it is not lost.
+    pub fn count_drop(&mut self, reason: PipelineDrop) {
+        self.counters.drop(reason);
+    }
+
+    /// Drives lifetimes and reassembly timers.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.stage.handle_timeout(now);
+    }
+
+    /// When `handle_timeout` next has work.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.stage.poll_timeout()
+    }
+
+    /// The next IPsec event for the control plane.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.stage.poll_event()
+    }
+
+    /// Handles one frame that arrived from `from`, and calls `emit` for
+    /// each frame to send (with the side to send it on). `buf` is used in
+    /// place and its contents are unspecified afterwards.
+    pub fn handle_frame(
+        &mut self,
+        from: Side,
+        link: LinkType,
+        buf: &mut PacketBuf,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) -> Disposition {
+        match from {
+            Side::Host => self.counters.host_rx.add(buf.len()),
+            Side::Network => self.counters.net_rx.add(buf.len()),
+        }
+        let rx_point = match from {
+            Side::Host => TapPoint::Host,
+            Side::Network => TapPoint::Wire,
+        };
+        tap.tap(rx_point, now, link, buf.data());
+        let mut l2 = [0u8; ether::HEADER_LEN];
+        if link == LinkType::Ethernet {
+            let Some(ethertype) = ether::ethertype(buf.data()) else {
+                self.counters.drop(PipelineDrop::BadFrame);
+                return Disposition::Drop(bitsgw_ipsec::DropReason::Malformed);
+            };
+            if ethertype != ether::ETHERTYPE_IPV4 && ethertype != ether::ETHERTYPE_IPV6 {
+                // ARP and other non-IP frames: the bump is transparent.
+                self.counters.non_ip_passed += 1;
+                let to = from.other();
+                self.send(to, link, buf.data(), now, emit, tap);
+                return match from {
+                    Side::Host => Disposition::Forward,
+                    Side::Network => Disposition::Deliver,
+                };
+            }
+            l2.copy_from_slice(&buf.data()[..ether::HEADER_LEN]);
+            // Cannot fail: the frame holds a whole header.
+            let _ = buf.trim_front(ether::HEADER_LEN);
+        }
+        if from == Side::Network {
+            tap.tap(TapPoint::AfterIpsec, now, LinkType::RawIp, buf.data());
+        }
+        let d = match from {
+            Side::Host => self.stage.handle_outbound(buf, now),
+            Side::Network => self.stage.handle_inbound(buf, now),
+        };
+        match d {
+            Disposition::Forward => self.send_ip(Side::Network, link, &l2, buf, now, emit, tap),
+            Disposition::Deliver | Disposition::ToIke => {
+                self.send_ip(Side::Host, link, &l2, buf, now, emit, tap)
+            }
+            Disposition::IcmpError => {
+                // Back to the sender on the host side.
+                ether::swap_macs(&mut l2);
+                self.send_ip(Side::Host, link, &l2, buf, now, emit, tap);
+            }
+            Disposition::Fragmented(_) => {
+                let mut frag = std::mem::take(&mut self.spare);
+                while self.stage.poll_transmit(&mut frag) {
+                    self.send_ip(Side::Network, link, &l2, &mut frag, now, emit, &mut *tap);
+                }
+                self.spare = frag;
+            }
+            Disposition::Held | Disposition::Drop(_) => {}
+        }
+        d
+    }
+
+    /// Puts the Ethernet header back (with the EtherType of the packet now
+    /// in `buf`) and sends.
+    #[allow(clippy::too_many_arguments)] // one frame's whole context
+    fn send_ip(
+        &mut self,
+        to: Side,
+        link: LinkType,
+        l2: &[u8; ether::HEADER_LEN],
+        buf: &mut PacketBuf,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        if to == Side::Network {
+            tap.tap(TapPoint::AfterIpsec, now, LinkType::RawIp, buf.data());
+        }
+        if link == LinkType::Ethernet {
+            let ethertype = ether::ethertype_for(buf.data()).unwrap_or(ether::ETHERTYPE_IPV4);
+            match buf.prepend(ether::HEADER_LEN) {
+                Ok(h) => {
+                    h[..12].copy_from_slice(&l2[..12]);
+                    h[12..14].copy_from_slice(&ethertype.to_be_bytes());
+                }
+                Err(_) => {
+                    self.counters.drop(PipelineDrop::SendFailed);
+                    return;
+                }
+            }
+        }
+        self.send(to, link, buf.data(), now, emit, tap);
+    }
+
+    fn send(
+        &mut self,
+        to: Side,
+        link: LinkType,
+        frame: &[u8],
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        match to {
+            Side::Host => self.counters.host_tx.add(frame.len()),
+            Side::Network => self.counters.net_tx.add(frame.len()),
+        }
+        let point = match to {
+            Side::Host => TapPoint::Host,
+            Side::Network => TapPoint::Wire,
+        };
+        tap.tap(point, now, link, frame);
+        emit(to, frame);
+    }
+}

@@ -1,0 +1,15 @@
+//! bitsgw's packet pipeline: the stages of DESIGN.md's packet path wired
+//! between a host-side and a network-side port, with counters for every
+//! frame and every drop, and trace taps at the stage boundaries.
+//!
+//! [`Gateway`] is the sans-IO core for the `gateway` role (plain BITS
+//! IPsec, no mobility): frames in, frames out, `now` handed in.
+//! [`replay`] runs it over captures, deterministically.
+
+pub mod counters;
+pub mod gateway;
+pub mod replay;
+
+pub use bitsgw_wire::ether::LinkType;
+pub use counters::{PipelineCounters, PipelineDrop};
+pub use gateway::{Gateway, NoTap, Side, Tap, TapPoint};
