@@ -1,14 +1,27 @@
 //! `bitsgw check`: validate a policy file and show what it resolves to,
 //! the way `ip xfrm policy` / `ip xfrm state` would, with keys masked.
 
+use crate::config::{ApplianceConfig, PortConfig, Role};
 use bitsgw_ipsec::config::{load_policy_file, ActionConfig, ConfigError, PolicySet};
 use bitsgw_ipsec::sa::{Limits, Mode, SaParams};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Validates `file` and renders it as text or JSON.
+/// Validates `file` (an appliance configuration, or a policy file alone)
+/// and renders it as text or JSON.
 pub fn run(file: &Path, as_json: bool) -> Result<String, ConfigError> {
+    if crate::config::is_appliance_config(file) {
+        let cfg = crate::config::load(file)?;
+        return Ok(if as_json {
+            let v = json!({"appliance": appliance_json(&cfg), "policy": to_json(&cfg.policy)});
+            let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+            s.push('\n');
+            s
+        } else {
+            format!("{}\n{}", appliance_text(&cfg), to_text(&cfg.policy))
+        });
+    }
     let set = load_policy_file(file)?;
     Ok(if as_json {
         let mut s = serde_json::to_string_pretty(&to_json(&set)).unwrap_or_default();
@@ -172,5 +185,42 @@ fn to_json(set: &PolicySet) -> Value {
         "spd": {"outbound": entries(&set.outbound), "inbound": entries(&set.inbound)},
         "sad": set.sas.iter().map(sa_json).collect::<Vec<_>>(),
         "warnings": set.warnings,
+    })
+}
+
+fn port_text(p: &PortConfig) -> String {
+    match p {
+        PortConfig::AfPacket { interface } => format!("af_packet {interface}"),
+        PortConfig::Tun { name } => format!("tun {name}"),
+    }
+}
+
+fn appliance_text(cfg: &ApplianceConfig) -> String {
+    format!(
+        "appliance {}: valid\n  role gateway\n  host port {}\n  network port {}\n  workers {} (queue {})\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n",
+        cfg.file.display(),
+        port_text(&cfg.host),
+        port_text(&cfg.network),
+        cfg.workers,
+        cfg.queue_depth,
+        cfg.stage.mtu,
+        cfg.stage.udp_encap_ports,
+        cfg.control_socket.display(),
+        cfg.policy_file.display()
+    )
+}
+
+fn appliance_json(cfg: &ApplianceConfig) -> Value {
+    json!({
+        "file": cfg.file.display().to_string(),
+        "role": match cfg.role { Role::Gateway => "gateway" },
+        "host": port_text(&cfg.host),
+        "network": port_text(&cfg.network),
+        "workers": cfg.workers,
+        "queue_depth": cfg.queue_depth,
+        "mtu": cfg.stage.mtu,
+        "udp_encap_ports": cfg.stage.udp_encap_ports,
+        "control_socket": cfg.control_socket.display().to_string(),
+        "policy": cfg.policy_file.display().to_string(),
     })
 }

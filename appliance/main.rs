@@ -1,6 +1,7 @@
 //! `bitsgw`: the appliance's command line.
 
 mod check;
+mod config;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -17,10 +18,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate a policy file and print the resolved SPD and SAD (keys
-    /// masked).
+    /// Validate an appliance configuration or a policy file and print the
+    /// resolved ports, SPD and SAD (keys masked).
     Check {
-        /// The policy file (JSON).
+        /// The appliance configuration or policy file (JSON).
         file: PathBuf,
         /// Print JSON instead of tables.
         #[arg(long)]

@@ -98,13 +98,19 @@ pub struct PolicySet {
     pub warnings: Vec<String>,
 }
 
-struct Ctx<'a> {
-    file: &'a str,
-    entry: String,
+/// Where in which file a value is being read, for error messages; the
+/// JSON field readers below are shared with the appliance's own config.
+#[derive(Debug, Clone)]
+pub struct Ctx<'a> {
+    /// The file.
+    pub file: &'a str,
+    /// The entry being read.
+    pub entry: String,
 }
 
 impl Ctx<'_> {
-    fn err(&self, field: &str, problem: impl Into<String>) -> ConfigError {
+    /// An error at `field` of the current entry.
+    pub fn err(&self, field: &str, problem: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
             entry: self.entry.clone(),
@@ -126,7 +132,8 @@ pub fn load_policy_file(path: &std::path::Path) -> Result<PolicySet, ConfigError
     parse_policy(&text, &file)
 }
 
-fn expect_object<'v>(
+/// The object at `v`, refusing fields not in `allowed`.
+pub fn expect_object<'v>(
     ctx: &Ctx<'_>,
     v: &'v Value,
     field: &str,
@@ -148,7 +155,8 @@ fn expect_object<'v>(
     Ok(obj)
 }
 
-fn get_str<'v>(
+/// An optional string field.
+pub fn get_str<'v>(
     ctx: &Ctx<'_>,
     obj: &'v Map<String, Value>,
     field: &str,
@@ -160,7 +168,8 @@ fn get_str<'v>(
     }
 }
 
-fn require_str<'v>(
+/// A required string field.
+pub fn require_str<'v>(
     ctx: &Ctx<'_>,
     obj: &'v Map<String, Value>,
     field: &str,
@@ -168,7 +177,9 @@ fn require_str<'v>(
     get_str(ctx, obj, field)?.ok_or_else(|| ctx.err(field, "is required"))
 }
 
-fn get_u64(
+/// An optional non-negative integer field (a number, or a string in
+/// decimal or 0x hex).
+pub fn get_u64(
     ctx: &Ctx<'_>,
     obj: &Map<String, Value>,
     field: &str,
@@ -186,7 +197,8 @@ fn get_u64(
     }
 }
 
-fn parse_int(s: &str) -> Option<u64> {
+/// A decimal or 0x-prefixed hex integer.
+pub fn parse_int(s: &str) -> Option<u64> {
     let s = s.trim();
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
@@ -194,7 +206,8 @@ fn parse_int(s: &str) -> Option<u64> {
     }
 }
 
-fn get_bool(
+/// An optional boolean field.
+pub fn get_bool(
     ctx: &Ctx<'_>,
     obj: &Map<String, Value>,
     field: &str,

@@ -1,0 +1,251 @@
+//! The appliance configuration: role, ports, the policy file, workers and
+//! the control socket, in JSON. Errors name the file, the entry and the
+//! field, like the policy file's; the appliance refuses to start
+//! half-configured.
+//!
+//! ```json
+//! {
+//!   "role": "gateway",
+//!   "policy": "site-to-site-a.json",
+//!   "ports": {
+//!     "host":    {"type": "af_packet", "interface": "veth-host"},
+//!     "network": {"type": "af_packet", "interface": "veth-net"}
+//!   },
+//!   "mtu": 1500,
+//!   "workers": 2,
+//!   "control_socket": "/run/bitsgw/a.sock"
+//! }
+//! ```
+
+use bitsgw_ipsec::config::{
+    expect_object, get_str, get_u64, load_policy_file, require_str, ConfigError, Ctx, PolicySet,
+};
+use bitsgw_ipsec::StageConfig;
+use serde_json::Value;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// What the appliance does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Plain BITS IPsec between unmodified hosts or sites.
+    Gateway,
+}
+
+/// How a port reaches the world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortConfig {
+    /// AF_PACKET on an existing interface.
+    AfPacket {
+        /// The interface.
+        interface: String,
+    },
+    /// A TUN device (created if missing).
+    Tun {
+        /// The device name.
+        name: String,
+    },
+}
+
+/// A validated appliance configuration.
+#[derive(Debug, Clone)]
+pub struct ApplianceConfig {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Role.
+    pub role: Role,
+    /// The policy file, resolved relative to the config file.
+    pub policy_file: PathBuf,
+    /// The policies, loaded and validated.
+    pub policy: PolicySet,
+    /// The host-side port.
+    pub host: PortConfig,
+    /// The network-side port.
+    pub network: PortConfig,
+    /// Worker threads.
+    pub workers: usize,
+    /// Frames a worker's queue holds before new ones are dropped (counted).
+    pub queue_depth: usize,
+    /// The control socket's path.
+    pub control_socket: PathBuf,
+    /// Settings of the IPsec stage.
+    pub stage: StageConfig,
+}
+
+const FIELDS: &[&str] = &[
+    "role",
+    "policy",
+    "ports",
+    "mtu",
+    "workers",
+    "queue_depth",
+    "control_socket",
+    "udp_encap_ports",
+    "icmp_source_v4",
+    "icmp_source_v6",
+    "comment",
+];
+
+fn port(
+    ctx: &Ctx<'_>,
+    ports: &serde_json::Map<String, Value>,
+    side: &str,
+) -> Result<PortConfig, ConfigError> {
+    let field = format!("ports.{side}");
+    let v = ports
+        .get(side)
+        .ok_or_else(|| ctx.err(&field, "is required (the appliance sits between two ports)"))?;
+    let obj = expect_object(ctx, v, &field, &["type", "interface", "name"])?;
+    let sub = |k: &str| format!("{field}.{k}");
+    let kind = require_str(ctx, obj, "type").map_err(|mut e| {
+        e.field = sub("type");
+        e
+    })?;
+    let name_of = |k: &str| -> Result<String, ConfigError> {
+        let n = get_str(ctx, obj, k)
+            .map_err(|mut e| {
+                e.field = sub(k);
+                e
+            })?
+            .ok_or_else(|| ctx.err(&sub(k), format!("a {kind} port needs \"{k}\"")))?;
+        if n.is_empty() || n.len() > 15 || n.contains(['/', ' ']) {
+            return Err(ctx.err(&sub(k), format!("\"{n}\" is not a valid interface name")));
+        }
+        Ok(n.to_string())
+    };
+    match kind {
+        "af_packet" => Ok(PortConfig::AfPacket {
+            interface: name_of("interface")?,
+        }),
+        "tun" => Ok(PortConfig::Tun {
+            name: name_of("name")?,
+        }),
+        other => Err(ctx.err(&sub("type"), format!("\"{other}\" is not af_packet or tun"))),
+    }
+}
+
+/// Reads and validates an appliance configuration, and the policy file it
+/// names.
+pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
+    let file = path.display().to_string();
+    let mut ctx = Ctx {
+        file: &file,
+        entry: "file".into(),
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ctx.err("", format!("can not be read: {e}")))?;
+    let root: Value = serde_json::from_str(&text).map_err(|e| {
+        ctx.err(
+            "",
+            format!(
+                "is not valid JSON (line {}, column {}): {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    ctx.entry = "appliance".into();
+    let obj = expect_object(&ctx, &root, "", FIELDS)?;
+    let role = match require_str(&ctx, obj, "role")? {
+        "gateway" => Role::Gateway,
+        r @ ("mn" | "ha") => {
+            return Err(ctx.err(
+                "role",
+                format!(
+                    "role \"{r}\" needs the mobility stage, which this build does not have yet"
+                ),
+            ))
+        }
+        other => return Err(ctx.err("role", format!("\"{other}\" is not gateway, mn or ha"))),
+    };
+    let policy_name = require_str(&ctx, obj, "policy")?;
+    let policy_file = path.parent().unwrap_or(Path::new(".")).join(policy_name);
+    let policy = load_policy_file(&policy_file)?;
+    let ports = obj
+        .get("ports")
+        .ok_or_else(|| ctx.err("ports", "is required"))?;
+    let ports = expect_object(&ctx, ports, "ports", &["host", "network"])?;
+    let host = port(&ctx, ports, "host")?;
+    let network = port(&ctx, ports, "network")?;
+    if host == network {
+        return Err(ctx.err("ports.network", "is the same port as ports.host"));
+    }
+    let mut stage = StageConfig::default();
+    if let Some(mtu) = get_u64(&ctx, obj, "mtu")? {
+        if !(576..=9000).contains(&mtu) {
+            return Err(ctx.err("mtu", "must be from 576 to 9000"));
+        }
+        stage.mtu = mtu as usize;
+    }
+    let workers = get_u64(&ctx, obj, "workers")?.unwrap_or(1);
+    if !(1..=64).contains(&workers) {
+        return Err(ctx.err("workers", "must be from 1 to 64"));
+    }
+    let queue_depth = get_u64(&ctx, obj, "queue_depth")?.unwrap_or(1024);
+    if !(16..=1 << 20).contains(&queue_depth) {
+        return Err(ctx.err("queue_depth", "must be from 16 to 1048576"));
+    }
+    if let Some(v) = obj.get("udp_encap_ports") {
+        let list = v
+            .as_array()
+            .ok_or_else(|| ctx.err("udp_encap_ports", "must be a list of ports"))?;
+        for p in list {
+            let p = p
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    ctx.err(
+                        "udp_encap_ports",
+                        format!("{p} is not a port from 1 to 65535"),
+                    )
+                })?;
+            if !stage.udp_encap_ports.contains(&p) {
+                stage.udp_encap_ports.push(p);
+            }
+        }
+    }
+    // Ports the SAs use for UDP encapsulation are recognised inbound too.
+    for sa in &policy.sas {
+        if let Some(u) = sa.udp_encap {
+            if !stage.udp_encap_ports.contains(&u.local_port) {
+                stage.udp_encap_ports.push(u.local_port);
+            }
+        }
+    }
+    for (field, v6) in [("icmp_source_v4", false), ("icmp_source_v6", true)] {
+        if let Some(s) = get_str(&ctx, obj, field)? {
+            match s.parse::<IpAddr>() {
+                Ok(IpAddr::V4(a)) if !v6 => stage.icmp_source_v4 = Some(a.octets()),
+                Ok(IpAddr::V6(a)) if v6 => stage.icmp_source_v6 = Some(a.octets()),
+                _ => {
+                    let fam = if v6 { "IPv6" } else { "IPv4" };
+                    return Err(ctx.err(field, format!("\"{s}\" is not an {fam} address")));
+                }
+            }
+        }
+    }
+    let control_socket =
+        PathBuf::from(get_str(&ctx, obj, "control_socket")?.unwrap_or("/run/bitsgw/bitsgw.sock"));
+    Ok(ApplianceConfig {
+        file: path.to_path_buf(),
+        role,
+        policy_file,
+        policy,
+        host,
+        network,
+        workers: workers as usize,
+        queue_depth: queue_depth as usize,
+        control_socket,
+        stage,
+    })
+}
+
+/// Whether a JSON file is an appliance configuration (it has a "role")
+/// rather than a policy file.
+pub fn is_appliance_config(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|v| v.get("role").is_some())
+}
