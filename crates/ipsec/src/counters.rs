@@ -145,7 +145,7 @@ impl Default for StageCounters {
 impl StageCounters {
     /// Counts one drop.
     #[inline]
-    pub fn drop(&mut self, reason: DropReason) {
+    pub fn record(&mut self, reason: DropReason) {
         self.add_drops(reason, 1);
     }
 
@@ -188,7 +188,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), DropReason::COUNT);
         let mut c = StageCounters::default();
-        c.drop(DropReason::IcvFailure);
+        c.record(DropReason::IcvFailure);
         c.add_drops(DropReason::TooDeep, 3);
         assert_eq!(c.drops(DropReason::IcvFailure), 1);
         assert_eq!(c.drops(DropReason::TooDeep), 3);

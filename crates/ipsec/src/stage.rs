@@ -399,7 +399,7 @@ impl IpsecStage {
 
     #[inline]
     fn dropped(&mut self, reason: DropReason) -> Disposition {
-        self.counters.drop(reason);
+        self.counters.record(reason);
         Disposition::Drop(reason)
     }
 
@@ -434,7 +434,7 @@ impl IpsecStage {
                     match self.sad.current(*name) {
                         Some(id) => *slot = id,
                         None => {
-                            self.counters.drop(DropReason::NoSa);
+                            self.counters.record(DropReason::NoSa);
                             return Disposition::Drop(DropReason::NoSa);
                         }
                     }
@@ -568,7 +568,7 @@ impl IpsecStage {
         match result {
             Ok(()) => {
                 std::mem::swap(buf, &mut self.scratch);
-                self.counters.drop(DropReason::TooBig);
+                self.counters.record(DropReason::TooBig);
                 Some(Disposition::IcmpError)
             }
             Err(e) => Some(self.dropped(e.into())),

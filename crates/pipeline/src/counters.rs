@@ -78,7 +78,7 @@ pub struct PipelineCounters {
 impl PipelineCounters {
     /// Counts a drop.
     #[inline]
-    pub fn drop(&mut self, reason: PipelineDrop) {
+    pub fn record(&mut self, reason: PipelineDrop) {
         self.drops[reason as usize] += 1;
     }
 

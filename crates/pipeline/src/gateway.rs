@@ -117,7 +117,7 @@ impl Gateway {
     /// Counts a drop that happened around the core (queue full, send
     /// failure), so it is not lost.
     pub fn count_drop(&mut self, reason: PipelineDrop) {
-        self.counters.drop(reason);
+        self.counters.record(reason);
     }
 
     /// Drives lifetimes and reassembly timers.
@@ -159,7 +159,7 @@ impl Gateway {
         let mut l2 = [0u8; ether::HEADER_LEN];
         if link == LinkType::Ethernet {
             let Some(ethertype) = ether::ethertype(buf.data()) else {
-                self.counters.drop(PipelineDrop::BadFrame);
+                self.counters.record(PipelineDrop::BadFrame);
                 return Disposition::Drop(bitsgw_ipsec::DropReason::Malformed);
             };
             if ethertype != ether::ETHERTYPE_IPV4 && ethertype != ether::ETHERTYPE_IPV6 {
@@ -229,7 +229,7 @@ impl Gateway {
                     h[12..14].copy_from_slice(&ethertype.to_be_bytes());
                 }
                 Err(_) => {
-                    self.counters.drop(PipelineDrop::SendFailed);
+                    self.counters.record(PipelineDrop::SendFailed);
                     return;
                 }
             }

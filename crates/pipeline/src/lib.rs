@@ -8,7 +8,9 @@
 
 pub mod counters;
 pub mod gateway;
+pub mod port;
 pub mod replay;
+pub mod runner;
 
 pub use bitsgw_wire::ether::LinkType;
 pub use counters::{PipelineCounters, PipelineDrop};

@@ -1,0 +1,660 @@
+//! The threaded pipeline: one receive thread per port hands frames, in
+//! batches over crossbeam channels, to N workers; each worker owns a
+//! [`Gateway`] and sends what it produces on the ports.
+//!
+//! Per-SA order: a receive thread asks its own read-only copy of the IPsec
+//! stage, through the query API, which SA a frame will use (outbound: the
+//! SA the SPD picks for its flow; inbound: the SA of its SPI) and always
+//! hands frames of one SA to the same worker, so sequence numbers leave in
+//! order and an anti-replay window is only ever touched by one thread.
+//! Every worker holds the same SPD and SAD; an SA's counters, sequence
+//! number and window are those of its owning worker. Inbound fragments are
+//! reassembled by the receive thread before the SA is known.
+//!
+//! Fail closed: a full worker queue drops the frame (counted), a worker
+//! that dies stops forwarding altogether, and the runner reports why.
+
+use crate::counters::{PipelineCounters, PipelineDrop};
+use crate::gateway::{Gateway, NoTap, Side, Tap};
+use crate::port::{Port, PortError, RxPort, TxPort};
+use bitsgw_ipsec::counters::StageCounters;
+use bitsgw_ipsec::flow::flow_key;
+use bitsgw_ipsec::frag::{Reassembler, Reassembly};
+use bitsgw_ipsec::sa::{Direction, SaState, SaStats};
+use bitsgw_ipsec::{DropReason, Event, IpsecStage};
+use bitsgw_wire::esp::{classify_udp_encap, UdpEncapKind, UDP_HEADER_LEN};
+use bitsgw_wire::ether::{self, LinkType};
+use bitsgw_wire::{ip, PacketBuf, Timestamp};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Frames handed to a worker at once, at most.
+const BATCH: usize = 32;
+
+/// How the runner is set up.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Worker threads.
+    pub workers: usize,
+    /// Batches a worker's queue holds.
+    pub queue_depth: usize,
+}
+
+/// A shared trace tap.
+pub type SharedTap = Arc<Mutex<dyn Tap + Send>>;
+
+/// One SA as a worker reports it.
+#[derive(Debug, Clone)]
+pub struct SaReport {
+    /// Name.
+    pub name: String,
+    /// SPI.
+    pub spi: u32,
+    /// Direction.
+    pub direction: Direction,
+    /// State.
+    pub state: SaState,
+    /// Statistics.
+    pub stats: SaStats,
+    /// Sequence number (sent or highest received).
+    pub seq: u64,
+}
+
+/// What the whole pipeline has counted, and its IPsec events.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// SAs, each from its owning worker.
+    pub sas: Vec<SaReport>,
+    /// IPsec stage counters, summed over workers and receive threads.
+    pub stage: StageCounters,
+    /// Pipeline counters, summed.
+    pub pipeline: PipelineCounters,
+    /// Hits per outbound SPD entry.
+    pub spd_hits_out: Vec<u64>,
+    /// Hits per inbound SPD entry.
+    pub spd_hits_in: Vec<u64>,
+    /// IPsec events since the last report.
+    pub events: Vec<Event>,
+}
+
+impl Report {
+    fn merge_counters(&mut self, s: &StageCounters) {
+        for r in DropReason::ALL {
+            self.stage.add_drops(*r, s.drops(*r));
+        }
+        self.stage.outbound_protected += s.outbound_protected;
+        self.stage.outbound_bypassed += s.outbound_bypassed;
+        self.stage.inbound_decrypted += s.inbound_decrypted;
+        self.stage.inbound_bypassed += s.inbound_bypassed;
+        self.stage.ike_passed += s.ike_passed;
+        self.stage.fragments_held += s.fragments_held;
+        self.stage.reassembled += s.reassembled;
+        self.stage.fragments_sent += s.fragments_sent;
+    }
+}
+
+/// A control action applied by every worker to its gateway, in order (an
+/// SA removed, policies replaced).
+pub type ControlAction = Arc<dyn Fn(&mut Gateway) + Send + Sync>;
+
+enum Control {
+    Report(Sender<(usize, Report)>),
+    Apply(ControlAction),
+}
+
+struct Batch {
+    side: Side,
+    frames: Vec<PacketBuf>,
+}
+
+/// Why the pipeline stopped on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A worker thread died.
+    WorkerDied(String),
+    /// A port failed.
+    Port(String),
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Failure::WorkerDied(why) => write!(f, "a worker died, forwarding stopped: {why}"),
+            Failure::Port(why) => write!(f, "a port failed, forwarding stopped: {why}"),
+        }
+    }
+}
+
+struct Shared {
+    stop: AtomicBool,
+    failure: Mutex<Option<Failure>>,
+    origin: Instant,
+    /// Counters of the receive threads (fragment drops, full queues).
+    rx_stage: Mutex<StageCounters>,
+    rx_pipeline: Mutex<PipelineCounters>,
+}
+
+impl Shared {
+    fn now(&self) -> Timestamp {
+        Timestamp(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn fail(&self, f: Failure) {
+        if let Ok(mut slot) = self.failure.lock() {
+            slot.get_or_insert(f);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A running pipeline.
+pub struct Running {
+    shared: Arc<Shared>,
+    controls: Vec<Sender<Control>>,
+    threads: Vec<JoinHandle<()>>,
+    workers: usize,
+}
+
+impl core::fmt::Debug for Running {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Running")
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the pipeline. `make_stage` builds one IPsec stage per worker and
+/// one per receive thread (all from the same policies, so SA ids agree).
+pub fn start(
+    cfg: &RunnerConfig,
+    host: Port,
+    network: Port,
+    make_stage: &dyn Fn() -> IpsecStage,
+    tap: Option<SharedTap>,
+) -> Running {
+    let workers = cfg.workers.max(1);
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        failure: Mutex::new(None),
+        origin: Instant::now(),
+        rx_stage: Mutex::new(StageCounters::default()),
+        rx_pipeline: Mutex::new(PipelineCounters::default()),
+    });
+    let host_link = host.rx.link_type();
+    let net_link = network.rx.link_type();
+    let host_tx: Arc<Mutex<Box<dyn TxPort>>> = Arc::new(Mutex::new(host.tx));
+    let net_tx: Arc<Mutex<Box<dyn TxPort>>> = Arc::new(Mutex::new(network.tx));
+    let (pool_tx, pool_rx) =
+        bounded::<PacketBuf>(workers * cfg.queue_depth.max(1) * BATCH + 4 * BATCH);
+    let mut batch_txs = Vec::new();
+    let mut controls = Vec::new();
+    let mut threads = Vec::new();
+    for w in 0..workers {
+        let (btx, brx) = bounded::<Batch>(cfg.queue_depth.max(1));
+        let (ctx, crx) = bounded::<Control>(64);
+        batch_txs.push(btx);
+        controls.push(ctx);
+        let worker = Worker {
+            index: w,
+            workers,
+            gateway: Gateway::new(make_stage()),
+            batches: brx,
+            control: crx,
+            pool: pool_tx.clone(),
+            host_tx: Arc::clone(&host_tx),
+            net_tx: Arc::clone(&net_tx),
+            host_link,
+            net_link,
+            tap: tap.clone(),
+            shared: Arc::clone(&shared),
+            events: Vec::new(),
+        };
+        let shared = Arc::clone(&shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("bitsgw-worker-{w}"))
+                .spawn(move || {
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                            let mut worker = worker;
+                            worker.run();
+                        }));
+                    if let Err(p) = result {
+                        let why = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".into());
+                        shared.fail(Failure::WorkerDied(format!("worker {w}: {why}")));
+                    }
+                })
+                .unwrap_or_else(|e| panic!("can not start a worker thread: {e}")),
+        );
+    }
+    for (side, port, link) in [
+        (Side::Host, host.rx, host_link),
+        (Side::Network, network.rx, net_link),
+    ] {
+        let mut rx = Receiver_ {
+            side,
+            link,
+            port,
+            query: make_stage(),
+            reassembler: Reassembler::new(bitsgw_ipsec::frag::ReassemblyLimits::default()),
+            scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
+            workers: batch_txs.clone(),
+            pool: pool_rx.clone(),
+            shared: Arc::clone(&shared),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("bitsgw-rx-{}", side.name()))
+                .spawn(move || rx.run())
+                .unwrap_or_else(|e| panic!("can not start a receive thread: {e}")),
+        );
+    }
+    Running {
+        shared,
+        controls,
+        threads,
+        workers,
+    }
+}
+
+impl Running {
+    /// Why the pipeline stopped on its own, if it did.
+    pub fn failure(&self) -> Option<Failure> {
+        self.shared.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Whether it is still forwarding.
+    pub fn is_running(&self) -> bool {
+        !self.shared.stop.load(Ordering::SeqCst)
+    }
+
+    /// Applies `action` to every worker's gateway, in the same order for
+    /// all (so their SA tables stay alike).
+    pub fn apply(&self, action: ControlAction) {
+        for c in &self.controls {
+            let _ = c.send(Control::Apply(Arc::clone(&action)));
+        }
+    }
+
+    /// Collects counters, SAs and events from every worker.
+    pub fn report(&self, timeout: Duration) -> Report {
+        let (tx, rx) = bounded(self.workers);
+        let mut asked = 0;
+        for c in &self.controls {
+            if c.send(Control::Report(tx.clone())).is_ok() {
+                asked += 1;
+            }
+        }
+        let mut parts: Vec<(usize, Report)> = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while parts.len() < asked {
+            match rx.recv_deadline(deadline) {
+                Ok(p) => parts.push(p),
+                Err(_) => break,
+            }
+        }
+        parts.sort_by_key(|(w, _)| *w);
+        let mut total = Report::default();
+        if let Ok(s) = self.shared.rx_stage.lock() {
+            total.merge_counters(&s);
+        }
+        if let Ok(p) = self.shared.rx_pipeline.lock() {
+            total.pipeline.merge(&p);
+        }
+        for (_, r) in parts {
+            total.merge_counters(&r.stage);
+            total.pipeline.merge(&r.pipeline);
+            total.sas.extend(r.sas);
+            total.events.extend(r.events);
+            for (dst, src) in [
+                (&mut total.spd_hits_out, &r.spd_hits_out),
+                (&mut total.spd_hits_in, &r.spd_hits_in),
+            ] {
+                if dst.len() < src.len() {
+                    dst.resize(src.len(), 0);
+                }
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d += s;
+                }
+            }
+        }
+        total.sas.sort_by(|a, b| a.name.cmp(&b.name));
+        total
+    }
+
+    /// Stops every thread and returns the final report.
+    pub fn stop(mut self) -> (Report, Option<Failure>) {
+        let report = self.report(Duration::from_secs(2));
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let failure = self.failure();
+        (report, failure)
+    }
+}
+
+/// Receive thread: frames in, dispatched by SA.
+struct Receiver_ {
+    side: Side,
+    link: LinkType,
+    port: Box<dyn RxPort>,
+    query: IpsecStage,
+    reassembler: Reassembler,
+    scratch: PacketBuf,
+    workers: Vec<Sender<Batch>>,
+    pool: Receiver<PacketBuf>,
+    shared: Arc<Shared>,
+}
+
+enum Pick {
+    Worker(usize),
+    Held,
+}
+
+impl Receiver_ {
+    fn run(&mut self) {
+        let n = self.workers.len();
+        let mut pending: Vec<Vec<PacketBuf>> = (0..n).map(|_| Vec::with_capacity(BATCH)).collect();
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            // One frame, waiting a little; then whatever else is already
+            // there, up to a batch; then hand everything over.
+            for i in 0..BATCH {
+                let mut buf = self.pool.try_recv().unwrap_or_default();
+                let got = if i == 0 {
+                    self.port.recv(&mut buf)
+                } else {
+                    self.port.recv_nowait(&mut buf)
+                };
+                match got {
+                    Ok(true) => {
+                        let now = self.shared.now();
+                        if let Pick::Worker(w) = self.pick(&mut buf, now) {
+                            pending[w].push(buf);
+                        }
+                    }
+                    Ok(false) => break,
+                    Err(PortError::Closed { .. }) => {
+                        self.flush_all(&mut pending);
+                        return;
+                    }
+                    Err(e) => {
+                        self.shared.fail(Failure::Port(e.to_string()));
+                        return;
+                    }
+                }
+            }
+            self.flush_all(&mut pending);
+        }
+    }
+
+    fn flush_all(&mut self, pending: &mut [Vec<PacketBuf>]) {
+        for (w, p) in pending.iter_mut().enumerate() {
+            if !p.is_empty() {
+                self.flush(w, p);
+            }
+        }
+    }
+
+    fn flush(&mut self, w: usize, frames: &mut Vec<PacketBuf>) {
+        let count = frames.len() as u64;
+        let batch = Batch {
+            side: self.side,
+            frames: std::mem::replace(frames, Vec::with_capacity(BATCH)),
+        };
+        match self.workers[w].try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                if let Ok(mut p) = self.shared.rx_pipeline.lock() {
+                    for _ in 0..count {
+                        p.record(PipelineDrop::QueueFull);
+                    }
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                if let Ok(mut p) = self.shared.rx_pipeline.lock() {
+                    for _ in 0..count {
+                        p.record(PipelineDrop::WorkerDown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which worker owns this frame's SA.
+    fn pick(&mut self, buf: &mut PacketBuf, now: Timestamp) -> Pick {
+        let n = self.workers.len();
+        let l2 = match self.link {
+            LinkType::Ethernet => match ether::ethertype(buf.data()) {
+                Some(ether::ETHERTYPE_IPV4 | ether::ETHERTYPE_IPV6) => ether::HEADER_LEN,
+                _ => return Pick::Worker(0),
+            },
+            LinkType::RawIp => 0,
+        };
+        let Ok(meta) = ip::parse(&buf.data()[l2..]) else {
+            return Pick::Worker(0);
+        };
+        if self.side == Side::Network && meta.frag.is_some() {
+            let done =
+                self.reassembler
+                    .handle_fragment(&buf.data()[l2..], &meta, now, &mut self.scratch);
+            match done {
+                Ok(Reassembly::Held) => {
+                    if let Ok(mut s) = self.shared.rx_stage.lock() {
+                        s.fragments_held += 1;
+                    }
+                    return Pick::Held;
+                }
+                Ok(Reassembly::Complete) => {
+                    let mut header = [0u8; ether::HEADER_LEN];
+                    header[..l2].copy_from_slice(&buf.data()[..l2]);
+                    let whole = self.scratch.data();
+                    if buf.set(whole).is_err() {
+                        *buf = PacketBuf::from_slice(whole);
+                    }
+                    if l2 != 0 {
+                        if let Ok(h) = buf.prepend(l2) {
+                            h.copy_from_slice(&header[..l2]);
+                        }
+                    }
+                    if let Ok(mut s) = self.shared.rx_stage.lock() {
+                        s.reassembled += 1;
+                    }
+                    return self.pick(buf, now);
+                }
+                Err(e) => {
+                    if let Ok(mut s) = self.shared.rx_stage.lock() {
+                        s.record(e.into());
+                    }
+                    return Pick::Held;
+                }
+            }
+        }
+        let pkt = &buf.data()[l2..];
+        let q = self.query.query();
+        let owner = match self.side {
+            Side::Host => {
+                let key = flow_key(pkt, &meta, Direction::Outbound);
+                q.outbound_sa_for_flow(&key).map(|sa| sa.id.index())
+            }
+            Side::Network => {
+                let at = match meta.proto {
+                    50 => Some(meta.header_len),
+                    17 => {
+                        let udp = pkt.get(meta.header_len..meta.header_len + UDP_HEADER_LEN);
+                        let dport = udp.map(|u| u16::from_be_bytes([u[2], u[3]]));
+                        let payload = pkt.get(meta.header_len + UDP_HEADER_LEN..).unwrap_or(&[]);
+                        (dport.is_some_and(|p| self.query.config().udp_encap_ports.contains(&p))
+                            && classify_udp_encap(payload) == UdpEncapKind::Esp)
+                            .then_some(meta.header_len + UDP_HEADER_LEN)
+                    }
+                    _ => None,
+                };
+                at.and_then(|a| pkt.get(a..a + 4))
+                    .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+                    .and_then(|spi| q.inbound_sa(spi))
+                    .map(|sa| sa.id.index())
+            }
+        };
+        // Traffic of no SA (bypass, discard) keeps its order per address
+        // pair.
+        let key = owner.unwrap_or_else(|| {
+            let (s, d) = (meta.src_range(), meta.dst_range());
+            pkt.get(s)
+                .into_iter()
+                .chain(pkt.get(d))
+                .flatten()
+                .fold(0usize, |h, b| {
+                    h.wrapping_mul(31).wrapping_add(usize::from(*b))
+                })
+        });
+        Pick::Worker(key % n)
+    }
+}
+
+struct Worker {
+    index: usize,
+    workers: usize,
+    gateway: Gateway,
+    batches: Receiver<Batch>,
+    control: Receiver<Control>,
+    pool: Sender<PacketBuf>,
+    host_tx: Arc<Mutex<Box<dyn TxPort>>>,
+    net_tx: Arc<Mutex<Box<dyn TxPort>>>,
+    host_link: LinkType,
+    net_link: LinkType,
+    tap: Option<SharedTap>,
+    shared: Arc<Shared>,
+    events: Vec<Event>,
+}
+
+impl Worker {
+    fn owns(&self, index: usize) -> bool {
+        index % self.workers == self.index
+    }
+
+    fn run(&mut self) {
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            while let Ok(c) = self.control.try_recv() {
+                self.handle_control(c);
+            }
+            match self.batches.recv_timeout(Duration::from_millis(10)) {
+                Ok(batch) => self.handle_batch(batch),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+            let now = self.shared.now();
+            if self.gateway.poll_timeout().is_some_and(|t| t <= now) {
+                self.gateway.handle_timeout(now);
+            }
+            self.collect_events();
+        }
+        while let Ok(c) = self.control.try_recv() {
+            self.handle_control(c);
+        }
+    }
+
+    fn collect_events(&mut self) {
+        while let Some(e) = self.gateway.poll_event() {
+            // Every worker holds every SA; only the owner's events count.
+            let spi = match &e {
+                Event::SoftExpired { spi, .. }
+                | Event::HardExpired { spi, .. }
+                | Event::SeqOverflow { spi, .. } => *spi,
+                _ => 0,
+            };
+            let owner = self
+                .gateway
+                .stage()
+                .sad()
+                .iter()
+                .find(|(_, sa)| sa.spi() == spi)
+                .map(|(id, _)| id.index());
+            if owner.is_none_or(|i| self.owns(i)) {
+                self.events.push(e);
+            }
+        }
+    }
+
+    fn handle_control(&mut self, c: Control) {
+        match c {
+            Control::Apply(action) => action(&mut self.gateway),
+            Control::Report(reply) => {
+                self.collect_events();
+                let stage = self.gateway.stage();
+                let sas = stage
+                    .sad()
+                    .iter()
+                    .filter(|(id, _)| self.owns(id.index()))
+                    .map(|(_, sa)| SaReport {
+                        name: sa.name().to_string(),
+                        spi: sa.spi(),
+                        direction: sa.params().direction,
+                        state: sa.state(),
+                        stats: *sa.stats(),
+                        seq: sa.seq(),
+                    })
+                    .collect();
+                let report = Report {
+                    sas,
+                    stage: stage.counters().clone(),
+                    pipeline: self.gateway.counters().clone(),
+                    spd_hits_out: stage.spd(Direction::Outbound).hits().to_vec(),
+                    spd_hits_in: stage.spd(Direction::Inbound).hits().to_vec(),
+                    events: std::mem::take(&mut self.events),
+                };
+                let _ = reply.send((self.index, report));
+            }
+        }
+    }
+
+    fn handle_batch(&mut self, batch: Batch) {
+        let link = match batch.side {
+            Side::Host => self.host_link,
+            Side::Network => self.net_link,
+        };
+        let now = self.shared.now();
+        let (host_tx, net_tx) = (&self.host_tx, &self.net_tx);
+        let mut failed = 0u64;
+        let mut emit = |side: Side, frame: &[u8]| {
+            let port = match side {
+                Side::Host => host_tx,
+                Side::Network => net_tx,
+            };
+            let sent = port
+                .lock()
+                .map(|mut p| p.send(frame).is_ok())
+                .unwrap_or(false);
+            if !sent {
+                failed += 1;
+            }
+        };
+        let mut tap_guard = self.tap.as_ref().and_then(|t| t.lock().ok());
+        for mut buf in batch.frames {
+            match tap_guard.as_deref_mut() {
+                Some(t) => {
+                    let _ = self
+                        .gateway
+                        .handle_frame(batch.side, link, &mut buf, now, &mut emit, t);
+                }
+                None => {
+                    let _ = self
+                        .gateway
+                        .handle_frame(batch.side, link, &mut buf, now, &mut emit, &mut NoTap);
+                }
+            }
+            let _ = self.pool.try_send(buf);
+        }
+        drop(tap_guard);
+        for _ in 0..failed {
+            self.gateway.count_drop(PipelineDrop::SendFailed);
+        }
+    }
+}
