@@ -935,9 +935,61 @@ fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// What a reload changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// SAs kept as they were (sequence numbers, windows and counters too).
+    pub kept: usize,
+    /// SAs installed new or replaced.
+    pub installed: usize,
+    /// SAs removed.
+    pub removed: usize,
+}
+
 impl PolicySet {
-    /// Loads the SPDs and installs the SAs into `stage` at `now`.
-    pub fn apply(&self, stage: &mut IpsecStage, now: Timestamp) -> Result<(), ConfigError> {
+    /// Replaces the policies of a running stage with these, keeping every
+    /// SA whose parameters (keys included) did not change, so traffic that
+    /// the old and the new sets both allow flows on undisturbed: its
+    /// sequence numbers and replay windows carry over.
+    pub fn reload(
+        &self,
+        stage: &mut IpsecStage,
+        now: Timestamp,
+    ) -> Result<ReloadSummary, ConfigError> {
+        let mut summary = ReloadSummary::default();
+        self.load_spd(stage);
+        for (i, sa) in self.sas.iter().enumerate() {
+            let same = stage
+                .sad()
+                .by_name(&sa.name)
+                .and_then(|id| stage.sad().get(id))
+                .is_some_and(|old| old.fingerprint == sa.fingerprint());
+            if same {
+                summary.kept += 1;
+                continue;
+            }
+            stage.install_sa(sa.clone(), now).map_err(|e| ConfigError {
+                file: self.file.clone(),
+                entry: format!("sad[{i}] \"{}\"", sa.name),
+                field: String::new(),
+                problem: e.to_string(),
+            })?;
+            summary.installed += 1;
+        }
+        let gone: Vec<_> = stage
+            .sad()
+            .iter()
+            .filter(|(_, sa)| !self.sas.iter().any(|n| n.name == sa.name()))
+            .map(|(id, _)| id)
+            .collect();
+        for id in gone {
+            stage.remove_sa(id);
+            summary.removed += 1;
+        }
+        Ok(summary)
+    }
+
+    fn load_spd(&self, stage: &mut IpsecStage) {
         let mut build = |list: &[EntryConfig]| -> Vec<SpdEntry> {
             list.iter()
                 .map(|e| SpdEntry {
@@ -956,6 +1008,11 @@ impl PolicySet {
         let outbound = build(&self.outbound);
         let inbound = build(&self.inbound);
         stage.set_spd(outbound, inbound);
+    }
+
+    /// Loads the SPDs and installs the SAs into `stage` at `now`.
+    pub fn apply(&self, stage: &mut IpsecStage, now: Timestamp) -> Result<(), ConfigError> {
+        self.load_spd(stage);
         for (i, sa) in self.sas.iter().enumerate() {
             stage.install_sa(sa.clone(), now).map_err(|e| ConfigError {
                 file: self.file.clone(),

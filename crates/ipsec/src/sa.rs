@@ -131,6 +131,38 @@ impl core::fmt::Debug for SaParams {
     }
 }
 
+impl SaParams {
+    /// A digest of every parameter, keys included (never shown; it only
+    /// tells whether two parameter sets are the same).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"bitsgw sa params v1\0");
+        let fields = format!(
+            "{}|{:?}|{}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}",
+            self.name,
+            self.direction,
+            self.spi,
+            self.mode,
+            self.transform,
+            self.backend,
+            self.replay_window,
+            self.esn,
+            self.soft,
+            self.hard,
+            self.udp_encap,
+            self.destination
+        );
+        h.update((fields.len() as u64).to_be_bytes());
+        h.update(fields.as_bytes());
+        h.update((self.enc_key.len() as u64).to_be_bytes());
+        h.update(&self.enc_key[..]);
+        h.update((self.auth_key.len() as u64).to_be_bytes());
+        h.update(&self.auth_key[..]);
+        h.finalize().into()
+    }
+}
+
 /// Per-SA statistics, as `ip -s xfrm state` shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SaStats {
@@ -173,6 +205,10 @@ pub struct Sa {
     pub(crate) selectors: Vec<Selector>,
     /// Positions of those SPD entries in their direction's SPD.
     pub(crate) spd_entries: Vec<usize>,
+    /// Digest of the parameters it was installed with, keys included, so a
+    /// reload can tell an unchanged SA (kept, with its counters) from a
+    /// changed one (replaced).
+    pub(crate) fingerprint: [u8; 32],
 }
 
 impl core::fmt::Debug for Sa {
@@ -189,6 +225,7 @@ impl Sa {
     /// Keys the transform and sets up counters. The keys in `params` are
     /// zeroized here: the keyed transform is all that is kept.
     pub fn new(mut params: SaParams, now: Timestamp) -> Result<Self, crate::crypto::CryptoError> {
+        let fingerprint = params.fingerprint();
         let transform = Transform::new(
             params.transform,
             params.backend,
@@ -215,6 +252,7 @@ impl Sa {
             state: SaState::Active,
             selectors: Vec::new(),
             spd_entries: Vec::new(),
+            fingerprint,
         })
     }
 

@@ -556,3 +556,61 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn reload_keeps_unchanged_sas_with_their_state() {
+    let spec = PairSpec::default();
+    let (mut a, mut b) = spec.stages();
+    let (ha, hb) = spec.inner();
+    let pkt = udp_packet(ha, hb, 1, 2, 10);
+    let first = send(&mut a, &pkt).data().to_vec();
+    let mut buf = PacketBuf::from_slice(&first);
+    assert_eq!(b.handle_inbound(&mut buf, T0), Disposition::Deliver);
+    // The same policies again: nothing changes, the window remembers.
+    let same = bitsgw_ipsec::config::parse_policy(&spec.policy(false), "b.json").unwrap();
+    let summary = same.reload(&mut b, T0).unwrap();
+    assert_eq!(
+        (summary.kept, summary.installed, summary.removed),
+        (2, 0, 0)
+    );
+    let mut buf = PacketBuf::from_slice(&first);
+    assert_eq!(
+        b.handle_inbound(&mut buf, T0),
+        Disposition::Drop(DropReason::ReplayDuplicate)
+    );
+    // New policies with an extra bypass entry and the outbound SA rekeyed:
+    // the inbound SA (unchanged) keeps working without a gap.
+    let text = spec
+        .policy(false)
+        .replace(r#""outbound": ["#, r#""outbound": [{"name": "dns", "proto": "udp", "remote_port": 53, "action": "bypass"},"#)
+        .replacen(&key_for("aes-gcm-128", "enc")[2..12], "9999999999", 1);
+    let changed = bitsgw_ipsec::config::parse_policy(&text, "b.json").unwrap();
+    let summary = changed.reload(&mut b, T0).unwrap();
+    assert_eq!(
+        (summary.kept, summary.installed, summary.removed),
+        (1, 1, 0)
+    );
+    let second = send(&mut a, &pkt).data().to_vec();
+    let mut buf = PacketBuf::from_slice(&second);
+    assert_eq!(b.handle_inbound(&mut buf, T0), Disposition::Deliver);
+    // Policies without the inbound SA's entry: the SA goes.
+    let text = spec.policy(false).replace(
+        r#", "action": "protect", "sa": "in"}"#,
+        r#", "action": "discard"}"#,
+    );
+    let text = text.replacen(
+        r#"{"name": "in", "direction": "inbound""#,
+        r#"{"name": "in-unused", "direction": "outbound""#,
+        1,
+    );
+    let fewer = bitsgw_ipsec::config::parse_policy(&text, "b.json").unwrap();
+    let summary = fewer.reload(&mut b, T0).unwrap();
+    // "out" goes back to its first key, "in-unused" is new, "in" is gone.
+    assert_eq!((summary.installed, summary.removed), (2, 1));
+    assert!(b.query().sa_by_name("in").is_none());
+    let mut buf = PacketBuf::from_slice(&send(&mut a, &pkt).data().to_vec());
+    assert_eq!(
+        b.handle_inbound(&mut buf, T0),
+        Disposition::Drop(DropReason::UnknownSpi)
+    );
+}
