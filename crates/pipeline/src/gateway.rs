@@ -109,6 +109,11 @@ impl Gateway {
         &mut self.stage
     }
 
+    /// Gives the IPsec stage back.
+    pub fn into_stage(self) -> IpsecStage {
+        self.stage
+    }
+
     /// The pipeline's own counters.
     pub fn counters(&self) -> &PipelineCounters {
         &self.counters

@@ -27,7 +27,7 @@ use bitsgw_wire::ether::{self, LinkType};
 use bitsgw_wire::{ip, PacketBuf, Timestamp};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -153,6 +153,8 @@ impl Shared {
 /// A running pipeline.
 pub struct Running {
     shared: Arc<Shared>,
+    /// The receive threads' read-only copy, for dispatch by SA.
+    query: Arc<RwLock<IpsecStage>>,
     controls: Vec<Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
     workers: usize,
@@ -183,6 +185,7 @@ pub fn start(
         rx_stage: Mutex::new(StageCounters::default()),
         rx_pipeline: Mutex::new(PipelineCounters::default()),
     });
+    let query = Arc::new(RwLock::new(make_stage()));
     let host_link = host.rx.link_type();
     let net_link = network.rx.link_type();
     let host_tx: Arc<Mutex<Box<dyn TxPort>>> = Arc::new(Mutex::new(host.tx));
@@ -242,7 +245,7 @@ pub fn start(
             side,
             link,
             port,
-            query: make_stage(),
+            query: Arc::clone(&query),
             reassembler: Reassembler::new(bitsgw_ipsec::frag::ReassemblyLimits::default()),
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
             workers: batch_txs.clone(),
@@ -258,6 +261,7 @@ pub fn start(
     }
     Running {
         shared,
+        query,
         controls,
         threads,
         workers,
@@ -275,9 +279,23 @@ impl Running {
         !self.shared.stop.load(Ordering::SeqCst)
     }
 
+    /// The pipeline's clock (what its workers take as `now`).
+    pub fn now(&self) -> Timestamp {
+        self.shared.now()
+    }
+
     /// Applies `action` to every worker's gateway, in the same order for
-    /// all (so their SA tables stay alike).
+    /// all (so their SA tables stay alike), and to the copy the receive
+    /// threads dispatch with.
     pub fn apply(&self, action: ControlAction) {
+        if let Ok(mut q) = self.query.write() {
+            let mut gw = Gateway::new(std::mem::replace(
+                &mut *q,
+                IpsecStage::new(Default::default()),
+            ));
+            action(&mut gw);
+            *q = gw.into_stage();
+        }
         for c in &self.controls {
             let _ = c.send(Control::Apply(Arc::clone(&action)));
         }
@@ -346,7 +364,7 @@ struct Receiver_ {
     side: Side,
     link: LinkType,
     port: Box<dyn RxPort>,
-    query: IpsecStage,
+    query: Arc<RwLock<IpsecStage>>,
     reassembler: Reassembler,
     scratch: PacketBuf,
     workers: Vec<Sender<Batch>>,
@@ -478,7 +496,10 @@ impl Receiver_ {
             }
         }
         let pkt = &buf.data()[l2..];
-        let q = self.query.query();
+        let Ok(stage) = self.query.read() else {
+            return Pick::Worker(0);
+        };
+        let q = stage.query();
         let owner = match self.side {
             Side::Host => {
                 let key = flow_key(pkt, &meta, Direction::Outbound);
@@ -491,7 +512,7 @@ impl Receiver_ {
                         let udp = pkt.get(meta.header_len..meta.header_len + UDP_HEADER_LEN);
                         let dport = udp.map(|u| u16::from_be_bytes([u[2], u[3]]));
                         let payload = pkt.get(meta.header_len + UDP_HEADER_LEN..).unwrap_or(&[]);
-                        (dport.is_some_and(|p| self.query.config().udp_encap_ports.contains(&p))
+                        (dport.is_some_and(|p| stage.config().udp_encap_ports.contains(&p))
                             && classify_udp_encap(payload) == UdpEncapKind::Esp)
                             .then_some(meta.header_len + UDP_HEADER_LEN)
                     }
@@ -616,6 +637,15 @@ impl Worker {
     }
 
     fn handle_batch(&mut self, batch: Batch) {
+        // Fail closed: once the pipeline is stopping (a worker died, a port
+        // failed), nothing more is forwarded.
+        if self.shared.stop.load(Ordering::SeqCst) {
+            for buf in batch.frames {
+                self.gateway.count_drop(PipelineDrop::WorkerDown);
+                let _ = self.pool.try_send(buf);
+            }
+            return;
+        }
         let link = match batch.side {
             Side::Host => self.host_link,
             Side::Network => self.net_link,
