@@ -608,7 +608,7 @@ fn reload_keeps_unchanged_sas_with_their_state() {
     // "out" goes back to its first key, "in-unused" is new, "in" is gone.
     assert_eq!((summary.installed, summary.removed), (2, 1));
     assert!(b.query().sa_by_name("in").is_none());
-    let mut buf = PacketBuf::from_slice(&send(&mut a, &pkt).data().to_vec());
+    let mut buf = PacketBuf::from_slice(send(&mut a, &pkt).data());
     assert_eq!(
         b.handle_inbound(&mut buf, T0),
         Disposition::Drop(DropReason::UnknownSpi)
