@@ -1,0 +1,112 @@
+//! AF_PACKET ports on a veth pair inside a namespace the test creates:
+//! frames cross the pair unchanged, and frames this host transmits on an
+//! interface (our own, or another socket's) are not received back there.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bitsgw_io::{netns, LinkType, Port, PortError};
+use bitsgw_wire::PacketBuf;
+use common::Netns;
+
+/// A broadcast frame of a local experimental EtherType carrying `tag`.
+fn frame(tag: u8) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, tag]);
+    f.extend_from_slice(&0x88b5u16.to_be_bytes());
+    f.extend_from_slice(b"bitsgw-io test frame");
+    f.push(tag);
+    f.resize(60, 0);
+    f
+}
+
+fn is_test_frame(data: &[u8]) -> bool {
+    data.len() >= 14 && data[12..14] == [0x88, 0xb5]
+}
+
+/// Test frames `port` receives within `wait`, returning early once
+/// `want` was among them.
+fn receive(port: &mut Port, wait: Duration, want: Option<&[u8]>) -> Vec<Vec<u8>> {
+    let mut buf = PacketBuf::new();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if port.rx.recv(&mut buf).unwrap() && is_test_frame(buf.data()) {
+            got.push(buf.data().to_vec());
+            if want == Some(buf.data()) {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn frames_cross_a_veth_pair_and_outgoing_frames_are_not_received_back() {
+    let ns = Netns::new("afp");
+    ns.ip(&["link", "add", "va0", "type", "veth", "peer", "name", "vb0"]);
+    // No IPv6 chatter (router solicitations, MLD) on the pair.
+    ns.sh("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6");
+    ns.ip(&["link", "set", "va0", "up"]);
+    ns.ip(&["link", "set", "vb0", "up"]);
+
+    let (a, b, also_a) = netns::run_in(&ns.name, || {
+        (
+            Port::af_packet("va0"),
+            Port::af_packet("vb0"),
+            Port::af_packet("va0"),
+        )
+    })
+    .unwrap();
+    let (mut a, mut b, mut also_a) = (a.unwrap(), b.unwrap(), also_a.unwrap());
+    assert_eq!(a.name(), "va0");
+    assert_eq!(a.link_type(), LinkType::Ethernet);
+    assert_eq!(a.tx.link_type(), LinkType::Ethernet);
+
+    // a -> b, unchanged; a does not see its own frame.
+    let f1 = frame(1);
+    a.tx.send(&f1).unwrap();
+    assert!(receive(&mut b, Duration::from_secs(2), Some(&f1)).contains(&f1));
+    assert!(receive(&mut a, Duration::from_millis(300), None).is_empty());
+
+    // Another socket on a transmits: b gets it; for both sockets on a it
+    // is an outgoing frame, which they ignore.
+    let f2 = frame(2);
+    also_a.tx.send(&f2).unwrap();
+    assert!(receive(&mut b, Duration::from_secs(2), Some(&f2)).contains(&f2));
+    assert!(receive(&mut a, Duration::from_millis(300), None).is_empty());
+    assert!(receive(&mut also_a, Duration::from_millis(50), None).is_empty());
+
+    // b -> a: both sockets on a receive it.
+    let f3 = frame(3);
+    b.tx.send(&f3).unwrap();
+    assert!(receive(&mut a, Duration::from_secs(2), Some(&f3)).contains(&f3));
+    assert!(receive(&mut also_a, Duration::from_secs(2), Some(&f3)).contains(&f3));
+    assert!(receive(&mut b, Duration::from_millis(300), None).is_empty());
+}
+
+#[test]
+fn unknown_and_non_ethernet_interfaces_are_refused() {
+    let ns = Netns::new("afp-bad");
+    let (missing, tun) = netns::run_in(&ns.name, || {
+        let tun = Port::tun("t0").unwrap();
+        (
+            Port::af_packet("nosuchif0"),
+            Port::af_packet("t0").map(|_| tun),
+        )
+    })
+    .unwrap();
+    match missing {
+        Err(e @ PortError::Open { .. }) => assert!(e.to_string().contains("nosuchif0"), "{e}"),
+        other => panic!("expected Open error, got {other:?}"),
+    }
+    match tun {
+        Err(e @ PortError::Open { .. }) => {
+            assert!(e.to_string().contains("not an Ethernet"), "{e}")
+        }
+        other => panic!("expected Open error, got {other:?}"),
+    }
+}
