@@ -2,8 +2,13 @@
 
 mod check;
 mod config;
+mod control;
+mod replay;
+mod report;
+mod run;
+mod trace;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,12 +17,40 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "bitsgw", version, about)]
 struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ShowWhat {
+    /// Security associations with their counters.
+    Sa,
+    /// Security policies with their hit counts.
+    Sp,
+    /// Port, stage and drop counters.
+    Counters,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the appliance on real interfaces (SIGINT/SIGTERM stop it and
+    /// print the final counters; SIGHUP reloads the policy file).
+    Run {
+        /// The appliance configuration (JSON).
+        config: PathBuf,
+        /// Write a pcap per stage boundary (host, after IPsec, wire) here.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+    },
     /// Validate an appliance configuration or a policy file and print the
     /// resolved ports, SPD and SAD (keys masked).
     Check {
@@ -27,20 +60,88 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the pipeline over capture files, deterministically.
+    Replay {
+        /// The appliance configuration (its ports are not opened).
+        config: PathBuf,
+        /// Frames arriving on a port: host=FILE.pcap or network=FILE.pcap.
+        #[arg(long = "in", value_name = "PORT=FILE")]
+        inputs: Vec<String>,
+        /// Where to write the frames that left a port.
+        #[arg(long = "out", value_name = "PORT=FILE")]
+        outputs: Vec<String>,
+        /// A control event at a time in seconds after the first frame:
+        /// "1.5:remove-sa NAME" or "2:reload".
+        #[arg(long = "event", value_name = "SECONDS:COMMAND")]
+        events: Vec<String>,
+        /// Write a pcap per stage boundary here.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+    },
+    /// Show SAs, policies or counters of a running appliance.
+    Show {
+        /// What to show.
+        what: ShowWhat,
+        /// The appliance's control socket.
+        #[arg(long, default_value = "/run/bitsgw/bitsgw.sock")]
+        socket: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn show(what: ShowWhat, socket: &std::path::Path, json: bool) -> Result<String, String> {
+    let v = control::request(socket, &serde_json::json!({"show": "all"}))?;
+    if let Some(e) = v.get("error") {
+        return Err(e.to_string());
+    }
+    Ok(match (what, json) {
+        (ShowWhat::Sa, true) => format!("{:#}\n", v["sas"]),
+        (ShowWhat::Sp, true) => format!("{:#}\n", v["spd"]),
+        (ShowWhat::Counters, true) => format!("{:#}\n", v["counters"]),
+        (ShowWhat::Sa, false) => report::sa_text(&v),
+        (ShowWhat::Sp, false) => report::sp_text(&v),
+        (ShowWhat::Counters, false) => report::counters_text(&v),
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Check { file, json } => match check::run(&file, json) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("bitsgw check: {e}");
-                ExitCode::from(2)
-            }
-        },
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Check { file, json } => check::run(&file, json)
+            .map(|t| print!("{t}"))
+            .map_err(|e| (2, e.to_string())),
+        Command::Run { config, trace } => run::run(&config, trace).map_err(|e| (1, e)),
+        Command::Replay {
+            config,
+            inputs,
+            outputs,
+            events,
+            trace,
+        } => replay::run(&config, &inputs, &outputs, &events, trace).map_err(|e| (1, e)),
+        Command::Show { what, socket, json } => show(what, &socket, json)
+            .map(|t| print!("{t}"))
+            .map_err(|e| (1, e)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, e)) => {
+            eprintln!("bitsgw: {e}");
+            ExitCode::from(code)
+        }
     }
 }

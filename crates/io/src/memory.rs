@@ -130,6 +130,18 @@ impl RxPort for MemoryRx {
             None => Ok(false),
         }
     }
+
+    fn recv_nowait(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
+        let frame = self.shared.lock().inbox.pop_front();
+        match frame {
+            Some(frame) => {
+                buf.reset();
+                fill(buf, &self.name, &frame)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 impl TxPort for MemoryTx {

@@ -55,15 +55,15 @@ fn frames_cross_a_veth_pair_and_outgoing_frames_are_not_received_back() {
 
     let (a, b, also_a) = netns::run_in(&ns.name, || {
         (
-            Port::af_packet("va0"),
-            Port::af_packet("vb0"),
-            Port::af_packet("va0"),
+            bitsgw_io::af_packet("va0"),
+            bitsgw_io::af_packet("vb0"),
+            bitsgw_io::af_packet("va0"),
         )
     })
     .unwrap();
     let (mut a, mut b, mut also_a) = (a.unwrap(), b.unwrap(), also_a.unwrap());
-    assert_eq!(a.name(), "va0");
-    assert_eq!(a.link_type(), LinkType::Ethernet);
+    assert_eq!(a.rx.name(), "va0");
+    assert_eq!(a.rx.link_type(), LinkType::Ethernet);
     assert_eq!(a.tx.link_type(), LinkType::Ethernet);
 
     // a -> b, unchanged; a does not see its own frame.
@@ -92,10 +92,10 @@ fn frames_cross_a_veth_pair_and_outgoing_frames_are_not_received_back() {
 fn unknown_and_non_ethernet_interfaces_are_refused() {
     let ns = Netns::new("afp-bad");
     let (missing, tun) = netns::run_in(&ns.name, || {
-        let tun = Port::tun("t0").unwrap();
+        let tun = bitsgw_io::tun("t0").unwrap();
         (
-            Port::af_packet("nosuchif0"),
-            Port::af_packet("t0").map(|_| tun),
+            bitsgw_io::af_packet("nosuchif0"),
+            bitsgw_io::af_packet("t0").map(|_| tun),
         )
     })
     .unwrap();

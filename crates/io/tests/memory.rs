@@ -11,8 +11,8 @@ use bitsgw_wire::PacketBuf;
 
 #[test]
 fn inject_receive_send_collect_close() {
-    let (mut port, handle) = Port::memory("m0", LinkType::RawIp);
-    assert_eq!(port.name(), "m0");
+    let (mut port, handle) = bitsgw_io::memory("m0", LinkType::RawIp);
+    assert_eq!(port.rx.name(), "m0");
     assert_eq!(port.rx.link_type(), LinkType::RawIp);
     assert_eq!(port.tx.link_type(), LinkType::RawIp);
 
@@ -56,7 +56,7 @@ fn inject_receive_send_collect_close() {
 
 #[test]
 fn a_waiting_receiver_wakes_on_inject_and_close() {
-    let (port, handle) = Port::memory("m1", LinkType::Ethernet);
+    let (port, handle) = bitsgw_io::memory("m1", LinkType::Ethernet);
     let Port { mut rx, tx: _tx } = port;
     let receiver = std::thread::spawn(move || {
         let mut buf = PacketBuf::new();
@@ -82,7 +82,7 @@ fn a_waiting_receiver_wakes_on_inject_and_close() {
 
 #[test]
 fn an_oversized_frame_is_an_error_and_the_port_goes_on() {
-    let (mut port, handle) = Port::memory("m2", LinkType::Ethernet);
+    let (mut port, handle) = bitsgw_io::memory("m2", LinkType::Ethernet);
     handle.inject(vec![0u8; DEFAULT_CAPACITY + 1]);
     handle.inject(vec![1u8; 64]);
     let mut buf = PacketBuf::new();

@@ -50,11 +50,11 @@ fn receive_udp(port: &mut Port, dst: IpAddr, dport: u16) -> Vec<u8> {
 #[test]
 fn ip_packets_both_ways_through_a_tun_device() {
     let ns = Netns::new("tun");
-    let mut port = netns::run_in(&ns.name, || Port::tun("bitsgw-t0"))
+    let mut port = netns::run_in(&ns.name, || bitsgw_io::tun("bitsgw-t0"))
         .unwrap()
         .unwrap();
-    assert_eq!(port.name(), "bitsgw-t0");
-    assert_eq!(port.link_type(), LinkType::RawIp);
+    assert_eq!(port.rx.name(), "bitsgw-t0");
+    assert_eq!(port.rx.link_type(), LinkType::RawIp);
     assert_eq!(port.tx.link_type(), LinkType::RawIp);
     ns.ip(&["link", "set", "bitsgw-t0", "up"]);
     ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "bitsgw-t0"]);

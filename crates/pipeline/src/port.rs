@@ -4,39 +4,69 @@
 use bitsgw_wire::ether::LinkType;
 use bitsgw_wire::PacketBuf;
 
-/// A port failed.
+/// Errors of ports and capture files.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PortError {
-    /// It could not be opened.
-    #[error("port {port}: can not open: {source}")]
+    /// The port could not be opened (no such interface, no permission, ...).
+    #[error("cannot open port {port}: {source}")]
     Open {
-        /// The port.
+        /// The port's name.
         port: String,
-        /// Why.
+        /// What the system said.
         source: std::io::Error,
     },
-    /// Receiving or sending failed.
-    #[error("port {port}: {source}")]
+    /// Receiving or sending failed at the system level.
+    #[error("I/O error on port {port}: {source}")]
     Io {
-        /// The port.
+        /// The port's name.
         port: String,
-        /// Why.
+        /// What the system said.
         source: std::io::Error,
     },
-    /// The port was closed (an in-memory port's handle said so).
-    #[error("port {port}: closed")]
+    /// The port is closed: nothing more will be received.
+    #[error("port {port} is closed")]
     Closed {
-        /// The port.
+        /// The port's name.
         port: String,
     },
-    /// A capture file is not what it should be.
+    /// A received frame did not fit into the packet buffer. The frame is
+    /// dropped and the port stays usable: the caller counts the drop and
+    /// calls again.
+    #[error("port {port}: frame of {len} bytes does not fit a {capacity}-byte buffer")]
+    FrameTooLarge {
+        /// The port's name.
+        port: String,
+        /// The frame's length.
+        len: usize,
+        /// The room the buffer had for it.
+        capacity: usize,
+    },
+    /// A capture file's content is invalid, or a packet can not be
+    /// represented in it.
     #[error("capture {file}: {problem}")]
     BadCapture {
-        /// The file.
+        /// The capture file's path.
         file: String,
-        /// What is wrong.
+        /// What is wrong, and where.
         problem: String,
+    },
+    /// Opening, reading or writing a capture file failed at the system
+    /// level.
+    #[error("capture {file}: {source}")]
+    CaptureIo {
+        /// The capture file's path.
+        file: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Entering a network namespace failed.
+    #[error("network namespace {name}: {source}")]
+    Namespace {
+        /// The namespace's name.
+        name: String,
+        /// What the system said.
+        source: std::io::Error,
     },
 }
 

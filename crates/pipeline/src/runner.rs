@@ -399,6 +399,11 @@ impl Receiver_ {
                         }
                     }
                     Ok(false) => break,
+                    Err(PortError::FrameTooLarge { .. }) => {
+                        if let Ok(mut p) = self.shared.rx_pipeline.lock() {
+                            p.record(PipelineDrop::BadFrame);
+                        }
+                    }
                     Err(PortError::Closed { .. }) => {
                         self.flush_all(&mut pending);
                         return;

@@ -1,0 +1,149 @@
+//! `bitsgw replay`: the appliance's pipeline over capture files, time taken
+//! from the captures, control events at capture times. Deterministic.
+
+use crate::config;
+use crate::report;
+use crate::run::build_stage;
+use crate::trace::PcapTap;
+use bitsgw_io::pcap::{PcapReader, PcapWriter};
+use bitsgw_ipsec::config::load_policy_file;
+use bitsgw_pipeline::replay::{self, ReplayInput, ScheduledEvent};
+use bitsgw_pipeline::{Gateway, LinkType, NoTap, Side};
+use bitsgw_wire::Timestamp;
+use std::path::{Path, PathBuf};
+
+fn side(name: &str) -> Result<Side, String> {
+    match name {
+        "host" => Ok(Side::Host),
+        "network" => Ok(Side::Network),
+        other => Err(format!(
+            "unknown port \"{other}\" (the ports are host and network)"
+        )),
+    }
+}
+
+fn split(arg: &str, what: &str) -> Result<(Side, PathBuf), String> {
+    let (p, f) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{what} {arg}: expected PORT=FILE"))?;
+    Ok((side(p)?, PathBuf::from(f)))
+}
+
+/// Runs a replay; prints where the output went and the counters.
+pub fn run(
+    config_path: &Path,
+    inputs: &[String],
+    outputs: &[String],
+    events: &[String],
+    trace: Option<PathBuf>,
+) -> Result<(), String> {
+    let cfg = config::load(config_path).map_err(|e| e.to_string())?;
+    let mut replay_inputs = Vec::new();
+    let mut link: Option<LinkType> = None;
+    for arg in inputs {
+        let (side, file) = split(arg, "--in")?;
+        let mut r = PcapReader::open(&file).map_err(|e| e.to_string())?;
+        let l = r.link_type();
+        if link.is_some_and(|k| k != l) {
+            return Err(format!(
+                "{}: all captures of one replay must have the same link type",
+                file.display()
+            ));
+        }
+        link = Some(l);
+        let mut frames = Vec::new();
+        while let Some(f) = r.next_packet().map_err(|e| e.to_string())? {
+            frames.push(f);
+        }
+        replay_inputs.push(ReplayInput {
+            side,
+            link: l,
+            frames,
+        });
+    }
+    let link = link.ok_or("give at least one --in PORT=FILE")?;
+    let start = replay_inputs
+        .iter()
+        .filter_map(|i| i.frames.first().map(|f| f.0))
+        .min()
+        .unwrap_or(Timestamp::ZERO);
+    let mut scheduled = Vec::new();
+    for e in events {
+        let (t, cmd) = e
+            .split_once(':')
+            .ok_or_else(|| format!("--event {e}: expected SECONDS:COMMAND"))?;
+        let secs: f64 = t
+            .parse()
+            .map_err(|_| format!("--event {e}: \"{t}\" is not a number of seconds"))?;
+        if !(0.0..1e9).contains(&secs) {
+            return Err(format!("--event {e}: time out of range"));
+        }
+        let at = start.saturating_add(std::time::Duration::from_secs_f64(secs));
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let action: Box<dyn FnOnce(&mut Gateway)> = match words.as_slice() {
+            ["remove-sa", name] => {
+                let name = name.to_string();
+                Box::new(move |gw: &mut Gateway| {
+                    if let Some(id) = gw.stage().sad().by_name(&name) {
+                        gw.stage_mut().remove_sa(id);
+                    }
+                })
+            }
+            ["reload"] => {
+                let set = load_policy_file(&cfg.policy_file).map_err(|e| e.to_string())?;
+                Box::new(move |gw: &mut Gateway| {
+                    let _ = set.reload(gw.stage_mut(), at);
+                })
+            }
+            _ => {
+                return Err(format!(
+                    "--event {e}: unknown command (known: remove-sa NAME, reload)"
+                ))
+            }
+        };
+        scheduled.push(ScheduledEvent { at, action });
+    }
+    let mut gw = Gateway::new(build_stage(&cfg, &cfg.policy));
+    let mut tap = match &trace {
+        Some(dir) => Some(PcapTap::create(dir, link, link)?),
+        None => None,
+    };
+    let out = match tap.as_mut() {
+        Some(t) => replay::run(&mut gw, &replay_inputs, scheduled, t),
+        None => replay::run(&mut gw, &replay_inputs, scheduled, &mut NoTap),
+    };
+    for arg in outputs {
+        let (side, file) = split(arg, "--out")?;
+        let frames = match side {
+            Side::Host => &out.host,
+            Side::Network => &out.network,
+        };
+        let mut w = PcapWriter::create(&file, link).map_err(|e| e.to_string())?;
+        for (t, f) in frames {
+            w.write(*t, f).map_err(|e| e.to_string())?;
+        }
+        w.flush().map_err(|e| e.to_string())?;
+        println!(
+            "{}: {} frames to {}",
+            side.name(),
+            frames.len(),
+            file.display()
+        );
+    }
+    if let Some(t) = tap.as_mut() {
+        t.finish();
+        for p in t.paths() {
+            println!("trace: {}", p.display());
+        }
+    }
+    let report = bitsgw_pipeline::runner::Report {
+        stage: gw.stage().counters().clone(),
+        pipeline: gw.counters().clone(),
+        spd_hits_out: gw.stage().spd(bitsgw_ipsec::sa::Direction::Outbound).hits().to_vec(),
+        spd_hits_in: gw.stage().spd(bitsgw_ipsec::sa::Direction::Inbound).hits().to_vec(),
+        ..Default::default()
+    };
+    let v = report::to_json(&report, &cfg.policy);
+    print!("{}", report::counters_text(&v));
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! How counters, SAs and policies are shown: text a network engineer reads
+//! like `ip -s xfrm state` and `swanctl --list-sas`, or JSON. Keys are
+//! never part of a report.
+
+use bitsgw_ipsec::config::{ActionConfig, PolicySet};
+use bitsgw_ipsec::sa::{Mode, SaState};
+use bitsgw_ipsec::DropReason;
+use bitsgw_pipeline::runner::Report;
+use bitsgw_pipeline::PipelineDrop;
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+
+fn state_name(s: SaState) -> &'static str {
+    match s {
+        SaState::Active => "active",
+        SaState::SoftExpired => "soft-expired",
+        SaState::Stopped => "stopped",
+    }
+}
+
+/// The report as JSON: SAs, SPD hits, counters and events.
+pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
+    let sas: Vec<Value> = report
+        .sas
+        .iter()
+        .map(|sa| {
+            let params = policy.sas.iter().find(|p| p.name == sa.name);
+            json!({
+                "name": sa.name,
+                "spi": sa.spi,
+                "direction": sa.direction.name(),
+                "mode": params.map(|p| match p.mode { Mode::Transport => "transport".to_string(), Mode::Tunnel { local, remote } => format!("tunnel {local} -> {remote}") }),
+                "transform": params.map(|p| p.transform.name()),
+                "state": state_name(sa.state),
+                "packets": sa.stats.packets,
+                "bytes": sa.stats.bytes,
+                "seq": sa.seq,
+                "replay_drops": sa.stats.replay_drops,
+                "icv_failures": sa.stats.icv_failures,
+                "other_drops": sa.stats.other_drops,
+            })
+        })
+        .collect();
+    let spd = |list: &[bitsgw_ipsec::config::EntryConfig], hits: &[u64]| -> Vec<Value> {
+        list.iter()
+            .enumerate()
+            .map(|(i, e)| {
+                json!({
+                    "name": e.name,
+                    "selector": e.selector.to_string(),
+                    "action": action(&e.action),
+                    "hits": hits.get(i).copied().unwrap_or(0),
+                })
+            })
+            .collect()
+    };
+    let drops: serde_json::Map<String, Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), json!(report.stage.drops(*r))))
+        .chain(
+            PipelineDrop::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), json!(report.pipeline.drops(*r)))),
+        )
+        .collect();
+    let p = &report.pipeline;
+    let s = &report.stage;
+    json!({
+        "sas": sas,
+        "spd": {"outbound": spd(&policy.outbound, &report.spd_hits_out), "inbound": spd(&policy.inbound, &report.spd_hits_in)},
+        "counters": {
+            "ports": {
+                "host": {"rx_frames": p.host_rx.frames, "rx_bytes": p.host_rx.bytes, "tx_frames": p.host_tx.frames, "tx_bytes": p.host_tx.bytes},
+                "network": {"rx_frames": p.net_rx.frames, "rx_bytes": p.net_rx.bytes, "tx_frames": p.net_tx.frames, "tx_bytes": p.net_tx.bytes},
+            },
+            "non_ip_passed": p.non_ip_passed,
+            "ipsec": {
+                "outbound_protected": s.outbound_protected,
+                "outbound_bypassed": s.outbound_bypassed,
+                "inbound_decrypted": s.inbound_decrypted,
+                "inbound_bypassed": s.inbound_bypassed,
+                "ike_passed": s.ike_passed,
+                "fragments_held": s.fragments_held,
+                "reassembled": s.reassembled,
+                "fragments_sent": s.fragments_sent,
+            },
+            "drops": drops,
+            "drops_total": s.total_drops() + p.total_drops(),
+        },
+        "events": report.events.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>(),
+    })
+}
+
+fn action(a: &ActionConfig) -> String {
+    match a {
+        ActionConfig::Bypass => "bypass".into(),
+        ActionConfig::Discard => "discard".into(),
+        ActionConfig::Protect(n) => format!("protect sa {}", n.join(" + ")),
+    }
+}
+
+/// `show sa` from the JSON form.
+pub fn sa_text(v: &Value) -> String {
+    let mut out = String::new();
+    for sa in v["sas"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{}: {} spi {:#010x} esp {} {} state {}",
+            sa["name"].as_str().unwrap_or("?"),
+            sa["direction"].as_str().unwrap_or("?"),
+            sa["spi"].as_u64().unwrap_or(0),
+            sa["mode"].as_str().unwrap_or("?"),
+            sa["transform"].as_str().unwrap_or("?"),
+            sa["state"].as_str().unwrap_or("?"),
+        );
+        let _ = writeln!(
+            out,
+            "    packets {} bytes {} seq {} replay-drops {} icv-failures {} other-drops {}",
+            sa["packets"],
+            sa["bytes"],
+            sa["seq"],
+            sa["replay_drops"],
+            sa["icv_failures"],
+            sa["other_drops"]
+        );
+    }
+    out
+}
+
+/// `show sp` from the JSON form.
+pub fn sp_text(v: &Value) -> String {
+    let mut out = String::new();
+    for dir in ["outbound", "inbound"] {
+        let _ = writeln!(out, "SPD {dir}:");
+        for (i, e) in v["spd"][dir].as_array().into_iter().flatten().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {i:>3} {:<22} {}  => {}  hits {}",
+                e["name"].as_str().unwrap_or("?"),
+                e["selector"].as_str().unwrap_or("?"),
+                e["action"].as_str().unwrap_or("?"),
+                e["hits"]
+            );
+        }
+    }
+    out
+}
+
+/// `show counters` from the JSON form.
+pub fn counters_text(v: &Value) -> String {
+    let c = &v["counters"];
+    let mut out = String::new();
+    for port in ["host", "network"] {
+        let p = &c["ports"][port];
+        let _ = writeln!(
+            out,
+            "port {port:<8} rx {} frames {} bytes   tx {} frames {} bytes",
+            p["rx_frames"], p["rx_bytes"], p["tx_frames"], p["tx_bytes"]
+        );
+    }
+    let _ = writeln!(out, "non-IP frames passed {}", c["non_ip_passed"]);
+    let _ = writeln!(out, "ipsec:");
+    for (k, val) in c["ipsec"].as_object().into_iter().flatten() {
+        let _ = writeln!(out, "  {k:<24} {val}");
+    }
+    let _ = writeln!(out, "drops (total {}):", c["drops_total"]);
+    for (k, val) in c["drops"].as_object().into_iter().flatten() {
+        if val.as_u64().unwrap_or(0) != 0 {
+            let _ = writeln!(out, "  {k:<32} {val}");
+        }
+    }
+    out
+}

@@ -1,0 +1,138 @@
+//! `bitsgw run CONFIG`: the appliance on real interfaces until SIGINT or
+//! SIGTERM; SIGHUP reloads the policy file.
+
+use crate::config::{self, ApplianceConfig, PortConfig};
+use crate::control;
+use crate::report;
+use crate::trace::PcapTap;
+use bitsgw_ipsec::config::{load_policy_file, PolicySet};
+use bitsgw_ipsec::IpsecStage;
+use bitsgw_pipeline::port::Port;
+use bitsgw_pipeline::runner::{self, RunnerConfig, SharedTap};
+use bitsgw_wire::Timestamp;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+fn open(p: &PortConfig) -> Result<Port, String> {
+    let port = match p {
+        PortConfig::AfPacket { interface } => bitsgw_io::af_packet(interface),
+        PortConfig::Tun { name } => bitsgw_io::tun(name),
+    };
+    port.map_err(|e| e.to_string())
+}
+
+/// A stage with the configuration's policies, as every worker gets one.
+pub fn build_stage(cfg: &ApplianceConfig, policy: &PolicySet) -> IpsecStage {
+    let mut stage = IpsecStage::new(cfg.stage.clone());
+    // The policy set was validated when loaded; applying it can fail only
+    // on a key the transform refuses, which validation already checked.
+    if let Err(e) = policy.apply(&mut stage, Timestamp::ZERO) {
+        error!("{e}");
+    }
+    stage
+}
+
+/// Runs the appliance; returns an error (and a non-zero exit) when it
+/// could not start or stopped on its own.
+pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
+    let cfg = config::load(path).map_err(|e| e.to_string())?;
+    // Refuse to start half-configured: both ports and the socket first.
+    let host = open(&cfg.host)?;
+    let network = open(&cfg.network)?;
+    let listener = control::bind(&cfg.control_socket)?;
+    let tap: Option<Arc<Mutex<PcapTap>>> = match &trace {
+        Some(dir) => Some(Arc::new(Mutex::new(PcapTap::create(
+            dir,
+            host.rx.link_type(),
+            network.rx.link_type(),
+        )?))),
+        None => None,
+    };
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&term)).map_err(|e| e.to_string())?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .map_err(|e| e.to_string())?;
+
+    let mut policy = cfg.policy.clone();
+    let runner_cfg = RunnerConfig {
+        workers: cfg.workers,
+        queue_depth: cfg.queue_depth,
+    };
+    let shared_tap: Option<SharedTap> = tap.clone().map(|t| t as SharedTap);
+    let initial = policy.clone();
+    let running = runner::start(
+        &runner_cfg,
+        host,
+        network,
+        &|| build_stage(&cfg, &initial),
+        shared_tap,
+    );
+    info!(
+        config = %cfg.file.display(),
+        workers = cfg.workers,
+        socket = %cfg.control_socket.display(),
+        "bitsgw running"
+    );
+    let mut failure = None;
+    loop {
+        control::serve_pending(&listener, &mut |req: &Value| answer(&running, &policy, req));
+        if hup.swap(false, Ordering::SeqCst) {
+            match load_policy_file(&cfg.policy_file) {
+                Ok(new) => {
+                    let now = running.now();
+                    let for_workers = new.clone();
+                    running.apply(Arc::new(move |gw| {
+                        if let Err(e) = for_workers.reload(gw.stage_mut(), now) {
+                            error!("reload: {e}");
+                        }
+                    }));
+                    info!(policy = %cfg.policy_file.display(), "policies reloaded");
+                    policy = new;
+                }
+                Err(e) => warn!("reload refused, the old policies stay: {e}"),
+            }
+        }
+        if term.load(Ordering::SeqCst) {
+            info!("stopping");
+            break;
+        }
+        if !running.is_running() {
+            failure = running.failure();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (last, stop_failure) = running.stop();
+    let _ = std::fs::remove_file(&cfg.control_socket);
+    if let Some(t) = &tap {
+        if let Ok(mut t) = t.lock() {
+            let lost = t.finish();
+            for p in t.paths() {
+                info!(file = %p.display(), "trace written");
+            }
+            if lost != 0 {
+                warn!(frames = lost, "trace frames could not be written");
+            }
+        }
+    }
+    let v = report::to_json(&last, &policy);
+    println!("final counters:\n{}", report::counters_text(&v));
+    match failure.or(stop_failure) {
+        Some(f) => Err(f.to_string()),
+        None => Ok(()),
+    }
+}
+
+fn answer(running: &runner::Running, policy: &PolicySet, req: &Value) -> Value {
+    match req.get("show").and_then(Value::as_str) {
+        Some(_) => report::to_json(&running.report(Duration::from_secs(2)), policy),
+        None => json!({"error": "unknown request (known: {\"show\": \"all\"})"}),
+    }
+}
