@@ -39,9 +39,9 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 
 /// Key material: the first `enc_key_len` / `auth_key_len` bytes are used.
 const KEY: [u8; 36] = [
-    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee,
-    0xff, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
-    0xee, 0xff, 0x0a, 0x0b, 0x0c, 0x0d,
+    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+    0x0a, 0x0b, 0x0c, 0x0d,
 ];
 
 const AEAD_SIZES: [usize; 5] = [64, 256, 512, 1400, 9000];
@@ -68,7 +68,11 @@ fn pair_policy(a: bool, transform: TransformId, backend: GcmBackend, replay_wind
     } else {
         ("198.51.100.0/24", "192.0.2.0/24", OUTER_B, OUTER_A)
     };
-    let (spi_out, spi_in) = if a { (0x1001, 0x2002) } else { (0x2002, 0x1001) };
+    let (spi_out, spi_in) = if a {
+        (0x1001, 0x2002)
+    } else {
+        (0x2002, 0x1001)
+    };
     let enc = hex(&KEY[..transform.enc_key_len()]);
     let auth = match transform.auth_key_len() {
         0 => String::new(),
@@ -167,8 +171,8 @@ fn bench_aead(c: &mut Criterion) {
 
     let mut tr = c.benchmark_group("aead_transform");
     for backend in GcmBackend::ALL {
-        let t = Transform::new(TransformId::AesGcm128, backend, &KEY[..20], &[])
-            .expect("transform");
+        let t =
+            Transform::new(TransformId::AesGcm128, backend, &KEY[..20], &[]).expect("transform");
         for len in AEAD_SIZES {
             tr.throughput(Throughput::Bytes(len as u64));
             // [SPI][Seq = 1][IV 8][payload region len][ICV]
@@ -247,7 +251,11 @@ fn bench_encap(c: &mut Criterion) {
                     black_box(d)
                 })
             });
-            assert_eq!(a.counters().total_drops(), 0, "{name}/{len}: packets dropped");
+            assert_eq!(
+                a.counters().total_drops(),
+                0,
+                "{name}/{len}: packets dropped"
+            );
         }
     }
     g.finish();
@@ -265,7 +273,11 @@ fn bench_decap(c: &mut Criterion) {
             let mut buf = PacketBuf::new();
             buf.set(&esp).expect("buffer");
             let d = b_gw.handle_inbound(&mut buf, Timestamp::ZERO);
-            assert_eq!(d, Disposition::Deliver, "{name}/{len}: decapsulation failed");
+            assert_eq!(
+                d,
+                Disposition::Deliver,
+                "{name}/{len}: decapsulation failed"
+            );
             assert_eq!(buf.data(), &plain[..], "{name}/{len}: wrong plaintext");
             g.throughput(Throughput::Bytes(len as u64));
             g.bench_with_input(BenchmarkId::new(&name, len), &len, |b, _| {
@@ -276,7 +288,11 @@ fn bench_decap(c: &mut Criterion) {
                     black_box(d)
                 })
             });
-            assert_eq!(b_gw.counters().total_drops(), 0, "{name}/{len}: packets dropped");
+            assert_eq!(
+                b_gw.counters().total_drops(),
+                0,
+                "{name}/{len}: packets dropped"
+            );
         }
     }
     g.finish();
