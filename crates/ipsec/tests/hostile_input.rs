@@ -104,9 +104,11 @@ fn udp_no_df(src: IpAddr, dst: IpAddr, len: usize) -> Vec<u8> {
     ip_packet(src, dst, 17, &udp, false)
 }
 
+/// (tunnel, inner_v6, outer_v6, udp_encap, esn)
+type Shape = (bool, bool, bool, Option<(u16, u16)>, bool);
+
 fn specs() -> Vec<PairSpec> {
-    // (tunnel, inner_v6, outer_v6, udp_encap, esn)
-    let shapes: [(bool, bool, bool, Option<(u16, u16)>, bool); 5] = [
+    let shapes: [Shape; 5] = [
         (true, false, false, None, false),
         (true, true, false, Some((4500, 4500)), true),
         (true, false, true, Some((4501, 14500)), false),
