@@ -139,8 +139,16 @@ pub fn run(
     let report = bitsgw_pipeline::runner::Report {
         stage: gw.stage().counters().clone(),
         pipeline: gw.counters().clone(),
-        spd_hits_out: gw.stage().spd(bitsgw_ipsec::sa::Direction::Outbound).hits().to_vec(),
-        spd_hits_in: gw.stage().spd(bitsgw_ipsec::sa::Direction::Inbound).hits().to_vec(),
+        spd_hits_out: gw
+            .stage()
+            .spd(bitsgw_ipsec::sa::Direction::Outbound)
+            .hits()
+            .to_vec(),
+        spd_hits_in: gw
+            .stage()
+            .spd(bitsgw_ipsec::sa::Direction::Inbound)
+            .hits()
+            .to_vec(),
         ..Default::default()
     };
     let v = report::to_json(&report, &cfg.policy);

@@ -779,10 +779,15 @@ impl IpsecStage {
             if self.scratch.capacity() < needed {
                 self.scratch = PacketBuf::with_capacity(needed, bitsgw_wire::buf::DEFAULT_HEADROOM);
             }
-            match self
-                .reassembler
-                .handle_fragment(buf.data(), &meta, now, &mut self.scratch)
-            {
+            // A fragment for a datagram whose time is up discards the held
+            // fragments first; count them as handle_timeout would have.
+            let timed_out = self.reassembler.dropped(FragDrop::TimedOut);
+            let result =
+                self.reassembler
+                    .handle_fragment(buf.data(), &meta, now, &mut self.scratch);
+            let expired = self.reassembler.dropped(FragDrop::TimedOut) - timed_out;
+            self.counters.add_drops(DropReason::FragTimeout, expired);
+            match result {
                 Ok(Reassembly::Held) => {
                     self.counters.fragments_held += 1;
                     return Disposition::Held;
@@ -1125,6 +1130,31 @@ mod tests {
         );
         assert_eq!(&b.data()[24..28], &0u32.to_be_bytes());
         assert_eq!(s.sad.get(id).unwrap().seq(), 1 << 32);
+    }
+
+    /// Held fragments discarded because a fragment of their datagram
+    /// arrived after the reassembly timeout are counted, as they are when
+    /// `handle_timeout` discards them (they used to vanish uncounted).
+    #[test]
+    fn fragments_expired_on_arrival_are_counted() {
+        let frag = |ident: u8| {
+            let mut p = vec![
+                0x45, 0, 0, 36, 0, ident, 0x20, 0, 64, 50, 0, 0, 203, 0, 113, 2, 192, 0, 2, 1,
+            ];
+            p.extend_from_slice(&[0xaa; 16]);
+            ip::ipv4_fill_checksum(&mut p);
+            PacketBuf::from_slice(&p)
+        };
+        let mut s = stage(false);
+        let t0 = Timestamp::ZERO;
+        assert_eq!(s.handle_inbound(&mut frag(1), t0), Disposition::Held);
+        assert_eq!(s.handle_inbound(&mut frag(2), t0), Disposition::Held);
+        let later = t0.saturating_add(core::time::Duration::from_secs(61));
+        // Same datagram as the first: it expires, and this one is held anew.
+        assert_eq!(s.handle_inbound(&mut frag(1), later), Disposition::Held);
+        assert_eq!(s.counters().drops(DropReason::FragTimeout), 1);
+        s.handle_timeout(later);
+        assert_eq!(s.counters().drops(DropReason::FragTimeout), 2);
     }
 
     /// A rekey: the inbound SA is replaced by one with a new SPI; the old

@@ -204,6 +204,11 @@ fn parse_v6(pkt: &[u8]) -> Result<IpMeta, IpError> {
                 at += len;
             }
             next_header::FRAGMENT => {
+                // The header must lie within the IP length, not just the
+                // buffer: bytes past the length are link-layer padding.
+                if at + 8 > total {
+                    return Err(IpError::Truncated);
+                }
                 let hdr = pkt.get(at..at + 8).ok_or(IpError::Truncated)?;
                 let off_flags = u16::from_be_bytes([hdr[2], hdr[3]]);
                 let info = FragInfo {
@@ -435,6 +440,21 @@ mod tests {
     fn ipv6_truncated_extension() {
         let p = v6_with(60, &[17, 1, 0, 0]);
         assert_eq!(parse(&p), Err(IpError::Truncated));
+    }
+
+    /// A Fragment header past the Payload Length (in trailing link-layer
+    /// bytes) is not read: it used to be, giving a header length beyond
+    /// the packet's total length.
+    #[test]
+    fn ipv6_fragment_header_past_payload_length() {
+        let mut p = v6_with(44, &[]);
+        p.extend_from_slice(&[17, 0, 0x00, 0x08, 0, 0, 0, 1]);
+        assert_eq!(parse(&p), Err(IpError::Truncated));
+        // The same header inside the payload is a later fragment.
+        let p = v6_with(44, &[17, 0, 0x00, 0x08, 0, 0, 0, 1]);
+        let m = parse(&p).unwrap();
+        assert!(m.header_len <= m.total_len);
+        assert!(m.is_later_fragment());
     }
 
     #[test]
