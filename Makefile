@@ -1,7 +1,7 @@
 # bitsgw: the commands the README gives.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt demo check-policies peer-selftest clean
+.PHONY: all build test test-deps lint fmt demo check-policies peer-selftest bench fuzz clean
 
 all: build
 
@@ -12,8 +12,8 @@ build:
 # nftables, iperf3) if missing, then runs formatting and lint checks and
 # every test, including the scapy/tshark interoperability tests.
 test: test-deps lint
-	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --workspace --doc
+	$(CARGO) test --workspace
+	$(CARGO) bench --workspace --no-run
 	$(MAKE) check-policies
 
 test-deps:
@@ -38,6 +38,17 @@ peer-selftest: test-deps
 # The seeds' IPsec configurations at work, with a capture tshark can read.
 demo:
 	$(CARGO) run -q --example seed_walkthrough -- --pcap target/seed-walkthrough.pcap
+
+# Criterion benches (about 11 minutes); figures go in BENCHMARKS.md.
+bench:
+	$(CARGO) bench --bench esp -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench --bench lookup -- --warm-up-time 1 --measurement-time 3
+	python3 scripts/bench_table.py
+
+# The long fuzz runs (cargo-fuzz), SECONDS per target.
+SECONDS ?= 60
+fuzz:
+	./scripts/fuzz.sh $(SECONDS)
 
 clean:
 	$(CARGO) clean
