@@ -78,6 +78,16 @@ enum Command {
         #[arg(long)]
         trace: Option<PathBuf>,
     },
+    /// Change a running appliance: `remove-sa NAME` (its traffic is then
+    /// discarded, never sent in clear) or `reload` (the policy file).
+    Ctl {
+        /// The command and its argument.
+        #[arg(num_args = 1..=2, required = true)]
+        command: Vec<String>,
+        /// The appliance's control socket.
+        #[arg(long, default_value = "/run/bitsgw/bitsgw.sock")]
+        socket: PathBuf,
+    },
     /// Show SAs, policies or counters of a running appliance.
     Show {
         /// What to show.
@@ -118,6 +128,19 @@ fn show(what: ShowWhat, socket: &std::path::Path, json: bool) -> Result<String, 
     })
 }
 
+fn ctl(command: &[String], socket: &std::path::Path) -> Result<String, String> {
+    let req = match command {
+        [c, name] if c == "remove-sa" => serde_json::json!({"remove_sa": name}),
+        [c] if c == "reload" => serde_json::json!({"reload": true}),
+        _ => return Err("unknown command (known: remove-sa NAME, reload)".into()),
+    };
+    let v = control::request(socket, &req)?;
+    match v.get("error") {
+        Some(e) => Err(e.as_str().unwrap_or("error").to_string()),
+        None => Ok(format!("{}\n", v["ok"].as_str().unwrap_or("ok"))),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -133,6 +156,9 @@ fn main() -> ExitCode {
             events,
             trace,
         } => replay::run(&config, &inputs, &outputs, &events, trace).map_err(|e| (1, e)),
+        Command::Ctl { command, socket } => ctl(&command, &socket)
+            .map(|t| print!("{t}"))
+            .map_err(|e| (1, e)),
         Command::Show { what, socket, json } => show(what, &socket, json)
             .map(|t| print!("{t}"))
             .map_err(|e| (1, e)),

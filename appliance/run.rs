@@ -82,7 +82,13 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     );
     let mut failure = None;
     loop {
-        control::serve_pending(&listener, &mut |req: &Value| answer(&running, &policy, req));
+        control::serve_pending(&listener, &mut |req: &Value| {
+            if req.get("reload").is_some() {
+                hup.store(true, Ordering::SeqCst);
+                return json!({"ok": "reload requested"});
+            }
+            answer(&running, &policy, req)
+        });
         if hup.swap(false, Ordering::SeqCst) {
             match load_policy_file(&cfg.policy_file) {
                 Ok(new) => {
@@ -131,8 +137,23 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
 }
 
 fn answer(running: &runner::Running, policy: &PolicySet, req: &Value) -> Value {
-    match req.get("show").and_then(Value::as_str) {
-        Some(_) => report::to_json(&running.report(Duration::from_secs(2)), policy),
-        None => json!({"error": "unknown request (known: {\"show\": \"all\"})"}),
+    if req.get("show").is_some() {
+        return report::to_json(&running.report(Duration::from_secs(2)), policy);
     }
+    if let Some(name) = req.get("remove_sa").and_then(Value::as_str) {
+        if !policy.sas.iter().any(|s| s.name == name) {
+            return json!({"error": format!("no SA named \"{name}\"")});
+        }
+        // Like `ip xfrm state delete`: the SA goes, its policies stay, so
+        // what they protect is discarded from now on.
+        let name = name.to_string();
+        info!(sa = %name, "SA removed by control request");
+        running.apply(Arc::new(move |gw| {
+            if let Some(id) = gw.stage().sad().by_name(&name) {
+                gw.stage_mut().remove_sa(id);
+            }
+        }));
+        return json!({"ok": "removed"});
+    }
+    json!({"error": "unknown request (known: show, remove_sa, reload)"})
 }

@@ -1,0 +1,436 @@
+//! Two unmodified hosts in network namespaces with a bitsgw gateway inline
+//! in front of each (veth pairs, AF_PACKET ports) and a router between the
+//! gateways: ping and a TCP transfer go through ESP tunnel mode, the wire
+//! between the gateways carries only ESP (captured on the router), `show`
+//! and `ctl` work against the running appliances, and removing a
+//! gateway's SA stops the traffic rather than leaking it in clear.
+//!
+//! Needs root (CI runs as root), iproute2, iputils-ping, ethtool and iperf3
+//! (`scripts/setup-test-deps.sh`). Everything it creates it removes, also
+//! when it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    out
+}
+
+fn must(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Lab {
+    fn ns(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> String {
+        let ns = self.ns(ns);
+        let mut full = vec!["ip", "netns", "exec", &ns];
+        full.extend_from_slice(args);
+        must(&full)
+    }
+
+    fn try_exec(&self, ns: &str, args: &[&str]) -> Output {
+        let ns = self.ns(ns);
+        let mut full = vec!["ip", "netns", "exec", &ns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    fn mac(&self, ns: &str, dev: &str) -> String {
+        let out = self.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
+        out.trim().to_string()
+    }
+
+    fn spawn(&mut self, ns: &str, args: &[&str]) -> usize {
+        let ns = self.ns(ns);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        self.children.len() - 1
+    }
+}
+
+fn quiet(lab: &Lab, ns: &str, devs: &[&str]) {
+    lab.exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    lab.exec(ns, &["ip", "link", "set", "lo", "up"]);
+    for d in devs {
+        lab.exec(ns, &["ip", "link", "set", d, "up"]);
+        // The gateway sees frames as the wire carries them: no merged
+        // super-frames, no checksums left for hardware to fill in.
+        let _ = lab.try_exec(
+            ns,
+            &[
+                "ethtool", "-K", d, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+            ],
+        );
+    }
+}
+
+fn build(lab: &Lab) {
+    for n in ["hA", "gA", "r", "gB", "hB"] {
+        must(&["ip", "netns", "add", &lab.ns(n)]);
+    }
+    let link = |from: &str, a: &str, to: &str, b: &str| {
+        lab.exec(
+            from,
+            &[
+                "ip",
+                "link",
+                "add",
+                a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b,
+                "netns",
+                &lab.ns(to),
+            ],
+        );
+    };
+    link("hA", "eth0", "gA", "host");
+    link("gA", "wan", "r", "ra");
+    link("r", "rb", "gB", "wan");
+    link("gB", "host", "hB", "eth0");
+    quiet(lab, "hA", &["eth0"]);
+    quiet(lab, "gA", &["host", "wan"]);
+    quiet(lab, "r", &["ra", "rb"]);
+    quiet(lab, "gB", &["host", "wan"]);
+    quiet(lab, "hB", &["eth0"]);
+    lab.exec("hA", &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    lab.exec("hA", &["ip", "link", "set", "eth0", "mtu", "1400"]);
+    lab.exec("hA", &["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    lab.exec(
+        "hB",
+        &["ip", "addr", "add", "198.51.100.20/24", "dev", "eth0"],
+    );
+    lab.exec("hB", &["ip", "link", "set", "eth0", "mtu", "1400"]);
+    lab.exec(
+        "hB",
+        &["ip", "route", "add", "default", "via", "198.51.100.1"],
+    );
+    lab.exec("r", &["ip", "addr", "add", "192.0.2.1/24", "dev", "ra"]);
+    lab.exec("r", &["ip", "addr", "add", "198.51.100.1/24", "dev", "rb"]);
+    for k in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.ra.rp_filter=0",
+        "net.ipv4.conf.rb.rp_filter=0",
+    ] {
+        lab.exec("r", &["sysctl", "-qw", k]);
+    }
+    // The tunnel endpoints live in the bumps, which have no IP stack of
+    // their own: the router reaches them at the hosts' MAC addresses,
+    // through the bump on the path.
+    let mac_a = lab.mac("hA", "eth0");
+    let mac_b = lab.mac("hB", "eth0");
+    lab.exec("r", &["ip", "route", "add", "203.0.113.1/32", "dev", "ra"]);
+    lab.exec("r", &["ip", "route", "add", "203.0.113.2/32", "dev", "rb"]);
+    lab.exec(
+        "r",
+        &[
+            "ip",
+            "neigh",
+            "add",
+            "203.0.113.1",
+            "lladdr",
+            &mac_a,
+            "dev",
+            "ra",
+        ],
+    );
+    lab.exec(
+        "r",
+        &[
+            "ip",
+            "neigh",
+            "add",
+            "203.0.113.2",
+            "lladdr",
+            &mac_b,
+            "dev",
+            "rb",
+        ],
+    );
+}
+
+fn config(lab: &Lab, side: &str) -> PathBuf {
+    let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("policies/site-to-site-{side}.json"));
+    let path = lab.dir.join(format!("gw-{side}.json"));
+    let text = format!(
+        r#"{{"role": "gateway", "policy": "{}",
+  "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
+  "workers": 2, "control_socket": "{}"}}"#,
+        policy.display(),
+        socket(lab, side).display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn socket(lab: &Lab, side: &str) -> PathBuf {
+    lab.dir.join(format!("gw-{side}.sock"))
+}
+
+fn bitsgw(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bitsgw"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Frames received on the router's two interfaces, captured with our own
+/// AF_PACKET port inside the router's namespace.
+fn capture(
+    ns: String,
+    dev: &'static str,
+    stop: Arc<AtomicBool>,
+    frames: Arc<Mutex<Vec<Vec<u8>>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let port = bitsgw_io::netns::run_in(&ns, move || bitsgw_io::af_packet(dev))
+            .unwrap()
+            .unwrap();
+        let mut rx = port.rx;
+        let mut buf = bitsgw_wire::PacketBuf::new();
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(true) = rx.recv(&mut buf) {
+                frames.lock().unwrap().push(buf.data().to_vec());
+            }
+        }
+    })
+}
+
+#[test]
+fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
+    if unsafe_free_is_root() {
+        // continue
+    } else {
+        panic!("this test needs root (network namespaces); CI runs as root");
+    }
+    let prefix = format!("bgl{}-", std::process::id());
+    let dir = std::env::temp_dir().join(format!("bitsgw-lab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lab = Lab {
+        namespaces: ["hA", "gA", "r", "gB", "hB"]
+            .iter()
+            .map(|n| format!("{prefix}{n}"))
+            .collect(),
+        prefix,
+        children: Vec::new(),
+        dir,
+    };
+    build(&lab);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let caps = [
+        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
+        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
+    ];
+    let (cfg_a, cfg_b) = (config(&lab, "a"), config(&lab, "b"));
+    let gw_a = lab.spawn(
+        "gA",
+        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg_a.to_str().unwrap()],
+    );
+    let gw_b = lab.spawn(
+        "gB",
+        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg_b.to_str().unwrap()],
+    );
+    wait_for(&socket(&lab, "a"));
+    wait_for(&socket(&lab, "b"));
+
+    // Ping across.
+    let ping = lab.try_exec(
+        "hA",
+        &["ping", "-c", "5", "-i", "0.2", "-W", "2", "198.51.100.20"],
+    );
+    assert!(
+        ping.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    // A TCP transfer.
+    let server = lab.spawn("hB", &["iperf3", "-s", "-1", "-B", "198.51.100.20"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let client = lab.try_exec("hA", &["iperf3", "-c", "198.51.100.20", "-t", "2", "-J"]);
+    assert!(
+        client.status.success(),
+        "iperf3: {}",
+        String::from_utf8_lossy(&client.stdout)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+    let received = result["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    assert!(received > 100_000, "TCP moved only {received} bytes");
+    let _ = lab.children[server].wait();
+
+    // show and ctl against the running appliances.
+    let sock_a = socket(&lab, "a");
+    let out = bitsgw(&["show", "sa", "--json", "--socket", sock_a.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sas: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out_sa = sas
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "a-to-b-v4")
+        .unwrap();
+    assert!(out_sa["packets"].as_u64().unwrap() > 100, "{out_sa}");
+    let text = bitsgw(&["show", "counters", "--socket", sock_a.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("outbound_protected"));
+    let sp = bitsgw(&["show", "sp", "--socket", sock_a.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&sp.stdout).contains("sites-v4-out"));
+
+    // Remove A's outbound SA: traffic stops, nothing leaks.
+    let ctl = bitsgw(&[
+        "ctl",
+        "remove-sa",
+        "a-to-b-v4",
+        "--socket",
+        sock_a.to_str().unwrap(),
+    ]);
+    assert!(
+        ctl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let ping = lab.try_exec(
+        "hA",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "198.51.100.20"],
+    );
+    assert!(!ping.status.success(), "ping went through without an SA");
+    let counters = bitsgw(&[
+        "show",
+        "counters",
+        "--json",
+        "--socket",
+        sock_a.to_str().unwrap(),
+    ]);
+    let c: serde_json::Value = serde_json::from_slice(&counters.stdout).unwrap();
+    assert!(c["drops"]["no_sa"].as_u64().unwrap() >= 3, "{c}");
+
+    // Stop the gateways: they exit cleanly and print their counters.
+    for gw in [gw_a, gw_b] {
+        let pid = lab.children[gw].id().to_string();
+        must(&["kill", "-TERM", &pid]);
+    }
+    for gw in [gw_a, gw_b] {
+        let child = &mut lab.children[gw];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "gateway did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut out = String::new();
+        use std::io::Read;
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(status.success(), "gateway exited with {status}: {out}");
+        assert!(out.contains("final counters"), "{out}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+
+    // Between the gateways: ESP, ARP and nothing else of the hosts'.
+    let frames = seen.lock().unwrap();
+    let mut esp = 0;
+    for f in frames.iter() {
+        let ethertype = u16::from_be_bytes([f[12], f[13]]);
+        if ethertype != 0x0800 {
+            continue;
+        }
+        let ip = &f[14..];
+        let (src, dst) = (&ip[12..16], &ip[16..20]);
+        let hosts = [[192, 0, 2, 10], [198, 51, 100, 20]];
+        assert!(
+            !hosts.iter().any(|h| src == h || dst == h),
+            "cleartext host traffic on the wire: {:02x?}",
+            &ip[..20]
+        );
+        if ip[9] == 50 {
+            esp += 1;
+        }
+    }
+    assert!(esp > 200, "only {esp} ESP frames seen");
+}
+
+/// Whether we run as root, read from /proc (no unsafe getuid call).
+fn unsafe_free_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
