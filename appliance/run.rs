@@ -25,12 +25,13 @@ fn open(p: &PortConfig) -> Result<Port, String> {
     port.map_err(|e| e.to_string())
 }
 
-/// A stage with the configuration's policies, as every worker gets one.
-pub fn build_stage(cfg: &ApplianceConfig, policy: &PolicySet) -> IpsecStage {
+/// A stage with the configuration's policies, as every worker gets one,
+/// its SAs installed at `now` (their lifetimes count from then).
+pub fn build_stage(cfg: &ApplianceConfig, policy: &PolicySet, now: Timestamp) -> IpsecStage {
     let mut stage = IpsecStage::new(cfg.stage.clone());
     // The policy set was validated when loaded; applying it can fail only
     // on a key the transform refuses, which validation already checked.
-    if let Err(e) = policy.apply(&mut stage, Timestamp::ZERO) {
+    if let Err(e) = policy.apply(&mut stage, now) {
         error!("{e}");
     }
     stage
@@ -71,7 +72,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         &runner_cfg,
         host,
         network,
-        &|| build_stage(&cfg, &initial),
+        &|| build_stage(&cfg, &initial, Timestamp::ZERO),
         shared_tap,
     );
     info!(

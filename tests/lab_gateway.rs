@@ -319,6 +319,21 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
     assert!(received > 100_000, "TCP moved only {received} bytes");
     let _ = lab.children[server].wait();
 
+    // SIGHUP reloads the policies; the unchanged SAs keep their state and
+    // traffic flows on.
+    let pid_b = lab.children[gw_b].id().to_string();
+    must(&["kill", "-HUP", &pid_b]);
+    std::thread::sleep(Duration::from_millis(300));
+    let ping = lab.try_exec(
+        "hA",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.51.100.20"],
+    );
+    assert!(
+        ping.status.success(),
+        "ping after reload: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
     // show and ctl against the running appliances.
     let sock_a = socket(&lab, "a");
     let out = bitsgw(&["show", "sa", "--json", "--socket", sock_a.to_str().unwrap()]);
@@ -392,8 +407,18 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
             .unwrap()
             .read_to_string(&mut out)
             .unwrap();
-        assert!(status.success(), "gateway exited with {status}: {out}");
+        let mut log = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        assert!(status.success(), "gateway exited with {status}: {out}{log}");
         assert!(out.contains("final counters"), "{out}");
+        if gw == gw_b {
+            assert!(log.contains("policies reloaded"), "{log}");
+        }
     }
     stop.store(true, Ordering::SeqCst);
     for c in caps {
