@@ -18,7 +18,8 @@
 //! ```
 
 use bitsgw_ipsec::config::{
-    expect_object, get_str, get_u64, load_policy_file, require_str, ConfigError, Ctx, PolicySet,
+    expect_object, get_str, get_u64, load_policy_file, parse_json, require_str, ConfigError, Ctx,
+    PolicySet,
 };
 use bitsgw_ipsec::StageConfig;
 use serde_json::Value;
@@ -134,16 +135,7 @@ pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
     };
     let text =
         std::fs::read_to_string(path).map_err(|e| ctx.err("", format!("can not be read: {e}")))?;
-    let root: Value = serde_json::from_str(&text).map_err(|e| {
-        ctx.err(
-            "",
-            format!(
-                "is not valid JSON (line {}, column {}): {e}",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
+    let root = parse_json(&ctx, &text)?;
     ctx.entry = "appliance".into();
     let obj = expect_object(&ctx, &root, "", FIELDS)?;
     let role = match require_str(&ctx, obj, "role")? {

@@ -706,13 +706,10 @@ fn parse_sa(
     })
 }
 
-/// Parses and validates the text of a policy file named `file`.
-pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
-    let mut ctx = Ctx {
-        file,
-        entry: "file".into(),
-    };
-    let root: Value = serde_json::from_str(text).map_err(|e| {
+/// Parses the JSON text of a configuration file, with an error that says
+/// where the syntax breaks.
+pub fn parse_json(ctx: &Ctx<'_>, text: &str) -> Result<Value, ConfigError> {
+    serde_json::from_str(text).map_err(|e| {
         ctx.err(
             "",
             format!(
@@ -721,7 +718,16 @@ pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
                 e.column()
             ),
         )
-    })?;
+    })
+}
+
+/// Parses and validates the text of a policy file named `file`.
+pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
+    let mut ctx = Ctx {
+        file,
+        entry: "file".into(),
+    };
+    let root = parse_json(&ctx, text)?;
     ctx.entry = "top level".into();
     let obj = expect_object(&ctx, &root, "", &["addresses", "spd", "sad", "comment"])?;
     let mut set = PolicySet {

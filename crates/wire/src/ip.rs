@@ -191,7 +191,8 @@ fn parse_v6(pkt: &[u8]) -> Result<IpMeta, IpError> {
     let mut proto_field = 6;
     let mut at = IPV6_HEADER;
     let mut frag = None;
-    for _ in 0..MAX_EXT_HEADERS {
+    let mut steps = 0;
+    loop {
         match next {
             next_header::HOP_BY_HOP | next_header::ROUTING | next_header::DEST_OPTS => {
                 let hdr = pkt.get(at..at + 2).ok_or(IpError::Truncated)?;
@@ -230,31 +231,23 @@ fn parse_v6(pkt: &[u8]) -> Result<IpMeta, IpError> {
                     break;
                 }
             }
-            _ => {
-                return Ok(IpMeta {
-                    version: IpVersion::V6,
-                    header_len: at,
-                    proto: next,
-                    proto_field,
-                    total_len: total,
-                    frag,
-                    hop_limit: pkt[7],
-                })
-            }
+            // The upper-layer header (or ESP, or an unknown header).
+            _ => break,
+        }
+        steps += 1;
+        if steps > MAX_EXT_HEADERS {
+            return Err(IpError::TooManyExtensionHeaders);
         }
     }
-    if frag.is_some_and(|f| f.offset != 0) {
-        return Ok(IpMeta {
-            version: IpVersion::V6,
-            header_len: at,
-            proto: next,
-            proto_field,
-            total_len: total,
-            frag,
-            hop_limit: pkt[7],
-        });
-    }
-    Err(IpError::TooManyExtensionHeaders)
+    Ok(IpMeta {
+        version: IpVersion::V6,
+        header_len: at,
+        proto: next,
+        proto_field,
+        total_len: total,
+        frag,
+        hop_limit: pkt[7],
+    })
 }
 
 /// Sets the IPv4 total length and recomputes the header checksum.
