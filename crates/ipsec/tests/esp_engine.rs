@@ -614,3 +614,77 @@ fn reload_keeps_unchanged_sas_with_their_state() {
         Disposition::Drop(DropReason::UnknownSpi)
     );
 }
+
+/// An SA bundle (RFC 4301 4.5): ESP in ESP, the first SA innermost.
+#[test]
+fn sa_bundle_nests_esp_and_unwraps_it() {
+    let sa = |name: &str, dir: &str, spi: u32, local: &str, remote: &str, t: &str, key: &str| {
+        format!(
+            r#"{{"name": "{name}", "direction": "{dir}", "spi": {spi}, "mode": "tunnel",
+                "tunnel": {{"local": "{local}", "remote": "{remote}"}}, "transform": "{t}", "enc_key": "{key}"}}"#
+        )
+    };
+    let k1 = key_for("aes-gcm-128", "enc");
+    let k2 = key_for("chacha20-poly1305", "enc");
+    let side = |me: &str, peer: &str, a: bool| {
+        let (o1, o2, i1, i2) = if a {
+            (4001, 4002, 5001, 5002)
+        } else {
+            (5001, 5002, 4001, 4002)
+        };
+        let (lnet, rnet) = if a {
+            ("192.0.2.0/24", "198.51.100.0/24")
+        } else {
+            ("198.51.100.0/24", "192.0.2.0/24")
+        };
+        format!(
+            r#"{{"spd": {{
+              "outbound": [{{"name": "b", "local": "{lnet}", "remote": "{rnet}", "action": "protect", "sa": ["o-inner", "o-outer"]}}],
+              "inbound":  [{{"name": "b", "local": "{lnet}", "remote": "{rnet}", "action": "protect", "sa": ["i-inner", "i-outer"]}}]}},
+              "sad": [{}, {}, {}, {}]}}"#,
+            sa("o-inner", "outbound", o1, me, peer, "aes-gcm-128", &k1),
+            sa(
+                "o-outer",
+                "outbound",
+                o2,
+                me,
+                peer,
+                "chacha20-poly1305",
+                &k2
+            ),
+            sa("i-inner", "inbound", i1, me, peer, "aes-gcm-128", &k1),
+            sa("i-outer", "inbound", i2, me, peer, "chacha20-poly1305", &k2),
+        )
+    };
+    let load = |text: String| {
+        let set = bitsgw_ipsec::config::parse_policy(&text, "bundle.json").unwrap();
+        let mut s = bitsgw_ipsec::IpsecStage::new(Default::default());
+        set.apply(&mut s, T0).unwrap();
+        s
+    };
+    let mut a = load(side("203.0.113.1", "203.0.113.2", true));
+    let mut b = load(side("203.0.113.2", "203.0.113.1", false));
+    let pkt = udp_packet(
+        "192.0.2.7".parse().unwrap(),
+        "198.51.100.9".parse().unwrap(),
+        1,
+        2,
+        100,
+    );
+    let mut buf = send(&mut a, &pkt);
+    // Outer ESP carries the outer SA's SPI; inside it, IPv4 with ESP again.
+    let wire = buf.data().to_vec();
+    assert_eq!(wire[9], 50);
+    assert_eq!(u32::from_be_bytes(wire[20..24].try_into().unwrap()), 4002);
+    assert_eq!(
+        b.handle_inbound(&mut buf, T0),
+        Disposition::Deliver,
+        "{:?}",
+        b.counters()
+    );
+    assert_eq!(buf.data(), &pkt[..]);
+    // Query: the SPI on the wire is the outermost SA's.
+    let q = a.query();
+    let e = q.spd_entry(Direction::Outbound, "b").unwrap();
+    assert_eq!(q.outbound_sa(e).unwrap().spi, 4002);
+}
