@@ -9,11 +9,12 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 # Installs what the tests need (tshark, a scapy virtualenv, iproute2,
-# nftables, iperf3) if missing, then runs formatting and lint checks and
-# every test, including the scapy/tshark interoperability tests.
+# nftables, iperf3, ping, ethtool) if missing, then runs formatting and lint
+# checks (clippy also compiles the benches and fuzz-free targets) and every
+# test: unit, end to end, lab (network namespaces, needs root), scapy/tshark
+# interoperability.
 test: test-deps lint
 	$(CARGO) test --workspace
-	$(CARGO) bench --workspace --no-run
 	$(MAKE) check-policies
 
 test-deps:
