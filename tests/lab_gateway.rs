@@ -307,8 +307,15 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
     );
     // A TCP transfer.
     let server = lab.spawn("hB", &["iperf3", "-s", "-1", "-B", "198.51.100.20"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let client = lab.try_exec("hA", &["iperf3", "-c", "198.51.100.20", "-t", "2", "-J"]);
+    // The server needs a moment to listen; try a few times.
+    let mut client = lab.try_exec("hA", &["true"]);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        client = lab.try_exec("hA", &["iperf3", "-c", "198.51.100.20", "-t", "2", "-J"]);
+        if client.status.success() {
+            break;
+        }
+    }
     assert!(
         client.status.success(),
         "iperf3: {}",
