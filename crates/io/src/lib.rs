@@ -8,6 +8,8 @@
 //! - [`memory`]: an in-memory port for tests, with a [`MemoryHandle`];
 //! - [`pcap`]: capture files to read from and write to (`bitsgw replay`).
 //!
+//! [`endpoint`] is the appliance's own host stack on a side, on smoltcp.
+//!
 //! Receiving blocks for at most [`RECV_TIMEOUT`], so the loop that calls
 //! [`RxPort::recv`] can check a stop flag between calls. I/O errors are
 //! returned as [`PortError`] and never panic.
@@ -21,12 +23,14 @@ use std::time::Duration;
 use bitsgw_wire::PacketBuf;
 
 mod af_packet_port;
+pub mod endpoint;
 mod memory;
 pub mod netns;
 pub mod pcap;
 mod sys;
 mod tun_port;
 
+pub use endpoint::SmoltcpEndpoint;
 pub use memory::MemoryHandle;
 
 /// How long [`RxPort::recv`] waits for a frame before returning `Ok(false)`.
