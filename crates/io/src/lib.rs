@@ -52,6 +52,23 @@ pub fn af_packet(interface: &str) -> Result<Port, PortError> {
     af_packet_port::open(interface)
 }
 
+/// The Ethernet address of an interface (in the calling thread's network
+/// namespace), for the appliance's own endpoint on it.
+pub fn interface_mac(interface: &str) -> Result<[u8; 6], PortError> {
+    let err = |what: &str| PortError::Open {
+        port: interface.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, what.to_owned()),
+    };
+    let ni = pnet_datalink::interfaces()
+        .into_iter()
+        .find(|ni| ni.name == interface)
+        .ok_or_else(|| err("no such interface"))?;
+    let m = ni
+        .mac
+        .ok_or_else(|| err("the interface has no MAC address"))?;
+    Ok([m.0, m.1, m.2, m.3, m.4, m.5])
+}
+
 /// A TUN device (`IFF_TUN | IFF_NO_PI`) created, or attached to if it
 /// exists and is persistent, by name; frames are raw IP. A device this
 /// call created disappears when both halves are dropped.
