@@ -13,9 +13,19 @@
 //!   },
 //!   "mtu": 1500,
 //!   "workers": 2,
-//!   "control_socket": "/run/bitsgw/a.sock"
+//!   "control_socket": "/run/bitsgw/a.sock",
+//!   "addresses": {
+//!     "host":    ["192.0.2.1/24"],
+//!     "network": ["203.0.113.1/24", "2001:db8::1/64"]
+//!   }
 //! }
 //! ```
+//!
+//! `addresses` (optional) gives the appliance its own addresses, per side,
+//! answered by its own host stack (ARP, neighbor discovery, echo; see
+//! `bitsgw_pipeline::endpoint` for what the network side may reach). They
+//! need af_packet ports; the stack answers with the interface's MAC unless
+//! `"host_mac"` / `"network_mac"` is given in `addresses`.
 
 use bitsgw_ipsec::config::{
     expect_object, get_str, get_u64, load_policy_file, parse_json, require_str, ConfigError, Ctx,
@@ -71,6 +81,109 @@ pub struct ApplianceConfig {
     pub control_socket: PathBuf,
     /// Settings of the IPsec stage.
     pub stage: StageConfig,
+    /// The appliance's own addresses on the host side.
+    pub host_addresses: OwnAddresses,
+    /// The appliance's own addresses on the network side.
+    pub network_addresses: OwnAddresses,
+}
+
+/// The appliance's own addresses on one side (none: a transparent bump).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnAddresses {
+    /// Addresses with their prefix lengths.
+    pub addresses: Vec<(IpAddr, u8)>,
+    /// The MAC to answer with; the port interface's if not given.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Addresses one side may have, at most.
+const MAX_OWN_ADDRESSES: usize = 8;
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    (parts.next().is_none() && mac[0] & 1 == 0 && mac != [0; 6]).then_some(mac)
+}
+
+fn own_addresses(
+    ctx: &Ctx<'_>,
+    obj: &serde_json::Map<String, Value>,
+) -> Result<[OwnAddresses; 2], ConfigError> {
+    let mut out = [OwnAddresses::default(), OwnAddresses::default()];
+    let Some(v) = obj.get("addresses") else {
+        return Ok(out);
+    };
+    let a = expect_object(
+        ctx,
+        v,
+        "addresses",
+        &["host", "network", "host_mac", "network_mac"],
+    )?;
+    for (i, side) in ["host", "network"].into_iter().enumerate() {
+        let field = format!("addresses.{side}");
+        if let Some(list) = a.get(side) {
+            let list = list.as_array().ok_or_else(|| {
+                ctx.err(&field, "must be a list of addresses with prefix lengths")
+            })?;
+            if list.len() > MAX_OWN_ADDRESSES {
+                return Err(ctx.err(
+                    &field,
+                    format!(
+                        "has {} addresses, at most {MAX_OWN_ADDRESSES} are supported",
+                        list.len()
+                    ),
+                ));
+            }
+            for (n, item) in list.iter().enumerate() {
+                let f = format!("{field}[{n}]");
+                let text = item
+                    .as_str()
+                    .ok_or_else(|| ctx.err(&f, "must be a string like \"192.0.2.1/24\""))?;
+                let bad = || {
+                    ctx.err(&f, format!("\"{text}\" is not an address with a prefix length (like \"192.0.2.1/24\" or \"2001:db8::1/64\")"))
+                };
+                let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+                let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+                let len: u8 = len.parse().map_err(|_| bad())?;
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                if len == 0 || len > max {
+                    return Err(ctx.err(&f, format!("prefix length {len} must be from 1 to {max}")));
+                }
+                if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+                    return Err(ctx.err(&f, format!("{addr} can not be the appliance's address")));
+                }
+                if out
+                    .iter()
+                    .flat_map(|o| &o.addresses)
+                    .any(|(a, _)| *a == addr)
+                {
+                    return Err(ctx.err(&f, format!("{addr} is given twice")));
+                }
+                out[i].addresses.push((addr, len));
+            }
+        }
+        let mac_field = format!("{side}_mac");
+        if let Some(m) = get_str(ctx, a, &mac_field).map_err(|mut e| {
+            e.field = format!("addresses.{mac_field}");
+            e
+        })? {
+            let mac = parse_mac(m).ok_or_else(|| {
+                ctx.err(
+                    &format!("addresses.{mac_field}"),
+                    format!("\"{m}\" is not a unicast MAC address like \"02:00:00:00:00:01\""),
+                )
+            })?;
+            out[i].mac = Some(mac);
+        }
+    }
+    Ok(out)
 }
 
 const FIELDS: &[&str] = &[
@@ -84,6 +197,7 @@ const FIELDS: &[&str] = &[
     "udp_encap_ports",
     "icmp_source_v4",
     "icmp_source_v6",
+    "addresses",
     "comment",
 ];
 
@@ -219,6 +333,18 @@ pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
     }
     let control_socket =
         PathBuf::from(get_str(&ctx, obj, "control_socket")?.unwrap_or("/run/bitsgw/bitsgw.sock"));
+    let [host_addresses, network_addresses] = own_addresses(&ctx, obj)?;
+    for (side, own, p) in [
+        ("host", &host_addresses, &host),
+        ("network", &network_addresses, &network),
+    ] {
+        if !own.addresses.is_empty() && !matches!(p, PortConfig::AfPacket { .. }) {
+            return Err(ctx.err(
+                &format!("addresses.{side}"),
+                format!("own addresses need an af_packet port (Ethernet), ports.{side} is not one"),
+            ));
+        }
+    }
     Ok(ApplianceConfig {
         file: path.to_path_buf(),
         role,
@@ -230,6 +356,8 @@ pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
         queue_depth: queue_depth as usize,
         control_socket,
         stage,
+        host_addresses,
+        network_addresses,
     })
 }
 

@@ -74,6 +74,7 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
                 "network": {"rx_frames": p.net_rx.frames, "rx_bytes": p.net_rx.bytes, "tx_frames": p.net_tx.frames, "tx_bytes": p.net_tx.bytes},
             },
             "non_ip_passed": p.non_ip_passed,
+            "local_delivered": p.local_delivered,
             "ipsec": {
                 "outbound_protected": s.outbound_protected,
                 "outbound_bypassed": s.outbound_bypassed,
@@ -159,6 +160,11 @@ pub fn counters_text(v: &Value) -> String {
         );
     }
     let _ = writeln!(out, "non-IP frames passed {}", c["non_ip_passed"]);
+    let _ = writeln!(
+        out,
+        "frames for the appliance itself {}",
+        c["local_delivered"]
+    );
     let _ = writeln!(out, "ipsec:");
     for (k, val) in c["ipsec"].as_object().into_iter().flatten() {
         let _ = writeln!(out, "  {k:<24} {val}");

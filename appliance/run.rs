@@ -1,14 +1,16 @@
 //! `bitsgw run CONFIG`: the appliance on real interfaces until SIGINT or
 //! SIGTERM; SIGHUP reloads the policy file.
 
-use crate::config::{self, ApplianceConfig, PortConfig};
+use crate::config::{self, ApplianceConfig, OwnAddresses, PortConfig};
 use crate::control;
 use crate::report;
 use crate::trace::PcapTap;
+use bitsgw_io::SmoltcpEndpoint;
 use bitsgw_ipsec::config::{load_policy_file, PolicySet};
 use bitsgw_ipsec::IpsecStage;
 use bitsgw_pipeline::port::Port;
 use bitsgw_pipeline::runner::{self, RunnerConfig, SharedTap};
+use bitsgw_pipeline::{LocalEndpoint, Side};
 use bitsgw_wire::Timestamp;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,28 @@ fn open(p: &PortConfig) -> Result<Port, String> {
         PortConfig::Tun { name } => bitsgw_io::tun(name),
     };
     port.map_err(|e| e.to_string())
+}
+
+/// The appliance's own host stack on a side, if it has addresses there.
+/// One stack per side: the workers get clones that share it (one neighbor
+/// cache; whichever worker a request reaches answers it).
+fn endpoint(own: &OwnAddresses, port: &PortConfig) -> Result<Option<SmoltcpEndpoint>, String> {
+    if own.addresses.is_empty() {
+        return Ok(None);
+    }
+    let mac = match (own.mac, port) {
+        (Some(m), _) => m,
+        (None, PortConfig::AfPacket { interface }) => {
+            bitsgw_io::interface_mac(interface).map_err(|e| e.to_string())?
+        }
+        // Refused when the configuration was loaded.
+        (None, PortConfig::Tun { name }) => {
+            return Err(format!("port {name}: own addresses need an Ethernet port"))
+        }
+    };
+    SmoltcpEndpoint::new(mac, &own.addresses)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// A stage with the configuration's policies, as every worker gets one,
@@ -44,6 +68,8 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     // Refuse to start half-configured: both ports and the socket first.
     let host = open(&cfg.host)?;
     let network = open(&cfg.network)?;
+    let host_ep = endpoint(&cfg.host_addresses, &cfg.host)?;
+    let net_ep = endpoint(&cfg.network_addresses, &cfg.network)?;
     let listener = control::bind(&cfg.control_socket)?;
     let tap: Option<Arc<Mutex<PcapTap>>> = match &trace {
         Some(dir) => Some(Arc::new(Mutex::new(PcapTap::create(
@@ -68,16 +94,25 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     };
     let shared_tap: Option<SharedTap> = tap.clone().map(|t| t as SharedTap);
     let initial = policy.clone();
-    let running = runner::start(
+    let running = runner::start_with_endpoints(
         &runner_cfg,
         host,
         network,
         &|| build_stage(&cfg, &initial, Timestamp::ZERO),
+        &|side| {
+            let ep = match side {
+                Side::Host => host_ep.as_ref(),
+                Side::Network => net_ep.as_ref(),
+            };
+            ep.map(|e| Box::new(e.clone()) as Box<dyn LocalEndpoint>)
+        },
         shared_tap,
     );
     info!(
         config = %cfg.file.display(),
         workers = cfg.workers,
+        host_addresses = cfg.host_addresses.addresses.len(),
+        network_addresses = cfg.network_addresses.addresses.len(),
         socket = %cfg.control_socket.display(),
         "bitsgw running"
     );

@@ -130,6 +130,36 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
         ),
         (
             r#""workers": 2"#,
+            r#""workers": 2, "addresses": {"host": ["192.0.2.1"]}"#,
+            &[r#"field "addresses.host[0]""#, "prefix length"],
+        ),
+        (
+            r#""workers": 2"#,
+            r#""workers": 2, "addresses": {"host": ["192.0.2.1/33"]}"#,
+            &[r#"field "addresses.host[0]""#, "from 1 to 32"],
+        ),
+        (
+            r#""workers": 2"#,
+            r#""workers": 2, "addresses": {"host": ["192.0.2.1/24"], "network": ["192.0.2.1/24"]}"#,
+            &[r#"field "addresses.network[0]""#, "twice"],
+        ),
+        (
+            r#""workers": 2"#,
+            r#""workers": 2, "addresses": {"network": ["203.0.113.1/24"]}"#,
+            &[r#"field "addresses.network""#, "af_packet"],
+        ),
+        (
+            r#""workers": 2"#,
+            r#""workers": 2, "addresses": {"host": ["192.0.2.1/24"], "host_mac": "01:00:00:00:00:01"}"#,
+            &[r#"field "addresses.host_mac""#],
+        ),
+        (
+            r#""workers": 2"#,
+            r#""workers": 2, "addresses": {"hosts": []}"#,
+            &[r#"field "addresses.hosts""#, "unknown field"],
+        ),
+        (
+            r#""workers": 2"#,
             r#""wrokers": 2"#,
             &[r#"field "wrokers""#, "unknown field"],
         ),
@@ -144,6 +174,14 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
     let (ok, out, err) = check(&path, false);
     assert!(ok, "{err}");
     assert!(out.contains("network port tun tun0"));
+    let with_addresses = good.replacen(
+        r#""workers": 2"#,
+        r#""workers": 2, "addresses": {"host": ["192.0.2.1/24", "2001:db8::1/64"], "host_mac": "02:00:00:00:00:01"}"#,
+        1,
+    );
+    std::fs::write(&path, &with_addresses).unwrap();
+    let (ok, _, err) = check(&path, false);
+    assert!(ok, "{err}");
     for (from, to, words) in cases {
         assert!(good.contains(from), "{from}");
         std::fs::write(&path, good.replacen(from, to, 1)).unwrap();

@@ -8,6 +8,8 @@
 //! - [`memory`]: an in-memory port for tests, with a [`MemoryHandle`];
 //! - [`pcap`]: capture files to read from and write to (`bitsgw replay`).
 //!
+//! [`endpoint`] is the appliance's own host stack on a side, on smoltcp.
+//!
 //! Receiving blocks for at most [`RECV_TIMEOUT`], so the loop that calls
 //! [`RxPort::recv`] can check a stop flag between calls. I/O errors are
 //! returned as [`PortError`] and never panic.
@@ -21,12 +23,14 @@ use std::time::Duration;
 use bitsgw_wire::PacketBuf;
 
 mod af_packet_port;
+pub mod endpoint;
 mod memory;
 pub mod netns;
 pub mod pcap;
 mod sys;
 mod tun_port;
 
+pub use endpoint::SmoltcpEndpoint;
 pub use memory::MemoryHandle;
 
 /// How long [`RxPort::recv`] waits for a frame before returning `Ok(false)`.
@@ -46,6 +50,23 @@ pub use bitsgw_wire::ether::LinkType;
 /// accepted.
 pub fn af_packet(interface: &str) -> Result<Port, PortError> {
     af_packet_port::open(interface)
+}
+
+/// The Ethernet address of an interface (in the calling thread's network
+/// namespace), for the appliance's own endpoint on it.
+pub fn interface_mac(interface: &str) -> Result<[u8; 6], PortError> {
+    let err = |what: &str| PortError::Open {
+        port: interface.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, what.to_owned()),
+    };
+    let ni = pnet_datalink::interfaces()
+        .into_iter()
+        .find(|ni| ni.name == interface)
+        .ok_or_else(|| err("no such interface"))?;
+    let m = ni
+        .mac
+        .ok_or_else(|| err("the interface has no MAC address"))?;
+    Ok([m.0, m.1, m.2, m.3, m.4, m.5])
 }
 
 /// A TUN device (`IFF_TUN | IFF_NO_PI`) created, or attached to if it

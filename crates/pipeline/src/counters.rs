@@ -13,15 +13,19 @@ pub enum PipelineDrop {
     SendFailed,
     /// No worker is running (fail closed after a worker died).
     WorkerDown,
+    /// A network-side packet addressed to the appliance itself that is not
+    /// ARP, neighbor discovery or an echo request (no services there).
+    LocalRefused,
 }
 
 impl PipelineDrop {
     /// Every reason, in counter order.
-    pub const ALL: [PipelineDrop; 4] = [
+    pub const ALL: [PipelineDrop; 5] = [
         PipelineDrop::BadFrame,
         PipelineDrop::QueueFull,
         PipelineDrop::SendFailed,
         PipelineDrop::WorkerDown,
+        PipelineDrop::LocalRefused,
     ];
 
     /// The counter's name.
@@ -31,6 +35,7 @@ impl PipelineDrop {
             PipelineDrop::QueueFull => "queue_full",
             PipelineDrop::SendFailed => "send_failed",
             PipelineDrop::WorkerDown => "worker_down",
+            PipelineDrop::LocalRefused => "local_refused",
         }
     }
 }
@@ -72,6 +77,10 @@ pub struct PipelineCounters {
     pub net_tx: FrameCount,
     /// Non-IP frames (ARP, LLDP...) passed through unchanged.
     pub non_ip_passed: u64,
+    /// Frames consumed by the appliance's own endpoints (ARP, neighbor
+    /// discovery, echo requests, anything for its addresses from the host
+    /// side).
+    pub local_delivered: u64,
     drops: [u64; PipelineDrop::ALL.len()],
 }
 
@@ -99,6 +108,7 @@ impl PipelineCounters {
         self.net_rx.merge(&other.net_rx);
         self.net_tx.merge(&other.net_tx);
         self.non_ip_passed += other.non_ip_passed;
+        self.local_delivered += other.local_delivered;
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;
         }

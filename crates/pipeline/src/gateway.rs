@@ -5,8 +5,13 @@
 //! their Ethernet header (the host's next hop stays the next hop), only
 //! the IP packet inside is transformed; frames that are not IP (ARP, LLDP)
 //! pass unchanged. Raw-IP ports (TUN, raw captures) carry packets alone.
+//!
+//! The appliance may have addresses of its own on either side: a
+//! [`LocalEndpoint`] per side is offered the side's Ethernet frames first
+//! (see [`crate::endpoint`] for which) and answers what is for it.
 
 use crate::counters::{PipelineCounters, PipelineDrop};
+use crate::endpoint::{network_kind, LocalEndpoint, NetworkKind};
 use bitsgw_ipsec::{Disposition, Event, IpsecStage};
 use bitsgw_wire::ether::{self, LinkType};
 use bitsgw_wire::{PacketBuf, Timestamp};
@@ -82,11 +87,30 @@ impl Tap for NoTap {
 }
 
 /// The gateway pipeline core.
-#[derive(Debug)]
 pub struct Gateway {
     stage: IpsecStage,
     counters: PipelineCounters,
     spare: PacketBuf,
+    /// The appliance's own endpoints: host side, network side.
+    endpoints: [Option<Box<dyn LocalEndpoint>>; 2],
+}
+
+impl core::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("stage", &self.stage)
+            .field("counters", &self.counters)
+            .field("host_endpoint", &self.endpoints[0].is_some())
+            .field("network_endpoint", &self.endpoints[1].is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Host => 0,
+        Side::Network => 1,
+    }
 }
 
 impl Gateway {
@@ -96,7 +120,19 @@ impl Gateway {
             stage,
             counters: PipelineCounters::default(),
             spare: PacketBuf::new(),
+            endpoints: [None, None],
         }
+    }
+
+    /// Gives the appliance its own host stack on `side` (replacing any
+    /// earlier one). Only Ethernet frames are offered to it.
+    pub fn set_endpoint(&mut self, side: Side, endpoint: Box<dyn LocalEndpoint>) {
+        self.endpoints[side_index(side)] = Some(endpoint);
+    }
+
+    /// Whether the appliance has its own host stack on `side`.
+    pub fn has_endpoint(&self, side: Side) -> bool {
+        self.endpoints[side_index(side)].is_some()
     }
 
     /// The IPsec stage.
@@ -125,14 +161,84 @@ impl Gateway {
         self.counters.record(reason);
     }
 
-    /// Drives lifetimes and reassembly timers.
+    /// Drives lifetimes and reassembly timers. The endpoints' timers are
+    /// driven by [`Gateway::poll_endpoints`], which can send.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.stage.handle_timeout(now);
     }
 
-    /// When `handle_timeout` next has work.
+    /// When `handle_timeout` (or, for the endpoints' timers,
+    /// `poll_endpoints`) next has work.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.stage.poll_timeout()
+        let now = Timestamp::ZERO;
+        let eps = self
+            .endpoints
+            .iter()
+            .flatten()
+            .filter_map(|e| e.poll_at(now));
+        self.stage.poll_timeout().into_iter().chain(eps).min()
+    }
+
+    /// Sends what the endpoints want to send of their own accord (their
+    /// timers, replies a shared endpoint queued while another worker
+    /// handled the request), on their sides, always as Ethernet.
+    pub fn poll_endpoints(
+        &mut self,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        for side in [Side::Host, Side::Network] {
+            self.flush_endpoint(side, now, emit, tap);
+        }
+    }
+
+    fn flush_endpoint(
+        &mut self,
+        side: Side,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        let Some(mut ep) = self.endpoints[side_index(side)].take() else {
+            return;
+        };
+        ep.poll_transmit(now, &mut |frame| {
+            self.send(side, LinkType::Ethernet, frame, now, emit, tap);
+        });
+        self.endpoints[side_index(side)] = Some(ep);
+    }
+
+    /// Offers an Ethernet frame from `from` to that side's endpoint.
+    /// `Some` if the frame stops here (consumed or refused).
+    fn offer_local(
+        &mut self,
+        from: Side,
+        frame: &[u8],
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) -> Option<Disposition> {
+        let ep = self.endpoints[side_index(from)].as_mut()?;
+        if from == Side::Network {
+            match network_kind(frame) {
+                NetworkKind::Offer => {}
+                NetworkKind::Pass => return None,
+                NetworkKind::Other => {
+                    if ep.is_addressed_to_me(frame) {
+                        self.counters.record(PipelineDrop::LocalRefused);
+                        return Some(Disposition::Drop(bitsgw_ipsec::DropReason::PolicyDiscard));
+                    }
+                    return None;
+                }
+            }
+        }
+        if !ep.handle_frame(frame, now) {
+            return None;
+        }
+        self.counters.local_delivered += 1;
+        self.flush_endpoint(from, now, emit, tap);
+        Some(Disposition::Deliver)
     }
 
     /// The next IPsec event for the control plane.
@@ -162,6 +268,11 @@ impl Gateway {
         };
         tap.tap(rx_point, now, link, buf.data());
         let mut l2 = [0u8; ether::HEADER_LEN];
+        if link == LinkType::Ethernet && self.endpoints[side_index(from)].is_some() {
+            if let Some(d) = self.offer_local(from, buf.data(), now, emit, tap) {
+                return d;
+            }
+        }
         if link == LinkType::Ethernet {
             let Some(ethertype) = ether::ethertype(buf.data()) else {
                 self.counters.record(PipelineDrop::BadFrame);

@@ -7,6 +7,7 @@
 //! [`replay`] runs it over captures, deterministically.
 
 pub mod counters;
+pub mod endpoint;
 pub mod gateway;
 pub mod port;
 pub mod replay;
@@ -14,4 +15,5 @@ pub mod runner;
 
 pub use bitsgw_wire::ether::LinkType;
 pub use counters::{PipelineCounters, PipelineDrop};
+pub use endpoint::LocalEndpoint;
 pub use gateway::{Gateway, NoTap, Side, Tap, TapPoint};

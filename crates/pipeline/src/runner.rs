@@ -11,10 +11,19 @@
 //! number and window are those of its owning worker. Inbound fragments are
 //! reassembled by the receive thread before the SA is known.
 //!
+//! The appliance's own endpoints: every worker's gateway gets its own
+//! [`LocalEndpoint`] per side from [`start_with_endpoints`]'s maker. Frames
+//! for the appliance reach whichever worker their flow hashes to, so the
+//! instances should share one host stack (`bitsgw-io`'s
+//! `SmoltcpEndpoint` clones do): then a neighbor learnt by one worker is
+//! known to all. Each worker also polls its endpoints every loop, which
+//! sends what the shared stack queued for any of them.
+//!
 //! Fail closed: a full worker queue drops the frame (counted), a worker
 //! that dies stops forwarding altogether, and the runner reports why.
 
 use crate::counters::{PipelineCounters, PipelineDrop};
+use crate::endpoint::LocalEndpoint;
 use crate::gateway::{Gateway, NoTap, Side, Tap};
 use crate::port::{Port, PortError, RxPort, TxPort};
 use bitsgw_ipsec::counters::StageCounters;
@@ -177,6 +186,22 @@ pub fn start(
     make_stage: &dyn Fn() -> IpsecStage,
     tap: Option<SharedTap>,
 ) -> Running {
+    start_with_endpoints(cfg, host, network, make_stage, &|_| None, tap)
+}
+
+/// Makes a worker's endpoint for one side, or none (no own addresses there).
+pub type EndpointMaker<'a> = dyn Fn(Side) -> Option<Box<dyn LocalEndpoint>> + 'a;
+
+/// [`start`], and the appliance's own endpoints: `make_endpoint` is called
+/// for each side once per worker.
+pub fn start_with_endpoints(
+    cfg: &RunnerConfig,
+    host: Port,
+    network: Port,
+    make_stage: &dyn Fn() -> IpsecStage,
+    make_endpoint: &EndpointMaker<'_>,
+    tap: Option<SharedTap>,
+) -> Running {
     let workers = cfg.workers.max(1);
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -200,10 +225,16 @@ pub fn start(
         let (ctx, crx) = bounded::<Control>(64);
         batch_txs.push(btx);
         controls.push(ctx);
+        let mut gateway = Gateway::new(make_stage());
+        for side in [Side::Host, Side::Network] {
+            if let Some(ep) = make_endpoint(side) {
+                gateway.set_endpoint(side, ep);
+            }
+        }
         let worker = Worker {
             index: w,
             workers,
-            gateway: Gateway::new(make_stage()),
+            gateway,
             batches: brx,
             control: crx,
             pool: pool_tx.clone(),
@@ -580,6 +611,7 @@ impl Worker {
             if self.gateway.poll_timeout().is_some_and(|t| t <= now) {
                 self.gateway.handle_timeout(now);
             }
+            self.poll_endpoints(now);
             self.collect_events();
         }
         while let Ok(c) = self.control.try_recv() {
@@ -638,6 +670,34 @@ impl Worker {
                 };
                 let _ = reply.send((self.index, report));
             }
+        }
+    }
+
+    fn poll_endpoints(&mut self, now: Timestamp) {
+        if !self.gateway.has_endpoint(Side::Host) && !self.gateway.has_endpoint(Side::Network) {
+            return;
+        }
+        let (host_tx, net_tx) = (&self.host_tx, &self.net_tx);
+        let mut failed = 0u64;
+        let mut emit = |side: Side, frame: &[u8]| {
+            let port = match side {
+                Side::Host => host_tx,
+                Side::Network => net_tx,
+            };
+            if !port
+                .lock()
+                .map(|mut p| p.send(frame).is_ok())
+                .unwrap_or(false)
+            {
+                failed += 1;
+            }
+        };
+        match self.tap.as_ref().and_then(|t| t.lock().ok()).as_deref_mut() {
+            Some(t) => self.gateway.poll_endpoints(now, &mut emit, t),
+            None => self.gateway.poll_endpoints(now, &mut emit, &mut NoTap),
+        }
+        for _ in 0..failed {
+            self.gateway.count_drop(PipelineDrop::SendFailed);
         }
     }
 

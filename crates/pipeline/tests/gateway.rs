@@ -183,3 +183,162 @@ fn replay_is_deterministic_and_taps_every_boundary() {
     assert_eq!(count(TapPoint::AfterIpsec), 10);
     assert_eq!(count(TapPoint::Wire), 10);
 }
+
+/// Claims IPv4 packets to 192.0.2.1 (and 203.0.113.1) and answers each
+/// with the frame, MACs swapped.
+struct FakeEndpoint {
+    offered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    queued: Vec<Vec<u8>>,
+}
+
+impl FakeEndpoint {
+    fn mine(frame: &[u8]) -> bool {
+        frame.len() >= 34
+            && frame[12..14] == [8, 0]
+            && (frame[30..34] == [192, 0, 2, 1] || frame[30..34] == [203, 0, 113, 1])
+    }
+}
+
+impl bitsgw_pipeline::LocalEndpoint for FakeEndpoint {
+    fn handle_frame(&mut self, frame: &[u8], _: Timestamp) -> bool {
+        self.offered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if !Self::mine(frame) {
+            return false;
+        }
+        let mut reply = frame.to_vec();
+        reply[..6].copy_from_slice(&frame[6..12]);
+        reply[6..12].copy_from_slice(&frame[..6]);
+        self.queued.push(reply);
+        true
+    }
+
+    fn poll_transmit(&mut self, _: Timestamp, emit: &mut dyn FnMut(&[u8])) {
+        for f in self.queued.drain(..) {
+            emit(&f);
+        }
+    }
+
+    fn is_addressed_to_me(&self, frame: &[u8]) -> bool {
+        Self::mine(frame)
+    }
+}
+
+#[derive(Default)]
+struct CountingTap(Vec<TapPoint>);
+
+impl Tap for CountingTap {
+    fn tap(&mut self, point: TapPoint, _: Timestamp, _: LinkType, _: &[u8]) {
+        self.0.push(point);
+    }
+}
+
+#[test]
+fn frames_for_the_endpoint_skip_ipsec_and_replies_go_back() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut a = gateway("site-to-site-a.json");
+    let host_offered = std::sync::Arc::new(AtomicUsize::new(0));
+    let net_offered = std::sync::Arc::new(AtomicUsize::new(0));
+    for (side, offered) in [(Side::Host, &host_offered), (Side::Network, &net_offered)] {
+        a.set_endpoint(
+            side,
+            Box::new(FakeEndpoint {
+                offered: std::sync::Arc::clone(offered),
+                queued: Vec::new(),
+            }),
+        );
+    }
+    // Host side: a packet to the appliance's own address (it would be
+    // protected otherwise: 192.0.2.0/24 -> 198.51.100.0/24 is not, but no
+    // ESP may leave for it either way).
+    let to_me = eth(
+        ROUTER_MAC,
+        HOST_MAC,
+        0x0800,
+        &udp_packet(ip("192.0.2.10"), ip("192.0.2.1"), 1000, 7, 32),
+    );
+    let mut tap = CountingTap::default();
+    let mut out = Vec::new();
+    let mut buf = PacketBuf::from_slice(&to_me);
+    let d = a.handle_frame(
+        Side::Host,
+        LinkType::Ethernet,
+        &mut buf,
+        Timestamp::ZERO,
+        &mut |side, f| out.push((side, f.to_vec())),
+        &mut tap,
+    );
+    assert_eq!(d, Disposition::Deliver);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, Side::Host, "the reply goes back on the same side");
+    assert_eq!(&out[0].1[..6], &HOST_MAC);
+    assert_eq!(
+        tap.0,
+        vec![TapPoint::Host, TapPoint::Host],
+        "in and reply tapped"
+    );
+    assert_eq!(a.counters().local_delivered, 1);
+    assert_eq!(a.counters().host_tx.frames, 1);
+    assert_eq!(a.stage().counters().outbound_protected, 0);
+    assert_eq!(a.stage().counters().outbound_bypassed, 0);
+
+    // Traffic through the appliance is offered, declined, and protected.
+    let through = eth(
+        ROUTER_MAC,
+        HOST_MAC,
+        0x0800,
+        &udp_packet(ip("192.0.2.10"), ip("198.51.100.20"), 1000, 2000, 64),
+    );
+    let (d, out) = run(&mut a, Side::Host, &through);
+    assert_eq!(d, Disposition::Forward);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1[14 + 9], 50);
+    assert_eq!(host_offered.load(Ordering::SeqCst), 2);
+
+    // Network side: an echo request to the appliance is answered there.
+    let mut icmp = vec![8, 0, 0, 0, 0, 1, 0, 1];
+    icmp.extend_from_slice(&[0; 8]);
+    let echo = bitsgw_wire::build::ip_packet(ip("203.0.113.2"), ip("203.0.113.1"), 1, &icmp, false);
+    let (d, out) = run(
+        &mut a,
+        Side::Network,
+        &eth(HOST_MAC, ROUTER_MAC, 0x0800, &echo),
+    );
+    assert_eq!(d, Disposition::Deliver);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, Side::Network);
+    assert_eq!(a.counters().local_delivered, 2);
+    assert_eq!(net_offered.load(Ordering::SeqCst), 1);
+    // Anything else to it from the network is refused, not even offered.
+    let udp = udp_packet(ip("203.0.113.2"), ip("203.0.113.1"), 1000, 7, 32);
+    let mut tcp = udp.clone();
+    tcp[9] = 6;
+    let (d, out) = run(
+        &mut a,
+        Side::Network,
+        &eth(HOST_MAC, ROUTER_MAC, 0x0800, &tcp),
+    );
+    assert!(matches!(d, Disposition::Drop(_)));
+    assert!(out.is_empty());
+    assert_eq!(
+        a.counters()
+            .drops(bitsgw_pipeline::PipelineDrop::LocalRefused),
+        1
+    );
+    assert_eq!(net_offered.load(Ordering::SeqCst), 1);
+    // UDP (IKE, ESP in UDP) still goes to the IPsec stage, whose SPD
+    // decides.
+    let seen = |g: &Gateway| {
+        let c = g.stage().counters();
+        c.inbound_bypassed + c.ike_passed + c.total_drops()
+    };
+    let before = seen(&a);
+    let _ = run(
+        &mut a,
+        Side::Network,
+        &eth(HOST_MAC, ROUTER_MAC, 0x0800, &udp),
+    );
+    assert_eq!(seen(&a), before + 1);
+    assert_eq!(net_offered.load(Ordering::SeqCst), 1);
+    assert_eq!(a.counters().local_delivered, 2);
+}

@@ -1,0 +1,256 @@
+//! The appliance's own host stack on one side, on smoltcp: an
+//! [`Interface`] over an in-memory device that queues frames. smoltcp
+//! answers ARP, IPv6 neighbor solicitations and ICMP / ICMPv6 echo
+//! requests by itself; no sockets are open (no services yet).
+//!
+//! Which frames are for the appliance is decided here, before smoltcp sees
+//! them (see [`SmoltcpEndpoint::is_addressed_to_me`]); the gateway decides
+//! which of those it offers at all on the network side
+//! (`bitsgw_pipeline::endpoint`).
+//!
+//! Clones share one interface (one neighbor cache, one set of queues): the
+//! runner gives each worker a clone, and whichever worker a request reaches
+//! answers it. The lock is only taken for frames that are for the
+//! appliance and when polling.
+
+use bitsgw_pipeline::endpoint::ETHERTYPE_ARP;
+use bitsgw_pipeline::LocalEndpoint;
+use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use bitsgw_wire::{ip, Timestamp};
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Addresses one endpoint may have, at most (smoltcp's interface is built
+/// with room for this many).
+pub const MAX_ADDRESSES: usize = 8;
+
+/// Frames the endpoint queues for sending, at most; more are dropped.
+const MAX_QUEUED: usize = 64;
+
+/// Why an endpoint can not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// A prefix length longer than the address.
+    #[error("{addr}/{prefix}: prefix length longer than the address")]
+    BadPrefix {
+        /// The address.
+        addr: IpAddr,
+        /// Its prefix length.
+        prefix: u8,
+    },
+    /// More addresses than [`MAX_ADDRESSES`].
+    #[error("{count} addresses, at most {MAX_ADDRESSES} are supported")]
+    TooMany {
+        /// How many were given.
+        count: usize,
+    },
+}
+
+/// The frames between the gateway and smoltcp.
+#[derive(Debug, Default)]
+struct Queues {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+
+impl RxToken for Rx {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(&self.0)
+    }
+}
+
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let mut frame = vec![0u8; len];
+        let r = f(&mut frame);
+        if self.0.len() < MAX_QUEUED {
+            self.0.push_back(frame);
+        }
+        r
+    }
+}
+
+impl Device for Queues {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((Rx(frame), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Self::TxToken<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = 1514;
+        caps
+    }
+}
+
+struct Stack {
+    iface: Interface,
+    device: Queues,
+    sockets: SocketSet<'static>,
+}
+
+impl Stack {
+    fn poll(&mut self, now: Timestamp) {
+        let _ = self
+            .iface
+            .poll(instant(now), &mut self.device, &mut self.sockets);
+    }
+}
+
+fn instant(now: Timestamp) -> Instant {
+    Instant::from_micros(i64::try_from(now.0 / 1000).unwrap_or(i64::MAX))
+}
+
+/// The appliance's own host stack on one side. Clones share it.
+#[derive(Clone)]
+pub struct SmoltcpEndpoint {
+    mac: [u8; 6],
+    addresses: Arc<[IpAddr]>,
+    stack: Arc<Mutex<Stack>>,
+}
+
+impl core::fmt::Debug for SmoltcpEndpoint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SmoltcpEndpoint")
+            .field("mac", &self.mac)
+            .field("addresses", &self.addresses)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmoltcpEndpoint {
+    /// An endpoint answering for `addresses` (address, prefix length) at
+    /// the Ethernet address `mac`.
+    pub fn new(mac: [u8; 6], addresses: &[(IpAddr, u8)]) -> Result<Self, EndpointError> {
+        if addresses.len() > MAX_ADDRESSES {
+            return Err(EndpointError::TooMany {
+                count: addresses.len(),
+            });
+        }
+        let mut cidrs = Vec::with_capacity(addresses.len());
+        for &(addr, prefix) in addresses {
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            if prefix > max {
+                return Err(EndpointError::BadPrefix { addr, prefix });
+            }
+            cidrs.push(IpCidr::new(IpAddress::from(addr), prefix));
+        }
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        config.random_seed =
+            u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]);
+        let mut device = Queues::default();
+        let mut iface = Interface::new(config, &mut device, Instant::ZERO);
+        iface.update_ip_addrs(|a| {
+            for c in cidrs {
+                // Cannot fail: the count was checked against the capacity.
+                let _ = a.push(c);
+            }
+        });
+        Ok(SmoltcpEndpoint {
+            mac,
+            addresses: addresses.iter().map(|(a, _)| *a).collect(),
+            stack: Arc::new(Mutex::new(Stack {
+                iface,
+                device,
+                sockets: SocketSet::new(Vec::new()),
+            })),
+        })
+    }
+
+    /// The Ethernet address it answers with.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn is_mine(&self, addr: &[u8]) -> bool {
+        self.addresses.iter().any(|a| match a {
+            IpAddr::V4(a) => a.octets() == addr,
+            IpAddr::V6(a) => a.octets() == addr,
+        })
+    }
+}
+
+impl LocalEndpoint for SmoltcpEndpoint {
+    fn handle_frame(&mut self, frame: &[u8], now: Timestamp) -> bool {
+        if !self.is_addressed_to_me(frame) {
+            return false;
+        }
+        if let Ok(mut s) = self.stack.lock() {
+            if s.device.rx.len() < MAX_QUEUED {
+                s.device.rx.push_back(frame.to_vec());
+            }
+            s.poll(now);
+        }
+        true
+    }
+
+    fn poll_transmit(&mut self, now: Timestamp, emit: &mut dyn FnMut(&[u8])) {
+        let out = match self.stack.lock() {
+            Ok(mut s) => {
+                s.poll(now);
+                std::mem::take(&mut s.device.tx)
+            }
+            Err(_) => return,
+        };
+        for frame in &out {
+            emit(frame);
+        }
+    }
+
+    /// To its MAC; ARP for one of its IPv4 addresses; a neighbor
+    /// solicitation for one of its IPv6 addresses; an IP packet to one of
+    /// its addresses.
+    fn is_addressed_to_me(&self, frame: &[u8]) -> bool {
+        if frame.len() < ether::HEADER_LEN {
+            return false;
+        }
+        if frame[..6] == self.mac {
+            return true;
+        }
+        let pkt = &frame[ether::HEADER_LEN..];
+        match ether::ethertype(frame) {
+            // ARP for IPv4 over Ethernet: the target address is at 24.
+            Some(ETHERTYPE_ARP) => pkt.get(24..28).is_some_and(|t| self.is_mine(t)),
+            Some(ETHERTYPE_IPV4 | ETHERTYPE_IPV6) => {
+                let Ok(meta) = ip::parse(pkt) else {
+                    return false;
+                };
+                if pkt.get(meta.dst_range()).is_some_and(|d| self.is_mine(d)) {
+                    return true;
+                }
+                // A neighbor solicitation (to a solicited-node group): its
+                // target address is at 8 in the message.
+                let icmp = pkt.get(meta.header_len..).unwrap_or(&[]);
+                meta.proto == 58
+                    && !meta.is_later_fragment()
+                    && icmp.first() == Some(&135)
+                    && icmp.get(8..24).is_some_and(|t| self.is_mine(t))
+            }
+            _ => false,
+        }
+    }
+}

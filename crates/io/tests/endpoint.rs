@@ -1,0 +1,145 @@
+//! The smoltcp endpoint answers ARP, neighbor solicitations and echo
+//! requests for its own addresses, and nothing else.
+#![allow(clippy::unwrap_used)]
+
+use bitsgw_io::SmoltcpEndpoint;
+use bitsgw_pipeline::LocalEndpoint;
+use bitsgw_wire::{build, checksum, Timestamp};
+use std::net::IpAddr;
+
+const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn endpoint() -> SmoltcpEndpoint {
+    SmoltcpEndpoint::new(OUR_MAC, &[(ip("192.0.2.1"), 24), (ip("2001:db8::1"), 64)]).unwrap()
+}
+
+fn eth(dst: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&PEER_MAC);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn arp_request(target: [u8; 4]) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    a.extend_from_slice(&PEER_MAC);
+    a.extend_from_slice(&[192, 0, 2, 2]);
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&target);
+    eth([0xff; 6], 0x0806, &a)
+}
+
+fn echo_v4(dst: &str) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+    icmp.extend_from_slice(b"bitsgw ping payload");
+    let c = checksum::finish(checksum::sum(0, &icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let pkt = build::ip_packet(ip("192.0.2.2"), ip(dst), 1, &icmp, false);
+    eth(OUR_MAC, 0x0800, &pkt)
+}
+
+fn sent(ep: &mut SmoltcpEndpoint) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    ep.poll_transmit(Timestamp(1_000_000), &mut |f| out.push(f.to_vec()));
+    out
+}
+
+#[test]
+fn answers_arp_for_its_address_only() {
+    let mut ep = endpoint();
+    assert!(!ep.handle_frame(&arp_request([192, 0, 2, 9]), Timestamp(0)));
+    assert!(sent(&mut ep).is_empty());
+    assert!(ep.handle_frame(&arp_request([192, 0, 2, 1]), Timestamp(0)));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    let r = &out[0];
+    assert_eq!(&r[0..6], &PEER_MAC);
+    assert_eq!(&r[6..12], &OUR_MAC);
+    assert_eq!(&r[12..14], &[0x08, 0x06]);
+    let a = &r[14..];
+    assert_eq!(&a[6..8], &[0, 2], "an ARP reply");
+    assert_eq!(&a[8..14], &OUR_MAC);
+    assert_eq!(&a[14..18], &[192, 0, 2, 1]);
+    assert_eq!(&a[18..24], &PEER_MAC);
+    assert_eq!(&a[24..28], &[192, 0, 2, 2]);
+}
+
+#[test]
+fn answers_icmp_echo() {
+    let mut ep = endpoint();
+    // The request's sender is learnt from its ARP request first.
+    assert!(ep.handle_frame(&arp_request([192, 0, 2, 1]), Timestamp(0)));
+    let _ = sent(&mut ep);
+    assert!(!ep.handle_frame(
+        &eth(PEER_MAC, 0x0800, &echo_v4("192.0.2.9")[14..]),
+        Timestamp(0)
+    ));
+    let req = echo_v4("192.0.2.1");
+    assert!(ep.handle_frame(&req, Timestamp(0)));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    let r = &out[0];
+    assert_eq!(&r[0..6], &PEER_MAC);
+    assert_eq!(&r[6..12], &OUR_MAC);
+    let pkt = &r[14..];
+    assert_eq!(pkt[9], 1, "ICMP");
+    assert_eq!(&pkt[12..16], &[192, 0, 2, 1]);
+    assert_eq!(&pkt[16..20], &[192, 0, 2, 2]);
+    let icmp = &pkt[20..];
+    assert_eq!(icmp[0], 0, "an echo reply");
+    assert_eq!(checksum::finish(checksum::sum(0, icmp)), 0);
+    assert_eq!(
+        &icmp[4..],
+        &req[14 + 20 + 4..],
+        "same identifier, sequence and data"
+    );
+}
+
+#[test]
+fn answers_neighbor_solicitation_and_icmpv6_echo() {
+    let mut ep = endpoint();
+    let peer = ip("2001:db8::2");
+    // Neighbor solicitation for 2001:db8::1 with the source link-layer option.
+    let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    ns.extend_from_slice(
+        &"2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    ns.extend_from_slice(&[1, 1]);
+    ns.extend_from_slice(&PEER_MAC);
+    let mut pkt = build::ip_packet(peer, ip("ff02::1:ff00:1"), 58, &ns, false);
+    pkt[7] = 255; // hop limit
+    let f = eth([0x33, 0x33, 0xff, 0, 0, 1], 0x86dd, &pkt);
+    assert!(ep.handle_frame(&f, Timestamp(0)));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    let r = &out[0];
+    assert_eq!(&r[0..6], &PEER_MAC);
+    assert_eq!(r[14 + 40], 136, "a neighbor advertisement");
+
+    let mut echo = vec![128, 0, 0, 0, 0, 7, 0, 1];
+    echo.extend_from_slice(b"v6 payload");
+    let mut pkt = build::ip_packet(peer, ip("2001:db8::1"), 58, &echo, false);
+    pkt[7] = 64;
+    assert!(ep.handle_frame(&eth(OUR_MAC, 0x86dd, &pkt), Timestamp(0)));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    let r = &out[0];
+    assert_eq!(r[14 + 40], 129, "an echo reply");
+    assert_eq!(&r[14 + 40 + 4..], &echo[4..]);
+}
+
+#[test]
+fn refuses_bad_addresses() {
+    assert!(SmoltcpEndpoint::new(OUR_MAC, &[(ip("192.0.2.1"), 33)]).is_err());
+    let many: Vec<_> = (1..=9).map(|i| (ip(&format!("192.0.2.{i}")), 24)).collect();
+    assert!(SmoltcpEndpoint::new(OUR_MAC, &many).is_err());
+}

@@ -1,0 +1,143 @@
+//! The appliance's own host stack on one side (its own addresses): what the
+//! [`Gateway`](crate::Gateway) needs of it. `bitsgw-io` implements it on
+//! smoltcp.
+//!
+//! What is offered to an endpoint:
+//! - host side: every Ethernet frame; what the endpoint claims (addressed to
+//!   one of its addresses or to its MAC, ARP and neighbor solicitations for
+//!   its addresses) is consumed and never crosses the IPsec stage;
+//! - network side: only ARP, ICMPv6 neighbor discovery and ICMP / ICMPv6
+//!   echo requests. Anything else addressed to the appliance (TCP, UDP
+//!   other than IKE and ESP in UDP, other ICMP) is dropped and counted as
+//!   `local_refused`: the appliance offers no services to the unprotected
+//!   network. ESP and UDP still go to the IPsec stage as before, so its SPD
+//!   decides about them.
+
+use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use bitsgw_wire::{ip, Timestamp};
+
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+
+/// The appliance's own host stack on one side.
+pub trait LocalEndpoint: Send {
+    /// Offers a frame that arrived on this side. Returns true if it was for
+    /// the appliance itself (ARP request or NDP solicitation for one of its
+    /// addresses, an IP packet to one of its addresses) and was consumed;
+    /// the endpoint may then have frames to send.
+    fn handle_frame(&mut self, frame: &[u8], now: Timestamp) -> bool;
+    /// Frames the endpoint wants to send on this side (ARP/NDP replies,
+    /// ICMP echo replies...).
+    fn poll_transmit(&mut self, now: Timestamp, emit: &mut dyn FnMut(&[u8]));
+    /// Whether `frame` is addressed to the appliance itself, without
+    /// consuming it (frames the gateway refuses to hand over).
+    fn is_addressed_to_me(&self, frame: &[u8]) -> bool;
+    /// When the endpoint next has work of its own (timers), if ever.
+    fn poll_at(&self, now: Timestamp) -> Option<Timestamp> {
+        let _ = now;
+        None
+    }
+}
+
+/// What a network-side frame is, as far as the endpoint rule goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NetworkKind {
+    /// ARP, ICMPv6 neighbor discovery, ICMP / ICMPv6 echo request: may be
+    /// offered to the endpoint.
+    Offer,
+    /// ESP, UDP (IKE, ESP in UDP) or not IP at all: the pipeline as
+    /// before.
+    Pass,
+    /// Anything else: dropped if addressed to the appliance.
+    Other,
+}
+
+/// Classifies an Ethernet frame that arrived on the network side.
+pub(crate) fn network_kind(frame: &[u8]) -> NetworkKind {
+    let Some(ethertype) = ether::ethertype(frame) else {
+        return NetworkKind::Pass;
+    };
+    if ethertype == ETHERTYPE_ARP {
+        return NetworkKind::Offer;
+    }
+    if ethertype != ETHERTYPE_IPV4 && ethertype != ETHERTYPE_IPV6 {
+        return NetworkKind::Pass;
+    }
+    let pkt = &frame[ether::HEADER_LEN..];
+    let Ok(meta) = ip::parse(pkt) else {
+        return NetworkKind::Other;
+    };
+    let icmp_type = if meta.is_later_fragment() {
+        None
+    } else {
+        pkt.get(meta.header_len).copied()
+    };
+    match (meta.proto, icmp_type) {
+        (50 | 17, _) => NetworkKind::Pass,
+        // Echo request.
+        (1, Some(8)) => NetworkKind::Offer,
+        // Echo request, router and neighbor solicitation and advertisement.
+        (58, Some(128 | 133..=136)) => NetworkKind::Offer,
+        _ => NetworkKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitsgw_wire::build;
+
+    fn frame(ethertype: u16, pkt: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(pkt);
+        f
+    }
+
+    #[test]
+    fn network_kinds() {
+        let v4 = |p: u8, upper: &[u8]| {
+            frame(
+                ETHERTYPE_IPV4,
+                &build::ip_packet(
+                    "192.0.2.2".parse().unwrap(),
+                    "192.0.2.1".parse().unwrap(),
+                    p,
+                    upper,
+                    false,
+                ),
+            )
+        };
+        let v6 = |p: u8, upper: &[u8]| {
+            frame(
+                ETHERTYPE_IPV6,
+                &build::ip_packet(
+                    "2001:db8::2".parse().unwrap(),
+                    "2001:db8::1".parse().unwrap(),
+                    p,
+                    upper,
+                    false,
+                ),
+            )
+        };
+        assert_eq!(
+            network_kind(&frame(ETHERTYPE_ARP, &[0; 28])),
+            NetworkKind::Offer
+        );
+        assert_eq!(
+            network_kind(&v4(1, &[8, 0, 0, 0, 0, 0, 0, 0])),
+            NetworkKind::Offer
+        );
+        assert_eq!(
+            network_kind(&v4(1, &[0, 0, 0, 0, 0, 0, 0, 0])),
+            NetworkKind::Other
+        );
+        assert_eq!(network_kind(&v4(6, &[0; 20])), NetworkKind::Other);
+        assert_eq!(network_kind(&v4(50, &[0; 20])), NetworkKind::Pass);
+        assert_eq!(network_kind(&v4(17, &[0; 20])), NetworkKind::Pass);
+        assert_eq!(network_kind(&v6(58, &[135, 0, 0, 0])), NetworkKind::Offer);
+        assert_eq!(network_kind(&v6(58, &[128, 0, 0, 0])), NetworkKind::Offer);
+        assert_eq!(network_kind(&v6(58, &[1, 0, 0, 0])), NetworkKind::Other);
+        assert_eq!(network_kind(&frame(0x88cc, &[0; 20])), NetworkKind::Pass);
+    }
+}
