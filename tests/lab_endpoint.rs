@@ -12,136 +12,20 @@
 //! when it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{bitsgw, must, wait_for, Lab};
+use std::path::PathBuf;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-struct Lab {
-    prefix: String,
-    namespaces: Vec<String>,
-    children: Vec<Child>,
-    dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn sh(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn must(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Lab {
-    fn ns(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    fn try_exec(&self, ns: &str, args: &[&str]) -> Output {
-        let ns = self.ns(ns);
-        let mut full = vec!["ip", "netns", "exec", &ns];
-        full.extend_from_slice(args);
-        sh(&full)
-    }
-
-    fn exec(&self, ns: &str, args: &[&str]) -> String {
-        let out = self.try_exec(ns, args);
-        assert!(
-            out.status.success(),
-            "{ns}: {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn spawn(&mut self, ns: &str, args: &[&str]) -> usize {
-        let ns = self.ns(ns);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-        self.children.len() - 1
-    }
-}
-
-fn up(lab: &Lab, ns: &str, devs: &[&str], ipv6: bool) {
-    let v6 = if ipv6 { "0" } else { "1" };
-    lab.exec(
-        ns,
-        &[
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.all.disable_ipv6={v6}"),
-        ],
-    );
-    lab.exec(ns, &["ip", "link", "set", "lo", "up"]);
-    for d in devs {
-        if ipv6 {
-            lab.exec(
-                ns,
-                &[
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv6.conf.{d}.disable_ipv6=0"),
-                ],
-            );
-        }
-        lab.exec(ns, &["ip", "link", "set", d, "up"]);
-        let _ = lab.try_exec(
-            ns,
-            &[
-                "ethtool", "-K", d, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
-            ],
-        );
-    }
-}
-
 fn build(lab: &Lab) {
-    for n in ["h", "g", "r"] {
-        must(&["ip", "netns", "add", &lab.ns(n)]);
-    }
-    let link = |from: &str, a: &str, to: &str, b: &str| {
-        let peer = lab.ns(to);
-        lab.exec(
-            from,
-            &[
-                "ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", &peer,
-            ],
-        );
-    };
-    link("h", "eth0", "g", "host");
-    link("g", "wan", "r", "ra");
+    lab.link("h", "eth0", "g", "host");
+    lab.link("g", "wan", "r", "ra");
     // The gateway's kernel has no addresses: its own stack is bitsgw's.
-    up(lab, "h", &["eth0"], false);
-    up(lab, "g", &["host", "wan"], false);
-    up(lab, "r", &["ra"], true);
+    lab.up("h", &["eth0"], false);
+    lab.up("g", &["host", "wan"], false);
+    lab.up("r", &["ra"], true);
     lab.exec("h", &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
     lab.exec("r", &["ip", "addr", "add", "192.0.2.1/24", "dev", "ra"]);
     lab.exec(
@@ -169,18 +53,6 @@ fn socket(lab: &Lab) -> PathBuf {
     lab.dir.join("gw.sock")
 }
 
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn ping(lab: &Lab, ns: &str, dst: &str) -> Output {
     lab.try_exec(ns, &["ping", "-c", "5", "-i", "0.2", "-W", "2", dst])
 }
@@ -196,22 +68,7 @@ fn assert_no_loss(out: &Output, what: &str) {
 
 #[test]
 fn the_gateway_answers_pings_to_its_own_addresses() {
-    assert!(
-        is_root(),
-        "this test needs root (network namespaces); CI runs as root"
-    );
-    let prefix = format!("bge{}-", std::process::id());
-    let dir = std::env::temp_dir().join(format!("bitsgw-lab-endpoint-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut lab = Lab {
-        namespaces: ["h", "g", "r"]
-            .iter()
-            .map(|n| format!("{prefix}{n}"))
-            .collect(),
-        prefix,
-        children: Vec::new(),
-        dir,
-    };
+    let mut lab = Lab::new("e", &["h", "g", "r"]);
     build(&lab);
     let cfg = config(&lab);
     let gw = lab.spawn(
@@ -243,11 +100,13 @@ fn the_gateway_answers_pings_to_its_own_addresses() {
     assert!(!tcp.status.success());
 
     let sock = socket(&lab);
-    let counters = Command::new(env!("CARGO_BIN_EXE_bitsgw"))
-        .args(["show", "counters", "--json", "--socket"])
-        .arg(&sock)
-        .output()
-        .unwrap();
+    let counters = bitsgw(&[
+        "show",
+        "counters",
+        "--json",
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
     let c: serde_json::Value = serde_json::from_slice(&counters.stdout).unwrap();
     // 15 echo requests, at least one ARP or NDP exchange per peer.
     assert!(c["local_delivered"].as_u64().unwrap() >= 17, "{c}");
@@ -273,16 +132,4 @@ fn the_gateway_answers_pings_to_its_own_addresses() {
         .read_to_string(&mut log)
         .unwrap();
     assert!(status.success(), "gateway exited with {status}: {log}");
-}
-
-/// Whether we run as root, read from /proc.
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }

@@ -10,136 +10,24 @@
 //! when it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{bitsgw, must, wait_for, Lab};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-struct Lab {
-    prefix: String,
-    namespaces: Vec<String>,
-    children: Vec<Child>,
-    dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    out
-}
-
-fn must(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Lab {
-    fn ns(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    fn exec(&self, ns: &str, args: &[&str]) -> String {
-        let ns = self.ns(ns);
-        let mut full = vec!["ip", "netns", "exec", &ns];
-        full.extend_from_slice(args);
-        must(&full)
-    }
-
-    fn try_exec(&self, ns: &str, args: &[&str]) -> Output {
-        let ns = self.ns(ns);
-        let mut full = vec!["ip", "netns", "exec", &ns];
-        full.extend_from_slice(args);
-        sh(&full)
-    }
-
-    fn mac(&self, ns: &str, dev: &str) -> String {
-        let out = self.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
-        out.trim().to_string()
-    }
-
-    fn spawn(&mut self, ns: &str, args: &[&str]) -> usize {
-        let ns = self.ns(ns);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-        self.children.len() - 1
-    }
-}
-
-fn quiet(lab: &Lab, ns: &str, devs: &[&str]) {
-    lab.exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-    lab.exec(ns, &["ip", "link", "set", "lo", "up"]);
-    for d in devs {
-        lab.exec(ns, &["ip", "link", "set", d, "up"]);
-        // The gateway sees frames as the wire carries them: no merged
-        // super-frames, no checksums left for hardware to fill in.
-        let _ = lab.try_exec(
-            ns,
-            &[
-                "ethtool", "-K", d, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
-            ],
-        );
-    }
-}
-
 fn build(lab: &Lab) {
-    for n in ["hA", "gA", "r", "gB", "hB"] {
-        must(&["ip", "netns", "add", &lab.ns(n)]);
-    }
-    let link = |from: &str, a: &str, to: &str, b: &str| {
-        lab.exec(
-            from,
-            &[
-                "ip",
-                "link",
-                "add",
-                a,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                b,
-                "netns",
-                &lab.ns(to),
-            ],
-        );
-    };
-    link("hA", "eth0", "gA", "host");
-    link("gA", "wan", "r", "ra");
-    link("r", "rb", "gB", "wan");
-    link("gB", "host", "hB", "eth0");
-    quiet(lab, "hA", &["eth0"]);
-    quiet(lab, "gA", &["host", "wan"]);
-    quiet(lab, "r", &["ra", "rb"]);
-    quiet(lab, "gB", &["host", "wan"]);
-    quiet(lab, "hB", &["eth0"]);
+    lab.link("hA", "eth0", "gA", "host");
+    lab.link("gA", "wan", "r", "ra");
+    lab.link("r", "rb", "gB", "wan");
+    lab.link("gB", "host", "hB", "eth0");
+    lab.up("hA", &["eth0"], false);
+    lab.up("gA", &["host", "wan"], false);
+    lab.up("r", &["ra", "rb"], false);
+    lab.up("gB", &["host", "wan"], false);
+    lab.up("hB", &["eth0"], false);
     lab.exec("hA", &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
     lab.exec("hA", &["ip", "link", "set", "eth0", "mtu", "1400"]);
     lab.exec("hA", &["ip", "route", "add", "default", "via", "192.0.2.1"]);
@@ -216,25 +104,6 @@ fn socket(lab: &Lab, side: &str) -> PathBuf {
     lab.dir.join(format!("gw-{side}.sock"))
 }
 
-fn bitsgw(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bitsgw"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Frames received on the router's two interfaces, captured with our own
 /// AF_PACKET port inside the router's namespace.
 fn capture(
@@ -259,23 +128,7 @@ fn capture(
 
 #[test]
 fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
-    if unsafe_free_is_root() {
-        // continue
-    } else {
-        panic!("this test needs root (network namespaces); CI runs as root");
-    }
-    let prefix = format!("bgl{}-", std::process::id());
-    let dir = std::env::temp_dir().join(format!("bitsgw-lab-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut lab = Lab {
-        namespaces: ["hA", "gA", "r", "gB", "hB"]
-            .iter()
-            .map(|n| format!("{prefix}{n}"))
-            .collect(),
-        prefix,
-        children: Vec::new(),
-        dir,
-    };
+    let mut lab = Lab::new("l", &["hA", "gA", "r", "gB", "hB"]);
     build(&lab);
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -453,16 +306,4 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
         }
     }
     assert!(esp > 200, "only {esp} ESP frames seen");
-}
-
-/// Whether we run as root, read from /proc (no unsafe getuid call).
-fn unsafe_free_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }

@@ -1,0 +1,200 @@
+//! Network-namespace labs for the integration tests: namespaces, veth
+//! links and processes that are all removed when the lab is dropped, also
+//! when a test fails. Addresses used with it come from the documentation
+//! ranges only.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A set of namespaces and the processes started in them.
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    /// Processes started with [`Lab::spawn`], ended on drop.
+    pub children: Vec<Child>,
+    /// A scratch folder for configs and sockets, removed on drop.
+    pub dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs a command.
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns its output.
+pub fn must(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the test runs as root (read from /proc).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits until `path` exists (a control socket).
+pub fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the `bitsgw` binary.
+pub fn bitsgw(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bitsgw"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+impl Lab {
+    /// Creates namespaces `bg<tag><pid>-NAME` for each of `names`.
+    pub fn new(tag: &str, names: &[&str]) -> Lab {
+        assert!(
+            is_root(),
+            "this test needs root (network namespaces); CI runs as root"
+        );
+        let prefix = format!("bg{tag}{}-", std::process::id());
+        let dir = std::env::temp_dir().join(format!("bitsgw-lab-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lab = Lab {
+            namespaces: names.iter().map(|n| format!("{prefix}{n}")).collect(),
+            prefix,
+            children: Vec::new(),
+            dir,
+        };
+        for ns in &lab.namespaces {
+            must(&["ip", "netns", "add", ns]);
+        }
+        lab
+    }
+
+    /// The full name of namespace `name`.
+    pub fn ns(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Runs a command in a namespace.
+    pub fn try_exec(&self, ns: &str, args: &[&str]) -> Output {
+        let ns = self.ns(ns);
+        let mut full = vec!["ip", "netns", "exec", &ns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Runs a command in a namespace that must succeed.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> String {
+        let out = self.try_exec(ns, args);
+        assert!(
+            out.status.success(),
+            "{ns}: {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A veth pair: `a` in namespace `from`, `b` in namespace `to`.
+    pub fn link(&self, from: &str, a: &str, to: &str, b: &str) {
+        let peer = self.ns(to);
+        self.exec(
+            from,
+            &[
+                "ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", &peer,
+            ],
+        );
+    }
+
+    /// Brings `devs` up with the offloads a bump in the wire must not see
+    /// (merged super-frames, checksums left for hardware) turned off; IPv6
+    /// on them only if asked.
+    pub fn up(&self, ns: &str, devs: &[&str], ipv6: bool) {
+        let v6 = if ipv6 { "0" } else { "1" };
+        self.exec(
+            ns,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.all.disable_ipv6={v6}"),
+            ],
+        );
+        self.exec(ns, &["ip", "link", "set", "lo", "up"]);
+        for d in devs {
+            if ipv6 {
+                self.exec(
+                    ns,
+                    &[
+                        "sysctl",
+                        "-qw",
+                        &format!("net.ipv6.conf.{d}.disable_ipv6=0"),
+                    ],
+                );
+            }
+            self.exec(ns, &["ip", "link", "set", d, "up"]);
+            let _ = self.try_exec(
+                ns,
+                &[
+                    "ethtool", "-K", d, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+                ],
+            );
+        }
+    }
+
+    /// The MAC address of `dev` in `ns`.
+    pub fn mac(&self, ns: &str, dev: &str) -> String {
+        let out = self.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
+        out.trim().to_string()
+    }
+
+    /// Starts a process in a namespace (its output piped); returns its
+    /// index in [`Lab::children`].
+    pub fn spawn(&mut self, ns: &str, args: &[&str]) -> usize {
+        let ns = self.ns(ns);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        self.children.len() - 1
+    }
+}
