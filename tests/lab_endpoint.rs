@@ -14,10 +14,9 @@
 
 mod common;
 
-use common::{bitsgw, must, wait_for, Lab};
+use common::{bitsgw, wait_for, Lab};
 use std::path::PathBuf;
 use std::process::Output;
-use std::time::{Duration, Instant};
 
 fn build(lab: &Lab) {
     lab.link("h", "eth0", "g", "host");
@@ -112,24 +111,6 @@ fn the_gateway_answers_pings_to_its_own_addresses() {
     assert!(c["local_delivered"].as_u64().unwrap() >= 17, "{c}");
     assert!(c["drops"]["local_refused"].as_u64().unwrap() >= 1, "{c}");
 
-    let pid = lab.children[gw].id().to_string();
-    must(&["kill", "-TERM", &pid]);
-    let child = &mut lab.children[gw];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "gateway did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut log = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(status.success(), "gateway exited with {status}: {log}");
+    let (ok, _, log) = lab.terminate(gw);
+    assert!(ok, "gateway failed: {log}");
 }

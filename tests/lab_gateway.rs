@@ -16,7 +16,7 @@ use common::{bitsgw, must, wait_for, Lab};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn build(lab: &Lab) {
     lab.link("hA", "eth0", "gA", "host");
@@ -246,35 +246,8 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
 
     // Stop the gateways: they exit cleanly and print their counters.
     for gw in [gw_a, gw_b] {
-        let pid = lab.children[gw].id().to_string();
-        must(&["kill", "-TERM", &pid]);
-    }
-    for gw in [gw_a, gw_b] {
-        let child = &mut lab.children[gw];
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "gateway did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut out = String::new();
-        use std::io::Read;
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let mut log = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut log)
-            .unwrap();
-        assert!(status.success(), "gateway exited with {status}: {out}{log}");
+        let (ok, out, log) = lab.terminate(gw);
+        assert!(ok, "gateway failed: {out}{log}");
         assert!(out.contains("final counters"), "{out}");
         if gw == gw_b {
             assert!(log.contains("policies reloaded"), "{log}");

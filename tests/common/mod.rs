@@ -197,4 +197,29 @@ impl Lab {
         self.children.push(child);
         self.children.len() - 1
     }
+
+    /// Sends SIGTERM to child `index` and waits (at most 10 s) for it to
+    /// exit; returns whether it exited successfully, its stdout and stderr.
+    pub fn terminate(&mut self, index: usize) -> (bool, String, String) {
+        use std::io::Read;
+        let pid = self.children[index].id().to_string();
+        must(&["kill", "-TERM", &pid]);
+        let child = &mut self.children[index];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "process {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let (mut out, mut err) = (String::new(), String::new());
+        if let Some(mut o) = child.stdout.take() {
+            o.read_to_string(&mut out).unwrap();
+        }
+        if let Some(mut e) = child.stderr.take() {
+            e.read_to_string(&mut err).unwrap();
+        }
+        (status.success(), out, err)
+    }
 }
