@@ -779,14 +779,19 @@ impl IpsecStage {
             if self.scratch.capacity() < needed {
                 self.scratch = PacketBuf::with_capacity(needed, bitsgw_wire::buf::DEFAULT_HEADROOM);
             }
-            // A fragment for a datagram whose time is up discards the held
-            // fragments first; count them as handle_timeout would have.
-            let timed_out = self.reassembler.dropped(FragDrop::TimedOut);
+            // Every fragment the reassembler drops is counted here: the
+            // arriving one, and held ones discarded with it (an overlap, the
+            // memory limit) or before it (its datagram's time was up).
+            let before = FragDrop::ALL.map(|r| self.reassembler.dropped(r));
             let result =
                 self.reassembler
                     .handle_fragment(buf.data(), &meta, now, &mut self.scratch);
-            let expired = self.reassembler.dropped(FragDrop::TimedOut) - timed_out;
-            self.counters.add_drops(DropReason::FragTimeout, expired);
+            for (r, was) in FragDrop::ALL.iter().zip(before) {
+                let n = self.reassembler.dropped(*r) - was;
+                if n != 0 {
+                    self.counters.add_drops((*r).into(), n);
+                }
+            }
             match result {
                 Ok(Reassembly::Held) => {
                     self.counters.fragments_held += 1;
@@ -800,7 +805,8 @@ impl IpsecStage {
                         Err(_) => return self.dropped(DropReason::Malformed),
                     };
                 }
-                Err(e) => return self.dropped(e.into()),
+                // Counted above, with the held fragments it took along.
+                Err(e) => return Disposition::Drop(e.into()),
             }
         }
         let mut last_sa: Option<SaId> = None;
@@ -1155,6 +1161,50 @@ mod tests {
         assert_eq!(s.counters().drops(DropReason::FragTimeout), 1);
         s.handle_timeout(later);
         assert_eq!(s.counters().drops(DropReason::FragTimeout), 2);
+    }
+
+    /// An overlapping fragment discards its whole datagram (RFC 5722):
+    /// the fragments held for it are counted as dropped too, not lost.
+    #[test]
+    fn fragments_discarded_by_an_overlap_are_counted() {
+        let frag = |offset_units: u8| {
+            let mut p = vec![
+                0x45,
+                0,
+                0,
+                36,
+                0,
+                9,
+                0x20,
+                offset_units,
+                64,
+                50,
+                0,
+                0,
+                203,
+                0,
+                113,
+                2,
+                192,
+                0,
+                2,
+                1,
+            ];
+            p.extend_from_slice(&[0xaa; 16]);
+            ip::ipv4_fill_checksum(&mut p);
+            PacketBuf::from_slice(&p)
+        };
+        let mut s = stage(false);
+        let t0 = Timestamp::ZERO;
+        assert_eq!(s.handle_inbound(&mut frag(0), t0), Disposition::Held);
+        assert_eq!(s.handle_inbound(&mut frag(2), t0), Disposition::Held);
+        // The same bytes again (16..32): an exact duplicate is an overlap.
+        assert_eq!(
+            s.handle_inbound(&mut frag(2), t0),
+            Disposition::Drop(DropReason::FragOverlap)
+        );
+        assert_eq!(s.counters().drops(DropReason::FragOverlap), 3);
+        assert_eq!(s.counters().fragments_held, 2);
     }
 
     /// A rekey: the inbound SA is replaced by one with a new SPI; the old
