@@ -61,6 +61,8 @@ pub enum Disposition {
 pub enum Event {
     /// A soft lifetime was reached: the SA works on, replace it soon.
     SoftExpired {
+        /// The SA (its slot; a hard-expired SA's slot is free again).
+        sa: SaId,
         /// SA name.
         name: String,
         /// SPI.
@@ -73,6 +75,8 @@ pub enum Event {
     /// A hard lifetime was reached: the SA was removed; traffic it
     /// protected is now discarded.
     HardExpired {
+        /// The SA (its slot; a hard-expired SA's slot is free again).
+        sa: SaId,
         /// SA name.
         name: String,
         /// SPI.
@@ -85,6 +89,8 @@ pub enum Event {
     /// The outbound sequence counter is exhausted: the SA was stopped
     /// (RFC 4303 3.3.3) and must be replaced.
     SeqOverflow {
+        /// The SA.
+        sa: SaId,
         /// SA name.
         name: String,
         /// SPI.
@@ -376,6 +382,7 @@ impl IpsecStage {
                 (sa.params.name.clone(), sa.params.spi, sa.params.direction);
             self.sad.remove(id);
             self.events.push_back(Event::HardExpired {
+                sa: id,
                 name,
                 spi,
                 direction,
@@ -387,6 +394,7 @@ impl IpsecStage {
             if let Some(limit) = sa.reached(&sa.params.soft, now) {
                 sa.state = SaState::SoftExpired;
                 self.events.push_back(Event::SoftExpired {
+                    sa: id,
                     name: sa.params.name.clone(),
                     spi: sa.params.spi,
                     direction: sa.params.direction,
@@ -621,6 +629,7 @@ impl IpsecStage {
         if sa.seq_out >= limit {
             sa.state = SaState::Stopped;
             let event = Event::SeqOverflow {
+                sa: id,
                 name: sa.params.name.clone(),
                 spi: sa.params.spi,
             };

@@ -621,20 +621,14 @@ impl Worker {
 
     fn collect_events(&mut self) {
         while let Some(e) = self.gateway.poll_event() {
-            // Every worker holds every SA; only the owner's events count.
-            let spi = match &e {
-                Event::SoftExpired { spi, .. }
-                | Event::HardExpired { spi, .. }
-                | Event::SeqOverflow { spi, .. } => *spi,
-                _ => 0,
+            // Every worker holds every SA and raises the same events; only
+            // the owner's count (the SA's slot is the same in every worker).
+            let owner = match &e {
+                Event::SoftExpired { sa, .. }
+                | Event::HardExpired { sa, .. }
+                | Event::SeqOverflow { sa, .. } => Some(sa.index()),
+                _ => None,
             };
-            let owner = self
-                .gateway
-                .stage()
-                .sad()
-                .iter()
-                .find(|(_, sa)| sa.spi() == spi)
-                .map(|(id, _)| id.index());
             if owner.is_none_or(|i| self.owns(i)) {
                 self.events.push(e);
             }

@@ -201,3 +201,44 @@ fn a_dead_worker_stops_forwarding() {
     let (_, failure) = r.stop();
     assert!(failure.is_some());
 }
+
+/// Every worker holds every SA, so every worker sees its lifetimes run out;
+/// the control plane hears of each expiry once, from the SA's owner.
+#[test]
+fn lifetime_events_are_reported_once() {
+    let short = || {
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/site-to-site-a.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for sa in v["sad"].as_array_mut().unwrap() {
+            sa["lifetime"] = serde_json::json!({"hard": {"seconds": 1}});
+        }
+        let set = bitsgw_ipsec::config::parse_policy(&v.to_string(), "short.json").unwrap();
+        let mut stage = IpsecStage::new(StageConfig::default());
+        set.apply(&mut stage, Timestamp::ZERO).unwrap();
+        stage
+    };
+    let sas = short().sad().len();
+    let cfg = RunnerConfig {
+        workers: 3,
+        queue_depth: 64,
+    };
+    let (host, _host_in, _host_out) = port();
+    let (net, _net_in, _net_out) = port();
+    let r = runner::start(&cfg, host, net, &short, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    while events.len() < sas && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        events.extend(r.report(Duration::from_secs(2)).events);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (last, failure) = r.stop();
+    events.extend(last.events);
+    assert_eq!(failure, None);
+    assert_eq!(events.len(), sas, "{events:?}");
+    assert!(events
+        .iter()
+        .all(|e| matches!(e, bitsgw_ipsec::Event::HardExpired { .. })));
+}
