@@ -91,6 +91,12 @@ impl PipelineCounters {
         self.drops[reason as usize] += 1;
     }
 
+    /// Counts `n` drops.
+    #[inline]
+    pub fn record_n(&mut self, reason: PipelineDrop, n: u64) {
+        self.drops[reason as usize] += n;
+    }
+
     /// Drops counted for `reason`.
     pub fn drops(&self, reason: PipelineDrop) -> u64 {
         self.drops[reason as usize]

@@ -32,11 +32,6 @@ pub trait LocalEndpoint: Send {
     /// Whether `frame` is addressed to the appliance itself, without
     /// consuming it (frames the gateway refuses to hand over).
     fn is_addressed_to_me(&self, frame: &[u8]) -> bool;
-    /// When the endpoint next has work of its own (timers), if ever.
-    fn poll_at(&self, now: Timestamp) -> Option<Timestamp> {
-        let _ = now;
-        None
-    }
 }
 
 /// What a network-side frame is, as far as the endpoint rule goes.

@@ -90,7 +90,7 @@ impl Tap for NoTap {
 pub struct Gateway {
     stage: IpsecStage,
     counters: PipelineCounters,
-    spare: PacketBuf,
+    spare: Option<PacketBuf>,
     /// The appliance's own endpoints: host side, network side.
     endpoints: [Option<Box<dyn LocalEndpoint>>; 2],
 }
@@ -119,7 +119,7 @@ impl Gateway {
         Gateway {
             stage,
             counters: PipelineCounters::default(),
-            spare: PacketBuf::new(),
+            spare: Some(PacketBuf::new()),
             endpoints: [None, None],
         }
     }
@@ -161,22 +161,21 @@ impl Gateway {
         self.counters.record(reason);
     }
 
+    /// Counts `n` such drops.
+    pub fn count_drops(&mut self, reason: PipelineDrop, n: u64) {
+        self.counters.record_n(reason, n);
+    }
+
     /// Drives lifetimes and reassembly timers. The endpoints' timers are
     /// driven by [`Gateway::poll_endpoints`], which can send.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.stage.handle_timeout(now);
     }
 
-    /// When `handle_timeout` (or, for the endpoints' timers,
-    /// `poll_endpoints`) next has work.
+    /// When `handle_timeout` next has work. (Endpoints have no timers of
+    /// their own; `poll_endpoints` is called on every worker loop.)
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let now = Timestamp::ZERO;
-        let eps = self
-            .endpoints
-            .iter()
-            .flatten()
-            .filter_map(|e| e.poll_at(now));
-        self.stage.poll_timeout().into_iter().chain(eps).min()
+        self.stage.poll_timeout()
     }
 
     /// Sends what the endpoints want to send of their own accord (their
@@ -310,11 +309,13 @@ impl Gateway {
                 self.send_ip(Side::Host, link, &l2, buf, now, emit, tap);
             }
             Disposition::Fragmented(_) => {
-                let mut frag = std::mem::take(&mut self.spare);
+                // The fragments land in a buffer kept for them (taken out
+                // so send_ip may borrow the gateway; put back after).
+                let mut frag = self.spare.take().unwrap_or_default();
                 while self.stage.poll_transmit(&mut frag) {
                     self.send_ip(Side::Network, link, &l2, &mut frag, now, emit, &mut *tap);
                 }
-                self.spare = frag;
+                self.spare = Some(frag);
             }
             Disposition::Held | Disposition::Drop(_) => {}
         }

@@ -213,8 +213,10 @@ pub fn start_with_endpoints(
     let query = Arc::new(RwLock::new(make_stage()));
     let host_link = host.rx.link_type();
     let net_link = network.rx.link_type();
-    let host_tx: Arc<Mutex<Box<dyn TxPort>>> = Arc::new(Mutex::new(host.tx));
-    let net_tx: Arc<Mutex<Box<dyn TxPort>>> = Arc::new(Mutex::new(network.tx));
+    let tx = TxPorts {
+        host: Arc::new(Mutex::new(host.tx)),
+        network: Arc::new(Mutex::new(network.tx)),
+    };
     let (pool_tx, pool_rx) =
         bounded::<PacketBuf>(workers * cfg.queue_depth.max(1) * BATCH + 4 * BATCH);
     let mut batch_txs = Vec::new();
@@ -238,8 +240,7 @@ pub fn start_with_endpoints(
             batches: brx,
             control: crx,
             pool: pool_tx.clone(),
-            host_tx: Arc::clone(&host_tx),
-            net_tx: Arc::clone(&net_tx),
+            tx: tx.clone(),
             host_link,
             net_link,
             tap: tap.clone(),
@@ -272,7 +273,7 @@ pub fn start_with_endpoints(
         (Side::Host, host.rx, host_link),
         (Side::Network, network.rx, net_link),
     ] {
-        let mut rx = Receiver_ {
+        let mut rx = RxThread {
             side,
             link,
             port,
@@ -391,7 +392,7 @@ impl Running {
 }
 
 /// Receive thread: frames in, dispatched by SA.
-struct Receiver_ {
+struct RxThread {
     side: Side,
     link: LinkType,
     port: Box<dyn RxPort>,
@@ -408,7 +409,7 @@ enum Pick {
     Held,
 }
 
-impl Receiver_ {
+impl RxThread {
     fn run(&mut self) {
         let n = self.workers.len();
         let mut pending: Vec<Vec<PacketBuf>> = (0..n).map(|_| Vec::with_capacity(BATCH)).collect();
@@ -467,16 +468,12 @@ impl Receiver_ {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 if let Ok(mut p) = self.shared.rx_pipeline.lock() {
-                    for _ in 0..count {
-                        p.record(PipelineDrop::QueueFull);
-                    }
+                    p.record_n(PipelineDrop::QueueFull, count);
                 }
             }
             Err(TrySendError::Disconnected(_)) => {
                 if let Ok(mut p) = self.shared.rx_pipeline.lock() {
-                    for _ in 0..count {
-                        p.record(PipelineDrop::WorkerDown);
-                    }
+                    p.record_n(PipelineDrop::WorkerDown, count);
                 }
             }
         }
@@ -576,6 +573,26 @@ impl Receiver_ {
     }
 }
 
+/// The sending halves of both ports, shared by the workers.
+#[derive(Clone)]
+struct TxPorts {
+    host: Arc<Mutex<Box<dyn TxPort>>>,
+    network: Arc<Mutex<Box<dyn TxPort>>>,
+}
+
+impl TxPorts {
+    /// Sends `frame` on `side`; false if the port refused it.
+    fn send(&self, side: Side, frame: &[u8]) -> bool {
+        let port = match side {
+            Side::Host => &self.host,
+            Side::Network => &self.network,
+        };
+        port.lock()
+            .map(|mut p| p.send(frame).is_ok())
+            .unwrap_or(false)
+    }
+}
+
 struct Worker {
     index: usize,
     workers: usize,
@@ -583,8 +600,7 @@ struct Worker {
     batches: Receiver<Batch>,
     control: Receiver<Control>,
     pool: Sender<PacketBuf>,
-    host_tx: Arc<Mutex<Box<dyn TxPort>>>,
-    net_tx: Arc<Mutex<Box<dyn TxPort>>>,
+    tx: TxPorts,
     host_link: LinkType,
     net_link: LinkType,
     tap: Option<SharedTap>,
@@ -671,18 +687,10 @@ impl Worker {
         if !self.gateway.has_endpoint(Side::Host) && !self.gateway.has_endpoint(Side::Network) {
             return;
         }
-        let (host_tx, net_tx) = (&self.host_tx, &self.net_tx);
+        let tx = &self.tx;
         let mut failed = 0u64;
         let mut emit = |side: Side, frame: &[u8]| {
-            let port = match side {
-                Side::Host => host_tx,
-                Side::Network => net_tx,
-            };
-            if !port
-                .lock()
-                .map(|mut p| p.send(frame).is_ok())
-                .unwrap_or(false)
-            {
+            if !tx.send(side, frame) {
                 failed += 1;
             }
         };
@@ -690,9 +698,7 @@ impl Worker {
             Some(t) => self.gateway.poll_endpoints(now, &mut emit, t),
             None => self.gateway.poll_endpoints(now, &mut emit, &mut NoTap),
         }
-        for _ in 0..failed {
-            self.gateway.count_drop(PipelineDrop::SendFailed);
-        }
+        self.gateway.count_drops(PipelineDrop::SendFailed, failed);
     }
 
     fn handle_batch(&mut self, batch: Batch) {
@@ -710,18 +716,10 @@ impl Worker {
             Side::Network => self.net_link,
         };
         let now = self.shared.now();
-        let (host_tx, net_tx) = (&self.host_tx, &self.net_tx);
+        let tx = &self.tx;
         let mut failed = 0u64;
         let mut emit = |side: Side, frame: &[u8]| {
-            let port = match side {
-                Side::Host => host_tx,
-                Side::Network => net_tx,
-            };
-            let sent = port
-                .lock()
-                .map(|mut p| p.send(frame).is_ok())
-                .unwrap_or(false);
-            if !sent {
+            if !tx.send(side, frame) {
                 failed += 1;
             }
         };
@@ -742,8 +740,6 @@ impl Worker {
             let _ = self.pool.try_send(buf);
         }
         drop(tap_guard);
-        for _ in 0..failed {
-            self.gateway.count_drop(PipelineDrop::SendFailed);
-        }
+        self.gateway.count_drops(PipelineDrop::SendFailed, failed);
     }
 }
