@@ -2,7 +2,7 @@
 //! the way `ip xfrm policy` / `ip xfrm state` would, with keys masked.
 
 use crate::config::{ApplianceConfig, PortConfig, Role};
-use bitsgw_ipsec::config::{load_policy_file, ActionConfig, ConfigError, PolicySet};
+use bitsgw_ipsec::config::{load_policy_file, ConfigError, PolicySet};
 use bitsgw_ipsec::sa::{Limits, Mode, SaParams};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -30,21 +30,6 @@ pub fn run(file: &Path, as_json: bool) -> Result<String, ConfigError> {
     } else {
         to_text(&set)
     })
-}
-
-fn action_text(a: &ActionConfig) -> String {
-    match a {
-        ActionConfig::Bypass => "bypass".into(),
-        ActionConfig::Discard => "discard".into(),
-        ActionConfig::Protect(sas) => format!("protect sa {}", sas.join(" + ")),
-    }
-}
-
-fn mode_text(m: &Mode) -> String {
-    match m {
-        Mode::Transport => "transport".into(),
-        Mode::Tunnel { local, remote } => format!("tunnel {local} -> {remote}"),
-    }
 }
 
 fn limits_text(l: &Limits) -> String {
@@ -95,7 +80,7 @@ fn to_text(set: &PolicySet) -> String {
                 "  {i:>3} {:<20} {}  => {}",
                 e.name,
                 e.selector,
-                action_text(&e.action)
+                e.action.to_string()
             );
         }
     }
@@ -107,7 +92,7 @@ fn to_text(set: &PolicySet) -> String {
             sa.name,
             sa.direction.name(),
             sa.spi,
-            mode_text(&sa.mode)
+            sa.mode
         );
         let _ = writeln!(
             out,
@@ -173,7 +158,7 @@ fn to_json(set: &PolicySet) -> Value {
                 json!({
                     "name": e.name,
                     "selector": e.selector.to_string(),
-                    "action": action_text(&e.action),
+                    "action": e.action.to_string(),
                 })
             })
             .collect()

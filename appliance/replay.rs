@@ -105,7 +105,7 @@ pub fn run(
     }
     // SAs are installed when the capture starts, so lifetimes count from
     // the first frame.
-    let mut gw = Gateway::new(build_stage(&cfg, &cfg.policy, start));
+    let mut gw = Gateway::new(build_stage(&cfg, &cfg.policy, start)?);
     let mut tap = match &trace {
         Some(dir) => Some(PcapTap::create(dir, link, link)?),
         None => None,

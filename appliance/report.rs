@@ -2,8 +2,8 @@
 //! like `ip -s xfrm state` and `swanctl --list-sas`, or JSON. Keys are
 //! never part of a report.
 
-use bitsgw_ipsec::config::{ActionConfig, PolicySet};
-use bitsgw_ipsec::sa::{Mode, SaState};
+use bitsgw_ipsec::config::PolicySet;
+use bitsgw_ipsec::sa::SaState;
 use bitsgw_ipsec::DropReason;
 use bitsgw_pipeline::runner::Report;
 use bitsgw_pipeline::PipelineDrop;
@@ -29,7 +29,7 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
                 "name": sa.name,
                 "spi": sa.spi,
                 "direction": sa.direction.name(),
-                "mode": params.map(|p| match p.mode { Mode::Transport => "transport".to_string(), Mode::Tunnel { local, remote } => format!("tunnel {local} -> {remote}") }),
+                "mode": params.map(|p| p.mode.to_string()),
                 "transform": params.map(|p| p.transform.name()),
                 "state": state_name(sa.state),
                 "packets": sa.stats.packets,
@@ -48,7 +48,7 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
                 json!({
                     "name": e.name,
                     "selector": e.selector.to_string(),
-                    "action": action(&e.action),
+                    "action": e.action.to_string(),
                     "hits": hits.get(i).copied().unwrap_or(0),
                 })
             })
@@ -90,14 +90,6 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
         },
         "events": report.events.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>(),
     })
-}
-
-fn action(a: &ActionConfig) -> String {
-    match a {
-        ActionConfig::Bypass => "bypass".into(),
-        ActionConfig::Discard => "discard".into(),
-        ActionConfig::Protect(n) => format!("protect sa {}", n.join(" + ")),
-    }
 }
 
 /// `show sa` from the JSON form.

@@ -51,14 +51,14 @@ fn endpoint(own: &OwnAddresses, port: &PortConfig) -> Result<Option<SmoltcpEndpo
 
 /// A stage with the configuration's policies, as every worker gets one,
 /// its SAs installed at `now` (their lifetimes count from then).
-pub fn build_stage(cfg: &ApplianceConfig, policy: &PolicySet, now: Timestamp) -> IpsecStage {
+pub fn build_stage(
+    cfg: &ApplianceConfig,
+    policy: &PolicySet,
+    now: Timestamp,
+) -> Result<IpsecStage, String> {
     let mut stage = IpsecStage::new(cfg.stage.clone());
-    // The policy set was validated when loaded; applying it can fail only
-    // on a key the transform refuses, which validation already checked.
-    if let Err(e) = policy.apply(&mut stage, now) {
-        error!("{e}");
-    }
-    stage
+    policy.apply(&mut stage, now).map_err(|e| e.to_string())?;
+    Ok(stage)
 }
 
 /// Runs the appliance; returns an error (and a non-zero exit) when it
@@ -70,6 +70,8 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let network = open(&cfg.network)?;
     let host_ep = endpoint(&cfg.host_addresses, &cfg.host)?;
     let net_ep = endpoint(&cfg.network_addresses, &cfg.network)?;
+    // The policies must install before anything runs.
+    build_stage(&cfg, &cfg.policy, Timestamp::ZERO)?;
     let listener = control::bind(&cfg.control_socket)?;
     let tap: Option<Arc<Mutex<PcapTap>>> = match &trace {
         Some(dir) => Some(Arc::new(Mutex::new(PcapTap::create(
@@ -98,7 +100,14 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         &runner_cfg,
         host,
         network,
-        &|| build_stage(&cfg, &initial, Timestamp::ZERO),
+        // The same policies installed above: this can not fail now; if it
+        // did, an empty stage discards everything (fail closed).
+        &|| {
+            build_stage(&cfg, &initial, Timestamp::ZERO).unwrap_or_else(|e| {
+                error!("{e}");
+                IpsecStage::new(cfg.stage.clone())
+            })
+        },
         &|side| {
             let ep = match side {
                 Side::Host => host_ep.as_ref(),

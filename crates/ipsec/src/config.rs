@@ -70,6 +70,17 @@ pub enum ActionConfig {
     Protect(Vec<String>),
 }
 
+impl fmt::Display for ActionConfig {
+    /// `bypass`, `discard` or `protect sa A + B`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActionConfig::Bypass => f.write_str("bypass"),
+            ActionConfig::Discard => f.write_str("discard"),
+            ActionConfig::Protect(sas) => write!(f, "protect sa {}", sas.join(" + ")),
+        }
+    }
+}
+
 /// A configured SPD entry.
 #[derive(Debug, Clone)]
 pub struct EntryConfig {

@@ -40,6 +40,16 @@ pub enum Mode {
     },
 }
 
+impl core::fmt::Display for Mode {
+    /// `transport` or `tunnel LOCAL -> REMOTE`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Mode::Transport => f.write_str("transport"),
+            Mode::Tunnel { local, remote } => write!(f, "tunnel {local} -> {remote}"),
+        }
+    }
+}
+
 /// UDP encapsulation of ESP (RFC 3948).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UdpEncap {

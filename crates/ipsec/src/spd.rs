@@ -4,6 +4,7 @@
 use crate::sad::NameId;
 use crate::selector::{FlowKey, Selector};
 use crate::spd_index::SpdIndex;
+use rustc_hash::FxHashMap;
 
 /// What an SPD entry does with the traffic it selects (RFC 4301 4.4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub struct Spd {
     entries: Vec<SpdEntry>,
     index: SpdIndex,
     hits: Vec<u64>,
+    /// Position by name (the query API's "which SPI protects entry X"
+    /// is asked per packet).
+    by_name: FxHashMap<Box<str>, usize>,
 }
 
 impl Default for Spd {
@@ -56,10 +60,16 @@ impl Spd {
     pub fn new(entries: Vec<SpdEntry>) -> Self {
         let index = SpdIndex::new(entries.iter().map(|e| e.selector).collect());
         let hits = vec![0; entries.len()];
+        let mut by_name = FxHashMap::default();
+        for (i, e) in entries.iter().enumerate() {
+            // The first of two equal names wins, as a scan would find it.
+            by_name.entry(e.name.clone()).or_insert(i);
+        }
         Spd {
             entries,
             index,
             hits,
+            by_name,
         }
     }
 
@@ -96,7 +106,7 @@ impl Spd {
 
     /// Position of the entry named `name`.
     pub fn position(&self, name: &str) -> Option<usize> {
-        self.entries.iter().position(|e| &*e.name == name)
+        self.by_name.get(name).copied()
     }
 
     /// Number of entries.
