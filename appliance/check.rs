@@ -78,9 +78,7 @@ fn to_text(set: &PolicySet) -> String {
             let _ = writeln!(
                 out,
                 "  {i:>3} {:<20} {}  => {}",
-                e.name,
-                e.selector,
-                e.action.to_string()
+                e.name, e.selector, e.action
             );
         }
     }
