@@ -466,8 +466,16 @@ impl IpsecStage {
                 None => fragment_after = true,
             }
         }
-        for id in &bundle[..n] {
-            if let Err(reason) = self.protect(*id, buf, now) {
+        let mut meta = meta;
+        for (i, id) in bundle[..n].iter().enumerate() {
+            if i > 0 {
+                // The packet is now the previous SA's ESP packet.
+                meta = match ip::parse(buf.data()) {
+                    Ok(m) => m,
+                    Err(_) => return self.dropped(DropReason::Malformed),
+                };
+            }
+            if let Err(reason) = self.protect(*id, buf, &meta, now) {
                 return self.dropped(reason);
             }
         }
@@ -610,8 +618,14 @@ impl IpsecStage {
     }
 
     /// ESP-protects the packet in `buf` with SA `id` (RFC 4303 3.1, 3.3).
-    fn protect(&mut self, id: SaId, buf: &mut PacketBuf, now: Timestamp) -> Result<(), DropReason> {
-        let meta = ip::parse(buf.data()).map_err(|_| DropReason::Malformed)?;
+    /// `meta` is what `ip::parse` says of the packet in `buf`.
+    fn protect(
+        &mut self,
+        id: SaId,
+        buf: &mut PacketBuf,
+        meta: &IpMeta,
+        now: Timestamp,
+    ) -> Result<(), DropReason> {
         let ident = self.ident_v4;
         self.ident_v4 = self.ident_v4.wrapping_add(1);
         let ttl = self.cfg.outer_ttl;
