@@ -215,6 +215,8 @@ pub struct Sa {
     pub(crate) selectors: Vec<Selector>,
     /// Positions of those SPD entries in their direction's SPD.
     pub(crate) spd_entries: Vec<usize>,
+    /// The SAD's slot for its name, set when it is installed.
+    pub(crate) name_id: Option<crate::sad::NameId>,
     /// Digest of the parameters it was installed with, keys included, so a
     /// reload can tell an unchanged SA (kept, with its counters) from a
     /// changed one (replaced).
@@ -262,6 +264,7 @@ impl Sa {
             state: SaState::Active,
             selectors: Vec::new(),
             spd_entries: Vec::new(),
+            name_id: None,
             fingerprint,
         })
     }

@@ -106,10 +106,11 @@ impl Sad {
     /// Installs `sa` under its name, replacing the SA that name had. An
     /// outbound predecessor is removed at once; an inbound one stays
     /// reachable by its SPI until the new SA has verified a packet.
-    pub fn install(&mut self, sa: Sa) -> Result<SaId, SadError> {
+    pub fn install(&mut self, mut sa: Sa) -> Result<SaId, SadError> {
         let inbound = sa.params.direction == Direction::Inbound;
         let spi = sa.params.spi;
         let name = self.name_id(&sa.params.name);
+        sa.name_id = Some(name);
         if inbound {
             if let Some(other) = self.by_spi.get(&spi) {
                 let other_sa = self.get(*other);
@@ -163,7 +164,7 @@ impl Sad {
     /// for it is dropped, never sent in clear).
     pub fn remove(&mut self, id: SaId) -> Option<Sa> {
         let sa = self.remove_slot(id)?;
-        if let Some(n) = self.by_name.get(sa.params.name.as_str()).copied() {
+        if let Some(n) = sa.name_id {
             let slot = &mut self.names[n.0 as usize];
             if slot.current == Some(id) {
                 slot.current = None;
@@ -176,11 +177,7 @@ impl Sad {
     /// Called when `id` has verified a packet: its retiring predecessors
     /// are no longer needed.
     pub(crate) fn confirm_in_use(&mut self, id: SaId) {
-        let Some(name) = self
-            .get(id)
-            .and_then(|sa| self.by_name.get(sa.params.name.as_str()))
-            .copied()
-        else {
+        let Some(name) = self.get(id).and_then(|sa| sa.name_id) else {
             return;
         };
         if self.names[name.0 as usize].retiring.is_empty()
@@ -194,10 +191,12 @@ impl Sad {
         }
     }
 
-    /// Whether `name` has SAs waiting to retire.
+    /// Whether the name of SA `id` has SAs waiting to retire (asked per
+    /// inbound packet: no string hashing).
+    #[inline]
     pub(crate) fn has_retiring(&self, id: SaId) -> bool {
         self.get(id)
-            .and_then(|sa| self.by_name.get(sa.params.name.as_str()))
+            .and_then(|sa| sa.name_id)
             .is_some_and(|n| !self.names[n.0 as usize].retiring.is_empty())
     }
 

@@ -278,10 +278,7 @@ impl IpsecStage {
     fn attach_selectors(&mut self, id: SaId) {
         let Some(sa) = self.sad.get(id) else { return };
         let direction = sa.params.direction;
-        let refs = self
-            .sad
-            .find_name(&sa.params.name)
-            .and_then(|n| self.refs_by_name.get(&n));
+        let refs = sa.name_id.and_then(|n| self.refs_by_name.get(&n));
         let mut selectors = Vec::new();
         let mut entries = Vec::new();
         for r in refs.into_iter().flatten() {
