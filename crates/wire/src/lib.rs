@@ -6,9 +6,12 @@
 pub mod buf;
 pub mod build;
 pub mod checksum;
+pub mod encap;
 pub mod esp;
 pub mod ether;
 pub mod ip;
+pub mod mh;
+pub mod mip6;
 pub mod time;
 
 pub use buf::PacketBuf;

@@ -1,0 +1,1005 @@
+//! The Mobility Header of Mobile IPv6 (RFC 6275 6.1), its messages, and the
+//! mobility options of RFC 6275 6.2 and of Dual-Stack Mobile IPv6
+//! (RFC 5555 3.1, 3.2).
+//!
+//! [`MhPacket`] is a checked view over the header; [`MhRepr::parse`] reads
+//! the message and validates the options area; [`emit_mh`] writes a message
+//! with its options at the alignment each one asks for. Nothing here panics
+//! on short or malformed input.
+
+use crate::checksum;
+
+/// IPv6 Next Header value of the Mobility Header (RFC 6275 6.1).
+pub const PROTO_MH: u8 = 135;
+/// The Payload Proto a Mobility Header must carry: No Next Header
+/// (RFC 6275 6.1.1).
+pub const NO_NEXT_HEADER: u8 = 59;
+/// Length of the fixed part of the Mobility Header: Payload Proto, Header
+/// Len, MH Type, Reserved, Checksum (RFC 6275 6.1.1).
+pub const MH_FIXED_LEN: usize = 6;
+/// Longest Mobility Header the 8-bit Header Len field can describe.
+pub const MH_MAX_LEN: usize = 256 * 8;
+
+/// MH Type values (RFC 6275 6.1.2 - 6.1.9).
+pub mod mh_type {
+    /// Binding Refresh Request (6.1.2).
+    pub const BRR: u8 = 0;
+    /// Home Test Init (6.1.3).
+    pub const HOTI: u8 = 1;
+    /// Care-of Test Init (6.1.4).
+    pub const COTI: u8 = 2;
+    /// Home Test (6.1.5).
+    pub const HOT: u8 = 3;
+    /// Care-of Test (6.1.6).
+    pub const COT: u8 = 4;
+    /// Binding Update (6.1.7).
+    pub const BU: u8 = 5;
+    /// Binding Acknowledgement (6.1.8).
+    pub const BA: u8 = 6;
+    /// Binding Error (6.1.9).
+    pub const BE: u8 = 7;
+}
+
+/// Binding Acknowledgement status values (RFC 6275 6.1.8).
+pub mod ba_status {
+    /// Binding Update accepted.
+    pub const ACCEPTED: u8 = 0;
+    /// Accepted but prefix discovery necessary.
+    pub const ACCEPTED_PREFIX_DISCOVERY: u8 = 1;
+    /// Reason unspecified.
+    pub const UNSPECIFIED: u8 = 128;
+    /// Administratively prohibited.
+    pub const ADMIN_PROHIBITED: u8 = 129;
+    /// Insufficient resources.
+    pub const INSUFFICIENT_RESOURCES: u8 = 130;
+    /// Home registration not supported.
+    pub const HOME_REGISTRATION_NOT_SUPPORTED: u8 = 131;
+    /// Not home subnet.
+    pub const NOT_HOME_SUBNET: u8 = 132;
+    /// Not home agent for this mobile node.
+    pub const NOT_HOME_AGENT: u8 = 133;
+    /// Duplicate Address Detection failed.
+    pub const DAD_FAILED: u8 = 134;
+    /// Sequence number out of window.
+    pub const SEQ_OUT_OF_WINDOW: u8 = 135;
+    /// Expired home nonce index.
+    pub const EXPIRED_HOME_NONCE_INDEX: u8 = 136;
+    /// Expired care-of nonce index.
+    pub const EXPIRED_CARE_OF_NONCE_INDEX: u8 = 137;
+    /// Expired nonces.
+    pub const EXPIRED_NONCES: u8 = 138;
+    /// Registration type change disallowed.
+    pub const REGISTRATION_TYPE_CHANGE_DISALLOWED: u8 = 139;
+}
+
+/// Binding Error status values (RFC 6275 6.1.9).
+pub mod be_status {
+    /// Unknown binding for Home Address destination option.
+    pub const UNKNOWN_HAO_BINDING: u8 = 1;
+    /// Unrecognized MH Type value.
+    pub const UNKNOWN_MH_TYPE: u8 = 2;
+}
+
+/// Status values of the IPv4 Address Acknowledgement option
+/// (RFC 5555 3.2.1).
+pub mod ipv4_ack_status {
+    /// Success.
+    pub const SUCCESS: u8 = 0;
+    /// Failure, reason unspecified.
+    pub const FAILURE_UNSPECIFIED: u8 = 128;
+    /// Administratively prohibited.
+    pub const ADMIN_PROHIBITED: u8 = 129;
+    /// Incorrect IPv4 home address.
+    pub const INCORRECT_IPV4_HOA: u8 = 130;
+    /// Invalid IPv4 address.
+    pub const INVALID_IPV4_ADDRESS: u8 = 131;
+    /// Dynamic IPv4 home address assignment not available.
+    pub const DYNAMIC_IPV4_HOA_NOT_AVAILABLE: u8 = 132;
+    /// Prefix allocation unauthorized.
+    pub const PREFIX_ALLOCATION_UNAUTHORIZED: u8 = 133;
+}
+
+/// Bits of the 16-bit flags-and-reserved word of a Binding Update
+/// (RFC 6275 6.1.7 and the IANA "Binding Update Flags" registry). Only A,
+/// H, L and K are fields of [`BindingUpdate`]; the others are read and set
+/// with [`MhPacket::bu_flags`] and [`MhPacket::set_bu_flags`].
+pub mod bu_flags {
+    /// Acknowledge (RFC 6275 6.1.7).
+    pub const A: u16 = 0x8000;
+    /// Home Registration (RFC 6275 6.1.7).
+    pub const H: u16 = 0x4000;
+    /// Link-Local Address Compatibility (RFC 6275 6.1.7).
+    pub const L: u16 = 0x2000;
+    /// Key Management Mobility Capability (RFC 6275 6.1.7).
+    pub const K: u16 = 0x1000;
+    /// MAP Registration (RFC 5380).
+    pub const M: u16 = 0x0800;
+    /// Mobile Router (RFC 3963).
+    pub const R: u16 = 0x0400;
+    /// Proxy Registration (RFC 5213).
+    pub const P: u16 = 0x0200;
+    /// Force UDP encapsulation (RFC 5555 3.3 / 4.1).
+    pub const F: u16 = 0x0100;
+    /// TLV-header format (RFC 5845).
+    pub const T: u16 = 0x0080;
+}
+
+/// Bits of the flags byte of a Binding Acknowledgement (RFC 6275 6.1.8 and
+/// the IANA "Binding Acknowledgment Flags" registry).
+pub mod ba_flags {
+    /// Key Management Mobility Capability (RFC 6275 6.1.8).
+    pub const K: u8 = 0x80;
+    /// Mobile Router (RFC 3963).
+    pub const R: u8 = 0x40;
+    /// Proxy Registration (RFC 5213).
+    pub const P: u8 = 0x20;
+    /// TLV-header format (RFC 5845).
+    pub const T: u8 = 0x10;
+}
+
+/// Mobility option types (RFC 6275 6.2, RFC 5555 3.1, 3.2).
+pub mod opt_type {
+    /// Pad1 (6.2.2).
+    pub const PAD1: u8 = 0;
+    /// PadN (6.2.3).
+    pub const PADN: u8 = 1;
+    /// Binding Refresh Advice (6.2.4).
+    pub const BINDING_REFRESH_ADVICE: u8 = 2;
+    /// Alternate Care-of Address (6.2.5).
+    pub const ALTERNATE_COA: u8 = 3;
+    /// Nonce Indices (6.2.6).
+    pub const NONCE_INDICES: u8 = 4;
+    /// Binding Authorization Data (6.2.7).
+    pub const BINDING_AUTH_DATA: u8 = 5;
+    /// IPv4 Home Address (RFC 5555 3.1.1).
+    pub const IPV4_HOME_ADDRESS: u8 = 29;
+    /// IPv4 Address Acknowledgement (RFC 5555 3.2.1).
+    pub const IPV4_ADDRESS_ACK: u8 = 30;
+    /// NAT Detection (RFC 5555 3.2.2).
+    pub const NAT_DETECTION: u8 = 31;
+    /// IPv4 Care-of Address (RFC 5555 3.1.2).
+    pub const IPV4_COA: u8 = 32;
+}
+
+/// Why a Mobility Header could not be parsed or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MhError {
+    /// Shorter than the 8 bytes every Mobility Header has.
+    #[error("mobility header shorter than 8 bytes")]
+    Truncated,
+    /// Payload Proto is not 59 (RFC 6275 6.1.1).
+    #[error("mobility header payload proto is not 59")]
+    BadPayloadProto,
+    /// The Header Len field claims more bytes than the packet holds, or a
+    /// message to emit would be longer than the field can say.
+    #[error("mobility header length field inconsistent with the packet")]
+    BadLength,
+    /// The checksum does not verify.
+    #[error("mobility header checksum does not verify")]
+    BadChecksum,
+    /// The message data is too short for the MH Type (RFC 6275 9.2), or
+    /// the message can not be emitted.
+    #[error("mobility message too short for its type")]
+    BadMessageLength,
+    /// A mobility option is malformed or runs past the options area;
+    /// `offset` is its position from the start of the Mobility Header.
+    #[error("malformed mobility option at offset {offset}")]
+    BadOption {
+        /// Offset of the option from the start of the Mobility Header.
+        offset: usize,
+    },
+    /// The output buffer is too short.
+    #[error("no space in the output buffer for the mobility header")]
+    NoSpace,
+}
+
+/// Byte positions of the Mobility Header's fixed part (RFC 6275 6.1.1).
+mod field {
+    use core::ops::Range;
+    pub const PAYLOAD_PROTO: usize = 0;
+    pub const HEADER_LEN: usize = 1;
+    pub const MH_TYPE: usize = 2;
+    pub const CHECKSUM: Range<usize> = 4..6;
+}
+
+/// A view over a Mobility Header (RFC 6275 6.1.1), in smoltcp's style:
+/// after [`MhPacket::new_checked`] no accessor can panic.
+#[derive(Debug, Clone)]
+pub struct MhPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> MhPacket<T> {
+    /// The view, unchecked: accessors may panic on a short buffer.
+    pub fn new_unchecked(buffer: T) -> Self {
+        MhPacket { buffer }
+    }
+
+    /// The view, after [`MhPacket::check_len`] and a check that Payload
+    /// Proto is 59 (RFC 6275 6.1.1, 9.2).
+    pub fn new_checked(buffer: T) -> Result<Self, MhError> {
+        let p = Self::new_unchecked(buffer);
+        p.check_len()?;
+        if p.payload_proto() != NO_NEXT_HEADER {
+            return Err(MhError::BadPayloadProto);
+        }
+        Ok(p)
+    }
+
+    /// Checks that the buffer holds the 8-byte minimum and the whole header
+    /// its Header Len field describes.
+    pub fn check_len(&self) -> Result<(), MhError> {
+        let b = self.buffer.as_ref();
+        if b.len() < 8 {
+            return Err(MhError::Truncated);
+        }
+        if self.header_len() > b.len() {
+            return Err(MhError::BadLength);
+        }
+        Ok(())
+    }
+
+    /// Payload Proto.
+    pub fn payload_proto(&self) -> u8 {
+        self.buffer.as_ref()[field::PAYLOAD_PROTO]
+    }
+
+    /// Length of the Mobility Header in bytes: (Header Len + 1) * 8.
+    pub fn header_len(&self) -> usize {
+        (usize::from(self.buffer.as_ref()[field::HEADER_LEN]) + 1) * 8
+    }
+
+    /// MH Type.
+    pub fn mh_type(&self) -> u8 {
+        self.buffer.as_ref()[field::MH_TYPE]
+    }
+
+    /// Checksum field.
+    pub fn checksum(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_be_bytes([b[field::CHECKSUM.start], b[field::CHECKSUM.start + 1]])
+    }
+
+    /// The message data: the bytes after the fixed part, up to
+    /// [`MhPacket::header_len`] (message fields, then mobility options).
+    pub fn message_data(&self) -> &[u8] {
+        &self.buffer.as_ref()[MH_FIXED_LEN..self.header_len()]
+    }
+
+    /// The whole Mobility Header, [`MhPacket::header_len`] bytes.
+    pub fn header(&self) -> &[u8] {
+        &self.buffer.as_ref()[..self.header_len()]
+    }
+
+    /// Whether the checksum verifies with the pseudo-header of RFC 6275
+    /// 6.1.1 (`src`, `dst`, upper-layer length, next header 135). With a
+    /// Home Address option `src` is the home address; with a type 2 routing
+    /// header `dst` is the final destination (RFC 8200 8.1).
+    pub fn verify_checksum(&self, src: &[u8; 16], dst: &[u8; 16]) -> bool {
+        let mh = self.header();
+        let len = u32::try_from(mh.len()).unwrap_or(u32::MAX);
+        let acc = checksum::pseudo_header(src, dst, PROTO_MH, len);
+        checksum::finish(checksum::sum(acc, mh)) == 0
+    }
+
+    /// For a Binding Update, its 16-bit flags-and-reserved word (see
+    /// [`bu_flags`]); `None` for other types or a short message.
+    pub fn bu_flags(&self) -> Option<u16> {
+        let d = self.message_data();
+        (self.mh_type() == mh_type::BU && d.len() >= 4).then(|| u16::from_be_bytes([d[2], d[3]]))
+    }
+
+    /// For a Binding Acknowledgement, its flags byte (see [`ba_flags`]).
+    pub fn ba_flags(&self) -> Option<u8> {
+        let d = self.message_data();
+        (self.mh_type() == mh_type::BA && d.len() >= 2).then(|| d[1])
+    }
+
+    /// The underlying buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> MhPacket<T> {
+    /// Computes and writes the checksum (RFC 6275 6.1.1).
+    pub fn fill_checksum(&mut self, src: &[u8; 16], dst: &[u8; 16]) {
+        let len = self.header_len();
+        let b = self.buffer.as_mut();
+        b[field::CHECKSUM].copy_from_slice(&[0, 0]);
+        let c = mh_checksum(src, dst, &b[..len]);
+        b[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// For a Binding Update, replaces its flags-and-reserved word (see
+    /// [`bu_flags`]), e.g. to set F (RFC 5555). Returns false (and changes
+    /// nothing) for other messages. The checksum must be filled afterwards.
+    pub fn set_bu_flags(&mut self, flags: u16) -> bool {
+        if self.mh_type() != mh_type::BU || self.header_len() < MH_FIXED_LEN + 4 {
+            return false;
+        }
+        self.buffer.as_mut()[MH_FIXED_LEN + 2..MH_FIXED_LEN + 4]
+            .copy_from_slice(&flags.to_be_bytes());
+        true
+    }
+
+    /// For a Binding Acknowledgement, replaces its flags byte (see
+    /// [`ba_flags`]). Returns false for other messages. The checksum must
+    /// be filled afterwards.
+    pub fn set_ba_flags(&mut self, flags: u8) -> bool {
+        if self.mh_type() != mh_type::BA {
+            return false;
+        }
+        self.buffer.as_mut()[MH_FIXED_LEN + 1] = flags;
+        true
+    }
+}
+
+/// The Mobility Header checksum of `mh` between `src` and `dst`
+/// (RFC 6275 6.1.1). The checksum field of `mh` is counted as zero, so the
+/// result can be written into it directly.
+pub fn mh_checksum(src: &[u8; 16], dst: &[u8; 16], mh: &[u8]) -> u16 {
+    let len = u32::try_from(mh.len()).unwrap_or(u32::MAX);
+    let mut acc = checksum::pseudo_header(src, dst, PROTO_MH, len);
+    acc = checksum::sum(acc, mh.get(..field::CHECKSUM.start).unwrap_or(mh));
+    acc = checksum::sum(acc, mh.get(field::CHECKSUM.end..).unwrap_or(&[]));
+    checksum::finish(acc)
+}
+
+/// Fields of a Binding Update (RFC 6275 6.1.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindingUpdate {
+    /// Sequence #.
+    pub seq: u16,
+    /// A: the sender asks for a Binding Acknowledgement.
+    pub ack: bool,
+    /// H: a home registration.
+    pub home_registration: bool,
+    /// L: the home address's interface identifier is also the link-local
+    /// address's.
+    pub link_local_compat: bool,
+    /// K: IKE SA survives movement.
+    pub key_mgmt_compat: bool,
+    /// Lifetime in 4-second units.
+    pub lifetime_units: u16,
+}
+
+/// Fields of a Binding Acknowledgement (RFC 6275 6.1.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindingAck {
+    /// Status (see [`ba_status`]).
+    pub status: u8,
+    /// K: IKE SA survives movement.
+    pub key_mgmt_compat: bool,
+    /// Sequence #, copied from the Binding Update.
+    pub seq: u16,
+    /// Granted lifetime in 4-second units.
+    pub lifetime_units: u16,
+}
+
+/// A mobility message (RFC 6275 6.1.2 - 6.1.9), without its options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message {
+    /// Binding Refresh Request (6.1.2).
+    BindingRefreshRequest,
+    /// Home Test Init (6.1.3).
+    HomeTestInit {
+        /// Home Init Cookie.
+        cookie: [u8; 8],
+    },
+    /// Care-of Test Init (6.1.4).
+    CareOfTestInit {
+        /// Care-of Init Cookie.
+        cookie: [u8; 8],
+    },
+    /// Home Test (6.1.5).
+    HomeTest {
+        /// Home Nonce Index.
+        nonce_index: u16,
+        /// Home Init Cookie.
+        cookie: [u8; 8],
+        /// Home Keygen Token.
+        keygen_token: [u8; 8],
+    },
+    /// Care-of Test (6.1.6).
+    CareOfTest {
+        /// Care-of Nonce Index.
+        nonce_index: u16,
+        /// Care-of Init Cookie.
+        cookie: [u8; 8],
+        /// Care-of Keygen Token.
+        keygen_token: [u8; 8],
+    },
+    /// Binding Update (6.1.7).
+    BindingUpdate(BindingUpdate),
+    /// Binding Acknowledgement (6.1.8).
+    BindingAck(BindingAck),
+    /// Binding Error (6.1.9).
+    BindingError {
+        /// Status (see [`be_status`]).
+        status: u8,
+        /// Home Address.
+        home_address: [u8; 16],
+    },
+    /// A type this code does not know: its message data stays opaque (the
+    /// receiver answers with a Binding Error, RFC 6275 9.2).
+    Unknown {
+        /// MH Type.
+        mh_type: u8,
+    },
+}
+
+impl Message {
+    /// The MH Type of the message.
+    pub fn mh_type(&self) -> u8 {
+        match self {
+            Message::BindingRefreshRequest => mh_type::BRR,
+            Message::HomeTestInit { .. } => mh_type::HOTI,
+            Message::CareOfTestInit { .. } => mh_type::COTI,
+            Message::HomeTest { .. } => mh_type::HOT,
+            Message::CareOfTest { .. } => mh_type::COT,
+            Message::BindingUpdate(_) => mh_type::BU,
+            Message::BindingAck(_) => mh_type::BA,
+            Message::BindingError { .. } => mh_type::BE,
+            Message::Unknown { mh_type } => *mh_type,
+        }
+    }
+
+    /// Length of the message fields that precede the options (RFC 6275
+    /// 6.1.2 - 6.1.9); `None` for an unknown type.
+    fn fields_len_of(mh_type: u8) -> Option<usize> {
+        match mh_type {
+            mh_type::BRR => Some(2),
+            mh_type::HOTI | mh_type::COTI => Some(10),
+            mh_type::HOT | mh_type::COT => Some(18),
+            mh_type::BU | mh_type::BA => Some(6),
+            mh_type::BE => Some(18),
+            _ => None,
+        }
+    }
+
+    /// Length of the message fields that precede the options.
+    pub fn fields_len(&self) -> usize {
+        Self::fields_len_of(self.mh_type()).unwrap_or(0)
+    }
+
+    /// Reads the message fields of an MH of `mh_type` from `data`, which
+    /// holds at least [`Message::fields_len`] bytes.
+    fn parse_fields(mh_type: u8, d: &[u8]) -> Message {
+        let u16_at = |i: usize| u16::from_be_bytes([d[i], d[i + 1]]);
+        let arr8 = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&d[i..i + 8]);
+            a
+        };
+        match mh_type {
+            mh_type::BRR => Message::BindingRefreshRequest,
+            mh_type::HOTI => Message::HomeTestInit { cookie: arr8(2) },
+            mh_type::COTI => Message::CareOfTestInit { cookie: arr8(2) },
+            mh_type::HOT => Message::HomeTest {
+                nonce_index: u16_at(0),
+                cookie: arr8(2),
+                keygen_token: arr8(10),
+            },
+            mh_type::COT => Message::CareOfTest {
+                nonce_index: u16_at(0),
+                cookie: arr8(2),
+                keygen_token: arr8(10),
+            },
+            mh_type::BU => {
+                let flags = u16_at(2);
+                Message::BindingUpdate(BindingUpdate {
+                    seq: u16_at(0),
+                    ack: flags & bu_flags::A != 0,
+                    home_registration: flags & bu_flags::H != 0,
+                    link_local_compat: flags & bu_flags::L != 0,
+                    key_mgmt_compat: flags & bu_flags::K != 0,
+                    lifetime_units: u16_at(4),
+                })
+            }
+            mh_type::BA => Message::BindingAck(BindingAck {
+                status: d[0],
+                key_mgmt_compat: d[1] & ba_flags::K != 0,
+                seq: u16_at(2),
+                lifetime_units: u16_at(4),
+            }),
+            mh_type::BE => {
+                let mut home_address = [0u8; 16];
+                home_address.copy_from_slice(&d[2..18]);
+                Message::BindingError {
+                    status: d[0],
+                    home_address,
+                }
+            }
+            other => Message::Unknown { mh_type: other },
+        }
+    }
+
+    /// Writes the message fields into `out[..fields_len()]`.
+    fn emit_fields(&self, out: &mut [u8]) {
+        match *self {
+            Message::BindingRefreshRequest | Message::Unknown { .. } => {
+                out.fill(0);
+            }
+            Message::HomeTestInit { cookie } | Message::CareOfTestInit { cookie } => {
+                out[0..2].fill(0);
+                out[2..10].copy_from_slice(&cookie);
+            }
+            Message::HomeTest {
+                nonce_index,
+                cookie,
+                keygen_token,
+            }
+            | Message::CareOfTest {
+                nonce_index,
+                cookie,
+                keygen_token,
+            } => {
+                out[0..2].copy_from_slice(&nonce_index.to_be_bytes());
+                out[2..10].copy_from_slice(&cookie);
+                out[10..18].copy_from_slice(&keygen_token);
+            }
+            Message::BindingUpdate(bu) => {
+                let mut flags = 0u16;
+                for (set, bit) in [
+                    (bu.ack, bu_flags::A),
+                    (bu.home_registration, bu_flags::H),
+                    (bu.link_local_compat, bu_flags::L),
+                    (bu.key_mgmt_compat, bu_flags::K),
+                ] {
+                    if set {
+                        flags |= bit;
+                    }
+                }
+                out[0..2].copy_from_slice(&bu.seq.to_be_bytes());
+                out[2..4].copy_from_slice(&flags.to_be_bytes());
+                out[4..6].copy_from_slice(&bu.lifetime_units.to_be_bytes());
+            }
+            Message::BindingAck(ba) => {
+                out[0] = ba.status;
+                out[1] = if ba.key_mgmt_compat { ba_flags::K } else { 0 };
+                out[2..4].copy_from_slice(&ba.seq.to_be_bytes());
+                out[4..6].copy_from_slice(&ba.lifetime_units.to_be_bytes());
+            }
+            Message::BindingError {
+                status,
+                home_address,
+            } => {
+                out[0] = status;
+                out[1] = 0;
+                out[2..18].copy_from_slice(&home_address);
+            }
+        }
+    }
+}
+
+/// A mobility option (RFC 6275 6.2, RFC 5555 3.1, 3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MhOption<'a> {
+    /// Pad1 (6.2.2): one zero byte.
+    Pad1,
+    /// PadN (6.2.3): the total length of the option, Type and Length
+    /// included.
+    PadN(usize),
+    /// Binding Refresh Advice (6.2.4), alignment 2n.
+    BindingRefreshAdvice {
+        /// Refresh Interval in 4-second units.
+        interval: u16,
+    },
+    /// Alternate Care-of Address (6.2.5), alignment 8n+6.
+    AlternateCareOf([u8; 16]),
+    /// Nonce Indices (6.2.6), alignment 2n.
+    NonceIndices {
+        /// Home Nonce Index.
+        home: u16,
+        /// Care-of Nonce Index.
+        care_of: u16,
+    },
+    /// Binding Authorization Data (6.2.7), alignment 8n+2: the
+    /// Authenticator.
+    BindingAuthData(&'a [u8]),
+    /// IPv4 Home Address (RFC 5555 3.1.1), alignment 4n.
+    Ipv4HomeAddress {
+        /// Prefix-len (6 bits).
+        prefix_len: u8,
+        /// P: the mobile node asks for a prefix.
+        request_prefix: bool,
+        /// IPv4 home address (0.0.0.0 asks for one).
+        addr: [u8; 4],
+    },
+    /// IPv4 Address Acknowledgement (RFC 5555 3.2.1), alignment 4n.
+    Ipv4AddressAck {
+        /// Status (see [`ipv4_ack_status`]).
+        status: u8,
+        /// Pref-len (6 bits).
+        prefix_len: u8,
+        /// IPv4 home address.
+        addr: [u8; 4],
+    },
+    /// NAT Detection (RFC 5555 3.2.2), alignment 4n.
+    NatDetection {
+        /// F: UDP encapsulation is required.
+        udp_forced: bool,
+        /// Refresh time in seconds.
+        refresh_time: u32,
+    },
+    /// IPv4 Care-of Address (RFC 5555 3.1.2), alignment 4n.
+    Ipv4CareOf([u8; 4]),
+    /// An option this code does not know, with its data; it round-trips.
+    Unknown {
+        /// Option Type.
+        kind: u8,
+        /// Option Data.
+        data: &'a [u8],
+    },
+}
+
+impl MhOption<'_> {
+    /// Alignment requirement `(n, k)`: the option's Type byte sits at
+    /// `n * x + k` from the start of the Mobility Header (RFC 6275 6.2,
+    /// RFC 5555 3.1, 3.2).
+    pub fn alignment(&self) -> (usize, usize) {
+        match self {
+            MhOption::BindingRefreshAdvice { .. } | MhOption::NonceIndices { .. } => (2, 0),
+            MhOption::AlternateCareOf(_) => (8, 6),
+            MhOption::BindingAuthData(_) => (8, 2),
+            MhOption::Ipv4HomeAddress { .. }
+            | MhOption::Ipv4AddressAck { .. }
+            | MhOption::NatDetection { .. }
+            | MhOption::Ipv4CareOf(_) => (4, 0),
+            MhOption::Pad1 | MhOption::PadN(_) | MhOption::Unknown { .. } => (1, 0),
+        }
+    }
+
+    /// Bytes the option takes on the wire, Type and Length included.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            MhOption::Pad1 => 1,
+            MhOption::PadN(n) => *n,
+            MhOption::BindingRefreshAdvice { .. } => 4,
+            MhOption::AlternateCareOf(_) => 18,
+            MhOption::NonceIndices { .. } => 6,
+            MhOption::BindingAuthData(d) => 2 + d.len(),
+            MhOption::Ipv4HomeAddress { .. }
+            | MhOption::Ipv4AddressAck { .. }
+            | MhOption::NatDetection { .. }
+            | MhOption::Ipv4CareOf(_) => 8,
+            MhOption::Unknown { data, .. } => 2 + data.len(),
+        }
+    }
+
+    /// Writes the option into `out[..wire_len()]`. Fails if a field does
+    /// not fit its wire field.
+    fn emit(&self, out: &mut [u8]) -> Result<(), ()> {
+        let mut header = |kind: u8, len: usize| -> Result<(), ()> {
+            out[0] = kind;
+            out[1] = u8::try_from(len).map_err(|_| ())?;
+            Ok(())
+        };
+        match *self {
+            MhOption::Pad1 => out[0] = opt_type::PAD1,
+            MhOption::PadN(0) => {}
+            MhOption::PadN(1) => out[0] = opt_type::PAD1,
+            MhOption::PadN(n) => {
+                header(opt_type::PADN, n - 2)?;
+                out[2..n].fill(0);
+            }
+            MhOption::BindingRefreshAdvice { interval } => {
+                header(opt_type::BINDING_REFRESH_ADVICE, 2)?;
+                out[2..4].copy_from_slice(&interval.to_be_bytes());
+            }
+            MhOption::AlternateCareOf(a) => {
+                header(opt_type::ALTERNATE_COA, 16)?;
+                out[2..18].copy_from_slice(&a);
+            }
+            MhOption::NonceIndices { home, care_of } => {
+                header(opt_type::NONCE_INDICES, 4)?;
+                out[2..4].copy_from_slice(&home.to_be_bytes());
+                out[4..6].copy_from_slice(&care_of.to_be_bytes());
+            }
+            MhOption::BindingAuthData(d) => {
+                header(opt_type::BINDING_AUTH_DATA, d.len())?;
+                out[2..2 + d.len()].copy_from_slice(d);
+            }
+            MhOption::Ipv4HomeAddress {
+                prefix_len,
+                request_prefix,
+                addr,
+            } => {
+                if prefix_len > 0x3f {
+                    return Err(());
+                }
+                header(opt_type::IPV4_HOME_ADDRESS, 6)?;
+                out[2] = (prefix_len << 2) | if request_prefix { 0x02 } else { 0 };
+                out[3] = 0;
+                out[4..8].copy_from_slice(&addr);
+            }
+            MhOption::Ipv4AddressAck {
+                status,
+                prefix_len,
+                addr,
+            } => {
+                if prefix_len > 0x3f {
+                    return Err(());
+                }
+                header(opt_type::IPV4_ADDRESS_ACK, 6)?;
+                out[2] = status;
+                out[3] = prefix_len << 2;
+                out[4..8].copy_from_slice(&addr);
+            }
+            MhOption::NatDetection {
+                udp_forced,
+                refresh_time,
+            } => {
+                header(opt_type::NAT_DETECTION, 6)?;
+                out[2] = if udp_forced { 0x80 } else { 0 };
+                out[3] = 0;
+                out[4..8].copy_from_slice(&refresh_time.to_be_bytes());
+            }
+            MhOption::Ipv4CareOf(a) => {
+                header(opt_type::IPV4_COA, 6)?;
+                out[2..4].fill(0);
+                out[4..8].copy_from_slice(&a);
+            }
+            MhOption::Unknown { kind, data } => {
+                header(kind, data.len())?;
+                out[2..2 + data.len()].copy_from_slice(data);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the option at the start of `area`: the option and its length.
+/// `None` if it is truncated or a known option has the wrong length.
+fn parse_option(area: &[u8]) -> Option<(MhOption<'_>, usize)> {
+    let kind = *area.first()?;
+    if kind == opt_type::PAD1 {
+        return Some((MhOption::Pad1, 1));
+    }
+    let len = usize::from(*area.get(1)?);
+    let data = area.get(2..2 + len)?;
+    let arr4 = |d: &[u8]| [d[2], d[3], d[4], d[5]];
+    let opt = match (kind, len) {
+        (opt_type::PADN, _) => MhOption::PadN(2 + len),
+        (opt_type::BINDING_REFRESH_ADVICE, 2) => MhOption::BindingRefreshAdvice {
+            interval: u16::from_be_bytes([data[0], data[1]]),
+        },
+        (opt_type::ALTERNATE_COA, 16) => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(data);
+            MhOption::AlternateCareOf(a)
+        }
+        (opt_type::NONCE_INDICES, 4) => MhOption::NonceIndices {
+            home: u16::from_be_bytes([data[0], data[1]]),
+            care_of: u16::from_be_bytes([data[2], data[3]]),
+        },
+        (opt_type::BINDING_AUTH_DATA, _) => MhOption::BindingAuthData(data),
+        (opt_type::IPV4_HOME_ADDRESS, 6) => MhOption::Ipv4HomeAddress {
+            prefix_len: data[0] >> 2,
+            request_prefix: data[0] & 0x02 != 0,
+            addr: arr4(data),
+        },
+        (opt_type::IPV4_ADDRESS_ACK, 6) => MhOption::Ipv4AddressAck {
+            status: data[0],
+            prefix_len: data[1] >> 2,
+            addr: arr4(data),
+        },
+        (opt_type::NAT_DETECTION, 6) => MhOption::NatDetection {
+            udp_forced: data[0] & 0x80 != 0,
+            refresh_time: u32::from_be_bytes([data[2], data[3], data[4], data[5]]),
+        },
+        (opt_type::IPV4_COA, 6) => MhOption::Ipv4CareOf(arr4(data)),
+        (
+            opt_type::BINDING_REFRESH_ADVICE
+            | opt_type::ALTERNATE_COA
+            | opt_type::NONCE_INDICES
+            | opt_type::IPV4_HOME_ADDRESS
+            | opt_type::IPV4_ADDRESS_ACK
+            | opt_type::NAT_DETECTION
+            | opt_type::IPV4_COA,
+            _,
+        ) => return None,
+        (kind, _) => MhOption::Unknown { kind, data },
+    };
+    Some((opt, 2 + len))
+}
+
+/// The mobility options in an options area, in order, padding included.
+/// Stops at the first malformed option (an area [`MhRepr::parse`]
+/// accepted has none).
+#[derive(Debug, Clone)]
+pub struct MhOptionIter<'a> {
+    area: &'a [u8],
+}
+
+impl<'a> MhOptionIter<'a> {
+    /// Iterates over the options in `area`.
+    pub fn new(area: &'a [u8]) -> Self {
+        MhOptionIter { area }
+    }
+}
+
+impl<'a> Iterator for MhOptionIter<'a> {
+    type Item = MhOption<'a>;
+
+    fn next(&mut self) -> Option<MhOption<'a>> {
+        match parse_option(self.area) {
+            Some((opt, len)) => {
+                self.area = self.area.get(len..).unwrap_or(&[]);
+                Some(opt)
+            }
+            None => {
+                self.area = &[];
+                None
+            }
+        }
+    }
+}
+
+/// A parsed Mobility Header: the message and its (already validated)
+/// options area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MhRepr<'a> {
+    /// The message.
+    pub message: Message,
+    /// The mobility options area (empty for an unknown MH Type, whose
+    /// message data stays opaque).
+    pub options: &'a [u8],
+}
+
+impl<'a> MhRepr<'a> {
+    /// Parses the message and validates it (RFC 6275 9.2): the message data
+    /// is long enough for the MH Type, and every option is well formed and
+    /// inside the options area. Does not check the checksum: the caller
+    /// uses [`MhPacket::verify_checksum`], whose pseudo-header needs the
+    /// addresses. Option alignment is not enforced on receipt.
+    pub fn parse(packet: &MhPacket<&'a [u8]>) -> Result<MhRepr<'a>, MhError> {
+        packet.check_len()?;
+        let buf: &'a [u8] = packet.buffer;
+        let data = &buf[MH_FIXED_LEN..packet.header_len()];
+        let t = packet.mh_type();
+        let Some(fixed) = Message::fields_len_of(t) else {
+            return Ok(MhRepr {
+                message: Message::Unknown { mh_type: t },
+                options: &[],
+            });
+        };
+        if data.len() < fixed {
+            return Err(MhError::BadMessageLength);
+        }
+        let message = Message::parse_fields(t, data);
+        let options = &data[fixed..];
+        let mut at = 0;
+        while at < options.len() {
+            match parse_option(&options[at..]) {
+                Some((_, len)) => at += len,
+                None => {
+                    return Err(MhError::BadOption {
+                        offset: MH_FIXED_LEN + fixed + at,
+                    })
+                }
+            }
+        }
+        Ok(MhRepr { message, options })
+    }
+
+    /// The options, in order, padding included.
+    pub fn options(&self) -> MhOptionIter<'a> {
+        MhOptionIter::new(self.options)
+    }
+}
+
+/// Writes into an optional buffer, or only counts (for the length).
+struct Writer<'b> {
+    out: Option<&'b mut [u8]>,
+    pos: usize,
+}
+
+impl Writer<'_> {
+    /// Reserves the next `n` bytes and lets `f` write them.
+    fn put(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(&mut [u8]) -> Result<(), MhError>,
+    ) -> Result<(), MhError> {
+        let end = self.pos + n;
+        if let Some(out) = self.out.as_deref_mut() {
+            let dst = out.get_mut(self.pos..end).ok_or(MhError::NoSpace)?;
+            f(dst)?;
+        }
+        self.pos = end;
+        Ok(())
+    }
+
+    /// Pad1 or PadN of `n` bytes.
+    fn pad(&mut self, n: usize) -> Result<(), MhError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let at = self.pos;
+        self.put(n, |d| {
+            MhOption::PadN(n)
+                .emit(d)
+                .map_err(|()| MhError::BadOption { offset: at })
+        })
+    }
+}
+
+/// Lays out the MH; writes it when `w.out` is set. Returns its length.
+fn layout(
+    w: &mut Writer<'_>,
+    message: &Message,
+    options: &[MhOption<'_>],
+) -> Result<usize, MhError> {
+    let fixed = message.fields_len();
+    w.put(MH_FIXED_LEN + fixed, |d| {
+        d[field::PAYLOAD_PROTO] = NO_NEXT_HEADER;
+        d[field::HEADER_LEN] = 0;
+        d[field::MH_TYPE] = message.mh_type();
+        d[3] = 0;
+        d[field::CHECKSUM].fill(0);
+        message.emit_fields(&mut d[MH_FIXED_LEN..]);
+        Ok(())
+    })?;
+    for opt in options {
+        let (n, k) = opt.alignment();
+        let pad = (k + n - w.pos % n) % n;
+        w.pad(pad)?;
+        let at = w.pos;
+        w.put(opt.wire_len(), |d| {
+            opt.emit(d).map_err(|()| MhError::BadOption { offset: at })
+        })?;
+    }
+    w.pad((8 - w.pos % 8) % 8)?;
+    let total = w.pos;
+    if total > MH_MAX_LEN {
+        return Err(MhError::BadLength);
+    }
+    if let Some(out) = w.out.as_deref_mut() {
+        out[field::HEADER_LEN] = u8::try_from(total / 8 - 1).map_err(|_| MhError::BadLength)?;
+    }
+    Ok(total)
+}
+
+/// Bytes the MH with these options takes, with the padding the options'
+/// alignment and the 8-octet length rule need (RFC 6275 6.1.1, 6.2).
+pub fn mh_buffer_len(message: &Message, options: &[MhOption<'_>]) -> usize {
+    let mut w = Writer { out: None, pos: 0 };
+    // Counting can only fail on the length limit; report the length anyway.
+    layout(&mut w, message, options).unwrap_or(w.pos)
+}
+
+/// Writes the MH (Payload Proto 59, Header Len, MH Type, checksum zero)
+/// with each option at its alignment and Pad1/PadN inserted where needed,
+/// the total padded to a multiple of 8 (RFC 6275 6.1.1, 6.2). Callers pass
+/// only non-padding options (a Pad1/PadN passed in is written as given).
+/// Returns the bytes written. The checksum is left zero: fill it with
+/// [`MhPacket::fill_checksum`] once the addresses are known.
+///
+/// Errors: [`MhError::NoSpace`] if `out` is too short,
+/// [`MhError::BadMessageLength`] for [`Message::Unknown`],
+/// [`MhError::BadOption`] for an option whose field does not fit (data over
+/// 255 bytes, a prefix length over 63), [`MhError::BadLength`] if the
+/// whole would exceed 2048 bytes.
+pub fn emit_mh(
+    out: &mut [u8],
+    message: &Message,
+    options: &[MhOption<'_>],
+) -> Result<usize, MhError> {
+    if let Message::Unknown { .. } = message {
+        return Err(MhError::BadMessageLength);
+    }
+    let need = layout(&mut Writer { out: None, pos: 0 }, message, options)?;
+    if out.len() < need {
+        return Err(MhError::NoSpace);
+    }
+    let mut w = Writer {
+        out: Some(out),
+        pos: 0,
+    };
+    layout(&mut w, message, options)
+}
