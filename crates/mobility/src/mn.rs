@@ -1,0 +1,612 @@
+//! The mobile node, acting for an unmodified host behind the appliance:
+//! binding update list, Binding Update (re)transmission and Binding
+//! Acknowledgement processing (RFC 6275 11.7, 11.8), movement, DSMIPv6
+//! care-of addresses and NAT (RFC 5555 4.1), and its tunnel stage.
+
+use crate::classify::{ClassifierMode, EspClass};
+use crate::counters::{MobilityCounters, MobilityDrop, MobilityEvent};
+use crate::packet::{self, Upper};
+use crate::tunnel::{MnPaths, MnTunnel, Path};
+use bitsgw_ipsec::query::Query;
+use bitsgw_wire::encap::DSMIP_UDP_PORT;
+use bitsgw_wire::mh::{ba_status, ipv4_ack_status, BindingUpdate, Message, MhOption};
+use bitsgw_wire::mip6::{MobilePrefixAdvertisement, MobilePrefixSolicitation, ICMPV6_MPA};
+use bitsgw_wire::{PacketBuf, Timestamp};
+use core::time::Duration;
+use std::collections::VecDeque;
+
+/// RFC 6275 13: InitialBindackTimeoutFirstReg, the first retransmission
+/// timeout of a first registration with the home agent.
+pub const INITIAL_BINDACK_TIMEOUT_FIRST_REG: Duration = Duration::from_millis(1500);
+/// RFC 6275 12: INITIAL_BINDACK_TIMEOUT.
+pub const INITIAL_BINDACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// RFC 6275 12: MAX_BINDACK_TIMEOUT.
+pub const MAX_BINDACK_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// Where the mobile node is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attachment {
+    /// On the home link.
+    Home,
+    /// On a visited network with this IPv6 care-of address.
+    V6([u8; 16]),
+    /// On a visited network with this IPv4 care-of address (behind a NAT
+    /// or not: the home agent tells).
+    V4([u8; 4]),
+}
+
+impl core::fmt::Display for Attachment {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Attachment::Home => f.write_str("home"),
+            Attachment::V6(a) => std::net::Ipv6Addr::from(*a).fmt(f),
+            Attachment::V4(a) => std::net::Ipv4Addr::from(*a).fmt(f),
+        }
+    }
+}
+
+/// Mobile node settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MnConfig {
+    /// IPv6 home address.
+    pub home: [u8; 16],
+    /// Home agent's IPv6 address.
+    pub home_agent: [u8; 16],
+    /// Home agent's IPv4 address (for IPv4 care-of addresses).
+    pub home_agent_v4: Option<[u8; 4]>,
+    /// IPv4 home address to ask for: `Some([0; 4])` asks for one from the
+    /// home agent's pool (RFC 5555 3.1.1), `None` asks for none.
+    pub home_v4: Option<[u8; 4]>,
+    /// Lifetime asked for in Binding Updates.
+    pub lifetime: Duration,
+    /// Local UDP port of the UDP encapsulation (RFC 5555 4.1).
+    pub udp_port: u16,
+    /// How the tunnel stage tells the BU from data.
+    pub classifier: ClassifierMode,
+}
+
+impl MnConfig {
+    /// Defaults for a node: 420 s lifetime (a multiple of 4 below the RFC
+    /// 6275 13 MaxRtrAdvInterval-based limits), UDP port 4191, API
+    /// classifier.
+    pub fn new(home: [u8; 16], home_agent: [u8; 16]) -> Self {
+        MnConfig {
+            home,
+            home_agent,
+            home_agent_v4: None,
+            home_v4: None,
+            lifetime: Duration::from_secs(420),
+            udp_port: DSMIP_UDP_PORT,
+            classifier: ClassifierMode::Api,
+        }
+    }
+}
+
+/// What happened, for the control plane and the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MnEvent {
+    /// A BU was sent for this attachment (`retransmission` after a timeout).
+    BindingUpdateSent {
+        /// The attachment registered.
+        attachment: Attachment,
+        /// Its sequence number.
+        seq: u16,
+        /// Whether it is a retransmission.
+        retransmission: bool,
+    },
+    /// The home agent accepted the registration.
+    Registered {
+        /// The care-of address now in use.
+        attachment: Attachment,
+        /// Lifetime granted.
+        lifetime: Duration,
+        /// Whether the home agent saw a NAT (UDP encapsulation from now on).
+        nat: bool,
+        /// The IPv4 home address, if one was assigned.
+        home_v4: Option<[u8; 4]>,
+    },
+    /// The home agent accepted the de-registration: the node is home.
+    Deregistered,
+    /// The home agent refused the registration with this status.
+    RegistrationFailed {
+        /// BA status (RFC 6275 6.1.8).
+        status: u8,
+    },
+    /// The home agent refused the IPv4 home address (RFC 5555 3.2.1).
+    HomeV4Refused {
+        /// IPv4 Address Acknowledgement status.
+        status: u8,
+    },
+    /// Home prefixes learnt from a Mobile Prefix Advertisement.
+    Prefixes(Vec<([u8; 16], u8)>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    seq: u16,
+    attachment: Attachment,
+    timeout: Duration,
+    next_send: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Active {
+    attachment: Attachment,
+    path: Path,
+    lifetime: Duration,
+    expires: Timestamp,
+    refresh_at: Timestamp,
+    nat_refresh: Option<Duration>,
+}
+
+/// The mobile node.
+#[derive(Debug)]
+pub struct MobileNode {
+    cfg: MnConfig,
+    tunnel: MnTunnel,
+    seq: u16,
+    attachment: Attachment,
+    owned: Vec<Path>,
+    active: Option<Active>,
+    pending: Option<Pending>,
+    registered_once: bool,
+    home_v4: Option<[u8; 4]>,
+    prefix_id: u16,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<MnEvent>,
+    counters: MobilityCounters,
+}
+
+impl MobileNode {
+    /// A mobile node at home.
+    pub fn new(cfg: MnConfig) -> Self {
+        MobileNode {
+            cfg,
+            tunnel: MnTunnel::default(),
+            seq: 0,
+            attachment: Attachment::Home,
+            owned: Vec::new(),
+            active: None,
+            pending: None,
+            registered_once: false,
+            home_v4: None,
+            prefix_id: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: MobilityCounters::default(),
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &MnConfig {
+        &self.cfg
+    }
+
+    /// Its counters.
+    pub fn counters(&self) -> &MobilityCounters {
+        &self.counters
+    }
+
+    /// Where it is attached now.
+    pub fn attachment(&self) -> Attachment {
+        self.attachment
+    }
+
+    /// The attachment registered with the home agent (the care-of address
+    /// data uses), if any.
+    pub fn registered(&self) -> Option<Attachment> {
+        self.active.map(|a| a.attachment)
+    }
+
+    /// Whether a registration is in flight.
+    pub fn registering(&self) -> Option<Attachment> {
+        self.pending.map(|p| p.attachment)
+    }
+
+    /// Whether the home agent reported a NAT on the current path.
+    pub fn behind_nat(&self) -> bool {
+        self.active.is_some_and(|a| a.nat_refresh.is_some())
+    }
+
+    /// The IPv4 home address the home agent assigned.
+    pub fn home_v4(&self) -> Option<[u8; 4]> {
+        self.home_v4
+    }
+
+    fn path_for(&self, attachment: Attachment, udp: bool) -> Option<Path> {
+        match attachment {
+            Attachment::Home => None,
+            Attachment::V6(coa) => Some(Path::V6 { coa }),
+            Attachment::V4(coa) => Some(Path::V4 {
+                coa,
+                port: self.cfg.udp_port,
+                udp,
+            }),
+        }
+    }
+
+    /// The paths the tunnel stage uses now.
+    pub fn paths(&self) -> MnPaths {
+        MnPaths {
+            home: self.cfg.home,
+            ha: self.cfg.home_agent,
+            ha_v4: self.cfg.home_agent_v4,
+            active: self.active.map(|a| a.path),
+            registering: self
+                .pending
+                .and_then(|p| self.path_for(p.attachment, false)),
+        }
+    }
+
+    /// A movement (RFC 6275 11.5, 11.7.1): the node now has `attachment`.
+    /// With `keep_old` (make-before-break, the seed's Req #3), data stays
+    /// on the registered care-of address until the BA for the new one
+    /// arrives; without it the old network is gone at once and data waits
+    /// (counted drops) for the BA.
+    pub fn handle_move(&mut self, attachment: Attachment, keep_old: bool, now: Timestamp) {
+        self.attachment = attachment;
+        if !keep_old || attachment == Attachment::Home {
+            self.active = None;
+            self.owned.clear();
+        }
+        if let Some(p) = self.path_for(attachment, false) {
+            if !self.owned.contains(&p) {
+                self.owned.push(p);
+            }
+        }
+        let timeout = if self.registered_once {
+            INITIAL_BINDACK_TIMEOUT
+        } else {
+            INITIAL_BINDACK_TIMEOUT_FIRST_REG
+        };
+        self.pending = Some(Pending {
+            seq: self.seq,
+            attachment,
+            timeout,
+            next_send: now,
+        });
+        self.send_bu(false, now);
+    }
+
+    /// Sends the BU of the pending registration (RFC 6275 11.7.1: a new,
+    /// greater sequence number each time), and arms its retransmission.
+    fn send_bu(&mut self, retransmission: bool, now: Timestamp) {
+        let Some(mut p) = self.pending else {
+            return;
+        };
+        self.seq = self.seq.wrapping_add(1);
+        p.seq = self.seq;
+        p.next_send = now.saturating_add(p.timeout);
+        self.pending = Some(p);
+        let home_reg = p.attachment != Attachment::Home;
+        let lifetime = if home_reg {
+            self.cfg.lifetime
+        } else {
+            Duration::ZERO
+        };
+        let bu = Message::BindingUpdate(BindingUpdate {
+            seq: p.seq,
+            ack: true,
+            home_registration: true,
+            link_local_compat: false,
+            key_mgmt_compat: false,
+            lifetime_units: u16::try_from(lifetime.as_secs() / 4).unwrap_or(u16::MAX),
+        });
+        let mut opts: Vec<MhOption<'_>> = Vec::new();
+        match p.attachment {
+            // RFC 3776 3.1: the care-of address inside ESP.
+            Attachment::V6(coa) => opts.push(MhOption::AlternateCareOf(coa)),
+            // RFC 5555 3.1.2, 4.1.
+            Attachment::V4(coa) => opts.push(MhOption::Ipv4CareOf(coa)),
+            Attachment::Home => {}
+        }
+        if home_reg {
+            if let Some(want) = self.cfg.home_v4 {
+                let addr = self.home_v4.unwrap_or(want);
+                opts.push(MhOption::Ipv4HomeAddress {
+                    prefix_len: 0,
+                    request_prefix: false,
+                    addr,
+                });
+            }
+        }
+        self.out.push_back(packet::mh_packet(
+            self.cfg.home,
+            self.cfg.home_agent,
+            &bu,
+            &opts,
+        ));
+        if self.cfg.classifier == ClassifierMode::Heuristic {
+            self.tunnel.heuristic_mut().arm();
+        }
+        self.counters.event(if retransmission {
+            MobilityEvent::BuRetransmitted
+        } else {
+            MobilityEvent::BuSent
+        });
+        self.events.push_back(MnEvent::BindingUpdateSent {
+            attachment: p.attachment,
+            seq: p.seq,
+            retransmission,
+        });
+    }
+
+    /// Refreshes the registration now (also the NAT keepalive, RFC 5555
+    /// 4.1: a BU/BA pair refreshes the NAT binding reliably).
+    pub fn refresh(&mut self, now: Timestamp) {
+        if self.pending.is_none() {
+            if let Some(a) = self.active {
+                self.pending = Some(Pending {
+                    seq: self.seq,
+                    attachment: a.attachment,
+                    timeout: INITIAL_BINDACK_TIMEOUT,
+                    next_send: now,
+                });
+                self.send_bu(false, now);
+            }
+        }
+    }
+
+    /// Asks the home agent for the home prefixes (RFC 6275 11.4.2).
+    pub fn solicit_prefixes(&mut self) {
+        self.prefix_id = self.prefix_id.wrapping_add(1);
+        let mut icmp = [0u8; 8];
+        let mps = MobilePrefixSolicitation {
+            identifier: self.prefix_id,
+        };
+        if let Ok(n) = mps.emit(&mut icmp, &self.cfg.home, &self.cfg.home_agent) {
+            self.out.push_back(packet::icmpv6_packet(
+                self.cfg.home,
+                self.cfg.home_agent,
+                &icmp[..n],
+            ));
+            self.counters.event(MobilityEvent::PrefixSolicitation);
+        }
+    }
+
+    /// Tunnel stage, outbound (IPsec -> network): Req #3.
+    pub fn handle_protected(
+        &mut self,
+        q: &Query<'_>,
+        buf: &mut PacketBuf,
+    ) -> Result<Option<EspClass>, MobilityDrop> {
+        let paths = self.paths();
+        match self
+            .tunnel
+            .handle_outbound(q, &paths, self.cfg.classifier, buf)
+        {
+            Ok(class) => {
+                match class {
+                    Some(EspClass::BindingUpdate) => {
+                        self.counters.event(MobilityEvent::ClassifiedBu)
+                    }
+                    Some(_) => self.counters.event(MobilityEvent::ClassifiedData),
+                    None => {}
+                }
+                Ok(class)
+            }
+            Err(reason) => {
+                self.counters.drop(reason);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Tunnel stage, inbound (network -> IPsec).
+    pub fn handle_network(&mut self, buf: &mut PacketBuf) -> Result<(), MobilityDrop> {
+        let paths = self.paths();
+        let before = buf.len();
+        match self.tunnel.handle_inbound(&paths, &self.owned, buf) {
+            Ok(()) => {
+                if buf.len() < before {
+                    self.counters.event(MobilityEvent::Decapsulated);
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                self.counters.drop(reason);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Protocol module: a packet the IPsec stage delivered.
+    pub fn handle_delivered(&mut self, buf: &PacketBuf, now: Timestamp) -> crate::ha::Delivered {
+        use crate::ha::Delivered;
+        let from_ha = |src: &[u8; 16]| *src == self.cfg.home_agent;
+        match packet::upper(buf.data()) {
+            Upper::Mh { src, dst, repr, .. } if from_ha(&src) && dst == self.cfg.home => {
+                match repr.message {
+                    Message::BindingAck(ba) => {
+                        let opts: Vec<MhOption<'_>> = repr.options().collect();
+                        match self.handle_ba(ba, &opts, now) {
+                            Ok(()) => Delivered::Consumed,
+                            Err(r) => {
+                                self.counters.drop(r);
+                                Delivered::Drop(r)
+                            }
+                        }
+                    }
+                    Message::BindingError { .. } => {
+                        self.counters.drop(MobilityDrop::UnexpectedMh);
+                        Delivered::Drop(MobilityDrop::UnexpectedMh)
+                    }
+                    _ => Delivered::ToHost,
+                }
+            }
+            Upper::BadMh => {
+                self.counters.drop(MobilityDrop::MhMalformed);
+                Delivered::Drop(MobilityDrop::MhMalformed)
+            }
+            Upper::BadMhChecksum => {
+                self.counters.drop(MobilityDrop::MhBadChecksum);
+                Delivered::Drop(MobilityDrop::MhBadChecksum)
+            }
+            Upper::Icmpv6 { src, icmp, .. }
+                if from_ha(&src) && icmp.first() == Some(&ICMPV6_MPA) =>
+            {
+                match MobilePrefixAdvertisement::parse(icmp) {
+                    Ok(mpa) => {
+                        let prefixes = mpa.prefixes().map(|p| (p.prefix, p.prefix_len)).collect();
+                        self.counters.event(MobilityEvent::PrefixAdvertisement);
+                        self.events.push_back(MnEvent::Prefixes(prefixes));
+                        Delivered::Consumed
+                    }
+                    Err(_) => {
+                        self.counters.drop(MobilityDrop::Malformed);
+                        Delivered::Drop(MobilityDrop::Malformed)
+                    }
+                }
+            }
+            _ => Delivered::ToHost,
+        }
+    }
+
+    /// RFC 6275 11.7.3 (and RFC 5555 4.1 for its options).
+    fn handle_ba(
+        &mut self,
+        ba: bitsgw_wire::mh::BindingAck,
+        opts: &[MhOption<'_>],
+        now: Timestamp,
+    ) -> Result<(), MobilityDrop> {
+        let Some(p) = self.pending else {
+            return Err(MobilityDrop::UnexpectedBa);
+        };
+        if ba.seq != p.seq {
+            if ba.status == ba_status::SEQ_OUT_OF_WINDOW {
+                // The home agent's last accepted number: go on from it.
+                self.seq = ba.seq;
+                self.send_bu(true, now);
+                return Ok(());
+            }
+            return Err(MobilityDrop::UnexpectedBa);
+        }
+        self.counters.event(MobilityEvent::BaAccepted);
+        if ba.status >= 128 {
+            self.pending = None;
+            self.counters.event(MobilityEvent::RegistrationFailed);
+            self.events
+                .push_back(MnEvent::RegistrationFailed { status: ba.status });
+            return Ok(());
+        }
+        self.pending = None;
+        if p.attachment == Attachment::Home {
+            self.active = None;
+            self.owned.clear();
+            self.events.push_back(MnEvent::Deregistered);
+            return Ok(());
+        }
+        let mut nat_refresh = None;
+        let mut forced = false;
+        let mut refresh_hint = None;
+        for o in opts {
+            match *o {
+                MhOption::NatDetection {
+                    udp_forced,
+                    refresh_time,
+                } => {
+                    nat_refresh = Some(Duration::from_secs(u64::from(refresh_time)));
+                    forced = udp_forced;
+                }
+                MhOption::Ipv4AddressAck { status, addr, .. } => {
+                    if status == ipv4_ack_status::SUCCESS {
+                        self.home_v4 = Some(addr);
+                    } else {
+                        self.events.push_back(MnEvent::HomeV4Refused { status });
+                    }
+                }
+                MhOption::BindingRefreshAdvice { interval } => {
+                    refresh_hint = Some(Duration::from_secs(u64::from(interval) * 4));
+                }
+                _ => {}
+            }
+        }
+        let lifetime = Duration::from_secs(u64::from(ba.lifetime_units) * 4);
+        // Refresh at 80 % of the lifetime, or as the home agent advised,
+        // and within the NAT refresh time (RFC 5555 4.1).
+        let mut refresh = refresh_hint.unwrap_or(lifetime.mul_f64(0.8)).min(lifetime);
+        if let Some(n) = nat_refresh {
+            refresh = refresh.min(n);
+        }
+        let udp = nat_refresh.is_some() || forced;
+        let Some(path) = self.path_for(p.attachment, udp) else {
+            return Ok(());
+        };
+        self.active = Some(Active {
+            attachment: p.attachment,
+            path,
+            lifetime,
+            expires: now.saturating_add(lifetime),
+            refresh_at: now.saturating_add(refresh),
+            nat_refresh,
+        });
+        // The old network is left once the new registration holds.
+        self.owned.retain(|o| match (o, &path) {
+            (Path::V6 { coa: a }, Path::V6 { coa: b }) => a == b,
+            (Path::V4 { coa: a, .. }, Path::V4 { coa: b, .. }) => a == b,
+            _ => false,
+        });
+        if let Some(o) = self.owned.first_mut() {
+            *o = path;
+        }
+        self.registered_once = true;
+        self.events.push_back(MnEvent::Registered {
+            attachment: p.attachment,
+            lifetime,
+            nat: nat_refresh.is_some(),
+            home_v4: self.home_v4,
+        });
+        if ba.status == ba_status::ACCEPTED_PREFIX_DISCOVERY {
+            self.solicit_prefixes();
+        }
+        Ok(())
+    }
+
+    /// The next packet the protocol module originated (BU, MPS), for the
+    /// IPsec stage's outbound side.
+    pub fn poll_transmit(&mut self, buf: &mut PacketBuf) -> bool {
+        match self.out.pop_front() {
+            Some(p) => buf.set(&p).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<MnEvent> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` next has work.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let a = self.pending.map(|p| p.next_send);
+        let b = self.active.map(|a| a.refresh_at.min(a.expires));
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Retransmits with exponential back-off (RFC 6275 11.8), refreshes
+    /// before the lifetime ends and within the NAT refresh time, and drops
+    /// a registration whose lifetime ended.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if let Some(mut p) = self.pending {
+            if p.next_send <= now {
+                p.timeout = (p.timeout * 2).min(MAX_BINDACK_TIMEOUT);
+                self.pending = Some(p);
+                self.send_bu(true, now);
+            }
+        }
+        if let Some(a) = self.active {
+            if a.expires <= now {
+                self.active = None;
+            } else if a.refresh_at <= now && self.pending.is_none() {
+                self.refresh(now);
+                if let Some(active) = self.active.as_mut() {
+                    active.refresh_at = now.saturating_add(a.lifetime);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The mobility tunnel stage, below IPsec (the seed's "DSMIPv6 tunnel
+//! interface module"): encapsulation and decapsulation, the Home Address
+//! option and the type 2 routing header, HoA <-> CoA re-addressing, NAT
+//! detection bookkeeping, and classification of ESP packets.
+//!
+//! Of the IPsec stage it uses the read-only query API and nothing else:
+//! this module is the only one in the crate that imports it.
+
+use crate::binding::{BindingCache, CareOf, UdpPath};
+use crate::classify::{EspClass, Heuristic};
+use crate::counters::MobilityDrop;
+use bitsgw_ipsec::query::Query;
+use bitsgw_ipsec::sa::Mode;
+use bitsgw_ipsec::selector::{proto, Addr, AddrSel, Family, FlowKey, NextLayer, ProtoSel};
+use bitsgw_wire::encap::{self, Outer, DSMIP_UDP_PORT};
+use bitsgw_wire::ip::{self, IpMeta, IpVersion};
+use bitsgw_wire::mh::mh_type;
+use bitsgw_wire::mip6::{self, ICMPV6_MPA, ICMPV6_MPS};
+use bitsgw_wire::{PacketBuf, Timestamp};
+use rustc_hash::FxHashMap;
+
+fn v6(a: [u8; 16]) -> Addr {
+    Addr {
+        family: Family::V6,
+        bits: u128::from_be_bytes(a),
+    }
+}
+
+/// The 16 bytes at `at`, if the packet has them.
+fn addr16(pkt: &[u8], at: usize) -> Option<[u8; 16]> {
+    pkt.get(at..at + 16)?.try_into().ok()
+}
+
+fn addr4(pkt: &[u8], at: usize) -> Option<[u8; 4]> {
+    pkt.get(at..at + 4)?.try_into().ok()
+}
+
+/// The SPI of an ESP packet (after the IPv6 extension headers), if it is
+/// one.
+fn esp_spi(pkt: &[u8], meta: &IpMeta) -> Option<u32> {
+    if meta.proto != proto::ESP {
+        return None;
+    }
+    let b = pkt.get(meta.header_len..meta.header_len + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// What the query API says about the signalling between two addresses,
+/// seen from `local`: the SPI of the SA that protects the BU (MN) or BA
+/// (HA) now, and the SPIs of the transport-mode SAs whose packets need a
+/// Home Address option or a type 2 routing header (RFC 3776 3.1, 3.3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Signalling {
+    binding: Option<u32>,
+    transport: [Option<u32>; 2],
+}
+
+/// Answers of the query API, kept until its generation changes (so the
+/// per-packet cost is a hash lookup, and nothing is allocated once every
+/// pair of addresses has been seen).
+#[derive(Debug, Default)]
+struct QueryCache {
+    generation: u64,
+    pairs: FxHashMap<([u8; 16], [u8; 16]), Signalling>,
+}
+
+impl QueryCache {
+    /// The signalling SPIs from `local` to `remote`: `mh` is the MH type
+    /// that carries the binding message that way (BU or BA), `icmp` the
+    /// prefix discovery message (MPS or MPA).
+    fn signalling(
+        &mut self,
+        q: &Query<'_>,
+        local: [u8; 16],
+        remote: [u8; 16],
+        mh: u8,
+        icmp: u8,
+    ) -> Signalling {
+        if self.generation != q.generation() {
+            self.pairs.clear();
+            self.generation = q.generation();
+        }
+        *self.pairs.entry((local, remote)).or_insert_with(|| {
+            let key = |p: u8, next: NextLayer| FlowKey {
+                local: v6(local),
+                remote: v6(remote),
+                proto: p,
+                next,
+            };
+            let binding = q.outbound_sa_for_flow(&key(proto::MH, NextLayer::Mh { ty: mh }));
+            let prefix =
+                q.outbound_sa_for_flow(&key(proto::ICMPV6, NextLayer::Icmp { ty: icmp, code: 0 }));
+            let transport = |sa: Option<bitsgw_ipsec::query::SaInfo<'_>>| {
+                sa.filter(|s| s.mode == Mode::Transport).map(|s| s.spi)
+            };
+            Signalling {
+                binding: binding.map(|s| s.spi),
+                transport: [transport(binding), transport(prefix)],
+            }
+        })
+    }
+}
+
+/// Req #4 of the seed: whether the inbound SA with this SPI protects
+/// Binding Updates, and for which home address. The answer comes from the
+/// SA's traffic selectors (RFC 4301 4.4.2.1: an inbound SAD entry holds the
+/// selectors it was negotiated with): proto MH, an MH type range holding
+/// BU, and a single remote address, the home address.
+fn bu_sa_home(q: &Query<'_>, spi: u32) -> Option<[u8; 16]> {
+    let sa = q.inbound_sa(spi)?;
+    sa.selectors.iter().find_map(|s| {
+        let carries_bu =
+            s.proto == ProtoSel::Is(proto::MH) && s.mh_type.contains(mh_type::BU.into());
+        match s.remote {
+            AddrSel::Range {
+                family: Family::V6,
+                lo,
+                hi,
+            } if carries_bu && lo == hi => Some(lo.to_be_bytes()),
+            _ => None,
+        }
+    })
+}
+
+/// A Binding Update's outer IPv4 source, noted before IPsec (Req #4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatObservation {
+    /// The outer source address and UDP port.
+    pub udp: UdpPath,
+    /// When it arrived.
+    pub at: Timestamp,
+}
+
+/// The home agent's tunnel stage.
+#[derive(Debug, Default)]
+pub struct HaTunnel {
+    cache: QueryCache,
+    observations: FxHashMap<[u8; 16], Option<NatObservation>>,
+}
+
+/// The home agent's addresses, as the tunnel stage needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaAddresses {
+    /// IPv6 home agent address.
+    pub v6: [u8; 16],
+    /// IPv4 address, for IPv4 care-of addresses (RFC 5555).
+    pub v4: Option<[u8; 4]>,
+}
+
+/// What the home agent's inbound tunnel stage found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaInbound {
+    /// Pass the packet (now as IPsec expects it) to the IPsec stage.
+    Pass,
+    /// Drop it; for [`MobilityDrop::HaoWithoutBinding`], answer with a
+    /// Binding Error (RFC 6275 9.3.1) to `care_of` about `home`.
+    Drop {
+        /// Why.
+        reason: MobilityDrop,
+        /// For a Binding Error: the home address in the HAO and the source.
+        binding_error: Option<([u8; 16], [u8; 16])>,
+    },
+}
+
+impl HaTunnel {
+    /// Inbound, before IPsec: decapsulates IPv4 and UDP (port 4191), notes
+    /// the outer source of Binding Updates (Req #4: the SPI's selectors
+    /// tell a BU without decrypting it), and processes the Home Address
+    /// option (RFC 3776 6.2 step 2: the home address becomes the source
+    /// IPsec sees).
+    pub fn handle_inbound(
+        &mut self,
+        q: &Query<'_>,
+        bindings: &BindingCache,
+        ha: &HaAddresses,
+        buf: &mut PacketBuf,
+        now: Timestamp,
+    ) -> HaInbound {
+        let drop = |reason| HaInbound::Drop {
+            reason,
+            binding_error: None,
+        };
+        let Ok(meta) = ip::parse(buf.data()) else {
+            return drop(MobilityDrop::Malformed);
+        };
+        let mut udp_outer = None;
+        if meta.version == IpVersion::V4 {
+            if ha.v4.is_none() || addr4(buf.data(), 16) != ha.v4 {
+                return HaInbound::Pass;
+            }
+            match encap::decapsulate(buf, DSMIP_UDP_PORT) {
+                Ok(d) => {
+                    if let Outer::V4Udp { src, src_port, .. } = d.outer {
+                        udp_outer = Some(UdpPath {
+                            addr: src,
+                            port: src_port,
+                        });
+                    }
+                }
+                Err(encap::EncapError::NotEncapsulated) => return HaInbound::Pass,
+                Err(_) => return drop(MobilityDrop::BadEncapsulation),
+            }
+        }
+        let Ok(meta) = ip::parse(buf.data()) else {
+            return drop(MobilityDrop::BadEncapsulation);
+        };
+        if meta.version != IpVersion::V6 {
+            return HaInbound::Pass;
+        }
+        let bu_home = esp_spi(buf.data(), &meta).and_then(|spi| bu_sa_home(q, spi));
+        if let Some(home) = bu_home {
+            // Noted for the protocol module, which compares it with the IPv4
+            // care-of address option after IPsec; a BU that came another
+            // way clears it, so no stale note is ever used.
+            self.observations
+                .insert(home, udp_outer.map(|udp| NatObservation { udp, at: now }));
+        }
+        match mip6::find_home_address_option(buf.data()) {
+            Ok(None) => HaInbound::Pass,
+            Ok(Some(at)) => {
+                let (Some(home), Some(src)) = (addr16(buf.data(), at), addr16(buf.data(), 8))
+                else {
+                    return drop(MobilityDrop::BadMobilityExtension);
+                };
+                // RFC 6275 9.3.1: only a BU, or a packet from the care-of
+                // address of an existing binding, may carry the option.
+                let allowed = bu_home == Some(home)
+                    || bindings
+                        .get(&home)
+                        .is_some_and(|b| b.care_of == CareOf::V6(src));
+                if !allowed {
+                    return HaInbound::Drop {
+                        reason: MobilityDrop::HaoWithoutBinding,
+                        binding_error: Some((home, src)),
+                    };
+                }
+                match mip6::swap_home_address(buf.data_mut()) {
+                    Ok(_) => HaInbound::Pass,
+                    Err(_) => drop(MobilityDrop::BadMobilityExtension),
+                }
+            }
+            Err(_) => drop(MobilityDrop::BadMobilityExtension),
+        }
+    }
+
+    /// The outer source noted for the last Binding Update of `home`, taken
+    /// (so it is used once).
+    pub fn take_observation(&mut self, home: &[u8; 16]) -> Option<NatObservation> {
+        self.observations.get_mut(home).and_then(Option::take)
+    }
+
+    /// Outbound, after IPsec (Req #1): a packet for a home address with a
+    /// binding goes to the care-of address. Transport-mode signalling (BA,
+    /// MPA) gets a type 2 routing header (RFC 3776 6.3 step 5), a tunnel-mode
+    /// ESP packet a new outer destination (RFC 3776 6.7 step 4), anything
+    /// else an IPv6 tunnel (RFC 6275 10.4.1); an IPv4 care-of address
+    /// takes the packet in IPv4, or in UDP when a NAT is on the path, and
+    /// signalling always in UDP, back to where the BU came from (RFC 5555
+    /// 4.2). No SA is touched. Without a binding the packet is left as it
+    /// is, for the home link.
+    pub fn handle_outbound(
+        &mut self,
+        q: &Query<'_>,
+        bindings: &BindingCache,
+        extra: Option<&CareOf>,
+        ha: &HaAddresses,
+        buf: &mut PacketBuf,
+    ) -> Result<bool, MobilityDrop> {
+        let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::Malformed)?;
+        let pkt = buf.data();
+        let (home, care_of) = match meta.version {
+            IpVersion::V6 => {
+                let dst = addr16(pkt, 24).ok_or(MobilityDrop::Malformed)?;
+                match bindings.get(&dst).map(|b| &b.care_of).or(extra) {
+                    Some(c) => (dst, *c),
+                    None => return Ok(false),
+                }
+            }
+            IpVersion::V4 => {
+                let dst = addr4(pkt, 16).ok_or(MobilityDrop::Malformed)?;
+                match bindings.get_v4(&dst) {
+                    Some(b) => (b.home, b.care_of),
+                    None => return Ok(false),
+                }
+            }
+        };
+        let spi = esp_spi(pkt, &meta);
+        let from_us = meta.version == IpVersion::V6 && addr16(pkt, 8) == Some(ha.v6);
+        let signalling = match spi {
+            Some(spi) if from_us => {
+                let s = self
+                    .cache
+                    .signalling(q, ha.v6, home, mh_type::BA, ICMPV6_MPA);
+                s.transport.contains(&Some(spi))
+            }
+            _ => false,
+        };
+        match care_of {
+            CareOf::V6(coa) => {
+                if signalling {
+                    mip6::insert_type2_routing_header(buf, home)
+                        .map_err(|_| MobilityDrop::NoBufferRoom)?;
+                    buf.data_mut()[24..40].copy_from_slice(&coa);
+                } else if spi.is_some() && from_us {
+                    buf.data_mut()[24..40].copy_from_slice(&coa);
+                } else {
+                    encap::encapsulate(
+                        buf,
+                        &Outer::V6 {
+                            src: ha.v6,
+                            dst: coa,
+                        },
+                    )
+                    .map_err(|_| MobilityDrop::NoBufferRoom)?;
+                }
+            }
+            CareOf::V4 { addr, udp, use_udp } => {
+                let ha4 = ha.v4.ok_or(MobilityDrop::NoCareOf)?;
+                let outer = if signalling || use_udp {
+                    Outer::V4Udp {
+                        src: ha4,
+                        dst: udp.addr,
+                        src_port: DSMIP_UDP_PORT,
+                        dst_port: udp.port,
+                        tlv: false,
+                    }
+                } else {
+                    Outer::V4 {
+                        src: ha4,
+                        dst: addr,
+                    }
+                };
+                encap::encapsulate(buf, &outer).map_err(|_| MobilityDrop::NoBufferRoom)?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A path from the mobile node to its home agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// Via an IPv6 care-of address.
+    V6 {
+        /// The care-of address.
+        coa: [u8; 16],
+    },
+    /// Via an IPv4 care-of address.
+    V4 {
+        /// The care-of address.
+        coa: [u8; 4],
+        /// The local UDP port of the encapsulation.
+        port: u16,
+        /// Whether data goes in UDP (a NAT is on the path, or the home
+        /// agent forces UDP); signalling always does.
+        udp: bool,
+    },
+}
+
+/// What the mobile node's tunnel stage needs to know of the protocol
+/// module's state, per packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MnPaths {
+    /// IPv6 home address.
+    pub home: [u8; 16],
+    /// Home agent's IPv6 address.
+    pub ha: [u8; 16],
+    /// Home agent's IPv4 address.
+    pub ha_v4: Option<[u8; 4]>,
+    /// The registered path data uses (None at home or before the first
+    /// registration).
+    pub active: Option<Path>,
+    /// The path being registered (its BU is in flight).
+    pub registering: Option<Path>,
+}
+
+/// The mobile node's tunnel stage.
+#[derive(Debug, Default)]
+pub struct MnTunnel {
+    cache: QueryCache,
+    heuristic: Heuristic,
+}
+
+impl MnTunnel {
+    /// The heuristic classifier (armed by the protocol module before it
+    /// sends a BU).
+    pub fn heuristic_mut(&mut self) -> &mut Heuristic {
+        &mut self.heuristic
+    }
+
+    /// Classifies an outbound ESP packet from the home address to the
+    /// home agent.
+    pub fn classify(
+        &mut self,
+        q: &Query<'_>,
+        paths: &MnPaths,
+        spi: u32,
+        mode: crate::classify::ClassifierMode,
+    ) -> EspClass {
+        let s = self
+            .cache
+            .signalling(q, paths.home, paths.ha, mh_type::BU, ICMPV6_MPS);
+        let by_api = if s.binding == Some(spi) {
+            EspClass::BindingUpdate
+        } else if s.transport.contains(&Some(spi)) {
+            EspClass::TransportSignalling
+        } else {
+            EspClass::Data
+        };
+        match mode {
+            crate::classify::ClassifierMode::Api => by_api,
+            crate::classify::ClassifierMode::Heuristic => match self.heuristic.classify(spi) {
+                // The heuristic knows nothing of other transport-mode
+                // signalling: it tells only the BU from the rest.
+                EspClass::Data if by_api == EspClass::TransportSignalling => by_api,
+                c => c,
+            },
+        }
+    }
+
+    /// Outbound, after IPsec (Req #3): ESP of the home address leaves by
+    /// the path its class says, the BU by the care-of address being
+    /// registered and data by the registered one until the BA arrives. An
+    /// IPv6 care-of address replaces the home address as source (with a
+    /// Home Address option for transport mode, RFC 3776 6.1 step 5); an
+    /// IPv4 one carries the packet in IPv4, or in UDP to port 4191 (RFC
+    /// 5555 4.1; the draft's "MN sends BU over IPv4" step 4). At home the
+    /// packet is left as it is.
+    pub fn handle_outbound(
+        &mut self,
+        q: &Query<'_>,
+        paths: &MnPaths,
+        mode: crate::classify::ClassifierMode,
+        buf: &mut PacketBuf,
+    ) -> Result<Option<EspClass>, MobilityDrop> {
+        let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::Malformed)?;
+        if meta.version != IpVersion::V6 || addr16(buf.data(), 8) != Some(paths.home) {
+            return Ok(None);
+        }
+        if paths.active.is_none() && paths.registering.is_none() {
+            // At home: the home link carries the packet as it is.
+            return Ok(None);
+        }
+        let Some(spi) = esp_spi(buf.data(), &meta) else {
+            return Err(MobilityDrop::ClearFromHome);
+        };
+        let class = self.classify(q, paths, spi, mode);
+        let path = match class {
+            EspClass::BindingUpdate => paths.registering.or(paths.active),
+            _ => paths.active,
+        };
+        let Some(path) = path else {
+            return Err(MobilityDrop::NoCareOf);
+        };
+        let transport = class != EspClass::Data;
+        match path {
+            Path::V6 { coa } => {
+                if transport {
+                    mip6::insert_home_address_option(buf, paths.home)
+                        .map_err(|_| MobilityDrop::NoBufferRoom)?;
+                }
+                buf.data_mut()[8..24].copy_from_slice(&coa);
+            }
+            Path::V4 { coa, port, udp } => {
+                let ha4 = paths.ha_v4.ok_or(MobilityDrop::NoCareOf)?;
+                let outer = if udp || class == EspClass::BindingUpdate {
+                    Outer::V4Udp {
+                        src: coa,
+                        dst: ha4,
+                        src_port: port,
+                        dst_port: DSMIP_UDP_PORT,
+                        tlv: false,
+                    }
+                } else {
+                    Outer::V4 { src: coa, dst: ha4 }
+                };
+                encap::encapsulate(buf, &outer).map_err(|_| MobilityDrop::NoBufferRoom)?;
+            }
+        }
+        Ok(Some(class))
+    }
+
+    /// Inbound, before IPsec: strips the IPv4 (and UDP) encapsulation of
+    /// packets from the home agent, processes a type 2 routing header (RFC
+    /// 3776 6.4 step 2), and gives tunnel-mode ESP sent to a care-of
+    /// address its home address back as destination, so IPsec sees what
+    /// the home agent's IPsec produced. `care_ofs` are the addresses the
+    /// node owns on visited networks; `port` its UDP port.
+    pub fn handle_inbound(
+        &mut self,
+        paths: &MnPaths,
+        care_ofs: &[Path],
+        buf: &mut PacketBuf,
+    ) -> Result<(), MobilityDrop> {
+        let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::Malformed)?;
+        if meta.version == IpVersion::V4 {
+            let dst = addr4(buf.data(), 16);
+            let port = care_ofs.iter().find_map(|p| match p {
+                Path::V4 { coa, port, .. } if Some(*coa) == dst => Some(*port),
+                _ => None,
+            });
+            let Some(port) = port else {
+                return Ok(());
+            };
+            let src = addr4(buf.data(), 12);
+            match encap::decapsulate(buf, port) {
+                Ok(_) if src != paths.ha_v4 || paths.ha_v4.is_none() => {
+                    return Err(MobilityDrop::UnknownTunnelPeer)
+                }
+                Ok(_) => {}
+                Err(encap::EncapError::NotEncapsulated) => return Ok(()),
+                Err(_) => return Err(MobilityDrop::BadEncapsulation),
+            }
+        }
+        let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::BadEncapsulation)?;
+        if meta.version != IpVersion::V6 || addr16(buf.data(), 8) != Some(paths.ha) {
+            return Ok(());
+        }
+        match mip6::find_type2_routing_header(buf.data()) {
+            Ok(Some(_)) => {
+                let home = mip6::process_type2_routing_header(buf.data_mut())
+                    .map_err(|_| MobilityDrop::BadMobilityExtension)?;
+                if home != paths.home {
+                    return Err(MobilityDrop::BadMobilityExtension);
+                }
+                Ok(())
+            }
+            Ok(None) => {
+                let dst = addr16(buf.data(), 24);
+                let to_care_of = care_ofs
+                    .iter()
+                    .any(|p| matches!(p, Path::V6 { coa } if Some(*coa) == dst));
+                if to_care_of && meta.proto == proto::ESP {
+                    buf.data_mut()[24..40].copy_from_slice(&paths.home);
+                }
+                Ok(())
+            }
+            Err(_) => Err(MobilityDrop::BadMobilityExtension),
+        }
+    }
+}
