@@ -20,6 +20,9 @@ with fields per type: 0 BRR none; 1/2 HoTI/CoTI "cookie" (hex); 3/4 HoT/CoT
     {"t": 30, "status", "plen", "addr"} {"t": 31, "f", "refresh"}
     {"t": 32, "addr"}
 
+Found with scapy 2.8.0: MIP6OptNonceIndices defaults its Length to 16
+(RFC 6275 6.2.6: 4), so it is set explicitly here.
+
 Requests and answers:
 - {"op": "build_mh", "src", "dst", "msg"} -> {"hex": IPv6 packet}
 - {"op": "dissect_mh", "hex": IPv6 packet} -> {"msg", "cksum_ok": bool,
@@ -117,7 +120,9 @@ def build_option(o):
     if t == 3:
         return MIP6OptAltCoA(acoa=o["addr"])
     if t == 4:
-        return MIP6OptNonceIndices(hni=o["home"], coni=o["coa"])
+        # Scapy 2.8's default olen for this option is 16; RFC 6275 6.2.6
+        # says 4.
+        return MIP6OptNonceIndices(olen=4, hni=o["home"], coni=o["coa"])
     if t == 5:
         data = bytes.fromhex(o["data"])
         return MIP6OptBindingAuthData(olen=len(data),
