@@ -289,3 +289,143 @@ fn v4_outer(pkt: &[u8]) -> Outer {
     dst.copy_from_slice(&pkt[16..20]);
     Outer::V4 { src, dst }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build;
+    use std::net::IpAddr;
+
+    fn inner_v6() -> Vec<u8> {
+        let a: IpAddr = "2001:db8:1::5".parse().unwrap();
+        let b: IpAddr = "2001:db8:2::9".parse().unwrap();
+        build::udp_packet(a, b, 1000, 2000, 33)
+    }
+
+    fn inner_v4() -> Vec<u8> {
+        let a: IpAddr = "10.0.0.5".parse().unwrap();
+        let b: IpAddr = "10.1.0.9".parse().unwrap();
+        build::udp_packet(a, b, 1000, 2000, 21)
+    }
+
+    fn outers() -> [Outer; 4] {
+        [
+            Outer::V6 {
+                src: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                dst: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            },
+            Outer::V4 {
+                src: [192, 0, 2, 1],
+                dst: [198, 51, 100, 2],
+            },
+            Outer::V4Udp {
+                src: [192, 0, 2, 1],
+                dst: [198, 51, 100, 2],
+                src_port: 40000,
+                dst_port: DSMIP_UDP_PORT,
+                tlv: false,
+            },
+            Outer::V4Udp {
+                src: [192, 0, 2, 1],
+                dst: [198, 51, 100, 2],
+                src_port: 40000,
+                dst_port: DSMIP_UDP_PORT,
+                tlv: true,
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trips_every_outer_with_both_inner_families() {
+        for inner in [inner_v6(), inner_v4()] {
+            let inner_proto = if inner[0] >> 4 == 6 {
+                PROTO_IPV6
+            } else {
+                PROTO_IPV4
+            };
+            for outer in outers() {
+                let mut buf = PacketBuf::from_slice(&inner);
+                encapsulate(&mut buf, &outer).unwrap();
+                let p = buf.data().to_vec();
+                let meta = ip::parse(&p).unwrap();
+                assert_eq!(meta.total_len, p.len());
+                assert_eq!(meta.hop_limit, OUTER_HOP_LIMIT);
+                match outer {
+                    Outer::V6 { .. } => assert_eq!(meta.proto, inner_proto),
+                    Outer::V4 { .. } | Outer::V4Udp { .. } => {
+                        assert_eq!(crate::checksum::checksum(&p[..20]), 0);
+                        // DF on the outer header: inner IPv6, or copied
+                        // from the inner IPv4 (build sets it).
+                        assert_eq!(p[6] & 0x40, 0x40);
+                    }
+                }
+                if let Outer::V4Udp { tlv, .. } = outer {
+                    assert_eq!(meta.proto, PROTO_UDP);
+                    assert_eq!(
+                        usize::from(u16::from_be_bytes([p[24], p[25]])),
+                        p.len() - 20
+                    );
+                    assert_eq!(&p[26..28], &[0, 0]);
+                    assert_eq!(u16::from_be_bytes([p[22], p[23]]), DSMIP_UDP_PORT);
+                    if tlv {
+                        assert_eq!(&p[28..32], &[TLV_TYPE_IP, 4, 0, 0]);
+                    }
+                } else if let Outer::V4 { .. } = outer {
+                    assert_eq!(meta.proto, inner_proto);
+                }
+                let d = decapsulate(&mut buf, DSMIP_UDP_PORT).unwrap();
+                assert_eq!(d.outer, outer);
+                assert_eq!(buf.data(), &inner[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn plain_packets_are_left_alone() {
+        for p in [inner_v4(), inner_v6()] {
+            let mut buf = PacketBuf::from_slice(&p);
+            assert_eq!(
+                decapsulate(&mut buf, DSMIP_UDP_PORT),
+                Err(EncapError::NotEncapsulated)
+            );
+            assert_eq!(buf.data(), &p[..]);
+        }
+        // UDP to another port.
+        let mut buf = PacketBuf::from_slice(&inner_v6());
+        encapsulate(&mut buf, &outers()[2]).unwrap();
+        let before = buf.data().to_vec();
+        assert_eq!(
+            decapsulate(&mut buf, 4500),
+            Err(EncapError::NotEncapsulated)
+        );
+        assert_eq!(buf.data(), &before[..]);
+        // Protocol 41 with an IPv4 packet inside.
+        let mut buf = PacketBuf::from_slice(&inner_v4());
+        encapsulate(&mut buf, &outers()[1]).unwrap();
+        buf.data_mut()[9] = PROTO_IPV6;
+        ip::ipv4_fill_checksum(buf.data_mut());
+        let before = buf.data().to_vec();
+        assert_eq!(
+            decapsulate(&mut buf, DSMIP_UDP_PORT),
+            Err(EncapError::Malformed)
+        );
+        assert_eq!(buf.data(), &before[..]);
+    }
+
+    #[test]
+    fn encapsulate_errors() {
+        let mut buf = PacketBuf::from_slice(&[1, 2, 3]);
+        assert_eq!(
+            encapsulate(&mut buf, &outers()[0]),
+            Err(EncapError::Malformed)
+        );
+        let inner = inner_v6();
+        let mut buf = PacketBuf::with_capacity(inner.len() + 30, 30);
+        buf.set(&inner).unwrap();
+        assert_eq!(buf.headroom(), 30);
+        assert_eq!(
+            encapsulate(&mut buf, &outers()[0]),
+            Err(EncapError::NoSpace)
+        );
+    }
+}

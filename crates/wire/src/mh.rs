@@ -1003,3 +1003,324 @@ pub fn emit_mh(
     };
     layout(&mut w, message, options)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const DST: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    const ALT_COA: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+    /// A Binding Update 2001:db8::1 -> 2001:db8::2 built by scapy 2.8:
+    /// seq 7, flags A H K F, lifetime 16, Alternate Care-of Address
+    /// 2001:db8:9::1 (after a 2-byte PadN, at 14 = 8n+6), IPv4 Care-of
+    /// Address 192.0.2.9, IPv4 Home Address 10.0.0.1/24 with P.
+    const SCAPY_BU: [u8; 48] = [
+        0x3b, 0x05, 0x05, 0x00, 0xf5, 0xcb, 0x00, 0x07, 0xd1, 0x00, 0x00, 0x10, 0x01, 0x00, 0x03,
+        0x10, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x01, 0x20, 0x06, 0x00, 0x00, 0xc0, 0x00, 0x02, 0x09, 0x1d, 0x06, 0x62, 0x00, 0x0a,
+        0x00, 0x00, 0x01,
+    ];
+
+    /// A Binding Acknowledgement built by scapy 2.8: accepted, K, seq 7,
+    /// lifetime 16, NAT Detection (F, refresh 110 s), IPv4 Address
+    /// Acknowledgement (success, /24, 10.0.0.1), PadN to 32 bytes.
+    const SCAPY_BA: [u8; 32] = [
+        0x3b, 0x03, 0x06, 0x00, 0x99, 0x6b, 0x00, 0x80, 0x00, 0x07, 0x00, 0x10, 0x1f, 0x06, 0x80,
+        0x00, 0x00, 0x00, 0x00, 0x6e, 0x1e, 0x06, 0x00, 0x60, 0x0a, 0x00, 0x00, 0x01, 0x01, 0x02,
+        0x00, 0x00,
+    ];
+
+    fn bu() -> BindingUpdate {
+        BindingUpdate {
+            seq: 7,
+            ack: true,
+            home_registration: true,
+            link_local_compat: false,
+            key_mgmt_compat: true,
+            lifetime_units: 16,
+        }
+    }
+
+    fn bu_options() -> [MhOption<'static>; 3] {
+        [
+            MhOption::AlternateCareOf(ALT_COA),
+            MhOption::Ipv4CareOf([192, 0, 2, 9]),
+            MhOption::Ipv4HomeAddress {
+                prefix_len: 24,
+                request_prefix: true,
+                addr: [10, 0, 0, 1],
+            },
+        ]
+    }
+
+    #[test]
+    fn parses_scapy_binding_update() {
+        let p = MhPacket::new_checked(&SCAPY_BU[..]).unwrap();
+        assert!(p.verify_checksum(&SRC, &DST));
+        assert!(!p.verify_checksum(&DST, &DST));
+        assert_eq!(p.checksum(), 0xf5cb);
+        assert_eq!(p.bu_flags(), Some(0xd100));
+        let r = MhRepr::parse(&p).unwrap();
+        assert_eq!(r.message, Message::BindingUpdate(bu()));
+        let opts: Vec<_> = r
+            .options()
+            .filter(|o| !matches!(o, MhOption::PadN(_) | MhOption::Pad1))
+            .collect();
+        assert_eq!(opts, bu_options());
+        assert_eq!(r.options().next(), Some(MhOption::PadN(2)));
+    }
+
+    #[test]
+    fn emits_scapy_binding_update_byte_for_byte() {
+        let mut out = [0u8; 64];
+        let n = emit_mh(&mut out, &Message::BindingUpdate(bu()), &bu_options()).unwrap();
+        assert_eq!(n, 48);
+        assert_eq!(
+            mh_buffer_len(&Message::BindingUpdate(bu()), &bu_options()),
+            48
+        );
+        let mut p = MhPacket::new_checked(&mut out[..n]).unwrap();
+        assert!(p.set_bu_flags(p.bu_flags().unwrap() | bu_flags::F));
+        p.fill_checksum(&SRC, &DST);
+        assert_eq!(&out[..n], &SCAPY_BU[..]);
+        assert_eq!(mh_checksum(&SRC, &DST, &SCAPY_BU), 0xf5cb);
+    }
+
+    #[test]
+    fn binding_ack_matches_scapy() {
+        let ba = BindingAck {
+            status: ba_status::ACCEPTED,
+            key_mgmt_compat: true,
+            seq: 7,
+            lifetime_units: 16,
+        };
+        let opts = [
+            MhOption::NatDetection {
+                udp_forced: true,
+                refresh_time: 110,
+            },
+            MhOption::Ipv4AddressAck {
+                status: ipv4_ack_status::SUCCESS,
+                prefix_len: 24,
+                addr: [10, 0, 0, 1],
+            },
+        ];
+        let mut out = [0u8; 32];
+        let n = emit_mh(&mut out, &Message::BindingAck(ba), &opts).unwrap();
+        let mut p = MhPacket::new_checked(&mut out[..n]).unwrap();
+        p.fill_checksum(&SRC, &DST);
+        assert_eq!(out, SCAPY_BA);
+        let p = MhPacket::new_checked(&SCAPY_BA[..]).unwrap();
+        assert_eq!(p.ba_flags(), Some(ba_flags::K));
+        let r = MhRepr::parse(&p).unwrap();
+        assert_eq!(r.message, Message::BindingAck(ba));
+        let got: Vec<_> = r.options().collect();
+        assert_eq!(got, [opts[0], opts[1], MhOption::PadN(4)]);
+    }
+
+    fn all_messages() -> Vec<Message> {
+        vec![
+            Message::BindingRefreshRequest,
+            Message::HomeTestInit { cookie: [1; 8] },
+            Message::CareOfTestInit { cookie: [2; 8] },
+            Message::HomeTest {
+                nonce_index: 0x1234,
+                cookie: [3; 8],
+                keygen_token: [4; 8],
+            },
+            Message::CareOfTest {
+                nonce_index: 0x4321,
+                cookie: [5; 8],
+                keygen_token: [6; 8],
+            },
+            Message::BindingUpdate(bu()),
+            Message::BindingAck(BindingAck {
+                status: ba_status::SEQ_OUT_OF_WINDOW,
+                key_mgmt_compat: false,
+                seq: 0xffff,
+                lifetime_units: 0,
+            }),
+            Message::BindingError {
+                status: be_status::UNKNOWN_MH_TYPE,
+                home_address: ALT_COA,
+            },
+        ]
+    }
+
+    fn all_options() -> Vec<MhOption<'static>> {
+        vec![
+            MhOption::BindingRefreshAdvice { interval: 300 },
+            MhOption::AlternateCareOf(ALT_COA),
+            MhOption::NonceIndices {
+                home: 1,
+                care_of: 2,
+            },
+            MhOption::BindingAuthData(&[0xaa; 12]),
+            MhOption::Ipv4HomeAddress {
+                prefix_len: 32,
+                request_prefix: false,
+                addr: [0, 0, 0, 0],
+            },
+            MhOption::Ipv4AddressAck {
+                status: ipv4_ack_status::PREFIX_ALLOCATION_UNAUTHORIZED,
+                prefix_len: 16,
+                addr: [198, 51, 100, 7],
+            },
+            MhOption::NatDetection {
+                udp_forced: false,
+                refresh_time: 0xdead_beef,
+            },
+            MhOption::Ipv4CareOf([203, 0, 113, 1]),
+            MhOption::Unknown {
+                kind: 99,
+                data: &[1, 2, 3],
+            },
+        ]
+    }
+
+    /// Emits, then checks length, alignment and the round trip.
+    fn check_round_trip(msg: &Message, opts: &[MhOption<'_>]) -> Vec<u8> {
+        let len = mh_buffer_len(msg, opts);
+        let mut out = vec![0u8; len];
+        assert_eq!(emit_mh(&mut out, msg, opts), Ok(len));
+        assert_eq!(len % 8, 0);
+        assert_eq!(usize::from(out[1]), len / 8 - 1);
+        let mut p = MhPacket::new_checked(&mut out[..]).unwrap();
+        p.fill_checksum(&SRC, &DST);
+        let p = MhPacket::new_checked(&out[..]).unwrap();
+        assert!(p.verify_checksum(&SRC, &DST));
+        let r = MhRepr::parse(&p).unwrap();
+        assert_eq!(&r.message, msg);
+        // Alignment, checked on the emitted bytes.
+        let mut at = MH_FIXED_LEN + msg.fields_len();
+        let mut got = Vec::new();
+        for o in r.options() {
+            let (n, k) = o.alignment();
+            assert_eq!(at % n, k, "{o:?} at {at}");
+            at += o.wire_len();
+            if !matches!(o, MhOption::Pad1 | MhOption::PadN(_)) {
+                got.push(o);
+            }
+        }
+        assert_eq!(at, len);
+        assert_eq!(got, opts);
+        out
+    }
+
+    #[test]
+    fn every_message_and_option_round_trips_aligned() {
+        let opts = all_options();
+        for msg in all_messages() {
+            check_round_trip(&msg, &[]);
+            check_round_trip(&msg, &opts);
+            for o in &opts {
+                check_round_trip(&msg, core::slice::from_ref(o));
+            }
+            let mut rev = opts.clone();
+            rev.reverse();
+            check_round_trip(&msg, &rev);
+        }
+    }
+
+    #[test]
+    fn fixed_lengths_without_options() {
+        let lens: Vec<usize> = all_messages()
+            .iter()
+            .map(|m| mh_buffer_len(m, &[]))
+            .collect();
+        // RFC 6275 6.1.2 - 6.1.9: 8, 16, 16, 24, 24, 16 (12 + padding), 16, 24.
+        assert_eq!(lens, [8, 16, 16, 24, 24, 16, 16, 24]);
+    }
+
+    #[test]
+    fn every_truncation_is_rejected_without_panic() {
+        let opts = all_options();
+        for msg in all_messages() {
+            let full = check_round_trip(&msg, &opts);
+            for cut in 0..full.len() {
+                let short = &full[..cut];
+                let parsed = MhPacket::new_checked(short).and_then(|p| MhRepr::parse(&p));
+                assert!(parsed.is_err(), "{msg:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        let mut b = SCAPY_BU;
+        b[0] = 6;
+        assert_eq!(
+            MhPacket::new_checked(&b[..]).unwrap_err(),
+            MhError::BadPayloadProto
+        );
+        assert_eq!(
+            MhPacket::new_checked(&b[..7]).unwrap_err(),
+            MhError::Truncated
+        );
+        let mut b = SCAPY_BU;
+        b[1] = 6;
+        assert_eq!(
+            MhPacket::new_checked(&b[..]).unwrap_err(),
+            MhError::BadLength
+        );
+        // A BU whose Header Len leaves only 2 bytes of message data.
+        let short = [59, 0, mh_type::BU, 0, 0, 0, 0, 1];
+        let p = MhPacket::new_checked(&short[..]).unwrap();
+        assert_eq!(MhRepr::parse(&p).unwrap_err(), MhError::BadMessageLength);
+        // An option running past the options area.
+        let mut b = SCAPY_BU;
+        b[41] = 7;
+        let p = MhPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(
+            MhRepr::parse(&p).unwrap_err(),
+            MhError::BadOption { offset: 40 }
+        );
+        // A known option of the wrong length.
+        let mut b = SCAPY_BU;
+        b[15] = 14;
+        b[30] = 1;
+        b[31] = 0;
+        let p = MhPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(
+            MhRepr::parse(&p).unwrap_err(),
+            MhError::BadOption { offset: 14 }
+        );
+        // Emit errors.
+        let mut out = [0u8; 8];
+        assert_eq!(
+            emit_mh(&mut out, &Message::BindingUpdate(bu()), &[]),
+            Err(MhError::NoSpace)
+        );
+        assert_eq!(
+            emit_mh(&mut out, &Message::Unknown { mh_type: 9 }, &[]),
+            Err(MhError::BadMessageLength)
+        );
+        let big = [0u8; 300];
+        let mut out = [0u8; 400];
+        assert!(matches!(
+            emit_mh(
+                &mut out,
+                &Message::BindingRefreshRequest,
+                &[MhOption::BindingAuthData(&big)]
+            ),
+            Err(MhError::BadOption { .. })
+        ));
+        assert_eq!(
+            MhError::BadOption { offset: 3 }.to_string(),
+            "malformed mobility option at offset 3"
+        );
+    }
+
+    #[test]
+    fn unknown_type_parses_opaque() {
+        let b = [59, 1, 42, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        let p = MhPacket::new_checked(&b[..]).unwrap();
+        let r = MhRepr::parse(&p).unwrap();
+        assert_eq!(r.message, Message::Unknown { mh_type: 42 });
+        assert!(r.options.is_empty());
+        assert_eq!(p.message_data(), &b[6..]);
+        assert_eq!(p.into_inner().len(), 16);
+    }
+}

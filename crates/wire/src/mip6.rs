@@ -567,3 +567,180 @@ impl Iterator for PrefixIter<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COA: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const CN: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    const HOME: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+    const ESP: [u8; 8] = [0, 0, 0x10, 0x01, 0, 0, 0, 1];
+
+    /// IPv6 2001:db8::1 -> 2001:db8::2 carrying an ESP header.
+    fn esp_packet(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        ip::emit_ipv6_header(&mut p, src, dst, 50, ESP.len() as u16, 64, 0);
+        p.extend_from_slice(&ESP);
+        p
+    }
+
+    /// The same packet with a Home Address option, as scapy 2.8 builds it
+    /// (IPv6ExtHdrDestOpt(options=[HAO(hoa=2001:db8:1::5)])).
+    const SCAPY_HAO_TAIL: [u8; 24] = [
+        0x32, 0x02, 0x01, 0x02, 0x00, 0x00, 0xc9, 0x10, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05,
+    ];
+
+    #[test]
+    fn hao_insert_find_swap_remove() {
+        let orig = esp_packet(COA, CN);
+        let mut buf = PacketBuf::from_slice(&orig);
+        insert_home_address_option(&mut buf, HOME).unwrap();
+        let p = buf.data();
+        assert_eq!(p.len(), orig.len() + 24);
+        assert_eq!((p[6], u16::from_be_bytes([p[4], p[5]])), (60, 32));
+        assert_eq!(&p[40..64], &SCAPY_HAO_TAIL);
+        assert_eq!(&p[64..], &ESP);
+        // The option's Type sits at 8n+6 within the header.
+        assert_eq!((p[46], 46 - 40), (HOME_ADDRESS_OPTION, 6));
+        assert_eq!(find_home_address_option(p), Ok(Some(48)));
+        assert_eq!(swap_home_address(buf.data_mut()), Ok(HOME));
+        assert_eq!(&buf.data()[8..24], &HOME);
+        assert_eq!(&buf.data()[48..64], &COA);
+        remove_home_address_option(&mut buf).unwrap();
+        assert_eq!(buf.data(), &esp_packet(HOME, CN)[..]);
+        assert_eq!(find_home_address_option(buf.data()), Ok(None));
+        assert_eq!(
+            swap_home_address(buf.data_mut()),
+            Err(Mip6Error::NoHomeAddressOption)
+        );
+    }
+
+    #[test]
+    fn hao_goes_after_hop_by_hop_and_routing() {
+        let mut buf = PacketBuf::from_slice(&esp_packet(COA, CN));
+        insert_type2_routing_header(&mut buf, HOME).unwrap();
+        insert_home_address_option(&mut buf, HOME).unwrap();
+        let p = buf.data();
+        assert_eq!((p[6], p[40], p[64]), (43, 60, 50));
+        assert_eq!(find_type2_routing_header(p), Ok(Some(48)));
+        assert_eq!(find_home_address_option(p), Ok(Some(72)));
+    }
+
+    #[test]
+    fn hao_kept_header_with_other_options() {
+        let mut buf = PacketBuf::from_slice(&esp_packet(COA, CN));
+        insert_home_address_option(&mut buf, HOME).unwrap();
+        // Turn the PadN into an unknown option (type 0x1e, skippable).
+        buf.data_mut()[42] = 0x1e;
+        remove_home_address_option(&mut buf).unwrap();
+        let p = buf.data();
+        assert_eq!(p.len(), 40 + 24 + 8);
+        assert_eq!(&p[42..48], &[0x1e, 2, 0, 0, 1, 16]);
+        assert_eq!(find_home_address_option(p), Ok(None));
+    }
+
+    #[test]
+    fn rh2_insert_find_process_remove() {
+        let orig = esp_packet(CN, COA);
+        let mut buf = PacketBuf::from_slice(&orig);
+        insert_type2_routing_header(&mut buf, HOME).unwrap();
+        let p = buf.data();
+        assert_eq!(&p[40..48], &[50, 2, 2, 1, 0, 0, 0, 0]);
+        assert_eq!((p[6], u16::from_be_bytes([p[4], p[5]])), (43, 32));
+        assert_eq!(find_type2_routing_header(p), Ok(Some(48)));
+        assert_eq!(process_type2_routing_header(buf.data_mut()), Ok(HOME));
+        assert_eq!(buf.data()[43], 0);
+        assert_eq!(&buf.data()[48..64], &COA);
+        assert_eq!(
+            process_type2_routing_header(buf.data_mut()),
+            Err(Mip6Error::BadSegmentsLeft)
+        );
+        remove_type2_routing_header(&mut buf).unwrap();
+        assert_eq!(buf.data(), &esp_packet(CN, HOME)[..]);
+        assert_eq!(
+            remove_type2_routing_header(&mut buf),
+            Err(Mip6Error::NoType2RoutingHeader)
+        );
+    }
+
+    #[test]
+    fn malformed_packets_are_errors() {
+        assert_eq!(
+            find_home_address_option(&[0x45; 40]),
+            Err(Mip6Error::NotIpv6)
+        );
+        assert_eq!(
+            find_home_address_option(&[0x60; 10]),
+            Err(Mip6Error::Truncated)
+        );
+        let mut buf = PacketBuf::from_slice(&esp_packet(COA, CN));
+        insert_home_address_option(&mut buf, HOME).unwrap();
+        let mut p = buf.data().to_vec();
+        p[47] = 17; // HAO length not 16, runs past the header
+        assert_eq!(find_home_address_option(&p), Err(Mip6Error::Malformed));
+        let mut p = buf.data().to_vec();
+        p[41] = 9; // header longer than the packet
+        assert_eq!(find_home_address_option(&p), Err(Mip6Error::Truncated));
+        let mut full = PacketBuf::with_capacity(70, 10);
+        full.set(&esp_packet(COA, CN)).unwrap();
+        assert_eq!(
+            insert_home_address_option(&mut full, HOME),
+            Err(Mip6Error::NoSpace)
+        );
+    }
+
+    #[test]
+    fn mobile_prefix_messages_round_trip() {
+        let mut out = [0u8; 8];
+        let mps = MobilePrefixSolicitation { identifier: 0xbeef };
+        assert_eq!(mps.emit(&mut out, &COA, &CN), Ok(8));
+        assert!(verify_icmpv6_checksum(&COA, &CN, &out));
+        assert_eq!(MobilePrefixSolicitation::parse(&out), Ok(mps));
+        let prefixes = [
+            PrefixInfo {
+                prefix_len: 64,
+                on_link: true,
+                autonomous: true,
+                router_address: false,
+                valid_lifetime: 86400,
+                preferred_lifetime: 14400,
+                prefix: HOME,
+            },
+            PrefixInfo {
+                prefix_len: 64,
+                on_link: false,
+                autonomous: false,
+                router_address: true,
+                valid_lifetime: u32::MAX,
+                preferred_lifetime: 0,
+                prefix: CN,
+            },
+        ];
+        let mpa = MobilePrefixAdvertisement {
+            identifier: 0xbeef,
+            managed: true,
+            other: false,
+            options: &[],
+        };
+        let mut out = [0u8; 72];
+        assert_eq!(mpa.emit(&prefixes, &mut out, &CN, &COA), Ok(72));
+        assert!(verify_icmpv6_checksum(&CN, &COA, &out));
+        assert_eq!(out[3 + 8 + 32 - 3 + 3], 0x20); // R flag of the second
+        let back = MobilePrefixAdvertisement::parse(&out).unwrap();
+        assert_eq!(
+            (back.identifier, back.managed, back.other),
+            (0xbeef, true, false)
+        );
+        assert_eq!(back.prefixes().collect::<Vec<_>>(), prefixes);
+        assert_eq!(
+            MobilePrefixAdvertisement::parse(&out[..50]),
+            Err(Mip6Error::Malformed)
+        );
+        assert_eq!(
+            MobilePrefixSolicitation::parse(&out),
+            Err(Mip6Error::Malformed)
+        );
+    }
+}
