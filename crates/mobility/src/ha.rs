@@ -204,8 +204,9 @@ impl HomeAgent {
     /// Protocol module: a packet the IPsec stage delivered.
     pub fn handle_delivered(&mut self, buf: &PacketBuf, now: Timestamp) -> Delivered {
         let pkt = buf.data();
-        let up = packet::upper(pkt);
-        let to_us = |dst: &[u8; 16]| *dst == self.cfg.address;
+        let me = self.cfg.address;
+        let up = packet::upper(pkt, |_, dst| *dst == me);
+        let to_us = |dst: &[u8; 16]| *dst == me;
         match up {
             Upper::Mh {
                 src,

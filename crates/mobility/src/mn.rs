@@ -415,7 +415,8 @@ impl MobileNode {
     pub fn handle_delivered(&mut self, buf: &PacketBuf, now: Timestamp) -> crate::ha::Delivered {
         use crate::ha::Delivered;
         let from_ha = |src: &[u8; 16]| *src == self.cfg.home_agent;
-        match packet::upper(buf.data()) {
+        let (ha, home) = (self.cfg.home_agent, self.cfg.home);
+        match packet::upper(buf.data(), |src, dst| *src == ha && *dst == home) {
             Upper::Mh { src, dst, repr, .. } if from_ha(&src) && dst == self.cfg.home => {
                 match repr.message {
                     Message::BindingAck(ba) => {

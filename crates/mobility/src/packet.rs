@@ -71,8 +71,10 @@ pub enum Upper<'a> {
     Other,
 }
 
-/// Looks at a delivered packet.
-pub fn upper(pkt: &[u8]) -> Upper<'_> {
+/// Looks at a delivered packet; only packets that `mine(src, dst)` says
+/// are for the protocol module are parsed further (a Mobility Header
+/// between the host and a correspondent is the host's business).
+pub fn upper(pkt: &[u8], mine: impl Fn(&[u8; 16], &[u8; 16]) -> bool) -> Upper<'_> {
     let Ok(meta) = ip::parse(pkt) else {
         return Upper::Other;
     };
@@ -82,6 +84,9 @@ pub fn upper(pkt: &[u8]) -> Upper<'_> {
     let (Some(src), Some(dst)) = (arr16(pkt, 8), arr16(pkt, 24)) else {
         return Upper::Other;
     };
+    if !mine(&src, &dst) {
+        return Upper::Other;
+    }
     let body = pkt.get(meta.header_len..meta.total_len).unwrap_or(&[]);
     match meta.proto {
         proto::MH => {

@@ -13,6 +13,9 @@
 use crate::counters::{PipelineCounters, PipelineDrop};
 use crate::endpoint::{network_kind, LocalEndpoint, NetworkKind};
 use bitsgw_ipsec::{Disposition, Event, IpsecStage};
+use bitsgw_mobility::counters::{MobilityCounters, MobilityDrop};
+use bitsgw_mobility::ha::{Delivered, HomeAgent};
+use bitsgw_mobility::mn::MobileNode;
 use bitsgw_wire::ether::{self, LinkType};
 use bitsgw_wire::{PacketBuf, Timestamp};
 
@@ -86,9 +89,111 @@ impl Tap for NoTap {
     fn tap(&mut self, _: TapPoint, _: Timestamp, _: LinkType, _: &[u8]) {}
 }
 
+/// The mobility stage around the IPsec stage, in the `ha` and `mn` roles
+/// (DESIGN.md's packet path): its tunnel stage below IPsec, its protocol
+/// module above.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per appliance
+pub enum Mobility {
+    /// A home agent.
+    HomeAgent(HomeAgent),
+    /// A mobile node acting for the host behind the appliance.
+    MobileNode(MobileNode),
+}
+
+impl Mobility {
+    fn handle_network(
+        &mut self,
+        stage: &IpsecStage,
+        buf: &mut PacketBuf,
+        now: Timestamp,
+    ) -> Result<(), MobilityDrop> {
+        match self {
+            Mobility::HomeAgent(ha) => ha.handle_network(&stage.query(), buf, now),
+            Mobility::MobileNode(mn) => mn.handle_network(buf),
+        }
+    }
+
+    fn handle_protected(
+        &mut self,
+        stage: &IpsecStage,
+        buf: &mut PacketBuf,
+        now: Timestamp,
+    ) -> Result<(), MobilityDrop> {
+        match self {
+            Mobility::HomeAgent(ha) => ha.handle_protected(&stage.query(), buf, now),
+            Mobility::MobileNode(mn) => mn.handle_protected(&stage.query(), buf).map(|_| ()),
+        }
+    }
+
+    fn handle_delivered(&mut self, buf: &PacketBuf, now: Timestamp) -> Delivered {
+        match self {
+            Mobility::HomeAgent(ha) => ha.handle_delivered(buf, now),
+            Mobility::MobileNode(mn) => mn.handle_delivered(buf, now),
+        }
+    }
+
+    fn poll_transmit(&mut self, buf: &mut PacketBuf) -> bool {
+        match self {
+            Mobility::HomeAgent(ha) => ha.poll_transmit(buf),
+            Mobility::MobileNode(mn) => mn.poll_transmit(buf),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        match self {
+            Mobility::HomeAgent(ha) => ha.handle_timeout(now),
+            Mobility::MobileNode(mn) => mn.handle_timeout(now),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        match self {
+            Mobility::HomeAgent(ha) => ha.poll_timeout(),
+            Mobility::MobileNode(mn) => mn.poll_timeout(),
+        }
+    }
+
+    /// The mobility stage's counters.
+    pub fn counters(&self) -> &MobilityCounters {
+        match self {
+            Mobility::HomeAgent(ha) => ha.counters(),
+            Mobility::MobileNode(mn) => mn.counters(),
+        }
+    }
+}
+
+/// What became of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// What the IPsec stage decided (or, for frames that never reach it,
+    /// what the pipeline did: `Forward`/`Deliver` for passed non-IP frames).
+    Ipsec(Disposition),
+    /// The mobility stage dropped it, counted under this reason.
+    MobilityDrop(MobilityDrop),
+    /// The mobility protocol module took it (a BU, a BA, a prefix
+    /// solicitation); any answer has been sent.
+    MobilityConsumed,
+}
+
+impl Outcome {
+    /// The IPsec stage's disposition, if the frame ended there.
+    pub fn ipsec(self) -> Option<Disposition> {
+        match self {
+            Outcome::Ipsec(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
 /// The gateway pipeline core.
 pub struct Gateway {
     stage: IpsecStage,
+    mobility: Option<Mobility>,
+    /// The Ethernet header of the last IP frame sent on each side, for the
+    /// packets the mobility stage originates (inline, they leave as the
+    /// host's traffic does).
+    last_l2: [Option<[u8; ether::HEADER_LEN]>; 2],
     counters: PipelineCounters,
     spare: Option<PacketBuf>,
     /// The appliance's own endpoints: host side, network side.
@@ -99,6 +204,7 @@ impl core::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Gateway")
             .field("stage", &self.stage)
+            .field("mobility", &self.mobility)
             .field("counters", &self.counters)
             .field("host_endpoint", &self.endpoints[0].is_some())
             .field("network_endpoint", &self.endpoints[1].is_some())
@@ -118,6 +224,8 @@ impl Gateway {
     pub fn new(stage: IpsecStage) -> Self {
         Gateway {
             stage,
+            mobility: None,
+            last_l2: [None, None],
             counters: PipelineCounters::default(),
             spare: Some(PacketBuf::new()),
             endpoints: [None, None],
@@ -133,6 +241,22 @@ impl Gateway {
     /// Whether the appliance has its own host stack on `side`.
     pub fn has_endpoint(&self, side: Side) -> bool {
         self.endpoints[side_index(side)].is_some()
+    }
+
+    /// Puts the mobility stage around the IPsec stage (the `ha` and `mn`
+    /// roles).
+    pub fn set_mobility(&mut self, mobility: Mobility) {
+        self.mobility = Some(mobility);
+    }
+
+    /// The mobility stage, if the role has one.
+    pub fn mobility(&self) -> Option<&Mobility> {
+        self.mobility.as_ref()
+    }
+
+    /// The mobility stage, mutable (movements, refreshes).
+    pub fn mobility_mut(&mut self) -> Option<&mut Mobility> {
+        self.mobility.as_mut()
     }
 
     /// The IPsec stage.
@@ -166,16 +290,24 @@ impl Gateway {
         self.counters.record_n(reason, n);
     }
 
-    /// Drives lifetimes and reassembly timers. The endpoints' timers are
-    /// driven by [`Gateway::poll_endpoints`], which can send.
+    /// Drives lifetimes, reassembly and mobility timers. What the timers
+    /// make the endpoints or the mobility stage send is sent by
+    /// [`Gateway::poll_endpoints`].
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.stage.handle_timeout(now);
+        if let Some(m) = self.mobility.as_mut() {
+            m.handle_timeout(now);
+        }
     }
 
     /// When `handle_timeout` next has work. (Endpoints have no timers of
     /// their own; `poll_endpoints` is called on every worker loop.)
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.stage.poll_timeout()
+        let m = self.mobility.as_ref().and_then(Mobility::poll_timeout);
+        match (self.stage.poll_timeout(), m) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Sends what the endpoints want to send of their own accord (their
@@ -190,6 +322,34 @@ impl Gateway {
         for side in [Side::Host, Side::Network] {
             self.flush_endpoint(side, now, emit, tap);
         }
+        self.flush_mobility(now, emit, tap);
+    }
+
+    /// Sends what the mobility protocol module originated (BU, BA, BE,
+    /// prefix discovery) through the IPsec stage and the tunnel stage, as
+    /// host traffic goes.
+    fn flush_mobility(
+        &mut self,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        let mut buf = self.spare.take().unwrap_or_default();
+        while self
+            .mobility
+            .as_mut()
+            .is_some_and(|m| m.poll_transmit(&mut buf))
+        {
+            let l2 = self.last_l2[side_index(Side::Network)];
+            let link = match l2 {
+                Some(_) => LinkType::Ethernet,
+                None => LinkType::RawIp,
+            };
+            let d = self.stage.handle_outbound(&mut buf, now);
+            let l2 = l2.unwrap_or([0; ether::HEADER_LEN]);
+            let _ = self.after_outbound(d, link, &l2, &mut buf, now, emit, tap);
+        }
+        self.spare = Some(buf);
     }
 
     fn flush_endpoint(
@@ -256,7 +416,23 @@ impl Gateway {
         now: Timestamp,
         emit: &mut dyn FnMut(Side, &[u8]),
         tap: &mut dyn Tap,
-    ) -> Disposition {
+    ) -> Outcome {
+        let o = self.handle_frame_inner(from, link, buf, now, emit, tap);
+        if self.mobility.is_some() {
+            self.flush_mobility(now, emit, tap);
+        }
+        o
+    }
+
+    fn handle_frame_inner(
+        &mut self,
+        from: Side,
+        link: LinkType,
+        buf: &mut PacketBuf,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) -> Outcome {
         match from {
             Side::Host => self.counters.host_rx.add(buf.len()),
             Side::Network => self.counters.net_rx.add(buf.len()),
@@ -269,37 +445,75 @@ impl Gateway {
         let mut l2 = [0u8; ether::HEADER_LEN];
         if link == LinkType::Ethernet && self.endpoints[side_index(from)].is_some() {
             if let Some(d) = self.offer_local(from, buf.data(), now, emit, tap) {
-                return d;
+                return Outcome::Ipsec(d);
             }
         }
         if link == LinkType::Ethernet {
             let Some(ethertype) = ether::ethertype(buf.data()) else {
                 self.counters.record(PipelineDrop::BadFrame);
-                return Disposition::Drop(bitsgw_ipsec::DropReason::Malformed);
+                return Outcome::Ipsec(Disposition::Drop(bitsgw_ipsec::DropReason::Malformed));
             };
             if ethertype != ether::ETHERTYPE_IPV4 && ethertype != ether::ETHERTYPE_IPV6 {
                 // ARP and other non-IP frames: the bump is transparent.
                 self.counters.non_ip_passed += 1;
                 let to = from.other();
                 self.send(to, link, buf.data(), now, emit, tap);
-                return match from {
+                return Outcome::Ipsec(match from {
                     Side::Host => Disposition::Forward,
                     Side::Network => Disposition::Deliver,
-                };
+                });
             }
             l2.copy_from_slice(&buf.data()[..ether::HEADER_LEN]);
             // Cannot fail: the frame holds a whole header.
             let _ = buf.trim_front(ether::HEADER_LEN);
         }
         if from == Side::Network {
+            if let Some(m) = self.mobility.as_mut() {
+                if let Err(reason) = m.handle_network(&self.stage, buf, now) {
+                    return Outcome::MobilityDrop(reason);
+                }
+            }
             tap.tap(TapPoint::AfterIpsec, now, LinkType::RawIp, buf.data());
         }
         let d = match from {
             Side::Host => self.stage.handle_outbound(buf, now),
             Side::Network => self.stage.handle_inbound(buf, now),
         };
+        if from == Side::Network && matches!(d, Disposition::Deliver) {
+            if let Some(m) = self.mobility.as_mut() {
+                match m.handle_delivered(buf, now) {
+                    Delivered::ToHost => {}
+                    Delivered::Consumed => return Outcome::MobilityConsumed,
+                    Delivered::Drop(reason) => return Outcome::MobilityDrop(reason),
+                }
+            }
+        }
+        self.after_outbound(d, link, &l2, buf, now, emit, tap)
+    }
+
+    /// Sends what the IPsec stage produced: protected packets (through the
+    /// mobility tunnel stage) to the network, delivered ones to the host.
+    #[allow(clippy::too_many_arguments)] // one frame's whole context
+    fn after_outbound(
+        &mut self,
+        d: Disposition,
+        link: LinkType,
+        l2: &[u8; ether::HEADER_LEN],
+        buf: &mut PacketBuf,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) -> Outcome {
+        let mut l2 = *l2;
         match d {
-            Disposition::Forward => self.send_ip(Side::Network, link, &l2, buf, now, emit, tap),
+            Disposition::Forward => {
+                if let Some(m) = self.mobility.as_mut() {
+                    if let Err(reason) = m.handle_protected(&self.stage, buf, now) {
+                        return Outcome::MobilityDrop(reason);
+                    }
+                }
+                self.send_ip(Side::Network, link, &l2, buf, now, emit, tap)
+            }
             Disposition::Deliver | Disposition::ToIke => {
                 self.send_ip(Side::Host, link, &l2, buf, now, emit, tap)
             }
@@ -313,13 +527,18 @@ impl Gateway {
                 // so send_ip may borrow the gateway; put back after).
                 let mut frag = self.spare.take().unwrap_or_default();
                 while self.stage.poll_transmit(&mut frag) {
+                    if let Some(m) = self.mobility.as_mut() {
+                        if m.handle_protected(&self.stage, &mut frag, now).is_err() {
+                            continue;
+                        }
+                    }
                     self.send_ip(Side::Network, link, &l2, &mut frag, now, emit, &mut *tap);
                 }
                 self.spare = Some(frag);
             }
             Disposition::Held | Disposition::Drop(_) => {}
         }
-        d
+        Outcome::Ipsec(d)
     }
 
     /// Puts the Ethernet header back (with the EtherType of the packet now
@@ -339,6 +558,7 @@ impl Gateway {
             tap.tap(TapPoint::AfterIpsec, now, LinkType::RawIp, buf.data());
         }
         if link == LinkType::Ethernet {
+            self.last_l2[side_index(to)] = Some(*l2);
             let ethertype = ether::ethertype_for(buf.data()).unwrap_or(ether::ETHERTYPE_IPV4);
             match buf.prepend(ether::HEADER_LEN) {
                 Ok(h) => {

@@ -16,4 +16,4 @@ pub mod runner;
 pub use bitsgw_wire::ether::LinkType;
 pub use counters::{PipelineCounters, PipelineDrop};
 pub use endpoint::LocalEndpoint;
-pub use gateway::{Gateway, NoTap, Side, Tap, TapPoint};
+pub use gateway::{Gateway, Mobility, NoTap, Outcome, Side, Tap, TapPoint};

@@ -1,0 +1,815 @@
+//! The mobility stage around an unmodified IPsec stage, end to end in
+//! memory: a home agent appliance and a mobile node appliance (each a
+//! [`Gateway`] with the seed's host-wide policies), a correspondent on the
+//! home link, and a simulated Internet between them with an IPv6 network, a
+//! public IPv4 network and an IPv4 network behind a NAT.
+//!
+//! The named `seed_*` and `rfc3776_*` tests assert the exact header stack
+//! at each processing step of the seeds (draft-laganier-mext-dsmipv6-ipsec
+//! section "Processing Steps within a Node"; the RFC 3776 draft, section
+//! 6). Steps that happen inside one stage (IPsec's own selector check) are
+//! asserted through the stages' counters.
+#![allow(clippy::unwrap_used)]
+
+use bitsgw_ipsec::config::load_policy_file;
+use bitsgw_ipsec::{IpsecStage, StageConfig};
+use bitsgw_mobility::counters::{MobilityDrop, MobilityEvent};
+use bitsgw_mobility::ha::{HaConfig, HomeAgent, ServedNode, DEFAULT_NAT_REFRESH};
+use bitsgw_mobility::mn::{Attachment, MnConfig, MnEvent, MobileNode};
+use bitsgw_pipeline::{Gateway, LinkType, Mobility, NoTap, Outcome, Side};
+use bitsgw_wire::{PacketBuf, Timestamp};
+use core::time::Duration;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+const HOA: &str = "2001:db8:1::100";
+const HA: &str = "2001:db8:1::1";
+const HA4: &str = "203.0.113.1";
+const CN: &str = "2001:db8:1::77";
+const CN4: &str = "192.0.2.77";
+const HOA4: &str = "192.0.2.100";
+const COA6: &str = "2001:db8:2::100";
+const COA6B: &str = "2001:db8:3::100";
+const COA4: &str = "203.0.113.20";
+const COA4_NAT_INSIDE: &str = "198.51.100.20";
+const NAT_PUBLIC: &str = "203.0.113.99";
+
+fn v6(s: &str) -> [u8; 16] {
+    s.parse::<Ipv6Addr>().unwrap().octets()
+}
+
+fn v4(s: &str) -> [u8; 4] {
+    s.parse::<Ipv4Addr>().unwrap().octets()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn stage(name: &str) -> IpsecStage {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../policies")
+        .join(name);
+    let set = load_policy_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut stage = IpsecStage::new(StageConfig::default());
+    set.apply(&mut stage, Timestamp::ZERO).unwrap();
+    stage
+}
+
+fn home_agent(force_udp: bool) -> Gateway {
+    let mut gw = Gateway::new(stage("dsmip-hostwide-ha.json"));
+    gw.set_mobility(Mobility::HomeAgent(HomeAgent::new(HaConfig {
+        address: v6(HA),
+        address_v4: Some(v4(HA4)),
+        home_prefixes: vec![(v6("2001:db8:1::"), 64)],
+        nodes: vec![ServedNode {
+            home: v6(HOA),
+            home_v4: Some(v4(HOA4)),
+        }],
+        ipv4_pool: vec![],
+        ipv4_prefix_len: 24,
+        max_lifetime: Duration::from_secs(600),
+        nat_refresh: DEFAULT_NAT_REFRESH,
+        force_udp,
+    })));
+    gw
+}
+
+fn mobile_node() -> Gateway {
+    let mut gw = Gateway::new(stage("dsmip-hostwide-mn.json"));
+    let mut cfg = MnConfig::new(v6(HOA), v6(HA));
+    cfg.home_agent_v4 = Some(v4(HA4));
+    cfg.home_v4 = Some([0; 4]);
+    gw.set_mobility(Mobility::MobileNode(MobileNode::new(cfg)));
+    gw
+}
+
+fn mn(gw: &mut Gateway) -> &mut MobileNode {
+    match gw.mobility_mut() {
+        Some(Mobility::MobileNode(m)) => m,
+        _ => unreachable!(),
+    }
+}
+
+fn ha(gw: &Gateway) -> &HomeAgent {
+    match gw.mobility() {
+        Some(Mobility::HomeAgent(h)) => h,
+        _ => unreachable!(),
+    }
+}
+
+/// One frame into a gateway: the outcome and what it sent, by side.
+fn run(
+    gw: &mut Gateway,
+    from: Side,
+    pkt: &[u8],
+    now: Timestamp,
+) -> (Outcome, Vec<(Side, Vec<u8>)>) {
+    let mut out = Vec::new();
+    let mut buf = PacketBuf::from_slice(pkt);
+    let o = gw.handle_frame(
+        from,
+        LinkType::RawIp,
+        &mut buf,
+        now,
+        &mut |side, f| out.push((side, f.to_vec())),
+        &mut NoTap,
+    );
+    (o, out)
+}
+
+/// What the gateway's mobility stage sends of its own accord.
+fn poll(gw: &mut Gateway, now: Timestamp) -> Vec<(Side, Vec<u8>)> {
+    let mut out = Vec::new();
+    gw.handle_timeout(now);
+    gw.poll_endpoints(now, &mut |side, f| out.push((side, f.to_vec())), &mut NoTap);
+    out
+}
+
+fn only(out: Vec<(Side, Vec<u8>)>, side: Side) -> Vec<u8> {
+    assert_eq!(out.len(), 1, "one packet expected, got {}", out.len());
+    assert_eq!(out[0].0, side);
+    out.into_iter().next().unwrap().1
+}
+
+// ---------------------------------------------------------------------
+// Header stacks
+// ---------------------------------------------------------------------
+
+fn a6(b: &[u8]) -> String {
+    Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap()).to_string()
+}
+
+fn a4(b: &[u8]) -> String {
+    Ipv4Addr::from(<[u8; 4]>::try_from(b).unwrap()).to_string()
+}
+
+fn mh_name(t: u8) -> String {
+    ["BRR", "HoTI", "CoTI", "HoT", "CoT", "BU", "BA", "BE"]
+        .get(usize::from(t))
+        .map_or(format!("MH type {t}"), |s| (*s).to_string())
+}
+
+/// The header stack of a packet, one line per header, as the seeds draw
+/// them: `IPv6 src -> dst`, `HAO home`, `RH2 home`, `ESP spi`, `UDP s -> d`,
+/// `MH BU` (with its options), `ICMPv6 t`.
+fn stack(pkt: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    stack_into(pkt, &mut out);
+    out
+}
+
+fn stack_into(pkt: &[u8], out: &mut Vec<String>) {
+    match pkt[0] >> 4 {
+        4 => {
+            let ihl = usize::from(pkt[0] & 15) * 4;
+            out.push(format!("IPv4 {} -> {}", a4(&pkt[12..16]), a4(&pkt[16..20])));
+            let body = &pkt[ihl..];
+            match pkt[9] {
+                17 => {
+                    let (s, d) = (
+                        u16::from_be_bytes([body[0], body[1]]),
+                        u16::from_be_bytes([body[2], body[3]]),
+                    );
+                    out.push(format!("UDP {s} -> {d}"));
+                    stack_into(&body[8..], out);
+                }
+                41 | 4 => stack_into(body, out),
+                p => out.push(format!("proto {p}")),
+            }
+        }
+        6 => {
+            out.push(format!("IPv6 {} -> {}", a6(&pkt[8..24]), a6(&pkt[24..40])));
+            let mut next = pkt[6];
+            let mut at = 40;
+            loop {
+                let h = &pkt[at..];
+                match next {
+                    60 => {
+                        let len = (usize::from(h[1]) + 1) * 8;
+                        let mut o = 2;
+                        while o < len {
+                            match h[o] {
+                                0 => o += 1,
+                                201 => {
+                                    out.push(format!("DestOpt HAO {}", a6(&h[o + 2..o + 18])));
+                                    o += 18;
+                                }
+                                _ => o += 2 + usize::from(h[o + 1]),
+                            }
+                        }
+                        next = h[0];
+                        at += len;
+                    }
+                    43 => {
+                        assert_eq!(h[2], 2, "routing type 2");
+                        out.push(format!("RH2 {} (segments left {})", a6(&h[8..24]), h[3]));
+                        next = h[0];
+                        at += (usize::from(h[1]) + 1) * 8;
+                    }
+                    50 => {
+                        out.push(format!(
+                            "ESP spi 0x{:08x}",
+                            u32::from_be_bytes(h[..4].try_into().unwrap())
+                        ));
+                        return;
+                    }
+                    135 => {
+                        let p = bitsgw_wire::mh::MhPacket::new_checked(h).unwrap();
+                        let r = bitsgw_wire::mh::MhRepr::parse(&p).unwrap();
+                        let mut s = format!("MH {}", mh_name(p.mh_type()));
+                        for o in r.options() {
+                            use bitsgw_wire::mh::MhOption::*;
+                            match o {
+                                AlternateCareOf(a) => s += &format!(" [AltCoA {}]", a6(&a)),
+                                Ipv4CareOf(a) => s += &format!(" [IPv4 CoA {}]", a4(&a)),
+                                Ipv4HomeAddress { addr, .. } => {
+                                    s += &format!(" [IPv4 HoA {}]", a4(&addr))
+                                }
+                                Ipv4AddressAck { status, addr, .. } => {
+                                    s += &format!(" [IPv4 Ack {status} {}]", a4(&addr))
+                                }
+                                NatDetection {
+                                    udp_forced,
+                                    refresh_time,
+                                } => {
+                                    s += &format!(
+                                        " [NAT Detection F={udp_forced} refresh {refresh_time}]"
+                                    )
+                                }
+                                _ => {}
+                            }
+                        }
+                        out.push(s);
+                        return;
+                    }
+                    58 => {
+                        out.push(format!("ICMPv6 {}", h[0]));
+                        return;
+                    }
+                    41 | 4 => return stack_into(h, out),
+                    17 => {
+                        out.push("UDP".into());
+                        return;
+                    }
+                    p => {
+                        out.push(format!("proto {p}"));
+                        return;
+                    }
+                }
+            }
+        }
+        v => out.push(format!("version {v}")),
+    }
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| (*x).to_string()).collect()
+}
+
+// ---------------------------------------------------------------------
+// The simulated Internet
+// ---------------------------------------------------------------------
+
+/// Where the mobile node is attached, and the NAT's state.
+struct Net {
+    ha: Gateway,
+    mn: Gateway,
+    now: Timestamp,
+    /// Networks the mobile node is reachable on (make-before-break keeps
+    /// two), by its address on them.
+    mn_at: Vec<String>,
+    /// NAT mapping: inside port -> public port.
+    nat_port: u16,
+    /// Packets delivered to the correspondent (home link) and to the
+    /// mobile host.
+    to_cn: Vec<Vec<u8>>,
+    to_host: Vec<Vec<u8>>,
+    /// Network packets nobody took (lost).
+    lost: Vec<Vec<u8>>,
+}
+
+fn udp(src: &str, dst: &str, n: usize) -> Vec<u8> {
+    bitsgw_wire::build::udp_packet(ip(src), ip(dst), 5000, 6000, n)
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            ha: home_agent(false),
+            mn: mobile_node(),
+            now: Timestamp::from_secs(1),
+            mn_at: vec![],
+            nat_port: 40001,
+            to_cn: vec![],
+            to_host: vec![],
+            lost: vec![],
+        }
+    }
+
+    fn tick(&mut self, ms: u64) {
+        self.now = Timestamp(self.now.0 + ms * 1_000_000);
+    }
+
+    /// Carries packets between the two appliances until nothing moves.
+    fn settle(&mut self, mut from_mn: Vec<(Side, Vec<u8>)>, mut from_ha: Vec<(Side, Vec<u8>)>) {
+        for _ in 0..20 {
+            if from_mn.is_empty() && from_ha.is_empty() {
+                return;
+            }
+            let mut next_mn = Vec::new();
+            let mut next_ha = Vec::new();
+            for (side, p) in from_mn.drain(..) {
+                match side {
+                    Side::Host => self.to_host.push(p),
+                    Side::Network => {
+                        if let Some(p) = self.mn_to_internet(p) {
+                            next_ha.extend(run(&mut self.ha, Side::Network, &p, self.now).1);
+                        }
+                    }
+                }
+            }
+            for (side, p) in from_ha.drain(..) {
+                match side {
+                    Side::Host => self.to_cn.push(p),
+                    Side::Network => {
+                        if let Some(p) = self.internet_to_mn(p) {
+                            next_mn.extend(run(&mut self.mn, Side::Network, &p, self.now).1);
+                        }
+                    }
+                }
+            }
+            from_mn = next_mn;
+            from_ha = next_ha;
+        }
+        panic!("packets still moving after 20 rounds");
+    }
+
+    /// A packet from the mobile node's network port into the Internet:
+    /// the NAT translates the inside network's UDP; a source the node is
+    /// not attached with goes nowhere.
+    fn mn_to_internet(&mut self, mut p: Vec<u8>) -> Option<Vec<u8>> {
+        let src = if p[0] >> 4 == 4 {
+            a4(&p[12..16])
+        } else {
+            a6(&p[8..24])
+        };
+        if !self.mn_at.contains(&src) && src != HOA {
+            self.lost.push(p);
+            return None;
+        }
+        if src == COA4_NAT_INSIDE {
+            if p[9] != 17 {
+                // Only UDP gets through this NAT.
+                self.lost.push(p);
+                return None;
+            }
+            p[12..16].copy_from_slice(&v4(NAT_PUBLIC));
+            p[20..22].copy_from_slice(&self.nat_port.to_be_bytes());
+            p[10] = 0;
+            p[11] = 0;
+            bitsgw_wire::ip::ipv4_fill_checksum(&mut p);
+        }
+        Some(p)
+    }
+
+    fn internet_to_mn(&mut self, mut p: Vec<u8>) -> Option<Vec<u8>> {
+        let dst = if p[0] >> 4 == 4 {
+            a4(&p[16..20])
+        } else {
+            a6(&p[24..40])
+        };
+        if dst == NAT_PUBLIC && self.mn_at.iter().any(|a| a == COA4_NAT_INSIDE) {
+            let port = u16::from_be_bytes([p[22], p[23]]);
+            if p[9] != 17 || port != self.nat_port {
+                self.lost.push(p);
+                return None;
+            }
+            p[16..20].copy_from_slice(&v4(COA4_NAT_INSIDE));
+            p[22..24].copy_from_slice(&4191u16.to_be_bytes());
+            p[10] = 0;
+            p[11] = 0;
+            bitsgw_wire::ip::ipv4_fill_checksum(&mut p);
+            return Some(p);
+        }
+        let home = dst == HOA && self.mn_at.is_empty();
+        if self.mn_at.contains(&dst) || home {
+            return Some(p);
+        }
+        self.lost.push(p);
+        None
+    }
+
+    fn mn_sends_data(&mut self, n: usize) {
+        for _ in 0..n {
+            let (_, out) = run(&mut self.mn, Side::Host, &udp(HOA, CN, 100), self.now);
+            self.settle(out, vec![]);
+        }
+    }
+
+    fn cn_sends_data(&mut self, n: usize) {
+        for _ in 0..n {
+            let (_, out) = run(&mut self.ha, Side::Host, &udp(CN, HOA, 100), self.now);
+            self.settle(vec![], out);
+        }
+    }
+
+    /// The mobile node moves; returns the packets its move sent (the BU),
+    /// not yet carried.
+    fn move_to(
+        &mut self,
+        at: Attachment,
+        addr: Option<&str>,
+        keep_old: bool,
+    ) -> Vec<(Side, Vec<u8>)> {
+        if !keep_old {
+            self.mn_at.clear();
+        }
+        match addr {
+            Some(a) => self.mn_at.push(a.to_string()),
+            None => self.mn_at.clear(),
+        }
+        let now = self.now;
+        mn(&mut self.mn).handle_move(at, keep_old, now);
+        poll(&mut self.mn, now)
+    }
+
+    fn events(&mut self) -> Vec<MnEvent> {
+        let m = mn(&mut self.mn);
+        std::iter::from_fn(|| m.poll_event()).collect()
+    }
+}
+
+// ---------------------------------------------------------------------
+// RFC 3776 draft, section 6: over IPv6
+// ---------------------------------------------------------------------
+
+/// RFC 3776 6.1 (BU to the HA) and 6.2 (BU from the MN), 6.3 and 6.4 (the
+/// BA), over an IPv6 care-of address.
+#[test]
+fn rfc3776_6_1_to_6_4_binding_update_and_ack_over_ipv6() {
+    let mut net = Net::new();
+    // 6.1 step 1: the protocol module's BU, before IPsec.
+    let out = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    // 6.1 step 5: after IPsec (SPI of the BU SA) the tunnel stage put the
+    // care-of address in the source and the home address in a HAO.
+    let bu = only(out, Side::Network);
+    assert_eq!(
+        stack(&bu),
+        s(&[
+            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
+            "DestOpt HAO 2001:db8:1::100",
+            "ESP spi 0x00002001",
+        ])
+    );
+    // 6.2: at the HA the HAO is processed first (step 2), then ESP (step
+    // 3), the selectors are checked (step 4) and the BU is delivered to the
+    // protocol module (step 5), which answers.
+    let (o, out) = run(&mut net.ha, Side::Network, &bu, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    assert_eq!(ha(&net.ha).counters().events(MobilityEvent::BuAccepted), 1);
+    let b = ha(&net.ha).bindings().get(&v6(HOA)).unwrap().clone();
+    assert_eq!(b.care_of.to_string(), COA6);
+    // 6.3 step 5: BA with a type 2 routing header to the care-of address.
+    let ba = only(out, Side::Network);
+    assert_eq!(
+        stack(&ba),
+        s(&[
+            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
+            "RH2 2001:db8:1::100 (segments left 1)",
+            "ESP spi 0x00002002",
+        ])
+    );
+    // 6.4: the MN processes the routing header (step 2), ESP (step 3), the
+    // selectors (step 4) and gives the BA to its protocol module (step 5).
+    let (o, out) = run(&mut net.mn, Side::Network, &ba, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    assert!(out.is_empty());
+    assert_eq!(mn(&mut net.mn).registered(), Some(Attachment::V6(v6(COA6))));
+    let ev = net.events();
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, MnEvent::Registered { nat: false, .. })),
+        "{ev:?}"
+    );
+}
+
+/// RFC 3776 6.13 to 6.16 (payload both ways, tunnel mode, re-addressed
+/// outer header) and 6.5 to 6.8 (HoTI/HoT travel the same way).
+#[test]
+fn rfc3776_6_5_to_6_16_payload_and_return_routability_over_ipv6() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    // 6.13/6.14: payload to the HA: outer source is the care-of address.
+    let (_, out) = run(&mut net.mn, Side::Host, &udp(HOA, CN, 100), net.now);
+    let p = only(out, Side::Network);
+    assert_eq!(
+        stack(&p),
+        s(&[
+            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002007"
+        ])
+    );
+    let (o, out) = run(&mut net.ha, Side::Network, &p, net.now);
+    assert_eq!(o.ipsec(), Some(bitsgw_ipsec::Disposition::Deliver));
+    assert_eq!(only(out, Side::Host), udp(HOA, CN, 100));
+    // 6.15/6.16: payload to the MN: outer destination is the care-of
+    // address (Req #1: the SA still says the home address).
+    let (_, out) = run(&mut net.ha, Side::Host, &udp(CN, HOA, 100), net.now);
+    let p = only(out, Side::Network);
+    assert_eq!(
+        stack(&p),
+        s(&[
+            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
+            "ESP spi 0x00002008"
+        ])
+    );
+    let (_, out) = run(&mut net.mn, Side::Network, &p, net.now);
+    assert_eq!(only(out, Side::Host), udp(CN, HOA, 100));
+    // 6.5/6.6: HoTI in the tunnel to the HA, which forwards it to the CN.
+    let hoti = bitsgw_wire::build::mh_packet(ip(HOA), ip(CN), bitsgw_wire::mh::mh_type::HOTI);
+    let (_, out) = run(&mut net.mn, Side::Host, &hoti, net.now);
+    let p = only(out, Side::Network);
+    assert_eq!(
+        stack(&p),
+        s(&[
+            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002003"
+        ])
+    );
+    let (_, out) = run(&mut net.ha, Side::Network, &p, net.now);
+    assert_eq!(
+        only(out, Side::Host),
+        hoti,
+        "6.6 step 4: forwarded to the CN"
+    );
+    // 6.7/6.8: HoT from the CN, tunnelled to the care-of address.
+    let hot = bitsgw_wire::build::mh_packet(ip(CN), ip(HOA), bitsgw_wire::mh::mh_type::HOT);
+    let (_, out) = run(&mut net.ha, Side::Host, &hot, net.now);
+    let p = only(out, Side::Network);
+    assert_eq!(
+        stack(&p),
+        s(&[
+            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
+            "ESP spi 0x00002004"
+        ])
+    );
+    let (_, out) = run(&mut net.mn, Side::Network, &p, net.now);
+    assert_eq!(only(out, Side::Host), hot, "6.8 step 4: to the host");
+}
+
+// ---------------------------------------------------------------------
+// The seed draft's processing steps: over IPv4, through a NAT
+// ---------------------------------------------------------------------
+
+/// "MN sends Binding Update to the Home Agent over IPv4" (steps 1 to 4),
+/// "Binding Update from the Mobile Node over IPv4" (steps 1 to 6, NAT
+/// detection by the SPI's selectors before IPsec: Req #4), "Binding
+/// Acknowledgement to the Mobile Node over IPv4" (steps 1 to 4) and
+/// "Binding Acknowledgement from the Home Agent over IPv4" (steps 1 to 6).
+#[test]
+fn seed_binding_update_and_ack_over_ipv4_behind_a_nat() {
+    let mut net = Net::new();
+    let out = net.move_to(
+        Attachment::V4(v4(COA4_NAT_INSIDE)),
+        Some(COA4_NAT_INSIDE),
+        false,
+    );
+    // MN step 4: IPv4 (coa_4 -> ha_4), UDP (mn_port -> 4191), IPv6 (hoa_6
+    // -> ha_6), ESP (spi_a).
+    let bu = only(out, Side::Network);
+    assert_eq!(
+        stack(&bu),
+        s(&[
+            "IPv4 198.51.100.20 -> 203.0.113.1",
+            "UDP 4191 -> 4191",
+            "IPv6 2001:db8:1::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002001",
+        ])
+    );
+    // HA step 1: through the NAT, the outer source is nat_4:nat_port.
+    let bu = net.mn_to_internet(bu).unwrap();
+    assert_eq!(stack(&bu)[0], "IPv4 203.0.113.99 -> 203.0.113.1");
+    assert_eq!(stack(&bu)[1], "UDP 40001 -> 4191");
+    // Steps 2 to 6: decapsulated with a note of nat_4:nat_port, decrypted,
+    // checked, and compared with the IPv4 CoA option: a NAT.
+    let (o, out) = run(&mut net.ha, Side::Network, &bu, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let h = ha(&net.ha);
+    assert_eq!(h.counters().events(MobilityEvent::NatDetected), 1);
+    let b = h.bindings().get(&v6(HOA)).unwrap();
+    assert!(b.nat);
+    assert_eq!(
+        b.care_of.to_string(),
+        "198.51.100.20 udp 203.0.113.99:40001"
+    );
+    assert_eq!(b.home_v4, Some(v4(HOA4)));
+    // BA step 4: IPv4 (ha_4 -> nat_4), UDP (4191 -> nat_port), IPv6 (ha_6
+    // -> hoa_6), ESP (spi_b).
+    let ba = only(out, Side::Network);
+    assert_eq!(
+        stack(&ba),
+        s(&[
+            "IPv4 203.0.113.1 -> 203.0.113.99",
+            "UDP 4191 -> 40001",
+            "IPv6 2001:db8:1::1 -> 2001:db8:1::100",
+            "ESP spi 0x00002002",
+        ])
+    );
+    // MN side: steps 1 to 6, the NAT Detection option tells of the NAT.
+    let ba = net.internet_to_mn(ba).unwrap();
+    let (o, _) = run(&mut net.mn, Side::Network, &ba, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let ev = net.events();
+    assert!(
+        ev.iter().any(|e| matches!(e, MnEvent::Registered { nat: true, home_v4: Some(a), .. } if *a == v4(HOA4))),
+        "{ev:?}"
+    );
+    // From now on data goes in UDP both ways, through the NAT.
+    let (_, out) = run(&mut net.mn, Side::Host, &udp(HOA, CN, 100), net.now);
+    let p = only(out, Side::Network);
+    assert_eq!(
+        stack(&p),
+        s(&[
+            "IPv4 198.51.100.20 -> 203.0.113.1",
+            "UDP 4191 -> 4191",
+            "IPv6 2001:db8:1::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002007",
+        ])
+    );
+    net.settle(vec![(Side::Network, p)], vec![]);
+    assert_eq!(net.to_cn, vec![udp(HOA, CN, 100)]);
+    net.cn_sends_data(1);
+    assert_eq!(net.to_host, vec![udp(CN, HOA, 100)]);
+    // IPv4 traffic of the IPv4 home address goes the same way.
+    let (_, out) = run(&mut net.ha, Side::Host, &udp(CN4, HOA4, 60), net.now);
+    net.settle(vec![], out);
+    assert_eq!(net.to_host.last().unwrap(), &udp(CN4, HOA4, 60));
+}
+
+/// Public IPv4 without a NAT: the BU still comes in UDP, no NAT is seen,
+/// and data is carried in IPv4 directly (RFC 5555 4.1).
+#[test]
+fn seed_public_ipv4_without_nat_uses_ip_in_ip_for_data() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V4(v4(COA4)), Some(COA4), false);
+    net.settle(bu, vec![]);
+    assert!(!ha(&net.ha).bindings().get(&v6(HOA)).unwrap().nat);
+    assert!(!mn(&mut net.mn).behind_nat());
+    let (_, out) = run(&mut net.ha, Side::Host, &udp(CN, HOA, 100), net.now);
+    let p = only(out, Side::Network);
+    assert_eq!(
+        stack(&p),
+        s(&[
+            "IPv4 203.0.113.1 -> 203.0.113.20",
+            "IPv6 2001:db8:1::1 -> 2001:db8:1::100",
+            "ESP spi 0x00002008",
+        ])
+    );
+    net.settle(vec![], vec![(Side::Network, p)]);
+    assert_eq!(net.to_host, vec![udp(CN, HOA, 100)]);
+}
+
+// ---------------------------------------------------------------------
+// Req #3: make-before-break handover, and the whole journey
+// ---------------------------------------------------------------------
+
+/// Sends data both ways while the BU is in flight (before its BA arrives)
+/// and returns how many of those data packets were lost.
+fn handover(net: &mut Net, at: Attachment, addr: Option<&str>) -> (usize, usize) {
+    let (cn0, host0, lost0) = (net.to_cn.len(), net.to_host.len(), net.lost.len());
+    let bu = net.move_to(at, addr, true);
+    assert_eq!(bu.len(), 1, "one BU");
+    // The BU is on its way; data keeps flowing on the old path.
+    net.mn_sends_data(5);
+    net.cn_sends_data(5);
+    net.tick(10);
+    net.settle(bu, vec![]);
+    net.tick(10);
+    // And after the BA, on the new path.
+    net.mn_sends_data(5);
+    net.cn_sends_data(5);
+    let delivered = (net.to_cn.len() - cn0) + (net.to_host.len() - host0);
+    let _ = lost0;
+    (20 - delivered, net.lost.len() - lost0)
+}
+
+/// The whole journey of the issue, in memory: IPv6 -> public IPv4 -> IPv4
+/// behind a NAT -> NAT rebinding -> IPv6 -> home, data both ways
+/// throughout, make-before-break: no data packet lost at any handover.
+#[test]
+fn journey_ipv6_ipv4_nat_rebinding_ipv6_home_loses_nothing() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    assert_eq!(mn(&mut net.mn).registered(), Some(Attachment::V6(v6(COA6))));
+    let mut report = Vec::new();
+    for (name, at, addr) in [
+        ("ipv4 public", Attachment::V4(v4(COA4)), Some(COA4)),
+        (
+            "ipv4 behind nat",
+            Attachment::V4(v4(COA4_NAT_INSIDE)),
+            Some(COA4_NAT_INSIDE),
+        ),
+        ("ipv6 again", Attachment::V6(v6(COA6B)), Some(COA6B)),
+    ] {
+        let (lost, _) = handover(&mut net, at, addr);
+        assert_eq!(mn(&mut net.mn).registered(), Some(at), "{name}");
+        report.push((name, lost));
+        if name == "ipv4 behind nat" {
+            assert!(mn(&mut net.mn).behind_nat());
+            // NAT rebinding: the mapping changes; the MN's next refresh
+            // (the NAT keepalive) brings the HA along.
+            net.nat_port = 40777;
+            let lost_before = net.lost.len();
+            net.cn_sends_data(1);
+            assert_eq!(net.lost.len(), lost_before + 1, "old mapping is gone");
+            let now = net.now;
+            mn(&mut net.mn).refresh(now);
+            let bu = poll(&mut net.mn, now);
+            net.settle(bu, vec![]);
+            let b = ha(&net.ha).bindings().get(&v6(HOA)).unwrap();
+            assert_eq!(
+                b.care_of.to_string(),
+                "198.51.100.20 udp 203.0.113.99:40777"
+            );
+            let host_before = net.to_host.len();
+            net.cn_sends_data(3);
+            assert_eq!(
+                net.to_host.len(),
+                host_before + 3,
+                "the HA follows the rebinding"
+            );
+        }
+    }
+    assert_eq!(
+        report,
+        vec![
+            ("ipv4 public", 0),
+            ("ipv4 behind nat", 0),
+            ("ipv6 again", 0)
+        ]
+    );
+    // Return home: de-registration from the home address.
+    let bu = net.move_to(Attachment::Home, None, false);
+    assert_eq!(
+        stack(&bu[0].1),
+        s(&[
+            "IPv6 2001:db8:1::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002001"
+        ])
+    );
+    net.settle(bu, vec![]);
+    assert!(ha(&net.ha).bindings().is_empty());
+    assert!(net.events().contains(&MnEvent::Deregistered));
+    assert_eq!(mn(&mut net.mn).counters().total_drops(), 0);
+}
+
+/// Break-before-make: the old network is gone at once; data the host
+/// sends before the BA is dropped and counted (never sent in clear).
+#[test]
+fn break_before_make_drops_and_counts_until_the_ba() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    let bu = net.move_to(Attachment::V6(v6(COA6B)), Some(COA6B), false);
+    let (o, out) = run(&mut net.mn, Side::Host, &udp(HOA, CN, 100), net.now);
+    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::NoCareOf));
+    assert!(out.is_empty());
+    net.settle(bu, vec![]);
+    net.mn_sends_data(1);
+    assert_eq!(net.to_cn.len(), 1);
+    assert_eq!(mn(&mut net.mn).counters().drops(MobilityDrop::NoCareOf), 1);
+}
+
+/// RFC 6275 11.8: no BA, so the BU goes again after 1.5 s (first
+/// registration), then 3 s, 6 s ... up to 32 s, each with a new number.
+#[test]
+fn bu_retransmission_backs_off_exponentially() {
+    let mut net = Net::new();
+    let t0 = net.now;
+    let first = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    assert_eq!(first.len(), 1);
+    let m = mn(&mut net.mn);
+    let mut sent_at = vec![];
+    let mut t = t0;
+    for _ in 0..8 {
+        t = m.poll_timeout().unwrap();
+        m.handle_timeout(t);
+        sent_at.push(t.saturating_since(t0).as_millis());
+    }
+    assert_eq!(
+        sent_at,
+        vec![1500, 4500, 10500, 22500, 46500, 78500, 110500, 142500]
+    );
+    assert_eq!(m.counters().events(MobilityEvent::BuRetransmitted), 8);
+    let seqs: Vec<u16> = std::iter::from_fn(|| m.poll_event())
+        .filter_map(|e| match e {
+            MnEvent::BindingUpdateSent { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, (1..=9).collect::<Vec<u16>>());
+    let _ = t;
+}
