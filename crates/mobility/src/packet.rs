@@ -99,6 +99,9 @@ pub fn upper(pkt: &[u8], mine: impl Fn(&[u8; 16], &[u8; 16]) -> bool) -> Upper<'
             let Ok(repr) = MhRepr::parse(&p) else {
                 return Upper::BadMh;
             };
+            if !options_aligned(&repr) {
+                return Upper::BadMh;
+            }
             let hao = match mip6::find_home_address_option(pkt) {
                 Ok(Some(at)) => arr16(pkt, at),
                 _ => None,
@@ -117,6 +120,19 @@ pub fn upper(pkt: &[u8], mine: impl Fn(&[u8; 16], &[u8; 16]) -> bool) -> Upper<'
         },
         _ => Upper::Other,
     }
+}
+
+/// Whether every option sits at its alignment (RFC 6275 6.2: xn+y from
+/// the start of the Mobility Header). A sender MUST align them; this
+/// receiver takes a misaligned one for a malformed message.
+fn options_aligned(repr: &MhRepr<'_>) -> bool {
+    let mut at = mh::MH_FIXED_LEN + repr.message.fields_len();
+    repr.options().all(|o| {
+        let (n, k) = o.alignment();
+        let ok = at % n == k;
+        at += o.wire_len();
+        ok
+    })
 }
 
 fn arr16(pkt: &[u8], at: usize) -> Option<[u8; 16]> {

@@ -813,3 +813,234 @@ fn bu_retransmission_backs_off_exponentially() {
     assert_eq!(seqs, (1..=9).collect::<Vec<u16>>());
     let _ = t;
 }
+
+// ---------------------------------------------------------------------
+// RFC 3776 4.2: one mobile node can not move another's binding
+// ---------------------------------------------------------------------
+
+const HOA2: &str = "2001:db8:1::200";
+const COA2: &str = "2001:db8:5::200";
+const MN2_KEY: &str = "0x00112233445566778899aabbccddeeff01020304";
+
+/// The home agent's policies with a second mobile node (HOA2) whose BU SA
+/// (SPI 0x2101) is its own.
+fn two_node_home_agent() -> Gateway {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/dsmip-hostwide-ha.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    doc["addresses"]["home_address_2"] = HOA2.into();
+    let inbound = doc["spd"]["inbound"].as_array_mut().unwrap();
+    inbound.insert(
+        2,
+        serde_json::json!({"name": "bu-in-2", "local": "home_agent_1", "remote": "home_address_2",
+            "proto": "mh", "mh_type": "bu", "action": "protect", "sa": "sa1-2"}),
+    );
+    doc["sad"].as_array_mut().unwrap().push(serde_json::json!({
+        "name": "sa1-2", "direction": "inbound", "spi": "0x00002101", "mode": "transport",
+        "transform": "aes-gcm-128", "enc_key": MN2_KEY, "replay_window": 64, "esn": false}));
+    let set = bitsgw_ipsec::config::parse_policy(&doc.to_string(), "two-nodes.json").unwrap();
+    let mut stage = IpsecStage::new(StageConfig::default());
+    set.apply(&mut stage, Timestamp::ZERO).unwrap();
+    let mut gw = Gateway::new(stage);
+    let mut cfg = ha(&home_agent(false)).config().clone();
+    cfg.nodes.push(ServedNode {
+        home: v6(HOA2),
+        home_v4: None,
+    });
+    gw.set_mobility(Mobility::HomeAgent(HomeAgent::new(cfg)));
+    gw
+}
+
+/// Mobile node 2's IPsec, set up to protect whatever MH it sends to the
+/// HA with its own BU SA, even a BU that claims node 1's home address.
+fn rogue_sender() -> IpsecStage {
+    let doc = serde_json::json!({
+        "addresses": {"home_agent_1": HA},
+        "spd": {"outbound": [{"name": "claimed-mh-out", "local": HOA, "remote": "home_agent_1",
+                               "proto": "mh", "action": "protect", "sa": "sa1-2"},
+                              {"name": "own-mh-out", "local": HOA2, "remote": "home_agent_1",
+                               "proto": "mh", "action": "protect", "sa": "sa1-2"}],
+                "inbound": [{"name": "all-in", "action": "discard"}]},
+        "sad": [{"name": "sa1-2", "direction": "outbound", "spi": "0x00002101", "mode": "transport",
+                 "transform": "aes-gcm-128", "enc_key": MN2_KEY, "replay_window": 64, "esn": false}]
+    });
+    let set = bitsgw_ipsec::config::parse_policy(&doc.to_string(), "rogue.json").unwrap();
+    let mut stage = IpsecStage::new(StageConfig::default());
+    set.apply(&mut stage, Timestamp::ZERO).unwrap();
+    stage
+}
+
+fn bu_for(home: &str, coa: &str, seq: u16) -> Vec<u8> {
+    use bitsgw_wire::mh::{BindingUpdate, Message, MhOption};
+    let bu = Message::BindingUpdate(BindingUpdate {
+        seq,
+        ack: true,
+        home_registration: true,
+        link_local_compat: false,
+        key_mgmt_compat: false,
+        lifetime_units: 100,
+    });
+    bitsgw_mobility::packet::mh_packet(v6(home), v6(HA), &bu, &[MhOption::AlternateCareOf(v6(coa))])
+}
+
+#[test]
+fn rfc3776_4_2_a_bu_under_another_nodes_sa_moves_nothing() {
+    let mut net = Net::new();
+    net.ha = two_node_home_agent();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    let before = ha(&net.ha).bindings().get(&v6(HOA)).unwrap().clone();
+    let mut rogue = rogue_sender();
+    let now = net.now;
+    // Node 2 sends "BU for HOA, care-of COA2" under its own SA.
+    let mut buf = PacketBuf::from_slice(&bu_for(HOA, COA2, 9));
+    assert_eq!(
+        rogue.handle_outbound(&mut buf, now),
+        bitsgw_ipsec::Disposition::Forward
+    );
+    let esp = buf.data().to_vec();
+    // (a) From an IPv6 care-of address, with a Home Address option: the
+    // tunnel stage sees by the SPI's selectors that this SA is node 2's,
+    // and that node 1's binding is elsewhere: dropped, Binding Error sent.
+    let mut with_hao = PacketBuf::from_slice(&esp);
+    bitsgw_wire::mip6::insert_home_address_option(&mut with_hao, v6(HOA)).unwrap();
+    with_hao.data_mut()[8..24].copy_from_slice(&v6(COA2));
+    let (o, _) = run(&mut net.ha, Side::Network, with_hao.data(), now);
+    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::HaoWithoutBinding));
+    // (b) Over IPv4/UDP (no HAO): IPsec decrypts with node 2's SA and its
+    // selectors (remote = HOA2) refuse the inner packet (RFC 4301 5.2).
+    let mut in_udp = PacketBuf::from_slice(&esp);
+    bitsgw_wire::encap::encapsulate(
+        &mut in_udp,
+        &bitsgw_wire::encap::Outer::V4Udp {
+            src: v4("203.0.113.66"),
+            dst: v4(HA4),
+            src_port: 4191,
+            dst_port: 4191,
+            tlv: false,
+        },
+    )
+    .unwrap();
+    let (o, _) = run(&mut net.ha, Side::Network, in_udp.data(), now);
+    assert_eq!(
+        o,
+        Outcome::Ipsec(bitsgw_ipsec::Disposition::Drop(
+            bitsgw_ipsec::DropReason::InnerSelectorMismatch
+        ))
+    );
+    assert_eq!(
+        ha(&net.ha).bindings().get(&v6(HOA)).unwrap(),
+        &before,
+        "node 1's binding unmoved"
+    );
+    // Node 2's BU for its own home address is fine.
+    let mut buf = PacketBuf::from_slice(&bu_for(HOA2, COA2, 1));
+    assert_eq!(
+        rogue.handle_outbound(&mut buf, now),
+        bitsgw_ipsec::Disposition::Forward
+    );
+    bitsgw_wire::mip6::insert_home_address_option(&mut buf, v6(HOA2)).unwrap();
+    buf.data_mut()[8..24].copy_from_slice(&v6(COA2));
+    let (o, _) = run(&mut net.ha, Side::Network, buf.data(), now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    assert_eq!(
+        ha(&net.ha)
+            .bindings()
+            .get(&v6(HOA2))
+            .unwrap()
+            .care_of
+            .to_string(),
+        COA2
+    );
+}
+
+// ---------------------------------------------------------------------
+// Req #3: the API classifier against the "heuristic and locking" one
+// ---------------------------------------------------------------------
+
+fn heuristic_net() -> Net {
+    let mut net = Net::new();
+    let mut gw = Gateway::new(stage("dsmip-hostwide-mn.json"));
+    let mut cfg = mn(&mut net.mn).config().clone();
+    cfg.classifier = bitsgw_mobility::classify::ClassifierMode::Heuristic;
+    gw.set_mobility(Mobility::MobileNode(MobileNode::new(cfg)));
+    net.mn = gw;
+    net
+}
+
+/// Where the two agree: data on one SPI, then a BU. The heuristic locks on
+/// the data SPI and takes the one packet with another SPI for the BU, as
+/// the API does.
+#[test]
+fn heuristic_classifier_agrees_when_data_uses_one_spi() {
+    for mut net in [Net::new(), heuristic_net()] {
+        let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+        net.settle(bu, vec![]);
+        net.mn_sends_data(3);
+        let (lost, _) = handover(
+            &mut net,
+            Attachment::V4(v4(COA4_NAT_INSIDE)),
+            Some(COA4_NAT_INSIDE),
+        );
+        assert_eq!(lost, 0);
+        assert!(
+            mn(&mut net.mn).behind_nat(),
+            "NAT detected: the BU went in UDP"
+        );
+    }
+}
+
+/// Where the heuristic goes wrong: the host also sends IPv4 traffic (its
+/// own SA, another SPI) between the movement and the BU. The heuristic
+/// takes that packet for the BU and sends the real BU down the old tunnel
+/// as if it were tunnel-mode data: without its Home Address option and
+/// outside UDP, so the home agent's IPsec refuses it (its source is not the
+/// home address the BU SA's selectors name) and the registration fails;
+/// the API classifier is not fooled.
+#[test]
+fn heuristic_classifier_is_fooled_by_a_second_data_spi() {
+    let mut results = Vec::new();
+    for mut net in [Net::new(), heuristic_net()] {
+        let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+        net.settle(bu, vec![]);
+        net.mn_sends_data(3);
+        net.mn_at.push(COA4_NAT_INSIDE.into());
+        let now = net.now;
+        mn(&mut net.mn).handle_move(Attachment::V4(v4(COA4_NAT_INSIDE)), true, now);
+        // An IPv4 packet of the IPv4 home address reaches IPsec before
+        // the BU leaves (payload-v4 SA, SPI 0x2009).
+        // (The gateway sends what the protocol module queued right after
+        // the frame it is handling, so the data packet goes first.)
+        let (_, mut out) = run(&mut net.mn, Side::Host, &udp(HOA4, CN4, 40), now);
+        assert_eq!(out.len(), 2, "the data packet, then the BU");
+        let bu = out.split_off(1);
+        let first_hop = stack(&bu[0].1)[0].clone();
+        net.settle(out, vec![]);
+        net.settle(bu, vec![]);
+        let refused = net
+            .ha
+            .stage()
+            .counters()
+            .drops(bitsgw_ipsec::DropReason::InnerSelectorMismatch);
+        results.push((first_hop, mn(&mut net.mn).registered(), refused));
+    }
+    assert_eq!(
+        results[0],
+        (
+            "IPv4 198.51.100.20 -> 203.0.113.1".to_string(),
+            Some(Attachment::V4(v4(COA4_NAT_INSIDE))),
+            0
+        ),
+        "API: the BU leaves by the new address and registers"
+    );
+    assert_eq!(
+        results[1],
+        (
+            "IPv6 2001:db8:2::100 -> 2001:db8:1::1".to_string(),
+            Some(Attachment::V6(v6(COA6))),
+            1
+        ),
+        "heuristic: the BU leaves by the old tunnel and is refused"
+    );
+}
