@@ -117,6 +117,11 @@ named_counters! {
         ClassifiedBu => "classified_binding_update",
         /// Outbound ESP packets the classifier took for data.
         ClassifiedData => "classified_data",
+        /// Neighbor Solicitations and ARP requests for an away node's home
+        /// address answered by the home agent (RFC 6275 10.4.1).
+        ProxyAnswered => "proxy_nd_answered",
+        /// Unsolicited Neighbor Advertisements sent when a node went away.
+        ProxyAnnounced => "proxy_nd_announced",
     }
 }
 

@@ -104,6 +104,7 @@ pub struct HomeAgent {
     replies: FxHashMap<[u8; 16], ReplyRoute>,
     pool_used: FxHashMap<[u8; 4], [u8; 16]>,
     out: VecDeque<Vec<u8>>,
+    newly_away: VecDeque<([u8; 16], Option<[u8; 4]>)>,
     counters: MobilityCounters,
 }
 
@@ -117,6 +118,7 @@ impl HomeAgent {
             replies: FxHashMap::default(),
             pool_used: FxHashMap::default(),
             out: VecDeque::new(),
+            newly_away: VecDeque::new(),
             counters: MobilityCounters::default(),
         }
     }
@@ -393,11 +395,12 @@ impl HomeAgent {
             registered: now,
             nat,
         };
-        self.counters.event(if existing.is_some() {
-            MobilityEvent::BindingUpdated
+        if existing.is_some() {
+            self.counters.event(MobilityEvent::BindingUpdated);
         } else {
-            MobilityEvent::BindingCreated
-        });
+            self.counters.event(MobilityEvent::BindingCreated);
+            self.newly_away.push_back((home, home_v4));
+        }
         self.cache.insert(binding);
         self.counters.event(MobilityEvent::BuAccepted);
         let mut opts: Vec<MhOption<'_>> = Vec::new();
@@ -560,6 +563,20 @@ impl HomeAgent {
             self.counters.event(MobilityEvent::BindingExpired);
         }
         self.replies.retain(|_, r| r.until > now);
+    }
+
+    /// A node that has just gone away (its first binding): the home agent
+    /// starts to defend its home addresses on the home link with an
+    /// unsolicited Neighbor Advertisement (RFC 6275 10.4.1) or ARP.
+    pub fn poll_newly_away(&mut self) -> Option<([u8; 16], Option<[u8; 4]>)> {
+        let n = self.newly_away.pop_front()?;
+        self.counters.event(MobilityEvent::ProxyAnnounced);
+        Some(n)
+    }
+
+    /// Counts a solicitation answered for an away node.
+    pub fn proxy_answered(&mut self) {
+        self.counters.event(MobilityEvent::ProxyAnswered);
     }
 
     /// Whether traffic for this IPv6 or IPv4 home address must be taken

@@ -194,6 +194,9 @@ pub struct Gateway {
     /// packets the mobility stage originates (inline, they leave as the
     /// host's traffic does).
     last_l2: [Option<[u8; ether::HEADER_LEN]>; 2],
+    /// The home agent's MAC on the home link (the host side), for proxy
+    /// Neighbor Discovery and ARP.
+    home_link_mac: Option<[u8; 6]>,
     counters: PipelineCounters,
     spare: Option<PacketBuf>,
     /// The appliance's own endpoints: host side, network side.
@@ -226,6 +229,7 @@ impl Gateway {
             stage,
             mobility: None,
             last_l2: [None, None],
+            home_link_mac: None,
             counters: PipelineCounters::default(),
             spare: Some(PacketBuf::new()),
             endpoints: [None, None],
@@ -247,6 +251,14 @@ impl Gateway {
     /// roles).
     pub fn set_mobility(&mut self, mobility: Mobility) {
         self.mobility = Some(mobility);
+    }
+
+    /// The home agent's link-layer address on the home link (the host
+    /// side): with it the home agent answers Neighbor Solicitations and ARP
+    /// requests for the home addresses of nodes that are away (RFC 6275
+    /// 10.4.1), on Ethernet ports.
+    pub fn set_home_link_mac(&mut self, mac: [u8; 6]) {
+        self.home_link_mac = Some(mac);
     }
 
     /// The mobility stage, if the role has one.
@@ -350,6 +362,43 @@ impl Gateway {
             let _ = self.after_outbound(d, link, &l2, &mut buf, now, emit, tap);
         }
         self.spare = Some(buf);
+        self.announce_away(now, emit, tap);
+    }
+
+    /// RFC 6275 10.4.1: when a node goes away, the home agent multicasts a
+    /// Neighbor Advertisement (Override set) for its home address, and a
+    /// gratuitous ARP for its IPv4 home address, on the home link.
+    fn announce_away(
+        &mut self,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        let (Some(mac), Some(Mobility::HomeAgent(ha))) =
+            (self.home_link_mac, self.mobility.as_mut())
+        else {
+            return;
+        };
+        let from = ha.config().address;
+        let mut frames = Vec::new();
+        while let Some((home, home_v4)) = ha.poll_newly_away() {
+            let all_nodes = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            frames.push(crate::proxy_nd::neighbor_advertisement(
+                mac,
+                crate::proxy_nd::ALL_NODES_MAC,
+                from,
+                all_nodes,
+                home,
+                false,
+                true,
+            ));
+            if let Some(v4) = home_v4 {
+                frames.push(crate::proxy_nd::gratuitous_arp(mac, v4));
+            }
+        }
+        for f in frames {
+            self.send(Side::Host, LinkType::Ethernet, &f, now, emit, tap);
+        }
     }
 
     fn flush_endpoint(
@@ -443,6 +492,18 @@ impl Gateway {
         };
         tap.tap(rx_point, now, link, buf.data());
         let mut l2 = [0u8; ether::HEADER_LEN];
+        if let (Side::Host, LinkType::Ethernet, Some(mac), Some(Mobility::HomeAgent(ha))) =
+            (from, link, self.home_link_mac, self.mobility.as_mut())
+        {
+            let reply = crate::proxy_nd::proxy_reply(buf.data(), mac, ha.config().address, |a| {
+                ha.is_away(a)
+            });
+            if let Some(reply) = reply {
+                ha.proxy_answered();
+                self.send(Side::Host, link, &reply, now, emit, tap);
+                return Outcome::MobilityConsumed;
+            }
+        }
         if link == LinkType::Ethernet && self.endpoints[side_index(from)].is_some() {
             if let Some(d) = self.offer_local(from, buf.data(), now, emit, tap) {
                 return Outcome::Ipsec(d);

@@ -10,6 +10,7 @@ pub mod counters;
 pub mod endpoint;
 pub mod gateway;
 pub mod port;
+pub mod proxy_nd;
 pub mod replay;
 pub mod runner;
 

@@ -1044,3 +1044,113 @@ fn heuristic_classifier_is_fooled_by_a_second_data_spi() {
         "heuristic: the BU leaves by the old tunnel and is refused"
     );
 }
+
+// ---------------------------------------------------------------------
+// RFC 6275 10.4.1: the home agent defends the home address on the home link
+// ---------------------------------------------------------------------
+
+#[test]
+fn home_agent_proxies_neighbor_discovery_for_an_away_node() {
+    const HA_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const CN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x77];
+    let mut net = Net::new();
+    net.ha.set_home_link_mac(HA_MAC);
+    let ns = |target: &str| {
+        let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&v6(target));
+        let mut p = bitsgw_wire::build::ip_packet(ip(CN), ip("ff02::1:ff00:100"), 58, &icmp, false);
+        p[7] = 255;
+        let mut f = vec![0x33, 0x33, 0xff, 0, 1, 0];
+        f.extend_from_slice(&CN_MAC);
+        f.extend_from_slice(&[0x86, 0xdd]);
+        f.extend_from_slice(&p);
+        f
+    };
+    let solicit = |net: &mut Net| {
+        let mut out = Vec::new();
+        let mut buf = PacketBuf::from_slice(&ns(HOA));
+        let o = net.ha.handle_frame(
+            Side::Host,
+            LinkType::Ethernet,
+            &mut buf,
+            net.now,
+            &mut |side, f| out.push((side, f.to_vec())),
+            &mut NoTap,
+        );
+        (o, out)
+    };
+    // At home: not answered by the home agent (the node answers itself; the
+    // solicitation crosses the bump like any neighbor discovery).
+    let (o, _) = solicit(&mut net);
+    assert_ne!(o, Outcome::MobilityConsumed);
+    // The node goes away: on registration the home agent announces itself
+    // for the home address (Override set) and for the IPv4 home address.
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    let (_, out) = run(&mut net.ha, Side::Network, &bu[0].1, net.now);
+    let host: Vec<&Vec<u8>> = out.iter().filter(|(s, _)| *s == Side::Host).map(|(_, f)| f).collect();
+    assert_eq!(host.len(), 2, "unsolicited NA and gratuitous ARP");
+    assert_eq!(&host[0][..6], &[0x33, 0x33, 0, 0, 0, 1]);
+    assert_eq!(host[0][14 + 40], 136);
+    assert_eq!(host[0][14 + 40 + 4], 0x20, "Override");
+    assert_eq!(&host[0][14 + 40 + 8..14 + 40 + 24], &v6(HOA));
+    assert_eq!(&host[1][12..14], &[0x08, 0x06]);
+    assert_eq!(&host[1][14 + 14..14 + 18], &v4(HOA4));
+    // Now a solicitation for the home address is answered with its MAC.
+    let (o, out) = solicit(&mut net);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    assert_eq!(out.len(), 1);
+    let na = &out[0].1;
+    assert_eq!(&na[..6], &CN_MAC);
+    assert_eq!(&na[14 + 40 + 26..14 + 40 + 32], &HA_MAC);
+    let m = ha(&net.ha).counters();
+    assert_eq!((m.events(MobilityEvent::ProxyAnnounced), m.events(MobilityEvent::ProxyAnswered)), (1, 1));
+}
+
+// ---------------------------------------------------------------------
+// RFC 3776 3.3, 6.9 to 6.12: prefix discovery in transport mode
+// ---------------------------------------------------------------------
+
+/// With the RFC 3776 section 5.2 policies (transport-mode SAs for MPS and
+/// MPA), the solicitation carries a Home Address option and the
+/// advertisement a type 2 routing header, like the BU and BA.
+#[test]
+fn rfc3776_6_9_to_6_12_prefix_discovery_over_ipv6() {
+    let mut net = Net::new();
+    net.ha = {
+        let mut gw = Gateway::new(stage("rfc3776-ha.json"));
+        let mut cfg = ha(&net.ha).config().clone();
+        cfg.nodes[0].home_v4 = None;
+        gw.set_mobility(Mobility::HomeAgent(HomeAgent::new(cfg)));
+        gw
+    };
+    net.mn = {
+        let mut gw = Gateway::new(stage("rfc3776-mn.json"));
+        let mut cfg = mn(&mut net.mn).config().clone();
+        cfg.home_v4 = None;
+        gw.set_mobility(Mobility::MobileNode(MobileNode::new(cfg)));
+        gw
+    };
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    assert_eq!(stack(&bu[0].1)[2], "ESP spi 0x00001001");
+    net.settle(bu, vec![]);
+    assert_eq!(mn(&mut net.mn).registered(), Some(Attachment::V6(v6(COA6))));
+    mn(&mut net.mn).solicit_prefixes();
+    let mps = poll(&mut net.mn, net.now);
+    // 6.9 (as 6.1): care-of source, HAO, ESP of the MPS SA.
+    assert_eq!(
+        stack(&mps[0].1),
+        s(&["IPv6 2001:db8:2::100 -> 2001:db8:1::1", "DestOpt HAO 2001:db8:1::100", "ESP spi 0x00001005"])
+    );
+    // 6.10 (as 6.2) and 6.11 (as 6.3): RH2 and the MPA SA.
+    let (o, out) = run(&mut net.ha, Side::Network, &mps[0].1, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let mpa = only(out, Side::Network);
+    assert_eq!(
+        stack(&mpa),
+        s(&["IPv6 2001:db8:1::1 -> 2001:db8:2::100", "RH2 2001:db8:1::100 (segments left 1)", "ESP spi 0x00001006"])
+    );
+    // 6.12 (as 6.4): the MN learns the home prefix.
+    let (o, _) = run(&mut net.mn, Side::Network, &mpa, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    assert!(net.events().contains(&MnEvent::Prefixes(vec![(v6("2001:db8:1::"), 64)])));
+}
