@@ -1087,7 +1087,11 @@ fn home_agent_proxies_neighbor_discovery_for_an_away_node() {
     // for the home address (Override set) and for the IPv4 home address.
     let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
     let (_, out) = run(&mut net.ha, Side::Network, &bu[0].1, net.now);
-    let host: Vec<&Vec<u8>> = out.iter().filter(|(s, _)| *s == Side::Host).map(|(_, f)| f).collect();
+    let host: Vec<&Vec<u8>> = out
+        .iter()
+        .filter(|(s, _)| *s == Side::Host)
+        .map(|(_, f)| f)
+        .collect();
     assert_eq!(host.len(), 2, "unsolicited NA and gratuitous ARP");
     assert_eq!(&host[0][..6], &[0x33, 0x33, 0, 0, 0, 1]);
     assert_eq!(host[0][14 + 40], 136);
@@ -1103,7 +1107,13 @@ fn home_agent_proxies_neighbor_discovery_for_an_away_node() {
     assert_eq!(&na[..6], &CN_MAC);
     assert_eq!(&na[14 + 40 + 26..14 + 40 + 32], &HA_MAC);
     let m = ha(&net.ha).counters();
-    assert_eq!((m.events(MobilityEvent::ProxyAnnounced), m.events(MobilityEvent::ProxyAnswered)), (1, 1));
+    assert_eq!(
+        (
+            m.events(MobilityEvent::ProxyAnnounced),
+            m.events(MobilityEvent::ProxyAnswered)
+        ),
+        (1, 1)
+    );
 }
 
 // ---------------------------------------------------------------------
@@ -1139,7 +1149,11 @@ fn rfc3776_6_9_to_6_12_prefix_discovery_over_ipv6() {
     // 6.9 (as 6.1): care-of source, HAO, ESP of the MPS SA.
     assert_eq!(
         stack(&mps[0].1),
-        s(&["IPv6 2001:db8:2::100 -> 2001:db8:1::1", "DestOpt HAO 2001:db8:1::100", "ESP spi 0x00001005"])
+        s(&[
+            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
+            "DestOpt HAO 2001:db8:1::100",
+            "ESP spi 0x00001005"
+        ])
     );
     // 6.10 (as 6.2) and 6.11 (as 6.3): RH2 and the MPA SA.
     let (o, out) = run(&mut net.ha, Side::Network, &mps[0].1, net.now);
@@ -1147,10 +1161,16 @@ fn rfc3776_6_9_to_6_12_prefix_discovery_over_ipv6() {
     let mpa = only(out, Side::Network);
     assert_eq!(
         stack(&mpa),
-        s(&["IPv6 2001:db8:1::1 -> 2001:db8:2::100", "RH2 2001:db8:1::100 (segments left 1)", "ESP spi 0x00001006"])
+        s(&[
+            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
+            "RH2 2001:db8:1::100 (segments left 1)",
+            "ESP spi 0x00001006"
+        ])
     );
     // 6.12 (as 6.4): the MN learns the home prefix.
     let (o, _) = run(&mut net.mn, Side::Network, &mpa, net.now);
     assert_eq!(o, Outcome::MobilityConsumed);
-    assert!(net.events().contains(&MnEvent::Prefixes(vec![(v6("2001:db8:1::"), 64)])));
+    assert!(net
+        .events()
+        .contains(&MnEvent::Prefixes(vec![(v6("2001:db8:1::"), 64)])));
 }
