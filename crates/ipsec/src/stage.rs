@@ -802,16 +802,12 @@ impl IpsecStage {
             // Every fragment the reassembler drops is counted here: the
             // arriving one, and held ones discarded with it (an overlap, the
             // memory limit) or before it (its datagram's time was up).
-            let before = FragDrop::ALL.map(|r| self.reassembler.dropped(r));
+            let mut seen = FragDrop::ALL.map(|r| self.reassembler.dropped(r));
             let result =
                 self.reassembler
                     .handle_fragment(buf.data(), &meta, now, &mut self.scratch);
-            for (r, was) in FragDrop::ALL.iter().zip(before) {
-                let n = self.reassembler.dropped(*r) - was;
-                if n != 0 {
-                    self.counters.add_drops((*r).into(), n);
-                }
-            }
+            self.counters
+                .record_frag_drops(&self.reassembler, &mut seen);
             match result {
                 Ok(Reassembly::Held) => {
                     self.counters.fragments_held += 1;
