@@ -123,7 +123,7 @@ fn soak(total: u64, workers: usize) -> Soak {
         }
         if in_round >= ROUND || injected == total {
             in_round = 0;
-            wait_for(&running, injected);
+            wait_for(&running, injected, &sent);
             if marks.peek().is_some_and(|m| injected >= *m) {
                 marks.next();
                 rss.push((injected, vm_rss_kib()));
@@ -148,8 +148,9 @@ fn soak(total: u64, workers: usize) -> Soak {
     }
 }
 
-/// Waits until every injected frame is accounted for.
-fn wait_for(running: &runner::Running, injected: u64) {
+/// Waits until every injected frame is accounted for, and every frame
+/// sent has been taken off the ports (so memory is sampled at rest).
+fn wait_for(running: &runner::Running, injected: u64, sent: &[AtomicU64; 2]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = running.report(Duration::from_secs(5));
@@ -158,7 +159,9 @@ fn wait_for(running: &runner::Running, injected: u64) {
             a <= injected,
             "more accounted ({a}) than injected ({injected})"
         );
-        if a == injected {
+        let drained = sent[0].load(Ordering::Relaxed) == r.pipeline.host_tx.frames
+            && sent[1].load(Ordering::Relaxed) == r.pipeline.net_tx.frames;
+        if a == injected && drained {
             return;
         }
         assert!(
