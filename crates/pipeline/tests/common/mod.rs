@@ -505,6 +505,20 @@ pub fn cases(peer: &mut Peer) -> Vec<Case> {
             ..Expect::default()
         },
     ));
+    // The window moves only for authentic packets (checked after the ICV).
+    let ahead = peer.fresh_seq() + 5000;
+    out.push(case(
+        "forged packet far ahead, then the next valid one",
+        vec![
+            net(peer.seal(spi, ahead, &peer.body(&inner_ok, 0), true), 0),
+            net(peer.valid(64), 1),
+        ],
+        Expect {
+            drops: drop1(R::IcvFailure),
+            host_out: 1,
+            ..Expect::default()
+        },
+    ));
     out.push(dropped(
         "sequence number zero",
         vec![net(peer.seal(spi, 0, &peer.body(&inner_ok, 0), false), 0)],
@@ -558,6 +572,19 @@ pub fn cases(peer: &mut Peer) -> Vec<Case> {
     out.push(case(
         "UDP 4500 from the peer gateway, unknown SPI: the policy bypasses it",
         vec![net(udp(&garbage), 0)],
+        Expect {
+            host_out: 1,
+            ..Expect::default()
+        },
+    ));
+    // Not checked: the UDP length, and whether the SA was configured for
+    // UDP encapsulation (site A's are not). The ICV covers the ESP.
+    let plain = peer.valid(64);
+    let mut lying = udp(&plain[20..]);
+    lying[24..26].copy_from_slice(&9999u16.to_be_bytes());
+    out.push(case(
+        "UDP 4500: valid ESP, UDP length lying, SA without udp_encap",
+        vec![net(lying, 0)],
         Expect {
             host_out: 1,
             ..Expect::default()
