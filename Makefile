@@ -1,7 +1,7 @@
 # bitsgw: the commands the README gives.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt demo check-policies peer-selftest bench fuzz clean
+.PHONY: all build test test-deps lint fmt demo check-policies peer-selftest bench fuzz soak clean
 
 all: build
 
@@ -45,6 +45,13 @@ bench:
 	$(CARGO) bench --bench esp -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench --bench lookup -- --warm-up-time 1 --measurement-time 3
 	python3 scripts/bench_table.py
+
+# Ten million frames, valid and hostile mixed, through the threaded runner
+# with three workers: no panic, flat resident memory, counters that
+# reconcile exactly (crates/pipeline/tests/soak.rs; a 200 000-frame run of
+# it is part of `make test`).
+soak:
+	$(CARGO) test -p bitsgw-pipeline --test soak -- --ignored --nocapture soak_full
 
 # The long fuzz runs (cargo-fuzz), SECONDS per target.
 SECONDS ?= 60

@@ -168,6 +168,25 @@ impl StageCounters {
         self.drops.iter().sum()
     }
 
+    /// Counts the fragments `reassembler` dropped since it had dropped
+    /// `seen` (every one: an arriving fragment, the held ones discarded
+    /// with it, those whose time ran out), and updates `seen`. Whoever
+    /// owns a reassembler calls this after each of its operations, so no
+    /// fragment is dropped uncounted.
+    pub fn record_frag_drops(
+        &mut self,
+        reassembler: &crate::frag::Reassembler,
+        seen: &mut [u64; crate::frag::FragDrop::ALL.len()],
+    ) {
+        for (r, was) in crate::frag::FragDrop::ALL.iter().zip(seen.iter_mut()) {
+            let now = reassembler.dropped(*r);
+            if now != *was {
+                self.add_drops((*r).into(), now - *was);
+                *was = now;
+            }
+        }
+    }
+
     /// Every reason with a non-zero count.
     pub fn nonzero_drops(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL

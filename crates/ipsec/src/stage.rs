@@ -802,16 +802,12 @@ impl IpsecStage {
             // Every fragment the reassembler drops is counted here: the
             // arriving one, and held ones discarded with it (an overlap, the
             // memory limit) or before it (its datagram's time was up).
-            let before = FragDrop::ALL.map(|r| self.reassembler.dropped(r));
+            let mut seen = FragDrop::ALL.map(|r| self.reassembler.dropped(r));
             let result =
                 self.reassembler
                     .handle_fragment(buf.data(), &meta, now, &mut self.scratch);
-            for (r, was) in FragDrop::ALL.iter().zip(before) {
-                let n = self.reassembler.dropped(*r) - was;
-                if n != 0 {
-                    self.counters.add_drops((*r).into(), n);
-                }
-            }
+            self.counters
+                .record_frag_drops(&self.reassembler, &mut seen);
             match result {
                 Ok(Reassembly::Held) => {
                     self.counters.fragments_held += 1;
@@ -841,6 +837,13 @@ impl IpsecStage {
                 EspAt::Invalid => return self.dropped(DropReason::UdpEncapInvalid),
                 EspAt::NotEsp => None,
             };
+            if let Some((off, _)) = esp_at {
+                // An ESP header cut short is malformed ESP, whatever the SPD
+                // would say of the packet.
+                if last_sa.is_none() && buf.len() < off + ESP_HEADER_LEN {
+                    return self.dropped(DropReason::EspTruncated);
+                }
+            }
             let known = esp_at.and_then(|(off, udp)| {
                 let spi = EspHeader::new_checked(buf.data().get(off..)?)?.spi();
                 self.sad.by_spi(spi).map(|id| (id, off, udp))
@@ -906,10 +909,12 @@ impl IpsecStage {
                 self.counters.inbound_bypassed += 1;
                 Disposition::Deliver
             }
+            // ESP that no SA takes and no BYPASS entry passes on is an
+            // invalid SPI (RFC 4301 5.2 step 3a's auditable event), also
+            // where a DISCARD entry covers it: the counter says why.
+            _ if is_esp => self.dropped(DropReason::UnknownSpi),
             Some(Action::Discard) => self.dropped(DropReason::PolicyDiscard),
-            Some(Action::Protect(_)) if !is_esp => self.dropped(DropReason::UnprotectedTraffic),
-            Some(Action::Protect(_)) => self.dropped(DropReason::UnknownSpi),
-            None if is_esp => self.dropped(DropReason::UnknownSpi),
+            Some(Action::Protect(_)) => self.dropped(DropReason::UnprotectedTraffic),
             None => self.dropped(DropReason::NoPolicy),
         }
     }

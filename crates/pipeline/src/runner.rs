@@ -28,7 +28,7 @@ use crate::gateway::{Gateway, NoTap, Side, Tap};
 use crate::port::{Port, PortError, RxPort, TxPort};
 use bitsgw_ipsec::counters::StageCounters;
 use bitsgw_ipsec::flow::flow_key;
-use bitsgw_ipsec::frag::{Reassembler, Reassembly};
+use bitsgw_ipsec::frag::{FragDrop, Reassembler, Reassembly};
 use bitsgw_ipsec::sa::{Direction, SaState, SaStats};
 use bitsgw_ipsec::{DropReason, Event, IpsecStage};
 use bitsgw_wire::esp::{classify_udp_encap, UdpEncapKind, UDP_HEADER_LEN};
@@ -279,6 +279,7 @@ pub fn start_with_endpoints(
             port,
             query: Arc::clone(&query),
             reassembler: Reassembler::new(bitsgw_ipsec::frag::ReassemblyLimits::default()),
+            frag_seen: [0; FragDrop::ALL.len()],
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
             workers: batch_txs.clone(),
             pool: pool_rx.clone(),
@@ -398,6 +399,8 @@ struct RxThread {
     port: Box<dyn RxPort>,
     query: Arc<RwLock<IpsecStage>>,
     reassembler: Reassembler,
+    /// Fragment drops of `reassembler` already counted.
+    frag_seen: [u64; FragDrop::ALL.len()],
     scratch: PacketBuf,
     workers: Vec<Sender<Batch>>,
     pool: Receiver<PacketBuf>,
@@ -447,6 +450,27 @@ impl RxThread {
                 }
             }
             self.flush_all(&mut pending);
+            self.expire_fragments();
+        }
+    }
+
+    /// Discards datagrams whose reassembly time ran out, counted.
+    fn expire_fragments(&mut self) {
+        if self.reassembler.in_progress() == 0 {
+            return;
+        }
+        let now = self.shared.now();
+        if self.reassembler.poll_timeout().is_some_and(|t| t <= now) {
+            self.reassembler.handle_timeout(now);
+            self.count_frag_drops();
+        }
+    }
+
+    /// Counts every fragment the reassembler dropped since last asked
+    /// (held ones discarded with an overlapping one included).
+    fn count_frag_drops(&mut self) {
+        if let Ok(mut s) = self.shared.rx_stage.lock() {
+            s.record_frag_drops(&self.reassembler, &mut self.frag_seen);
         }
     }
 
@@ -496,6 +520,7 @@ impl RxThread {
             let done =
                 self.reassembler
                     .handle_fragment(&buf.data()[l2..], &meta, now, &mut self.scratch);
+            self.count_frag_drops();
             match done {
                 Ok(Reassembly::Held) => {
                     if let Ok(mut s) = self.shared.rx_stage.lock() {
@@ -520,12 +545,8 @@ impl RxThread {
                     }
                     return self.pick(buf, now);
                 }
-                Err(e) => {
-                    if let Ok(mut s) = self.shared.rx_stage.lock() {
-                        s.record(e.into());
-                    }
-                    return Pick::Held;
-                }
+                // Counted above, with the held fragments it took along.
+                Err(_) => return Pick::Held,
             }
         }
         let pkt = &buf.data()[l2..];

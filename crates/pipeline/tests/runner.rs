@@ -3,75 +3,20 @@
 //! worker stopping all forwarding.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use bitsgw_ipsec::config::load_policy_file;
 use bitsgw_ipsec::{IpsecStage, StageConfig};
-use bitsgw_pipeline::port::{Port, PortError, RxPort, TxPort};
 use bitsgw_pipeline::runner::{self, Failure, RunnerConfig};
-use bitsgw_pipeline::LinkType;
 use bitsgw_wire::build::udp_packet;
-use bitsgw_wire::{PacketBuf, Timestamp};
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use bitsgw_wire::Timestamp;
+use crossbeam_channel::Receiver;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct ChanRx(Receiver<Vec<u8>>);
-struct ChanTx(Sender<Vec<u8>>);
-
-impl RxPort for ChanRx {
-    fn name(&self) -> &str {
-        "chan"
-    }
-    fn link_type(&self) -> LinkType {
-        LinkType::RawIp
-    }
-    fn recv(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
-        match self.0.recv_timeout(Duration::from_millis(5)) {
-            Ok(f) => {
-                buf.set(&f).unwrap();
-                Ok(true)
-            }
-            Err(_) => Ok(false),
-        }
-    }
-    fn recv_nowait(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
-        match self.0.try_recv() {
-            Ok(f) => {
-                buf.set(&f).unwrap();
-                Ok(true)
-            }
-            Err(_) => Ok(false),
-        }
-    }
-}
-
-impl TxPort for ChanTx {
-    fn name(&self) -> &str {
-        "chan"
-    }
-    fn link_type(&self) -> LinkType {
-        LinkType::RawIp
-    }
-    fn send(&mut self, frame: &[u8]) -> Result<(), PortError> {
-        let _ = self.0.send(frame.to_vec());
-        Ok(())
-    }
-}
-
-/// A port and the two ends the test holds: frames to inject, frames sent.
-fn port() -> (Port, Sender<Vec<u8>>, Receiver<Vec<u8>>) {
-    let (in_tx, in_rx) = unbounded();
-    let (out_tx, out_rx) = unbounded();
-    (
-        Port {
-            rx: Box::new(ChanRx(in_rx)),
-            tx: Box::new(ChanTx(out_tx)),
-        },
-        in_tx,
-        out_rx,
-    )
-}
+use common::chan::port;
 
 fn stage_maker(name: &'static str) -> impl Fn() -> IpsecStage {
     move || {
