@@ -29,7 +29,10 @@ Answers:
   Tunnel mode gives the inner packet, transport mode the packet rebuilt
   without ESP (and without the UDP header for UDP encapsulation).
   padding_ok says whether the padding is RFC 4303's default 1, 2, 3, ...
-- tshark: {"packets": [{"icv_good": true|false|null,
+- tshark: optional "more_sas": [<sa>, ...] (further SAs for the same
+  capture, so packets of several SAs go through one tshark run) and
+  "decode_as": ["udp.port==4191,ipv6", ...] (tshark -d arguments).
+  Answer {"packets": [{"icv_good": true|false|null,
   "decrypted_proto": <ESP next header> | null,
   "fields": {"<field>": ["occurrence", ...], ...}}]}
   or {"unsupported": "reason"} when tshark 4.0 can not check this SA at
@@ -368,12 +371,44 @@ def write_raw_pcap(path, packets):
             f.write(data)
 
 
-def op_tshark(sa, packets, extra_fields):
+def tshark_unsupported(sa):
+    """Why tshark 4.0 can not check this SA, or None."""
     if sa.transform in TSHARK_UNSUPPORTED:
-        return {"unsupported": TSHARK_UNSUPPORTED[sa.transform]}
+        return TSHARK_UNSUPPORTED[sa.transform]
     if sa.esn:
-        return {"unsupported": "tshark 4.0 has no ESN support in its ESP "
-                               "SA table (the ICV would always show bad)"}
+        return ("tshark 4.0 has no ESN support in its ESP SA table (the ICV "
+                "would always show bad)")
+    return None
+
+
+def tshark_uats(sa):
+    key = "0x" + sa.enc_key.hex() if sa.enc_key else ""
+    akey = "0x" + sa.auth_key.hex() if sa.auth_key else ""
+    return ['"%s","*","*","0x%08x","%s","%s","%s","%s"' % (
+        fam, sa.spi, sa.ts_enc, key, sa.ts_auth, akey)
+        for fam in ("IPv4", "IPv6")]
+
+
+def op_tshark(sa, packets, extra_fields, more_sas=(), decode_as=()):
+    """tshark over one capture of `packets`, with the ESP SA table holding
+    `sa` and `more_sas`. With more_sas, an SA tshark can not check is left
+    out of the table and named in "unsupported_sas" (its packets come back
+    with icv_good null); alone, it gives {"unsupported": reason}."""
+    why = tshark_unsupported(sa)
+    if why and not more_sas:
+        return {"unsupported": why}
+    unsupported = {}
+    uats = []
+    for one in [sa] + list(more_sas):
+        why = tshark_unsupported(one)
+        if why:
+            unsupported["0x%08x" % one.spi] = why
+        else:
+            uats += tshark_uats(one)
+    for d in decode_as:
+        if not isinstance(d, str) or "==" not in d or "," not in d:
+            raise RequestError("decode_as entries look like "
+                               "\"udp.port==4191,ipv6\"")
     fields = list(DEFAULT_FIELDS)
     for f in extra_fields:
         if not isinstance(f, str) or not f:
@@ -382,11 +417,6 @@ def op_tshark(sa, packets, extra_fields):
             fields.append(f)
     datas = [unhex(p.get("hex"), "packets[%d].hex" % i)
              for i, p in enumerate(packets)]
-    key = "0x" + sa.enc_key.hex() if sa.enc_key else ""
-    akey = "0x" + sa.auth_key.hex() if sa.auth_key else ""
-    uats = ['"%s","*","*","0x%08x","%s","%s","%s","%s"' % (
-        fam, sa.spi, sa.ts_enc, key, sa.ts_auth, akey)
-        for fam in ("IPv4", "IPv6")]
     with tempfile.TemporaryDirectory(prefix="esp_peer.") as tmp:
         pcap = os.path.join(tmp, "in.pcap")
         write_raw_pcap(pcap, datas)
@@ -400,6 +430,8 @@ def op_tshark(sa, packets, extra_fields):
             for port in sorted(set(sa.udp_encap)):
                 if port != 4500:
                     cmd += ["-d", "udp.port==%d,udpencap" % port]
+        for d in decode_as:
+            cmd += ["-d", d]
         cmd += ["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a",
                 "-E", "aggregator=\x1f", "-E", "quote=n"]
         for f in fields:
@@ -438,7 +470,10 @@ def op_tshark(sa, packets, extra_fields):
         out.append({"icv_good": icv,
                     "decrypted_proto": int(proto[0], 0) if proto else None,
                     "fields": fv})
-    return {"packets": out}
+    ans = {"packets": out}
+    if more_sas:
+        ans["unsupported_sas"] = unsupported
+    return ans
 
 
 def handle(req):
@@ -457,7 +492,12 @@ def handle(req):
         if op == "decrypt":
             return op_decrypt(sa, packets), 0
         if op == "tshark":
-            return op_tshark(sa, packets, req.get("fields", [])), 0
+            more = req.get("more_sas", [])
+            decode_as = req.get("decode_as", [])
+            if not isinstance(more, list) or not isinstance(decode_as, list):
+                raise RequestError("more_sas and decode_as must be lists")
+            return op_tshark(sa, packets, req.get("fields", []),
+                             [Sa(m) for m in more], decode_as), 0
         raise RequestError("op must be encrypt, decrypt or tshark")
     except (RequestError, ValueError, KeyError) as e:
         return {"error": str(e)}, 2

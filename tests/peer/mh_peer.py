@@ -34,15 +34,65 @@ Requests and answers:
 - {"op": "dissect_ext", "hex"} -> {"src", "dst", "plen_ok": bool,
   "chain": [next header values], "hao": addr|null, "rh2": addr|null,
   "segleft": N|null, "tail": hex}
+- "encrypt", "decrypt", "tshark": esp_peer.py's requests (see there),
+  answered by esp_peer.py's code, so one process serves a test that needs
+  ESP, tshark and Mobility Headers.
+- {"op": "open", "hex": packet off the wire, "sa": esp_peer SA} ->
+  {"outer4": {"src", "dst", "sport", "dport", "udp_cksum_ok"} | null,
+  "ipv6": dissect_ext of the IPv6 packet that carries the ESP header,
+  "esp": esp_peer's decrypt answer (spi, esp_seq, padding_ok, ...),
+  "inner": {"src", "dst"} of the decrypted packet (tunnel mode: the inner
+  header), "mh": dissect_mh's answer plus "cksum_rfc_ok" | null,
+  "icmpv6": {"type", "id", "cksum_ok", "m", "o", "prefixes": [{"prefix",
+  "plen", "l", "a", "r", "valid", "preferred"}]} | null}.
+  DSMIPv6's UDP encapsulation (RFC 5555 4.1: IPv4 / UDP port 4191 / IPv6)
+  is taken apart by scapy (UDP 4191 is bound to IPv6 here).
+- {"op": "seal_bu", "home", "ha", "msg", "sa", "seq", "coa6": addr|null,
+  "outer4": {"src", "dst", "sport", "dport"} | null, "bad_cksum": bool}
+  -> {"hex"}: scapy builds IPv6(home -> ha) / MH(msg), encrypts it with the
+  transport-mode SA at ESP sequence number seq, and then, as a mobile node
+  away from home does (RFC 3776 3.1; RFC 5555 4.1), either puts the
+  care-of address in the source and the home address in a Home Address
+  option in front of ESP (coa6), or carries the packet in IPv4 / UDP
+  (outer4). bad_cksum flips a bit of the MH checksum before encryption.
 - failures: {"error": "..."} in place of the answer.
+
+With the argument --stream, each line on stdin is one such list and each
+answer list is printed on one line as soon as it is ready, so a test can
+send what it learnt from one answer in its next request without starting
+python again.
+
+The Mobility Header checksum (RFC 6275 6.1.1) is over a pseudo-header with
+the home address (from a Home Address option) as source and the final
+destination (from a type 2 routing header) as destination. Scapy's own
+computation (dissect_mh's cksum_ok) takes the HAO only when the
+Destination Options header holds nothing else; a Home Address option
+aligned to 8n+6 (RFC 6275 6.3) has a PadN in front of it, and then scapy
+gets it wrong. "cksum_rfc_ok" is the RFC's computation, done here with
+scapy's checksum().
 """
 
 import json
+import os
+import socket
+import struct
 import sys
 
-from scapy.all import IP, IPField, Raw  # noqa: F401
-from scapy.fields import BitField, ByteField, IntField, ShortField
-from scapy.layers.inet6 import (
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import esp_peer  # noqa: E402
+
+from scapy.all import IP, IPField, Raw  # noqa: F401,E402
+from scapy.layers.inet import UDP  # noqa: E402
+from scapy.layers.inet6 import (  # noqa: E402
+    ICMPv6MPAdv,
+    ICMPv6MPSol,
+    ICMPv6NDOptPrefixInfo,
+)
+from scapy.layers.ipsec import ESP  # noqa: E402
+from scapy.packet import bind_layers  # noqa: E402
+from scapy.utils import checksum  # noqa: E402
+from scapy.fields import BitField, ByteField, IntField, ShortField  # noqa: E402
+from scapy.layers.inet6 import (  # noqa: E402
     HAO,
     IPv6,
     IPv6ExtHdrDestOpt,
@@ -108,6 +158,11 @@ class OptIPv4CoA(_MIP6OptAlign):
 
 moboptcls.update({29: OptIPv4HoA, 30: OptIPv4Ack, 31: OptNatDetect,
                   32: OptIPv4CoA})
+
+# RFC 5555 4.1: IPv6 in UDP to or from port 4191.
+DSMIP_UDP_PORT = 4191
+bind_layers(UDP, IPv6, dport=DSMIP_UDP_PORT)
+bind_layers(UDP, IPv6, sport=DSMIP_UDP_PORT)
 
 MH_CLASSES = {0: MIP6MH_BRR, 1: MIP6MH_HoTI, 2: MIP6MH_CoTI, 3: MIP6MH_HoT,
               4: MIP6MH_CoT, 5: MIP6MH_BU, 6: MIP6MH_BA, 7: MIP6MH_BE}
@@ -258,8 +313,126 @@ def dissect_ext(data):
     return out
 
 
+def mh_cksum_rfc(pkt):
+    """RFC 6275 6.1.1: whether the MH checksum of pkt (IPv6 / ext headers
+    / MH) verifies against home address (HAO) and final destination
+    (type 2 routing header)."""
+    src, dst = pkt.src, pkt.dst
+    layer = pkt.payload
+    mh = None
+    while layer is not None and not isinstance(layer, Raw):
+        if isinstance(layer, IPv6ExtHdrDestOpt):
+            for o in layer.options:
+                if isinstance(o, HAO):
+                    src = o.hoa
+        elif isinstance(layer, IPv6ExtHdrRouting):
+            if layer.type == 2 and layer.segleft and layer.addresses:
+                dst = layer.addresses[-1]
+        elif isinstance(layer, tuple(MH_CLASSES.values())):
+            mh = layer
+            break
+        layer = layer.payload if layer.payload else None
+    if mh is None:
+        return None
+    raw = bytes(mh)
+    ph = (socket.inet_pton(socket.AF_INET6, src) +
+          socket.inet_pton(socket.AF_INET6, dst) +
+          struct.pack("!I", len(raw)) + b"\0\0\0\x87")
+    return checksum(ph + raw) == 0
+
+
+def dissect_icmpv6(pkt):
+    m = pkt.getlayer(ICMPv6MPSol) or pkt.getlayer(ICMPv6MPAdv)
+    if m is None:
+        return None
+    c = m.copy()
+    c.cksum = None
+    mine = bytes(c.__class__(bytes(IPv6(src=pkt.src, dst=pkt.dst) / c)[40:]))
+    out = {"type": m.type, "code": m.code, "id": m.id,
+           "cksum_ok": struct.unpack("!H", mine[2:4])[0] == m.cksum}
+    if isinstance(m, ICMPv6MPAdv):
+        out.update(m=bool(m.flags & 2), o=bool(m.flags & 1), prefixes=[])
+        o = m.payload
+        while o is not None and isinstance(o, ICMPv6NDOptPrefixInfo):
+            out["prefixes"].append({
+                "prefix": o.prefix, "plen": o.prefixlen, "l": bool(o.L),
+                "a": bool(o.A), "r": bool(o.R), "valid": o.validlifetime,
+                "preferred": o.preferredlifetime})
+            o = o.payload if o.payload else None
+    return out
+
+
+def op_open(r):
+    data = bytes.fromhex(r["hex"])
+    sa = esp_peer.Sa(r["sa"])
+    out = {"outer4": None}
+    if data[0] >> 4 == 4:
+        pkt = IP(data)
+        udp = pkt.getlayer(UDP)
+        if udp is None or not udp.haslayer(IPv6):
+            raise ValueError("IPv4 packet without UDP %d / IPv6: %r" % (
+                DSMIP_UDP_PORT, pkt))
+        c = pkt.copy()
+        c[UDP].chksum = None
+        want = IP(bytes(c))[UDP].chksum
+        out["outer4"] = {"src": pkt.src, "dst": pkt.dst, "sport": udp.sport,
+                         "dport": udp.dport, "udp_cksum": udp.chksum,
+                         "udp_cksum_ok": udp.chksum in (0, want),
+                         "udp_len_ok": udp.len == len(bytes(udp))}
+        data = bytes(udp[IPv6])
+    out["ipv6"] = dissect_ext(data)
+    v6 = IPv6(data)
+    if not v6.haslayer(ESP):
+        raise ValueError("no ESP header: %r" % v6)
+    dec = esp_peer.op_decrypt(sa, [{"seq": v6[ESP].seq,
+                                    "hex": data.hex()}])["packets"][0]
+    out["esp"] = dec
+    if not dec.get("ok"):
+        return out
+    inner = IPv6(bytes.fromhex(dec["hex"]))
+    out["inner"] = {"src": inner.src, "dst": inner.dst}
+    out["mh"] = None
+    if any(inner.haslayer(c) for c in MH_CLASSES.values()):
+        out["mh"] = dissect_mh(inner)
+        out["mh"]["cksum_rfc_ok"] = mh_cksum_rfc(inner)
+    out["icmpv6"] = dissect_icmpv6(inner)
+    return out
+
+
+def op_seal_bu(r):
+    sa = esp_peer.Sa(r["sa"])
+    if sa.mode != "transport":
+        raise ValueError("a Binding Update SA is transport mode")
+    clear = IPv6(src=r["home"], dst=r["ha"]) / build_mh(r["msg"])
+    raw = bytearray(bytes(clear))
+    if r.get("bad_cksum"):
+        raw[40 + 4] ^= 0x01
+    enc = esp_peer.op_encrypt(sa, [{"seq": r["seq"],
+                                    "hex": bytes(raw).hex()}])
+    sealed = IPv6(bytes.fromhex(enc["packets"][0]["hex"]))
+    esp = bytes(sealed[ESP])
+    if r.get("coa6"):
+        pkt = (IPv6(src=r["coa6"], dst=r["ha"]) /
+               IPv6ExtHdrDestOpt(nh=50, options=[HAO(hoa=r["home"])]) /
+               Raw(esp))
+    else:
+        pkt = IPv6(src=r["home"], dst=r["ha"], nh=50) / Raw(esp)
+    o = r.get("outer4")
+    if o:
+        pkt = (IP(src=o["src"], dst=o["dst"]) /
+               UDP(sport=o["sport"], dport=o["dport"]) / pkt)
+    return {"hex": bytes(pkt).hex()}
+
+
 def handle(r):
     op = r["op"]
+    if op in ("encrypt", "decrypt", "tshark"):
+        ans, _ = esp_peer.handle(r)
+        return ans
+    if op == "open":
+        return op_open(r)
+    if op == "seal_bu":
+        return op_seal_bu(r)
     if op == "build_mh":
         pkt = IPv6(src=r["src"], dst=r["dst"]) / build_mh(r["msg"])
         return {"hex": bytes(pkt).hex()}
@@ -272,19 +445,35 @@ def handle(r):
     raise ValueError("unknown op %r" % op)
 
 
-def main():
-    try:
-        requests = json.load(sys.stdin)
-    except ValueError as e:
-        print(json.dumps({"error": "bad request: %s" % e}))
-        return 2
+def answer(requests):
     answers = []
     for r in requests:
         try:
             answers.append(handle(r))
         except Exception as e:  # report per request, keep going
             answers.append({"error": "%s: %s" % (type(e).__name__, e)})
-    print(json.dumps(answers))
+    return answers
+
+
+def main():
+    if "--stream" in sys.argv[1:]:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            try:
+                requests = json.loads(line)
+            except ValueError as e:
+                print(json.dumps({"error": "bad request: %s" % e}),
+                      flush=True)
+                return 2
+            print(json.dumps(answer(requests)), flush=True)
+        return 0
+    try:
+        requests = json.load(sys.stdin)
+    except ValueError as e:
+        print(json.dumps({"error": "bad request: %s" % e}))
+        return 2
+    print(json.dumps(answer(requests)))
     return 0
 
 
