@@ -474,13 +474,14 @@ impl MobileNode {
         let Some(p) = self.pending else {
             return Err(MobilityDrop::UnexpectedBa);
         };
+        if ba.status == ba_status::SEQ_OUT_OF_WINDOW {
+            // RFC 6275 11.7.3: the BA carries the home agent's last
+            // accepted number (so it need not match ours): go on from it.
+            self.seq = ba.seq;
+            self.send_bu(true, now);
+            return Ok(());
+        }
         if ba.seq != p.seq {
-            if ba.status == ba_status::SEQ_OUT_OF_WINDOW {
-                // The home agent's last accepted number: go on from it.
-                self.seq = ba.seq;
-                self.send_bu(true, now);
-                return Ok(());
-            }
             return Err(MobilityDrop::UnexpectedBa);
         }
         self.counters.event(MobilityEvent::BaAccepted);

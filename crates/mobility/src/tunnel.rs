@@ -268,32 +268,39 @@ impl HaTunnel {
     ) -> Result<bool, MobilityDrop> {
         let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::Malformed)?;
         let pkt = buf.data();
-        let (home, care_of) = match meta.version {
+        let spi = esp_spi(pkt, &meta);
+        let from_us = meta.version == IpVersion::V6 && addr16(pkt, 8) == Some(ha.v6);
+        let (home, care_of, signalling) = match meta.version {
             IpVersion::V6 => {
                 let dst = addr16(pkt, 24).ok_or(MobilityDrop::Malformed)?;
-                match bindings.get(&dst).map(|b| &b.care_of).or(extra) {
-                    Some(c) => (dst, *c),
+                let signalling = match spi {
+                    Some(spi) if from_us => self
+                        .cache
+                        .signalling(q, ha.v6, dst, mh_type::BA, ICMPV6_MPA)
+                        .transport
+                        .contains(&Some(spi)),
+                    _ => false,
+                };
+                // RFC 6275 9.5.4: a BA goes to where its BU came from, so
+                // signalling takes the reply route (a refused or
+                // de-registering BU's care-of address) over the binding.
+                let route = if signalling {
+                    extra.or(bindings.get(&dst).map(|b| &b.care_of))
+                } else {
+                    bindings.get(&dst).map(|b| &b.care_of)
+                };
+                match route {
+                    Some(c) => (dst, *c, signalling),
                     None => return Ok(false),
                 }
             }
             IpVersion::V4 => {
                 let dst = addr4(pkt, 16).ok_or(MobilityDrop::Malformed)?;
                 match bindings.get_v4(&dst) {
-                    Some(b) => (b.home, b.care_of),
+                    Some(b) => (b.home, b.care_of, false),
                     None => return Ok(false),
                 }
             }
-        };
-        let spi = esp_spi(pkt, &meta);
-        let from_us = meta.version == IpVersion::V6 && addr16(pkt, 8) == Some(ha.v6);
-        let signalling = match spi {
-            Some(spi) if from_us => {
-                let s = self
-                    .cache
-                    .signalling(q, ha.v6, home, mh_type::BA, ICMPV6_MPA);
-                s.transport.contains(&Some(spi))
-            }
-            _ => false,
         };
         match care_of {
             CareOf::V6(coa) => {

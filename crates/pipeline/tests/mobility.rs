@@ -1174,3 +1174,50 @@ fn rfc3776_6_9_to_6_12_prefix_discovery_over_ipv6() {
         .events()
         .contains(&MnEvent::Prefixes(vec![(v6("2001:db8:1::"), 64)])));
 }
+
+/// A mobile node that lost its binding update list (restarted, its SAs
+/// kept) starts again at sequence number 1: the home agent refuses it with
+/// status 135 and the last number it accepted, sends that BA to where the
+/// BU came from (RFC 6275 9.5.4, not the old care-of address of the
+/// binding), and the node goes on from that number (11.7.3).
+#[test]
+fn restarted_mobile_node_resynchronises_its_sequence_number() {
+    let mut net = Net::new();
+    for _ in 0..3 {
+        let now = net.now;
+        let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+        net.settle(bu, vec![]);
+        net.now = now.saturating_add(Duration::from_secs(1));
+    }
+    assert_eq!(ha(&net.ha).bindings().get(&v6(HOA)).unwrap().seq, 3);
+    let cfg = mn(&mut net.mn).config().clone();
+    net.mn
+        .set_mobility(Mobility::MobileNode(MobileNode::new(cfg)));
+    let bu = net.move_to(Attachment::V6(v6(COA6B)), Some(COA6B), false);
+    let (o, out) = run(&mut net.ha, Side::Network, &bu[0].1, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let ba = only(out, Side::Network);
+    assert_eq!(
+        stack(&ba)[0],
+        "IPv6 2001:db8:1::1 -> 2001:db8:3::100",
+        "to the BU's source"
+    );
+    net.settle(vec![], vec![(Side::Network, ba)]);
+    let ev = net.events();
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            MnEvent::BindingUpdateSent {
+                seq: 4,
+                retransmission: true,
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(
+        mn(&mut net.mn).registered(),
+        Some(Attachment::V6(v6(COA6B)))
+    );
+    assert_eq!(ha(&net.ha).bindings().get(&v6(HOA)).unwrap().seq, 4);
+}
