@@ -3,6 +3,7 @@
 mod check;
 mod config;
 mod control;
+mod lab;
 mod replay;
 mod report;
 mod run;
@@ -28,6 +29,14 @@ struct Cli {
 enum LogFormat {
     Human,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LabScenario {
+    /// The mobile node's journey.
+    Mobility,
+    /// Two sites behind two gateways.
+    SiteToSite,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -87,6 +96,20 @@ enum Command {
         /// The appliance's control socket.
         #[arg(long, default_value = "/run/bitsgw/bitsgw.sock")]
         socket: PathBuf,
+    },
+    /// The whole story in network namespaces (needs root): `mobility` (a
+    /// mobile host behind an `mn` appliance moving between IPv6, public
+    /// IPv4 and a NAT, a home agent, a correspondent) or `site-to-site`.
+    Lab {
+        /// Which lab.
+        #[arg(value_enum, default_value_t = LabScenario::Mobility)]
+        scenario: LabScenario,
+        /// Shorter traffic phases.
+        #[arg(long)]
+        short: bool,
+        /// Keep traces, captures and logs in this folder.
+        #[arg(long)]
+        keep: Option<PathBuf>,
     },
     /// Show SAs, policies or counters of a running appliance.
     Show {
@@ -159,6 +182,27 @@ fn main() -> ExitCode {
         Command::Ctl { command, socket } => ctl(&command, &socket)
             .map(|t| print!("{t}"))
             .map_err(|e| (1, e)),
+        Command::Lab {
+            scenario,
+            short,
+            keep,
+        } => {
+            let opts = lab::LabOptions {
+                scenario: match scenario {
+                    LabScenario::Mobility => lab::Scenario::Mobility,
+                    LabScenario::SiteToSite => lab::Scenario::SiteToSite,
+                },
+                short,
+                keep,
+            };
+            lab::run(&opts, &mut |s| {
+                use std::io::Write as _;
+                print!("{s}");
+                let _ = std::io::stdout().flush();
+            })
+            .map(|_| ())
+            .map_err(|e| (1, e.to_string()))
+        }
         Command::Show { what, socket, json } => show(what, &socket, json)
             .map(|t| print!("{t}"))
             .map_err(|e| (1, e)),

@@ -1,0 +1,1248 @@
+//! `bitsgw lab`: the whole story in network namespaces, on real
+//! interfaces, with unmodified hosts.
+//!
+//! `bitsgw lab mobility` builds, with network namespaces, veth pairs, TUN
+//! devices and nftables:
+//!
+//! ```text
+//!  host ── mn ══╤═ visited IPv6 A (2001:db8:2::/64) ══╗
+//!  (unmodified) │═ visited IPv6 B (2001:db8:3::/64) ══╣
+//!               │═ public IPv4 (203.0.113.64/26) ═════╣ inet ══ ha ── home ── cn
+//!               │═ behind a NAT (198.51.100.0/24) ═ nat (masquerade) ═╝      (unmodified)
+//!               └─ home access (2001:db8:1::2:0/112) ───────────────── ha
+//! ```
+//!
+//! `mn` runs a bitsgw `mn` appliance for the host, `ha` a bitsgw `ha`
+//! appliance in front of the home network, both with TUN ports: the
+//! namespace's own routing takes packets of the host (and of the home
+//! network for the home address) into the appliance's host port, and the
+//! packets the appliance sends on its network port to the network the
+//! care-of address belongs to. The scenario registers over IPv6, moves to
+//! public IPv4, behind the NAT (NAT detected, UDP from then on), lives
+//! through a NAT rebinding, goes back to IPv6 (make-before-break: zero
+//! packets lost is the goal), makes one break-before-make handover (its
+//! interruption measured) and returns home; ping and a TCP stream run
+//! between the correspondent and the host. The link between the Internet
+//! and the home agent is captured and must carry only ESP.
+//!
+//! `bitsgw lab site-to-site`: two unmodified hosts behind two `gateway`
+//! appliances inline (AF_PACKET ports), ESP tunnel mode, iperf3 throughput.
+//!
+//! Everything the lab makes (namespaces, processes it started, its scratch
+//! folder) is removed when it ends, also on Ctrl-C or failure; it can be
+//! run again right away.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Which lab to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// The mobile node's journey.
+    Mobility,
+    /// Two sites, two gateways.
+    SiteToSite,
+}
+
+/// How to run it.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Which lab.
+    pub scenario: Scenario,
+    /// Shorter traffic phases (for tests).
+    pub short: bool,
+    /// Where the traces and logs go (kept after the lab); a temporary
+    /// folder when unset, removed at the end.
+    pub keep: Option<PathBuf>,
+}
+
+/// The lab failed: what, and the output that says why.
+#[derive(Debug)]
+pub struct LabError(pub String);
+
+impl std::fmt::Display for LabError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+type Result<T> = std::result::Result<T, LabError>;
+
+fn err(msg: impl Into<String>) -> LabError {
+    LabError(msg.into())
+}
+
+/// What one phase of the mobility scenario saw.
+#[derive(Debug, Clone, Default)]
+pub struct PhaseReport {
+    /// The phase.
+    pub name: String,
+    /// The care-of address registered after it ("home" at home).
+    pub care_of: String,
+    /// The encapsulation data used.
+    pub encapsulation: String,
+    /// Whether the home agent saw a NAT.
+    pub nat: bool,
+    /// BUs the mobile node sent and BAs it took during the phase.
+    pub bu_sent: u64,
+    /// BAs taken.
+    pub ba_taken: u64,
+    /// Pings sent and received across the handover.
+    pub pings_sent: u64,
+    /// Pings answered.
+    pub pings_received: u64,
+    /// Interruption seen by the pings (lost pings times the interval).
+    pub interruption_ms: u64,
+}
+
+/// The lab's result.
+#[derive(Debug, Clone, Default)]
+pub struct LabReport {
+    /// Phases in order.
+    pub phases: Vec<PhaseReport>,
+    /// TCP throughput measured (bits per second), per phase name.
+    pub tcp: Vec<(String, f64)>,
+    /// Frames captured between the Internet and the home agent, and how
+    /// many of them were not ESP (nor ARP / neighbor discovery).
+    pub wire_frames: u64,
+    /// Frames in clear on that link (must be 0).
+    pub wire_cleartext: u64,
+    /// Where traces and logs are.
+    pub traces: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------
+// Namespaces and processes
+// ---------------------------------------------------------------------
+
+/// Namespaces, the processes started in them, and a scratch folder; all
+/// removed on drop.
+struct Netns {
+    prefix: String,
+    names: Vec<String>,
+    children: Vec<(String, Child)>,
+    dir: PathBuf,
+    keep_dir: bool,
+    stop: Arc<AtomicBool>,
+}
+
+/// The prefix of every namespace the lab makes (one lab at a time; a
+/// leftover of a killed run is removed when the next one starts).
+const PREFIX: &str = "bgl-";
+
+fn run_cmd(args: &[&str]) -> Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(format!("{}: {e}", args.join(" "))))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "`{}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Netns {
+    fn new(names: &[&str], dir: PathBuf, keep_dir: bool, stop: Arc<AtomicBool>) -> Result<Netns> {
+        // Leftovers of a run that was killed before it could clean up.
+        if let Ok(list) = run_cmd(&["ip", "netns", "list"]) {
+            for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+                if ns.starts_with(PREFIX) {
+                    let _ = run_cmd(&["ip", "netns", "del", ns]);
+                }
+            }
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        let mut n = Netns {
+            prefix: PREFIX.to_string(),
+            names: Vec::new(),
+            children: Vec::new(),
+            dir,
+            keep_dir,
+            stop,
+        };
+        for name in names {
+            let full = format!("{}{name}", n.prefix);
+            run_cmd(&["ip", "netns", "add", &full])?;
+            n.names.push(full);
+            n.exec(name, &["ip", "link", "set", "lo", "up"])?;
+        }
+        Ok(n)
+    }
+
+    fn ns(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Result<String> {
+        let full = self.ns(ns);
+        let mut v = vec!["ip", "netns", "exec", &full];
+        v.extend_from_slice(args);
+        run_cmd(&v)
+    }
+
+    /// Runs a list of commands in `ns`, each a whitespace-separated line.
+    fn script(&self, ns: &str, lines: &[&str]) -> Result<()> {
+        for l in lines {
+            let args: Vec<&str> = l.split_whitespace().collect();
+            self.exec(ns, &args)?;
+        }
+        Ok(())
+    }
+
+    fn sysctl_router(&self, ns: &str) -> Result<()> {
+        self.script(
+            ns,
+            &[
+                "sysctl -qw net.ipv4.ip_forward=1",
+                "sysctl -qw net.ipv6.conf.all.forwarding=1",
+                "sysctl -qw net.ipv4.conf.all.rp_filter=0",
+                "sysctl -qw net.ipv4.conf.default.rp_filter=0",
+                "sysctl -qw net.ipv6.conf.all.accept_dad=0",
+                "sysctl -qw net.ipv6.conf.default.accept_dad=0",
+            ],
+        )
+    }
+
+    /// A veth pair `a_if` in `a` and `b_if` in `b`, both up.
+    fn link(&self, a: &str, a_if: &str, b: &str, b_if: &str) -> Result<()> {
+        let (na, nb) = (self.ns(a), self.ns(b));
+        run_cmd(&[
+            "ip", "link", "add", a_if, "netns", &na, "type", "veth", "peer", "name", b_if, "netns",
+            &nb,
+        ])?;
+        for (ns, dev) in [(a, a_if), (b, b_if)] {
+            self.exec(ns, &["ip", "link", "set", dev, "up"])?;
+            // Checksums and segmentation in software: a bump that reads
+            // frames off the wire must see them whole and checksummed.
+            let _ = self.exec(
+                ns,
+                &[
+                    "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+                ],
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts a process in `ns`, its output in `<dir>/<label>.log`.
+    fn spawn(&mut self, ns: &str, label: &str, args: &[&str]) -> Result<()> {
+        let log = self.dir.join(format!("{label}.log"));
+        let file =
+            std::fs::File::create(&log).map_err(|e| err(format!("{}: {e}", log.display())))?;
+        let file2 = file.try_clone().map_err(|e| err(e.to_string()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns)])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file2)
+            .spawn()
+            .map_err(|e| err(format!("{}: {e}", args.join(" "))))?;
+        self.children.push((label.to_string(), child));
+        Ok(())
+    }
+
+    /// Whether every process started is still running; the name and log of
+    /// one that is not.
+    fn check_alive(&mut self) -> Result<()> {
+        for (label, c) in &mut self.children {
+            if let Ok(Some(status)) = c.try_wait() {
+                if label.starts_with("bitsgw") {
+                    let log = std::fs::read_to_string(self.dir.join(format!("{label}.log")))
+                        .unwrap_or_default();
+                    return Err(err(format!("{label} exited ({status}):\n{log}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a process the lab started (SIGTERM, then SIGKILL) and waits.
+    fn end(&mut self, label: &str) {
+        if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
+            let (_, mut c) = self.children.remove(i);
+            terminate(&mut c);
+        }
+    }
+
+    fn interrupted(&self) -> Result<()> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(err("interrupted"));
+        }
+        Ok(())
+    }
+}
+
+/// SIGTERM to a child we started, by its PID, then SIGKILL if it lingers.
+fn terminate(c: &mut Child) {
+    if let Ok(pid) = i32::try_from(c.id()) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            terminate(c);
+        }
+        for ns in &self.names {
+            let _ = run_cmd(&["ip", "netns", "del", ns]);
+        }
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Prerequisites
+// ---------------------------------------------------------------------
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn have(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+/// Root, the tools, and /dev/net/tun: everything missing, by name and
+/// Debian package.
+pub fn check_prerequisites(scenario: Scenario) -> Result<()> {
+    let mut missing = Vec::new();
+    if !is_root() {
+        missing.push("root (network namespaces need it: run with sudo)".to_string());
+    }
+    let mut tools = vec![
+        ("ip", "iproute2"),
+        ("ping", "iputils-ping"),
+        ("iperf3", "iperf3"),
+        ("ethtool", "ethtool"),
+    ];
+    if scenario == Scenario::Mobility {
+        tools.extend([
+            ("nft", "nftables"),
+            ("conntrack", "conntrack"),
+            ("tshark", "tshark"),
+        ]);
+    }
+    for (cmd, pkg) in tools {
+        if !have(cmd) {
+            missing.push(format!("{cmd} (Debian package {pkg})"));
+        }
+    }
+    if scenario == Scenario::Mobility && !Path::new("/dev/net/tun").exists() {
+        missing.push("/dev/net/tun (the tun kernel module)".to_string());
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(err(format!("bitsgw lab needs: {}", missing.join("; "))))
+    }
+}
+
+// ---------------------------------------------------------------------
+// The mobility lab
+// ---------------------------------------------------------------------
+
+const HOA: &str = "2001:db8:1::100";
+const HOA4: &str = "192.0.2.100";
+const HA: &str = "2001:db8:1::1";
+const HA4: &str = "203.0.113.1";
+const COA_A: &str = "2001:db8:2::100";
+const COA_B: &str = "2001:db8:3::100";
+const COA_PUBLIC4: &str = "203.0.113.70";
+const COA_NAT: &str = "198.51.100.20";
+const NAT_PUBLIC: &str = "203.0.113.130";
+
+/// The namespaces, links, addresses, routes and the NAT.
+fn build_mobility(n: &Netns) -> Result<()> {
+    for ns in ["mn", "inet", "nat", "ha"] {
+        n.sysctl_router(ns)?;
+    }
+    n.link("host", "eth0", "mn", "mn-host")?;
+    n.link("mn", "mn-v6a", "inet", "in-v6a")?;
+    n.link("mn", "mn-v6b", "inet", "in-v6b")?;
+    n.link("mn", "mn-v4", "inet", "in-v4")?;
+    n.link("mn", "mn-nat", "nat", "nat-in")?;
+    n.link("nat", "nat-out", "inet", "in-nat")?;
+    n.link("inet", "in-ha", "ha", "ha-inet")?;
+    n.link("ha", "ha-home", "home", "eth0")?;
+    n.link("mn", "mn-home", "ha", "ha-acc")?;
+    // The unmodified hosts: the mobile host believes it is at home, the
+    // correspondent sits on the home network.
+    n.script(
+        "host",
+        &[
+            "sysctl -qw net.ipv6.conf.all.accept_dad=0",
+            "sysctl -qw net.ipv6.conf.eth0.accept_dad=0",
+            "ip addr add 2001:db8:1::100/64 dev eth0",
+            "ip addr add 192.0.2.100/25 dev eth0",
+            "ip link set eth0 mtu 1300",
+            "ip -6 route add default via 2001:db8:1::fe",
+            "ip route add default via 192.0.2.126",
+        ],
+    )?;
+    n.script(
+        "home",
+        &[
+            "sysctl -qw net.ipv6.conf.all.accept_dad=0",
+            "sysctl -qw net.ipv6.conf.eth0.accept_dad=0",
+            "ip addr add 2001:db8:1::1:77/112 dev eth0",
+            "ip addr add 192.0.2.130/25 dev eth0",
+            "ip link set eth0 mtu 1300",
+            "ip -6 route add default via 2001:db8:1::1:1",
+            "ip route add default via 192.0.2.129",
+        ],
+    )?;
+    // The mobile node's namespace: the host's router on one side, the
+    // visited networks on the other; the appliance's TUN ports between.
+    n.script(
+        "mn",
+        &[
+            "ip addr add 2001:db8:1::fe/64 dev mn-host",
+            "ip addr add 192.0.2.126/25 dev mn-host",
+            "ip addr add 2001:db8:2::2/64 dev mn-v6a",
+            "ip addr add 2001:db8:3::2/64 dev mn-v6b",
+            "ip addr add 203.0.113.66/26 dev mn-v4",
+            "ip addr add 198.51.100.2/24 dev mn-nat",
+            "ip addr add 2001:db8:1::2:2/112 dev mn-home",
+            "ip tuntap add dev mnh mode tun",
+            "ip tuntap add dev mnn mode tun",
+            "ip link set mnh up",
+            "ip link set mnn up",
+            // The host's traffic into the appliance's host port.
+            "ip -6 rule add iif mn-host from 2001:db8:1::100 lookup 100",
+            "ip rule add iif mn-host from 192.0.2.100 lookup 100",
+            "ip -6 route add default dev mnh table 100",
+            "ip route add default dev mnh table 100",
+            // What the appliance sends: by its source, the network the
+            // care-of address belongs to (or the home link).
+            "ip -6 rule add iif mnn from 2001:db8:2::100 lookup 101",
+            "ip -6 route add default via 2001:db8:2::1 dev mn-v6a table 101",
+            "ip -6 rule add iif mnn from 2001:db8:3::100 lookup 102",
+            "ip -6 route add default via 2001:db8:3::1 dev mn-v6b table 102",
+            "ip rule add iif mnn from 203.0.113.70 lookup 103",
+            "ip route add default via 203.0.113.65 dev mn-v4 table 103",
+            "ip rule add iif mnn from 198.51.100.20 lookup 104",
+            "ip route add default via 198.51.100.1 dev mn-nat table 104",
+            "ip -6 rule add iif mnn from 2001:db8:1::100 lookup 105",
+            "ip -6 route add default via 2001:db8:1::2:1 dev mn-home table 105",
+            // Packets to the care-of addresses (and, at home, to the home
+            // address from the home link) into the network port.
+            "ip -6 route add 2001:db8:2::100 dev mnn",
+            "ip -6 route add 2001:db8:3::100 dev mnn",
+            "ip route add 203.0.113.70 dev mnn",
+            "ip route add 198.51.100.20 dev mnn",
+            "ip -6 rule add iif mn-home to 2001:db8:1::100 lookup 106",
+            "ip -6 route add default dev mnn table 106",
+        ],
+    )?;
+    n.script(
+        "inet",
+        &[
+            "ip addr add 2001:db8:2::1/64 dev in-v6a",
+            "ip addr add 2001:db8:3::1/64 dev in-v6b",
+            "ip addr add 203.0.113.65/26 dev in-v4",
+            "ip addr add 203.0.113.129/26 dev in-nat",
+            "ip addr add 2001:db8:f::1/64 dev in-ha",
+            "ip addr add 203.0.113.62/26 dev in-ha",
+            "ip -6 route add 2001:db8:2::100 via 2001:db8:2::2",
+            "ip -6 route add 2001:db8:3::100 via 2001:db8:3::2",
+            "ip route add 203.0.113.70 via 203.0.113.66",
+            "ip -6 route add 2001:db8:1::1 via 2001:db8:f::2",
+            "ip route add 203.0.113.1 via 203.0.113.61",
+        ],
+    )?;
+    n.script(
+        "nat",
+        &[
+            "ip addr add 198.51.100.1/24 dev nat-in",
+            "ip addr add 203.0.113.130/26 dev nat-out",
+            "ip route add default via 203.0.113.129",
+            "ip route add 198.51.100.20 via 198.51.100.2",
+        ],
+    )?;
+    nat_rule(n, "41000-41999")?;
+    n.script(
+        "ha",
+        &[
+            "ip addr add 2001:db8:f::2/64 dev ha-inet",
+            "ip addr add 203.0.113.61/26 dev ha-inet",
+            "ip -6 route add default via 2001:db8:f::1",
+            "ip route add default via 203.0.113.62",
+            "ip addr add 2001:db8:1::1:1/112 dev ha-home",
+            "ip addr add 192.0.2.129/25 dev ha-home",
+            "ip addr add 2001:db8:1::2:1/112 dev ha-acc",
+            "ip tuntap add dev hah mode tun",
+            "ip tuntap add dev han mode tun",
+            "ip link set hah up",
+            "ip link set han up",
+            // The home agent's own addresses belong to the appliance.
+            "ip -6 route add 2001:db8:1::1 dev han",
+            "ip route add 203.0.113.1 dev han",
+            // The home network's traffic for the mobile node into the host
+            // port; what the appliance sends to the home address goes to
+            // the home link (the node at home) or, encapsulated, out.
+            "ip -6 rule add iif ha-home to 2001:db8:1::100 lookup 200",
+            "ip rule add iif ha-home to 192.0.2.100 lookup 200",
+            "ip -6 route add default dev hah table 200",
+            "ip route add default dev hah table 200",
+            "ip -6 route add 2001:db8:1::100 via 2001:db8:1::2:2 dev ha-acc",
+            "ip route add 192.0.2.100 dev hah",
+        ],
+    )?;
+    Ok(())
+}
+
+/// The NAT: masquerade of the inside network to the public address, to
+/// source ports in `ports`.
+fn nat_rule(n: &Netns, ports: &str) -> Result<()> {
+    let _ = n.exec("nat", &["nft", "delete", "table", "ip", "lab"]);
+    n.script(
+        "nat",
+        &[
+            "nft add table ip lab",
+            "nft add chain ip lab post { type nat hook postrouting priority 100 ; }",
+        ],
+    )?;
+    let rule = format!("ip saddr 198.51.100.0/24 oifname nat-out masquerade to :{ports}");
+    let mut args = vec!["nft", "add", "rule", "ip", "lab", "post"];
+    args.extend(rule.split_whitespace());
+    n.exec("nat", &args)?;
+    Ok(())
+}
+
+/// The policy files the labs use, built into the binary (so the lab needs
+/// nothing but the binary), written into the lab's folder.
+fn policy(dir: &Path, name: &str) -> Result<PathBuf> {
+    let text = match name {
+        "dsmip-hostwide-ha.json" => include_str!("../policies/dsmip-hostwide-ha.json"),
+        "dsmip-hostwide-mn.json" => include_str!("../policies/dsmip-hostwide-mn.json"),
+        "site-to-site-a.json" => include_str!("../policies/site-to-site-a.json"),
+        "site-to-site-b.json" => include_str!("../policies/site-to-site-b.json"),
+        _ => return Err(err(format!("no built-in policy {name}"))),
+    };
+    let path = dir.join(name);
+    write(&path, text)?;
+    Ok(path)
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
+/// The appliance configurations of the two mobility appliances.
+fn mobility_configs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let ha = dir.join("ha.json");
+    write(
+        &ha,
+        &format!(
+            r#"{{"role": "ha", "policy": "{policy}",
+  "ports": {{"host": {{"type": "tun", "name": "hah"}}, "network": {{"type": "tun", "name": "han"}}}},
+  "workers": 1, "control_socket": "{sock}",
+  "mobility": {{"address": "{HA}", "address_v4": "{HA4}", "home_prefixes": ["2001:db8:1::/64"],
+    "nodes": [{{"home": "{HOA}", "home_v4": "{HOA4}"}}], "max_lifetime_secs": 600, "nat_refresh_secs": 110}}}}"#,
+            policy = policy(dir, "dsmip-hostwide-ha.json")?.display(),
+            sock = dir.join("ha.sock").display()
+        ),
+    )?;
+    let mn = dir.join("mn.json");
+    write(
+        &mn,
+        &format!(
+            r#"{{"role": "mn", "policy": "{policy}",
+  "ports": {{"host": {{"type": "tun", "name": "mnh"}}, "network": {{"type": "tun", "name": "mnn"}}}},
+  "workers": 1, "control_socket": "{sock}",
+  "mobility": {{"home_address": "{HOA}", "home_agent": "{HA}", "home_agent_v4": "{HA4}", "home_v4": "0.0.0.0",
+    "lifetime_secs": 420, "attachment": "{COA_A}"}}}}"#,
+            policy = policy(dir, "dsmip-hostwide-mn.json")?.display(),
+            sock = dir.join("mn.sock").display()
+        ),
+    )?;
+    Ok((ha, mn))
+}
+
+/// `bitsgw <args>` (this very binary) and its stdout.
+fn bitsgw(args: &[&str]) -> Result<String> {
+    let exe = std::env::current_exe().map_err(|e| err(e.to_string()))?;
+    let out = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "bitsgw {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| err(format!("not JSON ({e}): {text}")))
+}
+
+fn wait_for_socket(n: &mut Netns, path: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        n.check_alive()?;
+        n.interrupted()?;
+        if Instant::now() > deadline {
+            return Err(err(format!("{} never appeared", path.display())));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The mobile node's view (`show bindings --json`).
+fn mn_state(sock: &Path) -> Result<serde_json::Value> {
+    json(&bitsgw(&[
+        "show",
+        "bindings",
+        "--json",
+        "--socket",
+        &sock.to_string_lossy(),
+    ])?)
+}
+
+/// A mobility counter of an appliance.
+fn counter(sock: &Path, name: &str) -> Result<u64> {
+    let c = json(&bitsgw(&[
+        "show",
+        "counters",
+        "--json",
+        "--socket",
+        &sock.to_string_lossy(),
+    ])?)?;
+    let find = |v: &serde_json::Value| -> Option<u64> {
+        v.get("mobility")
+            .and_then(|m| {
+                m.get("events")
+                    .and_then(|e| e.get(name))
+                    .or_else(|| m.get("drops").and_then(|d| d.get(name)))
+            })
+            .and_then(serde_json::Value::as_u64)
+    };
+    Ok(find(&c).unwrap_or(0))
+}
+
+/// Waits until the mobile node has registered `care_of` (or is home).
+fn wait_registered(n: &mut Netns, sock: &Path, care_of: &str) -> Result<Duration> {
+    let t0 = Instant::now();
+    loop {
+        n.check_alive()?;
+        n.interrupted()?;
+        let s = mn_state(sock)?;
+        let reg = s.get("registered").and_then(|v| v.as_str()).unwrap_or("");
+        let registering = s.get("registering").map(|v| !v.is_null()).unwrap_or(false);
+        if reg == care_of && !registering {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            return Err(err(format!("no registration of {care_of} after 15 s: {s}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a ping from the correspondent to the host: `count` requests
+/// every `interval_ms`. Returns the label of the process.
+fn start_ping(n: &mut Netns, label: &str, count: u32, interval_ms: u32, v4: bool) -> Result<()> {
+    let interval = format!("{}", f64::from(interval_ms) / 1000.0);
+    let count = count.to_string();
+    let dst = if v4 { HOA4 } else { HOA };
+    n.spawn(
+        "home",
+        label,
+        &[
+            "ping", "-n", "-q", "-i", &interval, "-c", &count, "-W", "1", dst,
+        ],
+    )
+}
+
+/// Waits for a ping started with [`start_ping`]; (sent, received).
+fn finish_ping(n: &mut Netns, label: &str) -> Result<(u64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        n.interrupted()?;
+        let done = n
+            .children
+            .iter_mut()
+            .find(|(l, _)| l == label)
+            .map(|(_, c)| matches!(c.try_wait(), Ok(Some(_))))
+            .unwrap_or(true);
+        if done {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(err(format!("{label} did not finish")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    n.end(label);
+    let log = std::fs::read_to_string(n.dir.join(format!("{label}.log"))).unwrap_or_default();
+    // "N packets transmitted, M received"
+    let line = log
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .ok_or_else(|| err(format!("{label}: no summary in: {log}")))?;
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(2)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    match nums.as_slice() {
+        [sent, recv] => Ok((*sent, *recv)),
+        _ => Err(err(format!("{label}: can not read {line}"))),
+    }
+}
+
+/// iperf3 from the correspondent to the host for `secs`: bits per second.
+fn tcp(n: &mut Netns, label: &str, secs: u32) -> Result<f64> {
+    n.spawn(
+        "host",
+        &format!("{label}-server"),
+        &["iperf3", "-s", "-1", "-B", HOA],
+    )?;
+    let t = secs.to_string();
+    let mut last = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        n.interrupted()?;
+        match n.exec("home", &["iperf3", "-c", HOA, "-t", &t, "-J", "-M", "1200"]) {
+            Ok(out) => {
+                n.end(&format!("{label}-server"));
+                let v = json(&out)?;
+                return v["end"]["sum_received"]["bits_per_second"]
+                    .as_f64()
+                    .ok_or_else(|| err(format!("iperf3 without a result: {out}")));
+            }
+            Err(e) => last = e.0,
+        }
+    }
+    n.end(&format!("{label}-server"));
+    Err(err(format!("iperf3 never connected: {last}")))
+}
+
+/// Runs the mobility scenario; prints as it goes into `out`.
+fn run_mobility(n: &mut Netns, opts: &LabOptions, out: &mut dyn FnMut(&str)) -> Result<LabReport> {
+    build_mobility(n)?;
+    out("topology: host - mn ~ {IPv6 A, IPv6 B, public IPv4, NAT} ~ inet - ha - home (cn)\n");
+    let (ha_cfg, mn_cfg) = mobility_configs(&n.dir)?;
+    let trace_ha = n.dir.join("trace-ha");
+    let trace_mn = n.dir.join("trace-mn");
+    let (ha_sock, mn_sock) = (n.dir.join("ha.sock"), n.dir.join("mn.sock"));
+    // The wire between the Internet and the home agent.
+    let pcap = n.dir.join("wire-inet-ha.pcap");
+    n.spawn(
+        "inet",
+        "capture",
+        &["tshark", "-q", "-i", "in-ha", "-w", &pcap.to_string_lossy()],
+    )?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let exe = std::env::current_exe().map_err(|e| err(e.to_string()))?;
+    let exe = exe.to_string_lossy().into_owned();
+    n.spawn(
+        "ha",
+        "bitsgw-ha",
+        &[
+            &exe,
+            "run",
+            &ha_cfg.to_string_lossy(),
+            "--trace",
+            &trace_ha.to_string_lossy(),
+        ],
+    )?;
+    wait_for_socket(n, &ha_sock)?;
+    n.spawn(
+        "mn",
+        "bitsgw-mn",
+        &[
+            &exe,
+            "run",
+            &mn_cfg.to_string_lossy(),
+            "--trace",
+            &trace_mn.to_string_lossy(),
+        ],
+    )?;
+    wait_for_socket(n, &mn_sock)?;
+    let mut report = LabReport::default();
+
+    // Phase 1: registration over IPv6.
+    let took = wait_registered(n, &mn_sock, COA_A)?;
+    out(&format!(
+        "[1] registration over IPv6: care-of {COA_A}, BU/BA in {} ms\n",
+        took.as_millis()
+    ));
+    let (pings, interval) = if opts.short {
+        (100u32, 10u32)
+    } else {
+        (300, 10)
+    };
+    let secs = if opts.short { 2 } else { 5 };
+    start_ping(n, "ping-1", 20, 20, false)?;
+    let (s, r) = finish_ping(n, "ping-1")?;
+    let bps = tcp(n, "tcp-1", secs)?;
+    out(&format!(
+        "    ping cn -> host: {r}/{s} answered; TCP cn -> host {:.1} Mbit/s\n",
+        bps / 1e6
+    ));
+    report.tcp.push(("ipv6".into(), bps));
+    report.phases.push(PhaseReport {
+        name: "register over IPv6".into(),
+        care_of: COA_A.into(),
+        encapsulation: "IPv6 (care-of source, HAO/RH2 for signalling)".into(),
+        pings_sent: s,
+        pings_received: r,
+        ..Default::default()
+    });
+
+    // The handovers, make-before-break: the old network stays up.
+    let moves: [(&str, &str, &str, bool); 4] = [
+        (
+            "handover to public IPv4",
+            COA_PUBLIC4,
+            "IPv4 (protocol 41)",
+            false,
+        ),
+        (
+            "handover behind the NAT",
+            COA_NAT,
+            "IPv4/UDP 4191 via NAT",
+            true,
+        ),
+        ("back to IPv6", COA_B, "IPv6", false),
+        ("break-before-make to IPv6 A", COA_A, "IPv6", false),
+    ];
+    for (i, (name, coa, encap, nat)) in moves.into_iter().enumerate() {
+        n.interrupted()?;
+        let phase = i + 2;
+        let bu0 = counter(&mn_sock, "bu_sent")? + counter(&mn_sock, "bu_retransmitted")?;
+        let ba0 = counter(&mn_sock, "ba_accepted")?;
+        let label = format!("ping-{phase}");
+        start_ping(n, &label, pings, interval, phase % 2 == 1)?;
+        std::thread::sleep(Duration::from_millis(u64::from(pings * interval) / 3));
+        let breaking = name.starts_with("break");
+        let mut args = vec!["ctl", "move", coa];
+        if breaking {
+            args.push("--break");
+            // The old network goes away with the move.
+            n.exec("mn", &["ip", "link", "set", "mn-v6b", "down"])?;
+        }
+        let sock = mn_sock.to_string_lossy().into_owned();
+        args.extend(["--socket", &sock]);
+        bitsgw(&args)?;
+        let took = wait_registered(n, &mn_sock, coa)?;
+        let (s, r) = finish_ping(n, &label)?;
+        if breaking {
+            n.exec("mn", &["ip", "link", "set", "mn-v6b", "up"])?;
+        }
+        let bu = counter(&mn_sock, "bu_sent")? + counter(&mn_sock, "bu_retransmitted")? - bu0;
+        let ba = counter(&mn_sock, "ba_accepted")? - ba0;
+        let st = mn_state(&mn_sock)?;
+        let seen_nat = st
+            .get("nat")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        let lost = s.saturating_sub(r);
+        out(&format!(
+            "[{phase}] {name}: care-of {coa}, {encap}; BU sent {bu}, BA taken {ba} ({} ms); NAT {}; pings {r}/{s}, lost {lost}{}\n",
+            took.as_millis(),
+            if seen_nat { "detected" } else { "not seen" },
+            if breaking { format!(", interruption ~{} ms", lost * u64::from(interval)) } else { String::new() },
+        ));
+        if seen_nat != nat {
+            return Err(err(format!(
+                "{name}: NAT {} but expected {}",
+                seen_nat, nat
+            )));
+        }
+        report.phases.push(PhaseReport {
+            name: name.into(),
+            care_of: coa.into(),
+            encapsulation: encap.into(),
+            nat: seen_nat,
+            bu_sent: bu,
+            ba_taken: ba,
+            pings_sent: s,
+            pings_received: r,
+            interruption_ms: lost * u64::from(interval),
+        });
+        if nat {
+            let bps = tcp(n, "tcp-nat", secs)?;
+            out(&format!(
+                "    TCP cn -> host behind the NAT {:.1} Mbit/s\n",
+                bps / 1e6
+            ));
+            report.tcp.push(("behind nat".into(), bps));
+            // NAT rebinding: new port range, old mappings forgotten; the
+            // mobile node's next refresh (its NAT keepalive) brings the
+            // home agent along.
+            nat_rule(n, "42000-42999")?;
+            let _ = n.exec("nat", &["conntrack", "-F"]);
+            let sock = mn_sock.to_string_lossy().into_owned();
+            bitsgw(&["ctl", "refresh", "--socket", &sock])?;
+            std::thread::sleep(Duration::from_millis(300));
+            let b = json(&bitsgw(&[
+                "show",
+                "bindings",
+                "--json",
+                "--socket",
+                &ha_sock.to_string_lossy(),
+            ])?)?;
+            let path = b.to_string();
+            start_ping(n, "ping-rebind", 20, 20, false)?;
+            let (s, r) = finish_ping(n, "ping-rebind")?;
+            out(&format!(
+                "    NAT rebinding ({NAT_PUBLIC}, new port range): the home agent now sends to {}; pings {r}/{s}\n",
+                if path.contains(":42") { "the new NAT port" } else { "the OLD NAT port" }
+            ));
+            if !path.contains(":42") {
+                return Err(err(format!(
+                    "the home agent did not follow the NAT rebinding: {b}"
+                )));
+            }
+        }
+    }
+
+    // Return home.
+    let sock = mn_sock.to_string_lossy().into_owned();
+    bitsgw(&["ctl", "move", "home", "--socket", &sock])?;
+    let took = wait_registered(n, &mn_sock, "home")?;
+    let b = json(&bitsgw(&[
+        "show",
+        "bindings",
+        "--json",
+        "--socket",
+        &ha_sock.to_string_lossy(),
+    ])?)?;
+    start_ping(n, "ping-home", 20, 20, false)?;
+    let (s, r) = finish_ping(n, "ping-home")?;
+    out(&format!(
+        "[7] return home: de-registered in {} ms, bindings at the home agent: {}; pings {r}/{s}\n",
+        took.as_millis(),
+        b.as_array().map_or(0, Vec::len)
+    ));
+    report.phases.push(PhaseReport {
+        name: "return home".into(),
+        care_of: "home".into(),
+        encapsulation: "none (home link)".into(),
+        pings_sent: s,
+        pings_received: r,
+        ..Default::default()
+    });
+
+    out(&summary(&report.phases));
+
+    // Counters, then the wire.
+    for (who, sock) in [("home agent", &ha_sock), ("mobile node", &mn_sock)] {
+        out(&format!("\n{who}: security associations\n"));
+        out(&bitsgw(&[
+            "show",
+            "sa",
+            "--socket",
+            &sock.to_string_lossy(),
+        ])?);
+        out(&format!("{who}: counters\n"));
+        out(&bitsgw(&[
+            "show",
+            "counters",
+            "--socket",
+            &sock.to_string_lossy(),
+        ])?);
+    }
+    n.end("bitsgw-mn");
+    n.end("bitsgw-ha");
+    std::thread::sleep(Duration::from_millis(500));
+    n.end("capture");
+    let (frames, clear) = wire_check(&pcap)?;
+    report.wire_frames = frames;
+    report.wire_cleartext = clear;
+    out(&format!(
+        "\nwire between the Internet and the home agent: {frames} frames captured, {clear} in clear (besides ARP and neighbor discovery)\n"
+    ));
+    if clear != 0 {
+        return Err(err(format!(
+            "{clear} frames in clear on the wire: see {}",
+            pcap.display()
+        )));
+    }
+    Ok(report)
+}
+
+/// The table of phases.
+fn summary(phases: &[PhaseReport]) -> String {
+    let mut t = String::from("\nphase                          care-of            encapsulation                 NAT  BU  BA  pings     lost  interruption\n");
+    for p in phases {
+        let _ = writeln!(
+            t,
+            "{:<30} {:<18} {:<29} {:<4} {:>2}  {:>2}  {:>4}/{:<4} {:>4}  {}",
+            p.name,
+            p.care_of,
+            p.encapsulation,
+            if p.nat { "yes" } else { "no" },
+            p.bu_sent,
+            p.ba_taken,
+            p.pings_received,
+            p.pings_sent,
+            p.pings_sent.saturating_sub(p.pings_received),
+            if p.interruption_ms > 0 {
+                format!("~{} ms", p.interruption_ms)
+            } else {
+                "-".into()
+            },
+        );
+    }
+    t
+}
+
+/// Reads the capture with tshark: every IP frame must carry ESP (in IPv6,
+/// in IPv4, or in UDP 4191). Returns (frames, frames in clear).
+fn wire_check(pcap: &Path) -> Result<(u64, u64)> {
+    let text = run_cmd(&[
+        "tshark",
+        "-r",
+        &pcap.to_string_lossy(),
+        "-d",
+        "udp.port==4191,ipv6",
+        "-T",
+        "fields",
+        "-e",
+        "frame.protocols",
+        "-e",
+        "icmpv6.type",
+    ])?;
+    let mut frames = 0;
+    let mut clear = 0;
+    for line in text.lines() {
+        frames += 1;
+        let mut f = line.split('\t');
+        let protos = f.next().unwrap_or("");
+        let icmp6 = f.next().unwrap_or("");
+        // Link-local control: router and neighbor discovery, MLD.
+        let nd = matches!(
+            icmp6,
+            "130" | "131" | "132" | "133" | "134" | "135" | "136" | "143"
+        );
+        if !(protos.contains(":esp") || protos.ends_with(":arp") || nd) {
+            clear += 1;
+        }
+    }
+    Ok((frames, clear))
+}
+
+// ---------------------------------------------------------------------
+// The site-to-site lab
+// ---------------------------------------------------------------------
+
+fn run_site_to_site(
+    n: &mut Netns,
+    opts: &LabOptions,
+    out: &mut dyn FnMut(&str),
+) -> Result<LabReport> {
+    n.link("hA", "eth0", "gA", "host")?;
+    n.link("gA", "wan", "r", "ra")?;
+    n.link("r", "rb", "gB", "wan")?;
+    n.link("gB", "host", "hB", "eth0")?;
+    n.script(
+        "hA",
+        &[
+            "ip addr add 192.0.2.10/24 dev eth0",
+            "ip link set eth0 mtu 1400",
+            "ip route add default via 192.0.2.1",
+        ],
+    )?;
+    n.script(
+        "hB",
+        &[
+            "ip addr add 198.51.100.20/24 dev eth0",
+            "ip link set eth0 mtu 1400",
+            "ip route add default via 198.51.100.1",
+        ],
+    )?;
+    n.sysctl_router("r")?;
+    n.script(
+        "r",
+        &[
+            "ip addr add 192.0.2.1/24 dev ra",
+            "ip addr add 198.51.100.1/24 dev rb",
+        ],
+    )?;
+    // The tunnel endpoints live in the bumps, which have no IP stack: the
+    // router reaches them at the hosts' MAC addresses, through the bump.
+    for (host, dev, endpoint) in [("hA", "ra", "203.0.113.1"), ("hB", "rb", "203.0.113.2")] {
+        let mac = n.exec(host, &["cat", "/sys/class/net/eth0/address"])?;
+        let mac = mac.trim();
+        n.exec(
+            "r",
+            &["ip", "route", "add", &format!("{endpoint}/32"), "dev", dev],
+        )?;
+        n.exec(
+            "r",
+            &["ip", "neigh", "add", endpoint, "lladdr", mac, "dev", dev],
+        )?;
+    }
+    let exe = std::env::current_exe().map_err(|e| err(e.to_string()))?;
+    let exe = exe.to_string_lossy().into_owned();
+    for (g, side) in [("gA", "a"), ("gB", "b")] {
+        let cfg = n.dir.join(format!("gw-{side}.json"));
+        write(
+            &cfg,
+            &format!(
+                r#"{{"role": "gateway", "policy": "{}",
+  "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
+  "workers": 2, "control_socket": "{}"}}"#,
+                policy(&n.dir, &format!("site-to-site-{side}.json"))?.display(),
+                n.dir.join(format!("gw-{side}.sock")).display()
+            ),
+        )?;
+        n.spawn(
+            g,
+            &format!("bitsgw-{side}"),
+            &[&exe, "run", &cfg.to_string_lossy()],
+        )?;
+    }
+    for side in ["a", "b"] {
+        let sock = n.dir.join(format!("gw-{side}.sock"));
+        wait_for_socket(n, &sock)?;
+    }
+    out(
+        "topology: hA - gA (bitsgw) - r - gB (bitsgw) - hB, ESP tunnel mode between the gateways\n",
+    );
+    let ping = n.exec(
+        "hA",
+        &[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            "5",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "198.51.100.20",
+        ],
+    )?;
+    out(&format!(
+        "ping hA -> hB: {}\n",
+        ping.lines()
+            .find(|l| l.contains("transmitted"))
+            .unwrap_or("")
+    ));
+    n.spawn(
+        "hB",
+        "iperf-server",
+        &["iperf3", "-s", "-1", "-B", "198.51.100.20"],
+    )?;
+    let secs = if opts.short { "2" } else { "5" };
+    let mut bps = None;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        n.interrupted()?;
+        if let Ok(o) = n.exec("hA", &["iperf3", "-c", "198.51.100.20", "-t", secs, "-J"]) {
+            bps = json(&o)?["end"]["sum_received"]["bits_per_second"].as_f64();
+            break;
+        }
+    }
+    n.end("iperf-server");
+    let bps = bps.ok_or_else(|| err("iperf3 never connected"))?;
+    out(&format!(
+        "iperf3 TCP hA -> hB through ESP: {:.1} Mbit/s\n",
+        bps / 1e6
+    ));
+    out("\ngateway A: security associations\n");
+    out(&bitsgw(&[
+        "show",
+        "sa",
+        "--socket",
+        &n.dir.join("gw-a.sock").to_string_lossy(),
+    ])?);
+    Ok(LabReport {
+        tcp: vec![("site-to-site".into(), bps)],
+        ..Default::default()
+    })
+}
+
+/// Runs a lab to its end; what it prints goes to `out`. The namespaces and
+/// processes it made are gone when it returns, whatever happened.
+pub fn run(opts: &LabOptions, out: &mut dyn FnMut(&str)) -> Result<LabReport> {
+    check_prerequisites(opts.scenario)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| err(e.to_string()))?;
+    }
+    let (dir, keep) = match &opts.keep {
+        Some(d) => (d.clone(), true),
+        None => (
+            std::env::temp_dir().join(format!("bitsgw-lab-{}", std::process::id())),
+            false,
+        ),
+    };
+    let names: &[&str] = match opts.scenario {
+        Scenario::Mobility => &["host", "mn", "inet", "nat", "ha", "home"],
+        Scenario::SiteToSite => &["hA", "gA", "r", "gB", "hB"],
+    };
+    let mut n = Netns::new(names, dir.clone(), keep, stop)?;
+    let result = match opts.scenario {
+        Scenario::Mobility => run_mobility(&mut n, opts, out),
+        Scenario::SiteToSite => run_site_to_site(&mut n, opts, out),
+    };
+    let mut result = result.map_err(|e| {
+        let mut msg = e.0;
+        for (label, _) in &n.children {
+            if label.starts_with("bitsgw") {
+                let log =
+                    std::fs::read_to_string(n.dir.join(format!("{label}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let _ = write!(
+                    msg,
+                    "\n--- {label} (last lines) ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        LabError(msg)
+    })?;
+    drop(n);
+    if keep {
+        result.traces = Some(dir.clone());
+        out(&format!("traces, captures and logs: {}\n", dir.display()));
+    }
+    Ok(result)
+}
