@@ -102,6 +102,8 @@ pub struct PhaseReport {
 /// The lab's result.
 #[derive(Debug, Clone, Default)]
 pub struct LabReport {
+    /// Bindings at the home agent after each phase (home addresses).
+    pub bindings: Vec<u64>,
     /// Phases in order.
     pub phases: Vec<PhaseReport>,
     /// TCP throughput measured (bits per second), per phase name.
@@ -660,6 +662,18 @@ fn counter(sock: &Path, name: &str) -> Result<u64> {
     Ok(find(&c).unwrap_or(0))
 }
 
+/// How many bindings the home agent has.
+fn ha_bindings(sock: &Path) -> Result<u64> {
+    let b = json(&bitsgw(&[
+        "show",
+        "bindings",
+        "--json",
+        "--socket",
+        &sock.to_string_lossy(),
+    ])?)?;
+    Ok(b.as_array().map_or(0, |a| a.len() as u64))
+}
+
 /// Waits until the mobile node has registered `care_of` (or is home).
 fn wait_registered(n: &mut Netns, sock: &Path, care_of: &str) -> Result<Duration> {
     let t0 = Instant::now();
@@ -831,6 +845,7 @@ fn run_mobility(n: &mut Netns, opts: &LabOptions, out: &mut dyn FnMut(&str)) -> 
         pings_received: r,
         ..Default::default()
     });
+    report.bindings.push(ha_bindings(&ha_sock)?);
 
     // The handovers, make-before-break: the old network stays up.
     let moves: [(&str, &str, &str, bool); 4] = [
@@ -903,6 +918,7 @@ fn run_mobility(n: &mut Netns, opts: &LabOptions, out: &mut dyn FnMut(&str)) -> 
             pings_received: r,
             interruption_ms: lost * u64::from(interval),
         });
+        report.bindings.push(ha_bindings(&ha_sock)?);
         if nat {
             let bps = tcp(n, "tcp-nat", secs)?;
             out(&format!(
@@ -966,6 +982,7 @@ fn run_mobility(n: &mut Netns, opts: &LabOptions, out: &mut dyn FnMut(&str)) -> 
         pings_received: r,
         ..Default::default()
     });
+    report.bindings.push(ha_bindings(&ha_sock)?);
 
     out(&summary(&report.phases));
 
@@ -1197,6 +1214,30 @@ fn run_site_to_site(
         tcp: vec![("site-to-site".into(), bps)],
         ..Default::default()
     })
+}
+
+impl LabReport {
+    /// The report for scripts and tests.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "phases": self.phases.iter().map(|p| serde_json::json!({
+                "name": p.name,
+                "care_of": p.care_of,
+                "encapsulation": p.encapsulation,
+                "nat": p.nat,
+                "bu_sent": p.bu_sent,
+                "ba_taken": p.ba_taken,
+                "pings_sent": p.pings_sent,
+                "pings_received": p.pings_received,
+                "interruption_ms": p.interruption_ms,
+            })).collect::<Vec<_>>(),
+            "bindings": self.bindings,
+            "tcp_bits_per_second": self.tcp.iter().map(|(k, v)| serde_json::json!({"phase": k, "bps": v})).collect::<Vec<_>>(),
+            "wire_frames": self.wire_frames,
+            "wire_cleartext": self.wire_cleartext,
+            "traces": self.traces.as_ref().map(|p| p.display().to_string()),
+        })
+    }
 }
 
 /// Runs a lab to its end; what it prints goes to `out`. The namespaces and

@@ -110,6 +110,9 @@ enum Command {
         /// Keep traces, captures and logs in this folder.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// End with the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show SAs, policies or counters of a running appliance.
     Show {
@@ -186,6 +189,7 @@ fn main() -> ExitCode {
             scenario,
             short,
             keep,
+            json,
         } => {
             let opts = lab::LabOptions {
                 scenario: match scenario {
@@ -200,7 +204,11 @@ fn main() -> ExitCode {
                 print!("{s}");
                 let _ = std::io::stdout().flush();
             })
-            .map(|_| ())
+            .map(|report| {
+                if json {
+                    println!("{}", report.to_json());
+                }
+            })
             .map_err(|e| (1, e.to_string()))
         }
         Command::Show { what, socket, json } => show(what, &socket, json)

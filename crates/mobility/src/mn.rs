@@ -20,6 +20,9 @@ use std::collections::VecDeque;
 pub const INITIAL_BINDACK_TIMEOUT_FIRST_REG: Duration = Duration::from_millis(1500);
 /// RFC 6275 12: INITIAL_BINDACK_TIMEOUT.
 pub const INITIAL_BINDACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a care-of address left behind still takes packets after the
+/// BA for the new one (those the home agent sent before it switched).
+pub const OLD_CARE_OF_GRACE: Duration = Duration::from_secs(2);
 /// RFC 6275 12: MAX_BINDACK_TIMEOUT.
 pub const MAX_BINDACK_TIMEOUT: Duration = Duration::from_secs(32);
 
@@ -140,6 +143,16 @@ struct Active {
     nat_refresh: Option<Duration>,
 }
 
+/// Whether two paths use the same care-of address (whatever their
+/// encapsulation).
+fn same_care_of(a: &Path, b: &Path) -> bool {
+    match (a, b) {
+        (Path::V6 { coa: a }, Path::V6 { coa: b }) => a == b,
+        (Path::V4 { coa: a, .. }, Path::V4 { coa: b, .. }) => a == b,
+        _ => false,
+    }
+}
+
 /// The mobile node.
 #[derive(Debug)]
 pub struct MobileNode {
@@ -148,6 +161,8 @@ pub struct MobileNode {
     seq: u16,
     attachment: Attachment,
     owned: Vec<Path>,
+    /// Care-of addresses left behind, still taken until the time given.
+    retiring: Vec<(Path, Timestamp)>,
     active: Option<Active>,
     pending: Option<Pending>,
     registered_once: bool,
@@ -167,6 +182,7 @@ impl MobileNode {
             seq: 0,
             attachment: Attachment::Home,
             owned: Vec::new(),
+            retiring: Vec::new(),
             active: None,
             pending: None,
             registered_once: false,
@@ -249,9 +265,11 @@ impl MobileNode {
         if !keep_old || attachment == Attachment::Home {
             self.active = None;
             self.owned.clear();
+            self.retiring.clear();
         }
         if let Some(p) = self.path_for(attachment, false) {
-            if !self.owned.contains(&p) {
+            self.retiring.retain(|(r, _)| !same_care_of(r, &p));
+            if !self.owned.iter().any(|o| same_care_of(o, &p)) {
                 self.owned.push(p);
             }
         }
@@ -496,6 +514,7 @@ impl MobileNode {
         if p.attachment == Attachment::Home {
             self.active = None;
             self.owned.clear();
+            self.retiring.clear();
             self.events.push_back(MnEvent::Deregistered);
             return Ok(());
         }
@@ -543,13 +562,17 @@ impl MobileNode {
             refresh_at: now.saturating_add(refresh),
             nat_refresh,
         });
-        // The old network is left once the new registration holds.
-        self.owned.retain(|o| match (o, &path) {
-            (Path::V6 { coa: a }, Path::V6 { coa: b }) => a == b,
-            (Path::V4 { coa: a, .. }, Path::V4 { coa: b, .. }) => a == b,
-            _ => false,
-        });
-        if let Some(o) = self.owned.first_mut() {
+        // The old network is left once the new registration holds; what
+        // the home agent sent there before it switched is still taken for
+        // a moment (make-before-break loses nothing in flight).
+        let same = |o: &Path| same_care_of(o, &path);
+        let until = now.saturating_add(OLD_CARE_OF_GRACE);
+        for o in &self.owned {
+            if !same(o) && !self.retiring.iter().any(|(r, _)| r == o) {
+                self.retiring.push((*o, until));
+            }
+        }
+        for o in self.owned.iter_mut().filter(|o| same(o)) {
             *o = path;
         }
         self.registered_once = true;
@@ -583,16 +606,24 @@ impl MobileNode {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let a = self.pending.map(|p| p.next_send);
         let b = self.active.map(|a| a.refresh_at.min(a.expires));
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let c = self.retiring.iter().map(|(_, t)| *t).min();
+        [a, b, c].into_iter().flatten().min()
     }
 
     /// Retransmits with exponential back-off (RFC 6275 11.8), refreshes
     /// before the lifetime ends and within the NAT refresh time, and drops
     /// a registration whose lifetime ended.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        if self.retiring.iter().any(|(_, t)| *t <= now) {
+            let gone: Vec<Path> = self
+                .retiring
+                .iter()
+                .filter(|(_, t)| *t <= now)
+                .map(|(p, _)| *p)
+                .collect();
+            self.retiring.retain(|(_, t)| *t > now);
+            self.owned.retain(|o| !gone.contains(o));
+        }
         if let Some(mut p) = self.pending {
             if p.next_send <= now {
                 p.timeout = (p.timeout * 2).min(MAX_BINDACK_TIMEOUT);

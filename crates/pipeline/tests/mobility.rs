@@ -1221,3 +1221,27 @@ fn restarted_mobile_node_resynchronises_its_sequence_number() {
     );
     assert_eq!(ha(&net.ha).bindings().get(&v6(HOA)).unwrap().seq, 4);
 }
+
+/// Make-before-break keeps what is in flight: packets the home agent sent
+/// to the old (IPv4) care-of address before it switched still arrive and
+/// are taken after the BA, for a grace period; after it the old address is
+/// no longer the node's.
+#[test]
+fn packets_in_flight_to_the_old_care_of_address_are_still_taken() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V4(v4(COA4)), Some(COA4), true);
+    net.settle(bu, vec![]);
+    let bu = net.move_to(Attachment::V4(v4(COA4_NAT_INSIDE)), Some(COA4_NAT_INSIDE), true);
+    // Two packets leave the home agent before it sees the BU.
+    let (_, a) = run(&mut net.ha, Side::Host, &udp(CN, HOA, 10), net.now);
+    let (_, b) = run(&mut net.ha, Side::Host, &udp(CN, HOA, 20), net.now);
+    assert_eq!(stack(&a[0].1)[0], "IPv4 203.0.113.1 -> 203.0.113.20");
+    net.settle(bu, vec![]);
+    assert_eq!(mn(&mut net.mn).registered(), Some(Attachment::V4(v4(COA4_NAT_INSIDE))));
+    let (_, out) = run(&mut net.mn, Side::Network, &a[0].1, net.now);
+    assert_eq!(only(out, Side::Host), udp(CN, HOA, 10), "taken within the grace period");
+    net.tick(2500);
+    let _ = poll(&mut net.mn, net.now);
+    let (o, out) = run(&mut net.mn, Side::Network, &b[0].1, net.now);
+    assert!(out.is_empty(), "{o:?}");
+}
