@@ -132,9 +132,15 @@ struct Netns {
     stop: Arc<AtomicBool>,
 }
 
-/// The prefix of every namespace the lab makes (one lab at a time; a
-/// leftover of a killed run is removed when the next one starts).
-const PREFIX: &str = "bgl-";
+/// The prefix of every namespace a lab makes, per scenario (one lab of a
+/// kind at a time; a leftover of a killed run is removed when the next one
+/// starts).
+fn prefix(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::Mobility => "bglm-",
+        Scenario::SiteToSite => "bgls-",
+    }
+}
 
 fn run_cmd(args: &[&str]) -> Result<String> {
     let out = Command::new(args[0])
@@ -154,18 +160,24 @@ fn run_cmd(args: &[&str]) -> Result<String> {
 }
 
 impl Netns {
-    fn new(names: &[&str], dir: PathBuf, keep_dir: bool, stop: Arc<AtomicBool>) -> Result<Netns> {
+    fn new(
+        prefix: &str,
+        names: &[&str],
+        dir: PathBuf,
+        keep_dir: bool,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Netns> {
         // Leftovers of a run that was killed before it could clean up.
         if let Ok(list) = run_cmd(&["ip", "netns", "list"]) {
             for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
-                if ns.starts_with(PREFIX) {
+                if ns.starts_with(prefix) {
                     let _ = run_cmd(&["ip", "netns", "del", ns]);
                 }
             }
         }
         std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         let mut n = Netns {
-            prefix: PREFIX.to_string(),
+            prefix: prefix.to_string(),
             names: Vec::new(),
             children: Vec::new(),
             dir,
@@ -1259,7 +1271,7 @@ pub fn run(opts: &LabOptions, out: &mut dyn FnMut(&str)) -> Result<LabReport> {
         Scenario::Mobility => &["host", "mn", "inet", "nat", "ha", "home"],
         Scenario::SiteToSite => &["hA", "gA", "r", "gB", "hB"],
     };
-    let mut n = Netns::new(names, dir.clone(), keep, stop)?;
+    let mut n = Netns::new(prefix(opts.scenario), names, dir.clone(), keep, stop)?;
     let result = match opts.scenario {
         Scenario::Mobility => run_mobility(&mut n, opts, out),
         Scenario::SiteToSite => run_site_to_site(&mut n, opts, out),

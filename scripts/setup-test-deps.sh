@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install what the integration tests need: Debian packages for the peers and
-# tools (tshark, iproute2, nftables, iperf3, iputils-ping, ethtool,
+# tools (tshark, iproute2, nftables, conntrack, iperf3, iputils-ping, ethtool,
 # python3-venv) and a virtualenv
 # at $REPO/.venv with scapy >= 2.6 from PyPI (Debian's 2.5 has ESP bugs).
 #
@@ -17,7 +17,7 @@ REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV="$REPO/.venv"
 SCAPY_SPEC='scapy>=2.6'
-PACKAGES="tshark python3-venv iproute2 nftables iperf3 iputils-ping ethtool"
+PACKAGES="tshark python3-venv iproute2 nftables conntrack iperf3 iputils-ping ethtool"
 
 export DEBIAN_FRONTEND=noninteractive
 
