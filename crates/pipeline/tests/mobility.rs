@@ -1231,15 +1231,26 @@ fn packets_in_flight_to_the_old_care_of_address_are_still_taken() {
     let mut net = Net::new();
     let bu = net.move_to(Attachment::V4(v4(COA4)), Some(COA4), true);
     net.settle(bu, vec![]);
-    let bu = net.move_to(Attachment::V4(v4(COA4_NAT_INSIDE)), Some(COA4_NAT_INSIDE), true);
+    let bu = net.move_to(
+        Attachment::V4(v4(COA4_NAT_INSIDE)),
+        Some(COA4_NAT_INSIDE),
+        true,
+    );
     // Two packets leave the home agent before it sees the BU.
     let (_, a) = run(&mut net.ha, Side::Host, &udp(CN, HOA, 10), net.now);
     let (_, b) = run(&mut net.ha, Side::Host, &udp(CN, HOA, 20), net.now);
     assert_eq!(stack(&a[0].1)[0], "IPv4 203.0.113.1 -> 203.0.113.20");
     net.settle(bu, vec![]);
-    assert_eq!(mn(&mut net.mn).registered(), Some(Attachment::V4(v4(COA4_NAT_INSIDE))));
+    assert_eq!(
+        mn(&mut net.mn).registered(),
+        Some(Attachment::V4(v4(COA4_NAT_INSIDE)))
+    );
     let (_, out) = run(&mut net.mn, Side::Network, &a[0].1, net.now);
-    assert_eq!(only(out, Side::Host), udp(CN, HOA, 10), "taken within the grace period");
+    assert_eq!(
+        only(out, Side::Host),
+        udp(CN, HOA, 10),
+        "taken within the grace period"
+    );
     net.tick(2500);
     let _ = poll(&mut net.mn, net.now);
     let (o, out) = run(&mut net.mn, Side::Network, &b[0].1, net.now);
