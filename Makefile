@@ -23,6 +23,10 @@ test-deps:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The mobility stage may use the IPsec query API and its plain types
+	@# (selectors, modes), nothing that could change IPsec state.
+	@if grep -rnE 'bitsgw_ipsec::(stage|sad|spd|spd_index|crypto|replay|config|frag|IpsecStage)' crates/mobility/src; then \
+		echo "crates/mobility reaches into the IPsec stage beyond its query API" >&2; exit 1; fi
 
 fmt:
 	$(CARGO) fmt --all
