@@ -100,7 +100,7 @@ enum Command {
         #[arg(long, default_value = "/run/bitsgw/bitsgw.sock")]
         socket: PathBuf,
     },
-    /// Show SAs, policies or counters of a running appliance.
+    /// Show SAs, policies, counters or bindings of a running appliance.
     Show {
         /// What to show.
         what: ShowWhat,
