@@ -1,11 +1,13 @@
 //! `bitsgw check`: validate a policy file and show what it resolves to,
 //! the way `ip xfrm policy` / `ip xfrm state` would, with keys masked.
 
-use crate::config::{ApplianceConfig, PortConfig, Role};
+use crate::config::{ApplianceConfig, MobilitySettings, PortConfig};
 use bitsgw_ipsec::config::{load_policy_file, ConfigError, PolicySet};
 use bitsgw_ipsec::sa::{Limits, Mode, SaParams};
+use bitsgw_mobility::mn::Attachment;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 /// Validates `file` (an appliance configuration, or a policy file alone)
@@ -178,10 +180,85 @@ fn port_text(p: &PortConfig) -> String {
     }
 }
 
+/// The mobility stage's settings, resolved (named addresses replaced).
+fn mobility_json(m: &MobilitySettings) -> Value {
+    let v6 = |a: &[u8; 16]| Ipv6Addr::from(*a).to_string();
+    let v4 = |a: &[u8; 4]| Ipv4Addr::from(*a).to_string();
+    match m {
+        MobilitySettings::HomeAgent(h) => json!({
+            "address": v6(&h.address),
+            "address_v4": h.address_v4.as_ref().map(v4),
+            "home_prefixes": h.home_prefixes.iter().map(|(p, l)| format!("{}/{l}", v6(p))).collect::<Vec<_>>(),
+            "nodes": h.nodes.iter().map(|n| json!({"home": v6(&n.home), "home_v4": n.home_v4.as_ref().map(v4)})).collect::<Vec<_>>(),
+            "ipv4_pool": h.ipv4_pool.iter().map(v4).collect::<Vec<_>>(),
+            "ipv4_prefix_len": h.ipv4_prefix_len,
+            "max_lifetime_secs": h.max_lifetime.as_secs(),
+            "nat_refresh_secs": h.nat_refresh.as_secs(),
+            "force_udp": h.force_udp,
+        }),
+        MobilitySettings::MobileNode {
+            config: c,
+            attachment,
+        } => json!({
+            "home_address": v6(&c.home),
+            "home_agent": v6(&c.home_agent),
+            "home_agent_v4": c.home_agent_v4.as_ref().map(v4),
+            "home_v4": c.home_v4.as_ref().map(v4),
+            "lifetime_secs": c.lifetime.as_secs(),
+            "udp_port": c.udp_port,
+            "classifier": c.classifier.to_string(),
+            "attachment": attachment.as_ref().map(Attachment::to_string),
+        }),
+    }
+}
+
+fn mobility_text(m: &MobilitySettings) -> String {
+    let v = mobility_json(m);
+    let mut out = String::from("  mobility:\n");
+    for (k, val) in v.as_object().into_iter().flatten() {
+        let shown = match val {
+            Value::Null => "none".to_string(),
+            Value::String(s) => s.clone(),
+            Value::Array(items) => {
+                let parts: Vec<String> = items
+                    .iter()
+                    .map(|i| match i {
+                        Value::String(s) => s.clone(),
+                        Value::Object(o) => o
+                            .iter()
+                            .filter(|(_, x)| !x.is_null())
+                            .map(|(k, x)| format!("{k} {}", x.as_str().unwrap_or_default()))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                if parts.is_empty() {
+                    "none".to_string()
+                } else if parts.len() > 8 {
+                    format!(
+                        "{} .. {} ({} addresses)",
+                        parts[0],
+                        parts[parts.len() - 1],
+                        parts.len()
+                    )
+                } else {
+                    parts.join(", ")
+                }
+            }
+            other => other.to_string(),
+        };
+        let _ = writeln!(out, "    {k:<18} {shown}");
+    }
+    out
+}
+
 fn appliance_text(cfg: &ApplianceConfig) -> String {
+    let mobility = cfg.mobility.as_ref().map(mobility_text).unwrap_or_default();
     format!(
-        "appliance {}: valid\n  role gateway\n  host port {}\n  network port {}\n  workers {} (queue {})\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n",
+        "appliance {}: valid\n  role {}\n  host port {}\n  network port {}\n  workers {} (queue {})\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n{mobility}",
         cfg.file.display(),
+        cfg.role.name(),
         port_text(&cfg.host),
         port_text(&cfg.network),
         cfg.workers,
@@ -196,7 +273,7 @@ fn appliance_text(cfg: &ApplianceConfig) -> String {
 fn appliance_json(cfg: &ApplianceConfig) -> Value {
     json!({
         "file": cfg.file.display().to_string(),
-        "role": match cfg.role { Role::Gateway => "gateway" },
+        "role": cfg.role.name(),
         "host": port_text(&cfg.host),
         "network": port_text(&cfg.network),
         "workers": cfg.workers,
@@ -205,5 +282,6 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "udp_encap_ports": cfg.stage.udp_encap_ports,
         "control_socket": cfg.control_socket.display().to_string(),
         "policy": cfg.policy_file.display().to_string(),
+        "mobility": cfg.mobility.as_ref().map(mobility_json),
     })
 }

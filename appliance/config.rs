@@ -21,6 +21,59 @@
 //! }
 //! ```
 //!
+//! The `mn` and `ha` roles put the mobility stage around the IPsec stage
+//! and need a `mobility` object; addresses in it are literals or names from
+//! the policy file's `addresses`. A home agent:
+//!
+//! ```json
+//! {
+//!   "role": "ha",
+//!   "policy": "dsmip-hostwide-ha.json",
+//!   "ports": {"host": {"type": "tun", "name": "ha-home"}, "network": {"type": "tun", "name": "ha-net"}},
+//!   "workers": 1,
+//!   "mobility": {
+//!     "address": "home_agent_1",
+//!     "address_v4": "203.0.113.1",
+//!     "home_prefixes": ["2001:db8:1::/64"],
+//!     "nodes": [{"home": "home_address_1", "home_v4": "home_address_v4_1"}],
+//!     "ipv4_pool": "192.0.2.200-192.0.2.220",
+//!     "ipv4_prefix_len": 24,
+//!     "max_lifetime_secs": 600,
+//!     "nat_refresh_secs": 110,
+//!     "force_udp": false
+//!   }
+//! }
+//! ```
+//!
+//! (`address` and `home_prefixes` and `nodes` are required; `ipv4_pool`
+//! may also be a list of addresses.) A mobile node, acting for the host
+//! behind it:
+//!
+//! ```json
+//! {
+//!   "role": "mn",
+//!   "policy": "dsmip-hostwide-mn.json",
+//!   "ports": {"host": {"type": "tun", "name": "mn-host"}, "network": {"type": "tun", "name": "mn-net"}},
+//!   "mobility": {
+//!     "home_address": "home_address_1",
+//!     "home_agent": "home_agent_1",
+//!     "home_agent_v4": "203.0.113.1",
+//!     "home_v4": "0.0.0.0",
+//!     "lifetime_secs": 420,
+//!     "udp_port": 4191,
+//!     "classifier": "api",
+//!     "attachment": "2001:db8:2::100"
+//!   }
+//! }
+//! ```
+//!
+//! (`home_address` and `home_agent` are required. `home_v4` "0.0.0.0" asks
+//! the home agent for an IPv4 home address. `attachment` is where the node
+//! is when the appliance starts: "home" sends a de-registration, an IPv6 or
+//! IPv4 care-of address a registration; without it the node starts at home
+//! and sends nothing until `bitsgw ctl move`.) The binding state lives in
+//! one worker, so these roles refuse `workers` above 1.
+//!
 //! `addresses` (optional) gives the appliance its own addresses, per side,
 //! answered by its own host stack (ARP, neighbor discovery, echo; see
 //! `bitsgw_pipeline::endpoint` for what the network side may reach). They
@@ -28,19 +81,54 @@
 //! `"host_mac"` / `"network_mac"` is given in `addresses`.
 
 use bitsgw_ipsec::config::{
-    expect_object, get_str, get_u64, load_policy_file, parse_json, require_str, ConfigError, Ctx,
-    PolicySet,
+    expect_object, get_bool, get_str, get_u64, load_policy_file, parse_json, require_str,
+    resolve_addr, ConfigError, Ctx, PolicySet,
 };
 use bitsgw_ipsec::StageConfig;
-use serde_json::Value;
-use std::net::IpAddr;
+use bitsgw_mobility::classify::ClassifierMode;
+use bitsgw_mobility::ha::{HaConfig, ServedNode};
+use bitsgw_mobility::mn::{Attachment, MnConfig};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// What the appliance does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Plain BITS IPsec between unmodified hosts or sites.
     Gateway,
+    /// A DSMIPv6 mobile node acting for the unmodified host behind it.
+    MobileNode,
+    /// A DSMIPv6 home agent in front of the home link.
+    HomeAgent,
+}
+
+impl Role {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::MobileNode => "mn",
+            Role::HomeAgent => "ha",
+        }
+    }
+}
+
+/// The mobility stage's settings (the `mn` and `ha` roles).
+#[derive(Debug, Clone)]
+pub enum MobilitySettings {
+    /// A home agent.
+    HomeAgent(HaConfig),
+    /// A mobile node.
+    MobileNode {
+        /// Its settings.
+        config: MnConfig,
+        /// Where it is attached when the appliance starts (none: at home,
+        /// nothing sent).
+        attachment: Option<Attachment>,
+    },
 }
 
 /// How a port reaches the world.
@@ -85,6 +173,8 @@ pub struct ApplianceConfig {
     pub host_addresses: OwnAddresses,
     /// The appliance's own addresses on the network side.
     pub network_addresses: OwnAddresses,
+    /// The mobility stage (the `mn` and `ha` roles only).
+    pub mobility: Option<MobilitySettings>,
 }
 
 /// The appliance's own addresses on one side (none: a transparent bump).
@@ -170,10 +260,7 @@ fn own_addresses(
             }
         }
         let mac_field = format!("{side}_mac");
-        if let Some(m) = get_str(ctx, a, &mac_field).map_err(|mut e| {
-            e.field = format!("addresses.{mac_field}");
-            e
-        })? {
+        if let Some(m) = get_str(ctx, a, &mac_field).map_err(within("addresses"))? {
             let mac = parse_mac(m).ok_or_else(|| {
                 ctx.err(
                     &format!("addresses.{mac_field}"),
@@ -198,8 +285,353 @@ const FIELDS: &[&str] = &[
     "icmp_source_v4",
     "icmp_source_v6",
     "addresses",
+    "mobility",
     "comment",
 ];
+
+/// Puts `prefix` in front of the field an error names (a reader called on
+/// a nested object names the field inside it).
+fn within(prefix: &str) -> impl Fn(ConfigError) -> ConfigError + '_ {
+    move |mut e| {
+        e.field = if e.field.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{}", e.field)
+        };
+        e
+    }
+}
+
+const HA_FIELDS: &[&str] = &[
+    "address",
+    "address_v4",
+    "home_prefixes",
+    "nodes",
+    "ipv4_pool",
+    "ipv4_prefix_len",
+    "max_lifetime_secs",
+    "nat_refresh_secs",
+    "force_udp",
+];
+
+const MN_FIELDS: &[&str] = &[
+    "home_address",
+    "home_agent",
+    "home_agent_v4",
+    "home_v4",
+    "lifetime_secs",
+    "udp_port",
+    "classifier",
+    "attachment",
+];
+
+/// RFC 6275 6.1.7: lifetimes are in units of 4 seconds in 16 bits.
+const MAX_LIFETIME_SECS: u64 = 4 * 65535;
+
+/// Addresses an IPv4 pool may hold, at most.
+const MAX_POOL: u64 = 65536;
+
+fn v6_of(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+fn v4_of(a: IpAddr) -> [u8; 4] {
+    match a {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(_) => [0; 4],
+    }
+}
+
+/// An address given as text (a literal or a policy name) that must be of
+/// one family and unicast (`0.0.0.0` only where `unspecified_ok`).
+fn addr_text(
+    ctx: &Ctx<'_>,
+    field: &str,
+    text: &str,
+    names: &BTreeMap<String, IpAddr>,
+    want_v6: bool,
+    unspecified_ok: bool,
+) -> Result<IpAddr, ConfigError> {
+    let a = resolve_addr(ctx, field, text, names)?;
+    let fam = if want_v6 { "IPv6" } else { "IPv4" };
+    if a.is_ipv6() != want_v6 {
+        return Err(ctx.err(field, format!("\"{text}\" ({a}) is not an {fam} address")));
+    }
+    let broadcast = matches!(a, IpAddr::V4(v) if v.is_broadcast());
+    if (a.is_unspecified() && !unspecified_ok) || a.is_multicast() || a.is_loopback() || broadcast {
+        return Err(ctx.err(field, format!("{a} is not a unicast {fam} address")));
+    }
+    Ok(a)
+}
+
+/// An optional address field of `obj` (see [`addr_text`]).
+fn addr_field(
+    ctx: &Ctx<'_>,
+    obj: &Map<String, Value>,
+    field: &str,
+    names: &BTreeMap<String, IpAddr>,
+    want_v6: bool,
+) -> Result<Option<IpAddr>, ConfigError> {
+    get_str(ctx, obj, field)?
+        .map(|t| addr_text(ctx, field, t, names, want_v6, false))
+        .transpose()
+}
+
+/// A required address field of `obj`.
+fn require_addr(
+    ctx: &Ctx<'_>,
+    obj: &Map<String, Value>,
+    field: &str,
+    names: &BTreeMap<String, IpAddr>,
+    want_v6: bool,
+) -> Result<IpAddr, ConfigError> {
+    let t = require_str(ctx, obj, field)?;
+    addr_text(ctx, field, t, names, want_v6, false)
+}
+
+/// An optional integer field within `range`, or `default`.
+fn u64_in(
+    ctx: &Ctx<'_>,
+    obj: &Map<String, Value>,
+    field: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let v = get_u64(ctx, obj, field)?.unwrap_or(default);
+    if !range.contains(&v) {
+        return Err(ctx.err(
+            field,
+            format!("{v} must be from {} to {}", range.start(), range.end()),
+        ));
+    }
+    Ok(v)
+}
+
+/// A list field: its items.
+fn list<'v>(
+    ctx: &Ctx<'_>,
+    obj: &'v Map<String, Value>,
+    field: &str,
+    what: &str,
+) -> Result<Option<&'v Vec<Value>>, ConfigError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(_) => Err(ctx.err(field, format!("must be a list of {what}"))),
+    }
+}
+
+/// Where a mobile node is: "home", or an IPv6 or IPv4 care-of address
+/// (the configuration's `attachment`, `bitsgw ctl move`, the replay's
+/// `move` event).
+pub fn parse_attachment(mn: &MnConfig, text: &str) -> Result<Attachment, String> {
+    if text == "home" {
+        return Ok(Attachment::Home);
+    }
+    let a: IpAddr = text
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not \"home\", an IPv6 or an IPv4 care-of address"))?;
+    let broadcast = matches!(a, IpAddr::V4(v) if v.is_broadcast());
+    if a.is_unspecified() || a.is_multicast() || a.is_loopback() || broadcast {
+        return Err(format!("{a} is not a unicast care-of address"));
+    }
+    match a {
+        IpAddr::V6(v) if v.octets() == mn.home => Err(format!(
+            "{a} is the home address (say \"home\" to return home)"
+        )),
+        IpAddr::V6(v) => Ok(Attachment::V6(v.octets())),
+        IpAddr::V4(_) if mn.home_agent_v4.is_none() => Err(format!(
+            "the IPv4 care-of address {a} needs the home agent's IPv4 address (mobility.home_agent_v4)"
+        )),
+        IpAddr::V4(v) => Ok(Attachment::V4(v.octets())),
+    }
+}
+
+/// The `ha` role's `mobility` object; fields named relative to it.
+fn home_agent(
+    ctx: &Ctx<'_>,
+    m: &Map<String, Value>,
+    names: &BTreeMap<String, IpAddr>,
+) -> Result<HaConfig, ConfigError> {
+    let address = v6_of(require_addr(ctx, m, "address", names, true)?);
+    let address_v4 = addr_field(ctx, m, "address_v4", names, false)?.map(v4_of);
+    let mut home_prefixes = Vec::new();
+    let prefixes = list(ctx, m, "home_prefixes", "IPv6 prefixes")?
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| {
+            ctx.err(
+                "home_prefixes",
+                "is required: the home link's IPv6 prefixes, like [\"2001:db8:1::/64\"]",
+            )
+        })?;
+    for (i, p) in prefixes.iter().enumerate() {
+        let f = format!("home_prefixes[{i}]");
+        let text = p.as_str().unwrap_or_default();
+        let bad = || {
+            ctx.err(
+                &f,
+                format!("{p} is not an IPv6 prefix like \"2001:db8:1::/64\""),
+            )
+        };
+        let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv6Addr = addr.parse().map_err(|_| bad())?;
+        let len: u8 = len.parse().map_err(|_| bad())?;
+        if !(1..=128).contains(&len) {
+            return Err(ctx.err(&f, format!("prefix length {len} must be from 1 to 128")));
+        }
+        home_prefixes.push((addr.octets(), len));
+    }
+    let mut cfg = HaConfig {
+        address,
+        address_v4,
+        home_prefixes,
+        nodes: Vec::new(),
+        ipv4_pool: Vec::new(),
+        ipv4_prefix_len: u64_in(ctx, m, "ipv4_prefix_len", 24, 1..=32)? as u8,
+        max_lifetime: Duration::from_secs(u64_in(
+            ctx,
+            m,
+            "max_lifetime_secs",
+            600,
+            4..=MAX_LIFETIME_SECS,
+        )?),
+        nat_refresh: Duration::from_secs(u64_in(ctx, m, "nat_refresh_secs", 110, 1..=65535)?),
+        force_udp: get_bool(ctx, m, "force_udp")?.unwrap_or(false),
+    };
+    let nodes = list(ctx, m, "nodes", "mobile nodes")?
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| {
+            ctx.err(
+                "nodes",
+                "is required: the mobile nodes served, like [{\"home\": \"home_address_1\"}]",
+            )
+        })?;
+    for (i, n) in nodes.iter().enumerate() {
+        let f = format!("nodes[{i}]");
+        let obj = expect_object(ctx, n, &f, &["home", "home_v4"])?;
+        let home = v6_of(require_addr(ctx, obj, "home", names, true).map_err(within(&f))?);
+        let home_v4 = addr_field(ctx, obj, "home_v4", names, false)
+            .map_err(within(&f))?
+            .map(v4_of);
+        if !cfg.in_home_prefix(&home) {
+            return Err(ctx.err(
+                &format!("{f}.home"),
+                format!("{} is in none of home_prefixes", Ipv6Addr::from(home)),
+            ));
+        }
+        if cfg.nodes.iter().any(|o: &ServedNode| o.home == home) {
+            return Err(ctx.err(
+                &format!("{f}.home"),
+                format!("{} is served twice", Ipv6Addr::from(home)),
+            ));
+        }
+        if home_v4.is_some() && cfg.nodes.iter().any(|o| o.home_v4 == home_v4) {
+            return Err(ctx.err(&format!("{f}.home_v4"), "is another node's too"));
+        }
+        cfg.nodes.push(ServedNode { home, home_v4 });
+    }
+    if !cfg.in_home_prefix(&cfg.address) {
+        return Err(ctx.err(
+            "address",
+            format!(
+                "{} is in none of home_prefixes (the home agent is on the home link)",
+                Ipv6Addr::from(cfg.address)
+            ),
+        ));
+    }
+    let pool_err = |problem: String| ctx.err("ipv4_pool", problem);
+    match m.get("ipv4_pool") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(range)) => {
+            let bad = || {
+                pool_err(format!(
+                    "\"{range}\" is not a range like \"192.0.2.200-192.0.2.220\""
+                ))
+            };
+            let (a, b) = range.split_once('-').ok_or_else(bad)?;
+            let a: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+            let b: Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
+            let (a, b) = (u32::from(a), u32::from(b));
+            if a > b || u64::from(b - a) >= MAX_POOL {
+                return Err(pool_err(format!(
+                    "\"{range}\" must go upwards and hold at most {MAX_POOL} addresses"
+                )));
+            }
+            cfg.ipv4_pool = (a..=b).map(|x| x.to_be_bytes()).collect();
+        }
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let f = format!("ipv4_pool[{i}]");
+                let text = item
+                    .as_str()
+                    .ok_or_else(|| ctx.err(&f, "must be an IPv4 address"))?;
+                cfg.ipv4_pool
+                    .push(v4_of(addr_text(ctx, &f, text, names, false, false)?));
+            }
+        }
+        Some(_) => {
+            return Err(pool_err(
+                "must be a list of IPv4 addresses or a range like \"192.0.2.200-192.0.2.220\""
+                    .into(),
+            ))
+        }
+    }
+    for a in &cfg.ipv4_pool {
+        if Ipv4Addr::from(*a).is_unspecified() || Ipv4Addr::from(*a).is_broadcast() {
+            return Err(pool_err(format!(
+                "{} can not be a home address",
+                Ipv4Addr::from(*a)
+            )));
+        }
+        if cfg.nodes.iter().any(|n| n.home_v4 == Some(*a)) {
+            return Err(pool_err(format!(
+                "{} is also a node's static home_v4",
+                Ipv4Addr::from(*a)
+            )));
+        }
+    }
+    Ok(cfg)
+}
+
+/// The `mn` role's `mobility` object; fields named relative to it.
+fn mobile_node(
+    ctx: &Ctx<'_>,
+    m: &Map<String, Value>,
+    names: &BTreeMap<String, IpAddr>,
+) -> Result<(MnConfig, Option<Attachment>), ConfigError> {
+    let home = v6_of(require_addr(ctx, m, "home_address", names, true)?);
+    let ha = v6_of(require_addr(ctx, m, "home_agent", names, true)?);
+    if home == ha {
+        return Err(ctx.err("home_agent", "is the home address"));
+    }
+    let mut cfg = MnConfig::new(home, ha);
+    cfg.home_agent_v4 = addr_field(ctx, m, "home_agent_v4", names, false)?.map(v4_of);
+    cfg.home_v4 = get_str(ctx, m, "home_v4")?
+        .map(|t| addr_text(ctx, "home_v4", t, names, false, true))
+        .transpose()?
+        .map(v4_of);
+    let lifetime = u64_in(ctx, m, "lifetime_secs", 420, 4..=MAX_LIFETIME_SECS)?;
+    if lifetime % 4 != 0 {
+        return Err(ctx.err(
+            "lifetime_secs",
+            format!("{lifetime} is not a multiple of 4 (RFC 6275 6.1.7: units of 4 seconds)"),
+        ));
+    }
+    cfg.lifetime = Duration::from_secs(lifetime);
+    cfg.udp_port = u64_in(ctx, m, "udp_port", 4191, 1..=65535)? as u16;
+    if let Some(c) = get_str(ctx, m, "classifier")? {
+        cfg.classifier = c
+            .parse::<ClassifierMode>()
+            .map_err(|()| ctx.err("classifier", format!("\"{c}\" is not api or heuristic")))?;
+    }
+    let attachment = get_str(ctx, m, "attachment")?
+        .map(|t| parse_attachment(&cfg, t).map_err(|p| ctx.err("attachment", p)))
+        .transpose()?;
+    Ok((cfg, attachment))
+}
 
 fn port(
     ctx: &Ctx<'_>,
@@ -212,16 +644,10 @@ fn port(
         .ok_or_else(|| ctx.err(&field, "is required (the appliance sits between two ports)"))?;
     let obj = expect_object(ctx, v, &field, &["type", "interface", "name"])?;
     let sub = |k: &str| format!("{field}.{k}");
-    let kind = require_str(ctx, obj, "type").map_err(|mut e| {
-        e.field = sub("type");
-        e
-    })?;
+    let kind = require_str(ctx, obj, "type").map_err(within(&field))?;
     let name_of = |k: &str| -> Result<String, ConfigError> {
         let n = get_str(ctx, obj, k)
-            .map_err(|mut e| {
-                e.field = sub(k);
-                e
-            })?
+            .map_err(within(&field))?
             .ok_or_else(|| ctx.err(&sub(k), format!("a {kind} port needs \"{k}\"")))?;
         if n.is_empty() || n.len() > 15 || n.contains(['/', ' ']) {
             return Err(ctx.err(&sub(k), format!("\"{n}\" is not a valid interface name")));
@@ -254,14 +680,8 @@ pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
     let obj = expect_object(&ctx, &root, "", FIELDS)?;
     let role = match require_str(&ctx, obj, "role")? {
         "gateway" => Role::Gateway,
-        r @ ("mn" | "ha") => {
-            return Err(ctx.err(
-                "role",
-                format!(
-                    "role \"{r}\" needs the mobility stage, which this build does not have yet"
-                ),
-            ))
-        }
+        "mn" => Role::MobileNode,
+        "ha" => Role::HomeAgent,
         other => return Err(ctx.err("role", format!("\"{other}\" is not gateway, mn or ha"))),
     };
     let policy_name = require_str(&ctx, obj, "policy")?;
@@ -287,6 +707,36 @@ pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
     if !(1..=64).contains(&workers) {
         return Err(ctx.err("workers", "must be from 1 to 64"));
     }
+    if role != Role::Gateway && workers > 1 {
+        return Err(ctx.err(
+            "workers",
+            format!(
+                "the {} role keeps its binding state in one worker; it runs with \"workers\": 1",
+                role.name()
+            ),
+        ));
+    }
+    let mobility = match (role, obj.get("mobility")) {
+        (Role::Gateway, None) => None,
+        (Role::Gateway, Some(_)) => {
+            return Err(ctx.err("mobility", "only the mn and ha roles have a mobility stage"))
+        }
+        (_, None) => {
+            return Err(ctx.err("mobility", format!("is required for role {}", role.name())))
+        }
+        (Role::HomeAgent, Some(v)) => {
+            let m = expect_object(&ctx, v, "mobility", HA_FIELDS)?;
+            Some(MobilitySettings::HomeAgent(
+                home_agent(&ctx, m, &policy.addresses).map_err(within("mobility"))?,
+            ))
+        }
+        (Role::MobileNode, Some(v)) => {
+            let m = expect_object(&ctx, v, "mobility", MN_FIELDS)?;
+            let (config, attachment) =
+                mobile_node(&ctx, m, &policy.addresses).map_err(within("mobility"))?;
+            Some(MobilitySettings::MobileNode { config, attachment })
+        }
+    };
     let queue_depth = get_u64(&ctx, obj, "queue_depth")?.unwrap_or(1024);
     if !(16..=1 << 20).contains(&queue_depth) {
         return Err(ctx.err("queue_depth", "must be from 16 to 1048576"));
@@ -358,6 +808,7 @@ pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
         stage,
         host_addresses,
         network_addresses,
+        mobility,
     })
 }
 

@@ -1,7 +1,11 @@
 //! The control socket of a running appliance: one JSON request per line,
 //! one JSON answer per line, over a Unix socket.
 //!
-//! Requests: `{"show": "all"}` (SAs, SPD with hits, counters, events).
+//! Requests: `{"show": "all"}` (SAs, SPD with hits, counters, events),
+//! `{"show": "bindings"}` (the `ha` role's binding cache, the `mn` role's
+//! registration), `{"remove_sa": NAME}`, `{"reload": true}`, and in the
+//! `mn` role `{"move": ATTACHMENT, "break": BOOL}` and `{"refresh": true}`.
+//! Answers are the data, `{"ok": TEXT}` or `{"error": TEXT}`.
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};

@@ -653,7 +653,8 @@ fn mn_state(sock: &Path) -> Result<serde_json::Value> {
     ])?)
 }
 
-/// A mobility counter of an appliance.
+/// A mobility counter of an appliance (`show counters --json`: events
+/// under `mobility`, drops under `drops`).
 fn counter(sock: &Path, name: &str) -> Result<u64> {
     let c = json(&bitsgw(&[
         "show",
@@ -662,16 +663,10 @@ fn counter(sock: &Path, name: &str) -> Result<u64> {
         "--socket",
         &sock.to_string_lossy(),
     ])?)?;
-    let find = |v: &serde_json::Value| -> Option<u64> {
-        v.get("mobility")
-            .and_then(|m| {
-                m.get("events")
-                    .and_then(|e| e.get(name))
-                    .or_else(|| m.get("drops").and_then(|d| d.get(name)))
-            })
-            .and_then(serde_json::Value::as_u64)
-    };
-    Ok(find(&c).unwrap_or(0))
+    Ok(c["mobility"][name]
+        .as_u64()
+        .or_else(|| c["drops"][name].as_u64())
+        .unwrap_or(0))
 }
 
 /// How many bindings the home agent has.
@@ -693,9 +688,13 @@ fn wait_registered(n: &mut Netns, sock: &Path, care_of: &str) -> Result<Duration
         n.check_alive()?;
         n.interrupted()?;
         let s = mn_state(sock)?;
-        let reg = s.get("registered").and_then(|v| v.as_str()).unwrap_or("");
-        let registering = s.get("registering").map(|v| !v.is_null()).unwrap_or(false);
-        if reg == care_of && !registering {
+        let registering = !s["registering"].is_null();
+        let done = if care_of == "home" {
+            s["attachment"] == "home" && s["registered"].is_null() && !registering
+        } else {
+            s["registered"] == care_of && !registering
+        };
+        if done {
             return Ok(t0.elapsed());
         }
         if t0.elapsed() > Duration::from_secs(15) {

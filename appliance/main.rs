@@ -4,6 +4,7 @@ mod check;
 mod config;
 mod control;
 mod lab;
+mod mobility;
 mod replay;
 mod report;
 mod run;
@@ -45,8 +46,11 @@ enum ShowWhat {
     Sa,
     /// Security policies with their hit counts.
     Sp,
-    /// Port, stage and drop counters.
+    /// Port, stage, mobility and drop counters.
     Counters,
+    /// The home agent's binding cache, or the mobile node's registration
+    /// (the ha and mn roles).
+    Bindings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,7 +84,9 @@ enum Command {
         #[arg(long = "out", value_name = "PORT=FILE")]
         outputs: Vec<String>,
         /// A control event at a time in seconds after the first frame:
-        /// "1.5:remove-sa NAME" or "2:reload".
+        /// "1.5:remove-sa NAME", "2:reload", and in the mn role
+        /// "0:move ATTACHMENT" (home, an IPv6 or IPv4 care-of address;
+        /// add " --break" for break-before-make) or "30:refresh".
         #[arg(long = "event", value_name = "SECONDS:COMMAND")]
         events: Vec<String>,
         /// Write a pcap per stage boundary here.
@@ -88,11 +94,17 @@ enum Command {
         trace: Option<PathBuf>,
     },
     /// Change a running appliance: `remove-sa NAME` (its traffic is then
-    /// discarded, never sent in clear) or `reload` (the policy file).
+    /// discarded, never sent in clear), `reload` (the policy file), and in
+    /// the mn role `move ATTACHMENT` (home, an IPv6 or IPv4 care-of
+    /// address; make-before-break unless --break) or `refresh`.
     Ctl {
         /// The command and its argument.
         #[arg(num_args = 1..=2, required = true)]
         command: Vec<String>,
+        /// With `move`: break-before-make (the old network is gone at once;
+        /// data waits, counted as dropped, for the Binding Acknowledgement).
+        #[arg(long = "break")]
+        break_first: bool,
         /// The appliance's control socket.
         #[arg(long, default_value = "/run/bitsgw/bitsgw.sock")]
         socket: PathBuf,
@@ -114,7 +126,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show SAs, policies or counters of a running appliance.
+    /// Show SAs, policies, counters or bindings of a running appliance.
     Show {
         /// What to show.
         what: ShowWhat,
@@ -140,25 +152,39 @@ fn init_logging(format: LogFormat) {
 }
 
 fn show(what: ShowWhat, socket: &std::path::Path, json: bool) -> Result<String, String> {
-    let v = control::request(socket, &serde_json::json!({"show": "all"}))?;
+    let request = match what {
+        ShowWhat::Bindings => "bindings",
+        _ => "all",
+    };
+    let v = control::request(socket, &serde_json::json!({ "show": request }))?;
     if let Some(e) = v.get("error") {
-        return Err(e.to_string());
+        return Err(e.as_str().map_or_else(|| e.to_string(), str::to_string));
     }
     Ok(match (what, json) {
         (ShowWhat::Sa, true) => format!("{:#}\n", v["sas"]),
         (ShowWhat::Sp, true) => format!("{:#}\n", v["spd"]),
         (ShowWhat::Counters, true) => format!("{:#}\n", v["counters"]),
+        (ShowWhat::Bindings, true) => format!("{v:#}\n"),
         (ShowWhat::Sa, false) => report::sa_text(&v),
         (ShowWhat::Sp, false) => report::sp_text(&v),
         (ShowWhat::Counters, false) => report::counters_text(&v),
+        (ShowWhat::Bindings, false) => report::bindings_text(&v),
     })
 }
 
-fn ctl(command: &[String], socket: &std::path::Path) -> Result<String, String> {
+fn ctl(command: &[String], break_first: bool, socket: &std::path::Path) -> Result<String, String> {
+    if break_first && command.first().map(String::as_str) != Some("move") {
+        return Err("--break goes with move".into());
+    }
     let req = match command {
         [c, name] if c == "remove-sa" => serde_json::json!({"remove_sa": name}),
         [c] if c == "reload" => serde_json::json!({"reload": true}),
-        _ => return Err("unknown command (known: remove-sa NAME, reload)".into()),
+        [c, to] if c == "move" => serde_json::json!({"move": to, "break": break_first}),
+        [c] if c == "refresh" => serde_json::json!({"refresh": true}),
+        _ => return Err(
+            "unknown command (known: remove-sa NAME, reload, move ATTACHMENT [--break], refresh)"
+                .into(),
+        ),
     };
     let v = control::request(socket, &req)?;
     match v.get("error") {
@@ -182,7 +208,11 @@ fn main() -> ExitCode {
             events,
             trace,
         } => replay::run(&config, &inputs, &outputs, &events, trace).map_err(|e| (1, e)),
-        Command::Ctl { command, socket } => ctl(&command, &socket)
+        Command::Ctl {
+            command,
+            break_first,
+            socket,
+        } => ctl(&command, break_first, &socket)
             .map(|t| print!("{t}"))
             .map_err(|e| (1, e)),
         Command::Lab {

@@ -1,7 +1,11 @@
 //! `bitsgw replay`: the appliance's pipeline over capture files, time taken
 //! from the captures, control events at capture times. Deterministic.
+//! Events: `remove-sa NAME`, `reload`, and in the `mn` role
+//! `move ATTACHMENT [--break]` and `refresh`. An `mn` configuration's
+//! initial attachment is taken when the capture starts.
 
 use crate::config;
+use crate::mobility::{self, MnControl};
 use crate::report;
 use crate::run::build_stage;
 use crate::trace::PcapTap;
@@ -95,9 +99,22 @@ pub fn run(
                     let _ = set.reload(gw.stage_mut(), at);
                 })
             }
+            ["move", to, rest @ ..] if rest.is_empty() || rest == ["--break"] => {
+                let attachment =
+                    mobility::parse_move(&cfg, to).map_err(|m| format!("--event {e}: {m}"))?;
+                let op = MnControl::Move {
+                    attachment,
+                    keep_old: rest.is_empty(),
+                };
+                Box::new(move |gw: &mut Gateway| mobility::control(gw, op, at))
+            }
+            ["refresh"] => {
+                mobility::check_refresh(&cfg).map_err(|m| format!("--event {e}: {m}"))?;
+                Box::new(move |gw: &mut Gateway| mobility::control(gw, MnControl::Refresh, at))
+            }
             _ => {
                 return Err(format!(
-                    "--event {e}: unknown command (known: remove-sa NAME, reload)"
+                    "--event {e}: unknown command (known: remove-sa NAME, reload, move ATTACHMENT [--break], refresh)"
                 ))
             }
         };
@@ -106,6 +123,9 @@ pub fn run(
     // SAs are installed when the capture starts, so lifetimes count from
     // the first frame.
     let mut gw = Gateway::new(build_stage(&cfg, &cfg.policy, start)?);
+    if let Some(m) = &cfg.mobility {
+        gw.set_mobility(mobility::build(m, start));
+    }
     let mut tap = match &trace {
         Some(dir) => Some(PcapTap::create(dir, link, link)?),
         None => None,
@@ -151,6 +171,7 @@ pub fn run(
             .spd(bitsgw_ipsec::sa::Direction::Inbound)
             .hits()
             .to_vec(),
+        mobility: gw.mobility().map(|m| m.counters().clone()),
         ..Default::default()
     };
     let v = report::to_json(&report, &cfg.policy);

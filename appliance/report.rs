@@ -5,6 +5,7 @@
 use bitsgw_ipsec::config::PolicySet;
 use bitsgw_ipsec::sa::SaState;
 use bitsgw_ipsec::DropReason;
+use bitsgw_mobility::counters::{MobilityDrop, MobilityEvent};
 use bitsgw_pipeline::runner::Report;
 use bitsgw_pipeline::PipelineDrop;
 use serde_json::{json, Value};
@@ -62,10 +63,17 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
                 .iter()
                 .map(|r| (r.name().to_string(), json!(report.pipeline.drops(*r)))),
         )
+        // The mobility stage's drops, in the roles that have one.
+        .chain(report.mobility.iter().flat_map(|m| {
+            MobilityDrop::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), json!(m.drops(*r))))
+        }))
         .collect();
     let p = &report.pipeline;
     let s = &report.stage;
-    json!({
+    let mobility_drops = report.mobility.as_ref().map_or(0, |m| m.total_drops());
+    let mut v = json!({
         "sas": sas,
         "spd": {"outbound": spd(&policy.outbound, &report.spd_hits_out), "inbound": spd(&policy.inbound, &report.spd_hits_in)},
         "counters": {
@@ -86,10 +94,18 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
                 "fragments_sent": s.fragments_sent,
             },
             "drops": drops,
-            "drops_total": s.total_drops() + p.total_drops(),
+            "drops_total": s.total_drops() + p.total_drops() + mobility_drops,
         },
         "events": report.events.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>(),
-    })
+    });
+    if let Some(m) = &report.mobility {
+        let events: serde_json::Map<String, Value> = MobilityEvent::ALL
+            .iter()
+            .map(|e| (e.name().to_string(), json!(m.events(*e))))
+            .collect();
+        v["counters"]["mobility"] = Value::Object(events);
+    }
+    v
 }
 
 /// `show sa` from the JSON form.
@@ -161,10 +177,77 @@ pub fn counters_text(v: &Value) -> String {
     for (k, val) in c["ipsec"].as_object().into_iter().flatten() {
         let _ = writeln!(out, "  {k:<24} {val}");
     }
+    if let Some(m) = c["mobility"].as_object() {
+        let _ = writeln!(out, "mobility:");
+        for (k, val) in m {
+            let _ = writeln!(out, "  {k:<32} {val}");
+        }
+    }
     let _ = writeln!(out, "drops (total {}):", c["drops_total"]);
     for (k, val) in c["drops"].as_object().into_iter().flatten() {
         if val.as_u64().unwrap_or(0) != 0 {
             let _ = writeln!(out, "  {k:<32} {val}");
+        }
+    }
+    out
+}
+
+/// `show bindings` from the JSON form: the home agent's binding cache, or
+/// the mobile node's registration.
+pub fn bindings_text(v: &Value) -> String {
+    let mut out = String::new();
+    let text = |x: &Value| x.as_str().unwrap_or("none").to_string();
+    match v["role"].as_str() {
+        Some("ha") => {
+            let list = v["bindings"].as_array().cloned().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "home agent {}: {} binding{}",
+                text(&v["address"]),
+                list.len(),
+                if list.len() == 1 { "" } else { "s" }
+            );
+            for b in &list {
+                let v4 = match b["home_v4"].as_str() {
+                    Some(a) => format!(" (IPv4 {a})"),
+                    None => String::new(),
+                };
+                let nat = match (b["nat"].as_bool(), b["udp"].as_str()) {
+                    (Some(true), Some(u)) => format!("nat yes, udp {u}"),
+                    (_, Some(u)) => format!("nat no, udp {u}"),
+                    _ => "nat no".to_string(),
+                };
+                let _ = writeln!(out, "  {}{v4}", text(&b["home"]));
+                let _ = writeln!(
+                    out,
+                    "    care-of {}  {nat}  seq {}  lifetime {}s  expires in {}s",
+                    text(&b["care_of"]),
+                    b["seq"],
+                    b["lifetime_secs"],
+                    b["expires_in_secs"]
+                );
+            }
+        }
+        Some("mn") => {
+            let _ = writeln!(
+                out,
+                "mobile node {}, home agent {}",
+                text(&v["home_address"]),
+                text(&v["home_agent"])
+            );
+            let _ = writeln!(out, "  attachment          {}", text(&v["attachment"]));
+            let _ = writeln!(out, "  registered care-of  {}", text(&v["registered"]));
+            let _ = writeln!(out, "  registering         {}", text(&v["registering"]));
+            let nat = if v["nat"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            };
+            let _ = writeln!(out, "  nat                 {nat}");
+            let _ = writeln!(out, "  IPv4 home address   {}", text(&v["home_v4"]));
+        }
+        _ => {
+            let _ = writeln!(out, "no mobility stage");
         }
     }
     out

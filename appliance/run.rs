@@ -1,8 +1,11 @@
 //! `bitsgw run CONFIG`: the appliance on real interfaces until SIGINT or
-//! SIGTERM; SIGHUP reloads the policy file.
+//! SIGTERM; SIGHUP reloads the policy file. In the `mn` and `ha` roles the
+//! one worker's gateway has the mobility stage; what the mobile node
+//! reports (Binding Updates sent, registrations) is logged.
 
 use crate::config::{self, ApplianceConfig, OwnAddresses, PortConfig};
 use crate::control;
+use crate::mobility::{self, MnControl};
 use crate::report;
 use crate::trace::PcapTap;
 use bitsgw_io::SmoltcpEndpoint;
@@ -10,13 +13,13 @@ use bitsgw_ipsec::config::{load_policy_file, PolicySet};
 use bitsgw_ipsec::IpsecStage;
 use bitsgw_pipeline::port::Port;
 use bitsgw_pipeline::runner::{self, RunnerConfig, SharedTap};
-use bitsgw_pipeline::{LocalEndpoint, Side};
+use bitsgw_pipeline::{LocalEndpoint, Mobility, Side};
 use bitsgw_wire::Timestamp;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 fn open(p: &PortConfig) -> Result<Port, String> {
@@ -96,7 +99,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     };
     let shared_tap: Option<SharedTap> = tap.clone().map(|t| t as SharedTap);
     let initial = policy.clone();
-    let running = runner::start_with_endpoints(
+    let running = runner::start_with_mobility(
         &runner_cfg,
         host,
         network,
@@ -115,10 +118,18 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             };
             ep.map(|e| Box::new(e.clone()) as Box<dyn LocalEndpoint>)
         },
+        // The pipeline's clock starts now: an initial attachment's Binding
+        // Update leaves on the worker's first loop.
+        &|| {
+            cfg.mobility
+                .as_ref()
+                .map(|m| mobility::build(m, Timestamp::ZERO))
+        },
         shared_tap,
     );
     info!(
         config = %cfg.file.display(),
+        role = cfg.role.name(),
         workers = cfg.workers,
         host_addresses = cfg.host_addresses.addresses.len(),
         network_addresses = cfg.network_addresses.addresses.len(),
@@ -126,14 +137,21 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         "bitsgw running"
     );
     let mut failure = None;
+    let mut last_events = Instant::now();
     loop {
         control::serve_pending(&listener, &mut |req: &Value| {
             if req.get("reload").is_some() {
                 hup.store(true, Ordering::SeqCst);
                 return json!({"ok": "reload requested"});
             }
-            answer(&running, &policy, req)
+            answer(&running, &cfg, &policy, req)
         });
+        if last_events.elapsed() >= Duration::from_secs(1) {
+            last_events = Instant::now();
+            if cfg.role == config::Role::MobileNode {
+                running.apply(Arc::new(log_mn_events));
+            }
+        }
         if hup.swap(false, Ordering::SeqCst) {
             match load_policy_file(&cfg.policy_file) {
                 Ok(new) => {
@@ -181,9 +199,75 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     }
 }
 
-fn answer(running: &runner::Running, policy: &PolicySet, req: &Value) -> Value {
+/// Logs (and so drains) what the mobile node reported.
+fn log_mn_events(gw: &mut bitsgw_pipeline::Gateway) {
+    if let Some(Mobility::MobileNode(mn)) = gw.mobility_mut() {
+        while let Some(e) = mn.poll_event() {
+            info!(event = ?e, "mobile node");
+        }
+    }
+}
+
+/// The bindings of the worker that has the mobility stage.
+fn bindings(running: &runner::Running, cfg: &ApplianceConfig) -> Value {
+    if cfg.mobility.is_none() {
+        return json!({"error": format!("the {} role has no bindings (no mobility stage)", cfg.role.name())});
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    let now = running.now();
+    running.apply(Arc::new(move |gw| {
+        if let Some(m) = gw.mobility() {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(mobility::bindings_json(m, now));
+            }
+        }
+    }));
+    rx.recv_timeout(Duration::from_secs(2))
+        .unwrap_or_else(|_| json!({"error": "the worker did not answer"}))
+}
+
+fn answer(
+    running: &runner::Running,
+    cfg: &ApplianceConfig,
+    policy: &PolicySet,
+    req: &Value,
+) -> Value {
+    if req.get("show").and_then(Value::as_str) == Some("bindings") {
+        return bindings(running, cfg);
+    }
     if req.get("show").is_some() {
         return report::to_json(&running.report(Duration::from_secs(2)), policy);
+    }
+    if let Some(to) = req.get("move").and_then(Value::as_str) {
+        let attachment = match mobility::parse_move(cfg, to) {
+            Ok(a) => a,
+            Err(e) => return json!({ "error": e }),
+        };
+        let keep_old = req.get("break").and_then(Value::as_bool) != Some(true);
+        let op = MnControl::Move {
+            attachment,
+            keep_old,
+        };
+        let now = running.now();
+        info!(%attachment, keep_old, "movement by control request");
+        running.apply(Arc::new(move |gw| mobility::control(gw, op, now)));
+        let how = if keep_old {
+            "make-before-break"
+        } else {
+            "break-before-make"
+        };
+        return json!({"ok": format!("moving to {attachment} ({how})")});
+    }
+    if req.get("refresh").is_some() {
+        if let Err(e) = mobility::check_refresh(cfg) {
+            return json!({ "error": e });
+        }
+        let now = running.now();
+        running.apply(Arc::new(move |gw| {
+            mobility::control(gw, MnControl::Refresh, now)
+        }));
+        return json!({"ok": "refresh requested"});
     }
     if let Some(name) = req.get("remove_sa").and_then(Value::as_str) {
         if !policy.sas.iter().any(|s| s.name == name) {
@@ -200,5 +284,5 @@ fn answer(running: &runner::Running, policy: &PolicySet, req: &Value) -> Value {
         }));
         return json!({"ok": "removed"});
     }
-    json!({"error": "unknown request (known: show, remove_sa, reload)"})
+    json!({"error": "unknown request (known: show, remove_sa, reload, move, refresh)"})
 }

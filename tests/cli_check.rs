@@ -46,13 +46,19 @@ fn every_policy_and_example_config_checks_and_masks_keys() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
-    files.push(repo().join("examples/configs/gateway-a.json"));
+    for c in ["gateway-a.json", "ha.json", "mn.json"] {
+        files.push(repo().join("examples/configs").join(c));
+    }
     for f in &files {
         for json in [false, true] {
             let (ok, out, err) = check(f, json);
             assert!(ok, "{}: {err}", f.display());
             let policy = if f.ends_with("gateway-a.json") {
                 repo().join("policies/site-to-site-a.json")
+            } else if f.ends_with("ha.json") {
+                repo().join("policies/dsmip-hostwide-ha.json")
+            } else if f.ends_with("mn.json") {
+                repo().join("policies/dsmip-hostwide-mn.json")
             } else {
                 f.clone()
             };
@@ -96,7 +102,7 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
         (
             r#""role": "gateway""#,
             r#""role": "ha""#,
-            &[r#"field "role""#, "mobility stage"],
+            &[r#"field "workers""#, "one worker"],
         ),
         (
             r#""workers": 2"#,
@@ -182,10 +188,21 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
     std::fs::write(&path, &with_addresses).unwrap();
     let (ok, _, err) = check(&path, false);
     assert!(ok, "{err}");
+    assert_refused(&path, &good, cases);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A bad field, as a (text of the good configuration, what it becomes,
+/// words the error must hold) case.
+type Case<'a> = (&'a str, &'a str, &'a [&'a str]);
+
+/// Each case applied to `good` is refused with an error naming the file
+/// and holding the case's words.
+fn assert_refused(path: &Path, good: &str, cases: &[Case<'_>]) {
     for (from, to, words) in cases {
         assert!(good.contains(from), "{from}");
-        std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
-        let (ok, _, err) = check(&path, false);
+        std::fs::write(path, good.replacen(from, to, 1)).unwrap();
+        let (ok, _, err) = check(path, false);
         assert!(!ok, "{to}: accepted");
         assert!(
             err.contains(&path.display().to_string()) || err.contains("no-such-policy"),
@@ -195,5 +212,303 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
             assert!(err.contains(w), "{to}: {err:?} lacks {w:?}");
         }
     }
+}
+
+#[test]
+fn bad_mobility_configs_are_refused_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-check-mob-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("appliance.json");
+    let ports = r#""ports": {"host": {"type": "tun", "name": "t0"}, "network": {"type": "tun", "name": "t1"}}"#;
+    let ha = format!(
+        r#"{{"role": "ha", "policy": "{}", {ports}, "workers": 1,
+  "mobility": {{"address": "home_agent_1", "address_v4": "203.0.113.1",
+    "home_prefixes": ["2001:db8:1::/64"],
+    "nodes": [{{"home": "home_address_1", "home_v4": "home_address_v4_1"}}],
+    "ipv4_pool": "192.0.2.200-192.0.2.201", "max_lifetime_secs": 600}}}}"#,
+        repo().join("policies/dsmip-hostwide-ha.json").display()
+    );
+    std::fs::write(&path, &ha).unwrap();
+    let (ok, out, err) = check(&path, false);
+    assert!(ok, "{err}");
+    assert!(out.contains("role ha"), "{out}");
+    let ha_cases: &[Case<'_>] = &[
+        (
+            r#""workers": 1"#,
+            r#""workers": 2"#,
+            &[r#"field "workers""#, "one worker"],
+        ),
+        (
+            r#""mobility": {"#,
+            r#""comment": {"#,
+            &[r#"field "mobility""#, "required for role ha"],
+        ),
+        (
+            r#""role": "ha""#,
+            r#""role": "gateway""#,
+            &[r#"field "mobility""#, "only the mn and ha roles"],
+        ),
+        (
+            r#""role": "ha""#,
+            r#""role": "mn""#,
+            &[r#"field "mobility.address""#, "unknown field"],
+        ),
+        (
+            r#""address": "home_agent_1""#,
+            r#""address": "203.0.113.1""#,
+            &[r#"field "mobility.address""#, "not an IPv6 address"],
+        ),
+        (
+            r#""address": "home_agent_1""#,
+            r#""address": "home_agent_9""#,
+            &[r#"field "mobility.address""#, "named address"],
+        ),
+        (
+            r#""address": "home_agent_1""#,
+            r#""address": "2001:db8:9::1""#,
+            &[r#"field "mobility.address""#, "home_prefixes"],
+        ),
+        (
+            r#""address": "home_agent_1", "#,
+            "",
+            &[r#"field "mobility.address""#, "is required"],
+        ),
+        (
+            r#""address_v4": "203.0.113.1""#,
+            r#""address_v4": "2001:db8::1""#,
+            &[r#"field "mobility.address_v4""#, "IPv4"],
+        ),
+        (
+            r#""address_v4": "203.0.113.1""#,
+            r#""address_v4": "255.255.255.255""#,
+            &[r#"field "mobility.address_v4""#, "unicast"],
+        ),
+        (
+            r#"["2001:db8:1::/64"]"#,
+            r#"["2001:db8:1::"]"#,
+            &[r#"field "mobility.home_prefixes[0]""#, "prefix"],
+        ),
+        (
+            r#"["2001:db8:1::/64"]"#,
+            r#"["2001:db8:1::/129"]"#,
+            &[r#"field "mobility.home_prefixes[0]""#, "from 1 to 128"],
+        ),
+        (
+            r#"["2001:db8:1::/64"]"#,
+            "[]",
+            &[r#"field "mobility.home_prefixes""#, "is required"],
+        ),
+        (
+            r#"[{"home""#,
+            r#"[{"hoem""#,
+            &[r#"field "mobility.nodes[0].hoem""#, "unknown field"],
+        ),
+        (
+            r#""home": "home_address_1""#,
+            r#""home": "2001:db8:7::1""#,
+            &[r#"field "mobility.nodes[0].home""#, "home_prefixes"],
+        ),
+        (
+            r#""home_v4": "home_address_v4_1""#,
+            r#""home_v4": "home_address_1""#,
+            &[r#"field "mobility.nodes[0].home_v4""#, "IPv4"],
+        ),
+        (
+            r#""nodes": [{"#,
+            r#""nodes": [{"home": "home_address_1"}, {"#,
+            &[r#"field "mobility.nodes[1].home""#, "twice"],
+        ),
+        (
+            r#""192.0.2.200-192.0.2.201""#,
+            r#""192.0.2.201-192.0.2.200""#,
+            &[r#"field "mobility.ipv4_pool""#, "upwards"],
+        ),
+        (
+            r#""192.0.2.200-192.0.2.201""#,
+            r#""192.0.2.200""#,
+            &[r#"field "mobility.ipv4_pool""#, "range"],
+        ),
+        (
+            r#""192.0.2.200-192.0.2.201""#,
+            r#"["192.0.2.100"]"#,
+            &[r#"field "mobility.ipv4_pool""#, "static home_v4"],
+        ),
+        (
+            r#""192.0.2.200-192.0.2.201""#,
+            "[7]",
+            &[r#"field "mobility.ipv4_pool[0]""#, "IPv4"],
+        ),
+        (
+            r#""max_lifetime_secs": 600"#,
+            r#""max_lifetime_secs": 300000"#,
+            &[r#"field "mobility.max_lifetime_secs""#, "from 4 to 262140"],
+        ),
+        (
+            r#""max_lifetime_secs": 600"#,
+            r#""max_lifetime_secs": 600, "ipv4_prefix_len": 33"#,
+            &[r#"field "mobility.ipv4_prefix_len""#, "from 1 to 32"],
+        ),
+        (
+            r#""max_lifetime_secs": 600"#,
+            r#""max_lifetime_secs": 600, "nat_refresh_secs": 0"#,
+            &[r#"field "mobility.nat_refresh_secs""#],
+        ),
+        (
+            r#""max_lifetime_secs": 600"#,
+            r#""max_lifetime_secs": 600, "force_udp": "yes""#,
+            &[r#"field "mobility.force_udp""#, "true or false"],
+        ),
+        (
+            r#""max_lifetime_secs": 600"#,
+            r#""max_lifetime_secs": 600, "lifetime_secs": 8"#,
+            &[r#"field "mobility.lifetime_secs""#, "unknown field"],
+        ),
+    ];
+    assert_refused(&path, &ha, ha_cases);
+    let mn = format!(
+        r#"{{"role": "mn", "policy": "{}", {ports}, "workers": 1,
+  "mobility": {{"home_address": "home_address_1", "home_agent": "home_agent_1",
+    "home_agent_v4": "203.0.113.1", "home_v4": "0.0.0.0", "lifetime_secs": 420,
+    "udp_port": 4191, "classifier": "api", "attachment": "2001:db8:2::100"}}}}"#,
+        repo().join("policies/dsmip-hostwide-mn.json").display()
+    );
+    std::fs::write(&path, &mn).unwrap();
+    let (ok, out, err) = check(&path, false);
+    assert!(ok, "{err}");
+    assert!(out.contains("role mn"), "{out}");
+    let mn_cases: &[Case<'_>] = &[
+        (
+            r#""workers": 1"#,
+            r#""workers": 4"#,
+            &[r#"field "workers""#, "binding state in one worker"],
+        ),
+        (
+            r#""home_address": "home_address_1""#,
+            r#""home_address": "home_address_v4_1""#,
+            &[r#"field "mobility.home_address""#, "IPv6"],
+        ),
+        (
+            r#""home_address": "home_address_1""#,
+            r#""home_addr": "home_address_1""#,
+            &[r#"field "mobility.home_addr""#, "unknown field"],
+        ),
+        (
+            r#""home_agent": "home_agent_1","#,
+            "",
+            &[r#"field "mobility.home_agent""#, "is required"],
+        ),
+        (
+            r#""home_agent": "home_agent_1""#,
+            r#""home_agent": "home_address_1""#,
+            &[r#"field "mobility.home_agent""#, "is the home address"],
+        ),
+        (
+            r#""home_agent_v4": "203.0.113.1""#,
+            r#""home_agent_v4": 7"#,
+            &[r#"field "mobility.home_agent_v4""#, "must be a string"],
+        ),
+        (
+            r#""home_v4": "0.0.0.0""#,
+            r#""home_v4": "224.0.0.1""#,
+            &[r#"field "mobility.home_v4""#, "unicast"],
+        ),
+        (
+            r#""lifetime_secs": 420"#,
+            r#""lifetime_secs": 422"#,
+            &[r#"field "mobility.lifetime_secs""#, "multiple of 4"],
+        ),
+        (
+            r#""lifetime_secs": 420"#,
+            r#""lifetime_secs": 262144"#,
+            &[r#"field "mobility.lifetime_secs""#, "from 4 to 262140"],
+        ),
+        (
+            r#""lifetime_secs": 420"#,
+            r#""lifetime_secs": 0"#,
+            &[r#"field "mobility.lifetime_secs""#, "from 4 to 262140"],
+        ),
+        (
+            r#""udp_port": 4191"#,
+            r#""udp_port": 0"#,
+            &[r#"field "mobility.udp_port""#, "from 1 to 65535"],
+        ),
+        (
+            r#""classifier": "api""#,
+            r#""classifier": "guess""#,
+            &[r#"field "mobility.classifier""#, "api or heuristic"],
+        ),
+        (
+            r#""attachment": "2001:db8:2::100""#,
+            r#""attachment": "elsewhere""#,
+            &[r#"field "mobility.attachment""#, "care-of address"],
+        ),
+        (
+            r#""attachment": "2001:db8:2::100""#,
+            r#""attachment": "2001:db8:1::100""#,
+            &[r#"field "mobility.attachment""#, "is the home address"],
+        ),
+        (
+            r#""attachment": "2001:db8:2::100""#,
+            r#""attachment": "ff02::1""#,
+            &[r#"field "mobility.attachment""#, "unicast"],
+        ),
+        (
+            r#""home_agent_v4": "203.0.113.1", "home_v4": "0.0.0.0", "lifetime_secs": 420,
+    "udp_port": 4191, "classifier": "api", "attachment": "2001:db8:2::100""#,
+            r#""attachment": "198.51.100.20""#,
+            &[r#"field "mobility.attachment""#, "home_agent_v4"],
+        ),
+    ];
+    assert_refused(&path, &mn, mn_cases);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn mobility_example_configs_show_their_settings() {
+    let ha = repo().join("examples/configs/ha.json");
+    let (ok, out, err) = check(&ha, false);
+    assert!(ok, "{err}");
+    for w in [
+        "role ha",
+        "workers 1",
+        "mobility:",
+        "address            2001:db8:1::1",
+        "home_prefixes      2001:db8:1::/64",
+        "nodes              home 2001:db8:1::100 home_v4 192.0.2.100",
+        "nat_refresh_secs   110",
+    ] {
+        assert!(out.contains(w), "{w:?} not in\n{out}");
+    }
+    let (ok, out, err) = check(&ha, true);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let m = &v["appliance"]["mobility"];
+    assert_eq!(v["appliance"]["role"], "ha");
+    assert_eq!(m["address"], "2001:db8:1::1");
+    assert_eq!(m["address_v4"], "203.0.113.1");
+    assert_eq!(m["nodes"][0]["home"], "2001:db8:1::100");
+    assert_eq!(m["max_lifetime_secs"], 600);
+    assert_eq!(m["force_udp"], false);
+    let mn = repo().join("examples/configs/mn.json");
+    let (ok, out, err) = check(&mn, false);
+    assert!(ok, "{err}");
+    for w in [
+        "role mn",
+        "home_address       2001:db8:1::100",
+        "home_agent         2001:db8:1::1",
+        "home_v4            0.0.0.0",
+        "classifier         api",
+        "attachment         none",
+    ] {
+        assert!(out.contains(w), "{w:?} not in\n{out}");
+    }
+    let (ok, out, err) = check(&mn, true);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let m = &v["appliance"]["mobility"];
+    assert_eq!(v["appliance"]["role"], "mn");
+    assert_eq!(m["home_agent_v4"], "203.0.113.1");
+    assert_eq!(m["lifetime_secs"], 420);
+    assert_eq!(m["udp_port"], 4191);
+    assert_eq!(m["attachment"], serde_json::Value::Null);
 }

@@ -249,7 +249,9 @@ fn parse_hex_key(ctx: &Ctx<'_>, field: &str, s: &str) -> Result<Zeroizing<Vec<u8
     Ok(out)
 }
 
-fn resolve_addr(
+/// An address field: an IP address, or a name from the policy file's
+/// `addresses`.
+pub fn resolve_addr(
     ctx: &Ctx<'_>,
     field: &str,
     s: &str,

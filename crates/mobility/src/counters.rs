@@ -176,4 +176,47 @@ impl MobilityCounters {
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
     }
+
+    /// Adds `other`'s counts to these (reports summed over workers).
+    pub fn merge(&mut self, other: &MobilityCounters) {
+        for (a, b) in self.drops.iter_mut().zip(&other.drops) {
+            *a += b;
+        }
+        for (a, b) in self.events.iter_mut().zip(&other.events) {
+            *a += b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_adds_every_counter() {
+        let mut a = MobilityCounters::default();
+        a.drop(MobilityDrop::NoCareOf);
+        a.event(MobilityEvent::BuSent);
+        let mut b = MobilityCounters::default();
+        b.drop(MobilityDrop::NoCareOf);
+        b.event(MobilityEvent::BaAccepted);
+        a.merge(&b);
+        assert_eq!(a.drops(MobilityDrop::NoCareOf), 2);
+        assert_eq!(a.events(MobilityEvent::BuSent), 1);
+        assert_eq!(a.events(MobilityEvent::BaAccepted), 1);
+        assert_eq!(a.total_drops(), 2);
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<&str> = MobilityDrop::ALL
+            .iter()
+            .map(|d| d.name())
+            .chain(MobilityEvent::ALL.iter().map(|e| e.name()))
+            .collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
 }

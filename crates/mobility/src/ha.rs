@@ -57,7 +57,8 @@ pub struct HaConfig {
 }
 
 impl HaConfig {
-    fn in_home_prefix(&self, a: &[u8; 16]) -> bool {
+    /// Whether `a` is in one of the home prefixes.
+    pub fn in_home_prefix(&self, a: &[u8; 16]) -> bool {
         let x = u128::from_be_bytes(*a);
         self.home_prefixes.iter().any(|(p, len)| {
             let len = u32::from(*len).min(128);

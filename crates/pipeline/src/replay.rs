@@ -67,19 +67,39 @@ pub fn run(
     let mut events = events.into_iter().peekable();
     let mut out = ReplayOutput::default();
     let mut buf = PacketBuf::new();
+    // What timers and events make the gateway send (a Binding Update after
+    // a movement, its retransmissions) leaves at their time.
+    let flush =
+        |gateway: &mut Gateway, at: Timestamp, out: &mut ReplayOutput, tap: &mut dyn Tap| {
+            gateway.poll_endpoints(
+                at,
+                &mut |side: Side, f: &[u8]| match side {
+                    Side::Host => out.host.push((at, f.to_vec())),
+                    Side::Network => out.network.push((at, f.to_vec())),
+                },
+                tap,
+            );
+        };
     for (now, i, j) in order {
         // Timers and scheduled events due before this frame.
         loop {
             let timer = gateway.poll_timeout().filter(|t| *t <= now);
             let event = events.peek().map(|e| e.at).filter(|t| *t <= now);
             match (timer, event) {
-                (Some(t), Some(e)) if t < e => gateway.handle_timeout(t),
+                (Some(t), Some(e)) if t < e => {
+                    gateway.handle_timeout(t);
+                    flush(gateway, t, &mut out, &mut *tap);
+                }
                 (_, Some(_)) => {
                     if let Some(e) = events.next() {
                         (e.action)(gateway);
+                        flush(gateway, e.at, &mut out, &mut *tap);
                     }
                 }
-                (Some(t), None) => gateway.handle_timeout(t),
+                (Some(t), None) => {
+                    gateway.handle_timeout(t);
+                    flush(gateway, t, &mut out, &mut *tap);
+                }
                 (None, None) => break,
             }
         }
@@ -96,6 +116,7 @@ pub fn run(
     }
     for e in events {
         (e.action)(gateway);
+        flush(gateway, e.at, &mut out, &mut *tap);
     }
     out
 }

@@ -19,18 +19,26 @@
 //! known to all. Each worker also polls its endpoints every loop, which
 //! sends what the shared stack queued for any of them.
 //!
+//! The mobility stage (`ha` and `mn` roles): [`start_with_mobility`] gives
+//! a worker's gateway the stage its maker returns. Its binding state lives
+//! in that one gateway, so those roles run with a single worker (the
+//! appliance refuses more). Each worker sends what the stage originates
+//! (Binding Updates and their retransmissions, Binding Acknowledgements)
+//! on every loop, as it does for the endpoints.
+//!
 //! Fail closed: a full worker queue drops the frame (counted), a worker
 //! that dies stops forwarding altogether, and the runner reports why.
 
 use crate::counters::{PipelineCounters, PipelineDrop};
 use crate::endpoint::LocalEndpoint;
-use crate::gateway::{Gateway, NoTap, Side, Tap};
+use crate::gateway::{Gateway, Mobility, NoTap, Side, Tap};
 use crate::port::{Port, PortError, RxPort, TxPort};
 use bitsgw_ipsec::counters::StageCounters;
 use bitsgw_ipsec::flow::flow_key;
 use bitsgw_ipsec::frag::{FragDrop, Reassembler, Reassembly};
 use bitsgw_ipsec::sa::{Direction, SaState, SaStats};
 use bitsgw_ipsec::{DropReason, Event, IpsecStage};
+use bitsgw_mobility::counters::MobilityCounters;
 use bitsgw_wire::esp::{classify_udp_encap, UdpEncapKind, UDP_HEADER_LEN};
 use bitsgw_wire::ether::{self, LinkType};
 use bitsgw_wire::{ip, PacketBuf, Timestamp};
@@ -87,6 +95,8 @@ pub struct Report {
     pub spd_hits_in: Vec<u64>,
     /// IPsec events since the last report.
     pub events: Vec<Event>,
+    /// The mobility stage's counters, summed, in the `ha` and `mn` roles.
+    pub mobility: Option<MobilityCounters>,
 }
 
 impl Report {
@@ -189,6 +199,9 @@ pub fn start(
     start_with_endpoints(cfg, host, network, make_stage, &|_| None, tap)
 }
 
+/// Makes a worker's mobility stage, or none (the `gateway` role).
+pub type MobilityMaker<'a> = dyn Fn() -> Option<Mobility> + 'a;
+
 /// Makes a worker's endpoint for one side, or none (no own addresses there).
 pub type EndpointMaker<'a> = dyn Fn(Side) -> Option<Box<dyn LocalEndpoint>> + 'a;
 
@@ -200,6 +213,21 @@ pub fn start_with_endpoints(
     network: Port,
     make_stage: &dyn Fn() -> IpsecStage,
     make_endpoint: &EndpointMaker<'_>,
+    tap: Option<SharedTap>,
+) -> Running {
+    start_with_mobility(cfg, host, network, make_stage, make_endpoint, &|| None, tap)
+}
+
+/// [`start_with_endpoints`], and the mobility stage: `make_mobility` is
+/// called once per worker (the roles that have one run a single worker:
+/// the binding state is that worker's).
+pub fn start_with_mobility(
+    cfg: &RunnerConfig,
+    host: Port,
+    network: Port,
+    make_stage: &dyn Fn() -> IpsecStage,
+    make_endpoint: &EndpointMaker<'_>,
+    make_mobility: &MobilityMaker<'_>,
     tap: Option<SharedTap>,
 ) -> Running {
     let workers = cfg.workers.max(1);
@@ -232,6 +260,9 @@ pub fn start_with_endpoints(
             if let Some(ep) = make_endpoint(side) {
                 gateway.set_endpoint(side, ep);
             }
+        }
+        if let Some(m) = make_mobility() {
+            gateway.set_mobility(m);
         }
         let worker = Worker {
             index: w,
@@ -364,6 +395,11 @@ impl Running {
             total.pipeline.merge(&r.pipeline);
             total.sas.extend(r.sas);
             total.events.extend(r.events);
+            match (&mut total.mobility, r.mobility) {
+                (Some(t), Some(m)) => t.merge(&m),
+                (t @ None, m) => *t = m,
+                (Some(_), None) => {}
+            }
             for (dst, src) in [
                 (&mut total.spd_hits_out, &r.spd_hits_out),
                 (&mut total.spd_hits_in, &r.spd_hits_in),
@@ -698,6 +734,7 @@ impl Worker {
                     spd_hits_out: stage.spd(Direction::Outbound).hits().to_vec(),
                     spd_hits_in: stage.spd(Direction::Inbound).hits().to_vec(),
                     events: std::mem::take(&mut self.events),
+                    mobility: self.gateway.mobility().map(|m| m.counters().clone()),
                 };
                 let _ = reply.send((self.index, report));
             }
@@ -705,7 +742,10 @@ impl Worker {
     }
 
     fn poll_endpoints(&mut self, now: Timestamp) {
-        if !self.gateway.has_endpoint(Side::Host) && !self.gateway.has_endpoint(Side::Network) {
+        if !self.gateway.has_endpoint(Side::Host)
+            && !self.gateway.has_endpoint(Side::Network)
+            && self.gateway.mobility().is_none()
+        {
             return;
         }
         let tx = &self.tx;
