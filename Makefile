@@ -1,7 +1,7 @@
 # bitsgw: the commands the README gives.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt demo check-policies peer-selftest bench fuzz soak clean
+.PHONY: all build test test-deps lint fmt demo walkthrough check-policies peer-selftest bench fuzz soak clean
 
 all: build
 
@@ -40,8 +40,16 @@ check-policies:
 peer-selftest: test-deps
 	./tests/peer/selftest.sh
 
-# The seeds' IPsec configurations at work, with a capture tshark can read.
-demo:
+# The whole story in network namespaces (needs root): a mobile host behind
+# an mn appliance moving between IPv6, public IPv4 and a NAT, a home agent,
+# a correspondent; traces, captures and logs kept in target/lab.
+demo: test-deps
+	$(CARGO) build --release --bin bitsgw
+	./target/release/bitsgw lab mobility --keep target/lab
+
+# The seeds' IPsec configurations at work on their own, with a capture
+# tshark can read.
+walkthrough:
 	$(CARGO) run -q --example seed_walkthrough -- --pcap target/seed-walkthrough.pcap
 
 # Criterion benches (about 11 minutes); figures go in BENCHMARKS.md.

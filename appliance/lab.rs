@@ -299,6 +299,9 @@ impl Netns {
 
 /// SIGTERM to a child we started, by its PID, then SIGKILL if it lingers.
 fn terminate(c: &mut Child) {
+    if let Ok(Some(_)) = c.try_wait() {
+        return;
+    }
     if let Ok(pid) = i32::try_from(c.id()) {
         let _ = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -412,14 +415,15 @@ fn build_mobility(n: &Netns) -> Result<()> {
     n.link("inet", "in-ha", "ha", "ha-inet")?;
     n.link("ha", "ha-home", "home", "eth0")?;
     n.link("mn", "mn-home", "ha", "ha-acc")?;
-    // The unmodified hosts: the mobile host believes it is at home, the
-    // correspondent sits on the home network.
+    // The unmodified hosts: the mobile host believes it is at home (its
+    // link a small piece of the home prefix, the correspondent off-link),
+    // the correspondent sits on the home network.
     n.script(
         "host",
         &[
             "sysctl -qw net.ipv6.conf.all.accept_dad=0",
             "sysctl -qw net.ipv6.conf.eth0.accept_dad=0",
-            "ip addr add 2001:db8:1::100/64 dev eth0",
+            "ip addr add 2001:db8:1::100/112 dev eth0",
             "ip addr add 192.0.2.100/25 dev eth0",
             "ip link set eth0 mtu 1300",
             "ip -6 route add default via 2001:db8:1::fe",
@@ -443,7 +447,7 @@ fn build_mobility(n: &Netns) -> Result<()> {
     n.script(
         "mn",
         &[
-            "ip addr add 2001:db8:1::fe/64 dev mn-host",
+            "ip addr add 2001:db8:1::fe/112 dev mn-host",
             "ip addr add 192.0.2.126/25 dev mn-host",
             "ip addr add 2001:db8:2::2/64 dev mn-v6a",
             "ip addr add 2001:db8:3::2/64 dev mn-v6b",
@@ -549,10 +553,16 @@ fn nat_rule(n: &Netns, ports: &str) -> Result<()> {
             "nft add chain ip lab post { type nat hook postrouting priority 100 ; }",
         ],
     )?;
-    let rule = format!("ip saddr 198.51.100.0/24 oifname nat-out masquerade to :{ports}");
-    let mut args = vec!["nft", "add", "rule", "ip", "lab", "post"];
-    args.extend(rule.split_whitespace());
-    n.exec("nat", &args)?;
+    let udp =
+        format!("ip saddr 198.51.100.0/24 oifname nat-out meta l4proto udp masquerade to :{ports}");
+    for rule in [
+        udp.as_str(),
+        "ip saddr 198.51.100.0/24 oifname nat-out masquerade",
+    ] {
+        let mut args = vec!["nft", "add", "rule", "ip", "lab", "post"];
+        args.extend(rule.split_whitespace());
+        n.exec("nat", &args)?;
+    }
     Ok(())
 }
 
@@ -678,7 +688,7 @@ fn ha_bindings(sock: &Path) -> Result<u64> {
         "--socket",
         &sock.to_string_lossy(),
     ])?)?;
-    Ok(b.as_array().map_or(0, |a| a.len() as u64))
+    Ok(b["bindings"].as_array().map_or(0, |a| a.len() as u64))
 }
 
 /// Waits until the mobile node has registered `care_of` (or is home).
@@ -981,7 +991,7 @@ fn run_mobility(n: &mut Netns, opts: &LabOptions, out: &mut dyn FnMut(&str)) -> 
     start_ping(n, "ping-home", 20, 20, false)?;
     let (s, r) = finish_ping(n, "ping-home")?;
     out(&format!(
-        "[7] return home: de-registered in {} ms, bindings at the home agent: {}; pings {r}/{s}\n",
+        "[6] return home: de-registered in {} ms, bindings at the home agent: {}; pings {r}/{s}\n",
         took.as_millis(),
         b.as_array().map_or(0, Vec::len)
     ));

@@ -193,7 +193,8 @@ impl HomeAgent {
             .handle_outbound(q, &self.cache, extra.as_ref(), &ha, buf)
         {
             Ok(true) => {
-                self.counters.event(MobilityEvent::Readdressed);
+                self.counters
+                    .event(crate::tunnel::what_was_done(buf.data()));
                 Ok(())
             }
             Ok(false) => Ok(()),

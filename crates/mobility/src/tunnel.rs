@@ -122,6 +122,16 @@ fn bu_sa_home(q: &Query<'_>, spi: u32) -> Option<[u8; 16]> {
     })
 }
 
+/// Whether the tunnel stage encapsulated a packet it passed on (an IPv4
+/// outer header, or IPv6 carrying IP) or re-addressed it.
+pub(crate) fn what_was_done(pkt: &[u8]) -> crate::counters::MobilityEvent {
+    use crate::counters::MobilityEvent;
+    match (pkt.first().map(|b| b >> 4), pkt.get(6)) {
+        (Some(4), _) | (Some(6), Some(&(proto::IPV6 | proto::IPV4))) => MobilityEvent::Encapsulated,
+        _ => MobilityEvent::Readdressed,
+    }
+}
+
 /// A Binding Update's outer IPv4 source, noted before IPsec (Req #4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NatObservation {
