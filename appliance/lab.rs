@@ -861,7 +861,9 @@ fn run_mobility(n: &mut Netns, opts: &LabOptions, out: &mut dyn FnMut(&str)) -> 
     report.phases.push(PhaseReport {
         name: "register over IPv6".into(),
         care_of: COA_A.into(),
-        encapsulation: "IPv6 (care-of source, HAO/RH2 for signalling)".into(),
+        encapsulation: "IPv6 (HAO/RH2 signalling)".into(),
+        bu_sent: counter(&mn_sock, "bu_sent")? + counter(&mn_sock, "bu_retransmitted")?,
+        ba_taken: counter(&mn_sock, "ba_accepted")?,
         pings_sent: s,
         pings_received: r,
         ..Default::default()
@@ -882,8 +884,8 @@ fn run_mobility(n: &mut Netns, opts: &LabOptions, out: &mut dyn FnMut(&str)) -> 
             "IPv4/UDP 4191 via NAT",
             true,
         ),
-        ("back to IPv6", COA_B, "IPv6", false),
-        ("break-before-make to IPv6 A", COA_A, "IPv6", false),
+        ("back to IPv6", COA_B, "IPv6 (HAO/RH2 signalling)", false),
+        ("break-before-make to IPv6 A", COA_A, "IPv6 (HAO/RH2 signalling)", false),
     ];
     for (i, (name, coa, encap, nat)) in moves.into_iter().enumerate() {
         n.interrupted()?;
