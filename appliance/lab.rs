@@ -885,7 +885,12 @@ fn run_mobility(n: &mut Netns, opts: &LabOptions, out: &mut dyn FnMut(&str)) -> 
             true,
         ),
         ("back to IPv6", COA_B, "IPv6 (HAO/RH2 signalling)", false),
-        ("break-before-make to IPv6 A", COA_A, "IPv6 (HAO/RH2 signalling)", false),
+        (
+            "break-before-make to IPv6 A",
+            COA_A,
+            "IPv6 (HAO/RH2 signalling)",
+            false,
+        ),
     ];
     for (i, (name, coa, encap, nat)) in moves.into_iter().enumerate() {
         n.interrupted()?;

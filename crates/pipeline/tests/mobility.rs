@@ -1256,3 +1256,119 @@ fn packets_in_flight_to_the_old_care_of_address_are_still_taken() {
     let (o, out) = run(&mut net.mn, Side::Network, &b[0].1, net.now);
     assert!(out.is_empty(), "{o:?}");
 }
+
+// ---------------------------------------------------------------------
+// Faults: handover storms, the BU SA replaced
+// ---------------------------------------------------------------------
+
+/// Many movements faster than BAs come back (all networks stay up): the
+/// home agent ends on the last care-of address whatever order the BUs
+/// arrive in, the mobile node takes only the BA of its newest BU (older
+/// ones are counted as unexpected), and data keeps flowing on the
+/// registered path throughout.
+#[test]
+fn handover_storm_ends_on_the_last_care_of_address() {
+    for reversed in [false, true] {
+        let mut net = Net::new();
+        let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+        net.settle(bu, vec![]);
+        let targets = [
+            (Attachment::V4(v4(COA4)), COA4),
+            (Attachment::V6(v6(COA6B)), COA6B),
+            (Attachment::V4(v4(COA4_NAT_INSIDE)), COA4_NAT_INSIDE),
+            (Attachment::V6(v6("2001:db8:4::100")), "2001:db8:4::100"),
+        ];
+        let mut bus = Vec::new();
+        for (at, addr) in targets {
+            bus.extend(net.move_to(at, Some(addr), true));
+            net.mn_sends_data(1);
+            net.cn_sends_data(1);
+        }
+        assert_eq!(bus.len(), 4);
+        if reversed {
+            bus.reverse();
+        }
+        for b in bus {
+            net.settle(vec![b], vec![]);
+        }
+        // Whatever the order, the newest BU wins (a reordered older one is
+        // refused with 135, which only makes the node re-register).
+        for _ in 0..3 {
+            let now = net.now;
+            let out = poll(&mut net.mn, now);
+            net.settle(out, vec![]);
+            net.tick(1600);
+        }
+        let last = Attachment::V6(v6("2001:db8:4::100"));
+        assert_eq!(
+            mn(&mut net.mn).registered(),
+            Some(last),
+            "reversed={reversed}"
+        );
+        assert_eq!(
+            ha(&net.ha)
+                .bindings()
+                .get(&v6(HOA))
+                .unwrap()
+                .care_of
+                .to_string(),
+            "2001:db8:4::100"
+        );
+        assert_eq!(net.to_cn.len(), 4, "data from the host all arrived");
+        assert_eq!(net.to_host.len(), 4, "data to the host all arrived");
+        net.mn_sends_data(2);
+        net.cn_sends_data(2);
+        assert_eq!((net.to_cn.len(), net.to_host.len()), (6, 6));
+    }
+}
+
+/// The BU SA is replaced (new SPI and key, on both sides) while the node
+/// is registered: the tunnel stages ask the query API again (its
+/// generation changed), so the next BU is still told from data and still
+/// gets its Home Address option, and the home agent still notes it.
+#[test]
+fn a_replaced_bu_sa_is_followed_by_the_classifier() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    for (gw, file) in [
+        (&mut net.mn, "dsmip-hostwide-mn.json"),
+        (&mut net.ha, "dsmip-hostwide-ha.json"),
+    ] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../policies")
+            .join(file);
+        let text = std::fs::read_to_string(path)
+            .unwrap()
+            .replace("0x00002001", "0x00002101")
+            .replace(
+                "0x13505bbea1f85f05154d02ffe7b361286095a311",
+                "0x0a0b0c0d0e0f101112131415161718191a1b1c1d",
+            );
+        let set = bitsgw_ipsec::config::parse_policy(&text, file).unwrap();
+        let summary = set.reload(gw.stage_mut(), Timestamp::ZERO).unwrap();
+        assert_eq!(summary.installed, 1, "only the BU SA changed");
+    }
+    let bu = net.move_to(Attachment::V6(v6(COA6B)), Some(COA6B), true);
+    assert_eq!(
+        stack(&bu[0].1),
+        s(&[
+            "IPv6 2001:db8:3::100 -> 2001:db8:1::1",
+            "DestOpt HAO 2001:db8:1::100",
+            "ESP spi 0x00002101"
+        ])
+    );
+    net.settle(bu, vec![]);
+    assert_eq!(
+        mn(&mut net.mn).registered(),
+        Some(Attachment::V6(v6(COA6B)))
+    );
+    // Behind the NAT, the home agent's Req #4 note still finds the BU.
+    let bu = net.move_to(
+        Attachment::V4(v4(COA4_NAT_INSIDE)),
+        Some(COA4_NAT_INSIDE),
+        true,
+    );
+    net.settle(bu, vec![]);
+    assert!(mn(&mut net.mn).behind_nat());
+}
