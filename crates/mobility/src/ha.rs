@@ -106,6 +106,9 @@ pub struct HomeAgent {
     pool_used: FxHashMap<[u8; 4], [u8; 16]>,
     out: VecDeque<Vec<u8>>,
     newly_away: VecDeque<([u8; 16], Option<[u8; 4]>)>,
+    /// Nodes registered when the home prefixes changed: their next BA says
+    /// so (status 1, RFC 6275 10.6.2).
+    prefixes_changed: rustc_hash::FxHashSet<[u8; 16]>,
     counters: MobilityCounters,
 }
 
@@ -120,6 +123,7 @@ impl HomeAgent {
             pool_used: FxHashMap::default(),
             out: VecDeque::new(),
             newly_away: VecDeque::new(),
+            prefixes_changed: rustc_hash::FxHashSet::default(),
             counters: MobilityCounters::default(),
         }
     }
@@ -127,6 +131,15 @@ impl HomeAgent {
     /// Its settings.
     pub fn config(&self) -> &HaConfig {
         &self.cfg
+    }
+
+    /// New home prefixes (RFC 6275 10.6.2): every node registered now
+    /// gets status 1, "accepted but prefix discovery necessary", in its next
+    /// BA, and asks for them with a Mobile Prefix Solicitation.
+    pub fn set_home_prefixes(&mut self, prefixes: Vec<([u8; 16], u8)>) {
+        self.cfg.home_prefixes = prefixes;
+        self.prefixes_changed
+            .extend(self.cache.iter().map(|b| b.home));
     }
 
     /// The binding cache.
@@ -414,8 +427,14 @@ impl HomeAgent {
                 refresh_time: u32::try_from(self.cfg.nat_refresh.as_secs()).unwrap_or(u32::MAX),
             });
         }
-        if bu.ack {
-            self.send_ba(home, ba_status::ACCEPTED, bu.seq, units, &opts);
+        let status = if self.prefixes_changed.remove(&home) {
+            ba_status::ACCEPTED_PREFIX_DISCOVERY
+        } else {
+            ba_status::ACCEPTED
+        };
+        // Status 1 asks for an answer whatever A says (the node must learn it).
+        if bu.ack || status != ba_status::ACCEPTED {
+            self.send_ba(home, status, bu.seq, units, &opts);
         }
     }
 

@@ -387,3 +387,23 @@ proptest::proptest! {
         }
     }
 }
+
+/// RFC 6275 10.6.2: after the home prefixes change, a registered node's
+/// next BA has status 1 (accepted, prefix discovery necessary), once.
+#[test]
+fn changed_home_prefixes_give_status_1_once() {
+    let mut ha = agent();
+    deliver(&mut ha, HOA, &bu(1, 10, true), &coa_opt(), 1);
+    ha.set_home_prefixes(vec![(v6("2001:db8:1::"), 64), (v6("2001:db8:1:1::"), 64)]);
+    deliver(&mut ha, HOA, &bu(2, 10, true), &coa_opt(), 2);
+    deliver(&mut ha, HOA, &bu(3, 10, true), &coa_opt(), 3);
+    let st: Vec<u8> = answers(&mut ha).iter().map(|a| ba_of(a).0).collect();
+    assert_eq!(
+        st,
+        vec![
+            ba_status::ACCEPTED,
+            ba_status::ACCEPTED_PREFIX_DISCOVERY,
+            ba_status::ACCEPTED
+        ]
+    );
+}

@@ -1372,3 +1372,31 @@ fn a_replaced_bu_sa_is_followed_by_the_classifier() {
     net.settle(bu, vec![]);
     assert!(mn(&mut net.mn).behind_nat());
 }
+
+/// A BA the mobile node never asked for (no BU outstanding, or another
+/// sequence number) is dropped and counted, and changes nothing.
+#[test]
+fn unsolicited_ba_is_counted_and_ignored() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    let (_, out) = run(&mut net.ha, Side::Network, &bu[0].1, net.now);
+    let ba = only(out, Side::Network);
+    let (o, _) = run(&mut net.mn, Side::Network, &ba, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    // A BA for a BU the protocol module never sent: the node's IPsec seals
+    // one behind its back, the home agent answers it.
+    let mut buf = PacketBuf::from_slice(&bu_for(HOA, COA6, 40));
+    let o = net.mn.stage_mut().handle_outbound(&mut buf, net.now);
+    assert_eq!(o, bitsgw_ipsec::Disposition::Forward);
+    bitsgw_wire::mip6::insert_home_address_option(&mut buf, v6(HOA)).unwrap();
+    buf.data_mut()[8..24].copy_from_slice(&v6(COA6));
+    let (_, out) = run(&mut net.ha, Side::Network, buf.data(), net.now);
+    let stray = only(out, Side::Network);
+    let (o, _) = run(&mut net.mn, Side::Network, &stray, net.now);
+    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::UnexpectedBa));
+    assert_eq!(
+        mn(&mut net.mn).counters().drops(MobilityDrop::UnexpectedBa),
+        1
+    );
+    assert_eq!(mn(&mut net.mn).registered(), Some(Attachment::V6(v6(COA6))));
+}
