@@ -549,6 +549,12 @@ impl MnTunnel {
                     .any(|p| matches!(p, Path::V6 { coa } if Some(*coa) == dst));
                 if to_care_of && meta.proto == proto::ESP {
                     buf.data_mut()[24..40].copy_from_slice(&paths.home);
+                } else if to_care_of && matches!(meta.proto, proto::IPV6 | proto::IPV4) {
+                    // RFC 6275 11.3.4 / RFC 2473: a packet the home agent
+                    // tunnelled in IPv6 without IPsec; what is inside goes
+                    // to IPsec, whose SPD decides about it.
+                    encap::decapsulate(buf, DSMIP_UDP_PORT)
+                        .map_err(|_| MobilityDrop::BadEncapsulation)?;
                 }
                 Ok(())
             }

@@ -1400,3 +1400,39 @@ fn unsolicited_ba_is_counted_and_ignored() {
     );
     assert_eq!(mn(&mut net.mn).registered(), Some(Attachment::V6(v6(COA6))));
 }
+
+/// Traffic for the home address that a home agent's SPD lets through in
+/// clear is tunnelled in IPv6 to the care-of address (RFC 6275 10.4.1) and
+/// decapsulated by the mobile node (11.3.4), whose own SPD then decides:
+/// the host-wide policies protect everything of the home address, so it
+/// is dropped and counted there, never delivered in clear.
+#[test]
+fn ipv6_in_ipv6_from_the_home_agent_is_decapsulated_and_judged_by_the_spd() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    let clear = udp(CN, HOA, 30);
+    let mut tunnelled = PacketBuf::from_slice(&clear);
+    bitsgw_wire::encap::encapsulate(
+        &mut tunnelled,
+        &bitsgw_wire::encap::Outer::V6 {
+            src: v6(HA),
+            dst: v6(COA6),
+        },
+    )
+    .unwrap();
+    let (o, out) = run(&mut net.mn, Side::Network, tunnelled.data(), net.now);
+    assert!(out.is_empty());
+    assert_eq!(
+        o,
+        Outcome::Ipsec(bitsgw_ipsec::Disposition::Drop(
+            bitsgw_ipsec::DropReason::UnprotectedTraffic
+        ))
+    );
+    assert_eq!(
+        mn(&mut net.mn)
+            .counters()
+            .events(MobilityEvent::Decapsulated),
+        1
+    );
+}
