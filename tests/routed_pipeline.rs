@@ -302,3 +302,91 @@ fn an_unanswered_next_hop_is_asked_three_times_then_its_packets_dropped() {
     assert_eq!(stats.dropped_timeout, MAX_HELD as u64);
     assert_eq!(a.counters().net_tx.frames, u64::from(MAX_SOLICIT));
 }
+
+/// The packets the mobility stage originates take the routed path too: a
+/// mobile node's Binding Update waits for the IPv6 router's Neighbor
+/// Advertisement, then leaves from the appliance's MAC to the router's
+/// (inline on Ethernet it would have had no header to reuse).
+#[test]
+fn a_binding_update_leaves_to_the_resolved_ipv6_router() {
+    use bitsgw_mobility::mn::{Attachment, MnConfig, MobileNode};
+    use bitsgw_pipeline::Mobility;
+    const MN_HOST_MAC: [u8; 6] = [2, 0, 0, 0, 0xc, 1];
+    const MN_NET_MAC: [u8; 6] = [2, 0, 0, 0, 0xc, 2];
+    let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let mut gw = Gateway::new(stage("dsmip-hostwide-mn.json"));
+    let coa = ip("2001:db8:2::100");
+    let router = ip("2001:db8:2::1");
+    gw.set_endpoint(
+        Side::Network,
+        Box::new(SmoltcpEndpoint::new(MN_NET_MAC, &[(coa, 64)]).unwrap()),
+    );
+    gw.set_routed(Routed::new(RoutedConfig {
+        host: RoutedSide {
+            mac: MN_HOST_MAC,
+            addresses: vec![(ip("2001:db8:1::2"), 64)],
+            routes: vec![Route {
+                prefix: ip("2001:db8:1::"),
+                len: 64,
+                via: None,
+            }],
+        },
+        network: RoutedSide {
+            mac: MN_NET_MAC,
+            addresses: vec![(coa, 64)],
+            routes: vec![Route {
+                prefix: ip("::"),
+                len: 0,
+                via: Some(router),
+            }],
+        },
+    }));
+    let mut mn = MobileNode::new(MnConfig::new(v6("2001:db8:1::100"), v6("2001:db8:1::1")));
+    let t0 = Timestamp::from_secs(1);
+    mn.handle_move(Attachment::V6(v6("2001:db8:2::100")), true, t0);
+    gw.set_mobility(Mobility::MobileNode(mn));
+
+    let out = poll(&mut gw, t0);
+    assert_eq!(out.len(), 1, "only the solicitation leaves: {out:?}");
+    let (side, ns) = &out[0];
+    assert_eq!(*side, Side::Network);
+    assert_eq!(
+        &ns[..12],
+        &[[0x33, 0x33, 0xff, 0, 0, 1], MN_NET_MAC].concat()[..]
+    );
+    assert_eq!(
+        &ns[14 + 8..14 + 24],
+        &v6("2001:db8:2::100"),
+        "from the care-of address"
+    );
+    assert_eq!(ns[14 + 40], 135, "a Neighbor Solicitation");
+    assert_eq!(
+        &ns[14 + 48..14 + 64],
+        &v6("2001:db8:2::1"),
+        "for the router"
+    );
+
+    let na = bitsgw_pipeline::proxy_nd::neighbor_advertisement(
+        ROUTER_MAC,
+        MN_NET_MAC,
+        v6("2001:db8:2::1"),
+        v6("2001:db8:2::100"),
+        v6("2001:db8:2::1"),
+        true,
+        true,
+    );
+    let out = run(&mut gw, Side::Network, &na, t0);
+    assert_eq!(out.len(), 1, "the Binding Update: {out:?}");
+    let (side, bu) = &out[0];
+    assert_eq!(*side, Side::Network);
+    assert_eq!(
+        &bu[..14],
+        &[&ROUTER_MAC[..], &MN_NET_MAC, &[0x86, 0xdd]].concat()[..]
+    );
+    assert_eq!(&bu[14 + 8..14 + 24], &v6("2001:db8:2::100"));
+    assert_eq!(
+        &bu[14 + 24..14 + 40],
+        &v6("2001:db8:1::1"),
+        "to the home agent"
+    );
+}
