@@ -255,10 +255,19 @@ fn mobility_text(m: &MobilitySettings) -> String {
 
 fn appliance_text(cfg: &ApplianceConfig) -> String {
     let mobility = cfg.mobility.as_ref().map(mobility_text).unwrap_or_default();
+    let mut routes = String::new();
+    if let Some(r) = &cfg.routes {
+        for (side, list) in [("host", &r.host), ("network", &r.network)] {
+            for route in list {
+                let _ = writeln!(routes, "  route {side} {}", route_text(route));
+            }
+        }
+    }
     format!(
-        "appliance {}: valid\n  role {}\n  host port {}\n  network port {}\n  workers {} (queue {})\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n{mobility}",
+        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  workers {} (queue {})\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n{mobility}",
         cfg.file.display(),
         cfg.role.name(),
+        cfg.mode.name(),
         port_text(&cfg.host),
         port_text(&cfg.network),
         cfg.workers,
@@ -274,6 +283,11 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
     json!({
         "file": cfg.file.display().to_string(),
         "role": cfg.role.name(),
+        "mode": cfg.mode.name(),
+        "routes": cfg.routes.as_ref().map(|r| json!({
+            "host": r.host.iter().map(route_text).collect::<Vec<_>>(),
+            "network": r.network.iter().map(route_text).collect::<Vec<_>>(),
+        })),
         "host": port_text(&cfg.host),
         "network": port_text(&cfg.network),
         "workers": cfg.workers,
@@ -284,4 +298,12 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "policy": cfg.policy_file.display().to_string(),
         "mobility": cfg.mobility.as_ref().map(mobility_json),
     })
+}
+
+/// "192.0.2.0/24 on-link", "0.0.0.0/0 via 203.0.113.254".
+fn route_text(r: &bitsgw_pipeline::routed::Route) -> String {
+    match r.via {
+        Some(via) => format!("{}/{} via {via}", r.prefix, r.len),
+        None => format!("{}/{} on-link", r.prefix, r.len),
+    }
 }

@@ -12,6 +12,7 @@ use bitsgw_io::SmoltcpEndpoint;
 use bitsgw_ipsec::config::{load_policy_file, PolicySet};
 use bitsgw_ipsec::IpsecStage;
 use bitsgw_pipeline::port::Port;
+use bitsgw_pipeline::routed::{Route, Routed, RoutedConfig, RoutedSide};
 use bitsgw_pipeline::runner::{self, RunnerConfig, SharedTap};
 use bitsgw_pipeline::{LocalEndpoint, Mobility, Side};
 use bitsgw_wire::Timestamp;
@@ -37,7 +38,15 @@ fn endpoint(own: &OwnAddresses, port: &PortConfig) -> Result<Option<SmoltcpEndpo
     if own.addresses.is_empty() {
         return Ok(None);
     }
-    let mac = match (own.mac, port) {
+    let mac = side_mac(own, port)?;
+    SmoltcpEndpoint::new(mac, &own.addresses)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// The appliance's MAC on a side: the configured one, or the interface's.
+fn side_mac(own: &OwnAddresses, port: &PortConfig) -> Result<[u8; 6], String> {
+    Ok(match (own.mac, port) {
         (Some(m), _) => m,
         (None, PortConfig::AfPacket { interface }) => {
             bitsgw_io::interface_mac(interface).map_err(|e| e.to_string())?
@@ -46,10 +55,25 @@ fn endpoint(own: &OwnAddresses, port: &PortConfig) -> Result<Option<SmoltcpEndpo
         (None, PortConfig::Tun { name }) => {
             return Err(format!("port {name}: own addresses need an Ethernet port"))
         }
+    })
+}
+
+/// Routed mode's settings (the MACs are the endpoints'), or none inline.
+fn routed(cfg: &ApplianceConfig) -> Result<Option<Routed>, String> {
+    let Some(routes) = &cfg.routes else {
+        return Ok(None);
     };
-    SmoltcpEndpoint::new(mac, &own.addresses)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    let side = |own: &OwnAddresses, port: &PortConfig, routes: &[Route]| {
+        side_mac(own, port).map(|mac| RoutedSide {
+            mac,
+            addresses: own.addresses.clone(),
+            routes: routes.to_vec(),
+        })
+    };
+    Ok(Some(Routed::new(RoutedConfig {
+        host: side(&cfg.host_addresses, &cfg.host, &routes.host)?,
+        network: side(&cfg.network_addresses, &cfg.network, &routes.network)?,
+    })))
 }
 
 /// A stage with the configuration's policies, as every worker gets one,
@@ -73,6 +97,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let network = open(&cfg.network)?;
     let host_ep = endpoint(&cfg.host_addresses, &cfg.host)?;
     let net_ep = endpoint(&cfg.network_addresses, &cfg.network)?;
+    let routed = routed(&cfg)?;
     // The policies must install before anything runs.
     build_stage(&cfg, &cfg.policy, Timestamp::ZERO)?;
     let listener = control::bind(&cfg.control_socket)?;
@@ -99,7 +124,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     };
     let shared_tap: Option<SharedTap> = tap.clone().map(|t| t as SharedTap);
     let initial = policy.clone();
-    let running = runner::start_with_mobility(
+    let running = runner::start_configured(
         &runner_cfg,
         host,
         network,
@@ -125,11 +150,18 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
                 .as_ref()
                 .map(|m| mobility::build(m, Timestamp::ZERO))
         },
+        // Routed: the workers share one set of neighbor tables.
+        &|gw| {
+            if let Some(r) = &routed {
+                gw.set_routed(r.clone());
+            }
+        },
         shared_tap,
     );
     info!(
         config = %cfg.file.display(),
         role = cfg.role.name(),
+        mode = cfg.mode.name(),
         workers = cfg.workers,
         host_addresses = cfg.host_addresses.addresses.len(),
         network_addresses = cfg.network_addresses.addresses.len(),

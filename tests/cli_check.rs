@@ -512,3 +512,90 @@ fn mobility_example_configs_show_their_settings() {
     assert_eq!(m["udp_port"], 4191);
     assert_eq!(m["attachment"], serde_json::Value::Null);
 }
+
+#[test]
+fn routed_mode_configs_are_checked() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-routed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = repo().join("policies/site-to-site-a.json");
+    let good = format!(
+        r#"{{"role": "gateway", "policy": "{}", "mode": "routed",
+  "ports": {{"host": {{"type": "af_packet", "interface": "veth0"}}, "network": {{"type": "af_packet", "interface": "veth1"}}}},
+  "addresses": {{"host": ["192.0.2.1/24"], "network": ["203.0.113.1/24", "2001:db8:f::2/64"]}},
+  "routes": {{"network": {{"default_via": "203.0.113.254", "v6_default_via": "2001:db8:f::1"}},
+              "host": {{"routes": [{{"prefix": "10.1.0.0/16", "via": "192.0.2.2"}}]}}}},
+  "workers": 2}}"#,
+        policy.display()
+    );
+    let path = dir.join("routed.json");
+    std::fs::write(&path, &good).unwrap();
+    let (ok, out, err) = check(&path, false);
+    assert!(ok, "{err}");
+    for line in [
+        "mode routed",
+        "route host 192.0.2.0/24 on-link",
+        "route host 10.1.0.0/16 via 192.0.2.2",
+        "route network 0.0.0.0/0 via 203.0.113.254",
+        "route network ::/0 via 2001:db8:f::1",
+    ] {
+        assert!(out.contains(line), "{line:?} not in {out}");
+    }
+    let (ok, out, _) = check(&path, true);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["appliance"]["mode"], "routed");
+    let cases: &[Case<'_>] = &[
+        (
+            r#""mode": "routed""#,
+            r#""mode": "bridged""#,
+            &[r#"field "mode""#, "inline or routed"],
+        ),
+        (
+            r#""type": "af_packet", "interface": "veth1""#,
+            r#""type": "tun", "name": "tun1""#,
+            &[r#"field "mode""#, "ports.network", "no link layer"],
+        ),
+        (
+            r#""routes": {"#,
+            r#""routez": {"#,
+            &[r#"field "routez""#, "unknown field"],
+        ),
+        (
+            r#""host": ["192.0.2.1/24"], "#,
+            "",
+            &[r#"field "addresses.host""#, "routed mode needs"],
+        ),
+        (
+            r#""default_via": "203.0.113.254""#,
+            r#""default_via": "198.51.100.1""#,
+            &[r#"field "routes.network.default_via""#, "not on-link"],
+        ),
+        (
+            r#""default_via": "203.0.113.254""#,
+            r#""default_via": "2001:db8:f::9""#,
+            &[r#"field "routes.network.default_via""#, "not an IPv4"],
+        ),
+        (
+            r#""default_via": "203.0.113.254", "v6_default_via": "2001:db8:f::1""#,
+            "",
+            &[r#"field "routes.network""#, "default_via"],
+        ),
+        (
+            r#""via": "192.0.2.2""#,
+            r#""via": "192.0.2.1""#,
+            &[r#"field "routes.host.routes[0].via""#, "appliance's own"],
+        ),
+        (
+            r#""prefix": "10.1.0.0/16""#,
+            r#""prefix": "10.1.0.0/40""#,
+            &[r#"field "routes.host.routes[0].prefix""#, "0 to 32"],
+        ),
+        (
+            r#""mode": "routed""#,
+            r#""mode": "inline""#,
+            &[r#"field "routes""#, "routed mode only"],
+        ),
+    ];
+    assert_refused(&path, &good, cases);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

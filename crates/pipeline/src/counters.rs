@@ -16,16 +16,28 @@ pub enum PipelineDrop {
     /// A network-side packet addressed to the appliance itself that is not
     /// ARP, neighbor discovery or an echo request (no services there).
     LocalRefused,
+    /// Routed mode: the next hop did not answer ARP or neighbor
+    /// solicitations in time, or too many packets already waited for it.
+    NeighborUnresolved,
+    /// Routed mode: no route for the destination on the side it leaves on.
+    NoRoute,
+    /// Routed mode: a frame that is not forwarded: not IP, to a group
+    /// address or to another station's MAC, and not for the appliance's
+    /// own stack (ARP and neighbor discovery between other stations).
+    NotRouted,
 }
 
 impl PipelineDrop {
     /// Every reason, in counter order.
-    pub const ALL: [PipelineDrop; 5] = [
+    pub const ALL: [PipelineDrop; 8] = [
         PipelineDrop::BadFrame,
         PipelineDrop::QueueFull,
         PipelineDrop::SendFailed,
         PipelineDrop::WorkerDown,
         PipelineDrop::LocalRefused,
+        PipelineDrop::NeighborUnresolved,
+        PipelineDrop::NoRoute,
+        PipelineDrop::NotRouted,
     ];
 
     /// The counter's name.
@@ -36,6 +48,9 @@ impl PipelineDrop {
             PipelineDrop::SendFailed => "send_failed",
             PipelineDrop::WorkerDown => "worker_down",
             PipelineDrop::LocalRefused => "local_refused",
+            PipelineDrop::NeighborUnresolved => "neighbor_unresolved",
+            PipelineDrop::NoRoute => "no_route",
+            PipelineDrop::NotRouted => "not_routed",
         }
     }
 }

@@ -9,15 +9,24 @@
 //! The appliance may have addresses of its own on either side: a
 //! [`LocalEndpoint`] per side is offered the side's Ethernet frames first
 //! (see [`crate::endpoint`] for which) and answers what is for it.
+//!
+//! Routed on Ethernet ([`Gateway::set_routed`], [`crate::routed`]) the
+//! appliance is the hosts' router and a host on the network: only IP
+//! frames sent to its MAC are forwarded, each packet leaves from its MAC
+//! to its next hop's, resolved by ARP or Neighbor Discovery
+//! ([`crate::neighbor`]); ARP and other frames are never passed across.
 
 use crate::counters::{PipelineCounters, PipelineDrop};
 use crate::endpoint::{network_kind, LocalEndpoint, NetworkKind};
+use crate::neighbor::{self, ARP_FRAME_LEN, NS_FRAME_LEN};
+use crate::routed::Routed;
 use bitsgw_ipsec::{Disposition, Event, IpsecStage};
 use bitsgw_mobility::counters::{MobilityCounters, MobilityDrop};
 use bitsgw_mobility::ha::{Delivered, HomeAgent};
 use bitsgw_mobility::mn::MobileNode;
 use bitsgw_wire::ether::{self, LinkType};
 use bitsgw_wire::{PacketBuf, Timestamp};
+use std::net::IpAddr;
 
 /// Which port a frame came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -201,6 +210,8 @@ pub struct Gateway {
     spare: Option<PacketBuf>,
     /// The appliance's own endpoints: host side, network side.
     endpoints: [Option<Box<dyn LocalEndpoint>>; 2],
+    /// Routed mode on Ethernet ports (none: inline).
+    routed: Option<Routed>,
 }
 
 impl core::fmt::Debug for Gateway {
@@ -211,6 +222,7 @@ impl core::fmt::Debug for Gateway {
             .field("counters", &self.counters)
             .field("host_endpoint", &self.endpoints[0].is_some())
             .field("network_endpoint", &self.endpoints[1].is_some())
+            .field("routed", &self.routed.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -233,7 +245,20 @@ impl Gateway {
             counters: PipelineCounters::default(),
             spare: Some(PacketBuf::new()),
             endpoints: [None, None],
+            routed: None,
         }
+    }
+
+    /// Makes the gateway routed on its Ethernet ports (see
+    /// [`crate::routed`]); clones of `routed` given to other workers share
+    /// its neighbor tables. Raw-IP ports are not affected.
+    pub fn set_routed(&mut self, routed: Routed) {
+        self.routed = Some(routed);
+    }
+
+    /// The routed mode's settings and neighbor tables, if routed.
+    pub fn routed(&self) -> Option<&Routed> {
+        self.routed.as_ref()
     }
 
     /// Gives the appliance its own host stack on `side` (replacing any
@@ -310,16 +335,31 @@ impl Gateway {
         if let Some(m) = self.mobility.as_mut() {
             m.handle_timeout(now);
         }
+        if let Some(r) = &self.routed {
+            for side in [Side::Host, Side::Network] {
+                if let Some(mut t) = r.table(side) {
+                    let dropped = t.handle_timeout(now);
+                    self.counters
+                        .record_n(PipelineDrop::NeighborUnresolved, dropped);
+                }
+            }
+        }
     }
 
     /// When `handle_timeout` next has work. (Endpoints have no timers of
     /// their own; `poll_endpoints` is called on every worker loop.)
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let m = self.mobility.as_ref().and_then(Mobility::poll_timeout);
-        match (self.stage.poll_timeout(), m) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let n = self.routed.as_ref().and_then(|r| {
+            [Side::Host, Side::Network]
+                .into_iter()
+                .filter_map(|s| r.table(s).and_then(|t| t.poll_timeout()))
+                .min()
+        });
+        [self.stage.poll_timeout(), m, n]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Sends what the endpoints want to send of their own accord (their
@@ -333,8 +373,142 @@ impl Gateway {
     ) {
         for side in [Side::Host, Side::Network] {
             self.flush_endpoint(side, now, emit, tap);
+            self.flush_neighbors(side, now, emit, tap);
         }
         self.flush_mobility(now, emit, tap);
+    }
+
+    /// Routed mode: sends the solicitations and the released packets of
+    /// the neighbor table of `side`.
+    fn flush_neighbors(
+        &mut self,
+        side: Side,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        let Some(r) = self.routed.take() else {
+            return;
+        };
+        self.flush_solicitations(&r, side, now, emit, tap);
+        self.flush_released(&r, side, now, emit, tap);
+        self.routed = Some(r);
+    }
+
+    /// Sends an ARP request or a Neighbor Solicitation for each next hop
+    /// the table of `side` asks for, from the appliance's address and MAC
+    /// there.
+    fn flush_solicitations(
+        &mut self,
+        r: &Routed,
+        side: Side,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        let own = r.side(side);
+        let mut arp = [0u8; ARP_FRAME_LEN];
+        let mut ns = [0u8; NS_FRAME_LEN];
+        loop {
+            let Some(target) = r.table(side).and_then(|mut t| t.poll_solicit(now)) else {
+                return;
+            };
+            let frame: &[u8] = match (target, own.source_for(target)) {
+                (IpAddr::V4(t), Some(IpAddr::V4(s))) => {
+                    neighbor::arp_request(own.mac, s.octets(), t.octets(), &mut arp);
+                    &arp
+                }
+                (IpAddr::V6(t), Some(IpAddr::V6(s))) => {
+                    neighbor::neighbor_solicitation(own.mac, s.octets(), t.octets(), &mut ns);
+                    &ns
+                }
+                // No address of that family to ask from (the configuration
+                // prevents it): what is held times out, counted.
+                _ => continue,
+            };
+            self.send(side, LinkType::Ethernet, frame, now, emit, tap);
+        }
+    }
+
+    /// Sends the packets the table of `side` held and can now release.
+    fn flush_released(
+        &mut self,
+        r: &Routed,
+        side: Side,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        let mut buf = self.spare.take().unwrap_or_default();
+        while let Some(mac) = r.table(side).and_then(|mut t| t.poll_release(&mut buf)) {
+            self.send_to_mac(side, mac, r.side(side).mac, &mut buf, now, emit, tap);
+        }
+        self.spare = Some(buf);
+    }
+
+    /// Routed mode: what a frame that arrived on `from` teaches the
+    /// neighbor table, and whether it stops here: `Some` if it was for the
+    /// appliance's endpoint or is not to be forwarded (not IP, to a group
+    /// address, to another station's MAC); `None` if it is an IP packet
+    /// for the IPsec stage.
+    fn routed_receive(
+        &mut self,
+        from: Side,
+        frame: &[u8],
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) -> Option<Outcome> {
+        let r = self.routed.take()?;
+        let out = self.routed_receive_with(&r, from, frame, now, emit, tap);
+        self.routed = Some(r);
+        out
+    }
+
+    fn routed_receive_with(
+        &mut self,
+        r: &Routed,
+        from: Side,
+        frame: &[u8],
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) -> Option<Outcome> {
+        let own = r.side(from);
+        if let Some((addr, mac)) = neighbor::glean(frame) {
+            let ours = match addr {
+                IpAddr::V4(a) => own.is_own(&a.octets()),
+                IpAddr::V6(a) => own.is_own(&a.octets()),
+            };
+            if own.on_link(addr) && !ours && mac != own.mac {
+                let release = r.table(from).is_some_and(|mut t| {
+                    t.learn(addr, mac, now, true);
+                    t.release_due()
+                });
+                if release {
+                    self.flush_released(r, from, now, emit, tap);
+                }
+            }
+        }
+        // A short frame: the inline path counts it.
+        let ethertype = ether::ethertype(frame)?;
+        let is_ip = ethertype == ether::ETHERTYPE_IPV4 || ethertype == ether::ETHERTYPE_IPV6;
+        let group = frame[0] & 1 == 1;
+        let to_me = frame[..6] == own.mac;
+        let pkt = &frame[ether::HEADER_LEN..];
+        let for_own_address = is_ip && ip_dst(pkt).is_some_and(|d| own.is_own(d));
+        if (!is_ip || group || for_own_address) && self.endpoints[side_index(from)].is_some() {
+            if let Some(d) = self.offer_local(from, frame, now, emit, tap) {
+                return Some(Outcome::Ipsec(d));
+            }
+        }
+        if !is_ip || group || !to_me {
+            self.counters.record(PipelineDrop::NotRouted);
+            return Some(Outcome::Ipsec(Disposition::Drop(
+                bitsgw_ipsec::DropReason::PolicyDiscard,
+            )));
+        }
+        None
     }
 
     /// Sends what the mobility protocol module originated (BU, BA, BE,
@@ -354,6 +528,8 @@ impl Gateway {
         {
             let l2 = self.last_l2[side_index(Side::Network)];
             let link = match l2 {
+                // Routed: every packet gets its next hop's header.
+                _ if self.routed.is_some() => LinkType::Ethernet,
                 Some(_) => LinkType::Ethernet,
                 None => LinkType::RawIp,
             };
@@ -504,7 +680,11 @@ impl Gateway {
                 return Outcome::MobilityConsumed;
             }
         }
-        if link == LinkType::Ethernet && self.endpoints[side_index(from)].is_some() {
+        if link == LinkType::Ethernet && self.routed.is_some() {
+            if let Some(o) = self.routed_receive(from, buf.data(), now, emit, tap) {
+                return o;
+            }
+        } else if link == LinkType::Ethernet && self.endpoints[side_index(from)].is_some() {
             if let Some(d) = self.offer_local(from, buf.data(), now, emit, tap) {
                 return Outcome::Ipsec(d);
             }
@@ -619,6 +799,11 @@ impl Gateway {
             tap.tap(TapPoint::AfterIpsec, now, LinkType::RawIp, buf.data());
         }
         if link == LinkType::Ethernet {
+            if let Some(r) = self.routed.take() {
+                self.send_routed(&r, to, buf, now, emit, tap);
+                self.routed = Some(r);
+                return;
+            }
             self.last_l2[side_index(to)] = Some(*l2);
             let ethertype = ether::ethertype_for(buf.data()).unwrap_or(ether::ETHERTYPE_IPV4);
             match buf.prepend(ether::HEADER_LEN) {
@@ -633,6 +818,75 @@ impl Gateway {
             }
         }
         self.send(to, link, buf.data(), now, emit, tap);
+    }
+
+    /// Routed mode: sends the IP packet in `buf` on `to` to its next hop,
+    /// or holds it until the next hop is resolved (asking for it).
+    fn send_routed(
+        &mut self,
+        r: &Routed,
+        to: Side,
+        buf: &mut PacketBuf,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        let own = r.side(to);
+        let Some(next_hop) = ip_dst(buf.data())
+            .and_then(ip_addr)
+            .and_then(|d| own.next_hop(d))
+        else {
+            self.counters.record(PipelineDrop::NoRoute);
+            return;
+        };
+        let Some((mac, held, solicit)) = r.table(to).map(|mut t| {
+            let mac = t.lookup(next_hop, now);
+            let held = match mac {
+                Some(_) => Ok(()),
+                None => t.hold(next_hop, buf.data(), now),
+            };
+            (mac, held, t.solicit_due())
+        }) else {
+            self.counters.record(PipelineDrop::NeighborUnresolved);
+            return;
+        };
+        if held.is_err() {
+            self.counters.record(PipelineDrop::NeighborUnresolved);
+        }
+        if solicit {
+            self.flush_solicitations(r, to, now, emit, tap);
+        }
+        if let Some(mac) = mac {
+            self.send_to_mac(to, mac, own.mac, buf, now, emit, tap);
+        }
+    }
+
+    /// Puts an Ethernet header from `src` to `dst` in front of the IP
+    /// packet in `buf` and sends it.
+    #[allow(clippy::too_many_arguments)] // one frame's whole context
+    fn send_to_mac(
+        &mut self,
+        to: Side,
+        dst: [u8; 6],
+        src: [u8; 6],
+        buf: &mut PacketBuf,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) {
+        let ethertype = ether::ethertype_for(buf.data()).unwrap_or(ether::ETHERTYPE_IPV4);
+        match buf.prepend(ether::HEADER_LEN) {
+            Ok(h) => {
+                h[..6].copy_from_slice(&dst);
+                h[6..12].copy_from_slice(&src);
+                h[12..14].copy_from_slice(&ethertype.to_be_bytes());
+            }
+            Err(_) => {
+                self.counters.record(PipelineDrop::SendFailed);
+                return;
+            }
+        }
+        self.send(to, LinkType::Ethernet, buf.data(), now, emit, tap);
     }
 
     fn send(
@@ -654,5 +908,22 @@ impl Gateway {
         };
         tap.tap(point, now, link, frame);
         emit(to, frame);
+    }
+}
+
+/// The destination address of an IP packet (by its version nibble).
+fn ip_dst(pkt: &[u8]) -> Option<&[u8]> {
+    match pkt.first()? >> 4 {
+        4 => pkt.get(16..20),
+        6 => pkt.get(24..40),
+        _ => None,
+    }
+}
+
+fn ip_addr(a: &[u8]) -> Option<IpAddr> {
+    match a.len() {
+        4 => <[u8; 4]>::try_from(a).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(a).ok().map(IpAddr::from),
+        _ => None,
     }
 }

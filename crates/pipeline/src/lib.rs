@@ -9,12 +9,15 @@
 pub mod counters;
 pub mod endpoint;
 pub mod gateway;
+pub mod neighbor;
 pub mod port;
 pub mod proxy_nd;
 pub mod replay;
+pub mod routed;
 pub mod runner;
 
 pub use bitsgw_wire::ether::LinkType;
 pub use counters::{PipelineCounters, PipelineDrop};
 pub use endpoint::LocalEndpoint;
 pub use gateway::{Gateway, Mobility, NoTap, Outcome, Side, Tap, TapPoint};
+pub use routed::{Routed, RoutedConfig};

@@ -230,6 +230,33 @@ pub fn start_with_mobility(
     make_mobility: &MobilityMaker<'_>,
     tap: Option<SharedTap>,
 ) -> Running {
+    start_configured(
+        cfg,
+        host,
+        network,
+        make_stage,
+        make_endpoint,
+        make_mobility,
+        &|_| {},
+        tap,
+    )
+}
+
+/// [`start_with_mobility`], and `configure` called on each worker's
+/// gateway before it starts (routed mode: [`Gateway::set_routed`] with
+/// clones of one [`crate::Routed`], so the workers share its neighbor
+/// tables).
+#[allow(clippy::too_many_arguments)] // each a separate part of the pipeline
+pub fn start_configured(
+    cfg: &RunnerConfig,
+    host: Port,
+    network: Port,
+    make_stage: &dyn Fn() -> IpsecStage,
+    make_endpoint: &EndpointMaker<'_>,
+    make_mobility: &MobilityMaker<'_>,
+    configure: &dyn Fn(&mut Gateway),
+    tap: Option<SharedTap>,
+) -> Running {
     let workers = cfg.workers.max(1);
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -264,6 +291,7 @@ pub fn start_with_mobility(
         if let Some(m) = make_mobility() {
             gateway.set_mobility(m);
         }
+        configure(&mut gateway);
         let worker = Worker {
             index: w,
             workers,
@@ -745,6 +773,7 @@ impl Worker {
         if !self.gateway.has_endpoint(Side::Host)
             && !self.gateway.has_endpoint(Side::Network)
             && self.gateway.mobility().is_none()
+            && self.gateway.routed().is_none()
         {
             return;
         }
