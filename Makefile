@@ -40,11 +40,13 @@ peer-selftest: test-deps
 demo:
 	$(CARGO) run -q --example seed_walkthrough -- --pcap target/seed-walkthrough.pcap
 
-# Criterion benches (about 11 minutes); figures go in BENCHMARKS.md.
+# Criterion benches (about 11 minutes) and heap allocations per packet;
+# figures go in BENCHMARKS.md.
 bench:
 	$(CARGO) bench --bench esp -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench --bench lookup -- --warm-up-time 1 --measurement-time 3
 	python3 scripts/bench_table.py
+	$(CARGO) bench --bench alloc
 
 # Ten million frames, valid and hostile mixed, through the threaded runner
 # with three workers: no panic, flat resident memory, counters that
