@@ -1,7 +1,7 @@
 # bitsgw: the commands the README gives.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt demo walkthrough check-policies peer-selftest bench fuzz soak clean
+.PHONY: all build test test-deps lint fmt demo walkthrough check-policies peer-selftest bench bench-e2e fuzz soak clean
 
 all: build
 
@@ -52,11 +52,19 @@ demo: test-deps
 walkthrough:
 	$(CARGO) run -q --example seed_walkthrough -- --pcap target/seed-walkthrough.pcap
 
-# Criterion benches (about 11 minutes); figures go in BENCHMARKS.md.
+# Criterion benches (about 11 minutes) and heap allocations per packet;
+# figures go in BENCHMARKS.md.
 bench:
 	$(CARGO) bench --bench esp -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench --bench lookup -- --warm-up-time 1 --measurement-time 3
 	python3 scripts/bench_table.py
+	$(CARGO) bench --bench alloc
+
+# iperf3 TCP between two hosts in network namespaces: bare path, two
+# bitsgw gateways with BYPASS policies, the same with ESP AES-GCM-128
+# tunnel mode; a table with ratios (needs root, skips without).
+bench-e2e: test-deps
+	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture
 
 # Ten million frames, valid and hostile mixed, through the threaded runner
 # with three workers: no panic, flat resident memory, counters that

@@ -1,5 +1,6 @@
 //! `bitsgw`: the appliance's command line.
 
+mod bench;
 mod check;
 mod config;
 mod control;
@@ -126,6 +127,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure throughput and latency of the threaded pipeline with
+    /// synthetic traffic, next to the raw crypto ceiling measured in the
+    /// same run.
+    Bench {
+        /// Inner packet sizes in octets, or imix (7:4:1 of 64/576/1500).
+        #[arg(long, value_delimiter = ',', default_value = "64,256,512,1400,imix", value_parser = bench::Size::parse)]
+        sizes: Vec<bench::Size>,
+        /// Transforms ("null" is NULL with HMAC-SHA-256-128).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "aes-gcm-128,aes-gcm-256,chacha20-poly1305,aes-cbc-128-hmac-sha256,null-hmac-sha256",
+            value_parser = bench::parse_transform
+        )]
+        transforms: Vec<bitsgw_ipsec::crypto::TransformId>,
+        /// ESP modes: tunnel, transport.
+        #[arg(long, value_delimiter = ',', default_value = "tunnel,transport", value_parser = bench::BenchMode::parse)]
+        modes: Vec<bench::BenchMode>,
+        /// Directions: encrypt, decrypt.
+        #[arg(long, value_delimiter = ',', default_value = "encrypt,decrypt", value_parser = bench::Dir::parse)]
+        direction: Vec<bench::Dir>,
+        /// Worker thread counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        workers: Vec<usize>,
+        /// Packets per configuration, after a warm-up.
+        #[arg(long, default_value_t = 200_000, conflicts_with = "seconds")]
+        packets: u64,
+        /// Seconds per configuration instead of a packet count.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// SA pairs (inner host pairs) the traffic is spread over.
+        #[arg(long, default_value_t = 4)]
+        flows: usize,
+        /// Frames in flight at most (generated and not yet emitted).
+        #[arg(long, default_value_t = 256)]
+        window: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Write an SVG plot of throughput against packet size here.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+    },
     /// Show SAs, policies, counters or bindings of a running appliance.
     Show {
         /// What to show.
@@ -241,6 +285,33 @@ fn main() -> ExitCode {
             })
             .map_err(|e| (1, e.to_string()))
         }
+        Command::Bench {
+            sizes,
+            transforms,
+            modes,
+            direction,
+            workers,
+            packets,
+            seconds,
+            flows,
+            window,
+            json,
+            plot,
+        } => bench::run(&bench::Options {
+            sizes,
+            transforms,
+            modes,
+            directions: direction,
+            workers,
+            packets,
+            seconds,
+            flows,
+            window,
+            json,
+            plot,
+        })
+        .map(|t| print!("{t}"))
+        .map_err(|e| (1, e)),
         Command::Show { what, socket, json } => show(what, &socket, json)
             .map(|t| print!("{t}"))
             .map_err(|e| (1, e)),

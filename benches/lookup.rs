@@ -28,7 +28,7 @@ use bitsgw_ipsec::selector::{
 use bitsgw_ipsec::spd_index::SpdIndex;
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_wire::Timestamp;
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{black_box, criterion_group, BenchmarkId, Criterion};
 
 /// Flow keys cycled through by the SPD benches.
 const SPD_KEYS: usize = 16384;
@@ -380,5 +380,59 @@ fn bench_replay(c: &mut Criterion) {
     g.finish();
 }
 
+/// `BITSGW_LOOKUP_PROBE=spd:N:K` or `sad:N:K`: builds the table of `N`
+/// entries as the benches do, then does `K` lookups and exits, without
+/// criterion. Run under `valgrind --tool=cachegrind --cache-sim=yes` with
+/// two values of `K`, the difference divided by the difference of `K` is
+/// the instructions and simulated cache misses of one lookup.
+fn probe(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let num = |i: usize| -> usize {
+        parts
+            .get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("BITSGW_LOOKUP_PROBE: spd:N:K or sad:N:K, not {spec:?}"))
+    };
+    let (n, k) = (num(1), num(2));
+    let mut acc = 0usize;
+    match parts[0] {
+        "spd" => {
+            let mut rng = Rng(0x5eed_0001);
+            let index = SpdIndex::new(spd(n));
+            let keys: Vec<FlowKey> = spd_keys(n, &mut rng).into_iter().map(|(k, _)| k).collect();
+            for i in 0..k {
+                acc = acc.wrapping_add(index.lookup(black_box(&keys[i % SPD_KEYS])).unwrap_or(0));
+            }
+        }
+        "sad" => {
+            let mut rng = Rng(0x5eed_0002);
+            let mut stage = IpsecStage::new(StageConfig::default());
+            for i in 0..n {
+                stage
+                    .install_sa(sa_params(i), Timestamp::ZERO)
+                    .unwrap_or_else(|e| panic!("SA {i}: {e}"));
+            }
+            let spis: Vec<u32> = (0..SAD_KEYS).map(|_| spi(rng.below(n))).collect();
+            let sad = stage.sad();
+            for i in 0..k {
+                acc = acc.wrapping_add(
+                    sad.by_spi(black_box(spis[i % SAD_KEYS]))
+                        .map_or(0, |id| id.index()),
+                );
+            }
+        }
+        other => panic!("BITSGW_LOOKUP_PROBE: unknown table {other:?}"),
+    }
+    println!("{acc}");
+}
+
 criterion_group!(benches, bench_spd, bench_sad, bench_replay);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("BITSGW_LOOKUP_PROBE") {
+        probe(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -51,6 +51,12 @@ use std::time::{Duration, Instant};
 /// Frames handed to a worker at once, at most.
 const BATCH: usize = 32;
 
+/// Batch vectors made when the runner starts, at most.
+const PREFILL_VECS: usize = 4096;
+/// Packet buffers made when the runner starts, per worker and at most.
+const PREFILL_BUFS_PER_WORKER: usize = 8 * BATCH;
+const PREFILL_BUFS: usize = 1024;
+
 /// How the runner is set up.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -274,6 +280,21 @@ pub fn start_configured(
     };
     let (pool_tx, pool_rx) =
         bounded::<PacketBuf>(workers * cfg.queue_depth.max(1) * BATCH + 4 * BATCH);
+    // Buffers for the frames of a few full batches per worker are made up
+    // front (about 2.4 MiB per worker); more are made, once, if more are
+    // ever in flight, and then circulate through the pool.
+    for _ in 0..(workers * PREFILL_BUFS_PER_WORKER).min(PREFILL_BUFS) {
+        let _ = pool_tx.try_send(PacketBuf::new());
+    }
+    // Emptied batch vectors go back to the receive threads, so a batch
+    // costs no allocation in steady state either. As many as can be in
+    // flight (queued, being handled, pending) are made up front, up to a
+    // bound (1 KiB each), so their number does not creep up under load.
+    let in_flight = workers * (cfg.queue_depth.max(1) + 3);
+    let (vecs_tx, vecs_rx) = bounded::<Vec<PacketBuf>>(in_flight + 8);
+    for _ in 0..in_flight.min(PREFILL_VECS) {
+        let _ = vecs_tx.try_send(Vec::with_capacity(BATCH));
+    }
     let mut batch_txs = Vec::new();
     let mut controls = Vec::new();
     let mut threads = Vec::new();
@@ -299,6 +320,7 @@ pub fn start_configured(
             batches: brx,
             control: crx,
             pool: pool_tx.clone(),
+            vecs: vecs_tx.clone(),
             tx: tx.clone(),
             host_link,
             net_link,
@@ -342,6 +364,8 @@ pub fn start_configured(
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
             workers: batch_txs.clone(),
             pool: pool_rx.clone(),
+            vecs: vecs_rx.clone(),
+            spare: None,
             shared: Arc::clone(&shared),
         };
         threads.push(
@@ -468,6 +492,10 @@ struct RxThread {
     scratch: PacketBuf,
     workers: Vec<Sender<Batch>>,
     pool: Receiver<PacketBuf>,
+    /// Batch vectors the workers have emptied.
+    vecs: Receiver<Vec<PacketBuf>>,
+    /// A buffer taken for a frame that did not come, kept for the next.
+    spare: Option<PacketBuf>,
     shared: Arc<Shared>,
 }
 
@@ -484,7 +512,10 @@ impl RxThread {
             // One frame, waiting a little; then whatever else is already
             // there, up to a batch; then hand everything over.
             for i in 0..BATCH {
-                let mut buf = self.pool.try_recv().unwrap_or_default();
+                let mut buf = match self.spare.take() {
+                    Some(b) => b,
+                    None => self.pool.try_recv().unwrap_or_default(),
+                };
                 let got = if i == 0 {
                     self.port.recv(&mut buf)
                 } else {
@@ -493,12 +524,17 @@ impl RxThread {
                 match got {
                     Ok(true) => {
                         let now = self.shared.now();
-                        if let Pick::Worker(w) = self.pick(&mut buf, now) {
-                            pending[w].push(buf);
+                        match self.pick(&mut buf, now) {
+                            Pick::Worker(w) => pending[w].push(buf),
+                            Pick::Held => self.spare = Some(buf),
                         }
                     }
-                    Ok(false) => break,
+                    Ok(false) => {
+                        self.spare = Some(buf);
+                        break;
+                    }
                     Err(PortError::FrameTooLarge { .. }) => {
+                        self.spare = Some(buf);
                         if let Ok(mut p) = self.shared.rx_pipeline.lock() {
                             p.record(PipelineDrop::BadFrame);
                         }
@@ -548,9 +584,13 @@ impl RxThread {
 
     fn flush(&mut self, w: usize, frames: &mut Vec<PacketBuf>) {
         let count = frames.len() as u64;
+        let empty = self
+            .vecs
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
         let batch = Batch {
             side: self.side,
-            frames: std::mem::replace(frames, Vec::with_capacity(BATCH)),
+            frames: std::mem::replace(frames, empty),
         };
         match self.workers[w].try_send(batch) {
             Ok(()) => {}
@@ -685,6 +725,7 @@ struct Worker {
     batches: Receiver<Batch>,
     control: Receiver<Control>,
     pool: Sender<PacketBuf>,
+    vecs: Sender<Vec<PacketBuf>>,
     tx: TxPorts,
     host_link: LinkType,
     net_link: LinkType,
@@ -794,11 +835,13 @@ impl Worker {
     fn handle_batch(&mut self, batch: Batch) {
         // Fail closed: once the pipeline is stopping (a worker died, a port
         // failed), nothing more is forwarded.
+        let mut frames = batch.frames;
         if self.shared.stop.load(Ordering::SeqCst) {
-            for buf in batch.frames {
+            for buf in frames.drain(..) {
                 self.gateway.count_drop(PipelineDrop::WorkerDown);
                 let _ = self.pool.try_send(buf);
             }
+            let _ = self.vecs.try_send(frames);
             return;
         }
         let link = match batch.side {
@@ -814,7 +857,7 @@ impl Worker {
             }
         };
         let mut tap_guard = self.tap.as_ref().and_then(|t| t.lock().ok());
-        for mut buf in batch.frames {
+        for mut buf in frames.drain(..) {
             match tap_guard.as_deref_mut() {
                 Some(t) => {
                     let _ = self
@@ -830,6 +873,7 @@ impl Worker {
             let _ = self.pool.try_send(buf);
         }
         drop(tap_guard);
+        let _ = self.vecs.try_send(frames);
         self.gateway.count_drops(PipelineDrop::SendFailed, failed);
     }
 }

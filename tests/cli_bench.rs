@@ -1,0 +1,91 @@
+//! `bitsgw bench`: a tiny run through the threaded pipeline; the JSON has
+//! the documented shape, every packet handed over came out with no drop,
+//! and the SVG plot is well-formed. No timing is asserted.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn tiny_bench_json_counts_and_plot() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("plot.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_bitsgw"))
+        .args([
+            "bench",
+            "--packets",
+            "2000",
+            "--sizes",
+            "64,1400",
+            "--transforms",
+            "aes-gcm-128",
+            "--json",
+            "--plot",
+        ])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bitsgw bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["packets"], 2000);
+    assert!(v["cpus"].as_u64().unwrap() >= 1);
+    assert_eq!(v["load_average_before"].as_array().unwrap().len(), 3);
+    let results = v["results"].as_array().unwrap();
+    // 2 sizes x 2 modes x 2 directions x 1 worker count.
+    assert_eq!(results.len(), 8, "{v:#}");
+    let mut seen = Vec::new();
+    for r in results {
+        assert_eq!(r["transform"], "aes-gcm-128");
+        let size = r["size"].as_str().unwrap().to_string();
+        assert!(size == "64" || size == "1400", "{r}");
+        let mode = r["mode"].as_str().unwrap().to_string();
+        assert!(mode == "tunnel" || mode == "transport", "{r}");
+        let dir = r["direction"].as_str().unwrap().to_string();
+        assert!(dir == "encrypt" || dir == "decrypt", "{r}");
+        assert_eq!(r["workers"], 1);
+        seen.push((size, mode, dir));
+        let pin = r["packets_in"].as_u64().unwrap();
+        let pout = r["packets_out"].as_u64().unwrap();
+        assert!(pin >= 2000, "{r}");
+        assert_eq!(pin, pout, "every packet sent came out: {r}");
+        assert_eq!(r["drops"], 0, "{r}");
+        assert_eq!(r["measured_packets"], 2000, "{r}");
+        for k in [
+            "mpps",
+            "gbps",
+            "ns_per_packet",
+            "elapsed_s",
+            "ratio_to_ceiling",
+        ] {
+            assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+        }
+        for k in ["gbps", "ns_per_packet", "mpps"] {
+            assert!(r["ceiling"][k].as_f64().unwrap() > 0.0, "ceiling {k}: {r}");
+        }
+        let lat = &r["latency_ns"];
+        assert!(lat["samples"].as_u64().unwrap() > 0, "{r}");
+        assert!(
+            lat["p50"].as_u64().unwrap() <= lat["p99"].as_u64().unwrap(),
+            "{r}"
+        );
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 8, "every combination once");
+
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    // One line per configuration plus the ceilings: polylines drawn.
+    let lines = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "polyline" || n.tag_name().name() == "path")
+        .count();
+    assert!(lines >= 4, "{lines} lines in the plot");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
