@@ -1,8 +1,10 @@
 #!/bin/sh
 # Install what the integration tests need: Debian packages for the peers and
 # tools (tshark, iproute2, nftables, conntrack, iperf3, iputils-ping, ethtool,
-# python3-venv) and a virtualenv
-# at $REPO/.venv with scapy >= 2.6 from PyPI (Debian's 2.5 has ESP bugs).
+# python3-venv; strongswan-charon, strongswan-swanctl, libcharon-extra-plugins
+# and libstrongswan-standard-plugins for strongSwan's userspace ESP with
+# AES-GCM in make bench-e2e) and a virtualenv at $REPO/.venv with
+# scapy >= 2.6 from PyPI (Debian's 2.5 has ESP bugs).
 #
 # Idempotent and non-interactive: a second run installs nothing and only
 # checks. Prints one line per thing it installs; exits non-zero with a
@@ -17,7 +19,7 @@ REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV="$REPO/.venv"
 SCAPY_SPEC='scapy>=2.6'
-PACKAGES="tshark python3-venv iproute2 nftables conntrack iperf3 iputils-ping ethtool"
+PACKAGES="tshark python3-venv iproute2 nftables conntrack iperf3 iputils-ping ethtool strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins"
 
 export DEBIAN_FRONTEND=noninteractive
 

@@ -4,13 +4,17 @@
 //! 2. through two bitsgw gateways inline (AF_PACKET ports, two workers
 //!    each) whose policies BYPASS everything;
 //! 3. through the same gateways with ESP AES-GCM-128 in tunnel mode
-//!    (`policies/site-to-site-{a,b}.json`).
+//!    (`policies/site-to-site-{a,b}.json`);
+//! 4. through two strongSwan gateways (charon with kernel-libipsec, its
+//!    userspace ESP: IKEv2 PSK, ESP AES-GCM-128 in tunnel mode, UDP-
+//!    encapsulated on 4500) that are the hosts' routers.
 //!
-//! Prints a table with each throughput and its ratio to the bare path.
-//! Ignored by `cargo test` (it measures, and takes about 30 s); needs root
-//! and iperf3, and says so and returns without root. Run it with
-//! `cargo test --release --test bench_e2e -- --ignored --nocapture`.
-//! strongSwan's userspace ESP (PEERS.md) is not part of it yet.
+//! Prints a table with each throughput and its ratio to the bare path, and
+//! the ratio of bitsgw's ESP to strongSwan's. Ignored by `cargo test` (it
+//! measures, and takes about 40 s); needs root, iperf3 and strongSwan
+//! (`scripts/setup-test-deps.sh`), and says so and returns without root.
+//! Run it with `cargo test --release --test bench_e2e -- --ignored
+//! --nocapture`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -74,6 +78,223 @@ fn build(lab: &Lab, bumps: bool) {
     }
 }
 
+/// Host A - gateway A - router - gateway B - host B, the gateways being
+/// IP routers (the hosts' default gateways) for strongSwan; the tunnel
+/// runs between their router-side addresses 203.0.113.1 and 203.0.113.6.
+fn build_routed(lab: &Lab) {
+    lab.link("hA", "eth0", "gA", "host");
+    lab.link("gA", "wan", "r", "ra");
+    lab.link("r", "rb", "gB", "wan");
+    lab.link("gB", "host", "hB", "eth0");
+    for (ns, devs) in [
+        ("hA", &["eth0"][..]),
+        ("gA", &["host", "wan"][..]),
+        ("r", &["ra", "rb"][..]),
+        ("gB", &["host", "wan"][..]),
+        ("hB", &["eth0"][..]),
+    ] {
+        lab.up(ns, devs, false);
+    }
+    for (h, addr, gw) in [
+        ("hA", "192.0.2.10/24", "192.0.2.1"),
+        ("hB", "198.51.100.20/24", "198.51.100.1"),
+    ] {
+        lab.exec(h, &["ip", "addr", "add", addr, "dev", "eth0"]);
+        lab.exec(h, &["ip", "link", "set", "eth0", "mtu", "1400"]);
+        lab.exec(h, &["ip", "route", "add", "default", "via", gw]);
+    }
+    for (ns, dev, addr) in [
+        ("gA", "host", "192.0.2.1/24"),
+        ("gA", "wan", "203.0.113.1/30"),
+        ("r", "ra", "203.0.113.2/30"),
+        ("r", "rb", "203.0.113.5/30"),
+        ("gB", "wan", "203.0.113.6/30"),
+        ("gB", "host", "198.51.100.1/24"),
+    ] {
+        lab.exec(ns, &["ip", "addr", "add", addr, "dev", dev]);
+    }
+    lab.exec(
+        "gA",
+        &["ip", "route", "add", "default", "via", "203.0.113.2"],
+    );
+    lab.exec(
+        "gB",
+        &["ip", "route", "add", "default", "via", "203.0.113.5"],
+    );
+    for ns in ["gA", "r", "gB"] {
+        for k in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            lab.exec(ns, &["sysctl", "-qw", k]);
+        }
+    }
+}
+
+/// Writes strongswan.conf and swanctl.conf for one charon instance in
+/// `lab.dir/swan-<side>` (with its own vici socket, log and /run) and
+/// returns that folder.
+fn swan_config(lab: &Lab, side: &str, local: &str, remote: &str, ts: (&str, &str)) -> PathBuf {
+    let dir = lab.dir.join(format!("swan-{side}"));
+    std::fs::create_dir_all(dir.join("run")).unwrap();
+    let d = dir.display();
+    // kernel-libipsec must come before kernel-netlink, or installing the
+    // SAs fails (netlink error 38).
+    let conf = format!(
+        r#"charon {{
+  load_modular = no
+  load = random nonce openssl gcm aes sha1 sha2 hmac kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
+  install_routes = yes
+  plugins {{
+    vici {{
+      socket = unix://{d}/charon.vici
+    }}
+  }}
+  filelog {{
+    log {{
+      path = {d}/charon.log
+      default = 1
+    }}
+  }}
+}}
+"#
+    );
+    std::fs::write(dir.join("strongswan.conf"), conf).unwrap();
+    let (me, peer) = if side == "a" {
+        ("gw-a.example", "gw-b.example")
+    } else {
+        ("gw-b.example", "gw-a.example")
+    };
+    let swanctl = format!(
+        r#"connections {{
+  bench {{
+    version = 2
+    local_addrs = {local}
+    remote_addrs = {remote}
+    proposals = aes128gcm16-prfsha256-ecp256
+    encap = yes
+    local {{
+      auth = psk
+      id = {me}
+    }}
+    remote {{
+      auth = psk
+      id = {peer}
+    }}
+    children {{
+      net {{
+        local_ts = {}
+        remote_ts = {}
+        mode = tunnel
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-bench {{
+    id-a = gw-a.example
+    id-b = gw-b.example
+    secret = "bench-e2e-only-not-a-secret"
+  }}
+}}
+"#,
+        ts.0, ts.1
+    );
+    std::fs::write(dir.join("swanctl.conf"), swanctl).unwrap();
+    dir
+}
+
+/// Runs swanctl against the charon whose files are in `dir`.
+fn swanctl(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> String {
+    let uri = format!("unix://{}/charon.vici", dir.display());
+    let mut full = vec!["swanctl"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--uri", &uri]);
+    let out = lab.try_exec(ns, &full);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{ns}: swanctl {args:?} failed: {text}\ncharon log:\n{}",
+        std::fs::read_to_string(dir.join("charon.log")).unwrap_or_default()
+    );
+    text
+}
+
+/// iperf3 through two charon instances with kernel-libipsec.
+fn strongswan_row(lab: &mut Lab) -> (f64, u64) {
+    build_routed(lab);
+    let charon = "/usr/lib/ipsec/charon";
+    assert!(
+        Path::new(charon).exists(),
+        "{charon} missing: run scripts/setup-test-deps.sh"
+    );
+    let mut sides = Vec::new();
+    for (side, ns, local, remote, ts) in [
+        (
+            "a",
+            "gA",
+            "203.0.113.1",
+            "203.0.113.6",
+            ("192.0.2.0/24", "198.51.100.0/24"),
+        ),
+        (
+            "b",
+            "gB",
+            "203.0.113.6",
+            "203.0.113.1",
+            ("198.51.100.0/24", "192.0.2.0/24"),
+        ),
+    ] {
+        let dir = swan_config(lab, side, local, remote, ts);
+        let d = dir.display();
+        // Own mount namespace (ip netns exec makes one) so that charon's
+        // fixed pid file lands in this instance's own /run.
+        let script = format!("mount --bind {d}/run /run && exec {charon} >{d}/charon.out 2>&1");
+        let conf = format!("STRONGSWAN_CONF={d}/strongswan.conf");
+        let pid = lab.spawn(ns, &["env", &conf, "sh", "-c", &script]);
+        wait_for(&dir.join("charon.vici"));
+        let file = dir.join("swanctl.conf");
+        swanctl(
+            lab,
+            ns,
+            &dir,
+            &["--load-all", "--file", file.to_str().unwrap()],
+        );
+        sides.push((ns, dir, pid));
+    }
+    swanctl(
+        lab,
+        "gA",
+        &sides[0].1,
+        &["--initiate", "--child", "net", "--timeout", "20"],
+    );
+    for (ns, dir, _) in &sides {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let sas = swanctl(lab, ns, dir, &["--list-sas"]);
+            if sas.contains("INSTALLED") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ns}: CHILD_SA never installed: {sas}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let row = iperf(lab);
+    for (_, _, pid) in &sides {
+        lab.terminate(*pid);
+    }
+    row
+}
+
 fn config(lab: &Lab, side: &str, policy: &Path, tag: &str) -> PathBuf {
     let path = lab.dir.join(format!("gw-{side}-{tag}.json"));
     let text = format!(
@@ -133,7 +354,7 @@ fn load() -> String {
 
 #[test]
 #[ignore = "a benchmark: make bench-e2e"]
-fn iperf3_bare_bypass_and_esp() {
+fn iperf3_bare_bypass_esp_and_strongswan() {
     if !is_root() {
         eprintln!("bench-e2e skipped: it needs root (network namespaces)");
         return;
@@ -146,40 +367,47 @@ fn iperf3_bare_bypass_and_esp() {
         let (g, re) = iperf(&mut lab);
         rows.push(("bare veth path", g, re));
     }
-    let mut lab = Lab::new("eg", &["hA", "gA", "r", "gB", "hB"]);
-    build(&lab, true);
-    let bypass = lab.dir.join("bypass.json");
-    std::fs::write(
-        &bypass,
-        r#"{"spd": {"outbound": [{"name": "all", "action": "bypass"}],
+    {
+        let mut lab = Lab::new("eg", &["hA", "gA", "r", "gB", "hB"]);
+        build(&lab, true);
+        let bypass = lab.dir.join("bypass.json");
+        std::fs::write(
+            &bypass,
+            r#"{"spd": {"outbound": [{"name": "all", "action": "bypass"}],
                     "inbound": [{"name": "all", "action": "bypass"}]}, "sad": []}"#,
-    )
-    .unwrap();
-    let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
-    for (tag, label, a, b) in [
-        (
-            "bypass",
-            "bitsgw x2, BYPASS",
-            bypass.clone(),
-            bypass.clone(),
-        ),
-        (
-            "esp",
-            "bitsgw x2, ESP AES-GCM-128 tunnel",
-            policies.join("site-to-site-a.json"),
-            policies.join("site-to-site-b.json"),
-        ),
-    ] {
-        let (ca, cb) = (config(&lab, "a", &a, tag), config(&lab, "b", &b, tag));
-        let exe = env!("CARGO_BIN_EXE_bitsgw");
-        let ga = lab.spawn("gA", &[exe, "run", ca.to_str().unwrap()]);
-        let gb = lab.spawn("gB", &[exe, "run", cb.to_str().unwrap()]);
-        wait_for(&socket(&lab, "a", tag));
-        wait_for(&socket(&lab, "b", tag));
-        let (g, re) = iperf(&mut lab);
-        rows.push((label, g, re));
-        lab.terminate(ga);
-        lab.terminate(gb);
+        )
+        .unwrap();
+        let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for (tag, label, a, b) in [
+            (
+                "bypass",
+                "bitsgw x2, BYPASS",
+                bypass.clone(),
+                bypass.clone(),
+            ),
+            (
+                "esp",
+                "bitsgw x2, ESP AES-GCM-128 tunnel",
+                policies.join("site-to-site-a.json"),
+                policies.join("site-to-site-b.json"),
+            ),
+        ] {
+            let (ca, cb) = (config(&lab, "a", &a, tag), config(&lab, "b", &b, tag));
+            let exe = env!("CARGO_BIN_EXE_bitsgw");
+            let ga = lab.spawn("gA", &[exe, "run", ca.to_str().unwrap()]);
+            let gb = lab.spawn("gB", &[exe, "run", cb.to_str().unwrap()]);
+            wait_for(&socket(&lab, "a", tag));
+            wait_for(&socket(&lab, "b", tag));
+            let (g, re) = iperf(&mut lab);
+            rows.push((label, g, re));
+            lab.terminate(ga);
+            lab.terminate(gb);
+        }
+    }
+    {
+        let mut lab = Lab::new("es", &["hA", "gA", "r", "gB", "hB"]);
+        let (g, re) = strongswan_row(&mut lab);
+        rows.push(("strongSwan x2, kernel-libipsec ESP", g, re));
     }
     let bare = rows[0].1;
     println!(
@@ -193,6 +421,10 @@ fn iperf3_bare_bypass_and_esp() {
     for (label, g, re) in &rows {
         println!("{label:<36} {g:>9.3} {re:>12} {:>8.3}", g / bare);
     }
+    println!(
+        "bitsgw ESP / strongSwan userspace ESP: {:.2}",
+        rows[2].1 / rows[3].1
+    );
     for (label, g, _) in &rows {
         assert!(*g > 0.0, "{label}: no throughput");
     }
