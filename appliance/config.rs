@@ -949,13 +949,24 @@ fn mode_and_routes(
 /// names.
 pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
     let file = path.display().to_string();
-    let mut ctx = Ctx {
+    let ctx = Ctx {
         file: &file,
         entry: "file".into(),
     };
     let text =
         std::fs::read_to_string(path).map_err(|e| ctx.err("", format!("can not be read: {e}")))?;
-    let root = parse_json(&ctx, &text)?;
+    parse(&text, path)
+}
+
+/// Validates the text of an appliance configuration that lives at `path`
+/// (the policy file it names is read relative to it).
+pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
+    let file = path.display().to_string();
+    let mut ctx = Ctx {
+        file: &file,
+        entry: "file".into(),
+    };
+    let root = parse_json(&ctx, text)?;
     ctx.entry = "appliance".into();
     let obj = expect_object(&ctx, &root, "", FIELDS)?;
     let role = match require_str(&ctx, obj, "role")? {
@@ -1107,4 +1118,75 @@ pub fn is_appliance_config(path: &Path) -> bool {
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .is_some_and(|v| v.get("role").is_some())
+}
+
+#[cfg(test)]
+mod hostile {
+    //! Arbitrary and mutated appliance configurations: the parser never
+    //! panics, and every error names the file it is about (the
+    //! configuration, or the policy file it names).
+
+    use super::parse;
+    use proptest::prelude::*;
+    use std::path::{Path, PathBuf};
+
+    fn examples() -> Vec<(PathBuf, String)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+        let mut v: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                let t = std::fs::read_to_string(&p).unwrap_or_default();
+                (p, t)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn check(text: &str, path: &Path) -> Result<(), TestCaseError> {
+        if let Err(e) = parse(text, path) {
+            prop_assert!(!e.file.is_empty());
+            prop_assert!(e.to_string().starts_with(&e.file), "{}", e);
+            prop_assert!(!e.to_string().is_empty());
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(50_000))]
+
+        /// Arbitrary bytes (as text).
+        #[test]
+        fn arbitrary_text_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let text = String::from_utf8_lossy(&bytes);
+            check(&text, Path::new("examples/configs/fuzz.json"))?;
+        }
+
+        /// A valid example with bytes replaced, removed or inserted, or
+        /// cut short.
+        #[test]
+        fn mutated_examples_never_panic(pick: usize, edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..4), 1..6)) {
+            let ex = examples();
+            let (path, text) = &ex[pick % ex.len()];
+            let mut b = text.clone().into_bytes();
+            for (at, byte, how) in edits {
+                if b.is_empty() {
+                    break;
+                }
+                let at = at % b.len();
+                match how {
+                    0 => b[at] = byte,
+                    1 => {
+                        b.remove(at);
+                    }
+                    2 => b.insert(at, byte),
+                    _ => b.truncate(at),
+                }
+            }
+            check(&String::from_utf8_lossy(&b), path)?;
+        }
+    }
 }
