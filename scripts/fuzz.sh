@@ -27,6 +27,9 @@ for t in $targets; do
     if [ "$t" = policy_config ] && [ -z "$(ls -A corpus/$t)" ]; then
         cp ../policies/*.json "corpus/$t/"
     fi
+    if [ "$t" = appliance_config ] && [ -z "$(ls -A corpus/$t)" ]; then
+        cp ../examples/configs/*.json "corpus/$t/"
+    fi
     if ! cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$SECONDS_EACH" -print_final_stats=1; then
         echo "== $t: crash; see fuzz/artifacts/$t/" >&2
         exit 1
