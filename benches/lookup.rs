@@ -18,6 +18,12 @@
 //!   sequence numbers, and for sequence numbers shuffled within blocks of
 //!   `w / 2` (every packet lands inside the window and is new, so every
 //!   call accepts).
+//! - `query/*`: the IPsec query API as the mobility tunnel stage uses it,
+//!   on the seed's host-wide mobile node policies: which SA protects "MH BU
+//!   from the home address to the home agent" now (`outbound_sa_for_flow`),
+//!   which SA and selectors stand behind an SPI (`inbound_sa`), and the
+//!   tunnel stage's per-packet classification of an outbound ESP packet
+//!   (`classify`, answers cached until the query generation changes).
 
 use bitsgw_ipsec::crypto::{GcmBackend, TransformId};
 use bitsgw_ipsec::replay::ReplayWindow;
@@ -426,7 +432,54 @@ fn probe(spec: &str) {
     println!("{acc}");
 }
 
-criterion_group!(benches, bench_spd, bench_sad, bench_replay);
+fn bench_query(c: &mut Criterion) {
+    use bitsgw_mobility::classify::ClassifierMode;
+    use bitsgw_mobility::tunnel::{MnPaths, MnTunnel, Path};
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/dsmip-hostwide-mn.json");
+    let set = bitsgw_ipsec::config::load_policy_file(&path).expect("policy");
+    let mut stage = IpsecStage::new(StageConfig::default());
+    set.apply(&mut stage, Timestamp::ZERO).expect("apply");
+    let hoa = 0x2001_0db8_0001_0000_0000_0000_0000_0100u128;
+    let ha = 0x2001_0db8_0001_0000_0000_0000_0000_0001u128;
+    let bu = FlowKey {
+        local: v6(hoa),
+        remote: v6(ha),
+        proto: proto::MH,
+        next: NextLayer::Mh { ty: 5 },
+    };
+    let q = stage.query();
+    let bu_spi = q.outbound_sa_for_flow(&bu).expect("the BU SA").spi;
+    assert_eq!(bu_spi, 0x2001);
+    let mut g = c.benchmark_group("query");
+    g.bench_function("outbound_sa_for_flow", |b| {
+        b.iter(|| black_box(q.outbound_sa_for_flow(black_box(&bu)).map(|s| s.spi)))
+    });
+    g.bench_function("inbound_sa", |b| {
+        b.iter(|| black_box(q.inbound_sa(black_box(0x2002)).map(|s| s.selectors.len())))
+    });
+    let paths = MnPaths {
+        home: hoa.to_be_bytes(),
+        ha: ha.to_be_bytes(),
+        ha_v4: None,
+        active: Some(Path::V6 {
+            coa: [0x20, 1, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+        }),
+        registering: None,
+    };
+    let mut tunnel = MnTunnel::default();
+    let spis = [0x2001u32, 0x2007, 0x2009, 0x2003];
+    let mut i = 0usize;
+    g.bench_function("classify", |b| {
+        b.iter(|| {
+            i = (i + 1) & 3;
+            black_box(tunnel.classify(&q, &paths, spis[i], ClassifierMode::Api))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_spd, bench_sad, bench_replay, bench_query);
 
 fn main() {
     if let Ok(spec) = std::env::var("BITSGW_LOOKUP_PROBE") {
