@@ -802,6 +802,10 @@ fn run_mobility(n: &mut Netns, opts: &LabOptions, out: &mut dyn FnMut(&str)) -> 
     let trace_ha = n.dir.join("trace-ha");
     let trace_mn = n.dir.join("trace-mn");
     let (ha_sock, mn_sock) = (n.dir.join("ha.sock"), n.dir.join("mn.sock"));
+    // A kept folder may hold the sockets of an earlier run.
+    for sock in [&ha_sock, &mn_sock] {
+        let _ = std::fs::remove_file(sock);
+    }
     // The wire between the Internet and the home agent.
     let pcap = n.dir.join("wire-inet-ha.pcap");
     n.spawn(
@@ -875,7 +879,7 @@ fn run_mobility(n: &mut Netns, opts: &LabOptions, out: &mut dyn FnMut(&str)) -> 
         (
             "handover to public IPv4",
             COA_PUBLIC4,
-            "IPv4 (protocol 41)",
+            "IPv4 (protocol 41), BU in UDP",
             false,
         ),
         (
@@ -1164,6 +1168,9 @@ fn run_site_to_site(
     }
     let exe = std::env::current_exe().map_err(|e| err(e.to_string()))?;
     let exe = exe.to_string_lossy().into_owned();
+    for side in ["a", "b"] {
+        let _ = std::fs::remove_file(n.dir.join(format!("gw-{side}.sock")));
+    }
     for (g, side) in [("gA", "a"), ("gB", "b")] {
         let cfg = n.dir.join(format!("gw-{side}.json"));
         write(
