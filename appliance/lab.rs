@@ -1284,7 +1284,15 @@ pub fn run(opts: &LabOptions, out: &mut dyn FnMut(&str)) -> Result<LabReport> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| err(e.to_string()))?;
     }
     let (dir, keep) = match &opts.keep {
-        Some(d) => (d.clone(), true),
+        // Absolute, since the configurations written there name files
+        // relative to themselves.
+        Some(d) if d.is_absolute() => (d.clone(), true),
+        Some(d) => (
+            std::env::current_dir()
+                .map_err(|e| err(format!("the current folder: {e}")))?
+                .join(d),
+            true,
+        ),
         None => (
             std::env::temp_dir().join(format!("bitsgw-lab-{}", std::process::id())),
             false,
