@@ -62,9 +62,33 @@ struct Signalling {
 struct QueryCache {
     generation: u64,
     pairs: FxHashMap<([u8; 16], [u8; 16]), Signalling>,
+    /// Inbound SPI -> the home address whose BUs its SA carries (Req #4);
+    /// only SPIs the SAD holds are kept, so hostile SPIs can not grow it.
+    bu_homes: FxHashMap<u32, Option<[u8; 16]>>,
 }
 
 impl QueryCache {
+    /// Forgets every answer once the query generation moved on.
+    fn follow(&mut self, q: &Query<'_>) {
+        if self.generation != q.generation() {
+            self.pairs.clear();
+            self.bu_homes.clear();
+            self.generation = q.generation();
+        }
+    }
+
+    /// [`bu_sa_home`], asked once per SPI and generation.
+    fn bu_home(&mut self, q: &Query<'_>, spi: u32) -> Option<[u8; 16]> {
+        self.follow(q);
+        if let Some(h) = self.bu_homes.get(&spi) {
+            return *h;
+        }
+        q.inbound_sa(spi)?;
+        let home = bu_sa_home(q, spi);
+        self.bu_homes.insert(spi, home);
+        home
+    }
+
     /// The signalling SPIs from `local` to `remote`: `mh` is the MH type
     /// that carries the binding message that way (BU or BA), `icmp` the
     /// prefix discovery message (MPS or MPA).
@@ -76,10 +100,7 @@ impl QueryCache {
         mh: u8,
         icmp: u8,
     ) -> Signalling {
-        if self.generation != q.generation() {
-            self.pairs.clear();
-            self.generation = q.generation();
-        }
+        self.follow(q);
         *self.pairs.entry((local, remote)).or_insert_with(|| {
             let key = |p: u8, next: NextLayer| FlowKey {
                 local: v6(local),
@@ -217,7 +238,7 @@ impl HaTunnel {
         if meta.version != IpVersion::V6 {
             return HaInbound::Pass;
         }
-        let bu_home = esp_spi(buf.data(), &meta).and_then(|spi| bu_sa_home(q, spi));
+        let bu_home = esp_spi(buf.data(), &meta).and_then(|spi| self.cache.bu_home(q, spi));
         if let Some(home) = bu_home {
             // Noted for the protocol module, which compares it with the IPv4
             // care-of address option after IPsec; a BU that came another
