@@ -3,7 +3,7 @@
 //! A [`Port`] is a pair of halves, an [`RxPort`] and a [`TxPort`], that can
 //! be moved to different threads. Implementations:
 //! - [`af_packet`]: every frame of a Linux interface through an
-//!   `AF_PACKET` socket (pnet), promiscuous, without our own transmissions;
+//!   `AF_PACKET` socket, promiscuous, without our own transmissions;
 //! - [`tun`]: a TUN device carrying raw IP packets;
 //! - [`memory`]: an in-memory port for tests, with a [`MemoryHandle`];
 //! - [`pcap`]: capture files to read from and write to (`bitsgw replay`).
@@ -39,8 +39,8 @@ pub const RECV_TIMEOUT: Duration = Duration::from_millis(10);
 pub use bitsgw_pipeline::port::{Port, PortError, RxPort, TxPort};
 pub use bitsgw_wire::ether::LinkType;
 
-/// `AF_PACKET` on a Linux interface: every frame, promiscuous, through
-/// pnet's datalink channel. Frames that this host transmits on the
+/// `AF_PACKET` on a Linux interface: every frame, promiscuous, through a
+/// raw packet socket. Frames that this host transmits on the
 /// interface (`PACKET_OUTGOING`, including this port's own sends) are
 /// not received back: the socket has `PACKET_IGNORE_OUTGOING` set
 /// (Linux 4.20 or newer).
@@ -55,18 +55,19 @@ pub fn af_packet(interface: &str) -> Result<Port, PortError> {
 /// The Ethernet address of an interface (in the calling thread's network
 /// namespace), for the appliance's own endpoint on it.
 pub fn interface_mac(interface: &str) -> Result<[u8; 6], PortError> {
-    let err = |what: &str| PortError::Open {
+    let err = |source| PortError::Open {
         port: interface.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, what.to_owned()),
+        source,
     };
-    let ni = pnet_datalink::interfaces()
-        .into_iter()
-        .find(|ni| ni.name == interface)
-        .ok_or_else(|| err("no such interface"))?;
-    let m = ni
-        .mac
-        .ok_or_else(|| err("the interface has no MAC address"))?;
-    Ok([m.0, m.1, m.2, m.3, m.4, m.5])
+    let socket = sys::control_socket().map_err(err)?;
+    sys::hardware_address(std::os::fd::AsFd::as_fd(&socket), interface)
+        .map_err(err)?
+        .ok_or_else(|| {
+            err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the interface has no Ethernet address",
+            ))
+        })
 }
 
 /// A TUN device (`IFF_TUN | IFF_NO_PI`) created, or attached to if it

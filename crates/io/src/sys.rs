@@ -44,6 +44,19 @@ pub(crate) fn packet_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A UDP socket, only for interface ioctls (which any socket can carry,
+/// and which need no privilege on this kind).
+pub(crate) fn control_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor socket(2) just returned to us, owned by
+    // nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Sets an integer socket option.
 pub(crate) fn set_int_option(
     fd: BorrowedFd<'_>,
@@ -127,4 +140,195 @@ pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
         return Err(err);
     }
     Ok(rc > 0)
+}
+
+/// The index of interface `name` in the calling thread's network namespace.
+pub(crate) fn interface_index(name: &str) -> io::Result<libc::c_int> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name contains NUL"))?;
+    // SAFETY: `c_name` is a live NUL-terminated string; the call only reads
+    // it.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    libc::c_int::try_from(index)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "interface index out of range"))
+}
+
+/// Binds an `AF_PACKET` socket to every protocol (`ETH_P_ALL`) on one
+/// interface: from here on it receives that interface's frames.
+pub(crate) fn bind_packet_socket(fd: BorrowedFd<'_>, ifindex: libc::c_int) -> io::Result<()> {
+    // SAFETY: `sockaddr_ll` is a C struct of integers and a byte array;
+    // all-zero bytes are a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    addr.sll_ifindex = ifindex;
+    // SAFETY: the address points to a live `sockaddr_ll` and the length
+    // passed is its size; bind(2) only reads it.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Puts the interface in promiscuous mode for as long as the socket is
+/// open (`PACKET_MR_PROMISC` membership, which the kernel drops with the
+/// socket, so nothing is left behind if the appliance dies).
+pub(crate) fn add_promiscuous_membership(
+    fd: BorrowedFd<'_>,
+    ifindex: libc::c_int,
+) -> io::Result<()> {
+    let mreq = libc::packet_mreq {
+        mr_ifindex: ifindex,
+        mr_type: libc::PACKET_MR_PROMISC as libc::c_ushort,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    // SAFETY: the option value points to a live `packet_mreq` and the
+    // length passed is its size; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            (&mreq as *const libc::packet_mreq).cast(),
+            std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets a socket buffer size (`SO_RCVBUF` or `SO_SNDBUF`), above the
+/// system's `rmem_max`/`wmem_max` when allowed (`SO_*BUFFORCE`, which
+/// needs `CAP_NET_ADMIN`), else as large as the limit lets it be.
+pub(crate) fn set_buffer_size(fd: BorrowedFd<'_>, receive: bool, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let (force, plain) = if receive {
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)
+    } else {
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)
+    };
+    set_int_option(fd, libc::SOL_SOCKET, force, value)
+        .or_else(|_| set_int_option(fd, libc::SOL_SOCKET, plain, value))
+}
+
+/// Sets how long a blocking send may wait (`SO_SNDTIMEO`).
+pub(crate) fn set_send_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
+    };
+    // SAFETY: the option value points to a live `timeval` and the length
+    // passed is its size; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receives one datagram into `space` without blocking. `Ok(None)` if
+/// nothing is waiting (or a signal came first); otherwise the datagram's
+/// full length, which is larger than `space` if it was cut
+/// (`MSG_TRUNC`).
+pub(crate) fn recv_nowait(fd: BorrowedFd<'_>, space: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: the kernel writes at most `space.len()` bytes into `space`,
+    // which is live and exclusively borrowed for the call.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            space.as_mut_ptr().cast(),
+            space.len(),
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok(Some(n as usize))
+}
+
+/// Sends one datagram, blocking at most for the socket's send timeout.
+/// Returns how many bytes the kernel took.
+pub(crate) fn send(fd: BorrowedFd<'_>, frame: &[u8]) -> io::Result<usize> {
+    // SAFETY: the kernel reads at most `frame.len()` bytes from `frame`,
+    // which is live for the call.
+    let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Frames the kernel dropped for lack of room in the socket's receive
+/// buffer since the last call (`PACKET_STATISTICS`, which the read
+/// resets).
+pub(crate) fn take_packet_drops(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut stats = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `stats` and `len` are live locals; `len` holds the size of
+    // `stats`, so the kernel writes at most that many bytes into it.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut stats as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(stats.tp_drops))
+}
+
+/// The hardware (MAC) address of interface `name`, if it has a 6-byte one.
+pub(crate) fn hardware_address(fd: BorrowedFd<'_>, name: &str) -> io::Result<Option<[u8; 6]>> {
+    let mut req = ifreq(name)?;
+    // SAFETY: as in `hardware_type`: SIOCGIFHWADDR writes a `sockaddr` into
+    // the live `ifreq` we pass.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after a successful SIOCGIFHWADDR the kernel has written the
+    // `ifru_hwaddr` member of the union; reading it is reading initialised
+    // plain data.
+    let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
+    if hw.sa_family != libc::ARPHRD_ETHER {
+        return Ok(None);
+    }
+    let mut mac = [0u8; 6];
+    for (dst, &src) in mac.iter_mut().zip(hw.sa_data.iter()) {
+        *dst = src as u8;
+    }
+    Ok(Some(mac))
 }

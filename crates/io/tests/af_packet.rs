@@ -110,3 +110,68 @@ fn unknown_and_non_ethernet_interfaces_are_refused() {
         other => panic!("expected Open error, got {other:?}"),
     }
 }
+
+/// A full receive buffer loses frames in the kernel; the port reports how
+/// many, so the pipeline can count them instead of losing them silently.
+/// Waiting frames are taken without blocking, and an empty socket answers
+/// at once.
+#[test]
+fn frames_dropped_by_a_full_receive_buffer_are_reported() {
+    let ns = Netns::new("afp-drops");
+    ns.ip(&["link", "add", "va0", "type", "veth", "peer", "name", "vb0"]);
+    ns.sh("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6");
+    ns.ip(&["link", "set", "va0", "up"]);
+    ns.ip(&["link", "set", "vb0", "up"]);
+    let (a, b, mac) = netns::run_in(&ns.name, || {
+        (
+            bitsgw_io::af_packet("va0"),
+            bitsgw_io::af_packet("vb0"),
+            bitsgw_io::interface_mac("va0"),
+        )
+    })
+    .unwrap();
+    let (mut a, mut b) = (a.unwrap(), b.unwrap());
+    let shown = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "cat",
+            "/sys/class/net/va0/address",
+        ])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let want: Vec<String> = mac.unwrap().iter().map(|o| format!("{o:02x}")).collect();
+    assert_eq!(shown.trim(), want.join(":"));
+
+    let mut buf = PacketBuf::new();
+    assert!(!a.rx.recv_nowait(&mut buf).unwrap());
+
+    // Far more than the receive buffer holds, while nobody reads.
+    let sent = 40_000u64;
+    let mut f = frame(9);
+    f.resize(1400, 0x5a);
+    for _ in 0..sent {
+        b.tx.send(&f).unwrap();
+    }
+    let mut received = 0u64;
+    while a.rx.recv_nowait(&mut buf).unwrap() {
+        if is_test_frame(buf.data()) {
+            assert_eq!(buf.data(), &f[..]);
+            received += 1;
+        }
+    }
+    let dropped = a.rx.take_kernel_drops().unwrap();
+    assert!(
+        received > 0 && dropped > 0,
+        "received {received}, dropped {dropped}"
+    );
+    assert_eq!(
+        received + dropped,
+        sent,
+        "received {received}, dropped {dropped}"
+    );
+    // The count was reset by reading it.
+    assert_eq!(a.rx.take_kernel_drops().unwrap(), 0);
+}

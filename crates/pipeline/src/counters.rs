@@ -25,11 +25,14 @@ pub enum PipelineDrop {
     /// address or to another station's MAC, and not for the appliance's
     /// own stack (ARP and neighbor discovery between other stations).
     NotRouted,
+    /// The operating system dropped a frame before the port received it
+    /// (its socket buffer was full: the receive thread fell behind).
+    KernelRx,
 }
 
 impl PipelineDrop {
     /// Every reason, in counter order.
-    pub const ALL: [PipelineDrop; 8] = [
+    pub const ALL: [PipelineDrop; 9] = [
         PipelineDrop::BadFrame,
         PipelineDrop::QueueFull,
         PipelineDrop::SendFailed,
@@ -38,6 +41,7 @@ impl PipelineDrop {
         PipelineDrop::NeighborUnresolved,
         PipelineDrop::NoRoute,
         PipelineDrop::NotRouted,
+        PipelineDrop::KernelRx,
     ];
 
     /// The counter's name.
@@ -51,6 +55,7 @@ impl PipelineDrop {
             PipelineDrop::NeighborUnresolved => "neighbor_unresolved",
             PipelineDrop::NoRoute => "no_route",
             PipelineDrop::NotRouted => "not_routed",
+            PipelineDrop::KernelRx => "kernel_rx",
         }
     }
 }

@@ -87,6 +87,12 @@ pub trait RxPort: Send {
         let _ = buf;
         Ok(false)
     }
+    /// Frames the operating system dropped before they reached this port
+    /// (a full socket buffer), since the last call. Ports that can not
+    /// lose frames that way answer 0.
+    fn take_kernel_drops(&mut self) -> Result<u64, PortError> {
+        Ok(0)
+    }
 }
 
 /// Sending half of a port.

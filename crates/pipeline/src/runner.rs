@@ -366,6 +366,7 @@ pub fn start_configured(
             pool: pool_rx.clone(),
             vecs: vecs_rx.clone(),
             spare: None,
+            next_drop_check: Timestamp::ZERO,
             shared: Arc::clone(&shared),
         };
         threads.push(
@@ -496,8 +497,13 @@ struct RxThread {
     vecs: Receiver<Vec<PacketBuf>>,
     /// A buffer taken for a frame that did not come, kept for the next.
     spare: Option<PacketBuf>,
+    /// When the port's kernel drops are next read.
+    next_drop_check: Timestamp,
     shared: Arc<Shared>,
 }
+
+/// How often a receive thread reads its port's kernel drop count.
+const KERNEL_DROP_CHECK: Duration = Duration::from_millis(100);
 
 enum Pick {
     Worker(usize),
@@ -541,6 +547,7 @@ impl RxThread {
                     }
                     Err(PortError::Closed { .. }) => {
                         self.flush_all(&mut pending);
+                        self.count_kernel_drops();
                         return;
                     }
                     Err(e) => {
@@ -551,6 +558,27 @@ impl RxThread {
             }
             self.flush_all(&mut pending);
             self.expire_fragments();
+            let now = self.shared.now();
+            if now >= self.next_drop_check {
+                self.next_drop_check = now.saturating_add(KERNEL_DROP_CHECK);
+                self.count_kernel_drops();
+            }
+        }
+        self.count_kernel_drops();
+    }
+
+    /// Counts the frames the operating system dropped before the port got
+    /// them (a full socket buffer), so they are not lost silently.
+    fn count_kernel_drops(&mut self) {
+        match self.port.take_kernel_drops() {
+            Ok(0) => {}
+            Ok(n) => {
+                if let Ok(mut p) = self.shared.rx_pipeline.lock() {
+                    p.record_n(PipelineDrop::KernelRx, n);
+                }
+            }
+            // The next receive reports a broken port.
+            Err(_) => {}
         }
     }
 
