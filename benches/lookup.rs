@@ -2,13 +2,27 @@
 //! window.
 //!
 //! Groups:
-//! - `spd_index/<n>`: `SpdIndex::lookup` over `n` entries of a realistic
-//!   mix (see [`spd_entry`]) ending in an any/any entry; each iteration
-//!   looks up the next of [`SPD_KEYS`] flow keys, drawn uniformly from all
-//!   entries (one in 16 matches nothing specific and falls through to the
-//!   any/any entry).
+//! - `spd_index/<n>`: `SpdIndex::lookup`, the interval classifier alone,
+//!   without the flow cache the stage puts in front of it, over `n`
+//!   entries of a realistic mix (see [`spd_entry`]) ending in an any/any
+//!   entry; each iteration looks up the next of [`SPD_KEYS`] flow keys,
+//!   drawn uniformly from all entries (one in 16 matches nothing specific
+//!   and falls through to the any/any entry).
 //! - `spd_linear/<n>`: the same keys matched by a first-match scan, the
 //!   reference the index replaces (small tables only).
+//! - `spd_cached/<n>`: `Spd::lookup_and_count`, the stage's per-packet SPD
+//!   lookup (flow cache first, the classifier on a miss, the entry's hit
+//!   counted), over the same `n` entries, with the cache's default 4096
+//!   slots. The [`SPD_KEYS`] keys cycled through are drawn at random from
+//!   a working set of [`WORKING_FLOWS`] distinct flows, each aimed at an
+//!   entry drawn as for `spd_index` and sent by one of 1024 local hosts,
+//!   so hits dominate as on a link with that many active flows. The setup
+//!   prints the hit rate it measured on the same stream.
+//! - `spd_cached_miss/<n>`: the same call on a cold cache: [`SPD_KEYS`]
+//!   distinct flows cycled through the 4096 slots, so every key was
+//!   evicted long before it comes back (the setup prints the hit rate,
+//!   about 0): the classifier plus a fill, the cost of a flow's first
+//!   packet and of a flood of ever new flows.
 //! - `sad_by_spi/<n>`, `sad_by_spi_get/<n>`: `Sad::by_spi` for the next of
 //!   [`SAD_KEYS`] SPIs drawn uniformly from `n` installed inbound SAs, and
 //!   the same followed by `Sad::get` (which touches the SA itself). The SAs
@@ -26,11 +40,13 @@
 //!   (`classify`, answers cached until the query generation changes).
 
 use bitsgw_ipsec::crypto::{GcmBackend, TransformId};
+use bitsgw_ipsec::flow_cache::FlowCache;
 use bitsgw_ipsec::replay::ReplayWindow;
 use bitsgw_ipsec::sa::{Direction, Limits, Mode, SaParams};
 use bitsgw_ipsec::selector::{
     proto, Addr, AddrSel, Family, FlowKey, NextLayer, ProtoSel, Range16, Selector,
 };
+use bitsgw_ipsec::spd::{Action, Spd, SpdEntry};
 use bitsgw_ipsec::spd_index::SpdIndex;
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_wire::Timestamp;
@@ -38,6 +54,8 @@ use criterion::{black_box, criterion_group, BenchmarkId, Criterion};
 
 /// Flow keys cycled through by the SPD benches.
 const SPD_KEYS: usize = 16384;
+/// Distinct flows of `spd_cached`'s working set.
+const WORKING_FLOWS: usize = 1024;
 /// SPIs cycled through by the SAD benches.
 const SAD_KEYS: usize = 65536;
 
@@ -151,40 +169,38 @@ fn spd(n: usize) -> Vec<Selector> {
     v
 }
 
-/// A flow key that entry `i` (of kind `i % 8`) matches.
-fn key_for(i: usize) -> FlowKey {
+/// A flow key that entry `i` (of kind `i % 8`) matches, sent by local
+/// host `host` (below 0xfe00) where the entry lets the local address vary.
+fn key_for(i: usize, host: u32) -> FlowKey {
     let k = (i / 8) as u32;
+    let v4_host = v4(V4_LOCAL_NET | (0x0101 + host));
+    let v6_host = v6(V6_LOCAL_NET | (1 + u128::from(host)));
     let ports = |remote| NextLayer::Ports {
         local: 40000,
         remote,
     };
     let (local, remote, p, next) = match i % 8 {
-        0 => (
-            v4(V4_LOCAL_NET | 0x0101),
-            v4(0x0a00_0000 + k),
-            proto::UDP,
-            ports(443),
-        ),
+        0 => (v4_host, v4(0x0a00_0000 + k), proto::UDP, ports(443)),
         1 => (
-            v4(V4_LOCAL_NET | 0x0101),
+            v4_host,
             v4(0x1400_0000 + (k << 8) + 7),
             proto::TCP,
             ports(22),
         ),
         2 => (
-            v6(V6_LOCAL_NET | 1),
+            v6_host,
             v6((0x2001_0db8_0001_0000 << 64) | u128::from(k)),
             proto::UDP,
             ports(4500),
         ),
         3 => (
-            v6(V6_LOCAL_NET | 1),
+            v6_host,
             v6((0x2001_0db8_0002_0000 << 64) | (u128::from(k) << 64) | 0xabcd),
             proto::ICMPV6,
             NextLayer::Icmp { ty: 128, code: 0 },
         ),
         4 => (
-            v4(V4_LOCAL_NET | 0x0101),
+            v4_host,
             v4(0x6440_0000 + 16 * k + 5),
             proto::TCP,
             ports(8050),
@@ -195,14 +211,9 @@ fn key_for(i: usize) -> FlowKey {
             proto::MH,
             NextLayer::Mh { ty: 5 },
         ),
-        6 => (
-            v4(V4_LOCAL_NET | 0x0101),
-            v4(0x0a80_0000 + k),
-            proto::UDP,
-            ports(53),
-        ),
+        6 => (v4_host, v4(0x0a80_0000 + k), proto::UDP, ports(53)),
         _ => (
-            v6(V6_LOCAL_NET | 1),
+            v6_host,
             v6((0x2001_0db8_0004_0000 << 64) | (u128::from(k) << 8) | 50),
             proto::TCP,
             ports(80),
@@ -218,26 +229,78 @@ fn key_for(i: usize) -> FlowKey {
 
 /// Lookup keys for an SPD of `n` entries with the entry each must hit.
 fn spd_keys(n: usize, rng: &mut Rng) -> Vec<(FlowKey, usize)> {
-    (0..SPD_KEYS)
-        .map(|_| {
-            if n == 1 || rng.below(16) == 0 {
-                // Matches no specific entry: 8.8.8.8 over UDP.
-                let key = FlowKey {
-                    local: v4(V4_LOCAL_NET | 0x0101),
-                    remote: v4(0x0808_0808),
-                    proto: proto::UDP,
-                    next: NextLayer::Ports {
-                        local: 40000,
-                        remote: 53,
-                    },
-                };
-                (key, n - 1)
+    (0..SPD_KEYS).map(|_| draw_key(n, 0, rng)).collect()
+}
+
+/// A key from local host `host` aimed at an entry drawn uniformly from an
+/// SPD of `n` entries, or (one in 16) at none but the final any/any; with
+/// the entry it must hit.
+fn draw_key(n: usize, host: u32, rng: &mut Rng) -> (FlowKey, usize) {
+    if n == 1 || rng.below(16) == 0 {
+        // Matches no specific entry: 8.8.8.8 over UDP.
+        let key = FlowKey {
+            local: v4(V4_LOCAL_NET | (0x0101 + host)),
+            remote: v4(0x0808_0808),
+            proto: proto::UDP,
+            next: NextLayer::Ports {
+                local: 40000,
+                remote: 53,
+            },
+        };
+        (key, n - 1)
+    } else {
+        let i = rng.below(n - 1);
+        (key_for(i, host), i)
+    }
+}
+
+/// `count` distinct flows for an SPD of `n` entries, drawn as
+/// [`draw_key`] draws them from `hosts` local hosts, with the entry each
+/// must hit.
+fn distinct_flows(n: usize, count: usize, hosts: usize, rng: &mut Rng) -> Vec<(FlowKey, usize)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut flows = Vec::with_capacity(count);
+    while flows.len() < count {
+        let host = rng.below(hosts) as u32;
+        let (key, want) = draw_key(n, host, rng);
+        if seen.insert(key) {
+            flows.push((key, want));
+        }
+    }
+    flows
+}
+
+/// An SPD of `selectors`, every entry BYPASS.
+fn bypass_spd(selectors: &[Selector]) -> Spd {
+    Spd::new(
+        selectors
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SpdEntry {
+                name: format!("e{i}").into(),
+                selector: *s,
+                action: Action::Bypass,
+            })
+            .collect(),
+    )
+}
+
+/// Share of the lookups of `stream`, cycled, that a default-sized flow
+/// cache answers once warm (the `Spd`'s own cache is the same table with
+/// the same hash): the stream is run twice and the second run counted.
+fn hit_rate(stream: &[FlowKey]) -> f64 {
+    let mut cache = FlowCache::<()>::default();
+    let mut hits = 0usize;
+    for pass in 0..2 {
+        for key in stream {
+            if cache.get(key).is_some() {
+                hits += pass;
             } else {
-                let i = rng.below(n - 1);
-                (key_for(i), i)
+                cache.insert(key, ());
             }
-        })
-        .collect()
+        }
+    }
+    hits as f64 / stream.len().max(1) as f64
 }
 
 fn linear(selectors: &[Selector], key: &FlowKey) -> Option<usize> {
@@ -270,6 +333,57 @@ fn bench_spd(c: &mut Criterion) {
                 })
             });
         }
+    }
+    g.finish();
+}
+
+fn bench_spd_cached(c: &mut Criterion) {
+    spd_cached_group(c, "spd_cached", 0x5eed_0004, |n, rng| {
+        let flows = distinct_flows(n, WORKING_FLOWS, 1024, rng);
+        (0..SPD_KEYS)
+            .map(|_| flows[rng.below(WORKING_FLOWS)])
+            .collect()
+    });
+    spd_cached_group(c, "spd_cached_miss", 0x5eed_0005, |n, rng| {
+        distinct_flows(n, SPD_KEYS, SPD_KEYS, rng)
+    });
+}
+
+/// `<name>/<n>`: `Spd::lookup_and_count` over the keys `make_stream`
+/// draws for `n` entries, cycled. Every answer is checked first, and the
+/// cache's hit rate on the stream printed.
+fn spd_cached_group(
+    c: &mut Criterion,
+    name: &str,
+    seed: u64,
+    make_stream: impl Fn(usize, &mut Rng) -> Vec<(FlowKey, usize)>,
+) {
+    let mut g = c.benchmark_group(name);
+    let mut rng = Rng(seed);
+    for n in [10usize, 1_000, 100_000] {
+        let mut spd = bypass_spd(&spd(n));
+        let stream = make_stream(n, &mut rng);
+        assert_eq!(stream.len(), SPD_KEYS);
+        for (key, want) in &stream {
+            assert_eq!(
+                spd.lookup_and_count(key),
+                Some(*want),
+                "{n} entries, {key:?}"
+            );
+        }
+        let keys: Vec<FlowKey> = stream.into_iter().map(|(k, _)| k).collect();
+        let distinct = keys.iter().collect::<std::collections::HashSet<_>>().len();
+        eprintln!(
+            "{name}/{n}: {distinct} distinct flows, cache hit rate {:.2}%",
+            hit_rate(&keys) * 100.0
+        );
+        let mut i = 0usize;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % SPD_KEYS;
+                spd.lookup_and_count(black_box(&keys[i]))
+            })
+        });
     }
     g.finish();
 }
@@ -479,7 +593,14 @@ fn bench_query(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_spd, bench_sad, bench_replay, bench_query);
+criterion_group!(
+    benches,
+    bench_spd,
+    bench_spd_cached,
+    bench_sad,
+    bench_replay,
+    bench_query
+);
 
 fn main() {
     if let Ok(spec) = std::env::var("BITSGW_LOOKUP_PROBE") {

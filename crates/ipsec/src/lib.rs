@@ -9,6 +9,7 @@ pub mod config;
 pub mod counters;
 pub mod crypto;
 pub mod flow;
+pub mod flow_cache;
 pub mod frag;
 pub mod query;
 pub mod replay;

@@ -382,7 +382,7 @@ impl SpdIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::selector::{proto, Addr, NextLayer, Range16};
     use proptest::prelude::*;
@@ -761,7 +761,9 @@ mod tests {
         ]
     }
 
-    fn selector() -> impl Strategy<Value = Selector> {
+    /// Random selectors over a small address universe (shared with the
+    /// SPD's flow cache tests).
+    pub(crate) fn selector() -> impl Strategy<Value = Selector> {
         (
             addr_sel(),
             addr_sel(),
@@ -811,7 +813,8 @@ mod tests {
         ]
     }
 
-    fn flow_key() -> impl Strategy<Value = FlowKey> {
+    /// Random flow keys in the universe of [`selector`].
+    pub(crate) fn flow_key() -> impl Strategy<Value = FlowKey> {
         (
             key_addr(),
             key_addr(),

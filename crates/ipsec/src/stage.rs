@@ -1099,6 +1099,7 @@ fn fix_transport_checksum(pkt: &mut [u8], at: usize, next_header: u8, version: I
 mod tests {
     use super::*;
     use crate::config::parse_policy;
+    use crate::selector::Selector;
 
     const POLICY: &str = r#"{
       "spd": {"outbound": [{"name": "all", "action": "protect", "sa": "out"}],
@@ -1230,6 +1231,47 @@ mod tests {
         );
         assert_eq!(s.counters().drops(DropReason::FragOverlap), 3);
         assert_eq!(s.counters().fragments_held, 2);
+    }
+
+    /// The SPD's flow cache never outlives its policy: a packet whose
+    /// flow was cached under BYPASS is dropped once `set_spd` says DISCARD,
+    /// in both directions, and the new entries' hits start from zero.
+    #[test]
+    fn set_spd_replaces_cached_decisions() {
+        let one = |action: Action| {
+            vec![SpdEntry {
+                name: "all".into(),
+                selector: Selector::ANY,
+                action,
+            }]
+        };
+        let mut s = IpsecStage::new(StageConfig::default());
+        s.set_spd(one(Action::Bypass), one(Action::Bypass));
+        for _ in 0..3 {
+            assert_eq!(
+                s.handle_outbound(&mut packet(), Timestamp::ZERO),
+                Disposition::Forward
+            );
+            assert_eq!(
+                s.handle_inbound(&mut packet(), Timestamp::ZERO),
+                Disposition::Deliver
+            );
+        }
+        assert_eq!(s.spd(Direction::Outbound).hits(), &[3]);
+        assert_eq!(s.spd(Direction::Inbound).hits(), &[3]);
+        s.set_spd(one(Action::Discard), one(Action::Discard));
+        assert_eq!(
+            s.handle_outbound(&mut packet(), Timestamp::ZERO),
+            Disposition::Drop(DropReason::PolicyDiscard)
+        );
+        assert_eq!(
+            s.handle_inbound(&mut packet(), Timestamp::ZERO),
+            Disposition::Drop(DropReason::PolicyDiscard)
+        );
+        assert_eq!(s.spd(Direction::Outbound).hits(), &[1]);
+        assert_eq!(s.spd(Direction::Inbound).hits(), &[1]);
+        assert_eq!(s.counters().outbound_bypassed, 3);
+        assert_eq!(s.counters().inbound_bypassed, 3);
     }
 
     /// A rekey: the inbound SA is replaced by one with a new SPI; the old

@@ -71,3 +71,49 @@ fn protect_and_verify_allocate_nothing_per_packet() {
         }
     }
 }
+
+/// Hostile traffic with ever new flow keys makes the SPD's flow cache
+/// evict, never grow: 100k distinct keys through a full cache allocate
+/// nothing, and its size stays what it was made with.
+#[test]
+fn flow_cache_does_not_grow_under_random_keys() {
+    use bitsgw_ipsec::flow_cache::FlowCache;
+    use bitsgw_ipsec::selector::{Addr, Family, FlowKey, NextLayer};
+    let mut cache = FlowCache::<Option<usize>>::default();
+    let capacity = cache.capacity();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut key = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        FlowKey {
+            local: Addr {
+                family: Family::V6,
+                bits: u128::from(x) << 64 | u128::from(x.rotate_left(17)),
+            },
+            remote: Addr {
+                family: Family::V4,
+                bits: u128::from(x as u32),
+            },
+            proto: (x >> 56) as u8,
+            next: NextLayer::Ports {
+                local: (x >> 32) as u16,
+                remote: (x >> 48) as u16,
+            },
+        }
+    };
+    let mut decided = 0u64;
+    let info = allocation_counter::measure(|| {
+        for _ in 0..100_000 {
+            let k = key();
+            cache.get_or_insert_with(&k, |_| {
+                decided += 1;
+                Some(1)
+            });
+        }
+    });
+    assert_eq!(info.count_total, 0, "{} allocations", info.count_total);
+    assert_eq!(decided, 100_000, "every key was new");
+    assert_eq!(cache.capacity(), capacity);
+    assert_eq!(cache.len(), capacity);
+}

@@ -35,8 +35,11 @@ use crate::gateway::{Gateway, Mobility, NoTap, Side, Tap};
 use crate::port::{Port, PortError, RxPort, TxPort};
 use bitsgw_ipsec::counters::StageCounters;
 use bitsgw_ipsec::flow::flow_key;
+use bitsgw_ipsec::flow_cache::FlowCache;
 use bitsgw_ipsec::frag::{FragDrop, Reassembler, Reassembly};
+use bitsgw_ipsec::query::Query;
 use bitsgw_ipsec::sa::{Direction, SaState, SaStats};
+use bitsgw_ipsec::selector::FlowKey;
 use bitsgw_ipsec::{DropReason, Event, IpsecStage};
 use bitsgw_mobility::counters::MobilityCounters;
 use bitsgw_wire::esp::{classify_udp_encap, UdpEncapKind, UDP_HEADER_LEN};
@@ -359,6 +362,7 @@ pub fn start_configured(
             link,
             port,
             query: Arc::clone(&query),
+            flows: FlowOwners::new(side),
             reassembler: Reassembler::new(bitsgw_ipsec::frag::ReassemblyLimits::default()),
             frag_seen: [0; FragDrop::ALL.len()],
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
@@ -487,6 +491,7 @@ struct RxThread {
     link: LinkType,
     port: Box<dyn RxPort>,
     query: Arc<RwLock<IpsecStage>>,
+    flows: FlowOwners,
     reassembler: Reassembler,
     /// Fragment drops of `reassembler` already counted.
     frag_seen: [u64; FragDrop::ALL.len()],
@@ -508,6 +513,42 @@ const KERNEL_DROP_CHECK: Duration = Duration::from_millis(100);
 enum Pick {
     Worker(usize),
     Held,
+}
+
+/// Which SA each recent outbound flow is sent with, as the query API last
+/// answered (`outbound_sa_for_flow` is an SPD lookup on the shared stage,
+/// too dear to ask per packet of a large SPD). The answers hold for one
+/// query generation: the cache is emptied when it moves on (an SPD
+/// reloaded, an SA installed, replaced or removed), so a hit is always
+/// what the query would answer now. See [`bitsgw_ipsec::flow_cache`].
+struct FlowOwners {
+    generation: u64,
+    cache: FlowCache<Option<usize>>,
+}
+
+impl FlowOwners {
+    /// The network side dispatches by SPI and never asks.
+    fn new(side: Side) -> Self {
+        let cache = match side {
+            Side::Host => FlowCache::default(),
+            Side::Network => FlowCache::minimal(),
+        };
+        FlowOwners {
+            generation: 0,
+            cache,
+        }
+    }
+
+    /// The index of the SA that would protect `key` sent now, if any.
+    fn owner(&mut self, q: &Query<'_>, key: &FlowKey) -> Option<usize> {
+        let generation = q.generation();
+        if generation != self.generation {
+            self.cache.clear();
+            self.generation = generation;
+        }
+        self.cache
+            .get_or_insert_with(key, |k| q.outbound_sa_for_flow(k).map(|sa| sa.id.index()))
+    }
 }
 
 impl RxThread {
@@ -689,7 +730,7 @@ impl RxThread {
         let owner = match self.side {
             Side::Host => {
                 let key = flow_key(pkt, &meta, Direction::Outbound);
-                q.outbound_sa_for_flow(&key).map(|sa| sa.id.index())
+                self.flows.owner(&q, &key)
             }
             Side::Network => {
                 let at = match meta.proto {
@@ -903,5 +944,77 @@ impl Worker {
         drop(tap_guard);
         let _ = self.vecs.try_send(frames);
         self.gateway.count_drops(PipelineDrop::SendFailed, failed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitsgw_ipsec::config::load_policy_file;
+    use bitsgw_ipsec::selector::{proto, Addr, NextLayer, Selector};
+    use bitsgw_ipsec::spd::{Action, SpdEntry};
+    use bitsgw_ipsec::StageConfig;
+    use std::net::IpAddr;
+
+    fn addr(s: &str) -> Addr {
+        Addr::from(s.parse::<IpAddr>().unwrap())
+    }
+
+    fn udp(local: &str, remote: &str) -> FlowKey {
+        FlowKey {
+            local: addr(local),
+            remote: addr(remote),
+            proto: proto::UDP,
+            next: NextLayer::Ports {
+                local: 1000,
+                remote: 2000,
+            },
+        }
+    }
+
+    /// The receive thread's cached owners are the query's answers, also
+    /// after the SAD or the SPD changed under flows it had cached.
+    #[test]
+    fn flow_owners_follow_the_query_generation() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../policies/site-to-site-a.json");
+        let set = load_policy_file(&path).unwrap();
+        let mut stage = IpsecStage::new(StageConfig::default());
+        set.apply(&mut stage, Timestamp::ZERO).unwrap();
+        let protected = udp("192.0.2.10", "198.51.100.20");
+        let discarded = udp("192.0.2.10", "8.8.8.8");
+        let asked = |stage: &IpsecStage, key: &FlowKey| {
+            stage
+                .query()
+                .outbound_sa_for_flow(key)
+                .map(|sa| sa.id.index())
+        };
+        let mut owners = FlowOwners::new(Side::Host);
+        let first = asked(&stage, &protected);
+        assert!(first.is_some());
+        for _ in 0..3 {
+            assert_eq!(owners.owner(&stage.query(), &protected), first);
+            assert_eq!(owners.owner(&stage.query(), &discarded), None);
+        }
+        // The SA goes: its flows have no owner any more.
+        let id = stage.sad().by_name("a-to-b-v4").unwrap();
+        stage.remove_sa(id);
+        assert_eq!(owners.owner(&stage.query(), &protected), None);
+        // It comes back in another slot.
+        set.reload(&mut stage, Timestamp::ZERO).unwrap();
+        let again = asked(&stage, &protected);
+        assert!(again.is_some());
+        assert_eq!(owners.owner(&stage.query(), &protected), again);
+        // The SPD changes to BYPASS everything.
+        let all = |action| {
+            vec![SpdEntry {
+                name: "all".into(),
+                selector: Selector::ANY,
+                action,
+            }]
+        };
+        stage.set_spd(all(Action::Bypass), all(Action::Bypass));
+        assert_eq!(owners.owner(&stage.query(), &protected), None);
+        assert_eq!(owners.owner(&stage.query(), &discarded), None);
     }
 }
