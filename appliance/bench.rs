@@ -150,6 +150,39 @@ pub enum BenchMode {
     Transport,
 }
 
+/// How the runner's threads are arranged for one configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// Receive threads hand frames, by SA, to this many workers.
+    Workers(usize),
+    /// Each port's receive thread handles its own frames (`"pipeline":
+    /// "run-to-completion"`).
+    RunToCompletion,
+}
+
+impl Threads {
+    /// Parses a worker count, or "rtc" / "run-to-completion".
+    pub fn parse(s: &str) -> Result<Threads, String> {
+        match s {
+            "rtc" | "run-to-completion" => Ok(Threads::RunToCompletion),
+            _ => match s.parse::<usize>() {
+                Ok(n) if (1..=64).contains(&n) => Ok(Threads::Workers(n)),
+                _ => Err(format!(
+                    "workers {s:?}: a count from 1 to 64, or rtc (run to completion)"
+                )),
+            },
+        }
+    }
+
+    /// "1", "2", ... or "rtc".
+    fn name(self) -> String {
+        match self {
+            Threads::Workers(n) => n.to_string(),
+            Threads::RunToCompletion => "rtc".into(),
+        }
+    }
+}
+
 impl BenchMode {
     /// Parses "tunnel" or "transport".
     pub fn parse(s: &str) -> Result<BenchMode, String> {
@@ -194,8 +227,8 @@ pub struct Options {
     pub modes: Vec<BenchMode>,
     /// Directions.
     pub directions: Vec<Dir>,
-    /// Worker counts.
-    pub workers: Vec<usize>,
+    /// Worker counts, or run to completion.
+    pub workers: Vec<Threads>,
     /// Packets per configuration (after warm-up), unless `seconds`.
     pub packets: u64,
     /// Seconds per configuration instead of a packet count.
@@ -217,7 +250,7 @@ struct Row {
     mode: BenchMode,
     dir: Dir,
     size: Size,
-    workers: usize,
+    workers: Threads,
     packets_in: u64,
     packets_out: u64,
     drops: u64,
@@ -254,7 +287,15 @@ impl Row {
             "direction": self.dir.name(),
             "size": self.size.name(),
             "mean_size": self.size.mean(),
-            "workers": self.workers,
+            "workers": match self.workers {
+                Threads::Workers(n) => n,
+                // One thread per port, each with its own gateway.
+                Threads::RunToCompletion => 2,
+            },
+            "pipeline": match self.workers {
+                Threads::Workers(_) => "workers",
+                Threads::RunToCompletion => "run-to-completion",
+            },
             "packets_in": self.packets_in,
             "packets_out": self.packets_out,
             "drops": self.drops,
@@ -573,7 +614,7 @@ fn run_pipeline(
     mode: BenchMode,
     dir: Dir,
     size: Size,
-    workers: usize,
+    workers: Threads,
     tick: &dyn Fn(),
 ) -> Result<Row, String> {
     let frames = frames(t, mode, dir, size, opts.flows)?;
@@ -633,7 +674,11 @@ fn run_pipeline(
         ),
     };
     let cfg = RunnerConfig {
-        workers,
+        workers: match workers {
+            Threads::Workers(n) => n,
+            Threads::RunToCompletion => 1,
+        },
+        run_to_completion: workers == Threads::RunToCompletion,
         // In flight at most `window` frames: a queue of that many batches
         // can never be full.
         queue_depth: usize::try_from(opts.window).unwrap_or(usize::MAX),
@@ -934,9 +979,6 @@ pub fn run(opts: &Options) -> Result<String, String> {
     if opts.window == 0 {
         return Err("--window: at least 1".into());
     }
-    if opts.workers.contains(&0) {
-        return Err("--workers: at least 1".into());
-    }
     let mut configs = Vec::new();
     for &t in &opts.transforms {
         for &mode in &opts.modes {
@@ -972,7 +1014,7 @@ pub fn run(opts: &Options) -> Result<String, String> {
             mode.name(),
             dir.name(),
             size.name(),
-            w
+            w.name()
         ));
         let c = match ceilings.iter().find(|(k, _)| *k == (t, dir, size)) {
             Some((_, c)) => *c,
@@ -997,7 +1039,7 @@ pub fn run(opts: &Options) -> Result<String, String> {
             mode = mode.name(),
             direction = dir.name(),
             size = %size.name(),
-            workers = w,
+            workers = %w.name(),
             mpps = row.mpps(),
             "configuration done"
         );
@@ -1065,12 +1107,12 @@ fn table(rows: &[Row], cpus: usize, before: &[f64], after: &[f64], opts: &Option
     ));
     for r in rows {
         s.push_str(&format!(
-            "{:<24} {:<9} {:<7} {:>5} {:>2} {:>7.3} {:>7.3} {:>8.0} {:>9.1} {:>9.1} {:>8.3} {:>6.2}  {}/{}/{}\n",
+            "{:<24} {:<9} {:<7} {:>5} {:>3} {:>7.3} {:>7.3} {:>8.0} {:>9.1} {:>9.1} {:>8.3} {:>6.2}  {}/{}/{}\n",
             r.transform.name(),
             r.mode.name(),
             r.dir.name(),
             r.size.name(),
-            r.workers,
+            r.workers.name(),
             r.mpps(),
             r.gbps(),
             r.ns_per_packet(),
@@ -1112,7 +1154,7 @@ fn plot(path: &std::path::Path, rows: &[Row]) -> Result<(), String> {
                 r.transform.name(),
                 r.mode.name(),
                 r.dir.name(),
-                r.workers
+                r.workers.name()
             ),
             x,
             r.gbps(),

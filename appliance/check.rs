@@ -264,14 +264,17 @@ fn appliance_text(cfg: &ApplianceConfig) -> String {
         }
     }
     format!(
-        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  workers {} (queue {})\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n{mobility}",
+        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  {}\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n{mobility}",
         cfg.file.display(),
         cfg.role.name(),
         cfg.mode.name(),
         port_text(&cfg.host),
         port_text(&cfg.network),
-        cfg.workers,
-        cfg.queue_depth,
+        if cfg.run_to_completion {
+            "pipeline run-to-completion (one thread per port)".to_string()
+        } else {
+            format!("workers {} (queue {})", cfg.workers, cfg.queue_depth)
+        },
         cfg.stage.mtu,
         cfg.stage.udp_encap_ports,
         cfg.control_socket.display(),
@@ -291,6 +294,7 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "host": port_text(&cfg.host),
         "network": port_text(&cfg.network),
         "workers": cfg.workers,
+        "pipeline": if cfg.run_to_completion { "run-to-completion" } else { "workers" },
         "queue_depth": cfg.queue_depth,
         "mtu": cfg.stage.mtu,
         "udp_encap_ports": cfg.stage.udp_encap_ports,

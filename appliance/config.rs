@@ -80,6 +80,14 @@
 //! need af_packet ports; the stack answers with the interface's MAC unless
 //! `"host_mac"` / `"network_mac"` is given in `addresses`.
 //!
+//! `"pipeline"` is `"workers"` (the default: each port's receive thread
+//! hands frames, by SA, to `workers` worker threads) or
+//! `"run-to-completion"`: each port's receive thread handles its frames
+//! itself with a gateway of its own, with no hand-over between threads
+//! (two threads in all; `workers` must then be 1). Only the `gateway` role
+//! runs to completion: the mobility roles keep their binding state in one
+//! worker.
+//!
 //! `"mode"` is `"inline"` (the default: a bump in the wire, frames keep
 //! their Ethernet header) or `"routed"`: the appliance is the router of
 //! the hosts on the host side and a host on the network side
@@ -218,6 +226,9 @@ pub struct ApplianceConfig {
     pub workers: usize,
     /// Frames a worker's queue holds before new ones are dropped (counted).
     pub queue_depth: usize,
+    /// Each port's receive thread handles its own frames (`"pipeline":
+    /// "run-to-completion"`) instead of handing them to workers.
+    pub run_to_completion: bool,
     /// The control socket's path.
     pub control_socket: PathBuf,
     /// Settings of the IPsec stage.
@@ -336,6 +347,7 @@ const FIELDS: &[&str] = &[
     "ports",
     "mtu",
     "workers",
+    "pipeline",
     "queue_depth",
     "control_socket",
     "udp_encap_ports",
@@ -1007,6 +1019,31 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             ),
         ));
     }
+    let run_to_completion = match get_str(&ctx, obj, "pipeline")?.unwrap_or("workers") {
+        "workers" => false,
+        "run-to-completion" => true,
+        other => {
+            return Err(ctx.err(
+                "pipeline",
+                format!("\"{other}\" is not workers or run-to-completion"),
+            ))
+        }
+    };
+    if run_to_completion && role != Role::Gateway {
+        return Err(ctx.err(
+            "pipeline",
+            format!(
+                "the {} role keeps its binding state in one worker; it can not run to completion",
+                role.name()
+            ),
+        ));
+    }
+    if run_to_completion && workers > 1 {
+        return Err(ctx.err(
+            "workers",
+            "run-to-completion uses one thread per port; leave workers at 1",
+        ));
+    }
     let mobility = match (role, obj.get("mobility")) {
         (Role::Gateway, None) => None,
         (Role::Gateway, Some(_)) => {
@@ -1103,6 +1140,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         network,
         workers: workers as usize,
         queue_depth: queue_depth as usize,
+        run_to_completion,
         control_socket,
         stage,
         host_addresses,

@@ -148,9 +148,10 @@ enum Command {
         /// Directions: encrypt, decrypt.
         #[arg(long, value_delimiter = ',', default_value = "encrypt,decrypt", value_parser = bench::Dir::parse)]
         direction: Vec<bench::Dir>,
-        /// Worker thread counts to measure.
-        #[arg(long, value_delimiter = ',', default_value = "1")]
-        workers: Vec<usize>,
+        /// Worker thread counts to measure, or rtc: run to completion (each
+        /// port's receive thread handles its own frames).
+        #[arg(long, value_delimiter = ',', default_value = "1", value_parser = bench::Threads::parse)]
+        workers: Vec<bench::Threads>,
         /// Packets per configuration, after a warm-up.
         #[arg(long, default_value_t = 200_000, conflicts_with = "seconds")]
         packets: u64,

@@ -121,6 +121,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let runner_cfg = RunnerConfig {
         workers: cfg.workers,
         queue_depth: cfg.queue_depth,
+        run_to_completion: cfg.run_to_completion,
     };
     let shared_tap: Option<SharedTap> = tap.clone().map(|t| t as SharedTap);
     let initial = policy.clone();
@@ -163,6 +164,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         role = cfg.role.name(),
         mode = cfg.mode.name(),
         workers = cfg.workers,
+        run_to_completion = cfg.run_to_completion,
         host_addresses = cfg.host_addresses.addresses.len(),
         network_addresses = cfg.network_addresses.addresses.len(),
         socket = %cfg.control_socket.display(),

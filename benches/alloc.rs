@@ -6,7 +6,7 @@
 //!    ESP, AES-GCM-128), gateway A decrypts it (replay window 64, so every
 //!    packet is new), 1M times, frames copied into reused buffers.
 //! 2. The threaded runner (`bitsgw_pipeline::runner`, one and two
-//!    workers), host side to network side (encrypt), fed by a port that
+//!    workers, and running to completion), host side to network side (encrypt), fed by a port that
 //!    copies prebuilt frames into the runner's buffers and keeps a bounded
 //!    number in flight, and emptied by a port that only counts: 1M packets.
 //!
@@ -307,9 +307,12 @@ fn threaded(workers: usize) {
         rx: Box::new(Idle(Arc::clone(&shared))),
         tx: Box::new(Count(Arc::clone(&shared))),
     };
+    // 0 workers: run to completion (each port's receive thread handles its
+    // own frames).
     let cfg = RunnerConfig {
-        workers,
+        workers: workers.max(1),
         queue_depth: window as usize,
+        run_to_completion: workers == 0,
     };
     let running = runner::start(&cfg, host, network, &|| stage(true, 64), None);
     let wait = |n: u64| {
@@ -334,7 +337,11 @@ fn threaded(workers: usize) {
         "no drops"
     );
     report(
-        &format!("threaded runner, {workers} worker(s), encrypt"),
+        &if workers == 0 {
+            "threaded runner, run to completion, encrypt".to_string()
+        } else {
+            format!("threaded runner, {workers} worker(s), encrypt")
+        },
         PACKETS,
         &Counts {
             allocs: s.allocations,
@@ -350,4 +357,5 @@ fn main() {
     core();
     threaded(1);
     threaded(2);
+    threaded(0);
 }

@@ -1,20 +1,22 @@
 //! `make bench-e2e`: iperf3 TCP between two unmodified hosts in network
-//! namespaces, over the same routed path three ways, in one run:
+//! namespaces, over the same routed path, in one run:
 //! 1. bare veth pairs (host - router - host);
 //! 2. through two bitsgw gateways inline (AF_PACKET ports, two workers
 //!    each) whose policies BYPASS everything;
 //! 3. through the same gateways with ESP AES-GCM-128 in tunnel mode
 //!    (`policies/site-to-site-{a,b}.json`);
-//! 4. through two strongSwan gateways (charon with kernel-libipsec, its
+//! 4. and 5. the same two, the gateways running to completion (`"pipeline":
+//!    "run-to-completion"`: each port's receive thread handles its frames);
+//! 6. through two strongSwan gateways (charon with kernel-libipsec, its
 //!    userspace ESP: IKEv2 PSK, ESP AES-GCM-128 in tunnel mode, UDP-
 //!    encapsulated on 4500) that are the hosts' routers.
 //!
 //! Prints a table with each throughput and its ratio to the bare path, and
-//! the ratio of bitsgw's ESP to strongSwan's. Ignored by `cargo test` (it
-//! measures, and takes about 40 s); needs root, iperf3 and strongSwan
-//! (`scripts/setup-test-deps.sh`), and says so and returns without root.
-//! Run it with `cargo test --release --test bench_e2e -- --ignored
-//! --nocapture`.
+//! the ratios of bitsgw's ESP to strongSwan's and to its own BYPASS.
+//! Ignored by `cargo test` (it measures, and takes about a minute); needs
+//! root, iperf3 and strongSwan (`scripts/setup-test-deps.sh`), and says so
+//! and returns without root. Run it with `cargo test --release --test
+//! bench_e2e -- --ignored --nocapture`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -295,12 +297,17 @@ fn strongswan_row(lab: &mut Lab) -> (f64, u64) {
     row
 }
 
-fn config(lab: &Lab, side: &str, policy: &Path, tag: &str) -> PathBuf {
+/// Two workers behind the receive threads.
+const WORKERS: &str = r#""workers": 2"#;
+/// Each port's receive thread handles its own frames.
+const RUN_TO_COMPLETION: &str = r#""workers": 1, "pipeline": "run-to-completion""#;
+
+fn config(lab: &Lab, side: &str, policy: &Path, tag: &str, pipeline: &str) -> PathBuf {
     let path = lab.dir.join(format!("gw-{side}-{tag}.json"));
     let text = format!(
         r#"{{"role": "gateway", "policy": "{}",
   "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  "workers": 2, "control_socket": "{}"}}"#,
+  {pipeline}, "control_socket": "{}"}}"#,
         policy.display(),
         socket(lab, side, tag).display()
     );
@@ -378,21 +385,40 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
         )
         .unwrap();
         let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
-        for (tag, label, a, b) in [
+        let esp = (
+            policies.join("site-to-site-a.json"),
+            policies.join("site-to-site-b.json"),
+        );
+        for (tag, label, (a, b), pipeline) in [
             (
                 "bypass",
                 "bitsgw x2, BYPASS",
-                bypass.clone(),
-                bypass.clone(),
+                (bypass.clone(), bypass.clone()),
+                WORKERS,
             ),
             (
                 "esp",
                 "bitsgw x2, ESP AES-GCM-128 tunnel",
-                policies.join("site-to-site-a.json"),
-                policies.join("site-to-site-b.json"),
+                esp.clone(),
+                WORKERS,
+            ),
+            (
+                "bypass-rtc",
+                "bitsgw x2 rtc, BYPASS",
+                (bypass.clone(), bypass.clone()),
+                RUN_TO_COMPLETION,
+            ),
+            (
+                "esp-rtc",
+                "bitsgw x2 rtc, ESP AES-GCM-128",
+                esp.clone(),
+                RUN_TO_COMPLETION,
             ),
         ] {
-            let (ca, cb) = (config(&lab, "a", &a, tag), config(&lab, "b", &b, tag));
+            let (ca, cb) = (
+                config(&lab, "a", &a, tag, pipeline),
+                config(&lab, "b", &b, tag, pipeline),
+            );
             let exe = env!("CARGO_BIN_EXE_bitsgw");
             let ga = lab.spawn("gA", &[exe, "run", ca.to_str().unwrap()]);
             let gb = lab.spawn("gB", &[exe, "run", cb.to_str().unwrap()]);
@@ -421,9 +447,16 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
     for (label, g, re) in &rows {
         println!("{label:<36} {g:>9.3} {re:>12} {:>8.3}", g / bare);
     }
+    let swan = rows[5].1;
     println!(
-        "bitsgw ESP / strongSwan userspace ESP: {:.2}",
-        rows[2].1 / rows[3].1
+        "bitsgw ESP / strongSwan userspace ESP: {:.2} (workers), {:.2} (run to completion)",
+        rows[2].1 / swan,
+        rows[4].1 / swan
+    );
+    println!(
+        "bitsgw ESP / bitsgw BYPASS: {:.2} (workers), {:.2} (run to completion)",
+        rows[2].1 / rows[1].1,
+        rows[4].1 / rows[3].1
     );
     for (label, g, _) in &rows {
         assert!(*g > 0.0, "{label}: no throughput");

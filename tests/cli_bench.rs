@@ -20,6 +20,8 @@ fn tiny_bench_json_counts_and_plot() {
             "64,1400",
             "--transforms",
             "aes-gcm-128",
+            "--workers",
+            "1,rtc",
             "--json",
             "--plot",
         ])
@@ -36,8 +38,8 @@ fn tiny_bench_json_counts_and_plot() {
     assert!(v["cpus"].as_u64().unwrap() >= 1);
     assert_eq!(v["load_average_before"].as_array().unwrap().len(), 3);
     let results = v["results"].as_array().unwrap();
-    // 2 sizes x 2 modes x 2 directions x 1 worker count.
-    assert_eq!(results.len(), 8, "{v:#}");
+    // 2 sizes x 2 modes x 2 directions x (1 worker, run to completion).
+    assert_eq!(results.len(), 16, "{v:#}");
     let mut seen = Vec::new();
     for r in results {
         assert_eq!(r["transform"], "aes-gcm-128");
@@ -47,8 +49,13 @@ fn tiny_bench_json_counts_and_plot() {
         assert!(mode == "tunnel" || mode == "transport", "{r}");
         let dir = r["direction"].as_str().unwrap().to_string();
         assert!(dir == "encrypt" || dir == "decrypt", "{r}");
-        assert_eq!(r["workers"], 1);
-        seen.push((size, mode, dir));
+        let pipeline = r["pipeline"].as_str().unwrap().to_string();
+        match pipeline.as_str() {
+            "workers" => assert_eq!(r["workers"], 1, "{r}"),
+            "run-to-completion" => assert_eq!(r["workers"], 2, "one thread per port: {r}"),
+            other => panic!("pipeline {other}: {r}"),
+        }
+        seen.push((size, mode, dir, pipeline));
         let pin = r["packets_in"].as_u64().unwrap();
         let pout = r["packets_out"].as_u64().unwrap();
         assert!(pin >= 2000, "{r}");
@@ -76,7 +83,7 @@ fn tiny_bench_json_counts_and_plot() {
     }
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 8, "every combination once");
+    assert_eq!(seen.len(), 16, "every combination once");
 
     let text = std::fs::read_to_string(&svg).unwrap();
     let doc = roxmltree::Document::parse(&text).unwrap();

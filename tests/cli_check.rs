@@ -111,6 +111,16 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
         ),
         (
             r#""workers": 2"#,
+            r#""workers": 2, "pipeline": "run-to-completion""#,
+            &[r#"field "workers""#, "one thread per port"],
+        ),
+        (
+            r#""workers": 2"#,
+            r#""workers": 1, "pipeline": "inline""#,
+            &[r#"field "pipeline""#, "not workers or run-to-completion"],
+        ),
+        (
+            r#""workers": 2"#,
             r#""workers": 2, "mtu": 100"#,
             &[r#"field "mtu""#],
         ),
@@ -381,6 +391,11 @@ fn bad_mobility_configs_are_refused_naming_the_field() {
             r#""workers": 1"#,
             r#""workers": 4"#,
             &[r#"field "workers""#, "binding state in one worker"],
+        ),
+        (
+            r#""workers": 1"#,
+            r#""workers": 1, "pipeline": "run-to-completion""#,
+            &[r#"field "pipeline""#, "can not run to completion"],
         ),
         (
             r#""home_address": "home_address_1""#,

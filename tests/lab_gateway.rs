@@ -1,6 +1,7 @@
 //! Two unmodified hosts in network namespaces with a bitsgw gateway inline
 //! in front of each (veth pairs, AF_PACKET ports) and a router between the
-//! gateways: ping and a TCP transfer go through ESP tunnel mode, the wire
+//! gateways (A hands frames to workers, B runs to completion): ping and a
+//! TCP transfer go through ESP tunnel mode, the wire
 //! between the gateways carries only ESP (captured on the router), `show`
 //! and `ctl` work against the running appliances, and removing a
 //! gateway's SA stops the traffic rather than leaking it in clear.
@@ -89,11 +90,19 @@ fn config(lab: &Lab, side: &str) -> PathBuf {
     let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join(format!("policies/site-to-site-{side}.json"));
     let path = lab.dir.join(format!("gw-{side}.json"));
+    // Both ways of running: A hands frames to workers, B runs to
+    // completion.
+    let pipeline = if side == "a" {
+        r#""workers": 2"#
+    } else {
+        r#""workers": 1, "pipeline": "run-to-completion""#
+    };
     let text = format!(
         r#"{{"role": "gateway", "policy": "{}",
   "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  "workers": 2, "control_socket": "{}"}}"#,
+  {}, "control_socket": "{}"}}"#,
         policy.display(),
+        pipeline,
         socket(lab, side).display()
     );
     std::fs::write(&path, text).unwrap();

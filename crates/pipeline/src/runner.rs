@@ -67,6 +67,12 @@ pub struct RunnerConfig {
     pub workers: usize,
     /// Batches a worker's queue holds.
     pub queue_depth: usize,
+    /// Run to completion: each port's receive thread runs a gateway of its
+    /// own and handles its frames itself, with no hand-over to a worker
+    /// (`workers` is then not used). The host port's thread owns the
+    /// outbound SAs, the network port's the inbound ones. Not for the
+    /// mobility roles, whose binding state must live in one gateway.
+    pub run_to_completion: bool,
 }
 
 /// A shared trace tap.
@@ -298,14 +304,7 @@ pub fn start_configured(
     for _ in 0..in_flight.min(PREFILL_VECS) {
         let _ = vecs_tx.try_send(Vec::with_capacity(BATCH));
     }
-    let mut batch_txs = Vec::new();
-    let mut controls = Vec::new();
-    let mut threads = Vec::new();
-    for w in 0..workers {
-        let (btx, brx) = bounded::<Batch>(cfg.queue_depth.max(1));
-        let (ctx, crx) = bounded::<Control>(64);
-        batch_txs.push(btx);
-        controls.push(ctx);
+    let make_gateway = || {
         let mut gateway = Gateway::new(make_stage());
         for side in [Side::Host, Side::Network] {
             if let Some(ep) = make_endpoint(side) {
@@ -316,10 +315,15 @@ pub fn start_configured(
             gateway.set_mobility(m);
         }
         configure(&mut gateway);
+        gateway
+    };
+    let make_worker = |index: usize, ownership: Ownership| {
+        let (btx, brx) = bounded::<Batch>(cfg.queue_depth.max(1));
+        let (ctx, crx) = bounded::<Control>(64);
         let worker = Worker {
-            index: w,
-            workers,
-            gateway,
+            index,
+            ownership,
+            gateway: make_gateway(),
             batches: brx,
             control: crx,
             pool: pool_tx.clone(),
@@ -331,33 +335,42 @@ pub fn start_configured(
             shared: Arc::clone(&shared),
             events: Vec::new(),
         };
-        let shared = Arc::clone(&shared);
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("bitsgw-worker-{w}"))
-                .spawn(move || {
-                    let result =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                            let mut worker = worker;
-                            worker.run();
-                        }));
-                    if let Err(p) = result {
-                        let why = p
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| p.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "panic".into());
-                        shared.fail(Failure::WorkerDied(format!("worker {w}: {why}")));
-                    }
-                })
-                .unwrap_or_else(|e| panic!("can not start a worker thread: {e}")),
-        );
+        (worker, btx, ctx)
+    };
+    let mut batch_txs = Vec::new();
+    let mut controls = Vec::new();
+    let mut threads = Vec::new();
+    let mut inline_workers = [None, None];
+    if cfg.run_to_completion {
+        for (slot, (i, direction)) in inline_workers
+            .iter_mut()
+            .zip([(0, Direction::Outbound), (1, Direction::Inbound)])
+        {
+            let (worker, _, ctx) = make_worker(i, Ownership::Direction(direction));
+            controls.push(ctx);
+            *slot = Some(worker);
+        }
+    } else {
+        for w in 0..workers {
+            let (worker, btx, ctx) = make_worker(w, Ownership::Shared { workers });
+            batch_txs.push(btx);
+            controls.push(ctx);
+            threads.push(spawn_guarded(
+                format!("bitsgw-worker-{w}"),
+                &shared,
+                worker,
+                Worker::run,
+            ));
+        }
     }
-    for (side, port, link) in [
+    for ((side, port, link), inline) in [
         (Side::Host, host.rx, host_link),
         (Side::Network, network.rx, net_link),
-    ] {
-        let mut rx = RxThread {
+    ]
+    .into_iter()
+    .zip(inline_workers)
+    {
+        let rx = RxThread {
             side,
             link,
             port,
@@ -367,19 +380,21 @@ pub fn start_configured(
             frag_seen: [0; FragDrop::ALL.len()],
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
             workers: batch_txs.clone(),
+            inline,
             pool: pool_rx.clone(),
             vecs: vecs_rx.clone(),
             spare: None,
             next_drop_check: Timestamp::ZERO,
             shared: Arc::clone(&shared),
         };
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("bitsgw-rx-{}", side.name()))
-                .spawn(move || rx.run())
-                .unwrap_or_else(|e| panic!("can not start a receive thread: {e}")),
-        );
+        threads.push(spawn_guarded(
+            format!("bitsgw-rx-{}", side.name()),
+            &shared,
+            rx,
+            RxThread::run,
+        ));
     }
+    let workers = controls.len();
     Running {
         shared,
         query,
@@ -387,6 +402,36 @@ pub fn start_configured(
         threads,
         workers,
     }
+}
+
+/// Starts a pipeline thread running `body` on `state`. A panic stops the
+/// whole pipeline (fail closed) and is reported as a dead worker.
+fn spawn_guarded<T: Send + 'static>(
+    name: String,
+    shared: &Arc<Shared>,
+    state: T,
+    body: fn(&mut T),
+) -> JoinHandle<()> {
+    let shared = Arc::clone(shared);
+    let what = name.clone();
+    let failed =
+        |e: std::io::Error| -> JoinHandle<()> { panic!("can not start thread {name}: {e}") };
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let mut state = state;
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut state)));
+            if let Err(p) = result {
+                let why = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                shared.fail(Failure::WorkerDied(format!("{what}: {why}")));
+            }
+        })
+        .unwrap_or_else(failed)
 }
 
 impl Running {
@@ -497,6 +542,9 @@ struct RxThread {
     frag_seen: [u64; FragDrop::ALL.len()],
     scratch: PacketBuf,
     workers: Vec<Sender<Batch>>,
+    /// Run to completion: the gateway this thread handles its frames with
+    /// (instead of handing them to `workers`).
+    inline: Option<Worker>,
     pool: Receiver<PacketBuf>,
     /// Batch vectors the workers have emptied.
     vecs: Receiver<Vec<PacketBuf>>,
@@ -553,7 +601,11 @@ impl FlowOwners {
 
 impl RxThread {
     fn run(&mut self) {
-        let n = self.workers.len();
+        let n = if self.inline.is_some() {
+            1
+        } else {
+            self.workers.len()
+        };
         let mut pending: Vec<Vec<PacketBuf>> = (0..n).map(|_| Vec::with_capacity(BATCH)).collect();
         while !self.shared.stop.load(Ordering::SeqCst) {
             // One frame, waiting a little; then whatever else is already
@@ -589,6 +641,7 @@ impl RxThread {
                     Err(PortError::Closed { .. }) => {
                         self.flush_all(&mut pending);
                         self.count_kernel_drops();
+                        self.serve_until_stopped();
                         return;
                     }
                     Err(e) => {
@@ -604,8 +657,30 @@ impl RxThread {
                 self.next_drop_check = now.saturating_add(KERNEL_DROP_CHECK);
                 self.count_kernel_drops();
             }
+            if let Some(worker) = self.inline.as_mut() {
+                worker.handle_controls();
+                worker.tick();
+            }
         }
         self.count_kernel_drops();
+        if let Some(worker) = self.inline.as_mut() {
+            worker.handle_controls();
+        }
+    }
+
+    /// Run to completion, after the port closed: the gateway still answers
+    /// reports and runs its timers, as a worker does, until the pipeline
+    /// stops.
+    fn serve_until_stopped(&mut self) {
+        let Some(worker) = self.inline.as_mut() else {
+            return;
+        };
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            worker.handle_controls();
+            worker.tick();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        worker.handle_controls();
     }
 
     /// Counts the frames the operating system dropped before the port got
@@ -661,6 +736,10 @@ impl RxThread {
             side: self.side,
             frames: std::mem::replace(frames, empty),
         };
+        if let Some(worker) = self.inline.as_mut() {
+            worker.handle_batch(batch);
+            return;
+        }
         match self.workers[w].try_send(batch) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -721,6 +800,10 @@ impl RxThread {
                 // Counted above, with the held fragments it took along.
                 Err(_) => return Pick::Held,
             }
+        }
+        if self.inline.is_some() {
+            // Run to completion: this thread's own gateway takes it.
+            return Pick::Worker(0);
         }
         let pkt = &buf.data()[l2..];
         let Ok(stage) = self.query.read() else {
@@ -787,9 +870,21 @@ impl TxPorts {
     }
 }
 
+/// Which SAs a worker owns: their sequence numbers, windows, counters and
+/// events are its to keep and report.
+#[derive(Debug, Clone, Copy)]
+enum Ownership {
+    /// Every `workers`-th SA slot from `index` (frames are dispatched by SA).
+    Shared { workers: usize },
+    /// The SAs of one direction (run to completion: the host port's thread
+    /// sends with the outbound SAs, the network port's receives with the
+    /// inbound ones).
+    Direction(Direction),
+}
+
 struct Worker {
     index: usize,
-    workers: usize,
+    ownership: Ownership,
     gateway: Gateway,
     batches: Receiver<Batch>,
     control: Receiver<Control>,
@@ -804,30 +899,41 @@ struct Worker {
 }
 
 impl Worker {
-    fn owns(&self, index: usize) -> bool {
-        index % self.workers == self.index
+    fn owns(&self, index: usize, direction: Direction) -> bool {
+        match self.ownership {
+            Ownership::Shared { workers } => index % workers == self.index,
+            Ownership::Direction(mine) => direction == mine,
+        }
     }
 
     fn run(&mut self) {
         while !self.shared.stop.load(Ordering::SeqCst) {
-            while let Ok(c) = self.control.try_recv() {
-                self.handle_control(c);
-            }
+            self.handle_controls();
             match self.batches.recv_timeout(Duration::from_millis(10)) {
                 Ok(batch) => self.handle_batch(batch),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
-            let now = self.shared.now();
-            if self.gateway.poll_timeout().is_some_and(|t| t <= now) {
-                self.gateway.handle_timeout(now);
-            }
-            self.poll_endpoints(now);
-            self.collect_events();
+            self.tick();
         }
+        self.handle_controls();
+    }
+
+    fn handle_controls(&mut self) {
         while let Ok(c) = self.control.try_recv() {
             self.handle_control(c);
         }
+    }
+
+    /// What a worker does between batches: timers, the endpoints and the
+    /// mobility stage's own packets, events.
+    fn tick(&mut self) {
+        let now = self.shared.now();
+        if self.gateway.poll_timeout().is_some_and(|t| t <= now) {
+            self.gateway.handle_timeout(now);
+        }
+        self.poll_endpoints(now);
+        self.collect_events();
     }
 
     fn collect_events(&mut self) {
@@ -835,12 +941,12 @@ impl Worker {
             // Every worker holds every SA and raises the same events; only
             // the owner's count (the SA's slot is the same in every worker).
             let owner = match &e {
-                Event::SoftExpired { sa, .. }
-                | Event::HardExpired { sa, .. }
-                | Event::SeqOverflow { sa, .. } => Some(sa.index()),
+                Event::SoftExpired { sa, direction, .. }
+                | Event::HardExpired { sa, direction, .. } => Some((sa.index(), *direction)),
+                Event::SeqOverflow { sa, .. } => Some((sa.index(), Direction::Outbound)),
                 _ => None,
             };
-            if owner.is_none_or(|i| self.owns(i)) {
+            if owner.is_none_or(|(i, d)| self.owns(i, d)) {
                 self.events.push(e);
             }
         }
@@ -855,7 +961,7 @@ impl Worker {
                 let sas = stage
                     .sad()
                     .iter()
-                    .filter(|(id, _)| self.owns(id.index()))
+                    .filter(|(id, sa)| self.owns(id.index(), sa.params().direction))
                     .map(|(_, sa)| SaReport {
                         name: sa.name().to_string(),
                         spi: sa.spi(),

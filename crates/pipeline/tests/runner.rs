@@ -48,23 +48,39 @@ fn collect(rx: &Receiver<Vec<u8>>, n: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn two_gateways_with_workers_keep_per_flow_order_and_reconcile() {
-    let cfg = RunnerConfig {
+    back_to_back(&RunnerConfig {
         workers: 2,
         queue_depth: 1024,
-    };
+        run_to_completion: false,
+    });
+}
+
+/// Run to completion: each port's receive thread handles its frames with
+/// its own gateway; the host side owns the outbound SAs, the network side
+/// the inbound ones, and each SA is still reported once.
+#[test]
+fn two_gateways_running_to_completion_keep_order_and_reconcile() {
+    back_to_back(&RunnerConfig {
+        workers: 1,
+        queue_depth: 1024,
+        run_to_completion: true,
+    });
+}
+
+fn back_to_back(cfg: &RunnerConfig) {
     let (a_host, a_host_in, _a_host_out) = port();
     let (a_net, _a_net_in, a_net_out) = port();
     let (b_host, _b_host_in, b_host_out) = port();
     let (b_net, b_net_in, _b_net_out) = port();
     let a = runner::start(
-        &cfg,
+        cfg,
         a_host,
         a_net,
         &stage_maker("site-to-site-a.json"),
         None,
     );
     let b = runner::start(
-        &cfg,
+        cfg,
         b_host,
         b_net,
         &stage_maker("site-to-site-b.json"),
@@ -115,20 +131,43 @@ fn two_gateways_with_workers_keep_per_flow_order_and_reconcile() {
         .iter()
         .all(|s| s.stats.packets == 150 && s.seq == 150));
     assert_eq!(ra.sas.len(), 4);
+    let in_sas: Vec<_> = rb.sas.iter().filter(|s| s.stats.packets > 0).collect();
+    assert_eq!(in_sas.len(), 2);
+    assert!(in_sas.iter().all(|s| s.stats.packets == 150));
+    assert_eq!(rb.sas.len(), 4);
 }
 
 #[test]
 fn a_dead_worker_stops_forwarding() {
-    let cfg = RunnerConfig {
-        workers: 2,
-        queue_depth: 64,
-    };
+    a_dead_thread_stops_forwarding(
+        &RunnerConfig {
+            workers: 2,
+            queue_depth: 64,
+            run_to_completion: false,
+        },
+        "bitsgw-worker-1",
+    );
+}
+
+#[test]
+fn a_dead_receive_thread_running_to_completion_stops_forwarding() {
+    a_dead_thread_stops_forwarding(
+        &RunnerConfig {
+            workers: 1,
+            queue_depth: 64,
+            run_to_completion: true,
+        },
+        "bitsgw-rx-network",
+    );
+}
+
+fn a_dead_thread_stops_forwarding(cfg: &RunnerConfig, victim: &'static str) {
     let (host, host_in, _host_out) = port();
     let (net, _net_in, net_out) = port();
-    let r = runner::start(&cfg, host, net, &stage_maker("site-to-site-a.json"), None);
-    r.apply(Arc::new(|_gw| {
+    let r = runner::start(cfg, host, net, &stage_maker("site-to-site-a.json"), None);
+    r.apply(Arc::new(move |_gw| {
         let name = std::thread::current().name().map(str::to_string);
-        if name.is_some_and(|n| n == "bitsgw-worker-1") {
+        if name.is_some_and(|n| n == victim) {
             panic!("injected fault");
         }
     }));
@@ -151,6 +190,23 @@ fn a_dead_worker_stops_forwarding() {
 /// the control plane hears of each expiry once, from the SA's owner.
 #[test]
 fn lifetime_events_are_reported_once() {
+    lifetime_events_once(&RunnerConfig {
+        workers: 3,
+        queue_depth: 64,
+        run_to_completion: false,
+    });
+}
+
+#[test]
+fn lifetime_events_are_reported_once_running_to_completion() {
+    lifetime_events_once(&RunnerConfig {
+        workers: 1,
+        queue_depth: 64,
+        run_to_completion: true,
+    });
+}
+
+fn lifetime_events_once(cfg: &RunnerConfig) {
     let short = || {
         let path =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/site-to-site-a.json");
@@ -165,13 +221,9 @@ fn lifetime_events_are_reported_once() {
         stage
     };
     let sas = short().sad().len();
-    let cfg = RunnerConfig {
-        workers: 3,
-        queue_depth: 64,
-    };
     let (host, _host_in, _host_out) = port();
     let (net, _net_in, _net_out) = port();
-    let r = runner::start(&cfg, host, net, &short, None);
+    let r = runner::start(cfg, host, net, &short, None);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut events = Vec::new();
     while events.len() < sas && Instant::now() < deadline {

@@ -55,10 +55,13 @@ struct Soak {
     report: Report,
 }
 
+/// `workers` 0: run to completion (each port's receive thread handles its
+/// own frames).
 fn soak(total: u64, workers: usize) -> Soak {
     let cfg = RunnerConfig {
-        workers,
+        workers: workers.max(1),
         queue_depth: 1024,
+        run_to_completion: workers == 0,
     };
     let (host, host_in, host_out) = chan::port_of(LinkType::Ethernet);
     let (net, net_in, net_out) = chan::port_of(LinkType::Ethernet);
@@ -215,6 +218,12 @@ fn check(s: &Soak, rss_bound_kib: u64) {
 #[test]
 fn soak_short() {
     let s = soak(200_000, 3);
+    check(&s, 16 * 1024);
+}
+
+#[test]
+fn soak_short_running_to_completion() {
+    let s = soak(100_000, 0);
     check(&s, 16 * 1024);
 }
 
