@@ -131,6 +131,17 @@ impl Default for StageConfig {
     }
 }
 
+/// Numbers the stages of this process, so that the query generation of a
+/// stage that replaced another never equals one the old stage gave out:
+/// a cache keyed on the generation (the receive threads' flow owners, the
+/// tunnel stage's classification) can not take one stage's answers for
+/// another's.
+static NEXT_STAGE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Bits of the query generation that count changes within one stage; the
+/// stage's number is above them.
+const GENERATION_CHANGE_BITS: u32 = 40;
+
 /// The IPsec stage.
 #[derive(Debug)]
 pub struct IpsecStage {
@@ -142,6 +153,8 @@ pub struct IpsecStage {
     /// is installed (RFC 4301 4.4.2).
     refs_by_name: FxHashMap<NameId, Vec<SpdEntryId>>,
     spd_generation: u64,
+    /// This stage's number (see [`NEXT_STAGE_ID`]).
+    id: u64,
     counters: StageCounters,
     events: VecDeque<Event>,
     deadlines: BinaryHeap<Reverse<(Timestamp, SaId)>>,
@@ -197,6 +210,7 @@ impl IpsecStage {
             sad: Sad::new(),
             refs_by_name: FxHashMap::default(),
             spd_generation: 0,
+            id: NEXT_STAGE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             counters: StageCounters::default(),
             events: VecDeque::new(),
             deadlines: BinaryHeap::new(),
@@ -238,7 +252,8 @@ impl IpsecStage {
     }
 
     pub(crate) fn generation(&self) -> u64 {
-        self.sad.generation() + self.spd_generation
+        let changes = self.sad.generation() + self.spd_generation;
+        (self.id << GENERATION_CHANGE_BITS).wrapping_add(changes)
     }
 
     /// Resolves an SA name for SPD entries (creating the name's slot).
@@ -1272,6 +1287,17 @@ mod tests {
         assert_eq!(s.spd(Direction::Inbound).hits(), &[1]);
         assert_eq!(s.counters().outbound_bypassed, 3);
         assert_eq!(s.counters().inbound_bypassed, 3);
+    }
+
+    /// A stage that replaces another (built from the same policies, so with
+    /// as many changes behind it) never gives out the other's generation,
+    /// so caches keyed on it start afresh.
+    #[test]
+    fn a_replacing_stage_never_repeats_the_generation() {
+        let old = stage(false);
+        let new = stage(false);
+        assert_eq!(old.sad().len(), new.sad().len());
+        assert_ne!(old.query().generation(), new.query().generation());
     }
 
     /// A rekey: the inbound SA is replaced by one with a new SPI; the old
