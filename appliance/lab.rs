@@ -1178,7 +1178,7 @@ fn run_site_to_site(
             &format!(
                 r#"{{"role": "gateway", "policy": "{}",
   "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  "workers": 2, "control_socket": "{}"}}"#,
+  "workers": 1, "pipeline": "run-to-completion", "control_socket": "{}"}}"#,
                 policy(&n.dir, &format!("site-to-site-{side}.json"))?.display(),
                 n.dir.join(format!("gw-{side}.sock")).display()
             ),
