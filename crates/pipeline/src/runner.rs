@@ -757,6 +757,11 @@ impl RxThread {
 
     /// Which worker owns this frame's SA.
     fn pick(&mut self, buf: &mut PacketBuf, now: Timestamp) -> Pick {
+        if self.inline.is_some() && self.side == Side::Host {
+            // Run to completion: this thread's own gateway takes every
+            // frame; only the network side reassembles first.
+            return Pick::Worker(0);
+        }
         let n = self.workers.len();
         let l2 = match self.link {
             LinkType::Ethernet => match ether::ethertype(buf.data()) {
