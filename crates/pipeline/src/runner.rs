@@ -26,6 +26,14 @@
 //! (Binding Updates and their retransmissions, Binding Acknowledgements)
 //! on every loop, as it does for the endpoints.
 //!
+//! Run to completion ([`RunnerConfig::run_to_completion`]): there are no
+//! workers; each port's receive thread owns a gateway and handles the
+//! frames it receives itself, so a frame never changes threads. The host
+//! port's thread sends with the outbound SAs and the network port's
+//! receives with the inbound ones, so each SA still has one owner (SA
+//! reports and lifetime events come from it alone). Each thread applies
+//! controls and runs its gateway's timers between batches.
+//!
 //! Fail closed: a full worker queue drops the frame (counted), a worker
 //! that dies stops forwarding altogether, and the runner reports why.
 
