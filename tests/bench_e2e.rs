@@ -11,9 +11,10 @@
 //!    userspace ESP: IKEv2 PSK, ESP AES-GCM-128 in tunnel mode, UDP-
 //!    encapsulated on 4500) that are the hosts' routers.
 //!
-//! Prints a table with each throughput and its ratio to the bare path, and
-//! the ratios of bitsgw's ESP to strongSwan's and to its own BYPASS.
-//! Ignored by `cargo test` (it measures, and takes about a minute); needs
+//! Each path is measured three times in a row. The table gives the median
+//! and range of each, its ratio to the bare path, and the ratios of
+//! bitsgw's ESP to strongSwan's and to its own BYPASS. Ignored by `cargo
+//! test` (it measures, and takes about two minutes); needs
 //! root, iperf3 and strongSwan (`scripts/setup-test-deps.sh`), and says so
 //! and returns without root. Run it with `cargo test --release --test
 //! bench_e2e -- --ignored --nocapture`.
@@ -26,6 +27,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const SECONDS: &str = "5";
+
+/// iperf3 runs per path; the table gives their median (and range), so one
+/// disturbed run on the shared cores does not decide a ratio.
+const RUNS: usize = 3;
+
+/// One path's runs.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    /// Median Gbit/s received.
+    median: f64,
+    /// Slowest run.
+    min: f64,
+    /// Fastest run.
+    max: f64,
+    /// TCP retransmits, all runs together.
+    retransmits: u64,
+}
 
 /// Host A - [gateway A] - router - [gateway B] - host B; with `bumps`
 /// false the hosts are linked to the router directly.
@@ -229,7 +247,7 @@ fn swanctl(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> String {
 }
 
 /// iperf3 through two charon instances with kernel-libipsec.
-fn strongswan_row(lab: &mut Lab) -> (f64, u64) {
+fn strongswan_row(lab: &mut Lab) -> Measured {
     build_routed(lab);
     let charon = "/usr/lib/ipsec/charon";
     assert!(
@@ -319,9 +337,21 @@ fn socket(lab: &Lab, side: &str, tag: &str) -> PathBuf {
     lab.dir.join(format!("gw-{side}-{tag}.sock"))
 }
 
-/// An iperf3 TCP run from host A to host B: (Gbit/s received,
+/// [`RUNS`] iperf3 TCP runs from host A to host B, one after the other.
+fn iperf(lab: &mut Lab) -> Measured {
+    let mut runs: Vec<(f64, u64)> = (0..RUNS).map(|_| iperf_once(lab)).collect();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Measured {
+        median: runs[RUNS / 2].0,
+        min: runs[0].0,
+        max: runs[RUNS - 1].0,
+        retransmits: runs.iter().map(|r| r.1).sum(),
+    }
+}
+
+/// One iperf3 TCP run from host A to host B: (Gbit/s received,
 /// retransmits).
-fn iperf(lab: &mut Lab) -> (f64, u64) {
+fn iperf_once(lab: &mut Lab) -> (f64, u64) {
     let server = lab.spawn("hB", &["iperf3", "-s", "-1", "-B", "198.51.100.20"]);
     let mut client = lab.try_exec("hA", &["true"]);
     for _ in 0..20 {
@@ -367,12 +397,11 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
         return;
     }
     let load_before = load();
-    let mut rows: Vec<(&str, f64, u64)> = Vec::new();
+    let mut rows: Vec<(&str, Measured)> = Vec::new();
     {
         let mut lab = Lab::new("eb", &["hA", "r", "hB"]);
         build(&lab, false);
-        let (g, re) = iperf(&mut lab);
-        rows.push(("bare veth path", g, re));
+        rows.push(("bare veth path", iperf(&mut lab)));
     }
     {
         let mut lab = Lab::new("eg", &["hA", "gA", "r", "gB", "hB"]);
@@ -424,41 +453,49 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
             let gb = lab.spawn("gB", &[exe, "run", cb.to_str().unwrap()]);
             wait_for(&socket(&lab, "a", tag));
             wait_for(&socket(&lab, "b", tag));
-            let (g, re) = iperf(&mut lab);
-            rows.push((label, g, re));
+            rows.push((label, iperf(&mut lab)));
             lab.terminate(ga);
             lab.terminate(gb);
         }
     }
     {
         let mut lab = Lab::new("es", &["hA", "gA", "r", "gB", "hB"]);
-        let (g, re) = strongswan_row(&mut lab);
-        rows.push(("strongSwan x2, kernel-libipsec ESP", g, re));
+        rows.push((
+            "strongSwan x2, kernel-libipsec ESP",
+            strongswan_row(&mut lab),
+        ));
     }
-    let bare = rows[0].1;
+    let g = |i: usize| rows[i].1.median;
+    let bare = g(0);
     println!(
-        "\nbench-e2e: iperf3 TCP, {SECONDS} s each, host MTU 1400; load average {load_before} (before) / {} (after)",
+        "\nbench-e2e: iperf3 TCP, {RUNS} runs of {SECONDS} s per path, host MTU 1400; load average {load_before} (before) / {} (after)",
         load()
     );
     println!(
-        "{:<36} {:>9} {:>12} {:>8}",
-        "path", "Gbit/s", "retransmits", "ratio"
+        "{:<36} {:>9} {:>15} {:>12} {:>8}",
+        "path", "Gbit/s", "min..max", "retransmits", "ratio"
     );
-    for (label, g, re) in &rows {
-        println!("{label:<36} {g:>9.3} {re:>12} {:>8.3}", g / bare);
+    for (label, m) in &rows {
+        println!(
+            "{label:<36} {:>9.3} {:>15} {:>12} {:>8.3}",
+            m.median,
+            format!("{:.3}..{:.3}", m.min, m.max),
+            m.retransmits,
+            m.median / bare
+        );
     }
-    let swan = rows[5].1;
+    println!("(Gbit/s: the median run; ratios from the medians)");
     println!(
         "bitsgw ESP / strongSwan userspace ESP: {:.2} (workers), {:.2} (run to completion)",
-        rows[2].1 / swan,
-        rows[4].1 / swan
+        g(2) / g(5),
+        g(4) / g(5)
     );
     println!(
         "bitsgw ESP / bitsgw BYPASS: {:.2} (workers), {:.2} (run to completion)",
-        rows[2].1 / rows[1].1,
-        rows[4].1 / rows[3].1
+        g(2) / g(1),
+        g(4) / g(3)
     );
-    for (label, g, _) in &rows {
-        assert!(*g > 0.0, "{label}: no throughput");
+    for (label, m) in &rows {
+        assert!(m.min > 0.0, "{label}: no throughput");
     }
 }
