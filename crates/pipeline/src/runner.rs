@@ -2,7 +2,7 @@
 //! batches over crossbeam channels, to N workers; each worker owns a
 //! [`Gateway`] and sends what it produces on the ports.
 //!
-//! Per-SA order: a receive thread asks its own read-only copy of the IPsec
+//! Per-SA order: a receive thread asks its own copy of the IPsec
 //! stage, through the query API, which SA a frame will use (outbound: the
 //! SA the SPD picks for its flow; inbound: the SA of its SPI) and always
 //! hands frames of one SA to the same worker, so sequence numbers leave in
@@ -55,7 +55,7 @@ use bitsgw_wire::ether::{self, LinkType};
 use bitsgw_wire::{ip, PacketBuf, Timestamp};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -196,8 +196,9 @@ impl Shared {
 pub struct Running {
     shared: Arc<Shared>,
     /// The receive threads' read-only copy, for dispatch by SA.
-    query: Arc<RwLock<IpsecStage>>,
     controls: Vec<Sender<Control>>,
+    /// The receive threads' dispatch copies' controls (workers mode).
+    dispatch_controls: Vec<Sender<ControlAction>>,
     threads: Vec<JoinHandle<()>>,
     workers: usize,
 }
@@ -288,7 +289,6 @@ pub fn start_configured(
         rx_stage: Mutex::new(StageCounters::default()),
         rx_pipeline: Mutex::new(PipelineCounters::default()),
     });
-    let query = Arc::new(RwLock::new(make_stage()));
     let host_link = host.rx.link_type();
     let net_link = network.rx.link_type();
     let tx = TxPorts {
@@ -347,6 +347,7 @@ pub fn start_configured(
     };
     let mut batch_txs = Vec::new();
     let mut controls = Vec::new();
+    let mut dispatch_controls = Vec::new();
     let mut threads = Vec::new();
     let mut inline_workers = [None, None];
     if cfg.run_to_completion {
@@ -382,8 +383,15 @@ pub fn start_configured(
             side,
             link,
             port,
-            query: Arc::clone(&query),
-            flows: FlowOwners::new(side),
+            dispatch: (!cfg.run_to_completion).then(|| {
+                let (tx, rx) = bounded::<ControlAction>(64);
+                dispatch_controls.push(tx);
+                Dispatch {
+                    stage: make_stage(),
+                    flows: FlowOwners::new(side),
+                    controls: rx,
+                }
+            }),
             reassembler: Reassembler::new(bitsgw_ipsec::frag::ReassemblyLimits::default()),
             frag_seen: [0; FragDrop::ALL.len()],
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
@@ -405,8 +413,8 @@ pub fn start_configured(
     let workers = controls.len();
     Running {
         shared,
-        query,
         controls,
+        dispatch_controls,
         threads,
         workers,
     }
@@ -459,16 +467,11 @@ impl Running {
     }
 
     /// Applies `action` to every worker's gateway, in the same order for
-    /// all (so their SA tables stay alike), and to the copy the receive
+    /// all (so their SA tables stay alike), and to the copies the receive
     /// threads dispatch with.
     pub fn apply(&self, action: ControlAction) {
-        if let Ok(mut q) = self.query.write() {
-            let mut gw = Gateway::new(std::mem::replace(
-                &mut *q,
-                IpsecStage::new(Default::default()),
-            ));
-            action(&mut gw);
-            *q = gw.into_stage();
+        for c in &self.dispatch_controls {
+            let _ = c.send(Arc::clone(&action));
         }
         for c in &self.controls {
             let _ = c.send(Control::Apply(Arc::clone(&action)));
@@ -543,8 +546,9 @@ struct RxThread {
     side: Side,
     link: LinkType,
     port: Box<dyn RxPort>,
-    query: Arc<RwLock<IpsecStage>>,
-    flows: FlowOwners,
+    /// Workers mode: what frames are dispatched by (none running to
+    /// completion, where this thread's own gateway takes every frame).
+    dispatch: Option<Dispatch>,
     reassembler: Reassembler,
     /// Fragment drops of `reassembler` already counted.
     frag_seen: [u64; FragDrop::ALL.len()],
@@ -565,6 +569,29 @@ struct RxThread {
 
 /// How often a receive thread reads its port's kernel drop count.
 const KERNEL_DROP_CHECK: Duration = Duration::from_millis(100);
+
+/// A receive thread's own copy of the IPsec stage, asked through the
+/// query API which SA a frame will use. It is the thread's alone, so
+/// dispatch takes no lock; the controls keep it like the workers' stages.
+struct Dispatch {
+    stage: IpsecStage,
+    flows: FlowOwners,
+    controls: Receiver<ControlAction>,
+}
+
+impl Dispatch {
+    /// Applies the controls sent since the last call.
+    fn apply_controls(&mut self) {
+        while let Ok(action) = self.controls.try_recv() {
+            let mut gw = Gateway::new(std::mem::replace(
+                &mut self.stage,
+                IpsecStage::new(Default::default()),
+            ));
+            action(&mut gw);
+            self.stage = gw.into_stage();
+        }
+    }
+}
 
 enum Pick {
     Worker(usize),
@@ -616,6 +643,9 @@ impl RxThread {
         };
         let mut pending: Vec<Vec<PacketBuf>> = (0..n).map(|_| Vec::with_capacity(BATCH)).collect();
         while !self.shared.stop.load(Ordering::SeqCst) {
+            if let Some(d) = self.dispatch.as_mut() {
+                d.apply_controls();
+            }
             // One frame, waiting a little; then whatever else is already
             // there, up to a batch; then hand everything over.
             for i in 0..BATCH {
@@ -814,19 +844,16 @@ impl RxThread {
                 Err(_) => return Pick::Held,
             }
         }
-        if self.inline.is_some() {
+        let Some(Dispatch { stage, flows, .. }) = self.dispatch.as_mut() else {
             // Run to completion: this thread's own gateway takes it.
             return Pick::Worker(0);
-        }
-        let pkt = &buf.data()[l2..];
-        let Ok(stage) = self.query.read() else {
-            return Pick::Worker(0);
         };
+        let pkt = &buf.data()[l2..];
         let q = stage.query();
         let owner = match self.side {
             Side::Host => {
                 let key = flow_key(pkt, &meta, Direction::Outbound);
-                self.flows.owner(&q, &key)
+                flows.owner(&q, &key)
             }
             Side::Network => {
                 let at = match meta.proto {
