@@ -295,23 +295,6 @@ pub fn start_configured(
         host: Arc::new(Mutex::new(host.tx)),
         network: Arc::new(Mutex::new(network.tx)),
     };
-    let (pool_tx, pool_rx) =
-        bounded::<PacketBuf>(workers * cfg.queue_depth.max(1) * BATCH + 4 * BATCH);
-    // Buffers for the frames of a few full batches per worker are made up
-    // front (about 2.4 MiB per worker); more are made, once, if more are
-    // ever in flight, and then circulate through the pool.
-    for _ in 0..(workers * PREFILL_BUFS_PER_WORKER).min(PREFILL_BUFS) {
-        let _ = pool_tx.try_send(PacketBuf::new());
-    }
-    // Emptied batch vectors go back to the receive threads, so a batch
-    // costs no allocation in steady state either. As many as can be in
-    // flight (queued, being handled, pending) are made up front, up to a
-    // bound (1 KiB each), so their number does not creep up under load.
-    let in_flight = workers * (cfg.queue_depth.max(1) + 3);
-    let (vecs_tx, vecs_rx) = bounded::<Vec<PacketBuf>>(in_flight + 8);
-    for _ in 0..in_flight.min(PREFILL_VECS) {
-        let _ = vecs_tx.try_send(Vec::with_capacity(BATCH));
-    }
     let make_gateway = || {
         let mut gateway = Gateway::new(make_stage());
         for side in [Side::Host, Side::Network] {
@@ -325,7 +308,7 @@ pub fn start_configured(
         configure(&mut gateway);
         gateway
     };
-    let make_worker = |index: usize, ownership: Ownership| {
+    let make_worker = |index: usize, ownership: Ownership, pools: &Pools| {
         let (btx, brx) = bounded::<Batch>(cfg.queue_depth.max(1));
         let (ctx, crx) = bounded::<Control>(64);
         let worker = Worker {
@@ -334,8 +317,8 @@ pub fn start_configured(
             gateway: make_gateway(),
             batches: brx,
             control: crx,
-            pool: pool_tx.clone(),
-            vecs: vecs_tx.clone(),
+            pool: pools.bufs_tx.clone(),
+            vecs: pools.vecs_tx.clone(),
             tx: tx.clone(),
             host_link,
             net_link,
@@ -349,19 +332,25 @@ pub fn start_configured(
     let mut controls = Vec::new();
     let mut dispatch_controls = Vec::new();
     let mut threads = Vec::new();
+    // Running to completion each receive thread recycles its own buffers;
+    // with workers, the buffers circulate between all the threads.
+    let mut rx_pools = Vec::new();
     let mut inline_workers = [None, None];
     if cfg.run_to_completion {
         for (slot, (i, direction)) in inline_workers
             .iter_mut()
             .zip([(0, Direction::Outbound), (1, Direction::Inbound)])
         {
-            let (worker, _, ctx) = make_worker(i, Ownership::Direction(direction));
+            let pools = Pools::new(1, cfg.queue_depth);
+            let (worker, _, ctx) = make_worker(i, Ownership::Direction(direction), &pools);
             controls.push(ctx);
             *slot = Some(worker);
+            rx_pools.push(pools);
         }
     } else {
+        let shared_pools = Pools::new(workers, cfg.queue_depth);
         for w in 0..workers {
-            let (worker, btx, ctx) = make_worker(w, Ownership::Shared { workers });
+            let (worker, btx, ctx) = make_worker(w, Ownership::Shared { workers }, &shared_pools);
             batch_txs.push(btx);
             controls.push(ctx);
             threads.push(spawn_guarded(
@@ -371,13 +360,15 @@ pub fn start_configured(
                 Worker::run,
             ));
         }
+        rx_pools = vec![shared_pools.clone(), shared_pools];
     }
-    for ((side, port, link), inline) in [
+    for (((side, port, link), inline), pools) in [
         (Side::Host, host.rx, host_link),
         (Side::Network, network.rx, net_link),
     ]
     .into_iter()
     .zip(inline_workers)
+    .zip(rx_pools)
     {
         let rx = RxThread {
             side,
@@ -397,8 +388,8 @@ pub fn start_configured(
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
             workers: batch_txs.clone(),
             inline,
-            pool: pool_rx.clone(),
-            vecs: vecs_rx.clone(),
+            pool: pools.bufs_rx,
+            vecs: pools.vecs_rx,
             spare: None,
             next_drop_check: Timestamp::ZERO,
             shared: Arc::clone(&shared),
@@ -420,6 +411,48 @@ pub fn start_configured(
     }
 }
 
+/// The packet buffers and batch vectors that circulate between receive
+/// threads and the threads that handle their frames, made up front so a
+/// frame costs no allocation in steady state.
+#[derive(Clone)]
+struct Pools {
+    bufs_tx: Sender<PacketBuf>,
+    bufs_rx: Receiver<PacketBuf>,
+    vecs_tx: Sender<Vec<PacketBuf>>,
+    vecs_rx: Receiver<Vec<PacketBuf>>,
+}
+
+impl Pools {
+    /// Pools for `workers` handling threads with queues of `queue_depth`
+    /// batches.
+    fn new(workers: usize, queue_depth: usize) -> Self {
+        let (bufs_tx, bufs_rx) =
+            bounded::<PacketBuf>(workers * queue_depth.max(1) * BATCH + 4 * BATCH);
+        // Buffers for the frames of a few full batches per worker are made
+        // up front (about 2.4 MiB per worker); more are made, once, if more
+        // are ever in flight, and then circulate through the pool.
+        for _ in 0..(workers * PREFILL_BUFS_PER_WORKER).min(PREFILL_BUFS) {
+            let _ = bufs_tx.try_send(PacketBuf::new());
+        }
+        // Emptied batch vectors go back to the receive threads, so a batch
+        // costs no allocation in steady state either. As many as can be in
+        // flight (queued, being handled, pending) are made up front, up to
+        // a bound (1 KiB each), so their number does not creep up under
+        // load.
+        let in_flight = workers * (queue_depth.max(1) + 3);
+        let (vecs_tx, vecs_rx) = bounded::<Vec<PacketBuf>>(in_flight + 8);
+        for _ in 0..in_flight.min(PREFILL_VECS) {
+            let _ = vecs_tx.try_send(Vec::with_capacity(BATCH));
+        }
+        Pools {
+            bufs_tx,
+            bufs_rx,
+            vecs_tx,
+            vecs_rx,
+        }
+    }
+}
+
 /// Starts a pipeline thread running `body` on `state`. A panic stops the
 /// whole pipeline (fail closed) and is reported as a dead worker.
 fn spawn_guarded<T: Send + 'static>(
@@ -430,8 +463,6 @@ fn spawn_guarded<T: Send + 'static>(
 ) -> JoinHandle<()> {
     let shared = Arc::clone(shared);
     let what = name.clone();
-    let failed =
-        |e: std::io::Error| -> JoinHandle<()> { panic!("can not start thread {name}: {e}") };
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
@@ -447,7 +478,7 @@ fn spawn_guarded<T: Send + 'static>(
                 shared.fail(Failure::WorkerDied(format!("{what}: {why}")));
             }
         })
-        .unwrap_or_else(failed)
+        .unwrap_or_else(|e| panic!("can not start thread {name}: {e}"))
 }
 
 impl Running {
