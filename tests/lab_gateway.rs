@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{bitsgw, must, wait_for, Lab};
+use common::{bitsgw, capture, must, wait_for, Lab};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,28 +111,6 @@ fn config(lab: &Lab, side: &str) -> PathBuf {
 
 fn socket(lab: &Lab, side: &str) -> PathBuf {
     lab.dir.join(format!("gw-{side}.sock"))
-}
-
-/// Frames received on the router's two interfaces, captured with our own
-/// AF_PACKET port inside the router's namespace.
-fn capture(
-    ns: String,
-    dev: &'static str,
-    stop: Arc<AtomicBool>,
-    frames: Arc<Mutex<Vec<Vec<u8>>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let port = bitsgw_io::netns::run_in(&ns, move || bitsgw_io::af_packet(dev))
-            .unwrap()
-            .unwrap();
-        let mut rx = port.rx;
-        let mut buf = bitsgw_wire::PacketBuf::new();
-        while !stop.load(Ordering::SeqCst) {
-            if let Ok(true) = rx.recv(&mut buf) {
-                frames.lock().unwrap().push(buf.data().to_vec());
-            }
-        }
-    })
 }
 
 #[test]

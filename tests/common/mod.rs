@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A set of namespaces and the processes started in them.
@@ -222,4 +224,26 @@ impl Lab {
         }
         (status.success(), out, err)
     }
+}
+
+/// Frames received on interface `dev` of namespace `ns`, captured with
+/// bitsgw's own AF_PACKET port until `stop` is set.
+pub fn capture(
+    ns: String,
+    dev: &'static str,
+    stop: Arc<AtomicBool>,
+    frames: Arc<Mutex<Vec<Vec<u8>>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let port = bitsgw_io::netns::run_in(&ns, move || bitsgw_io::af_packet(dev))
+            .unwrap()
+            .unwrap();
+        let mut rx = port.rx;
+        let mut buf = bitsgw_wire::PacketBuf::new();
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(true) = rx.recv(&mut buf) {
+                frames.lock().unwrap().push(buf.data().to_vec());
+            }
+        }
+    })
 }
