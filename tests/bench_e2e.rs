@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::{is_root, wait_for, Lab};
+use common::{iperf3, is_root, wait_for, Lab};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -352,25 +352,7 @@ fn iperf(lab: &mut Lab) -> Measured {
 /// One iperf3 TCP run from host A to host B: (Gbit/s received,
 /// retransmits).
 fn iperf_once(lab: &mut Lab) -> (f64, u64) {
-    let server = lab.spawn("hB", &["iperf3", "-s", "-1", "-B", "198.51.100.20"]);
-    let mut client = lab.try_exec("hA", &["true"]);
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(300));
-        client = lab.try_exec(
-            "hA",
-            &["iperf3", "-c", "198.51.100.20", "-t", SECONDS, "-J"],
-        );
-        if client.status.success() {
-            break;
-        }
-    }
-    assert!(
-        client.status.success(),
-        "iperf3: {}",
-        String::from_utf8_lossy(&client.stdout)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
-    let _ = lab.children[server].wait();
+    let v = iperf3(lab, "hA", "hB", "198.51.100.20", SECONDS);
     (
         v["end"]["sum_received"]["bits_per_second"]
             .as_f64()

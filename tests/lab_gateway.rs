@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{bitsgw, capture, must, wait_for, Lab};
+use common::{bitsgw, capture, iperf3, must, wait_for, Lab};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -146,25 +146,9 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
         String::from_utf8_lossy(&ping.stdout)
     );
     // A TCP transfer.
-    let server = lab.spawn("hB", &["iperf3", "-s", "-1", "-B", "198.51.100.20"]);
-    // The server needs a moment to listen; try a few times.
-    let mut client = lab.try_exec("hA", &["true"]);
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(300));
-        client = lab.try_exec("hA", &["iperf3", "-c", "198.51.100.20", "-t", "2", "-J"]);
-        if client.status.success() {
-            break;
-        }
-    }
-    assert!(
-        client.status.success(),
-        "iperf3: {}",
-        String::from_utf8_lossy(&client.stdout)
-    );
-    let result: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+    let result = iperf3(&mut lab, "hA", "hB", "198.51.100.20", "2");
     let received = result["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
     assert!(received > 100_000, "TCP moved only {received} bytes");
-    let _ = lab.children[server].wait();
 
     // SIGHUP reloads the policies; the unchanged SAs keep their state and
     // traffic flows on.

@@ -14,11 +14,10 @@
 
 mod common;
 
-use common::{bitsgw, capture, wait_for, Lab};
+use common::{bitsgw, capture, iperf3, wait_for, Lab};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 const LAN_HOSTS: [(&str, &str); 2] = [("h1", "192.0.2.10"), ("h2", "192.0.2.11")];
 const FAR_HOST: &str = "198.51.100.20";
@@ -164,27 +163,12 @@ fn two_lan_hosts_behind_a_routed_gateway_reach_the_far_site_over_esp_only() {
     }
     // A TCP transfer from each LAN host.
     for (h, _) in LAN_HOSTS {
-        let server = lab.spawn("hB", &["iperf3", "-s", "-1", "-B", FAR_HOST]);
-        let mut client = lab.try_exec(h, &["true"]);
-        for _ in 0..10 {
-            std::thread::sleep(Duration::from_millis(300));
-            client = lab.try_exec(h, &["iperf3", "-c", FAR_HOST, "-t", "2", "-J"]);
-            if client.status.success() {
-                break;
-            }
-        }
-        assert!(
-            client.status.success(),
-            "iperf3 from {h}: {}",
-            String::from_utf8_lossy(&client.stdout)
-        );
-        let result: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+        let result = iperf3(&mut lab, h, "hB", FAR_HOST, "2");
         let received = result["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
         assert!(
             received > 100_000,
             "TCP from {h} moved only {received} bytes"
         );
-        let _ = lab.children[server].wait();
     }
 
     let counters = bitsgw(&[

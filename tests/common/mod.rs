@@ -247,3 +247,32 @@ pub fn capture(
         }
     })
 }
+
+/// One iperf3 TCP transfer of `seconds` from namespace `client` to a
+/// one-shot server in `server` bound to `address`; the client's JSON
+/// report. The server needs a moment to listen, so the client tries a
+/// few times.
+pub fn iperf3(
+    lab: &mut Lab,
+    client: &str,
+    server: &str,
+    address: &str,
+    seconds: &str,
+) -> serde_json::Value {
+    let srv = lab.spawn(server, &["iperf3", "-s", "-1", "-B", address]);
+    let mut out = lab.try_exec(client, &["true"]);
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(300));
+        out = lab.try_exec(client, &["iperf3", "-c", address, "-t", seconds, "-J"]);
+        if out.status.success() {
+            break;
+        }
+    }
+    assert!(
+        out.status.success(),
+        "iperf3 from {client}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _ = lab.children[srv].wait();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
