@@ -47,11 +47,7 @@ fn receive(port: &mut Port, wait: Duration, want: Option<&[u8]>) -> Vec<Vec<u8>>
 #[test]
 fn frames_cross_a_veth_pair_and_outgoing_frames_are_not_received_back() {
     let ns = Netns::new("afp");
-    ns.ip(&["link", "add", "va0", "type", "veth", "peer", "name", "vb0"]);
-    // No IPv6 chatter (router solicitations, MLD) on the pair.
-    ns.sh("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6");
-    ns.ip(&["link", "set", "va0", "up"]);
-    ns.ip(&["link", "set", "vb0", "up"]);
+    ns.veth_pair("va0", "vb0");
 
     let (a, b, also_a) = netns::run_in(&ns.name, || {
         (
@@ -118,10 +114,7 @@ fn unknown_and_non_ethernet_interfaces_are_refused() {
 #[test]
 fn frames_dropped_by_a_full_receive_buffer_are_reported() {
     let ns = Netns::new("afp-drops");
-    ns.ip(&["link", "add", "va0", "type", "veth", "peer", "name", "vb0"]);
-    ns.sh("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6");
-    ns.ip(&["link", "set", "va0", "up"]);
-    ns.ip(&["link", "set", "vb0", "up"]);
+    ns.veth_pair("va0", "vb0");
     let (a, b, mac) = netns::run_in(&ns.name, || {
         (
             bitsgw_io::af_packet("va0"),

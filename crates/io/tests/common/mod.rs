@@ -60,6 +60,39 @@ impl Netns {
         run("ip", &all);
     }
 
+    /// A veth pair `a`–`b` in the namespace, up and able to carry frames,
+    /// with IPv6 off so no router solicitations or MLD reports cross it.
+    ///
+    /// `ip link set up` returns before the kernel's link watcher has given
+    /// the devices their queueing discipline; until it has, transmitted
+    /// frames are discarded without an error. So this waits until both ends
+    /// report carrier and a qdisc other than `noop`.
+    pub fn veth_pair(&self, a: &str, b: &str) {
+        self.sh("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6");
+        self.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        self.ip(&["link", "set", a, "up"]);
+        self.ip(&["link", "set", b, "up"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for dev in [a, b] {
+            loop {
+                let out = Command::new("ip")
+                    .args(["-n", &self.name, "link", "show", "dev", dev])
+                    .output()
+                    .expect("ip link show");
+                let shown = String::from_utf8_lossy(&out.stdout);
+                if shown.contains("LOWER_UP") && !shown.contains("qdisc noop") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{dev} did not come up in {}: {shown}",
+                    self.name
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Runs a shell command inside the namespace.
     pub fn sh(&self, script: &str) {
         run("ip", &["netns", "exec", &self.name, "sh", "-c", script]);
