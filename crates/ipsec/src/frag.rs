@@ -877,6 +877,7 @@ pub fn icmpv4_frag_needed(
         ICMP_HOP_LIMIT,
         0,
         0,
+        false,
     );
     let icmp = &mut buf[IPV4_MIN_HEADER..];
     icmp[..4].copy_from_slice(&[3, 4, 0, 0]);
@@ -1008,7 +1009,7 @@ mod tests {
     /// offset `off` with `data`.
     fn v4_frag(ident: u16, off: usize, more: bool, data: &[u8]) -> Vec<u8> {
         let mut p = vec![0u8; 20];
-        ip::emit_ipv4_header(&mut p, SRC4, DST4, 50, 0, 64, ident, 0);
+        ip::emit_ipv4_header(&mut p, SRC4, DST4, 50, 0, 64, ident, 0, false);
         p.extend_from_slice(data);
         let field = (off / 8) as u16 | if more { 0x2000 } else { 0 };
         p[6..8].copy_from_slice(&field.to_be_bytes());
@@ -1333,7 +1334,7 @@ mod tests {
         // Stream ID (copied), NOP, Record Route (not copied).
         let opts = [0x88, 4, 0x12, 0x34, 1, 7, 7, 4, 0, 0, 0, 0];
         let mut p = vec![0u8; 20];
-        ip::emit_ipv4_header(&mut p, SRC4, DST4, 50, 0, 64, 9, 0);
+        ip::emit_ipv4_header(&mut p, SRC4, DST4, 50, 0, 64, 9, 0, false);
         p.extend_from_slice(&opts);
         p[0] = 0x48;
         p.extend((0..100).map(|i| i as u8));
@@ -1463,9 +1464,7 @@ mod tests {
     #[test]
     fn icmpv4_frag_needed_checksums_and_quote() {
         let mut orig = vec![0u8; 1500];
-        ip::emit_ipv4_header(&mut orig, DST4, SRC4, 17, 1500, 63, 77, 0);
-        orig[6] = 0x40;
-        ip::ipv4_fill_checksum(&mut orig);
+        ip::emit_ipv4_header(&mut orig, DST4, SRC4, 17, 1500, 63, 77, 0, true);
         for (i, b) in orig[20..].iter_mut().enumerate() {
             *b = i as u8;
         }
@@ -1494,7 +1493,7 @@ mod tests {
         let mut out = PacketBuf::new();
         let me = [203, 0, 113, 1];
         let mut err = vec![0u8; 28];
-        ip::emit_ipv4_header(&mut err, SRC4, DST4, 1, 28, 64, 1, 0);
+        ip::emit_ipv4_header(&mut err, SRC4, DST4, 1, 28, 64, 1, 0, false);
         err[20] = 3;
         assert_eq!(
             icmpv4_frag_needed(&err, 1400, me, &mut out),
@@ -1563,7 +1562,7 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let mut p = vec![0u8; 20];
-            ip::emit_ipv4_header(&mut p, SRC4, DST4, 50, 0, 64, ident, 0x28);
+            ip::emit_ipv4_header(&mut p, SRC4, DST4, 50, 0, 64, ident, 0x28, false);
             if with_options {
                 p.extend_from_slice(&[0x88, 4, 0x12, 0x34, 1, 7, 7, 4, 0, 0, 0, 0]);
                 p[0] = 0x48;

@@ -724,11 +724,8 @@ impl IpsecStage {
                             ttl,
                             ident,
                             tos,
+                            df,
                         );
-                        if df {
-                            h[6] |= 0x40;
-                            ip::ipv4_fill_checksum(h);
-                        }
                     }
                     Family::V6 => {
                         let plen = u16::try_from(body).map_err(|_| DropReason::NoBufferRoom)?;

@@ -68,7 +68,17 @@ fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, body: &[u8]) -> Vec<u8> {
 
 fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, body: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; 20];
-    bitsgw_wire::ip::emit_ipv4_header(&mut p, src, dst, proto, (20 + body.len()) as u16, 64, 1, 0);
+    bitsgw_wire::ip::emit_ipv4_header(
+        &mut p,
+        src,
+        dst,
+        proto,
+        (20 + body.len()) as u16,
+        64,
+        1,
+        0,
+        false,
+    );
     p.extend_from_slice(body);
     p
 }

@@ -41,11 +41,7 @@ pub fn ip_packet(src: IpAddr, dst: IpAddr, proto: u8, upper: &[u8], df: bool) ->
     let mut p = vec![0u8; if s.len() == 4 { 20 } else { 40 }];
     if s.len() == 4 {
         let total = u16::try_from(20 + upper.len()).unwrap_or(u16::MAX);
-        crate::ip::emit_ipv4_header(&mut p, to4(&s), to4(&d), proto, total, 64, 0x1234, 0);
-        if df {
-            p[6] |= 0x40;
-            crate::ip::ipv4_fill_checksum(&mut p);
-        }
+        crate::ip::emit_ipv4_header(&mut p, to4(&s), to4(&d), proto, total, 64, 0x1234, 0, df);
     } else {
         let len = u16::try_from(upper.len()).unwrap_or(u16::MAX);
         crate::ip::emit_ipv6_header(&mut p, to16(&s), to16(&d), proto, len, 64, 0);

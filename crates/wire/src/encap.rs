@@ -135,7 +135,7 @@ pub fn encapsulate(buf: &mut PacketBuf, outer: &Outer) -> Result<(), EncapError>
             let h = buf
                 .prepend(IPV4_MIN_HEADER)
                 .map_err(|_| EncapError::NoSpace)?;
-            emit_v4(h, src, dst, proto, total, ident, tos, df);
+            ip::emit_ipv4_header(h, src, dst, proto, total, OUTER_HOP_LIMIT, ident, tos, df);
         }
         Outer::V4Udp {
             src,
@@ -152,7 +152,17 @@ pub fn encapsulate(buf: &mut PacketBuf, outer: &Outer) -> Result<(), EncapError>
             let h = buf
                 .prepend(IPV4_MIN_HEADER + UDP_HEADER_LEN + tlv_len)
                 .map_err(|_| EncapError::NoSpace)?;
-            emit_v4(h, src, dst, PROTO_UDP, total, ident, tos, df);
+            ip::emit_ipv4_header(
+                h,
+                src,
+                dst,
+                PROTO_UDP,
+                total,
+                OUTER_HOP_LIMIT,
+                ident,
+                tos,
+                df,
+            );
             let udp = &mut h[IPV4_MIN_HEADER..];
             emit_udp_header(udp, src_port, dst_port, udp_len);
             if tlv {
@@ -164,25 +174,6 @@ pub fn encapsulate(buf: &mut PacketBuf, outer: &Outer) -> Result<(), EncapError>
         }
     }
     Ok(())
-}
-
-/// An outer IPv4 header with DF as asked.
-#[allow(clippy::too_many_arguments)] // the header's fields, each named
-fn emit_v4(
-    h: &mut [u8],
-    src: [u8; 4],
-    dst: [u8; 4],
-    proto: u8,
-    total: u16,
-    ident: u16,
-    tos: u8,
-    df: bool,
-) {
-    ip::emit_ipv4_header(h, src, dst, proto, total, OUTER_HOP_LIMIT, ident, tos);
-    if df {
-        h[6] |= 0x40;
-        ip::ipv4_fill_checksum(&mut h[..IPV4_MIN_HEADER]);
-    }
 }
 
 /// What [`decapsulate`] stripped.
