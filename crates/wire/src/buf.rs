@@ -121,42 +121,50 @@ impl PacketBuf {
     }
 
     /// Bytes of packet data.
+    #[inline]
     pub fn len(&self) -> usize {
         self.end - self.start
     }
 
     /// Whether the packet is empty.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
 
     /// Free bytes in front of the packet.
+    #[inline]
     pub fn headroom(&self) -> usize {
         self.start
     }
 
     /// Free bytes after the packet.
+    #[inline]
     pub fn tailroom(&self) -> usize {
         self.storage.len() - self.end
     }
 
     /// Total capacity of the underlying storage.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.storage.len()
     }
 
     /// The packet bytes.
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.storage[self.start..self.end]
     }
 
     /// The packet bytes, mutable.
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.end]
     }
 
     /// Grows the packet at the front by `n` bytes and returns them (their
     /// content is whatever the headroom held).
+    #[inline]
     pub fn prepend(&mut self, n: usize) -> Result<&mut [u8], BufError> {
         if n > self.start {
             return Err(BufError::NoHeadroom);
@@ -166,6 +174,7 @@ impl PacketBuf {
     }
 
     /// Grows the packet at the back by `n` bytes and returns them.
+    #[inline]
     pub fn append(&mut self, n: usize) -> Result<&mut [u8], BufError> {
         if n > self.tailroom() {
             return Err(BufError::NoTailroom);
@@ -176,6 +185,7 @@ impl PacketBuf {
     }
 
     /// Removes `n` bytes from the front.
+    #[inline]
     pub fn trim_front(&mut self, n: usize) -> Result<(), BufError> {
         if n > self.len() {
             return Err(BufError::TooShort);
@@ -185,6 +195,7 @@ impl PacketBuf {
     }
 
     /// Removes `n` bytes from the back.
+    #[inline]
     pub fn trim_back(&mut self, n: usize) -> Result<(), BufError> {
         if n > self.len() {
             return Err(BufError::TooShort);
@@ -194,6 +205,7 @@ impl PacketBuf {
     }
 
     /// Shortens the packet to `len` bytes (no-op if already shorter).
+    #[inline]
     pub fn truncate(&mut self, len: usize) {
         if len < self.len() {
             self.end = self.start + len;
