@@ -391,6 +391,7 @@ pub fn start_configured(
             pool: pools.bufs_rx,
             vecs: pools.vecs_rx,
             spare: None,
+            free: Vec::with_capacity(BATCH),
             next_drop_check: Timestamp::ZERO,
             shared: Arc::clone(&shared),
         };
@@ -593,6 +594,9 @@ struct RxThread {
     vecs: Receiver<Vec<PacketBuf>>,
     /// A buffer taken for a frame that did not come, kept for the next.
     spare: Option<PacketBuf>,
+    /// Run to completion: the buffers of frames this thread has handled,
+    /// reused without passing through a channel.
+    free: Vec<PacketBuf>,
     /// When the port's kernel drops are next read.
     next_drop_check: Timestamp,
     shared: Arc<Shared>,
@@ -678,12 +682,11 @@ impl RxThread {
                 d.apply_controls();
             }
             // One frame, waiting a little; then whatever else is already
-            // there, up to a batch; then hand everything over.
+            // there, up to a batch; then hand everything over. The frames
+            // of one burst share the time it was taken at.
+            let mut burst_time = None;
             for i in 0..BATCH {
-                let mut buf = match self.spare.take() {
-                    Some(b) => b,
-                    None => self.pool.try_recv().unwrap_or_default(),
-                };
+                let mut buf = self.take_buf();
                 let got = if i == 0 {
                     self.port.recv(&mut buf)
                 } else {
@@ -691,7 +694,7 @@ impl RxThread {
                 };
                 match got {
                     Ok(true) => {
-                        let now = self.shared.now();
+                        let now = *burst_time.get_or_insert_with(|| self.shared.now());
                         match self.pick(&mut buf, now) {
                             Pick::Worker(w) => pending[w].push(buf),
                             Pick::Held => self.spare = Some(buf),
@@ -734,6 +737,15 @@ impl RxThread {
         self.count_kernel_drops();
         if let Some(worker) = self.inline.as_mut() {
             worker.handle_controls();
+        }
+    }
+
+    /// A buffer for the next frame: the one kept from the last try, one
+    /// this thread freed, one from the pool, or (once) a new one.
+    fn take_buf(&mut self) -> PacketBuf {
+        match self.spare.take().or_else(|| self.free.pop()) {
+            Some(b) => b,
+            None => self.pool.try_recv().unwrap_or_default(),
         }
     }
 
@@ -796,6 +808,11 @@ impl RxThread {
     }
 
     fn flush(&mut self, w: usize, frames: &mut Vec<PacketBuf>) {
+        if let Some(worker) = self.inline.as_mut() {
+            worker.handle_frames(self.side, frames);
+            self.free.append(frames);
+            return;
+        }
         let count = frames.len() as u64;
         let empty = self
             .vecs
@@ -805,10 +822,6 @@ impl RxThread {
             side: self.side,
             frames: std::mem::replace(frames, empty),
         };
-        if let Some(worker) = self.inline.as_mut() {
-            worker.handle_batch(batch);
-            return;
-        }
         match self.workers[w].try_send(batch) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -1078,19 +1091,28 @@ impl Worker {
         self.gateway.count_drops(PipelineDrop::SendFailed, failed);
     }
 
+    /// Handles a batch a receive thread handed over, then returns its
+    /// buffers and vector to the pools.
     fn handle_batch(&mut self, batch: Batch) {
+        let mut frames = batch.frames;
+        self.handle_frames(batch.side, &mut frames);
+        for buf in frames.drain(..) {
+            let _ = self.pool.try_send(buf);
+        }
+        let _ = self.vecs.try_send(frames);
+    }
+
+    /// Handles frames received on `side`, in place; the buffers stay the
+    /// caller's to reuse.
+    fn handle_frames(&mut self, side: Side, frames: &mut [PacketBuf]) {
         // Fail closed: once the pipeline is stopping (a worker died, a port
         // failed), nothing more is forwarded.
-        let mut frames = batch.frames;
         if self.shared.stop.load(Ordering::SeqCst) {
-            for buf in frames.drain(..) {
-                self.gateway.count_drop(PipelineDrop::WorkerDown);
-                let _ = self.pool.try_send(buf);
-            }
-            let _ = self.vecs.try_send(frames);
+            self.gateway
+                .count_drops(PipelineDrop::WorkerDown, frames.len() as u64);
             return;
         }
-        let link = match batch.side {
+        let link = match side {
             Side::Host => self.host_link,
             Side::Network => self.net_link,
         };
@@ -1103,23 +1125,21 @@ impl Worker {
             }
         };
         let mut tap_guard = self.tap.as_ref().and_then(|t| t.lock().ok());
-        for mut buf in frames.drain(..) {
+        for buf in frames.iter_mut() {
             match tap_guard.as_deref_mut() {
                 Some(t) => {
                     let _ = self
                         .gateway
-                        .handle_frame(batch.side, link, &mut buf, now, &mut emit, t);
+                        .handle_frame(side, link, buf, now, &mut emit, t);
                 }
                 None => {
                     let _ = self
                         .gateway
-                        .handle_frame(batch.side, link, &mut buf, now, &mut emit, &mut NoTap);
+                        .handle_frame(side, link, buf, now, &mut emit, &mut NoTap);
                 }
             }
-            let _ = self.pool.try_send(buf);
         }
         drop(tap_guard);
-        let _ = self.vecs.try_send(frames);
         self.gateway.count_drops(PipelineDrop::SendFailed, failed);
     }
 }
