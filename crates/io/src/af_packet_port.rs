@@ -1,18 +1,19 @@
 //! `AF_PACKET` ports: one raw packet socket per interface, bound to every
 //! protocol, promiscuous, without our own transmissions.
 //!
-//! The socket is used directly, one system call per frame: a receive
-//! without blocking straight into the caller's [`PacketBuf`] (a `poll`
-//! only when nothing is waiting), and a blocking send. That lets the
-//! receive thread gather a burst of waiting frames into one batch
-//! ([`RxPort::recv_nowait`]), and costs neither a `poll` per frame nor a
-//! copy through an intermediate buffer.
+//! Frames are received through a memory-mapped ring (`PACKET_MMAP`,
+//! `TPACKET_V2`): while frames wait, taking one is a copy out of the ring
+//! into the caller's [`PacketBuf`] and no system call; a `poll` only when
+//! the ring is empty. That lets the receive thread gather a burst of
+//! waiting frames into one batch ([`RxPort::recv_nowait`]) cheaply. A
+//! frame longer than a ring slot (jumbo frames) is read from the socket in
+//! full instead. Sending is one blocking `send` per frame.
 //!
 //! Frames this host sends on the interface (`PACKET_OUTGOING`, our own
 //! sends among them) are not received back: `PACKET_IGNORE_OUTGOING`
-//! (Linux 4.20). The receive buffer is made large ([`RECEIVE_BUFFER`]) so
-//! a burst outlasts a moment in which the receive thread is not scheduled;
-//! what the kernel still drops for lack of room is read from
+//! (Linux 4.20). The ring is made large ([`RING_SLOTS`]) so a burst
+//! outlasts a moment in which the receive thread is not scheduled; what
+//! the kernel still drops for lack of room is read from
 //! `PACKET_STATISTICS` and reported by [`RxPort::take_kernel_drops`], so it
 //! is counted like every other drop.
 
@@ -24,14 +25,22 @@ use std::time::Duration;
 use bitsgw_wire::buf::DEFAULT_HEADROOM;
 use bitsgw_wire::PacketBuf;
 
+use crate::sys::RingFrame;
 use crate::{sys, LinkType, Port, PortError, RxPort, TxPort, RECV_TIMEOUT};
 
 /// How long a send may wait for room in the socket's send buffer.
 const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// The socket's receive buffer: about 2 000 full-sized frames (the kernel
-/// charges each its buffer's true size, about twice a 1500-octet frame).
+/// The socket's receive buffer, which holds the frames too long for a ring
+/// slot (the kernel charges each its buffer's true size).
 const RECEIVE_BUFFER: usize = 8 << 20;
+
+/// A receive ring slot: its header and a frame of up to 1 984 octets
+/// (every frame of a 1500-octet MTU, with VLAN tags).
+const RING_SLOT: usize = 2048;
+
+/// Receive ring slots (8 MiB in all).
+const RING_SLOTS: usize = 4096;
 
 /// The socket's send buffer.
 const SEND_BUFFER: usize = 4 << 20;
@@ -40,6 +49,7 @@ const SEND_BUFFER: usize = 4 << 20;
 struct AfPacketRx {
     name: String,
     socket: Arc<OwnedFd>,
+    ring: sys::RxRing,
 }
 
 #[derive(Debug)]
@@ -70,6 +80,7 @@ pub(crate) fn open(interface: &str) -> Result<Port, PortError> {
     sys::set_buffer_size(fd, true, RECEIVE_BUFFER).map_err(err)?;
     sys::set_buffer_size(fd, false, SEND_BUFFER).map_err(err)?;
     sys::set_send_timeout(fd, SEND_TIMEOUT).map_err(err)?;
+    let ring = sys::RxRing::new(fd, RING_SLOT, RING_SLOTS).map_err(err)?;
     sys::bind_packet_socket(fd, ifindex).map_err(err)?;
     sys::add_promiscuous_membership(fd, ifindex).map_err(err)?;
     let socket = Arc::new(socket);
@@ -77,6 +88,7 @@ pub(crate) fn open(interface: &str) -> Result<Port, PortError> {
         rx: Box::new(AfPacketRx {
             name: interface.to_owned(),
             socket: socket.clone(),
+            ring,
         }),
         tx: Box::new(AfPacketTx {
             name: interface.to_owned(),
@@ -99,8 +111,42 @@ impl AfPacketRx {
         }
     }
 
-    /// One waiting frame into `buf`, if there is one.
+    /// One waiting frame into `buf`, if there is one: from the ring, or
+    /// from the socket when the ring slot says the frame was too long for
+    /// it.
     fn try_recv(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
+        let room = buf.capacity().saturating_sub(DEFAULT_HEADROOM);
+        let taken = match self.ring.peek().map_err(|e| self.io_error(e))? {
+            None => return Ok(false),
+            Some(RingFrame::Whole(frame)) if frame.len() > room => Err(frame.len()),
+            Some(RingFrame::Whole(frame)) => match buf.reset_to_len(frame.len()) {
+                Ok(space) => {
+                    space.copy_from_slice(frame);
+                    Ok(true)
+                }
+                Err(_) => Err(frame.len()),
+            },
+            Some(RingFrame::Copied) => Ok(false),
+            Some(RingFrame::Cut { len }) => Err(len),
+        };
+        self.ring.release();
+        match taken {
+            Ok(true) => Ok(true),
+            // The whole frame waits on the socket.
+            Ok(false) => self.recv_from_socket(buf),
+            Err(len) => {
+                buf.reset();
+                Err(PortError::FrameTooLarge {
+                    port: self.name.clone(),
+                    len,
+                    capacity: room,
+                })
+            }
+        }
+    }
+
+    /// One frame waiting on the socket itself into `buf`, if there is one.
+    fn recv_from_socket(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
         let room = buf.capacity().saturating_sub(DEFAULT_HEADROOM);
         let space = match buf.reset_to_len(room) {
             Ok(space) => space,

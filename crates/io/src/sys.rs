@@ -332,3 +332,188 @@ pub(crate) fn hardware_address(fd: BorrowedFd<'_>, name: &str) -> io::Result<Opt
     }
     Ok(Some(mac))
 }
+
+/// `PACKET_COPY_THRESH` from `<linux/if_packet.h>`, which the libc crate
+/// does not define.
+const PACKET_COPY_THRESH: libc::c_int = 7;
+
+/// A receive ring (`PACKET_MMAP`, `TPACKET_V2`): frame slots the kernel
+/// fills and hands over by setting `TP_STATUS_USER` in the slot's header,
+/// which we give back by setting `TP_STATUS_KERNEL`. Receiving a frame
+/// costs no system call while slots are full.
+///
+/// A frame longer than a slot is cut in the slot; with
+/// `PACKET_COPY_THRESH` the kernel also queues the whole frame on the
+/// socket and marks the slot `TP_STATUS_COPY`, and the frame is then read
+/// from the socket (see `Documentation/networking/packet_mmap.rst`).
+#[derive(Debug)]
+pub(crate) struct RxRing {
+    base: std::ptr::NonNull<u8>,
+    len: usize,
+    frame_size: usize,
+    frames: usize,
+    head: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone (nothing else holds the
+// pointer) and is valid from any thread; the kernel side synchronises
+// through the status words, which are accessed atomically.
+unsafe impl Send for RxRing {}
+
+/// One filled slot of an [`RxRing`].
+#[derive(Debug)]
+pub(crate) enum RingFrame<'a> {
+    /// The whole frame, in the slot.
+    Whole(&'a [u8]),
+    /// The frame was longer than the slot; it is queued on the socket in
+    /// full.
+    Copied,
+    /// The frame was longer than the slot and is not queued anywhere: `len`
+    /// octets were on the wire.
+    Cut { len: usize },
+}
+
+impl RxRing {
+    /// Maps a ring of `frames` slots of `frame_size` octets (a multiple of
+    /// 16 that divides the page-multiple block size) on a packet socket
+    /// that is not bound yet.
+    pub(crate) fn new(fd: BorrowedFd<'_>, frame_size: usize, frames: usize) -> io::Result<RxRing> {
+        const BLOCK: usize = 1 << 17;
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
+        if frame_size < libc::TPACKET2_HDRLEN
+            || !frame_size.is_multiple_of(libc::TPACKET_ALIGNMENT)
+            || !BLOCK.is_multiple_of(frame_size)
+            || frames == 0
+            || !frames.is_multiple_of(BLOCK / frame_size)
+        {
+            return Err(invalid("receive ring geometry"));
+        }
+        set_int_option(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            libc::tpacket_versions::TPACKET_V2 as libc::c_int,
+        )?;
+        set_int_option(fd, libc::SOL_PACKET, PACKET_COPY_THRESH, 1)?;
+        let len = frame_size * frames;
+        let c_uint = |n: usize| libc::c_uint::try_from(n).map_err(|_| invalid("receive ring size"));
+        let req = libc::tpacket_req {
+            tp_block_size: c_uint(BLOCK)?,
+            tp_block_nr: c_uint(len / BLOCK)?,
+            tp_frame_size: c_uint(frame_size)?,
+            tp_frame_nr: c_uint(frames)?,
+        };
+        // SAFETY: the option value points to a live `tpacket_req` and the
+        // length passed is its size; the kernel only reads it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_RX_RING,
+                (&req as *const libc::tpacket_req).cast(),
+                std::mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh shared mapping of the ring the kernel just made
+        // for this socket, at an address the kernel picks; nothing else in
+        // this process refers to that range.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(RxRing {
+            base,
+            len,
+            frame_size,
+            frames,
+            head: 0,
+        })
+    }
+
+    /// The status word of slot `index`.
+    fn status(&self, index: usize) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: `index < frames`, so the slot lies inside the mapping,
+        // which lives as long as `self`; a slot starts on a 16-octet
+        // boundary (a page plus a multiple of the slot size), so its first
+        // field, the `u32` status, is aligned. The kernel writes the word
+        // concurrently, hence the atomic view.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(index * self.frame_size)
+                .cast::<std::sync::atomic::AtomicU32>()
+        }
+    }
+
+    /// The frame in the slot at the head, if the kernel has filled it; to
+    /// be given back with [`RxRing::release`] before the next call.
+    pub(crate) fn peek(&self) -> io::Result<Option<RingFrame<'_>>> {
+        let status = self
+            .status(self.head)
+            .load(std::sync::atomic::Ordering::Acquire);
+        if status & libc::TP_STATUS_USER == 0 {
+            return Ok(None);
+        }
+        // SAFETY: the slot is inside the mapping and aligned (see
+        // `status`); with `TP_STATUS_USER` set (read with acquire ordering
+        // above) the kernel has written the header and the frame and does
+        // not touch the slot until we hand it back.
+        let slot = unsafe {
+            std::slice::from_raw_parts(
+                self.base.as_ptr().add(self.head * self.frame_size),
+                self.frame_size,
+            )
+        };
+        // `struct tpacket2_hdr`: status, len, snaplen (u32), mac (u16), in
+        // host byte order.
+        let u32_at = |at: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&slot[at..at + 4]);
+            u32::from_ne_bytes(b) as usize
+        };
+        let (len, snaplen) = (u32_at(4), u32_at(8));
+        let mac = usize::from(u16::from_ne_bytes([slot[12], slot[13]]));
+        if status & libc::TP_STATUS_COPY != 0 {
+            return Ok(Some(RingFrame::Copied));
+        }
+        if snaplen < len {
+            return Ok(Some(RingFrame::Cut { len }));
+        }
+        match slot.get(mac..mac + snaplen) {
+            Some(frame) => Ok(Some(RingFrame::Whole(frame))),
+            None => Err(io::Error::other("receive ring slot out of bounds")),
+        }
+    }
+
+    /// Gives the slot at the head back to the kernel and moves on.
+    pub(crate) fn release(&mut self) {
+        self.status(self.head)
+            .store(libc::TP_STATUS_KERNEL, std::sync::atomic::Ordering::Release);
+        self.head = (self.head + 1) % self.frames;
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` are the mapping made in `new`, unmapped
+        // once, here; no slice into it outlives `self`.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
