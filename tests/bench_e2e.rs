@@ -28,9 +28,18 @@ use std::time::Duration;
 
 const SECONDS: &str = "5";
 
-/// iperf3 runs per path; the table gives their median (and range), so one
-/// disturbed run on the shared cores does not decide a ratio.
-const RUNS: usize = 3;
+/// iperf3 runs per path unless `BITSGW_E2E_RUNS` says otherwise; the
+/// table gives their median (and range), so one disturbed run on the
+/// shared cores does not decide a ratio.
+const DEFAULT_RUNS: usize = 3;
+
+fn runs() -> usize {
+    std::env::var("BITSGW_E2E_RUNS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_RUNS)
+}
 
 /// One path's runs.
 #[derive(Debug, Clone, Copy)]
@@ -337,14 +346,15 @@ fn socket(lab: &Lab, side: &str, tag: &str) -> PathBuf {
     lab.dir.join(format!("gw-{side}-{tag}.sock"))
 }
 
-/// [`RUNS`] iperf3 TCP runs from host A to host B, one after the other.
+/// [`runs`] iperf3 TCP runs from host A to host B, one after the other.
 fn iperf(lab: &mut Lab) -> Measured {
-    let mut runs: Vec<(f64, u64)> = (0..RUNS).map(|_| iperf_once(lab)).collect();
+    let n = runs();
+    let mut runs: Vec<(f64, u64)> = (0..n).map(|_| iperf_once(lab)).collect();
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     Measured {
-        median: runs[RUNS / 2].0,
+        median: runs[n / 2].0,
         min: runs[0].0,
-        max: runs[RUNS - 1].0,
+        max: runs[n - 1].0,
         retransmits: runs.iter().map(|r| r.1).sum(),
     }
 }
@@ -450,7 +460,8 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
     let g = |i: usize| rows[i].1.median;
     let bare = g(0);
     println!(
-        "\nbench-e2e: iperf3 TCP, {RUNS} runs of {SECONDS} s per path, host MTU 1400; load average {load_before} (before) / {} (after)",
+        "\nbench-e2e: iperf3 TCP, {} runs of {SECONDS} s per path, host MTU 1400; load average {load_before} (before) / {} (after)",
+        runs(),
         load()
     );
     println!(
