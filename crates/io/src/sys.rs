@@ -64,15 +64,26 @@ pub(crate) fn set_int_option(
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
-    // SAFETY: the option value points to a live `c_int` on our stack and the
-    // length passed is its size; the kernel only reads it.
+    set_option(fd, level, name, &value)
+}
+
+/// Sets a socket option whose value is `value` (the C type the option
+/// takes; the kernel refuses a value of the wrong size).
+fn set_option<T>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: the option value points to a live `T` and the length passed
+    // is its size; the kernel only reads that many bytes.
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             level,
             name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc < 0 {
@@ -193,21 +204,7 @@ pub(crate) fn add_promiscuous_membership(
         mr_alen: 0,
         mr_address: [0; 8],
     };
-    // SAFETY: the option value points to a live `packet_mreq` and the
-    // length passed is its size; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_ADD_MEMBERSHIP,
-            (&mreq as *const libc::packet_mreq).cast(),
-            std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_option(fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
 }
 
 /// Sets a socket buffer size (`SO_RCVBUF` or `SO_SNDBUF`), above the
@@ -230,21 +227,7 @@ pub(crate) fn set_send_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Res
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
     };
-    // SAFETY: the option value points to a live `timeval` and the length
-    // passed is its size; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_option(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv)
 }
 
 /// Receives one datagram into `space` without blocking. `Ok(None)` if
@@ -403,20 +386,7 @@ impl RxRing {
             tp_frame_size: c_uint(frame_size)?,
             tp_frame_nr: c_uint(frames)?,
         };
-        // SAFETY: the option value points to a live `tpacket_req` and the
-        // length passed is its size; the kernel only reads it.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_RX_RING,
-                (&req as *const libc::tpacket_req).cast(),
-                std::mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_option(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
         // SAFETY: a fresh shared mapping of the ring the kernel just made
         // for this socket, at an address the kernel picks; nothing else in
         // this process refers to that range.
