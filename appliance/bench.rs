@@ -606,6 +606,7 @@ impl RxPort for IdleRx {
     }
 }
 
+#[derive(Clone)]
 struct CountTx {
     expected: bool,
     /// Goodput bytes per emitted frame (the inner packet), by frame index.
@@ -620,6 +621,12 @@ impl TxPort for CountTx {
     fn link_type(&self) -> LinkType {
         LinkType::Ethernet
     }
+    /// Each worker counts through its own handle (the counts are shared
+    /// atomics), as it sends on its own handle of a packet socket.
+    fn try_clone(&self) -> Option<Box<dyn TxPort>> {
+        Some(Box::new(self.clone()))
+    }
+
     fn send(&mut self, frame: &[u8]) -> Result<(), PortError> {
         let s = &*self.shared;
         if !self.expected || frame.len() < 14 {

@@ -52,7 +52,7 @@ struct AfPacketRx {
     ring: sys::RxRing,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct AfPacketTx {
     name: String,
     socket: Arc<OwnedFd>,
@@ -219,6 +219,10 @@ impl TxPort for AfPacketTx {
 
     fn link_type(&self) -> LinkType {
         LinkType::Ethernet
+    }
+
+    fn try_clone(&self) -> Option<Box<dyn TxPort>> {
+        Some(Box::new(self.clone()))
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), PortError> {

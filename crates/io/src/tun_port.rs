@@ -18,7 +18,7 @@ struct TunRx {
     file: Arc<File>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct TunTx {
     name: String,
     file: Arc<File>,
@@ -121,6 +121,10 @@ impl TxPort for TunTx {
 
     fn link_type(&self) -> LinkType {
         LinkType::RawIp
+    }
+
+    fn try_clone(&self) -> Option<Box<dyn TxPort>> {
+        Some(Box::new(self.clone()))
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), PortError> {

@@ -103,6 +103,13 @@ pub trait TxPort: Send {
     fn link_type(&self) -> LinkType;
     /// Sends one frame.
     fn send(&mut self, frame: &[u8]) -> Result<(), PortError>;
+    /// Another sending handle on the same port, through which a second
+    /// thread can send without a lock, if the port allows that (a packet
+    /// socket or a TUN device takes whole frames from several threads).
+    /// `None`: the threads share this handle behind a lock.
+    fn try_clone(&self) -> Option<Box<dyn TxPort>> {
+        None
+    }
 }
 
 /// Both halves of a port.

@@ -291,7 +291,7 @@ pub fn start_configured(
     });
     let host_link = host.rx.link_type();
     let net_link = network.rx.link_type();
-    let tx = TxPorts {
+    let tx = SharedTxPorts {
         host: Arc::new(Mutex::new(host.tx)),
         network: Arc::new(Mutex::new(network.tx)),
     };
@@ -319,7 +319,7 @@ pub fn start_configured(
             control: crx,
             pool: pools.bufs_tx.clone(),
             vecs: pools.vecs_tx.clone(),
-            tx: tx.clone(),
+            tx: TxPorts::for_thread(&tx),
             host_link,
             net_link,
             tap: tap.clone(),
@@ -934,24 +934,63 @@ impl RxThread {
     }
 }
 
-/// The sending halves of both ports, shared by the workers.
-#[derive(Clone)]
+/// A thread's way to send on one port: a handle of its own where the port
+/// can give one ([`TxPort::try_clone`]), else the port's one handle,
+/// shared behind a lock.
+enum TxHandle {
+    Own(Box<dyn TxPort>),
+    Shared(Arc<Mutex<Box<dyn TxPort>>>),
+}
+
+impl TxHandle {
+    fn for_thread(port: &Arc<Mutex<Box<dyn TxPort>>>) -> TxHandle {
+        let own = port.lock().ok().and_then(|p| p.try_clone());
+        match own {
+            Some(own) => TxHandle::Own(own),
+            None => TxHandle::Shared(Arc::clone(port)),
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> bool {
+        match self {
+            TxHandle::Own(port) => port.send(frame).is_ok(),
+            TxHandle::Shared(port) => port
+                .lock()
+                .map(|mut p| p.send(frame).is_ok())
+                .unwrap_or(false),
+        }
+    }
+}
+
+/// The sending halves of both ports, as one thread sends on them.
 struct TxPorts {
-    host: Arc<Mutex<Box<dyn TxPort>>>,
-    network: Arc<Mutex<Box<dyn TxPort>>>,
+    host: TxHandle,
+    network: TxHandle,
 }
 
 impl TxPorts {
-    /// Sends `frame` on `side`; false if the port refused it.
-    fn send(&self, side: Side, frame: &[u8]) -> bool {
-        let port = match side {
-            Side::Host => &self.host,
-            Side::Network => &self.network,
-        };
-        port.lock()
-            .map(|mut p| p.send(frame).is_ok())
-            .unwrap_or(false)
+    /// Handles for one more thread on the ports `shared` holds.
+    fn for_thread(shared: &SharedTxPorts) -> TxPorts {
+        TxPorts {
+            host: TxHandle::for_thread(&shared.host),
+            network: TxHandle::for_thread(&shared.network),
+        }
     }
+
+    /// Sends `frame` on `side`; false if the port refused it.
+    fn send(&mut self, side: Side, frame: &[u8]) -> bool {
+        match side {
+            Side::Host => self.host.send(frame),
+            Side::Network => self.network.send(frame),
+        }
+    }
+}
+
+/// Both ports' sending halves as opened, from which each thread takes its
+/// handles.
+struct SharedTxPorts {
+    host: Arc<Mutex<Box<dyn TxPort>>>,
+    network: Arc<Mutex<Box<dyn TxPort>>>,
 }
 
 /// Which SAs a worker owns: their sequence numbers, windows, counters and
@@ -1077,7 +1116,7 @@ impl Worker {
         {
             return;
         }
-        let tx = &self.tx;
+        let tx = &mut self.tx;
         let mut failed = 0u64;
         let mut emit = |side: Side, frame: &[u8]| {
             if !tx.send(side, frame) {
@@ -1117,7 +1156,7 @@ impl Worker {
             Side::Network => self.net_link,
         };
         let now = self.shared.now();
-        let tx = &self.tx;
+        let tx = &mut self.tx;
         let mut failed = 0u64;
         let mut emit = |side: Side, frame: &[u8]| {
             if !tx.send(side, frame) {
