@@ -27,6 +27,10 @@
 //!   [`SAD_KEYS`] SPIs drawn uniformly from `n` installed inbound SAs, and
 //!   the same followed by `Sad::get` (which touches the SA itself). The SAs
 //!   are installed through `IpsecStage::install_sa` before timing starts.
+//! - `sad/by_spi_active/<n>`: `Sad::by_spi` with [`SAD_ACTIVE`] of the `n`
+//!   SAs carrying the traffic (drawn uniformly once), the next SPI drawn
+//!   uniformly from those: the working set of a gateway whose installed SAs
+//!   are mostly idle, as against `by_spi`'s 65 536 distinct SPIs.
 //! - `replay/in_order/<w>`, `replay/reordered/<w>`:
 //!   `ReplayWindow::check_and_update` with window `w` for consecutive
 //!   sequence numbers, and for sequence numbers shuffled within blocks of
@@ -58,6 +62,9 @@ const SPD_KEYS: usize = 16384;
 const WORKING_FLOWS: usize = 1024;
 /// SPIs cycled through by the SAD benches.
 const SAD_KEYS: usize = 65536;
+
+/// SAs carrying traffic in `sad/by_spi_active`.
+const SAD_ACTIVE: usize = 1024;
 
 /// A small deterministic generator (xorshift64*), so runs are comparable.
 struct Rng(u64);
@@ -444,6 +451,16 @@ fn bench_sad(c: &mut Criterion) {
                 sad.by_spi(black_box(spis[i]))
                     .and_then(|id| sad.get(id))
                     .map(|sa| sa.spi())
+            })
+        });
+        let active: Vec<u32> = (0..SAD_ACTIVE.min(n)).map(|_| spi(rng.below(n))).collect();
+        let stream: Vec<u32> = (0..SAD_KEYS)
+            .map(|_| active[rng.below(active.len())])
+            .collect();
+        g.bench_with_input(BenchmarkId::new("by_spi_active", n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % SAD_KEYS;
+                sad.by_spi(black_box(stream[i]))
             })
         });
     }
