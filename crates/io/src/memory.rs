@@ -76,7 +76,7 @@ struct MemoryRx {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct MemoryTx {
     name: String,
     link: LinkType,
@@ -151,6 +151,11 @@ impl TxPort for MemoryTx {
 
     fn link_type(&self) -> LinkType {
         self.link
+    }
+
+    /// Every handle records into the same list of sent frames.
+    fn try_clone(&self) -> Option<Box<dyn TxPort>> {
+        Some(Box::new(self.clone()))
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), PortError> {
