@@ -54,7 +54,7 @@ use bitsgw_wire::esp::{classify_udp_encap, UdpEncapKind, UDP_HEADER_LEN};
 use bitsgw_wire::ether::{self, LinkType};
 use bitsgw_wire::{ip, PacketBuf, Timestamp};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -120,6 +120,13 @@ pub struct Report {
     pub events: Vec<Event>,
     /// The mobility stage's counters, summed, in the `ha` and `mn` roles.
     pub mobility: Option<MobilityCounters>,
+    /// Packet buffers made since the start ([`PacketBuf::new`], 9.6 KB
+    /// each). They are never freed while the pipeline runs but circulate,
+    /// so this is the most frames ever in flight at once: it grows only
+    /// when a burst outdoes every earlier one, and never past the bound the
+    /// queue depths set (the pools' capacity). Memory that grows by more than
+    /// this explains is a leak.
+    pub packet_buffers: u64,
 }
 
 impl Report {
@@ -177,6 +184,8 @@ struct Shared {
     /// Counters of the receive threads (fragment drops, full queues).
     rx_stage: Mutex<StageCounters>,
     rx_pipeline: Mutex<PipelineCounters>,
+    /// Packet buffers made so far (see [`Report::packet_buffers`]).
+    buffers_made: AtomicU64,
 }
 
 impl Shared {
@@ -288,6 +297,7 @@ pub fn start_configured(
         origin: Instant::now(),
         rx_stage: Mutex::new(StageCounters::default()),
         rx_pipeline: Mutex::new(PipelineCounters::default()),
+        buffers_made: AtomicU64::new(0),
     });
     let host_link = host.rx.link_type();
     let net_link = network.rx.link_type();
@@ -341,14 +351,14 @@ pub fn start_configured(
             .iter_mut()
             .zip([(0, Direction::Outbound), (1, Direction::Inbound)])
         {
-            let pools = Pools::new(1, cfg.queue_depth);
+            let pools = Pools::new(1, cfg.queue_depth, &shared.buffers_made);
             let (worker, _, ctx) = make_worker(i, Ownership::Direction(direction), &pools);
             controls.push(ctx);
             *slot = Some(worker);
             rx_pools.push(pools);
         }
     } else {
-        let shared_pools = Pools::new(workers, cfg.queue_depth);
+        let shared_pools = Pools::new(workers, cfg.queue_depth, &shared.buffers_made);
         for w in 0..workers {
             let (worker, btx, ctx) = make_worker(w, Ownership::Shared { workers }, &shared_pools);
             batch_txs.push(btx);
@@ -426,15 +436,18 @@ struct Pools {
 impl Pools {
     /// Pools for `workers` handling threads with queues of `queue_depth`
     /// batches.
-    fn new(workers: usize, queue_depth: usize) -> Self {
+    /// Every buffer made is counted in `made`.
+    fn new(workers: usize, queue_depth: usize, made: &AtomicU64) -> Self {
         let (bufs_tx, bufs_rx) =
             bounded::<PacketBuf>(workers * queue_depth.max(1) * BATCH + 4 * BATCH);
         // Buffers for the frames of a few full batches per worker are made
         // up front (about 2.4 MiB per worker); more are made, once, if more
         // are ever in flight, and then circulate through the pool.
-        for _ in 0..(workers * PREFILL_BUFS_PER_WORKER).min(PREFILL_BUFS) {
+        let prefill = (workers * PREFILL_BUFS_PER_WORKER).min(PREFILL_BUFS);
+        for _ in 0..prefill {
             let _ = bufs_tx.try_send(PacketBuf::new());
         }
+        made.fetch_add(prefill as u64, Ordering::Relaxed);
         // Emptied batch vectors go back to the receive threads, so a batch
         // costs no allocation in steady state either. As many as can be in
         // flight (queued, being handled, pending) are made up front, up to
@@ -528,7 +541,10 @@ impl Running {
             }
         }
         parts.sort_by_key(|(w, _)| *w);
-        let mut total = Report::default();
+        let mut total = Report {
+            packet_buffers: self.shared.buffers_made.load(Ordering::Relaxed),
+            ..Report::default()
+        };
         if let Ok(s) = self.shared.rx_stage.lock() {
             total.merge_counters(&s);
         }
@@ -745,7 +761,10 @@ impl RxThread {
     fn take_buf(&mut self) -> PacketBuf {
         match self.spare.take().or_else(|| self.free.pop()) {
             Some(b) => b,
-            None => self.pool.try_recv().unwrap_or_default(),
+            None => self.pool.try_recv().unwrap_or_else(|_| {
+                self.shared.buffers_made.fetch_add(1, Ordering::Relaxed);
+                PacketBuf::new()
+            }),
         }
     }
 
@@ -1102,6 +1121,8 @@ impl Worker {
                     spd_hits_in: stage.spd(Direction::Inbound).hits().to_vec(),
                     events: std::mem::take(&mut self.events),
                     mobility: self.gateway.mobility().map(|m| m.counters().clone()),
+                    // The pipeline's own count, added by `Running::report`.
+                    packet_buffers: 0,
                 };
                 let _ = reply.send((self.index, report));
             }
