@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod config;
 mod control;
+mod event;
 mod lab;
 mod mobility;
 mod replay;

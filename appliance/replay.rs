@@ -5,6 +5,7 @@
 //! initial attachment is taken when the capture starts.
 
 use crate::config;
+use crate::event::{self, EventCommand};
 use crate::mobility::{self, MnControl};
 use crate::report;
 use crate::run::build_stage;
@@ -73,49 +74,32 @@ pub fn run(
         .unwrap_or(Timestamp::ZERO);
     let mut scheduled = Vec::new();
     for e in events {
-        let (t, cmd) = e
-            .split_once(':')
-            .ok_or_else(|| format!("--event {e}: expected SECONDS:COMMAND"))?;
-        let secs: f64 = t
-            .parse()
-            .map_err(|_| format!("--event {e}: \"{t}\" is not a number of seconds"))?;
-        if !(0.0..1e9).contains(&secs) {
-            return Err(format!("--event {e}: time out of range"));
-        }
-        let at = start.saturating_add(std::time::Duration::from_secs_f64(secs));
-        let words: Vec<&str> = cmd.split_whitespace().collect();
-        let action: Box<dyn FnOnce(&mut Gateway)> = match words.as_slice() {
-            ["remove-sa", name] => {
-                let name = name.to_string();
-                Box::new(move |gw: &mut Gateway| {
-                    if let Some(id) = gw.stage().sad().by_name(&name) {
-                        gw.stage_mut().remove_sa(id);
-                    }
-                })
-            }
-            ["reload"] => {
+        let event = event::parse(e)?;
+        let at = start.saturating_add(event.after);
+        let action: Box<dyn FnOnce(&mut Gateway)> = match event.command {
+            EventCommand::RemoveSa(name) => Box::new(move |gw: &mut Gateway| {
+                if let Some(id) = gw.stage().sad().by_name(&name) {
+                    gw.stage_mut().remove_sa(id);
+                }
+            }),
+            EventCommand::Reload => {
                 let set = load_policy_file(&cfg.policy_file).map_err(|e| e.to_string())?;
                 Box::new(move |gw: &mut Gateway| {
                     let _ = set.reload(gw.stage_mut(), at);
                 })
             }
-            ["move", to, rest @ ..] if rest.is_empty() || rest == ["--break"] => {
+            EventCommand::Move { to, keep_old } => {
                 let attachment =
-                    mobility::parse_move(&cfg, to).map_err(|m| format!("--event {e}: {m}"))?;
+                    mobility::parse_move(&cfg, &to).map_err(|m| format!("--event {e}: {m}"))?;
                 let op = MnControl::Move {
                     attachment,
-                    keep_old: rest.is_empty(),
+                    keep_old,
                 };
                 Box::new(move |gw: &mut Gateway| mobility::control(gw, op, at))
             }
-            ["refresh"] => {
+            EventCommand::Refresh => {
                 mobility::check_refresh(&cfg).map_err(|m| format!("--event {e}: {m}"))?;
                 Box::new(move |gw: &mut Gateway| mobility::control(gw, MnControl::Refresh, at))
-            }
-            _ => {
-                return Err(format!(
-                    "--event {e}: unknown command (known: remove-sa NAME, reload, move ATTACHMENT [--break], refresh)"
-                ))
             }
         };
         scheduled.push(ScheduledEvent { at, action });

@@ -11,7 +11,7 @@
 //! record, never a panic.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -92,13 +92,16 @@ impl Interface {
     }
 }
 
+/// Where a capture is read from: a file, or bytes already in memory.
+type Source = Box<dyn Read + Send>;
+
 enum Format {
     Pcap {
-        reader: pcap_file::pcap::PcapReader<File>,
+        reader: pcap_file::pcap::PcapReader<Source>,
         nanosecond: bool,
     },
     PcapNg {
-        reader: pcap_file::pcapng::PcapNgReader<File>,
+        reader: pcap_file::pcapng::PcapNgReader<Source>,
         interfaces: Vec<Interface>,
         /// The timestamp of the last packet, for Simple Packet Blocks,
         /// which carry none.
@@ -131,38 +134,41 @@ impl PcapReader {
     /// first interface description).
     pub fn open(path: &Path) -> Result<Self, PortError> {
         let name = path.display().to_string();
-        let io_err = |source| PortError::CaptureIo {
+        let file = File::open(path).map_err(|source| PortError::CaptureIo {
             file: name.clone(),
             source,
-        };
-        let bad = |problem: String| PortError::BadCapture {
-            file: name.clone(),
-            problem,
-        };
-        let mut file = File::open(path).map_err(io_err)?;
+        })?;
+        Self::from_reader(name, Box::new(file))
+    }
+
+    /// Reads a capture from `source`, named `name` in errors (a file's
+    /// path, or what the bytes are).
+    pub fn from_reader(name: String, mut source: Box<dyn Read + Send>) -> Result<Self, PortError> {
         let mut magic = [0u8; 4];
-        match file.read_exact(&mut magic) {
+        match source.read_exact(&mut magic) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(bad("too short to be a capture file".into()));
+                return Err(PortError::BadCapture {
+                    file: name,
+                    problem: "too short to be a capture file".into(),
+                });
             }
-            Err(e) => return Err(io_err(e)),
+            Err(source) => return Err(PortError::CaptureIo { file: name, source }),
         }
-        file.rewind().map_err(io_err)?;
+        // The readers below want the whole file from its first byte.
+        let source: Source = Box::new(io::Cursor::new(magic).chain(source));
         if magic == PCAPNG_MAGIC {
-            Self::open_pcapng(name.clone(), file)
+            Self::open_pcapng(name, source)
         } else {
-            let reader = pcap_file::pcap::PcapReader::new(file)
+            let reader = pcap_file::pcap::PcapReader::new(source)
                 .map_err(|e| convert(&name, "file header", e))?;
             let header = reader.header();
-            let framing = Framing::of(header.datalink).ok_or_else(|| {
-                bad(format!(
-                    "unsupported link type {}",
-                    u32::from(header.datalink)
-                ))
+            let framing = Framing::of(header.datalink).ok_or_else(|| PortError::BadCapture {
+                file: name.clone(),
+                problem: format!("unsupported link type {}", u32::from(header.datalink)),
             })?;
             Ok(PcapReader {
-                path: name.clone(),
+                path: name,
                 format: Format::Pcap {
                     reader,
                     nanosecond: header.ts_resolution == TsResolution::NanoSecond,
@@ -174,7 +180,7 @@ impl PcapReader {
         }
     }
 
-    fn open_pcapng(name: String, file: File) -> Result<Self, PortError> {
+    fn open_pcapng(name: String, file: Source) -> Result<Self, PortError> {
         let mut reader = pcap_file::pcapng::PcapNgReader::new(file)
             .map_err(|e| convert(&name, "section header", e))?;
         let mut records = 0;
