@@ -1228,3 +1228,21 @@ mod hostile {
         }
     }
 }
+
+#[cfg(test)]
+mod duplicate_keys {
+    use super::parse;
+    use std::path::Path;
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/gateway-a.json");
+        let good = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(parse(&good, &path).is_ok());
+        let twice = good.replacen(r#""role": "#, r#""role": "ha", "role": "#, 1);
+        assert_ne!(twice, good);
+        let e = parse(&twice, &path).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains(r#"key "role" appears twice in one object"#), "{e}");
+        assert!(e.contains("gateway-a.json"), "{e}");
+    }
+}

@@ -720,9 +720,15 @@ fn parse_sa(
 }
 
 /// Parses the JSON text of a configuration file, with an error that says
-/// where the syntax breaks.
+/// where the syntax breaks. A key given twice in one object is refused
+/// (RFC 8259 4 leaves duplicates to the parser; taking the last one
+/// silently turned a catch-all `"action": "discard", "action": "bypass"`
+/// into BYPASS).
 pub fn parse_json(ctx: &Ctx<'_>, text: &str) -> Result<Value, ConfigError> {
-    serde_json::from_str(text).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed =
+        serde::Deserialize::deserialize(&mut de).and_then(|StrictJson(v)| de.end().map(|()| v));
+    parsed.map_err(|e| {
         ctx.err(
             "",
             format!(
@@ -732,6 +738,76 @@ pub fn parse_json(ctx: &Ctx<'_>, text: &str) -> Result<Value, ConfigError> {
             ),
         )
     })
+}
+
+/// A JSON value whose objects have no key twice.
+struct StrictJson(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictJsonVisitor).map(StrictJson)
+    }
+}
+
+struct StrictJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictJsonVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "key \"{}\" appears twice in one object",
+                    shown(&key)
+                )));
+            }
+            let StrictJson(v) = map.next_value()?;
+            obj.insert(key, v);
+        }
+        Ok(Value::Object(obj))
+    }
+}
+
+/// At most the first 40 characters of a name, so an error never echoes a
+/// long pasted value whole.
+fn shown(name: &str) -> String {
+    match name.char_indices().nth(40) {
+        Some((at, _)) => format!("{}...", &name[..at]),
+        None => name.to_string(),
+    }
 }
 
 /// Parses and validates the text of a policy file named `file`.

@@ -248,3 +248,43 @@ fn keys_never_appear_in_errors_or_debug_output() {
     let err = parse_policy(&text, "mn.json").unwrap_err().to_string();
     assert!(!err.contains("00112233"));
 }
+
+#[test]
+fn a_key_given_twice_is_refused_where_it_is() {
+    // The catch-all DISCARD that a second "action" would have made BYPASS.
+    let text = GOOD.replace(
+        r#"{"name": "rest", "action": "discard"}
+    ],
+    "inbound""#,
+        r#"{"name": "rest", "action": "discard", "action": "bypass"}
+    ],
+    "inbound""#,
+    );
+    assert_ne!(text, GOOD);
+    let e = parse_policy(&text, "mn.json").unwrap_err().to_string();
+    assert!(e.starts_with("mn.json: "), "{e}");
+    assert!(
+        e.contains(r#"key "action" appears twice in one object"#),
+        "{e}"
+    );
+    assert!(e.contains("line 7,"), "{e}");
+    // Anywhere in the file: the top level, an SA, an object in an object.
+    for (from, to) in [
+        (r#""spd": {"#, r#""comment": "a", "comment": "b", "spd": {"#),
+        (
+            r#""mode": "transport", "transform""#,
+            r#""mode": "transport", "mode": "tunnel", "transform""#,
+        ),
+        (
+            r#"{"local": "home_address_1", "remote": "home_agent_1"}"#,
+            r#"{"local": "home_address_1", "remote": "home_agent_1", "local": "home_agent_1"}"#,
+        ),
+    ] {
+        let text = GOOD.replacen(from, to, 1);
+        assert_ne!(text, GOOD, "{from}");
+        let e = parse_policy(&text, "mn.json").unwrap_err().to_string();
+        assert!(e.contains("appears twice in one object"), "{e}");
+    }
+    // The same key in two objects is fine.
+    assert!(parse_policy(GOOD, "mn.json").is_ok());
+}
