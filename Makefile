@@ -1,7 +1,7 @@
 # bitsgw: the commands the README gives.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt demo walkthrough check-policies peer-selftest bench bench-e2e fuzz soak clean
+.PHONY: all build test test-deps lint fmt demo walkthrough check-policies peer-selftest bench bench-e2e fuzz fuzz-bounded soak clean
 
 all: build
 
@@ -12,10 +12,11 @@ build:
 # nftables, iperf3, ping, ethtool) if missing, then runs formatting and lint
 # checks (clippy also compiles the benches and fuzz-free targets) and every
 # test: unit, end to end, lab (network namespaces, needs root), scapy/tshark
-# interoperability.
+# interoperability, and every fuzz target for a few seconds.
 test: test-deps lint
 	$(CARGO) test --workspace
 	$(MAKE) check-policies
+	$(MAKE) fuzz-bounded
 
 test-deps:
 	./scripts/setup-test-deps.sh
@@ -73,10 +74,16 @@ bench-e2e: test-deps
 soak:
 	$(CARGO) test -p bitsgw-pipeline --test soak -- --ignored --nocapture soak_full
 
-# The long fuzz runs (cargo-fuzz), SECONDS per target.
+# The long fuzz runs (cargo-fuzz, with AddressSanitizer), SECONDS per target.
 SECONDS ?= 60
 fuzz:
 	./scripts/fuzz.sh $(SECONDS)
+
+# Every fuzz target for a few seconds, part of make test: a target that no
+# longer builds, or an input that crashes one, fails the tests.
+FUZZ_BOUNDED_SECONDS ?= 5
+fuzz-bounded:
+	FUZZ_SANITIZER=none ./scripts/fuzz.sh $(FUZZ_BOUNDED_SECONDS)
 
 clean:
 	$(CARGO) clean

@@ -4,7 +4,8 @@
 # python3-venv; strongswan-charon, strongswan-swanctl, libcharon-extra-plugins
 # and libstrongswan-standard-plugins for strongSwan's userspace ESP with
 # AES-GCM in make bench-e2e) and a virtualenv at $REPO/.venv with
-# scapy >= 2.6 from PyPI (Debian's 2.5 has ESP bugs).
+# scapy >= 2.6 from PyPI (Debian's 2.5 has ESP bugs), and cargo-fuzz from
+# crates.io for the bounded fuzz runs.
 #
 # Idempotent and non-interactive: a second run installs nothing and only
 # checks. Prints one line per thing it installs; exits non-zero with a
@@ -102,6 +103,14 @@ if ! scapy_ok || ! crypto_ok; then
         die "pip install '$SCAPY_SPEC' cryptography failed (is PyPI reachable?)"
     scapy_ok || die "scapy >= 2.6 not importable from $VENV after pip install"
     crypto_ok || die "cryptography not importable from $VENV after pip install"
+fi
+
+# --- cargo-fuzz, for the bounded fuzz runs of make test ----------------------
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    echo "setup-test-deps: installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" ||
+        die "cargo install cargo-fuzz $CARGO_FUZZ_VERSION failed (is crates.io reachable?)"
 fi
 
 echo "setup-test-deps: ok ($("$VENV/bin/python" -c 'import scapy; print("scapy", scapy.VERSION)'), $(tshark --version 2>/dev/null | head -n1))"

@@ -198,7 +198,7 @@ pub fn ip_packet(src: &str, dst: &str, proto: u8, payload: &[u8]) -> Vec<u8> {
         (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
             let mut h = [0u8; 20];
             let len = (20 + payload.len()).min(65535) as u16;
-            ip::emit_ipv4_header(&mut h, s.octets(), d.octets(), proto, len, 64, 1, 0);
+            ip::emit_ipv4_header(&mut h, s.octets(), d.octets(), proto, len, 64, 1, 0, false);
             p.extend_from_slice(&h);
         }
         _ => {}

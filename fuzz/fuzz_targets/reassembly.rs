@@ -42,6 +42,7 @@ fn fragment(ctl: u8, off: u16, data: &[u8]) -> Vec<u8> {
             64,
             u16::from(ident),
             0,
+            false,
         );
         let ff = (off & 0x1fff) | if more { 0x2000 } else { 0 };
         h[6..8].copy_from_slice(&ff.to_be_bytes());
