@@ -1242,7 +1242,10 @@ mod duplicate_keys {
         let twice = good.replacen(r#""role": "#, r#""role": "ha", "role": "#, 1);
         assert_ne!(twice, good);
         let e = parse(&twice, &path).map(|_| ()).unwrap_err().to_string();
-        assert!(e.contains(r#"key "role" appears twice in one object"#), "{e}");
+        assert!(
+            e.contains(r#"key "role" appears twice in one object"#),
+            "{e}"
+        );
         assert!(e.contains("gateway-a.json"), "{e}");
     }
 }

@@ -16,7 +16,7 @@
 use bitsgw_pipeline::endpoint::ETHERTYPE_ARP;
 use bitsgw_pipeline::LocalEndpoint;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use bitsgw_wire::{ip, Timestamp};
+use bitsgw_wire::{ip, proto, Timestamp};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
@@ -245,7 +245,7 @@ impl LocalEndpoint for SmoltcpEndpoint {
                 // A neighbor solicitation (to a solicited-node group): its
                 // target address is at 8 in the message.
                 let icmp = pkt.get(meta.header_len..).unwrap_or(&[]);
-                meta.proto == 58
+                meta.proto == proto::ICMPV6
                     && !meta.is_later_fragment()
                     && icmp.first() == Some(&135)
                     && icmp.get(8..24).is_some_and(|t| self.is_mine(t))

@@ -19,18 +19,8 @@ use core::time::Duration;
 
 use bitsgw_wire::checksum;
 use bitsgw_wire::ip::{self, IpMeta, IpVersion, IPV4_MIN_HEADER, IPV6_HEADER};
-use bitsgw_wire::{PacketBuf, Timestamp};
+use bitsgw_wire::{proto, PacketBuf, Timestamp};
 use rustc_hash::FxHashMap;
-
-/// IPv6 extension header and upper-layer protocol numbers used here.
-mod nh {
-    pub const HOP_BY_HOP: u8 = 0;
-    pub const ICMP: u8 = 1;
-    pub const ROUTING: u8 = 43;
-    pub const FRAGMENT: u8 = 44;
-    pub const ICMPV6: u8 = 58;
-    pub const DEST_OPTS: u8 = 60;
-}
 
 /// Length of the IPv6 Fragment header (RFC 8200 4.5).
 const FRAGMENT_HEADER: usize = 8;
@@ -585,7 +575,10 @@ fn ipv6_field_naming(pkt: &[u8], target: usize) -> Option<usize> {
     let mut field = 6;
     let mut at = IPV6_HEADER;
     while at < target {
-        if !matches!(next, nh::HOP_BY_HOP | nh::ROUTING | nh::DEST_OPTS) {
+        if !matches!(
+            next,
+            proto::IPV6_HOP_BY_HOP | proto::IPV6_ROUTING | proto::IPV6_DEST_OPTS
+        ) {
             return None;
         }
         let hdr = pkt.get(at..at + 2)?;
@@ -593,7 +586,7 @@ fn ipv6_field_naming(pkt: &[u8], target: usize) -> Option<usize> {
         next = hdr[0];
         at += (usize::from(hdr[1]) + 1) * 8;
     }
-    (at == target && next == nh::FRAGMENT).then_some(field)
+    (at == target && next == proto::IPV6_FRAGMENT).then_some(field)
 }
 
 /// Writes the reassembled datagram into `out`.
@@ -769,20 +762,22 @@ pub fn fragment_ipv6(
     let mut unfrag_field = 6;
     for _ in 0..MAX_EXT_HEADERS {
         match next {
-            nh::HOP_BY_HOP | nh::ROUTING | nh::DEST_OPTS => {
+            proto::IPV6_HOP_BY_HOP | proto::IPV6_ROUTING | proto::IPV6_DEST_OPTS => {
                 let hdr = pkt.get(at..at + 2).ok_or(FragDrop::Malformed)?;
                 let len = (usize::from(hdr[1]) + 1) * 8;
                 if at + len > pkt.len() {
                     return Err(FragDrop::Malformed);
                 }
-                if next == nh::ROUTING || (next == nh::HOP_BY_HOP && at == IPV6_HEADER) {
+                if next == proto::IPV6_ROUTING
+                    || (next == proto::IPV6_HOP_BY_HOP && at == IPV6_HEADER)
+                {
                     unfrag_end = at + len;
                     unfrag_field = at;
                 }
                 next = hdr[0];
                 at += len;
             }
-            nh::FRAGMENT => return Err(FragDrop::Malformed),
+            proto::IPV6_FRAGMENT => return Err(FragDrop::Malformed),
             _ => break,
         }
     }
@@ -807,7 +802,7 @@ pub fn fragment_ipv6(
             .reset_to_len(len)
             .map_err(|_| FragDrop::BufferTooSmall)?;
         buf[..unfrag_end].copy_from_slice(unfrag);
-        buf[unfrag_field] = nh::FRAGMENT;
+        buf[unfrag_field] = proto::IPV6_FRAGMENT;
         // pos < rest.len() <= 65535 (the Payload Length field).
         let off_field = (pos as u16 & 0xfff8) | u16::from(more);
         let fh = &mut buf[unfrag_end..unfrag_end + FRAGMENT_HEADER];
@@ -853,7 +848,7 @@ pub fn icmpv4_frag_needed(
     let mut orig_src = [0u8; 4];
     orig_src.copy_from_slice(&original[12..16]);
     let orig_dst = [original[16], original[17], original[18], original[19]];
-    let icmp_error = meta.proto == nh::ICMP
+    let icmp_error = meta.proto == proto::ICMP
         && !meta.is_later_fragment()
         && original
             .get(meta.header_len)
@@ -872,7 +867,7 @@ pub fn icmpv4_frag_needed(
         buf,
         src,
         orig_src,
-        nh::ICMP,
+        proto::ICMP,
         len as u16,
         ICMP_HOP_LIMIT,
         0,
@@ -910,7 +905,7 @@ pub fn icmpv6_packet_too_big(
     let original = original.get(..meta.total_len).ok_or(FragDrop::Malformed)?;
     let mut orig_src = [0u8; 16];
     orig_src.copy_from_slice(&original[8..24]);
-    let icmp_error = meta.proto == nh::ICMPV6
+    let icmp_error = meta.proto == proto::ICMPV6
         && !meta.is_later_fragment()
         && original.get(meta.header_len).is_some_and(|t| *t < 128);
     if icmp_error || orig_src == [0; 16] || orig_src[0] == 0xff {
@@ -926,7 +921,7 @@ pub fn icmpv6_packet_too_big(
         buf,
         src,
         orig_src,
-        nh::ICMPV6,
+        proto::ICMPV6,
         icmp_len as u16,
         ICMP_HOP_LIMIT,
         0,
@@ -935,7 +930,7 @@ pub fn icmpv6_packet_too_big(
     icmp[..4].copy_from_slice(&[2, 0, 0, 0]);
     icmp[4..8].copy_from_slice(&mtu.to_be_bytes());
     icmp[8..].copy_from_slice(&original[..quote]);
-    let acc = checksum::pseudo_header(&src, &orig_src, nh::ICMPV6, icmp_len as u32);
+    let acc = checksum::pseudo_header(&src, &orig_src, proto::ICMPV6, icmp_len as u32);
     let c = checksum::finish(checksum::sum(acc, icmp));
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     Ok(())

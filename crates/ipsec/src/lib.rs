@@ -15,10 +15,10 @@ pub mod query;
 pub mod replay;
 pub mod sa;
 pub mod sad;
-pub mod selector;
 pub mod spd;
 pub mod spd_index;
 pub mod stage;
 
+pub use bitsgw_ipsec_query::selector;
 pub use counters::DropReason;
 pub use stage::{Disposition, Event, IpsecStage, StageConfig};

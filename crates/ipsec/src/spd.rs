@@ -33,14 +33,7 @@ pub struct SpdEntry {
     pub action: Action,
 }
 
-/// Identifies an SPD entry: its direction and position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SpdEntryId {
-    /// Direction of the SPD it is in.
-    pub direction: crate::sa::Direction,
-    /// Position in that SPD (0 = first).
-    pub index: usize,
-}
+pub use bitsgw_ipsec_query::SpdEntryId;
 
 /// One direction's SPD. Its entries never change once it is made: a new
 /// policy is a new `Spd` (see [`crate::IpsecStage::set_spd`]), which is

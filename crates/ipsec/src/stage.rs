@@ -1309,8 +1309,14 @@ mod tests {
         let gen = s.query().generation();
         let new = s.install_sa(params, Timestamp::ZERO).unwrap();
         assert_ne!(s.query().generation(), gen);
-        assert_eq!(s.query().inbound_sa(4097).map(|i| i.id), Some(old));
-        assert_eq!(s.query().inbound_sa(5000).map(|i| i.id), Some(new));
+        assert_eq!(
+            s.query().inbound_sa(4097).map(|i| i.slot),
+            Some(old.index())
+        );
+        assert_eq!(
+            s.query().inbound_sa(5000).map(|i| i.slot),
+            Some(new.index())
+        );
         assert_eq!(s.query().sa_by_name("in").map(|i| i.spi), Some(5000));
         assert_eq!(s.sad.get(new).unwrap().selectors().len(), 1);
         s.sad.confirm_in_use(new);

@@ -108,7 +108,7 @@ fn tampered_packets_fail_the_icv_and_are_counted() {
     }
     let n = (wire.len() - 24) as u64;
     assert_eq!(b.counters().drops(DropReason::IcvFailure), n);
-    let sa = b.query().sa_by_name("in").unwrap().id;
+    let sa = b.sad().by_name("in").unwrap();
     assert_eq!(b.sad().get(sa).unwrap().stats().icv_failures, n);
     // The genuine packet still gets through afterwards.
     let mut buf = PacketBuf::from_slice(&wire);
@@ -145,7 +145,7 @@ fn replayed_and_too_old_packets_are_dropped() {
         deliver(&wires[8]),
         Disposition::Drop(DropReason::ReplayDuplicate)
     );
-    let sa = b.query().sa_by_name("in").unwrap().id;
+    let sa = b.sad().by_name("in").unwrap();
     assert_eq!(b.sad().get(sa).unwrap().stats().replay_drops, 3);
 }
 

@@ -8,7 +8,7 @@ use crate::counters::{MobilityCounters, MobilityDrop, MobilityEvent};
 use crate::packet::{self, Upper};
 use crate::seq;
 use crate::tunnel::{HaAddresses, HaInbound, HaTunnel};
-use bitsgw_ipsec::query::Query;
+use bitsgw_ipsec_query::IpsecQuery;
 use bitsgw_wire::mh::{
     ba_status, be_status, ipv4_ack_status, BindingAck, BindingUpdate, Message, MhOption,
 };
@@ -162,7 +162,7 @@ impl HomeAgent {
     /// Tunnel stage, inbound (network -> IPsec). `Err` means drop, counted.
     pub fn handle_network(
         &mut self,
-        q: &Query<'_>,
+        q: &impl IpsecQuery,
         buf: &mut PacketBuf,
         now: Timestamp,
     ) -> Result<(), MobilityDrop> {
@@ -191,7 +191,7 @@ impl HomeAgent {
     /// Tunnel stage, outbound (IPsec -> network): Req #1.
     pub fn handle_protected(
         &mut self,
-        q: &Query<'_>,
+        q: &impl IpsecQuery,
         buf: &mut PacketBuf,
         now: Timestamp,
     ) -> Result<(), MobilityDrop> {

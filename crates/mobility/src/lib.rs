@@ -11,8 +11,9 @@
 //!   `handle_network` / `handle_protected`): encapsulation, the Home
 //!   Address option and type 2 routing header, HoA <-> CoA re-addressing,
 //!   NAT detection bookkeeping, and classification of ESP packets through
-//!   the IPsec query API ([`bitsgw_ipsec::query`]) and nothing else of the
-//!   IPsec stage.
+//!   the IPsec query API ([`bitsgw_ipsec_query`]). That crate is the only
+//!   one of the IPsec stage this crate depends on, so nothing else of the
+//!   stage can be named here.
 //!
 //! Packet path (DESIGN.md): outbound, host -> IPsec -> `handle_protected`
 //! -> network; inbound, network -> `handle_network` -> IPsec ->

@@ -7,7 +7,7 @@ use crate::classify::{ClassifierMode, EspClass};
 use crate::counters::{MobilityCounters, MobilityDrop, MobilityEvent};
 use crate::packet::{self, Upper};
 use crate::tunnel::{MnPaths, MnTunnel, Path};
-use bitsgw_ipsec::query::Query;
+use bitsgw_ipsec_query::IpsecQuery;
 use bitsgw_wire::encap::DSMIP_UDP_PORT;
 use bitsgw_wire::mh::{ba_status, ipv4_ack_status, BindingUpdate, Message, MhOption};
 use bitsgw_wire::mip6::{MobilePrefixAdvertisement, MobilePrefixSolicitation, ICMPV6_MPA};
@@ -386,7 +386,7 @@ impl MobileNode {
     /// Tunnel stage, outbound (IPsec -> network): Req #3.
     pub fn handle_protected(
         &mut self,
-        q: &Query<'_>,
+        q: &impl IpsecQuery,
         buf: &mut PacketBuf,
     ) -> Result<Option<EspClass>, MobilityDrop> {
         let paths = self.paths();

@@ -2,10 +2,10 @@
 //! originate and consume. Signalling is rare, so these may allocate; the
 //! data path never comes here.
 
-use bitsgw_ipsec::selector::proto;
 use bitsgw_wire::ip::{self, IpVersion};
 use bitsgw_wire::mh::{self, Message, MhOption, MhPacket, MhRepr};
 use bitsgw_wire::mip6;
+use bitsgw_wire::proto;
 use std::net::IpAddr;
 
 /// An IPv6 packet from `src` to `dst` carrying `message` with `options`,

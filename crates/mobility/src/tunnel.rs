@@ -9,13 +9,14 @@
 use crate::binding::{BindingCache, CareOf, UdpPath};
 use crate::classify::{EspClass, Heuristic};
 use crate::counters::MobilityDrop;
-use bitsgw_ipsec::query::Query;
-use bitsgw_ipsec::sa::Mode;
-use bitsgw_ipsec::selector::{proto, Addr, AddrSel, Family, FlowKey, NextLayer, ProtoSel};
+use bitsgw_ipsec_query::sa::Mode;
+use bitsgw_ipsec_query::selector::{Addr, AddrSel, Family, FlowKey, NextLayer, ProtoSel};
+use bitsgw_ipsec_query::IpsecQuery;
 use bitsgw_wire::encap::{self, Outer, DSMIP_UDP_PORT};
 use bitsgw_wire::ip::{self, IpMeta, IpVersion};
 use bitsgw_wire::mh::mh_type;
 use bitsgw_wire::mip6::{self, ICMPV6_MPA, ICMPV6_MPS};
+use bitsgw_wire::proto;
 use bitsgw_wire::{PacketBuf, Timestamp};
 use rustc_hash::FxHashMap;
 
@@ -69,7 +70,7 @@ struct QueryCache {
 
 impl QueryCache {
     /// Forgets every answer once the query generation moved on.
-    fn follow(&mut self, q: &Query<'_>) {
+    fn follow(&mut self, q: &impl IpsecQuery) {
         if self.generation != q.generation() {
             self.pairs.clear();
             self.bu_homes.clear();
@@ -78,7 +79,7 @@ impl QueryCache {
     }
 
     /// [`bu_sa_home`], asked once per SPI and generation.
-    fn bu_home(&mut self, q: &Query<'_>, spi: u32) -> Option<[u8; 16]> {
+    fn bu_home(&mut self, q: &impl IpsecQuery, spi: u32) -> Option<[u8; 16]> {
         self.follow(q);
         if let Some(h) = self.bu_homes.get(&spi) {
             return *h;
@@ -94,7 +95,7 @@ impl QueryCache {
     /// prefix discovery message (MPS or MPA).
     fn signalling(
         &mut self,
-        q: &Query<'_>,
+        q: &impl IpsecQuery,
         local: [u8; 16],
         remote: [u8; 16],
         mh: u8,
@@ -111,7 +112,7 @@ impl QueryCache {
             let binding = q.outbound_sa_for_flow(&key(proto::MH, NextLayer::Mh { ty: mh }));
             let prefix =
                 q.outbound_sa_for_flow(&key(proto::ICMPV6, NextLayer::Icmp { ty: icmp, code: 0 }));
-            let transport = |sa: Option<bitsgw_ipsec::query::SaInfo<'_>>| {
+            let transport = |sa: Option<bitsgw_ipsec_query::SaView<'_>>| {
                 sa.filter(|s| s.mode == Mode::Transport).map(|s| s.spi)
             };
             Signalling {
@@ -127,7 +128,7 @@ impl QueryCache {
 /// SA's traffic selectors (RFC 4301 4.4.2.1: an inbound SAD entry holds the
 /// selectors it was negotiated with): proto MH, an MH type range holding
 /// BU, and a single remote address, the home address.
-fn bu_sa_home(q: &Query<'_>, spi: u32) -> Option<[u8; 16]> {
+fn bu_sa_home(q: &impl IpsecQuery, spi: u32) -> Option<[u8; 16]> {
     let sa = q.inbound_sa(spi)?;
     sa.selectors.iter().find_map(|s| {
         let carries_bu =
@@ -201,7 +202,7 @@ impl HaTunnel {
     /// IPsec sees).
     pub fn handle_inbound(
         &mut self,
-        q: &Query<'_>,
+        q: &impl IpsecQuery,
         bindings: &BindingCache,
         ha: &HaAddresses,
         buf: &mut PacketBuf,
@@ -291,7 +292,7 @@ impl HaTunnel {
     /// is, for the home link.
     pub fn handle_outbound(
         &mut self,
-        q: &Query<'_>,
+        q: &impl IpsecQuery,
         bindings: &BindingCache,
         extra: Option<&CareOf>,
         ha: &HaAddresses,
@@ -430,7 +431,7 @@ impl MnTunnel {
     /// home agent.
     pub fn classify(
         &mut self,
-        q: &Query<'_>,
+        q: &impl IpsecQuery,
         paths: &MnPaths,
         spi: u32,
         mode: crate::classify::ClassifierMode,
@@ -466,7 +467,7 @@ impl MnTunnel {
     /// packet is left as it is.
     pub fn handle_outbound(
         &mut self,
-        q: &Query<'_>,
+        q: &impl IpsecQuery,
         paths: &MnPaths,
         mode: crate::classify::ClassifierMode,
         buf: &mut PacketBuf,

@@ -26,7 +26,7 @@
 use crate::endpoint::ETHERTYPE_ARP;
 use bitsgw_wire::checksum;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV6};
-use bitsgw_wire::{ip, PacketBuf, Timestamp};
+use bitsgw_wire::{ip, proto, PacketBuf, Timestamp};
 use core::time::Duration;
 use std::net::IpAddr;
 
@@ -383,7 +383,7 @@ pub fn glean(frame: &[u8]) -> Option<(IpAddr, [u8; 6])> {
         ETHERTYPE_IPV6 => {
             let pkt = frame.get(ether::HEADER_LEN..)?;
             let meta = ip::parse(pkt).ok()?;
-            if meta.proto != 58 || meta.hop_limit != 255 || meta.frag.is_some() {
+            if meta.proto != proto::ICMPV6 || meta.hop_limit != 255 || meta.frag.is_some() {
                 return None;
             }
             let icmp = pkt.get(meta.header_len..meta.total_len)?;

@@ -7,7 +7,7 @@
 use crate::endpoint::ETHERTYPE_ARP;
 use bitsgw_wire::checksum;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV6};
-use bitsgw_wire::ip;
+use bitsgw_wire::{ip, proto};
 
 const ICMPV6_NS: u8 = 135;
 const ICMPV6_NA: u8 = 136;
@@ -60,7 +60,7 @@ fn na_reply(
     let pkt = frame.get(ether::HEADER_LEN..)?;
     let meta = ip::parse(pkt).ok()?;
     let icmp = pkt.get(meta.header_len..meta.total_len)?;
-    if meta.proto != 58
+    if meta.proto != proto::ICMPV6
         || meta.hop_limit != 255
         || icmp.len() < 24
         || icmp[0] != ICMPV6_NS

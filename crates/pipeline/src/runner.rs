@@ -52,7 +52,7 @@ use bitsgw_ipsec::{DropReason, Event, IpsecStage};
 use bitsgw_mobility::counters::MobilityCounters;
 use bitsgw_wire::esp::{classify_udp_encap, UdpEncapKind, UDP_HEADER_LEN};
 use bitsgw_wire::ether::{self, LinkType};
-use bitsgw_wire::{ip, PacketBuf, Timestamp};
+use bitsgw_wire::{ip, proto, PacketBuf, Timestamp};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -681,7 +681,7 @@ impl FlowOwners {
             self.generation = generation;
         }
         self.cache
-            .get_or_insert_with(key, |k| q.outbound_sa_for_flow(k).map(|sa| sa.id.index()))
+            .get_or_insert_with(key, |k| q.outbound_sa_for_flow(k).map(|sa| sa.slot))
     }
 }
 
@@ -920,8 +920,8 @@ impl RxThread {
             }
             Side::Network => {
                 let at = match meta.proto {
-                    50 => Some(meta.header_len),
-                    17 => {
+                    proto::ESP => Some(meta.header_len),
+                    proto::UDP => {
                         let udp = pkt.get(meta.header_len..meta.header_len + UDP_HEADER_LEN);
                         let dport = udp.map(|u| u16::from_be_bytes([u[2], u[3]]));
                         let payload = pkt.get(meta.header_len + UDP_HEADER_LEN..).unwrap_or(&[]);
@@ -934,7 +934,7 @@ impl RxThread {
                 at.and_then(|a| pkt.get(a..a + 4))
                     .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
                     .and_then(|spi| q.inbound_sa(spi))
-                    .map(|sa| sa.id.index())
+                    .map(|sa| sa.slot)
             }
         };
         // Traffic of no SA (bypass, discard) keeps its order per address
@@ -1241,10 +1241,7 @@ mod tests {
         let protected = udp("192.0.2.10", "198.51.100.20");
         let discarded = udp("192.0.2.10", "8.8.8.8");
         let asked = |stage: &IpsecStage, key: &FlowKey| {
-            stage
-                .query()
-                .outbound_sa_for_flow(key)
-                .map(|sa| sa.id.index())
+            stage.query().outbound_sa_for_flow(key).map(|sa| sa.slot)
         };
         let mut owners = FlowOwners::new(Side::Host);
         let first = asked(&stage, &protected);

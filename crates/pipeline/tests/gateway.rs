@@ -94,7 +94,7 @@ fn protected_traffic_never_leaves_in_clear() {
     let inner = udp_packet(ip("192.0.2.10"), ip("198.51.100.20"), 1000, 2000, 64);
     let frame = eth(ROUTER_MAC, HOST_MAC, 0x0800, &inner);
     // Remove the SA: the policy still says PROTECT, so the packet is dropped.
-    let id = a.stage().query().sa_by_name("a-to-b-v4").unwrap().id;
+    let id = a.stage().sad().by_name("a-to-b-v4").unwrap();
     a.stage_mut().remove_sa(id);
     let (d, out) = run(&mut a, Side::Host, &frame);
     assert_eq!(d, Disposition::Drop(DropReason::NoSa));
@@ -165,7 +165,7 @@ fn replay_is_deterministic_and_taps_every_boundary() {
         let events = vec![ScheduledEvent {
             at: Timestamp::from_millis(100),
             action: Box::new(|gw: &mut Gateway| {
-                let id = gw.stage().query().sa_by_name("a-to-b-v4").unwrap().id;
+                let id = gw.stage().sad().by_name("a-to-b-v4").unwrap();
                 gw.stage_mut().remove_sa(id);
             }),
         }];

@@ -6,15 +6,10 @@
 use crate::buf::PacketBuf;
 use crate::esp::{emit_udp_header, UDP_HEADER_LEN};
 use crate::ip::{self, IpVersion, IPV4_MIN_HEADER, IPV6_HEADER};
+use crate::proto;
 
 /// The UDP port of DSMIPv6 UDP encapsulation (RFC 5555 4.1, IANA 4191).
 pub const DSMIP_UDP_PORT: u16 = 4191;
-/// Protocol number of an IPv4 packet inside IP (RFC 2003).
-pub const PROTO_IPV4: u8 = 4;
-/// Protocol number of an IPv6 packet inside IP (RFC 2473, RFC 4213).
-pub const PROTO_IPV6: u8 = 41;
-/// Protocol number of UDP.
-pub const PROTO_UDP: u8 = 17;
 /// Length of the TLV header between UDP and the tunnelled packet
 /// (RFC 5555 4.1): Type, Length, 16 reserved bits.
 pub const TLV_HEADER_LEN: usize = 4;
@@ -99,8 +94,8 @@ fn inner_info(pkt: &[u8]) -> Result<(IpVersion, u8, usize), EncapError> {
         return Err(EncapError::Malformed);
     }
     let proto = match version {
-        IpVersion::V4 => PROTO_IPV4,
-        IpVersion::V6 => PROTO_IPV6,
+        IpVersion::V4 => proto::IPV4,
+        IpVersion::V6 => proto::IPV6,
     };
     Ok((version, proto, len))
 }
@@ -156,7 +151,7 @@ pub fn encapsulate(buf: &mut PacketBuf, outer: &Outer) -> Result<(), EncapError>
                 h,
                 src,
                 dst,
-                PROTO_UDP,
+                proto::UDP,
                 total,
                 OUTER_HOP_LIMIT,
                 ident,
@@ -211,7 +206,7 @@ pub fn decapsulate(buf: &mut PacketBuf, udp_port: u16) -> Result<Decapsulated, E
     let total = meta.total_len;
     let hl = meta.header_len;
     let (strip, outer) = match (meta.version, meta.proto) {
-        (IpVersion::V6, PROTO_IPV4 | PROTO_IPV6) => {
+        (IpVersion::V6, proto::IPV4 | proto::IPV6) => {
             inner_matches(&pkt[hl..total], Some(meta.proto))?;
             let mut src = [0u8; 16];
             let mut dst = [0u8; 16];
@@ -219,11 +214,11 @@ pub fn decapsulate(buf: &mut PacketBuf, udp_port: u16) -> Result<Decapsulated, E
             dst.copy_from_slice(&pkt[24..40]);
             (hl, Outer::V6 { src, dst })
         }
-        (IpVersion::V4, PROTO_IPV4 | PROTO_IPV6) => {
+        (IpVersion::V4, proto::IPV4 | proto::IPV6) => {
             inner_matches(&pkt[hl..total], Some(meta.proto))?;
             (hl, v4_outer(pkt))
         }
-        (IpVersion::V4, PROTO_UDP) => {
+        (IpVersion::V4, proto::UDP) => {
             let udp = pkt.get(hl..total).ok_or(EncapError::NotEncapsulated)?;
             if udp.len() < UDP_HEADER_LEN {
                 return Err(EncapError::NotEncapsulated);
@@ -330,9 +325,9 @@ mod tests {
     fn round_trips_every_outer_with_both_inner_families() {
         for inner in [inner_v6(), inner_v4()] {
             let inner_proto = if inner[0] >> 4 == 6 {
-                PROTO_IPV6
+                proto::IPV6
             } else {
-                PROTO_IPV4
+                proto::IPV4
             };
             for outer in outers() {
                 let mut buf = PacketBuf::from_slice(&inner);
@@ -351,7 +346,7 @@ mod tests {
                     }
                 }
                 if let Outer::V4Udp { tlv, .. } = outer {
-                    assert_eq!(meta.proto, PROTO_UDP);
+                    assert_eq!(meta.proto, proto::UDP);
                     assert_eq!(
                         usize::from(u16::from_be_bytes([p[24], p[25]])),
                         p.len() - 20
@@ -393,7 +388,7 @@ mod tests {
         // Protocol 41 with an IPv4 packet inside.
         let mut buf = PacketBuf::from_slice(&inner_v4());
         encapsulate(&mut buf, &outers()[1]).unwrap();
-        buf.data_mut()[9] = PROTO_IPV6;
+        buf.data_mut()[9] = proto::IPV6;
         ip::ipv4_fill_checksum(buf.data_mut());
         let before = buf.data().to_vec();
         assert_eq!(

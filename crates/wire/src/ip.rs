@@ -3,15 +3,8 @@
 //! the IPv6 extension headers, and fragmentation state. Nothing here panics
 //! on short or malformed input.
 
+use crate::proto;
 use core::ops::Range;
-
-/// Protocol numbers of the IPv6 extension headers the walk steps over.
-mod next_header {
-    pub const HOP_BY_HOP: u8 = 0;
-    pub const ROUTING: u8 = 43;
-    pub const FRAGMENT: u8 = 44;
-    pub const DEST_OPTS: u8 = 60;
-}
 
 /// Length of the fixed IPv4 header without options.
 pub const IPV4_MIN_HEADER: usize = 20;
@@ -194,7 +187,7 @@ fn parse_v6(pkt: &[u8]) -> Result<IpMeta, IpError> {
     let mut steps = 0;
     loop {
         match next {
-            next_header::HOP_BY_HOP | next_header::ROUTING | next_header::DEST_OPTS => {
+            proto::IPV6_HOP_BY_HOP | proto::IPV6_ROUTING | proto::IPV6_DEST_OPTS => {
                 let hdr = pkt.get(at..at + 2).ok_or(IpError::Truncated)?;
                 let len = (usize::from(hdr[1]) + 1) * 8;
                 if at + len > total {
@@ -204,7 +197,7 @@ fn parse_v6(pkt: &[u8]) -> Result<IpMeta, IpError> {
                 proto_field = at;
                 at += len;
             }
-            next_header::FRAGMENT => {
+            proto::IPV6_FRAGMENT => {
                 // The header must lie within the IP length, not just the
                 // buffer: bytes past the length are link-layer padding.
                 if at + 8 > total {

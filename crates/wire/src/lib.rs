@@ -12,6 +12,7 @@ pub mod ether;
 pub mod ip;
 pub mod mh;
 pub mod mip6;
+pub mod proto;
 pub mod time;
 
 pub use buf::PacketBuf;

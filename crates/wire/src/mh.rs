@@ -8,12 +8,8 @@
 //! on short or malformed input.
 
 use crate::checksum;
+use crate::proto;
 
-/// IPv6 Next Header value of the Mobility Header (RFC 6275 6.1).
-pub const PROTO_MH: u8 = 135;
-/// The Payload Proto a Mobility Header must carry: No Next Header
-/// (RFC 6275 6.1.1).
-pub const NO_NEXT_HEADER: u8 = 59;
 /// Length of the fixed part of the Mobility Header: Payload Proto, Header
 /// Len, MH Type, Reserved, Checksum (RFC 6275 6.1.1).
 pub const MH_FIXED_LEN: usize = 6;
@@ -221,7 +217,7 @@ impl<T: AsRef<[u8]>> MhPacket<T> {
     pub fn new_checked(buffer: T) -> Result<Self, MhError> {
         let p = Self::new_unchecked(buffer);
         p.check_len()?;
-        if p.payload_proto() != NO_NEXT_HEADER {
+        if p.payload_proto() != proto::NO_NEXT_HEADER {
             return Err(MhError::BadPayloadProto);
         }
         Ok(p)
@@ -279,7 +275,7 @@ impl<T: AsRef<[u8]>> MhPacket<T> {
     pub fn verify_checksum(&self, src: &[u8; 16], dst: &[u8; 16]) -> bool {
         let mh = self.header();
         let len = u32::try_from(mh.len()).unwrap_or(u32::MAX);
-        let acc = checksum::pseudo_header(src, dst, PROTO_MH, len);
+        let acc = checksum::pseudo_header(src, dst, proto::MH, len);
         checksum::finish(checksum::sum(acc, mh)) == 0
     }
 
@@ -341,7 +337,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> MhPacket<T> {
 /// result can be written into it directly.
 pub fn mh_checksum(src: &[u8; 16], dst: &[u8; 16], mh: &[u8]) -> u16 {
     let len = u32::try_from(mh.len()).unwrap_or(u32::MAX);
-    let mut acc = checksum::pseudo_header(src, dst, PROTO_MH, len);
+    let mut acc = checksum::pseudo_header(src, dst, proto::MH, len);
     acc = checksum::sum(acc, mh.get(..field::CHECKSUM.start).unwrap_or(mh));
     acc = checksum::sum(acc, mh.get(field::CHECKSUM.end..).unwrap_or(&[]));
     checksum::finish(acc)
@@ -937,7 +933,7 @@ fn layout(
 ) -> Result<usize, MhError> {
     let fixed = message.fields_len();
     w.put(MH_FIXED_LEN + fixed, |d| {
-        d[field::PAYLOAD_PROTO] = NO_NEXT_HEADER;
+        d[field::PAYLOAD_PROTO] = proto::NO_NEXT_HEADER;
         d[field::HEADER_LEN] = 0;
         d[field::MH_TYPE] = message.mh_type();
         d[3] = 0;

@@ -8,6 +8,7 @@
 use crate::buf::PacketBuf;
 use crate::checksum;
 use crate::ip::{self, IPV6_HEADER};
+use crate::proto;
 
 /// Option Type of the Home Address option (RFC 6275 6.3).
 pub const HOME_ADDRESS_OPTION: u8 = 201;
@@ -22,8 +23,6 @@ pub const ROUTING_TYPE_2: u8 = 2;
 pub const HAO_HEADER_LEN: usize = 24;
 /// Bytes of a type 2 routing header.
 pub const RH2_LEN: usize = 24;
-/// IPv6 Next Header value of ICMPv6.
-pub const PROTO_ICMPV6: u8 = 58;
 
 const HOP_BY_HOP: u8 = 0;
 const ROUTING: u8 = 43;
@@ -343,7 +342,7 @@ pub fn remove_type2_routing_header(buf: &mut PacketBuf) -> Result<(), Mip6Error>
 /// (RFC 4443 2.3).
 pub fn verify_icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], icmp: &[u8]) -> bool {
     let len = u32::try_from(icmp.len()).unwrap_or(u32::MAX);
-    let acc = checksum::pseudo_header(src, dst, PROTO_ICMPV6, len);
+    let acc = checksum::pseudo_header(src, dst, proto::ICMPV6, len);
     checksum::finish(checksum::sum(acc, icmp)) == 0
 }
 
@@ -351,7 +350,7 @@ pub fn verify_icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], icmp: &[u8]) -> bo
 fn fill_icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], icmp: &mut [u8]) {
     icmp[2..4].fill(0);
     let len = u32::try_from(icmp.len()).unwrap_or(u32::MAX);
-    let acc = checksum::pseudo_header(src, dst, PROTO_ICMPV6, len);
+    let acc = checksum::pseudo_header(src, dst, proto::ICMPV6, len);
     let c = checksum::finish(checksum::sum(acc, icmp));
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
 }
