@@ -509,6 +509,29 @@ pub fn parse_attachment(mn: &MnConfig, text: &str) -> Result<Attachment, String>
     if a.is_unspecified() || a.is_multicast() || a.is_loopback() || broadcast {
         return Err(format!("{a} is not a unicast care-of address"));
     }
+    // A care-of address must be reachable from the home agent (RFC 6275
+    // 11.5.1 forms it from a prefix of the visited link): a link-local one
+    // is not, and an IPv4-mapped IPv6 address is an IPv4 address in
+    // disguise (RFC 5555 4.1 gives IPv4 care-of addresses their own
+    // option).
+    match a {
+        IpAddr::V6(v) if v.is_unicast_link_local() => {
+            return Err(format!(
+                "{a} is a link-local address, not a care-of address"
+            ))
+        }
+        IpAddr::V6(v) if v.to_ipv4_mapped().is_some() => {
+            return Err(format!(
+                "{a} is an IPv4-mapped IPv6 address; give the IPv4 care-of address itself"
+            ))
+        }
+        IpAddr::V4(v) if v.is_link_local() => {
+            return Err(format!(
+                "{a} is a link-local address, not a care-of address"
+            ))
+        }
+        _ => {}
+    }
     match a {
         IpAddr::V6(v) if v.octets() == mn.home => Err(format!(
             "{a} is the home address (say \"home\" to return home)"
