@@ -341,7 +341,8 @@ fn own_addresses(
     Ok(out)
 }
 
-const FIELDS: &[&str] = &[
+/// The fields of an appliance configuration.
+pub(crate) const FIELDS: &[&str] = &[
     "role",
     "policy",
     "ports",
