@@ -182,7 +182,13 @@ pub fn run(
         );
     }
     if let Some(t) = tap.as_mut() {
-        t.finish();
+        let failures = t.finish();
+        if failures != 0 {
+            return Err(format!(
+                "trace: {failures} frames or flushes could not be written; the captures in {} are incomplete",
+                trace.as_deref().unwrap_or(Path::new("")).display()
+            ));
+        }
         for p in t.paths() {
             println!("trace: {}", p.display());
         }

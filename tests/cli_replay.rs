@@ -386,8 +386,13 @@ fn mn_and_ha_replays_exchange_binding_update_and_ack() {
 
 /// Twenty host-side Ethernet frames, 10 ms apart, into `path`.
 fn write_input(path: &Path) {
+    write_frames(path, 20);
+}
+
+/// `count` host-side Ethernet frames, 10 ms apart, into `path`.
+fn write_frames(path: &Path, count: u16) {
     let mut w = PcapWriter::create(path, LinkType::Ethernet).unwrap();
-    for n in 0..20u16 {
+    for n in 0..count {
         let ip = udp_packet(
             "192.0.2.10".parse().unwrap(),
             "198.51.100.20".parse().unwrap(),
@@ -496,6 +501,40 @@ fn replay_never_writes_over_its_input_and_traces_are_private() {
     assert!(!ok);
     assert!(
         err.contains("trace directory") && err.contains("others can write"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A trace on a full file system: the failures are warned about as they
+/// happen and the replay fails saying the captures are incomplete. The
+/// small file system is mounted in a mount namespace of the replay's own
+/// (`unshare -m`), which goes away with it.
+#[test]
+fn trace_write_failures_are_warned_about_and_fail_the_replay() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-replay-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let small = dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let input = dir.join("in.pcap");
+    write_frames(&input, 400);
+    let cfg = repo().join("examples/configs/gateway-a.json");
+    let script = format!(
+        "mount -t tmpfs -o size=16k tmpfs '{small}' && exec '{bin}' replay '{cfg}' --in 'host={input}' --trace '{small}/trace'",
+        small = small.display(),
+        bin = env!("CARGO_BIN_EXE_bitsgw"),
+        cfg = cfg.display(),
+        input = input.display(),
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("could not be written; the captures in") && err.contains("are incomplete"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
