@@ -13,6 +13,7 @@ use std::path::Path;
 /// Validates `file` (an appliance configuration, or a policy file alone)
 /// and renders it as text or JSON.
 pub fn run(file: &Path, as_json: bool) -> Result<String, ConfigError> {
+    appliance_without_role(file)?;
     if crate::config::is_appliance_config(file) {
         let cfg = crate::config::load(file)?;
         return Ok(if as_json {
@@ -24,7 +25,11 @@ pub fn run(file: &Path, as_json: bool) -> Result<String, ConfigError> {
             format!("{}\n{}", appliance_text(&cfg), to_text(&cfg.policy))
         });
     }
-    let set = load_policy_file(file)?;
+    let set = load_policy_file(file).map_err(|mut e| {
+        e.problem
+            .push_str(" (the file was taken as a policy file: it has no \"role\")");
+        e
+    })?;
     Ok(if as_json {
         let mut s = serde_json::to_string_pretty(&to_json(&set)).unwrap_or_default();
         s.push('\n');
@@ -33,6 +38,45 @@ pub fn run(file: &Path, as_json: bool) -> Result<String, ConfigError> {
         to_text(&set)
     })
 }
+
+/// Refuses a file with fields only an appliance configuration has but no
+/// `role`: without one it would be read as a policy file, and the error
+/// would be about a field that is fine where it is.
+fn appliance_without_role(file: &Path) -> Result<(), ConfigError> {
+    let Some(Value::Object(obj)) = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    else {
+        return Ok(());
+    };
+    if obj.contains_key("role") {
+        return Ok(());
+    }
+    let appliance_only: Vec<&str> = crate::config::FIELDS
+        .iter()
+        .copied()
+        .filter(|f| !POLICY_FIELDS.contains(f) && obj.contains_key(*f))
+        .collect();
+    if appliance_only.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError {
+        file: file.display().to_string(),
+        entry: "appliance".into(),
+        field: "role".into(),
+        problem: format!(
+            "is missing: this is an appliance configuration without \"role\" (it has {}); say \"gateway\", \"mn\" or \"ha\"",
+            appliance_only
+                .iter()
+                .map(|f| format!("\"{f}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+/// The top-level fields of a policy file.
+const POLICY_FIELDS: &[&str] = &["addresses", "spd", "sad", "comment"];
 
 fn limits_text(l: &Limits) -> String {
     let mut parts = Vec::new();

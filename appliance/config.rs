@@ -88,6 +88,12 @@
 //! runs to completion: the mobility roles keep their binding state in one
 //! worker.
 //!
+//! `"on_link_loss"` says what happens when a port's interface is deleted
+//! while the appliance runs: `"exit"` (the default) stops it with an
+//! error naming the interface and a non-zero exit status; `"wait"` keeps
+//! it running, logs and counts the loss, and binds to an interface of the
+//! same name when one appears (af_packet ports; a TUN port always exits).
+//!
 //! `"mode"` is `"inline"` (the default: a bump in the wire, frames keep
 //! their Ethernet header) or `"routed"`: the appliance is the router of
 //! the hosts on the host side and a host on the network side
@@ -110,6 +116,7 @@
 //! list `routes` (`prefix` and an on-link `via`) for destinations behind
 //! another router; the longest prefix wins.
 
+use bitsgw_io::OnLinkLoss;
 use bitsgw_ipsec::config::{
     expect_object, get_bool, get_str, get_u64, load_policy_file, parse_json, require_str,
     resolve_addr, ConfigError, Ctx, PolicySet,
@@ -231,6 +238,9 @@ pub struct ApplianceConfig {
     pub run_to_completion: bool,
     /// The control socket's path.
     pub control_socket: PathBuf,
+    /// What happens when a port's interface is deleted under the running
+    /// appliance (`"on_link_loss"`).
+    pub on_link_loss: OnLinkLoss,
     /// Settings of the IPsec stage.
     pub stage: StageConfig,
     /// The appliance's own addresses on the host side.
@@ -341,7 +351,8 @@ fn own_addresses(
     Ok(out)
 }
 
-const FIELDS: &[&str] = &[
+/// The fields of an appliance configuration.
+pub(crate) const FIELDS: &[&str] = &[
     "role",
     "policy",
     "ports",
@@ -350,6 +361,7 @@ const FIELDS: &[&str] = &[
     "pipeline",
     "queue_depth",
     "control_socket",
+    "on_link_loss",
     "udp_encap_ports",
     "icmp_source_v4",
     "icmp_source_v6",
@@ -508,6 +520,29 @@ pub fn parse_attachment(mn: &MnConfig, text: &str) -> Result<Attachment, String>
     let broadcast = matches!(a, IpAddr::V4(v) if v.is_broadcast());
     if a.is_unspecified() || a.is_multicast() || a.is_loopback() || broadcast {
         return Err(format!("{a} is not a unicast care-of address"));
+    }
+    // A care-of address must be reachable from the home agent (RFC 6275
+    // 11.5.1 forms it from a prefix of the visited link): a link-local one
+    // is not, and an IPv4-mapped IPv6 address is an IPv4 address in
+    // disguise (RFC 5555 4.1 gives IPv4 care-of addresses their own
+    // option).
+    match a {
+        IpAddr::V6(v) if v.is_unicast_link_local() => {
+            return Err(format!(
+                "{a} is a link-local address, not a care-of address"
+            ))
+        }
+        IpAddr::V6(v) if v.to_ipv4_mapped().is_some() => {
+            return Err(format!(
+                "{a} is an IPv4-mapped IPv6 address; give the IPv4 care-of address itself"
+            ))
+        }
+        IpAddr::V4(v) if v.is_link_local() => {
+            return Err(format!(
+                "{a} is a link-local address, not a care-of address"
+            ))
+        }
+        _ => {}
     }
     match a {
         IpAddr::V6(v) if v.octets() == mn.home => Err(format!(
@@ -1111,6 +1146,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
     }
     let control_socket =
         PathBuf::from(get_str(&ctx, obj, "control_socket")?.unwrap_or("/run/bitsgw/bitsgw.sock"));
+    let on_link_loss = match get_str(&ctx, obj, "on_link_loss")?.unwrap_or("exit") {
+        "exit" => OnLinkLoss::Fail,
+        "wait" => OnLinkLoss::Wait,
+        other => return Err(ctx.err("on_link_loss", format!("\"{other}\" is not exit or wait"))),
+    };
     let [host_addresses, network_addresses] = own_addresses(&ctx, obj)?;
     let (mode, routes) = mode_and_routes(
         &ctx,
@@ -1142,6 +1182,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         queue_depth: queue_depth as usize,
         run_to_completion,
         control_socket,
+        on_link_loss,
         stage,
         host_addresses,
         network_addresses,

@@ -5,6 +5,7 @@ mod check;
 mod config;
 mod control;
 mod event;
+mod interfaces;
 mod lab;
 mod mobility;
 mod replay;
@@ -242,6 +243,14 @@ fn ctl(command: &[String], break_first: bool, socket: &std::path::Path) -> Resul
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // Before any key is read: no core dump, and no other process without
+    // CAP_SYS_PTRACE, can see the keys in this process's memory.
+    if let Err(e) = bitsgw_io::process::forbid_core_dumps() {
+        eprintln!(
+            "error: can not make the process non-dumpable (keys could reach a core dump): {e}"
+        );
+        return ExitCode::from(1);
+    }
     let result = match cli.command {
         Command::Check { file, json } => check::run(&file, json)
             .map(|t| print!("{t}"))

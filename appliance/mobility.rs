@@ -159,4 +159,39 @@ mod tests {
         assert_eq!(v["attachment"], "home");
         assert_eq!(v["registering"], Value::Null);
     }
+
+    /// Addresses the home agent can not reach the mobile node at are
+    /// refused as care-of addresses, each with a reason.
+    #[test]
+    fn unreachable_care_of_addresses_are_refused() {
+        let MobilitySettings::MobileNode { config, .. } = mn_settings(None) else {
+            unreachable!()
+        };
+        for (text, why) in [
+            ("fe80::1", "link-local"),
+            ("febf::1", "link-local"),
+            ("169.254.1.1", "link-local"),
+            ("::ffff:203.0.113.5", "IPv4-mapped"),
+            ("::", "not a unicast"),
+            ("::1", "not a unicast"),
+            ("ff02::1", "not a unicast"),
+            ("0.0.0.0", "not a unicast"),
+            ("127.0.0.1", "not a unicast"),
+            ("224.0.0.1", "not a unicast"),
+            ("255.255.255.255", "not a unicast"),
+        ] {
+            let e = parse_attachment(&config, text).expect_err(text);
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        assert_eq!(
+            parse_attachment(&config, "2001:db8:2::100"),
+            Ok(Attachment::V6(
+                "2001:db8:2::100".parse::<Ipv6Addr>().unwrap().octets()
+            ))
+        );
+        assert_eq!(
+            parse_attachment(&config, "203.0.113.5"),
+            Ok(Attachment::V4([203, 0, 113, 5]))
+        );
+    }
 }

@@ -34,6 +34,34 @@ fn split(arg: &str, what: &str) -> Result<(Side, PathBuf), String> {
     Ok((side(p)?, PathBuf::from(f)))
 }
 
+/// Refuses an `--out` file that is one of the `--in` files (by device and
+/// inode, so also through a symbolic or hard link): writing it would
+/// destroy the capture being replayed.
+fn refuse_output_over_input(inputs: &[String], outputs: &[String]) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut read = Vec::new();
+    for arg in inputs {
+        let (_, file) = split(arg, "--in")?;
+        if let Ok(m) = std::fs::metadata(&file) {
+            read.push(((m.dev(), m.ino()), file));
+        }
+    }
+    for arg in outputs {
+        let (_, file) = split(arg, "--out")?;
+        let Ok(m) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if let Some((_, input)) = read.iter().find(|(id, _)| *id == (m.dev(), m.ino())) {
+            return Err(format!(
+                "--out {arg}: {} is the input capture {}; writing it would destroy it",
+                file.display(),
+                input.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs a replay; prints where the output went and the counters.
 pub fn run(
     config_path: &Path,
@@ -43,6 +71,7 @@ pub fn run(
     trace: Option<PathBuf>,
 ) -> Result<(), String> {
     let cfg = config::load(config_path).map_err(|e| e.to_string())?;
+    refuse_output_over_input(inputs, outputs)?;
     let mut replay_inputs = Vec::new();
     let mut link: Option<LinkType> = None;
     for arg in inputs {
@@ -137,7 +166,13 @@ pub fn run(
         );
     }
     if let Some(t) = tap.as_mut() {
-        t.finish();
+        let failures = t.finish();
+        if failures != 0 {
+            return Err(format!(
+                "trace: {failures} frames or flushes could not be written; the captures in {} are incomplete",
+                trace.as_deref().unwrap_or(Path::new("")).display()
+            ));
+        }
         for p in t.paths() {
             println!("trace: {}", p.display());
         }

@@ -183,6 +183,14 @@ pub fn counters_text(v: &Value) -> String {
             let _ = writeln!(out, "  {k:<32} {val}");
         }
     }
+    for (key, what) in [
+        ("link_losses", "interfaces lost"),
+        ("trace_write_failures", "trace write failures"),
+    ] {
+        if let Some(n) = c[key].as_u64() {
+            let _ = writeln!(out, "{what} {n}");
+        }
+    }
     let _ = writeln!(out, "drops (total {}):", c["drops_total"]);
     for (k, val) in c["drops"].as_object().into_iter().flatten() {
         if val.as_u64().unwrap_or(0) != 0 {

@@ -5,6 +5,7 @@
 
 use crate::config::{self, ApplianceConfig, OwnAddresses, PortConfig};
 use crate::control;
+use crate::interfaces::{self, LinkWatches};
 use crate::mobility::{self, MnControl};
 use crate::report;
 use crate::trace::PcapTap;
@@ -23,9 +24,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
-fn open(p: &PortConfig) -> Result<Port, String> {
+fn open(p: &PortConfig, cfg: &ApplianceConfig, links: &mut LinkWatches) -> Result<Port, String> {
     let port = match p {
-        PortConfig::AfPacket { interface } => bitsgw_io::af_packet(interface),
+        PortConfig::AfPacket { interface } => {
+            bitsgw_io::af_packet_with(interface, cfg.on_link_loss).map(|(port, watch)| {
+                links.add(interface, watch);
+                port
+            })
+        }
         PortConfig::Tun { name } => bitsgw_io::tun(name),
     };
     port.map_err(|e| e.to_string())
@@ -92,9 +98,12 @@ pub fn build_stage(
 /// could not start or stopped on its own.
 pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let cfg = config::load(path).map_err(|e| e.to_string())?;
-    // Refuse to start half-configured: both ports and the socket first.
-    let host = open(&cfg.host)?;
-    let network = open(&cfg.network)?;
+    // One appliance per interface; then, to refuse to start
+    // half-configured, both ports and the socket first.
+    let _locks = interfaces::lock(&cfg)?;
+    let mut links = LinkWatches::default();
+    let host = open(&cfg.host, &cfg, &mut links)?;
+    let network = open(&cfg.network, &cfg, &mut links)?;
     let host_ep = endpoint(&cfg.host_addresses, &cfg.host)?;
     let net_ep = endpoint(&cfg.network_addresses, &cfg.network)?;
     let routed = routed(&cfg)?;
@@ -178,12 +187,18 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
                 hup.store(true, Ordering::SeqCst);
                 return json!({"ok": "reload requested"});
             }
-            answer(&running, &cfg, &policy, req)
+            interfaces::add_counters(answer(&running, &cfg, &policy, req), &links, tap.as_deref())
         });
+        links.log_changes();
         if last_events.elapsed() >= Duration::from_secs(1) {
             last_events = Instant::now();
             if cfg.role == config::Role::MobileNode {
                 running.apply(Arc::new(log_mn_events));
+            }
+            // A killed appliance leaves captures with every frame up to
+            // here.
+            if let Some(mut t) = tap.as_ref().and_then(|t| t.lock().ok()) {
+                t.flush();
             }
         }
         if hup.swap(false, Ordering::SeqCst) {
@@ -225,7 +240,8 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             }
         }
     }
-    let v = report::to_json(&last, &policy);
+    links.log_changes();
+    let v = interfaces::add_counters(report::to_json(&last, &policy), &links, tap.as_deref());
     println!("final counters:\n{}", report::counters_text(&v));
     match failure.or(stop_failure) {
         Some(f) => Err(f.to_string()),

@@ -184,6 +184,22 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
             "no-such-policy.json",
             &["no-such-policy.json", "can not be read"],
         ),
+        (
+            r#""workers": 2"#,
+            r#""workers": 2, "on_link_loss": "ignore""#,
+            &[r#"field "on_link_loss""#, "not exit or wait"],
+        ),
+        // Without a role the file is not taken for a policy file with
+        // strange fields: the error says what is missing.
+        (
+            r#""role": "gateway", "#,
+            "",
+            &[
+                r#"field "role""#,
+                "appliance configuration without \"role\"",
+                "\"ports\"",
+            ],
+        ),
     ];
     let path = dir.join("appliance.json");
     std::fs::write(&path, &good).unwrap();
@@ -199,6 +215,24 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
     let (ok, _, err) = check(&path, false);
     assert!(ok, "{err}");
     assert_refused(&path, &good, cases);
+    for loss in ["exit", "wait"] {
+        let text = good.replacen(
+            r#""workers": 2"#,
+            &format!(r#""workers": 2, "on_link_loss": "{loss}""#),
+            1,
+        );
+        std::fs::write(&path, text).unwrap();
+        let (ok, _, err) = check(&path, false);
+        assert!(ok, "{loss}: {err}");
+    }
+    // A policy file's error says the file was taken as one.
+    std::fs::write(&path, r#"{"spd": {"outbound": 3}}"#).unwrap();
+    let (ok, _, err) = check(&path, false);
+    assert!(!ok);
+    assert!(
+        err.contains("taken as a policy file") && err.contains("no \"role\""),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

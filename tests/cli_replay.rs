@@ -47,26 +47,7 @@ fn replay(dir: &Path, cfg: &Path, extra: &[&str], out: &Path) -> String {
 fn replay_is_deterministic_verified_by_tshark_and_traced() {
     let dir = std::env::temp_dir().join(format!("bitsgw-cli-replay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    // Host-side Ethernet frames, 10 ms apart.
-    let mut w = PcapWriter::create(&dir.join("in.pcap"), LinkType::Ethernet).unwrap();
-    for n in 0..20u16 {
-        let ip = udp_packet(
-            "192.0.2.10".parse().unwrap(),
-            "198.51.100.20".parse().unwrap(),
-            40000,
-            40000 + n,
-            200,
-        );
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        f.extend_from_slice(&ip);
-        w.write(
-            Timestamp::from_millis(1_700_000_000_000 + u64::from(n) * 10),
-            &f,
-        )
-        .unwrap();
-    }
-    w.flush().unwrap();
-    drop(w);
+    write_input(&dir.join("in.pcap"));
     let cfg = repo().join("examples/configs/gateway-a.json");
     let (out1, out2) = (dir.join("out1.pcap"), dir.join("out2.pcap"));
     let trace = dir.join("trace");
@@ -399,6 +380,162 @@ fn mn_and_ha_replays_exchange_binding_update_and_ack() {
         String::from_utf8_lossy(&o.stderr).contains("move needs the mn role"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Twenty host-side Ethernet frames, 10 ms apart, into `path`.
+fn write_input(path: &Path) {
+    write_frames(path, 20);
+}
+
+/// `count` host-side Ethernet frames, 10 ms apart, into `path`.
+fn write_frames(path: &Path, count: u16) {
+    let mut w = PcapWriter::create(path, LinkType::Ethernet).unwrap();
+    for n in 0..count {
+        let ip = udp_packet(
+            "192.0.2.10".parse().unwrap(),
+            "198.51.100.20".parse().unwrap(),
+            40000,
+            40000 + n,
+            200,
+        );
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&ip);
+        w.write(
+            Timestamp::from_millis(1_700_000_000_000 + u64::from(n) * 10),
+            &f,
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// `bitsgw replay` through `sh` with umask 0, so nothing it creates is
+/// private by accident; (success, stdout, stderr).
+fn replay_umask0(args: &[String]) -> (bool, String, String) {
+    let mut line = format!("umask 0; exec {}", env!("CARGO_BIN_EXE_bitsgw"));
+    for a in args {
+        line.push_str(&format!(" '{a}'"));
+    }
+    let o = Command::new("sh").args(["-c", &line]).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn replay_never_writes_over_its_input_and_traces_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-replay-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.pcap");
+    write_input(&input);
+    let original = std::fs::read(&input).unwrap();
+    let cfg = repo().join("examples/configs/gateway-a.json");
+    let args = |out: &Path, extra: &[&Path]| {
+        let mut v = vec![
+            "replay".to_string(),
+            cfg.display().to_string(),
+            "--in".into(),
+            format!("host={}", input.display()),
+            "--out".into(),
+            format!("network={}", out.display()),
+        ];
+        for t in extra {
+            v.push("--trace".into());
+            v.push(t.display().to_string());
+        }
+        v
+    };
+
+    // The input itself, a symbolic link to it, a hard link to it: refused,
+    // and the input is untouched.
+    let symlink = dir.join("symlink.pcap");
+    std::os::unix::fs::symlink(&input, &symlink).unwrap();
+    let hardlink = dir.join("hardlink.pcap");
+    std::fs::hard_link(&input, &hardlink).unwrap();
+    let same_through_dots = dir.join(".").join("in.pcap");
+    for out in [&input, &symlink, &hardlink, &same_through_dots] {
+        let (ok, _, err) = replay_umask0(&args(out, &[]));
+        assert!(!ok, "{} accepted", out.display());
+        assert!(err.contains("is the input capture"), "{err}");
+        assert_eq!(std::fs::read(&input).unwrap(), original);
+    }
+
+    // A trace directory with a link planted where the host capture goes:
+    // the link is replaced, its target untouched; every capture is 0600
+    // under umask 0, and a new directory is 0700.
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"not a capture").unwrap();
+    let trace = dir.join("trace");
+    std::fs::create_dir(&trace).unwrap();
+    std::os::unix::fs::symlink(&victim, trace.join("host.pcap")).unwrap();
+    let out = dir.join("out.pcap");
+    let (ok, _, err) = replay_umask0(&args(&out, &[&trace]));
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"not a capture");
+    for name in ["host.pcap", "after-ipsec.pcap", "wire.pcap"] {
+        let p = trace.join(name);
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        assert!(meta.file_type().is_file(), "{name}");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+        assert_eq!(frames(&p).len(), 20, "{name}");
+    }
+    let fresh = dir.join("new-trace");
+    let (ok, _, err) = replay_umask0(&args(&out, &[&fresh]));
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // A trace directory others can write to is refused.
+    let shared = dir.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (ok, _, err) = replay_umask0(&args(&out, &[&shared]));
+    assert!(!ok);
+    assert!(
+        err.contains("trace directory") && err.contains("others can write"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A trace on a full file system: the failures are warned about as they
+/// happen and the replay fails saying the captures are incomplete. The
+/// small file system is mounted in a mount namespace of the replay's own
+/// (`unshare -m`), which goes away with it.
+#[test]
+fn trace_write_failures_are_warned_about_and_fail_the_replay() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-replay-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let small = dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let input = dir.join("in.pcap");
+    write_frames(&input, 400);
+    let cfg = repo().join("examples/configs/gateway-a.json");
+    let script = format!(
+        "mount -t tmpfs -o size=16k tmpfs '{small}' && exec '{bin}' replay '{cfg}' --in 'host={input}' --trace '{small}/trace'",
+        small = small.display(),
+        bin = env!("CARGO_BIN_EXE_bitsgw"),
+        cfg = cfg.display(),
+        input = input.display(),
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("could not be written; the captures in") && err.contains("are incomplete"),
+        "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

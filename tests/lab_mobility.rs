@@ -185,6 +185,12 @@ fn mn_and_ha_appliances_register_refresh_and_deregister_over_control_requests() 
             "home address",
         ),
         (&mn_sock, vec!["ctl", "move", "nowhere"], "care-of address"),
+        (&mn_sock, vec!["ctl", "move", "fe80::1"], "link-local"),
+        (
+            &mn_sock,
+            vec!["ctl", "move", "::ffff:203.0.113.5"],
+            "IPv4-mapped",
+        ),
         (
             &mn_sock,
             vec!["ctl", "refresh", "--break"],

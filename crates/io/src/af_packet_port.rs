@@ -20,13 +20,13 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitsgw_wire::buf::DEFAULT_HEADROOM;
 use bitsgw_wire::PacketBuf;
 
 use crate::sys::RingFrame;
-use crate::{sys, LinkType, Port, PortError, RxPort, TxPort, RECV_TIMEOUT};
+use crate::{sys, LinkType, LinkWatch, OnLinkLoss, Port, PortError, RxPort, TxPort, RECV_TIMEOUT};
 
 /// How long a send may wait for room in the socket's send buffer.
 const SEND_TIMEOUT: Duration = Duration::from_millis(100);
@@ -45,11 +45,25 @@ const RING_SLOTS: usize = 4096;
 /// The socket's send buffer.
 const SEND_BUFFER: usize = 4 << 20;
 
+/// How often a port whose interface went down looks whether it is gone,
+/// and a port whose interface is gone whether it is back.
+const LINK_CHECK: Duration = Duration::from_millis(500);
+
 #[derive(Debug)]
 struct AfPacketRx {
     name: String,
     socket: Arc<OwnedFd>,
     ring: sys::RxRing,
+    /// The interface the socket is bound to.
+    ifindex: libc::c_int,
+    on_loss: OnLinkLoss,
+    watch: LinkWatch,
+    /// The interface is gone; the socket is bound to nothing.
+    lost: bool,
+    /// When to look again whether the interface still exists: armed when
+    /// it went down (deleting an interface first takes it down, and the
+    /// socket hears only of that), disarmed by the next frame.
+    next_link_check: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +72,7 @@ struct AfPacketTx {
     socket: Arc<OwnedFd>,
 }
 
-pub(crate) fn open(interface: &str) -> Result<Port, PortError> {
+pub(crate) fn open(interface: &str, on_loss: OnLinkLoss) -> Result<(Port, LinkWatch), PortError> {
     let err = |source| PortError::Open {
         port: interface.to_owned(),
         source,
@@ -84,20 +98,145 @@ pub(crate) fn open(interface: &str) -> Result<Port, PortError> {
     sys::bind_packet_socket(fd, ifindex).map_err(err)?;
     sys::add_promiscuous_membership(fd, ifindex).map_err(err)?;
     let socket = Arc::new(socket);
-    Ok(Port {
+    let watch = LinkWatch::default();
+    let port = Port {
         rx: Box::new(AfPacketRx {
             name: interface.to_owned(),
             socket: socket.clone(),
             ring,
+            ifindex,
+            on_loss,
+            watch: watch.clone(),
+            lost: false,
+            next_link_check: None,
         }),
         tx: Box::new(AfPacketTx {
             name: interface.to_owned(),
             socket,
         }),
-    })
+    };
+    Ok((port, watch))
 }
 
 impl AfPacketRx {
+    /// Whether the interface the socket is bound to no longer exists
+    /// under its name (looked up in the socket's network namespace, which
+    /// may not be the calling thread's).
+    fn link_gone(&self) -> bool {
+        sys::interface_index_of(self.socket.as_fd(), &self.name).ok() != Some(self.ifindex)
+    }
+
+    /// The interface is gone: fails the port, or (`OnLinkLoss::Wait`)
+    /// waits for it to return.
+    fn lose_link(&mut self) -> Result<bool, PortError> {
+        self.lost = true;
+        self.watch.record_loss();
+        self.next_link_check = Some(Instant::now() + LINK_CHECK);
+        self.after_loss()
+    }
+
+    fn after_loss(&self) -> Result<bool, PortError> {
+        match self.on_loss {
+            OnLinkLoss::Fail => Err(PortError::LinkLost {
+                port: self.name.clone(),
+            }),
+            OnLinkLoss::Wait => Ok(false),
+        }
+    }
+
+    /// While the interface is gone: sleeps rather than polls a socket that
+    /// is bound to nothing, and now and then looks whether an interface of
+    /// that name is back, to bind the socket to it.
+    fn wait_for_link(&mut self) -> Result<bool, PortError> {
+        if self.on_loss == OnLinkLoss::Fail {
+            return self.after_loss();
+        }
+        std::thread::sleep(RECV_TIMEOUT);
+        let now = Instant::now();
+        if self.next_link_check.is_some_and(|at| now < at) {
+            return Ok(false);
+        }
+        self.next_link_check = Some(now + LINK_CHECK);
+        if self.rebind().is_ok() {
+            self.lost = false;
+            self.next_link_check = None;
+            self.watch.record_return();
+        }
+        Ok(false)
+    }
+
+    /// Binds the socket to the interface now called by the port's name,
+    /// promiscuous as when it was opened (the kernel dropped the old
+    /// binding and membership with the old interface).
+    fn rebind(&mut self) -> io::Result<()> {
+        let fd = self.socket.as_fd();
+        let ifindex = sys::interface_index_of(fd, &self.name)?;
+        let hardware = sys::hardware_type(fd, &self.name)?;
+        if hardware != libc::ARPHRD_ETHER && hardware != libc::ARPHRD_LOOPBACK {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an Ethernet interface",
+            ));
+        }
+        sys::bind_packet_socket(fd, ifindex)?;
+        sys::add_promiscuous_membership(fd, ifindex)?;
+        // What the old binding left pending is no news now.
+        let _ = sys::take_socket_error(fd);
+        self.ifindex = ifindex;
+        Ok(())
+    }
+
+    /// Looks whether the interface is gone, if a check is due.
+    fn check_link_if_due(&mut self) -> Result<bool, PortError> {
+        let now = Instant::now();
+        match self.next_link_check {
+            Some(at) if now >= at => {
+                if self.link_gone() {
+                    return self.lose_link();
+                }
+                self.next_link_check = Some(now + LINK_CHECK);
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// `poll` reported an error or hang-up. A socket whose interface went
+    /// down has `ENETDOWN` pending and reports it on every `poll` until it
+    /// is read: read it (no busy loop), and look whether the interface is
+    /// gone rather than only down.
+    fn link_trouble(&mut self, revents: libc::c_short) -> Result<bool, PortError> {
+        let pending = sys::take_socket_error(self.socket.as_fd()).map_err(|e| self.io_error(e))?;
+        if revents & (libc::POLLHUP | libc::POLLNVAL) != 0 || self.link_gone() {
+            return self.lose_link();
+        }
+        match pending {
+            Some(e) if !is_link_error(&e) => Err(PortError::Io {
+                port: self.name.clone(),
+                source: e,
+            }),
+            _ => {
+                self.next_link_check = Some(Instant::now() + LINK_CHECK);
+                Ok(false)
+            }
+        }
+    }
+
+    /// A receive error that says the interface went down or away is
+    /// handled like [`Self::link_trouble`]; others are passed on.
+    fn on_error(&mut self, e: PortError) -> Result<bool, PortError> {
+        match &e {
+            PortError::Io { source, .. } if is_link_error(source) => {
+                if self.link_gone() {
+                    return self.lose_link();
+                }
+                self.next_link_check = Some(Instant::now() + LINK_CHECK);
+                Ok(false)
+            }
+            _ => Err(e),
+        }
+    }
+
     fn io_error(&self, source: io::Error) -> PortError {
         // A failed receive may leave its reason as the socket's pending
         // error; fetching it also clears it.
@@ -192,19 +331,33 @@ impl RxPort for AfPacketRx {
     }
 
     fn recv(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
-        if self.try_recv(buf)? {
-            return Ok(true);
+        if self.lost {
+            return self.wait_for_link();
         }
-        let ready =
-            sys::poll_readable(self.socket.as_fd(), RECV_TIMEOUT).map_err(|e| self.io_error(e))?;
-        if !ready {
-            return Ok(false);
+        match self.try_recv(buf) {
+            Ok(true) => {
+                self.next_link_check = None;
+                return Ok(true);
+            }
+            Ok(false) => {}
+            Err(e) => return self.on_error(e),
         }
-        self.try_recv(buf)
+        let revents =
+            sys::poll_events(self.socket.as_fd(), RECV_TIMEOUT).map_err(|e| self.io_error(e))?;
+        if revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            return self.link_trouble(revents);
+        }
+        if revents == 0 {
+            return self.check_link_if_due();
+        }
+        self.try_recv(buf).or_else(|e| self.on_error(e))
     }
 
     fn recv_nowait(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
-        self.try_recv(buf)
+        if self.lost {
+            return Ok(false);
+        }
+        self.try_recv(buf).or_else(|e| self.on_error(e))
     }
 
     fn take_kernel_drops(&mut self) -> Result<u64, PortError> {
@@ -241,4 +394,12 @@ impl TxPort for AfPacketTx {
             }),
         }
     }
+}
+
+/// Whether a socket error says the interface went down or away.
+fn is_link_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV)
+    )
 }

@@ -15,7 +15,7 @@
 //! returned as [`PortError`] and never panic.
 //!
 //! This is the only crate of the workspace with `unsafe` code: the system
-//! calls libc exposes (ioctl, setsockopt, poll, setns). Each block says why
+//! calls libc exposes (ioctl, setsockopt, poll, setns, prctl, flock). Each block says why
 //! it is sound.
 
 use std::time::Duration;
@@ -27,6 +27,7 @@ pub mod endpoint;
 mod memory;
 pub mod netns;
 pub mod pcap;
+pub mod process;
 mod sys;
 mod tun_port;
 
@@ -49,7 +50,67 @@ pub use bitsgw_wire::ether::LinkType;
 /// (see [`netns::run_in`]). Only Ethernet and loopback interfaces are
 /// accepted.
 pub fn af_packet(interface: &str) -> Result<Port, PortError> {
-    af_packet_port::open(interface)
+    af_packet_port::open(interface, OnLinkLoss::Fail).map(|(port, _)| port)
+}
+
+/// [`af_packet`], with a choice of what the port does if its interface is
+/// deleted while it runs, and a [`LinkWatch`] that tells the rest of the
+/// appliance. Either way the receiving half notices (the socket reports
+/// the interface down, and it then looks whether it is gone) instead of
+/// polling a dead socket in a busy loop.
+pub fn af_packet_with(
+    interface: &str,
+    on_loss: OnLinkLoss,
+) -> Result<(Port, LinkWatch), PortError> {
+    af_packet_port::open(interface, on_loss)
+}
+
+/// What a port does when its interface is deleted under it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnLinkLoss {
+    /// Receiving fails with [`PortError::LinkLost`], which stops the
+    /// pipeline.
+    #[default]
+    Fail,
+    /// Receiving sleeps, looking every half second for an interface of
+    /// the same name, and binds to it when one appears; frames sent
+    /// meanwhile fail (and are counted as such).
+    Wait,
+}
+
+/// How often a port lost its interface and found it back; shared with
+/// the port's receiving half.
+#[derive(Debug, Clone, Default)]
+pub struct LinkWatch(std::sync::Arc<LinkCounts>);
+
+#[derive(Debug, Default)]
+struct LinkCounts {
+    losses: std::sync::atomic::AtomicU64,
+    returns: std::sync::atomic::AtomicU64,
+}
+
+impl LinkWatch {
+    /// Times the interface was found gone.
+    pub fn losses(&self) -> u64 {
+        self.0.losses.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Times an interface of the name came back and the port bound to it.
+    pub fn returns(&self) -> u64 {
+        self.0.returns.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn record_loss(&self) {
+        self.0
+            .losses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn record_return(&self) {
+        self.0
+            .returns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The Ethernet address of an interface (in the calling thread's network

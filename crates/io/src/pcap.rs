@@ -460,6 +460,24 @@ impl PcapWriter {
             file: name.clone(),
             source,
         })?;
+        Self::with_file(name, file, link)
+    }
+
+    /// Creates `path` as a fresh file only its owner can read (mode 0600),
+    /// for captures of cleartext: whatever was at the path, a symbolic
+    /// link included, is replaced, never written through
+    /// ([`crate::process::create_private_file`]).
+    pub fn create_private(path: &Path, link: LinkType) -> Result<Self, PortError> {
+        let name = path.display().to_string();
+        let file =
+            crate::process::create_private_file(path).map_err(|source| PortError::CaptureIo {
+                file: name.clone(),
+                source,
+            })?;
+        Self::with_file(name, file, link)
+    }
+
+    fn with_file(name: String, file: File, link: LinkType) -> Result<Self, PortError> {
         let sink = Sink(Arc::new(Mutex::new(BufWriter::new(file))));
         let header = PcapHeader {
             snaplen: SNAPLEN,

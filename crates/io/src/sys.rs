@@ -134,6 +134,13 @@ pub(crate) fn hardware_type(fd: BorrowedFd<'_>, name: &str) -> io::Result<u16> {
 /// readable (or has an error or hang-up to report), `Ok(false)` on timeout
 /// or on a signal.
 pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    poll_events(fd, timeout).map(|revents| revents != 0)
+}
+
+/// Waits until `fd` is readable or `timeout` passes; returns what `poll`
+/// reported (`POLLIN`, `POLLERR`, `POLLHUP`, `POLLNVAL`), 0 on timeout or
+/// on a signal.
+pub(crate) fn poll_events(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<libc::c_short> {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
@@ -146,11 +153,11 @@ pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
     if rc < 0 {
         let err = io::Error::last_os_error();
         if err.kind() == io::ErrorKind::Interrupted {
-            return Ok(false);
+            return Ok(0);
         }
         return Err(err);
     }
-    Ok(rc > 0)
+    Ok(if rc > 0 { pfd.revents } else { 0 })
 }
 
 /// The index of interface `name` in the calling thread's network namespace.
@@ -165,6 +172,23 @@ pub(crate) fn interface_index(name: &str) -> io::Result<libc::c_int> {
     }
     libc::c_int::try_from(index)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "interface index out of range"))
+}
+
+/// The index of interface `name` in the network namespace of socket `fd`
+/// (which need not be the calling thread's).
+pub(crate) fn interface_index_of(fd: BorrowedFd<'_>, name: &str) -> io::Result<libc::c_int> {
+    let mut req = ifreq(name)?;
+    // SAFETY: SIOCGIFINDEX reads the name from and writes an `int` into
+    // the `ifreq` we pass, which is live and of the size the kernel
+    // expects for this request.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFINDEX, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after a successful SIOCGIFINDEX the kernel has written the
+    // `ifru_ifindex` member of the union; reading it is reading
+    // initialised plain data.
+    Ok(unsafe { req.ifr_ifru.ifru_ifindex })
 }
 
 /// Binds an `AF_PACKET` socket to every protocol (`ETH_P_ALL`) on one

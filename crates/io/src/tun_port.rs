@@ -106,6 +106,14 @@ impl RxPort for TunRx {
                 buf.reset();
                 Ok(false)
             }
+            // The device was deleted under us (`ip link del`): the file
+            // is detached from it and says so on every read.
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                buf.reset();
+                Err(PortError::LinkLost {
+                    port: self.name.clone(),
+                })
+            }
             Err(e) => {
                 buf.reset();
                 Err(io_err(e))

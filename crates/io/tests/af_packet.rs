@@ -247,3 +247,101 @@ fn frames_dropped_by_a_full_receive_buffer_are_reported() {
     // The count was reset by reading it.
     assert_eq!(a.rx.take_kernel_drops().unwrap(), 0);
 }
+
+/// Calls `recv` until it fails or `wait` passes; the error, and how many
+/// calls were made.
+fn recv_until_error(port: &mut Port, wait: Duration) -> (Option<PortError>, u64) {
+    let mut buf = PacketBuf::new();
+    let deadline = Instant::now() + wait;
+    let mut calls = 0;
+    while Instant::now() < deadline {
+        calls += 1;
+        if let Err(e) = port.rx.recv(&mut buf) {
+            return (Some(e), calls);
+        }
+    }
+    (None, calls)
+}
+
+#[test]
+fn an_interface_taken_down_is_waited_for_and_a_deleted_one_is_reported() {
+    let ns = Netns::new("afp-loss");
+    ns.veth_pair("va3", "vb3");
+    let (a, b) = netns::run_in(&ns.name, || {
+        (bitsgw_io::af_packet("va3"), bitsgw_io::af_packet("vb3"))
+    })
+    .unwrap();
+    let (mut a, mut b) = (a.unwrap(), b.unwrap());
+
+    // Down for a second: no error, and no busy loop over the socket's
+    // pending ENETDOWN (a call waits for frames, about 10 ms, so a second
+    // holds some 100 calls, not hundreds of thousands).
+    ns.ip(&["link", "set", "va3", "down"]);
+    let (err, calls) = recv_until_error(&mut a, Duration::from_secs(1));
+    assert!(err.is_none(), "{err:?}");
+    assert!(
+        calls < 1000,
+        "{calls} receive calls in a second: a busy loop"
+    );
+    // Up again: frames arrive as before.
+    ns.ip(&["link", "set", "va3", "up"]);
+    let f = frame(30);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while !got.contains(&f) && Instant::now() < deadline {
+        let _ = b.tx.send(&f);
+        got = receive(&mut a, Duration::from_millis(200), Some(&f));
+    }
+    assert!(got.contains(&f), "nothing received after the link came up");
+
+    // Deleted: reported as lost, naming the interface, within a few
+    // checks.
+    ns.ip(&["link", "del", "va3"]);
+    let (err, _) = recv_until_error(&mut a, Duration::from_secs(5));
+    match err {
+        Some(e @ PortError::LinkLost { .. }) => {
+            assert_eq!(e.to_string(), "port va3: the interface is gone (deleted)")
+        }
+        other => panic!("expected the link lost, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_port_that_waits_binds_to_its_interface_when_it_returns() {
+    let ns = Netns::new("afp-wait");
+    ns.veth_pair("va4", "vb4");
+    let (mut a, watch) = netns::run_in(&ns.name, || {
+        bitsgw_io::af_packet_with("va4", bitsgw_io::OnLinkLoss::Wait)
+    })
+    .unwrap()
+    .unwrap();
+    ns.ip(&["link", "del", "va4"]);
+    let (err, calls) = recv_until_error(&mut a, Duration::from_secs(2));
+    assert!(err.is_none(), "{err:?}");
+    assert!(calls < 1000, "{calls} receive calls in 2 s: a busy loop");
+    assert_eq!((watch.losses(), watch.returns()), (1, 0));
+
+    // A new interface of the same name: the port takes its frames.
+    ns.veth_pair("va4", "vb4");
+    let mut b = netns::run_in(&ns.name, || bitsgw_io::af_packet("vb4"))
+        .unwrap()
+        .unwrap();
+    let f = frame(40);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while !got.contains(&f) && Instant::now() < deadline {
+        b.tx.send(&f).unwrap();
+        got = receive(&mut a, Duration::from_millis(200), Some(&f));
+    }
+    assert!(
+        got.contains(&f),
+        "nothing received after the interface returned: {} {}",
+        watch.losses(),
+        watch.returns()
+    );
+    assert_eq!((watch.losses(), watch.returns()), (1, 1));
+    // And it sends through the new interface too.
+    let g = frame(41);
+    a.tx.send(&g).unwrap();
+    assert!(receive(&mut b, Duration::from_secs(2), Some(&g)).contains(&g));
+}

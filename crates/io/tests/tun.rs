@@ -95,3 +95,29 @@ fn ip_packets_both_ways_through_a_tun_device() {
         assert_eq!(from, SocketAddr::new(remote, 9999));
     }
 }
+
+#[test]
+fn a_deleted_tun_device_is_reported_as_lost() {
+    let ns = Netns::new("tun-del");
+    let mut port = netns::run_in(&ns.name, || bitsgw_io::tun("bitsgw-t1"))
+        .unwrap()
+        .unwrap();
+    ns.ip(&["link", "set", "bitsgw-t1", "up"]);
+    ns.ip(&["link", "del", "bitsgw-t1"]);
+    let mut buf = PacketBuf::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let err = loop {
+        match port.rx.recv(&mut buf) {
+            Err(e) => break e,
+            Ok(_) => assert!(Instant::now() < deadline, "the deletion went unnoticed"),
+        }
+    };
+    assert!(
+        matches!(err, bitsgw_io::PortError::LinkLost { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "port bitsgw-t1: the interface is gone (deleted)"
+    );
+}

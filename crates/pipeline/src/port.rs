@@ -30,6 +30,13 @@ pub enum PortError {
         /// The port's name.
         port: String,
     },
+    /// The port's interface is gone (deleted, or its device detached):
+    /// nothing more will be received or sent through it.
+    #[error("port {port}: the interface is gone (deleted)")]
+    LinkLost {
+        /// The port's name, which is the interface's.
+        port: String,
+    },
     /// A received frame did not fit into the packet buffer. The frame is
     /// dropped and the port stays usable: the caller counts the drop and
     /// calls again.
