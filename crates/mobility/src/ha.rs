@@ -362,7 +362,12 @@ impl HomeAgent {
         let lifetime_req = Duration::from_secs(u64::from(bu.lifetime_units) * 4);
         let deregister = lifetime_req.is_zero() || care_of == CareOf::V6(home);
         if deregister {
-            // RFC 6275 10.3.2.
+            // RFC 6275 10.3.2: with no home registration in the Binding
+            // Cache for this node, the de-registration is rejected with
+            // 133 (not home agent for this mobile node).
+            if existing.is_none() {
+                return reject(self, ba_status::NOT_HOME_AGENT, bu.seq);
+            }
             if let Some(b) = self.cache.remove(&home) {
                 self.release_v4(&b);
                 self.counters.event(MobilityEvent::BindingDeleted);

@@ -224,6 +224,43 @@ fn lifetimes_and_deregistration() {
     assert_eq!(ha.counters().events(MobilityEvent::BindingDeleted), 2);
 }
 
+/// RFC 6275 10.3.2: a de-registration (lifetime 0, or care-of address =
+/// home address) for a home address with no binding is rejected with 133,
+/// the bytes of the BA checked; nothing is created or deleted.
+#[test]
+fn deregistration_without_a_binding_is_rejected_with_133() {
+    let mut ha = agent();
+    deliver(&mut ha, HOA, &bu(7, 0, true), &coa_opt(), 10);
+    // The BA on the wire, to the care-of address the BU came from: MH
+    // type 6, status 133 at offset 6 of the MH, the sequence number at 8
+    // (RFC 6275 6.1.8).
+    let mut buf = PacketBuf::new();
+    assert!(ha.poll_transmit(&mut buf));
+    let mh = &buf.data()[40..];
+    assert_eq!((mh[2], mh[6]), (6, 133));
+    assert_eq!(u16::from_be_bytes([mh[8], mh[9]]), 7);
+    assert!(!ha.poll_transmit(&mut buf));
+    deliver(
+        &mut ha,
+        HOA,
+        &bu(8, 10, true),
+        &[MhOption::AlternateCareOf(v6(HOA))],
+        11,
+    );
+    let a = answers(&mut ha);
+    assert_eq!(a.len(), 1);
+    assert_eq!(ba_of(&a[0]), (ba_status::NOT_HOME_AGENT, 8, 0));
+    assert!(ha.bindings().is_empty());
+    assert_eq!(ha.counters().events(MobilityEvent::BindingDeleted), 0);
+    assert_eq!(ha.counters().events(MobilityEvent::BuRejected), 2);
+    // With a binding, the same de-registration is accepted.
+    deliver(&mut ha, HOA, &bu(9, 10, true), &coa_opt(), 12);
+    deliver(&mut ha, HOA, &bu(10, 0, true), &coa_opt(), 13);
+    let a = answers(&mut ha);
+    assert_eq!(ba_of(&a[1]), (ba_status::ACCEPTED, 10, 0));
+    assert!(ha.bindings().is_empty());
+}
+
 /// RFC 6275 9.2: an unknown MH type is answered with a Binding Error,
 /// status 2; a BA sent to the home agent is not for it.
 #[test]
