@@ -198,8 +198,19 @@ fn empty_abstract_and_bad_group_settings_are_refused() {
             failures.push(format!("{socket:?} {extra}: {:?} {err}", out.status));
         }
     }
+    // A group by name is looked up.
+    let cfg = config(
+        &dir,
+        &site_a_policy(),
+        "/run/bitsgw/x.sock",
+        r#", "control_socket_group": "root""#,
+    );
+    let out = bitsgw(&["check", "--json", cfg.to_str().unwrap()]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(failures.is_empty(), "{failures:#?}");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["appliance"]["control_socket_group"], 0, "{v}");
 }
 
 /// A regular file at the socket's path was deleted. Whatever is there and
