@@ -983,6 +983,13 @@ fn control_socket_path(ctx: &Ctx<'_>, s: &str) -> Result<PathBuf, ConfigError> {
     if s.contains('\0') {
         return Err(ctx.err(field, "contains a NUL character"));
     }
+    // sun_path holds 108 octets with the terminating NUL.
+    if s.len() > 107 {
+        return Err(ctx.err(
+            field,
+            format!("is {} octets long; a socket path has at most 107", s.len()),
+        ));
+    }
     let path = PathBuf::from(s);
     if s.ends_with('/') || path.file_name().is_none() {
         return Err(ctx.err(field, format!("\"{s}\" names a directory, not a socket")));

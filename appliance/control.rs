@@ -193,10 +193,12 @@ impl ControlSocket {
             .map_err(|e| format!("can not start the control thread: {e}"))?;
         Ok(rx)
     }
+}
 
+impl Drop for ControlSocket {
     /// Removes the socket from the file system, if what is at its path is
     /// still this socket.
-    pub fn remove(&self) {
+    fn drop(&mut self) {
         if let Ok(m) = std::fs::symlink_metadata(&self.path) {
             if (m.dev(), m.ino()) == self.identity {
                 let _ = std::fs::remove_file(&self.path);
@@ -321,6 +323,9 @@ fn read_line(stream: &mut UnixStream, deadline: Instant) -> Result<Vec<u8>, Line
             .set_read_timeout(Some(left))
             .map_err(|_| LineError::Closed)?;
         let n = match stream.read(&mut chunk) {
+            // A client that closes its side after the request may leave
+            // the newline out.
+            Ok(0) if !line.is_empty() => return Ok(line),
             Ok(0) => return Err(LineError::Closed),
             Ok(n) => n,
             Err(e)

@@ -19,6 +19,7 @@ use bitsgw_wire::Timestamp;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
@@ -176,29 +177,34 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         Ok(r) => r,
         Err(e) => {
             running.stop();
-            socket.remove();
             return Err(e);
         }
     };
     let mut failure = None;
     let mut last_events = Instant::now();
     loop {
-        if let Ok(req) = requests.recv_timeout(Duration::from_millis(20)) {
-            let reply = if req.body.get("reload").is_some() {
-                match reload(&running, &cfg, &mut policy) {
-                    Ok(done) => {
-                        info!("{done} (by control request)");
-                        json!({ "ok": done })
+        match requests.recv_timeout(Duration::from_millis(20)) {
+            Ok(req) => {
+                let reply = if req.body.get("reload").is_some() {
+                    match reload(&running, &cfg, &mut policy) {
+                        Ok(done) => {
+                            info!("{done} (by control request)");
+                            json!({ "ok": done })
+                        }
+                        Err(e) => {
+                            warn!("{e}");
+                            json!({ "error": e.to_string() })
+                        }
                     }
-                    Err(e) => {
-                        warn!("reload refused, nothing changed: {e}");
-                        json!({ "error": format!("reload refused, nothing changed: {e}") })
-                    }
-                }
-            } else {
-                answer(&running, &cfg, &policy, &req.body)
-            };
-            req.answer(reply);
+                } else {
+                    answer(&running, &cfg, &policy, &req.body)
+                };
+                req.answer(reply);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // The control thread is gone (it never ends on its own): keep
+            // forwarding, and the loop's pace.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(20)),
         }
         if last_events.elapsed() >= Duration::from_secs(1) {
             last_events = Instant::now();
@@ -209,7 +215,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         if hup.swap(false, Ordering::SeqCst) {
             match reload(&running, &cfg, &mut policy) {
                 Ok(done) => info!("{done}"),
-                Err(e) => warn!("reload refused, nothing changed: {e}"),
+                Err(e) => warn!("{e}"),
             }
         }
         if term.load(Ordering::SeqCst) {
@@ -222,7 +228,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         }
     }
     let (last, stop_failure) = running.stop();
-    socket.remove();
+    drop(socket);
     if let Some(t) = &tap {
         if let Ok(mut t) = t.lock() {
             let lost = t.finish();
@@ -283,23 +289,45 @@ fn on_every_gateway<T: Send + 'static>(
         .collect()
 }
 
+/// Why a reload did not (or not visibly) happen.
+#[derive(Debug)]
+enum ReloadError {
+    /// Refused before any worker saw it: nothing changed.
+    Refused(String),
+    /// Handed to the workers, which did not all confirm it.
+    Unconfirmed(String),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Refused(e) => write!(f, "reload refused, nothing changed: {e}"),
+            ReloadError::Unconfirmed(e) => write!(
+                f,
+                "reload handed to the workers, not confirmed by all of them: {e}"
+            ),
+        }
+    }
+}
+
 /// Reloads the policy file into every worker, all or nothing; says what
 /// changed, or why nothing did.
 fn reload(
     running: &runner::Running,
     cfg: &ApplianceConfig,
     policy: &mut PolicySet,
-) -> Result<String, String> {
-    let new = load_policy_file(&cfg.policy_file).map_err(|e| e.to_string())?;
+) -> Result<String, ReloadError> {
+    let new =
+        load_policy_file(&cfg.policy_file).map_err(|e| ReloadError::Refused(e.to_string()))?;
     // The receive side recognises UDP-encapsulated ESP by the ports known
     // at start; an SA on another port would install and never receive.
     for sa in &new.sas {
         if let Some(port) = sa.udp_encap.map(|u| u.local_port) {
             if !cfg.stage.udp_encap_ports.contains(&port) {
-                return Err(format!(
+                return Err(ReloadError::Refused(format!(
                     "{}: SA \"{}\": UDP encapsulation port {port} is not one the running appliance receives on; restart it to add a port",
                     new.file, sa.name
-                ));
+                )));
             }
         }
     }
@@ -308,7 +336,7 @@ fn reload(
     // on the SAs a stage has (see `PolicySet::reload`), so a set that
     // builds here reloads on every worker, and one that does not changes
     // nothing anywhere.
-    build_stage(cfg, &new, now)?;
+    build_stage(cfg, &new, now).map_err(ReloadError::Refused)?;
     for w in &new.warnings {
         warn!("{w}");
     }
@@ -320,8 +348,9 @@ fn reload(
     });
     // The workers have the new set (or will, if late): so does `show`.
     *policy = new;
-    let outcomes = outcomes?;
-    let summary = outcomes.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let summary = outcomes
+        .and_then(|o| o.into_iter().collect::<Result<Vec<_>, _>>())
+        .map_err(ReloadError::Unconfirmed)?;
     let s = summary.first().copied().unwrap_or_default();
     Ok(format!(
         "policies reloaded from {}: {} SAs kept, {} installed, {} removed",

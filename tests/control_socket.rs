@@ -170,11 +170,13 @@ fn a_socket_group_may_connect_and_no_one_else() {
 fn empty_abstract_and_bad_group_settings_are_refused() {
     let dir = std::env::temp_dir().join(format!("bitsgw-ctl-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let long = format!("/run/{}.sock", "b".repeat(120));
     let cases = [
         ("", "", "control_socket", "is empty"),
         ("@bitsgw", "", "control_socket", "abstract"),
         ("\u{0}bitsgw", "", "control_socket", "abstract"),
         ("/run/bitsgw/", "", "control_socket", "directory"),
+        (&long, "", "control_socket", "at most 107"),
         (
             "/run/bitsgw/x.sock",
             r#", "control_socket_group": "no-such-group-bitsgw""#,
@@ -365,6 +367,13 @@ fn many_silent_clients_do_not_starve_the_operator() {
     let out = cli(&["show", "counters"], &sock);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("outbound_protected"));
+    // A request ended by closing instead of a newline is answered too.
+    let mut terse = UnixStream::connect(&sock).unwrap();
+    terse.write_all(br#"{"show": "all"}"#).unwrap();
+    terse.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    terse.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("\"counters\""), "{answer}");
     // The silent ones beyond the limit gave their places up.
     let closed = silent
         .iter()
