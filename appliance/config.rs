@@ -1305,3 +1305,43 @@ mod hostile {
         }
     }
 }
+
+#[cfg(test)]
+mod socket_group {
+    //! `control_socket_group`: a gid, or a name looked up in the group
+    //! file.
+
+    use super::group_id;
+    use serde_json::json;
+
+    #[test]
+    fn groups_by_number_and_by_name() {
+        let file = std::env::temp_dir().join(format!("bitsgw-group-{}", std::process::id()));
+        std::fs::write(
+            &file,
+            "root:x:0:\n# a comment line\nbroken\nbitsgw:x:4242:alice,bob\nops:x:notanumber:\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cases = [
+            (json!(4242), Ok(4242)),
+            (json!("4243"), Ok(4243)),
+            (json!("bitsgw"), Ok(4242)),
+            (json!("root"), Ok(0)),
+        ];
+        for (v, want) in cases {
+            assert_eq!(group_id(&v, &file), want, "{v}");
+        }
+        for (v, problem) in [
+            (json!("nobody-here"), "no group \"nobody-here\""),
+            (json!("ops"), "no group \"ops\""),
+            (json!(-1), "is not a group id"),
+            (json!(1u64 << 33), "is not a group id"),
+            (json!(""), "group name or a group id"),
+            (json!(["bitsgw"]), "group name or a group id"),
+        ] {
+            let e = group_id(&v, &file).expect_err("refused");
+            assert!(e.contains(problem), "{v}: {e}");
+        }
+        std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
