@@ -66,9 +66,11 @@ pub fn bind(path: &Path, group: Option<u32>) -> Result<ControlSocket, String> {
     // The socket is bound in a private directory, given its mode and group
     // there, and only then linked to `path`: it never appears at `path`
     // with the umask's mode, and a link never replaces what is there.
-    let staging = dir.join(format!(".bitsgw-{}.bind", std::process::id()));
-    let _ = std::fs::remove_file(staging.join("s"));
-    let _ = std::fs::remove_dir(&staging);
+    // A name nobody has (what is there already is never touched).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let staging = dir.join(format!(".bitsgw-{}-{nanos:x}", std::process::id()));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging)
@@ -79,7 +81,7 @@ pub fn bind(path: &Path, group: Option<u32>) -> Result<ControlSocket, String> {
         let me = std::fs::metadata(&staging).map_err(shown(&staging))?.uid();
         clear_stale(path, me)?;
         let tmp = staging.join("s");
-        let listener = UnixListener::bind(&tmp).map_err(shown(path))?;
+        let listener = UnixListener::bind(&tmp).map_err(shown(&tmp))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(socket_mode))
             .map_err(shown(path))?;
         if let Some(g) = group {
