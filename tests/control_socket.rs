@@ -384,6 +384,17 @@ fn many_silent_clients_do_not_starve_the_operator() {
         })
         .count();
     assert!(closed >= 60, "only {closed} of 100 silent clients closed");
+    // The newest kept its place, until its time to send a request ran out.
+    let newest = silent.last().unwrap();
+    newest
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    BufReader::new(newest).read_line(&mut answer).unwrap();
+    assert!(
+        answer.contains("no complete request line within 5 s"),
+        "{answer}"
+    );
     let (ok, _, err) = lab.terminate_within(gw, STOPS_WITHIN);
     drop(silent);
     assert!(ok, "{err}");
