@@ -343,6 +343,7 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "mtu": cfg.stage.mtu,
         "udp_encap_ports": cfg.stage.udp_encap_ports,
         "control_socket": cfg.control_socket.display().to_string(),
+        "control_socket_group": cfg.control_socket_group,
         "policy": cfg.policy_file.display().to_string(),
         "mobility": cfg.mobility.as_ref().map(mobility_json),
     })

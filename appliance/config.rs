@@ -14,6 +14,7 @@
 //!   "mtu": 1500,
 //!   "workers": 2,
 //!   "control_socket": "/run/bitsgw/a.sock",
+//!   "control_socket_group": "bitsgw",
 //!   "addresses": {
 //!     "host":    ["192.0.2.1/24"],
 //!     "network": ["203.0.113.1/24", "2001:db8::1/64"]
@@ -238,6 +239,10 @@ pub struct ApplianceConfig {
     pub run_to_completion: bool,
     /// The control socket's path.
     pub control_socket: PathBuf,
+    /// The group that may use the control socket too (a gid): the socket
+    /// is then 0660 and a directory bitsgw creates for it 0750, both of
+    /// this group; without one, 0600 and 0700.
+    pub control_socket_group: Option<u32>,
     /// What happens when a port's interface is deleted under the running
     /// appliance (`"on_link_loss"`).
     pub on_link_loss: OnLinkLoss,
@@ -361,6 +366,7 @@ pub(crate) const FIELDS: &[&str] = &[
     "pipeline",
     "queue_depth",
     "control_socket",
+    "control_socket_group",
     "on_link_loss",
     "udp_encap_ports",
     "icmp_source_v4",
@@ -992,6 +998,67 @@ fn mode_and_routes(
     Ok((mode, Some(out)))
 }
 
+/// The control socket's path: a file system path, whose mode and owner
+/// say who may use it. An empty name is refused, and so is an abstract
+/// socket (`@name`, or a leading NUL), which has no permissions at all.
+fn control_socket_path(ctx: &Ctx<'_>, s: &str) -> Result<PathBuf, ConfigError> {
+    let field = "control_socket";
+    if s.is_empty() {
+        return Err(ctx.err(field, "is empty; give the socket's path"));
+    }
+    if s.starts_with('@') || s.starts_with('\0') {
+        return Err(ctx.err(
+            field,
+            format!(
+                "\"{}\" names an abstract socket, which anyone on the host may use; give a path in the file system",
+                s.escape_default()
+            ),
+        ));
+    }
+    if s.contains('\0') {
+        return Err(ctx.err(field, "contains a NUL character"));
+    }
+    // sun_path holds 108 octets with the terminating NUL.
+    if s.len() > 107 {
+        return Err(ctx.err(
+            field,
+            format!("is {} octets long; a socket path has at most 107", s.len()),
+        ));
+    }
+    let path = PathBuf::from(s);
+    if s.ends_with('/') || path.file_name().is_none() {
+        return Err(ctx.err(field, format!("\"{s}\" names a directory, not a socket")));
+    }
+    Ok(path)
+}
+
+/// A group given by number or by name (looked up in `group_file`).
+fn group_id(v: &Value, group_file: &Path) -> Result<u32, String> {
+    let name = match v {
+        Value::Number(n) => {
+            return n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("{n} is not a group id"))
+        }
+        Value::String(s) if !s.is_empty() => s,
+        _ => return Err("must be a group name or a group id".into()),
+    };
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string(group_file)
+        .map_err(|e| format!("{}: {e}", group_file.display()))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .ok_or_else(|| format!("no group \"{name}\" in {}", group_file.display()))
+}
+
 /// Reads and validates an appliance configuration, and the policy file it
 /// names.
 pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
@@ -1144,8 +1211,17 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             }
         }
     }
-    let control_socket =
-        PathBuf::from(get_str(&ctx, obj, "control_socket")?.unwrap_or("/run/bitsgw/bitsgw.sock"));
+    let control_socket = control_socket_path(
+        &ctx,
+        get_str(&ctx, obj, "control_socket")?.unwrap_or("/run/bitsgw/bitsgw.sock"),
+    )?;
+    let control_socket_group = match obj.get("control_socket_group") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            group_id(v, Path::new("/etc/group"))
+                .map_err(|problem| ctx.err("control_socket_group", problem))?,
+        ),
+    };
     let on_link_loss = match get_str(&ctx, obj, "on_link_loss")?.unwrap_or("exit") {
         "exit" => OnLinkLoss::Fail,
         "wait" => OnLinkLoss::Wait,
@@ -1182,6 +1258,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         queue_depth: queue_depth as usize,
         run_to_completion,
         control_socket,
+        control_socket_group,
         on_link_loss,
         stage,
         host_addresses,
@@ -1288,5 +1365,45 @@ mod duplicate_keys {
             "{e}"
         );
         assert!(e.contains("gateway-a.json"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod socket_group {
+    //! `control_socket_group`: a gid, or a name looked up in the group
+    //! file.
+
+    use super::group_id;
+    use serde_json::json;
+
+    #[test]
+    fn groups_by_number_and_by_name() {
+        let file = std::env::temp_dir().join(format!("bitsgw-group-{}", std::process::id()));
+        std::fs::write(
+            &file,
+            "root:x:0:\n# a comment line\nbroken\nbitsgw:x:4242:alice,bob\nops:x:notanumber:\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cases = [
+            (json!(4242), Ok(4242)),
+            (json!("4243"), Ok(4243)),
+            (json!("bitsgw"), Ok(4242)),
+            (json!("root"), Ok(0)),
+        ];
+        for (v, want) in cases {
+            assert_eq!(group_id(&v, &file), want, "{v}");
+        }
+        for (v, problem) in [
+            (json!("nobody-here"), "no group \"nobody-here\""),
+            (json!("ops"), "no group \"ops\""),
+            (json!(-1), "is not a group id"),
+            (json!(1u64 << 33), "is not a group id"),
+            (json!(""), "group name or a group id"),
+            (json!(["bitsgw"]), "group name or a group id"),
+        ] {
+            let e = group_id(&v, &file).expect_err("refused");
+            assert!(e.contains(problem), "{v}: {e}");
+        }
+        std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
     }
 }

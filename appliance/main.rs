@@ -97,9 +97,11 @@ enum Command {
         trace: Option<PathBuf>,
     },
     /// Change a running appliance: `remove-sa NAME` (its traffic is then
-    /// discarded, never sent in clear), `reload` (the policy file), and in
-    /// the mn role `move ATTACHMENT` (home, an IPv6 or IPv4 care-of
-    /// address; make-before-break unless --break) or `refresh`.
+    /// discarded, never sent in clear), `reload` (the policy file, all or
+    /// nothing), and in the mn role `move ATTACHMENT` (home, an IPv6 or
+    /// IPv4 care-of address; make-before-break unless --break) or
+    /// `refresh`. Prints the appliance's answer; exits with 1 when it
+    /// refused (a reload that changed nothing, an SA not installed).
     Ctl {
         /// The command and its argument.
         #[arg(num_args = 1..=2, required = true)]

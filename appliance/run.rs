@@ -20,6 +20,7 @@ use bitsgw_wire::Timestamp;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
@@ -109,7 +110,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let routed = routed(&cfg)?;
     // The policies must install before anything runs.
     build_stage(&cfg, &cfg.policy, Timestamp::ZERO)?;
-    let listener = control::bind(&cfg.control_socket)?;
+    let socket = control::bind(&cfg.control_socket, cfg.control_socket_group)?;
     let tap: Option<Arc<Mutex<PcapTap>>> = match &trace {
         Some(dir) => Some(Arc::new(Mutex::new(PcapTap::create(
             dir,
@@ -179,16 +180,45 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         socket = %cfg.control_socket.display(),
         "bitsgw running"
     );
+    // Clients are served by the control thread; this loop sees complete
+    // requests only, one per turn, so a signal is never behind a client.
+    let requests = match socket.serve() {
+        Ok(r) => r,
+        Err(e) => {
+            running.stop();
+            return Err(e);
+        }
+    };
     let mut failure = None;
     let mut last_events = Instant::now();
     loop {
-        control::serve_pending(&listener, &mut |req: &Value| {
-            if req.get("reload").is_some() {
-                hup.store(true, Ordering::SeqCst);
-                return json!({"ok": "reload requested"});
+        match requests.recv_timeout(Duration::from_millis(20)) {
+            Ok(req) => {
+                let reply = if req.body.get("reload").is_some() {
+                    match reload(&running, &cfg, &mut policy) {
+                        Ok(done) => {
+                            info!("{done} (by control request)");
+                            json!({ "ok": done })
+                        }
+                        Err(e) => {
+                            warn!("{e}");
+                            json!({ "error": e.to_string() })
+                        }
+                    }
+                } else {
+                    interfaces::add_counters(
+                        answer(&running, &cfg, &policy, &req.body),
+                        &links,
+                        tap.as_deref(),
+                    )
+                };
+                req.answer(reply);
             }
-            interfaces::add_counters(answer(&running, &cfg, &policy, req), &links, tap.as_deref())
-        });
+            Err(RecvTimeoutError::Timeout) => {}
+            // The control thread is gone (it never ends on its own): keep
+            // forwarding, and the loop's pace.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(20)),
+        }
         links.log_changes();
         if last_events.elapsed() >= Duration::from_secs(1) {
             last_events = Instant::now();
@@ -202,19 +232,9 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             }
         }
         if hup.swap(false, Ordering::SeqCst) {
-            match load_policy_file(&cfg.policy_file) {
-                Ok(new) => {
-                    let now = running.now();
-                    let for_workers = new.clone();
-                    running.apply(Arc::new(move |gw| {
-                        if let Err(e) = for_workers.reload(gw.stage_mut(), now) {
-                            error!("reload: {e}");
-                        }
-                    }));
-                    info!(policy = %cfg.policy_file.display(), "policies reloaded");
-                    policy = new;
-                }
-                Err(e) => warn!("reload refused, the old policies stay: {e}"),
+            match reload(&running, &cfg, &mut policy) {
+                Ok(done) => info!("{done}"),
+                Err(e) => warn!("{e}"),
             }
         }
         if term.load(Ordering::SeqCst) {
@@ -225,10 +245,9 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             failure = running.failure();
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
     let (last, stop_failure) = running.stop();
-    let _ = std::fs::remove_file(&cfg.control_socket);
+    drop(socket);
     if let Some(t) = &tap {
         if let Ok(mut t) = t.lock() {
             let lost = t.finish();
@@ -256,6 +275,110 @@ fn log_mn_events(gw: &mut bitsgw_pipeline::Gateway) {
             info!(event = ?e, "mobile node");
         }
     }
+}
+
+/// How long the main loop waits for the workers to confirm a change.
+const WORKER_TIME: Duration = Duration::from_secs(2);
+
+/// Runs `f` on every gateway (the workers' and the receive threads'
+/// dispatch copies) and collects what each returns, waiting at most
+/// [`WORKER_TIME`].
+fn on_every_gateway<T: Send + 'static>(
+    running: &runner::Running,
+    f: impl Fn(&mut bitsgw_pipeline::Gateway) -> T + Send + Sync + 'static,
+) -> Result<Vec<T>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    running.apply(Arc::new(move |gw| {
+        let out = f(gw);
+        if let Ok(tx) = tx.lock() {
+            let _ = tx.send(out);
+        }
+    }));
+    let deadline = Instant::now() + WORKER_TIME;
+    (0..running.gateways())
+        .map(|_| {
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|_| {
+                    format!(
+                        "the workers did not confirm within {} s",
+                        WORKER_TIME.as_secs()
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Why a reload did not (or not visibly) happen.
+#[derive(Debug)]
+enum ReloadError {
+    /// Refused before any worker saw it: nothing changed.
+    Refused(String),
+    /// Handed to the workers, which did not all confirm it.
+    Unconfirmed(String),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Refused(e) => write!(f, "reload refused, nothing changed: {e}"),
+            ReloadError::Unconfirmed(e) => write!(
+                f,
+                "reload handed to the workers, not confirmed by all of them: {e}"
+            ),
+        }
+    }
+}
+
+/// Reloads the policy file into every worker, all or nothing; says what
+/// changed, or why nothing did.
+fn reload(
+    running: &runner::Running,
+    cfg: &ApplianceConfig,
+    policy: &mut PolicySet,
+) -> Result<String, ReloadError> {
+    let new =
+        load_policy_file(&cfg.policy_file).map_err(|e| ReloadError::Refused(e.to_string()))?;
+    // The receive side recognises UDP-encapsulated ESP by the ports known
+    // at start; an SA on another port would install and never receive.
+    for sa in &new.sas {
+        if let Some(port) = sa.udp_encap.map(|u| u.local_port) {
+            if !cfg.stage.udp_encap_ports.contains(&port) {
+                return Err(ReloadError::Refused(format!(
+                    "{}: SA \"{}\": UDP encapsulation port {port} is not one the running appliance receives on; restart it to add a port",
+                    new.file, sa.name
+                )));
+            }
+        }
+    }
+    let now = running.now();
+    // Built completely once here: what a reload can refuse does not depend
+    // on the SAs a stage has (see `PolicySet::reload`), so a set that
+    // builds here reloads on every worker, and one that does not changes
+    // nothing anywhere.
+    build_stage(cfg, &new, now).map_err(ReloadError::Refused)?;
+    for w in &new.warnings {
+        warn!("{w}");
+    }
+    let for_workers = new.clone();
+    let outcomes = on_every_gateway(running, move |gw| {
+        for_workers
+            .reload(gw.stage_mut(), now)
+            .map_err(|e| e.to_string())
+    });
+    // The workers have the new set (or will, if late): so does `show`.
+    *policy = new;
+    let summary = outcomes
+        .and_then(|o| o.into_iter().collect::<Result<Vec<_>, _>>())
+        .map_err(ReloadError::Unconfirmed)?;
+    let s = summary.first().copied().unwrap_or_default();
+    Ok(format!(
+        "policies reloaded from {}: {} SAs kept, {} installed, {} removed",
+        cfg.policy_file.display(),
+        s.kept,
+        s.installed,
+        s.removed
+    ))
 }
 
 /// The bindings of the worker that has the mobility stage.
@@ -325,14 +448,21 @@ fn answer(
         }
         // Like `ip xfrm state delete`: the SA goes, its policies stay, so
         // what they protect is discarded from now on.
-        let name = name.to_string();
-        info!(sa = %name, "SA removed by control request");
-        running.apply(Arc::new(move |gw| {
-            if let Some(id) = gw.stage().sad().by_name(&name) {
-                gw.stage_mut().remove_sa(id);
+        let owned = name.to_string();
+        let removed = on_every_gateway(running, move |gw| {
+            let id = gw.stage().sad().by_name(&owned);
+            id.and_then(|id| gw.stage_mut().remove_sa(id)).is_some()
+        });
+        return match removed {
+            Ok(r) if r.contains(&true) => {
+                info!(sa = %name, "SA removed by control request");
+                json!({ "ok": format!("SA \"{name}\" removed") })
             }
-        }));
-        return json!({"ok": "removed"});
+            Ok(_) => {
+                json!({ "error": format!("SA \"{name}\" is not installed (removed already?)") })
+            }
+            Err(e) => json!({ "error": e }),
+        };
     }
     json!({"error": "unknown request (known: show, remove_sa, reload, move, refresh)"})
 }

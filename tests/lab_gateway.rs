@@ -87,8 +87,14 @@ fn build(lab: &Lab) {
 }
 
 fn config(lab: &Lab, side: &str) -> PathBuf {
-    let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("policies/site-to-site-{side}.json"));
+    // A copy, which the test changes and reloads.
+    let policy = lab.dir.join(format!("site-to-site-{side}.json"));
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("policies/site-to-site-{side}.json")),
+        &policy,
+    )
+    .unwrap();
     let path = lab.dir.join(format!("gw-{side}.json"));
     // Both ways of running: A hands frames to workers, B runs to
     // completion.
@@ -163,6 +169,37 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
         ping.status.success(),
         "ping after reload: {}",
         String::from_utf8_lossy(&ping.stdout)
+    );
+    // B's inbound SA renamed, its SPI kept: `ctl reload` installs it under
+    // the new name and traffic flows on (issue 16: the SA went missing).
+    let policy_b = lab.dir.join("site-to-site-b.json");
+    let renamed = std::fs::read_to_string(&policy_b)
+        .unwrap()
+        .replace("\"a-to-b-v4\"", "\"from-a-v4\"");
+    std::fs::write(&policy_b, renamed).unwrap();
+    let sock_b = socket(&lab, "b");
+    let reload = bitsgw(&["ctl", "reload", "--socket", sock_b.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&reload.stdout);
+    assert!(
+        reload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    assert!(said.contains("1 installed, 1 removed"), "{said}");
+    let ping = lab.try_exec(
+        "hA",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.51.100.20"],
+    );
+    assert!(
+        ping.status.success(),
+        "ping after renaming B's inbound SA: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let sa_b = bitsgw(&["show", "sa", "--socket", sock_b.to_str().unwrap()]);
+    let sa_b = String::from_utf8_lossy(&sa_b.stdout);
+    assert!(
+        sa_b.contains("from-a-v4: inbound spi 0x00003001") && !sa_b.contains("a-to-b-v4"),
+        "{sa_b}"
     );
 
     // show and ctl against the running appliances.

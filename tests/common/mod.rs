@@ -203,16 +203,25 @@ impl Lab {
     /// Sends SIGTERM to child `index` and waits (at most 10 s) for it to
     /// exit; returns whether it exited successfully, its stdout and stderr.
     pub fn terminate(&mut self, index: usize) -> (bool, String, String) {
+        self.terminate_within(index, Duration::from_secs(10))
+    }
+
+    /// [`Lab::terminate`], failing when the process takes longer than
+    /// `limit` to exit.
+    pub fn terminate_within(&mut self, index: usize, limit: Duration) -> (bool, String, String) {
         use std::io::Read;
         let pid = self.children[index].id().to_string();
         must(&["kill", "-TERM", &pid]);
         let child = &mut self.children[index];
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            assert!(Instant::now() < deadline, "process {pid} did not stop");
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} did not stop within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         let (mut out, mut err) = (String::new(), String::new());

@@ -19,7 +19,7 @@
 //! ```
 
 use crate::crypto::{GcmBackend, TransformId};
-use crate::sa::{Direction, Limits, Mode, SaParams, UdpEncap};
+use crate::sa::{Direction, Limits, Mode, Sa, SaParams, UdpEncap};
 use crate::selector::{proto, Addr, AddrSel, ProtoSel, Range16, Selector};
 use crate::spd::{Action, SpdEntry};
 use crate::stage::IpsecStage;
@@ -1046,13 +1046,22 @@ impl PolicySet {
     /// SA whose parameters (keys included) did not change, so traffic that
     /// the old and the new sets both allow flows on undisturbed: its
     /// sequence numbers and replay windows carry over.
+    ///
+    /// All or nothing: every new or changed SA is built first, and only
+    /// when all of them are does the stage change; on an error it is left
+    /// exactly as it was. The new set decides which SA an inbound SPI
+    /// selects (RFC 4301 4.1): an SA renamed with its SPI kept replaces the
+    /// old one, and a retiring predecessor yields its SPI to the SA the set
+    /// gives it to. What can fail does not depend on the stage, so a set
+    /// that installs on an empty stage ([`PolicySet::apply`]) reloads on
+    /// every stage.
     pub fn reload(
         &self,
         stage: &mut IpsecStage,
         now: Timestamp,
     ) -> Result<ReloadSummary, ConfigError> {
         let mut summary = ReloadSummary::default();
-        self.load_spd(stage);
+        let mut built = Vec::new();
         for (i, sa) in self.sas.iter().enumerate() {
             let same = stage
                 .sad()
@@ -1063,14 +1072,9 @@ impl PolicySet {
                 summary.kept += 1;
                 continue;
             }
-            stage.install_sa(sa.clone(), now).map_err(|e| ConfigError {
-                file: self.file.clone(),
-                entry: format!("sad[{i}] \"{}\"", sa.name),
-                field: String::new(),
-                problem: e.to_string(),
-            })?;
-            summary.installed += 1;
+            built.push(Sa::new(sa.clone(), now).map_err(|e| self.sa_error(i, e.to_string()))?);
         }
+        // Nothing below can fail.
         let gone: Vec<_> = stage
             .sad()
             .iter()
@@ -1081,7 +1085,21 @@ impl PolicySet {
             stage.remove_sa(id);
             summary.removed += 1;
         }
+        self.load_spd(stage);
+        for sa in built {
+            stage.install_built(sa);
+            summary.installed += 1;
+        }
         Ok(summary)
+    }
+
+    fn sa_error(&self, index: usize, problem: String) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            entry: format!("sad[{index}] \"{}\"", self.sas[index].name),
+            field: String::new(),
+            problem,
+        }
     }
 
     fn load_spd(&self, stage: &mut IpsecStage) {
@@ -1109,12 +1127,9 @@ impl PolicySet {
     pub fn apply(&self, stage: &mut IpsecStage, now: Timestamp) -> Result<(), ConfigError> {
         self.load_spd(stage);
         for (i, sa) in self.sas.iter().enumerate() {
-            stage.install_sa(sa.clone(), now).map_err(|e| ConfigError {
-                file: self.file.clone(),
-                entry: format!("sad[{i}] \"{}\"", sa.name),
-                field: String::new(),
-                problem: e.to_string(),
-            })?;
+            stage
+                .install_sa(sa.clone(), now)
+                .map_err(|e| self.sa_error(i, e.to_string()))?;
         }
         Ok(())
     }

@@ -106,23 +106,48 @@ impl Sad {
     /// Installs `sa` under its name, replacing the SA that name had. An
     /// outbound predecessor is removed at once; an inbound one stays
     /// reachable by its SPI until the new SA has verified a packet.
-    pub fn install(&mut self, mut sa: Sa) -> Result<SaId, SadError> {
+    pub fn install(&mut self, sa: Sa) -> Result<SaId, SadError> {
+        if let Some(other) = self.spi_holder_of_other_name(&sa) {
+            return Err(SadError::SpiInUse {
+                spi: sa.params.spi,
+                other: self
+                    .get(other)
+                    .map_or_else(String::new, |o| o.params.name.clone()),
+            });
+        }
+        Ok(self.insert(sa))
+    }
+
+    /// Installs `sa` like [`Sad::install`], but an SA of another name that
+    /// holds its inbound SPI (one the configuration being loaded replaces
+    /// or drops, or a retiring predecessor) is removed first: the
+    /// configuration decides which SA an SPI selects (RFC 4301 4.1), so
+    /// this never fails.
+    pub(crate) fn install_displacing(&mut self, sa: Sa) -> SaId {
+        if let Some(other) = self.spi_holder_of_other_name(&sa) {
+            self.remove(other);
+        }
+        self.insert(sa)
+    }
+
+    /// The inbound SA of another name that holds `sa`'s SPI.
+    fn spi_holder_of_other_name(&self, sa: &Sa) -> Option<SaId> {
+        if sa.params.direction != Direction::Inbound {
+            return None;
+        }
+        let other = *self.by_spi.get(&sa.params.spi)?;
+        let same_name = self
+            .get(other)
+            .is_some_and(|o| o.params.name == sa.params.name);
+        (!same_name).then_some(other)
+    }
+
+    /// Installs `sa` under its name; its SPI is free or its name's.
+    fn insert(&mut self, mut sa: Sa) -> SaId {
         let inbound = sa.params.direction == Direction::Inbound;
         let spi = sa.params.spi;
         let name = self.name_id(&sa.params.name);
         sa.name_id = Some(name);
-        if inbound {
-            if let Some(other) = self.by_spi.get(&spi) {
-                let other_sa = self.get(*other);
-                let same_name = other_sa.is_some_and(|o| o.params.name == sa.params.name);
-                if !same_name {
-                    return Err(SadError::SpiInUse {
-                        spi,
-                        other: other_sa.map_or_else(String::new, |o| o.params.name.clone()),
-                    });
-                }
-            }
-        }
         let id = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(sa);
@@ -146,7 +171,7 @@ impl Sad {
             self.by_spi.insert(spi, id);
         }
         self.generation += 1;
-        Ok(id)
+        id
     }
 
     fn remove_slot(&mut self, id: SaId) -> Option<Sa> {

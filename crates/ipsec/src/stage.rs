@@ -320,11 +320,24 @@ impl IpsecStage {
     pub fn install_sa(&mut self, params: SaParams, now: Timestamp) -> Result<SaId, SadError> {
         let sa = Sa::new(params, now)?;
         let id = self.sad.install(sa)?;
+        self.installed(id);
+        Ok(id)
+    }
+
+    /// Installs an SA already built, taking its inbound SPI from any SA of
+    /// another name that holds it (see [`Sad::install_displacing`]): the
+    /// step of a reload that can not fail.
+    pub(crate) fn install_built(&mut self, sa: Sa) -> SaId {
+        let id = self.sad.install_displacing(sa);
+        self.installed(id);
+        id
+    }
+
+    fn installed(&mut self, id: SaId) {
         self.attach_selectors(id);
         if let Some(at) = self.sad.get(id).and_then(Sa::next_deadline) {
             self.deadlines.push(Reverse((at, id)));
         }
-        Ok(id)
     }
 
     /// Removes an SA; traffic its policies protect is discarded from now on.

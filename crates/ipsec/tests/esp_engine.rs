@@ -625,6 +625,69 @@ fn reload_keeps_unchanged_sas_with_their_state() {
     );
 }
 
+/// Renaming an inbound SA while keeping its SPI (issue 16): the renamed SA
+/// takes the SPI over, the SPD's entry has it, and traffic flows on.
+#[test]
+fn reload_renaming_an_inbound_sa_with_its_spi_replaces_it() {
+    let spec = PairSpec::default();
+    let (mut a, mut b) = spec.stages();
+    let (ha, hb) = spec.inner();
+    let pkt = udp_packet(ha, hb, 1, 2, 10);
+    let text = spec
+        .policy(false)
+        .replace(r#""sa": "in"}"#, r#""sa": "in-renamed"}"#)
+        .replace(r#"{"name": "in", "#, r#"{"name": "in-renamed", "#);
+    let renamed = bitsgw_ipsec::config::parse_policy(&text, "b.json").unwrap();
+    let summary = renamed.reload(&mut b, T0).unwrap();
+    assert_eq!(
+        (summary.kept, summary.installed, summary.removed),
+        (1, 1, 1)
+    );
+    assert!(b.query().sa_by_name("in").is_none());
+    let sa = b.query().sa_by_name("in-renamed").unwrap();
+    assert_eq!(sa.spi, 0x1001);
+    assert_eq!(sa.selectors.len(), 1, "the SPD entry's selectors");
+    assert_eq!(b.query().inbound_sa(0x1001).unwrap().name, "in-renamed");
+    let mut buf = PacketBuf::from_slice(send(&mut a, &pkt).data());
+    assert_eq!(b.handle_inbound(&mut buf, T0), Disposition::Deliver);
+    assert_eq!(buf.data(), &pkt[..]);
+}
+
+/// A reload that can not be applied changes nothing: not the SPD, not
+/// the SAs (before, the SPD was replaced and the SAs half installed).
+#[test]
+fn reload_refused_leaves_the_stage_as_it_was() {
+    let spec = PairSpec::default();
+    let (mut a, mut b) = spec.stages();
+    let (ha, hb) = spec.inner();
+    let pkt = udp_packet(ha, hb, 1, 2, 10);
+    let first = send(&mut a, &pkt).data().to_vec();
+    let mut buf = PacketBuf::from_slice(&first);
+    assert_eq!(b.handle_inbound(&mut buf, T0), Disposition::Deliver);
+    let generation = b.query().generation();
+    // An extra SPD entry, the outbound SA rekeyed, and the inbound SA
+    // changed to a key its transform refuses.
+    let text = spec
+        .policy(false)
+        .replace(r#""outbound": ["#, r#""outbound": [{"name": "dns", "proto": "udp", "remote_port": 53, "action": "bypass"},"#)
+        .replacen(&key_for("aes-gcm-128", "enc")[2..12], "9999999999", 1);
+    let mut bad = bitsgw_ipsec::config::parse_policy(&text, "b.json").unwrap();
+    let inbound = bad.sas.iter_mut().find(|s| s.name == "in").unwrap();
+    inbound.enc_key = zeroize::Zeroizing::new(vec![0x11; 3]);
+    let err = bad.reload(&mut b, T0).unwrap_err();
+    assert_eq!(err.entry, r#"sad[1] "in""#, "{err}");
+    assert_eq!(b.query().generation(), generation);
+    assert_eq!(b.spd(Direction::Outbound).len(), 2);
+    // The inbound SA kept its window, the outbound SA its key and counter.
+    let mut buf = PacketBuf::from_slice(&first);
+    assert_eq!(
+        b.handle_inbound(&mut buf, T0),
+        Disposition::Drop(DropReason::ReplayDuplicate)
+    );
+    let mut buf = PacketBuf::from_slice(send(&mut b, &udp_packet(hb, ha, 2, 1, 10)).data());
+    assert_eq!(a.handle_inbound(&mut buf, T0), Disposition::Deliver);
+}
+
 /// An SA bundle (RFC 4301 4.5): ESP in ESP, the first SA innermost.
 #[test]
 fn sa_bundle_nests_esp_and_unwraps_it() {

@@ -523,6 +523,11 @@ impl Running {
         }
     }
 
+    /// How many gateways [`Running::apply`] runs an action on.
+    pub fn gateways(&self) -> usize {
+        self.dispatch_controls.len() + self.controls.len()
+    }
+
     /// Collects counters, SAs and events from every worker.
     pub fn report(&self, timeout: Duration) -> Report {
         let (tx, rx) = bounded(self.workers);
