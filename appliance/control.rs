@@ -1,11 +1,13 @@
 //! The control socket of a running appliance: one JSON request per line,
 //! one JSON answer per line, over a Unix socket.
 //!
-//! Requests: `{"show": "all"}` (SAs, SPD with hits, counters, events),
-//! `{"show": "bindings"}` (the `ha` role's binding cache, the `mn` role's
-//! registration), `{"remove_sa": NAME}`, `{"reload": true}`, and in the
-//! `mn` role `{"move": ATTACHMENT, "break": BOOL}` and `{"refresh": true}`.
-//! Answers are the data, `{"ok": TEXT}` or `{"error": TEXT}`.
+//! Requests ([`ControlRequest`], parsed and framed in
+//! `control_request.rs`): `{"show": "all"}` (SAs, SPD with hits, counters,
+//! events), `{"show": "bindings"}` (the `ha` role's binding cache, the `mn`
+//! role's registration), `{"remove_sa": NAME}`, `{"reload": true}`, and in
+//! the `mn` role `{"move": ATTACHMENT, "break": BOOL}` and
+//! `{"refresh": true}`. Answers are the data, `{"ok": TEXT}` or
+//! `{"error": TEXT}`.
 //!
 //! Who may connect is decided by the socket's mode alone: 0600 (0660 with
 //! a configured group), set before the socket appears at its path, so the
@@ -17,6 +19,8 @@
 //! place up. The main loop only sees complete requests
 //! ([`Request`]) and hands the answers back without waiting for a client.
 
+pub use crate::control_request::MAX_LINE;
+use crate::control_request::{ControlRequest, Framed, LineFramer};
 use serde_json::{json, Value};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -27,9 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
-/// The longest request line accepted, newline included; a longer one gets
-/// an error answer and the connection is closed.
-pub const MAX_LINE: usize = 64 * 1024;
 /// Clients served at once.
 pub const MAX_CLIENTS: usize = 32;
 /// How long a client has to send its whole request line.
@@ -213,7 +214,7 @@ impl Drop for ControlSocket {
 #[derive(Debug)]
 pub struct Request {
     /// The request.
-    pub body: Value,
+    pub body: ControlRequest,
     reply: SyncSender<Value>,
 }
 
@@ -314,7 +315,7 @@ enum LineError {
 /// Reads one line (without its newline) by `deadline`, at most
 /// [`MAX_LINE`] octets.
 fn read_line(stream: &mut UnixStream, deadline: Instant) -> Result<Vec<u8>, LineError> {
-    let mut line = Vec::new();
+    let mut framer = LineFramer::default();
     let mut chunk = [0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -327,7 +328,7 @@ fn read_line(stream: &mut UnixStream, deadline: Instant) -> Result<Vec<u8>, Line
         let n = match stream.read(&mut chunk) {
             // A client that closes its side after the request may leave
             // the newline out.
-            Ok(0) if !line.is_empty() => return Ok(line),
+            Ok(0) if !framer.line().is_empty() => return Ok(framer.line().to_vec()),
             Ok(0) => return Err(LineError::Closed),
             Ok(n) => n,
             Err(e)
@@ -340,13 +341,10 @@ fn read_line(stream: &mut UnixStream, deadline: Instant) -> Result<Vec<u8>, Line
             }
             Err(_) => return Err(LineError::Closed),
         };
-        let end = chunk[..n].iter().position(|b| *b == b'\n');
-        line.extend_from_slice(&chunk[..end.unwrap_or(n)]);
-        if line.len() + usize::from(end.is_some()) > MAX_LINE {
-            return Err(LineError::TooLong);
-        }
-        if end.is_some() {
-            return Ok(line);
+        match framer.push(&chunk[..n]) {
+            Framed::More => {}
+            Framed::Line => return Ok(framer.line().to_vec()),
+            Framed::TooLong => return Err(LineError::TooLong),
         }
     }
 }
@@ -421,7 +419,7 @@ fn serve_client(mut stream: UnixStream, id: u64, clients: &Clients, requests: &S
             c.reading = false;
         }
     }
-    let answer = match serde_json::from_slice::<Value>(&line) {
+    let answer = match ControlRequest::parse(&line) {
         Ok(body) => {
             let (reply, answered) = mpsc::sync_channel(1);
             if requests.send(Request { body, reply }).is_err() {
@@ -432,13 +430,13 @@ fn serve_client(mut stream: UnixStream, id: u64, clients: &Clients, requests: &S
                 )
             }
         }
-        Err(e) => json!({"error": format!("request is not JSON: {e}")}),
+        Err(e) => json!({ "error": e }),
     };
     send_answer(&mut stream, &answer);
 }
 
 /// Sends one request to the appliance at `path` and returns its answer.
-pub fn request(path: &Path, req: &Value) -> Result<Value, String> {
+pub fn request(path: &Path, req: &ControlRequest) -> Result<Value, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         format!(
             "{}: {e} (is the appliance running? see --socket)",
@@ -447,7 +445,7 @@ pub fn request(path: &Path, req: &Value) -> Result<Value, String> {
     })?;
     s.set_read_timeout(Some(ANSWER_TIME + WRITE_TIME))
         .map_err(|e| e.to_string())?;
-    writeln!(s, "{req}").map_err(|e| e.to_string())?;
+    writeln!(s, "{}", req.to_json()).map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
     s.read_to_end(&mut answer).map_err(|e| e.to_string())?;
     serde_json::from_slice(&answer).map_err(|e| format!("answer is not JSON: {e}"))

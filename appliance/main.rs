@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod config;
 mod control;
+mod control_request;
 mod event;
 mod interfaces;
 mod lab;
@@ -14,6 +15,7 @@ mod run;
 mod trace;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use control_request::ControlRequest;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -202,10 +204,10 @@ fn init_logging(format: LogFormat) {
 
 fn show(what: ShowWhat, socket: &std::path::Path, json: bool) -> Result<String, String> {
     let request = match what {
-        ShowWhat::Bindings => "bindings",
-        _ => "all",
+        ShowWhat::Bindings => control_request::ShowWhat::Bindings,
+        _ => control_request::ShowWhat::All,
     };
-    let v = control::request(socket, &serde_json::json!({ "show": request }))?;
+    let v = control::request(socket, &ControlRequest::Show(request))?;
     if let Some(e) = v.get("error") {
         return Err(e.as_str().map_or_else(|| e.to_string(), str::to_string));
     }
@@ -226,10 +228,13 @@ fn ctl(command: &[String], break_first: bool, socket: &std::path::Path) -> Resul
         return Err("--break goes with move".into());
     }
     let req = match command {
-        [c, name] if c == "remove-sa" => serde_json::json!({"remove_sa": name}),
-        [c] if c == "reload" => serde_json::json!({"reload": true}),
-        [c, to] if c == "move" => serde_json::json!({"move": to, "break": break_first}),
-        [c] if c == "refresh" => serde_json::json!({"refresh": true}),
+        [c, name] if c == "remove-sa" => ControlRequest::RemoveSa(name.clone()),
+        [c] if c == "reload" => ControlRequest::Reload,
+        [c, to] if c == "move" => ControlRequest::Move {
+            to: to.clone(),
+            break_first,
+        },
+        [c] if c == "refresh" => ControlRequest::Refresh,
         _ => return Err(
             "unknown command (known: remove-sa NAME, reload, move ATTACHMENT [--break], refresh)"
                 .into(),

@@ -5,6 +5,7 @@
 
 use crate::config::{self, ApplianceConfig, OwnAddresses, PortConfig};
 use crate::control;
+use crate::control_request::{ControlRequest, ShowWhat};
 use crate::interfaces::{self, LinkWatches};
 use crate::mobility::{self, MnControl};
 use crate::report;
@@ -194,25 +195,8 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     loop {
         match requests.recv_timeout(Duration::from_millis(20)) {
             Ok(req) => {
-                let reply = if req.body.get("reload").is_some() {
-                    match reload(&running, &cfg, &mut policy) {
-                        Ok(done) => {
-                            info!("{done} (by control request)");
-                            json!({ "ok": done })
-                        }
-                        Err(e) => {
-                            warn!("{e}");
-                            json!({ "error": e.to_string() })
-                        }
-                    }
-                } else {
-                    interfaces::add_counters(
-                        answer(&running, &cfg, &policy, &req.body),
-                        &links,
-                        tap.as_deref(),
-                    )
-                };
-                req.answer(reply);
+                let reply = answer(&running, &cfg, &mut policy, &req.body);
+                req.answer(interfaces::add_counters(reply, &links, tap.as_deref()));
             }
             Err(RecvTimeoutError::Timeout) => {}
             // The control thread is gone (it never ends on its own): keep
@@ -403,66 +387,83 @@ fn bindings(running: &runner::Running, cfg: &ApplianceConfig) -> Value {
 fn answer(
     running: &runner::Running,
     cfg: &ApplianceConfig,
-    policy: &PolicySet,
-    req: &Value,
+    policy: &mut PolicySet,
+    req: &ControlRequest,
 ) -> Value {
-    if req.get("show").and_then(Value::as_str) == Some("bindings") {
-        return bindings(running, cfg);
-    }
-    if req.get("show").is_some() {
-        return report::to_json(&running.report(Duration::from_secs(2)), policy);
-    }
-    if let Some(to) = req.get("move").and_then(Value::as_str) {
-        let attachment = match mobility::parse_move(cfg, to) {
-            Ok(a) => a,
-            Err(e) => return json!({ "error": e }),
-        };
-        let keep_old = req.get("break").and_then(Value::as_bool) != Some(true);
-        let op = MnControl::Move {
-            attachment,
-            keep_old,
-        };
-        let now = running.now();
-        info!(%attachment, keep_old, "movement by control request");
-        running.apply(Arc::new(move |gw| mobility::control(gw, op, now)));
-        let how = if keep_old {
-            "make-before-break"
-        } else {
-            "break-before-make"
-        };
-        return json!({"ok": format!("moving to {attachment} ({how})")});
-    }
-    if req.get("refresh").is_some() {
-        if let Err(e) = mobility::check_refresh(cfg) {
-            return json!({ "error": e });
+    match req {
+        ControlRequest::Show(ShowWhat::Bindings) => bindings(running, cfg),
+        ControlRequest::Show(ShowWhat::All) => {
+            report::to_json(&running.report(Duration::from_secs(2)), policy)
         }
-        let now = running.now();
-        running.apply(Arc::new(move |gw| {
-            mobility::control(gw, MnControl::Refresh, now)
-        }));
-        return json!({"ok": "refresh requested"});
+        ControlRequest::Move { to, break_first } => move_to(running, cfg, to, !break_first),
+        ControlRequest::Refresh => refresh(running, cfg),
+        ControlRequest::RemoveSa(name) => remove_sa(running, policy, name),
+        ControlRequest::Reload => match reload(running, cfg, policy) {
+            Ok(done) => {
+                info!("{done} (by control request)");
+                json!({ "ok": done })
+            }
+            Err(e) => {
+                warn!("{e}");
+                json!({ "error": e.to_string() })
+            }
+        },
     }
-    if let Some(name) = req.get("remove_sa").and_then(Value::as_str) {
-        if !policy.sas.iter().any(|s| s.name == name) {
-            return json!({"error": format!("no SA named \"{name}\"")});
+}
+
+/// `ctl move`: the mobile node's movement.
+fn move_to(running: &runner::Running, cfg: &ApplianceConfig, to: &str, keep_old: bool) -> Value {
+    let attachment = match mobility::parse_move(cfg, to) {
+        Ok(a) => a,
+        Err(e) => return json!({ "error": e }),
+    };
+    let op = MnControl::Move {
+        attachment,
+        keep_old,
+    };
+    let now = running.now();
+    info!(%attachment, keep_old, "movement by control request");
+    running.apply(Arc::new(move |gw| mobility::control(gw, op, now)));
+    let how = if keep_old {
+        "make-before-break"
+    } else {
+        "break-before-make"
+    };
+    json!({"ok": format!("moving to {attachment} ({how})")})
+}
+
+/// `ctl refresh`: the mobile node registers again now.
+fn refresh(running: &runner::Running, cfg: &ApplianceConfig) -> Value {
+    if let Err(e) = mobility::check_refresh(cfg) {
+        return json!({ "error": e });
+    }
+    let now = running.now();
+    running.apply(Arc::new(move |gw| {
+        mobility::control(gw, MnControl::Refresh, now)
+    }));
+    json!({"ok": "refresh requested"})
+}
+
+/// `ctl remove-sa`: the SA goes from every gateway.
+fn remove_sa(running: &runner::Running, policy: &PolicySet, name: &str) -> Value {
+    if !policy.sas.iter().any(|s| s.name == name) {
+        return json!({"error": format!("no SA named \"{name}\"")});
+    }
+    // Like `ip xfrm state delete`: the SA goes, its policies stay, so
+    // what they protect is discarded from now on.
+    let owned = name.to_string();
+    let removed = on_every_gateway(running, move |gw| {
+        let id = gw.stage().sad().by_name(&owned);
+        id.and_then(|id| gw.stage_mut().remove_sa(id)).is_some()
+    });
+    match removed {
+        Ok(r) if r.contains(&true) => {
+            info!(sa = %name, "SA removed by control request");
+            json!({ "ok": format!("SA \"{name}\" removed") })
         }
-        // Like `ip xfrm state delete`: the SA goes, its policies stay, so
-        // what they protect is discarded from now on.
-        let owned = name.to_string();
-        let removed = on_every_gateway(running, move |gw| {
-            let id = gw.stage().sad().by_name(&owned);
-            id.and_then(|id| gw.stage_mut().remove_sa(id)).is_some()
-        });
-        return match removed {
-            Ok(r) if r.contains(&true) => {
-                info!(sa = %name, "SA removed by control request");
-                json!({ "ok": format!("SA \"{name}\" removed") })
-            }
-            Ok(_) => {
-                json!({ "error": format!("SA \"{name}\" is not installed (removed already?)") })
-            }
-            Err(e) => json!({ "error": e }),
-        };
+        Ok(_) => {
+            json!({ "error": format!("SA \"{name}\" is not installed (removed already?)") })
+        }
+        Err(e) => json!({ "error": e }),
     }
-    json!({"error": "unknown request (known: show, remove_sa, reload, move, refresh)"})
 }
