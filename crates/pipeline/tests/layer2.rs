@@ -13,10 +13,13 @@ mod common;
 use bitsgw_ipsec::config::parse_policy;
 use bitsgw_ipsec::{DropReason, IpsecStage, StageConfig};
 use bitsgw_pipeline::replay::{self, ReplayInput};
+use bitsgw_pipeline::runner::{self, RunnerConfig};
 use bitsgw_pipeline::{Gateway, Layer2Policy, LinkType, NoTap, PipelineDrop, Side};
 use bitsgw_wire::ether::Layer2;
 use bitsgw_wire::{ip, Timestamp};
+use common::chan::port_of;
 use common::*;
+use crossbeam_channel::Receiver;
 
 /// What must become of a frame.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +136,27 @@ fn replay_through(gw: &mut Gateway, from: Side, frames: &[Vec<u8>]) -> replay::R
             .collect(),
     };
     replay::run(gw, &[input], Vec::new(), &mut NoTap)
+}
+
+/// The threaded pipeline with three workers.
+fn three_workers() -> RunnerConfig {
+    RunnerConfig {
+        workers: 3,
+        queue_depth: 1024,
+        run_to_completion: false,
+    }
+}
+
+/// Up to `n` frames from `rx`, waiting at most 10 s for each.
+fn collect(rx: &Receiver<Vec<u8>>, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(f) => got.push(f),
+            Err(_) => break,
+        }
+    }
+    got
 }
 
 fn gateway_b() -> Gateway {
@@ -303,13 +327,7 @@ fn the_inner_ethertype_follows_the_outer_family_behind_the_tags() {
 /// with its tags, in order per flow.
 #[test]
 fn tagged_frames_reach_the_owner_of_their_sa_among_workers() {
-    use bitsgw_pipeline::runner::{self, RunnerConfig};
-    use common::chan::port_of;
-    let cfg = RunnerConfig {
-        workers: 3,
-        queue_depth: 1024,
-        run_to_completion: false,
-    };
+    let cfg = three_workers();
     let (a_host, a_host_in, _a_host_out) = port_of(LinkType::Ethernet);
     let (a_net, _a_net_in, a_net_out) = port_of(LinkType::Ethernet);
     let (b_host, _b_host_in, b_host_out) = port_of(LinkType::Ethernet);
@@ -342,17 +360,7 @@ fn tagged_frames_reach_the_owner_of_their_sa_among_workers() {
         sent.push(f.clone());
         a_host_in.send(f).unwrap();
     }
-    let recv = |rx: &crossbeam_channel::Receiver<Vec<u8>>| {
-        let mut got = Vec::new();
-        while got.len() < sent.len() {
-            match rx.recv_timeout(std::time::Duration::from_secs(10)) {
-                Ok(f) => got.push(f),
-                Err(_) => break,
-            }
-        }
-        got
-    };
-    let wire = recv(&a_net_out);
+    let wire = collect(&a_net_out, sent.len());
     assert_eq!(wire.len(), sent.len());
     let mut spi_seq = std::collections::HashSet::new();
     for f in &wire {
@@ -367,7 +375,7 @@ fn tagged_frames_reach_the_owner_of_their_sa_among_workers() {
         );
         b_net_in.send(f.clone()).unwrap();
     }
-    let got = recv(&b_host_out);
+    let got = collect(&b_host_out, sent.len());
     let (ra, fa) = a.stop();
     let (rb, fb) = b.stop();
     assert_eq!((fa, fb), (None, None));
@@ -387,4 +395,74 @@ fn tagged_frames_reach_the_owner_of_their_sa_among_workers() {
     assert_eq!(ra.stage.outbound_protected, 120);
     assert_eq!(rb.stage.inbound_decrypted, 120);
     assert_eq!(ra.stage.total_drops() + rb.stage.total_drops(), 0);
+}
+
+/// A packet too big for the tunnel, with DF, from a tagged host: the ICMP
+/// error goes back to the host on its VLAN (tags kept, MACs swapped).
+#[test]
+fn an_icmp_error_goes_back_behind_the_same_tags() {
+    for encap in &encaps()[..2] {
+        let Want::Ip { header_len } = encap.want else {
+            unreachable!()
+        };
+        let mut gw = gateway_a();
+        let sent = frame(encap, Side::Host, &marked_udp(HOST_A, HOST_B, 1470, true));
+        let out = replay_through(&mut gw, Side::Host, std::slice::from_ref(&sent));
+        assert!(out.network.is_empty(), "{}", encap.name);
+        let [(_, icmp)] = &out.host[..] else {
+            panic!("{}: {:?}", encap.name, out.host);
+        };
+        assert_eq!(&icmp[..6], &sent[6..12], "{}", encap.name);
+        assert_eq!(&icmp[6..12], &sent[..6], "{}", encap.name);
+        assert_eq!(
+            &icmp[12..header_len],
+            &sent[12..header_len],
+            "{}",
+            encap.name
+        );
+        let meta = ip::parse(&icmp[header_len..]).unwrap();
+        assert_eq!(meta.proto, 1, "{}", encap.name);
+        assert_eq!(gw.stage().counters().drops(DropReason::TooBig), 1);
+    }
+}
+
+/// ESP from site B fragmented on the way, behind 802.1Q and QinQ tags,
+/// into a gateway with several workers: the receive thread reassembles it
+/// (the tags put back in front of the whole packet) and hands it to the
+/// SA's owner; host A gets it with its tags.
+#[test]
+fn fragmented_esp_behind_tags_is_reassembled_with_them() {
+    let cfg = three_workers();
+    let (a_host, _a_host_in, a_host_out) = port_of(LinkType::Ethernet);
+    let (a_net, a_net_in, _a_net_out) = port_of(LinkType::Ethernet);
+    let a = runner::start(&cfg, a_host, a_net, &|| stage("site-to-site-a.json"), None);
+    let mut b = gateway_b();
+    let mut want = Vec::new();
+    for (n, encap) in encaps()[..2].iter().enumerate() {
+        let Want::Ip { header_len } = encap.want else {
+            unreachable!()
+        };
+        let sent = frame(
+            encap,
+            Side::Host,
+            &marked_udp(HOST_B, HOST_A, 600 + n, false),
+        );
+        let out = replay_through(&mut b, Side::Host, std::slice::from_ref(&sent));
+        let [(_, wire)] = &out.network[..] else {
+            panic!("{}: {:?}", encap.name, out.network);
+        };
+        let (head, esp) = wire.split_at(header_len);
+        let cut = (esp.len() - 20) / 2 / 8 * 8;
+        for (start, end, more) in [(0, cut, true), (cut, esp.len() - 20, false)] {
+            let piece = fragment_v4(esp, start, end, start, more);
+            a_net_in.send([head, &piece].concat()).unwrap();
+        }
+        want.push(sent);
+    }
+    let got = collect(&a_host_out, want.len());
+    let (report, failure) = a.stop();
+    assert_eq!(failure, None);
+    assert!(got == want, "got {got:02x?}");
+    assert_eq!(report.stage.reassembled, 2);
+    assert_eq!(report.stage.inbound_decrypted, 2);
 }
