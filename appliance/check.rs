@@ -323,7 +323,8 @@ fn layer2_text(cfg: &ApplianceConfig) -> (String, String) {
     let mut passes = vec!["ARP".to_string()];
     passes.extend(l.allow.iter().map(|t| format!("{t:#06x}")));
     let text = if cfg.mode == crate::config::Mode::Routed {
-        "routed: IP and ARP for the appliance only; tagged frames dropped".to_string()
+        "routed: forwards IP sent to its MAC, passes nothing else; tagged frames dropped"
+            .to_string()
     } else if l.pass_unknown {
         "passes every non-IP frame".to_string()
     } else {

@@ -552,7 +552,7 @@ fn routed_mode_configs_are_checked() {
         "route host 10.1.0.0/16 via 192.0.2.2",
         "route network 0.0.0.0/0 via 203.0.113.254",
         "route network ::/0 via 2001:db8:f::1",
-        "layer2 routed: IP and ARP for the appliance only; tagged frames dropped",
+        "layer2 routed: forwards IP sent to its MAC, passes nothing else; tagged frames dropped",
     ] {
         assert!(out.contains(line), "{line:?} not in {out}");
     }
