@@ -17,11 +17,9 @@
 //! Inline, a tagged IP packet goes through the SPD like any other;
 //! routed, tagged frames are dropped.
 
+pub use bitsgw_wire::ether::ETHERTYPE_ARP;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use bitsgw_wire::{ip, Timestamp};
-
-/// EtherType of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
 
 /// The appliance's own host stack on one side.
 pub trait LocalEndpoint: Send {
