@@ -307,8 +307,9 @@ fn appliance_text(cfg: &ApplianceConfig) -> String {
             }
         }
     }
+    let (layer2, layer2_warning) = layer2_text(cfg);
     format!(
-        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  {}\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n{mobility}",
+        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  {}\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n  layer2 {layer2}\n{mobility}{layer2_warning}",
         cfg.file.display(),
         cfg.role.name(),
         cfg.mode.name(),
@@ -346,7 +347,38 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "control_socket_group": cfg.control_socket_group,
         "policy": cfg.policy_file.display().to_string(),
         "mobility": cfg.mobility.as_ref().map(mobility_json),
+        "layer2": {
+            "pass_unknown": cfg.layer2.pass_unknown,
+            "allow": cfg.layer2.allow.iter().map(|t| format!("{t:#06x}")).collect::<Vec<_>>(),
+        },
+        "warnings": layer2_warning(cfg).into_iter().collect::<Vec<_>>(),
     })
+}
+
+/// The warning `layer2.pass_unknown` earns.
+fn layer2_warning(cfg: &ApplianceConfig) -> Option<&'static str> {
+    cfg.layer2.pass_unknown.then_some(
+        "layer2.pass_unknown is on: frames that are neither IP nor ARP (PPPoE, MPLS, LLC/SNAP, 0x9100 VLAN tags...) cross the appliance uninspected, and IP packets inside them bypass the SPD",
+    )
+}
+
+/// What passes at layer 2, and the warning line if any.
+fn layer2_text(cfg: &ApplianceConfig) -> (String, String) {
+    let l = &cfg.layer2;
+    let mut passes = vec!["ARP".to_string()];
+    passes.extend(l.allow.iter().map(|t| format!("{t:#06x}")));
+    let text = if cfg.mode == crate::config::Mode::Routed {
+        "routed: forwards IP sent to its MAC, passes nothing else; tagged frames dropped"
+            .to_string()
+    } else if l.pass_unknown {
+        "passes every non-IP frame".to_string()
+    } else {
+        format!("passes {}; drops other non-IP frames", passes.join(", "))
+    };
+    let warning = layer2_warning(cfg)
+        .map(|w| format!("\nwarning: {w}\n"))
+        .unwrap_or_default();
+    (text, warning)
 }
 
 /// "192.0.2.0/24 on-link", "0.0.0.0/0 via 203.0.113.254".

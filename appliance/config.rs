@@ -116,6 +116,18 @@
 //! the appliance sends on the network side goes to them. Both sides may
 //! list `routes` (`prefix` and an on-link `via`) for destinations behind
 //! another router; the longest prefix wins.
+//!
+//! `layer2` (optional, inline mode) says which Ethernet frames that carry
+//! no IP pass the bump. IP behind 802.1Q and 802.1ad tags is always
+//! processed; ARP always passes; everything else (PPPoE, MPLS, LLC/SNAP,
+//! `0x9100` tags, LLDP...) is dropped and counted by EtherType unless
+//! listed in `allow` (EtherTypes as numbers or `"0x88cc"` strings) or
+//! `pass_unknown` is true, which lets every non-IP frame cross uninspected
+//! and makes `check` warn:
+//!
+//! ```json
+//! "layer2": {"allow": ["0x88cc"], "pass_unknown": false}
+//! ```
 
 use bitsgw_io::OnLinkLoss;
 use bitsgw_ipsec::config::{
@@ -127,6 +139,7 @@ use bitsgw_mobility::classify::ClassifierMode;
 use bitsgw_mobility::ha::{HaConfig, ServedNode};
 use bitsgw_mobility::mn::{Attachment, MnConfig};
 use bitsgw_pipeline::routed::{prefix_contains, Route};
+use bitsgw_pipeline::Layer2Policy;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -258,6 +271,8 @@ pub struct ApplianceConfig {
     pub mode: Mode,
     /// Routed mode's routes (`None` inline).
     pub routes: Option<RouteSettings>,
+    /// Which non-IP frames pass inline.
+    pub layer2: Layer2Policy,
 }
 
 /// The appliance's own addresses on one side (none: a transparent bump).
@@ -375,6 +390,7 @@ pub(crate) const FIELDS: &[&str] = &[
     "mobility",
     "mode",
     "routes",
+    "layer2",
     "comment",
 ];
 
@@ -1245,8 +1261,16 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             ));
         }
     }
+    let layer2 = layer2_policy(&ctx, obj)?;
+    if mode == Mode::Routed && obj.contains_key("layer2") {
+        return Err(ctx.err(
+            "layer2",
+            "is for inline mode; routed mode forwards IP alone and drops tagged frames",
+        ));
+    }
     Ok(ApplianceConfig {
         file: path.to_path_buf(),
+        layer2,
         mode,
         routes,
         role,
@@ -1265,6 +1289,69 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         network_addresses,
         mobility,
     })
+}
+
+/// EtherTypes `layer2.allow` may list, at most.
+const MAX_LAYER2_ALLOW: usize = 16;
+
+/// The `layer2` object.
+fn layer2_policy(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<Layer2Policy, ConfigError> {
+    let mut policy = Layer2Policy::default();
+    let Some(v) = obj.get("layer2") else {
+        return Ok(policy);
+    };
+    let l = expect_object(ctx, v, "layer2", &["pass_unknown", "allow"])?;
+    policy.pass_unknown = get_bool(ctx, l, "pass_unknown")
+        .map_err(within("layer2"))?
+        .unwrap_or(false);
+    let items = list(ctx, l, "allow", "EtherTypes")
+        .map_err(within("layer2"))?
+        .map_or(&[][..], Vec::as_slice);
+    if items.len() > MAX_LAYER2_ALLOW {
+        return Err(ctx.err(
+            "layer2.allow",
+            format!(
+                "lists {} EtherTypes, at most {MAX_LAYER2_ALLOW} are supported",
+                items.len()
+            ),
+        ));
+    }
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("layer2.allow[{i}]");
+        let ethertype = match item {
+            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            Value::String(t) => t
+                .strip_prefix("0x")
+                .and_then(|h| u16::from_str_radix(h, 16).ok()),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            ctx.err(
+                &field,
+                format!("{item} is not an EtherType (a number, or hex like \"0x88cc\")"),
+            )
+        })?;
+        let refused = match ethertype {
+            t if t < bitsgw_wire::ether::ETHERTYPE_MIN => {
+                Some("is an IEEE 802.3 length, not an EtherType")
+            }
+            bitsgw_wire::ether::ETHERTYPE_IPV4 | bitsgw_wire::ether::ETHERTYPE_IPV6 => {
+                Some("is IP, which always goes through the SPD")
+            }
+            bitsgw_wire::ether::ETHERTYPE_ARP => Some("is ARP, which always passes"),
+            bitsgw_wire::ether::TPID_CTAG | bitsgw_wire::ether::TPID_STAG => Some(
+                "is a VLAN tag, which bitsgw looks behind (deeper stacks can only pass with pass_unknown)",
+            ),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            return Err(ctx.err(&field, format!("{ethertype:#06x} {why}")));
+        }
+        if !policy.allow.contains(&ethertype) {
+            policy.allow.push(ethertype);
+        }
+    }
+    Ok(policy)
 }
 
 /// Whether a JSON file is an appliance configuration (it has a "role")

@@ -136,6 +136,7 @@ pub fn run(
     // SAs are installed when the capture starts, so lifetimes count from
     // the first frame.
     let mut gw = Gateway::new(build_stage(&cfg, &cfg.policy, start)?);
+    gw.set_layer2_policy(cfg.layer2.clone());
     if let Some(m) = &cfg.mobility {
         gw.set_mobility(mobility::build(m, start));
     }

@@ -82,6 +82,7 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
                 "network": {"rx_frames": p.net_rx.frames, "rx_bytes": p.net_rx.bytes, "tx_frames": p.net_tx.frames, "tx_bytes": p.net_tx.bytes},
             },
             "non_ip_passed": p.non_ip_passed,
+            "layer2_dropped": p.layer2_dropped.iter().map(|c| (c.key.to_string(), json!(c.frames))).collect::<serde_json::Map<_, _>>(),
             "local_delivered": p.local_delivered,
             "ipsec": {
                 "outbound_protected": s.outbound_protected,
@@ -168,6 +169,20 @@ pub fn counters_text(v: &Value) -> String {
         );
     }
     let _ = writeln!(out, "non-IP frames passed {}", c["non_ip_passed"]);
+    let dropped: Vec<String> = c["layer2_dropped"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) != 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    if !dropped.is_empty() {
+        let _ = writeln!(
+            out,
+            "non-IP frames dropped by EtherType: {}",
+            dropped.join(", ")
+        );
+    }
     let _ = writeln!(
         out,
         "frames for the appliance itself {}",

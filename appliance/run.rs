@@ -167,6 +167,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             if let Some(r) = &routed {
                 gw.set_routed(r.clone());
             }
+            gw.set_layer2_policy(cfg.layer2.clone());
         },
         shared_tap,
     );

@@ -586,6 +586,7 @@ fn routed_mode_configs_are_checked() {
         "route host 10.1.0.0/16 via 192.0.2.2",
         "route network 0.0.0.0/0 via 203.0.113.254",
         "route network ::/0 via 2001:db8:f::1",
+        "layer2 routed: forwards IP sent to its MAC, passes nothing else; tagged frames dropped",
     ] {
         assert!(out.contains(line), "{line:?} not in {out}");
     }
@@ -608,6 +609,11 @@ fn routed_mode_configs_are_checked() {
             r#""routes": {"#,
             r#""routez": {"#,
             &[r#"field "routez""#, "unknown field"],
+        ),
+        (
+            r#""routes": {"#,
+            r#""layer2": {"pass_unknown": true}, "routes": {"#,
+            &[r#"field "layer2""#, "inline mode"],
         ),
         (
             r#""host": ["192.0.2.1/24"], "#,
@@ -643,6 +649,103 @@ fn routed_mode_configs_are_checked() {
             r#""mode": "routed""#,
             r#""mode": "inline""#,
             &[r#"field "routes""#, "routed mode only"],
+        ),
+    ];
+    assert_refused(&path, &good, cases);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn layer2_settings_are_checked_and_passing_unknown_traffic_warns() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-layer2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = repo().join("policies/site-to-site-a.json");
+    let plain = format!(
+        r#"{{"role": "gateway", "policy": "{}",
+  "ports": {{"host": {{"type": "af_packet", "interface": "veth0"}}, "network": {{"type": "af_packet", "interface": "veth1"}}}}}}"#,
+        policy.display()
+    );
+    let good = format!(
+        "{},\n  {}}}",
+        plain.strip_suffix('}').unwrap(),
+        r#""layer2": {"allow": ["0x88cc", 35045], "pass_unknown": false}"#
+    );
+    let path = dir.join("layer2.json");
+    // The default: ARP alone passes, no warning.
+    std::fs::write(&path, &plain).unwrap();
+    let (ok, out, err) = check(&path, false);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("layer2 passes ARP; drops other non-IP frames"),
+        "{out}"
+    );
+    assert!(!out.contains("warning: layer2"), "{out}");
+
+    std::fs::write(&path, &good).unwrap();
+    let (ok, out, err) = check(&path, false);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("layer2 passes ARP, 0x88cc, 0x88e5; drops other non-IP frames"),
+        "{out}"
+    );
+    assert!(!out.contains("warning: layer2"), "{out}");
+
+    let open = good.replace(r#""pass_unknown": false"#, r#""pass_unknown": true"#);
+    std::fs::write(&path, &open).unwrap();
+    let (ok, out, err) = check(&path, false);
+    assert!(ok, "{err}");
+    assert!(out.contains("layer2 passes every non-IP frame"), "{out}");
+    assert!(out.contains("warning: layer2.pass_unknown is on"), "{out}");
+    let (ok, out, _) = check(&path, true);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["appliance"]["layer2"]["pass_unknown"], true);
+    assert_eq!(v["appliance"]["layer2"]["allow"][1], "0x88e5");
+    assert!(v["appliance"]["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("layer2.pass_unknown"));
+
+    let cases: &[Case<'_>] = &[
+        (
+            r#""0x88cc""#,
+            r#""88cc""#,
+            &[r#"field "layer2.allow[0]""#, "not an EtherType"],
+        ),
+        (
+            "35045",
+            "70000",
+            &[r#"field "layer2.allow[1]""#, "not an EtherType"],
+        ),
+        (
+            r#""0x88cc""#,
+            r#""0x0800""#,
+            &[r#"field "layer2.allow[0]""#, "always goes through the SPD"],
+        ),
+        (
+            r#""0x88cc""#,
+            r#""0x8100""#,
+            &[r#"field "layer2.allow[0]""#, "VLAN tag"],
+        ),
+        (
+            r#""0x88cc""#,
+            "1500",
+            &[r#"field "layer2.allow[0]""#, "802.3 length"],
+        ),
+        (
+            r#""pass_unknown": false"#,
+            r#""pass_unknown": "yes""#,
+            &[r#"field "layer2.pass_unknown""#, "true or false"],
+        ),
+        (
+            r#""pass_unknown": false"#,
+            r#""pass_unknwn": true"#,
+            &[r#"field "layer2.pass_unknwn""#, "unknown field"],
+        ),
+        (
+            r#""allow": ["0x88cc", 35045]"#,
+            r#""allow": "0x88cc""#,
+            &[r#"field "layer2.allow""#, "list of EtherTypes"],
         ),
     ];
     assert_refused(&path, &good, cases);

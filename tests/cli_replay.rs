@@ -43,6 +43,55 @@ fn replay(dir: &Path, cfg: &Path, extra: &[&str], out: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// tshark on `file`, decrypting site A's outbound IPv4 SA (its key from
+/// the policy) and checking ICVs, printing `fields`.
+fn tshark_site_a(file: &Path, fields: &[&str]) -> std::process::Output {
+    let uat = site_a_out_uat();
+    let mut args = vec![
+        "-r",
+        file.to_str().unwrap(),
+        "-o",
+        "esp.enable_encryption_decode:TRUE",
+        "-o",
+        "esp.enable_authentication_check:TRUE",
+        "-o",
+        &uat,
+        "-T",
+        "fields",
+    ];
+    for f in fields {
+        args.extend(["-e", f]);
+    }
+    Command::new("tshark")
+        .args(&args)
+        .output()
+        .expect("tshark is installed by scripts/setup-test-deps.sh")
+}
+
+/// tshark's ESP SA setting for site A's outbound IPv4 SA, from the policy.
+fn site_a_out_uat() -> String {
+    let policy: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("policies/site-to-site-a.json")).unwrap(),
+    )
+    .unwrap();
+    let sa = policy["sad"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "a-to-b-v4")
+        .unwrap();
+    assert_eq!(sa["transform"], "aes-gcm-128");
+    let key = sa["enc_key"].as_str().unwrap();
+    let spi = sa["spi"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:#x}", sa["spi"].as_u64().unwrap()));
+    let spi_num = u32::from_str_radix(spi.trim_start_matches("0x"), 16).unwrap();
+    format!(
+        r#"uat:esp_sa:"IPv4","203.0.113.1","203.0.113.2","{spi_num:#010x}","AES-GCM with 16 octet ICV [RFC4106]","{key}","NULL","""#
+    )
+}
+
 #[test]
 fn replay_is_deterministic_verified_by_tshark_and_traced() {
     let dir = std::env::temp_dir().join(format!("bitsgw-cli-replay-{}", std::process::id()));
@@ -68,45 +117,7 @@ fn replay_is_deterministic_verified_by_tshark_and_traced() {
         assert_eq!(frames(&trace.join(name)).len(), n, "{name}");
     }
     // tshark decrypts every packet and finds its ICV good.
-    let policy: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("policies/site-to-site-a.json")).unwrap(),
-    )
-    .unwrap();
-    let sa = policy["sad"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "a-to-b-v4")
-        .unwrap();
-    assert_eq!(sa["transform"], "aes-gcm-128");
-    let key = sa["enc_key"].as_str().unwrap();
-    let spi = sa["spi"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{:#x}", sa["spi"].as_u64().unwrap()));
-    let spi_num = u32::from_str_radix(spi.trim_start_matches("0x"), 16).unwrap();
-    let uat = format!(
-        r#"uat:esp_sa:"IPv4","203.0.113.1","203.0.113.2","{spi_num:#010x}","AES-GCM with 16 octet ICV [RFC4106]","{key}","NULL","""#
-    );
-    let t = Command::new("tshark")
-        .args([
-            "-r",
-            out1.to_str().unwrap(),
-            "-o",
-            "esp.enable_encryption_decode:TRUE",
-            "-o",
-            "esp.enable_authentication_check:TRUE",
-            "-o",
-            &uat,
-            "-T",
-            "fields",
-            "-e",
-            "esp.icv_good",
-            "-e",
-            "udp.dstport",
-        ])
-        .output()
-        .expect("tshark is installed by scripts/setup-test-deps.sh");
+    let t = tshark_site_a(&out1, &["esp.icv_good", "udp.dstport"]);
     let lines: Vec<String> = String::from_utf8_lossy(&t.stdout)
         .lines()
         .map(str::to_string)
@@ -537,5 +548,90 @@ fn trace_write_failures_are_warned_about_and_fail_the_replay() {
         err.contains("could not be written; the captures in") && err.contains("are incomplete"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `replay` applies the configuration's `layer2` settings: protected IPv4
+/// behind an 802.1Q tag leaves as ESP behind the same tag (tshark finds
+/// the VLAN and a good ICV), PPPoE and LLDP are dropped and counted by
+/// EtherType, and an EtherType the configuration allows passes.
+#[test]
+fn replay_keeps_vlan_tags_and_applies_the_layer2_settings() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-replay-l2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let macs = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+    let ip = udp_packet(
+        "192.0.2.10".parse().unwrap(),
+        "198.51.100.20".parse().unwrap(),
+        40000,
+        40001,
+        200,
+    );
+    let tagged = [&macs[..], &[0x81, 0x00, 0x00, 0x2a, 0x08, 0x00], &ip].concat();
+    let pppoe_len = u16::try_from(ip.len() + 2).unwrap().to_be_bytes();
+    let pppoe = [
+        &macs[..],
+        &[0x88, 0x64, 0x11, 0x00, 0x00, 0x01],
+        &pppoe_len,
+        &[0x00, 0x21],
+        &ip,
+    ]
+    .concat();
+    let lldp = [&macs[..], &[0x88, 0xcc], &[0u8; 46][..]].concat();
+    let mut w = PcapWriter::create(&dir.join("in.pcap"), LinkType::Ethernet).unwrap();
+    for (n, f) in [&tagged, &pppoe, &lldp].into_iter().enumerate() {
+        w.write(Timestamp::from_millis(1_700_000_000_000 + n as u64 * 10), f)
+            .unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let base = std::fs::read_to_string(repo().join("examples/configs/gateway-a.json"))
+        .unwrap()
+        .replace(
+            "../../policies/site-to-site-a.json",
+            repo()
+                .join("policies/site-to-site-a.json")
+                .to_str()
+                .unwrap(),
+        );
+    let strict = dir.join("strict.json");
+    std::fs::write(&strict, &base).unwrap();
+    let lldp_ok = dir.join("lldp.json");
+    std::fs::write(
+        &lldp_ok,
+        base.replacen(
+            r#""mtu": 1500,"#,
+            r#""mtu": 1500, "layer2": {"allow": ["0x88cc"]},"#,
+            1,
+        ),
+    )
+    .unwrap();
+
+    let out = dir.join("strict.pcap");
+    let text = replay(&dir, &strict, &[], &out);
+    assert!(
+        text.contains("non-IP frames dropped by EtherType: 0x8864 1, 0x88cc 1"),
+        "{text}"
+    );
+    let sent = frames(&out);
+    assert_eq!(sent.len(), 1, "{text}");
+    assert_eq!(&sent[0].1[..16], &tagged[..16], "MACs and tag kept");
+    let t = tshark_site_a(&out, &["vlan.id", "esp.icv_good", "udp.dstport"]);
+    assert_eq!(
+        String::from_utf8_lossy(&t.stdout).trim(),
+        "42\t1\t40001",
+        "{}",
+        String::from_utf8_lossy(&t.stderr)
+    );
+
+    let out = dir.join("lldp.pcap");
+    let text = replay(&dir, &lldp_ok, &[], &out);
+    assert!(
+        text.contains("non-IP frames dropped by EtherType: 0x8864 1\n"),
+        "{text}"
+    );
+    let sent = frames(&out);
+    assert_eq!(sent.len(), 2, "{text}");
+    assert_eq!(sent[1].1, lldp);
     std::fs::remove_dir_all(&dir).unwrap();
 }

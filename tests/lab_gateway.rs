@@ -13,22 +13,13 @@
 
 mod common;
 
-use common::{bitsgw, capture, iperf3, must, wait_for, Lab};
-use std::path::PathBuf;
+use common::{bitsgw, capture, gateway_socket as socket, iperf3, must, start_gateways, Lab};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn build(lab: &Lab) {
-    lab.link("hA", "eth0", "gA", "host");
-    lab.link("gA", "wan", "r", "ra");
-    lab.link("r", "rb", "gB", "wan");
-    lab.link("gB", "host", "hB", "eth0");
-    lab.up("hA", &["eth0"], false);
-    lab.up("gA", &["host", "wan"], false);
-    lab.up("r", &["ra", "rb"], false);
-    lab.up("gB", &["host", "wan"], false);
-    lab.up("hB", &["eth0"], false);
+    common::link_two_sites(lab);
     lab.exec("hA", &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
     lab.exec("hA", &["ip", "link", "set", "eth0", "mtu", "1400"]);
     lab.exec("hA", &["ip", "route", "add", "default", "via", "192.0.2.1"]);
@@ -86,39 +77,6 @@ fn build(lab: &Lab) {
     );
 }
 
-fn config(lab: &Lab, side: &str) -> PathBuf {
-    // A copy, which the test changes and reloads.
-    let policy = lab.dir.join(format!("site-to-site-{side}.json"));
-    std::fs::copy(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("policies/site-to-site-{side}.json")),
-        &policy,
-    )
-    .unwrap();
-    let path = lab.dir.join(format!("gw-{side}.json"));
-    // Both ways of running: A hands frames to workers, B runs to
-    // completion.
-    let pipeline = if side == "a" {
-        r#""workers": 2"#
-    } else {
-        r#""workers": 1, "pipeline": "run-to-completion""#
-    };
-    let text = format!(
-        r#"{{"role": "gateway", "policy": "{}",
-  "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  {}, "control_socket": "{}"}}"#,
-        policy.display(),
-        pipeline,
-        socket(lab, side).display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn socket(lab: &Lab, side: &str) -> PathBuf {
-    lab.dir.join(format!("gw-{side}.sock"))
-}
-
 #[test]
 fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
     let mut lab = Lab::new("l", &["hA", "gA", "r", "gB", "hB"]);
@@ -129,17 +87,7 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
         capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
         capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
     ];
-    let (cfg_a, cfg_b) = (config(&lab, "a"), config(&lab, "b"));
-    let gw_a = lab.spawn(
-        "gA",
-        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg_a.to_str().unwrap()],
-    );
-    let gw_b = lab.spawn(
-        "gB",
-        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg_b.to_str().unwrap()],
-    );
-    wait_for(&socket(&lab, "a"));
-    wait_for(&socket(&lab, "b"));
+    let (gw_a, gw_b) = start_gateways(&mut lab);
 
     // Ping across.
     let ping = lab.try_exec(

@@ -390,3 +390,40 @@ fn a_binding_update_leaves_to_the_resolved_ipv6_router() {
         "to the home agent"
     );
 }
+
+/// Routed mode has no VLANs: a tagged frame, even one to the appliance's
+/// MAC carrying IP for the far site or ARP for its own address, is neither
+/// forwarded nor answered; it is dropped and counted under its outer
+/// tag's TPID.
+#[test]
+fn routed_mode_drops_tagged_frames_and_counts_them() {
+    let mut a = gateway_a();
+    let t0 = Timestamp::from_secs(1);
+    let tag = |f: &[u8], tpid: u16| -> Vec<u8> {
+        let mut t = f[..12].to_vec();
+        t.extend_from_slice(&tpid.to_be_bytes());
+        t.extend_from_slice(&[0, 7]);
+        t.extend_from_slice(&f[12..]);
+        t
+    };
+    let to_far = udp_packet(ip("192.0.2.10"), ip("198.51.100.20"), 1000, 2000, 64);
+    let ip_frame = eth(A_HOST_MAC, H1_MAC, 0x0800, &to_far);
+    let arp_for_a = arp(1, H1_MAC, [192, 0, 2, 10], [0; 6], [192, 0, 2, 1]);
+    // Untagged, the ARP request is answered.
+    assert_eq!(run(&mut a, Side::Host, &arp_for_a, t0).len(), 1);
+    for (from, frame, tpid) in [
+        (Side::Host, &ip_frame, 0x8100),
+        (Side::Host, &arp_for_a, 0x8100),
+        (Side::Host, &ip_frame, 0x88a8),
+        (Side::Network, &ip_frame, 0x8100),
+    ] {
+        let out = run(&mut a, from, &tag(frame, tpid), t0);
+        assert!(out.is_empty(), "{from:?} {tpid:#x}: {out:?}");
+        assert!(poll(&mut a, t0).is_empty());
+    }
+    let c = a.counters();
+    assert_eq!(c.drops(PipelineDrop::Layer2), 4);
+    assert_eq!(c.layer2_dropped.get(0x8100), 3);
+    assert_eq!(c.layer2_dropped.get(0x88a8), 1);
+    assert_eq!(c.drops(PipelineDrop::NotRouted), 0);
+}

@@ -285,3 +285,71 @@ pub fn iperf3(
     let _ = lab.children[srv].wait();
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The two-site lab: host A, gateway A, a middle box `r`, gateway B, host
+/// B in a row, joined by veth pairs (`hA:eth0`-`gA:host`, `gA:wan`-`r:ra`,
+/// `r:rb`-`gB:wan`, `gB:host`-`hB:eth0`), all up, IPv6 off.
+pub fn link_two_sites(lab: &Lab) {
+    lab.link("hA", "eth0", "gA", "host");
+    lab.link("gA", "wan", "r", "ra");
+    lab.link("r", "rb", "gB", "wan");
+    lab.link("gB", "host", "hB", "eth0");
+    lab.up("hA", &["eth0"], false);
+    lab.up("gA", &["host", "wan"], false);
+    lab.up("r", &["ra", "rb"], false);
+    lab.up("gB", &["host", "wan"], false);
+    lab.up("hB", &["eth0"], false);
+}
+
+/// The control socket of gateway `side` ("a" or "b") of the two-site lab.
+pub fn gateway_socket(lab: &Lab, side: &str) -> PathBuf {
+    lab.dir.join(format!("gw-{side}.sock"))
+}
+
+/// Writes the configuration of gateway `side` of the two-site lab: inline
+/// on its `host` and `wan` interfaces with a copy of
+/// `policies/site-to-site-SIDE.json` in the lab's directory (which a test
+/// may change and reload); both ways of running: A hands frames to
+/// workers, B runs to completion.
+pub fn gateway_config(lab: &Lab, side: &str) -> PathBuf {
+    let policy = lab.dir.join(format!("site-to-site-{side}.json"));
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("policies/site-to-site-{side}.json")),
+        &policy,
+    )
+    .unwrap();
+    let path = lab.dir.join(format!("gw-{side}.json"));
+    let pipeline = if side == "a" {
+        r#""workers": 2"#
+    } else {
+        r#""workers": 1, "pipeline": "run-to-completion""#
+    };
+    let text = format!(
+        r#"{{"role": "gateway", "policy": "{}",
+  "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
+  {}, "control_socket": "{}"}}"#,
+        policy.display(),
+        pipeline,
+        gateway_socket(lab, side).display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts gateways A and B of the two-site lab and waits until both
+/// answer on their control sockets; their indexes in [`Lab::children`].
+pub fn start_gateways(lab: &mut Lab) -> (usize, usize) {
+    let (cfg_a, cfg_b) = (gateway_config(lab, "a"), gateway_config(lab, "b"));
+    let gw_a = lab.spawn(
+        "gA",
+        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg_a.to_str().unwrap()],
+    );
+    let gw_b = lab.spawn(
+        "gB",
+        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg_b.to_str().unwrap()],
+    );
+    wait_for(&gateway_socket(lab, "a"));
+    wait_for(&gateway_socket(lab, "b"));
+    (gw_a, gw_b)
+}

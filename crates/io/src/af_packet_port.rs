@@ -16,6 +16,13 @@
 //! the kernel still drops for lack of room is read from
 //! `PACKET_STATISTICS` and reported by [`RxPort::take_kernel_drops`], so it
 //! is counted like every other drop.
+//!
+//! Linux takes the outer VLAN tag (802.1Q or 802.1ad) out of every frame
+//! it receives before a packet socket sees it, and reports it beside the
+//! frame (`tp_vlan_tci`/`tp_vlan_tpid` in the ring slot, `PACKET_AUXDATA`
+//! for frames read from the socket). The port puts it back after the MAC
+//! addresses while copying the frame into the caller's buffer, so a tagged
+//! frame is handled, and leaves, with its tag.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -91,6 +98,7 @@ pub(crate) fn open(interface: &str, on_loss: OnLinkLoss) -> Result<(Port, LinkWa
     let ifindex = sys::interface_index(interface).map_err(err)?;
     // Everything is set before the bind: frames start arriving with it.
     sys::set_int_option(fd, libc::SOL_PACKET, sys::PACKET_IGNORE_OUTGOING, 1).map_err(err)?;
+    sys::set_int_option(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1).map_err(err)?;
     sys::set_buffer_size(fd, true, RECEIVE_BUFFER).map_err(err)?;
     sys::set_buffer_size(fd, false, SEND_BUFFER).map_err(err)?;
     sys::set_send_timeout(fd, SEND_TIMEOUT).map_err(err)?;
@@ -257,14 +265,19 @@ impl AfPacketRx {
         let room = buf.capacity().saturating_sub(DEFAULT_HEADROOM);
         let taken = match self.ring.peek().map_err(|e| self.io_error(e))? {
             None => return Ok(false),
-            Some(RingFrame::Whole(frame)) if frame.len() > room => Err(frame.len()),
-            Some(RingFrame::Whole(frame)) => match buf.reset_to_len(frame.len()) {
-                Ok(space) => {
-                    space.copy_from_slice(frame);
-                    Ok(true)
+            Some(RingFrame::Whole(frame, tag)) => {
+                // A runt the kernel still untagged keeps no tag (the
+                // pipeline counts it as a bad frame).
+                let tag = tag.filter(|_| frame.len() >= MACS_LEN);
+                let len = frame.len() + tag.map_or(0, |t| t.len());
+                match buf.reset_to_len(len) {
+                    Ok(space) if len <= room => {
+                        copy_with_tag(space, frame, tag);
+                        Ok(true)
+                    }
+                    _ => Err(len),
                 }
-                Err(_) => Err(frame.len()),
-            },
+            }
             Some(RingFrame::Copied) => Ok(false),
             Some(RingFrame::Cut { len }) => Err(len),
         };
@@ -287,26 +300,39 @@ impl AfPacketRx {
     /// One frame waiting on the socket itself into `buf`, if there is one.
     fn recv_from_socket(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
         let room = buf.capacity().saturating_sub(DEFAULT_HEADROOM);
-        let space = match buf.reset_to_len(room) {
-            Ok(space) => space,
-            Err(_) => {
+        // The frame lands after room for a tag the kernel may have taken
+        // out, which then goes back in front of it.
+        let space = match buf.reset_to_len(room).map(|s| s.get_mut(TAG_LEN..)) {
+            Ok(Some(space)) => space,
+            _ => {
                 return Err(PortError::Io {
                     port: self.name.clone(),
                     source: io::Error::other("packet buffer has no room"),
                 })
             }
         };
-        match sys::recv_nowait(self.socket.as_fd(), space) {
-            Ok(Some(len)) if len > room => {
+        match sys::recv_packet_nowait(self.socket.as_fd(), space) {
+            Ok(Some((len, _))) if len + TAG_LEN > room => {
                 buf.reset();
                 Err(PortError::FrameTooLarge {
                     port: self.name.clone(),
                     len,
-                    capacity: room,
+                    capacity: room - TAG_LEN,
                 })
             }
-            Ok(Some(len)) => {
-                buf.truncate(len);
+            Ok(Some((len, tag))) => {
+                buf.truncate(TAG_LEN + len);
+                match tag {
+                    Some(tag) if len >= MACS_LEN => {
+                        let data = buf.data_mut();
+                        data.copy_within(TAG_LEN..TAG_LEN + MACS_LEN, 0);
+                        data[MACS_LEN..MACS_LEN + TAG_LEN].copy_from_slice(&tag);
+                    }
+                    // Cannot fail: the buffer holds TAG_LEN octets and more.
+                    _ => {
+                        let _ = buf.trim_front(TAG_LEN);
+                    }
+                }
                 Ok(true)
             }
             Ok(None) => {
@@ -318,6 +344,26 @@ impl AfPacketRx {
                 Err(self.io_error(e))
             }
         }
+    }
+}
+
+/// Length of a VLAN tag.
+const TAG_LEN: usize = 4;
+/// Length of the destination and source MAC addresses, after which a tag
+/// stands (IEEE 802.1Q 9.3).
+const MACS_LEN: usize = 12;
+
+/// Copies `frame` (at least its MAC addresses long if tagged) into
+/// `space` (of its length plus the tag's), with `tag` put back after the
+/// MAC addresses.
+fn copy_with_tag(space: &mut [u8], frame: &[u8], tag: Option<sys::VlanTag>) {
+    match tag {
+        Some(tag) => {
+            space[..MACS_LEN].copy_from_slice(&frame[..MACS_LEN]);
+            space[MACS_LEN..MACS_LEN + TAG_LEN].copy_from_slice(&tag);
+            space[MACS_LEN + TAG_LEN..].copy_from_slice(&frame[MACS_LEN..]);
+        }
+        None => space.copy_from_slice(frame),
     }
 }
 

@@ -254,18 +254,38 @@ pub(crate) fn set_send_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Res
     set_option(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv)
 }
 
-/// Receives one datagram into `space` without blocking. `Ok(None)` if
-/// nothing is waiting (or a signal came first); otherwise the datagram's
-/// full length, which is larger than `space` if it was cut
-/// (`MSG_TRUNC`).
-pub(crate) fn recv_nowait(fd: BorrowedFd<'_>, space: &mut [u8]) -> io::Result<Option<usize>> {
-    // SAFETY: the kernel writes at most `space.len()` bytes into `space`,
-    // which is live and exclusively borrowed for the call.
+/// Receives one frame from a packet socket into `space` without blocking.
+/// `Ok(None)` if nothing is waiting (or a signal came first); otherwise the
+/// frame's full length, which is larger than `space` if it was cut
+/// (`MSG_TRUNC`), and, with `PACKET_AUXDATA` on, the VLAN tag the kernel
+/// took out of the frame, if it did.
+pub(crate) fn recv_packet_nowait(
+    fd: BorrowedFd<'_>,
+    space: &mut [u8],
+) -> io::Result<Option<(usize, Option<VlanTag>)>> {
+    /// Room for one `tpacket_auxdata` control message, aligned for its
+    /// header.
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: space.as_mut_ptr().cast(),
+        iov_len: space.len(),
+    };
+    // SAFETY: `msghdr` is a C struct of integers and raw pointers; all-zero
+    // bytes are a valid value (null name, no control buffer yet).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len() as _;
+    // SAFETY: `msg` points to one live iovec over `space` (exclusively
+    // borrowed) and to the live `control` buffer, with their true lengths;
+    // the kernel writes at most that much into each.
     let n = unsafe {
-        libc::recv(
+        libc::recvmsg(
             fd.as_raw_fd(),
-            space.as_mut_ptr().cast(),
-            space.len(),
+            &mut msg,
             libc::MSG_DONTWAIT | libc::MSG_TRUNC,
         )
     };
@@ -276,7 +296,33 @@ pub(crate) fn recv_nowait(fd: BorrowedFd<'_>, space: &mut [u8]) -> io::Result<Op
             _ => Err(err),
         };
     }
-    Ok(Some(n as usize))
+    let mut tag = None;
+    // SAFETY: CMSG_LEN is arithmetic on its argument; it touches no memory.
+    let aux_len =
+        unsafe { libc::CMSG_LEN(std::mem::size_of::<libc::tpacket_auxdata>() as u32) } as usize;
+    // SAFETY: `msg` was filled by a successful recvmsg(2): CMSG_FIRSTHDR
+    // and CMSG_NXTHDR walk its control buffer, returning null at its end.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a non-null pointer from CMSG_FIRSTHDR/CMSG_NXTHDR points
+        // to a whole `cmsghdr` inside `control`.
+        let header = unsafe { &*cmsg };
+        if header.cmsg_level == libc::SOL_PACKET
+            && header.cmsg_type == libc::PACKET_AUXDATA
+            && header.cmsg_len as usize >= aux_len
+        {
+            // SAFETY: the message is a `tpacket_auxdata` (its level, type
+            // and length say so) inside `control`; the read is unaligned
+            // because nothing promises the data's alignment.
+            let aux = unsafe {
+                std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>())
+            };
+            tag = stripped_tag(aux.tp_status, aux.tp_vlan_tci, aux.tp_vlan_tpid);
+        }
+        // SAFETY: as above; `cmsg` is a header of `msg`'s control buffer.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok(Some((n as usize, tag)))
 }
 
 /// Sends one datagram, blocking at most for the socket's send timeout.
@@ -367,11 +413,36 @@ pub(crate) struct RxRing {
 // through the status words, which are accessed atomically.
 unsafe impl Send for RxRing {}
 
+/// A VLAN tag as it stands in a frame: TPID and TCI, in network order.
+pub(crate) type VlanTag = [u8; 4];
+
+/// The tag the kernel took out of a received frame, from the status and
+/// the TCI and TPID fields of a `tpacket2_hdr` or `tpacket_auxdata`.
+///
+/// Linux strips the outer 802.1Q or 802.1ad tag of a received frame
+/// before packet sockets see it (in software, `skb_vlan_untag`, or by the
+/// NIC's VLAN receive offload) and reports it beside the frame. Older
+/// kernels leave `TP_STATUS_VLAN_TPID_VALID` unset: the tag was 802.1Q.
+fn stripped_tag(status: u32, tci: u16, tpid: u16) -> Option<VlanTag> {
+    if status & libc::TP_STATUS_VLAN_VALID == 0 {
+        return None;
+    }
+    let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+        tpid
+    } else {
+        0x8100
+    };
+    let [t0, t1] = tpid.to_be_bytes();
+    let [c0, c1] = tci.to_be_bytes();
+    Some([t0, t1, c0, c1])
+}
+
 /// One filled slot of an [`RxRing`].
 #[derive(Debug)]
 pub(crate) enum RingFrame<'a> {
-    /// The whole frame, in the slot.
-    Whole(&'a [u8]),
+    /// The whole frame, in the slot, and the VLAN tag the kernel took out
+    /// of it, if it did: the tag goes back after the MAC addresses.
+    Whole(&'a [u8], Option<VlanTag>),
     /// The frame was longer than the slot; it is queued on the socket in
     /// full.
     Copied,
@@ -473,15 +544,18 @@ impl RxRing {
                 self.frame_size,
             )
         };
-        // `struct tpacket2_hdr`: status, len, snaplen (u32), mac (u16), in
-        // host byte order.
+        // `struct tpacket2_hdr`: status, len, snaplen (u32), mac, net
+        // (u16), sec, nsec (u32), vlan_tci, vlan_tpid (u16), in host byte
+        // order.
         let u32_at = |at: usize| {
             let mut b = [0u8; 4];
             b.copy_from_slice(&slot[at..at + 4]);
             u32::from_ne_bytes(b) as usize
         };
         let (len, snaplen) = (u32_at(4), u32_at(8));
-        let mac = usize::from(u16::from_ne_bytes([slot[12], slot[13]]));
+        let u16_at = |at: usize| u16::from_ne_bytes([slot[at], slot[at + 1]]);
+        let mac = usize::from(u16_at(12));
+        let tag = stripped_tag(status, u16_at(24), u16_at(26));
         if status & libc::TP_STATUS_COPY != 0 {
             return Ok(Some(RingFrame::Copied));
         }
@@ -489,7 +563,7 @@ impl RxRing {
             return Ok(Some(RingFrame::Cut { len }));
         }
         match slot.get(mac..mac + snaplen) {
-            Some(frame) => Ok(Some(RingFrame::Whole(frame))),
+            Some(frame) => Ok(Some(RingFrame::Whole(frame, tag))),
             None => Err(io::Error::other("receive ring slot out of bounds")),
         }
     }

@@ -84,12 +84,10 @@ fn frames_cross_a_veth_pair_and_outgoing_frames_are_not_received_back() {
     assert!(receive(&mut b, Duration::from_millis(300), None).is_empty());
 }
 
-/// Frames longer than a receive ring slot (jumbo frames on a 9000-octet
-/// MTU) arrive whole, read from the socket, and in order with the short
-/// ones around them.
-#[test]
-fn frames_longer_than_a_ring_slot_arrive_whole_and_in_order() {
-    let ns = Netns::new("afp-jumbo");
+/// Ports on both ends of a veth pair with a 9000-octet MTU, in a new
+/// namespace (kept alive by the first value).
+fn jumbo_pair(tag: &str) -> (Netns, Port, Port) {
+    let ns = Netns::new(tag);
     ns.veth_pair("va0", "vb0");
     ns.ip(&["link", "set", "va0", "mtu", "9000"]);
     ns.ip(&["link", "set", "vb0", "mtu", "9000"]);
@@ -97,7 +95,15 @@ fn frames_longer_than_a_ring_slot_arrive_whole_and_in_order() {
         (bitsgw_io::af_packet("va0"), bitsgw_io::af_packet("vb0"))
     })
     .unwrap();
-    let (mut a, mut b) = (a.unwrap(), b.unwrap());
+    (ns, a.unwrap(), b.unwrap())
+}
+
+/// Frames longer than a receive ring slot (jumbo frames on a 9000-octet
+/// MTU) arrive whole, read from the socket, and in order with the short
+/// ones around them.
+#[test]
+fn frames_longer_than_a_ring_slot_arrive_whole_and_in_order() {
+    let (_ns, mut a, mut b) = jumbo_pair("afp-jumbo");
     let sizes = [60usize, 1514, 2100, 60, 9014, 4000, 1000];
     let sent: Vec<Vec<u8>> = sizes
         .iter()
@@ -344,4 +350,61 @@ fn a_port_that_waits_binds_to_its_interface_when_it_returns() {
     let g = frame(41);
     a.tx.send(&g).unwrap();
     assert!(receive(&mut b, Duration::from_secs(2), Some(&g)).contains(&g));
+}
+
+/// `frame(tag)` of `len` octets behind `tags` (each TPID and TCI), with a
+/// pattern after the tags so a misplaced tag shows.
+fn tagged_frame(tag: u8, tags: &[[u8; 4]], len: usize) -> Vec<u8> {
+    let plain = frame(tag);
+    let mut f = plain[..12].to_vec();
+    for t in tags {
+        f.extend_from_slice(t);
+    }
+    f.extend_from_slice(&plain[12..]);
+    f.resize(len, 0);
+    for (j, byte) in f[40..].iter_mut().enumerate() {
+        *byte = (j * 5 + usize::from(tag)) as u8;
+    }
+    f
+}
+
+/// Linux takes the outer VLAN tag out of each frame it receives before a
+/// packet socket sees it; the port puts it back, from the ring slot's
+/// header and, for frames longer than a slot, from `PACKET_AUXDATA`. An
+/// 802.1Q tag, an 802.1ad S-tag over a C-tag, and a `0x9100` tag (which
+/// the kernel leaves in place) all arrive as they were sent.
+#[test]
+fn vlan_tags_the_kernel_strips_are_put_back() {
+    let (_ns, mut a, mut b) = jumbo_pair("afp-vlan");
+    let ctag = [0x81, 0x00, 0x20, 0x05];
+    let stag = [0x88, 0xa8, 0x00, 0x64];
+    let old_qinq = [0x91, 0x00, 0x00, 0x07];
+    let sent = vec![
+        tagged_frame(1, &[ctag], 64),
+        tagged_frame(2, &[stag, ctag], 68),
+        tagged_frame(3, &[old_qinq, ctag], 68),
+        tagged_frame(4, &[[0x81, 0x00, 0x00, 0x00]], 64),
+        // Longer than a ring slot: read from the socket.
+        tagged_frame(5, &[ctag], 4000),
+        tagged_frame(6, &[stag, ctag], 9014),
+        tagged_frame(7, &[], 60),
+    ];
+    for f in &sent {
+        a.tx.send(f).unwrap();
+    }
+    let mut buf = PacketBuf::new();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while got.len() < sent.len() && Instant::now() < deadline {
+        // Only the test's frames: they come from 02:00:00:00:00:xx.
+        if b.rx.recv(&mut buf).unwrap() && buf.data().get(6..11) == Some(&[2, 0, 0, 0, 0]) {
+            got.push(buf.data().to_vec());
+        }
+    }
+    for (g, s) in got.iter().zip(&sent) {
+        assert_eq!(g.len(), s.len(), "frame {}", s[11]);
+        assert_eq!(&g[..26], &s[..26], "frame {}", s[11]);
+        assert!(g == s, "frame {} changed", s[11]);
+    }
+    assert_eq!(got.len(), sent.len());
 }

@@ -28,11 +28,16 @@ pub enum PipelineDrop {
     /// The operating system dropped a frame before the port received it
     /// (its socket buffer was full: the receive thread fell behind).
     KernelRx,
+    /// An Ethernet frame that carries neither IP (after the VLAN tags
+    /// bitsgw walks) nor ARP, and whose EtherType the configuration does
+    /// not let pass (see [`crate::layer2`]); also counted by EtherType in
+    /// [`PipelineCounters::layer2_dropped`].
+    Layer2,
 }
 
 impl PipelineDrop {
     /// Every reason, in counter order.
-    pub const ALL: [PipelineDrop; 9] = [
+    pub const ALL: [PipelineDrop; 10] = [
         PipelineDrop::BadFrame,
         PipelineDrop::QueueFull,
         PipelineDrop::SendFailed,
@@ -42,6 +47,7 @@ impl PipelineDrop {
         PipelineDrop::NoRoute,
         PipelineDrop::NotRouted,
         PipelineDrop::KernelRx,
+        PipelineDrop::Layer2,
     ];
 
     /// The counter's name.
@@ -56,6 +62,7 @@ impl PipelineDrop {
             PipelineDrop::NoRoute => "no_route",
             PipelineDrop::NotRouted => "not_routed",
             PipelineDrop::KernelRx => "kernel_rx",
+            PipelineDrop::Layer2 => "layer2",
         }
     }
 }
@@ -95,12 +102,15 @@ pub struct PipelineCounters {
     pub net_rx: FrameCount,
     /// Frames sent on the network port.
     pub net_tx: FrameCount,
-    /// Non-IP frames (ARP, LLDP...) passed through unchanged.
+    /// Non-IP frames (ARP, what the layer-2 policy allows) passed through
+    /// unchanged.
     pub non_ip_passed: u64,
     /// Frames consumed by the appliance's own endpoints (ARP, neighbor
     /// discovery, echo requests, anything for its addresses from the host
     /// side).
     pub local_delivered: u64,
+    /// [`PipelineDrop::Layer2`] drops by EtherType.
+    pub layer2_dropped: crate::layer2::Layer2Drops,
     drops: [u64; PipelineDrop::ALL.len()],
 }
 
@@ -135,6 +145,7 @@ impl PipelineCounters {
         self.net_tx.merge(&other.net_tx);
         self.non_ip_passed += other.non_ip_passed;
         self.local_delivered += other.local_delivered;
+        self.layer2_dropped.merge(&other.layer2_dropped);
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;
         }

@@ -12,12 +12,14 @@
 //!   `local_refused`: the appliance offers no services to the unprotected
 //!   network. ESP and UDP still go to the IPsec stage as before, so its SPD
 //!   decides about them.
+//!
+//! Frames with VLAN tags are never offered: the endpoint has no VLANs.
+//! Inline, a tagged IP packet goes through the SPD like any other;
+//! routed, tagged frames are dropped.
 
+pub use bitsgw_wire::ether::ETHERTYPE_ARP;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use bitsgw_wire::{ip, Timestamp};
-
-/// EtherType of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
 
 /// The appliance's own host stack on one side.
 pub trait LocalEndpoint: Send {

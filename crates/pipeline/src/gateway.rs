@@ -3,8 +3,12 @@
 //!
 //! Inline on Ethernet the appliance is a bump in the wire: frames keep
 //! their Ethernet header (the host's next hop stays the next hop), only
-//! the IP packet inside is transformed; frames that are not IP (ARP, LLDP)
-//! pass unchanged. Raw-IP ports (TUN, raw captures) carry packets alone.
+//! the IP packet inside is transformed, behind its VLAN tags if it has
+//! them (an 802.1Q C-tag, an 802.1ad S-tag, both), which it leaves with.
+//! ARP passes unchanged; other frames that are not IP are dropped and
+//! counted by EtherType unless the configuration lets them pass
+//! ([`crate::layer2`]). Raw-IP ports (TUN, raw captures) carry packets
+//! alone.
 //!
 //! The appliance may have addresses of its own on either side: a
 //! [`LocalEndpoint`] per side is offered the side's Ethernet frames first
@@ -15,16 +19,19 @@
 //! frames sent to its MAC are forwarded, each packet leaves from its MAC
 //! to its next hop's, resolved by ARP or Neighbor Discovery
 //! ([`crate::neighbor`]); ARP and other frames are never passed across.
+//! Routed mode has no VLANs: tagged frames are dropped and counted as
+//! [`PipelineDrop::Layer2`] under their outer tag's TPID.
 
 use crate::counters::{PipelineCounters, PipelineDrop};
 use crate::endpoint::{network_kind, LocalEndpoint, NetworkKind};
+use crate::layer2::Layer2Policy;
 use crate::neighbor::{self, ARP_FRAME_LEN, NS_FRAME_LEN};
 use crate::routed::Routed;
 use bitsgw_ipsec::{Disposition, Event, IpsecStage};
 use bitsgw_mobility::counters::{MobilityCounters, MobilityDrop};
 use bitsgw_mobility::ha::{Delivered, HomeAgent};
 use bitsgw_mobility::mn::MobileNode;
-use bitsgw_wire::ether::{self, LinkType};
+use bitsgw_wire::ether::{self, Layer2, LinkType, SavedHeader};
 use bitsgw_wire::{PacketBuf, Timestamp};
 use std::net::IpAddr;
 
@@ -202,7 +209,7 @@ pub struct Gateway {
     /// The Ethernet header of the last IP frame sent on each side, for the
     /// packets the mobility stage originates (inline, they leave as the
     /// host's traffic does).
-    last_l2: [Option<[u8; ether::HEADER_LEN]>; 2],
+    last_l2: [Option<SavedHeader>; 2],
     /// The home agent's MAC on the home link (the host side), for proxy
     /// Neighbor Discovery and ARP.
     home_link_mac: Option<[u8; 6]>,
@@ -212,6 +219,8 @@ pub struct Gateway {
     endpoints: [Option<Box<dyn LocalEndpoint>>; 2],
     /// Routed mode on Ethernet ports (none: inline).
     routed: Option<Routed>,
+    /// Which non-IP frames pass inline.
+    layer2: Layer2Policy,
 }
 
 impl core::fmt::Debug for Gateway {
@@ -246,7 +255,13 @@ impl Gateway {
             spare: Some(PacketBuf::new()),
             endpoints: [None, None],
             routed: None,
+            layer2: Layer2Policy::default(),
         }
+    }
+
+    /// Sets which non-IP frames pass inline (by default ARP alone).
+    pub fn set_layer2_policy(&mut self, policy: Layer2Policy) {
+        self.layer2 = policy;
     }
 
     /// Makes the gateway routed on its Ethernet ports (see
@@ -492,6 +507,9 @@ impl Gateway {
         }
         // A short frame: the inline path counts it.
         let ethertype = ether::ethertype(frame)?;
+        if is_tagged(frame) {
+            return Some(self.drop_layer2(ethertype));
+        }
         let is_ip = ethertype == ether::ETHERTYPE_IPV4 || ethertype == ether::ETHERTYPE_IPV6;
         let group = frame[0] & 1 == 1;
         let to_me = frame[..6] == own.mac;
@@ -534,7 +552,7 @@ impl Gateway {
                 None => LinkType::RawIp,
             };
             let d = self.stage.handle_outbound(&mut buf, now);
-            let l2 = l2.unwrap_or([0; ether::HEADER_LEN]);
+            let l2 = l2.unwrap_or_default();
             let _ = self.after_outbound(d, link, &l2, &mut buf, now, emit, tap);
         }
         self.spare = Some(buf);
@@ -625,6 +643,13 @@ impl Gateway {
         Some(Disposition::Deliver)
     }
 
+    /// Drops a frame for its layer 2, counted under `ethertype`.
+    fn drop_layer2(&mut self, ethertype: u16) -> Outcome {
+        self.counters.record(PipelineDrop::Layer2);
+        self.counters.layer2_dropped.record(ethertype);
+        Outcome::Ipsec(Disposition::Drop(bitsgw_ipsec::DropReason::PolicyDiscard))
+    }
+
     /// The next IPsec event for the control plane.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.stage.poll_event()
@@ -667,7 +692,7 @@ impl Gateway {
             Side::Network => TapPoint::Wire,
         };
         tap.tap(rx_point, now, link, buf.data());
-        let mut l2 = [0u8; ether::HEADER_LEN];
+        let mut l2 = SavedHeader::default();
         if let (Side::Host, LinkType::Ethernet, Some(mac), Some(Mobility::HomeAgent(ha))) =
             (from, link, self.home_link_mac, self.mobility.as_mut())
         {
@@ -684,18 +709,26 @@ impl Gateway {
             if let Some(o) = self.routed_receive(from, buf.data(), now, emit, tap) {
                 return o;
             }
-        } else if link == LinkType::Ethernet && self.endpoints[side_index(from)].is_some() {
+        } else if link == LinkType::Ethernet
+            && self.endpoints[side_index(from)].is_some()
+            && !is_tagged(buf.data())
+        {
+            // The appliance's own stack has no VLANs: tagged frames go the
+            // IP path below.
             if let Some(d) = self.offer_local(from, buf.data(), now, emit, tap) {
                 return Outcome::Ipsec(d);
             }
         }
         if link == LinkType::Ethernet {
-            let Some(ethertype) = ether::ethertype(buf.data()) else {
+            let Some(layer2) = Layer2::parse(buf.data()) else {
                 self.counters.record(PipelineDrop::BadFrame);
                 return Outcome::Ipsec(Disposition::Drop(bitsgw_ipsec::DropReason::Malformed));
             };
-            if ethertype != ether::ETHERTYPE_IPV4 && ethertype != ether::ETHERTYPE_IPV6 {
-                // ARP and other non-IP frames: the bump is transparent.
+            if !layer2.is_ip() {
+                if !self.layer2.passes(layer2.ethertype) {
+                    // It may carry IP the SPD would protect: fail closed.
+                    return self.drop_layer2(layer2.ethertype);
+                }
                 self.counters.non_ip_passed += 1;
                 let to = from.other();
                 self.send(to, link, buf.data(), now, emit, tap);
@@ -704,9 +737,13 @@ impl Gateway {
                     Side::Network => Disposition::Deliver,
                 });
             }
-            l2.copy_from_slice(&buf.data()[..ether::HEADER_LEN]);
-            // Cannot fail: the frame holds a whole header.
-            let _ = buf.trim_front(ether::HEADER_LEN);
+            let Some(saved) = SavedHeader::copy_from(buf.data(), &layer2) else {
+                self.counters.record(PipelineDrop::BadFrame);
+                return Outcome::Ipsec(Disposition::Drop(bitsgw_ipsec::DropReason::Malformed));
+            };
+            l2 = saved;
+            // Cannot fail: the frame holds the whole header.
+            let _ = buf.trim_front(layer2.header_len);
         }
         if from == Side::Network {
             if let Some(m) = self.mobility.as_mut() {
@@ -739,7 +776,7 @@ impl Gateway {
         &mut self,
         d: Disposition,
         link: LinkType,
-        l2: &[u8; ether::HEADER_LEN],
+        l2: &SavedHeader,
         buf: &mut PacketBuf,
         now: Timestamp,
         emit: &mut dyn FnMut(Side, &[u8]),
@@ -760,7 +797,7 @@ impl Gateway {
             }
             Disposition::IcmpError => {
                 // Back to the sender on the host side.
-                ether::swap_macs(&mut l2);
+                l2.swap_macs();
                 self.send_ip(Side::Host, link, &l2, buf, now, emit, tap);
             }
             Disposition::Fragmented(_) => {
@@ -789,7 +826,7 @@ impl Gateway {
         &mut self,
         to: Side,
         link: LinkType,
-        l2: &[u8; ether::HEADER_LEN],
+        l2: &SavedHeader,
         buf: &mut PacketBuf,
         now: Timestamp,
         emit: &mut dyn FnMut(Side, &[u8]),
@@ -806,11 +843,8 @@ impl Gateway {
             }
             self.last_l2[side_index(to)] = Some(*l2);
             let ethertype = ether::ethertype_for(buf.data()).unwrap_or(ether::ETHERTYPE_IPV4);
-            match buf.prepend(ether::HEADER_LEN) {
-                Ok(h) => {
-                    h[..12].copy_from_slice(&l2[..12]);
-                    h[12..14].copy_from_slice(&ethertype.to_be_bytes());
-                }
+            match buf.prepend(l2.len()) {
+                Ok(h) => l2.emit(h, ethertype),
                 Err(_) => {
                     self.counters.record(PipelineDrop::SendFailed);
                     return;
@@ -909,6 +943,14 @@ impl Gateway {
         tap.tap(point, now, link, frame);
         emit(to, frame);
     }
+}
+
+/// Whether an Ethernet frame starts with a VLAN tag.
+fn is_tagged(frame: &[u8]) -> bool {
+    matches!(
+        ether::ethertype(frame),
+        Some(ether::TPID_CTAG | ether::TPID_STAG)
+    )
 }
 
 /// The destination address of an IP packet (by its version nibble).

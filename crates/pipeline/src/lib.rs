@@ -9,6 +9,7 @@
 pub mod counters;
 pub mod endpoint;
 pub mod gateway;
+pub mod layer2;
 pub mod neighbor;
 pub mod port;
 pub mod proxy_nd;
@@ -20,4 +21,5 @@ pub use bitsgw_wire::ether::LinkType;
 pub use counters::{PipelineCounters, PipelineDrop};
 pub use endpoint::LocalEndpoint;
 pub use gateway::{Gateway, Mobility, NoTap, Outcome, Side, Tap, TapPoint};
+pub use layer2::{Layer2Drops, Layer2Policy};
 pub use routed::{Routed, RoutedConfig};

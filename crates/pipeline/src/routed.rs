@@ -8,6 +8,11 @@
 //! itself is the next hop) and routes name hosts behind other routers; on
 //! the network side the default routes name the router. The MAC comes from
 //! that side's [`NeighborTable`], shared by all workers.
+//!
+//! Routed mode has no VLANs (no per-VLAN addresses, routes or neighbor
+//! tables): a frame with an 802.1Q or 802.1ad tag is neither routed nor
+//! offered to the appliance's own stack; it is dropped and counted as
+//! [`crate::PipelineDrop::Layer2`] under its outer tag's TPID.
 
 use crate::gateway::Side;
 use crate::neighbor::{NeighborStats, NeighborTable, DEFAULT_CAPACITY};

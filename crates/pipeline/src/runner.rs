@@ -870,8 +870,9 @@ impl RxThread {
         }
         let n = self.workers.len();
         let l2 = match self.link {
-            LinkType::Ethernet => match ether::ethertype(buf.data()) {
-                Some(ether::ETHERTYPE_IPV4 | ether::ETHERTYPE_IPV6) => ether::HEADER_LEN,
+            // Behind its VLAN tags, if any.
+            LinkType::Ethernet => match ether::Layer2::parse(buf.data()) {
+                Some(l2) if l2.is_ip() => l2.header_len,
                 _ => return Pick::Worker(0),
             },
             LinkType::RawIp => 0,
@@ -892,7 +893,7 @@ impl RxThread {
                     return Pick::Held;
                 }
                 Ok(Reassembly::Complete) => {
-                    let mut header = [0u8; ether::HEADER_LEN];
+                    let mut header = [0u8; ether::MAX_HEADER_LEN];
                     header[..l2].copy_from_slice(&buf.data()[..l2]);
                     let whole = self.scratch.data();
                     if buf.set(whole).is_err() {

@@ -1,12 +1,13 @@
 //! Hostile packets through the real pipeline: each case of
 //! `common::cases` (truncations, length lies, bad ICV, wrong key, bad
 //! padding, unknown SPI, replays, expired SAs, selector mismatches, ESP in
-//! UDP garbage, fragments, cleartext for a PROTECT policy) is replayed
-//! through a fresh gateway A (`policies/site-to-site-a.json`) on Ethernet
-//! ports, and must end exactly as the case says: the named drop counters
-//! that moved and by how much, what left each port. On the network side
-//! nothing leaves but ESP, and no frame there carries a test payload in
-//! clear.
+//! UDP garbage, fragments, cleartext for a PROTECT policy) and of
+//! `common::layer2_cases` (IP behind VLAN tags and in other framings) is
+//! replayed through a fresh gateway A (`policies/site-to-site-a.json`) on
+//! Ethernet ports, and must end exactly as the case says: the named drop
+//! counters that moved and by how much, what left each port. On the
+//! network side nothing leaves but ESP, and no frame there carries a test
+//! payload in clear.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -103,7 +104,8 @@ fn check(case: &Case) -> Option<String> {
 #[test]
 fn every_hostile_packet_ends_on_its_named_counter() {
     let mut peer = Peer::new();
-    let cases = cases(&mut peer);
+    let mut cases = cases(&mut peer);
+    cases.extend(layer2_cases(&mut peer));
     let mut failures = Vec::new();
     for case in &cases {
         let names: Vec<String> = case
@@ -139,7 +141,9 @@ fn every_hostile_packet_ends_on_its_named_counter() {
 #[test]
 fn all_cases_through_one_gateway_reconcile() {
     let mut peer = Peer::new();
-    let cases: Vec<Case> = cases(&mut peer)
+    let mut cases = cases(&mut peer);
+    cases.extend(layer2_cases(&mut peer));
+    let cases: Vec<Case> = cases
         .into_iter()
         .filter(|c| c.settles && !c.name.contains("hard-expired"))
         .collect();

@@ -14,6 +14,7 @@ use bitsgw_ipsec::crypto::{Transform, TransformId};
 use bitsgw_ipsec::{Disposition, DropReason, IpsecStage, StageConfig};
 use bitsgw_pipeline::{Gateway, PipelineDrop, Side};
 use bitsgw_wire::build::ip_packet;
+use bitsgw_wire::ether::Layer2;
 use bitsgw_wire::{ip, PacketBuf, Timestamp};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -102,9 +103,12 @@ pub fn carries_mark(frame: &[u8]) -> bool {
 }
 
 /// Whether an Ethernet frame holds an IPv4 or IPv6 ESP packet (directly
-/// or in UDP on port 4500).
+/// or in UDP on port 4500), behind VLAN tags or not.
 pub fn is_esp(frame: &[u8]) -> bool {
-    let Some(pkt) = frame.get(14..) else {
+    let Some(l2) = Layer2::parse(frame).filter(Layer2::is_ip) else {
+        return false;
+    };
+    let Some(pkt) = frame.get(l2.header_len..) else {
         return false;
     };
     let Ok(meta) = ip::parse(pkt) else {
@@ -295,6 +299,16 @@ fn host(ip: Vec<u8>, ms: u64) -> Frame {
         at: at_ms(ms),
         bytes: eth(Side::Host, &ip),
     }
+}
+
+/// `frame` with `between` in place of its EtherType (VLAN tags and the
+/// EtherType after them, or another framing).
+fn reframed(mut frame: Frame, between: &[u8]) -> Frame {
+    let mut bytes = frame.bytes[..12].to_vec();
+    bytes.extend_from_slice(between);
+    bytes.extend_from_slice(&frame.bytes[14..]);
+    frame.bytes = bytes;
+    frame
 }
 
 fn drop1(r: DropReason) -> Vec<(Counter, u64)> {
@@ -658,6 +672,85 @@ pub fn cases(peer: &mut Peer) -> Vec<Case> {
         "truncated IPv4 header from the host",
         vec![host(marked_udp(HOST_A, HOST_B, 64, true)[..15].to_vec(), 0)],
         R::Malformed,
+    ));
+    out
+}
+
+/// Cases of layer 2 (issue 16): IP behind 802.1Q/802.1ad tags is processed
+/// like any other; IP in any other framing never crosses. (Kept out of the
+/// soak, whose mix stays as it was measured.)
+pub fn layer2_cases(peer: &mut Peer) -> Vec<Case> {
+    use DropReason as R;
+    let mut out = Vec::new();
+    let inner_ok = marked_udp(HOST_B, HOST_A, 64, true);
+    let dot1q = [0x81, 0x00, 0x00, 0x0a, 0x08, 0x00];
+    let qinq = [0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00];
+    out.push(case(
+        "valid ESP behind an 802.1Q tag is delivered",
+        vec![reframed(net(peer.valid(64), 0), &dot1q)],
+        Expect {
+            host_out: 1,
+            ..Expect::default()
+        },
+    ));
+    out.push(case(
+        "host cleartext behind QinQ tags leaves as ESP",
+        vec![reframed(
+            host(marked_udp(HOST_A, HOST_B, 64, true), 0),
+            &qinq,
+        )],
+        Expect {
+            net_out: 1,
+            ..Expect::default()
+        },
+    ));
+    out.push(dropped(
+        "cleartext for a PROTECT entry behind an 802.1Q tag",
+        vec![reframed(net(inner_ok.clone(), 0), &dot1q)],
+        R::UnprotectedTraffic,
+    ));
+    for (name, between) in [
+        (
+            "protected cleartext behind a 0x9100 tag from the host",
+            &[0x91, 0x00, 0x00, 0x0a, 0x08, 0x00][..],
+        ),
+        (
+            "protected cleartext in PPPoE from the host",
+            &[0x88, 0x64, 0x11, 0x00, 0x00, 0x01, 0x00, 0x58, 0x00, 0x21],
+        ),
+    ] {
+        out.push(case(
+            name,
+            vec![reframed(
+                host(marked_udp(HOST_A, HOST_B, 64, true), 0),
+                between,
+            )],
+            Expect {
+                drops: vec![(Counter::Pipeline(PipelineDrop::Layer2), 1)],
+                ..Expect::default()
+            },
+        ));
+    }
+    out.push(case(
+        "cleartext for a PROTECT entry in MPLS from the network",
+        vec![reframed(
+            net(inner_ok.clone(), 0),
+            &[0x88, 0x47, 0x00, 0x06, 0x41, 0x40],
+        )],
+        Expect {
+            drops: vec![(Counter::Pipeline(PipelineDrop::Layer2), 1)],
+            ..Expect::default()
+        },
+    ));
+    let mut cut = reframed(net(inner_ok, 0), &qinq);
+    cut.bytes.truncate(20);
+    out.push(case(
+        "QinQ tags cut short",
+        vec![cut],
+        Expect {
+            drops: vec![(Counter::Pipeline(PipelineDrop::BadFrame), 1)],
+            ..Expect::default()
+        },
     ));
     out
 }
