@@ -397,7 +397,7 @@ fn policy(a: bool, t: TransformId, mode: BenchMode, flows: usize) -> String {
     }
     sad_out.extend(sad_in);
     format!(
-        r#"{{"spd": {{"outbound": [{}], "inbound": [{}]}}, "sad": [{}]}}"#,
+        r#"{{"danger_static_keys_for_counter_mode": true, "spd": {{"outbound": [{}], "inbound": [{}]}}, "sad": [{}]}}"#,
         out.join(","),
         inb.join(","),
         sad_out.join(",")

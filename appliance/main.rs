@@ -5,6 +5,7 @@ mod check;
 mod config;
 mod control;
 mod lab;
+mod leases;
 mod mobility;
 mod replay;
 mod report;

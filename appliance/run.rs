@@ -91,7 +91,15 @@ pub fn build_stage(
 /// Runs the appliance; returns an error (and a non-zero exit) when it
 /// could not start or stopped on its own.
 pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
-    let cfg = config::load(path).map_err(|e| e.to_string())?;
+    let mut cfg = config::load(path).map_err(|e| e.to_string())?;
+    // Every outbound SA sends only sequence numbers leased in the state
+    // directory, so none is sent twice under its key across restarts.
+    cfg.stage.sequence_leases = true;
+    let leases = Arc::new(crate::leases::FileLeases::open(&cfg.state_dir)?);
+    info!(file = %leases.path().display(), "sequence leases kept here");
+    for w in &cfg.policy.warnings {
+        warn!("{w}");
+    }
     // Refuse to start half-configured: both ports and the socket first.
     let host = open(&cfg.host)?;
     let network = open(&cfg.network)?;
@@ -156,6 +164,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             if let Some(r) = &routed {
                 gw.set_routed(r.clone());
             }
+            gw.set_lease_keeper(leases.clone());
         },
         shared_tap,
     );

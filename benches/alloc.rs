@@ -79,7 +79,7 @@ fn policy(a: bool, replay_window: u32) -> String {
     }
     sad.extend(sad_in);
     format!(
-        r#"{{"spd": {{"outbound": [{}], "inbound": [{}]}}, "sad": [{}]}}"#,
+        r#"{{"danger_static_keys_for_counter_mode": true, "spd": {{"outbound": [{}], "inbound": [{}]}}, "sad": [{}]}}"#,
         spd_out.join(","),
         spd_in.join(","),
         sad.join(",")

@@ -89,7 +89,7 @@ fn pair_policy(a: bool, transform: TransformId, backend: GcmBackend, replay_wind
         )
     };
     format!(
-        r#"{{"spd": {{
+        r#"{{"danger_static_keys_for_counter_mode": true, "spd": {{
   "outbound": [{{"name": "to-peer", "local": "{me_in}", "remote": "{peer_in}", "action": "protect", "sa": "out"}}],
   "inbound": [{{"name": "from-peer", "local": "{me_in}", "remote": "{peer_in}", "action": "protect", "sa": "in"}}]
 }}, "sad": [{}, {}]}}"#,

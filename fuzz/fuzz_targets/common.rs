@@ -120,7 +120,7 @@ impl Shape {
             )
         };
         format!(
-            r#"{{"spd": {{
+            r#"{{"danger_static_keys_for_counter_mode": true, "spd": {{
                  "outbound": [
                    {{"name": "ike", "proto": "udp", "local_port": 500, "action": "bypass"}},
                    {{"name": "p", "local": "{sel_me}", "remote": "{sel_peer}", "action": "protect", "sa": "out"}}],

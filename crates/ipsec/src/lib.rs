@@ -21,4 +21,4 @@ pub mod spd_index;
 pub mod stage;
 
 pub use counters::DropReason;
-pub use stage::{Disposition, Event, IpsecStage, StageConfig};
+pub use stage::{Disposition, Event, IpsecStage, LeaseRequest, StageConfig};

@@ -9,6 +9,7 @@
 pub mod counters;
 pub mod endpoint;
 pub mod gateway;
+pub mod lease;
 pub mod neighbor;
 pub mod port;
 pub mod proxy_nd;
@@ -20,4 +21,5 @@ pub use bitsgw_wire::ether::LinkType;
 pub use counters::{PipelineCounters, PipelineDrop};
 pub use endpoint::LocalEndpoint;
 pub use gateway::{Gateway, Mobility, NoTap, Outcome, Side, Tap, TapPoint};
+pub use lease::{Lease, LeaseError, LeaseKeeper, LeaseServer};
 pub use routed::{Routed, RoutedConfig};
