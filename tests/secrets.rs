@@ -501,7 +501,7 @@ fn a_running_appliance_never_shows_a_key() {
         std::fs::write(
             &cfg,
             format!(
-                r#"{{"role": "gateway", "policy": "{}", "ports": {{"host": {{"type": "tun", "name": "h{i}"}}, "network": {{"type": "tun", "name": "n{i}"}}}}, "workers": 2, "control_socket": "{}"}}"#,
+                r#"{{"role": "gateway", "policy": "{}", "ports": {{"host": {{"type": "tun", "name": "h{i}"}}, "network": {{"type": "tun", "name": "n{i}"}}}}, "workers": 2, "control_socket": "{}", "state_dir": "gw{i}-state"}}"#,
                 p.display(),
                 sock.display()
             ),
