@@ -264,7 +264,7 @@ fn appliance_text(cfg: &ApplianceConfig) -> String {
         }
     }
     format!(
-        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  {}\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n{mobility}",
+        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  {}\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  state directory {} (sequence leases)\n  policy {}\n{mobility}",
         cfg.file.display(),
         cfg.role.name(),
         cfg.mode.name(),
@@ -278,6 +278,7 @@ fn appliance_text(cfg: &ApplianceConfig) -> String {
         cfg.stage.mtu,
         cfg.stage.udp_encap_ports,
         cfg.control_socket.display(),
+        cfg.state_dir.display(),
         cfg.policy_file.display()
     )
 }
@@ -299,6 +300,7 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "mtu": cfg.stage.mtu,
         "udp_encap_ports": cfg.stage.udp_encap_ports,
         "control_socket": cfg.control_socket.display().to_string(),
+        "state_dir": cfg.state_dir.display().to_string(),
         "policy": cfg.policy_file.display().to_string(),
         "mobility": cfg.mobility.as_ref().map(mobility_json),
     })
