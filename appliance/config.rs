@@ -14,12 +14,18 @@
 //!   "mtu": 1500,
 //!   "workers": 2,
 //!   "control_socket": "/run/bitsgw/a.sock",
+//!   "state_dir": "/var/lib/bitsgw/a",
 //!   "addresses": {
 //!     "host":    ["192.0.2.1/24"],
 //!     "network": ["203.0.113.1/24", "2001:db8::1/64"]
 //!   }
 //! }
 //! ```
+//!
+//! `state_dir` (default `/var/lib/bitsgw`, relative paths from the
+//! configuration file's directory) holds what `run` must remember across
+//! restarts: the sequence-number leases of its outbound SAs. Each appliance
+//! needs its own; it is locked while in use.
 //!
 //! The `mn` and `ha` roles put the mobility stage around the IPsec stage
 //! and need a `mobility` object; addresses in it are literals or names from

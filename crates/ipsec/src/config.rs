@@ -5,6 +5,12 @@
 //! wrong. Unknown fields are errors too: a misspelt selector must not
 //! silently widen a policy.
 //!
+//! Static keys are checked: AES-GCM, AES-GMAC and ChaCha20-Poly1305 need
+//! the top-level opt-in `"danger_static_keys_for_counter_mode": true`
+//! (their nonce is the sequence number: RFC 4106 8.1, RFC 4543 8, RFC 7634
+//! 4), no key may serve two SAs, and no key may be all zeros. Errors never
+//! echo a value that could be a key ([`Shown`]).
+//!
 //! ```json
 //! {
 //!   "addresses": {"home_address_1": "2001:db8:1::100", "home_agent_1": "2001:db8:1::1"},
