@@ -238,7 +238,7 @@ pub struct ApplianceConfig {
     /// The control socket's path.
     pub control_socket: PathBuf,
     /// Where `run` keeps its state: the sequence-number leases of the
-    /// outbound SAs (see [`crate::leases`]).
+    /// outbound SAs (`appliance/leases.rs`).
     pub state_dir: PathBuf,
     /// Settings of the IPsec stage.
     pub stage: StageConfig,
@@ -352,6 +352,10 @@ fn own_addresses(
     }
     Ok(out)
 }
+
+/// Where `run` keeps its state when the configuration does not say
+/// (`"state_dir"`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bitsgw";
 
 const FIELDS: &[&str] = &[
     "role",
@@ -1147,7 +1151,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
     let state_dir = match get_str(&ctx, obj, "state_dir")? {
         Some("") => return Err(ctx.err("state_dir", "must not be empty")),
         Some(d) => path.parent().unwrap_or(Path::new(".")).join(d),
-        None => PathBuf::from(crate::leases::DEFAULT_STATE_DIR),
+        None => PathBuf::from(DEFAULT_STATE_DIR),
     };
     let [host_addresses, network_addresses] = own_addresses(&ctx, obj)?;
     let (mode, routes) = mode_and_routes(

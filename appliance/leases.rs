@@ -18,10 +18,6 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Where `run` keeps its state when the appliance configuration does not
-/// say (`"state_dir"`).
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/bitsgw";
-
 /// The state file's name in the state directory.
 pub const LEASE_FILE: &str = "sequence-leases";
 
