@@ -1025,6 +1025,13 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         other => return Err(ctx.err("role", format!("{} is not gateway, mn or ha", Shown(other)))),
     };
     let policy_name = require_str(&ctx, obj, "policy")?;
+    // Paths are shown by `check` and in errors: one that could be a pasted
+    // key is refused before it is.
+    for field in ["policy", "control_socket", "state_dir"] {
+        if let Some(v) = get_str(&ctx, obj, field)?.filter(|v| Shown(v).masks()) {
+            return Err(ctx.err(field, format!("{} looks like a key, not a path", Shown(v))));
+        }
+    }
     let policy_file = path.parent().unwrap_or(Path::new(".")).join(policy_name);
     let policy = load_policy_file(&policy_file)?;
     let ports = obj

@@ -683,9 +683,14 @@ fn a_key_in_an_appliance_field_is_not_echoed() {
         (r#""role": "gateway""#, "role"),
         (r#""mode": "inline""#, "mode"),
         (r#""type": "tun""#, "ports.network.type"),
+        (r#""workers": 2"#, "state_dir"),
     ] {
-        let (name, _) = from.split_once(':').unwrap();
-        let bad = good.replacen(from, &format!(r#"{name}: "{key}""#), 1);
+        let bad = if field == "state_dir" {
+            good.replacen(from, &format!(r#"{from}, "state_dir": "{key}""#), 1)
+        } else {
+            let (name, _) = from.split_once(':').unwrap();
+            good.replacen(from, &format!(r#"{name}: "{key}""#), 1)
+        };
         std::fs::write(&path, bad).unwrap();
         let (ok, _, err) = check(&path, false);
         assert!(!ok);

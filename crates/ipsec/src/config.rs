@@ -145,21 +145,40 @@ impl Ctx<'_> {
 }
 
 /// A configuration value as error messages may show it. A value that
-/// could be a key (long, and made of hex or base64 characters only, or
-/// simply very long) is shown as its first two characters and its length:
+/// could be a key (longer than 16 characters of hex digits or of mixed
+/// base64, or simply longer than 48) is shown as its first two characters
+/// and its length:
 /// a key pasted into the wrong field must not end up in a terminal or a
 /// log.
 #[derive(Debug, Clone, Copy)]
 pub struct Shown<'a>(pub &'a str);
 
+impl Shown<'_> {
+    /// Whether the value is masked: it could be a key.
+    pub fn masks(&self) -> bool {
+        let s = self.0;
+        let n = s.chars().count();
+        let digits = s
+            .strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .unwrap_or(s);
+        let hex = digits.chars().all(|c| c.is_ascii_hexdigit());
+        // Base64 mixes digits and both cases; paths and names rarely do.
+        let base64 = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+            && s.chars().any(|c| c.is_ascii_digit())
+            && s.chars().any(|c| c.is_ascii_uppercase())
+            && s.chars().any(|c| c.is_ascii_lowercase());
+        (n > 16 && (hex || base64)) || n > 48
+    }
+}
+
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
         let n = s.chars().count();
-        let key_like = s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='));
-        if (n > 16 && key_like) || n > 48 {
+        if self.masks() {
             let prefix: String = s.chars().take(2).collect();
             write!(
                 f,

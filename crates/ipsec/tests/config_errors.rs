@@ -412,7 +412,25 @@ fn a_key_in_the_wrong_field_is_not_echoed() {
             "{e}"
         );
     }
-    // Short values are shown as they are.
+    // A base64 key too.
+    let b64 = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEg==";
+    let e = parse_policy(
+        &GOOD.replacen("\"transport\"", &format!("\"{b64}\""), 1),
+        "mn.json",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        !e.contains(&b64[2..]) && e.contains("(40 characters, masked"),
+        "{e}"
+    );
+    // Short values, and paths and names, are shown as they are.
+    for plain in ["/var/lib/bitsgw/ha", "home_agent_address_1"] {
+        assert_eq!(
+            bitsgw_ipsec::config::Shown(plain).to_string(),
+            format!("\"{plain}\"")
+        );
+    }
     let e = parse_policy(&GOOD.replacen("\"transport\"", "\"tunel\"", 1), "mn.json")
         .unwrap_err()
         .to_string();
