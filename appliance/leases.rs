@@ -136,36 +136,47 @@ impl FileLeases {
 }
 
 impl LeaseKeeper for FileLeases {
-    fn lease(&self, request: &LeaseRequest) -> Result<Lease, LeaseError> {
+    fn lease(&self, requests: &[LeaseRequest]) -> Result<Vec<Lease>, LeaseError> {
         let mut ceilings = self
             .ceilings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let stored = ceilings.get(&request.identity).copied().unwrap_or(0);
-        let lease = Lease::next(stored, request);
-        ceilings.insert(request.identity, lease.ceiling);
+        let before = ceilings.clone();
+        let mut leases = Vec::with_capacity(requests.len());
+        for request in requests {
+            let stored = ceilings.get(&request.identity).copied().unwrap_or(0);
+            let lease = Lease::next(stored, request);
+            ceilings.insert(request.identity, lease.ceiling);
+            leases.push(lease);
+        }
         if let Err(e) = self.persist(&ceilings) {
-            ceilings.insert(request.identity, stored);
+            *ceilings = before;
             tracing::error!(
-                sa = %request.name,
-                spi = format_args!("{:#010x}", request.spi),
+                sas = requests.len(),
                 error = %e,
                 file = %self.path.display(),
-                "sequence lease not stored: the SA sends nothing until it is"
+                "sequence leases not stored: the SAs that asked send nothing until they are"
             );
             return Err(LeaseError::Store {
-                sa: request.name.clone(),
+                sas: requests.len(),
                 problem: e.to_string(),
             });
         }
         tracing::info!(
-            sa = %request.name,
-            spi = format_args!("{:#010x}", request.spi),
-            from = lease.floor.max(request.last_sent) + 1,
-            to = lease.ceiling,
+            sas = requests.len(),
+            file = %self.path.display(),
             "sequence numbers leased"
         );
-        Ok(lease)
+        for (request, lease) in requests.iter().zip(&leases) {
+            tracing::debug!(
+                sa = %request.name,
+                spi = format_args!("{:#010x}", request.spi),
+                from = lease.floor.max(request.last_sent) + 1,
+                to = lease.ceiling,
+                "sequence numbers leased"
+            );
+        }
+        Ok(leases)
     }
 }
 
@@ -213,7 +224,7 @@ mod tests {
         let first = {
             let keeper = FileLeases::open(&dir).unwrap();
             assert!(FileLeases::open(&dir).unwrap_err().contains("in use"));
-            keeper.lease(&request()).unwrap()
+            keeper.lease(&[request()]).unwrap().remove(0)
         };
         assert_eq!(first.floor, 0);
         let text = fs::read_to_string(dir.join(LEASE_FILE)).unwrap();
@@ -225,9 +236,12 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let keeper = FileLeases::open(&dir).unwrap();
-        let second = keeper.lease(&request()).unwrap();
-        assert_eq!(second.floor, first.ceiling);
-        assert!(second.ceiling > first.ceiling);
+        // Two SAs of one key stream in one batch (refused by `check`, but
+        // the keeper must not hand them the same numbers either).
+        let both = keeper.lease(&[request(), request()]).unwrap();
+        assert_eq!(both[0].floor, first.ceiling);
+        assert!(both[0].ceiling > first.ceiling);
+        assert_eq!(both[1].floor, both[0].ceiling);
         drop(keeper);
         fs::write(dir.join(LEASE_FILE), "zz 12\n").unwrap();
         assert!(FileLeases::open(&dir).unwrap_err().contains("line 1"));

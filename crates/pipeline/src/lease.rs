@@ -55,15 +55,15 @@ impl Lease {
     }
 }
 
-/// Why a lease could not be granted.
+/// Why leases could not be granted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LeaseError {
-    /// The lease could not be made durable.
-    #[error("sequence lease for SA \"{sa}\" not stored: {problem}")]
+    /// The leases could not be made durable.
+    #[error("sequence leases for {sas} SA(s) not stored: {problem}")]
     Store {
-        /// The SA's name.
-        sa: String,
+        /// How many SAs asked.
+        sas: usize,
         /// What went wrong.
         problem: String,
     },
@@ -71,10 +71,11 @@ pub enum LeaseError {
 
 /// Grants leases, durably: a lease is returned only once it survives a
 /// crash of the process. Shared by the workers; an implementation takes a
-/// lock only to extend a lease.
+/// lock only to extend leases.
 pub trait LeaseKeeper: Send + Sync {
-    /// The lease for `request`, recorded before it is returned.
-    fn lease(&self, request: &LeaseRequest) -> Result<Lease, LeaseError>;
+    /// One lease per request, in order, all recorded before they are
+    /// returned (so a start with many SAs costs one write, not one each).
+    fn lease(&self, requests: &[LeaseRequest]) -> Result<Vec<Lease>, LeaseError>;
 }
 
 /// A gateway's side of the leases: its keeper and the requests it is
@@ -122,15 +123,19 @@ impl LeaseServer {
         }
         self.requests.clear();
         stage.take_lease_requests(&mut self.requests);
-        for request in self.requests.iter().filter(|r| owns(r.sa)) {
-            match self.keeper.lease(request) {
-                Ok(lease) => {
+        self.requests.retain(|r| owns(r.sa));
+        if self.requests.is_empty() {
+            return;
+        }
+        match self.keeper.lease(&self.requests) {
+            Ok(leases) => {
+                for (request, lease) in self.requests.iter().zip(leases) {
                     stage.grant_lease(request.sa, lease.floor, lease.ceiling);
                 }
-                Err(_) => {
-                    self.failures += 1;
-                    self.retry_at = now.saturating_add(RETRY_AFTER);
-                }
+            }
+            Err(_) => {
+                self.failures += 1;
+                self.retry_at = now.saturating_add(RETRY_AFTER);
             }
         }
     }
@@ -174,9 +179,9 @@ mod tests {
 
     struct Refusing;
     impl LeaseKeeper for Refusing {
-        fn lease(&self, request: &LeaseRequest) -> Result<Lease, LeaseError> {
+        fn lease(&self, requests: &[LeaseRequest]) -> Result<Vec<Lease>, LeaseError> {
             Err(LeaseError::Store {
-                sa: request.name.clone(),
+                sas: requests.len(),
                 problem: "disk full".into(),
             })
         }
@@ -184,8 +189,8 @@ mod tests {
 
     struct Granting;
     impl LeaseKeeper for Granting {
-        fn lease(&self, request: &LeaseRequest) -> Result<Lease, LeaseError> {
-            Ok(Lease::next(500, request))
+        fn lease(&self, requests: &[LeaseRequest]) -> Result<Vec<Lease>, LeaseError> {
+            Ok(requests.iter().map(|r| Lease::next(500, r)).collect())
         }
     }
 
