@@ -1203,6 +1203,45 @@ mod tests {
         );
     }
 
+    /// The CBC IV is `AES_Kiv(0^64 || seq)` with `Kiv` from HKDF-SHA-256
+    /// (RFC 5869: extract with a zero salt, expand with the label), checked
+    /// against HKDF written out here with HMAC alone.
+    #[test]
+    fn cbc_iv_is_the_counter_under_an_hkdf_key() {
+        let hmac = |key: &[u8], parts: &[&[u8]]| {
+            let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("hmac key");
+            for p in parts {
+                m.update(p);
+            }
+            m.finalize().into_bytes()
+        };
+        for id in [
+            TransformId::AesCbc128HmacSha256,
+            TransformId::AesCbc256HmacSha256,
+        ] {
+            let (enc, auth) = key(id, 3);
+            let prk = hmac(&[0u8; 32], &[&enc]);
+            let okm = hmac(&prk, &[CBC_IV_LABEL, &[1]]);
+            let t = Transform::new(id, GcmBackend::RustCrypto, &enc, &auth).expect("keys");
+            for seq in [1u64, 2, 1 << 20] {
+                let mut block = [0u8; 16];
+                block[8..].copy_from_slice(&seq.to_be_bytes());
+                let b = (&mut block).into();
+                match enc.len() {
+                    16 => Aes128Enc::new_from_slice(&okm[..16])
+                        .expect("k")
+                        .encrypt_block(b),
+                    _ => Aes256Enc::new_from_slice(&okm[..32])
+                        .expect("k")
+                        .encrypt_block(b),
+                }
+                let mut esp = clear_packet(id, seq, 16);
+                t.seal(&mut esp, seq, false).expect("seal");
+                assert_eq!(&esp[8..24], &block, "{id} seq {seq}");
+            }
+        }
+    }
+
     #[test]
     fn rfc3602_cbc_vectors() {
         let cases = [
