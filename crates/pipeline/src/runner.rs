@@ -1056,11 +1056,13 @@ impl Worker {
     /// mobility stage's own packets, events.
     fn tick(&mut self) {
         let now = self.shared.now();
+        // Before the timers: they may send (a Binding Update), and an SA
+        // installed since the last loop needs its lease first.
+        self.serve_leases(now);
         if self.gateway.poll_timeout().is_some_and(|t| t <= now) {
             self.gateway.handle_timeout(now);
         }
         self.poll_endpoints(now);
-        self.serve_leases(now);
         self.collect_events();
     }
 
