@@ -345,10 +345,12 @@ fn host_b(flow: usize) -> Ipv4Addr {
 /// the SAs of one direction spread over the workers (a frame goes to the
 /// worker `SA index % workers`).
 fn policy(a: bool, t: TransformId, mode: BenchMode, flows: usize) -> String {
-    let enc = hex(&KEY[..t.enc_key_len()]);
-    let auth = match t.auth_key_len() {
-        0 => String::new(),
-        n => format!(r#""auth_key": "{}","#, hex(&KEY[..n])),
+    // Each SA has keys of its own (one key on two SAs is refused): the
+    // bench key with the SPI in its first octets, the same on both sides.
+    let key_for = |spi: usize, len: usize| {
+        let mut k = KEY;
+        k[..4].copy_from_slice(&(spi as u32).to_be_bytes());
+        hex(&k[..len])
     };
     let (me_out, peer_out) = if a {
         (OUTER_A, OUTER_B)
@@ -386,6 +388,11 @@ fn policy(a: bool, t: TransformId, mode: BenchMode, flows: usize) -> String {
             r#"{{"name": "in-{f}", "local": "{me}/32", "remote": "{peer}/32", "action": "protect", "sa": "sa-in-{f}"}}"#
         ));
         let sa = |name: String, dir: &str, spi: usize| {
+            let enc = key_for(spi, t.enc_key_len());
+            let auth = match t.auth_key_len() {
+                0 => String::new(),
+                n => format!(r#""auth_key": "{}","#, key_for(spi, n)),
+            };
             format!(
                 r#"{{"name": "{name}", "direction": "{dir}", "spi": {spi}, {tunnel} {auth}
                     "transform": "{t}", "enc_key": "{enc}", "replay_window": 0}}"#,
@@ -397,7 +404,7 @@ fn policy(a: bool, t: TransformId, mode: BenchMode, flows: usize) -> String {
     }
     sad_out.extend(sad_in);
     format!(
-        r#"{{"spd": {{"outbound": [{}], "inbound": [{}]}}, "sad": [{}]}}"#,
+        r#"{{"danger_static_keys_for_counter_mode": true, "spd": {{"outbound": [{}], "inbound": [{}]}}, "sad": [{}]}}"#,
         out.join(","),
         inb.join(","),
         sad_out.join(",")

@@ -309,7 +309,7 @@ fn appliance_text(cfg: &ApplianceConfig) -> String {
     }
     let (layer2, layer2_warning) = layer2_text(cfg);
     format!(
-        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  {}\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  policy {}\n  layer2 {layer2}\n{mobility}{layer2_warning}",
+        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  {}\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  state directory {} (sequence leases)\n  policy {}\n  layer2 {layer2}\n{mobility}{layer2_warning}",
         cfg.file.display(),
         cfg.role.name(),
         cfg.mode.name(),
@@ -323,6 +323,7 @@ fn appliance_text(cfg: &ApplianceConfig) -> String {
         cfg.stage.mtu,
         cfg.stage.udp_encap_ports,
         cfg.control_socket.display(),
+        cfg.state_dir.display(),
         cfg.policy_file.display()
     )
 }
@@ -345,6 +346,7 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "udp_encap_ports": cfg.stage.udp_encap_ports,
         "control_socket": cfg.control_socket.display().to_string(),
         "control_socket_group": cfg.control_socket_group,
+        "state_dir": cfg.state_dir.display().to_string(),
         "policy": cfg.policy_file.display().to_string(),
         "mobility": cfg.mobility.as_ref().map(mobility_json),
         "layer2": {

@@ -15,12 +15,18 @@
 //!   "workers": 2,
 //!   "control_socket": "/run/bitsgw/a.sock",
 //!   "control_socket_group": "bitsgw",
+//!   "state_dir": "/var/lib/bitsgw/a",
 //!   "addresses": {
 //!     "host":    ["192.0.2.1/24"],
 //!     "network": ["203.0.113.1/24", "2001:db8::1/64"]
 //!   }
 //! }
 //! ```
+//!
+//! `state_dir` (default `/var/lib/bitsgw`, relative paths from the
+//! configuration file's directory) holds what `run` must remember across
+//! restarts: the sequence-number leases of its outbound SAs. Each appliance
+//! needs its own; it is locked while in use.
 //!
 //! The `mn` and `ha` roles put the mobility stage around the IPsec stage
 //! and need a `mobility` object; addresses in it are literals or names from
@@ -132,7 +138,7 @@
 use bitsgw_io::OnLinkLoss;
 use bitsgw_ipsec::config::{
     expect_object, get_bool, get_str, get_u64, load_policy_file, parse_json, require_str,
-    resolve_addr, ConfigError, Ctx, PolicySet,
+    resolve_addr, ConfigError, Ctx, PolicySet, Shown,
 };
 use bitsgw_ipsec::StageConfig;
 use bitsgw_mobility::classify::ClassifierMode;
@@ -259,6 +265,9 @@ pub struct ApplianceConfig {
     /// What happens when a port's interface is deleted under the running
     /// appliance (`"on_link_loss"`).
     pub on_link_loss: OnLinkLoss,
+    /// Where `run` keeps its state: the sequence-number leases of the
+    /// outbound SAs (`appliance/leases.rs`).
+    pub state_dir: PathBuf,
     /// Settings of the IPsec stage.
     pub stage: StageConfig,
     /// The appliance's own addresses on the host side.
@@ -335,7 +344,7 @@ fn own_addresses(
                     .as_str()
                     .ok_or_else(|| ctx.err(&f, "must be a string like \"192.0.2.1/24\""))?;
                 let bad = || {
-                    ctx.err(&f, format!("\"{text}\" is not an address with a prefix length (like \"192.0.2.1/24\" or \"2001:db8::1/64\")"))
+                    ctx.err(&f, format!("{} is not an address with a prefix length (like \"192.0.2.1/24\" or \"2001:db8::1/64\")", Shown(text)))
                 };
                 let (addr, len) = text.split_once('/').ok_or_else(bad)?;
                 let addr: IpAddr = addr.parse().map_err(|_| bad())?;
@@ -362,7 +371,10 @@ fn own_addresses(
             let mac = parse_mac(m).ok_or_else(|| {
                 ctx.err(
                     &format!("addresses.{mac_field}"),
-                    format!("\"{m}\" is not a unicast MAC address like \"02:00:00:00:00:01\""),
+                    format!(
+                        "{} is not a unicast MAC address like \"02:00:00:00:00:01\"",
+                        Shown(m)
+                    ),
                 )
             })?;
             out[i].mac = Some(mac);
@@ -370,6 +382,10 @@ fn own_addresses(
     }
     Ok(out)
 }
+
+/// Where `run` keeps its state when the configuration does not say
+/// (`"state_dir"`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bitsgw";
 
 /// The fields of an appliance configuration.
 pub(crate) const FIELDS: &[&str] = &[
@@ -383,6 +399,7 @@ pub(crate) const FIELDS: &[&str] = &[
     "control_socket",
     "control_socket_group",
     "on_link_loss",
+    "state_dir",
     "udp_encap_ports",
     "icmp_source_v4",
     "icmp_source_v6",
@@ -463,7 +480,10 @@ fn addr_text(
     let a = resolve_addr(ctx, field, text, names)?;
     let fam = if want_v6 { "IPv6" } else { "IPv4" };
     if a.is_ipv6() != want_v6 {
-        return Err(ctx.err(field, format!("\"{text}\" ({a}) is not an {fam} address")));
+        return Err(ctx.err(
+            field,
+            format!("{} ({a}) is not an {fam} address", Shown(text)),
+        ));
     }
     let broadcast = matches!(a, IpAddr::V4(v) if v.is_broadcast());
     if (a.is_unspecified() && !unspecified_ok) || a.is_multicast() || a.is_loopback() || broadcast {
@@ -536,9 +556,12 @@ pub fn parse_attachment(mn: &MnConfig, text: &str) -> Result<Attachment, String>
     if text == "home" {
         return Ok(Attachment::Home);
     }
-    let a: IpAddr = text
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not \"home\", an IPv6 or an IPv4 care-of address"))?;
+    let a: IpAddr = text.parse().map_err(|_| {
+        format!(
+            "{} is not \"home\", an IPv6 or an IPv4 care-of address",
+            Shown(text)
+        )
+    })?;
     let broadcast = matches!(a, IpAddr::V4(v) if v.is_broadcast());
     if a.is_unspecified() || a.is_multicast() || a.is_loopback() || broadcast {
         return Err(format!("{a} is not a unicast care-of address"));
@@ -676,7 +699,8 @@ fn home_agent(
         Some(Value::String(range)) => {
             let bad = || {
                 pool_err(format!(
-                    "\"{range}\" is not a range like \"192.0.2.200-192.0.2.220\""
+                    "{} is not a range like \"192.0.2.200-192.0.2.220\"",
+                    Shown(range)
                 ))
             };
             let (a, b) = range.split_once('-').ok_or_else(bad)?;
@@ -685,7 +709,8 @@ fn home_agent(
             let (a, b) = (u32::from(a), u32::from(b));
             if a > b || u64::from(b - a) >= MAX_POOL {
                 return Err(pool_err(format!(
-                    "\"{range}\" must go upwards and hold at most {MAX_POOL} addresses"
+                    "{} must go upwards and hold at most {MAX_POOL} addresses",
+                    Shown(range)
                 )));
             }
             cfg.ipv4_pool = (a..=b).map(|x| x.to_be_bytes()).collect();
@@ -751,9 +776,12 @@ fn mobile_node(
     cfg.lifetime = Duration::from_secs(lifetime);
     cfg.udp_port = u64_in(ctx, m, "udp_port", 4191, 1..=65535)? as u16;
     if let Some(c) = get_str(ctx, m, "classifier")? {
-        cfg.classifier = c
-            .parse::<ClassifierMode>()
-            .map_err(|()| ctx.err("classifier", format!("\"{c}\" is not api or heuristic")))?;
+        cfg.classifier = c.parse::<ClassifierMode>().map_err(|()| {
+            ctx.err(
+                "classifier",
+                format!("{} is not api or heuristic", Shown(c)),
+            )
+        })?;
     }
     let attachment = get_str(ctx, m, "attachment")?
         .map(|t| parse_attachment(&cfg, t).map_err(|p| ctx.err("attachment", p)))
@@ -778,7 +806,10 @@ fn port(
             .map_err(within(&field))?
             .ok_or_else(|| ctx.err(&sub(k), format!("a {kind} port needs \"{k}\"")))?;
         if n.is_empty() || n.len() > 15 || n.contains(['/', ' ']) {
-            return Err(ctx.err(&sub(k), format!("\"{n}\" is not a valid interface name")));
+            return Err(ctx.err(
+                &sub(k),
+                format!("{} is not a valid interface name", Shown(n)),
+            ));
         }
         Ok(n.to_string())
     };
@@ -789,7 +820,10 @@ fn port(
         "tun" => Ok(PortConfig::Tun {
             name: name_of("name")?,
         }),
-        other => Err(ctx.err(&sub("type"), format!("\"{other}\" is not af_packet or tun"))),
+        other => Err(ctx.err(
+            &sub("type"),
+            format!("{} is not af_packet or tun", Shown(other)),
+        )),
     }
 }
 
@@ -812,7 +846,10 @@ fn prefix_text(ctx: &Ctx<'_>, field: &str, text: &str) -> Result<(IpAddr, u8), C
     let bad = || {
         ctx.err(
             field,
-            format!("\"{text}\" is not a prefix like \"192.0.2.0/24\" or \"2001:db8::/48\""),
+            format!(
+                "{} is not a prefix like \"192.0.2.0/24\" or \"2001:db8::/48\"",
+                Shown(text)
+            ),
         )
     };
     let (addr, len) = text.split_once('/').ok_or_else(bad)?;
@@ -840,7 +877,7 @@ fn on_link_via(
 ) -> Result<IpAddr, ConfigError> {
     let via: IpAddr = text
         .parse()
-        .map_err(|_| ctx.err(field, format!("\"{text}\" is not an IP address")))?;
+        .map_err(|_| ctx.err(field, format!("{} is not an IP address", Shown(text))))?;
     if let Some(v6) = v6 {
         if via.is_ipv6() != v6 {
             let fam = if v6 { "IPv6" } else { "IPv4" };
@@ -918,7 +955,7 @@ fn mode_and_routes(
     let mode = match get_str(ctx, obj, "mode")?.unwrap_or("inline") {
         "inline" => Mode::Inline,
         "routed" => Mode::Routed,
-        other => return Err(ctx.err("mode", format!("\"{other}\" is not inline or routed"))),
+        other => return Err(ctx.err("mode", format!("{} is not inline or routed", Shown(other)))),
     };
     if mode == Mode::Inline {
         if obj.contains_key("routes") {
@@ -1103,9 +1140,16 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         "gateway" => Role::Gateway,
         "mn" => Role::MobileNode,
         "ha" => Role::HomeAgent,
-        other => return Err(ctx.err("role", format!("\"{other}\" is not gateway, mn or ha"))),
+        other => return Err(ctx.err("role", format!("{} is not gateway, mn or ha", Shown(other)))),
     };
     let policy_name = require_str(&ctx, obj, "policy")?;
+    // Paths are shown by `check` and in errors: one that could be a pasted
+    // key is refused before it is.
+    for field in ["policy", "control_socket", "state_dir"] {
+        if let Some(v) = get_str(&ctx, obj, field)?.filter(|v| Shown(v).masks()) {
+            return Err(ctx.err(field, format!("{} looks like a key, not a path", Shown(v))));
+        }
+    }
     let policy_file = path.parent().unwrap_or(Path::new(".")).join(policy_name);
     let policy = load_policy_file(&policy_file)?;
     let ports = obj
@@ -1143,7 +1187,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         other => {
             return Err(ctx.err(
                 "pipeline",
-                format!("\"{other}\" is not workers or run-to-completion"),
+                format!("{} is not workers or run-to-completion", Shown(other)),
             ))
         }
     };
@@ -1222,7 +1266,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
                 Ok(IpAddr::V6(a)) if v6 => stage.icmp_source_v6 = Some(a.octets()),
                 _ => {
                     let fam = if v6 { "IPv6" } else { "IPv4" };
-                    return Err(ctx.err(field, format!("\"{s}\" is not an {fam} address")));
+                    return Err(ctx.err(field, format!("{} is not an {fam} address", Shown(s))));
                 }
             }
         }
@@ -1242,6 +1286,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         "exit" => OnLinkLoss::Fail,
         "wait" => OnLinkLoss::Wait,
         other => return Err(ctx.err("on_link_loss", format!("\"{other}\" is not exit or wait"))),
+    };
+    let state_dir = match get_str(&ctx, obj, "state_dir")? {
+        Some("") => return Err(ctx.err("state_dir", "must not be empty")),
+        Some(d) => path.parent().unwrap_or(Path::new(".")).join(d),
+        None => PathBuf::from(DEFAULT_STATE_DIR),
     };
     let [host_addresses, network_addresses] = own_addresses(&ctx, obj)?;
     let (mode, routes) = mode_and_routes(
@@ -1284,6 +1333,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         control_socket,
         control_socket_group,
         on_link_loss,
+        state_dir,
         stage,
         host_addresses,
         network_addresses,

@@ -593,7 +593,7 @@ fn mobility_configs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
         &format!(
             r#"{{"role": "ha", "policy": "{policy}",
   "ports": {{"host": {{"type": "tun", "name": "hah"}}, "network": {{"type": "tun", "name": "han"}}}},
-  "workers": 1, "control_socket": "{sock}",
+  "workers": 1, "control_socket": "{sock}", "state_dir": "ha-state",
   "mobility": {{"address": "{HA}", "address_v4": "{HA4}", "home_prefixes": ["2001:db8:1::/64"],
     "nodes": [{{"home": "{HOA}", "home_v4": "{HOA4}"}}], "max_lifetime_secs": 600, "nat_refresh_secs": 110}}}}"#,
             policy = policy(dir, "dsmip-hostwide-ha.json")?.display(),
@@ -606,7 +606,7 @@ fn mobility_configs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
         &format!(
             r#"{{"role": "mn", "policy": "{policy}",
   "ports": {{"host": {{"type": "tun", "name": "mnh"}}, "network": {{"type": "tun", "name": "mnn"}}}},
-  "workers": 1, "control_socket": "{sock}",
+  "workers": 1, "control_socket": "{sock}", "state_dir": "mn-state",
   "mobility": {{"home_address": "{HOA}", "home_agent": "{HA}", "home_agent_v4": "{HA4}", "home_v4": "0.0.0.0",
     "lifetime_secs": 420, "attachment": "{COA_A}"}}}}"#,
             policy = policy(dir, "dsmip-hostwide-mn.json")?.display(),
@@ -1178,7 +1178,7 @@ fn run_site_to_site(
             &format!(
                 r#"{{"role": "gateway", "policy": "{}",
   "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  "workers": 1, "pipeline": "run-to-completion", "control_socket": "{}"}}"#,
+  "workers": 1, "pipeline": "run-to-completion", "control_socket": "{}", "state_dir": "gw-{side}-state"}}"#,
                 policy(&n.dir, &format!("site-to-site-{side}.json"))?.display(),
                 n.dir.join(format!("gw-{side}.sock")).display()
             ),

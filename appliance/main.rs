@@ -8,6 +8,7 @@ mod control_request;
 mod event;
 mod interfaces;
 mod lab;
+mod leases;
 mod mobility;
 mod replay;
 mod report;

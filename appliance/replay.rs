@@ -3,6 +3,11 @@
 //! Events: `remove-sa NAME`, `reload`, and in the `mn` role
 //! `move ATTACHMENT [--break]` and `refresh`. An `mn` configuration's
 //! initial attachment is taken when the capture starts.
+//!
+//! Replay keeps no sequence lease: its SAs start at sequence number 1 on
+//! every run, as determinism requires, and its output goes to capture
+//! files only, never to a network, so no nonce it repeats ever reaches a
+//! peer.
 
 use crate::config;
 use crate::event::{self, EventCommand};
@@ -135,6 +140,9 @@ pub fn run(
     }
     // SAs are installed when the capture starts, so lifetimes count from
     // the first frame.
+    tracing::info!(
+        "replay keeps no sequence lease (its SAs start at 1 on every run) and writes capture files only: it can not reach a network"
+    );
     let mut gw = Gateway::new(build_stage(&cfg, &cfg.policy, start)?);
     gw.set_layer2_policy(cfg.layer2.clone());
     if let Some(m) = &cfg.mobility {

@@ -99,10 +99,19 @@ pub fn build_stage(
 /// Runs the appliance; returns an error (and a non-zero exit) when it
 /// could not start or stopped on its own.
 pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
-    let cfg = config::load(path).map_err(|e| e.to_string())?;
+    let mut cfg = config::load(path).map_err(|e| e.to_string())?;
+    // Every outbound SA sends only sequence numbers leased in the state
+    // directory, so none is sent twice under its key across restarts.
+    cfg.stage.sequence_leases = true;
+    for w in &cfg.policy.warnings {
+        warn!("{w}");
+    }
     // One appliance per interface; then, to refuse to start
-    // half-configured, both ports and the socket first.
+    // half-configured, the state directory, both ports and the socket
+    // first.
     let _locks = interfaces::lock(&cfg)?;
+    let leases = Arc::new(crate::leases::FileLeases::open(&cfg.state_dir)?);
+    info!(file = %leases.path().display(), "sequence leases kept here");
     let mut links = LinkWatches::default();
     let host = open(&cfg.host, &cfg, &mut links)?;
     let network = open(&cfg.network, &cfg, &mut links)?;
@@ -168,6 +177,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
                 gw.set_routed(r.clone());
             }
             gw.set_layer2_policy(cfg.layer2.clone());
+            gw.set_lease_keeper(leases.clone());
         },
         shared_tap,
     );

@@ -34,7 +34,6 @@ const WARM: u64 = 10_000;
 const FLOWS: usize = 4;
 
 fn policy(a: bool, replay_window: u32) -> String {
-    let key = "0x00112233445566778899aabbccddeeff0a0b0c0d";
     let (me_out, peer_out) = if a {
         ("203.0.113.1", "203.0.113.2")
     } else {
@@ -67,7 +66,10 @@ fn policy(a: bool, replay_window: u32) -> String {
         spd_in.push(format!(
             r#"{{"name": "i{f}", "local": "{me}/32", "remote": "{peer}/32", "action": "protect", "sa": "in{f}"}}"#
         ));
+        // Each SA has a key of its own (one key on two SAs is refused),
+        // the same on both sides: the SPI in its first octets.
         let sa = |name: String, dir: &str, spi: usize| {
+            let key = format!("0x{spi:08x}445566778899aabbccddeeff0a0b0c0d");
             format!(
                 r#"{{"name": "{name}", "direction": "{dir}", "spi": {spi}, "mode": "tunnel",
                     "tunnel": {{"local": "{me_out}", "remote": "{peer_out}"}},
@@ -79,7 +81,7 @@ fn policy(a: bool, replay_window: u32) -> String {
     }
     sad.extend(sad_in);
     format!(
-        r#"{{"spd": {{"outbound": [{}], "inbound": [{}]}}, "sad": [{}]}}"#,
+        r#"{{"danger_static_keys_for_counter_mode": true, "spd": {{"outbound": [{}], "inbound": [{}]}}, "sad": [{}]}}"#,
         spd_out.join(","),
         spd_in.join(","),
         sad.join(",")

@@ -73,12 +73,19 @@ fn pair_policy(a: bool, transform: TransformId, backend: GcmBackend, replay_wind
     } else {
         (0x2002, 0x1001)
     };
-    let enc = hex(&KEY[..transform.enc_key_len()]);
-    let auth = match transform.auth_key_len() {
-        0 => String::new(),
-        n => format!(r#""auth_key": "{}","#, hex(&KEY[..n])),
+    // Each SA has keys of its own (one key on two SAs is refused), the
+    // same on both sides: the bench key with the SPI in its first octets.
+    let key_for = |spi: u32, len: usize| {
+        let mut k = KEY;
+        k[..4].copy_from_slice(&spi.to_be_bytes());
+        hex(&k[..len])
     };
     let sa = |name: &str, dir: &str, spi: u32| {
+        let enc = key_for(spi, transform.enc_key_len());
+        let auth = match transform.auth_key_len() {
+            0 => String::new(),
+            n => format!(r#""auth_key": "{}","#, key_for(spi, n)),
+        };
         format!(
             r#"{{"name": "{name}", "direction": "{dir}", "spi": {spi}, "mode": "tunnel",
                 "tunnel": {{"local": "{me_out}", "remote": "{peer_out}"}}, {auth}
@@ -89,7 +96,7 @@ fn pair_policy(a: bool, transform: TransformId, backend: GcmBackend, replay_wind
         )
     };
     format!(
-        r#"{{"spd": {{
+        r#"{{"danger_static_keys_for_counter_mode": true, "spd": {{
   "outbound": [{{"name": "to-peer", "local": "{me_in}", "remote": "{peer_in}", "action": "protect", "sa": "out"}}],
   "inbound": [{{"name": "from-peer", "local": "{me_in}", "remote": "{peer_in}", "action": "protect", "sa": "in"}}]
 }}, "sad": [{}, {}]}}"#,

@@ -334,7 +334,7 @@ fn config(lab: &Lab, side: &str, policy: &Path, tag: &str, pipeline: &str) -> Pa
     let text = format!(
         r#"{{"role": "gateway", "policy": "{}",
   "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  {pipeline}, "control_socket": "{}"}}"#,
+  {pipeline}, "control_socket": "{}", "state_dir": "gw-{side}-{tag}-state"}}"#,
         policy.display(),
         socket(lab, side, tag).display()
     );

@@ -751,3 +751,89 @@ fn layer2_settings_are_checked_and_passing_unknown_traffic_warns() {
     assert_refused(&path, &good, cases);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `bitsgw check` of a shipped policy without its opt-in: refused (exit
+/// status 2) naming the SA, the transform and the RFC. With the opt-in it
+/// passes with a warning; a copy readable only by its owner gets no
+/// permission warning, a world-readable one does.
+#[test]
+fn static_counter_mode_keys_need_the_opt_in_and_key_files_stay_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-check-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped = std::fs::read_to_string(repo().join("policies/site-to-site-a.json")).unwrap();
+    let path = dir.join("a.json");
+    std::fs::write(
+        &path,
+        shipped.replace("  \"danger_static_keys_for_counter_mode\": true,\n", ""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bitsgw"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        r#"sad[0] "a-to-b-v4""#,
+        r#"field "transform""#,
+        "aes-gcm-128 with a static key is refused (RFC 4106 section 8.1)",
+        "danger_static_keys_for_counter_mode",
+    ] {
+        assert!(err.contains(want), "{want:?} missing: {err}");
+    }
+    std::fs::write(&path, &shipped).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, out, err) = check(&path, false);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("warning:") && out.contains("\"danger_static_keys_for_counter_mode\" is on"),
+        "{out}"
+    );
+    assert!(!out.contains("readable by every user"), "{out}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, out, _) = check(&path, false);
+    assert!(ok);
+    assert!(
+        out.contains("holds keys and is readable by every user of this machine (mode 644)"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A key pasted into a field of the appliance configuration is not
+/// echoed by `check` (the error shows two characters and the length).
+#[test]
+fn a_key_in_an_appliance_field_is_not_echoed() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-check-echo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = "0x6b1e2ad09ef0c1c3a6a8b7ef1d0aaf2c5e3d2c1b";
+    let good = format!(
+        r#"{{"role": "gateway", "policy": "{}",
+  "ports": {{"host": {{"type": "af_packet", "interface": "veth0"}}, "network": {{"type": "tun", "name": "tun0"}}}},
+  "workers": 2, "mode": "inline"}}"#,
+        repo().join("policies/site-to-site-a.json").display()
+    );
+    let path = dir.join("gw.json");
+    for (from, field) in [
+        (r#""role": "gateway""#, "role"),
+        (r#""mode": "inline""#, "mode"),
+        (r#""type": "tun""#, "ports.network.type"),
+        (r#""workers": 2"#, "state_dir"),
+    ] {
+        let bad = if field == "state_dir" {
+            good.replacen(from, &format!(r#"{from}, "state_dir": "{key}""#), 1)
+        } else {
+            let (name, _) = from.split_once(':').unwrap();
+            good.replacen(from, &format!(r#"{name}: "{key}""#), 1)
+        };
+        std::fs::write(&path, bad).unwrap();
+        let (ok, _, err) = check(&path, false);
+        assert!(!ok);
+        assert!(err.contains(&format!("field \"{field}\"")), "{err}");
+        assert!(!err.contains(&key[4..]), "{field}: key echoed: {err}");
+        assert!(err.contains("(42 characters, masked"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -39,7 +39,13 @@ fn replay(dir: &Path, cfg: &Path, extra: &[&str], out: &Path) -> String {
         .args(&args)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    // Deterministic by design: no sequence lease, and it says so.
+    assert!(
+        log.contains("replay keeps no sequence lease") && log.contains("can not reach a network"),
+        "{log}"
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 

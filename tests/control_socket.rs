@@ -38,7 +38,7 @@ fn config_on(dir: &Path, policy: &Path, socket: &str, extra: &str, tag: &str) ->
     std::fs::write(
         &path,
         format!(
-            r#"{{"role": "gateway", "policy": "{}", "ports": {{"host": {{"type": "tun", "name": "h{tag}"}}, "network": {{"type": "tun", "name": "n{tag}"}}}}, "workers": 2, "control_socket": {}{extra}}}"#,
+            r#"{{"role": "gateway", "policy": "{}", "ports": {{"host": {{"type": "tun", "name": "h{tag}"}}, "network": {{"type": "tun", "name": "n{tag}"}}}}, "workers": 2, "state_dir": "state{tag}", "control_socket": {}{extra}}}"#,
             policy.display(),
             serde_json::Value::from(socket)
         ),

@@ -40,7 +40,7 @@ fn config(lab: &Lab) -> PathBuf {
         r#"{{"role": "gateway", "policy": "{}",
   "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
   "addresses": {{"host": ["192.0.2.2/24"], "network": ["192.0.2.3/24", "2001:db8::3/64"]}},
-  "workers": 2, "control_socket": "{}"}}"#,
+  "workers": 2, "control_socket": "{}", "state_dir": "gw-state"}}"#,
         policy.display(),
         socket(lab).display()
     );

@@ -29,7 +29,7 @@ fn config(lab: &Lab, name: &str, sock: &Path, extra: &str) -> PathBuf {
         format!(
             r#"{{"role": "gateway", "policy": "{}",
   "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  {extra}"control_socket": "{}"}}"#,
+  {extra}"state_dir": "{name}-state", "control_socket": "{}"}}"#,
             policy.display(),
             sock.display()
         ),

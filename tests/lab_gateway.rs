@@ -13,7 +13,10 @@
 
 mod common;
 
-use common::{bitsgw, capture, gateway_socket as socket, iperf3, must, start_gateways, Lab};
+use common::{
+    bitsgw, capture, gateway_config, gateway_socket as socket, iperf3, must, start_gateways,
+    wait_for, Lab,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,9 +80,20 @@ fn build(lab: &Lab) {
     );
 }
 
-#[test]
-fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
-    let mut lab = Lab::new("l", &["hA", "gA", "r", "gB", "hB"]);
+/// Frames captured on the router's two links.
+type Frames = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// The lab built, with the router capturing what each gateway sends until
+/// the flag is set.
+fn lab_with_captures(
+    tag: &str,
+) -> (
+    Lab,
+    Arc<AtomicBool>,
+    Frames,
+    [std::thread::JoinHandle<()>; 2],
+) {
+    let lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
     build(&lab);
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -87,6 +101,12 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
         capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
         capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
     ];
+    (lab, stop, seen, caps)
+}
+
+#[test]
+fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
+    let (mut lab, stop, seen, caps) = lab_with_captures("l");
     let (gw_a, gw_b) = start_gateways(&mut lab);
 
     // Ping across.
@@ -172,18 +192,7 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
     assert!(String::from_utf8_lossy(&sp.stdout).contains("sites-v4-out"));
 
     // Remove A's outbound SA: traffic stops, nothing leaks.
-    let ctl = bitsgw(&[
-        "ctl",
-        "remove-sa",
-        "a-to-b-v4",
-        "--socket",
-        sock_a.to_str().unwrap(),
-    ]);
-    assert!(
-        ctl.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ctl.stderr)
-    );
+    remove_sa(&sock_a, "a-to-b-v4");
     std::thread::sleep(Duration::from_millis(200));
     let ping = lab.try_exec(
         "hA",
@@ -235,4 +244,156 @@ fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {
         }
     }
     assert!(esp > 200, "only {esp} ESP frames seen");
+}
+
+/// `bitsgw ctl remove-sa NAME` against the appliance at `socket`.
+fn remove_sa(socket: &std::path::Path, name: &str) {
+    let ctl = bitsgw(&[
+        "ctl",
+        "remove-sa",
+        name,
+        "--socket",
+        socket.to_str().unwrap(),
+    ]);
+    assert!(
+        ctl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+}
+
+/// Kills gateway `index` with SIGKILL (no clean-up of any kind) and waits
+/// for it.
+fn kill_hard(lab: &mut Lab, index: usize) {
+    let pid = lab.children[index].id().to_string();
+    must(&["kill", "-KILL", &pid]);
+    let _ = lab.children[index].wait();
+}
+
+/// Starts gateway `side` (again) and waits for its control socket.
+fn start(lab: &mut Lab, side: &str) -> usize {
+    let cfg = gateway_config(lab, side);
+    let _ = std::fs::remove_file(socket(lab, side));
+    let ns = if side == "a" { "gA" } else { "gB" };
+    let gw = lab.spawn(
+        ns,
+        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
+    );
+    wait_for(&socket(lab, side));
+    gw
+}
+
+/// Pings from A's host to B's with a payload `pattern`; asserts replies.
+fn ping_through(lab: &Lab, pattern: &str, after: &str) {
+    let ping = lab.try_exec(
+        "hA",
+        &[
+            "ping",
+            "-c",
+            "5",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-p",
+            pattern,
+            "198.51.100.20",
+        ],
+    );
+    assert!(
+        ping.status.success(),
+        "ping after {after}: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+}
+
+/// Asserts that gateway `side` has dropped no packet as a replay since it
+/// started.
+fn assert_no_replay_drops(lab: &Lab, side: &str, after: &str) {
+    let sock = socket(lab, side);
+    let out = bitsgw(&[
+        "show",
+        "counters",
+        "--json",
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["replay_duplicate", "replay_too_old"] {
+        assert_eq!(c["drops"][k].as_u64(), Some(0), "{side} after {after}: {k}");
+    }
+}
+
+/// Issue 16: with static AES-GCM keys a restarted gateway used to send
+/// sequence numbers 1, 2, ... again under the same key (reused nonces) and
+/// the peer dropped them as replays. Now the sequence numbers are leased
+/// in the state directory: across a clean restart, a SIGKILL and restart
+/// (of A, which hands frames to workers, and of B, which runs to
+/// completion), and an SA removed and re-added by a reload, every (SPI,
+/// sequence number) on the wire is unique and the peer accepts the
+/// traffic at once.
+#[test]
+fn restarts_and_re_added_sas_never_repeat_a_sequence_number() {
+    let (mut lab, stop, seen, caps) = lab_with_captures("n");
+    let mut gw_a = start(&mut lab, "a");
+    let mut gw_b = start(&mut lab, "b");
+    ping_through(&lab, "aa", "the start");
+
+    let (ok, out, log) = lab.terminate(gw_a);
+    assert!(ok, "{out}{log}");
+    gw_a = start(&mut lab, "a");
+    ping_through(&lab, "bb", "a clean restart of A");
+    assert_no_replay_drops(&lab, "b", "a clean restart of A");
+
+    kill_hard(&mut lab, gw_a);
+    gw_a = start(&mut lab, "a");
+    ping_through(&lab, "cc", "SIGKILL and restart of A");
+    assert_no_replay_drops(&lab, "b", "SIGKILL and restart of A");
+
+    kill_hard(&mut lab, gw_b);
+    gw_b = start(&mut lab, "b");
+    ping_through(&lab, "dd", "SIGKILL and restart of B");
+    assert_no_replay_drops(&lab, "a", "SIGKILL and restart of B");
+
+    // Remove A's outbound SA, then reload: the SA comes back with the same
+    // key and continues above everything it leased before.
+    let sock_a = socket(&lab, "a");
+    remove_sa(&sock_a, "a-to-b-v4");
+    let pid_a = lab.children[gw_a].id().to_string();
+    must(&["kill", "-HUP", &pid_a]);
+    std::thread::sleep(Duration::from_millis(300));
+    ping_through(&lab, "ee", "remove-sa and reload on A");
+    assert_no_replay_drops(&lab, "b", "remove-sa and reload on A");
+
+    for gw in [gw_a, gw_b] {
+        let (ok, out, log) = lab.terminate(gw);
+        assert!(ok, "{out}{log}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+
+    let frames = seen.lock().unwrap();
+    let mut pairs = std::collections::HashMap::new();
+    let mut per_spi = std::collections::BTreeMap::new();
+    for f in frames.iter() {
+        if f.len() < 14 + 20 || u16::from_be_bytes([f[12], f[13]]) != 0x0800 {
+            continue;
+        }
+        let ip = &f[14..];
+        if ip[9] != 50 {
+            continue;
+        }
+        let esp = &ip[usize::from(ip[0] & 0x0f) * 4..];
+        let spi = u32::from_be_bytes([esp[0], esp[1], esp[2], esp[3]]);
+        let seq = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
+        *per_spi.entry(spi).or_insert(0u32) += 1;
+        if let Some(n) = pairs.insert((spi, seq), 1u32) {
+            panic!("SPI {spi:#x} sequence number {seq} sent twice ({n} before)");
+        }
+    }
+    // Both directions carried the pings of all five phases.
+    assert_eq!(per_spi.len(), 2, "{per_spi:?}");
+    assert!(per_spi.values().all(|n| *n >= 25), "{per_spi:?}");
 }

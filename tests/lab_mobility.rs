@@ -29,7 +29,7 @@ fn config(lab: &Lab, role: &str, prefix: &str, mobility: &str) -> PathBuf {
     let text = format!(
         r#"{{"role": "{role}", "policy": "{}",
   "ports": {{"host": {{"type": "tun", "name": "{prefix}h"}}, "network": {{"type": "tun", "name": "{prefix}n"}}}},
-  "workers": 1, "control_socket": "{}",
+  "workers": 1, "control_socket": "{}", "state_dir": "{role}-state",
   "mobility": {mobility}}}"#,
         policy.display(),
         socket(lab, role).display()

@@ -93,7 +93,7 @@ fn config(lab: &Lab, side: &str) -> PathBuf {
   "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
   "addresses": {{"host": ["{host}"], "network": ["{net}"]}},
   "routes": {{"network": {{"default_via": "{via}"}}}},
-  "workers": 2, "control_socket": "{}"}}"#,
+  "workers": 2, "control_socket": "{}", "state_dir": "gw-{side}-state"}}"#,
         policy.display(),
         socket(lab, side).display()
     );

@@ -494,14 +494,18 @@ fn replay_output_and_traces_never_show_a_key() {
 fn a_running_appliance_never_shows_a_key() {
     let leaks = Leaks::new();
     let mut lab = Lab::new("s", &["g"]);
-    for (i, p) in policy_files().iter().enumerate() {
+    for (i, shipped) in policy_files().iter().enumerate() {
+        // A copy, so that a bad version can be reloaded below.
+        let copy = lab.dir.join(format!("policy{i}.json"));
+        std::fs::copy(shipped, &copy).unwrap();
+        let p = &copy;
         let sock = lab.dir.join(format!("gw{i}.sock"));
         let trace = lab.dir.join(format!("trace{i}"));
         let cfg = lab.dir.join(format!("gw{i}.json"));
         std::fs::write(
             &cfg,
             format!(
-                r#"{{"role": "gateway", "policy": "{}", "ports": {{"host": {{"type": "tun", "name": "h{i}"}}, "network": {{"type": "tun", "name": "n{i}"}}}}, "workers": 2, "control_socket": "{}"}}"#,
+                r#"{{"role": "gateway", "policy": "{}", "ports": {{"host": {{"type": "tun", "name": "h{i}"}}, "network": {{"type": "tun", "name": "n{i}"}}}}, "workers": 2, "control_socket": "{}", "state_dir": "gw{i}-state"}}"#,
                 p.display(),
                 sock.display()
             ),
@@ -545,7 +549,25 @@ fn a_running_appliance_never_shows_a_key() {
         }
         let sa: Value = serde_json::from_slice(&outputs[1].stdout).unwrap();
         assert!(!sa.as_array().unwrap().is_empty(), "{sa}");
+        // A key pasted into another field, then SIGHUP: the reload is
+        // refused, and the log does not show the key.
+        let mut bad = json(p);
+        let key = bad["sad"][0]["enc_key"].clone();
+        bad["sad"][0]["mode"] = key;
+        std::fs::write(p, bad.to_string()).unwrap();
+        let pid = lab.children[gw].id().to_string();
+        common::must(&["kill", "-HUP", &pid]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
         let (ok, out, err) = lab.terminate(gw);
+        assert!(
+            err.contains("reload refused") && err.contains("masked: it may be a key"),
+            "{err}"
+        );
+        // The state directory holds no key either.
+        assert_eq!(
+            leaks.check_dir("state directory", &lab.dir.join(format!("gw{i}-state"))),
+            2
+        );
         assert!(ok, "{}: {err}", p.display());
         assert!(out.contains("final counters"), "{out}");
         leaks.check(&format!("{}: run stdout", p.display()), out.as_bytes());

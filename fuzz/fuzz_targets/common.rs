@@ -105,22 +105,32 @@ impl Shape {
             None => String::new(),
         };
         let t = self.transform;
-        let auth = if t.auth_key_len() > 0 {
-            format!(r#""auth_key": "{}","#, hex(&auth_key(t)))
-        } else {
-            String::new()
-        };
+        // A to B has the keys `sealed` builds authentic packets with; B to
+        // A keys of its own (one key on two SAs is refused): the same
+        // bytes, each one's low bit flipped.
+        let flipped = |k: Vec<u8>| k.into_iter().map(|b| b ^ 1).collect::<Vec<u8>>();
         let sa = |name: &str, dir: &str, spi: u32| {
+            let a_to_b = a == (dir == "outbound");
+            let (enc, auth) = if a_to_b {
+                (enc_key(t), auth_key(t))
+            } else {
+                (flipped(enc_key(t)), flipped(auth_key(t)))
+            };
+            let auth = if t.auth_key_len() > 0 {
+                format!(r#""auth_key": "{}","#, hex(&auth))
+            } else {
+                String::new()
+            };
             format!(
                 r#"{{"name": "{name}", "direction": "{dir}", "spi": {spi}, {mode} {encap} {auth}
                    "transform": "{}", "enc_key": "{}", "esn": {}, "replay_window": 64}}"#,
                 t.name(),
-                hex(&enc_key(t)),
+                hex(&enc),
                 self.esn
             )
         };
         format!(
-            r#"{{"spd": {{
+            r#"{{"danger_static_keys_for_counter_mode": true, "spd": {{
                  "outbound": [
                    {{"name": "ike", "proto": "udp", "local_port": 500, "action": "bypass"}},
                    {{"name": "p", "local": "{sel_me}", "remote": "{sel_peer}", "action": "protect", "sa": "out"}}],

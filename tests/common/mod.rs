@@ -328,7 +328,7 @@ pub fn gateway_config(lab: &Lab, side: &str) -> PathBuf {
     let text = format!(
         r#"{{"role": "gateway", "policy": "{}",
   "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  {}, "control_socket": "{}"}}"#,
+  {}, "control_socket": "{}", "state_dir": "gw-{side}-state"}}"#,
         policy.display(),
         pipeline,
         gateway_socket(lab, side).display()

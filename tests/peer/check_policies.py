@@ -93,8 +93,12 @@ def number_or_range(v, where, hi=65535):
 def check_file(fname):
     where = fname
     pol = json.load(open(os.path.join(POLICIES, fname)))
-    if set(pol) != {"addresses", "spd", "sad"}:
+    # The example sets use AES-GCM and ChaCha20-Poly1305 with static keys,
+    # which bitsgw refuses without this opt-in (RFC 4106 8.1, RFC 7634 4).
+    if set(pol) != {"danger_static_keys_for_counter_mode", "addresses", "spd", "sad"}:
         err("%s: top-level keys %s" % (where, sorted(pol)))
+    if pol["danger_static_keys_for_counter_mode"] is not True:
+        err("%s: danger_static_keys_for_counter_mode must be true" % where)
     for n, a in pol["addresses"].items():
         doc_addr(a, "%s addresses.%s" % (where, n))
     sas = {}

@@ -131,6 +131,21 @@ pub fn interface_mac(interface: &str) -> Result<[u8; 6], PortError> {
         })
 }
 
+/// Takes an exclusive advisory lock (`flock(LOCK_EX | LOCK_NB)`) on
+/// `file`, held until the file is closed (also when the process dies);
+/// `WouldBlock` when another open file holds it.
+pub fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock takes a file descriptor and flags; the descriptor is
+    // open for as long as `file` is borrowed, and no memory is passed.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A TUN device (`IFF_TUN | IFF_NO_PI`) created, or attached to if it
 /// exists and is persistent, by name; frames are raw IP. A device this
 /// call created disappears when both halves are dropped.

@@ -5,6 +5,12 @@
 //! wrong. Unknown fields are errors too: a misspelt selector must not
 //! silently widen a policy.
 //!
+//! Static keys are checked: AES-GCM, AES-GMAC and ChaCha20-Poly1305 need
+//! the top-level opt-in `"danger_static_keys_for_counter_mode": true`
+//! (their nonce is the sequence number: RFC 4106 8.1, RFC 4543 8, RFC 7634
+//! 4), no key may serve two SAs, and no key may be all zeros. Errors never
+//! echo a value that could be a key ([`Shown`]).
+//!
 //! ```json
 //! {
 //!   "addresses": {"home_address_1": "2001:db8:1::100", "home_agent_1": "2001:db8:1::1"},
@@ -107,6 +113,13 @@ pub struct PolicySet {
     pub sas: Vec<SaParams>,
     /// Things that are legal but probably not meant.
     pub warnings: Vec<String>,
+    /// The file's explicit opt-in (`"danger_static_keys_for_counter_mode":
+    /// true` at the top level) to GCM, GMAC and ChaCha20-Poly1305 SAs with
+    /// static keys, which RFC 4106 8.1, RFC 4543 8 and RFC 7634 4 forbid
+    /// because the sequence number is their nonce. For labs, replay and
+    /// benchmarks; `bitsgw run` then leases sequence numbers in a state file
+    /// so that none is used twice under a key, restarts included.
+    pub danger_static_keys_for_counter_mode: bool,
 }
 
 /// Where in which file a value is being read, for error messages; the
@@ -131,6 +144,56 @@ impl Ctx<'_> {
     }
 }
 
+/// A configuration value as error messages may show it. A value that
+/// could be a key (longer than 16 characters of hex digits or of mixed
+/// base64, or simply longer than 48) is shown as its first two characters
+/// and its length:
+/// a key pasted into the wrong field must not end up in a terminal or a
+/// log.
+#[derive(Debug, Clone, Copy)]
+pub struct Shown<'a>(pub &'a str);
+
+impl Shown<'_> {
+    /// Whether the value is masked: it could be a key.
+    pub fn masks(&self) -> bool {
+        let s = self.0;
+        let n = s.chars().count();
+        let digits = s
+            .strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .unwrap_or(s);
+        let hex = digits.chars().all(|c| c.is_ascii_hexdigit());
+        // Base64 mixes digits and both cases; paths and names rarely do.
+        let base64 = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+            && s.chars().any(|c| c.is_ascii_digit())
+            && s.chars().any(|c| c.is_ascii_uppercase())
+            && s.chars().any(|c| c.is_ascii_lowercase());
+        (n > 16 && (hex || base64)) || n > 48
+    }
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        let n = s.chars().count();
+        if self.masks() {
+            let prefix: String = s.chars().take(2).collect();
+            write!(
+                f,
+                "\"{prefix}...\" ({n} characters, masked: it may be a key)"
+            )
+        } else {
+            write!(f, "\"{s}\"")
+        }
+    }
+}
+
+/// The top-level flag that allows counter-mode transforms with static
+/// keys (see [`PolicySet::danger_static_keys_for_counter_mode`]).
+pub const DANGER_STATIC_KEYS: &str = "danger_static_keys_for_counter_mode";
+
 /// Reads and parses a policy file.
 pub fn load_policy_file(path: &std::path::Path) -> Result<PolicySet, ConfigError> {
     let file = path.display().to_string();
@@ -140,7 +203,37 @@ pub fn load_policy_file(path: &std::path::Path) -> Result<PolicySet, ConfigError
         field: String::new(),
         problem: format!("can not be read: {e}"),
     })?;
-    parse_policy(&text, &file)
+    let mut set = parse_policy(&text, &file)?;
+    if let Some(w) = readable_by_others(path, &set) {
+        set.warnings.push(w);
+    }
+    Ok(set)
+}
+
+/// A warning when a policy file that holds keys can be read by any user
+/// of the machine.
+fn readable_by_others(path: &std::path::Path, set: &PolicySet) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        let has_keys = set
+            .sas
+            .iter()
+            .any(|sa| !sa.enc_key.is_empty() || !sa.auth_key.is_empty());
+        (has_keys && mode & 0o004 != 0).then(|| {
+            format!(
+                "{}: the file holds keys and is readable by every user of this machine (mode {:o}); chmod o-r it",
+                set.file,
+                mode & 0o777
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, set);
+        None
+    }
 }
 
 /// The object at `v`, refusing fields not in `allowed`.
@@ -203,7 +296,7 @@ pub fn get_u64(
             .ok_or_else(|| ctx.err(field, "must be a non-negative integer")),
         Some(Value::String(s)) => parse_int(s)
             .map(Some)
-            .ok_or_else(|| ctx.err(field, format!("\"{s}\" is not a number"))),
+            .ok_or_else(|| ctx.err(field, format!("{} is not a number", Shown(s)))),
         Some(_) => Err(ctx.err(field, "must be a number")),
     }
 }
@@ -263,7 +356,7 @@ pub fn resolve_addr(
     s.parse().map_err(|_| {
         ctx.err(
             field,
-            format!("\"{s}\" is neither an IP address nor a named address"),
+            format!("{} is neither an IP address nor a named address", Shown(s)),
         )
     })
 }
@@ -281,9 +374,12 @@ fn parse_addr_sel(
     }
     if let Some((a, len)) = s.split_once('/') {
         let a = resolve_addr(ctx, field, a, names)?;
-        let len: u8 = len
-            .parse()
-            .map_err(|_| ctx.err(field, format!("prefix length \"{len}\" is not a number")))?;
+        let len: u8 = len.parse().map_err(|_| {
+            ctx.err(
+                field,
+                format!("prefix length {} is not a number", Shown(len)),
+            )
+        })?;
         return AddrSel::prefix(a, len)
             .ok_or_else(|| ctx.err(field, format!("prefix length {len} too long for {a}")));
     }
@@ -318,7 +414,12 @@ fn parse_range(
         parse_int(s)
             .and_then(|v| u16::try_from(v).ok())
             .filter(|v| *v <= max)
-            .ok_or_else(|| ctx.err(field, format!("\"{s}\" is not a value from 0 to {max}")))
+            .ok_or_else(|| {
+                ctx.err(
+                    field,
+                    format!("{} is not a value from 0 to {max}", Shown(s)),
+                )
+            })
     };
     match obj.get(field) {
         None | Some(Value::Null) => Ok(any),
@@ -425,7 +526,7 @@ fn parse_entry(
         Some(Value::String(s)) => ProtoSel::Is(
             proto_by_name(&s.to_ascii_lowercase())
                 .or_else(|| parse_int(s).and_then(|v| u8::try_from(v).ok()))
-                .ok_or_else(|| ctx.err("proto", format!("unknown protocol \"{s}\"")))?,
+                .ok_or_else(|| ctx.err("proto", format!("unknown protocol {}", Shown(s))))?,
         ),
         Some(_) => return Err(ctx.err("proto", "must be a name or a number")),
     };
@@ -504,7 +605,7 @@ fn parse_entry(
         other => {
             return Err(ctx.err(
                 "action",
-                format!("\"{other}\" is not protect, bypass or discard"),
+                format!("{} is not protect, bypass or discard", Shown(other)),
             ))
         }
     };
@@ -568,7 +669,7 @@ fn parse_sa(
         other => {
             return Err(ctx.err(
                 "direction",
-                format!("\"{other}\" is not inbound or outbound"),
+                format!("{} is not inbound or outbound", Shown(other)),
             ))
         }
     };
@@ -587,7 +688,8 @@ fn parse_sa(
         ctx.err(
             "transform",
             format!(
-                "unknown transform \"{transform_name}\" (known: {})",
+                "unknown transform {} (known: {})",
+                Shown(transform_name),
                 known.join(", ")
             ),
         )
@@ -606,6 +708,19 @@ fn parse_sa(
                 ),
             ));
         }
+        // The salt of the AEADs (RFC 4106 8.1) is not key: a zero key with
+        // some salt is still a zero key.
+        let salt = if field == "enc_key" && transform.is_aead() {
+            4
+        } else {
+            0
+        };
+        if want > 0 && k[..want - salt].iter().all(|b| *b == 0) {
+            return Err(ctx.err(
+                field,
+                "the key is all zeros, which is no secret; generate one (for example: head -c 36 /dev/urandom | od -An -tx1 | tr -d ' \\n')",
+            ));
+        }
         Ok(k)
     };
     let enc_key = key("enc_key", transform.enc_key_len())?;
@@ -613,7 +728,7 @@ fn parse_sa(
     let backend = match get_str(ctx, obj, "backend")? {
         None => GcmBackend::default(),
         Some(s) => GcmBackend::from_name(s)
-            .ok_or_else(|| ctx.err("backend", format!("\"{s}\" is not ring or rustcrypto")))?,
+            .ok_or_else(|| ctx.err("backend", format!("{} is not ring or rustcrypto", Shown(s))))?,
     };
     let mode_name = get_str(ctx, obj, "mode")?.unwrap_or("tunnel");
     let mode = match mode_name {
@@ -646,7 +761,12 @@ fn parse_sa(
             }
             Mode::Tunnel { local, remote }
         }
-        other => return Err(ctx.err("mode", format!("\"{other}\" is not transport or tunnel"))),
+        other => {
+            return Err(ctx.err(
+                "mode",
+                format!("{} is not transport or tunnel", Shown(other)),
+            ))
+        }
     };
     let replay_window = get_u64(ctx, obj, "replay_window")?.unwrap_or(64);
     if replay_window > u64::from(crate::replay::MAX_WINDOW) {
@@ -818,9 +938,16 @@ pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
     };
     let root = parse_json(&ctx, text)?;
     ctx.entry = "top level".into();
-    let obj = expect_object(&ctx, &root, "", &["addresses", "spd", "sad", "comment"])?;
+    let obj = expect_object(
+        &ctx,
+        &root,
+        "",
+        &["addresses", "spd", "sad", DANGER_STATIC_KEYS, "comment"],
+    )?;
     let mut set = PolicySet {
         file: file.to_string(),
+        danger_static_keys_for_counter_mode: get_bool(&ctx, obj, DANGER_STATIC_KEYS)?
+            .unwrap_or(false),
         ..PolicySet::default()
     };
     if let Some(a) = obj.get("addresses") {
@@ -834,7 +961,7 @@ pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
                 .ok_or_else(|| ctx.err(name, "must be an address string"))?;
             let ip: IpAddr = s
                 .parse()
-                .map_err(|_| ctx.err(name, format!("\"{s}\" is not an IP address")))?;
+                .map_err(|_| ctx.err(name, format!("{} is not an IP address", Shown(s))))?;
             if name.parse::<IpAddr>().is_ok() || name.eq_ignore_ascii_case("any") {
                 return Err(ctx.err(name, "a name must not look like an address or \"any\""));
             }
@@ -848,7 +975,7 @@ pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
             .ok_or_else(|| ctx.err("", "must be a list of SAs"))?;
         for (i, v) in list.iter().enumerate() {
             let label = v.get("name").and_then(Value::as_str).unwrap_or("");
-            ctx.entry = format!("sad[{i}] \"{label}\"");
+            ctx.entry = format!("sad[{i}] {}", Shown(label));
             let sa = parse_sa(&ctx, v, &set.addresses)?;
             if set.sas.iter().any(|o| o.name == sa.name) {
                 return Err(ctx.err("name", "another SA has this name"));
@@ -869,7 +996,7 @@ pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
                 .ok_or_else(|| ctx.err(dir_name, "must be a list of entries"))?;
             for (i, e) in entries.iter().enumerate() {
                 let label = e.get("name").and_then(Value::as_str).unwrap_or("");
-                ctx.entry = format!("spd.{dir_name}[{i}] \"{label}\"");
+                ctx.entry = format!("spd.{dir_name}[{i}] {}", Shown(label));
                 let entry = parse_entry(&ctx, e, &set.addresses)?;
                 if list.iter().any(|o: &EntryConfig| o.name == entry.name) {
                     return Err(ctx.err("name", "another entry of this SPD has this name"));
@@ -897,7 +1024,7 @@ fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
         (Direction::Inbound, &set.inbound),
     ] {
         for (i, e) in list.iter().enumerate() {
-            let label = format!("spd.{}[{i}] \"{}\"", dir.name(), e.name);
+            let label = format!("spd.{}[{i}] {}", dir.name(), Shown(&e.name));
             // RFC 4301 4.4.1: an entry wholly covered by an earlier one can
             // never match; that is almost always an ordering mistake.
             if let Some(j) = list[..i]
@@ -908,22 +1035,23 @@ fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
                     label,
                     "",
                     format!(
-                        "can never match: entry {j} \"{}\" before it covers all its traffic",
-                        list[j].name
+                        "can never match: entry {j} {} before it covers all its traffic",
+                        Shown(&list[j].name)
                     ),
                 ));
             }
             if let ActionConfig::Protect(names) = &e.action {
                 for n in names {
                     let Some(sa) = set.sas.iter().find(|s| &s.name == n) else {
-                        return Err(err(label, "sa", format!("unknown SA name \"{n}\"")));
+                        return Err(err(label, "sa", format!("unknown SA name {}", Shown(n))));
                     };
                     if sa.direction != dir {
                         return Err(err(
                             label,
                             "sa",
                             format!(
-                                "SA \"{n}\" is {}, this SPD is {}",
+                                "SA {} is {}, this SPD is {}",
+                                Shown(n),
                                 sa.direction.name(),
                                 dir.name()
                             ),
@@ -944,7 +1072,8 @@ fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
                                 label,
                                 field,
                                 format!(
-                                    "SA \"{n}\" is transport mode, which runs between two single addresses, not between {} and {}",
+                                    "SA {} is transport mode, which runs between two single addresses, not between {} and {}",
+                                    Shown(n),
                                     e.selector.local, e.selector.remote
                                 ),
                             ));
@@ -989,10 +1118,11 @@ fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
         }
         dests.push(dest);
     }
+    check_static_keys(set)?;
     // SPI reuse: inbound SPIs select the SA, so they must be unique
     // (RFC 4301 4.1); an outbound SPI must be unique per destination.
     for (i, sa) in set.sas.iter().enumerate() {
-        let label = format!("sad[{i}] \"{}\"", sa.name);
+        let label = format!("sad[{i}] {}", Shown(&sa.name));
         if let Some(j) = set.sas[..i].iter().enumerate().position(|(j, o)| {
             o.spi == sa.spi
                 && o.direction == sa.direction
@@ -1002,8 +1132,9 @@ fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
                 label,
                 "spi",
                 format!(
-                    "SPI {:#x} is already used by sad[{j}] \"{}\"",
-                    sa.spi, set.sas[j].name
+                    "SPI {:#x} is already used by sad[{j}] {}",
+                    sa.spi,
+                    Shown(&set.sas[j].name)
                 ),
             ));
         }
@@ -1026,6 +1157,75 @@ fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
                 set.file
             ));
         }
+    }
+    Ok(())
+}
+
+/// Static (manually configured) keys: counter-mode transforms need the
+/// file's explicit opt-in, and no key is used by two SAs.
+fn check_static_keys(set: &mut PolicySet) -> Result<(), ConfigError> {
+    let err = |i: usize, field: &str, problem: String| ConfigError {
+        file: set.file.clone(),
+        entry: format!("sad[{i}] {}", Shown(&set.sas[i].name)),
+        field: field.to_string(),
+        problem,
+    };
+    let mut counter_mode = Vec::new();
+    for (i, sa) in set.sas.iter().enumerate() {
+        if let Some(rfc) = sa.transform.static_key_rfc() {
+            if !set.danger_static_keys_for_counter_mode {
+                return Err(err(
+                    i,
+                    "transform",
+                    format!(
+                        "{} with a static key is refused ({rfc}): its nonce is the sequence number, \
+                         which starts again at 1 whenever the SA is installed anew (restart, reload), \
+                         and a reused nonce gives the key stream and the authentication key away. \
+                         Use dynamic keying (IKEv2, a future feature of bitsgw), or a CBC+HMAC \
+                         transform (aes-cbc-128-hmac-sha256, aes-cbc-256-hmac-sha256), or, for \
+                         labs, replay and benchmarks only, set \"{DANGER_STATIC_KEYS}\": true at \
+                         the top level of the file (bitsgw run then leases sequence numbers in \
+                         its state directory so that none is used twice)",
+                        sa.transform
+                    ),
+                ));
+            }
+            counter_mode.push(sa.name.as_str());
+        }
+    }
+    // One key on two SAs is one nonce space used twice (the same sequence
+    // numbers, the same IVs), or an attacker's way to move packets from
+    // one SA to the other.
+    for (i, sa) in set.sas.iter().enumerate() {
+        for (field, key) in [("enc_key", &sa.enc_key), ("auth_key", &sa.auth_key)] {
+            if key.is_empty() {
+                continue;
+            }
+            if let Some(j) = set.sas[..i]
+                .iter()
+                .position(|o| &o.enc_key == key || &o.auth_key == key)
+            {
+                return Err(err(
+                    i,
+                    field,
+                    format!(
+                        "this key is also a key of sad[{j}] {}: every SA needs keys of its own",
+                        Shown(&set.sas[j].name)
+                    ),
+                ));
+            }
+        }
+    }
+    if !counter_mode.is_empty() {
+        let names: Vec<String> = counter_mode.iter().map(|n| Shown(n).to_string()).collect();
+        set.warnings.push(format!(
+            "{}: \"{DANGER_STATIC_KEYS}\" is on: {} use a counter-mode transform with a static key \
+             (RFC 4106 8.1, RFC 4543 8, RFC 7634 4 forbid it); bitsgw run leases their sequence \
+             numbers in its state directory so no nonce is reused, but keep this to labs, replay \
+             and benchmarks",
+            set.file,
+            names.join(", ")
+        ));
     }
     Ok(())
 }
@@ -1096,7 +1296,7 @@ impl PolicySet {
     fn sa_error(&self, index: usize, problem: String) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
-            entry: format!("sad[{index}] \"{}\"", self.sas[index].name),
+            entry: format!("sad[{index}] {}", Shown(&self.sas[index].name)),
             field: String::new(),
             problem,
         }

@@ -41,6 +41,11 @@ drop_reasons! {
     NoSa => "no_sa",
     /// The outbound SA's sequence counter would cycle (RFC 4303 3.3.3).
     SeqOverflow => "seq_overflow",
+    /// The outbound SA has no sequence numbers leased beyond the last one
+    /// sent (see [`crate::stage::IpsecStage::grant_lease`]): the packet is
+    /// dropped rather than risk a (key, sequence number) pair, the nonce of
+    /// the counter-mode transforms, that an earlier run already used.
+    SeqLeaseExhausted => "seq_lease_exhausted",
     /// Cleartext inbound traffic covered by an inbound PROTECT entry
     /// (RFC 4301 5.2).
     UnprotectedTraffic => "unprotected_for_protect_policy",

@@ -53,8 +53,8 @@ pub use bitsgw_wire::esp::ESP_TRAILER_LEN as TRAILER_LEN;
 /// RFC 7634 section 2).
 const SALT_LEN: usize = 4;
 
-/// The label of the CBC IV-key derivation (see [`Transform`]).
-const CBC_IV_LABEL: &[u8] = b"bitsgw cbc iv";
+/// The HKDF info of the CBC IV-key derivation (see [`Transform`]).
+const CBC_IV_LABEL: &[u8] = b"bitsgw esp aes-cbc iv key v2";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -194,6 +194,25 @@ impl TransformId {
             self,
             TransformId::NullHmacSha256 | TransformId::AesGmac128 | TransformId::AesGmac256
         )
+    }
+
+    /// Whether the IV is the sequence number, so that a (key, sequence
+    /// number) pair used twice is a reused nonce: GCM (RFC 4106 section
+    /// 8.1), GMAC (RFC 4543 section 8) and ChaCha20-Poly1305 (RFC 7634
+    /// section 4), which those RFCs therefore forbid with static keys.
+    pub fn has_counter_nonce(self) -> bool {
+        self.is_aead()
+    }
+
+    /// The RFC that forbids this transform with statically configured keys
+    /// (see [`TransformId::has_counter_nonce`]).
+    pub fn static_key_rfc(self) -> Option<&'static str> {
+        match self {
+            TransformId::AesGcm128 | TransformId::AesGcm256 => Some("RFC 4106 section 8.1"),
+            TransformId::AesGmac128 | TransformId::AesGmac256 => Some("RFC 4543 section 8"),
+            TransformId::ChaCha20Poly1305 => Some("RFC 7634 section 4"),
+            _ => None,
+        }
     }
 
     fn is_cbc(self) -> bool {
@@ -486,19 +505,24 @@ impl CbcKeys {
     }
 }
 
-/// `HMAC-SHA-256(enc_key, "bitsgw cbc iv")`, of which the first AES-key-length
-/// octets are the CBC IV key.
+/// The CBC IV key: HKDF-SHA-256 (RFC 5869) with the encryption key as input
+/// keying material, no salt and the info [`CBC_IV_LABEL`]; the first
+/// AES-key-length octets of the 32 it yields key the IV cipher.
 fn derive_cbc_iv_key(enc_key: &[u8]) -> Result<[u8; 32], CryptoError> {
-    let mut mac =
-        <HmacSha256 as Mac>::new_from_slice(enc_key).map_err(|_| CryptoError::KeyLength {
+    struct Len32;
+    impl ring::hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(enc_key);
+    let mut out = [0u8; 32];
+    prk.expand(&[CBC_IV_LABEL], Len32)
+        .and_then(|okm| okm.fill(&mut out))
+        .map_err(|_| CryptoError::KeyLength {
             expected: 32,
             got: enc_key.len(),
         })?;
-    mac.update(CBC_IV_LABEL);
-    let mut full = mac.finalize().into_bytes();
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&full);
-    full.as_mut_slice().zeroize();
     Ok(out)
 }
 
@@ -523,19 +547,27 @@ enum Keys {
 ///   section 3.1, RFC 7634 section 2) require only that an IV never repeats
 ///   under one key and allow a counter; the sequence number never repeats
 ///   within an SA because the SA must be rekeyed before it cycles
-///   (RFC 4303 section 3.3.3).
+///   (RFC 4303 section 3.3.3). With static keys the SA outlives the process,
+///   so the appliance leases sequence numbers ahead in a state file
+///   ([`crate::stage::IpsecStage::grant_lease`]): a restart resumes above
+///   every number ever sent under the key.
 /// - AES-CBC needs an IV the attacker cannot predict (RFC 3602 section 2.1;
 ///   a predictable IV allows chosen-plaintext attacks on CBC). Each IV is
-///   `AES_Kiv(0^64 || seq)` where `Kiv = HMAC-SHA-256(enc_key, "bitsgw cbc
-///   iv")` truncated to the AES key length, derived once in
-///   [`Transform::new`]. `Kiv` is a PRF output under the secret encryption
+///   `AES_Kiv(0^64 || seq)` where `Kiv` is HKDF-SHA-256 (RFC 5869) of the
+///   encryption key with info `"bitsgw esp aes-cbc iv key v2"`, truncated
+///   to the AES key length and derived once in [`Transform::new`]. `Kiv`
+///   is a PRF output under the secret encryption
 ///   key, so it is itself secret and independent of the data key; AES under
 ///   a secret key is a pseudorandom permutation, so its outputs on the
 ///   distinct inputs `seq` are indistinguishable from random blocks to anyone
 ///   without the key: they are unpredictable even though `seq` is public, and
 ///   never repeat within the SA. This is the "encrypt a nonce" method of
 ///   NIST SP 800-38A Appendix C, with a separate key so no IV equals an
-///   intermediate value of the data encryption.
+///   intermediate value of the data encryption. It is kept (rather than
+///   IVs from a random generator) because it needs no entropy source in
+///   this sans-IO core, keeps `bitsgw replay` byte-identical, and costs one
+///   block encryption; its one requirement, that `seq` never repeats under
+///   a key, is the same sequence lease the AEADs rely on.
 ///
 /// `Debug` prints the transform and backend names and masks the keys.
 pub struct Transform {
@@ -1169,6 +1201,45 @@ mod tests {
             &c,
             "1ae10b594f09e26a7e902ecbd0600691",
         );
+    }
+
+    /// The CBC IV is `AES_Kiv(0^64 || seq)` with `Kiv` from HKDF-SHA-256
+    /// (RFC 5869: extract with a zero salt, expand with the label), checked
+    /// against HKDF written out here with HMAC alone.
+    #[test]
+    fn cbc_iv_is_the_counter_under_an_hkdf_key() {
+        let hmac = |key: &[u8], parts: &[&[u8]]| {
+            let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("hmac key");
+            for p in parts {
+                m.update(p);
+            }
+            m.finalize().into_bytes()
+        };
+        for id in [
+            TransformId::AesCbc128HmacSha256,
+            TransformId::AesCbc256HmacSha256,
+        ] {
+            let (enc, auth) = key(id, 3);
+            let prk = hmac(&[0u8; 32], &[&enc]);
+            let okm = hmac(&prk, &[CBC_IV_LABEL, &[1]]);
+            let t = Transform::new(id, GcmBackend::RustCrypto, &enc, &auth).expect("keys");
+            for seq in [1u64, 2, 1 << 20] {
+                let mut block = [0u8; 16];
+                block[8..].copy_from_slice(&seq.to_be_bytes());
+                let b = (&mut block).into();
+                match enc.len() {
+                    16 => Aes128Enc::new_from_slice(&okm[..16])
+                        .expect("k")
+                        .encrypt_block(b),
+                    _ => Aes256Enc::new_from_slice(&okm[..32])
+                        .expect("k")
+                        .encrypt_block(b),
+                }
+                let mut esp = clear_packet(id, seq, 16);
+                t.seal(&mut esp, seq, false).expect("seal");
+                assert_eq!(&esp[8..24], &block, "{id} seq {seq}");
+            }
+        }
     }
 
     #[test]

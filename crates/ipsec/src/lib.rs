@@ -21,4 +21,4 @@ pub mod stage;
 
 pub use bitsgw_ipsec_query::selector;
 pub use counters::DropReason;
-pub use stage::{Disposition, Event, IpsecStage, StageConfig};
+pub use stage::{Disposition, Event, IpsecStage, LeaseRequest, StageConfig};

@@ -122,6 +122,25 @@ impl SaParams {
     }
 }
 
+impl SaParams {
+    /// The identity under which an outbound SA's sequence numbers are
+    /// leased: SHA-256 over a label, the SPI and the keys. Two SAs with the
+    /// same SPI and keys share a nonce space (whatever their names), so a
+    /// re-added SA continues above the old one's lease; the digest does not
+    /// reveal the key.
+    pub fn lease_identity(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"bitsgw sequence lease v1\0");
+        h.update(self.spi.to_be_bytes());
+        h.update((self.enc_key.len() as u64).to_be_bytes());
+        h.update(&self.enc_key[..]);
+        h.update((self.auth_key.len() as u64).to_be_bytes());
+        h.update(&self.auth_key[..]);
+        h.finalize().into()
+    }
+}
+
 /// Per-SA statistics, as `ip -s xfrm state` shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SaStats {
@@ -159,6 +178,18 @@ pub struct Sa {
     /// reload can tell an unchanged SA (kept, with its counters) from a
     /// changed one (replaced).
     pub(crate) fingerprint: [u8; 32],
+    /// Outbound under sequence leases: the highest sequence number leased,
+    /// which may be sent; `None` when the stage does not lease.
+    pub(crate) seq_ceiling: Option<u64>,
+    /// The sequence number from which a new lease is asked for (half way
+    /// into the current one); `u64::MAX` when leases are off, so the data
+    /// path's check is one comparison.
+    pub(crate) lease_renew_at: u64,
+    /// Whether this SA waits for a (new) lease.
+    pub(crate) lease_wanted: bool,
+    /// Which key stream the sequence numbers of this SA belong to (see
+    /// [`SaParams::lease_identity`]).
+    pub(crate) lease_identity: [u8; 32],
 }
 
 impl core::fmt::Debug for Sa {
@@ -176,6 +207,7 @@ impl Sa {
     /// zeroized here: the keyed transform is all that is kept.
     pub fn new(mut params: SaParams, now: Timestamp) -> Result<Self, crate::crypto::CryptoError> {
         let fingerprint = params.fingerprint();
+        let lease_identity = params.lease_identity();
         let transform = Transform::new(
             params.transform,
             params.backend,
@@ -204,6 +236,10 @@ impl Sa {
             spd_entries: Vec::new(),
             name_id: None,
             fingerprint,
+            seq_ceiling: None,
+            lease_renew_at: u64::MAX,
+            lease_wanted: false,
+            lease_identity,
         })
     }
 
@@ -243,6 +279,12 @@ impl Sa {
             Direction::Outbound => self.seq_out,
             Direction::Inbound => self.replay.top(),
         }
+    }
+
+    /// The highest sequence number leased (outbound SAs of a stage with
+    /// sequence leases; see [`crate::stage::IpsecStage::grant_lease`]).
+    pub fn seq_ceiling(&self) -> Option<u64> {
+        self.seq_ceiling
     }
 
     /// When it was installed.

@@ -256,6 +256,14 @@ impl Sad {
             .filter_map(|(i, s)| s.as_ref().map(|sa| (SaId(i as u32), sa)))
     }
 
+    /// Every installed SA, mutable.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (SaId, &mut Sa)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_mut().map(|sa| (SaId(i as u32), sa)))
+    }
+
     /// Number of installed SAs.
     pub fn len(&self) -> usize {
         self.slots.len() - self.free.len()

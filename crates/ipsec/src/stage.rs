@@ -116,6 +116,30 @@ pub struct StageConfig {
     pub icmp_source_v6: Option<[u8; 16]>,
     /// TTL / hop limit of outer headers (RFC 4301 5.1.2).
     pub outer_ttl: u8,
+    /// Whether outbound SAs send only sequence numbers leased to them
+    /// ([`IpsecStage::grant_lease`]). The appliance's `run` turns this on
+    /// and keeps the leases in a state file, so that no (key, sequence
+    /// number) pair, the nonce of GCM, GMAC and ChaCha20-Poly1305 and the
+    /// input of the CBC IV, is used twice across restarts. Off for stages
+    /// that never reach a network (replay, benchmarks, tests).
+    pub sequence_leases: bool,
+}
+
+/// An outbound SA that needs (more) sequence numbers leased to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// The SA.
+    pub sa: SaId,
+    /// Its name (for messages).
+    pub name: String,
+    /// Its SPI.
+    pub spi: u32,
+    /// The identity of its key stream ([`crate::sa::SaParams::lease_identity`]).
+    pub identity: [u8; 32],
+    /// The last sequence number it sent (0: none yet).
+    pub last_sent: u64,
+    /// The ceiling of its current lease (0: none yet).
+    pub ceiling: u64,
 }
 
 impl Default for StageConfig {
@@ -127,6 +151,7 @@ impl Default for StageConfig {
             icmp_source_v4: None,
             icmp_source_v6: None,
             outer_ttl: 64,
+            sequence_leases: false,
         }
     }
 }
@@ -164,6 +189,9 @@ pub struct IpsecStage {
     spare: Vec<PacketBuf>,
     ident_v4: u16,
     ident_v6: u32,
+    /// Whether some outbound SA has asked for a lease since the last
+    /// [`IpsecStage::take_lease_requests`].
+    leases_wanted: bool,
 }
 
 /// Writes the ESP trailer (RFC 4303 2.4: padding 1, 2, 3..., pad length,
@@ -220,6 +248,7 @@ impl IpsecStage {
             spare: Vec::new(),
             ident_v4: 1,
             ident_v6: 1,
+            leases_wanted: false,
         }
     }
 
@@ -318,7 +347,15 @@ impl IpsecStage {
     /// Installs an SA (replacing one of the same name; see
     /// [`Sad::install`]).
     pub fn install_sa(&mut self, params: SaParams, now: Timestamp) -> Result<SaId, SadError> {
-        let sa = Sa::new(params, now)?;
+        let mut sa = Sa::new(params, now)?;
+        if self.cfg.sequence_leases && sa.params.direction == Direction::Outbound {
+            // A fresh SA has nothing leased: its first packet waits for the
+            // lease the control plane grants in answer to this request.
+            sa.seq_ceiling = Some(0);
+            sa.lease_renew_at = 0;
+            sa.lease_wanted = true;
+            self.leases_wanted = true;
+        }
         let id = self.sad.install(sa)?;
         self.installed(id);
         Ok(id)
@@ -338,6 +375,54 @@ impl IpsecStage {
         if let Some(at) = self.sad.get(id).and_then(Sa::next_deadline) {
             self.deadlines.push(Reverse((at, id)));
         }
+    }
+
+    /// Whether an outbound SA has asked for a sequence lease: one flag, so
+    /// callers can ask on every loop.
+    pub fn wants_leases(&self) -> bool {
+        self.leases_wanted
+    }
+
+    /// Moves the requests of the outbound SAs that want a (new) lease into
+    /// `out` and clears them; nothing is scanned unless
+    /// [`IpsecStage::wants_leases`]. A request not answered is raised again
+    /// by the SA's next packet past its renewal point.
+    pub fn take_lease_requests(&mut self, out: &mut Vec<LeaseRequest>) {
+        if !std::mem::take(&mut self.leases_wanted) {
+            return;
+        }
+        for (id, sa) in self.sad.iter_mut() {
+            if std::mem::take(&mut sa.lease_wanted) {
+                out.push(LeaseRequest {
+                    sa: id,
+                    name: sa.params.name.clone(),
+                    spi: sa.params.spi,
+                    identity: sa.lease_identity,
+                    last_sent: sa.seq_out,
+                    ceiling: sa.seq_ceiling.unwrap_or(0),
+                });
+            }
+        }
+    }
+
+    /// Grants outbound SA `sa` the sequence numbers up to `ceiling`, the
+    /// next one above `floor` at least (numbers up to `floor` may have been
+    /// sent under the same key before this SA existed). A renewal is asked
+    /// for half way to the ceiling, so the data path never waits in steady
+    /// state. False when `sa` is not an outbound SA under leases.
+    pub fn grant_lease(&mut self, sa: SaId, floor: u64, ceiling: u64) -> bool {
+        let Some(sa) = self.sad.get_mut(sa) else {
+            return false;
+        };
+        if sa.params.direction != Direction::Outbound || sa.seq_ceiling.is_none() {
+            return false;
+        }
+        sa.seq_out = sa.seq_out.max(floor);
+        let ceiling = ceiling.max(sa.seq_out);
+        sa.seq_ceiling = Some(ceiling);
+        sa.lease_renew_at = sa.seq_out + (ceiling - sa.seq_out) / 2 + 1;
+        sa.lease_wanted = false;
+        true
     }
 
     /// Removes an SA; traffic its policies protect is discarded from now on.
@@ -676,6 +761,13 @@ impl IpsecStage {
             return Err(DropReason::SeqOverflow);
         }
         let seq = sa.seq_out + 1;
+        if seq >= sa.lease_renew_at {
+            sa.lease_wanted = true;
+            self.leases_wanted = true;
+            if sa.seq_ceiling.is_some_and(|c| seq > c) {
+                return Err(DropReason::SeqLeaseExhausted);
+            }
+        }
         let t = sa.transform.id();
         let (iv_len, icv_len) = (t.iv_len(), t.icv_len());
         let spi = sa.params.spi;
@@ -1127,6 +1219,7 @@ mod tests {
     use crate::selector::Selector;
 
     const POLICY: &str = r#"{
+      "danger_static_keys_for_counter_mode": true,
       "spd": {"outbound": [{"name": "all", "action": "protect", "sa": "out"}],
               "inbound": [{"name": "all", "action": "protect", "sa": "in"}]},
       "sad": [
@@ -1135,7 +1228,7 @@ mod tests {
          "transform": "aes-gcm-128", "enc_key": "0x000102030405060708090a0b0c0d0e0f10111213"},
         {"name": "in", "direction": "inbound", "spi": 4097, "mode": "tunnel",
          "tunnel": {"local": "192.0.2.1", "remote": "192.0.2.2"},
-         "transform": "aes-gcm-128", "enc_key": "0x000102030405060708090a0b0c0d0e0f10111213"}
+         "transform": "aes-gcm-128", "enc_key": "0x000102030405060708090a0b0c0d0e0f10111214"}
       ]}"#;
 
     fn stage(esn: bool) -> IpsecStage {
@@ -1335,5 +1428,107 @@ mod tests {
         s.sad.confirm_in_use(new);
         assert!(s.query().inbound_sa(4097).is_none());
         assert_eq!(s.sad.len(), 2);
+    }
+
+    fn leased_stage() -> IpsecStage {
+        let text = POLICY.replace("ESN", "false");
+        let set = parse_policy(&text, "t.json").unwrap();
+        let mut s = IpsecStage::new(StageConfig {
+            sequence_leases: true,
+            ..StageConfig::default()
+        });
+        set.apply(&mut s, Timestamp::ZERO).unwrap();
+        s
+    }
+
+    fn send(s: &mut IpsecStage) -> Disposition {
+        s.handle_outbound(&mut packet(), Timestamp::ZERO)
+    }
+
+    /// Under leases a fresh outbound SA sends nothing until a lease is
+    /// granted: its packets are dropped and counted, no sequence number is
+    /// spent, and it asks (once) for a lease; inbound SAs never ask.
+    #[test]
+    fn a_fresh_sa_sends_nothing_before_its_lease() {
+        let mut s = leased_stage();
+        let out = s.sad.by_name("out").unwrap();
+        assert!(s.wants_leases());
+        let mut reqs = Vec::new();
+        s.take_lease_requests(&mut reqs);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].sa, out);
+        assert_eq!(
+            (reqs[0].spi, reqs[0].last_sent, reqs[0].ceiling),
+            (4096, 0, 0)
+        );
+        assert!(!s.wants_leases());
+        assert_eq!(
+            send(&mut s),
+            Disposition::Drop(DropReason::SeqLeaseExhausted)
+        );
+        assert_eq!(
+            send(&mut s),
+            Disposition::Drop(DropReason::SeqLeaseExhausted)
+        );
+        assert_eq!(s.counters().drops(DropReason::SeqLeaseExhausted), 2);
+        assert_eq!(s.sad.get(out).unwrap().seq(), 0);
+        // The dropped packets raised the request again.
+        assert!(s.wants_leases());
+    }
+
+    /// A grant raises the next sequence number above the floor and lets
+    /// the SA send up to the ceiling, never past it; a renewal is asked for
+    /// half way, and a renewal continues where the SA is, skipping nothing.
+    #[test]
+    fn the_ceiling_is_enforced_and_renewed_half_way() {
+        let mut s = leased_stage();
+        let out = s.sad.by_name("out").unwrap();
+        let mut reqs = Vec::new();
+        s.take_lease_requests(&mut reqs);
+        assert!(s.grant_lease(out, 100, 104));
+        assert!(!s.wants_leases());
+        let mut b = packet();
+        assert_eq!(
+            s.handle_outbound(&mut b, Timestamp::ZERO),
+            Disposition::Forward
+        );
+        assert_eq!(&b.data()[24..28], &101u32.to_be_bytes());
+        assert_eq!(send(&mut s), Disposition::Forward); // 102
+        assert!(!s.wants_leases());
+        assert_eq!(send(&mut s), Disposition::Forward); // 103: half way
+        assert!(s.wants_leases());
+        assert_eq!(send(&mut s), Disposition::Forward); // 104
+        assert_eq!(
+            send(&mut s),
+            Disposition::Drop(DropReason::SeqLeaseExhausted)
+        );
+        assert_eq!(s.sad.get(out).unwrap().seq(), 104);
+        reqs.clear();
+        s.take_lease_requests(&mut reqs);
+        assert_eq!((reqs[0].last_sent, reqs[0].ceiling), (104, 104));
+        // A floor below what was sent moves nothing back.
+        assert!(s.grant_lease(out, 0, 200));
+        let mut b = packet();
+        assert_eq!(
+            s.handle_outbound(&mut b, Timestamp::ZERO),
+            Disposition::Forward
+        );
+        assert_eq!(&b.data()[24..28], &105u32.to_be_bytes());
+        assert_eq!(s.sad.get(out).unwrap().seq_ceiling(), Some(200));
+        // Inbound SAs take no leases.
+        let inbound = s.sad.by_name("in").unwrap();
+        assert!(!s.grant_lease(inbound, 0, 10));
+    }
+
+    /// Without leases (replay, benchmarks) nothing changes: SAs send from
+    /// 1 and never ask.
+    #[test]
+    fn without_leases_sas_send_at_once() {
+        let mut s = stage(false);
+        assert!(!s.wants_leases());
+        assert_eq!(send(&mut s), Disposition::Forward);
+        let mut reqs = Vec::new();
+        s.take_lease_requests(&mut reqs);
+        assert!(reqs.is_empty());
     }
 }

@@ -5,6 +5,7 @@
 use bitsgw_ipsec::config::parse_policy;
 
 const GOOD: &str = r#"{
+  "danger_static_keys_for_counter_mode": true,
   "addresses": {"home_address_1": "2001:db8:1::100", "home_agent_1": "2001:db8:1::1"},
   "spd": {
     "outbound": [
@@ -287,4 +288,191 @@ fn a_key_given_twice_is_refused_where_it_is() {
     }
     // The same key in two objects is fine.
     assert!(parse_policy(GOOD, "mn.json").is_ok());
+}
+
+/// GOOD without its opt-in.
+fn without_opt_in() -> String {
+    GOOD.replace("  \"danger_static_keys_for_counter_mode\": true,\n", "")
+}
+
+/// RFC 4106 8.1, RFC 4543 8 and RFC 7634 4 forbid the counter-mode
+/// transforms with static keys: by default the first such SA is refused,
+/// and the error names the SA, the transform, the RFC and the ways out.
+#[test]
+fn counter_mode_with_static_keys_is_refused_by_default() {
+    let e = parse_policy(&without_opt_in(), "mn.json").unwrap_err();
+    let text = e.to_string();
+    for want in [
+        "mn.json",
+        r#"sad[0] "sa1""#,
+        r#"field "transform""#,
+        "aes-gcm-128 with a static key is refused (RFC 4106 section 8.1)",
+        "IKEv2",
+        "aes-cbc-128-hmac-sha256",
+        r#""danger_static_keys_for_counter_mode": true"#,
+    ] {
+        assert!(text.contains(want), "{want:?} missing from: {text}");
+    }
+    for (transform, key, rfc) in [
+        (
+            "chacha20-poly1305",
+            "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff01020304",
+            "RFC 7634",
+        ),
+        (
+            "aes-gmac-128",
+            "0x00112233445566778899aabbccddeeff01020304",
+            "RFC 4543",
+        ),
+    ] {
+        let text = without_opt_in().replacen(
+            r#""transform": "aes-gcm-128",
+     "enc_key": "0x00112233445566778899aabbccddeeff01020304""#,
+            &format!(r#""transform": "{transform}", "enc_key": "{key}""#),
+            1,
+        );
+        let e = parse_policy(&text, "mn.json").unwrap_err().to_string();
+        assert!(e.contains(transform) && e.contains(rfc), "{e}");
+    }
+    // The same file with CBC+HMAC only loads without the opt-in.
+    let cbc = without_opt_in()
+        .replace(
+            r#""transform": "aes-gcm-128",
+     "enc_key": "0x00112233445566778899aabbccddeeff01020304""#,
+            r#""transform": "aes-cbc-128-hmac-sha256", "enc_key": "0x0f112233445566778899aabbccddeeff", "auth_key": "0x0f112233445566778899aabbccddeeff00112233445566778899aabbccddeeff""#,
+        )
+        .replace(
+            r#""transform": "aes-gcm-256",
+     "enc_key": "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff01020304""#,
+            r#""transform": "null-hmac-sha256", "auth_key": "0x1f112233445566778899aabbccddeeff00112233445566778899aabbccddeeff""#,
+        );
+    let set = parse_policy(&cbc, "mn.json").unwrap();
+    assert!(!set.danger_static_keys_for_counter_mode);
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+}
+
+/// The opt-in allows them, and says so in a warning that `check` prints.
+#[test]
+fn the_opt_in_allows_counter_mode_with_a_warning() {
+    let set = parse_policy(GOOD, "mn.json").unwrap();
+    assert!(set.danger_static_keys_for_counter_mode);
+    let w = set.warnings.join("\n");
+    assert!(
+        w.contains("danger_static_keys_for_counter_mode") && w.contains("\"sa1\", \"sa3\""),
+        "{w}"
+    );
+    let e = parse_policy(
+        &GOOD.replace(
+            "\"danger_static_keys_for_counter_mode\": true",
+            "\"danger_static_keys_for_counter_mode\": \"yes\"",
+        ),
+        "mn.json",
+    )
+    .unwrap_err();
+    assert!(e
+        .to_string()
+        .contains(r#"field "danger_static_keys_for_counter_mode": must be true or false"#));
+}
+
+/// One key (with its salt) on two SAs, in either key field, is refused;
+/// so is a key of zeros (with any salt).
+#[test]
+fn shared_and_zero_keys_are_refused() {
+    let shared = GOOD.replace(
+        "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff01020304",
+        "0x00112233445566778899aabbccddeeff0011223344556677889900112233445501020304",
+    );
+    parse_policy(&shared, "mn.json").unwrap();
+    // sa3's enc_key made equal to sa1's (both 20 bytes with aes-gcm-128).
+    let shared = GOOD.replace(
+        r#""transform": "aes-gcm-256",
+     "enc_key": "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff01020304""#,
+        r#""transform": "aes-gcm-128", "enc_key": "0x00112233445566778899aabbccddeeff01020304""#,
+    );
+    let e = parse_policy(&shared, "mn.json").unwrap_err().to_string();
+    assert!(
+        e.contains(r#"sad[2] "sa3""#)
+            && e.contains(r#"field "enc_key""#)
+            && e.contains(r#"also a key of sad[0] "sa1""#),
+        "{e}"
+    );
+    // sa2's auth key used as sa3's... key of another SA in the other field.
+    let cross = GOOD.replace(
+        r#""transform": "aes-gcm-256",
+     "enc_key": "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff01020304""#,
+        r#""transform": "null-hmac-sha256", "auth_key": "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff""#,
+    );
+    let e = parse_policy(&cross, "mn.json").unwrap_err().to_string();
+    assert!(
+        e.contains(r#"field "auth_key""#) && e.contains(r#"sad[1] "sa2""#),
+        "{e}"
+    );
+    let zero = GOOD.replace(
+        "0x00112233445566778899aabbccddeeff01020304",
+        "0x0000000000000000000000000000000001020304",
+    );
+    let e = parse_policy(&zero, "mn.json").unwrap_err().to_string();
+    assert!(
+        e.contains(r#"sad[0] "sa1""#) && e.contains("all zeros"),
+        "{e}"
+    );
+}
+
+/// A key pasted into another field is never echoed in full, whichever
+/// field it lands in.
+#[test]
+fn a_key_in_the_wrong_field_is_not_echoed() {
+    let key = "0x00112233445566778899aabbccddeeff01020304";
+    let secret = &key[4..];
+    for (from, field) in [
+        (r#""spi": "0x1001""#, "spi"),
+        (r#""mode": "transport", "transform": "aes-gcm-128""#, "mode"),
+        (r#""transform": "aes-gcm-256""#, "transform"),
+        (r#""direction": "outbound", "spi": "0x1001""#, "direction"),
+        (r#""remote": "home_agent_1"}, "transform""#, "tunnel.remote"),
+    ] {
+        let to = match field {
+            "spi" => format!(r#""spi": "{key}""#),
+            "mode" => format!(r#""mode": "{key}", "transform": "aes-gcm-128""#),
+            "transform" => format!(r#""transform": "{key}""#),
+            "direction" => format!(r#""direction": "{key}", "spi": "0x1001""#),
+            _ => format!(r#""remote": "{key}"}}, "transform""#),
+        };
+        let text = GOOD.replacen(from, &to, 1);
+        assert_ne!(text, GOOD, "{field}");
+        let e = parse_policy(&text, "mn.json").unwrap_err().to_string();
+        assert!(e.contains(&format!("field \"{field}\"")), "{e}");
+        assert!(!e.contains(secret), "{field}: the key is echoed: {e}");
+        assert!(e.contains("\"0x...\" (42 characters, masked"), "{e}");
+        assert!(
+            !parse_policy(&text, "mn.json")
+                .unwrap_err()
+                .problem
+                .contains("0011"),
+            "{e}"
+        );
+    }
+    // A base64 key too.
+    let b64 = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEg==";
+    let e = parse_policy(
+        &GOOD.replacen("\"transport\"", &format!("\"{b64}\""), 1),
+        "mn.json",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        !e.contains(&b64[2..]) && e.contains("(40 characters, masked"),
+        "{e}"
+    );
+    // Short values, and paths and names, are shown as they are.
+    for plain in ["/var/lib/bitsgw/ha", "home_agent_address_1"] {
+        assert_eq!(
+            bitsgw_ipsec::config::Shown(plain).to_string(),
+            format!("\"{plain}\"")
+        );
+    }
+    let e = parse_policy(&GOOD.replacen("\"transport\"", "\"tunel\"", 1), "mn.json")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(r#""tunel" is not transport or tunnel"#), "{e}");
 }

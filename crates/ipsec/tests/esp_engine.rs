@@ -697,9 +697,15 @@ fn sa_bundle_nests_esp_and_unwraps_it() {
                 "tunnel": {{"local": "{local}", "remote": "{remote}"}}, "transform": "{t}", "enc_key": "{key}"}}"#
         )
     };
-    let k1 = key_for("aes-gcm-128", "enc");
-    let k2 = key_for("chacha20-poly1305", "enc");
+    // Keys per SA: A to B, then B to A (one key on two SAs is refused).
+    let one_octet_off = |k: String| format!("{}5a{}", &k[..12], &k[14..]);
+    let ab = (
+        key_for("aes-gcm-128", "enc"),
+        key_for("chacha20-poly1305", "enc"),
+    );
+    let ba = (one_octet_off(ab.0.clone()), one_octet_off(ab.1.clone()));
     let side = |me: &str, peer: &str, a: bool| {
+        let ((k1, k2), (k1_in, k2_in)) = if a { (&ab, &ba) } else { (&ba, &ab) };
         let (o1, o2, i1, i2) = if a {
             (4001, 4002, 5001, 5002)
         } else {
@@ -711,22 +717,22 @@ fn sa_bundle_nests_esp_and_unwraps_it() {
             ("198.51.100.0/24", "192.0.2.0/24")
         };
         format!(
-            r#"{{"spd": {{
+            r#"{{"danger_static_keys_for_counter_mode": true, "spd": {{
               "outbound": [{{"name": "b", "local": "{lnet}", "remote": "{rnet}", "action": "protect", "sa": ["o-inner", "o-outer"]}}],
               "inbound":  [{{"name": "b", "local": "{lnet}", "remote": "{rnet}", "action": "protect", "sa": ["i-inner", "i-outer"]}}]}},
               "sad": [{}, {}, {}, {}]}}"#,
-            sa("o-inner", "outbound", o1, me, peer, "aes-gcm-128", &k1),
+            sa("o-inner", "outbound", o1, me, peer, "aes-gcm-128", k1),
+            sa("o-outer", "outbound", o2, me, peer, "chacha20-poly1305", k2),
+            sa("i-inner", "inbound", i1, me, peer, "aes-gcm-128", k1_in),
             sa(
-                "o-outer",
-                "outbound",
-                o2,
+                "i-outer",
+                "inbound",
+                i2,
                 me,
                 peer,
                 "chacha20-poly1305",
-                &k2
+                k2_in
             ),
-            sa("i-inner", "inbound", i1, me, peer, "aes-gcm-128", &k1),
-            sa("i-outer", "inbound", i2, me, peer, "chacha20-poly1305", &k2),
         )
     };
     let load = |text: String| {

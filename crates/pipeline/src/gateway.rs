@@ -221,6 +221,8 @@ pub struct Gateway {
     routed: Option<Routed>,
     /// Which non-IP frames pass inline.
     layer2: Layer2Policy,
+    /// Sequence leases of the outbound SAs (see [`crate::lease`]).
+    leases: Option<crate::lease::LeaseServer>,
 }
 
 impl core::fmt::Debug for Gateway {
@@ -256,6 +258,7 @@ impl Gateway {
             endpoints: [None, None],
             routed: None,
             layer2: Layer2Policy::default(),
+            leases: None,
         }
     }
 
@@ -269,6 +272,20 @@ impl Gateway {
     /// its neighbor tables. Raw-IP ports are not affected.
     pub fn set_routed(&mut self, routed: Routed) {
         self.routed = Some(routed);
+    }
+
+    /// Grants the stage's outbound SAs sequence leases from `keeper`.
+    pub fn set_lease_keeper(&mut self, keeper: std::sync::Arc<dyn crate::lease::LeaseKeeper>) {
+        self.leases = Some(crate::lease::LeaseServer::new(keeper));
+    }
+
+    /// Answers the stage's lease requests for the SAs `owns` accepts (see
+    /// [`crate::lease::LeaseServer::serve`]); without a keeper they stay
+    /// unanswered, and those SAs send nothing.
+    pub fn serve_leases(&mut self, now: Timestamp, owns: &dyn Fn(bitsgw_ipsec::sad::SaId) -> bool) {
+        if let Some(leases) = self.leases.as_mut() {
+            leases.serve(&mut self.stage, now, owns);
+        }
     }
 
     /// The routed mode's settings and neighbor tables, if routed.

@@ -1048,8 +1048,12 @@ struct Worker {
 
 impl Worker {
     fn owns(&self, index: usize, direction: Direction) -> bool {
-        match self.ownership {
-            Ownership::Shared { workers } => index % workers == self.index,
+        Worker::owned_by(self.ownership, self.index, index, direction)
+    }
+
+    fn owned_by(ownership: Ownership, worker: usize, index: usize, direction: Direction) -> bool {
+        match ownership {
+            Ownership::Shared { workers } => index % workers == worker,
             Ownership::Direction(mine) => direction == mine,
         }
     }
@@ -1077,11 +1081,23 @@ impl Worker {
     /// mobility stage's own packets, events.
     fn tick(&mut self) {
         let now = self.shared.now();
+        // Before the timers: they may send (a Binding Update), and an SA
+        // installed since the last loop needs its lease first.
+        self.serve_leases(now);
         if self.gateway.poll_timeout().is_some_and(|t| t <= now) {
             self.gateway.handle_timeout(now);
         }
         self.poll_endpoints(now);
         self.collect_events();
+    }
+
+    /// Answers the sequence-lease requests of the outbound SAs this worker
+    /// sends with (one flag checked when there are none).
+    fn serve_leases(&mut self, now: Timestamp) {
+        let (index, ownership) = (self.index, self.ownership);
+        self.gateway.serve_leases(now, &|sa| {
+            Worker::owned_by(ownership, index, sa.index(), Direction::Outbound)
+        });
     }
 
     fn collect_events(&mut self) {
@@ -1183,6 +1199,7 @@ impl Worker {
             Side::Network => self.net_link,
         };
         let now = self.shared.now();
+        self.serve_leases(now);
         let tx = &mut self.tx;
         let mut failed = 0u64;
         let mut emit = |side: Side, frame: &[u8]| {

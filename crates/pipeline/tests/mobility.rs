@@ -856,6 +856,7 @@ fn two_node_home_agent() -> Gateway {
 /// HA with its own BU SA, even a BU that claims node 1's home address.
 fn rogue_sender() -> IpsecStage {
     let doc = serde_json::json!({
+        "danger_static_keys_for_counter_mode": true,
         "addresses": {"home_agent_1": HA},
         "spd": {"outbound": [{"name": "claimed-mh-out", "local": HOA, "remote": "home_agent_1",
                                "proto": "mh", "action": "protect", "sa": "sa1-2"},

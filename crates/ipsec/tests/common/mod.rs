@@ -123,18 +123,29 @@ impl PairSpec {
             }
             None => String::new(),
         };
-        let auth = if self.transform.contains("hmac") {
-            format!(r#""auth_key": "{}","#, key_for(self.transform, "auth"))
-        } else {
-            String::new()
+        // Each direction has keys of its own (one key on two SAs is
+        // refused): the B-to-A keys differ from the A-to-B ones in one octet.
+        let key = |which: &str, a_to_b: bool| {
+            let k = key_for(self.transform, which);
+            if a_to_b || k.len() < 14 {
+                k
+            } else {
+                format!("{}5a{}", &k[..12], &k[14..])
+            }
         };
-        let enc = key_for(self.transform, "enc");
         let lifetime = if self.lifetime.is_empty() {
             String::new()
         } else {
             format!(r#""lifetime": {},"#, self.lifetime)
         };
         let sa = |name: &str, dir: &str, spi: u32| {
+            let a_to_b = a == (dir == "outbound");
+            let auth = if self.transform.contains("hmac") {
+                format!(r#""auth_key": "{}","#, key("auth", a_to_b))
+            } else {
+                String::new()
+            };
+            let enc = key("enc", a_to_b);
             format!(
                 r#"{{"name": "{name}", "direction": "{dir}", "spi": {spi}, {mode} {encap} {auth} {lifetime}
                   "transform": "{t}", "enc_key": "{enc}", "esn": {esn}, "replay_window": {w}, "backend": "{b}"}}"#,
@@ -146,6 +157,7 @@ impl PairSpec {
         };
         format!(
             r#"{{
+  "danger_static_keys_for_counter_mode": true,
   "spd": {{
     "outbound": [
       {{"name": "ike", "proto": "udp", "local_port": 500, "action": "bypass"}},
