@@ -14,8 +14,7 @@
 mod common;
 
 use common::{
-    bitsgw, capture, gateway_config, gateway_socket as socket, iperf3, must, start_gateways,
-    wait_for, Lab,
+    bitsgw, capture, gateway_config, gateway_socket as socket, iperf3, must, start_gateways, Lab,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -279,7 +278,7 @@ fn start(lab: &mut Lab, side: &str) -> usize {
         ns,
         &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
     );
-    wait_for(&socket(lab, side));
+    lab.wait_ready(gw, &socket(lab, side));
     gw
 }
 

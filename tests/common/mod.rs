@@ -200,6 +200,33 @@ impl Lab {
         self.children.len() - 1
     }
 
+    /// Waits until child `index` has made `socket` (its control socket),
+    /// failing at once with its output if it exits first, and after 30 s
+    /// with whatever it logged.
+    pub fn wait_ready(&mut self, index: usize, socket: &Path) {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            let exited = self.children[index].try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let child = &mut self.children[index];
+                if exited.is_none() {
+                    let _ = child.kill();
+                }
+                let mut log = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut log);
+                }
+                panic!(
+                    "{} never appeared ({}): {log}",
+                    socket.display(),
+                    exited.map_or("still running after 30 s".into(), |s| s.to_string())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends SIGTERM to child `index` and waits (at most 10 s) for it to
     /// exit; returns whether it exited successfully, its stdout and stderr.
     pub fn terminate(&mut self, index: usize) -> (bool, String, String) {
@@ -349,7 +376,7 @@ pub fn start_gateways(lab: &mut Lab) -> (usize, usize) {
         "gB",
         &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg_b.to_str().unwrap()],
     );
-    wait_for(&gateway_socket(lab, "a"));
-    wait_for(&gateway_socket(lab, "b"));
+    lab.wait_ready(gw_a, &gateway_socket(lab, "a"));
+    lab.wait_ready(gw_b, &gateway_socket(lab, "b"));
     (gw_a, gw_b)
 }
