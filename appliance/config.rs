@@ -1146,7 +1146,10 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
     // Paths are shown by `check` and in errors: one that could be a pasted
     // key is refused before it is.
     for field in ["policy", "control_socket", "state_dir"] {
-        if let Some(v) = get_str(&ctx, obj, field)?.filter(|v| Shown(v).masks()) {
+        // An absolute path is taken as one, however long (it is masked
+        // where it is shown if it has a key's shape).
+        let key_like = |v: &&str| !v.starts_with('/') && Shown(v).is_key_like();
+        if let Some(v) = get_str(&ctx, obj, field)?.filter(key_like) {
             return Err(ctx.err(field, format!("{} looks like a key, not a path", Shown(v))));
         }
     }
@@ -1542,5 +1545,33 @@ mod socket_group {
             assert!(e.contains(problem), "{v}: {e}");
         }
         std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[cfg(test)]
+mod key_like_paths {
+    use super::parse;
+    use std::path::Path;
+
+    /// A long absolute path is a path (CI checkouts and temporary
+    /// directories are long); a key pasted as a relative path is refused
+    /// without being shown.
+    #[test]
+    fn long_absolute_paths_are_paths_and_pasted_keys_are_not() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/gateway-a.json");
+        let good = std::fs::read_to_string(&path).unwrap_or_default();
+        let long = format!("/var/lib/{}/Bitsgw2/state", "deeply/nested".repeat(8));
+        assert!(long.len() > 100);
+        let with = |v: &str| {
+            let mut j: serde_json::Value = serde_json::from_str(&good).unwrap_or_default();
+            j["state_dir"] = v.into();
+            parse(&j.to_string(), &path)
+        };
+        let cfg = with(&long).map_err(|e| e.to_string());
+        assert_eq!(cfg.map(|c| c.state_dir), Ok(long.clone().into()));
+        let key = "0x00112233445566778899aabbccddeeff01020304";
+        let e = with(key).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("looks like a key, not a path"), "{e}");
+        assert!(!e.contains(&key[4..]), "{e}");
     }
 }

@@ -154,10 +154,21 @@ impl Ctx<'_> {
 pub struct Shown<'a>(pub &'a str);
 
 impl Shown<'_> {
-    /// Whether the value is masked: it could be a key.
+    /// Whether the value is masked: it could be a key, or it is too long
+    /// to tell.
     pub fn masks(&self) -> bool {
+        self.is_key_like() || self.0.chars().count() > 48
+    }
+
+    /// Whether the value has the shape of a key: more than 16 characters
+    /// of hex digits (with or without `0x`), or of base64 that mixes digits
+    /// and both cases. A relative path with a `.`, `-`, `_` or space in it
+    /// never does, whatever its length.
+    pub fn is_key_like(&self) -> bool {
         let s = self.0;
-        let n = s.chars().count();
+        if s.chars().count() <= 16 {
+            return false;
+        }
         let digits = s
             .strip_prefix("0x")
             .or_else(|| s.strip_prefix("0X"))
@@ -170,7 +181,7 @@ impl Shown<'_> {
             && s.chars().any(|c| c.is_ascii_digit())
             && s.chars().any(|c| c.is_ascii_uppercase())
             && s.chars().any(|c| c.is_ascii_lowercase());
-        (n > 16 && (hex || base64)) || n > 48
+        hex || base64
     }
 }
 

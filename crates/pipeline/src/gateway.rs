@@ -187,6 +187,10 @@ pub enum Outcome {
     Ipsec(Disposition),
     /// The mobility stage dropped it, counted under this reason.
     MobilityDrop(MobilityDrop),
+    /// The pipeline dropped it before any stage (not for this router, a
+    /// layer-2 frame it does not pass, a packet for the appliance it does
+    /// not serve), counted under this reason.
+    PipelineDrop(PipelineDrop),
     /// The mobility protocol module took it (a BU, a BA, a prefix
     /// solicitation); any answer has been sent.
     MobilityConsumed,
@@ -533,15 +537,13 @@ impl Gateway {
         let pkt = &frame[ether::HEADER_LEN..];
         let for_own_address = is_ip && ip_dst(pkt).is_some_and(|d| own.is_own(d));
         if (!is_ip || group || for_own_address) && self.endpoints[side_index(from)].is_some() {
-            if let Some(d) = self.offer_local(from, frame, now, emit, tap) {
-                return Some(Outcome::Ipsec(d));
+            if let Some(o) = self.offer_local(from, frame, now, emit, tap) {
+                return Some(o);
             }
         }
         if !is_ip || group || !to_me {
             self.counters.record(PipelineDrop::NotRouted);
-            return Some(Outcome::Ipsec(Disposition::Drop(
-                bitsgw_ipsec::DropReason::PolicyDiscard,
-            )));
+            return Some(Outcome::PipelineDrop(PipelineDrop::NotRouted));
         }
         None
     }
@@ -637,7 +639,7 @@ impl Gateway {
         now: Timestamp,
         emit: &mut dyn FnMut(Side, &[u8]),
         tap: &mut dyn Tap,
-    ) -> Option<Disposition> {
+    ) -> Option<Outcome> {
         let ep = self.endpoints[side_index(from)].as_mut()?;
         if from == Side::Network {
             match network_kind(frame) {
@@ -646,7 +648,7 @@ impl Gateway {
                 NetworkKind::Other => {
                     if ep.is_addressed_to_me(frame) {
                         self.counters.record(PipelineDrop::LocalRefused);
-                        return Some(Disposition::Drop(bitsgw_ipsec::DropReason::PolicyDiscard));
+                        return Some(Outcome::PipelineDrop(PipelineDrop::LocalRefused));
                     }
                     return None;
                 }
@@ -657,14 +659,14 @@ impl Gateway {
         }
         self.counters.local_delivered += 1;
         self.flush_endpoint(from, now, emit, tap);
-        Some(Disposition::Deliver)
+        Some(Outcome::Ipsec(Disposition::Deliver))
     }
 
     /// Drops a frame for its layer 2, counted under `ethertype`.
     fn drop_layer2(&mut self, ethertype: u16) -> Outcome {
         self.counters.record(PipelineDrop::Layer2);
         self.counters.layer2_dropped.record(ethertype);
-        Outcome::Ipsec(Disposition::Drop(bitsgw_ipsec::DropReason::PolicyDiscard))
+        Outcome::PipelineDrop(PipelineDrop::Layer2)
     }
 
     /// The next IPsec event for the control plane.
@@ -732,8 +734,8 @@ impl Gateway {
         {
             // The appliance's own stack has no VLANs: tagged frames go the
             // IP path below.
-            if let Some(d) = self.offer_local(from, buf.data(), now, emit, tap) {
-                return Outcome::Ipsec(d);
+            if let Some(o) = self.offer_local(from, buf.data(), now, emit, tap) {
+                return o;
             }
         }
         if link == LinkType::Ethernet {

@@ -14,7 +14,7 @@ use bitsgw_ipsec::config::parse_policy;
 use bitsgw_ipsec::{DropReason, IpsecStage, StageConfig};
 use bitsgw_pipeline::replay::{self, ReplayInput};
 use bitsgw_pipeline::runner::{self, RunnerConfig};
-use bitsgw_pipeline::{Gateway, Layer2Policy, LinkType, NoTap, PipelineDrop, Side};
+use bitsgw_pipeline::{Gateway, Layer2Policy, LinkType, NoTap, Outcome, PipelineDrop, Side};
 use bitsgw_wire::ether::Layer2;
 use bitsgw_wire::{ip, Timestamp};
 use common::chan::port_of;
@@ -218,6 +218,22 @@ fn protected_ipv4_in_every_encapsulation_never_crosses_in_clear() {
                 }
                 if c.non_ip_passed != 0 {
                     problem("counted as passed".into());
+                }
+                // A drop of the pipeline's own, not an IPsec one.
+                if a.stage().counters().total_drops() != 0 {
+                    problem("also counted as an IPsec drop".into());
+                }
+                let mut buf = bitsgw_wire::PacketBuf::from_slice(&sent);
+                let o = a.handle_frame(
+                    Side::Host,
+                    LinkType::Ethernet,
+                    &mut buf,
+                    Timestamp::ZERO,
+                    &mut |_, _| {},
+                    &mut NoTap,
+                );
+                if o != Outcome::PipelineDrop(PipelineDrop::Layer2) {
+                    problem(format!("outcome {o:?}"));
                 }
             }
         }
