@@ -348,14 +348,7 @@ impl IpsecStage {
     /// [`Sad::install`]).
     pub fn install_sa(&mut self, params: SaParams, now: Timestamp) -> Result<SaId, SadError> {
         let mut sa = Sa::new(params, now)?;
-        if self.cfg.sequence_leases && sa.params.direction == Direction::Outbound {
-            // A fresh SA has nothing leased: its first packet waits for the
-            // lease the control plane grants in answer to this request.
-            sa.seq_ceiling = Some(0);
-            sa.lease_renew_at = 0;
-            sa.lease_wanted = true;
-            self.leases_wanted = true;
-        }
+        self.hold_until_leased(&mut sa);
         let id = self.sad.install(sa)?;
         self.installed(id);
         Ok(id)
@@ -364,10 +357,23 @@ impl IpsecStage {
     /// Installs an SA already built, taking its inbound SPI from any SA of
     /// another name that holds it (see [`Sad::install_displacing`]): the
     /// step of a reload that can not fail.
-    pub(crate) fn install_built(&mut self, sa: Sa) -> SaId {
+    pub(crate) fn install_built(&mut self, mut sa: Sa) -> SaId {
+        self.hold_until_leased(&mut sa);
         let id = self.sad.install_displacing(sa);
         self.installed(id);
         id
+    }
+
+    /// Under leases, a fresh outbound SA (however it is installed) has
+    /// nothing leased: its first packet waits for the lease the control
+    /// plane grants in answer to the request raised here.
+    fn hold_until_leased(&mut self, sa: &mut Sa) {
+        if self.cfg.sequence_leases && sa.params.direction == Direction::Outbound {
+            sa.seq_ceiling = Some(0);
+            sa.lease_renew_at = 0;
+            sa.lease_wanted = true;
+            self.leases_wanted = true;
+        }
     }
 
     fn installed(&mut self, id: SaId) {

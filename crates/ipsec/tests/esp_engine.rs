@@ -767,3 +767,44 @@ fn sa_bundle_nests_esp_and_unwraps_it() {
     let e = q.spd_entry(Direction::Outbound, "b").unwrap();
     assert_eq!(q.outbound_sa(e).unwrap().spi, 4002);
 }
+
+/// Under sequence leases, an outbound SA that a reload installs (here the
+/// SA removed and the same set reloaded, as `ctl remove-sa` and SIGHUP do)
+/// starts with nothing leased, like one installed at start: it sends
+/// nothing, and asks, until its lease is granted, so it can not start
+/// again from sequence number 1 under its old key.
+#[test]
+fn an_sa_a_reload_installs_waits_for_its_lease() {
+    let spec = PairSpec::default();
+    let set = bitsgw_ipsec::config::parse_policy(&spec.policy(true), "a.json").unwrap();
+    let mut a = bitsgw_ipsec::IpsecStage::new(bitsgw_ipsec::StageConfig {
+        sequence_leases: true,
+        ..Default::default()
+    });
+    set.apply(&mut a, T0).unwrap();
+    let grant_all = |a: &mut bitsgw_ipsec::IpsecStage, floor: u64| {
+        let mut reqs = Vec::new();
+        a.take_lease_requests(&mut reqs);
+        assert_eq!(reqs.len(), 1);
+        assert!(a.grant_lease(reqs[0].sa, floor, floor + 1000));
+    };
+    grant_all(&mut a, 0);
+    let (ha, hb) = spec.inner();
+    let pkt = udp_packet(ha, hb, 1, 2, 10);
+    let mut buf = PacketBuf::from_slice(&pkt);
+    assert_eq!(a.handle_outbound(&mut buf, T0), Disposition::Forward);
+    let out = a.sad().by_name("out").unwrap();
+    a.remove_sa(out);
+    set.reload(&mut a, T0).unwrap();
+    assert!(a.wants_leases());
+    let mut buf = PacketBuf::from_slice(&pkt);
+    assert_eq!(
+        a.handle_outbound(&mut buf, T0),
+        Disposition::Drop(DropReason::SeqLeaseExhausted)
+    );
+    grant_all(&mut a, 1000);
+    let mut buf = PacketBuf::from_slice(&pkt);
+    assert_eq!(a.handle_outbound(&mut buf, T0), Disposition::Forward);
+    let seq = u32::from_be_bytes(buf.data()[24..28].try_into().unwrap());
+    assert!(seq > 1000, "sequence number {seq}");
+}

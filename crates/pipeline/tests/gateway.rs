@@ -313,12 +313,21 @@ fn frames_for_the_endpoint_skip_ipsec_and_replies_go_back() {
     let udp = udp_packet(ip("203.0.113.2"), ip("203.0.113.1"), 1000, 7, 32);
     let mut tcp = udp.clone();
     tcp[9] = 6;
-    let (d, out) = run(
-        &mut a,
+    let mut out = Vec::new();
+    let mut buf = PacketBuf::from_slice(&eth(HOST_MAC, ROUTER_MAC, 0x0800, &tcp));
+    let o = a.handle_frame(
         Side::Network,
-        &eth(HOST_MAC, ROUTER_MAC, 0x0800, &tcp),
+        LinkType::Ethernet,
+        &mut buf,
+        Timestamp::ZERO,
+        &mut |side, f| out.push((side, f.to_vec())),
+        &mut NoTap,
     );
-    assert!(matches!(d, Disposition::Drop(_)));
+    // The pipeline's drop, not an IPsec one.
+    assert_eq!(
+        o,
+        bitsgw_pipeline::Outcome::PipelineDrop(bitsgw_pipeline::PipelineDrop::LocalRefused)
+    );
     assert!(out.is_empty());
     assert_eq!(
         a.counters()
