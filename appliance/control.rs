@@ -349,12 +349,31 @@ fn read_line(stream: &mut UnixStream, deadline: Instant) -> Result<Vec<u8>, Line
     }
 }
 
-/// Writes all of `bytes` by `deadline`.
-fn write_by(stream: &mut UnixStream, bytes: &[u8], deadline: Instant) -> bool {
+/// A stream whose writes can be bounded in time.
+pub(crate) trait TimedWrite: Write {
+    /// Bounds each write to `timeout`.
+    fn set_write_time(&self, timeout: Duration) -> std::io::Result<()>;
+}
+
+impl TimedWrite for UnixStream {
+    fn set_write_time(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+impl TimedWrite for std::net::TcpStream {
+    fn set_write_time(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+/// Writes all of `bytes` by `deadline`, however slowly the peer reads;
+/// false if it could not.
+pub(crate) fn write_by<S: TimedWrite>(stream: &mut S, bytes: &[u8], deadline: Instant) -> bool {
     let mut rest = bytes;
     while !rest.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
+        if left.is_zero() || stream.set_write_time(left).is_err() {
             return false;
         }
         match stream.write(rest) {
