@@ -182,7 +182,9 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         host_addresses = cfg.host_addresses.addresses.len(),
         network_addresses = cfg.network_addresses.addresses.len(),
         socket = %cfg.control_socket.display(),
-        metrics = ?metrics.as_ref().map(MetricsServer::addr),
+        metrics = %metrics
+            .as_ref()
+            .map_or_else(|| "off".to_string(), |m| m.addr().to_string()),
         "bitsgw running"
     );
     // Clients are served by the control thread; this loop sees complete
