@@ -830,6 +830,53 @@ mod tests {
     }
 
     #[test]
+    fn events_a_metrics_report_took_reach_the_next_show_in_order() {
+        let policy = load_policy_file(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies/site-to-site-a.json")
+                .as_path(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut stage = bitsgw_ipsec::IpsecStage::new(bitsgw_ipsec::StageConfig::default());
+        policy
+            .apply(&mut stage, Timestamp::ZERO)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Some((sa, _)) = stage.sad().iter().next() else {
+            panic!("no SA")
+        };
+        let event = |n: u64| Event::SeqOverflow {
+            sa,
+            name: format!("sa{n}"),
+            spi: n as u32,
+        };
+        let mut held = HeldEvents::default();
+        let mut scraped = Report::default();
+        scraped.events.push(event(1));
+        held.keep(&mut scraped);
+        assert!(scraped.events.is_empty());
+        let mut shown = Report::default();
+        shown.events.push(event(2));
+        held.give(&mut shown);
+        assert_eq!(
+            format!("{:?}", shown.events),
+            format!("{:?}", [event(1), event(2)])
+        );
+        // Given once.
+        let mut next = Report::default();
+        held.give(&mut next);
+        assert!(next.events.is_empty());
+        // Bounded: the newest stay.
+        let mut many = Report::default();
+        many.events
+            .extend((0..MAX_HELD_EVENTS as u64 + 10).map(event));
+        held.keep(&mut many);
+        let mut shown = Report::default();
+        held.give(&mut shown);
+        assert_eq!(shown.events.len(), MAX_HELD_EVENTS);
+        assert_eq!(format!("{:?}", shown.events[0]), format!("{:?}", event(10)));
+    }
+
+    #[test]
     fn every_ipsec_counter_of_the_report_is_exported() {
         let v = fixture();
         for key in v["counters"]["ipsec"]
