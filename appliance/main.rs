@@ -236,7 +236,11 @@ fn show(
         return Err(e.as_str().map_or_else(|| e.to_string(), str::to_string));
     }
     if prometheus {
-        return Ok(metrics::encode(&v));
+        let state = control::request(
+            socket,
+            &ControlRequest::Show(control_request::ShowWhat::Bindings),
+        )?;
+        return Ok(metrics::encode(&metrics::with_bindings(v, Some(state))));
     }
     Ok(match (what, json) {
         (ShowWhat::Sa, true) => format!("{:#}\n", v["sas"]),

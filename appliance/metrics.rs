@@ -316,6 +316,7 @@ pub fn encode(v: &Value) -> String {
         None,
         u(&c["trace_write_failures"]).map(|n| (Labels::new(), n)),
     );
+    encode_mobility_state(&mut x, &v["bindings"]);
     encode_sas(&mut x, v);
     let spd = ["outbound", "inbound"].into_iter().flat_map(|d| {
         v["spd"][d]
@@ -340,6 +341,58 @@ pub fn encode(v: &Value) -> String {
     // Writing into a String does not fail.
     let _ = text::encode(&mut out, &registry);
     out
+}
+
+/// The mobility stage's state from `show bindings` (added by
+/// [`with_bindings`]): the home agent's bindings, the mobile node's
+/// registration.
+fn encode_mobility_state(x: &mut Exposition, b: &Value) {
+    let one = |n: u64| Some((Labels::new(), n));
+    match b["role"].as_str() {
+        Some("ha") => {
+            let list = b["bindings"].as_array().map_or(&[][..], Vec::as_slice);
+            x.add(
+                Kind::Gauge,
+                "mobility_bindings",
+                "Bindings in the home agent's binding cache (RFC 6275 10.1)",
+                None,
+                one(list.len() as u64),
+            );
+            x.add(
+                Kind::Gauge,
+                "mobility_nat_bindings",
+                "Bindings of mobile nodes found behind a NAT (RFC 5555 4.2)",
+                None,
+                one(list.iter().filter(|e| e["nat"] == true).count() as u64),
+            );
+        }
+        Some("mn") => {
+            x.add(
+                Kind::Gauge,
+                "mobility_registered",
+                "1 while the home agent has accepted the mobile node's current registration",
+                None,
+                one(u64::from(b["registered"].is_string())),
+            );
+            x.add(
+                Kind::Gauge,
+                "mobility_behind_nat",
+                "1 while the mobile node is behind a NAT (RFC 5555 4.2)",
+                None,
+                one(u64::from(b["nat"] == true)),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// `v` with the answer of `show bindings` (none, or an error, in the
+/// gateway role), for [`encode`].
+pub fn with_bindings(mut v: Value, bindings: Option<Value>) -> Value {
+    if let Some(b) = bindings.filter(|b| b.get("error").is_none()) {
+        v["bindings"] = b;
+    }
+    v
 }
 
 /// The per-SA metrics.
@@ -874,6 +927,30 @@ mod tests {
         held.give(&mut shown);
         assert_eq!(shown.events.len(), MAX_HELD_EVENTS);
         assert_eq!(format!("{:?}", shown.events[0]), format!("{:?}", event(10)));
+    }
+
+    #[test]
+    fn mobility_state_of_both_roles() {
+        let ha = serde_json::json!({"role": "ha", "address": "2001:db8::1", "bindings": [
+            {"home": "2001:db8:1::100", "nat": true},
+            {"home": "2001:db8:1::101", "nat": false},
+        ]});
+        let text = encode(&with_bindings(fixture(), Some(ha)));
+        assert!(
+            text.lines().any(|l| l == "bitsgw_mobility_bindings 2"),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l == "bitsgw_mobility_nat_bindings 1"));
+        let mn = serde_json::json!({"role": "mn", "registered": "203.0.113.7", "nat": false});
+        let text = encode(&with_bindings(fixture(), Some(mn)));
+        assert!(
+            text.lines().any(|l| l == "bitsgw_mobility_registered 1"),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l == "bitsgw_mobility_behind_nat 0"));
+        let gateway = serde_json::json!({"error": "no mobility stage"});
+        let text = encode(&with_bindings(fixture(), Some(gateway)));
+        assert!(!text.contains("bitsgw_mobility"));
     }
 
     #[test]

@@ -214,7 +214,8 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         if let Some(m) = metrics.as_ref().filter(|m| m.take_wanted()) {
             let mut last = running.report(Duration::from_secs(2));
             held.keep(&mut last);
-            let v = report::to_json(&last, &policy);
+            let state = cfg.mobility.is_some().then(|| bindings(&running, &cfg));
+            let v = metrics::with_bindings(report::to_json(&last, &policy), state);
             m.publish(metrics::encode(&interfaces::add_counters(
                 v,
                 &links,
