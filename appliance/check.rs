@@ -347,6 +347,7 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "control_socket": cfg.control_socket.display().to_string(),
         "control_socket_group": cfg.control_socket_group,
         "state_dir": cfg.state_dir.display().to_string(),
+        "metrics": cfg.metrics.map(|a| a.to_string()),
         "policy": cfg.policy_file.display().to_string(),
         "mobility": cfg.mobility.as_ref().map(mobility_json),
         "layer2": {

@@ -134,6 +134,13 @@
 //! ```json
 //! "layer2": {"allow": ["0x88cc"], "pass_unknown": false}
 //! ```
+//!
+//! `metrics` (optional) serves the counters to Prometheus over HTTP, on a
+//! loopback address unless allowed otherwise (`crate::metrics::settings`):
+//!
+//! ```json
+//! "metrics": {"listen": "127.0.0.1:9474"}
+//! ```
 
 use bitsgw_io::OnLinkLoss;
 use bitsgw_ipsec::config::{
@@ -282,6 +289,9 @@ pub struct ApplianceConfig {
     pub routes: Option<RouteSettings>,
     /// Which non-IP frames pass inline.
     pub layer2: Layer2Policy,
+    /// Where the metrics endpoint listens (`crate::metrics::settings`);
+    /// none by default.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The appliance's own addresses on one side (none: a transparent bump).
@@ -408,6 +418,7 @@ pub(crate) const FIELDS: &[&str] = &[
     "mode",
     "routes",
     "layer2",
+    "metrics",
     "comment",
 ];
 
@@ -1320,9 +1331,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             "is for inline mode; routed mode forwards IP alone and drops tagged frames",
         ));
     }
+    let metrics = crate::metrics::settings(&ctx, obj)?;
     Ok(ApplianceConfig {
         file: path.to_path_buf(),
         layer2,
+        metrics,
         mode,
         routes,
         role,

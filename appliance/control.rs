@@ -21,6 +21,7 @@
 
 pub use crate::control_request::MAX_LINE;
 use crate::control_request::{ControlRequest, Framed, LineFramer};
+use crate::log_limit::SharedLogLimit;
 use serde_json::{json, Value};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -37,6 +38,12 @@ pub const MAX_CLIENTS: usize = 32;
 pub const REQUEST_TIME: Duration = Duration::from_secs(5);
 /// How long a client has to take its whole answer.
 pub const WRITE_TIME: Duration = Duration::from_secs(5);
+/// How often each kind of warning a storm of clients could repeat is
+/// logged, at most.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+static ACCEPT_ERRORS: SharedLogLimit = SharedLogLimit::new(WARN_INTERVAL);
+static THREAD_ERRORS: SharedLogLimit = SharedLogLimit::new(WARN_INTERVAL);
+static SLOW_CLIENTS: SharedLogLimit = SharedLogLimit::new(WARN_INTERVAL);
 /// How long a client waits for the appliance to answer (a reload waits for
 /// every worker).
 const ANSWER_TIME: Duration = Duration::from_secs(10);
@@ -245,7 +252,9 @@ fn accept(listener: &UnixListener, requests: &Sender<Request>) {
             Ok((s, _)) => s,
             Err(e) => {
                 // Out of descriptors, say: try again shortly, never spin.
-                warn!("control socket: {e}");
+                if let Some(suppressed) = ACCEPT_ERRORS.allow() {
+                    warn!(suppressed, "control socket: {e}");
+                }
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -295,7 +304,12 @@ fn accept(listener: &UnixListener, requests: &Sender<Request>) {
                 }
             });
         if let Err(e) = started {
-            warn!("control socket: can not start a client thread: {e}");
+            if let Some(suppressed) = THREAD_ERRORS.allow() {
+                warn!(
+                    suppressed,
+                    "control socket: can not start a client thread: {e}"
+                );
+            }
         }
     }
 }
@@ -349,12 +363,31 @@ fn read_line(stream: &mut UnixStream, deadline: Instant) -> Result<Vec<u8>, Line
     }
 }
 
-/// Writes all of `bytes` by `deadline`.
-fn write_by(stream: &mut UnixStream, bytes: &[u8], deadline: Instant) -> bool {
+/// A stream whose writes can be bounded in time.
+pub(crate) trait TimedWrite: Write {
+    /// Bounds each write to `timeout`.
+    fn set_write_time(&self, timeout: Duration) -> std::io::Result<()>;
+}
+
+impl TimedWrite for UnixStream {
+    fn set_write_time(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+impl TimedWrite for std::net::TcpStream {
+    fn set_write_time(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+/// Writes all of `bytes` by `deadline`, however slowly the peer reads;
+/// false if it could not.
+pub(crate) fn write_by<S: TimedWrite>(stream: &mut S, bytes: &[u8], deadline: Instant) -> bool {
     let mut rest = bytes;
     while !rest.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
+        if left.is_zero() || stream.set_write_time(left).is_err() {
             return false;
         }
         match stream.write(rest) {
@@ -375,7 +408,12 @@ fn send_answer(stream: &mut UnixStream, v: &Value) {
     let mut bytes = v.to_string().into_bytes();
     bytes.push(b'\n');
     if !write_by(stream, &bytes, Instant::now() + WRITE_TIME) {
-        warn!("control socket: a client did not take its answer");
+        if let Some(suppressed) = SLOW_CLIENTS.allow() {
+            warn!(
+                suppressed,
+                "control socket: a client did not take its answer"
+            );
+        }
     }
 }
 

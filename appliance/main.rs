@@ -9,6 +9,9 @@ mod event;
 mod interfaces;
 mod lab;
 mod leases;
+mod log_limit;
+mod logging;
+mod metrics;
 mod mobility;
 mod replay;
 mod report;
@@ -188,6 +191,11 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// With `counters`: print every metric once in the OpenMetrics
+        /// text format the metrics endpoint serves (for the node
+        /// exporter's textfile collector).
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
     },
 }
 
@@ -198,12 +206,28 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => builder.init(),
+        LogFormat::Human => {
+            let style = logging::HumanStyle::detect();
+            let builder = builder.with_ansi(style.colours);
+            if style.timestamps {
+                builder.init()
+            } else {
+                builder.without_time().init()
+            }
+        }
         LogFormat::Json => builder.json().init(),
     }
 }
 
-fn show(what: ShowWhat, socket: &std::path::Path, json: bool) -> Result<String, String> {
+fn show(
+    what: ShowWhat,
+    socket: &std::path::Path,
+    json: bool,
+    prometheus: bool,
+) -> Result<String, String> {
+    if prometheus && !matches!(what, ShowWhat::Counters) {
+        return Err("--prometheus goes with counters".into());
+    }
     let request = match what {
         ShowWhat::Bindings => control_request::ShowWhat::Bindings,
         _ => control_request::ShowWhat::All,
@@ -211,6 +235,13 @@ fn show(what: ShowWhat, socket: &std::path::Path, json: bool) -> Result<String, 
     let v = control::request(socket, &ControlRequest::Show(request))?;
     if let Some(e) = v.get("error") {
         return Err(e.as_str().map_or_else(|| e.to_string(), str::to_string));
+    }
+    if prometheus {
+        let state = control::request(
+            socket,
+            &ControlRequest::Show(control_request::ShowWhat::Bindings),
+        )?;
+        return Ok(metrics::encode(&metrics::with_bindings(v, Some(state))));
     }
     Ok(match (what, json) {
         (ShowWhat::Sa, true) => format!("{:#}\n", v["sas"]),
@@ -331,7 +362,12 @@ fn main() -> ExitCode {
         })
         .map(|t| print!("{t}"))
         .map_err(|e| (1, e)),
-        Command::Show { what, socket, json } => show(what, &socket, json)
+        Command::Show {
+            what,
+            socket,
+            json,
+            prometheus,
+        } => show(what, &socket, json, prometheus)
             .map(|t| print!("{t}"))
             .map_err(|e| (1, e)),
     };

@@ -11,12 +11,15 @@ use bitsgw_pipeline::PipelineDrop;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 
+/// The names of the states an SA can be in, as reports give them.
+pub const SA_STATES: [&str; 3] = ["active", "soft-expired", "stopped"];
+
 fn state_name(s: SaState) -> &'static str {
-    match s {
-        SaState::Active => "active",
-        SaState::SoftExpired => "soft-expired",
-        SaState::Stopped => "stopped",
-    }
+    SA_STATES[match s {
+        SaState::Active => 0,
+        SaState::SoftExpired => 1,
+        SaState::Stopped => 2,
+    }]
 }
 
 /// The report as JSON: SAs, SPD hits, counters and events.
@@ -39,6 +42,10 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
                 "replay_drops": sa.stats.replay_drops,
                 "icv_failures": sa.stats.icv_failures,
                 "other_drops": sa.stats.other_drops,
+                // Seconds until the time limits fall due (0 once they
+                // have); null without a time limit.
+                "soft_expires_in_secs": sa.soft_expiry.map(|t| t.saturating_since(report.now).as_secs()),
+                "expires_in_secs": sa.hard_expiry.map(|t| t.saturating_since(report.now).as_secs()),
             })
         })
         .collect();

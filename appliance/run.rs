@@ -7,6 +7,7 @@ use crate::config::{self, ApplianceConfig, OwnAddresses, PortConfig};
 use crate::control;
 use crate::control_request::{ControlRequest, ShowWhat};
 use crate::interfaces::{self, LinkWatches};
+use crate::metrics::{self, HeldEvents, MetricsServer};
 use crate::mobility::{self, MnControl};
 use crate::report;
 use crate::trace::PcapTap;
@@ -121,6 +122,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     // The policies must install before anything runs.
     build_stage(&cfg, &cfg.policy, Timestamp::ZERO)?;
     let socket = control::bind(&cfg.control_socket, cfg.control_socket_group)?;
+    let metrics = cfg.metrics.map(MetricsServer::start).transpose()?;
     let tap: Option<Arc<Mutex<PcapTap>>> = match &trace {
         Some(dir) => Some(Arc::new(Mutex::new(PcapTap::create(
             dir,
@@ -190,6 +192,9 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         host_addresses = cfg.host_addresses.addresses.len(),
         network_addresses = cfg.network_addresses.addresses.len(),
         socket = %cfg.control_socket.display(),
+        metrics = %metrics
+            .as_ref()
+            .map_or_else(|| "off".to_string(), |m| m.addr().to_string()),
         "bitsgw running"
     );
     // Clients are served by the control thread; this loop sees complete
@@ -203,16 +208,29 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     };
     let mut failure = None;
     let mut last_events = Instant::now();
+    let mut held = HeldEvents::default();
     loop {
         match requests.recv_timeout(Duration::from_millis(20)) {
             Ok(req) => {
-                let reply = answer(&running, &cfg, &mut policy, &req.body);
+                let reply = answer(&running, &cfg, &mut policy, &req.body, &mut held);
                 req.answer(interfaces::add_counters(reply, &links, tap.as_deref()));
             }
             Err(RecvTimeoutError::Timeout) => {}
             // The control thread is gone (it never ends on its own): keep
             // forwarding, and the loop's pace.
             Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(20)),
+        }
+        // At most once per `metrics::MAX_AGE`, and only when scraped.
+        if let Some(m) = metrics.as_ref().filter(|m| m.take_wanted()) {
+            let mut last = running.report(Duration::from_secs(2));
+            held.keep(&mut last);
+            let state = cfg.mobility.is_some().then(|| bindings(&running, &cfg));
+            let v = metrics::with_bindings(report::to_json(&last, &policy), state);
+            m.publish(metrics::encode(&interfaces::add_counters(
+                v,
+                &links,
+                tap.as_deref(),
+            )));
         }
         links.log_changes();
         if last_events.elapsed() >= Duration::from_secs(1) {
@@ -241,6 +259,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             break;
         }
     }
+    drop(metrics);
     let (last, stop_failure) = running.stop();
     drop(socket);
     if let Some(t) = &tap {
@@ -400,11 +419,14 @@ fn answer(
     cfg: &ApplianceConfig,
     policy: &mut PolicySet,
     req: &ControlRequest,
+    held: &mut HeldEvents,
 ) -> Value {
     match req {
         ControlRequest::Show(ShowWhat::Bindings) => bindings(running, cfg),
         ControlRequest::Show(ShowWhat::All) => {
-            report::to_json(&running.report(Duration::from_secs(2)), policy)
+            let mut last = running.report(Duration::from_secs(2));
+            held.give(&mut last);
+            report::to_json(&last, policy)
         }
         ControlRequest::Move { to, break_first } => move_to(running, cfg, to, !break_first),
         ControlRequest::Refresh => refresh(running, cfg),

@@ -10,6 +10,7 @@
 //! ([`PcapTap::flush`]), so a killed appliance leaves readable captures;
 //! frames that can not be written are counted and warned about at once.
 
+use crate::log_limit::LogLimit;
 use bitsgw_io::pcap::PcapWriter;
 use bitsgw_pipeline::{LinkType, Tap, TapPoint};
 use bitsgw_wire::Timestamp;
@@ -25,8 +26,8 @@ pub struct PcapTap {
     writers: Vec<(TapPoint, PcapWriter)>,
     paths: Vec<PathBuf>,
     failures: u64,
-    /// When the last failure was warned about.
-    warned: Option<Instant>,
+    /// Failures are warned about at most once per [`WARN_INTERVAL`].
+    warned: LogLimit,
 }
 
 impl std::fmt::Debug for PcapTap {
@@ -62,7 +63,7 @@ impl PcapTap {
             writers,
             paths,
             failures: 0,
-            warned: None,
+            warned: LogLimit::new(WARN_INTERVAL),
         })
     }
 
@@ -96,13 +97,8 @@ impl PcapTap {
     /// [`WARN_INTERVAL`] (a full disk fails every frame).
     fn failed(&mut self, e: &bitsgw_io::PortError) {
         self.failures += 1;
-        let now = Instant::now();
-        if self
-            .warned
-            .is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL)
-        {
-            self.warned = Some(now);
-            warn!(failures = self.failures, "trace: {e}");
+        if let Some(suppressed) = self.warned.allow(Instant::now()) {
+            warn!(failures = self.failures, suppressed, "trace: {e}");
         }
     }
 }

@@ -396,3 +396,307 @@ fn restarts_and_re_added_sas_never_repeat_a_sequence_number() {
     assert_eq!(per_spi.len(), 2, "{per_spi:?}");
     assert!(per_spi.values().all(|n| *n >= 25), "{per_spi:?}");
 }
+
+/// `GET /metrics` on gateway A's metrics endpoint, from inside its
+/// namespace: the status line and the body.
+fn scrape(ns: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let raw = bitsgw_io::netns::run_in(ns, || {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9474")?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok::<_, std::io::Error>(out)
+    })
+    .unwrap()
+    .unwrap_or_else(|e| format!("error: {e}"));
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// A scrape's samples: metric name, labels, value.
+type Samples = Vec<(String, std::collections::BTreeMap<String, String>, f64)>;
+
+fn samples(text: &str) -> Samples {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("{e}: {text}"));
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("unexpected {other:?}"),
+            };
+            let labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (s.metric, labels, v)
+        })
+        .collect()
+}
+
+/// The value of the one sample of `metric` with `labels` (among others).
+fn value(s: &Samples, metric: &str, labels: &[(&str, &str)]) -> u64 {
+    let found: Vec<f64> = s
+        .iter()
+        .filter(|(m, l, _)| {
+            m == metric
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| *v)
+        .collect();
+    assert_eq!(found.len(), 1, "{metric} {labels:?}: {found:?}");
+    found[0] as u64
+}
+
+fn show_json(sock: &std::path::Path, what: &str) -> serde_json::Value {
+    let out = bitsgw(&["show", what, "--json", "--socket", sock.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `show` before and after a scrape, as JSON.
+struct Shown {
+    counters: serde_json::Value,
+    sas: serde_json::Value,
+    spd: serde_json::Value,
+}
+
+fn shown(sock: &std::path::Path) -> Shown {
+    Shown {
+        counters: show_json(sock, "counters"),
+        sas: show_json(sock, "sa"),
+        spd: show_json(sock, "sp"),
+    }
+}
+
+/// Every counter of `show` is in the scrape, between its value before and
+/// after it (the counters only rise).
+fn check_against_show(s: &Samples, before: &Shown, after: &Shown) {
+    let mut checked = 0;
+    let mut between = |what: String, x: u64, lo: &serde_json::Value, hi: &serde_json::Value| {
+        let (lo, hi) = (lo.as_u64().unwrap(), hi.as_u64().unwrap());
+        assert!(lo <= x && x <= hi, "{what}: {lo} <= {x} <= {hi}");
+        checked += 1;
+    };
+    for port in ["host", "network"] {
+        for dir in ["rx", "tx"] {
+            for what in ["frames", "bytes"] {
+                let x = value(
+                    s,
+                    &format!("bitsgw_port_{what}_total"),
+                    &[("port", port), ("direction", dir)],
+                );
+                let key = format!("{dir}_{what}");
+                between(
+                    format!("{port} {key}"),
+                    x,
+                    &before.counters["ports"][port][&key],
+                    &after.counters["ports"][port][&key],
+                );
+            }
+        }
+    }
+    let drops = before.counters["drops"].as_object().unwrap();
+    assert!(!drops.is_empty());
+    let mut total = 0;
+    for (reason, n) in drops {
+        let x = value(s, "bitsgw_drops_total", &[("reason", reason)]);
+        total += x;
+        between(reason.clone(), x, n, &after.counters["drops"][reason]);
+    }
+    between(
+        "drops_total".into(),
+        total,
+        &before.counters["drops_total"],
+        &after.counters["drops_total"],
+    );
+    let sas = before.sas.as_array().unwrap();
+    assert!(!sas.is_empty());
+    for (i, sa) in sas.iter().enumerate() {
+        let name = sa["name"].as_str().unwrap();
+        for (field, metric) in [
+            ("packets", "bitsgw_sa_packets_total"),
+            ("bytes", "bitsgw_sa_bytes_total"),
+            ("replay_drops", "bitsgw_sa_replay_drops_total"),
+            ("icv_failures", "bitsgw_sa_icv_failures_total"),
+        ] {
+            let x = value(s, metric, &[("sa", name)]);
+            between(
+                format!("{name} {field}"),
+                x,
+                &sa[field],
+                &after.sas[i][field],
+            );
+        }
+        let state = sa["state"].as_str().unwrap();
+        assert_eq!(
+            value(s, "bitsgw_sa_state", &[("sa", name), ("state", state)]),
+            1
+        );
+    }
+    for dir in ["outbound", "inbound"] {
+        for (i, e) in before.spd[dir].as_array().unwrap().iter().enumerate() {
+            let entry = e["name"].as_str().unwrap();
+            let x = value(
+                s,
+                "bitsgw_spd_hits_total",
+                &[("direction", dir), ("entry", entry)],
+            );
+            between(
+                format!("{dir} {entry}"),
+                x,
+                &e["hits"],
+                &after.spd[dir][i]["hits"],
+            );
+        }
+    }
+    assert!(checked > 20, "only {checked} values compared");
+}
+
+#[test]
+fn metrics_endpoint_matches_show_rises_with_traffic_and_outlasts_a_scrape_storm() {
+    let mut lab = Lab::new("m", &["hA", "gA", "r", "gB", "hB"]);
+    build(&lab);
+    common::start_gateways_with(
+        &mut lab,
+        serde_json::json!({"metrics": {"listen": "127.0.0.1:9474"}}),
+    );
+    let ns = lab.ns("gA");
+    let sock = socket(&lab, "a");
+    let ping = |lab: &Lab, count: &str| {
+        lab.try_exec(
+            "hA",
+            &["ping", "-c", count, "-i", "0.2", "-W", "2", "198.51.100.20"],
+        )
+    };
+    let out = ping(&lab, "3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A scrape between two `show`s: every counter between the two.
+    let before = shown(&sock);
+    let (status, body) = scrape(&ns);
+    let after = shown(&sock);
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(body.ends_with("# EOF\n"));
+    let first = samples(&body);
+    check_against_show(&first, &before, &after);
+
+    // `show counters --prometheus`: the same families, once.
+    let printed = bitsgw(&[
+        "show",
+        "counters",
+        "--prometheus",
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
+    assert!(printed.status.success());
+    let families = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("# TYPE "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        families(&String::from_utf8_lossy(&printed.stdout)),
+        families(&body)
+    );
+
+    // Traffic: the counters rise (the text is renewed after a second).
+    let out = ping(&lab, "5");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, body) = scrape(&ns);
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let second = samples(&body);
+    let outbound = after
+        .sas
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|sa| sa["direction"] == "outbound" && sa["packets"].as_u64() > Some(0))
+        .expect("an outbound SA that carried the first pings");
+    let name = outbound["name"].as_str().unwrap();
+    for (metric, labels) in [
+        ("bitsgw_sa_packets_total", vec![("sa", name)]),
+        (
+            "bitsgw_port_frames_total",
+            vec![("port", "host"), ("direction", "rx")],
+        ),
+        (
+            "bitsgw_port_frames_total",
+            vec![("port", "network"), ("direction", "tx")],
+        ),
+        (
+            "bitsgw_ipsec_packets_total",
+            vec![("direction", "outbound"), ("action", "protected")],
+        ),
+    ] {
+        let (a, b) = (
+            value(&first, metric, &labels),
+            value(&second, metric, &labels),
+        );
+        assert!(b >= a + 5, "{metric} {labels:?}: {a} -> {b}");
+    }
+
+    // A scrape storm: 300 clients scraping at once, again and again,
+    // while a ping crosses the gateway and `show` asks its control socket.
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm: Vec<_> = (0..300)
+        .map(|_| {
+            let (ns, stop) = (ns.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::SeqCst) && answers.len() < 20 {
+                    answers.push(scrape(&ns).0);
+                }
+                answers
+            })
+        })
+        .collect();
+    let out = ping(&lab, "10");
+    let said = String::from_utf8_lossy(&out.stdout);
+    for _ in 0..5 {
+        let shown = bitsgw(&["show", "counters", "--socket", sock.to_str().unwrap()]);
+        assert!(
+            shown.status.success(),
+            "show during the storm: {}",
+            String::from_utf8_lossy(&shown.stderr)
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let answers: Vec<String> = storm.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert!(answers.len() >= 300);
+    assert!(
+        answers.iter().all(|s| s == "HTTP/1.1 200 OK"),
+        "{:?}",
+        answers.iter().find(|s| *s != "HTTP/1.1 200 OK")
+    );
+    assert!(
+        out.status.success() && said.contains(" 10 received"),
+        "ping during the storm: {said}"
+    );
+}

@@ -367,7 +367,19 @@ pub fn gateway_config(lab: &Lab, side: &str) -> PathBuf {
 /// Starts gateways A and B of the two-site lab and waits until both
 /// answer on their control sockets; their indexes in [`Lab::children`].
 pub fn start_gateways(lab: &mut Lab) -> (usize, usize) {
+    start_gateways_with(lab, serde_json::json!({}))
+}
+
+/// [`start_gateways`] with the fields of `extra_a` added to gateway A's
+/// configuration.
+pub fn start_gateways_with(lab: &mut Lab, extra_a: serde_json::Value) -> (usize, usize) {
     let (cfg_a, cfg_b) = (gateway_config(lab, "a"), gateway_config(lab, "b"));
+    let mut a: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_a).unwrap()).unwrap();
+    for (k, v) in extra_a.as_object().into_iter().flatten() {
+        a[k] = v.clone();
+    }
+    std::fs::write(&cfg_a, a.to_string()).unwrap();
     let gw_a = lab.spawn(
         "gA",
         &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg_a.to_str().unwrap()],

@@ -101,6 +101,11 @@ pub struct SaReport {
     pub stats: SaStats,
     /// Sequence number (sent or highest received).
     pub seq: u64,
+    /// When its soft and its hard time limit fall due, if it has one
+    /// (RFC 4301 4.4.2.1).
+    pub soft_expiry: Option<Timestamp>,
+    /// See `soft_expiry`.
+    pub hard_expiry: Option<Timestamp>,
 }
 
 /// What the whole pipeline has counted, and its IPsec events.
@@ -116,6 +121,9 @@ pub struct Report {
     pub spd_hits_out: Vec<u64>,
     /// Hits per inbound SPD entry.
     pub spd_hits_in: Vec<u64>,
+    /// The pipeline's clock when the report was made (what SA expiry
+    /// times count from).
+    pub now: Timestamp,
     /// IPsec events since the last report.
     pub events: Vec<Event>,
     /// The mobility stage's counters, summed, in the `ha` and `mn` roles.
@@ -548,6 +556,7 @@ impl Running {
         parts.sort_by_key(|(w, _)| *w);
         let mut total = Report {
             packet_buffers: self.shared.buffers_made.load(Ordering::Relaxed),
+            now: self.now(),
             ..Report::default()
         };
         if let Ok(s) = self.shared.rx_stage.lock() {
@@ -1126,13 +1135,22 @@ impl Worker {
                     .sad()
                     .iter()
                     .filter(|(id, sa)| self.owns(id.index(), sa.params().direction))
-                    .map(|(_, sa)| SaReport {
-                        name: sa.name().to_string(),
-                        spi: sa.spi(),
-                        direction: sa.params().direction,
-                        state: sa.state(),
-                        stats: *sa.stats(),
-                        seq: sa.seq(),
+                    .map(|(_, sa)| {
+                        let due = |limits: &bitsgw_ipsec::sa::Limits| {
+                            limits
+                                .seconds
+                                .map(|s| sa.installed_at().saturating_add(Duration::from_secs(s)))
+                        };
+                        SaReport {
+                            name: sa.name().to_string(),
+                            spi: sa.spi(),
+                            direction: sa.params().direction,
+                            state: sa.state(),
+                            stats: *sa.stats(),
+                            seq: sa.seq(),
+                            soft_expiry: due(&sa.params().soft),
+                            hard_expiry: due(&sa.params().hard),
+                        }
                     })
                     .collect();
                 let report = Report {
@@ -1143,8 +1161,10 @@ impl Worker {
                     spd_hits_in: stage.spd(Direction::Inbound).hits().to_vec(),
                     events: std::mem::take(&mut self.events),
                     mobility: self.gateway.mobility().map(|m| m.counters().clone()),
-                    // The pipeline's own count, added by `Running::report`.
+                    // The pipeline's own count and clock, added by
+                    // `Running::report`.
                     packet_buffers: 0,
+                    now: Timestamp::ZERO,
                 };
                 let _ = reply.send((self.index, report));
             }

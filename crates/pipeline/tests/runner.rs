@@ -239,3 +239,55 @@ fn lifetime_events_once(cfg: &RunnerConfig) {
         .iter()
         .all(|e| matches!(e, bitsgw_ipsec::Event::HardExpired { .. })));
 }
+
+/// A report says when each SA's time limits fall due, on the pipeline's
+/// clock, which it gives too.
+#[test]
+fn reports_give_the_time_limits_of_each_sa() {
+    let report_with = |lifetime: Option<serde_json::Value>| {
+        let maker = move || {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../policies/site-to-site-a.json");
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            for sa in v["sad"].as_array_mut().unwrap() {
+                match &lifetime {
+                    Some(l) => sa["lifetime"] = l.clone(),
+                    None => {
+                        sa.as_object_mut().unwrap().remove("lifetime");
+                    }
+                }
+            }
+            let set = bitsgw_ipsec::config::parse_policy(&v.to_string(), "limits.json").unwrap();
+            let mut stage = IpsecStage::new(StageConfig::default());
+            set.apply(&mut stage, Timestamp::ZERO).unwrap();
+            stage
+        };
+        let (host, _host_in, _host_out) = port();
+        let (net, _net_in, _net_out) = port();
+        let cfg = RunnerConfig {
+            workers: 2,
+            queue_depth: 64,
+            run_to_completion: false,
+        };
+        let r = runner::start(&cfg, host, net, &maker, None);
+        let report = r.report(Duration::from_secs(2));
+        let _ = r.stop();
+        assert!(!report.sas.is_empty());
+        report
+    };
+    let at = |s| Some(Timestamp::ZERO.saturating_add(Duration::from_secs(s)));
+    let report = report_with(Some(
+        serde_json::json!({"soft": {"seconds": 300}, "hard": {"seconds": 600}}),
+    ));
+    assert!(report.now < Timestamp::ZERO.saturating_add(Duration::from_secs(60)));
+    assert!(report.now > Timestamp::ZERO);
+    for sa in &report.sas {
+        assert_eq!((sa.soft_expiry, sa.hard_expiry), (at(300), at(600)));
+    }
+    let report = report_with(None);
+    assert!(report
+        .sas
+        .iter()
+        .all(|sa| sa.soft_expiry.is_none() && sa.hard_expiry.is_none()));
+}
