@@ -345,6 +345,7 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "udp_encap_ports": cfg.stage.udp_encap_ports,
         "control_socket": cfg.control_socket.display().to_string(),
         "control_socket_group": cfg.control_socket_group,
+        "user": cfg.user.map(|(uid, gid)| json!({"uid": uid, "gid": gid})),
         "policy": cfg.policy_file.display().to_string(),
         "mobility": cfg.mobility.as_ref().map(mobility_json),
         "layer2": {

@@ -273,6 +273,9 @@ pub struct ApplianceConfig {
     pub routes: Option<RouteSettings>,
     /// Which non-IP frames pass inline.
     pub layer2: Layer2Policy,
+    /// The user `run` becomes once its ports and socket are open
+    /// (`"user"`: a name or uid from /etc/passwd; uid and primary gid).
+    pub user: Option<(u32, u32)>,
 }
 
 /// The appliance's own addresses on one side (none: a transparent bump).
@@ -391,6 +394,7 @@ pub(crate) const FIELDS: &[&str] = &[
     "mode",
     "routes",
     "layer2",
+    "user",
     "comment",
 ];
 
@@ -1075,6 +1079,32 @@ fn group_id(v: &Value, group_file: &Path) -> Result<u32, String> {
         .ok_or_else(|| format!("no group \"{name}\" in {}", group_file.display()))
 }
 
+/// The uid and primary gid of `"user"` (a name, or a uid given as a number
+/// or a string of digits), from `passwd_file`.
+fn user_ids(v: &Value, passwd_file: &Path) -> Result<(u32, u32), String> {
+    let name = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if !s.is_empty() => s.clone(),
+        _ => return Err("must be a user name or a uid".into()),
+    };
+    let text = std::fs::read_to_string(passwd_file)
+        .map_err(|e| format!("{}: {e}", passwd_file.display()))?;
+    let by_uid = name.bytes().all(|b| b.is_ascii_digit());
+    let found = text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        let (n, uid, gid) = (f.first()?, f.get(2)?, f.get(3)?);
+        let matches = if by_uid { *uid == name } else { *n == name };
+        matches.then(|| Some((uid.parse().ok()?, gid.parse().ok()?)))?
+    });
+    match found {
+        Some((0, _)) => Err(format!(
+            "\"{name}\" is root; name an unprivileged user (or leave \"user\" out)"
+        )),
+        Some(ids) => Ok(ids),
+        None => Err(format!("no user \"{name}\" in {}", passwd_file.display())),
+    }
+}
+
 /// Reads and validates an appliance configuration, and the policy file it
 /// names.
 pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
@@ -1268,8 +1298,15 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             "is for inline mode; routed mode forwards IP alone and drops tagged frames",
         ));
     }
+    let user = match obj.get("user") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            user_ids(v, Path::new("/etc/passwd")).map_err(|problem| ctx.err("user", problem))?,
+        ),
+    };
     Ok(ApplianceConfig {
         file: path.to_path_buf(),
+        user,
         layer2,
         mode,
         routes,
@@ -1489,6 +1526,39 @@ mod socket_group {
             (json!(["bitsgw"]), "group name or a group id"),
         ] {
             let e = group_id(&v, &file).expect_err("refused");
+            assert!(e.contains(problem), "{v}: {e}");
+        }
+        std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[cfg(test)]
+mod run_as_user {
+    //! `user`: a name or uid looked up in the passwd file, never root.
+
+    use super::user_ids;
+    use serde_json::json;
+
+    #[test]
+    fn users_by_name_and_by_uid_with_their_primary_group() {
+        let file = std::env::temp_dir().join(format!("bitsgw-passwd-{}", std::process::id()));
+        std::fs::write(
+            &file,
+            "root:x:0:0:root:/root:/bin/sh\nbroken\nbitsgw:x:998:997::/nonexistent:/usr/sbin/nologin\nodd:x:12:x::/:/bin/false\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for v in [json!("bitsgw"), json!(998), json!("998")] {
+            assert_eq!(user_ids(&v, &file), Ok((998, 997)), "{v}");
+        }
+        for (v, problem) in [
+            (json!("root"), "is root"),
+            (json!(0), "is root"),
+            (json!("nobody-here"), "no user \"nobody-here\""),
+            (json!("odd"), "no user \"odd\""),
+            (json!(""), "user name or a uid"),
+            (json!(["bitsgw"]), "user name or a uid"),
+        ] {
+            let e = user_ids(&v, &file).expect_err("refused");
             assert!(e.contains(problem), "{v}: {e}");
         }
         std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));

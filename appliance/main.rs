@@ -5,6 +5,7 @@ mod check;
 mod config;
 mod control;
 mod control_request;
+mod docs;
 mod event;
 mod interfaces;
 mod lab;
@@ -12,6 +13,7 @@ mod mobility;
 mod replay;
 mod report;
 mod run;
+mod service;
 mod trace;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -177,6 +179,13 @@ enum Command {
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
     },
+    /// Write the man pages and shell completions into a folder (for
+    /// packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Where: DIR/man and DIR/completions.
+        dir: PathBuf,
+    },
     /// Show SAs, policies, counters or bindings of a running appliance.
     Show {
         /// What to show.
@@ -330,6 +339,9 @@ fn main() -> ExitCode {
         })
         .map(|t| print!("{t}"))
         .map_err(|e| (1, e)),
+        Command::GenerateDocs { dir } => docs::generate(&dir)
+            .map(|t| print!("{t}"))
+            .map_err(|e| (1, e)),
         Command::Show { what, socket, json } => show(what, &socket, json)
             .map(|t| print!("{t}"))
             .map_err(|e| (1, e)),
