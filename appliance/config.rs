@@ -117,6 +117,12 @@
 //! list `routes` (`prefix` and an on-link `via`) for destinations behind
 //! another router; the longest prefix wins.
 //!
+//! `"user"` (optional; a name or uid from /etc/passwd, not root) is the
+//! user `run` becomes once its ports, control socket and files are open
+//! when it is started as root: that uid, its primary gid, no
+//! supplementary groups and no capabilities (see `service.rs`). The policy
+//! file must then be readable by that user, since a reload reads it again.
+//!
 //! `layer2` (optional, inline mode) says which Ethernet frames that carry
 //! no IP pass the bump. IP behind 802.1Q and 802.1ad tags is always
 //! processed; ARP always passes; everything else (PPPoE, MPLS, LLC/SNAP,

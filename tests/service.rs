@@ -96,23 +96,28 @@ fn watchdogs(notes: &[Note]) -> Vec<Instant> {
         .collect()
 }
 
-/// A gateway on two TUN ports in a namespace of its own.
-fn tun_gateway(lab: &Lab) -> (PathBuf, PathBuf, PathBuf) {
+/// TUN ports.
+const TUN_PORTS: &str =
+    r#"{"host": {"type": "tun", "name": "svhost"}, "network": {"type": "tun", "name": "svnet"}}"#;
+
+/// A gateway's configuration with `ports`, its control socket in
+/// `socket_dir`: the configuration, the policy file and the socket.
+fn gateway(lab: &Lab, socket_dir: &Path, ports: &str) -> (PathBuf, PathBuf, PathBuf) {
     let policy = lab.dir.join("policy.json");
     std::fs::copy(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/site-to-site-a.json"),
         &policy,
     )
     .unwrap();
-    let socket = lab.dir.join("gw.sock");
+    let socket = socket_dir.join("gw.sock");
     let config = lab.dir.join("gw.json");
     std::fs::write(
         &config,
         format!(
             r#"{{"role": "gateway", "policy": "{}",
-  "ports": {{"host": {{"type": "tun", "name": "svhost"}}, "network": {{"type": "tun", "name": "svnet"}}}},
-  "workers": 1, "control_socket": "{}"}}"#,
+  "ports": {}, "workers": 1, "control_socket": "{}"}}"#,
             policy.display(),
+            ports,
             socket.display()
         ),
     )
@@ -128,7 +133,7 @@ fn tun_gateway(lab: &Lab) -> (PathBuf, PathBuf, PathBuf) {
 #[test]
 fn readiness_watchdog_and_reloads_reach_the_notify_socket() {
     let mut lab = Lab::new("sv", &["g"]);
-    let (config, policy, socket) = tun_gateway(&lab);
+    let (config, policy, socket) = gateway(&lab, &lab.dir, TUN_PORTS);
     let notify_path = lab.dir.join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     let gw = lab.spawn(
@@ -217,6 +222,67 @@ fn readiness_watchdog_and_reloads_reach_the_notify_socket() {
     let (_, stopping) = until(&notify, "STOPPING=1", Duration::from_secs(2));
     assert!(stopping.text.contains("STATUS=stopping"));
     assert!(ok, "bitsgw run failed: {err}");
+}
+
+/// As the unit starts it: as an unprivileged user with CAP_NET_RAW and
+/// CAP_NET_ADMIN as ambient capabilities (systemd's User= and
+/// AmbientCapabilities=, here setpriv), and a runtime directory of that
+/// user for the interface locks (systemd's RuntimeDirectory=, here a
+/// tmpfs on /run/bitsgw in the namespace's own mounts). bitsgw opens its
+/// packet sockets, then gives every capability up: none is left in any
+/// thread, and the control socket answers.
+#[test]
+fn started_with_ambient_capabilities_it_gives_them_all_up() {
+    let mut lab = Lab::new("sa", &["g"]);
+    let (uid, gid) = nobody();
+    let sockets = lab.dir.join("run");
+    std::fs::create_dir_all(&sockets).unwrap();
+    must(&["chown", &format!("{uid}:{gid}"), sockets.to_str().unwrap()]);
+    // Packet sockets (CAP_NET_RAW) on a veth pair: /dev/net/tun may be
+    // closed to other users than root.
+    lab.link("g", "host", "g", "wan");
+    lab.up("g", &["host", "wan"], false);
+    let (config, _policy, socket) = gateway(
+        &lab,
+        &sockets,
+        r#"{"host": {"type": "af_packet", "interface": "host"}, "network": {"type": "af_packet", "interface": "wan"}}"#,
+    );
+    std::fs::create_dir_all(bitsgw_io::process::LOCK_DIR).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o mode=0755,uid={uid},gid={gid} bitsgw-run {} && exec setpriv --reuid={uid} --regid={gid} --clear-groups --inh-caps=+net_raw,+net_admin --ambient-caps=+net_raw,+net_admin {} run {}",
+        bitsgw_io::process::LOCK_DIR,
+        env!("CARGO_BIN_EXE_bitsgw"),
+        config.display()
+    );
+    let gw = lab.spawn("g", &["sh", "-c", &script]);
+    wait_for(&socket);
+    let pid = lab.children[gw].id();
+    let show = bitsgw(&["show", "counters", "--socket", socket.to_str().unwrap()]);
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    let tasks: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(tasks.len() >= 3, "{pid}: threads {tasks:?}");
+    for task in &tasks {
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let name = status_field(&status, "Name");
+        assert_eq!(status_field(&status, "Uid"), [&*uid; 4].join(" "), "{name}");
+        for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert_eq!(
+                status_field(&status, set),
+                "0000000000000000",
+                "{name} {set}"
+            );
+        }
+        assert_eq!(status_field(&status, "NoNewPrivs"), "1", "{name}");
+    }
+    let (ok, _, err) = lab.terminate(gw);
+    assert!(ok, "bitsgw run did not stop cleanly: {err}");
 }
 
 /// A field of /proc/PID/status (or of a thread's).
