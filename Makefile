@@ -50,7 +50,7 @@ peer-selftest: test-deps
 deb: test-deps
 	$(CARGO) build --release --bin bitsgw
 	./target/release/bitsgw generate-docs target/docs
-	$(CARGO) deb --no-build --output target/debian/
+	$(CARGO) deb --no-build --strip --output target/debian/
 	lintian target/debian/bitsgw_*.deb
 
 # The whole story in network namespaces (needs root): a mobile host behind

@@ -50,6 +50,7 @@ fn build_package(out: &Path) -> PathBuf {
         .args([
             "deb",
             "--no-build",
+            "--strip",
             "--profile",
             "dev",
             "--fast",

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{bitsgw, gateway_config, gateway_socket, must, wait_for, Lab};
+use common::{bitsgw, gateway_config, gateway_socket, must, wait_for, Lab, LockFiles};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -315,6 +315,7 @@ fn nobody() -> (String, String) {
 #[test]
 fn run_as_a_user_keeps_no_capability_and_still_forwards() {
     let mut lab = Lab::new("sp", &["hA", "gA", "r", "gB", "hB"]);
+    let _locks = LockFiles::of(&lab, &["gA", "gB"]);
     common::route_two_sites(&lab);
     let mut gateways = Vec::new();
     for (side, ns) in [("a", "gA"), ("b", "gB")] {

@@ -416,3 +416,33 @@ pub fn start_gateways(lab: &mut Lab) -> (usize, usize) {
     wait_for(&gateway_socket(lab, "b"));
     (gw_a, gw_b)
 }
+
+/// The lock files appliances make for `host` and `wan` in these
+/// namespaces, removed on drop: a killed appliance (SIGKILL in the test,
+/// or the lab's cleanup after a failure) holds no lock any more but
+/// leaves its file, and so does one that gave up root (`"user"`), which
+/// may not remove it from root's directory.
+pub struct LockFiles(Vec<PathBuf>);
+
+impl LockFiles {
+    pub fn of(lab: &Lab, namespaces: &[&str]) -> LockFiles {
+        let mut files = Vec::new();
+        for ns in namespaces {
+            let ino = std::os::unix::fs::MetadataExt::ino(
+                &std::fs::metadata(format!("/run/netns/{}", lab.ns(ns))).unwrap(),
+            );
+            for dev in ["host", "wan"] {
+                files.push(PathBuf::from(format!("/run/bitsgw/netns-{ino}-{dev}.lock")));
+            }
+        }
+        LockFiles(files)
+    }
+}
+
+impl Drop for LockFiles {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
