@@ -156,12 +156,10 @@ pub fn give_up_privileges(cfg: &ApplianceConfig) -> Result<(), String> {
     };
     bitsgw_io::process::drop_privileges(switch)
         .map_err(|e| format!("can not give up privileges: {e}"))?;
-    let (uid, gid) = switch.unwrap_or((euid, u32::MAX));
-    info!(
-        uid,
-        gid = (gid != u32::MAX).then_some(gid),
-        "privileges given up: no capabilities left"
-    );
+    match switch {
+        Some((uid, gid)) => info!(uid, gid, "now this user; no capabilities left"),
+        None => info!(uid = euid, "privileges given up: no capabilities left"),
+    }
     Ok(())
 }
 
