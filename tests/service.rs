@@ -127,9 +127,10 @@ fn gateway(lab: &Lab, socket_dir: &Path, ports: &str) -> (PathBuf, PathBuf, Path
 
 /// Readiness, the watchdog, reloads and stopping, as systemd would see
 /// them through NOTIFY_SOCKET (a stand-in datagram socket here). The
-/// watchdog interval is 1 s, so it is fed every 0.5 s; 3 s after start
-/// the host-side receive thread is stalled for 3 s (a debug-build-only
-/// setting, `BITSGW_DEBUG_STALL`), and the feeding stops for that time.
+/// watchdog interval is 2 s, so it is fed every second while no thread's
+/// heartbeat is older than that; 4 s after start the host-side receive
+/// thread is stalled for 4 s (a debug-build-only setting,
+/// `BITSGW_DEBUG_STALL`), and the feeding stops for that time.
 #[test]
 fn readiness_watchdog_and_reloads_reach_the_notify_socket() {
     let mut lab = Lab::new("sv", &["g"]);
@@ -141,8 +142,8 @@ fn readiness_watchdog_and_reloads_reach_the_notify_socket() {
         &[
             "env",
             &format!("NOTIFY_SOCKET={}", notify_path.display()),
-            "WATCHDOG_USEC=1000000",
-            "BITSGW_DEBUG_STALL=bitsgw-rx-host:3000:3000",
+            "WATCHDOG_USEC=2000000",
+            "BITSGW_DEBUG_STALL=bitsgw-rx-host:4000:4000",
             env!("CARGO_BIN_EXE_bitsgw"),
             "run",
             config.to_str().unwrap(),
@@ -174,7 +175,7 @@ fn readiness_watchdog_and_reloads_reach_the_notify_socket() {
         stuck.text
     );
     let fed = watchdogs(&live);
-    assert!(fed.len() >= 3, "fed {} times in the first 3 s", fed.len());
+    assert!(fed.len() >= 3, "fed {} times in the first 4 s", fed.len());
     let (during, back) = until(&notify, "is live again", Duration::from_secs(10));
     assert!(
         watchdogs(&during).is_empty(),
@@ -182,11 +183,11 @@ fn readiness_watchdog_and_reloads_reach_the_notify_socket() {
     );
     let last_fed = *fed.last().unwrap();
     assert!(
-        back.at.duration_since(last_fed) >= Duration::from_millis(1500),
+        back.at.duration_since(last_fed) >= Duration::from_millis(2500),
         "feeding paused only {:?}",
         back.at.duration_since(last_fed)
     );
-    let (_, _) = until(&notify, "WATCHDOG=1", Duration::from_secs(2));
+    let (_, _) = until(&notify, "WATCHDOG=1", Duration::from_secs(3));
 
     // SIGHUP: RELOADING=1 with the monotonic time, then READY=1 and the
     // outcome.
