@@ -1,7 +1,7 @@
 # bitsgw: the commands the README gives.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt demo walkthrough check-policies peer-selftest bench bench-e2e fuzz fuzz-bounded soak clean
+.PHONY: all build test test-deps lint fmt deb demo walkthrough check-policies peer-selftest bench bench-e2e fuzz fuzz-bounded soak clean
 
 all: build
 
@@ -41,6 +41,17 @@ check-policies:
 # The independent peer's own self-test (scapy against tshark), slower.
 peer-selftest: test-deps
 	./tests/peer/selftest.sh
+
+# The Debian package, from a release build: target/debian/bitsgw_*.deb
+# with the binary, the bitsgw@.service unit, man pages and shell
+# completions made from the command line, the example configurations and
+# policies under /usr/share/doc/bitsgw. Its test (tests/deb.rs, part of
+# make test) packages the debug build instead, to spare a release build.
+deb: test-deps
+	$(CARGO) build --release --bin bitsgw
+	./target/release/bitsgw generate-docs target/docs
+	$(CARGO) deb --no-build --strip --output target/debian/
+	lintian target/debian/bitsgw_*.deb
 
 # The whole story in network namespaces (needs root): a mobile host behind
 # an mn appliance moving between IPv6, public IPv4 and a NAT, a home agent,

@@ -348,6 +348,7 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "control_socket_group": cfg.control_socket_group,
         "state_dir": cfg.state_dir.display().to_string(),
         "metrics": cfg.metrics.map(|a| a.to_string()),
+        "user": cfg.user.map(|(uid, gid)| json!({"uid": uid, "gid": gid})),
         "policy": cfg.policy_file.display().to_string(),
         "mobility": cfg.mobility.as_ref().map(mobility_json),
         "layer2": {

@@ -123,6 +123,12 @@
 //! list `routes` (`prefix` and an on-link `via`) for destinations behind
 //! another router; the longest prefix wins.
 //!
+//! `"user"` (optional; a name or uid from /etc/passwd, not root) is the
+//! user `run` becomes once its ports, control socket and files are open
+//! when it is started as root: that uid, its primary gid, no
+//! supplementary groups and no capabilities (see `service.rs`). The policy
+//! file must then be readable by that user, since a reload reads it again.
+//!
 //! `layer2` (optional, inline mode) says which Ethernet frames that carry
 //! no IP pass the bump. IP behind 802.1Q and 802.1ad tags is always
 //! processed; ARP always passes; everything else (PPPoE, MPLS, LLC/SNAP,
@@ -292,6 +298,9 @@ pub struct ApplianceConfig {
     /// Where the metrics endpoint listens (`crate::metrics::settings`);
     /// none by default.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The user `run` becomes once its ports and socket are open
+    /// (`"user"`: a name or uid from /etc/passwd; uid and primary gid).
+    pub user: Option<(u32, u32)>,
 }
 
 /// The appliance's own addresses on one side (none: a transparent bump).
@@ -419,6 +428,7 @@ pub(crate) const FIELDS: &[&str] = &[
     "routes",
     "layer2",
     "metrics",
+    "user",
     "comment",
 ];
 
@@ -1123,6 +1133,32 @@ fn group_id(v: &Value, group_file: &Path) -> Result<u32, String> {
         .ok_or_else(|| format!("no group \"{name}\" in {}", group_file.display()))
 }
 
+/// The uid and primary gid of `"user"` (a name, or a uid given as a number
+/// or a string of digits), from `passwd_file`.
+fn user_ids(v: &Value, passwd_file: &Path) -> Result<(u32, u32), String> {
+    let name = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if !s.is_empty() => s.clone(),
+        _ => return Err("must be a user name or a uid".into()),
+    };
+    let text = std::fs::read_to_string(passwd_file)
+        .map_err(|e| format!("{}: {e}", passwd_file.display()))?;
+    let by_uid = name.bytes().all(|b| b.is_ascii_digit());
+    let found = text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        let (n, uid, gid) = (f.first()?, f.get(2)?, f.get(3)?);
+        let matches = if by_uid { *uid == name } else { *n == name };
+        matches.then(|| Some((uid.parse().ok()?, gid.parse().ok()?)))?
+    });
+    match found {
+        Some((0, _)) => Err(format!(
+            "\"{name}\" is root; name an unprivileged user (or leave \"user\" out)"
+        )),
+        Some(ids) => Ok(ids),
+        None => Err(format!("no user \"{name}\" in {}", passwd_file.display())),
+    }
+}
+
 /// Reads and validates an appliance configuration, and the policy file it
 /// names.
 pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
@@ -1332,8 +1368,15 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         ));
     }
     let metrics = crate::metrics::settings(&ctx, obj)?;
+    let user = match obj.get("user") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            user_ids(v, Path::new("/etc/passwd")).map_err(|problem| ctx.err("user", problem))?,
+        ),
+    };
     Ok(ApplianceConfig {
         file: path.to_path_buf(),
+        user,
         layer2,
         metrics,
         mode,
@@ -1586,5 +1629,38 @@ mod key_like_paths {
         let e = with(key).map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("looks like a key, not a path"), "{e}");
         assert!(!e.contains(&key[4..]), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod run_as_user {
+    //! `user`: a name or uid looked up in the passwd file, never root.
+
+    use super::user_ids;
+    use serde_json::json;
+
+    #[test]
+    fn users_by_name_and_by_uid_with_their_primary_group() {
+        let file = std::env::temp_dir().join(format!("bitsgw-passwd-{}", std::process::id()));
+        std::fs::write(
+            &file,
+            "root:x:0:0:root:/root:/bin/sh\nbroken\nbitsgw:x:998:997::/nonexistent:/usr/sbin/nologin\nodd:x:12:x::/:/bin/false\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for v in [json!("bitsgw"), json!(998), json!("998")] {
+            assert_eq!(user_ids(&v, &file), Ok((998, 997)), "{v}");
+        }
+        for (v, problem) in [
+            (json!("root"), "is root"),
+            (json!(0), "is root"),
+            (json!("nobody-here"), "no user \"nobody-here\""),
+            (json!("odd"), "no user \"odd\""),
+            (json!(""), "user name or a uid"),
+            (json!(["bitsgw"]), "user name or a uid"),
+        ] {
+            let e = user_ids(&v, &file).expect_err("refused");
+            assert!(e.contains(problem), "{v}: {e}");
+        }
+        std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -110,7 +110,7 @@ pub fn bind(path: &Path, group: Option<u32>) -> Result<ControlSocket, String> {
 }
 
 /// An I/O error about `p`.
-fn shown(p: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+pub(crate) fn shown(p: &Path) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{}: {e}", p.display())
 }
 

@@ -5,6 +5,7 @@ mod check;
 mod config;
 mod control;
 mod control_request;
+mod docs;
 mod event;
 mod interfaces;
 mod lab;
@@ -16,6 +17,7 @@ mod mobility;
 mod replay;
 mod report;
 mod run;
+mod service;
 mod trace;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -180,6 +182,13 @@ enum Command {
         /// Write an SVG plot of throughput against packet size here.
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
+    },
+    /// Write the man pages and shell completions into a folder (for
+    /// packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Where: DIR/man and DIR/completions.
+        dir: PathBuf,
     },
     /// Show SAs, policies, counters or bindings of a running appliance.
     Show {
@@ -362,6 +371,9 @@ fn main() -> ExitCode {
         })
         .map(|t| print!("{t}"))
         .map_err(|e| (1, e)),
+        Command::GenerateDocs { dir } => docs::generate(&dir)
+            .map(|t| print!("{t}"))
+            .map_err(|e| (1, e)),
         Command::Show {
             what,
             socket,

@@ -10,6 +10,7 @@ use crate::interfaces::{self, LinkWatches};
 use crate::metrics::{self, HeldEvents, MetricsServer};
 use crate::mobility::{self, MnControl};
 use crate::report;
+use crate::service::{self, Service};
 use crate::trace::PcapTap;
 use bitsgw_io::SmoltcpEndpoint;
 use bitsgw_ipsec::config::{load_policy_file, PolicySet};
@@ -138,6 +139,9 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .map_err(|e| e.to_string())?;
+    // Everything that needs privilege is open; no thread runs yet.
+    service::give_up_privileges(&cfg)?;
+    let mut service = Service::from_env();
 
     let mut policy = cfg.policy.clone();
     let runner_cfg = RunnerConfig {
@@ -206,13 +210,30 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             return Err(e);
         }
     };
+    service.ready(&format!(
+        "forwarding: {} role, {} workers, control socket {}",
+        cfg.role.name(),
+        cfg.workers,
+        cfg.control_socket.display()
+    ));
     let mut failure = None;
     let mut last_events = Instant::now();
     let mut held = HeldEvents::default();
     loop {
         match requests.recv_timeout(Duration::from_millis(20)) {
             Ok(req) => {
+                let reloading = matches!(req.body, ControlRequest::Reload);
+                if reloading {
+                    service.reloading();
+                }
                 let reply = answer(&running, &cfg, &mut policy, &req.body, &mut held);
+                if reloading {
+                    service.reloaded(match (&reply["ok"], &reply["error"]) {
+                        (Value::String(done), _) => Ok(done),
+                        (_, Value::String(why)) => Err(why),
+                        _ => Err("no answer"),
+                    });
+                }
                 req.answer(interfaces::add_counters(reply, &links, tap.as_deref()));
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -245,13 +266,22 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             }
         }
         if hup.swap(false, Ordering::SeqCst) {
+            service.reloading();
             match reload(&running, &cfg, &mut policy) {
-                Ok(done) => info!("{done}"),
-                Err(e) => warn!("{e}"),
+                Ok(done) => {
+                    info!("{done}");
+                    service.reloaded(Ok(&done));
+                }
+                Err(e) => {
+                    warn!("{e}");
+                    service.reloaded(Err(&e.to_string()));
+                }
             }
         }
+        service.tick(&running);
         if term.load(Ordering::SeqCst) {
             info!("stopping");
+            service.stopping();
             break;
         }
         if !running.is_running() {

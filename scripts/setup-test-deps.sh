@@ -3,9 +3,11 @@
 # tools (tshark, iproute2, nftables, conntrack, iperf3, iputils-ping, ethtool,
 # python3-venv; strongswan-charon, strongswan-swanctl, libcharon-extra-plugins
 # and libstrongswan-standard-plugins for strongSwan's userspace ESP with
-# AES-GCM in make bench-e2e) and a virtualenv at $REPO/.venv with
-# scapy >= 2.6 from PyPI (Debian's 2.5 has ESP bugs), and cargo-fuzz from
-# crates.io for the bounded fuzz runs.
+# AES-GCM in make bench-e2e; systemd for systemd-analyze, lintian and
+# man-db for the service and package tests) and a virtualenv at
+# $REPO/.venv with scapy >= 2.6 from PyPI (Debian's 2.5 has ESP bugs),
+# cargo-fuzz from crates.io for the bounded fuzz runs, and cargo-deb for
+# make deb and the package test.
 #
 # Idempotent and non-interactive: a second run installs nothing and only
 # checks. Prints one line per thing it installs; exits non-zero with a
@@ -20,7 +22,7 @@ REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV="$REPO/.venv"
 SCAPY_SPEC='scapy>=2.6'
-PACKAGES="tshark python3-venv iproute2 nftables conntrack iperf3 iputils-ping ethtool strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins"
+PACKAGES="tshark python3-venv iproute2 nftables conntrack iperf3 iputils-ping ethtool strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins systemd lintian man-db"
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -112,5 +114,15 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" ||
         die "cargo install cargo-fuzz $CARGO_FUZZ_VERSION failed (is crates.io reachable?)"
 fi
+
+# --- cargo-deb, for make deb and tests/deb.rs --------------------------------
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    echo "setup-test-deps: installing cargo-deb $CARGO_DEB_VERSION"
+    cargo install --quiet --locked cargo-deb --version "$CARGO_DEB_VERSION" ||
+        die "cargo install cargo-deb $CARGO_DEB_VERSION failed (is crates.io reachable?)"
+fi
+command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze not on PATH after installing package systemd"
+command -v lintian >/dev/null 2>&1 || die "lintian not on PATH after installing package lintian"
 
 echo "setup-test-deps: ok ($("$VENV/bin/python" -c 'import scapy; print("scapy", scapy.VERSION)'), $(tshark --version 2>/dev/null | head -n1))"

@@ -13,9 +13,9 @@
 
 mod common;
 
-use common::{bitsgw, must, sh, wait_for, Lab};
+use common::{bitsgw, must, sh, wait_for, Lab, LockFiles};
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -145,35 +145,6 @@ fn read_memory(pid: u32) -> std::process::Output {
         "status=none",
     ]);
     sh(&args)
-}
-
-/// The lock files appliances make for `host` and `wan` in these
-/// namespaces, removed on drop: a killed appliance (SIGKILL in the test,
-/// or the lab's cleanup after a failure) holds no lock any more but
-/// leaves its file.
-struct LockFiles(Vec<PathBuf>);
-
-impl LockFiles {
-    fn of(lab: &Lab, namespaces: &[&str]) -> LockFiles {
-        let mut files = Vec::new();
-        for ns in namespaces {
-            let ino = std::fs::metadata(format!("/run/netns/{}", lab.ns(ns)))
-                .unwrap()
-                .ino();
-            for dev in ["host", "wan"] {
-                files.push(PathBuf::from(format!("/run/bitsgw/netns-{ino}-{dev}.lock")));
-            }
-        }
-        LockFiles(files)
-    }
-}
-
-impl Drop for LockFiles {
-    fn drop(&mut self) {
-        for f in &self.0 {
-            let _ = std::fs::remove_file(f);
-        }
-    }
 }
 
 #[test]
@@ -318,7 +289,14 @@ fn a_deleted_interface_stops_the_appliance_or_is_waited_for() {
     lab.up("g", &["host"], false);
     address_host(&lab);
     let sock = lab.dir.join("wait.sock");
-    let cfg = config(&lab, "wait", &sock, r#""on_link_loss": "wait", "#);
+    // As an unprivileged user: binding the open packet socket to the
+    // returning interface needs no capability.
+    let cfg = config(
+        &lab,
+        "wait",
+        &sock,
+        r#""on_link_loss": "wait", "user": "nobody", "#,
+    );
     let gw = lab.spawn(
         "g",
         &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],

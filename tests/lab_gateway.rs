@@ -20,65 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn build(lab: &Lab) {
-    common::link_two_sites(lab);
-    lab.exec("hA", &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
-    lab.exec("hA", &["ip", "link", "set", "eth0", "mtu", "1400"]);
-    lab.exec("hA", &["ip", "route", "add", "default", "via", "192.0.2.1"]);
-    lab.exec(
-        "hB",
-        &["ip", "addr", "add", "198.51.100.20/24", "dev", "eth0"],
-    );
-    lab.exec("hB", &["ip", "link", "set", "eth0", "mtu", "1400"]);
-    lab.exec(
-        "hB",
-        &["ip", "route", "add", "default", "via", "198.51.100.1"],
-    );
-    lab.exec("r", &["ip", "addr", "add", "192.0.2.1/24", "dev", "ra"]);
-    lab.exec("r", &["ip", "addr", "add", "198.51.100.1/24", "dev", "rb"]);
-    for k in [
-        "net.ipv4.ip_forward=1",
-        "net.ipv4.conf.all.rp_filter=0",
-        "net.ipv4.conf.ra.rp_filter=0",
-        "net.ipv4.conf.rb.rp_filter=0",
-    ] {
-        lab.exec("r", &["sysctl", "-qw", k]);
-    }
-    // The tunnel endpoints live in the bumps, which have no IP stack of
-    // their own: the router reaches them at the hosts' MAC addresses,
-    // through the bump on the path.
-    let mac_a = lab.mac("hA", "eth0");
-    let mac_b = lab.mac("hB", "eth0");
-    lab.exec("r", &["ip", "route", "add", "203.0.113.1/32", "dev", "ra"]);
-    lab.exec("r", &["ip", "route", "add", "203.0.113.2/32", "dev", "rb"]);
-    lab.exec(
-        "r",
-        &[
-            "ip",
-            "neigh",
-            "add",
-            "203.0.113.1",
-            "lladdr",
-            &mac_a,
-            "dev",
-            "ra",
-        ],
-    );
-    lab.exec(
-        "r",
-        &[
-            "ip",
-            "neigh",
-            "add",
-            "203.0.113.2",
-            "lladdr",
-            &mac_b,
-            "dev",
-            "rb",
-        ],
-    );
-}
-
 /// Frames captured on the router's two links.
 type Frames = Arc<Mutex<Vec<Vec<u8>>>>;
 
@@ -93,7 +34,7 @@ fn lab_with_captures(
     [std::thread::JoinHandle<()>; 2],
 ) {
     let lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
-    build(&lab);
+    common::route_two_sites(&lab);
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let caps = [
@@ -572,7 +513,7 @@ fn check_against_show(s: &Samples, before: &Shown, after: &Shown) {
 #[test]
 fn metrics_endpoint_matches_show_rises_with_traffic_and_outlasts_a_scrape_storm() {
     let mut lab = Lab::new("m", &["hA", "gA", "r", "gB", "hB"]);
-    build(&lab);
+    common::route_two_sites(&lab);
     common::start_gateways_with(
         &mut lab,
         serde_json::json!({"metrics": {"listen": "127.0.0.1:9474"}}),

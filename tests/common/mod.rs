@@ -328,6 +328,69 @@ pub fn link_two_sites(lab: &Lab) {
     lab.up("hB", &["eth0"], false);
 }
 
+/// The two-site lab linked ([`link_two_sites`]) and addressed: host A
+/// 192.0.2.10 and host B 198.51.100.20 routed through the router `r`
+/// (their gateways' host-side addresses), which reaches the tunnel
+/// endpoints 203.0.113.1 and .2 in the bumps at the hosts' MACs.
+pub fn route_two_sites(lab: &Lab) {
+    link_two_sites(lab);
+    lab.exec("hA", &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    lab.exec("hA", &["ip", "link", "set", "eth0", "mtu", "1400"]);
+    lab.exec("hA", &["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    lab.exec(
+        "hB",
+        &["ip", "addr", "add", "198.51.100.20/24", "dev", "eth0"],
+    );
+    lab.exec("hB", &["ip", "link", "set", "eth0", "mtu", "1400"]);
+    lab.exec(
+        "hB",
+        &["ip", "route", "add", "default", "via", "198.51.100.1"],
+    );
+    lab.exec("r", &["ip", "addr", "add", "192.0.2.1/24", "dev", "ra"]);
+    lab.exec("r", &["ip", "addr", "add", "198.51.100.1/24", "dev", "rb"]);
+    for k in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.ra.rp_filter=0",
+        "net.ipv4.conf.rb.rp_filter=0",
+    ] {
+        lab.exec("r", &["sysctl", "-qw", k]);
+    }
+    // The tunnel endpoints live in the bumps, which have no IP stack of
+    // their own: the router reaches them at the hosts' MAC addresses,
+    // through the bump on the path.
+    let mac_a = lab.mac("hA", "eth0");
+    let mac_b = lab.mac("hB", "eth0");
+    lab.exec("r", &["ip", "route", "add", "203.0.113.1/32", "dev", "ra"]);
+    lab.exec("r", &["ip", "route", "add", "203.0.113.2/32", "dev", "rb"]);
+    lab.exec(
+        "r",
+        &[
+            "ip",
+            "neigh",
+            "add",
+            "203.0.113.1",
+            "lladdr",
+            &mac_a,
+            "dev",
+            "ra",
+        ],
+    );
+    lab.exec(
+        "r",
+        &[
+            "ip",
+            "neigh",
+            "add",
+            "203.0.113.2",
+            "lladdr",
+            &mac_b,
+            "dev",
+            "rb",
+        ],
+    );
+}
+
 /// The control socket of gateway `side` ("a" or "b") of the two-site lab.
 pub fn gateway_socket(lab: &Lab, side: &str) -> PathBuf {
     lab.dir.join(format!("gw-{side}.sock"))
@@ -391,4 +454,34 @@ pub fn start_gateways_with(lab: &mut Lab, extra_a: serde_json::Value) -> (usize,
     lab.wait_ready(gw_a, &gateway_socket(lab, "a"));
     lab.wait_ready(gw_b, &gateway_socket(lab, "b"));
     (gw_a, gw_b)
+}
+
+/// The lock files appliances make for `host` and `wan` in these
+/// namespaces, removed on drop: a killed appliance (SIGKILL in the test,
+/// or the lab's cleanup after a failure) holds no lock any more but
+/// leaves its file, and so does one that gave up root (`"user"`), which
+/// may not remove it from root's directory.
+pub struct LockFiles(Vec<PathBuf>);
+
+impl LockFiles {
+    pub fn of(lab: &Lab, namespaces: &[&str]) -> LockFiles {
+        let mut files = Vec::new();
+        for ns in namespaces {
+            let ino = std::os::unix::fs::MetadataExt::ino(
+                &std::fs::metadata(format!("/run/netns/{}", lab.ns(ns))).unwrap(),
+            );
+            for dev in ["host", "wan"] {
+                files.push(PathBuf::from(format!("/run/bitsgw/netns-{ino}-{dev}.lock")));
+            }
+        }
+        LockFiles(files)
+    }
+}
+
+impl Drop for LockFiles {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }

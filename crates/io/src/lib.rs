@@ -15,7 +15,7 @@
 //! returned as [`PortError`] and never panic.
 //!
 //! This is the only crate of the workspace with `unsafe` code: the system
-//! calls libc exposes (ioctl, setsockopt, poll, setns, prctl, flock). Each block says why
+//! calls libc exposes (ioctl, setsockopt, poll, setns, prctl, flock, setresuid). Each block says why
 //! it is sound.
 
 use std::time::Duration;

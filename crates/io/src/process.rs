@@ -40,6 +40,134 @@ pub fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Why privileges could not be given up. The appliance refuses to go on
+/// with more privilege than it said it would keep.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrivilegeError {
+    /// A system call that changes the process's identity failed.
+    #[error("{call}: {source}")]
+    Identity {
+        /// The call (`setgroups`, `setresgid`, `setresuid`, `prctl`).
+        call: &'static str,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// A capability set could not be read or changed.
+    #[error("capabilities: {0}")]
+    Capabilities(#[from] caps::errors::CapsError),
+    /// The process is not the user it should have become.
+    #[error(
+        "still running as uid {uid} gid {gid} after switching to uid {want_uid} gid {want_gid}"
+    )]
+    NotSwitched {
+        /// The real/effective/saved uid found (all alike or the first that differs).
+        uid: u32,
+        /// The gid found.
+        gid: u32,
+        /// The uid asked for.
+        want_uid: u32,
+        /// The gid asked for.
+        want_gid: u32,
+    },
+    /// A capability is still permitted after they were all given up.
+    #[error("capabilities still permitted after giving them all up: {0}")]
+    StillPermitted(String),
+}
+
+/// Gives up every privilege the process holds, for good: with
+/// `user = Some((uid, gid))` it becomes that user and group (supplementary
+/// groups: `gid` alone), and in every case its capability sets (effective,
+/// permitted, inheritable, ambient) are emptied and, where it may (it
+/// holds `CAP_SETPCAP`), its bounding set too, and `no_new_privs` is set,
+/// so no later `execve` regains any. Called once the packet sockets, TUN devices and control
+/// socket are open and before any other thread starts: capability sets
+/// belong to a thread, and threads started afterwards inherit the empty
+/// ones. What the appliance does from then on needs no privilege: an
+/// open packet socket sends, receives and is bound again to an interface
+/// that came back without `CAP_NET_RAW` (only making one is checked, see
+/// `packet(7)`).
+pub fn drop_privileges(user: Option<(u32, u32)>) -> Result<(), PrivilegeError> {
+    use caps::CapSet;
+    // While CAP_SETPCAP is still there: the bounding set.
+    if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP)? {
+        caps::clear(None, CapSet::Bounding)?;
+    }
+    if let Some((uid, gid)) = user {
+        let identity = |call, rc: libc::c_int| {
+            if rc < 0 {
+                Err(PrivilegeError::Identity {
+                    call,
+                    source: io::Error::last_os_error(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let groups = [gid as libc::gid_t];
+        // SAFETY: setgroups(2) reads `groups.len()` gids from the pointer,
+        // which points at that many; the result is checked.
+        identity("setgroups", unsafe {
+            libc::setgroups(groups.len(), groups.as_ptr())
+        })?;
+        // SAFETY: setresgid(2) and setresuid(2) take plain integers; glibc
+        // applies them to every thread of the process; results checked.
+        identity("setresgid", unsafe { libc::setresgid(gid, gid, gid) })?;
+        // SAFETY: as above.
+        identity("setresuid", unsafe { libc::setresuid(uid, uid, uid) })?;
+        let (ids_uid, ids_gid) = ids()?;
+        if ids_uid.iter().any(|u| *u != uid) || ids_gid.iter().any(|g| *g != gid) {
+            return Err(PrivilegeError::NotSwitched {
+                uid: ids_uid.iter().copied().find(|u| *u != uid).unwrap_or(uid),
+                gid: ids_gid.iter().copied().find(|g| *g != gid).unwrap_or(gid),
+                want_uid: uid,
+                want_gid: gid,
+            });
+        }
+    }
+    // The kernel emptied the permitted and effective sets when every uid
+    // left 0 (no PR_SET_KEEPCAPS); a process started with ambient
+    // capabilities (systemd's AmbientCapabilities=) keeps them until here.
+    caps::clear(None, CapSet::Ambient)?;
+    caps::clear(None, CapSet::Inheritable)?;
+    caps::clear(None, CapSet::Effective)?;
+    caps::clear(None, CapSet::Permitted)?;
+    // And no execve can give any back (set-user-ID files, file
+    // capabilities).
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers; result checked.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        return Err(PrivilegeError::Identity {
+            call: "prctl(PR_SET_NO_NEW_PRIVS)",
+            source: io::Error::last_os_error(),
+        });
+    }
+    let left = caps::read(None, CapSet::Permitted)?;
+    if !left.is_empty() {
+        let mut names: Vec<String> = left.iter().map(ToString::to_string).collect();
+        names.sort();
+        return Err(PrivilegeError::StillPermitted(names.join(", ")));
+    }
+    Ok(())
+}
+
+/// The real, effective and saved user and group IDs.
+fn ids() -> Result<([u32; 3], [u32; 3]), PrivilegeError> {
+    let (mut ru, mut eu, mut su) = (0, 0, 0);
+    let (mut rg, mut eg, mut sg) = (0, 0, 0);
+    // SAFETY: getresuid(2) and getresgid(2) write one id through each
+    // pointer, each to a live local; the results are checked.
+    let rc = unsafe { libc::getresuid(&mut ru, &mut eu, &mut su) };
+    // SAFETY: as above.
+    let rc2 = unsafe { libc::getresgid(&mut rg, &mut eg, &mut sg) };
+    if rc < 0 || rc2 < 0 {
+        return Err(PrivilegeError::Identity {
+            call: "getresuid",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(([ru, eu, su], [rg, eg, sg]))
+}
+
 /// Makes `dir` (and its missing parents, mode 0700) a directory that only
 /// this user can write to; refuses one that belongs to another user or
 /// that its group or others can write to, since whoever can write to it

@@ -218,6 +218,31 @@ pub struct Running {
     dispatch_controls: Vec<Sender<ControlAction>>,
     threads: Vec<JoinHandle<()>>,
     workers: usize,
+    heartbeats: Vec<Heartbeat>,
+}
+
+/// When a forwarding thread last went round its loop (the pipeline's
+/// clock, in nanoseconds): bumped once per turn, idle turns included, so
+/// a thread that is stuck stops bumping it. One relaxed store per turn,
+/// no lock.
+#[derive(Debug, Clone)]
+struct Heartbeat {
+    thread: String,
+    last: Arc<AtomicU64>,
+}
+
+impl Heartbeat {
+    fn new(thread: &str, shared: &Shared) -> Self {
+        Heartbeat {
+            thread: thread.to_string(),
+            last: Arc::new(AtomicU64::new(shared.now().0)),
+        }
+    }
+}
+
+/// Bumps a [`Heartbeat`] to `now`.
+fn beat(last: &AtomicU64, now: Timestamp) {
+    last.store(now.0, Ordering::Relaxed);
 }
 
 impl core::fmt::Debug for Running {
@@ -343,6 +368,7 @@ pub fn start_configured(
             tap: tap.clone(),
             shared: Arc::clone(&shared),
             events: Vec::new(),
+            heartbeat: Arc::new(AtomicU64::new(shared.now().0)),
         };
         (worker, btx, ctx)
     };
@@ -350,6 +376,7 @@ pub fn start_configured(
     let mut controls = Vec::new();
     let mut dispatch_controls = Vec::new();
     let mut threads = Vec::new();
+    let mut heartbeats = Vec::new();
     // Running to completion each receive thread recycles its own buffers;
     // with workers, the buffers circulate between all the threads.
     let mut rx_pools = Vec::new();
@@ -371,6 +398,10 @@ pub fn start_configured(
             let (worker, btx, ctx) = make_worker(w, Ownership::Shared { workers }, &shared_pools);
             batch_txs.push(btx);
             controls.push(ctx);
+            heartbeats.push(Heartbeat {
+                thread: format!("bitsgw-worker-{w}"),
+                last: Arc::clone(&worker.heartbeat),
+            });
             threads.push(spawn_guarded(
                 format!("bitsgw-worker-{w}"),
                 &shared,
@@ -388,7 +419,9 @@ pub fn start_configured(
     .zip(inline_workers)
     .zip(rx_pools)
     {
+        let heartbeat = Heartbeat::new(&format!("bitsgw-rx-{}", side.name()), &shared);
         let rx = RxThread {
+            heartbeat: Arc::clone(&heartbeat.last),
             side,
             link,
             port,
@@ -414,11 +447,12 @@ pub fn start_configured(
             shared: Arc::clone(&shared),
         };
         threads.push(spawn_guarded(
-            format!("bitsgw-rx-{}", side.name()),
+            heartbeat.thread.clone(),
             &shared,
             rx,
             RxThread::run,
         ));
+        heartbeats.push(heartbeat);
     }
     let workers = controls.len();
     Running {
@@ -427,6 +461,7 @@ pub fn start_configured(
         dispatch_controls,
         threads,
         workers,
+        heartbeats,
     }
 }
 
@@ -517,6 +552,20 @@ impl Running {
     /// The pipeline's clock (what its workers take as `now`).
     pub fn now(&self) -> Timestamp {
         self.shared.now()
+    }
+
+    /// The first forwarding thread (receive thread or worker) that has not
+    /// gone round its loop for longer than `max_age`, by name, or none if
+    /// every one is live. A thread goes round at least every few tens of
+    /// milliseconds even when idle, so a stale heartbeat means a stuck
+    /// thread (or one that ended).
+    pub fn stalled(&self, max_age: Duration) -> Option<&str> {
+        let now = self.shared.now().0;
+        let max = u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX);
+        self.heartbeats
+            .iter()
+            .find(|h| now.saturating_sub(h.last.load(Ordering::Relaxed)) > max)
+            .map(|h| h.thread.as_str())
     }
 
     /// Applies `action` to every worker's gateway, in the same order for
@@ -630,6 +679,7 @@ struct RxThread {
     /// When the port's kernel drops are next read.
     next_drop_check: Timestamp,
     shared: Arc<Shared>,
+    heartbeat: Arc<AtomicU64>,
 }
 
 /// How often a receive thread reads its port's kernel drop count.
@@ -755,6 +805,7 @@ impl RxThread {
             self.flush_all(&mut pending);
             self.expire_fragments();
             let now = self.shared.now();
+            beat(&self.heartbeat, now);
             if now >= self.next_drop_check {
                 self.next_drop_check = now.saturating_add(KERNEL_DROP_CHECK);
                 self.count_kernel_drops();
@@ -792,6 +843,7 @@ impl RxThread {
         while !self.shared.stop.load(Ordering::SeqCst) {
             worker.handle_controls();
             worker.tick();
+            beat(&self.heartbeat, self.shared.now());
             std::thread::sleep(Duration::from_millis(10));
         }
         worker.handle_controls();
@@ -1053,6 +1105,7 @@ struct Worker {
     tap: Option<SharedTap>,
     shared: Arc<Shared>,
     events: Vec<Event>,
+    heartbeat: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -1093,6 +1146,7 @@ impl Worker {
         // Before the timers: they may send (a Binding Update), and an SA
         // installed since the last loop needs its lease first.
         self.serve_leases(now);
+        beat(&self.heartbeat, now);
         if self.gateway.poll_timeout().is_some_and(|t| t <= now) {
             self.gateway.handle_timeout(now);
         }

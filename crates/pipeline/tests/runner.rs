@@ -291,3 +291,42 @@ fn reports_give_the_time_limits_of_each_sa() {
         .iter()
         .all(|sa| sa.soft_expiry.is_none() && sa.hard_expiry.is_none()));
 }
+
+/// The heartbeats the watchdog is fed from: every thread is live while
+/// idle, a receive thread stuck in one turn is named once its heartbeat is
+/// older than the bound, and is live again when it goes round again.
+#[test]
+fn a_stuck_receive_thread_is_reported_stalled_and_live_again_after() {
+    let (host, _host_in, _host_out) = port();
+    let (net, _net_in, _net_out) = port();
+    let cfg = RunnerConfig {
+        workers: 2,
+        queue_depth: 64,
+        run_to_completion: false,
+    };
+    let r = runner::start(&cfg, host, net, &stage_maker("site-to-site-a.json"), None);
+    let bound = Duration::from_millis(500);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(r.stalled(bound), None, "idle threads still go round");
+    let stuck_for = Duration::from_millis(1500);
+    r.apply(Arc::new(move |_gw| {
+        if std::thread::current().name() == Some("bitsgw-rx-host") {
+            std::thread::sleep(stuck_for);
+        }
+    }));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = None;
+    while seen.is_none() && Instant::now() < deadline {
+        seen = r.stalled(bound).map(str::to_string);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(seen.as_deref(), Some("bitsgw-rx-host"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.stalled(bound).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(r.stalled(bound), None, "the thread went round again");
+    assert!(r.is_running());
+    let (_, failure) = r.stop();
+    assert!(failure.is_none());
+}
