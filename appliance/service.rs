@@ -154,6 +154,9 @@ pub fn give_up_privileges(cfg: &ApplianceConfig) -> Result<(), String> {
         None if euid == 0 => return Ok(()),
         None => None,
     };
+    if let Some((uid, gid)) = switch {
+        hand_over_state(&cfg.state_dir, uid, gid)?;
+    }
     bitsgw_io::process::drop_privileges(switch)
         .map_err(|e| format!("can not give up privileges: {e}"))?;
     match switch {
@@ -206,4 +209,25 @@ impl DebugStall {
             }
         }));
     }
+}
+
+/// Gives the state directory (and what `run` made in it: the sequence
+/// leases and their lock) to the user `run` becomes, which renews the
+/// leases from then on: as systemd's `StateDirectory=` does for the unit.
+/// Links are not followed.
+fn hand_over_state(dir: &std::path::Path, uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::fs::lchown;
+    let failed = |p: &std::path::Path, e: std::io::Error| {
+        format!("{}: can not give it to uid {uid}: {e}", p.display())
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| failed(dir, e))?;
+    if !meta.is_dir() {
+        return Err(format!("{}: state_dir is not a directory", dir.display()));
+    }
+    lchown(dir, Some(uid), Some(gid)).map_err(|e| failed(dir, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| failed(dir, e))? {
+        let path = entry.map_err(|e| failed(dir, e))?.path();
+        lchown(&path, Some(uid), Some(gid)).map_err(|e| failed(&path, e))?;
+    }
+    Ok(())
 }

@@ -115,10 +115,11 @@ fn gateway(lab: &Lab, socket_dir: &Path, ports: &str) -> (PathBuf, PathBuf, Path
         &config,
         format!(
             r#"{{"role": "gateway", "policy": "{}",
-  "ports": {}, "workers": 1, "control_socket": "{}"}}"#,
+  "ports": {}, "workers": 1, "control_socket": "{}", "state_dir": "{}"}}"#,
             policy.display(),
             ports,
-            socket.display()
+            socket.display(),
+            socket_dir.join("state").display()
         ),
     )
     .unwrap();
@@ -237,8 +238,14 @@ fn started_with_ambient_capabilities_it_gives_them_all_up() {
     let mut lab = Lab::new("sa", &["g"]);
     let (uid, gid) = nobody();
     let sockets = lab.dir.join("run");
-    std::fs::create_dir_all(&sockets).unwrap();
-    must(&["chown", &format!("{uid}:{gid}"), sockets.to_str().unwrap()]);
+    // The user's own state directory, as systemd's StateDirectory= makes.
+    std::fs::create_dir_all(sockets.join("state")).unwrap();
+    must(&[
+        "chown",
+        "-R",
+        &format!("{uid}:{gid}"),
+        sockets.to_str().unwrap(),
+    ]);
     // Packet sockets (CAP_NET_RAW) on a veth pair: /dev/net/tun may be
     // closed to other users than root.
     lab.link("g", "host", "g", "wan");
