@@ -142,7 +142,7 @@
 //! ```
 //!
 //! `metrics` (optional) serves the counters to Prometheus over HTTP, on a
-//! loopback address unless allowed otherwise (`crate::metrics::settings`):
+//! loopback address unless allowed otherwise ([`metrics_settings`]):
 //!
 //! ```json
 //! "metrics": {"listen": "127.0.0.1:9474"}
@@ -161,7 +161,7 @@ use bitsgw_pipeline::routed::{prefix_contains, Route};
 use bitsgw_pipeline::Layer2Policy;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -295,7 +295,7 @@ pub struct ApplianceConfig {
     pub routes: Option<RouteSettings>,
     /// Which non-IP frames pass inline.
     pub layer2: Layer2Policy,
-    /// Where the metrics endpoint listens (`crate::metrics::settings`);
+    /// Where the metrics endpoint listens ([`metrics_settings`]);
     /// none by default.
     pub metrics: Option<std::net::SocketAddr>,
     /// The user `run` becomes once its ports and socket are open
@@ -1172,6 +1172,54 @@ pub fn load(path: &Path) -> Result<ApplianceConfig, ConfigError> {
     parse(&text, path)
 }
 
+/// The port the metrics endpoint (`crate::metrics`) listens on unless told
+/// otherwise.
+pub const DEFAULT_METRICS_PORT: u16 = 9474;
+
+/// The configuration's `metrics` object: where the endpoint listens, or
+/// none (the default: no endpoint).
+///
+/// ```json
+/// "metrics": {"listen": "127.0.0.1:9474"}
+/// ```
+///
+/// `listen` defaults to `127.0.0.1:9474`. An address that is not a
+/// loopback address is refused unless `"allow_remote": true`: the counters
+/// say what traffic crosses the appliance, and the endpoint has no
+/// authentication (a firewall or a reverse proxy is then the operator's).
+pub fn metrics_settings(
+    ctx: &Ctx<'_>,
+    obj: &Map<String, Value>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(v) = obj.get("metrics") else {
+        return Ok(None);
+    };
+    let m = expect_object(ctx, v, "metrics", &["listen", "allow_remote"])?;
+    let in_metrics = |mut e: ConfigError| {
+        e.field = format!("metrics.{}", e.field);
+        e
+    };
+    let addr = match get_str(ctx, m, "listen").map_err(in_metrics)? {
+        None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT)),
+        Some(text) => text.parse::<SocketAddr>().map_err(|_| {
+            ctx.err(
+                "metrics.listen",
+                format!("\"{text}\" is not an address and port like \"127.0.0.1:9474\" or \"[::1]:9474\""),
+            )
+        })?,
+    };
+    let remote = get_bool(ctx, m, "allow_remote")
+        .map_err(in_metrics)?
+        .unwrap_or(false);
+    if !addr.ip().is_loopback() && !remote {
+        return Err(ctx.err(
+            "metrics.listen",
+            format!("{addr} is reachable from other hosts and the endpoint has no authentication; listen on a loopback address, or add \"allow_remote\": true"),
+        ));
+    }
+    Ok(Some(addr))
+}
+
 /// Validates the text of an appliance configuration that lives at `path`
 /// (the policy file it names is read relative to it).
 pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
@@ -1367,7 +1415,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             "is for inline mode; routed mode forwards IP alone and drops tagged frames",
         ));
     }
-    let metrics = crate::metrics::settings(&ctx, obj)?;
+    let metrics = metrics_settings(&ctx, obj)?;
     let user = match obj.get("user") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -1662,5 +1710,62 @@ mod run_as_user {
             assert!(e.contains(problem), "{v}: {e}");
         }
         std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[cfg(test)]
+mod metrics_endpoint {
+    use super::{metrics_settings, DEFAULT_METRICS_PORT};
+    use bitsgw_ipsec::config::Ctx;
+    use serde_json::Value;
+    use std::net::SocketAddr;
+
+    fn listen(json: &str) -> Result<Option<SocketAddr>, String> {
+        let ctx = Ctx {
+            file: "gw.json",
+            entry: "appliance".into(),
+        };
+        let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
+        let obj = v.as_object().cloned().unwrap_or_default();
+        metrics_settings(&ctx, &obj).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn configuration_is_off_by_default_and_on_loopback_unless_allowed() {
+        assert_eq!(listen("{}"), Ok(None));
+        assert_eq!(
+            listen(r#"{"metrics": {}}"#),
+            Ok(Some(SocketAddr::from((
+                [127, 0, 0, 1],
+                DEFAULT_METRICS_PORT
+            ))))
+        );
+        assert_eq!(
+            listen(r#"{"metrics": {"listen": "[::1]:9100"}}"#),
+            Ok("[::1]:9100".parse().ok())
+        );
+        let remote = listen(r#"{"metrics": {"listen": "0.0.0.0:9474"}}"#).unwrap_err();
+        assert!(
+            remote.starts_with(
+                "gw.json: appliance: field \"metrics.listen\": 0.0.0.0:9474 is reachable"
+            ),
+            "{remote}"
+        );
+        assert_eq!(
+            listen(r#"{"metrics": {"listen": "0.0.0.0:9474", "allow_remote": true}}"#),
+            Ok("0.0.0.0:9474".parse().ok())
+        );
+        let bad = listen(r#"{"metrics": {"listen": "localhost"}}"#).unwrap_err();
+        assert!(
+            bad.contains("\"metrics.listen\": \"localhost\" is not an address and port"),
+            "{bad}"
+        );
+        let unknown = listen(r#"{"metrics": {"port": 1}}"#).unwrap_err();
+        assert!(
+            unknown.contains("metrics") && unknown.contains("port"),
+            "{unknown}"
+        );
+        let kind = listen(r#"{"metrics": {"allow_remote": "yes"}}"#).unwrap_err();
+        assert!(kind.contains("metrics.allow_remote"), "{kind}");
     }
 }

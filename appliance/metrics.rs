@@ -25,7 +25,6 @@
 
 use crate::control::write_by;
 use crate::log_limit::SharedLogLimit;
-use bitsgw_ipsec::config::{expect_object, get_bool, get_str, ConfigError, Ctx};
 use bitsgw_ipsec::{DropReason, Event};
 use bitsgw_mobility::counters::MobilityDrop;
 use bitsgw_pipeline::runner::Report;
@@ -36,7 +35,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -512,53 +511,6 @@ impl HeldEvents {
     }
 }
 
-/// The port the metrics endpoint listens on unless told otherwise.
-pub const DEFAULT_PORT: u16 = 9474;
-
-/// The configuration's `metrics` object: where the endpoint listens, or
-/// none (the default: no endpoint).
-///
-/// ```json
-/// "metrics": {"listen": "127.0.0.1:9474"}
-/// ```
-///
-/// `listen` defaults to `127.0.0.1:9474`. An address that is not a
-/// loopback address is refused unless `"allow_remote": true`: the counters
-/// say what traffic crosses the appliance, and the endpoint has no
-/// authentication (a firewall or a reverse proxy is then the operator's).
-pub fn settings(
-    ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
-) -> Result<Option<SocketAddr>, ConfigError> {
-    let Some(v) = obj.get("metrics") else {
-        return Ok(None);
-    };
-    let m = expect_object(ctx, v, "metrics", &["listen", "allow_remote"])?;
-    let in_metrics = |mut e: ConfigError| {
-        e.field = format!("metrics.{}", e.field);
-        e
-    };
-    let addr = match get_str(ctx, m, "listen").map_err(in_metrics)? {
-        None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
-        Some(text) => text.parse::<SocketAddr>().map_err(|_| {
-            ctx.err(
-                "metrics.listen",
-                format!("\"{text}\" is not an address and port like \"127.0.0.1:9474\" or \"[::1]:9474\""),
-            )
-        })?,
-    };
-    let remote = get_bool(ctx, m, "allow_remote")
-        .map_err(in_metrics)?
-        .unwrap_or(false);
-    if !addr.ip().is_loopback() && !remote {
-        return Err(ctx.err(
-            "metrics.listen",
-            format!("{addr} is reachable from other hosts and the endpoint has no authentication; listen on a loopback address, or add \"allow_remote\": true"),
-        ));
-    }
-    Ok(Some(addr))
-}
-
 /// The cached text and who waits for a fresh one.
 #[derive(Debug, Default)]
 struct Shared {
@@ -975,52 +927,6 @@ mod tests {
         for word in ["key", "secret", "enc_", "auth_"] {
             assert!(!text.to_lowercase().contains(word), "{word} in\n{text}");
         }
-    }
-
-    fn listen(json: &str) -> Result<Option<SocketAddr>, String> {
-        let ctx = Ctx {
-            file: "gw.json",
-            entry: "appliance".into(),
-        };
-        let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
-        let obj = v.as_object().cloned().unwrap_or_default();
-        settings(&ctx, &obj).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn configuration_is_off_by_default_and_on_loopback_unless_allowed() {
-        assert_eq!(listen("{}"), Ok(None));
-        assert_eq!(
-            listen(r#"{"metrics": {}}"#),
-            Ok(Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))))
-        );
-        assert_eq!(
-            listen(r#"{"metrics": {"listen": "[::1]:9100"}}"#),
-            Ok("[::1]:9100".parse().ok())
-        );
-        let remote = listen(r#"{"metrics": {"listen": "0.0.0.0:9474"}}"#).unwrap_err();
-        assert!(
-            remote.starts_with(
-                "gw.json: appliance: field \"metrics.listen\": 0.0.0.0:9474 is reachable"
-            ),
-            "{remote}"
-        );
-        assert_eq!(
-            listen(r#"{"metrics": {"listen": "0.0.0.0:9474", "allow_remote": true}}"#),
-            Ok("0.0.0.0:9474".parse().ok())
-        );
-        let bad = listen(r#"{"metrics": {"listen": "localhost"}}"#).unwrap_err();
-        assert!(
-            bad.contains("\"metrics.listen\": \"localhost\" is not an address and port"),
-            "{bad}"
-        );
-        let unknown = listen(r#"{"metrics": {"port": 1}}"#).unwrap_err();
-        assert!(
-            unknown.contains("metrics") && unknown.contains("port"),
-            "{unknown}"
-        );
-        let kind = listen(r#"{"metrics": {"allow_remote": "yes"}}"#).unwrap_err();
-        assert!(kind.contains("metrics.allow_remote"), "{kind}");
     }
 
     fn get(addr: SocketAddr, request: &str) -> String {
