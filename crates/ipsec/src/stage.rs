@@ -20,8 +20,8 @@ use crate::sad::{NameId, SaId, Sad, SadError};
 use crate::selector::{proto, Addr, Family};
 use crate::spd::{Action, Spd, SpdEntry, SpdEntryId};
 use bitsgw_wire::esp::{
-    classify_udp_encap, emit_esp_header, emit_udp_header, udp_checksum, EspHeader, UdpEncapKind,
-    ESP_HEADER_LEN, NAT_T_PORT, UDP_HEADER_LEN,
+    emit_esp_header, emit_udp_header, locate_esp, udp_checksum, EspAt, EspHeader, ESP_HEADER_LEN,
+    NAT_T_PORT, UDP_HEADER_LEN,
 };
 use bitsgw_wire::ip::{self, IpMeta, IpVersion};
 use bitsgw_wire::{PacketBuf, Timestamp};
@@ -950,8 +950,8 @@ impl IpsecStage {
         }
         let mut last_sa: Option<SaId> = None;
         for _ in 0..=MAX_BUNDLE {
-            let esp_at = match self.esp_offset(buf.data(), &meta) {
-                EspAt::Esp(off, udp) => Some((off, udp)),
+            let esp_at = match locate_esp(buf.data(), &meta, &self.cfg.udp_encap_ports) {
+                EspAt::Esp { offset, udp } => Some((offset, udp)),
                 EspAt::Keepalive => return self.dropped(DropReason::NatKeepalive),
                 EspAt::Ike => {
                     self.counters.ike_passed += 1;
@@ -1039,29 +1039,6 @@ impl IpsecStage {
             Some(Action::Discard) => self.dropped(DropReason::PolicyDiscard),
             Some(Action::Protect(_)) => self.dropped(DropReason::UnprotectedTraffic),
             None => self.dropped(DropReason::NoPolicy),
-        }
-    }
-
-    fn esp_offset(&self, pkt: &[u8], meta: &IpMeta) -> EspAt {
-        match meta.proto {
-            proto::ESP => EspAt::Esp(meta.header_len, false),
-            proto::UDP => {
-                let Some(udp) = pkt.get(meta.header_len..meta.header_len + UDP_HEADER_LEN) else {
-                    return EspAt::NotEsp;
-                };
-                let dport = u16::from_be_bytes([udp[2], udp[3]]);
-                if !self.cfg.udp_encap_ports.contains(&dport) {
-                    return EspAt::NotEsp;
-                }
-                let payload = pkt.get(meta.header_len + UDP_HEADER_LEN..).unwrap_or(&[]);
-                match classify_udp_encap(payload) {
-                    UdpEncapKind::Keepalive => EspAt::Keepalive,
-                    UdpEncapKind::Ike => EspAt::Ike,
-                    UdpEncapKind::Esp => EspAt::Esp(meta.header_len + UDP_HEADER_LEN, true),
-                    _ => EspAt::Invalid,
-                }
-            }
-            _ => EspAt::NotEsp,
         }
     }
 
@@ -1167,14 +1144,6 @@ impl IpsecStage {
         }
         Ok(())
     }
-}
-
-enum EspAt {
-    Esp(usize, bool),
-    Keepalive,
-    Ike,
-    Invalid,
-    NotEsp,
 }
 
 /// Fills the UDP checksum of the UDP header at `udp_at` in an IPv6 packet

@@ -37,13 +37,10 @@ fn addr4(pkt: &[u8], at: usize) -> Option<[u8; 4]> {
 }
 
 /// The SPI of an ESP packet (after the IPv6 extension headers), if it is
-/// one.
+/// one: ESP itself, never a UDP datagram (the tunnel stage takes UDP 4191
+/// off first), and never a fragment other than the first.
 fn esp_spi(pkt: &[u8], meta: &IpMeta) -> Option<u32> {
-    if meta.proto != proto::ESP {
-        return None;
-    }
-    let b = pkt.get(meta.header_len..meta.header_len + 4)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    bitsgw_wire::esp::esp_spi(pkt, meta, &[])
 }
 
 /// What the query API says about the signalling between two addresses,
@@ -480,10 +477,18 @@ impl MnTunnel {
             // At home: the home link carries the packet as it is.
             return Ok(None);
         }
-        let Some(spi) = esp_spi(buf.data(), &meta) else {
-            return Err(MobilityDrop::ClearFromHome);
+        let class = if meta.is_later_fragment() && meta.proto == proto::ESP {
+            // Only the first fragment carries the ESP header (RFC 8200
+            // 4.5): the rest has no SPI to classify. A Binding Update is
+            // never that large, so a fragmented ESP packet is data, and
+            // its later fragments follow the first on the registered path.
+            EspClass::Data
+        } else {
+            let Some(spi) = esp_spi(buf.data(), &meta) else {
+                return Err(MobilityDrop::ClearFromHome);
+            };
+            self.classify(q, paths, spi, mode)
         };
-        let class = self.classify(q, paths, spi, mode);
         let path = match class {
             EspClass::BindingUpdate => paths.registering.or(paths.active),
             _ => paths.active,

@@ -50,9 +50,9 @@ use bitsgw_ipsec::sa::{Direction, SaState, SaStats};
 use bitsgw_ipsec::selector::FlowKey;
 use bitsgw_ipsec::{DropReason, Event, IpsecStage};
 use bitsgw_mobility::counters::MobilityCounters;
-use bitsgw_wire::esp::{classify_udp_encap, UdpEncapKind, UDP_HEADER_LEN};
+use bitsgw_wire::esp::esp_spi;
 use bitsgw_wire::ether::{self, LinkType};
-use bitsgw_wire::{ip, proto, PacketBuf, Timestamp};
+use bitsgw_wire::{ip, PacketBuf, Timestamp};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -985,24 +985,9 @@ impl RxThread {
                 let key = flow_key(pkt, &meta, Direction::Outbound);
                 flows.owner(&q, &key)
             }
-            Side::Network => {
-                let at = match meta.proto {
-                    proto::ESP => Some(meta.header_len),
-                    proto::UDP => {
-                        let udp = pkt.get(meta.header_len..meta.header_len + UDP_HEADER_LEN);
-                        let dport = udp.map(|u| u16::from_be_bytes([u[2], u[3]]));
-                        let payload = pkt.get(meta.header_len + UDP_HEADER_LEN..).unwrap_or(&[]);
-                        (dport.is_some_and(|p| stage.config().udp_encap_ports.contains(&p))
-                            && classify_udp_encap(payload) == UdpEncapKind::Esp)
-                            .then_some(meta.header_len + UDP_HEADER_LEN)
-                    }
-                    _ => None,
-                };
-                at.and_then(|a| pkt.get(a..a + 4))
-                    .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-                    .and_then(|spi| q.inbound_sa(spi))
-                    .map(|sa| sa.slot)
-            }
+            Side::Network => esp_spi(pkt, &meta, &stage.config().udp_encap_ports)
+                .and_then(|spi| q.inbound_sa(spi))
+                .map(|sa| sa.slot),
         };
         // Traffic of no SA (bypass, discard) keeps its order per address
         // pair.

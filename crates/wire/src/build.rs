@@ -2,17 +2,17 @@
 //! traffic (the benchmarks and the demo): not for the per-packet path,
 //! since it allocates.
 
-use crate::checksum;
+use crate::{checksum, proto};
 use std::net::IpAddr;
 
 /// Where the checksum of an upper-layer protocol sits, if it has one that
 /// covers the pseudo-header (UDP, TCP, ICMPv6, Mobility Header).
-fn checksum_field(proto: u8) -> Option<usize> {
-    match proto {
-        17 => Some(6),
-        6 => Some(16),
-        58 => Some(2),
-        135 => Some(4),
+fn checksum_field(upper: u8) -> Option<usize> {
+    match upper {
+        proto::UDP => Some(6),
+        proto::TCP => Some(16),
+        proto::ICMPV6 => Some(2),
+        proto::MH => Some(4),
         _ => None,
     }
 }
