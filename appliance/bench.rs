@@ -37,7 +37,7 @@ use bitsgw_ipsec::{Disposition, IpsecStage, StageConfig};
 use bitsgw_pipeline::port::{Port, PortError, RxPort, TxPort};
 use bitsgw_pipeline::runner::{self, RunnerConfig};
 use bitsgw_pipeline::LinkType;
-use bitsgw_wire::build::udp_packet;
+use bitsgw_wire::craft::udp_packet;
 use bitsgw_wire::{PacketBuf, Timestamp};
 use hdrhistogram::Histogram;
 use hmac::{Hmac, Mac};

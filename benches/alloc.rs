@@ -18,7 +18,7 @@ use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_pipeline::port::{Port, PortError, RxPort, TxPort};
 use bitsgw_pipeline::runner::{self, RunnerConfig};
 use bitsgw_pipeline::{Gateway, LinkType, NoTap, Side};
-use bitsgw_wire::build::udp_packet;
+use bitsgw_wire::craft::udp_packet;
 use bitsgw_wire::{PacketBuf, Timestamp};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use std::alloc::System;

@@ -43,9 +43,9 @@
 //!   tunnel stage's per-packet classification of an outbound ESP packet
 //!   (`classify`, answers cached until the query generation changes).
 
+use bitsgw_ipsec::anti_replay::ReplayWindow;
 use bitsgw_ipsec::crypto::{GcmBackend, TransformId};
 use bitsgw_ipsec::flow_cache::FlowCache;
-use bitsgw_ipsec::replay::ReplayWindow;
 use bitsgw_ipsec::sa::{Direction, Limits, Mode, SaParams};
 use bitsgw_ipsec::selector::{
     proto, Addr, AddrSel, Family, FlowKey, NextLayer, ProtoSel, Range16, Selector,

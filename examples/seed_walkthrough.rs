@@ -10,7 +10,7 @@ use bitsgw_ipsec::config::load_policy_file;
 use bitsgw_ipsec::query::Query;
 use bitsgw_ipsec::sa::{Direction, Mode};
 use bitsgw_ipsec::{Disposition, IpsecStage, StageConfig};
-use bitsgw_wire::build::{ip_packet, mh_packet, udp_packet};
+use bitsgw_wire::craft::{ip_packet, mh_packet, udp_packet};
 use bitsgw_wire::{PacketBuf, Timestamp};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 
 use bitsgw_io::pcap::{PcapReader, PcapWriter};
 use bitsgw_io::LinkType;
-use bitsgw_wire::build::udp_packet;
+use bitsgw_wire::craft::udp_packet;
 use bitsgw_wire::Timestamp;
 use std::path::{Path, PathBuf};
 use std::process::Command;

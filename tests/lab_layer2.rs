@@ -16,7 +16,7 @@
 
 mod common;
 
-use bitsgw_wire::build::ip_packet;
+use bitsgw_wire::craft::ip_packet;
 use common::{bitsgw, capture, gateway_socket as socket, start_gateways, Lab};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

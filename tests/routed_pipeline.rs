@@ -11,7 +11,7 @@ use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_pipeline::neighbor::{MAX_HELD, MAX_SOLICIT};
 use bitsgw_pipeline::routed::{Route, Routed, RoutedConfig, RoutedSide};
 use bitsgw_pipeline::{Gateway, LinkType, NoTap, PipelineDrop, Side};
-use bitsgw_wire::build::udp_packet;
+use bitsgw_wire::craft::udp_packet;
 use bitsgw_wire::{PacketBuf, Timestamp};
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -25,7 +25,7 @@ use bitsgw_io::LinkType;
 use bitsgw_ipsec::config::{load_policy_file, parse_policy};
 use bitsgw_ipsec::{Disposition, IpsecStage, StageConfig};
 use bitsgw_pipeline::Gateway;
-use bitsgw_wire::build::{ip_packet, mh_packet, udp_packet};
+use bitsgw_wire::craft::{ip_packet, mh_packet, udp_packet};
 use bitsgw_wire::{PacketBuf, Timestamp};
 use common::{wait_for, Lab};
 use serde_json::Value;

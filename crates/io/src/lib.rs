@@ -23,16 +23,16 @@ use std::time::Duration;
 use bitsgw_wire::PacketBuf;
 
 mod af_packet_port;
-pub mod endpoint;
 mod memory;
 pub mod netns;
 pub mod pcap;
 pub mod process;
+pub mod smoltcp_endpoint;
 mod sys;
 mod tun_port;
 
-pub use endpoint::SmoltcpEndpoint;
 pub use memory::MemoryHandle;
+pub use smoltcp_endpoint::SmoltcpEndpoint;
 
 /// How long [`RxPort::recv`] waits for a frame before returning `Ok(false)`.
 pub const RECV_TIMEOUT: Duration = Duration::from_millis(10);

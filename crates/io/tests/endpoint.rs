@@ -4,7 +4,7 @@
 
 use bitsgw_io::SmoltcpEndpoint;
 use bitsgw_pipeline::LocalEndpoint;
-use bitsgw_wire::{build, checksum, Timestamp};
+use bitsgw_wire::{checksum, craft, Timestamp};
 use std::net::IpAddr;
 
 const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -40,7 +40,7 @@ fn echo_v4(dst: &str) -> Vec<u8> {
     icmp.extend_from_slice(b"bitsgw ping payload");
     let c = checksum::finish(checksum::sum(0, &icmp));
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let pkt = build::ip_packet(ip("192.0.2.2"), ip(dst), 1, &icmp, false);
+    let pkt = craft::ip_packet(ip("192.0.2.2"), ip(dst), 1, &icmp, false);
     eth(OUR_MAC, 0x0800, &pkt)
 }
 
@@ -115,7 +115,7 @@ fn answers_neighbor_solicitation_and_icmpv6_echo() {
     );
     ns.extend_from_slice(&[1, 1]);
     ns.extend_from_slice(&PEER_MAC);
-    let mut pkt = build::ip_packet(peer, ip("ff02::1:ff00:1"), 58, &ns, false);
+    let mut pkt = craft::ip_packet(peer, ip("ff02::1:ff00:1"), 58, &ns, false);
     pkt[7] = 255; // hop limit
     let f = eth([0x33, 0x33, 0xff, 0, 0, 1], 0x86dd, &pkt);
     assert!(ep.handle_frame(&f, Timestamp(0)));
@@ -127,7 +127,7 @@ fn answers_neighbor_solicitation_and_icmpv6_echo() {
 
     let mut echo = vec![128, 0, 0, 0, 0, 7, 0, 1];
     echo.extend_from_slice(b"v6 payload");
-    let mut pkt = build::ip_packet(peer, ip("2001:db8::1"), 58, &echo, false);
+    let mut pkt = craft::ip_packet(peer, ip("2001:db8::1"), 58, &echo, false);
     pkt[7] = 64;
     assert!(ep.handle_frame(&eth(OUR_MAC, 0x86dd, &pkt), Timestamp(0)));
     let out = sent(&mut ep);

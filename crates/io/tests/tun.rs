@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use bitsgw_io::{netns, LinkType, Port};
-use bitsgw_wire::{build, PacketBuf};
+use bitsgw_wire::{craft, PacketBuf};
 use common::Netns;
 
 const LOCAL4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -87,7 +87,7 @@ fn ip_packets_both_ways_through_a_tun_device() {
         udp.extend_from_slice(&u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
         udp.extend_from_slice(&[0, 0]);
         udp.extend_from_slice(payload);
-        let packet = build::ip_packet(remote, local, 17, &udp, false);
+        let packet = craft::ip_packet(remote, local, 17, &udp, false);
         port.tx.send(&packet).unwrap();
         let mut got = [0u8; 64];
         let (n, from) = socket.recv_from(&mut got).unwrap();

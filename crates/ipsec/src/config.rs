@@ -780,10 +780,10 @@ fn parse_sa(
         }
     };
     let replay_window = get_u64(ctx, obj, "replay_window")?.unwrap_or(64);
-    if replay_window > u64::from(crate::replay::MAX_WINDOW) {
+    if replay_window > u64::from(crate::anti_replay::MAX_WINDOW) {
         return Err(ctx.err(
             "replay_window",
-            format!("at most {} packets", crate::replay::MAX_WINDOW),
+            format!("at most {} packets", crate::anti_replay::MAX_WINDOW),
         ));
     }
     let esn = get_bool(ctx, obj, "esn")?.unwrap_or(false);

@@ -5,6 +5,7 @@
 //! The stage is sans-IO: it takes packets and `now`, and returns what to do
 //! ([`stage::IpsecStage`]).
 
+pub mod anti_replay;
 pub mod config;
 pub mod counters;
 pub mod crypto;
@@ -12,7 +13,6 @@ pub mod flow;
 pub mod flow_cache;
 pub mod frag;
 pub mod query;
-pub mod replay;
 pub mod sa;
 pub mod sad;
 pub mod spd;

@@ -1,8 +1,8 @@
 //! Security associations (RFC 4301 4.4.2): parameters, keyed state,
 //! sequence counters, anti-replay window, lifetimes and statistics.
 
+use crate::anti_replay::ReplayWindow;
 use crate::crypto::{GcmBackend, Transform, TransformId};
-use crate::replay::ReplayWindow;
 use crate::selector::{Addr, Selector};
 pub use bitsgw_ipsec_query::sa::{Direction, Mode, SaState, UdpEncap};
 use bitsgw_wire::Timestamp;

@@ -1078,9 +1078,9 @@ impl IpsecStage {
             .open(esp, seq, sa.params.esn)
             .map_err(|_| DropReason::IcvFailure)?;
         sa.replay.check_and_update(seq).map_err(|e| match e {
-            crate::replay::ReplayError::Duplicate => DropReason::ReplayDuplicate,
-            crate::replay::ReplayError::TooOld => DropReason::ReplayTooOld,
-            crate::replay::ReplayError::Zero => DropReason::ReplayZero,
+            crate::anti_replay::ReplayError::Duplicate => DropReason::ReplayDuplicate,
+            crate::anti_replay::ReplayError::TooOld => DropReason::ReplayTooOld,
+            crate::anti_replay::ReplayError::Zero => DropReason::ReplayZero,
         })?;
         let ct_end = esp_len - icv_len;
         let pad = usize::from(esp[ct_end - 2]);

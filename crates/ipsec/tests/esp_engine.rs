@@ -556,7 +556,7 @@ mod properties {
             };
             let (mut a, mut b) = spec.stages();
             let (ha, hb) = spec.inner();
-            let pkt = bitsgw_wire::build::ip_packet(ha, hb, 253, &payload, false);
+            let pkt = bitsgw_wire::craft::ip_packet(ha, hb, 253, &payload, false);
             for _ in 0..count {
                 let mut buf = PacketBuf::from_slice(&pkt);
                 prop_assert_eq!(a.handle_outbound(&mut buf, T0), Disposition::Forward);

@@ -35,7 +35,7 @@ fn load(name: &str) -> IpsecStage {
 }
 
 fn mh(src: &str, dst: &str, mh_type: u8) -> Vec<u8> {
-    bitsgw_wire::build::mh_packet(ip(src), ip(dst), mh_type)
+    bitsgw_wire::craft::mh_packet(ip(src), ip(dst), mh_type)
 }
 
 fn icmpv6(src: &str, dst: &str, ty: u8) -> Vec<u8> {

@@ -20,7 +20,7 @@ pub fn mh_packet(
     // The buffer is sized by mh_buffer_len, so emit has the room it needs.
     let n = mh::emit_mh(&mut body, message, options).unwrap_or(0);
     body.truncate(n);
-    bitsgw_wire::build::ip_packet(
+    bitsgw_wire::craft::ip_packet(
         IpAddr::from(src),
         IpAddr::from(dst),
         proto::MH,

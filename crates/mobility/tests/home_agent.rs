@@ -417,7 +417,7 @@ proptest::proptest! {
     #[test]
     fn arbitrary_delivered_packets_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120), proto in proptest::sample::select(vec![135u8, 58])) {
         let mut ha = agent();
-        let p = bitsgw_wire::build::ip_packet(v6(HOA).into(), v6(HA).into(), proto, &body, false);
+        let p = bitsgw_wire::craft::ip_packet(v6(HOA).into(), v6(HA).into(), proto, &body, false);
         let d = ha.handle_delivered(&PacketBuf::from_slice(&p), Timestamp::ZERO);
         if let Delivered::Drop(r) = d {
             proptest::prop_assert_eq!(ha.counters().drops(r), 1);

@@ -11,7 +11,7 @@ use bitsgw_ipsec_query::{IpsecQuery, SaView, SpdEntryId, SpdEntryView};
 use bitsgw_mobility::classify::{ClassifierMode, EspClass};
 use bitsgw_mobility::tunnel::{MnPaths, MnTunnel, Path};
 use bitsgw_wire::mh::mh_type;
-use bitsgw_wire::{build, proto, PacketBuf};
+use bitsgw_wire::{craft, proto, PacketBuf};
 use std::net::{IpAddr, Ipv6Addr};
 
 const HOME: &str = "2001:db8:1::100";
@@ -101,7 +101,7 @@ fn paths() -> MnPaths {
 /// An IPv6 packet from the home address to the home agent carrying
 /// `upper` as `next`.
 fn from_home(next: u8, upper: &[u8]) -> PacketBuf {
-    let pkt = build::ip_packet(v6(HOME).into(), v6(HA).into(), next, upper, false);
+    let pkt = craft::ip_packet(v6(HOME).into(), v6(HA).into(), next, upper, false);
     PacketBuf::from_slice(&pkt)
 }
 

@@ -82,7 +82,7 @@ pub(crate) fn network_kind(frame: &[u8]) -> NetworkKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bitsgw_wire::build;
+    use bitsgw_wire::craft;
 
     fn frame(ethertype: u16, pkt: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 12];
@@ -96,7 +96,7 @@ mod tests {
         let v4 = |p: u8, upper: &[u8]| {
             frame(
                 ETHERTYPE_IPV4,
-                &build::ip_packet(
+                &craft::ip_packet(
                     "192.0.2.2".parse().unwrap(),
                     "192.0.2.1".parse().unwrap(),
                     p,
@@ -108,7 +108,7 @@ mod tests {
         let v6 = |p: u8, upper: &[u8]| {
             frame(
                 ETHERTYPE_IPV6,
-                &build::ip_packet(
+                &craft::ip_packet(
                     "2001:db8::2".parse().unwrap(),
                     "2001:db8::1".parse().unwrap(),
                     p,

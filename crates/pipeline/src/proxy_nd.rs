@@ -162,7 +162,7 @@ mod tests {
         icmp.extend_from_slice(&[1, 1]);
         icmp.extend_from_slice(&CN_MAC);
         let dst = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 1, 0];
-        let mut p = bitsgw_wire::build::ip_packet(CN.into(), dst.into(), 58, &icmp, false);
+        let mut p = bitsgw_wire::craft::ip_packet(CN.into(), dst.into(), 58, &icmp, false);
         p[7] = hop_limit;
         let mut f = vec![0x33, 0x33, 0xff, 0, 1, 0];
         f.extend_from_slice(&CN_MAC);

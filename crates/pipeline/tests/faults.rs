@@ -59,7 +59,7 @@ fn key_of(policy: &str, sa: &str) -> String {
 }
 
 fn packet(i: u32) -> Vec<u8> {
-    let mut p = bitsgw_wire::build::udp_packet(
+    let mut p = bitsgw_wire::craft::udp_packet(
         HOST_A.parse::<IpAddr>().unwrap(),
         HOST_B.parse().unwrap(),
         5000,

@@ -6,7 +6,7 @@ use bitsgw_ipsec::config::load_policy_file;
 use bitsgw_ipsec::{Disposition, DropReason, IpsecStage, StageConfig};
 use bitsgw_pipeline::replay::{self, ReplayInput, ScheduledEvent};
 use bitsgw_pipeline::{Gateway, LinkType, NoTap, Side, Tap, TapPoint};
-use bitsgw_wire::build::udp_packet;
+use bitsgw_wire::craft::udp_packet;
 use bitsgw_wire::{PacketBuf, Timestamp};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -113,7 +113,7 @@ fn protected_traffic_never_leaves_in_clear() {
 #[test]
 fn too_big_goes_back_to_the_host_with_swapped_macs() {
     let mut a = gateway("site-to-site-a.json");
-    let inner = bitsgw_wire::build::ip_packet(
+    let inner = bitsgw_wire::craft::ip_packet(
         ip("192.0.2.10"),
         ip("198.51.100.20"),
         17,
@@ -298,7 +298,7 @@ fn frames_for_the_endpoint_skip_ipsec_and_replies_go_back() {
     // Network side: an echo request to the appliance is answered there.
     let mut icmp = vec![8, 0, 0, 0, 0, 1, 0, 1];
     icmp.extend_from_slice(&[0; 8]);
-    let echo = bitsgw_wire::build::ip_packet(ip("203.0.113.2"), ip("203.0.113.1"), 1, &icmp, false);
+    let echo = bitsgw_wire::craft::ip_packet(ip("203.0.113.2"), ip("203.0.113.1"), 1, &icmp, false);
     let (d, out) = run(
         &mut a,
         Side::Network,

@@ -10,7 +10,7 @@ use bitsgw_ipsec::config::load_policy_file;
 use bitsgw_ipsec::{DropReason, IpsecStage, LeaseRequest, StageConfig};
 use bitsgw_pipeline::lease::{Lease, LeaseError, LeaseKeeper};
 use bitsgw_pipeline::runner::{self, RunnerConfig};
-use bitsgw_wire::build::udp_packet;
+use bitsgw_wire::craft::udp_packet;
 use bitsgw_wire::Timestamp;
 use common::chan::port;
 use std::path::PathBuf;

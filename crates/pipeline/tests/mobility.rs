@@ -290,7 +290,7 @@ struct Net {
 }
 
 fn udp(src: &str, dst: &str, n: usize) -> Vec<u8> {
-    bitsgw_wire::build::udp_packet(ip(src), ip(dst), 5000, 6000, n)
+    bitsgw_wire::craft::udp_packet(ip(src), ip(dst), 5000, 6000, n)
 }
 
 impl Net {
@@ -528,7 +528,7 @@ fn rfc3776_6_5_to_6_16_payload_and_return_routability_over_ipv6() {
     let (_, out) = run(&mut net.mn, Side::Network, &p, net.now);
     assert_eq!(only(out, Side::Host), udp(CN, HOA, 100));
     // 6.5/6.6: HoTI in the tunnel to the HA, which forwards it to the CN.
-    let hoti = bitsgw_wire::build::mh_packet(ip(HOA), ip(CN), bitsgw_wire::mh::mh_type::HOTI);
+    let hoti = bitsgw_wire::craft::mh_packet(ip(HOA), ip(CN), bitsgw_wire::mh::mh_type::HOTI);
     let (_, out) = run(&mut net.mn, Side::Host, &hoti, net.now);
     let p = only(out, Side::Network);
     assert_eq!(
@@ -545,7 +545,7 @@ fn rfc3776_6_5_to_6_16_payload_and_return_routability_over_ipv6() {
         "6.6 step 4: forwarded to the CN"
     );
     // 6.7/6.8: HoT from the CN, tunnelled to the care-of address.
-    let hot = bitsgw_wire::build::mh_packet(ip(CN), ip(HOA), bitsgw_wire::mh::mh_type::HOT);
+    let hot = bitsgw_wire::craft::mh_packet(ip(CN), ip(HOA), bitsgw_wire::mh::mh_type::HOT);
     let (_, out) = run(&mut net.ha, Side::Host, &hot, net.now);
     let p = only(out, Side::Network);
     assert_eq!(
@@ -1059,7 +1059,7 @@ fn home_agent_proxies_neighbor_discovery_for_an_away_node() {
     let ns = |target: &str| {
         let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&v6(target));
-        let mut p = bitsgw_wire::build::ip_packet(ip(CN), ip("ff02::1:ff00:100"), 58, &icmp, false);
+        let mut p = bitsgw_wire::craft::ip_packet(ip(CN), ip("ff02::1:ff00:100"), 58, &icmp, false);
         p[7] = 255;
         let mut f = vec![0x33, 0x33, 0xff, 0, 1, 0];
         f.extend_from_slice(&CN_MAC);

@@ -8,7 +8,7 @@ mod common;
 use bitsgw_ipsec::config::load_policy_file;
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_pipeline::runner::{self, Failure, RunnerConfig};
-use bitsgw_wire::build::udp_packet;
+use bitsgw_wire::craft::udp_packet;
 use bitsgw_wire::Timestamp;
 use crossbeam_channel::Receiver;
 use std::net::IpAddr;

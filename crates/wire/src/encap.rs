@@ -279,19 +279,19 @@ fn v4_outer(pkt: &[u8]) -> Outer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build;
+    use crate::craft;
     use std::net::IpAddr;
 
     fn inner_v6() -> Vec<u8> {
         let a: IpAddr = "2001:db8:1::5".parse().unwrap();
         let b: IpAddr = "2001:db8:2::9".parse().unwrap();
-        build::udp_packet(a, b, 1000, 2000, 33)
+        craft::udp_packet(a, b, 1000, 2000, 33)
     }
 
     fn inner_v4() -> Vec<u8> {
         let a: IpAddr = "10.0.0.5".parse().unwrap();
         let b: IpAddr = "10.1.0.9".parse().unwrap();
-        build::udp_packet(a, b, 1000, 2000, 21)
+        craft::udp_packet(a, b, 1000, 2000, 21)
     }
 
     fn outers() -> [Outer; 4] {

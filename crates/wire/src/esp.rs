@@ -162,7 +162,7 @@ mod tests {
     /// apart (RFC 3948 2).
     #[test]
     fn esp_is_located_in_one_place() {
-        use crate::build::ip_packet;
+        use crate::craft::ip_packet;
         use crate::ip;
         use std::net::IpAddr;
         let a: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([0; 4]));

@@ -4,8 +4,8 @@
 //! panicking; every writer works in caller-owned buffers.
 
 pub mod buf;
-pub mod build;
 pub mod checksum;
+pub mod craft;
 pub mod encap;
 pub mod esp;
 pub mod ether;

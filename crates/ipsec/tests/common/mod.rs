@@ -193,7 +193,7 @@ impl PairSpec {
     }
 }
 
-pub use bitsgw_wire::build::{ip_packet, udp_packet};
+pub use bitsgw_wire::craft::{ip_packet, udp_packet};
 
 /// Every transform name.
 pub fn transforms() -> Vec<&'static str> {

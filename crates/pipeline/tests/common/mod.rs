@@ -13,7 +13,7 @@ use bitsgw_ipsec::config::{load_policy_file, PolicySet};
 use bitsgw_ipsec::crypto::{Transform, TransformId};
 use bitsgw_ipsec::{Disposition, DropReason, IpsecStage, StageConfig};
 use bitsgw_pipeline::{Gateway, PipelineDrop, Side};
-use bitsgw_wire::build::ip_packet;
+use bitsgw_wire::craft::ip_packet;
 use bitsgw_wire::ether::Layer2;
 use bitsgw_wire::{ip, PacketBuf, Timestamp};
 use std::net::IpAddr;
