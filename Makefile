@@ -75,8 +75,12 @@ bench:
 
 # iperf3 TCP between two hosts in network namespaces: bare path, two
 # bitsgw gateways with BYPASS policies, the same with ESP AES-GCM-128
-# tunnel mode; a table with ratios (needs root, skips without).
-bench-e2e: test-deps
+# tunnel mode, strongSwan, and DPDK's ipsec-secgw in bitsgw's places
+# (built from Debian's dpdk-doc, which --bench tries to install; that row
+# is skipped with a message without it); a table with ratios (needs root,
+# skips without).
+bench-e2e:
+	./scripts/setup-test-deps.sh --bench
 	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture
 
 # Ten million frames, valid and hostile mixed, through the threaded runner

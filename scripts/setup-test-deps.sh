@@ -9,6 +9,10 @@
 # cargo-fuzz from crates.io for the bounded fuzz runs, and cargo-deb for
 # make deb and the package test.
 #
+# With --bench it also tries Debian's dpdk-doc, libdpdk-dev and pkg-config,
+# from which make bench-e2e builds DPDK's ipsec-secgw for its DPDK row; if
+# they can not be had it says so and goes on (that row is then skipped).
+#
 # Idempotent and non-interactive: a second run installs nothing and only
 # checks. Prints one line per thing it installs; exits non-zero with a
 # message naming what failed.
@@ -72,6 +76,22 @@ if [ -n "$missing" ]; then
     for p in $missing; do
         pkg_installed "$p" || die "package $p still not installed after apt-get install"
     done
+fi
+
+# --- make bench-e2e's DPDK row: optional ----------------------------------
+if [ "${1:-}" = "--bench" ]; then
+    bench_missing=""
+    for p in dpdk-doc libdpdk-dev pkg-config; do
+        pkg_installed "$p" || bench_missing="$bench_missing $p"
+    done
+    if [ -n "$bench_missing" ]; then
+        echo "setup-test-deps: installing Debian packages for the DPDK row:$bench_missing"
+        # shellcheck disable=SC2086
+        if ! { as_root apt-get update -qq >/dev/null 2>&1 &&
+            as_root apt-get install -y -qq --no-install-recommends $bench_missing >/dev/null 2>&1; }; then
+            echo "setup-test-deps: could not install$bench_missing; bench-e2e will skip its DPDK ipsec-secgw row" >&2
+        fi
+    fi
 fi
 
 command -v tshark >/dev/null 2>&1 || die "tshark not on PATH after installing package tshark"

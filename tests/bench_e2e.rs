@@ -9,7 +9,10 @@
 //!    "run-to-completion"`: each port's receive thread handles its frames);
 //! 6. through two strongSwan gateways (charon with kernel-libipsec, its
 //!    userspace ESP: IKEv2 PSK, ESP AES-GCM-128 in tunnel mode, UDP-
-//!    encapsulated on 4500) that are the hosts' routers.
+//!    encapsulated on 4500) that are the hosts' routers;
+//! 7. through two DPDK ipsec-secgw gateways in bitsgw's places, with the
+//!    same ESP ([`secgw`]); skipped, saying why, where Debian's dpdk-doc
+//!    and libdpdk-dev can not be had.
 //!
 //! Each path is measured three times in a row. The table gives the median
 //! and range of each, its ratio to the bare path, and the ratios of
@@ -21,6 +24,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "bench_e2e/secgw.rs"]
+mod secgw;
 
 use common::{iperf3, is_root, wait_for, Lab};
 use std::path::{Path, PathBuf};
@@ -457,6 +462,20 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
             strongswan_row(&mut lab),
         ));
     }
+    let secgw = match secgw::build_secgw() {
+        Ok(binary) => {
+            let mut lab = Lab::new("ed", &["hA", "gA", "r", "gB", "hB"]);
+            rows.push((
+                "DPDK ipsec-secgw x2, ESP AES-GCM-128",
+                secgw::secgw_row(&mut lab, &binary),
+            ));
+            true
+        }
+        Err(why) => {
+            eprintln!("bench-e2e: the DPDK ipsec-secgw row is skipped: {why}");
+            false
+        }
+    };
     let g = |i: usize| rows[i].1.median;
     let bare = g(0);
     println!(
@@ -483,6 +502,13 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
         g(2) / g(5),
         g(4) / g(5)
     );
+    if secgw {
+        println!(
+            "bitsgw ESP / DPDK ipsec-secgw ESP: {:.2} (workers), {:.2} (run to completion)",
+            g(2) / g(6),
+            g(4) / g(6)
+        );
+    }
     println!(
         "bitsgw ESP / bitsgw BYPASS: {:.2} (workers), {:.2} (run to completion)",
         g(2) / g(1),
