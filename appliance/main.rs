@@ -7,6 +7,7 @@ mod control;
 mod control_request;
 mod docs;
 mod event;
+mod gcm_calibration;
 mod interfaces;
 mod lab;
 mod leases;

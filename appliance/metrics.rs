@@ -729,6 +729,7 @@ mod tests {
             name: sa.name.clone(),
             spi: 0x1001,
             direction: Direction::Outbound,
+            backend: bitsgw_ipsec::crypto::GcmBackend::Ring,
             state: SaState::Active,
             stats: SaStats {
                 packets: 8,

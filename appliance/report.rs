@@ -35,6 +35,8 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
                 "direction": sa.direction.name(),
                 "mode": params.map(|p| p.mode.to_string()),
                 "transform": params.map(|p| p.transform.name()),
+                "backend": sa.backend.name(),
+                "backend_setting": params.map(|p| p.backend.name()),
                 "state": state_name(sa.state),
                 "packets": sa.stats.packets,
                 "bytes": sa.stats.bytes,
@@ -122,12 +124,14 @@ pub fn sa_text(v: &Value) -> String {
     for sa in v["sas"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "{}: {} spi {:#010x} esp {} {} state {}",
+            "{}: {} spi {:#010x} esp {} {} backend {} ({}) state {}",
             sa["name"].as_str().unwrap_or("?"),
             sa["direction"].as_str().unwrap_or("?"),
             sa["spi"].as_u64().unwrap_or(0),
             sa["mode"].as_str().unwrap_or("?"),
             sa["transform"].as_str().unwrap_or("?"),
+            sa["backend"].as_str().unwrap_or("?"),
+            sa["backend_setting"].as_str().unwrap_or("?"),
             sa["state"].as_str().unwrap_or("?"),
         );
         let _ = writeln!(

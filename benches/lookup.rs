@@ -44,7 +44,7 @@
 //!   (`classify`, answers cached until the query generation changes).
 
 use bitsgw_ipsec::anti_replay::ReplayWindow;
-use bitsgw_ipsec::crypto::{GcmBackend, TransformId};
+use bitsgw_ipsec::crypto::TransformId;
 use bitsgw_ipsec::flow_cache::FlowCache;
 use bitsgw_ipsec::sa::{Direction, Limits, Mode, SaParams};
 use bitsgw_ipsec::selector::{
@@ -412,7 +412,7 @@ fn sa_params(i: usize) -> SaParams {
             remote: v4(0xc633_6400 + (i as u32 & 0xff)),
         },
         transform: TransformId::AesGcm128,
-        backend: GcmBackend::default(),
+        backend: Default::default(),
         enc_key: (0..20u8).map(|b| b ^ i as u8).collect::<Vec<u8>>().into(),
         auth_key: Vec::new().into(),
         replay_window: 64,

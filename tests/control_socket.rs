@@ -522,6 +522,11 @@ fn reload_of_an_inbound_sa_renamed_with_its_spi_installs_it() {
         "{sa}"
     );
     assert!(!sa.contains("b-to-a-v4") && !sa.contains('?'), "{sa}");
+    // No backend configured: `auto`, resolved to what start measured.
+    assert!(
+        sa.contains("backend ring (auto)") || sa.contains("backend rustcrypto (auto)"),
+        "{sa}"
+    );
     let sp = text(&cli(&["show", "sp"], &sock).stdout);
     assert!(sp.contains("from-b-v4"), "{sp}");
     let (ok, _, log) = lab.terminate(gw);

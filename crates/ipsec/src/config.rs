@@ -24,7 +24,8 @@
 //! }
 //! ```
 
-use crate::crypto::{GcmBackend, TransformId};
+use crate::crypto::TransformId;
+use crate::gcm_choice::BackendSetting;
 use crate::sa::{Direction, Limits, Mode, Sa, SaParams, UdpEncap};
 use crate::selector::{proto, Addr, AddrSel, ProtoSel, Range16, Selector};
 use crate::spd::{Action, SpdEntry};
@@ -579,9 +580,13 @@ fn parse_sa(
     let enc_key = key("enc_key", transform.enc_key_len())?;
     let auth_key = key("auth_key", transform.auth_key_len())?;
     let backend = match get_str(ctx, obj, "backend")? {
-        None => GcmBackend::default(),
-        Some(s) => GcmBackend::from_name(s)
-            .ok_or_else(|| ctx.err("backend", format!("{} is not ring or rustcrypto", Shown(s))))?,
+        None => BackendSetting::Auto,
+        Some(s) => BackendSetting::from_name(s).ok_or_else(|| {
+            ctx.err(
+                "backend",
+                format!("{} is not auto, ring or rustcrypto", Shown(s)),
+            )
+        })?,
     };
     let mode_name = get_str(ctx, obj, "mode")?.unwrap_or("tunnel");
     let mode = match mode_name {
@@ -813,7 +818,9 @@ impl PolicySet {
                 summary.kept += 1;
                 continue;
             }
-            built.push(Sa::new(sa.clone(), now).map_err(|e| self.sa_error(i, e.to_string()))?);
+            let gcm = stage.config().gcm;
+            built
+                .push(Sa::new(sa.clone(), &gcm, now).map_err(|e| self.sa_error(i, e.to_string()))?);
         }
         // Nothing below can fail.
         let gone: Vec<_> = stage

@@ -2,7 +2,8 @@
 //! sequence counters, anti-replay window, lifetimes and statistics.
 
 use crate::anti_replay::ReplayWindow;
-use crate::crypto::{GcmBackend, Transform, TransformId};
+use crate::crypto::{Transform, TransformId};
+use crate::gcm_choice::{BackendSetting, GcmPreference};
 use crate::selector::{Addr, Selector};
 pub use bitsgw_ipsec_query::sa::{Direction, Mode, SaState, UdpEncap};
 use bitsgw_wire::Timestamp;
@@ -56,8 +57,8 @@ pub struct SaParams {
     pub mode: Mode,
     /// Transform.
     pub transform: TransformId,
-    /// AES-GCM backend.
-    pub backend: GcmBackend,
+    /// AES-GCM backend, or `auto` (the stage's preference).
+    pub backend: BackendSetting,
     /// Encryption key (with salt for the AEADs).
     pub enc_key: Zeroizing<Vec<u8>>,
     /// Authentication key.
@@ -203,14 +204,19 @@ impl core::fmt::Debug for Sa {
 }
 
 impl Sa {
-    /// Keys the transform and sets up counters. The keys in `params` are
-    /// zeroized here: the keyed transform is all that is kept.
-    pub fn new(mut params: SaParams, now: Timestamp) -> Result<Self, crate::crypto::CryptoError> {
+    /// Keys the transform (an `auto` backend as `gcm` prefers) and sets up
+    /// counters. The keys in `params` are zeroized here: the keyed
+    /// transform is all that is kept.
+    pub fn new(
+        mut params: SaParams,
+        gcm: &GcmPreference,
+        now: Timestamp,
+    ) -> Result<Self, crate::crypto::CryptoError> {
         let fingerprint = params.fingerprint();
         let lease_identity = params.lease_identity();
         let transform = Transform::new(
             params.transform,
-            params.backend,
+            params.backend.resolve(params.transform, gcm),
             &params.enc_key,
             &params.auth_key,
         )?;
@@ -246,6 +252,11 @@ impl Sa {
     /// The SA's parameters (keys already wiped).
     pub fn params(&self) -> &SaParams {
         &self.params
+    }
+
+    /// The AES-GCM backend the SA uses (its `auto` setting resolved).
+    pub fn backend(&self) -> crate::crypto::GcmBackend {
+        self.transform.backend()
     }
 
     /// Name.

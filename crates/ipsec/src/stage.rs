@@ -123,6 +123,8 @@ pub struct StageConfig {
     /// input of the CBC IV, is used twice across restarts. Off for stages
     /// that never reach a network (replay, benchmarks, tests).
     pub sequence_leases: bool,
+    /// The AES-GCM backend of SAs configured `auto`, per key size.
+    pub gcm: crate::gcm_choice::GcmPreference,
 }
 
 /// An outbound SA that needs (more) sequence numbers leased to it.
@@ -152,6 +154,7 @@ impl Default for StageConfig {
             icmp_source_v6: None,
             outer_ttl: 64,
             sequence_leases: false,
+            gcm: Default::default(),
         }
     }
 }
@@ -347,7 +350,7 @@ impl IpsecStage {
     /// Installs an SA (replacing one of the same name; see
     /// [`Sad::install`]).
     pub fn install_sa(&mut self, params: SaParams, now: Timestamp) -> Result<SaId, SadError> {
-        let mut sa = Sa::new(params, now)?;
+        let mut sa = Sa::new(params, &self.cfg.gcm, now)?;
         self.hold_until_leased(&mut sa);
         let id = self.sad.install(sa)?;
         self.installed(id);

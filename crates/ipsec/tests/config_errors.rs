@@ -38,10 +38,38 @@ fn the_good_file_loads() {
     );
 }
 
+/// No backend named: `auto`; a named one is kept.
+#[test]
+fn the_backend_is_auto_unless_named() {
+    use bitsgw_ipsec::crypto::GcmBackend;
+    use bitsgw_ipsec::gcm_choice::BackendSetting;
+    let set = parse_policy(GOOD, "mn.json").unwrap();
+    assert_eq!(set.sas[0].backend, BackendSetting::Auto);
+    let named = GOOD.replace(
+        r#""transform": "aes-gcm-128","#,
+        r#""transform": "aes-gcm-128", "backend": "rustcrypto","#,
+    );
+    let set = parse_policy(&named, "mn.json").unwrap();
+    assert_eq!(
+        set.sas[0].backend,
+        BackendSetting::Fixed(GcmBackend::RustCrypto)
+    );
+}
+
 #[test]
 fn bad_files_are_refused_with_file_entry_and_field() {
     // (what is wrong, text to replace, replacement, words the error must contain)
     let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "unknown GCM backend",
+            r#""transform": "aes-gcm-128","#,
+            r#""transform": "aes-gcm-128", "backend": "openssl","#,
+            &[
+                r#"sad[0] "sa1""#,
+                r#"field "backend""#,
+                "is not auto, ring or rustcrypto",
+            ],
+        ),
         (
             "unknown SA name",
             r#""sa": "sa3""#,

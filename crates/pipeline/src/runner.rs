@@ -95,6 +95,8 @@ pub struct SaReport {
     pub spi: u32,
     /// Direction.
     pub direction: Direction,
+    /// The AES-GCM backend it uses (its `auto` setting resolved).
+    pub backend: bitsgw_ipsec::crypto::GcmBackend,
     /// State.
     pub state: SaState,
     /// Statistics.
@@ -1184,6 +1186,7 @@ impl Worker {
                             name: sa.name().to_string(),
                             spi: sa.spi(),
                             direction: sa.params().direction,
+                            backend: sa.backend(),
                             state: sa.state(),
                             stats: *sa.stats(),
                             seq: sa.seq(),

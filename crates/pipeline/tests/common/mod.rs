@@ -162,11 +162,22 @@ impl Peer {
     pub fn new() -> Self {
         let a = policy("site-to-site-a.json");
         let sa = a.sas.iter().find(|s| s.name == SA_IN).unwrap();
-        let transform =
-            Transform::new(sa.transform, sa.backend, &sa.enc_key, &sa.auth_key).unwrap();
+        let transform = Transform::new(
+            sa.transform,
+            sa.backend.resolve(sa.transform, &Default::default()),
+            &sa.enc_key,
+            &sa.auth_key,
+        )
+        .unwrap();
         let mut wrong = sa.enc_key.to_vec();
         wrong[0] ^= 0x5a;
-        let wrong_key = Transform::new(sa.transform, sa.backend, &wrong, &sa.auth_key).unwrap();
+        let wrong_key = Transform::new(
+            sa.transform,
+            sa.backend.resolve(sa.transform, &Default::default()),
+            &wrong,
+            &sa.auth_key,
+        )
+        .unwrap();
         let mut peer = Peer {
             stage: stage("site-to-site-b.json"),
             transform,
