@@ -121,6 +121,7 @@ fn send(ns: &str, dev: &'static str, frames: &[Vec<u8>]) {
     let mut tx = port.tx;
     for f in frames {
         tx.send(f).unwrap();
+        assert_eq!(tx.flush(), 0);
         std::thread::sleep(Duration::from_millis(5));
     }
 }

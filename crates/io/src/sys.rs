@@ -337,6 +337,36 @@ pub(crate) fn send(fd: BorrowedFd<'_>, frame: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Sends up to [`SEND_BATCH`] datagrams with one `sendmmsg(2)`, blocking
+/// at most for the socket's send timeout. Returns how many the kernel
+/// took, in order; an error only when it took none (the error is the
+/// first datagram's).
+pub(crate) fn send_batch(fd: BorrowedFd<'_>, frames: &[&[u8]]) -> io::Result<usize> {
+    let n = frames.len().min(SEND_BATCH);
+    // SAFETY: all-zero is a valid iovec (null, 0) and mmsghdr (no name, no
+    // control data, no iovecs).
+    let mut iov: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    for (i, frame) in frames[..n].iter().enumerate() {
+        iov[i].iov_base = frame.as_ptr().cast_mut().cast();
+        iov[i].iov_len = frame.len();
+        msgs[i].msg_hdr.msg_iov = &mut iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `msgs[..n]` each point at one iovec of `iov`, which points at
+    // a frame of `frames`; all outlive the call, and the kernel only reads
+    // the frames (and writes `msg_len` into `msgs`).
+    let sent = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+/// The most datagrams one [`send_batch`] passes to the kernel.
+pub(crate) const SEND_BATCH: usize = 64;
+
 /// Frames the kernel dropped for lack of room in the socket's receive
 /// buffer since the last call (`PACKET_STATISTICS`, which the read
 /// resets).

@@ -65,6 +65,7 @@ fn frames_cross_a_veth_pair_and_outgoing_frames_are_not_received_back() {
     // a -> b, unchanged; a does not see its own frame.
     let f1 = frame(1);
     a.tx.send(&f1).unwrap();
+    assert_eq!(a.tx.flush(), 0);
     assert!(receive(&mut b, Duration::from_secs(2), Some(&f1)).contains(&f1));
     assert!(receive(&mut a, Duration::from_millis(300), None).is_empty());
 
@@ -72,6 +73,7 @@ fn frames_cross_a_veth_pair_and_outgoing_frames_are_not_received_back() {
     // is an outgoing frame, which they ignore.
     let f2 = frame(2);
     also_a.tx.send(&f2).unwrap();
+    assert_eq!(also_a.tx.flush(), 0);
     assert!(receive(&mut b, Duration::from_secs(2), Some(&f2)).contains(&f2));
     assert!(receive(&mut a, Duration::from_millis(300), None).is_empty());
     assert!(receive(&mut also_a, Duration::from_millis(50), None).is_empty());
@@ -79,6 +81,7 @@ fn frames_cross_a_veth_pair_and_outgoing_frames_are_not_received_back() {
     // b -> a: both sockets on a receive it.
     let f3 = frame(3);
     b.tx.send(&f3).unwrap();
+    assert_eq!(b.tx.flush(), 0);
     assert!(receive(&mut a, Duration::from_secs(2), Some(&f3)).contains(&f3));
     assert!(receive(&mut also_a, Duration::from_secs(2), Some(&f3)).contains(&f3));
     assert!(receive(&mut b, Duration::from_millis(300), None).is_empty());
@@ -117,9 +120,12 @@ fn frames_longer_than_a_ring_slot_arrive_whole_and_in_order() {
             f
         })
         .collect();
+    // Short frames are staged and leave with a flush; a long one leaves at
+    // once, after those staged before it.
     for f in &sent {
         a.tx.send(f).unwrap();
     }
+    assert_eq!(a.tx.flush(), 0);
     let last = sent.last().unwrap();
     let got = receive(&mut b, Duration::from_secs(2), Some(last));
     assert_eq!(
@@ -154,6 +160,8 @@ fn the_receive_ring_wraps_without_losing_or_reordering() {
             f[40..44].copy_from_slice(&n.to_be_bytes());
             a.tx.send(&f).unwrap();
         }
+        // More than one staging area's worth: most left as it filled.
+        assert_eq!(a.tx.flush(), 0);
         let deadline = Instant::now() + Duration::from_secs(5);
         while next < start + chunk {
             assert!(Instant::now() < deadline, "frame {next} did not arrive");
@@ -233,6 +241,7 @@ fn frames_dropped_by_a_full_receive_buffer_are_reported() {
     for _ in 0..sent {
         b.tx.send(&f).unwrap();
     }
+    assert_eq!(b.tx.flush(), 0);
     let mut received = 0u64;
     while a.rx.recv_nowait(&mut buf).unwrap() {
         if is_test_frame(buf.data()) {
@@ -296,6 +305,7 @@ fn an_interface_taken_down_is_waited_for_and_a_deleted_one_is_reported() {
     let mut got = Vec::new();
     while !got.contains(&f) && Instant::now() < deadline {
         let _ = b.tx.send(&f);
+        let _ = b.tx.flush();
         got = receive(&mut a, Duration::from_millis(200), Some(&f));
     }
     assert!(got.contains(&f), "nothing received after the link came up");
@@ -337,6 +347,7 @@ fn a_port_that_waits_binds_to_its_interface_when_it_returns() {
     let mut got = Vec::new();
     while !got.contains(&f) && Instant::now() < deadline {
         b.tx.send(&f).unwrap();
+        assert_eq!(b.tx.flush(), 0);
         got = receive(&mut a, Duration::from_millis(200), Some(&f));
     }
     assert!(
@@ -349,6 +360,7 @@ fn a_port_that_waits_binds_to_its_interface_when_it_returns() {
     // And it sends through the new interface too.
     let g = frame(41);
     a.tx.send(&g).unwrap();
+    assert_eq!(a.tx.flush(), 0);
     assert!(receive(&mut b, Duration::from_secs(2), Some(&g)).contains(&g));
 }
 
@@ -392,6 +404,7 @@ fn vlan_tags_the_kernel_strips_are_put_back() {
     for f in &sent {
         a.tx.send(f).unwrap();
     }
+    assert_eq!(a.tx.flush(), 0);
     let mut buf = PacketBuf::new();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -407,4 +420,38 @@ fn vlan_tags_the_kernel_strips_are_put_back() {
         assert!(g == s, "frame {} changed", s[11]);
     }
     assert_eq!(got.len(), sent.len());
+}
+
+/// Staged frames the kernel refuses (the interface is down) are counted by
+/// the flush, each once, and the next flush starts from zero.
+#[test]
+fn staged_frames_refused_at_flush_are_counted() {
+    let ns = Netns::new("afp-refuse");
+    ns.veth_pair("va5", "vb5");
+    let mut a = netns::run_in(&ns.name, || bitsgw_io::af_packet("va5"))
+        .unwrap()
+        .unwrap();
+    ns.ip(&["link", "set", "va5", "down"]);
+    for i in 0..3 {
+        a.tx.send(&frame(50 + i)).unwrap();
+    }
+    assert_eq!(a.tx.flush(), 3);
+    assert_eq!(a.tx.flush(), 0);
+}
+
+/// A sending handle dropped with frames staged sends them first.
+#[test]
+fn staged_frames_leave_when_the_handle_is_dropped() {
+    let ns = Netns::new("afp-drop");
+    ns.veth_pair("va6", "vb6");
+    let (a, b) = netns::run_in(&ns.name, || {
+        (bitsgw_io::af_packet("va6"), bitsgw_io::af_packet("vb6"))
+    })
+    .unwrap();
+    let (a, mut b) = (a.unwrap(), b.unwrap());
+    let f = frame(60);
+    let mut tx = a.tx;
+    tx.send(&f).unwrap();
+    drop(tx);
+    assert!(receive(&mut b, Duration::from_secs(2), Some(&f)).contains(&f));
 }

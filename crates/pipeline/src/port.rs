@@ -108,8 +108,17 @@ pub trait TxPort: Send {
     fn name(&self) -> &str;
     /// What its frames start with.
     fn link_type(&self) -> LinkType;
-    /// Sends one frame.
+    /// Sends one frame, or stages it to leave with the next
+    /// [`TxPort::flush`] (an error here is then only for this frame; the
+    /// staged ones that fail are counted by the flush).
     fn send(&mut self, frame: &[u8]) -> Result<(), PortError>;
+    /// Sends whatever [`TxPort::send`] staged; returns how many of those
+    /// frames the port refused since the last flush. The pipeline calls it
+    /// after each batch of frames, so a staged frame waits at most for the
+    /// rest of its batch. Ports that send at once stage nothing.
+    fn flush(&mut self) -> u64 {
+        0
+    }
     /// Another sending handle on the same port, through which a second
     /// thread can send without a lock, if the port allows that (a packet
     /// socket or a TUN device takes whole frames from several threads).

@@ -1033,6 +1033,14 @@ impl TxHandle {
                 .unwrap_or(false),
         }
     }
+
+    /// Sends what the port staged; how many of those frames it refused.
+    fn flush(&mut self) -> u64 {
+        match self {
+            TxHandle::Own(port) => port.flush(),
+            TxHandle::Shared(port) => port.lock().map(|mut p| p.flush()).unwrap_or(0),
+        }
+    }
 }
 
 /// The sending halves of both ports, as one thread sends on them.
@@ -1050,12 +1058,19 @@ impl TxPorts {
         }
     }
 
-    /// Sends `frame` on `side`; false if the port refused it.
+    /// Sends `frame` on `side`, or stages it for [`TxPorts::flush`]; false
+    /// if the port refused it.
     fn send(&mut self, side: Side, frame: &[u8]) -> bool {
         match side {
             Side::Host => self.host.send(frame),
             Side::Network => self.network.send(frame),
         }
+    }
+
+    /// Sends the frames both ports staged (one system call per port and
+    /// burst); how many of them were refused.
+    fn flush(&mut self) -> u64 {
+        self.host.flush() + self.network.flush()
     }
 }
 
@@ -1232,6 +1247,7 @@ impl Worker {
             Some(t) => self.gateway.poll_endpoints(now, &mut emit, t),
             None => self.gateway.poll_endpoints(now, &mut emit, &mut NoTap),
         }
+        failed += self.tx.flush();
         self.gateway.count_drops(PipelineDrop::SendFailed, failed);
     }
 
@@ -1285,6 +1301,7 @@ impl Worker {
             }
         }
         drop(tap_guard);
+        failed += self.tx.flush();
         self.gateway.count_drops(PipelineDrop::SendFailed, failed);
     }
 }
