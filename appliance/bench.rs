@@ -24,14 +24,20 @@
 //! Packet sizes are those of the inner IPv4 packet (the plaintext);
 //! throughput is goodput (inner packet bytes per second). The crypto
 //! ceiling seals (encrypt) or opens (decrypt) buffers of the same sizes by
-//! calling ring, RustCrypto `aes`/`cbc` and `hmac` directly: AES-GCM and
-//! ChaCha20-Poly1305 with ring's `LessSafeKey` (ring is the default GCM
-//! backend), AES-CBC with HMAC-SHA-256-128 and NULL with HMAC-SHA-256-128
-//! with RustCrypto, as the ESP engine does.
+//! calling the crypto libraries directly, every implementation the ESP
+//! engine has for the transform: AES-GCM (and GMAC) with ring's
+//! `LessSafeKey` and with RustCrypto `aes-gcm`, ChaCha20-Poly1305 with
+//! ring, AES-CBC with HMAC-SHA-256-128 and NULL with HMAC-SHA-256-128 with
+//! RustCrypto `aes`/`cbc` and `hmac`. Each is reported; the ratio is taken
+//! against the fastest. The pipeline's SAs are configured `auto` and use
+//! the backend `run` would choose on this machine (the same start-up
+//! measurement, reported as `backend`).
 
 use aes::cipher::block_padding::NoPadding;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit};
+use aes_gcm::aead::AeadInPlace;
 use bitsgw_ipsec::config::parse_policy;
+use bitsgw_ipsec::crypto::GcmBackend;
 use bitsgw_ipsec::crypto::TransformId;
 use bitsgw_ipsec::{Disposition, IpsecStage, StageConfig};
 use bitsgw_pipeline::port::{Port, PortError, RxPort, TxPort};
@@ -269,7 +275,12 @@ struct Row {
     p50_ns: u64,
     p99_ns: u64,
     samples: u64,
+    /// The fastest raw implementation's ns per packet.
     ceiling_ns: f64,
+    /// Every raw implementation's ns per packet, by name.
+    ceilings: Vec<(&'static str, f64)>,
+    /// The GCM backend the pipeline's SAs used.
+    backend: GcmBackend,
 }
 
 impl Row {
@@ -284,6 +295,13 @@ impl Row {
     }
     fn ceiling_gbps(&self) -> f64 {
         self.size.mean() * 8.0 / self.ceiling_ns
+    }
+    /// The fastest raw implementation.
+    fn ceiling_name(&self) -> &'static str {
+        self.ceilings
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or("?", |c| c.0)
     }
     fn ratio(&self) -> f64 {
         self.gbps() / self.ceiling_gbps()
@@ -314,11 +332,18 @@ impl Row {
             "gbps": self.gbps(),
             "ns_per_packet": self.ns_per_packet(),
             "latency_ns": {"p50": self.p50_ns, "p99": self.p99_ns, "samples": self.samples},
+            "backend": self.backend.name(),
             "ceiling": {
+                "implementation": self.ceiling_name(),
                 "gbps": self.ceiling_gbps(),
                 "ns_per_packet": self.ceiling_ns,
                 "mpps": 1e3 / self.ceiling_ns,
             },
+            "ceilings": self.ceilings.iter().map(|(name, ns)| (name.to_string(), json!({
+                "gbps": self.size.mean() * 8.0 / ns,
+                "ns_per_packet": ns,
+                "mpps": 1e3 / ns,
+            }))).collect::<serde_json::Map<_, _>>(),
             "ratio_to_ceiling": self.ratio(),
         })
     }
@@ -411,10 +436,23 @@ fn policy(a: bool, t: TransformId, mode: BenchMode, flows: usize) -> String {
     )
 }
 
+/// The backends `auto` SAs use here, measured once per process as `run`
+/// measures them.
+fn gcm_preference() -> bitsgw_ipsec::gcm_choice::GcmPreference {
+    static MEASURED: std::sync::OnceLock<bitsgw_ipsec::gcm_choice::GcmPreference> =
+        std::sync::OnceLock::new();
+    *MEASURED.get_or_init(|| {
+        let c = crate::gcm_calibration::calibrate();
+        tracing::info!(measured = %c.summary(), "AES-GCM backend for the pipeline's SAs");
+        c.preference
+    })
+}
+
 fn stage(text: &str) -> Result<IpsecStage, String> {
     let set = parse_policy(text, "bench").map_err(|e| e.to_string())?;
     let mut stage = IpsecStage::new(StageConfig {
         mtu: 9000,
+        gcm: gcm_preference(),
         ..StageConfig::default()
     });
     set.apply(&mut stage, Timestamp::ZERO)
@@ -829,6 +867,8 @@ fn run_pipeline(
         p99_ns: h.value_at_quantile(0.99),
         samples: h.len(),
         ceiling_ns: 0.0,
+        ceilings: Vec::new(),
+        backend: gcm_preference().for_transform(t),
     })
 }
 
@@ -837,12 +877,39 @@ fn run_pipeline(
 #[allow(clippy::large_enum_variant)]
 enum Raw {
     Aead(LessSafeKey),
+    RustGcm128(aes_gcm::Aes128Gcm),
+    RustGcm256(aes_gcm::Aes256Gcm),
     Cbc128(aes::Aes128, Hmac<Sha256>),
     Cbc256(aes::Aes256, Hmac<Sha256>),
     Null(Hmac<Sha256>),
 }
 
 impl Raw {
+    /// Every implementation the ESP engine has for `t`, by name.
+    fn all(t: TransformId) -> Result<Vec<(&'static str, Raw)>, String> {
+        let mut all = Vec::new();
+        let rust_gcm = match t {
+            TransformId::AesGcm128 | TransformId::AesGmac128 => Some(Raw::RustGcm128(
+                aes_gcm::Aes128Gcm::new_from_slice(&KEY[..16]).map_err(|e| e.to_string())?,
+            )),
+            TransformId::AesGcm256 | TransformId::AesGmac256 => Some(Raw::RustGcm256(
+                aes_gcm::Aes256Gcm::new_from_slice(&KEY[..32]).map_err(|e| e.to_string())?,
+            )),
+            _ => None,
+        };
+        let name = match t {
+            TransformId::AesCbc128HmacSha256
+            | TransformId::AesCbc256HmacSha256
+            | TransformId::NullHmacSha256 => GcmBackend::RustCrypto.name(),
+            _ => GcmBackend::Ring.name(),
+        };
+        all.push((name, Raw::new(t)?));
+        if let Some(r) = rust_gcm {
+            all.push((GcmBackend::RustCrypto.name(), r));
+        }
+        Ok(all)
+    }
+
     fn new(t: TransformId) -> Result<Raw, String> {
         let mac = || <Hmac<Sha256> as Mac>::new_from_slice(&KEY[..32]).map_err(|e| e.to_string());
         let aead = |alg: &'static ring::aead::Algorithm, n: usize| {
@@ -899,6 +966,16 @@ impl Raw {
                 hmac_into(mac, buf, tag);
             }
             Raw::Null(mac) => hmac_into(mac, buf, tag),
+            Raw::RustGcm128(k) => {
+                if let Ok(t) = k.encrypt_in_place_detached(&NONCE.into(), &AAD, buf) {
+                    tag.copy_from_slice(&t);
+                }
+            }
+            Raw::RustGcm256(k) => {
+                if let Ok(t) = k.encrypt_in_place_detached(&NONCE.into(), &AAD, buf) {
+                    tag.copy_from_slice(&t);
+                }
+            }
         }
     }
 
@@ -927,6 +1004,16 @@ impl Raw {
                     .decrypt_padded_mut::<NoPadding>(body);
             }
             Raw::Null(mac) => hmac_into(mac, body, &mut expect),
+            Raw::RustGcm128(k) => {
+                return k
+                    .decrypt_in_place_detached(&NONCE.into(), &AAD, body, (&*tag).into())
+                    .is_ok()
+            }
+            Raw::RustGcm256(k) => {
+                return k
+                    .decrypt_in_place_detached(&NONCE.into(), &AAD, body, (&*tag).into())
+                    .is_ok()
+            }
             Raw::Aead(_) => {}
         }
         expect == *tag
@@ -941,14 +1028,28 @@ fn hmac_into(mac: &Hmac<Sha256>, data: &[u8], tag: &mut [u8; 16]) {
 
 /// Mean ns per packet of the raw crypto over the size pattern, `count`
 /// packets (or `seconds`).
+/// Every raw implementation's mean ns per packet over the size pattern.
+fn ceilings(
+    t: TransformId,
+    dir: Dir,
+    size: Size,
+    opts: &Options,
+    tick: &dyn Fn(),
+) -> Result<Vec<(&'static str, f64)>, String> {
+    Raw::all(t)?
+        .into_iter()
+        .map(|(name, raw)| Ok((name, ceiling(&raw, t, dir, size, opts, tick)?)))
+        .collect()
+}
+
 fn ceiling(
+    raw: &Raw,
     t: TransformId,
     dir: Dir,
     size: Size,
     opts: &Options,
     tick: &dyn Fn(),
 ) -> Result<f64, String> {
-    let raw = Raw::new(t)?;
     let pattern = size.pattern();
     // Sealed buffers (ciphertext || tag), one per pattern size.
     let mut bufs: Vec<Vec<u8>> = pattern
@@ -1056,7 +1157,8 @@ pub fn run(opts: &Options) -> Result<String, String> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let tick = || bar.tick();
-    let mut ceilings: Vec<((TransformId, Dir, Size), f64)> = Vec::new();
+    type Measured = Vec<(&'static str, f64)>;
+    let mut ceilings: Vec<((TransformId, Dir, Size), Measured)> = Vec::new();
     let mut rows = Vec::new();
     for (t, mode, dir, w, size) in configs {
         bar.set_message(format!(
@@ -1068,10 +1170,10 @@ pub fn run(opts: &Options) -> Result<String, String> {
             w.name()
         ));
         let c = match ceilings.iter().find(|(k, _)| *k == (t, dir, size)) {
-            Some((_, c)) => *c,
+            Some((_, c)) => c.clone(),
             None => {
-                let c = ceiling(t, dir, size, opts, &tick)?;
-                ceilings.push(((t, dir, size), c));
+                let c = self::ceilings(t, dir, size, opts, &tick)?;
+                ceilings.push(((t, dir, size), c.clone()));
                 c
             }
         };
@@ -1084,7 +1186,8 @@ pub fn run(opts: &Options) -> Result<String, String> {
                 size.name()
             )
         })?;
-        row.ceiling_ns = c;
+        row.ceiling_ns = c.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+        row.ceilings = c;
         tracing::debug!(
             transform = t.name(),
             mode = mode.name(),
@@ -1141,7 +1244,7 @@ fn table(rows: &[Row], cpus: usize, before: &[f64], after: &[f64], opts: &Option
         opts.window,
     );
     s.push_str(&format!(
-        "{:<24} {:<9} {:<7} {:>5} {:>2} {:>7} {:>7} {:>8} {:>9} {:>9} {:>8} {:>6}  {}\n",
+        "{:<24} {:<9} {:<7} {:>5} {:>2} {:>7} {:>7} {:>8} {:>9} {:>9} {:>8} {:>6}  {:<21} {}\n",
         "transform",
         "mode",
         "dir",
@@ -1154,11 +1257,12 @@ fn table(rows: &[Row], cpus: usize, before: &[f64], after: &[f64], opts: &Option
         "p99 µs",
         "ceil Gb/s",
         "ratio",
+        "backend / fastest raw",
         "in/out/drops"
     ));
     for r in rows {
         s.push_str(&format!(
-            "{:<24} {:<9} {:<7} {:>5} {:>3} {:>7.3} {:>7.3} {:>8.0} {:>9.1} {:>9.1} {:>8.3} {:>6.2}  {}/{}/{}\n",
+            "{:<24} {:<9} {:<7} {:>5} {:>3} {:>7.3} {:>7.3} {:>8.0} {:>9.1} {:>9.1} {:>8.3} {:>6.2}  {:<21} {}/{}/{}\n",
             r.transform.name(),
             r.mode.name(),
             r.dir.name(),
@@ -1171,13 +1275,14 @@ fn table(rows: &[Row], cpus: usize, before: &[f64], after: &[f64], opts: &Option
             r.p99_ns as f64 / 1e3,
             r.ceiling_gbps(),
             r.ratio(),
+            format!("{} / {}", r.backend.name(), r.ceiling_name()),
             r.packets_in,
             r.packets_out,
             r.drops
         ));
     }
     s.push_str(
-        "(sizes: inner IPv4 packet; Gbit/s: goodput; latency: hand-over to emission, every 16th packet, at saturation;\n ratio: pipeline Gbit/s / raw crypto Gbit/s on the same sizes, measured in this run)\n",
+        "(sizes: inner IPv4 packet; Gbit/s: goodput; latency: hand-over to emission, every 16th packet, at saturation;\n ratio: pipeline Gbit/s / the fastest raw crypto's Gbit/s on the same sizes, every implementation measured in this run;\n backend: the pipeline's AES-GCM backend, chosen by the same measurement as `run`'s)\n",
     );
     s
 }

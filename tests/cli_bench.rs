@@ -74,6 +74,28 @@ fn tiny_bench_json_counts_and_plot() {
         for k in ["gbps", "ns_per_packet", "mpps"] {
             assert!(r["ceiling"][k].as_f64().unwrap() > 0.0, "ceiling {k}: {r}");
         }
+        // AES-GCM has two implementations: both measured, the ratio taken
+        // against the faster; the pipeline's SAs are `auto`.
+        let ceilings = r["ceilings"].as_object().unwrap();
+        let names: Vec<&str> = ceilings.keys().map(String::as_str).collect();
+        assert_eq!(names, ["ring", "rustcrypto"], "{r}");
+        let fastest = ceilings
+            .values()
+            .map(|c| c["ns_per_packet"].as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(
+            r["ceiling"]["ns_per_packet"].as_f64().unwrap(),
+            fastest,
+            "{r}"
+        );
+        let implementation = r["ceiling"]["implementation"].as_str().unwrap();
+        assert_eq!(
+            ceilings[implementation]["ns_per_packet"].as_f64().unwrap(),
+            fastest,
+            "{r}"
+        );
+        let backend = r["backend"].as_str().unwrap();
+        assert!(backend == "ring" || backend == "rustcrypto", "{r}");
         let lat = &r["latency_ns"];
         assert!(lat["samples"].as_u64().unwrap() > 0, "{r}");
         assert!(
