@@ -11,7 +11,6 @@ pub mod counters;
 pub mod crypto;
 pub mod flow;
 pub mod flow_cache;
-pub mod frag;
 pub mod query;
 pub mod sa;
 pub mod sad;

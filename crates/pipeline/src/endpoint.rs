@@ -19,7 +19,7 @@
 
 pub use bitsgw_wire::ether::ETHERTYPE_ARP;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use bitsgw_wire::{ip, Timestamp};
+use bitsgw_wire::{ip, proto, Timestamp};
 
 /// The appliance's own host stack on one side.
 pub trait LocalEndpoint: Send {
@@ -70,11 +70,11 @@ pub(crate) fn network_kind(frame: &[u8]) -> NetworkKind {
         pkt.get(meta.header_len).copied()
     };
     match (meta.proto, icmp_type) {
-        (50 | 17, _) => NetworkKind::Pass,
+        (proto::ESP | proto::UDP, _) => NetworkKind::Pass,
         // Echo request.
-        (1, Some(8)) => NetworkKind::Offer,
+        (proto::ICMP, Some(8)) => NetworkKind::Offer,
         // Echo request, router and neighbor solicitation and advertisement.
-        (58, Some(128 | 133..=136)) => NetworkKind::Offer,
+        (proto::ICMPV6, Some(128 | 133..=136)) => NetworkKind::Offer,
         _ => NetworkKind::Other,
     }
 }

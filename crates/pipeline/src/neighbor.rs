@@ -454,7 +454,7 @@ pub fn neighbor_solicitation(
     out[..6].copy_from_slice(&[0x33, 0x33, dst[12], dst[13], dst[14], dst[15]]);
     out[6..12].copy_from_slice(&mac);
     out[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-    ip::emit_ipv6_header(&mut out[14..54], src, dst, 58, 32, 255, 0);
+    ip::emit_ipv6_header(&mut out[14..54], src, dst, proto::ICMPV6, 32, 255, 0);
     let icmp = &mut out[54..86];
     icmp.fill(0);
     icmp[0] = ICMPV6_NS;
@@ -462,7 +462,7 @@ pub fn neighbor_solicitation(
     icmp[24] = OPT_SOURCE_LL;
     icmp[25] = 1;
     icmp[26..32].copy_from_slice(&mac);
-    let acc = checksum::pseudo_header(&src, &dst, 58, 32);
+    let acc = checksum::pseudo_header(&src, &dst, proto::ICMPV6, 32);
     let c = checksum::finish(checksum::sum(acc, icmp));
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
 }

@@ -117,7 +117,7 @@ pub fn neighbor_advertisement(
     icmp[24] = OPT_TARGET_LL;
     icmp[25] = 1;
     icmp[26..32].copy_from_slice(&mac);
-    let acc = checksum::pseudo_header(&src, &dst, 58, 32);
+    let acc = checksum::pseudo_header(&src, &dst, proto::ICMPV6, 32);
     let c = checksum::finish(checksum::sum(acc, &icmp));
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     let mut out = Vec::with_capacity(ether::HEADER_LEN + 40 + 32);
@@ -125,7 +125,7 @@ pub fn neighbor_advertisement(
     out.extend_from_slice(&mac);
     out.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
     let mut h = [0u8; 40];
-    ip::emit_ipv6_header(&mut h, src, dst, 58, 32, 255, 0);
+    ip::emit_ipv6_header(&mut h, src, dst, proto::ICMPV6, 32, 255, 0);
     out.extend_from_slice(&h);
     out.extend_from_slice(&icmp);
     out

@@ -41,10 +41,10 @@ use crate::counters::{PipelineCounters, PipelineDrop};
 use crate::endpoint::LocalEndpoint;
 use crate::gateway::{Gateway, Mobility, NoTap, Side, Tap};
 use crate::port::{Port, PortError, RxPort, TxPort};
+use bitsgw_frag::{FragDrop, Reassembler, Reassembly};
 use bitsgw_ipsec::counters::StageCounters;
 use bitsgw_ipsec::flow::flow_key;
 use bitsgw_ipsec::flow_cache::FlowCache;
-use bitsgw_ipsec::frag::{FragDrop, Reassembler, Reassembly};
 use bitsgw_ipsec::query::Query;
 use bitsgw_ipsec::sa::{Direction, SaState, SaStats};
 use bitsgw_ipsec::selector::FlowKey;
@@ -434,7 +434,7 @@ pub fn start_configured(
                     controls: rx,
                 }
             }),
-            reassembler: Reassembler::new(bitsgw_ipsec::frag::ReassemblyLimits::default()),
+            reassembler: Reassembler::new(bitsgw_frag::ReassemblyLimits::default()),
             frag_seen: [0; FragDrop::ALL.len()],
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
             workers: batch_txs.clone(),

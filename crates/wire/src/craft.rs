@@ -73,15 +73,16 @@ pub fn udp_packet(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload_len:
     for (i, b) in udp[8..].iter_mut().enumerate() {
         *b = (i * 7 + 3) as u8;
     }
-    ip_packet(src, dst, 17, &udp, true)
+    ip_packet(src, dst, proto::UDP, &udp, true)
 }
 
 /// A Mobility Header message (RFC 6275 6.1) of `mh_type` with an 8-byte
 /// message body (for a BU: sequence 7, flags A and H, lifetime 16 units),
 /// Payload Proto 59 and the checksum of RFC 6275 6.1.1.
 pub fn mh_packet(src: IpAddr, dst: IpAddr, mh_type: u8) -> Vec<u8> {
-    let m = [59, 1, mh_type, 0, 0, 0, 0, 7, 0xc0, 0, 0, 0x10, 1, 0, 0, 0];
-    ip_packet(src, dst, 135, &m, false)
+    let mut m = [0, 1, mh_type, 0, 0, 0, 0, 7, 0xc0, 0, 0, 0x10, 1, 0, 0, 0];
+    m[0] = proto::NO_NEXT_HEADER; // Payload Proto
+    ip_packet(src, dst, proto::MH, &m, false)
 }
 
 #[cfg(test)]
