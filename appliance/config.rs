@@ -150,8 +150,8 @@
 
 use bitsgw_io::OnLinkLoss;
 use bitsgw_ipsec::config::{
-    expect_object, get_bool, get_str, get_u64, load_policy_file, parse_json, require_str,
-    resolve_addr, ConfigError, Ctx, PolicySet, Shown,
+    expect_object, get_bool, get_str, get_u64, parse_json, parse_policy, require_str, resolve_addr,
+    ConfigError, Ctx, PolicySet, Shown,
 };
 use bitsgw_ipsec::StageConfig;
 use bitsgw_mobility::classify::ClassifierMode;
@@ -167,6 +167,8 @@ use std::time::Duration;
 
 #[path = "config/mobility_settings.rs"]
 mod mobility_settings;
+#[path = "config/policy_file.rs"]
+mod policy_file;
 #[path = "config/routes.rs"]
 mod routes;
 #[path = "config/service.rs"]
@@ -174,6 +176,7 @@ mod service;
 
 pub use mobility_settings::parse_attachment;
 use mobility_settings::{home_agent, mobile_node, HA_FIELDS, MN_FIELDS};
+pub use policy_file::load_policy_file;
 use routes::mode_and_routes;
 pub use service::metrics_settings;
 use service::{control_socket_path, group_id, user_ids};

@@ -134,48 +134,6 @@ pub struct PolicySet {
 /// keys (see [`PolicySet::danger_static_keys_for_counter_mode`]).
 pub const DANGER_STATIC_KEYS: &str = "danger_static_keys_for_counter_mode";
 
-/// Reads and parses a policy file.
-pub fn load_policy_file(path: &std::path::Path) -> Result<PolicySet, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        entry: "file".into(),
-        field: String::new(),
-        problem: format!("can not be read: {e}"),
-    })?;
-    let mut set = parse_policy(&text, &file)?;
-    if let Some(w) = readable_by_others(path, &set) {
-        set.warnings.push(w);
-    }
-    Ok(set)
-}
-
-/// A warning when a policy file that holds keys can be read by any user
-/// of the machine.
-fn readable_by_others(path: &std::path::Path, set: &PolicySet) -> Option<String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        let has_keys = set
-            .sas
-            .iter()
-            .any(|sa| !sa.enc_key.is_empty() || !sa.auth_key.is_empty());
-        (has_keys && mode & 0o004 != 0).then(|| {
-            format!(
-                "{}: the file holds keys and is readable by every user of this machine (mode {:o}); chmod o-r it",
-                set.file,
-                mode & 0o777
-            )
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (path, set);
-        None
-    }
-}
-
 fn parse_hex_key(ctx: &Ctx<'_>, field: &str, s: &str) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
     let hex = s
         .strip_prefix("0x")

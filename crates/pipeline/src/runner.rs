@@ -1289,7 +1289,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bitsgw_ipsec::config::load_policy_file;
+    use bitsgw_ipsec::config::parse_policy;
     use bitsgw_ipsec::selector::{proto, Addr, NextLayer, Selector};
     use bitsgw_ipsec::spd::{Action, SpdEntry};
     use bitsgw_ipsec::StageConfig;
@@ -1317,7 +1317,8 @@ mod tests {
     fn flow_owners_follow_the_query_generation() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../policies/site-to-site-a.json");
-        let set = load_policy_file(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let set = parse_policy(&text, "site-to-site-a.json").unwrap();
         let mut stage = IpsecStage::new(StageConfig::default());
         set.apply(&mut stage, Timestamp::ZERO).unwrap();
         let protected = udp("192.0.2.10", "198.51.100.20");
