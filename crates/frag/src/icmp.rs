@@ -2,6 +2,7 @@
 //! Needed (RFC 792, RFC 1191) and ICMPv6 Packet Too Big (RFC 4443 3.2).
 
 use bitsgw_wire::checksum;
+use bitsgw_wire::icmp as icmp_type;
 use bitsgw_wire::ip::{self, IpVersion, IPV4_MIN_HEADER, IPV6_HEADER};
 use bitsgw_wire::{proto, PacketBuf};
 
@@ -45,9 +46,16 @@ pub fn icmpv4_frag_needed(
     let orig_dst = [original[16], original[17], original[18], original[19]];
     let icmp_error = meta.proto == proto::ICMP
         && !meta.is_later_fragment()
-        && original
-            .get(meta.header_len)
-            .is_some_and(|t| matches!(t, 3 | 4 | 5 | 11 | 12));
+        && original.get(meta.header_len).is_some_and(|t| {
+            matches!(
+                *t,
+                icmp_type::V4_DEST_UNREACHABLE
+                    | icmp_type::V4_SOURCE_QUENCH
+                    | icmp_type::V4_REDIRECT
+                    | icmp_type::V4_TIME_EXCEEDED
+                    | icmp_type::V4_PARAMETER_PROBLEM
+            )
+        });
     if meta.is_later_fragment() || icmp_error || !ipv4_unicast(orig_src) || !ipv4_unicast(orig_dst)
     {
         return Err(FragDrop::IcmpNotAllowed);
@@ -70,7 +78,12 @@ pub fn icmpv4_frag_needed(
         false,
     );
     let icmp = &mut buf[IPV4_MIN_HEADER..];
-    icmp[..4].copy_from_slice(&[3, 4, 0, 0]);
+    icmp[..4].copy_from_slice(&[
+        icmp_type::V4_DEST_UNREACHABLE,
+        icmp_type::V4_CODE_FRAG_NEEDED,
+        0,
+        0,
+    ]);
     icmp[4..6].copy_from_slice(&[0, 0]);
     icmp[6..8].copy_from_slice(&next_hop_mtu.to_be_bytes());
     icmp[8..].copy_from_slice(&original[..quote]);
@@ -102,7 +115,9 @@ pub fn icmpv6_packet_too_big(
     orig_src.copy_from_slice(&original[8..24]);
     let icmp_error = meta.proto == proto::ICMPV6
         && !meta.is_later_fragment()
-        && original.get(meta.header_len).is_some_and(|t| *t < 128);
+        && original
+            .get(meta.header_len)
+            .is_some_and(|t| *t < icmp_type::V6_FIRST_INFORMATIONAL);
     if icmp_error || orig_src == [0; 16] || orig_src[0] == 0xff {
         return Err(FragDrop::IcmpNotAllowed);
     }
@@ -122,11 +137,9 @@ pub fn icmpv6_packet_too_big(
         0,
     );
     let icmp = &mut buf[IPV6_HEADER..];
-    icmp[..4].copy_from_slice(&[2, 0, 0, 0]);
+    icmp[..4].copy_from_slice(&[icmp_type::V6_PACKET_TOO_BIG, 0, 0, 0]);
     icmp[4..8].copy_from_slice(&mtu.to_be_bytes());
     icmp[8..].copy_from_slice(&original[..quote]);
-    let acc = checksum::pseudo_header(&src, &orig_src, proto::ICMPV6, icmp_len as u32);
-    let c = checksum::finish(checksum::sum(acc, icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    checksum::fill_icmpv6(&src, &orig_src, icmp);
     Ok(())
 }

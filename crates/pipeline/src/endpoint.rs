@@ -19,7 +19,7 @@
 
 pub use bitsgw_wire::ether::ETHERTYPE_ARP;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use bitsgw_wire::{ip, proto, Timestamp};
+use bitsgw_wire::{icmp, ip, proto, Timestamp};
 
 /// The appliance's own host stack on one side.
 pub trait LocalEndpoint: Send {
@@ -71,10 +71,15 @@ pub(crate) fn network_kind(frame: &[u8]) -> NetworkKind {
     };
     match (meta.proto, icmp_type) {
         (proto::ESP | proto::UDP, _) => NetworkKind::Pass,
-        // Echo request.
-        (proto::ICMP, Some(8)) => NetworkKind::Offer,
-        // Echo request, router and neighbor solicitation and advertisement.
-        (proto::ICMPV6, Some(128 | 133..=136)) => NetworkKind::Offer,
+        (proto::ICMP, Some(icmp::V4_ECHO_REQUEST)) => NetworkKind::Offer,
+        // Router and neighbor solicitation and advertisement.
+        (
+            proto::ICMPV6,
+            Some(
+                icmp::V6_ECHO_REQUEST
+                | icmp::V6_ROUTER_SOLICITATION..=icmp::V6_NEIGHBOR_ADVERTISEMENT,
+            ),
+        ) => NetworkKind::Offer,
         _ => NetworkKind::Other,
     }
 }

@@ -7,11 +7,11 @@
 use crate::endpoint::ETHERTYPE_ARP;
 use bitsgw_wire::checksum;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV6};
+use bitsgw_wire::icmp::{
+    ND_OPT_TARGET_LL as OPT_TARGET_LL, V6_NEIGHBOR_ADVERTISEMENT as ICMPV6_NA,
+    V6_NEIGHBOR_SOLICITATION as ICMPV6_NS,
+};
 use bitsgw_wire::{ip, proto};
-
-const ICMPV6_NS: u8 = 135;
-const ICMPV6_NA: u8 = 136;
-const OPT_TARGET_LL: u8 = 2;
 
 /// The answer to `frame` if it is an ARP request or a Neighbor
 /// Solicitation for an address `away` says belongs to a node that is away:
@@ -117,9 +117,7 @@ pub fn neighbor_advertisement(
     icmp[24] = OPT_TARGET_LL;
     icmp[25] = 1;
     icmp[26..32].copy_from_slice(&mac);
-    let acc = checksum::pseudo_header(&src, &dst, proto::ICMPV6, 32);
-    let c = checksum::finish(checksum::sum(acc, &icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    checksum::fill_icmpv6(&src, &dst, &mut icmp);
     let mut out = Vec::with_capacity(ether::HEADER_LEN + 40 + 32);
     out.extend_from_slice(&to_mac);
     out.extend_from_slice(&mac);

@@ -320,15 +320,6 @@ pub fn verify_icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], icmp: &[u8]) -> bo
     checksum::finish(checksum::sum(acc, icmp)) == 0
 }
 
-/// Fills the checksum of the ICMPv6 message `icmp` (RFC 4443 2.3).
-fn fill_icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], icmp: &mut [u8]) {
-    icmp[2..4].fill(0);
-    let len = u32::try_from(icmp.len()).unwrap_or(u32::MAX);
-    let acc = checksum::pseudo_header(src, dst, proto::ICMPV6, len);
-    let c = checksum::finish(checksum::sum(acc, icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-}
-
 /// Mobile Prefix Solicitation (RFC 6275 6.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MobilePrefixSolicitation {
@@ -372,7 +363,7 @@ impl MobilePrefixSolicitation {
         m[1] = 0;
         m[4..6].copy_from_slice(&self.identifier.to_be_bytes());
         m[6..8].fill(0);
-        fill_icmpv6_checksum(src, dst, m);
+        checksum::fill_icmpv6(src, dst, m);
         Ok(MPS_LEN)
     }
 }
@@ -511,7 +502,7 @@ impl<'a> MobilePrefixAdvertisement<'a> {
         {
             p.emit(o);
         }
-        fill_icmpv6_checksum(src, dst, m);
+        checksum::fill_icmpv6(src, dst, m);
         Ok(n)
     }
 }
