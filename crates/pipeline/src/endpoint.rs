@@ -135,11 +135,20 @@ mod tests {
             NetworkKind::Other
         );
         assert_eq!(network_kind(&v4(6, &[0; 20])), NetworkKind::Other);
-        assert_eq!(network_kind(&v4(50, &[0; 20])), NetworkKind::Pass);
-        assert_eq!(network_kind(&v4(17, &[0; 20])), NetworkKind::Pass);
-        assert_eq!(network_kind(&v6(58, &[135, 0, 0, 0])), NetworkKind::Offer);
-        assert_eq!(network_kind(&v6(58, &[128, 0, 0, 0])), NetworkKind::Offer);
-        assert_eq!(network_kind(&v6(58, &[1, 0, 0, 0])), NetworkKind::Other);
+        assert_eq!(network_kind(&v4(proto::ESP, &[0; 20])), NetworkKind::Pass);
+        assert_eq!(network_kind(&v4(proto::UDP, &[0; 20])), NetworkKind::Pass);
+        assert_eq!(
+            network_kind(&v6(proto::ICMPV6, &[135, 0, 0, 0])),
+            NetworkKind::Offer
+        );
+        assert_eq!(
+            network_kind(&v6(proto::ICMPV6, &[128, 0, 0, 0])),
+            NetworkKind::Offer
+        );
+        assert_eq!(
+            network_kind(&v6(proto::ICMPV6, &[1, 0, 0, 0])),
+            NetworkKind::Other
+        );
         assert_eq!(network_kind(&frame(0x88cc, &[0; 20])), NetworkKind::Pass);
     }
 }

@@ -614,7 +614,7 @@ mod tests {
         assert_eq!(&ns[..6], &[0x33, 0x33, 0xff, 0, 0, 1]);
         assert_eq!(glean(&ns), Some((src, MAC)));
         let pkt = &ns[14..];
-        let acc = checksum::pseudo_header(&pkt[8..24], &pkt[24..40], 58, 32);
+        let acc = checksum::pseudo_header(&pkt[8..24], &pkt[24..40], proto::ICMPV6, 32);
         assert_eq!(checksum::finish(checksum::sum(acc, &pkt[40..])), 0);
         assert_eq!(
             &pkt[24..40],

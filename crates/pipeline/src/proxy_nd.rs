@@ -160,7 +160,8 @@ mod tests {
         icmp.extend_from_slice(&[1, 1]);
         icmp.extend_from_slice(&CN_MAC);
         let dst = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 1, 0];
-        let mut p = bitsgw_wire::craft::ip_packet(CN.into(), dst.into(), 58, &icmp, false);
+        let mut p =
+            bitsgw_wire::craft::ip_packet(CN.into(), dst.into(), proto::ICMPV6, &icmp, false);
         p[7] = hop_limit;
         let mut f = vec![0x33, 0x33, 0xff, 0, 1, 0];
         f.extend_from_slice(&CN_MAC);
@@ -184,7 +185,7 @@ mod tests {
         assert_eq!(icmp[4], 0x40, "solicited, not override");
         assert_eq!(&icmp[8..24], &HOA);
         assert_eq!(&icmp[26..32], &HA_MAC);
-        let acc = checksum::pseudo_header(&HA, &CN, 58, 32);
+        let acc = checksum::pseudo_header(&HA, &CN, proto::ICMPV6, 32);
         assert_eq!(
             checksum::finish(checksum::sum(acc, icmp)),
             0,

@@ -511,7 +511,7 @@ mod tests {
         // Destination Options (8 bytes, next = ESP 50), then 8 bytes of ESP.
         let mut ext = vec![50, 0, 1, 4, 0, 0, 0, 0];
         ext.extend_from_slice(&[0, 0, 0x10, 0x01, 0, 0, 0, 1]);
-        let p = v6_with(60, &ext);
+        let p = v6_with(proto::IPV6_DEST_OPTS, &ext);
         let m = parse(&p).unwrap();
         assert_eq!((m.header_len, m.proto, m.proto_field), (48, 50, 40));
     }
@@ -519,7 +519,7 @@ mod tests {
     #[test]
     fn ipv6_later_fragment_is_opaque() {
         let frag = [17, 0, 0x00, 0x08, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4];
-        let p = v6_with(44, &frag);
+        let p = v6_with(proto::IPV6_FRAGMENT, &frag);
         let m = parse(&p).unwrap();
         assert!(m.is_later_fragment());
         assert_eq!(m.frag.unwrap().ident, 0xdeadbeef);
@@ -532,7 +532,7 @@ mod tests {
         for _ in 0..20 {
             ext.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
         }
-        let p = v6_with(60, &ext);
+        let p = v6_with(proto::IPV6_DEST_OPTS, &ext);
         assert_eq!(parse(&p), Err(IpError::TooManyExtensionHeaders));
     }
 
@@ -581,7 +581,7 @@ mod tests {
 
     #[test]
     fn ipv6_truncated_extension() {
-        let p = v6_with(60, &[17, 1, 0, 0]);
+        let p = v6_with(proto::IPV6_DEST_OPTS, &[17, 1, 0, 0]);
         assert_eq!(parse(&p), Err(IpError::Truncated));
     }
 
@@ -590,11 +590,11 @@ mod tests {
     /// the packet's total length.
     #[test]
     fn ipv6_fragment_header_past_payload_length() {
-        let mut p = v6_with(44, &[]);
+        let mut p = v6_with(proto::IPV6_FRAGMENT, &[]);
         p.extend_from_slice(&[17, 0, 0x00, 0x08, 0, 0, 0, 1]);
         assert_eq!(parse(&p), Err(IpError::Truncated));
         // The same header inside the payload is a later fragment.
-        let p = v6_with(44, &[17, 0, 0x00, 0x08, 0, 0, 0, 1]);
+        let p = v6_with(proto::IPV6_FRAGMENT, &[17, 0, 0x00, 0x08, 0, 0, 0, 1]);
         let m = parse(&p).unwrap();
         assert!(m.header_len <= m.total_len);
         assert!(m.is_later_fragment());

@@ -544,7 +544,7 @@ mod tests {
     /// IPv6 2001:db8::1 -> 2001:db8::2 carrying an ESP header.
     fn esp_packet(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
         let mut p = vec![0u8; 40];
-        ip::emit_ipv6_header(&mut p, src, dst, 50, ESP.len() as u16, 64, 0);
+        ip::emit_ipv6_header(&mut p, src, dst, proto::ESP, ESP.len() as u16, 64, 0);
         p.extend_from_slice(&ESP);
         p
     }

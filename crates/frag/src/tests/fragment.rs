@@ -35,7 +35,7 @@ fn fragment_ipv4_copies_only_copied_options_and_refragments() {
     // Stream ID (copied), NOP, Record Route (not copied).
     let opts = [0x88, 4, 0x12, 0x34, 1, 7, 7, 4, 0, 0, 0, 0];
     let mut p = vec![0u8; 20];
-    ip::emit_ipv4_header(&mut p, SRC4, DST4, 50, 0, 64, 9, 0, false);
+    ip::emit_ipv4_header(&mut p, SRC4, DST4, proto::ESP, 0, 64, 9, 0, false);
     p.extend_from_slice(&opts);
     p[0] = 0x48;
     p.extend((0..100).map(|i| i as u8));

@@ -3,7 +3,7 @@ use super::*;
 #[test]
 fn icmpv4_frag_needed_checksums_and_quote() {
     let mut orig = vec![0u8; 1500];
-    ip::emit_ipv4_header(&mut orig, DST4, SRC4, 17, 1500, 63, 77, 0, true);
+    ip::emit_ipv4_header(&mut orig, DST4, SRC4, proto::UDP, 1500, 63, 77, 0, true);
     for (i, b) in orig[20..].iter_mut().enumerate() {
         *b = i as u8;
     }
@@ -32,7 +32,7 @@ fn icmpv4_not_about_errors_later_fragments_or_multicast() {
     let mut out = PacketBuf::new();
     let me = [203, 0, 113, 1];
     let mut err = vec![0u8; 28];
-    ip::emit_ipv4_header(&mut err, SRC4, DST4, 1, 28, 64, 1, 0, false);
+    ip::emit_ipv4_header(&mut err, SRC4, DST4, proto::ICMP, 28, 64, 1, 0, false);
     err[20] = 3;
     assert_eq!(
         icmpv4_frag_needed(&err, 1400, me, &mut out),
@@ -68,7 +68,7 @@ fn icmpv6_packet_too_big_checksums_and_quote() {
     assert_eq!(&o[8..24], &me);
     assert_eq!(&o[24..40], &SRC6);
     assert_eq!(&o[40..48], &[2, 0, o[42], o[43], 0, 0, 0x05, 0x78]);
-    let acc = checksum::pseudo_header(&me, &SRC6, 58, 1240);
+    let acc = checksum::pseudo_header(&me, &SRC6, proto::ICMPV6, 1240);
     assert_eq!(checksum::finish(checksum::sum(acc, &o[40..])), 0);
     assert_eq!(&o[48..], &orig[..1232]);
     // ICMPv6 errors are not answered; informational messages are.

@@ -2,7 +2,7 @@
 //! datagrams over IPv4 and IPv6, whole and in fragments.
 
 use crate::*;
-use bitsgw_wire::{checksum, ip, PacketBuf, Timestamp};
+use bitsgw_wire::{checksum, ip, proto, PacketBuf, Timestamp};
 use core::time::Duration;
 
 mod fragment;
@@ -72,7 +72,7 @@ fn v4(fixture: &[u8]) -> Vec<u8> {
 /// offset `off` with `data`.
 fn v4_frag(ident: u16, off: usize, more: bool, data: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; 20];
-    ip::emit_ipv4_header(&mut p, SRC4, DST4, 50, 0, 64, ident, 0, false);
+    ip::emit_ipv4_header(&mut p, SRC4, DST4, proto::ESP, 0, 64, ident, 0, false);
     p.extend_from_slice(data);
     let field = (off / 8) as u16 | if more { 0x2000 } else { 0 };
     p[6..8].copy_from_slice(&field.to_be_bytes());

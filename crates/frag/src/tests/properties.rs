@@ -13,7 +13,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut p = vec![0u8; 20];
-        ip::emit_ipv4_header(&mut p, SRC4, DST4, 50, 0, 64, ident, 0x28, false);
+        ip::emit_ipv4_header(&mut p, SRC4, DST4, proto::ESP, 0, 64, ident, 0x28, false);
         if with_options {
             p.extend_from_slice(&[0x88, 4, 0x12, 0x34, 1, 7, 7, 4, 0, 0, 0, 0]);
             p[0] = 0x48;
