@@ -259,6 +259,7 @@ pub struct Ipv6ExtHeaders<'a> {
 impl<'a> Ipv6ExtHeaders<'a> {
     /// A walk over `pkt`, an IPv6 packet cut to its length (header and
     /// payload).
+    #[inline]
     pub fn new(pkt: &'a [u8]) -> Result<Self, IpError> {
         if pkt.len() < IPV6_HEADER {
             return Err(IpError::Truncated);
@@ -275,21 +276,25 @@ impl<'a> Ipv6ExtHeaders<'a> {
 
     /// Offset of the header after the ones walked so far: once the walk
     /// has ended, the upper-layer header (or a later fragment's data).
+    #[inline]
     pub fn offset(&self) -> usize {
         self.at
     }
 
     /// The Next Header value that names the header at
     /// [`Ipv6ExtHeaders::offset`].
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.next
     }
 
     /// Offset of the field holding [`Ipv6ExtHeaders::next_header`].
+    #[inline]
     pub fn next_header_field(&self) -> usize {
         self.field
     }
 
+    #[inline]
     fn fail(&mut self, error: IpError) -> Option<Result<ExtHeader, IpError>> {
         self.done = true;
         Some(Err(error))
@@ -299,12 +304,14 @@ impl<'a> Ipv6ExtHeaders<'a> {
 impl Iterator for Ipv6ExtHeaders<'_> {
     type Item = Result<ExtHeader, IpError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
         }
         let at = self.at;
-        let len = match self.next {
+        let kind = self.next;
+        let len = match kind {
             proto::IPV6_HOP_BY_HOP | proto::IPV6_ROUTING | proto::IPV6_DEST_OPTS => {
                 match self.pkt.get(at + 1) {
                     Some(&n) => (usize::from(n) + 1) * 8,
@@ -317,26 +324,27 @@ impl Iterator for Ipv6ExtHeaders<'_> {
                 return None;
             }
         };
-        if at + len > self.pkt.len() {
+        let Some(header) = self.pkt.get(at..at + len) else {
             return self.fail(IpError::Truncated);
-        }
+        };
         if self.steps == MAX_EXT_HEADERS {
             return self.fail(IpError::TooManyExtensionHeaders);
         }
-        let header = ExtHeader {
-            kind: self.next,
-            at,
-            len,
-            prev_field: self.field,
-        };
-        if header.kind == proto::IPV6_FRAGMENT && fragment_header_info(self.pkt, at).offset != 0 {
+        // After the Fragment header of a later fragment comes data.
+        if kind == proto::IPV6_FRAGMENT && u16::from_be_bytes([header[2], header[3]]) & !7 != 0 {
             self.done = true;
         }
-        self.next = self.pkt[at];
+        let prev_field = self.field;
+        self.next = header[0];
         self.field = at;
-        self.at += len;
+        self.at = at + len;
         self.steps += 1;
-        Some(Ok(header))
+        Some(Ok(ExtHeader {
+            kind,
+            at,
+            len,
+            prev_field,
+        }))
     }
 }
 
