@@ -29,6 +29,10 @@ lint:
 	@# this keeps the dependency from coming back.
 	@if $(CARGO) tree -q -p bitsgw-mobility -e normal --depth 1 | grep -E 'bitsgw-ipsec v'; then \
 		echo "crates/mobility depends on bitsgw-ipsec; it may depend on bitsgw-ipsec-query only" >&2; exit 1; fi
+	@# The IPsec crate is sans-IO: it parses policy text, and the appliance
+	@# reads the files (appliance/config/policy_file.rs).
+	@if grep -rnE 'std::fs|std::os::unix::fs|File::|OpenOptions' crates/ipsec/src; then \
+		echo "crates/ipsec/src touches the file system; read files in the appliance and pass text" >&2; exit 1; fi
 
 fmt:
 	$(CARGO) fmt --all

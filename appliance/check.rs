@@ -1,8 +1,8 @@
 //! `bitsgw check`: validate a policy file and show what it resolves to,
 //! the way `ip xfrm policy` / `ip xfrm state` would, with keys masked.
 
-use crate::config::{ApplianceConfig, MobilitySettings, PortConfig};
-use bitsgw_ipsec::config::{load_policy_file, ConfigError, PolicySet};
+use crate::config::{load_policy_file, ApplianceConfig, MobilitySettings, PortConfig};
+use bitsgw_ipsec::config::{ConfigError, PolicySet};
 use bitsgw_ipsec::sa::{Limits, Mode, SaParams};
 use bitsgw_mobility::mn::Attachment;
 use serde_json::{json, Value};

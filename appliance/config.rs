@@ -150,8 +150,8 @@
 
 use bitsgw_io::OnLinkLoss;
 use bitsgw_ipsec::config::{
-    expect_object, get_bool, get_str, get_u64, load_policy_file, parse_json, require_str,
-    resolve_addr, ConfigError, Ctx, PolicySet, Shown,
+    expect_object, get_bool, get_str, get_u64, parse_json, parse_policy, require_str, resolve_addr,
+    ConfigError, Ctx, PolicySet, Shown,
 };
 use bitsgw_ipsec::StageConfig;
 use bitsgw_mobility::classify::ClassifierMode;
@@ -167,6 +167,10 @@ use std::time::Duration;
 
 #[path = "config/mobility_settings.rs"]
 mod mobility_settings;
+#[path = "config/own_addresses.rs"]
+mod own_addresses;
+#[path = "config/policy_file.rs"]
+mod policy_file;
 #[path = "config/routes.rs"]
 mod routes;
 #[path = "config/service.rs"]
@@ -174,6 +178,9 @@ mod service;
 
 pub use mobility_settings::parse_attachment;
 use mobility_settings::{home_agent, mobile_node, HA_FIELDS, MN_FIELDS};
+use own_addresses::own_addresses;
+pub use own_addresses::OwnAddresses;
+pub use policy_file::load_policy_file;
 use routes::mode_and_routes;
 pub use service::metrics_settings;
 use service::{control_socket_path, group_id, user_ids};
@@ -314,105 +321,6 @@ pub struct ApplianceConfig {
     /// The user `run` becomes once its ports and socket are open
     /// (`"user"`: a name or uid from /etc/passwd; uid and primary gid).
     pub user: Option<(u32, u32)>,
-}
-
-/// The appliance's own addresses on one side (none: a transparent bump).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OwnAddresses {
-    /// Addresses with their prefix lengths.
-    pub addresses: Vec<(IpAddr, u8)>,
-    /// The MAC to answer with; the port interface's if not given.
-    pub mac: Option<[u8; 6]>,
-}
-
-/// Addresses one side may have, at most.
-const MAX_OWN_ADDRESSES: usize = 8;
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    (parts.next().is_none() && mac[0] & 1 == 0 && mac != [0; 6]).then_some(mac)
-}
-
-fn own_addresses(
-    ctx: &Ctx<'_>,
-    obj: &serde_json::Map<String, Value>,
-) -> Result<[OwnAddresses; 2], ConfigError> {
-    let mut out = [OwnAddresses::default(), OwnAddresses::default()];
-    let Some(v) = obj.get("addresses") else {
-        return Ok(out);
-    };
-    let a = expect_object(
-        ctx,
-        v,
-        "addresses",
-        &["host", "network", "host_mac", "network_mac"],
-    )?;
-    for (i, side) in ["host", "network"].into_iter().enumerate() {
-        let field = format!("addresses.{side}");
-        if let Some(list) = a.get(side) {
-            let list = list.as_array().ok_or_else(|| {
-                ctx.err(&field, "must be a list of addresses with prefix lengths")
-            })?;
-            if list.len() > MAX_OWN_ADDRESSES {
-                return Err(ctx.err(
-                    &field,
-                    format!(
-                        "has {} addresses, at most {MAX_OWN_ADDRESSES} are supported",
-                        list.len()
-                    ),
-                ));
-            }
-            for (n, item) in list.iter().enumerate() {
-                let f = format!("{field}[{n}]");
-                let text = item
-                    .as_str()
-                    .ok_or_else(|| ctx.err(&f, "must be a string like \"192.0.2.1/24\""))?;
-                let bad = || {
-                    ctx.err(&f, format!("{} is not an address with a prefix length (like \"192.0.2.1/24\" or \"2001:db8::1/64\")", Shown(text)))
-                };
-                let (addr, len) = text.split_once('/').ok_or_else(bad)?;
-                let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-                let len: u8 = len.parse().map_err(|_| bad())?;
-                let max = if addr.is_ipv4() { 32 } else { 128 };
-                if len == 0 || len > max {
-                    return Err(ctx.err(&f, format!("prefix length {len} must be from 1 to {max}")));
-                }
-                if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
-                    return Err(ctx.err(&f, format!("{addr} can not be the appliance's address")));
-                }
-                if out
-                    .iter()
-                    .flat_map(|o| &o.addresses)
-                    .any(|(a, _)| *a == addr)
-                {
-                    return Err(ctx.err(&f, format!("{addr} is given twice")));
-                }
-                out[i].addresses.push((addr, len));
-            }
-        }
-        let mac_field = format!("{side}_mac");
-        if let Some(m) = get_str(ctx, a, &mac_field).map_err(within("addresses"))? {
-            let mac = parse_mac(m).ok_or_else(|| {
-                ctx.err(
-                    &format!("addresses.{mac_field}"),
-                    format!(
-                        "{} is not a unicast MAC address like \"02:00:00:00:00:01\"",
-                        Shown(m)
-                    ),
-                )
-            })?;
-            out[i].mac = Some(mac);
-        }
-    }
-    Ok(out)
 }
 
 /// Where `run` keeps its state when the configuration does not say

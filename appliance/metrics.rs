@@ -694,8 +694,8 @@ fn answer(mut stream: TcpStream, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::load_policy_file;
     use crate::report;
-    use bitsgw_ipsec::config::load_policy_file;
     use bitsgw_ipsec::sa::{Direction, SaState, SaStats};
     use bitsgw_pipeline::runner::{Report, SaReport};
     use bitsgw_wire::Timestamp;

@@ -10,13 +10,13 @@
 //! peer.
 
 use crate::config;
+use crate::config::load_policy_file;
 use crate::event::{self, EventCommand};
 use crate::mobility::{self, MnControl};
 use crate::report;
 use crate::run::build_stage;
 use crate::trace::PcapTap;
 use bitsgw_io::pcap::{PcapReader, PcapWriter};
-use bitsgw_ipsec::config::load_policy_file;
 use bitsgw_pipeline::replay::{self, ReplayInput, ScheduledEvent};
 use bitsgw_pipeline::{Gateway, LinkType, NoTap, Side};
 use bitsgw_wire::Timestamp;

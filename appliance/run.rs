@@ -3,7 +3,7 @@
 //! one worker's gateway has the mobility stage; what the mobile node
 //! reports (Binding Updates sent, registrations) is logged.
 
-use crate::config::{self, ApplianceConfig, OwnAddresses, PortConfig};
+use crate::config::{self, load_policy_file, ApplianceConfig, OwnAddresses, PortConfig};
 use crate::control;
 use crate::control_request::{ControlRequest, ShowWhat};
 use crate::interfaces::{self, LinkWatches};
@@ -13,7 +13,7 @@ use crate::report;
 use crate::service::{self, Service};
 use crate::trace::PcapTap;
 use bitsgw_io::SmoltcpEndpoint;
-use bitsgw_ipsec::config::{load_policy_file, PolicySet};
+use bitsgw_ipsec::config::PolicySet;
 use bitsgw_ipsec::IpsecStage;
 use bitsgw_pipeline::port::Port;
 use bitsgw_pipeline::routed::{Route, Routed, RoutedConfig, RoutedSide};

@@ -568,7 +568,8 @@ fn bench_query(c: &mut Criterion) {
     use bitsgw_mobility::tunnel::{MnPaths, MnTunnel, Path};
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/dsmip-hostwide-mn.json");
-    let set = bitsgw_ipsec::config::load_policy_file(&path).expect("policy");
+    let text = std::fs::read_to_string(&path).expect("policy file");
+    let set = bitsgw_ipsec::config::parse_policy(&text, "dsmip-hostwide-mn.json").expect("policy");
     let mut stage = IpsecStage::new(StageConfig::default());
     set.apply(&mut stage, Timestamp::ZERO).expect("apply");
     let hoa = 0x2001_0db8_0001_0000_0000_0000_0000_0100u128;

@@ -6,7 +6,7 @@
 //! `make demo` runs it; `--pcap FILE` also writes the wire packets, which
 //! `tshark` decrypts with the keys in policies/.
 
-use bitsgw_ipsec::config::load_policy_file;
+use bitsgw_ipsec::config::parse_policy;
 use bitsgw_ipsec::query::Query;
 use bitsgw_ipsec::sa::{Direction, Mode};
 use bitsgw_ipsec::{Disposition, IpsecStage, StageConfig};
@@ -25,7 +25,9 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn load(dir: &Path, name: &str) -> Result<IpsecStage, String> {
-    let set = load_policy_file(&dir.join(name)).map_err(|e| e.to_string())?;
+    let path = dir.join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let set = parse_policy(&text, name).map_err(|e| e.to_string())?;
     let mut stage = IpsecStage::new(StageConfig::default());
     set.apply(&mut stage, Timestamp::ZERO)
         .map_err(|e| e.to_string())?;

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use bitsgw_io::SmoltcpEndpoint;
-use bitsgw_ipsec::config::load_policy_file;
+use bitsgw_ipsec::config::parse_policy;
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_pipeline::neighbor::{MAX_HELD, MAX_SOLICIT};
 use bitsgw_pipeline::routed::{Route, Routed, RoutedConfig, RoutedSide};
@@ -31,7 +31,8 @@ fn stage(name: &str) -> IpsecStage {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("policies")
         .join(name);
-    let set = load_policy_file(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let set = parse_policy(&text, &path.display().to_string()).unwrap();
     let mut stage = IpsecStage::new(StageConfig::default());
     set.apply(&mut stage, Timestamp::ZERO).unwrap();
     stage

@@ -22,7 +22,7 @@ mod common;
 
 use bitsgw_io::pcap::PcapWriter;
 use bitsgw_io::LinkType;
-use bitsgw_ipsec::config::{load_policy_file, parse_policy};
+use bitsgw_ipsec::config::parse_policy;
 use bitsgw_ipsec::{Disposition, IpsecStage, StageConfig};
 use bitsgw_pipeline::Gateway;
 use bitsgw_wire::craft::{ip_packet, mh_packet, udp_packet};
@@ -326,7 +326,7 @@ fn check_and_config_errors_never_show_a_key() {
 fn debug_prints_mask_every_key() {
     let leaks = Leaks::new();
     for p in policy_files() {
-        let set = load_policy_file(&p).unwrap();
+        let set = common::policy_file(&p);
         leaks.check("PolicySet Debug", format!("{set:?}").as_bytes());
         leaks.check("PolicySet Debug (pretty)", format!("{set:#?}").as_bytes());
         for sa in &set.sas {
@@ -414,7 +414,7 @@ fn replay_output_and_traces_never_show_a_key() {
         let addrs = addrs_of(&json(&me_path));
         let clear = traffic(&addrs);
         // What the peer protects of it arrives on the network side.
-        let peer_set = load_policy_file(&repo().join("policies").join(peer)).unwrap();
+        let peer_set = common::policy_file(&repo().join("policies").join(peer));
         let mut peer_stage = IpsecStage::new(StageConfig::default());
         peer_set.apply(&mut peer_stage, Timestamp::ZERO).unwrap();
         let mut esp = Vec::new();

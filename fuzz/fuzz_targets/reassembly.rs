@@ -4,7 +4,7 @@
 //! IPv6, bit 1 MF, bits 2-3 identification, bit 4 advance the clock), two
 //! bytes of offset in 8-byte units, a length byte, then that much data.
 
-use bitsgw_ipsec::frag::{Reassembler, ReassemblyLimits};
+use bitsgw_frag::{Reassembler, ReassemblyLimits};
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_wire::{ip, PacketBuf, Timestamp};
 use core::time::Duration;
@@ -79,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
         let pkt = fragment(*ctl, u16::from_be_bytes([*o1, *o2]), body);
         if let Ok(meta) = ip::parse(&pkt) {
             if meta.frag.is_some() {
-                if let Ok(bitsgw_ipsec::frag::Reassembly::Complete) =
+                if let Ok(bitsgw_frag::Reassembly::Complete) =
                     r.handle_fragment(&pkt, &meta, now, &mut out)
                 {
                     let m = ip::parse(out.data()).expect("reassembled datagrams parse");

@@ -485,3 +485,10 @@ impl Drop for LockFiles {
         }
     }
 }
+
+/// Reads and parses a policy file (the IPsec crate parses text only).
+pub fn policy_file(path: &Path) -> bitsgw_ipsec::config::PolicySet {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bitsgw_ipsec::config::parse_policy(&text, &path.display().to_string())
+        .unwrap_or_else(|e| panic!("{e}"))
+}

@@ -16,7 +16,7 @@
 use bitsgw_pipeline::endpoint::ETHERTYPE_ARP;
 use bitsgw_pipeline::LocalEndpoint;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use bitsgw_wire::{ip, proto, Timestamp};
+use bitsgw_wire::{icmp, ip, proto, Timestamp};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
@@ -244,11 +244,11 @@ impl LocalEndpoint for SmoltcpEndpoint {
                 }
                 // A neighbor solicitation (to a solicited-node group): its
                 // target address is at 8 in the message.
-                let icmp = pkt.get(meta.header_len..).unwrap_or(&[]);
+                let message = pkt.get(meta.header_len..).unwrap_or(&[]);
                 meta.proto == proto::ICMPV6
                     && !meta.is_later_fragment()
-                    && icmp.first() == Some(&135)
-                    && icmp.get(8..24).is_some_and(|t| self.is_mine(t))
+                    && message.first() == Some(&icmp::V6_NEIGHBOR_SOLICITATION)
+                    && message.get(8..24).is_some_and(|t| self.is_mine(t))
             }
             _ => false,
         }

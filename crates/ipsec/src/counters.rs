@@ -180,10 +180,10 @@ impl StageCounters {
     /// fragment is dropped uncounted.
     pub fn record_frag_drops(
         &mut self,
-        reassembler: &crate::frag::Reassembler,
-        seen: &mut [u64; crate::frag::FragDrop::ALL.len()],
+        reassembler: &bitsgw_frag::Reassembler,
+        seen: &mut [u64; bitsgw_frag::FragDrop::ALL.len()],
     ) {
-        for (r, was) in crate::frag::FragDrop::ALL.iter().zip(seen.iter_mut()) {
+        for (r, was) in bitsgw_frag::FragDrop::ALL.iter().zip(seen.iter_mut()) {
             let now = reassembler.dropped(*r);
             if now != *was {
                 self.add_drops((*r).into(), now - *was);

@@ -30,16 +30,14 @@
 
 use core::fmt;
 
-use aes::cipher::block_padding::NoPadding;
-use aes::cipher::{BlockDecryptMut, BlockEncrypt, BlockEncryptMut, InnerIvInit, KeyInit};
-use aes::{Aes128, Aes128Enc, Aes256, Aes256Enc};
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes128Gcm, Aes256Gcm};
-use hmac::{Hmac, Mac};
-use ring::aead::{self as ring_aead, Aad, LessSafeKey, Nonce, UnboundKey};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
+
+mod aead;
+mod cbc_hmac;
+
+use aead::{aead_aad, gmac, AeadKey};
+use cbc_hmac::{hmac_icv, hmac_key, CbcKeys, HmacSha256};
 
 pub use bitsgw_wire::esp::ESP_HEADER_LEN;
 
@@ -52,11 +50,6 @@ pub use bitsgw_wire::esp::ESP_TRAILER_LEN as TRAILER_LEN;
 /// ChaCha20-Poly1305 transforms (RFC 4106 section 8.1, RFC 4543 section 8.1,
 /// RFC 7634 section 2).
 const SALT_LEN: usize = 4;
-
-/// The HKDF info of the CBC IV-key derivation (see [`Transform`]).
-const CBC_IV_LABEL: &[u8] = b"bitsgw esp aes-cbc iv key v2";
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Which transform (algorithm suite) an SA uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -312,220 +305,6 @@ pub enum CryptoError {
     TooLong,
 }
 
-/// An AES-GCM or ChaCha20-Poly1305 key on one backend.
-// One value per SA, and keeping the schedules inline spares a pointer chase
-// per packet, so the variants' size difference is accepted.
-#[allow(clippy::large_enum_variant)]
-enum AeadKey {
-    Ring(LessSafeKey),
-    RustCrypto128(Aes128Gcm),
-    RustCrypto256(Aes256Gcm),
-}
-
-impl AeadKey {
-    /// An AES-GCM key (16 or 32 octets, checked by the caller).
-    fn aes_gcm(backend: GcmBackend, key: &[u8]) -> Result<Self, CryptoError> {
-        let bad = CryptoError::KeyLength {
-            expected: 32,
-            got: key.len(),
-        };
-        match (backend, key.len()) {
-            (GcmBackend::Ring, 16) => Self::ring(&ring_aead::AES_128_GCM, key),
-            (GcmBackend::Ring, 32) => Self::ring(&ring_aead::AES_256_GCM, key),
-            (GcmBackend::RustCrypto, 16) => Aes128Gcm::new_from_slice(key)
-                .map(AeadKey::RustCrypto128)
-                .map_err(|_| bad),
-            (GcmBackend::RustCrypto, 32) => Aes256Gcm::new_from_slice(key)
-                .map(AeadKey::RustCrypto256)
-                .map_err(|_| bad),
-            _ => Err(bad),
-        }
-    }
-
-    fn ring(alg: &'static ring_aead::Algorithm, key: &[u8]) -> Result<Self, CryptoError> {
-        UnboundKey::new(alg, key)
-            .map(|k| AeadKey::Ring(LessSafeKey::new(k)))
-            .map_err(|_| CryptoError::KeyLength {
-                expected: alg.key_len(),
-                got: key.len(),
-            })
-    }
-
-    /// Encrypts `buf` in place and returns the tag.
-    fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16], CryptoError> {
-        let mut out = [0u8; 16];
-        match self {
-            AeadKey::Ring(k) => {
-                let tag = k
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(*nonce),
-                        Aad::from(aad),
-                        buf,
-                    )
-                    .map_err(|_| CryptoError::TooLong)?;
-                out.copy_from_slice(tag.as_ref());
-            }
-            AeadKey::RustCrypto128(k) => {
-                let tag = k
-                    .encrypt_in_place_detached(nonce.into(), aad, buf)
-                    .map_err(|_| CryptoError::TooLong)?;
-                out.copy_from_slice(&tag);
-            }
-            AeadKey::RustCrypto256(k) => {
-                let tag = k
-                    .encrypt_in_place_detached(nonce.into(), aad, buf)
-                    .map_err(|_| CryptoError::TooLong)?;
-                out.copy_from_slice(&tag);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Verifies `tag` (constant time, inside both libraries) and decrypts
-    /// `buf` in place. On error `buf` holds unspecified bytes.
-    fn open(
-        &self,
-        nonce: &[u8; 12],
-        aad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; 16],
-    ) -> Result<(), CryptoError> {
-        let ok = match self {
-            AeadKey::Ring(k) => k
-                .open_in_place_separate_tag(
-                    Nonce::assume_unique_for_key(*nonce),
-                    Aad::from(aad),
-                    ring_aead::Tag::from(*tag),
-                    buf,
-                    0..,
-                )
-                .is_ok(),
-            AeadKey::RustCrypto128(k) => k
-                .decrypt_in_place_detached(nonce.into(), aad, buf, tag.into())
-                .is_ok(),
-            AeadKey::RustCrypto256(k) => k
-                .decrypt_in_place_detached(nonce.into(), aad, buf, tag.into())
-                .is_ok(),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(CryptoError::IntegrityCheckFailed)
-        }
-    }
-}
-
-/// The AES-CBC keys of an SA: the data key and the IV key.
-// One value per SA, and keeping the schedules inline spares a pointer chase
-// per packet, so the variants' size difference is accepted.
-#[allow(clippy::large_enum_variant)]
-enum CbcKeys {
-    Aes128 { data: Aes128, iv: Aes128Enc },
-    Aes256 { data: Aes256, iv: Aes256Enc },
-}
-
-impl CbcKeys {
-    fn new(enc_key: &[u8]) -> Result<Self, CryptoError> {
-        let bad = |_| CryptoError::KeyLength {
-            expected: 32,
-            got: enc_key.len(),
-        };
-        let mut iv_key = derive_cbc_iv_key(enc_key)?;
-        let keys = match enc_key.len() {
-            16 => Aes128::new_from_slice(enc_key)
-                .map_err(bad)
-                .and_then(|data| {
-                    Aes128Enc::new_from_slice(&iv_key[..16])
-                        .map(|iv| CbcKeys::Aes128 { data, iv })
-                        .map_err(bad)
-                }),
-            32 => Aes256::new_from_slice(enc_key)
-                .map_err(bad)
-                .and_then(|data| {
-                    Aes256Enc::new_from_slice(&iv_key[..])
-                        .map(|iv| CbcKeys::Aes256 { data, iv })
-                        .map_err(bad)
-                }),
-            n => Err(CryptoError::KeyLength {
-                expected: 32,
-                got: n,
-            }),
-        };
-        iv_key.zeroize();
-        keys
-    }
-
-    /// The IV for sequence number `seq`: the block `0^64 || seq` (big
-    /// endian) encrypted under the IV key.
-    fn iv(&self, seq: u64) -> [u8; 16] {
-        let mut block = [0u8; 16];
-        block[8..].copy_from_slice(&seq.to_be_bytes());
-        match self {
-            CbcKeys::Aes128 { iv, .. } => iv.encrypt_block((&mut block).into()),
-            CbcKeys::Aes256 { iv, .. } => iv.encrypt_block((&mut block).into()),
-        }
-        block
-    }
-
-    /// CBC-encrypts `buf` (a multiple of 16 octets) in place. Cloning the
-    /// expanded key is a copy of the round keys, not a new key schedule; the
-    /// copy is zeroized when dropped.
-    fn encrypt(&self, iv: &[u8; 16], buf: &mut [u8]) -> Result<(), CryptoError> {
-        let n = buf.len();
-        let r = match self {
-            CbcKeys::Aes128 { data, .. } => {
-                cbc::Encryptor::<Aes128>::inner_iv_init(data.clone(), iv.into())
-                    .encrypt_padded_mut::<NoPadding>(buf, n)
-                    .map(|_| ())
-            }
-            CbcKeys::Aes256 { data, .. } => {
-                cbc::Encryptor::<Aes256>::inner_iv_init(data.clone(), iv.into())
-                    .encrypt_padded_mut::<NoPadding>(buf, n)
-                    .map(|_| ())
-            }
-        };
-        r.map_err(|_| CryptoError::Misaligned)
-    }
-
-    /// CBC-decrypts `buf` (a multiple of 16 octets) in place.
-    fn decrypt(&self, iv: &[u8; 16], buf: &mut [u8]) -> Result<(), CryptoError> {
-        let r = match self {
-            CbcKeys::Aes128 { data, .. } => {
-                cbc::Decryptor::<Aes128>::inner_iv_init(data.clone(), iv.into())
-                    .decrypt_padded_mut::<NoPadding>(buf)
-                    .map(|_| ())
-            }
-            CbcKeys::Aes256 { data, .. } => {
-                cbc::Decryptor::<Aes256>::inner_iv_init(data.clone(), iv.into())
-                    .decrypt_padded_mut::<NoPadding>(buf)
-                    .map(|_| ())
-            }
-        };
-        r.map_err(|_| CryptoError::Misaligned)
-    }
-}
-
-/// The CBC IV key: HKDF-SHA-256 (RFC 5869) with the encryption key as input
-/// keying material, no salt and the info [`CBC_IV_LABEL`]; the first
-/// AES-key-length octets of the 32 it yields key the IV cipher.
-fn derive_cbc_iv_key(enc_key: &[u8]) -> Result<[u8; 32], CryptoError> {
-    struct Len32;
-    impl ring::hkdf::KeyType for Len32 {
-        fn len(&self) -> usize {
-            32
-        }
-    }
-    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(enc_key);
-    let mut out = [0u8; 32];
-    prk.expand(&[CBC_IV_LABEL], Len32)
-        .and_then(|okm| okm.fill(&mut out))
-        .map_err(|_| CryptoError::KeyLength {
-            expected: 32,
-            got: enc_key.len(),
-        })?;
-    Ok(out)
-}
-
 /// The keyed state of a transform.
 // One value per SA, and keeping the schedules inline spares a pointer chase
 // per packet, so the variants' size difference is accepted.
@@ -634,7 +413,7 @@ impl Transform {
             TransformId::ChaCha20Poly1305 => {
                 let (key, s) = enc_key.split_at(enc_key.len() - SALT_LEN);
                 salt.copy_from_slice(s);
-                Keys::Aead(AeadKey::ring(&ring_aead::CHACHA20_POLY1305, key)?)
+                Keys::Aead(AeadKey::ring(&ring::aead::CHACHA20_POLY1305, key)?)
             }
             TransformId::AesCbc128HmacSha256 | TransformId::AesCbc256HmacSha256 => Keys::Cbc {
                 cipher: CbcKeys::new(enc_key)?,
@@ -790,13 +569,6 @@ impl Transform {
     }
 }
 
-fn hmac_key(auth_key: &[u8]) -> Result<HmacSha256, CryptoError> {
-    <HmacSha256 as Mac>::new_from_slice(auth_key).map_err(|_| CryptoError::AuthKeyLength {
-        expected: 32,
-        got: auth_key.len(),
-    })
-}
-
 /// The low 32 bits of `seq` must be the packet's Sequence Number field.
 fn check_seq(esp: &[u8], seq: u64) -> Result<(), CryptoError> {
     let mut field = [0u8; 4];
@@ -812,68 +584,6 @@ fn seq_high(seq: u64) -> [u8; 4] {
     ((seq >> 32) as u32).to_be_bytes()
 }
 
-/// The AAD of GCM and ChaCha20-Poly1305 (RFC 4106 section 5, RFC 7634
-/// section 2.1): `SPI || Seq` (8 octets) or, with ESN,
-/// `SPI || SeqHigh || SeqLow` (12 octets).
-fn aead_aad(esp: &[u8], seq: u64, esn: bool) -> ([u8; 12], usize) {
-    let mut aad = [0u8; 12];
-    aad[..4].copy_from_slice(&esp[..4]);
-    if esn {
-        aad[4..8].copy_from_slice(&seq_high(seq));
-        aad[8..12].copy_from_slice(&esp[4..8]);
-        (aad, 12)
-    } else {
-        aad[4..8].copy_from_slice(&esp[4..8]);
-        (aad, 8)
-    }
-}
-
-/// The GMAC ICV of ENCR_NULL_AUTH_AES_GMAC (RFC 4543 section 3): GCM with an
-/// empty plaintext over the AAD `SPI || Seq || IV || payload || padding ||
-/// pad len || next hdr` (section 3.3, figure 4), with the 64-bit ESN in place
-/// of the 32-bit Seq when ESN is in use (figure 5). Nonce `salt || IV`
-/// (section 3.2).
-///
-/// Without ESN the AAD is exactly `esp[..icv]`. With ESN the high half must
-/// sit between SPI and Seq; both backends take the AAD as one slice, so the
-/// packet is shifted 4 octets into the ICV space, the high half written in
-/// the gap, and the packet shifted back: a `memmove` rather than an
-/// allocation. The first 4 octets of the ICV space are overwritten; the
-/// caller restores or overwrites them.
-fn gmac(
-    key: &AeadKey,
-    esp: &mut [u8],
-    icv: usize,
-    nonce: &[u8; 12],
-    seq: u64,
-    esn: bool,
-) -> Result<[u8; 16], CryptoError> {
-    if !esn {
-        return key.seal(nonce, &esp[..icv], &mut []);
-    }
-    esp.copy_within(4..icv, 8);
-    esp[4..8].copy_from_slice(&seq_high(seq));
-    let tag = key.seal(nonce, &esp[..icv + 4], &mut []);
-    esp.copy_within(8..icv + 4, 4);
-    tag
-}
-
-/// HMAC-SHA-256-128 (RFC 4868 section 2.1) over `SPI || Seq || IV ||
-/// payload region`, followed with ESN by the high 32 bits of the sequence
-/// number, which are authenticated but not sent (RFC 4303 sections 2.2.1
-/// and 3.3.2.2.1). The pre-keyed state is copied, not re-keyed.
-fn hmac_icv(mac: &HmacSha256, covered: &[u8], seq: u64, esn: bool) -> [u8; 16] {
-    let mut m = mac.clone();
-    m.update(covered);
-    if esn {
-        m.update(&seq_high(seq));
-    }
-    let full = m.finalize().into_bytes();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
-    out
-}
-
 /// Constant-time ICV comparison (RFC 4303 section 3.4.4).
 fn verify(expected: &[u8; 16], got: &[u8; 16]) -> Result<(), CryptoError> {
     if bool::from(expected.ct_eq(got)) {
@@ -885,7 +595,11 @@ fn verify(expected: &[u8; 16], got: &[u8; 16]) -> Result<(), CryptoError> {
 
 #[cfg(test)]
 mod tests {
+    use super::cbc_hmac::CBC_IV_LABEL;
     use super::*;
+    use aes::cipher::{BlockEncrypt, KeyInit};
+    use aes::{Aes128Enc, Aes256Enc};
+    use hmac::Mac;
     use proptest::prelude::*;
 
     fn h(s: &str) -> Vec<u8> {

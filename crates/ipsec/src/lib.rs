@@ -11,7 +11,6 @@ pub mod counters;
 pub mod crypto;
 pub mod flow;
 pub mod flow_cache;
-pub mod frag;
 pub mod gcm_choice;
 pub mod query;
 pub mod sa;

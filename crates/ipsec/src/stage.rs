@@ -14,11 +14,11 @@
 
 use crate::counters::{DropReason, StageCounters};
 use crate::flow::{addresses, flow_key};
-use crate::frag::{self, FragDrop, Reassembler, Reassembly, ReassemblyLimits};
 use crate::sa::{Direction, LimitKind, Mode, Sa, SaParams, SaState};
 use crate::sad::{NameId, SaId, Sad, SadError};
 use crate::selector::{proto, Addr, Family};
 use crate::spd::{Action, Spd, SpdEntry, SpdEntryId};
+use bitsgw_frag::{self as frag, FragDrop, Reassembler, Reassembly, ReassemblyLimits};
 use bitsgw_wire::esp::{
     emit_esp_header, emit_udp_header, locate_esp, udp_checksum, EspAt, EspHeader, ESP_HEADER_LEN,
     NAT_T_PORT, UDP_HEADER_LEN,

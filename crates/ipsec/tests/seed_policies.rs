@@ -6,7 +6,6 @@
 
 mod common;
 
-use bitsgw_ipsec::config::load_policy_file;
 use bitsgw_ipsec::sa::{Direction, Mode};
 use bitsgw_ipsec::selector::{proto, AddrSel, FlowKey, NextLayer, ProtoSel, Range16};
 use bitsgw_ipsec::{Disposition, DropReason, IpsecStage, StageConfig};
@@ -28,7 +27,7 @@ fn load(name: &str) -> IpsecStage {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../policies")
         .join(name);
-    let set = load_policy_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let set = common::policy_file(&path);
     let mut stage = IpsecStage::new(StageConfig::default());
     set.apply(&mut stage, T0).unwrap();
     stage
@@ -200,7 +199,7 @@ fn query_gives_the_selectors_behind_an_spi() {
 fn replacing_an_sa_changes_generation_and_spi() {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/dsmip-hostwide-mn.json");
-    let set = load_policy_file(&path).unwrap();
+    let set = common::policy_file(&path);
     let mut mn = IpsecStage::new(StageConfig::default());
     set.apply(&mut mn, T0).unwrap();
     let gen = mn.query().generation();

@@ -19,7 +19,7 @@
 
 pub use bitsgw_wire::ether::ETHERTYPE_ARP;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use bitsgw_wire::{ip, Timestamp};
+use bitsgw_wire::{icmp, ip, proto, Timestamp};
 
 /// The appliance's own host stack on one side.
 pub trait LocalEndpoint: Send {
@@ -70,11 +70,16 @@ pub(crate) fn network_kind(frame: &[u8]) -> NetworkKind {
         pkt.get(meta.header_len).copied()
     };
     match (meta.proto, icmp_type) {
-        (50 | 17, _) => NetworkKind::Pass,
-        // Echo request.
-        (1, Some(8)) => NetworkKind::Offer,
-        // Echo request, router and neighbor solicitation and advertisement.
-        (58, Some(128 | 133..=136)) => NetworkKind::Offer,
+        (proto::ESP | proto::UDP, _) => NetworkKind::Pass,
+        (proto::ICMP, Some(icmp::V4_ECHO_REQUEST)) => NetworkKind::Offer,
+        // Router and neighbor solicitation and advertisement.
+        (
+            proto::ICMPV6,
+            Some(
+                icmp::V6_ECHO_REQUEST
+                | icmp::V6_ROUTER_SOLICITATION..=icmp::V6_NEIGHBOR_ADVERTISEMENT,
+            ),
+        ) => NetworkKind::Offer,
         _ => NetworkKind::Other,
     }
 }
@@ -130,11 +135,20 @@ mod tests {
             NetworkKind::Other
         );
         assert_eq!(network_kind(&v4(6, &[0; 20])), NetworkKind::Other);
-        assert_eq!(network_kind(&v4(50, &[0; 20])), NetworkKind::Pass);
-        assert_eq!(network_kind(&v4(17, &[0; 20])), NetworkKind::Pass);
-        assert_eq!(network_kind(&v6(58, &[135, 0, 0, 0])), NetworkKind::Offer);
-        assert_eq!(network_kind(&v6(58, &[128, 0, 0, 0])), NetworkKind::Offer);
-        assert_eq!(network_kind(&v6(58, &[1, 0, 0, 0])), NetworkKind::Other);
+        assert_eq!(network_kind(&v4(proto::ESP, &[0; 20])), NetworkKind::Pass);
+        assert_eq!(network_kind(&v4(proto::UDP, &[0; 20])), NetworkKind::Pass);
+        assert_eq!(
+            network_kind(&v6(proto::ICMPV6, &[135, 0, 0, 0])),
+            NetworkKind::Offer
+        );
+        assert_eq!(
+            network_kind(&v6(proto::ICMPV6, &[128, 0, 0, 0])),
+            NetworkKind::Offer
+        );
+        assert_eq!(
+            network_kind(&v6(proto::ICMPV6, &[1, 0, 0, 0])),
+            NetworkKind::Other
+        );
         assert_eq!(network_kind(&frame(0x88cc, &[0; 20])), NetworkKind::Pass);
     }
 }

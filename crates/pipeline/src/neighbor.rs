@@ -26,6 +26,10 @@
 use crate::endpoint::ETHERTYPE_ARP;
 use bitsgw_wire::checksum;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV6};
+use bitsgw_wire::icmp::{
+    ND_OPT_SOURCE_LL as OPT_SOURCE_LL, ND_OPT_TARGET_LL as OPT_TARGET_LL,
+    V6_NEIGHBOR_ADVERTISEMENT as ICMPV6_NA, V6_NEIGHBOR_SOLICITATION as ICMPV6_NS,
+};
 use bitsgw_wire::{ip, proto, PacketBuf, Timestamp};
 use core::time::Duration;
 use std::net::IpAddr;
@@ -358,11 +362,6 @@ impl NeighborTable {
     }
 }
 
-const ICMPV6_NS: u8 = 135;
-const ICMPV6_NA: u8 = 136;
-const OPT_SOURCE_LL: u8 = 1;
-const OPT_TARGET_LL: u8 = 2;
-
 /// What an ARP or NDP frame says about its sender: `(address, MAC)`.
 /// ARP requests and replies (RFC 826: the sender's pair, not for a
 /// probe's unspecified sender); a Neighbor Solicitation with a source
@@ -454,7 +453,7 @@ pub fn neighbor_solicitation(
     out[..6].copy_from_slice(&[0x33, 0x33, dst[12], dst[13], dst[14], dst[15]]);
     out[6..12].copy_from_slice(&mac);
     out[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-    ip::emit_ipv6_header(&mut out[14..54], src, dst, 58, 32, 255, 0);
+    ip::emit_ipv6_header(&mut out[14..54], src, dst, proto::ICMPV6, 32, 255, 0);
     let icmp = &mut out[54..86];
     icmp.fill(0);
     icmp[0] = ICMPV6_NS;
@@ -462,9 +461,7 @@ pub fn neighbor_solicitation(
     icmp[24] = OPT_SOURCE_LL;
     icmp[25] = 1;
     icmp[26..32].copy_from_slice(&mac);
-    let acc = checksum::pseudo_header(&src, &dst, 58, 32);
-    let c = checksum::finish(checksum::sum(acc, icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    checksum::fill_icmpv6(&src, &dst, icmp);
 }
 
 #[cfg(test)]
@@ -617,7 +614,7 @@ mod tests {
         assert_eq!(&ns[..6], &[0x33, 0x33, 0xff, 0, 0, 1]);
         assert_eq!(glean(&ns), Some((src, MAC)));
         let pkt = &ns[14..];
-        let acc = checksum::pseudo_header(&pkt[8..24], &pkt[24..40], 58, 32);
+        let acc = checksum::pseudo_header(&pkt[8..24], &pkt[24..40], proto::ICMPV6, 32);
         assert_eq!(checksum::finish(checksum::sum(acc, &pkt[40..])), 0);
         assert_eq!(
             &pkt[24..40],

@@ -7,11 +7,11 @@
 use crate::endpoint::ETHERTYPE_ARP;
 use bitsgw_wire::checksum;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV6};
+use bitsgw_wire::icmp::{
+    ND_OPT_TARGET_LL as OPT_TARGET_LL, V6_NEIGHBOR_ADVERTISEMENT as ICMPV6_NA,
+    V6_NEIGHBOR_SOLICITATION as ICMPV6_NS,
+};
 use bitsgw_wire::{ip, proto};
-
-const ICMPV6_NS: u8 = 135;
-const ICMPV6_NA: u8 = 136;
-const OPT_TARGET_LL: u8 = 2;
 
 /// The answer to `frame` if it is an ARP request or a Neighbor
 /// Solicitation for an address `away` says belongs to a node that is away:
@@ -117,15 +117,13 @@ pub fn neighbor_advertisement(
     icmp[24] = OPT_TARGET_LL;
     icmp[25] = 1;
     icmp[26..32].copy_from_slice(&mac);
-    let acc = checksum::pseudo_header(&src, &dst, 58, 32);
-    let c = checksum::finish(checksum::sum(acc, &icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    checksum::fill_icmpv6(&src, &dst, &mut icmp);
     let mut out = Vec::with_capacity(ether::HEADER_LEN + 40 + 32);
     out.extend_from_slice(&to_mac);
     out.extend_from_slice(&mac);
     out.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
     let mut h = [0u8; 40];
-    ip::emit_ipv6_header(&mut h, src, dst, 58, 32, 255, 0);
+    ip::emit_ipv6_header(&mut h, src, dst, proto::ICMPV6, 32, 255, 0);
     out.extend_from_slice(&h);
     out.extend_from_slice(&icmp);
     out
@@ -162,7 +160,8 @@ mod tests {
         icmp.extend_from_slice(&[1, 1]);
         icmp.extend_from_slice(&CN_MAC);
         let dst = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 1, 0];
-        let mut p = bitsgw_wire::craft::ip_packet(CN.into(), dst.into(), 58, &icmp, false);
+        let mut p =
+            bitsgw_wire::craft::ip_packet(CN.into(), dst.into(), proto::ICMPV6, &icmp, false);
         p[7] = hop_limit;
         let mut f = vec![0x33, 0x33, 0xff, 0, 1, 0];
         f.extend_from_slice(&CN_MAC);
@@ -186,7 +185,7 @@ mod tests {
         assert_eq!(icmp[4], 0x40, "solicited, not override");
         assert_eq!(&icmp[8..24], &HOA);
         assert_eq!(&icmp[26..32], &HA_MAC);
-        let acc = checksum::pseudo_header(&HA, &CN, 58, 32);
+        let acc = checksum::pseudo_header(&HA, &CN, proto::ICMPV6, 32);
         assert_eq!(
             checksum::finish(checksum::sum(acc, icmp)),
             0,

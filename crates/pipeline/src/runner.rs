@@ -41,10 +41,10 @@ use crate::counters::{PipelineCounters, PipelineDrop};
 use crate::endpoint::LocalEndpoint;
 use crate::gateway::{Gateway, Mobility, NoTap, Side, Tap};
 use crate::port::{Port, PortError, RxPort, TxPort};
+use bitsgw_frag::{FragDrop, Reassembler, Reassembly};
 use bitsgw_ipsec::counters::StageCounters;
 use bitsgw_ipsec::flow::flow_key;
 use bitsgw_ipsec::flow_cache::FlowCache;
-use bitsgw_ipsec::frag::{FragDrop, Reassembler, Reassembly};
 use bitsgw_ipsec::query::Query;
 use bitsgw_ipsec::sa::{Direction, SaState, SaStats};
 use bitsgw_ipsec::selector::FlowKey;
@@ -436,7 +436,7 @@ pub fn start_configured(
                     controls: rx,
                 }
             }),
-            reassembler: Reassembler::new(bitsgw_ipsec::frag::ReassemblyLimits::default()),
+            reassembler: Reassembler::new(bitsgw_frag::ReassemblyLimits::default()),
             frag_seen: [0; FragDrop::ALL.len()],
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
             workers: batch_txs.clone(),
@@ -1309,7 +1309,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bitsgw_ipsec::config::load_policy_file;
+    use bitsgw_ipsec::config::parse_policy;
     use bitsgw_ipsec::selector::{proto, Addr, NextLayer, Selector};
     use bitsgw_ipsec::spd::{Action, SpdEntry};
     use bitsgw_ipsec::StageConfig;
@@ -1337,7 +1337,8 @@ mod tests {
     fn flow_owners_follow_the_query_generation() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../policies/site-to-site-a.json");
-        let set = load_policy_file(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let set = parse_policy(&text, "site-to-site-a.json").unwrap();
         let mut stage = IpsecStage::new(StageConfig::default());
         set.apply(&mut stage, Timestamp::ZERO).unwrap();
         let protected = udp("192.0.2.10", "198.51.100.20");

@@ -2,7 +2,8 @@
 //! (policies/site-to-site-a.json and -b.json) between two hosts.
 #![allow(clippy::unwrap_used)]
 
-use bitsgw_ipsec::config::load_policy_file;
+mod common;
+
 use bitsgw_ipsec::{Disposition, DropReason, IpsecStage, StageConfig};
 use bitsgw_pipeline::replay::{self, ReplayInput, ScheduledEvent};
 use bitsgw_pipeline::{Gateway, LinkType, NoTap, Side, Tap, TapPoint};
@@ -15,7 +16,7 @@ fn gateway(name: &str) -> Gateway {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../policies")
         .join(name);
-    let set = load_policy_file(&path).unwrap();
+    let set = common::policy_file(&path);
     let mut stage = IpsecStage::new(StageConfig::default());
     set.apply(&mut stage, Timestamp::ZERO).unwrap();
     Gateway::new(stage)

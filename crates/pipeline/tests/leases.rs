@@ -6,7 +6,6 @@
 
 mod common;
 
-use bitsgw_ipsec::config::load_policy_file;
 use bitsgw_ipsec::{DropReason, IpsecStage, LeaseRequest, StageConfig};
 use bitsgw_pipeline::lease::{Lease, LeaseError, LeaseKeeper};
 use bitsgw_pipeline::runner::{self, RunnerConfig};
@@ -41,7 +40,7 @@ impl LeaseKeeper for Recording {
 
 fn leased_stage() -> IpsecStage {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/site-to-site-a.json");
-    let set = load_policy_file(&path).unwrap();
+    let set = common::policy_file(&path);
     let mut stage = IpsecStage::new(StageConfig {
         sequence_leases: true,
         ..StageConfig::default()

@@ -11,7 +11,8 @@
 //! asserted through the stages' counters.
 #![allow(clippy::unwrap_used)]
 
-use bitsgw_ipsec::config::load_policy_file;
+mod common;
+
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_mobility::counters::{MobilityDrop, MobilityEvent};
 use bitsgw_mobility::ha::{HaConfig, HomeAgent, ServedNode, DEFAULT_NAT_REFRESH};
@@ -50,7 +51,7 @@ fn stage(name: &str) -> IpsecStage {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../policies")
         .join(name);
-    let set = load_policy_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let set = common::policy_file(&path);
     let mut stage = IpsecStage::new(StageConfig::default());
     set.apply(&mut stage, Timestamp::ZERO).unwrap();
     stage

@@ -6,7 +6,8 @@
 //! the IPsec stage did not deliver.
 #![allow(clippy::unwrap_used)]
 
-use bitsgw_ipsec::config::load_policy_file;
+mod common;
+
 use bitsgw_ipsec::{Disposition, IpsecStage, StageConfig};
 use bitsgw_mobility::ha::{HaConfig, HomeAgent, ServedNode, DEFAULT_NAT_REFRESH};
 use bitsgw_mobility::mn::{Attachment, MnConfig, MobileNode};
@@ -26,7 +27,7 @@ fn stage(name: &str) -> IpsecStage {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../policies")
         .join(name);
-    let set = load_policy_file(&path).unwrap();
+    let set = common::policy_file(&path);
     let mut stage = IpsecStage::new(StageConfig::default());
     set.apply(&mut stage, Timestamp::ZERO).unwrap();
     stage

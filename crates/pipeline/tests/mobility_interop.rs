@@ -29,7 +29,8 @@
 //! environment variable CI is set, when they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bitsgw_ipsec::config::load_policy_file;
+mod common;
+
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_mobility::counters::{MobilityDrop, MobilityEvent};
 use bitsgw_mobility::ha::{HaConfig, HomeAgent, ServedNode, DEFAULT_NAT_REFRESH};
@@ -73,8 +74,7 @@ fn repo() -> PathBuf {
 // ---------------------------------------------------------------------
 
 fn stage(name: &str) -> IpsecStage {
-    let set =
-        load_policy_file(&repo().join("policies").join(name)).unwrap_or_else(|e| panic!("{e}"));
+    let set = common::policy_file(&repo().join("policies").join(name));
     let mut stage = IpsecStage::new(StageConfig::default());
     set.apply(&mut stage, Timestamp::ZERO).unwrap();
     stage

@@ -5,7 +5,6 @@
 
 mod common;
 
-use bitsgw_ipsec::config::load_policy_file;
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_pipeline::runner::{self, Failure, RunnerConfig};
 use bitsgw_wire::craft::udp_packet;
@@ -23,7 +22,7 @@ fn stage_maker(name: &'static str) -> impl Fn() -> IpsecStage {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../policies")
             .join(name);
-        let set = load_policy_file(&path).unwrap();
+        let set = common::policy_file(&path);
         let mut stage = IpsecStage::new(StageConfig::default());
         set.apply(&mut stage, Timestamp::ZERO).unwrap();
         stage

@@ -34,7 +34,13 @@ pub fn ip_packet(src: IpAddr, dst: IpAddr, proto: u8, upper: &[u8], df: bool) ->
             upper[f + 1] = 0;
             let len = u32::try_from(upper.len()).unwrap_or(u32::MAX);
             let acc = checksum::pseudo_header(&s, &d, proto, len);
-            let c = checksum::finish(checksum::sum(acc, &upper));
+            let c = match checksum::finish(checksum::sum(acc, &upper)) {
+                // A computed UDP checksum of zero is sent as all ones: zero
+                // means "no checksum" (RFC 768), which IPv6 forbids (RFC
+                // 8200 8.1).
+                0 if proto == proto::UDP => 0xffff,
+                c => c,
+            };
             upper[f..f + 2].copy_from_slice(&c.to_be_bytes());
         }
     }
@@ -73,15 +79,16 @@ pub fn udp_packet(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload_len:
     for (i, b) in udp[8..].iter_mut().enumerate() {
         *b = (i * 7 + 3) as u8;
     }
-    ip_packet(src, dst, 17, &udp, true)
+    ip_packet(src, dst, proto::UDP, &udp, true)
 }
 
 /// A Mobility Header message (RFC 6275 6.1) of `mh_type` with an 8-byte
 /// message body (for a BU: sequence 7, flags A and H, lifetime 16 units),
 /// Payload Proto 59 and the checksum of RFC 6275 6.1.1.
 pub fn mh_packet(src: IpAddr, dst: IpAddr, mh_type: u8) -> Vec<u8> {
-    let m = [59, 1, mh_type, 0, 0, 0, 0, 7, 0xc0, 0, 0, 0x10, 1, 0, 0, 0];
-    ip_packet(src, dst, 135, &m, false)
+    let mut m = [0, 1, mh_type, 0, 0, 0, 0, 7, 0xc0, 0, 0, 0x10, 1, 0, 0, 0];
+    m[0] = proto::NO_NEXT_HEADER; // Payload Proto
+    ip_packet(src, dst, proto::MH, &m, false)
 }
 
 #[cfg(test)]
@@ -105,5 +112,22 @@ mod tests {
         );
         assert_eq!(checksum::checksum(&v4[..20]), 0);
         assert_eq!(v4[6] & 0x40, 0x40);
+    }
+
+    /// A UDP datagram whose checksum computes to zero carries 0xffff: the
+    /// source port is chosen so that the sum is all ones.
+    #[test]
+    fn udp_checksum_of_zero_is_sent_as_all_ones() {
+        let (src, dst): (IpAddr, IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        let probe = udp_packet(src, dst, 0, 9, 3);
+        let sum_without_port = !u16::from_be_bytes([probe[46], probe[47]]);
+        let sport = !sum_without_port;
+        let p = udp_packet(src, dst, sport, 9, 3);
+        assert_eq!(&p[46..48], &[0xff, 0xff]);
+        let acc = checksum::pseudo_header(&p[8..24], &p[24..40], proto::UDP, 11);
+        assert_eq!(checksum::finish(checksum::sum(acc, &p[40..])), 0);
     }
 }

@@ -10,6 +10,8 @@ use core::ops::Range;
 pub const IPV4_MIN_HEADER: usize = 20;
 /// Length of the fixed IPv6 header.
 pub const IPV6_HEADER: usize = 40;
+/// Length of the IPv6 Fragment header (RFC 8200 4.5).
+pub const IPV6_FRAGMENT_HEADER: usize = 8;
 /// Most extension headers the walk follows before it gives up, so a chain
 /// of empty headers can not make it loop long.
 const MAX_EXT_HEADERS: usize = 16;
@@ -177,70 +179,173 @@ fn parse_v6(pkt: &[u8]) -> Result<IpMeta, IpError> {
     // Payload length 0 with a Jumbo option (RFC 2675) is not supported:
     // such a packet reads as header only and its upper layer as truncated.
     let total = IPV6_HEADER + payload;
-    if pkt.len() < total {
-        return Err(IpError::Truncated);
-    }
-    let mut next = pkt[6];
-    let mut proto_field = 6;
-    let mut at = IPV6_HEADER;
+    // The headers must lie within the IP length, not just the buffer:
+    // bytes past the length are link-layer padding.
+    let pkt = pkt.get(..total).ok_or(IpError::Truncated)?;
+    let mut walk = Ipv6ExtHeaders::new(pkt)?;
     let mut frag = None;
-    let mut steps = 0;
-    loop {
-        match next {
-            proto::IPV6_HOP_BY_HOP | proto::IPV6_ROUTING | proto::IPV6_DEST_OPTS => {
-                let hdr = pkt.get(at..at + 2).ok_or(IpError::Truncated)?;
-                let len = (usize::from(hdr[1]) + 1) * 8;
-                if at + len > total {
-                    return Err(IpError::Truncated);
-                }
-                next = hdr[0];
-                proto_field = at;
-                at += len;
+    for header in walk.by_ref() {
+        let header = header?;
+        if header.kind == proto::IPV6_FRAGMENT {
+            let info = fragment_header_info(pkt, header.at);
+            // An atomic fragment (offset 0, M clear, RFC 6946) is a whole
+            // packet and is processed as one.
+            if info.offset != 0 || info.more {
+                frag = Some(info);
             }
-            proto::IPV6_FRAGMENT => {
-                // The header must lie within the IP length, not just the
-                // buffer: bytes past the length are link-layer padding.
-                if at + 8 > total {
-                    return Err(IpError::Truncated);
-                }
-                let hdr = pkt.get(at..at + 8).ok_or(IpError::Truncated)?;
-                let off_flags = u16::from_be_bytes([hdr[2], hdr[3]]);
-                let info = FragInfo {
-                    offset: u32::from(off_flags >> 3) * 8,
-                    more: off_flags & 1 != 0,
-                    ident: u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]),
-                    header_at: at,
-                };
-                next = hdr[0];
-                proto_field = at;
-                at += 8;
-                // An atomic fragment (offset 0, M clear, RFC 6946) is a whole
-                // packet and is processed as one.
-                if info.offset != 0 || info.more {
-                    frag = Some(info);
-                }
-                if info.offset != 0 {
-                    // The rest is fragment data, not headers.
-                    break;
-                }
-            }
-            // The upper-layer header (or ESP, or an unknown header).
-            _ => break,
-        }
-        steps += 1;
-        if steps > MAX_EXT_HEADERS {
-            return Err(IpError::TooManyExtensionHeaders);
         }
     }
     Ok(IpMeta {
         version: IpVersion::V6,
-        header_len: at,
-        proto: next,
-        proto_field,
+        header_len: walk.offset(),
+        proto: walk.next_header(),
+        proto_field: walk.next_header_field(),
         total_len: total,
         frag,
         hop_limit: pkt[7],
     })
+}
+
+/// The fields of the Fragment header at `at` (RFC 8200 4.5), which the
+/// caller has checked lies within `pkt`.
+fn fragment_header_info(pkt: &[u8], at: usize) -> FragInfo {
+    let hdr = &pkt[at..at + IPV6_FRAGMENT_HEADER];
+    let off_flags = u16::from_be_bytes([hdr[2], hdr[3]]);
+    FragInfo {
+        offset: u32::from(off_flags >> 3) * 8,
+        more: off_flags & 1 != 0,
+        ident: u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]),
+        header_at: at,
+    }
+}
+
+/// One IPv6 extension header met by [`Ipv6ExtHeaders`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtHeader {
+    /// Its Next Header value: [`proto::IPV6_HOP_BY_HOP`],
+    /// [`proto::IPV6_ROUTING`], [`proto::IPV6_DEST_OPTS`] or
+    /// [`proto::IPV6_FRAGMENT`].
+    pub kind: u8,
+    /// Offset of the header in the packet.
+    pub at: usize,
+    /// Its length in bytes.
+    pub len: usize,
+    /// Offset of the Next Header field that names it (6, the fixed
+    /// header's, for the first).
+    pub prev_field: usize,
+}
+
+/// The one walk over an IPv6 packet's extension header chain (RFC 8200 4):
+/// the Hop-by-Hop, Routing, Destination Options and Fragment headers in
+/// order, each checked to lie within the packet.
+///
+/// The walk ends at the first other Next Header value (the upper layer,
+/// ESP, AH, No Next Header, or a header it does not know) and after the
+/// Fragment header of a non-first fragment, whose rest is fragment data,
+/// not headers. It follows at most 16 headers, so a chain of empty headers
+/// can not make it loop long. Where it ended, [`Ipv6ExtHeaders::offset`],
+/// [`Ipv6ExtHeaders::next_header`] and
+/// [`Ipv6ExtHeaders::next_header_field`] say.
+#[derive(Debug, Clone)]
+pub struct Ipv6ExtHeaders<'a> {
+    pkt: &'a [u8],
+    next: u8,
+    field: usize,
+    at: usize,
+    steps: usize,
+    done: bool,
+}
+
+impl<'a> Ipv6ExtHeaders<'a> {
+    /// A walk over `pkt`, an IPv6 packet cut to its length (header and
+    /// payload).
+    #[inline]
+    pub fn new(pkt: &'a [u8]) -> Result<Self, IpError> {
+        if pkt.len() < IPV6_HEADER {
+            return Err(IpError::Truncated);
+        }
+        Ok(Ipv6ExtHeaders {
+            pkt,
+            next: pkt[6],
+            field: 6,
+            at: IPV6_HEADER,
+            steps: 0,
+            done: false,
+        })
+    }
+
+    /// Offset of the header after the ones walked so far: once the walk
+    /// has ended, the upper-layer header (or a later fragment's data).
+    #[inline]
+    pub fn offset(&self) -> usize {
+        self.at
+    }
+
+    /// The Next Header value that names the header at
+    /// [`Ipv6ExtHeaders::offset`].
+    #[inline]
+    pub fn next_header(&self) -> u8 {
+        self.next
+    }
+
+    /// Offset of the field holding [`Ipv6ExtHeaders::next_header`].
+    #[inline]
+    pub fn next_header_field(&self) -> usize {
+        self.field
+    }
+
+    #[inline]
+    fn fail(&mut self, error: IpError) -> Option<Result<ExtHeader, IpError>> {
+        self.done = true;
+        Some(Err(error))
+    }
+}
+
+impl Iterator for Ipv6ExtHeaders<'_> {
+    type Item = Result<ExtHeader, IpError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let at = self.at;
+        let kind = self.next;
+        let len = match kind {
+            proto::IPV6_HOP_BY_HOP | proto::IPV6_ROUTING | proto::IPV6_DEST_OPTS => {
+                match self.pkt.get(at + 1) {
+                    Some(&n) => (usize::from(n) + 1) * 8,
+                    None => return self.fail(IpError::Truncated),
+                }
+            }
+            proto::IPV6_FRAGMENT => IPV6_FRAGMENT_HEADER,
+            _ => {
+                self.done = true;
+                return None;
+            }
+        };
+        let Some(header) = self.pkt.get(at..at + len) else {
+            return self.fail(IpError::Truncated);
+        };
+        if self.steps == MAX_EXT_HEADERS {
+            return self.fail(IpError::TooManyExtensionHeaders);
+        }
+        // After the Fragment header of a later fragment comes data.
+        if kind == proto::IPV6_FRAGMENT && u16::from_be_bytes([header[2], header[3]]) & !7 != 0 {
+            self.done = true;
+        }
+        let prev_field = self.field;
+        self.next = header[0];
+        self.field = at;
+        self.at = at + len;
+        self.steps += 1;
+        Some(Ok(ExtHeader {
+            kind,
+            at,
+            len,
+            prev_field,
+        }))
+    }
 }
 
 /// Sets the IPv4 total length and recomputes the header checksum.
@@ -414,7 +519,7 @@ mod tests {
         // Destination Options (8 bytes, next = ESP 50), then 8 bytes of ESP.
         let mut ext = vec![50, 0, 1, 4, 0, 0, 0, 0];
         ext.extend_from_slice(&[0, 0, 0x10, 0x01, 0, 0, 0, 1]);
-        let p = v6_with(60, &ext);
+        let p = v6_with(proto::IPV6_DEST_OPTS, &ext);
         let m = parse(&p).unwrap();
         assert_eq!((m.header_len, m.proto, m.proto_field), (48, 50, 40));
     }
@@ -422,7 +527,7 @@ mod tests {
     #[test]
     fn ipv6_later_fragment_is_opaque() {
         let frag = [17, 0, 0x00, 0x08, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4];
-        let p = v6_with(44, &frag);
+        let p = v6_with(proto::IPV6_FRAGMENT, &frag);
         let m = parse(&p).unwrap();
         assert!(m.is_later_fragment());
         assert_eq!(m.frag.unwrap().ident, 0xdeadbeef);
@@ -435,13 +540,56 @@ mod tests {
         for _ in 0..20 {
             ext.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
         }
-        let p = v6_with(60, &ext);
+        let p = v6_with(proto::IPV6_DEST_OPTS, &ext);
         assert_eq!(parse(&p), Err(IpError::TooManyExtensionHeaders));
+    }
+
+    /// The one walk names every header of a Hop-by-Hop, Routing,
+    /// Destination Options, Fragment chain with the field that names it,
+    /// and stops after a later fragment's Fragment header.
+    #[test]
+    fn ipv6_extension_walk_names_each_header() {
+        let mut ext = vec![proto::IPV6_ROUTING, 0, 1, 4, 0, 0, 0, 0];
+        ext.extend_from_slice(&[proto::IPV6_DEST_OPTS, 2, 2, 0, 1, 0, 0, 0]);
+        ext.extend_from_slice(&[0; 16]);
+        ext.extend_from_slice(&[proto::IPV6_FRAGMENT, 0, 1, 4, 0, 0, 0, 0]);
+        ext.extend_from_slice(&[proto::UDP, 0, 0x00, 0x10, 0, 0, 0, 9]);
+        ext.extend_from_slice(&[0xaa; 8]);
+        let p = v6_with(proto::IPV6_HOP_BY_HOP, &ext);
+        let mut walk = Ipv6ExtHeaders::new(&p).unwrap();
+        let headers: Vec<_> = walk.by_ref().map(Result::unwrap).collect();
+        let seen: Vec<_> = headers
+            .iter()
+            .map(|h| (h.kind, h.at, h.len, h.prev_field))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (proto::IPV6_HOP_BY_HOP, 40, 8, 6),
+                (proto::IPV6_ROUTING, 48, 24, 40),
+                (proto::IPV6_DEST_OPTS, 72, 8, 48),
+                (proto::IPV6_FRAGMENT, 80, 8, 72),
+            ]
+        );
+        // The later fragment's data is not read as a header.
+        assert_eq!(
+            (walk.offset(), walk.next_header(), walk.next_header_field()),
+            (88, proto::UDP, 80)
+        );
+        let m = parse(&p).unwrap();
+        assert_eq!((m.header_len, m.proto, m.proto_field), (88, proto::UDP, 80));
+        assert_eq!(
+            m.frag.map(|f| (f.offset, f.ident, f.header_at)),
+            Some((16, 9, 80))
+        );
+        let cut = &p[..60];
+        let last = Ipv6ExtHeaders::new(cut).unwrap().last();
+        assert_eq!(last, Some(Err(IpError::Truncated)));
     }
 
     #[test]
     fn ipv6_truncated_extension() {
-        let p = v6_with(60, &[17, 1, 0, 0]);
+        let p = v6_with(proto::IPV6_DEST_OPTS, &[17, 1, 0, 0]);
         assert_eq!(parse(&p), Err(IpError::Truncated));
     }
 
@@ -450,11 +598,11 @@ mod tests {
     /// the packet's total length.
     #[test]
     fn ipv6_fragment_header_past_payload_length() {
-        let mut p = v6_with(44, &[]);
+        let mut p = v6_with(proto::IPV6_FRAGMENT, &[]);
         p.extend_from_slice(&[17, 0, 0x00, 0x08, 0, 0, 0, 1]);
         assert_eq!(parse(&p), Err(IpError::Truncated));
         // The same header inside the payload is a later fragment.
-        let p = v6_with(44, &[17, 0, 0x00, 0x08, 0, 0, 0, 1]);
+        let p = v6_with(proto::IPV6_FRAGMENT, &[17, 0, 0x00, 0x08, 0, 0, 0, 1]);
         let m = parse(&p).unwrap();
         assert!(m.header_len <= m.total_len);
         assert!(m.is_later_fragment());

@@ -9,6 +9,7 @@ pub mod craft;
 pub mod encap;
 pub mod esp;
 pub mod ether;
+pub mod icmp;
 pub mod ip;
 pub mod mh;
 pub mod mip6;

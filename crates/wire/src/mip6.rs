@@ -7,7 +7,7 @@
 
 use crate::buf::PacketBuf;
 use crate::checksum;
-use crate::ip::{self, IPV6_HEADER};
+use crate::ip::{self, ExtHeader, IpError, IPV6_HEADER};
 use crate::proto;
 
 /// Option Type of the Home Address option (RFC 6275 6.3).
@@ -23,12 +23,6 @@ pub const ROUTING_TYPE_2: u8 = 2;
 pub const HAO_HEADER_LEN: usize = 24;
 /// Bytes of a type 2 routing header.
 pub const RH2_LEN: usize = 24;
-
-const HOP_BY_HOP: u8 = 0;
-const ROUTING: u8 = 43;
-const DEST_OPTS: u8 = 60;
-/// Most extension headers a walk follows.
-const MAX_EXT_HEADERS: usize = 16;
 
 /// Why a Mobile IPv6 header operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -61,19 +55,6 @@ pub enum Mip6Error {
     TooBig,
 }
 
-/// One extension header met by [`walk`].
-#[derive(Debug, Clone, Copy)]
-struct ExtHeader {
-    /// Its Next Header value as named by the field before it.
-    kind: u8,
-    /// Offset of the header.
-    at: usize,
-    /// Its length in bytes.
-    len: usize,
-    /// Offset of the Next Header field that names it.
-    prev_field: usize,
-}
-
 /// The IPv6 total length (header + payload) of `pkt`, checked against the
 /// buffer.
 fn v6_total(pkt: &[u8]) -> Result<usize, Mip6Error> {
@@ -98,32 +79,24 @@ fn walk<R>(
     mut f: impl FnMut(&ExtHeader) -> Result<Option<R>, Mip6Error>,
 ) -> Result<Option<R>, Mip6Error> {
     let total = v6_total(pkt)?;
-    let mut next = pkt[6];
-    let mut prev_field = 6;
-    let mut at = IPV6_HEADER;
-    for _ in 0..MAX_EXT_HEADERS {
-        if !matches!(next, HOP_BY_HOP | ROUTING | DEST_OPTS) {
+    let headers = ip::Ipv6ExtHeaders::new(&pkt[..total]).map_err(walk_error)?;
+    for h in headers {
+        let h = h.map_err(walk_error)?;
+        if h.kind == proto::IPV6_FRAGMENT {
             return Ok(None);
         }
-        let hdr = pkt.get(at..at + 2).ok_or(Mip6Error::Truncated)?;
-        let len = (usize::from(hdr[1]) + 1) * 8;
-        if at + len > total {
-            return Err(Mip6Error::Truncated);
-        }
-        let h = ExtHeader {
-            kind: next,
-            at,
-            len,
-            prev_field,
-        };
         if let Some(r) = f(&h)? {
             return Ok(Some(r));
         }
-        next = hdr[0];
-        prev_field = at;
-        at += len;
     }
-    Err(Mip6Error::Malformed)
+    Ok(None)
+}
+
+fn walk_error(e: IpError) -> Mip6Error {
+    match e {
+        IpError::Truncated => Mip6Error::Truncated,
+        _ => Mip6Error::Malformed,
+    }
 }
 
 /// Where new Mobile IPv6 headers go: after the Hop-by-Hop header and, with
@@ -132,7 +105,8 @@ fn walk<R>(
 fn insertion_point(pkt: &[u8], after_routing: bool) -> Result<(usize, usize), Mip6Error> {
     let mut point = (IPV6_HEADER, 6);
     walk(pkt, |h| {
-        let skip = h.kind == HOP_BY_HOP || (after_routing && h.kind == ROUTING);
+        let skip =
+            h.kind == proto::IPV6_HOP_BY_HOP || (after_routing && h.kind == proto::IPV6_ROUTING);
         if skip {
             point = (h.at + h.len, h.at);
             Ok(None)
@@ -184,7 +158,7 @@ fn remove_header(buf: &mut PacketBuf, h: &ExtHeader) -> Result<(), Mip6Error> {
 /// or ESP: RFC 6275 6.3, RFC 3776 3.1). Chains the Next Header fields and
 /// fixes the payload length. 24 bytes.
 pub fn insert_home_address_option(buf: &mut PacketBuf, home: [u8; 16]) -> Result<(), Mip6Error> {
-    let h = insert_header(buf, HAO_HEADER_LEN, DEST_OPTS, true)?;
+    let h = insert_header(buf, HAO_HEADER_LEN, proto::IPV6_DEST_OPTS, true)?;
     h[1] = (HAO_HEADER_LEN / 8 - 1) as u8;
     // PadN of 4 bytes puts the option's Type at offset 6 (8n+6).
     h[2..6].copy_from_slice(&[1, 2, 0, 0]);
@@ -198,7 +172,7 @@ pub fn insert_home_address_option(buf: &mut PacketBuf, home: [u8; 16]) -> Result
 /// holds it, and the offset of the option's Type byte.
 fn locate_hao(pkt: &[u8]) -> Result<Option<(ExtHeader, usize)>, Mip6Error> {
     walk(pkt, |h| {
-        if h.kind != DEST_OPTS {
+        if h.kind != proto::IPV6_DEST_OPTS {
             return Ok(None);
         }
         let end = h.at + h.len;
@@ -283,7 +257,7 @@ pub fn remove_home_address_option(buf: &mut PacketBuf) -> Result<(), Mip6Error> 
 /// `home`, after the IPv6 header (after a Hop-by-Hop header if there is
 /// one). 24 bytes.
 pub fn insert_type2_routing_header(buf: &mut PacketBuf, home: [u8; 16]) -> Result<(), Mip6Error> {
-    let h = insert_header(buf, RH2_LEN, ROUTING, false)?;
+    let h = insert_header(buf, RH2_LEN, proto::IPV6_ROUTING, false)?;
     h[1] = (RH2_LEN / 8 - 1) as u8;
     h[2] = ROUTING_TYPE_2;
     h[3] = 1;
@@ -295,7 +269,7 @@ pub fn insert_type2_routing_header(buf: &mut PacketBuf, home: [u8; 16]) -> Resul
 /// The type 2 routing header, if any.
 fn locate_rh2(pkt: &[u8]) -> Result<Option<ExtHeader>, Mip6Error> {
     walk(pkt, |h| {
-        if h.kind != ROUTING || pkt[h.at + 2] != ROUTING_TYPE_2 {
+        if h.kind != proto::IPV6_ROUTING || pkt[h.at + 2] != ROUTING_TYPE_2 {
             return Ok(None);
         }
         // RFC 6275 6.4: Hdr Ext Len 2, one address.
@@ -346,15 +320,6 @@ pub fn verify_icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], icmp: &[u8]) -> bo
     checksum::finish(checksum::sum(acc, icmp)) == 0
 }
 
-/// Fills the checksum of the ICMPv6 message `icmp` (RFC 4443 2.3).
-fn fill_icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], icmp: &mut [u8]) {
-    icmp[2..4].fill(0);
-    let len = u32::try_from(icmp.len()).unwrap_or(u32::MAX);
-    let acc = checksum::pseudo_header(src, dst, proto::ICMPV6, len);
-    let c = checksum::finish(checksum::sum(acc, icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-}
-
 /// Mobile Prefix Solicitation (RFC 6275 6.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MobilePrefixSolicitation {
@@ -398,7 +363,7 @@ impl MobilePrefixSolicitation {
         m[1] = 0;
         m[4..6].copy_from_slice(&self.identifier.to_be_bytes());
         m[6..8].fill(0);
-        fill_icmpv6_checksum(src, dst, m);
+        checksum::fill_icmpv6(src, dst, m);
         Ok(MPS_LEN)
     }
 }
@@ -537,7 +502,7 @@ impl<'a> MobilePrefixAdvertisement<'a> {
         {
             p.emit(o);
         }
-        fill_icmpv6_checksum(src, dst, m);
+        checksum::fill_icmpv6(src, dst, m);
         Ok(n)
     }
 }
@@ -579,7 +544,7 @@ mod tests {
     /// IPv6 2001:db8::1 -> 2001:db8::2 carrying an ESP header.
     fn esp_packet(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
         let mut p = vec![0u8; 40];
-        ip::emit_ipv6_header(&mut p, src, dst, 50, ESP.len() as u16, 64, 0);
+        ip::emit_ipv6_header(&mut p, src, dst, proto::ESP, ESP.len() as u16, 64, 0);
         p.extend_from_slice(&ESP);
         p
     }

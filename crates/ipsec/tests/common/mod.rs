@@ -2,7 +2,7 @@
 //! packet builders.
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
-use bitsgw_ipsec::config::parse_policy;
+use bitsgw_ipsec::config::{parse_policy, PolicySet};
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_wire::Timestamp;
 use std::net::IpAddr;
@@ -201,4 +201,10 @@ pub fn transforms() -> Vec<&'static str> {
         .iter()
         .map(|t| t.name())
         .collect()
+}
+
+/// Reads and parses a policy file (the IPsec crate parses text only).
+pub fn policy_file(path: &std::path::Path) -> PolicySet {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parse_policy(&text, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -9,7 +9,7 @@
 //! SA, as the peer would have sealed it.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use bitsgw_ipsec::config::{load_policy_file, PolicySet};
+use bitsgw_ipsec::config::{parse_policy, PolicySet};
 use bitsgw_ipsec::crypto::{Transform, TransformId};
 use bitsgw_ipsec::{Disposition, DropReason, IpsecStage, StageConfig};
 use bitsgw_pipeline::{Gateway, PipelineDrop, Side};
@@ -49,7 +49,13 @@ pub fn policy(name: &str) -> PolicySet {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../policies")
         .join(name);
-    load_policy_file(&path).unwrap()
+    policy_file(&path)
+}
+
+/// Reads and parses a policy file (the IPsec crate parses text only).
+pub fn policy_file(path: &std::path::Path) -> PolicySet {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parse_policy(&text, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn stage(name: &str) -> IpsecStage {

@@ -1,0 +1,686 @@
+//! `bitsgw lab mobility`: the mobile host's journey between IPv6, public
+//! IPv4 and a NAT, with the home agent and the correspondent.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+pub(super) const HOA: &str = "2001:db8:1::100";
+pub(super) const HOA4: &str = "192.0.2.100";
+pub(super) const HA: &str = "2001:db8:1::1";
+pub(super) const HA4: &str = "203.0.113.1";
+pub(super) const COA_A: &str = "2001:db8:2::100";
+pub(super) const COA_B: &str = "2001:db8:3::100";
+pub(super) const COA_PUBLIC4: &str = "203.0.113.70";
+pub(super) const COA_NAT: &str = "198.51.100.20";
+pub(super) const NAT_PUBLIC: &str = "203.0.113.130";
+
+/// The namespaces, links, addresses, routes and the NAT.
+pub(super) fn build_mobility(n: &Netns) -> Result<()> {
+    for ns in ["mn", "inet", "nat", "ha"] {
+        n.sysctl_router(ns)?;
+    }
+    n.link("host", "eth0", "mn", "mn-host")?;
+    n.link("mn", "mn-v6a", "inet", "in-v6a")?;
+    n.link("mn", "mn-v6b", "inet", "in-v6b")?;
+    n.link("mn", "mn-v4", "inet", "in-v4")?;
+    n.link("mn", "mn-nat", "nat", "nat-in")?;
+    n.link("nat", "nat-out", "inet", "in-nat")?;
+    n.link("inet", "in-ha", "ha", "ha-inet")?;
+    n.link("ha", "ha-home", "home", "eth0")?;
+    n.link("mn", "mn-home", "ha", "ha-acc")?;
+    // The unmodified hosts: the mobile host believes it is at home (its
+    // link a small piece of the home prefix, the correspondent off-link),
+    // the correspondent sits on the home network.
+    n.script(
+        "host",
+        &[
+            "sysctl -qw net.ipv6.conf.all.accept_dad=0",
+            "sysctl -qw net.ipv6.conf.eth0.accept_dad=0",
+            "ip addr add 2001:db8:1::100/112 dev eth0",
+            "ip addr add 192.0.2.100/25 dev eth0",
+            "ip link set eth0 mtu 1300",
+            "ip -6 route add default via 2001:db8:1::fe",
+            "ip route add default via 192.0.2.126",
+        ],
+    )?;
+    n.script(
+        "home",
+        &[
+            "sysctl -qw net.ipv6.conf.all.accept_dad=0",
+            "sysctl -qw net.ipv6.conf.eth0.accept_dad=0",
+            "ip addr add 2001:db8:1::1:77/112 dev eth0",
+            "ip addr add 192.0.2.130/25 dev eth0",
+            "ip link set eth0 mtu 1300",
+            "ip -6 route add default via 2001:db8:1::1:1",
+            "ip route add default via 192.0.2.129",
+        ],
+    )?;
+    // The mobile node's namespace: the host's router on one side, the
+    // visited networks on the other; the appliance's TUN ports between.
+    n.script(
+        "mn",
+        &[
+            "ip addr add 2001:db8:1::fe/112 dev mn-host",
+            "ip addr add 192.0.2.126/25 dev mn-host",
+            "ip addr add 2001:db8:2::2/64 dev mn-v6a",
+            "ip addr add 2001:db8:3::2/64 dev mn-v6b",
+            "ip addr add 203.0.113.66/26 dev mn-v4",
+            "ip addr add 198.51.100.2/24 dev mn-nat",
+            "ip addr add 2001:db8:1::2:2/112 dev mn-home",
+            "ip tuntap add dev mnh mode tun",
+            "ip tuntap add dev mnn mode tun",
+            "ip link set mnh up",
+            "ip link set mnn up",
+            // The host's traffic into the appliance's host port.
+            "ip -6 rule add iif mn-host from 2001:db8:1::100 lookup 100",
+            "ip rule add iif mn-host from 192.0.2.100 lookup 100",
+            "ip -6 route add default dev mnh table 100",
+            "ip route add default dev mnh table 100",
+            // What the appliance sends: by its source, the network the
+            // care-of address belongs to (or the home link).
+            "ip -6 rule add iif mnn from 2001:db8:2::100 lookup 101",
+            "ip -6 route add default via 2001:db8:2::1 dev mn-v6a table 101",
+            "ip -6 rule add iif mnn from 2001:db8:3::100 lookup 102",
+            "ip -6 route add default via 2001:db8:3::1 dev mn-v6b table 102",
+            "ip rule add iif mnn from 203.0.113.70 lookup 103",
+            "ip route add default via 203.0.113.65 dev mn-v4 table 103",
+            "ip rule add iif mnn from 198.51.100.20 lookup 104",
+            "ip route add default via 198.51.100.1 dev mn-nat table 104",
+            "ip -6 rule add iif mnn from 2001:db8:1::100 lookup 105",
+            "ip -6 route add default via 2001:db8:1::2:1 dev mn-home table 105",
+            // Packets to the care-of addresses (and, at home, to the home
+            // address from the home link) into the network port.
+            "ip -6 route add 2001:db8:2::100 dev mnn",
+            "ip -6 route add 2001:db8:3::100 dev mnn",
+            "ip route add 203.0.113.70 dev mnn",
+            "ip route add 198.51.100.20 dev mnn",
+            "ip -6 rule add iif mn-home to 2001:db8:1::100 lookup 106",
+            "ip -6 route add default dev mnn table 106",
+        ],
+    )?;
+    n.script(
+        "inet",
+        &[
+            "ip addr add 2001:db8:2::1/64 dev in-v6a",
+            "ip addr add 2001:db8:3::1/64 dev in-v6b",
+            "ip addr add 203.0.113.65/26 dev in-v4",
+            "ip addr add 203.0.113.129/26 dev in-nat",
+            "ip addr add 2001:db8:f::1/64 dev in-ha",
+            "ip addr add 203.0.113.62/26 dev in-ha",
+            "ip -6 route add 2001:db8:2::100 via 2001:db8:2::2",
+            "ip -6 route add 2001:db8:3::100 via 2001:db8:3::2",
+            "ip route add 203.0.113.70 via 203.0.113.66",
+            "ip -6 route add 2001:db8:1::1 via 2001:db8:f::2",
+            "ip route add 203.0.113.1 via 203.0.113.61",
+        ],
+    )?;
+    n.script(
+        "nat",
+        &[
+            "ip addr add 198.51.100.1/24 dev nat-in",
+            "ip addr add 203.0.113.130/26 dev nat-out",
+            "ip route add default via 203.0.113.129",
+            "ip route add 198.51.100.20 via 198.51.100.2",
+        ],
+    )?;
+    nat_rule(n, "41000-41999")?;
+    n.script(
+        "ha",
+        &[
+            "ip addr add 2001:db8:f::2/64 dev ha-inet",
+            "ip addr add 203.0.113.61/26 dev ha-inet",
+            "ip -6 route add default via 2001:db8:f::1",
+            "ip route add default via 203.0.113.62",
+            "ip addr add 2001:db8:1::1:1/112 dev ha-home",
+            "ip addr add 192.0.2.129/25 dev ha-home",
+            "ip addr add 2001:db8:1::2:1/112 dev ha-acc",
+            "ip tuntap add dev hah mode tun",
+            "ip tuntap add dev han mode tun",
+            "ip link set hah up",
+            "ip link set han up",
+            // The home agent's own addresses belong to the appliance.
+            "ip -6 route add 2001:db8:1::1 dev han",
+            "ip route add 203.0.113.1 dev han",
+            // The home network's traffic for the mobile node into the host
+            // port; what the appliance sends to the home address goes to
+            // the home link (the node at home) or, encapsulated, out.
+            "ip -6 rule add iif ha-home to 2001:db8:1::100 lookup 200",
+            "ip rule add iif ha-home to 192.0.2.100 lookup 200",
+            "ip -6 route add default dev hah table 200",
+            "ip route add default dev hah table 200",
+            "ip -6 route add 2001:db8:1::100 via 2001:db8:1::2:2 dev ha-acc",
+            "ip route add 192.0.2.100 dev hah",
+        ],
+    )?;
+    Ok(())
+}
+
+/// The NAT: masquerade of the inside network to the public address, to
+/// source ports in `ports`.
+pub(super) fn nat_rule(n: &Netns, ports: &str) -> Result<()> {
+    let _ = n.exec("nat", &["nft", "delete", "table", "ip", "lab"]);
+    n.script(
+        "nat",
+        &[
+            "nft add table ip lab",
+            "nft add chain ip lab post { type nat hook postrouting priority 100 ; }",
+        ],
+    )?;
+    let udp =
+        format!("ip saddr 198.51.100.0/24 oifname nat-out meta l4proto udp masquerade to :{ports}");
+    for rule in [
+        udp.as_str(),
+        "ip saddr 198.51.100.0/24 oifname nat-out masquerade",
+    ] {
+        let mut args = vec!["nft", "add", "rule", "ip", "lab", "post"];
+        args.extend(rule.split_whitespace());
+        n.exec("nat", &args)?;
+    }
+    Ok(())
+}
+
+/// The appliance configurations of the two mobility appliances.
+pub(super) fn mobility_configs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let ha = dir.join("ha.json");
+    write(
+        &ha,
+        &format!(
+            r#"{{"role": "ha", "policy": "{policy}",
+  "ports": {{"host": {{"type": "tun", "name": "hah"}}, "network": {{"type": "tun", "name": "han"}}}},
+  "workers": 1, "control_socket": "{sock}", "state_dir": "ha-state",
+  "mobility": {{"address": "{HA}", "address_v4": "{HA4}", "home_prefixes": ["2001:db8:1::/64"],
+    "nodes": [{{"home": "{HOA}", "home_v4": "{HOA4}"}}], "max_lifetime_secs": 600, "nat_refresh_secs": 110}}}}"#,
+            policy = policy(dir, "dsmip-hostwide-ha.json")?.display(),
+            sock = dir.join("ha.sock").display()
+        ),
+    )?;
+    let mn = dir.join("mn.json");
+    write(
+        &mn,
+        &format!(
+            r#"{{"role": "mn", "policy": "{policy}",
+  "ports": {{"host": {{"type": "tun", "name": "mnh"}}, "network": {{"type": "tun", "name": "mnn"}}}},
+  "workers": 1, "control_socket": "{sock}", "state_dir": "mn-state",
+  "mobility": {{"home_address": "{HOA}", "home_agent": "{HA}", "home_agent_v4": "{HA4}", "home_v4": "0.0.0.0",
+    "lifetime_secs": 420, "attachment": "{COA_A}"}}}}"#,
+            policy = policy(dir, "dsmip-hostwide-mn.json")?.display(),
+            sock = dir.join("mn.sock").display()
+        ),
+    )?;
+    Ok((ha, mn))
+}
+
+pub(super) fn mn_state(sock: &Path) -> Result<serde_json::Value> {
+    json(&bitsgw(&[
+        "show",
+        "bindings",
+        "--json",
+        "--socket",
+        &sock.to_string_lossy(),
+    ])?)
+}
+
+/// A mobility counter of an appliance (`show counters --json`: events
+/// under `mobility`, drops under `drops`).
+pub(super) fn counter(sock: &Path, name: &str) -> Result<u64> {
+    let c = json(&bitsgw(&[
+        "show",
+        "counters",
+        "--json",
+        "--socket",
+        &sock.to_string_lossy(),
+    ])?)?;
+    Ok(c["mobility"][name]
+        .as_u64()
+        .or_else(|| c["drops"][name].as_u64())
+        .unwrap_or(0))
+}
+
+/// How many bindings the home agent has.
+pub(super) fn ha_bindings(sock: &Path) -> Result<u64> {
+    let b = json(&bitsgw(&[
+        "show",
+        "bindings",
+        "--json",
+        "--socket",
+        &sock.to_string_lossy(),
+    ])?)?;
+    Ok(b["bindings"].as_array().map_or(0, |a| a.len() as u64))
+}
+
+/// Waits until the mobile node has registered `care_of` (or is home).
+pub(super) fn wait_registered(n: &mut Netns, sock: &Path, care_of: &str) -> Result<Duration> {
+    let t0 = Instant::now();
+    loop {
+        n.check_alive()?;
+        n.interrupted()?;
+        let s = mn_state(sock)?;
+        let registering = !s["registering"].is_null();
+        let done = if care_of == "home" {
+            s["attachment"] == "home" && s["registered"].is_null() && !registering
+        } else {
+            s["registered"] == care_of && !registering
+        };
+        if done {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            return Err(err(format!("no registration of {care_of} after 15 s: {s}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a ping from the correspondent to the host: `count` requests
+/// every `interval_ms`. Returns the label of the process.
+pub(super) fn start_ping(
+    n: &mut Netns,
+    label: &str,
+    count: u32,
+    interval_ms: u32,
+    v4: bool,
+) -> Result<()> {
+    let interval = format!("{}", f64::from(interval_ms) / 1000.0);
+    let count = count.to_string();
+    let dst = if v4 { HOA4 } else { HOA };
+    n.spawn(
+        "home",
+        label,
+        &[
+            "ping", "-n", "-q", "-i", &interval, "-c", &count, "-W", "1", dst,
+        ],
+    )
+}
+
+/// Waits for a ping started with [`start_ping`]; (sent, received).
+pub(super) fn finish_ping(n: &mut Netns, label: &str) -> Result<(u64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        n.interrupted()?;
+        let done = n
+            .children
+            .iter_mut()
+            .find(|(l, _)| l == label)
+            .map(|(_, c)| matches!(c.try_wait(), Ok(Some(_))))
+            .unwrap_or(true);
+        if done {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(err(format!("{label} did not finish")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    n.end(label);
+    let log = std::fs::read_to_string(n.dir.join(format!("{label}.log"))).unwrap_or_default();
+    // "N packets transmitted, M received"
+    let line = log
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .ok_or_else(|| err(format!("{label}: no summary in: {log}")))?;
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(2)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    match nums.as_slice() {
+        [sent, recv] => Ok((*sent, *recv)),
+        _ => Err(err(format!("{label}: can not read {line}"))),
+    }
+}
+
+/// iperf3 from the correspondent to the host for `secs`: bits per second.
+pub(super) fn tcp(n: &mut Netns, label: &str, secs: u32) -> Result<f64> {
+    n.spawn(
+        "host",
+        &format!("{label}-server"),
+        &["iperf3", "-s", "-1", "-B", HOA],
+    )?;
+    let t = secs.to_string();
+    let mut last = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        n.interrupted()?;
+        match n.exec("home", &["iperf3", "-c", HOA, "-t", &t, "-J", "-M", "1200"]) {
+            Ok(out) => {
+                n.end(&format!("{label}-server"));
+                let v = json(&out)?;
+                return v["end"]["sum_received"]["bits_per_second"]
+                    .as_f64()
+                    .ok_or_else(|| err(format!("iperf3 without a result: {out}")));
+            }
+            Err(e) => last = e.0,
+        }
+    }
+    n.end(&format!("{label}-server"));
+    Err(err(format!("iperf3 never connected: {last}")))
+}
+
+/// Runs the mobility scenario; prints as it goes into `out`.
+pub(super) fn run_mobility(
+    n: &mut Netns,
+    opts: &LabOptions,
+    out: &mut dyn FnMut(&str),
+) -> Result<LabReport> {
+    build_mobility(n)?;
+    out("topology: host - mn ~ {IPv6 A, IPv6 B, public IPv4, NAT} ~ inet - ha - home (cn)\n");
+    let (ha_cfg, mn_cfg) = mobility_configs(&n.dir)?;
+    let trace_ha = n.dir.join("trace-ha");
+    let trace_mn = n.dir.join("trace-mn");
+    let (ha_sock, mn_sock) = (n.dir.join("ha.sock"), n.dir.join("mn.sock"));
+    // A kept folder may hold the sockets of an earlier run.
+    for sock in [&ha_sock, &mn_sock] {
+        let _ = std::fs::remove_file(sock);
+    }
+    // The wire between the Internet and the home agent.
+    let pcap = n.dir.join("wire-inet-ha.pcap");
+    n.spawn(
+        "inet",
+        "capture",
+        &["tshark", "-q", "-i", "in-ha", "-w", &pcap.to_string_lossy()],
+    )?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let exe = std::env::current_exe().map_err(|e| err(e.to_string()))?;
+    let exe = exe.to_string_lossy().into_owned();
+    n.spawn(
+        "ha",
+        "bitsgw-ha",
+        &[
+            &exe,
+            "run",
+            &ha_cfg.to_string_lossy(),
+            "--trace",
+            &trace_ha.to_string_lossy(),
+        ],
+    )?;
+    wait_for_socket(n, &ha_sock)?;
+    n.spawn(
+        "mn",
+        "bitsgw-mn",
+        &[
+            &exe,
+            "run",
+            &mn_cfg.to_string_lossy(),
+            "--trace",
+            &trace_mn.to_string_lossy(),
+        ],
+    )?;
+    wait_for_socket(n, &mn_sock)?;
+    let mut report = LabReport::default();
+
+    // Phase 1: registration over IPv6.
+    let took = wait_registered(n, &mn_sock, COA_A)?;
+    out(&format!(
+        "[1] registration over IPv6: care-of {COA_A}, BU/BA in {} ms\n",
+        took.as_millis()
+    ));
+    let (pings, interval) = if opts.short {
+        (100u32, 10u32)
+    } else {
+        (300, 10)
+    };
+    let secs = if opts.short { 2 } else { 5 };
+    start_ping(n, "ping-1", 20, 20, false)?;
+    let (s, r) = finish_ping(n, "ping-1")?;
+    let bps = tcp(n, "tcp-1", secs)?;
+    out(&format!(
+        "    ping cn -> host: {r}/{s} answered; TCP cn -> host {:.1} Mbit/s\n",
+        bps / 1e6
+    ));
+    report.tcp.push(("ipv6".into(), bps));
+    report.phases.push(PhaseReport {
+        name: "register over IPv6".into(),
+        care_of: COA_A.into(),
+        encapsulation: "IPv6 (HAO/RH2 signalling)".into(),
+        bu_sent: counter(&mn_sock, "bu_sent")? + counter(&mn_sock, "bu_retransmitted")?,
+        ba_taken: counter(&mn_sock, "ba_accepted")?,
+        pings_sent: s,
+        pings_received: r,
+        ..Default::default()
+    });
+    report.bindings.push(ha_bindings(&ha_sock)?);
+
+    // The handovers, make-before-break: the old network stays up.
+    let moves: [(&str, &str, &str, bool); 4] = [
+        (
+            "handover to public IPv4",
+            COA_PUBLIC4,
+            "IPv4 (protocol 41), BU in UDP",
+            false,
+        ),
+        (
+            "handover behind the NAT",
+            COA_NAT,
+            "IPv4/UDP 4191 via NAT",
+            true,
+        ),
+        ("back to IPv6", COA_B, "IPv6 (HAO/RH2 signalling)", false),
+        (
+            "break-before-make to IPv6 A",
+            COA_A,
+            "IPv6 (HAO/RH2 signalling)",
+            false,
+        ),
+    ];
+    for (i, (name, coa, encap, nat)) in moves.into_iter().enumerate() {
+        n.interrupted()?;
+        let phase = i + 2;
+        let bu0 = counter(&mn_sock, "bu_sent")? + counter(&mn_sock, "bu_retransmitted")?;
+        let ba0 = counter(&mn_sock, "ba_accepted")?;
+        let label = format!("ping-{phase}");
+        start_ping(n, &label, pings, interval, phase % 2 == 1)?;
+        std::thread::sleep(Duration::from_millis(u64::from(pings * interval) / 3));
+        let breaking = name.starts_with("break");
+        let mut args = vec!["ctl", "move", coa];
+        if breaking {
+            args.push("--break");
+            // The old network goes away with the move.
+            n.exec("mn", &["ip", "link", "set", "mn-v6b", "down"])?;
+        }
+        let sock = mn_sock.to_string_lossy().into_owned();
+        args.extend(["--socket", &sock]);
+        bitsgw(&args)?;
+        let took = wait_registered(n, &mn_sock, coa)?;
+        let (s, r) = finish_ping(n, &label)?;
+        if breaking {
+            n.exec("mn", &["ip", "link", "set", "mn-v6b", "up"])?;
+        }
+        let bu = counter(&mn_sock, "bu_sent")? + counter(&mn_sock, "bu_retransmitted")? - bu0;
+        let ba = counter(&mn_sock, "ba_accepted")? - ba0;
+        let st = mn_state(&mn_sock)?;
+        let seen_nat = st
+            .get("nat")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        let lost = s.saturating_sub(r);
+        out(&format!(
+            "[{phase}] {name}: care-of {coa}, {encap}; BU sent {bu}, BA taken {ba} ({} ms); NAT {}; pings {r}/{s}, lost {lost}{}\n",
+            took.as_millis(),
+            if seen_nat { "detected" } else { "not seen" },
+            if breaking { format!(", interruption ~{} ms", lost * u64::from(interval)) } else { String::new() },
+        ));
+        if seen_nat != nat {
+            return Err(err(format!(
+                "{name}: NAT {} but expected {}",
+                seen_nat, nat
+            )));
+        }
+        report.phases.push(PhaseReport {
+            name: name.into(),
+            care_of: coa.into(),
+            encapsulation: encap.into(),
+            nat: seen_nat,
+            bu_sent: bu,
+            ba_taken: ba,
+            pings_sent: s,
+            pings_received: r,
+            interruption_ms: lost * u64::from(interval),
+        });
+        report.bindings.push(ha_bindings(&ha_sock)?);
+        if nat {
+            let bps = tcp(n, "tcp-nat", secs)?;
+            out(&format!(
+                "    TCP cn -> host behind the NAT {:.1} Mbit/s\n",
+                bps / 1e6
+            ));
+            report.tcp.push(("behind nat".into(), bps));
+            // NAT rebinding: new port range, old mappings forgotten; the
+            // mobile node's next refresh (its NAT keepalive) brings the
+            // home agent along.
+            nat_rule(n, "42000-42999")?;
+            let _ = n.exec("nat", &["conntrack", "-F"]);
+            let sock = mn_sock.to_string_lossy().into_owned();
+            bitsgw(&["ctl", "refresh", "--socket", &sock])?;
+            std::thread::sleep(Duration::from_millis(300));
+            let b = json(&bitsgw(&[
+                "show",
+                "bindings",
+                "--json",
+                "--socket",
+                &ha_sock.to_string_lossy(),
+            ])?)?;
+            let path = b.to_string();
+            start_ping(n, "ping-rebind", 20, 20, false)?;
+            let (s, r) = finish_ping(n, "ping-rebind")?;
+            out(&format!(
+                "    NAT rebinding ({NAT_PUBLIC}, new port range): the home agent now sends to {}; pings {r}/{s}\n",
+                if path.contains(":42") { "the new NAT port" } else { "the OLD NAT port" }
+            ));
+            if !path.contains(":42") {
+                return Err(err(format!(
+                    "the home agent did not follow the NAT rebinding: {b}"
+                )));
+            }
+        }
+    }
+
+    // Return home.
+    let sock = mn_sock.to_string_lossy().into_owned();
+    bitsgw(&["ctl", "move", "home", "--socket", &sock])?;
+    let took = wait_registered(n, &mn_sock, "home")?;
+    let b = json(&bitsgw(&[
+        "show",
+        "bindings",
+        "--json",
+        "--socket",
+        &ha_sock.to_string_lossy(),
+    ])?)?;
+    start_ping(n, "ping-home", 20, 20, false)?;
+    let (s, r) = finish_ping(n, "ping-home")?;
+    out(&format!(
+        "[6] return home: de-registered in {} ms, bindings at the home agent: {}; pings {r}/{s}\n",
+        took.as_millis(),
+        b.as_array().map_or(0, Vec::len)
+    ));
+    report.phases.push(PhaseReport {
+        name: "return home".into(),
+        care_of: "home".into(),
+        encapsulation: "none (home link)".into(),
+        pings_sent: s,
+        pings_received: r,
+        ..Default::default()
+    });
+    report.bindings.push(ha_bindings(&ha_sock)?);
+
+    out(&summary(&report.phases));
+
+    // Counters, then the wire.
+    for (who, sock) in [("home agent", &ha_sock), ("mobile node", &mn_sock)] {
+        out(&format!("\n{who}: security associations\n"));
+        out(&bitsgw(&[
+            "show",
+            "sa",
+            "--socket",
+            &sock.to_string_lossy(),
+        ])?);
+        out(&format!("{who}: counters\n"));
+        out(&bitsgw(&[
+            "show",
+            "counters",
+            "--socket",
+            &sock.to_string_lossy(),
+        ])?);
+    }
+    n.end("bitsgw-mn");
+    n.end("bitsgw-ha");
+    std::thread::sleep(Duration::from_millis(500));
+    n.end("capture");
+    let (frames, clear) = wire_check(&pcap)?;
+    report.wire_frames = frames;
+    report.wire_cleartext = clear;
+    out(&format!(
+        "\nwire between the Internet and the home agent: {frames} frames captured, {clear} in clear (besides ARP and neighbor discovery)\n"
+    ));
+    if clear != 0 {
+        return Err(err(format!(
+            "{clear} frames in clear on the wire: see {}",
+            pcap.display()
+        )));
+    }
+    Ok(report)
+}
+
+/// The table of phases.
+pub(super) fn summary(phases: &[PhaseReport]) -> String {
+    let mut t = String::from("\nphase                          care-of            encapsulation                 NAT  BU  BA  pings     lost  interruption\n");
+    for p in phases {
+        let _ = writeln!(
+            t,
+            "{:<30} {:<18} {:<29} {:<4} {:>2}  {:>2}  {:>4}/{:<4} {:>4}  {}",
+            p.name,
+            p.care_of,
+            p.encapsulation,
+            if p.nat { "yes" } else { "no" },
+            p.bu_sent,
+            p.ba_taken,
+            p.pings_received,
+            p.pings_sent,
+            p.pings_sent.saturating_sub(p.pings_received),
+            if p.interruption_ms > 0 {
+                format!("~{} ms", p.interruption_ms)
+            } else {
+                "-".into()
+            },
+        );
+    }
+    t
+}
+
+/// Reads the capture with tshark: every IP frame must carry ESP (in IPv6,
+/// in IPv4, or in UDP 4191). Returns (frames, frames in clear).
+pub(super) fn wire_check(pcap: &Path) -> Result<(u64, u64)> {
+    let text = run_cmd(&[
+        "tshark",
+        "-r",
+        &pcap.to_string_lossy(),
+        "-d",
+        "udp.port==4191,ipv6",
+        "-T",
+        "fields",
+        "-e",
+        "frame.protocols",
+        "-e",
+        "icmpv6.type",
+    ])?;
+    let mut frames = 0;
+    let mut clear = 0;
+    for line in text.lines() {
+        frames += 1;
+        let mut f = line.split('\t');
+        let protos = f.next().unwrap_or("");
+        let icmp6 = f.next().unwrap_or("");
+        // Link-local control: router and neighbor discovery, MLD.
+        let nd = matches!(
+            icmp6,
+            "130" | "131" | "132" | "133" | "134" | "135" | "136" | "143"
+        );
+        if !(protos.contains(":esp") || protos.ends_with(":arp") || nd) {
+            clear += 1;
+        }
+    }
+    Ok((frames, clear))
+}
