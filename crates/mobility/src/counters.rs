@@ -69,6 +69,10 @@ named_counters! {
         NoNatObservation => "bu_ipv4_without_udp",
         /// The buffer had no room for the encapsulation.
         NoBufferRoom => "mobility_no_buffer_room",
+        /// A Binding Error or Binding Refresh Request from a node the
+        /// mobile node has no Binding Update List entry for (RFC 6275
+        /// 11.3.6, 11.7.4): ignored, and never passed to the host.
+        NoBindingUpdateListEntry => "mh_without_binding_update_list_entry",
     }
 }
 
@@ -85,6 +89,12 @@ named_counters! {
         BaSent => "ba_sent",
         /// Binding Errors sent.
         BeSent => "be_sent",
+        /// Binding Errors taken from the home agent (mobile node, RFC 6275
+        /// 11.3.6).
+        BeReceived => "be_received",
+        /// Binding Refresh Requests answered with a Binding Update (mobile
+        /// node, RFC 6275 11.7.4).
+        BrrAnswered => "brr_answered",
         /// Bindings created.
         BindingCreated => "binding_created",
         /// Bindings updated (new care-of address or refresh).

@@ -236,10 +236,19 @@ impl HomeAgent {
                     self.handle_bu(src, hao, bu, &opts, now);
                     Delivered::Consumed
                 }
-                Message::Unknown { mh_type } => {
-                    // RFC 6275 9.2: unknown type -> Binding Error status 2.
-                    let _ = mh_type;
-                    self.send_binding_error(src, be_status::UNKNOWN_MH_TYPE, [0; 16]);
+                Message::Unknown { .. } => {
+                    // RFC 6275 9.2: an unknown type gets a Binding Error,
+                    // status 2. RFC 6275 9.3.3: it goes to the source the
+                    // packet arrived with (the care-of address, which the
+                    // tunnel stage swapped into the Home Address option),
+                    // and its Home Address field is the option's home
+                    // address (6.1.9); without the option, to the source
+                    // with the field unspecified.
+                    let (to, home) = match hao {
+                        Some(care_of) => (care_of, src),
+                        None => (src, [0; 16]),
+                    };
+                    self.send_binding_error(to, be_status::UNKNOWN_MH_TYPE, home);
                     Delivered::Consumed
                 }
                 _ => self.dropped(MobilityDrop::UnexpectedMh),
@@ -297,12 +306,15 @@ impl HomeAgent {
         let existing = self.cache.get(&home).cloned();
         let observation = self.tunnel.take_observation(&home);
         // Where the answer goes: the care-of address the BU came from.
-        let reply_to = match (v4_coa, observation) {
-            (Some(addr), Some(o)) => Some(CareOf::V4 {
-                addr,
-                udp: o.udp,
-                use_udp: true,
-            }),
+        let (reply_to, without_v4_care_of) = match (v4_coa, observation) {
+            (Some(addr), Some(o)) => (
+                Some(CareOf::V4 {
+                    addr,
+                    udp: o.udp,
+                    use_udp: true,
+                }),
+                false,
+            ),
             (Some(_), None) => {
                 // RFC 5555 4.1: a BU with an IPv4 care-of address comes in
                 // UDP; without the outer header there is nothing to detect
@@ -310,21 +322,32 @@ impl HomeAgent {
                 self.counters.drop(MobilityDrop::NoNatObservation);
                 return;
             }
-            (None, _) => hao.or(alt_coa).filter(|c| *c != home).map(CareOf::V6),
+            (None, Some(o)) => (
+                Some(CareOf::V4 {
+                    addr: o.udp.addr,
+                    udp: o.udp,
+                    use_udp: true,
+                }),
+                true,
+            ),
+            (None, None) => (
+                hao.or(alt_coa).filter(|c| *c != home).map(CareOf::V6),
+                false,
+            ),
         };
         let reject = |this: &mut Self, status: u8, seq_no: u16| {
             this.counters.event(MobilityEvent::BuRejected);
-            if let Some(c) = reply_to {
-                this.replies.insert(
-                    home,
-                    ReplyRoute {
-                        care_of: c,
-                        until: now.saturating_add(REPLY_ROUTE_TIME),
-                    },
-                );
-            }
+            this.note_reply_route(home, reply_to, now);
             this.send_ba(home, status, seq_no, 0, &[]);
         };
+        if without_v4_care_of {
+            // RFC 5555 4.3.1: a Binding Update that came in UDP over IPv4
+            // must carry the IPv4 Care-of Address option; without it the
+            // home agent rejects it with 174 (invalid care-of address),
+            // answering where it came from. It is no de-registration:
+            // that comes from the home link.
+            return reject(self, ba_status::INVALID_CARE_OF_ADDRESS, bu.seq);
+        }
         if !bu.home_registration {
             // Not a home registration: this node is no correspondent node
             // for route optimisation.
@@ -372,15 +395,7 @@ impl HomeAgent {
                 self.release_v4(&b);
                 self.counters.event(MobilityEvent::BindingDeleted);
             }
-            if let Some(c) = reply_to {
-                self.replies.insert(
-                    home,
-                    ReplyRoute {
-                        care_of: c,
-                        until: now.saturating_add(REPLY_ROUTE_TIME),
-                    },
-                );
-            }
+            self.note_reply_route(home, reply_to, now);
             self.counters.event(MobilityEvent::BuAccepted);
             self.send_ba(home, ba_status::ACCEPTED, bu.seq, 0, &[]);
             return;
@@ -440,6 +455,20 @@ impl HomeAgent {
         // Status 1 asks for an answer whatever A says (the node must learn it).
         if bu.ack || status != ba_status::ACCEPTED {
             self.send_ba(home, status, bu.seq, units, &opts);
+        }
+    }
+
+    /// Keeps, for a moment, where the answer to a BU of `home` that leaves
+    /// no binding behind goes (RFC 6275 10.3.1, 10.3.2).
+    fn note_reply_route(&mut self, home: [u8; 16], care_of: Option<CareOf>, now: Timestamp) {
+        if let Some(care_of) = care_of {
+            self.replies.insert(
+                home,
+                ReplyRoute {
+                    care_of,
+                    until: now.saturating_add(REPLY_ROUTE_TIME),
+                },
+            );
         }
     }
 
@@ -512,7 +541,12 @@ impl HomeAgent {
         self.counters.event(MobilityEvent::BaSent);
     }
 
-    /// RFC 6275 6.1.9, 9.3.1: a Binding Error to `to`.
+    /// RFC 6275 6.1.9, 9.3.1: a Binding Error to `to`. When `to` is a
+    /// care-of address no SA reaches it: it leaves in clear (RFC 3776 4
+    /// protects Binding Updates and Acknowledgements, prefix discovery,
+    /// return routability and payload, not Binding Errors), through the
+    /// shipped policies' `be-bypass-out` entry; the mobile node trusts it
+    /// only as far as RFC 6275 11.3.6 lets it.
     fn send_binding_error(&mut self, to: [u8; 16], status: u8, home: [u8; 16]) {
         let be = Message::BindingError {
             status,

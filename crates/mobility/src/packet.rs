@@ -135,6 +135,7 @@ fn options_aligned(repr: &MhRepr<'_>) -> bool {
     })
 }
 
-fn arr16(pkt: &[u8], at: usize) -> Option<[u8; 16]> {
+/// The 16 bytes at `at`, if the packet has them.
+pub(crate) fn arr16(pkt: &[u8], at: usize) -> Option<[u8; 16]> {
     pkt.get(at..at + 16)?.try_into().ok()
 }

@@ -456,7 +456,8 @@ impl MnTunnel {
 
     /// Outbound, after IPsec (Req #3): ESP of the home address leaves by
     /// the path its class says, the BU by the care-of address being
-    /// registered and data by the registered one until the BA arrives. An
+    /// registered and data by the registered one until the BA arrives (by
+    /// the new one at once when no care-of address is registered). An
     /// IPv6 care-of address replaces the home address as source (with a
     /// Home Address option for transport mode, RFC 3776 6.1 step 5); an
     /// IPv4 one carries the packet in IPv4, or in UDP to port 4191 (RFC
@@ -489,9 +490,13 @@ impl MnTunnel {
             };
             self.classify(q, paths, spi, mode)
         };
+        // RFC 3776 4.3: once the BU is sent the node uses the new care-of
+        // address; data stays on the registered one while that network is
+        // still there (make-before-break, Req #3) and takes the new one at
+        // once when the old one is gone (break-before-make).
         let path = match class {
             EspClass::BindingUpdate => paths.registering.or(paths.active),
-            _ => paths.active,
+            _ => paths.active.or(paths.registering),
         };
         let Some(path) = path else {
             return Err(MobilityDrop::NoCareOf);

@@ -57,7 +57,11 @@ fn stage(name: &str) -> IpsecStage {
 }
 
 fn home_agent(force_udp: bool) -> Gateway {
-    let mut gw = Gateway::new(stage("dsmip-hostwide-ha.json"));
+    home_agent_with("dsmip-hostwide-ha.json", force_udp)
+}
+
+fn home_agent_with(policy: &str, force_udp: bool) -> Gateway {
+    let mut gw = Gateway::new(stage(policy));
     gw.set_mobility(Mobility::HomeAgent(HomeAgent::new(HaConfig {
         address: v6(HA),
         address_v4: Some(v4(HA4)),
@@ -76,7 +80,11 @@ fn home_agent(force_udp: bool) -> Gateway {
 }
 
 fn mobile_node() -> Gateway {
-    let mut gw = Gateway::new(stage("dsmip-hostwide-mn.json"));
+    mobile_node_with("dsmip-hostwide-mn.json")
+}
+
+fn mobile_node_with(policy: &str) -> Gateway {
+    let mut gw = Gateway::new(stage(policy));
     let mut cfg = MnConfig::new(v6(HOA), v6(HA));
     cfg.home_agent_v4 = Some(v4(HA4));
     cfg.home_v4 = Some([0; 4]);
@@ -766,21 +774,37 @@ fn journey_ipv6_ipv4_nat_rebinding_ipv6_home_loses_nothing() {
     assert_eq!(mn(&mut net.mn).counters().total_drops(), 0);
 }
 
-/// Break-before-make: the old network is gone at once; data the host
-/// sends before the BA is dropped and counted (never sent in clear).
+/// Break-before-make (RFC 3776 4.3): the old network is gone at once, and
+/// data the host sends right after the BU already leaves by the new
+/// care-of address (ESP, never in clear), before the BA; the home agent
+/// takes it from there. Nothing is dropped for want of a care-of address.
 #[test]
-fn break_before_make_drops_and_counts_until_the_ba() {
+fn rfc3776_4_3_break_before_make_sends_data_by_the_new_care_of_address_at_once() {
     let mut net = Net::new();
     let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
     net.settle(bu, vec![]);
     let bu = net.move_to(Attachment::V6(v6(COA6B)), Some(COA6B), false);
     let (o, out) = run(&mut net.mn, Side::Host, &udp(HOA, CN, 100), net.now);
-    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::NoCareOf));
-    assert!(out.is_empty());
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Forward));
+    let data = only(out, Side::Network);
+    assert_eq!(
+        stack(&data),
+        s(&[
+            "IPv6 2001:db8:3::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002007"
+        ])
+    );
+    net.settle(vec![(Side::Network, data)], vec![]);
+    assert_eq!(net.to_cn.len(), 1, "taken by the home agent before the BU");
     net.settle(bu, vec![]);
+    assert_eq!(
+        mn(&mut net.mn).registered(),
+        Some(Attachment::V6(v6(COA6B)))
+    );
     net.mn_sends_data(1);
-    assert_eq!(net.to_cn.len(), 1);
-    assert_eq!(mn(&mut net.mn).counters().drops(MobilityDrop::NoCareOf), 1);
+    net.cn_sends_data(1);
+    assert_eq!((net.to_cn.len(), net.to_host.len()), (2, 1));
+    assert_eq!(mn(&mut net.mn).counters().drops(MobilityDrop::NoCareOf), 0);
 }
 
 /// RFC 6275 11.8: no BA, so the BU goes again after 1.5 s (first
@@ -1436,4 +1460,278 @@ fn ipv6_in_ipv6_from_the_home_agent_is_decapsulated_and_judged_by_the_spd() {
             .events(MobilityEvent::Decapsulated),
         1
     );
+}
+
+// ---------------------------------------------------------------------
+// Binding Errors and Binding Refresh Requests on the wire
+// ---------------------------------------------------------------------
+
+/// An IPv6 packet from `src` to `dst` with a Mobility Header of type
+/// `mh_type` and message data `data`, spelled out byte by byte.
+fn mh_bytes(src: &str, dst: &str, mh_type: u8, data: &[u8]) -> Vec<u8> {
+    let len = 6 + data.len();
+    let mut mh = vec![59, u8::try_from(len / 8 - 1).unwrap(), mh_type, 0, 0, 0];
+    mh.extend_from_slice(data);
+    let sum = bitsgw_wire::mh::mh_checksum(&v6(src), &v6(dst), &mh);
+    mh[4..6].copy_from_slice(&sum.to_be_bytes());
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+    p.extend_from_slice(&[135, 64]);
+    p.extend_from_slice(&v6(src));
+    p.extend_from_slice(&v6(dst));
+    p.extend_from_slice(&mh);
+    p
+}
+
+/// A Binding Error as it leaves the home agent: status, reserved, the
+/// Home Address field (RFC 6275 6.1.9).
+fn binding_error(to: &str, status: u8, home: &str) -> Vec<u8> {
+    let mut d = vec![status, 0];
+    d.extend_from_slice(&v6(home));
+    mh_bytes(HA, to, 7, &d)
+}
+
+/// The mobile node (registered at COA6) takes `pkt` from the network and
+/// answers with a Binding Update, which this returns.
+fn answered_with_a_bu(net: &mut Net, pkt: &[u8]) -> Vec<u8> {
+    let (o, out) = run(&mut net.mn, Side::Network, pkt, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let bu = only(out, Side::Network);
+    assert_eq!(
+        stack(&bu),
+        s(&[
+            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
+            "DestOpt HAO 2001:db8:1::100",
+            "ESP spi 0x00002001",
+        ])
+    );
+    bu
+}
+
+/// RFC 6275 9.2 and 9.3.3 with the RFC 3776 pair (whose BU SA carries any
+/// MH type): an MH type the home agent does not know, from the care-of
+/// address with a Home Address option, is answered with a Binding Error,
+/// status 2, sent to the care-of address the packet came from, with the
+/// home address from the option in its Home Address field. No SA reaches
+/// a care-of address, so it leaves in clear (the `be-bypass-out` entry).
+/// The mobile node takes it (it comes from its home agent, which is on its
+/// Binding Update List, RFC 6275 11.3.6) and passes nothing to the host.
+#[test]
+fn rfc6275_9_3_3_binding_error_goes_in_clear_to_the_care_of_address_with_the_home_address() {
+    let mut net = Net::new();
+    net.ha = home_agent_with("rfc3776-ha.json", false);
+    net.mn = mobile_node_with("rfc3776-mn.json");
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    assert_eq!(mn(&mut net.mn).registered(), Some(Attachment::V6(v6(COA6))));
+    net.events();
+    let now = net.now;
+    // MH type 42, sealed by the mobile node's BU SA (proto MH, any type),
+    // from the care-of address with a Home Address option.
+    let mut buf = PacketBuf::from_slice(&mh_bytes(HOA, HA, 42, &[0, 0]));
+    assert_eq!(
+        net.mn.stage_mut().handle_outbound(&mut buf, now),
+        bitsgw_ipsec::Disposition::Forward
+    );
+    bitsgw_wire::mip6::insert_home_address_option(&mut buf, v6(HOA)).unwrap();
+    buf.data_mut()[8..24].copy_from_slice(&v6(COA6));
+    assert_eq!(
+        stack(buf.data()),
+        s(&[
+            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
+            "DestOpt HAO 2001:db8:1::100",
+            "ESP spi 0x00001001",
+        ])
+    );
+    let (o, out) = run(&mut net.ha, Side::Network, buf.data(), now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let be = only(out, Side::Network);
+    assert_eq!(be, binding_error(COA6, 2, HOA));
+    assert_eq!(ha(&net.ha).counters().events(MobilityEvent::BeSent), 1);
+    let (o, out) = run(&mut net.mn, Side::Network, &be, now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    assert!(out.is_empty(), "nothing for the host");
+    assert_eq!(net.events(), vec![MnEvent::BindingError { status: 2 }]);
+    assert_eq!(
+        mn(&mut net.mn).counters().events(MobilityEvent::BeReceived),
+        1
+    );
+}
+
+/// RFC 6275 9.3.1 and 11.3.6, both ends: a home agent that lost its
+/// binding (restarted) answers a packet with a Home Address option with a
+/// Binding Error, status 1, in clear to the care-of address, about the
+/// home address; the mobile node, whose home agent it is, registers again
+/// at once, and the binding is back. The same Binding Error from another
+/// node is ignored and counted, and never reaches the host.
+#[test]
+fn rfc6275_11_3_6_binding_error_status_1_brings_the_binding_back() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    net.events();
+    net.ha = home_agent(false);
+    let now = net.now;
+    let mut probe = PacketBuf::from_slice(&udp(HOA, HA, 10));
+    bitsgw_wire::mip6::insert_home_address_option(&mut probe, v6(HOA)).unwrap();
+    probe.data_mut()[8..24].copy_from_slice(&v6(COA6));
+    let (o, out) = run(&mut net.ha, Side::Network, probe.data(), now);
+    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::HaoWithoutBinding));
+    let be = only(out, Side::Network);
+    assert_eq!(be, binding_error(COA6, 1, HOA));
+    // From a correspondent: ignored.
+    let mut spoofed = be.clone();
+    spoofed[8..24].copy_from_slice(&v6(CN));
+    let sum = bitsgw_wire::mh::mh_checksum(&v6(CN), &v6(COA6), &{
+        let mut mh = spoofed[40..].to_vec();
+        mh[4..6].fill(0);
+        mh
+    });
+    spoofed[44..46].copy_from_slice(&sum.to_be_bytes());
+    let (o, out) = run(&mut net.mn, Side::Network, &spoofed, now);
+    assert_eq!(
+        o,
+        Outcome::MobilityDrop(MobilityDrop::NoBindingUpdateListEntry)
+    );
+    assert!(out.is_empty());
+    // From the home agent: a new BU at once.
+    let again = answered_with_a_bu(&mut net, &be);
+    net.settle(vec![(Side::Network, again)], vec![]);
+    let b = ha(&net.ha).bindings().get(&v6(HOA)).unwrap();
+    assert_eq!((b.care_of.to_string(), b.seq), (COA6.to_string(), 2));
+    assert_eq!(
+        net.events()
+            .into_iter()
+            .filter(|e| matches!(e, MnEvent::BindingError { status: 1 }))
+            .count(),
+        1
+    );
+}
+
+/// RFC 6275 11.7.4 and 6.1.2: a Binding Refresh Request the home agent
+/// sends to the home address (protected as the host-wide policies say:
+/// the payload SA, tunnelled to the care-of address) is decrypted by the
+/// mobile node and answered with a Binding Update (the next sequence
+/// number, A and H set), which the home agent accepts; the host never
+/// sees the request.
+#[test]
+fn rfc6275_11_7_4_binding_refresh_request_is_answered_with_a_binding_update() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    let now = net.now;
+    let brr = mh_bytes(HA, HOA, 0, &[0, 0]);
+    let (o, out) = run(&mut net.ha, Side::Host, &brr, now);
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Forward));
+    let sealed = only(out, Side::Network);
+    assert_eq!(
+        stack(&sealed),
+        s(&[
+            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
+            "ESP spi 0x00002008"
+        ])
+    );
+    let host_before = net.to_host.len();
+    let bu = answered_with_a_bu(&mut net, &sealed);
+    // What the home agent decrypts: BU number 2 with A and H.
+    let mut clear = PacketBuf::from_slice(&bu);
+    bitsgw_wire::mip6::swap_home_address(clear.data_mut()).unwrap();
+    let mut ha_ipsec = stage("dsmip-hostwide-ha.json");
+    assert_eq!(
+        ha_ipsec.handle_inbound(&mut clear, now),
+        bitsgw_ipsec::Disposition::Deliver
+    );
+    match bitsgw_mobility::packet::upper(clear.data(), |_, _| true) {
+        bitsgw_mobility::packet::Upper::Mh { repr, .. } => {
+            assert_eq!(
+                repr.message,
+                bitsgw_wire::mh::Message::BindingUpdate(bitsgw_wire::mh::BindingUpdate {
+                    seq: 2,
+                    ack: true,
+                    home_registration: true,
+                    link_local_compat: false,
+                    key_mgmt_compat: false,
+                    lifetime_units: 105,
+                })
+            );
+        }
+        other => panic!("not a BU: {other:?}"),
+    }
+    net.settle(vec![(Side::Network, bu)], vec![]);
+    assert_eq!(net.to_host.len(), host_before);
+    assert_eq!(ha(&net.ha).bindings().get(&v6(HOA)).unwrap().seq, 2);
+    assert_eq!(
+        mn(&mut net.mn)
+            .counters()
+            .events(MobilityEvent::BrrAnswered),
+        1
+    );
+}
+
+/// RFC 5555 4.3.1: a Binding Update that reaches the home agent in UDP
+/// over IPv4 without the IPv4 Care-of Address option is refused with
+/// status 174 (invalid care-of address), answered in UDP to where it came
+/// from; it is not a de-registration, so the binding stays.
+#[test]
+fn rfc5555_4_3_1_a_udp_binding_update_without_the_ipv4_care_of_option_is_refused() {
+    use bitsgw_wire::mh::{BindingUpdate, Message};
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    let now = net.now;
+    let msg = Message::BindingUpdate(BindingUpdate {
+        seq: 9,
+        ack: true,
+        home_registration: true,
+        link_local_compat: false,
+        key_mgmt_compat: false,
+        lifetime_units: 100,
+    });
+    let plain = bitsgw_mobility::packet::mh_packet(v6(HOA), v6(HA), &msg, &[]);
+    let mut buf = PacketBuf::from_slice(&plain);
+    assert_eq!(
+        net.mn.stage_mut().handle_outbound(&mut buf, now),
+        bitsgw_ipsec::Disposition::Forward
+    );
+    bitsgw_wire::encap::encapsulate(
+        &mut buf,
+        &bitsgw_wire::encap::Outer::V4Udp {
+            src: v4(COA4),
+            dst: v4(HA4),
+            src_port: 4191,
+            dst_port: 4191,
+            tlv: false,
+        },
+    )
+    .unwrap();
+    let (o, out) = run(&mut net.ha, Side::Network, buf.data(), now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let ba = only(out, Side::Network);
+    assert_eq!(
+        stack(&ba),
+        s(&[
+            "IPv4 203.0.113.1 -> 203.0.113.20",
+            "UDP 4191 -> 4191",
+            "IPv6 2001:db8:1::1 -> 2001:db8:1::100",
+            "ESP spi 0x00002002",
+        ])
+    );
+    let mut inner = PacketBuf::from_slice(&ba);
+    bitsgw_wire::encap::decapsulate(&mut inner, 4191).unwrap();
+    assert_eq!(
+        net.mn.stage_mut().handle_inbound(&mut inner, now),
+        bitsgw_ipsec::Disposition::Deliver
+    );
+    let mh = &inner.data()[40..];
+    assert_eq!((mh[2], mh[6], &mh[8..12]), (6, 174, &[0, 9, 0, 0][..]));
+    assert_eq!(
+        ha(&net.ha)
+            .bindings()
+            .get(&v6(HOA))
+            .unwrap()
+            .care_of
+            .to_string(),
+        COA6
+    );
+    assert_eq!(ha(&net.ha).counters().events(MobilityEvent::BuRejected), 1);
 }
