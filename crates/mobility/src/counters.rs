@@ -45,6 +45,10 @@ named_counters! {
         /// A Binding Acknowledgement the mobile node did not ask for, or with
         /// a sequence number it did not send (RFC 6275 11.7.3).
         UnexpectedBa => "ba_unexpected",
+        /// A Binding Acknowledgement that came under another SA than the
+        /// one the policies give BAs (RFC 3776 4.1, RFC 6275 11.7.3), such
+        /// as the payload SA.
+        BaOutsideItsSa => "ba_outside_its_sa",
         /// A mobility message this node does not take in its role.
         UnexpectedMh => "mh_unexpected",
         /// Traffic of the home address while away, with no registered

@@ -181,6 +181,9 @@ pub struct MobileNode {
     out: VecDeque<Vec<u8>>,
     events: VecDeque<MnEvent>,
     counters: MobilityCounters,
+    /// Whether the packet `handle_network` took last came under the SA
+    /// for Binding Acknowledgements.
+    arrived_under_ba_sa: bool,
 }
 
 impl MobileNode {
@@ -201,6 +204,7 @@ impl MobileNode {
             out: VecDeque::new(),
             events: VecDeque::new(),
             counters: MobilityCounters::default(),
+            arrived_under_ba_sa: false,
         }
     }
 
@@ -422,12 +426,21 @@ impl MobileNode {
         }
     }
 
-    /// Tunnel stage, inbound (network -> IPsec).
-    pub fn handle_network(&mut self, buf: &mut PacketBuf) -> Result<(), MobilityDrop> {
+    /// Tunnel stage, inbound (network -> IPsec). It also notes whether the
+    /// packet came under the SA for Binding Acknowledgements, which the
+    /// protocol module asks when IPsec delivers a BA.
+    pub fn handle_network(
+        &mut self,
+        q: &impl IpsecQuery,
+        buf: &mut PacketBuf,
+    ) -> Result<(), MobilityDrop> {
         let paths = self.paths();
         let before = buf.len();
+        self.arrived_under_ba_sa = false;
         match self.tunnel.handle_inbound(&paths, &self.owned, buf) {
-            Ok(()) => {
+            Ok(spi) => {
+                self.arrived_under_ba_sa =
+                    spi.is_some_and(|spi| self.tunnel.under_ba_sa(q, &paths, spi));
                 if buf.len() < before {
                     self.counters.event(MobilityEvent::Decapsulated);
                 }
@@ -464,6 +477,11 @@ impl MobileNode {
         match packet::upper(pkt, |_, dst| mine(dst)) {
             Upper::BadMh | Upper::BadMhChecksum if from_correspondent => Delivered::ToHost,
             Upper::Mh { src, dst, repr, .. } => match repr.message {
+                Message::BindingAck(_) if src == ha && dst == home && !self.arrived_under_ba_sa => {
+                    // RFC 6275 11.7.3 and RFC 3776 4.1: a BA counts only
+                    // under the SA the policies give BAs.
+                    self.dropped(MobilityDrop::BaOutsideItsSa)
+                }
                 Message::BindingAck(ba) if src == ha && dst == home => {
                     let opts: Vec<MhOption<'_>> = repr.options().collect();
                     match self.handle_ba(ba, &opts, now) {

@@ -9,7 +9,7 @@
 use crate::binding::{BindingCache, CareOf, UdpPath};
 use crate::classify::{EspClass, Heuristic};
 use crate::counters::MobilityDrop;
-use bitsgw_ipsec_query::sa::Mode;
+use bitsgw_ipsec_query::sa::{Direction, Mode};
 use bitsgw_ipsec_query::selector::{Addr, AddrSel, Family, FlowKey, NextLayer, ProtoSel};
 use bitsgw_ipsec_query::IpsecQuery;
 use bitsgw_wire::encap::{self, Outer, DSMIP_UDP_PORT};
@@ -415,6 +415,9 @@ pub struct MnPaths {
 pub struct MnTunnel {
     cache: QueryCache,
     heuristic: Heuristic,
+    /// The last inbound SPI asked about, with the generation of the answer
+    /// and whether its SA serves Binding Acknowledgements.
+    ba_sa: Option<(u64, u32, bool)>,
 }
 
 impl MnTunnel {
@@ -422,6 +425,33 @@ impl MnTunnel {
     /// sends a BU).
     pub fn heuristic_mut(&mut self) -> &mut Heuristic {
         &mut self.heuristic
+    }
+
+    /// Whether the inbound SA with this SPI is the one for Binding
+    /// Acknowledgements (RFC 3776 4.1, RFC 6275 11.7.3: a BA counts only
+    /// under the SA the policies give BAs): the SPD entry the flow "MH BA
+    /// from the home agent to the home address" matches is among the
+    /// entries the SA serves. Data arrives under one SPI, so the last
+    /// answer is kept and the per-packet cost is a comparison.
+    pub fn under_ba_sa(&mut self, q: &impl IpsecQuery, paths: &MnPaths, spi: u32) -> bool {
+        let generation = q.generation();
+        if let Some((g, s, answer)) = self.ba_sa {
+            if g == generation && s == spi {
+                return answer;
+            }
+        }
+        let key = FlowKey {
+            local: v6(paths.home),
+            remote: v6(paths.ha),
+            proto: proto::MH,
+            next: NextLayer::Mh { ty: mh_type::BA },
+        };
+        let answer = match (q.lookup(Direction::Inbound, &key), q.inbound_sa(spi)) {
+            (Some(entry), Some(sa)) => sa.spd_entries.contains(&entry.index),
+            _ => false,
+        };
+        self.ba_sa = Some((generation, spi, answer));
+        answer
     }
 
     /// Classifies an outbound ESP packet from the home address to the
@@ -534,13 +564,14 @@ impl MnTunnel {
     /// 3776 6.4 step 2), and gives tunnel-mode ESP sent to a care-of
     /// address its home address back as destination, so IPsec sees what
     /// the home agent's IPsec produced. `care_ofs` are the addresses the
-    /// node owns on visited networks; `port` its UDP port.
+    /// node owns on visited networks; `port` its UDP port. Answers the SPI
+    /// of the ESP packet it passes on from the home agent, if it is one.
     pub fn handle_inbound(
         &mut self,
         paths: &MnPaths,
         care_ofs: &[Path],
         buf: &mut PacketBuf,
-    ) -> Result<(), MobilityDrop> {
+    ) -> Result<Option<u32>, MobilityDrop> {
         let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::Malformed)?;
         if meta.version == IpVersion::V4 {
             let dst = addr4(buf.data(), 16);
@@ -549,7 +580,7 @@ impl MnTunnel {
                 _ => None,
             });
             let Some(port) = port else {
-                return Ok(());
+                return Ok(None);
             };
             let src = addr4(buf.data(), 12);
             match encap::decapsulate(buf, port) {
@@ -557,13 +588,13 @@ impl MnTunnel {
                     return Err(MobilityDrop::UnknownTunnelPeer)
                 }
                 Ok(_) => {}
-                Err(encap::EncapError::NotEncapsulated) => return Ok(()),
+                Err(encap::EncapError::NotEncapsulated) => return Ok(None),
                 Err(_) => return Err(MobilityDrop::BadEncapsulation),
             }
         }
         let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::BadEncapsulation)?;
         if meta.version != IpVersion::V6 || addr16(buf.data(), 8) != Some(paths.ha) {
-            return Ok(());
+            return Ok(None);
         }
         match mip6::find_type2_routing_header(buf.data()) {
             Ok(Some(_)) => {
@@ -572,7 +603,7 @@ impl MnTunnel {
                 if home != paths.home {
                     return Err(MobilityDrop::BadMobilityExtension);
                 }
-                Ok(())
+                Ok(esp_spi(buf.data(), &meta))
             }
             Ok(None) => {
                 let dst = addr16(buf.data(), 24);
@@ -587,8 +618,11 @@ impl MnTunnel {
                     // to IPsec, whose SPD decides about it.
                     encap::decapsulate(buf, DSMIP_UDP_PORT)
                         .map_err(|_| MobilityDrop::BadEncapsulation)?;
+                    let inner =
+                        ip::parse(buf.data()).map_err(|_| MobilityDrop::BadEncapsulation)?;
+                    return Ok(esp_spi(buf.data(), &inner));
                 }
-                Ok(())
+                Ok(esp_spi(buf.data(), &meta))
             }
             Err(_) => Err(MobilityDrop::BadMobilityExtension),
         }

@@ -8,6 +8,8 @@
 //! takes), and every one that leaves is checked byte for byte.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use bitsgw_mobility::counters::{MobilityDrop, MobilityEvent};
 use bitsgw_mobility::ha::Delivered;
 use bitsgw_mobility::mn::{Attachment, MnConfig, MnEvent, MobileNode};
@@ -16,8 +18,9 @@ use bitsgw_wire::mh::{
     ba_status, be_status, ipv4_ack_status, mh_checksum, BindingAck, Message, MhOption,
 };
 use bitsgw_wire::{PacketBuf, Timestamp};
+use common::{v6, SeedPolicy, BA_SPI, DATA_SPI};
 use core::time::Duration;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 const HA: &str = "2001:db8:1::1";
 const HOA: &str = "2001:db8:1::100";
@@ -25,10 +28,6 @@ const COA: &str = "2001:db8:2::100";
 const CN: &str = "2001:db8:1::77";
 const COA4: &str = "203.0.113.20";
 const HA4: &str = "203.0.113.1";
-
-fn v6(s: &str) -> [u8; 16] {
-    s.parse::<Ipv6Addr>().unwrap().octets()
-}
 
 fn v4(s: &str) -> [u8; 4] {
     s.parse::<Ipv4Addr>().unwrap().octets()
@@ -81,8 +80,22 @@ fn sent(mn: &mut MobileNode) -> Option<Vec<u8>> {
     mn.poll_transmit(&mut buf).then(|| buf.data().to_vec())
 }
 
-fn deliver(mn: &mut MobileNode, pkt: &[u8], now: Timestamp) -> Delivered {
+/// `pkt` as IPsec delivers it, after the node's tunnel stage took the
+/// ESP packet it came in under the SA with `spi`.
+fn deliver_under(mn: &mut MobileNode, spi: u32, pkt: &[u8], now: Timestamp) -> Delivered {
+    let mut esp = vec![0x60, 0, 0, 0, 0, 16, 50, 64];
+    esp.extend_from_slice(&v6(HA));
+    esp.extend_from_slice(&v6(HOA));
+    esp.extend_from_slice(&spi.to_be_bytes());
+    esp.extend_from_slice(&[0, 0, 0, 1, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a]);
+    let mut buf = PacketBuf::from_slice(&esp);
+    mn.handle_network(&SeedPolicy, &mut buf).unwrap();
     mn.handle_delivered(&PacketBuf::from_slice(pkt), now)
+}
+
+/// `pkt` as IPsec delivers it from the SA for Binding Acknowledgements.
+fn deliver(mn: &mut MobileNode, pkt: &[u8], now: Timestamp) -> Delivered {
+    deliver_under(mn, BA_SPI, pkt, now)
 }
 
 fn ba(status: u8, seq: u16, units: u16, opts: &[MhOption<'_>]) -> Vec<u8> {
@@ -213,6 +226,30 @@ fn binding_ack_with_a_wrong_sequence_number_is_dropped() {
         Delivered::Drop(MobilityDrop::UnexpectedBa),
         "no BU in flight"
     );
+}
+
+/// RFC 3776 4.1 and RFC 6275 11.7.3: a BA that IPsec delivered from
+/// another SA than the one for BAs (here the payload SA, whose selectors
+/// also cover it) registers nothing: dropped and counted, the BU still
+/// retransmitted; taken from the SA for BAs it registers.
+#[test]
+fn binding_ack_from_the_wrong_sa_is_dropped() {
+    let mut mn = node();
+    mn.handle_move(Attachment::V6(v6(COA)), true, at(0));
+    assert_eq!(sent(&mut mn).unwrap(), bu_v6(1, 105));
+    assert_eq!(
+        deliver_under(&mut mn, DATA_SPI, &ba(0, 1, 105, &[]), at(10)),
+        Delivered::Drop(MobilityDrop::BaOutsideItsSa)
+    );
+    assert_eq!(mn.counters().drops(MobilityDrop::BaOutsideItsSa), 1);
+    assert_eq!(mn.registered(), None);
+    assert_eq!(mn.registering(), Some(Attachment::V6(v6(COA))));
+    assert_eq!(sent(&mut mn), None);
+    assert_eq!(
+        deliver(&mut mn, &ba(0, 1, 105, &[]), at(20)),
+        Delivered::Consumed
+    );
+    assert_eq!(mn.registered(), Some(Attachment::V6(v6(COA))));
 }
 
 /// RFC 6275 11.3.6: a Binding Error from the home agent (which is on the

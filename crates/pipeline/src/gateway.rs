@@ -126,7 +126,7 @@ impl Mobility {
     ) -> Result<(), MobilityDrop> {
         match self {
             Mobility::HomeAgent(ha) => ha.handle_network(&stage.query(), buf, now),
-            Mobility::MobileNode(mn) => mn.handle_network(buf),
+            Mobility::MobileNode(mn) => mn.handle_network(&stage.query(), buf),
         }
     }
 

@@ -1735,3 +1735,70 @@ fn rfc5555_4_3_1_a_udp_binding_update_without_the_ipv4_care_of_option_is_refused
     );
     assert_eq!(ha(&net.ha).counters().events(MobilityEvent::BuRejected), 1);
 }
+
+/// RFC 3776 4.1 and RFC 6275 11.7.3: the BA must come under the SA for
+/// BAs. A BA sealed with the home agent's payload SA (tunnel mode, SPI
+/// 0x2008, whose selectors also cover it), with the right sequence number,
+/// registers nothing: the tunnel stage noted the SPI it came under, and the
+/// query API says that SA does not serve the BA entry.
+#[test]
+fn rfc3776_a_binding_ack_under_the_payload_sa_registers_nothing() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    assert_eq!(bu.len(), 1);
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/dsmip-hostwide-ha.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let sa8 = doc["sad"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|sa| sa["name"] == "sa8")
+        .unwrap()
+        .clone();
+    let wrong = serde_json::json!({
+        "danger_static_keys_for_counter_mode": true,
+        "addresses": doc["addresses"],
+        "spd": {"outbound": [{"name": "ba-under-payload-sa", "local": "home_agent_1",
+                               "remote": "home_address_1", "proto": "mh",
+                               "action": "protect", "sa": "sa8"}],
+                "inbound": [{"name": "all-in", "action": "discard"}]},
+        "sad": [sa8]
+    });
+    let set = bitsgw_ipsec::config::parse_policy(&wrong.to_string(), "wrong-sa.json").unwrap();
+    let mut sender = IpsecStage::new(StageConfig::default());
+    set.apply(&mut sender, Timestamp::ZERO).unwrap();
+    let ba = bitsgw_mobility::packet::mh_packet(
+        v6(HA),
+        v6(HOA),
+        &bitsgw_wire::mh::Message::BindingAck(bitsgw_wire::mh::BindingAck {
+            status: 0,
+            key_mgmt_compat: false,
+            seq: 1,
+            lifetime_units: 105,
+        }),
+        &[],
+    );
+    let mut buf = PacketBuf::from_slice(&ba);
+    assert_eq!(
+        sender.handle_outbound(&mut buf, net.now),
+        bitsgw_ipsec::Disposition::Forward
+    );
+    buf.data_mut()[24..40].copy_from_slice(&v6(COA6));
+    assert_eq!(
+        stack(buf.data()),
+        s(&[
+            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
+            "ESP spi 0x00002008"
+        ])
+    );
+    let (o, out) = run(&mut net.mn, Side::Network, buf.data(), net.now);
+    assert!(out.is_empty());
+    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::BaOutsideItsSa));
+    assert_eq!(mn(&mut net.mn).registered(), None);
+    assert_eq!(
+        mn(&mut net.mn).registering(),
+        Some(Attachment::V6(v6(COA6)))
+    );
+}
