@@ -10,7 +10,7 @@ use crate::seq;
 use crate::tunnel::{HaAddresses, HaInbound, HaTunnel};
 use bitsgw_ipsec_query::IpsecQuery;
 use bitsgw_wire::mh::{
-    ba_status, be_status, ipv4_ack_status, BindingAck, BindingUpdate, Message, MhOption,
+    ba_status, be_status, ipv4_ack_status, mh_type, BindingAck, BindingUpdate, Message, MhOption,
 };
 use bitsgw_wire::mip6::{
     MobilePrefixAdvertisement, MobilePrefixSolicitation, PrefixInfo, ICMPV6_MPS,
@@ -110,6 +110,9 @@ pub struct HomeAgent {
     /// so (status 1, RFC 6275 10.6.2).
     prefixes_changed: rustc_hash::FxHashSet<[u8; 16]>,
     counters: MobilityCounters,
+    /// The packet `poll_transmit` handed out last is a BA: the next packet
+    /// through the outbound tunnel stage is it, sealed by IPsec.
+    sending_ba: bool,
 }
 
 impl HomeAgent {
@@ -125,6 +128,7 @@ impl HomeAgent {
             newly_away: VecDeque::new(),
             prefixes_changed: rustc_hash::FxHashSet::default(),
             counters: MobilityCounters::default(),
+            sending_ba: false,
         }
     }
 
@@ -201,9 +205,10 @@ impl HomeAgent {
             .and_then(|d| self.replies.get(&d))
             .filter(|r| r.until > now)
             .map(|r| r.care_of);
+        let own_ba = core::mem::take(&mut self.sending_ba);
         match self
             .tunnel
-            .handle_outbound(q, &self.cache, extra.as_ref(), &ha, buf)
+            .handle_outbound(q, &self.cache, extra.as_ref(), &ha, own_ba, buf)
         {
             Ok(true) => {
                 self.counters
@@ -594,7 +599,10 @@ impl HomeAgent {
     /// the IPsec stage's outbound side.
     pub fn poll_transmit(&mut self, buf: &mut PacketBuf) -> bool {
         match self.out.pop_front() {
-            Some(p) => buf.set(&p).is_ok(),
+            Some(p) => {
+                self.sending_ba = packet::mh_type_of(&p) == Some(mh_type::BA);
+                buf.set(&p).is_ok()
+            }
             None => false,
         }
     }

@@ -9,7 +9,9 @@ use crate::packet::{self, Upper};
 use crate::tunnel::{MnPaths, MnTunnel, Path};
 use bitsgw_ipsec_query::IpsecQuery;
 use bitsgw_wire::encap::DSMIP_UDP_PORT;
-use bitsgw_wire::mh::{ba_status, be_status, ipv4_ack_status, BindingUpdate, Message, MhOption};
+use bitsgw_wire::mh::{
+    ba_status, be_status, ipv4_ack_status, mh_type, BindingUpdate, Message, MhOption,
+};
 use bitsgw_wire::mip6::{MobilePrefixAdvertisement, MobilePrefixSolicitation, ICMPV6_MPA};
 use bitsgw_wire::{PacketBuf, Timestamp};
 use core::time::Duration;
@@ -184,6 +186,9 @@ pub struct MobileNode {
     /// Whether the packet `handle_network` took last came under the SA
     /// for Binding Acknowledgements.
     arrived_under_ba_sa: bool,
+    /// The packet `poll_transmit` handed out last is a BU: the next packet
+    /// through the outbound tunnel stage is it, sealed by IPsec.
+    sending_bu: bool,
 }
 
 impl MobileNode {
@@ -205,6 +210,7 @@ impl MobileNode {
             events: VecDeque::new(),
             counters: MobilityCounters::default(),
             arrived_under_ba_sa: false,
+            sending_bu: false,
         }
     }
 
@@ -266,6 +272,7 @@ impl MobileNode {
             registering: self
                 .pending
                 .and_then(|p| self.path_for(p.attachment, false)),
+            own_bu: false,
         }
     }
 
@@ -404,7 +411,8 @@ impl MobileNode {
         q: &impl IpsecQuery,
         buf: &mut PacketBuf,
     ) -> Result<Option<EspClass>, MobilityDrop> {
-        let paths = self.paths();
+        let mut paths = self.paths();
+        paths.own_bu = core::mem::take(&mut self.sending_bu);
         match self
             .tunnel
             .handle_outbound(q, &paths, self.cfg.classifier, buf)
@@ -685,7 +693,10 @@ impl MobileNode {
     /// IPsec stage's outbound side.
     pub fn poll_transmit(&mut self, buf: &mut PacketBuf) -> bool {
         match self.out.pop_front() {
-            Some(p) => buf.set(&p).is_ok(),
+            Some(p) => {
+                self.sending_bu = packet::mh_type_of(&p) == Some(mh_type::BU);
+                buf.set(&p).is_ok()
+            }
             None => false,
         }
     }

@@ -29,6 +29,14 @@ pub fn mh_packet(
     )
 }
 
+/// The Mobility Header type of a packet [`mh_packet`] built (no extension
+/// headers), if it is one.
+pub fn mh_type_of(pkt: &[u8]) -> Option<u8> {
+    (pkt.get(6) == Some(&proto::MH))
+        .then(|| pkt.get(ip::IPV6_HEADER + 2).copied())
+        .flatten()
+}
+
 /// An IPv6 packet carrying an ICMPv6 message already emitted (checksum
 /// included) in `icmp`.
 pub fn icmpv6_packet(src: [u8; 16], dst: [u8; 16], icmp: &[u8]) -> Vec<u8> {

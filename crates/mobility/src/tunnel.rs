@@ -51,6 +51,10 @@ fn esp_spi(pkt: &[u8], meta: &IpMeta) -> Option<u32> {
 struct Signalling {
     binding: Option<u32>,
     transport: [Option<u32>; 2],
+    /// The binding SA also protects other Mobility Header messages (BRR,
+    /// BE): its SPI alone does not tell the BU or BA, which alone may
+    /// carry a Home Address option or type 2 routing header (RFC 6275 6.1).
+    binding_shared: bool,
 }
 
 /// Answers of the query API, kept until its generation changes (so the
@@ -112,9 +116,16 @@ impl QueryCache {
             let transport = |sa: Option<bitsgw_ipsec_query::SaView<'_>>| {
                 sa.filter(|s| s.mode == Mode::Transport).map(|s| s.spi)
             };
+            let binding_shared = binding.is_some_and(|b| {
+                [mh_type::BRR, mh_type::BE].iter().any(|&ty| {
+                    q.outbound_sa_for_flow(&key(proto::MH, NextLayer::Mh { ty }))
+                        .is_some_and(|other| other.spi == b.spi)
+                })
+            });
             Signalling {
                 binding: binding.map(|s| s.spi),
                 transport: [transport(binding), transport(prefix)],
+                binding_shared,
             }
         })
     }
@@ -230,11 +241,31 @@ impl HaTunnel {
                 Err(_) => return drop(MobilityDrop::BadEncapsulation),
             }
         }
-        let Ok(meta) = ip::parse(buf.data()) else {
+        let Ok(mut meta) = ip::parse(buf.data()) else {
             return drop(MobilityDrop::BadEncapsulation);
         };
         if meta.version != IpVersion::V6 {
             return HaInbound::Pass;
+        }
+        if meta.proto == proto::IPV6 && addr16(buf.data(), 24) == Some(ha.v6) {
+            // RFC 6275 10.4.5: a packet the mobile node tunnelled to the home
+            // agent (signalling that may carry no Home Address option, RFC
+            // 6275 6.1) is taken only from the care-of address of the binding
+            // of its inner source; what is inside goes to IPsec.
+            let outer_src = addr16(buf.data(), 8);
+            if encap::decapsulate(buf, DSMIP_UDP_PORT).is_err() {
+                return drop(MobilityDrop::BadEncapsulation);
+            }
+            let from_care_of = addr16(buf.data(), 8)
+                .and_then(|home| bindings.get(&home))
+                .is_some_and(|b| outer_src.is_some_and(|s| b.care_of == CareOf::V6(s)));
+            if !from_care_of {
+                return drop(MobilityDrop::UnknownTunnelPeer);
+            }
+            let Ok(inner) = ip::parse(buf.data()) else {
+                return drop(MobilityDrop::BadEncapsulation);
+            };
+            meta = inner;
         }
         let bu_home = esp_spi(buf.data(), &meta).and_then(|spi| self.cache.bu_home(q, spi));
         if let Some(home) = bu_home {
@@ -286,28 +317,36 @@ impl HaTunnel {
     /// takes the packet in IPv4, or in UDP when a NAT is on the path, and
     /// signalling always in UDP, back to where the BU came from (RFC 5555
     /// 4.2). No SA is touched. Without a binding the packet is left as it
-    /// is, for the home link.
+    /// is, for the home link. `own_ba` says the packet is the protocol
+    /// module's BA: when the BA's SA also carries other MH messages (the
+    /// RFC 3776 pair), only the BA gets the routing header (RFC 6275 6.1)
+    /// and the others go in an IPv6 tunnel like data.
     pub fn handle_outbound(
         &mut self,
         q: &impl IpsecQuery,
         bindings: &BindingCache,
         extra: Option<&CareOf>,
         ha: &HaAddresses,
+        own_ba: bool,
         buf: &mut PacketBuf,
     ) -> Result<bool, MobilityDrop> {
         let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::Malformed)?;
         let pkt = buf.data();
         let spi = esp_spi(pkt, &meta);
         let from_us = meta.version == IpVersion::V6 && addr16(pkt, 8) == Some(ha.v6);
+        let mut tunnelled_signalling = false;
         let (home, care_of, signalling) = match meta.version {
             IpVersion::V6 => {
                 let dst = addr16(pkt, 24).ok_or(MobilityDrop::Malformed)?;
                 let signalling = match spi {
-                    Some(spi) if from_us => self
-                        .cache
-                        .signalling(q, ha.v6, dst, mh_type::BA, ICMPV6_MPA)
-                        .transport
-                        .contains(&Some(spi)),
+                    Some(spi) if from_us => {
+                        let s = self
+                            .cache
+                            .signalling(q, ha.v6, dst, mh_type::BA, ICMPV6_MPA);
+                        let other_mh = s.binding_shared && s.binding == Some(spi) && !own_ba;
+                        tunnelled_signalling = other_mh;
+                        s.transport.contains(&Some(spi)) && !other_mh
+                    }
                     _ => false,
                 };
                 // RFC 6275 9.5.4: a BA goes to where its BU came from, so
@@ -337,7 +376,7 @@ impl HaTunnel {
                     mip6::insert_type2_routing_header(buf, home)
                         .map_err(|_| MobilityDrop::NoBufferRoom)?;
                     buf.data_mut()[24..40].copy_from_slice(&coa);
-                } else if spi.is_some() && from_us {
+                } else if spi.is_some() && from_us && !tunnelled_signalling {
                     buf.data_mut()[24..40].copy_from_slice(&coa);
                 } else {
                     encap::encapsulate(
@@ -408,6 +447,10 @@ pub struct MnPaths {
     pub active: Option<Path>,
     /// The path being registered (its BU is in flight).
     pub registering: Option<Path>,
+    /// The packet leaving now is the protocol module's own Binding Update
+    /// (when the BU's SA carries any MH type, only that one gets a Home
+    /// Address option, RFC 6275 6.1).
+    pub own_bu: bool,
 }
 
 /// The mobile node's tunnel stage.
@@ -473,7 +516,7 @@ impl MnTunnel {
         } else {
             EspClass::Data
         };
-        match mode {
+        let class = match mode {
             crate::classify::ClassifierMode::Api => by_api,
             crate::classify::ClassifierMode::Heuristic => match self.heuristic.classify(spi) {
                 // The heuristic knows nothing of other transport-mode
@@ -481,6 +524,11 @@ impl MnTunnel {
                 EspClass::Data if by_api == EspClass::TransportSignalling => by_api,
                 c => c,
             },
+        };
+        if class == EspClass::BindingUpdate && s.binding_shared && !paths.own_bu {
+            EspClass::TunnelledSignalling
+        } else {
+            class
         }
     }
 
@@ -531,8 +579,21 @@ impl MnTunnel {
         let Some(path) = path else {
             return Err(MobilityDrop::NoCareOf);
         };
-        let transport = class != EspClass::Data;
+        let transport = matches!(
+            class,
+            EspClass::BindingUpdate | EspClass::TransportSignalling
+        );
         match path {
+            Path::V6 { coa } if class == EspClass::TunnelledSignalling => {
+                encap::encapsulate(
+                    buf,
+                    &Outer::V6 {
+                        src: coa,
+                        dst: paths.ha,
+                    },
+                )
+                .map_err(|_| MobilityDrop::NoBufferRoom)?;
+            }
             Path::V6 { coa } => {
                 if transport {
                     mip6::insert_home_address_option(buf, paths.home)

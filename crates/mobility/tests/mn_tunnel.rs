@@ -24,6 +24,7 @@ fn paths() -> MnPaths {
         ha_v4: None,
         active: Some(Path::V6 { coa: v6(OLD_COA) }),
         registering: Some(Path::V6 { coa: v6(NEW_COA) }),
+        own_bu: true,
     }
 }
 

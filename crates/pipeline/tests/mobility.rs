@@ -275,6 +275,26 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| (*x).to_string()).collect()
 }
 
+/// The header stack of a Binding Update from COA6 under the SA `spi`
+/// (RFC 3776 6.1 step 5: care-of address as source, HAO).
+fn bu_from_coa6(spi: u32) -> Vec<String> {
+    vec![
+        format!("IPv6 {COA6} -> {HA}"),
+        format!("DestOpt HAO {HOA}"),
+        format!("ESP spi 0x{spi:08x}"),
+    ]
+}
+
+/// The header stack of a Binding Acknowledgement to COA6 under the SA
+/// `spi` (RFC 3776 6.3 step 5: type 2 routing header).
+fn ba_to_coa6(spi: u32) -> Vec<String> {
+    vec![
+        format!("IPv6 {HA} -> {COA6}"),
+        format!("RH2 {HOA} (segments left 1)"),
+        format!("ESP spi 0x{spi:08x}"),
+    ]
+}
+
 // ---------------------------------------------------------------------
 // The simulated Internet
 // ---------------------------------------------------------------------
@@ -462,14 +482,7 @@ fn rfc3776_6_1_to_6_4_binding_update_and_ack_over_ipv6() {
     // 6.1 step 5: after IPsec (SPI of the BU SA) the tunnel stage put the
     // care-of address in the source and the home address in a HAO.
     let bu = only(out, Side::Network);
-    assert_eq!(
-        stack(&bu),
-        s(&[
-            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
-            "DestOpt HAO 2001:db8:1::100",
-            "ESP spi 0x00002001",
-        ])
-    );
+    assert_eq!(stack(&bu), bu_from_coa6(0x2001));
     // 6.2: at the HA the HAO is processed first (step 2), then ESP (step
     // 3), the selectors are checked (step 4) and the BU is delivered to the
     // protocol module (step 5), which answers.
@@ -480,14 +493,7 @@ fn rfc3776_6_1_to_6_4_binding_update_and_ack_over_ipv6() {
     assert_eq!(b.care_of.to_string(), COA6);
     // 6.3 step 5: BA with a type 2 routing header to the care-of address.
     let ba = only(out, Side::Network);
-    assert_eq!(
-        stack(&ba),
-        s(&[
-            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
-            "RH2 2001:db8:1::100 (segments left 1)",
-            "ESP spi 0x00002002",
-        ])
-    );
+    assert_eq!(stack(&ba), ba_to_coa6(0x2002));
     // 6.4: the MN processes the routing header (step 2), ESP (step 3), the
     // selectors (step 4) and gives the BA to its protocol module (step 5).
     let (o, out) = run(&mut net.mn, Side::Network, &ba, net.now);
@@ -1497,14 +1503,7 @@ fn answered_with_a_bu(net: &mut Net, pkt: &[u8]) -> Vec<u8> {
     let (o, out) = run(&mut net.mn, Side::Network, pkt, net.now);
     assert_eq!(o, Outcome::MobilityConsumed);
     let bu = only(out, Side::Network);
-    assert_eq!(
-        stack(&bu),
-        s(&[
-            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
-            "DestOpt HAO 2001:db8:1::100",
-            "ESP spi 0x00002001",
-        ])
-    );
+    assert_eq!(stack(&bu), bu_from_coa6(0x2001));
     bu
 }
 
@@ -1535,14 +1534,7 @@ fn rfc6275_9_3_3_binding_error_goes_in_clear_to_the_care_of_address_with_the_hom
     );
     bitsgw_wire::mip6::insert_home_address_option(&mut buf, v6(HOA)).unwrap();
     buf.data_mut()[8..24].copy_from_slice(&v6(COA6));
-    assert_eq!(
-        stack(buf.data()),
-        s(&[
-            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
-            "DestOpt HAO 2001:db8:1::100",
-            "ESP spi 0x00001001",
-        ])
-    );
+    assert_eq!(stack(buf.data()), bu_from_coa6(0x1001));
     let (o, out) = run(&mut net.ha, Side::Network, buf.data(), now);
     assert_eq!(o, Outcome::MobilityConsumed);
     let be = only(out, Side::Network);
@@ -1801,4 +1793,69 @@ fn rfc3776_a_binding_ack_under_the_payload_sa_registers_nothing() {
         mn(&mut net.mn).registering(),
         Some(Attachment::V6(v6(COA6)))
     );
+}
+
+/// RFC 6275 6.1 with the RFC 3776 pair, whose BU and BA SAs carry any MH
+/// type: only the Binding Update gets a Home Address option and only the
+/// Binding Acknowledgement a type 2 routing header. Another MH message
+/// from the home address (here one the host sends, of a type nobody
+/// knows) goes in an IPv6 tunnel from the care-of address (RFC 6275
+/// 11.3.1), which the home agent takes only from the binding's care-of
+/// address (10.4.5); the Binding Error it answers to the home address goes
+/// in an IPv6 tunnel to the care-of address, and the mobile node takes it.
+#[test]
+fn rfc6275_6_1_home_address_option_and_routing_header_only_on_bu_and_ba() {
+    let mut net = Net::new();
+    net.ha = home_agent_with("rfc3776-ha.json", false);
+    net.mn = mobile_node_with("rfc3776-mn.json");
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    let bu = only(bu, Side::Network);
+    assert_eq!(stack(&bu), bu_from_coa6(0x1001));
+    let (_, out) = run(&mut net.ha, Side::Network, &bu, net.now);
+    let ba = only(out, Side::Network);
+    assert_eq!(stack(&ba), ba_to_coa6(0x1002));
+    let (o, _) = run(&mut net.mn, Side::Network, &ba, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    net.events();
+    let (o, out) = run(
+        &mut net.mn,
+        Side::Host,
+        &mh_bytes(HOA, HA, 42, &[0, 0]),
+        net.now,
+    );
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Forward));
+    let other = only(out, Side::Network);
+    assert_eq!(
+        stack(&other),
+        s(&[
+            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
+            "IPv6 2001:db8:1::100 -> 2001:db8:1::1",
+            "ESP spi 0x00001001",
+        ])
+    );
+    // From anywhere but the binding's care-of address, the tunnel is refused.
+    let mut elsewhere = other.clone();
+    elsewhere[8..24].copy_from_slice(&v6(COA6B));
+    let (o, _) = run(&mut net.ha, Side::Network, &elsewhere, net.now);
+    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::UnknownTunnelPeer));
+    let (o, out) = run(&mut net.ha, Side::Network, &other, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let be = only(out, Side::Network);
+    assert_eq!(
+        stack(&be),
+        s(&[
+            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
+            "IPv6 2001:db8:1::1 -> 2001:db8:1::100",
+            "ESP spi 0x00001002",
+        ])
+    );
+    let (o, out) = run(&mut net.mn, Side::Network, &be, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    assert!(out.is_empty());
+    assert_eq!(net.events(), vec![MnEvent::BindingError { status: 2 }]);
+    // The next refresh is a BU again, with its Home Address option.
+    let now = net.now;
+    mn(&mut net.mn).refresh(now);
+    let bu = only(poll(&mut net.mn, now), Side::Network);
+    assert_eq!(stack(&bu)[1], "DestOpt HAO 2001:db8:1::100");
 }
