@@ -131,6 +131,10 @@ named_counters! {
         ClassifiedBu => "classified_binding_update",
         /// Outbound ESP packets the classifier took for data.
         ClassifiedData => "classified_data",
+        /// Packets of a node at home that the inactive tunnel entries would
+        /// have taken, passed around IPsec as without mobility (RFC 3776
+        /// 4.2).
+        AtHomeUntunnelled => "at_home_untunnelled",
         /// Neighbor Solicitations and ARP requests for an away node's home
         /// address answered by the home agent (RFC 6275 10.4.1).
         ProxyAnswered => "proxy_nd_answered",

@@ -192,6 +192,40 @@ impl HomeAgent {
         }
     }
 
+    /// RFC 3776 4.2: for a node at home (no binding) the SPD entries of the
+    /// tunnel between the home agent and its home address are inactive: a
+    /// packet from the home link to one of its home addresses that they
+    /// would take goes around IPsec, as it would without mobility. (The
+    /// node at home sends on the home link, not through the network port,
+    /// so nothing received is passed around IPsec.)
+    pub fn untunnelled_at_home(&mut self, q: &impl IpsecQuery, received: bool, pkt: &[u8]) -> bool {
+        // Every node away (the usual case) costs one comparison.
+        if received || self.cache.len() >= self.cfg.nodes.len() {
+            return false;
+        }
+        let dst = match pkt.first().map(|b| b >> 4) {
+            Some(6) => pkt.get(24..40),
+            Some(4) => pkt.get(16..20),
+            _ => None,
+        };
+        let Some(dst) = dst else {
+            return false;
+        };
+        let node = self
+            .cfg
+            .nodes
+            .iter()
+            .find(|n| dst == n.home || n.home_v4.is_some_and(|a| dst == a));
+        let untunnelled = node.is_some_and(|n| {
+            self.cache.get(&n.home).is_none()
+                && crate::tunnel::in_home_tunnel(q, pkt, false, self.cfg.address, n.home)
+        });
+        if untunnelled {
+            self.counters.event(MobilityEvent::AtHomeUntunnelled);
+        }
+        untunnelled
+    }
+
     /// Tunnel stage, outbound (IPsec -> network): Req #1.
     pub fn handle_protected(
         &mut self,

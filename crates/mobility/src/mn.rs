@@ -434,6 +434,33 @@ impl MobileNode {
         }
     }
 
+    /// RFC 3776 4.2: at home (and on the way there, once the
+    /// de-registration is sent), the SPD entries of the tunnel between the
+    /// home address and the home agent are inactive: a packet of the home
+    /// addresses that they would take goes around IPsec, as it would
+    /// without mobility. `received` is true for packets from the network.
+    pub fn untunnelled_at_home(&mut self, q: &impl IpsecQuery, received: bool, pkt: &[u8]) -> bool {
+        if self.attachment != Attachment::Home || self.active.is_some() {
+            return false;
+        }
+        // Outbound the home address is the source, inbound the destination.
+        let home_v4 = self.home_v4.or(self.cfg.home_v4.filter(|a| *a != [0; 4]));
+        let ours = match pkt.first().map(|b| b >> 4) {
+            Some(6) => packet::arr16(pkt, if received { 24 } else { 8 }) == Some(self.cfg.home),
+            Some(4) => {
+                let at = if received { 16 } else { 12 };
+                home_v4.is_some_and(|h| pkt.get(at..at + 4) == Some(&h[..]))
+            }
+            _ => false,
+        };
+        let untunnelled = ours
+            && crate::tunnel::in_home_tunnel(q, pkt, received, self.cfg.home, self.cfg.home_agent);
+        if untunnelled {
+            self.counters.event(MobilityEvent::AtHomeUntunnelled);
+        }
+        untunnelled
+    }
+
     /// Tunnel stage, inbound (network -> IPsec). It also notes whether the
     /// packet came under the SA for Binding Acknowledgements, which the
     /// protocol module asks when IPsec delivers a BA.

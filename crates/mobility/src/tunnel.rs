@@ -152,6 +152,44 @@ fn bu_sa_home(q: &impl IpsecQuery, spi: u32) -> Option<[u8; 16]> {
     })
 }
 
+/// RFC 3776 4.2 (the draft's section 4, "returns home"): at home, the SPD
+/// entries that protect the tunnel between the home address and the home
+/// agent are inactive. Whether `pkt` is traffic such an entry takes: the
+/// outbound SPD entry its flow (or, for a packet received, the flow back)
+/// matches first is protected by a tunnel-mode SA from `local` to
+/// `remote`. Every other entry (bypass, discard, a transport-mode SA, a
+/// tunnel elsewhere) still applies, so nothing else leaves in clear.
+pub(crate) fn in_home_tunnel(
+    q: &impl IpsecQuery,
+    pkt: &[u8],
+    received: bool,
+    local: [u8; 16],
+    remote: [u8; 16],
+) -> bool {
+    let Ok(meta) = ip::parse(pkt) else {
+        return false;
+    };
+    if received && matches!(meta.proto, proto::ESP | proto::AH) {
+        // What IPsec protected is for IPsec to open.
+        return false;
+    }
+    let direction = if received {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    };
+    // Inbound, the key's local and remote are those of the flow back, and
+    // the outbound SPD holds the tunnel's SA.
+    let key = FlowKey::of_packet(pkt, &meta, direction);
+    let tunnel = Mode::Tunnel {
+        local: v6(local),
+        remote: v6(remote),
+    };
+    q.lookup(Direction::Outbound, &key)
+        .and_then(|entry| q.outbound_sa(entry))
+        .is_some_and(|sa| sa.mode == tunnel)
+}
+
 /// Whether the tunnel stage encapsulated a packet it passed on (an IPv4
 /// outer header, or IPv6 carrying IP) or re-addressed it.
 pub(crate) fn what_was_done(pkt: &[u8]) -> crate::counters::MobilityEvent {

@@ -1859,3 +1859,71 @@ fn rfc6275_6_1_home_address_option_and_routing_header_only_on_bu_and_ba() {
     let bu = only(poll(&mut net.mn, now), Side::Network);
     assert_eq!(stack(&bu)[1], "DestOpt HAO 2001:db8:1::100");
 }
+
+/// RFC 3776 4.2: once the node is home and de-registered, the SPD entries
+/// of the tunnel between the home address and the home agent are
+/// inactive: payload goes as it would without mobility, in clear, both
+/// ways, byte for byte what the hosts sent. Every other entry still
+/// applies (a BU still goes under its transport-mode SA, traffic of other
+/// addresses is still discarded), and once away again the tunnel is back.
+#[test]
+fn rfc3776_4_2_at_home_traffic_goes_as_without_mobility() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    let bu = net.move_to(Attachment::Home, None, false);
+    net.settle(bu, vec![]);
+    assert!(ha(&net.ha).bindings().is_empty());
+    let up = udp(HOA, CN, 100);
+    let (o, out) = run(&mut net.mn, Side::Host, &up, net.now);
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Forward));
+    assert_eq!(only(out, Side::Network), up, "in clear, unchanged");
+    let down = udp(CN, HOA, 100);
+    let (o, out) = run(&mut net.ha, Side::Host, &down, net.now);
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Forward));
+    let down_wire = only(out, Side::Network);
+    assert_eq!(down_wire, down, "in clear, unchanged");
+    let (o, out) = run(&mut net.mn, Side::Network, &down_wire, net.now);
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Deliver));
+    assert_eq!(only(out, Side::Host), down);
+    let untunnelled = |gw: &Gateway| {
+        gw.mobility()
+            .unwrap()
+            .counters()
+            .events(MobilityEvent::AtHomeUntunnelled)
+    };
+    assert_eq!((untunnelled(&net.mn), untunnelled(&net.ha)), (2, 1));
+    // Other entries still apply.
+    let (_, out) = run(
+        &mut net.mn,
+        Side::Host,
+        &mh_bytes(HOA, HA, 5, &[0; 10]),
+        net.now,
+    );
+    assert_eq!(
+        stack(&only(out, Side::Network)),
+        s(&[
+            "IPv6 2001:db8:1::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002001"
+        ])
+    );
+    let (o, out) = run(&mut net.mn, Side::Host, &udp(COA6, CN, 100), net.now);
+    assert!(out.is_empty());
+    assert_eq!(
+        o,
+        Outcome::Ipsec(bitsgw_ipsec::Disposition::Drop(
+            bitsgw_ipsec::DropReason::PolicyDiscard
+        ))
+    );
+    // Away again: the tunnel is back.
+    let bu = net.move_to(Attachment::V6(v6(COA6B)), Some(COA6B), true);
+    net.settle(bu, vec![]);
+    let (_, out) = run(&mut net.mn, Side::Host, &up, net.now);
+    assert_eq!(
+        stack(&only(out, Side::Network)),
+        s(&[
+            "IPv6 2001:db8:3::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002007"
+        ])
+    );
+}
