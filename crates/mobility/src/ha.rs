@@ -380,11 +380,12 @@ impl HomeAgent {
             this.send_ba(home, status, seq_no, 0, &[]);
         };
         if without_v4_care_of {
-            // RFC 5555 4.3.1: a Binding Update that came in UDP over IPv4
-            // must carry the IPv4 Care-of Address option; without it the
-            // home agent rejects it with 174 (invalid care-of address),
-            // answering where it came from. It is no de-registration:
-            // that comes from the home link.
+            // RFC 5555 4.1 and 4.3.1: a Binding Update sent over IPv4
+            // carries its care-of address in the IPv4 Care-of Address
+            // option; without it there is no valid care-of address, and the
+            // home agent refuses it with RFC 6275 6.1.8's 174 (Invalid
+            // Care-of Address), answering where it came from. It is no
+            // de-registration: that comes from the home link.
             return reject(self, ba_status::INVALID_CARE_OF_ADDRESS, bu.seq);
         }
         if !bu.home_registration {

@@ -1662,7 +1662,7 @@ fn rfc6275_11_7_4_binding_refresh_request_is_answered_with_a_binding_update() {
 
 /// RFC 5555 4.3.1: a Binding Update that reaches the home agent in UDP
 /// over IPv4 without the IPv4 Care-of Address option is refused with
-/// status 174 (invalid care-of address), answered in UDP to where it came
+/// status 174 (Invalid Care-of Address, RFC 6275 6.1.8), answered in UDP to where it came
 /// from; it is not a de-registration, so the binding stays.
 #[test]
 fn rfc5555_4_3_1_a_udp_binding_update_without_the_ipv4_care_of_option_is_refused() {
