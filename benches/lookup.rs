@@ -598,6 +598,7 @@ fn bench_query(c: &mut Criterion) {
             coa: [0x20, 1, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
         }),
         registering: None,
+        own_bu: false,
     };
     let mut tunnel = MnTunnel::default();
     let spis = [0x2001u32, 0x2007, 0x2009, 0x2003];

@@ -294,7 +294,7 @@ fn mn_and_ha_replays_exchange_binding_update_and_ack() {
         arg("0:move 2001:db8:2::100"),
     ]);
     let out = frames(&bu);
-    assert_eq!(out.len(), 1, "{text}");
+    assert_eq!(out.len(), 3, "{text}");
     assert_eq!(out[0].0, Timestamp::from_millis(t0), "sent at the event");
     assert_eq!(
         mobility_headers(&out[0].1),
@@ -307,8 +307,22 @@ fn mn_and_ha_replays_exchange_binding_update_and_ack() {
         )
     );
     assert_eq!(counter(&text, "bu_sent"), 1, "{text}");
-    // The host's packets had no registered care-of address yet: counted.
-    assert_eq!(counter(&text, "no_care_of_address"), 2, "{text}");
+    // RFC 3776 4.3: right after the BU, the host's packets take the new
+    // care-of address, before any BA (in the tunnel, no HAO).
+    for (n, (at, p)) in out[1..].iter().enumerate() {
+        assert_eq!(*at, Timestamp::from_millis(t0 + 1000 * n as u64));
+        assert_eq!(
+            mobility_headers(p),
+            (
+                arg("2001:db8:2::100"),
+                arg("2001:db8:1::1"),
+                None,
+                None,
+                0x0000_2007
+            )
+        );
+    }
+    assert!(!text.contains("no_care_of_address"), "{text}");
     // 2. The home agent takes it and answers.
     let ba = dir.join("ba.pcap");
     let text = bitsgw_replay(&[
@@ -345,7 +359,8 @@ fn mn_and_ha_replays_exchange_binding_update_and_ack() {
             "2001:db8:1::100",
             "2001:db8:1::1"
         ),
-        vec![arg("1\t5")]
+        // The two data packets after it carry no Mobility Header.
+        vec![arg("1\t5"), arg("\t"), arg("\t")]
     );
     assert_eq!(
         tshark_mh(
@@ -358,7 +373,8 @@ fn mn_and_ha_replays_exchange_binding_update_and_ack() {
         vec![arg("1\t6")]
     );
     // 3. The mobile node again, with the BA coming back: registered, the
-    // host's second packet leaves in the tunnel from the care-of address.
+    // host's second packet (after the BU and the first) leaves in the
+    // tunnel from the care-of address.
     let net = dir.join("net.pcap");
     let text = bitsgw_replay(&[
         path(&mn),
@@ -373,10 +389,10 @@ fn mn_and_ha_replays_exchange_binding_update_and_ack() {
     ]);
     assert_eq!(counter(&text, "ba_accepted"), 1, "{text}");
     let out = frames(&net);
-    assert_eq!(out.len(), 2, "{text}");
-    assert_eq!(out[1].0, Timestamp::from_millis(t0 + 1000));
+    assert_eq!(out.len(), 3, "{text}");
+    assert_eq!(out[2].0, Timestamp::from_millis(t0 + 1000));
     assert_eq!(
-        mobility_headers(&out[1].1),
+        mobility_headers(&out[2].1),
         (
             arg("2001:db8:2::100"),
             arg("2001:db8:1::1"),

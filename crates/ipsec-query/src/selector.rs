@@ -4,6 +4,8 @@
 //! Addresses are held as `u128` (IPv4 in the low 32 bits) with a separate
 //! family, so that a match is a few integer comparisons.
 
+use crate::sa::Direction;
+use bitsgw_wire::ip::{IpMeta, IpVersion};
 use std::net::IpAddr;
 
 /// IP next-layer protocol numbers: the one table, in `bitsgw-wire`.
@@ -262,6 +264,63 @@ pub struct FlowKey {
     pub next: NextLayer,
 }
 
+impl FlowKey {
+    /// The flow key of a parsed packet as the SPD of `direction` sees it
+    /// (RFC 4301 4.4.1.1): outbound, the source is local; inbound, the
+    /// destination. Next-layer fields of a later fragment, or of a header
+    /// too short to hold them, are OPAQUE.
+    pub fn of_packet(pkt: &[u8], meta: &IpMeta, direction: Direction) -> FlowKey {
+        let addr = |at: core::ops::Range<usize>| {
+            let bytes = pkt.get(at).unwrap_or(&[]);
+            match meta.version {
+                IpVersion::V4 => {
+                    <[u8; 4]>::try_from(bytes).map_or(IpAddr::from([0u8; 4]), IpAddr::from)
+                }
+                IpVersion::V6 => {
+                    <[u8; 16]>::try_from(bytes).map_or(IpAddr::from([0u8; 16]), IpAddr::from)
+                }
+            }
+        };
+        let (src, dst) = (
+            Addr::from(addr(meta.src_range())),
+            Addr::from(addr(meta.dst_range())),
+        );
+        let outbound = direction == Direction::Outbound;
+        let upper = pkt.get(meta.header_len..meta.total_len).unwrap_or(&[]);
+        let next = match (meta.is_later_fragment(), meta.proto, upper) {
+            (true, _, _) => NextLayer::Opaque,
+            (_, proto::TCP | proto::UDP | proto::SCTP, [a, b, c, d, ..]) => {
+                let (sport, dport) = (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]));
+                let (local, remote) = if outbound {
+                    (sport, dport)
+                } else {
+                    (dport, sport)
+                };
+                NextLayer::Ports { local, remote }
+            }
+            (_, proto::ICMP | proto::ICMPV6, [ty, code, ..]) => NextLayer::Icmp {
+                ty: *ty,
+                code: *code,
+            },
+            // RFC 6275 6.1.1: Payload Proto, Header Len, MH Type.
+            (_, proto::MH, [_, _, ty, ..]) => NextLayer::Mh { ty: *ty },
+            (
+                _,
+                proto::TCP | proto::UDP | proto::SCTP | proto::ICMP | proto::ICMPV6 | proto::MH,
+                _,
+            ) => NextLayer::Opaque,
+            _ => NextLayer::None,
+        };
+        let (local, remote) = if outbound { (src, dst) } else { (dst, src) };
+        FlowKey {
+            local,
+            remote,
+            proto: meta.proto,
+            next,
+        }
+    }
+}
+
 /// Protocol selector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProtoSel {
@@ -468,6 +527,56 @@ mod tests {
             proto,
             next,
         }
+    }
+
+    /// A UDP packet's ports are local and remote as the direction says;
+    /// an MH packet is keyed on its type; a later fragment is OPAQUE.
+    #[test]
+    fn flow_key_of_a_packet_follows_direction() {
+        let udp =
+            bitsgw_wire::craft::udp_packet(ip("2001:db8:1::100"), ip("2001:db8:9::1"), 5000, 53, 8);
+        let meta = bitsgw_wire::ip::parse(&udp).unwrap();
+        assert_eq!(
+            FlowKey::of_packet(&udp, &meta, Direction::Outbound),
+            key(
+                "2001:db8:1::100",
+                "2001:db8:9::1",
+                proto::UDP,
+                NextLayer::Ports {
+                    local: 5000,
+                    remote: 53
+                }
+            )
+        );
+        assert_eq!(
+            FlowKey::of_packet(&udp, &meta, Direction::Inbound),
+            key(
+                "2001:db8:9::1",
+                "2001:db8:1::100",
+                proto::UDP,
+                NextLayer::Ports {
+                    local: 53,
+                    remote: 5000
+                }
+            )
+        );
+        let mh = bitsgw_wire::craft::mh_packet(ip("2001:db8:1::100"), ip("2001:db8:1::1"), 5);
+        let meta = bitsgw_wire::ip::parse(&mh).unwrap();
+        assert_eq!(
+            FlowKey::of_packet(&mh, &meta, Direction::Outbound).next,
+            NextLayer::Mh { ty: 5 }
+        );
+        let mut later = bitsgw_wire::ip::parse(&udp).unwrap();
+        later.frag = Some(bitsgw_wire::ip::FragInfo {
+            offset: 8,
+            more: false,
+            ident: 1,
+            header_at: 40,
+        });
+        assert_eq!(
+            FlowKey::of_packet(&udp, &later, Direction::Outbound).next,
+            NextLayer::Opaque
+        );
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub enum EspClass {
     TransportSignalling,
     /// Everything else (tunnel-mode payload, HoTI): the registered tunnel.
     Data,
+    /// A Mobility Header message other than the protocol module's BU,
+    /// under the BU's transport-mode SA when that SA carries any MH type
+    /// (the RFC 3776 pair): it may carry no Home Address option (RFC 6275
+    /// 6.1), so it goes in an IPv6 tunnel from the registered care-of
+    /// address to the home agent (RFC 6275 11.3.1).
+    TunnelledSignalling,
 }
 
 /// The "heuristic and locking" classifier of the seed draft: it locks onto

@@ -45,6 +45,10 @@ named_counters! {
         /// A Binding Acknowledgement the mobile node did not ask for, or with
         /// a sequence number it did not send (RFC 6275 11.7.3).
         UnexpectedBa => "ba_unexpected",
+        /// A Binding Acknowledgement that came under another SA than the
+        /// one the policies give BAs (RFC 3776 4.1, RFC 6275 11.7.3), such
+        /// as the payload SA.
+        BaOutsideItsSa => "ba_outside_its_sa",
         /// A mobility message this node does not take in its role.
         UnexpectedMh => "mh_unexpected",
         /// Traffic of the home address while away, with no registered
@@ -69,6 +73,10 @@ named_counters! {
         NoNatObservation => "bu_ipv4_without_udp",
         /// The buffer had no room for the encapsulation.
         NoBufferRoom => "mobility_no_buffer_room",
+        /// A Binding Error or Binding Refresh Request from a node the
+        /// mobile node has no Binding Update List entry for (RFC 6275
+        /// 11.3.6, 11.7.4): ignored, and never passed to the host.
+        NoBindingUpdateListEntry => "mh_without_binding_update_list_entry",
     }
 }
 
@@ -85,6 +93,12 @@ named_counters! {
         BaSent => "ba_sent",
         /// Binding Errors sent.
         BeSent => "be_sent",
+        /// Binding Errors taken from the home agent (mobile node, RFC 6275
+        /// 11.3.6).
+        BeReceived => "be_received",
+        /// Binding Refresh Requests answered with a Binding Update (mobile
+        /// node, RFC 6275 11.7.4).
+        BrrAnswered => "brr_answered",
         /// Bindings created.
         BindingCreated => "binding_created",
         /// Bindings updated (new care-of address or refresh).
@@ -117,6 +131,10 @@ named_counters! {
         ClassifiedBu => "classified_binding_update",
         /// Outbound ESP packets the classifier took for data.
         ClassifiedData => "classified_data",
+        /// Packets of a node at home that the inactive tunnel entries would
+        /// have taken, passed around IPsec as without mobility (RFC 3776
+        /// 4.2).
+        AtHomeUntunnelled => "at_home_untunnelled",
         /// Neighbor Solicitations and ARP requests for an away node's home
         /// address answered by the home agent (RFC 6275 10.4.1).
         ProxyAnswered => "proxy_nd_answered",

@@ -10,7 +10,7 @@ use crate::seq;
 use crate::tunnel::{HaAddresses, HaInbound, HaTunnel};
 use bitsgw_ipsec_query::IpsecQuery;
 use bitsgw_wire::mh::{
-    ba_status, be_status, ipv4_ack_status, BindingAck, BindingUpdate, Message, MhOption,
+    ba_status, be_status, ipv4_ack_status, mh_type, BindingAck, BindingUpdate, Message, MhOption,
 };
 use bitsgw_wire::mip6::{
     MobilePrefixAdvertisement, MobilePrefixSolicitation, PrefixInfo, ICMPV6_MPS,
@@ -110,6 +110,9 @@ pub struct HomeAgent {
     /// so (status 1, RFC 6275 10.6.2).
     prefixes_changed: rustc_hash::FxHashSet<[u8; 16]>,
     counters: MobilityCounters,
+    /// The packet `poll_transmit` handed out last is a BA: the next packet
+    /// through the outbound tunnel stage is it, sealed by IPsec.
+    sending_ba: bool,
 }
 
 impl HomeAgent {
@@ -125,6 +128,7 @@ impl HomeAgent {
             newly_away: VecDeque::new(),
             prefixes_changed: rustc_hash::FxHashSet::default(),
             counters: MobilityCounters::default(),
+            sending_ba: false,
         }
     }
 
@@ -188,6 +192,40 @@ impl HomeAgent {
         }
     }
 
+    /// RFC 3776 4.2: for a node at home (no binding) the SPD entries of the
+    /// tunnel between the home agent and its home address are inactive: a
+    /// packet from the home link to one of its home addresses that they
+    /// would take goes around IPsec, as it would without mobility. (The
+    /// node at home sends on the home link, not through the network port,
+    /// so nothing received is passed around IPsec.)
+    pub fn untunnelled_at_home(&mut self, q: &impl IpsecQuery, received: bool, pkt: &[u8]) -> bool {
+        // Every node away (the usual case) costs one comparison.
+        if received || self.cache.len() >= self.cfg.nodes.len() {
+            return false;
+        }
+        let dst = match pkt.first().map(|b| b >> 4) {
+            Some(6) => pkt.get(24..40),
+            Some(4) => pkt.get(16..20),
+            _ => None,
+        };
+        let Some(dst) = dst else {
+            return false;
+        };
+        let node = self
+            .cfg
+            .nodes
+            .iter()
+            .find(|n| dst == n.home || n.home_v4.is_some_and(|a| dst == a));
+        let untunnelled = node.is_some_and(|n| {
+            self.cache.get(&n.home).is_none()
+                && crate::tunnel::in_home_tunnel(q, pkt, false, self.cfg.address, n.home)
+        });
+        if untunnelled {
+            self.counters.event(MobilityEvent::AtHomeUntunnelled);
+        }
+        untunnelled
+    }
+
     /// Tunnel stage, outbound (IPsec -> network): Req #1.
     pub fn handle_protected(
         &mut self,
@@ -201,9 +239,10 @@ impl HomeAgent {
             .and_then(|d| self.replies.get(&d))
             .filter(|r| r.until > now)
             .map(|r| r.care_of);
+        let own_ba = core::mem::take(&mut self.sending_ba);
         match self
             .tunnel
-            .handle_outbound(q, &self.cache, extra.as_ref(), &ha, buf)
+            .handle_outbound(q, &self.cache, extra.as_ref(), &ha, own_ba, buf)
         {
             Ok(true) => {
                 self.counters
@@ -236,10 +275,19 @@ impl HomeAgent {
                     self.handle_bu(src, hao, bu, &opts, now);
                     Delivered::Consumed
                 }
-                Message::Unknown { mh_type } => {
-                    // RFC 6275 9.2: unknown type -> Binding Error status 2.
-                    let _ = mh_type;
-                    self.send_binding_error(src, be_status::UNKNOWN_MH_TYPE, [0; 16]);
+                Message::Unknown { .. } => {
+                    // RFC 6275 9.2: an unknown type gets a Binding Error,
+                    // status 2. RFC 6275 9.3.3: it goes to the source the
+                    // packet arrived with (the care-of address, which the
+                    // tunnel stage swapped into the Home Address option),
+                    // and its Home Address field is the option's home
+                    // address (6.1.9); without the option, to the source
+                    // with the field unspecified.
+                    let (to, home) = match hao {
+                        Some(care_of) => (care_of, src),
+                        None => (src, [0; 16]),
+                    };
+                    self.send_binding_error(to, be_status::UNKNOWN_MH_TYPE, home);
                     Delivered::Consumed
                 }
                 _ => self.dropped(MobilityDrop::UnexpectedMh),
@@ -297,12 +345,15 @@ impl HomeAgent {
         let existing = self.cache.get(&home).cloned();
         let observation = self.tunnel.take_observation(&home);
         // Where the answer goes: the care-of address the BU came from.
-        let reply_to = match (v4_coa, observation) {
-            (Some(addr), Some(o)) => Some(CareOf::V4 {
-                addr,
-                udp: o.udp,
-                use_udp: true,
-            }),
+        let (reply_to, without_v4_care_of) = match (v4_coa, observation) {
+            (Some(addr), Some(o)) => (
+                Some(CareOf::V4 {
+                    addr,
+                    udp: o.udp,
+                    use_udp: true,
+                }),
+                false,
+            ),
             (Some(_), None) => {
                 // RFC 5555 4.1: a BU with an IPv4 care-of address comes in
                 // UDP; without the outer header there is nothing to detect
@@ -310,21 +361,33 @@ impl HomeAgent {
                 self.counters.drop(MobilityDrop::NoNatObservation);
                 return;
             }
-            (None, _) => hao.or(alt_coa).filter(|c| *c != home).map(CareOf::V6),
+            (None, Some(o)) => (
+                Some(CareOf::V4 {
+                    addr: o.udp.addr,
+                    udp: o.udp,
+                    use_udp: true,
+                }),
+                true,
+            ),
+            (None, None) => (
+                hao.or(alt_coa).filter(|c| *c != home).map(CareOf::V6),
+                false,
+            ),
         };
         let reject = |this: &mut Self, status: u8, seq_no: u16| {
             this.counters.event(MobilityEvent::BuRejected);
-            if let Some(c) = reply_to {
-                this.replies.insert(
-                    home,
-                    ReplyRoute {
-                        care_of: c,
-                        until: now.saturating_add(REPLY_ROUTE_TIME),
-                    },
-                );
-            }
+            this.note_reply_route(home, reply_to, now);
             this.send_ba(home, status, seq_no, 0, &[]);
         };
+        if without_v4_care_of {
+            // RFC 5555 4.1 and 4.3.1: a Binding Update sent over IPv4
+            // carries its care-of address in the IPv4 Care-of Address
+            // option; without it there is no valid care-of address, and the
+            // home agent refuses it with RFC 6275 6.1.8's 174 (Invalid
+            // Care-of Address), answering where it came from. It is no
+            // de-registration: that comes from the home link.
+            return reject(self, ba_status::INVALID_CARE_OF_ADDRESS, bu.seq);
+        }
         if !bu.home_registration {
             // Not a home registration: this node is no correspondent node
             // for route optimisation.
@@ -372,15 +435,7 @@ impl HomeAgent {
                 self.release_v4(&b);
                 self.counters.event(MobilityEvent::BindingDeleted);
             }
-            if let Some(c) = reply_to {
-                self.replies.insert(
-                    home,
-                    ReplyRoute {
-                        care_of: c,
-                        until: now.saturating_add(REPLY_ROUTE_TIME),
-                    },
-                );
-            }
+            self.note_reply_route(home, reply_to, now);
             self.counters.event(MobilityEvent::BuAccepted);
             self.send_ba(home, ba_status::ACCEPTED, bu.seq, 0, &[]);
             return;
@@ -440,6 +495,20 @@ impl HomeAgent {
         // Status 1 asks for an answer whatever A says (the node must learn it).
         if bu.ack || status != ba_status::ACCEPTED {
             self.send_ba(home, status, bu.seq, units, &opts);
+        }
+    }
+
+    /// Keeps, for a moment, where the answer to a BU of `home` that leaves
+    /// no binding behind goes (RFC 6275 10.3.1, 10.3.2).
+    fn note_reply_route(&mut self, home: [u8; 16], care_of: Option<CareOf>, now: Timestamp) {
+        if let Some(care_of) = care_of {
+            self.replies.insert(
+                home,
+                ReplyRoute {
+                    care_of,
+                    until: now.saturating_add(REPLY_ROUTE_TIME),
+                },
+            );
         }
     }
 
@@ -512,7 +581,12 @@ impl HomeAgent {
         self.counters.event(MobilityEvent::BaSent);
     }
 
-    /// RFC 6275 6.1.9, 9.3.1: a Binding Error to `to`.
+    /// RFC 6275 6.1.9, 9.3.1: a Binding Error to `to`. When `to` is a
+    /// care-of address no SA reaches it: it leaves in clear (RFC 3776 4
+    /// protects Binding Updates and Acknowledgements, prefix discovery,
+    /// return routability and payload, not Binding Errors), through the
+    /// shipped policies' `be-bypass-out` entry; the mobile node trusts it
+    /// only as far as RFC 6275 11.3.6 lets it.
     fn send_binding_error(&mut self, to: [u8; 16], status: u8, home: [u8; 16]) {
         let be = Message::BindingError {
             status,
@@ -560,7 +634,10 @@ impl HomeAgent {
     /// the IPsec stage's outbound side.
     pub fn poll_transmit(&mut self, buf: &mut PacketBuf) -> bool {
         match self.out.pop_front() {
-            Some(p) => buf.set(&p).is_ok(),
+            Some(p) => {
+                self.sending_ba = packet::mh_type_of(&p) == Some(mh_type::BA);
+                buf.set(&p).is_ok()
+            }
             None => false,
         }
     }

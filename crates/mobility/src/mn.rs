@@ -9,7 +9,9 @@ use crate::packet::{self, Upper};
 use crate::tunnel::{MnPaths, MnTunnel, Path};
 use bitsgw_ipsec_query::IpsecQuery;
 use bitsgw_wire::encap::DSMIP_UDP_PORT;
-use bitsgw_wire::mh::{ba_status, ipv4_ack_status, BindingUpdate, Message, MhOption};
+use bitsgw_wire::mh::{
+    ba_status, be_status, ipv4_ack_status, mh_type, BindingUpdate, Message, MhOption,
+};
 use bitsgw_wire::mip6::{MobilePrefixAdvertisement, MobilePrefixSolicitation, ICMPV6_MPA};
 use bitsgw_wire::{PacketBuf, Timestamp};
 use core::time::Duration;
@@ -123,6 +125,16 @@ pub enum MnEvent {
     },
     /// Home prefixes learnt from a Mobile Prefix Advertisement.
     Prefixes(Vec<([u8; 16], u8)>),
+    /// The home agent sent a Binding Error (RFC 6275 6.1.9, 11.3.6); with
+    /// status 1 (it has no binding for the home address) the node
+    /// registers again.
+    BindingError {
+        /// Binding Error status.
+        status: u8,
+    },
+    /// The home agent asked for a refresh (Binding Refresh Request, RFC
+    /// 6275 11.7.4); a Binding Update answers it.
+    RefreshRequested,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -171,6 +183,12 @@ pub struct MobileNode {
     out: VecDeque<Vec<u8>>,
     events: VecDeque<MnEvent>,
     counters: MobilityCounters,
+    /// Whether the packet `handle_network` took last came under the SA
+    /// for Binding Acknowledgements.
+    arrived_under_ba_sa: bool,
+    /// The packet `poll_transmit` handed out last is a BU: the next packet
+    /// through the outbound tunnel stage is it, sealed by IPsec.
+    sending_bu: bool,
 }
 
 impl MobileNode {
@@ -191,6 +209,8 @@ impl MobileNode {
             out: VecDeque::new(),
             events: VecDeque::new(),
             counters: MobilityCounters::default(),
+            arrived_under_ba_sa: false,
+            sending_bu: false,
         }
     }
 
@@ -252,14 +272,16 @@ impl MobileNode {
             registering: self
                 .pending
                 .and_then(|p| self.path_for(p.attachment, false)),
+            own_bu: false,
         }
     }
 
     /// A movement (RFC 6275 11.5, 11.7.1): the node now has `attachment`.
     /// With `keep_old` (make-before-break, the seed's Req #3), data stays
     /// on the registered care-of address until the BA for the new one
-    /// arrives; without it the old network is gone at once and data waits
-    /// (counted drops) for the BA.
+    /// arrives; without it the old network is gone at once and data takes
+    /// the new care-of address right after the BU (RFC 3776 4.3), before
+    /// the BA.
     pub fn handle_move(&mut self, attachment: Attachment, keep_old: bool, now: Timestamp) {
         self.attachment = attachment;
         if !keep_old || attachment == Attachment::Home {
@@ -278,6 +300,12 @@ impl MobileNode {
         } else {
             INITIAL_BINDACK_TIMEOUT_FIRST_REG
         };
+        self.register(attachment, timeout, now);
+    }
+
+    /// Starts a registration of `attachment`: its BU goes now, and again
+    /// after `timeout` unless a BA comes.
+    fn register(&mut self, attachment: Attachment, timeout: Duration, now: Timestamp) {
         self.pending = Some(Pending {
             seq: self.seq,
             attachment,
@@ -355,13 +383,7 @@ impl MobileNode {
     pub fn refresh(&mut self, now: Timestamp) {
         if self.pending.is_none() {
             if let Some(a) = self.active {
-                self.pending = Some(Pending {
-                    seq: self.seq,
-                    attachment: a.attachment,
-                    timeout: INITIAL_BINDACK_TIMEOUT,
-                    next_send: now,
-                });
-                self.send_bu(false, now);
+                self.register(a.attachment, INITIAL_BINDACK_TIMEOUT, now);
             }
         }
     }
@@ -389,7 +411,8 @@ impl MobileNode {
         q: &impl IpsecQuery,
         buf: &mut PacketBuf,
     ) -> Result<Option<EspClass>, MobilityDrop> {
-        let paths = self.paths();
+        let mut paths = self.paths();
+        paths.own_bu = core::mem::take(&mut self.sending_bu);
         match self
             .tunnel
             .handle_outbound(q, &paths, self.cfg.classifier, buf)
@@ -411,12 +434,48 @@ impl MobileNode {
         }
     }
 
-    /// Tunnel stage, inbound (network -> IPsec).
-    pub fn handle_network(&mut self, buf: &mut PacketBuf) -> Result<(), MobilityDrop> {
+    /// RFC 3776 4.2: at home (and on the way there, once the
+    /// de-registration is sent), the SPD entries of the tunnel between the
+    /// home address and the home agent are inactive: a packet of the home
+    /// addresses that they would take goes around IPsec, as it would
+    /// without mobility. `received` is true for packets from the network.
+    pub fn untunnelled_at_home(&mut self, q: &impl IpsecQuery, received: bool, pkt: &[u8]) -> bool {
+        if self.attachment != Attachment::Home || self.active.is_some() {
+            return false;
+        }
+        // Outbound the home address is the source, inbound the destination.
+        let home_v4 = self.home_v4.or(self.cfg.home_v4.filter(|a| *a != [0; 4]));
+        let ours = match pkt.first().map(|b| b >> 4) {
+            Some(6) => packet::arr16(pkt, if received { 24 } else { 8 }) == Some(self.cfg.home),
+            Some(4) => {
+                let at = if received { 16 } else { 12 };
+                home_v4.is_some_and(|h| pkt.get(at..at + 4) == Some(&h[..]))
+            }
+            _ => false,
+        };
+        let untunnelled = ours
+            && crate::tunnel::in_home_tunnel(q, pkt, received, self.cfg.home, self.cfg.home_agent);
+        if untunnelled {
+            self.counters.event(MobilityEvent::AtHomeUntunnelled);
+        }
+        untunnelled
+    }
+
+    /// Tunnel stage, inbound (network -> IPsec). It also notes whether the
+    /// packet came under the SA for Binding Acknowledgements, which the
+    /// protocol module asks when IPsec delivers a BA.
+    pub fn handle_network(
+        &mut self,
+        q: &impl IpsecQuery,
+        buf: &mut PacketBuf,
+    ) -> Result<(), MobilityDrop> {
         let paths = self.paths();
         let before = buf.len();
+        self.arrived_under_ba_sa = false;
         match self.tunnel.handle_inbound(&paths, &self.owned, buf) {
-            Ok(()) => {
+            Ok(spi) => {
+                self.arrived_under_ba_sa =
+                    spi.is_some_and(|spi| self.tunnel.under_ba_sa(q, &paths, spi));
                 if buf.len() < before {
                     self.counters.event(MobilityEvent::Decapsulated);
                 }
@@ -429,41 +488,53 @@ impl MobileNode {
         }
     }
 
-    /// Protocol module: a packet the IPsec stage delivered.
+    /// Protocol module: a packet the IPsec stage delivered. Binding Errors
+    /// and Binding Refresh Requests, to the home address or to a care-of
+    /// address, are the mobile node's (RFC 6275 11.3.6, 11.7.4): the host
+    /// behind it runs no Mobile IPv6 and never sees them.
     pub fn handle_delivered(&mut self, buf: &PacketBuf, now: Timestamp) -> crate::ha::Delivered {
         use crate::ha::Delivered;
-        let from_ha = |src: &[u8; 16]| *src == self.cfg.home_agent;
         let (ha, home) = (self.cfg.home_agent, self.cfg.home);
-        match packet::upper(buf.data(), |src, dst| *src == ha && *dst == home) {
-            Upper::Mh { src, dst, repr, .. } if from_ha(&src) && dst == self.cfg.home => {
-                match repr.message {
-                    Message::BindingAck(ba) => {
-                        let opts: Vec<MhOption<'_>> = repr.options().collect();
-                        match self.handle_ba(ba, &opts, now) {
-                            Ok(()) => Delivered::Consumed,
-                            Err(r) => {
-                                self.counters.drop(r);
-                                Delivered::Drop(r)
-                            }
-                        }
-                    }
-                    Message::BindingError { .. } => {
-                        self.counters.drop(MobilityDrop::UnexpectedMh);
-                        Delivered::Drop(MobilityDrop::UnexpectedMh)
-                    }
-                    _ => Delivered::ToHost,
+        let owned = &self.owned;
+        let mine = |dst: &[u8; 16]| {
+            *dst == home
+                || owned
+                    .iter()
+                    .any(|p| matches!(p, Path::V6 { coa } if coa == dst))
+        };
+        // Whatever else a correspondent sends the home address, even a
+        // Mobility Header this node can not read, is the host's business.
+        let pkt = buf.data();
+        let from_correspondent = matches!(
+            (packet::arr16(pkt, 8), packet::arr16(pkt, 24)),
+            (Some(src), Some(dst)) if src != ha && dst == home
+        );
+        match packet::upper(pkt, |_, dst| mine(dst)) {
+            Upper::BadMh | Upper::BadMhChecksum if from_correspondent => Delivered::ToHost,
+            Upper::Mh { src, dst, repr, .. } => match repr.message {
+                Message::BindingAck(_) if src == ha && dst == home && !self.arrived_under_ba_sa => {
+                    // RFC 6275 11.7.3 and RFC 3776 4.1: a BA counts only
+                    // under the SA the policies give BAs.
+                    self.dropped(MobilityDrop::BaOutsideItsSa)
                 }
-            }
-            Upper::BadMh => {
-                self.counters.drop(MobilityDrop::MhMalformed);
-                Delivered::Drop(MobilityDrop::MhMalformed)
-            }
-            Upper::BadMhChecksum => {
-                self.counters.drop(MobilityDrop::MhBadChecksum);
-                Delivered::Drop(MobilityDrop::MhBadChecksum)
-            }
-            Upper::Icmpv6 { src, icmp, .. }
-                if from_ha(&src) && icmp.first() == Some(&ICMPV6_MPA) =>
+                Message::BindingAck(ba) if src == ha && dst == home => {
+                    let opts: Vec<MhOption<'_>> = repr.options().collect();
+                    match self.handle_ba(ba, &opts, now) {
+                        Ok(()) => Delivered::Consumed,
+                        Err(r) => self.dropped(r),
+                    }
+                }
+                Message::BindingError {
+                    status,
+                    home_address,
+                } => self.handle_binding_error(src, status, home_address, now),
+                Message::BindingRefreshRequest => self.handle_refresh_request(src, now),
+                _ => Delivered::ToHost,
+            },
+            Upper::BadMh => self.dropped(MobilityDrop::MhMalformed),
+            Upper::BadMhChecksum => self.dropped(MobilityDrop::MhBadChecksum),
+            Upper::Icmpv6 { src, dst, icmp }
+                if src == ha && dst == home && icmp.first() == Some(&ICMPV6_MPA) =>
             {
                 match MobilePrefixAdvertisement::parse(icmp) {
                     Ok(mpa) => {
@@ -472,13 +543,70 @@ impl MobileNode {
                         self.events.push_back(MnEvent::Prefixes(prefixes));
                         Delivered::Consumed
                     }
-                    Err(_) => {
-                        self.counters.drop(MobilityDrop::Malformed);
-                        Delivered::Drop(MobilityDrop::Malformed)
-                    }
+                    Err(_) => self.dropped(MobilityDrop::Malformed),
                 }
             }
             _ => Delivered::ToHost,
+        }
+    }
+
+    fn dropped(&mut self, reason: MobilityDrop) -> crate::ha::Delivered {
+        self.counters.drop(reason);
+        crate::ha::Delivered::Drop(reason)
+    }
+
+    /// Whether the node has a Binding Update List entry for `node`: only
+    /// its home agent, while it is registered or registering (bitsgw does
+    /// no route optimisation, so no correspondent is ever on the list).
+    fn on_update_list(&self, node: &[u8; 16]) -> bool {
+        *node == self.cfg.home_agent && (self.active.is_some() || self.pending.is_some())
+    }
+
+    /// RFC 6275 11.3.6: a Binding Error from a node without a Binding
+    /// Update List entry is ignored (spoofed errors must not cost work).
+    /// From the home agent, status 1 says it has no binding for the home
+    /// address (it lost or expired it): the node registers again at once;
+    /// status 2 says it did not know an MH type the node sent, which the
+    /// node notes (it sends the home agent nothing but Binding Updates).
+    fn handle_binding_error(
+        &mut self,
+        from: [u8; 16],
+        status: u8,
+        home_address: [u8; 16],
+        now: Timestamp,
+    ) -> crate::ha::Delivered {
+        if !self.on_update_list(&from) {
+            return self.dropped(MobilityDrop::NoBindingUpdateListEntry);
+        }
+        self.counters.event(MobilityEvent::BeReceived);
+        self.events.push_back(MnEvent::BindingError { status });
+        let about_us = home_address == self.cfg.home || home_address == [0; 16];
+        if status == be_status::UNKNOWN_HAO_BINDING && about_us {
+            self.register_again(now);
+        }
+        crate::ha::Delivered::Consumed
+    }
+
+    /// RFC 6275 11.7.4 (and 6.1.2): the home agent asks for a new Binding
+    /// Update before the binding's lifetime ends; the node answers with
+    /// one (a new, greater sequence number, A and H set). A request from
+    /// a node it has no Binding Update List entry for is ignored.
+    fn handle_refresh_request(&mut self, from: [u8; 16], now: Timestamp) -> crate::ha::Delivered {
+        if !self.on_update_list(&from) {
+            return self.dropped(MobilityDrop::NoBindingUpdateListEntry);
+        }
+        self.counters.event(MobilityEvent::BrrAnswered);
+        self.events.push_back(MnEvent::RefreshRequested);
+        // A Binding Update already in flight answers it too.
+        self.refresh(now);
+        crate::ha::Delivered::Consumed
+    }
+
+    /// Registers the current attachment again, unless a registration is
+    /// in flight (its BU does it) or the node is home.
+    fn register_again(&mut self, now: Timestamp) {
+        if self.pending.is_none() && self.attachment != Attachment::Home {
+            self.register(self.attachment, INITIAL_BINDACK_TIMEOUT, now);
         }
     }
 
@@ -592,7 +720,10 @@ impl MobileNode {
     /// IPsec stage's outbound side.
     pub fn poll_transmit(&mut self, buf: &mut PacketBuf) -> bool {
         match self.out.pop_front() {
-            Some(p) => buf.set(&p).is_ok(),
+            Some(p) => {
+                self.sending_bu = packet::mh_type_of(&p) == Some(mh_type::BU);
+                buf.set(&p).is_ok()
+            }
             None => false,
         }
     }

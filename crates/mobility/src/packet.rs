@@ -29,6 +29,14 @@ pub fn mh_packet(
     )
 }
 
+/// The Mobility Header type of a packet [`mh_packet`] built (no extension
+/// headers), if it is one.
+pub fn mh_type_of(pkt: &[u8]) -> Option<u8> {
+    (pkt.get(6) == Some(&proto::MH))
+        .then(|| pkt.get(ip::IPV6_HEADER + 2).copied())
+        .flatten()
+}
+
 /// An IPv6 packet carrying an ICMPv6 message already emitted (checksum
 /// included) in `icmp`.
 pub fn icmpv6_packet(src: [u8; 16], dst: [u8; 16], icmp: &[u8]) -> Vec<u8> {
@@ -135,6 +143,7 @@ fn options_aligned(repr: &MhRepr<'_>) -> bool {
     })
 }
 
-fn arr16(pkt: &[u8], at: usize) -> Option<[u8; 16]> {
+/// The 16 bytes at `at`, if the packet has them.
+pub(crate) fn arr16(pkt: &[u8], at: usize) -> Option<[u8; 16]> {
     pkt.get(at..at + 16)?.try_into().ok()
 }

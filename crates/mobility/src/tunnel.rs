@@ -9,7 +9,7 @@
 use crate::binding::{BindingCache, CareOf, UdpPath};
 use crate::classify::{EspClass, Heuristic};
 use crate::counters::MobilityDrop;
-use bitsgw_ipsec_query::sa::Mode;
+use bitsgw_ipsec_query::sa::{Direction, Mode};
 use bitsgw_ipsec_query::selector::{Addr, AddrSel, Family, FlowKey, NextLayer, ProtoSel};
 use bitsgw_ipsec_query::IpsecQuery;
 use bitsgw_wire::encap::{self, Outer, DSMIP_UDP_PORT};
@@ -51,6 +51,10 @@ fn esp_spi(pkt: &[u8], meta: &IpMeta) -> Option<u32> {
 struct Signalling {
     binding: Option<u32>,
     transport: [Option<u32>; 2],
+    /// The binding SA also protects other Mobility Header messages (BRR,
+    /// BE): its SPI alone does not tell the BU or BA, which alone may
+    /// carry a Home Address option or type 2 routing header (RFC 6275 6.1).
+    binding_shared: bool,
 }
 
 /// Answers of the query API, kept until its generation changes (so the
@@ -112,9 +116,16 @@ impl QueryCache {
             let transport = |sa: Option<bitsgw_ipsec_query::SaView<'_>>| {
                 sa.filter(|s| s.mode == Mode::Transport).map(|s| s.spi)
             };
+            let binding_shared = binding.is_some_and(|b| {
+                [mh_type::BRR, mh_type::BE].iter().any(|&ty| {
+                    q.outbound_sa_for_flow(&key(proto::MH, NextLayer::Mh { ty }))
+                        .is_some_and(|other| other.spi == b.spi)
+                })
+            });
             Signalling {
                 binding: binding.map(|s| s.spi),
                 transport: [transport(binding), transport(prefix)],
+                binding_shared,
             }
         })
     }
@@ -139,6 +150,44 @@ fn bu_sa_home(q: &impl IpsecQuery, spi: u32) -> Option<[u8; 16]> {
             _ => None,
         }
     })
+}
+
+/// RFC 3776 4.2 (the draft's section 4, "returns home"): at home, the SPD
+/// entries that protect the tunnel between the home address and the home
+/// agent are inactive. Whether `pkt` is traffic such an entry takes: the
+/// outbound SPD entry its flow (or, for a packet received, the flow back)
+/// matches first is protected by a tunnel-mode SA from `local` to
+/// `remote`. Every other entry (bypass, discard, a transport-mode SA, a
+/// tunnel elsewhere) still applies, so nothing else leaves in clear.
+pub(crate) fn in_home_tunnel(
+    q: &impl IpsecQuery,
+    pkt: &[u8],
+    received: bool,
+    local: [u8; 16],
+    remote: [u8; 16],
+) -> bool {
+    let Ok(meta) = ip::parse(pkt) else {
+        return false;
+    };
+    if received && matches!(meta.proto, proto::ESP | proto::AH) {
+        // What IPsec protected is for IPsec to open.
+        return false;
+    }
+    let direction = if received {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    };
+    // Inbound, the key's local and remote are those of the flow back, and
+    // the outbound SPD holds the tunnel's SA.
+    let key = FlowKey::of_packet(pkt, &meta, direction);
+    let tunnel = Mode::Tunnel {
+        local: v6(local),
+        remote: v6(remote),
+    };
+    q.lookup(Direction::Outbound, &key)
+        .and_then(|entry| q.outbound_sa(entry))
+        .is_some_and(|sa| sa.mode == tunnel)
 }
 
 /// Whether the tunnel stage encapsulated a packet it passed on (an IPv4
@@ -230,11 +279,31 @@ impl HaTunnel {
                 Err(_) => return drop(MobilityDrop::BadEncapsulation),
             }
         }
-        let Ok(meta) = ip::parse(buf.data()) else {
+        let Ok(mut meta) = ip::parse(buf.data()) else {
             return drop(MobilityDrop::BadEncapsulation);
         };
         if meta.version != IpVersion::V6 {
             return HaInbound::Pass;
+        }
+        if meta.proto == proto::IPV6 && addr16(buf.data(), 24) == Some(ha.v6) {
+            // RFC 6275 10.4.5: a packet the mobile node tunnelled to the home
+            // agent (signalling that may carry no Home Address option, RFC
+            // 6275 6.1) is taken only from the care-of address of the binding
+            // of its inner source; what is inside goes to IPsec.
+            let outer_src = addr16(buf.data(), 8);
+            if encap::decapsulate(buf, DSMIP_UDP_PORT).is_err() {
+                return drop(MobilityDrop::BadEncapsulation);
+            }
+            let from_care_of = addr16(buf.data(), 8)
+                .and_then(|home| bindings.get(&home))
+                .is_some_and(|b| outer_src.is_some_and(|s| b.care_of == CareOf::V6(s)));
+            if !from_care_of {
+                return drop(MobilityDrop::UnknownTunnelPeer);
+            }
+            let Ok(inner) = ip::parse(buf.data()) else {
+                return drop(MobilityDrop::BadEncapsulation);
+            };
+            meta = inner;
         }
         let bu_home = esp_spi(buf.data(), &meta).and_then(|spi| self.cache.bu_home(q, spi));
         if let Some(home) = bu_home {
@@ -286,28 +355,36 @@ impl HaTunnel {
     /// takes the packet in IPv4, or in UDP when a NAT is on the path, and
     /// signalling always in UDP, back to where the BU came from (RFC 5555
     /// 4.2). No SA is touched. Without a binding the packet is left as it
-    /// is, for the home link.
+    /// is, for the home link. `own_ba` says the packet is the protocol
+    /// module's BA: when the BA's SA also carries other MH messages (the
+    /// RFC 3776 pair), only the BA gets the routing header (RFC 6275 6.1)
+    /// and the others go in an IPv6 tunnel like data.
     pub fn handle_outbound(
         &mut self,
         q: &impl IpsecQuery,
         bindings: &BindingCache,
         extra: Option<&CareOf>,
         ha: &HaAddresses,
+        own_ba: bool,
         buf: &mut PacketBuf,
     ) -> Result<bool, MobilityDrop> {
         let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::Malformed)?;
         let pkt = buf.data();
         let spi = esp_spi(pkt, &meta);
         let from_us = meta.version == IpVersion::V6 && addr16(pkt, 8) == Some(ha.v6);
+        let mut tunnelled_signalling = false;
         let (home, care_of, signalling) = match meta.version {
             IpVersion::V6 => {
                 let dst = addr16(pkt, 24).ok_or(MobilityDrop::Malformed)?;
                 let signalling = match spi {
-                    Some(spi) if from_us => self
-                        .cache
-                        .signalling(q, ha.v6, dst, mh_type::BA, ICMPV6_MPA)
-                        .transport
-                        .contains(&Some(spi)),
+                    Some(spi) if from_us => {
+                        let s = self
+                            .cache
+                            .signalling(q, ha.v6, dst, mh_type::BA, ICMPV6_MPA);
+                        let other_mh = s.binding_shared && s.binding == Some(spi) && !own_ba;
+                        tunnelled_signalling = other_mh;
+                        s.transport.contains(&Some(spi)) && !other_mh
+                    }
                     _ => false,
                 };
                 // RFC 6275 9.5.4: a BA goes to where its BU came from, so
@@ -337,7 +414,7 @@ impl HaTunnel {
                     mip6::insert_type2_routing_header(buf, home)
                         .map_err(|_| MobilityDrop::NoBufferRoom)?;
                     buf.data_mut()[24..40].copy_from_slice(&coa);
-                } else if spi.is_some() && from_us {
+                } else if spi.is_some() && from_us && !tunnelled_signalling {
                     buf.data_mut()[24..40].copy_from_slice(&coa);
                 } else {
                     encap::encapsulate(
@@ -408,6 +485,10 @@ pub struct MnPaths {
     pub active: Option<Path>,
     /// The path being registered (its BU is in flight).
     pub registering: Option<Path>,
+    /// The packet leaving now is the protocol module's own Binding Update
+    /// (when the BU's SA carries any MH type, only that one gets a Home
+    /// Address option, RFC 6275 6.1).
+    pub own_bu: bool,
 }
 
 /// The mobile node's tunnel stage.
@@ -415,6 +496,9 @@ pub struct MnPaths {
 pub struct MnTunnel {
     cache: QueryCache,
     heuristic: Heuristic,
+    /// The last inbound SPI asked about, with the generation of the answer
+    /// and whether its SA serves Binding Acknowledgements.
+    ba_sa: Option<(u64, u32, bool)>,
 }
 
 impl MnTunnel {
@@ -422,6 +506,33 @@ impl MnTunnel {
     /// sends a BU).
     pub fn heuristic_mut(&mut self) -> &mut Heuristic {
         &mut self.heuristic
+    }
+
+    /// Whether the inbound SA with this SPI is the one for Binding
+    /// Acknowledgements (RFC 3776 4.1, RFC 6275 11.7.3: a BA counts only
+    /// under the SA the policies give BAs): the SPD entry the flow "MH BA
+    /// from the home agent to the home address" matches is among the
+    /// entries the SA serves. Data arrives under one SPI, so the last
+    /// answer is kept and the per-packet cost is a comparison.
+    pub fn under_ba_sa(&mut self, q: &impl IpsecQuery, paths: &MnPaths, spi: u32) -> bool {
+        let generation = q.generation();
+        if let Some((g, s, answer)) = self.ba_sa {
+            if g == generation && s == spi {
+                return answer;
+            }
+        }
+        let key = FlowKey {
+            local: v6(paths.home),
+            remote: v6(paths.ha),
+            proto: proto::MH,
+            next: NextLayer::Mh { ty: mh_type::BA },
+        };
+        let answer = match (q.lookup(Direction::Inbound, &key), q.inbound_sa(spi)) {
+            (Some(entry), Some(sa)) => sa.spd_entries.contains(&entry.index),
+            _ => false,
+        };
+        self.ba_sa = Some((generation, spi, answer));
+        answer
     }
 
     /// Classifies an outbound ESP packet from the home address to the
@@ -443,7 +554,7 @@ impl MnTunnel {
         } else {
             EspClass::Data
         };
-        match mode {
+        let class = match mode {
             crate::classify::ClassifierMode::Api => by_api,
             crate::classify::ClassifierMode::Heuristic => match self.heuristic.classify(spi) {
                 // The heuristic knows nothing of other transport-mode
@@ -451,12 +562,18 @@ impl MnTunnel {
                 EspClass::Data if by_api == EspClass::TransportSignalling => by_api,
                 c => c,
             },
+        };
+        if class == EspClass::BindingUpdate && s.binding_shared && !paths.own_bu {
+            EspClass::TunnelledSignalling
+        } else {
+            class
         }
     }
 
     /// Outbound, after IPsec (Req #3): ESP of the home address leaves by
     /// the path its class says, the BU by the care-of address being
-    /// registered and data by the registered one until the BA arrives. An
+    /// registered and data by the registered one until the BA arrives (by
+    /// the new one at once when no care-of address is registered). An
     /// IPv6 care-of address replaces the home address as source (with a
     /// Home Address option for transport mode, RFC 3776 6.1 step 5); an
     /// IPv4 one carries the packet in IPv4, or in UDP to port 4191 (RFC
@@ -489,15 +606,32 @@ impl MnTunnel {
             };
             self.classify(q, paths, spi, mode)
         };
+        // RFC 3776 4.3: once the BU is sent the node uses the new care-of
+        // address; data stays on the registered one while that network is
+        // still there (make-before-break, Req #3) and takes the new one at
+        // once when the old one is gone (break-before-make).
         let path = match class {
             EspClass::BindingUpdate => paths.registering.or(paths.active),
-            _ => paths.active,
+            _ => paths.active.or(paths.registering),
         };
         let Some(path) = path else {
             return Err(MobilityDrop::NoCareOf);
         };
-        let transport = class != EspClass::Data;
+        let transport = matches!(
+            class,
+            EspClass::BindingUpdate | EspClass::TransportSignalling
+        );
         match path {
+            Path::V6 { coa } if class == EspClass::TunnelledSignalling => {
+                encap::encapsulate(
+                    buf,
+                    &Outer::V6 {
+                        src: coa,
+                        dst: paths.ha,
+                    },
+                )
+                .map_err(|_| MobilityDrop::NoBufferRoom)?;
+            }
             Path::V6 { coa } => {
                 if transport {
                     mip6::insert_home_address_option(buf, paths.home)
@@ -529,13 +663,14 @@ impl MnTunnel {
     /// 3776 6.4 step 2), and gives tunnel-mode ESP sent to a care-of
     /// address its home address back as destination, so IPsec sees what
     /// the home agent's IPsec produced. `care_ofs` are the addresses the
-    /// node owns on visited networks; `port` its UDP port.
+    /// node owns on visited networks; `port` its UDP port. Answers the SPI
+    /// of the ESP packet it passes on from the home agent, if it is one.
     pub fn handle_inbound(
         &mut self,
         paths: &MnPaths,
         care_ofs: &[Path],
         buf: &mut PacketBuf,
-    ) -> Result<(), MobilityDrop> {
+    ) -> Result<Option<u32>, MobilityDrop> {
         let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::Malformed)?;
         if meta.version == IpVersion::V4 {
             let dst = addr4(buf.data(), 16);
@@ -544,7 +679,7 @@ impl MnTunnel {
                 _ => None,
             });
             let Some(port) = port else {
-                return Ok(());
+                return Ok(None);
             };
             let src = addr4(buf.data(), 12);
             match encap::decapsulate(buf, port) {
@@ -552,13 +687,13 @@ impl MnTunnel {
                     return Err(MobilityDrop::UnknownTunnelPeer)
                 }
                 Ok(_) => {}
-                Err(encap::EncapError::NotEncapsulated) => return Ok(()),
+                Err(encap::EncapError::NotEncapsulated) => return Ok(None),
                 Err(_) => return Err(MobilityDrop::BadEncapsulation),
             }
         }
         let meta = ip::parse(buf.data()).map_err(|_| MobilityDrop::BadEncapsulation)?;
         if meta.version != IpVersion::V6 || addr16(buf.data(), 8) != Some(paths.ha) {
-            return Ok(());
+            return Ok(None);
         }
         match mip6::find_type2_routing_header(buf.data()) {
             Ok(Some(_)) => {
@@ -567,7 +702,7 @@ impl MnTunnel {
                 if home != paths.home {
                     return Err(MobilityDrop::BadMobilityExtension);
                 }
-                Ok(())
+                Ok(esp_spi(buf.data(), &meta))
             }
             Ok(None) => {
                 let dst = addr16(buf.data(), 24);
@@ -582,8 +717,11 @@ impl MnTunnel {
                     // to IPsec, whose SPD decides about it.
                     encap::decapsulate(buf, DSMIP_UDP_PORT)
                         .map_err(|_| MobilityDrop::BadEncapsulation)?;
+                    let inner =
+                        ip::parse(buf.data()).map_err(|_| MobilityDrop::BadEncapsulation)?;
+                    return Ok(esp_spi(buf.data(), &inner));
                 }
-                Ok(())
+                Ok(esp_spi(buf.data(), &meta))
             }
             Err(_) => Err(MobilityDrop::BadMobilityExtension),
         }

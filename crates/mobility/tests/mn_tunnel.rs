@@ -5,86 +5,15 @@
 //! the mobility crate has into it.
 #![allow(clippy::unwrap_used)]
 
-use bitsgw_ipsec_query::sa::{Direction, Mode, SaState};
-use bitsgw_ipsec_query::selector::{FlowKey, NextLayer};
-use bitsgw_ipsec_query::{IpsecQuery, SaView, SpdEntryId, SpdEntryView};
+mod common;
+
 use bitsgw_mobility::classify::{ClassifierMode, EspClass};
 use bitsgw_mobility::tunnel::{MnPaths, MnTunnel, Path};
-use bitsgw_wire::mh::mh_type;
 use bitsgw_wire::{craft, proto, PacketBuf};
-use std::net::{IpAddr, Ipv6Addr};
+use common::{v6, SeedPolicy, BU_SPI, DATA_SPI, HA, HOME};
 
-const HOME: &str = "2001:db8:1::100";
-const HA: &str = "2001:db8:1::1";
 const OLD_COA: &str = "2001:db8:2::100";
 const NEW_COA: &str = "2001:db8:3::100";
-/// The SPI of the transport-mode SA that protects "MH BU from HoA to HA".
-const BU_SPI: u32 = 0x1001;
-/// The SPI of the tunnel-mode SA that protects the payload.
-const DATA_SPI: u32 = 0x1003;
-
-fn v6(s: &str) -> [u8; 16] {
-    s.parse::<Ipv6Addr>().unwrap().octets()
-}
-
-/// The answers an IPsec stage with the seed's host-wide policy gives: BUs
-/// from the home address to the home agent go under [`BU_SPI`], anything
-/// else under [`DATA_SPI`].
-struct SeedPolicy;
-
-impl SeedPolicy {
-    fn sa(spi: u32, mode: Mode) -> SaView<'static> {
-        SaView {
-            slot: spi as usize,
-            name: "sa",
-            spi,
-            direction: Direction::Outbound,
-            mode,
-            udp_encap: None,
-            selectors: &[],
-            spd_entries: &[],
-            state: SaState::Active,
-        }
-    }
-}
-
-impl IpsecQuery for SeedPolicy {
-    fn generation(&self) -> u64 {
-        1
-    }
-    fn spd_entry(&self, _: Direction, _: &str) -> Option<SpdEntryId> {
-        None
-    }
-    fn entry(&self, _: SpdEntryId) -> Option<SpdEntryView<'_>> {
-        None
-    }
-    fn lookup(&self, _: Direction, _: &FlowKey) -> Option<SpdEntryId> {
-        None
-    }
-    fn outbound_sa(&self, _: SpdEntryId) -> Option<SaView<'_>> {
-        None
-    }
-    fn outbound_sa_for_flow(&self, key: &FlowKey) -> Option<SaView<'_>> {
-        Some(match key.next {
-            NextLayer::Mh { ty } if ty == mh_type::BU && key.proto == proto::MH => {
-                Self::sa(BU_SPI, Mode::Transport)
-            }
-            _ => Self::sa(
-                DATA_SPI,
-                Mode::Tunnel {
-                    local: IpAddr::from(v6(HOME)).into(),
-                    remote: IpAddr::from(v6(HA)).into(),
-                },
-            ),
-        })
-    }
-    fn inbound_sa(&self, _: u32) -> Option<SaView<'_>> {
-        None
-    }
-    fn sa_by_name(&self, _: &str) -> Option<SaView<'_>> {
-        None
-    }
-}
 
 /// Registered at the old care-of address, a Binding Update for the new one
 /// in flight (make-before-break).
@@ -95,6 +24,7 @@ fn paths() -> MnPaths {
         ha_v4: None,
         active: Some(Path::V6 { coa: v6(OLD_COA) }),
         registering: Some(Path::V6 { coa: v6(NEW_COA) }),
+        own_bu: true,
     }
 }
 

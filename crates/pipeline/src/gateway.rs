@@ -126,7 +126,7 @@ impl Mobility {
     ) -> Result<(), MobilityDrop> {
         match self {
             Mobility::HomeAgent(ha) => ha.handle_network(&stage.query(), buf, now),
-            Mobility::MobileNode(mn) => mn.handle_network(buf),
+            Mobility::MobileNode(mn) => mn.handle_network(&stage.query(), buf),
         }
     }
 
@@ -139,6 +139,14 @@ impl Mobility {
         match self {
             Mobility::HomeAgent(ha) => ha.handle_protected(&stage.query(), buf, now),
             Mobility::MobileNode(mn) => mn.handle_protected(&stage.query(), buf).map(|_| ()),
+        }
+    }
+
+    fn untunnelled_at_home(&mut self, stage: &IpsecStage, from: Side, pkt: &[u8]) -> bool {
+        let received = from == Side::Network;
+        match self {
+            Mobility::HomeAgent(ha) => ha.untunnelled_at_home(&stage.query(), received, pkt),
+            Mobility::MobileNode(mn) => mn.untunnelled_at_home(&stage.query(), received, pkt),
         }
     }
 
@@ -772,7 +780,14 @@ impl Gateway {
             }
             tap.tap(TapPoint::AfterIpsec, now, LinkType::RawIp, buf.data());
         }
+        // RFC 3776 4.2: at home the tunnel's SPD entries are inactive.
+        let untunnelled = self
+            .mobility
+            .as_mut()
+            .is_some_and(|m| m.untunnelled_at_home(&self.stage, from, buf.data()));
         let d = match from {
+            Side::Host if untunnelled => Disposition::Forward,
+            Side::Network if untunnelled => Disposition::Deliver,
             Side::Host => self.stage.handle_outbound(buf, now),
             Side::Network => self.stage.handle_inbound(buf, now),
         };

@@ -58,7 +58,11 @@ fn stage(name: &str) -> IpsecStage {
 }
 
 fn home_agent(force_udp: bool) -> Gateway {
-    let mut gw = Gateway::new(stage("dsmip-hostwide-ha.json"));
+    home_agent_with("dsmip-hostwide-ha.json", force_udp)
+}
+
+fn home_agent_with(policy: &str, force_udp: bool) -> Gateway {
+    let mut gw = Gateway::new(stage(policy));
     gw.set_mobility(Mobility::HomeAgent(HomeAgent::new(HaConfig {
         address: v6(HA),
         address_v4: Some(v4(HA4)),
@@ -77,7 +81,11 @@ fn home_agent(force_udp: bool) -> Gateway {
 }
 
 fn mobile_node() -> Gateway {
-    let mut gw = Gateway::new(stage("dsmip-hostwide-mn.json"));
+    mobile_node_with("dsmip-hostwide-mn.json")
+}
+
+fn mobile_node_with(policy: &str) -> Gateway {
+    let mut gw = Gateway::new(stage(policy));
     let mut cfg = MnConfig::new(v6(HOA), v6(HA));
     cfg.home_agent_v4 = Some(v4(HA4));
     cfg.home_v4 = Some([0; 4]);
@@ -268,6 +276,26 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| (*x).to_string()).collect()
 }
 
+/// The header stack of a Binding Update from COA6 under the SA `spi`
+/// (RFC 3776 6.1 step 5: care-of address as source, HAO).
+fn bu_from_coa6(spi: u32) -> Vec<String> {
+    vec![
+        format!("IPv6 {COA6} -> {HA}"),
+        format!("DestOpt HAO {HOA}"),
+        format!("ESP spi 0x{spi:08x}"),
+    ]
+}
+
+/// The header stack of a Binding Acknowledgement to COA6 under the SA
+/// `spi` (RFC 3776 6.3 step 5: type 2 routing header).
+fn ba_to_coa6(spi: u32) -> Vec<String> {
+    vec![
+        format!("IPv6 {HA} -> {COA6}"),
+        format!("RH2 {HOA} (segments left 1)"),
+        format!("ESP spi 0x{spi:08x}"),
+    ]
+}
+
 // ---------------------------------------------------------------------
 // The simulated Internet
 // ---------------------------------------------------------------------
@@ -455,14 +483,7 @@ fn rfc3776_6_1_to_6_4_binding_update_and_ack_over_ipv6() {
     // 6.1 step 5: after IPsec (SPI of the BU SA) the tunnel stage put the
     // care-of address in the source and the home address in a HAO.
     let bu = only(out, Side::Network);
-    assert_eq!(
-        stack(&bu),
-        s(&[
-            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
-            "DestOpt HAO 2001:db8:1::100",
-            "ESP spi 0x00002001",
-        ])
-    );
+    assert_eq!(stack(&bu), bu_from_coa6(0x2001));
     // 6.2: at the HA the HAO is processed first (step 2), then ESP (step
     // 3), the selectors are checked (step 4) and the BU is delivered to the
     // protocol module (step 5), which answers.
@@ -473,14 +494,7 @@ fn rfc3776_6_1_to_6_4_binding_update_and_ack_over_ipv6() {
     assert_eq!(b.care_of.to_string(), COA6);
     // 6.3 step 5: BA with a type 2 routing header to the care-of address.
     let ba = only(out, Side::Network);
-    assert_eq!(
-        stack(&ba),
-        s(&[
-            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
-            "RH2 2001:db8:1::100 (segments left 1)",
-            "ESP spi 0x00002002",
-        ])
-    );
+    assert_eq!(stack(&ba), ba_to_coa6(0x2002));
     // 6.4: the MN processes the routing header (step 2), ESP (step 3), the
     // selectors (step 4) and gives the BA to its protocol module (step 5).
     let (o, out) = run(&mut net.mn, Side::Network, &ba, net.now);
@@ -767,21 +781,37 @@ fn journey_ipv6_ipv4_nat_rebinding_ipv6_home_loses_nothing() {
     assert_eq!(mn(&mut net.mn).counters().total_drops(), 0);
 }
 
-/// Break-before-make: the old network is gone at once; data the host
-/// sends before the BA is dropped and counted (never sent in clear).
+/// Break-before-make (RFC 3776 4.3): the old network is gone at once, and
+/// data the host sends right after the BU already leaves by the new
+/// care-of address (ESP, never in clear), before the BA; the home agent
+/// takes it from there. Nothing is dropped for want of a care-of address.
 #[test]
-fn break_before_make_drops_and_counts_until_the_ba() {
+fn rfc3776_4_3_break_before_make_sends_data_by_the_new_care_of_address_at_once() {
     let mut net = Net::new();
     let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
     net.settle(bu, vec![]);
     let bu = net.move_to(Attachment::V6(v6(COA6B)), Some(COA6B), false);
     let (o, out) = run(&mut net.mn, Side::Host, &udp(HOA, CN, 100), net.now);
-    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::NoCareOf));
-    assert!(out.is_empty());
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Forward));
+    let data = only(out, Side::Network);
+    assert_eq!(
+        stack(&data),
+        s(&[
+            "IPv6 2001:db8:3::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002007"
+        ])
+    );
+    net.settle(vec![(Side::Network, data)], vec![]);
+    assert_eq!(net.to_cn.len(), 1, "taken by the home agent before the BU");
     net.settle(bu, vec![]);
+    assert_eq!(
+        mn(&mut net.mn).registered(),
+        Some(Attachment::V6(v6(COA6B)))
+    );
     net.mn_sends_data(1);
-    assert_eq!(net.to_cn.len(), 1);
-    assert_eq!(mn(&mut net.mn).counters().drops(MobilityDrop::NoCareOf), 1);
+    net.cn_sends_data(1);
+    assert_eq!((net.to_cn.len(), net.to_host.len()), (2, 1));
+    assert_eq!(mn(&mut net.mn).counters().drops(MobilityDrop::NoCareOf), 0);
 }
 
 /// RFC 6275 11.8: no BA, so the BU goes again after 1.5 s (first
@@ -1436,5 +1466,465 @@ fn ipv6_in_ipv6_from_the_home_agent_is_decapsulated_and_judged_by_the_spd() {
             .counters()
             .events(MobilityEvent::Decapsulated),
         1
+    );
+}
+
+// ---------------------------------------------------------------------
+// Binding Errors and Binding Refresh Requests on the wire
+// ---------------------------------------------------------------------
+
+/// An IPv6 packet from `src` to `dst` with a Mobility Header of type
+/// `mh_type` and message data `data`, spelled out byte by byte.
+fn mh_bytes(src: &str, dst: &str, mh_type: u8, data: &[u8]) -> Vec<u8> {
+    let len = 6 + data.len();
+    let mut mh = vec![59, u8::try_from(len / 8 - 1).unwrap(), mh_type, 0, 0, 0];
+    mh.extend_from_slice(data);
+    let sum = bitsgw_wire::mh::mh_checksum(&v6(src), &v6(dst), &mh);
+    mh[4..6].copy_from_slice(&sum.to_be_bytes());
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+    p.extend_from_slice(&[135, 64]);
+    p.extend_from_slice(&v6(src));
+    p.extend_from_slice(&v6(dst));
+    p.extend_from_slice(&mh);
+    p
+}
+
+/// A Binding Error as it leaves the home agent: status, reserved, the
+/// Home Address field (RFC 6275 6.1.9).
+fn binding_error(to: &str, status: u8, home: &str) -> Vec<u8> {
+    let mut d = vec![status, 0];
+    d.extend_from_slice(&v6(home));
+    mh_bytes(HA, to, 7, &d)
+}
+
+/// The mobile node (registered at COA6) takes `pkt` from the network and
+/// answers with a Binding Update, which this returns.
+fn answered_with_a_bu(net: &mut Net, pkt: &[u8]) -> Vec<u8> {
+    let (o, out) = run(&mut net.mn, Side::Network, pkt, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let bu = only(out, Side::Network);
+    assert_eq!(stack(&bu), bu_from_coa6(0x2001));
+    bu
+}
+
+/// RFC 6275 9.2 and 9.3.3 with the RFC 3776 pair (whose BU SA carries any
+/// MH type): an MH type the home agent does not know, from the care-of
+/// address with a Home Address option, is answered with a Binding Error,
+/// status 2, sent to the care-of address the packet came from, with the
+/// home address from the option in its Home Address field. No SA reaches
+/// a care-of address, so it leaves in clear (the `be-bypass-out` entry).
+/// The mobile node takes it (it comes from its home agent, which is on its
+/// Binding Update List, RFC 6275 11.3.6) and passes nothing to the host.
+#[test]
+fn rfc6275_9_3_3_binding_error_goes_in_clear_to_the_care_of_address_with_the_home_address() {
+    let mut net = Net::new();
+    net.ha = home_agent_with("rfc3776-ha.json", false);
+    net.mn = mobile_node_with("rfc3776-mn.json");
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    assert_eq!(mn(&mut net.mn).registered(), Some(Attachment::V6(v6(COA6))));
+    net.events();
+    let now = net.now;
+    // MH type 42, sealed by the mobile node's BU SA (proto MH, any type),
+    // from the care-of address with a Home Address option.
+    let mut buf = PacketBuf::from_slice(&mh_bytes(HOA, HA, 42, &[0, 0]));
+    assert_eq!(
+        net.mn.stage_mut().handle_outbound(&mut buf, now),
+        bitsgw_ipsec::Disposition::Forward
+    );
+    bitsgw_wire::mip6::insert_home_address_option(&mut buf, v6(HOA)).unwrap();
+    buf.data_mut()[8..24].copy_from_slice(&v6(COA6));
+    assert_eq!(stack(buf.data()), bu_from_coa6(0x1001));
+    let (o, out) = run(&mut net.ha, Side::Network, buf.data(), now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let be = only(out, Side::Network);
+    assert_eq!(be, binding_error(COA6, 2, HOA));
+    assert_eq!(ha(&net.ha).counters().events(MobilityEvent::BeSent), 1);
+    let (o, out) = run(&mut net.mn, Side::Network, &be, now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    assert!(out.is_empty(), "nothing for the host");
+    assert_eq!(net.events(), vec![MnEvent::BindingError { status: 2 }]);
+    assert_eq!(
+        mn(&mut net.mn).counters().events(MobilityEvent::BeReceived),
+        1
+    );
+}
+
+/// RFC 6275 9.3.1 and 11.3.6, both ends: a home agent that lost its
+/// binding (restarted) answers a packet with a Home Address option with a
+/// Binding Error, status 1, in clear to the care-of address, about the
+/// home address; the mobile node, whose home agent it is, registers again
+/// at once, and the binding is back. The same Binding Error from another
+/// node is ignored and counted, and never reaches the host.
+#[test]
+fn rfc6275_11_3_6_binding_error_status_1_brings_the_binding_back() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    net.events();
+    net.ha = home_agent(false);
+    let now = net.now;
+    let mut probe = PacketBuf::from_slice(&udp(HOA, HA, 10));
+    bitsgw_wire::mip6::insert_home_address_option(&mut probe, v6(HOA)).unwrap();
+    probe.data_mut()[8..24].copy_from_slice(&v6(COA6));
+    let (o, out) = run(&mut net.ha, Side::Network, probe.data(), now);
+    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::HaoWithoutBinding));
+    let be = only(out, Side::Network);
+    assert_eq!(be, binding_error(COA6, 1, HOA));
+    // From a correspondent: ignored.
+    let mut spoofed = be.clone();
+    spoofed[8..24].copy_from_slice(&v6(CN));
+    let sum = bitsgw_wire::mh::mh_checksum(&v6(CN), &v6(COA6), &{
+        let mut mh = spoofed[40..].to_vec();
+        mh[4..6].fill(0);
+        mh
+    });
+    spoofed[44..46].copy_from_slice(&sum.to_be_bytes());
+    let (o, out) = run(&mut net.mn, Side::Network, &spoofed, now);
+    assert_eq!(
+        o,
+        Outcome::MobilityDrop(MobilityDrop::NoBindingUpdateListEntry)
+    );
+    assert!(out.is_empty());
+    // From the home agent: a new BU at once.
+    let again = answered_with_a_bu(&mut net, &be);
+    net.settle(vec![(Side::Network, again)], vec![]);
+    let b = ha(&net.ha).bindings().get(&v6(HOA)).unwrap();
+    assert_eq!((b.care_of.to_string(), b.seq), (COA6.to_string(), 2));
+    assert_eq!(
+        net.events()
+            .into_iter()
+            .filter(|e| matches!(e, MnEvent::BindingError { status: 1 }))
+            .count(),
+        1
+    );
+}
+
+/// RFC 6275 11.7.4 and 6.1.2: a Binding Refresh Request the home agent
+/// sends to the home address (protected as the host-wide policies say:
+/// the payload SA, tunnelled to the care-of address) is decrypted by the
+/// mobile node and answered with a Binding Update (the next sequence
+/// number, A and H set), which the home agent accepts; the host never
+/// sees the request.
+#[test]
+fn rfc6275_11_7_4_binding_refresh_request_is_answered_with_a_binding_update() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    let now = net.now;
+    let brr = mh_bytes(HA, HOA, 0, &[0, 0]);
+    let (o, out) = run(&mut net.ha, Side::Host, &brr, now);
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Forward));
+    let sealed = only(out, Side::Network);
+    assert_eq!(
+        stack(&sealed),
+        s(&[
+            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
+            "ESP spi 0x00002008"
+        ])
+    );
+    let host_before = net.to_host.len();
+    let bu = answered_with_a_bu(&mut net, &sealed);
+    // What the home agent decrypts: BU number 2 with A and H.
+    let mut clear = PacketBuf::from_slice(&bu);
+    bitsgw_wire::mip6::swap_home_address(clear.data_mut()).unwrap();
+    let mut ha_ipsec = stage("dsmip-hostwide-ha.json");
+    assert_eq!(
+        ha_ipsec.handle_inbound(&mut clear, now),
+        bitsgw_ipsec::Disposition::Deliver
+    );
+    match bitsgw_mobility::packet::upper(clear.data(), |_, _| true) {
+        bitsgw_mobility::packet::Upper::Mh { repr, .. } => {
+            assert_eq!(
+                repr.message,
+                bitsgw_wire::mh::Message::BindingUpdate(bitsgw_wire::mh::BindingUpdate {
+                    seq: 2,
+                    ack: true,
+                    home_registration: true,
+                    link_local_compat: false,
+                    key_mgmt_compat: false,
+                    lifetime_units: 105,
+                })
+            );
+        }
+        other => panic!("not a BU: {other:?}"),
+    }
+    net.settle(vec![(Side::Network, bu)], vec![]);
+    assert_eq!(net.to_host.len(), host_before);
+    assert_eq!(ha(&net.ha).bindings().get(&v6(HOA)).unwrap().seq, 2);
+    assert_eq!(
+        mn(&mut net.mn)
+            .counters()
+            .events(MobilityEvent::BrrAnswered),
+        1
+    );
+}
+
+/// RFC 5555 4.3.1: a Binding Update that reaches the home agent in UDP
+/// over IPv4 without the IPv4 Care-of Address option is refused with
+/// status 174 (Invalid Care-of Address, RFC 6275 6.1.8), answered in UDP to where it came
+/// from; it is not a de-registration, so the binding stays.
+#[test]
+fn rfc5555_4_3_1_a_udp_binding_update_without_the_ipv4_care_of_option_is_refused() {
+    use bitsgw_wire::mh::{BindingUpdate, Message};
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    let now = net.now;
+    let msg = Message::BindingUpdate(BindingUpdate {
+        seq: 9,
+        ack: true,
+        home_registration: true,
+        link_local_compat: false,
+        key_mgmt_compat: false,
+        lifetime_units: 100,
+    });
+    let plain = bitsgw_mobility::packet::mh_packet(v6(HOA), v6(HA), &msg, &[]);
+    let mut buf = PacketBuf::from_slice(&plain);
+    assert_eq!(
+        net.mn.stage_mut().handle_outbound(&mut buf, now),
+        bitsgw_ipsec::Disposition::Forward
+    );
+    bitsgw_wire::encap::encapsulate(
+        &mut buf,
+        &bitsgw_wire::encap::Outer::V4Udp {
+            src: v4(COA4),
+            dst: v4(HA4),
+            src_port: 4191,
+            dst_port: 4191,
+            tlv: false,
+        },
+    )
+    .unwrap();
+    let (o, out) = run(&mut net.ha, Side::Network, buf.data(), now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let ba = only(out, Side::Network);
+    assert_eq!(
+        stack(&ba),
+        s(&[
+            "IPv4 203.0.113.1 -> 203.0.113.20",
+            "UDP 4191 -> 4191",
+            "IPv6 2001:db8:1::1 -> 2001:db8:1::100",
+            "ESP spi 0x00002002",
+        ])
+    );
+    let mut inner = PacketBuf::from_slice(&ba);
+    bitsgw_wire::encap::decapsulate(&mut inner, 4191).unwrap();
+    assert_eq!(
+        net.mn.stage_mut().handle_inbound(&mut inner, now),
+        bitsgw_ipsec::Disposition::Deliver
+    );
+    let mh = &inner.data()[40..];
+    assert_eq!((mh[2], mh[6], &mh[8..12]), (6, 174, &[0, 9, 0, 0][..]));
+    assert_eq!(
+        ha(&net.ha)
+            .bindings()
+            .get(&v6(HOA))
+            .unwrap()
+            .care_of
+            .to_string(),
+        COA6
+    );
+    assert_eq!(ha(&net.ha).counters().events(MobilityEvent::BuRejected), 1);
+}
+
+/// RFC 3776 4.1 and RFC 6275 11.7.3: the BA must come under the SA for
+/// BAs. A BA sealed with the home agent's payload SA (tunnel mode, SPI
+/// 0x2008, whose selectors also cover it), with the right sequence number,
+/// registers nothing: the tunnel stage noted the SPI it came under, and the
+/// query API says that SA does not serve the BA entry.
+#[test]
+fn rfc3776_a_binding_ack_under_the_payload_sa_registers_nothing() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    assert_eq!(bu.len(), 1);
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/dsmip-hostwide-ha.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let sa8 = doc["sad"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|sa| sa["name"] == "sa8")
+        .unwrap()
+        .clone();
+    let wrong = serde_json::json!({
+        "danger_static_keys_for_counter_mode": true,
+        "addresses": doc["addresses"],
+        "spd": {"outbound": [{"name": "ba-under-payload-sa", "local": "home_agent_1",
+                               "remote": "home_address_1", "proto": "mh",
+                               "action": "protect", "sa": "sa8"}],
+                "inbound": [{"name": "all-in", "action": "discard"}]},
+        "sad": [sa8]
+    });
+    let set = bitsgw_ipsec::config::parse_policy(&wrong.to_string(), "wrong-sa.json").unwrap();
+    let mut sender = IpsecStage::new(StageConfig::default());
+    set.apply(&mut sender, Timestamp::ZERO).unwrap();
+    let ba = bitsgw_mobility::packet::mh_packet(
+        v6(HA),
+        v6(HOA),
+        &bitsgw_wire::mh::Message::BindingAck(bitsgw_wire::mh::BindingAck {
+            status: 0,
+            key_mgmt_compat: false,
+            seq: 1,
+            lifetime_units: 105,
+        }),
+        &[],
+    );
+    let mut buf = PacketBuf::from_slice(&ba);
+    assert_eq!(
+        sender.handle_outbound(&mut buf, net.now),
+        bitsgw_ipsec::Disposition::Forward
+    );
+    buf.data_mut()[24..40].copy_from_slice(&v6(COA6));
+    assert_eq!(
+        stack(buf.data()),
+        s(&[
+            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
+            "ESP spi 0x00002008"
+        ])
+    );
+    let (o, out) = run(&mut net.mn, Side::Network, buf.data(), net.now);
+    assert!(out.is_empty());
+    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::BaOutsideItsSa));
+    assert_eq!(mn(&mut net.mn).registered(), None);
+    assert_eq!(
+        mn(&mut net.mn).registering(),
+        Some(Attachment::V6(v6(COA6)))
+    );
+}
+
+/// RFC 6275 6.1 with the RFC 3776 pair, whose BU and BA SAs carry any MH
+/// type: only the Binding Update gets a Home Address option and only the
+/// Binding Acknowledgement a type 2 routing header. Another MH message
+/// from the home address (here one the host sends, of a type nobody
+/// knows) goes in an IPv6 tunnel from the care-of address (RFC 6275
+/// 11.3.1), which the home agent takes only from the binding's care-of
+/// address (10.4.5); the Binding Error it answers to the home address goes
+/// in an IPv6 tunnel to the care-of address, and the mobile node takes it.
+#[test]
+fn rfc6275_6_1_home_address_option_and_routing_header_only_on_bu_and_ba() {
+    let mut net = Net::new();
+    net.ha = home_agent_with("rfc3776-ha.json", false);
+    net.mn = mobile_node_with("rfc3776-mn.json");
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    let bu = only(bu, Side::Network);
+    assert_eq!(stack(&bu), bu_from_coa6(0x1001));
+    let (_, out) = run(&mut net.ha, Side::Network, &bu, net.now);
+    let ba = only(out, Side::Network);
+    assert_eq!(stack(&ba), ba_to_coa6(0x1002));
+    let (o, _) = run(&mut net.mn, Side::Network, &ba, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    net.events();
+    let (o, out) = run(
+        &mut net.mn,
+        Side::Host,
+        &mh_bytes(HOA, HA, 42, &[0, 0]),
+        net.now,
+    );
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Forward));
+    let other = only(out, Side::Network);
+    assert_eq!(
+        stack(&other),
+        s(&[
+            "IPv6 2001:db8:2::100 -> 2001:db8:1::1",
+            "IPv6 2001:db8:1::100 -> 2001:db8:1::1",
+            "ESP spi 0x00001001",
+        ])
+    );
+    // From anywhere but the binding's care-of address, the tunnel is refused.
+    let mut elsewhere = other.clone();
+    elsewhere[8..24].copy_from_slice(&v6(COA6B));
+    let (o, _) = run(&mut net.ha, Side::Network, &elsewhere, net.now);
+    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::UnknownTunnelPeer));
+    let (o, out) = run(&mut net.ha, Side::Network, &other, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let be = only(out, Side::Network);
+    assert_eq!(
+        stack(&be),
+        s(&[
+            "IPv6 2001:db8:1::1 -> 2001:db8:2::100",
+            "IPv6 2001:db8:1::1 -> 2001:db8:1::100",
+            "ESP spi 0x00001002",
+        ])
+    );
+    let (o, out) = run(&mut net.mn, Side::Network, &be, net.now);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    assert!(out.is_empty());
+    assert_eq!(net.events(), vec![MnEvent::BindingError { status: 2 }]);
+    // The next refresh is a BU again, with its Home Address option.
+    let now = net.now;
+    mn(&mut net.mn).refresh(now);
+    let bu = only(poll(&mut net.mn, now), Side::Network);
+    assert_eq!(stack(&bu)[1], "DestOpt HAO 2001:db8:1::100");
+}
+
+/// RFC 3776 4.2: once the node is home and de-registered, the SPD entries
+/// of the tunnel between the home address and the home agent are
+/// inactive: payload goes as it would without mobility, in clear, both
+/// ways, byte for byte what the hosts sent. Every other entry still
+/// applies (a BU still goes under its transport-mode SA, traffic of other
+/// addresses is still discarded), and once away again the tunnel is back.
+#[test]
+fn rfc3776_4_2_at_home_traffic_goes_as_without_mobility() {
+    let mut net = Net::new();
+    let bu = net.move_to(Attachment::V6(v6(COA6)), Some(COA6), true);
+    net.settle(bu, vec![]);
+    let bu = net.move_to(Attachment::Home, None, false);
+    net.settle(bu, vec![]);
+    assert!(ha(&net.ha).bindings().is_empty());
+    let up = udp(HOA, CN, 100);
+    let (o, out) = run(&mut net.mn, Side::Host, &up, net.now);
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Forward));
+    assert_eq!(only(out, Side::Network), up, "in clear, unchanged");
+    let down = udp(CN, HOA, 100);
+    let (o, out) = run(&mut net.ha, Side::Host, &down, net.now);
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Forward));
+    let down_wire = only(out, Side::Network);
+    assert_eq!(down_wire, down, "in clear, unchanged");
+    let (o, out) = run(&mut net.mn, Side::Network, &down_wire, net.now);
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Deliver));
+    assert_eq!(only(out, Side::Host), down);
+    let untunnelled = |gw: &Gateway| {
+        gw.mobility()
+            .unwrap()
+            .counters()
+            .events(MobilityEvent::AtHomeUntunnelled)
+    };
+    assert_eq!((untunnelled(&net.mn), untunnelled(&net.ha)), (2, 1));
+    // Other entries still apply.
+    let (_, out) = run(
+        &mut net.mn,
+        Side::Host,
+        &mh_bytes(HOA, HA, 5, &[0; 10]),
+        net.now,
+    );
+    assert_eq!(
+        stack(&only(out, Side::Network)),
+        s(&[
+            "IPv6 2001:db8:1::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002001"
+        ])
+    );
+    let (o, out) = run(&mut net.mn, Side::Host, &udp(COA6, CN, 100), net.now);
+    assert!(out.is_empty());
+    assert_eq!(
+        o,
+        Outcome::Ipsec(bitsgw_ipsec::Disposition::Drop(
+            bitsgw_ipsec::DropReason::PolicyDiscard
+        ))
+    );
+    // Away again: the tunnel is back.
+    let bu = net.move_to(Attachment::V6(v6(COA6B)), Some(COA6B), true);
+    net.settle(bu, vec![]);
+    let (_, out) = run(&mut net.mn, Side::Host, &up, net.now);
+    assert_eq!(
+        stack(&only(out, Side::Network)),
+        s(&[
+            "IPv6 2001:db8:3::100 -> 2001:db8:1::1",
+            "ESP spi 0x00002007"
+        ])
     );
 }

@@ -1011,3 +1011,84 @@ fn scapy_binding_updates_are_accepted_by_our_home_agent() {
         bas.len()
     );
 }
+
+// ---------------------------------------------------------------------
+// 3. Binding Errors and Binding Refresh Requests, both ways
+// ---------------------------------------------------------------------
+
+/// RFC 6275 9.3.1, 9.3.3 and 11.3.6, with scapy on the other end: the
+/// Binding Error our home agent sends (status 1, in clear, to the care-of
+/// address the offending packet came from, about the home address of its
+/// Home Address option) is read by scapy as such, checksum included; a
+/// Binding Error scapy builds from the home agent's address makes our
+/// registered mobile node register again (never reaching the host), and
+/// the same from a correspondent is ignored and counted.
+#[test]
+fn scapy_reads_our_binding_error_and_ours_takes_scapys() {
+    let mut ha_gw = home_agent();
+    let mut mn_gw = mobile_node();
+    mn(&mut mn_gw).handle_move(Attachment::V6(v6(COA6)), true, T0);
+    let bu = only(poll(&mut mn_gw), Side::Network);
+    let (_, out) = run(&mut ha_gw, Side::Network, &bu);
+    let ba = only(out, Side::Network);
+    let (o, _) = run(&mut mn_gw, Side::Network, &ba);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    // A home agent that lost its binding (restarted) meets a packet with
+    // a Home Address option from the care-of address.
+    let mut fresh_ha = home_agent();
+    let mut probe = PacketBuf::from_slice(&bitsgw_wire::craft::udp_packet(
+        v6(HOA).into(),
+        v6(HA).into(),
+        5000,
+        6000,
+        10,
+    ));
+    bitsgw_wire::mip6::insert_home_address_option(&mut probe, v6(HOA)).unwrap();
+    probe.data_mut()[8..24].copy_from_slice(&v6(COA6));
+    let (o, out) = run(&mut fresh_ha, Side::Network, probe.data());
+    assert_eq!(o, Outcome::MobilityDrop(MobilityDrop::HaoWithoutBinding));
+    let be = only(out, Side::Network);
+    assert_eq!(ha(&fresh_ha).counters().events(MobilityEvent::BeSent), 1);
+    let Some(mut peer) = Peer::start() else {
+        return;
+    };
+    let be_msg = |home: &str| json!({"type": 7, "status": 1, "home": home, "options": []});
+    let answers = peer.ask(&[
+        json!({"op": "dissect_mh", "hex": hex::encode(&be)}),
+        json!({"op": "dissect_ext", "hex": hex::encode(&be)}),
+        json!({"op": "build_mh", "src": CN, "dst": COA6, "msg": be_msg(HOA)}),
+        json!({"op": "build_mh", "src": HA, "dst": COA6, "msg": be_msg(HOA)}),
+    ]);
+    assert_eq!(answers[0]["msg"], be_msg(HOA), "scapy's reading");
+    assert_eq!(answers[0]["cksum_ok"], json!(true));
+    assert_eq!(answers[1]["src"], json!(HA));
+    assert_eq!(answers[1]["dst"], json!(COA6));
+    assert_eq!(answers[1]["chain"], json!([135]), "in clear");
+    let from_cn = hex::decode(answers[2]["hex"].as_str().unwrap()).unwrap();
+    let (o, out) = run(&mut mn_gw, Side::Network, &from_cn);
+    assert_eq!(
+        o,
+        Outcome::MobilityDrop(MobilityDrop::NoBindingUpdateListEntry)
+    );
+    assert!(out.is_empty());
+    let from_ha = hex::decode(answers[3]["hex"].as_str().unwrap()).unwrap();
+    let (o, out) = run(&mut mn_gw, Side::Network, &from_ha);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    let again = only(out, Side::Network);
+    // (Its BA is not carried back: the restarted home agent's static-key
+    // SA starts its sequence numbers again, which the node's replay
+    // window rightly refuses.)
+    let (o, _) = run(&mut fresh_ha, Side::Network, &again);
+    assert_eq!(o, Outcome::MobilityConsumed);
+    assert_eq!(
+        ha(&fresh_ha)
+            .bindings()
+            .get(&v6(HOA))
+            .unwrap()
+            .care_of
+            .to_string(),
+        COA6
+    );
+    let m = mn(&mut mn_gw);
+    assert!(std::iter::from_fn(|| m.poll_event()).any(|e| e == MnEvent::BindingError { status: 1 }));
+}

@@ -73,6 +73,10 @@ pub mod ba_status {
     pub const EXPIRED_NONCES: u8 = 138;
     /// Registration type change disallowed.
     pub const REGISTRATION_TYPE_CHANGE_DISALLOWED: u8 = 139;
+    /// Invalid Care-of Address (RFC 6275 6.1.8). The home agent answers
+    /// it to a Binding Update that came over IPv4 without the IPv4
+    /// Care-of Address option (RFC 5555 4.1, 4.3.1).
+    pub const INVALID_CARE_OF_ADDRESS: u8 = 174;
 }
 
 /// Binding Error status values (RFC 6275 6.1.9).

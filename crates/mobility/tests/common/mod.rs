@@ -1,0 +1,100 @@
+//! What the mobility crate's tests share: an IPsec stage stood in for by
+//! fixed answers to the query API, the only door the crate has into it.
+#![allow(dead_code)]
+
+use bitsgw_ipsec_query::sa::{Direction, Mode, SaState};
+use bitsgw_ipsec_query::selector::{FlowKey, NextLayer};
+use bitsgw_ipsec_query::{IpsecQuery, SaView, SpdEntryId, SpdEntryView};
+use bitsgw_wire::mh::mh_type;
+use bitsgw_wire::proto;
+use std::net::{IpAddr, Ipv6Addr};
+
+pub const HOME: &str = "2001:db8:1::100";
+pub const HA: &str = "2001:db8:1::1";
+/// The SPI of the transport-mode SA that protects "MH BU from HoA to HA".
+pub const BU_SPI: u32 = 0x1001;
+/// The SPI of the transport-mode SA that protects "MH BA from HA to HoA".
+pub const BA_SPI: u32 = 0x1002;
+/// The SPI of the tunnel-mode SA that protects the payload.
+pub const DATA_SPI: u32 = 0x1003;
+/// Where the inbound entries "MH BA from HA" and "payload" stand.
+const BA_ENTRY: usize = 1;
+const PAYLOAD_ENTRY: usize = 3;
+
+pub fn v6(s: &str) -> [u8; 16] {
+    s.parse::<Ipv6Addr>().unwrap().octets()
+}
+
+/// The answers an IPsec stage with the seed's host-wide policy gives: BUs
+/// from the home address to the home agent go under [`BU_SPI`], anything
+/// else under [`DATA_SPI`]; inbound, BAs match the entry [`BA_SPI`]'s SA
+/// serves, anything else the payload entry.
+pub struct SeedPolicy;
+
+impl SeedPolicy {
+    fn sa(spi: u32, mode: Mode) -> SaView<'static> {
+        SaView {
+            slot: spi as usize,
+            name: "sa",
+            spi,
+            direction: Direction::Outbound,
+            mode,
+            udp_encap: None,
+            selectors: &[],
+            spd_entries: &[],
+            state: SaState::Active,
+        }
+    }
+
+    fn tunnel() -> Mode {
+        Mode::Tunnel {
+            local: IpAddr::from(v6(HOME)).into(),
+            remote: IpAddr::from(v6(HA)).into(),
+        }
+    }
+}
+
+impl IpsecQuery for SeedPolicy {
+    fn generation(&self) -> u64 {
+        1
+    }
+    fn spd_entry(&self, _: Direction, _: &str) -> Option<SpdEntryId> {
+        None
+    }
+    fn entry(&self, _: SpdEntryId) -> Option<SpdEntryView<'_>> {
+        None
+    }
+    fn lookup(&self, direction: Direction, key: &FlowKey) -> Option<SpdEntryId> {
+        let ba = key.proto == proto::MH && key.next == NextLayer::Mh { ty: mh_type::BA };
+        (direction == Direction::Inbound).then_some(SpdEntryId {
+            direction,
+            index: if ba { BA_ENTRY } else { PAYLOAD_ENTRY },
+        })
+    }
+    fn outbound_sa(&self, _: SpdEntryId) -> Option<SaView<'_>> {
+        None
+    }
+    fn outbound_sa_for_flow(&self, key: &FlowKey) -> Option<SaView<'_>> {
+        Some(match key.next {
+            NextLayer::Mh { ty } if ty == mh_type::BU && key.proto == proto::MH => {
+                Self::sa(BU_SPI, Mode::Transport)
+            }
+            _ => Self::sa(DATA_SPI, Self::tunnel()),
+        })
+    }
+    fn inbound_sa(&self, spi: u32) -> Option<SaView<'_>> {
+        let (mode, entries): (Mode, &'static [usize]) = match spi {
+            BA_SPI => (Mode::Transport, &[BA_ENTRY]),
+            DATA_SPI => (Self::tunnel(), &[PAYLOAD_ENTRY]),
+            _ => return None,
+        };
+        Some(SaView {
+            direction: Direction::Inbound,
+            spd_entries: entries,
+            ..Self::sa(spi, mode)
+        })
+    }
+    fn sa_by_name(&self, _: &str) -> Option<SaView<'_>> {
+        None
+    }
+}
