@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod flow;
 pub mod flow_cache;
 pub mod frag;
+pub mod ownership;
 pub mod query;
 pub mod sa;
 pub mod sad;

@@ -156,14 +156,33 @@ pub struct SaStats {
     pub other_drops: u64,
 }
 
-/// An installed SA.
-pub struct Sa {
-    pub(crate) params: SaParams,
+/// What only an SA's owner holds (see [`crate::ownership`]): its keys,
+/// its outbound sequence counter or inbound anti-replay window, and its
+/// sequence lease. A stage that does not own the SA has none of it, so it
+/// can neither seal nor open with the SA, and no second counter or window
+/// exists anywhere.
+pub(crate) struct Keyed {
     pub(crate) transform: Transform,
     /// Outbound: the last sequence number sent.
     pub(crate) seq_out: u64,
     /// Inbound: the anti-replay window.
     pub(crate) replay: ReplayWindow,
+    /// Outbound under sequence leases: the highest sequence number leased,
+    /// which may be sent; `None` when the stage does not lease.
+    pub(crate) seq_ceiling: Option<u64>,
+    /// The sequence number from which a new lease is asked for (half way
+    /// into the current one); `u64::MAX` when leases are off, so the data
+    /// path's check is one comparison.
+    pub(crate) lease_renew_at: u64,
+    /// Whether this SA waits for a (new) lease.
+    pub(crate) lease_wanted: bool,
+}
+
+/// An installed SA.
+pub struct Sa {
+    pub(crate) params: SaParams,
+    /// The keys and sequence state, in the owner's stage only.
+    pub(crate) keyed: Option<Keyed>,
     pub(crate) stats: SaStats,
     pub(crate) installed_at: Timestamp,
     pub(crate) state: SaState,
@@ -178,15 +197,6 @@ pub struct Sa {
     /// reload can tell an unchanged SA (kept, with its counters) from a
     /// changed one (replaced).
     pub(crate) fingerprint: [u8; 32],
-    /// Outbound under sequence leases: the highest sequence number leased,
-    /// which may be sent; `None` when the stage does not lease.
-    pub(crate) seq_ceiling: Option<u64>,
-    /// The sequence number from which a new lease is asked for (half way
-    /// into the current one); `u64::MAX` when leases are off, so the data
-    /// path's check is one comparison.
-    pub(crate) lease_renew_at: u64,
-    /// Whether this SA waits for a (new) lease.
-    pub(crate) lease_wanted: bool,
     /// Which key stream the sequence numbers of this SA belong to (see
     /// [`SaParams::lease_identity`]).
     pub(crate) lease_identity: [u8; 32],
@@ -226,9 +236,14 @@ impl Sa {
         );
         Ok(Sa {
             params,
-            transform,
-            seq_out: 0,
-            replay,
+            keyed: Some(Keyed {
+                transform,
+                seq_out: 0,
+                replay,
+                seq_ceiling: None,
+                lease_renew_at: u64::MAX,
+                lease_wanted: false,
+            }),
             stats: SaStats::default(),
             installed_at: now,
             state: SaState::Active,
@@ -236,9 +251,6 @@ impl Sa {
             spd_entries: Vec::new(),
             name_id: None,
             fingerprint,
-            seq_ceiling: None,
-            lease_renew_at: u64::MAX,
-            lease_wanted: false,
             lease_identity,
         })
     }
@@ -274,17 +286,25 @@ impl Sa {
     }
 
     /// Outbound: last sequence number sent. Inbound: highest received.
+    /// 0 in a stage that does not own the SA.
     pub fn seq(&self) -> u64 {
-        match self.params.direction {
-            Direction::Outbound => self.seq_out,
-            Direction::Inbound => self.replay.top(),
+        match (&self.keyed, self.params.direction) {
+            (Some(k), Direction::Outbound) => k.seq_out,
+            (Some(k), Direction::Inbound) => k.replay.top(),
+            (None, _) => 0,
         }
+    }
+
+    /// Whether this stage owns the SA: holds its keys and its sequence
+    /// counter or replay window (see [`crate::ownership`]).
+    pub fn is_owned(&self) -> bool {
+        self.keyed.is_some()
     }
 
     /// The highest sequence number leased (outbound SAs of a stage with
     /// sequence leases; see [`crate::stage::IpsecStage::grant_lease`]).
     pub fn seq_ceiling(&self) -> Option<u64> {
-        self.seq_ceiling
+        self.keyed.as_ref().and_then(|k| k.seq_ceiling)
     }
 
     /// When it was installed.

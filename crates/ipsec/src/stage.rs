@@ -15,6 +15,7 @@
 use crate::counters::{DropReason, StageCounters};
 use crate::flow::{addresses, flow_key};
 use crate::frag::{self, FragDrop, Reassembler, Reassembly, ReassemblyLimits};
+use crate::ownership::{Anchors, OwnerMap, StageOwnership};
 use crate::sa::{Direction, LimitKind, Mode, Sa, SaParams, SaState};
 use crate::sad::{NameId, SaId, Sad, SadError};
 use crate::selector::{proto, Addr, Family};
@@ -192,6 +193,10 @@ pub struct IpsecStage {
     /// Whether some outbound SA has asked for a lease since the last
     /// [`IpsecStage::take_lease_requests`].
     leases_wanted: bool,
+    /// Which SAs this stage owns (see [`crate::ownership`]).
+    ownership: StageOwnership,
+    /// What each SA name's ownership follows (its bundle's first SA).
+    anchors: Anchors,
 }
 
 /// Writes the ESP trailer (RFC 4303 2.4: padding 1, 2, 3..., pad length,
@@ -249,7 +254,77 @@ impl IpsecStage {
             ident_v4: 1,
             ident_v6: 1,
             leases_wanted: false,
+            ownership: StageOwnership::All,
+            anchors: Anchors::default(),
         }
+    }
+
+    /// Makes this stage one of several that share the SAs (see
+    /// [`crate::ownership`]): it keeps the keys and sequence state only of
+    /// the SAs `ownership` gives it, now and for every SA installed later.
+    /// Set once, before the stage handles a packet; keys dropped here are
+    /// gone (an SA whose keys this stage no longer has stays unowned).
+    pub fn set_ownership(&mut self, ownership: StageOwnership) {
+        self.ownership = ownership;
+        let owned: Vec<(SaId, bool)> = self
+            .sad
+            .iter()
+            .map(|(id, sa)| (id, self.owns(sa)))
+            .collect();
+        for (id, owns) in owned {
+            if !owns {
+                if let Some(sa) = self.sad.get_mut(id) {
+                    sa.keyed = None;
+                }
+            }
+        }
+    }
+
+    /// Which SAs this stage owns.
+    pub fn ownership(&self) -> StageOwnership {
+        self.ownership
+    }
+
+    /// Whether this stage's ownership gives it `sa`.
+    fn owns(&self, sa: &Sa) -> bool {
+        sa.name_id
+            .is_some_and(|n| self.ownership.owns(self.anchors.of(n), sa.params.direction))
+    }
+
+    /// The owner of the SAs that SA name `name` refers to in `direction`.
+    fn owner_of(&self, name: NameId, direction: Direction) -> usize {
+        self.ownership.owner(self.anchors.of(name), direction)
+    }
+
+    /// Who owns what, for a dispatcher (see [`OwnerMap`]).
+    pub fn owner_map(&self) -> OwnerMap {
+        let entry_owner = self
+            .spd_out
+            .entries()
+            .iter()
+            .map(|e| match &e.action {
+                Action::Protect(names) => names
+                    .first()
+                    .map(|n| self.owner_of(*n, Direction::Outbound)),
+                _ => None,
+            })
+            .collect();
+        let spi_owner = self
+            .sad
+            .iter()
+            .filter(|(_, sa)| sa.params.direction == Direction::Inbound)
+            .filter_map(|(_, sa)| {
+                let owner = self.owner_of(sa.name_id?, Direction::Inbound);
+                Some((sa.params.spi, owner))
+            })
+            .collect();
+        OwnerMap::new(
+            self.generation(),
+            self.spd_out.clone(),
+            entry_owner,
+            spi_owner,
+            self.cfg.udp_encap_ports.clone(),
+        )
     }
 
     /// The stage's settings.
@@ -296,6 +371,7 @@ impl IpsecStage {
     pub fn set_spd(&mut self, outbound: Vec<SpdEntry>, inbound: Vec<SpdEntry>) {
         self.spd_out = Spd::new(outbound);
         self.spd_in = Spd::new(inbound);
+        self.anchors = Anchors::new(&self.spd_out, &self.spd_in);
         self.refs_by_name.clear();
         for (direction, spd) in [
             (Direction::Outbound, &self.spd_out),
@@ -348,6 +424,7 @@ impl IpsecStage {
     /// [`Sad::install`]).
     pub fn install_sa(&mut self, params: SaParams, now: Timestamp) -> Result<SaId, SadError> {
         let mut sa = Sa::new(params, now)?;
+        self.keep_keys_if_owned(&mut sa);
         self.hold_until_leased(&mut sa);
         let id = self.sad.install(sa)?;
         self.installed(id);
@@ -358,6 +435,7 @@ impl IpsecStage {
     /// another name that holds it (see [`Sad::install_displacing`]): the
     /// step of a reload that can not fail.
     pub(crate) fn install_built(&mut self, mut sa: Sa) -> SaId {
+        self.keep_keys_if_owned(&mut sa);
         self.hold_until_leased(&mut sa);
         let id = self.sad.install_displacing(sa);
         self.installed(id);
@@ -368,11 +446,27 @@ impl IpsecStage {
     /// nothing leased: its first packet waits for the lease the control
     /// plane grants in answer to the request raised here.
     fn hold_until_leased(&mut self, sa: &mut Sa) {
-        if self.cfg.sequence_leases && sa.params.direction == Direction::Outbound {
-            sa.seq_ceiling = Some(0);
-            sa.lease_renew_at = 0;
-            sa.lease_wanted = true;
+        if !self.cfg.sequence_leases || sa.params.direction != Direction::Outbound {
+            return;
+        }
+        if let Some(k) = sa.keyed.as_mut() {
+            k.seq_ceiling = Some(0);
+            k.lease_renew_at = 0;
+            k.lease_wanted = true;
             self.leases_wanted = true;
+        }
+    }
+
+    /// Drops the keys of an SA about to be installed unless this stage owns
+    /// it (the owner follows the SA's name, so a replacement lands where
+    /// its predecessor was).
+    fn keep_keys_if_owned(&mut self, sa: &mut Sa) {
+        let name = self.sad.name_id(&sa.params.name);
+        if !self
+            .ownership
+            .owns(self.anchors.of(name), sa.params.direction)
+        {
+            sa.keyed = None;
         }
     }
 
@@ -398,14 +492,15 @@ impl IpsecStage {
             return;
         }
         for (id, sa) in self.sad.iter_mut() {
-            if std::mem::take(&mut sa.lease_wanted) {
+            let Some(k) = sa.keyed.as_mut() else { continue };
+            if std::mem::take(&mut k.lease_wanted) {
                 out.push(LeaseRequest {
                     sa: id,
                     name: sa.params.name.clone(),
                     spi: sa.params.spi,
                     identity: sa.lease_identity,
-                    last_sent: sa.seq_out,
-                    ceiling: sa.seq_ceiling.unwrap_or(0),
+                    last_sent: k.seq_out,
+                    ceiling: k.seq_ceiling.unwrap_or(0),
                 });
             }
         }
@@ -420,14 +515,19 @@ impl IpsecStage {
         let Some(sa) = self.sad.get_mut(sa) else {
             return false;
         };
-        if sa.params.direction != Direction::Outbound || sa.seq_ceiling.is_none() {
+        let outbound = sa.params.direction == Direction::Outbound;
+        let Some(k) = sa
+            .keyed
+            .as_mut()
+            .filter(|k| outbound && k.seq_ceiling.is_some())
+        else {
             return false;
-        }
-        sa.seq_out = sa.seq_out.max(floor);
-        let ceiling = ceiling.max(sa.seq_out);
-        sa.seq_ceiling = Some(ceiling);
-        sa.lease_renew_at = sa.seq_out + (ceiling - sa.seq_out) / 2 + 1;
-        sa.lease_wanted = false;
+        };
+        k.seq_out = k.seq_out.max(floor);
+        let ceiling = ceiling.max(k.seq_out);
+        k.seq_ceiling = Some(ceiling);
+        k.lease_renew_at = k.seq_out + (ceiling - k.seq_out) / 2 + 1;
+        k.lease_wanted = false;
         true
     }
 
@@ -493,10 +593,15 @@ impl IpsecStage {
         if sa.state == SaState::Stopped {
             return false;
         }
+        // Only the owner tells: the other stages' copies expire silently.
+        let owned = sa.is_owned();
         if let Some(limit) = sa.reached(&sa.params.hard, now) {
             let (name, spi, direction) =
                 (sa.params.name.clone(), sa.params.spi, sa.params.direction);
             self.sad.remove(id);
+            if !owned {
+                return false;
+            }
             self.events.push_back(Event::HardExpired {
                 sa: id,
                 name,
@@ -509,6 +614,9 @@ impl IpsecStage {
         if sa.state == SaState::Active {
             if let Some(limit) = sa.reached(&sa.params.soft, now) {
                 sa.state = SaState::SoftExpired;
+                if !owned {
+                    return true;
+                }
                 self.events.push_back(Event::SoftExpired {
                     sa: id,
                     name: sa.params.name.clone(),
@@ -570,6 +678,9 @@ impl IpsecStage {
             if !self.lifetime_check(*id, now) {
                 return self.dropped(DropReason::NoSa);
             }
+            if !self.sad.get(*id).is_some_and(Sa::is_owned) {
+                return self.dropped(DropReason::NotOwner);
+            }
         }
         // RFC 4301 8: decide on fragmentation before any sequence number
         // is spent.
@@ -604,7 +715,7 @@ impl IpsecStage {
 
     /// Length of a packet of `len` bytes after one SA's encapsulation.
     fn output_len(sa: &Sa, len: usize, inner_header_len: usize) -> usize {
-        let t = sa.transform.id();
+        let t = sa.params.transform;
         let udp = if sa.params.udp_encap.is_some() {
             UDP_HEADER_LEN
         } else {
@@ -749,6 +860,7 @@ impl IpsecStage {
         if sa.state == SaState::Stopped {
             return Err(DropReason::NoSa);
         }
+        let k = sa.keyed.as_mut().ok_or(DropReason::NotOwner)?;
         // RFC 4303 3.3.3: the counter never cycles; without ESN the last
         // usable number is 2^32 - 1.
         let limit = if sa.params.esn {
@@ -756,7 +868,7 @@ impl IpsecStage {
         } else {
             u64::from(u32::MAX)
         };
-        if sa.seq_out >= limit {
+        if k.seq_out >= limit {
             sa.state = SaState::Stopped;
             let event = Event::SeqOverflow {
                 sa: id,
@@ -766,15 +878,15 @@ impl IpsecStage {
             self.events.push_back(event);
             return Err(DropReason::SeqOverflow);
         }
-        let seq = sa.seq_out + 1;
-        if seq >= sa.lease_renew_at {
-            sa.lease_wanted = true;
+        let seq = k.seq_out + 1;
+        if seq >= k.lease_renew_at {
+            k.lease_wanted = true;
             self.leases_wanted = true;
-            if sa.seq_ceiling.is_some_and(|c| seq > c) {
+            if k.seq_ceiling.is_some_and(|c| seq > c) {
                 return Err(DropReason::SeqLeaseExhausted);
             }
         }
-        let t = sa.transform.id();
+        let t = k.transform.id();
         let (iv_len, icv_len) = (t.iv_len(), t.icv_len());
         let spi = sa.params.spi;
         let payload_len;
@@ -798,7 +910,7 @@ impl IpsecStage {
                     .prepend(ESP_HEADER_LEN + iv_len)
                     .map_err(|_| DropReason::NoBufferRoom)?;
                 emit_esp_header(hdr, spi, seq as u32);
-                sa.transform
+                k.transform
                     .seal(buf.data_mut(), seq, sa.params.esn)
                     .map_err(|_| DropReason::NoBufferRoom)?;
                 if let Some(encap) = sa.params.udp_encap {
@@ -880,7 +992,7 @@ impl IpsecStage {
                 emit_esp_header(&mut gap[udp..], spi, seq as u32);
                 let total = buf.len();
                 let data = buf.data_mut();
-                sa.transform
+                k.transform
                     .seal(&mut data[hl + udp..], seq, sa.params.esn)
                     .map_err(|_| DropReason::NoBufferRoom)?;
                 data[meta.proto_field] = if udp != 0 { proto::UDP } else { proto::ESP };
@@ -894,7 +1006,7 @@ impl IpsecStage {
                 }
             }
         }
-        sa.seq_out = seq;
+        k.seq_out = seq;
         sa.stats.packets += 1;
         sa.stats.bytes += payload_len as u64;
         self.lifetime_check(id, now);
@@ -987,7 +1099,7 @@ impl IpsecStage {
                         DropReason::ReplayDuplicate | DropReason::ReplayTooOld => {
                             sa.stats.replay_drops += 1
                         }
-                        DropReason::DummyPacket | DropReason::NoSa => {}
+                        DropReason::DummyPacket | DropReason::NoSa | DropReason::NotOwner => {}
                         _ => sa.stats.other_drops += 1,
                     }
                 }
@@ -1061,7 +1173,8 @@ impl IpsecStage {
         if sa.params.destination.is_some_and(|d| d != dst) {
             return Err(DropReason::WrongDestination);
         }
-        let t = sa.transform.id();
+        let k = sa.keyed.as_mut().ok_or(DropReason::NotOwner)?;
+        let t = k.transform.id();
         let (iv_len, icv_len) = (t.iv_len(), t.icv_len());
         let esp_len = buf.len() - off;
         let min = ESP_HEADER_LEN + iv_len + 2 + icv_len;
@@ -1071,13 +1184,13 @@ impl IpsecStage {
         }
         let esp = &mut buf.data_mut()[off..];
         let seq_low = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
-        let seq = sa.replay.infer(seq_low);
+        let seq = k.replay.infer(seq_low);
         // RFC 4303 3.4.3 lets a receiver reject a duplicate before the ICV;
         // doing it after means only authentic packets move the counters.
-        sa.transform
+        k.transform
             .open(esp, seq, sa.params.esn)
             .map_err(|_| DropReason::IcvFailure)?;
-        sa.replay.check_and_update(seq).map_err(|e| match e {
+        k.replay.check_and_update(seq).map_err(|e| match e {
             crate::anti_replay::ReplayError::Duplicate => DropReason::ReplayDuplicate,
             crate::anti_replay::ReplayError::TooOld => DropReason::ReplayTooOld,
             crate::anti_replay::ReplayError::Zero => DropReason::ReplayZero,
@@ -1226,7 +1339,7 @@ mod tests {
     fn sequence_counter_overflow_stops_the_sa() {
         let mut s = stage(false);
         let id = s.sad.by_name("out").unwrap();
-        s.sad.get_mut(id).unwrap().seq_out = u64::from(u32::MAX) - 1;
+        s.sad.get_mut(id).unwrap().keyed.as_mut().unwrap().seq_out = u64::from(u32::MAX) - 1;
         let mut b = packet();
         assert_eq!(
             s.handle_outbound(&mut b, Timestamp::ZERO),
@@ -1247,7 +1360,7 @@ mod tests {
         // With ESN the same SA goes on into the next sub-space.
         let mut s = stage(true);
         let id = s.sad.by_name("out").unwrap();
-        s.sad.get_mut(id).unwrap().seq_out = u64::from(u32::MAX);
+        s.sad.get_mut(id).unwrap().keyed.as_mut().unwrap().seq_out = u64::from(u32::MAX);
         let mut b = packet();
         assert_eq!(
             s.handle_outbound(&mut b, Timestamp::ZERO),
@@ -1493,6 +1606,76 @@ mod tests {
         // Inbound SAs take no leases.
         let inbound = s.sad.by_name("in").unwrap();
         assert!(!s.grant_lease(inbound, 0, 10));
+    }
+
+    /// Of several worker stages exactly one owns an SA: it alone seals
+    /// with it; the others hold no keys and drop its packets as
+    /// `not_owner`. A replacement under the same name stays with the same
+    /// owner, and the owner map says who that is.
+    #[test]
+    fn one_worker_stage_owns_each_sa_across_replacements() {
+        let workers = 3;
+        let mut stages: Vec<IpsecStage> = (0..workers)
+            .map(|worker| {
+                let mut s = stage(false);
+                s.set_ownership(StageOwnership::Worker { worker, workers });
+                s
+            })
+            .collect();
+        let owner = |stages: &mut Vec<IpsecStage>| {
+            let results: Vec<Disposition> = stages.iter_mut().map(send).collect();
+            let owners: Vec<usize> = (0..workers)
+                .filter(|w| results[*w] == Disposition::Forward)
+                .collect();
+            assert_eq!(owners.len(), 1, "{results:?}");
+            for (w, r) in results.iter().enumerate() {
+                if w != owners[0] {
+                    assert_eq!(*r, Disposition::Drop(DropReason::NotOwner));
+                    let id = stages[w].sad.by_name("out").unwrap();
+                    assert!(!stages[w].sad.get(id).unwrap().is_owned());
+                }
+            }
+            owners[0]
+        };
+        let first = owner(&mut stages);
+        let key = flow_key(
+            packet().data(),
+            &ip::parse(packet().data()).unwrap(),
+            Direction::Outbound,
+        );
+        let mut observer = stage(false);
+        observer.set_ownership(StageOwnership::Observer { workers });
+        assert_eq!(observer.owner_map().outbound_owner(&key), Some(first));
+        assert_eq!(send(&mut observer), Disposition::Drop(DropReason::NotOwner));
+        // Replaced (new SPI and key) and removed and re-added: same owner.
+        let mut params = stages[first]
+            .sad
+            .get(stages[first].sad.by_name("out").unwrap())
+            .unwrap()
+            .params
+            .clone();
+        params.spi = 0x5000;
+        params.enc_key = zeroize::Zeroizing::new(vec![9u8; 20]);
+        for s in stages.iter_mut().chain([&mut observer]) {
+            s.install_sa(params.clone(), Timestamp::ZERO).unwrap();
+        }
+        assert_eq!(owner(&mut stages), first);
+        for s in stages.iter_mut().chain([&mut observer]) {
+            let id = s.sad.by_name("out").unwrap();
+            s.remove_sa(id);
+            s.install_sa(params.clone(), Timestamp::ZERO).unwrap();
+        }
+        assert_eq!(owner(&mut stages), first);
+        assert_eq!(observer.owner_map().outbound_owner(&key), Some(first));
+        // The inbound SA has one owner too, and the map knows it by SPI.
+        let inbound = observer.owner_map().inbound_owner(4097).unwrap();
+        let holders: Vec<usize> = (0..workers)
+            .filter(|w| {
+                let id = stages[*w].sad.by_name("in").unwrap();
+                stages[*w].sad.get(id).unwrap().is_owned()
+            })
+            .collect();
+        assert_eq!(holders, vec![inbound]);
     }
 
     /// Without leases (replay, benchmarks) nothing changes: SAs send from

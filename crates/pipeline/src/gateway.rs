@@ -283,12 +283,12 @@ impl Gateway {
         self.leases = Some(crate::lease::LeaseServer::new(keeper));
     }
 
-    /// Answers the stage's lease requests for the SAs `owns` accepts (see
+    /// Answers the stage's lease requests (see
     /// [`crate::lease::LeaseServer::serve`]); without a keeper they stay
     /// unanswered, and those SAs send nothing.
-    pub fn serve_leases(&mut self, now: Timestamp, owns: &dyn Fn(bitsgw_ipsec::sad::SaId) -> bool) {
+    pub fn serve_leases(&mut self, now: Timestamp) {
         if let Some(leases) = self.leases.as_mut() {
-            leases.serve(&mut self.stage, now, owns);
+            leases.serve(&mut self.stage, now);
         }
     }
 
