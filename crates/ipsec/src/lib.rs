@@ -19,6 +19,7 @@ pub mod sad;
 pub mod spd;
 pub mod spd_index;
 pub mod stage;
+pub mod walked;
 
 pub use bitsgw_ipsec_query::selector;
 pub use counters::DropReason;

@@ -32,6 +32,7 @@ use crate::sa::Direction;
 use crate::sad::NameId;
 use crate::selector::FlowKey;
 use crate::spd::{Action, Spd};
+use crate::walked::SpdDecision;
 use rustc_hash::FxHashMap;
 
 /// Which SAs a stage owns.
@@ -158,8 +159,23 @@ impl OwnerMap {
     /// The worker that owns the SAs protecting `key` sent now; `None` if no
     /// PROTECT entry covers it.
     pub fn outbound_owner(&self, key: &FlowKey) -> Option<usize> {
-        let entry = self.spd_out.lookup(key)?;
-        self.entry_owner.get(entry).copied().flatten()
+        self.decision_owner(&self.classify(key))
+    }
+
+    /// Classifies `key` by the outbound SPD, as the stages will.
+    pub fn classify(&self, key: &FlowKey) -> SpdDecision {
+        SpdDecision::classify(&self.spd_out, key)
+    }
+
+    /// The fingerprint of the outbound SPD decisions are made against.
+    pub fn spd_fingerprint(&self) -> u64 {
+        self.spd_out.fingerprint()
+    }
+
+    /// The worker that owns the SAs of the entry `decision` found; `None`
+    /// if that entry does not PROTECT.
+    pub fn decision_owner(&self, decision: &SpdDecision) -> Option<usize> {
+        self.entry_owner.get(decision.entry?).copied().flatten()
     }
 
     /// The worker that owns the inbound SA with this SPI.

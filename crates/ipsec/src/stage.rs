@@ -20,6 +20,7 @@ use crate::sa::{Direction, LimitKind, Mode, Sa, SaParams, SaState};
 use crate::sad::{NameId, SaId, Sad, SadError};
 use crate::selector::{proto, Addr, Family};
 use crate::spd::{Action, Spd, SpdEntry, SpdEntryId};
+use crate::walked::{ParseCounts, Walked};
 use bitsgw_wire::esp::{
     emit_esp_header, emit_udp_header, locate_esp, udp_checksum, EspAt, EspHeader, ESP_HEADER_LEN,
     NAT_T_PORT, UDP_HEADER_LEN,
@@ -197,6 +198,8 @@ pub struct IpsecStage {
     ownership: StageOwnership,
     /// What each SA name's ownership follows (its bundle's first SA).
     anchors: Anchors,
+    /// Walks and classifications this stage made itself.
+    parse_counts: ParseCounts,
 }
 
 /// Writes the ESP trailer (RFC 4303 2.4: padding 1, 2, 3..., pad length,
@@ -256,6 +259,25 @@ impl IpsecStage {
             leases_wanted: false,
             ownership: StageOwnership::All,
             anchors: Anchors::default(),
+            parse_counts: ParseCounts::default(),
+        }
+    }
+
+    /// How often this stage walked a received packet and classified a
+    /// flow itself (not counting what [`Walked`] handed it).
+    pub fn parse_counts(&self) -> ParseCounts {
+        self.parse_counts
+    }
+
+    /// The walk to use for the packet in `buf`: the one handed over if it
+    /// fits the buffer, else a walk of its own (counted).
+    fn walk(&mut self, buf: &PacketBuf, walked: Option<&Walked>) -> Result<IpMeta, DropReason> {
+        match walked {
+            Some(w) if w.meta.total_len <= buf.len() => Ok(w.meta),
+            _ => {
+                self.parse_counts.ip_walks += 1;
+                ip::parse(buf.data()).map_err(|_| DropReason::Malformed)
+            }
         }
     }
 
@@ -642,13 +664,40 @@ impl IpsecStage {
     /// Processes a packet leaving the protected side: SPD lookup, then
     /// BYPASS, DISCARD or ESP protection with the entry's SA(s).
     pub fn handle_outbound(&mut self, buf: &mut PacketBuf, now: Timestamp) -> Disposition {
-        let meta = match ip::parse(buf.data()) {
+        self.handle_outbound_walked(buf, now, None)
+    }
+
+    /// [`IpsecStage::handle_outbound`] of a packet an earlier layer has
+    /// walked and classified (see [`crate::walked`]): neither is done
+    /// again, unless the decision was made against another SPD.
+    pub fn handle_outbound_walked(
+        &mut self,
+        buf: &mut PacketBuf,
+        now: Timestamp,
+        walked: Option<&Walked>,
+    ) -> Disposition {
+        let meta = match self.walk(buf, walked) {
             Ok(m) => m,
-            Err(_) => return self.dropped(DropReason::Malformed),
+            Err(reason) => return self.dropped(reason),
         };
         buf.truncate(meta.total_len);
-        let key = flow_key(buf.data(), &meta, Direction::Outbound);
-        let Some(pos) = self.spd_out.lookup_and_count(&key) else {
+        let decided = walked
+            .and_then(|w| w.spd)
+            .filter(|d| d.spd == self.spd_out.fingerprint());
+        let found = match decided {
+            Some(d) => {
+                if let Some(i) = d.entry {
+                    self.spd_out.count_hit(i);
+                }
+                d.entry
+            }
+            None => {
+                self.parse_counts.spd_classifications += 1;
+                let key = flow_key(buf.data(), &meta, Direction::Outbound);
+                self.spd_out.lookup_and_count(&key)
+            }
+        };
+        let Some(pos) = found else {
             return self.dropped(DropReason::NoPolicy);
         };
         let mut bundle = [SaId(0); MAX_BUNDLE];
@@ -1020,9 +1069,20 @@ impl IpsecStage {
     /// Processes a packet arriving from the network: reassembly, ESP (also
     /// in UDP) decryption and checks, or the SPD for cleartext packets.
     pub fn handle_inbound(&mut self, buf: &mut PacketBuf, now: Timestamp) -> Disposition {
-        let mut meta = match ip::parse(buf.data()) {
+        self.handle_inbound_walked(buf, now, None)
+    }
+
+    /// [`IpsecStage::handle_inbound`] of a packet an earlier layer has
+    /// walked (see [`crate::walked`]): it is not walked again.
+    pub fn handle_inbound_walked(
+        &mut self,
+        buf: &mut PacketBuf,
+        now: Timestamp,
+        walked: Option<&Walked>,
+    ) -> Disposition {
+        let mut meta = match self.walk(buf, walked) {
             Ok(m) => m,
-            Err(_) => return self.dropped(DropReason::Malformed),
+            Err(reason) => return self.dropped(reason),
         };
         buf.truncate(meta.total_len);
         if meta.frag.is_some() {
@@ -1133,6 +1193,7 @@ impl IpsecStage {
     /// Inbound packet that is not ESP for one of our SAs: the inbound SPD
     /// decides (RFC 4301 5.2 step 3).
     fn cleartext_inbound(&mut self, buf: &PacketBuf, meta: &IpMeta, is_esp: bool) -> Disposition {
+        self.parse_counts.spd_classifications += 1;
         let key = flow_key(buf.data(), meta, Direction::Inbound);
         match self
             .spd_in
@@ -1676,6 +1737,63 @@ mod tests {
             })
             .collect();
         assert_eq!(holders, vec![inbound]);
+    }
+
+    /// Parse once: a walk and an SPD decision handed over are used, not
+    /// made again; a decision made against another SPD (a policy that
+    /// changed in between) is made anew, so it can never pick another
+    /// SPD's entry.
+    #[test]
+    fn a_walked_packet_is_not_walked_or_classified_again() {
+        let mut s = stage(false);
+        let meta = ip::parse(packet().data()).unwrap();
+        let key = flow_key(packet().data(), &meta, Direction::Outbound);
+        let fresh = crate::walked::SpdDecision::classify(s.spd(Direction::Outbound), &key);
+        let walked = Walked {
+            meta,
+            spd: Some(fresh),
+        };
+        let d = s.handle_outbound_walked(&mut packet(), Timestamp::ZERO, Some(&walked));
+        assert_eq!(d, Disposition::Forward);
+        assert_eq!(s.parse_counts(), ParseCounts::default());
+        assert_eq!(s.spd(Direction::Outbound).hits(), &[1]);
+        // A BYPASS entry for other traffic comes first, then DISCARD: the
+        // old decision (entry 0) would now bypass, and is not taken.
+        let mut elsewhere = Selector::ANY;
+        elsewhere.proto = crate::selector::ProtoSel::Is(proto::TCP);
+        s.set_spd(
+            vec![
+                SpdEntry {
+                    name: "tcp".into(),
+                    selector: elsewhere,
+                    action: Action::Bypass,
+                },
+                SpdEntry {
+                    name: "all".into(),
+                    selector: Selector::ANY,
+                    action: Action::Discard,
+                },
+            ],
+            Vec::new(),
+        );
+        let d = s.handle_outbound_walked(&mut packet(), Timestamp::ZERO, Some(&walked));
+        assert_eq!(d, Disposition::Drop(DropReason::PolicyDiscard));
+        assert_eq!(
+            s.parse_counts(),
+            ParseCounts {
+                ip_walks: 0,
+                spd_classifications: 1
+            }
+        );
+        // Without a walk the stage walks and classifies once itself.
+        let _ = s.handle_outbound(&mut packet(), Timestamp::ZERO);
+        assert_eq!(
+            s.parse_counts(),
+            ParseCounts {
+                ip_walks: 1,
+                spd_classifications: 2
+            }
+        );
     }
 
     /// Without leases (replay, benchmarks) nothing changes: SAs send from

@@ -41,7 +41,7 @@
 
 use crate::counters::{PipelineCounters, PipelineDrop};
 use crate::endpoint::LocalEndpoint;
-use crate::gateway::{Gateway, Mobility, NoTap, Side, Tap};
+use crate::gateway::{FrameWalk, Gateway, Mobility, NoTap, Side, Tap};
 use crate::port::{Port, PortError, RxPort, TxPort};
 use bitsgw_ipsec::counters::StageCounters;
 use bitsgw_ipsec::flow::flow_key;
@@ -50,6 +50,7 @@ use bitsgw_ipsec::frag::{FragDrop, Reassembler, Reassembly};
 use bitsgw_ipsec::ownership::{OwnerMap, StageOwnership};
 use bitsgw_ipsec::sa::{Direction, SaState, SaStats};
 use bitsgw_ipsec::selector::FlowKey;
+use bitsgw_ipsec::walked::{ParseCounts, SpdDecision, Walked};
 use bitsgw_ipsec::{DropReason, Event, IpsecStage};
 use bitsgw_mobility::counters::MobilityCounters;
 use bitsgw_wire::esp::esp_spi;
@@ -137,6 +138,10 @@ pub struct Report {
     /// queue depths set (the pools' capacity). Memory that grows by more than
     /// this explains is a leak.
     pub packet_buffers: u64,
+    /// IP walks and SPD classifications, by the receive threads and the
+    /// workers' stages together: one of each per packet on the fast path
+    /// (see [`bitsgw_ipsec::walked`]).
+    pub parse: ParseCounts,
 }
 
 impl Report {
@@ -168,7 +173,12 @@ enum Control {
 struct Batch {
     side: Side,
     frames: Vec<PacketBuf>,
+    /// What the receive thread found walking each frame, by position.
+    walks: Walks,
 }
+
+/// The walks of a batch's frames, by position.
+type Walks = [Option<FrameWalk>; BATCH];
 
 /// Why the pipeline stopped on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +233,15 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
     workers: usize,
     heartbeats: Vec<Heartbeat>,
+    /// Each receive thread's walks and classifications so far.
+    rx_parse: Vec<Arc<RxParseCounts>>,
+}
+
+/// A receive thread's [`ParseCounts`], stored once per burst.
+#[derive(Debug, Default)]
+struct RxParseCounts {
+    ip_walks: AtomicU64,
+    spd_classifications: AtomicU64,
 }
 
 /// When a forwarding thread last went round its loop (the pipeline's
@@ -381,6 +400,7 @@ pub fn start_configured(
     let mut controls = Vec::new();
     let mut threads = Vec::new();
     let mut heartbeats = Vec::new();
+    let mut rx_parse = Vec::new();
     // Running to completion each receive thread recycles its own buffers;
     // with workers, the buffers circulate between all the threads.
     let mut rx_pools = Vec::new();
@@ -433,7 +453,11 @@ pub fn start_configured(
     .zip(rx_pools)
     {
         let heartbeat = Heartbeat::new(&format!("bitsgw-rx-{}", side.name()), &shared);
+        let parse_out = Arc::new(RxParseCounts::default());
+        rx_parse.push(Arc::clone(&parse_out));
         let rx = RxThread {
+            parse: ParseCounts::default(),
+            parse_out,
             heartbeat: Arc::clone(&heartbeat.last),
             side,
             link,
@@ -472,6 +496,7 @@ pub fn start_configured(
         threads,
         workers,
         heartbeats,
+        rx_parse,
     }
 }
 
@@ -629,9 +654,16 @@ impl Running {
         if let Ok(p) = self.shared.rx_pipeline.lock() {
             total.pipeline.merge(&p);
         }
+        for p in &self.rx_parse {
+            total.parse.merge(&ParseCounts {
+                ip_walks: p.ip_walks.load(Ordering::Relaxed),
+                spd_classifications: p.spd_classifications.load(Ordering::Relaxed),
+            });
+        }
         for (_, r) in parts {
             total.merge_counters(&r.stage);
             total.pipeline.merge(&r.pipeline);
+            total.parse.merge(&r.parse);
             total.sas.extend(r.sas);
             total.events.extend(r.events);
             match (&mut total.mobility, r.mobility) {
@@ -669,6 +701,9 @@ impl Running {
 
 /// Receive thread: frames in, dispatched by SA.
 struct RxThread {
+    /// Walks and classifications made, published to `parse_out` per burst.
+    parse: ParseCounts,
+    parse_out: Arc<RxParseCounts>,
     side: Side,
     link: LinkType,
     port: Box<dyn RxPort>,
@@ -753,7 +788,8 @@ impl PublishedOwners {
 }
 
 enum Pick {
-    Worker(usize),
+    /// To this worker, with what the walk found.
+    Worker(usize, Option<FrameWalk>),
     Held,
 }
 
@@ -781,16 +817,29 @@ impl FlowOwners {
         }
     }
 
-    /// The worker that owns the SAs that would protect `key` sent now, if
-    /// any.
-    fn owner(&mut self, owners: &OwnerMap, key: &FlowKey) -> Option<usize> {
+    /// The SPD entry `key` sent now matches first (see
+    /// [`OwnerMap::classify`]).
+    fn decide(&mut self, owners: &OwnerMap, key: &FlowKey) -> SpdDecision {
         let generation = owners.generation();
         if generation != self.generation {
             self.cache.clear();
             self.generation = generation;
         }
-        self.cache
-            .get_or_insert_with(key, |k| owners.outbound_owner(k))
+        let entry = self
+            .cache
+            .get_or_insert_with(key, |k| owners.classify(k).entry);
+        SpdDecision {
+            spd: owners.spd_fingerprint(),
+            entry,
+        }
+    }
+
+    /// The worker that owns the SAs that would protect `key` sent now, if
+    /// any.
+    #[cfg(test)]
+    fn owner(&mut self, owners: &OwnerMap, key: &FlowKey) -> Option<usize> {
+        let decision = self.decide(owners, key);
+        owners.decision_owner(&decision)
     }
 }
 
@@ -802,6 +851,7 @@ impl RxThread {
             self.workers.len()
         };
         let mut pending: Vec<Vec<PacketBuf>> = (0..n).map(|_| Vec::with_capacity(BATCH)).collect();
+        let mut pending_walks: Vec<Walks> = vec![[None; BATCH]; n];
         while !self.shared.stop.load(Ordering::SeqCst) {
             if let Some(d) = self.dispatch.as_mut() {
                 d.refresh();
@@ -821,7 +871,12 @@ impl RxThread {
                     Ok(true) => {
                         let now = *burst_time.get_or_insert_with(|| self.shared.now());
                         match self.pick(&mut buf, now) {
-                            Pick::Worker(w) => pending[w].push(buf),
+                            Pick::Worker(w, walk) => {
+                                if let Some(slot) = pending_walks[w].get_mut(pending[w].len()) {
+                                    *slot = walk;
+                                }
+                                pending[w].push(buf);
+                            }
                             Pick::Held => self.spare = Some(buf),
                         }
                     }
@@ -836,7 +891,7 @@ impl RxThread {
                         }
                     }
                     Err(PortError::Closed { .. }) => {
-                        self.flush_all(&mut pending);
+                        self.flush_all(&mut pending, &pending_walks);
                         self.count_kernel_drops();
                         self.serve_until_stopped();
                         return;
@@ -847,7 +902,8 @@ impl RxThread {
                     }
                 }
             }
-            self.flush_all(&mut pending);
+            self.flush_all(&mut pending, &pending_walks);
+            self.publish_parse_counts();
             self.expire_fragments();
             let now = self.shared.now();
             beat(&self.heartbeat, now);
@@ -929,17 +985,26 @@ impl RxThread {
         }
     }
 
-    fn flush_all(&mut self, pending: &mut [Vec<PacketBuf>]) {
-        for (w, p) in pending.iter_mut().enumerate() {
+    /// Makes this thread's walks and classifications so far readable by
+    /// reports.
+    fn publish_parse_counts(&self) {
+        let out = &self.parse_out;
+        out.ip_walks.store(self.parse.ip_walks, Ordering::Relaxed);
+        out.spd_classifications
+            .store(self.parse.spd_classifications, Ordering::Relaxed);
+    }
+
+    fn flush_all(&mut self, pending: &mut [Vec<PacketBuf>], walks: &[Walks]) {
+        for (w, (p, walks)) in pending.iter_mut().zip(walks).enumerate() {
             if !p.is_empty() {
-                self.flush(w, p);
+                self.flush(w, p, walks);
             }
         }
     }
 
-    fn flush(&mut self, w: usize, frames: &mut Vec<PacketBuf>) {
+    fn flush(&mut self, w: usize, frames: &mut Vec<PacketBuf>, walks: &Walks) {
         if let Some(worker) = self.inline.as_mut() {
-            worker.handle_frames(self.side, frames);
+            worker.handle_frames(self.side, frames, walks);
             self.free.append(frames);
             return;
         }
@@ -951,6 +1016,7 @@ impl RxThread {
         let batch = Batch {
             side: self.side,
             frames: std::mem::replace(frames, empty),
+            walks: *walks,
         };
         match self.workers[w].try_send(batch) {
             Ok(()) => {}
@@ -972,19 +1038,20 @@ impl RxThread {
         if self.inline.is_some() && self.side == Side::Host {
             // Run to completion: this thread's own gateway takes every
             // frame; only the network side reassembles first.
-            return Pick::Worker(0);
+            return Pick::Worker(0, None);
         }
         let n = self.workers.len();
-        let l2 = match self.link {
+        let (layer2, l2) = match self.link {
             // Behind its VLAN tags, if any.
             LinkType::Ethernet => match ether::Layer2::parse(buf.data()) {
-                Some(l2) if l2.is_ip() => l2.header_len,
-                _ => return Pick::Worker(0),
+                Some(l2) if l2.is_ip() => (Some(l2), l2.header_len),
+                _ => return Pick::Worker(0, None),
             },
-            LinkType::RawIp => 0,
+            LinkType::RawIp => (None, 0),
         };
+        self.parse.ip_walks += 1;
         let Ok(meta) = ip::parse(&buf.data()[l2..]) else {
-            return Pick::Worker(0);
+            return Pick::Worker(0, None);
         };
         if self.side == Side::Network && meta.frag.is_some() {
             let done =
@@ -1019,15 +1086,22 @@ impl RxThread {
                 Err(_) => return Pick::Held,
             }
         }
+        let mut walk = FrameWalk {
+            layer2,
+            ip: Walked { meta, spd: None },
+        };
         let Some(Dispatch { owners, flows, .. }) = self.dispatch.as_mut() else {
             // Run to completion: this thread's own gateway takes it.
-            return Pick::Worker(0);
+            return Pick::Worker(0, Some(walk));
         };
         let pkt = &buf.data()[l2..];
         let owner = match self.side {
             Side::Host => {
+                self.parse.spd_classifications += 1;
                 let key = flow_key(pkt, &meta, Direction::Outbound);
-                flows.owner(owners, &key)
+                let decision = flows.decide(owners, &key);
+                walk.ip.spd = Some(decision);
+                owners.decision_owner(&decision)
             }
             Side::Network => esp_spi(pkt, &meta, owners.udp_encap_ports())
                 .and_then(|spi| owners.inbound_owner(spi)),
@@ -1044,7 +1118,7 @@ impl RxThread {
                     h.wrapping_mul(31).wrapping_add(usize::from(*b))
                 })
         });
-        Pick::Worker(key % n)
+        Pick::Worker(key % n, Some(walk))
     }
 }
 
@@ -1212,6 +1286,7 @@ impl Worker {
                     // `Running::report`.
                     packet_buffers: 0,
                     now: Timestamp::ZERO,
+                    parse: stage.parse_counts(),
                 };
                 let _ = reply.send((self.index, report));
             }
@@ -1244,7 +1319,7 @@ impl Worker {
     /// buffers and vector to the pools.
     fn handle_batch(&mut self, batch: Batch) {
         let mut frames = batch.frames;
-        self.handle_frames(batch.side, &mut frames);
+        self.handle_frames(batch.side, &mut frames, &batch.walks);
         for buf in frames.drain(..) {
             let _ = self.pool.try_send(buf);
         }
@@ -1253,7 +1328,7 @@ impl Worker {
 
     /// Handles frames received on `side`, in place; the buffers stay the
     /// caller's to reuse.
-    fn handle_frames(&mut self, side: Side, frames: &mut [PacketBuf]) {
+    fn handle_frames(&mut self, side: Side, frames: &mut [PacketBuf], walks: &Walks) {
         // Fail closed: once the pipeline is stopping (a worker died, a port
         // failed), nothing more is forwarded.
         if self.shared.stop.load(Ordering::SeqCst) {
@@ -1275,17 +1350,18 @@ impl Worker {
             }
         };
         let mut tap_guard = self.tap.as_ref().and_then(|t| t.lock().ok());
-        for buf in frames.iter_mut() {
+        for (i, buf) in frames.iter_mut().enumerate() {
+            let walk = walks.get(i).and_then(Option::as_ref);
             match tap_guard.as_deref_mut() {
                 Some(t) => {
                     let _ = self
                         .gateway
-                        .handle_frame(side, link, buf, now, &mut emit, t);
+                        .handle_frame_walked(side, link, buf, walk, now, &mut emit, t);
                 }
                 None => {
                     let _ = self
                         .gateway
-                        .handle_frame(side, link, buf, now, &mut emit, &mut NoTap);
+                        .handle_frame_walked(side, link, buf, walk, now, &mut emit, &mut NoTap);
                 }
             }
         }

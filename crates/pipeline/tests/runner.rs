@@ -6,6 +6,7 @@
 mod common;
 
 use bitsgw_ipsec::config::load_policy_file;
+use bitsgw_ipsec::walked::ParseCounts;
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_pipeline::runner::{self, Failure, RunnerConfig};
 use bitsgw_wire::craft::udp_packet;
@@ -119,6 +120,23 @@ fn back_to_back(cfg: &RunnerConfig) {
     let (ra, fa) = a.stop();
     let (rb, fb) = b.stop();
     assert_eq!((fa, fb), (None, None));
+    // Parse once: each frame's IP header is walked once and its flow
+    // classified by the SPD once, receive thread and worker together
+    // (inbound ESP is matched by SPI and its SA's selectors, not the SPD).
+    assert_eq!(
+        ra.parse,
+        ParseCounts {
+            ip_walks: 300,
+            spd_classifications: 300
+        }
+    );
+    assert_eq!(
+        rb.parse,
+        ParseCounts {
+            ip_walks: 300,
+            spd_classifications: 0
+        }
+    );
     assert_eq!(ra.stage.outbound_protected, 300);
     assert_eq!(rb.stage.inbound_decrypted, 300);
     assert_eq!(rb.stage.total_drops(), 0);
