@@ -399,6 +399,14 @@ fn reload(
             }
         }
     }
+    // One SA, one owner (docs/ownership.md): an SA that stays keeps its
+    // worker, so its bundle may not change under it.
+    if let Some((sa, was, will)) = new.owner_changes(policy) {
+        return Err(ReloadError::Refused(format!(
+            "{}: SA \"{sa}\" would move to another worker (its bundle now starts with \"{will}\", not \"{was}\"); reload once without it, then with it",
+            new.file
+        )));
+    }
     let now = running.now();
     // Built completely once here: what a reload can refuse does not depend
     // on the SAs a stage has (see `PolicySet::reload`), so a set that

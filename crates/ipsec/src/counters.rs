@@ -100,6 +100,10 @@ drop_reasons! {
     FragTimeout => "frag_timeout",
     /// ESP nested deeper than the stage unwraps.
     TooDeep => "esp_nesting_too_deep",
+    /// The SA is another worker's: this stage holds no keys, counter or
+    /// window for it (see [`crate::ownership`]), so a packet that reached
+    /// the wrong thread is dropped, never sealed or opened a second time.
+    NotOwner => "not_owner",
 }
 
 impl core::fmt::Display for DropReason {

@@ -12,12 +12,14 @@ pub mod crypto;
 pub mod flow;
 pub mod flow_cache;
 pub mod gcm_choice;
+pub mod ownership;
 pub mod query;
 pub mod sa;
 pub mod sad;
 pub mod spd;
 pub mod spd_index;
 pub mod stage;
+pub mod walked;
 
 pub use bitsgw_ipsec_query::selector;
 pub use counters::DropReason;

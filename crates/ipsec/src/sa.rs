@@ -157,14 +157,36 @@ pub struct SaStats {
     pub other_drops: u64,
 }
 
-/// An installed SA.
-pub struct Sa {
-    pub(crate) params: SaParams,
+/// What only an SA's owner holds (see [`crate::ownership`]): its keys,
+/// its outbound sequence counter or inbound anti-replay window, and its
+/// sequence lease. A stage that does not own the SA has none of it, so it
+/// can neither seal nor open with the SA, and no second counter or window
+/// exists anywhere.
+pub(crate) struct Keyed {
     pub(crate) transform: Transform,
     /// Outbound: the last sequence number sent.
     pub(crate) seq_out: u64,
     /// Inbound: the anti-replay window.
     pub(crate) replay: ReplayWindow,
+    /// Outbound under sequence leases: the highest sequence number leased,
+    /// which may be sent; `None` when the stage does not lease.
+    pub(crate) seq_ceiling: Option<u64>,
+    /// The sequence number from which a new lease is asked for (half way
+    /// into the current one); `u64::MAX` when leases are off, so the data
+    /// path's check is one comparison.
+    pub(crate) lease_renew_at: u64,
+    /// Whether this SA waits for a (new) lease.
+    pub(crate) lease_wanted: bool,
+}
+
+/// An installed SA.
+pub struct Sa {
+    pub(crate) params: SaParams,
+    /// The keys and sequence state, in the owner's stage only.
+    pub(crate) keyed: Option<Keyed>,
+    /// The AES-GCM backend its transform is keyed on (the `auto` setting
+    /// resolved; known also where the keys are not held).
+    pub(crate) backend: crate::crypto::GcmBackend,
     pub(crate) stats: SaStats,
     pub(crate) installed_at: Timestamp,
     pub(crate) state: SaState,
@@ -179,15 +201,6 @@ pub struct Sa {
     /// reload can tell an unchanged SA (kept, with its counters) from a
     /// changed one (replaced).
     pub(crate) fingerprint: [u8; 32],
-    /// Outbound under sequence leases: the highest sequence number leased,
-    /// which may be sent; `None` when the stage does not lease.
-    pub(crate) seq_ceiling: Option<u64>,
-    /// The sequence number from which a new lease is asked for (half way
-    /// into the current one); `u64::MAX` when leases are off, so the data
-    /// path's check is one comparison.
-    pub(crate) lease_renew_at: u64,
-    /// Whether this SA waits for a (new) lease.
-    pub(crate) lease_wanted: bool,
     /// Which key stream the sequence numbers of this SA belong to (see
     /// [`SaParams::lease_identity`]).
     pub(crate) lease_identity: [u8; 32],
@@ -214,12 +227,9 @@ impl Sa {
     ) -> Result<Self, crate::crypto::CryptoError> {
         let fingerprint = params.fingerprint();
         let lease_identity = params.lease_identity();
-        let transform = Transform::new(
-            params.transform,
-            params.backend.resolve(params.transform, gcm),
-            &params.enc_key,
-            &params.auth_key,
-        )?;
+        let backend = params.backend.resolve(params.transform, gcm);
+        let transform =
+            Transform::new(params.transform, backend, &params.enc_key, &params.auth_key)?;
         params.enc_key = Zeroizing::new(Vec::new());
         params.auth_key = Zeroizing::new(Vec::new());
         let replay = ReplayWindow::new(
@@ -232,9 +242,15 @@ impl Sa {
         );
         Ok(Sa {
             params,
-            transform,
-            seq_out: 0,
-            replay,
+            keyed: Some(Keyed {
+                transform,
+                seq_out: 0,
+                replay,
+                seq_ceiling: None,
+                lease_renew_at: u64::MAX,
+                lease_wanted: false,
+            }),
+            backend,
             stats: SaStats::default(),
             installed_at: now,
             state: SaState::Active,
@@ -242,9 +258,6 @@ impl Sa {
             spd_entries: Vec::new(),
             name_id: None,
             fingerprint,
-            seq_ceiling: None,
-            lease_renew_at: u64::MAX,
-            lease_wanted: false,
             lease_identity,
         })
     }
@@ -256,7 +269,7 @@ impl Sa {
 
     /// The AES-GCM backend the SA uses (its `auto` setting resolved).
     pub fn backend(&self) -> crate::crypto::GcmBackend {
-        self.transform.backend()
+        self.backend
     }
 
     /// Name.
@@ -285,17 +298,25 @@ impl Sa {
     }
 
     /// Outbound: last sequence number sent. Inbound: highest received.
+    /// 0 in a stage that does not own the SA.
     pub fn seq(&self) -> u64 {
-        match self.params.direction {
-            Direction::Outbound => self.seq_out,
-            Direction::Inbound => self.replay.top(),
+        match (&self.keyed, self.params.direction) {
+            (Some(k), Direction::Outbound) => k.seq_out,
+            (Some(k), Direction::Inbound) => k.replay.top(),
+            (None, _) => 0,
         }
+    }
+
+    /// Whether this stage owns the SA: holds its keys and its sequence
+    /// counter or replay window (see [`crate::ownership`]).
+    pub fn is_owned(&self) -> bool {
+        self.keyed.is_some()
     }
 
     /// The highest sequence number leased (outbound SAs of a stage with
     /// sequence leases; see [`crate::stage::IpsecStage::grant_lease`]).
     pub fn seq_ceiling(&self) -> Option<u64> {
-        self.seq_ceiling
+        self.keyed.as_ref().and_then(|k| k.seq_ceiling)
     }
 
     /// When it was installed.

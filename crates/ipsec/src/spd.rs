@@ -48,6 +48,9 @@ pub struct Spd {
     by_name: FxHashMap<Box<str>, usize>,
     /// The index's answers for recent flow keys, misses included.
     cache: FlowCache<Option<usize>>,
+    /// Digest of the entries' names and selectors in order: two SPDs with
+    /// the same digest give every flow the same position.
+    fingerprint: u64,
 }
 
 impl Default for Spd {
@@ -73,12 +76,37 @@ impl Spd {
         } else {
             FlowCache::default()
         };
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = rustc_hash::FxHasher::default();
+            for e in &entries {
+                e.name.hash(&mut h);
+                e.selector.hash(&mut h);
+            }
+            h.finish()
+        };
         Spd {
             entries,
             index,
             hits,
             by_name,
             cache,
+            fingerprint,
+        }
+    }
+
+    /// Digest of the entries' names and selectors: a position found in an
+    /// SPD with the same digest (another stage's copy) is this SPD's answer
+    /// for the same flow.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Counts a hit on entry `i`, found by a lookup made elsewhere.
+    #[inline]
+    pub(crate) fn count_hit(&mut self, i: usize) {
+        if let Some(h) = self.hits.get_mut(i) {
+            *h += 1;
         }
     }
 

@@ -507,3 +507,48 @@ fn a_key_in_the_wrong_field_is_not_echoed() {
         .to_string();
     assert!(e.contains(r#""tunel" is not transport or tunnel"#), "{e}");
 }
+
+/// A bundle is owned by one worker as a whole, so two bundles may not
+/// share an SA: the file is refused, naming both entries and the SA.
+#[test]
+fn an_sa_in_two_bundles_is_refused() {
+    let text = GOOD
+        .replace(
+            r#""mh_type": "bu", "action": "protect", "sa": "sa1"},"#,
+            r#""mh_type": "bu", "action": "protect", "sa": ["sa1", "sa3"]},
+      {"name": "bu2", "local": "home_address_1", "remote": "home_agent_1", "proto": "udp", "action": "protect", "sa": ["sa3", "sa1"]},"#,
+        );
+    let err = parse_policy(&text, "mn.json").unwrap_err().to_string();
+    for words in [
+        "mn.json",
+        r#"spd.outbound[1] "bu2""#,
+        r#"field "sa""#,
+        r#"SA "sa3" is also in the bundle of spd.outbound[0] "bu""#,
+    ] {
+        assert!(err.contains(words), "{err} lacks {words}");
+    }
+    // The same bundle twice is one bundle: it loads.
+    let same = GOOD.replace(
+        r#""mh_type": "bu", "action": "protect", "sa": "sa1"},"#,
+        r#""mh_type": "bu", "action": "protect", "sa": ["sa1", "sa3"]},
+      {"name": "bu2", "local": "home_address_1", "remote": "home_agent_1", "proto": "udp", "action": "protect", "sa": ["sa1", "sa3"]},"#,
+    );
+    parse_policy(&same, "mn.json").unwrap();
+}
+
+/// An SA that a reload keeps must keep its owner: a new bundle around it
+/// is an owner change, which the appliance refuses.
+#[test]
+fn a_bundle_change_is_an_owner_change() {
+    let old = parse_policy(GOOD, "mn.json").unwrap();
+    assert_eq!(old.ownership_anchor("sa3"), "sa3");
+    assert!(old.owner_changes(&old).is_none());
+    let bundled = GOOD.replace(
+        r#""mh_type": "bu", "action": "protect", "sa": "sa1"},"#,
+        r#""mh_type": "bu", "action": "protect", "sa": ["sa1", "sa3"]},"#,
+    );
+    let new = parse_policy(&bundled, "mn.json").unwrap();
+    assert_eq!(new.ownership_anchor("sa3"), "sa1");
+    assert_eq!(new.ownership_anchor("sa1"), "sa1");
+    assert_eq!(new.owner_changes(&old), Some(("sa3", "sa3", "sa1")));
+}

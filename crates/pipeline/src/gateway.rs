@@ -27,6 +27,7 @@ use crate::endpoint::{network_kind, LocalEndpoint, NetworkKind};
 use crate::layer2::Layer2Policy;
 use crate::neighbor::{self, ARP_FRAME_LEN, NS_FRAME_LEN};
 use crate::routed::Routed;
+use bitsgw_ipsec::walked::Walked;
 use bitsgw_ipsec::{Disposition, Event, IpsecStage};
 use bitsgw_mobility::counters::{MobilityCounters, MobilityDrop};
 use bitsgw_mobility::ha::{Delivered, HomeAgent};
@@ -291,12 +292,12 @@ impl Gateway {
         self.leases = Some(crate::lease::LeaseServer::new(keeper));
     }
 
-    /// Answers the stage's lease requests for the SAs `owns` accepts (see
+    /// Answers the stage's lease requests (see
     /// [`crate::lease::LeaseServer::serve`]); without a keeper they stay
     /// unanswered, and those SAs send nothing.
-    pub fn serve_leases(&mut self, now: Timestamp, owns: &dyn Fn(bitsgw_ipsec::sad::SaId) -> bool) {
+    pub fn serve_leases(&mut self, now: Timestamp) {
         if let Some(leases) = self.leases.as_mut() {
-            leases.serve(&mut self.stage, now, owns);
+            leases.serve(&mut self.stage, now);
         }
     }
 
@@ -694,18 +695,37 @@ impl Gateway {
         emit: &mut dyn FnMut(Side, &[u8]),
         tap: &mut dyn Tap,
     ) -> Outcome {
-        let o = self.handle_frame_inner(from, link, buf, now, emit, tap);
+        self.handle_frame_walked(from, link, buf, None, now, emit, tap)
+    }
+
+    /// [`Gateway::handle_frame`] of a frame the receive thread has walked
+    /// (and classified): the gateway and the IPsec stage read `walked`
+    /// instead of walking it again.
+    #[allow(clippy::too_many_arguments)] // one frame's whole context
+    pub fn handle_frame_walked(
+        &mut self,
+        from: Side,
+        link: LinkType,
+        buf: &mut PacketBuf,
+        walked: Option<&FrameWalk>,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Side, &[u8]),
+        tap: &mut dyn Tap,
+    ) -> Outcome {
+        let o = self.handle_frame_inner(from, link, buf, walked, now, emit, tap);
         if self.mobility.is_some() {
             self.flush_mobility(now, emit, tap);
         }
         o
     }
 
+    #[allow(clippy::too_many_arguments)] // one frame's whole context
     fn handle_frame_inner(
         &mut self,
         from: Side,
         link: LinkType,
         buf: &mut PacketBuf,
+        walked: Option<&FrameWalk>,
         now: Timestamp,
         emit: &mut dyn FnMut(Side, &[u8]),
         tap: &mut dyn Tap,
@@ -747,7 +767,10 @@ impl Gateway {
             }
         }
         if link == LinkType::Ethernet {
-            let Some(layer2) = Layer2::parse(buf.data()) else {
+            let layer2 = walked
+                .and_then(|w| w.layer2)
+                .or_else(|| Layer2::parse(buf.data()));
+            let Some(layer2) = layer2 else {
                 self.counters.record(PipelineDrop::BadFrame);
                 return Outcome::Ipsec(Disposition::Drop(bitsgw_ipsec::DropReason::Malformed));
             };
@@ -772,8 +795,12 @@ impl Gateway {
             // Cannot fail: the frame holds the whole header.
             let _ = buf.trim_front(layer2.header_len);
         }
+        // The IP walk still describes the packet unless the mobility stage
+        // had it first (it may take a tunnel header off).
+        let mut ip = walked.map(|w| &w.ip);
         if from == Side::Network {
             if let Some(m) = self.mobility.as_mut() {
+                ip = None;
                 if let Err(reason) = m.handle_network(&self.stage, buf, now) {
                     return Outcome::MobilityDrop(reason);
                 }
@@ -788,8 +815,8 @@ impl Gateway {
         let d = match from {
             Side::Host if untunnelled => Disposition::Forward,
             Side::Network if untunnelled => Disposition::Deliver,
-            Side::Host => self.stage.handle_outbound(buf, now),
-            Side::Network => self.stage.handle_inbound(buf, now),
+            Side::Host => self.stage.handle_outbound_walked(buf, now, ip),
+            Side::Network => self.stage.handle_inbound_walked(buf, now, ip),
         };
         if from == Side::Network && matches!(d, Disposition::Deliver) {
             if let Some(m) = self.mobility.as_mut() {
@@ -977,6 +1004,16 @@ impl Gateway {
         tap.tap(point, now, link, frame);
         emit(to, frame);
     }
+}
+
+/// What a receive thread found walking a frame, handed to the worker with
+/// it so nobody walks it again (see [`bitsgw_ipsec::walked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameWalk {
+    /// Ethernet: the frame's layer 2 (tags and EtherType).
+    pub layer2: Option<Layer2>,
+    /// The IP packet behind it, and outbound its SPD decision.
+    pub ip: Walked,
 }
 
 /// Whether an Ethernet frame starts with a VLAN tag.

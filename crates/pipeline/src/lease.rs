@@ -10,7 +10,6 @@
 //! path never waits in steady state: a lease is [`LEASE_BLOCK`] numbers and
 //! is renewed half way.
 
-use bitsgw_ipsec::sad::SaId;
 use bitsgw_ipsec::{IpsecStage, LeaseRequest};
 use bitsgw_wire::Timestamp;
 use std::sync::Arc;
@@ -112,18 +111,17 @@ impl LeaseServer {
         self.failures
     }
 
-    /// Answers the stage's lease requests for the SAs `owns` accepts (the
-    /// others are another worker's to send with, and to lease). Nothing
-    /// happens unless the stage has asked. After a failure, requests are
+    /// Answers the stage's lease requests (a stage raises them only for the
+    /// SAs it owns: the others are another worker's to send with, and to
+    /// lease). Nothing happens unless the stage has asked. After a failure, requests are
     /// left for a second before the keeper is asked again; the SA's next
     /// packet raises its request anew.
-    pub fn serve(&mut self, stage: &mut IpsecStage, now: Timestamp, owns: &dyn Fn(SaId) -> bool) {
+    pub fn serve(&mut self, stage: &mut IpsecStage, now: Timestamp) {
         if !stage.wants_leases() || now < self.retry_at {
             return;
         }
         self.requests.clear();
         stage.take_lease_requests(&mut self.requests);
-        self.requests.retain(|r| owns(r.sa));
         if self.requests.is_empty() {
             return;
         }
@@ -194,7 +192,7 @@ mod tests {
         }
     }
 
-    /// The server grants what the keeper says, only for SAs the worker
+    /// The server grants what the keeper says, only for SAs the stage
     /// owns; a keeper's failure leaves the SA without numbers and is
     /// counted, and the keeper is not asked again at once.
     #[test]
@@ -206,15 +204,20 @@ mod tests {
         ]);
         let _ = stage.handle_outbound(&mut b, Timestamp::ZERO);
         let mut server = LeaseServer::new(Arc::new(Refusing));
-        server.serve(&mut stage, Timestamp::ZERO, &|_| true);
+        server.serve(&mut stage, Timestamp::ZERO);
         assert_eq!(server.failures(), 1);
         assert_eq!(stage.sad().get(request.sa).unwrap().seq_ceiling(), Some(0));
         let _ = stage.handle_outbound(&mut b, Timestamp::ZERO);
         let mut server = LeaseServer::new(Arc::new(Granting));
-        server.serve(&mut stage, Timestamp::ZERO, &|_| false);
-        assert_eq!(stage.sad().get(request.sa).unwrap().seq_ceiling(), Some(0));
-        let _ = stage.handle_outbound(&mut b, Timestamp::ZERO);
-        server.serve(&mut stage, Timestamp::ZERO, &|_| true);
+        // A stage that does not own the SA neither sends with it nor asks.
+        let (mut other, _) = leased();
+        other.set_ownership(bitsgw_ipsec::ownership::StageOwnership::Observer { workers: 1 });
+        other.take_lease_requests(&mut Vec::new());
+        let _ = other.handle_outbound(&mut b.clone(), Timestamp::ZERO);
+        assert!(!other.wants_leases());
+        server.serve(&mut other, Timestamp::ZERO);
+        assert_eq!(other.sad().get(request.sa).unwrap().seq_ceiling(), None);
+        server.serve(&mut stage, Timestamp::ZERO);
         let sa = stage.sad().get(request.sa).unwrap();
         assert_eq!(sa.seq_ceiling(), Some(500 + LEASE_BLOCK));
         assert_eq!(sa.seq(), 500);

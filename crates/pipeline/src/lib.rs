@@ -21,7 +21,7 @@ pub mod runner;
 pub use bitsgw_wire::ether::LinkType;
 pub use counters::{PipelineCounters, PipelineDrop};
 pub use endpoint::LocalEndpoint;
-pub use gateway::{Gateway, Mobility, NoTap, Outcome, Side, Tap, TapPoint};
+pub use gateway::{FrameWalk, Gateway, Mobility, NoTap, Outcome, Side, Tap, TapPoint};
 pub use layer2::{Layer2Drops, Layer2Policy};
 pub use lease::{Lease, LeaseError, LeaseKeeper, LeaseServer};
 pub use routed::{Routed, RoutedConfig};

@@ -5,6 +5,7 @@
 
 mod common;
 
+use bitsgw_ipsec::walked::ParseCounts;
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_pipeline::runner::{self, Failure, RunnerConfig};
 use bitsgw_wire::craft::udp_packet;
@@ -118,6 +119,23 @@ fn back_to_back(cfg: &RunnerConfig) {
     let (ra, fa) = a.stop();
     let (rb, fb) = b.stop();
     assert_eq!((fa, fb), (None, None));
+    // Parse once: each frame's IP header is walked once and its flow
+    // classified by the SPD once, receive thread and worker together
+    // (inbound ESP is matched by SPI and its SA's selectors, not the SPD).
+    assert_eq!(
+        ra.parse,
+        ParseCounts {
+            ip_walks: 300,
+            spd_classifications: 300
+        }
+    );
+    assert_eq!(
+        rb.parse,
+        ParseCounts {
+            ip_walks: 300,
+            spd_classifications: 0
+        }
+    );
     assert_eq!(ra.stage.outbound_protected, 300);
     assert_eq!(rb.stage.inbound_decrypted, 300);
     assert_eq!(rb.stage.total_drops(), 0);
@@ -296,8 +314,13 @@ fn reports_give_the_time_limits_of_each_sa() {
 /// older than the bound, and is live again when it goes round again.
 #[test]
 fn a_stuck_receive_thread_is_reported_stalled_and_live_again_after() {
-    let (host, _host_in, _host_out) = port();
+    let (mut host, _host_in, _host_out) = port();
     let (net, _net_in, _net_out) = port();
+    let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    host.rx = Box::new(StallingRx {
+        inner: host.rx,
+        stall: Arc::clone(&stall),
+    });
     let cfg = RunnerConfig {
         workers: 2,
         queue_depth: 64,
@@ -307,12 +330,7 @@ fn a_stuck_receive_thread_is_reported_stalled_and_live_again_after() {
     let bound = Duration::from_millis(500);
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(r.stalled(bound), None, "idle threads still go round");
-    let stuck_for = Duration::from_millis(1500);
-    r.apply(Arc::new(move |_gw| {
-        if std::thread::current().name() == Some("bitsgw-rx-host") {
-            std::thread::sleep(stuck_for);
-        }
-    }));
+    stall.store(true, std::sync::atomic::Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut seen = None;
     while seen.is_none() && Instant::now() < deadline {
@@ -328,4 +346,35 @@ fn a_stuck_receive_thread_is_reported_stalled_and_live_again_after() {
     assert!(r.is_running());
     let (_, failure) = r.stop();
     assert!(failure.is_none());
+}
+
+/// A receive port that, once told, blocks its thread in one receive for
+/// 1.5 s (a stuck driver).
+struct StallingRx {
+    inner: Box<dyn bitsgw_pipeline::port::RxPort>,
+    stall: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl bitsgw_pipeline::port::RxPort for StallingRx {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn link_type(&self) -> bitsgw_pipeline::LinkType {
+        self.inner.link_type()
+    }
+    fn recv(
+        &mut self,
+        buf: &mut bitsgw_wire::PacketBuf,
+    ) -> Result<bool, bitsgw_pipeline::port::PortError> {
+        if self.stall.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        self.inner.recv(buf)
+    }
+    fn recv_nowait(
+        &mut self,
+        buf: &mut bitsgw_wire::PacketBuf,
+    ) -> Result<bool, bitsgw_pipeline::port::PortError> {
+        self.inner.recv_nowait(buf)
+    }
 }

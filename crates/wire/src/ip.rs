@@ -66,7 +66,7 @@ pub struct FragInfo {
 }
 
 /// What one walk over an IP packet found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpMeta {
     /// Version.
     pub version: IpVersion,

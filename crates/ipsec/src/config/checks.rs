@@ -153,6 +153,76 @@ pub(super) fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
             ));
         }
     }
+    check_bundles_apart(set)
+}
+
+impl PolicySet {
+    /// The SA whose owner SA `name` has (see [`crate::ownership`]): the
+    /// first SA of the bundle it is in, or itself. A reload that keeps an
+    /// SA must keep this, or the SA would change owners.
+    pub fn ownership_anchor<'a>(&'a self, name: &'a str) -> &'a str {
+        self.outbound
+            .iter()
+            .chain(&self.inbound)
+            .find_map(|e| match &e.action {
+                ActionConfig::Protect(names)
+                    if names.len() > 1 && names.iter().any(|n| n == name) =>
+                {
+                    names.first().map(String::as_str)
+                }
+                _ => None,
+            })
+            .unwrap_or(name)
+    }
+
+    /// The first SA of this set that `old` has too but whose owner would
+    /// change (its bundle changed), with its anchors before and after.
+    pub fn owner_changes<'a>(&'a self, old: &'a PolicySet) -> Option<(&'a str, &'a str, &'a str)> {
+        self.sas.iter().find_map(|sa| {
+            let name = sa.name.as_str();
+            if !old.sas.iter().any(|o| o.name == name) {
+                return None;
+            }
+            let (was, will) = (old.ownership_anchor(name), self.ownership_anchor(name));
+            (was != will).then_some((name, was, will))
+        })
+    }
+}
+
+/// A bundle is owned as a whole by one worker (see
+/// [`crate::ownership`]), so an SA may belong to one bundle only: two
+/// bundles sharing an SA would need two owners for it.
+fn check_bundles_apart(set: &PolicySet) -> Result<(), ConfigError> {
+    let mut bundles: Vec<(String, &[String])> = Vec::new();
+    for (dir, list) in [
+        (Direction::Outbound, &set.outbound),
+        (Direction::Inbound, &set.inbound),
+    ] {
+        for (i, e) in list.iter().enumerate() {
+            let ActionConfig::Protect(names) = &e.action else {
+                continue;
+            };
+            if names.len() < 2 {
+                continue;
+            }
+            let label = format!("spd.{}[{i}] {}", dir.name(), Shown(&e.name));
+            for (other, other_names) in &bundles {
+                let shared = names.iter().find(|n| other_names.contains(n));
+                if let (Some(n), true) = (shared, *other_names != &names[..]) {
+                    return Err(ConfigError {
+                        file: set.file.clone(),
+                        entry: label,
+                        field: "sa".into(),
+                        problem: format!(
+                            "SA {} is also in the bundle of {other}; an SA can be in one bundle only (a bundle is owned by one worker)",
+                            Shown(n)
+                        ),
+                    });
+                }
+            }
+            bundles.push((label, names));
+        }
+    }
     Ok(())
 }
 

@@ -12,12 +12,17 @@
 //! in steady state (fragments and events are the exceptions, and they come
 //! from pools or are rare by nature).
 
+mod inbound;
+mod outbound;
+
 use crate::counters::{DropReason, StageCounters};
 use crate::flow::{addresses, flow_key};
+use crate::ownership::{Anchors, OwnerMap, StageOwnership};
 use crate::sa::{Direction, LimitKind, Mode, Sa, SaParams, SaState};
 use crate::sad::{NameId, SaId, Sad, SadError};
 use crate::selector::{proto, Addr, Family};
 use crate::spd::{Action, Spd, SpdEntry, SpdEntryId};
+use crate::walked::{ParseCounts, Walked};
 use bitsgw_frag::{self as frag, FragDrop, Reassembler, Reassembly, ReassemblyLimits};
 use bitsgw_wire::esp::{
     emit_esp_header, emit_udp_header, locate_esp, udp_checksum, EspAt, EspHeader, ESP_HEADER_LEN,
@@ -195,25 +200,12 @@ pub struct IpsecStage {
     /// Whether some outbound SA has asked for a lease since the last
     /// [`IpsecStage::take_lease_requests`].
     leases_wanted: bool,
-}
-
-/// Writes the ESP trailer (RFC 4303 2.4: padding 1, 2, 3..., pad length,
-/// next header) into `tail`, whose length is `pad + 2 + icv`.
-#[inline]
-fn write_trailer(tail: &mut [u8], pad: usize, next_header: u8) {
-    for (i, b) in tail[..pad].iter_mut().enumerate() {
-        *b = (i + 1) as u8;
-    }
-    tail[pad] = pad as u8;
-    tail[pad + 1] = next_header;
-}
-
-fn addr_bytes4(a: Addr) -> [u8; 4] {
-    (a.bits as u32).to_be_bytes()
-}
-
-fn addr_bytes16(a: Addr) -> [u8; 16] {
-    a.bits.to_be_bytes()
+    /// Which SAs this stage owns (see [`crate::ownership`]).
+    ownership: StageOwnership,
+    /// What each SA name's ownership follows (its bundle's first SA).
+    anchors: Anchors,
+    /// Walks and classifications this stage made itself.
+    parse_counts: ParseCounts,
 }
 
 impl From<FragDrop> for DropReason {
@@ -252,7 +244,96 @@ impl IpsecStage {
             ident_v4: 1,
             ident_v6: 1,
             leases_wanted: false,
+            ownership: StageOwnership::All,
+            anchors: Anchors::default(),
+            parse_counts: ParseCounts::default(),
         }
+    }
+
+    /// How often this stage walked a received packet and classified a
+    /// flow itself (not counting what [`Walked`] handed it).
+    pub fn parse_counts(&self) -> ParseCounts {
+        self.parse_counts
+    }
+
+    /// The walk to use for the packet in `buf`: the one handed over if it
+    /// fits the buffer, else a walk of its own (counted).
+    fn walk(&mut self, buf: &PacketBuf, walked: Option<&Walked>) -> Result<IpMeta, DropReason> {
+        match walked {
+            Some(w) if w.meta.total_len <= buf.len() => Ok(w.meta),
+            _ => {
+                self.parse_counts.ip_walks += 1;
+                ip::parse(buf.data()).map_err(|_| DropReason::Malformed)
+            }
+        }
+    }
+
+    /// Makes this stage one of several that share the SAs (see
+    /// [`crate::ownership`]): it keeps the keys and sequence state only of
+    /// the SAs `ownership` gives it, now and for every SA installed later.
+    /// Set once, before the stage handles a packet; keys dropped here are
+    /// gone (an SA whose keys this stage no longer has stays unowned).
+    pub fn set_ownership(&mut self, ownership: StageOwnership) {
+        self.ownership = ownership;
+        let owned: Vec<(SaId, bool)> = self
+            .sad
+            .iter()
+            .map(|(id, sa)| (id, self.owns(sa)))
+            .collect();
+        for (id, owns) in owned {
+            if !owns {
+                if let Some(sa) = self.sad.get_mut(id) {
+                    sa.keyed = None;
+                }
+            }
+        }
+    }
+
+    /// Which SAs this stage owns.
+    pub fn ownership(&self) -> StageOwnership {
+        self.ownership
+    }
+
+    /// Whether this stage's ownership gives it `sa`.
+    fn owns(&self, sa: &Sa) -> bool {
+        sa.name_id
+            .is_some_and(|n| self.ownership.owns(self.anchors.of(n), sa.params.direction))
+    }
+
+    /// The owner of the SAs that SA name `name` refers to in `direction`.
+    fn owner_of(&self, name: NameId, direction: Direction) -> usize {
+        self.ownership.owner(self.anchors.of(name), direction)
+    }
+
+    /// Who owns what, for a dispatcher (see [`OwnerMap`]).
+    pub fn owner_map(&self) -> OwnerMap {
+        let entry_owner = self
+            .spd_out
+            .entries()
+            .iter()
+            .map(|e| match &e.action {
+                Action::Protect(names) => names
+                    .first()
+                    .map(|n| self.owner_of(*n, Direction::Outbound)),
+                _ => None,
+            })
+            .collect();
+        let spi_owner = self
+            .sad
+            .iter()
+            .filter(|(_, sa)| sa.params.direction == Direction::Inbound)
+            .filter_map(|(_, sa)| {
+                let owner = self.owner_of(sa.name_id?, Direction::Inbound);
+                Some((sa.params.spi, owner))
+            })
+            .collect();
+        OwnerMap::new(
+            self.generation(),
+            self.spd_out.clone(),
+            entry_owner,
+            spi_owner,
+            self.cfg.udp_encap_ports.clone(),
+        )
     }
 
     /// The stage's settings.
@@ -299,6 +380,7 @@ impl IpsecStage {
     pub fn set_spd(&mut self, outbound: Vec<SpdEntry>, inbound: Vec<SpdEntry>) {
         self.spd_out = Spd::new(outbound);
         self.spd_in = Spd::new(inbound);
+        self.anchors = Anchors::new(&self.spd_out, &self.spd_in);
         self.refs_by_name.clear();
         for (direction, spd) in [
             (Direction::Outbound, &self.spd_out),
@@ -351,6 +433,7 @@ impl IpsecStage {
     /// [`Sad::install`]).
     pub fn install_sa(&mut self, params: SaParams, now: Timestamp) -> Result<SaId, SadError> {
         let mut sa = Sa::new(params, &self.cfg.gcm, now)?;
+        self.keep_keys_if_owned(&mut sa);
         self.hold_until_leased(&mut sa);
         let id = self.sad.install(sa)?;
         self.installed(id);
@@ -361,6 +444,7 @@ impl IpsecStage {
     /// another name that holds it (see [`Sad::install_displacing`]): the
     /// step of a reload that can not fail.
     pub(crate) fn install_built(&mut self, mut sa: Sa) -> SaId {
+        self.keep_keys_if_owned(&mut sa);
         self.hold_until_leased(&mut sa);
         let id = self.sad.install_displacing(sa);
         self.installed(id);
@@ -371,11 +455,27 @@ impl IpsecStage {
     /// nothing leased: its first packet waits for the lease the control
     /// plane grants in answer to the request raised here.
     fn hold_until_leased(&mut self, sa: &mut Sa) {
-        if self.cfg.sequence_leases && sa.params.direction == Direction::Outbound {
-            sa.seq_ceiling = Some(0);
-            sa.lease_renew_at = 0;
-            sa.lease_wanted = true;
+        if !self.cfg.sequence_leases || sa.params.direction != Direction::Outbound {
+            return;
+        }
+        if let Some(k) = sa.keyed.as_mut() {
+            k.seq_ceiling = Some(0);
+            k.lease_renew_at = 0;
+            k.lease_wanted = true;
             self.leases_wanted = true;
+        }
+    }
+
+    /// Drops the keys of an SA about to be installed unless this stage owns
+    /// it (the owner follows the SA's name, so a replacement lands where
+    /// its predecessor was).
+    fn keep_keys_if_owned(&mut self, sa: &mut Sa) {
+        let name = self.sad.name_id(&sa.params.name);
+        if !self
+            .ownership
+            .owns(self.anchors.of(name), sa.params.direction)
+        {
+            sa.keyed = None;
         }
     }
 
@@ -401,14 +501,15 @@ impl IpsecStage {
             return;
         }
         for (id, sa) in self.sad.iter_mut() {
-            if std::mem::take(&mut sa.lease_wanted) {
+            let Some(k) = sa.keyed.as_mut() else { continue };
+            if std::mem::take(&mut k.lease_wanted) {
                 out.push(LeaseRequest {
                     sa: id,
                     name: sa.params.name.clone(),
                     spi: sa.params.spi,
                     identity: sa.lease_identity,
-                    last_sent: sa.seq_out,
-                    ceiling: sa.seq_ceiling.unwrap_or(0),
+                    last_sent: k.seq_out,
+                    ceiling: k.seq_ceiling.unwrap_or(0),
                 });
             }
         }
@@ -423,14 +524,19 @@ impl IpsecStage {
         let Some(sa) = self.sad.get_mut(sa) else {
             return false;
         };
-        if sa.params.direction != Direction::Outbound || sa.seq_ceiling.is_none() {
+        let outbound = sa.params.direction == Direction::Outbound;
+        let Some(k) = sa
+            .keyed
+            .as_mut()
+            .filter(|k| outbound && k.seq_ceiling.is_some())
+        else {
             return false;
-        }
-        sa.seq_out = sa.seq_out.max(floor);
-        let ceiling = ceiling.max(sa.seq_out);
-        sa.seq_ceiling = Some(ceiling);
-        sa.lease_renew_at = sa.seq_out + (ceiling - sa.seq_out) / 2 + 1;
-        sa.lease_wanted = false;
+        };
+        k.seq_out = k.seq_out.max(floor);
+        let ceiling = ceiling.max(k.seq_out);
+        k.seq_ceiling = Some(ceiling);
+        k.lease_renew_at = k.seq_out + (ceiling - k.seq_out) / 2 + 1;
+        k.lease_wanted = false;
         true
     }
 
@@ -496,10 +602,15 @@ impl IpsecStage {
         if sa.state == SaState::Stopped {
             return false;
         }
+        // Only the owner tells: the other stages' copies expire silently.
+        let owned = sa.is_owned();
         if let Some(limit) = sa.reached(&sa.params.hard, now) {
             let (name, spi, direction) =
                 (sa.params.name.clone(), sa.params.spi, sa.params.direction);
             self.sad.remove(id);
+            if !owned {
+                return false;
+            }
             self.events.push_back(Event::HardExpired {
                 sa: id,
                 name,
@@ -512,6 +623,9 @@ impl IpsecStage {
         if sa.state == SaState::Active {
             if let Some(limit) = sa.reached(&sa.params.soft, now) {
                 sa.state = SaState::SoftExpired;
+                if !owned {
+                    return true;
+                }
                 self.events.push_back(Event::SoftExpired {
                     sa: id,
                     name: sa.params.name.clone(),
@@ -529,665 +643,6 @@ impl IpsecStage {
         self.counters.record(reason);
         Disposition::Drop(reason)
     }
-
-    // ------------------------------------------------------------------
-    // Outbound (RFC 4301 5.1)
-    // ------------------------------------------------------------------
-
-    /// Processes a packet leaving the protected side: SPD lookup, then
-    /// BYPASS, DISCARD or ESP protection with the entry's SA(s).
-    pub fn handle_outbound(&mut self, buf: &mut PacketBuf, now: Timestamp) -> Disposition {
-        let meta = match ip::parse(buf.data()) {
-            Ok(m) => m,
-            Err(_) => return self.dropped(DropReason::Malformed),
-        };
-        buf.truncate(meta.total_len);
-        let key = flow_key(buf.data(), &meta, Direction::Outbound);
-        let Some(pos) = self.spd_out.lookup_and_count(&key) else {
-            return self.dropped(DropReason::NoPolicy);
-        };
-        let mut bundle = [SaId(0); MAX_BUNDLE];
-        let n = match self.spd_out.get(pos).map(|e| &e.action) {
-            Some(Action::Bypass) => {
-                self.counters.outbound_bypassed += 1;
-                return Disposition::Forward;
-            }
-            Some(Action::Discard) | None => return self.dropped(DropReason::PolicyDiscard),
-            Some(Action::Protect(names)) => {
-                if names.len() > MAX_BUNDLE {
-                    return self.dropped(DropReason::TooDeep);
-                }
-                for (slot, name) in bundle.iter_mut().zip(names.iter()) {
-                    match self.sad.current(*name) {
-                        Some(id) => *slot = id,
-                        None => {
-                            self.counters.record(DropReason::NoSa);
-                            return Disposition::Drop(DropReason::NoSa);
-                        }
-                    }
-                }
-                names.len()
-            }
-        };
-        for id in &bundle[..n] {
-            if !self.lifetime_check(*id, now) {
-                return self.dropped(DropReason::NoSa);
-            }
-        }
-        // RFC 4301 8: decide on fragmentation before any sequence number
-        // is spent.
-        let original_len = buf.len();
-        let final_len = self.bundle_output_len(&bundle[..n], original_len, &meta);
-        let mut fragment_after = false;
-        if final_len > self.cfg.mtu {
-            match self.too_big(buf, &meta, &bundle[..n], original_len, final_len) {
-                Some(d) => return d,
-                None => fragment_after = true,
-            }
-        }
-        let mut meta = meta;
-        for (i, id) in bundle[..n].iter().enumerate() {
-            if i > 0 {
-                // The packet is now the previous SA's ESP packet.
-                meta = match ip::parse(buf.data()) {
-                    Ok(m) => m,
-                    Err(_) => return self.dropped(DropReason::Malformed),
-                };
-            }
-            if let Err(reason) = self.protect(*id, buf, &meta, now) {
-                return self.dropped(reason);
-            }
-        }
-        self.counters.outbound_protected += 1;
-        if fragment_after {
-            return self.fragment_out(buf);
-        }
-        Disposition::Forward
-    }
-
-    /// Length of a packet of `len` bytes after one SA's encapsulation.
-    fn output_len(sa: &Sa, len: usize, inner_header_len: usize) -> usize {
-        let t = sa.transform.id();
-        let udp = if sa.params.udp_encap.is_some() {
-            UDP_HEADER_LEN
-        } else {
-            0
-        };
-        let fixed = ESP_HEADER_LEN + t.iv_len() + 2 + t.icv_len() + udp;
-        match sa.params.mode {
-            Mode::Tunnel { remote, .. } => {
-                let outer = match remote.family {
-                    Family::V4 => ip::IPV4_MIN_HEADER,
-                    Family::V6 => ip::IPV6_HEADER,
-                };
-                outer + fixed + len + t.pad_len(len)
-            }
-            Mode::Transport => {
-                let payload = len.saturating_sub(inner_header_len);
-                inner_header_len + fixed + payload + t.pad_len(payload)
-            }
-        }
-    }
-
-    fn bundle_output_len(&self, bundle: &[SaId], len: usize, meta: &IpMeta) -> usize {
-        let mut len = len;
-        let mut header_len = meta.header_len;
-        for id in bundle {
-            if let Some(sa) = self.sad.get(*id) {
-                len = Self::output_len(sa, len, header_len);
-                if let Mode::Tunnel { remote, .. } = sa.params.mode {
-                    header_len = match remote.family {
-                        Family::V4 => ip::IPV4_MIN_HEADER,
-                        Family::V6 => ip::IPV6_HEADER,
-                    };
-                }
-            }
-        }
-        len
-    }
-
-    /// An outbound packet would exceed the MTU once protected. Either the
-    /// sender is told (ICMP, returned as the disposition) or the protected
-    /// packet will be fragmented (`None`). RFC 4301 8.1, 8.2.
-    fn too_big(
-        &mut self,
-        buf: &mut PacketBuf,
-        meta: &IpMeta,
-        bundle: &[SaId],
-        original_len: usize,
-        final_len: usize,
-    ) -> Option<Disposition> {
-        let df = match meta.version {
-            IpVersion::V4 => buf.data().get(6).is_some_and(|b| b & 0x40 != 0),
-            IpVersion::V6 => true,
-        };
-        if !df {
-            return None;
-        }
-        // The largest packet that still fits once protected.
-        let mut fits = original_len.saturating_sub(final_len - self.cfg.mtu.min(final_len));
-        while fits > 0 && self.bundle_output_len(bundle, fits, meta) > self.cfg.mtu {
-            fits -= 1;
-        }
-        // IPv6 never reports less than 1280 (RFC 8200 5): the tunnel
-        // fragments instead.
-        if meta.version == IpVersion::V6 && fits < 1280 {
-            return None;
-        }
-        let (src, dst) = addresses(buf.data(), meta);
-        let tunnel_local = bundle
-            .iter()
-            .filter_map(|id| self.sad.get(*id))
-            .find_map(|sa| match sa.params.mode {
-                Mode::Tunnel { local, .. } if local.family == src.family => Some(local),
-                _ => None,
-            });
-        let result = match meta.version {
-            IpVersion::V4 => {
-                let source = self
-                    .cfg
-                    .icmp_source_v4
-                    .unwrap_or_else(|| addr_bytes4(tunnel_local.unwrap_or(dst)));
-                let mtu = u16::try_from(fits).unwrap_or(u16::MAX);
-                frag::icmpv4_frag_needed(buf.data(), mtu, source, &mut self.scratch)
-            }
-            IpVersion::V6 => {
-                let source = self
-                    .cfg
-                    .icmp_source_v6
-                    .unwrap_or_else(|| addr_bytes16(tunnel_local.unwrap_or(dst)));
-                let mtu = u32::try_from(fits).unwrap_or(u32::MAX);
-                frag::icmpv6_packet_too_big(buf.data(), mtu, source, &mut self.scratch)
-            }
-        };
-        match result {
-            Ok(()) => {
-                std::mem::swap(buf, &mut self.scratch);
-                self.counters.record(DropReason::TooBig);
-                Some(Disposition::IcmpError)
-            }
-            Err(e) => Some(self.dropped(e.into())),
-        }
-    }
-
-    fn fragment_out(&mut self, buf: &mut PacketBuf) -> Disposition {
-        let mtu = self.cfg.mtu;
-        let (queue, spare, scratch) = (&mut self.tx_queue, &mut self.spare, &mut self.scratch);
-        let mut emit = |frag: &[u8]| {
-            let mut b = spare.pop().unwrap_or_default();
-            if b.set(frag).is_ok() {
-                queue.push_back(b);
-            }
-        };
-        let result = match ip::version(buf.data()) {
-            Ok(IpVersion::V4) => frag::fragment_ipv4(buf.data(), mtu, scratch, &mut emit),
-            Ok(IpVersion::V6) => {
-                self.ident_v6 = self.ident_v6.wrapping_add(1);
-                frag::fragment_ipv6(buf.data(), mtu, self.ident_v6, scratch, &mut emit)
-            }
-            Err(_) => Err(FragDrop::Malformed),
-        };
-        match result {
-            Ok(count) => {
-                self.counters.fragments_sent += count as u64;
-                Disposition::Fragmented(count)
-            }
-            Err(e) => self.dropped(e.into()),
-        }
-    }
-
-    /// ESP-protects the packet in `buf` with SA `id` (RFC 4303 3.1, 3.3).
-    /// `meta` is what `ip::parse` says of the packet in `buf`.
-    fn protect(
-        &mut self,
-        id: SaId,
-        buf: &mut PacketBuf,
-        meta: &IpMeta,
-        now: Timestamp,
-    ) -> Result<(), DropReason> {
-        let ident = self.ident_v4;
-        self.ident_v4 = self.ident_v4.wrapping_add(1);
-        let ttl = self.cfg.outer_ttl;
-        let sa = self.sad.get_mut(id).ok_or(DropReason::NoSa)?;
-        if sa.state == SaState::Stopped {
-            return Err(DropReason::NoSa);
-        }
-        // RFC 4303 3.3.3: the counter never cycles; without ESN the last
-        // usable number is 2^32 - 1.
-        let limit = if sa.params.esn {
-            u64::MAX
-        } else {
-            u64::from(u32::MAX)
-        };
-        if sa.seq_out >= limit {
-            sa.state = SaState::Stopped;
-            let event = Event::SeqOverflow {
-                sa: id,
-                name: sa.params.name.clone(),
-                spi: sa.params.spi,
-            };
-            self.events.push_back(event);
-            return Err(DropReason::SeqOverflow);
-        }
-        let seq = sa.seq_out + 1;
-        if seq >= sa.lease_renew_at {
-            sa.lease_wanted = true;
-            self.leases_wanted = true;
-            if sa.seq_ceiling.is_some_and(|c| seq > c) {
-                return Err(DropReason::SeqLeaseExhausted);
-            }
-        }
-        let t = sa.transform.id();
-        let (iv_len, icv_len) = (t.iv_len(), t.icv_len());
-        let spi = sa.params.spi;
-        let payload_len;
-        match sa.params.mode {
-            Mode::Tunnel { local, remote } => {
-                let inner_len = buf.len();
-                payload_len = inner_len;
-                let next_header = match meta.version {
-                    IpVersion::V4 => proto::IPV4,
-                    IpVersion::V6 => proto::IPV6,
-                };
-                let tos = ip::traffic_class(buf.data());
-                let df = meta.version == IpVersion::V4
-                    && buf.data().get(6).is_some_and(|b| b & 0x40 != 0);
-                let pad = t.pad_len(inner_len);
-                let tail = buf
-                    .append(pad + 2 + icv_len)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                write_trailer(tail, pad, next_header);
-                let hdr = buf
-                    .prepend(ESP_HEADER_LEN + iv_len)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                emit_esp_header(hdr, spi, seq as u32);
-                sa.transform
-                    .seal(buf.data_mut(), seq, sa.params.esn)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                if let Some(encap) = sa.params.udp_encap {
-                    let len = buf.len() + UDP_HEADER_LEN;
-                    let udp = buf
-                        .prepend(UDP_HEADER_LEN)
-                        .map_err(|_| DropReason::NoBufferRoom)?;
-                    emit_udp_header(
-                        udp,
-                        encap.local_port,
-                        encap.remote_port,
-                        u16::try_from(len).unwrap_or(u16::MAX),
-                    );
-                }
-                let next = if sa.params.udp_encap.is_some() {
-                    proto::UDP
-                } else {
-                    proto::ESP
-                };
-                let body = buf.len();
-                match remote.family {
-                    Family::V4 => {
-                        let total = u16::try_from(body + ip::IPV4_MIN_HEADER)
-                            .map_err(|_| DropReason::NoBufferRoom)?;
-                        let h = buf
-                            .prepend(ip::IPV4_MIN_HEADER)
-                            .map_err(|_| DropReason::NoBufferRoom)?;
-                        ip::emit_ipv4_header(
-                            h,
-                            addr_bytes4(local),
-                            addr_bytes4(remote),
-                            next,
-                            total,
-                            ttl,
-                            ident,
-                            tos,
-                            df,
-                        );
-                    }
-                    Family::V6 => {
-                        let plen = u16::try_from(body).map_err(|_| DropReason::NoBufferRoom)?;
-                        let h = buf
-                            .prepend(ip::IPV6_HEADER)
-                            .map_err(|_| DropReason::NoBufferRoom)?;
-                        ip::emit_ipv6_header(
-                            h,
-                            addr_bytes16(local),
-                            addr_bytes16(remote),
-                            next,
-                            plen,
-                            ttl,
-                            tos,
-                        );
-                        if sa.params.udp_encap.is_some() {
-                            fill_udp_checksum_v6(buf.data_mut(), ip::IPV6_HEADER);
-                        }
-                    }
-                }
-            }
-            Mode::Transport => {
-                if meta.frag.is_some() {
-                    return Err(DropReason::TransportFragment);
-                }
-                let hl = meta.header_len;
-                payload_len = buf.len() - hl;
-                let pad = t.pad_len(payload_len);
-                let tail = buf
-                    .append(pad + 2 + icv_len)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                write_trailer(tail, pad, meta.proto);
-                let udp = if sa.params.udp_encap.is_some() {
-                    UDP_HEADER_LEN
-                } else {
-                    0
-                };
-                let gap = buf
-                    .insert_gap(hl, udp + ESP_HEADER_LEN + iv_len)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                emit_esp_header(&mut gap[udp..], spi, seq as u32);
-                let total = buf.len();
-                let data = buf.data_mut();
-                sa.transform
-                    .seal(&mut data[hl + udp..], seq, sa.params.esn)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                data[meta.proto_field] = if udp != 0 { proto::UDP } else { proto::ESP };
-                if let Some(encap) = sa.params.udp_encap {
-                    let len = u16::try_from(total - hl).unwrap_or(u16::MAX);
-                    emit_udp_header(&mut data[hl..], encap.local_port, encap.remote_port, len);
-                }
-                ip::set_total_len(data, total);
-                if udp != 0 && meta.version == IpVersion::V6 {
-                    fill_udp_checksum_v6(data, hl);
-                }
-            }
-        }
-        sa.seq_out = seq;
-        sa.stats.packets += 1;
-        sa.stats.bytes += payload_len as u64;
-        self.lifetime_check(id, now);
-        Ok(())
-    }
-
-    // ------------------------------------------------------------------
-    // Inbound (RFC 4301 5.2)
-    // ------------------------------------------------------------------
-
-    /// Processes a packet arriving from the network: reassembly, ESP (also
-    /// in UDP) decryption and checks, or the SPD for cleartext packets.
-    pub fn handle_inbound(&mut self, buf: &mut PacketBuf, now: Timestamp) -> Disposition {
-        let mut meta = match ip::parse(buf.data()) {
-            Ok(m) => m,
-            Err(_) => return self.dropped(DropReason::Malformed),
-        };
-        buf.truncate(meta.total_len);
-        if meta.frag.is_some() {
-            // The reassembled datagram lands in `scratch`, which is then
-            // swapped with the caller's buffer; keep it large enough for any
-            // datagram the limits allow (this allocates only on the
-            // fragment path, and only after such a swap).
-            let needed = self.cfg.reassembly.max_datagram_len + bitsgw_wire::buf::DEFAULT_HEADROOM;
-            if self.scratch.capacity() < needed {
-                self.scratch = PacketBuf::with_capacity(needed, bitsgw_wire::buf::DEFAULT_HEADROOM);
-            }
-            // Every fragment the reassembler drops is counted here: the
-            // arriving one, and held ones discarded with it (an overlap, the
-            // memory limit) or before it (its datagram's time was up).
-            let mut seen = FragDrop::ALL.map(|r| self.reassembler.dropped(r));
-            let result =
-                self.reassembler
-                    .handle_fragment(buf.data(), &meta, now, &mut self.scratch);
-            self.counters
-                .record_frag_drops(&self.reassembler, &mut seen);
-            match result {
-                Ok(Reassembly::Held) => {
-                    self.counters.fragments_held += 1;
-                    return Disposition::Held;
-                }
-                Ok(Reassembly::Complete) => {
-                    std::mem::swap(buf, &mut self.scratch);
-                    self.counters.reassembled += 1;
-                    meta = match ip::parse(buf.data()) {
-                        Ok(m) => m,
-                        Err(_) => return self.dropped(DropReason::Malformed),
-                    };
-                }
-                // Counted above, with the held fragments it took along.
-                Err(e) => return Disposition::Drop(e.into()),
-            }
-        }
-        let mut last_sa: Option<SaId> = None;
-        for _ in 0..=MAX_BUNDLE {
-            let esp_at = match locate_esp(buf.data(), &meta, &self.cfg.udp_encap_ports) {
-                EspAt::Esp { offset, udp } => Some((offset, udp)),
-                EspAt::Keepalive => return self.dropped(DropReason::NatKeepalive),
-                EspAt::Ike => {
-                    self.counters.ike_passed += 1;
-                    return Disposition::ToIke;
-                }
-                EspAt::Invalid => return self.dropped(DropReason::UdpEncapInvalid),
-                EspAt::NotEsp => None,
-            };
-            if let Some((off, _)) = esp_at {
-                // An ESP header cut short is malformed ESP, whatever the SPD
-                // would say of the packet.
-                if last_sa.is_none() && buf.len() < off + ESP_HEADER_LEN {
-                    return self.dropped(DropReason::EspTruncated);
-                }
-            }
-            let known = esp_at.and_then(|(off, udp)| {
-                let spi = EspHeader::new_checked(buf.data().get(off..)?)?.spi();
-                self.sad.by_spi(spi).map(|id| (id, off, udp))
-            });
-            let Some((id, off, udp)) = known else {
-                return match last_sa {
-                    // The innermost packet: check it against the selectors
-                    // of the SA it came out of (RFC 4301 5.2 step 4).
-                    Some(sa) => self.check_inner(sa, buf, &meta),
-                    None if esp_at.is_some() => self.cleartext_inbound(buf, &meta, true),
-                    None => self.cleartext_inbound(buf, &meta, false),
-                };
-            };
-            if let Err(reason) = self.unprotect(id, buf, &meta, off, udp, now) {
-                if let Some(sa) = self.sad.get_mut(id) {
-                    match reason {
-                        DropReason::IcvFailure => sa.stats.icv_failures += 1,
-                        DropReason::ReplayDuplicate | DropReason::ReplayTooOld => {
-                            sa.stats.replay_drops += 1
-                        }
-                        DropReason::DummyPacket | DropReason::NoSa => {}
-                        _ => sa.stats.other_drops += 1,
-                    }
-                }
-                return self.dropped(reason);
-            }
-            last_sa = Some(id);
-            meta = match ip::parse(buf.data()) {
-                Ok(m) => m,
-                Err(_) => return self.dropped(DropReason::BadInnerPacket),
-            };
-        }
-        self.dropped(DropReason::TooDeep)
-    }
-
-    fn check_inner(&mut self, id: SaId, buf: &PacketBuf, meta: &IpMeta) -> Disposition {
-        let key = flow_key(buf.data(), meta, Direction::Inbound);
-        let ok = self
-            .sad
-            .get(id)
-            .is_some_and(|sa| sa.selectors.iter().any(|s| s.matches(&key)));
-        if !ok {
-            if let Some(sa) = self.sad.get_mut(id) {
-                sa.stats.other_drops += 1;
-            }
-            return self.dropped(DropReason::InnerSelectorMismatch);
-        }
-        self.counters.inbound_decrypted += 1;
-        Disposition::Deliver
-    }
-
-    /// Inbound packet that is not ESP for one of our SAs: the inbound SPD
-    /// decides (RFC 4301 5.2 step 3).
-    fn cleartext_inbound(&mut self, buf: &PacketBuf, meta: &IpMeta, is_esp: bool) -> Disposition {
-        let key = flow_key(buf.data(), meta, Direction::Inbound);
-        match self
-            .spd_in
-            .lookup_and_count(&key)
-            .and_then(|i| self.spd_in.get(i))
-            .map(|e| &e.action)
-        {
-            Some(Action::Bypass) => {
-                self.counters.inbound_bypassed += 1;
-                Disposition::Deliver
-            }
-            // ESP that no SA takes and no BYPASS entry passes on is an
-            // invalid SPI (RFC 4301 5.2 step 3a's auditable event), also
-            // where a DISCARD entry covers it: the counter says why.
-            _ if is_esp => self.dropped(DropReason::UnknownSpi),
-            Some(Action::Discard) => self.dropped(DropReason::PolicyDiscard),
-            Some(Action::Protect(_)) => self.dropped(DropReason::UnprotectedTraffic),
-            None => self.dropped(DropReason::NoPolicy),
-        }
-    }
-
-    /// Verifies and decrypts the ESP packet at `off` with SA `id` and
-    /// leaves the inner packet in `buf` (RFC 4303 3.4).
-    fn unprotect(
-        &mut self,
-        id: SaId,
-        buf: &mut PacketBuf,
-        meta: &IpMeta,
-        off: usize,
-        udp: bool,
-        now: Timestamp,
-    ) -> Result<(), DropReason> {
-        if !self.lifetime_check(id, now) {
-            return Err(DropReason::NoSa);
-        }
-        let (_, dst) = addresses(buf.data(), meta);
-        let sa = self.sad.get_mut(id).ok_or(DropReason::NoSa)?;
-        if sa.params.destination.is_some_and(|d| d != dst) {
-            return Err(DropReason::WrongDestination);
-        }
-        let t = sa.transform.id();
-        let (iv_len, icv_len) = (t.iv_len(), t.icv_len());
-        let esp_len = buf.len() - off;
-        let min = ESP_HEADER_LEN + iv_len + 2 + icv_len;
-        let ct_len = esp_len.saturating_sub(ESP_HEADER_LEN + iv_len + icv_len);
-        if esp_len < min || (t.block_align() > 4 && !ct_len.is_multiple_of(t.block_align())) {
-            return Err(DropReason::EspTruncated);
-        }
-        let esp = &mut buf.data_mut()[off..];
-        let seq_low = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
-        let seq = sa.replay.infer(seq_low);
-        // RFC 4303 3.4.3 lets a receiver reject a duplicate before the ICV;
-        // doing it after means only authentic packets move the counters.
-        sa.transform
-            .open(esp, seq, sa.params.esn)
-            .map_err(|_| DropReason::IcvFailure)?;
-        sa.replay.check_and_update(seq).map_err(|e| match e {
-            crate::anti_replay::ReplayError::Duplicate => DropReason::ReplayDuplicate,
-            crate::anti_replay::ReplayError::TooOld => DropReason::ReplayTooOld,
-            crate::anti_replay::ReplayError::Zero => DropReason::ReplayZero,
-        })?;
-        let ct_end = esp_len - icv_len;
-        let pad = usize::from(esp[ct_end - 2]);
-        let next_header = esp[ct_end - 1];
-        let payload_start = ESP_HEADER_LEN + iv_len;
-        if pad + 2 > ct_end - payload_start {
-            return Err(DropReason::BadPadLength);
-        }
-        let pad_bytes = &esp[ct_end - 2 - pad..ct_end - 2];
-        if pad_bytes
-            .iter()
-            .enumerate()
-            .any(|(i, b)| usize::from(*b) != i + 1)
-        {
-            return Err(DropReason::BadPadding);
-        }
-        let payload_len = ct_end - 2 - pad - payload_start;
-        sa.stats.packets += 1;
-        sa.stats.bytes += payload_len as u64;
-        let mode = sa.params.mode;
-        let fix_checksum = udp && matches!(mode, Mode::Transport);
-        if self.sad.has_retiring(id) {
-            self.sad.confirm_in_use(id);
-        }
-        self.lifetime_check(id, now);
-        if next_header == proto::NO_NEXT_HEADER {
-            return Err(DropReason::DummyPacket);
-        }
-        buf.trim_back(icv_len + 2 + pad)
-            .map_err(|_| DropReason::EspTruncated)?;
-        match mode {
-            Mode::Tunnel { .. } => {
-                buf.trim_front(off + payload_start)
-                    .map_err(|_| DropReason::EspTruncated)?;
-                let inner = ip::parse(buf.data()).map_err(|_| DropReason::BadInnerPacket)?;
-                let expected = match inner.version {
-                    IpVersion::V4 => proto::IPV4,
-                    IpVersion::V6 => proto::IPV6,
-                };
-                if next_header != expected {
-                    return Err(DropReason::BadInnerPacket);
-                }
-                // Tunnel-mode TFC padding (RFC 4303 2.7) sits after the
-                // inner packet: its own length says where it ends.
-                buf.truncate(inner.total_len);
-            }
-            Mode::Transport => {
-                let hdr_end = meta.header_len;
-                buf.remove_range(hdr_end, off - hdr_end + payload_start)
-                    .map_err(|_| DropReason::EspTruncated)?;
-                let total = buf.len();
-                let data = buf.data_mut();
-                data[meta.proto_field] = next_header;
-                ip::set_total_len(data, total);
-                if fix_checksum {
-                    // RFC 3948 3.1.2: a NAT may have changed the addresses the
-                    // transport checksum covers; recompute it.
-                    fix_transport_checksum(data, hdr_end, next_header, meta.version);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Fills the UDP checksum of the UDP header at `udp_at` in an IPv6 packet
-/// (mandatory for IPv6, RFC 8200 8.1).
-fn fill_udp_checksum_v6(pkt: &mut [u8], udp_at: usize) {
-    if pkt.len() < udp_at + UDP_HEADER_LEN {
-        return;
-    }
-    pkt[udp_at + 6] = 0;
-    pkt[udp_at + 7] = 0;
-    let (hdr, udp) = pkt.split_at_mut(udp_at);
-    let c = udp_checksum(&hdr[8..24], &hdr[24..40], udp);
-    udp[6..8].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Recomputes the TCP or UDP checksum of a transport-mode packet.
-fn fix_transport_checksum(pkt: &mut [u8], at: usize, next_header: u8, version: IpVersion) {
-    let field = match next_header {
-        proto::TCP => 16,
-        proto::UDP => 6,
-        _ => return,
-    };
-    if pkt.len() < at + field + 2 {
-        return;
-    }
-    if next_header == proto::UDP && version == IpVersion::V4 && pkt[at + 6..at + 8] == [0, 0] {
-        return; // No checksum in use.
-    }
-    pkt[at + field] = 0;
-    pkt[at + field + 1] = 0;
-    let (src, dst) = match version {
-        IpVersion::V4 => (12..16, 16..20),
-        IpVersion::V6 => (8..24, 24..40),
-    };
-    let len = u32::try_from(pkt.len() - at).unwrap_or(u32::MAX);
-    let acc = bitsgw_wire::checksum::pseudo_header(&pkt[src], &pkt[dst], next_header, len);
-    let mut c = bitsgw_wire::checksum::finish(bitsgw_wire::checksum::sum(acc, &pkt[at..]));
-    if c == 0 && next_header == proto::UDP {
-        c = 0xffff;
-    }
-    pkt[at + field..at + field + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -1229,7 +684,7 @@ mod tests {
     fn sequence_counter_overflow_stops_the_sa() {
         let mut s = stage(false);
         let id = s.sad.by_name("out").unwrap();
-        s.sad.get_mut(id).unwrap().seq_out = u64::from(u32::MAX) - 1;
+        s.sad.get_mut(id).unwrap().keyed.as_mut().unwrap().seq_out = u64::from(u32::MAX) - 1;
         let mut b = packet();
         assert_eq!(
             s.handle_outbound(&mut b, Timestamp::ZERO),
@@ -1250,7 +705,7 @@ mod tests {
         // With ESN the same SA goes on into the next sub-space.
         let mut s = stage(true);
         let id = s.sad.by_name("out").unwrap();
-        s.sad.get_mut(id).unwrap().seq_out = u64::from(u32::MAX);
+        s.sad.get_mut(id).unwrap().keyed.as_mut().unwrap().seq_out = u64::from(u32::MAX);
         let mut b = packet();
         assert_eq!(
             s.handle_outbound(&mut b, Timestamp::ZERO),
@@ -1496,6 +951,133 @@ mod tests {
         // Inbound SAs take no leases.
         let inbound = s.sad.by_name("in").unwrap();
         assert!(!s.grant_lease(inbound, 0, 10));
+    }
+
+    /// Of several worker stages exactly one owns an SA: it alone seals
+    /// with it; the others hold no keys and drop its packets as
+    /// `not_owner`. A replacement under the same name stays with the same
+    /// owner, and the owner map says who that is.
+    #[test]
+    fn one_worker_stage_owns_each_sa_across_replacements() {
+        let workers = 3;
+        let mut stages: Vec<IpsecStage> = (0..workers)
+            .map(|worker| {
+                let mut s = stage(false);
+                s.set_ownership(StageOwnership::Worker { worker, workers });
+                s
+            })
+            .collect();
+        let owner = |stages: &mut Vec<IpsecStage>| {
+            let results: Vec<Disposition> = stages.iter_mut().map(send).collect();
+            let owners: Vec<usize> = (0..workers)
+                .filter(|w| results[*w] == Disposition::Forward)
+                .collect();
+            assert_eq!(owners.len(), 1, "{results:?}");
+            for (w, r) in results.iter().enumerate() {
+                if w != owners[0] {
+                    assert_eq!(*r, Disposition::Drop(DropReason::NotOwner));
+                    let id = stages[w].sad.by_name("out").unwrap();
+                    assert!(!stages[w].sad.get(id).unwrap().is_owned());
+                }
+            }
+            owners[0]
+        };
+        let first = owner(&mut stages);
+        let key = flow_key(
+            packet().data(),
+            &ip::parse(packet().data()).unwrap(),
+            Direction::Outbound,
+        );
+        let mut observer = stage(false);
+        observer.set_ownership(StageOwnership::Observer { workers });
+        assert_eq!(observer.owner_map().outbound_owner(&key), Some(first));
+        assert_eq!(send(&mut observer), Disposition::Drop(DropReason::NotOwner));
+        // Replaced (new SPI and key) and removed and re-added: same owner.
+        let mut params = stages[first]
+            .sad
+            .get(stages[first].sad.by_name("out").unwrap())
+            .unwrap()
+            .params
+            .clone();
+        params.spi = 0x5000;
+        params.enc_key = zeroize::Zeroizing::new(vec![9u8; 20]);
+        for s in stages.iter_mut().chain([&mut observer]) {
+            s.install_sa(params.clone(), Timestamp::ZERO).unwrap();
+        }
+        assert_eq!(owner(&mut stages), first);
+        for s in stages.iter_mut().chain([&mut observer]) {
+            let id = s.sad.by_name("out").unwrap();
+            s.remove_sa(id);
+            s.install_sa(params.clone(), Timestamp::ZERO).unwrap();
+        }
+        assert_eq!(owner(&mut stages), first);
+        assert_eq!(observer.owner_map().outbound_owner(&key), Some(first));
+        // The inbound SA has one owner too, and the map knows it by SPI.
+        let inbound = observer.owner_map().inbound_owner(4097).unwrap();
+        let holders: Vec<usize> = (0..workers)
+            .filter(|w| {
+                let id = stages[*w].sad.by_name("in").unwrap();
+                stages[*w].sad.get(id).unwrap().is_owned()
+            })
+            .collect();
+        assert_eq!(holders, vec![inbound]);
+    }
+
+    /// Parse once: a walk and an SPD decision handed over are used, not
+    /// made again; a decision made against another SPD (a policy that
+    /// changed in between) is made anew, so it can never pick another
+    /// SPD's entry.
+    #[test]
+    fn a_walked_packet_is_not_walked_or_classified_again() {
+        let mut s = stage(false);
+        let meta = ip::parse(packet().data()).unwrap();
+        let key = flow_key(packet().data(), &meta, Direction::Outbound);
+        let fresh = crate::walked::SpdDecision::classify(s.spd(Direction::Outbound), &key);
+        let walked = Walked {
+            meta,
+            spd: Some(fresh),
+        };
+        let d = s.handle_outbound_walked(&mut packet(), Timestamp::ZERO, Some(&walked));
+        assert_eq!(d, Disposition::Forward);
+        assert_eq!(s.parse_counts(), ParseCounts::default());
+        assert_eq!(s.spd(Direction::Outbound).hits(), &[1]);
+        // A BYPASS entry for other traffic comes first, then DISCARD: the
+        // old decision (entry 0) would now bypass, and is not taken.
+        let mut elsewhere = Selector::ANY;
+        elsewhere.proto = crate::selector::ProtoSel::Is(proto::TCP);
+        s.set_spd(
+            vec![
+                SpdEntry {
+                    name: "tcp".into(),
+                    selector: elsewhere,
+                    action: Action::Bypass,
+                },
+                SpdEntry {
+                    name: "all".into(),
+                    selector: Selector::ANY,
+                    action: Action::Discard,
+                },
+            ],
+            Vec::new(),
+        );
+        let d = s.handle_outbound_walked(&mut packet(), Timestamp::ZERO, Some(&walked));
+        assert_eq!(d, Disposition::Drop(DropReason::PolicyDiscard));
+        assert_eq!(
+            s.parse_counts(),
+            ParseCounts {
+                ip_walks: 0,
+                spd_classifications: 1
+            }
+        );
+        // Without a walk the stage walks and classifies once itself.
+        let _ = s.handle_outbound(&mut packet(), Timestamp::ZERO);
+        assert_eq!(
+            s.parse_counts(),
+            ParseCounts {
+                ip_walks: 1,
+                spd_classifications: 2
+            }
+        );
     }
 
     /// Without leases (replay, benchmarks) nothing changes: SAs send from
