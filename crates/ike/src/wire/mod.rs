@@ -9,6 +9,7 @@ mod sa;
 mod ts;
 
 pub use header::{ExchangeType, Flags, Header, HeaderRepr, HEADER_LEN};
+pub(crate) use payload::spi32;
 pub use payload::{
     AuthPayload, DeletePayload, IdPayload, IdType, KePayload, NotifyPayload, NotifyType, Payload,
     PayloadIter, PayloadType, RawPayload, SkPayload, GENERIC_HEADER_LEN,

@@ -1,0 +1,1631 @@
+//! The IKEv2 state machine in quinn-proto's sans-IO shape: datagrams and
+//! `now` in ([`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`]),
+//! datagrams, events and the next deadline out ([`Endpoint::poll_transmit`],
+//! [`Endpoint::poll_event`], [`Endpoint::poll_timeout`]). No clock, socket
+//! or thread inside; randomness comes from the operating system through
+//! ring.
+//!
+//! Exchanges: IKE_SA_INIT (RFC 7296 1.2, with COOKIE 2.6, INVALID_KE_PAYLOAD
+//! 1.2, NAT detection 2.23), IKE_AUTH with a pre-shared key (2.15) and the
+//! first CHILD_SA (1.3.1 transport mode, 2.9 selector narrowing, 2.4
+//! INITIAL_CONTACT), INFORMATIONAL (1.4: Delete of CHILD_SAs and of the IKE
+//! SA; 2.4 liveness). Each side keeps a window of one request (2.3);
+//! requests are retransmitted with exponential backoff until given up
+//! (2.1, 2.4), and a retransmitted request gets the cached response.
+
+use crate::config::{EndpointConfig, Mode};
+use crate::crypto::{
+    cookie, ct_eq, derive_child_keys, derive_ike_keys, nat_detection_hash, psk_auth, CryptoError,
+    DhPrivate, IkeKeys, Secret, SkKeys,
+};
+use crate::event::{
+    ChildSaEstablished, Counters, DownReason, DropReason, Event, IkeSaId, Transmit,
+};
+use crate::suite::{
+    accept_esp_reply, accept_ike_reply, esp_reply, ike_reply, select_esp, select_ike, DhGroup,
+    EspSuite, IkeSuite,
+};
+use crate::wire::{
+    chain_len, emit_chain, parse_chain, AuthPayload, DeletePayload, ExchangeType, Flags,
+    HeaderRepr, IdPayload, KePayload, Message, NotifyPayload, NotifyType, Payload, PayloadType,
+    SaPayload, TrafficSelector, WireError,
+};
+use bitsgw_wire::Timestamp;
+use core::time::Duration;
+use ring::rand::{SecureRandom, SystemRandom};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+/// AUTH method 2: Shared Key Message Integrity Code (RFC 7296 3.8).
+const AUTH_PSK: u8 = 2;
+/// Nonce octets we send: at least half the PRF's key size (RFC 7296 2.10).
+const NONCE_LEN: usize = 32;
+/// COOKIE answers followed before giving up (a responder that keeps
+/// asking is broken or hostile).
+const MAX_COOKIE_ROUNDS: u8 = 3;
+/// Protocol ID of an IKE SA in Delete and Notify payloads.
+const PROTO_IKE: u8 = 1;
+/// Protocol ID of ESP.
+const PROTO_ESP: u8 = 3;
+
+/// Errors of the calls an owner makes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IkeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// No IKE SA with this ID.
+    #[error("no IKE SA {0:?}")]
+    UnknownIkeSa(IkeSaId),
+    /// The IKE SA is not established.
+    #[error("IKE SA {0:?} is not established")]
+    NotEstablished(IkeSaId),
+    /// No CHILD_SA with this inbound SPI.
+    #[error("no CHILD_SA with inbound SPI {0:#010x}")]
+    UnknownChildSa(u32),
+    /// A cryptographic step failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A message could not be built.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Initiator: IKE_SA_INIT sent.
+    InitSent,
+    /// Initiator: IKE_AUTH sent.
+    AuthSent,
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
+    HalfOpen,
+    /// Authenticated.
+    Established,
+    /// Our Delete of the IKE SA is outstanding.
+    Deleting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestKind {
+    Init,
+    Auth,
+    Liveness,
+    DeleteChild,
+    DeleteIke,
+}
+
+#[derive(Debug)]
+struct Pending {
+    message_id: u32,
+    exchange: ExchangeType,
+    kind: RequestKind,
+    bytes: Vec<u8>,
+    retransmits: u32,
+    interval: Duration,
+    next_at: Timestamp,
+}
+
+#[derive(Debug)]
+struct ChildSa {
+    inbound_spi: u32,
+    outbound_spi: u32,
+}
+
+#[derive(Debug)]
+struct IkeSa {
+    /// The SPI we chose.
+    id: u64,
+    initiator: bool,
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    state: State,
+    group: DhGroup,
+    dh: Option<DhPrivate>,
+    suite: Option<IkeSuite>,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    /// RealMessage1 and RealMessage2 of RFC 7296 2.15.
+    init_request: Vec<u8>,
+    init_response: Vec<u8>,
+    cookie: Option<Vec<u8>>,
+    cookie_rounds: u8,
+    keys: Option<IkeKeys>,
+    sk_out: Option<SkKeys>,
+    sk_in: Option<SkKeys>,
+    next_message_id: u32,
+    pending: Option<Pending>,
+    queued: VecDeque<(ExchangeType, Vec<Payload>, RequestKind)>,
+    /// The message ID of the peer's next request.
+    peer_message_id: u32,
+    last_response: Option<(u32, Vec<u8>)>,
+    children: Vec<ChildSa>,
+    first_child_spi: u32,
+    created: Timestamp,
+    last_heard: Timestamp,
+    nat_local: bool,
+    nat_remote: bool,
+    /// Whether the owner knows of it (it initiated it or saw it come up),
+    /// so its end is reported.
+    announced: bool,
+}
+
+/// What a handler wants done with the IKE SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Keep,
+    Remove,
+}
+
+#[derive(Debug, Default)]
+struct Out {
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    counters: Counters,
+}
+
+impl Out {
+    fn drop(&mut self, reason: DropReason) {
+        *self.counters.drops.entry(reason).or_default() += 1;
+    }
+
+    fn send(&mut self, sa: &IkeSa, contents: Vec<u8>) {
+        self.transmits.push_back(Transmit {
+            remote: sa.remote,
+            local: sa.local,
+            contents,
+        });
+    }
+
+    fn count_notifies_received(&mut self, payloads: &[Payload]) {
+        for p in payloads {
+            if let Payload::Notify(n) = p {
+                *self
+                    .counters
+                    .notify_received
+                    .entry(n.notify_type)
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    fn count_notifies_sent(&mut self, payloads: &[Payload]) {
+        for p in payloads {
+            if let Payload::Notify(n) = p {
+                *self.counters.notify_sent.entry(n.notify_type).or_default() += 1;
+            }
+        }
+    }
+
+    fn child_deleted(&mut self, ike: u64, name: &str, c: &ChildSa) {
+        self.events.push_back(Event::ChildSaDeleted {
+            ike: IkeSaId(ike),
+            name: name.to_string(),
+            inbound_spi: c.inbound_spi,
+            outbound_spi: c.outbound_spi,
+        });
+    }
+
+    /// Reports an IKE SA's end: its CHILD_SAs first, then the IKE SA.
+    fn close(&mut self, sa: &mut IkeSa, name: &str, reason: DownReason) {
+        for c in sa.children.drain(..) {
+            self.child_deleted(sa.id, name, &c);
+        }
+        if sa.announced {
+            self.events.push_back(Event::IkeSaDown {
+                ike: IkeSaId(sa.id),
+                reason,
+            });
+        }
+    }
+}
+
+/// An IKEv2 endpoint for one peer configuration, initiator and responder.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    rng: SystemRandom,
+    sas: HashMap<u64, IkeSa>,
+    /// Responder SAs by (peer address, initiator SPI), so a retransmitted
+    /// IKE_SA_INIT finds its cached answer (RFC 7296 2.1).
+    by_initiator: HashMap<(SocketAddr, u64), u64>,
+    cookie_secret: Secret,
+    out: Out,
+}
+
+fn find_notify(payloads: &[Payload], t: NotifyType) -> Option<&NotifyPayload> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.notify_type == t => Some(n),
+        _ => None,
+    })
+}
+
+fn first_error(payloads: &[Payload]) -> Option<NotifyType> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.notify_type.is_error() => Some(n.notify_type),
+        _ => None,
+    })
+}
+
+/// The first payload of each kind a message carries.
+#[derive(Debug, Default)]
+struct Found<'a> {
+    sa: Option<&'a SaPayload>,
+    ke: Option<&'a KePayload>,
+    nonce: Option<&'a Vec<u8>>,
+    idi: Option<&'a IdPayload>,
+    idr: Option<&'a IdPayload>,
+    auth: Option<&'a AuthPayload>,
+    tsi: Option<&'a Vec<TrafficSelector>>,
+    tsr: Option<&'a Vec<TrafficSelector>>,
+}
+
+impl<'a> Found<'a> {
+    fn of(payloads: &'a [Payload]) -> Found<'a> {
+        let mut f = Found::default();
+        for p in payloads {
+            match p {
+                Payload::Sa(x) => f.sa = f.sa.or(Some(x)),
+                Payload::Ke(x) => f.ke = f.ke.or(Some(x)),
+                Payload::Nonce(x) => f.nonce = f.nonce.or(Some(x)),
+                Payload::IdI(x) => f.idi = f.idi.or(Some(x)),
+                Payload::IdR(x) => f.idr = f.idr.or(Some(x)),
+                Payload::Auth(x) => f.auth = f.auth.or(Some(x)),
+                Payload::TsI(x) => f.tsi = f.tsi.or(Some(x)),
+                Payload::TsR(x) => f.tsr = f.tsr.or(Some(x)),
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+fn notify(t: NotifyType, data: Vec<u8>) -> Payload {
+    Payload::Notify(NotifyPayload::new(t, data))
+}
+
+/// Errors about a CHILD_SA only: the IKE SA stays (RFC 7296 2.21.3).
+fn is_child_error(t: NotifyType) -> bool {
+    matches!(
+        t,
+        NotifyType::NoProposalChosen
+            | NotifyType::TsUnacceptable
+            | NotifyType::SinglePairRequired
+            | NotifyType::InvalidSelectors
+            | NotifyType::NoAdditionalSas
+            | NotifyType::InternalAddressFailure
+            | NotifyType::FailedCpRequired
+    )
+}
+
+/// Responder's narrowing (RFC 7296 2.9): every non-empty intersection of a
+/// proposed selector with a configured one.
+fn narrow(proposed: &[TrafficSelector], configured: &[TrafficSelector]) -> Vec<TrafficSelector> {
+    let mut out = Vec::new();
+    for p in proposed {
+        for c in configured {
+            if let Some(ts) = p.intersect(c) {
+                if !out.contains(&ts) {
+                    out.push(ts);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether each of `chosen` lies within one of `proposed` (initiator's
+/// check of the responder's narrowing).
+fn within(chosen: &[TrafficSelector], proposed: &[TrafficSelector]) -> bool {
+    !chosen.is_empty()
+        && chosen
+            .iter()
+            .all(|c| proposed.iter().any(|p| c.is_subset_of(p)))
+}
+
+impl Endpoint {
+    /// An endpoint with a validated configuration.
+    pub fn new(config: EndpointConfig) -> Result<Endpoint, IkeError> {
+        config.validate()?;
+        let rng = SystemRandom::new();
+        let mut secret = vec![0u8; 32];
+        rng.fill(&mut secret).map_err(|_| CryptoError::Random)?;
+        Ok(Endpoint {
+            config,
+            rng,
+            sas: HashMap::new(),
+            by_initiator: HashMap::new(),
+            cookie_secret: Secret::new(secret),
+            out: Out::default(),
+        })
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.out.counters
+    }
+
+    /// IKE SAs in any state.
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Responder IKE SAs waiting for IKE_AUTH.
+    pub fn half_open_count(&self) -> usize {
+        self.sas
+            .values()
+            .filter(|s| s.state == State::HalfOpen)
+            .count()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.sas.values().filter_map(|sa| self.deadline(sa)).min()
+    }
+
+    fn deadline(&self, sa: &IkeSa) -> Option<Timestamp> {
+        let mut d: Option<Timestamp> = sa.pending.as_ref().map(|p| p.next_at);
+        let mut earliest = |t: Timestamp| d = Some(d.map_or(t, |x| x.min(t)));
+        if sa.state == State::HalfOpen {
+            earliest(sa.created.saturating_add(self.config.half_open_timeout));
+        }
+        if let (State::Established, None, Some(iv)) =
+            (sa.state, &sa.pending, self.config.peer.liveness)
+        {
+            earliest(sa.last_heard.saturating_add(iv));
+        }
+        d
+    }
+
+    fn random(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
+        self.rng.fill(buf).map_err(|_| CryptoError::Random)
+    }
+
+    fn new_ike_spi(&self) -> Result<u64, CryptoError> {
+        loop {
+            let mut b = [0u8; 8];
+            self.random(&mut b)?;
+            let spi = u64::from_be_bytes(b);
+            if spi != 0 && !self.sas.contains_key(&spi) {
+                return Ok(spi);
+            }
+        }
+    }
+
+    /// A fresh inbound ESP SPI (0-255 are reserved, RFC 4303 2.1), unique
+    /// among our CHILD_SAs; `current` is an SA taken out of the map.
+    fn new_child_spi(&self, current: &IkeSa) -> Result<u32, CryptoError> {
+        loop {
+            let mut b = [0u8; 4];
+            self.random(&mut b)?;
+            let spi = u32::from_be_bytes(b);
+            let used = |sa: &IkeSa| {
+                sa.first_child_spi == spi || sa.children.iter().any(|c| c.inbound_spi == spi)
+            };
+            if spi > 255 && !used(current) && !self.sas.values().any(used) {
+                return Ok(spi);
+            }
+        }
+    }
+
+    fn nonce(&self) -> Result<Vec<u8>, CryptoError> {
+        let mut n = vec![0u8; NONCE_LEN];
+        self.random(&mut n)?;
+        Ok(n)
+    }
+
+    /// Starts an IKE SA (and its first CHILD_SA) from `local` to `remote`.
+    pub fn initiate(
+        &mut self,
+        now: Timestamp,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<IkeSaId, IkeError> {
+        let group = self
+            .config
+            .peer
+            .ike_proposals
+            .first()
+            .and_then(|p| p.groups.first().copied())
+            .ok_or(CryptoError::Random)?;
+        let spi = self.new_ike_spi()?;
+        let mut sa = IkeSa {
+            id: spi,
+            initiator: true,
+            spi_i: spi,
+            spi_r: 0,
+            local,
+            remote,
+            state: State::InitSent,
+            group,
+            dh: Some(DhPrivate::generate(group, &self.rng)?),
+            suite: None,
+            ni: self.nonce()?,
+            nr: Vec::new(),
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            cookie: None,
+            cookie_rounds: 0,
+            keys: None,
+            sk_out: None,
+            sk_in: None,
+            next_message_id: 0,
+            pending: None,
+            queued: VecDeque::new(),
+            peer_message_id: 0,
+            last_response: None,
+            children: Vec::new(),
+            first_child_spi: 0,
+            created: now,
+            last_heard: now,
+            nat_local: false,
+            nat_remote: false,
+            announced: true,
+        };
+        self.send_init(now, &mut sa)?;
+        self.sas.insert(spi, sa);
+        Ok(IkeSaId(spi))
+    }
+
+    /// Deletes an IKE SA (RFC 7296 1.4.1): its CHILD_SAs are reported
+    /// deleted at once, the IKE SA when the peer answered or gave none.
+    pub fn delete_ike(&mut self, now: Timestamp, id: IkeSaId) -> Result<(), IkeError> {
+        let mut sa = self.sas.remove(&id.0).ok_or(IkeError::UnknownIkeSa(id))?;
+        if sa.state != State::Established {
+            self.out
+                .close(&mut sa, &self.config.peer.name, DownReason::DeletedLocally);
+            self.forget(&sa);
+            return Ok(());
+        }
+        for c in sa.children.drain(..) {
+            self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+        }
+        sa.state = State::Deleting;
+        let del = Payload::Delete(DeletePayload {
+            protocol_id: PROTO_IKE,
+            spi_size: 0,
+            spis: Vec::new(),
+        });
+        let r = self.request(
+            now,
+            &mut sa,
+            ExchangeType::Informational,
+            vec![del],
+            RequestKind::DeleteIke,
+        );
+        self.sas.insert(id.0, sa);
+        r
+    }
+
+    /// Deletes the CHILD_SA with our `inbound_spi` (RFC 7296 1.4.1); it is
+    /// reported deleted at once.
+    pub fn delete_child(
+        &mut self,
+        now: Timestamp,
+        id: IkeSaId,
+        inbound_spi: u32,
+    ) -> Result<(), IkeError> {
+        let mut sa = self.sas.remove(&id.0).ok_or(IkeError::UnknownIkeSa(id))?;
+        let r = self.delete_child_of(now, &mut sa, inbound_spi);
+        self.sas.insert(id.0, sa);
+        r
+    }
+
+    fn delete_child_of(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        inbound_spi: u32,
+    ) -> Result<(), IkeError> {
+        if sa.state != State::Established {
+            return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
+        }
+        let i = sa
+            .children
+            .iter()
+            .position(|c| c.inbound_spi == inbound_spi)
+            .ok_or(IkeError::UnknownChildSa(inbound_spi))?;
+        let c = sa.children.remove(i);
+        self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+        self.request_child_delete(now, sa, inbound_spi)
+    }
+
+    /// An INFORMATIONAL request deleting our inbound CHILD_SA `spi` (the
+    /// Delete payload names the SPIs its sender receives on, RFC 7296 3.11).
+    fn request_child_delete(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        inbound_spi: u32,
+    ) -> Result<(), IkeError> {
+        let del = Payload::Delete(DeletePayload {
+            protocol_id: PROTO_ESP,
+            spi_size: 4,
+            spis: vec![inbound_spi.to_be_bytes().to_vec()],
+        });
+        self.request(
+            now,
+            sa,
+            ExchangeType::Informational,
+            vec![del],
+            RequestKind::DeleteChild,
+        )
+    }
+
+    fn forget(&mut self, sa: &IkeSa) {
+        if !sa.initiator {
+            self.by_initiator.remove(&(sa.remote, sa.spi_i));
+        }
+    }
+
+    /// Builds a message of `sa`: IKE_SA_INIT in clear, every other one
+    /// inside an SK payload.
+    fn build(
+        &mut self,
+        sa: &IkeSa,
+        exchange: ExchangeType,
+        response: bool,
+        message_id: u32,
+        payloads: &[Payload],
+    ) -> Result<Vec<u8>, IkeError> {
+        self.out.count_notifies_sent(payloads);
+        let header = HeaderRepr {
+            spi_i: sa.spi_i,
+            spi_r: sa.spi_r,
+            next_payload: PayloadType::NoNext,
+            minor_version: 0,
+            exchange,
+            flags: Flags::new(sa.initiator, response),
+            message_id,
+            length: 0,
+        };
+        if exchange == ExchangeType::IkeSaInit {
+            return Ok(Message {
+                header,
+                payloads: payloads.to_vec(),
+            }
+            .to_vec()?);
+        }
+        let sk = sa
+            .sk_out
+            .as_ref()
+            .ok_or(IkeError::NotEstablished(IkeSaId(sa.id)))?;
+        let mut inner = vec![0u8; chain_len(payloads)];
+        emit_chain(payloads, &mut inner)?;
+        let first = payloads.first().map_or(PayloadType::NoNext, Payload::kind);
+        Ok(sk.seal(&header, first, &inner, &self.rng)?)
+    }
+
+    /// Sends a request, or queues it behind the outstanding one (a window
+    /// of one, RFC 7296 2.3).
+    fn request(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        exchange: ExchangeType,
+        payloads: Vec<Payload>,
+        kind: RequestKind,
+    ) -> Result<(), IkeError> {
+        if sa.pending.is_some() {
+            sa.queued.push_back((exchange, payloads, kind));
+            return Ok(());
+        }
+        let message_id = sa.next_message_id;
+        let bytes = self.build(sa, exchange, false, message_id, &payloads)?;
+        sa.next_message_id = sa.next_message_id.wrapping_add(1);
+        self.out.counters.requests_sent.bump(exchange);
+        self.out.send(sa, bytes.clone());
+        let initial = self.config.peer.retransmit.initial;
+        sa.pending = Some(Pending {
+            message_id,
+            exchange,
+            kind,
+            bytes,
+            retransmits: 0,
+            interval: initial,
+            next_at: now.saturating_add(initial),
+        });
+        Ok(())
+    }
+
+    fn send_queued(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
+        if sa.pending.is_none() {
+            if let Some((exchange, payloads, kind)) = sa.queued.pop_front() {
+                return self.request(now, sa, exchange, payloads, kind);
+            }
+        }
+        Ok(())
+    }
+
+    fn respond(
+        &mut self,
+        sa: &mut IkeSa,
+        exchange: ExchangeType,
+        message_id: u32,
+        payloads: &[Payload],
+    ) -> Result<(), IkeError> {
+        let bytes = self.build(sa, exchange, true, message_id, payloads)?;
+        self.out.counters.responses_sent.bump(exchange);
+        self.out.send(sa, bytes.clone());
+        sa.last_response = Some((message_id, bytes));
+        Ok(())
+    }
+
+    /// (Re)sends our IKE_SA_INIT request: [N(COOKIE),] SA, KE, Ni,
+    /// N(NAT_DETECTION_SOURCE_IP), N(NAT_DETECTION_DESTINATION_IP).
+    fn send_init(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
+        let mut payloads = Vec::new();
+        if let Some(c) = &sa.cookie {
+            payloads.push(notify(NotifyType::Cookie, c.clone()));
+        }
+        let proposals = self
+            .config
+            .peer
+            .ike_proposals
+            .iter()
+            .zip(1u8..)
+            .map(|(p, n)| p.to_wire(n, Vec::new()))
+            .collect();
+        let ke = sa
+            .dh
+            .as_ref()
+            .map(|d| d.public_value().to_vec())
+            .unwrap_or_default();
+        payloads.push(Payload::Sa(SaPayload { proposals }));
+        payloads.push(Payload::Ke(KePayload {
+            group: sa.group.number(),
+            data: ke,
+        }));
+        payloads.push(Payload::Nonce(sa.ni.clone()));
+        payloads.push(notify(
+            NotifyType::NatDetectionSourceIp,
+            nat_detection_hash(sa.spi_i, 0, sa.local).to_vec(),
+        ));
+        payloads.push(notify(
+            NotifyType::NatDetectionDestinationIp,
+            nat_detection_hash(sa.spi_i, 0, sa.remote).to_vec(),
+        ));
+        sa.pending = None;
+        sa.next_message_id = 0;
+        self.request(
+            now,
+            sa,
+            ExchangeType::IkeSaInit,
+            payloads,
+            RequestKind::Init,
+        )?;
+        sa.init_request = sa
+            .pending
+            .as_ref()
+            .map(|p| p.bytes.clone())
+            .unwrap_or_default();
+        Ok(())
+    }
+
+    /// Checks the peer's NAT_DETECTION_* notifications (RFC 7296 2.23):
+    /// its source hash against the address it came from, its destination
+    /// hash against ours.
+    fn detect_nat(sa: &mut IkeSa, payloads: &[Payload], spi_r: u64) {
+        let mut source_seen = false;
+        let mut source_match = false;
+        for p in payloads {
+            if let Payload::Notify(n) = p {
+                match n.notify_type {
+                    NotifyType::NatDetectionSourceIp => {
+                        source_seen = true;
+                        source_match |= n.data == nat_detection_hash(sa.spi_i, spi_r, sa.remote);
+                    }
+                    NotifyType::NatDetectionDestinationIp => {
+                        sa.nat_local = n.data != nat_detection_hash(sa.spi_i, spi_r, sa.local);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        sa.nat_remote = source_seen && !source_match;
+    }
+
+    /// Handles one received UDP payload (IKE on port 500, or after the
+    /// non-ESP marker on 4500 once the caller stripped it).
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        remote: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+    ) {
+        self.out.counters.datagrams_received += 1;
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(WireError::BadMajorVersion(_)) => {
+                return self.out.drop(DropReason::BadMajorVersion)
+            }
+            Err(_) => return self.out.drop(DropReason::Malformed),
+        };
+        let h = msg.header;
+        // Message::parse checked that the header's length fits.
+        let bytes = &data[..h.length as usize];
+        if h.exchange == ExchangeType::IkeSaInit && !h.flags.response() {
+            if h.spi_r != 0 || h.message_id != 0 || !h.flags.initiator() {
+                return self.out.drop(DropReason::Malformed);
+            }
+            if let Err(e) = self.responder_init(now, remote, local, bytes, msg) {
+                self.local_failure(e);
+            }
+            return;
+        }
+        let ours = if h.flags.initiator() {
+            h.spi_r
+        } else {
+            h.spi_i
+        };
+        let Some(mut sa) = self.sas.remove(&ours) else {
+            return self.out.drop(DropReason::UnknownSpi);
+        };
+        let spis_match = h.spi_i == sa.spi_i
+            && (h.spi_r == sa.spi_r || (sa.state == State::InitSent && h.spi_r != 0));
+        let after = if !spis_match || h.flags.initiator() == sa.initiator {
+            self.out.drop(DropReason::UnknownSpi);
+            Ok(After::Keep)
+        } else if h.flags.response() {
+            self.on_response(now, &mut sa, &h, bytes, msg.payloads)
+        } else {
+            self.on_request(now, &mut sa, &h, bytes, msg.payloads)
+        };
+        let after = after.unwrap_or_else(|e| {
+            self.local_failure(e);
+            After::Keep
+        });
+        match after {
+            After::Keep => {
+                self.sas.insert(ours, sa);
+            }
+            After::Remove => self.forget(&sa),
+        }
+    }
+
+    fn local_failure(&mut self, _e: IkeError) {
+        self.out.drop(DropReason::LocalFailure);
+    }
+
+    /// Opens a message's SK payload (RFC 7296 3.14). `Err(None)`: dropped
+    /// and counted; `Err(Some(()))`: authentic but its inner payloads are
+    /// malformed (answered with INVALID_SYNTAX when a request).
+    fn open(
+        &mut self,
+        sa: &IkeSa,
+        bytes: &[u8],
+        payloads: &[Payload],
+    ) -> Result<Vec<Payload>, Option<()>> {
+        let (Some(Payload::Sk(sk)), Some(keys)) = (payloads.last(), sa.sk_in.as_ref()) else {
+            self.out.drop(DropReason::Malformed);
+            return Err(None);
+        };
+        let body_at = bytes.len() - sk.body.len();
+        let inner = match keys.open(bytes, body_at) {
+            Ok(i) => i,
+            Err(_) => {
+                self.out.drop(DropReason::IntegrityCheckFailed);
+                return Err(None);
+            }
+        };
+        parse_chain(sk.first_inner, &inner).map_err(|_| Some(()))
+    }
+
+    fn on_request(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        h: &HeaderRepr,
+        bytes: &[u8],
+        outer: Vec<Payload>,
+    ) -> Result<After, IkeError> {
+        if h.message_id != sa.peer_message_id {
+            let previous = sa.peer_message_id.wrapping_sub(1);
+            match &sa.last_response {
+                Some((id, resp)) if *id == previous && h.message_id == previous => {
+                    let resp = resp.clone();
+                    self.out.counters.responses_resent += 1;
+                    self.out.send(sa, resp);
+                }
+                _ => self.out.drop(DropReason::InvalidMessageId),
+            }
+            return Ok(After::Keep);
+        }
+        let allowed = matches!(
+            (h.exchange, sa.state),
+            (ExchangeType::IkeAuth, State::HalfOpen)
+                | (
+                    ExchangeType::Informational | ExchangeType::CreateChildSa,
+                    State::Established | State::Deleting
+                )
+        );
+        if !allowed {
+            self.out.drop(DropReason::UnexpectedExchange);
+            return Ok(After::Keep);
+        }
+        let payloads = match self.open(sa, bytes, &outer) {
+            Ok(p) => p,
+            Err(None) => return Ok(After::Keep),
+            Err(Some(())) => {
+                // Authentic, so the message ID is used up (RFC 7296 2.21.2).
+                sa.peer_message_id = sa.peer_message_id.wrapping_add(1);
+                let n = [notify(NotifyType::InvalidSyntax, Vec::new())];
+                self.respond(sa, h.exchange, h.message_id, &n)?;
+                return Ok(if h.exchange == ExchangeType::IkeAuth {
+                    After::Remove
+                } else {
+                    After::Keep
+                });
+            }
+        };
+        self.out.counters.requests_received.bump(h.exchange);
+        self.out.count_notifies_received(&payloads);
+        sa.peer_message_id = sa.peer_message_id.wrapping_add(1);
+        sa.last_heard = now;
+        match h.exchange {
+            ExchangeType::IkeAuth => self.on_auth_request(sa, h, &payloads),
+            ExchangeType::Informational => self.on_informational(sa, h, &payloads),
+            _ => {
+                // CREATE_CHILD_SA is not supported yet: refused so the peer
+                // keeps its current SAs (RFC 7296 1.3).
+                let n = [notify(NotifyType::NoAdditionalSas, Vec::new())];
+                self.respond(sa, h.exchange, h.message_id, &n)?;
+                Ok(After::Keep)
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        h: &HeaderRepr,
+        bytes: &[u8],
+        outer: Vec<Payload>,
+    ) -> Result<After, IkeError> {
+        let Some(p) = &sa.pending else {
+            self.out.drop(DropReason::InvalidMessageId);
+            return Ok(After::Keep);
+        };
+        if p.message_id != h.message_id || p.exchange != h.exchange {
+            self.out.drop(DropReason::InvalidMessageId);
+            return Ok(After::Keep);
+        }
+        let kind = p.kind;
+        let payloads = if h.exchange == ExchangeType::IkeSaInit {
+            outer
+        } else {
+            match self.open(sa, bytes, &outer) {
+                Ok(p) => p,
+                Err(None) => return Ok(After::Keep),
+                Err(Some(())) => {
+                    self.out.drop(DropReason::Malformed);
+                    return Ok(After::Keep);
+                }
+            }
+        };
+        self.out.counters.responses_received.bump(h.exchange);
+        self.out.count_notifies_received(&payloads);
+        sa.last_heard = now;
+        sa.pending = None;
+        let name = self.config.peer.name.clone();
+        let after = match kind {
+            RequestKind::Init => self.on_init_response(now, sa, h, bytes, &payloads)?,
+            RequestKind::Auth => self.on_auth_response(now, sa, &payloads)?,
+            RequestKind::Liveness | RequestKind::DeleteChild => After::Keep,
+            RequestKind::DeleteIke => {
+                self.out.close(sa, &name, DownReason::DeletedLocally);
+                After::Remove
+            }
+        };
+        if after == After::Keep {
+            self.send_queued(now, sa)?;
+        }
+        Ok(after)
+    }
+
+    fn fail(&mut self, sa: &mut IkeSa, reason: DownReason) -> After {
+        let name = self.config.peer.name.clone();
+        self.out.close(sa, &name, reason);
+        After::Remove
+    }
+
+    /// The responder's IKE_SA_INIT answer (initiator side, RFC 7296 1.2).
+    fn on_init_response(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        h: &HeaderRepr,
+        bytes: &[u8],
+        payloads: &[Payload],
+    ) -> Result<After, IkeError> {
+        if let Some(c) = find_notify(payloads, NotifyType::Cookie) {
+            // RFC 7296 2.6: retry with the cookie first, all else unchanged.
+            if sa.cookie_rounds >= MAX_COOKIE_ROUNDS || c.data.is_empty() || c.data.len() > 64 {
+                return Ok(self.fail(sa, DownReason::InvalidReply));
+            }
+            sa.cookie_rounds += 1;
+            sa.cookie = Some(c.data.clone());
+            self.send_init(now, sa)?;
+            return Ok(After::Keep);
+        }
+        if let Some(n) = find_notify(payloads, NotifyType::InvalidKePayload) {
+            // RFC 7296 1.2: retry with the group the responder asked for,
+            // if we offered it and have not used it yet.
+            let asked = (n.data.len() == 2)
+                .then(|| u16::from_be_bytes([n.data[0], n.data[1]]))
+                .and_then(DhGroup::from_number);
+            let offered = |g: DhGroup| {
+                self.config
+                    .peer
+                    .ike_proposals
+                    .iter()
+                    .any(|p| p.groups.contains(&g))
+            };
+            return match asked {
+                Some(g) if g != sa.group && offered(g) => {
+                    sa.group = g;
+                    sa.dh = Some(DhPrivate::generate(g, &self.rng)?);
+                    self.send_init(now, sa)?;
+                    Ok(After::Keep)
+                }
+                _ => Ok(self.fail(sa, DownReason::PeerNotify(NotifyType::InvalidKePayload))),
+            };
+        }
+        if let Some(t) = first_error(payloads) {
+            return Ok(self.fail(sa, DownReason::PeerNotify(t)));
+        }
+        let found = Found::of(payloads);
+        let offer = found.sa;
+        let ke = found.ke;
+        let nonce = found.nonce;
+        let (Some(offer), Some(ke), Some(nr)) = (offer, ke, nonce) else {
+            return Ok(self.fail(sa, DownReason::InvalidReply));
+        };
+        let Some(suite) = accept_ike_reply(offer, &self.config.peer.ike_proposals) else {
+            return Ok(self.fail(sa, DownReason::InvalidReply));
+        };
+        if suite.group != sa.group || ke.group != sa.group.number() || h.spi_r == 0 {
+            return Ok(self.fail(sa, DownReason::InvalidReply));
+        }
+        let Some(dh) = sa.dh.take() else {
+            return Ok(self.fail(sa, DownReason::InvalidReply));
+        };
+        let Ok(shared) = dh.agree(&ke.data) else {
+            return Ok(self.fail(sa, DownReason::InvalidReply));
+        };
+        sa.spi_r = h.spi_r;
+        sa.nr = nr.clone();
+        sa.init_response = bytes.to_vec();
+        let keys = derive_ike_keys(&suite, &sa.ni, &sa.nr, &shared, sa.spi_i, sa.spi_r)?;
+        sa.sk_out = Some(SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai));
+        sa.sk_in = Some(SkKeys::new(&suite, &keys.sk_er, &keys.sk_ar));
+        sa.suite = Some(suite);
+        Self::detect_nat(sa, payloads, h.spi_r);
+        // IKE_AUTH: IDi, AUTH, [N(INITIAL_CONTACT)], [N(USE_TRANSPORT_MODE)],
+        // SA, TSi, TSr (RFC 7296 1.2).
+        let peer = &self.config.peer;
+        let idi = peer.local_id.to_payload();
+        let auth = psk_auth(
+            &peer.psk,
+            &sa.init_request,
+            &sa.nr,
+            &keys.sk_pi,
+            &idi.body(),
+        );
+        sa.keys = Some(keys);
+        let spi = self.new_child_spi(sa)?;
+        sa.first_child_spi = spi;
+        let peer = &self.config.peer;
+        let mut out = vec![
+            Payload::IdI(idi),
+            Payload::Auth(AuthPayload {
+                method: AUTH_PSK,
+                data: auth.expose().to_vec(),
+            }),
+        ];
+        if peer.initial_contact {
+            out.push(notify(NotifyType::InitialContact, Vec::new()));
+        }
+        if peer.mode == Mode::Transport {
+            out.push(notify(NotifyType::UseTransportMode, Vec::new()));
+        }
+        out.push(Payload::Sa(SaPayload {
+            proposals: peer
+                .esp_proposals
+                .iter()
+                .zip(1u8..)
+                .map(|(p, n)| p.to_wire(n, spi))
+                .collect(),
+        }));
+        out.push(Payload::TsI(peer.local_ts.clone()));
+        out.push(Payload::TsR(peer.remote_ts.clone()));
+        sa.state = State::AuthSent;
+        self.request(now, sa, ExchangeType::IkeAuth, out, RequestKind::Auth)?;
+        Ok(After::Keep)
+    }
+
+    fn verify_auth(
+        &self,
+        sa: &IkeSa,
+        id: &IdPayload,
+        auth: &AuthPayload,
+        from_initiator: bool,
+    ) -> bool {
+        let Some(keys) = &sa.keys else {
+            return false;
+        };
+        let (message, nonce, sk_p) = if from_initiator {
+            (&sa.init_request, &sa.nr, &keys.sk_pi)
+        } else {
+            (&sa.init_response, &sa.ni, &keys.sk_pr)
+        };
+        let expect = psk_auth(&self.config.peer.psk, message, nonce, sk_p, &id.body());
+        self.config.peer.remote_id.matches(id)
+            && auth.method == AUTH_PSK
+            && ct_eq(&auth.data, expect.expose())
+    }
+
+    fn ike_sa_up(&mut self, sa: &mut IkeSa) {
+        sa.state = State::Established;
+        sa.announced = true;
+        if let Some(suite) = sa.suite {
+            self.out.events.push_back(Event::IkeSaUp {
+                ike: IkeSaId(sa.id),
+                initiator: sa.initiator,
+                spi_i: sa.spi_i,
+                spi_r: sa.spi_r,
+                suite,
+                nat_local: sa.nat_local,
+                nat_remote: sa.nat_remote,
+            });
+        }
+    }
+
+    /// Reports a CHILD_SA and remembers its SPIs.
+    #[allow(clippy::too_many_arguments)]
+    fn child_up(
+        &mut self,
+        sa: &mut IkeSa,
+        inbound_spi: u32,
+        outbound_spi: u32,
+        suite: EspSuite,
+        mode: Mode,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+    ) -> Result<(), IkeError> {
+        let Some(keys) = &sa.keys else {
+            return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
+        };
+        let k = derive_child_keys(&keys.sk_d, &suite, None, &sa.ni, &sa.nr)?;
+        let (inbound, outbound) = if sa.initiator {
+            (k.responder_to_initiator, k.initiator_to_responder)
+        } else {
+            (k.initiator_to_responder, k.responder_to_initiator)
+        };
+        sa.children.push(ChildSa {
+            inbound_spi,
+            outbound_spi,
+        });
+        self.out
+            .events
+            .push_back(Event::ChildSaEstablished(Box::new(ChildSaEstablished {
+                ike: IkeSaId(sa.id),
+                name: self.config.peer.name.clone(),
+                inbound_spi,
+                outbound_spi,
+                mode,
+                local_ts,
+                remote_ts,
+                suite,
+                inbound,
+                outbound,
+                local: sa.local,
+                remote: sa.remote,
+            })));
+        Ok(())
+    }
+
+    /// The responder's IKE_AUTH answer (initiator side).
+    fn on_auth_response(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        payloads: &[Payload],
+    ) -> Result<After, IkeError> {
+        let found = Found::of(payloads);
+        let idr = found.idr;
+        let auth = found.auth;
+        let offer = found.sa;
+        let tsi = found.tsi;
+        let tsr = found.tsr;
+        let (Some(idr), Some(auth)) = (idr, auth) else {
+            let reason = match first_error(payloads) {
+                Some(t) => DownReason::PeerNotify(t),
+                None => DownReason::InvalidReply,
+            };
+            return Ok(self.fail(sa, reason));
+        };
+        if !self.verify_auth(sa, idr, auth, false) {
+            return Ok(self.fail(sa, DownReason::AuthenticationFailed));
+        }
+        self.ike_sa_up(sa);
+        let inbound_spi = sa.first_child_spi;
+        sa.first_child_spi = 0;
+        let peer = &self.config.peer;
+        let child_error = first_error(payloads).filter(|t| is_child_error(*t));
+        let refused = match (child_error, offer, tsi, tsr) {
+            (Some(t), ..) => Some(t),
+            (None, None, ..) => None,
+            (None, Some(offer), Some(tsi), Some(tsr)) => {
+                let transport = find_notify(payloads, NotifyType::UseTransportMode).is_some();
+                let mode_ok = transport == (peer.mode == Mode::Transport);
+                match accept_esp_reply(offer, &peer.esp_proposals) {
+                    None => Some(NotifyType::NoProposalChosen),
+                    Some(_) if !mode_ok => Some(NotifyType::NoProposalChosen),
+                    Some(_) if !within(tsi, &peer.local_ts) || !within(tsr, &peer.remote_ts) => {
+                        Some(NotifyType::TsUnacceptable)
+                    }
+                    Some((outbound_spi, suite)) => {
+                        let (tsi, tsr) = (tsi.clone(), tsr.clone());
+                        let mode = peer.mode;
+                        self.child_up(sa, inbound_spi, outbound_spi, suite, mode, tsi, tsr)?;
+                        return Ok(After::Keep);
+                    }
+                }
+            }
+            (None, Some(_), ..) => Some(NotifyType::TsUnacceptable),
+        };
+        if let Some(notify) = refused {
+            self.out.events.push_back(Event::ChildSaFailed {
+                ike: IkeSaId(sa.id),
+                name: self.config.peer.name.clone(),
+                notify,
+            });
+            if child_error.is_none() {
+                // The responder installed a CHILD_SA we cannot accept
+                // (fail closed): delete it (RFC 7296 1.4.1).
+                self.request_child_delete(now, sa, inbound_spi)?;
+            }
+        }
+        Ok(After::Keep)
+    }
+
+    /// An IKE_SA_INIT request (responder, RFC 7296 1.2). Nothing is kept
+    /// for COOKIE, NO_PROPOSAL_CHOSEN and INVALID_KE_PAYLOAD answers.
+    fn responder_init(
+        &mut self,
+        now: Timestamp,
+        remote: SocketAddr,
+        local: SocketAddr,
+        bytes: &[u8],
+        msg: Message,
+    ) -> Result<(), IkeError> {
+        let h = msg.header;
+        if let Some(id) = self.by_initiator.get(&(remote, h.spi_i)) {
+            match self.sas.get(id) {
+                Some(sa) if sa.init_request == bytes => {
+                    let resp = sa.init_response.clone();
+                    self.out.counters.responses_resent += 1;
+                    self.out.transmits.push_back(Transmit {
+                        remote,
+                        local,
+                        contents: resp,
+                    });
+                }
+                _ => self.out.drop(DropReason::DuplicateInitiatorSpi),
+            }
+            return Ok(());
+        }
+        self.out
+            .counters
+            .requests_received
+            .bump(ExchangeType::IkeSaInit);
+        self.out.count_notifies_received(&msg.payloads);
+        let reply = |this: &mut Endpoint, payload: Payload| -> Result<(), IkeError> {
+            let payloads = [payload];
+            this.out.count_notifies_sent(&payloads);
+            let header = HeaderRepr {
+                spi_r: 0,
+                flags: Flags::new(false, true),
+                ..h
+            };
+            let contents = Message {
+                header,
+                payloads: payloads.to_vec(),
+            }
+            .to_vec()?;
+            this.out
+                .counters
+                .responses_sent
+                .bump(ExchangeType::IkeSaInit);
+            this.out.transmits.push_back(Transmit {
+                remote,
+                local,
+                contents,
+            });
+            Ok(())
+        };
+        let found = Found::of(&msg.payloads);
+        let offer = found.sa;
+        let ke = found.ke;
+        let nonce = found.nonce;
+        let (Some(offer), Some(ke), Some(ni)) = (offer, ke, nonce) else {
+            return reply(self, notify(NotifyType::InvalidSyntax, Vec::new()));
+        };
+        let half_open = self.half_open_count();
+        if half_open >= self.config.max_half_open {
+            self.out.drop(DropReason::HalfOpenLimit);
+            return Ok(());
+        }
+        if half_open >= self.config.cookie_threshold {
+            // RFC 7296 2.6: the cookie must be the first payload.
+            let expect = cookie(&self.cookie_secret, 0, ni, remote.ip(), h.spi_i);
+            let got = match msg.payloads.first() {
+                Some(Payload::Notify(n)) if n.notify_type == NotifyType::Cookie => Some(&n.data),
+                _ => None,
+            };
+            if !got.is_some_and(|g| ct_eq(g, &expect)) {
+                return reply(self, notify(NotifyType::Cookie, expect));
+            }
+        }
+        let Some((number, suite)) =
+            select_ike(offer, &self.config.peer.ike_proposals, Some(ke.group))
+        else {
+            return reply(self, notify(NotifyType::NoProposalChosen, Vec::new()));
+        };
+        if suite.group.number() != ke.group {
+            let group = suite.group.number().to_be_bytes().to_vec();
+            return reply(self, notify(NotifyType::InvalidKePayload, group));
+        }
+        let dh = DhPrivate::generate(suite.group, &self.rng)?;
+        let public = dh.public_value().to_vec();
+        let Ok(shared) = dh.agree(&ke.data) else {
+            return reply(self, notify(NotifyType::InvalidSyntax, Vec::new()));
+        };
+        let spi_r = self.new_ike_spi()?;
+        let nr = self.nonce()?;
+        let keys = derive_ike_keys(&suite, ni, &nr, &shared, h.spi_i, spi_r)?;
+        let mut sa = IkeSa {
+            id: spi_r,
+            initiator: false,
+            spi_i: h.spi_i,
+            spi_r,
+            local,
+            remote,
+            state: State::HalfOpen,
+            group: suite.group,
+            dh: None,
+            suite: Some(suite),
+            ni: ni.clone(),
+            nr: nr.clone(),
+            init_request: bytes.to_vec(),
+            init_response: Vec::new(),
+            cookie: None,
+            cookie_rounds: 0,
+            sk_out: Some(SkKeys::new(&suite, &keys.sk_er, &keys.sk_ar)),
+            sk_in: Some(SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai)),
+            keys: Some(keys),
+            next_message_id: 0,
+            pending: None,
+            queued: VecDeque::new(),
+            peer_message_id: 1,
+            last_response: None,
+            children: Vec::new(),
+            first_child_spi: 0,
+            created: now,
+            last_heard: now,
+            nat_local: false,
+            nat_remote: false,
+            announced: false,
+        };
+        Self::detect_nat(&mut sa, &msg.payloads, 0);
+        let out = [
+            Payload::Sa(SaPayload {
+                proposals: vec![ike_reply(number, &suite)],
+            }),
+            Payload::Ke(KePayload {
+                group: suite.group.number(),
+                data: public,
+            }),
+            Payload::Nonce(nr),
+            notify(
+                NotifyType::NatDetectionSourceIp,
+                nat_detection_hash(h.spi_i, spi_r, local).to_vec(),
+            ),
+            notify(
+                NotifyType::NatDetectionDestinationIp,
+                nat_detection_hash(h.spi_i, spi_r, remote).to_vec(),
+            ),
+        ];
+        self.respond(&mut sa, ExchangeType::IkeSaInit, 0, &out)?;
+        sa.init_response = sa
+            .last_response
+            .as_ref()
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default();
+        self.by_initiator.insert((remote, h.spi_i), spi_r);
+        self.sas.insert(spi_r, sa);
+        Ok(())
+    }
+
+    /// The initiator's IKE_AUTH (responder side, RFC 7296 1.2, 2.15).
+    fn on_auth_request(
+        &mut self,
+        sa: &mut IkeSa,
+        h: &HeaderRepr,
+        payloads: &[Payload],
+    ) -> Result<After, IkeError> {
+        let found = Found::of(payloads);
+        let idi = found.idi;
+        let auth = found.auth;
+        let (Some(idi), Some(auth)) = (idi, auth) else {
+            let n = [notify(NotifyType::InvalidSyntax, Vec::new())];
+            self.respond(sa, h.exchange, h.message_id, &n)?;
+            return Ok(After::Remove);
+        };
+        if !self.verify_auth(sa, idi, auth, true) {
+            // RFC 7296 2.21.2: AUTHENTICATION_FAILED in the IKE_AUTH
+            // response, and no IKE SA.
+            let n = [notify(NotifyType::AuthenticationFailed, Vec::new())];
+            self.respond(sa, h.exchange, h.message_id, &n)?;
+            return Ok(After::Remove);
+        }
+        let peer = &self.config.peer;
+        let idr = peer.local_id.to_payload();
+        let Some(keys) = &sa.keys else {
+            return Ok(After::Remove);
+        };
+        let our_auth = psk_auth(
+            &peer.psk,
+            &sa.init_response,
+            &sa.ni,
+            &keys.sk_pr,
+            &idr.body(),
+        );
+        let mut out = vec![
+            Payload::IdR(idr),
+            Payload::Auth(AuthPayload {
+                method: AUTH_PSK,
+                data: our_auth.expose().to_vec(),
+            }),
+        ];
+        let child = self.negotiate_child(sa, payloads)?;
+        match &child {
+            Some(Ok(c)) => out.extend(c.reply.iter().cloned()),
+            Some(Err(t)) => out.push(notify(*t, Vec::new())),
+            None => {}
+        }
+        self.respond(sa, h.exchange, h.message_id, &out)?;
+        self.ike_sa_up(sa);
+        match child {
+            Some(Ok(c)) => {
+                self.child_up(
+                    sa,
+                    c.inbound_spi,
+                    c.outbound_spi,
+                    c.suite,
+                    c.mode,
+                    c.local_ts,
+                    c.remote_ts,
+                )?;
+            }
+            Some(Err(notify)) => self.out.events.push_back(Event::ChildSaFailed {
+                ike: IkeSaId(sa.id),
+                name: self.config.peer.name.clone(),
+                notify,
+            }),
+            None => {}
+        }
+        if find_notify(payloads, NotifyType::InitialContact).is_some() {
+            self.initial_contact(sa.id);
+        }
+        Ok(After::Keep)
+    }
+
+    /// RFC 7296 2.4: INITIAL_CONTACT means the peer has no other IKE SA
+    /// with us; ours with the same peer identity are gone without a
+    /// Delete. This endpoint has one peer configuration, so that is every
+    /// other established IKE SA.
+    fn initial_contact(&mut self, keep: u64) {
+        let stale: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(id, sa)| **id != keep && sa.state == State::Established)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(mut sa) = self.sas.remove(&id) {
+                self.out
+                    .close(&mut sa, &self.config.peer.name, DownReason::InitialContact);
+                self.forget(&sa);
+            }
+        }
+    }
+
+    /// The responder's CHILD_SA negotiation: `None` when no CHILD_SA was
+    /// asked for, `Some(Err)` with the error to return.
+    fn negotiate_child(
+        &self,
+        sa: &IkeSa,
+        payloads: &[Payload],
+    ) -> Result<Option<Result<ChildReply, NotifyType>>, IkeError> {
+        let found = Found::of(payloads);
+        let offer = found.sa;
+        let tsi = found.tsi;
+        let tsr = found.tsr;
+        let Some(offer) = offer else {
+            return Ok(None);
+        };
+        let peer = &self.config.peer;
+        let (Some(tsi), Some(tsr)) = (tsi, tsr) else {
+            return Ok(Some(Err(NotifyType::TsUnacceptable)));
+        };
+        let Some((number, outbound_spi, suite)) = select_esp(offer, &peer.esp_proposals) else {
+            return Ok(Some(Err(NotifyType::NoProposalChosen)));
+        };
+        let remote_ts = narrow(tsi, &peer.remote_ts);
+        let local_ts = narrow(tsr, &peer.local_ts);
+        if remote_ts.is_empty() || local_ts.is_empty() {
+            return Ok(Some(Err(NotifyType::TsUnacceptable)));
+        }
+        let transport = find_notify(payloads, NotifyType::UseTransportMode).is_some();
+        // RFC 7296 1.3.1: transport mode only when asked for; a peer that
+        // wants tunnel mode where we are configured for transport is
+        // refused rather than given a mode we were not configured for.
+        let mode = match (peer.mode, transport) {
+            (Mode::Transport, true) => Mode::Transport,
+            (Mode::Tunnel, _) => Mode::Tunnel,
+            (Mode::Transport, false) => return Ok(Some(Err(NotifyType::NoProposalChosen))),
+        };
+        let inbound_spi = self.new_child_spi(sa)?;
+        let mut reply = vec![
+            Payload::Sa(SaPayload {
+                proposals: vec![esp_reply(number, inbound_spi, &suite)],
+            }),
+            Payload::TsI(remote_ts.clone()),
+            Payload::TsR(local_ts.clone()),
+        ];
+        if mode == Mode::Transport {
+            reply.push(notify(NotifyType::UseTransportMode, Vec::new()));
+        }
+        Ok(Some(Ok(ChildReply {
+            inbound_spi,
+            outbound_spi,
+            suite,
+            mode,
+            local_ts,
+            remote_ts,
+            reply,
+        })))
+    }
+
+    /// An INFORMATIONAL request (RFC 7296 1.4): Deletes are answered with
+    /// the Deletes of our halves; anything else (liveness) with an empty
+    /// response.
+    fn on_informational(
+        &mut self,
+        sa: &mut IkeSa,
+        h: &HeaderRepr,
+        payloads: &[Payload],
+    ) -> Result<After, IkeError> {
+        let mut delete_ike = false;
+        let mut ours = Vec::new();
+        for p in payloads {
+            let Payload::Delete(d) = p else { continue };
+            match d.protocol_id {
+                PROTO_IKE => delete_ike = true,
+                PROTO_ESP => {
+                    for spi in d.spis.iter().filter_map(|s| crate::wire::spi32(s)) {
+                        if let Some(i) = sa.children.iter().position(|c| c.outbound_spi == spi) {
+                            let c = sa.children.remove(i);
+                            self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+                            ours.push(c.inbound_spi.to_be_bytes().to_vec());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        if !delete_ike && !ours.is_empty() {
+            out.push(Payload::Delete(DeletePayload {
+                protocol_id: PROTO_ESP,
+                spi_size: 4,
+                spis: ours,
+            }));
+        }
+        self.respond(sa, h.exchange, h.message_id, &out)?;
+        if delete_ike {
+            return Ok(self.fail(sa, DownReason::DeletedByPeer));
+        }
+        Ok(After::Keep)
+    }
+
+    /// Retransmissions, give-ups, half-open expiry and liveness checks due
+    /// at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let due: Vec<u64> = self
+            .sas
+            .values()
+            .filter(|sa| self.deadline(sa).is_some_and(|d| d <= now))
+            .map(|sa| sa.id)
+            .collect();
+        for id in due {
+            let Some(mut sa) = self.sas.remove(&id) else {
+                continue;
+            };
+            match self.timeout_sa(now, &mut sa) {
+                Ok(After::Keep) => {
+                    self.sas.insert(id, sa);
+                }
+                Ok(After::Remove) => self.forget(&sa),
+                Err(e) => {
+                    self.local_failure(e);
+                    self.sas.insert(id, sa);
+                }
+            }
+        }
+    }
+
+    fn timeout_sa(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<After, IkeError> {
+        if sa.state == State::HalfOpen
+            && now >= sa.created.saturating_add(self.config.half_open_timeout)
+        {
+            self.out.counters.half_open_expired += 1;
+            return Ok(After::Remove);
+        }
+        let retransmit = self.config.peer.retransmit;
+        if let Some(p) = &mut sa.pending {
+            if now >= p.next_at {
+                if p.retransmits >= retransmit.tries {
+                    return Ok(self.fail(sa, DownReason::Timeout));
+                }
+                p.retransmits += 1;
+                p.interval = (p.interval * 2).min(retransmit.max_interval);
+                p.next_at = now.saturating_add(p.interval);
+                let bytes = p.bytes.clone();
+                self.out.counters.retransmissions += 1;
+                self.out.send(sa, bytes);
+            }
+            return Ok(After::Keep);
+        }
+        if let (State::Established, Some(iv)) = (sa.state, self.config.peer.liveness) {
+            if now >= sa.last_heard.saturating_add(iv) {
+                self.request(
+                    now,
+                    sa,
+                    ExchangeType::Informational,
+                    Vec::new(),
+                    RequestKind::Liveness,
+                )?;
+            }
+        }
+        Ok(After::Keep)
+    }
+}
+
+/// A CHILD_SA the responder accepted, and the payloads that say so.
+#[derive(Debug)]
+struct ChildReply {
+    inbound_spi: u32,
+    outbound_spi: u32,
+    suite: EspSuite,
+    mode: Mode,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    reply: Vec<Payload>,
+}
