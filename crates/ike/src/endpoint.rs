@@ -47,6 +47,10 @@ const MAX_COOKIE_ROUNDS: u8 = 3;
 const PROTO_IKE: u8 = 1;
 /// Protocol ID of ESP.
 const PROTO_ESP: u8 = 3;
+/// IKE's port.
+const IKE_PORT: u16 = 500;
+/// IKE and ESP behind a NAT (RFC 3948).
+const NAT_T_PORT: u16 = 4500;
 
 /// Errors of the calls an owner makes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -780,9 +784,9 @@ impl Endpoint {
             self.out.drop(DropReason::UnknownSpi);
             Ok(After::Keep)
         } else if h.flags.response() {
-            self.on_response(now, &mut sa, &h, bytes, msg.payloads)
+            self.on_response(now, &mut sa, &h, bytes, msg.payloads, (remote, local))
         } else {
-            self.on_request(now, &mut sa, &h, bytes, msg.payloads)
+            self.on_request(now, &mut sa, &h, bytes, msg.payloads, (remote, local))
         };
         let after = after.unwrap_or_else(|e| {
             self.local_failure(e);
@@ -802,12 +806,15 @@ impl Endpoint {
 
     /// Opens a message's SK payload (RFC 7296 3.14). `Err(None)`: dropped
     /// and counted; `Err(Some(()))`: authentic but its inner payloads are
-    /// malformed (answered with INVALID_SYNTAX when a request).
+    /// malformed (answered with INVALID_SYNTAX when a request). Behind a
+    /// NAT, an authentic message moves the IKE SA to the addresses it came
+    /// on (RFC 7296 2.23).
     fn open(
         &mut self,
-        sa: &IkeSa,
+        sa: &mut IkeSa,
         bytes: &[u8],
         payloads: &[Payload],
+        (remote, local): (SocketAddr, SocketAddr),
     ) -> Result<Vec<Payload>, Option<()>> {
         let (Some(Payload::Sk(sk)), Some(keys)) = (payloads.last(), sa.sk_in.as_ref()) else {
             self.out.drop(DropReason::Malformed);
@@ -821,6 +828,10 @@ impl Endpoint {
                 return Err(None);
             }
         };
+        if sa.nat_local || sa.nat_remote {
+            sa.remote = remote;
+            sa.local = local;
+        }
         parse_chain(sk.first_inner, &inner).map_err(|_| Some(()))
     }
 
@@ -831,6 +842,7 @@ impl Endpoint {
         h: &HeaderRepr,
         bytes: &[u8],
         outer: Vec<Payload>,
+        path: (SocketAddr, SocketAddr),
     ) -> Result<After, IkeError> {
         if h.message_id != sa.peer_message_id {
             let previous = sa.peer_message_id.wrapping_sub(1);
@@ -856,7 +868,7 @@ impl Endpoint {
             self.out.drop(DropReason::UnexpectedExchange);
             return Ok(After::Keep);
         }
-        let payloads = match self.open(sa, bytes, &outer) {
+        let payloads = match self.open(sa, bytes, &outer, path) {
             Ok(p) => p,
             Err(None) => return Ok(After::Keep),
             Err(Some(())) => {
@@ -895,6 +907,7 @@ impl Endpoint {
         h: &HeaderRepr,
         bytes: &[u8],
         outer: Vec<Payload>,
+        path: (SocketAddr, SocketAddr),
     ) -> Result<After, IkeError> {
         let Some(p) = &sa.pending else {
             self.out.drop(DropReason::InvalidMessageId);
@@ -908,7 +921,7 @@ impl Endpoint {
         let payloads = if h.exchange == ExchangeType::IkeSaInit {
             outer
         } else {
-            match self.open(sa, bytes, &outer) {
+            match self.open(sa, bytes, &outer, path) {
                 Ok(p) => p,
                 Err(None) => return Ok(After::Keep),
                 Err(Some(())) => {
@@ -1015,6 +1028,16 @@ impl Endpoint {
         sa.sk_in = Some(SkKeys::new(&suite, &keys.sk_er, &keys.sk_ar));
         sa.suite = Some(suite);
         Self::detect_nat(sa, payloads, h.spi_r);
+        if sa.nat_local || sa.nat_remote {
+            // RFC 7296 2.23: behind a NAT, everything after IKE_SA_INIT
+            // goes over UDP 4500 (with the non-ESP marker, RFC 3948 2.2,
+            // which the caller adds for that port).
+            for addr in [&mut sa.local, &mut sa.remote] {
+                if addr.port() == IKE_PORT {
+                    addr.set_port(NAT_T_PORT);
+                }
+            }
+        }
         // IKE_AUTH: IDi, AUTH, [N(INITIAL_CONTACT)], [N(USE_TRANSPORT_MODE)],
         // SA, TSi, TSr (RFC 7296 1.2).
         let peer = &self.config.peer;
@@ -1135,6 +1158,7 @@ impl Endpoint {
                 outbound,
                 local: sa.local,
                 remote: sa.remote,
+                udp_encapsulation: sa.nat_local || sa.nat_remote,
             })));
         Ok(())
     }

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IkeSaId(pub u64);
 
-/// A datagram to send.
+/// A datagram to send: an IKE message, to which the caller prepends the
+/// four-octet non-ESP marker when it leaves from port 4500 (RFC 3948 2.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// Destination.
@@ -70,6 +71,9 @@ pub struct ChildSaEstablished {
     pub local: SocketAddr,
     /// The peer's address.
     pub remote: SocketAddr,
+    /// A NAT was detected: ESP goes in UDP between `local` and `remote`
+    /// (RFC 3948).
+    pub udp_encapsulation: bool,
 }
 
 /// What happened.

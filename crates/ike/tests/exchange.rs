@@ -189,6 +189,7 @@ fn establish(p: &mut Pair) -> (ChildSaEstablished, ChildSaEstablished) {
     assert_eq!(ci.local_ts, cr.remote_ts);
     assert_eq!(ci.remote_ts, cr.local_ts);
     assert_eq!(ci.mode, cr.mode);
+    assert!(!ci.udp_encapsulation && !cr.udp_encapsulation);
     (ci, cr)
 }
 
@@ -305,10 +306,24 @@ fn a_translated_address_is_detected() {
     let t = p.r.poll_transmit().unwrap();
     assert_eq!(t.remote, nat);
     p.i.handle_datagram(p.now, t.local, p.ia, &t.contents);
+    // RFC 7296 2.23: the initiator moves to port 4500 for IKE_AUTH, and
+    // the responder answers where the request came from.
     let t = p.i.poll_transmit().unwrap();
-    p.r.handle_datagram(p.now, nat, t.remote, &t.contents);
+    assert_eq!(t.local, "192.0.2.1:4500".parse().unwrap());
+    assert_eq!(t.remote, "198.51.100.1:4500".parse().unwrap());
+    let nat_t: SocketAddr = "203.0.113.9:4322".parse().unwrap();
+    p.r.handle_datagram(p.now, nat_t, t.remote, &t.contents);
     let t = p.r.poll_transmit().unwrap();
-    p.i.handle_datagram(p.now, t.local, p.ia, &t.contents);
+    assert_eq!(
+        (t.local, t.remote),
+        ("198.51.100.1:4500".parse().unwrap(), nat_t)
+    );
+    p.i.handle_datagram(
+        p.now,
+        t.local,
+        "192.0.2.1:4500".parse().unwrap(),
+        &t.contents,
+    );
     let up = |evs: Vec<Event>| {
         evs.into_iter()
             .find_map(|e| match e {
@@ -321,8 +336,11 @@ fn a_translated_address_is_detected() {
             })
             .unwrap()
     };
-    assert_eq!(up(events(&mut p.r)), (false, true));
-    assert_eq!(up(events(&mut p.i)), (true, false));
+    let (er, ei) = (events(&mut p.r), events(&mut p.i));
+    assert!(child(&er).udp_encapsulation && child(&ei).udp_encapsulation);
+    assert_eq!(child(&er).remote, nat_t);
+    assert_eq!(up(er), (false, true));
+    assert_eq!(up(ei), (true, false));
 }
 
 #[test]
