@@ -245,6 +245,7 @@ fn start(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str, our_psk: &str)
         "--remote-ts",
         SWAN_NET,
         "--print-keys",
+        "--trace",
         "--exit-after",
         "60",
     ];

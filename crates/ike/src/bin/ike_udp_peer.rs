@@ -1,6 +1,6 @@
 //! A minimal UDP driver for the IKE core, for interoperability tests and
-//! labs: one socket, the core's deadlines as read timeouts, events printed
-//! one per line on stdout. Not the appliance's integration (that hands
+//! labs: sockets on port 500 and 4500 of one address, the core's deadlines
+//! as receive timeouts, events printed one per line on stdout. Not the appliance's integration (that hands
 //! CHILD_SAs to the IPsec stage); nothing is installed.
 //!
 //! ```text
@@ -8,14 +8,14 @@
 //!     --local-id fqdn:NAME|ipv4:ADDR|ipv6:ADDR|keyid:HEX --remote-id ...
 //!     --psk-file PATH --ike PROPOSAL --esp PROPOSAL
 //!     --local-ts CIDR --remote-ts CIDR [--mode tunnel|transport]
-//!     [--liveness SECONDS] [--exit-after SECONDS] [--print-keys]
+//!     [--liveness SECONDS] [--exit-after SECONDS] [--print-keys] [--trace]
 //! ```
 //!
 //! Proposals use strongSwan's notation: `aes128gcm16-prfsha256-ecp256`,
 //! `aes256gcm16-prfsha256-x25519`, `aes128-sha256-prfsha256-ecp256` (IKE);
 //! `aes128gcm16`, `aes256-sha256` (ESP). `--print-keys` prints the
 //! CHILD_SA keys in hex: a test aid, off by default, never for production
-//! keys.
+//! keys. `--trace` prints every IKE message received, in hex.
 
 use bitsgw_ike::crypto::{DirectionKeys, Secret};
 use bitsgw_ike::suite::{DhGroup, Encryption, EspProposal, IkeProposal, Integrity, Prf};
@@ -42,7 +42,7 @@ impl Args {
             let Some(name) = k.strip_prefix("--") else {
                 return Err(format!("unexpected argument {k}"));
             };
-            if name == "print-keys" {
+            if name == "print-keys" || name == "trace" {
                 map.insert(name.to_string(), String::new());
                 continue;
             }
@@ -294,6 +294,7 @@ fn run() -> Result<(), String> {
         .transpose()
         .map_err(|e| format!("--exit-after: {e}"))?;
     let print_keys = a.opt("print-keys").is_some();
+    let trace = a.opt("trace").is_some();
     let mut ep = Endpoint::new(config(&a)?).map_err(|e| e.to_string())?;
     // IKE on `local` and, for NAT traversal (RFC 7296 2.23), on port 4500
     // of the same address, where IKE follows a four-octet zero non-ESP
@@ -377,7 +378,12 @@ fn run() -> Result<(), String> {
             .map_or(Duration::from_millis(200), |t| t.saturating_since(now()))
             .clamp(Duration::from_millis(1), Duration::from_millis(200));
         match rx.recv_timeout(wait) {
-            Ok((from, to, data)) => ep.handle_datagram(now(), from, to, &data),
+            Ok((from, to, data)) => {
+                if trace {
+                    say(format!("RECEIVED {from} {to} {}", hex(&data)));
+                }
+                ep.handle_datagram(now(), from, to, &data);
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(e) => return Err(format!("receive: {e}")),
         }

@@ -290,10 +290,11 @@ impl HeaderRepr {
 mod tests {
     use super::*;
 
-    /// The header of an IKE_SA_INIT request as strongSwan 5.9.8 sends it
-    /// (SPIr zero, Initiator flag, first payload SA, 240 octets).
+    /// The header of strongSwan's IKE_SA_INIT request in `wire::tests`
+    /// (SPIr zero, Initiator flag, first payload SA), its Length set to 28
+    /// so that it stands alone.
     const INIT_HEADER: [u8; 28] = [
-        0x5c, 0x3a, 0x41, 0x12, 0x9e, 0x07, 0x22, 0xd1, 0, 0, 0, 0, 0, 0, 0, 0, 0x21, 0x20, 0x22,
+        0x3f, 0x80, 0x44, 0xb3, 0xd0, 0x03, 0x2d, 0xa3, 0, 0, 0, 0, 0, 0, 0, 0, 0x21, 0x20, 0x22,
         0x08, 0, 0, 0, 0, 0, 0, 0, 0x1c,
     ];
 
@@ -301,7 +302,7 @@ mod tests {
     fn parses_and_emits_the_header() {
         let h = Header::new_checked(&INIT_HEADER[..]).unwrap();
         let r = HeaderRepr::parse(&h).unwrap();
-        assert_eq!(r.spi_i, 0x5c3a_4112_9e07_22d1);
+        assert_eq!(r.spi_i, 0x3f80_44b3_d003_2da3);
         assert_eq!(r.spi_r, 0);
         assert_eq!(r.next_payload, PayloadType::Sa);
         assert_eq!(r.exchange, ExchangeType::IkeSaInit);

@@ -364,7 +364,8 @@ mod tests {
 
     /// The SA payload body strongSwan 5.9.8 sends for the IKE proposal
     /// `aes128gcm16-prfsha256-ecp256` (one proposal: ENCR_AES_GCM_16 with a
-    /// 128-bit key, PRF_HMAC_SHA2_256, group 19).
+    /// 128-bit key, PRF_HMAC_SHA2_256, group 19), from the captured
+    /// IKE_SA_INIT request in `wire::tests`.
     const GCM_PROPOSAL: [u8; 36] = [
         0, 0, 0, 36, 1, 1, 0, 3, // proposal 1, IKE, no SPI, 3 transforms
         3, 0, 0, 12, 1, 0, 0, 20, 0x80, 14, 0, 128, // ENCR 20, key length 128

@@ -214,8 +214,8 @@ fn addr_bits(a: IpAddr) -> u128 {
 mod tests {
     use super::*;
 
-    /// TSi as strongSwan sends `local_ts = 192.0.2.0/24` (one IPv4 range,
-    /// any protocol, all ports).
+    /// A TS payload body for 192.0.2.0/24: one IPv4 range, any protocol,
+    /// all ports.
     const TS_V4: [u8; 20] = [
         1, 0, 0, 0, 7, 0, 0, 16, 0, 0, 0xff, 0xff, 192, 0, 2, 0, 192, 0, 2, 255,
     ];
