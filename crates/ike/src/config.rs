@@ -54,13 +54,13 @@ pub enum Mode {
     Transport,
 }
 
-/// Lifetimes handed to the SA consumer (rekeying is not done yet; see the
-/// crate documentation).
+/// Lifetimes: CHILD_SAs are rekeyed when theirs ends (RFC 7296 2.8); the
+/// IKE SA's is not acted on yet (see the crate documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
     /// IKE SA lifetime.
     pub ike: Duration,
-    /// CHILD_SA lifetime.
+    /// CHILD_SA lifetime: the time until it is rekeyed.
     pub child: Duration,
 }
 

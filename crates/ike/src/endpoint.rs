@@ -43,6 +43,8 @@ const NONCE_LEN: usize = 32;
 /// COOKIE answers followed before giving up (a responder that keeps
 /// asking is broken or hostile).
 const MAX_COOKIE_ROUNDS: u8 = 3;
+/// How long after a failed CHILD_SA rekey it is tried again.
+const REKEY_RETRY: Duration = Duration::from_secs(30);
 /// Protocol ID of an IKE SA in Delete and Notify payloads.
 const PROTO_IKE: u8 = 1;
 /// Protocol ID of ESP.
@@ -90,13 +92,21 @@ enum State {
     Deleting,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum RequestKind {
     Init,
     Auth,
     Liveness,
-    DeleteChild,
+    /// Deleting our CHILD_SA with this inbound SPI.
+    DeleteChild(u32),
     DeleteIke,
+    /// CREATE_CHILD_SA rekeying the CHILD_SA with inbound SPI `old`
+    /// (RFC 7296 1.3.3), proposing `inbound_spi` and nonce `ni`.
+    RekeyChild {
+        old: u32,
+        inbound_spi: u32,
+        ni: Vec<u8>,
+    },
 }
 
 #[derive(Debug)]
@@ -110,10 +120,50 @@ struct Pending {
     next_at: Timestamp,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ChildSa {
     inbound_spi: u32,
     outbound_spi: u32,
+    mode: Mode,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    /// When to rekey it (its configured lifetime).
+    rekey_at: Timestamp,
+    /// Our Delete of it is outstanding.
+    deleting: bool,
+    /// The nonces of the peer's CREATE_CHILD_SA that rekeyed it, for
+    /// telling which of two simultaneous rekeys wins (RFC 7296 2.8.1).
+    rekeyed_by_peer: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What we asked for in a request creating a CHILD_SA.
+#[derive(Debug)]
+struct Asked<'a> {
+    inbound_spi: u32,
+    mode: Mode,
+    local_ts: &'a [TrafficSelector],
+    remote_ts: &'a [TrafficSelector],
+    ni: Vec<u8>,
+    rekeys: Option<u32>,
+}
+
+/// A CHILD_SA just negotiated, before its keys are derived.
+#[derive(Debug)]
+struct NewChild {
+    inbound_spi: u32,
+    outbound_spi: u32,
+    suite: EspSuite,
+    mode: Mode,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    /// The nonces of the exchange that made it, its initiator's first.
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    /// Whether we initiated that exchange: KEYMAT's first keys protect
+    /// what its initiator sends (RFC 7296 2.17).
+    exchange_initiator: bool,
+    /// The inbound SPI of the CHILD_SA it replaces.
+    rekeys: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -390,6 +440,11 @@ impl Endpoint {
         {
             earliest(sa.last_heard.saturating_add(iv));
         }
+        if let (State::Established, None) = (sa.state, &sa.pending) {
+            if let Some(t) = Self::next_rekey(sa).map(|c| c.rekey_at) {
+                earliest(t);
+            }
+        }
         d
     }
 
@@ -514,15 +569,24 @@ impl Endpoint {
     }
 
     /// Deletes the CHILD_SA with our `inbound_spi` (RFC 7296 1.4.1); it is
-    /// reported deleted at once.
+    /// reported deleted when the peer answered (or the IKE SA ends).
     pub fn delete_child(
         &mut self,
         now: Timestamp,
         id: IkeSaId,
         inbound_spi: u32,
     ) -> Result<(), IkeError> {
+        self.with_sa(id, |this, sa| this.delete_child_of(now, sa, inbound_spi))
+    }
+
+    /// Runs `f` on IKE SA `id`, taken out of the table meanwhile.
+    fn with_sa(
+        &mut self,
+        id: IkeSaId,
+        f: impl FnOnce(&mut Endpoint, &mut IkeSa) -> Result<(), IkeError>,
+    ) -> Result<(), IkeError> {
         let mut sa = self.sas.remove(&id.0).ok_or(IkeError::UnknownIkeSa(id))?;
-        let r = self.delete_child_of(now, &mut sa, inbound_spi);
+        let r = f(self, &mut sa);
         self.sas.insert(id.0, sa);
         r
     }
@@ -536,13 +600,14 @@ impl Endpoint {
         if sa.state != State::Established {
             return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
         }
-        let i = sa
+        let c = sa
             .children
-            .iter()
-            .position(|c| c.inbound_spi == inbound_spi)
+            .iter_mut()
+            .find(|c| c.inbound_spi == inbound_spi && !c.deleting)
             .ok_or(IkeError::UnknownChildSa(inbound_spi))?;
-        let c = sa.children.remove(i);
-        self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+        // Reported deleted when the peer confirms (RFC 7296 1.4.1), so the
+        // inbound SA lives until then.
+        c.deleting = true;
         self.request_child_delete(now, sa, inbound_spi)
     }
 
@@ -564,7 +629,7 @@ impl Endpoint {
             sa,
             ExchangeType::Informational,
             vec![del],
-            RequestKind::DeleteChild,
+            RequestKind::DeleteChild(inbound_spi),
         )
     }
 
@@ -888,15 +953,9 @@ impl Endpoint {
         sa.peer_message_id = sa.peer_message_id.wrapping_add(1);
         sa.last_heard = now;
         match h.exchange {
-            ExchangeType::IkeAuth => self.on_auth_request(sa, h, &payloads),
+            ExchangeType::IkeAuth => self.on_auth_request(now, sa, h, &payloads),
             ExchangeType::Informational => self.on_informational(sa, h, &payloads),
-            _ => {
-                // CREATE_CHILD_SA is not supported yet: refused so the peer
-                // keeps its current SAs (RFC 7296 1.3).
-                let n = [notify(NotifyType::NoAdditionalSas, Vec::new())];
-                self.respond(sa, h.exchange, h.message_id, &n)?;
-                Ok(After::Keep)
-            }
+            _ => self.on_create_child(now, sa, h, &payloads),
         }
     }
 
@@ -917,7 +976,7 @@ impl Endpoint {
             self.out.drop(DropReason::InvalidMessageId);
             return Ok(After::Keep);
         }
-        let kind = p.kind;
+        let kind = p.kind.clone();
         let payloads = if h.exchange == ExchangeType::IkeSaInit {
             outer
         } else {
@@ -938,7 +997,19 @@ impl Endpoint {
         let after = match kind {
             RequestKind::Init => self.on_init_response(now, sa, h, bytes, &payloads)?,
             RequestKind::Auth => self.on_auth_response(now, sa, &payloads)?,
-            RequestKind::Liveness | RequestKind::DeleteChild => After::Keep,
+            RequestKind::Liveness => After::Keep,
+            RequestKind::DeleteChild(spi) => {
+                if let Some(i) = sa.children.iter().position(|c| c.inbound_spi == spi) {
+                    let c = sa.children.remove(i);
+                    self.out.child_deleted(sa.id, &name, &c);
+                }
+                After::Keep
+            }
+            RequestKind::RekeyChild {
+                old,
+                inbound_spi,
+                ni,
+            } => self.on_rekey_response(now, sa, &payloads, old, inbound_spi, ni)?,
             RequestKind::DeleteIke => {
                 self.out.close(sa, &name, DownReason::DeletedLocally);
                 After::Remove
@@ -1118,47 +1189,45 @@ impl Endpoint {
         }
     }
 
-    /// Reports a CHILD_SA and remembers its SPIs.
-    #[allow(clippy::too_many_arguments)]
-    fn child_up(
-        &mut self,
-        sa: &mut IkeSa,
-        inbound_spi: u32,
-        outbound_spi: u32,
-        suite: EspSuite,
-        mode: Mode,
-        local_ts: Vec<TrafficSelector>,
-        remote_ts: Vec<TrafficSelector>,
-    ) -> Result<(), IkeError> {
+    /// Derives a CHILD_SA's keys, reports it and remembers it.
+    fn child_up(&mut self, now: Timestamp, sa: &mut IkeSa, c: NewChild) -> Result<(), IkeError> {
         let Some(keys) = &sa.keys else {
             return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
         };
-        let k = derive_child_keys(&keys.sk_d, &suite, None, &sa.ni, &sa.nr)?;
-        let (inbound, outbound) = if sa.initiator {
+        let k = derive_child_keys(&keys.sk_d, &c.suite, None, &c.ni, &c.nr)?;
+        let (inbound, outbound) = if c.exchange_initiator {
             (k.responder_to_initiator, k.initiator_to_responder)
         } else {
             (k.initiator_to_responder, k.responder_to_initiator)
         };
         sa.children.push(ChildSa {
-            inbound_spi,
-            outbound_spi,
+            inbound_spi: c.inbound_spi,
+            outbound_spi: c.outbound_spi,
+            mode: c.mode,
+            local_ts: c.local_ts.clone(),
+            remote_ts: c.remote_ts.clone(),
+            rekey_at: now.saturating_add(self.config.peer.lifetimes.child),
+            deleting: false,
+            rekeyed_by_peer: None,
         });
         self.out
             .events
             .push_back(Event::ChildSaEstablished(Box::new(ChildSaEstablished {
                 ike: IkeSaId(sa.id),
                 name: self.config.peer.name.clone(),
-                inbound_spi,
-                outbound_spi,
-                mode,
-                local_ts,
-                remote_ts,
-                suite,
+                inbound_spi: c.inbound_spi,
+                outbound_spi: c.outbound_spi,
+                mode: c.mode,
+                local_ts: c.local_ts,
+                remote_ts: c.remote_ts,
+                suite: c.suite,
                 inbound,
                 outbound,
                 local: sa.local,
                 remote: sa.remote,
                 udp_encapsulation: sa.nat_local || sa.nat_remote,
+                exchange_initiator: c.exchange_initiator,
+                rekeys: c.rekeys,
             })));
         Ok(())
     }
@@ -1173,9 +1242,6 @@ impl Endpoint {
         let found = Found::of(payloads);
         let idr = found.idr;
         let auth = found.auth;
-        let offer = found.sa;
-        let tsi = found.tsi;
-        let tsr = found.tsr;
         let (Some(idr), Some(auth)) = (idr, auth) else {
             let reason = match first_error(payloads) {
                 Some(t) => DownReason::PeerNotify(t),
@@ -1189,43 +1255,94 @@ impl Endpoint {
         self.ike_sa_up(sa);
         let inbound_spi = sa.first_child_spi;
         sa.first_child_spi = 0;
+        if found.sa.is_none() && first_error(payloads).is_none_or(|t| !is_child_error(t)) {
+            // No CHILD_SA was created.
+            return Ok(After::Keep);
+        }
         let peer = &self.config.peer;
-        let child_error = first_error(payloads).filter(|t| is_child_error(*t));
-        let refused = match (child_error, offer, tsi, tsr) {
-            (Some(t), ..) => Some(t),
-            (None, None, ..) => None,
-            (None, Some(offer), Some(tsi), Some(tsr)) => {
-                let transport = find_notify(payloads, NotifyType::UseTransportMode).is_some();
-                let mode_ok = transport == (peer.mode == Mode::Transport);
-                match accept_esp_reply(offer, &peer.esp_proposals) {
-                    None => Some(NotifyType::NoProposalChosen),
-                    Some(_) if !mode_ok => Some(NotifyType::NoProposalChosen),
-                    Some(_) if !within(tsi, &peer.local_ts) || !within(tsr, &peer.remote_ts) => {
-                        Some(NotifyType::TsUnacceptable)
-                    }
-                    Some((outbound_spi, suite)) => {
-                        let (tsi, tsr) = (tsi.clone(), tsr.clone());
-                        let mode = peer.mode;
-                        self.child_up(sa, inbound_spi, outbound_spi, suite, mode, tsi, tsr)?;
-                        return Ok(After::Keep);
-                    }
-                }
-            }
-            (None, Some(_), ..) => Some(NotifyType::TsUnacceptable),
+        let asked = Asked {
+            inbound_spi,
+            mode: peer.mode,
+            local_ts: &peer.local_ts,
+            remote_ts: &peer.remote_ts,
+            ni: sa.ni.clone(),
+            rekeys: None,
         };
-        if let Some(notify) = refused {
-            self.out.events.push_back(Event::ChildSaFailed {
-                ike: IkeSaId(sa.id),
-                name: self.config.peer.name.clone(),
-                notify,
-            });
-            if child_error.is_none() {
-                // The responder installed a CHILD_SA we cannot accept
-                // (fail closed): delete it (RFC 7296 1.4.1).
-                self.request_child_delete(now, sa, inbound_spi)?;
+        let child = self.accept_child_reply(payloads, asked, Some(sa.nr.clone()));
+        self.child_outcome(now, sa, inbound_spi, child)?;
+        Ok(After::Keep)
+    }
+
+    /// Reads the responder's answer creating a CHILD_SA (we initiated the
+    /// exchange): the new CHILD_SA, or the error to report and whether the
+    /// responder may have installed one we must delete.
+    fn accept_child_reply(
+        &self,
+        payloads: &[Payload],
+        asked: Asked<'_>,
+        nr: Option<Vec<u8>>,
+    ) -> Result<NewChild, (NotifyType, bool)> {
+        if let Some(t) = first_error(payloads) {
+            return Err((t, false));
+        }
+        let found = Found::of(payloads);
+        let nr = nr.or_else(|| found.nonce.cloned());
+        let (Some(offer), Some(tsi), Some(tsr), Some(nr)) = (found.sa, found.tsi, found.tsr, nr)
+        else {
+            return Err((NotifyType::InvalidSyntax, true));
+        };
+        let transport = find_notify(payloads, NotifyType::UseTransportMode).is_some();
+        let Some((outbound_spi, suite)) = accept_esp_reply(offer, &self.config.peer.esp_proposals)
+        else {
+            return Err((NotifyType::NoProposalChosen, true));
+        };
+        // The mode we asked for, or a refusal (fail closed; RFC 7296
+        // 1.3.1 lets the initiator delete a CHILD_SA in the wrong mode).
+        if transport != (asked.mode == Mode::Transport) {
+            return Err((NotifyType::NoProposalChosen, true));
+        }
+        if !within(tsi, asked.local_ts) || !within(tsr, asked.remote_ts) {
+            return Err((NotifyType::TsUnacceptable, true));
+        }
+        Ok(NewChild {
+            inbound_spi: asked.inbound_spi,
+            outbound_spi,
+            suite,
+            mode: asked.mode,
+            local_ts: tsi.clone(),
+            remote_ts: tsr.clone(),
+            ni: asked.ni,
+            nr,
+            exchange_initiator: true,
+            rekeys: asked.rekeys,
+        })
+    }
+
+    /// Installs an accepted CHILD_SA, or reports the failure and deletes
+    /// what the responder may have installed.
+    fn child_outcome(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        inbound_spi: u32,
+        child: Result<NewChild, (NotifyType, bool)>,
+    ) -> Result<(), IkeError> {
+        match child {
+            Ok(c) => self.child_up(now, sa, c),
+            Err((notify, delete)) => {
+                self.out.events.push_back(Event::ChildSaFailed {
+                    ike: IkeSaId(sa.id),
+                    name: self.config.peer.name.clone(),
+                    notify,
+                });
+                if delete {
+                    // The responder installed a CHILD_SA we cannot accept
+                    // (fail closed): delete it (RFC 7296 1.4.1).
+                    self.request_child_delete(now, sa, inbound_spi)?;
+                }
+                Ok(())
             }
         }
-        Ok(After::Keep)
     }
 
     /// An IKE_SA_INIT request (responder, RFC 7296 1.2). Nothing is kept
@@ -1389,6 +1506,7 @@ impl Endpoint {
     /// The initiator's IKE_AUTH (responder side, RFC 7296 1.2, 2.15).
     fn on_auth_request(
         &mut self,
+        now: Timestamp,
         sa: &mut IkeSa,
         h: &HeaderRepr,
         payloads: &[Payload],
@@ -1427,7 +1545,8 @@ impl Endpoint {
                 data: our_auth.expose().to_vec(),
             }),
         ];
-        let child = self.negotiate_child(sa, payloads)?;
+        let nonces = (sa.ni.clone(), sa.nr.clone());
+        let child = self.negotiate_child(sa, payloads, nonces, None)?;
         match &child {
             Some(Ok(c)) => out.extend(c.reply.iter().cloned()),
             Some(Err(t)) => out.push(notify(*t, Vec::new())),
@@ -1436,17 +1555,7 @@ impl Endpoint {
         self.respond(sa, h.exchange, h.message_id, &out)?;
         self.ike_sa_up(sa);
         match child {
-            Some(Ok(c)) => {
-                self.child_up(
-                    sa,
-                    c.inbound_spi,
-                    c.outbound_spi,
-                    c.suite,
-                    c.mode,
-                    c.local_ts,
-                    c.remote_ts,
-                )?;
-            }
+            Some(Ok(c)) => self.child_up(now, sa, c.child)?,
             Some(Err(notify)) => self.out.events.push_back(Event::ChildSaFailed {
                 ike: IkeSaId(sa.id),
                 name: self.config.peer.name.clone(),
@@ -1486,6 +1595,8 @@ impl Endpoint {
         &self,
         sa: &IkeSa,
         payloads: &[Payload],
+        (ni, nr): (Vec<u8>, Vec<u8>),
+        rekeys: Option<u32>,
     ) -> Result<Option<Result<ChildReply, NotifyType>>, IkeError> {
         let found = Found::of(payloads);
         let offer = found.sa;
@@ -1527,14 +1638,220 @@ impl Endpoint {
             reply.push(notify(NotifyType::UseTransportMode, Vec::new()));
         }
         Ok(Some(Ok(ChildReply {
-            inbound_spi,
-            outbound_spi,
-            suite,
-            mode,
-            local_ts,
-            remote_ts,
+            child: NewChild {
+                inbound_spi,
+                outbound_spi,
+                suite,
+                mode,
+                local_ts,
+                remote_ts,
+                ni,
+                nr,
+                exchange_initiator: false,
+                rekeys,
+            },
             reply,
         })))
+    }
+
+    /// A CREATE_CHILD_SA request (responder, RFC 7296 1.3): a new or a
+    /// rekeyed CHILD_SA (1.3.1, 1.3.3). Rekeying the IKE SA (1.3.2) and PFS
+    /// are not supported: such proposals get NO_PROPOSAL_CHOSEN.
+    fn on_create_child(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        h: &HeaderRepr,
+        payloads: &[Payload],
+    ) -> Result<After, IkeError> {
+        let found = Found::of(payloads);
+        let refuse = |this: &mut Endpoint, sa: &mut IkeSa, n: NotifyPayload| {
+            this.respond(sa, h.exchange, h.message_id, &[Payload::Notify(n)])
+                .map(|()| After::Keep)
+        };
+        let rekeys = match find_notify(payloads, NotifyType::RekeySa) {
+            None => None,
+            Some(n) => {
+                // The SPI the requester receives on: our outbound SPI.
+                let old = crate::wire::spi32(&n.spi).and_then(|spi| {
+                    sa.children
+                        .iter()
+                        .find(|c| c.outbound_spi == spi && !c.deleting)
+                });
+                match old {
+                    Some(c) => Some(c.inbound_spi),
+                    None => {
+                        // RFC 7296 2.25: CHILD_SA_NOT_FOUND, naming the SPI.
+                        let mut n = n.clone();
+                        n.notify_type = NotifyType::ChildSaNotFound;
+                        n.data.clear();
+                        return refuse(self, sa, n);
+                    }
+                }
+            }
+        };
+        let Some(ni) = found.nonce.cloned() else {
+            return refuse(
+                self,
+                sa,
+                NotifyPayload::new(NotifyType::InvalidSyntax, Vec::new()),
+            );
+        };
+        let nr = self.nonce()?;
+        let child = match self.negotiate_child(sa, payloads, (ni.clone(), nr.clone()), rekeys)? {
+            None => Err(NotifyType::InvalidSyntax),
+            Some(c) => c,
+        };
+        match child {
+            Err(t) => {
+                self.out.events.push_back(Event::ChildSaFailed {
+                    ike: IkeSaId(sa.id),
+                    name: self.config.peer.name.clone(),
+                    notify: t,
+                });
+                refuse(self, sa, NotifyPayload::new(t, Vec::new()))
+            }
+            Ok(ChildReply { child, mut reply }) => {
+                // SA, Nr, TSi, TSr (RFC 7296 1.3.1).
+                reply.insert(1, Payload::Nonce(nr.clone()));
+                self.respond(sa, h.exchange, h.message_id, &reply)?;
+                if let Some(old) = rekeys {
+                    if let Some(c) = sa.children.iter_mut().find(|c| c.inbound_spi == old) {
+                        c.rekeyed_by_peer = Some((ni, nr));
+                        // The peer rekeyed it; it deletes the old one.
+                        c.rekey_at = Timestamp(u64::MAX);
+                    }
+                }
+                self.child_up(now, sa, child)?;
+                Ok(After::Keep)
+            }
+        }
+    }
+
+    /// Rekeys the CHILD_SA with our `inbound_spi` (RFC 7296 1.3.3, 2.8):
+    /// the new one is reported when the peer answers, then the old one is
+    /// deleted.
+    pub fn rekey_child(
+        &mut self,
+        now: Timestamp,
+        id: IkeSaId,
+        inbound_spi: u32,
+    ) -> Result<(), IkeError> {
+        self.with_sa(id, |this, sa| this.rekey_child_of(now, sa, inbound_spi))
+    }
+
+    fn rekey_child_of(&mut self, now: Timestamp, sa: &mut IkeSa, old: u32) -> Result<(), IkeError> {
+        if sa.state != State::Established {
+            return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
+        }
+        let c = sa
+            .children
+            .iter_mut()
+            .find(|c| c.inbound_spi == old && !c.deleting)
+            .ok_or(IkeError::UnknownChildSa(old))?;
+        c.rekey_at = Timestamp(u64::MAX);
+        let c = c.clone();
+        let inbound_spi = self.new_child_spi(sa)?;
+        let ni = self.nonce()?;
+        let peer = &self.config.peer;
+        let mut out = vec![Payload::Notify(NotifyPayload {
+            protocol_id: PROTO_ESP,
+            spi: old.to_be_bytes().to_vec(),
+            notify_type: NotifyType::RekeySa,
+            data: Vec::new(),
+        })];
+        if c.mode == Mode::Transport {
+            out.push(notify(NotifyType::UseTransportMode, Vec::new()));
+        }
+        out.extend([
+            Payload::Sa(SaPayload {
+                proposals: peer
+                    .esp_proposals
+                    .iter()
+                    .zip(1u8..)
+                    .map(|(p, n)| p.to_wire(n, inbound_spi))
+                    .collect(),
+            }),
+            Payload::Nonce(ni.clone()),
+            Payload::TsI(c.local_ts),
+            Payload::TsR(c.remote_ts),
+        ]);
+        self.request(
+            now,
+            sa,
+            ExchangeType::CreateChildSa,
+            out,
+            RequestKind::RekeyChild {
+                old,
+                inbound_spi,
+                ni,
+            },
+        )
+    }
+
+    /// The answer to our CHILD_SA rekey: the new CHILD_SA is reported and
+    /// the old one deleted, unless the peer rekeyed it at the same time
+    /// and its rekey wins: then ours is the redundant one and is deleted
+    /// (RFC 7296 2.8.1: the CHILD_SA made with the lowest of the four
+    /// nonces is deleted by the side that created it).
+    fn on_rekey_response(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        payloads: &[Payload],
+        old: u32,
+        inbound_spi: u32,
+        ni: Vec<u8>,
+    ) -> Result<After, IkeError> {
+        let Some(c) = sa.children.iter().find(|c| c.inbound_spi == old).cloned() else {
+            // Deleted meanwhile: what the peer made is not wanted either.
+            let asked = self.asked_for_rekey(inbound_spi, ni, old, None);
+            match self.accept_child_reply(payloads, asked, None) {
+                Ok(_) => self.request_child_delete(now, sa, inbound_spi)?,
+                Err(e) => self.child_outcome(now, sa, inbound_spi, Err(e))?,
+            }
+            return Ok(After::Keep);
+        };
+        let asked = self.asked_for_rekey(inbound_spi, ni.clone(), old, Some(&c));
+        let child = self.accept_child_reply(payloads, asked, None);
+        let nr = match &child {
+            Ok(n) => n.nr.clone(),
+            Err(_) => Vec::new(),
+        };
+        let ok = child.is_ok();
+        self.child_outcome(now, sa, inbound_spi, child)?;
+        if !ok {
+            if let Some(c) = sa.children.iter_mut().find(|c| c.inbound_spi == old) {
+                // Try again later rather than never.
+                c.rekey_at = now.saturating_add(REKEY_RETRY);
+            }
+            return Ok(After::Keep);
+        }
+        let ours_lowest = c
+            .rekeyed_by_peer
+            .as_ref()
+            .is_some_and(|(pni, pnr)| ni.min(nr) < pni.clone().min(pnr.clone()));
+        let redundant = if ours_lowest { inbound_spi } else { old };
+        self.delete_child_of(now, sa, redundant)?;
+        Ok(After::Keep)
+    }
+
+    fn asked_for_rekey<'a>(
+        &'a self,
+        inbound_spi: u32,
+        ni: Vec<u8>,
+        old: u32,
+        c: Option<&'a ChildSa>,
+    ) -> Asked<'a> {
+        let peer = &self.config.peer;
+        Asked {
+            inbound_spi,
+            mode: c.map_or(peer.mode, |c| c.mode),
+            local_ts: c.map_or(&peer.local_ts, |c| &c.local_ts),
+            remote_ts: c.map_or(&peer.remote_ts, |c| &c.remote_ts),
+            ni,
+            rekeys: Some(old),
+        }
     }
 
     /// An INFORMATIONAL request (RFC 7296 1.4): Deletes are answered with
@@ -1554,11 +1871,18 @@ impl Endpoint {
                 PROTO_IKE => delete_ike = true,
                 PROTO_ESP => {
                     for spi in d.spis.iter().filter_map(|s| crate::wire::spi32(s)) {
-                        if let Some(i) = sa.children.iter().position(|c| c.outbound_spi == spi) {
-                            let c = sa.children.remove(i);
-                            self.out.child_deleted(sa.id, &self.config.peer.name, &c);
-                            ours.push(c.inbound_spi.to_be_bytes().to_vec());
+                        let Some(i) = sa.children.iter().position(|c| c.outbound_spi == spi) else {
+                            continue;
+                        };
+                        // Both sides deleting at once (RFC 7296 1.4.1): ours
+                        // goes when our request is answered, and is not
+                        // named in this response.
+                        if sa.children[i].deleting {
+                            continue;
                         }
+                        let c = sa.children.remove(i);
+                        self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+                        ours.push(c.inbound_spi.to_be_bytes().to_vec());
                     }
                 }
                 _ => {}
@@ -1605,6 +1929,14 @@ impl Endpoint {
         }
     }
 
+    /// The CHILD_SA due for rekeying first.
+    fn next_rekey(sa: &IkeSa) -> Option<&ChildSa> {
+        sa.children
+            .iter()
+            .filter(|c| !c.deleting)
+            .min_by_key(|c| c.rekey_at)
+    }
+
     fn timeout_sa(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<After, IkeError> {
         if sa.state == State::HalfOpen
             && now >= sa.created.saturating_add(self.config.half_open_timeout)
@@ -1627,6 +1959,13 @@ impl Endpoint {
             }
             return Ok(After::Keep);
         }
+        if sa.state == State::Established {
+            if let Some(c) = Self::next_rekey(sa).filter(|c| c.rekey_at <= now) {
+                let old = c.inbound_spi;
+                self.rekey_child_of(now, sa, old)?;
+                return Ok(After::Keep);
+            }
+        }
         if let (State::Established, Some(iv)) = (sa.state, self.config.peer.liveness) {
             if now >= sa.last_heard.saturating_add(iv) {
                 self.request(
@@ -1645,11 +1984,6 @@ impl Endpoint {
 /// A CHILD_SA the responder accepted, and the payloads that say so.
 #[derive(Debug)]
 struct ChildReply {
-    inbound_spi: u32,
-    outbound_spi: u32,
-    suite: EspSuite,
-    mode: Mode,
-    local_ts: Vec<TrafficSelector>,
-    remote_ts: Vec<TrafficSelector>,
+    child: NewChild,
     reply: Vec<Payload>,
 }

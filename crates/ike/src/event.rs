@@ -74,6 +74,12 @@ pub struct ChildSaEstablished {
     /// A NAT was detected: ESP goes in UDP between `local` and `remote`
     /// (RFC 3948).
     pub udp_encapsulation: bool,
+    /// Whether we initiated the exchange that created it (its
+    /// "initiator" in the key order of RFC 7296 2.17).
+    pub exchange_initiator: bool,
+    /// The inbound SPI of the CHILD_SA this one replaces (a rekey); the
+    /// old one stays until reported deleted.
+    pub rekeys: Option<u32>,
 }
 
 /// What happened.

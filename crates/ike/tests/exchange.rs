@@ -814,3 +814,161 @@ proptest::proptest! {
         proptest::prop_assert!(i.counters().datagrams_received >= 1);
     }
 }
+
+/// The CHILD_SAs established and deleted in `events`, as (inbound,
+/// outbound) SPIs.
+fn child_changes(events: &[Event]) -> (Vec<ChildSaEstablished>, Vec<(u32, u32)>) {
+    let mut up = Vec::new();
+    let mut gone = Vec::new();
+    for e in events {
+        match e {
+            Event::ChildSaEstablished(c) => up.push((**c).clone()),
+            Event::ChildSaDeleted {
+                inbound_spi,
+                outbound_spi,
+                ..
+            } => gone.push((*inbound_spi, *outbound_spi)),
+            _ => {}
+        }
+    }
+    (up, gone)
+}
+
+/// After a rekey both sides hold one new CHILD_SA with matching SPIs and
+/// keys, fresh ones, and the old one is gone on both.
+fn check_rekeyed(
+    p: &mut Pair,
+    old: (&ChildSaEstablished, &ChildSaEstablished),
+    i_started: bool,
+) -> (ChildSaEstablished, ChildSaEstablished) {
+    let (ei, er) = (events(&mut p.i), events(&mut p.r));
+    let (ui, gi) = child_changes(&ei);
+    let (ur, gr) = child_changes(&er);
+    assert_eq!((ui.len(), ur.len()), (1, 1), "{ei:?}\n{er:?}");
+    let (ni, nr) = (&ui[0], &ur[0]);
+    assert_eq!(gi, vec![(old.0.inbound_spi, old.0.outbound_spi)]);
+    assert_eq!(gr, vec![(old.1.inbound_spi, old.1.outbound_spi)]);
+    assert_eq!(ni.rekeys, Some(old.0.inbound_spi));
+    assert_eq!(nr.rekeys, Some(old.1.inbound_spi));
+    assert_eq!(ni.exchange_initiator, i_started);
+    assert_eq!(nr.exchange_initiator, !i_started);
+    assert_eq!(
+        (ni.inbound_spi, ni.outbound_spi),
+        (nr.outbound_spi, nr.inbound_spi)
+    );
+    assert_eq!((&ni.inbound, &ni.outbound), (&nr.outbound, &nr.inbound));
+    assert_ne!(ni.inbound, old.0.inbound);
+    assert_ne!(ni.inbound_spi, old.0.inbound_spi);
+    assert_eq!(ni.local_ts, old.0.local_ts);
+    (ni.clone(), nr.clone())
+}
+
+#[test]
+fn either_side_rekeys_a_child_sa() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, cr) = establish(&mut p);
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    assert_eq!(
+        p.pump(),
+        4,
+        "CREATE_CHILD_SA, then the Delete of the old one"
+    );
+    let (ci, cr) = check_rekeyed(&mut p, (&ci, &cr), true);
+    assert_eq!(p.i.counters().requests_sent.create_child_sa, 1);
+    assert_eq!(p.r.counters().received(NotifyType::RekeySa), 1);
+    p.r.rekey_child(p.now, cr.ike, cr.inbound_spi).unwrap();
+    p.pump();
+    check_rekeyed(&mut p, (&ci, &cr), false);
+}
+
+#[test]
+fn a_child_sa_is_rekeyed_when_its_lifetime_ends() {
+    let mut i = peer(true);
+    i.lifetimes.child = Duration::from_secs(60);
+    let mut p = Pair::new(i, peer(false));
+    let (ci, cr) = establish(&mut p);
+    let due = p.now.saturating_add(Duration::from_secs(60));
+    assert_eq!(p.i.poll_timeout(), Some(due));
+    p.i.handle_timeout(Timestamp(due.0 - 1));
+    assert!(p.i.poll_transmit().is_none());
+    p.now = due;
+    p.i.handle_timeout(p.now);
+    p.pump();
+    let (ni, _) = check_rekeyed(&mut p, (&ci, &cr), true);
+    // The new one is rekeyed a lifetime later.
+    assert_eq!(
+        p.i.poll_timeout(),
+        Some(p.now.saturating_add(Duration::from_secs(60)))
+    );
+    assert_ne!(ni.inbound_spi, 0);
+}
+
+#[test]
+fn simultaneous_rekeys_leave_one_child_sa() {
+    // RFC 7296 2.8.1: both sides rekey at once; each answers the other,
+    // and the CHILD_SA made with the lowest nonce is deleted by its maker.
+    for _ in 0..8 {
+        let mut p = Pair::new(peer(true), peer(false));
+        let (ci, cr) = establish(&mut p);
+        p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+        p.r.rekey_child(p.now, cr.ike, cr.inbound_spi).unwrap();
+        let qi = p.i.poll_transmit().unwrap();
+        let qr = p.r.poll_transmit().unwrap();
+        p.r.handle_datagram(p.now, p.ia, p.ra, &qi.contents);
+        p.i.handle_datagram(p.now, p.ra, p.ia, &qr.contents);
+        p.pump();
+        let (ei, er) = (events(&mut p.i), events(&mut p.r));
+        let live = |evs: &[Event]| {
+            let (up, gone) = child_changes(evs);
+            let mut live: Vec<(u32, u32)> = vec![(0, 0)];
+            live.clear();
+            for c in up {
+                live.push((c.inbound_spi, c.outbound_spi));
+            }
+            live.retain(|x| !gone.contains(x));
+            (live, gone)
+        };
+        let (li, gi) = live(&ei);
+        let (lr, gr) = live(&er);
+        assert_eq!(li.len(), 1, "{ei:?}");
+        assert_eq!(lr.len(), 1, "{er:?}");
+        assert_eq!(li[0], (lr[0].1, lr[0].0));
+        assert!(gi.contains(&(ci.inbound_spi, ci.outbound_spi)));
+        assert!(gr.contains(&(cr.inbound_spi, cr.outbound_spi)));
+        assert_eq!(
+            p.i.counters().total_drops() + p.r.counters().total_drops(),
+            0
+        );
+    }
+}
+
+#[test]
+fn rekeying_a_child_sa_the_peer_deletes_gets_child_sa_not_found() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, cr) = establish(&mut p);
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    p.r.delete_child(p.now, cr.ike, cr.inbound_spi).unwrap();
+    let qi = p.i.poll_transmit().unwrap();
+    let qr = p.r.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, p.ia, p.ra, &qi.contents);
+    p.i.handle_datagram(p.now, p.ra, p.ia, &qr.contents);
+    p.pump();
+    let ei = events(&mut p.i);
+    assert!(
+        ei.contains(&Event::ChildSaFailed {
+            ike: ci.ike,
+            name: "site".into(),
+            notify: NotifyType::ChildSaNotFound
+        }),
+        "{ei:?}"
+    );
+    assert_eq!(
+        child_changes(&ei).1,
+        vec![(ci.inbound_spi, ci.outbound_spi)]
+    );
+    assert_eq!(
+        child_changes(&events(&mut p.r)).1,
+        vec![(cr.inbound_spi, cr.outbound_spi)]
+    );
+    assert_eq!(p.r.counters().sent(NotifyType::ChildSaNotFound), 1);
+}

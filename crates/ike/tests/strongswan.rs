@@ -36,7 +36,7 @@ fn charon_missing() -> bool {
 /// Starts charon in namespace `swan` with its own strongswan.conf, vici
 /// socket, /run and log (IKE and CHILD_SA debug at level 4, which logs the
 /// derived keys), and loads one connection `bitsgw` to 192.0.2.1.
-fn start_charon(lab: &mut Lab, ike: &str, esp: &str, psk: &str) -> PathBuf {
+fn start_charon(lab: &mut Lab, ike: &str, esp: &str, psk: &str, child_extra: &str) -> PathBuf {
     let dir = lab.dir.join("swan");
     std::fs::create_dir_all(dir.join("run")).unwrap();
     let d = dir.display();
@@ -89,6 +89,7 @@ fn start_charon(lab: &mut Lab, ike: &str, esp: &str, psk: &str) -> PathBuf {
         remote_ts = {US_NET}
         mode = tunnel
         esp_proposals = {esp}
+        {child_extra}
       }}
     }}
   }}
@@ -197,7 +198,41 @@ impl Run {
 
 /// Starts charon and bitsgw's peer (initiating or responding) with the
 /// given proposals and PSKs.
-fn start(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str, our_psk: &str) -> Run {
+/// One interoperability run: who initiates, the proposals, and extra
+/// settings for charon's CHILD_SA and for bitsgw's peer.
+struct Case<'a> {
+    tag: &'a str,
+    bitsgw_initiates: bool,
+    ike: &'a str,
+    esp: &'a str,
+    psk: &'a str,
+    charon_child: &'a str,
+    bitsgw_args: &'a [&'a str],
+}
+
+impl<'a> Case<'a> {
+    fn new(tag: &'a str, bitsgw_initiates: bool, ike: &'a str, esp: &'a str) -> Case<'a> {
+        Case {
+            tag,
+            bitsgw_initiates,
+            ike,
+            esp,
+            psk: PSK,
+            charon_child: "",
+            bitsgw_args: &[],
+        }
+    }
+}
+
+fn start(case: &Case<'_>) -> Run {
+    let Case {
+        tag,
+        bitsgw_initiates,
+        ike,
+        esp,
+        psk: our_psk,
+        ..
+    } = *case;
     let mut lab = Lab::new(tag, &["us", "swan"]);
     lab.link(
         "us",
@@ -213,7 +248,7 @@ fn start(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str, our_psk: &str)
         "swan",
         &["ip", "addr", "add", "198.51.100.1/32", "dev", "lo"],
     );
-    let swan = start_charon(&mut lab, ike, esp, PSK);
+    let swan = start_charon(&mut lab, ike, esp, PSK, case.charon_child);
     let psk_file = lab.dir.join("psk");
     std::fs::write(&psk_file, our_psk).unwrap();
     let role = if bitsgw_initiates {
@@ -222,7 +257,7 @@ fn start(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str, our_psk: &str)
         "responder"
     };
     let (local, remote) = (format!("{US}:500"), format!("{SWAN}:500"));
-    let args = [
+    let mut args = vec![
         env!("CARGO_BIN_EXE_ike-udp-peer"),
         "--role",
         role,
@@ -249,6 +284,7 @@ fn start(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str, our_psk: &str)
         "--exit-after",
         "60",
     ];
+    args.extend_from_slice(case.bitsgw_args);
     let lines = lab.spawn_lines("us", &args);
     let mut run = Run {
         lab,
@@ -285,7 +321,13 @@ fn interoperates(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str, group:
     if charon_missing() {
         return;
     }
-    let mut run = start(tag, bitsgw_initiates, ike, esp, PSK);
+    let mut run = start(&Case::new(tag, bitsgw_initiates, ike, esp));
+    let (up, child) = established(&mut run, group);
+    agrees_with_charon(&run, &up, &child);
+}
+
+/// Waits for the IKE SA and the first CHILD_SA; their lines.
+fn established(run: &mut Run, group: u16) -> (String, String) {
     let limit = Duration::from_secs(25);
     let up = wait_line(
         &run.lines,
@@ -304,36 +346,43 @@ fn interoperates(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str, group:
     );
     let child = child.unwrap_or_else(|| panic!("no CHILD_SA: {}", run.transcript()));
     assert!(child.starts_with("CHILD_SA_UP"), "{}", run.transcript());
+    (up, child)
+}
+
+/// charon lists the IKE SA ESTABLISHED and the CHILD_SA INSTALLED with
+/// the SPIs bitsgw reported, and the CHILD_SA keys it logged last are
+/// bitsgw's.
+fn agrees_with_charon(run: &Run, up: &str, child: &str) {
     let sas = swanctl(&run.lab, &run.swan, &["--list-sas"]).unwrap();
     let ctx = || format!("swanctl --list-sas:\n{sas}\n{}", run.transcript());
     // kernel-libipsec makes charon fake a NAT ("faking NAT situation to
     // enforce UDP encapsulation"): bitsgw detects it and both sides move
     // IKE to port 4500 (RFC 7296 2.23); the CHILD_SA is UDP-encapsulated.
-    assert_eq!(field(&child, "udp_encapsulation"), "true", "{}", ctx());
-    assert_eq!(field(&child, "local"), format!("{US}:4500"), "{}", ctx());
-    assert_eq!(field(&child, "remote"), format!("{SWAN}:4500"), "{}", ctx());
-    assert!(field(&up, "nat_remote") == "true", "{}", ctx());
+    assert_eq!(field(child, "udp_encapsulation"), "true", "{}", ctx());
+    assert_eq!(field(child, "local"), format!("{US}:4500"), "{}", ctx());
+    assert_eq!(field(child, "remote"), format!("{SWAN}:4500"), "{}", ctx());
+    assert!(field(up, "nat_remote") == "true", "{}", ctx());
     assert!(sas.contains("ESTABLISHED"), "{}", ctx());
     assert!(sas.contains("INSTALLED"), "{}", ctx());
     // IKE SPIs as "<spi_i>_i ... <spi_r>_r", charon's local one starred.
     assert!(
-        sas.contains(&format!("{}_i", field(&up, "spi_i"))),
+        sas.contains(&format!("{}_i", field(up, "spi_i"))),
         "{}",
         ctx()
     );
     assert!(
-        sas.contains(&format!("{}_r", field(&up, "spi_r"))),
+        sas.contains(&format!("{}_r", field(up, "spi_r"))),
         "{}",
         ctx()
     );
     // charon's inbound SPI is our outbound and the other way round.
     assert!(
-        sas.contains(&format!("in  {}", field(&child, "out"))),
+        sas.contains(&format!("in  {}", field(child, "out"))),
         "{}",
         ctx()
     );
     assert!(
-        sas.contains(&format!("out {}", field(&child, "in"))),
+        sas.contains(&format!("out {}", field(child, "in"))),
         "{}",
         ctx()
     );
@@ -345,8 +394,8 @@ fn interoperates(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str, group:
         // strongSwan's encryption key of an AEAD carries the salt.
         let expect = format!(
             "{}{}",
-            field(&child, &format!("{ours}_enc")),
-            field(&child, &format!("{ours}_salt"))
+            field(child, &format!("{ours}_enc")),
+            field(child, &format!("{ours}_salt"))
         );
         assert_eq!(
             logged_key(&log, label).as_deref(),
@@ -359,7 +408,7 @@ fn interoperates(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str, group:
         ("integrity initiator key", "i2r_integ"),
         ("integrity responder key", "r2i_integ"),
     ] {
-        let integ = field(&child, ours);
+        let integ = field(child, ours);
         if integ.is_empty() {
             assert!(logged_key(&log, label).is_none(), "{label}: {}", ctx());
         } else {
@@ -445,13 +494,10 @@ fn wrong_psk_is_refused_when_bitsgw_initiates() {
         return;
     }
     let ike = "aes128gcm16-prfsha256-ecp256";
-    let mut run = start(
-        "iw",
-        true,
-        ike,
-        "aes128gcm16",
-        "a-different-psk-of-some-length",
-    );
+    let mut run = start(&Case {
+        psk: "a-different-psk-of-some-length",
+        ..Case::new("iw", true, ike, "aes128gcm16")
+    });
     let down = wait_line(
         &run.lines,
         &["IKE_SA_UP", "IKE_SA_DOWN"],
@@ -480,13 +526,10 @@ fn wrong_psk_is_refused_when_charon_initiates() {
         return;
     }
     let ike = "aes256gcm16-prfsha256-x25519";
-    let mut run = start(
-        "rw",
-        false,
-        ike,
-        "aes256gcm16",
-        "a-different-psk-of-some-length",
-    );
+    let mut run = start(&Case {
+        psk: "a-different-psk-of-some-length",
+        ..Case::new("rw", false, ike, "aes256gcm16")
+    });
     let counters = wait_line(
         &run.lines,
         &["COUNTERS notify_sent={AuthenticationFailed: 1,"],
@@ -506,4 +549,61 @@ fn wrong_psk_is_refused_when_charon_initiates() {
     );
     let sas = swanctl(&run.lab, &run.swan, &["--list-sas"]).unwrap();
     assert!(!sas.contains("ESTABLISHED"), "{sas}");
+}
+
+/// A rekeyed CHILD_SA replaces the first one on both sides: bitsgw
+/// reports the new one and the old one's deletion, and charon lists only
+/// the new one, with the keys it logged last.
+fn rekeys(case: &Case<'_>) {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(case);
+    let (up, first) = established(&mut run, 19);
+    let limit = Duration::from_secs(25);
+    let second = wait_line(&run.lines, &["CHILD_SA_UP"], limit, &mut run.seen);
+    let second = second.unwrap_or_else(|| panic!("no rekey: {}", run.transcript()));
+    assert_eq!(
+        field(&second, "rekeys"),
+        field(&first, "in"),
+        "{}",
+        run.transcript()
+    );
+    let gone = format!(
+        "CHILD_SA_DELETED in={} out={}",
+        field(&first, "in"),
+        field(&first, "out")
+    );
+    let deleted = wait_line(&run.lines, &[gone.as_str()], limit, &mut run.seen);
+    assert!(deleted.is_some(), "{}", run.transcript());
+    agrees_with_charon(&run, &up, &second);
+    // charon lists the old one as DELETED for a moment, then not at all.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sas = swanctl(&run.lab, &run.swan, &["--list-sas"]).unwrap();
+        if !sas.contains(field(&first, "in")) && !sas.contains(field(&first, "out")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old CHILD_SA stays: {sas}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn charon_rekeys_the_child_sa() {
+    rekeys(&Case {
+        charon_child: "rekey_time = 3s\n        life_time = 60s\n        rand_time = 0s",
+        ..Case::new("ck", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+}
+
+#[test]
+fn bitsgw_rekeys_the_child_sa() {
+    rekeys(&Case {
+        bitsgw_args: &["--child-lifetime", "3"],
+        ..Case::new("bk", false, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
 }

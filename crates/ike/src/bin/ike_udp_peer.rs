@@ -8,7 +8,8 @@
 //!     --local-id fqdn:NAME|ipv4:ADDR|ipv6:ADDR|keyid:HEX --remote-id ...
 //!     --psk-file PATH --ike PROPOSAL --esp PROPOSAL
 //!     --local-ts CIDR --remote-ts CIDR [--mode tunnel|transport]
-//!     [--liveness SECONDS] [--exit-after SECONDS] [--print-keys] [--trace]
+//!     [--liveness SECONDS] [--child-lifetime SECONDS] [--exit-after SECONDS]
+//!     [--print-keys] [--trace]
 //! ```
 //!
 //! Proposals use strongSwan's notation: `aes128gcm16-prfsha256-ecp256`,
@@ -196,7 +197,7 @@ fn config(a: &Args) -> Result<EndpointConfig, String> {
             mode,
             lifetimes: Lifetimes {
                 ike: Duration::from_secs(3600),
-                child: Duration::from_secs(1200),
+                child: secs("child-lifetime")?.unwrap_or(Duration::from_secs(1200)),
             },
             liveness: secs("liveness")?,
             retransmit: Retransmit::default(),
@@ -219,7 +220,7 @@ fn keys_line(label: &str, k: &DirectionKeys) -> String {
     )
 }
 
-fn print_event(e: &Event, initiator: bool, print_keys: bool) -> String {
+fn print_event(e: &Event, print_keys: bool) -> String {
     match e {
         Event::IkeSaUp {
             spi_i,
@@ -251,9 +252,13 @@ fn print_event(e: &Event, initiator: bool, print_keys: bool) -> String {
                 c.local,
                 c.remote,
             );
+            if let Some(old) = c.rekeys {
+                line += &format!(" rekeys={old:08x}");
+            }
             if print_keys {
-                // In the initiator's terms, as strongSwan logs them.
-                let (i2r, r2i) = if initiator {
+                // In the terms of the exchange that made it, as strongSwan
+                // logs them.
+                let (i2r, r2i) = if c.exchange_initiator {
                     (&c.outbound, &c.inbound)
                 } else {
                     (&c.inbound, &c.outbound)
@@ -359,7 +364,7 @@ fn run() -> Result<(), String> {
                 .map_err(|e| format!("send to {}: {e}", t.remote))?;
         }
         while let Some(e) = ep.poll_event() {
-            say(print_event(&e, initiator, print_keys));
+            say(print_event(&e, print_keys));
         }
         let c = ep.counters();
         let counters = format!(
