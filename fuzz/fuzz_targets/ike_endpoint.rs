@@ -2,7 +2,7 @@
 //! The IKEv2 state machine under a hostile network: an initiator and a
 //! responder run the real exchange while the input decides, datagram by
 //! datagram, to deliver, drop, duplicate, corrupt or replace it, to inject
-//! its own bytes, to advance the clock, or to delete SAs. Nothing panics,
+//! its own bytes, to advance the clock, or to rekey or delete SAs. Nothing panics,
 //! every datagram handed in is counted, the responder's half-open SAs
 //! stay within their limit, and once the clock runs far past every
 //! deadline nothing half-done is left.
@@ -72,10 +72,11 @@ fuzz_target!(|data: &[u8]| {
     let mut r = Endpoint::new(config(false)).expect("config");
     let mut now = Timestamp::from_secs(1);
     let mut delivered = (0u64, 0u64);
-    let Ok(ike) = i.initiate(now, ia, ra) else {
+    let Ok(mut ike) = i.initiate(now, ia, ra) else {
         return;
     };
     let mut children = Vec::new();
+    let mut r_ike = None;
     let mut input = data;
     let mut flight: Vec<(bool, Transmit)> = Vec::new();
     while let [op, rest @ ..] = input {
@@ -84,11 +85,18 @@ fuzz_target!(|data: &[u8]| {
         flight.extend(std::iter::from_fn(|| i.poll_transmit()).map(|t| (true, t)));
         flight.extend(std::iter::from_fn(|| r.poll_transmit()).map(|t| (false, t)));
         for e in std::iter::from_fn(|| i.poll_event()) {
-            if let Event::ChildSaEstablished(c) = e {
-                children.push(c.inbound_spi);
+            match e {
+                Event::ChildSaEstablished(c) => children.push(c.inbound_spi),
+                Event::IkeSaRekeyed { new, .. } => ike = new,
+                _ => {}
             }
         }
-        while r.poll_event().is_some() {}
+        for e in std::iter::from_fn(|| r.poll_event()) {
+            match e {
+                Event::IkeSaUp { ike, .. } | Event::IkeSaRekeyed { new: ike, .. } => r_ike = Some(ike),
+                _ => {}
+            }
+        }
         let take = |flight: &mut Vec<(bool, Transmit)>| (!flight.is_empty()).then(|| flight.remove(0));
         let mut deliver = |to_r: bool, bytes: &[u8], from: SocketAddr, to: SocketAddr| {
             if to_r {
@@ -132,12 +140,23 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => match op >> 3 {
                 0..=20 => now = now.saturating_add(Duration::from_millis(u64::from(op) * 97)),
-                21..=25 => {
+                21..=22 => {
                     if let Some(spi) = children.pop() {
                         let _ = i.delete_child(now, ike, spi);
                     }
                 }
-                26..=28 => {
+                23..=24 => {
+                    if let Some(spi) = children.last() {
+                        let _ = i.rekey_child(now, ike, *spi);
+                        if let Some(id) = r_ike {
+                            let _ = r.rekey_ike(now, id);
+                        }
+                    }
+                }
+                25..=26 => {
+                    let _ = i.rekey_ike(now, ike);
+                }
+                27..=28 => {
                     let _ = i.delete_ike(now, ike);
                 }
                 _ => {

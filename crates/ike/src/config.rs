@@ -54,11 +54,10 @@ pub enum Mode {
     Transport,
 }
 
-/// Lifetimes: CHILD_SAs are rekeyed when theirs ends (RFC 7296 2.8); the
-/// IKE SA's is not acted on yet (see the crate documentation).
+/// Lifetimes: an SA is rekeyed when its lifetime ends (RFC 7296 2.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
-    /// IKE SA lifetime.
+    /// IKE SA lifetime: the time until it is rekeyed.
     pub ike: Duration,
     /// CHILD_SA lifetime: the time until it is rekeyed.
     pub child: Duration,

@@ -138,6 +138,35 @@ pub fn derive_ike_keys(
 ) -> Result<IkeKeys, CryptoError> {
     let nonces: Zeroizing<Vec<u8>> = Zeroizing::new([ni, nr].concat());
     let skeyseed = prf(&nonces, &[shared.expose()]);
+    keys_from_skeyseed(suite, &skeyseed, ni, nr, spi_i, spi_r)
+}
+
+/// The keys of an IKE SA made by rekeying (RFC 7296 2.18): SKEYSEED =
+/// prf(SK_d (old), g^ir (new) | Ni | Nr), the rest as in 2.14 with the new
+/// SPIs and nonces.
+pub fn derive_rekeyed_ike_keys(
+    suite: &IkeSuite,
+    old_sk_d: &Secret,
+    ni: &[u8],
+    nr: &[u8],
+    shared: &Secret,
+    spi_i: u64,
+    spi_r: u64,
+) -> Result<IkeKeys, CryptoError> {
+    let skeyseed = prf(old_sk_d.expose(), &[shared.expose(), ni, nr]);
+    keys_from_skeyseed(suite, &skeyseed, ni, nr, spi_i, spi_r)
+}
+
+/// {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} =
+/// prf+(SKEYSEED, Ni | Nr | SPIi | SPIr) (RFC 7296 2.14).
+fn keys_from_skeyseed(
+    suite: &IkeSuite,
+    skeyseed: &Secret,
+    ni: &[u8],
+    nr: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> Result<IkeKeys, CryptoError> {
     let prf_len = 32;
     let integ_len = suite.integrity.map_or(0, Integrity::key_len);
     let encr_len = suite.encryption.key_len() + suite.encryption.salt_len();

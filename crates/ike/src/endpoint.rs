@@ -15,20 +15,20 @@
 
 use crate::config::{EndpointConfig, Mode};
 use crate::crypto::{
-    cookie, ct_eq, derive_child_keys, derive_ike_keys, nat_detection_hash, psk_auth, CryptoError,
-    DhPrivate, IkeKeys, Secret, SkKeys,
+    cookie, ct_eq, derive_child_keys, derive_ike_keys, derive_rekeyed_ike_keys, nat_detection_hash,
+    psk_auth, CryptoError, DhPrivate, IkeKeys, Secret, SkKeys,
 };
 use crate::event::{
     ChildSaEstablished, Counters, DownReason, DropReason, Event, IkeSaId, Transmit,
 };
 use crate::suite::{
-    accept_esp_reply, accept_ike_reply, esp_reply, ike_reply, select_esp, select_ike, DhGroup,
-    EspSuite, IkeSuite,
+    accept_esp_reply, accept_ike_reply, accept_ike_reply_with_spi, esp_reply, ike_reply,
+    select_esp, select_ike, select_ike_with_spi, DhGroup, EspSuite, IkeSuite,
 };
 use crate::wire::{
     chain_len, emit_chain, parse_chain, AuthPayload, DeletePayload, ExchangeType, Flags,
     HeaderRepr, IdPayload, KePayload, Message, NotifyPayload, NotifyType, Payload, PayloadType,
-    SaPayload, TrafficSelector, WireError,
+    ProtocolId, SaPayload, TrafficSelector, WireError,
 };
 use bitsgw_wire::Timestamp;
 use core::time::Duration;
@@ -100,6 +100,12 @@ enum RequestKind {
     /// Deleting our CHILD_SA with this inbound SPI.
     DeleteChild(u32),
     DeleteIke,
+    /// CREATE_CHILD_SA rekeying the IKE SA (RFC 7296 1.3.2) with our new
+    /// SPI `spi` and nonce `ni` (the Diffie-Hellman key is in the IKE SA).
+    RekeyIke {
+        spi: u64,
+        ni: Vec<u8>,
+    },
     /// CREATE_CHILD_SA rekeying the CHILD_SA with inbound SPI `old`
     /// (RFC 7296 1.3.3), proposing `inbound_spi` and nonce `ni`.
     RekeyChild {
@@ -204,6 +210,13 @@ struct IkeSa {
     /// Whether the owner knows of it (it initiated it or saw it come up),
     /// so its end is reported.
     announced: bool,
+    /// When to rekey it (its configured lifetime).
+    rekey_at: Timestamp,
+    /// Our Diffie-Hellman key of an outstanding IKE SA rekey.
+    rekey_dh: Option<DhPrivate>,
+    /// Replaced by a rekey: dropped at this time if the peer has not
+    /// deleted it by then.
+    expire_at: Option<Timestamp>,
 }
 
 /// What a handler wants done with the IKE SA.
@@ -441,9 +454,13 @@ impl Endpoint {
             earliest(sa.last_heard.saturating_add(iv));
         }
         if let (State::Established, None) = (sa.state, &sa.pending) {
+            earliest(sa.rekey_at);
             if let Some(t) = Self::next_rekey(sa).map(|c| c.rekey_at) {
                 earliest(t);
             }
+        }
+        if let Some(t) = sa.expire_at {
+            earliest(t);
         }
         d
     }
@@ -477,6 +494,33 @@ impl Endpoint {
                 return Ok(spi);
             }
         }
+    }
+
+    /// Our IKE proposals, numbered from 1, with `spi` (empty in
+    /// IKE_SA_INIT, our new SPI in a rekey).
+    fn ike_offer(&self, spi: Vec<u8>) -> SaPayload {
+        let proposals = self.config.peer.ike_proposals.iter().zip(1u8..);
+        SaPayload {
+            proposals: proposals.map(|(p, n)| p.to_wire(n, spi.clone())).collect(),
+        }
+    }
+
+    /// Our ESP proposals, numbered from 1, with our inbound `spi`.
+    fn esp_offer(&self, spi: u32) -> SaPayload {
+        let proposals = self.config.peer.esp_proposals.iter().zip(1u8..);
+        SaPayload {
+            proposals: proposals.map(|(p, n)| p.to_wire(n, spi)).collect(),
+        }
+    }
+
+    /// The wait before a refused rekey is tried again: REKEY_RETRY plus up
+    /// to as much again at random, so two peers that collided (RFC 7296
+    /// 2.25, TEMPORARY_FAILURE) do not collide again.
+    fn retry_delay(&self) -> Result<Duration, CryptoError> {
+        let mut b = [0u8; 2];
+        self.random(&mut b)?;
+        let extra = REKEY_RETRY.as_millis() as u64 * u64::from(u16::from_be_bytes(b)) / 65536;
+        Ok(REKEY_RETRY + Duration::from_millis(extra))
     }
 
     fn nonce(&self) -> Result<Vec<u8>, CryptoError> {
@@ -532,6 +576,9 @@ impl Endpoint {
             nat_local: false,
             nat_remote: false,
             announced: true,
+            rekey_at: Timestamp(u64::MAX),
+            rekey_dh: None,
+            expire_at: None,
         };
         self.send_init(now, &mut sa)?;
         self.sas.insert(spi, sa);
@@ -739,20 +786,13 @@ impl Endpoint {
         if let Some(c) = &sa.cookie {
             payloads.push(notify(NotifyType::Cookie, c.clone()));
         }
-        let proposals = self
-            .config
-            .peer
-            .ike_proposals
-            .iter()
-            .zip(1u8..)
-            .map(|(p, n)| p.to_wire(n, Vec::new()))
-            .collect();
+        let proposals = self.ike_offer(Vec::new());
         let ke = sa
             .dh
             .as_ref()
             .map(|d| d.public_value().to_vec())
             .unwrap_or_default();
-        payloads.push(Payload::Sa(SaPayload { proposals }));
+        payloads.push(Payload::Sa(proposals));
         payloads.push(Payload::Ke(KePayload {
             group: sa.group.number(),
             data: ke,
@@ -1010,6 +1050,9 @@ impl Endpoint {
                 inbound_spi,
                 ni,
             } => self.on_rekey_response(now, sa, &payloads, old, inbound_spi, ni)?,
+            RequestKind::RekeyIke { spi, ni } => {
+                self.on_ike_rekey_response(now, sa, &payloads, spi, ni)?
+            }
             RequestKind::DeleteIke => {
                 self.out.close(sa, &name, DownReason::DeletedLocally);
                 After::Remove
@@ -1137,14 +1180,7 @@ impl Endpoint {
         if peer.mode == Mode::Transport {
             out.push(notify(NotifyType::UseTransportMode, Vec::new()));
         }
-        out.push(Payload::Sa(SaPayload {
-            proposals: peer
-                .esp_proposals
-                .iter()
-                .zip(1u8..)
-                .map(|(p, n)| p.to_wire(n, spi))
-                .collect(),
-        }));
+        out.push(Payload::Sa(self.esp_offer(spi)));
         out.push(Payload::TsI(peer.local_ts.clone()));
         out.push(Payload::TsR(peer.remote_ts.clone()));
         sa.state = State::AuthSent;
@@ -1173,8 +1209,9 @@ impl Endpoint {
             && ct_eq(&auth.data, expect.expose())
     }
 
-    fn ike_sa_up(&mut self, sa: &mut IkeSa) {
+    fn ike_sa_up(&mut self, now: Timestamp, sa: &mut IkeSa) {
         sa.state = State::Established;
+        sa.rekey_at = now.saturating_add(self.config.peer.lifetimes.ike);
         sa.announced = true;
         if let Some(suite) = sa.suite {
             self.out.events.push_back(Event::IkeSaUp {
@@ -1252,7 +1289,7 @@ impl Endpoint {
         if !self.verify_auth(sa, idr, auth, false) {
             return Ok(self.fail(sa, DownReason::AuthenticationFailed));
         }
-        self.ike_sa_up(sa);
+        self.ike_sa_up(now, sa);
         let inbound_spi = sa.first_child_spi;
         sa.first_child_spi = 0;
         if found.sa.is_none() && first_error(payloads).is_none_or(|t| !is_child_error(t)) {
@@ -1472,11 +1509,14 @@ impl Endpoint {
             nat_local: false,
             nat_remote: false,
             announced: false,
+            rekey_at: Timestamp(u64::MAX),
+            rekey_dh: None,
+            expire_at: None,
         };
         Self::detect_nat(&mut sa, &msg.payloads, 0);
         let out = [
             Payload::Sa(SaPayload {
-                proposals: vec![ike_reply(number, &suite)],
+                proposals: vec![ike_reply(number, Vec::new(), &suite)],
             }),
             Payload::Ke(KePayload {
                 group: suite.group.number(),
@@ -1553,7 +1593,7 @@ impl Endpoint {
             None => {}
         }
         self.respond(sa, h.exchange, h.message_id, &out)?;
-        self.ike_sa_up(sa);
+        self.ike_sa_up(now, sa);
         match child {
             Some(Ok(c)) => self.child_up(now, sa, c.child)?,
             Some(Err(notify)) => self.out.events.push_back(Event::ChildSaFailed {
@@ -1654,6 +1694,228 @@ impl Endpoint {
         })))
     }
 
+    /// Rekeys IKE SA `id` (RFC 7296 1.3.2, 2.18): the new IKE SA takes over
+    /// the CHILD_SAs and is reported with [`Event::IkeSaRekeyed`]; the old
+    /// one is deleted.
+    pub fn rekey_ike(&mut self, now: Timestamp, id: IkeSaId) -> Result<(), IkeError> {
+        self.with_sa(id, |this, sa| this.rekey_ike_of(now, sa))
+    }
+
+    fn rekey_ike_of(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
+        let suite = match (sa.state, sa.suite) {
+            (State::Established, Some(s)) => s,
+            _ => return Err(IkeError::NotEstablished(IkeSaId(sa.id))),
+        };
+        sa.rekey_at = Timestamp(u64::MAX);
+        let spi = self.new_ike_spi()?;
+        let ni = self.nonce()?;
+        let dh = DhPrivate::generate(suite.group, &self.rng)?;
+        let ke = KePayload {
+            group: suite.group.number(),
+            data: dh.public_value().to_vec(),
+        };
+        sa.rekey_dh = Some(dh);
+        let proposals = self.ike_offer(spi.to_be_bytes().to_vec());
+        let out = vec![
+            Payload::Sa(proposals),
+            Payload::Nonce(ni.clone()),
+            Payload::Ke(ke),
+        ];
+        self.request(
+            now,
+            sa,
+            ExchangeType::CreateChildSa,
+            out,
+            RequestKind::RekeyIke { spi, ni },
+        )
+    }
+
+    /// The IKE SA that replaces `old` after a rekey: the CHILD_SAs move to
+    /// it, message IDs start again at zero, and the rekey's initiator is
+    /// its original initiator (RFC 7296 2.18). `old` is left to be deleted.
+    #[allow(clippy::too_many_arguments)]
+    fn replace_ike_sa(
+        &mut self,
+        now: Timestamp,
+        old: &mut IkeSa,
+        initiator: bool,
+        (spi_i, spi_r): (u64, u64),
+        suite: IkeSuite,
+        keys: IkeKeys,
+        (ni, nr): (Vec<u8>, Vec<u8>),
+    ) {
+        let id = if initiator { spi_i } else { spi_r };
+        let (out, inn) = if initiator {
+            (
+                SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai),
+                SkKeys::new(&suite, &keys.sk_er, &keys.sk_ar),
+            )
+        } else {
+            (
+                SkKeys::new(&suite, &keys.sk_er, &keys.sk_ar),
+                SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai),
+            )
+        };
+        let sa = IkeSa {
+            id,
+            initiator,
+            spi_i,
+            spi_r,
+            local: old.local,
+            remote: old.remote,
+            state: State::Established,
+            group: suite.group,
+            dh: None,
+            suite: Some(suite),
+            ni,
+            nr,
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            cookie: None,
+            cookie_rounds: 0,
+            keys: Some(keys),
+            sk_out: Some(out),
+            sk_in: Some(inn),
+            next_message_id: 0,
+            pending: None,
+            queued: VecDeque::new(),
+            peer_message_id: 0,
+            last_response: None,
+            children: std::mem::take(&mut old.children),
+            first_child_spi: 0,
+            created: now,
+            last_heard: now,
+            nat_local: old.nat_local,
+            nat_remote: old.nat_remote,
+            announced: true,
+            rekey_at: now.saturating_add(self.config.peer.lifetimes.ike),
+            rekey_dh: None,
+            expire_at: None,
+        };
+        self.out.events.push_back(Event::IkeSaRekeyed {
+            old: IkeSaId(old.id),
+            new: IkeSaId(id),
+            spi_i,
+            spi_r,
+        });
+        // The owner now knows the new one; the old one ends quietly.
+        old.announced = false;
+        old.state = State::Deleting;
+        self.sas.insert(id, sa);
+    }
+
+    /// The peer's request to rekey the IKE SA (responder, RFC 7296 1.3.2).
+    fn on_ike_rekey_request(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        h: &HeaderRepr,
+        payloads: &[Payload],
+    ) -> Result<After, IkeError> {
+        let reply = |this: &mut Endpoint, sa: &mut IkeSa, t: NotifyType, data: Vec<u8>| {
+            this.respond(sa, h.exchange, h.message_id, &[notify(t, data)])
+                .map(|()| After::Keep)
+        };
+        let ours_pending = matches!(
+            sa.pending.as_ref().map(|p| &p.kind),
+            Some(RequestKind::RekeyIke { .. } | RequestKind::DeleteIke)
+        );
+        if ours_pending || sa.state != State::Established {
+            // RFC 7296 2.25: a collision with our own rekey or delete. The
+            // nonce comparison of 2.8.2 is not done: the peer retries.
+            return reply(self, sa, NotifyType::TemporaryFailure, Vec::new());
+        }
+        let found = Found::of(payloads);
+        let (Some(offer), Some(ni), Some(ke), Some(keys)) =
+            (found.sa, found.nonce, found.ke, &sa.keys)
+        else {
+            return reply(self, sa, NotifyType::InvalidSyntax, Vec::new());
+        };
+        let proposals = &self.config.peer.ike_proposals;
+        let Some((number, peer_spi, suite)) =
+            select_ike_with_spi(offer, proposals, Some(ke.group), 8)
+        else {
+            return reply(self, sa, NotifyType::NoProposalChosen, Vec::new());
+        };
+        if suite.group.number() != ke.group {
+            let group = suite.group.number().to_be_bytes().to_vec();
+            return reply(self, sa, NotifyType::InvalidKePayload, group);
+        }
+        let dh = DhPrivate::generate(suite.group, &self.rng)?;
+        let public = dh.public_value().to_vec();
+        let Ok(shared) = dh.agree(&ke.data) else {
+            return reply(self, sa, NotifyType::InvalidSyntax, Vec::new());
+        };
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&peer_spi);
+        let spi_i = u64::from_be_bytes(b);
+        let spi_r = self.new_ike_spi()?;
+        let nr = self.nonce()?;
+        let ni = ni.clone();
+        let keys = derive_rekeyed_ike_keys(&suite, &keys.sk_d, &ni, &nr, &shared, spi_i, spi_r)?;
+        let out = [
+            Payload::Sa(SaPayload {
+                proposals: vec![ike_reply(number, spi_r.to_be_bytes().to_vec(), &suite)],
+            }),
+            Payload::Nonce(nr.clone()),
+            Payload::Ke(KePayload {
+                group: suite.group.number(),
+                data: public,
+            }),
+        ];
+        self.respond(sa, h.exchange, h.message_id, &out)?;
+        self.replace_ike_sa(now, sa, false, (spi_i, spi_r), suite, keys, (ni, nr));
+        // The rekey's initiator deletes the old IKE SA.
+        sa.expire_at = Some(now.saturating_add(self.config.half_open_timeout));
+        Ok(After::Keep)
+    }
+
+    /// The answer to our IKE SA rekey: the new IKE SA takes over and the
+    /// old one is deleted; a refusal leaves the old one and retries later.
+    fn on_ike_rekey_response(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        payloads: &[Payload],
+        spi_i: u64,
+        ni: Vec<u8>,
+    ) -> Result<After, IkeError> {
+        let dh = sa.rekey_dh.take();
+        let found = Found::of(payloads);
+        let accepted = match (first_error(payloads), found.sa, found.nonce, found.ke, dh) {
+            (None, Some(offer), Some(nr), Some(ke), Some(dh)) => {
+                accept_ike_reply_with_spi(offer, &self.config.peer.ike_proposals, 8)
+                    .filter(|(_, s)| s.group == dh.group() && ke.group == s.group.number())
+                    .and_then(|(spi, s)| {
+                        let shared = dh.agree(&ke.data).ok()?;
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&spi);
+                        Some((u64::from_be_bytes(b), s, shared, nr.clone()))
+                    })
+            }
+            _ => None,
+        };
+        let (Some((spi_r, suite, shared, nr)), Some(keys)) = (accepted, &sa.keys) else {
+            sa.rekey_at = now.saturating_add(self.retry_delay()?);
+            return Ok(After::Keep);
+        };
+        let keys = derive_rekeyed_ike_keys(&suite, &keys.sk_d, &ni, &nr, &shared, spi_i, spi_r)?;
+        self.replace_ike_sa(now, sa, true, (spi_i, spi_r), suite, keys, (ni, nr));
+        let del = Payload::Delete(DeletePayload {
+            protocol_id: PROTO_IKE,
+            spi_size: 0,
+            spis: Vec::new(),
+        });
+        self.request(
+            now,
+            sa,
+            ExchangeType::Informational,
+            vec![del],
+            RequestKind::DeleteIke,
+        )?;
+        Ok(After::Keep)
+    }
+
     /// A CREATE_CHILD_SA request (responder, RFC 7296 1.3): a new or a
     /// rekeyed CHILD_SA (1.3.1, 1.3.3). Rekeying the IKE SA (1.3.2) and PFS
     /// are not supported: such proposals get NO_PROPOSAL_CHOSEN.
@@ -1669,6 +1931,12 @@ impl Endpoint {
             this.respond(sa, h.exchange, h.message_id, &[Payload::Notify(n)])
                 .map(|()| After::Keep)
         };
+        if found
+            .sa
+            .is_some_and(|o| o.proposals.iter().any(|p| p.protocol == ProtocolId::Ike))
+        {
+            return self.on_ike_rekey_request(now, sa, h, payloads);
+        }
         let rekeys = match find_notify(payloads, NotifyType::RekeySa) {
             None => None,
             Some(n) => {
@@ -1753,7 +2021,6 @@ impl Endpoint {
         let c = c.clone();
         let inbound_spi = self.new_child_spi(sa)?;
         let ni = self.nonce()?;
-        let peer = &self.config.peer;
         let mut out = vec![Payload::Notify(NotifyPayload {
             protocol_id: PROTO_ESP,
             spi: old.to_be_bytes().to_vec(),
@@ -1764,14 +2031,7 @@ impl Endpoint {
             out.push(notify(NotifyType::UseTransportMode, Vec::new()));
         }
         out.extend([
-            Payload::Sa(SaPayload {
-                proposals: peer
-                    .esp_proposals
-                    .iter()
-                    .zip(1u8..)
-                    .map(|(p, n)| p.to_wire(n, inbound_spi))
-                    .collect(),
-            }),
+            Payload::Sa(self.esp_offer(inbound_spi)),
             Payload::Nonce(ni.clone()),
             Payload::TsI(c.local_ts),
             Payload::TsR(c.remote_ts),
@@ -1819,11 +2079,12 @@ impl Endpoint {
             Err(_) => Vec::new(),
         };
         let ok = child.is_ok();
+        let retry = self.retry_delay()?;
         self.child_outcome(now, sa, inbound_spi, child)?;
         if !ok {
             if let Some(c) = sa.children.iter_mut().find(|c| c.inbound_spi == old) {
                 // Try again later rather than never.
-                c.rekey_at = now.saturating_add(REKEY_RETRY);
+                c.rekey_at = now.saturating_add(retry);
             }
             return Ok(After::Keep);
         }
@@ -1957,6 +2218,13 @@ impl Endpoint {
                 self.out.counters.retransmissions += 1;
                 self.out.send(sa, bytes);
             }
+            return Ok(After::Keep);
+        }
+        if sa.expire_at.is_some_and(|t| t <= now) {
+            return Ok(self.fail(sa, DownReason::DeletedLocally));
+        }
+        if sa.state == State::Established && sa.pending.is_none() && sa.rekey_at <= now {
+            self.rekey_ike_of(now, sa)?;
             return Ok(After::Keep);
         }
         if sa.state == State::Established {

@@ -103,6 +103,18 @@ pub enum Event {
         /// The peer's address is translated.
         nat_remote: bool,
     },
+    /// An IKE SA was rekeyed (RFC 7296 1.3.2): `new` replaces `old`, whose
+    /// CHILD_SAs it took over; no `IkeSaDown` follows for `old`.
+    IkeSaRekeyed {
+        /// The replaced IKE SA.
+        old: IkeSaId,
+        /// The new one.
+        new: IkeSaId,
+        /// Its initiator's SPI.
+        spi_i: u64,
+        /// Its responder's SPI.
+        spi_r: u64,
+    },
     /// An IKE SA is gone; its CHILD_SAs were reported deleted first.
     IkeSaDown {
         /// Which.

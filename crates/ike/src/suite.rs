@@ -313,8 +313,20 @@ pub fn select_ike(
     ours: &[IkeProposal],
     ke_group: Option<u16>,
 ) -> Option<(u8, IkeSuite)> {
+    select_ike_with_spi(offered, ours, ke_group, 0).map(|(n, _, s)| (n, s))
+}
+
+/// [`select_ike`] for proposals carrying an SPI of `spi_len` octets (8 in
+/// an IKE SA rekey, RFC 7296 1.3.2); also returns the chosen proposal's
+/// SPI.
+pub fn select_ike_with_spi(
+    offered: &SaPayload,
+    ours: &[IkeProposal],
+    ke_group: Option<u16>,
+    spi_len: usize,
+) -> Option<(u8, Vec<u8>, IkeSuite)> {
     for p in &offered.proposals {
-        if p.protocol != ProtocolId::Ike || !p.spi.is_empty() {
+        if p.protocol != ProtocolId::Ike || p.spi.len() != spi_len {
             continue;
         }
         let c = Choices { proposal: p };
@@ -351,7 +363,7 @@ pub fn select_ike(
                             group: *group,
                         };
                         if ours.iter().any(|o| o.accepts(&suite)) {
-                            return Some((p.number, suite));
+                            return Some((p.number, p.spi.clone(), suite));
                         }
                     }
                 }
@@ -400,14 +412,14 @@ pub fn select_esp(offered: &SaPayload, ours: &[EspProposal]) -> Option<(u8, u32,
 
 /// The single proposal a responder returns for `suite` (RFC 7296 2.7: one
 /// transform of each type, the proposal number echoed).
-pub fn ike_reply(number: u8, suite: &IkeSuite) -> Proposal {
+pub fn ike_reply(number: u8, spi: Vec<u8>, suite: &IkeSuite) -> Proposal {
     IkeProposal {
         encryption: vec![suite.encryption],
         integrity: suite.integrity.into_iter().collect(),
         prf: vec![suite.prf],
         groups: vec![suite.group],
     }
-    .to_wire(number, Vec::new())
+    .to_wire(number, spi)
 }
 
 /// The single proposal a responder returns for an ESP `suite`.
@@ -423,6 +435,16 @@ pub fn esp_reply(number: u8, spi: u32, suite: &EspSuite) -> Proposal {
 /// one proposal with one transform of each type, which our configuration
 /// accepts.
 pub fn accept_ike_reply(reply: &SaPayload, ours: &[IkeProposal]) -> Option<IkeSuite> {
+    accept_ike_reply_with_spi(reply, ours, 0).map(|(_, s)| s)
+}
+
+/// [`accept_ike_reply`] for a reply carrying an SPI of `spi_len` octets
+/// (an IKE SA rekey); also returns that SPI.
+pub fn accept_ike_reply_with_spi(
+    reply: &SaPayload,
+    ours: &[IkeProposal],
+    spi_len: usize,
+) -> Option<(Vec<u8>, IkeSuite)> {
     let [p] = reply.proposals.as_slice() else {
         return None;
     };
@@ -434,7 +456,7 @@ pub fn accept_ike_reply(reply: &SaPayload, ours: &[IkeProposal]) -> Option<IkeSu
             _ => None,
         }
     };
-    let (_, suite) = select_ike(reply, ours, None)?;
+    let (_, spi, suite) = select_ike_with_spi(reply, ours, None, spi_len)?;
     // Every type at most once: a reply with alternatives is not a choice.
     for k in [
         TransformType::Encr,
@@ -444,7 +466,7 @@ pub fn accept_ike_reply(reply: &SaPayload, ours: &[IkeProposal]) -> Option<IkeSu
     ] {
         one(k)?;
     }
-    Some(suite)
+    Some((spi, suite))
 }
 
 /// Reads the responder's answer to our ESP proposals (initiator): the

@@ -972,3 +972,127 @@ fn rekeying_a_child_sa_the_peer_deletes_gets_child_sa_not_found() {
     );
     assert_eq!(p.r.counters().sent(NotifyType::ChildSaNotFound), 1);
 }
+
+fn rekeyed(events: &[Event]) -> Vec<(bitsgw_ike::IkeSaId, bitsgw_ike::IkeSaId, u64, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::IkeSaRekeyed {
+                old,
+                new,
+                spi_i,
+                spi_r,
+            } => Some((*old, *new, *spi_i, *spi_r)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn either_side_rekeys_the_ike_sa_and_its_child_sas_move() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, cr) = establish(&mut p);
+    p.i.rekey_ike(p.now, ci.ike).unwrap();
+    assert_eq!(
+        p.pump(),
+        4,
+        "CREATE_CHILD_SA, then the Delete of the old IKE SA"
+    );
+    let (ei, er) = (events(&mut p.i), events(&mut p.r));
+    let (ri, rr) = (rekeyed(&ei), rekeyed(&er));
+    assert_eq!((ri.len(), rr.len()), (1, 1), "{ei:?}\n{er:?}");
+    assert_eq!((ri[0].0, rr[0].0), (ci.ike, cr.ike));
+    assert_eq!((ri[0].2, ri[0].3), (rr[0].2, rr[0].3), "the same new SPIs");
+    assert_ne!(ri[0].1, ci.ike);
+    assert!(!ei
+        .iter()
+        .chain(&er)
+        .any(|e| matches!(e, Event::IkeSaDown { .. } | Event::ChildSaDeleted { .. })));
+    assert_eq!((p.i.ike_sa_count(), p.r.ike_sa_count()), (1, 1));
+    let (new_i, new_r) = (ri[0].1, rr[0].1);
+    // The CHILD_SA now belongs to the new IKE SA; the responder rekeys it
+    // there, then the IKE SA again.
+    let moved_i = ChildSaEstablished {
+        ike: new_i,
+        ..ci.clone()
+    };
+    let moved_r = ChildSaEstablished {
+        ike: new_r,
+        ..cr.clone()
+    };
+    p.r.rekey_child(p.now, new_r, cr.inbound_spi).unwrap();
+    p.pump();
+    let (ci2, cr2) = check_rekeyed(&mut p, (&moved_i, &moved_r), false);
+    assert_eq!((ci2.ike, cr2.ike), (new_i, new_r));
+    p.r.rekey_ike(p.now, new_r).unwrap();
+    p.pump();
+    let (ei, er) = (events(&mut p.i), events(&mut p.r));
+    assert_eq!(rekeyed(&ei).len(), 1);
+    assert_eq!(rekeyed(&er)[0].0, new_r);
+    let newest_i = rekeyed(&ei)[0].1;
+    p.i.delete_ike(p.now, newest_i).unwrap();
+    p.pump();
+    let (ei, er) = (events(&mut p.i), events(&mut p.r));
+    assert_eq!(
+        child_changes(&ei).1,
+        vec![(ci2.inbound_spi, ci2.outbound_spi)]
+    );
+    assert_eq!(down(&ei), DownReason::DeletedLocally);
+    assert_eq!(down(&er), DownReason::DeletedByPeer);
+    assert_eq!(p.i.ike_sa_count() + p.r.ike_sa_count(), 0);
+}
+
+#[test]
+fn the_ike_sa_is_rekeyed_when_its_lifetime_ends() {
+    let mut i = peer(true);
+    i.lifetimes.ike = Duration::from_secs(100);
+    let mut p = Pair::new(i, peer(false));
+    let (ci, _) = establish(&mut p);
+    let due = p.now.saturating_add(Duration::from_secs(100));
+    assert_eq!(p.i.poll_timeout(), Some(due));
+    p.now = due;
+    p.i.handle_timeout(p.now);
+    p.pump();
+    let r = rekeyed(&events(&mut p.i));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, ci.ike);
+    assert_eq!(
+        p.i.poll_timeout(),
+        Some(p.now.saturating_add(Duration::from_secs(100)))
+    );
+}
+
+#[test]
+fn colliding_ike_sa_rekeys_are_retried_until_one_succeeds() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, cr) = establish(&mut p);
+    p.i.rekey_ike(p.now, ci.ike).unwrap();
+    p.r.rekey_ike(p.now, cr.ike).unwrap();
+    let qi = p.i.poll_transmit().unwrap();
+    let qr = p.r.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, p.ia, p.ra, &qi.contents);
+    p.i.handle_datagram(p.now, p.ra, p.ia, &qr.contents);
+    p.pump();
+    assert_eq!(p.i.counters().received(NotifyType::TemporaryFailure), 1);
+    assert_eq!(p.r.counters().received(NotifyType::TemporaryFailure), 1);
+    let (mut ri, mut rr) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let next = [p.i.poll_timeout(), p.r.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap();
+        p.now = next;
+        p.i.handle_timeout(p.now);
+        p.r.handle_timeout(p.now);
+        p.pump();
+        ri.extend(rekeyed(&events(&mut p.i)));
+        rr.extend(rekeyed(&events(&mut p.r)));
+        if !ri.is_empty() {
+            break;
+        }
+    }
+    assert_eq!((ri.len(), rr.len()), (1, 1));
+    assert_eq!((ri[0].2, ri[0].3), (rr[0].2, rr[0].3));
+    assert_eq!((p.i.ike_sa_count(), p.r.ike_sa_count()), (1, 1));
+}

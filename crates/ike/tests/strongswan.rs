@@ -36,7 +36,8 @@ fn charon_missing() -> bool {
 /// Starts charon in namespace `swan` with its own strongswan.conf, vici
 /// socket, /run and log (IKE and CHILD_SA debug at level 4, which logs the
 /// derived keys), and loads one connection `bitsgw` to 192.0.2.1.
-fn start_charon(lab: &mut Lab, ike: &str, esp: &str, psk: &str, child_extra: &str) -> PathBuf {
+fn start_charon(lab: &mut Lab, ike: &str, esp: &str, psk: &str, extra: (&str, &str)) -> PathBuf {
+    let (ike_extra, child_extra) = extra;
     let dir = lab.dir.join("swan");
     std::fs::create_dir_all(dir.join("run")).unwrap();
     let d = dir.display();
@@ -75,6 +76,7 @@ fn start_charon(lab: &mut Lab, ike: &str, esp: &str, psk: &str, child_extra: &st
     remote_addrs = {US}
     proposals = {ike}
     mobike = no
+    {ike_extra}
     local {{
       auth = psk
       id = swan.example
@@ -206,6 +208,7 @@ struct Case<'a> {
     ike: &'a str,
     esp: &'a str,
     psk: &'a str,
+    charon_ike: &'a str,
     charon_child: &'a str,
     bitsgw_args: &'a [&'a str],
 }
@@ -218,6 +221,7 @@ impl<'a> Case<'a> {
             ike,
             esp,
             psk: PSK,
+            charon_ike: "",
             charon_child: "",
             bitsgw_args: &[],
         }
@@ -248,7 +252,13 @@ fn start(case: &Case<'_>) -> Run {
         "swan",
         &["ip", "addr", "add", "198.51.100.1/32", "dev", "lo"],
     );
-    let swan = start_charon(&mut lab, ike, esp, PSK, case.charon_child);
+    let swan = start_charon(
+        &mut lab,
+        ike,
+        esp,
+        PSK,
+        (case.charon_ike, case.charon_child),
+    );
     let psk_file = lab.dir.join("psk");
     std::fs::write(&psk_file, our_psk).unwrap();
     let role = if bitsgw_initiates {
@@ -605,5 +615,76 @@ fn bitsgw_rekeys_the_child_sa() {
     rekeys(&Case {
         bitsgw_args: &["--child-lifetime", "3"],
         ..Case::new("bk", false, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+}
+
+/// A rekeyed IKE SA replaces the first one on both sides and keeps the
+/// CHILD_SA: charon lists the new IKE SPIs bitsgw reported, ESTABLISHED,
+/// with the same CHILD_SA INSTALLED.
+fn rekeys_ike(case: &Case<'_>) {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(case);
+    let (_, child) = established(&mut run, 19);
+    let limit = Duration::from_secs(25);
+    let new = wait_line(
+        &run.lines,
+        &["IKE_SA_REKEYED", "IKE_SA_DOWN"],
+        limit,
+        &mut run.seen,
+    );
+    let new = new.unwrap_or_else(|| panic!("no rekey: {}", run.transcript()));
+    assert!(new.starts_with("IKE_SA_REKEYED"), "{}", run.transcript());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sas = swanctl(&run.lab, &run.swan, &["--list-sas"]).unwrap();
+        let spis = [
+            format!("{}_i", field(&new, "spi_i")),
+            format!("{}_r", field(&new, "spi_r")),
+        ];
+        // Only the new IKE SA, with the CHILD_SA.
+        if spis.iter().all(|s| sas.contains(s.as_str())) && sas.matches("IKEv2").count() == 1 {
+            assert!(sas.contains("ESTABLISHED"), "{sas}");
+            assert!(sas.contains("INSTALLED"), "{sas}");
+            assert!(
+                sas.contains(&format!("in  {}", field(&child, "out"))),
+                "{sas}"
+            );
+            assert!(
+                sas.contains(&format!("out {}", field(&child, "in"))),
+                "{sas}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "charon does not show the new IKE SA: {sas}\n{}",
+            run.transcript()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !run.seen
+            .iter()
+            .any(|l| l.starts_with("IKE_SA_DOWN") || l.starts_with("CHILD_SA_DELETED")),
+        "{}",
+        run.transcript()
+    );
+}
+
+#[test]
+fn charon_rekeys_the_ike_sa() {
+    rekeys_ike(&Case {
+        charon_ike: "rekey_time = 3s\n    over_time = 60s\n    rand_time = 0s",
+        ..Case::new("cr", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+}
+
+#[test]
+fn bitsgw_rekeys_the_ike_sa() {
+    rekeys_ike(&Case {
+        bitsgw_args: &["--ike-lifetime", "3"],
+        ..Case::new("br", false, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
     });
 }

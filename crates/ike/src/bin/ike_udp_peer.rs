@@ -8,7 +8,8 @@
 //!     --local-id fqdn:NAME|ipv4:ADDR|ipv6:ADDR|keyid:HEX --remote-id ...
 //!     --psk-file PATH --ike PROPOSAL --esp PROPOSAL
 //!     --local-ts CIDR --remote-ts CIDR [--mode tunnel|transport]
-//!     [--liveness SECONDS] [--child-lifetime SECONDS] [--exit-after SECONDS]
+//!     [--liveness SECONDS] [--ike-lifetime SECONDS] [--child-lifetime SECONDS]
+//!     [--exit-after SECONDS]
 //!     [--print-keys] [--trace]
 //! ```
 //!
@@ -196,7 +197,7 @@ fn config(a: &Args) -> Result<EndpointConfig, String> {
             remote_ts: vec![selector(a.get("remote-ts")?)?],
             mode,
             lifetimes: Lifetimes {
-                ike: Duration::from_secs(3600),
+                ike: secs("ike-lifetime")?.unwrap_or(Duration::from_secs(3600)),
                 child: secs("child-lifetime")?.unwrap_or(Duration::from_secs(1200)),
             },
             liveness: secs("liveness")?,
@@ -235,6 +236,9 @@ fn print_event(e: &Event, print_keys: bool) -> String {
             suite.encryption
         ),
         Event::IkeSaDown { reason, .. } => format!("IKE_SA_DOWN reason={reason:?}"),
+        Event::IkeSaRekeyed { spi_i, spi_r, .. } => {
+            format!("IKE_SA_REKEYED spi_i={spi_i:016x} spi_r={spi_r:016x}")
+        }
         Event::ChildSaEstablished(c) => {
             let mut line = format!(
                 "CHILD_SA_UP name={} in={:08x} out={:08x} mode={:?} encr={:?} integ={:?} local_ts={}-{} remote_ts={}-{} udp_encapsulation={} local={} remote={}",
