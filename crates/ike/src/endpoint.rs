@@ -26,7 +26,7 @@ use crate::suite::{
     select_esp, select_ike, select_ike_with_spi, DhGroup, EspSuite, IkeSuite,
 };
 use crate::wire::{
-    chain_len, emit_chain, parse_chain, AuthPayload, DeletePayload, ExchangeType, Flags,
+    chain_len, emit_chain, parse_chain, AuthPayload, DeletePayload, ExchangeType, Flags, Header,
     HeaderRepr, IdPayload, KePayload, Message, NotifyPayload, NotifyType, Payload, PayloadType,
     ProtocolId, SaPayload, TrafficSelector, WireError,
 };
@@ -351,6 +351,18 @@ impl<'a> Found<'a> {
 
 fn notify(t: NotifyType, data: Vec<u8>) -> Payload {
     Payload::Notify(NotifyPayload::new(t, data))
+}
+
+/// The notification refusing an authentic request whose payloads did not
+/// parse: UNSUPPORTED_CRITICAL_PAYLOAD naming the type (RFC 7296 2.5), or
+/// INVALID_SYNTAX.
+fn refusal(e: WireError) -> Payload {
+    match e {
+        WireError::UnsupportedCritical(t) => {
+            notify(NotifyType::UnsupportedCriticalPayload, vec![t])
+        }
+        _ => notify(NotifyType::InvalidSyntax, Vec::new()),
+    }
 }
 
 /// Errors about a CHILD_SA only: the IKE SA stays (RFC 7296 2.21.3).
@@ -861,6 +873,26 @@ impl Endpoint {
             Err(WireError::BadMajorVersion(_)) => {
                 return self.out.drop(DropReason::BadMajorVersion)
             }
+            Err(e @ WireError::UnsupportedCritical(_)) => {
+                // RFC 7296 2.5: an IKE_SA_INIT request is answered (others
+                // are answered once decrypted, or are responses).
+                let request = Header::new_checked(data)
+                    .and_then(|h| HeaderRepr::parse(&h))
+                    .ok()
+                    .filter(|h| {
+                        h.exchange == ExchangeType::IkeSaInit && !h.flags.response() && h.spi_r == 0
+                    });
+                match request {
+                    Some(h) => {
+                        self.out.counters.requests_received.bump(h.exchange);
+                        if let Err(e) = self.stateless_reply(&h, remote, local, refusal(e)) {
+                            self.local_failure(e);
+                        }
+                    }
+                    None => self.out.drop(DropReason::Malformed),
+                }
+                return;
+            }
             Err(_) => return self.out.drop(DropReason::Malformed),
         };
         let h = msg.header;
@@ -910,7 +942,7 @@ impl Endpoint {
     }
 
     /// Opens a message's SK payload (RFC 7296 3.14). `Err(None)`: dropped
-    /// and counted; `Err(Some(()))`: authentic but its inner payloads are
+    /// and counted; `Err(Some(error))`: authentic but its inner payloads are
     /// malformed (answered with INVALID_SYNTAX when a request). Behind a
     /// NAT, an authentic message moves the IKE SA to the addresses it came
     /// on (RFC 7296 2.23).
@@ -920,7 +952,7 @@ impl Endpoint {
         bytes: &[u8],
         payloads: &[Payload],
         (remote, local): (SocketAddr, SocketAddr),
-    ) -> Result<Vec<Payload>, Option<()>> {
+    ) -> Result<Vec<Payload>, Option<WireError>> {
         let (Some(Payload::Sk(sk)), Some(keys)) = (payloads.last(), sa.sk_in.as_ref()) else {
             self.out.drop(DropReason::Malformed);
             return Err(None);
@@ -937,7 +969,7 @@ impl Endpoint {
             sa.remote = remote;
             sa.local = local;
         }
-        parse_chain(sk.first_inner, &inner).map_err(|_| Some(()))
+        parse_chain(sk.first_inner, &inner).map_err(Some)
     }
 
     fn on_request(
@@ -976,10 +1008,10 @@ impl Endpoint {
         let payloads = match self.open(sa, bytes, &outer, path) {
             Ok(p) => p,
             Err(None) => return Ok(After::Keep),
-            Err(Some(())) => {
+            Err(Some(e)) => {
                 // Authentic, so the message ID is used up (RFC 7296 2.21.2).
                 sa.peer_message_id = sa.peer_message_id.wrapping_add(1);
-                let n = [notify(NotifyType::InvalidSyntax, Vec::new())];
+                let n = [refusal(e)];
                 self.respond(sa, h.exchange, h.message_id, &n)?;
                 return Ok(if h.exchange == ExchangeType::IkeAuth {
                     After::Remove
@@ -1023,7 +1055,7 @@ impl Endpoint {
             match self.open(sa, bytes, &outer, path) {
                 Ok(p) => p,
                 Err(None) => return Ok(After::Keep),
-                Err(Some(())) => {
+                Err(Some(_)) => {
                     self.out.drop(DropReason::Malformed);
                     return Ok(After::Keep);
                 }
@@ -1413,29 +1445,8 @@ impl Endpoint {
             .requests_received
             .bump(ExchangeType::IkeSaInit);
         self.out.count_notifies_received(&msg.payloads);
-        let reply = |this: &mut Endpoint, payload: Payload| -> Result<(), IkeError> {
-            let payloads = [payload];
-            this.out.count_notifies_sent(&payloads);
-            let header = HeaderRepr {
-                spi_r: 0,
-                flags: Flags::new(false, true),
-                ..h
-            };
-            let contents = Message {
-                header,
-                payloads: payloads.to_vec(),
-            }
-            .to_vec()?;
-            this.out
-                .counters
-                .responses_sent
-                .bump(ExchangeType::IkeSaInit);
-            this.out.transmits.push_back(Transmit {
-                remote,
-                local,
-                contents,
-            });
-            Ok(())
+        let reply = |this: &mut Endpoint, payload: Payload| {
+            this.stateless_reply(&h, remote, local, payload)
         };
         let found = Found::of(&msg.payloads);
         let offer = found.sa;
@@ -1540,6 +1551,38 @@ impl Endpoint {
             .unwrap_or_default();
         self.by_initiator.insert((remote, h.spi_i), spi_r);
         self.sas.insert(spi_r, sa);
+        Ok(())
+    }
+
+    /// An IKE_SA_INIT answer that keeps no state: one notification.
+    fn stateless_reply(
+        &mut self,
+        h: &HeaderRepr,
+        remote: SocketAddr,
+        local: SocketAddr,
+        payload: Payload,
+    ) -> Result<(), IkeError> {
+        let payloads = [payload];
+        self.out.count_notifies_sent(&payloads);
+        let header = HeaderRepr {
+            spi_r: 0,
+            flags: Flags::new(false, true),
+            ..*h
+        };
+        let contents = Message {
+            header,
+            payloads: payloads.to_vec(),
+        }
+        .to_vec()?;
+        self.out
+            .counters
+            .responses_sent
+            .bump(ExchangeType::IkeSaInit);
+        self.out.transmits.push_back(Transmit {
+            remote,
+            local,
+            contents,
+        });
         Ok(())
     }
 

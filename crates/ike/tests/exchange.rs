@@ -1096,3 +1096,49 @@ fn colliding_ike_sa_rekeys_are_retried_until_one_succeeds() {
     assert_eq!((ri[0].2, ri[0].3), (rr[0].2, rr[0].3));
     assert_eq!((p.i.ike_sa_count(), p.r.ike_sa_count()), (1, 1));
 }
+
+/// `msg` with one more payload of type `kind` at the end of its outer
+/// chain.
+fn append_payload(msg: &[u8], kind: u8, critical: bool) -> Vec<u8> {
+    let mut out = msg.to_vec();
+    let mut next_at = 16;
+    let mut at = 28;
+    while out[next_at] != 0 {
+        next_at = at;
+        at += usize::from(u16::from_be_bytes([out[at + 2], out[at + 3]]));
+    }
+    out[next_at] = kind;
+    out.extend_from_slice(&[0, if critical { 0x80 } else { 0 }, 0, 6, 0xab, 0xcd]);
+    let len = out.len() as u32;
+    out[24..28].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+#[test]
+fn unknown_critical_payloads_are_refused_and_others_ignored() {
+    let mut p = Pair::new(peer(true), peer(false));
+    p.initiate();
+    let init = p.i.poll_transmit().unwrap();
+    // RFC 7296 2.5: a critical one is refused, naming its type; no state.
+    let critical = append_payload(&init.contents, 99, true);
+    p.r.handle_datagram(p.now, p.ia, p.ra, &critical);
+    assert_eq!(p.r.ike_sa_count(), 0);
+    let refusal = p.r.poll_transmit().unwrap();
+    assert_eq!(
+        p.r.counters().sent(NotifyType::UnsupportedCriticalPayload),
+        1
+    );
+    p.i.handle_datagram(p.now, p.ra, p.ia, &refusal.contents);
+    assert_eq!(
+        down(&events(&mut p.i)),
+        DownReason::PeerNotify(NotifyType::UnsupportedCriticalPayload)
+    );
+    // A non-critical one is skipped and the exchange goes on.
+    let mut p = Pair::new(peer(true), peer(false));
+    p.initiate();
+    let init = p.i.poll_transmit().unwrap();
+    let extra = append_payload(&init.contents, 99, false);
+    p.r.handle_datagram(p.now, p.ia, p.ra, &extra);
+    assert_eq!(p.r.ike_sa_count(), 1);
+    assert_eq!(p.r.counters().total_drops(), 0);
+}
