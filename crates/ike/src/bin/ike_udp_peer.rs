@@ -1,0 +1,411 @@
+//! A minimal UDP driver for the IKE core, for interoperability tests and
+//! labs: sockets on port 500 and 4500 of one address, the core's deadlines
+//! as receive timeouts, events printed one per line on stdout. Not the appliance's integration (that hands
+//! CHILD_SAs to the IPsec stage); nothing is installed.
+//!
+//! ```text
+//! ike-udp-peer --role initiator|responder --local IP:PORT --remote IP:PORT
+//!     --local-id fqdn:NAME|ipv4:ADDR|ipv6:ADDR|keyid:HEX --remote-id ...
+//!     --psk-file PATH --ike PROPOSAL --esp PROPOSAL
+//!     --local-ts CIDR --remote-ts CIDR [--mode tunnel|transport]
+//!     [--liveness SECONDS] [--ike-lifetime SECONDS] [--child-lifetime SECONDS]
+//!     [--exit-after SECONDS]
+//!     [--print-keys] [--trace]
+//! ```
+//!
+//! Proposals use strongSwan's notation: `aes128gcm16-prfsha256-ecp256`,
+//! `aes256gcm16-prfsha256-x25519`, `aes128-sha256-prfsha256-ecp256` (IKE);
+//! `aes128gcm16`, `aes256-sha256` (ESP). `--print-keys` prints the
+//! CHILD_SA keys in hex: a test aid, off by default, never for production
+//! keys. `--trace` prints every IKE message received, in hex.
+
+use bitsgw_ike::crypto::{DirectionKeys, Secret};
+use bitsgw_ike::suite::{DhGroup, Encryption, EspProposal, IkeProposal, Integrity, Prf};
+use bitsgw_ike::wire::TrafficSelector;
+use bitsgw_ike::{
+    Endpoint, EndpointConfig, Event, Identity, Lifetimes, Mode, PeerConfig, Retransmit, Timestamp,
+};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// IKE and ESP behind a NAT (RFC 3948).
+const NAT_T_PORT: u16 = 4500;
+
+struct Args(HashMap<String, String>);
+
+impl Args {
+    fn parse() -> Result<Args, String> {
+        let mut map = HashMap::new();
+        let mut it = std::env::args().skip(1);
+        while let Some(k) = it.next() {
+            let Some(name) = k.strip_prefix("--") else {
+                return Err(format!("unexpected argument {k}"));
+            };
+            if name == "print-keys" || name == "trace" {
+                map.insert(name.to_string(), String::new());
+                continue;
+            }
+            let v = it.next().ok_or(format!("--{name} needs a value"))?;
+            map.insert(name.to_string(), v);
+        }
+        Ok(Args(map))
+    }
+
+    fn get(&self, k: &str) -> Result<&str, String> {
+        self.0
+            .get(k)
+            .map(String::as_str)
+            .ok_or(format!("--{k} is required"))
+    }
+
+    fn opt(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+}
+
+fn identity(s: &str) -> Result<Identity, String> {
+    let (kind, v) = s
+        .split_once(':')
+        .ok_or(format!("identity {s}: expected KIND:VALUE"))?;
+    let bad = |e: &dyn std::fmt::Display| format!("identity {s}: {e}");
+    Ok(match kind {
+        "fqdn" => Identity::Fqdn(v.to_string()),
+        "ipv4" => Identity::Ipv4(v.parse().map_err(|e| bad(&e))?),
+        "ipv6" => Identity::Ipv6(v.parse().map_err(|e| bad(&e))?),
+        "keyid" => Identity::KeyId(hex_decode(v).ok_or(bad(&"not hex"))?),
+        _ => return Err(bad(&"kind must be fqdn, ipv4, ipv6 or keyid")),
+    })
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn selector(s: &str) -> Result<TrafficSelector, String> {
+    let (a, l) = s.split_once('/').ok_or(format!("{s}: expected ADDR/LEN"))?;
+    Ok(TrafficSelector::prefix(
+        a.parse().map_err(|e| format!("{s}: {e}"))?,
+        l.parse().map_err(|e| format!("{s}: {e}"))?,
+    ))
+}
+
+/// One strongSwan-style algorithm keyword.
+enum Word {
+    Encr(Encryption),
+    Integ(Integrity),
+    Prf(Prf),
+    Group(DhGroup),
+}
+
+fn word(w: &str) -> Result<Word, String> {
+    Ok(match w {
+        "aes128gcm16" | "aes128gcm128" => Word::Encr(Encryption::AES128_GCM16),
+        "aes256gcm16" | "aes256gcm128" => Word::Encr(Encryption::AES256_GCM16),
+        "aes128" => Word::Encr(Encryption::AES128_CBC),
+        "aes256" => Word::Encr(Encryption::AES256_CBC),
+        "sha256" | "sha2_256" => Word::Integ(Integrity::HmacSha256_128),
+        "prfsha256" => Word::Prf(Prf::HmacSha256),
+        "ecp256" | "modp_ecp256" => Word::Group(DhGroup::Ecp256),
+        "x25519" | "curve25519" => Word::Group(DhGroup::Curve25519),
+        _ => return Err(format!("unknown algorithm {w}")),
+    })
+}
+
+fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
+    let mut p = IkeProposal {
+        encryption: vec![],
+        integrity: vec![],
+        prf: vec![],
+        groups: vec![],
+    };
+    for w in s.split('-') {
+        match word(w)? {
+            Word::Encr(e) => p.encryption.push(e),
+            Word::Integ(i) => p.integrity.push(i),
+            Word::Prf(f) => p.prf.push(f),
+            Word::Group(g) => p.groups.push(g),
+        }
+    }
+    // strongSwan derives the PRF from the integrity algorithm when none is
+    // named.
+    if p.prf.is_empty() && !p.integrity.is_empty() {
+        p.prf.push(Prf::HmacSha256);
+    }
+    Ok(p)
+}
+
+fn esp_proposal(s: &str) -> Result<EspProposal, String> {
+    let mut p = EspProposal {
+        encryption: vec![],
+        integrity: vec![],
+    };
+    for w in s.split('-') {
+        match word(w)? {
+            Word::Encr(e) => p.encryption.push(e),
+            Word::Integ(i) => p.integrity.push(i),
+            _ => return Err(format!("{s}: {w} is not an ESP algorithm")),
+        }
+    }
+    Ok(p)
+}
+
+fn config(a: &Args) -> Result<EndpointConfig, String> {
+    let psk_path = a.get("psk-file")?;
+    let psk = std::fs::read(psk_path).map_err(|e| format!("{psk_path}: {e}"))?;
+    let psk = Secret::new(
+        String::from_utf8_lossy(&psk)
+            .trim_end_matches('\n')
+            .as_bytes()
+            .to_vec(),
+    );
+    let mode = match a.opt("mode").unwrap_or("tunnel") {
+        "tunnel" => Mode::Tunnel,
+        "transport" => Mode::Transport,
+        m => return Err(format!("--mode {m}: tunnel or transport")),
+    };
+    let secs = |k: &str| -> Result<Option<Duration>, String> {
+        a.opt(k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map(Duration::from_secs)
+                    .map_err(|e| format!("--{k} {v}: {e}"))
+            })
+            .transpose()
+    };
+    let cfg = EndpointConfig {
+        peer: PeerConfig {
+            name: a.opt("name").unwrap_or("net").to_string(),
+            local_id: identity(a.get("local-id")?)?,
+            remote_id: identity(a.get("remote-id")?)?,
+            psk,
+            ike_proposals: vec![ike_proposal(a.get("ike")?)?],
+            esp_proposals: vec![esp_proposal(a.get("esp")?)?],
+            local_ts: vec![selector(a.get("local-ts")?)?],
+            remote_ts: vec![selector(a.get("remote-ts")?)?],
+            mode,
+            lifetimes: Lifetimes {
+                ike: secs("ike-lifetime")?.unwrap_or(Duration::from_secs(3600)),
+                child: secs("child-lifetime")?.unwrap_or(Duration::from_secs(1200)),
+            },
+            liveness: secs("liveness")?,
+            retransmit: Retransmit::default(),
+            initial_contact: true,
+        },
+        cookie_threshold: 64,
+        max_half_open: 4096,
+        half_open_timeout: Duration::from_secs(30),
+    };
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+fn keys_line(label: &str, k: &DirectionKeys) -> String {
+    format!(
+        " {label}_enc={} {label}_salt={} {label}_integ={}",
+        hex(k.encryption.expose()),
+        hex(k.salt.expose()),
+        hex(k.integrity.expose())
+    )
+}
+
+fn print_event(e: &Event, print_keys: bool) -> String {
+    match e {
+        Event::IkeSaUp {
+            spi_i,
+            spi_r,
+            suite,
+            nat_local,
+            nat_remote,
+            ..
+        } => format!(
+            "IKE_SA_UP spi_i={spi_i:016x} spi_r={spi_r:016x} group={} encr={:?} nat_local={nat_local} nat_remote={nat_remote}",
+            suite.group.number(),
+            suite.encryption
+        ),
+        Event::IkeSaDown { reason, .. } => format!("IKE_SA_DOWN reason={reason:?}"),
+        Event::IkeSaRekeyed { spi_i, spi_r, .. } => {
+            format!("IKE_SA_REKEYED spi_i={spi_i:016x} spi_r={spi_r:016x}")
+        }
+        Event::ChildSaEstablished(c) => {
+            let mut line = format!(
+                "CHILD_SA_UP name={} in={:08x} out={:08x} mode={:?} encr={:?} integ={:?} local_ts={}-{} remote_ts={}-{} udp_encapsulation={} local={} remote={}",
+                c.name,
+                c.inbound_spi,
+                c.outbound_spi,
+                c.mode,
+                c.suite.encryption,
+                c.suite.integrity,
+                c.local_ts[0].start,
+                c.local_ts[0].end,
+                c.remote_ts[0].start,
+                c.remote_ts[0].end,
+                c.udp_encapsulation,
+                c.local,
+                c.remote,
+            );
+            if let Some(old) = c.rekeys {
+                line += &format!(" rekeys={old:08x}");
+            }
+            if print_keys {
+                // In the terms of the exchange that made it, as strongSwan
+                // logs them.
+                let (i2r, r2i) = if c.exchange_initiator {
+                    (&c.outbound, &c.inbound)
+                } else {
+                    (&c.inbound, &c.outbound)
+                };
+                line += &keys_line("i2r", i2r);
+                line += &keys_line("r2i", r2i);
+            }
+            line
+        }
+        Event::ChildSaFailed { notify, .. } => format!("CHILD_SA_FAILED notify={notify:?}"),
+        Event::ChildSaDeleted {
+            inbound_spi,
+            outbound_spi,
+            ..
+        } => format!("CHILD_SA_DELETED in={inbound_spi:08x} out={outbound_spi:08x}"),
+        e => format!("EVENT {e:?}"),
+    }
+}
+
+fn run() -> Result<(), String> {
+    let a = Args::parse()?;
+    let initiator = match a.get("role")? {
+        "initiator" => true,
+        "responder" => false,
+        r => return Err(format!("--role {r}: initiator or responder")),
+    };
+    let local: SocketAddr = a
+        .get("local")?
+        .parse()
+        .map_err(|e| format!("--local: {e}"))?;
+    let remote: SocketAddr = a
+        .get("remote")?
+        .parse()
+        .map_err(|e| format!("--remote: {e}"))?;
+    let exit_after = a
+        .opt("exit-after")
+        .map(|v| v.parse::<u64>().map(Duration::from_secs))
+        .transpose()
+        .map_err(|e| format!("--exit-after: {e}"))?;
+    let print_keys = a.opt("print-keys").is_some();
+    let trace = a.opt("trace").is_some();
+    let mut ep = Endpoint::new(config(&a)?).map_err(|e| e.to_string())?;
+    // IKE on `local` and, for NAT traversal (RFC 7296 2.23), on port 4500
+    // of the same address, where IKE follows a four-octet zero non-ESP
+    // marker (RFC 3948 2.2) and anything else is ESP, not ours here.
+    let natt = SocketAddr::new(local.ip(), NAT_T_PORT);
+    let sockets = [
+        (
+            local,
+            UdpSocket::bind(local).map_err(|e| format!("bind {local}: {e}"))?,
+        ),
+        (
+            natt,
+            UdpSocket::bind(natt).map_err(|e| format!("bind {natt}: {e}"))?,
+        ),
+    ];
+    let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, SocketAddr, Vec<u8>)>();
+    for (addr, sock) in &sockets {
+        let sock = sock.try_clone().map_err(|e| e.to_string())?;
+        let (addr, tx) = (*addr, tx.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let data = &buf[..n];
+                let ike = if addr.port() == NAT_T_PORT {
+                    match data.split_first_chunk::<4>() {
+                        Some(([0, 0, 0, 0], rest)) => rest,
+                        _ => continue,
+                    }
+                } else {
+                    data
+                };
+                if tx.send((from, addr, ike.to_vec())).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let start = Instant::now();
+    let now = || Timestamp(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    let mut out = std::io::stdout().lock();
+    let mut say = |line: String| {
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    say(format!("READY {local}"));
+    if initiator {
+        ep.initiate(now(), local, remote)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut last_counters = String::new();
+    loop {
+        while let Some(t) = ep.poll_transmit() {
+            let Some((_, sock)) = sockets.iter().find(|(a, _)| *a == t.local) else {
+                return Err(format!("no socket for {}", t.local));
+            };
+            let mut datagram = Vec::with_capacity(4 + t.contents.len());
+            if t.local.port() == NAT_T_PORT {
+                datagram.extend_from_slice(&[0; 4]);
+            }
+            datagram.extend_from_slice(&t.contents);
+            sock.send_to(&datagram, t.remote)
+                .map_err(|e| format!("send to {}: {e}", t.remote))?;
+        }
+        while let Some(e) = ep.poll_event() {
+            say(print_event(&e, print_keys));
+        }
+        let c = ep.counters();
+        let counters = format!(
+            "COUNTERS notify_sent={:?} notify_received={:?} drops={:?}",
+            c.notify_sent, c.notify_received, c.drops
+        );
+        if counters != last_counters {
+            say(counters.clone());
+            last_counters = counters;
+        }
+        if exit_after.is_some_and(|d| start.elapsed() >= d) {
+            return Ok(());
+        }
+        let wait = ep
+            .poll_timeout()
+            .map_or(Duration::from_millis(200), |t| t.saturating_since(now()))
+            .clamp(Duration::from_millis(1), Duration::from_millis(200));
+        match rx.recv_timeout(wait) {
+            Ok((from, to, data)) => {
+                if trace {
+                    say(format!("RECEIVED {from} {to} {}", hex(&data)));
+                }
+                ep.handle_datagram(now(), from, to, &data);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => return Err(format!("receive: {e}")),
+        }
+        ep.handle_timeout(now());
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ike-udp-peer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
