@@ -203,11 +203,7 @@ impl DebugStall {
             ms = length.as_millis() as u64,
             "debug build: stalling a forwarding thread"
         );
-        running.apply(std::sync::Arc::new(move |_gw| {
-            if std::thread::current().name() == Some(thread.as_str()) {
-                std::thread::sleep(length);
-            }
-        }));
+        running.stall(&thread, length);
     }
 }
 

@@ -217,6 +217,10 @@ struct Shared {
     rx_pipeline: Mutex<PipelineCounters>,
     /// Packet buffers made so far (see [`Report::packet_buffers`]).
     buffers_made: AtomicU64,
+    /// Set when [`Running::stall`] asks a receive thread to block (one
+    /// relaxed load per burst otherwise).
+    stall_asked: AtomicBool,
+    stall: Mutex<Option<(String, Duration)>>,
 }
 
 impl Shared {
@@ -364,6 +368,8 @@ pub fn start_configured(
         rx_stage: Mutex::new(StageCounters::default()),
         rx_pipeline: Mutex::new(PipelineCounters::default()),
         buffers_made: AtomicU64::new(0),
+        stall_asked: AtomicBool::new(false),
+        stall: Mutex::new(None),
     });
     let host_link = host.rx.link_type();
     let net_link = network.rx.link_type();
@@ -628,6 +634,23 @@ impl Running {
         for c in &self.controls {
             let _ = c.send(Control::Apply(Arc::clone(&action)));
         }
+    }
+
+    /// Blocks the forwarding thread named `thread` (a receive thread or a
+    /// worker) once for `length`: how the watchdog's tests make a thread
+    /// stuck. Receive threads apply no controls, so they look for the
+    /// request between bursts.
+    pub fn stall(&self, thread: &str, length: Duration) {
+        if let Ok(mut s) = self.shared.stall.lock() {
+            *s = Some((thread.to_string(), length));
+        }
+        self.shared.stall_asked.store(true, Ordering::Release);
+        let name = thread.to_string();
+        self.apply(Arc::new(move |_gw| {
+            if std::thread::current().name() == Some(name.as_str()) {
+                std::thread::sleep(length);
+            }
+        }));
     }
 
     /// How many gateways [`Running::apply`] runs an action on.

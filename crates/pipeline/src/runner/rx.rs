@@ -161,6 +161,7 @@ impl RxThread {
             if let Some(d) = self.dispatch.as_mut() {
                 d.refresh();
             }
+            self.stall_if_asked();
             // One frame, waiting a little; then whatever else is already
             // there, up to a batch; then hand everything over. The frames
             // of one burst share the time it was taken at.
@@ -287,6 +288,28 @@ impl RxThread {
     pub(super) fn count_frag_drops(&mut self) {
         if let Ok(mut s) = self.shared.rx_stage.lock() {
             s.record_frag_drops(&self.reassembler, &mut self.frag_seen);
+        }
+    }
+
+    /// Blocks this thread if [`Running::stall`] asked for it by name.
+    fn stall_if_asked(&self) {
+        if !self.shared.stall_asked.load(Ordering::Relaxed) {
+            return;
+        }
+        let me = std::thread::current();
+        let length = self.shared.stall.lock().ok().and_then(|mut s| {
+            let mine = s
+                .as_ref()
+                .is_some_and(|(t, _)| me.name() == Some(t.as_str()));
+            if mine {
+                self.shared.stall_asked.store(false, Ordering::Relaxed);
+                s.take().map(|(_, length)| length)
+            } else {
+                None
+            }
+        });
+        if let Some(length) = length {
+            std::thread::sleep(length);
         }
     }
 
