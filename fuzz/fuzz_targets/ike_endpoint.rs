@@ -47,6 +47,7 @@ fn config(initiator: bool) -> EndpointConfig {
             esp_proposals: vec![EspProposal {
                 encryption: vec![Encryption::AES128_GCM16],
                 integrity: vec![],
+                groups: vec![],
             }],
             local_ts: vec![local_ts],
             remote_ts: vec![remote_ts],

@@ -738,6 +738,7 @@ mod tests {
         let suite = EspSuite {
             encryption: Encryption::AES128_GCM16,
             integrity: None,
+            group: None,
         };
         let k = derive_child_keys(&sk_d, &suite, None, &[2; 32], &[3; 32]).unwrap();
         let stream = prf_plus(&[1; 32], &[[2u8; 32], [3; 32]].concat(), 40).unwrap();

@@ -23,7 +23,7 @@ use crate::event::{
 };
 use crate::suite::{
     accept_esp_reply, accept_ike_reply, accept_ike_reply_with_spi, esp_reply, ike_reply,
-    select_esp, select_ike, select_ike_with_spi, DhGroup, EspSuite, IkeSuite,
+    select_esp, select_ike, select_ike_with_spi, DhGroup, EspProposal, EspSuite, IkeSuite, Pfs,
 };
 use crate::wire::{
     chain_len, emit_chain, parse_chain, AuthPayload, DeletePayload, ExchangeType, Flags, Header,
@@ -151,6 +151,9 @@ struct Asked<'a> {
     remote_ts: &'a [TrafficSelector],
     ni: Vec<u8>,
     rekeys: Option<u32>,
+    /// How to read Diffie-Hellman transforms, and our key for PFS.
+    pfs: Pfs,
+    dh: Option<DhPrivate>,
 }
 
 /// A CHILD_SA just negotiated, before its keys are derived.
@@ -165,6 +168,8 @@ struct NewChild {
     /// The nonces of the exchange that made it, its initiator's first.
     ni: Vec<u8>,
     nr: Vec<u8>,
+    /// The fresh Diffie-Hellman secret with PFS (RFC 7296 2.17).
+    shared: Option<Secret>,
     /// Whether we initiated that exchange: KEYMAT's first keys protect
     /// what its initiator sends (RFC 7296 2.17).
     exchange_initiator: bool,
@@ -212,8 +217,9 @@ struct IkeSa {
     announced: bool,
     /// When to rekey it (its configured lifetime).
     rekey_at: Timestamp,
-    /// Our Diffie-Hellman key of an outstanding IKE SA rekey.
-    rekey_dh: Option<DhPrivate>,
+    /// Our Diffie-Hellman keys of outstanding rekeys (of the IKE SA, or of
+    /// CHILD_SAs with PFS), by the nonce of their request.
+    pending_dh: Vec<(Vec<u8>, DhPrivate)>,
     /// Replaced by a rekey: dropped at this time if the peer has not
     /// deleted it by then.
     expire_at: Option<Timestamp>,
@@ -517,12 +523,31 @@ impl Endpoint {
         }
     }
 
-    /// Our ESP proposals, numbered from 1, with our inbound `spi`.
-    fn esp_offer(&self, spi: u32) -> SaPayload {
+    /// Our ESP proposals, numbered from 1, with our inbound `spi`; their
+    /// Diffie-Hellman groups only with `pfs` (not in IKE_AUTH, whose
+    /// CHILD_SA has no KE payload, RFC 7296 1.2).
+    fn esp_offer(&self, spi: u32, pfs: bool) -> SaPayload {
         let proposals = self.config.peer.esp_proposals.iter().zip(1u8..);
+        let wire = |(p, n): (&EspProposal, u8)| {
+            if pfs {
+                p.to_wire(n, spi)
+            } else {
+                EspProposal {
+                    groups: Vec::new(),
+                    ..p.clone()
+                }
+                .to_wire(n, spi)
+            }
+        };
         SaPayload {
-            proposals: proposals.map(|(p, n)| p.to_wire(n, spi)).collect(),
+            proposals: proposals.map(wire).collect(),
         }
+    }
+
+    /// Our Diffie-Hellman key of the request that carried nonce `ni`.
+    fn take_dh(sa: &mut IkeSa, ni: &[u8]) -> Option<DhPrivate> {
+        let i = sa.pending_dh.iter().position(|(n, _)| n == ni)?;
+        Some(sa.pending_dh.swap_remove(i).1)
     }
 
     /// The wait before a refused rekey is tried again: REKEY_RETRY plus up
@@ -589,7 +614,7 @@ impl Endpoint {
             nat_remote: false,
             announced: true,
             rekey_at: Timestamp(u64::MAX),
-            rekey_dh: None,
+            pending_dh: Vec::new(),
             expire_at: None,
         };
         self.send_init(now, &mut sa)?;
@@ -1212,7 +1237,7 @@ impl Endpoint {
         if peer.mode == Mode::Transport {
             out.push(notify(NotifyType::UseTransportMode, Vec::new()));
         }
-        out.push(Payload::Sa(self.esp_offer(spi)));
+        out.push(Payload::Sa(self.esp_offer(spi, false)));
         out.push(Payload::TsI(peer.local_ts.clone()));
         out.push(Payload::TsR(peer.remote_ts.clone()));
         sa.state = State::AuthSent;
@@ -1263,7 +1288,7 @@ impl Endpoint {
         let Some(keys) = &sa.keys else {
             return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
         };
-        let k = derive_child_keys(&keys.sk_d, &c.suite, None, &c.ni, &c.nr)?;
+        let k = derive_child_keys(&keys.sk_d, &c.suite, c.shared.as_ref(), &c.ni, &c.nr)?;
         let (inbound, outbound) = if c.exchange_initiator {
             (k.responder_to_initiator, k.initiator_to_responder)
         } else {
@@ -1336,6 +1361,8 @@ impl Endpoint {
             remote_ts: &peer.remote_ts,
             ni: sa.ni.clone(),
             rekeys: None,
+            pfs: Pfs::Ignore,
+            dh: None,
         };
         let child = self.accept_child_reply(payloads, asked, Some(sa.nr.clone()));
         self.child_outcome(now, sa, inbound_spi, child)?;
@@ -1361,9 +1388,21 @@ impl Endpoint {
             return Err((NotifyType::InvalidSyntax, true));
         };
         let transport = find_notify(payloads, NotifyType::UseTransportMode).is_some();
-        let Some((outbound_spi, suite)) = accept_esp_reply(offer, &self.config.peer.esp_proposals)
+        let Some((outbound_spi, suite)) =
+            accept_esp_reply(offer, &self.config.peer.esp_proposals, asked.pfs)
         else {
             return Err((NotifyType::NoProposalChosen, true));
+        };
+        // PFS: the responder's KE in the group of ours (RFC 7296 1.3.1).
+        let shared = match (suite.group, asked.dh, found.ke) {
+            (None, _, _) => None,
+            (Some(g), Some(dh), Some(ke)) if dh.group() == g && ke.group == g.number() => {
+                let Ok(secret) = dh.agree(&ke.data) else {
+                    return Err((NotifyType::InvalidSyntax, true));
+                };
+                Some(secret)
+            }
+            _ => return Err((NotifyType::NoProposalChosen, true)),
         };
         // The mode we asked for, or a refusal (fail closed; RFC 7296
         // 1.3.1 lets the initiator delete a CHILD_SA in the wrong mode).
@@ -1382,6 +1421,7 @@ impl Endpoint {
             remote_ts: tsr.clone(),
             ni: asked.ni,
             nr,
+            shared,
             exchange_initiator: true,
             rekeys: asked.rekeys,
         })
@@ -1521,7 +1561,7 @@ impl Endpoint {
             nat_remote: false,
             announced: false,
             rekey_at: Timestamp(u64::MAX),
-            rekey_dh: None,
+            pending_dh: Vec::new(),
             expire_at: None,
         };
         Self::detect_nat(&mut sa, &msg.payloads, 0);
@@ -1629,17 +1669,17 @@ impl Endpoint {
             }),
         ];
         let nonces = (sa.ni.clone(), sa.nr.clone());
-        let child = self.negotiate_child(sa, payloads, nonces, None)?;
+        let child = self.negotiate_child(sa, payloads, nonces, None, Pfs::Ignore)?;
         match &child {
             Some(Ok(c)) => out.extend(c.reply.iter().cloned()),
-            Some(Err(t)) => out.push(notify(*t, Vec::new())),
+            Some(Err((t, data))) => out.push(notify(*t, data.clone())),
             None => {}
         }
         self.respond(sa, h.exchange, h.message_id, &out)?;
         self.ike_sa_up(now, sa);
         match child {
             Some(Ok(c)) => self.child_up(now, sa, c.child)?,
-            Some(Err(notify)) => self.out.events.push_back(Event::ChildSaFailed {
+            Some(Err((notify, _))) => self.out.events.push_back(Event::ChildSaFailed {
                 ike: IkeSaId(sa.id),
                 name: self.config.peer.name.clone(),
                 notify,
@@ -1680,7 +1720,8 @@ impl Endpoint {
         payloads: &[Payload],
         (ni, nr): (Vec<u8>, Vec<u8>),
         rekeys: Option<u32>,
-    ) -> Result<Option<Result<ChildReply, NotifyType>>, IkeError> {
+        pfs: Pfs,
+    ) -> Result<Option<Result<ChildReply, ChildRefusal>>, IkeError> {
         let found = Found::of(payloads);
         let offer = found.sa;
         let tsi = found.tsi;
@@ -1690,15 +1731,16 @@ impl Endpoint {
         };
         let peer = &self.config.peer;
         let (Some(tsi), Some(tsr)) = (tsi, tsr) else {
-            return Ok(Some(Err(NotifyType::TsUnacceptable)));
+            return Ok(Some(Err((NotifyType::TsUnacceptable, Vec::new()))));
         };
-        let Some((number, outbound_spi, suite)) = select_esp(offer, &peer.esp_proposals) else {
-            return Ok(Some(Err(NotifyType::NoProposalChosen)));
+        let Some((number, outbound_spi, suite)) = select_esp(offer, &peer.esp_proposals, pfs)
+        else {
+            return Ok(Some(Err((NotifyType::NoProposalChosen, Vec::new()))));
         };
         let remote_ts = narrow(tsi, &peer.remote_ts);
         let local_ts = narrow(tsr, &peer.local_ts);
         if remote_ts.is_empty() || local_ts.is_empty() {
-            return Ok(Some(Err(NotifyType::TsUnacceptable)));
+            return Ok(Some(Err((NotifyType::TsUnacceptable, Vec::new()))));
         }
         let transport = find_notify(payloads, NotifyType::UseTransportMode).is_some();
         // RFC 7296 1.3.1: transport mode only when asked for; a peer that
@@ -1707,8 +1749,29 @@ impl Endpoint {
         let mode = match (peer.mode, transport) {
             (Mode::Transport, true) => Mode::Transport,
             (Mode::Tunnel, _) => Mode::Tunnel,
-            (Mode::Transport, false) => return Ok(Some(Err(NotifyType::NoProposalChosen))),
+            (Mode::Transport, false) => {
+                return Ok(Some(Err((NotifyType::NoProposalChosen, Vec::new()))))
+            }
         };
+        // PFS (RFC 7296 1.3.1): a fresh Diffie-Hellman exchange in the
+        // chosen group, which the peer's KE payload must use (1.3).
+        let mut shared = None;
+        let mut ke_reply = None;
+        if let Some(g) = suite.group {
+            let Some(ke) = found.ke.filter(|k| k.group == g.number()) else {
+                let want = g.number().to_be_bytes().to_vec();
+                return Ok(Some(Err((NotifyType::InvalidKePayload, want))));
+            };
+            let dh = DhPrivate::generate(g, &self.rng)?;
+            ke_reply = Some(Payload::Ke(KePayload {
+                group: g.number(),
+                data: dh.public_value().to_vec(),
+            }));
+            let Ok(secret) = dh.agree(&ke.data) else {
+                return Ok(Some(Err((NotifyType::InvalidSyntax, Vec::new()))));
+            };
+            shared = Some(secret);
+        }
         let inbound_spi = self.new_child_spi(sa)?;
         let mut reply = vec![
             Payload::Sa(SaPayload {
@@ -1730,10 +1793,12 @@ impl Endpoint {
                 remote_ts,
                 ni,
                 nr,
+                shared,
                 exchange_initiator: false,
                 rekeys,
             },
             reply,
+            ke: ke_reply,
         })))
     }
 
@@ -1757,7 +1822,7 @@ impl Endpoint {
             group: suite.group.number(),
             data: dh.public_value().to_vec(),
         };
-        sa.rekey_dh = Some(dh);
+        sa.pending_dh.push((ni.clone(), dh));
         let proposals = self.ike_offer(spi.to_be_bytes().to_vec());
         let out = vec![
             Payload::Sa(proposals),
@@ -1832,7 +1897,7 @@ impl Endpoint {
             nat_remote: old.nat_remote,
             announced: true,
             rekey_at: now.saturating_add(self.config.peer.lifetimes.ike),
-            rekey_dh: None,
+            pending_dh: Vec::new(),
             expire_at: None,
         };
         self.out.events.push_back(Event::IkeSaRekeyed {
@@ -1923,7 +1988,7 @@ impl Endpoint {
         spi_i: u64,
         ni: Vec<u8>,
     ) -> Result<After, IkeError> {
-        let dh = sa.rekey_dh.take();
+        let dh = Self::take_dh(sa, &ni);
         let found = Found::of(payloads);
         let accepted = match (first_error(payloads), found.sa, found.nonce, found.ke, dh) {
             (None, Some(offer), Some(nr), Some(ke), Some(dh)) => {
@@ -2009,22 +2074,31 @@ impl Endpoint {
             );
         };
         let nr = self.nonce()?;
-        let child = match self.negotiate_child(sa, payloads, (ni.clone(), nr.clone()), rekeys)? {
-            None => Err(NotifyType::InvalidSyntax),
+        let pfs = found.ke.map_or(Pfs::Without, |k| Pfs::With(k.group));
+        let nonces = (ni.clone(), nr.clone());
+        let child = match self.negotiate_child(sa, payloads, nonces, rekeys, pfs)? {
+            None => Err((NotifyType::InvalidSyntax, Vec::new())),
             Some(c) => c,
         };
         match child {
-            Err(t) => {
+            Err((t, data)) => {
                 self.out.events.push_back(Event::ChildSaFailed {
                     ike: IkeSaId(sa.id),
                     name: self.config.peer.name.clone(),
                     notify: t,
                 });
-                refuse(self, sa, NotifyPayload::new(t, Vec::new()))
+                refuse(self, sa, NotifyPayload::new(t, data))
             }
-            Ok(ChildReply { child, mut reply }) => {
-                // SA, Nr, TSi, TSr (RFC 7296 1.3.1).
+            Ok(ChildReply {
+                child,
+                mut reply,
+                ke,
+            }) => {
+                // SA, Nr, [KEr,] TSi, TSr (RFC 7296 1.3.1).
                 reply.insert(1, Payload::Nonce(nr.clone()));
+                if let Some(ke) = ke {
+                    reply.insert(2, ke);
+                }
                 self.respond(sa, h.exchange, h.message_id, &reply)?;
                 if let Some(old) = rekeys {
                     if let Some(c) = sa.children.iter_mut().find(|c| c.inbound_spi == old) {
@@ -2064,6 +2138,25 @@ impl Endpoint {
         let c = c.clone();
         let inbound_spi = self.new_child_spi(sa)?;
         let ni = self.nonce()?;
+        // PFS with the first group we are configured for (RFC 7296 1.3.1).
+        let group = self
+            .config
+            .peer
+            .esp_proposals
+            .first()
+            .and_then(|p| p.groups.first());
+        let ke = match group {
+            Some(g) => {
+                let dh = DhPrivate::generate(*g, &self.rng)?;
+                let ke = Payload::Ke(KePayload {
+                    group: g.number(),
+                    data: dh.public_value().to_vec(),
+                });
+                sa.pending_dh.push((ni.clone(), dh));
+                Some(ke)
+            }
+            None => None,
+        };
         let mut out = vec![Payload::Notify(NotifyPayload {
             protocol_id: PROTO_ESP,
             spi: old.to_be_bytes().to_vec(),
@@ -2073,12 +2166,11 @@ impl Endpoint {
         if c.mode == Mode::Transport {
             out.push(notify(NotifyType::UseTransportMode, Vec::new()));
         }
-        out.extend([
-            Payload::Sa(self.esp_offer(inbound_spi)),
-            Payload::Nonce(ni.clone()),
-            Payload::TsI(c.local_ts),
-            Payload::TsR(c.remote_ts),
-        ]);
+        out.push(Payload::Sa(self.esp_offer(inbound_spi, true)));
+        out.push(Payload::Nonce(ni.clone()));
+        out.extend(ke);
+        out.push(Payload::TsI(c.local_ts));
+        out.push(Payload::TsR(c.remote_ts));
         self.request(
             now,
             sa,
@@ -2108,14 +2200,16 @@ impl Endpoint {
     ) -> Result<After, IkeError> {
         let Some(c) = sa.children.iter().find(|c| c.inbound_spi == old).cloned() else {
             // Deleted meanwhile: what the peer made is not wanted either.
-            let asked = self.asked_for_rekey(inbound_spi, ni, old, None);
+            let dh = Self::take_dh(sa, &ni);
+            let asked = self.asked_for_rekey(inbound_spi, ni, old, None, dh);
             match self.accept_child_reply(payloads, asked, None) {
                 Ok(_) => self.request_child_delete(now, sa, inbound_spi)?,
                 Err(e) => self.child_outcome(now, sa, inbound_spi, Err(e))?,
             }
             return Ok(After::Keep);
         };
-        let asked = self.asked_for_rekey(inbound_spi, ni.clone(), old, Some(&c));
+        let dh = Self::take_dh(sa, &ni);
+        let asked = self.asked_for_rekey(inbound_spi, ni.clone(), old, Some(&c), dh);
         let child = self.accept_child_reply(payloads, asked, None);
         let nr = match &child {
             Ok(n) => n.nr.clone(),
@@ -2146,9 +2240,14 @@ impl Endpoint {
         ni: Vec<u8>,
         old: u32,
         c: Option<&'a ChildSa>,
+        dh: Option<DhPrivate>,
     ) -> Asked<'a> {
         let peer = &self.config.peer;
         Asked {
+            pfs: dh
+                .as_ref()
+                .map_or(Pfs::Without, |d| Pfs::With(d.group().number())),
+            dh,
             inbound_spi,
             mode: c.map_or(peer.mode, |c| c.mode),
             local_ts: c.map_or(&peer.local_ts, |c| &c.local_ts),
@@ -2292,9 +2391,14 @@ impl Endpoint {
     }
 }
 
+/// The error notification refusing a CHILD_SA, and its data.
+type ChildRefusal = (NotifyType, Vec<u8>);
+
 /// A CHILD_SA the responder accepted, and the payloads that say so.
 #[derive(Debug)]
 struct ChildReply {
     child: NewChild,
     reply: Vec<Payload>,
+    /// Our KE payload when the CHILD_SA has PFS.
+    ke: Option<Payload>,
 }

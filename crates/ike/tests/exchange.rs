@@ -33,6 +33,7 @@ fn esp_gcm() -> EspProposal {
     EspProposal {
         encryption: vec![Encryption::AES128_GCM16],
         integrity: vec![],
+        groups: vec![],
     }
 }
 
@@ -235,6 +236,7 @@ fn both_sides_key_the_same_child_sa_for_every_suite() {
         let esp = EspProposal {
             encryption: vec![esp_enc],
             integrity: esp_integ.into_iter().collect(),
+            groups: vec![],
         };
         let (mut a, mut b) = (peer(true), peer(false));
         for c in [&mut a, &mut b] {
@@ -402,6 +404,7 @@ fn no_common_esp_proposal_fails_the_child_sa_only() {
     r.esp_proposals = vec![EspProposal {
         encryption: vec![Encryption::AES256_GCM16],
         integrity: vec![],
+        groups: vec![],
     }];
     let mut p = Pair::new(peer(true), r);
     p.initiate();
@@ -1141,4 +1144,59 @@ fn unknown_critical_payloads_are_refused_and_others_ignored() {
     p.r.handle_datagram(p.now, p.ia, p.ra, &extra);
     assert_eq!(p.r.ike_sa_count(), 1);
     assert_eq!(p.r.counters().total_drops(), 0);
+}
+
+fn with_pfs(mut c: PeerConfig, groups: Vec<DhGroup>) -> PeerConfig {
+    c.esp_proposals[0].groups = groups;
+    c
+}
+
+#[test]
+fn child_sa_rekeys_with_pfs() {
+    let g = vec![DhGroup::Curve25519];
+    let mut p = Pair::new(with_pfs(peer(true), g.clone()), with_pfs(peer(false), g));
+    let (ci, cr) = establish(&mut p);
+    // IKE_AUTH has no KE payload: its CHILD_SA has no group of its own.
+    assert_eq!(ci.suite.group, None);
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    p.pump();
+    let (ni, nr) = check_rekeyed(&mut p, (&ci, &cr), true);
+    assert_eq!(ni.suite.group, Some(DhGroup::Curve25519));
+    assert_eq!(nr.suite.group, Some(DhGroup::Curve25519));
+    p.r.rekey_child(p.now, nr.ike, nr.inbound_spi).unwrap();
+    p.pump();
+    let (ni2, _) = check_rekeyed(&mut p, (&ni, &nr), false);
+    assert_eq!(ni2.suite.group, Some(DhGroup::Curve25519));
+}
+
+#[test]
+fn pfs_disagreements_fail_the_rekey_and_keep_the_child_sa() {
+    // The KE payload's group is not the responder's: INVALID_KE_PAYLOAD
+    // asking for its own.
+    let i = with_pfs(peer(true), vec![DhGroup::Ecp256, DhGroup::Curve25519]);
+    let mut p = Pair::new(i, with_pfs(peer(false), vec![DhGroup::Curve25519]));
+    let (ci, _) = establish(&mut p);
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    p.pump();
+    let ei = events(&mut p.i);
+    assert!(
+        ei.contains(&Event::ChildSaFailed {
+            ike: ci.ike,
+            name: "site".into(),
+            notify: NotifyType::InvalidKePayload
+        }),
+        "{ei:?}"
+    );
+    assert_eq!(child_changes(&ei), (vec![], vec![]));
+    // PFS required by the responder, a rekey without it refused.
+    let mut p = Pair::new(peer(true), with_pfs(peer(false), vec![DhGroup::Curve25519]));
+    let (ci, _) = establish(&mut p);
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    p.pump();
+    assert!(events(&mut p.i).contains(&Event::ChildSaFailed {
+        ike: ci.ike,
+        name: "site".into(),
+        notify: NotifyType::NoProposalChosen
+    }));
+    assert_eq!(p.r.counters().sent(NotifyType::NoProposalChosen), 1);
 }

@@ -564,9 +564,9 @@ fn wrong_psk_is_refused_when_charon_initiates() {
 /// A rekeyed CHILD_SA replaces the first one on both sides: bitsgw
 /// reports the new one and the old one's deletion, and charon lists only
 /// the new one, with the keys it logged last.
-fn rekeys(case: &Case<'_>) {
+fn rekeys(case: &Case<'_>) -> Option<String> {
     if charon_missing() {
-        return;
+        return None;
     }
     let mut run = start(case);
     let (up, first) = established(&mut run, 19);
@@ -600,22 +600,25 @@ fn rekeys(case: &Case<'_>) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    Some(second)
 }
 
 #[test]
 fn charon_rekeys_the_child_sa() {
-    rekeys(&Case {
+    let second = rekeys(&Case {
         charon_child: "rekey_time = 3s\n        life_time = 60s\n        rand_time = 0s",
         ..Case::new("ck", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
     });
+    assert!(second.is_none_or(|l| !l.contains("pfs_group")));
 }
 
 #[test]
 fn bitsgw_rekeys_the_child_sa() {
-    rekeys(&Case {
+    let second = rekeys(&Case {
         bitsgw_args: &["--child-lifetime", "3"],
         ..Case::new("bk", false, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
     });
+    assert!(second.is_none_or(|l| !l.contains("pfs_group")));
 }
 
 /// A rekeyed IKE SA replaces the first one on both sides and keeps the
@@ -687,4 +690,32 @@ fn bitsgw_rekeys_the_ike_sa() {
         bitsgw_args: &["--ike-lifetime", "3"],
         ..Case::new("br", false, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
     });
+}
+
+#[test]
+fn charon_rekeys_the_child_sa_with_pfs() {
+    let second = rekeys(&Case {
+        charon_child: "rekey_time = 3s\n        life_time = 60s\n        rand_time = 0s",
+        ..Case::new(
+            "cp",
+            true,
+            "aes128gcm16-prfsha256-ecp256",
+            "aes128gcm16-x25519",
+        )
+    });
+    assert_eq!(second.as_deref().map(|l| field(l, "pfs_group")), Some("31"));
+}
+
+#[test]
+fn bitsgw_rekeys_the_child_sa_with_pfs() {
+    let second = rekeys(&Case {
+        bitsgw_args: &["--child-lifetime", "3"],
+        ..Case::new(
+            "bp",
+            false,
+            "aes128gcm16-prfsha256-ecp256",
+            "aes256gcm16-ecp256",
+        )
+    });
+    assert_eq!(second.as_deref().map(|l| field(l, "pfs_group")), Some("19"));
 }

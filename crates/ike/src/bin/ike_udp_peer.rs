@@ -15,7 +15,8 @@
 //!
 //! Proposals use strongSwan's notation: `aes128gcm16-prfsha256-ecp256`,
 //! `aes256gcm16-prfsha256-x25519`, `aes128-sha256-prfsha256-ecp256` (IKE);
-//! `aes128gcm16`, `aes256-sha256` (ESP). `--print-keys` prints the
+//! `aes128gcm16`, `aes256-sha256`, `aes128gcm16-x25519` (ESP, the group for
+//! PFS in CREATE_CHILD_SA). `--print-keys` prints the
 //! CHILD_SA keys in hex: a test aid, off by default, never for production
 //! keys. `--trace` prints every IKE message received, in hex.
 
@@ -151,12 +152,15 @@ fn esp_proposal(s: &str) -> Result<EspProposal, String> {
     let mut p = EspProposal {
         encryption: vec![],
         integrity: vec![],
+        groups: vec![],
     };
     for w in s.split('-') {
         match word(w)? {
             Word::Encr(e) => p.encryption.push(e),
             Word::Integ(i) => p.integrity.push(i),
-            _ => return Err(format!("{s}: {w} is not an ESP algorithm")),
+            // PFS in CREATE_CHILD_SA, as in strongSwan's esp_proposals.
+            Word::Group(g) => p.groups.push(g),
+            Word::Prf(_) => return Err(format!("{s}: {w} is not an ESP algorithm")),
         }
     }
     Ok(p)
@@ -256,6 +260,9 @@ fn print_event(e: &Event, print_keys: bool) -> String {
                 c.local,
                 c.remote,
             );
+            if let Some(g) = c.suite.group {
+                line += &format!(" pfs_group={}", g.number());
+            }
             if let Some(old) = c.rekeys {
                 line += &format!(" rekeys={old:08x}");
             }
