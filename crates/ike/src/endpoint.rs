@@ -106,12 +106,15 @@ enum RequestKind {
         spi: u64,
         ni: Vec<u8>,
     },
-    /// CREATE_CHILD_SA rekeying the CHILD_SA with inbound SPI `old`
-    /// (RFC 7296 1.3.3), proposing `inbound_spi` and nonce `ni`.
-    RekeyChild {
-        old: u32,
+    /// CREATE_CHILD_SA for a CHILD_SA (RFC 7296 1.3.1), rekeying the one
+    /// with inbound SPI `old` if any (1.3.3), as asked here.
+    CreateChild {
+        old: Option<u32>,
         inbound_spi: u32,
         ni: Vec<u8>,
+        mode: Mode,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
     },
 }
 
@@ -1102,11 +1105,29 @@ impl Endpoint {
                 }
                 After::Keep
             }
-            RequestKind::RekeyChild {
+            RequestKind::CreateChild {
                 old,
                 inbound_spi,
                 ni,
-            } => self.on_rekey_response(now, sa, &payloads, old, inbound_spi, ni)?,
+                mode,
+                local_ts,
+                remote_ts,
+            } => {
+                let dh = Self::take_dh(sa, &ni);
+                let asked = Asked {
+                    inbound_spi,
+                    mode,
+                    local_ts: &local_ts,
+                    remote_ts: &remote_ts,
+                    ni,
+                    rekeys: old,
+                    pfs: dh
+                        .as_ref()
+                        .map_or(Pfs::Without, |d| Pfs::With(d.group().number())),
+                    dh,
+                };
+                self.on_create_child_response(now, sa, &payloads, asked)?
+            }
             RequestKind::RekeyIke { spi, ni } => {
                 self.on_ike_rekey_response(now, sa, &payloads, spi, ni)?
             }
@@ -2136,9 +2157,42 @@ impl Endpoint {
             .ok_or(IkeError::UnknownChildSa(old))?;
         c.rekey_at = Timestamp(u64::MAX);
         let c = c.clone();
+        self.request_child(now, sa, Some(old), c.mode, c.local_ts, c.remote_ts)
+    }
+
+    /// Creates one more CHILD_SA on IKE SA `id` with the given selectors
+    /// (RFC 7296 1.3.1), narrowed by the peer; it is reported when the
+    /// peer answers.
+    pub fn create_child(
+        &mut self,
+        now: Timestamp,
+        id: IkeSaId,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+    ) -> Result<(), IkeError> {
+        let mode = self.config.peer.mode;
+        self.with_sa(id, |this, sa| {
+            if sa.state != State::Established {
+                return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
+            }
+            this.request_child(now, sa, None, mode, local_ts, remote_ts)
+        })
+    }
+
+    /// A CREATE_CHILD_SA request: [N(REKEY_SA),] [N(USE_TRANSPORT_MODE),]
+    /// SA, Ni, [KEi,] TSi, TSr (RFC 7296 1.3.1, 1.3.3), with PFS in the
+    /// first group we are configured for, if any.
+    fn request_child(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        old: Option<u32>,
+        mode: Mode,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+    ) -> Result<(), IkeError> {
         let inbound_spi = self.new_child_spi(sa)?;
         let ni = self.nonce()?;
-        // PFS with the first group we are configured for (RFC 7296 1.3.1).
         let group = self
             .config
             .peer
@@ -2157,59 +2211,62 @@ impl Endpoint {
             }
             None => None,
         };
-        let mut out = vec![Payload::Notify(NotifyPayload {
-            protocol_id: PROTO_ESP,
-            spi: old.to_be_bytes().to_vec(),
-            notify_type: NotifyType::RekeySa,
-            data: Vec::new(),
-        })];
-        if c.mode == Mode::Transport {
+        let mut out = Vec::new();
+        if let Some(old) = old {
+            out.push(Payload::Notify(NotifyPayload {
+                protocol_id: PROTO_ESP,
+                spi: old.to_be_bytes().to_vec(),
+                notify_type: NotifyType::RekeySa,
+                data: Vec::new(),
+            }));
+        }
+        if mode == Mode::Transport {
             out.push(notify(NotifyType::UseTransportMode, Vec::new()));
         }
         out.push(Payload::Sa(self.esp_offer(inbound_spi, true)));
         out.push(Payload::Nonce(ni.clone()));
         out.extend(ke);
-        out.push(Payload::TsI(c.local_ts));
-        out.push(Payload::TsR(c.remote_ts));
-        self.request(
-            now,
-            sa,
-            ExchangeType::CreateChildSa,
-            out,
-            RequestKind::RekeyChild {
-                old,
-                inbound_spi,
-                ni,
-            },
-        )
+        out.push(Payload::TsI(local_ts.clone()));
+        out.push(Payload::TsR(remote_ts.clone()));
+        let kind = RequestKind::CreateChild {
+            old,
+            inbound_spi,
+            ni,
+            mode,
+            local_ts,
+            remote_ts,
+        };
+        self.request(now, sa, ExchangeType::CreateChildSa, out, kind)
     }
 
-    /// The answer to our CHILD_SA rekey: the new CHILD_SA is reported and
-    /// the old one deleted, unless the peer rekeyed it at the same time
-    /// and its rekey wins: then ours is the redundant one and is deleted
-    /// (RFC 7296 2.8.1: the CHILD_SA made with the lowest of the four
-    /// nonces is deleted by the side that created it).
-    fn on_rekey_response(
+    /// The answer to our CREATE_CHILD_SA. A new CHILD_SA is reported; in
+    /// a rekey the old one is then deleted, unless the peer rekeyed it at
+    /// the same time and its rekey wins: then ours is the redundant one
+    /// and is deleted (RFC 7296 2.8.1: the CHILD_SA made with the lowest of
+    /// the four nonces is deleted by the side that created it).
+    fn on_create_child_response(
         &mut self,
         now: Timestamp,
         sa: &mut IkeSa,
         payloads: &[Payload],
-        old: u32,
-        inbound_spi: u32,
-        ni: Vec<u8>,
+        asked: Asked<'_>,
     ) -> Result<After, IkeError> {
-        let Some(c) = sa.children.iter().find(|c| c.inbound_spi == old).cloned() else {
-            // Deleted meanwhile: what the peer made is not wanted either.
-            let dh = Self::take_dh(sa, &ni);
-            let asked = self.asked_for_rekey(inbound_spi, ni, old, None, dh);
-            match self.accept_child_reply(payloads, asked, None) {
-                Ok(_) => self.request_child_delete(now, sa, inbound_spi)?,
-                Err(e) => self.child_outcome(now, sa, inbound_spi, Err(e))?,
-            }
-            return Ok(After::Keep);
+        let (inbound_spi, ni) = (asked.inbound_spi, asked.ni.clone());
+        let old = match asked.rekeys {
+            None => None,
+            Some(old) => match sa.children.iter().find(|c| c.inbound_spi == old) {
+                Some(c) => Some(c.clone()),
+                None => {
+                    // Deleted meanwhile: what the peer made is not wanted
+                    // either.
+                    match self.accept_child_reply(payloads, asked, None) {
+                        Ok(_) => self.request_child_delete(now, sa, inbound_spi)?,
+                        Err(e) => self.child_outcome(now, sa, inbound_spi, Err(e))?,
+                    }
+                    return Ok(After::Keep);
+                }
+            },
         };
-        let dh = Self::take_dh(sa, &ni);
-        let asked = self.asked_for_rekey(inbound_spi, ni.clone(), old, Some(&c), dh);
         let child = self.accept_child_reply(payloads, asked, None);
         let nr = match &child {
             Ok(n) => n.nr.clone(),
@@ -2218,43 +2275,31 @@ impl Endpoint {
         let ok = child.is_ok();
         let retry = self.retry_delay()?;
         self.child_outcome(now, sa, inbound_spi, child)?;
+        let Some(old) = old else {
+            return Ok(After::Keep);
+        };
         if !ok {
-            if let Some(c) = sa.children.iter_mut().find(|c| c.inbound_spi == old) {
+            if let Some(c) = sa
+                .children
+                .iter_mut()
+                .find(|c| c.inbound_spi == old.inbound_spi)
+            {
                 // Try again later rather than never.
                 c.rekey_at = now.saturating_add(retry);
             }
             return Ok(After::Keep);
         }
-        let ours_lowest = c
+        let ours_lowest = old
             .rekeyed_by_peer
             .as_ref()
             .is_some_and(|(pni, pnr)| ni.min(nr) < pni.clone().min(pnr.clone()));
-        let redundant = if ours_lowest { inbound_spi } else { old };
+        let redundant = if ours_lowest {
+            inbound_spi
+        } else {
+            old.inbound_spi
+        };
         self.delete_child_of(now, sa, redundant)?;
         Ok(After::Keep)
-    }
-
-    fn asked_for_rekey<'a>(
-        &'a self,
-        inbound_spi: u32,
-        ni: Vec<u8>,
-        old: u32,
-        c: Option<&'a ChildSa>,
-        dh: Option<DhPrivate>,
-    ) -> Asked<'a> {
-        let peer = &self.config.peer;
-        Asked {
-            pfs: dh
-                .as_ref()
-                .map_or(Pfs::Without, |d| Pfs::With(d.group().number())),
-            dh,
-            inbound_spi,
-            mode: c.map_or(peer.mode, |c| c.mode),
-            local_ts: c.map_or(&peer.local_ts, |c| &c.local_ts),
-            remote_ts: c.map_or(&peer.remote_ts, |c| &c.remote_ts),
-            ni,
-            rekeys: Some(old),
-        }
     }
 
     /// An INFORMATIONAL request (RFC 7296 1.4): Deletes are answered with

@@ -1200,3 +1200,37 @@ fn pfs_disagreements_fail_the_rekey_and_keep_the_child_sa() {
     }));
     assert_eq!(p.r.counters().sent(NotifyType::NoProposalChosen), 1);
 }
+
+#[test]
+fn more_child_sas_on_one_ike_sa() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, cr) = establish(&mut p);
+    let (a, b) = (ts("192.0.2.0/25"), ts("198.51.100.128/25"));
+    p.i.create_child(p.now, ci.ike, vec![a], vec![b]).unwrap();
+    assert_eq!(p.pump(), 2);
+    let (ei, er) = (events(&mut p.i), events(&mut p.r));
+    let (ui, gi) = child_changes(&ei);
+    let (ur, gr) = child_changes(&er);
+    assert!(gi.is_empty() && gr.is_empty(), "the first CHILD_SA stays");
+    assert_eq!((ui.len(), ur.len()), (1, 1));
+    let (ni, nr) = (&ui[0], &ur[0]);
+    assert_eq!((ni.rekeys, nr.rekeys), (None, None));
+    assert_eq!((&ni.local_ts, &ni.remote_ts), (&vec![a], &vec![b]));
+    assert_eq!((&nr.local_ts, &nr.remote_ts), (&vec![b], &vec![a]));
+    assert_eq!(
+        (ni.inbound_spi, ni.outbound_spi),
+        (nr.outbound_spi, nr.inbound_spi)
+    );
+    assert_eq!((&ni.inbound, &ni.outbound), (&nr.outbound, &nr.inbound));
+    assert_ne!(ni.inbound_spi, ci.inbound_spi);
+    // The responder asks for selectors outside the initiator's: refused.
+    p.r.create_child(p.now, cr.ike, vec![ts("203.0.113.0/24")], vec![a])
+        .unwrap();
+    p.pump();
+    assert_eq!(p.i.counters().sent(NotifyType::TsUnacceptable), 1);
+    assert!(events(&mut p.r).contains(&Event::ChildSaFailed {
+        ike: cr.ike,
+        name: "site".into(),
+        notify: NotifyType::TsUnacceptable
+    }));
+}
