@@ -22,14 +22,7 @@ impl Endpoint {
         sa: &mut IkeSa,
         inbound_spi: u32,
     ) -> Result<(), IkeError> {
-        if sa.state != State::Established {
-            return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
-        }
-        let c = sa
-            .children
-            .iter_mut()
-            .find(|c| c.inbound_spi == inbound_spi && !c.deleting)
-            .ok_or(IkeError::UnknownChildSa(inbound_spi))?;
+        let c = live_child(sa, inbound_spi)?;
         // Reported deleted when the peer confirms (RFC 7296 1.4.1), so the
         // inbound SA lives until then.
         c.deleting = true;
@@ -388,14 +381,7 @@ impl Endpoint {
         sa: &mut IkeSa,
         old: u32,
     ) -> Result<(), IkeError> {
-        if sa.state != State::Established {
-            return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
-        }
-        let c = sa
-            .children
-            .iter_mut()
-            .find(|c| c.inbound_spi == old && !c.deleting)
-            .ok_or(IkeError::UnknownChildSa(old))?;
+        let c = live_child(sa, old)?;
         c.rekey_at = Timestamp(u64::MAX);
         let c = c.clone();
         self.request_child(now, sa, Some(old), c.mode, c.local_ts, c.remote_ts)
@@ -591,4 +577,16 @@ impl Endpoint {
         }
         Ok(After::Keep)
     }
+}
+
+/// The CHILD_SA with our `inbound_spi` of an established IKE SA, unless
+/// it is being deleted.
+fn live_child(sa: &mut IkeSa, inbound_spi: u32) -> Result<&mut ChildSa, IkeError> {
+    if sa.state != State::Established {
+        return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
+    }
+    sa.children
+        .iter_mut()
+        .find(|c| c.inbound_spi == inbound_spi && !c.deleting)
+        .ok_or(IkeError::UnknownChildSa(inbound_spi))
 }

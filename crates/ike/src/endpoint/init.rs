@@ -263,42 +263,22 @@ impl Endpoint {
         let spi_r = self.new_ike_spi()?;
         let nr = self.nonce()?;
         let keys = derive_ike_keys(&suite, ni, &nr, &shared, h.spi_i, spi_r)?;
-        let mut sa = IkeSa {
-            id: spi_r,
-            initiator: false,
-            spi_i: h.spi_i,
-            spi_r,
-            local,
-            remote,
-            state: State::HalfOpen,
-            group: suite.group,
-            dh: None,
-            suite: Some(suite),
-            ni: ni.clone(),
-            nr: nr.clone(),
-            init_request: bytes.to_vec(),
-            init_response: Vec::new(),
-            cookie: None,
-            cookie_rounds: 0,
-            sk_out: Some(SkKeys::new(&suite, &keys.sk_er, &keys.sk_ar)),
-            sk_in: Some(SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai)),
-            keys: Some(keys),
-            next_message_id: 0,
-            pending: None,
-            queued: VecDeque::new(),
-            peer_message_id: 1,
-            last_response: None,
-            children: Vec::new(),
-            first_child_spi: 0,
-            created: now,
-            last_heard: now,
-            nat_local: false,
-            nat_remote: false,
-            announced: false,
-            rekey_at: Timestamp(u64::MAX),
-            pending_dh: Vec::new(),
-            expire_at: None,
-        };
+        let mut sa = IkeSa::new(
+            false,
+            (h.spi_i, spi_r),
+            (local, remote),
+            State::HalfOpen,
+            suite.group,
+            now,
+        );
+        sa.suite = Some(suite);
+        sa.ni = ni.clone();
+        sa.nr = nr.clone();
+        sa.init_request = bytes.to_vec();
+        sa.sk_out = Some(SkKeys::new(&suite, &keys.sk_er, &keys.sk_ar));
+        sa.sk_in = Some(SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai));
+        sa.keys = Some(keys);
+        sa.peer_message_id = 1;
         Self::detect_nat(&mut sa, &msg.payloads, 0);
         let out = [
             Payload::Sa(SaPayload {

@@ -233,6 +233,56 @@ struct IkeSa {
     expire_at: Option<Timestamp>,
 }
 
+impl IkeSa {
+    /// An IKE SA with nothing negotiated yet: no keys, no nonces, message
+    /// IDs at zero, not known to the owner.
+    fn new(
+        initiator: bool,
+        (spi_i, spi_r): (u64, u64),
+        (local, remote): (SocketAddr, SocketAddr),
+        state: State,
+        group: DhGroup,
+        now: Timestamp,
+    ) -> IkeSa {
+        IkeSa {
+            id: if initiator { spi_i } else { spi_r },
+            initiator,
+            spi_i,
+            spi_r,
+            local,
+            remote,
+            state,
+            group,
+            dh: None,
+            suite: None,
+            ni: Vec::new(),
+            nr: Vec::new(),
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            cookie: None,
+            cookie_rounds: 0,
+            keys: None,
+            sk_out: None,
+            sk_in: None,
+            next_message_id: 0,
+            pending: None,
+            queued: VecDeque::new(),
+            peer_message_id: 0,
+            last_response: None,
+            children: Vec::new(),
+            first_child_spi: 0,
+            created: now,
+            last_heard: now,
+            nat_local: false,
+            nat_remote: false,
+            announced: false,
+            rekey_at: Timestamp(u64::MAX),
+            pending_dh: Vec::new(),
+            expire_at: None,
+        }
+    }
+}
+
 /// What a handler wants done with the IKE SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum After {
@@ -589,42 +639,10 @@ impl Endpoint {
             .and_then(|p| p.groups.first().copied())
             .ok_or(CryptoError::Random)?;
         let spi = self.new_ike_spi()?;
-        let mut sa = IkeSa {
-            id: spi,
-            initiator: true,
-            spi_i: spi,
-            spi_r: 0,
-            local,
-            remote,
-            state: State::InitSent,
-            group,
-            dh: Some(DhPrivate::generate(group, &self.rng)?),
-            suite: None,
-            ni: self.nonce()?,
-            nr: Vec::new(),
-            init_request: Vec::new(),
-            init_response: Vec::new(),
-            cookie: None,
-            cookie_rounds: 0,
-            keys: None,
-            sk_out: None,
-            sk_in: None,
-            next_message_id: 0,
-            pending: None,
-            queued: VecDeque::new(),
-            peer_message_id: 0,
-            last_response: None,
-            children: Vec::new(),
-            first_child_spi: 0,
-            created: now,
-            last_heard: now,
-            nat_local: false,
-            nat_remote: false,
-            announced: true,
-            rekey_at: Timestamp(u64::MAX),
-            pending_dh: Vec::new(),
-            expire_at: None,
-        };
+        let mut sa = IkeSa::new(true, (spi, 0), (local, remote), State::InitSent, group, now);
+        sa.dh = Some(DhPrivate::generate(group, &self.rng)?);
+        sa.ni = self.nonce()?;
+        sa.announced = true;
         self.send_init(now, &mut sa)?;
         self.sas.insert(spi, sa);
         Ok(IkeSaId(spi))

@@ -65,42 +65,25 @@ impl Endpoint {
                 SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai),
             )
         };
-        let sa = IkeSa {
-            id,
+        let mut sa = IkeSa::new(
             initiator,
-            spi_i,
-            spi_r,
-            local: old.local,
-            remote: old.remote,
-            state: State::Established,
-            group: suite.group,
-            dh: None,
-            suite: Some(suite),
-            ni,
-            nr,
-            init_request: Vec::new(),
-            init_response: Vec::new(),
-            cookie: None,
-            cookie_rounds: 0,
-            keys: Some(keys),
-            sk_out: Some(out),
-            sk_in: Some(inn),
-            next_message_id: 0,
-            pending: None,
-            queued: VecDeque::new(),
-            peer_message_id: 0,
-            last_response: None,
-            children: std::mem::take(&mut old.children),
-            first_child_spi: 0,
-            created: now,
-            last_heard: now,
-            nat_local: old.nat_local,
-            nat_remote: old.nat_remote,
-            announced: true,
-            rekey_at: now.saturating_add(self.config.peer.lifetimes.ike),
-            pending_dh: Vec::new(),
-            expire_at: None,
-        };
+            (spi_i, spi_r),
+            (old.local, old.remote),
+            State::Established,
+            suite.group,
+            now,
+        );
+        sa.suite = Some(suite);
+        sa.ni = ni;
+        sa.nr = nr;
+        sa.keys = Some(keys);
+        sa.sk_out = Some(out);
+        sa.sk_in = Some(inn);
+        sa.children = std::mem::take(&mut old.children);
+        sa.nat_local = old.nat_local;
+        sa.nat_remote = old.nat_remote;
+        sa.announced = true;
+        sa.rekey_at = now.saturating_add(self.config.peer.lifetimes.ike);
         self.out.events.push_back(Event::IkeSaRekeyed {
             old: IkeSaId(old.id),
             new: IkeSaId(id),
