@@ -55,6 +55,7 @@ fn config(initiator: bool) -> EndpointConfig {
             lifetimes: Lifetimes {
                 ike: Duration::from_secs(3600),
                 child: Duration::from_secs(600),
+                jitter: Duration::ZERO,
             },
             liveness: Some(Duration::from_secs(20)),
             retransmit: Retransmit::default(),

@@ -301,6 +301,91 @@ impl EspProposal {
     }
 }
 
+/// Why a proposal in strongSwan's notation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProposalError {
+    /// A keyword this core does not implement.
+    #[error("unknown algorithm {0:?}")]
+    UnknownAlgorithm(String),
+    /// A keyword of the wrong kind (a PRF in an ESP proposal).
+    #[error("{0:?} is not an ESP algorithm")]
+    NotForEsp(String),
+}
+
+/// One keyword of strongSwan's proposal notation.
+enum Keyword {
+    Encr(Encryption),
+    Integ(Integrity),
+    Prf(Prf),
+    Group(DhGroup),
+}
+
+fn keyword(w: &str) -> Result<Keyword, ProposalError> {
+    Ok(match w {
+        "aes128gcm16" | "aes128gcm128" => Keyword::Encr(Encryption::AES128_GCM16),
+        "aes256gcm16" | "aes256gcm128" => Keyword::Encr(Encryption::AES256_GCM16),
+        "aes128" => Keyword::Encr(Encryption::AES128_CBC),
+        "aes256" => Keyword::Encr(Encryption::AES256_CBC),
+        "sha256" | "sha2_256" => Keyword::Integ(Integrity::HmacSha256_128),
+        "prfsha256" => Keyword::Prf(Prf::HmacSha256),
+        "ecp256" => Keyword::Group(DhGroup::Ecp256),
+        "x25519" | "curve25519" => Keyword::Group(DhGroup::Curve25519),
+        _ => return Err(ProposalError::UnknownAlgorithm(w.to_string())),
+    })
+}
+
+/// strongSwan's notation for IKE proposals, e.g.
+/// `aes128gcm16-prfsha256-ecp256` or `aes256-sha256-x25519` (the PRF
+/// follows the integrity algorithm when none is named, as in strongSwan).
+impl core::str::FromStr for IkeProposal {
+    type Err = ProposalError;
+
+    fn from_str(s: &str) -> Result<IkeProposal, ProposalError> {
+        let mut p = IkeProposal {
+            encryption: vec![],
+            integrity: vec![],
+            prf: vec![],
+            groups: vec![],
+        };
+        for w in s.split('-') {
+            match keyword(w)? {
+                Keyword::Encr(e) => p.encryption.push(e),
+                Keyword::Integ(i) => p.integrity.push(i),
+                Keyword::Prf(f) => p.prf.push(f),
+                Keyword::Group(g) => p.groups.push(g),
+            }
+        }
+        if p.prf.is_empty() && !p.integrity.is_empty() {
+            p.prf.push(Prf::HmacSha256);
+        }
+        Ok(p)
+    }
+}
+
+/// strongSwan's notation for ESP proposals, e.g. `aes128gcm16` or
+/// `aes256-sha256-ecp256` (a group asks for PFS in CREATE_CHILD_SA).
+impl core::str::FromStr for EspProposal {
+    type Err = ProposalError;
+
+    fn from_str(s: &str) -> Result<EspProposal, ProposalError> {
+        let mut p = EspProposal {
+            encryption: vec![],
+            integrity: vec![],
+            groups: vec![],
+        };
+        for w in s.split('-') {
+            match keyword(w)? {
+                Keyword::Encr(e) => p.encryption.push(e),
+                Keyword::Integ(i) => p.integrity.push(i),
+                Keyword::Group(g) => p.groups.push(g),
+                Keyword::Prf(_) => return Err(ProposalError::NotForEsp(w.to_string())),
+            }
+        }
+        Ok(p)
+    }
+}
+
 /// The transforms of a received proposal each of whose types has exactly
 /// the options this core understands, with an unknown transform type
 /// making the whole proposal unacceptable (RFC 7296 3.3.6).
@@ -664,5 +749,26 @@ mod tests {
         }];
         let (_, _, s) = select_esp(&offered, &pfs, Pfs::With(31)).unwrap();
         assert_eq!(s.group, Some(DhGroup::Curve25519));
+    }
+
+    #[test]
+    fn strongswan_notation() {
+        let p: IkeProposal = "aes128gcm16-prfsha256-ecp256".parse().unwrap();
+        assert_eq!(p, gcm_ike(vec![DhGroup::Ecp256]));
+        let p: IkeProposal = "aes256-sha256-x25519".parse().unwrap();
+        assert_eq!(p.encryption, vec![Encryption::AES256_CBC]);
+        assert_eq!(p.integrity, vec![Integrity::HmacSha256_128]);
+        assert_eq!(p.prf, vec![Prf::HmacSha256]);
+        assert_eq!(p.groups, vec![DhGroup::Curve25519]);
+        let e: EspProposal = "aes128gcm16-x25519".parse().unwrap();
+        assert_eq!(e.groups, vec![DhGroup::Curve25519]);
+        assert_eq!(
+            "aes128gcm16-prfsha256".parse::<EspProposal>(),
+            Err(ProposalError::NotForEsp("prfsha256".into()))
+        );
+        assert_eq!(
+            "3des-sha1-modp1024".parse::<IkeProposal>(),
+            Err(ProposalError::UnknownAlgorithm("3des".into()))
+        );
     }
 }

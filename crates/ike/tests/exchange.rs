@@ -61,6 +61,7 @@ fn peer(initiator: bool) -> PeerConfig {
         lifetimes: Lifetimes {
             ike: Duration::from_secs(3600),
             child: Duration::from_secs(1200),
+            jitter: Duration::ZERO,
         },
         liveness: None,
         retransmit: Retransmit::default(),
@@ -1233,4 +1234,47 @@ fn more_child_sas_on_one_ike_sa() {
         name: "site".into(),
         notify: NotifyType::TsUnacceptable
     }));
+}
+
+#[test]
+fn rekeys_start_up_to_the_jitter_early() {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let mut i = peer(true);
+        i.lifetimes = Lifetimes {
+            ike: Duration::from_secs(1000),
+            child: Duration::from_secs(100),
+            jitter: Duration::from_secs(20),
+        };
+        let mut p = Pair::new(i, peer(false));
+        establish(&mut p);
+        let due = p.i.poll_timeout().unwrap();
+        let earliest = p.now.saturating_add(Duration::from_secs(80));
+        let latest = p.now.saturating_add(Duration::from_secs(100));
+        assert!(earliest <= due && due <= latest, "{due:?}");
+        seen.insert(due);
+    }
+    assert!(seen.len() > 1, "the jitter is random");
+}
+
+#[test]
+fn configuration_errors_name_the_field() {
+    let mut c = peer(true);
+    c.lifetimes.jitter = c.lifetimes.child;
+    let e = Endpoint::new(config(c)).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "peer site: lifetimes.jitter: not shorter than the IKE and CHILD_SA lifetimes"
+    );
+    let mut c = peer(true);
+    c.esp_proposals[0].integrity = vec![Integrity::HmacSha256_128];
+    let e = Endpoint::new(config(c)).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "peer site: esp_proposals[0].integrity: an AEAD proposal takes no integrity transform"
+    );
+    let mut c = peer(true);
+    c.psk = Secret::new(b"short".to_vec());
+    let e = Endpoint::new(config(c)).unwrap_err().to_string();
+    assert_eq!(e, "peer site: psk: shorter than 16 octets");
 }

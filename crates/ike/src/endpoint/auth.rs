@@ -25,9 +25,9 @@ impl Endpoint {
             && ct_eq(&auth.data, expect.expose())
     }
 
-    pub(super) fn ike_sa_up(&mut self, now: Timestamp, sa: &mut IkeSa) {
+    pub(super) fn ike_sa_up(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
         sa.state = State::Established;
-        sa.rekey_at = now.saturating_add(self.config.peer.lifetimes.ike);
+        sa.rekey_at = self.rekey_time(now, self.config.peer.lifetimes.ike)?;
         sa.announced = true;
         if let Some(suite) = sa.suite {
             self.out.events.push_back(Event::IkeSaUp {
@@ -40,6 +40,7 @@ impl Endpoint {
                 nat_remote: sa.nat_remote,
             });
         }
+        Ok(())
     }
 
     /// The responder's IKE_AUTH answer (initiator side).
@@ -62,7 +63,7 @@ impl Endpoint {
         if !self.verify_auth(sa, idr, auth, false) {
             return Ok(self.fail(sa, DownReason::AuthenticationFailed));
         }
-        self.ike_sa_up(now, sa);
+        self.ike_sa_up(now, sa)?;
         let inbound_spi = sa.first_child_spi;
         sa.first_child_spi = 0;
         if found.sa.is_none() && first_error(payloads).is_none_or(|t| !is_child_error(t)) {
@@ -135,7 +136,7 @@ impl Endpoint {
             None => {}
         }
         self.respond(sa, h.exchange, h.message_id, &out)?;
-        self.ike_sa_up(now, sa);
+        self.ike_sa_up(now, sa)?;
         match child {
             Some(Ok(c)) => self.child_up(now, sa, c.child)?,
             Some(Err((notify, _))) => self.out.events.push_back(Event::ChildSaFailed {

@@ -73,7 +73,7 @@ impl Endpoint {
             mode: c.mode,
             local_ts: c.local_ts.clone(),
             remote_ts: c.remote_ts.clone(),
-            rekey_at: now.saturating_add(self.config.peer.lifetimes.child),
+            rekey_at: self.rekey_time(now, self.config.peer.lifetimes.child)?,
             deleting: false,
             rekeyed_by_peer: None,
         });

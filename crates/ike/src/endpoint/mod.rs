@@ -608,6 +608,16 @@ impl Endpoint {
         Some(sa.pending_dh.swap_remove(i).1)
     }
 
+    /// When an SA made `now` with `lifetime` is rekeyed: at the end of its
+    /// lifetime less up to the configured jitter, at random.
+    fn rekey_time(&self, now: Timestamp, lifetime: Duration) -> Result<Timestamp, CryptoError> {
+        let jitter = self.config.peer.lifetimes.jitter;
+        let mut b = [0u8; 2];
+        self.random(&mut b)?;
+        let early = jitter.mul_f64(f64::from(u16::from_be_bytes(b)) / 65536.0);
+        Ok(now.saturating_add(lifetime.saturating_sub(early)))
+    }
+
     /// The wait before a refused rekey is tried again: REKEY_RETRY plus up
     /// to as much again at random, so two peers that collided (RFC 7296
     /// 2.25, TEMPORARY_FAILURE) do not collide again.

@@ -52,7 +52,7 @@ impl Endpoint {
         suite: IkeSuite,
         keys: IkeKeys,
         (ni, nr): (Vec<u8>, Vec<u8>),
-    ) {
+    ) -> Result<(), IkeError> {
         let id = if initiator { spi_i } else { spi_r };
         let (out, inn) = if initiator {
             (
@@ -83,7 +83,7 @@ impl Endpoint {
         sa.nat_local = old.nat_local;
         sa.nat_remote = old.nat_remote;
         sa.announced = true;
-        sa.rekey_at = now.saturating_add(self.config.peer.lifetimes.ike);
+        sa.rekey_at = self.rekey_time(now, self.config.peer.lifetimes.ike)?;
         self.out.events.push_back(Event::IkeSaRekeyed {
             old: IkeSaId(old.id),
             new: IkeSaId(id),
@@ -94,6 +94,7 @@ impl Endpoint {
         old.announced = false;
         old.state = State::Deleting;
         self.sas.insert(id, sa);
+        Ok(())
     }
 
     /// The peer's request to rekey the IKE SA (responder, RFC 7296 1.3.2).
@@ -156,7 +157,7 @@ impl Endpoint {
             }),
         ];
         self.respond(sa, h.exchange, h.message_id, &out)?;
-        self.replace_ike_sa(now, sa, false, (spi_i, spi_r), suite, keys, (ni, nr));
+        self.replace_ike_sa(now, sa, false, (spi_i, spi_r), suite, keys, (ni, nr))?;
         // The rekey's initiator deletes the old IKE SA.
         sa.expire_at = Some(now.saturating_add(self.config.half_open_timeout));
         Ok(After::Keep)
@@ -192,7 +193,7 @@ impl Endpoint {
             return Ok(After::Keep);
         };
         let keys = derive_rekeyed_ike_keys(&suite, &keys.sk_d, &ni, &nr, &shared, spi_i, spi_r)?;
-        self.replace_ike_sa(now, sa, true, (spi_i, spi_r), suite, keys, (ni, nr));
+        self.replace_ike_sa(now, sa, true, (spi_i, spi_r), suite, keys, (ni, nr))?;
         let del = Payload::Delete(DeletePayload {
             protocol_id: PROTO_IKE,
             spi_size: 0,
