@@ -126,6 +126,17 @@ impl Pair {
         }
     }
 
+    /// Both sides' first datagrams delivered to the other at once: two
+    /// requests that cross in the network.
+    fn cross(&mut self) {
+        let qi = self.i.poll_transmit().unwrap();
+        let qr = self.r.poll_transmit().unwrap();
+        self.r
+            .handle_datagram(self.now, self.ia, self.ra, &qi.contents);
+        self.i
+            .handle_datagram(self.now, self.ra, self.ia, &qr.contents);
+    }
+
     fn initiate(&mut self) -> bitsgw_ike::IkeSaId {
         self.i.initiate(self.now, self.ia, self.ra).unwrap()
     }
@@ -916,10 +927,7 @@ fn simultaneous_rekeys_leave_one_child_sa() {
         let (ci, cr) = establish(&mut p);
         p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
         p.r.rekey_child(p.now, cr.ike, cr.inbound_spi).unwrap();
-        let qi = p.i.poll_transmit().unwrap();
-        let qr = p.r.poll_transmit().unwrap();
-        p.r.handle_datagram(p.now, p.ia, p.ra, &qi.contents);
-        p.i.handle_datagram(p.now, p.ra, p.ia, &qr.contents);
+        p.cross();
         p.pump();
         let (ei, er) = (events(&mut p.i), events(&mut p.r));
         let live = |evs: &[Event]| {
@@ -952,10 +960,7 @@ fn rekeying_a_child_sa_the_peer_deletes_gets_child_sa_not_found() {
     let (ci, cr) = establish(&mut p);
     p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
     p.r.delete_child(p.now, cr.ike, cr.inbound_spi).unwrap();
-    let qi = p.i.poll_transmit().unwrap();
-    let qr = p.r.poll_transmit().unwrap();
-    p.r.handle_datagram(p.now, p.ia, p.ra, &qi.contents);
-    p.i.handle_datagram(p.now, p.ra, p.ia, &qr.contents);
+    p.cross();
     p.pump();
     let ei = events(&mut p.i);
     assert!(
@@ -1067,38 +1072,53 @@ fn the_ike_sa_is_rekeyed_when_its_lifetime_ends() {
 }
 
 #[test]
-fn colliding_ike_sa_rekeys_are_retried_until_one_succeeds() {
+fn simultaneous_ike_sa_rekeys_leave_one_ike_sa() {
+    // RFC 7296 2.8.2: both answer the other's rekey; the new IKE SA made
+    // with the lowest nonce is deleted by its initiator, the old one by
+    // the other's, and the CHILD_SAs end up on the survivor on both sides.
+    for _ in 0..8 {
+        let mut p = Pair::new(peer(true), peer(false));
+        let (ci, cr) = establish(&mut p);
+        p.i.rekey_ike(p.now, ci.ike).unwrap();
+        p.r.rekey_ike(p.now, cr.ike).unwrap();
+        p.cross();
+        p.pump();
+        let (ei, er) = (events(&mut p.i), events(&mut p.r));
+        let (ri, rr) = (rekeyed(&ei), rekeyed(&er));
+        assert_eq!((ri.len(), rr.len()), (1, 1), "{ei:?}\n{er:?}");
+        assert_eq!((ri[0].2, ri[0].3), (rr[0].2, rr[0].3), "the same survivor");
+        assert!(!ei
+            .iter()
+            .chain(&er)
+            .any(|e| matches!(e, Event::IkeSaDown { .. } | Event::ChildSaDeleted { .. })));
+        assert_eq!((p.i.ike_sa_count(), p.r.ike_sa_count()), (1, 1));
+        assert_eq!(
+            p.i.counters().total_drops() + p.r.counters().total_drops(),
+            0
+        );
+        // The CHILD_SA lives on the survivor.
+        let (new_i, new_r) = (ri[0].1, rr[0].1);
+        p.i.delete_child(p.now, new_i, ci.inbound_spi).unwrap();
+        p.pump();
+        assert_eq!(
+            child_changes(&events(&mut p.r)).1,
+            vec![(cr.inbound_spi, cr.outbound_spi)]
+        );
+        assert!(p.r.delete_ike(p.now, new_r).is_ok());
+    }
+}
+
+#[test]
+fn an_ike_sa_rekey_meeting_a_delete_is_refused_with_temporary_failure() {
     let mut p = Pair::new(peer(true), peer(false));
     let (ci, cr) = establish(&mut p);
     p.i.rekey_ike(p.now, ci.ike).unwrap();
-    p.r.rekey_ike(p.now, cr.ike).unwrap();
-    let qi = p.i.poll_transmit().unwrap();
-    let qr = p.r.poll_transmit().unwrap();
-    p.r.handle_datagram(p.now, p.ia, p.ra, &qi.contents);
-    p.i.handle_datagram(p.now, p.ra, p.ia, &qr.contents);
+    p.r.delete_ike(p.now, cr.ike).unwrap();
+    p.cross();
     p.pump();
-    assert_eq!(p.i.counters().received(NotifyType::TemporaryFailure), 1);
-    assert_eq!(p.r.counters().received(NotifyType::TemporaryFailure), 1);
-    let (mut ri, mut rr) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
-        let next = [p.i.poll_timeout(), p.r.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap();
-        p.now = next;
-        p.i.handle_timeout(p.now);
-        p.r.handle_timeout(p.now);
-        p.pump();
-        ri.extend(rekeyed(&events(&mut p.i)));
-        rr.extend(rekeyed(&events(&mut p.r)));
-        if !ri.is_empty() {
-            break;
-        }
-    }
-    assert_eq!((ri.len(), rr.len()), (1, 1));
-    assert_eq!((ri[0].2, ri[0].3), (rr[0].2, rr[0].3));
-    assert_eq!((p.i.ike_sa_count(), p.r.ike_sa_count()), (1, 1));
+    assert_eq!(p.r.counters().sent(NotifyType::TemporaryFailure), 1);
+    assert_eq!(down(&events(&mut p.i)), DownReason::DeletedByPeer);
+    assert_eq!(p.i.ike_sa_count() + p.r.ike_sa_count(), 0);
 }
 
 /// `msg` with one more payload of type `kind` at the end of its outer

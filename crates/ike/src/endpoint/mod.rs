@@ -228,9 +228,12 @@ struct IkeSa {
     /// Our Diffie-Hellman keys of outstanding rekeys (of the IKE SA, or of
     /// CHILD_SAs with PFS), by the nonce of their request.
     pending_dh: Vec<(Vec<u8>, DhPrivate)>,
-    /// Replaced by a rekey: dropped at this time if the peer has not
-    /// deleted it by then.
+    /// Replaced by a rekey, or made by one not (yet) in use: dropped at
+    /// this time if not deleted by then.
     expire_at: Option<Timestamp>,
+    /// The IKE SA the peer's rekey made while ours was outstanding, and
+    /// the nonces of that exchange (RFC 7296 2.8.2).
+    collision: Option<(u64, Vec<u8>, Vec<u8>)>,
 }
 
 impl IkeSa {
@@ -279,6 +282,7 @@ impl IkeSa {
             rekey_at: Timestamp(u64::MAX),
             pending_dh: Vec::new(),
             expire_at: None,
+            collision: None,
         }
     }
 }

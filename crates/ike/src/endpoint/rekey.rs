@@ -39,11 +39,12 @@ impl Endpoint {
         )
     }
 
-    /// The IKE SA that replaces `old` after a rekey: the CHILD_SAs move to
-    /// it, message IDs start again at zero, and the rekey's initiator is
-    /// its original initiator (RFC 7296 2.18). `old` is left to be deleted.
+    /// The IKE SA a rekey of `old` made, in the table but not yet in use:
+    /// message IDs start again at zero, and the rekey's initiator is its
+    /// original initiator (RFC 7296 2.18). Until [`Self::adopt`] it has no
+    /// CHILD_SAs and ends at `expire_at` unless deleted first.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn replace_ike_sa(
+    pub(super) fn new_rekeyed_sa(
         &mut self,
         now: Timestamp,
         old: &mut IkeSa,
@@ -52,7 +53,7 @@ impl Endpoint {
         suite: IkeSuite,
         keys: IkeKeys,
         (ni, nr): (Vec<u8>, Vec<u8>),
-    ) -> Result<(), IkeError> {
+    ) -> Result<u64, IkeError> {
         let id = if initiator { spi_i } else { spi_r };
         let (out, inn) = if initiator {
             (
@@ -79,22 +80,66 @@ impl Endpoint {
         sa.keys = Some(keys);
         sa.sk_out = Some(out);
         sa.sk_in = Some(inn);
-        sa.children = std::mem::take(&mut old.children);
         sa.nat_local = old.nat_local;
         sa.nat_remote = old.nat_remote;
+        sa.expire_at = Some(now.saturating_add(self.config.half_open_timeout));
+        self.sas.insert(id, sa);
+        Ok(id)
+    }
+
+    /// Makes IKE SA `new` (from [`Self::new_rekeyed_sa`]) replace `old`:
+    /// the CHILD_SAs move to it and the owner is told; `old` ends quietly
+    /// once deleted (or at its `expire_at`).
+    pub(super) fn adopt(
+        &mut self,
+        now: Timestamp,
+        old: &mut IkeSa,
+        new: u64,
+    ) -> Result<(), IkeError> {
+        let rekey_at = self.rekey_time(now, self.config.peer.lifetimes.ike)?;
+        let Some(sa) = self.sas.get_mut(&new) else {
+            return Err(IkeError::UnknownIkeSa(IkeSaId(new)));
+        };
+        sa.children = std::mem::take(&mut old.children);
         sa.announced = true;
-        sa.rekey_at = self.rekey_time(now, self.config.peer.lifetimes.ike)?;
+        sa.expire_at = None;
+        sa.rekey_at = rekey_at;
         self.out.events.push_back(Event::IkeSaRekeyed {
             old: IkeSaId(old.id),
-            new: IkeSaId(id),
-            spi_i,
-            spi_r,
+            new: IkeSaId(new),
+            spi_i: sa.spi_i,
+            spi_r: sa.spi_r,
         });
-        // The owner now knows the new one; the old one ends quietly.
         old.announced = false;
         old.state = State::Deleting;
-        self.sas.insert(id, sa);
+        old.collision = None;
         Ok(())
+    }
+
+    /// Sends a Delete of IKE SA `id` itself, which must be in the table.
+    fn delete_ike_sa_in_table(&mut self, now: Timestamp, id: u64) -> Result<(), IkeError> {
+        let Some(mut sa) = self.sas.remove(&id) else {
+            return Ok(());
+        };
+        sa.state = State::Deleting;
+        let r = self.request_ike_delete(now, &mut sa);
+        self.sas.insert(id, sa);
+        r
+    }
+
+    fn request_ike_delete(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
+        let del = Payload::Delete(DeletePayload {
+            protocol_id: PROTO_IKE,
+            spi_size: 0,
+            spis: Vec::new(),
+        });
+        self.request(
+            now,
+            sa,
+            ExchangeType::Informational,
+            vec![del],
+            RequestKind::DeleteIke,
+        )
     }
 
     /// The peer's request to rekey the IKE SA (responder, RFC 7296 1.3.2).
@@ -109,13 +154,11 @@ impl Endpoint {
             this.respond(sa, h.exchange, h.message_id, &[notify(t, data)])
                 .map(|()| After::Keep)
         };
-        let ours_pending = matches!(
-            sa.pending.as_ref().map(|p| &p.kind),
-            Some(RequestKind::RekeyIke { .. } | RequestKind::DeleteIke)
-        );
-        if ours_pending || sa.state != State::Established {
-            // RFC 7296 2.25: a collision with our own rekey or delete. The
-            // nonce comparison of 2.8.2 is not done: the peer retries.
+        let kind = sa.pending.as_ref().map(|p| &p.kind);
+        let ours_rekeying = matches!(kind, Some(RequestKind::RekeyIke { .. }));
+        let ours_deleting = matches!(kind, Some(RequestKind::DeleteIke));
+        if ours_deleting || sa.state != State::Established || sa.collision.is_some() {
+            // RFC 7296 2.25: the IKE SA is going away (or already rekeyed).
             return reply(self, sa, NotifyType::TemporaryFailure, Vec::new());
         }
         let found = Found::of(payloads);
@@ -157,7 +200,22 @@ impl Endpoint {
             }),
         ];
         self.respond(sa, h.exchange, h.message_id, &out)?;
-        self.replace_ike_sa(now, sa, false, (spi_i, spi_r), suite, keys, (ni, nr))?;
+        let new = self.new_rekeyed_sa(
+            now,
+            sa,
+            false,
+            (spi_i, spi_r),
+            suite,
+            keys,
+            (ni.clone(), nr.clone()),
+        )?;
+        if ours_rekeying {
+            // Both rekey at once (RFC 7296 2.8.2): which of the two new IKE
+            // SAs stays is decided when our own answer arrives.
+            sa.collision = Some((new, ni, nr));
+            return Ok(After::Keep);
+        }
+        self.adopt(now, sa, new)?;
         // The rekey's initiator deletes the old IKE SA.
         sa.expire_at = Some(now.saturating_add(self.config.half_open_timeout));
         Ok(After::Keep)
@@ -189,23 +247,39 @@ impl Endpoint {
             _ => None,
         };
         let (Some((spi_r, suite, shared, nr)), Some(keys)) = (accepted, &sa.keys) else {
-            sa.rekey_at = now.saturating_add(self.retry_delay()?);
+            if let Some((theirs, _, _)) = sa.collision.take() {
+                // Ours failed, the peer's stands; it deletes the old one.
+                self.adopt(now, sa, theirs)?;
+                sa.expire_at = Some(now.saturating_add(self.config.half_open_timeout));
+            } else {
+                sa.rekey_at = now.saturating_add(self.retry_delay()?);
+            }
             return Ok(After::Keep);
         };
         let keys = derive_rekeyed_ike_keys(&suite, &keys.sk_d, &ni, &nr, &shared, spi_i, spi_r)?;
-        self.replace_ike_sa(now, sa, true, (spi_i, spi_r), suite, keys, (ni, nr))?;
-        let del = Payload::Delete(DeletePayload {
-            protocol_id: PROTO_IKE,
-            spi_size: 0,
-            spis: Vec::new(),
-        });
-        self.request(
+        let ours = self.new_rekeyed_sa(
             now,
             sa,
-            ExchangeType::Informational,
-            vec![del],
-            RequestKind::DeleteIke,
+            true,
+            (spi_i, spi_r),
+            suite,
+            keys,
+            (ni.clone(), nr.clone()),
         )?;
+        if let Some((theirs, pni, pnr)) = sa.collision.take() {
+            // RFC 7296 2.8.2: the new IKE SA made with the lowest of the
+            // four nonces is deleted by its initiator, and the initiator
+            // of the other one deletes the old IKE SA.
+            if ni.clone().min(nr) < pni.min(pnr) {
+                self.adopt(now, sa, theirs)?;
+                sa.expire_at = Some(now.saturating_add(self.config.half_open_timeout));
+                self.delete_ike_sa_in_table(now, ours)?;
+                return Ok(After::Keep);
+            }
+            // Theirs is redundant: the peer deletes it (or it expires).
+        }
+        self.adopt(now, sa, ours)?;
+        self.request_ike_delete(now, sa)?;
         Ok(After::Keep)
     }
 }
