@@ -191,8 +191,8 @@ fn keys_from_skeyseed(
 }
 
 /// The AUTH payload's data for a pre-shared key (RFC 7296 2.15):
-/// prf(prf(PSK, "Key Pad for IKEv2"), <message> | <peer's nonce> |
-/// prf(SK_p, <ID payload body>)).
+/// `prf(prf(PSK, "Key Pad for IKEv2"), <message> | <peer's nonce> |
+/// prf(SK_p, <ID payload body>))`.
 pub fn psk_auth(
     psk: &Secret,
     message: &[u8],
@@ -543,9 +543,9 @@ pub fn nat_detection_hash(spi_i: u64, spi_r: u64, addr: std::net::SocketAddr) ->
     out
 }
 
-/// A stateless cookie (RFC 7296 2.6): <version> | HMAC-SHA-256(secret,
-/// Ni | IPi | SPIi), the secret's version being one octet so a secret can
-/// be replaced while cookies made with the previous one still verify.
+/// A stateless cookie (RFC 7296 2.6): `<version> | HMAC-SHA-256(secret,
+/// Ni | IPi | SPIi)`. The version octet names the secret so that one can
+/// be rotated later; an endpoint keeps one secret for its lifetime now.
 pub fn cookie(
     secret: &Secret,
     version: u8,
