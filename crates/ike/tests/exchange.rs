@@ -1298,3 +1298,46 @@ fn configuration_errors_name_the_field() {
     let e = Endpoint::new(config(c)).unwrap_err().to_string();
     assert_eq!(e, "peer site: psk: shorter than 16 octets");
 }
+
+/// Drives `e` by its own deadlines, dropping what it sends, and checks
+/// that each deadline handled moves the next one on (no busy loop) until
+/// nothing is left.
+fn run_down(e: &mut Endpoint) {
+    for _ in 0..200 {
+        let Some(t) = e.poll_timeout() else {
+            return;
+        };
+        e.handle_timeout(t);
+        while e.poll_transmit().is_some() {}
+        assert!(
+            e.poll_timeout().is_none_or(|next| next > t),
+            "the deadline {t:?} was handled but stays"
+        );
+    }
+    panic!("still busy after 200 deadlines");
+}
+
+#[test]
+fn timers_always_make_progress() {
+    // The responder checks liveness; its check is lost. Then the initiator
+    // rekeys the IKE SA, and its Delete of the old one is lost: the old
+    // one on the responder has both a request outstanding and its
+    // expiry.
+    let mut r = peer(false);
+    r.liveness = Some(Duration::from_secs(10));
+    let mut p = Pair::new(peer(true), r);
+    let (ci, _) = establish(&mut p);
+    p.now = p.now.saturating_add(Duration::from_secs(10));
+    p.r.handle_timeout(p.now);
+    assert!(p.r.poll_transmit().is_some(), "the lost liveness check");
+    p.i.rekey_ike(p.now, ci.ike).unwrap();
+    let req = p.i.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, p.ia, p.ra, &req.contents);
+    let resp = p.r.poll_transmit().unwrap();
+    p.i.handle_datagram(p.now, p.ra, p.ia, &resp.contents);
+    assert!(p.i.poll_transmit().is_some(), "the lost Delete");
+    assert_eq!(p.r.ike_sa_count(), 2);
+    run_down(&mut p.r);
+    run_down(&mut p.i);
+    assert_eq!(p.r.ike_sa_count() + p.i.ike_sa_count(), 0);
+}

@@ -528,12 +528,13 @@ impl Endpoint {
         if sa.state == State::HalfOpen {
             earliest(sa.created.saturating_add(self.config.half_open_timeout));
         }
-        if let (State::Established, None, Some(iv)) =
-            (sa.state, &sa.pending, self.config.peer.liveness)
-        {
+        // Only an IKE SA in use checks liveness and rekeys: not one a rekey
+        // made that is not adopted (yet).
+        let in_use = sa.state == State::Established && sa.pending.is_none() && sa.announced;
+        if let (true, Some(iv)) = (in_use, self.config.peer.liveness) {
             earliest(sa.last_heard.saturating_add(iv));
         }
-        if let (State::Established, None) = (sa.state, &sa.pending) {
+        if in_use {
             earliest(sa.rekey_at);
             if let Some(t) = Self::next_rekey(sa).map(|c| c.rekey_at) {
                 earliest(t);
@@ -1106,6 +1107,9 @@ impl Endpoint {
             self.out.counters.half_open_expired += 1;
             return Ok(After::Remove);
         }
+        if sa.expire_at.is_some_and(|t| t <= now) {
+            return Ok(self.fail(sa, DownReason::DeletedLocally));
+        }
         let retransmit = self.config.peer.retransmit;
         if let Some(p) = &mut sa.pending {
             if now >= p.next_at {
@@ -1121,21 +1125,19 @@ impl Endpoint {
             }
             return Ok(After::Keep);
         }
-        if sa.expire_at.is_some_and(|t| t <= now) {
-            return Ok(self.fail(sa, DownReason::DeletedLocally));
+        if sa.state != State::Established || !sa.announced {
+            return Ok(After::Keep);
         }
-        if sa.state == State::Established && sa.pending.is_none() && sa.rekey_at <= now {
+        if sa.rekey_at <= now {
             self.rekey_ike_of(now, sa)?;
             return Ok(After::Keep);
         }
-        if sa.state == State::Established {
-            if let Some(c) = Self::next_rekey(sa).filter(|c| c.rekey_at <= now) {
-                let old = c.inbound_spi;
-                self.rekey_child_of(now, sa, old)?;
-                return Ok(After::Keep);
-            }
+        if let Some(c) = Self::next_rekey(sa).filter(|c| c.rekey_at <= now) {
+            let old = c.inbound_spi;
+            self.rekey_child_of(now, sa, old)?;
+            return Ok(After::Keep);
         }
-        if let (State::Established, Some(iv)) = (sa.state, self.config.peer.liveness) {
+        if let Some(iv) = self.config.peer.liveness {
             if now >= sa.last_heard.saturating_add(iv) {
                 self.request(
                     now,
