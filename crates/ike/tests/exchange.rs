@@ -374,7 +374,38 @@ fn wrong_psk_is_refused_with_authentication_failed() {
     );
     assert_eq!(p.r.counters().sent(NotifyType::AuthenticationFailed), 1);
     assert_eq!(p.i.counters().received(NotifyType::AuthenticationFailed), 1);
-    assert_eq!(p.i.ike_sa_count() + p.r.ike_sa_count(), 0);
+    assert_eq!(p.i.ike_sa_count(), 0);
+    // The responder keeps its answer for retransmissions until the
+    // half-open timeout, then nothing.
+    assert_eq!(p.r.ike_sa_count(), 1);
+    assert_eq!(p.r.half_open_count(), 1);
+    run_down(&mut p.r);
+    assert_eq!(p.r.ike_sa_count(), 0);
+    assert!(events(&mut p.r).is_empty());
+}
+
+#[test]
+fn a_retransmitted_refused_ike_auth_gets_the_same_refusal() {
+    let mut r = peer(false);
+    r.psk = Secret::new(b"another-psk-of-enough-length".to_vec());
+    let mut p = Pair::new(peer(true), r);
+    p.initiate();
+    let init = p.i.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, p.ia, p.ra, &init.contents);
+    let resp = p.r.poll_transmit().unwrap();
+    p.i.handle_datagram(p.now, p.ra, p.ia, &resp.contents);
+    let auth = p.i.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, p.ia, p.ra, &auth.contents);
+    let refusal = p.r.poll_transmit().unwrap();
+    // The refusal is lost; the initiator retransmits.
+    p.r.handle_datagram(p.now, p.ia, p.ra, &auth.contents);
+    assert_eq!(p.r.poll_transmit().unwrap().contents, refusal.contents);
+    assert_eq!(p.r.counters().responses_resent, 1);
+    p.i.handle_datagram(p.now, p.ra, p.ia, &refusal.contents);
+    assert_eq!(
+        down(&events(&mut p.i)),
+        DownReason::PeerNotify(NotifyType::AuthenticationFailed)
+    );
 }
 
 #[test]

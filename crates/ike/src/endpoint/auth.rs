@@ -100,14 +100,16 @@ impl Endpoint {
         let (Some(idi), Some(auth)) = (idi, auth) else {
             let n = [notify(NotifyType::InvalidSyntax, Vec::new())];
             self.respond(sa, h.exchange, h.message_id, &n)?;
-            return Ok(After::Remove);
+            self.refuse_ike_sa(now, sa);
+            return Ok(After::Keep);
         };
         if !self.verify_auth(sa, idi, auth, true) {
             // RFC 7296 2.21.2: AUTHENTICATION_FAILED in the IKE_AUTH
             // response, and no IKE SA.
             let n = [notify(NotifyType::AuthenticationFailed, Vec::new())];
             self.respond(sa, h.exchange, h.message_id, &n)?;
-            return Ok(After::Remove);
+            self.refuse_ike_sa(now, sa);
+            return Ok(After::Keep);
         }
         let peer = &self.config.peer;
         let idr = peer.local_id.to_payload();

@@ -95,6 +95,9 @@ enum State {
     Established,
     /// Our Delete of the IKE SA is outstanding.
     Deleting,
+    /// Responder: IKE_AUTH refused; kept only so that a retransmission of
+    /// it gets the same answer (RFC 7296 2.1), until it expires.
+    Refused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -499,12 +502,20 @@ impl Endpoint {
         self.sas.len()
     }
 
-    /// Responder IKE SAs waiting for IKE_AUTH.
+    /// Responder IKE SAs waiting for IKE_AUTH, or that refused it and wait
+    /// for its retransmissions.
     pub fn half_open_count(&self) -> usize {
         self.sas
             .values()
-            .filter(|s| s.state == State::HalfOpen)
+            .filter(|s| matches!(s.state, State::HalfOpen | State::Refused))
             .count()
+    }
+
+    /// After refusing IKE_AUTH: no IKE SA, but the answer stays for the
+    /// request's retransmissions until the half-open timeout.
+    fn refuse_ike_sa(&mut self, now: Timestamp, sa: &mut IkeSa) {
+        sa.state = State::Refused;
+        sa.expire_at = Some(now.saturating_add(self.config.half_open_timeout));
     }
 
     /// The next datagram to send.
@@ -959,11 +970,10 @@ impl Endpoint {
                 sa.peer_message_id = sa.peer_message_id.wrapping_add(1);
                 let n = [refusal(e)];
                 self.respond(sa, h.exchange, h.message_id, &n)?;
-                return Ok(if h.exchange == ExchangeType::IkeAuth {
-                    After::Remove
-                } else {
-                    After::Keep
-                });
+                if h.exchange == ExchangeType::IkeAuth {
+                    self.refuse_ike_sa(now, sa);
+                }
+                return Ok(After::Keep);
             }
         };
         self.out.counters.requests_received.bump(h.exchange);
