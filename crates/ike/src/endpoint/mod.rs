@@ -657,13 +657,18 @@ impl Endpoint {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> Result<IkeSaId, IkeError> {
+        // validate() made sure there is one.
         let group = self
             .config
             .peer
             .ike_proposals
             .first()
             .and_then(|p| p.groups.first().copied())
-            .ok_or(CryptoError::Random)?;
+            .ok_or_else(|| crate::config::ConfigError {
+                peer: self.config.peer.name.clone(),
+                field: "ike_proposals[0].groups".into(),
+                reason: "empty",
+            })?;
         let spi = self.new_ike_spi()?;
         let mut sa = IkeSa::new(true, (spi, 0), (local, remote), State::InitSent, group, now);
         sa.dh = Some(DhPrivate::generate(group, &self.rng)?);
