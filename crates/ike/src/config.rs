@@ -54,13 +54,17 @@ pub enum Mode {
     Transport,
 }
 
-/// Lifetimes: an SA is rekeyed when its lifetime ends (RFC 7296 2.8).
+/// Lifetimes: an SA is rekeyed when its lifetime ends (RFC 7296 2.8), up
+/// to `jitter` earlier at random so that two peers with the same settings
+/// rarely rekey at once (2.8.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
     /// IKE SA lifetime: the time until it is rekeyed.
     pub ike: Duration,
     /// CHILD_SA lifetime: the time until it is rekeyed.
     pub child: Duration,
+    /// How much earlier, at most, a rekey may start.
+    pub jitter: Duration,
 }
 
 /// Retransmission of requests (RFC 7296 2.1, 2.4).
@@ -188,6 +192,12 @@ impl EndpointConfig {
             if let Some(i) = list.iter().position(TrafficSelector::is_empty) {
                 return Err(err(format!("{name}[{i}]"), "selects nothing"));
             }
+        }
+        if p.lifetimes.jitter >= p.lifetimes.ike.min(p.lifetimes.child) {
+            return Err(err(
+                "lifetimes.jitter".into(),
+                "not shorter than the IKE and CHILD_SA lifetimes",
+            ));
         }
         if p.retransmit.initial.is_zero() {
             return Err(err("retransmit.initial".into(), "zero"));

@@ -191,8 +191,8 @@ fn keys_from_skeyseed(
 }
 
 /// The AUTH payload's data for a pre-shared key (RFC 7296 2.15):
-/// prf(prf(PSK, "Key Pad for IKEv2"), <message> | <peer's nonce> |
-/// prf(SK_p, <ID payload body>)).
+/// `prf(prf(PSK, "Key Pad for IKEv2"), <message> | <peer's nonce> |
+/// prf(SK_p, <ID payload body>))`.
 pub fn psk_auth(
     psk: &Secret,
     message: &[u8],
@@ -543,9 +543,9 @@ pub fn nat_detection_hash(spi_i: u64, spi_r: u64, addr: std::net::SocketAddr) ->
     out
 }
 
-/// A stateless cookie (RFC 7296 2.6): <version> | HMAC-SHA-256(secret,
-/// Ni | IPi | SPIi), the secret's version being one octet so a secret can
-/// be replaced while cookies made with the previous one still verify.
+/// A stateless cookie (RFC 7296 2.6): `<version> | HMAC-SHA-256(secret,
+/// Ni | IPi | SPIi)`. The version octet names the secret so that one can
+/// be rotated later; an endpoint keeps one secret for its lifetime now.
 pub fn cookie(
     secret: &Secret,
     version: u8,
@@ -616,6 +616,70 @@ mod tests {
             prf_plus(key, seed, 255 * 32 + 1).unwrap_err(),
             CryptoError::PrfPlusTooLong
         );
+    }
+
+    /// NIST's IKEv2 KDF sample with HMAC-SHA-256 (CAVS, SP 800-135; as
+    /// carried by NSS's test vectors): SKEYSEED from g^ir and the nonces,
+    /// 132 octets of prf+ over Ni | Nr | SPIi | SPIr, and the SKEYSEED of
+    /// a rekey from the old SK_d.
+    const NIST_NI: &str = "3f302be1abcb28e1";
+    const NIST_NR: &str = "8c332ee006064c9b";
+    const NIST_SPI_I: u64 = 0x40da_c39e_1e1a_8640;
+    const NIST_SPI_R: u64 = 0x8619_a1cf_9a6e_4c07;
+    const NIST_GIR: &str = "0f4d257d7a58fc4545c7d7a88119eee5d5c9690c5b4c989171d3abbfd99d1d29";
+    const NIST_SKEYSEED: &str = "5f00d1bd2c58ec224b1e6b71fa0f19a1faa7a193952c444411b47c1a9d8ba6fe";
+    const NIST_PRF_PLUS: &str = "0b137d669b0947d7d026d593f0305ad401ff0c471357d695778a9c7f4b4869ec
+        e98aca531188d16041b3bb936d2dbb3b4993a6e768a809160de45d0283f273a6
+        cdf6854379e31be72b8d3d1fa990cf9c5b015ca9f918a7df6253c958114a09d4
+        e1c19bdcd4db14b29d98db1a74ad405c588662c14a04d0d36aa4ab55e90f8986d12d4aad";
+    const NIST_GIR_NEW: &str = "25f3b12d6f282739256e39bf54eda53b60ffcf379bb7bcc90c27b4c4c578616c";
+    const NIST_SKEYSEED_REKEY: &str =
+        "2d63f6debc92048b4fef3889c4c99ca67d6496e0fac14a2bca9a2d6566ff2398";
+
+    #[test]
+    fn ikev2_kdf_known_answers_nist() {
+        let (ni, nr) = (h(NIST_NI), h(NIST_NR));
+        let nonces = [ni.clone(), nr.clone()].concat();
+        let skeyseed = prf(&nonces, &[&h(NIST_GIR)]);
+        assert_eq!(skeyseed.expose(), h(NIST_SKEYSEED));
+        let seed = [
+            &ni[..],
+            &nr[..],
+            &NIST_SPI_I.to_be_bytes(),
+            &NIST_SPI_R.to_be_bytes(),
+        ]
+        .concat();
+        let stream = h(NIST_PRF_PLUS);
+        assert_eq!(stream.len(), 132);
+        for len in [15, 32, 132] {
+            let out = prf_plus(&h(NIST_SKEYSEED), &seed, len).unwrap();
+            assert_eq!(out.expose(), &stream[..len]);
+        }
+        // derive_ike_keys takes the SK_* keys from that stream in order:
+        // AES-CBC-128 with HMAC-SHA-256-128 uses 32+32+32+16+16+32+32.
+        let suite = suite(Encryption::AES128_CBC);
+        let shared = Secret::new(h(NIST_GIR));
+        let keys = derive_ike_keys(&suite, &ni, &nr, &shared, NIST_SPI_I, NIST_SPI_R).unwrap();
+        assert_eq!(keys.sk_d.expose(), &stream[..32]);
+        assert_eq!(keys.sk_ai.expose(), &stream[32..64]);
+        assert_eq!(keys.sk_ar.expose(), &stream[64..96]);
+        assert_eq!(keys.sk_ei.expose(), &stream[96..112]);
+        assert_eq!(keys.sk_er.expose(), &stream[112..128]);
+        // Rekey (RFC 7296 2.18): SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr).
+        let rekey = prf(keys.sk_d.expose(), &[&h(NIST_GIR_NEW), &ni, &nr]);
+        assert_eq!(rekey.expose(), h(NIST_SKEYSEED_REKEY));
+        let new = derive_rekeyed_ike_keys(
+            &suite,
+            &keys.sk_d,
+            &ni,
+            &nr,
+            &Secret::new(h(NIST_GIR_NEW)),
+            NIST_SPI_I,
+            NIST_SPI_R,
+        )
+        .unwrap();
+        let expect = prf_plus(&h(NIST_SKEYSEED_REKEY), &seed, 32).unwrap();
+        assert_eq!(new.sk_d, expect);
     }
 
     /// The GCM specification's test case 4 (McGrew and Viega): AES-128,
@@ -738,6 +802,7 @@ mod tests {
         let suite = EspSuite {
             encryption: Encryption::AES128_GCM16,
             integrity: None,
+            group: None,
         };
         let k = derive_child_keys(&sk_d, &suite, None, &[2; 32], &[3; 32]).unwrap();
         let stream = prf_plus(&[1; 32], &[[2u8; 32], [3; 32]].concat(), 40).unwrap();

@@ -173,6 +173,22 @@ pub struct EspSuite {
     pub encryption: Encryption,
     /// Integrity (none with an AEAD).
     pub integrity: Option<Integrity>,
+    /// The Diffie-Hellman group of the CREATE_CHILD_SA that made it (PFS,
+    /// RFC 7296 1.3.1, 2.17); none in IKE_AUTH or without PFS.
+    pub group: Option<DhGroup>,
+}
+
+/// How the Diffie-Hellman transforms of ESP proposals are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pfs {
+    /// IKE_AUTH: the first CHILD_SA's keys come from the IKE SA's
+    /// exchange, so Diffie-Hellman transforms are ignored (RFC 7296 1.2).
+    Ignore,
+    /// CREATE_CHILD_SA without a KE payload: no group may be chosen.
+    Without,
+    /// CREATE_CHILD_SA with a KE payload of this group, preferred when
+    /// acceptable.
+    With(u16),
 }
 
 /// One configured IKE proposal: every combination of its lists is
@@ -196,6 +212,9 @@ pub struct EspProposal {
     pub encryption: Vec<Encryption>,
     /// Integrity transforms (empty for AEADs).
     pub integrity: Vec<Integrity>,
+    /// Diffie-Hellman groups for PFS in CREATE_CHILD_SA, the first used in
+    /// our requests; empty for none (then a peer's PFS is refused too).
+    pub groups: Vec<DhGroup>,
 }
 
 impl IkeProposal {
@@ -248,6 +267,11 @@ impl EspProposal {
                 .iter()
                 .map(|_| Transform::new(TransformType::Integ, AUTH_HMAC_SHA2_256_128)),
         );
+        transforms.extend(
+            self.groups
+                .iter()
+                .map(|g| Transform::new(TransformType::Dh, g.number())),
+        );
         transforms.push(Transform::new(TransformType::Esn, ESN_NONE));
         Proposal {
             number,
@@ -257,13 +281,108 @@ impl EspProposal {
         }
     }
 
-    /// Whether this configured proposal accepts `suite`.
+    /// Whether this configured proposal accepts `suite`, its PFS group
+    /// included.
     pub fn accepts(&self, suite: &EspSuite) -> bool {
+        self.accepts_algorithms(suite)
+            && match suite.group {
+                None => self.groups.is_empty(),
+                Some(g) => self.groups.contains(&g),
+            }
+    }
+
+    /// Whether it accepts `suite`'s encryption and integrity.
+    pub fn accepts_algorithms(&self, suite: &EspSuite) -> bool {
         self.encryption.contains(&suite.encryption)
             && match suite.integrity {
                 None => suite.encryption.is_aead(),
                 Some(i) => !suite.encryption.is_aead() && self.integrity.contains(&i),
             }
+    }
+}
+
+/// Why a proposal in strongSwan's notation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProposalError {
+    /// A keyword this core does not implement.
+    #[error("unknown algorithm {0:?}")]
+    UnknownAlgorithm(String),
+    /// A keyword of the wrong kind (a PRF in an ESP proposal).
+    #[error("{0:?} is not an ESP algorithm")]
+    NotForEsp(String),
+}
+
+/// One keyword of strongSwan's proposal notation.
+enum Keyword {
+    Encr(Encryption),
+    Integ(Integrity),
+    Prf(Prf),
+    Group(DhGroup),
+}
+
+fn keyword(w: &str) -> Result<Keyword, ProposalError> {
+    Ok(match w {
+        "aes128gcm16" | "aes128gcm128" => Keyword::Encr(Encryption::AES128_GCM16),
+        "aes256gcm16" | "aes256gcm128" => Keyword::Encr(Encryption::AES256_GCM16),
+        "aes128" => Keyword::Encr(Encryption::AES128_CBC),
+        "aes256" => Keyword::Encr(Encryption::AES256_CBC),
+        "sha256" | "sha2_256" => Keyword::Integ(Integrity::HmacSha256_128),
+        "prfsha256" => Keyword::Prf(Prf::HmacSha256),
+        "ecp256" => Keyword::Group(DhGroup::Ecp256),
+        "x25519" | "curve25519" => Keyword::Group(DhGroup::Curve25519),
+        _ => return Err(ProposalError::UnknownAlgorithm(w.to_string())),
+    })
+}
+
+/// strongSwan's notation for IKE proposals, e.g.
+/// `aes128gcm16-prfsha256-ecp256` or `aes256-sha256-x25519` (the PRF
+/// follows the integrity algorithm when none is named, as in strongSwan).
+impl core::str::FromStr for IkeProposal {
+    type Err = ProposalError;
+
+    fn from_str(s: &str) -> Result<IkeProposal, ProposalError> {
+        let mut p = IkeProposal {
+            encryption: vec![],
+            integrity: vec![],
+            prf: vec![],
+            groups: vec![],
+        };
+        for w in s.split('-') {
+            match keyword(w)? {
+                Keyword::Encr(e) => p.encryption.push(e),
+                Keyword::Integ(i) => p.integrity.push(i),
+                Keyword::Prf(f) => p.prf.push(f),
+                Keyword::Group(g) => p.groups.push(g),
+            }
+        }
+        if p.prf.is_empty() && !p.integrity.is_empty() {
+            p.prf.push(Prf::HmacSha256);
+        }
+        Ok(p)
+    }
+}
+
+/// strongSwan's notation for ESP proposals, e.g. `aes128gcm16` or
+/// `aes256-sha256-ecp256` (a group asks for PFS in CREATE_CHILD_SA).
+impl core::str::FromStr for EspProposal {
+    type Err = ProposalError;
+
+    fn from_str(s: &str) -> Result<EspProposal, ProposalError> {
+        let mut p = EspProposal {
+            encryption: vec![],
+            integrity: vec![],
+            groups: vec![],
+        };
+        for w in s.split('-') {
+            match keyword(w)? {
+                Keyword::Encr(e) => p.encryption.push(e),
+                Keyword::Integ(i) => p.integrity.push(i),
+                Keyword::Group(g) => p.groups.push(g),
+                Keyword::Prf(_) => return Err(ProposalError::NotForEsp(w.to_string())),
+            }
+        }
+        Ok(p)
     }
 }
 
@@ -374,8 +493,13 @@ pub fn select_ike_with_spi(
 }
 
 /// Picks the ESP suite and the peer's SPI from the peer's SA payload
-/// (responder): as [`select_ike`], ESN must be offered as "none".
-pub fn select_esp(offered: &SaPayload, ours: &[EspProposal]) -> Option<(u8, u32, EspSuite)> {
+/// (responder): as [`select_ike`], ESN must be offered as "none", and the
+/// Diffie-Hellman group read as `pfs` says.
+pub fn select_esp(
+    offered: &SaPayload,
+    ours: &[EspProposal],
+    pfs: Pfs,
+) -> Option<(u8, u32, EspSuite)> {
     for p in &offered.proposals {
         if p.protocol != ProtocolId::Esp || p.spi.len() != 4 {
             continue;
@@ -385,6 +509,7 @@ pub fn select_esp(offered: &SaPayload, ours: &[EspProposal]) -> Option<(u8, u32,
             TransformType::Encr,
             TransformType::Integ,
             TransformType::Esn,
+            TransformType::Dh,
         ];
         if !c.known_types_only(&types) {
             continue;
@@ -395,14 +520,45 @@ pub fn select_esp(offered: &SaPayload, ours: &[EspProposal]) -> Option<(u8, u32,
             continue;
         }
         let spi = u32::from_be_bytes([p.spi[0], p.spi[1], p.spi[2], p.spi[3]]);
+        // NONE (0) or no Diffie-Hellman transform at all: no PFS.
+        let offered_groups: Vec<u16> = p.of_type(TransformType::Dh).map(|t| t.id).collect();
+        let without = offered_groups.is_empty() || offered_groups.contains(&0);
+        let groups: Vec<Option<DhGroup>> = match pfs {
+            Pfs::Ignore => vec![None],
+            Pfs::Without => {
+                if without {
+                    vec![None]
+                } else {
+                    vec![]
+                }
+            }
+            Pfs::With(ke) => {
+                let mut g: Vec<Option<DhGroup>> = offered_groups
+                    .iter()
+                    .filter_map(|n| DhGroup::from_number(*n))
+                    .map(Some)
+                    .collect();
+                if let Some(i) = g.iter().position(|x| x.map(DhGroup::number) == Some(ke)) {
+                    g.swap(0, i);
+                }
+                g
+            }
+        };
         for encryption in c.encryption() {
             for integrity in c.integrity() {
-                let suite = EspSuite {
-                    encryption,
-                    integrity,
-                };
-                if ours.iter().any(|o| o.accepts(&suite)) {
-                    return Some((p.number, spi, suite));
+                for group in &groups {
+                    let suite = EspSuite {
+                        encryption,
+                        integrity,
+                        group: *group,
+                    };
+                    let ok = |o: &EspProposal| match pfs {
+                        Pfs::Ignore => o.accepts_algorithms(&suite),
+                        _ => o.accepts(&suite),
+                    };
+                    if ours.iter().any(ok) {
+                        return Some((p.number, spi, suite));
+                    }
                 }
             }
         }
@@ -427,6 +583,7 @@ pub fn esp_reply(number: u8, spi: u32, suite: &EspSuite) -> Proposal {
     EspProposal {
         encryption: vec![suite.encryption],
         integrity: suite.integrity.into_iter().collect(),
+        groups: suite.group.into_iter().collect(),
     }
     .to_wire(number, spi)
 }
@@ -471,14 +628,21 @@ pub fn accept_ike_reply_with_spi(
 
 /// Reads the responder's answer to our ESP proposals (initiator): the
 /// suite and the responder's SPI.
-pub fn accept_esp_reply(reply: &SaPayload, ours: &[EspProposal]) -> Option<(u32, EspSuite)> {
+pub fn accept_esp_reply(
+    reply: &SaPayload,
+    ours: &[EspProposal],
+    pfs: Pfs,
+) -> Option<(u32, EspSuite)> {
     let [p] = reply.proposals.as_slice() else {
         return None;
     };
-    if p.of_type(TransformType::Encr).count() != 1 || p.of_type(TransformType::Integ).count() > 1 {
+    if p.of_type(TransformType::Encr).count() != 1
+        || p.of_type(TransformType::Integ).count() > 1
+        || p.of_type(TransformType::Dh).count() > 1
+    {
         return None;
     }
-    select_esp(reply, ours).map(|(_, spi, s)| (spi, s))
+    select_esp(reply, ours, pfs).map(|(_, spi, s)| (spi, s))
 }
 
 #[cfg(test)]
@@ -543,29 +707,68 @@ mod tests {
         let ours = [EspProposal {
             encryption: vec![Encryption::AES256_GCM16, Encryption::AES128_GCM16],
             integrity: vec![],
+            groups: vec![],
         }];
         let offered = SaPayload {
             proposals: vec![
                 EspProposal {
                     encryption: vec![Encryption::AES128_CBC],
                     integrity: vec![Integrity::HmacSha256_128],
+                    groups: vec![],
                 }
                 .to_wire(1, 0x1111_1111),
                 EspProposal {
                     encryption: vec![Encryption::AES128_GCM16],
                     integrity: vec![],
+                    groups: vec![DhGroup::Curve25519],
                 }
                 .to_wire(2, 0x2222_2222),
             ],
         };
-        let (n, spi, s) = select_esp(&offered, &ours).unwrap();
+        // IKE_AUTH ignores the offered PFS group.
+        let (n, spi, s) = select_esp(&offered, &ours, Pfs::Ignore).unwrap();
         assert_eq!(
             (n, spi, s.encryption),
             (2, 0x2222_2222, Encryption::AES128_GCM16)
         );
+        assert_eq!(s.group, None);
         let reply = SaPayload {
             proposals: vec![esp_reply(n, 0x3333_3333, &s)],
         };
-        assert_eq!(accept_esp_reply(&reply, &ours), Some((0x3333_3333, s)));
+        assert_eq!(
+            accept_esp_reply(&reply, &ours, Pfs::Ignore),
+            Some((0x3333_3333, s))
+        );
+        // In CREATE_CHILD_SA a proposal with PFS needs a KE payload, and
+        // our configuration must want PFS with that group.
+        assert!(select_esp(&offered, &ours, Pfs::Without).is_none());
+        assert!(select_esp(&offered, &ours, Pfs::With(31)).is_none());
+        let pfs = [EspProposal {
+            groups: vec![DhGroup::Ecp256, DhGroup::Curve25519],
+            ..ours[0].clone()
+        }];
+        let (_, _, s) = select_esp(&offered, &pfs, Pfs::With(31)).unwrap();
+        assert_eq!(s.group, Some(DhGroup::Curve25519));
+    }
+
+    #[test]
+    fn strongswan_notation() {
+        let p: IkeProposal = "aes128gcm16-prfsha256-ecp256".parse().unwrap();
+        assert_eq!(p, gcm_ike(vec![DhGroup::Ecp256]));
+        let p: IkeProposal = "aes256-sha256-x25519".parse().unwrap();
+        assert_eq!(p.encryption, vec![Encryption::AES256_CBC]);
+        assert_eq!(p.integrity, vec![Integrity::HmacSha256_128]);
+        assert_eq!(p.prf, vec![Prf::HmacSha256]);
+        assert_eq!(p.groups, vec![DhGroup::Curve25519]);
+        let e: EspProposal = "aes128gcm16-x25519".parse().unwrap();
+        assert_eq!(e.groups, vec![DhGroup::Curve25519]);
+        assert_eq!(
+            "aes128gcm16-prfsha256".parse::<EspProposal>(),
+            Err(ProposalError::NotForEsp("prfsha256".into()))
+        );
+        assert_eq!(
+            "3des-sha1-modp1024".parse::<IkeProposal>(),
+            Err(ProposalError::UnknownAlgorithm("3des".into()))
+        );
     }
 }

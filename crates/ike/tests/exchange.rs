@@ -33,6 +33,7 @@ fn esp_gcm() -> EspProposal {
     EspProposal {
         encryption: vec![Encryption::AES128_GCM16],
         integrity: vec![],
+        groups: vec![],
     }
 }
 
@@ -60,6 +61,7 @@ fn peer(initiator: bool) -> PeerConfig {
         lifetimes: Lifetimes {
             ike: Duration::from_secs(3600),
             child: Duration::from_secs(1200),
+            jitter: Duration::ZERO,
         },
         liveness: None,
         retransmit: Retransmit::default(),
@@ -122,6 +124,17 @@ impl Pair {
                 return n;
             }
         }
+    }
+
+    /// Both sides' first datagrams delivered to the other at once: two
+    /// requests that cross in the network.
+    fn cross(&mut self) {
+        let qi = self.i.poll_transmit().unwrap();
+        let qr = self.r.poll_transmit().unwrap();
+        self.r
+            .handle_datagram(self.now, self.ia, self.ra, &qi.contents);
+        self.i
+            .handle_datagram(self.now, self.ra, self.ia, &qr.contents);
     }
 
     fn initiate(&mut self) -> bitsgw_ike::IkeSaId {
@@ -235,6 +248,7 @@ fn both_sides_key_the_same_child_sa_for_every_suite() {
         let esp = EspProposal {
             encryption: vec![esp_enc],
             integrity: esp_integ.into_iter().collect(),
+            groups: vec![],
         };
         let (mut a, mut b) = (peer(true), peer(false));
         for c in [&mut a, &mut b] {
@@ -360,7 +374,38 @@ fn wrong_psk_is_refused_with_authentication_failed() {
     );
     assert_eq!(p.r.counters().sent(NotifyType::AuthenticationFailed), 1);
     assert_eq!(p.i.counters().received(NotifyType::AuthenticationFailed), 1);
-    assert_eq!(p.i.ike_sa_count() + p.r.ike_sa_count(), 0);
+    assert_eq!(p.i.ike_sa_count(), 0);
+    // The responder keeps its answer for retransmissions until the
+    // half-open timeout, then nothing.
+    assert_eq!(p.r.ike_sa_count(), 1);
+    assert_eq!(p.r.half_open_count(), 1);
+    run_down(&mut p.r);
+    assert_eq!(p.r.ike_sa_count(), 0);
+    assert!(events(&mut p.r).is_empty());
+}
+
+#[test]
+fn a_retransmitted_refused_ike_auth_gets_the_same_refusal() {
+    let mut r = peer(false);
+    r.psk = Secret::new(b"another-psk-of-enough-length".to_vec());
+    let mut p = Pair::new(peer(true), r);
+    p.initiate();
+    let init = p.i.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, p.ia, p.ra, &init.contents);
+    let resp = p.r.poll_transmit().unwrap();
+    p.i.handle_datagram(p.now, p.ra, p.ia, &resp.contents);
+    let auth = p.i.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, p.ia, p.ra, &auth.contents);
+    let refusal = p.r.poll_transmit().unwrap();
+    // The refusal is lost; the initiator retransmits.
+    p.r.handle_datagram(p.now, p.ia, p.ra, &auth.contents);
+    assert_eq!(p.r.poll_transmit().unwrap().contents, refusal.contents);
+    assert_eq!(p.r.counters().responses_resent, 1);
+    p.i.handle_datagram(p.now, p.ra, p.ia, &refusal.contents);
+    assert_eq!(
+        down(&events(&mut p.i)),
+        DownReason::PeerNotify(NotifyType::AuthenticationFailed)
+    );
 }
 
 #[test]
@@ -402,6 +447,7 @@ fn no_common_esp_proposal_fails_the_child_sa_only() {
     r.esp_proposals = vec![EspProposal {
         encryption: vec![Encryption::AES256_GCM16],
         integrity: vec![],
+        groups: vec![],
     }];
     let mut p = Pair::new(peer(true), r);
     p.initiate();
@@ -912,10 +958,7 @@ fn simultaneous_rekeys_leave_one_child_sa() {
         let (ci, cr) = establish(&mut p);
         p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
         p.r.rekey_child(p.now, cr.ike, cr.inbound_spi).unwrap();
-        let qi = p.i.poll_transmit().unwrap();
-        let qr = p.r.poll_transmit().unwrap();
-        p.r.handle_datagram(p.now, p.ia, p.ra, &qi.contents);
-        p.i.handle_datagram(p.now, p.ra, p.ia, &qr.contents);
+        p.cross();
         p.pump();
         let (ei, er) = (events(&mut p.i), events(&mut p.r));
         let live = |evs: &[Event]| {
@@ -948,10 +991,7 @@ fn rekeying_a_child_sa_the_peer_deletes_gets_child_sa_not_found() {
     let (ci, cr) = establish(&mut p);
     p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
     p.r.delete_child(p.now, cr.ike, cr.inbound_spi).unwrap();
-    let qi = p.i.poll_transmit().unwrap();
-    let qr = p.r.poll_transmit().unwrap();
-    p.r.handle_datagram(p.now, p.ia, p.ra, &qi.contents);
-    p.i.handle_datagram(p.now, p.ra, p.ia, &qr.contents);
+    p.cross();
     p.pump();
     let ei = events(&mut p.i);
     assert!(
@@ -1063,38 +1103,53 @@ fn the_ike_sa_is_rekeyed_when_its_lifetime_ends() {
 }
 
 #[test]
-fn colliding_ike_sa_rekeys_are_retried_until_one_succeeds() {
+fn simultaneous_ike_sa_rekeys_leave_one_ike_sa() {
+    // RFC 7296 2.8.2: both answer the other's rekey; the new IKE SA made
+    // with the lowest nonce is deleted by its initiator, the old one by
+    // the other's, and the CHILD_SAs end up on the survivor on both sides.
+    for _ in 0..8 {
+        let mut p = Pair::new(peer(true), peer(false));
+        let (ci, cr) = establish(&mut p);
+        p.i.rekey_ike(p.now, ci.ike).unwrap();
+        p.r.rekey_ike(p.now, cr.ike).unwrap();
+        p.cross();
+        p.pump();
+        let (ei, er) = (events(&mut p.i), events(&mut p.r));
+        let (ri, rr) = (rekeyed(&ei), rekeyed(&er));
+        assert_eq!((ri.len(), rr.len()), (1, 1), "{ei:?}\n{er:?}");
+        assert_eq!((ri[0].2, ri[0].3), (rr[0].2, rr[0].3), "the same survivor");
+        assert!(!ei
+            .iter()
+            .chain(&er)
+            .any(|e| matches!(e, Event::IkeSaDown { .. } | Event::ChildSaDeleted { .. })));
+        assert_eq!((p.i.ike_sa_count(), p.r.ike_sa_count()), (1, 1));
+        assert_eq!(
+            p.i.counters().total_drops() + p.r.counters().total_drops(),
+            0
+        );
+        // The CHILD_SA lives on the survivor.
+        let (new_i, new_r) = (ri[0].1, rr[0].1);
+        p.i.delete_child(p.now, new_i, ci.inbound_spi).unwrap();
+        p.pump();
+        assert_eq!(
+            child_changes(&events(&mut p.r)).1,
+            vec![(cr.inbound_spi, cr.outbound_spi)]
+        );
+        assert!(p.r.delete_ike(p.now, new_r).is_ok());
+    }
+}
+
+#[test]
+fn an_ike_sa_rekey_meeting_a_delete_is_refused_with_temporary_failure() {
     let mut p = Pair::new(peer(true), peer(false));
     let (ci, cr) = establish(&mut p);
     p.i.rekey_ike(p.now, ci.ike).unwrap();
-    p.r.rekey_ike(p.now, cr.ike).unwrap();
-    let qi = p.i.poll_transmit().unwrap();
-    let qr = p.r.poll_transmit().unwrap();
-    p.r.handle_datagram(p.now, p.ia, p.ra, &qi.contents);
-    p.i.handle_datagram(p.now, p.ra, p.ia, &qr.contents);
+    p.r.delete_ike(p.now, cr.ike).unwrap();
+    p.cross();
     p.pump();
-    assert_eq!(p.i.counters().received(NotifyType::TemporaryFailure), 1);
-    assert_eq!(p.r.counters().received(NotifyType::TemporaryFailure), 1);
-    let (mut ri, mut rr) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
-        let next = [p.i.poll_timeout(), p.r.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap();
-        p.now = next;
-        p.i.handle_timeout(p.now);
-        p.r.handle_timeout(p.now);
-        p.pump();
-        ri.extend(rekeyed(&events(&mut p.i)));
-        rr.extend(rekeyed(&events(&mut p.r)));
-        if !ri.is_empty() {
-            break;
-        }
-    }
-    assert_eq!((ri.len(), rr.len()), (1, 1));
-    assert_eq!((ri[0].2, ri[0].3), (rr[0].2, rr[0].3));
-    assert_eq!((p.i.ike_sa_count(), p.r.ike_sa_count()), (1, 1));
+    assert_eq!(p.r.counters().sent(NotifyType::TemporaryFailure), 1);
+    assert_eq!(down(&events(&mut p.i)), DownReason::DeletedByPeer);
+    assert_eq!(p.i.ike_sa_count() + p.r.ike_sa_count(), 0);
 }
 
 /// `msg` with one more payload of type `kind` at the end of its outer
@@ -1141,4 +1196,179 @@ fn unknown_critical_payloads_are_refused_and_others_ignored() {
     p.r.handle_datagram(p.now, p.ia, p.ra, &extra);
     assert_eq!(p.r.ike_sa_count(), 1);
     assert_eq!(p.r.counters().total_drops(), 0);
+}
+
+fn with_pfs(mut c: PeerConfig, groups: Vec<DhGroup>) -> PeerConfig {
+    c.esp_proposals[0].groups = groups;
+    c
+}
+
+#[test]
+fn child_sa_rekeys_with_pfs() {
+    let g = vec![DhGroup::Curve25519];
+    let mut p = Pair::new(with_pfs(peer(true), g.clone()), with_pfs(peer(false), g));
+    let (ci, cr) = establish(&mut p);
+    // IKE_AUTH has no KE payload: its CHILD_SA has no group of its own.
+    assert_eq!(ci.suite.group, None);
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    p.pump();
+    let (ni, nr) = check_rekeyed(&mut p, (&ci, &cr), true);
+    assert_eq!(ni.suite.group, Some(DhGroup::Curve25519));
+    assert_eq!(nr.suite.group, Some(DhGroup::Curve25519));
+    p.r.rekey_child(p.now, nr.ike, nr.inbound_spi).unwrap();
+    p.pump();
+    let (ni2, _) = check_rekeyed(&mut p, (&ni, &nr), false);
+    assert_eq!(ni2.suite.group, Some(DhGroup::Curve25519));
+}
+
+#[test]
+fn pfs_disagreements_fail_the_rekey_and_keep_the_child_sa() {
+    // The KE payload's group is not the responder's: INVALID_KE_PAYLOAD
+    // asking for its own.
+    let i = with_pfs(peer(true), vec![DhGroup::Ecp256, DhGroup::Curve25519]);
+    let mut p = Pair::new(i, with_pfs(peer(false), vec![DhGroup::Curve25519]));
+    let (ci, _) = establish(&mut p);
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    p.pump();
+    let ei = events(&mut p.i);
+    assert!(
+        ei.contains(&Event::ChildSaFailed {
+            ike: ci.ike,
+            name: "site".into(),
+            notify: NotifyType::InvalidKePayload
+        }),
+        "{ei:?}"
+    );
+    assert_eq!(child_changes(&ei), (vec![], vec![]));
+    // PFS required by the responder, a rekey without it refused.
+    let mut p = Pair::new(peer(true), with_pfs(peer(false), vec![DhGroup::Curve25519]));
+    let (ci, _) = establish(&mut p);
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    p.pump();
+    assert!(events(&mut p.i).contains(&Event::ChildSaFailed {
+        ike: ci.ike,
+        name: "site".into(),
+        notify: NotifyType::NoProposalChosen
+    }));
+    assert_eq!(p.r.counters().sent(NotifyType::NoProposalChosen), 1);
+}
+
+#[test]
+fn more_child_sas_on_one_ike_sa() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, cr) = establish(&mut p);
+    let (a, b) = (ts("192.0.2.0/25"), ts("198.51.100.128/25"));
+    p.i.create_child(p.now, ci.ike, vec![a], vec![b]).unwrap();
+    assert_eq!(p.pump(), 2);
+    let (ei, er) = (events(&mut p.i), events(&mut p.r));
+    let (ui, gi) = child_changes(&ei);
+    let (ur, gr) = child_changes(&er);
+    assert!(gi.is_empty() && gr.is_empty(), "the first CHILD_SA stays");
+    assert_eq!((ui.len(), ur.len()), (1, 1));
+    let (ni, nr) = (&ui[0], &ur[0]);
+    assert_eq!((ni.rekeys, nr.rekeys), (None, None));
+    assert_eq!((&ni.local_ts, &ni.remote_ts), (&vec![a], &vec![b]));
+    assert_eq!((&nr.local_ts, &nr.remote_ts), (&vec![b], &vec![a]));
+    assert_eq!(
+        (ni.inbound_spi, ni.outbound_spi),
+        (nr.outbound_spi, nr.inbound_spi)
+    );
+    assert_eq!((&ni.inbound, &ni.outbound), (&nr.outbound, &nr.inbound));
+    assert_ne!(ni.inbound_spi, ci.inbound_spi);
+    // The responder asks for selectors outside the initiator's: refused.
+    p.r.create_child(p.now, cr.ike, vec![ts("203.0.113.0/24")], vec![a])
+        .unwrap();
+    p.pump();
+    assert_eq!(p.i.counters().sent(NotifyType::TsUnacceptable), 1);
+    assert!(events(&mut p.r).contains(&Event::ChildSaFailed {
+        ike: cr.ike,
+        name: "site".into(),
+        notify: NotifyType::TsUnacceptable
+    }));
+}
+
+#[test]
+fn rekeys_start_up_to_the_jitter_early() {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let mut i = peer(true);
+        i.lifetimes = Lifetimes {
+            ike: Duration::from_secs(1000),
+            child: Duration::from_secs(100),
+            jitter: Duration::from_secs(20),
+        };
+        let mut p = Pair::new(i, peer(false));
+        establish(&mut p);
+        let due = p.i.poll_timeout().unwrap();
+        let earliest = p.now.saturating_add(Duration::from_secs(80));
+        let latest = p.now.saturating_add(Duration::from_secs(100));
+        assert!(earliest <= due && due <= latest, "{due:?}");
+        seen.insert(due);
+    }
+    assert!(seen.len() > 1, "the jitter is random");
+}
+
+#[test]
+fn configuration_errors_name_the_field() {
+    let mut c = peer(true);
+    c.lifetimes.jitter = c.lifetimes.child;
+    let e = Endpoint::new(config(c)).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "peer site: lifetimes.jitter: not shorter than the IKE and CHILD_SA lifetimes"
+    );
+    let mut c = peer(true);
+    c.esp_proposals[0].integrity = vec![Integrity::HmacSha256_128];
+    let e = Endpoint::new(config(c)).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "peer site: esp_proposals[0].integrity: an AEAD proposal takes no integrity transform"
+    );
+    let mut c = peer(true);
+    c.psk = Secret::new(b"short".to_vec());
+    let e = Endpoint::new(config(c)).unwrap_err().to_string();
+    assert_eq!(e, "peer site: psk: shorter than 16 octets");
+}
+
+/// Drives `e` by its own deadlines, dropping what it sends, and checks
+/// that each deadline handled moves the next one on (no busy loop) until
+/// nothing is left.
+fn run_down(e: &mut Endpoint) {
+    for _ in 0..200 {
+        let Some(t) = e.poll_timeout() else {
+            return;
+        };
+        e.handle_timeout(t);
+        while e.poll_transmit().is_some() {}
+        assert!(
+            e.poll_timeout().is_none_or(|next| next > t),
+            "the deadline {t:?} was handled but stays"
+        );
+    }
+    panic!("still busy after 200 deadlines");
+}
+
+#[test]
+fn timers_always_make_progress() {
+    // The responder checks liveness; its check is lost. Then the initiator
+    // rekeys the IKE SA, and its Delete of the old one is lost: the old
+    // one on the responder has both a request outstanding and its
+    // expiry.
+    let mut r = peer(false);
+    r.liveness = Some(Duration::from_secs(10));
+    let mut p = Pair::new(peer(true), r);
+    let (ci, _) = establish(&mut p);
+    p.now = p.now.saturating_add(Duration::from_secs(10));
+    p.r.handle_timeout(p.now);
+    assert!(p.r.poll_transmit().is_some(), "the lost liveness check");
+    p.i.rekey_ike(p.now, ci.ike).unwrap();
+    let req = p.i.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, p.ia, p.ra, &req.contents);
+    let resp = p.r.poll_transmit().unwrap();
+    p.i.handle_datagram(p.now, p.ra, p.ia, &resp.contents);
+    assert!(p.i.poll_transmit().is_some(), "the lost Delete");
+    assert_eq!(p.r.ike_sa_count(), 2);
+    run_down(&mut p.r);
+    run_down(&mut p.i);
+    assert_eq!(p.r.ike_sa_count() + p.i.ike_sa_count(), 0);
 }

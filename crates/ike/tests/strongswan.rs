@@ -4,8 +4,10 @@
 //! and AES-CBC+HMAC IKE proposals and groups 19 and 31. Each case checks
 //! that `swanctl --list-sas` shows the IKE SA ESTABLISHED and the CHILD_SA
 //! INSTALLED with the SPIs bitsgw reported, and that the CHILD_SA keys
-//! charon logged (at level 4) are bitsgw's. Wrong PSKs are refused both
-//! ways with AUTHENTICATION_FAILED.
+//! charon logged (at level 4) are bitsgw's. CHILD_SA rekeys (with and
+//! without PFS) and IKE SA rekeys started by either side replace the SAs
+//! on both. Wrong PSKs are refused both ways with AUTHENTICATION_FAILED,
+//! proposals that do not meet with NO_PROPOSAL_CHOSEN.
 //!
 //! Two namespaces joined by a veth pair: `us` (192.0.2.1, bitsgw) and
 //! `swan` (192.0.2.2, charon). Needs root; skipped, saying so, only when
@@ -208,6 +210,8 @@ struct Case<'a> {
     ike: &'a str,
     esp: &'a str,
     psk: &'a str,
+    /// bitsgw's IKE proposal when it differs from charon's.
+    bitsgw_ike: Option<&'a str>,
     charon_ike: &'a str,
     charon_child: &'a str,
     bitsgw_args: &'a [&'a str],
@@ -221,6 +225,7 @@ impl<'a> Case<'a> {
             ike,
             esp,
             psk: PSK,
+            bitsgw_ike: None,
             charon_ike: "",
             charon_child: "",
             bitsgw_args: &[],
@@ -282,7 +287,7 @@ fn start(case: &Case<'_>) -> Run {
         "--psk-file",
         psk_file.to_str().unwrap(),
         "--ike",
-        ike,
+        case.bitsgw_ike.unwrap_or(ike),
         "--esp",
         esp,
         "--local-ts",
@@ -564,9 +569,9 @@ fn wrong_psk_is_refused_when_charon_initiates() {
 /// A rekeyed CHILD_SA replaces the first one on both sides: bitsgw
 /// reports the new one and the old one's deletion, and charon lists only
 /// the new one, with the keys it logged last.
-fn rekeys(case: &Case<'_>) {
+fn rekeys(case: &Case<'_>) -> Option<String> {
     if charon_missing() {
-        return;
+        return None;
     }
     let mut run = start(case);
     let (up, first) = established(&mut run, 19);
@@ -600,22 +605,25 @@ fn rekeys(case: &Case<'_>) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    Some(second)
 }
 
 #[test]
 fn charon_rekeys_the_child_sa() {
-    rekeys(&Case {
+    let second = rekeys(&Case {
         charon_child: "rekey_time = 3s\n        life_time = 60s\n        rand_time = 0s",
         ..Case::new("ck", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
     });
+    assert!(second.is_none_or(|l| !l.contains("pfs_group")));
 }
 
 #[test]
 fn bitsgw_rekeys_the_child_sa() {
-    rekeys(&Case {
+    let second = rekeys(&Case {
         bitsgw_args: &["--child-lifetime", "3"],
         ..Case::new("bk", false, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
     });
+    assert!(second.is_none_or(|l| !l.contains("pfs_group")));
 }
 
 /// A rekeyed IKE SA replaces the first one on both sides and keeps the
@@ -687,4 +695,79 @@ fn bitsgw_rekeys_the_ike_sa() {
         bitsgw_args: &["--ike-lifetime", "3"],
         ..Case::new("br", false, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
     });
+}
+
+#[test]
+fn charon_rekeys_the_child_sa_with_pfs() {
+    let second = rekeys(&Case {
+        charon_child: "rekey_time = 3s\n        life_time = 60s\n        rand_time = 0s",
+        ..Case::new(
+            "cp",
+            true,
+            "aes128gcm16-prfsha256-ecp256",
+            "aes128gcm16-x25519",
+        )
+    });
+    assert_eq!(second.as_deref().map(|l| field(l, "pfs_group")), Some("31"));
+}
+
+#[test]
+fn bitsgw_rekeys_the_child_sa_with_pfs() {
+    let second = rekeys(&Case {
+        bitsgw_args: &["--child-lifetime", "3"],
+        ..Case::new(
+            "bp",
+            false,
+            "aes128gcm16-prfsha256-ecp256",
+            "aes256gcm16-ecp256",
+        )
+    });
+    assert_eq!(second.as_deref().map(|l| field(l, "pfs_group")), Some("19"));
+}
+
+#[test]
+fn proposal_mismatch_is_refused_when_bitsgw_initiates() {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(&Case {
+        bitsgw_ike: Some("aes256gcm16-prfsha256-x25519"),
+        ..Case::new("im", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+    let limit = Duration::from_secs(25);
+    let down = wait_line(
+        &run.lines,
+        &["IKE_SA_UP", "IKE_SA_DOWN"],
+        limit,
+        &mut run.seen,
+    );
+    assert_eq!(
+        down.as_deref(),
+        Some("IKE_SA_DOWN reason=PeerNotify(NoProposalChosen)"),
+        "{}",
+        run.transcript()
+    );
+}
+
+#[test]
+fn proposal_mismatch_is_refused_when_charon_initiates() {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(&Case {
+        bitsgw_ike: Some("aes256gcm16-prfsha256-x25519"),
+        ..Case::new("rm", false, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+    let counters = wait_line(
+        &run.lines,
+        &["COUNTERS notify_sent={NoProposalChosen: 1}"],
+        Duration::from_secs(25),
+        &mut run.seen,
+    );
+    assert!(counters.is_some(), "{}", run.transcript());
+    assert!(
+        log(&run.swan).contains("received NO_PROPOSAL_CHOSEN notify error"),
+        "{}",
+        run.transcript()
+    );
 }

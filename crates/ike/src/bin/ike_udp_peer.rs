@@ -15,12 +15,12 @@
 //!
 //! Proposals use strongSwan's notation: `aes128gcm16-prfsha256-ecp256`,
 //! `aes256gcm16-prfsha256-x25519`, `aes128-sha256-prfsha256-ecp256` (IKE);
-//! `aes128gcm16`, `aes256-sha256` (ESP). `--print-keys` prints the
+//! `aes128gcm16`, `aes256-sha256`, `aes128gcm16-x25519` (ESP, the group for
+//! PFS in CREATE_CHILD_SA). `--print-keys` prints the
 //! CHILD_SA keys in hex: a test aid, off by default, never for production
 //! keys. `--trace` prints every IKE message received, in hex.
 
 use bitsgw_ike::crypto::{DirectionKeys, Secret};
-use bitsgw_ike::suite::{DhGroup, Encryption, EspProposal, IkeProposal, Integrity, Prf};
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
     Endpoint, EndpointConfig, Event, Identity, Lifetimes, Mode, PeerConfig, Retransmit, Timestamp,
@@ -102,66 +102,6 @@ fn selector(s: &str) -> Result<TrafficSelector, String> {
     ))
 }
 
-/// One strongSwan-style algorithm keyword.
-enum Word {
-    Encr(Encryption),
-    Integ(Integrity),
-    Prf(Prf),
-    Group(DhGroup),
-}
-
-fn word(w: &str) -> Result<Word, String> {
-    Ok(match w {
-        "aes128gcm16" | "aes128gcm128" => Word::Encr(Encryption::AES128_GCM16),
-        "aes256gcm16" | "aes256gcm128" => Word::Encr(Encryption::AES256_GCM16),
-        "aes128" => Word::Encr(Encryption::AES128_CBC),
-        "aes256" => Word::Encr(Encryption::AES256_CBC),
-        "sha256" | "sha2_256" => Word::Integ(Integrity::HmacSha256_128),
-        "prfsha256" => Word::Prf(Prf::HmacSha256),
-        "ecp256" | "modp_ecp256" => Word::Group(DhGroup::Ecp256),
-        "x25519" | "curve25519" => Word::Group(DhGroup::Curve25519),
-        _ => return Err(format!("unknown algorithm {w}")),
-    })
-}
-
-fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
-    let mut p = IkeProposal {
-        encryption: vec![],
-        integrity: vec![],
-        prf: vec![],
-        groups: vec![],
-    };
-    for w in s.split('-') {
-        match word(w)? {
-            Word::Encr(e) => p.encryption.push(e),
-            Word::Integ(i) => p.integrity.push(i),
-            Word::Prf(f) => p.prf.push(f),
-            Word::Group(g) => p.groups.push(g),
-        }
-    }
-    // strongSwan derives the PRF from the integrity algorithm when none is
-    // named.
-    if p.prf.is_empty() && !p.integrity.is_empty() {
-        p.prf.push(Prf::HmacSha256);
-    }
-    Ok(p)
-}
-
-fn esp_proposal(s: &str) -> Result<EspProposal, String> {
-    let mut p = EspProposal {
-        encryption: vec![],
-        integrity: vec![],
-    };
-    for w in s.split('-') {
-        match word(w)? {
-            Word::Encr(e) => p.encryption.push(e),
-            Word::Integ(i) => p.integrity.push(i),
-            _ => return Err(format!("{s}: {w} is not an ESP algorithm")),
-        }
-    }
-    Ok(p)
-}
-
 fn config(a: &Args) -> Result<EndpointConfig, String> {
     let psk_path = a.get("psk-file")?;
     let psk = std::fs::read(psk_path).map_err(|e| format!("{psk_path}: {e}"))?;
@@ -191,14 +131,15 @@ fn config(a: &Args) -> Result<EndpointConfig, String> {
             local_id: identity(a.get("local-id")?)?,
             remote_id: identity(a.get("remote-id")?)?,
             psk,
-            ike_proposals: vec![ike_proposal(a.get("ike")?)?],
-            esp_proposals: vec![esp_proposal(a.get("esp")?)?],
+            ike_proposals: vec![a.get("ike")?.parse().map_err(|e| format!("--ike: {e}"))?],
+            esp_proposals: vec![a.get("esp")?.parse().map_err(|e| format!("--esp: {e}"))?],
             local_ts: vec![selector(a.get("local-ts")?)?],
             remote_ts: vec![selector(a.get("remote-ts")?)?],
             mode,
             lifetimes: Lifetimes {
                 ike: secs("ike-lifetime")?.unwrap_or(Duration::from_secs(3600)),
                 child: secs("child-lifetime")?.unwrap_or(Duration::from_secs(1200)),
+                jitter: Duration::ZERO,
             },
             liveness: secs("liveness")?,
             retransmit: Retransmit::default(),
@@ -256,6 +197,9 @@ fn print_event(e: &Event, print_keys: bool) -> String {
                 c.local,
                 c.remote,
             );
+            if let Some(g) = c.suite.group {
+                line += &format!(" pfs_group={}", g.number());
+            }
             if let Some(old) = c.rekeys {
                 line += &format!(" rekeys={old:08x}");
             }

@@ -1,0 +1,1180 @@
+//! The IKEv2 state machine in quinn-proto's sans-IO shape: datagrams and
+//! `now` in ([`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`]),
+//! datagrams, events and the next deadline out ([`Endpoint::poll_transmit`],
+//! [`Endpoint::poll_event`], [`Endpoint::poll_timeout`]). No clock, socket
+//! or thread inside; randomness comes from the operating system through
+//! ring.
+//!
+//! Exchanges: IKE_SA_INIT (RFC 7296 1.2, with COOKIE 2.6, INVALID_KE_PAYLOAD
+//! 1.2, NAT detection 2.23), IKE_AUTH with a pre-shared key (2.15) and the
+//! first CHILD_SA (1.3.1 transport mode, 2.9 selector narrowing, 2.4
+//! INITIAL_CONTACT), INFORMATIONAL (1.4: Delete of CHILD_SAs and of the IKE
+//! SA; 2.4 liveness). Each side keeps a window of one request (2.3);
+//! requests are retransmitted with exponential backoff until given up
+//! (2.1, 2.4), and a retransmitted request gets the cached response.
+
+mod auth;
+mod child;
+mod init;
+mod rekey;
+
+use crate::config::{EndpointConfig, Mode};
+use crate::crypto::{
+    cookie, ct_eq, derive_child_keys, derive_ike_keys, derive_rekeyed_ike_keys, nat_detection_hash,
+    psk_auth, CryptoError, DhPrivate, IkeKeys, Secret, SkKeys,
+};
+use crate::event::{
+    ChildSaEstablished, Counters, DownReason, DropReason, Event, IkeSaId, Transmit,
+};
+use crate::suite::{
+    accept_esp_reply, accept_ike_reply, accept_ike_reply_with_spi, esp_reply, ike_reply,
+    select_esp, select_ike, select_ike_with_spi, DhGroup, EspProposal, EspSuite, IkeSuite, Pfs,
+};
+use crate::wire::{
+    chain_len, emit_chain, parse_chain, AuthPayload, DeletePayload, ExchangeType, Flags, Header,
+    HeaderRepr, IdPayload, KePayload, Message, NotifyPayload, NotifyType, Payload, PayloadType,
+    ProtocolId, SaPayload, TrafficSelector, WireError,
+};
+use bitsgw_wire::Timestamp;
+use core::time::Duration;
+use ring::rand::{SecureRandom, SystemRandom};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+/// AUTH method 2: Shared Key Message Integrity Code (RFC 7296 3.8).
+const AUTH_PSK: u8 = 2;
+/// Nonce octets we send: at least half the PRF's key size (RFC 7296 2.10).
+const NONCE_LEN: usize = 32;
+/// COOKIE answers followed before giving up (a responder that keeps
+/// asking is broken or hostile).
+const MAX_COOKIE_ROUNDS: u8 = 3;
+/// How long after a failed CHILD_SA rekey it is tried again.
+const REKEY_RETRY: Duration = Duration::from_secs(30);
+/// Protocol ID of an IKE SA in Delete and Notify payloads.
+const PROTO_IKE: u8 = 1;
+/// Protocol ID of ESP.
+const PROTO_ESP: u8 = 3;
+/// IKE's port.
+const IKE_PORT: u16 = 500;
+/// IKE and ESP behind a NAT (RFC 3948).
+const NAT_T_PORT: u16 = 4500;
+
+/// Errors of the calls an owner makes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IkeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// No IKE SA with this ID.
+    #[error("no IKE SA {0:?}")]
+    UnknownIkeSa(IkeSaId),
+    /// The IKE SA is not established.
+    #[error("IKE SA {0:?} is not established")]
+    NotEstablished(IkeSaId),
+    /// No CHILD_SA with this inbound SPI.
+    #[error("no CHILD_SA with inbound SPI {0:#010x}")]
+    UnknownChildSa(u32),
+    /// A cryptographic step failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A message could not be built.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Initiator: IKE_SA_INIT sent.
+    InitSent,
+    /// Initiator: IKE_AUTH sent.
+    AuthSent,
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
+    HalfOpen,
+    /// Authenticated.
+    Established,
+    /// Our Delete of the IKE SA is outstanding.
+    Deleting,
+    /// Responder: IKE_AUTH refused; kept only so that a retransmission of
+    /// it gets the same answer (RFC 7296 2.1), until it expires.
+    Refused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RequestKind {
+    Init,
+    Auth,
+    Liveness,
+    /// Deleting our CHILD_SA with this inbound SPI.
+    DeleteChild(u32),
+    DeleteIke,
+    /// CREATE_CHILD_SA rekeying the IKE SA (RFC 7296 1.3.2) with our new
+    /// SPI `spi` and nonce `ni` (the Diffie-Hellman key is in the IKE SA).
+    RekeyIke {
+        spi: u64,
+        ni: Vec<u8>,
+    },
+    /// CREATE_CHILD_SA for a CHILD_SA (RFC 7296 1.3.1), rekeying the one
+    /// with inbound SPI `old` if any (1.3.3), as asked here.
+    CreateChild {
+        old: Option<u32>,
+        inbound_spi: u32,
+        ni: Vec<u8>,
+        mode: Mode,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+    },
+}
+
+#[derive(Debug)]
+struct Pending {
+    message_id: u32,
+    exchange: ExchangeType,
+    kind: RequestKind,
+    bytes: Vec<u8>,
+    retransmits: u32,
+    interval: Duration,
+    next_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+struct ChildSa {
+    inbound_spi: u32,
+    outbound_spi: u32,
+    mode: Mode,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    /// When to rekey it (its configured lifetime).
+    rekey_at: Timestamp,
+    /// Our Delete of it is outstanding.
+    deleting: bool,
+    /// The nonces of the peer's CREATE_CHILD_SA that rekeyed it, for
+    /// telling which of two simultaneous rekeys wins (RFC 7296 2.8.1).
+    rekeyed_by_peer: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What we asked for in a request creating a CHILD_SA.
+#[derive(Debug)]
+struct Asked<'a> {
+    inbound_spi: u32,
+    mode: Mode,
+    local_ts: &'a [TrafficSelector],
+    remote_ts: &'a [TrafficSelector],
+    ni: Vec<u8>,
+    rekeys: Option<u32>,
+    /// How to read Diffie-Hellman transforms, and our key for PFS.
+    pfs: Pfs,
+    dh: Option<DhPrivate>,
+}
+
+/// A CHILD_SA just negotiated, before its keys are derived.
+#[derive(Debug)]
+struct NewChild {
+    inbound_spi: u32,
+    outbound_spi: u32,
+    suite: EspSuite,
+    mode: Mode,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    /// The nonces of the exchange that made it, its initiator's first.
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    /// The fresh Diffie-Hellman secret with PFS (RFC 7296 2.17).
+    shared: Option<Secret>,
+    /// Whether we initiated that exchange: KEYMAT's first keys protect
+    /// what its initiator sends (RFC 7296 2.17).
+    exchange_initiator: bool,
+    /// The inbound SPI of the CHILD_SA it replaces.
+    rekeys: Option<u32>,
+}
+
+#[derive(Debug)]
+struct IkeSa {
+    /// The SPI we chose.
+    id: u64,
+    initiator: bool,
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    state: State,
+    group: DhGroup,
+    dh: Option<DhPrivate>,
+    suite: Option<IkeSuite>,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    /// RealMessage1 and RealMessage2 of RFC 7296 2.15.
+    init_request: Vec<u8>,
+    init_response: Vec<u8>,
+    cookie: Option<Vec<u8>>,
+    cookie_rounds: u8,
+    keys: Option<IkeKeys>,
+    sk_out: Option<SkKeys>,
+    sk_in: Option<SkKeys>,
+    next_message_id: u32,
+    pending: Option<Pending>,
+    queued: VecDeque<(ExchangeType, Vec<Payload>, RequestKind)>,
+    /// The message ID of the peer's next request.
+    peer_message_id: u32,
+    last_response: Option<(u32, Vec<u8>)>,
+    children: Vec<ChildSa>,
+    first_child_spi: u32,
+    created: Timestamp,
+    last_heard: Timestamp,
+    nat_local: bool,
+    nat_remote: bool,
+    /// Whether the owner knows of it (it initiated it or saw it come up),
+    /// so its end is reported.
+    announced: bool,
+    /// When to rekey it (its configured lifetime).
+    rekey_at: Timestamp,
+    /// Our Diffie-Hellman keys of outstanding rekeys (of the IKE SA, or of
+    /// CHILD_SAs with PFS), by the nonce of their request.
+    pending_dh: Vec<(Vec<u8>, DhPrivate)>,
+    /// Replaced by a rekey, or made by one not (yet) in use: dropped at
+    /// this time if not deleted by then.
+    expire_at: Option<Timestamp>,
+    /// The IKE SA the peer's rekey made while ours was outstanding, and
+    /// the nonces of that exchange (RFC 7296 2.8.2).
+    collision: Option<(u64, Vec<u8>, Vec<u8>)>,
+}
+
+impl IkeSa {
+    /// An IKE SA with nothing negotiated yet: no keys, no nonces, message
+    /// IDs at zero, not known to the owner.
+    fn new(
+        initiator: bool,
+        (spi_i, spi_r): (u64, u64),
+        (local, remote): (SocketAddr, SocketAddr),
+        state: State,
+        group: DhGroup,
+        now: Timestamp,
+    ) -> IkeSa {
+        IkeSa {
+            id: if initiator { spi_i } else { spi_r },
+            initiator,
+            spi_i,
+            spi_r,
+            local,
+            remote,
+            state,
+            group,
+            dh: None,
+            suite: None,
+            ni: Vec::new(),
+            nr: Vec::new(),
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            cookie: None,
+            cookie_rounds: 0,
+            keys: None,
+            sk_out: None,
+            sk_in: None,
+            next_message_id: 0,
+            pending: None,
+            queued: VecDeque::new(),
+            peer_message_id: 0,
+            last_response: None,
+            children: Vec::new(),
+            first_child_spi: 0,
+            created: now,
+            last_heard: now,
+            nat_local: false,
+            nat_remote: false,
+            announced: false,
+            rekey_at: Timestamp(u64::MAX),
+            pending_dh: Vec::new(),
+            expire_at: None,
+            collision: None,
+        }
+    }
+}
+
+/// What a handler wants done with the IKE SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Keep,
+    Remove,
+}
+
+#[derive(Debug, Default)]
+struct Out {
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    counters: Counters,
+}
+
+impl Out {
+    fn drop(&mut self, reason: DropReason) {
+        *self.counters.drops.entry(reason).or_default() += 1;
+    }
+
+    fn send(&mut self, sa: &IkeSa, contents: Vec<u8>) {
+        self.transmits.push_back(Transmit {
+            remote: sa.remote,
+            local: sa.local,
+            contents,
+        });
+    }
+
+    fn count_notifies_received(&mut self, payloads: &[Payload]) {
+        for p in payloads {
+            if let Payload::Notify(n) = p {
+                *self
+                    .counters
+                    .notify_received
+                    .entry(n.notify_type)
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    fn count_notifies_sent(&mut self, payloads: &[Payload]) {
+        for p in payloads {
+            if let Payload::Notify(n) = p {
+                *self.counters.notify_sent.entry(n.notify_type).or_default() += 1;
+            }
+        }
+    }
+
+    fn child_deleted(&mut self, ike: u64, name: &str, c: &ChildSa) {
+        self.events.push_back(Event::ChildSaDeleted {
+            ike: IkeSaId(ike),
+            name: name.to_string(),
+            inbound_spi: c.inbound_spi,
+            outbound_spi: c.outbound_spi,
+        });
+    }
+
+    /// Reports an IKE SA's end: its CHILD_SAs first, then the IKE SA.
+    fn close(&mut self, sa: &mut IkeSa, name: &str, reason: DownReason) {
+        for c in sa.children.drain(..) {
+            self.child_deleted(sa.id, name, &c);
+        }
+        if sa.announced {
+            self.events.push_back(Event::IkeSaDown {
+                ike: IkeSaId(sa.id),
+                reason,
+            });
+        }
+    }
+}
+
+/// An IKEv2 endpoint for one peer configuration, initiator and responder.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    rng: SystemRandom,
+    sas: HashMap<u64, IkeSa>,
+    /// Responder SAs by (peer address, initiator SPI), so a retransmitted
+    /// IKE_SA_INIT finds its cached answer (RFC 7296 2.1).
+    by_initiator: HashMap<(SocketAddr, u64), u64>,
+    cookie_secret: Secret,
+    out: Out,
+}
+
+fn find_notify(payloads: &[Payload], t: NotifyType) -> Option<&NotifyPayload> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.notify_type == t => Some(n),
+        _ => None,
+    })
+}
+
+fn first_error(payloads: &[Payload]) -> Option<NotifyType> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.notify_type.is_error() => Some(n.notify_type),
+        _ => None,
+    })
+}
+
+/// The first payload of each kind a message carries.
+#[derive(Debug, Default)]
+struct Found<'a> {
+    sa: Option<&'a SaPayload>,
+    ke: Option<&'a KePayload>,
+    nonce: Option<&'a Vec<u8>>,
+    idi: Option<&'a IdPayload>,
+    idr: Option<&'a IdPayload>,
+    auth: Option<&'a AuthPayload>,
+    tsi: Option<&'a Vec<TrafficSelector>>,
+    tsr: Option<&'a Vec<TrafficSelector>>,
+}
+
+impl<'a> Found<'a> {
+    fn of(payloads: &'a [Payload]) -> Found<'a> {
+        let mut f = Found::default();
+        for p in payloads {
+            match p {
+                Payload::Sa(x) => f.sa = f.sa.or(Some(x)),
+                Payload::Ke(x) => f.ke = f.ke.or(Some(x)),
+                Payload::Nonce(x) => f.nonce = f.nonce.or(Some(x)),
+                Payload::IdI(x) => f.idi = f.idi.or(Some(x)),
+                Payload::IdR(x) => f.idr = f.idr.or(Some(x)),
+                Payload::Auth(x) => f.auth = f.auth.or(Some(x)),
+                Payload::TsI(x) => f.tsi = f.tsi.or(Some(x)),
+                Payload::TsR(x) => f.tsr = f.tsr.or(Some(x)),
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+fn notify(t: NotifyType, data: Vec<u8>) -> Payload {
+    Payload::Notify(NotifyPayload::new(t, data))
+}
+
+/// The notification refusing an authentic request whose payloads did not
+/// parse: UNSUPPORTED_CRITICAL_PAYLOAD naming the type (RFC 7296 2.5), or
+/// INVALID_SYNTAX.
+fn refusal(e: WireError) -> Payload {
+    match e {
+        WireError::UnsupportedCritical(t) => {
+            notify(NotifyType::UnsupportedCriticalPayload, vec![t])
+        }
+        _ => notify(NotifyType::InvalidSyntax, Vec::new()),
+    }
+}
+
+/// Errors about a CHILD_SA only: the IKE SA stays (RFC 7296 2.21.3).
+fn is_child_error(t: NotifyType) -> bool {
+    matches!(
+        t,
+        NotifyType::NoProposalChosen
+            | NotifyType::TsUnacceptable
+            | NotifyType::SinglePairRequired
+            | NotifyType::InvalidSelectors
+            | NotifyType::NoAdditionalSas
+            | NotifyType::InternalAddressFailure
+            | NotifyType::FailedCpRequired
+    )
+}
+
+/// Responder's narrowing (RFC 7296 2.9): every non-empty intersection of a
+/// proposed selector with a configured one.
+fn narrow(proposed: &[TrafficSelector], configured: &[TrafficSelector]) -> Vec<TrafficSelector> {
+    let mut out = Vec::new();
+    for p in proposed {
+        for c in configured {
+            if let Some(ts) = p.intersect(c) {
+                if !out.contains(&ts) {
+                    out.push(ts);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether each of `chosen` lies within one of `proposed` (initiator's
+/// check of the responder's narrowing).
+fn within(chosen: &[TrafficSelector], proposed: &[TrafficSelector]) -> bool {
+    !chosen.is_empty()
+        && chosen
+            .iter()
+            .all(|c| proposed.iter().any(|p| c.is_subset_of(p)))
+}
+
+impl Endpoint {
+    /// An endpoint with a validated configuration.
+    pub fn new(config: EndpointConfig) -> Result<Endpoint, IkeError> {
+        config.validate()?;
+        let rng = SystemRandom::new();
+        let mut secret = vec![0u8; 32];
+        rng.fill(&mut secret).map_err(|_| CryptoError::Random)?;
+        Ok(Endpoint {
+            config,
+            rng,
+            sas: HashMap::new(),
+            by_initiator: HashMap::new(),
+            cookie_secret: Secret::new(secret),
+            out: Out::default(),
+        })
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.out.counters
+    }
+
+    /// IKE SAs in any state.
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Responder IKE SAs waiting for IKE_AUTH, or that refused it and wait
+    /// for its retransmissions.
+    pub fn half_open_count(&self) -> usize {
+        self.sas
+            .values()
+            .filter(|s| matches!(s.state, State::HalfOpen | State::Refused))
+            .count()
+    }
+
+    /// After refusing IKE_AUTH: no IKE SA, but the answer stays for the
+    /// request's retransmissions until the half-open timeout.
+    fn refuse_ike_sa(&mut self, now: Timestamp, sa: &mut IkeSa) {
+        sa.state = State::Refused;
+        sa.expire_at = Some(now.saturating_add(self.config.half_open_timeout));
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.sas.values().filter_map(|sa| self.deadline(sa)).min()
+    }
+
+    fn deadline(&self, sa: &IkeSa) -> Option<Timestamp> {
+        let mut d: Option<Timestamp> = sa.pending.as_ref().map(|p| p.next_at);
+        let mut earliest = |t: Timestamp| d = Some(d.map_or(t, |x| x.min(t)));
+        if sa.state == State::HalfOpen {
+            earliest(sa.created.saturating_add(self.config.half_open_timeout));
+        }
+        // Only an IKE SA in use checks liveness and rekeys: not one a rekey
+        // made that is not adopted (yet).
+        let in_use = sa.state == State::Established && sa.pending.is_none() && sa.announced;
+        if let (true, Some(iv)) = (in_use, self.config.peer.liveness) {
+            earliest(sa.last_heard.saturating_add(iv));
+        }
+        if in_use {
+            earliest(sa.rekey_at);
+            if let Some(t) = Self::next_rekey(sa).map(|c| c.rekey_at) {
+                earliest(t);
+            }
+        }
+        if let Some(t) = sa.expire_at {
+            earliest(t);
+        }
+        d
+    }
+
+    fn random(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
+        self.rng.fill(buf).map_err(|_| CryptoError::Random)
+    }
+
+    fn new_ike_spi(&self) -> Result<u64, CryptoError> {
+        loop {
+            let mut b = [0u8; 8];
+            self.random(&mut b)?;
+            let spi = u64::from_be_bytes(b);
+            if spi != 0 && !self.sas.contains_key(&spi) {
+                return Ok(spi);
+            }
+        }
+    }
+
+    /// A fresh inbound ESP SPI (0-255 are reserved, RFC 4303 2.1), unique
+    /// among our CHILD_SAs; `current` is an SA taken out of the map.
+    fn new_child_spi(&self, current: &IkeSa) -> Result<u32, CryptoError> {
+        loop {
+            let mut b = [0u8; 4];
+            self.random(&mut b)?;
+            let spi = u32::from_be_bytes(b);
+            let used = |sa: &IkeSa| {
+                sa.first_child_spi == spi || sa.children.iter().any(|c| c.inbound_spi == spi)
+            };
+            if spi > 255 && !used(current) && !self.sas.values().any(used) {
+                return Ok(spi);
+            }
+        }
+    }
+
+    /// Our IKE proposals, numbered from 1, with `spi` (empty in
+    /// IKE_SA_INIT, our new SPI in a rekey).
+    fn ike_offer(&self, spi: Vec<u8>) -> SaPayload {
+        let proposals = self.config.peer.ike_proposals.iter().zip(1u8..);
+        SaPayload {
+            proposals: proposals.map(|(p, n)| p.to_wire(n, spi.clone())).collect(),
+        }
+    }
+
+    /// Our ESP proposals, numbered from 1, with our inbound `spi`; their
+    /// Diffie-Hellman groups only with `pfs` (not in IKE_AUTH, whose
+    /// CHILD_SA has no KE payload, RFC 7296 1.2).
+    fn esp_offer(&self, spi: u32, pfs: bool) -> SaPayload {
+        let proposals = self.config.peer.esp_proposals.iter().zip(1u8..);
+        let wire = |(p, n): (&EspProposal, u8)| {
+            if pfs {
+                p.to_wire(n, spi)
+            } else {
+                EspProposal {
+                    groups: Vec::new(),
+                    ..p.clone()
+                }
+                .to_wire(n, spi)
+            }
+        };
+        SaPayload {
+            proposals: proposals.map(wire).collect(),
+        }
+    }
+
+    /// Our Diffie-Hellman key of the request that carried nonce `ni`.
+    fn take_dh(sa: &mut IkeSa, ni: &[u8]) -> Option<DhPrivate> {
+        let i = sa.pending_dh.iter().position(|(n, _)| n == ni)?;
+        Some(sa.pending_dh.swap_remove(i).1)
+    }
+
+    /// When an SA made `now` with `lifetime` is rekeyed: at the end of its
+    /// lifetime less up to the configured jitter, at random.
+    fn rekey_time(&self, now: Timestamp, lifetime: Duration) -> Result<Timestamp, CryptoError> {
+        let jitter = self.config.peer.lifetimes.jitter;
+        let mut b = [0u8; 2];
+        self.random(&mut b)?;
+        let early = jitter.mul_f64(f64::from(u16::from_be_bytes(b)) / 65536.0);
+        Ok(now.saturating_add(lifetime.saturating_sub(early)))
+    }
+
+    /// The wait before a refused rekey is tried again: REKEY_RETRY plus up
+    /// to as much again at random, so two peers that collided (RFC 7296
+    /// 2.25, TEMPORARY_FAILURE) do not collide again.
+    fn retry_delay(&self) -> Result<Duration, CryptoError> {
+        let mut b = [0u8; 2];
+        self.random(&mut b)?;
+        let extra = REKEY_RETRY.as_millis() as u64 * u64::from(u16::from_be_bytes(b)) / 65536;
+        Ok(REKEY_RETRY + Duration::from_millis(extra))
+    }
+
+    fn nonce(&self) -> Result<Vec<u8>, CryptoError> {
+        let mut n = vec![0u8; NONCE_LEN];
+        self.random(&mut n)?;
+        Ok(n)
+    }
+
+    /// Starts an IKE SA (and its first CHILD_SA) from `local` to `remote`.
+    pub fn initiate(
+        &mut self,
+        now: Timestamp,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<IkeSaId, IkeError> {
+        // validate() made sure there is one.
+        let group = self
+            .config
+            .peer
+            .ike_proposals
+            .first()
+            .and_then(|p| p.groups.first().copied())
+            .ok_or_else(|| crate::config::ConfigError {
+                peer: self.config.peer.name.clone(),
+                field: "ike_proposals[0].groups".into(),
+                reason: "empty",
+            })?;
+        let spi = self.new_ike_spi()?;
+        let mut sa = IkeSa::new(true, (spi, 0), (local, remote), State::InitSent, group, now);
+        sa.dh = Some(DhPrivate::generate(group, &self.rng)?);
+        sa.ni = self.nonce()?;
+        sa.announced = true;
+        self.send_init(now, &mut sa)?;
+        self.sas.insert(spi, sa);
+        Ok(IkeSaId(spi))
+    }
+
+    /// Deletes an IKE SA (RFC 7296 1.4.1): its CHILD_SAs are reported
+    /// deleted at once, the IKE SA when the peer answered or gave none.
+    pub fn delete_ike(&mut self, now: Timestamp, id: IkeSaId) -> Result<(), IkeError> {
+        let mut sa = self.sas.remove(&id.0).ok_or(IkeError::UnknownIkeSa(id))?;
+        if sa.state != State::Established {
+            self.out
+                .close(&mut sa, &self.config.peer.name, DownReason::DeletedLocally);
+            self.forget(&sa);
+            return Ok(());
+        }
+        for c in sa.children.drain(..) {
+            self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+        }
+        sa.state = State::Deleting;
+        let del = Payload::Delete(DeletePayload {
+            protocol_id: PROTO_IKE,
+            spi_size: 0,
+            spis: Vec::new(),
+        });
+        let r = self.request(
+            now,
+            &mut sa,
+            ExchangeType::Informational,
+            vec![del],
+            RequestKind::DeleteIke,
+        );
+        self.sas.insert(id.0, sa);
+        r
+    }
+
+    /// Runs `f` on IKE SA `id`, taken out of the table meanwhile.
+    fn with_sa(
+        &mut self,
+        id: IkeSaId,
+        f: impl FnOnce(&mut Endpoint, &mut IkeSa) -> Result<(), IkeError>,
+    ) -> Result<(), IkeError> {
+        let mut sa = self.sas.remove(&id.0).ok_or(IkeError::UnknownIkeSa(id))?;
+        let r = f(self, &mut sa);
+        self.sas.insert(id.0, sa);
+        r
+    }
+
+    fn forget(&mut self, sa: &IkeSa) {
+        if !sa.initiator {
+            self.by_initiator.remove(&(sa.remote, sa.spi_i));
+        }
+    }
+
+    /// Builds a message of `sa`: IKE_SA_INIT in clear, every other one
+    /// inside an SK payload.
+    fn build(
+        &mut self,
+        sa: &IkeSa,
+        exchange: ExchangeType,
+        response: bool,
+        message_id: u32,
+        payloads: &[Payload],
+    ) -> Result<Vec<u8>, IkeError> {
+        self.out.count_notifies_sent(payloads);
+        let header = HeaderRepr {
+            spi_i: sa.spi_i,
+            spi_r: sa.spi_r,
+            next_payload: PayloadType::NoNext,
+            minor_version: 0,
+            exchange,
+            flags: Flags::new(sa.initiator, response),
+            message_id,
+            length: 0,
+        };
+        if exchange == ExchangeType::IkeSaInit {
+            return Ok(Message {
+                header,
+                payloads: payloads.to_vec(),
+            }
+            .to_vec()?);
+        }
+        let sk = sa
+            .sk_out
+            .as_ref()
+            .ok_or(IkeError::NotEstablished(IkeSaId(sa.id)))?;
+        let mut inner = vec![0u8; chain_len(payloads)];
+        emit_chain(payloads, &mut inner)?;
+        let first = payloads.first().map_or(PayloadType::NoNext, Payload::kind);
+        Ok(sk.seal(&header, first, &inner, &self.rng)?)
+    }
+
+    /// Sends a request, or queues it behind the outstanding one (a window
+    /// of one, RFC 7296 2.3).
+    fn request(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        exchange: ExchangeType,
+        payloads: Vec<Payload>,
+        kind: RequestKind,
+    ) -> Result<(), IkeError> {
+        if sa.pending.is_some() {
+            sa.queued.push_back((exchange, payloads, kind));
+            return Ok(());
+        }
+        let message_id = sa.next_message_id;
+        let bytes = self.build(sa, exchange, false, message_id, &payloads)?;
+        sa.next_message_id = sa.next_message_id.wrapping_add(1);
+        self.out.counters.requests_sent.bump(exchange);
+        self.out.send(sa, bytes.clone());
+        let initial = self.config.peer.retransmit.initial;
+        sa.pending = Some(Pending {
+            message_id,
+            exchange,
+            kind,
+            bytes,
+            retransmits: 0,
+            interval: initial,
+            next_at: now.saturating_add(initial),
+        });
+        Ok(())
+    }
+
+    fn send_queued(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
+        if sa.pending.is_none() {
+            if let Some((exchange, payloads, kind)) = sa.queued.pop_front() {
+                return self.request(now, sa, exchange, payloads, kind);
+            }
+        }
+        Ok(())
+    }
+
+    fn respond(
+        &mut self,
+        sa: &mut IkeSa,
+        exchange: ExchangeType,
+        message_id: u32,
+        payloads: &[Payload],
+    ) -> Result<(), IkeError> {
+        let bytes = self.build(sa, exchange, true, message_id, payloads)?;
+        self.out.counters.responses_sent.bump(exchange);
+        self.out.send(sa, bytes.clone());
+        sa.last_response = Some((message_id, bytes));
+        Ok(())
+    }
+
+    /// Handles one received UDP payload (IKE on port 500, or after the
+    /// non-ESP marker on 4500 once the caller stripped it).
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        remote: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+    ) {
+        self.out.counters.datagrams_received += 1;
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(WireError::BadMajorVersion(_)) => {
+                return self.out.drop(DropReason::BadMajorVersion)
+            }
+            Err(e @ WireError::UnsupportedCritical(_)) => {
+                // RFC 7296 2.5: an IKE_SA_INIT request is answered (others
+                // are answered once decrypted, or are responses).
+                let request = Header::new_checked(data)
+                    .and_then(|h| HeaderRepr::parse(&h))
+                    .ok()
+                    .filter(|h| {
+                        h.exchange == ExchangeType::IkeSaInit && !h.flags.response() && h.spi_r == 0
+                    });
+                match request {
+                    Some(h) => {
+                        self.out.counters.requests_received.bump(h.exchange);
+                        if let Err(e) = self.stateless_reply(&h, remote, local, refusal(e)) {
+                            self.local_failure(e);
+                        }
+                    }
+                    None => self.out.drop(DropReason::Malformed),
+                }
+                return;
+            }
+            Err(_) => return self.out.drop(DropReason::Malformed),
+        };
+        let h = msg.header;
+        // Message::parse checked that the header's length fits.
+        let bytes = &data[..h.length as usize];
+        if h.exchange == ExchangeType::IkeSaInit && !h.flags.response() {
+            if h.spi_r != 0 || h.message_id != 0 || !h.flags.initiator() {
+                return self.out.drop(DropReason::Malformed);
+            }
+            if let Err(e) = self.responder_init(now, remote, local, bytes, msg) {
+                self.local_failure(e);
+            }
+            return;
+        }
+        let ours = if h.flags.initiator() {
+            h.spi_r
+        } else {
+            h.spi_i
+        };
+        let Some(mut sa) = self.sas.remove(&ours) else {
+            return self.out.drop(DropReason::UnknownSpi);
+        };
+        let spis_match = h.spi_i == sa.spi_i
+            && (h.spi_r == sa.spi_r || (sa.state == State::InitSent && h.spi_r != 0));
+        let after = if !spis_match || h.flags.initiator() == sa.initiator {
+            self.out.drop(DropReason::UnknownSpi);
+            Ok(After::Keep)
+        } else if h.flags.response() {
+            self.on_response(now, &mut sa, &h, bytes, msg.payloads, (remote, local))
+        } else {
+            self.on_request(now, &mut sa, &h, bytes, msg.payloads, (remote, local))
+        };
+        let after = after.unwrap_or_else(|e| {
+            self.local_failure(e);
+            After::Keep
+        });
+        match after {
+            After::Keep => {
+                self.sas.insert(ours, sa);
+            }
+            After::Remove => self.forget(&sa),
+        }
+    }
+
+    fn local_failure(&mut self, _e: IkeError) {
+        self.out.drop(DropReason::LocalFailure);
+    }
+
+    /// Opens a message's SK payload (RFC 7296 3.14). `Err(None)`: dropped
+    /// and counted; `Err(Some(error))`: authentic but its inner payloads are
+    /// malformed (answered with INVALID_SYNTAX when a request). Behind a
+    /// NAT, an authentic message moves the IKE SA to the addresses it came
+    /// on (RFC 7296 2.23).
+    fn open(
+        &mut self,
+        sa: &mut IkeSa,
+        bytes: &[u8],
+        payloads: &[Payload],
+        (remote, local): (SocketAddr, SocketAddr),
+    ) -> Result<Vec<Payload>, Option<WireError>> {
+        let (Some(Payload::Sk(sk)), Some(keys)) = (payloads.last(), sa.sk_in.as_ref()) else {
+            self.out.drop(DropReason::Malformed);
+            return Err(None);
+        };
+        let body_at = bytes.len() - sk.body.len();
+        let inner = match keys.open(bytes, body_at) {
+            Ok(i) => i,
+            Err(_) => {
+                self.out.drop(DropReason::IntegrityCheckFailed);
+                return Err(None);
+            }
+        };
+        if sa.nat_local || sa.nat_remote {
+            sa.remote = remote;
+            sa.local = local;
+        }
+        parse_chain(sk.first_inner, &inner).map_err(Some)
+    }
+
+    fn on_request(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        h: &HeaderRepr,
+        bytes: &[u8],
+        outer: Vec<Payload>,
+        path: (SocketAddr, SocketAddr),
+    ) -> Result<After, IkeError> {
+        if h.message_id != sa.peer_message_id {
+            let previous = sa.peer_message_id.wrapping_sub(1);
+            match &sa.last_response {
+                Some((id, resp)) if *id == previous && h.message_id == previous => {
+                    let resp = resp.clone();
+                    self.out.counters.responses_resent += 1;
+                    self.out.send(sa, resp);
+                }
+                _ => self.out.drop(DropReason::InvalidMessageId),
+            }
+            return Ok(After::Keep);
+        }
+        let allowed = matches!(
+            (h.exchange, sa.state),
+            (ExchangeType::IkeAuth, State::HalfOpen)
+                | (
+                    ExchangeType::Informational | ExchangeType::CreateChildSa,
+                    State::Established | State::Deleting
+                )
+        );
+        if !allowed {
+            self.out.drop(DropReason::UnexpectedExchange);
+            return Ok(After::Keep);
+        }
+        let payloads = match self.open(sa, bytes, &outer, path) {
+            Ok(p) => p,
+            Err(None) => return Ok(After::Keep),
+            Err(Some(e)) => {
+                // Authentic, so the message ID is used up (RFC 7296 2.21.2).
+                sa.peer_message_id = sa.peer_message_id.wrapping_add(1);
+                let n = [refusal(e)];
+                self.respond(sa, h.exchange, h.message_id, &n)?;
+                if h.exchange == ExchangeType::IkeAuth {
+                    self.refuse_ike_sa(now, sa);
+                }
+                return Ok(After::Keep);
+            }
+        };
+        self.out.counters.requests_received.bump(h.exchange);
+        self.out.count_notifies_received(&payloads);
+        sa.peer_message_id = sa.peer_message_id.wrapping_add(1);
+        sa.last_heard = now;
+        match h.exchange {
+            ExchangeType::IkeAuth => self.on_auth_request(now, sa, h, &payloads),
+            ExchangeType::Informational => self.on_informational(sa, h, &payloads),
+            _ => self.on_create_child(now, sa, h, &payloads),
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        h: &HeaderRepr,
+        bytes: &[u8],
+        outer: Vec<Payload>,
+        path: (SocketAddr, SocketAddr),
+    ) -> Result<After, IkeError> {
+        let Some(p) = &sa.pending else {
+            self.out.drop(DropReason::InvalidMessageId);
+            return Ok(After::Keep);
+        };
+        if p.message_id != h.message_id || p.exchange != h.exchange {
+            self.out.drop(DropReason::InvalidMessageId);
+            return Ok(After::Keep);
+        }
+        let kind = p.kind.clone();
+        let payloads = if h.exchange == ExchangeType::IkeSaInit {
+            outer
+        } else {
+            match self.open(sa, bytes, &outer, path) {
+                Ok(p) => p,
+                Err(None) => return Ok(After::Keep),
+                Err(Some(_)) => {
+                    self.out.drop(DropReason::Malformed);
+                    return Ok(After::Keep);
+                }
+            }
+        };
+        self.out.counters.responses_received.bump(h.exchange);
+        self.out.count_notifies_received(&payloads);
+        sa.last_heard = now;
+        sa.pending = None;
+        let name = self.config.peer.name.clone();
+        let after = match kind {
+            RequestKind::Init => self.on_init_response(now, sa, h, bytes, &payloads)?,
+            RequestKind::Auth => self.on_auth_response(now, sa, &payloads)?,
+            RequestKind::Liveness => After::Keep,
+            RequestKind::DeleteChild(spi) => {
+                if let Some(i) = sa.children.iter().position(|c| c.inbound_spi == spi) {
+                    let c = sa.children.remove(i);
+                    self.out.child_deleted(sa.id, &name, &c);
+                }
+                After::Keep
+            }
+            RequestKind::CreateChild {
+                old,
+                inbound_spi,
+                ni,
+                mode,
+                local_ts,
+                remote_ts,
+            } => {
+                let dh = Self::take_dh(sa, &ni);
+                let asked = Asked {
+                    inbound_spi,
+                    mode,
+                    local_ts: &local_ts,
+                    remote_ts: &remote_ts,
+                    ni,
+                    rekeys: old,
+                    pfs: dh
+                        .as_ref()
+                        .map_or(Pfs::Without, |d| Pfs::With(d.group().number())),
+                    dh,
+                };
+                self.on_create_child_response(now, sa, &payloads, asked)?
+            }
+            RequestKind::RekeyIke { spi, ni } => {
+                self.on_ike_rekey_response(now, sa, &payloads, spi, ni)?
+            }
+            RequestKind::DeleteIke => {
+                self.out.close(sa, &name, DownReason::DeletedLocally);
+                After::Remove
+            }
+        };
+        if after == After::Keep {
+            self.send_queued(now, sa)?;
+        }
+        Ok(after)
+    }
+
+    fn fail(&mut self, sa: &mut IkeSa, reason: DownReason) -> After {
+        let name = self.config.peer.name.clone();
+        self.out.close(sa, &name, reason);
+        After::Remove
+    }
+
+    /// Retransmissions, give-ups, half-open expiry and liveness checks due
+    /// at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let due: Vec<u64> = self
+            .sas
+            .values()
+            .filter(|sa| self.deadline(sa).is_some_and(|d| d <= now))
+            .map(|sa| sa.id)
+            .collect();
+        for id in due {
+            let Some(mut sa) = self.sas.remove(&id) else {
+                continue;
+            };
+            match self.timeout_sa(now, &mut sa) {
+                Ok(After::Keep) => {
+                    self.sas.insert(id, sa);
+                }
+                Ok(After::Remove) => self.forget(&sa),
+                Err(e) => {
+                    self.local_failure(e);
+                    self.sas.insert(id, sa);
+                }
+            }
+        }
+    }
+
+    /// The CHILD_SA due for rekeying first.
+    fn next_rekey(sa: &IkeSa) -> Option<&ChildSa> {
+        sa.children
+            .iter()
+            .filter(|c| !c.deleting)
+            .min_by_key(|c| c.rekey_at)
+    }
+
+    fn timeout_sa(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<After, IkeError> {
+        if sa.state == State::HalfOpen
+            && now >= sa.created.saturating_add(self.config.half_open_timeout)
+        {
+            self.out.counters.half_open_expired += 1;
+            return Ok(After::Remove);
+        }
+        if sa.expire_at.is_some_and(|t| t <= now) {
+            return Ok(self.fail(sa, DownReason::DeletedLocally));
+        }
+        let retransmit = self.config.peer.retransmit;
+        if let Some(p) = &mut sa.pending {
+            if now >= p.next_at {
+                if p.retransmits >= retransmit.tries {
+                    return Ok(self.fail(sa, DownReason::Timeout));
+                }
+                p.retransmits += 1;
+                p.interval = (p.interval * 2).min(retransmit.max_interval);
+                p.next_at = now.saturating_add(p.interval);
+                let bytes = p.bytes.clone();
+                self.out.counters.retransmissions += 1;
+                self.out.send(sa, bytes);
+            }
+            return Ok(After::Keep);
+        }
+        if sa.state != State::Established || !sa.announced {
+            return Ok(After::Keep);
+        }
+        if sa.rekey_at <= now {
+            self.rekey_ike_of(now, sa)?;
+            return Ok(After::Keep);
+        }
+        if let Some(c) = Self::next_rekey(sa).filter(|c| c.rekey_at <= now) {
+            let old = c.inbound_spi;
+            self.rekey_child_of(now, sa, old)?;
+            return Ok(After::Keep);
+        }
+        if let Some(iv) = self.config.peer.liveness {
+            if now >= sa.last_heard.saturating_add(iv) {
+                self.request(
+                    now,
+                    sa,
+                    ExchangeType::Informational,
+                    Vec::new(),
+                    RequestKind::Liveness,
+                )?;
+            }
+        }
+        Ok(After::Keep)
+    }
+}
+
+/// The error notification refusing a CHILD_SA, and its data.
+type ChildRefusal = (NotifyType, Vec<u8>);
+
+/// A CHILD_SA the responder accepted, and the payloads that say so.
+#[derive(Debug)]
+struct ChildReply {
+    child: NewChild,
+    reply: Vec<Payload>,
+    /// Our KE payload when the CHILD_SA has PFS.
+    ke: Option<Payload>,
+}
