@@ -17,8 +17,9 @@
 //! PROTECT entry's bundle is anchored at the bundle's first (innermost) SA
 //! and has that SA's owner. An SA may be in one bundle only (the policy
 //! loader refuses more, naming the entries); a stage given such SPDs
-//! anyway anchors the SA at the first bundle, so the other bundle's
-//! packets are dropped as `not_owner`, never sealed twice.
+//! anyway anchors the SA at the first bundle: the other bundle's packets
+//! reach the owner of that bundle's first SA and are dropped as
+//! `not_owner` there if it lacks the shared one, never sealed twice.
 //!
 //! An SA keeps the owner it was installed with for its life: an SPD
 //! change that would anchor an installed SA elsewhere does not move its

@@ -19,9 +19,8 @@ impl IpsecStage {
         now: Timestamp,
         walked: Option<&Walked>,
     ) -> Disposition {
-        let mut meta = match self.walk(buf, walked) {
-            Ok(m) => m,
-            Err(reason) => return self.dropped(reason),
+        let Some(mut meta) = self.walk(buf, walked) else {
+            return self.dropped(DropReason::Malformed);
         };
         buf.truncate(meta.total_len);
         if meta.frag.is_some() {

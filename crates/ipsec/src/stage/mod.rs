@@ -257,13 +257,15 @@ impl IpsecStage {
     }
 
     /// The walk to use for the packet in `buf`: the one handed over if it
-    /// fits the buffer, else a walk of its own (counted).
-    fn walk(&mut self, buf: &PacketBuf, walked: Option<&Walked>) -> Result<IpMeta, DropReason> {
+    /// fits the buffer, else a walk of its own (counted); `None` if the
+    /// packet is not IP.
+    #[inline(always)]
+    fn walk(&mut self, buf: &PacketBuf, walked: Option<&Walked>) -> Option<IpMeta> {
         match walked {
-            Some(w) if w.meta.total_len <= buf.len() => Ok(w.meta),
+            Some(w) if w.meta.total_len <= buf.len() => Some(w.meta),
             _ => {
                 self.parse_counts.ip_walks += 1;
-                ip::parse(buf.data()).map_err(|_| DropReason::Malformed)
+                ip::parse(buf.data()).ok()
             }
         }
     }

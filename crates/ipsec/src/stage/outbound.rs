@@ -20,9 +20,8 @@ impl IpsecStage {
         now: Timestamp,
         walked: Option<&Walked>,
     ) -> Disposition {
-        let meta = match self.walk(buf, walked) {
-            Ok(m) => m,
-            Err(reason) => return self.dropped(reason),
+        let Some(meta) = self.walk(buf, walked) else {
+            return self.dropped(DropReason::Malformed);
         };
         buf.truncate(meta.total_len);
         let decided = walked
@@ -70,9 +69,6 @@ impl IpsecStage {
         for id in &bundle[..n] {
             if !self.lifetime_check(*id, now) {
                 return self.dropped(DropReason::NoSa);
-            }
-            if !self.sad.get(*id).is_some_and(Sa::is_owned) {
-                return self.dropped(DropReason::NotOwner);
             }
         }
         // RFC 4301 8: decide on fragmentation before any sequence number
