@@ -25,13 +25,15 @@
 use crate::counters::{PipelineCounters, PipelineDrop};
 use crate::endpoint::{network_kind, LocalEndpoint, NetworkKind};
 use crate::layer2::Layer2Policy;
-use crate::neighbor::{self, ARP_FRAME_LEN, NS_FRAME_LEN};
+use crate::neighbor;
 use crate::routed::Routed;
 use bitsgw_ipsec::walked::Walked;
 use bitsgw_ipsec::{Disposition, Event, IpsecStage};
 use bitsgw_mobility::counters::{MobilityCounters, MobilityDrop};
 use bitsgw_mobility::ha::{Delivered, HomeAgent};
+use bitsgw_mobility::home_link::HomeLink;
 use bitsgw_mobility::mn::MobileNode;
+use bitsgw_wire::address_resolution::{self as ar, ARP_FRAME_LEN, ND_FRAME_LEN};
 use bitsgw_wire::ether::{self, Layer2, LinkType, SavedHeader};
 use bitsgw_wire::{PacketBuf, Timestamp};
 use std::net::IpAddr;
@@ -223,9 +225,9 @@ pub struct Gateway {
     /// packets the mobility stage originates (inline, they leave as the
     /// host's traffic does).
     last_l2: [Option<SavedHeader>; 2],
-    /// The home agent's MAC on the home link (the host side), for proxy
-    /// Neighbor Discovery and ARP.
-    home_link_mac: Option<[u8; 6]>,
+    /// The home agent on the home link (the host side): proxy Neighbor
+    /// Discovery and ARP.
+    home_link: Option<HomeLink>,
     counters: PipelineCounters,
     spare: Option<PacketBuf>,
     /// The appliance's own endpoints: host side, network side.
@@ -265,7 +267,7 @@ impl Gateway {
             stage,
             mobility: None,
             last_l2: [None, None],
-            home_link_mac: None,
+            home_link: None,
             counters: PipelineCounters::default(),
             spare: Some(PacketBuf::new()),
             endpoints: [None, None],
@@ -328,7 +330,7 @@ impl Gateway {
     /// requests for the home addresses of nodes that are away (RFC 6275
     /// 10.4.1), on Ethernet ports.
     pub fn set_home_link_mac(&mut self, mac: [u8; 6]) {
-        self.home_link_mac = Some(mac);
+        self.home_link = Some(HomeLink::new(mac));
     }
 
     /// The mobility stage, if the role has one.
@@ -453,18 +455,18 @@ impl Gateway {
     ) {
         let own = r.side(side);
         let mut arp = [0u8; ARP_FRAME_LEN];
-        let mut ns = [0u8; NS_FRAME_LEN];
+        let mut ns = [0u8; ND_FRAME_LEN];
         loop {
             let Some(target) = r.table(side).and_then(|mut t| t.poll_solicit(now)) else {
                 return;
             };
             let frame: &[u8] = match (target, own.source_for(target)) {
                 (IpAddr::V4(t), Some(IpAddr::V4(s))) => {
-                    neighbor::arp_request(own.mac, s.octets(), t.octets(), &mut arp);
+                    ar::arp_request(own.mac, s.octets(), t.octets(), &mut arp);
                     &arp
                 }
                 (IpAddr::V6(t), Some(IpAddr::V6(s))) => {
-                    neighbor::neighbor_solicitation(own.mac, s.octets(), t.octets(), &mut ns);
+                    ar::neighbor_solicitation(own.mac, s.octets(), t.octets(), &mut ns);
                     &ns
                 }
                 // No address of that family to ask from (the configuration
@@ -587,40 +589,31 @@ impl Gateway {
         self.announce_away(now, emit, tap);
     }
 
-    /// RFC 6275 10.4.1: when a node goes away, the home agent multicasts a
-    /// Neighbor Advertisement (Override set) for its home address, and a
-    /// gratuitous ARP for its IPv4 home address, on the home link.
+    /// RFC 6275 10.4.1: the home agent's announcements on the home link
+    /// for the nodes newly away.
     fn announce_away(
         &mut self,
         now: Timestamp,
         emit: &mut dyn FnMut(Side, &[u8]),
         tap: &mut dyn Tap,
     ) {
-        let (Some(mac), Some(Mobility::HomeAgent(ha))) =
-            (self.home_link_mac, self.mobility.as_mut())
+        let (Some(home_link), Some(Mobility::HomeAgent(ha))) =
+            (self.home_link, self.mobility.as_mut())
         else {
             return;
         };
-        let from = ha.config().address;
-        let mut frames = Vec::new();
-        while let Some((home, home_v4)) = ha.poll_newly_away() {
-            let all_nodes = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-            frames.push(crate::proxy_nd::neighbor_advertisement(
-                mac,
-                crate::proxy_nd::ALL_NODES_MAC,
-                from,
-                all_nodes,
-                home,
-                false,
-                true,
-            ));
-            if let Some(v4) = home_v4 {
-                frames.push(crate::proxy_nd::gratuitous_arp(mac, v4));
-            }
-        }
-        for f in frames {
-            self.send(Side::Host, LinkType::Ethernet, &f, now, emit, tap);
-        }
+        let counters = &mut self.counters;
+        home_link.poll_transmit(ha, &mut |frame| {
+            transmit(
+                counters,
+                Side::Host,
+                LinkType::Ethernet,
+                frame,
+                now,
+                emit,
+                tap,
+            );
+        });
     }
 
     fn flush_endpoint(
@@ -740,15 +733,13 @@ impl Gateway {
         };
         tap.tap(rx_point, now, link, buf.data());
         let mut l2 = SavedHeader::default();
-        if let (Side::Host, LinkType::Ethernet, Some(mac), Some(Mobility::HomeAgent(ha))) =
-            (from, link, self.home_link_mac, self.mobility.as_mut())
+        if let (Side::Host, LinkType::Ethernet, Some(home_link), Some(Mobility::HomeAgent(ha))) =
+            (from, link, self.home_link, self.mobility.as_mut())
         {
-            let reply = crate::proxy_nd::proxy_reply(buf.data(), mac, ha.config().address, |a| {
-                ha.is_away(a)
-            });
-            if let Some(reply) = reply {
-                ha.proxy_answered();
-                self.send(Side::Host, link, &reply, now, emit, tap);
+            let counters = &mut self.counters;
+            let mut answer =
+                |frame: &[u8]| transmit(counters, Side::Host, link, frame, now, emit, tap);
+            if home_link.handle_frame(ha, buf.data(), &mut answer) {
                 return Outcome::MobilityConsumed;
             }
         }
@@ -993,17 +984,30 @@ impl Gateway {
         emit: &mut dyn FnMut(Side, &[u8]),
         tap: &mut dyn Tap,
     ) {
-        match to {
-            Side::Host => self.counters.host_tx.add(frame.len()),
-            Side::Network => self.counters.net_tx.add(frame.len()),
-        }
-        let point = match to {
-            Side::Host => TapPoint::Host,
-            Side::Network => TapPoint::Wire,
-        };
-        tap.tap(point, now, link, frame);
-        emit(to, frame);
+        transmit(&mut self.counters, to, link, frame, now, emit, tap);
     }
+}
+
+/// Sends `frame` on `to`: counted, shown to the tap of that side, emitted.
+fn transmit(
+    counters: &mut PipelineCounters,
+    to: Side,
+    link: LinkType,
+    frame: &[u8],
+    now: Timestamp,
+    emit: &mut dyn FnMut(Side, &[u8]),
+    tap: &mut dyn Tap,
+) {
+    match to {
+        Side::Host => counters.host_tx.add(frame.len()),
+        Side::Network => counters.net_tx.add(frame.len()),
+    }
+    let point = match to {
+        Side::Host => TapPoint::Host,
+        Side::Network => TapPoint::Wire,
+    };
+    tap.tap(point, now, link, frame);
+    emit(to, frame);
 }
 
 /// What a receive thread found walking a frame, handed to the worker with
