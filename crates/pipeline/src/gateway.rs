@@ -25,18 +25,15 @@
 use crate::counters::{PipelineCounters, PipelineDrop};
 use crate::endpoint::{network_kind, LocalEndpoint, NetworkKind};
 use crate::layer2::Layer2Policy;
-use crate::neighbor;
-use crate::routed::Routed;
+use crate::routed::{ip_dst, LinkOut, Routed};
 use bitsgw_ipsec::walked::Walked;
 use bitsgw_ipsec::{Disposition, Event, IpsecStage};
 use bitsgw_mobility::counters::{MobilityCounters, MobilityDrop};
 use bitsgw_mobility::ha::{Delivered, HomeAgent};
 use bitsgw_mobility::home_link::HomeLink;
 use bitsgw_mobility::mn::MobileNode;
-use bitsgw_wire::address_resolution::{self as ar, ARP_FRAME_LEN, ND_FRAME_LEN};
 use bitsgw_wire::ether::{self, Layer2, LinkType, SavedHeader};
 use bitsgw_wire::{PacketBuf, Timestamp};
-use std::net::IpAddr;
 
 /// Which port a frame came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -283,8 +280,8 @@ impl Gateway {
     }
 
     /// Makes the gateway routed on its Ethernet ports (see
-    /// [`crate::routed`]); clones of `routed` given to other workers share
-    /// its neighbor tables. Raw-IP ports are not affected.
+    /// [`crate::routed`]); clones of `routed` given to other workers learn
+    /// what this one learns. Raw-IP ports are not affected.
     pub fn set_routed(&mut self, routed: Routed) {
         self.routed = Some(routed);
     }
@@ -382,14 +379,10 @@ impl Gateway {
         if let Some(m) = self.mobility.as_mut() {
             m.handle_timeout(now);
         }
-        if let Some(r) = &self.routed {
-            for side in [Side::Host, Side::Network] {
-                if let Some(mut t) = r.table(side) {
-                    let dropped = t.handle_timeout(now);
-                    self.counters
-                        .record_n(PipelineDrop::NeighborUnresolved, dropped);
-                }
-            }
+        if let Some(r) = self.routed.as_mut() {
+            let dropped = r.handle_timeout(now);
+            self.counters
+                .record_n(PipelineDrop::NeighborUnresolved, dropped);
         }
     }
 
@@ -397,12 +390,7 @@ impl Gateway {
     /// their own; `poll_endpoints` is called on every worker loop.)
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let m = self.mobility.as_ref().and_then(Mobility::poll_timeout);
-        let n = self.routed.as_ref().and_then(|r| {
-            [Side::Host, Side::Network]
-                .into_iter()
-                .filter_map(|s| r.table(s).and_then(|t| t.poll_timeout()))
-                .min()
-        });
+        let n = self.routed.as_ref().and_then(Routed::poll_timeout);
         [self.stage.poll_timeout(), m, n]
             .into_iter()
             .flatten()
@@ -426,7 +414,7 @@ impl Gateway {
     }
 
     /// Routed mode: sends the solicitations and the released packets of
-    /// the neighbor table of `side`.
+    /// `side`.
     fn flush_neighbors(
         &mut self,
         side: Side,
@@ -434,63 +422,10 @@ impl Gateway {
         emit: &mut dyn FnMut(Side, &[u8]),
         tap: &mut dyn Tap,
     ) {
-        let Some(r) = self.routed.take() else {
-            return;
-        };
-        self.flush_solicitations(&r, side, now, emit, tap);
-        self.flush_released(&r, side, now, emit, tap);
-        self.routed = Some(r);
-    }
-
-    /// Sends an ARP request or a Neighbor Solicitation for each next hop
-    /// the table of `side` asks for, from the appliance's address and MAC
-    /// there.
-    fn flush_solicitations(
-        &mut self,
-        r: &Routed,
-        side: Side,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) {
-        let own = r.side(side);
-        let mut arp = [0u8; ARP_FRAME_LEN];
-        let mut ns = [0u8; ND_FRAME_LEN];
-        loop {
-            let Some(target) = r.table(side).and_then(|mut t| t.poll_solicit(now)) else {
-                return;
-            };
-            let frame: &[u8] = match (target, own.source_for(target)) {
-                (IpAddr::V4(t), Some(IpAddr::V4(s))) => {
-                    ar::arp_request(own.mac, s.octets(), t.octets(), &mut arp);
-                    &arp
-                }
-                (IpAddr::V6(t), Some(IpAddr::V6(s))) => {
-                    ar::neighbor_solicitation(own.mac, s.octets(), t.octets(), &mut ns);
-                    &ns
-                }
-                // No address of that family to ask from (the configuration
-                // prevents it): what is held times out, counted.
-                _ => continue,
-            };
-            self.send(side, LinkType::Ethernet, frame, now, emit, tap);
+        if let Some(r) = self.routed.as_mut() {
+            let mut out = Transmit::new(&mut self.counters, now, emit, tap);
+            r.poll_transmit(side, now, &mut out);
         }
-    }
-
-    /// Sends the packets the table of `side` held and can now release.
-    fn flush_released(
-        &mut self,
-        r: &Routed,
-        side: Side,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) {
-        let mut buf = self.spare.take().unwrap_or_default();
-        while let Some(mac) = r.table(side).and_then(|mut t| t.poll_release(&mut buf)) {
-            self.send_to_mac(side, mac, r.side(side).mac, &mut buf, now, emit, tap);
-        }
-        self.spare = Some(buf);
     }
 
     /// Routed mode: what a frame that arrived on `from` teaches the
@@ -506,37 +441,14 @@ impl Gateway {
         emit: &mut dyn FnMut(Side, &[u8]),
         tap: &mut dyn Tap,
     ) -> Option<Outcome> {
-        let r = self.routed.take()?;
-        let out = self.routed_receive_with(&r, from, frame, now, emit, tap);
-        self.routed = Some(r);
-        out
-    }
-
-    fn routed_receive_with(
-        &mut self,
-        r: &Routed,
-        from: Side,
-        frame: &[u8],
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) -> Option<Outcome> {
+        let r = self.routed.as_mut()?;
+        r.learn_from(
+            from,
+            frame,
+            now,
+            &mut Transmit::new(&mut self.counters, now, emit, tap),
+        );
         let own = r.side(from);
-        if let Some((addr, mac)) = neighbor::glean(frame) {
-            let ours = match addr {
-                IpAddr::V4(a) => own.is_own(&a.octets()),
-                IpAddr::V6(a) => own.is_own(&a.octets()),
-            };
-            if own.on_link(addr) && !ours && mac != own.mac {
-                let release = r.table(from).is_some_and(|mut t| {
-                    t.learn(addr, mac, now, true);
-                    t.release_due()
-                });
-                if release {
-                    self.flush_released(r, from, now, emit, tap);
-                }
-            }
-        }
         // A short frame: the inline path counts it.
         let ethertype = ether::ethertype(frame)?;
         if is_tagged(frame) {
@@ -546,7 +458,7 @@ impl Gateway {
         let group = frame[0] & 1 == 1;
         let to_me = frame[..6] == own.mac;
         let pkt = &frame[ether::HEADER_LEN..];
-        let for_own_address = is_ip && ip_dst(pkt).is_some_and(|d| own.is_own(d));
+        let for_own_address = is_ip && ip_dst(pkt).is_some_and(|d| own.is_own_addr(d));
         if (!is_ip || group || for_own_address) && self.endpoints[side_index(from)].is_some() {
             if let Some(o) = self.offer_local(from, frame, now, emit, tap) {
                 return Some(o);
@@ -888,9 +800,13 @@ impl Gateway {
             tap.tap(TapPoint::AfterIpsec, now, LinkType::RawIp, buf.data());
         }
         if link == LinkType::Ethernet {
-            if let Some(r) = self.routed.take() {
-                self.send_routed(&r, to, buf, now, emit, tap);
-                self.routed = Some(r);
+            if let Some(r) = self.routed.as_mut() {
+                r.send(
+                    to,
+                    buf,
+                    now,
+                    &mut Transmit::new(&mut self.counters, now, emit, tap),
+                );
                 return;
             }
             self.last_l2[side_index(to)] = Some(*l2);
@@ -906,75 +822,6 @@ impl Gateway {
         self.send(to, link, buf.data(), now, emit, tap);
     }
 
-    /// Routed mode: sends the IP packet in `buf` on `to` to its next hop,
-    /// or holds it until the next hop is resolved (asking for it).
-    fn send_routed(
-        &mut self,
-        r: &Routed,
-        to: Side,
-        buf: &mut PacketBuf,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) {
-        let own = r.side(to);
-        let Some(next_hop) = ip_dst(buf.data())
-            .and_then(ip_addr)
-            .and_then(|d| own.next_hop(d))
-        else {
-            self.counters.record(PipelineDrop::NoRoute);
-            return;
-        };
-        let Some((mac, held, solicit)) = r.table(to).map(|mut t| {
-            let mac = t.lookup(next_hop, now);
-            let held = match mac {
-                Some(_) => Ok(()),
-                None => t.hold(next_hop, buf.data(), now),
-            };
-            (mac, held, t.solicit_due())
-        }) else {
-            self.counters.record(PipelineDrop::NeighborUnresolved);
-            return;
-        };
-        if held.is_err() {
-            self.counters.record(PipelineDrop::NeighborUnresolved);
-        }
-        if solicit {
-            self.flush_solicitations(r, to, now, emit, tap);
-        }
-        if let Some(mac) = mac {
-            self.send_to_mac(to, mac, own.mac, buf, now, emit, tap);
-        }
-    }
-
-    /// Puts an Ethernet header from `src` to `dst` in front of the IP
-    /// packet in `buf` and sends it.
-    #[allow(clippy::too_many_arguments)] // one frame's whole context
-    fn send_to_mac(
-        &mut self,
-        to: Side,
-        dst: [u8; 6],
-        src: [u8; 6],
-        buf: &mut PacketBuf,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) {
-        let ethertype = ether::ethertype_for(buf.data()).unwrap_or(ether::ETHERTYPE_IPV4);
-        match buf.prepend(ether::HEADER_LEN) {
-            Ok(h) => {
-                h[..6].copy_from_slice(&dst);
-                h[6..12].copy_from_slice(&src);
-                h[12..14].copy_from_slice(&ethertype.to_be_bytes());
-            }
-            Err(_) => {
-                self.counters.record(PipelineDrop::SendFailed);
-                return;
-            }
-        }
-        self.send(to, LinkType::Ethernet, buf.data(), now, emit, tap);
-    }
-
     fn send(
         &mut self,
         to: Side,
@@ -985,6 +832,49 @@ impl Gateway {
         tap: &mut dyn Tap,
     ) {
         transmit(&mut self.counters, to, link, frame, now, emit, tap);
+    }
+}
+
+/// Where routed mode's layer 2 sends: through [`transmit`], drops counted.
+struct Transmit<'a> {
+    counters: &'a mut PipelineCounters,
+    now: Timestamp,
+    emit: &'a mut dyn FnMut(Side, &[u8]),
+    tap: &'a mut dyn Tap,
+}
+
+impl<'a> Transmit<'a> {
+    fn new(
+        counters: &'a mut PipelineCounters,
+        now: Timestamp,
+        emit: &'a mut dyn FnMut(Side, &[u8]),
+        tap: &'a mut dyn Tap,
+    ) -> Self {
+        Transmit {
+            counters,
+            now,
+            emit,
+            tap,
+        }
+    }
+}
+
+impl LinkOut for Transmit<'_> {
+    fn send_frame(&mut self, side: Side, frame: &[u8]) {
+        let link = LinkType::Ethernet;
+        transmit(
+            self.counters,
+            side,
+            link,
+            frame,
+            self.now,
+            self.emit,
+            self.tap,
+        );
+    }
+
+    fn drop_packets(&mut self, reason: PipelineDrop, n: u64) {
+        self.counters.record_n(reason, n);
     }
 }
 
@@ -1026,21 +916,4 @@ fn is_tagged(frame: &[u8]) -> bool {
         ether::ethertype(frame),
         Some(ether::TPID_CTAG | ether::TPID_STAG)
     )
-}
-
-/// The destination address of an IP packet (by its version nibble).
-fn ip_dst(pkt: &[u8]) -> Option<&[u8]> {
-    match pkt.first()? >> 4 {
-        4 => pkt.get(16..20),
-        6 => pkt.get(24..40),
-        _ => None,
-    }
-}
-
-fn ip_addr(a: &[u8]) -> Option<IpAddr> {
-    match a.len() {
-        4 => <[u8; 4]>::try_from(a).ok().map(IpAddr::from),
-        16 => <[u8; 16]>::try_from(a).ok().map(IpAddr::from),
-        _ => None,
-    }
 }
