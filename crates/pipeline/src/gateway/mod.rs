@@ -22,16 +22,23 @@
 //! Routed mode has no VLANs: tagged frames are dropped and counted as
 //! [`PipelineDrop::Layer2`] under their outer tag's TPID.
 
+mod local;
+mod mobility;
+mod routed;
+#[cfg(test)]
+mod tests;
+
+pub use mobility::Mobility;
+
 use crate::counters::{PipelineCounters, PipelineDrop};
-use crate::endpoint::{network_kind, LocalEndpoint, NetworkKind};
+use crate::endpoint::LocalEndpoint;
 use crate::layer2::Layer2Policy;
-use crate::routed::{ip_dst, LinkOut, Routed};
+use crate::routed::Routed;
 use bitsgw_ipsec::walked::Walked;
 use bitsgw_ipsec::{Disposition, Event, IpsecStage};
-use bitsgw_mobility::counters::{MobilityCounters, MobilityDrop};
-use bitsgw_mobility::ha::{Delivered, HomeAgent};
+use bitsgw_mobility::counters::MobilityDrop;
+use bitsgw_mobility::ha::Delivered;
 use bitsgw_mobility::home_link::HomeLink;
-use bitsgw_mobility::mn::MobileNode;
 use bitsgw_wire::ether::{self, Layer2, LinkType, SavedHeader};
 use bitsgw_wire::{PacketBuf, Timestamp};
 
@@ -90,6 +97,16 @@ impl TapPoint {
     }
 }
 
+impl TapPoint {
+    /// The tap point of the port on `side`.
+    fn port(side: Side) -> TapPoint {
+        match side {
+            Side::Host => TapPoint::Host,
+            Side::Network => TapPoint::Wire,
+        }
+    }
+}
+
 /// Receives copies of frames at tap points (a pcap writer, a test).
 pub trait Tap {
     /// One frame at `point`.
@@ -103,88 +120,6 @@ pub struct NoTap;
 impl Tap for NoTap {
     #[inline]
     fn tap(&mut self, _: TapPoint, _: Timestamp, _: LinkType, _: &[u8]) {}
-}
-
-/// The mobility stage around the IPsec stage, in the `ha` and `mn` roles
-/// (DESIGN.md's packet path): its tunnel stage below IPsec, its protocol
-/// module above.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // one per appliance
-pub enum Mobility {
-    /// A home agent.
-    HomeAgent(HomeAgent),
-    /// A mobile node acting for the host behind the appliance.
-    MobileNode(MobileNode),
-}
-
-impl Mobility {
-    fn handle_network(
-        &mut self,
-        stage: &IpsecStage,
-        buf: &mut PacketBuf,
-        now: Timestamp,
-    ) -> Result<(), MobilityDrop> {
-        match self {
-            Mobility::HomeAgent(ha) => ha.handle_network(&stage.query(), buf, now),
-            Mobility::MobileNode(mn) => mn.handle_network(&stage.query(), buf),
-        }
-    }
-
-    fn handle_protected(
-        &mut self,
-        stage: &IpsecStage,
-        buf: &mut PacketBuf,
-        now: Timestamp,
-    ) -> Result<(), MobilityDrop> {
-        match self {
-            Mobility::HomeAgent(ha) => ha.handle_protected(&stage.query(), buf, now),
-            Mobility::MobileNode(mn) => mn.handle_protected(&stage.query(), buf).map(|_| ()),
-        }
-    }
-
-    fn untunnelled_at_home(&mut self, stage: &IpsecStage, from: Side, pkt: &[u8]) -> bool {
-        let received = from == Side::Network;
-        match self {
-            Mobility::HomeAgent(ha) => ha.untunnelled_at_home(&stage.query(), received, pkt),
-            Mobility::MobileNode(mn) => mn.untunnelled_at_home(&stage.query(), received, pkt),
-        }
-    }
-
-    fn handle_delivered(&mut self, buf: &PacketBuf, now: Timestamp) -> Delivered {
-        match self {
-            Mobility::HomeAgent(ha) => ha.handle_delivered(buf, now),
-            Mobility::MobileNode(mn) => mn.handle_delivered(buf, now),
-        }
-    }
-
-    fn poll_transmit(&mut self, buf: &mut PacketBuf) -> bool {
-        match self {
-            Mobility::HomeAgent(ha) => ha.poll_transmit(buf),
-            Mobility::MobileNode(mn) => mn.poll_transmit(buf),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Timestamp) {
-        match self {
-            Mobility::HomeAgent(ha) => ha.handle_timeout(now),
-            Mobility::MobileNode(mn) => mn.handle_timeout(now),
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        match self {
-            Mobility::HomeAgent(ha) => ha.poll_timeout(),
-            Mobility::MobileNode(mn) => mn.poll_timeout(),
-        }
-    }
-
-    /// The mobility stage's counters.
-    pub fn counters(&self) -> &MobilityCounters {
-        match self {
-            Mobility::HomeAgent(ha) => ha.counters(),
-            Mobility::MobileNode(mn) => mn.counters(),
-        }
-    }
 }
 
 /// What became of a frame.
@@ -406,174 +341,12 @@ impl Gateway {
         emit: &mut dyn FnMut(Side, &[u8]),
         tap: &mut dyn Tap,
     ) {
+        let io = &mut Ports { now, emit, tap };
         for side in [Side::Host, Side::Network] {
-            self.flush_endpoint(side, now, emit, tap);
-            self.flush_neighbors(side, now, emit, tap);
+            self.flush_endpoint(side, io);
+            self.flush_neighbors(side, io);
         }
-        self.flush_mobility(now, emit, tap);
-    }
-
-    /// Routed mode: sends the solicitations and the released packets of
-    /// `side`.
-    fn flush_neighbors(
-        &mut self,
-        side: Side,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) {
-        if let Some(r) = self.routed.as_mut() {
-            let mut out = Transmit::new(&mut self.counters, now, emit, tap);
-            r.poll_transmit(side, now, &mut out);
-        }
-    }
-
-    /// Routed mode: what a frame that arrived on `from` teaches the
-    /// neighbor table, and whether it stops here: `Some` if it was for the
-    /// appliance's endpoint or is not to be forwarded (not IP, to a group
-    /// address, to another station's MAC); `None` if it is an IP packet
-    /// for the IPsec stage.
-    fn routed_receive(
-        &mut self,
-        from: Side,
-        frame: &[u8],
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) -> Option<Outcome> {
-        let r = self.routed.as_mut()?;
-        r.learn_from(
-            from,
-            frame,
-            now,
-            &mut Transmit::new(&mut self.counters, now, emit, tap),
-        );
-        let own = r.side(from);
-        // A short frame: the inline path counts it.
-        let ethertype = ether::ethertype(frame)?;
-        if is_tagged(frame) {
-            return Some(self.drop_layer2(ethertype));
-        }
-        let is_ip = ethertype == ether::ETHERTYPE_IPV4 || ethertype == ether::ETHERTYPE_IPV6;
-        let group = frame[0] & 1 == 1;
-        let to_me = frame[..6] == own.mac;
-        let pkt = &frame[ether::HEADER_LEN..];
-        let for_own_address = is_ip && ip_dst(pkt).is_some_and(|d| own.is_own_addr(d));
-        if (!is_ip || group || for_own_address) && self.endpoints[side_index(from)].is_some() {
-            if let Some(o) = self.offer_local(from, frame, now, emit, tap) {
-                return Some(o);
-            }
-        }
-        if !is_ip || group || !to_me {
-            self.counters.record(PipelineDrop::NotRouted);
-            return Some(Outcome::PipelineDrop(PipelineDrop::NotRouted));
-        }
-        None
-    }
-
-    /// Sends what the mobility protocol module originated (BU, BA, BE,
-    /// prefix discovery) through the IPsec stage and the tunnel stage, as
-    /// host traffic goes.
-    fn flush_mobility(
-        &mut self,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) {
-        let mut buf = self.spare.take().unwrap_or_default();
-        while self
-            .mobility
-            .as_mut()
-            .is_some_and(|m| m.poll_transmit(&mut buf))
-        {
-            let l2 = self.last_l2[side_index(Side::Network)];
-            let link = match l2 {
-                // Routed: every packet gets its next hop's header.
-                _ if self.routed.is_some() => LinkType::Ethernet,
-                Some(_) => LinkType::Ethernet,
-                None => LinkType::RawIp,
-            };
-            let d = self.stage.handle_outbound(&mut buf, now);
-            let l2 = l2.unwrap_or_default();
-            let _ = self.after_outbound(d, link, &l2, &mut buf, now, emit, tap);
-        }
-        self.spare = Some(buf);
-        self.announce_away(now, emit, tap);
-    }
-
-    /// RFC 6275 10.4.1: the home agent's announcements on the home link
-    /// for the nodes newly away.
-    fn announce_away(
-        &mut self,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) {
-        let (Some(home_link), Some(Mobility::HomeAgent(ha))) =
-            (self.home_link, self.mobility.as_mut())
-        else {
-            return;
-        };
-        let counters = &mut self.counters;
-        home_link.poll_transmit(ha, &mut |frame| {
-            transmit(
-                counters,
-                Side::Host,
-                LinkType::Ethernet,
-                frame,
-                now,
-                emit,
-                tap,
-            );
-        });
-    }
-
-    fn flush_endpoint(
-        &mut self,
-        side: Side,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) {
-        let Some(mut ep) = self.endpoints[side_index(side)].take() else {
-            return;
-        };
-        ep.poll_transmit(now, &mut |frame| {
-            self.send(side, LinkType::Ethernet, frame, now, emit, tap);
-        });
-        self.endpoints[side_index(side)] = Some(ep);
-    }
-
-    /// Offers an Ethernet frame from `from` to that side's endpoint.
-    /// `Some` if the frame stops here (consumed or refused).
-    fn offer_local(
-        &mut self,
-        from: Side,
-        frame: &[u8],
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) -> Option<Outcome> {
-        let ep = self.endpoints[side_index(from)].as_mut()?;
-        if from == Side::Network {
-            match network_kind(frame) {
-                NetworkKind::Offer => {}
-                NetworkKind::Pass => return None,
-                NetworkKind::Other => {
-                    if ep.is_addressed_to_me(frame) {
-                        self.counters.record(PipelineDrop::LocalRefused);
-                        return Some(Outcome::PipelineDrop(PipelineDrop::LocalRefused));
-                    }
-                    return None;
-                }
-            }
-        }
-        if !ep.handle_frame(frame, now) {
-            return None;
-        }
-        self.counters.local_delivered += 1;
-        self.flush_endpoint(from, now, emit, tap);
-        Some(Outcome::Ipsec(Disposition::Deliver))
+        self.flush_mobility(io);
     }
 
     /// Drops a frame for its layer 2, counted under `ethertype`.
@@ -617,46 +390,37 @@ impl Gateway {
         emit: &mut dyn FnMut(Side, &[u8]),
         tap: &mut dyn Tap,
     ) -> Outcome {
-        let o = self.handle_frame_inner(from, link, buf, walked, now, emit, tap);
+        let io = &mut Ports { now, emit, tap };
+        let o = self.dispatch(from, link, buf, walked, io);
         if self.mobility.is_some() {
-            self.flush_mobility(now, emit, tap);
+            self.flush_mobility(io);
         }
         o
     }
 
-    #[allow(clippy::too_many_arguments)] // one frame's whole context
-    fn handle_frame_inner(
+    /// Where a frame goes: the home link's proxy, routed mode's layer 2,
+    /// the appliance's endpoint, the layer-2 policy, then the mobility and
+    /// IPsec stages.
+    fn dispatch(
         &mut self,
         from: Side,
         link: LinkType,
         buf: &mut PacketBuf,
         walked: Option<&FrameWalk>,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
+        io: &mut Ports<'_>,
     ) -> Outcome {
         match from {
             Side::Host => self.counters.host_rx.add(buf.len()),
             Side::Network => self.counters.net_rx.add(buf.len()),
         }
-        let rx_point = match from {
-            Side::Host => TapPoint::Host,
-            Side::Network => TapPoint::Wire,
-        };
-        tap.tap(rx_point, now, link, buf.data());
+        io.tap.tap(TapPoint::port(from), io.now, link, buf.data());
         let mut l2 = SavedHeader::default();
-        if let (Side::Host, LinkType::Ethernet, Some(home_link), Some(Mobility::HomeAgent(ha))) =
-            (from, link, self.home_link, self.mobility.as_mut())
+        if from == Side::Host && link == LinkType::Ethernet && self.home_link_takes(buf.data(), io)
         {
-            let counters = &mut self.counters;
-            let mut answer =
-                |frame: &[u8]| transmit(counters, Side::Host, link, frame, now, emit, tap);
-            if home_link.handle_frame(ha, buf.data(), &mut answer) {
-                return Outcome::MobilityConsumed;
-            }
+            return Outcome::MobilityConsumed;
         }
         if link == LinkType::Ethernet && self.routed.is_some() {
-            if let Some(o) = self.routed_receive(from, buf.data(), now, emit, tap) {
+            if let Some(o) = self.routed_receive(from, buf.data(), io) {
                 return o;
             }
         } else if link == LinkType::Ethernet
@@ -665,7 +429,7 @@ impl Gateway {
         {
             // The appliance's own stack has no VLANs: tagged frames go the
             // IP path below.
-            if let Some(o) = self.offer_local(from, buf.data(), now, emit, tap) {
+            if let Some(o) = self.offer_local(from, buf.data(), io) {
                 return o;
             }
         }
@@ -684,7 +448,7 @@ impl Gateway {
                 }
                 self.counters.non_ip_passed += 1;
                 let to = from.other();
-                self.send(to, link, buf.data(), now, emit, tap);
+                self.send(to, link, buf.data(), io);
                 return Outcome::Ipsec(match from {
                     Side::Host => Disposition::Forward,
                     Side::Network => Disposition::Deliver,
@@ -704,11 +468,12 @@ impl Gateway {
         if from == Side::Network {
             if let Some(m) = self.mobility.as_mut() {
                 ip = None;
-                if let Err(reason) = m.handle_network(&self.stage, buf, now) {
+                if let Err(reason) = m.handle_network(&self.stage, buf, io.now) {
                     return Outcome::MobilityDrop(reason);
                 }
             }
-            tap.tap(TapPoint::AfterIpsec, now, LinkType::RawIp, buf.data());
+            io.tap
+                .tap(TapPoint::AfterIpsec, io.now, LinkType::RawIp, buf.data());
         }
         // RFC 3776 4.2: at home the tunnel's SPD entries are inactive.
         let untunnelled = self
@@ -718,51 +483,48 @@ impl Gateway {
         let d = match from {
             Side::Host if untunnelled => Disposition::Forward,
             Side::Network if untunnelled => Disposition::Deliver,
-            Side::Host => self.stage.handle_outbound_walked(buf, now, ip),
-            Side::Network => self.stage.handle_inbound_walked(buf, now, ip),
+            Side::Host => self.stage.handle_outbound_walked(buf, io.now, ip),
+            Side::Network => self.stage.handle_inbound_walked(buf, io.now, ip),
         };
         if from == Side::Network && matches!(d, Disposition::Deliver) {
             if let Some(m) = self.mobility.as_mut() {
-                match m.handle_delivered(buf, now) {
+                match m.handle_delivered(buf, io.now) {
                     Delivered::ToHost => {}
                     Delivered::Consumed => return Outcome::MobilityConsumed,
                     Delivered::Drop(reason) => return Outcome::MobilityDrop(reason),
                 }
             }
         }
-        self.after_outbound(d, link, &l2, buf, now, emit, tap)
+        self.after_outbound(d, link, &l2, buf, io)
     }
 
     /// Sends what the IPsec stage produced: protected packets (through the
     /// mobility tunnel stage) to the network, delivered ones to the host.
-    #[allow(clippy::too_many_arguments)] // one frame's whole context
     fn after_outbound(
         &mut self,
         d: Disposition,
         link: LinkType,
         l2: &SavedHeader,
         buf: &mut PacketBuf,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
+        io: &mut Ports<'_>,
     ) -> Outcome {
         let mut l2 = *l2;
         match d {
             Disposition::Forward => {
                 if let Some(m) = self.mobility.as_mut() {
-                    if let Err(reason) = m.handle_protected(&self.stage, buf, now) {
+                    if let Err(reason) = m.handle_protected(&self.stage, buf, io.now) {
                         return Outcome::MobilityDrop(reason);
                     }
                 }
-                self.send_ip(Side::Network, link, &l2, buf, now, emit, tap)
+                self.send_ip(Side::Network, link, &l2, buf, io)
             }
             Disposition::Deliver | Disposition::ToIke => {
-                self.send_ip(Side::Host, link, &l2, buf, now, emit, tap)
+                self.send_ip(Side::Host, link, &l2, buf, io)
             }
             Disposition::IcmpError => {
                 // Back to the sender on the host side.
                 l2.swap_macs();
-                self.send_ip(Side::Host, link, &l2, buf, now, emit, tap);
+                self.send_ip(Side::Host, link, &l2, buf, io);
             }
             Disposition::Fragmented(_) => {
                 // The fragments land in a buffer kept for them (taken out
@@ -770,11 +532,11 @@ impl Gateway {
                 let mut frag = self.spare.take().unwrap_or_default();
                 while self.stage.poll_transmit(&mut frag) {
                     if let Some(m) = self.mobility.as_mut() {
-                        if m.handle_protected(&self.stage, &mut frag, now).is_err() {
+                        if m.handle_protected(&self.stage, &mut frag, io.now).is_err() {
                             continue;
                         }
                     }
-                    self.send_ip(Side::Network, link, &l2, &mut frag, now, emit, &mut *tap);
+                    self.send_ip(Side::Network, link, &l2, &mut frag, io);
                 }
                 self.spare = Some(frag);
             }
@@ -785,28 +547,20 @@ impl Gateway {
 
     /// Puts the Ethernet header back (with the EtherType of the packet now
     /// in `buf`) and sends.
-    #[allow(clippy::too_many_arguments)] // one frame's whole context
     fn send_ip(
         &mut self,
         to: Side,
         link: LinkType,
         l2: &SavedHeader,
         buf: &mut PacketBuf,
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
+        io: &mut Ports<'_>,
     ) {
         if to == Side::Network {
-            tap.tap(TapPoint::AfterIpsec, now, LinkType::RawIp, buf.data());
+            io.tap
+                .tap(TapPoint::AfterIpsec, io.now, LinkType::RawIp, buf.data());
         }
         if link == LinkType::Ethernet {
-            if let Some(r) = self.routed.as_mut() {
-                r.send(
-                    to,
-                    buf,
-                    now,
-                    &mut Transmit::new(&mut self.counters, now, emit, tap),
-                );
+            if self.send_routed(to, buf, io) {
                 return;
             }
             self.last_l2[side_index(to)] = Some(*l2);
@@ -819,62 +573,11 @@ impl Gateway {
                 }
             }
         }
-        self.send(to, link, buf.data(), now, emit, tap);
+        self.send(to, link, buf.data(), io);
     }
 
-    fn send(
-        &mut self,
-        to: Side,
-        link: LinkType,
-        frame: &[u8],
-        now: Timestamp,
-        emit: &mut dyn FnMut(Side, &[u8]),
-        tap: &mut dyn Tap,
-    ) {
-        transmit(&mut self.counters, to, link, frame, now, emit, tap);
-    }
-}
-
-/// Where routed mode's layer 2 sends: through [`transmit`], drops counted.
-struct Transmit<'a> {
-    counters: &'a mut PipelineCounters,
-    now: Timestamp,
-    emit: &'a mut dyn FnMut(Side, &[u8]),
-    tap: &'a mut dyn Tap,
-}
-
-impl<'a> Transmit<'a> {
-    fn new(
-        counters: &'a mut PipelineCounters,
-        now: Timestamp,
-        emit: &'a mut dyn FnMut(Side, &[u8]),
-        tap: &'a mut dyn Tap,
-    ) -> Self {
-        Transmit {
-            counters,
-            now,
-            emit,
-            tap,
-        }
-    }
-}
-
-impl LinkOut for Transmit<'_> {
-    fn send_frame(&mut self, side: Side, frame: &[u8]) {
-        let link = LinkType::Ethernet;
-        transmit(
-            self.counters,
-            side,
-            link,
-            frame,
-            self.now,
-            self.emit,
-            self.tap,
-        );
-    }
-
-    fn drop_packets(&mut self, reason: PipelineDrop, n: u64) {
-        self.counters.record_n(reason, n);
+    fn send(&mut self, to: Side, link: LinkType, frame: &[u8], io: &mut Ports<'_>) {
+        transmit(&mut self.counters, to, link, frame, io);
     }
 }
 
@@ -884,20 +587,21 @@ fn transmit(
     to: Side,
     link: LinkType,
     frame: &[u8],
-    now: Timestamp,
-    emit: &mut dyn FnMut(Side, &[u8]),
-    tap: &mut dyn Tap,
+    io: &mut Ports<'_>,
 ) {
     match to {
         Side::Host => counters.host_tx.add(frame.len()),
         Side::Network => counters.net_tx.add(frame.len()),
     }
-    let point = match to {
-        Side::Host => TapPoint::Host,
-        Side::Network => TapPoint::Wire,
-    };
-    tap.tap(point, now, link, frame);
-    emit(to, frame);
+    io.tap.tap(TapPoint::port(to), io.now, link, frame);
+    (io.emit)(to, frame);
+}
+
+/// Where one call's frames go: its time, the ports' callback, the tap.
+struct Ports<'a> {
+    now: Timestamp,
+    emit: &'a mut dyn FnMut(Side, &[u8]),
+    tap: &'a mut dyn Tap,
 }
 
 /// What a receive thread found walking a frame, handed to the worker with
