@@ -181,7 +181,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
                 .as_ref()
                 .map(|m| mobility::build(m, Timestamp::ZERO))
         },
-        // Routed: the workers share one set of neighbor tables.
+        // Routed: each worker its own neighbor tables, learning from the others.
         &|gw| {
             if let Some(r) = &routed {
                 gw.set_routed(r.clone());

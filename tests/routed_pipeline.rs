@@ -11,6 +11,7 @@ use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_pipeline::neighbor::{MAX_HELD, MAX_SOLICIT};
 use bitsgw_pipeline::routed::{Route, Routed, RoutedConfig, RoutedSide};
 use bitsgw_pipeline::{Gateway, LinkType, NoTap, PipelineDrop, Side};
+use bitsgw_wire::address_resolution;
 use bitsgw_wire::craft::udp_packet;
 use bitsgw_wire::{PacketBuf, Timestamp};
 use std::net::IpAddr;
@@ -367,14 +368,19 @@ fn a_binding_update_leaves_to_the_resolved_ipv6_router() {
         "for the router"
     );
 
-    let na = bitsgw_pipeline::proxy_nd::neighbor_advertisement(
+    let mut na = [0u8; address_resolution::ND_FRAME_LEN];
+    let flags = address_resolution::AdvertisementFlags {
+        solicited: true,
+        override_flag: true,
+    };
+    address_resolution::neighbor_advertisement(
         ROUTER_MAC,
         MN_NET_MAC,
         v6("2001:db8:2::1"),
         v6("2001:db8:2::100"),
         v6("2001:db8:2::1"),
-        true,
-        true,
+        flags,
+        &mut na,
     );
     let out = run(&mut gw, Side::Network, &na, t0);
     assert_eq!(out.len(), 1, "the Binding Update: {out:?}");

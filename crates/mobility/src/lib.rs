@@ -24,6 +24,7 @@ pub mod binding;
 pub mod classify;
 pub mod counters;
 pub mod ha;
+pub mod home_link;
 pub mod mn;
 pub mod packet;
 pub mod seq;

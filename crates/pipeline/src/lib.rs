@@ -13,7 +13,6 @@ pub mod layer2;
 pub mod lease;
 pub mod neighbor;
 pub mod port;
-pub mod proxy_nd;
 pub mod replay;
 pub mod routed;
 pub mod runner;

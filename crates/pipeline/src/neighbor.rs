@@ -23,9 +23,7 @@
 //! Nothing is allocated per packet once the table is warm: entries and
 //! their hold buffers are recycled.
 
-use crate::endpoint::ETHERTYPE_ARP;
-use bitsgw_wire::checksum;
-use bitsgw_wire::ether::{self, ETHERTYPE_IPV6};
+use bitsgw_wire::ether::{self, ETHERTYPE_ARP, ETHERTYPE_IPV6};
 use bitsgw_wire::icmp::{
     ND_OPT_SOURCE_LL as OPT_SOURCE_LL, ND_OPT_TARGET_LL as OPT_TARGET_LL,
     V6_NEIGHBOR_ADVERTISEMENT as ICMPV6_NA, V6_NEIGHBOR_SOLICITATION as ICMPV6_NS,
@@ -420,53 +418,14 @@ pub fn is_unicast_mac(mac: [u8; 6]) -> bool {
     mac[0] & 1 == 0 && mac != [0; 6]
 }
 
-/// Length of an ARP request frame.
-pub const ARP_FRAME_LEN: usize = ether::HEADER_LEN + 28;
-/// Length of a Neighbor Solicitation frame (with the source link-layer
-/// address option).
-pub const NS_FRAME_LEN: usize = ether::HEADER_LEN + 40 + 32;
-
-/// Writes a broadcast ARP request (RFC 826) from `mac`/`src` for `target`
-/// into `out`.
-pub fn arp_request(mac: [u8; 6], src: [u8; 4], target: [u8; 4], out: &mut [u8; ARP_FRAME_LEN]) {
-    out[..6].copy_from_slice(&[0xff; 6]);
-    out[6..12].copy_from_slice(&mac);
-    out[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-    out[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    out[22..28].copy_from_slice(&mac);
-    out[28..32].copy_from_slice(&src);
-    out[32..38].copy_from_slice(&[0; 6]);
-    out[38..42].copy_from_slice(&target);
-}
-
-/// Writes a Neighbor Solicitation (RFC 4861 4.3, 7.2.2) from `mac`/`src`
-/// for `target`, to its solicited-node multicast address (RFC 4291
-/// 2.7.1) and that group's MAC (RFC 2464 7), into `out`.
-pub fn neighbor_solicitation(
-    mac: [u8; 6],
-    src: [u8; 16],
-    target: [u8; 16],
-    out: &mut [u8; NS_FRAME_LEN],
-) {
-    let mut dst = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
-    dst[13..].copy_from_slice(&target[13..]);
-    out[..6].copy_from_slice(&[0x33, 0x33, dst[12], dst[13], dst[14], dst[15]]);
-    out[6..12].copy_from_slice(&mac);
-    out[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-    ip::emit_ipv6_header(&mut out[14..54], src, dst, proto::ICMPV6, 32, 255, 0);
-    let icmp = &mut out[54..86];
-    icmp.fill(0);
-    icmp[0] = ICMPV6_NS;
-    icmp[8..24].copy_from_slice(&target);
-    icmp[24] = OPT_SOURCE_LL;
-    icmp[25] = 1;
-    icmp[26..32].copy_from_slice(&mac);
-    checksum::fill_icmpv6(&src, &dst, icmp);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bitsgw_wire::address_resolution::{
+        arp_request, neighbor_advertisement, neighbor_solicitation, AdvertisementFlags,
+        ARP_FRAME_LEN, ND_FRAME_LEN,
+    };
+    use bitsgw_wire::checksum;
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
     const OURS: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -609,7 +568,7 @@ mod tests {
             .parse::<std::net::Ipv6Addr>()
             .unwrap()
             .octets();
-        let mut ns = [0u8; NS_FRAME_LEN];
+        let mut ns = [0u8; ND_FRAME_LEN];
         neighbor_solicitation(MAC, s6.octets(), target, &mut ns);
         assert_eq!(&ns[..6], &[0x33, 0x33, 0xff, 0, 0, 1]);
         assert_eq!(glean(&ns), Some((src, MAC)));
@@ -622,18 +581,15 @@ mod tests {
         );
 
         // An NA for 2001:db8::9 giving MAC (as the proxy module builds).
-        let na = crate::proxy_nd::neighbor_advertisement(
-            MAC,
-            OURS,
-            s6.octets(),
-            target,
-            s6.octets(),
-            true,
-            true,
-        );
+        let mut na = [0u8; ND_FRAME_LEN];
+        let flags = AdvertisementFlags {
+            solicited: true,
+            override_flag: true,
+        };
+        neighbor_advertisement(MAC, OURS, s6.octets(), target, s6.octets(), flags, &mut na);
         assert_eq!(glean(&na), Some((src, MAC)));
         // Hop limit other than 255: ignored (RFC 4861 7.1.2).
-        let mut bad = na.clone();
+        let mut bad = na;
         bad[14 + 7] = 64;
         assert_eq!(glean(&bad), None);
         assert_eq!(glean(&na[..20]), None);

@@ -3,6 +3,7 @@
 //! Every parser here takes untrusted bytes and returns an error rather than
 //! panicking; every writer works in caller-owned buffers.
 
+pub mod address_resolution;
 pub mod buf;
 pub mod checksum;
 pub mod craft;
