@@ -4,7 +4,7 @@
 //!
 //! A request is one line of at most [`MAX_LINE`] octets holding one JSON
 //! object with exactly one command:
-//! `{"show": "all" | "bindings"}`, `{"remove_sa": NAME}`,
+//! `{"show": "all" | "bindings" | "ike"}`, `{"remove_sa": NAME}`,
 //! `{"reload": true}`, `{"move": ATTACHMENT, "break": BOOL}` (`break`
 //! optional) and `{"refresh": true}`. Anything else is refused with an
 //! error that says what is known.
@@ -24,6 +24,8 @@ pub enum ShowWhat {
     All,
     /// The binding cache (`ha`) or registration (`mn`).
     Bindings,
+    /// The IKE peers with their IKE SAs and CHILD_SAs.
+    Ike,
 }
 
 /// One request.
@@ -82,7 +84,8 @@ impl ControlRequest {
             return match text("show")? {
                 "all" => Ok(ControlRequest::Show(ShowWhat::All)),
                 "bindings" => Ok(ControlRequest::Show(ShowWhat::Bindings)),
-                _ => Err("\"show\" takes \"all\" or \"bindings\"".into()),
+                "ike" => Ok(ControlRequest::Show(ShowWhat::Ike)),
+                _ => Err("\"show\" takes \"all\", \"bindings\" or \"ike\"".into()),
             };
         }
         if obj.contains_key("remove_sa") {
@@ -119,6 +122,7 @@ impl ControlRequest {
         match self {
             ControlRequest::Show(ShowWhat::All) => json!({"show": "all"}),
             ControlRequest::Show(ShowWhat::Bindings) => json!({"show": "bindings"}),
+            ControlRequest::Show(ShowWhat::Ike) => json!({"show": "ike"}),
             ControlRequest::RemoveSa(name) => json!({ "remove_sa": name }),
             ControlRequest::Reload => json!({"reload": true}),
             ControlRequest::Move { to, break_first } => json!({"move": to, "break": break_first}),
@@ -177,6 +181,7 @@ mod tests {
         for r in [
             ControlRequest::Show(ShowWhat::All),
             ControlRequest::Show(ShowWhat::Bindings),
+            ControlRequest::Show(ShowWhat::Ike),
             ControlRequest::RemoveSa("sa1".into()),
             ControlRequest::Reload,
             ControlRequest::Move {
@@ -205,7 +210,7 @@ mod tests {
                 "unexpected field \"remove_sa\"",
             ),
             (br#"{"show": 5}"#, "\"show\" takes a string"),
-            (br#"{"show": "keys"}"#, "\"all\" or \"bindings\""),
+            (br#"{"show": "keys"}"#, "\"all\", \"bindings\" or \"ike\""),
             (br#"{"reload": false}"#, "\"reload\" takes true"),
             (
                 br#"{"move": "home", "break": "yes"}"#,

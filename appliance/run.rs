@@ -123,6 +123,13 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let network = open(&cfg.network, &cfg, &mut links)?;
     let host_ep = endpoint(&cfg.host_addresses, &cfg.host)?;
     let net_ep = endpoint(&cfg.network_addresses, &cfg.network)?;
+    // IKE runs on the network side's own addresses (the configuration
+    // made sure every peer's local address is one of them).
+    let ike_port = match (&net_ep, cfg.peers.is_empty()) {
+        (_, true) => None,
+        (Some(ep), false) => Some(ep.open_ike(crate::ike::CHANNEL_DEPTH)),
+        (None, false) => return Err("peers need addresses.network".into()),
+    };
     let routed = routed(&cfg)?;
     // The policies must install before anything runs.
     build_stage(&cfg, &cfg.policy, Timestamp::ZERO)?;
@@ -191,6 +198,13 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         },
         shared_tap,
     );
+    let ike = match ike_port.map(|p| crate::ike::start(&cfg, p)).transpose() {
+        Ok(i) => i,
+        Err(e) => {
+            running.stop();
+            return Err(e);
+        }
+    };
     info!(
         config = %cfg.file.display(),
         role = cfg.role.name(),
@@ -230,7 +244,13 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
                 if reloading {
                     service.reloading();
                 }
-                let reply = answer(&running, &cfg, &mut policy, &req.body, &mut held);
+                let reply = match (&req.body, &ike) {
+                    (ControlRequest::Show(ShowWhat::Ike), Some(ike)) => ike.status(),
+                    (ControlRequest::Show(ShowWhat::Ike), None) => {
+                        json!({"error": "no IKE peers are configured (\"peers\")"})
+                    }
+                    _ => answer(&running, &cfg, &mut policy, &req.body, &mut held),
+                };
                 if reloading {
                     service.reloaded(match (&reply["ok"], &reply["error"]) {
                         (Value::String(done), _) => Ok(done),
@@ -256,6 +276,11 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
                 &links,
                 tap.as_deref(),
             )));
+        }
+        if let Some(ike) = &ike {
+            while let Ok(change) = ike.changes.try_recv() {
+                apply_sa_change(&running, change);
+            }
         }
         links.log_changes();
         if last_events.elapsed() >= Duration::from_secs(1) {
@@ -294,6 +319,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         }
     }
     drop(metrics);
+    drop(ike);
     let (last, stop_failure) = running.stop();
     drop(socket);
     if let Some(t) = &tap {
@@ -465,6 +491,8 @@ fn answer(
 ) -> Value {
     match req {
         ControlRequest::Show(ShowWhat::Bindings) => bindings(running, cfg),
+        // Answered by the main loop from the IKE thread's status.
+        ControlRequest::Show(ShowWhat::Ike) => json!({"error": "no IKE peers"}),
         ControlRequest::Show(ShowWhat::All) => {
             let mut last = running.report(Duration::from_secs(2));
             held.give(&mut last);
@@ -540,5 +568,46 @@ fn remove_sa(running: &runner::Running, policy: &PolicySet, name: &str) -> Value
             json!({ "error": format!("SA \"{name}\" is not installed (removed already?)") })
         }
         Err(e) => json!({ "error": e }),
+    }
+}
+
+/// Applies what IKE decided to every gateway, through the stage's install
+/// path (each SA keyed only in its owner's stage): a CHILD_SA's inbound SA
+/// before its outbound one; a removal only of the SA that IKE deleted, not
+/// of the one a rekey put under the same name.
+fn apply_sa_change(running: &runner::Running, change: crate::ike::SaChange) {
+    use crate::ike::SaChange;
+    let now = running.now();
+    match change {
+        SaChange::Install {
+            peer,
+            inbound,
+            outbound,
+        } => {
+            for params in [inbound, outbound] {
+                let name = params.name.clone();
+                let peer = peer.clone();
+                running.apply(Arc::new(move |gw| {
+                    if let Err(e) = gw.stage_mut().install_sa((*params).clone(), now) {
+                        error!(%peer, sa = %name, error = %e, "IKE: SA not installed");
+                    }
+                }));
+            }
+        }
+        SaChange::Remove { peer, sas } => {
+            info!(%peer, sas = ?sas.iter().map(|(n, _)| n).collect::<Vec<_>>(), "IKE: SAs removed");
+            running.apply(Arc::new(move |gw| {
+                for (name, spi) in &sas {
+                    let stage = gw.stage_mut();
+                    let id = stage
+                        .sad()
+                        .by_name(name)
+                        .filter(|id| stage.sad().get(*id).is_some_and(|sa| sa.spi() == *spi));
+                    if let Some(id) = id {
+                        stage.remove_sa(id);
+                    }
+                }
+            }));
+        }
     }
 }

@@ -391,6 +391,37 @@ pub fn route_two_sites(lab: &Lab) {
     );
 }
 
+/// What crossed between the two-site lab's gateways: (ESP frames, IKE
+/// datagrams); panics on any cleartext IPv4 frame of the hosts.
+pub fn between_gateways(frames: &[Vec<u8>]) -> (usize, usize) {
+    let (mut esp, mut ike) = (0, 0);
+    for f in frames {
+        if f.len() < 34 || u16::from_be_bytes([f[12], f[13]]) != 0x0800 {
+            continue;
+        }
+        let ip = &f[14..];
+        let (src, dst) = (&ip[12..16], &ip[16..20]);
+        let hosts = [[192, 0, 2, 10], [198, 51, 100, 20]];
+        assert!(
+            !hosts.iter().any(|h| src == h || dst == h),
+            "cleartext host traffic on the wire: {:02x?}",
+            &ip[..20]
+        );
+        let header = usize::from(ip[0] & 0x0f) * 4;
+        match ip[9] {
+            50 => esp += 1,
+            17 => {
+                let port = u16::from_be_bytes([ip[header + 2], ip[header + 3]]);
+                if port == 500 || port == 4500 {
+                    ike += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    (esp, ike)
+}
+
 /// The control socket of gateway `side` ("a" or "b") of the two-site lab.
 pub fn gateway_socket(lab: &Lab, side: &str) -> PathBuf {
     lab.dir.join(format!("gw-{side}.sock"))

@@ -20,10 +20,10 @@
 //! keys. `--trace` prints every IKE message received, in hex.
 
 use bitsgw_ike::crypto::{DirectionKeys, Secret};
-use bitsgw_ike::suite::{DhGroup, Encryption, EspProposal, IkeProposal, Integrity, Prf};
+use bitsgw_ike::names::{esp_proposal, identity, ike_proposal};
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    Endpoint, EndpointConfig, Event, Identity, Lifetimes, Mode, PeerConfig, Retransmit, Timestamp,
+    Endpoint, EndpointConfig, Event, Lifetimes, Mode, PeerConfig, Retransmit, Timestamp,
 };
 use std::collections::HashMap;
 use std::io::Write;
@@ -66,30 +66,6 @@ impl Args {
     }
 }
 
-fn identity(s: &str) -> Result<Identity, String> {
-    let (kind, v) = s
-        .split_once(':')
-        .ok_or(format!("identity {s}: expected KIND:VALUE"))?;
-    let bad = |e: &dyn std::fmt::Display| format!("identity {s}: {e}");
-    Ok(match kind {
-        "fqdn" => Identity::Fqdn(v.to_string()),
-        "ipv4" => Identity::Ipv4(v.parse().map_err(|e| bad(&e))?),
-        "ipv6" => Identity::Ipv6(v.parse().map_err(|e| bad(&e))?),
-        "keyid" => Identity::KeyId(hex_decode(v).ok_or(bad(&"not hex"))?),
-        _ => return Err(bad(&"kind must be fqdn, ipv4, ipv6 or keyid")),
-    })
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -100,66 +76,6 @@ fn selector(s: &str) -> Result<TrafficSelector, String> {
         a.parse().map_err(|e| format!("{s}: {e}"))?,
         l.parse().map_err(|e| format!("{s}: {e}"))?,
     ))
-}
-
-/// One strongSwan-style algorithm keyword.
-enum Word {
-    Encr(Encryption),
-    Integ(Integrity),
-    Prf(Prf),
-    Group(DhGroup),
-}
-
-fn word(w: &str) -> Result<Word, String> {
-    Ok(match w {
-        "aes128gcm16" | "aes128gcm128" => Word::Encr(Encryption::AES128_GCM16),
-        "aes256gcm16" | "aes256gcm128" => Word::Encr(Encryption::AES256_GCM16),
-        "aes128" => Word::Encr(Encryption::AES128_CBC),
-        "aes256" => Word::Encr(Encryption::AES256_CBC),
-        "sha256" | "sha2_256" => Word::Integ(Integrity::HmacSha256_128),
-        "prfsha256" => Word::Prf(Prf::HmacSha256),
-        "ecp256" | "modp_ecp256" => Word::Group(DhGroup::Ecp256),
-        "x25519" | "curve25519" => Word::Group(DhGroup::Curve25519),
-        _ => return Err(format!("unknown algorithm {w}")),
-    })
-}
-
-fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
-    let mut p = IkeProposal {
-        encryption: vec![],
-        integrity: vec![],
-        prf: vec![],
-        groups: vec![],
-    };
-    for w in s.split('-') {
-        match word(w)? {
-            Word::Encr(e) => p.encryption.push(e),
-            Word::Integ(i) => p.integrity.push(i),
-            Word::Prf(f) => p.prf.push(f),
-            Word::Group(g) => p.groups.push(g),
-        }
-    }
-    // strongSwan derives the PRF from the integrity algorithm when none is
-    // named.
-    if p.prf.is_empty() && !p.integrity.is_empty() {
-        p.prf.push(Prf::HmacSha256);
-    }
-    Ok(p)
-}
-
-fn esp_proposal(s: &str) -> Result<EspProposal, String> {
-    let mut p = EspProposal {
-        encryption: vec![],
-        integrity: vec![],
-    };
-    for w in s.split('-') {
-        match word(w)? {
-            Word::Encr(e) => p.encryption.push(e),
-            Word::Integ(i) => p.integrity.push(i),
-            _ => return Err(format!("{s}: {w} is not an ESP algorithm")),
-        }
-    }
-    Ok(p)
 }
 
 fn config(a: &Args) -> Result<EndpointConfig, String> {

@@ -1,0 +1,305 @@
+//! Two bitsgw gateways inline in front of two hosts (the two-site lab of
+//! `lab_gateway.rs`) whose tunnel SAs are keyed by IKEv2 with a
+//! pre-shared key: the policy files name the SAs `"keyed_by": "ike"`, the
+//! gateways run IKE on their own network addresses (UDP 500 and 4500 in
+//! their host stacks), install the CHILD_SA's SAs and pass traffic; the
+//! wire between them carries IKE and ESP only. With a wrong PSK no SA is
+//! installed and nothing leaves in clear.
+//!
+//! Needs root (CI runs as root) and iproute2, iputils-ping. Everything it
+//! creates it removes, also when it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{bitsgw, capture, Lab};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The policy of gateway `side`: the sites' IPv4 prefixes protected by
+/// IKE-keyed SAs, everything else discarded.
+fn policy(side: &str) -> String {
+    let (me, peer, local, remote, out, inb) = if side == "a" {
+        (
+            "203.0.113.1",
+            "203.0.113.2",
+            "192.0.2.0/24",
+            "198.51.100.0/24",
+            "a-to-b",
+            "b-to-a",
+        )
+    } else {
+        (
+            "203.0.113.2",
+            "203.0.113.1",
+            "198.51.100.0/24",
+            "192.0.2.0/24",
+            "b-to-a",
+            "a-to-b",
+        )
+    };
+    format!(
+        r#"{{
+  "spd": {{
+    "outbound": [
+      {{"name": "sites-out", "local": "{local}", "remote": "{remote}", "action": "protect", "sa": "{out}"}},
+      {{"name": "default-discard-out", "action": "discard"}}
+    ],
+    "inbound": [
+      {{"name": "sites-in", "local": "{local}", "remote": "{remote}", "action": "protect", "sa": "{inb}"}},
+      {{"name": "default-discard-in", "action": "discard"}}
+    ]
+  }},
+  "sad": [
+    {{"name": "{out}", "direction": "outbound", "keyed_by": "ike", "mode": "tunnel",
+      "tunnel": {{"local": "{me}", "remote": "{peer}"}}}},
+    {{"name": "{inb}", "direction": "inbound", "keyed_by": "ike", "mode": "tunnel",
+      "tunnel": {{"local": "{me}", "remote": "{peer}"}}, "replay_window": 1024}}
+  ]
+}}"#
+    )
+}
+
+/// Writes gateway `side`'s policy, PSK file and configuration; its path.
+fn gateway(lab: &Lab, side: &str, psk: &str) -> PathBuf {
+    let dir = &lab.dir;
+    std::fs::write(dir.join(format!("ike-{side}.json")), policy(side)).unwrap();
+    let psk_file = dir.join(format!("ike-{side}.psk"));
+    std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
+    std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (me, peer, out, inb, start) = if side == "a" {
+        ("203.0.113.1", "203.0.113.2", "a-to-b", "b-to-a", "initiate")
+    } else {
+        ("203.0.113.2", "203.0.113.1", "b-to-a", "a-to-b", "respond")
+    };
+    let other = if side == "a" { "b" } else { "a" };
+    let pipeline = if side == "a" {
+        r#""workers": 2"#
+    } else {
+        r#""workers": 1, "pipeline": "run-to-completion""#
+    };
+    let cfg = format!(
+        r#"{{"role": "gateway", "policy": "ike-{side}.json",
+  "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
+  {pipeline}, "control_socket": "{}", "state_dir": "ike-{side}-state",
+  "addresses": {{"network": ["{me}/24"]}},
+  "peers": [{{
+    "name": "site-{other}", "local": "{me}", "remote": "{peer}",
+    "local_id": "fqdn:gw-{side}.example", "remote_id": "fqdn:gw-{other}.example",
+    "psk_file": "ike-{side}.psk",
+    "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
+    "start": "{start}",
+    "children": [{{"outbound": "{out}", "inbound": "{inb}"}}]
+  }}]}}"#,
+        socket(lab, side).display()
+    );
+    let path = dir.join(format!("ike-gw-{side}.json"));
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn socket(lab: &Lab, side: &str) -> PathBuf {
+    lab.dir.join(format!("ike-{side}.sock"))
+}
+
+/// The lab, the capture's stop flag, frames and threads, the gateways.
+type Running = (
+    Lab,
+    Arc<AtomicBool>,
+    Arc<Mutex<Vec<Vec<u8>>>>,
+    Vec<std::thread::JoinHandle<()>>,
+    [usize; 2],
+);
+
+/// The two-site lab with the router answering ARP for the far gateway's
+/// address (the gateways' own host stacks reach each other through it),
+/// captures on the router's links, and both gateways running.
+fn lab_with_gateways(tag: &str, psk_a: &str, psk_b: &str) -> Running {
+    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
+    common::route_two_sites(&lab);
+    for k in [
+        "net.ipv4.conf.ra.proxy_arp=1",
+        "net.ipv4.conf.rb.proxy_arp=1",
+    ] {
+        lab.exec("r", &["sysctl", "-qw", k]);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let caps = vec![
+        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
+        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
+    ];
+    let (cfg_a, cfg_b) = (gateway(&lab, "a", psk_a), gateway(&lab, "b", psk_b));
+    let exe = env!("CARGO_BIN_EXE_bitsgw");
+    // The responder first, so the initiator's first IKE_SA_INIT is heard.
+    let gw_b = lab.spawn("gB", &[exe, "run", cfg_b.to_str().unwrap()]);
+    lab.wait_ready(gw_b, &socket(&lab, "b"));
+    let gw_a = lab.spawn("gA", &[exe, "run", cfg_a.to_str().unwrap()]);
+    lab.wait_ready(gw_a, &socket(&lab, "a"));
+    (lab, stop, seen, caps, [gw_a, gw_b])
+}
+
+fn ping(lab: &Lab, count: &str) -> bool {
+    lab.try_exec(
+        "hA",
+        &["ping", "-c", count, "-i", "0.2", "-W", "1", "198.51.100.20"],
+    )
+    .status
+    .success()
+}
+
+fn show(socket: &Path, what: &str) -> serde_json::Value {
+    let out = bitsgw(&["show", what, "--json", "--socket", socket.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let psk = "correct horse battery staple 1234";
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) = lab_with_gateways("ik", psk, psk);
+    // IKE_SA_INIT and IKE_AUTH, the SAs installed, the first lease.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(&lab, "1") {
+        if Instant::now() >= deadline {
+            let (_, out_a, log_a) = lab.terminate(gw_a);
+            let (_, out_b, log_b) = lab.terminate(gw_b);
+            let frames: Vec<String> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .take(20)
+                .map(|f| format!("{:02x?}", &f[..f.len().min(48)]))
+                .collect();
+            panic!(
+                "no ping through the IKE-keyed tunnel\nA: {out_a}{log_a}\nB: {out_b}{log_b}\n{}",
+                frames.join("\n")
+            );
+        }
+    }
+    assert!(ping(&lab, "5"), "pings lost once the tunnel was up");
+
+    // `show sa` lists the SAs IKE installed, with IKE's SPIs (not static
+    // ones) and traffic on them; both sides agree on the SPIs.
+    let sas_a = show(&socket(&lab, "a"), "sa");
+    let sas_b = show(&socket(&lab, "b"), "sa");
+    let find = |v: &serde_json::Value, name: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no SA {name} in {v}"))
+            .clone()
+    };
+    let (a_out, b_in) = (find(&sas_a, "a-to-b"), find(&sas_b, "a-to-b"));
+    assert_eq!(a_out["spi"], b_in["spi"], "{a_out} {b_in}");
+    assert!(a_out["packets"].as_u64().unwrap() >= 5, "{a_out}");
+    let (b_out, a_in) = (find(&sas_b, "b-to-a"), find(&sas_a, "b-to-a"));
+    assert_eq!(b_out["spi"], a_in["spi"], "{b_out} {a_in}");
+
+    // `show ike`: the IKE SA and the CHILD_SA with the SPIs installed.
+    let ike_a = show(&socket(&lab, "a"), "ike");
+    let peer = &ike_a["peers"][0];
+    assert_eq!(peer["name"], "site-b", "{ike_a}");
+    assert_eq!(peer["ike_sas"].as_array().unwrap().len(), 1, "{ike_a}");
+    assert_eq!(peer["ike_sas"][0]["initiator"], true, "{ike_a}");
+    let child = &peer["child_sas"][0];
+    assert_eq!(child["transform"], "aes-gcm-128", "{ike_a}");
+    assert_eq!(
+        u64::from_str_radix(child["outbound_spi"].as_str().unwrap(), 16).unwrap(),
+        a_out["spi"].as_u64().unwrap(),
+        "{ike_a}"
+    );
+    let text = bitsgw(&[
+        "show",
+        "ike",
+        "--socket",
+        socket(&lab, "b").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("CHILD_SA a-to-b in"), "{text}");
+    assert!(!text.contains(psk), "{text}");
+
+    for gw in [gw_a, gw_b] {
+        let (ok, out, log) = lab.terminate(gw);
+        assert!(ok, "gateway failed: {out}{log}");
+        assert!(log.contains("CHILD_SA established"), "{log}");
+        assert!(!log.contains(psk), "PSK in the log");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+    let (esp, ike) = common::between_gateways(&seen.lock().unwrap());
+    assert!(esp >= 12, "only {esp} ESP frames seen");
+    assert!(ike >= 4, "only {ike} IKE datagrams seen");
+}
+
+#[test]
+fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) = lab_with_gateways(
+        "iw",
+        "correct horse battery staple 1234",
+        "incorrect horse battery staple 99",
+    );
+    // IKE_SA_INIT and IKE_AUTH take a few round trips at most; then the
+    // pings find no SA and are dropped.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!ping(&lab, "3"), "ping went through without a keyed SA");
+    let sas_a = show(&socket(&lab, "a"), "sa");
+    assert!(
+        !sas_a
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "a-to-b" || s["name"] == "b-to-a"),
+        "{sas_a}"
+    );
+    let counters = show(&socket(&lab, "a"), "counters");
+    assert!(
+        counters["drops"]["no_sa"].as_u64().unwrap() >= 3,
+        "{counters}"
+    );
+    let ike_b = show(&socket(&lab, "b"), "ike");
+    let sent = &ike_b["peers"][0]["counters"]["notify_sent"]["AuthenticationFailed"];
+    assert!(sent.as_u64().unwrap_or(0) >= 1, "{ike_b}");
+    assert!(
+        ike_b["peers"][0]["child_sas"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{ike_b}"
+    );
+    let (_, _, log_a) = lab.terminate(gw_a);
+    let (_, _, log_b) = lab.terminate(gw_b);
+    // The responder refuses the initiator's AUTH (RFC 7296 2.21.2) and
+    // says so; the initiator's IKE SA never comes up.
+    assert!(
+        log_a.contains("AuthenticationFailed") || log_a.contains("AUTHENTICATION_FAILED"),
+        "{log_a}"
+    );
+    assert!(!log_a.contains("CHILD_SA established"), "{log_a}");
+    assert!(!log_b.contains("CHILD_SA established"), "{log_b}");
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+    let (esp, ike) = common::between_gateways(&seen.lock().unwrap());
+    assert_eq!(esp, 0, "ESP without a negotiated SA");
+    assert!(ike >= 2, "only {ike} IKE datagrams seen");
+}
