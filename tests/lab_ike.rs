@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{bitsgw, capture, Lab};
+use common::{bitsgw, capture, start_charon, Lab, CHARON};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -302,4 +302,154 @@ fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
     let (esp, ike) = common::between_gateways(&seen.lock().unwrap());
     assert_eq!(esp, 0, "ESP without a negotiated SA");
     assert!(ike >= 2, "only {ike} IKE datagrams seen");
+}
+
+/// Host A - [bitsgw A] - router - charon (strongSwan with kernel-libipsec,
+/// host B's router, as `bench_e2e.rs` runs it) - host B. The tunnel runs
+/// between bitsgw's own address 203.0.113.1 and charon's 203.0.113.6.
+fn build_mixed(lab: &Lab) {
+    common::link_two_sites(lab);
+    for (ns, dev, addr) in [
+        ("hA", "eth0", "192.0.2.10/24"),
+        ("r", "ra", "192.0.2.1/24"),
+        ("r", "rb", "203.0.113.5/30"),
+        ("gB", "wan", "203.0.113.6/30"),
+        ("gB", "host", "198.51.100.1/24"),
+        ("hB", "eth0", "198.51.100.20/24"),
+    ] {
+        lab.exec(ns, &["ip", "addr", "add", addr, "dev", dev]);
+    }
+    for (ns, via) in [
+        ("hA", "192.0.2.1"),
+        ("hB", "198.51.100.1"),
+        ("gB", "203.0.113.5"),
+    ] {
+        lab.exec(ns, &["ip", "route", "add", "default", "via", via]);
+    }
+    for h in ["hA", "hB"] {
+        lab.exec(h, &["ip", "link", "set", "eth0", "mtu", "1400"]);
+    }
+    // bitsgw's address lives in the bump: the router reaches it at host
+    // A's MAC through the bump, and answers the bump's ARP for charon.
+    common::reach_through_bump(lab, "203.0.113.1", "ra", "hA");
+    for ns in ["r", "gB"] {
+        for k in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            lab.exec(ns, &["sysctl", "-qw", k]);
+        }
+    }
+    lab.exec("r", &["sysctl", "-qw", "net.ipv4.conf.ra.proxy_arp=1"]);
+}
+
+/// charon's connection `bitsgw` in `gB`, the responder, forcing UDP
+/// encapsulation (kernel-libipsec carries ESP in UDP only).
+fn charon_conf(psk: &str) -> String {
+    format!(
+        r#"connections {{
+  bitsgw {{
+    version = 2
+    local_addrs = 203.0.113.6
+    remote_addrs = 203.0.113.1
+    proposals = aes128gcm16-prfsha256-ecp256
+    encap = yes
+    mobike = no
+    local {{
+      auth = psk
+      id = gw-b.example
+    }}
+    remote {{
+      auth = psk
+      id = gw-a.example
+    }}
+    children {{
+      net {{
+        local_ts = 198.51.100.0/24
+        remote_ts = 192.0.2.0/24
+        mode = tunnel
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-bitsgw {{
+    id-a = gw-a.example
+    id-b = gw-b.example
+    secret = "{psk}"
+  }}
+}}
+"#
+    )
+}
+
+#[test]
+fn bitsgw_and_strongswan_key_a_tunnel_with_ikev2_and_ping_both_ways() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if !Path::new(CHARON).exists() {
+        eprintln!("SKIPPED: strongSwan's charon is not installed at {CHARON} (scripts/setup-test-deps.sh installs it)");
+        return;
+    }
+    let psk = "bitsgw-strongswan-lab-only-not-a-secret";
+    let mut lab = Lab::new("is", &["hA", "gA", "r", "gB", "hB"]);
+    build_mixed(&lab);
+    let swan = lab.dir.join("swan");
+    start_charon(&mut lab, "gB", &swan, &charon_conf(psk));
+    // bitsgw A, its peer charon at 203.0.113.6.
+    let cfg = gateway(&lab, "a", psk);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("203.0.113.2", "203.0.113.6");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(
+        lab.dir.join("ike-a.json"),
+        policy("a").replace("203.0.113.2", "203.0.113.6"),
+    )
+    .unwrap();
+    let gw = lab.spawn(
+        "gA",
+        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
+    );
+    lab.wait_ready(gw, &socket(&lab, "a"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(&lab, "1") {
+        if Instant::now() >= deadline {
+            let (_, out, log) = lab.terminate(gw);
+            panic!(
+                "no ping through the tunnel to charon\nbitsgw: {out}{log}\ncharon: {}",
+                std::fs::read_to_string(swan.join("charon.log")).unwrap_or_default()
+            );
+        }
+    }
+    assert!(ping(&lab, "3"), "pings from A lost");
+    let back = lab.try_exec(
+        "hB",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.10"],
+    );
+    assert!(
+        back.status.success(),
+        "pings from B: {}",
+        String::from_utf8_lossy(&back.stdout)
+    );
+    let ike = show(&socket(&lab, "a"), "ike");
+    assert_eq!(
+        ike["peers"][0]["child_sas"][0]["udp_encapsulation"], true,
+        "{ike}"
+    );
+    let sas = show(&socket(&lab, "a"), "sa");
+    let inbound = sas
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "b-to-a")
+        .unwrap_or_else(|| panic!("{sas}"))
+        .clone();
+    assert!(inbound["packets"].as_u64().unwrap() >= 6, "{inbound}");
+    let (ok, out, log) = lab.terminate(gw);
+    assert!(ok, "bitsgw failed: {out}{log}");
 }
