@@ -182,7 +182,7 @@ pub use mobility_settings::parse_attachment;
 use mobility_settings::{home_agent, mobile_node, HA_FIELDS, MN_FIELDS};
 use own_addresses::own_addresses;
 pub use own_addresses::OwnAddresses;
-pub use peers::{PeerSettings, StartAction};
+pub use peers::{peers_mismatch, PeerSettings, StartAction};
 pub use policy_file::load_policy_file;
 use routes::mode_and_routes;
 pub use service::metrics_settings;

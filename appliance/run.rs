@@ -425,6 +425,14 @@ fn reload(
             }
         }
     }
+    // The peers are read at start: the IKE-keyed SAs must stay the ones
+    // they key.
+    if let Some(problem) = crate::config::peers_mismatch(&cfg.peers, &new) {
+        return Err(ReloadError::Refused(format!(
+            "{}: {problem}; restart to change the peers",
+            new.file
+        )));
+    }
     // One SA, one owner (docs/ownership.md): an SA that stays keeps its
     // worker, so its bundle may not change under it.
     if let Some((sa, was, will)) = new.owner_changes(policy) {
@@ -549,7 +557,7 @@ fn refresh(running: &runner::Running, cfg: &ApplianceConfig) -> Value {
 
 /// `ctl remove-sa`: the SA goes from every gateway.
 fn remove_sa(running: &runner::Running, policy: &PolicySet, name: &str) -> Value {
-    if !policy.sas.iter().any(|s| s.name == name) {
+    if policy.sa_direction_mode(name).is_none() {
         return json!({"error": format!("no SA named \"{name}\"")});
     }
     // Like `ip xfrm state delete`: the SA goes, its policies stay, so

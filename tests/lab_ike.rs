@@ -231,6 +231,41 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
     assert!(text.contains("CHILD_SA a-to-b in"), "{text}");
     assert!(!text.contains(psk), "{text}");
 
+    // The peers are read at start: a reload that renames an SA they key
+    // is refused, and nothing changes.
+    let policy_a = lab.dir.join("ike-a.json");
+    std::fs::write(&policy_a, policy("a").replace("\"a-to-b\"", "\"a-to-b2\"")).unwrap();
+    let sock_a = socket(&lab, "a");
+    let reload = bitsgw(&["ctl", "reload", "--socket", sock_a.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&reload.stdout).to_string()
+        + &String::from_utf8_lossy(&reload.stderr);
+    assert!(!reload.status.success(), "{said}");
+    assert!(
+        said.contains("\"a-to-b2\" is keyed by IKE, but no peer names it"),
+        "{said}"
+    );
+    assert!(ping(&lab, "2"), "pings lost after a refused reload");
+    // An IKE-keyed SA removed by hand: its traffic is dropped, never sent
+    // in clear.
+    let ctl = bitsgw(&[
+        "ctl",
+        "remove-sa",
+        "a-to-b",
+        "--socket",
+        sock_a.to_str().unwrap(),
+    ]);
+    assert!(
+        ctl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+    assert!(!ping(&lab, "3"), "ping went through without the SA");
+    let counters = show(&sock_a, "counters");
+    assert!(
+        counters["drops"]["no_sa"].as_u64().unwrap() >= 3,
+        "{counters}"
+    );
+
     for gw in [gw_a, gw_b] {
         let (ok, out, log) = lab.terminate(gw);
         assert!(ok, "gateway failed: {out}{log}");

@@ -177,6 +177,35 @@ fn secs(
     }
 }
 
+/// What keeps `peers` from keying `policy`'s IKE-keyed SAs: an SA a child
+/// names that is not IKE-keyed there, or an IKE-keyed SA no child names.
+pub fn peers_mismatch(peers: &[PeerSettings], policy: &PolicySet) -> Option<String> {
+    let named = |n: &str| {
+        peers
+            .iter()
+            .flat_map(|p| &p.children)
+            .any(|c| c.inbound == n || c.outbound == n)
+    };
+    if let Some(sa) = policy.ike_sas.iter().find(|s| !named(&s.name)) {
+        return Some(format!(
+            "SA {} is keyed by IKE, but no peer names it",
+            Shown(&sa.name)
+        ));
+    }
+    peers
+        .iter()
+        .flat_map(|p| p.children.iter().map(move |c| (p, c)))
+        .flat_map(|(p, c)| [(p, &c.inbound), (p, &c.outbound)])
+        .find(|(_, n)| policy.ike_sa(n).is_none())
+        .map(|(p, n)| {
+            format!(
+                "peer {} keys SA {}, which is not keyed by IKE there",
+                Shown(&p.name),
+                Shown(n)
+            )
+        })
+}
+
 /// Parses `peers` and checks it against the policy and the network
 /// addresses: every IKE-keyed SA of the policy is keyed by exactly one
 /// peer, and every SA a peer names is IKE-keyed in the right direction.
