@@ -6,7 +6,8 @@
 //! object with exactly one command:
 //! `{"show": "all" | "bindings" | "ike"}`, `{"remove_sa": NAME}`,
 //! `{"reload": true}`, `{"move": ATTACHMENT, "break": BOOL}` (`break`
-//! optional) and `{"refresh": true}`. Anything else is refused with an
+//! optional), `{"refresh": true}`, `{"initiate": PEER}` and
+//! `{"terminate": PEER}`. Anything else is refused with an
 //! error that says what is known.
 
 use serde_json::{json, Map, Value};
@@ -15,7 +16,7 @@ use serde_json::{json, Map, Value};
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// The commands, as `unknown` errors list them.
-const KNOWN: &str = "known: show, remove_sa, reload, move, refresh";
+const KNOWN: &str = "known: show, remove_sa, reload, move, refresh, initiate, terminate";
 
 /// What `show` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,11 @@ pub enum ControlRequest {
     },
     /// `refresh`.
     Refresh,
+    /// `initiate PEER`: start an IKE SA with the peer now.
+    Initiate(String),
+    /// `terminate PEER`: delete the peer's IKE SAs (and so their
+    /// CHILD_SAs); an initiating peer waits for `initiate`.
+    Terminate(String),
 }
 
 impl ControlRequest {
@@ -109,6 +115,18 @@ impl ControlRequest {
                 break_first,
             });
         }
+        for (key, make) in [
+            (
+                "initiate",
+                ControlRequest::Initiate as fn(String) -> ControlRequest,
+            ),
+            ("terminate", ControlRequest::Terminate),
+        ] {
+            if obj.contains_key(key) {
+                only(&[key])?;
+                return Ok(make(text(key)?.to_string()));
+            }
+        }
         if obj.contains_key("refresh") {
             only(&["refresh"])?;
             flag("refresh")?;
@@ -127,6 +145,8 @@ impl ControlRequest {
             ControlRequest::Reload => json!({"reload": true}),
             ControlRequest::Move { to, break_first } => json!({"move": to, "break": break_first}),
             ControlRequest::Refresh => json!({"refresh": true}),
+            ControlRequest::Initiate(peer) => json!({ "initiate": peer }),
+            ControlRequest::Terminate(peer) => json!({ "terminate": peer }),
         }
     }
 }
@@ -189,6 +209,8 @@ mod tests {
                 break_first: true,
             },
             ControlRequest::Refresh,
+            ControlRequest::Initiate("site-b".into()),
+            ControlRequest::Terminate("site-b".into()),
         ] {
             let line = r.to_json().to_string();
             assert_eq!(ControlRequest::parse(line.as_bytes()), Ok(r));

@@ -70,9 +70,24 @@ pub enum SaChange {
     },
 }
 
+/// What `ctl` asks of a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IkeCommand {
+    /// Start an IKE SA now (and, for an initiating peer, again whenever
+    /// it goes down).
+    Initiate(String),
+    /// Delete the peer's IKE SAs, their CHILD_SAs with them (RFC 7296
+    /// 1.4.1); the peer is not initiated again until `Initiate`.
+    Terminate(String),
+}
+
+/// How long `ctl` waits for the IKE thread.
+const COMMAND_TIME: Duration = Duration::from_secs(2);
+
 /// The IKE thread: stopped and joined on drop.
 pub struct IkeThread {
     stop: Arc<AtomicBool>,
+    commands: SyncSender<(IkeCommand, std::sync::mpsc::Sender<Result<String, String>>)>,
     handle: Option<std::thread::JoinHandle<()>>,
     /// SA changes for the main loop.
     pub changes: Receiver<SaChange>,
@@ -81,6 +96,20 @@ pub struct IkeThread {
 }
 
 impl IkeThread {
+    /// Hands `c` to the IKE thread; its answer as the control socket's
+    /// reply.
+    pub fn command(&self, c: IkeCommand) -> Value {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.commands.try_send((c, tx)).is_err() {
+            return json!({"error": "the IKE thread is busy; try again"});
+        }
+        match rx.recv_timeout(COMMAND_TIME) {
+            Ok(Ok(done)) => json!({ "ok": done }),
+            Ok(Err(e)) => json!({ "error": e }),
+            Err(_) => json!({"error": "the IKE thread did not answer"}),
+        }
+    }
+
     /// The peers, their IKE SAs and CHILD_SAs, counters (`show ike`).
     pub fn status(&self) -> Value {
         self.status.lock().map_or_else(
@@ -287,10 +316,13 @@ struct PeerRun {
     children: BTreeMap<u32, Value>,
     /// Why the last IKE SA went down.
     last_down: Option<String>,
+    /// Terminated by `ctl`: not initiated again until `ctl initiate`.
+    held: bool,
 }
 
 struct Thread {
     peers: Vec<PeerRun>,
+    commands: Receiver<(IkeCommand, std::sync::mpsc::Sender<Result<String, String>>)>,
     policy: PolicySet,
     port: IkePort,
     changes: SyncSender<SaChange>,
@@ -312,6 +344,9 @@ impl Thread {
     fn run(&mut self, stop: &AtomicBool) {
         let mut last_status = Instant::now() - Duration::from_secs(1);
         while !stop.load(Ordering::SeqCst) {
+            while let Ok((c, reply)) = self.commands.try_recv() {
+                let _ = reply.send(self.command(c));
+            }
             self.initiate_due();
             let now = self.now();
             let next = self
@@ -340,6 +375,39 @@ impl Thread {
             if last_status.elapsed() >= Duration::from_millis(500) {
                 last_status = Instant::now();
                 self.publish_status();
+            }
+        }
+    }
+
+    fn command(&mut self, c: IkeCommand) -> Result<String, String> {
+        let now = self.now();
+        let name = match &c {
+            IkeCommand::Initiate(n) | IkeCommand::Terminate(n) => n.clone(),
+        };
+        let p = self
+            .peers
+            .iter_mut()
+            .find(|p| p.settings.name == name)
+            .ok_or_else(|| format!("no peer named \"{name}\""))?;
+        match c {
+            IkeCommand::Initiate(_) => {
+                p.held = false;
+                p.initiate_at = Some(Instant::now());
+                info!(peer = %name, "IKE: initiate by control request");
+                Ok(format!("initiating an IKE SA with peer \"{name}\""))
+            }
+            IkeCommand::Terminate(_) => {
+                p.held = true;
+                p.initiate_at = None;
+                let ids: Vec<IkeSaId> = p.ike_sas.keys().copied().collect();
+                for id in &ids {
+                    p.endpoint.delete_ike(now, *id).map_err(|e| e.to_string())?;
+                }
+                info!(peer = %name, ike_sas = ids.len(), "IKE: terminate by control request");
+                Ok(format!(
+                    "deleting {} IKE SA(s) of peer \"{name}\" with their CHILD_SAs",
+                    ids.len()
+                ))
             }
         }
     }
@@ -451,7 +519,7 @@ impl Thread {
                 };
                 warn!(peer = %name, reason = %why, "IKE SA down");
                 p.last_down = Some(why);
-                if p.settings.start == StartAction::Initiate && p.ike_sas.is_empty() {
+                if p.settings.start == StartAction::Initiate && p.ike_sas.is_empty() && !p.held {
                     p.initiate_at = Some(Instant::now() + REINITIATE_AFTER);
                 }
             }
@@ -553,6 +621,7 @@ impl Thread {
                     "ike_sas": p.ike_sas.values().collect::<Vec<_>>(),
                     "child_sas": p.children.values().collect::<Vec<_>>(),
                     "last_down": p.last_down,
+                    "held": p.held,
                     "counters": {
                         "datagrams_received": c.datagrams_received,
                         "retransmissions": c.retransmissions,
@@ -595,13 +664,16 @@ pub fn start(cfg: &ApplianceConfig, port: IkePort) -> Result<IkeThread, String> 
             ike_sas: BTreeMap::new(),
             children: BTreeMap::new(),
             last_down: None,
+            held: false,
         });
     }
     let (changes_tx, changes) = std::sync::mpsc::sync_channel(CHANGES_DEPTH);
+    let (commands_tx, commands) = std::sync::mpsc::sync_channel(4);
     let status = Arc::new(Mutex::new(json!({"peers": []})));
     let stop = Arc::new(AtomicBool::new(false));
     let mut thread = Thread {
         peers,
+        commands,
         policy: cfg.policy.clone(),
         port,
         changes: changes_tx,
@@ -618,6 +690,7 @@ pub fn start(cfg: &ApplianceConfig, port: IkePort) -> Result<IkeThread, String> 
         .map_err(|e| e.to_string())?;
     Ok(IkeThread {
         stop,
+        commands: commands_tx,
         handle: Some(handle),
         changes,
         status,

@@ -283,8 +283,10 @@ fn ctl(command: &[String], break_first: bool, socket: &std::path::Path) -> Resul
             break_first,
         },
         [c] if c == "refresh" => ControlRequest::Refresh,
+        [c, peer] if c == "initiate" => ControlRequest::Initiate(peer.clone()),
+        [c, peer] if c == "terminate" => ControlRequest::Terminate(peer.clone()),
         _ => return Err(
-            "unknown command (known: remove-sa NAME, reload, move ATTACHMENT [--break], refresh)"
+            "unknown command (known: remove-sa NAME, reload, move ATTACHMENT [--break], refresh, initiate PEER, terminate PEER)"
                 .into(),
         ),
     };

@@ -6,6 +6,7 @@
 use crate::config::{self, load_policy_file, ApplianceConfig, OwnAddresses, PortConfig};
 use crate::control;
 use crate::control_request::{ControlRequest, ShowWhat};
+use crate::ike::IkeCommand;
 use crate::interfaces::{self, LinkWatches};
 use crate::metrics::{self, HeldEvents, MetricsServer};
 use crate::mobility::{self, MnControl};
@@ -244,13 +245,14 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
                 if reloading {
                     service.reloading();
                 }
-                let reply = match (&req.body, &ike) {
-                    (ControlRequest::Show(ShowWhat::Ike), Some(ike)) => ike.status(),
-                    (ControlRequest::Show(ShowWhat::Ike), None) => {
-                        json!({"error": "no IKE peers are configured (\"peers\")"})
-                    }
-                    _ => answer(&running, &cfg, &mut policy, &req.body, &mut held),
-                };
+                let reply = answer(
+                    &running,
+                    &cfg,
+                    &mut policy,
+                    &req.body,
+                    &mut held,
+                    ike.as_ref(),
+                );
                 if reloading {
                     service.reloaded(match (&reply["ok"], &reply["error"]) {
                         (Value::String(done), _) => Ok(done),
@@ -496,11 +498,18 @@ fn answer(
     policy: &mut PolicySet,
     req: &ControlRequest,
     held: &mut HeldEvents,
+    ike: Option<&crate::ike::IkeThread>,
 ) -> Value {
+    let no_peers = || json!({"error": "no IKE peers are configured (\"peers\")"});
     match req {
+        ControlRequest::Show(ShowWhat::Ike) => ike.map_or_else(no_peers, |i| i.status()),
+        ControlRequest::Initiate(peer) => {
+            ike.map_or_else(no_peers, |i| i.command(IkeCommand::Initiate(peer.clone())))
+        }
+        ControlRequest::Terminate(peer) => {
+            ike.map_or_else(no_peers, |i| i.command(IkeCommand::Terminate(peer.clone())))
+        }
         ControlRequest::Show(ShowWhat::Bindings) => bindings(running, cfg),
-        // Answered by the main loop from the IKE thread's status.
-        ControlRequest::Show(ShowWhat::Ike) => json!({"error": "no IKE peers"}),
         ControlRequest::Show(ShowWhat::All) => {
             let mut last = running.report(Duration::from_secs(2));
             held.give(&mut last);

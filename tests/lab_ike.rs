@@ -151,6 +151,11 @@ fn ping(lab: &Lab, count: &str) -> bool {
     .success()
 }
 
+/// The CHILD_SAs `show ike` lists for the first peer.
+fn child_sa_count(ike: &serde_json::Value) -> usize {
+    ike["peers"][0]["child_sas"].as_array().map_or(0, Vec::len)
+}
+
 fn show(socket: &Path, what: &str) -> serde_json::Value {
     let out = bitsgw(&["show", what, "--json", "--socket", socket.to_str().unwrap()]);
     assert!(
@@ -231,11 +236,37 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
     assert!(text.contains("CHILD_SA a-to-b in"), "{text}");
     assert!(!text.contains(psk), "{text}");
 
+    // `ctl terminate` deletes the IKE SA and its CHILD_SA on both sides:
+    // the traffic stops (dropped, not sent in clear); `ctl initiate`
+    // brings them back with new SPIs.
+    let sock_a = socket(&lab, "a");
+    let ctl = |what: &str| {
+        let out = bitsgw(&["ctl", what, "site-b", "--socket", sock_a.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl("terminate");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ping(&lab, "1") {
+        assert!(Instant::now() < deadline, "pings cross after terminate");
+    }
+    let ike_b = show(&socket(&lab, "b"), "ike");
+    assert_eq!(child_sa_count(&ike_b), 0, "{ike_b}");
+    ctl("initiate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ping(&lab, "1") {
+        assert!(Instant::now() < deadline, "no ping after initiate");
+    }
+    let again = find(&show(&sock_a, "sa"), "a-to-b");
+    assert_ne!(again["spi"], a_out["spi"], "{again}");
+
     // The peers are read at start: a reload that renames an SA they key
     // is refused, and nothing changes.
     let policy_a = lab.dir.join("ike-a.json");
     std::fs::write(&policy_a, policy("a").replace("\"a-to-b\"", "\"a-to-b2\"")).unwrap();
-    let sock_a = socket(&lab, "a");
     let reload = bitsgw(&["ctl", "reload", "--socket", sock_a.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&reload.stdout).to_string()
         + &String::from_utf8_lossy(&reload.stderr);
@@ -313,13 +344,7 @@ fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
     let ike_b = show(&socket(&lab, "b"), "ike");
     let sent = &ike_b["peers"][0]["counters"]["notify_sent"]["AuthenticationFailed"];
     assert!(sent.as_u64().unwrap_or(0) >= 1, "{ike_b}");
-    assert!(
-        ike_b["peers"][0]["child_sas"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "{ike_b}"
-    );
+    assert_eq!(child_sa_count(&ike_b), 0, "{ike_b}");
     let (_, _, log_a) = lab.terminate(gw_a);
     let (_, _, log_b) = lab.terminate(gw_b);
     // The responder refuses the initiator's AUTH (RFC 7296 2.21.2) and
