@@ -141,6 +141,10 @@
 //! "layer2": {"allow": ["0x88cc"], "pass_unknown": false}
 //! ```
 //!
+//! `peers` (optional, the gateway role) are the IKEv2 peers that key the
+//! policy's `"keyed_by": "ike"` SAs, each on one of the network addresses
+//! (see `config/peers.rs`).
+//!
 //! `metrics` (optional) serves the counters to Prometheus over HTTP, on a
 //! loopback address unless allowed otherwise ([`metrics_settings`]):
 //!
