@@ -269,7 +269,7 @@ pub(super) fn check_static_keys(set: &mut PolicySet) -> Result<(), ConfigError> 
                         "{} with a static key is refused ({rfc}): its nonce is the sequence number, \
                          which starts again at 1 whenever the SA is installed anew (restart, reload), \
                          and a reused nonce gives the key stream and the authentication key away. \
-                         Use dynamic keying (\"keyed_by\": \"ike\" and a peer), or a CBC+HMAC \
+                         Use dynamic keying (IKEv2: \"keyed_by\": \"ike\" and a peer), or a CBC+HMAC \
                          transform (aes-cbc-128-hmac-sha256, aes-cbc-256-hmac-sha256), or, for \
                          labs, replay and benchmarks only, set \"{DANGER_STATIC_KEYS}\": true at \
                          the top level of the file (bitsgw run then leases sequence numbers in \
