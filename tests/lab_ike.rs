@@ -3,8 +3,9 @@
 //! pre-shared key: the policy files name the SAs `"keyed_by": "ike"`, the
 //! gateways run IKE on their own network addresses (UDP 500 and 4500 in
 //! their host stacks), install the CHILD_SA's SAs and pass traffic; the
-//! wire between them carries IKE and ESP only. With a wrong PSK no SA is
-//! installed and nothing leaves in clear.
+//! wire between them carries IKE and ESP only; CHILD_SA rekeys under
+//! pings lose none. With a wrong PSK no SA is installed and nothing leaves
+//! in clear. bitsgw also keys a tunnel with strongSwan's charon.
 //!
 //! Needs root (CI runs as root) and iproute2, iputils-ping. Everything it
 //! creates it removes, also when it fails.
@@ -64,7 +65,8 @@ fn policy(side: &str) -> String {
 }
 
 /// Writes gateway `side`'s policy, PSK file and configuration; its path.
-fn gateway(lab: &Lab, side: &str, psk: &str) -> PathBuf {
+/// `peer_extra` adds fields to its peer (`"name": value, `).
+fn gateway(lab: &Lab, side: &str, psk: &str, peer_extra: &str) -> PathBuf {
     let dir = &lab.dir;
     std::fs::write(dir.join(format!("ike-{side}.json")), policy(side)).unwrap();
     let psk_file = dir.join(format!("ike-{side}.psk"));
@@ -91,7 +93,7 @@ fn gateway(lab: &Lab, side: &str, psk: &str) -> PathBuf {
     "local_id": "fqdn:gw-{side}.example", "remote_id": "fqdn:gw-{other}.example",
     "psk_file": "ike-{side}.psk",
     "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
-    "start": "{start}",
+    {peer_extra}"start": "{start}",
     "children": [{{"outbound": "{out}", "inbound": "{inb}"}}]
   }}]}}"#,
         socket(lab, side).display()
@@ -117,7 +119,7 @@ type Running = (
 /// The two-site lab with the router answering ARP for the far gateway's
 /// address (the gateways' own host stacks reach each other through it),
 /// captures on the router's links, and both gateways running.
-fn lab_with_gateways(tag: &str, psk_a: &str, psk_b: &str) -> Running {
+fn lab_with_gateways(tag: &str, psk_a: &str, psk_b: &str, peer_extra_a: &str) -> Running {
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
     common::route_two_sites(&lab);
     for k in [
@@ -132,7 +134,10 @@ fn lab_with_gateways(tag: &str, psk_a: &str, psk_b: &str) -> Running {
         capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
         capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
     ];
-    let (cfg_a, cfg_b) = (gateway(&lab, "a", psk_a), gateway(&lab, "b", psk_b));
+    let (cfg_a, cfg_b) = (
+        gateway(&lab, "a", psk_a, peer_extra_a),
+        gateway(&lab, "b", psk_b, ""),
+    );
     let exe = env!("CARGO_BIN_EXE_bitsgw");
     // The responder first, so the initiator's first IKE_SA_INIT is heard.
     let gw_b = lab.spawn("gB", &[exe, "run", cfg_b.to_str().unwrap()]);
@@ -149,6 +154,16 @@ fn ping(lab: &Lab, count: &str) -> bool {
     )
     .status
     .success()
+}
+
+/// SA `name` of `show sa --json`.
+fn find_sa(v: &serde_json::Value, name: &str) -> serde_json::Value {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no SA {name} in {v}"))
+        .clone()
 }
 
 /// The CHILD_SAs `show ike` lists for the first peer.
@@ -173,7 +188,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
         return;
     }
     let psk = "correct horse battery staple 1234";
-    let (mut lab, stop, seen, caps, [gw_a, gw_b]) = lab_with_gateways("ik", psk, psk);
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) = lab_with_gateways("ik", psk, psk, "");
     // IKE_SA_INIT and IKE_AUTH, the SAs installed, the first lease.
     let deadline = Instant::now() + Duration::from_secs(15);
     while !ping(&lab, "1") {
@@ -199,18 +214,10 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
     // ones) and traffic on them; both sides agree on the SPIs.
     let sas_a = show(&socket(&lab, "a"), "sa");
     let sas_b = show(&socket(&lab, "b"), "sa");
-    let find = |v: &serde_json::Value, name: &str| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("no SA {name} in {v}"))
-            .clone()
-    };
-    let (a_out, b_in) = (find(&sas_a, "a-to-b"), find(&sas_b, "a-to-b"));
+    let (a_out, b_in) = (find_sa(&sas_a, "a-to-b"), find_sa(&sas_b, "a-to-b"));
     assert_eq!(a_out["spi"], b_in["spi"], "{a_out} {b_in}");
     assert!(a_out["packets"].as_u64().unwrap() >= 5, "{a_out}");
-    let (b_out, a_in) = (find(&sas_b, "b-to-a"), find(&sas_a, "b-to-a"));
+    let (b_out, a_in) = (find_sa(&sas_b, "b-to-a"), find_sa(&sas_a, "b-to-a"));
     assert_eq!(b_out["spi"], a_in["spi"], "{b_out} {a_in}");
 
     // `show ike`: the IKE SA and the CHILD_SA with the SPIs installed.
@@ -260,7 +267,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
     while !ping(&lab, "1") {
         assert!(Instant::now() < deadline, "no ping after initiate");
     }
-    let again = find(&show(&sock_a, "sa"), "a-to-b");
+    let again = find_sa(&show(&sock_a, "sa"), "a-to-b");
     assert_ne!(again["spi"], a_out["spi"], "{again}");
 
     // The peers are read at start: a reload that renames an SA they key
@@ -322,6 +329,7 @@ fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
         "iw",
         "correct horse battery staple 1234",
         "incorrect horse battery staple 99",
+        "",
     );
     // IKE_SA_INIT and IKE_AUTH take a few round trips at most; then the
     // pings find no SA and are dropped.
@@ -461,7 +469,7 @@ fn bitsgw_and_strongswan_key_a_tunnel_with_ikev2_and_ping_both_ways() {
     let swan = lab.dir.join("swan");
     start_charon(&mut lab, "gB", &swan, &charon_conf(psk));
     // bitsgw A, its peer charon at 203.0.113.6.
-    let cfg = gateway(&lab, "a", psk);
+    let cfg = gateway(&lab, "a", psk, "");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("203.0.113.2", "203.0.113.6");
@@ -501,15 +509,47 @@ fn bitsgw_and_strongswan_key_a_tunnel_with_ikev2_and_ping_both_ways() {
         ike["peers"][0]["child_sas"][0]["udp_encapsulation"], true,
         "{ike}"
     );
-    let sas = show(&socket(&lab, "a"), "sa");
-    let inbound = sas
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "b-to-a")
-        .unwrap_or_else(|| panic!("{sas}"))
-        .clone();
+    let inbound = find_sa(&show(&socket(&lab, "a"), "sa"), "b-to-a");
     assert!(inbound["packets"].as_u64().unwrap() >= 6, "{inbound}");
     let (ok, out, log) = lab.terminate(gw);
     assert!(ok, "bitsgw failed: {out}{log}");
+}
+
+#[test]
+fn child_sa_rekeys_under_traffic_lose_no_ping() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let psk = "correct horse battery staple 1234";
+    // A rekeys its CHILD_SA every 2 s (RFC 7296 2.8); B keeps the default.
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) =
+        lab_with_gateways("ir", psk, psk, r#""child_lifetime_secs": 2, "#);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(&lab, "1") {
+        assert!(Instant::now() < deadline, "no ping through the tunnel");
+    }
+    let first = find_sa(&show(&socket(&lab, "a"), "sa"), "a-to-b");
+    // 7 s of pings across at least three rekeys: the new inbound SA is
+    // installed before the peer uses it and the old one answers until the
+    // new one has verified a packet, so nothing is lost.
+    let out = lab.try_exec(
+        "hA",
+        &["ping", "-c", "35", "-i", "0.2", "-W", "1", "198.51.100.20"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" 0% packet loss"), "{text}");
+    let ike_a = show(&socket(&lab, "a"), "ike");
+    assert_eq!(child_sa_count(&ike_a), 1, "{ike_a}");
+    let now = find_sa(&show(&socket(&lab, "a"), "sa"), "a-to-b");
+    assert_ne!(first["spi"], now["spi"], "no rekey: {now}");
+    let (_, _, log_a) = lab.terminate(gw_a);
+    let (_, _, log_b) = lab.terminate(gw_b);
+    assert!(log_a.matches("rekeys=Some").count() >= 3, "{log_a}");
+    assert!(!log_b.contains("SA not installed"), "{log_b}");
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+    common::between_gateways(&seen.lock().unwrap());
 }
