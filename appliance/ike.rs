@@ -51,14 +51,13 @@ const MAX_WAIT: Duration = Duration::from_millis(50);
 /// What the main loop does to the stages.
 #[derive(Debug)]
 pub enum SaChange {
-    /// Install (or replace, on a rekey) a CHILD_SA's SAs: `inbound` first.
+    /// Install (or replace, on a rekey) these SAs, in this order: a
+    /// CHILD_SA's inbound SA before its outbound one.
     Install {
         /// The peer.
         peer: String,
-        /// The inbound SA.
-        inbound: Box<SaParams>,
-        /// The outbound SA.
-        outbound: Box<SaParams>,
+        /// The SAs.
+        sas: Vec<SaParams>,
     },
     /// Remove these SAs (name and SPI) if they are still the ones
     /// installed under these names (a rekey replaced them otherwise).
@@ -69,6 +68,12 @@ pub enum SaChange {
         sas: Vec<(String, u32)>,
     },
 }
+
+/// A change and where the main loop says it is done on every gateway.
+pub type AckedChange = (SaChange, SyncSender<()>);
+
+/// How long the IKE thread waits for the main loop to apply a change.
+const CHANGE_TIME: Duration = Duration::from_secs(3);
 
 /// What `ctl` asks of a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +95,7 @@ pub struct IkeThread {
     commands: SyncSender<(IkeCommand, std::sync::mpsc::Sender<Result<String, String>>)>,
     handle: Option<std::thread::JoinHandle<()>>,
     /// SA changes for the main loop.
-    pub changes: Receiver<SaChange>,
+    pub changes: Receiver<AckedChange>,
     /// What `show ike` prints, refreshed by the thread.
     status: Arc<Mutex<Value>>,
 }
@@ -318,6 +323,19 @@ struct PeerRun {
     last_down: Option<String>,
     /// Terminated by `ctl`: not initiated again until `ctl initiate`.
     held: bool,
+    /// A rekey's responder: the new outbound SA, installed when the peer
+    /// deletes the CHILD_SA with this inbound SPI (the one replaced).
+    pending_outbound: Option<PendingOutbound>,
+}
+
+/// A rekey's responder's new outbound SA, not used yet.
+struct PendingOutbound {
+    /// The inbound SPI of the CHILD_SA the rekey replaces.
+    replaces: u32,
+    /// The inbound SPI of the new CHILD_SA.
+    inbound_spi: u32,
+    /// The outbound SA to install.
+    outbound: Box<SaParams>,
 }
 
 struct Thread {
@@ -325,7 +343,7 @@ struct Thread {
     commands: Receiver<(IkeCommand, std::sync::mpsc::Sender<Result<String, String>>)>,
     policy: PolicySet,
     port: IkePort,
-    changes: SyncSender<SaChange>,
+    changes: SyncSender<AckedChange>,
     status: Arc<Mutex<Value>>,
     start: Instant,
     /// Datagrams from no configured peer.
@@ -441,9 +459,16 @@ impl Thread {
         }
     }
 
-    /// Sends what the endpoints want sent and acts on their events.
+    /// Acts on what the endpoints report, then sends what they want sent:
+    /// an SA a message implies is installed before the message leaves
+    /// (the IKE_AUTH or CREATE_CHILD_SA response; the Delete of the
+    /// CHILD_SA a rekey replaced), so the peer never uses an SA we do not
+    /// have yet.
     fn flush(&mut self) {
         for i in 0..self.peers.len() {
+            while let Some(e) = self.peers[i].endpoint.poll_event() {
+                self.event(i, e);
+            }
             while let Some(t) = self.peers[i].endpoint.poll_transmit() {
                 let d = IkeDatagram {
                     local: t.local,
@@ -456,16 +481,19 @@ impl Thread {
                     self.send_dropped += 1;
                 }
             }
-            while let Some(e) = self.peers[i].endpoint.poll_event() {
-                self.event(i, e);
-            }
         }
     }
 
+    /// Hands `c` to the main loop and waits until every gateway has it.
     fn change(&mut self, c: SaChange) {
-        if self.changes.try_send(c).is_err() {
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        if self.changes.try_send((c, ack)).is_err() {
             self.changes_dropped += 1;
             warn!("IKE: the main loop's queue is full; an SA change was dropped");
+            return;
+        }
+        if done.recv_timeout(CHANGE_TIME).is_err() {
+            warn!("IKE: the workers did not confirm an SA change in time");
         }
     }
 
@@ -537,6 +565,21 @@ impl Thread {
                     return;
                 };
                 info!(peer = %name, inbound_spi = %format!("{inbound_spi:08x}"), outbound_spi = %format!("{outbound_spi:08x}"), "CHILD_SA deleted");
+                // The rekey's initiator deleted the CHILD_SA it replaced,
+                // having installed the new one: ours moves to it now.
+                let p = &mut self.peers[i];
+                match p.pending_outbound.take() {
+                    Some(pending) if pending.replaces == inbound_spi => {
+                        self.change(SaChange::Install {
+                            peer: name.clone(),
+                            sas: vec![*pending.outbound],
+                        });
+                    }
+                    // The new CHILD_SA went first: its outbound SA is
+                    // never used.
+                    Some(pending) if pending.inbound_spi == inbound_spi => {}
+                    other => p.pending_outbound = other,
+                }
                 self.change(SaChange::Remove {
                     peer: name,
                     sas: vec![(child.outbound, outbound_spi), (child.inbound, inbound_spi)],
@@ -597,11 +640,25 @@ impl Thread {
                 "udp_encapsulation": c.udp_encapsulation,
             }),
         );
-        self.change(SaChange::Install {
-            peer: name,
-            inbound: Box::new(inbound),
-            outbound: Box::new(outbound),
-        });
+        // RFC 7296 2.8: the rekey's responder uses its new outbound SA
+        // only once the initiator has deleted the old CHILD_SA, which it
+        // does after installing the new one; until then the peer may not
+        // have the new inbound SA.
+        let sas = match c.rekeys {
+            Some(old) if !c.exchange_initiator => {
+                p.pending_outbound = Some(PendingOutbound {
+                    replaces: old,
+                    inbound_spi: c.inbound_spi,
+                    outbound: Box::new(outbound),
+                });
+                vec![inbound]
+            }
+            _ => {
+                p.pending_outbound = None;
+                vec![inbound, outbound]
+            }
+        };
+        self.change(SaChange::Install { peer: name, sas });
     }
 
     fn publish_status(&self) {
@@ -665,6 +722,7 @@ pub fn start(cfg: &ApplianceConfig, port: IkePort) -> Result<IkeThread, String> 
             children: BTreeMap::new(),
             last_down: None,
             held: false,
+            pending_outbound: None,
         });
     }
     let (changes_tx, changes) = std::sync::mpsc::sync_channel(CHANGES_DEPTH);

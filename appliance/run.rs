@@ -280,8 +280,9 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             )));
         }
         if let Some(ike) = &ike {
-            while let Ok(change) = ike.changes.try_recv() {
+            while let Ok((change, done)) = ike.changes.try_recv() {
                 apply_sa_change(&running, change);
+                let _ = done.try_send(());
             }
         }
         links.log_changes();
@@ -588,32 +589,27 @@ fn remove_sa(running: &runner::Running, policy: &PolicySet, name: &str) -> Value
     }
 }
 
-/// Applies what IKE decided to every gateway, through the stage's install
-/// path (each SA keyed only in its owner's stage): a CHILD_SA's inbound SA
-/// before its outbound one; a removal only of the SA that IKE deleted, not
-/// of the one a rekey put under the same name.
+/// Applies what IKE decided to every gateway and waits until all have
+/// it, through the stage's install path (each SA keyed only in its owner's
+/// stage): in order, so a CHILD_SA's inbound SA before its outbound one; a
+/// removal only of the SA that IKE deleted, not of the one a rekey put
+/// under the same name. A fresh outbound SA gets its sequence lease at
+/// once, so its first packet does not wait for the worker's next turn.
 fn apply_sa_change(running: &runner::Running, change: crate::ike::SaChange) {
     use crate::ike::SaChange;
     let now = running.now();
-    match change {
-        SaChange::Install {
-            peer,
-            inbound,
-            outbound,
-        } => {
-            for params in [inbound, outbound] {
-                let name = params.name.clone();
-                let peer = peer.clone();
-                running.apply(Arc::new(move |gw| {
-                    if let Err(e) = gw.stage_mut().install_sa((*params).clone(), now) {
-                        error!(%peer, sa = %name, error = %e, "IKE: SA not installed");
-                    }
-                }));
+    let done = match change {
+        SaChange::Install { peer, sas } => on_every_gateway(running, move |gw| {
+            for params in &sas {
+                if let Err(e) = gw.stage_mut().install_sa(params.clone(), now) {
+                    error!(%peer, sa = %params.name, error = %e, "IKE: SA not installed");
+                }
             }
-        }
+            gw.serve_leases(now);
+        }),
         SaChange::Remove { peer, sas } => {
             info!(%peer, sas = ?sas.iter().map(|(n, _)| n).collect::<Vec<_>>(), "IKE: SAs removed");
-            running.apply(Arc::new(move |gw| {
+            on_every_gateway(running, move |gw| {
                 for (name, spi) in &sas {
                     let stage = gw.stage_mut();
                     let id = stage
@@ -624,7 +620,10 @@ fn apply_sa_change(running: &runner::Running, change: crate::ike::SaChange) {
                         stage.remove_sa(id);
                     }
                 }
-            }));
+            })
         }
+    };
+    if let Err(e) = done {
+        warn!("IKE: {e}");
     }
 }
