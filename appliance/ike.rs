@@ -570,6 +570,7 @@ impl Thread {
                 let p = &mut self.peers[i];
                 match p.pending_outbound.take() {
                     Some(pending) if pending.replaces == inbound_spi => {
+                        info!(peer = %name, outbound_spi = %format!("{:08x}", pending.outbound.spi), "rekeyed CHILD_SA: outbound moves to the new SA");
                         self.change(SaChange::Install {
                             peer: name.clone(),
                             sas: vec![*pending.outbound],

@@ -547,6 +547,11 @@ fn child_sa_rekeys_under_traffic_lose_no_ping() {
     let (_, _, log_b) = lab.terminate(gw_b);
     assert!(log_a.matches("rekeys=Some").count() >= 3, "{log_a}");
     assert!(!log_b.contains("SA not installed"), "{log_b}");
+    // B, the rekeys' responder, moved its outbound SA on A's deletes.
+    assert!(
+        log_b.matches("outbound moves to the new SA").count() >= 3,
+        "{log_b}"
+    );
     stop.store(true, Ordering::SeqCst);
     for c in caps {
         c.join().unwrap();
