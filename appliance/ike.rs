@@ -60,12 +60,13 @@ pub enum SaChange {
         sas: Vec<SaParams>,
     },
     /// Remove these SAs (name and SPI) if they are still the ones
-    /// installed under these names (a rekey replaced them otherwise).
+    /// installed under these names (a rekey replaced them otherwise); with
+    /// no SPI, whatever SA has the name.
     Remove {
         /// The peer.
         peer: String,
         /// Names with the SPI of the SA to remove.
-        sas: Vec<(String, u32)>,
+        sas: Vec<(String, Option<u32>)>,
     },
 }
 
@@ -547,6 +548,23 @@ impl Thread {
                 };
                 warn!(peer = %name, reason = %why, "IKE SA down");
                 p.last_down = Some(why);
+                // Fail closed: with no IKE SA left no CHILD_SA of the peer
+                // is valid, whatever was (or was not) reported deleted.
+                if p.ike_sas.is_empty() {
+                    p.children.clear();
+                    p.pending_outbound = None;
+                    let sas = p
+                        .settings
+                        .children
+                        .iter()
+                        .flat_map(|c| [(c.outbound.clone(), None), (c.inbound.clone(), None)])
+                        .collect();
+                    self.change(SaChange::Remove {
+                        peer: name.clone(),
+                        sas,
+                    });
+                }
+                let p = &mut self.peers[i];
                 if p.settings.start == StartAction::Initiate && p.ike_sas.is_empty() && !p.held {
                     p.initiate_at = Some(Instant::now() + REINITIATE_AFTER);
                 }
@@ -583,7 +601,10 @@ impl Thread {
                 }
                 self.change(SaChange::Remove {
                     peer: name,
-                    sas: vec![(child.outbound, outbound_spi), (child.inbound, inbound_spi)],
+                    sas: vec![
+                        (child.outbound, Some(outbound_spi)),
+                        (child.inbound, Some(inbound_spi)),
+                    ],
                 });
             }
             _ => {}

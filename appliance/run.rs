@@ -612,10 +612,9 @@ fn apply_sa_change(running: &runner::Running, change: crate::ike::SaChange) {
             on_every_gateway(running, move |gw| {
                 for (name, spi) in &sas {
                     let stage = gw.stage_mut();
-                    let id = stage
-                        .sad()
-                        .by_name(name)
-                        .filter(|id| stage.sad().get(*id).is_some_and(|sa| sa.spi() == *spi));
+                    let id = stage.sad().by_name(name).filter(|id| {
+                        spi.is_none_or(|spi| stage.sad().get(*id).is_some_and(|sa| sa.spi() == spi))
+                    });
                     if let Some(id) = id {
                         stage.remove_sa(id);
                     }

@@ -453,8 +453,9 @@ secrets {{
     )
 }
 
-#[test]
-fn bitsgw_and_strongswan_key_a_tunnel_with_ikev2_and_ping_both_ways() {
+/// bitsgw A and charon key the tunnel, started by bitsgw or by charon,
+/// and pings cross both ways.
+fn with_strongswan(tag: &str, bitsgw_initiates: bool) {
     if !common::is_root() {
         eprintln!("skipped: needs root");
         return;
@@ -464,15 +465,18 @@ fn bitsgw_and_strongswan_key_a_tunnel_with_ikev2_and_ping_both_ways() {
         return;
     }
     let psk = "bitsgw-strongswan-lab-only-not-a-secret";
-    let mut lab = Lab::new("is", &["hA", "gA", "r", "gB", "hB"]);
+    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
     build_mixed(&lab);
     let swan = lab.dir.join("swan");
     start_charon(&mut lab, "gB", &swan, &charon_conf(psk));
     // bitsgw A, its peer charon at 203.0.113.6.
     let cfg = gateway(&lab, "a", psk, "");
-    let text = std::fs::read_to_string(&cfg)
+    let mut text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("203.0.113.2", "203.0.113.6");
+    if !bitsgw_initiates {
+        text = text.replace(r#""start": "initiate""#, r#""start": "respond""#);
+    }
     std::fs::write(&cfg, text).unwrap();
     std::fs::write(
         lab.dir.join("ike-a.json"),
@@ -484,6 +488,14 @@ fn bitsgw_and_strongswan_key_a_tunnel_with_ikev2_and_ping_both_ways() {
         &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
     );
     lab.wait_ready(gw, &socket(&lab, "a"));
+    if !bitsgw_initiates {
+        common::swanctl(
+            &lab,
+            "gB",
+            &swan,
+            &["--initiate", "--child", "net", "--timeout", "15"],
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     while !ping(&lab, "1") {
         if Instant::now() >= deadline {
@@ -506,6 +518,10 @@ fn bitsgw_and_strongswan_key_a_tunnel_with_ikev2_and_ping_both_ways() {
     );
     let ike = show(&socket(&lab, "a"), "ike");
     assert_eq!(
+        ike["peers"][0]["ike_sas"][0]["initiator"], bitsgw_initiates,
+        "{ike}"
+    );
+    assert_eq!(
         ike["peers"][0]["child_sas"][0]["udp_encapsulation"], true,
         "{ike}"
     );
@@ -513,6 +529,16 @@ fn bitsgw_and_strongswan_key_a_tunnel_with_ikev2_and_ping_both_ways() {
     assert!(inbound["packets"].as_u64().unwrap() >= 6, "{inbound}");
     let (ok, out, log) = lab.terminate(gw);
     assert!(ok, "bitsgw failed: {out}{log}");
+}
+
+#[test]
+fn bitsgw_initiates_with_strongswan_and_pings_cross_both_ways() {
+    with_strongswan("is", true);
+}
+
+#[test]
+fn strongswan_initiates_with_bitsgw_and_pings_cross_both_ways() {
+    with_strongswan("ir2", false);
 }
 
 #[test]
