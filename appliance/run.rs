@@ -436,6 +436,17 @@ fn reload(
             new.file
         )));
     }
+    // The IKE thread keys them as they were at start.
+    if let Some(sa) = new
+        .ike_sas
+        .iter()
+        .find(|sa| cfg.policy.ike_sa(&sa.name) != Some(*sa))
+    {
+        return Err(ReloadError::Refused(format!(
+            "{}: IKE-keyed SA \"{}\" changed; restart to change IKE-keyed SAs",
+            new.file, sa.name
+        )));
+    }
     // One SA, one owner (docs/ownership.md): an SA that stays keeps its
     // worker, so its bundle may not change under it.
     if let Some((sa, was, will)) = new.owner_changes(policy) {

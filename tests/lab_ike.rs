@@ -282,6 +282,10 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
         said.contains("\"a-to-b2\" is keyed by IKE, but no peer names it"),
         "{said}"
     );
+    std::fs::write(&policy_a, policy("a").replace("1024", "512")).unwrap();
+    let reload = bitsgw(&["ctl", "reload", "--socket", sock_a.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&reload.stderr);
+    assert!(said.contains("IKE-keyed SA \"b-to-a\" changed"), "{said}");
     assert!(ping(&lab, "2"), "pings lost after a refused reload");
     // An IKE-keyed SA removed by hand: its traffic is dropped, never sent
     // in clear.
