@@ -150,7 +150,7 @@ pub fn status_text(v: &Value) -> String {
         for i in &ike {
             let _ = writeln!(
                 out,
-                "  IKE SA {}_i {}_r: {} {} {} group {}{}",
+                "  IKE SA {}_i {}_r: {} {} {} group {}{}, established {} s ago, rekey in {} s",
                 s(&i["spi_i"]),
                 s(&i["spi_r"]),
                 if i["initiator"] == true {
@@ -165,13 +165,15 @@ pub fn status_text(v: &Value) -> String {
                     ", NAT"
                 } else {
                     ""
-                }
+                },
+                s(&i["established_secs"]),
+                s(&i["rekey_in_secs"])
             );
         }
         for c in p["child_sas"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,
-                "  CHILD_SA {} in {} / {} out {}: {} {}{}",
+                "  CHILD_SA {} in {} / {} out {}: {} {}{}, established {} s ago, rekey in {} s",
                 s(&c["inbound"]),
                 s(&c["inbound_spi"]),
                 s(&c["outbound"]),
@@ -182,7 +184,9 @@ pub fn status_text(v: &Value) -> String {
                     ", UDP-encapsulated"
                 } else {
                     ""
-                }
+                },
+                s(&c["established_secs"]),
+                s(&c["rekey_in_secs"])
             );
         }
         let _ = writeln!(out, "  counters: {}", p["counters"]);
@@ -308,6 +312,21 @@ fn stage_keys(k: &DirectionKeys) -> (zeroize::Zeroizing<Vec<u8>>, zeroize::Zeroi
     enc.extend_from_slice(k.encryption.expose());
     enc.extend_from_slice(k.salt.expose());
     (enc, zeroize::Zeroizing::new(k.integrity.expose().to_vec()))
+}
+
+/// When an SA of the status was established, on the thread's clock (ns).
+const SINCE: &str = "since_ns";
+
+/// An SA of the status with its age and the time to its rekey (the core
+/// rekeys when the lifetime ends, RFC 7296 2.8) instead of its start.
+fn timed(v: &Value, now: u64, lifetime: Duration) -> Value {
+    let mut v = v.clone();
+    let since = v.as_object_mut().and_then(|o| o.remove(SINCE));
+    let age =
+        Duration::from_nanos(now.saturating_sub(since.and_then(|s| s.as_u64()).unwrap_or(now)));
+    v["established_secs"] = json!(age.as_secs());
+    v["rekey_in_secs"] = json!(lifetime.saturating_sub(age).as_secs());
+    v
 }
 
 /// One peer's endpoint and what the thread remembers of it.
@@ -511,6 +530,7 @@ impl Thread {
                 nat_remote,
             } => {
                 info!(peer = %name, spi_i = %format!("{spi_i:016x}"), spi_r = %format!("{spi_r:016x}"), initiator, "IKE SA up");
+                let since = self.now().0;
                 self.peers[i].ike_sas.insert(
                     ike,
                     json!({
@@ -523,6 +543,7 @@ impl Thread {
                         "group": suite.group.number(),
                         "nat_local": nat_local,
                         "nat_remote": nat_remote,
+                        SINCE: since,
                     }),
                 );
             }
@@ -533,10 +554,12 @@ impl Thread {
                 spi_r,
             } => {
                 info!(peer = %name, spi_i = %format!("{spi_i:016x}"), spi_r = %format!("{spi_r:016x}"), "IKE SA rekeyed");
+                let since = self.now().0;
                 let p = &mut self.peers[i];
                 let mut v = p.ike_sas.remove(&old).unwrap_or_else(|| json!({}));
                 v["spi_i"] = json!(format!("{spi_i:016x}"));
                 v["spi_r"] = json!(format!("{spi_r:016x}"));
+                v[SINCE] = json!(since);
                 p.ike_sas.insert(new, v);
             }
             Event::IkeSaDown { ike, reason } => {
@@ -646,6 +669,7 @@ impl Thread {
             rekeys = ?c.rekeys.map(|s| format!("{s:08x}")),
             "CHILD_SA established; installing"
         );
+        let since = self.now().0;
         let p = &mut self.peers[i];
         if let Some(old) = c.rekeys {
             p.children.remove(&old);
@@ -660,6 +684,7 @@ impl Thread {
                 "transform": t.name(),
                 "mode": format!("{:?}", c.mode).to_lowercase(),
                 "udp_encapsulation": c.udp_encapsulation,
+                SINCE: since,
             }),
         );
         // RFC 7296 2.8: the rekey's responder uses its new outbound SA
@@ -684,6 +709,7 @@ impl Thread {
     }
 
     fn publish_status(&self) {
+        let now = self.now().0;
         let peers: Vec<Value> = self
             .peers
             .iter()
@@ -697,8 +723,8 @@ impl Thread {
                         StartAction::Initiate => "initiate",
                         StartAction::Respond => "respond",
                     },
-                    "ike_sas": p.ike_sas.values().collect::<Vec<_>>(),
-                    "child_sas": p.children.values().collect::<Vec<_>>(),
+                    "ike_sas": p.ike_sas.values().map(|v| timed(v, now, p.settings.ike_lifetime)).collect::<Vec<_>>(),
+                    "child_sas": p.children.values().map(|v| timed(v, now, p.settings.child_lifetime)).collect::<Vec<_>>(),
                     "last_down": p.last_down,
                     "held": p.held,
                     "counters": {

@@ -228,6 +228,9 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
     assert_eq!(peer["ike_sas"][0]["initiator"], true, "{ike_a}");
     let child = &peer["child_sas"][0];
     assert_eq!(child["transform"], "aes-gcm-128", "{ike_a}");
+    // The default CHILD_SA lifetime is an hour; it was just established.
+    let rekey_in = child["rekey_in_secs"].as_u64().unwrap();
+    assert!((3500..=3600).contains(&rekey_in), "{ike_a}");
     assert_eq!(
         u64::from_str_radix(child["outbound_spi"].as_str().unwrap(), 16).unwrap(),
         a_out["spi"].as_u64().unwrap(),
@@ -241,6 +244,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
     ]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("CHILD_SA a-to-b in"), "{text}");
+    assert!(text.contains("rekey in"), "{text}");
     assert!(!text.contains(psk), "{text}");
 
     // `ctl terminate` deletes the IKE SA and its CHILD_SA on both sides:
