@@ -128,7 +128,16 @@ fn to_text(set: &PolicySet) -> String {
             );
         }
     }
-    let _ = writeln!(out, "\nSAD ({} SAs):", set.sas.len());
+    let _ = writeln!(out, "\nSAD ({} SAs):", set.sas.len() + set.ike_sas.len());
+    for sa in &set.ike_sas {
+        let _ = writeln!(
+            out,
+            "  {} {} esp {}, keyed by IKE (SPI, transform and keys negotiated)",
+            sa.name,
+            sa.direction.name(),
+            sa.mode
+        );
+    }
     for sa in &set.sas {
         let _ = writeln!(
             out,
@@ -212,7 +221,13 @@ fn to_json(set: &PolicySet) -> Value {
         "valid": true,
         "addresses": set.addresses.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect::<serde_json::Map<_, _>>(),
         "spd": {"outbound": entries(&set.outbound), "inbound": entries(&set.inbound)},
-        "sad": set.sas.iter().map(sa_json).collect::<Vec<_>>(),
+        "sad": set.sas.iter().map(sa_json).chain(set.ike_sas.iter().map(|sa| json!({
+            "name": sa.name,
+            "direction": sa.direction.name(),
+            "mode": sa.mode.to_string(),
+            "keyed_by": "ike",
+            "replay_window": sa.replay_window,
+        }))).collect::<Vec<_>>(),
         "warnings": set.warnings,
     })
 }

@@ -141,6 +141,10 @@
 //! "layer2": {"allow": ["0x88cc"], "pass_unknown": false}
 //! ```
 //!
+//! `peers` (optional, the gateway role) are the IKEv2 peers that key the
+//! policy's `"keyed_by": "ike"` SAs, each on one of the network addresses
+//! (see `config/peers.rs`).
+//!
 //! `metrics` (optional) serves the counters to Prometheus over HTTP, on a
 //! loopback address unless allowed otherwise ([`metrics_settings`]):
 //!
@@ -169,6 +173,8 @@ use std::time::Duration;
 mod mobility_settings;
 #[path = "config/own_addresses.rs"]
 mod own_addresses;
+#[path = "config/peers.rs"]
+mod peers;
 #[path = "config/policy_file.rs"]
 mod policy_file;
 #[path = "config/routes.rs"]
@@ -180,6 +186,7 @@ pub use mobility_settings::parse_attachment;
 use mobility_settings::{home_agent, mobile_node, HA_FIELDS, MN_FIELDS};
 use own_addresses::own_addresses;
 pub use own_addresses::OwnAddresses;
+pub use peers::{peers_mismatch, PeerSettings, StartAction};
 pub use policy_file::load_policy_file;
 use routes::mode_and_routes;
 pub use service::metrics_settings;
@@ -309,6 +316,8 @@ pub struct ApplianceConfig {
     pub network_addresses: OwnAddresses,
     /// The mobility stage (the `mn` and `ha` roles only).
     pub mobility: Option<MobilitySettings>,
+    /// IKEv2 peers (`"peers"`), which key the policy's IKE-keyed SAs.
+    pub peers: Vec<PeerSettings>,
     /// Inline or routed.
     pub mode: Mode,
     /// Routed mode's routes (`None` inline).
@@ -350,6 +359,7 @@ pub(crate) const FIELDS: &[&str] = &[
     "layer2",
     "metrics",
     "user",
+    "peers",
     "comment",
 ];
 
@@ -619,6 +629,16 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             ));
         }
     }
+    let peers = peers::peers(
+        ctx.file,
+        obj,
+        path.parent().unwrap_or(Path::new(".")),
+        &policy,
+        &network_addresses,
+    )?;
+    if !peers.is_empty() && role != Role::Gateway {
+        return Err(ctx.err("peers", "only the gateway role keys SAs with IKEv2"));
+    }
     let layer2 = layer2_policy(&ctx, obj)?;
     if mode == Mode::Routed && obj.contains_key("layer2") {
         return Err(ctx.err(
@@ -656,6 +676,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         host_addresses,
         network_addresses,
         mobility,
+        peers,
     })
 }
 

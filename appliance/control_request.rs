@@ -4,9 +4,10 @@
 //!
 //! A request is one line of at most [`MAX_LINE`] octets holding one JSON
 //! object with exactly one command:
-//! `{"show": "all" | "bindings"}`, `{"remove_sa": NAME}`,
+//! `{"show": "all" | "bindings" | "ike"}`, `{"remove_sa": NAME}`,
 //! `{"reload": true}`, `{"move": ATTACHMENT, "break": BOOL}` (`break`
-//! optional) and `{"refresh": true}`. Anything else is refused with an
+//! optional), `{"refresh": true}`, `{"initiate": PEER}` and
+//! `{"terminate": PEER}`. Anything else is refused with an
 //! error that says what is known.
 
 use serde_json::{json, Map, Value};
@@ -15,7 +16,7 @@ use serde_json::{json, Map, Value};
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// The commands, as `unknown` errors list them.
-const KNOWN: &str = "known: show, remove_sa, reload, move, refresh";
+const KNOWN: &str = "known: show, remove_sa, reload, move, refresh, initiate, terminate";
 
 /// What `show` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum ShowWhat {
     All,
     /// The binding cache (`ha`) or registration (`mn`).
     Bindings,
+    /// The IKE peers with their IKE SAs and CHILD_SAs.
+    Ike,
 }
 
 /// One request.
@@ -44,6 +47,11 @@ pub enum ControlRequest {
     },
     /// `refresh`.
     Refresh,
+    /// `initiate PEER`: start an IKE SA with the peer now.
+    Initiate(String),
+    /// `terminate PEER`: delete the peer's IKE SAs (and so their
+    /// CHILD_SAs); an initiating peer waits for `initiate`.
+    Terminate(String),
 }
 
 impl ControlRequest {
@@ -82,7 +90,8 @@ impl ControlRequest {
             return match text("show")? {
                 "all" => Ok(ControlRequest::Show(ShowWhat::All)),
                 "bindings" => Ok(ControlRequest::Show(ShowWhat::Bindings)),
-                _ => Err("\"show\" takes \"all\" or \"bindings\"".into()),
+                "ike" => Ok(ControlRequest::Show(ShowWhat::Ike)),
+                _ => Err("\"show\" takes \"all\", \"bindings\" or \"ike\"".into()),
             };
         }
         if obj.contains_key("remove_sa") {
@@ -106,6 +115,18 @@ impl ControlRequest {
                 break_first,
             });
         }
+        for (key, make) in [
+            (
+                "initiate",
+                ControlRequest::Initiate as fn(String) -> ControlRequest,
+            ),
+            ("terminate", ControlRequest::Terminate),
+        ] {
+            if obj.contains_key(key) {
+                only(&[key])?;
+                return Ok(make(text(key)?.to_string()));
+            }
+        }
         if obj.contains_key("refresh") {
             only(&["refresh"])?;
             flag("refresh")?;
@@ -119,10 +140,13 @@ impl ControlRequest {
         match self {
             ControlRequest::Show(ShowWhat::All) => json!({"show": "all"}),
             ControlRequest::Show(ShowWhat::Bindings) => json!({"show": "bindings"}),
+            ControlRequest::Show(ShowWhat::Ike) => json!({"show": "ike"}),
             ControlRequest::RemoveSa(name) => json!({ "remove_sa": name }),
             ControlRequest::Reload => json!({"reload": true}),
             ControlRequest::Move { to, break_first } => json!({"move": to, "break": break_first}),
             ControlRequest::Refresh => json!({"refresh": true}),
+            ControlRequest::Initiate(peer) => json!({ "initiate": peer }),
+            ControlRequest::Terminate(peer) => json!({ "terminate": peer }),
         }
     }
 }
@@ -177,6 +201,7 @@ mod tests {
         for r in [
             ControlRequest::Show(ShowWhat::All),
             ControlRequest::Show(ShowWhat::Bindings),
+            ControlRequest::Show(ShowWhat::Ike),
             ControlRequest::RemoveSa("sa1".into()),
             ControlRequest::Reload,
             ControlRequest::Move {
@@ -184,6 +209,8 @@ mod tests {
                 break_first: true,
             },
             ControlRequest::Refresh,
+            ControlRequest::Initiate("site-b".into()),
+            ControlRequest::Terminate("site-b".into()),
         ] {
             let line = r.to_json().to_string();
             assert_eq!(ControlRequest::parse(line.as_bytes()), Ok(r));
@@ -205,7 +232,7 @@ mod tests {
                 "unexpected field \"remove_sa\"",
             ),
             (br#"{"show": 5}"#, "\"show\" takes a string"),
-            (br#"{"show": "keys"}"#, "\"all\" or \"bindings\""),
+            (br#"{"show": "keys"}"#, "\"all\", \"bindings\" or \"ike\""),
             (br#"{"reload": false}"#, "\"reload\" takes true"),
             (
                 br#"{"move": "home", "break": "yes"}"#,

@@ -8,6 +8,7 @@ mod control_request;
 mod docs;
 mod event;
 mod gcm_calibration;
+mod ike;
 mod interfaces;
 mod lab;
 mod leases;
@@ -63,6 +64,9 @@ enum ShowWhat {
     /// The home agent's binding cache, or the mobile node's registration
     /// (the ha and mn roles).
     Bindings,
+    /// IKEv2 peers: their IKE SAs and CHILD_SAs, algorithms, SPIs,
+    /// counters (never keys).
+    Ike,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +244,7 @@ fn show(
     }
     let request = match what {
         ShowWhat::Bindings => control_request::ShowWhat::Bindings,
+        ShowWhat::Ike => control_request::ShowWhat::Ike,
         _ => control_request::ShowWhat::All,
     };
     let v = control::request(socket, &ControlRequest::Show(request))?;
@@ -257,11 +262,12 @@ fn show(
         (ShowWhat::Sa, true) => format!("{:#}\n", v["sas"]),
         (ShowWhat::Sp, true) => format!("{:#}\n", v["spd"]),
         (ShowWhat::Counters, true) => format!("{:#}\n", v["counters"]),
-        (ShowWhat::Bindings, true) => format!("{v:#}\n"),
+        (ShowWhat::Bindings | ShowWhat::Ike, true) => format!("{v:#}\n"),
         (ShowWhat::Sa, false) => report::sa_text(&v),
         (ShowWhat::Sp, false) => report::sp_text(&v),
         (ShowWhat::Counters, false) => report::counters_text(&v),
         (ShowWhat::Bindings, false) => report::bindings_text(&v),
+        (ShowWhat::Ike, false) => crate::ike::status_text(&v),
     })
 }
 
@@ -277,8 +283,10 @@ fn ctl(command: &[String], break_first: bool, socket: &std::path::Path) -> Resul
             break_first,
         },
         [c] if c == "refresh" => ControlRequest::Refresh,
+        [c, peer] if c == "initiate" => ControlRequest::Initiate(peer.clone()),
+        [c, peer] if c == "terminate" => ControlRequest::Terminate(peer.clone()),
         _ => return Err(
-            "unknown command (known: remove-sa NAME, reload, move ATTACHMENT [--break], refresh)"
+            "unknown command (known: remove-sa NAME, reload, move ATTACHMENT [--break], refresh, initiate PEER, terminate PEER)"
                 .into(),
         ),
     };

@@ -31,6 +31,7 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
             let params = policy.sas.iter().find(|p| p.name == sa.name);
             json!({
                 "name": sa.name,
+                "keyed_by": if policy.ike_sa(&sa.name).is_some() { "ike" } else { "static" },
                 "spi": sa.spi,
                 "direction": sa.direction.name(),
                 "mode": params.map(|p| p.mode.to_string()),

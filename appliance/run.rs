@@ -6,6 +6,7 @@
 use crate::config::{self, load_policy_file, ApplianceConfig, OwnAddresses, PortConfig};
 use crate::control;
 use crate::control_request::{ControlRequest, ShowWhat};
+use crate::ike::IkeCommand;
 use crate::interfaces::{self, LinkWatches};
 use crate::metrics::{self, HeldEvents, MetricsServer};
 use crate::mobility::{self, MnControl};
@@ -123,6 +124,13 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let network = open(&cfg.network, &cfg, &mut links)?;
     let host_ep = endpoint(&cfg.host_addresses, &cfg.host)?;
     let net_ep = endpoint(&cfg.network_addresses, &cfg.network)?;
+    // IKE runs on the network side's own addresses (the configuration
+    // made sure every peer's local address is one of them).
+    let ike_port = match (&net_ep, cfg.peers.is_empty()) {
+        (_, true) => None,
+        (Some(ep), false) => Some(ep.open_ike(crate::ike::CHANNEL_DEPTH)),
+        (None, false) => return Err("peers need addresses.network".into()),
+    };
     let routed = routed(&cfg)?;
     // The policies must install before anything runs.
     build_stage(&cfg, &cfg.policy, Timestamp::ZERO)?;
@@ -191,6 +199,13 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         },
         shared_tap,
     );
+    let ike = match ike_port.map(|p| crate::ike::start(&cfg, p)).transpose() {
+        Ok(i) => i,
+        Err(e) => {
+            running.stop();
+            return Err(e);
+        }
+    };
     info!(
         config = %cfg.file.display(),
         role = cfg.role.name(),
@@ -230,7 +245,14 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
                 if reloading {
                     service.reloading();
                 }
-                let reply = answer(&running, &cfg, &mut policy, &req.body, &mut held);
+                let reply = answer(
+                    &running,
+                    &cfg,
+                    &mut policy,
+                    &req.body,
+                    &mut held,
+                    ike.as_ref(),
+                );
                 if reloading {
                     service.reloaded(match (&reply["ok"], &reply["error"]) {
                         (Value::String(done), _) => Ok(done),
@@ -256,6 +278,12 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
                 &links,
                 tap.as_deref(),
             )));
+        }
+        if let Some(ike) = &ike {
+            while let Ok((change, done)) = ike.changes.try_recv() {
+                apply_sa_change(&running, change);
+                let _ = done.try_send(());
+            }
         }
         links.log_changes();
         if last_events.elapsed() >= Duration::from_secs(1) {
@@ -294,6 +322,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         }
     }
     drop(metrics);
+    drop(ike);
     let (last, stop_failure) = running.stop();
     drop(socket);
     if let Some(t) = &tap {
@@ -399,6 +428,25 @@ fn reload(
             }
         }
     }
+    // The peers are read at start: the IKE-keyed SAs must stay the ones
+    // they key.
+    if let Some(problem) = crate::config::peers_mismatch(&cfg.peers, &new) {
+        return Err(ReloadError::Refused(format!(
+            "{}: {problem}; restart to change the peers",
+            new.file
+        )));
+    }
+    // The IKE thread keys them as they were at start.
+    if let Some(sa) = new
+        .ike_sas
+        .iter()
+        .find(|sa| cfg.policy.ike_sa(&sa.name) != Some(*sa))
+    {
+        return Err(ReloadError::Refused(format!(
+            "{}: IKE-keyed SA \"{}\" changed; restart to change IKE-keyed SAs",
+            new.file, sa.name
+        )));
+    }
     // One SA, one owner (docs/ownership.md): an SA that stays keeps its
     // worker, so its bundle may not change under it.
     if let Some((sa, was, will)) = new.owner_changes(policy) {
@@ -462,8 +510,17 @@ fn answer(
     policy: &mut PolicySet,
     req: &ControlRequest,
     held: &mut HeldEvents,
+    ike: Option<&crate::ike::IkeThread>,
 ) -> Value {
+    let no_peers = || json!({"error": "no IKE peers are configured (\"peers\")"});
     match req {
+        ControlRequest::Show(ShowWhat::Ike) => ike.map_or_else(no_peers, |i| i.status()),
+        ControlRequest::Initiate(peer) => {
+            ike.map_or_else(no_peers, |i| i.command(IkeCommand::Initiate(peer.clone())))
+        }
+        ControlRequest::Terminate(peer) => {
+            ike.map_or_else(no_peers, |i| i.command(IkeCommand::Terminate(peer.clone())))
+        }
         ControlRequest::Show(ShowWhat::Bindings) => bindings(running, cfg),
         ControlRequest::Show(ShowWhat::All) => {
             let mut last = running.report(Duration::from_secs(2));
@@ -521,7 +578,7 @@ fn refresh(running: &runner::Running, cfg: &ApplianceConfig) -> Value {
 
 /// `ctl remove-sa`: the SA goes from every gateway.
 fn remove_sa(running: &runner::Running, policy: &PolicySet, name: &str) -> Value {
-    if !policy.sas.iter().any(|s| s.name == name) {
+    if policy.sa_direction_mode(name).is_none() {
         return json!({"error": format!("no SA named \"{name}\"")});
     }
     // Like `ip xfrm state delete`: the SA goes, its policies stay, so
@@ -540,5 +597,43 @@ fn remove_sa(running: &runner::Running, policy: &PolicySet, name: &str) -> Value
             json!({ "error": format!("SA \"{name}\" is not installed (removed already?)") })
         }
         Err(e) => json!({ "error": e }),
+    }
+}
+
+/// Applies what IKE decided to every gateway and waits until all have
+/// it, through the stage's install path (each SA keyed only in its owner's
+/// stage): in order, so a CHILD_SA's inbound SA before its outbound one; a
+/// removal only of the SA that IKE deleted, not of the one a rekey put
+/// under the same name. A fresh outbound SA gets its sequence lease at
+/// once, so its first packet does not wait for the worker's next turn.
+fn apply_sa_change(running: &runner::Running, change: crate::ike::SaChange) {
+    use crate::ike::SaChange;
+    let now = running.now();
+    let done = match change {
+        SaChange::Install { peer, sas } => on_every_gateway(running, move |gw| {
+            for params in &sas {
+                if let Err(e) = gw.stage_mut().install_sa(params.clone(), now) {
+                    error!(%peer, sa = %params.name, error = %e, "IKE: SA not installed");
+                }
+            }
+            gw.serve_leases(now);
+        }),
+        SaChange::Remove { peer, sas } => {
+            info!(%peer, sas = ?sas.iter().map(|(n, _)| n).collect::<Vec<_>>(), "IKE: SAs removed");
+            on_every_gateway(running, move |gw| {
+                for (name, spi) in &sas {
+                    let stage = gw.stage_mut();
+                    let id = stage.sad().by_name(name).filter(|id| {
+                        spi.is_none_or(|spi| stage.sad().get(*id).is_some_and(|sa| sa.spi() == spi))
+                    });
+                    if let Some(id) = id {
+                        stage.remove_sa(id);
+                    }
+                }
+            })
+        }
+    };
+    if let Err(e) = done {
+        warn!("IKE: {e}");
     }
 }

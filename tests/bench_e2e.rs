@@ -27,7 +27,7 @@ mod common;
 #[path = "bench_e2e/secgw.rs"]
 mod secgw;
 
-use common::{iperf3, is_root, wait_for, Lab};
+use common::{iperf3, is_root, start_charon, swanctl, wait_for, Lab, CHARON};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -166,35 +166,17 @@ fn build_routed(lab: &Lab) {
     }
 }
 
-/// Writes strongswan.conf and swanctl.conf for one charon instance in
-/// `lab.dir/swan-<side>` (with its own vici socket, log and /run) and
-/// returns that folder.
-fn swan_config(lab: &Lab, side: &str, local: &str, remote: &str, ts: (&str, &str)) -> PathBuf {
+/// The folder of one charon instance, `lab.dir/swan-<side>`, and its
+/// swanctl.conf.
+fn swan_config(
+    lab: &Lab,
+    side: &str,
+    local: &str,
+    remote: &str,
+    ts: (&str, &str),
+) -> (PathBuf, String) {
     let dir = lab.dir.join(format!("swan-{side}"));
     std::fs::create_dir_all(dir.join("run")).unwrap();
-    let d = dir.display();
-    // kernel-libipsec must come before kernel-netlink, or installing the
-    // SAs fails (netlink error 38).
-    let conf = format!(
-        r#"charon {{
-  load_modular = no
-  load = random nonce openssl gcm aes sha1 sha2 hmac kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
-  install_routes = yes
-  plugins {{
-    vici {{
-      socket = unix://{d}/charon.vici
-    }}
-  }}
-  filelog {{
-    log {{
-      path = {d}/charon.log
-      default = 1
-    }}
-  }}
-}}
-"#
-    );
-    std::fs::write(dir.join("strongswan.conf"), conf).unwrap();
     let (me, peer) = if side == "a" {
         ("gw-a.example", "gw-b.example")
     } else {
@@ -236,37 +218,15 @@ secrets {{
 "#,
         ts.0, ts.1
     );
-    std::fs::write(dir.join("swanctl.conf"), swanctl).unwrap();
-    dir
-}
-
-/// Runs swanctl against the charon whose files are in `dir`.
-fn swanctl(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> String {
-    let uri = format!("unix://{}/charon.vici", dir.display());
-    let mut full = vec!["swanctl"];
-    full.extend_from_slice(args);
-    full.extend_from_slice(&["--uri", &uri]);
-    let out = lab.try_exec(ns, &full);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{ns}: swanctl {args:?} failed: {text}\ncharon log:\n{}",
-        std::fs::read_to_string(dir.join("charon.log")).unwrap_or_default()
-    );
-    text
+    (dir, swanctl)
 }
 
 /// iperf3 through two charon instances with kernel-libipsec.
 fn strongswan_row(lab: &mut Lab) -> Measured {
     build_routed(lab);
-    let charon = "/usr/lib/ipsec/charon";
     assert!(
-        Path::new(charon).exists(),
-        "{charon} missing: run scripts/setup-test-deps.sh"
+        Path::new(CHARON).exists(),
+        "{CHARON} missing: run scripts/setup-test-deps.sh"
     );
     let mut sides = Vec::new();
     for (side, ns, local, remote, ts) in [
@@ -285,21 +245,8 @@ fn strongswan_row(lab: &mut Lab) -> Measured {
             ("198.51.100.0/24", "192.0.2.0/24"),
         ),
     ] {
-        let dir = swan_config(lab, side, local, remote, ts);
-        let d = dir.display();
-        // Own mount namespace (ip netns exec makes one) so that charon's
-        // fixed pid file lands in this instance's own /run.
-        let script = format!("mount --bind {d}/run /run && exec {charon} >{d}/charon.out 2>&1");
-        let conf = format!("STRONGSWAN_CONF={d}/strongswan.conf");
-        let pid = lab.spawn(ns, &["env", &conf, "sh", "-c", &script]);
-        wait_for(&dir.join("charon.vici"));
-        let file = dir.join("swanctl.conf");
-        swanctl(
-            lab,
-            ns,
-            &dir,
-            &["--load-all", "--file", file.to_str().unwrap()],
-        );
+        let (dir, conf) = swan_config(lab, side, local, remote, ts);
+        let pid = start_charon(lab, ns, &dir, &conf);
         sides.push((ns, dir, pid));
     }
     swanctl(

@@ -837,3 +837,41 @@ fn a_key_in_an_appliance_field_is_not_echoed() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ike_keyed_sas_check_and_an_unused_one_is_refused() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-check-ike-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = |extra: &str| {
+        format!(
+            r#"{{"spd": {{"outbound": [{{"name": "o", "local": "192.0.2.0/24", "remote": "198.51.100.0/24", "action": "protect", "sa": "out"}}],
+              "inbound": [{{"name": "i", "local": "192.0.2.0/24", "remote": "198.51.100.0/24", "action": "protect", "sa": "in"}}]}},
+              "sad": [{{"name": "out", "direction": "outbound", "keyed_by": "ike", "tunnel": {{"local": "203.0.113.1", "remote": "203.0.113.2"}}}},
+                      {{"name": "in", "direction": "inbound", "keyed_by": "ike", "tunnel": {{"local": "203.0.113.1", "remote": "203.0.113.2"}}}}{extra}]}}"#
+        )
+    };
+    let file = dir.join("ike.json");
+    std::fs::write(&file, policy("")).unwrap();
+    let (ok, out, err) = check(&file, false);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("out outbound esp tunnel 203.0.113.1 -> 203.0.113.2, keyed by IKE"),
+        "{out}"
+    );
+    let (ok, out, _) = check(&file, true);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sad"][0]["keyed_by"], "ike", "{v}");
+    std::fs::write(
+        &file,
+        policy(r#", {"name": "spare", "direction": "inbound", "keyed_by": "ike", "mode": "transport"}"#),
+    )
+    .unwrap();
+    let (ok, _, err) = check(&file, false);
+    assert!(!ok);
+    assert!(
+        err.contains("ike.json: sad \"spare\": field \"name\": no inbound SPD entry protects with this IKE-keyed SA"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -359,36 +359,54 @@ pub fn route_two_sites(lab: &Lab) {
     // The tunnel endpoints live in the bumps, which have no IP stack of
     // their own: the router reaches them at the hosts' MAC addresses,
     // through the bump on the path.
-    let mac_a = lab.mac("hA", "eth0");
-    let mac_b = lab.mac("hB", "eth0");
-    lab.exec("r", &["ip", "route", "add", "203.0.113.1/32", "dev", "ra"]);
-    lab.exec("r", &["ip", "route", "add", "203.0.113.2/32", "dev", "rb"]);
+    reach_through_bump(lab, "203.0.113.1", "ra", "hA");
+    reach_through_bump(lab, "203.0.113.2", "rb", "hB");
+}
+
+/// Makes the router `r` reach `addr`, an address in the bump on its link
+/// `dev`, at the MAC of `host` behind that bump (the bump passes the
+/// frame on or takes it).
+pub fn reach_through_bump(lab: &Lab, addr: &str, dev: &str, host: &str) {
+    let mac = lab.mac(host, "eth0");
     lab.exec(
         "r",
-        &[
-            "ip",
-            "neigh",
-            "add",
-            "203.0.113.1",
-            "lladdr",
-            &mac_a,
-            "dev",
-            "ra",
-        ],
+        &["ip", "route", "add", &format!("{addr}/32"), "dev", dev],
     );
     lab.exec(
         "r",
-        &[
-            "ip",
-            "neigh",
-            "add",
-            "203.0.113.2",
-            "lladdr",
-            &mac_b,
-            "dev",
-            "rb",
-        ],
+        &["ip", "neigh", "add", addr, "lladdr", &mac, "dev", dev],
     );
+}
+
+/// What crossed between the two-site lab's gateways: (ESP frames, IKE
+/// datagrams); panics on any cleartext IPv4 frame of the hosts.
+pub fn between_gateways(frames: &[Vec<u8>]) -> (usize, usize) {
+    let (mut esp, mut ike) = (0, 0);
+    for f in frames {
+        if f.len() < 34 || u16::from_be_bytes([f[12], f[13]]) != 0x0800 {
+            continue;
+        }
+        let ip = &f[14..];
+        let (src, dst) = (&ip[12..16], &ip[16..20]);
+        let hosts = [[192, 0, 2, 10], [198, 51, 100, 20]];
+        assert!(
+            !hosts.iter().any(|h| src == h || dst == h),
+            "cleartext host traffic on the wire: {:02x?}",
+            &ip[..20]
+        );
+        let header = usize::from(ip[0] & 0x0f) * 4;
+        match ip[9] {
+            50 => esp += 1,
+            17 => {
+                let port = u16::from_be_bytes([ip[header + 2], ip[header + 3]]);
+                if port == 500 || port == 4500 {
+                    ike += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    (esp, ike)
 }
 
 /// The control socket of gateway `side` ("a" or "b") of the two-site lab.
@@ -491,4 +509,76 @@ pub fn policy_file(path: &Path) -> bitsgw_ipsec::config::PolicySet {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     bitsgw_ipsec::config::parse_policy(&text, &path.display().to_string())
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// strongSwan's IKE daemon (Debian's package, as `scripts/setup-test-deps.sh`
+/// installs it).
+pub const CHARON: &str = "/usr/lib/ipsec/charon";
+
+/// Starts charon in namespace `ns` with its files in `dir` (its own
+/// strongswan.conf, vici socket, log and /run) and loads `swanctl_conf`;
+/// its index in [`Lab::children`]. ESP runs in userspace through
+/// kernel-libipsec (this kernel has no ESP), which carries ESP in UDP
+/// only, and charon routes the CHILD_SAs' traffic to it.
+pub fn start_charon(lab: &mut Lab, ns: &str, dir: &Path, swanctl_conf: &str) -> usize {
+    std::fs::create_dir_all(dir.join("run")).unwrap();
+    let d = dir.display();
+    // kernel-libipsec must come before kernel-netlink, or installing the
+    // SAs fails (netlink error 38).
+    let conf = format!(
+        r#"charon {{
+  load_modular = no
+  load = random nonce openssl gcm aes sha1 sha2 hmac kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
+  install_routes = yes
+  plugins {{
+    vici {{
+      socket = unix://{d}/charon.vici
+    }}
+  }}
+  filelog {{
+    log {{
+      path = {d}/charon.log
+      flush_line = yes
+      default = 1
+    }}
+  }}
+}}
+"#
+    );
+    std::fs::write(dir.join("strongswan.conf"), conf).unwrap();
+    let file = dir.join("swanctl.conf");
+    std::fs::write(&file, swanctl_conf).unwrap();
+    // Its own mount namespace (ip netns exec makes one), so that charon's
+    // fixed pid file lands in this instance's own /run.
+    let script = format!("mount --bind {d}/run /run && exec {CHARON} >{d}/charon.out 2>&1");
+    let env = format!("STRONGSWAN_CONF={d}/strongswan.conf");
+    let pid = lab.spawn(ns, &["env", &env, "sh", "-c", &script]);
+    wait_for(&dir.join("charon.vici"));
+    swanctl(
+        lab,
+        ns,
+        dir,
+        &["--load-all", "--file", file.to_str().unwrap()],
+    );
+    pid
+}
+
+/// Runs swanctl against the charon whose files are in `dir`.
+pub fn swanctl(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> String {
+    let uri = format!("unix://{}/charon.vici", dir.display());
+    let mut full = vec!["swanctl"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--uri", &uri]);
+    let out = lab.try_exec(ns, &full);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{ns}: swanctl {args:?} failed: {text}\ncharon log:\n{}",
+        std::fs::read_to_string(dir.join("charon.log")).unwrap_or_default()
+    );
+    text
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 mod endpoint;
 pub mod event;
+pub mod names;
 pub mod suite;
 pub mod wire;
 

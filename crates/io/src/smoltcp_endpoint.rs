@@ -1,7 +1,11 @@
 //! The appliance's own host stack on one side, on smoltcp: an
 //! [`Interface`] over an in-memory device that queues frames. smoltcp
 //! answers ARP, IPv6 neighbor solicitations and ICMP / ICMPv6 echo
-//! requests by itself; no sockets are open (no services yet).
+//! requests by itself. With [`SmoltcpEndpoint::open_ike`] it has UDP
+//! sockets on ports 500 and 4500 whose datagrams go to an IKE thread over
+//! bounded channels (drops counted), and whose replies leave from the
+//! appliance's own address here, never through the SPD (RFC 4301 5.1: IKE
+//! traffic of the gateway itself bypasses IPsec).
 //!
 //! Which frames are for the appliance is decided here, before smoltcp sees
 //! them (see [`SmoltcpEndpoint::is_addressed_to_me`]); the gateway decides
@@ -17,13 +21,134 @@ use bitsgw_pipeline::endpoint::ETHERTYPE_ARP;
 use bitsgw_pipeline::LocalEndpoint;
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use bitsgw_wire::{icmp, ip, proto, Timestamp};
-use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+
+/// IKE's port (RFC 7296 2).
+pub const IKE_PORT: u16 = 500;
+/// IKE and ESP behind a NAT (RFC 3948).
+pub const NAT_T_PORT: u16 = 4500;
+/// The non-ESP marker before IKE messages on port 4500 (RFC 3948 2.2).
+const NON_ESP_MARKER: [u8; 4] = [0; 4];
+/// Datagrams each IKE socket buffers each way.
+const IKE_SOCKET_PACKETS: usize = 32;
+/// Octets each IKE socket buffers each way.
+const IKE_SOCKET_BYTES: usize = 64 * 1024;
+
+/// An IKE message between the endpoint and the IKE thread: without the
+/// non-ESP marker (added and removed here for port 4500).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeDatagram {
+    /// The appliance's address and port.
+    pub local: SocketAddr,
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+    /// The IKE message.
+    pub data: Vec<u8>,
+}
+
+/// IKE datagrams dropped between the endpoint and the IKE thread.
+#[derive(Debug, Default)]
+pub struct IkeDrops {
+    /// Received, but the channel to the IKE thread was full.
+    pub to_ike_full: AtomicU64,
+    /// Sent by the IKE thread, but the socket's buffer was full (or the
+    /// address not the endpoint's).
+    pub send_failed: AtomicU64,
+    /// On port 4500 without the non-ESP marker (never offered here:
+    /// ESP in UDP goes to the IPsec stage).
+    pub unmarked: AtomicU64,
+}
+
+/// The IKE thread's side: datagrams received, datagrams to send, drops.
+#[derive(Debug)]
+pub struct IkePort {
+    /// Received IKE messages.
+    pub received: Receiver<IkeDatagram>,
+    /// IKE messages to send.
+    pub send: SyncSender<IkeDatagram>,
+    /// Drops on the way.
+    pub drops: Arc<IkeDrops>,
+}
+
+/// The endpoint's side of the IKE channels and its two sockets.
+struct IkeSockets {
+    sockets: [(u16, SocketHandle); 2],
+    to_ike: SyncSender<IkeDatagram>,
+    from_ike: Receiver<IkeDatagram>,
+    drops: Arc<IkeDrops>,
+}
+
+impl IkeSockets {
+    /// Hands what the IKE thread wants sent to the sockets.
+    fn send(&self, sockets: &mut SocketSet<'static>) {
+        while let Ok(d) = self.from_ike.try_recv() {
+            let Some((port, h)) = self.sockets.iter().find(|(p, _)| *p == d.local.port()) else {
+                self.drops.send_failed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let meta = udp::UdpMetadata {
+                local_address: Some(IpAddress::from(d.local.ip())),
+                ..udp::UdpMetadata::from((IpAddress::from(d.remote.ip()), d.remote.port()))
+            };
+            let sock = sockets.get_mut::<udp::Socket>(*h);
+            let sent = if *port == NAT_T_PORT {
+                sock.send(NON_ESP_MARKER.len() + d.data.len(), meta)
+                    .map(|buf| {
+                        buf[..4].copy_from_slice(&NON_ESP_MARKER);
+                        buf[4..].copy_from_slice(&d.data);
+                    })
+                    .is_ok()
+            } else {
+                sock.send_slice(&d.data, meta).is_ok()
+            };
+            if !sent {
+                self.drops.send_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Hands what the sockets received to the IKE thread.
+    fn receive(&self, sockets: &mut SocketSet<'static>) {
+        for (port, h) in self.sockets {
+            let sock = sockets.get_mut::<udp::Socket>(h);
+            while let Ok((data, meta)) = sock.recv() {
+                let ike = if port == NAT_T_PORT {
+                    match data.split_first_chunk::<4>() {
+                        Some((&NON_ESP_MARKER, rest)) => rest,
+                        _ => {
+                            self.drops.unmarked.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
+                } else {
+                    data
+                };
+                let Some(local) = meta.local_address else {
+                    continue;
+                };
+                let d = IkeDatagram {
+                    local: SocketAddr::new(local.into(), port),
+                    remote: SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port),
+                    data: ike.to_vec(),
+                };
+                if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                    self.to_ike.try_send(d)
+                {
+                    self.drops.to_ike_full.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
 
 /// Addresses one endpoint may have, at most (smoltcp's interface is built
 /// with room for this many).
@@ -111,13 +236,20 @@ struct Stack {
     iface: Interface,
     device: Queues,
     sockets: SocketSet<'static>,
+    ike: Option<IkeSockets>,
 }
 
 impl Stack {
     fn poll(&mut self, now: Timestamp) {
+        if let Some(ike) = &self.ike {
+            ike.send(&mut self.sockets);
+        }
         let _ = self
             .iface
             .poll(instant(now), &mut self.device, &mut self.sockets);
+        if let Some(ike) = &self.ike {
+            ike.receive(&mut self.sockets);
+        }
     }
 }
 
@@ -177,8 +309,48 @@ impl SmoltcpEndpoint {
                 iface,
                 device,
                 sockets: SocketSet::new(Vec::new()),
+                ike: None,
             })),
         })
+    }
+
+    /// Opens UDP ports 500 and 4500 for IKE (on every address of the
+    /// endpoint) and returns the IKE thread's side: channels of `depth`
+    /// datagrams each way. Once open, IKE addressed to the appliance here
+    /// is taken by the endpoint (see `LocalEndpoint::takes_ike`).
+    pub fn open_ike(&self, depth: usize) -> IkePort {
+        let (to_ike, received) = sync_channel(depth);
+        let (send, from_ike) = sync_channel(depth);
+        let drops = Arc::new(IkeDrops::default());
+        if let Ok(mut s) = self.stack.lock() {
+            let mut handle = |port: u16| {
+                let buf = || {
+                    udp::PacketBuffer::new(
+                        vec![udp::PacketMetadata::EMPTY; IKE_SOCKET_PACKETS],
+                        vec![0u8; IKE_SOCKET_BYTES],
+                    )
+                };
+                let mut sock = udp::Socket::new(buf(), buf());
+                // Cannot fail: the port is not zero and the socket new.
+                let _ = sock.bind(port);
+                s.sockets.add(sock)
+            };
+            let sockets = [
+                (IKE_PORT, handle(IKE_PORT)),
+                (NAT_T_PORT, handle(NAT_T_PORT)),
+            ];
+            s.ike = Some(IkeSockets {
+                sockets,
+                to_ike,
+                from_ike,
+                drops: Arc::clone(&drops),
+            });
+        }
+        IkePort {
+            received,
+            send,
+            drops,
+        }
     }
 
     /// The Ethernet address it answers with.
@@ -195,13 +367,25 @@ impl SmoltcpEndpoint {
 }
 
 impl LocalEndpoint for SmoltcpEndpoint {
+    fn takes_ike(&self) -> bool {
+        self.stack.lock().is_ok_and(|s| s.ike.is_some())
+    }
+
     fn handle_frame(&mut self, frame: &[u8], now: Timestamp) -> bool {
         if !self.is_addressed_to_me(frame) {
             return false;
         }
         if let Ok(mut s) = self.stack.lock() {
             if s.device.rx.len() < MAX_QUEUED {
-                s.device.rx.push_back(frame.to_vec());
+                let mut frame = frame.to_vec();
+                // An inline bump's address may be reached at another MAC
+                // (a host's behind it): a unicast frame to one of its
+                // addresses is its own whatever its destination MAC, and
+                // smoltcp takes only frames to its MAC.
+                if frame[0] & 1 == 0 {
+                    frame[..6].copy_from_slice(&self.mac);
+                }
+                s.device.rx.push_back(frame);
             }
             s.poll(now);
         }

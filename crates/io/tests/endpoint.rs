@@ -1,5 +1,7 @@
 //! The smoltcp endpoint answers ARP, neighbor solicitations and echo
-//! requests for its own addresses, and nothing else.
+//! requests for its own addresses, and nothing else; with IKE open, it
+//! hands IKE (UDP 500, 4500 behind the non-ESP marker) to the IKE side and
+//! sends its replies from its address.
 #![allow(clippy::unwrap_used)]
 
 use bitsgw_io::SmoltcpEndpoint;
@@ -142,4 +144,68 @@ fn refuses_bad_addresses() {
     assert!(SmoltcpEndpoint::new(OUR_MAC, &[(ip("192.0.2.1"), 33)]).is_err());
     let many: Vec<_> = (1..=9).map(|i| (ip(&format!("192.0.2.{i}")), 24)).collect();
     assert!(SmoltcpEndpoint::new(OUR_MAC, &many).is_err());
+}
+
+/// A UDP datagram from 192.0.2.2:`sport` to 192.0.2.1:`dport`, no
+/// checksum (RFC 768 allows none over IPv4), in a frame to `dst`.
+fn udp_v4(dst: [u8; 6], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut udp = sport.to_be_bytes().to_vec();
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let pkt = craft::ip_packet(ip("192.0.2.2"), ip("192.0.2.1"), 17, &udp, false);
+    eth(dst, 0x0800, &pkt)
+}
+
+#[test]
+fn ike_datagrams_go_to_the_ike_port_and_replies_leave_from_the_address() {
+    let mut ep = endpoint();
+    assert!(!ep.takes_ike());
+    let port = ep.open_ike(4);
+    assert!(ep.takes_ike());
+    // Port 500, to our MAC; port 4500 behind the non-ESP marker, to
+    // another MAC (an inline bump's address is reached at a host's).
+    assert!(ep.handle_frame(&udp_v4(OUR_MAC, 500, 500, b"ike-sa-init"), Timestamp(0)));
+    let natt = [&[0u8, 0, 0, 0][..], b"ike-auth"].concat();
+    assert!(ep.handle_frame(&udp_v4(PEER_MAC, 4500, 4500, &natt), Timestamp(0)));
+    let first = port.received.try_recv().unwrap();
+    assert_eq!(first.local, "192.0.2.1:500".parse().unwrap());
+    assert_eq!(first.remote, "192.0.2.2:500".parse().unwrap());
+    assert_eq!(first.data, b"ike-sa-init");
+    let second = port.received.try_recv().unwrap();
+    assert_eq!(second.local, "192.0.2.1:4500".parse().unwrap());
+    assert_eq!(second.data, b"ike-auth", "the marker is removed");
+    // A reply on 4500 leaves from our address with the marker put back.
+    port.send
+        .try_send(bitsgw_io::smoltcp_endpoint::IkeDatagram {
+            local: "192.0.2.1:4500".parse().unwrap(),
+            remote: "192.0.2.2:4500".parse().unwrap(),
+            data: b"reply".to_vec(),
+        })
+        .unwrap();
+    // It asks for the peer's MAC first.
+    let asked = sent(&mut ep);
+    assert!(asked.iter().any(|f| f[12..14] == [8, 6]), "{asked:02x?}");
+    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 2];
+    arp.extend_from_slice(&PEER_MAC);
+    arp.extend_from_slice(&[192, 0, 2, 2]);
+    arp.extend_from_slice(&OUR_MAC);
+    arp.extend_from_slice(&[192, 0, 2, 1]);
+    assert!(ep.handle_frame(&eth(OUR_MAC, 0x0806, &arp), Timestamp(1_000_000)));
+    let out = sent(&mut ep);
+    let reply = out
+        .iter()
+        .find(|f| f.len() > 42 && f[23] == 17)
+        .unwrap_or_else(|| panic!("no UDP sent: {out:02x?}"));
+    assert_eq!(&reply[..6], &PEER_MAC);
+    assert_eq!(&reply[26..30], &[192, 0, 2, 1]);
+    assert_eq!(&reply[34..38], &[0x11, 0x94, 0x11, 0x94]);
+    assert_eq!(&reply[42..], [&[0u8, 0, 0, 0][..], b"reply"].concat());
+    let drops = &port.drops;
+    assert_eq!(
+        drops.to_ike_full.load(std::sync::atomic::Ordering::Relaxed)
+            + drops.send_failed.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }

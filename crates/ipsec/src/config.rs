@@ -39,10 +39,13 @@ use zeroize::Zeroizing;
 
 mod checks;
 mod entry;
+mod ike_keyed;
 mod json;
 
 use checks::validate;
 use entry::parse_entry;
+pub use ike_keyed::IkeKeyedSa;
+use ike_keyed::{is_ike_keyed, parse_ike_keyed};
 pub use json::{
     expect_object, get_bool, get_str, get_u64, parse_int, parse_json, require_str, Ctx, Shown,
 };
@@ -120,8 +123,11 @@ pub struct PolicySet {
     pub outbound: Vec<EntryConfig>,
     /// Inbound SPD, in order.
     pub inbound: Vec<EntryConfig>,
-    /// The SAs.
+    /// The SAs with static keys.
     pub sas: Vec<SaParams>,
+    /// The SAs keyed by IKEv2 (`"keyed_by": "ike"`), installed when a
+    /// CHILD_SA is established.
+    pub ike_sas: Vec<IkeKeyedSa>,
     /// Things that are legal but probably not meant.
     pub warnings: Vec<String>,
     /// The file's explicit opt-in (`"danger_static_keys_for_counter_mode":
@@ -189,6 +195,7 @@ const SA_FIELDS: &[&str] = &[
     "esn",
     "lifetime",
     "udp_encap",
+    "keyed_by",
     "comment",
 ];
 
@@ -212,6 +219,84 @@ fn parse_limits(ctx: &Ctx<'_>, v: Option<&Value>, field: &str) -> Result<Limits,
     })
 }
 
+fn parse_direction(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<Direction, ConfigError> {
+    match require_str(ctx, obj, "direction")? {
+        "inbound" | "in" => Ok(Direction::Inbound),
+        "outbound" | "out" => Ok(Direction::Outbound),
+        other => Err(ctx.err(
+            "direction",
+            format!("{} is not inbound or outbound", Shown(other)),
+        )),
+    }
+}
+
+fn parse_backend(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<BackendSetting, ConfigError> {
+    match get_str(ctx, obj, "backend")? {
+        None => Ok(BackendSetting::Auto),
+        Some(s) => BackendSetting::from_name(s).ok_or_else(|| {
+            ctx.err(
+                "backend",
+                format!("{} is not auto, ring or rustcrypto", Shown(s)),
+            )
+        }),
+    }
+}
+
+fn parse_replay_window(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<u32, ConfigError> {
+    let replay_window = get_u64(ctx, obj, "replay_window")?.unwrap_or(64);
+    if replay_window > u64::from(crate::anti_replay::MAX_WINDOW) {
+        return Err(ctx.err(
+            "replay_window",
+            format!("at most {} packets", crate::anti_replay::MAX_WINDOW),
+        ));
+    }
+    Ok(replay_window as u32)
+}
+
+/// `mode` (tunnel unless given) and, in tunnel mode, `tunnel`'s endpoints.
+fn parse_mode(
+    ctx: &Ctx<'_>,
+    obj: &Map<String, Value>,
+    names: &BTreeMap<String, IpAddr>,
+) -> Result<Mode, ConfigError> {
+    let mode_name = get_str(ctx, obj, "mode")?.unwrap_or("tunnel");
+    match mode_name {
+        "transport" => {
+            if obj.contains_key("tunnel") {
+                return Err(ctx.err("tunnel", "transport mode has no tunnel endpoints"));
+            }
+            Ok(Mode::Transport)
+        }
+        "tunnel" => {
+            let t = obj
+                .get("tunnel")
+                .ok_or_else(|| ctx.err("tunnel", "tunnel mode needs tunnel endpoints"))?;
+            let t = expect_object(ctx, t, "tunnel", &["local", "remote"])?;
+            let end = |k: &str| -> Result<Addr, ConfigError> {
+                let s = get_str(ctx, t, k)
+                    .map_err(|mut e| {
+                        e.field = format!("tunnel.{k}");
+                        e
+                    })?
+                    .ok_or_else(|| ctx.err(&format!("tunnel.{k}"), "is required"))?;
+                Ok(resolve_addr(ctx, &format!("tunnel.{k}"), s, names)?.into())
+            };
+            let (local, remote) = (end("local")?, end("remote")?);
+            if local.family != remote.family {
+                return Err(ctx.err(
+                    "tunnel.remote",
+                    "tunnel endpoints must be of one address family",
+                ));
+            }
+            Ok(Mode::Tunnel { local, remote })
+        }
+        other => Err(ctx.err(
+            "mode",
+            format!("{} is not transport or tunnel", Shown(other)),
+        )),
+    }
+}
+
 fn parse_sa(
     ctx: &Ctx<'_>,
     v: &Value,
@@ -219,16 +304,7 @@ fn parse_sa(
 ) -> Result<SaParams, ConfigError> {
     let obj = expect_object(ctx, v, "", SA_FIELDS)?;
     let name = require_str(ctx, obj, "name")?.to_string();
-    let direction = match require_str(ctx, obj, "direction")? {
-        "inbound" | "in" => Direction::Inbound,
-        "outbound" | "out" => Direction::Outbound,
-        other => {
-            return Err(ctx.err(
-                "direction",
-                format!("{} is not inbound or outbound", Shown(other)),
-            ))
-        }
-    };
+    let direction = parse_direction(ctx, obj)?;
     let spi = get_u64(ctx, obj, "spi")?.ok_or_else(|| ctx.err("spi", "is required"))?;
     let spi = u32::try_from(spi).map_err(|_| ctx.err("spi", "does not fit in 32 bits"))?;
     if spi < 256 {
@@ -281,60 +357,9 @@ fn parse_sa(
     };
     let enc_key = key("enc_key", transform.enc_key_len())?;
     let auth_key = key("auth_key", transform.auth_key_len())?;
-    let backend = match get_str(ctx, obj, "backend")? {
-        None => BackendSetting::Auto,
-        Some(s) => BackendSetting::from_name(s).ok_or_else(|| {
-            ctx.err(
-                "backend",
-                format!("{} is not auto, ring or rustcrypto", Shown(s)),
-            )
-        })?,
-    };
-    let mode_name = get_str(ctx, obj, "mode")?.unwrap_or("tunnel");
-    let mode = match mode_name {
-        "transport" => {
-            if obj.contains_key("tunnel") {
-                return Err(ctx.err("tunnel", "transport mode has no tunnel endpoints"));
-            }
-            Mode::Transport
-        }
-        "tunnel" => {
-            let t = obj
-                .get("tunnel")
-                .ok_or_else(|| ctx.err("tunnel", "tunnel mode needs tunnel endpoints"))?;
-            let t = expect_object(ctx, t, "tunnel", &["local", "remote"])?;
-            let end = |k: &str| -> Result<Addr, ConfigError> {
-                let s = get_str(ctx, t, k)
-                    .map_err(|mut e| {
-                        e.field = format!("tunnel.{k}");
-                        e
-                    })?
-                    .ok_or_else(|| ctx.err(&format!("tunnel.{k}"), "is required"))?;
-                Ok(resolve_addr(ctx, &format!("tunnel.{k}"), s, names)?.into())
-            };
-            let (local, remote) = (end("local")?, end("remote")?);
-            if local.family != remote.family {
-                return Err(ctx.err(
-                    "tunnel.remote",
-                    "tunnel endpoints must be of one address family",
-                ));
-            }
-            Mode::Tunnel { local, remote }
-        }
-        other => {
-            return Err(ctx.err(
-                "mode",
-                format!("{} is not transport or tunnel", Shown(other)),
-            ))
-        }
-    };
-    let replay_window = get_u64(ctx, obj, "replay_window")?.unwrap_or(64);
-    if replay_window > u64::from(crate::anti_replay::MAX_WINDOW) {
-        return Err(ctx.err(
-            "replay_window",
-            format!("at most {} packets", crate::anti_replay::MAX_WINDOW),
-        ));
-    }
+    let backend = parse_backend(ctx, obj)?;
+    let mode = parse_mode(ctx, obj, names)?;
+    let replay_window = parse_replay_window(ctx, obj)?;
     let esn = get_bool(ctx, obj, "esn")?.unwrap_or(false);
     let (soft, hard) = match obj.get("lifetime") {
         None | Some(Value::Null) => (Limits::default(), Limits::default()),
@@ -390,7 +415,7 @@ fn parse_sa(
         backend,
         enc_key,
         auth_key,
-        replay_window: replay_window as u32,
+        replay_window,
         esn,
         soft,
         hard,
@@ -445,8 +470,16 @@ pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
         for (i, v) in list.iter().enumerate() {
             let label = v.get("name").and_then(Value::as_str).unwrap_or("");
             ctx.entry = format!("sad[{i}] {}", Shown(label));
+            if is_ike_keyed(&ctx, v)? {
+                let sa = parse_ike_keyed(&ctx, v, &set.addresses)?;
+                if set.sa_direction_mode(&sa.name).is_some() {
+                    return Err(ctx.err("name", "another SA has this name"));
+                }
+                set.ike_sas.push(sa);
+                continue;
+            }
             let sa = parse_sa(&ctx, v, &set.addresses)?;
-            if set.sas.iter().any(|o| o.name == sa.name) {
+            if set.sa_direction_mode(&sa.name).is_some() {
                 return Err(ctx.err("name", "another SA has this name"));
             }
             set.sas.push(sa);
@@ -528,7 +561,7 @@ impl PolicySet {
         let gone: Vec<_> = stage
             .sad()
             .iter()
-            .filter(|(_, sa)| !self.sas.iter().any(|n| n.name == sa.name()))
+            .filter(|(_, sa)| self.sa_direction_mode(sa.name()).is_none())
             .map(|(id, _)| id)
             .collect();
         for id in gone {
@@ -541,6 +574,26 @@ impl PolicySet {
             summary.installed += 1;
         }
         Ok(summary)
+    }
+
+    /// The direction and mode of the SA named `name`, static or keyed by
+    /// IKE; none if the file has no such SA.
+    pub fn sa_direction_mode(&self, name: &str) -> Option<(Direction, Mode)> {
+        self.sas
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| (s.direction, s.mode))
+            .or_else(|| {
+                self.ike_sas
+                    .iter()
+                    .find(|s| s.name == name)
+                    .map(|s| (s.direction, s.mode))
+            })
+    }
+
+    /// The IKE-keyed SA named `name`.
+    pub fn ike_sa(&self, name: &str) -> Option<&IkeKeyedSa> {
+        self.ike_sas.iter().find(|s| s.name == name)
     }
 
     fn sa_error(&self, index: usize, problem: String) -> ConfigError {

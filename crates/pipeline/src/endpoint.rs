@@ -34,6 +34,12 @@ pub trait LocalEndpoint: Send {
     /// Whether `frame` is addressed to the appliance itself, without
     /// consuming it (frames the gateway refuses to hand over).
     fn is_addressed_to_me(&self, frame: &[u8]) -> bool;
+    /// Whether it runs IKE: IKE addressed to the appliance on the network
+    /// side ([`NetworkKind::Ike`]) is then offered to it instead of the
+    /// IPsec stage.
+    fn takes_ike(&self) -> bool {
+        false
+    }
 }
 
 /// What a network-side frame is, as far as the endpoint rule goes.
@@ -42,9 +48,13 @@ pub(crate) enum NetworkKind {
     /// ARP, ICMPv6 neighbor discovery, ICMP / ICMPv6 echo request: may be
     /// offered to the endpoint.
     Offer,
-    /// ESP, UDP (IKE, ESP in UDP) or not IP at all: the pipeline as
-    /// before.
+    /// ESP, UDP (ESP in UDP, and IKE when the endpoint runs none) or not
+    /// IP at all: the pipeline as before.
     Pass,
+    /// IKE: UDP to port 500, or to port 4500 starting with the non-ESP
+    /// marker (RFC 3948 2.2); offered to an endpoint that runs IKE
+    /// ([`LocalEndpoint::takes_ike`]), else passed.
+    Ike,
     /// Anything else: dropped if addressed to the appliance.
     Other,
 }
@@ -69,6 +79,9 @@ pub(crate) fn network_kind(frame: &[u8]) -> NetworkKind {
     } else {
         pkt.get(meta.header_len).copied()
     };
+    if meta.proto == proto::UDP && !meta.is_later_fragment() && is_ike(&pkt[meta.header_len..]) {
+        return NetworkKind::Ike;
+    }
     match (meta.proto, icmp_type) {
         (proto::ESP | proto::UDP, _) => NetworkKind::Pass,
         (proto::ICMP, Some(icmp::V4_ECHO_REQUEST)) => NetworkKind::Offer,
@@ -81,6 +94,20 @@ pub(crate) fn network_kind(frame: &[u8]) -> NetworkKind {
             ),
         ) => NetworkKind::Offer,
         _ => NetworkKind::Other,
+    }
+}
+
+/// Whether a UDP datagram (header first) is IKE: to port 500, or to port
+/// 4500 with the four-octet zero non-ESP marker (RFC 3948 2.2), which an
+/// ESP SPI can never be (RFC 4303 2.1).
+fn is_ike(udp: &[u8]) -> bool {
+    let Some(dst) = udp.get(2..4) else {
+        return false;
+    };
+    match u16::from_be_bytes([dst[0], dst[1]]) {
+        500 => true,
+        4500 => udp.get(8..12) == Some(&[0, 0, 0, 0]),
+        _ => false,
     }
 }
 
@@ -137,6 +164,26 @@ mod tests {
         assert_eq!(network_kind(&v4(6, &[0; 20])), NetworkKind::Other);
         assert_eq!(network_kind(&v4(proto::ESP, &[0; 20])), NetworkKind::Pass);
         assert_eq!(network_kind(&v4(proto::UDP, &[0; 20])), NetworkKind::Pass);
+        let udp_to = |port: u16, first: u8| {
+            let mut d = vec![0u8; 20];
+            d[0..2].copy_from_slice(&4500u16.to_be_bytes());
+            d[2..4].copy_from_slice(&port.to_be_bytes());
+            d[8] = first;
+            d
+        };
+        assert_eq!(
+            network_kind(&v4(proto::UDP, &udp_to(500, 1))),
+            NetworkKind::Ike
+        );
+        assert_eq!(
+            network_kind(&v4(proto::UDP, &udp_to(4500, 0))),
+            NetworkKind::Ike
+        );
+        // ESP in UDP (an SPI, never zero) stays with the IPsec stage.
+        assert_eq!(
+            network_kind(&v4(proto::UDP, &udp_to(4500, 1))),
+            NetworkKind::Pass
+        );
         assert_eq!(
             network_kind(&v6(proto::ICMPV6, &[135, 0, 0, 0])),
             NetworkKind::Offer

@@ -21,9 +21,10 @@
 //! keys. `--trace` prints every IKE message received, in hex.
 
 use bitsgw_ike::crypto::{DirectionKeys, Secret};
+use bitsgw_ike::names::identity;
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    Endpoint, EndpointConfig, Event, Identity, Lifetimes, Mode, PeerConfig, Retransmit, Timestamp,
+    Endpoint, EndpointConfig, Event, Lifetimes, Mode, PeerConfig, Retransmit, Timestamp,
 };
 use std::collections::HashMap;
 use std::io::Write;
@@ -64,30 +65,6 @@ impl Args {
     fn opt(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
     }
-}
-
-fn identity(s: &str) -> Result<Identity, String> {
-    let (kind, v) = s
-        .split_once(':')
-        .ok_or(format!("identity {s}: expected KIND:VALUE"))?;
-    let bad = |e: &dyn std::fmt::Display| format!("identity {s}: {e}");
-    Ok(match kind {
-        "fqdn" => Identity::Fqdn(v.to_string()),
-        "ipv4" => Identity::Ipv4(v.parse().map_err(|e| bad(&e))?),
-        "ipv6" => Identity::Ipv6(v.parse().map_err(|e| bad(&e))?),
-        "keyid" => Identity::KeyId(hex_decode(v).ok_or(bad(&"not hex"))?),
-        _ => return Err(bad(&"kind must be fqdn, ipv4, ipv6 or keyid")),
-    })
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn hex(b: &[u8]) -> String {

@@ -37,22 +37,22 @@ pub(super) fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
             }
             if let ActionConfig::Protect(names) = &e.action {
                 for n in names {
-                    let Some(sa) = set.sas.iter().find(|s| &s.name == n) else {
+                    let Some((sa_direction, sa_mode)) = set.sa_direction_mode(n) else {
                         return Err(err(label, "sa", format!("unknown SA name {}", Shown(n))));
                     };
-                    if sa.direction != dir {
+                    if sa_direction != dir {
                         return Err(err(
                             label,
                             "sa",
                             format!(
                                 "SA {} is {}, this SPD is {}",
                                 Shown(n),
-                                sa.direction.name(),
+                                sa_direction.name(),
                                 dir.name()
                             ),
                         ));
                     }
-                    if sa.mode == Mode::Transport {
+                    if sa_mode == Mode::Transport {
                         // RFC 4301 4.1: transport mode protects traffic
                         // between the SA's two endpoints only.
                         let single =
@@ -113,6 +113,25 @@ pub(super) fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
         }
         dests.push(dest);
     }
+    for sa in &mut set.ike_sas {
+        sa.destination = match (sa.mode, sa.direction) {
+            (Mode::Tunnel { local, .. }, Direction::Inbound) => Some(local),
+            (Mode::Transport, Direction::Inbound) => endpoint(&set.inbound, &sa.name, true),
+            (_, Direction::Outbound) => None,
+        };
+    }
+    for sa in &set.ike_sas {
+        if !set.protects_with(sa.direction, &sa.name) {
+            return Err(err(
+                format!("sad {}", Shown(&sa.name)),
+                "name",
+                format!(
+                    "no {} SPD entry protects with this IKE-keyed SA",
+                    sa.direction.name()
+                ),
+            ));
+        }
+    }
     check_static_keys(set)?;
     // SPI reuse: inbound SPIs select the SA, so they must be unique
     // (RFC 4301 4.1); an outbound SPI must be unique per destination.
@@ -133,13 +152,7 @@ pub(super) fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
                 ),
             ));
         }
-        let used = match sa.direction {
-            Direction::Outbound => &set.outbound,
-            Direction::Inbound => &set.inbound,
-        }
-        .iter()
-        .any(|e| matches!(&e.action, ActionConfig::Protect(n) if n.contains(&sa.name)));
-        if !used {
+        if !set.protects_with(sa.direction, &sa.name) {
             if sa.direction == Direction::Inbound {
                 return Err(err(
                     label,
@@ -157,6 +170,16 @@ pub(super) fn validate(set: &mut PolicySet) -> Result<(), ConfigError> {
 }
 
 impl PolicySet {
+    /// Whether an entry of the `direction` SPD protects with SA `name`.
+    fn protects_with(&self, direction: Direction, name: &str) -> bool {
+        match direction {
+            Direction::Outbound => &self.outbound,
+            Direction::Inbound => &self.inbound,
+        }
+        .iter()
+        .any(|e| matches!(&e.action, ActionConfig::Protect(n) if n.iter().any(|x| x == name)))
+    }
+
     /// The SA whose owner SA `name` has (see [`crate::ownership`]): the
     /// first SA of the bundle it is in, or itself. A reload that keeps an
     /// SA must keep this, or the SA would change owners.
@@ -246,7 +269,7 @@ pub(super) fn check_static_keys(set: &mut PolicySet) -> Result<(), ConfigError> 
                         "{} with a static key is refused ({rfc}): its nonce is the sequence number, \
                          which starts again at 1 whenever the SA is installed anew (restart, reload), \
                          and a reused nonce gives the key stream and the authentication key away. \
-                         Use dynamic keying (IKEv2, a future feature of bitsgw), or a CBC+HMAC \
+                         Use dynamic keying (IKEv2: \"keyed_by\": \"ike\" and a peer), or a CBC+HMAC \
                          transform (aes-cbc-128-hmac-sha256, aes-cbc-256-hmac-sha256), or, for \
                          labs, replay and benchmarks only, set \"{DANGER_STATIC_KEYS}\": true at \
                          the top level of the file (bitsgw run then leases sequence numbers in \

@@ -31,7 +31,8 @@ impl Gateway {
         if from == Side::Network {
             match network_kind(frame) {
                 NetworkKind::Offer => {}
-                NetworkKind::Pass => return None,
+                NetworkKind::Ike if ep.takes_ike() => {}
+                NetworkKind::Pass | NetworkKind::Ike => return None,
                 NetworkKind::Other => {
                     if ep.is_addressed_to_me(frame) {
                         self.counters.record(PipelineDrop::LocalRefused);

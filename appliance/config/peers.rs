@@ -1,0 +1,468 @@
+//! IKEv2 peers (`"peers"`): who keys which SAs of the policy with IKEv2
+//! (RFC 7296), with a pre-shared key read from a file.
+//!
+//! ```json
+//! "peers": [{
+//!   "name": "site-b",
+//!   "local": "203.0.113.1", "remote": "203.0.113.2",
+//!   "local_id": "fqdn:gw-a.example", "remote_id": "fqdn:gw-b.example",
+//!   "psk_file": "site-b.psk",
+//!   "ike_proposals": ["aes128gcm16-prfsha256-ecp256"],
+//!   "esp_proposals": ["aes128gcm16"],
+//!   "ike_lifetime_secs": 14400, "child_lifetime_secs": 3600,
+//!   "rekey_jitter_secs": 60, "liveness_secs": 30,
+//!   "start": "initiate",
+//!   "children": [{"outbound": "a-to-b", "inbound": "b-to-a"}]
+//! }]
+//! ```
+//!
+//! `local` is one of the appliance's network addresses (IKE runs on UDP
+//! 500 and 4500 there); `remote` the peer's. Identities are
+//! `fqdn:NAME`, `ipv4:ADDR`, `ipv6:ADDR` or `keyid:HEX`. Proposals use
+//! strongSwan's notation (`bitsgw_ike::names`). `start` is `initiate` (the
+//! appliance starts the IKE SA when it starts, and again when it goes
+//! down) or `respond`. Each child names an outbound and an inbound SA of
+//! the policy file, both `"keyed_by": "ike"` and of one mode; the SPD
+//! entries that protect with the outbound SA give the CHILD_SA's traffic
+//! selectors. One child per peer for now.
+//!
+//! The PSK file (relative to the configuration file) holds the key, a
+//! trailing newline ignored; it must not be readable by group or others.
+//! The key is never logged or shown, and is zeroized when dropped.
+
+use super::*;
+use bitsgw_ipsec::sa::{Direction, Mode as SaMode};
+use zeroize::Zeroizing;
+
+/// The fields of a peer.
+const PEER_FIELDS: &[&str] = &[
+    "name",
+    "local",
+    "remote",
+    "local_id",
+    "remote_id",
+    "psk_file",
+    "ike_proposals",
+    "esp_proposals",
+    "ike_lifetime_secs",
+    "child_lifetime_secs",
+    "rekey_jitter_secs",
+    "liveness_secs",
+    "start",
+    "children",
+    "comment",
+];
+
+/// What the appliance does with a peer when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAction {
+    /// Initiates the IKE SA at start, and again after it went down.
+    Initiate,
+    /// Waits for the peer.
+    Respond,
+}
+
+/// A CHILD_SA: the two SAs of the policy it keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSettings {
+    /// The outbound SA's name.
+    pub outbound: String,
+    /// The inbound SA's name.
+    pub inbound: String,
+}
+
+/// One IKEv2 peer.
+#[derive(Clone)]
+pub struct PeerSettings {
+    /// Its name.
+    pub name: String,
+    /// Our address (one of the network addresses).
+    pub local: IpAddr,
+    /// The peer's address.
+    pub remote: IpAddr,
+    /// Our identity, as written (`fqdn:...`).
+    pub local_id: String,
+    /// The peer's identity, as written.
+    pub remote_id: String,
+    /// The pre-shared key (never shown).
+    pub psk: Zeroizing<Vec<u8>>,
+    /// IKE SA proposals, as written, preferred first.
+    pub ike_proposals: Vec<String>,
+    /// ESP proposals, as written, preferred first.
+    pub esp_proposals: Vec<String>,
+    /// IKE SA lifetime (until rekeyed).
+    pub ike_lifetime: Duration,
+    /// CHILD_SA lifetime (until rekeyed).
+    pub child_lifetime: Duration,
+    /// How much earlier, at most, a rekey starts (a random amount, so that
+    /// two peers' rekeys rarely collide; default a tenth of the CHILD_SA
+    /// lifetime).
+    pub rekey_jitter: Duration,
+    /// Liveness check interval (RFC 7296 2.4); none: off.
+    pub liveness: Option<Duration>,
+    /// Initiate or respond.
+    pub start: StartAction,
+    /// The CHILD_SAs.
+    pub children: Vec<ChildSettings>,
+}
+
+impl core::fmt::Debug for PeerSettings {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PeerSettings")
+            .field("name", &self.name)
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("local_id", &self.local_id)
+            .field("remote_id", &self.remote_id)
+            .field("psk", &"<masked>")
+            .field("start", &self.start)
+            .field("children", &self.children)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PSK of `path` (named `shown` in errors): refused when group or
+/// others may read it, or when shorter than 16 octets (RFC 7296 2.15
+/// wants a key as strong as the PRF's).
+fn read_psk(ctx: &Ctx<'_>, path: &Path, shown: &str) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).map_err(|e| ctx.err("psk_file", format!("{shown}: {e}")))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ctx.err(
+            "psk_file",
+            format!(
+                "{shown} is readable by group or others (mode {mode:03o}); a pre-shared key must be readable by its owner only (chmod 600)"
+            ),
+        ));
+    }
+    let mut key = Zeroizing::new(
+        std::fs::read(path).map_err(|e| ctx.err("psk_file", format!("{shown}: {e}")))?,
+    );
+    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        key.pop();
+    }
+    if key.len() < 16 {
+        return Err(ctx.err(
+            "psk_file",
+            format!("{shown} holds fewer than 16 octets of key"),
+        ));
+    }
+    Ok(key)
+}
+
+fn strings(
+    ctx: &Ctx<'_>,
+    obj: &Map<String, Value>,
+    field: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let items = obj
+        .get(field)
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ctx.err(field, "must be a non-empty list of names"))?;
+    items
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| ctx.err(field, "must be a list of strings"))
+        })
+        .collect()
+}
+
+fn secs(
+    ctx: &Ctx<'_>,
+    obj: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    match get_u64(ctx, obj, field)? {
+        Some(0) => Err(ctx.err(field, "must not be zero")),
+        s => Ok(s.map(Duration::from_secs)),
+    }
+}
+
+/// What keeps `peers` from keying `policy`'s IKE-keyed SAs: an SA a child
+/// names that is not IKE-keyed there, or an IKE-keyed SA no child names.
+pub fn peers_mismatch(peers: &[PeerSettings], policy: &PolicySet) -> Option<String> {
+    let named = |n: &str| {
+        peers
+            .iter()
+            .flat_map(|p| &p.children)
+            .any(|c| c.inbound == n || c.outbound == n)
+    };
+    if let Some(sa) = policy.ike_sas.iter().find(|s| !named(&s.name)) {
+        return Some(format!(
+            "SA {} is keyed by IKE, but no peer names it",
+            Shown(&sa.name)
+        ));
+    }
+    peers
+        .iter()
+        .flat_map(|p| p.children.iter().map(move |c| (p, c)))
+        .flat_map(|(p, c)| [(p, &c.inbound), (p, &c.outbound)])
+        .find(|(_, n)| policy.ike_sa(n).is_none())
+        .map(|(p, n)| {
+            format!(
+                "peer {} keys SA {}, which is not keyed by IKE there",
+                Shown(&p.name),
+                Shown(n)
+            )
+        })
+}
+
+/// Parses `peers` and checks it against the policy and the network
+/// addresses: every IKE-keyed SA of the policy is keyed by exactly one
+/// peer, and every SA a peer names is IKE-keyed in the right direction.
+pub(super) fn peers(
+    file: &str,
+    obj: &Map<String, Value>,
+    dir: &Path,
+    policy: &PolicySet,
+    network: &OwnAddresses,
+) -> Result<Vec<PeerSettings>, ConfigError> {
+    let mut ctx = Ctx {
+        file,
+        entry: "peers".into(),
+    };
+    let mut out: Vec<PeerSettings> = Vec::new();
+    let list = match obj.get("peers") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(a)) => a.as_slice(),
+        Some(_) => return Err(ctx.err("", "must be a list of peers")),
+    };
+    let mut keyed: Vec<&str> = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        let label = v.get("name").and_then(Value::as_str).unwrap_or("");
+        ctx.entry = format!("peers[{i}] {}", Shown(label));
+        let p = expect_object(&ctx, v, "", PEER_FIELDS)?;
+        let name = require_str(&ctx, p, "name")?.to_string();
+        if out.iter().any(|o| o.name == name) {
+            return Err(ctx.err("name", "another peer has this name"));
+        }
+        let addr = |field: &str| -> Result<IpAddr, ConfigError> {
+            let s = require_str(&ctx, p, field)?;
+            resolve_addr(&ctx, field, s, &policy.addresses)
+        };
+        let (local, remote) = (addr("local")?, addr("remote")?);
+        if !network.addresses.iter().any(|(a, _)| *a == local) {
+            return Err(ctx.err(
+                "local",
+                format!(
+                    "{local} is not one of the appliance's network addresses (addresses.network)"
+                ),
+            ));
+        }
+        if local.is_ipv4() != remote.is_ipv4() {
+            return Err(ctx.err("remote", "local and remote must be of one address family"));
+        }
+        if out.iter().any(|o| o.remote == remote && o.local == local) {
+            return Err(ctx.err("remote", "another peer has these addresses"));
+        }
+        let id = |field: &str| -> Result<String, ConfigError> {
+            let s = require_str(&ctx, p, field)?;
+            bitsgw_ike::names::identity(s).map_err(|e| ctx.err(field, e))?;
+            Ok(s.to_string())
+        };
+        let (local_id, remote_id) = (id("local_id")?, id("remote_id")?);
+        let psk_name = require_str(&ctx, p, "psk_file")?;
+        let psk = read_psk(&ctx, &dir.join(psk_name), psk_name)?;
+        let ike_proposals = strings(&ctx, p, "ike_proposals")?;
+        for (j, s) in ike_proposals.iter().enumerate() {
+            bitsgw_ike::names::ike_proposal(s)
+                .map_err(|e| ctx.err(&format!("ike_proposals[{j}]"), e))?;
+        }
+        let esp_proposals = strings(&ctx, p, "esp_proposals")?;
+        for (j, s) in esp_proposals.iter().enumerate() {
+            bitsgw_ike::names::esp_proposal(s)
+                .map_err(|e| ctx.err(&format!("esp_proposals[{j}]"), e))?;
+        }
+        let start = match get_str(&ctx, p, "start")?.unwrap_or("respond") {
+            "initiate" => StartAction::Initiate,
+            "respond" => StartAction::Respond,
+            other => {
+                return Err(ctx.err(
+                    "start",
+                    format!("{} is not initiate or respond", Shown(other)),
+                ))
+            }
+        };
+        let children_v = p
+            .get("children")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ctx.err("children", "must be a list of children"))?;
+        if children_v.len() != 1 {
+            return Err(ctx.err(
+                "children",
+                "one child (an outbound and an inbound SA) per peer is supported",
+            ));
+        }
+        let mut children = Vec::new();
+        for (j, c) in children_v.iter().enumerate() {
+            let field = format!("children[{j}]");
+            let c = expect_object(&ctx, c, &field, &["outbound", "inbound"])?;
+            let mut sa = |dir_name: &str, want: Direction| -> Result<String, ConfigError> {
+                let f = format!("{field}.{dir_name}");
+                let n = get_str(&ctx, c, dir_name)
+                    .map_err(within(&field))?
+                    .ok_or_else(|| ctx.err(&f, "is required"))?;
+                let Some(sa) = policy.ike_sa(n) else {
+                    let why = if policy.sa_direction_mode(n).is_some() {
+                        "has static keys in the policy file; an SA keyed by a peer is \"keyed_by\": \"ike\" there"
+                    } else {
+                        "is not an SA of the policy file"
+                    };
+                    return Err(ctx.err(&f, format!("{} {why}", Shown(n))));
+                };
+                if sa.direction != want {
+                    return Err(ctx.err(
+                        &f,
+                        format!("{} is {}, not {dir_name}", Shown(n), sa.direction.name()),
+                    ));
+                }
+                if keyed.contains(&n) {
+                    return Err(ctx.err(&f, format!("{} is keyed by another child", Shown(n))));
+                }
+                keyed.push(n);
+                Ok(n.to_string())
+            };
+            let outbound = sa("outbound", Direction::Outbound)?;
+            let inbound = sa("inbound", Direction::Inbound)?;
+            let mode = |n: &str| policy.ike_sa(n).map(|s| s.mode);
+            if matches!(mode(&outbound), Some(SaMode::Transport))
+                != matches!(mode(&inbound), Some(SaMode::Transport))
+            {
+                return Err(ctx.err(
+                    &format!("{field}.inbound"),
+                    "the outbound and the inbound SA must be of one mode",
+                ));
+            }
+            children.push(ChildSettings { outbound, inbound });
+        }
+        let child_lifetime =
+            secs(&ctx, p, "child_lifetime_secs")?.unwrap_or(Duration::from_secs(3600));
+        out.push(PeerSettings {
+            name,
+            local,
+            remote,
+            local_id,
+            remote_id,
+            psk,
+            ike_proposals,
+            esp_proposals,
+            ike_lifetime: secs(&ctx, p, "ike_lifetime_secs")?.unwrap_or(Duration::from_secs(14400)),
+            child_lifetime,
+            rekey_jitter: secs(&ctx, p, "rekey_jitter_secs")?.unwrap_or(child_lifetime / 10),
+            liveness: secs(&ctx, p, "liveness_secs")?,
+            start,
+            children,
+        });
+    }
+    if let Some(sa) = policy
+        .ike_sas
+        .iter()
+        .find(|s| !keyed.contains(&s.name.as_str()))
+    {
+        return Err(ConfigError {
+            file: policy.file.clone(),
+            entry: format!("sad {}", Shown(&sa.name)),
+            field: "keyed_by".into(),
+            problem: format!("keyed by IKE, but no peer of {file} names it in its children",),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    const POLICY: &str = r#"{"spd": {
+        "outbound": [{"name": "o", "local": "192.0.2.0/24", "remote": "198.51.100.0/24", "action": "protect", "sa": "out"}],
+        "inbound": [{"name": "i", "local": "192.0.2.0/24", "remote": "198.51.100.0/24", "action": "protect", "sa": "in"}]},
+      "sad": [
+        {"name": "out", "direction": "outbound", "keyed_by": "ike", "tunnel": {"local": "203.0.113.1", "remote": "203.0.113.2"}},
+        {"name": "in", "direction": "inbound", "keyed_by": "ike", "tunnel": {"local": "203.0.113.1", "remote": "203.0.113.2"}}]}"#;
+
+    /// A directory with the policy and a PSK file of `mode`; the
+    /// configuration's text with `children` and a PSK file name.
+    fn setup(tag: &str, mode: u32) -> (PathBuf, impl Fn(&str, &str) -> String) {
+        let dir = std::env::temp_dir().join(format!("bitsgw-peers-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.json"), POLICY).unwrap();
+        let psk = dir.join("k.psk");
+        std::fs::write(&psk, "a sixteen-octet or longer key\n").unwrap();
+        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(mode)).unwrap();
+        let text = |children: &str, psk: &str| {
+            format!(
+                r#"{{"role": "gateway", "policy": "p.json",
+                "ports": {{"host": {{"type": "af_packet", "interface": "h"}}, "network": {{"type": "af_packet", "interface": "n"}}}},
+                "addresses": {{"network": ["203.0.113.1/24"]}},
+                "peers": [{{"name": "b", "local": "203.0.113.1", "remote": "203.0.113.2",
+                  "local_id": "fqdn:a.example", "remote_id": "fqdn:b.example", "psk_file": "{psk}",
+                  "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
+                  "start": "initiate", "children": [{children}]}}]}}"#
+            )
+        };
+        (dir, text)
+    }
+
+    const CHILD: &str = r#"{"outbound": "out", "inbound": "in"}"#;
+
+    #[test]
+    fn a_peer_keys_the_policy_s_ike_sas_and_its_psk_stays_masked() {
+        let (dir, text) = setup("ok", 0o600);
+        let cfg = parse(&text(CHILD, "k.psk"), &dir.join("c.json")).unwrap();
+        let p = &cfg.peers[0];
+        assert_eq!(p.start, StartAction::Initiate);
+        assert_eq!(&p.psk[..], b"a sixteen-octet or longer key");
+        assert!(!format!("{cfg:?}").contains("sixteen"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_psk_file_readable_by_others_is_refused_naming_file_and_field() {
+        let (dir, text) = setup("mode", 0o644);
+        let e = parse(&text(CHILD, "k.psk"), &dir.join("c.json")).unwrap_err();
+        assert_eq!(
+            (e.entry.as_str(), e.field.as_str()),
+            ("peers[0] \"b\"", "psk_file")
+        );
+        assert!(
+            e.problem.contains("k.psk") && e.problem.contains("644"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("sixteen"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_static_and_unkeyed_sas_are_refused() {
+        let (dir, text) = setup("sas", 0o600);
+        let path = dir.join("c.json");
+        let e = parse(
+            &text(r#"{"outbound": "nope", "inbound": "in"}"#, "k.psk"),
+            &path,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "children[0].outbound", "{e}");
+        assert!(e.problem.contains("not an SA"), "{e}");
+        let e = parse(
+            &text(r#"{"outbound": "in", "inbound": "out"}"#, "k.psk"),
+            &path,
+        )
+        .unwrap_err();
+        assert!(e.problem.contains("is inbound, not outbound"), "{e}");
+        // An IKE-keyed SA that no peer keys would never carry traffic.
+        let none = text(CHILD, "k.psk");
+        let none = &none[..none.find(",\n                \"peers\"").unwrap()];
+        let e = parse(&format!("{none}}}"), &path).unwrap_err();
+        assert_eq!(
+            (e.entry.as_str(), e.field.as_str()),
+            ("sad \"out\"", "keyed_by"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

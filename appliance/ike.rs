@@ -1,0 +1,840 @@
+//! IKEv2 in the appliance: a thread that owns one `bitsgw_ike::Endpoint`
+//! per configured peer, its timers and its clock. IKE datagrams reach it
+//! from the network side's host stack (UDP 500 and 4500 on the
+//! appliance's own addresses, `bitsgw_io::smoltcp_endpoint`) over bounded
+//! channels, and its datagrams leave the same way, from the appliance's
+//! address and never through the SPD (RFC 4301 5.1, 6).
+//!
+//! What the endpoints decide becomes [`SaChange`]s for the main loop, which
+//! installs and removes the policy's IKE-keyed SAs by name through the
+//! stage's install path (so each SA is keyed only in its owner's stage):
+//! a new CHILD_SA installs its inbound SA first, then its outbound one
+//! (RFC 7296 2.8: the peer may send on the new SA as soon as it has it,
+//! and the SAD keeps the replaced inbound SA until the new one verifies a
+//! packet); a deleted CHILD_SA's SAs are removed, so what they protected
+//! is dropped (`no_sa`), never sent in clear. When an IKE SA goes down its
+//! CHILD_SAs are reported deleted first, so the same holds.
+
+use crate::config::{ApplianceConfig, PeerSettings, StartAction};
+use bitsgw_ike::crypto::{DirectionKeys, Secret};
+use bitsgw_ike::names::{esp_proposal, identity, ike_proposal};
+use bitsgw_ike::suite::{Encryption, EspSuite};
+use bitsgw_ike::wire::TrafficSelector;
+use bitsgw_ike::{
+    ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event, IkeSaId, Lifetimes,
+    PeerConfig, Retransmit, Timestamp,
+};
+use bitsgw_io::smoltcp_endpoint::{IkeDatagram, IkePort, IKE_PORT};
+use bitsgw_ipsec::config::{ActionConfig, PolicySet};
+use bitsgw_ipsec::crypto::TransformId;
+use bitsgw_ipsec::sa::{Mode as SaMode, SaParams, UdpEncap};
+use bitsgw_ipsec::selector::{AddrSel, Family};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Datagrams each way between the network endpoint and the IKE thread.
+pub const CHANNEL_DEPTH: usize = 256;
+/// SA changes queued for the main loop.
+const CHANGES_DEPTH: usize = 256;
+/// How long an initiating peer waits before initiating again after its
+/// IKE SA went down (or never came up).
+const REINITIATE_AFTER: Duration = Duration::from_secs(5);
+/// The longest the thread sleeps.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+
+/// What the main loop does to the stages.
+#[derive(Debug)]
+pub enum SaChange {
+    /// Install (or replace, on a rekey) these SAs, in this order: a
+    /// CHILD_SA's inbound SA before its outbound one.
+    Install {
+        /// The peer.
+        peer: String,
+        /// The SAs.
+        sas: Vec<SaParams>,
+    },
+    /// Remove these SAs (name and SPI) if they are still the ones
+    /// installed under these names (a rekey replaced them otherwise); with
+    /// no SPI, whatever SA has the name.
+    Remove {
+        /// The peer.
+        peer: String,
+        /// Names with the SPI of the SA to remove.
+        sas: Vec<(String, Option<u32>)>,
+    },
+}
+
+/// A change and where the main loop says it is done on every gateway.
+pub type AckedChange = (SaChange, SyncSender<()>);
+
+/// How long the IKE thread waits for the main loop to apply a change.
+const CHANGE_TIME: Duration = Duration::from_secs(3);
+
+/// What `ctl` asks of a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IkeCommand {
+    /// Start an IKE SA now (and, for an initiating peer, again whenever
+    /// it goes down).
+    Initiate(String),
+    /// Delete the peer's IKE SAs, their CHILD_SAs with them (RFC 7296
+    /// 1.4.1); the peer is not initiated again until `Initiate`.
+    Terminate(String),
+}
+
+/// How long `ctl` waits for the IKE thread.
+const COMMAND_TIME: Duration = Duration::from_secs(2);
+
+/// The IKE thread: stopped and joined on drop.
+pub struct IkeThread {
+    stop: Arc<AtomicBool>,
+    commands: SyncSender<(IkeCommand, std::sync::mpsc::Sender<Result<String, String>>)>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// SA changes for the main loop.
+    pub changes: Receiver<AckedChange>,
+    /// What `show ike` prints, refreshed by the thread.
+    status: Arc<Mutex<Value>>,
+}
+
+impl IkeThread {
+    /// Hands `c` to the IKE thread; its answer as the control socket's
+    /// reply.
+    pub fn command(&self, c: IkeCommand) -> Value {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.commands.try_send((c, tx)).is_err() {
+            return json!({"error": "the IKE thread is busy; try again"});
+        }
+        match rx.recv_timeout(COMMAND_TIME) {
+            Ok(Ok(done)) => json!({ "ok": done }),
+            Ok(Err(e)) => json!({ "error": e }),
+            Err(_) => json!({"error": "the IKE thread did not answer"}),
+        }
+    }
+
+    /// The peers, their IKE SAs and CHILD_SAs, counters (`show ike`).
+    pub fn status(&self) -> Value {
+        self.status.lock().map_or_else(
+            |_| json!({"error": "IKE status unavailable"}),
+            |s| s.clone(),
+        )
+    }
+}
+
+/// `show ike` as text, in the spirit of `swanctl --list-sas`.
+pub fn status_text(v: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let s = |x: &Value| match x {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        x => x.to_string(),
+    };
+    for p in v["peers"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{}: {} ... {} ({})",
+            s(&p["name"]),
+            s(&p["local"]),
+            s(&p["remote"]),
+            s(&p["start"])
+        );
+        let ike = p["ike_sas"].as_array().cloned().unwrap_or_default();
+        if ike.is_empty() {
+            let _ = writeln!(out, "  no IKE SA (last down: {})", s(&p["last_down"]));
+        }
+        for i in &ike {
+            let _ = writeln!(
+                out,
+                "  IKE SA {}_i {}_r: {} {} {} group {}{}, established {} s ago, rekey in {} s",
+                s(&i["spi_i"]),
+                s(&i["spi_r"]),
+                if i["initiator"] == true {
+                    "initiator"
+                } else {
+                    "responder"
+                },
+                s(&i["encryption"]),
+                s(&i["prf"]),
+                s(&i["group"]),
+                if i["nat_local"] == true || i["nat_remote"] == true {
+                    ", NAT"
+                } else {
+                    ""
+                },
+                s(&i["established_secs"]),
+                s(&i["rekey_in_secs"])
+            );
+        }
+        for c in p["child_sas"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  CHILD_SA {} in {} / {} out {}: {} {}{}, established {} s ago, rekey in {} s",
+                s(&c["inbound"]),
+                s(&c["inbound_spi"]),
+                s(&c["outbound"]),
+                s(&c["outbound_spi"]),
+                s(&c["mode"]),
+                s(&c["transform"]),
+                if c["udp_encapsulation"] == true {
+                    ", UDP-encapsulated"
+                } else {
+                    ""
+                },
+                s(&c["established_secs"]),
+                s(&c["rekey_in_secs"])
+            );
+        }
+        let _ = writeln!(out, "  counters: {}", p["counters"]);
+    }
+    let _ = writeln!(out, "drops: {}", v["drops"]);
+    out
+}
+
+impl Drop for IkeThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The selectors of the SPD entries that protect with `sa`: local and
+/// remote address ranges (RFC 7296 2.9: IKE proposes them, the SPD stays
+/// the authority on what the SA carries).
+fn selectors(policy: &PolicySet, sa: &str) -> (Vec<TrafficSelector>, Vec<TrafficSelector>) {
+    let ts = |a: AddrSel| -> Vec<TrafficSelector> {
+        let range = |start: IpAddr, end: IpAddr| TrafficSelector {
+            protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
+            start,
+            end,
+        };
+        match a {
+            AddrSel::Any => vec![
+                range(Ipv4Addr::UNSPECIFIED.into(), Ipv4Addr::BROADCAST.into()),
+                range(
+                    Ipv6Addr::UNSPECIFIED.into(),
+                    Ipv6Addr::from(u128::MAX).into(),
+                ),
+            ],
+            AddrSel::Range { family, lo, hi } => {
+                let ip = |bits: u128| -> IpAddr {
+                    match family {
+                        Family::V4 => Ipv4Addr::from(bits as u32).into(),
+                        Family::V6 => Ipv6Addr::from(bits).into(),
+                    }
+                };
+                vec![range(ip(lo), ip(hi))]
+            }
+        }
+    };
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for e in &policy.outbound {
+        if matches!(&e.action, ActionConfig::Protect(n) if n.iter().any(|n| n == sa)) {
+            local.extend(ts(e.selector.local));
+            remote.extend(ts(e.selector.remote));
+        }
+    }
+    (local, remote)
+}
+
+/// The endpoint configuration of `peer`.
+fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointConfig, String> {
+    let bad = |e: String| format!("peer \"{}\": {e}", peer.name);
+    let child = peer
+        .children
+        .first()
+        .ok_or_else(|| bad("no child".into()))?;
+    let (local_ts, remote_ts) = selectors(policy, &child.outbound);
+    let mode = match policy.ike_sa(&child.outbound).map(|s| s.mode) {
+        Some(SaMode::Transport) => bitsgw_ike::Mode::Transport,
+        _ => bitsgw_ike::Mode::Tunnel,
+    };
+    let cfg = EndpointConfig {
+        peer: PeerConfig {
+            name: peer.name.clone(),
+            local_id: identity(&peer.local_id).map_err(bad)?,
+            remote_id: identity(&peer.remote_id).map_err(bad)?,
+            psk: Secret::new(peer.psk.to_vec()),
+            ike_proposals: peer
+                .ike_proposals
+                .iter()
+                .map(|p| ike_proposal(p))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?,
+            esp_proposals: peer
+                .esp_proposals
+                .iter()
+                .map(|p| esp_proposal(p))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?,
+            local_ts,
+            remote_ts,
+            mode,
+            lifetimes: Lifetimes {
+                ike: peer.ike_lifetime,
+                child: peer.child_lifetime,
+                jitter: peer.rekey_jitter,
+            },
+            liveness: peer.liveness,
+            retransmit: Retransmit::default(),
+            initial_contact: true,
+        },
+        cookie_threshold: 64,
+        max_half_open: 1024,
+        half_open_timeout: Duration::from_secs(30),
+    };
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// The stage's transform for a negotiated ESP suite.
+fn transform(suite: &EspSuite) -> Option<TransformId> {
+    Some(match (suite.encryption, suite.integrity) {
+        (Encryption::AesGcm16 { key_bits: 128 }, None) => TransformId::AesGcm128,
+        (Encryption::AesGcm16 { key_bits: 256 }, None) => TransformId::AesGcm256,
+        (Encryption::AesCbc { key_bits: 128 }, Some(_)) => TransformId::AesCbc128HmacSha256,
+        (Encryption::AesCbc { key_bits: 256 }, Some(_)) => TransformId::AesCbc256HmacSha256,
+        _ => return None,
+    })
+}
+
+/// The stage's keys of one direction: the encryption key followed by the
+/// GCM salt (RFC 4106 8.1), and the integrity key.
+fn stage_keys(k: &DirectionKeys) -> (zeroize::Zeroizing<Vec<u8>>, zeroize::Zeroizing<Vec<u8>>) {
+    let mut enc = zeroize::Zeroizing::new(Vec::with_capacity(k.encryption.len() + k.salt.len()));
+    enc.extend_from_slice(k.encryption.expose());
+    enc.extend_from_slice(k.salt.expose());
+    (enc, zeroize::Zeroizing::new(k.integrity.expose().to_vec()))
+}
+
+/// When an SA of the status was established, on the thread's clock (ns).
+const SINCE: &str = "since_ns";
+
+/// An SA of the status with its age and the time to its rekey (the core
+/// rekeys when the lifetime ends, RFC 7296 2.8) instead of its start.
+fn timed(v: &Value, now: u64, lifetime: Duration) -> Value {
+    let mut v = v.clone();
+    let since = v.as_object_mut().and_then(|o| o.remove(SINCE));
+    let age =
+        Duration::from_nanos(now.saturating_sub(since.and_then(|s| s.as_u64()).unwrap_or(now)));
+    v["established_secs"] = json!(age.as_secs());
+    v["rekey_in_secs"] = json!(lifetime.saturating_sub(age).as_secs());
+    v
+}
+
+/// One peer's endpoint and what the thread remembers of it.
+struct PeerRun {
+    settings: PeerSettings,
+    endpoint: Endpoint,
+    /// When to initiate (again); none while an IKE SA is up or responding.
+    initiate_at: Option<Instant>,
+    /// IKE SAs up.
+    ike_sas: BTreeMap<IkeSaId, Value>,
+    /// CHILD_SAs installed, by inbound SPI.
+    children: BTreeMap<u32, Value>,
+    /// Why the last IKE SA went down.
+    last_down: Option<String>,
+    /// Terminated by `ctl`: not initiated again until `ctl initiate`.
+    held: bool,
+    /// A rekey's responder: the new outbound SA, installed when the peer
+    /// deletes the CHILD_SA with this inbound SPI (the one replaced).
+    pending_outbound: Option<PendingOutbound>,
+}
+
+/// A rekey's responder's new outbound SA, not used yet.
+struct PendingOutbound {
+    /// The inbound SPI of the CHILD_SA the rekey replaces.
+    replaces: u32,
+    /// The inbound SPI of the new CHILD_SA.
+    inbound_spi: u32,
+    /// The outbound SA to install.
+    outbound: Box<SaParams>,
+}
+
+struct Thread {
+    peers: Vec<PeerRun>,
+    commands: Receiver<(IkeCommand, std::sync::mpsc::Sender<Result<String, String>>)>,
+    policy: PolicySet,
+    port: IkePort,
+    changes: SyncSender<AckedChange>,
+    status: Arc<Mutex<Value>>,
+    start: Instant,
+    /// Datagrams from no configured peer.
+    no_peer: u64,
+    /// Datagrams the channel to the endpoint had no room for.
+    send_dropped: u64,
+    /// SA changes the main loop's channel had no room for.
+    changes_dropped: u64,
+}
+
+impl Thread {
+    fn now(&self) -> Timestamp {
+        Timestamp(u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut last_status = Instant::now() - Duration::from_secs(1);
+        while !stop.load(Ordering::SeqCst) {
+            while let Ok((c, reply)) = self.commands.try_recv() {
+                let _ = reply.send(self.command(c));
+            }
+            self.initiate_due();
+            let now = self.now();
+            let next = self
+                .peers
+                .iter()
+                .filter_map(|p| p.endpoint.poll_timeout())
+                .min();
+            let wait = next
+                .map_or(MAX_WAIT, |t| t.saturating_since(now))
+                .clamp(Duration::from_millis(1), MAX_WAIT);
+            match self.port.received.recv_timeout(wait) {
+                Ok(d) => self.receive(d),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while let Ok(d) = self.port.received.try_recv() {
+                self.receive(d);
+            }
+            let now = self.now();
+            for p in &mut self.peers {
+                if p.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                    p.endpoint.handle_timeout(now);
+                }
+            }
+            self.flush();
+            if last_status.elapsed() >= Duration::from_millis(500) {
+                last_status = Instant::now();
+                self.publish_status();
+            }
+        }
+    }
+
+    fn command(&mut self, c: IkeCommand) -> Result<String, String> {
+        let now = self.now();
+        let name = match &c {
+            IkeCommand::Initiate(n) | IkeCommand::Terminate(n) => n.clone(),
+        };
+        let p = self
+            .peers
+            .iter_mut()
+            .find(|p| p.settings.name == name)
+            .ok_or_else(|| format!("no peer named \"{name}\""))?;
+        match c {
+            IkeCommand::Initiate(_) => {
+                p.held = false;
+                p.initiate_at = Some(Instant::now());
+                info!(peer = %name, "IKE: initiate by control request");
+                Ok(format!("initiating an IKE SA with peer \"{name}\""))
+            }
+            IkeCommand::Terminate(_) => {
+                p.held = true;
+                p.initiate_at = None;
+                let ids: Vec<IkeSaId> = p.ike_sas.keys().copied().collect();
+                for id in &ids {
+                    p.endpoint.delete_ike(now, *id).map_err(|e| e.to_string())?;
+                }
+                info!(peer = %name, ike_sas = ids.len(), "IKE: terminate by control request");
+                Ok(format!(
+                    "deleting {} IKE SA(s) of peer \"{name}\" with their CHILD_SAs",
+                    ids.len()
+                ))
+            }
+        }
+    }
+
+    fn initiate_due(&mut self) {
+        let now = self.now();
+        for p in &mut self.peers {
+            if p.initiate_at.is_some_and(|t| t <= Instant::now()) {
+                p.initiate_at = None;
+                let local = SocketAddr::new(p.settings.local, IKE_PORT);
+                let remote = SocketAddr::new(p.settings.remote, IKE_PORT);
+                if let Err(e) = p.endpoint.initiate(now, local, remote) {
+                    warn!(peer = %p.settings.name, error = %e, "IKE: could not initiate");
+                    p.initiate_at = Some(Instant::now() + REINITIATE_AFTER);
+                } else {
+                    info!(peer = %p.settings.name, %remote, "IKE: initiating");
+                }
+            }
+        }
+    }
+
+    fn receive(&mut self, d: IkeDatagram) {
+        let now = self.now();
+        match self
+            .peers
+            .iter_mut()
+            .find(|p| p.settings.local == d.local.ip() && p.settings.remote == d.remote.ip())
+        {
+            Some(p) => p.endpoint.handle_datagram(now, d.remote, d.local, &d.data),
+            None => self.no_peer += 1,
+        }
+    }
+
+    /// Acts on what the endpoints report, then sends what they want sent:
+    /// an SA a message implies is installed before the message leaves
+    /// (the IKE_AUTH or CREATE_CHILD_SA response; the Delete of the
+    /// CHILD_SA a rekey replaced), so the peer never uses an SA we do not
+    /// have yet.
+    fn flush(&mut self) {
+        for i in 0..self.peers.len() {
+            while let Some(e) = self.peers[i].endpoint.poll_event() {
+                self.event(i, e);
+            }
+            while let Some(t) = self.peers[i].endpoint.poll_transmit() {
+                let d = IkeDatagram {
+                    local: t.local,
+                    remote: t.remote,
+                    data: t.contents,
+                };
+                if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                    self.port.send.try_send(d)
+                {
+                    self.send_dropped += 1;
+                }
+            }
+        }
+    }
+
+    /// Hands `c` to the main loop and waits until every gateway has it.
+    fn change(&mut self, c: SaChange) {
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        if self.changes.try_send((c, ack)).is_err() {
+            self.changes_dropped += 1;
+            warn!("IKE: the main loop's queue is full; an SA change was dropped");
+            return;
+        }
+        if done.recv_timeout(CHANGE_TIME).is_err() {
+            warn!("IKE: the workers did not confirm an SA change in time");
+        }
+    }
+
+    fn event(&mut self, i: usize, e: Event) {
+        let name = self.peers[i].settings.name.clone();
+        match e {
+            Event::IkeSaUp {
+                ike,
+                initiator,
+                spi_i,
+                spi_r,
+                suite,
+                nat_local,
+                nat_remote,
+            } => {
+                info!(peer = %name, spi_i = %format!("{spi_i:016x}"), spi_r = %format!("{spi_r:016x}"), initiator, "IKE SA up");
+                let since = self.now().0;
+                self.peers[i].ike_sas.insert(
+                    ike,
+                    json!({
+                        "spi_i": format!("{spi_i:016x}"),
+                        "spi_r": format!("{spi_r:016x}"),
+                        "initiator": initiator,
+                        "encryption": format!("{:?}", suite.encryption),
+                        "integrity": suite.integrity.map(|x| format!("{x:?}")),
+                        "prf": format!("{:?}", suite.prf),
+                        "group": suite.group.number(),
+                        "nat_local": nat_local,
+                        "nat_remote": nat_remote,
+                        SINCE: since,
+                    }),
+                );
+            }
+            Event::IkeSaRekeyed {
+                old,
+                new,
+                spi_i,
+                spi_r,
+            } => {
+                info!(peer = %name, spi_i = %format!("{spi_i:016x}"), spi_r = %format!("{spi_r:016x}"), "IKE SA rekeyed");
+                let since = self.now().0;
+                let p = &mut self.peers[i];
+                let mut v = p.ike_sas.remove(&old).unwrap_or_else(|| json!({}));
+                v["spi_i"] = json!(format!("{spi_i:016x}"));
+                v["spi_r"] = json!(format!("{spi_r:016x}"));
+                v[SINCE] = json!(since);
+                p.ike_sas.insert(new, v);
+            }
+            Event::IkeSaDown { ike, reason } => {
+                let p = &mut self.peers[i];
+                p.ike_sas.remove(&ike);
+                let why = match reason {
+                    DownReason::PeerNotify(n) => format!("peer sent {n:?}"),
+                    r => format!("{r:?}"),
+                };
+                warn!(peer = %name, reason = %why, "IKE SA down");
+                p.last_down = Some(why);
+                // Fail closed: with no IKE SA left no CHILD_SA of the peer
+                // is valid, whatever was (or was not) reported deleted.
+                if p.ike_sas.is_empty() {
+                    p.children.clear();
+                    p.pending_outbound = None;
+                    let sas = p
+                        .settings
+                        .children
+                        .iter()
+                        .flat_map(|c| [(c.outbound.clone(), None), (c.inbound.clone(), None)])
+                        .collect();
+                    self.change(SaChange::Remove {
+                        peer: name.clone(),
+                        sas,
+                    });
+                }
+                let p = &mut self.peers[i];
+                if p.settings.start == StartAction::Initiate && p.ike_sas.is_empty() && !p.held {
+                    p.initiate_at = Some(Instant::now() + REINITIATE_AFTER);
+                }
+            }
+            Event::ChildSaEstablished(c) => self.child_up(i, &c),
+            Event::ChildSaFailed { notify, .. } => {
+                warn!(peer = %name, notify = ?notify, "CHILD_SA not created");
+            }
+            Event::ChildSaDeleted {
+                inbound_spi,
+                outbound_spi,
+                ..
+            } => {
+                self.peers[i].children.remove(&inbound_spi);
+                let Some(child) = self.peers[i].settings.children.first().cloned() else {
+                    return;
+                };
+                info!(peer = %name, inbound_spi = %format!("{inbound_spi:08x}"), outbound_spi = %format!("{outbound_spi:08x}"), "CHILD_SA deleted");
+                // The rekey's initiator deleted the CHILD_SA it replaced,
+                // having installed the new one: ours moves to it now.
+                let p = &mut self.peers[i];
+                match p.pending_outbound.take() {
+                    Some(pending) if pending.replaces == inbound_spi => {
+                        info!(peer = %name, outbound_spi = %format!("{:08x}", pending.outbound.spi), "rekeyed CHILD_SA: outbound moves to the new SA");
+                        self.change(SaChange::Install {
+                            peer: name.clone(),
+                            sas: vec![*pending.outbound],
+                        });
+                    }
+                    // The new CHILD_SA went first: its outbound SA is
+                    // never used.
+                    Some(pending) if pending.inbound_spi == inbound_spi => {}
+                    other => p.pending_outbound = other,
+                }
+                self.change(SaChange::Remove {
+                    peer: name,
+                    sas: vec![
+                        (child.outbound, Some(outbound_spi)),
+                        (child.inbound, Some(inbound_spi)),
+                    ],
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn child_up(&mut self, i: usize, c: &ChildSaEstablished) {
+        let name = self.peers[i].settings.name.clone();
+        let Some(child) = self.peers[i].settings.children.first().cloned() else {
+            return;
+        };
+        let (Some(inbound_sa), Some(outbound_sa)) = (
+            self.policy.ike_sa(&child.inbound),
+            self.policy.ike_sa(&child.outbound),
+        ) else {
+            return;
+        };
+        let Some(t) = transform(&c.suite) else {
+            warn!(peer = %name, suite = ?c.suite, "CHILD_SA with a transform the stage lacks; not installed");
+            return;
+        };
+        // RFC 3948: ESP in UDP between the IKE SA's addresses.
+        let encap = c.udp_encapsulation.then(|| UdpEncap {
+            local_port: c.local.port(),
+            remote_port: c.remote.port(),
+        });
+        let (in_enc, in_auth) = stage_keys(&c.inbound);
+        let (out_enc, out_auth) = stage_keys(&c.outbound);
+        let inbound = inbound_sa.keyed(c.inbound_spi, t, in_enc, in_auth, encap);
+        let outbound = outbound_sa.keyed(c.outbound_spi, t, out_enc, out_auth, encap);
+        info!(
+            peer = %name,
+            inbound = %child.inbound,
+            inbound_spi = %format!("{:08x}", c.inbound_spi),
+            outbound = %child.outbound,
+            outbound_spi = %format!("{:08x}", c.outbound_spi),
+            transform = t.name(),
+            udp_encapsulation = c.udp_encapsulation,
+            rekeys = ?c.rekeys.map(|s| format!("{s:08x}")),
+            "CHILD_SA established; installing"
+        );
+        let since = self.now().0;
+        let p = &mut self.peers[i];
+        if let Some(old) = c.rekeys {
+            p.children.remove(&old);
+        }
+        p.children.insert(
+            c.inbound_spi,
+            json!({
+                "inbound": child.inbound,
+                "outbound": child.outbound,
+                "inbound_spi": format!("{:08x}", c.inbound_spi),
+                "outbound_spi": format!("{:08x}", c.outbound_spi),
+                "transform": t.name(),
+                "mode": format!("{:?}", c.mode).to_lowercase(),
+                "udp_encapsulation": c.udp_encapsulation,
+                SINCE: since,
+            }),
+        );
+        // RFC 7296 2.8: the rekey's responder uses its new outbound SA
+        // only once the initiator has deleted the old CHILD_SA, which it
+        // does after installing the new one; until then the peer may not
+        // have the new inbound SA.
+        let sas = match c.rekeys {
+            Some(old) if !c.exchange_initiator => {
+                p.pending_outbound = Some(PendingOutbound {
+                    replaces: old,
+                    inbound_spi: c.inbound_spi,
+                    outbound: Box::new(outbound),
+                });
+                vec![inbound]
+            }
+            _ => {
+                p.pending_outbound = None;
+                vec![inbound, outbound]
+            }
+        };
+        self.change(SaChange::Install { peer: name, sas });
+    }
+
+    fn publish_status(&self) {
+        let now = self.now().0;
+        let peers: Vec<Value> = self
+            .peers
+            .iter()
+            .map(|p| {
+                let c = p.endpoint.counters();
+                json!({
+                    "name": p.settings.name,
+                    "local": p.settings.local.to_string(),
+                    "remote": p.settings.remote.to_string(),
+                    "start": match p.settings.start {
+                        StartAction::Initiate => "initiate",
+                        StartAction::Respond => "respond",
+                    },
+                    "ike_sas": p.ike_sas.values().map(|v| timed(v, now, p.settings.ike_lifetime)).collect::<Vec<_>>(),
+                    "child_sas": p.children.values().map(|v| timed(v, now, p.settings.child_lifetime)).collect::<Vec<_>>(),
+                    "last_down": p.last_down,
+                    "held": p.held,
+                    "counters": {
+                        "datagrams_received": c.datagrams_received,
+                        "retransmissions": c.retransmissions,
+                        "notify_sent": c.notify_sent.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
+                        "notify_received": c.notify_received.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
+                        "drops": c.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
+                    },
+                })
+            })
+            .collect();
+        let d = &self.port.drops;
+        let v = json!({
+            "peers": peers,
+            "drops": {
+                "no_peer": self.no_peer,
+                "to_endpoint_full": self.send_dropped,
+                "to_ike_full": d.to_ike_full.load(Ordering::Relaxed),
+                "send_failed": d.send_failed.load(Ordering::Relaxed),
+                "unmarked": d.unmarked.load(Ordering::Relaxed),
+                "sa_changes": self.changes_dropped,
+            },
+        });
+        if let Ok(mut s) = self.status.lock() {
+            *s = v;
+        }
+    }
+}
+
+/// Starts the IKE thread for the configuration's peers, on `port` (the
+/// network endpoint's IKE channels); none without peers.
+pub fn start(cfg: &ApplianceConfig, port: IkePort) -> Result<IkeThread, String> {
+    let mut peers = Vec::with_capacity(cfg.peers.len());
+    for p in &cfg.peers {
+        let endpoint =
+            Endpoint::new(endpoint_config(p, &cfg.policy)?).map_err(|e| e.to_string())?;
+        peers.push(PeerRun {
+            settings: p.clone(),
+            endpoint,
+            initiate_at: (p.start == StartAction::Initiate).then(Instant::now),
+            ike_sas: BTreeMap::new(),
+            children: BTreeMap::new(),
+            last_down: None,
+            held: false,
+            pending_outbound: None,
+        });
+    }
+    let (changes_tx, changes) = std::sync::mpsc::sync_channel(CHANGES_DEPTH);
+    let (commands_tx, commands) = std::sync::mpsc::sync_channel(4);
+    let status = Arc::new(Mutex::new(json!({"peers": []})));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut thread = Thread {
+        peers,
+        commands,
+        policy: cfg.policy.clone(),
+        port,
+        changes: changes_tx,
+        status: Arc::clone(&status),
+        start: Instant::now(),
+        no_peer: 0,
+        send_dropped: 0,
+        changes_dropped: 0,
+    };
+    let stop_t = Arc::clone(&stop);
+    let handle = std::thread::Builder::new()
+        .name("ike".into())
+        .spawn(move || thread.run(&stop_t))
+        .map_err(|e| e.to_string())?;
+    Ok(IkeThread {
+        stop,
+        commands: commands_tx,
+        handle: Some(handle),
+        changes,
+        status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcm_keys_carry_the_salt_after_the_key() {
+        let k = DirectionKeys {
+            encryption: Secret::new(vec![1; 16]),
+            salt: Secret::new(vec![2; 4]),
+            integrity: Secret::new(Vec::new()),
+        };
+        let (enc, auth) = stage_keys(&k);
+        assert_eq!(&enc[..16], &[1; 16]);
+        assert_eq!(&enc[16..], &[2; 4]);
+        assert!(auth.is_empty());
+        let gcm = EspSuite {
+            encryption: Encryption::AES128_GCM16,
+            integrity: None,
+            group: None,
+        };
+        let t = transform(&gcm).unwrap();
+        assert_eq!(t, TransformId::AesGcm128);
+        assert_eq!(t.enc_key_len(), enc.len());
+        let cbc = EspSuite {
+            encryption: Encryption::AES256_CBC,
+            integrity: Some(bitsgw_ike::suite::Integrity::HmacSha256_128),
+            group: None,
+        };
+        let t = transform(&cbc).unwrap();
+        assert_eq!(t, TransformId::AesCbc256HmacSha256);
+        assert_eq!(t.auth_key_len(), 32);
+        assert_eq!(t.enc_key_len(), 32);
+    }
+}

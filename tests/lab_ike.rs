@@ -1,0 +1,594 @@
+//! Two bitsgw gateways inline in front of two hosts (the two-site lab of
+//! `lab_gateway.rs`) whose tunnel SAs are keyed by IKEv2 with a
+//! pre-shared key: the policy files name the SAs `"keyed_by": "ike"`, the
+//! gateways run IKE on their own network addresses (UDP 500 and 4500 in
+//! their host stacks), install the CHILD_SA's SAs and pass traffic; the
+//! wire between them carries IKE and ESP only; CHILD_SA rekeys under
+//! pings lose none. With a wrong PSK no SA is installed and nothing leaves
+//! in clear. bitsgw also keys a tunnel with strongSwan's charon.
+//!
+//! Needs root (CI runs as root) and iproute2, iputils-ping. Everything it
+//! creates it removes, also when it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{bitsgw, capture, start_charon, Lab, CHARON};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The policy of gateway `side`: the sites' IPv4 prefixes protected by
+/// IKE-keyed SAs, everything else discarded.
+fn policy(side: &str) -> String {
+    let (me, peer, local, remote, out, inb) = if side == "a" {
+        (
+            "203.0.113.1",
+            "203.0.113.2",
+            "192.0.2.0/24",
+            "198.51.100.0/24",
+            "a-to-b",
+            "b-to-a",
+        )
+    } else {
+        (
+            "203.0.113.2",
+            "203.0.113.1",
+            "198.51.100.0/24",
+            "192.0.2.0/24",
+            "b-to-a",
+            "a-to-b",
+        )
+    };
+    format!(
+        r#"{{
+  "spd": {{
+    "outbound": [
+      {{"name": "sites-out", "local": "{local}", "remote": "{remote}", "action": "protect", "sa": "{out}"}},
+      {{"name": "default-discard-out", "action": "discard"}}
+    ],
+    "inbound": [
+      {{"name": "sites-in", "local": "{local}", "remote": "{remote}", "action": "protect", "sa": "{inb}"}},
+      {{"name": "default-discard-in", "action": "discard"}}
+    ]
+  }},
+  "sad": [
+    {{"name": "{out}", "direction": "outbound", "keyed_by": "ike", "mode": "tunnel",
+      "tunnel": {{"local": "{me}", "remote": "{peer}"}}}},
+    {{"name": "{inb}", "direction": "inbound", "keyed_by": "ike", "mode": "tunnel",
+      "tunnel": {{"local": "{me}", "remote": "{peer}"}}, "replay_window": 1024}}
+  ]
+}}"#
+    )
+}
+
+/// Writes gateway `side`'s policy, PSK file and configuration; its path.
+/// `peer_extra` adds fields to its peer (`"name": value, `).
+fn gateway(lab: &Lab, side: &str, psk: &str, peer_extra: &str) -> PathBuf {
+    let dir = &lab.dir;
+    std::fs::write(dir.join(format!("ike-{side}.json")), policy(side)).unwrap();
+    let psk_file = dir.join(format!("ike-{side}.psk"));
+    std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
+    std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (me, peer, out, inb, start) = if side == "a" {
+        ("203.0.113.1", "203.0.113.2", "a-to-b", "b-to-a", "initiate")
+    } else {
+        ("203.0.113.2", "203.0.113.1", "b-to-a", "a-to-b", "respond")
+    };
+    let other = if side == "a" { "b" } else { "a" };
+    let pipeline = if side == "a" {
+        r#""workers": 2"#
+    } else {
+        r#""workers": 1, "pipeline": "run-to-completion""#
+    };
+    let cfg = format!(
+        r#"{{"role": "gateway", "policy": "ike-{side}.json",
+  "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
+  {pipeline}, "control_socket": "{}", "state_dir": "ike-{side}-state",
+  "addresses": {{"network": ["{me}/24"]}},
+  "peers": [{{
+    "name": "site-{other}", "local": "{me}", "remote": "{peer}",
+    "local_id": "fqdn:gw-{side}.example", "remote_id": "fqdn:gw-{other}.example",
+    "psk_file": "ike-{side}.psk",
+    "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
+    {peer_extra}"start": "{start}",
+    "children": [{{"outbound": "{out}", "inbound": "{inb}"}}]
+  }}]}}"#,
+        socket(lab, side).display()
+    );
+    let path = dir.join(format!("ike-gw-{side}.json"));
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn socket(lab: &Lab, side: &str) -> PathBuf {
+    lab.dir.join(format!("ike-{side}.sock"))
+}
+
+/// The lab, the capture's stop flag, frames and threads, the gateways.
+type Running = (
+    Lab,
+    Arc<AtomicBool>,
+    Arc<Mutex<Vec<Vec<u8>>>>,
+    Vec<std::thread::JoinHandle<()>>,
+    [usize; 2],
+);
+
+/// The two-site lab with the router answering ARP for the far gateway's
+/// address (the gateways' own host stacks reach each other through it),
+/// captures on the router's links, and both gateways running.
+fn lab_with_gateways(tag: &str, psk_a: &str, psk_b: &str, peer_extra_a: &str) -> Running {
+    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
+    common::route_two_sites(&lab);
+    for k in [
+        "net.ipv4.conf.ra.proxy_arp=1",
+        "net.ipv4.conf.rb.proxy_arp=1",
+    ] {
+        lab.exec("r", &["sysctl", "-qw", k]);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let caps = vec![
+        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
+        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
+    ];
+    let (cfg_a, cfg_b) = (
+        gateway(&lab, "a", psk_a, peer_extra_a),
+        gateway(&lab, "b", psk_b, ""),
+    );
+    let exe = env!("CARGO_BIN_EXE_bitsgw");
+    // The responder first, so the initiator's first IKE_SA_INIT is heard.
+    let gw_b = lab.spawn("gB", &[exe, "run", cfg_b.to_str().unwrap()]);
+    lab.wait_ready(gw_b, &socket(&lab, "b"));
+    let gw_a = lab.spawn("gA", &[exe, "run", cfg_a.to_str().unwrap()]);
+    lab.wait_ready(gw_a, &socket(&lab, "a"));
+    (lab, stop, seen, caps, [gw_a, gw_b])
+}
+
+fn ping(lab: &Lab, count: &str) -> bool {
+    lab.try_exec(
+        "hA",
+        &["ping", "-c", count, "-i", "0.2", "-W", "1", "198.51.100.20"],
+    )
+    .status
+    .success()
+}
+
+/// SA `name` of `show sa --json`.
+fn find_sa(v: &serde_json::Value, name: &str) -> serde_json::Value {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no SA {name} in {v}"))
+        .clone()
+}
+
+/// The CHILD_SAs `show ike` lists for the first peer.
+fn child_sa_count(ike: &serde_json::Value) -> usize {
+    ike["peers"][0]["child_sas"].as_array().map_or(0, Vec::len)
+}
+
+fn show(socket: &Path, what: &str) -> serde_json::Value {
+    let out = bitsgw(&["show", what, "--json", "--socket", socket.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let psk = "correct horse battery staple 1234";
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) = lab_with_gateways("ik", psk, psk, "");
+    // IKE_SA_INIT and IKE_AUTH, the SAs installed, the first lease.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(&lab, "1") {
+        if Instant::now() >= deadline {
+            let (_, out_a, log_a) = lab.terminate(gw_a);
+            let (_, out_b, log_b) = lab.terminate(gw_b);
+            let frames: Vec<String> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .take(20)
+                .map(|f| format!("{:02x?}", &f[..f.len().min(48)]))
+                .collect();
+            panic!(
+                "no ping through the IKE-keyed tunnel\nA: {out_a}{log_a}\nB: {out_b}{log_b}\n{}",
+                frames.join("\n")
+            );
+        }
+    }
+    assert!(ping(&lab, "5"), "pings lost once the tunnel was up");
+
+    // `show sa` lists the SAs IKE installed, with IKE's SPIs (not static
+    // ones) and traffic on them; both sides agree on the SPIs.
+    let sas_a = show(&socket(&lab, "a"), "sa");
+    let sas_b = show(&socket(&lab, "b"), "sa");
+    let (a_out, b_in) = (find_sa(&sas_a, "a-to-b"), find_sa(&sas_b, "a-to-b"));
+    assert_eq!(a_out["spi"], b_in["spi"], "{a_out} {b_in}");
+    assert!(a_out["packets"].as_u64().unwrap() >= 5, "{a_out}");
+    let (b_out, a_in) = (find_sa(&sas_b, "b-to-a"), find_sa(&sas_a, "b-to-a"));
+    assert_eq!(b_out["spi"], a_in["spi"], "{b_out} {a_in}");
+
+    // `show ike`: the IKE SA and the CHILD_SA with the SPIs installed.
+    let ike_a = show(&socket(&lab, "a"), "ike");
+    let peer = &ike_a["peers"][0];
+    assert_eq!(peer["name"], "site-b", "{ike_a}");
+    assert_eq!(peer["ike_sas"].as_array().unwrap().len(), 1, "{ike_a}");
+    assert_eq!(peer["ike_sas"][0]["initiator"], true, "{ike_a}");
+    let child = &peer["child_sas"][0];
+    assert_eq!(child["transform"], "aes-gcm-128", "{ike_a}");
+    // The default CHILD_SA lifetime is an hour; it was just established.
+    let rekey_in = child["rekey_in_secs"].as_u64().unwrap();
+    assert!((3500..=3600).contains(&rekey_in), "{ike_a}");
+    assert_eq!(
+        u64::from_str_radix(child["outbound_spi"].as_str().unwrap(), 16).unwrap(),
+        a_out["spi"].as_u64().unwrap(),
+        "{ike_a}"
+    );
+    let text = bitsgw(&[
+        "show",
+        "ike",
+        "--socket",
+        socket(&lab, "b").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("CHILD_SA a-to-b in"), "{text}");
+    assert!(text.contains("rekey in"), "{text}");
+    assert!(!text.contains(psk), "{text}");
+
+    // `ctl terminate` deletes the IKE SA and its CHILD_SA on both sides:
+    // the traffic stops (dropped, not sent in clear); `ctl initiate`
+    // brings them back with new SPIs.
+    let sock_a = socket(&lab, "a");
+    let ctl = |what: &str| {
+        let out = bitsgw(&["ctl", what, "site-b", "--socket", sock_a.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl("terminate");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ping(&lab, "1") {
+        assert!(Instant::now() < deadline, "pings cross after terminate");
+    }
+    let ike_b = show(&socket(&lab, "b"), "ike");
+    assert_eq!(child_sa_count(&ike_b), 0, "{ike_b}");
+    ctl("initiate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ping(&lab, "1") {
+        assert!(Instant::now() < deadline, "no ping after initiate");
+    }
+    let again = find_sa(&show(&sock_a, "sa"), "a-to-b");
+    assert_ne!(again["spi"], a_out["spi"], "{again}");
+
+    // The peers are read at start: a reload that renames an SA they key
+    // is refused, and nothing changes.
+    let policy_a = lab.dir.join("ike-a.json");
+    std::fs::write(&policy_a, policy("a").replace("\"a-to-b\"", "\"a-to-b2\"")).unwrap();
+    let reload = bitsgw(&["ctl", "reload", "--socket", sock_a.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&reload.stdout).to_string()
+        + &String::from_utf8_lossy(&reload.stderr);
+    assert!(!reload.status.success(), "{said}");
+    assert!(
+        said.contains("\"a-to-b2\" is keyed by IKE, but no peer names it"),
+        "{said}"
+    );
+    std::fs::write(&policy_a, policy("a").replace("1024", "512")).unwrap();
+    let reload = bitsgw(&["ctl", "reload", "--socket", sock_a.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&reload.stderr);
+    assert!(said.contains("IKE-keyed SA \"b-to-a\" changed"), "{said}");
+    assert!(ping(&lab, "2"), "pings lost after a refused reload");
+    // An IKE-keyed SA removed by hand: its traffic is dropped, never sent
+    // in clear.
+    let ctl = bitsgw(&[
+        "ctl",
+        "remove-sa",
+        "a-to-b",
+        "--socket",
+        sock_a.to_str().unwrap(),
+    ]);
+    assert!(
+        ctl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+    assert!(!ping(&lab, "3"), "ping went through without the SA");
+    let counters = show(&sock_a, "counters");
+    assert!(
+        counters["drops"]["no_sa"].as_u64().unwrap() >= 3,
+        "{counters}"
+    );
+
+    for gw in [gw_a, gw_b] {
+        let (ok, out, log) = lab.terminate(gw);
+        assert!(ok, "gateway failed: {out}{log}");
+        assert!(log.contains("CHILD_SA established"), "{log}");
+        assert!(!log.contains(psk), "PSK in the log");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+    let (esp, ike) = common::between_gateways(&seen.lock().unwrap());
+    assert!(esp >= 12, "only {esp} ESP frames seen");
+    assert!(ike >= 4, "only {ike} IKE datagrams seen");
+}
+
+#[test]
+fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) = lab_with_gateways(
+        "iw",
+        "correct horse battery staple 1234",
+        "incorrect horse battery staple 99",
+        "",
+    );
+    // IKE_SA_INIT and IKE_AUTH take a few round trips at most; then the
+    // pings find no SA and are dropped.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!ping(&lab, "3"), "ping went through without a keyed SA");
+    let sas_a = show(&socket(&lab, "a"), "sa");
+    assert!(
+        !sas_a
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "a-to-b" || s["name"] == "b-to-a"),
+        "{sas_a}"
+    );
+    let counters = show(&socket(&lab, "a"), "counters");
+    assert!(
+        counters["drops"]["no_sa"].as_u64().unwrap() >= 3,
+        "{counters}"
+    );
+    let ike_b = show(&socket(&lab, "b"), "ike");
+    let sent = &ike_b["peers"][0]["counters"]["notify_sent"]["AuthenticationFailed"];
+    assert!(sent.as_u64().unwrap_or(0) >= 1, "{ike_b}");
+    assert_eq!(child_sa_count(&ike_b), 0, "{ike_b}");
+    let (_, _, log_a) = lab.terminate(gw_a);
+    let (_, _, log_b) = lab.terminate(gw_b);
+    // The responder refuses the initiator's AUTH (RFC 7296 2.21.2) and
+    // says so; the initiator's IKE SA never comes up.
+    assert!(
+        log_a.contains("AuthenticationFailed") || log_a.contains("AUTHENTICATION_FAILED"),
+        "{log_a}"
+    );
+    assert!(!log_a.contains("CHILD_SA established"), "{log_a}");
+    assert!(!log_b.contains("CHILD_SA established"), "{log_b}");
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+    let (esp, ike) = common::between_gateways(&seen.lock().unwrap());
+    assert_eq!(esp, 0, "ESP without a negotiated SA");
+    assert!(ike >= 2, "only {ike} IKE datagrams seen");
+}
+
+/// Host A - [bitsgw A] - router - charon (strongSwan with kernel-libipsec,
+/// host B's router, as `bench_e2e.rs` runs it) - host B. The tunnel runs
+/// between bitsgw's own address 203.0.113.1 and charon's 203.0.113.6.
+fn build_mixed(lab: &Lab) {
+    common::link_two_sites(lab);
+    for (ns, dev, addr) in [
+        ("hA", "eth0", "192.0.2.10/24"),
+        ("r", "ra", "192.0.2.1/24"),
+        ("r", "rb", "203.0.113.5/30"),
+        ("gB", "wan", "203.0.113.6/30"),
+        ("gB", "host", "198.51.100.1/24"),
+        ("hB", "eth0", "198.51.100.20/24"),
+    ] {
+        lab.exec(ns, &["ip", "addr", "add", addr, "dev", dev]);
+    }
+    for (ns, via) in [
+        ("hA", "192.0.2.1"),
+        ("hB", "198.51.100.1"),
+        ("gB", "203.0.113.5"),
+    ] {
+        lab.exec(ns, &["ip", "route", "add", "default", "via", via]);
+    }
+    for h in ["hA", "hB"] {
+        lab.exec(h, &["ip", "link", "set", "eth0", "mtu", "1400"]);
+    }
+    // bitsgw's address lives in the bump: the router reaches it at host
+    // A's MAC through the bump, and answers the bump's ARP for charon.
+    common::reach_through_bump(lab, "203.0.113.1", "ra", "hA");
+    for ns in ["r", "gB"] {
+        for k in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            lab.exec(ns, &["sysctl", "-qw", k]);
+        }
+    }
+    lab.exec("r", &["sysctl", "-qw", "net.ipv4.conf.ra.proxy_arp=1"]);
+}
+
+/// charon's connection `bitsgw` in `gB`, the responder, forcing UDP
+/// encapsulation (kernel-libipsec carries ESP in UDP only).
+fn charon_conf(psk: &str) -> String {
+    format!(
+        r#"connections {{
+  bitsgw {{
+    version = 2
+    local_addrs = 203.0.113.6
+    remote_addrs = 203.0.113.1
+    proposals = aes128gcm16-prfsha256-ecp256
+    encap = yes
+    mobike = no
+    local {{
+      auth = psk
+      id = gw-b.example
+    }}
+    remote {{
+      auth = psk
+      id = gw-a.example
+    }}
+    children {{
+      net {{
+        local_ts = 198.51.100.0/24
+        remote_ts = 192.0.2.0/24
+        mode = tunnel
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-bitsgw {{
+    id-a = gw-a.example
+    id-b = gw-b.example
+    secret = "{psk}"
+  }}
+}}
+"#
+    )
+}
+
+/// bitsgw A and charon key the tunnel, started by bitsgw or by charon,
+/// and pings cross both ways.
+fn with_strongswan(tag: &str, bitsgw_initiates: bool) {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if !Path::new(CHARON).exists() {
+        eprintln!("SKIPPED: strongSwan's charon is not installed at {CHARON} (scripts/setup-test-deps.sh installs it)");
+        return;
+    }
+    let psk = "bitsgw-strongswan-lab-only-not-a-secret";
+    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
+    build_mixed(&lab);
+    let swan = lab.dir.join("swan");
+    start_charon(&mut lab, "gB", &swan, &charon_conf(psk));
+    // bitsgw A, its peer charon at 203.0.113.6.
+    let cfg = gateway(&lab, "a", psk, "");
+    let mut text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("203.0.113.2", "203.0.113.6");
+    if !bitsgw_initiates {
+        text = text.replace(r#""start": "initiate""#, r#""start": "respond""#);
+    }
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(
+        lab.dir.join("ike-a.json"),
+        policy("a").replace("203.0.113.2", "203.0.113.6"),
+    )
+    .unwrap();
+    let gw = lab.spawn(
+        "gA",
+        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
+    );
+    lab.wait_ready(gw, &socket(&lab, "a"));
+    if !bitsgw_initiates {
+        common::swanctl(
+            &lab,
+            "gB",
+            &swan,
+            &["--initiate", "--child", "net", "--timeout", "15"],
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(&lab, "1") {
+        if Instant::now() >= deadline {
+            let (_, out, log) = lab.terminate(gw);
+            panic!(
+                "no ping through the tunnel to charon\nbitsgw: {out}{log}\ncharon: {}",
+                std::fs::read_to_string(swan.join("charon.log")).unwrap_or_default()
+            );
+        }
+    }
+    assert!(ping(&lab, "3"), "pings from A lost");
+    let back = lab.try_exec(
+        "hB",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.10"],
+    );
+    assert!(
+        back.status.success(),
+        "pings from B: {}",
+        String::from_utf8_lossy(&back.stdout)
+    );
+    let ike = show(&socket(&lab, "a"), "ike");
+    assert_eq!(
+        ike["peers"][0]["ike_sas"][0]["initiator"], bitsgw_initiates,
+        "{ike}"
+    );
+    assert_eq!(
+        ike["peers"][0]["child_sas"][0]["udp_encapsulation"], true,
+        "{ike}"
+    );
+    let inbound = find_sa(&show(&socket(&lab, "a"), "sa"), "b-to-a");
+    assert!(inbound["packets"].as_u64().unwrap() >= 6, "{inbound}");
+    let (ok, out, log) = lab.terminate(gw);
+    assert!(ok, "bitsgw failed: {out}{log}");
+}
+
+#[test]
+fn bitsgw_initiates_with_strongswan_and_pings_cross_both_ways() {
+    with_strongswan("is", true);
+}
+
+#[test]
+fn strongswan_initiates_with_bitsgw_and_pings_cross_both_ways() {
+    with_strongswan("ir2", false);
+}
+
+#[test]
+fn child_sa_rekeys_under_traffic_lose_no_ping() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let psk = "correct horse battery staple 1234";
+    // A rekeys its CHILD_SA every 2 s (RFC 7296 2.8); B keeps the default.
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) =
+        lab_with_gateways("ir", psk, psk, r#""child_lifetime_secs": 2, "#);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(&lab, "1") {
+        assert!(Instant::now() < deadline, "no ping through the tunnel");
+    }
+    let first = find_sa(&show(&socket(&lab, "a"), "sa"), "a-to-b");
+    // 7 s of pings across at least three rekeys: the new inbound SA is
+    // installed before the peer uses it and the old one answers until the
+    // new one has verified a packet, so nothing is lost.
+    let out = lab.try_exec(
+        "hA",
+        &["ping", "-c", "35", "-i", "0.2", "-W", "1", "198.51.100.20"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" 0% packet loss"), "{text}");
+    let ike_a = show(&socket(&lab, "a"), "ike");
+    assert_eq!(child_sa_count(&ike_a), 1, "{ike_a}");
+    let now = find_sa(&show(&socket(&lab, "a"), "sa"), "a-to-b");
+    assert_ne!(first["spi"], now["spi"], "no rekey: {now}");
+    let (_, _, log_a) = lab.terminate(gw_a);
+    let (_, _, log_b) = lab.terminate(gw_b);
+    assert!(log_a.matches("rekeys=Some").count() >= 3, "{log_a}");
+    assert!(!log_b.contains("SA not installed"), "{log_b}");
+    // B, the rekeys' responder, moved its outbound SA on A's deletes.
+    assert!(
+        log_b.matches("outbound moves to the new SA").count() >= 3,
+        "{log_b}"
+    );
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+    common::between_gateways(&seen.lock().unwrap());
+}
