@@ -211,15 +211,16 @@ impl SpiTable {
             }
             Err(free) => free,
         };
-        if (self.len + 1) * 2 > self.buckets.len() * WAYS {
+        let free = if (self.len + 1) * 2 > self.buckets.len() * WAYS {
             self.grow();
-            let Err(free) = self.find(spi) else {
-                unreachable!("SPI {spi:#x} appeared while growing")
-            };
-            self.set(free, spi, slot);
+            // Still absent: the free entry of its probe in the new table.
+            match self.find(spi) {
+                Ok(at) | Err(at) => at,
+            }
         } else {
-            self.set(free, spi, slot);
-        }
+            free
+        };
+        self.set(free, spi, slot);
         self.len += 1;
         None
     }
