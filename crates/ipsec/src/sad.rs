@@ -1,13 +1,16 @@
 //! The security association database (RFC 4301 4.4.2).
 //!
 //! SAs live in a slab indexed by [`SaId`]. Inbound SAs are found by SPI in a
-//! hash map (RFC 4301 4.1: the SPI alone selects a unicast SA; the
-//! destination is checked after). The SPD refers to SAs by name through
-//! [`NameId`] slots, so replacing an SA (rekeying) is one slot update and
-//! never touches the SPD.
+//! flat open-addressing table (`spi_table`; RFC 4301 4.1: the SPI alone
+//! selects a unicast SA; the destination is checked after). The SPD refers
+//! to SAs by name through [`NameId`] slots, so replacing an SA (rekeying)
+//! is one slot update and never touches the SPD.
+
+mod spi_table;
 
 use crate::sa::{Direction, Sa};
 use rustc_hash::FxHashMap;
+use spi_table::SpiTable;
 
 /// Index of an installed SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,7 +59,7 @@ struct NameSlot {
 pub struct Sad {
     slots: Vec<Option<Sa>>,
     free: Vec<u32>,
-    by_spi: FxHashMap<u32, SaId>,
+    by_spi: SpiTable,
     names: Vec<NameSlot>,
     by_name: FxHashMap<Box<str>, NameId>,
     generation: u64,
@@ -135,7 +138,7 @@ impl Sad {
         if sa.params.direction != Direction::Inbound {
             return None;
         }
-        let other = *self.by_spi.get(&sa.params.spi)?;
+        let other = SaId(self.by_spi.get(sa.params.spi)?);
         let same_name = self
             .get(other)
             .is_some_and(|o| o.params.name == sa.params.name);
@@ -168,7 +171,7 @@ impl Sad {
             }
         }
         if inbound {
-            self.by_spi.insert(spi, id);
+            self.by_spi.insert(spi, id.0);
         }
         self.generation += 1;
         id
@@ -176,9 +179,9 @@ impl Sad {
 
     fn remove_slot(&mut self, id: SaId) -> Option<Sa> {
         let sa = self.slots.get_mut(id.index())?.take()?;
-        if sa.params.direction == Direction::Inbound && self.by_spi.get(&sa.params.spi) == Some(&id)
+        if sa.params.direction == Direction::Inbound && self.by_spi.get(sa.params.spi) == Some(id.0)
         {
-            self.by_spi.remove(&sa.params.spi);
+            self.by_spi.remove(sa.params.spi);
         }
         self.free.push(id.0);
         self.generation += 1;
@@ -228,7 +231,7 @@ impl Sad {
     /// The inbound SA with `spi`.
     #[inline]
     pub fn by_spi(&self, spi: u32) -> Option<SaId> {
-        self.by_spi.get(&spi).copied()
+        self.by_spi.get(spi).map(SaId)
     }
 
     /// An SA.
