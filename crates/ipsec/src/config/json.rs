@@ -5,6 +5,7 @@
 use super::ConfigError;
 use serde_json::{Map, Value};
 use std::fmt;
+use zeroize::Zeroizing;
 
 /// Where in which file a value is being read, for error messages; the
 /// JSON field readers below are shared with the appliance's own config.
@@ -251,5 +252,169 @@ impl<'de> serde::de::Visitor<'de> for StrictJsonVisitor {
             obj.insert(key, v);
         }
         Ok(Value::Object(obj))
+    }
+}
+
+/// Reads a configuration document into its typed form `T` (serde derive
+/// with `deny_unknown_fields`), with an error that names the file, the
+/// entry and the field: the path to the value (`sad[0].lifetime.soft`)
+/// splits at the first list index into the entry, labelled with its
+/// `"name"` as the entry's own checks label it (`sad[0] "sa1"`), and the
+/// field. serde's own messages are reworded so they never show a value:
+/// one in the wrong field could be a key.
+pub fn read_document<'v, T: serde::Deserialize<'v>>(
+    file: &str,
+    root: &'v Value,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(root).map_err(|e| {
+        let mut path: Vec<Step> = e
+            .path()
+            .iter()
+            .map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Step::Index(*index),
+                serde_path_to_error::Segment::Map { key } => Step::Key(key.clone()),
+                _ => Step::Key("?".into()),
+            })
+            .collect();
+        let message = e.into_inner().to_string();
+        let problem = match message.strip_prefix("missing field `") {
+            Some(missing) => {
+                path.push(Step::Key(missing.trim_end_matches('`').to_string()));
+                "is required".to_string()
+            }
+            None => reworded(&message),
+        };
+        let (entry, field) = match path.iter().position(|s| matches!(s, Step::Index(_))) {
+            Some(i) => {
+                let name = lookup(root, &path[..=i])
+                    .and_then(|v| v.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                (
+                    format!("{} {}", joined(&path[..=i]), Shown(name)),
+                    joined(&path[i + 1..]),
+                )
+            }
+            None if path.len() > 1 => (joined(&path[..1]), joined(&path[1..])),
+            None => ("top level".to_string(), joined(&path)),
+        };
+        Ctx { file, entry }.err(&field, problem)
+    })
+}
+
+/// One step of the path to a value.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// `a.b[2].c`; a key that could be a key (a pasted secret) is masked.
+fn joined(path: &[Step]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+            Step::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                if Shown(k).masks() {
+                    out.push_str(&Shown(k).to_string());
+                } else {
+                    out.push_str(k);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn lookup<'v>(root: &'v Value, path: &[Step]) -> Option<&'v Value> {
+    path.iter().try_fold(root, |v, step| match step {
+        Step::Key(k) => v.get(k),
+        Step::Index(i) => v.get(i),
+    })
+}
+
+/// serde's messages without the value they found (`invalid type: string
+/// "...", expected a boolean` becomes `must be a boolean`); the field
+/// that was not known is in the path already. Messages of this module's
+/// own types pass as they are.
+fn reworded(message: &str) -> String {
+    let expected = message.rsplit_once(", expected ").map(|(_, e)| e);
+    if message.starts_with("unknown field `") {
+        let known = expected.unwrap_or("no field here").replace('`', "");
+        return format!("unknown field (expected {known})");
+    }
+    match expected {
+        Some(e) if message.starts_with("invalid ") => format!("must be {e}"),
+        _ => message.to_string(),
+    }
+}
+
+/// A boolean field: `true` or `false`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+impl<'de> serde::Deserialize<'de> for Flag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(b) => Ok(Flag(b)),
+            _ => Err(serde::de::Error::custom("must be true or false")),
+        }
+    }
+}
+
+/// A non-negative integer field: a number, or a string in decimal or 0x
+/// hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int(pub u64);
+
+impl<'de> serde::Deserialize<'de> for Int {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::Number(n) => n
+                .as_u64()
+                .map(Int)
+                .ok_or_else(|| D::Error::custom("must be a non-negative integer")),
+            Value::String(s) => parse_int(&s)
+                .map(Int)
+                .ok_or_else(|| D::Error::custom(format!("{} is not a number", Shown(&s)))),
+            _ => Err(D::Error::custom("must be a number")),
+        }
+    }
+}
+
+/// A key in hex (with or without `0x`), zeroized when dropped; neither
+/// its `Debug` nor an error shows it.
+pub struct HexKey(pub Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for HexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HexKey({} bytes, masked)", self.0.len())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HexKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let text = Zeroizing::new(String::deserialize(d)?);
+        let hex = text
+            .strip_prefix("0x")
+            .or_else(|| text.strip_prefix("0X"))
+            .unwrap_or(&text);
+        if !hex.len().is_multiple_of(2) {
+            return Err(D::Error::custom("hex key has an odd number of digits"));
+        }
+        let mut out = Zeroizing::new(Vec::with_capacity(hex.len() / 2));
+        for pair in hex.as_bytes().chunks(2) {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+                _ => return Err(D::Error::custom("key is not hexadecimal")),
+            }
+        }
+        Ok(HexKey(out))
     }
 }
