@@ -44,8 +44,8 @@ mod raw;
 use checks::validate;
 use entry::parse_entry;
 pub use json::{
-    expect_object, get_bool, get_str, get_u64, parse_int, parse_json, read_document, require_str,
-    Ctx, Flag, HexKey, Int, Shown,
+    field_names, parse_int, parse_json, read_document, Ctx, Entries, Flag, HexKey, Int, ListHolds,
+    ListOf, Shown,
 };
 use raw::{RawLimits, RawPolicy, RawSa, RawTunnel};
 
@@ -340,7 +340,7 @@ pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
         file,
         entry: "file".into(),
     };
-    let raw: RawPolicy = read_document(file, &parse_json(&ctx, text)?)?;
+    let raw: RawPolicy = read_document(file, &parse_json(&ctx, text)?, Entries::ListItems)?;
     let mut set = PolicySet {
         file: file.to_string(),
         danger_static_keys_for_counter_mode: raw
@@ -358,7 +358,7 @@ pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
         }
         set.addresses.insert(name, ip);
     }
-    for (i, raw_sa) in raw.sad.unwrap_or_default().into_iter().enumerate() {
+    for (i, raw_sa) in raw.sad.unwrap_or_default().0.into_iter().enumerate() {
         ctx.entry = format!("sad[{i}] {}", Shown(&raw_sa.name));
         let sa = parse_sa(&ctx, raw_sa, &set.addresses)?;
         if set.sas.iter().any(|o| o.name == sa.name) {
@@ -371,7 +371,7 @@ pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
         ("outbound", spd.0, &mut set.outbound),
         ("inbound", spd.1, &mut set.inbound),
     ] {
-        for (i, e) in entries.unwrap_or_default().into_iter().enumerate() {
+        for (i, e) in entries.unwrap_or_default().0.into_iter().enumerate() {
             ctx.entry = format!("spd.{dir_name}[{i}] {}", Shown(&e.name));
             let entry = parse_entry(&ctx, e, &set.addresses)?;
             if list.iter().any(|o: &EntryConfig| o.name == entry.name) {

@@ -615,7 +615,7 @@ fn wrong_shapes_name_the_path_and_mask_the_value() {
         (
             r#""sad": ["#,
             r#""sad": "KEY", "x": ["#,
-            &[r#"top level: field "sad""#, "must be a sequence"],
+            &[r#"top level: field "sad""#, "must be a list of SAs"],
         ),
         (
             r#""inbound": ["#,

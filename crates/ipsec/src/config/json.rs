@@ -3,7 +3,7 @@
 //! never shown whole. Shared with the appliance's own configuration.
 
 use super::ConfigError;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -86,90 +86,12 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
-/// The object at `v`, refusing fields not in `allowed`.
-pub fn expect_object<'v>(
-    ctx: &Ctx<'_>,
-    v: &'v Value,
-    field: &str,
-    allowed: &[&str],
-) -> Result<&'v Map<String, Value>, ConfigError> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ctx.err(field, "must be an object"))?;
-    for k in obj.keys() {
-        if !allowed.contains(&k.as_str()) {
-            let f = if field.is_empty() {
-                k.clone()
-            } else {
-                format!("{field}.{k}")
-            };
-            return Err(ctx.err(&f, format!("unknown field (known: {})", allowed.join(", "))));
-        }
-    }
-    Ok(obj)
-}
-
-/// An optional string field.
-pub fn get_str<'v>(
-    ctx: &Ctx<'_>,
-    obj: &'v Map<String, Value>,
-    field: &str,
-) -> Result<Option<&'v str>, ConfigError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ctx.err(field, "must be a string")),
-    }
-}
-
-/// A required string field.
-pub fn require_str<'v>(
-    ctx: &Ctx<'_>,
-    obj: &'v Map<String, Value>,
-    field: &str,
-) -> Result<&'v str, ConfigError> {
-    get_str(ctx, obj, field)?.ok_or_else(|| ctx.err(field, "is required"))
-}
-
-/// An optional non-negative integer field (a number, or a string in
-/// decimal or 0x hex).
-pub fn get_u64(
-    ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<u64>, ConfigError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| ctx.err(field, "must be a non-negative integer")),
-        Some(Value::String(s)) => parse_int(s)
-            .map(Some)
-            .ok_or_else(|| ctx.err(field, format!("{} is not a number", Shown(s)))),
-        Some(_) => Err(ctx.err(field, "must be a number")),
-    }
-}
-
 /// A decimal or 0x-prefixed hex integer.
 pub fn parse_int(s: &str) -> Option<u64> {
     let s = s.trim();
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => s.parse().ok(),
-    }
-}
-
-/// An optional boolean field.
-pub fn get_bool(
-    ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<bool>, ConfigError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ctx.err(field, "must be true or false")),
     }
 }
 
@@ -265,6 +187,7 @@ impl<'de> serde::de::Visitor<'de> for StrictJsonVisitor {
 pub fn read_document<'v, T: serde::Deserialize<'v>>(
     file: &str,
     root: &'v Value,
+    entries: Entries<'_>,
 ) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(root).map_err(|e| {
         let mut path: Vec<Step> = e
@@ -284,8 +207,10 @@ pub fn read_document<'v, T: serde::Deserialize<'v>>(
             }
             None => reworded(&message),
         };
-        let (entry, field) = match path.iter().position(|s| matches!(s, Step::Index(_))) {
-            Some(i) => {
+        let list_item = path.iter().position(|s| matches!(s, Step::Index(_)));
+        let (entry, field) = match (entries, list_item) {
+            (Entries::Whole(name), _) => (name.to_string(), joined(&path)),
+            (Entries::ListItems, Some(i)) => {
                 let name = lookup(root, &path[..=i])
                     .and_then(|v| v.get("name"))
                     .and_then(Value::as_str)
@@ -295,8 +220,10 @@ pub fn read_document<'v, T: serde::Deserialize<'v>>(
                     joined(&path[i + 1..]),
                 )
             }
-            None if path.len() > 1 => (joined(&path[..1]), joined(&path[1..])),
-            None => ("top level".to_string(), joined(&path)),
+            (Entries::ListItems, None) if path.len() > 1 => {
+                (joined(&path[..1]), joined(&path[1..]))
+            }
+            (Entries::ListItems, None) => ("top level".to_string(), joined(&path)),
         };
         Ctx { file, entry }.err(&field, problem)
     })
@@ -416,5 +343,98 @@ impl<'de> serde::Deserialize<'de> for HexKey {
             }
         }
         Ok(HexKey(out))
+    }
+}
+/// How the path to a value names the entry and the field.
+#[derive(Debug, Clone, Copy)]
+pub enum Entries<'a> {
+    /// Each item of a list is an entry, labelled by its `"name"`
+    /// (`sad[0] "sa1"`, field `lifetime.soft`); outside lists the
+    /// top-level key is the entry.
+    ListItems,
+    /// The document is one entry of this name; the whole path is the
+    /// field (`appliance`, field `mobility.nodes[0].home`).
+    Whole(&'a str),
+}
+
+/// The fields of a struct that serde derive reads: what
+/// `deny_unknown_fields` accepts.
+pub fn field_names<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldProbe(&mut fields));
+    fields
+}
+
+/// A deserializer that only notes the fields of the struct asked for.
+struct FieldProbe<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> serde::Deserializer<'de> for FieldProbe<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(serde::de::Error::custom("fields noted"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// What a [`ListOf`] holds, for its error: `"a list of " + WHAT`.
+pub trait ListHolds {
+    /// Such as `"EtherTypes"`.
+    const WHAT: &'static str;
+}
+
+/// A list field whose error says what it should hold ("must be a list of
+/// EtherTypes"); its items are read in place, so their errors name their
+/// index.
+pub struct ListOf<T, W>(pub Vec<T>, std::marker::PhantomData<W>);
+
+impl<T: fmt::Debug, W> fmt::Debug for ListOf<T, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>, W: ListHolds> serde::Deserialize<'de> for ListOf<T, W> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Items<T, W>(std::marker::PhantomData<(T, W)>);
+        impl<'de, T: serde::Deserialize<'de>, W: ListHolds> serde::de::Visitor<'de> for Items<T, W> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a list of {}", W::WHAT)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<T>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(items)
+            }
+        }
+        d.deserialize_seq(Items::<T, W>(std::marker::PhantomData))
+            .map(|items| ListOf(items, std::marker::PhantomData))
+    }
+}
+
+impl<T, W> Default for ListOf<T, W> {
+    fn default() -> Self {
+        ListOf(Vec::new(), std::marker::PhantomData)
     }
 }

@@ -4,7 +4,7 @@
 //! from the moment it is read. The conversion to [`super::PolicySet`]
 //! checks what the values mean.
 
-use super::json::{Flag, HexKey, Int};
+use super::json::{Flag, HexKey, Int, ListHolds, ListOf};
 use serde::de::{Error as _, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Number, Value};
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 pub(super) struct RawPolicy {
     pub addresses: Option<BTreeMap<String, String>>,
     pub spd: Option<RawSpd>,
-    pub sad: Option<Vec<RawSa>>,
+    pub sad: Option<ListOf<RawSa, Sas>>,
     pub danger_static_keys_for_counter_mode: Option<Flag>,
     #[serde(rename = "comment")]
     pub _comment: Option<IgnoredAny>,
@@ -26,8 +26,8 @@ pub(super) struct RawPolicy {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawSpd {
-    pub outbound: Option<Vec<RawEntry>>,
-    pub inbound: Option<Vec<RawEntry>>,
+    pub outbound: Option<ListOf<RawEntry, SpdEntries>>,
+    pub inbound: Option<ListOf<RawEntry, SpdEntries>>,
 }
 
 /// One SPD entry.
@@ -146,4 +146,18 @@ impl<'de> Deserialize<'de> for SaNames {
             _ => Err(D::Error::custom("must be an SA name or a list of them")),
         }
     }
+}
+
+/// The SAD holds SAs.
+pub(super) struct Sas;
+
+impl ListHolds for Sas {
+    const WHAT: &'static str = "SAs";
+}
+
+/// An SPD holds entries.
+pub(super) struct SpdEntries;
+
+impl ListHolds for SpdEntries {
+    const WHAT: &'static str = "entries";
 }
