@@ -52,7 +52,7 @@ fn appliance_without_role(file: &Path) -> Result<(), ConfigError> {
     if obj.contains_key("role") {
         return Ok(());
     }
-    let appliance_only: Vec<&str> = crate::config::FIELDS
+    let appliance_only: Vec<&str> = crate::config::fields()
         .iter()
         .copied()
         .filter(|f| !POLICY_FIELDS.contains(f) && obj.contains_key(*f))

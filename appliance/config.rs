@@ -154,8 +154,8 @@
 
 use bitsgw_io::OnLinkLoss;
 use bitsgw_ipsec::config::{
-    expect_object, get_bool, get_str, get_u64, parse_json, parse_policy, require_str, resolve_addr,
-    ConfigError, Ctx, PolicySet, Shown,
+    field_names, parse_json, parse_policy, read_document, resolve_addr, ConfigError, Ctx, Entries,
+    Flag, Int, PolicySet, Shown,
 };
 use bitsgw_ipsec::StageConfig;
 use bitsgw_mobility::classify::ClassifierMode;
@@ -163,7 +163,7 @@ use bitsgw_mobility::ha::{HaConfig, ServedNode};
 use bitsgw_mobility::mn::{Attachment, MnConfig};
 use bitsgw_pipeline::routed::Route;
 use bitsgw_pipeline::Layer2Policy;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -177,19 +177,25 @@ mod own_addresses;
 mod peers;
 #[path = "config/policy_file.rs"]
 mod policy_file;
+#[path = "config/raw.rs"]
+mod raw;
 #[path = "config/routes.rs"]
 mod routes;
 #[path = "config/service.rs"]
 mod service;
 
 pub use mobility_settings::parse_attachment;
-use mobility_settings::{home_agent, mobile_node, HA_FIELDS, MN_FIELDS};
+use mobility_settings::{home_agent, mobile_node};
 use own_addresses::own_addresses;
 pub use own_addresses::OwnAddresses;
 pub use peers::{peers_mismatch, PeerSettings, StartAction};
 pub use policy_file::load_policy_file;
+use raw::{
+    RawAppliance, RawHomeAgent, RawLayer2, RawMetrics, RawMobileNode, RawOwnAddresses, RawPort,
+    RawRoute, RawRoutes,
+};
 use routes::mode_and_routes;
-pub use service::metrics_settings;
+pub(crate) use service::metrics_settings;
 use service::{control_socket_path, group_id, user_ids};
 
 /// What the appliance does.
@@ -337,31 +343,9 @@ pub struct ApplianceConfig {
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/bitsgw";
 
 /// The fields of an appliance configuration.
-pub(crate) const FIELDS: &[&str] = &[
-    "role",
-    "policy",
-    "ports",
-    "mtu",
-    "workers",
-    "pipeline",
-    "queue_depth",
-    "control_socket",
-    "control_socket_group",
-    "on_link_loss",
-    "state_dir",
-    "udp_encap_ports",
-    "icmp_source_v4",
-    "icmp_source_v6",
-    "addresses",
-    "mobility",
-    "mode",
-    "routes",
-    "layer2",
-    "metrics",
-    "user",
-    "peers",
-    "comment",
-];
+pub(crate) fn fields() -> &'static [&'static str] {
+    field_names::<RawAppliance>()
+}
 
 /// Puts `prefix` in front of the field an error names (a reader called on
 /// a nested object names the field inside it).
@@ -376,50 +360,28 @@ fn within(prefix: &str) -> impl Fn(ConfigError) -> ConfigError + '_ {
     }
 }
 
-/// A list field: its items.
-fn list<'v>(
-    ctx: &Ctx<'_>,
-    obj: &'v Map<String, Value>,
-    field: &str,
-    what: &str,
-) -> Result<Option<&'v Vec<Value>>, ConfigError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a)),
-        Some(_) => Err(ctx.err(field, format!("must be a list of {what}"))),
-    }
-}
-
-fn port(
-    ctx: &Ctx<'_>,
-    ports: &serde_json::Map<String, Value>,
-    side: &str,
-) -> Result<PortConfig, ConfigError> {
+fn port(ctx: &Ctx<'_>, raw: Option<RawPort>, side: &str) -> Result<PortConfig, ConfigError> {
     let field = format!("ports.{side}");
-    let v = ports
-        .get(side)
-        .ok_or_else(|| ctx.err(&field, "is required (the appliance sits between two ports)"))?;
-    let obj = expect_object(ctx, v, &field, &["type", "interface", "name"])?;
+    let raw =
+        raw.ok_or_else(|| ctx.err(&field, "is required (the appliance sits between two ports)"))?;
     let sub = |k: &str| format!("{field}.{k}");
-    let kind = require_str(ctx, obj, "type").map_err(within(&field))?;
-    let name_of = |k: &str| -> Result<String, ConfigError> {
-        let n = get_str(ctx, obj, k)
-            .map_err(within(&field))?
-            .ok_or_else(|| ctx.err(&sub(k), format!("a {kind} port needs \"{k}\"")))?;
+    let kind = raw.kind.as_str();
+    let name_of = |k: &str, given: Option<String>| -> Result<String, ConfigError> {
+        let n = given.ok_or_else(|| ctx.err(&sub(k), format!("a {kind} port needs \"{k}\"")))?;
         if n.is_empty() || n.len() > 15 || n.contains(['/', ' ']) {
             return Err(ctx.err(
                 &sub(k),
-                format!("{} is not a valid interface name", Shown(n)),
+                format!("{} is not a valid interface name", Shown(&n)),
             ));
         }
-        Ok(n.to_string())
+        Ok(n)
     };
     match kind {
         "af_packet" => Ok(PortConfig::AfPacket {
-            interface: name_of("interface")?,
+            interface: name_of("interface", raw.interface)?,
         }),
         "tun" => Ok(PortConfig::Tun {
-            name: name_of("name")?,
+            name: name_of("name", raw.name)?,
         }),
         other => Err(ctx.err(
             &sub("type"),
@@ -451,43 +413,42 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
     };
     let root = parse_json(&ctx, text)?;
     ctx.entry = "appliance".into();
-    let obj = expect_object(&ctx, &root, "", FIELDS)?;
-    let role = match require_str(&ctx, obj, "role")? {
+    let raw: RawAppliance = read_document(&file, &root, Entries::Whole("appliance"))?;
+    let role = match raw.role.as_str() {
         "gateway" => Role::Gateway,
         "mn" => Role::MobileNode,
         "ha" => Role::HomeAgent,
         other => return Err(ctx.err("role", format!("{} is not gateway, mn or ha", Shown(other)))),
     };
-    let policy_name = require_str(&ctx, obj, "policy")?;
     // Paths are shown by `check` and in errors: one that could be a pasted
     // key is refused before it is.
-    for field in ["policy", "control_socket", "state_dir"] {
+    for (field, value) in [
+        ("policy", Some(&raw.policy)),
+        ("control_socket", raw.control_socket.as_ref()),
+        ("state_dir", raw.state_dir.as_ref()),
+    ] {
         // An absolute path is taken as one, however long (it is masked
         // where it is shown if it has a key's shape).
-        let key_like = |v: &&str| !v.starts_with('/') && Shown(v).is_key_like();
-        if let Some(v) = get_str(&ctx, obj, field)?.filter(key_like) {
+        let key_like = |v: &&String| !v.starts_with('/') && Shown(v).is_key_like();
+        if let Some(v) = value.filter(key_like) {
             return Err(ctx.err(field, format!("{} looks like a key, not a path", Shown(v))));
         }
     }
-    let policy_file = path.parent().unwrap_or(Path::new(".")).join(policy_name);
+    let policy_file = path.parent().unwrap_or(Path::new(".")).join(&raw.policy);
     let policy = load_policy_file(&policy_file)?;
-    let ports = obj
-        .get("ports")
-        .ok_or_else(|| ctx.err("ports", "is required"))?;
-    let ports = expect_object(&ctx, ports, "ports", &["host", "network"])?;
-    let host = port(&ctx, ports, "host")?;
-    let network = port(&ctx, ports, "network")?;
+    let host = port(&ctx, raw.ports.host, "host")?;
+    let network = port(&ctx, raw.ports.network, "network")?;
     if host == network {
         return Err(ctx.err("ports.network", "is the same port as ports.host"));
     }
     let mut stage = StageConfig::default();
-    if let Some(mtu) = get_u64(&ctx, obj, "mtu")? {
+    if let Some(Int(mtu)) = raw.mtu {
         if !(576..=9000).contains(&mtu) {
             return Err(ctx.err("mtu", "must be from 576 to 9000"));
         }
         stage.mtu = mtu as usize;
     }
-    let workers = get_u64(&ctx, obj, "workers")?.unwrap_or(1);
+    let workers = raw.workers.map_or(1, |Int(n)| n);
     if !(1..=64).contains(&workers) {
         return Err(ctx.err("workers", "must be from 1 to 64"));
     }
@@ -500,7 +461,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             ),
         ));
     }
-    let run_to_completion = match get_str(&ctx, obj, "pipeline")?.unwrap_or("workers") {
+    let run_to_completion = match raw.pipeline.as_deref().unwrap_or("workers") {
         "workers" => false,
         "run-to-completion" => true,
         other => {
@@ -525,7 +486,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             "run-to-completion uses one thread per port; leave workers at 1",
         ));
     }
-    let mobility = match (role, obj.get("mobility")) {
+    let mobility = match (role, raw.mobility) {
         (Role::Gateway, None) => None,
         (Role::Gateway, Some(_)) => {
             return Err(ctx.err("mobility", "only the mn and ha roles have a mobility stage"))
@@ -534,26 +495,25 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             return Err(ctx.err("mobility", format!("is required for role {}", role.name())))
         }
         (Role::HomeAgent, Some(v)) => {
-            let m = expect_object(&ctx, v, "mobility", HA_FIELDS)?;
+            let m: RawHomeAgent = read_document(&file, &v, Entries::Whole("appliance"))
+                .map_err(within("mobility"))?;
             Some(MobilitySettings::HomeAgent(
                 home_agent(&ctx, m, &policy.addresses).map_err(within("mobility"))?,
             ))
         }
         (Role::MobileNode, Some(v)) => {
-            let m = expect_object(&ctx, v, "mobility", MN_FIELDS)?;
+            let m: RawMobileNode = read_document(&file, &v, Entries::Whole("appliance"))
+                .map_err(within("mobility"))?;
             let (config, attachment) =
                 mobile_node(&ctx, m, &policy.addresses).map_err(within("mobility"))?;
             Some(MobilitySettings::MobileNode { config, attachment })
         }
     };
-    let queue_depth = get_u64(&ctx, obj, "queue_depth")?.unwrap_or(1024);
+    let queue_depth = raw.queue_depth.map_or(1024, |Int(n)| n);
     if !(16..=1 << 20).contains(&queue_depth) {
         return Err(ctx.err("queue_depth", "must be from 16 to 1048576"));
     }
-    if let Some(v) = obj.get("udp_encap_ports") {
-        let list = v
-            .as_array()
-            .ok_or_else(|| ctx.err("udp_encap_ports", "must be a list of ports"))?;
+    if let Some(list) = raw.udp_encap_ports.map(|l| l.0) {
         for p in list {
             let p = p
                 .as_u64()
@@ -578,8 +538,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             }
         }
     }
-    for (field, v6) in [("icmp_source_v4", false), ("icmp_source_v6", true)] {
-        if let Some(s) = get_str(&ctx, obj, field)? {
+    for (field, v6, text) in [
+        ("icmp_source_v4", false, &raw.icmp_source_v4),
+        ("icmp_source_v6", true, &raw.icmp_source_v6),
+    ] {
+        if let Some(s) = text {
             match s.parse::<IpAddr>() {
                 Ok(IpAddr::V4(a)) if !v6 => stage.icmp_source_v4 = Some(a.octets()),
                 Ok(IpAddr::V6(a)) if v6 => stage.icmp_source_v6 = Some(a.octets()),
@@ -592,29 +555,32 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
     }
     let control_socket = control_socket_path(
         &ctx,
-        get_str(&ctx, obj, "control_socket")?.unwrap_or("/run/bitsgw/bitsgw.sock"),
+        raw.control_socket
+            .as_deref()
+            .unwrap_or("/run/bitsgw/bitsgw.sock"),
     )?;
-    let control_socket_group = match obj.get("control_socket_group") {
-        None | Some(Value::Null) => None,
+    let control_socket_group = match &raw.control_socket_group {
+        None => None,
         Some(v) => Some(
             group_id(v, Path::new("/etc/group"))
                 .map_err(|problem| ctx.err("control_socket_group", problem))?,
         ),
     };
-    let on_link_loss = match get_str(&ctx, obj, "on_link_loss")?.unwrap_or("exit") {
+    let on_link_loss = match raw.on_link_loss.as_deref().unwrap_or("exit") {
         "exit" => OnLinkLoss::Fail,
         "wait" => OnLinkLoss::Wait,
         other => return Err(ctx.err("on_link_loss", format!("\"{other}\" is not exit or wait"))),
     };
-    let state_dir = match get_str(&ctx, obj, "state_dir")? {
+    let state_dir = match raw.state_dir.as_deref() {
         Some("") => return Err(ctx.err("state_dir", "must not be empty")),
         Some(d) => path.parent().unwrap_or(Path::new(".")).join(d),
         None => PathBuf::from(DEFAULT_STATE_DIR),
     };
-    let [host_addresses, network_addresses] = own_addresses(&ctx, obj)?;
+    let [host_addresses, network_addresses] = own_addresses(&ctx, raw.addresses)?;
     let (mode, routes) = mode_and_routes(
         &ctx,
-        obj,
+        raw.mode.as_deref(),
+        raw.routes,
         [&host, &network],
         [&host_addresses, &network_addresses],
     )?;
@@ -631,7 +597,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
     }
     let peers = peers::peers(
         ctx.file,
-        obj,
+        raw.peers,
         path.parent().unwrap_or(Path::new(".")),
         &policy,
         &network_addresses,
@@ -639,16 +605,16 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
     if !peers.is_empty() && role != Role::Gateway {
         return Err(ctx.err("peers", "only the gateway role keys SAs with IKEv2"));
     }
-    let layer2 = layer2_policy(&ctx, obj)?;
-    if mode == Mode::Routed && obj.contains_key("layer2") {
+    if mode == Mode::Routed && raw.layer2.is_some() {
         return Err(ctx.err(
             "layer2",
             "is for inline mode; routed mode forwards IP alone and drops tagged frames",
         ));
     }
-    let metrics = metrics_settings(&ctx, obj)?;
-    let user = match obj.get("user") {
-        None | Some(Value::Null) => None,
+    let layer2 = layer2_policy(&ctx, raw.layer2)?;
+    let metrics = metrics_settings(&ctx, raw.metrics)?;
+    let user = match &raw.user {
+        None => None,
         Some(v) => Some(
             user_ids(v, Path::new("/etc/passwd")).map_err(|problem| ctx.err("user", problem))?,
         ),
@@ -684,18 +650,13 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
 const MAX_LAYER2_ALLOW: usize = 16;
 
 /// The `layer2` object.
-fn layer2_policy(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<Layer2Policy, ConfigError> {
+fn layer2_policy(ctx: &Ctx<'_>, raw: Option<RawLayer2>) -> Result<Layer2Policy, ConfigError> {
     let mut policy = Layer2Policy::default();
-    let Some(v) = obj.get("layer2") else {
+    let Some(l) = raw else {
         return Ok(policy);
     };
-    let l = expect_object(ctx, v, "layer2", &["pass_unknown", "allow"])?;
-    policy.pass_unknown = get_bool(ctx, l, "pass_unknown")
-        .map_err(within("layer2"))?
-        .unwrap_or(false);
-    let items = list(ctx, l, "allow", "EtherTypes")
-        .map_err(within("layer2"))?
-        .map_or(&[][..], Vec::as_slice);
+    policy.pass_unknown = l.pass_unknown.is_some_and(|Flag(b)| b);
+    let items = l.allow.unwrap_or_default().0;
     if items.len() > MAX_LAYER2_ALLOW {
         return Err(ctx.err(
             "layer2.allow",
@@ -869,5 +830,93 @@ mod key_like_paths {
         let e = with(key).map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("looks like a key, not a path"), "{e}");
         assert!(!e.contains(&key[4..]), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod wrong_shapes {
+    //! Values of the wrong shape are refused at their path from the top
+    //! of the file, in nested objects and lists too, without showing the
+    //! value: a string where an object or a list belongs could be a key.
+
+    use super::{fields, parse};
+    use serde_json::{json, Value};
+    use std::path::Path;
+
+    const KEY: &str = "0x00112233445566778899aabbccddeeff01020304";
+
+    /// An example, an edit of it, and words its error must contain.
+    type Case<'a> = (&'a str, &'a dyn Fn(&mut Value), &'a [&'a str]);
+
+    fn refused(example: &str, edit: impl Fn(&mut Value)) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/configs")
+            .join(example);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut j: Value = serde_json::from_str(&text).unwrap_or_default();
+        edit(&mut j);
+        let e = parse(&j.to_string(), &path)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains(&KEY[4..]), "the key is echoed: {e}");
+        e
+    }
+
+    #[test]
+    fn wrong_shapes_name_the_path_and_never_the_value() {
+        let cases: [Case; 6] = [
+            (
+                "gateway-a.json",
+                &|j| j["ports"]["host"] = KEY.into(),
+                &[r#"appliance: field "ports.host""#, "must be an object"],
+            ),
+            (
+                "gateway-a.json",
+                &|j| j["udp_encap_ports"] = KEY.into(),
+                &[r#"field "udp_encap_ports""#, "must be a list of ports"],
+            ),
+            (
+                "gateway-a.json",
+                &|j| j["workers"] = KEY.into(),
+                &[r#"field "workers""#, "masked"],
+            ),
+            (
+                "gateway-a-routed.json",
+                &|j| j["routes"]["network"]["routes"] = json!([KEY]),
+                &[
+                    r#"field "routes.network.routes[0]""#,
+                    "must be a route like",
+                ],
+            ),
+            (
+                "ha.json",
+                &|j| j["mobility"]["nodes"][0]["home"] = json!(5),
+                &[r#"field "mobility.nodes[0].home""#, "must be a string"],
+            ),
+            (
+                "mn.json",
+                &|j| j["mobility"] = KEY.into(),
+                &[r#"field "mobility""#, "must be an object"],
+            ),
+        ];
+        for (example, edit, words) in cases {
+            let e = refused(example, edit);
+            for w in words {
+                assert!(e.contains(w), "{example}: {e:?} lacks {w:?}");
+            }
+        }
+    }
+
+    /// `check` tells an appliance configuration without a role by these.
+    #[test]
+    fn the_field_list_is_the_structs() {
+        let f = fields();
+        for name in [
+            "role", "policy", "ports", "layer2", "metrics", "user", "comment",
+        ] {
+            assert!(f.contains(&name), "{name} missing from {f:?}");
+        }
+        assert!(!f.contains(&"spd"));
     }
 }

@@ -3,29 +3,6 @@
 
 use super::*;
 
-pub(super) const HA_FIELDS: &[&str] = &[
-    "address",
-    "address_v4",
-    "home_prefixes",
-    "nodes",
-    "ipv4_pool",
-    "ipv4_prefix_len",
-    "max_lifetime_secs",
-    "nat_refresh_secs",
-    "force_udp",
-];
-
-pub(super) const MN_FIELDS: &[&str] = &[
-    "home_address",
-    "home_agent",
-    "home_agent_v4",
-    "home_v4",
-    "lifetime_secs",
-    "udp_port",
-    "classifier",
-    "attachment",
-];
-
 /// RFC 6275 6.1.7: lifetimes are in units of 4 seconds in 16 bits.
 const MAX_LIFETIME_SECS: u64 = 4 * 65535;
 
@@ -71,40 +48,27 @@ pub(super) fn addr_text(
     Ok(a)
 }
 
-/// An optional address field of `obj` (see [`addr_text`]).
+/// An optional address field (see [`addr_text`]).
 pub(super) fn addr_field(
     ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
     field: &str,
+    text: Option<&str>,
     names: &BTreeMap<String, IpAddr>,
     want_v6: bool,
 ) -> Result<Option<IpAddr>, ConfigError> {
-    get_str(ctx, obj, field)?
-        .map(|t| addr_text(ctx, field, t, names, want_v6, false))
+    text.map(|t| addr_text(ctx, field, t, names, want_v6, false))
         .transpose()
-}
-
-/// A required address field of `obj`.
-pub(super) fn require_addr(
-    ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
-    field: &str,
-    names: &BTreeMap<String, IpAddr>,
-    want_v6: bool,
-) -> Result<IpAddr, ConfigError> {
-    let t = require_str(ctx, obj, field)?;
-    addr_text(ctx, field, t, names, want_v6, false)
 }
 
 /// An optional integer field within `range`, or `default`.
 pub(super) fn u64_in(
     ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
     field: &str,
+    value: Option<Int>,
     default: u64,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<u64, ConfigError> {
-    let v = get_u64(ctx, obj, field)?.unwrap_or(default);
+    let v = value.map_or(default, |Int(v)| v);
     if !range.contains(&v) {
         return Err(ctx.err(
             field,
@@ -169,13 +133,16 @@ pub fn parse_attachment(mn: &MnConfig, text: &str) -> Result<Attachment, String>
 /// The `ha` role's `mobility` object; fields named relative to it.
 pub(super) fn home_agent(
     ctx: &Ctx<'_>,
-    m: &Map<String, Value>,
+    m: RawHomeAgent,
     names: &BTreeMap<String, IpAddr>,
 ) -> Result<HaConfig, ConfigError> {
-    let address = v6_of(require_addr(ctx, m, "address", names, true)?);
-    let address_v4 = addr_field(ctx, m, "address_v4", names, false)?.map(v4_of);
+    let address = v6_of(addr_text(ctx, "address", &m.address, names, true, false)?);
+    let address_v4 =
+        addr_field(ctx, "address_v4", m.address_v4.as_deref(), names, false)?.map(v4_of);
     let mut home_prefixes = Vec::new();
-    let prefixes = list(ctx, m, "home_prefixes", "IPv6 prefixes")?
+    let prefixes = m
+        .home_prefixes
+        .map(|l| l.0)
         .filter(|l| !l.is_empty())
         .ok_or_else(|| {
             ctx.err(
@@ -206,18 +173,26 @@ pub(super) fn home_agent(
         home_prefixes,
         nodes: Vec::new(),
         ipv4_pool: Vec::new(),
-        ipv4_prefix_len: u64_in(ctx, m, "ipv4_prefix_len", 24, 1..=32)? as u8,
+        ipv4_prefix_len: u64_in(ctx, "ipv4_prefix_len", m.ipv4_prefix_len, 24, 1..=32)? as u8,
         max_lifetime: Duration::from_secs(u64_in(
             ctx,
-            m,
             "max_lifetime_secs",
+            m.max_lifetime_secs,
             600,
             4..=MAX_LIFETIME_SECS,
         )?),
-        nat_refresh: Duration::from_secs(u64_in(ctx, m, "nat_refresh_secs", 110, 1..=65535)?),
-        force_udp: get_bool(ctx, m, "force_udp")?.unwrap_or(false),
+        nat_refresh: Duration::from_secs(u64_in(
+            ctx,
+            "nat_refresh_secs",
+            m.nat_refresh_secs,
+            110,
+            1..=65535,
+        )?),
+        force_udp: m.force_udp.is_some_and(|Flag(b)| b),
     };
-    let nodes = list(ctx, m, "nodes", "mobile nodes")?
+    let nodes = m
+        .nodes
+        .map(|l| l.0)
         .filter(|l| !l.is_empty())
         .ok_or_else(|| {
             ctx.err(
@@ -227,11 +202,22 @@ pub(super) fn home_agent(
         })?;
     for (i, n) in nodes.iter().enumerate() {
         let f = format!("nodes[{i}]");
-        let obj = expect_object(ctx, n, &f, &["home", "home_v4"])?;
-        let home = v6_of(require_addr(ctx, obj, "home", names, true).map_err(within(&f))?);
-        let home_v4 = addr_field(ctx, obj, "home_v4", names, false)
-            .map_err(within(&f))?
-            .map(v4_of);
+        let home = v6_of(addr_text(
+            ctx,
+            &format!("{f}.home"),
+            &n.home,
+            names,
+            true,
+            false,
+        )?);
+        let home_v4 = addr_field(
+            ctx,
+            &format!("{f}.home_v4"),
+            n.home_v4.as_deref(),
+            names,
+            false,
+        )?
+        .map(v4_of);
         if !cfg.in_home_prefix(&home) {
             return Err(ctx.err(
                 &format!("{f}.home"),
@@ -259,7 +245,7 @@ pub(super) fn home_agent(
         ));
     }
     let pool_err = |problem: String| ctx.err("ipv4_pool", problem);
-    match m.get("ipv4_pool") {
+    match &m.ipv4_pool {
         None | Some(Value::Null) => {}
         Some(Value::String(range)) => {
             let bad = || {
@@ -317,21 +303,50 @@ pub(super) fn home_agent(
 /// The `mn` role's `mobility` object; fields named relative to it.
 pub(super) fn mobile_node(
     ctx: &Ctx<'_>,
-    m: &Map<String, Value>,
+    m: RawMobileNode,
     names: &BTreeMap<String, IpAddr>,
 ) -> Result<(MnConfig, Option<Attachment>), ConfigError> {
-    let home = v6_of(require_addr(ctx, m, "home_address", names, true)?);
-    let ha = v6_of(require_addr(ctx, m, "home_agent", names, true)?);
+    let home = v6_of(addr_text(
+        ctx,
+        "home_address",
+        &m.home_address,
+        names,
+        true,
+        false,
+    )?);
+    let ha = v6_of(addr_text(
+        ctx,
+        "home_agent",
+        &m.home_agent,
+        names,
+        true,
+        false,
+    )?);
     if home == ha {
         return Err(ctx.err("home_agent", "is the home address"));
     }
     let mut cfg = MnConfig::new(home, ha);
-    cfg.home_agent_v4 = addr_field(ctx, m, "home_agent_v4", names, false)?.map(v4_of);
-    cfg.home_v4 = get_str(ctx, m, "home_v4")?
+    cfg.home_agent_v4 = addr_field(
+        ctx,
+        "home_agent_v4",
+        m.home_agent_v4.as_deref(),
+        names,
+        false,
+    )?
+    .map(v4_of);
+    cfg.home_v4 = m
+        .home_v4
+        .as_deref()
         .map(|t| addr_text(ctx, "home_v4", t, names, false, true))
         .transpose()?
         .map(v4_of);
-    let lifetime = u64_in(ctx, m, "lifetime_secs", 420, 4..=MAX_LIFETIME_SECS)?;
+    let lifetime = u64_in(
+        ctx,
+        "lifetime_secs",
+        m.lifetime_secs,
+        420,
+        4..=MAX_LIFETIME_SECS,
+    )?;
     if lifetime % 4 != 0 {
         return Err(ctx.err(
             "lifetime_secs",
@@ -339,8 +354,8 @@ pub(super) fn mobile_node(
         ));
     }
     cfg.lifetime = Duration::from_secs(lifetime);
-    cfg.udp_port = u64_in(ctx, m, "udp_port", 4191, 1..=65535)? as u16;
-    if let Some(c) = get_str(ctx, m, "classifier")? {
+    cfg.udp_port = u64_in(ctx, "udp_port", m.udp_port, 4191, 1..=65535)? as u16;
+    if let Some(c) = m.classifier.as_deref() {
         cfg.classifier = c.parse::<ClassifierMode>().map_err(|()| {
             ctx.err(
                 "classifier",
@@ -348,7 +363,9 @@ pub(super) fn mobile_node(
             )
         })?;
     }
-    let attachment = get_str(ctx, m, "attachment")?
+    let attachment = m
+        .attachment
+        .as_deref()
         .map(|t| parse_attachment(&cfg, t).map_err(|p| ctx.err("attachment", p)))
         .transpose()?;
     Ok((cfg, attachment))

@@ -30,24 +30,21 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 pub(super) fn own_addresses(
     ctx: &Ctx<'_>,
-    obj: &serde_json::Map<String, Value>,
+    raw: Option<RawOwnAddresses>,
 ) -> Result<[OwnAddresses; 2], ConfigError> {
     let mut out = [OwnAddresses::default(), OwnAddresses::default()];
-    let Some(v) = obj.get("addresses") else {
+    let Some(a) = raw else {
         return Ok(out);
     };
-    let a = expect_object(
-        ctx,
-        v,
-        "addresses",
-        &["host", "network", "host_mac", "network_mac"],
-    )?;
-    for (i, side) in ["host", "network"].into_iter().enumerate() {
+    for (i, (side, list, mac)) in [
+        ("host", a.host, a.host_mac),
+        ("network", a.network, a.network_mac),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let field = format!("addresses.{side}");
-        if let Some(list) = a.get(side) {
-            let list = list.as_array().ok_or_else(|| {
-                ctx.err(&field, "must be a list of addresses with prefix lengths")
-            })?;
+        if let Some(list) = list.map(|l| l.0) {
             if list.len() > MAX_OWN_ADDRESSES {
                 return Err(ctx.err(
                     &field,
@@ -57,11 +54,8 @@ pub(super) fn own_addresses(
                     ),
                 ));
             }
-            for (n, item) in list.iter().enumerate() {
+            for (n, text) in list.iter().enumerate() {
                 let f = format!("{field}[{n}]");
-                let text = item
-                    .as_str()
-                    .ok_or_else(|| ctx.err(&f, "must be a string like \"192.0.2.1/24\""))?;
                 let bad = || {
                     ctx.err(&f, format!("{} is not an address with a prefix length (like \"192.0.2.1/24\" or \"2001:db8::1/64\")", Shown(text)))
                 };
@@ -85,14 +79,13 @@ pub(super) fn own_addresses(
                 out[i].addresses.push((addr, len));
             }
         }
-        let mac_field = format!("{side}_mac");
-        if let Some(m) = get_str(ctx, a, &mac_field).map_err(within("addresses"))? {
-            let mac = parse_mac(m).ok_or_else(|| {
+        if let Some(m) = mac {
+            let mac = parse_mac(&m).ok_or_else(|| {
                 ctx.err(
-                    &format!("addresses.{mac_field}"),
+                    &format!("addresses.{side}_mac"),
                     format!(
                         "{} is not a unicast MAC address like \"02:00:00:00:00:01\"",
-                        Shown(m)
+                        Shown(&m)
                     ),
                 )
             })?;

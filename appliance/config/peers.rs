@@ -30,28 +30,11 @@
 //! trailing newline ignored; it must not be readable by group or others.
 //! The key is never logged or shown, and is zeroized when dropped.
 
+use super::raw::{Peers, ProposalNames, RawChild, RawPeer};
 use super::*;
+use bitsgw_ipsec::config::ListOf;
 use bitsgw_ipsec::sa::{Direction, Mode as SaMode};
 use zeroize::Zeroizing;
-
-/// The fields of a peer.
-const PEER_FIELDS: &[&str] = &[
-    "name",
-    "local",
-    "remote",
-    "local_id",
-    "remote_id",
-    "psk_file",
-    "ike_proposals",
-    "esp_proposals",
-    "ike_lifetime_secs",
-    "child_lifetime_secs",
-    "rekey_jitter_secs",
-    "liveness_secs",
-    "start",
-    "children",
-    "comment",
-];
 
 /// What the appliance does with a peer when it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,34 +134,21 @@ fn read_psk(ctx: &Ctx<'_>, path: &Path, shown: &str) -> Result<Zeroizing<Vec<u8>
     Ok(key)
 }
 
-fn strings(
+/// A list of proposals, as written: at least one.
+fn proposals(
     ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
+    list: Option<ListOf<String, ProposalNames>>,
     field: &str,
 ) -> Result<Vec<String>, ConfigError> {
-    let items = obj
-        .get(field)
-        .and_then(Value::as_array)
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| ctx.err(field, "must be a non-empty list of names"))?;
-    items
-        .iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| ctx.err(field, "must be a list of strings"))
-        })
-        .collect()
+    list.map(|l| l.0)
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ctx.err(field, "must be a non-empty list of names"))
 }
 
-fn secs(
-    ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<Duration>, ConfigError> {
-    match get_u64(ctx, obj, field)? {
-        Some(0) => Err(ctx.err(field, "must not be zero")),
-        s => Ok(s.map(Duration::from_secs)),
+fn secs(ctx: &Ctx<'_>, value: Option<Int>, field: &str) -> Result<Option<Duration>, ConfigError> {
+    match value {
+        Some(Int(0)) => Err(ctx.err(field, "must not be zero")),
+        s => Ok(s.map(|Int(s)| Duration::from_secs(s))),
     }
 }
 
@@ -214,155 +184,27 @@ pub fn peers_mismatch(peers: &[PeerSettings], policy: &PolicySet) -> Option<Stri
 /// Parses `peers` and checks it against the policy and the network
 /// addresses: every IKE-keyed SA of the policy is keyed by exactly one
 /// peer, and every SA a peer names is IKE-keyed in the right direction.
+/// Each peer is read on its own, so that an error names it
+/// (`peers[0] "site-b"`) as the checks after reading do.
 pub(super) fn peers(
     file: &str,
-    obj: &Map<String, Value>,
+    list: Option<ListOf<Value, Peers>>,
     dir: &Path,
     policy: &PolicySet,
     network: &OwnAddresses,
 ) -> Result<Vec<PeerSettings>, ConfigError> {
-    let mut ctx = Ctx {
-        file,
-        entry: "peers".into(),
-    };
     let mut out: Vec<PeerSettings> = Vec::new();
-    let list = match obj.get("peers") {
-        None | Some(Value::Null) => &[][..],
-        Some(Value::Array(a)) => a.as_slice(),
-        Some(_) => return Err(ctx.err("", "must be a list of peers")),
-    };
-    let mut keyed: Vec<&str> = Vec::new();
-    for (i, v) in list.iter().enumerate() {
+    let mut keyed: Vec<String> = Vec::new();
+    for (i, v) in list.unwrap_or_default().0.iter().enumerate() {
         let label = v.get("name").and_then(Value::as_str).unwrap_or("");
-        ctx.entry = format!("peers[{i}] {}", Shown(label));
-        let p = expect_object(&ctx, v, "", PEER_FIELDS)?;
-        let name = require_str(&ctx, p, "name")?.to_string();
-        if out.iter().any(|o| o.name == name) {
-            return Err(ctx.err("name", "another peer has this name"));
-        }
-        let addr = |field: &str| -> Result<IpAddr, ConfigError> {
-            let s = require_str(&ctx, p, field)?;
-            resolve_addr(&ctx, field, s, &policy.addresses)
+        let ctx = Ctx {
+            file,
+            entry: format!("peers[{i}] {}", Shown(label)),
         };
-        let (local, remote) = (addr("local")?, addr("remote")?);
-        if !network.addresses.iter().any(|(a, _)| *a == local) {
-            return Err(ctx.err(
-                "local",
-                format!(
-                    "{local} is not one of the appliance's network addresses (addresses.network)"
-                ),
-            ));
-        }
-        if local.is_ipv4() != remote.is_ipv4() {
-            return Err(ctx.err("remote", "local and remote must be of one address family"));
-        }
-        if out.iter().any(|o| o.remote == remote && o.local == local) {
-            return Err(ctx.err("remote", "another peer has these addresses"));
-        }
-        let id = |field: &str| -> Result<String, ConfigError> {
-            let s = require_str(&ctx, p, field)?;
-            bitsgw_ike::names::identity(s).map_err(|e| ctx.err(field, e))?;
-            Ok(s.to_string())
-        };
-        let (local_id, remote_id) = (id("local_id")?, id("remote_id")?);
-        let psk_name = require_str(&ctx, p, "psk_file")?;
-        let psk = read_psk(&ctx, &dir.join(psk_name), psk_name)?;
-        let ike_proposals = strings(&ctx, p, "ike_proposals")?;
-        for (j, s) in ike_proposals.iter().enumerate() {
-            bitsgw_ike::names::ike_proposal(s)
-                .map_err(|e| ctx.err(&format!("ike_proposals[{j}]"), e))?;
-        }
-        let esp_proposals = strings(&ctx, p, "esp_proposals")?;
-        for (j, s) in esp_proposals.iter().enumerate() {
-            bitsgw_ike::names::esp_proposal(s)
-                .map_err(|e| ctx.err(&format!("esp_proposals[{j}]"), e))?;
-        }
-        let start = match get_str(&ctx, p, "start")?.unwrap_or("respond") {
-            "initiate" => StartAction::Initiate,
-            "respond" => StartAction::Respond,
-            other => {
-                return Err(ctx.err(
-                    "start",
-                    format!("{} is not initiate or respond", Shown(other)),
-                ))
-            }
-        };
-        let children_v = p
-            .get("children")
-            .and_then(Value::as_array)
-            .ok_or_else(|| ctx.err("children", "must be a list of children"))?;
-        if children_v.len() != 1 {
-            return Err(ctx.err(
-                "children",
-                "one child (an outbound and an inbound SA) per peer is supported",
-            ));
-        }
-        let mut children = Vec::new();
-        for (j, c) in children_v.iter().enumerate() {
-            let field = format!("children[{j}]");
-            let c = expect_object(&ctx, c, &field, &["outbound", "inbound"])?;
-            let mut sa = |dir_name: &str, want: Direction| -> Result<String, ConfigError> {
-                let f = format!("{field}.{dir_name}");
-                let n = get_str(&ctx, c, dir_name)
-                    .map_err(within(&field))?
-                    .ok_or_else(|| ctx.err(&f, "is required"))?;
-                let Some(sa) = policy.ike_sa(n) else {
-                    let why = if policy.sa_direction_mode(n).is_some() {
-                        "has static keys in the policy file; an SA keyed by a peer is \"keyed_by\": \"ike\" there"
-                    } else {
-                        "is not an SA of the policy file"
-                    };
-                    return Err(ctx.err(&f, format!("{} {why}", Shown(n))));
-                };
-                if sa.direction != want {
-                    return Err(ctx.err(
-                        &f,
-                        format!("{} is {}, not {dir_name}", Shown(n), sa.direction.name()),
-                    ));
-                }
-                if keyed.contains(&n) {
-                    return Err(ctx.err(&f, format!("{} is keyed by another child", Shown(n))));
-                }
-                keyed.push(n);
-                Ok(n.to_string())
-            };
-            let outbound = sa("outbound", Direction::Outbound)?;
-            let inbound = sa("inbound", Direction::Inbound)?;
-            let mode = |n: &str| policy.ike_sa(n).map(|s| s.mode);
-            if matches!(mode(&outbound), Some(SaMode::Transport))
-                != matches!(mode(&inbound), Some(SaMode::Transport))
-            {
-                return Err(ctx.err(
-                    &format!("{field}.inbound"),
-                    "the outbound and the inbound SA must be of one mode",
-                ));
-            }
-            children.push(ChildSettings { outbound, inbound });
-        }
-        let child_lifetime =
-            secs(&ctx, p, "child_lifetime_secs")?.unwrap_or(Duration::from_secs(3600));
-        out.push(PeerSettings {
-            name,
-            local,
-            remote,
-            local_id,
-            remote_id,
-            psk,
-            ike_proposals,
-            esp_proposals,
-            ike_lifetime: secs(&ctx, p, "ike_lifetime_secs")?.unwrap_or(Duration::from_secs(14400)),
-            child_lifetime,
-            rekey_jitter: secs(&ctx, p, "rekey_jitter_secs")?.unwrap_or(child_lifetime / 10),
-            liveness: secs(&ctx, p, "liveness_secs")?,
-            start,
-            children,
-        });
+        let p: RawPeer = read_document(file, v, Entries::Whole(&ctx.entry))?;
+        out.push(peer(&ctx, p, dir, policy, network, &out, &mut keyed)?);
     }
-    if let Some(sa) = policy
-        .ike_sas
-        .iter()
-        .find(|s| !keyed.contains(&s.name.as_str()))
-    {
+    if let Some(sa) = policy.ike_sas.iter().find(|s| !keyed.contains(&s.name)) {
         return Err(ConfigError {
             file: policy.file.clone(),
             entry: format!("sad {}", Shown(&sa.name)),
@@ -371,6 +213,142 @@ pub(super) fn peers(
         });
     }
     Ok(out)
+}
+
+/// One peer, checked against the peers before it (`others`) and the SAs
+/// they key (`keyed`, which its children join).
+fn peer(
+    ctx: &Ctx<'_>,
+    p: RawPeer,
+    dir: &Path,
+    policy: &PolicySet,
+    network: &OwnAddresses,
+    others: &[PeerSettings],
+    keyed: &mut Vec<String>,
+) -> Result<PeerSettings, ConfigError> {
+    if others.iter().any(|o| o.name == p.name) {
+        return Err(ctx.err("name", "another peer has this name"));
+    }
+    let addr = |field: &str, s: &str| resolve_addr(ctx, field, s, &policy.addresses);
+    let (local, remote) = (addr("local", &p.local)?, addr("remote", &p.remote)?);
+    if !network.addresses.iter().any(|(a, _)| *a == local) {
+        return Err(ctx.err(
+            "local",
+            format!("{local} is not one of the appliance's network addresses (addresses.network)"),
+        ));
+    }
+    if local.is_ipv4() != remote.is_ipv4() {
+        return Err(ctx.err("remote", "local and remote must be of one address family"));
+    }
+    if others
+        .iter()
+        .any(|o| o.remote == remote && o.local == local)
+    {
+        return Err(ctx.err("remote", "another peer has these addresses"));
+    }
+    for (field, id) in [("local_id", &p.local_id), ("remote_id", &p.remote_id)] {
+        bitsgw_ike::names::identity(id).map_err(|e| ctx.err(field, e))?;
+    }
+    let psk = read_psk(ctx, &dir.join(&p.psk_file), &p.psk_file)?;
+    let ike_proposals = proposals(ctx, p.ike_proposals, "ike_proposals")?;
+    for (j, s) in ike_proposals.iter().enumerate() {
+        bitsgw_ike::names::ike_proposal(s)
+            .map_err(|e| ctx.err(&format!("ike_proposals[{j}]"), e))?;
+    }
+    let esp_proposals = proposals(ctx, p.esp_proposals, "esp_proposals")?;
+    for (j, s) in esp_proposals.iter().enumerate() {
+        bitsgw_ike::names::esp_proposal(s)
+            .map_err(|e| ctx.err(&format!("esp_proposals[{j}]"), e))?;
+    }
+    let start = match p.start.as_deref().unwrap_or("respond") {
+        "initiate" => StartAction::Initiate,
+        "respond" => StartAction::Respond,
+        other => {
+            return Err(ctx.err(
+                "start",
+                format!("{} is not initiate or respond", Shown(other)),
+            ))
+        }
+    };
+    let children_given = p
+        .children
+        .ok_or_else(|| ctx.err("children", "must be a list of children"))?
+        .0;
+    if children_given.len() != 1 {
+        return Err(ctx.err(
+            "children",
+            "one child (an outbound and an inbound SA) per peer is supported",
+        ));
+    }
+    let mut children = Vec::new();
+    for (j, c) in children_given.into_iter().enumerate() {
+        children.push(child(ctx, &format!("children[{j}]"), c, policy, keyed)?);
+    }
+    let child_lifetime = secs(ctx, p.child_lifetime_secs, "child_lifetime_secs")?
+        .unwrap_or(Duration::from_secs(3600));
+    Ok(PeerSettings {
+        name: p.name,
+        local,
+        remote,
+        local_id: p.local_id,
+        remote_id: p.remote_id,
+        psk,
+        ike_proposals,
+        esp_proposals,
+        ike_lifetime: secs(ctx, p.ike_lifetime_secs, "ike_lifetime_secs")?
+            .unwrap_or(Duration::from_secs(14400)),
+        child_lifetime,
+        rekey_jitter: secs(ctx, p.rekey_jitter_secs, "rekey_jitter_secs")?
+            .unwrap_or(child_lifetime / 10),
+        liveness: secs(ctx, p.liveness_secs, "liveness_secs")?,
+        start,
+        children,
+    })
+}
+
+/// A child (`field`, such as `children[0]`): an outbound and an inbound
+/// IKE-keyed SA of the policy, of one mode, that no other child keys.
+fn child(
+    ctx: &Ctx<'_>,
+    field: &str,
+    c: RawChild,
+    policy: &PolicySet,
+    keyed: &mut Vec<String>,
+) -> Result<ChildSettings, ConfigError> {
+    let mut sa = |dir_name: &str, n: String, want: Direction| -> Result<String, ConfigError> {
+        let f = format!("{field}.{dir_name}");
+        let Some(sa) = policy.ike_sa(&n) else {
+            let why = if policy.sa_direction_mode(&n).is_some() {
+                "has static keys in the policy file; an SA keyed by a peer is \"keyed_by\": \"ike\" there"
+            } else {
+                "is not an SA of the policy file"
+            };
+            return Err(ctx.err(&f, format!("{} {why}", Shown(&n))));
+        };
+        if sa.direction != want {
+            return Err(ctx.err(
+                &f,
+                format!("{} is {}, not {dir_name}", Shown(&n), sa.direction.name()),
+            ));
+        }
+        if keyed.contains(&n) {
+            return Err(ctx.err(&f, format!("{} is keyed by another child", Shown(&n))));
+        }
+        keyed.push(n.clone());
+        Ok(n)
+    };
+    let outbound = sa("outbound", c.outbound, Direction::Outbound)?;
+    let inbound = sa("inbound", c.inbound, Direction::Inbound)?;
+    let mode = |n: &str| policy.ike_sa(n).map(|s| s.mode);
+    if matches!(mode(&outbound), Some(SaMode::Transport))
+        != matches!(mode(&inbound), Some(SaMode::Transport))
+    {
+        return Err(ctx.err(
+            &format!("{field}.inbound"),
+            "the outbound and the inbound SA must be of one mode",
+        ));
+    }
+    Ok(ChildSettings { outbound, inbound })
 }
 
 #[cfg(test)]
@@ -434,6 +412,47 @@ mod tests {
             "{e}"
         );
         assert!(!e.to_string().contains("sixteen"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn read_errors_name_the_peer_and_the_field() {
+        let (dir, text) = setup("read", 0o600);
+        let path = dir.join("c.json");
+        let at = |t: String| {
+            let e = parse(&t, &path).unwrap_err();
+            (e.entry, e.field, e.problem)
+        };
+        let peer = "peers[0] \"b\"".to_string();
+        let (entry, field, problem) = at(text(CHILD, "k.psk").replace("psk_file", "pks_file"));
+        assert_eq!((&entry, field.as_str()), (&peer, "pks_file"));
+        assert!(problem.starts_with("unknown field"), "{problem}");
+        let (entry, field, problem) = at(text(r#"{"outbound": "out"}"#, "k.psk"));
+        assert_eq!(
+            (&entry, field.as_str(), problem.as_str()),
+            (&peer, "children[0].inbound", "is required")
+        );
+        let (entry, field, _) = at(text(CHILD, "k.psk").replace(
+            r#""esp_proposals": ["aes128gcm16"]"#,
+            r#""esp_proposals": ["aes128gcm16", 5]"#,
+        ));
+        assert_eq!((&entry, field.as_str()), (&peer, "esp_proposals[1]"));
+        let (entry, field, problem) = at(text(CHILD, "k.psk").replace(
+            r#""esp_proposals": ["aes128gcm16"]"#,
+            r#""esp_proposals": []"#,
+        ));
+        assert_eq!(
+            (&entry, field.as_str(), problem.as_str()),
+            (&peer, "esp_proposals", "must be a non-empty list of names")
+        );
+        let (entry, field, problem) = at(text(CHILD, "k.psk").replace(
+            r#""start": "initiate""#,
+            r#""liveness_secs": 0, "start": "initiate""#,
+        ));
+        assert_eq!(
+            (&entry, field.as_str(), problem.as_str()),
+            (&peer, "liveness_secs", "must not be zero")
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

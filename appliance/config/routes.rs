@@ -88,31 +88,18 @@ pub(super) fn on_link_via(
 /// A side's `routes` list: `[{"prefix": "...", "via": "..."}]`.
 pub(super) fn route_list(
     ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
+    routes: Option<Vec<RawRoute>>,
     side: &str,
     own: &OwnAddresses,
     out: &mut Vec<Route>,
 ) -> Result<(), ConfigError> {
-    let Some(items) = list(
-        ctx,
-        obj,
-        "routes",
-        "routes like {\"prefix\": \"10.1.0.0/16\", \"via\": \"192.0.2.2\"}",
-    )
-    .map_err(within(&format!("routes.{side}")))?
-    else {
-        return Ok(());
-    };
-    for (i, item) in items.iter().enumerate() {
+    for (i, r) in routes.unwrap_or_default().iter().enumerate() {
         let f = format!("routes.{side}.routes[{i}]");
-        let r = expect_object(ctx, item, &f, &["prefix", "via"])?;
-        let prefix = require_str(ctx, r, "prefix").map_err(within(&f))?;
-        let (prefix, len) = prefix_text(ctx, &format!("{f}.prefix"), prefix)?;
-        let via = require_str(ctx, r, "via").map_err(within(&f))?;
+        let (prefix, len) = prefix_text(ctx, &format!("{f}.prefix"), &r.prefix)?;
         let via = on_link_via(
             ctx,
             &format!("{f}.via"),
-            via,
+            &r.via,
             side,
             own,
             Some(prefix.is_ipv6()),
@@ -129,17 +116,18 @@ pub(super) fn route_list(
 /// `mode` and `routes`: routed mode's checks and routes.
 pub(super) fn mode_and_routes(
     ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
+    mode: Option<&str>,
+    routes: Option<RawRoutes>,
     ports: [&PortConfig; 2],
     own: [&OwnAddresses; 2],
 ) -> Result<(Mode, Option<RouteSettings>), ConfigError> {
-    let mode = match get_str(ctx, obj, "mode")?.unwrap_or("inline") {
+    let mode = match mode.unwrap_or("inline") {
         "inline" => Mode::Inline,
         "routed" => Mode::Routed,
         other => return Err(ctx.err("mode", format!("{} is not inline or routed", Shown(other)))),
     };
     if mode == Mode::Inline {
-        if obj.contains_key("routes") {
+        if routes.is_some() {
             return Err(ctx.err("routes", "is for routed mode only (\"mode\": \"routed\")"));
         }
         return Ok((mode, None));
@@ -167,13 +155,12 @@ pub(super) fn mode_and_routes(
             ));
         }
     }
-    let v = obj.get("routes").ok_or_else(|| {
+    let routes = routes.ok_or_else(|| {
         ctx.err(
             "routes",
             "is required in routed mode, like {\"network\": {\"default_via\": \"203.0.113.254\"}}",
         )
     })?;
-    let routes = expect_object(ctx, v, "routes", &["host", "network"])?;
     let mut out = RouteSettings::default();
     // Host side: the host addresses' prefixes are on-link.
     for (a, len) in &own[0].addresses {
@@ -183,24 +170,20 @@ pub(super) fn mode_and_routes(
             via: None,
         });
     }
-    if let Some(h) = routes.get("host") {
-        let h = expect_object(ctx, h, "routes.host", &["routes"])?;
-        route_list(ctx, h, "host", own[0], &mut out.host)?;
+    if let Some(h) = routes.host {
+        route_list(ctx, h.routes.map(|l| l.0), "host", own[0], &mut out.host)?;
     }
-    let n = routes.get("network").ok_or_else(|| {
+    let n = routes.network.ok_or_else(|| {
         ctx.err(
             "routes.network",
             "is required in routed mode: the network side's default router, like {\"default_via\": \"203.0.113.254\"}",
         )
     })?;
-    let n = expect_object(
-        ctx,
-        n,
-        "routes.network",
-        &["default_via", "v6_default_via", "routes"],
-    )?;
-    for (field, v6) in [("default_via", false), ("v6_default_via", true)] {
-        let Some(t) = get_str(ctx, n, field).map_err(within("routes.network"))? else {
+    for (field, v6, text) in [
+        ("default_via", false, &n.default_via),
+        ("v6_default_via", true, &n.v6_default_via),
+    ] {
+        let Some(t) = text else {
             continue;
         };
         let via = on_link_via(
@@ -228,6 +211,12 @@ pub(super) fn mode_and_routes(
             "needs default_via (IPv4) or v6_default_via (IPv6): where the network side's traffic goes",
         ));
     }
-    route_list(ctx, n, "network", own[1], &mut out.network)?;
+    route_list(
+        ctx,
+        n.routes.map(|l| l.0),
+        "network",
+        own[1],
+        &mut out.network,
+    )?;
     Ok((mode, Some(out)))
 }

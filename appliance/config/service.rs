@@ -105,19 +105,14 @@ pub const DEFAULT_METRICS_PORT: u16 = 9474;
 /// loopback address is refused unless `"allow_remote": true`: the counters
 /// say what traffic crosses the appliance, and the endpoint has no
 /// authentication (a firewall or a reverse proxy is then the operator's).
-pub fn metrics_settings(
+pub(crate) fn metrics_settings(
     ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
+    raw: Option<RawMetrics>,
 ) -> Result<Option<SocketAddr>, ConfigError> {
-    let Some(v) = obj.get("metrics") else {
+    let Some(m) = raw else {
         return Ok(None);
     };
-    let m = expect_object(ctx, v, "metrics", &["listen", "allow_remote"])?;
-    let in_metrics = |mut e: ConfigError| {
-        e.field = format!("metrics.{}", e.field);
-        e
-    };
-    let addr = match get_str(ctx, m, "listen").map_err(in_metrics)? {
+    let addr = match m.listen {
         None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT)),
         Some(text) => text.parse::<SocketAddr>().map_err(|_| {
             ctx.err(
@@ -126,9 +121,7 @@ pub fn metrics_settings(
             )
         })?,
     };
-    let remote = get_bool(ctx, m, "allow_remote")
-        .map_err(in_metrics)?
-        .unwrap_or(false);
+    let remote = m.allow_remote.is_some_and(|Flag(b)| b);
     if !addr.ip().is_loopback() && !remote {
         return Err(ctx.err(
             "metrics.listen",
@@ -213,10 +206,17 @@ mod run_as_user {
 
 #[cfg(test)]
 mod metrics_endpoint {
-    use super::{metrics_settings, DEFAULT_METRICS_PORT};
-    use bitsgw_ipsec::config::Ctx;
+    use super::{metrics_settings, RawMetrics, DEFAULT_METRICS_PORT};
+    use bitsgw_ipsec::config::{read_document, Ctx, Entries};
     use serde_json::Value;
     use std::net::SocketAddr;
+
+    /// The `metrics` object alone.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        metrics: Option<RawMetrics>,
+    }
 
     fn listen(json: &str) -> Result<Option<SocketAddr>, String> {
         let ctx = Ctx {
@@ -224,8 +224,9 @@ mod metrics_endpoint {
             entry: "appliance".into(),
         };
         let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
-        let obj = v.as_object().cloned().unwrap_or_default();
-        metrics_settings(&ctx, &obj).map_err(|e| e.to_string())
+        let doc: Doc =
+            read_document("gw.json", &v, Entries::Whole("appliance")).map_err(|e| e.to_string())?;
+        metrics_settings(&ctx, doc.metrics).map_err(|e| e.to_string())
     }
 
     #[test]

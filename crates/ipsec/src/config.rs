@@ -31,7 +31,6 @@ use crate::selector::{proto, Addr, AddrSel, ProtoSel, Range16, Selector};
 use crate::spd::{Action, SpdEntry};
 use crate::stage::IpsecStage;
 use bitsgw_wire::Timestamp;
-use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -41,14 +40,17 @@ mod checks;
 mod entry;
 mod ike_keyed;
 mod json;
+mod raw;
 
 use checks::validate;
 use entry::parse_entry;
+use ike_keyed::parse_ike_keyed;
 pub use ike_keyed::IkeKeyedSa;
-use ike_keyed::{is_ike_keyed, parse_ike_keyed};
 pub use json::{
-    expect_object, get_bool, get_str, get_u64, parse_int, parse_json, require_str, Ctx, Shown,
+    field_names, parse_int, parse_json, read_document, Ctx, Entries, Flag, HexKey, Int, ListHolds,
+    ListOf, Shown,
 };
+use raw::{KeyedBy, RawLimits, RawPolicy, RawSa, RawTunnel};
 
 /// A configuration error: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,25 +145,6 @@ pub struct PolicySet {
 /// keys (see [`PolicySet::danger_static_keys_for_counter_mode`]).
 pub const DANGER_STATIC_KEYS: &str = "danger_static_keys_for_counter_mode";
 
-fn parse_hex_key(ctx: &Ctx<'_>, field: &str, s: &str) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
-    let hex = s
-        .strip_prefix("0x")
-        .or_else(|| s.strip_prefix("0X"))
-        .unwrap_or(s);
-    if !hex.len().is_multiple_of(2) {
-        return Err(ctx.err(field, "hex key has an odd number of digits"));
-    }
-    let mut out = Zeroizing::new(Vec::with_capacity(hex.len() / 2));
-    for pair in hex.as_bytes().chunks(2) {
-        let digit = |c: u8| (c as char).to_digit(16);
-        match (digit(pair[0]), digit(pair[1])) {
-            (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
-            _ => return Err(ctx.err(field, "key is not hexadecimal")),
-        }
-    }
-    Ok(out)
-}
-
 /// An address field: an IP address, or a name from the policy file's
 /// `addresses`.
 pub fn resolve_addr(
@@ -181,46 +164,20 @@ pub fn resolve_addr(
     })
 }
 
-const SA_FIELDS: &[&str] = &[
-    "name",
-    "direction",
-    "spi",
-    "mode",
-    "tunnel",
-    "transform",
-    "enc_key",
-    "auth_key",
-    "backend",
-    "replay_window",
-    "esn",
-    "lifetime",
-    "udp_encap",
-    "keyed_by",
-    "comment",
-];
-
-fn parse_limits(ctx: &Ctx<'_>, v: Option<&Value>, field: &str) -> Result<Limits, ConfigError> {
-    let Some(v) = v else {
-        return Ok(Limits::default());
+fn parse_limits(raw: Option<RawLimits>) -> Limits {
+    let Some(raw) = raw else {
+        return Limits::default();
     };
-    let obj = expect_object(ctx, v, field, &["seconds", "bytes", "packets"])?;
-    let get = |k: &str| -> Result<Option<u64>, ConfigError> {
-        get_u64(ctx, obj, k)
-            .map_err(|mut e| {
-                e.field = format!("{field}.{k}");
-                e
-            })
-            .map(|v| v.filter(|n| *n != 0))
-    };
-    Ok(Limits {
-        seconds: get("seconds")?,
-        bytes: get("bytes")?,
-        packets: get("packets")?,
-    })
+    let limit = |v: Option<Int>| v.map(|Int(n)| n).filter(|n| *n != 0);
+    Limits {
+        seconds: limit(raw.seconds),
+        bytes: limit(raw.bytes),
+        packets: limit(raw.packets),
+    }
 }
 
-fn parse_direction(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<Direction, ConfigError> {
-    match require_str(ctx, obj, "direction")? {
+fn parse_direction(ctx: &Ctx<'_>, direction: &str) -> Result<Direction, ConfigError> {
+    match direction {
         "inbound" | "in" => Ok(Direction::Inbound),
         "outbound" | "out" => Ok(Direction::Outbound),
         other => Err(ctx.err(
@@ -230,8 +187,8 @@ fn parse_direction(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<Direction,
     }
 }
 
-fn parse_backend(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<BackendSetting, ConfigError> {
-    match get_str(ctx, obj, "backend")? {
+fn parse_backend(ctx: &Ctx<'_>, backend: Option<&str>) -> Result<BackendSetting, ConfigError> {
+    match backend {
         None => Ok(BackendSetting::Auto),
         Some(s) => BackendSetting::from_name(s).ok_or_else(|| {
             ctx.err(
@@ -242,8 +199,8 @@ fn parse_backend(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<BackendSetti
     }
 }
 
-fn parse_replay_window(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<u32, ConfigError> {
-    let replay_window = get_u64(ctx, obj, "replay_window")?.unwrap_or(64);
+fn parse_replay_window(ctx: &Ctx<'_>, replay_window: Option<Int>) -> Result<u32, ConfigError> {
+    let replay_window = replay_window.map_or(64, |Int(n)| n);
     if replay_window > u64::from(crate::anti_replay::MAX_WINDOW) {
         return Err(ctx.err(
             "replay_window",
@@ -256,32 +213,21 @@ fn parse_replay_window(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<u32, C
 /// `mode` (tunnel unless given) and, in tunnel mode, `tunnel`'s endpoints.
 fn parse_mode(
     ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
+    mode: Option<&str>,
+    tunnel: Option<RawTunnel>,
     names: &BTreeMap<String, IpAddr>,
 ) -> Result<Mode, ConfigError> {
-    let mode_name = get_str(ctx, obj, "mode")?.unwrap_or("tunnel");
-    match mode_name {
-        "transport" => {
-            if obj.contains_key("tunnel") {
-                return Err(ctx.err("tunnel", "transport mode has no tunnel endpoints"));
-            }
-            Ok(Mode::Transport)
-        }
-        "tunnel" => {
-            let t = obj
-                .get("tunnel")
-                .ok_or_else(|| ctx.err("tunnel", "tunnel mode needs tunnel endpoints"))?;
-            let t = expect_object(ctx, t, "tunnel", &["local", "remote"])?;
-            let end = |k: &str| -> Result<Addr, ConfigError> {
-                let s = get_str(ctx, t, k)
-                    .map_err(|mut e| {
-                        e.field = format!("tunnel.{k}");
-                        e
-                    })?
-                    .ok_or_else(|| ctx.err(&format!("tunnel.{k}"), "is required"))?;
-                Ok(resolve_addr(ctx, &format!("tunnel.{k}"), s, names)?.into())
+    match (mode.unwrap_or("tunnel"), tunnel) {
+        ("transport", None) => Ok(Mode::Transport),
+        ("transport", Some(_)) => Err(ctx.err("tunnel", "transport mode has no tunnel endpoints")),
+        ("tunnel", None) => Err(ctx.err("tunnel", "tunnel mode needs tunnel endpoints")),
+        ("tunnel", Some(RawTunnel { local, remote })) => {
+            let end = |k: &str, s: Option<String>| -> Result<Addr, ConfigError> {
+                let field = format!("tunnel.{k}");
+                let s = s.ok_or_else(|| ctx.err(&field, "is required"))?;
+                Ok(resolve_addr(ctx, &field, &s, names)?.into())
             };
-            let (local, remote) = (end("local")?, end("remote")?);
+            let (local, remote) = (end("local", local)?, end("remote", remote)?);
             if local.family != remote.family {
                 return Err(ctx.err(
                     "tunnel.remote",
@@ -290,7 +236,7 @@ fn parse_mode(
             }
             Ok(Mode::Tunnel { local, remote })
         }
-        other => Err(ctx.err(
+        (other, _) => Err(ctx.err(
             "mode",
             format!("{} is not transport or tunnel", Shown(other)),
         )),
@@ -299,13 +245,11 @@ fn parse_mode(
 
 fn parse_sa(
     ctx: &Ctx<'_>,
-    v: &Value,
+    raw: RawSa,
     names: &BTreeMap<String, IpAddr>,
 ) -> Result<SaParams, ConfigError> {
-    let obj = expect_object(ctx, v, "", SA_FIELDS)?;
-    let name = require_str(ctx, obj, "name")?.to_string();
-    let direction = parse_direction(ctx, obj)?;
-    let spi = get_u64(ctx, obj, "spi")?.ok_or_else(|| ctx.err("spi", "is required"))?;
+    let direction = parse_direction(ctx, &raw.direction)?;
+    let Int(spi) = raw.spi.ok_or_else(|| ctx.err("spi", "is required"))?;
     let spi = u32::try_from(spi).map_err(|_| ctx.err("spi", "does not fit in 32 bits"))?;
     if spi < 256 {
         // RFC 4303 2.1: 1 to 255 are reserved by IANA, 0 for local use.
@@ -314,7 +258,10 @@ fn parse_sa(
             format!("{spi} is reserved (RFC 4303 2.1); use 256 or more"),
         ));
     }
-    let transform_name = require_str(ctx, obj, "transform")?;
+    let transform_name = raw
+        .transform
+        .as_deref()
+        .ok_or_else(|| ctx.err("transform", "is required"))?;
     let transform = TransformId::from_name(transform_name).ok_or_else(|| {
         let known: Vec<_> = TransformId::ALL.iter().map(|t| t.name()).collect();
         ctx.err(
@@ -326,11 +273,8 @@ fn parse_sa(
             ),
         )
     })?;
-    let key = |field: &str, want: usize| -> Result<Zeroizing<Vec<u8>>, ConfigError> {
-        let k = match get_str(ctx, obj, field)? {
-            Some(s) => parse_hex_key(ctx, field, s)?,
-            None => Zeroizing::new(Vec::new()),
-        };
+    let key = |field: &str, given: Option<HexKey>, want: usize| {
+        let k = given.map_or_else(|| Zeroizing::new(Vec::new()), |HexKey(k)| k);
         if k.len() != want {
             return Err(ctx.err(
                 field,
@@ -355,21 +299,14 @@ fn parse_sa(
         }
         Ok(k)
     };
-    let enc_key = key("enc_key", transform.enc_key_len())?;
-    let auth_key = key("auth_key", transform.auth_key_len())?;
-    let backend = parse_backend(ctx, obj)?;
-    let mode = parse_mode(ctx, obj, names)?;
-    let replay_window = parse_replay_window(ctx, obj)?;
-    let esn = get_bool(ctx, obj, "esn")?.unwrap_or(false);
-    let (soft, hard) = match obj.get("lifetime") {
-        None | Some(Value::Null) => (Limits::default(), Limits::default()),
-        Some(v) => {
-            let l = expect_object(ctx, v, "lifetime", &["soft", "hard"])?;
-            (
-                parse_limits(ctx, l.get("soft"), "lifetime.soft")?,
-                parse_limits(ctx, l.get("hard"), "lifetime.hard")?,
-            )
-        }
+    let enc_key = key("enc_key", raw.enc_key, transform.enc_key_len())?;
+    let auth_key = key("auth_key", raw.auth_key, transform.auth_key_len())?;
+    let backend = parse_backend(ctx, raw.backend.as_deref())?;
+    let mode = parse_mode(ctx, raw.mode.as_deref(), raw.tunnel, names)?;
+    let replay_window = parse_replay_window(ctx, raw.replay_window)?;
+    let (soft, hard) = match raw.lifetime {
+        None => (Limits::default(), Limits::default()),
+        Some(l) => (parse_limits(l.soft), parse_limits(l.hard)),
     };
     for (s, h, kind) in [
         (soft.seconds, hard.seconds, "seconds"),
@@ -385,20 +322,19 @@ fn parse_sa(
             }
         }
     }
-    let udp_encap = match obj.get("udp_encap") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let u = expect_object(ctx, v, "udp_encap", &["local_port", "remote_port"])?;
-            let port = |k: &str| -> Result<u16, ConfigError> {
-                let p = get_u64(ctx, u, k)?.unwrap_or(u64::from(bitsgw_wire::esp::NAT_T_PORT));
+    let udp_encap = match raw.udp_encap {
+        None => None,
+        Some(u) => {
+            let port = |k: &str, p: Option<Int>| -> Result<u16, ConfigError> {
+                let p = p.map_or(u64::from(bitsgw_wire::esp::NAT_T_PORT), |Int(p)| p);
                 u16::try_from(p)
                     .ok()
                     .filter(|p| *p != 0)
                     .ok_or_else(|| ctx.err(&format!("udp_encap.{k}"), "must be from 1 to 65535"))
             };
             Some(UdpEncap {
-                local_port: port("local_port")?,
-                remote_port: port("remote_port")?,
+                local_port: port("local_port", u.local_port)?,
+                remote_port: port("remote_port", u.remote_port)?,
             })
         }
     };
@@ -407,7 +343,7 @@ fn parse_sa(
         _ => None,
     };
     Ok(SaParams {
-        name,
+        name: raw.name,
         direction,
         spi,
         mode,
@@ -416,7 +352,7 @@ fn parse_sa(
         enc_key,
         auth_key,
         replay_window,
-        esn,
+        esn: raw.esn.is_some_and(|Flag(b)| b),
         soft,
         hard,
         udp_encap,
@@ -430,81 +366,48 @@ pub fn parse_policy(text: &str, file: &str) -> Result<PolicySet, ConfigError> {
         file,
         entry: "file".into(),
     };
-    let root = parse_json(&ctx, text)?;
-    ctx.entry = "top level".into();
-    let obj = expect_object(
-        &ctx,
-        &root,
-        "",
-        &["addresses", "spd", "sad", DANGER_STATIC_KEYS, "comment"],
-    )?;
+    let raw: RawPolicy = read_document(file, &parse_json(&ctx, text)?, Entries::ListItems)?;
     let mut set = PolicySet {
         file: file.to_string(),
-        danger_static_keys_for_counter_mode: get_bool(&ctx, obj, DANGER_STATIC_KEYS)?
-            .unwrap_or(false),
+        danger_static_keys_for_counter_mode: raw
+            .danger_static_keys_for_counter_mode
+            .is_some_and(|Flag(b)| b),
         ..PolicySet::default()
     };
-    if let Some(a) = obj.get("addresses") {
-        ctx.entry = "addresses".into();
-        let a = a
-            .as_object()
-            .ok_or_else(|| ctx.err("", "must map names to addresses"))?;
-        for (name, v) in a {
-            let s = v
-                .as_str()
-                .ok_or_else(|| ctx.err(name, "must be an address string"))?;
-            let ip: IpAddr = s
-                .parse()
-                .map_err(|_| ctx.err(name, format!("{} is not an IP address", Shown(s))))?;
-            if name.parse::<IpAddr>().is_ok() || name.eq_ignore_ascii_case("any") {
-                return Err(ctx.err(name, "a name must not look like an address or \"any\""));
-            }
-            set.addresses.insert(name.clone(), ip);
+    ctx.entry = "addresses".into();
+    for (name, s) in raw.addresses.unwrap_or_default() {
+        let ip: IpAddr = s
+            .parse()
+            .map_err(|_| ctx.err(&name, format!("{} is not an IP address", Shown(&s))))?;
+        if name.parse::<IpAddr>().is_ok() || name.eq_ignore_ascii_case("any") {
+            return Err(ctx.err(&name, "a name must not look like an address or \"any\""));
+        }
+        set.addresses.insert(name, ip);
+    }
+    for (i, raw_sa) in raw.sad.unwrap_or_default().0.into_iter().enumerate() {
+        ctx.entry = format!("sad[{i}] {}", Shown(&raw_sa.name));
+        if set.sa_direction_mode(&raw_sa.name).is_some() {
+            return Err(ctx.err("name", "another SA has this name"));
+        }
+        match raw_sa.keyed_by {
+            Some(KeyedBy::Ike) => set
+                .ike_sas
+                .push(parse_ike_keyed(&ctx, raw_sa, &set.addresses)?),
+            None | Some(KeyedBy::Static) => set.sas.push(parse_sa(&ctx, raw_sa, &set.addresses)?),
         }
     }
-    ctx.entry = "sad".into();
-    if let Some(sad) = obj.get("sad") {
-        let list = sad
-            .as_array()
-            .ok_or_else(|| ctx.err("", "must be a list of SAs"))?;
-        for (i, v) in list.iter().enumerate() {
-            let label = v.get("name").and_then(Value::as_str).unwrap_or("");
-            ctx.entry = format!("sad[{i}] {}", Shown(label));
-            if is_ike_keyed(&ctx, v)? {
-                let sa = parse_ike_keyed(&ctx, v, &set.addresses)?;
-                if set.sa_direction_mode(&sa.name).is_some() {
-                    return Err(ctx.err("name", "another SA has this name"));
-                }
-                set.ike_sas.push(sa);
-                continue;
+    let spd = raw.spd.map(|s| (s.outbound, s.inbound)).unwrap_or_default();
+    for (dir_name, entries, list) in [
+        ("outbound", spd.0, &mut set.outbound),
+        ("inbound", spd.1, &mut set.inbound),
+    ] {
+        for (i, e) in entries.unwrap_or_default().0.into_iter().enumerate() {
+            ctx.entry = format!("spd.{dir_name}[{i}] {}", Shown(&e.name));
+            let entry = parse_entry(&ctx, e, &set.addresses)?;
+            if list.iter().any(|o: &EntryConfig| o.name == entry.name) {
+                return Err(ctx.err("name", "another entry of this SPD has this name"));
             }
-            let sa = parse_sa(&ctx, v, &set.addresses)?;
-            if set.sa_direction_mode(&sa.name).is_some() {
-                return Err(ctx.err("name", "another SA has this name"));
-            }
-            set.sas.push(sa);
-        }
-    }
-    ctx.entry = "spd".into();
-    if let Some(spd) = obj.get("spd") {
-        let spd = expect_object(&ctx, spd, "", &["outbound", "inbound"])?;
-        for (dir_name, list) in [
-            ("outbound", &mut set.outbound),
-            ("inbound", &mut set.inbound),
-        ] {
-            let Some(v) = spd.get(dir_name) else { continue };
-            let entries = v
-                .as_array()
-                .ok_or_else(|| ctx.err(dir_name, "must be a list of entries"))?;
-            for (i, e) in entries.iter().enumerate() {
-                let label = e.get("name").and_then(Value::as_str).unwrap_or("");
-                ctx.entry = format!("spd.{dir_name}[{i}] {}", Shown(label));
-                let entry = parse_entry(&ctx, e, &set.addresses)?;
-                if list.iter().any(|o: &EntryConfig| o.name == entry.name) {
-                    return Err(ctx.err("name", "another entry of this SPD has this name"));
-                }
-                list.push(entry);
-            }
+            list.push(entry);
         }
     }
     validate(&mut set)?;

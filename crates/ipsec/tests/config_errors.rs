@@ -552,3 +552,90 @@ fn a_bundle_change_is_an_owner_change() {
     assert_eq!(new.ownership_anchor("sa1"), "sa1");
     assert_eq!(new.owner_changes(&old), Some(("sa3", "sa3", "sa1")));
 }
+
+/// Values of the wrong shape, missing and unknown fields are refused at
+/// their path within the entry, nested objects included, and never
+/// echoed: a string found where an object or a number belongs could be a
+/// key.
+#[test]
+fn wrong_shapes_name_the_path_and_mask_the_value() {
+    let key = "0x00112233445566778899aabbccddeeff01020304";
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            r#""mode": "tunnel","#,
+            r#""mode": "tunnel", "lifetime": {"soft": {"seconds": true}},"#,
+            &[
+                r#"sad[2] "sa3""#,
+                r#"field "lifetime.soft.seconds""#,
+                "must be a number",
+            ],
+        ),
+        (
+            r#""mode": "tunnel","#,
+            r#""mode": "tunnel", "udp_encap": "KEY","#,
+            &[
+                r#"sad[2] "sa3""#,
+                r#"field "udp_encap""#,
+                "must be an object",
+            ],
+        ),
+        (
+            r#""mode": "tunnel","#,
+            r#""mode": "tunnel", "esn": "KEY","#,
+            &[r#"field "esn""#, "must be true or false"],
+        ),
+        (
+            r#"{"local": "home_address_1", "remote": "home_agent_1"}"#,
+            r#"{"local": "home_address_1", "remote": "home_agent_1", "locl": 1}"#,
+            &[r#"sad[2] "sa3""#, r#"field "tunnel.locl""#, "unknown field"],
+        ),
+        (
+            r#"{"name": "rest", "action": "discard"}"#,
+            r#"{"action": "discard"}"#,
+            &[r#"spd.outbound[2] """#, r#"field "name""#, "is required"],
+        ),
+        (
+            r#""sa": "sa3""#,
+            r#""sa": ["KEY"]"#,
+            &[
+                r#"spd.outbound[1] "payload""#,
+                r#"field "sa""#,
+                "unknown SA name",
+            ],
+        ),
+        (
+            r#""sa": "sa3""#,
+            r#""sa": [1]"#,
+            &[
+                r#"spd.outbound[1] "payload""#,
+                r#"field "sa""#,
+                "must list SA names",
+            ],
+        ),
+        (
+            r#""sad": ["#,
+            r#""sad": "KEY", "x": ["#,
+            &[r#"top level: field "sad""#, "must be a list of SAs"],
+        ),
+        (
+            r#""inbound": ["#,
+            r#""outbound2": "KEY", "inbound": ["#,
+            &[r#"spd: field "outbound2""#, "unknown field"],
+        ),
+        (
+            r#""home_agent_1": "2001:db8:1::1""#,
+            r#""home_agent_1": 7"#,
+            &[r#"addresses: field "home_agent_1""#, "must be a string"],
+        ),
+    ];
+    for (from, to, words) in cases {
+        assert!(GOOD.contains(from), "fixture text {from:?} not found");
+        let text = GOOD.replacen(from, &to.replace("KEY", key), 1);
+        let e = parse_policy(&text, "mn.json").unwrap_err().to_string();
+        assert!(e.starts_with("mn.json: "), "{e}");
+        assert!(!e.contains(&key[4..]), "the key is echoed: {e}");
+        for w in *words {
+            assert!(e.contains(w), "error {e:?} lacks {w:?}");
+        }
+    }
+}

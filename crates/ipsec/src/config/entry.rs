@@ -1,6 +1,7 @@
 //! One SPD entry of a policy file: its selectors (addresses, ranges,
 //! protocol, ports, ICMP and MH types by name) and its action.
 
+use super::raw::{RawEntry, SaNames, Scalar};
 use super::*;
 
 /// Parses an address selector: any, a name, an address, a prefix or a range.
@@ -42,7 +43,7 @@ fn parse_addr_sel(
 
 fn parse_range(
     ctx: &Ctx<'_>,
-    obj: &Map<String, Value>,
+    value: Option<&Scalar>,
     field: &str,
     max: u16,
     names: &dyn Fn(&str) -> Option<u16>,
@@ -63,9 +64,9 @@ fn parse_range(
                 )
             })
     };
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(any),
-        Some(Value::Number(n)) => {
+    match value {
+        None => Ok(any),
+        Some(Scalar::Number(n)) => {
             let v = n
                 .as_u64()
                 .and_then(|v| u16::try_from(v).ok())
@@ -73,8 +74,8 @@ fn parse_range(
                 .ok_or_else(|| ctx.err(field, format!("must be from 0 to {max}")))?;
             Ok(Range16::single(v))
         }
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("any") => Ok(any),
-        Some(Value::String(s)) => match s.split_once('-') {
+        Some(Scalar::Text(s)) if s.eq_ignore_ascii_case("any") => Ok(any),
+        Some(Scalar::Text(s)) => match s.split_once('-') {
             Some((lo, hi)) => {
                 let (lo, hi) = (one(lo)?, one(hi)?);
                 if lo > hi {
@@ -84,7 +85,6 @@ fn parse_range(
             }
             None => Ok(Range16::single(one(s)?)),
         },
-        Some(_) => Err(ctx.err(field, "must be a number or a \"lo-hi\" range")),
     }
 }
 
@@ -119,36 +119,19 @@ fn proto_by_name(s: &str) -> Option<u8> {
     })
 }
 
-const ENTRY_FIELDS: &[&str] = &[
-    "name",
-    "local",
-    "remote",
-    "proto",
-    "local_port",
-    "remote_port",
-    "icmp_type",
-    "icmp_code",
-    "mh_type",
-    "action",
-    "sa",
-    "comment",
-];
-
 pub(super) fn parse_entry(
     ctx: &Ctx<'_>,
-    v: &Value,
+    raw: RawEntry,
     names: &BTreeMap<String, IpAddr>,
 ) -> Result<EntryConfig, ConfigError> {
-    let obj = expect_object(ctx, v, "", ENTRY_FIELDS)?;
-    let name = require_str(ctx, obj, "name")?.to_string();
-    let addr = |field| -> Result<AddrSel, ConfigError> {
-        match get_str(ctx, obj, field)? {
+    let addr = |field, value: &Option<String>| -> Result<AddrSel, ConfigError> {
+        match value {
             None => Ok(AddrSel::Any),
             Some(s) => parse_addr_sel(ctx, field, s, names),
         }
     };
-    let local = addr("local")?;
-    let remote = addr("remote")?;
+    let local = addr("local", &raw.local)?;
+    let remote = addr("remote", &raw.remote)?;
     if let (Some(a), Some(b)) = (local.family(), remote.family()) {
         if a != b {
             return Err(ctx.err(
@@ -157,27 +140,26 @@ pub(super) fn parse_entry(
             ));
         }
     }
-    let proto_sel = match obj.get("proto") {
-        None | Some(Value::Null) => ProtoSel::Any,
-        Some(Value::Number(n)) => ProtoSel::Is(
+    let proto_sel = match &raw.proto {
+        None => ProtoSel::Any,
+        Some(Scalar::Number(n)) => ProtoSel::Is(
             n.as_u64()
                 .and_then(|v| u8::try_from(v).ok())
                 .ok_or_else(|| ctx.err("proto", "must be from 0 to 255"))?,
         ),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("any") => ProtoSel::Any,
-        Some(Value::String(s)) => ProtoSel::Is(
+        Some(Scalar::Text(s)) if s.eq_ignore_ascii_case("any") => ProtoSel::Any,
+        Some(Scalar::Text(s)) => ProtoSel::Is(
             proto_by_name(&s.to_ascii_lowercase())
                 .or_else(|| parse_int(s).and_then(|v| u8::try_from(v).ok()))
                 .ok_or_else(|| ctx.err("proto", format!("unknown protocol {}", Shown(s))))?,
         ),
-        Some(_) => return Err(ctx.err("proto", "must be a name or a number")),
     };
     let none = |_: &str| None;
-    let local_ports = parse_range(ctx, obj, "local_port", 0xffff, &none)?;
-    let remote_ports = parse_range(ctx, obj, "remote_port", 0xffff, &none)?;
-    let icmp_type = parse_range(ctx, obj, "icmp_type", 0xff, &none)?;
-    let icmp_code = parse_range(ctx, obj, "icmp_code", 0xff, &none)?;
-    let mh_type = parse_range(ctx, obj, "mh_type", 0xff, &mh_type_by_name)?;
+    let local_ports = parse_range(ctx, raw.local_port.as_ref(), "local_port", 0xffff, &none)?;
+    let remote_ports = parse_range(ctx, raw.remote_port.as_ref(), "remote_port", 0xffff, &none)?;
+    let icmp_type = parse_range(ctx, raw.icmp_type.as_ref(), "icmp_type", 0xff, &none)?;
+    let icmp_code = parse_range(ctx, raw.icmp_code.as_ref(), "icmp_code", 0xff, &none)?;
+    let mh_type = parse_range(ctx, raw.mh_type.as_ref(), "mh_type", 0xff, &mh_type_by_name)?;
     // A selector on a field the protocol does not have could never match.
     let p = match proto_sel {
         ProtoSel::Is(p) => Some(p),
@@ -214,28 +196,8 @@ pub(super) fn parse_entry(
         icmp_code,
         mh_type,
     };
-    let action = match require_str(ctx, obj, "action")?
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "bypass" => ActionConfig::Bypass,
-        "discard" => ActionConfig::Discard,
-        "protect" => {
-            let sas = match obj.get("sa") {
-                Some(Value::String(s)) => vec![s.clone()],
-                Some(Value::Array(a)) if !a.is_empty() => a
-                    .iter()
-                    .map(|v| {
-                        v.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| ctx.err("sa", "must list SA names"))
-                    })
-                    .collect::<Result<_, _>>()?,
-                None | Some(Value::Null) => {
-                    return Err(ctx.err("sa", "a protect entry needs an SA name"))
-                }
-                Some(_) => return Err(ctx.err("sa", "must be an SA name or a list of them")),
-            };
+    let action = match (raw.action.to_ascii_lowercase().as_str(), raw.sa) {
+        ("protect", Some(SaNames(sas))) => {
             if sas.len() > crate::stage::MAX_BUNDLE {
                 return Err(ctx.err(
                     "sa",
@@ -244,18 +206,21 @@ pub(super) fn parse_entry(
             }
             ActionConfig::Protect(sas)
         }
-        other => {
+        ("protect", None) => return Err(ctx.err("sa", "a protect entry needs an SA name")),
+        ("bypass" | "discard", Some(_)) => {
+            return Err(ctx.err("sa", "only a protect entry names an SA"))
+        }
+        ("bypass", None) => ActionConfig::Bypass,
+        ("discard", None) => ActionConfig::Discard,
+        (other, _) => {
             return Err(ctx.err(
                 "action",
                 format!("{} is not protect, bypass or discard", Shown(other)),
             ))
         }
     };
-    if !matches!(action, ActionConfig::Protect(_)) && obj.contains_key("sa") {
-        return Err(ctx.err("sa", "only a protect entry names an SA"));
-    }
     Ok(EntryConfig {
-        name,
+        name: raw.name,
         selector,
         action,
     })

@@ -15,16 +15,8 @@ use super::*;
 /// The fields an IKE-keyed SA may have: no SPI, transform or keys (IKE
 /// negotiates them), no lifetime (IKE rekeys), no ESN or UDP
 /// encapsulation (IKE decides).
-const IKE_SA_FIELDS: &[&str] = &[
-    "name",
-    "direction",
-    "keyed_by",
-    "mode",
-    "tunnel",
-    "backend",
-    "replay_window",
-    "comment",
-];
+const IKE_SA_FIELDS: &str =
+    "name, direction, keyed_by, mode, tunnel, backend, replay_window, comment";
 
 /// An SA whose SPI and keys IKEv2 negotiates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,32 +67,36 @@ impl IkeKeyedSa {
     }
 }
 
-/// Whether a `sad` entry is keyed by IKE (`"keyed_by": "ike"`); any other
-/// `keyed_by` is an error naming the field.
-pub(super) fn is_ike_keyed(ctx: &Ctx<'_>, v: &Value) -> Result<bool, ConfigError> {
-    match v.get("keyed_by") {
-        None => Ok(false),
-        Some(Value::String(s)) if s == "ike" => Ok(true),
-        Some(Value::String(s)) if s == "static" => Ok(false),
-        Some(other) => Err(ctx.err(
-            "keyed_by",
-            format!("{} is not \"ike\" or \"static\"", Shown(&other.to_string())),
-        )),
-    }
-}
-
+/// An SA of the file with `"keyed_by": "ike"`; the fields IKE decides
+/// are refused, each naming itself.
 pub(super) fn parse_ike_keyed(
     ctx: &Ctx<'_>,
-    v: &Value,
+    raw: RawSa,
     names: &BTreeMap<String, IpAddr>,
 ) -> Result<IkeKeyedSa, ConfigError> {
-    let obj = expect_object(ctx, v, "", IKE_SA_FIELDS)?;
+    let decided_by_ike = [
+        ("spi", raw.spi.is_some()),
+        ("transform", raw.transform.is_some()),
+        ("enc_key", raw.enc_key.is_some()),
+        ("auth_key", raw.auth_key.is_some()),
+        ("esn", raw.esn.is_some()),
+        ("lifetime", raw.lifetime.is_some()),
+        ("udp_encap", raw.udp_encap.is_some()),
+    ];
+    if let Some((field, _)) = decided_by_ike.iter().find(|(_, given)| *given) {
+        return Err(ctx.err(
+            field,
+            format!(
+                "unknown field for an IKE-keyed SA, whose SPI, transform, keys, lifetime, ESN and UDP encapsulation IKE negotiates (known: {IKE_SA_FIELDS})"
+            ),
+        ));
+    }
     Ok(IkeKeyedSa {
-        name: require_str(ctx, obj, "name")?.to_string(),
-        direction: parse_direction(ctx, obj)?,
-        mode: parse_mode(ctx, obj, names)?,
-        backend: parse_backend(ctx, obj)?,
-        replay_window: parse_replay_window(ctx, obj)?,
+        direction: parse_direction(ctx, &raw.direction)?,
+        mode: parse_mode(ctx, raw.mode.as_deref(), raw.tunnel, names)?,
+        backend: parse_backend(ctx, raw.backend.as_deref())?,
+        replay_window: parse_replay_window(ctx, raw.replay_window)?,
+        name: raw.name,
         destination: None,
     })
 }
@@ -169,6 +165,54 @@ mod tests {
         let odd = BOTH.replacen(r#""keyed_by": "ike""#, r#""keyed_by": "hand""#, 1);
         let e = policy(&odd, "a-to-b").unwrap_err();
         assert_eq!(e.field, "keyed_by");
+    }
+
+    #[test]
+    fn each_field_ike_decides_is_refused_by_name_and_read_errors_name_the_sa() {
+        for (field, given) in [
+            ("transform", r#""transform": "aes-gcm-128","#),
+            ("enc_key", r#""enc_key": "00112233","#),
+            ("esn", r#""esn": true,"#),
+            ("lifetime", r#""lifetime": {"hard": {"seconds": 60}},"#),
+            ("udp_encap", r#""udp_encap": {},"#),
+        ] {
+            let sad = BOTH.replacen(
+                r#""keyed_by": "ike","#,
+                &format!(r#""keyed_by": "ike", {given}"#),
+                1,
+            );
+            let e = policy(&sad, "a-to-b").unwrap_err();
+            assert_eq!(
+                (e.entry.as_str(), e.field.as_str()),
+                ("sad[0] \"a-to-b\"", field),
+                "{e}"
+            );
+            assert!(e.problem.contains("IKE-keyed SA"), "{e}");
+        }
+        let odd = BOTH.replacen(r#""keyed_by": "ike""#, r#""keyed_by": 7"#, 1);
+        let e = policy(&odd, "a-to-b").unwrap_err();
+        assert_eq!(
+            (e.entry.as_str(), e.field.as_str(), e.problem.as_str()),
+            (
+                "sad[0] \"a-to-b\"",
+                "keyed_by",
+                "\"7\" is not \"ike\" or \"static\""
+            )
+        );
+        let bad_window = BOTH.replacen(r#""replay_window": 128"#, r#""replay_window": "many""#, 1);
+        let e = policy(&bad_window, "a-to-b").unwrap_err();
+        assert_eq!(
+            (e.entry.as_str(), e.field.as_str()),
+            ("sad[1] \"b-to-a\"", "replay_window"),
+            "{e}"
+        );
+        // `static` is the default: such an SA needs its SPI and keys.
+        let stated = BOTH.replacen(r#""keyed_by": "ike""#, r#""keyed_by": "static""#, 1);
+        let e = policy(&stated, "a-to-b").unwrap_err();
+        assert_eq!(
+            (e.entry.as_str(), e.field.as_str(), e.problem.as_str()),
+            ("sad[0] \"a-to-b\"", "spi", "is required")
+        );
     }
 
     #[test]
