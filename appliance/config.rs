@@ -154,8 +154,8 @@
 
 use bitsgw_io::OnLinkLoss;
 use bitsgw_ipsec::config::{
-    field_names, parse_json, parse_policy, read_document, resolve_addr, ConfigError, Ctx, Entries,
-    Flag, Int, PolicySet, Shown,
+    field_names, parse_json, parse_policy, read_document, resolve_addr, shown_value, ConfigError,
+    Ctx, Entries, Flag, Int, PolicySet, Shown,
 };
 use bitsgw_ipsec::StageConfig;
 use bitsgw_mobility::classify::ClassifierMode;
@@ -522,7 +522,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
                 .ok_or_else(|| {
                     ctx.err(
                         "udp_encap_ports",
-                        format!("{p} is not a port from 1 to 65535"),
+                        format!("{} is not a port from 1 to 65535", shown_value(&p)),
                     )
                 })?;
             if !stage.udp_encap_ports.contains(&p) {
@@ -678,7 +678,10 @@ fn layer2_policy(ctx: &Ctx<'_>, raw: Option<RawLayer2>) -> Result<Layer2Policy, 
         .ok_or_else(|| {
             ctx.err(
                 &field,
-                format!("{item} is not an EtherType (a number, or hex like \"0x88cc\")"),
+                format!(
+                    "{} is not an EtherType (a number, or hex like \"0x88cc\")",
+                    shown_value(&item)
+                ),
             )
         })?;
         let refused = match ethertype {
@@ -898,6 +901,38 @@ mod wrong_shapes {
                 "mn.json",
                 &|j| j["mobility"] = KEY.into(),
                 &[r#"field "mobility""#, "must be an object"],
+            ),
+        ];
+        for (example, edit, words) in cases {
+            let e = refused(example, edit);
+            for w in words {
+                assert!(e.contains(w), "{example}: {e:?} lacks {w:?}");
+            }
+        }
+    }
+
+    /// A key pasted into a list of ports, EtherTypes or prefixes is named
+    /// by its place, never echoed.
+    #[test]
+    fn list_items_of_the_wrong_kind_are_not_echoed() {
+        let cases: [Case; 3] = [
+            (
+                "gateway-a.json",
+                &|j| j["udp_encap_ports"] = json!([KEY]),
+                &[r#"field "udp_encap_ports""#, "is not a port"],
+            ),
+            (
+                "gateway-a.json",
+                &|j| j["layer2"] = json!({"allow": [KEY]}),
+                &["is not an EtherType"],
+            ),
+            (
+                "ha.json",
+                &|j| j["mobility"]["home_prefixes"] = json!([KEY]),
+                &[
+                    r#"field "mobility.home_prefixes[0]""#,
+                    "is not an IPv6 prefix",
+                ],
             ),
         ];
         for (example, edit, words) in cases {

@@ -156,7 +156,10 @@ pub(super) fn home_agent(
         let bad = || {
             ctx.err(
                 &f,
-                format!("{p} is not an IPv6 prefix like \"2001:db8:1::/64\""),
+                format!(
+                    "{} is not an IPv6 prefix like \"2001:db8:1::/64\"",
+                    shown_value(p)
+                ),
             )
         };
         let (addr, len) = text.split_once('/').ok_or_else(bad)?;

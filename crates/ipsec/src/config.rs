@@ -47,8 +47,8 @@ use entry::parse_entry;
 use ike_keyed::parse_ike_keyed;
 pub use ike_keyed::IkeKeyedSa;
 pub use json::{
-    field_names, parse_int, parse_json, read_document, Ctx, Entries, Flag, HexKey, Int, ListHolds,
-    ListOf, Shown,
+    field_names, parse_int, parse_json, read_document, shown_value, Ctx, Entries, Flag, HexKey,
+    Int, ListHolds, ListOf, Shown,
 };
 use raw::{KeyedBy, RawLimits, RawPolicy, RawSa, RawTunnel};
 

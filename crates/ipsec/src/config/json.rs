@@ -86,6 +86,22 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
+/// A JSON value as error messages may show it: a string through
+/// [`Shown`], anything else as its JSON text, masked the same way.
+pub fn shown_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => Shown(s).to_string(),
+        other => {
+            let text = other.to_string();
+            if Shown(&text).masks() {
+                Shown(&text).to_string()
+            } else {
+                text
+            }
+        }
+    }
+}
+
 /// A decimal or 0x-prefixed hex integer.
 pub fn parse_int(s: &str) -> Option<u64> {
     let s = s.trim();
