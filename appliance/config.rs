@@ -680,7 +680,7 @@ fn layer2_policy(ctx: &Ctx<'_>, raw: Option<RawLayer2>) -> Result<Layer2Policy, 
                 &field,
                 format!(
                     "{} is not an EtherType (a number, or hex like \"0x88cc\")",
-                    shown_value(&item)
+                    shown_value(item)
                 ),
             )
         })?;
