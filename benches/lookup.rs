@@ -421,6 +421,7 @@ fn sa_params(i: usize) -> SaParams {
         hard: Limits::default(),
         udp_encap: None,
         destination: Some(local),
+        negotiated_keys: false,
     }
 }
 

@@ -357,6 +357,7 @@ fn parse_sa(
         hard,
         udp_encap,
         destination,
+        negotiated_keys: false,
     })
 }
 

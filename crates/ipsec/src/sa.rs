@@ -76,6 +76,12 @@ pub struct SaParams {
     /// The destination of ESP packets of this SA (RFC 4301 4.1), checked on
     /// inbound SAs when known.
     pub destination: Option<Addr>,
+    /// The keys were negotiated for this SA alone (IKEv2 KEYMAT, RFC 7296
+    /// 2.17) and are never installed again after a restart, which
+    /// negotiates new ones: a (key, sequence number) pair can not recur, so
+    /// the SA needs no sequence lease (and leaves no entry in the lease
+    /// file). Configured (static) keys always lease.
+    pub negotiated_keys: bool,
 }
 
 impl core::fmt::Debug for SaParams {
@@ -99,7 +105,7 @@ impl SaParams {
         let mut h = sha2::Sha256::new();
         h.update(b"bitsgw sa params v1\0");
         let fields = format!(
-            "{}|{:?}|{}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}",
+            "{}|{:?}|{}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}",
             self.name,
             self.direction,
             self.spi,
@@ -111,7 +117,8 @@ impl SaParams {
             self.soft,
             self.hard,
             self.udp_encap,
-            self.destination
+            self.destination,
+            self.negotiated_keys
         );
         h.update((fields.len() as u64).to_be_bytes());
         h.update(fields.as_bytes());

@@ -63,6 +63,7 @@ impl IkeKeyedSa {
             hard: Limits::default(),
             udp_encap,
             destination: self.destination,
+            negotiated_keys: true,
         }
     }
 }

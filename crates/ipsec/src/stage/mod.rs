@@ -457,7 +457,10 @@ impl IpsecStage {
     /// nothing leased: its first packet waits for the lease the control
     /// plane grants in answer to the request raised here.
     fn hold_until_leased(&mut self, sa: &mut Sa) {
-        if !self.cfg.sequence_leases || sa.params.direction != Direction::Outbound {
+        if !self.cfg.sequence_leases
+            || sa.params.direction != Direction::Outbound
+            || sa.params.negotiated_keys
+        {
             return;
         }
         if let Some(k) = sa.keyed.as_mut() {
@@ -909,6 +912,34 @@ mod tests {
         assert_eq!(s.sad.get(out).unwrap().seq(), 0);
         // The dropped packets raised the request again.
         assert!(s.wants_leases());
+    }
+
+    /// An SA whose keys were negotiated for it alone (IKEv2) sends at once
+    /// under leases: no lease is asked for, none is needed (new keys after
+    /// a restart), so none is written.
+    #[test]
+    fn an_sa_with_negotiated_keys_needs_no_lease() {
+        let mut s = leased_stage();
+        let out = s.sad.by_name("out").unwrap();
+        let mut params = s.sad.get(out).unwrap().params().clone();
+        params.spi = 8192;
+        params.enc_key = zeroize::Zeroizing::new(vec![0x42; params.transform.enc_key_len()]);
+        params.auth_key = zeroize::Zeroizing::new(vec![0x24; params.transform.auth_key_len()]);
+        params.negotiated_keys = true;
+        let mut reqs = Vec::new();
+        s.take_lease_requests(&mut reqs);
+        s.install_sa(params, Timestamp::ZERO).unwrap();
+        assert!(!s.wants_leases());
+        let mut b = packet();
+        assert_eq!(
+            s.handle_outbound(&mut b, Timestamp::ZERO),
+            Disposition::Forward
+        );
+        assert_eq!(&b.data()[20..24], &8192u32.to_be_bytes());
+        assert_eq!(&b.data()[24..28], &1u32.to_be_bytes());
+        reqs.clear();
+        s.take_lease_requests(&mut reqs);
+        assert!(reqs.is_empty(), "{reqs:?}");
     }
 
     /// A grant raises the next sequence number above the floor and lets
