@@ -729,7 +729,10 @@ mod tests {
             name: sa.name.clone(),
             spi: 0x1001,
             direction: Direction::Outbound,
+            mode: sa.mode,
+            transform: sa.transform,
             backend: bitsgw_ipsec::crypto::GcmBackend::Ring,
+            backend_setting: sa.backend,
             state: SaState::Active,
             stats: SaStats {
                 packets: 8,

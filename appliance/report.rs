@@ -28,16 +28,15 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
         .sas
         .iter()
         .map(|sa| {
-            let params = policy.sas.iter().find(|p| p.name == sa.name);
             json!({
                 "name": sa.name,
                 "keyed_by": if policy.ike_sa(&sa.name).is_some() { "ike" } else { "static" },
                 "spi": sa.spi,
                 "direction": sa.direction.name(),
-                "mode": params.map(|p| p.mode.to_string()),
-                "transform": params.map(|p| p.transform.name()),
+                "mode": sa.mode.to_string(),
+                "transform": sa.transform.name(),
                 "backend": sa.backend.name(),
-                "backend_setting": params.map(|p| p.backend.name()),
+                "backend_setting": sa.backend_setting.name(),
                 "state": state_name(sa.state),
                 "packets": sa.stats.packets,
                 "bytes": sa.stats.bytes,

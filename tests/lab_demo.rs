@@ -13,6 +13,11 @@ mod common;
 use common::{bitsgw, is_root};
 
 fn lab(args: &[&str]) -> serde_json::Value {
+    lab_with_output(args).0
+}
+
+/// The lab's JSON summary (its last line) and everything it printed.
+fn lab_with_output(args: &[&str]) -> (serde_json::Value, String) {
     assert!(
         is_root(),
         "this test needs root (network namespaces); CI runs as root"
@@ -28,7 +33,8 @@ fn lab(args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let last = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    let v = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    (v, stdout.into_owned())
 }
 
 #[test]
@@ -89,7 +95,24 @@ fn mobility_lab_phases() {
 
 #[test]
 fn site_to_site_lab_carries_tcp() {
-    let r = lab(&["site-to-site"]);
+    let (r, out) = lab_with_output(&["site-to-site"]);
     let bps = r["tcp_bits_per_second"][0]["bps"].as_f64().unwrap();
     assert!(bps > 1e6, "{r}");
+    // Keyed by IKEv2: the IKE SA and its CHILD_SA are shown, and the SAs
+    // IKE installed are shown whole (mode, transform, backend).
+    assert!(out.contains("keyed by IKEv2"), "{out}");
+    assert!(
+        out.contains("IKE SA ") && out.contains("CHILD_SA b-to-a in "),
+        "{out}"
+    );
+    let sas = out
+        .split("gateway A: security associations")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        sas.contains("a-to-b: outbound spi")
+            && sas.contains("esp tunnel 203.0.113.1 -> 203.0.113.2 aes-gcm-128"),
+        "{out}"
+    );
+    assert!(!sas.contains('?'), "{out}");
 }

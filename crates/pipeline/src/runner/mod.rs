@@ -106,8 +106,14 @@ pub struct SaReport {
     pub spi: u32,
     /// Direction.
     pub direction: Direction,
+    /// Its mode (with the tunnel's endpoints).
+    pub mode: bitsgw_ipsec::sa::Mode,
+    /// Its transform.
+    pub transform: bitsgw_ipsec::crypto::TransformId,
     /// The AES-GCM backend it uses (its `auto` setting resolved).
     pub backend: bitsgw_ipsec::crypto::GcmBackend,
+    /// The backend as configured (`auto` or a name).
+    pub backend_setting: bitsgw_ipsec::gcm_choice::BackendSetting,
     /// State.
     pub state: SaState,
     /// Statistics.
