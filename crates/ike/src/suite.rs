@@ -217,6 +217,22 @@ pub struct EspProposal {
     pub groups: Vec<DhGroup>,
 }
 
+/// The integrity and Diffie-Hellman transforms of a proposal, in the
+/// order both IKE and ESP proposals list them (RFC 7296 3.3.2).
+fn integrity_and_groups<'a>(
+    integrity: &'a [Integrity],
+    groups: &'a [DhGroup],
+) -> impl Iterator<Item = Transform> + 'a {
+    integrity
+        .iter()
+        .map(|_| Transform::new(TransformType::Integ, AUTH_HMAC_SHA2_256_128))
+        .chain(
+            groups
+                .iter()
+                .map(|g| Transform::new(TransformType::Dh, g.number())),
+        )
+}
+
 impl IkeProposal {
     /// The SA payload proposal for it.
     pub fn to_wire(&self, number: u8, spi: Vec<u8>) -> Proposal {
@@ -227,16 +243,7 @@ impl IkeProposal {
                 .iter()
                 .map(|_| Transform::new(TransformType::Prf, PRF_HMAC_SHA2_256)),
         );
-        transforms.extend(
-            self.integrity
-                .iter()
-                .map(|_| Transform::new(TransformType::Integ, AUTH_HMAC_SHA2_256_128)),
-        );
-        transforms.extend(
-            self.groups
-                .iter()
-                .map(|g| Transform::new(TransformType::Dh, g.number())),
-        );
+        transforms.extend(integrity_and_groups(&self.integrity, &self.groups));
         Proposal {
             number,
             protocol: ProtocolId::Ike,
@@ -262,16 +269,7 @@ impl EspProposal {
     pub fn to_wire(&self, number: u8, spi: u32) -> Proposal {
         let mut transforms: Vec<Transform> =
             self.encryption.iter().map(|e| e.transform()).collect();
-        transforms.extend(
-            self.integrity
-                .iter()
-                .map(|_| Transform::new(TransformType::Integ, AUTH_HMAC_SHA2_256_128)),
-        );
-        transforms.extend(
-            self.groups
-                .iter()
-                .map(|g| Transform::new(TransformType::Dh, g.number())),
-        );
+        transforms.extend(integrity_and_groups(&self.integrity, &self.groups));
         transforms.push(Transform::new(TransformType::Esn, ESN_NONE));
         Proposal {
             number,
