@@ -657,8 +657,14 @@ impl Thread {
         });
         let (in_enc, in_auth) = stage_keys(&c.inbound);
         let (out_enc, out_auth) = stage_keys(&c.outbound);
-        let inbound = inbound_sa.keyed(c.inbound_spi, t, in_enc, in_auth, encap);
-        let outbound = outbound_sa.keyed(c.outbound_spi, t, out_enc, out_auth, encap);
+        let mut inbound = inbound_sa.keyed(c.inbound_spi, t, in_enc, in_auth, encap);
+        let mut outbound = outbound_sa.keyed(c.outbound_spi, t, out_enc, out_auth, encap);
+        // The IKE thread deletes a CHILD_SA not rekeyed by its hard
+        // lifetime; the stage holds the same limit (a second later, so
+        // the IKE thread's delete comes first) should that thread stall.
+        let hard = Lifetimes::hard(self.peers[i].settings.child_lifetime).as_secs() + 1;
+        inbound.hard.seconds = Some(hard);
+        outbound.hard.seconds = Some(hard);
         info!(
             peer = %name,
             inbound = %child.inbound,
@@ -731,6 +737,8 @@ impl Thread {
                     "counters": {
                         "datagrams_received": c.datagrams_received,
                         "retransmissions": c.retransmissions,
+                        "ike_sas_expired": c.ike_sas_expired,
+                        "child_sas_expired": c.child_sas_expired,
                         "notify_sent": c.notify_sent.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                         "notify_received": c.notify_received.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                         "drops": c.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),

@@ -949,6 +949,93 @@ fn a_child_sa_is_rekeyed_when_its_lifetime_ends() {
     assert_ne!(ni.inbound_spi, 0);
 }
 
+/// Runs `e`'s timers up to `until`, dropping everything it sends (a peer
+/// that stopped answering).
+fn unanswered_until(e: &mut Endpoint, until: Timestamp) -> usize {
+    let mut sent = 0;
+    while let Some(t) = e.poll_timeout().filter(|t| *t <= until) {
+        e.handle_timeout(t);
+        sent += std::iter::from_fn(|| e.poll_transmit()).count();
+    }
+    sent
+}
+
+#[test]
+fn a_child_sa_whose_rekey_goes_unanswered_is_deleted_at_its_hard_lifetime() {
+    // RFC 4301 4.4.2.1: an SA is not used past its lifetime. The rekey at
+    // 60 s gets no answer (retransmitted for 31 s); at 66 s, the hard
+    // lifetime, the CHILD_SA is reported gone, so its SAs leave the stage.
+    let mut i = peer(true);
+    i.lifetimes.child = Duration::from_secs(60);
+    let mut p = Pair::new(i, peer(false));
+    let (ci, _) = establish(&mut p);
+    let start = p.now;
+    let hard = start.saturating_add(Duration::from_secs(66));
+    let sent = unanswered_until(&mut p.i, Timestamp(hard.0 - 1));
+    assert_eq!(sent, 3, "the rekey at 60 s, retransmitted at 61 and 63 s");
+    assert!(child_changes(&events(&mut p.i)).1.is_empty());
+    assert_eq!(p.i.counters().child_sas_expired, 0);
+    assert_eq!(p.i.poll_timeout(), Some(hard));
+    p.i.handle_timeout(hard);
+    let gone = child_changes(&events(&mut p.i)).1;
+    assert_eq!(gone, vec![(ci.inbound_spi, ci.outbound_spi)]);
+    assert_eq!(p.i.counters().child_sas_expired, 1);
+    // The IKE SA stays up; only the CHILD_SA went.
+    assert_eq!(p.i.counters().ike_sas_expired, 0);
+}
+
+#[test]
+fn an_ike_sa_whose_rekey_goes_unanswered_is_deleted_at_its_hard_lifetime() {
+    let mut i = peer(true);
+    i.lifetimes.ike = Duration::from_secs(100);
+    let mut p = Pair::new(i, peer(false));
+    let (ci, _) = establish(&mut p);
+    let hard = p.now.saturating_add(Duration::from_secs(110));
+    unanswered_until(&mut p.i, Timestamp(hard.0 - 1));
+    assert!(events(&mut p.i).is_empty());
+    p.i.handle_timeout(hard);
+    let ev = events(&mut p.i);
+    assert_eq!(
+        child_changes(&ev).1,
+        vec![(ci.inbound_spi, ci.outbound_spi)]
+    );
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            Event::IkeSaDown {
+                reason: DownReason::Expired,
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(p.i.counters().ike_sas_expired, 1);
+    // Reported once: the end of the retransmissions of the rekey and of
+    // the Delete adds no second IkeSaDown.
+    unanswered_until(&mut p.i, hard.saturating_add(Duration::from_secs(600)));
+    assert!(events(&mut p.i).is_empty());
+}
+
+#[test]
+fn a_child_sa_rekeyed_in_time_is_not_expired() {
+    let mut i = peer(true);
+    i.lifetimes.child = Duration::from_secs(60);
+    let mut p = Pair::new(i, peer(false));
+    let (ci, cr) = establish(&mut p);
+    p.now = p.now.saturating_add(Duration::from_secs(60));
+    p.i.handle_timeout(p.now);
+    p.pump();
+    check_rekeyed(&mut p, (&ci, &cr), true);
+    // Past the old one's hard lifetime: the new one is 6 s old.
+    p.now = p.now.saturating_add(Duration::from_secs(7));
+    if p.i.poll_timeout().is_some_and(|t| t <= p.now) {
+        p.i.handle_timeout(p.now);
+    }
+    p.pump();
+    assert!(child_changes(&events(&mut p.i)).1.is_empty());
+    assert_eq!(p.i.counters().child_sas_expired, 0);
+}
+
 #[test]
 fn simultaneous_rekeys_leave_one_child_sa() {
     // RFC 7296 2.8.1: both sides rekey at once; each answers the other,
