@@ -830,6 +830,74 @@ fn truncated_and_garbage_datagrams_are_counted_and_harmless() {
     assert_eq!(p.r.counters().dropped(DropReason::UnknownSpi), 1);
 }
 
+#[test]
+fn replayed_and_reordered_messages_are_counted_and_answered_as_rfc_7296_says() {
+    // RFC 7296 2.1 and 2.3 (a window of one): a retransmitted request gets
+    // the cached response; an older request, a request from beyond the
+    // window and a response to nothing outstanding are dropped, counted,
+    // and change nothing.
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, _) = establish(&mut p);
+    let more = (vec![ts("192.0.2.0/25")], vec![ts("198.51.100.0/25")]);
+    let exchange = |p: &mut Pair| {
+        let req = p.i.poll_transmit().unwrap().contents;
+        p.r.handle_datagram(p.now, p.ia, p.ra, &req);
+        let resp = p.r.poll_transmit().unwrap().contents;
+        p.i.handle_datagram(p.now, p.ra, p.ia, &resp);
+        assert!(p.i.poll_transmit().is_none() && p.r.poll_transmit().is_none());
+        (req, resp)
+    };
+    p.i.create_child(p.now, ci.ike, more.0.clone(), more.1.clone())
+        .unwrap();
+    let (req2, resp2) = exchange(&mut p);
+    p.i.delete_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    let (req3, resp3) = exchange(&mut p);
+    let (ei, er) = (events(&mut p.i), events(&mut p.r));
+    let invalid = |e: &Endpoint| e.counters().dropped(DropReason::InvalidMessageId);
+
+    // The last request again: its response again, byte for byte.
+    p.r.handle_datagram(p.now, p.ia, p.ra, &req3);
+    assert_eq!(p.r.poll_transmit().unwrap().contents, resp3);
+    assert_eq!(p.r.counters().responses_resent, 1);
+    // An older one: dropped.
+    p.r.handle_datagram(p.now, p.ia, p.ra, &req2);
+    assert!(p.r.poll_transmit().is_none());
+    assert_eq!(invalid(&p.r), 1);
+    // One from beyond the window (message ID 7 where 4 is next): dropped
+    // before its ICV is even checked.
+    let mut ahead = req3.clone();
+    ahead[20..24].copy_from_slice(&7u32.to_be_bytes());
+    p.r.handle_datagram(p.now, p.ia, p.ra, &ahead);
+    assert!(p.r.poll_transmit().is_none());
+    assert_eq!(invalid(&p.r), 2);
+    assert_eq!(p.r.counters().dropped(DropReason::IntegrityCheckFailed), 0);
+
+    // A response replayed with nothing outstanding: dropped.
+    p.i.handle_datagram(p.now, p.ra, p.ia, &resp3);
+    assert_eq!(invalid(&p.i), 1);
+    // An old response while a newer request is outstanding: dropped, and
+    // the real response still completes the exchange.
+    p.i.delete_ike(p.now, ci.ike).unwrap();
+    let req4 = p.i.poll_transmit().unwrap().contents;
+    p.i.handle_datagram(p.now, p.ra, p.ia, &resp2);
+    assert_eq!(invalid(&p.i), 2);
+    assert!(events(&mut p.i)
+        .iter()
+        .all(|e| !matches!(e, Event::IkeSaDown { .. })));
+    p.r.handle_datagram(p.now, p.ia, p.ra, &req4);
+    let resp4 = p.r.poll_transmit().unwrap().contents;
+    p.i.handle_datagram(p.now, p.ra, p.ia, &resp4);
+    assert_eq!(down(&events(&mut p.i)), DownReason::DeletedLocally);
+    assert_eq!(down(&events(&mut p.r)), DownReason::DeletedByPeer);
+
+    // Nothing but the genuine exchanges changed anything: one CHILD_SA
+    // made and one deleted on each side.
+    for evs in [&ei, &er] {
+        let (up, gone) = child_changes(evs);
+        assert_eq!((up.len(), gone.len()), (1, 1), "{evs:?}");
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
