@@ -13,12 +13,11 @@
 
 mod common;
 
+use common::bitsgw;
 use common::ike::{
-    build_mixed, charon_conf, child_sa_count, find_sa, lab_with_gateways, mixed_gateway, ping,
-    policy, show, socket,
+    charon_initiate, child_sa_count, find_sa, lab_with_gateways, mixed_lab, ping, policy, show,
+    socket, MixedLab,
 };
-use common::{bitsgw, start_charon, Lab, CHARON};
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -224,37 +223,22 @@ fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
 /// bitsgw A and charon key the tunnel, started by bitsgw or by charon,
 /// and pings cross both ways.
 fn with_strongswan(tag: &str, bitsgw_initiates: bool) {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    if !Path::new(CHARON).exists() {
-        eprintln!("SKIPPED: strongSwan's charon is not installed at {CHARON} (scripts/setup-test-deps.sh installs it)");
-        return;
-    }
-    let psk = "bitsgw-strongswan-lab-only-not-a-secret";
-    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
-    build_mixed(&lab);
-    let swan = lab.dir.join("swan");
-    start_charon(&mut lab, "gB", &swan, &charon_conf(psk));
     let start = if bitsgw_initiates {
         "initiate"
     } else {
         "respond"
     };
-    let cfg = mixed_gateway(&lab, psk, "", start);
-    let gw = lab.spawn(
-        "gA",
-        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
-    );
-    lab.wait_ready(gw, &socket(&lab, "a"));
+    let Some(MixedLab {
+        mut lab,
+        swan,
+        gateway: gw,
+        ..
+    }) = mixed_lab(tag, "", start)
+    else {
+        return;
+    };
     if !bitsgw_initiates {
-        common::swanctl(
-            &lab,
-            "gB",
-            &swan,
-            &["--initiate", "--child", "net", "--timeout", "15"],
-        );
+        charon_initiate(&lab, &swan);
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     while !ping(&lab, "1") {

@@ -17,11 +17,11 @@
 mod common;
 
 use common::ike::{
-    build_mixed, charon_conf, finish, lab_with_gateways_starting, mixed_gateway, ping, show, socket,
+    charon_conf, charon_initiate, finish, lab_with_gateways_starting, mixed_lab, ping, show,
+    socket, MixedLab, SWAN_PSK,
 };
-use common::{bitsgw, capture, start_charon, Lab, CHARON};
+use common::{bitsgw, capture, start_charon, Lab};
 use serde_json::Value;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -162,48 +162,29 @@ fn acquires_with_the_responder_down_back_off_and_leak_nothing() {
 /// otherwise charon initiates (with INITIAL_CONTACT) and bitsgw, with no
 /// liveness check, replaces the old state by the new IKE SA.
 fn strongswan_restarts(tag: &str, bitsgw_initiates: bool) {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
+    let (peer_extra, start) = if bitsgw_initiates {
+        (r#""liveness_secs": 1, "retransmit_tries": 2, "#, "initiate")
+    } else {
+        ("", "respond")
+    };
+    let Some(MixedLab {
+        mut lab,
+        swan,
+        mut charon,
+        gateway: gw,
+    }) = mixed_lab(tag, peer_extra, start)
+    else {
         return;
-    }
-    if !Path::new(CHARON).exists() {
-        eprintln!("SKIPPED: strongSwan's charon is not installed at {CHARON} (scripts/setup-test-deps.sh installs it)");
-        return;
-    }
-    let psk = "bitsgw-strongswan-lab-only-not-a-secret";
-    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
-    build_mixed(&lab);
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let caps = vec![
         capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
         capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
     ];
-    let swan = lab.dir.join("swan");
-    let mut charon = start_charon(&mut lab, "gB", &swan, &charon_conf(psk));
-    let cfg = if bitsgw_initiates {
-        mixed_gateway(
-            &lab,
-            psk,
-            r#""liveness_secs": 1, "retransmit_tries": 2, "#,
-            "initiate",
-        )
-    } else {
-        mixed_gateway(&lab, psk, "", "respond")
-    };
-    let gw = lab.spawn(
-        "gA",
-        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
-    );
-    lab.wait_ready(gw, &socket(&lab, "a"));
     let charon_initiates = |lab: &Lab| {
         if !bitsgw_initiates {
-            common::swanctl(
-                lab,
-                "gB",
-                &swan,
-                &["--initiate", "--child", "net", "--timeout", "15"],
-            );
+            charon_initiate(lab, &swan);
         }
     };
     charon_initiates(&lab);
@@ -223,7 +204,7 @@ fn strongswan_restarts(tag: &str, bitsgw_initiates: bool) {
     // charon dies without a word and comes back with no state.
     lab.kill(charon);
     std::fs::remove_file(swan.join("charon.vici")).unwrap();
-    charon = start_charon(&mut lab, "gB", &swan, &charon_conf(psk));
+    charon = start_charon(&mut lab, "gB", &swan, &charon_conf(SWAN_PSK));
     charon_initiates(&lab);
     // Liveness: 1 s idle, then a request sent three times over 7 s, then
     // 5 s before initiating again.

@@ -2,7 +2,7 @@
 //! whose gateways key their tunnel with IKEv2, or bitsgw A with
 //! strongSwan's charon as site B's gateway.
 
-use super::{bitsgw, capture, Lab};
+use super::{bitsgw, capture, start_charon, swanctl, Lab, CHARON};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -303,3 +303,59 @@ pub type Captures = (
     Arc<Mutex<Vec<Vec<u8>>>>,
     Vec<std::thread::JoinHandle<()>>,
 );
+
+/// The PSK of the labs with charon, made for them only.
+pub const SWAN_PSK: &str = "bitsgw-strongswan-lab-only-not-a-secret";
+
+/// The mixed lab running: charon in `gB` (its files in `swan`) and
+/// bitsgw A.
+pub struct MixedLab {
+    /// The lab.
+    pub lab: Lab,
+    /// charon's folder.
+    pub swan: PathBuf,
+    /// charon's index in the lab's children.
+    pub charon: usize,
+    /// bitsgw A's.
+    pub gateway: usize,
+}
+
+/// [`build_mixed`] with charon started as the responder and bitsgw A
+/// running with `peer_extra` and `start` (as for [`gateway`]); `None`,
+/// said on stderr, without root or charon.
+pub fn mixed_lab(tag: &str, peer_extra: &str, start: &str) -> Option<MixedLab> {
+    if !super::is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    if !Path::new(CHARON).exists() {
+        eprintln!("SKIPPED: strongSwan's charon is not installed at {CHARON} (scripts/setup-test-deps.sh installs it)");
+        return None;
+    }
+    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
+    build_mixed(&lab);
+    let swan = lab.dir.join("swan");
+    let charon = start_charon(&mut lab, "gB", &swan, &charon_conf(SWAN_PSK));
+    let cfg = mixed_gateway(&lab, SWAN_PSK, peer_extra, start);
+    let gateway = lab.spawn(
+        "gA",
+        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
+    );
+    lab.wait_ready(gateway, &socket(&lab, "a"));
+    Some(MixedLab {
+        lab,
+        swan,
+        charon,
+        gateway,
+    })
+}
+
+/// charon (files in `swan`) initiates its connection to bitsgw A.
+pub fn charon_initiate(lab: &Lab, swan: &Path) {
+    swanctl(
+        lab,
+        "gB",
+        swan,
+        &["--initiate", "--child", "net", "--timeout", "15"],
+    );
+}
