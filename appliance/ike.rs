@@ -205,6 +205,20 @@ pub fn status_text(v: &Value) -> String {
                 s(&c["rekey_in_secs"])
             );
         }
+        let a = &p["acquires"];
+        if !a.is_null() {
+            let _ = writeln!(
+                out,
+                "  acquires: {} negotiations started, {} failed, {} deferred{}",
+                s(&a["started"]),
+                s(&a["failed"]),
+                s(&a["deferred"]),
+                match a["backoff_secs"].as_u64() {
+                    Some(t) => format!(", backing off {t} s"),
+                    None => String::new(),
+                }
+            );
+        }
         let _ = writeln!(out, "  counters: {}", p["counters"]);
     }
     let _ = writeln!(out, "drops: {}", v["drops"]);
@@ -374,8 +388,9 @@ struct PeerRun {
 /// child's outbound SA, and what became of the negotiations it started.
 struct Acquire {
     signal: Arc<AcquireSignal>,
-    /// Since when a negotiation an acquire started is under way.
-    negotiating: Option<Instant>,
+    /// The negotiation an acquire started, under way since then, on this
+    /// IKE SA.
+    negotiating: Option<(Instant, IkeSaId)>,
     /// Acquires before this are not acted on (back-off after a failure).
     not_before: Option<Instant>,
     /// The back-off after the next failure.
@@ -402,20 +417,28 @@ impl Acquire {
         }
     }
 
-    /// The negotiation under way ended: with the CHILD_SA installed, or
-    /// not (the next acquire waits out the back-off, which then doubles).
-    fn ended(&mut self, established: bool) {
-        if self.negotiating.take().is_none() {
+    /// The negotiation under way on IKE SA `ike` ended: with the
+    /// CHILD_SA installed, or not (the next acquire waits out the
+    /// back-off, which then doubles).
+    fn ended(&mut self, ike: IkeSaId, established: bool) {
+        if self.negotiating.is_none_or(|(_, on)| on != ike) {
             return;
         }
+        self.negotiating = None;
         if established {
             self.not_before = None;
             self.backoff = ACQUIRE_BACKOFF;
         } else {
-            self.failed += 1;
-            self.not_before = Some(Instant::now() + self.backoff);
-            self.backoff = (self.backoff * 2).min(ACQUIRE_BACKOFF_MAX);
+            self.failed();
         }
+    }
+
+    /// A negotiation failed: acquires wait out the back-off, which then
+    /// doubles.
+    fn failed(&mut self) {
+        self.failed += 1;
+        self.not_before = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(ACQUIRE_BACKOFF_MAX);
     }
 }
 
@@ -551,8 +574,8 @@ impl Thread {
             if !a.signal.take() {
                 continue;
             }
-            if a.negotiating.is_some_and(|t| t.elapsed() >= ACQUIRE_STALE) {
-                a.ended(false);
+            if let Some((_, ike)) = a.negotiating.filter(|(t, _)| t.elapsed() >= ACQUIRE_STALE) {
+                a.ended(ike, false);
             }
             let backing_off = a.not_before.is_some_and(|t| Instant::now() < t);
             if p.held || !p.children.is_empty() || a.negotiating.is_some() || backing_off {
@@ -567,26 +590,25 @@ impl Thread {
                         .first()
                         .map(|c| selectors(&self.policy, &c.outbound))
                         .unwrap_or_default();
-                    p.endpoint.create_child(now, *ike, local_ts, remote_ts)
+                    p.endpoint
+                        .create_child(now, *ike, local_ts, remote_ts)
+                        .map(|()| *ike)
                 }
-                None => p
-                    .endpoint
-                    .initiate(
-                        now,
-                        SocketAddr::new(p.settings.local, IKE_PORT),
-                        SocketAddr::new(p.settings.remote, IKE_PORT),
-                    )
-                    .map(|_| ()),
+                None => p.endpoint.initiate(
+                    now,
+                    SocketAddr::new(p.settings.local, IKE_PORT),
+                    SocketAddr::new(p.settings.remote, IKE_PORT),
+                ),
             };
-            a.negotiating = Some(Instant::now());
             a.started += 1;
             match started {
-                Ok(()) => {
-                    info!(peer = %p.settings.name, ike_sa_up = !p.ike_sas.is_empty(), "IKE: acquire: negotiating on traffic")
+                Ok(ike) => {
+                    a.negotiating = Some((Instant::now(), ike));
+                    info!(peer = %p.settings.name, ike_sa_up = !p.ike_sas.is_empty(), "IKE: acquire: negotiating on traffic");
                 }
                 Err(e) => {
                     warn!(peer = %p.settings.name, error = %e, "IKE: acquire: could not initiate");
-                    a.ended(false);
+                    a.failed();
                 }
             }
         }
@@ -714,7 +736,7 @@ impl Thread {
                 }
                 let p = &mut self.peers[i];
                 if let Some(a) = p.acquire.as_mut() {
-                    a.ended(false);
+                    a.ended(ike, false);
                 }
                 if p.settings.start == StartAction::Initiate && p.ike_sas.is_empty() && !p.held {
                     p.initiate_at = Some(Instant::now() + REINITIATE_AFTER);
@@ -723,13 +745,13 @@ impl Thread {
             Event::ChildSaEstablished(c) => {
                 self.child_up(i, &c);
                 if let Some(a) = self.peers[i].acquire.as_mut() {
-                    a.ended(true);
+                    a.ended(c.ike, true);
                 }
             }
-            Event::ChildSaFailed { notify, .. } => {
+            Event::ChildSaFailed { ike, notify, .. } => {
                 warn!(peer = %name, notify = ?notify, "CHILD_SA not created");
                 if let Some(a) = self.peers[i].acquire.as_mut() {
-                    a.ended(false);
+                    a.ended(ike, false);
                 }
             }
             Event::ChildSaDeleted {

@@ -130,6 +130,17 @@ fn acquires_with_the_responder_down_back_off_and_leak_nothing() {
     let ike_a = show(&socket(&lab, "a"), "ike");
     let last_down = ike_a["peers"][0]["last_down"].as_str().unwrap_or("");
     assert!(last_down.contains("Timeout"), "{ike_a}");
+    let text = bitsgw(&[
+        "show",
+        "ike",
+        "--socket",
+        socket(&lab, "a").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("acquires: {started} negotiations started")),
+        "{text}"
+    );
     // Each negotiation is an IKE_SA_INIT and its retransmission, nothing
     // per packet.
     let (esp, ike) = common::between_gateways(&seen.lock().unwrap());
