@@ -16,7 +16,7 @@ mod common;
 use common::bitsgw;
 use common::ike::{
     charon_initiate, child_sa_count, find_sa, lab_with_gateways, mixed_lab, ping, policy, show,
-    socket, MixedLab,
+    show_text, socket, MixedLab,
 };
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -76,13 +76,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
         a_out["spi"].as_u64().unwrap(),
         "{ike_a}"
     );
-    let text = bitsgw(&[
-        "show",
-        "ike",
-        "--socket",
-        socket(&lab, "b").to_str().unwrap(),
-    ]);
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = show_text(&socket(&lab, "b"), &["ike"]);
     assert!(text.contains("CHILD_SA a-to-b in"), "{text}");
     assert!(text.contains("rekey in"), "{text}");
     assert!(!text.contains(psk), "{text}");

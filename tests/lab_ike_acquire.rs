@@ -18,9 +18,9 @@ mod common;
 
 use common::ike::{
     charon_conf, charon_initiate, finish, lab_with_gateways_starting, mixed_lab, ping, show,
-    socket, MixedLab, SWAN_PSK,
+    show_text, socket, MixedLab, SWAN_PSK,
 };
-use common::{bitsgw, capture, start_charon, Lab};
+use common::{capture, start_charon, Lab};
 use serde_json::Value;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -87,13 +87,7 @@ fn the_first_packet_starts_ike_and_nothing_leaves_in_clear_meanwhile() {
     let pending = drops(&lab, "a", "acquire_pending");
     assert!(pending >= 1, "no acquire_pending drops");
     assert_eq!(drops(&lab, "a", "no_sa"), 0);
-    let text = bitsgw(&[
-        "show",
-        "counters",
-        "--socket",
-        socket(&lab, "a").to_str().unwrap(),
-    ]);
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = show_text(&socket(&lab, "a"), &["counters"]);
     assert!(text.contains("acquire_pending"), "{text}");
 
     // Panics on any cleartext frame of the hosts.
@@ -130,13 +124,7 @@ fn acquires_with_the_responder_down_back_off_and_leak_nothing() {
     let ike_a = show(&socket(&lab, "a"), "ike");
     let last_down = ike_a["peers"][0]["last_down"].as_str().unwrap_or("");
     assert!(last_down.contains("Timeout"), "{ike_a}");
-    let text = bitsgw(&[
-        "show",
-        "ike",
-        "--socket",
-        socket(&lab, "a").to_str().unwrap(),
-    ]);
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = show_text(&socket(&lab, "a"), &["ike"]);
     assert!(
         text.contains(&format!("acquires: {started} negotiations started")),
         "{text}"

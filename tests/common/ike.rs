@@ -173,13 +173,21 @@ pub fn child_sa_count(ike: &serde_json::Value) -> usize {
 }
 
 pub fn show(socket: &Path, what: &str) -> serde_json::Value {
-    let out = bitsgw(&["show", what, "--json", "--socket", socket.to_str().unwrap()]);
+    serde_json::from_str(&show_text(socket, &[what, "--json"])).unwrap()
+}
+
+/// What `bitsgw show ARGS` prints.
+pub fn show_text(socket: &Path, args: &[&str]) -> String {
+    let mut all = vec!["show"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--socket", socket.to_str().unwrap()]);
+    let out = bitsgw(&all);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Host A - [bitsgw A] - router - charon (strongSwan with kernel-libipsec,
