@@ -992,6 +992,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failed_acquires_back_off_doubling_up_to_the_limit_and_success_resets() {
+        let mut a = Acquire::new(Arc::default());
+        let (ours, other) = (IkeSaId(1), IkeSaId(2));
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            a.negotiating = Some((Instant::now(), ours));
+            // Another IKE SA's end is not this negotiation's.
+            a.ended(other, false);
+            assert!(a.negotiating.is_some());
+            let before = Instant::now();
+            a.ended(ours, false);
+            assert!(a.negotiating.is_none());
+            waits.push(a.not_before.unwrap().duration_since(before).as_secs());
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(a.failed, 8);
+        a.negotiating = Some((Instant::now(), ours));
+        a.ended(ours, true);
+        assert_eq!((a.not_before, a.backoff), (None, ACQUIRE_BACKOFF));
+        // Without a negotiation under way, nothing changes.
+        a.ended(ours, false);
+        assert_eq!((a.failed, a.not_before), (8, None));
+    }
+
+    #[test]
     fn gcm_keys_carry_the_salt_after_the_key() {
         let k = DirectionKeys {
             encryption: Secret::new(vec![1; 16]),
