@@ -17,13 +17,11 @@
 mod common;
 
 use common::ike::{
-    charon_conf, charon_initiate, finish, lab_with_gateways_starting, mixed_lab, ping, show,
-    show_text, socket, MixedLab, SWAN_PSK,
+    capture_router, charon_conf, charon_initiate, finish, lab_with_gateways_starting, mixed_lab,
+    ping, show, show_text, socket, MixedLab, SWAN_PSK,
 };
-use common::{capture, start_charon, Lab};
+use common::{start_charon, Lab};
 use serde_json::Value;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PSK: &str = "correct horse battery staple 1234";
@@ -175,12 +173,7 @@ fn strongswan_restarts(tag: &str, bitsgw_initiates: bool) {
     else {
         return;
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let caps = vec![
-        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
-        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
-    ];
+    let captures = capture_router(&lab);
     let charon_initiates = |lab: &Lab| {
         if !bitsgw_initiates {
             charon_initiate(lab, &swan);
@@ -240,7 +233,7 @@ fn strongswan_restarts(tag: &str, bitsgw_initiates: bool) {
     lab.terminate(charon);
     // Panics on any cleartext frame of the hosts: only ESP in UDP and IKE
     // crossed, before, during and after the restart.
-    let (_, ike) = finish(&mut lab, &[gw], (stop, seen, caps));
+    let (_, ike) = finish(&mut lab, &[gw], captures);
     assert!(ike >= 8, "only {ike} IKE and ESP-in-UDP datagrams seen");
 }
 
@@ -252,4 +245,61 @@ fn bitsgw_notices_a_restarted_strongswan_and_initiates_again() {
 #[test]
 fn a_restarted_strongswan_initiating_replaces_the_old_ike_sa() {
     strongswan_restarts("ic", false);
+}
+
+/// bitsgw A trapping, charon responding: the first ping starts the IKE SA
+/// with charon; when charon deletes the CHILD_SA (keeping the IKE SA),
+/// the next packet's acquire creates a new CHILD_SA on the same IKE SA
+/// (RFC 7296 1.3.1).
+#[test]
+fn traffic_starts_ike_with_strongswan_and_recreates_a_deleted_child_sa() {
+    let Some(MixedLab {
+        mut lab,
+        swan,
+        charon,
+        gateway: gw,
+    }) = mixed_lab("it", "", "trap")
+    else {
+        return;
+    };
+    let captures = capture_router(&lab);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = show(&socket(&lab, "a"), "ike");
+    assert_eq!(
+        idle["peers"][0]["ike_sas"].as_array().unwrap().len(),
+        0,
+        "{idle}"
+    );
+    assert!(
+        ping_until_through(&lab, Duration::from_secs(15)),
+        "no ping through the tunnel to charon IKE keyed on traffic"
+    );
+    let ike = show(&socket(&lab, "a"), "ike");
+    let first = ike["peers"][0]["ike_sas"][0]["spi_i"].clone();
+    assert_eq!(ike["peers"][0]["acquires"]["started"], 1, "{ike}");
+
+    common::swanctl(&lab, "gB", &swan, &["--terminate", "--child", "net"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !show(&socket(&lab, "a"), "ike")["peers"][0]["child_sas"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the CHILD_SA was not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        ping_until_through(&lab, Duration::from_secs(15)),
+        "no ping after charon deleted the CHILD_SA"
+    );
+    assert!(ping(&lab, "3"), "pings lost on the new CHILD_SA");
+    let ike = show(&socket(&lab, "a"), "ike");
+    let peer = &ike["peers"][0];
+    assert_eq!(peer["acquires"]["started"], 2, "{ike}");
+    assert_eq!(peer["ike_sas"][0]["spi_i"], first, "{ike}");
+    assert_eq!(peer["child_sas"].as_array().unwrap().len(), 1, "{ike}");
+    assert!(drops(&lab, "a", "acquire_pending") >= 2);
+    lab.terminate(charon);
+    let (_, ike) = finish(&mut lab, &[gw], captures);
+    assert!(ike >= 4, "only {ike} IKE and ESP-in-UDP datagrams seen");
 }

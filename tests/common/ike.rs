@@ -129,12 +129,7 @@ pub fn lab_with_gateways_starting(
     ] {
         lab.exec("r", &["sysctl", "-qw", k]);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let caps = vec![
-        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
-        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
-    ];
+    let (stop, seen, caps) = capture_router(&lab);
     let (cfg_a, cfg_b) = (
         gateway(&lab, "a", psk_a, peer_extra_a, start_a),
         gateway(&lab, "b", psk_b, "", "respond"),
@@ -366,4 +361,15 @@ pub fn charon_initiate(lab: &Lab, swan: &Path) {
         swan,
         &["--initiate", "--child", "net", "--timeout", "15"],
     );
+}
+
+/// Captures on both of the router's links, until [`finish`].
+pub fn capture_router(lab: &Lab) -> Captures {
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let caps = vec![
+        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
+        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
+    ];
+    (stop, seen, caps)
 }
