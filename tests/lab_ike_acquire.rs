@@ -154,15 +154,18 @@ fn acquires_with_the_responder_down_back_off_and_leak_nothing() {
 }
 
 /// bitsgw A and charon key the tunnel; charon is killed and started again
-/// with the same configuration while host A pings. `bitsgw_initiates`:
-/// bitsgw's liveness check finds the old IKE SA dead and initiates again;
-/// otherwise charon initiates (with INITIAL_CONTACT) and bitsgw, with no
-/// liveness check, replaces the old state by the new IKE SA.
-fn strongswan_restarts(tag: &str, bitsgw_initiates: bool) {
-    let (peer_extra, start) = if bitsgw_initiates {
-        (r#""liveness_secs": 1, "retransmit_tries": 2, "#, "initiate")
+/// with the same configuration while host A pings. bitsgw's `start`
+/// `initiate`: its liveness check finds the old IKE SA dead and it
+/// initiates again; `trap`: the same, and the next packet's acquire
+/// initiates; `respond`: charon initiates (with INITIAL_CONTACT) and
+/// bitsgw, with no liveness check, replaces the old state by the new IKE
+/// SA.
+fn strongswan_restarts(tag: &str, start: &str) {
+    let bitsgw_initiates = start != "respond";
+    let peer_extra = if bitsgw_initiates {
+        r#""liveness_secs": 1, "retransmit_tries": 2, "#
     } else {
-        ("", "respond")
+        ""
     };
     let Some(MixedLab {
         mut lab,
@@ -199,7 +202,7 @@ fn strongswan_restarts(tag: &str, bitsgw_initiates: bool) {
     charon = start_charon(&mut lab, "gB", &swan, &charon_conf(SWAN_PSK));
     charon_initiates(&lab);
     // Liveness: 1 s idle, then a request sent three times over 7 s, then
-    // 5 s before initiating again.
+    // 5 s before initiating again (or the next packet, trapping).
     if !ping_until_through(&lab, Duration::from_secs(40)) {
         fail(&mut lab, "no ping after charon restarted");
     }
@@ -228,7 +231,20 @@ fn strongswan_restarts(tag: &str, bitsgw_initiates: bool) {
     assert!(last_down.contains(why), "{ike}");
     if bitsgw_initiates {
         // The dead IKE SA's SAs were removed: packets dropped, not sent.
-        assert!(drops(&lab, "a", "no_sa") >= 1);
+        let reason = if start == "trap" {
+            "acquire_pending"
+        } else {
+            "no_sa"
+        };
+        assert!(drops(&lab, "a", reason) >= 1, "no {reason} drops");
+    }
+    if start == "trap" {
+        let a = &peer["acquires"];
+        assert_eq!(
+            (&a["started"], &a["failed"]),
+            (&2.into(), &0.into()),
+            "{ike}"
+        );
     }
     lab.terminate(charon);
     // Panics on any cleartext frame of the hosts: only ESP in UDP and IKE
@@ -239,12 +255,17 @@ fn strongswan_restarts(tag: &str, bitsgw_initiates: bool) {
 
 #[test]
 fn bitsgw_notices_a_restarted_strongswan_and_initiates_again() {
-    strongswan_restarts("il", true);
+    strongswan_restarts("il", "initiate");
+}
+
+#[test]
+fn bitsgw_trapping_notices_a_restarted_strongswan_and_traffic_initiates_again() {
+    strongswan_restarts("ilt", "trap");
 }
 
 #[test]
 fn a_restarted_strongswan_initiating_replaces_the_old_ike_sa() {
-    strongswan_restarts("ic", false);
+    strongswan_restarts("ic", "respond");
 }
 
 /// bitsgw A trapping, charon responding: the first ping starts the IKE SA
