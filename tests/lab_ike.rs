@@ -13,173 +13,13 @@
 
 mod common;
 
-use common::{bitsgw, capture, start_charon, Lab, CHARON};
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use common::bitsgw;
+use common::ike::{
+    charon_initiate, child_sa_count, find_sa, lab_with_gateways, mixed_lab, ping, policy, show,
+    show_text, socket, MixedLab,
+};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// The policy of gateway `side`: the sites' IPv4 prefixes protected by
-/// IKE-keyed SAs, everything else discarded.
-fn policy(side: &str) -> String {
-    let (me, peer, local, remote, out, inb) = if side == "a" {
-        (
-            "203.0.113.1",
-            "203.0.113.2",
-            "192.0.2.0/24",
-            "198.51.100.0/24",
-            "a-to-b",
-            "b-to-a",
-        )
-    } else {
-        (
-            "203.0.113.2",
-            "203.0.113.1",
-            "198.51.100.0/24",
-            "192.0.2.0/24",
-            "b-to-a",
-            "a-to-b",
-        )
-    };
-    format!(
-        r#"{{
-  "spd": {{
-    "outbound": [
-      {{"name": "sites-out", "local": "{local}", "remote": "{remote}", "action": "protect", "sa": "{out}"}},
-      {{"name": "default-discard-out", "action": "discard"}}
-    ],
-    "inbound": [
-      {{"name": "sites-in", "local": "{local}", "remote": "{remote}", "action": "protect", "sa": "{inb}"}},
-      {{"name": "default-discard-in", "action": "discard"}}
-    ]
-  }},
-  "sad": [
-    {{"name": "{out}", "direction": "outbound", "keyed_by": "ike", "mode": "tunnel",
-      "tunnel": {{"local": "{me}", "remote": "{peer}"}}}},
-    {{"name": "{inb}", "direction": "inbound", "keyed_by": "ike", "mode": "tunnel",
-      "tunnel": {{"local": "{me}", "remote": "{peer}"}}, "replay_window": 1024}}
-  ]
-}}"#
-    )
-}
-
-/// Writes gateway `side`'s policy, PSK file and configuration; its path.
-/// `peer_extra` adds fields to its peer (`"name": value, `).
-fn gateway(lab: &Lab, side: &str, psk: &str, peer_extra: &str) -> PathBuf {
-    let dir = &lab.dir;
-    std::fs::write(dir.join(format!("ike-{side}.json")), policy(side)).unwrap();
-    let psk_file = dir.join(format!("ike-{side}.psk"));
-    std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
-    std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (me, peer, out, inb, start) = if side == "a" {
-        ("203.0.113.1", "203.0.113.2", "a-to-b", "b-to-a", "initiate")
-    } else {
-        ("203.0.113.2", "203.0.113.1", "b-to-a", "a-to-b", "respond")
-    };
-    let other = if side == "a" { "b" } else { "a" };
-    let pipeline = if side == "a" {
-        r#""workers": 2"#
-    } else {
-        r#""workers": 1, "pipeline": "run-to-completion""#
-    };
-    let cfg = format!(
-        r#"{{"role": "gateway", "policy": "ike-{side}.json",
-  "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  {pipeline}, "control_socket": "{}", "state_dir": "ike-{side}-state",
-  "addresses": {{"network": ["{me}/24"]}},
-  "peers": [{{
-    "name": "site-{other}", "local": "{me}", "remote": "{peer}",
-    "local_id": "fqdn:gw-{side}.example", "remote_id": "fqdn:gw-{other}.example",
-    "psk_file": "ike-{side}.psk",
-    "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
-    {peer_extra}"start": "{start}",
-    "children": [{{"outbound": "{out}", "inbound": "{inb}"}}]
-  }}]}}"#,
-        socket(lab, side).display()
-    );
-    let path = dir.join(format!("ike-gw-{side}.json"));
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-fn socket(lab: &Lab, side: &str) -> PathBuf {
-    lab.dir.join(format!("ike-{side}.sock"))
-}
-
-/// The lab, the capture's stop flag, frames and threads, the gateways.
-type Running = (
-    Lab,
-    Arc<AtomicBool>,
-    Arc<Mutex<Vec<Vec<u8>>>>,
-    Vec<std::thread::JoinHandle<()>>,
-    [usize; 2],
-);
-
-/// The two-site lab with the router answering ARP for the far gateway's
-/// address (the gateways' own host stacks reach each other through it),
-/// captures on the router's links, and both gateways running.
-fn lab_with_gateways(tag: &str, psk_a: &str, psk_b: &str, peer_extra_a: &str) -> Running {
-    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
-    common::route_two_sites(&lab);
-    for k in [
-        "net.ipv4.conf.ra.proxy_arp=1",
-        "net.ipv4.conf.rb.proxy_arp=1",
-    ] {
-        lab.exec("r", &["sysctl", "-qw", k]);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let caps = vec![
-        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
-        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
-    ];
-    let (cfg_a, cfg_b) = (
-        gateway(&lab, "a", psk_a, peer_extra_a),
-        gateway(&lab, "b", psk_b, ""),
-    );
-    let exe = env!("CARGO_BIN_EXE_bitsgw");
-    // The responder first, so the initiator's first IKE_SA_INIT is heard.
-    let gw_b = lab.spawn("gB", &[exe, "run", cfg_b.to_str().unwrap()]);
-    lab.wait_ready(gw_b, &socket(&lab, "b"));
-    let gw_a = lab.spawn("gA", &[exe, "run", cfg_a.to_str().unwrap()]);
-    lab.wait_ready(gw_a, &socket(&lab, "a"));
-    (lab, stop, seen, caps, [gw_a, gw_b])
-}
-
-fn ping(lab: &Lab, count: &str) -> bool {
-    lab.try_exec(
-        "hA",
-        &["ping", "-c", count, "-i", "0.2", "-W", "1", "198.51.100.20"],
-    )
-    .status
-    .success()
-}
-
-/// SA `name` of `show sa --json`.
-fn find_sa(v: &serde_json::Value, name: &str) -> serde_json::Value {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no SA {name} in {v}"))
-        .clone()
-}
-
-/// The CHILD_SAs `show ike` lists for the first peer.
-fn child_sa_count(ike: &serde_json::Value) -> usize {
-    ike["peers"][0]["child_sas"].as_array().map_or(0, Vec::len)
-}
-
-fn show(socket: &Path, what: &str) -> serde_json::Value {
-    let out = bitsgw(&["show", what, "--json", "--socket", socket.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
@@ -236,13 +76,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
         a_out["spi"].as_u64().unwrap(),
         "{ike_a}"
     );
-    let text = bitsgw(&[
-        "show",
-        "ike",
-        "--socket",
-        socket(&lab, "b").to_str().unwrap(),
-    ]);
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = show_text(&socket(&lab, "b"), &["ike"]);
     assert!(text.contains("CHILD_SA a-to-b in"), "{text}");
     assert!(text.contains("rekey in"), "{text}");
     assert!(!text.contains(psk), "{text}");
@@ -380,129 +214,25 @@ fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
     assert!(ike >= 2, "only {ike} IKE datagrams seen");
 }
 
-/// Host A - [bitsgw A] - router - charon (strongSwan with kernel-libipsec,
-/// host B's router, as `bench_e2e.rs` runs it) - host B. The tunnel runs
-/// between bitsgw's own address 203.0.113.1 and charon's 203.0.113.6.
-fn build_mixed(lab: &Lab) {
-    common::link_two_sites(lab);
-    for (ns, dev, addr) in [
-        ("hA", "eth0", "192.0.2.10/24"),
-        ("r", "ra", "192.0.2.1/24"),
-        ("r", "rb", "203.0.113.5/30"),
-        ("gB", "wan", "203.0.113.6/30"),
-        ("gB", "host", "198.51.100.1/24"),
-        ("hB", "eth0", "198.51.100.20/24"),
-    ] {
-        lab.exec(ns, &["ip", "addr", "add", addr, "dev", dev]);
-    }
-    for (ns, via) in [
-        ("hA", "192.0.2.1"),
-        ("hB", "198.51.100.1"),
-        ("gB", "203.0.113.5"),
-    ] {
-        lab.exec(ns, &["ip", "route", "add", "default", "via", via]);
-    }
-    for h in ["hA", "hB"] {
-        lab.exec(h, &["ip", "link", "set", "eth0", "mtu", "1400"]);
-    }
-    // bitsgw's address lives in the bump: the router reaches it at host
-    // A's MAC through the bump, and answers the bump's ARP for charon.
-    common::reach_through_bump(lab, "203.0.113.1", "ra", "hA");
-    for ns in ["r", "gB"] {
-        for k in [
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
-        ] {
-            lab.exec(ns, &["sysctl", "-qw", k]);
-        }
-    }
-    lab.exec("r", &["sysctl", "-qw", "net.ipv4.conf.ra.proxy_arp=1"]);
-}
-
-/// charon's connection `bitsgw` in `gB`, the responder, forcing UDP
-/// encapsulation (kernel-libipsec carries ESP in UDP only).
-fn charon_conf(psk: &str) -> String {
-    format!(
-        r#"connections {{
-  bitsgw {{
-    version = 2
-    local_addrs = 203.0.113.6
-    remote_addrs = 203.0.113.1
-    proposals = aes128gcm16-prfsha256-ecp256
-    encap = yes
-    mobike = no
-    local {{
-      auth = psk
-      id = gw-b.example
-    }}
-    remote {{
-      auth = psk
-      id = gw-a.example
-    }}
-    children {{
-      net {{
-        local_ts = 198.51.100.0/24
-        remote_ts = 192.0.2.0/24
-        mode = tunnel
-        esp_proposals = aes128gcm16
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-bitsgw {{
-    id-a = gw-a.example
-    id-b = gw-b.example
-    secret = "{psk}"
-  }}
-}}
-"#
-    )
-}
-
 /// bitsgw A and charon key the tunnel, started by bitsgw or by charon,
 /// and pings cross both ways.
 fn with_strongswan(tag: &str, bitsgw_initiates: bool) {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
+    let start = if bitsgw_initiates {
+        "initiate"
+    } else {
+        "respond"
+    };
+    let Some(MixedLab {
+        mut lab,
+        swan,
+        gateway: gw,
+        ..
+    }) = mixed_lab(tag, "", start)
+    else {
         return;
-    }
-    if !Path::new(CHARON).exists() {
-        eprintln!("SKIPPED: strongSwan's charon is not installed at {CHARON} (scripts/setup-test-deps.sh installs it)");
-        return;
-    }
-    let psk = "bitsgw-strongswan-lab-only-not-a-secret";
-    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
-    build_mixed(&lab);
-    let swan = lab.dir.join("swan");
-    start_charon(&mut lab, "gB", &swan, &charon_conf(psk));
-    // bitsgw A, its peer charon at 203.0.113.6.
-    let cfg = gateway(&lab, "a", psk, "");
-    let mut text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("203.0.113.2", "203.0.113.6");
+    };
     if !bitsgw_initiates {
-        text = text.replace(r#""start": "initiate""#, r#""start": "respond""#);
-    }
-    std::fs::write(&cfg, text).unwrap();
-    std::fs::write(
-        lab.dir.join("ike-a.json"),
-        policy("a").replace("203.0.113.2", "203.0.113.6"),
-    )
-    .unwrap();
-    let gw = lab.spawn(
-        "gA",
-        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
-    );
-    lab.wait_ready(gw, &socket(&lab, "a"));
-    if !bitsgw_initiates {
-        common::swanctl(
-            &lab,
-            "gB",
-            &swan,
-            &["--initiate", "--child", "net", "--timeout", "15"],
-        );
+        charon_initiate(&lab, &swan);
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     while !ping(&lab, "1") {

@@ -4,6 +4,8 @@
 //! ranges only.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ike;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -225,6 +227,13 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills child `index` with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self, index: usize) {
+        let pid = self.children[index].id().to_string();
+        must(&["kill", "-KILL", &pid]);
+        let _ = self.children[index].wait();
     }
 
     /// Sends SIGTERM to child `index` and waits (at most 10 s) for it to
