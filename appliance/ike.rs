@@ -476,8 +476,10 @@ impl Thread {
     fn run(&mut self, stop: &AtomicBool) {
         let mut last_status = Instant::now() - Duration::from_secs(1);
         while !stop.load(Ordering::SeqCst) {
+            let mut changed = false;
             while let Ok((c, reply)) = self.commands.try_recv() {
                 let _ = reply.send(self.command(c));
+                changed = true;
             }
             self.initiate_due();
             self.acquire_due();
@@ -504,8 +506,10 @@ impl Thread {
                     p.endpoint.handle_timeout(now);
                 }
             }
-            self.flush();
-            if last_status.elapsed() >= Duration::from_millis(500) {
+            changed |= self.flush();
+            // Counters every half second; what `show ike` lists (SAs,
+            // peers' states) as soon as it changed.
+            if changed || last_status.elapsed() >= Duration::from_millis(500) {
                 last_status = Instant::now();
                 self.publish_status();
             }
@@ -631,10 +635,14 @@ impl Thread {
     /// (the IKE_AUTH or CREATE_CHILD_SA response; the Delete of the
     /// CHILD_SA a rekey replaced), so the peer never uses an SA we do not
     /// have yet.
-    fn flush(&mut self) {
+    /// Handles the endpoints' events and sends their datagrams; returns
+    /// whether there was an event (the status shown is then out of date).
+    fn flush(&mut self) -> bool {
+        let mut changed = false;
         for i in 0..self.peers.len() {
             while let Some(e) = self.peers[i].endpoint.poll_event() {
                 self.event(i, e);
+                changed = true;
             }
             while let Some(t) = self.peers[i].endpoint.poll_transmit() {
                 let d = IkeDatagram {
@@ -649,6 +657,7 @@ impl Thread {
                 }
             }
         }
+        changed
     }
 
     /// Hands `c` to the main loop and waits until every gateway has it.

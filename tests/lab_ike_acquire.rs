@@ -37,6 +37,20 @@ fn drops(lab: &Lab, side: &str, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A's `show ike` once it lists an IKE SA: the status is published every
+/// half second, so right after a ping crossed it may not list it yet.
+fn shown_with_ike_sa(lab: &Lab) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ike = show(&socket(lab, "a"), "ike");
+        if ike["peers"][0]["ike_sas"][0]["spi_i"].is_string() {
+            return ike;
+        }
+        assert!(Instant::now() < deadline, "no IKE SA shown: {ike}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Pings from host A until one crosses, at most `limit`.
 fn ping_until_through(lab: &Lab, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
@@ -194,7 +208,7 @@ fn strongswan_restarts(tag: &str, start: &str) {
         fail(&mut lab, "no ping through the tunnel to charon");
     }
     assert!(ping(&lab, "3"), "pings from A lost");
-    let first = show(&socket(&lab, "a"), "ike")["peers"][0]["ike_sas"][0].clone();
+    let first = shown_with_ike_sa(&lab)["peers"][0]["ike_sas"][0].clone();
 
     // charon dies without a word and comes back with no state.
     lab.kill(charon);
@@ -295,7 +309,7 @@ fn traffic_starts_ike_with_strongswan_and_recreates_a_deleted_child_sa() {
         ping_until_through(&lab, Duration::from_secs(15)),
         "no ping through the tunnel to charon IKE keyed on traffic"
     );
-    let ike = show(&socket(&lab, "a"), "ike");
+    let ike = shown_with_ike_sa(&lab);
     let first = ike["peers"][0]["ike_sas"][0]["spi_i"].clone();
     assert_eq!(ike["peers"][0]["acquires"]["started"], 1, "{ike}");
 
