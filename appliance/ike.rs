@@ -284,6 +284,7 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
                 jitter: peer.rekey_jitter,
             },
             liveness: peer.liveness,
+            nat_keepalive: Some(peer.nat_keepalive),
             retransmit: Retransmit::default(),
             initial_contact: true,
         },

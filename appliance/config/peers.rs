@@ -10,7 +10,7 @@
 //!   "ike_proposals": ["aes128gcm16-prfsha256-ecp256"],
 //!   "esp_proposals": ["aes128gcm16"],
 //!   "ike_lifetime_secs": 14400, "child_lifetime_secs": 3600,
-//!   "rekey_jitter_secs": 60, "liveness_secs": 30,
+//!   "rekey_jitter_secs": 60, "liveness_secs": 30, "nat_keepalive_secs": 20,
 //!   "start": "initiate",
 //!   "children": [{"outbound": "a-to-b", "inbound": "b-to-a"}]
 //! }]
@@ -25,6 +25,12 @@
 //! the policy file, both `"keyed_by": "ike"` and of one mode; the SPD
 //! entries that protect with the outbound SA give the CHILD_SA's traffic
 //! selectors. One child per peer for now.
+//!
+//! With a NAT between the peers (RFC 7296 2.23) IKE moves to UDP 4500 and
+//! the CHILD_SAs are UDP-encapsulated (RFC 3948); the side behind the NAT
+//! sends a NAT-keepalive every `nat_keepalive_secs`. A peer behind a NAT
+//! is known by the NAT's public address: that is its `remote`, and its
+//! SAs' tunnel address.
 //!
 //! The PSK file (relative to the configuration file) holds the key, a
 //! trailing newline ignored; it must not be readable by group or others.
@@ -83,6 +89,8 @@ pub struct PeerSettings {
     pub rekey_jitter: Duration,
     /// Liveness check interval (RFC 7296 2.4); none: off.
     pub liveness: Option<Duration>,
+    /// NAT-keepalive interval behind a NAT (RFC 3948 2.3; default 20 s).
+    pub nat_keepalive: Duration,
     /// Initiate or respond.
     pub start: StartAction,
     /// The CHILD_SAs.
@@ -301,6 +309,8 @@ fn peer(
         rekey_jitter: secs(ctx, p.rekey_jitter_secs, "rekey_jitter_secs")?
             .unwrap_or(child_lifetime / 10),
         liveness: secs(ctx, p.liveness_secs, "liveness_secs")?,
+        nat_keepalive: secs(ctx, p.nat_keepalive_secs, "nat_keepalive_secs")?
+            .unwrap_or(Duration::from_secs(20)),
         start,
         children,
     })

@@ -185,9 +185,9 @@ impl Endpoint {
 
     /// Opens a message's SK payload (RFC 7296 3.14). `Err(None)`: dropped
     /// and counted; `Err(Some(error))`: authentic but its inner payloads are
-    /// malformed (answered with INVALID_SYNTAX when a request). Behind a
-    /// NAT, an authentic message moves the IKE SA to the addresses it came
-    /// on (RFC 7296 2.23).
+    /// malformed (answered with INVALID_SYNTAX when a request). With a NAT
+    /// between the peers, an authentic new message may move the IKE SA to
+    /// the addresses it came on ([`Endpoint::follow`]).
     pub(super) fn open(
         &mut self,
         sa: &mut IkeSa,
@@ -208,10 +208,39 @@ impl Endpoint {
             }
         };
         if sa.nat_local || sa.nat_remote {
-            sa.remote = remote;
-            sa.local = local;
+            self.follow(sa, remote, local);
         }
         parse_chain(sk.first_inner, &inner).map_err(Some)
+    }
+
+    /// RFC 7296 2.23 with a NAT between the peers, for an authentic message
+    /// that is new (a request of the next message ID or the response to
+    /// ours, never a replay): the peer's move to UDP 4500 is followed by
+    /// both sides; after that, only the side not behind a NAT follows the
+    /// peer to a new address or port (the NAT's new mapping), while the
+    /// side behind it SHOULD NOT, or one forged packet could move it. An
+    /// established IKE SA that moves is reported, so the UDP encapsulation
+    /// of its CHILD_SAs follows.
+    pub(super) fn follow(&mut self, sa: &mut IkeSa, remote: SocketAddr, local: SocketAddr) {
+        let to_nat_t = local.port() == NAT_T_PORT && sa.local.port() != NAT_T_PORT;
+        if (!to_nat_t && sa.nat_local) || (sa.remote, sa.local) == (remote, local) {
+            return;
+        }
+        if !sa.initiator {
+            // The entry follows the IKE SA, so that it is removed with it.
+            if let Some(id) = self.by_initiator.remove(&(sa.remote, sa.spi_i)) {
+                self.by_initiator.insert((remote, sa.spi_i), id);
+            }
+        }
+        sa.remote = remote;
+        sa.local = local;
+        if sa.state == State::Established && sa.announced {
+            self.out.events.push_back(Event::IkeSaMoved {
+                ike: IkeSaId(sa.id),
+                local,
+                remote,
+            });
+        }
     }
 
     pub(super) fn on_request(

@@ -48,6 +48,11 @@ impl Endpoint {
         if sa.expire_at.is_some_and(|t| t <= now) {
             return Ok(self.fail(sa, DownReason::DeletedLocally));
         }
+        if self.keepalive_due(sa).is_some_and(|t| t <= now) {
+            sa.keepalive_sent = now;
+            self.out.counters.nat_keepalives_sent += 1;
+            self.out.send(sa, NAT_KEEPALIVE.to_vec());
+        }
         let retransmit = self.config.peer.retransmit;
         if let Some(p) = &mut sa.pending {
             if now >= p.next_at {
