@@ -68,6 +68,17 @@ pub enum SaChange {
         /// Names with the SPI of the SA to remove.
         sas: Vec<(String, Option<u32>)>,
     },
+    /// Move the UDP encapsulation of the SAs of these names to `encap`
+    /// (the peer behind a NAT came from a new port, RFC 7296 2.23), in
+    /// place: keys and sequence numbers stay.
+    Encapsulate {
+        /// The peer.
+        peer: String,
+        /// The SAs' names.
+        sas: Vec<String>,
+        /// The new ports.
+        encap: UdpEncap,
+    },
 }
 
 /// A change and where the main loop says it is done on every gateway.
@@ -595,6 +606,7 @@ impl Thread {
                 }
             }
             Event::ChildSaEstablished(c) => self.child_up(i, &c),
+            Event::IkeSaMoved { local, remote, .. } => self.moved(i, local, remote),
             Event::ChildSaFailed { notify, .. } => {
                 warn!(peer = %name, notify = ?notify, "CHILD_SA not created");
             }
@@ -686,6 +698,7 @@ impl Thread {
                 "transform": t.name(),
                 "mode": format!("{:?}", c.mode).to_lowercase(),
                 "udp_encapsulation": c.udp_encapsulation,
+                "udp_ports": encap.map(|e| [e.local_port, e.remote_port]),
                 SINCE: since,
             }),
         );
@@ -708,6 +721,40 @@ impl Thread {
             }
         };
         self.change(SaChange::Install { peer: name, sas });
+    }
+
+    /// RFC 7296 2.23: the peer behind a NAT came from a new port; its
+    /// CHILD_SAs' ESP goes there too, and so will the outbound SA a rekey
+    /// holds back.
+    fn moved(&mut self, i: usize, local: SocketAddr, remote: SocketAddr) {
+        let encap = UdpEncap {
+            local_port: local.port(),
+            remote_port: remote.port(),
+        };
+        let p = &mut self.peers[i];
+        let name = p.settings.name.clone();
+        info!(peer = %name, %remote, "IKE: the peer moved; its UDP-encapsulated SAs follow");
+        if let Some(pending) = p.pending_outbound.as_mut() {
+            if pending.outbound.udp_encap.is_some() {
+                pending.outbound.udp_encap = Some(encap);
+            }
+        }
+        for c in p.children.values_mut() {
+            if c["udp_encapsulation"] == true {
+                c["udp_ports"] = json!([local.port(), remote.port()]);
+            }
+        }
+        let sas = p
+            .settings
+            .children
+            .iter()
+            .flat_map(|c| [c.outbound.clone(), c.inbound.clone()])
+            .collect();
+        self.change(SaChange::Encapsulate {
+            peer: name,
+            sas,
+            encap,
+        });
     }
 
     fn publish_status(&self) {
