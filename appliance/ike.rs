@@ -191,10 +191,10 @@ pub fn status_text(v: &Value) -> String {
                 s(&c["outbound_spi"]),
                 s(&c["mode"]),
                 s(&c["transform"]),
-                if c["udp_encapsulation"] == true {
-                    ", UDP-encapsulated"
-                } else {
-                    ""
+                match &c["udp_ports"] {
+                    Value::Array(p) if p.len() == 2 =>
+                        format!(", UDP-encapsulated {} -> {}", p[0], p[1]),
+                    _ => String::new(),
                 },
                 s(&c["established_secs"]),
                 s(&c["rekey_in_secs"])

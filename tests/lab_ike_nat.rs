@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::{find_sa, show, start_charon, swanctl, Lab, CHARON};
+use common::{bitsgw, find_sa, show, start_charon, swanctl, Lab, CHARON};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -444,6 +444,14 @@ fn check_encapsulated(lab: &Lab, side: &Side, peer_port: impl Fn(u16) -> bool) {
     assert_eq!(child["udp_ports"][0], 4500, "{ike}");
     let port = u16::try_from(child["udp_ports"][1].as_u64().unwrap()).unwrap();
     assert!(peer_port(port), "{ike}");
+    let sock = socket(lab, side.name);
+    let text = bitsgw(&["show", "ike", "--socket", sock.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(", NAT,"), "{text}");
+    assert!(
+        text.contains(&format!("UDP-encapsulated 4500 -> {port}")),
+        "{text}"
+    );
 }
 
 /// Pings both ways and a short iperf3 flow from A to B.
