@@ -516,6 +516,46 @@ fn the_public_side_follows_a_new_nat_mapping_the_side_behind_it_does_not() {
 }
 
 #[test]
+fn an_answer_lost_with_the_nats_mapping_reaches_the_retransmission() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, _) = establish_behind_nat(&mut p, 4322);
+    let nat = |port| SocketAddr::new(NAT.parse().unwrap(), port);
+    // A request through the NAT; its answer is lost, and the NAT's
+    // mapping with it.
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    let request = p.i.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, nat(4322), request.remote, &request.contents);
+    let lost = p.r.poll_transmit().unwrap();
+    assert_eq!(lost.remote, nat(4322));
+    events(&mut p.r);
+    // The retransmission comes through a new mapping: RFC 7296 2.11, the
+    // cached answer goes there, though the IKE SA stays (a replayed
+    // request must not move it, 2.23).
+    p.now = p.now.saturating_add(Duration::from_secs(1));
+    p.i.handle_timeout(p.now);
+    let again = p.i.poll_transmit().unwrap();
+    assert_eq!(again.contents, request.contents);
+    p.r.handle_datagram(p.now, nat(4999), again.remote, &again.contents);
+    let answer = p.r.poll_transmit().unwrap();
+    assert_eq!(answer.remote, nat(4999));
+    assert_eq!(answer.contents, lost.contents);
+    assert_eq!(p.r.counters().responses_resent, 1);
+    assert!(!events(&mut p.r)
+        .iter()
+        .any(|e| matches!(e, Event::IkeSaMoved { .. })));
+    p.i.handle_datagram(p.now, answer.local, request.local, &answer.contents);
+    assert!(child(&events(&mut p.i)).udp_encapsulation);
+    // The initiator's next request, new, moves it.
+    assert!(pump_nat(&mut p, 4999).is_empty());
+    let er = events(&mut p.r);
+    assert!(
+        er.iter()
+            .any(|e| matches!(e, Event::IkeSaMoved { remote, .. } if *remote == nat(4999))),
+        "{er:?}"
+    );
+}
+
+#[test]
 fn wrong_psk_is_refused_with_authentication_failed() {
     let mut r = peer(false);
     r.psk = Secret::new(b"another-psk-of-enough-length".to_vec());

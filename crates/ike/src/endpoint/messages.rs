@@ -256,9 +256,17 @@ impl Endpoint {
             let previous = sa.peer_message_id.wrapping_sub(1);
             match &sa.last_response {
                 Some((id, resp)) if *id == previous && h.message_id == previous => {
-                    let resp = resp.clone();
+                    // To where the retransmission came from (RFC 7296
+                    // 2.11): after a NAT lost its mapping, the answer
+                    // lost on the old one reaches the peer on the new one
+                    // (which the IKE SA follows only on a new message).
+                    let (remote, local) = path;
                     self.out.counters.responses_resent += 1;
-                    self.out.send(sa, resp);
+                    self.out.transmits.push_back(Transmit {
+                        remote,
+                        local,
+                        contents: resp.clone(),
+                    });
                 }
                 _ => self.out.drop(DropReason::InvalidMessageId),
             }
