@@ -571,14 +571,18 @@ fn two_bitsgw_key_their_tunnel_through_a_nat() {
 }
 
 #[test]
-fn through_a_nat_child_sa_rekeys_keep_the_encapsulation() {
+fn through_a_nat_rekeys_keep_the_encapsulation() {
     if !needs("nr", false) {
         return;
     }
     let mut lab = Lab::new("nr", &["hA", "gA", "r", "gB", "hB"]);
     build(&lab, Gw::Bitsgw, Gw::Bitsgw);
-    // A rekeys its CHILD_SA every 3 s (RFC 7296 2.8).
-    let [gw_a, gw_b] = two_bitsgw(&mut lab, &json!({"child_lifetime_secs": 3}));
+    // A rekeys its CHILD_SA every 3 s and its IKE SA after 5 s (RFC 7296
+    // 2.8).
+    let [gw_a, gw_b] = two_bitsgw(
+        &mut lab,
+        &json!({"child_lifetime_secs": 3, "ike_lifetime_secs": 5}),
+    );
     let first = find_sa(&show(&socket(&lab, "b"), "sa"), "b-to-a");
     let out = lab.try_exec(
         "hA",
@@ -593,6 +597,7 @@ fn through_a_nat_child_sa_rekeys_keep_the_encapsulation() {
     let (_, _, log_a) = lab.terminate(gw_a);
     let (_, _, log_b) = lab.terminate(gw_b);
     assert!(log_a.matches("rekeys=Some").count() >= 2, "{log_a}");
+    assert!(log_a.contains("IKE SA rekeyed"), "{log_a}");
     assert!(!log_b.contains("SA not installed"), "{log_b}");
 }
 

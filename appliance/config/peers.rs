@@ -463,6 +463,14 @@ mod tests {
             (&entry, field.as_str(), problem.as_str()),
             (&peer, "liveness_secs", "must not be zero")
         );
+        let (entry, field, problem) = at(text(CHILD, "k.psk").replace(
+            r#""start": "initiate""#,
+            r#""nat_keepalive_secs": 0, "start": "initiate""#,
+        ));
+        assert_eq!(
+            (&entry, field.as_str(), problem.as_str()),
+            (&peer, "nat_keepalive_secs", "must not be zero")
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
