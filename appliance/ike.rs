@@ -779,6 +779,7 @@ impl Thread {
                     "counters": {
                         "datagrams_received": c.datagrams_received,
                         "retransmissions": c.retransmissions,
+                        "nat_keepalives_sent": c.nat_keepalives_sent,
                         "notify_sent": c.notify_sent.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                         "notify_received": c.notify_received.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                         "drops": c.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),

@@ -563,6 +563,9 @@ fn two_bitsgw_key_their_tunnel_through_a_nat() {
         counters["drops"]["nat_keepalive"].as_u64().unwrap() >= 2,
         "{counters}"
     );
+    let ike_a = show(&socket(&lab, "a"), "ike");
+    let sent = &ike_a["peers"][0]["counters"]["nat_keepalives_sent"];
+    assert!(sent.as_u64().unwrap() >= keepalives as u64, "{ike_a}");
     for gw in [gw_a, gw_b] {
         let (ok, out, log) = lab.terminate(gw);
         assert!(ok, "bitsgw failed: {out}{log}");
