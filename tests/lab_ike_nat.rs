@@ -13,11 +13,13 @@
 //! moves to UDP 4500 and the CHILD_SA is UDP-encapsulated: the wire between
 //! the NAT and B, captured with tshark, carries UDP 500 and 4500 only,
 //! never ESP (IP protocol 50) and nothing of the hosts in clear. The side
-//! behind the NAT sends NAT-keepalives; a CHILD_SA rekey keeps the
-//! encapsulation.
+//! behind the NAT sends NAT-keepalives; CHILD_SA and IKE SA rekeys keep
+//! the encapsulation; when the NAT forgets its mappings, B follows A's
+//! next IKE message to the new one (RFC 7296 2.23).
 //!
-//! Needs root, nftables, tshark, iputils-ping (and charon for the mixed
-//! tests). Everything it creates it removes, also when it fails.
+//! Needs root, nftables, conntrack, tshark, iperf3, iputils-ping (and
+//! charon for the mixed tests; `scripts/setup-test-deps.sh` installs
+//! them). Everything it creates it removes, also when it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
