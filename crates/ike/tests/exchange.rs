@@ -516,6 +516,34 @@ fn the_public_side_follows_a_new_nat_mapping_the_side_behind_it_does_not() {
 }
 
 #[test]
+fn once_on_4500_the_ike_sa_stays_there() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, _) = establish_behind_nat(&mut p, 4322);
+    // An authentic new request that reached the responder's port 500:
+    // answered, but the IKE SA and its ESP stay on 4500.
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    let request = p.i.poll_transmit().unwrap();
+    let nat_ike = SocketAddr::new(NAT.parse().unwrap(), NAT_IKE_PORT);
+    p.r.handle_datagram(p.now, nat_ike, p.ra, &request.contents);
+    let answer = p.r.poll_transmit().unwrap();
+    let natt = SocketAddr::new(NAT.parse().unwrap(), 4322);
+    assert_eq!(
+        (answer.local, answer.remote),
+        ("198.51.100.1:4500".parse().unwrap(), natt)
+    );
+    let er = events(&mut p.r);
+    assert!(
+        !er.iter().any(|e| matches!(e, Event::IkeSaMoved { .. })),
+        "{er:?}"
+    );
+    let cr = child(&er);
+    assert_eq!(
+        (cr.local, cr.remote),
+        ("198.51.100.1:4500".parse().unwrap(), natt)
+    );
+}
+
+#[test]
 fn an_answer_lost_with_the_nats_mapping_reaches_the_retransmission() {
     let mut p = Pair::new(peer(true), peer(false));
     let (ci, _) = establish_behind_nat(&mut p, 4322);

@@ -218,12 +218,18 @@ impl Endpoint {
     /// ours, never a replay): the peer's move to UDP 4500 is followed by
     /// both sides; after that, only the side not behind a NAT follows the
     /// peer to a new address or port (the NAT's new mapping), while the
-    /// side behind it SHOULD NOT, or one forged packet could move it. An
-    /// established IKE SA that moves is reported, so the UDP encapsulation
-    /// of its CHILD_SAs follows.
+    /// side behind it SHOULD NOT, or one forged packet could move it. Once
+    /// on 4500 an IKE SA stays there: its ESP is in UDP to and from 4500
+    /// (RFC 3948). An established IKE SA that moves is reported, so the UDP
+    /// encapsulation of its CHILD_SAs follows.
     pub(super) fn follow(&mut self, sa: &mut IkeSa, remote: SocketAddr, local: SocketAddr) {
-        let to_nat_t = local.port() == NAT_T_PORT && sa.local.port() != NAT_T_PORT;
-        if (!to_nat_t && sa.nat_local) || (sa.remote, sa.local) == (remote, local) {
+        let on_nat_t = sa.local.port() == NAT_T_PORT;
+        let to_nat_t = local.port() == NAT_T_PORT && !on_nat_t;
+        let back_from_nat_t = on_nat_t && local.port() != NAT_T_PORT;
+        if (!to_nat_t && sa.nat_local)
+            || back_from_nat_t
+            || (sa.remote, sa.local) == (remote, local)
+        {
             return;
         }
         if !sa.initiator {
