@@ -28,7 +28,7 @@ use bitsgw_io::smoltcp_endpoint::{IkeDatagram, IkePort, IKE_PORT};
 use bitsgw_ipsec::config::{ActionConfig, PolicySet};
 use bitsgw_ipsec::crypto::TransformId;
 use bitsgw_ipsec::sa::{Mode as SaMode, SaParams, UdpEncap};
-use bitsgw_ipsec::selector::{AddrSel, Family};
+use bitsgw_ipsec::selector::{Addr, AddrSel, Family};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -305,6 +305,16 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
     };
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
+}
+
+/// Whether ESP in UDP of a tunnel SA in `mode` reaches the peer at `peer`,
+/// the address IKE came from: behind a NAT only that address (the NAT's)
+/// holds the mapping (RFC 3948), so the SA's tunnel endpoint must be it.
+fn reaches_peer(mode: SaMode, peer: IpAddr) -> bool {
+    match mode {
+        SaMode::Tunnel { remote, .. } => remote == Addr::from(peer),
+        SaMode::Transport => true,
+    }
 }
 
 /// The stage's transform for a negotiated ESP suite.
@@ -668,6 +678,10 @@ impl Thread {
             local_port: c.local.port(),
             remote_port: c.remote.port(),
         });
+        if encap.is_some() && !reaches_peer(outbound_sa.mode, c.remote.ip()) {
+            warn!(peer = %name, sa = %child.outbound, remote = %c.remote.ip(), "CHILD_SA UDP-encapsulated toward an address other than its SA's tunnel endpoint (the peer's NAT?); not installed");
+            return;
+        }
         let (in_enc, in_auth) = stage_keys(&c.inbound);
         let (out_enc, out_auth) = stage_keys(&c.outbound);
         let inbound = inbound_sa.keyed(c.inbound_spi, t, in_enc, in_auth, encap);
@@ -856,6 +870,19 @@ pub fn start(cfg: &ApplianceConfig, port: IkePort) -> Result<IkeThread, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encapsulated_esp_goes_to_the_tunnel_endpoint_ike_came_from() {
+        let nat: IpAddr = "203.0.113.129".parse().unwrap();
+        let tunnel = |remote: &str| SaMode::Tunnel {
+            local: Addr::from("203.0.113.130".parse::<IpAddr>().unwrap()),
+            remote: Addr::from(remote.parse::<IpAddr>().unwrap()),
+        };
+        assert!(reaches_peer(tunnel("203.0.113.129"), nat));
+        // The peer's own address behind the NAT holds no mapping.
+        assert!(!reaches_peer(tunnel("203.0.113.1"), nat));
+        assert!(reaches_peer(SaMode::Transport, nat));
+    }
 
     #[test]
     fn gcm_keys_carry_the_salt_after_the_key() {
