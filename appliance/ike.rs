@@ -34,7 +34,7 @@ use bitsgw_io::smoltcp_endpoint::{IkeDatagram, IkePort, IKE_PORT};
 use bitsgw_ipsec::config::{ActionConfig, PolicySet};
 use bitsgw_ipsec::crypto::TransformId;
 use bitsgw_ipsec::sa::{Mode as SaMode, SaParams, UdpEncap};
-use bitsgw_ipsec::selector::{AddrSel, Family};
+use bitsgw_ipsec::selector::{Addr, AddrSel, Family};
 use bitsgw_ipsec::AcquireSignal;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -83,6 +83,17 @@ pub enum SaChange {
         peer: String,
         /// Names with the SPI of the SA to remove.
         sas: Vec<(String, Option<u32>)>,
+    },
+    /// Move the UDP encapsulation of the SAs of these names to `encap`
+    /// (the peer behind a NAT came from a new port, RFC 7296 2.23), in
+    /// place: keys and sequence numbers stay.
+    Encapsulate {
+        /// The peer.
+        peer: String,
+        /// The SAs' names.
+        sas: Vec<String>,
+        /// The new ports.
+        encap: UdpEncap,
     },
 }
 
@@ -196,10 +207,10 @@ pub fn status_text(v: &Value) -> String {
                 s(&c["outbound_spi"]),
                 s(&c["mode"]),
                 s(&c["transform"]),
-                if c["udp_encapsulation"] == true {
-                    ", UDP-encapsulated"
-                } else {
-                    ""
+                match &c["udp_ports"] {
+                    Value::Array(p) if p.len() == 2 =>
+                        format!(", UDP-encapsulated {} -> {}", p[0], p[1]),
+                    _ => String::new(),
                 },
                 s(&c["established_secs"]),
                 s(&c["rekey_in_secs"])
@@ -314,6 +325,7 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
                 jitter: peer.rekey_jitter,
             },
             liveness: peer.liveness,
+            nat_keepalive: Some(peer.nat_keepalive),
             retransmit: Retransmit {
                 tries: peer.retransmit_tries,
                 ..Retransmit::default()
@@ -326,6 +338,16 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
     };
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
+}
+
+/// Whether ESP in UDP of a tunnel SA in `mode` reaches the peer at `peer`,
+/// the address IKE came from: behind a NAT only that address (the NAT's)
+/// holds the mapping (RFC 3948), so the SA's tunnel endpoint must be it.
+fn reaches_peer(mode: SaMode, peer: IpAddr) -> bool {
+    match mode {
+        SaMode::Tunnel { remote, .. } => remote == Addr::from(peer),
+        SaMode::Transport => true,
+    }
 }
 
 /// The stage's transform for a negotiated ESP suite.
@@ -757,6 +779,7 @@ impl Thread {
                     a.ended(c.ike, true);
                 }
             }
+            Event::IkeSaMoved { local, remote, .. } => self.moved(i, local, remote),
             Event::ChildSaFailed { ike, notify, .. } => {
                 warn!(peer = %name, notify = ?notify, "CHILD_SA not created");
                 if let Some(a) = self.peers[i].acquire.as_mut() {
@@ -821,6 +844,10 @@ impl Thread {
             local_port: c.local.port(),
             remote_port: c.remote.port(),
         });
+        if encap.is_some() && !reaches_peer(outbound_sa.mode, c.remote.ip()) {
+            warn!(peer = %name, sa = %child.outbound, remote = %c.remote.ip(), "CHILD_SA UDP-encapsulated toward an address other than its SA's tunnel endpoint (the peer's NAT?); not installed");
+            return;
+        }
         let (in_enc, in_auth) = stage_keys(&c.inbound);
         let (out_enc, out_auth) = stage_keys(&c.outbound);
         let mut inbound = inbound_sa.keyed(c.inbound_spi, t, in_enc, in_auth, encap);
@@ -857,6 +884,7 @@ impl Thread {
                 "transform": t.name(),
                 "mode": format!("{:?}", c.mode).to_lowercase(),
                 "udp_encapsulation": c.udp_encapsulation,
+                "udp_ports": encap.map(|e| [e.local_port, e.remote_port]),
                 SINCE: since,
             }),
         );
@@ -879,6 +907,40 @@ impl Thread {
             }
         };
         self.change(SaChange::Install { peer: name, sas });
+    }
+
+    /// RFC 7296 2.23: the peer behind a NAT came from a new port; its
+    /// CHILD_SAs' ESP goes there too, and so will the outbound SA a rekey
+    /// holds back.
+    fn moved(&mut self, i: usize, local: SocketAddr, remote: SocketAddr) {
+        let encap = UdpEncap {
+            local_port: local.port(),
+            remote_port: remote.port(),
+        };
+        let p = &mut self.peers[i];
+        let name = p.settings.name.clone();
+        info!(peer = %name, %remote, "IKE: the peer moved; its UDP-encapsulated SAs follow");
+        if let Some(pending) = p.pending_outbound.as_mut() {
+            if pending.outbound.udp_encap.is_some() {
+                pending.outbound.udp_encap = Some(encap);
+            }
+        }
+        for c in p.children.values_mut() {
+            if c["udp_encapsulation"] == true {
+                c["udp_ports"] = json!([local.port(), remote.port()]);
+            }
+        }
+        let sas = p
+            .settings
+            .children
+            .iter()
+            .flat_map(|c| [c.outbound.clone(), c.inbound.clone()])
+            .collect();
+        self.change(SaChange::Encapsulate {
+            peer: name,
+            sas,
+            encap,
+        });
     }
 
     fn publish_status(&self) {
@@ -909,6 +971,7 @@ impl Thread {
                         "retransmissions": c.retransmissions,
                         "ike_sas_expired": c.ike_sas_expired,
                         "child_sas_expired": c.child_sas_expired,
+                        "nat_keepalives_sent": c.nat_keepalives_sent,
                         "notify_sent": c.notify_sent.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                         "notify_received": c.notify_received.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                         "drops": c.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
@@ -1031,6 +1094,19 @@ mod tests {
         // Without a negotiation under way, nothing changes.
         a.ended(ours, false);
         assert_eq!((a.failed, a.not_before), (8, None));
+    }
+
+    #[test]
+    fn encapsulated_esp_goes_to_the_tunnel_endpoint_ike_came_from() {
+        let nat: IpAddr = "203.0.113.129".parse().unwrap();
+        let tunnel = |remote: &str| SaMode::Tunnel {
+            local: Addr::from("203.0.113.130".parse::<IpAddr>().unwrap()),
+            remote: Addr::from(remote.parse::<IpAddr>().unwrap()),
+        };
+        assert!(reaches_peer(tunnel("203.0.113.129"), nat));
+        // The peer's own address behind the NAT holds no mapping.
+        assert!(!reaches_peer(tunnel("203.0.113.1"), nat));
+        assert!(reaches_peer(SaMode::Transport, nat));
     }
 
     #[test]

@@ -625,6 +625,16 @@ fn apply_sa_change(running: &runner::Running, change: crate::ike::SaChange) {
             }
             gw.serve_leases(now);
         }),
+        SaChange::Encapsulate { peer, sas, encap } => on_every_gateway(running, move |gw| {
+            let stage = gw.stage_mut();
+            for name in &sas {
+                if let Some(id) = stage.sad().by_name(name) {
+                    if !stage.set_udp_encap(id, encap) {
+                        warn!(%peer, sa = %name, "IKE: SA without UDP encapsulation not moved");
+                    }
+                }
+            }
+        }),
         SaChange::Remove { peer, sas } => {
             info!(%peer, sas = ?sas.iter().map(|(n, _)| n).collect::<Vec<_>>(), "IKE: SAs removed");
             on_every_gateway(running, move |gw| {

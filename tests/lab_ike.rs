@@ -13,11 +13,11 @@
 
 mod common;
 
-use common::bitsgw;
 use common::ike::{
-    charon_initiate, child_sa_count, find_sa, lab_with_gateways, mixed_lab, ping, policy, show,
-    show_text, socket, MixedLab,
+    charon_initiate, child_sa_count, lab_with_gateways, mixed_lab, ping, policy, show_text, socket,
+    MixedLab,
 };
+use common::{bitsgw, find_sa, show};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

@@ -18,9 +18,9 @@ mod common;
 
 use common::ike::{
     capture_router, charon_conf, charon_initiate, finish, lab_with_gateways_starting, mixed_lab,
-    ping, show, show_text, socket, MixedLab, SWAN_PSK,
+    ping, show_text, socket, MixedLab, SWAN_PSK,
 };
-use common::{start_charon, Lab};
+use common::{show, start_charon, Lab};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

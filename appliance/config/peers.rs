@@ -10,7 +10,7 @@
 //!   "ike_proposals": ["aes128gcm16-prfsha256-ecp256"],
 //!   "esp_proposals": ["aes128gcm16"],
 //!   "ike_lifetime_secs": 14400, "child_lifetime_secs": 3600,
-//!   "rekey_jitter_secs": 60, "liveness_secs": 30,
+//!   "rekey_jitter_secs": 60, "liveness_secs": 30, "nat_keepalive_secs": 20,
 //!   "start": "initiate",
 //!   "children": [{"outbound": "a-to-b", "inbound": "b-to-a"}]
 //! }]
@@ -29,6 +29,12 @@
 //! the policy file, both `"keyed_by": "ike"` and of one mode; the SPD
 //! entries that protect with the outbound SA give the CHILD_SA's traffic
 //! selectors. One child per peer for now.
+//!
+//! With a NAT between the peers (RFC 7296 2.23) IKE moves to UDP 4500 and
+//! the CHILD_SAs are UDP-encapsulated (RFC 3948); the side behind the NAT
+//! sends a NAT-keepalive every `nat_keepalive_secs`. A peer behind a NAT
+//! is known by the NAT's public address: that is its `remote`, and its
+//! SAs' tunnel address.
 //!
 //! The PSK file (relative to the configuration file) holds the key, a
 //! trailing newline ignored; it must not be readable by group or others.
@@ -103,6 +109,8 @@ pub struct PeerSettings {
     pub liveness: Option<Duration>,
     /// Requests sent again before the peer is declared dead.
     pub retransmit_tries: u32,
+    /// NAT-keepalive interval behind a NAT (RFC 3948 2.3; default 20 s).
+    pub nat_keepalive: Duration,
     /// Initiate, respond, or initiate on traffic.
     pub start: StartAction,
     /// The CHILD_SAs.
@@ -327,6 +335,8 @@ fn peer(
             Some(Int(n @ 1..=10)) => n as u32,
             Some(_) => return Err(ctx.err("retransmit_tries", "must be 1 to 10")),
         },
+        nat_keepalive: secs(ctx, p.nat_keepalive_secs, "nat_keepalive_secs")?
+            .unwrap_or(Duration::from_secs(20)),
         start,
         children,
     })
@@ -478,6 +488,14 @@ mod tests {
         assert_eq!(
             (&entry, field.as_str(), problem.as_str()),
             (&peer, "liveness_secs", "must not be zero")
+        );
+        let (entry, field, problem) = at(text(CHILD, "k.psk").replace(
+            r#""start": "initiate""#,
+            r#""nat_keepalive_secs": 0, "start": "initiate""#,
+        ));
+        assert_eq!(
+            (&entry, field.as_str(), problem.as_str()),
+            (&peer, "nat_keepalive_secs", "must not be zero")
         );
         let (entry, field, problem) =
             at(text(CHILD, "k.psk").replace(r#""start": "initiate""#, r#""start": "on-demand""#));

@@ -178,6 +178,7 @@ pub(crate) struct RawPeer {
     pub rekey_jitter_secs: Option<Int>,
     pub liveness_secs: Option<Int>,
     pub retransmit_tries: Option<Int>,
+    pub nat_keepalive_secs: Option<Int>,
     pub start: Option<String>,
     pub children: Option<ListOf<RawChild, Children>>,
     #[serde(rename = "comment")]

@@ -58,6 +58,7 @@ fn config(initiator: bool) -> EndpointConfig {
                 jitter: Duration::ZERO,
             },
             liveness: Some(Duration::from_secs(20)),
+            nat_keepalive: Some(Duration::from_secs(20)),
             retransmit: Retransmit::default(),
             initial_contact: true,
         },

@@ -152,23 +152,9 @@ pub fn ping(lab: &Lab, count: &str) -> bool {
     .success()
 }
 
-/// SA `name` of `show sa --json`.
-pub fn find_sa(v: &serde_json::Value, name: &str) -> serde_json::Value {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no SA {name} in {v}"))
-        .clone()
-}
-
 /// The CHILD_SAs `show ike` lists for the first peer.
 pub fn child_sa_count(ike: &serde_json::Value) -> usize {
     ike["peers"][0]["child_sas"].as_array().map_or(0, Vec::len)
-}
-
-pub fn show(socket: &Path, what: &str) -> serde_json::Value {
-    serde_json::from_str(&show_text(socket, &[what, "--json"])).unwrap()
 }
 
 /// What `bitsgw show ARGS` prints.
@@ -228,42 +214,16 @@ pub fn build_mixed(lab: &Lab) {
 /// charon's connection `bitsgw` in `gB`, the responder, forcing UDP
 /// encapsulation (kernel-libipsec carries ESP in UDP only).
 pub fn charon_conf(psk: &str) -> String {
-    format!(
-        r#"connections {{
-  bitsgw {{
-    version = 2
-    local_addrs = 203.0.113.6
-    remote_addrs = 203.0.113.1
-    proposals = aes128gcm16-prfsha256-ecp256
-    encap = yes
-    mobike = no
-    local {{
-      auth = psk
-      id = gw-b.example
-    }}
-    remote {{
-      auth = psk
-      id = gw-a.example
-    }}
-    children {{
-      net {{
-        local_ts = 198.51.100.0/24
-        remote_ts = 192.0.2.0/24
-        mode = tunnel
-        esp_proposals = aes128gcm16
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-bitsgw {{
-    id-a = gw-a.example
-    id-b = gw-b.example
-    secret = "{psk}"
-  }}
-}}
-"#
-    )
+    super::SwanConnection {
+        side: "b",
+        local_addrs: "203.0.113.6",
+        remote_addrs: "203.0.113.1",
+        local_ts: "198.51.100.0/24",
+        remote_ts: "192.0.2.0/24",
+        encap: true,
+        psk,
+    }
+    .conf()
 }
 
 /// Writes bitsgw A's configuration and policy for the mixed lab

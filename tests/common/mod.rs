@@ -88,6 +88,27 @@ pub fn bitsgw(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `bitsgw show WHAT --json` of the gateway with control socket `socket`.
+pub fn show(socket: &Path, what: &str) -> serde_json::Value {
+    let out = bitsgw(&["show", what, "--json", "--socket", socket.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// SA `name` of `show sa --json`.
+pub fn find_sa(v: &serde_json::Value, name: &str) -> serde_json::Value {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no SA {name} in {v}"))
+        .clone()
+}
+
 impl Lab {
     /// Creates namespaces `bg<tag><pid>-NAME` for each of `names`.
     pub fn new(tag: &str, names: &[&str]) -> Lab {
@@ -570,6 +591,71 @@ pub fn start_charon(lab: &mut Lab, ns: &str, dir: &Path, swanctl_conf: &str) -> 
         &["--load-all", "--file", file.to_str().unwrap()],
     );
     pid
+}
+
+/// charon's connection `bitsgw` (child `net`, tunnel mode, the bitsgw
+/// labs' proposals) between gw-a.example and gw-b.example with a PSK.
+pub struct SwanConnection<'a> {
+    /// Which of them charon is: "a" or "b".
+    pub side: &'a str,
+    pub local_addrs: &'a str,
+    pub remote_addrs: &'a str,
+    pub local_ts: &'a str,
+    pub remote_ts: &'a str,
+    /// Force UDP encapsulation (a faked NAT), as kernel-libipsec needs
+    /// when there is no real NAT.
+    pub encap: bool,
+    pub psk: &'a str,
+}
+
+impl SwanConnection<'_> {
+    /// Its swanctl.conf.
+    pub fn conf(&self) -> String {
+        let other = if self.side == "a" { "b" } else { "a" };
+        format!(
+            r#"connections {{
+  bitsgw {{
+    version = 2
+    local_addrs = {local_addrs}
+    remote_addrs = {remote_addrs}
+    proposals = aes128gcm16-prfsha256-ecp256
+    encap = {encap}
+    mobike = no
+    local {{
+      auth = psk
+      id = gw-{side}.example
+    }}
+    remote {{
+      auth = psk
+      id = gw-{other}.example
+    }}
+    children {{
+      net {{
+        local_ts = {local_ts}
+        remote_ts = {remote_ts}
+        mode = tunnel
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-bitsgw {{
+    id-a = gw-a.example
+    id-b = gw-b.example
+    secret = "{psk}"
+  }}
+}}
+"#,
+            local_addrs = self.local_addrs,
+            remote_addrs = self.remote_addrs,
+            encap = if self.encap { "yes" } else { "no" },
+            side = self.side,
+            local_ts = self.local_ts,
+            remote_ts = self.remote_ts,
+            psk = self.psk,
+        )
+    }
 }
 
 /// Runs swanctl against the charon whose files are in `dir`.

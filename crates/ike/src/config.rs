@@ -126,6 +126,9 @@ pub struct PeerConfig {
     /// Send an empty INFORMATIONAL when nothing was heard for this long
     /// (RFC 7296 2.4); none disables liveness checks.
     pub liveness: Option<Duration>,
+    /// Behind a NAT, send a NAT-keepalive this often to keep its mapping
+    /// (RFC 3948 2.3, 20 s there); none sends none.
+    pub nat_keepalive: Option<Duration>,
     /// Retransmission timers.
     pub retransmit: Retransmit,
     /// Send INITIAL_CONTACT in IKE_AUTH (RFC 7296 2.4).

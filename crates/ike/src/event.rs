@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 pub struct IkeSaId(pub u64);
 
 /// A datagram to send: an IKE message, to which the caller prepends the
-/// four-octet non-ESP marker when it leaves from port 4500 (RFC 3948 2.2).
+/// four-octet non-ESP marker when it leaves from port 4500 (RFC 3948 2.2),
+/// or a NAT-keepalive ([`Transmit::is_nat_keepalive`]), which leaves as
+/// it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// Destination.
@@ -21,6 +23,18 @@ pub struct Transmit {
     pub local: SocketAddr,
     /// The IKE message.
     pub contents: Vec<u8>,
+}
+
+/// A NAT-keepalive: the single octet 0xFF (RFC 3948 2.3). No IKE message
+/// is that short (its header alone is 28 octets), so a receiver tells the
+/// two apart by length, and so does the owner sending them.
+pub const NAT_KEEPALIVE: [u8; 1] = [0xff];
+
+impl Transmit {
+    /// Whether this is a NAT-keepalive, sent without the non-ESP marker.
+    pub fn is_nat_keepalive(&self) -> bool {
+        self.contents == NAT_KEEPALIVE
+    }
 }
 
 /// Why an IKE SA went down (or never came up).
@@ -117,6 +131,18 @@ pub enum Event {
         spi_i: u64,
         /// Its responder's SPI.
         spi_r: u64,
+    },
+    /// The peer of an established IKE SA behind a NAT came from another
+    /// address or port (a new mapping of the NAT, RFC 7296 2.23): IKE
+    /// follows it, and its CHILD_SAs' UDP encapsulation (RFC 3948) must
+    /// too.
+    IkeSaMoved {
+        /// Which.
+        ike: IkeSaId,
+        /// Our address, as before.
+        local: SocketAddr,
+        /// The peer's new address and port.
+        remote: SocketAddr,
     },
     /// An IKE SA is gone; its CHILD_SAs were reported deleted first.
     IkeSaDown {
@@ -232,6 +258,8 @@ pub struct Counters {
     pub ike_sas_expired: u64,
     /// CHILD_SAs removed at their hard lifetime, their rekey not done.
     pub child_sas_expired: u64,
+    /// NAT-keepalives sent (RFC 3948 2.3).
+    pub nat_keepalives_sent: u64,
 }
 
 impl Counters {

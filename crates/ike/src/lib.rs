@@ -15,4 +15,6 @@ pub mod wire;
 pub use bitsgw_wire::Timestamp;
 pub use config::{EndpointConfig, Identity, Lifetimes, Mode, PeerConfig, Retransmit};
 pub use endpoint::{Endpoint, IkeError};
-pub use event::{ChildSaEstablished, Counters, DownReason, DropReason, Event, IkeSaId, Transmit};
+pub use event::{
+    ChildSaEstablished, Counters, DownReason, DropReason, Event, IkeSaId, Transmit, NAT_KEEPALIVE,
+};

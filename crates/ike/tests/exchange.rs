@@ -64,6 +64,7 @@ fn peer(initiator: bool) -> PeerConfig {
             jitter: Duration::ZERO,
         },
         liveness: None,
+        nat_keepalive: None,
         retransmit: Retransmit::default(),
         initial_contact: true,
     }
@@ -355,6 +356,231 @@ fn a_translated_address_is_detected() {
     assert_eq!(child(&er).remote, nat_t);
     assert_eq!(up(er), (false, true));
     assert_eq!(up(ei), (true, false));
+}
+
+/// The NAT in front of the initiator: its address, and the port it maps
+/// the initiator's port 500 to.
+const NAT: &str = "203.0.113.9";
+const NAT_IKE_PORT: u16 = 4321;
+
+/// [`Pair::pump`] with the initiator behind a NAT that maps its port 500
+/// to `NAT:NAT_IKE_PORT` and its port 4500 to `NAT:natt_port`; returns
+/// the initiator's NAT-keepalives (which a gateway's IPsec stage takes,
+/// never IKE).
+fn pump_nat(p: &mut Pair, natt_port: u16) -> Vec<bitsgw_ike::Transmit> {
+    let nat = |port| SocketAddr::new(NAT.parse().unwrap(), port);
+    let mut keepalives = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(t) = p.i.poll_transmit() {
+            moved = true;
+            if t.is_nat_keepalive() {
+                keepalives.push(t);
+                continue;
+            }
+            let from = match t.local.port() {
+                500 => nat(NAT_IKE_PORT),
+                _ => nat(natt_port),
+            };
+            p.r.handle_datagram(p.now, from, t.remote, &t.contents);
+        }
+        while let Some(t) = p.r.poll_transmit() {
+            moved = true;
+            assert_eq!(t.remote.ip(), nat(0).ip(), "{t:?}");
+            let port = if t.remote.port() == NAT_IKE_PORT {
+                500
+            } else {
+                4500
+            };
+            let to = SocketAddr::new(p.ia.ip(), port);
+            p.i.handle_datagram(p.now, t.local, to, &t.contents);
+        }
+        if !moved {
+            return keepalives;
+        }
+    }
+}
+
+/// The IKE SA and CHILD_SA through the NAT of [`pump_nat`]; both
+/// CHILD_SAs UDP-encapsulated.
+fn establish_behind_nat(p: &mut Pair, natt_port: u16) -> (ChildSaEstablished, ChildSaEstablished) {
+    p.initiate();
+    assert!(pump_nat(p, natt_port).is_empty());
+    let (ci, cr) = (child(&events(&mut p.i)), child(&events(&mut p.r)));
+    assert!(ci.udp_encapsulation && cr.udp_encapsulation);
+    assert_eq!(
+        (ci.local, ci.remote),
+        (
+            "192.0.2.1:4500".parse().unwrap(),
+            "198.51.100.1:4500".parse().unwrap()
+        )
+    );
+    let natt = SocketAddr::new(NAT.parse().unwrap(), natt_port);
+    assert_eq!(
+        (cr.local, cr.remote),
+        ("198.51.100.1:4500".parse().unwrap(), natt)
+    );
+    (ci, cr)
+}
+
+#[test]
+fn only_the_side_behind_a_nat_sends_keepalives() {
+    // RFC 3948 2.3: a keepalive every interval from behind the NAT, from
+    // port 4500 to the peer's 4500.
+    let every = Duration::from_secs(20);
+    let (mut i, mut r) = (peer(true), peer(false));
+    i.nat_keepalive = Some(every);
+    r.nat_keepalive = Some(every);
+    let mut p = Pair::new(i, r);
+    establish_behind_nat(&mut p, 4322);
+    let start = p.now;
+    assert_eq!(p.i.poll_timeout(), Some(start.saturating_add(every)));
+    assert_eq!(
+        p.r.poll_timeout(),
+        Some(start.saturating_add(Duration::from_secs(1200)))
+    );
+    for n in 1..=3u32 {
+        p.now = start.saturating_add(every * n);
+        p.i.handle_timeout(p.now);
+        p.r.handle_timeout(p.now);
+        let sent = pump_nat(&mut p, 4322);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].contents, bitsgw_ike::NAT_KEEPALIVE);
+        assert_eq!(
+            (sent[0].local, sent[0].remote),
+            (
+                "192.0.2.1:4500".parse().unwrap(),
+                "198.51.100.1:4500".parse().unwrap()
+            )
+        );
+    }
+    assert_eq!(p.i.counters().nat_keepalives_sent, 3);
+    assert_eq!(p.r.counters().nat_keepalives_sent, 0);
+    // Without a NAT, none.
+    let (mut i, mut r) = (peer(true), peer(false));
+    i.nat_keepalive = Some(every);
+    r.nat_keepalive = Some(every);
+    let mut p = Pair::new(i, r);
+    establish(&mut p);
+    p.now = p.now.saturating_add(every);
+    p.i.handle_timeout(p.now);
+    assert!(p.i.poll_transmit().is_none());
+    assert_eq!(p.i.counters().nat_keepalives_sent, 0);
+}
+
+#[test]
+fn the_public_side_follows_a_new_nat_mapping_the_side_behind_it_does_not() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, _) = establish_behind_nat(&mut p, 4322);
+    // The NAT forgot the mapping and makes a new one: the responder,
+    // not behind a NAT, follows the authentic request (RFC 7296 2.23),
+    // says so, and the CHILD_SA the rekey makes is encapsulated to it.
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    assert!(pump_nat(&mut p, 4999).is_empty());
+    let moved = SocketAddr::new(NAT.parse().unwrap(), 4999);
+    let er = events(&mut p.r);
+    assert!(
+        er.iter().any(|e| matches!(
+            e,
+            Event::IkeSaMoved { remote, local, .. }
+                if *remote == moved && *local == "198.51.100.1:4500".parse().unwrap()
+        )),
+        "{er:?}"
+    );
+    let cr = child(&er);
+    assert!(cr.udp_encapsulation);
+    assert_eq!(cr.remote, moved);
+    let ci = child(&events(&mut p.i));
+    assert!(ci.udp_encapsulation);
+    assert_eq!(ci.remote, "198.51.100.1:4500".parse().unwrap());
+    // The initiator, behind the NAT, does not follow an authentic request
+    // from elsewhere: it answers where its IKE SA runs.
+    p.r.rekey_child(p.now, cr.ike, cr.inbound_spi).unwrap();
+    let t = p.r.poll_transmit().unwrap();
+    assert_eq!(t.remote, moved);
+    let elsewhere: SocketAddr = "198.51.100.7:4600".parse().unwrap();
+    p.i.handle_datagram(
+        p.now,
+        elsewhere,
+        "192.0.2.1:4500".parse().unwrap(),
+        &t.contents,
+    );
+    let answer = p.i.poll_transmit().unwrap();
+    assert_eq!(answer.remote, "198.51.100.1:4500".parse().unwrap());
+    let ei = events(&mut p.i);
+    assert!(
+        !ei.iter().any(|e| matches!(e, Event::IkeSaMoved { .. })),
+        "{ei:?}"
+    );
+    assert!(child(&ei).udp_encapsulation);
+}
+
+#[test]
+fn once_on_4500_the_ike_sa_stays_there() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, _) = establish_behind_nat(&mut p, 4322);
+    // An authentic new request that reached the responder's port 500:
+    // answered, but the IKE SA and its ESP stay on 4500.
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    let request = p.i.poll_transmit().unwrap();
+    let nat_ike = SocketAddr::new(NAT.parse().unwrap(), NAT_IKE_PORT);
+    p.r.handle_datagram(p.now, nat_ike, p.ra, &request.contents);
+    let answer = p.r.poll_transmit().unwrap();
+    let natt = SocketAddr::new(NAT.parse().unwrap(), 4322);
+    assert_eq!(
+        (answer.local, answer.remote),
+        ("198.51.100.1:4500".parse().unwrap(), natt)
+    );
+    let er = events(&mut p.r);
+    assert!(
+        !er.iter().any(|e| matches!(e, Event::IkeSaMoved { .. })),
+        "{er:?}"
+    );
+    let cr = child(&er);
+    assert_eq!(
+        (cr.local, cr.remote),
+        ("198.51.100.1:4500".parse().unwrap(), natt)
+    );
+}
+
+#[test]
+fn an_answer_lost_with_the_nats_mapping_reaches_the_retransmission() {
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, _) = establish_behind_nat(&mut p, 4322);
+    let nat = |port| SocketAddr::new(NAT.parse().unwrap(), port);
+    // A request through the NAT; its answer is lost, and the NAT's
+    // mapping with it.
+    p.i.rekey_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    let request = p.i.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, nat(4322), request.remote, &request.contents);
+    let lost = p.r.poll_transmit().unwrap();
+    assert_eq!(lost.remote, nat(4322));
+    events(&mut p.r);
+    // The retransmission comes through a new mapping: RFC 7296 2.11, the
+    // cached answer goes there, though the IKE SA stays (a replayed
+    // request must not move it, 2.23).
+    p.now = p.now.saturating_add(Duration::from_secs(1));
+    p.i.handle_timeout(p.now);
+    let again = p.i.poll_transmit().unwrap();
+    assert_eq!(again.contents, request.contents);
+    p.r.handle_datagram(p.now, nat(4999), again.remote, &again.contents);
+    let answer = p.r.poll_transmit().unwrap();
+    assert_eq!(answer.remote, nat(4999));
+    assert_eq!(answer.contents, lost.contents);
+    assert_eq!(p.r.counters().responses_resent, 1);
+    assert!(!events(&mut p.r)
+        .iter()
+        .any(|e| matches!(e, Event::IkeSaMoved { .. })));
+    p.i.handle_datagram(p.now, answer.local, request.local, &answer.contents);
+    assert!(child(&events(&mut p.i)).udp_encapsulation);
+    // The initiator's next request, new, moves it.
+    assert!(pump_nat(&mut p, 4999).is_empty());
+    let er = events(&mut p.r);
+    assert!(
+        er.iter()
+            .any(|e| matches!(e, Event::IkeSaMoved { remote, .. } if *remote == nat(4999))),
+        "{er:?}"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@
 
 use bitsgw_pipeline::endpoint::ETHERTYPE_ARP;
 use bitsgw_pipeline::LocalEndpoint;
+use bitsgw_wire::esp::{classify_udp_encap, UdpEncapKind};
 use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use bitsgw_wire::{icmp, ip, proto, Timestamp};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -100,7 +101,9 @@ impl IkeSockets {
                 ..udp::UdpMetadata::from((IpAddress::from(d.remote.ip()), d.remote.port()))
             };
             let sock = sockets.get_mut::<udp::Socket>(*h);
-            let sent = if *port == NAT_T_PORT {
+            // A NAT-keepalive (RFC 3948 2.3) leaves as it is.
+            let keepalive = classify_udp_encap(&d.data) == UdpEncapKind::Keepalive;
+            let sent = if *port == NAT_T_PORT && !keepalive {
                 sock.send(NON_ESP_MARKER.len() + d.data.len(), meta)
                     .map(|buf| {
                         buf[..4].copy_from_slice(&NON_ESP_MARKER);

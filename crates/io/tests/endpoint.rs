@@ -202,6 +202,22 @@ fn ike_datagrams_go_to_the_ike_port_and_replies_leave_from_the_address() {
     assert_eq!(&reply[26..30], &[192, 0, 2, 1]);
     assert_eq!(&reply[34..38], &[0x11, 0x94, 0x11, 0x94]);
     assert_eq!(&reply[42..], [&[0u8, 0, 0, 0][..], b"reply"].concat());
+    // A NAT-keepalive leaves from 4500 as the single octet 0xFF, without
+    // the marker (RFC 3948 2.3).
+    port.send
+        .try_send(bitsgw_io::smoltcp_endpoint::IkeDatagram {
+            local: "192.0.2.1:4500".parse().unwrap(),
+            remote: "192.0.2.2:4500".parse().unwrap(),
+            data: vec![0xff],
+        })
+        .unwrap();
+    let out = sent(&mut ep);
+    let keepalive = out
+        .iter()
+        .find(|f| f.len() > 42 && f[23] == 17)
+        .unwrap_or_else(|| panic!("no keepalive sent: {out:02x?}"));
+    assert_eq!(&keepalive[34..38], &[0x11, 0x94, 0x11, 0x94]);
+    assert_eq!(&keepalive[42..], [0xff]);
     let drops = &port.drops;
     assert_eq!(
         drops.to_ike_full.load(std::sync::atomic::Ordering::Relaxed)

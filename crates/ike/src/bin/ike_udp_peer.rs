@@ -119,6 +119,7 @@ fn config(a: &Args) -> Result<EndpointConfig, String> {
                 jitter: Duration::ZERO,
             },
             liveness: secs("liveness")?,
+            nat_keepalive: Some(Duration::from_secs(20)),
             retransmit: Retransmit::default(),
             initial_contact: true,
         },
@@ -281,7 +282,7 @@ fn run() -> Result<(), String> {
                 return Err(format!("no socket for {}", t.local));
             };
             let mut datagram = Vec::with_capacity(4 + t.contents.len());
-            if t.local.port() == NAT_T_PORT {
+            if t.local.port() == NAT_T_PORT && !t.is_nat_keepalive() {
                 datagram.extend_from_slice(&[0; 4]);
             }
             datagram.extend_from_slice(&t.contents);

@@ -185,9 +185,9 @@ impl Endpoint {
 
     /// Opens a message's SK payload (RFC 7296 3.14). `Err(None)`: dropped
     /// and counted; `Err(Some(error))`: authentic but its inner payloads are
-    /// malformed (answered with INVALID_SYNTAX when a request). Behind a
-    /// NAT, an authentic message moves the IKE SA to the addresses it came
-    /// on (RFC 7296 2.23).
+    /// malformed (answered with INVALID_SYNTAX when a request). With a NAT
+    /// between the peers, an authentic new message may move the IKE SA to
+    /// the addresses it came on ([`Endpoint::follow`]).
     pub(super) fn open(
         &mut self,
         sa: &mut IkeSa,
@@ -208,10 +208,45 @@ impl Endpoint {
             }
         };
         if sa.nat_local || sa.nat_remote {
-            sa.remote = remote;
-            sa.local = local;
+            self.follow(sa, remote, local);
         }
         parse_chain(sk.first_inner, &inner).map_err(Some)
+    }
+
+    /// RFC 7296 2.23 with a NAT between the peers, for an authentic message
+    /// that is new (a request of the next message ID or the response to
+    /// ours, never a replay): the peer's move to UDP 4500 is followed by
+    /// both sides; after that, only the side not behind a NAT follows the
+    /// peer to a new address or port (the NAT's new mapping), while the
+    /// side behind it SHOULD NOT, or one forged packet could move it. Once
+    /// on 4500 an IKE SA stays there: its ESP is in UDP to and from 4500
+    /// (RFC 3948). An established IKE SA that moves is reported, so the UDP
+    /// encapsulation of its CHILD_SAs follows.
+    pub(super) fn follow(&mut self, sa: &mut IkeSa, remote: SocketAddr, local: SocketAddr) {
+        let on_nat_t = sa.local.port() == NAT_T_PORT;
+        let to_nat_t = local.port() == NAT_T_PORT && !on_nat_t;
+        let back_from_nat_t = on_nat_t && local.port() != NAT_T_PORT;
+        if (!to_nat_t && sa.nat_local)
+            || back_from_nat_t
+            || (sa.remote, sa.local) == (remote, local)
+        {
+            return;
+        }
+        if !sa.initiator {
+            // The entry follows the IKE SA, so that it is removed with it.
+            if let Some(id) = self.by_initiator.remove(&(sa.remote, sa.spi_i)) {
+                self.by_initiator.insert((remote, sa.spi_i), id);
+            }
+        }
+        sa.remote = remote;
+        sa.local = local;
+        if sa.state == State::Established && sa.announced {
+            self.out.events.push_back(Event::IkeSaMoved {
+                ike: IkeSaId(sa.id),
+                local,
+                remote,
+            });
+        }
     }
 
     pub(super) fn on_request(
@@ -227,9 +262,17 @@ impl Endpoint {
             let previous = sa.peer_message_id.wrapping_sub(1);
             match &sa.last_response {
                 Some((id, resp)) if *id == previous && h.message_id == previous => {
-                    let resp = resp.clone();
+                    // To where the retransmission came from (RFC 7296
+                    // 2.11): after a NAT lost its mapping, the answer
+                    // lost on the old one reaches the peer on the new one
+                    // (which the IKE SA follows only on a new message).
+                    let (remote, local) = path;
                     self.out.counters.responses_resent += 1;
-                    self.out.send(sa, resp);
+                    self.out.transmits.push_back(Transmit {
+                        remote,
+                        local,
+                        contents: resp.clone(),
+                    });
                 }
                 _ => self.out.drop(DropReason::InvalidMessageId),
             }

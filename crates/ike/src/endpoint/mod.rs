@@ -26,7 +26,7 @@ use crate::crypto::{
     psk_auth, CryptoError, DhPrivate, IkeKeys, Secret, SkKeys,
 };
 use crate::event::{
-    ChildSaEstablished, Counters, DownReason, DropReason, Event, IkeSaId, Transmit,
+    ChildSaEstablished, Counters, DownReason, DropReason, Event, IkeSaId, Transmit, NAT_KEEPALIVE,
 };
 use crate::suite::{
     accept_esp_reply, accept_ike_reply, accept_ike_reply_with_spi, esp_reply, ike_reply,
@@ -224,6 +224,8 @@ struct IkeSa {
     children: Vec<ChildSa>,
     first_child_spi: u32,
     created: Timestamp,
+    /// When the last NAT-keepalive left (or the IKE SA was made).
+    keepalive_sent: Timestamp,
     last_heard: Timestamp,
     nat_local: bool,
     nat_remote: bool,
@@ -284,6 +286,7 @@ impl IkeSa {
             children: Vec::new(),
             first_child_spi: 0,
             created: now,
+            keepalive_sent: now,
             last_heard: now,
             nat_local: false,
             nat_remote: false,
@@ -569,7 +572,18 @@ impl Endpoint {
                 earliest(t);
             }
         }
+        if let Some(t) = self.keepalive_due(sa) {
+            earliest(t);
+        }
         d
+    }
+
+    /// When the next NAT-keepalive is due: sent only by the side behind
+    /// the NAT (RFC 3948 2.3), for an established IKE SA in use.
+    fn keepalive_due(&self, sa: &IkeSa) -> Option<Timestamp> {
+        let iv = self.config.peer.nat_keepalive?;
+        (sa.nat_local && sa.state == State::Established && sa.announced)
+            .then(|| sa.keepalive_sent.saturating_add(iv))
     }
 
     fn random(&self, buf: &mut [u8]) -> Result<(), CryptoError> {

@@ -55,6 +55,11 @@ impl Endpoint {
             }
             self.expire_children(now, sa)?;
         }
+        if self.keepalive_due(sa).is_some_and(|t| t <= now) {
+            sa.keepalive_sent = now;
+            self.out.counters.nat_keepalives_sent += 1;
+            self.out.send(sa, NAT_KEEPALIVE.to_vec());
+        }
         let retransmit = self.config.peer.retransmit;
         if let Some(p) = &mut sa.pending {
             if now >= p.next_at {

@@ -21,7 +21,7 @@ pub use acquire::AcquireSignal;
 use crate::counters::{DropReason, StageCounters};
 use crate::flow::{addresses, flow_key};
 use crate::ownership::{Anchors, OwnerMap, StageOwnership};
-use crate::sa::{Direction, LimitKind, Mode, Sa, SaParams, SaState};
+use crate::sa::{Direction, LimitKind, Mode, Sa, SaParams, SaState, UdpEncap};
 use crate::sad::{NameId, SaId, Sad, SadError};
 use crate::selector::{proto, Addr, Family};
 use crate::spd::{Action, Spd, SpdEntry, SpdEntryId};
@@ -556,6 +556,20 @@ impl IpsecStage {
         self.sad.remove(id)
     }
 
+    /// Moves a UDP-encapsulated SA to new ports (the peer's NAT mapped it
+    /// anew, RFC 7296 2.23, RFC 3948) in place: its keys, sequence number
+    /// and replay window stay, so no (key, sequence number) pair is used
+    /// twice. An SA without UDP encapsulation is left as it is (false).
+    pub fn set_udp_encap(&mut self, id: SaId, encap: UdpEncap) -> bool {
+        match self.sad.get_mut(id) {
+            Some(sa) if sa.params.udp_encap.is_some() => {
+                sa.params.udp_encap = Some(encap);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The next event for the control plane.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -724,6 +738,44 @@ mod tests {
         );
         assert_eq!(&b.data()[24..28], &0u32.to_be_bytes());
         assert_eq!(s.sad.get(id).unwrap().seq(), 1 << 32);
+    }
+
+    /// A UDP-encapsulated SA moved to the NAT's new port sends from the
+    /// next packet on to it, its sequence numbers going on; an SA without
+    /// encapsulation is not given one.
+    #[test]
+    fn udp_encap_moves_in_place_and_the_sequence_goes_on() {
+        let text = POLICY.replace(
+            r#""esn": ESN,"#,
+            r#""esn": false, "udp_encap": {"local_port": 4500, "remote_port": 4500},"#,
+        );
+        let set = parse_policy(&text, "t.json").unwrap();
+        let mut s = IpsecStage::new(StageConfig::default());
+        set.apply(&mut s, Timestamp::ZERO).unwrap();
+        let send = |s: &mut IpsecStage| {
+            let mut b = packet();
+            assert_eq!(
+                s.handle_outbound(&mut b, Timestamp::ZERO),
+                Disposition::Forward
+            );
+            let d = b.data();
+            // Outer IPv4 (20), UDP (8), then ESP's SPI and sequence.
+            (
+                u16::from_be_bytes([d[22], d[23]]),
+                u32::from_be_bytes([d[32], d[33], d[34], d[35]]),
+            )
+        };
+        assert_eq!(send(&mut s), (4500, 1));
+        let out = s.sad.by_name("out").unwrap();
+        let moved = UdpEncap {
+            local_port: 4500,
+            remote_port: 40123,
+        };
+        assert!(s.set_udp_encap(out, moved));
+        assert_eq!(send(&mut s), (40123, 2));
+        let inbound = s.sad.by_name("in").unwrap();
+        assert!(!s.set_udp_encap(inbound, moved));
+        assert_eq!(s.sad.get(inbound).unwrap().params.udp_encap, None);
     }
 
     /// Held fragments discarded because a fragment of their datagram
