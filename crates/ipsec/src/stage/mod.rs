@@ -12,6 +12,8 @@
 //! in steady state (fragments and events are the exceptions, and they come
 //! from pools or are rare by nature).
 
+mod encap;
+mod fast;
 mod inbound;
 mod outbound;
 
@@ -206,6 +208,14 @@ pub struct IpsecStage {
     anchors: Anchors,
     /// Walks and classifications this stage made itself.
     parse_counts: ParseCounts,
+    /// Per outbound SPD entry, its resolved protection (see [`fast`]).
+    fast_out: Vec<fast::FastOut>,
+    /// Whether outbound packets may take the fast path (tests compare it
+    /// with the general path).
+    fast_path: bool,
+    /// Packets the fast path protected.
+    #[cfg(test)]
+    fast_hits: u64,
 }
 
 impl From<FragDrop> for DropReason {
@@ -247,6 +257,10 @@ impl IpsecStage {
             ownership: StageOwnership::All,
             anchors: Anchors::default(),
             parse_counts: ParseCounts::default(),
+            fast_out: Vec::new(),
+            fast_path: true,
+            #[cfg(test)]
+            fast_hits: 0,
         }
     }
 
@@ -383,6 +397,7 @@ impl IpsecStage {
         self.spd_out = Spd::new(outbound);
         self.spd_in = Spd::new(inbound);
         self.anchors = Anchors::new(&self.spd_out, &self.spd_in);
+        self.fast_out = vec![fast::FastOut::UNRESOLVED; self.spd_out.entries().len()];
         self.refs_by_name.clear();
         for (direction, spd) in [
             (Direction::Outbound, &self.spd_out),
@@ -607,6 +622,9 @@ impl IpsecStage {
         if sa.state == SaState::Stopped {
             return false;
         }
+        if !sa.limit_due(now) {
+            return true;
+        }
         // Only the owner tells: the other stages' copies expire silently.
         let owned = sa.is_owned();
         if let Some(limit) = sa.reached(&sa.params.hard, now) {
@@ -627,7 +645,7 @@ impl IpsecStage {
         }
         if sa.state == SaState::Active {
             if let Some(limit) = sa.reached(&sa.params.soft, now) {
-                sa.state = SaState::SoftExpired;
+                sa.set_state(SaState::SoftExpired);
                 if !owned {
                     return true;
                 }
