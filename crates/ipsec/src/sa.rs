@@ -218,6 +218,10 @@ pub struct Sa {
     pub(crate) selectors: Vec<Selector>,
     /// Positions of those SPD entries in their direction's SPD.
     pub(crate) spd_entries: Vec<usize>,
+    /// Inbound: the flow of the last inner packet the selectors passed
+    /// (RFC 4301 5.2 step 4), whose packets need not be matched again
+    /// while the selectors stay as they are.
+    pub(crate) inner_flow_matched: Option<crate::selector::FlowKey>,
     /// The SAD's slot for its name, set when it is installed.
     pub(crate) name_id: Option<crate::sad::NameId>,
     /// Digest of the parameters it was installed with, keys included, so a
@@ -284,6 +288,7 @@ impl Sa {
             },
             selectors: Vec::new(),
             spd_entries: Vec::new(),
+            inner_flow_matched: None,
             name_id: None,
             fingerprint,
             lease_identity,

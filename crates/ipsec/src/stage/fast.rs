@@ -450,3 +450,83 @@ mod tests {
         assert_eq!(send(&mut s, p).0, Disposition::Drop(DropReason::NoSa));
     }
 }
+
+/// The inbound side's per-SA memo of the last inner flow its selectors
+/// passed: it never outlives the selectors.
+#[cfg(test)]
+mod inbound_tests {
+    use super::*;
+    use crate::config::parse_policy;
+    use bitsgw_wire::craft::udp_packet;
+    use std::net::IpAddr;
+
+    const KEY_AB: &str = "0x000102030405060708090a0b0c0d0e0f10111213";
+    const KEY_BA: &str = "0x000102030405060708090a0b0c0d0e0f10111214";
+
+    /// Gateway A (`a`) or B of a tunnel whose A-to-B SA is SPI 4096.
+    fn gateway(a: bool) -> IpsecStage {
+        let (me, peer) = ("203.0.113.1", "203.0.113.2");
+        let (me, peer, spi_out, spi_in, key_out, key_in) = if a {
+            (me, peer, 4096, 4097, KEY_AB, KEY_BA)
+        } else {
+            (peer, me, 4097, 4096, KEY_BA, KEY_AB)
+        };
+        let sa = |name: &str, dir: &str, spi: u32, key: &str, local: &str, remote: &str| {
+            format!(
+                r#"{{"name": "{name}", "direction": "{dir}", "spi": {spi}, "mode": "tunnel",
+                 "tunnel": {{"local": "{local}", "remote": "{remote}"}},
+                 "transform": "aes-gcm-128", "enc_key": "{key}"}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"danger_static_keys_for_counter_mode": true,
+              "spd": {{"outbound": [{{"name": "all", "action": "protect", "sa": "out"}}],
+                      "inbound": [{{"name": "all", "action": "protect", "sa": "in"}}]}},
+              "sad": [{}, {}]}}"#,
+            sa("out", "outbound", spi_out, key_out, me, peer),
+            sa("in", "inbound", spi_in, key_in, me, peer)
+        );
+        let set = parse_policy(&text, "t.json").unwrap();
+        let mut s = IpsecStage::new(StageConfig::default());
+        set.apply(&mut s, Timestamp::ZERO).unwrap();
+        s
+    }
+
+    /// Gateway A seals, gateway B opens: after a flow has passed B's
+    /// selectors, a new inbound SPD that no longer covers it makes its
+    /// next packet fail the inner check (RFC 4301 5.2 step 4).
+    #[test]
+    fn a_new_spd_rechecks_a_flow_that_passed() {
+        let (mut a, mut b) = (gateway(true), gateway(false));
+        let src: IpAddr = "192.0.2.10".parse().unwrap();
+        let dst: IpAddr = "198.51.100.10".parse().unwrap();
+        let mut sealed = || {
+            let mut buf = PacketBuf::from_slice(&udp_packet(src, dst, 4000, 5000, 32));
+            assert_eq!(
+                a.handle_outbound(&mut buf, Timestamp::ZERO),
+                Disposition::Forward
+            );
+            buf
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                b.handle_inbound(&mut sealed(), Timestamp::ZERO),
+                Disposition::Deliver
+            );
+        }
+        let name = b.sa_name("in");
+        let mut elsewhere = crate::selector::Selector::ANY;
+        elsewhere.proto = crate::selector::ProtoSel::Is(proto::TCP);
+        let protect = |selector| SpdEntry {
+            name: "tcp".into(),
+            selector,
+            action: Action::Protect(vec![name].into_boxed_slice()),
+        };
+        let outbound = b.spd(Direction::Outbound).entries().to_vec();
+        b.set_spd(outbound, vec![protect(elsewhere)]);
+        assert_eq!(
+            b.handle_inbound(&mut sealed(), Timestamp::ZERO),
+            Disposition::Drop(DropReason::InnerSelectorMismatch)
+        );
+    }
+}

@@ -443,6 +443,7 @@ impl IpsecStage {
         if let Some(sa) = self.sad.get_mut(id) {
             sa.selectors = selectors;
             sa.spd_entries = entries;
+            sa.inner_flow_matched = None;
         }
     }
 
@@ -615,15 +616,22 @@ impl IpsecStage {
 
     /// Applies the SA's lifetimes at `now`: raises the soft event once,
     /// removes the SA at the hard limit. Returns whether it is still usable.
+    /// Below every limit (the packet path's case) three comparisons.
+    #[inline]
     fn lifetime_check(&mut self, id: SaId, now: Timestamp) -> bool {
+        match self.sad.get(id) {
+            Some(sa) if sa.state != SaState::Stopped && !sa.limit_due(now) => true,
+            _ => self.apply_lifetimes(id, now),
+        }
+    }
+
+    #[cold]
+    fn apply_lifetimes(&mut self, id: SaId, now: Timestamp) -> bool {
         let Some(sa) = self.sad.get_mut(id) else {
             return false;
         };
         if sa.state == SaState::Stopped {
             return false;
-        }
-        if !sa.limit_due(now) {
-            return true;
         }
         // Only the owner tells: the other stages' copies expire silently.
         let owned = sa.is_owned();
