@@ -126,6 +126,7 @@ impl IpsecStage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::encap::{addr_bytes16, addr_bytes4};
     use super::*;
     use crate::crypto::TransformId;
     use crate::sa::{Limits, UdpEncap};
@@ -238,6 +239,38 @@ mod tests {
         (word(0), word(4))
     }
 
+    /// The outer header of tunnel-mode packet `out` sealed from `inner` is
+    /// what the wire crate's emitters make of the same fields, with TOS /
+    /// traffic class and DF copied from the inner header (RFC 4301
+    /// 5.1.2.1), identification as sent and the checksum computed anew.
+    fn assert_outer_header(
+        out: &[u8],
+        inner: &[u8],
+        local: crate::selector::Addr,
+        remote: crate::selector::Addr,
+        udp: bool,
+    ) {
+        let next = if udp { proto::UDP } else { proto::ESP };
+        let tos = ip::traffic_class(inner);
+        let mut expected = [0u8; ip::IPV6_HEADER];
+        match remote.family {
+            Family::V4 => {
+                let df = ip::version(inner) == Ok(IpVersion::V4) && inner[6] & 0x40 != 0;
+                let total = u16::try_from(out.len()).unwrap();
+                let ident = u16::from_be_bytes([out[4], out[5]]);
+                let (src, dst) = (addr_bytes4(local), addr_bytes4(remote));
+                ip::emit_ipv4_header(&mut expected, src, dst, next, total, 64, ident, tos, df);
+                assert_eq!(out[..20], expected[..20]);
+            }
+            Family::V6 => {
+                let plen = u16::try_from(out.len() - ip::IPV6_HEADER).unwrap();
+                let (src, dst) = (addr_bytes16(local), addr_bytes16(remote));
+                ip::emit_ipv6_header(&mut expected, src, dst, next, plen, 64, tos);
+                assert_eq!(out[..40], expected[..]);
+            }
+        }
+    }
+
     /// The fast path puts out exactly the general path's bytes: tunnel
     /// mode with an outer IPv4 and IPv6 header and transport mode, with
     /// and without ESP-in-UDP, for IPv4 and IPv6 packets; and it is the
@@ -258,6 +291,9 @@ mod tests {
                     for p in &packets {
                         let (d, bytes) = send(&mut fast, p);
                         assert_eq!(d, Disposition::Forward, "{mode:?} {udp:?} v6 {v6}");
+                        if let Mode::Tunnel { local, remote } = mode {
+                            assert_outer_header(&bytes, p, local, remote, udp.is_some());
+                        }
                         assert_eq!((d, bytes), send(&mut general, p), "{mode:?} {udp:?}");
                     }
                     assert_eq!(fast.fast_hits, packets.len() as u64);
