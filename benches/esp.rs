@@ -34,7 +34,7 @@ use bitsgw_ipsec::config::parse_policy;
 use bitsgw_ipsec::crypto::{GcmBackend, Transform, TransformId, ESP_HEADER_LEN, ICV_LEN};
 use bitsgw_ipsec::{Disposition, IpsecStage, StageConfig};
 use bitsgw_wire::{checksum, PacketBuf, Timestamp};
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 
 /// Key material: the first `enc_key_len` / `auth_key_len` bytes are used.
@@ -305,5 +305,58 @@ fn bench_decap(c: &mut Criterion) {
     g.finish();
 }
 
+/// `BITSGW_ESP_PROBE=encap:LEN:K` or `decap:LEN:K`: sets up the stage
+/// as `esp_encap` / `esp_decap` do for AES-GCM-128 (default backend), then
+/// runs `K` of their iterations (the copy into the buffer and the stage
+/// call) and exits, without criterion. Under
+/// `valgrind --tool=callgrind` with two values of `K`, the difference of
+/// the totals divided by the difference of `K` is the instructions of one
+/// iteration.
+fn probe(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let usage = || panic!("BITSGW_ESP_PROBE: encap:LEN:K or decap:LEN:K, not {spec:?}");
+    let num = |i: usize| -> usize {
+        parts
+            .get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(usage)
+    };
+    let (len, k) = (num(1), num(2));
+    let (transform, backend) = (TransformId::AesGcm128, GcmBackend::default());
+    let plain = udp_v4(len);
+    let mut a = stage(true, transform, backend, 64);
+    let mut buf = PacketBuf::new();
+    let mut forwarded = 0usize;
+    match parts[0] {
+        "encap" => {
+            for _ in 0..k {
+                buf.set(&plain).expect("buffer");
+                let d = a.handle_outbound(&mut buf, Timestamp::ZERO);
+                forwarded += usize::from(d == Disposition::Forward);
+            }
+        }
+        "decap" => {
+            let mut b_gw = stage(false, transform, backend, 0);
+            let esp = sealed(&mut a, &plain);
+            for _ in 0..k {
+                buf.set(&esp).expect("buffer");
+                let d = b_gw.handle_inbound(&mut buf, Timestamp::ZERO);
+                forwarded += usize::from(d == Disposition::Deliver);
+            }
+        }
+        other => panic!("BITSGW_ESP_PROBE: unknown operation {other:?}"),
+    }
+    assert_eq!(forwarded, k, "packets dropped");
+    println!("{forwarded}");
+}
+
 criterion_group!(benches, bench_aead, bench_copy, bench_encap, bench_decap);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("BITSGW_ESP_PROBE") {
+        probe(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

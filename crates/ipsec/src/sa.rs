@@ -186,6 +186,19 @@ pub(crate) struct Keyed {
     pub(crate) lease_wanted: bool,
 }
 
+/// When the next lifetime limit of an SA's current state can first be
+/// reached: the lowest packet count, byte count and time among the limits
+/// [`Sa::reached`] would test (RFC 4301 4.4.2.1). Below all three no limit
+/// is reached, so the data path compares three numbers per packet and
+/// evaluates the limits only when one of them is met; the packet and byte
+/// limits are thereby still applied to the exact packet that reaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Due {
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
+    pub(crate) at: Timestamp,
+}
+
 /// An installed SA.
 pub struct Sa {
     pub(crate) params: SaParams,
@@ -197,11 +210,18 @@ pub struct Sa {
     pub(crate) stats: SaStats,
     pub(crate) installed_at: Timestamp,
     pub(crate) state: SaState,
+    /// When a lifetime limit of `state` can first be reached (see [`Due`]);
+    /// kept by [`Sa::set_state`].
+    pub(crate) due: Due,
     /// Selectors of the SPD entries that use this SA (RFC 4301 4.4.2: the
     /// SA's selectors), in the orientation of its direction.
     pub(crate) selectors: Vec<Selector>,
     /// Positions of those SPD entries in their direction's SPD.
     pub(crate) spd_entries: Vec<usize>,
+    /// Inbound: the flow of the last inner packet the selectors passed
+    /// (RFC 4301 5.2 step 4), whose packets need not be matched again
+    /// while the selectors stay as they are.
+    pub(crate) inner_flow_matched: Option<crate::selector::FlowKey>,
     /// The SAD's slot for its name, set when it is installed.
     pub(crate) name_id: Option<crate::sad::NameId>,
     /// Digest of the parameters it was installed with, keys included, so a
@@ -247,7 +267,7 @@ impl Sa {
             },
             params.esn,
         );
-        Ok(Sa {
+        let mut sa = Sa {
             params,
             keyed: Some(Keyed {
                 transform,
@@ -261,12 +281,46 @@ impl Sa {
             stats: SaStats::default(),
             installed_at: now,
             state: SaState::Active,
+            due: Due {
+                packets: 0,
+                bytes: 0,
+                at: Timestamp::ZERO,
+            },
             selectors: Vec::new(),
             spd_entries: Vec::new(),
+            inner_flow_matched: None,
             name_id: None,
             fingerprint,
             lease_identity,
-        })
+        };
+        sa.set_state(SaState::Active);
+        Ok(sa)
+    }
+
+    /// Moves the SA to `state` and works out when a limit of that state can
+    /// next be reached. The only writer of `state`.
+    pub(crate) fn set_state(&mut self, state: SaState) {
+        self.state = state;
+        let (soft, hard) = (&self.params.soft, &self.params.hard);
+        let active = state == SaState::Active;
+        let lowest = |soft: Option<u64>, hard: Option<u64>| {
+            let soft = soft.filter(|_| active).unwrap_or(u64::MAX);
+            soft.min(hard.unwrap_or(u64::MAX))
+        };
+        self.due = Due {
+            packets: lowest(soft.packets, hard.packets),
+            bytes: lowest(soft.bytes, hard.bytes),
+            at: self.next_deadline().unwrap_or(Timestamp(u64::MAX)),
+        };
+    }
+
+    /// Whether a lifetime limit may be reached at `now` with the counts so
+    /// far: false means [`Sa::reached`] finds none for the current state.
+    #[inline(always)]
+    pub(crate) fn limit_due(&self, now: Timestamp) -> bool {
+        self.stats.packets >= self.due.packets
+            || self.stats.bytes >= self.due.bytes
+            || now >= self.due.at
     }
 
     /// The SA's parameters (keys already wiped).

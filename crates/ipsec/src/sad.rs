@@ -71,9 +71,16 @@ impl Sad {
         Self::default()
     }
 
-    /// Changes whenever the SPI/SA mapping changes (install, remove, replace).
+    /// Changes whenever the SPI/SA mapping changes (install, remove,
+    /// replace) or an installed SA's parameters change in place.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// An installed SA's parameters changed in place: whatever was derived
+    /// from them (the outbound fast path's outer headers) is derived again.
+    pub(crate) fn params_changed(&mut self) {
+        self.generation += 1;
     }
 
     /// The name slot for `name`, created if new.

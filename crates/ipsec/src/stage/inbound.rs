@@ -90,21 +90,15 @@ impl IpsecStage {
                     None => self.cleartext_inbound(buf, &meta, false),
                 };
             };
-            if let Err(reason) = self.unprotect(id, buf, &meta, off, udp, now) {
-                if let Some(sa) = self.sad.get_mut(id) {
-                    match reason {
-                        DropReason::IcvFailure => sa.stats.icv_failures += 1,
-                        DropReason::ReplayDuplicate | DropReason::ReplayTooOld => {
-                            sa.stats.replay_drops += 1
-                        }
-                        DropReason::DummyPacket | DropReason::NoSa | DropReason::NotOwner => {}
-                        _ => sa.stats.other_drops += 1,
-                    }
+            let inner = match self.unprotect(id, buf, &meta, off, udp, now) {
+                Ok(inner) => inner,
+                Err(reason) => {
+                    self.count_sa_drop(id, reason);
+                    return self.dropped(reason);
                 }
-                return self.dropped(reason);
-            }
+            };
             last_sa = Some(id);
-            meta = match ip::parse(buf.data()) {
+            meta = match inner.map_or_else(|| ip::parse(buf.data()), Ok) {
                 Ok(m) => m,
                 Err(_) => return self.dropped(DropReason::BadInnerPacket),
             };
@@ -112,12 +106,34 @@ impl IpsecStage {
         self.dropped(DropReason::TooDeep)
     }
 
+    /// Counts a drop of `reason` against inbound SA `id`.
+    fn count_sa_drop(&mut self, id: SaId, reason: DropReason) {
+        if let Some(sa) = self.sad.get_mut(id) {
+            match reason {
+                DropReason::IcvFailure => sa.stats.icv_failures += 1,
+                DropReason::ReplayDuplicate | DropReason::ReplayTooOld => {
+                    sa.stats.replay_drops += 1
+                }
+                DropReason::DummyPacket | DropReason::NoSa | DropReason::NotOwner => {}
+                _ => sa.stats.other_drops += 1,
+            }
+        }
+    }
+
     fn check_inner(&mut self, id: SaId, buf: &PacketBuf, meta: &IpMeta) -> Disposition {
         let key = flow_key(buf.data(), meta, Direction::Inbound);
-        let ok = self
-            .sad
-            .get(id)
-            .is_some_and(|sa| sa.selectors.iter().any(|s| s.matches(&key)));
+        let ok = self.sad.get_mut(id).is_some_and(|sa| {
+            // The selectors' answer for the flow of the SA's previous
+            // packet stands while they are unchanged.
+            if sa.inner_flow_matched == Some(key) {
+                return true;
+            }
+            let ok = sa.selectors.iter().any(|s| s.matches(&key));
+            if ok {
+                sa.inner_flow_matched = Some(key);
+            }
+            ok
+        });
         if !ok {
             if let Some(sa) = self.sad.get_mut(id) {
                 sa.stats.other_drops += 1;
@@ -154,7 +170,8 @@ impl IpsecStage {
     }
 
     /// Verifies and decrypts the ESP packet at `off` with SA `id` and
-    /// leaves the inner packet in `buf` (RFC 4303 3.4).
+    /// leaves the inner packet in `buf` (RFC 4303 3.4). Returns the inner
+    /// packet's walk when it made one (tunnel mode).
     fn unprotect(
         &mut self,
         id: SaId,
@@ -163,7 +180,7 @@ impl IpsecStage {
         off: usize,
         udp: bool,
         now: Timestamp,
-    ) -> Result<(), DropReason> {
+    ) -> Result<Option<IpMeta>, DropReason> {
         if !self.lifetime_check(id, now) {
             return Err(DropReason::NoSa);
         }
@@ -238,6 +255,7 @@ impl IpsecStage {
                 // Tunnel-mode TFC padding (RFC 4303 2.7) sits after the
                 // inner packet: its own length says where it ends.
                 buf.truncate(inner.total_len);
+                Ok(Some(inner))
             }
             Mode::Transport => {
                 let hdr_end = meta.header_len;
@@ -252,9 +270,9 @@ impl IpsecStage {
                     // transport checksum covers; recompute it.
                     fix_transport_checksum(data, hdr_end, next_header, meta.version);
                 }
+                Ok(None)
             }
         }
-        Ok(())
     }
 }
 

@@ -13,6 +13,8 @@
 //! from pools or are rare by nature).
 
 mod acquire;
+mod encap;
+mod fast;
 mod inbound;
 mod outbound;
 
@@ -211,6 +213,14 @@ pub struct IpsecStage {
     parse_counts: ParseCounts,
     /// SA names negotiated on demand (see [`acquire`]).
     acquires: FxHashMap<NameId, std::sync::Arc<AcquireSignal>>,
+    /// Per outbound SPD entry, its resolved protection (see [`fast`]).
+    fast_out: Vec<fast::FastOut>,
+    /// Whether outbound packets may take the fast path (tests compare it
+    /// with the general path).
+    fast_path: bool,
+    /// Packets the fast path protected.
+    #[cfg(test)]
+    fast_hits: u64,
 }
 
 impl From<FragDrop> for DropReason {
@@ -253,6 +263,10 @@ impl IpsecStage {
             anchors: Anchors::default(),
             parse_counts: ParseCounts::default(),
             acquires: FxHashMap::default(),
+            fast_out: Vec::new(),
+            fast_path: true,
+            #[cfg(test)]
+            fast_hits: 0,
         }
     }
 
@@ -389,6 +403,7 @@ impl IpsecStage {
         self.spd_out = Spd::new(outbound);
         self.spd_in = Spd::new(inbound);
         self.anchors = Anchors::new(&self.spd_out, &self.spd_in);
+        self.fast_out = vec![fast::FastOut::UNRESOLVED; self.spd_out.entries().len()];
         self.refs_by_name.clear();
         for (direction, spd) in [
             (Direction::Outbound, &self.spd_out),
@@ -434,6 +449,7 @@ impl IpsecStage {
         if let Some(sa) = self.sad.get_mut(id) {
             sa.selectors = selectors;
             sa.spd_entries = entries;
+            sa.inner_flow_matched = None;
         }
     }
 
@@ -564,6 +580,7 @@ impl IpsecStage {
         match self.sad.get_mut(id) {
             Some(sa) if sa.params.udp_encap.is_some() => {
                 sa.params.udp_encap = Some(encap);
+                self.sad.params_changed();
                 true
             }
             _ => false,
@@ -620,7 +637,17 @@ impl IpsecStage {
 
     /// Applies the SA's lifetimes at `now`: raises the soft event once,
     /// removes the SA at the hard limit. Returns whether it is still usable.
+    /// Below every limit (the packet path's case) three comparisons.
+    #[inline]
     fn lifetime_check(&mut self, id: SaId, now: Timestamp) -> bool {
+        match self.sad.get(id) {
+            Some(sa) if sa.state != SaState::Stopped && !sa.limit_due(now) => true,
+            _ => self.apply_lifetimes(id, now),
+        }
+    }
+
+    #[cold]
+    fn apply_lifetimes(&mut self, id: SaId, now: Timestamp) -> bool {
         let Some(sa) = self.sad.get_mut(id) else {
             return false;
         };
@@ -647,7 +674,7 @@ impl IpsecStage {
         }
         if sa.state == SaState::Active {
             if let Some(limit) = sa.reached(&sa.params.soft, now) {
-                sa.state = SaState::SoftExpired;
+                sa.set_state(SaState::SoftExpired);
                 if !owned {
                     return true;
                 }

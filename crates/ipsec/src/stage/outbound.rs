@@ -2,6 +2,7 @@
 //! or ESP protection with the entry's SA or bundle (RFC 4303 3.1, 3.3),
 //! with the MTU decided before a sequence number is spent (RFC 4301 8).
 
+use super::encap::{addr_bytes16, addr_bytes4, esp_output_len, Outer};
 use super::*;
 
 impl IpsecStage {
@@ -43,6 +44,11 @@ impl IpsecStage {
         let Some(pos) = found else {
             return self.dropped(DropReason::NoPolicy);
         };
+        if self.fast_path {
+            if let Some(d) = self.outbound_fast(pos, buf, &meta, now) {
+                return d;
+            }
+        }
         let mut bundle = [SaId(0); MAX_BUNDLE];
         let n = match self.spd_out.get(pos).map(|e| &e.action) {
             Some(Action::Bypass) => {
@@ -101,26 +107,17 @@ impl IpsecStage {
 
     /// Length of a packet of `len` bytes after one SA's encapsulation.
     fn output_len(sa: &Sa, len: usize, inner_header_len: usize) -> usize {
-        let t = sa.params.transform;
-        let udp = if sa.params.udp_encap.is_some() {
-            UDP_HEADER_LEN
-        } else {
-            0
+        let tunnel = match sa.params.mode {
+            Mode::Tunnel { remote, .. } => Some(remote.family),
+            Mode::Transport => None,
         };
-        let fixed = ESP_HEADER_LEN + t.iv_len() + 2 + t.icv_len() + udp;
-        match sa.params.mode {
-            Mode::Tunnel { remote, .. } => {
-                let outer = match remote.family {
-                    Family::V4 => ip::IPV4_MIN_HEADER,
-                    Family::V6 => ip::IPV6_HEADER,
-                };
-                outer + fixed + len + t.pad_len(len)
-            }
-            Mode::Transport => {
-                let payload = len.saturating_sub(inner_header_len);
-                inner_header_len + fixed + payload + t.pad_len(payload)
-            }
-        }
+        esp_output_len(
+            sa.params.transform,
+            sa.params.udp_encap.is_some(),
+            tunnel,
+            len,
+            inner_header_len,
+        )
     }
 
     fn bundle_output_len(&self, bundle: &[SaId], len: usize, meta: &IpMeta) -> usize {
@@ -246,16 +243,10 @@ impl IpsecStage {
         if sa.state == SaState::Stopped {
             return Err(DropReason::NoSa);
         }
+        let outer = Outer::of(sa, ttl);
         let k = sa.keyed.as_mut().ok_or(DropReason::NotOwner)?;
-        // RFC 4303 3.3.3: the counter never cycles; without ESN the last
-        // usable number is 2^32 - 1.
-        let limit = if sa.params.esn {
-            u64::MAX
-        } else {
-            u64::from(u32::MAX)
-        };
-        if k.seq_out >= limit {
-            sa.state = SaState::Stopped;
+        if k.seq_out >= last_sequence_number(sa.params.esn) {
+            sa.set_state(SaState::Stopped);
             let event = Event::SeqOverflow {
                 sa: id,
                 name: sa.params.name.clone(),
@@ -272,126 +263,7 @@ impl IpsecStage {
                 return Err(DropReason::SeqLeaseExhausted);
             }
         }
-        let t = k.transform.id();
-        let (iv_len, icv_len) = (t.iv_len(), t.icv_len());
-        let spi = sa.params.spi;
-        let payload_len;
-        match sa.params.mode {
-            Mode::Tunnel { local, remote } => {
-                let inner_len = buf.len();
-                payload_len = inner_len;
-                let next_header = match meta.version {
-                    IpVersion::V4 => proto::IPV4,
-                    IpVersion::V6 => proto::IPV6,
-                };
-                let tos = ip::traffic_class(buf.data());
-                let df = meta.version == IpVersion::V4
-                    && buf.data().get(6).is_some_and(|b| b & 0x40 != 0);
-                let pad = t.pad_len(inner_len);
-                let tail = buf
-                    .append(pad + 2 + icv_len)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                write_trailer(tail, pad, next_header);
-                let hdr = buf
-                    .prepend(ESP_HEADER_LEN + iv_len)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                emit_esp_header(hdr, spi, seq as u32);
-                k.transform
-                    .seal(buf.data_mut(), seq, sa.params.esn)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                if let Some(encap) = sa.params.udp_encap {
-                    let len = buf.len() + UDP_HEADER_LEN;
-                    let udp = buf
-                        .prepend(UDP_HEADER_LEN)
-                        .map_err(|_| DropReason::NoBufferRoom)?;
-                    emit_udp_header(
-                        udp,
-                        encap.local_port,
-                        encap.remote_port,
-                        u16::try_from(len).unwrap_or(u16::MAX),
-                    );
-                }
-                let next = if sa.params.udp_encap.is_some() {
-                    proto::UDP
-                } else {
-                    proto::ESP
-                };
-                let body = buf.len();
-                match remote.family {
-                    Family::V4 => {
-                        let total = u16::try_from(body + ip::IPV4_MIN_HEADER)
-                            .map_err(|_| DropReason::NoBufferRoom)?;
-                        let h = buf
-                            .prepend(ip::IPV4_MIN_HEADER)
-                            .map_err(|_| DropReason::NoBufferRoom)?;
-                        ip::emit_ipv4_header(
-                            h,
-                            addr_bytes4(local),
-                            addr_bytes4(remote),
-                            next,
-                            total,
-                            ttl,
-                            ident,
-                            tos,
-                            df,
-                        );
-                    }
-                    Family::V6 => {
-                        let plen = u16::try_from(body).map_err(|_| DropReason::NoBufferRoom)?;
-                        let h = buf
-                            .prepend(ip::IPV6_HEADER)
-                            .map_err(|_| DropReason::NoBufferRoom)?;
-                        ip::emit_ipv6_header(
-                            h,
-                            addr_bytes16(local),
-                            addr_bytes16(remote),
-                            next,
-                            plen,
-                            ttl,
-                            tos,
-                        );
-                        if sa.params.udp_encap.is_some() {
-                            fill_udp_checksum_v6(buf.data_mut(), ip::IPV6_HEADER);
-                        }
-                    }
-                }
-            }
-            Mode::Transport => {
-                if meta.frag.is_some() {
-                    return Err(DropReason::TransportFragment);
-                }
-                let hl = meta.header_len;
-                payload_len = buf.len() - hl;
-                let pad = t.pad_len(payload_len);
-                let tail = buf
-                    .append(pad + 2 + icv_len)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                write_trailer(tail, pad, meta.proto);
-                let udp = if sa.params.udp_encap.is_some() {
-                    UDP_HEADER_LEN
-                } else {
-                    0
-                };
-                let gap = buf
-                    .insert_gap(hl, udp + ESP_HEADER_LEN + iv_len)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                emit_esp_header(&mut gap[udp..], spi, seq as u32);
-                let total = buf.len();
-                let data = buf.data_mut();
-                k.transform
-                    .seal(&mut data[hl + udp..], seq, sa.params.esn)
-                    .map_err(|_| DropReason::NoBufferRoom)?;
-                data[meta.proto_field] = if udp != 0 { proto::UDP } else { proto::ESP };
-                if let Some(encap) = sa.params.udp_encap {
-                    let len = u16::try_from(total - hl).unwrap_or(u16::MAX);
-                    emit_udp_header(&mut data[hl..], encap.local_port, encap.remote_port, len);
-                }
-                ip::set_total_len(data, total);
-                if udp != 0 && meta.version == IpVersion::V6 {
-                    fill_udp_checksum_v6(data, hl);
-                }
-            }
-        }
+        let payload_len = outer.encapsulate(&k.transform, buf, meta, seq, ident)?;
         k.seq_out = seq;
         sa.stats.packets += 1;
         sa.stats.bytes += payload_len as u64;
@@ -400,34 +272,13 @@ impl IpsecStage {
     }
 }
 
-/// Writes the ESP trailer (RFC 4303 2.4: padding 1, 2, 3..., pad length,
-/// next header) into `tail`, whose length is `pad + 2 + icv`.
+/// The last sequence number an SA may send: the counter never cycles
+/// (RFC 4303 3.3.3), so without ESN it stops at 2^32 - 1.
 #[inline]
-fn write_trailer(tail: &mut [u8], pad: usize, next_header: u8) {
-    for (i, b) in tail[..pad].iter_mut().enumerate() {
-        *b = (i + 1) as u8;
+pub(super) fn last_sequence_number(esn: bool) -> u64 {
+    if esn {
+        u64::MAX
+    } else {
+        u64::from(u32::MAX)
     }
-    tail[pad] = pad as u8;
-    tail[pad + 1] = next_header;
-}
-
-fn addr_bytes4(a: Addr) -> [u8; 4] {
-    (a.bits as u32).to_be_bytes()
-}
-
-fn addr_bytes16(a: Addr) -> [u8; 16] {
-    a.bits.to_be_bytes()
-}
-
-/// Fills the UDP checksum of the UDP header at `udp_at` in an IPv6 packet
-/// (mandatory for IPv6, RFC 8200 8.1).
-fn fill_udp_checksum_v6(pkt: &mut [u8], udp_at: usize) {
-    if pkt.len() < udp_at + UDP_HEADER_LEN {
-        return;
-    }
-    pkt[udp_at + 6] = 0;
-    pkt[udp_at + 7] = 0;
-    let (hdr, udp) = pkt.split_at_mut(udp_at);
-    let c = udp_checksum(&hdr[8..24], &hdr[24..40], udp);
-    udp[6..8].copy_from_slice(&c.to_be_bytes());
 }
