@@ -21,8 +21,8 @@ use bitsgw_ike::names::{esp_proposal, identity, ike_proposal};
 use bitsgw_ike::suite::{Encryption, EspSuite};
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event, IkeSaId, Lifetimes,
-    PeerConfig, Retransmit, Timestamp,
+    Authentication, ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event, IkeSaId,
+    Lifetimes, PeerConfig, Retransmit, Timestamp,
 };
 use bitsgw_io::smoltcp_endpoint::{IkeDatagram, IkePort, IKE_PORT};
 use bitsgw_ipsec::config::{ActionConfig, PolicySet};
@@ -262,7 +262,7 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
             name: peer.name.clone(),
             local_id: identity(&peer.local_id).map_err(bad)?,
             remote_id: identity(&peer.remote_id).map_err(bad)?,
-            psk: Secret::new(peer.psk.to_vec()),
+            auth: Authentication::Psk(Secret::new(peer.psk.to_vec())),
             ike_proposals: peer
                 .ike_proposals
                 .iter()

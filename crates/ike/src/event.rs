@@ -1,5 +1,6 @@
 //! What the core tells its owner: events, datagrams to send, counters.
 
+use crate::certs::AuthFailure;
 use crate::config::Mode;
 use crate::crypto::DirectionKeys;
 use crate::suite::{EspSuite, IkeSuite};
@@ -225,6 +226,8 @@ pub struct Counters {
     pub drops: BTreeMap<DropReason, u64>,
     /// Half-open IKE SAs removed after their timeout.
     pub half_open_expired: u64,
+    /// Peers' IKE_AUTH refused (AUTHENTICATION_FAILED), by reason.
+    pub auth_refused: BTreeMap<AuthFailure, u64>,
 }
 
 impl Counters {
@@ -241,6 +244,11 @@ impl Counters {
     /// Notifications of type `t` received.
     pub fn received(&self, t: NotifyType) -> u64 {
         self.notify_received.get(&t).copied().unwrap_or(0)
+    }
+
+    /// IKE_AUTH refusals counted for `why`.
+    pub fn refused(&self, why: AuthFailure) -> u64 {
+        self.auth_refused.get(&why).copied().unwrap_or(0)
     }
 
     /// All drops.

@@ -31,6 +31,7 @@ impl Endpoint {
             NotifyType::NatDetectionDestinationIp,
             nat_detection_hash(sa.spi_i, 0, sa.remote).to_vec(),
         ));
+        payloads.extend(self.init_extras(false));
         sa.pending = None;
         sa.next_message_id = 0;
         self.request(
@@ -155,26 +156,13 @@ impl Endpoint {
         }
         // IKE_AUTH: IDi, AUTH, [N(INITIAL_CONTACT)], [N(USE_TRANSPORT_MODE)],
         // SA, TSi, TSr (RFC 7296 1.2).
-        let peer = &self.config.peer;
-        let idi = peer.local_id.to_payload();
-        let auth = psk_auth(
-            &peer.psk,
-            &sa.init_request,
-            &sa.nr,
-            &keys.sk_pi,
-            &idi.body(),
-        );
         sa.keys = Some(keys);
+        let idi = self.config.peer.local_id.to_payload();
+        let mut out = self.our_auth(sa, &idi)?;
+        out.insert(0, Payload::IdI(idi));
         let spi = self.new_child_spi(sa)?;
         sa.first_child_spi = spi;
         let peer = &self.config.peer;
-        let mut out = vec![
-            Payload::IdI(idi),
-            Payload::Auth(AuthPayload {
-                method: AUTH_PSK,
-                data: auth.expose().to_vec(),
-            }),
-        ];
         if peer.initial_contact {
             out.push(notify(NotifyType::InitialContact, Vec::new()));
         }
@@ -280,7 +268,7 @@ impl Endpoint {
         sa.keys = Some(keys);
         sa.peer_message_id = 1;
         Self::detect_nat(&mut sa, &msg.payloads, 0);
-        let out = [
+        let mut out = vec![
             Payload::Sa(SaPayload {
                 proposals: vec![ike_reply(number, Vec::new(), &suite)],
             }),
@@ -298,6 +286,7 @@ impl Endpoint {
                 nat_detection_hash(h.spi_i, spi_r, remote).to_vec(),
             ),
         ];
+        out.extend(self.init_extras(true));
         self.respond(&mut sa, ExchangeType::IkeSaInit, 0, &out)?;
         sa.init_response = sa
             .last_response

@@ -20,10 +20,13 @@ mod messages;
 mod rekey;
 mod timers;
 
-use crate::config::{EndpointConfig, Mode};
+use crate::certs::{
+    signature_auth_data, AuthFailure, AUTH_DIGITAL_SIGNATURE, CERT_X509_SIGNATURE, SUPPORTED_HASHES,
+};
+use crate::config::{Authentication, EndpointConfig, Mode};
 use crate::crypto::{
     cookie, ct_eq, derive_child_keys, derive_ike_keys, derive_rekeyed_ike_keys, nat_detection_hash,
-    psk_auth, CryptoError, DhPrivate, IkeKeys, Secret, SkKeys,
+    psk_auth, signed_octets, CryptoError, DhPrivate, IkeKeys, Secret, SkKeys,
 };
 use crate::event::{
     ChildSaEstablished, Counters, DownReason, DropReason, Event, IkeSaId, Transmit,
@@ -33,9 +36,9 @@ use crate::suite::{
     select_esp, select_ike, select_ike_with_spi, DhGroup, EspProposal, EspSuite, IkeSuite, Pfs,
 };
 use crate::wire::{
-    chain_len, emit_chain, parse_chain, AuthPayload, DeletePayload, ExchangeType, Flags, Header,
-    HeaderRepr, IdPayload, KePayload, Message, NotifyPayload, NotifyType, Payload, PayloadType,
-    ProtocolId, SaPayload, TrafficSelector, WireError,
+    chain_len, emit_chain, parse_chain, AuthPayload, CertPayload, DeletePayload, ExchangeType,
+    Flags, Header, HeaderRepr, IdPayload, KePayload, Message, NotifyPayload, NotifyType, Payload,
+    PayloadType, ProtocolId, SaPayload, TrafficSelector, WireError,
 };
 use bitsgw_wire::Timestamp;
 use core::time::Duration;
@@ -373,6 +376,9 @@ pub struct Endpoint {
     by_initiator: HashMap<(SocketAddr, u64), u64>,
     cookie_secret: Secret,
     out: Out,
+    /// Wall-clock time (since the Unix epoch) as last given by the owner,
+    /// for certificates' validity.
+    wall_clock: Option<Duration>,
 }
 
 fn find_notify(payloads: &[Payload], t: NotifyType) -> Option<&NotifyPayload> {
@@ -491,7 +497,16 @@ impl Endpoint {
             by_initiator: HashMap::new(),
             cookie_secret: Secret::new(secret),
             out: Out::default(),
+            wall_clock: None,
         })
+    }
+
+    /// Tells the endpoint the wall-clock time (since the Unix epoch), which
+    /// the peer's certificates must be valid at. The core reads no clock:
+    /// an owner with certificate authentication calls this before handing
+    /// in datagrams; until it does, certificates are refused.
+    pub fn set_wall_clock(&mut self, since_unix_epoch: Duration) {
+        self.wall_clock = Some(since_unix_epoch);
     }
 
     /// The counters.

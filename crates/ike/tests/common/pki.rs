@@ -1,0 +1,101 @@
+//! Test certificates made at test time with rcgen: a CA and end-entity
+//! certificates signed by it, ECDSA P-256 or Ed25519.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use bitsgw_ike::certs::{Credentials, SigningKey};
+use bitsgw_ike::crypto::Secret;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SignatureAlgorithm,
+};
+
+/// The key algorithms tested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alg {
+    P256,
+    Ed25519,
+}
+
+impl Alg {
+    fn rcgen(self) -> &'static SignatureAlgorithm {
+        match self {
+            Alg::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Alg::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+}
+
+/// A CA.
+pub struct Ca {
+    pub der: Vec<u8>,
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// An end-entity certificate and its key.
+pub struct Leaf {
+    pub der: Vec<u8>,
+    pub pem: String,
+    pub key_der: Vec<u8>,
+    pub key_pem: String,
+}
+
+impl Ca {
+    pub fn new(alg: Alg, name: &str) -> Ca {
+        let key = KeyPair::generate_for(alg.rcgen()).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            der: cert.der().to_vec(),
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses, as
+    /// subjectAltNames; the first is also the subject's CN).
+    pub fn leaf(&self, alg: Alg, names: &[&str]) -> Leaf {
+        self.leaf_with(alg, names, |_| {})
+    }
+
+    /// A certificate valid only in `year`.
+    pub fn leaf_valid_in(&self, alg: Alg, names: &[&str], year: i32) -> Leaf {
+        self.leaf_with(alg, names, |p| {
+            p.not_before = rcgen::date_time_ymd(year, 1, 1);
+            p.not_after = rcgen::date_time_ymd(year, 12, 31);
+        })
+    }
+
+    fn leaf_with(&self, alg: Alg, names: &[&str], f: impl FnOnce(&mut CertificateParams)) -> Leaf {
+        let key = KeyPair::generate_for(alg.rcgen()).unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &names[0]);
+        f(&mut params);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            der: cert.der().to_vec(),
+            pem: cert.pem(),
+            key_der: key.serialize_der(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+impl Leaf {
+    /// Credentials with this certificate and key, trusting `cas`.
+    pub fn credentials(&self, cas: &[&Ca]) -> Credentials {
+        let key = SigningKey::from_pkcs8(Secret::new(self.key_der.clone())).unwrap();
+        Credentials::new(
+            self.der.clone(),
+            key,
+            cas.iter().map(|c| c.der.clone()).collect(),
+        )
+        .unwrap()
+    }
+}
