@@ -15,7 +15,7 @@
 //! is dropped (`no_sa`), never sent in clear. When an IKE SA goes down its
 //! CHILD_SAs are reported deleted first, so the same holds.
 
-use crate::config::{ApplianceConfig, PeerSettings, StartAction};
+use crate::config::{ApplianceConfig, PeerAuth, PeerSettings, StartAction};
 use bitsgw_ike::crypto::{DirectionKeys, Secret};
 use bitsgw_ike::names::{esp_proposal, identity, ike_proposal};
 use bitsgw_ike::suite::{Encryption, EspSuite};
@@ -262,7 +262,10 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
             name: peer.name.clone(),
             local_id: identity(&peer.local_id).map_err(bad)?,
             remote_id: identity(&peer.remote_id).map_err(bad)?,
-            auth: Authentication::Psk(Secret::new(peer.psk.to_vec())),
+            auth: match &peer.auth {
+                PeerAuth::Psk(psk) => Authentication::Psk(Secret::new(psk.to_vec())),
+                PeerAuth::Certificate(c) => Authentication::Certificate(c.clone()),
+            },
             ike_proposals: peer
                 .ike_proposals
                 .iter()
@@ -475,7 +478,12 @@ impl Thread {
             .iter_mut()
             .find(|p| p.settings.local == d.local.ip() && p.settings.remote == d.remote.ip())
         {
-            Some(p) => p.endpoint.handle_datagram(now, d.remote, d.local, &d.data),
+            Some(p) => {
+                // Certificates are checked against the wall clock.
+                let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                p.endpoint.set_wall_clock(wall.unwrap_or_default());
+                p.endpoint.handle_datagram(now, d.remote, d.local, &d.data)
+            }
             None => self.no_peer += 1,
         }
     }
