@@ -5,13 +5,17 @@
 //! their host stacks), install the CHILD_SA's SAs and pass traffic; the
 //! wire between them carries IKE and ESP only; CHILD_SA rekeys under
 //! pings lose none. With a wrong PSK no SA is installed and nothing leaves
-//! in clear. bitsgw also keys a tunnel with strongSwan's charon.
+//! in clear. The gateways also authenticate with certificates made at
+//! test time (a peer's certificate of an untrusted CA is refused). bitsgw
+//! also keys a tunnel with strongSwan's charon.
 //!
 //! Needs root (CI runs as root) and iproute2, iputils-ping. Everything it
 //! creates it removes, also when it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../crates/ike/tests/common/pki.rs"]
+mod pki;
 
 use common::{bitsgw, capture, start_charon, Lab, CHARON};
 use std::os::unix::fs::PermissionsExt as _;
@@ -65,13 +69,24 @@ fn policy(side: &str) -> String {
 }
 
 /// Writes gateway `side`'s policy, PSK file and configuration; its path.
-/// `peer_extra` adds fields to its peer (`"name": value, `).
-fn gateway(lab: &Lab, side: &str, psk: &str, peer_extra: &str) -> PathBuf {
+/// `peer_extra` adds fields to its peer (`"name": value, `). Without a
+/// PSK the gateway authenticates with the certificate files
+/// [`write_certificates`] wrote.
+fn gateway(lab: &Lab, side: &str, psk: Option<&str>, peer_extra: &str) -> PathBuf {
     let dir = &lab.dir;
     std::fs::write(dir.join(format!("ike-{side}.json")), policy(side)).unwrap();
-    let psk_file = dir.join(format!("ike-{side}.psk"));
-    std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
-    std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let auth = match psk {
+        Some(psk) => {
+            let psk_file = dir.join(format!("ike-{side}.psk"));
+            std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
+            std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            format!(r#""psk_file": "ike-{side}.psk""#)
+        }
+        None => format!(
+            r#""auth": "certificate", "certificate_file": "ike-{side}.pem",
+    "private_key_file": "ike-{side}.key", "ca_files": ["ike-ca-{side}.pem"]"#
+        ),
+    };
     let (me, peer, out, inb, start) = if side == "a" {
         ("203.0.113.1", "203.0.113.2", "a-to-b", "b-to-a", "initiate")
     } else {
@@ -91,7 +106,7 @@ fn gateway(lab: &Lab, side: &str, psk: &str, peer_extra: &str) -> PathBuf {
   "peers": [{{
     "name": "site-{other}", "local": "{me}", "remote": "{peer}",
     "local_id": "fqdn:gw-{side}.example", "remote_id": "fqdn:gw-{other}.example",
-    "psk_file": "ike-{side}.psk",
+    {auth},
     "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
     {peer_extra}"start": "{start}",
     "children": [{{"outbound": "{out}", "inbound": "{inb}"}}]
@@ -120,7 +135,19 @@ type Running = (
 /// address (the gateways' own host stacks reach each other through it),
 /// captures on the router's links, and both gateways running.
 fn lab_with_gateways(tag: &str, psk_a: &str, psk_b: &str, peer_extra_a: &str) -> Running {
+    lab_with_authenticated_gateways(tag, [Some(psk_a), Some(psk_b)], peer_extra_a, |_| {})
+}
+
+/// [`lab_with_gateways`] with each gateway's PSK or (none) certificates,
+/// which `prepare` writes into the lab's folder.
+fn lab_with_authenticated_gateways(
+    tag: &str,
+    [psk_a, psk_b]: [Option<&str>; 2],
+    peer_extra_a: &str,
+    prepare: impl FnOnce(&Path),
+) -> Running {
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
+    prepare(&lab.dir);
     common::route_two_sites(&lab);
     for k in [
         "net.ipv4.conf.ra.proxy_arp=1",
@@ -145,6 +172,20 @@ fn lab_with_gateways(tag: &str, psk_a: &str, psk_b: &str, peer_extra_a: &str) ->
     let gw_a = lab.spawn("gA", &[exe, "run", cfg_a.to_str().unwrap()]);
     lab.wait_ready(gw_a, &socket(&lab, "a"));
     (lab, stop, seen, caps, [gw_a, gw_b])
+}
+
+/// Stops the captures; the ESP frames and IKE datagrams seen between the
+/// gateways.
+fn stop_captures(
+    stop: &AtomicBool,
+    caps: Vec<std::thread::JoinHandle<()>>,
+    seen: &Mutex<Vec<Vec<u8>>>,
+) -> (usize, usize) {
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+    common::between_gateways(&seen.lock().unwrap())
 }
 
 fn ping(lab: &Lab, count: &str) -> bool {
@@ -318,11 +359,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
         assert!(log.contains("CHILD_SA established"), "{log}");
         assert!(!log.contains(psk), "PSK in the log");
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in caps {
-        c.join().unwrap();
-    }
-    let (esp, ike) = common::between_gateways(&seen.lock().unwrap());
+    let (esp, ike) = stop_captures(&stop, caps, &seen);
     assert!(esp >= 12, "only {esp} ESP frames seen");
     assert!(ike >= 4, "only {ike} IKE datagrams seen");
 }
@@ -371,13 +408,102 @@ fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
     );
     assert!(!log_a.contains("CHILD_SA established"), "{log_a}");
     assert!(!log_b.contains("CHILD_SA established"), "{log_b}");
-    stop.store(true, Ordering::SeqCst);
-    for c in caps {
-        c.join().unwrap();
-    }
-    let (esp, ike) = common::between_gateways(&seen.lock().unwrap());
+    let (esp, ike) = stop_captures(&stop, caps, &seen);
     assert_eq!(esp, 0, "ESP without a negotiated SA");
     assert!(ike >= 2, "only {ike} IKE datagrams seen");
+}
+
+/// Certificates for the two gateways (ECDSA P-256 for A, Ed25519 for B)
+/// from one CA (B's from another CA that A does not trust when
+/// `b_untrusted`), as the PEM files [`gateway`] names; keys readable by
+/// their owner only.
+fn write_certificates(dir: &Path, b_untrusted: bool) {
+    let ca = pki::Ca::new(pki::Alg::P256, "bitsgw lab CA");
+    let other = pki::Ca::new(pki::Alg::P256, "bitsgw lab CA");
+    let a = ca.leaf(pki::Alg::P256, &["gw-a.example"]);
+    let b_ca = if b_untrusted { &other } else { &ca };
+    let b = b_ca.leaf(pki::Alg::Ed25519, &["gw-b.example"]);
+    for (side, leaf) in [("a", &a), ("b", &b)] {
+        std::fs::write(dir.join(format!("ike-{side}.pem")), &leaf.pem).unwrap();
+        std::fs::write(dir.join(format!("ike-ca-{side}.pem")), &ca.pem).unwrap();
+        let key = dir.join(format!("ike-{side}.key"));
+        std::fs::write(&key, &leaf.key_pem).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+#[test]
+fn two_gateways_authenticate_by_certificates_and_pings_cross() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) =
+        lab_with_authenticated_gateways("ic", [None, None], "", |d| write_certificates(d, false));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(&lab, "1") {
+        if Instant::now() >= deadline {
+            let (_, out_a, log_a) = lab.terminate(gw_a);
+            let (_, out_b, log_b) = lab.terminate(gw_b);
+            panic!("no ping through the tunnel\nA: {out_a}{log_a}\nB: {out_b}{log_b}");
+        }
+    }
+    assert!(ping(&lab, "5"), "pings lost once the tunnel was up");
+    for side in ["a", "b"] {
+        let ike = show(&socket(&lab, side), "ike");
+        assert_eq!(
+            ike["peers"][0]["ike_sas"].as_array().unwrap().len(),
+            1,
+            "{ike}"
+        );
+        assert_eq!(child_sa_count(&ike), 1, "{ike}");
+        let refused = &ike["peers"][0]["counters"]["auth_refused"];
+        assert_eq!(refused, &serde_json::json!({}), "{ike}");
+    }
+    let key_a = std::fs::read_to_string(lab.dir.join("ike-a.key")).unwrap();
+    let key_line = key_a.lines().nth(1).unwrap().to_string();
+    for gw in [gw_a, gw_b] {
+        let (ok, out, log) = lab.terminate(gw);
+        assert!(ok, "gateway failed: {out}{log}");
+        assert!(log.contains("CHILD_SA established"), "{log}");
+        assert!(
+            !log.contains(&key_line) && !out.contains(&key_line),
+            "key in the output"
+        );
+    }
+    let (esp, ike) = stop_captures(&stop, caps, &seen);
+    assert!(esp >= 12, "only {esp} ESP frames seen");
+    assert!(ike >= 4, "only {ike} IKE datagrams seen");
+}
+
+#[test]
+fn a_certificate_of_an_untrusted_ca_installs_no_sa_and_leaks_nothing() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) =
+        lab_with_authenticated_gateways("iu", [None, None], "", |d| write_certificates(d, true));
+    // A (the initiator) refuses B's certificate; B has its IKE SA until
+    // it finds A gone. No CHILD_SA on A: nothing crosses.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ike_a = show(&socket(&lab, "a"), "ike");
+        let refused = &ike_a["peers"][0]["counters"]["auth_refused"]["UntrustedChain"];
+        if refused.as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A did not refuse B: {ike_a}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!ping(&lab, "3"), "ping went through without a trusted peer");
+    let ike_a = show(&socket(&lab, "a"), "ike");
+    assert_eq!(child_sa_count(&ike_a), 0, "{ike_a}");
+    let (_, _, log_a) = lab.terminate(gw_a);
+    let _ = lab.terminate(gw_b);
+    assert!(!log_a.contains("CHILD_SA established"), "{log_a}");
+    let (esp, _) = stop_captures(&stop, caps, &seen);
+    assert_eq!(esp, 0, "ESP from A without an authenticated peer");
 }
 
 /// Host A - [bitsgw A] - router - charon (strongSwan with kernel-libipsec,
@@ -478,7 +604,7 @@ fn with_strongswan(tag: &str, bitsgw_initiates: bool) {
     let swan = lab.dir.join("swan");
     start_charon(&mut lab, "gB", &swan, &charon_conf(psk));
     // bitsgw A, its peer charon at 203.0.113.6.
-    let cfg = gateway(&lab, "a", psk, "");
+    let cfg = gateway(&lab, "a", Some(psk), "");
     let mut text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("203.0.113.2", "203.0.113.6");
