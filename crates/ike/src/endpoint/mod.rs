@@ -6,7 +6,8 @@
 //! ring.
 //!
 //! Exchanges: IKE_SA_INIT (RFC 7296 1.2, with COOKIE 2.6, INVALID_KE_PAYLOAD
-//! 1.2, NAT detection 2.23), IKE_AUTH with a pre-shared key (2.15) and the
+//! 1.2, NAT detection 2.23), IKE_AUTH with a pre-shared key (2.15) or
+//! certificates and digital signatures (RFC 7427) and the
 //! first CHILD_SA (1.3.1 transport mode, 2.9 selector narrowing, 2.4
 //! INITIAL_CONTACT), INFORMATIONAL (1.4: Delete of CHILD_SAs and of the IKE
 //! SA; 2.4 liveness). Each side keeps a window of one request (2.3);
