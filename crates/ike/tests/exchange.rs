@@ -1530,18 +1530,22 @@ fn an_id_other_than_the_configured_one_is_refused_even_with_a_valid_certificate(
 
 #[test]
 fn an_ip_address_id_matches_the_certificate_s_ip_address() {
+    let ip = |s: &str| Identity::Ipv4(s.parse().unwrap());
+    id_must_be_in_certificate(Alg::P256, "192.0.2.1", ip("192.0.2.1"), ip("192.0.2.9"));
+}
+
+/// The initiator's certificate (for `name`, key `alg`) authenticates it
+/// as `named`, configured as its ID on both sides, but not as `unnamed`.
+fn id_must_be_in_certificate(alg: Alg, name: &str, named: Identity, unnamed: Identity) {
     let ca = pki::Ca::new(Alg::P256, "bitsgw test CA");
-    let a = ca.leaf(Alg::P256, &["192.0.2.1"]);
+    let a = ca.leaf(alg, &[name]);
     let b = ca.leaf(Alg::P256, &["b.example"]);
-    let ip = Identity::Ipv4("192.0.2.1".parse().unwrap());
     let (mut ci, mut cr) = (cert_peer(true, &a, &[&ca]), cert_peer(false, &b, &[&ca]));
-    ci.local_id = ip.clone();
-    cr.remote_id = ip;
+    ci.local_id = named.clone();
+    cr.remote_id = named;
     establish(&mut clocked(Pair::new(ci.clone(), cr.clone())));
-    // Another address in the ID is not in the certificate.
-    let other = Identity::Ipv4("192.0.2.9".parse().unwrap());
-    ci.local_id = other.clone();
-    cr.remote_id = other;
+    ci.local_id = unnamed.clone();
+    cr.remote_id = unnamed;
     responder_refuses(
         clocked(Pair::new(ci, cr)),
         AuthFailure::IdentityNotInCertificate,
@@ -1657,22 +1661,8 @@ fn common_name_dn(cn: &str) -> Vec<u8> {
 
 #[test]
 fn a_distinguished_name_id_matches_the_certificate_s_subject() {
-    let ca = pki::Ca::new(Alg::Ed25519, "bitsgw test CA");
-    let a = ca.leaf(Alg::Ed25519, &["a.example"]);
-    let b = ca.leaf(Alg::P256, &["b.example"]);
-    let (mut ci, mut cr) = (cert_peer(true, &a, &[&ca]), cert_peer(false, &b, &[&ca]));
-    let dn = Identity::Dn(common_name_dn("a.example"));
-    ci.local_id = dn.clone();
-    cr.remote_id = dn;
-    establish(&mut clocked(Pair::new(ci.clone(), cr.clone())));
-    // Another subject is not the certificate's.
-    let other = Identity::Dn(common_name_dn("c.example"));
-    ci.local_id = other.clone();
-    cr.remote_id = other;
-    responder_refuses(
-        clocked(Pair::new(ci, cr)),
-        AuthFailure::IdentityNotInCertificate,
-    );
+    let dn = |cn: &str| Identity::Dn(common_name_dn(cn));
+    id_must_be_in_certificate(Alg::Ed25519, "a.example", dn("a.example"), dn("c.example"));
 }
 
 #[test]
