@@ -273,7 +273,19 @@ struct Case<'a> {
 #[derive(Debug, Clone, Copy)]
 struct Certs {
     alg: pki::Alg,
+    charon_alg: pki::Alg,
     charon_from_another_ca: bool,
+}
+
+impl Certs {
+    /// Both sides' keys and the CA's of `alg`, one CA.
+    fn of(alg: pki::Alg) -> Certs {
+        Certs {
+            alg,
+            charon_alg: alg,
+            charon_from_another_ca: false,
+        }
+    }
 }
 
 /// The PEM files of a run's certificates.
@@ -295,7 +307,7 @@ impl Certs {
         } else {
             &ca
         };
-        let swan = swan_ca.leaf(self.alg, &["swan.example"]);
+        let swan = swan_ca.leaf(self.charon_alg, &["swan.example"]);
         let f = CertFiles {
             ca: dir.join("ca.pem"),
             us_cert: dir.join("us.pem"),
@@ -700,10 +712,7 @@ fn interoperates_by_certificates(
         return;
     }
     let mut run = start(&Case {
-        certs: Some(Certs {
-            alg,
-            charon_from_another_ca: false,
-        }),
+        certs: Some(Certs::of(alg)),
         ..Case::new(
             tag,
             bitsgw_initiates,
@@ -744,14 +753,43 @@ fn charon_initiates_with_ed25519_certificates() {
 }
 
 #[test]
+fn bitsgw_verifies_charon_s_rsa_signature() {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(&Case {
+        certs: Some(Certs {
+            charon_alg: pki::Alg::Rsa,
+            ..Certs::of(pki::Alg::P256)
+        }),
+        ..Case::new("irsa", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+    let (up, child) = established(&mut run, 19);
+    agrees_with_charon(&run, &up, &child);
+    // charon signs with PKCS#1 v1.5 and a SHA-2 hash bitsgw announced
+    // (RFC 7427 A.1), and verified bitsgw's ECDSA signature.
+    let log = log(&run.swan);
+    assert!(
+        log.contains("authentication of 'swan.example' (myself) with RSA_EMSA_PKCS1_SHA2_"),
+        "{}",
+        run.transcript()
+    );
+    assert!(
+        log.contains("authentication of 'bitsgw.example' with ECDSA_WITH_SHA256_DER successful"),
+        "{}",
+        run.transcript()
+    );
+}
+
+#[test]
 fn a_charon_certificate_from_an_untrusted_ca_is_refused() {
     if charon_missing() {
         return;
     }
     let mut run = start(&Case {
         certs: Some(Certs {
-            alg: pki::Alg::P256,
             charon_from_another_ca: true,
+            ..Certs::of(pki::Alg::P256)
         }),
         ..Case::new("iu", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
     });

@@ -1,5 +1,6 @@
 //! Test certificates made at test time with rcgen: a CA and end-entity
-//! certificates signed by it, ECDSA P-256 or Ed25519.
+//! certificates signed by it, ECDSA P-256 or Ed25519; RSA end-entity keys
+//! (which ring cannot make) come from the `openssl` command.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use bitsgw_ike::certs::{Credentials, SigningKey};
@@ -14,6 +15,9 @@ use rcgen::{
 pub enum Alg {
     P256,
     Ed25519,
+    /// RSA 2048, for end-entity certificates only (bitsgw verifies RSA
+    /// signatures but does not sign with RSA).
+    Rsa,
 }
 
 impl Alg {
@@ -21,7 +25,31 @@ impl Alg {
         match self {
             Alg::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             Alg::Ed25519 => &rcgen::PKCS_ED25519,
+            Alg::Rsa => &rcgen::PKCS_RSA_SHA256,
         }
+    }
+
+    fn generate(self) -> KeyPair {
+        if self != Alg::Rsa {
+            return KeyPair::generate_for(self.rcgen()).unwrap();
+        }
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .output()
+            .expect("openssl (scripts/setup-test-deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pem = String::from_utf8(out.stdout).unwrap();
+        KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap()
     }
 }
 
@@ -42,7 +70,7 @@ pub struct Leaf {
 
 impl Ca {
     pub fn new(alg: Alg, name: &str) -> Ca {
-        let key = KeyPair::generate_for(alg.rcgen()).unwrap();
+        let key = alg.generate();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -70,7 +98,7 @@ impl Ca {
     }
 
     fn leaf_with(&self, alg: Alg, names: &[&str], f: impl FnOnce(&mut CertificateParams)) -> Leaf {
-        let key = KeyPair::generate_for(alg.rcgen()).unwrap();
+        let key = alg.generate();
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
         params
