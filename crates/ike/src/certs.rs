@@ -259,6 +259,30 @@ impl SigningKey {
         }
     }
 
+    /// Signs `message` for AUTH method 9 (RFC 4754: ECDSA P-256 with
+    /// SHA-256, r | s), for a peer that announced no RFC 7427 hashes; none
+    /// for an Ed25519 key, which has no such method.
+    pub fn sign_rfc4754(
+        &self,
+        message: &[u8],
+        rng: &dyn SecureRandom,
+    ) -> Option<Result<Vec<u8>, CryptoError>> {
+        if self.kind != KeyKind::EcdsaP256 {
+            return None;
+        }
+        let sign = || {
+            let key = EcdsaKeyPair::from_pkcs8(
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                self.pkcs8.expose(),
+                rng,
+            )
+            .map_err(|_| CryptoError::Signature)?;
+            let sig = key.sign(rng, message).map_err(|_| CryptoError::Signature)?;
+            Ok(sig.as_ref().to_vec())
+        };
+        Some(sign())
+    }
+
     fn verifier(&self) -> &'static dyn SignatureVerificationAlgorithm {
         match self.kind {
             KeyKind::EcdsaP256 => webpki::ring::ECDSA_P256_SHA256,

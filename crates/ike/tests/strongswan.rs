@@ -48,6 +48,10 @@ enum CharonAuth<'a> {
         cert: &'a Path,
         key: &'a Path,
         ca: &'a Path,
+        /// RFC 7427 signatures (charon's default); without them charon
+        /// sends no SIGNATURE_HASH_ALGORITHMS and signs with the
+        /// classic methods (RFC 4754 for ECDSA).
+        rfc7427: bool,
     },
 }
 
@@ -96,6 +100,10 @@ fn start_charon(
         std::fs::copy(key, dir.join("private/swan.pem")).unwrap();
     }
     let d = dir.display();
+    let signature_authentication = match auth {
+        CharonAuth::Certificates { rfc7427: false, .. } => "no",
+        _ => "yes",
+    };
     // kernel-libipsec before kernel-netlink, or installing SAs fails (this
     // kernel has no ESP).
     let conf = format!(
@@ -103,6 +111,7 @@ fn start_charon(
   load_modular = no
   load = random nonce openssl gcm aes sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
   install_routes = no
+  signature_authentication = {signature_authentication}
   retransmit_tries = 2
   retransmit_timeout = 2
   plugins {{
@@ -275,6 +284,7 @@ struct Certs {
     alg: pki::Alg,
     charon_alg: pki::Alg,
     charon_from_another_ca: bool,
+    charon_rfc7427: bool,
 }
 
 impl Certs {
@@ -284,6 +294,7 @@ impl Certs {
             alg,
             charon_alg: alg,
             charon_from_another_ca: false,
+            charon_rfc7427: true,
         }
     }
 }
@@ -376,6 +387,7 @@ fn start(case: &Case<'_>) -> Run {
             cert: &f.swan_cert,
             key: &f.swan_key,
             ca: &f.ca,
+            rfc7427: case.certs.is_none_or(|c| c.charon_rfc7427),
         },
     };
     let swan = start_charon(
@@ -779,6 +791,29 @@ fn bitsgw_verifies_charon_s_rsa_signature() {
         "{}",
         run.transcript()
     );
+}
+
+#[test]
+fn rfc_4754_ecdsa_signatures_with_a_charon_without_rfc_7427() {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(&Case {
+        certs: Some(Certs {
+            charon_rfc7427: false,
+            ..Certs::of(pki::Alg::P256)
+        }),
+        ..Case::new("i4754", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+    let (up, child) = established(&mut run, 19);
+    agrees_with_charon(&run, &up, &child);
+    // Both sides sign by RFC 4754 (AUTH method 9), charon having sent no
+    // SIGNATURE_HASH_ALGORITHMS.
+    let log = log(&run.swan);
+    for who in ["'swan.example' (myself)", "'bitsgw.example'"] {
+        let said = format!("authentication of {who} with ECDSA-256 signature successful");
+        assert!(log.contains(&said), "{said}: {}", run.transcript());
+    }
 }
 
 #[test]

@@ -80,7 +80,7 @@ impl Endpoint {
     /// Our ID's companions in IKE_AUTH (RFC 7296 1.2, 2.15): with a
     /// pre-shared key the AUTH payload; with certificates our CERT,
     /// (initiator) a CERTREQ naming our CAs (3.7), and the signature AUTH
-    /// (RFC 7427 3).
+    /// (RFC 7427 3, or RFC 4754 for a peer without RFC 7427).
     pub(super) fn our_auth(&self, sa: &IkeSa, id: &IdPayload) -> Result<Vec<Payload>, IkeError> {
         let keys = sa
             .keys
@@ -101,7 +101,25 @@ impl Endpoint {
             }
             Authentication::Certificate(creds) => {
                 let signed = signed_octets(message, nonce, sk_p, &id.body());
-                let (algorithm, signature) = creds.key().sign(&signed, &self.rng)?;
+                // A peer that announced no RFC 7427 hashes may know only
+                // the classic methods: RFC 4754 for a P-256 key (Ed25519
+                // has only method 14).
+                let legacy = (!sa.peer_rfc7427)
+                    .then(|| creds.key().sign_rfc4754(&signed, &self.rng))
+                    .flatten();
+                let auth = match legacy {
+                    Some(signature) => AuthPayload {
+                        method: AUTH_ECDSA_P256,
+                        data: signature?,
+                    },
+                    None => {
+                        let (algorithm, signature) = creds.key().sign(&signed, &self.rng)?;
+                        AuthPayload {
+                            method: AUTH_DIGITAL_SIGNATURE,
+                            data: signature_auth_data(algorithm, &signature),
+                        }
+                    }
+                };
                 let mut out = vec![Payload::Cert(CertPayload {
                     encoding: CERT_X509_SIGNATURE,
                     data: creds.certificate().to_vec(),
@@ -112,10 +130,7 @@ impl Endpoint {
                         data: creds.certreq_authorities(),
                     }));
                 }
-                out.push(Payload::Auth(AuthPayload {
-                    method: AUTH_DIGITAL_SIGNATURE,
-                    data: signature_auth_data(algorithm, &signature),
-                }));
+                out.push(Payload::Auth(auth));
                 out
             }
         })

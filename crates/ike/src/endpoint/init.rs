@@ -143,6 +143,7 @@ impl Endpoint {
         sa.sk_out = Some(SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai));
         sa.sk_in = Some(SkKeys::new(&suite, &keys.sk_er, &keys.sk_ar));
         sa.suite = Some(suite);
+        sa.peer_rfc7427 = find_notify(payloads, NotifyType::SignatureHashAlgorithms).is_some();
         Self::detect_nat(sa, payloads, h.spi_r);
         if sa.nat_local || sa.nat_remote {
             // RFC 7296 2.23: behind a NAT, everything after IKE_SA_INIT
@@ -267,6 +268,7 @@ impl Endpoint {
         sa.sk_in = Some(SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai));
         sa.keys = Some(keys);
         sa.peer_message_id = 1;
+        sa.peer_rfc7427 = find_notify(&msg.payloads, NotifyType::SignatureHashAlgorithms).is_some();
         Self::detect_nat(&mut sa, &msg.payloads, 0);
         let mut out = vec![
             Payload::Sa(SaPayload {

@@ -22,7 +22,8 @@ mod rekey;
 mod timers;
 
 use crate::certs::{
-    signature_auth_data, AuthFailure, AUTH_DIGITAL_SIGNATURE, CERT_X509_SIGNATURE, SUPPORTED_HASHES,
+    signature_auth_data, AuthFailure, AUTH_DIGITAL_SIGNATURE, AUTH_ECDSA_P256, CERT_X509_SIGNATURE,
+    SUPPORTED_HASHES,
 };
 use crate::config::{Authentication, EndpointConfig, Mode};
 use crate::crypto::{
@@ -243,6 +244,9 @@ struct IkeSa {
     /// The IKE SA the peer's rekey made while ours was outstanding, and
     /// the nonces of that exchange (RFC 7296 2.8.2).
     collision: Option<(u64, Vec<u8>, Vec<u8>)>,
+    /// The peer sent SIGNATURE_HASH_ALGORITHMS in IKE_SA_INIT (RFC 7427
+    /// 4), so it takes AUTH method 14.
+    peer_rfc7427: bool,
 }
 
 impl IkeSa {
@@ -292,6 +296,7 @@ impl IkeSa {
             pending_dh: Vec::new(),
             expire_at: None,
             collision: None,
+            peer_rfc7427: false,
         }
     }
 }
