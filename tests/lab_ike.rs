@@ -484,8 +484,9 @@ fn a_certificate_of_an_untrusted_ca_installs_no_sa_and_leaks_nothing() {
     }
     let (mut lab, stop, seen, caps, [gw_a, gw_b]) =
         lab_with_authenticated_gateways("iu", [None, None], "", |d| write_certificates(d, true));
-    // A (the initiator) refuses B's certificate; B has its IKE SA until
-    // it finds A gone. No CHILD_SA on A: nothing crosses.
+    // A (the initiator) refuses B's certificate and tells B, which takes
+    // down the IKE SA it had established (RFC 7296 2.21.2). No CHILD_SA
+    // on A: nothing crosses.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ike_a = show(&socket(&lab, "a"), "ike");
@@ -499,6 +500,16 @@ fn a_certificate_of_an_untrusted_ca_installs_no_sa_and_leaks_nothing() {
     assert!(!ping(&lab, "3"), "ping went through without a trusted peer");
     let ike_a = show(&socket(&lab, "a"), "ike");
     assert_eq!(child_sa_count(&ike_a), 0, "{ike_a}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ike_b = show(&socket(&lab, "b"), "ike");
+        let received = &ike_b["peers"][0]["counters"]["notify_received"]["AuthenticationFailed"];
+        if received.as_u64().unwrap_or(0) >= 1 && child_sa_count(&ike_b) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B keeps its SAs: {ike_b}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (_, _, log_a) = lab.terminate(gw_a);
     let _ = lab.terminate(gw_b);
     assert!(!log_a.contains("CHILD_SA established"), "{log_a}");

@@ -1582,9 +1582,23 @@ fn the_initiator_refuses_a_responder_certificate_from_another_ca() {
     assert_eq!(down(&events(&mut p.i)), DownReason::AuthenticationFailed);
     assert_eq!(p.i.counters().refused(AuthFailure::UntrustedChain), 1);
     assert_eq!(p.i.ike_sa_count(), 0);
-    // The responder authenticated the initiator and said so; the
-    // initiator's refusal leaves it an IKE SA it will find dead.
-    assert!(matches!(events(&mut p.r)[0], Event::IkeSaUp { .. }));
+    // The responder authenticated the initiator and established the IKE
+    // SA; the initiator's INFORMATIONAL AUTHENTICATION_FAILED (RFC 7296
+    // 2.21.2) takes it down again.
+    assert_eq!(p.i.counters().sent(NotifyType::AuthenticationFailed), 1);
+    let er = events(&mut p.r);
+    assert!(matches!(er[0], Event::IkeSaUp { .. }), "{er:?}");
+    assert_eq!(
+        down(&er),
+        DownReason::PeerNotify(NotifyType::AuthenticationFailed)
+    );
+    assert!(
+        er.iter().any(|e| matches!(e, Event::ChildSaDeleted { .. })),
+        "{er:?}"
+    );
+    assert_eq!(p.r.ike_sa_count(), 0);
+    // Its answer finds no IKE SA on the initiator.
+    assert_eq!(p.i.counters().dropped(DropReason::UnknownSpi), 1);
 }
 
 #[test]

@@ -854,6 +854,28 @@ fn a_charon_certificate_from_an_untrusted_ca_is_refused() {
         "{}",
         run.transcript()
     );
+    // bitsgw says so in an INFORMATIONAL (RFC 7296 2.21.2), and charon
+    // takes down the IKE SA it had established.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sas = swanctl(&run.lab, &run.swan, &["--list-sas"]).unwrap();
+        if !sas.contains("ESTABLISHED") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "charon keeps the IKE SA: {sas}\n{}",
+            run.transcript()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = log(&run.swan);
+    for said in [
+        "parsed INFORMATIONAL request 2 [ N(AUTH_FAILED) ]",
+        "IKE_SA deleted",
+    ] {
+        assert!(log.contains(said), "{said}: {}", run.transcript());
+    }
 }
 
 /// A rekeyed CHILD_SA replaces the first one on both sides: bitsgw

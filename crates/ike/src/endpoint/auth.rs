@@ -194,6 +194,16 @@ impl Endpoint {
             return Ok(self.fail(sa, reason));
         };
         if !self.verify_auth(sa, idr, auth, payloads) {
+            // RFC 7296 2.21.2: the initiator may say so in a separate
+            // INFORMATIONAL; sent once, since the IKE SA is gone.
+            let n = [notify(NotifyType::AuthenticationFailed, Vec::new())];
+            let id = sa.next_message_id;
+            let bytes = self.build(sa, ExchangeType::Informational, false, id, &n)?;
+            self.out
+                .counters
+                .requests_sent
+                .bump(ExchangeType::Informational);
+            self.out.send(sa, bytes);
             return Ok(self.fail(sa, DownReason::AuthenticationFailed));
         }
         self.ike_sa_up(now, sa)?;
