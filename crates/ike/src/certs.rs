@@ -36,6 +36,10 @@ pub const SUPPORTED_HASHES: [u16; 4] = [HASH_SHA2_256, HASH_SHA2_384, HASH_SHA2_
 pub const ALG_ECDSA_SHA256: &[u8] = &[
     0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
 ];
+/// ecdsa-with-SHA384 AlgorithmIdentifier (RFC 7427 A.4.2).
+pub const ALG_ECDSA_SHA384: &[u8] = &[
+    0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
+];
 /// Ed25519 AlgorithmIdentifier (RFC 8420 2).
 pub const ALG_ED25519: &[u8] = &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
 /// sha256WithRSAEncryption AlgorithmIdentifier (RFC 7427 A.1.2).
@@ -61,13 +65,27 @@ pub const AUTH_DIGITAL_SIGNATURE: u8 = 14;
 pub const CERT_X509_SIGNATURE: u8 = 4;
 
 /// The signature algorithms of AUTH method 14 we verify, by their
-/// AlgorithmIdentifier.
-const VERIFIERS: [(&[u8], &dyn SignatureVerificationAlgorithm); 5] = [
-    (ALG_ECDSA_SHA256, webpki::ring::ECDSA_P256_SHA256),
-    (ALG_ED25519, webpki::ring::ED25519),
-    (ALG_RSA_SHA256, webpki::ring::RSA_PKCS1_2048_8192_SHA256),
-    (ALG_RSA_SHA384, webpki::ring::RSA_PKCS1_2048_8192_SHA384),
-    (ALG_RSA_SHA512, webpki::ring::RSA_PKCS1_2048_8192_SHA512),
+/// AlgorithmIdentifier; an ECDSA identifier names the hash only, so each
+/// curve's verifier is tried (the certificate's key picks one).
+const VERIFIERS: [(&[u8], &[&dyn SignatureVerificationAlgorithm]); 6] = [
+    (
+        ALG_ECDSA_SHA256,
+        &[
+            webpki::ring::ECDSA_P256_SHA256,
+            webpki::ring::ECDSA_P384_SHA256,
+        ],
+    ),
+    (
+        ALG_ECDSA_SHA384,
+        &[
+            webpki::ring::ECDSA_P256_SHA384,
+            webpki::ring::ECDSA_P384_SHA384,
+        ],
+    ),
+    (ALG_ED25519, &[webpki::ring::ED25519]),
+    (ALG_RSA_SHA256, &[webpki::ring::RSA_PKCS1_2048_8192_SHA256]),
+    (ALG_RSA_SHA384, &[webpki::ring::RSA_PKCS1_2048_8192_SHA384]),
+    (ALG_RSA_SHA512, &[webpki::ring::RSA_PKCS1_2048_8192_SHA512]),
 ];
 
 /// Algorithms certificates in a path may be signed with.
@@ -398,21 +416,28 @@ impl Credentials {
         )
         .map_err(chain_failure)?;
         check_identity(&ee, id)?;
-        let (algorithm, sig) = match method {
+        let (algorithms, sig) = match method {
             AUTH_DIGITAL_SIGNATURE => split_signature(signature)?,
-            AUTH_ECDSA_P256 => (&ECDSA_P256_FIXED as _, signature),
+            AUTH_ECDSA_P256 => (ECDSA_P256_FIXED, signature),
             _ => return Err(AuthFailure::WrongMethod),
         };
-        ee.verify_signature(algorithm, signed, sig)
-            .map_err(|_| AuthFailure::BadSignature)
+        if algorithms
+            .iter()
+            .any(|a| ee.verify_signature(*a, signed, sig).is_ok())
+        {
+            Ok(())
+        } else {
+            Err(AuthFailure::BadSignature)
+        }
     }
 }
 
+/// Verifiers of one signature algorithm, one per key type it may use.
+type Verifiers = &'static [&'static dyn SignatureVerificationAlgorithm];
+
 /// AUTH method 14's data: a one-octet length, the AlgorithmIdentifier and
 /// the signature (RFC 7427 3); the identifier picks the verifier.
-fn split_signature(
-    data: &[u8],
-) -> Result<(&'static dyn SignatureVerificationAlgorithm, &[u8]), AuthFailure> {
+fn split_signature(data: &[u8]) -> Result<(Verifiers, &[u8]), AuthFailure> {
     let (&len, rest) = data.split_first().ok_or(AuthFailure::BadSignature)?;
     let len = usize::from(len);
     if rest.len() < len {
@@ -537,7 +562,7 @@ impl webpki::ExtendedKeyUsageValidator for IkeKeyPurpose {
 #[derive(Debug)]
 struct EcdsaP256Fixed;
 
-static ECDSA_P256_FIXED: EcdsaP256Fixed = EcdsaP256Fixed;
+const ECDSA_P256_FIXED: Verifiers = &[&EcdsaP256Fixed];
 
 impl SignatureVerificationAlgorithm for EcdsaP256Fixed {
     fn verify_signature(

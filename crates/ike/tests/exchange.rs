@@ -1679,27 +1679,42 @@ fn a_distinguished_name_id_matches_the_certificate_s_subject() {
     id_must_be_in_certificate(Alg::Ed25519, "a.example", dn("a.example"), dn("c.example"));
 }
 
+/// The result of verifying, as b.example trusting `ca`, a.example's
+/// (`leaf`) AUTH `method` with `signature` over `signed`.
+fn verify_as_peer(
+    ca: &pki::Ca,
+    leaf: &pki::Leaf,
+    method: u8,
+    signature: &[u8],
+    signed: &[u8],
+) -> Result<(), AuthFailure> {
+    use bitsgw_ike::wire::{IdPayload, IdType};
+    let ours = ca.leaf(Alg::P256, &["b.example"]).credentials(&[ca]);
+    let id = IdPayload {
+        id_type: IdType::Fqdn,
+        data: b"a.example".to_vec(),
+    };
+    ours.verify_peer(
+        &[&leaf.der],
+        &id,
+        Some(wall_clock()),
+        method,
+        signature,
+        signed,
+    )
+}
+
 #[test]
 fn rfc_4754_ecdsa_auth_method_9_is_verified() {
-    use bitsgw_ike::wire::{IdPayload, IdType};
     use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
     let ca = pki::Ca::new(Alg::P256, "bitsgw test CA");
     let a = ca.leaf(Alg::P256, &["a.example"]);
-    let b = ca.leaf(Alg::P256, &["b.example"]);
-    let ours = b.credentials(&[&ca]);
     let rng = ring::rand::SystemRandom::new();
     let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &a.key_der, &rng).unwrap();
     let signed = b"the octets of RFC 7296 2.15";
     let sig = key.sign(&rng, signed).unwrap();
     assert_eq!(sig.as_ref().len(), 64, "r | s");
-    let id = IdPayload {
-        id_type: IdType::Fqdn,
-        data: b"a.example".to_vec(),
-    };
-    let now = Some(wall_clock());
-    let verify = |method, sig: &[u8], signed: &[u8]| {
-        ours.verify_peer(&[&a.der], &id, now, method, sig, signed)
-    };
+    let verify = |method, sig: &[u8], signed: &[u8]| verify_as_peer(&ca, &a, method, sig, signed);
     assert_eq!(verify(9, sig.as_ref(), signed), Ok(()));
     assert_eq!(
         verify(9, sig.as_ref(), b"other octets"),
@@ -1712,5 +1727,27 @@ fn rfc_4754_ecdsa_auth_method_9_is_verified() {
     assert_eq!(
         verify(2, sig.as_ref(), signed),
         Err(AuthFailure::WrongMethod)
+    );
+}
+
+#[test]
+fn an_ecdsa_p384_signature_with_sha384_is_verified() {
+    use bitsgw_ike::certs::{signature_auth_data, ALG_ECDSA_SHA256, ALG_ECDSA_SHA384};
+    use ring::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_ASN1_SIGNING};
+    let ca = pki::Ca::new(Alg::P256, "bitsgw test CA");
+    let a = ca.leaf(Alg::P384, &["a.example"]);
+    let rng = ring::rand::SystemRandom::new();
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &a.key_der, &rng).unwrap();
+    let signed = b"the octets of RFC 7296 2.15";
+    let sig = key.sign(&rng, signed).unwrap();
+    let with = |alg| signature_auth_data(alg, sig.as_ref());
+    assert_eq!(
+        verify_as_peer(&ca, &a, 14, &with(ALG_ECDSA_SHA384), signed),
+        Ok(())
+    );
+    // The identifier must name the hash that was used.
+    assert_eq!(
+        verify_as_peer(&ca, &a, 14, &with(ALG_ECDSA_SHA256), signed),
+        Err(AuthFailure::BadSignature)
     );
 }

@@ -14,6 +14,8 @@ use rcgen::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {
     P256,
+    /// ECDSA P-384, which bitsgw verifies but does not sign with.
+    P384,
     Ed25519,
     /// RSA 2048, for end-entity certificates only (bitsgw verifies RSA
     /// signatures but does not sign with RSA).
@@ -24,6 +26,7 @@ impl Alg {
     fn rcgen(self) -> &'static SignatureAlgorithm {
         match self {
             Alg::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Alg::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             Alg::Ed25519 => &rcgen::PKCS_ED25519,
             Alg::Rsa => &rcgen::PKCS_RSA_SHA256,
         }
