@@ -771,6 +771,30 @@ mod tests {
     }
 
     #[test]
+    fn cert_and_certreq_payloads_round_trip() {
+        let chain = vec![
+            Payload::Cert(CertPayload {
+                encoding: 4,
+                data: vec![0x30, 0x03, 1, 2, 3],
+            }),
+            Payload::CertReq(CertPayload {
+                encoding: 4,
+                data: vec![0xab; 20],
+            }),
+        ];
+        let mut out = vec![0u8; super::super::chain_len(&chain)];
+        super::super::emit_chain(&chain, &mut out).unwrap();
+        // CERT (37): next CERTREQ (38), length 4 + 1 + 5.
+        assert_eq!(&out[..6], &[38, 0, 0, 10, 4, 0x30]);
+        assert_eq!(parse_chain(PayloadType::Cert, &out).unwrap(), chain);
+        // A CERT payload needs at least its encoding octet.
+        assert_eq!(
+            parse_chain(PayloadType::Cert, &[0, 0, 0, 4]).unwrap_err(),
+            WireError::Truncated("CERT payload")
+        );
+    }
+
+    #[test]
     fn notify_numbers_round_trip() {
         for (t, n) in NOTIFY_NUMBERS {
             assert_eq!(NotifyType::from(n), t);
