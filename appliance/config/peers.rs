@@ -41,7 +41,8 @@
 //! "ca_files": ["ca.pem"]
 //! ```
 //!
-//! The certificate file's first certificate is ours; the private key is a
+//! The certificate file's first certificate is ours, any after it are
+//! intermediate CAs sent with it; the private key is a
 //! PKCS#8 `PRIVATE KEY` (ECDSA P-256 or Ed25519), not readable by group or
 //! others, zeroized when dropped, and must belong to the certificate. The
 //! peer's certificate must chain to a certificate of `ca_files` and name
@@ -231,10 +232,10 @@ fn authentication(ctx: &Ctx<'_>, p: &RawPeer, dir: &Path) -> Result<PeerAuth, Co
                     .map_err(|e| ctx.err(field, format!("{shown}: {e}")))?;
                 certificates_from_pem(&text).map_err(|e| ctx.err(field, format!("{shown}: {e}")))
             };
-            let certificate = read_certs("certificate_file", &cert_file)?
-                .into_iter()
-                .next()
-                .unwrap_or_default();
+            // Ours first, then intermediate CAs to send with it.
+            let mut chain = read_certs("certificate_file", &cert_file)?;
+            let intermediates = chain.split_off(chain.len().min(1));
+            let certificate = chain.pop().unwrap_or_default();
             let pem = read_secret_file(ctx, "private_key_file", dir, &key_file, "a private key")?;
             let key = private_key_from_pem(&pem)
                 .map_err(|e| ctx.err("private_key_file", format!("{key_file}: {e}")))?;
@@ -251,6 +252,9 @@ fn authentication(ctx: &Ctx<'_>, p: &RawPeer, dir: &Path) -> Result<PeerAuth, Co
                     format!("{cert_file} with {key_file}: {e}"),
                 ),
             })?;
+            let creds = creds
+                .with_intermediates(intermediates)
+                .map_err(|e| ctx.err("certificate_file", format!("{cert_file}: {e}")))?;
             Ok(PeerAuth::Certificate(Box::new(creds)))
         }
         other => Err(ctx.err(
@@ -655,10 +659,20 @@ mod tests {
             panic!("{cfg:?}")
         };
         assert_eq!(c.key().kind(), bitsgw_ike::certs::KeyKind::Ed25519);
+        assert_eq!(c.intermediates().count(), 0);
         let key_pem = std::fs::read_to_string(dir.join("a.key")).unwrap();
         let key_b64: String = key_pem.lines().nth(1).unwrap().to_string();
         assert!(!format!("{cfg:?}").contains(&key_b64));
         assert!(format!("{c:?}").contains("pkcs8: \"<masked>\""), "{c:?}");
+        // Certificates after ours are intermediates, sent with it.
+        let mut pem = std::fs::read_to_string(dir.join("a.pem")).unwrap();
+        pem += &std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+        std::fs::write(dir.join("a.pem"), pem).unwrap();
+        let cfg = parse(&with_auth(&text, CERT_AUTH), &dir.join("c.json")).unwrap();
+        let PeerAuth::Certificate(c) = &cfg.peers[0].auth else {
+            panic!("{cfg:?}")
+        };
+        assert_eq!(c.intermediates().count(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -313,6 +313,9 @@ impl SigningKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     certificate: CertificateDer<'static>,
+    /// Intermediate CA certificates sent after ours, for the peer to
+    /// build the path (RFC 7296 3.6).
+    intermediates: Vec<CertificateDer<'static>>,
     key: SigningKey,
     cas: Vec<CertificateDer<'static>>,
 }
@@ -348,9 +351,33 @@ impl Credentials {
             .map_err(|_| CredentialError::KeyMismatch)?;
         Ok(Credentials {
             certificate,
+            intermediates: Vec::new(),
             key,
             cas,
         })
+    }
+
+    /// These credentials sending `intermediates` (DER, each checked to
+    /// parse) after our certificate.
+    pub fn with_intermediates(
+        mut self,
+        intermediates: Vec<Vec<u8>>,
+    ) -> Result<Credentials, CredentialError> {
+        let intermediates: Vec<CertificateDer<'static>> = intermediates
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect();
+        for c in &intermediates {
+            webpki::anchor_from_trusted_cert(c)
+                .map_err(|e| CredentialError::Certificate(e.to_string()))?;
+        }
+        self.intermediates = intermediates;
+        Ok(self)
+    }
+
+    /// The intermediate CA certificates we send (DER).
+    pub fn intermediates(&self) -> impl Iterator<Item = &[u8]> {
+        self.intermediates.iter().map(|c| c.as_ref())
     }
 
     /// Our end-entity certificate (DER).

@@ -1751,3 +1751,31 @@ fn an_ecdsa_p384_signature_with_sha384_is_verified() {
         Err(AuthFailure::BadSignature)
     );
 }
+
+#[test]
+fn certificates_of_an_intermediate_ca_are_sent_and_chain_to_the_root() {
+    let root = pki::Ca::new(Alg::P256, "bitsgw root CA");
+    let sub = root.intermediate(Alg::Ed25519, "bitsgw sub CA");
+    let a = sub.leaf(Alg::P256, &["a.example"]);
+    let b = sub.leaf(Alg::Ed25519, &["b.example"]);
+    // Both trust the root only; each sends the intermediate.
+    let with_sub = |leaf: &pki::Leaf, initiator| {
+        let creds = leaf
+            .credentials(&[&root])
+            .with_intermediates(vec![sub.der.clone()])
+            .unwrap();
+        let mut c = peer(initiator);
+        c.auth = Authentication::Certificate(Box::new(creds));
+        c
+    };
+    establish(&mut clocked(Pair::new(
+        with_sub(&a, true),
+        with_sub(&b, false),
+    )));
+    // Without the intermediate the path ends at the sub CA nobody trusts.
+    let without = cert_peer(true, &a, &[&root]);
+    responder_refuses(
+        clocked(Pair::new(without, with_sub(&b, false))),
+        AuthFailure::UntrustedChain,
+    );
+}

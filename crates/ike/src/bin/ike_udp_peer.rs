@@ -106,8 +106,13 @@ fn authentication(a: &Args) -> Result<Authentication, String> {
     let key_pem = Secret::new(read("key")?);
     let key = private_key_from_pem(key_pem.expose()).map_err(at("key"))?;
     let cas = certificates_from_pem(&read("ca")?).map_err(at("ca"))?;
-    let first = cert.into_iter().next().unwrap_or_default();
-    let creds = Credentials::new(first, key, cas).map_err(at("cert"))?;
+    // Ours first, then intermediate CAs to send with it.
+    let mut chain = cert;
+    let intermediates = chain.split_off(chain.len().min(1));
+    let first = chain.pop().unwrap_or_default();
+    let creds = Credentials::new(first, key, cas)
+        .and_then(|c| c.with_intermediates(intermediates))
+        .map_err(at("cert"))?;
     Ok(Authentication::Certificate(Box::new(creds)))
 }
 

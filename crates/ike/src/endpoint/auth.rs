@@ -78,7 +78,8 @@ impl Endpoint {
     }
 
     /// Our ID's companions in IKE_AUTH (RFC 7296 1.2, 2.15): with a
-    /// pre-shared key the AUTH payload; with certificates our CERT,
+    /// pre-shared key the AUTH payload; with certificates our CERT (and
+    /// one for each intermediate CA),
     /// (initiator) a CERTREQ naming our CAs (3.7), and the signature AUTH
     /// (RFC 7427 3, or RFC 4754 for a peer without RFC 7427).
     pub(super) fn our_auth(&self, sa: &IkeSa, id: &IdPayload) -> Result<Vec<Payload>, IkeError> {
@@ -120,10 +121,15 @@ impl Endpoint {
                         }
                     }
                 };
-                let mut out = vec![Payload::Cert(CertPayload {
-                    encoding: CERT_X509_SIGNATURE,
-                    data: creds.certificate().to_vec(),
-                })];
+                let chain = core::iter::once(creds.certificate()).chain(creds.intermediates());
+                let mut out: Vec<Payload> = chain
+                    .map(|c| {
+                        Payload::Cert(CertPayload {
+                            encoding: CERT_X509_SIGNATURE,
+                            data: c.to_vec(),
+                        })
+                    })
+                    .collect();
                 if sa.initiator {
                     out.push(Payload::CertReq(CertPayload {
                         encoding: CERT_X509_SIGNATURE,

@@ -86,6 +86,21 @@ impl Ca {
         }
     }
 
+    /// An intermediate CA under this one.
+    pub fn intermediate(&self, alg: Alg, name: &str) -> Ca {
+        let key = alg.generate();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Ca {
+            der: cert.der().to_vec(),
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
     /// A certificate for `names` (DNS names or IP addresses, as
     /// subjectAltNames; the first is also the subject's CN).
     pub fn leaf(&self, alg: Alg, names: &[&str]) -> Leaf {
