@@ -32,25 +32,25 @@ pub const HASH_IDENTITY: u16 = 5;
 /// SIGNATURE_HASH_ALGORITHMS notification.
 pub const SUPPORTED_HASHES: [u16; 4] = [HASH_SHA2_256, HASH_SHA2_384, HASH_SHA2_512, HASH_IDENTITY];
 
-/// ecdsa-with-SHA256 AlgorithmIdentifier (RFC 7427 A.4.1).
+/// ecdsa-with-SHA256 AlgorithmIdentifier (RFC 7427 appendix A).
 pub const ALG_ECDSA_SHA256: &[u8] = &[
     0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
 ];
-/// ecdsa-with-SHA384 AlgorithmIdentifier (RFC 7427 A.4.2).
+/// ecdsa-with-SHA384 AlgorithmIdentifier (RFC 7427 appendix A).
 pub const ALG_ECDSA_SHA384: &[u8] = &[
     0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
 ];
 /// Ed25519 AlgorithmIdentifier (RFC 8420 2).
 pub const ALG_ED25519: &[u8] = &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
-/// sha256WithRSAEncryption AlgorithmIdentifier (RFC 7427 A.1.2).
+/// sha256WithRSAEncryption AlgorithmIdentifier (RFC 7427 appendix A).
 pub const ALG_RSA_SHA256: &[u8] = &[
     0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00,
 ];
-/// sha384WithRSAEncryption AlgorithmIdentifier (RFC 7427 A.1.3).
+/// sha384WithRSAEncryption AlgorithmIdentifier (RFC 7427 appendix A).
 pub const ALG_RSA_SHA384: &[u8] = &[
     0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c, 0x05, 0x00,
 ];
-/// sha512WithRSAEncryption AlgorithmIdentifier (RFC 7427 A.1.4).
+/// sha512WithRSAEncryption AlgorithmIdentifier (RFC 7427 appendix A).
 pub const ALG_RSA_SHA512: &[u8] = &[
     0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d, 0x05, 0x00,
 ];

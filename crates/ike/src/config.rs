@@ -1,6 +1,6 @@
 //! What an IKE endpoint is configured with: identities, the pre-shared
-//! key or certificates, proposals, selectors, mode, timers. [`EndpointConfig::validate`]
-//! names the field at fault.
+//! key or certificates, proposals, selectors, mode, timers.
+//! [`EndpointConfig::validate`] names the field at fault.
 
 use crate::certs::Credentials;
 use crate::crypto::Secret;

@@ -779,7 +779,7 @@ fn bitsgw_verifies_charon_s_rsa_signature() {
     let (up, child) = established(&mut run, 19);
     agrees_with_charon(&run, &up, &child);
     // charon signs with PKCS#1 v1.5 and a SHA-2 hash bitsgw announced
-    // (RFC 7427 A.1), and verified bitsgw's ECDSA signature.
+    // (RFC 7427 appendix A), and verified bitsgw's ECDSA signature.
     let log = log(&run.swan);
     assert!(
         log.contains("authentication of 'swan.example' (myself) with RSA_EMSA_PKCS1_SHA2_"),

@@ -30,6 +30,8 @@ impl Endpoint {
         auth: &AuthPayload,
         payloads: &[Payload],
     ) -> Result<(), AuthFailure> {
+        // The keys exist from IKE_SA_INIT on; without them no AUTH of any
+        // method could verify.
         let keys = sa.keys.as_ref().ok_or(AuthFailure::WrongMethod)?;
         // The peer signs its own IKE_SA_INIT message and our nonce.
         let (message, nonce, sk_p) = if sa.initiator {
@@ -79,9 +81,9 @@ impl Endpoint {
 
     /// Our ID's companions in IKE_AUTH (RFC 7296 1.2, 2.15): with a
     /// pre-shared key the AUTH payload; with certificates our CERT (and
-    /// one for each intermediate CA),
-    /// (initiator) a CERTREQ naming our CAs (3.7), and the signature AUTH
-    /// (RFC 7427 3, or RFC 4754 for a peer without RFC 7427).
+    /// one for each intermediate CA), (initiator) a CERTREQ naming our CAs
+    /// (3.7), and the signature AUTH (RFC 7427 3, or RFC 4754 for a peer
+    /// without RFC 7427).
     pub(super) fn our_auth(&self, sa: &IkeSa, id: &IdPayload) -> Result<Vec<Payload>, IkeError> {
         let keys = sa
             .keys

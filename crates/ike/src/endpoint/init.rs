@@ -155,8 +155,8 @@ impl Endpoint {
                 }
             }
         }
-        // IKE_AUTH: IDi, AUTH, [N(INITIAL_CONTACT)], [N(USE_TRANSPORT_MODE)],
-        // SA, TSi, TSr (RFC 7296 1.2).
+        // IKE_AUTH: IDi, [CERT,] [CERTREQ,] AUTH, [N(INITIAL_CONTACT)],
+        // [N(USE_TRANSPORT_MODE)], SA, TSi, TSr (RFC 7296 1.2).
         sa.keys = Some(keys);
         let idi = self.config.peer.local_id.to_payload();
         let mut out = self.our_auth(sa, &idi)?;
