@@ -713,7 +713,8 @@ fn wrong_psk_is_refused_when_charon_initiates() {
 /// Both sides authenticate by certificates with keys of `alg` (RFC 7427
 /// signatures): established as with a PSK, and charon's log says it
 /// verified bitsgw's signature with `charon_says` ("ECDSA_WITH_SHA256_DER",
-/// "ED25519") and its certificate chain to the CA.
+/// "ED25519") and its certificate chain to the CA, and matched bitsgw's
+/// CERTREQ to the CA.
 fn interoperates_by_certificates(
     tag: &str,
     bitsgw_initiates: bool,
@@ -742,6 +743,10 @@ fn interoperates_by_certificates(
         "{}",
         run.transcript()
     );
+    // Our CERTREQ's hash of the CA's public key (RFC 7296 3.7) is the one
+    // charon computes for its CA.
+    let asked = "received cert request for \"CN=bitsgw interop CA\"";
+    assert!(log.contains(asked), "{asked}: {}", run.transcript());
 }
 
 #[test]
