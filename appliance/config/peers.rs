@@ -19,7 +19,8 @@
 //!
 //! `local` is one of the appliance's network addresses (IKE runs on UDP
 //! 500 and 4500 there); `remote` the peer's. Identities are
-//! `fqdn:NAME`, `ipv4:ADDR`, `ipv6:ADDR` or `keyid:HEX`. Proposals use
+//! `fqdn:NAME`, `ipv4:ADDR`, `ipv6:ADDR`, `keyid:HEX` or `dn:HEX` (a
+//! distinguished name's DER). Proposals use
 //! strongSwan's notation (`bitsgw_ike::names`). `start` is `initiate` (the
 //! appliance starts the IKE SA when it starts, and again when it goes
 //! down) or `respond`. Each child names an outbound and an inbound SA of
@@ -47,8 +48,8 @@
 //! others, zeroized when dropped, and must belong to the certificate. The
 //! peer's certificate must chain to a certificate of `ca_files` and name
 //! its identity: an `fqdn:` identity as a subjectAltName DNS name, an
-//! `ipv4:`/`ipv6:` one as an IP address (a `keyid:` identity is bound to
-//! no certificate and refused).
+//! `ipv4:`/`ipv6:` one as an IP address, a `dn:` one as its subject (a
+//! `keyid:` identity is bound to no certificate and refused).
 
 use super::raw::{Peers, ProposalNames, RawChild, RawPeer};
 use super::*;

@@ -1660,22 +1660,9 @@ fn pem_files_as_rcgen_writes_them_are_read() {
     assert!(!format!("{creds:?}").contains(&hex::encode(&a.key_der)));
 }
 
-/// The DER Name of one commonName (as rcgen writes it: a UTF8String), for
-/// ID_DER_ASN1_DN identities (RFC 7296 3.5).
-fn common_name_dn(cn: &str) -> Vec<u8> {
-    let value = [&[0x0c, cn.len() as u8][..], cn.as_bytes()].concat();
-    let atv = [
-        &[0x30, 5 + value.len() as u8, 0x06, 0x03, 0x55, 0x04, 0x03][..],
-        &value,
-    ]
-    .concat();
-    let set = [&[0x31, atv.len() as u8][..], &atv].concat();
-    [&[0x30, set.len() as u8][..], &set].concat()
-}
-
 #[test]
 fn a_distinguished_name_id_matches_the_certificate_s_subject() {
-    let dn = |cn: &str| Identity::Dn(common_name_dn(cn));
+    let dn = |cn: &str| Identity::Dn(pki::common_name_dn(cn));
     id_must_be_in_certificate(Alg::Ed25519, "a.example", dn("a.example"), dn("c.example"));
 }
 

@@ -52,6 +52,9 @@ enum CharonAuth<'a> {
         /// sends no SIGNATURE_HASH_ALGORITHMS and signs with the
         /// classic methods (RFC 4754 for ECDSA).
         rfc7427: bool,
+        /// charon's identity is its certificate's subject (ID_DER_ASN1_DN,
+        /// swanctl's default), not swan.example.
+        subject_id: bool,
     },
 }
 
@@ -60,7 +63,7 @@ impl CharonAuth<'_> {
     fn swanctl(&self) -> (String, String, String) {
         match self {
             CharonAuth::Psk(psk) => (
-                "auth = psk".into(),
+                "auth = psk\n      id = swan.example".into(),
                 "auth = psk".into(),
                 format!(
                     r#"ike-bitsgw {{
@@ -70,8 +73,21 @@ impl CharonAuth<'_> {
   }}"#
                 ),
             ),
-            CharonAuth::Certificates { cert, ca, .. } => (
-                format!("auth = pubkey\n      certs = {}", cert.display()),
+            CharonAuth::Certificates {
+                cert,
+                ca,
+                subject_id,
+                ..
+            } => (
+                format!(
+                    "auth = pubkey\n      certs = {}{}",
+                    cert.display(),
+                    if *subject_id {
+                        ""
+                    } else {
+                        "\n      id = swan.example"
+                    }
+                ),
                 format!("auth = pubkey\n      cacerts = {}", ca.display()),
                 // swanctl loads private keys from private/ beside the
                 // configuration file.
@@ -143,7 +159,6 @@ fn start_charon(
     {ike_extra}
     local {{
       {local_auth}
-      id = swan.example
     }}
     remote {{
       {remote_auth}
@@ -285,6 +300,8 @@ struct Certs {
     charon_alg: pki::Alg,
     charon_from_another_ca: bool,
     charon_rfc7427: bool,
+    /// charon's identity is its certificate's subject DN.
+    charon_subject_id: bool,
 }
 
 impl Certs {
@@ -295,6 +312,7 @@ impl Certs {
             charon_alg: alg,
             charon_from_another_ca: false,
             charon_rfc7427: true,
+            charon_subject_id: false,
         }
     }
 }
@@ -388,6 +406,7 @@ fn start(case: &Case<'_>) -> Run {
             key: &f.swan_key,
             ca: &f.ca,
             rfc7427: case.certs.is_none_or(|c| c.charon_rfc7427),
+            subject_id: case.certs.is_some_and(|c| c.charon_subject_id),
         },
     };
     let swan = start_charon(
@@ -417,6 +436,13 @@ fn start(case: &Case<'_>) -> Run {
         "responder"
     };
     let (local, remote) = (format!("{US}:500"), format!("{SWAN}:500"));
+    let remote_id = if case.certs.is_some_and(|c| c.charon_subject_id) {
+        let dn = pki::common_name_dn("swan.example");
+        let hex: String = dn.iter().map(|b| format!("{b:02x}")).collect();
+        format!("dn:{hex}")
+    } else {
+        "fqdn:swan.example".to_string()
+    };
     let mut args = vec![
         env!("CARGO_BIN_EXE_ike-udp-peer"),
         "--role",
@@ -428,7 +454,7 @@ fn start(case: &Case<'_>) -> Run {
         "--local-id",
         "fqdn:bitsgw.example",
         "--remote-id",
-        "fqdn:swan.example",
+        &remote_id,
         "--ike",
         case.bitsgw_ike.unwrap_or(ike),
         "--esp",
@@ -819,6 +845,28 @@ fn rfc_4754_ecdsa_signatures_with_a_charon_without_rfc_7427() {
         let said = format!("authentication of {who} with ECDSA-256 signature successful");
         assert!(log.contains(&said), "{said}: {}", run.transcript());
     }
+}
+
+#[test]
+fn charon_s_subject_dn_as_its_identity_matches_its_certificate() {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(&Case {
+        certs: Some(Certs {
+            charon_subject_id: true,
+            ..Certs::of(pki::Alg::P256)
+        }),
+        ..Case::new("idn", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+    let (up, child) = established(&mut run, 19);
+    agrees_with_charon(&run, &up, &child);
+    let said = "authentication of 'CN=swan.example' (myself) with ECDSA_WITH_SHA256_DER successful";
+    assert!(
+        log(&run.swan).contains(said),
+        "{said}: {}",
+        run.transcript()
+    );
 }
 
 #[test]

@@ -145,3 +145,16 @@ impl Leaf {
         .unwrap()
     }
 }
+
+/// The DER Name of one commonName (as rcgen writes it: a UTF8String), for
+/// ID_DER_ASN1_DN identities (RFC 7296 3.5).
+pub fn common_name_dn(cn: &str) -> Vec<u8> {
+    let value = [&[0x0c, cn.len() as u8][..], cn.as_bytes()].concat();
+    let atv = [
+        &[0x30, 5 + value.len() as u8, 0x06, 0x03, 0x55, 0x04, 0x03][..],
+        &value,
+    ]
+    .concat();
+    let set = [&[0x31, atv.len() as u8][..], &atv].concat();
+    [&[0x30, set.len() as u8][..], &set].concat()
+}
