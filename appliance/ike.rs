@@ -21,14 +21,14 @@
 //! doubles up to [`ACQUIRE_BACKOFF_MAX`] before the next acquire is acted
 //! on. The packets meanwhile are dropped as `acquire_pending`.
 
-use crate::config::{ApplianceConfig, PeerSettings, StartAction};
+use crate::config::{ApplianceConfig, PeerAuth, PeerSettings, StartAction};
 use bitsgw_ike::crypto::{DirectionKeys, Secret};
 use bitsgw_ike::names::{esp_proposal, identity, ike_proposal};
 use bitsgw_ike::suite::{Encryption, EspSuite};
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event, IkeSaId, Lifetimes,
-    PeerConfig, Retransmit, Timestamp,
+    Authentication, ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event, IkeSaId,
+    Lifetimes, PeerConfig, Retransmit, Timestamp,
 };
 use bitsgw_io::smoltcp_endpoint::{IkeDatagram, IkePort, IKE_PORT};
 use bitsgw_ipsec::config::{ActionConfig, PolicySet};
@@ -303,7 +303,10 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
             name: peer.name.clone(),
             local_id: identity(&peer.local_id).map_err(bad)?,
             remote_id: identity(&peer.remote_id).map_err(bad)?,
-            psk: Secret::new(peer.psk.to_vec()),
+            auth: match &peer.auth {
+                PeerAuth::Psk(psk) => Authentication::Psk(Secret::new(psk.to_vec())),
+                PeerAuth::Certificate(c) => Authentication::Certificate(c.clone()),
+            },
             ike_proposals: peer
                 .ike_proposals
                 .iter()
@@ -647,7 +650,12 @@ impl Thread {
             .iter_mut()
             .find(|p| p.settings.local == d.local.ip() && p.settings.remote == d.remote.ip())
         {
-            Some(p) => p.endpoint.handle_datagram(now, d.remote, d.local, &d.data),
+            Some(p) => {
+                // Certificates are checked against the wall clock.
+                let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                p.endpoint.set_wall_clock(wall.unwrap_or_default());
+                p.endpoint.handle_datagram(now, d.remote, d.local, &d.data)
+            }
             None => self.no_peer += 1,
         }
     }
@@ -975,6 +983,7 @@ impl Thread {
                         "notify_sent": c.notify_sent.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                         "notify_received": c.notify_received.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                         "drops": c.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
+                        "auth_refused": c.auth_refused.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                     },
                 })
             })

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what the integration tests need: Debian packages for the peers and
 # tools (tshark, iproute2, nftables, conntrack, iperf3, iputils-ping, ethtool,
-# python3-venv; strongswan-charon, strongswan-swanctl, libcharon-extra-plugins
+# python3-venv; openssl for the RSA keys of the certificate tests;
+# strongswan-charon, strongswan-swanctl, libcharon-extra-plugins
 # and libstrongswan-standard-plugins for strongSwan's userspace ESP with
 # AES-GCM in make bench-e2e; systemd for systemd-analyze, lintian and
 # man-db for the service and package tests) and a virtualenv at
@@ -26,7 +27,7 @@ REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV="$REPO/.venv"
 SCAPY_SPEC='scapy>=2.6'
-PACKAGES="tshark python3-venv iproute2 nftables conntrack iperf3 iputils-ping ethtool strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins systemd lintian man-db"
+PACKAGES="tshark python3-venv openssl iproute2 nftables conntrack iperf3 iputils-ping ethtool strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins systemd lintian man-db"
 
 export DEBIAN_FRONTEND=noninteractive
 

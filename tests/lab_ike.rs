@@ -5,20 +5,27 @@
 //! their host stacks), install the CHILD_SA's SAs and pass traffic; the
 //! wire between them carries IKE and ESP only; CHILD_SA rekeys under
 //! pings lose none. With a wrong PSK no SA is installed and nothing leaves
-//! in clear. bitsgw also keys a tunnel with strongSwan's charon.
+//! in clear. The gateways also authenticate with certificates made at
+//! test time (a peer's certificate of an untrusted CA is refused). bitsgw
+//! also keys a tunnel with strongSwan's charon.
 //!
 //! Needs root (CI runs as root) and iproute2, iputils-ping. Everything it
 //! creates it removes, also when it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../crates/ike/tests/common/pki.rs"]
+mod pki;
 
 use common::ike::{
-    charon_initiate, child_sa_count, lab_with_gateways, mixed_lab, ping, policy, show_text, socket,
-    MixedLab,
+    charon_initiate, child_sa_count, lab_with_authenticated_gateways, lab_with_gateways, mixed_lab,
+    ping, policy, show_text, socket, MixedLab,
 };
 use common::{bitsgw, find_sa, show};
-use std::sync::atomic::Ordering;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -152,11 +159,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
         assert!(log.contains("CHILD_SA established"), "{log}");
         assert!(!log.contains(psk), "PSK in the log");
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in caps {
-        c.join().unwrap();
-    }
-    let (esp, ike) = common::between_gateways(&seen.lock().unwrap());
+    let (esp, ike) = stop_captures(&stop, caps, &seen);
     assert!(esp >= 12, "only {esp} ESP frames seen");
     assert!(ike >= 4, "only {ike} IKE datagrams seen");
 }
@@ -205,11 +208,7 @@ fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
     );
     assert!(!log_a.contains("CHILD_SA established"), "{log_a}");
     assert!(!log_b.contains("CHILD_SA established"), "{log_b}");
-    stop.store(true, Ordering::SeqCst);
-    for c in caps {
-        c.join().unwrap();
-    }
-    let (esp, ike) = common::between_gateways(&seen.lock().unwrap());
+    let (esp, ike) = stop_captures(&stop, caps, &seen);
     assert_eq!(esp, 0, "ESP without a negotiated SA");
     assert!(ike >= 2, "only {ike} IKE datagrams seen");
 }
@@ -321,4 +320,126 @@ fn child_sa_rekeys_under_traffic_lose_no_ping() {
         c.join().unwrap();
     }
     common::between_gateways(&seen.lock().unwrap());
+}
+
+/// Certificates for the two gateways (ECDSA P-256 for A, Ed25519 for B)
+/// from one CA (B's from another CA that A does not trust when
+/// `b_untrusted`), as the PEM files [`gateway`] names; keys readable by
+/// their owner only.
+fn write_certificates(dir: &Path, b_untrusted: bool) {
+    let ca = pki::Ca::new(pki::Alg::P256, "bitsgw lab CA");
+    let other = pki::Ca::new(pki::Alg::P256, "bitsgw lab CA");
+    let a = ca.leaf(pki::Alg::P256, &["gw-a.example"]);
+    let b_ca = if b_untrusted { &other } else { &ca };
+    let b = b_ca.leaf(pki::Alg::Ed25519, &["gw-b.example"]);
+    for (side, leaf) in [("a", &a), ("b", &b)] {
+        std::fs::write(dir.join(format!("ike-{side}.pem")), &leaf.pem).unwrap();
+        std::fs::write(dir.join(format!("ike-ca-{side}.pem")), &ca.pem).unwrap();
+        let key = dir.join(format!("ike-{side}.key"));
+        std::fs::write(&key, &leaf.key_pem).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+#[test]
+fn two_gateways_authenticate_by_certificates_and_pings_cross() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) =
+        lab_with_authenticated_gateways("ic", [None, None], "", "initiate", |d| {
+            write_certificates(d, false)
+        });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(&lab, "1") {
+        if Instant::now() >= deadline {
+            let (_, out_a, log_a) = lab.terminate(gw_a);
+            let (_, out_b, log_b) = lab.terminate(gw_b);
+            panic!("no ping through the tunnel\nA: {out_a}{log_a}\nB: {out_b}{log_b}");
+        }
+    }
+    assert!(ping(&lab, "5"), "pings lost once the tunnel was up");
+    for side in ["a", "b"] {
+        let ike = show(&socket(&lab, side), "ike");
+        assert_eq!(
+            ike["peers"][0]["ike_sas"].as_array().unwrap().len(),
+            1,
+            "{ike}"
+        );
+        assert_eq!(child_sa_count(&ike), 1, "{ike}");
+        let refused = &ike["peers"][0]["counters"]["auth_refused"];
+        assert_eq!(refused, &serde_json::json!({}), "{ike}");
+    }
+    let key_a = std::fs::read_to_string(lab.dir.join("ike-a.key")).unwrap();
+    let key_line = key_a.lines().nth(1).unwrap().to_string();
+    for gw in [gw_a, gw_b] {
+        let (ok, out, log) = lab.terminate(gw);
+        assert!(ok, "gateway failed: {out}{log}");
+        assert!(log.contains("CHILD_SA established"), "{log}");
+        assert!(
+            !log.contains(&key_line) && !out.contains(&key_line),
+            "key in the output"
+        );
+    }
+    let (esp, ike) = stop_captures(&stop, caps, &seen);
+    assert!(esp >= 12, "only {esp} ESP frames seen");
+    assert!(ike >= 4, "only {ike} IKE datagrams seen");
+}
+
+#[test]
+fn a_certificate_of_an_untrusted_ca_installs_no_sa_and_leaks_nothing() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) =
+        lab_with_authenticated_gateways("iu", [None, None], "", "initiate", |d| {
+            write_certificates(d, true)
+        });
+    // A (the initiator) refuses B's certificate and tells B, which takes
+    // down the IKE SA it had established (RFC 7296 2.21.2). No CHILD_SA
+    // on A: nothing crosses.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ike_a = show(&socket(&lab, "a"), "ike");
+        let refused = &ike_a["peers"][0]["counters"]["auth_refused"]["UntrustedChain"];
+        if refused.as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A did not refuse B: {ike_a}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!ping(&lab, "3"), "ping went through without a trusted peer");
+    let ike_a = show(&socket(&lab, "a"), "ike");
+    assert_eq!(child_sa_count(&ike_a), 0, "{ike_a}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ike_b = show(&socket(&lab, "b"), "ike");
+        let received = &ike_b["peers"][0]["counters"]["notify_received"]["AuthenticationFailed"];
+        if received.as_u64().unwrap_or(0) >= 1 && child_sa_count(&ike_b) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B keeps its SAs: {ike_b}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, _, log_a) = lab.terminate(gw_a);
+    let _ = lab.terminate(gw_b);
+    assert!(!log_a.contains("CHILD_SA established"), "{log_a}");
+    let (esp, _) = stop_captures(&stop, caps, &seen);
+    assert_eq!(esp, 0, "ESP from A without an authenticated peer");
+}
+
+/// Stops the captures; the ESP frames and IKE datagrams seen between the
+/// gateways.
+fn stop_captures(
+    stop: &AtomicBool,
+    caps: Vec<std::thread::JoinHandle<()>>,
+    seen: &Mutex<Vec<Vec<u8>>>,
+) -> (usize, usize) {
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+    common::between_gateways(&seen.lock().unwrap())
 }

@@ -1,5 +1,6 @@
 //! IKEv2 peers (`"peers"`): who keys which SAs of the policy with IKEv2
-//! (RFC 7296), with a pre-shared key read from a file.
+//! (RFC 7296), with a pre-shared key read from a file or with X.509
+//! certificates (RFC 7427 signatures).
 //!
 //! ```json
 //! "peers": [{
@@ -18,7 +19,8 @@
 //!
 //! `local` is one of the appliance's network addresses (IKE runs on UDP
 //! 500 and 4500 there); `remote` the peer's. Identities are
-//! `fqdn:NAME`, `ipv4:ADDR`, `ipv6:ADDR` or `keyid:HEX`. Proposals use
+//! `fqdn:NAME`, `ipv4:ADDR`, `ipv6:ADDR`, `keyid:HEX` or `dn:HEX` (a
+//! distinguished name's DER). Proposals use
 //! strongSwan's notation (`bitsgw_ike::names`). `start` is `initiate` (the
 //! appliance starts the IKE SA when it starts, and again when it goes
 //! down), `respond`, or `trap` (strongSwan's name: the first packet that
@@ -36,15 +38,46 @@
 //! is known by the NAT's public address: that is its `remote`, and its
 //! SAs' tunnel address.
 //!
-//! The PSK file (relative to the configuration file) holds the key, a
-//! trailing newline ignored; it must not be readable by group or others.
-//! The key is never logged or shown, and is zeroized when dropped.
+//! `"auth"` is `"psk"` (the default) or `"certificate"`. The PSK file
+//! (relative to the configuration file) holds the key, a trailing newline
+//! ignored; it must not be readable by group or others. The key is never
+//! logged or shown, and is zeroized when dropped.
+//!
+//! With certificates, a peer names PEM files (relative to the
+//! configuration file) instead of `psk_file`:
+//!
+//! ```json
+//! "auth": "certificate",
+//! "certificate_file": "gw-a.pem", "private_key_file": "gw-a.key",
+//! "ca_files": ["ca.pem"]
+//! ```
+//!
+//! The certificate file's first certificate is ours, any after it are
+//! intermediate CAs sent with it; the private key is a
+//! PKCS#8 `PRIVATE KEY` (ECDSA P-256 or Ed25519), not readable by group or
+//! others, zeroized when dropped, and must belong to the certificate. The
+//! peer's certificate must chain to a certificate of `ca_files` and name
+//! its identity: an `fqdn:` identity as a subjectAltName DNS name, an
+//! `ipv4:`/`ipv6:` one as an IP address, a `dn:` one as its subject (a
+//! `keyid:` identity is bound to no certificate and refused).
 
 use super::raw::{Peers, ProposalNames, RawChild, RawPeer};
 use super::*;
+use bitsgw_ike::certs::{
+    certificates_from_pem, private_key_from_pem, CredentialError, Credentials,
+};
 use bitsgw_ipsec::config::ListOf;
 use bitsgw_ipsec::sa::{Direction, Mode as SaMode};
 use zeroize::Zeroizing;
+
+/// How a peer authenticates (both sides the same way).
+#[derive(Clone)]
+pub enum PeerAuth {
+    /// A pre-shared key (never shown).
+    Psk(Zeroizing<Vec<u8>>),
+    /// Our certificate and key, and the CAs the peer's must chain to.
+    Certificate(Box<Credentials>),
+}
 
 /// What the appliance does with a peer when it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +124,8 @@ pub struct PeerSettings {
     pub local_id: String,
     /// The peer's identity, as written.
     pub remote_id: String,
-    /// The pre-shared key (never shown).
-    pub psk: Zeroizing<Vec<u8>>,
+    /// The pre-shared key or certificates.
+    pub auth: PeerAuth,
     /// IKE SA proposals, as written, preferred first.
     pub ike_proposals: Vec<String>,
     /// ESP proposals, as written, preferred first.
@@ -125,31 +158,50 @@ impl core::fmt::Debug for PeerSettings {
             .field("remote", &self.remote)
             .field("local_id", &self.local_id)
             .field("remote_id", &self.remote_id)
-            .field("psk", &"<masked>")
+            .field(
+                "auth",
+                match &self.auth {
+                    PeerAuth::Psk(_) => &"psk <masked>",
+                    PeerAuth::Certificate(_) => &"certificate",
+                },
+            )
             .field("start", &self.start)
             .field("children", &self.children)
             .finish_non_exhaustive()
     }
 }
 
-/// The PSK of `path` (named `shown` in errors): refused when group or
-/// others may read it, or when shorter than 16 octets (RFC 7296 2.15
-/// wants a key as strong as the PRF's).
-fn read_psk(ctx: &Ctx<'_>, path: &Path, shown: &str) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+/// A file holding a secret (field `field`, file `shown` in `dir`),
+/// refused when group or others may read it; zeroized when dropped.
+fn read_secret_file(
+    ctx: &Ctx<'_>,
+    field: &str,
+    dir: &Path,
+    shown: &str,
+    what: &str,
+) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let meta = std::fs::metadata(path).map_err(|e| ctx.err("psk_file", format!("{shown}: {e}")))?;
+    let path = dir.join(shown);
+    let meta = std::fs::metadata(&path).map_err(|e| ctx.err(field, format!("{shown}: {e}")))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(ctx.err(
-            "psk_file",
+            field,
             format!(
-                "{shown} is readable by group or others (mode {mode:03o}); a pre-shared key must be readable by its owner only (chmod 600)"
+                "{shown} is readable by group or others (mode {mode:03o}); {what} must be readable by its owner only (chmod 600)"
             ),
         ));
     }
-    let mut key = Zeroizing::new(
-        std::fs::read(path).map_err(|e| ctx.err("psk_file", format!("{shown}: {e}")))?,
-    );
+    Ok(Zeroizing::new(
+        std::fs::read(&path).map_err(|e| ctx.err(field, format!("{shown}: {e}")))?,
+    ))
+}
+
+/// The PSK of file `shown` in `dir`: refused when group or others may read
+/// it, or when shorter than 16 octets (RFC 7296 2.15 wants a key as strong
+/// as the PRF's).
+fn read_psk(ctx: &Ctx<'_>, dir: &Path, shown: &str) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    let mut key = read_secret_file(ctx, "psk_file", dir, shown, "a pre-shared key")?;
     while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         key.pop();
     }
@@ -160,6 +212,85 @@ fn read_psk(ctx: &Ctx<'_>, path: &Path, shown: &str) -> Result<Zeroizing<Vec<u8>
         ));
     }
     Ok(key)
+}
+
+/// The peer's authentication: `"psk"` with `psk_file`, or
+/// `"certificate"` with `certificate_file`, `private_key_file` and
+/// `ca_files`; the fields of the other kind are refused.
+fn authentication(ctx: &Ctx<'_>, p: &RawPeer, dir: &Path) -> Result<PeerAuth, ConfigError> {
+    let cert_fields = [
+        ("certificate_file", p.certificate_file.is_some()),
+        ("private_key_file", p.private_key_file.is_some()),
+        ("ca_files", p.ca_files.is_some()),
+    ];
+    match p.auth.as_deref().unwrap_or("psk") {
+        "psk" => {
+            if let Some((field, _)) = cert_fields.iter().find(|(_, given)| *given) {
+                return Err(ctx.err(field, "only with \"auth\": \"certificate\""));
+            }
+            let file = p
+                .psk_file
+                .as_deref()
+                .ok_or_else(|| ctx.err("psk_file", "required with \"auth\": \"psk\""))?;
+            Ok(PeerAuth::Psk(read_psk(ctx, dir, file)?))
+        }
+        "certificate" => {
+            if p.psk_file.is_some() {
+                return Err(ctx.err("psk_file", "only with \"auth\": \"psk\""));
+            }
+            if p.remote_id.starts_with("keyid:") {
+                return Err(ctx.err(
+                    "remote_id",
+                    "a key ID is bound to no certificate; use fqdn:, ipv4: or ipv6:",
+                ));
+            }
+            let required = |field: &str, v: &Option<String>| {
+                v.clone()
+                    .ok_or_else(|| ctx.err(field, "required with \"auth\": \"certificate\""))
+            };
+            let cert_file = required("certificate_file", &p.certificate_file)?;
+            let key_file = required("private_key_file", &p.private_key_file)?;
+            let ca_files = p
+                .ca_files
+                .as_ref()
+                .map(|l| l.0.clone())
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| ctx.err("ca_files", "must list at least one CA certificate file"))?;
+            let read_certs = |field: &str, shown: &str| {
+                let text = std::fs::read(dir.join(shown))
+                    .map_err(|e| ctx.err(field, format!("{shown}: {e}")))?;
+                certificates_from_pem(&text).map_err(|e| ctx.err(field, format!("{shown}: {e}")))
+            };
+            // Ours first, then intermediate CAs to send with it.
+            let mut chain = read_certs("certificate_file", &cert_file)?;
+            let intermediates = chain.split_off(chain.len().min(1));
+            let certificate = chain.pop().unwrap_or_default();
+            let pem = read_secret_file(ctx, "private_key_file", dir, &key_file, "a private key")?;
+            let key = private_key_from_pem(&pem)
+                .map_err(|e| ctx.err("private_key_file", format!("{key_file}: {e}")))?;
+            let mut cas = Vec::new();
+            for (j, f) in ca_files.iter().enumerate() {
+                cas.extend(read_certs(&format!("ca_files[{j}]"), f)?);
+            }
+            let creds = Credentials::new(certificate, key, cas).map_err(|e| match e {
+                CredentialError::Ca { .. } | CredentialError::NoCa => {
+                    ctx.err("ca_files", e.to_string())
+                }
+                e => ctx.err(
+                    "certificate_file",
+                    format!("{cert_file} with {key_file}: {e}"),
+                ),
+            })?;
+            let creds = creds
+                .with_intermediates(intermediates)
+                .map_err(|e| ctx.err("certificate_file", format!("{cert_file}: {e}")))?;
+            Ok(PeerAuth::Certificate(Box::new(creds)))
+        }
+        other => Err(ctx.err(
+            "auth",
+            format!("{} is not psk or certificate", Shown(other)),
+        )),
+    }
 }
 
 /// A list of proposals, as written: at least one.
@@ -277,7 +408,7 @@ fn peer(
     for (field, id) in [("local_id", &p.local_id), ("remote_id", &p.remote_id)] {
         bitsgw_ike::names::identity(id).map_err(|e| ctx.err(field, e))?;
     }
-    let psk = read_psk(ctx, &dir.join(&p.psk_file), &p.psk_file)?;
+    let auth = authentication(ctx, &p, dir)?;
     let ike_proposals = proposals(ctx, p.ike_proposals, "ike_proposals")?;
     for (j, s) in ike_proposals.iter().enumerate() {
         bitsgw_ike::names::ike_proposal(s)
@@ -321,7 +452,7 @@ fn peer(
         remote,
         local_id: p.local_id,
         remote_id: p.remote_id,
-        psk,
+        auth,
         ike_proposals,
         esp_proposals,
         ike_lifetime: secs(ctx, p.ike_lifetime_secs, "ike_lifetime_secs")?
@@ -430,7 +561,10 @@ mod tests {
         let cfg = parse(&text(CHILD, "k.psk"), &dir.join("c.json")).unwrap();
         let p = &cfg.peers[0];
         assert_eq!(p.start, StartAction::Initiate);
-        assert_eq!(&p.psk[..], b"a sixteen-octet or longer key");
+        let PeerAuth::Psk(psk) = &p.auth else {
+            panic!("{p:?}")
+        };
+        assert_eq!(&psk[..], b"a sixteen-octet or longer key");
         assert!(!format!("{cfg:?}").contains("sixteen"));
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -546,6 +680,132 @@ mod tests {
         assert_eq!(
             (e.entry.as_str(), e.field.as_str()),
             ("sad \"out\"", "keyed_by"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A CA and a certificate for a.example with its key, as PEM files in
+    /// `dir` (ca.pem, a.pem, a.key of `key_mode`), and a second key
+    /// (other.key) that is not the certificate's.
+    fn write_certificates(dir: &Path, key_mode: u32) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = CertificateParams::new(vec!["a.example".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let other = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("a.pem"), cert.pem()).unwrap();
+        for (name, k) in [("a.key", &key), ("other.key", &other)] {
+            std::fs::write(dir.join(name), k.serialize_pem()).unwrap();
+            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(key_mode))
+                .unwrap();
+        }
+    }
+
+    const CERT_AUTH: &str = r#""auth": "certificate", "certificate_file": "a.pem", "private_key_file": "a.key", "ca_files": ["ca.pem"]"#;
+
+    /// The configuration of `setup` with `auth` in place of the PSK file.
+    fn with_auth(text: &dyn Fn(&str, &str) -> String, auth: &str) -> String {
+        text(CHILD, "k.psk").replace(r#""psk_file": "k.psk""#, auth)
+    }
+
+    #[test]
+    fn a_certificate_peer_reads_its_pem_files_and_its_key_stays_masked() {
+        let (dir, text) = setup("cert", 0o600);
+        write_certificates(&dir, 0o600);
+        let cfg = parse(&with_auth(&text, CERT_AUTH), &dir.join("c.json")).unwrap();
+        let PeerAuth::Certificate(c) = &cfg.peers[0].auth else {
+            panic!("{cfg:?}")
+        };
+        assert_eq!(c.key().kind(), bitsgw_ike::certs::KeyKind::Ed25519);
+        assert_eq!(c.intermediates().count(), 0);
+        let key_pem = std::fs::read_to_string(dir.join("a.key")).unwrap();
+        let key_b64: String = key_pem.lines().nth(1).unwrap().to_string();
+        assert!(!format!("{cfg:?}").contains(&key_b64));
+        assert!(format!("{c:?}").contains("pkcs8: \"<masked>\""), "{c:?}");
+        // Certificates after ours are intermediates, sent with it.
+        let mut pem = std::fs::read_to_string(dir.join("a.pem")).unwrap();
+        pem += &std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+        std::fs::write(dir.join("a.pem"), pem).unwrap();
+        let cfg = parse(&with_auth(&text, CERT_AUTH), &dir.join("c.json")).unwrap();
+        let PeerAuth::Certificate(c) = &cfg.peers[0].auth else {
+            panic!("{cfg:?}")
+        };
+        assert_eq!(c.intermediates().count(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn certificate_settings_are_refused_naming_file_entry_and_field() {
+        let (dir, text) = setup("certbad", 0o600);
+        write_certificates(&dir, 0o600);
+        let path = dir.join("c.json");
+        let at = |t: String| {
+            let e = parse(&t, &path).unwrap_err();
+            assert_eq!(e.file, path, "{e}");
+            assert_eq!(e.entry, "peers[0] \"b\"", "{e}");
+            (e.field, e.problem)
+        };
+        let (field, problem) = at(with_auth(
+            &text,
+            &CERT_AUTH.replace("a.key\"", "other.key\""),
+        ));
+        assert_eq!(field, "certificate_file");
+        assert!(problem.contains("does not belong"), "{problem}");
+        let (field, _) = at(with_auth(
+            &text,
+            &CERT_AUTH.replace(r#", "ca_files": ["ca.pem"]"#, ""),
+        ));
+        assert_eq!(field, "ca_files");
+        let (field, problem) = at(with_auth(&text, &CERT_AUTH.replace("ca.pem", "a.key")));
+        assert_eq!(field, "ca_files[0]");
+        assert!(
+            problem.contains("a.key") && problem.contains("CERTIFICATE"),
+            "{problem}"
+        );
+        let (field, problem) = at(with_auth(
+            &text,
+            &CERT_AUTH.replace("\"a.pem\"", "\"nope.pem\""),
+        ));
+        assert_eq!(field, "certificate_file");
+        assert!(problem.contains("nope.pem"), "{problem}");
+        let (field, _) = at(with_auth(
+            &text,
+            &format!(r#"{CERT_AUTH}, "psk_file": "k.psk""#),
+        ));
+        assert_eq!(field, "psk_file");
+        let (field, _) = at(text(CHILD, "k.psk").replace(
+            r#""psk_file": "k.psk""#,
+            r#""psk_file": "k.psk", "ca_files": ["ca.pem"]"#,
+        ));
+        assert_eq!(field, "ca_files");
+        let (field, problem) = at(with_auth(
+            &text,
+            &CERT_AUTH.replace("certificate\"", "rsa\""),
+        ));
+        assert_eq!(field, "auth");
+        assert!(problem.contains("not psk or certificate"), "{problem}");
+        let (field, _) = at(with_auth(&text, CERT_AUTH).replace("fqdn:b.example", "keyid:0102"));
+        assert_eq!(field, "remote_id");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_private_key_file_readable_by_others_is_refused() {
+        let (dir, text) = setup("certmode", 0o600);
+        write_certificates(&dir, 0o640);
+        let e = parse(&with_auth(&text, CERT_AUTH), &dir.join("c.json")).unwrap_err();
+        assert_eq!(e.field, "private_key_file", "{e}");
+        assert!(
+            e.problem.contains("a.key") && e.problem.contains("640"),
             "{e}"
         );
         std::fs::remove_dir_all(dir).unwrap();

@@ -170,7 +170,11 @@ pub(crate) struct RawPeer {
     pub remote: String,
     pub local_id: String,
     pub remote_id: String,
-    pub psk_file: String,
+    pub auth: Option<String>,
+    pub psk_file: Option<String>,
+    pub certificate_file: Option<String>,
+    pub private_key_file: Option<String>,
+    pub ca_files: Option<ListOf<String, FileNames>>,
     pub ike_proposals: Option<ListOf<String, ProposalNames>>,
     pub esp_proposals: Option<ListOf<String, ProposalNames>>,
     pub ike_lifetime_secs: Option<Int>,
@@ -212,5 +216,6 @@ list_items! {
     MobileNodes: "mobile nodes";
     Peers: "peers";
     ProposalNames: "names";
+    FileNames: "file names";
     Children: "children";
 }

@@ -11,8 +11,8 @@ use bitsgw_ike::crypto::Secret;
 use bitsgw_ike::suite::{DhGroup, Encryption, EspProposal, IkeProposal, Prf};
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    Endpoint, EndpointConfig, Event, Identity, Lifetimes, Mode, PeerConfig, Retransmit, Timestamp,
-    Transmit,
+    Authentication, Endpoint, EndpointConfig, Event, Identity, Lifetimes, Mode, PeerConfig,
+    Retransmit, Timestamp, Transmit,
 };
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ fn config(initiator: bool) -> EndpointConfig {
             name: "fuzz".into(),
             local_id,
             remote_id,
-            psk: Secret::new(b"fuzz-psk-not-a-secret".to_vec()),
+            auth: Authentication::Psk(Secret::new(b"fuzz-psk-not-a-secret".to_vec())),
             ike_proposals: vec![IkeProposal {
                 encryption: vec![Encryption::AES128_GCM16],
                 integrity: vec![],
@@ -96,11 +96,14 @@ fuzz_target!(|data: &[u8]| {
         }
         for e in std::iter::from_fn(|| r.poll_event()) {
             match e {
-                Event::IkeSaUp { ike, .. } | Event::IkeSaRekeyed { new: ike, .. } => r_ike = Some(ike),
+                Event::IkeSaUp { ike, .. } | Event::IkeSaRekeyed { new: ike, .. } => {
+                    r_ike = Some(ike)
+                }
                 _ => {}
             }
         }
-        let take = |flight: &mut Vec<(bool, Transmit)>| (!flight.is_empty()).then(|| flight.remove(0));
+        let take =
+            |flight: &mut Vec<(bool, Transmit)>| (!flight.is_empty()).then(|| flight.remove(0));
         let mut deliver = |to_r: bool, bytes: &[u8], from: SocketAddr, to: SocketAddr| {
             if to_r {
                 r.handle_datagram(now, from, to, bytes);
@@ -139,7 +142,12 @@ fuzz_target!(|data: &[u8]| {
                 let n = usize::from(*len).min(rest2.len());
                 let (bytes, rest3) = rest2.split_at(n);
                 input = rest3;
-                deliver(op & 0x10 != 0, bytes, if op & 0x10 != 0 { ia } else { ra }, if op & 0x10 != 0 { ra } else { ia });
+                deliver(
+                    op & 0x10 != 0,
+                    bytes,
+                    if op & 0x10 != 0 { ia } else { ra },
+                    if op & 0x10 != 0 { ra } else { ia },
+                );
             }
             _ => match op >> 3 {
                 0..=20 => now = now.saturating_add(Duration::from_millis(u64::from(op) * 97)),
@@ -185,7 +193,10 @@ fuzz_target!(|data: &[u8]| {
         while let Some(t) = e.poll_timeout() {
             e.handle_timeout(t);
             while e.poll_transmit().is_some() {}
-            assert!(e.poll_timeout().is_none_or(|next| next > t), "deadline {t:?} stays");
+            assert!(
+                e.poll_timeout().is_none_or(|next| next > t),
+                "deadline {t:?} stays"
+            );
             left -= 1;
             assert!(left > 0, "deadlines without end");
         }

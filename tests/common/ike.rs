@@ -54,13 +54,24 @@ pub fn policy(side: &str) -> String {
 
 /// Writes gateway `side`'s policy, PSK file and configuration; its path.
 /// `peer_extra` adds fields to its peer (`"name": value, `); `start` is
-/// its start action.
-pub fn gateway(lab: &Lab, side: &str, psk: &str, peer_extra: &str, start: &str) -> PathBuf {
+/// its start action. Without a PSK the gateway authenticates with the
+/// certificate files `ike-{side}.pem`, `ike-{side}.key` and
+/// `ike-ca-{side}.pem` in the lab's folder.
+pub fn gateway(lab: &Lab, side: &str, psk: Option<&str>, peer_extra: &str, start: &str) -> PathBuf {
     let dir = &lab.dir;
     std::fs::write(dir.join(format!("ike-{side}.json")), policy(side)).unwrap();
-    let psk_file = dir.join(format!("ike-{side}.psk"));
-    std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
-    std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let auth = match psk {
+        Some(psk) => {
+            let psk_file = dir.join(format!("ike-{side}.psk"));
+            std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
+            std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            format!(r#""psk_file": "ike-{side}.psk""#)
+        }
+        None => format!(
+            r#""auth": "certificate", "certificate_file": "ike-{side}.pem",
+    "private_key_file": "ike-{side}.key", "ca_files": ["ike-ca-{side}.pem"]"#
+        ),
+    };
     let (me, peer, out, inb) = if side == "a" {
         ("203.0.113.1", "203.0.113.2", "a-to-b", "b-to-a")
     } else {
@@ -80,7 +91,7 @@ pub fn gateway(lab: &Lab, side: &str, psk: &str, peer_extra: &str, start: &str) 
   "peers": [{{
     "name": "site-{other}", "local": "{me}", "remote": "{peer}",
     "local_id": "fqdn:gw-{side}.example", "remote_id": "fqdn:gw-{other}.example",
-    "psk_file": "ike-{side}.psk",
+    {auth},
     "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
     {peer_extra}"start": "{start}",
     "children": [{{"outbound": "{out}", "inbound": "{inb}"}}]
@@ -121,7 +132,26 @@ pub fn lab_with_gateways_starting(
     peer_extra_a: &str,
     start_a: &str,
 ) -> Running {
+    lab_with_authenticated_gateways(
+        tag,
+        [Some(psk_a), Some(psk_b)],
+        peer_extra_a,
+        start_a,
+        |_| {},
+    )
+}
+
+/// [`lab_with_gateways_starting`] with each gateway's PSK or (none)
+/// certificates, which `prepare` writes into the lab's folder.
+pub fn lab_with_authenticated_gateways(
+    tag: &str,
+    [psk_a, psk_b]: [Option<&str>; 2],
+    peer_extra_a: &str,
+    start_a: &str,
+    prepare: impl FnOnce(&Path),
+) -> Running {
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
+    prepare(&lab.dir);
     super::route_two_sites(&lab);
     for k in [
         "net.ipv4.conf.ra.proxy_arp=1",
@@ -230,7 +260,7 @@ pub fn charon_conf(psk: &str) -> String {
 /// ([`build_mixed`]), its peer charon at 203.0.113.6, with start action
 /// `start` and `peer_extra` (as for [`gateway`]); its path.
 pub fn mixed_gateway(lab: &Lab, psk: &str, peer_extra: &str, start: &str) -> PathBuf {
-    let cfg = gateway(lab, "a", psk, peer_extra, start);
+    let cfg = gateway(lab, "a", Some(psk), peer_extra, start);
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("203.0.113.2", "203.0.113.6");

@@ -1,7 +1,8 @@
 //! What an IKE endpoint is configured with: identities, the pre-shared
-//! key, proposals, selectors, mode, timers. [`EndpointConfig::validate`]
-//! names the field at fault.
+//! key or certificates, proposals, selectors, mode, timers.
+//! [`EndpointConfig::validate`] names the field at fault.
 
+use crate::certs::Credentials;
 use crate::crypto::Secret;
 use crate::suite::{EspProposal, IkeProposal};
 use crate::wire::{IdPayload, IdType, TrafficSelector};
@@ -19,6 +20,9 @@ pub enum Identity {
     Ipv6(Ipv6Addr),
     /// ID_KEY_ID: opaque octets.
     KeyId(Vec<u8>),
+    /// ID_DER_ASN1_DN: a distinguished name, DER as in a certificate's
+    /// subject (compared octet for octet).
+    Dn(Vec<u8>),
 }
 
 impl Identity {
@@ -29,6 +33,7 @@ impl Identity {
             Identity::Ipv4(a) => (IdType::Ipv4Addr, a.octets().to_vec()),
             Identity::Ipv6(a) => (IdType::Ipv6Addr, a.octets().to_vec()),
             Identity::KeyId(k) => (IdType::KeyId, k.clone()),
+            Identity::Dn(d) => (IdType::DerAsn1Dn, d.clone()),
         };
         IdPayload { id_type, data }
     }
@@ -43,6 +48,16 @@ impl Identity {
             _ => *id == self.to_payload(),
         }
     }
+}
+
+/// How the peers authenticate each other (both the same way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authentication {
+    /// A pre-shared key (RFC 7296 2.15, AUTH method 2).
+    Psk(Secret),
+    /// Digital signatures (RFC 7427, AUTH method 14) with X.509
+    /// certificates: ours, our key, and the CAs the peer's must chain to.
+    Certificate(Box<Credentials>),
 }
 
 /// CHILD_SA encapsulation mode.
@@ -109,8 +124,8 @@ pub struct PeerConfig {
     pub local_id: Identity,
     /// The identity the peer must prove.
     pub remote_id: Identity,
-    /// The pre-shared key (RFC 7296 2.15).
-    pub psk: Secret,
+    /// The pre-shared key or certificates.
+    pub auth: Authentication,
     /// IKE SA proposals, preferred first.
     pub ike_proposals: Vec<IkeProposal>,
     /// ESP proposals, preferred first.
@@ -171,8 +186,16 @@ impl EndpointConfig {
             field,
             reason,
         };
-        if p.psk.len() < 16 {
-            return Err(err("psk".into(), "shorter than 16 octets"));
+        if let Authentication::Psk(psk) = &p.auth {
+            if psk.len() < 16 {
+                return Err(err("psk".into(), "shorter than 16 octets"));
+            }
+        }
+        if let (Authentication::Certificate(_), Identity::KeyId(_)) = (&p.auth, &p.remote_id) {
+            return Err(err(
+                "remote_id".into(),
+                "a key ID is not bound to a certificate",
+            ));
         }
         if p.ike_proposals.is_empty() {
             return Err(err("ike_proposals".into(), "empty"));

@@ -79,6 +79,9 @@ pub enum CryptoError {
     /// not a whole number of blocks.
     #[error("malformed SK payload")]
     MalformedSk,
+    /// Our private key could not sign.
+    #[error("signing failed")]
+    Signature,
 }
 
 /// prf = HMAC-SHA-256 over the concatenation of `parts` (RFC 4868).
@@ -203,6 +206,13 @@ pub fn psk_auth(
     let key = prf(psk.expose(), &[b"Key Pad for IKEv2"]);
     let maced_id = prf(sk_p.expose(), &[id_body]);
     prf(key.expose(), &[message, peer_nonce, maced_id.expose()])
+}
+
+/// The octets an AUTH signature covers (RFC 7296 2.15): `<message> |
+/// <peer's nonce> | prf(SK_p, <ID payload body>)`.
+pub fn signed_octets(message: &[u8], peer_nonce: &[u8], sk_p: &Secret, id_body: &[u8]) -> Vec<u8> {
+    let maced_id = prf(sk_p.expose(), &[id_body]);
+    [message, peer_nonce, maced_id.expose()].concat()
 }
 
 /// One direction's ESP keys.

@@ -1,5 +1,6 @@
 //! What the core tells its owner: events, datagrams to send, counters.
 
+use crate::certs::AuthFailure;
 use crate::config::Mode;
 use crate::crypto::DirectionKeys;
 use crate::suite::{EspSuite, IkeSuite};
@@ -260,6 +261,8 @@ pub struct Counters {
     pub child_sas_expired: u64,
     /// NAT-keepalives sent (RFC 3948 2.3).
     pub nat_keepalives_sent: u64,
+    /// Peers' IKE_AUTH refused (AUTHENTICATION_FAILED), by reason.
+    pub auth_refused: BTreeMap<AuthFailure, u64>,
 }
 
 impl Counters {
@@ -276,6 +279,11 @@ impl Counters {
     /// Notifications of type `t` received.
     pub fn received(&self, t: NotifyType) -> u64 {
         self.notify_received.get(&t).copied().unwrap_or(0)
+    }
+
+    /// IKE_AUTH refusals counted for `why`.
+    pub fn refused(&self, why: AuthFailure) -> u64 {
+        self.auth_refused.get(&why).copied().unwrap_or(0)
     }
 
     /// All drops.

@@ -4,6 +4,7 @@
 //! what is not yet.
 #![forbid(unsafe_code)]
 
+pub mod certs;
 pub mod config;
 pub mod crypto;
 mod endpoint;
@@ -13,7 +14,9 @@ pub mod suite;
 pub mod wire;
 
 pub use bitsgw_wire::Timestamp;
-pub use config::{EndpointConfig, Identity, Lifetimes, Mode, PeerConfig, Retransmit};
+pub use config::{
+    Authentication, EndpointConfig, Identity, Lifetimes, Mode, PeerConfig, Retransmit,
+};
 pub use endpoint::{Endpoint, IkeError};
 pub use event::{
     ChildSaEstablished, Counters, DownReason, DropReason, Event, IkeSaId, Transmit, NAT_KEEPALIVE,

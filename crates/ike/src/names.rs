@@ -3,7 +3,8 @@
 //! Proposals use strongSwan's notation: `aes128gcm16-prfsha256-ecp256`,
 //! `aes256gcm16-prfsha256-x25519`, `aes128-sha256-prfsha256-ecp256` (IKE);
 //! `aes128gcm16`, `aes256-sha256` (ESP). Identities are `fqdn:NAME`,
-//! `ipv4:ADDR`, `ipv6:ADDR` or `keyid:HEX` (RFC 7296 3.5).
+//! `ipv4:ADDR`, `ipv6:ADDR`, `keyid:HEX` or `dn:HEX` (a distinguished
+//! name's DER, as in a certificate's subject; RFC 7296 3.5).
 
 use crate::config::Identity;
 use crate::suite::{EspProposal, IkeProposal};
@@ -32,7 +33,8 @@ pub fn identity(s: &str) -> Result<Identity, String> {
         "ipv4" => Identity::Ipv4(v.parse().map_err(|e| bad(&e))?),
         "ipv6" => Identity::Ipv6(v.parse().map_err(|e| bad(&e))?),
         "keyid" => Identity::KeyId(hex_decode(v).ok_or(bad(&"not hex"))?),
-        _ => return Err(bad(&"kind must be fqdn, ipv4, ipv6 or keyid")),
+        "dn" => Identity::Dn(hex_decode(v).ok_or(bad(&"not hex"))?),
+        _ => return Err(bad(&"kind must be fqdn, ipv4, ipv6, keyid or dn")),
     })
 }
 
@@ -61,6 +63,8 @@ mod tests {
             identity("keyid:0a0b").unwrap(),
             Identity::KeyId(vec![10, 11])
         );
+        assert_eq!(identity("dn:3000").unwrap(), Identity::Dn(vec![0x30, 0]));
+        assert!(identity("dn:30z0").is_err());
         assert!(identity("email:x").is_err());
         assert!(ike_proposal("des").is_err());
     }

@@ -7,7 +7,10 @@
 //! charon logged (at level 4) are bitsgw's. CHILD_SA rekeys (with and
 //! without PFS) and IKE SA rekeys started by either side replace the SAs
 //! on both. Wrong PSKs are refused both ways with AUTHENTICATION_FAILED,
-//! proposals that do not meet with NO_PROPOSAL_CHOSEN.
+//! proposals that do not meet with NO_PROPOSAL_CHOSEN. Certificates made
+//! at test time (ECDSA P-256 and Ed25519, RFC 7427 signatures) authenticate
+//! both ways, and a charon certificate from a CA bitsgw does not trust is
+//! refused.
 //!
 //! Two namespaces joined by a veth pair: `us` (192.0.2.1, bitsgw) and
 //! `swan` (192.0.2.2, charon). Needs root; skipped, saying so, only when
@@ -15,6 +18,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 
 use common::{wait_for, wait_line, Lab};
 use std::path::{Path, PathBuf};
@@ -35,21 +40,94 @@ fn charon_missing() -> bool {
     true
 }
 
+/// How charon authenticates: with a pre-shared key, or with its
+/// certificate and key (PEM files) trusting a CA's certificate file.
+enum CharonAuth<'a> {
+    Psk(&'a str),
+    Certificates {
+        cert: &'a Path,
+        key: &'a Path,
+        ca: &'a Path,
+        /// RFC 7427 signatures (charon's default); without them charon
+        /// sends no SIGNATURE_HASH_ALGORITHMS and signs with the
+        /// classic methods (RFC 4754 for ECDSA).
+        rfc7427: bool,
+        /// charon's identity is its certificate's subject (ID_DER_ASN1_DN,
+        /// swanctl's default), not swan.example.
+        subject_id: bool,
+    },
+}
+
+impl CharonAuth<'_> {
+    /// The connection's local and remote auth settings and its secrets.
+    fn swanctl(&self) -> (String, String, String) {
+        match self {
+            CharonAuth::Psk(psk) => (
+                "auth = psk\n      id = swan.example".into(),
+                "auth = psk".into(),
+                format!(
+                    r#"ike-bitsgw {{
+    id-a = swan.example
+    id-b = bitsgw.example
+    secret = "{psk}"
+  }}"#
+                ),
+            ),
+            CharonAuth::Certificates {
+                cert,
+                ca,
+                subject_id,
+                ..
+            } => (
+                format!(
+                    "auth = pubkey\n      certs = {}{}",
+                    cert.display(),
+                    if *subject_id {
+                        ""
+                    } else {
+                        "\n      id = swan.example"
+                    }
+                ),
+                format!("auth = pubkey\n      cacerts = {}", ca.display()),
+                // swanctl loads private keys from private/ beside the
+                // configuration file.
+                String::new(),
+            ),
+        }
+    }
+}
+
 /// Starts charon in namespace `swan` with its own strongswan.conf, vici
 /// socket, /run and log (IKE and CHILD_SA debug at level 4, which logs the
 /// derived keys), and loads one connection `bitsgw` to 192.0.2.1.
-fn start_charon(lab: &mut Lab, ike: &str, esp: &str, psk: &str, extra: (&str, &str)) -> PathBuf {
+fn start_charon(
+    lab: &mut Lab,
+    ike: &str,
+    esp: &str,
+    auth: &CharonAuth<'_>,
+    extra: (&str, &str),
+) -> PathBuf {
     let (ike_extra, child_extra) = extra;
+    let (local_auth, remote_auth, secrets) = auth.swanctl();
     let dir = lab.dir.join("swan");
     std::fs::create_dir_all(dir.join("run")).unwrap();
+    if let CharonAuth::Certificates { key, .. } = auth {
+        std::fs::create_dir_all(dir.join("private")).unwrap();
+        std::fs::copy(key, dir.join("private/swan.pem")).unwrap();
+    }
     let d = dir.display();
+    let signature_authentication = match auth {
+        CharonAuth::Certificates { rfc7427: false, .. } => "no",
+        _ => "yes",
+    };
     // kernel-libipsec before kernel-netlink, or installing SAs fails (this
     // kernel has no ESP).
     let conf = format!(
         r#"charon {{
   load_modular = no
-  load = random nonce openssl gcm aes sha1 sha2 hmac kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
+  load = random nonce openssl gcm aes sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
   install_routes = no
+  signature_authentication = {signature_authentication}
   retransmit_tries = 2
   retransmit_timeout = 2
   plugins {{
@@ -80,11 +158,10 @@ fn start_charon(lab: &mut Lab, ike: &str, esp: &str, psk: &str, extra: (&str, &s
     mobike = no
     {ike_extra}
     local {{
-      auth = psk
-      id = swan.example
+      {local_auth}
     }}
     remote {{
-      auth = psk
+      {remote_auth}
       id = bitsgw.example
     }}
     children {{
@@ -99,11 +176,7 @@ fn start_charon(lab: &mut Lab, ike: &str, esp: &str, psk: &str, extra: (&str, &s
   }}
 }}
 secrets {{
-  ike-bitsgw {{
-    id-a = swan.example
-    id-b = bitsgw.example
-    secret = "{psk}"
-  }}
+  {secrets}
 }}
 "#
     );
@@ -215,6 +288,73 @@ struct Case<'a> {
     charon_ike: &'a str,
     charon_child: &'a str,
     bitsgw_args: &'a [&'a str],
+    /// Certificates instead of the PSK.
+    certs: Option<Certs>,
+}
+
+/// Certificates made for a run: both sides' keys of `alg`, from one CA,
+/// unless charon's comes from a CA bitsgw does not trust.
+#[derive(Debug, Clone, Copy)]
+struct Certs {
+    alg: pki::Alg,
+    charon_alg: pki::Alg,
+    charon_from_another_ca: bool,
+    charon_rfc7427: bool,
+    /// charon's identity is its certificate's subject DN.
+    charon_subject_id: bool,
+}
+
+impl Certs {
+    /// Both sides' keys and the CA's of `alg`, one CA.
+    fn of(alg: pki::Alg) -> Certs {
+        Certs {
+            alg,
+            charon_alg: alg,
+            charon_from_another_ca: false,
+            charon_rfc7427: true,
+            charon_subject_id: false,
+        }
+    }
+}
+
+/// The PEM files of a run's certificates.
+struct CertFiles {
+    ca: PathBuf,
+    us_cert: PathBuf,
+    us_key: PathBuf,
+    swan_cert: PathBuf,
+    swan_key: PathBuf,
+}
+
+impl Certs {
+    fn write(self, dir: &Path) -> CertFiles {
+        let ca = pki::Ca::new(self.alg, "bitsgw interop CA");
+        let other = pki::Ca::new(self.alg, "bitsgw interop CA");
+        let us = ca.leaf(self.alg, &["bitsgw.example"]);
+        let swan_ca = if self.charon_from_another_ca {
+            &other
+        } else {
+            &ca
+        };
+        let swan = swan_ca.leaf(self.charon_alg, &["swan.example"]);
+        let f = CertFiles {
+            ca: dir.join("ca.pem"),
+            us_cert: dir.join("us.pem"),
+            us_key: dir.join("us.key"),
+            swan_cert: dir.join("swan.pem"),
+            swan_key: dir.join("swan.key"),
+        };
+        for (path, text) in [
+            (&f.ca, &ca.pem),
+            (&f.us_cert, &us.pem),
+            (&f.us_key, &us.key_pem),
+            (&f.swan_cert, &swan.pem),
+            (&f.swan_key, &swan.key_pem),
+        ] {
+            std::fs::write(path, text).unwrap();
+        }
+        f
+    }
 }
 
 impl<'a> Case<'a> {
@@ -229,6 +369,7 @@ impl<'a> Case<'a> {
             charon_ike: "",
             charon_child: "",
             bitsgw_args: &[],
+            certs: None,
         }
     }
 }
@@ -257,21 +398,51 @@ fn start(case: &Case<'_>) -> Run {
         "swan",
         &["ip", "addr", "add", "198.51.100.1/32", "dev", "lo"],
     );
+    let files = case.certs.map(|c| c.write(&lab.dir));
+    let charon_auth = match &files {
+        None => CharonAuth::Psk(PSK),
+        Some(f) => CharonAuth::Certificates {
+            cert: &f.swan_cert,
+            key: &f.swan_key,
+            ca: &f.ca,
+            rfc7427: case.certs.is_none_or(|c| c.charon_rfc7427),
+            subject_id: case.certs.is_some_and(|c| c.charon_subject_id),
+        },
+    };
     let swan = start_charon(
         &mut lab,
         ike,
         esp,
-        PSK,
+        &charon_auth,
         (case.charon_ike, case.charon_child),
     );
     let psk_file = lab.dir.join("psk");
     std::fs::write(&psk_file, our_psk).unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let auth_args: Vec<String> = match &files {
+        None => vec!["--psk-file".into(), path(&psk_file)],
+        Some(f) => vec![
+            "--cert".into(),
+            path(&f.us_cert),
+            "--key".into(),
+            path(&f.us_key),
+            "--ca".into(),
+            path(&f.ca),
+        ],
+    };
     let role = if bitsgw_initiates {
         "initiator"
     } else {
         "responder"
     };
     let (local, remote) = (format!("{US}:500"), format!("{SWAN}:500"));
+    let remote_id = if case.certs.is_some_and(|c| c.charon_subject_id) {
+        let dn = pki::common_name_dn("swan.example");
+        let hex: String = dn.iter().map(|b| format!("{b:02x}")).collect();
+        format!("dn:{hex}")
+    } else {
+        "fqdn:swan.example".to_string()
+    };
     let mut args = vec![
         env!("CARGO_BIN_EXE_ike-udp-peer"),
         "--role",
@@ -283,9 +454,7 @@ fn start(case: &Case<'_>) -> Run {
         "--local-id",
         "fqdn:bitsgw.example",
         "--remote-id",
-        "fqdn:swan.example",
-        "--psk-file",
-        psk_file.to_str().unwrap(),
+        &remote_id,
         "--ike",
         case.bitsgw_ike.unwrap_or(ike),
         "--esp",
@@ -300,6 +469,7 @@ fn start(case: &Case<'_>) -> Run {
         "60",
     ];
     args.extend_from_slice(case.bitsgw_args);
+    args.extend(auth_args.iter().map(String::as_str));
     let lines = lab.spawn_lines("us", &args);
     let mut run = Run {
         lab,
@@ -564,6 +734,201 @@ fn wrong_psk_is_refused_when_charon_initiates() {
     );
     let sas = swanctl(&run.lab, &run.swan, &["--list-sas"]).unwrap();
     assert!(!sas.contains("ESTABLISHED"), "{sas}");
+}
+
+/// Both sides authenticate by certificates with keys of `alg` (RFC 7427
+/// signatures): established as with a PSK, and charon's log says it
+/// verified bitsgw's signature with `charon_says` ("ECDSA_WITH_SHA256_DER",
+/// "ED25519") and its certificate chain to the CA, and matched bitsgw's
+/// CERTREQ to the CA.
+fn interoperates_by_certificates(
+    tag: &str,
+    bitsgw_initiates: bool,
+    alg: pki::Alg,
+    charon_says: &str,
+) {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(&Case {
+        certs: Some(Certs::of(alg)),
+        ..Case::new(
+            tag,
+            bitsgw_initiates,
+            "aes128gcm16-prfsha256-ecp256",
+            "aes128gcm16",
+        )
+    });
+    let (up, child) = established(&mut run, 19);
+    agrees_with_charon(&run, &up, &child);
+    let log = log(&run.swan);
+    let verified = format!("authentication of 'bitsgw.example' with {charon_says} successful");
+    assert!(log.contains(&verified), "{verified}: {}", run.transcript());
+    assert!(
+        log.contains("reached self-signed root ca with a path length of 0"),
+        "{}",
+        run.transcript()
+    );
+    // Our CERTREQ's hash of the CA's public key (RFC 7296 3.7) is the one
+    // charon computes for its CA.
+    let asked = "received cert request for \"CN=bitsgw interop CA\"";
+    assert!(log.contains(asked), "{asked}: {}", run.transcript());
+}
+
+#[test]
+fn bitsgw_initiates_with_ecdsa_p256_certificates() {
+    interoperates_by_certificates("ie", true, pki::Alg::P256, "ECDSA_WITH_SHA256_DER");
+}
+
+#[test]
+fn charon_initiates_with_ecdsa_p256_certificates() {
+    interoperates_by_certificates("re", false, pki::Alg::P256, "ECDSA_WITH_SHA256_DER");
+}
+
+#[test]
+fn bitsgw_initiates_with_ed25519_certificates() {
+    interoperates_by_certificates("ied", true, pki::Alg::Ed25519, "ED25519");
+}
+
+#[test]
+fn charon_initiates_with_ed25519_certificates() {
+    interoperates_by_certificates("red", false, pki::Alg::Ed25519, "ED25519");
+}
+
+#[test]
+fn bitsgw_verifies_charon_s_rsa_signature() {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(&Case {
+        certs: Some(Certs {
+            charon_alg: pki::Alg::Rsa,
+            ..Certs::of(pki::Alg::P256)
+        }),
+        ..Case::new("irsa", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+    let (up, child) = established(&mut run, 19);
+    agrees_with_charon(&run, &up, &child);
+    // charon signs with PKCS#1 v1.5 and a SHA-2 hash bitsgw announced
+    // (RFC 7427 appendix A), and verified bitsgw's ECDSA signature.
+    let log = log(&run.swan);
+    assert!(
+        log.contains("authentication of 'swan.example' (myself) with RSA_EMSA_PKCS1_SHA2_"),
+        "{}",
+        run.transcript()
+    );
+    assert!(
+        log.contains("authentication of 'bitsgw.example' with ECDSA_WITH_SHA256_DER successful"),
+        "{}",
+        run.transcript()
+    );
+}
+
+#[test]
+fn rfc_4754_ecdsa_signatures_with_a_charon_without_rfc_7427() {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(&Case {
+        certs: Some(Certs {
+            charon_rfc7427: false,
+            ..Certs::of(pki::Alg::P256)
+        }),
+        ..Case::new("i4754", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+    let (up, child) = established(&mut run, 19);
+    agrees_with_charon(&run, &up, &child);
+    // Both sides sign by RFC 4754 (AUTH method 9), charon having sent no
+    // SIGNATURE_HASH_ALGORITHMS.
+    let log = log(&run.swan);
+    for who in ["'swan.example' (myself)", "'bitsgw.example'"] {
+        let said = format!("authentication of {who} with ECDSA-256 signature successful");
+        assert!(log.contains(&said), "{said}: {}", run.transcript());
+    }
+}
+
+#[test]
+fn charon_s_subject_dn_as_its_identity_matches_its_certificate() {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(&Case {
+        certs: Some(Certs {
+            charon_subject_id: true,
+            ..Certs::of(pki::Alg::P256)
+        }),
+        ..Case::new("idn", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+    let (up, child) = established(&mut run, 19);
+    agrees_with_charon(&run, &up, &child);
+    let said = "authentication of 'CN=swan.example' (myself) with ECDSA_WITH_SHA256_DER successful";
+    assert!(
+        log(&run.swan).contains(said),
+        "{said}: {}",
+        run.transcript()
+    );
+}
+
+#[test]
+fn a_charon_certificate_from_an_untrusted_ca_is_refused() {
+    if charon_missing() {
+        return;
+    }
+    let mut run = start(&Case {
+        certs: Some(Certs {
+            charon_from_another_ca: true,
+            ..Certs::of(pki::Alg::P256)
+        }),
+        ..Case::new("iu", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+    });
+    let down = wait_line(
+        &run.lines,
+        &["IKE_SA_UP", "IKE_SA_DOWN"],
+        Duration::from_secs(25),
+        &mut run.seen,
+    );
+    assert_eq!(
+        down.as_deref(),
+        Some("IKE_SA_DOWN reason=AuthenticationFailed"),
+        "{}",
+        run.transcript()
+    );
+    let refused = wait_line(
+        &run.lines,
+        &["COUNTERS"],
+        Duration::from_secs(5),
+        &mut run.seen,
+    );
+    assert!(
+        run.seen
+            .iter()
+            .chain(refused.iter())
+            .any(|l| l.contains("auth_refused={UntrustedChain: 1}")),
+        "{}",
+        run.transcript()
+    );
+    // bitsgw says so in an INFORMATIONAL (RFC 7296 2.21.2), and charon
+    // takes down the IKE SA it had established.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sas = swanctl(&run.lab, &run.swan, &["--list-sas"]).unwrap();
+        if !sas.contains("ESTABLISHED") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "charon keeps the IKE SA: {sas}\n{}",
+            run.transcript()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = log(&run.swan);
+    for said in [
+        "parsed INFORMATIONAL request 2 [ N(AUTH_FAILED) ]",
+        "IKE_SA deleted",
+    ] {
+        assert!(log.contains(said), "{said}: {}", run.transcript());
+    }
 }
 
 /// A rekeyed CHILD_SA replaces the first one on both sides: bitsgw

@@ -6,7 +6,8 @@
 //! ```text
 //! ike-udp-peer --role initiator|responder --local IP:PORT --remote IP:PORT
 //!     --local-id fqdn:NAME|ipv4:ADDR|ipv6:ADDR|keyid:HEX --remote-id ...
-//!     --psk-file PATH --ike PROPOSAL --esp PROPOSAL
+//!     (--psk-file PATH | --cert PEM --key PEM --ca PEM)
+//!     --ike PROPOSAL --esp PROPOSAL
 //!     --local-ts CIDR --remote-ts CIDR [--mode tunnel|transport]
 //!     [--liveness SECONDS] [--ike-lifetime SECONDS] [--child-lifetime SECONDS]
 //!     [--exit-after SECONDS]
@@ -20,11 +21,15 @@
 //! CHILD_SA keys in hex: a test aid, off by default, never for production
 //! keys. `--trace` prints every IKE message received, in hex.
 
+use bitsgw_ike::certs::{
+    certificates_from_pem, private_key_from_pem, CredentialError, Credentials,
+};
 use bitsgw_ike::crypto::{DirectionKeys, Secret};
 use bitsgw_ike::names::identity;
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    Endpoint, EndpointConfig, Event, Lifetimes, Mode, PeerConfig, Retransmit, Timestamp,
+    Authentication, Endpoint, EndpointConfig, Event, Lifetimes, Mode, PeerConfig, Retransmit,
+    Timestamp,
 };
 use std::collections::HashMap;
 use std::io::Write;
@@ -79,15 +84,46 @@ fn selector(s: &str) -> Result<TrafficSelector, String> {
     ))
 }
 
+/// A pre-shared key (`--psk-file`) or certificates (`--cert`, `--key`,
+/// `--ca`, each a PEM file).
+fn authentication(a: &Args) -> Result<Authentication, String> {
+    let read = |k: &str| -> Result<Vec<u8>, String> {
+        let path = a.get(k)?;
+        std::fs::read(path).map_err(|e| format!("{path}: {e}"))
+    };
+    if a.opt("psk-file").is_some() {
+        let psk = read("psk-file")?;
+        return Ok(Authentication::Psk(Secret::new(
+            String::from_utf8_lossy(&psk)
+                .trim_end_matches('\n')
+                .as_bytes()
+                .to_vec(),
+        )));
+    }
+    let at = |k: &'static str| move |e: CredentialError| format!("--{k}: {e}");
+    let cert = certificates_from_pem(&read("cert")?).map_err(at("cert"))?;
+    // The PEM text holds the key too: zeroized when dropped.
+    let key_pem = Secret::new(read("key")?);
+    let key = private_key_from_pem(key_pem.expose()).map_err(at("key"))?;
+    let cas = certificates_from_pem(&read("ca")?).map_err(at("ca"))?;
+    // Ours first, then intermediate CAs to send with it.
+    let mut chain = cert;
+    let intermediates = chain.split_off(chain.len().min(1));
+    let first = chain.pop().unwrap_or_default();
+    let creds = Credentials::new(first, key, cas)
+        .and_then(|c| c.with_intermediates(intermediates))
+        .map_err(at("cert"))?;
+    Ok(Authentication::Certificate(Box::new(creds)))
+}
+
+/// The time since the Unix epoch, for certificates' validity.
+fn wall_clock() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 fn config(a: &Args) -> Result<EndpointConfig, String> {
-    let psk_path = a.get("psk-file")?;
-    let psk = std::fs::read(psk_path).map_err(|e| format!("{psk_path}: {e}"))?;
-    let psk = Secret::new(
-        String::from_utf8_lossy(&psk)
-            .trim_end_matches('\n')
-            .as_bytes()
-            .to_vec(),
-    );
     let mode = match a.opt("mode").unwrap_or("tunnel") {
         "tunnel" => Mode::Tunnel,
         "transport" => Mode::Transport,
@@ -107,7 +143,7 @@ fn config(a: &Args) -> Result<EndpointConfig, String> {
             name: a.opt("name").unwrap_or("net").to_string(),
             local_id: identity(a.get("local-id")?)?,
             remote_id: identity(a.get("remote-id")?)?,
-            psk,
+            auth: authentication(a)?,
             ike_proposals: vec![a.get("ike")?.parse().map_err(|e| format!("--ike: {e}"))?],
             esp_proposals: vec![a.get("esp")?.parse().map_err(|e| format!("--esp: {e}"))?],
             local_ts: vec![selector(a.get("local-ts")?)?],
@@ -294,8 +330,8 @@ fn run() -> Result<(), String> {
         }
         let c = ep.counters();
         let counters = format!(
-            "COUNTERS notify_sent={:?} notify_received={:?} drops={:?}",
-            c.notify_sent, c.notify_received, c.drops
+            "COUNTERS notify_sent={:?} notify_received={:?} drops={:?} auth_refused={:?}",
+            c.notify_sent, c.notify_received, c.drops, c.auth_refused
         );
         if counters != last_counters {
             say(counters.clone());
@@ -313,6 +349,7 @@ fn run() -> Result<(), String> {
                 if trace {
                     say(format!("RECEIVED {from} {to} {}", hex(&data)));
                 }
+                ep.set_wall_clock(wall_clock());
                 ep.handle_datagram(now(), from, to, &data);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}

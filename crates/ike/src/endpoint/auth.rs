@@ -1,28 +1,169 @@
-//! IKE_AUTH with a pre-shared key (RFC 7296 1.2, 2.15) and the first
-//! CHILD_SA, on both sides; INITIAL_CONTACT (2.4).
+//! IKE_AUTH with a pre-shared key (RFC 7296 1.2, 2.15) or digital
+//! signatures with certificates (RFC 7427) and the first CHILD_SA, on both
+//! sides; INITIAL_CONTACT (2.4).
 
 use super::*;
 
 impl Endpoint {
+    /// Checks the peer's ID and AUTH (RFC 7296 2.15): with a pre-shared
+    /// key the MAC, with certificates (RFC 7427) the chain to our CAs at
+    /// the wall-clock time, the identity in the certificate and the
+    /// signature. A refusal is counted by its reason.
     pub(super) fn verify_auth(
+        &mut self,
+        sa: &IkeSa,
+        id: &IdPayload,
+        auth: &AuthPayload,
+        payloads: &[Payload],
+    ) -> bool {
+        let r = self.check_auth(sa, id, auth, payloads);
+        if let Err(why) = r {
+            *self.out.counters.auth_refused.entry(why).or_default() += 1;
+        }
+        r.is_ok()
+    }
+
+    fn check_auth(
         &self,
         sa: &IkeSa,
         id: &IdPayload,
         auth: &AuthPayload,
-        from_initiator: bool,
-    ) -> bool {
-        let Some(keys) = &sa.keys else {
-            return false;
+        payloads: &[Payload],
+    ) -> Result<(), AuthFailure> {
+        // The keys exist from IKE_SA_INIT on; without them no AUTH of any
+        // method could verify.
+        let keys = sa.keys.as_ref().ok_or(AuthFailure::WrongMethod)?;
+        // The peer signs its own IKE_SA_INIT message and our nonce.
+        let (message, nonce, sk_p) = if sa.initiator {
+            (&sa.init_response, &sa.ni, &keys.sk_pr)
+        } else {
+            (&sa.init_request, &sa.nr, &keys.sk_pi)
         };
-        let (message, nonce, sk_p) = if from_initiator {
+        if !self.config.peer.remote_id.matches(id) {
+            return Err(AuthFailure::IdentityMismatch);
+        }
+        match &self.config.peer.auth {
+            Authentication::Psk(psk) => {
+                if auth.method != AUTH_PSK {
+                    return Err(AuthFailure::WrongMethod);
+                }
+                let expect = psk_auth(psk, message, nonce, sk_p, &id.body());
+                if ct_eq(&auth.data, expect.expose()) {
+                    Ok(())
+                } else {
+                    Err(AuthFailure::PskMismatch)
+                }
+            }
+            Authentication::Certificate(creds) => {
+                // RFC 7296 3.6: the first certificate holds the key that
+                // verifies AUTH; any others may help build the path.
+                let chain: Vec<&[u8]> = payloads
+                    .iter()
+                    .filter_map(|p| match p {
+                        Payload::Cert(c) if c.encoding == CERT_X509_SIGNATURE => {
+                            Some(c.data.as_slice())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let signed = signed_octets(message, nonce, sk_p, &id.body());
+                creds.verify_peer(
+                    &chain,
+                    id,
+                    self.wall_clock,
+                    auth.method,
+                    &auth.data,
+                    &signed,
+                )
+            }
+        }
+    }
+
+    /// Our ID's companions in IKE_AUTH (RFC 7296 1.2, 2.15): with a
+    /// pre-shared key the AUTH payload; with certificates our CERT (and
+    /// one for each intermediate CA), (initiator) a CERTREQ naming our CAs
+    /// (3.7), and the signature AUTH (RFC 7427 3, or RFC 4754 for a peer
+    /// without RFC 7427).
+    pub(super) fn our_auth(&self, sa: &IkeSa, id: &IdPayload) -> Result<Vec<Payload>, IkeError> {
+        let keys = sa
+            .keys
+            .as_ref()
+            .ok_or(IkeError::NotEstablished(IkeSaId(sa.id)))?;
+        let (message, nonce, sk_p) = if sa.initiator {
             (&sa.init_request, &sa.nr, &keys.sk_pi)
         } else {
             (&sa.init_response, &sa.ni, &keys.sk_pr)
         };
-        let expect = psk_auth(&self.config.peer.psk, message, nonce, sk_p, &id.body());
-        self.config.peer.remote_id.matches(id)
-            && auth.method == AUTH_PSK
-            && ct_eq(&auth.data, expect.expose())
+        Ok(match &self.config.peer.auth {
+            Authentication::Psk(psk) => {
+                let mac = psk_auth(psk, message, nonce, sk_p, &id.body());
+                vec![Payload::Auth(AuthPayload {
+                    method: AUTH_PSK,
+                    data: mac.expose().to_vec(),
+                })]
+            }
+            Authentication::Certificate(creds) => {
+                let signed = signed_octets(message, nonce, sk_p, &id.body());
+                // A peer that announced no RFC 7427 hashes may know only
+                // the classic methods: RFC 4754 for a P-256 key (Ed25519
+                // has only method 14).
+                let legacy = (!sa.peer_rfc7427)
+                    .then(|| creds.key().sign_rfc4754(&signed, &self.rng))
+                    .flatten();
+                let auth = match legacy {
+                    Some(signature) => AuthPayload {
+                        method: AUTH_ECDSA_P256,
+                        data: signature?,
+                    },
+                    None => {
+                        let (algorithm, signature) = creds.key().sign(&signed, &self.rng)?;
+                        AuthPayload {
+                            method: AUTH_DIGITAL_SIGNATURE,
+                            data: signature_auth_data(algorithm, &signature),
+                        }
+                    }
+                };
+                let chain = core::iter::once(creds.certificate()).chain(creds.intermediates());
+                let mut out: Vec<Payload> = chain
+                    .map(|c| {
+                        Payload::Cert(CertPayload {
+                            encoding: CERT_X509_SIGNATURE,
+                            data: c.to_vec(),
+                        })
+                    })
+                    .collect();
+                if sa.initiator {
+                    out.push(Payload::CertReq(CertPayload {
+                        encoding: CERT_X509_SIGNATURE,
+                        data: creds.certreq_authorities(),
+                    }));
+                }
+                out.push(Payload::Auth(auth));
+                out
+            }
+        })
+    }
+
+    /// What IKE_SA_INIT adds with certificates: SIGNATURE_HASH_ALGORITHMS
+    /// (RFC 7427 4) and, from the responder, a CERTREQ naming our CAs (RFC
+    /// 7296 1.2, 3.7).
+    pub(super) fn init_extras(&self, responder: bool) -> Vec<Payload> {
+        let Authentication::Certificate(creds) = &self.config.peer.auth else {
+            return Vec::new();
+        };
+        let hashes = SUPPORTED_HASHES
+            .iter()
+            .flat_map(|h| h.to_be_bytes())
+            .collect();
+        let mut out = Vec::new();
+        if responder {
+            out.push(Payload::CertReq(CertPayload {
+                encoding: CERT_X509_SIGNATURE,
+                data: creds.certreq_authorities(),
+            }));
+        }
+        out.push(notify(NotifyType::SignatureHashAlgorithms, hashes));
+        out
     }
 
     pub(super) fn ike_sa_up(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
@@ -61,7 +202,17 @@ impl Endpoint {
             };
             return Ok(self.fail(sa, reason));
         };
-        if !self.verify_auth(sa, idr, auth, false) {
+        if !self.verify_auth(sa, idr, auth, payloads) {
+            // RFC 7296 2.21.2: the initiator may say so in a separate
+            // INFORMATIONAL; sent once, since the IKE SA is gone.
+            let n = [notify(NotifyType::AuthenticationFailed, Vec::new())];
+            let id = sa.next_message_id;
+            let bytes = self.build(sa, ExchangeType::Informational, false, id, &n)?;
+            self.out
+                .counters
+                .requests_sent
+                .bump(ExchangeType::Informational);
+            self.out.send(sa, bytes);
             return Ok(self.fail(sa, DownReason::AuthenticationFailed));
         }
         self.ike_sa_up(now, sa)?;
@@ -104,7 +255,7 @@ impl Endpoint {
             self.refuse_ike_sa(now, sa);
             return Ok(After::Keep);
         };
-        if !self.verify_auth(sa, idi, auth, true) {
+        if !self.verify_auth(sa, idi, auth, payloads) {
             // RFC 7296 2.21.2: AUTHENTICATION_FAILED in the IKE_AUTH
             // response, and no IKE SA.
             let n = [notify(NotifyType::AuthenticationFailed, Vec::new())];
@@ -112,25 +263,9 @@ impl Endpoint {
             self.refuse_ike_sa(now, sa);
             return Ok(After::Keep);
         }
-        let peer = &self.config.peer;
-        let idr = peer.local_id.to_payload();
-        let Some(keys) = &sa.keys else {
-            return Ok(After::Remove);
-        };
-        let our_auth = psk_auth(
-            &peer.psk,
-            &sa.init_response,
-            &sa.ni,
-            &keys.sk_pr,
-            &idr.body(),
-        );
-        let mut out = vec![
-            Payload::IdR(idr),
-            Payload::Auth(AuthPayload {
-                method: AUTH_PSK,
-                data: our_auth.expose().to_vec(),
-            }),
-        ];
+        let idr = self.config.peer.local_id.to_payload();
+        let mut out = self.our_auth(sa, &idr)?;
+        out.insert(0, Payload::IdR(idr));
         let nonces = (sa.ni.clone(), sa.nr.clone());
         let child = self.negotiate_child(sa, payloads, nonces, None, Pfs::Ignore)?;
         match &child {

@@ -576,6 +576,12 @@ impl Endpoint {
         if delete_ike {
             return Ok(self.fail(sa, DownReason::DeletedByPeer));
         }
+        if find_notify(payloads, NotifyType::AuthenticationFailed).is_some() {
+            // The initiator refused our AUTH after we established the IKE
+            // SA (RFC 7296 2.21.2): it has none.
+            let reason = DownReason::PeerNotify(NotifyType::AuthenticationFailed);
+            return Ok(self.fail(sa, reason));
+        }
         Ok(After::Keep)
     }
 }

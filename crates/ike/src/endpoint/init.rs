@@ -31,6 +31,7 @@ impl Endpoint {
             NotifyType::NatDetectionDestinationIp,
             nat_detection_hash(sa.spi_i, 0, sa.remote).to_vec(),
         ));
+        payloads.extend(self.init_extras(false));
         sa.pending = None;
         sa.next_message_id = 0;
         self.request(
@@ -142,6 +143,7 @@ impl Endpoint {
         sa.sk_out = Some(SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai));
         sa.sk_in = Some(SkKeys::new(&suite, &keys.sk_er, &keys.sk_ar));
         sa.suite = Some(suite);
+        sa.peer_rfc7427 = find_notify(payloads, NotifyType::SignatureHashAlgorithms).is_some();
         Self::detect_nat(sa, payloads, h.spi_r);
         if sa.nat_local || sa.nat_remote {
             // RFC 7296 2.23: behind a NAT, everything after IKE_SA_INIT
@@ -153,28 +155,15 @@ impl Endpoint {
                 }
             }
         }
-        // IKE_AUTH: IDi, AUTH, [N(INITIAL_CONTACT)], [N(USE_TRANSPORT_MODE)],
-        // SA, TSi, TSr (RFC 7296 1.2).
-        let peer = &self.config.peer;
-        let idi = peer.local_id.to_payload();
-        let auth = psk_auth(
-            &peer.psk,
-            &sa.init_request,
-            &sa.nr,
-            &keys.sk_pi,
-            &idi.body(),
-        );
+        // IKE_AUTH: IDi, [CERT,] [CERTREQ,] AUTH, [N(INITIAL_CONTACT)],
+        // [N(USE_TRANSPORT_MODE)], SA, TSi, TSr (RFC 7296 1.2).
         sa.keys = Some(keys);
+        let idi = self.config.peer.local_id.to_payload();
+        let mut out = self.our_auth(sa, &idi)?;
+        out.insert(0, Payload::IdI(idi));
         let spi = self.new_child_spi(sa)?;
         sa.first_child_spi = spi;
         let peer = &self.config.peer;
-        let mut out = vec![
-            Payload::IdI(idi),
-            Payload::Auth(AuthPayload {
-                method: AUTH_PSK,
-                data: auth.expose().to_vec(),
-            }),
-        ];
         if peer.initial_contact {
             out.push(notify(NotifyType::InitialContact, Vec::new()));
         }
@@ -279,8 +268,9 @@ impl Endpoint {
         sa.sk_in = Some(SkKeys::new(&suite, &keys.sk_ei, &keys.sk_ai));
         sa.keys = Some(keys);
         sa.peer_message_id = 1;
+        sa.peer_rfc7427 = find_notify(&msg.payloads, NotifyType::SignatureHashAlgorithms).is_some();
         Self::detect_nat(&mut sa, &msg.payloads, 0);
-        let out = [
+        let mut out = vec![
             Payload::Sa(SaPayload {
                 proposals: vec![ike_reply(number, Vec::new(), &suite)],
             }),
@@ -298,6 +288,7 @@ impl Endpoint {
                 nat_detection_hash(h.spi_i, spi_r, remote).to_vec(),
             ),
         ];
+        out.extend(self.init_extras(true));
         self.respond(&mut sa, ExchangeType::IkeSaInit, 0, &out)?;
         sa.init_response = sa
             .last_response

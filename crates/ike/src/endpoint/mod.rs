@@ -6,7 +6,8 @@
 //! ring.
 //!
 //! Exchanges: IKE_SA_INIT (RFC 7296 1.2, with COOKIE 2.6, INVALID_KE_PAYLOAD
-//! 1.2, NAT detection 2.23), IKE_AUTH with a pre-shared key (2.15) and the
+//! 1.2, NAT detection 2.23), IKE_AUTH with a pre-shared key (2.15) or
+//! certificates and digital signatures (RFC 7427) and the
 //! first CHILD_SA (1.3.1 transport mode, 2.9 selector narrowing, 2.4
 //! INITIAL_CONTACT), INFORMATIONAL (1.4: Delete of CHILD_SAs and of the IKE
 //! SA; 2.4 liveness). Each side keeps a window of one request (2.3);
@@ -20,10 +21,14 @@ mod messages;
 mod rekey;
 mod timers;
 
-use crate::config::{EndpointConfig, Lifetimes, Mode};
+use crate::certs::{
+    signature_auth_data, AuthFailure, AUTH_DIGITAL_SIGNATURE, AUTH_ECDSA_P256, CERT_X509_SIGNATURE,
+    SUPPORTED_HASHES,
+};
+use crate::config::{Authentication, EndpointConfig, Lifetimes, Mode};
 use crate::crypto::{
     cookie, ct_eq, derive_child_keys, derive_ike_keys, derive_rekeyed_ike_keys, nat_detection_hash,
-    psk_auth, CryptoError, DhPrivate, IkeKeys, Secret, SkKeys,
+    psk_auth, signed_octets, CryptoError, DhPrivate, IkeKeys, Secret, SkKeys,
 };
 use crate::event::{
     ChildSaEstablished, Counters, DownReason, DropReason, Event, IkeSaId, Transmit, NAT_KEEPALIVE,
@@ -33,9 +38,9 @@ use crate::suite::{
     select_esp, select_ike, select_ike_with_spi, DhGroup, EspProposal, EspSuite, IkeSuite, Pfs,
 };
 use crate::wire::{
-    chain_len, emit_chain, parse_chain, AuthPayload, DeletePayload, ExchangeType, Flags, Header,
-    HeaderRepr, IdPayload, KePayload, Message, NotifyPayload, NotifyType, Payload, PayloadType,
-    ProtocolId, SaPayload, TrafficSelector, WireError,
+    chain_len, emit_chain, parse_chain, AuthPayload, CertPayload, DeletePayload, ExchangeType,
+    Flags, Header, HeaderRepr, IdPayload, KePayload, Message, NotifyPayload, NotifyType, Payload,
+    PayloadType, ProtocolId, SaPayload, TrafficSelector, WireError,
 };
 use bitsgw_wire::Timestamp;
 use core::time::Duration;
@@ -245,6 +250,9 @@ struct IkeSa {
     /// The IKE SA the peer's rekey made while ours was outstanding, and
     /// the nonces of that exchange (RFC 7296 2.8.2).
     collision: Option<(u64, Vec<u8>, Vec<u8>)>,
+    /// The peer sent SIGNATURE_HASH_ALGORITHMS in IKE_SA_INIT (RFC 7427
+    /// 4), so it takes AUTH method 14.
+    peer_rfc7427: bool,
 }
 
 impl IkeSa {
@@ -296,6 +304,7 @@ impl IkeSa {
             pending_dh: Vec::new(),
             expire_at: None,
             collision: None,
+            peer_rfc7427: false,
         }
     }
 }
@@ -381,6 +390,9 @@ pub struct Endpoint {
     by_initiator: HashMap<(SocketAddr, u64), u64>,
     cookie_secret: Secret,
     out: Out,
+    /// Wall-clock time (since the Unix epoch) as last given by the owner,
+    /// for certificates' validity.
+    wall_clock: Option<Duration>,
 }
 
 fn find_notify(payloads: &[Payload], t: NotifyType) -> Option<&NotifyPayload> {
@@ -499,7 +511,16 @@ impl Endpoint {
             by_initiator: HashMap::new(),
             cookie_secret: Secret::new(secret),
             out: Out::default(),
+            wall_clock: None,
         })
+    }
+
+    /// Tells the endpoint the wall-clock time (since the Unix epoch), which
+    /// the peer's certificates must be valid at. The core reads no clock:
+    /// an owner with certificate authentication calls this before handing
+    /// in datagrams; until it does, certificates are refused.
+    pub fn set_wall_clock(&mut self, since_unix_epoch: Duration) {
+        self.wall_clock = Some(since_unix_epoch);
     }
 
     /// The counters.

@@ -11,8 +11,8 @@ mod ts;
 pub use header::{ExchangeType, Flags, Header, HeaderRepr, HEADER_LEN};
 pub(crate) use payload::spi32;
 pub use payload::{
-    AuthPayload, DeletePayload, IdPayload, IdType, KePayload, NotifyPayload, NotifyType, Payload,
-    PayloadIter, PayloadType, RawPayload, SkPayload, GENERIC_HEADER_LEN,
+    AuthPayload, CertPayload, DeletePayload, IdPayload, IdType, KePayload, NotifyPayload,
+    NotifyType, Payload, PayloadIter, PayloadType, RawPayload, SkPayload, GENERIC_HEADER_LEN,
 };
 pub use sa::{Attribute, Proposal, ProtocolId, SaPayload, Transform, TransformType};
 pub use ts::{TrafficSelector, TsType};

@@ -277,6 +277,34 @@ impl core::fmt::Debug for AuthPayload {
     }
 }
 
+/// Certificate payload (RFC 7296 3.6) or Certificate Request payload
+/// (3.7): an encoding and its data (for a request with encoding 4, the
+/// SHA-1 hashes of the trusted CAs' public keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPayload {
+    /// Certificate Encoding (4: X.509 Certificate - Signature).
+    pub encoding: u8,
+    /// Certificate Data, or the Certification Authority field.
+    pub data: Vec<u8>,
+}
+
+impl CertPayload {
+    fn parse(b: &[u8]) -> Result<CertPayload, WireError> {
+        let (&encoding, data) = b
+            .split_first()
+            .ok_or(WireError::Truncated("CERT payload"))?;
+        Ok(CertPayload {
+            encoding,
+            data: data.to_vec(),
+        })
+    }
+
+    fn emit(&self, buf: &mut [u8]) {
+        buf[0] = self.encoding;
+        buf[1..].copy_from_slice(&self.data);
+    }
+}
+
 /// Notify message types (RFC 7296 3.10.1) this crate acts on; others
 /// round-trip as `Unknown`. Values below 16384 are errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -335,11 +363,13 @@ pub enum NotifyType {
     EspTfcPaddingNotSupported,
     /// NON_FIRST_FRAGMENTS_ALSO (16395).
     NonFirstFragmentsAlso,
+    /// SIGNATURE_HASH_ALGORITHMS (16431, RFC 7427 4).
+    SignatureHashAlgorithms,
     /// Any other value.
     Unknown(u16),
 }
 
-const NOTIFY_NUMBERS: [(NotifyType, u16); 27] = [
+const NOTIFY_NUMBERS: [(NotifyType, u16); 28] = [
     (NotifyType::UnsupportedCriticalPayload, 1),
     (NotifyType::InvalidIkeSpi, 4),
     (NotifyType::InvalidMajorVersion, 5),
@@ -367,6 +397,7 @@ const NOTIFY_NUMBERS: [(NotifyType, u16); 27] = [
     (NotifyType::RekeySa, 16393),
     (NotifyType::EspTfcPaddingNotSupported, 16394),
     (NotifyType::NonFirstFragmentsAlso, 16395),
+    (NotifyType::SignatureHashAlgorithms, 16431),
 ];
 
 impl From<u16> for NotifyType {
@@ -457,6 +488,10 @@ pub enum Payload {
     IdR(IdPayload),
     /// Authentication.
     Auth(AuthPayload),
+    /// Certificate.
+    Cert(CertPayload),
+    /// Certificate Request.
+    CertReq(CertPayload),
     /// Nonce data (16 to 256 octets, RFC 7296 3.9).
     Nonce(Vec<u8>),
     /// Notify.
@@ -471,7 +506,7 @@ pub enum Payload {
     TsR(Vec<TrafficSelector>),
     /// Encrypted and Authenticated, sealed.
     Sk(SkPayload),
-    /// CERT, CERTREQ or any other payload, uninterpreted (a critical
+    /// Any other payload, uninterpreted (a critical
     /// unknown one is refused by [`Payload::parse`]).
     Other {
         /// Its type.
@@ -520,6 +555,8 @@ impl Payload {
                     data: b[4..].to_vec(),
                 })
             }
+            PayloadType::Cert => Payload::Cert(CertPayload::parse(b)?),
+            PayloadType::CertReq => Payload::CertReq(CertPayload::parse(b)?),
             PayloadType::Nonce => {
                 if !(16..=256).contains(&b.len()) {
                     return Err(WireError::Invalid("nonce length"));
@@ -586,6 +623,8 @@ impl Payload {
             Payload::IdI(_) => PayloadType::IdI,
             Payload::IdR(_) => PayloadType::IdR,
             Payload::Auth(_) => PayloadType::Auth,
+            Payload::Cert(_) => PayloadType::Cert,
+            Payload::CertReq(_) => PayloadType::CertReq,
             Payload::Nonce(_) => PayloadType::Nonce,
             Payload::Notify(_) => PayloadType::Notify,
             Payload::Delete(_) => PayloadType::Delete,
@@ -604,6 +643,7 @@ impl Payload {
             Payload::Ke(ke) => 4 + ke.data.len(),
             Payload::IdI(id) | Payload::IdR(id) => 4 + id.data.len(),
             Payload::Auth(a) => 4 + a.data.len(),
+            Payload::Cert(c) | Payload::CertReq(c) => 1 + c.data.len(),
             Payload::Nonce(n) | Payload::VendorId(n) => n.len(),
             Payload::Notify(n) => 4 + n.spi.len() + n.data.len(),
             Payload::Delete(d) => 4 + d.spis.iter().map(Vec::len).sum::<usize>(),
@@ -632,6 +672,7 @@ impl Payload {
                 buf[1..4].fill(0);
                 buf[4..].copy_from_slice(&a.data);
             }
+            Payload::Cert(c) | Payload::CertReq(c) => c.emit(buf),
             Payload::Nonce(n) | Payload::VendorId(n) => buf.copy_from_slice(n),
             Payload::Notify(n) => {
                 buf[0] = n.protocol_id;
@@ -727,6 +768,30 @@ mod tests {
         let mut bad_delete = CHAIN;
         bad_delete[51] = 3;
         assert!(parse_chain(PayloadType::Notify, &bad_delete).is_err());
+    }
+
+    #[test]
+    fn cert_and_certreq_payloads_round_trip() {
+        let chain = vec![
+            Payload::Cert(CertPayload {
+                encoding: 4,
+                data: vec![0x30, 0x03, 1, 2, 3],
+            }),
+            Payload::CertReq(CertPayload {
+                encoding: 4,
+                data: vec![0xab; 20],
+            }),
+        ];
+        let mut out = vec![0u8; super::super::chain_len(&chain)];
+        super::super::emit_chain(&chain, &mut out).unwrap();
+        // CERT (37): next CERTREQ (38), length 4 + 1 + 5.
+        assert_eq!(&out[..6], &[38, 0, 0, 10, 4, 0x30]);
+        assert_eq!(parse_chain(PayloadType::Cert, &out).unwrap(), chain);
+        // A CERT payload needs at least its encoding octet.
+        assert_eq!(
+            parse_chain(PayloadType::Cert, &[0, 0, 0, 4]).unwrap_err(),
+            WireError::Truncated("CERT payload")
+        );
     }
 
     #[test]
