@@ -170,6 +170,38 @@ impl Clone for AfPacketTx {
 }
 
 pub(crate) fn open(interface: &str, on_loss: OnLinkLoss) -> Result<(Port, LinkWatch), PortError> {
+    open_in_group(interface, on_loss, None)
+}
+
+/// `queues` sockets on `interface` in one `PACKET_FANOUT` group of mode
+/// `PACKET_FANOUT_HASH`: the kernel hands each received frame to one of
+/// them by the flow hash of its packet (addresses, protocol, and ports or,
+/// for ESP, the SPI; fragments of one datagram by addresses alone), so a
+/// flow, and an SA's traffic from one peer, always reaches the same
+/// socket. The group's id is the interface's index, unique in its network
+/// namespace.
+pub(crate) fn open_fanout(
+    interface: &str,
+    on_loss: OnLinkLoss,
+    queues: usize,
+) -> Result<Vec<(Port, LinkWatch)>, PortError> {
+    let ifindex = sys::interface_index(interface).map_err(|source| PortError::Open {
+        port: interface.to_owned(),
+        source,
+    })?;
+    // Group ids are 16 bits wide; indexes past that share ids modulo 2^16,
+    // which the kernel refuses (different device) rather than mixing.
+    let group = (ifindex & 0xffff) as u16;
+    (0..queues)
+        .map(|_| open_in_group(interface, on_loss, Some(group)))
+        .collect()
+}
+
+fn open_in_group(
+    interface: &str,
+    on_loss: OnLinkLoss,
+    fanout: Option<u16>,
+) -> Result<(Port, LinkWatch), PortError> {
     let err = |source| PortError::Open {
         port: interface.to_owned(),
         source,
@@ -195,6 +227,18 @@ pub(crate) fn open(interface: &str, on_loss: OnLinkLoss) -> Result<(Port, LinkWa
     let ring = sys::RxRing::new(fd, RING_SLOT, RING_SLOTS).map_err(err)?;
     sys::bind_packet_socket(fd, ifindex).map_err(err)?;
     sys::add_promiscuous_membership(fd, ifindex).map_err(err)?;
+    if let Some(group) = fanout {
+        // A socket joins a group once bound (the kernel refuses an unbound
+        // one); frames that arrived before the join are this socket's.
+        let mode = libc::PACKET_FANOUT_HASH as libc::c_int;
+        sys::set_int_option(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT,
+            libc::c_int::from(group) | (mode << 16),
+        )
+        .map_err(err)?;
+    }
     let socket = Arc::new(socket);
     let watch = LinkWatch::default();
     let port = Port {
@@ -468,6 +512,10 @@ impl RxPort for AfPacketRx {
     }
 
     fn recv(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
+        self.recv_within(buf, RECV_TIMEOUT)
+    }
+
+    fn recv_within(&mut self, buf: &mut PacketBuf, wait: Duration) -> Result<bool, PortError> {
         if self.lost {
             return self.wait_for_link();
         }
@@ -479,8 +527,7 @@ impl RxPort for AfPacketRx {
             Ok(false) => {}
             Err(e) => return self.on_error(e),
         }
-        let revents =
-            sys::poll_events(self.socket.as_fd(), RECV_TIMEOUT).map_err(|e| self.io_error(e))?;
+        let revents = sys::poll_events(self.socket.as_fd(), wait).map_err(|e| self.io_error(e))?;
         if revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
             return self.link_trouble(revents);
         }

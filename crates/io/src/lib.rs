@@ -65,6 +65,20 @@ pub fn af_packet_with(
     af_packet_port::open(interface, on_loss)
 }
 
+/// `queues` [`af_packet_with`] ports on one interface, in one
+/// `PACKET_FANOUT` group: each frame the interface receives reaches one of
+/// them, chosen by the kernel's flow hash (addresses, protocol, ports; the
+/// SPI for ESP), so one flow, and one SA's traffic between two gateways,
+/// always reaches the same port. Each port is received by its own thread
+/// (the runner's queues, [`bitsgw_pipeline::runner::start_queues`]).
+pub fn af_packet_fanout(
+    interface: &str,
+    on_loss: OnLinkLoss,
+    queues: usize,
+) -> Result<Vec<(Port, LinkWatch)>, PortError> {
+    af_packet_port::open_fanout(interface, on_loss, queues)
+}
+
 /// What a port does when its interface is deleted under it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum OnLinkLoss {

@@ -87,6 +87,17 @@ pub trait RxPort: Send {
     /// Receives one frame into `buf` (which is reset first). `Ok(false)`
     /// if nothing arrived in time.
     fn recv(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError>;
+    /// [`RxPort::recv`], waiting at most about `wait` (a thread that polls
+    /// several ports waits on each in turn). Ports that can not bound
+    /// their wait so answer as `recv` does.
+    fn recv_within(
+        &mut self,
+        buf: &mut PacketBuf,
+        wait: std::time::Duration,
+    ) -> Result<bool, PortError> {
+        let _ = wait;
+        self.recv(buf)
+    }
     /// Receives one frame if one is waiting, without blocking; lets the
     /// receive thread gather a burst into one batch. Ports that can not
     /// tell answer `Ok(false)`, and frames then travel one at a time.

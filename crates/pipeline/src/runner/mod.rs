@@ -39,9 +39,12 @@
 //! Fail closed: a full worker queue drops the frame (counted), a worker
 //! that dies stops forwarding altogether, and the runner reports why.
 
+mod queue;
 mod rx;
 mod tx;
 mod worker;
+
+pub use queue::{queue_for, start_queues, QueueConfig, QueuePorts};
 
 use rx::*;
 use tx::*;
@@ -230,6 +233,19 @@ struct Shared {
 }
 
 impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            origin: Instant::now(),
+            rx_stage: Mutex::new(StageCounters::default()),
+            rx_pipeline: Mutex::new(PipelineCounters::default()),
+            buffers_made: AtomicU64::new(0),
+            stall_asked: AtomicBool::new(false),
+            stall: Mutex::new(None),
+        })
+    }
+
     fn now(&self) -> Timestamp {
         Timestamp(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
@@ -367,16 +383,7 @@ pub fn start_configured(
     tap: Option<SharedTap>,
 ) -> Running {
     let workers = cfg.workers.max(1);
-    let shared = Arc::new(Shared {
-        stop: AtomicBool::new(false),
-        failure: Mutex::new(None),
-        origin: Instant::now(),
-        rx_stage: Mutex::new(StageCounters::default()),
-        rx_pipeline: Mutex::new(PipelineCounters::default()),
-        buffers_made: AtomicU64::new(0),
-        stall_asked: AtomicBool::new(false),
-        stall: Mutex::new(None),
-    });
+    let shared = Shared::new();
     let host_link = host.rx.link_type();
     let net_link = network.rx.link_type();
     let tx = SharedTxPorts {
@@ -494,6 +501,7 @@ pub fn start_configured(
             frag_seen: [0; FragDrop::ALL.len()],
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
             workers: batch_txs.clone(),
+            home: None,
             inline,
             pool: pools.bufs_rx,
             vecs: pools.vecs_rx,

@@ -1,0 +1,332 @@
+//! Queues mode: one receive queue per core, each running to completion.
+//!
+//! Each queue is a thread with a receiving handle of its own on both
+//! ports (for `AF_PACKET`, one socket per queue in a `PACKET_FANOUT`
+//! group per interface, `bitsgw_io::af_packet_fanout`), a gateway of its
+//! own and sending handles of its own. It takes the frames its handles
+//! receive, walks them once and handles those whose SA it owns itself,
+//! start to finish: a frame that stays never changes threads.
+//!
+//! One SA, one owner: queue `q` of `n` owns what worker `q` of `n` would
+//! ([`StageOwnership::Worker`], the SA's name slot modulo `n`). The kernel
+//! spreads frames by its flow hash, which knows nothing of SAs: inbound
+//! ESP hashes by outer addresses and SPI, so one SA's frames from one
+//! peer reach one queue, but not necessarily its owner; outbound, the
+//! flows one SA protects may reach every queue. A frame whose SA another
+//! queue owns is handed to that queue in a batch over a bounded channel
+//! (its inbox) and counted there as `handed_over`; a full inbox drops the
+//! batch as `queue_full`. Frames of no SA (bypass, discard, the
+//! appliance's own traffic, non-IP) stay on the queue that received them,
+//! which keeps a flow's order as the kernel's hash does.
+//!
+//! A queue polls: its two ports and its inbox in turn, without waiting,
+//! while any of them has work; then spinning briefly, napping
+//! ([`IDLE_NAP`]) and, idle for longer, waiting on each port in turn for
+//! at most [`IDLE_WAIT`], so an idle queue sleeps in the kernel and a
+//! frame that reaches an idle queue waits at most about that long.
+//!
+//! The mobility roles keep their binding state in one gateway and do not
+//! run in this mode (the appliance refuses it for them).
+
+use super::*;
+
+/// Turns a queue spins for work before it naps.
+const IDLE_SPINS: u32 = 64;
+/// What an idle queue sleeps between looks, for its first [`IDLE_NAPS`]
+/// looks.
+pub(super) const IDLE_NAP: Duration = Duration::from_micros(50);
+/// Naps before a queue waits in the kernel instead.
+const IDLE_NAPS: u32 = 100;
+/// How long an idle queue waits on one port before it looks at the other
+/// and at its inbox.
+pub(super) const IDLE_WAIT: Duration = Duration::from_millis(1);
+
+/// The receiving handles of one queue.
+#[derive(Debug)]
+pub struct QueuePorts {
+    /// This queue's handle on the host port.
+    pub host: Port,
+    /// This queue's handle on the network port.
+    pub network: Port,
+}
+
+/// How the queues are set up.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Batches a queue's inbox (frames other queues hand over) holds.
+    pub inbox_depth: usize,
+}
+
+/// The queue of `queues` that owns an SA whose owner map answer is
+/// `owner`, and where a frame received on `queue` goes: its owner, or
+/// the receiving queue for frames of no SA. Pure, so it can be checked
+/// on its own.
+pub fn queue_for(owner: Option<usize>, queue: usize, queues: usize) -> usize {
+    owner.map_or(queue, |o| o % queues.max(1))
+}
+
+pub(super) struct QueueThread {
+    pub(super) index: usize,
+    pub(super) host: RxThread,
+    pub(super) network: RxThread,
+    pub(super) worker: Worker,
+    /// Frames gathered for each queue (this one's own included).
+    pub(super) pending: Vec<Vec<PacketBuf>>,
+    pub(super) pending_walks: Vec<Walks>,
+    /// Turns without work since the last frame.
+    pub(super) idle: u32,
+    /// Which port an idle queue waits on next.
+    pub(super) wait_on_network: bool,
+    pub(super) closed: [bool; 2],
+}
+
+impl QueueThread {
+    pub(super) fn run(&mut self) {
+        let shared = Arc::clone(&self.worker.shared);
+        while !shared.stop.load(Ordering::SeqCst) {
+            for rx in [&mut self.host, &mut self.network] {
+                if let Some(d) = rx.dispatch.as_mut() {
+                    d.refresh();
+                }
+            }
+            self.host.stall_if_asked();
+            let mut work = 0;
+            for side in [Side::Host, Side::Network] {
+                let wait = self.wait_for(side);
+                match self.take(side, wait) {
+                    Some(n) => work += n,
+                    None => return,
+                }
+            }
+            while let Ok(batch) = self.worker.batches.try_recv() {
+                work += batch.frames.len();
+                self.worker
+                    .gateway
+                    .count_handed_over(batch.frames.len() as u64);
+                self.worker.handle_batch(batch);
+            }
+            let now = shared.now();
+            for rx in [&mut self.host, &mut self.network] {
+                rx.publish_parse_counts();
+                rx.expire_fragments();
+                if now >= rx.next_drop_check {
+                    rx.next_drop_check = now.saturating_add(KERNEL_DROP_CHECK);
+                    rx.count_kernel_drops();
+                }
+            }
+            beat(&self.host.heartbeat, now);
+            self.worker.handle_controls();
+            self.worker.tick();
+            self.rest(work);
+        }
+        self.host.count_kernel_drops();
+        self.network.count_kernel_drops();
+        self.worker.handle_controls();
+    }
+
+    /// How to wait on `side`'s port this turn: not at all while there is
+    /// work; an idle queue waits on one port at a time.
+    fn wait_for(&self, side: Side) -> Wait {
+        let on_network = side == Side::Network;
+        if self.idle >= IDLE_SPINS + IDLE_NAPS && self.wait_on_network == on_network {
+            Wait::Within(IDLE_WAIT)
+        } else {
+            Wait::No
+        }
+    }
+
+    /// After a turn that found `work` frames: spins, naps or (by
+    /// [`QueueThread::wait_for`]) waits in the kernel, the longer idle
+    /// the longer.
+    fn rest(&mut self, work: usize) {
+        if work > 0 {
+            self.idle = 0;
+            return;
+        }
+        self.idle = self.idle.saturating_add(1);
+        if self.idle < IDLE_SPINS {
+            std::hint::spin_loop();
+        } else if self.idle < IDLE_SPINS + IDLE_NAPS {
+            std::thread::sleep(IDLE_NAP);
+        } else {
+            self.wait_on_network = !self.wait_on_network;
+        }
+    }
+
+    /// Takes a burst from `side`'s port and handles or hands over its
+    /// frames; how many it took, or `None` once the pipeline failed.
+    fn take(&mut self, side: Side, wait: Wait) -> Option<usize> {
+        let slot = usize::from(side == Side::Network);
+        if self.closed[slot] {
+            if let Wait::Within(d) = wait {
+                std::thread::sleep(d);
+            }
+            return Some(0);
+        }
+        let rx = match side {
+            Side::Host => &mut self.host,
+            Side::Network => &mut self.network,
+        };
+        let got = match rx.gather(wait, &mut self.pending, &mut self.pending_walks) {
+            Gathered::Frames(n) => n,
+            Gathered::Closed => {
+                self.closed[slot] = true;
+                0
+            }
+            Gathered::Failed => return None,
+        };
+        for (q, (frames, walks)) in self.pending.iter_mut().zip(&self.pending_walks).enumerate() {
+            if frames.is_empty() {
+                continue;
+            }
+            if q == self.index {
+                self.worker.handle_frames(side, frames, walks);
+                rx.free.append(frames);
+            } else {
+                rx.flush(q, frames, walks);
+            }
+        }
+        Some(got)
+    }
+}
+
+/// Starts the pipeline in queues mode: one thread per entry of `queues`,
+/// each receiving on its own handles of both ports and running the whole
+/// pipeline for what it receives (see the module documentation).
+/// `make_stage`, `make_endpoint` and `configure` are as for
+/// [`start_configured`]; there is no mobility stage.
+pub fn start_queues(
+    cfg: &QueueConfig,
+    queues: Vec<QueuePorts>,
+    make_stage: &dyn Fn() -> IpsecStage,
+    make_endpoint: &EndpointMaker<'_>,
+    configure: &dyn Fn(&mut Gateway),
+    tap: Option<SharedTap>,
+) -> Running {
+    let n = queues.len().max(1);
+    let shared = Shared::new();
+    let depth = cfg.inbox_depth.max(1);
+    let pools = Pools::new(n, depth, &shared.buffers_made);
+    let mut stage = make_stage();
+    stage.set_ownership(StageOwnership::Observer { workers: n });
+    let published = Arc::new(PublishedOwners::new(stage.owner_map()));
+    let observer = (Mutex::new(Gateway::new(stage)), Arc::clone(&published));
+    let inboxes: Vec<_> = (0..n).map(|_| bounded::<Batch>(depth)).collect();
+    let senders: Vec<Sender<Batch>> = inboxes.iter().map(|(tx, _)| tx.clone()).collect();
+    let mut controls = Vec::new();
+    let mut threads = Vec::new();
+    let mut heartbeats = Vec::new();
+    let mut rx_parse = Vec::new();
+    for (index, (ports, (_, inbox))) in queues.into_iter().zip(inboxes).enumerate() {
+        let host_link = ports.host.rx.link_type();
+        let net_link = ports.network.rx.link_type();
+        let tx = SharedTxPorts {
+            host: Arc::new(Mutex::new(ports.host.tx)),
+            network: Arc::new(Mutex::new(ports.network.tx)),
+        };
+        let mut stage = make_stage();
+        stage.set_ownership(StageOwnership::Worker {
+            worker: index,
+            workers: n,
+        });
+        let mut gateway = Gateway::new(stage);
+        for side in [Side::Host, Side::Network] {
+            if let Some(ep) = make_endpoint(side) {
+                gateway.set_endpoint(side, ep);
+            }
+        }
+        configure(&mut gateway);
+        let (ctx, crx) = bounded::<Control>(64);
+        let name = format!("bitsgw-queue-{index}");
+        let heartbeat = Heartbeat::new(&name, &shared);
+        let worker = Worker {
+            index,
+            gateway,
+            batches: inbox,
+            control: crx,
+            pool: pools.bufs_tx.clone(),
+            vecs: pools.vecs_tx.clone(),
+            tx: TxPorts::for_thread(&tx),
+            host_link,
+            net_link,
+            tap: tap.clone(),
+            shared: Arc::clone(&shared),
+            events: Vec::new(),
+            heartbeat: Arc::clone(&heartbeat.last),
+        };
+        let mut receiver = |side: Side, port: Box<dyn RxPort>, link: LinkType| {
+            let parse_out = Arc::new(RxParseCounts::default());
+            rx_parse.push(Arc::clone(&parse_out));
+            RxThread {
+                parse: ParseCounts::default(),
+                parse_out,
+                heartbeat: Arc::clone(&heartbeat.last),
+                side,
+                link,
+                port,
+                dispatch: Some(Dispatch {
+                    owners: published.read(),
+                    version: 0,
+                    published: Arc::clone(&published),
+                    flows: FlowOwners::new(side),
+                }),
+                reassembler: Reassembler::new(bitsgw_frag::ReassemblyLimits::default()),
+                frag_seen: [0; FragDrop::ALL.len()],
+                scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
+                workers: senders.clone(),
+                home: Some(index),
+                inline: None,
+                pool: pools.bufs_rx.clone(),
+                vecs: pools.vecs_rx.clone(),
+                spare: None,
+                free: Vec::with_capacity(BATCH),
+                next_drop_check: Timestamp::ZERO,
+                shared: Arc::clone(&shared),
+            }
+        };
+        let host = receiver(Side::Host, ports.host.rx, host_link);
+        let network = receiver(Side::Network, ports.network.rx, net_link);
+        let queue = QueueThread {
+            index,
+            host,
+            network,
+            worker,
+            pending: (0..n).map(|_| Vec::with_capacity(BATCH)).collect(),
+            pending_walks: vec![[None; BATCH]; n],
+            idle: 0,
+            wait_on_network: false,
+            closed: [false; 2],
+        };
+        controls.push(ctx);
+        threads.push(spawn_guarded(name, &shared, queue, QueueThread::run));
+        heartbeats.push(heartbeat);
+    }
+    Running {
+        shared,
+        workers: controls.len(),
+        controls,
+        observer: Some(observer),
+        threads,
+        heartbeats,
+        rx_parse,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame of an SA goes to the SA's owner wherever it arrived; a frame
+    /// of no SA stays where it arrived.
+    #[test]
+    fn frames_go_to_their_owner_or_stay() {
+        for queues in 1..=4 {
+            for arrived in 0..queues {
+                assert_eq!(queue_for(None, arrived, queues), arrived);
+                for owner in 0..queues {
+                    assert_eq!(queue_for(Some(owner), arrived, queues), owner);
+                }
+            }
+        }
+    }
+}
