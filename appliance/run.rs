@@ -13,7 +13,7 @@ use crate::mobility::{self, MnControl};
 use crate::report;
 use crate::service::{self, Service};
 use crate::trace::PcapTap;
-use bitsgw_io::SmoltcpEndpoint;
+use bitsgw_io::{Fanout, SmoltcpEndpoint};
 use bitsgw_ipsec::config::PolicySet;
 use bitsgw_ipsec::IpsecStage;
 use bitsgw_pipeline::port::Port;
@@ -49,6 +49,7 @@ fn open_queues(
     p: &PortConfig,
     cfg: &ApplianceConfig,
     links: &mut LinkWatches,
+    fanout: Fanout,
 ) -> Result<Vec<Port>, String> {
     let PortConfig::AfPacket { interface } = p else {
         // Refused when the configuration was loaded.
@@ -57,7 +58,7 @@ fn open_queues(
             cfg.file.display()
         ));
     };
-    let opened = bitsgw_io::af_packet_fanout(interface, cfg.on_link_loss, cfg.workers)
+    let opened = bitsgw_io::af_packet_fanout(interface, cfg.on_link_loss, cfg.workers, fanout)
         .map_err(|e| e.to_string())?;
     let mut ports = Vec::with_capacity(opened.len());
     for (i, (port, watch)) in opened.into_iter().enumerate() {
@@ -83,8 +84,11 @@ impl Opened {
             let network = open(&cfg.network, cfg, links)?;
             return Ok(Opened::Ports { host, network });
         }
-        let host = open_queues(&cfg.host, cfg, links)?;
-        let network = open_queues(&cfg.network, cfg, links)?;
+        // Outbound the SA is known only after the SPD lookup: the kernel
+        // keeps each flow on one queue. Inbound, ESP goes to its SPI's
+        // owner.
+        let host = open_queues(&cfg.host, cfg, links, Fanout::FlowHash)?;
+        let network = open_queues(&cfg.network, cfg, links, Fanout::BySpi)?;
         Ok(Opened::Queues(
             host.into_iter()
                 .zip(network)

@@ -37,7 +37,9 @@ use bitsgw_wire::buf::DEFAULT_HEADROOM;
 use bitsgw_wire::PacketBuf;
 
 use crate::sys::RingFrame;
-use crate::{sys, LinkType, LinkWatch, OnLinkLoss, Port, PortError, RxPort, TxPort, RECV_TIMEOUT};
+use crate::{
+    sys, Fanout, LinkType, LinkWatch, OnLinkLoss, Port, PortError, RxPort, TxPort, RECV_TIMEOUT,
+};
 
 /// How long a send may wait for room in the socket's send buffer.
 const SEND_TIMEOUT: Duration = Duration::from_millis(100);
@@ -75,6 +77,9 @@ struct AfPacketRx {
     /// it went down (deleting an interface first takes it down, and the
     /// socket hears only of that), disarmed by the next frame.
     next_link_check: Option<Instant>,
+    /// In a [`Fanout::BySpi`] group: [`RxPort::steer_by_spi`] sets its
+    /// program.
+    steered: bool,
 }
 
 #[derive(Debug)]
@@ -184,6 +189,7 @@ pub(crate) fn open_fanout(
     interface: &str,
     on_loss: OnLinkLoss,
     queues: usize,
+    fanout: Fanout,
 ) -> Result<Vec<(Port, LinkWatch)>, PortError> {
     let ifindex = sys::interface_index(interface).map_err(|source| PortError::Open {
         port: interface.to_owned(),
@@ -193,14 +199,14 @@ pub(crate) fn open_fanout(
     // which the kernel refuses (different device) rather than mixing.
     let group = (ifindex & 0xffff) as u16;
     (0..queues)
-        .map(|_| open_in_group(interface, on_loss, Some(group)))
+        .map(|_| open_in_group(interface, on_loss, Some((group, fanout))))
         .collect()
 }
 
 fn open_in_group(
     interface: &str,
     on_loss: OnLinkLoss,
-    fanout: Option<u16>,
+    fanout: Option<(u16, Fanout)>,
 ) -> Result<(Port, LinkWatch), PortError> {
     let err = |source| PortError::Open {
         port: interface.to_owned(),
@@ -227,10 +233,15 @@ fn open_in_group(
     let ring = sys::RxRing::new(fd, RING_SLOT, RING_SLOTS).map_err(err)?;
     sys::bind_packet_socket(fd, ifindex).map_err(err)?;
     sys::add_promiscuous_membership(fd, ifindex).map_err(err)?;
-    if let Some(group) = fanout {
+    if let Some((group, fanout)) = fanout {
         // A socket joins a group once bound (the kernel refuses an unbound
         // one); frames that arrived before the join are this socket's.
-        let mode = libc::PACKET_FANOUT_HASH as libc::c_int;
+        // Until a program is set, a CBPF group hands everything to its
+        // first socket.
+        let mode = match fanout {
+            Fanout::FlowHash => libc::PACKET_FANOUT_HASH,
+            Fanout::BySpi => libc::PACKET_FANOUT_CBPF,
+        } as libc::c_int;
         sys::set_int_option(
             fd,
             libc::SOL_PACKET,
@@ -251,6 +262,7 @@ fn open_in_group(
             watch: watch.clone(),
             lost: false,
             next_link_check: None,
+            steered: matches!(fanout, Some((_, Fanout::BySpi))),
         }),
         tx: Box::new(AfPacketTx {
             name: interface.to_owned(),
@@ -542,6 +554,14 @@ impl RxPort for AfPacketRx {
             return Ok(false);
         }
         self.try_recv(buf).or_else(|e| self.on_error(e))
+    }
+
+    fn steer_by_spi(&mut self, owners: &[(u32, u32)]) -> Result<(), PortError> {
+        if !self.steered {
+            return Ok(());
+        }
+        let mut program = crate::steering::spi_program(owners);
+        sys::set_fanout_program(self.socket.as_fd(), &mut program).map_err(|e| self.io_error(e))
     }
 
     fn take_kernel_drops(&mut self) -> Result<u64, PortError> {

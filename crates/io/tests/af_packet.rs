@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bitsgw_io::{netns, LinkType, Port, PortError};
+use bitsgw_io::{netns, Fanout, LinkType, OnLinkLoss, Port, PortError};
 use bitsgw_wire::PacketBuf;
 use common::Netns;
 
@@ -454,4 +454,124 @@ fn staged_frames_leave_when_the_handle_is_dropped() {
     tx.send(&f).unwrap();
     drop(tx);
     assert!(receive(&mut b, Duration::from_secs(2), Some(&f)).contains(&f));
+}
+
+/// An Ethernet frame carrying `ip` (IPv4 or IPv6 by its version).
+fn ether(ip: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x42]);
+    let ethertype: u16 = if ip[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(ip);
+    f
+}
+
+/// An ESP packet of `spi` (RFC 4303 2.1: SPI, sequence number, payload)
+/// between the documentation addresses `src` and `dst`.
+fn esp(src: &str, dst: &str, spi: u32, seq: u32) -> Vec<u8> {
+    let mut body = spi.to_be_bytes().to_vec();
+    body.extend_from_slice(&seq.to_be_bytes());
+    body.resize(64, 0xab);
+    bitsgw_wire::craft::ip_packet(src.parse().unwrap(), dst.parse().unwrap(), 50, &body, false)
+}
+
+/// ESP in UDP to port 4500 (RFC 3948), or IKE there (a zero non-ESP
+/// marker) when `spi` is 0.
+fn esp_in_udp(spi: u32) -> Vec<u8> {
+    let mut udp = vec![0u8; 8];
+    udp[0..2].copy_from_slice(&4500u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&4500u16.to_be_bytes());
+    udp.extend_from_slice(&spi.to_be_bytes());
+    udp.extend_from_slice(&1u32.to_be_bytes());
+    udp.resize(64, 0xcd);
+    let len = udp.len() as u16;
+    udp[4..6].copy_from_slice(&len.to_be_bytes());
+    bitsgw_wire::craft::ip_packet(
+        "203.0.113.1".parse().unwrap(),
+        "203.0.113.2".parse().unwrap(),
+        17,
+        &udp,
+        false,
+    )
+}
+
+/// The queue whose port received `frame` within `wait`.
+fn queue_of(queues: &mut [Port], frame: &[u8], wait: Duration) -> Option<usize> {
+    let mut buf = PacketBuf::new();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        for (q, port) in queues.iter_mut().enumerate() {
+            if port.rx.recv_nowait(&mut buf).unwrap() && buf.data() == frame {
+                return Some(q);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+/// A fanout group steered by SPI: ESP over IPv4 and IPv6 and ESP in UDP
+/// reach the queue the table names (not the SPI's own modulo), SPIs not in
+/// the table go by the modulo, IKE's zero marker is not taken for an SPI,
+/// and a new table takes effect.
+#[test]
+fn esp_reaches_the_queue_that_owns_its_spi() {
+    let ns = Netns::new("fanout");
+    ns.veth_pair("vf0", "vf1");
+    let (sender, queues) = netns::run_in(&ns.name, || {
+        (
+            bitsgw_io::af_packet("vf0"),
+            bitsgw_io::af_packet_fanout("vf1", OnLinkLoss::Fail, 2, Fanout::BySpi),
+        )
+    })
+    .unwrap();
+    let mut sender = sender.unwrap();
+    let mut queues: Vec<Port> = queues.unwrap().into_iter().map(|(p, _)| p).collect();
+    // Each SPI owned by the queue its modulo does not name.
+    let table: Vec<(u32, u32)> = (0x100..0x108).map(|spi| (spi, (spi + 1) % 2)).collect();
+    queues[0].rx.steer_by_spi(&table).unwrap();
+    let send_and_find = |sender: &mut Port, queues: &mut [Port], ip: Vec<u8>| {
+        let frame = ether(&ip);
+        sender.tx.send(&frame).unwrap();
+        assert_eq!(sender.tx.flush(), 0);
+        queue_of(queues, &frame, Duration::from_secs(2))
+    };
+    for (spi, owner) in &table {
+        for (seq, ip) in [
+            esp("203.0.113.1", "203.0.113.2", *spi, 1),
+            esp("2001:db8::1", "2001:db8::2", *spi, 2),
+            esp_in_udp(*spi),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let got = send_and_find(&mut sender, &mut queues, ip);
+            assert_eq!(got, Some(*owner as usize), "SPI {spi:#x}, packet {seq}");
+        }
+    }
+    for spi in [0x2000u32, 0x2001] {
+        let got = send_and_find(
+            &mut sender,
+            &mut queues,
+            esp("203.0.113.1", "203.0.113.2", spi, 1),
+        );
+        assert_eq!(got, Some(spi as usize % 2), "SPI {spi:#x} by its modulo");
+    }
+    // IKE on 4500 goes by the addresses (the same pair as the ESP above),
+    // never by its zero marker as if it were SPI 0.
+    let ike_queue = send_and_find(&mut sender, &mut queues, esp_in_udp(0));
+    let addr_hash =
+        (u32::from_be_bytes([203, 0, 113, 1]) ^ u32::from_be_bytes([203, 0, 113, 2])) % 2;
+    assert_eq!(ike_queue, Some(addr_hash as usize));
+    // A new table replaces the old one for the whole group.
+    let flipped: Vec<(u32, u32)> = table.iter().map(|(s, q)| (*s, 1 - q)).collect();
+    queues[1].rx.steer_by_spi(&flipped).unwrap();
+    for (spi, owner) in &flipped {
+        let got = send_and_find(
+            &mut sender,
+            &mut queues,
+            esp("203.0.113.1", "203.0.113.2", *spi, 9),
+        );
+        assert_eq!(got, Some(*owner as usize), "SPI {spi:#x} after the change");
+    }
 }

@@ -184,6 +184,11 @@ impl OwnerMap {
         self.spi_owner.get(&spi).copied()
     }
 
+    /// Every inbound SPI with its owner, in no particular order.
+    pub fn inbound_owners(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
+        self.spi_owner.iter().map(|(spi, owner)| (*spi, *owner))
+    }
+
     /// The UDP ports on which ESP-in-UDP is recognised.
     pub fn udp_encap_ports(&self) -> &[u16] {
         &self.udp_encap_ports

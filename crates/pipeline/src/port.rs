@@ -105,6 +105,15 @@ pub trait RxPort: Send {
         let _ = buf;
         Ok(false)
     }
+    /// In a group of ports that spreads ESP by SPI (an `AF_PACKET` fanout
+    /// group with its steering program): sends ESP of each SPI in `owners`
+    /// to the port of the queue paired with it, for the whole group. The
+    /// runner calls it on one port of the group whenever the SAs' owners
+    /// may have changed. Other ports ignore it.
+    fn steer_by_spi(&mut self, owners: &[(u32, u32)]) -> Result<(), PortError> {
+        let _ = owners;
+        Ok(())
+    }
     /// Frames the operating system dropped before they reached this port
     /// (a full socket buffer), since the last call. Ports that can not
     /// lose frames that way answer 0.

@@ -19,6 +19,15 @@
 //! appliance's own traffic, non-IP) stay on the queue that received them,
 //! which keeps a flow's order as the kernel's hash does.
 //!
+//! Inbound, the owner can be known before the frame is received: the
+//! network port's group can be told which queue owns each SPI
+//! ([`RxPort::steer_by_spi`]; `AF_PACKET` ports opened with
+//! `bitsgw_io::Fanout::BySpi` then run a classic BPF fanout program made
+//! from that table, `bitsgw_io::steering`), and the first queue tells it
+//! again after every change of owners. ESP then reaches its owner
+//! directly; only frames of SAs changed since, of SPIs past the
+//! program's limit, and reassembled fragments may still be handed over.
+//!
 //! A queue polls: its two ports and its inbox in turn, without waiting,
 //! while any of them has work; then spinning briefly, napping
 //! ([`IDLE_NAP`]) and, idle for longer, waiting on each port in turn for
@@ -83,12 +92,17 @@ pub(super) struct QueueThread {
 impl QueueThread {
     pub(super) fn run(&mut self) {
         let shared = Arc::clone(&self.worker.shared);
+        let mut steer = true;
         while !shared.stop.load(Ordering::SeqCst) {
             for rx in [&mut self.host, &mut self.network] {
                 if let Some(d) = rx.dispatch.as_mut() {
-                    d.refresh();
+                    steer |= d.refresh() && rx.side == Side::Network;
                 }
             }
+            if steer && self.index == 0 && !self.steer_network() {
+                return;
+            }
+            steer = false;
             self.host.stall_if_asked();
             let mut work = 0;
             for side in [Side::Host, Side::Network] {
@@ -122,6 +136,27 @@ impl QueueThread {
         self.host.count_kernel_drops();
         self.network.count_kernel_drops();
         self.worker.handle_controls();
+    }
+
+    /// Tells the network port's group which queue owns each inbound SPI
+    /// (one queue does it for all, after each change of owners); false if
+    /// the port failed, which stops the pipeline.
+    fn steer_network(&mut self) -> bool {
+        let Some(d) = self.network.dispatch.as_ref() else {
+            return true;
+        };
+        let owners: Vec<(u32, u32)> = d
+            .owners
+            .inbound_owners()
+            .map(|(spi, owner)| (spi, u32::try_from(owner).unwrap_or(0)))
+            .collect();
+        match self.network.port.steer_by_spi(&owners) {
+            Ok(()) => true,
+            Err(e) => {
+                self.worker.shared.fail(Failure::Port(e.to_string()));
+                false
+            }
+        }
     }
 
     /// How to wait on `side`'s port this turn: not at all while there is

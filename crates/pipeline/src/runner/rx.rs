@@ -54,13 +54,16 @@ pub(super) struct Dispatch {
 }
 
 impl Dispatch {
-    /// Takes the owner map published since the last call, if any.
-    pub(super) fn refresh(&mut self) {
+    /// Takes the owner map published since the last call, if any; whether
+    /// there was one.
+    pub(super) fn refresh(&mut self) -> bool {
         let version = self.published.version.load(Ordering::Acquire);
-        if version != self.version {
-            self.owners = self.published.read();
-            self.version = version;
+        if version == self.version {
+            return false;
         }
+        self.owners = self.published.read();
+        self.version = version;
+        true
     }
 }
 

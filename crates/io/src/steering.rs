@@ -1,0 +1,165 @@
+//! The network side's fanout program: which socket of a `PACKET_FANOUT`
+//! group (mode `PACKET_FANOUT_CBPF`) takes an ESP frame, by its SPI.
+//!
+//! The kernel's flow hash keeps one SA's frames from one peer on one
+//! socket but can not say which: its seed is random. This classic BPF
+//! program makes the choice the SA's owner: it reads the SPI of ESP
+//! (RFC 4303 2.1) over IPv4 or IPv6, or of ESP in UDP on port 4500
+//! (RFC 3948 2.2; a zero non-ESP marker is IKE, not ESP), and returns the
+//! queue the table gives it. Frames of an SPI not in the table go to the
+//! SPI modulo the group's size (the kernel takes the result modulo the
+//! number of sockets); other IP frames by the XOR of their addresses'
+//! last words, so a host pair stays on one socket; anything else to the
+//! first. The choice only saves a hand-over: a frame on the wrong socket
+//! is still handed to its owner.
+//!
+//! Loads are relative to the network header (`SKF_NET_OFF`): the kernel
+//! runs the program before it pushes the link-layer header back, and the
+//! outer VLAN tag is out of the frame by then.
+
+/// SPIs a program steers at most (two instructions each, within the
+/// kernel's 4096-instruction limit). Past that, SPIs go by the modulo rule.
+pub const MAX_STEERED_SPIS: usize = 2000;
+
+/// The UDP port of ESP in UDP (RFC 3948).
+const NAT_T_PORT: u32 = 4500;
+
+const NET: u32 = libc::SKF_NET_OFF as u32;
+
+fn op(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+fn ld_abs(size: u32, at: u32) -> libc::sock_filter {
+    op(
+        libc::BPF_LD | size | libc::BPF_ABS,
+        0,
+        0,
+        NET.wrapping_add(at),
+    )
+}
+
+fn ld_ind(size: u32, at: u32) -> libc::sock_filter {
+    op(
+        libc::BPF_LD | size | libc::BPF_IND,
+        0,
+        0,
+        NET.wrapping_add(at),
+    )
+}
+
+/// X = the IPv4 header's length.
+fn ldx_ihl() -> libc::sock_filter {
+    op(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, 0, 0, NET)
+}
+
+fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, jt, jf, k)
+}
+
+fn ja(k: u32) -> libc::sock_filter {
+    op(libc::BPF_JMP | libc::BPF_JA, 0, 0, k)
+}
+
+fn ret_a() -> libc::sock_filter {
+    op(libc::BPF_RET | libc::BPF_A, 0, 0, 0)
+}
+
+fn ret_k(k: u32) -> libc::sock_filter {
+    op(libc::BPF_RET | libc::BPF_K, 0, 0, k)
+}
+
+/// A = A XOR (the word at `a`) XOR... : the hash of two address words.
+fn xor_words(a: u32, b: u32) -> [libc::sock_filter; 5] {
+    [
+        ld_abs(libc::BPF_W, a),
+        op(libc::BPF_MISC | libc::BPF_TAX, 0, 0, 0),
+        ld_abs(libc::BPF_W, b),
+        op(libc::BPF_ALU | libc::BPF_XOR | libc::BPF_X, 0, 0, 0),
+        ret_a(),
+    ]
+}
+
+/// The program for `owners` (SPI, queue), in the order given; at most
+/// [`MAX_STEERED_SPIS`] of them are steered.
+pub fn spi_program(owners: &[(u32, u32)]) -> Vec<libc::sock_filter> {
+    // The fixed part; the table starts at TABLE. Conditional jumps are
+    // offsets from the next instruction.
+    const ESP4: u8 = 5;
+    const UDP4: u8 = 8;
+    const V6: u8 = 14;
+    const DEF4: u8 = 19;
+    const DEF6: u8 = 24;
+    const RET0: u8 = 29;
+    const TABLE: u32 = 30;
+    let to = |from: u8, target: u8| target - from - 1;
+    let mut p = vec![
+        // 0: A = the EtherType.
+        op(
+            libc::BPF_LD | libc::BPF_H | libc::BPF_ABS,
+            0,
+            0,
+            (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32,
+        ),
+        jeq(0x0800, 0, to(1, V6)),
+        ld_abs(libc::BPF_B, 9),
+        jeq(50, to(3, ESP4), 0),
+        jeq(17, to(4, UDP4), to(4, DEF4)),
+        // ESP4: the SPI after the IPv4 header.
+        ldx_ihl(),
+        ld_ind(libc::BPF_W, 0),
+        ja(TABLE - 8),
+        // UDP4: ESP in UDP to port 4500, not IKE's zero marker.
+        ldx_ihl(),
+        ld_ind(libc::BPF_H, 2),
+        jeq(NAT_T_PORT, 0, to(10, DEF4)),
+        ld_ind(libc::BPF_W, 8),
+        jeq(0, to(12, DEF4), 0),
+        ja(TABLE - 14),
+        // V6: ESP right after the fixed header.
+        jeq(0x86dd, 0, to(14, RET0)),
+        ld_abs(libc::BPF_B, 6),
+        jeq(50, 0, to(16, DEF6)),
+        ld_abs(libc::BPF_W, 40),
+        ja(TABLE - 19),
+    ];
+    // DEF4: the last words of the IPv4 source and destination.
+    p.extend(xor_words(12, 16));
+    // DEF6: those of the IPv6 source and destination.
+    p.extend(xor_words(20, 36));
+    // RET0
+    p.push(ret_k(0));
+    debug_assert_eq!(p.len(), TABLE as usize);
+    for (spi, queue) in owners.iter().take(MAX_STEERED_SPIS) {
+        p.push(jeq(*spi, 0, 1));
+        p.push(ret_k(*queue));
+    }
+    p.push(ret_a());
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixed part's jumps land where its labels say, and the table
+    /// stays within the kernel's limit however many SPIs there are.
+    #[test]
+    fn jumps_land_on_their_labels() {
+        let p = spi_program(&[(0x1000, 1), (0x2000, 0)]);
+        // The three jumps to the table land on its first entry.
+        for at in [7usize, 13, 18] {
+            assert_eq!(at + 1 + p[at].k as usize, 30, "ja at {at}");
+        }
+        assert_eq!(p[30].k, 0x1000);
+        assert_eq!(p[31].k, 1);
+        assert_eq!(p.len(), 30 + 4 + 1);
+        let many: Vec<(u32, u32)> = (0..5000).map(|i| (i, i % 2)).collect();
+        assert!(spi_program(&many).len() <= 4096);
+    }
+}
