@@ -165,8 +165,10 @@ enum Command {
         /// Directions: encrypt, decrypt.
         #[arg(long, value_delimiter = ',', default_value = "encrypt,decrypt", value_parser = bench::Dir::parse)]
         direction: Vec<bench::Dir>,
-        /// Worker thread counts to measure, or rtc: run to completion (each
-        /// port's receive thread handles its own frames).
+        /// Worker thread counts to measure, rtc: run to completion (each
+        /// port's receive thread handles its own frames), or q and a count
+        /// of receive queues, each running to completion with a generator
+        /// of its own (q1, q2).
         #[arg(long, value_delimiter = ',', default_value = "1", value_parser = bench::Threads::parse)]
         workers: Vec<bench::Threads>,
         /// Packets per configuration, after a warm-up.

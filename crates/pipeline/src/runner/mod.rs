@@ -161,6 +161,9 @@ pub struct Report {
     /// workers' stages together: one of each per packet on the fast path
     /// (see [`bitsgw_ipsec::walked`]).
     pub parse: ParseCounts,
+    /// Each worker's (or queue's) own pipeline counters, by index, of
+    /// which `pipeline` holds the sum with the receive threads'.
+    pub by_worker: Vec<PipelineCounters>,
 }
 
 impl Report {
@@ -710,6 +713,7 @@ impl Running {
         for (_, r) in parts {
             total.merge_counters(&r.stage);
             total.pipeline.merge(&r.pipeline);
+            total.by_worker.push(r.pipeline.clone());
             total.parse.merge(&r.parse);
             total.sas.extend(r.sas);
             total.events.extend(r.events);

@@ -114,6 +114,7 @@ impl Worker {
                     packet_buffers: 0,
                     now: Timestamp::ZERO,
                     parse: stage.parse_counts(),
+                    by_worker: Vec::new(),
                 };
                 let _ = reply.send((self.index, report));
             }
