@@ -250,6 +250,9 @@ pub struct Options {
     pub flows: usize,
     /// Frames in flight at most.
     pub window: u64,
+    /// Queues: encrypted flows spread by a hash of their addresses (the
+    /// kernel's flow hash) instead of steered to their SA's owner.
+    pub flow_hash: bool,
     /// Print JSON.
     pub json: bool,
     /// Write an SVG plot here.

@@ -183,6 +183,12 @@ enum Command {
         /// Frames in flight at most (generated and not yet emitted).
         #[arg(long, default_value_t = 256)]
         window: u64,
+        /// With queues (q2): spread encrypted flows by a hash of their
+        /// addresses, as the kernel's flow hash would, instead of steering
+        /// each to its SA's owner; frames of other queues' SAs are then
+        /// handed over.
+        #[arg(long)]
+        flow_hash: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -365,6 +371,7 @@ fn main() -> ExitCode {
             seconds,
             flows,
             window,
+            flow_hash,
             json,
             plot,
         } => bench::run(&bench::Options {
@@ -377,6 +384,7 @@ fn main() -> ExitCode {
             seconds,
             flows,
             window,
+            flow_hash,
             json,
             plot,
         })

@@ -84,10 +84,9 @@ impl Opened {
             let network = open(&cfg.network, cfg, links)?;
             return Ok(Opened::Ports { host, network });
         }
-        // Outbound the SA is known only after the SPD lookup: the kernel
-        // keeps each flow on one queue. Inbound, ESP goes to its SPI's
-        // owner.
-        let host = open_queues(&cfg.host, cfg, links, Fanout::FlowHash)?;
+        // Outbound, IPv4 goes to the owner of the first SPD entry its
+        // addresses match; inbound, ESP to its SPI's owner.
+        let host = open_queues(&cfg.host, cfg, links, Fanout::ByRules)?;
         let network = open_queues(&cfg.network, cfg, links, Fanout::BySpi)?;
         Ok(Opened::Queues(
             host.into_iter()

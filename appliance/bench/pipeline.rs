@@ -5,12 +5,14 @@
 use super::traffic::{host_a, host_b};
 use bitsgw_ipsec::crypto::TransformId;
 use bitsgw_ipsec::ownership::StageOwnership;
+use bitsgw_ipsec::selector::{proto, Addr, FlowKey, NextLayer};
 use bitsgw_ipsec::{IpsecStage, StageConfig};
 use bitsgw_pipeline::port::{Port, PortError, RxPort, TxPort};
 use bitsgw_pipeline::runner::{self, RunnerConfig};
 use bitsgw_pipeline::LinkType;
 use bitsgw_wire::PacketBuf;
 use hdrhistogram::Histogram;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -275,7 +277,7 @@ pub(super) fn run_pipeline(
         Threads::Queues(n) => n,
         Threads::Workers(_) | Threads::RunToCompletion => 1,
     };
-    let per_gen = spread(&all_frames, opts.flows, gens, dir, observer)?;
+    let per_gen = spread(&all_frames, opts.flows, gens, dir, observer, opts.flow_hash)?;
     let goodput: Arc<Vec<Vec<usize>>> = Arc::new(
         per_gen
             .iter()
@@ -474,24 +476,41 @@ type Frames = Vec<(Vec<u8>, usize)>;
 
 /// The frames each of `gens` generators hands over: those a fanout group
 /// of `gens` sockets would give its socket. Packet `i` of `frames` is of
-/// flow `i % flows` (see [`frames`]). Decrypting, ESP goes to the queue
-/// that owns its SPI, as the network side's steering program sends it
-/// (`bitsgw_io::steering`); encrypting, the kernel's flow hash, whose seed
-/// is random, is stood for by a multiplicative hash of the flow's
-/// addresses, so a flow's queue need not be its SA's owner and the frames
-/// of the others are handed over, as on a real port.
+/// flow `i % flows` (see [`frames`]). As the appliance's steering programs
+/// send them (`bitsgw_io::steering`): decrypting, ESP goes to the queue
+/// that owns its SPI; encrypting, a flow to the owner of the first SPD
+/// entry its addresses match, which for the bench's one-host-pair entries
+/// is its SA's owner. `--flow-hash` spreads encrypted flows by a hash of
+/// their addresses instead, as the kernel's flow hash (whose seed is
+/// random) would: a flow's queue then need not be its SA's owner, and
+/// those frames are handed over.
 fn spread(
     frames: &[(Vec<u8>, usize)],
     flows: usize,
     gens: usize,
     dir: Dir,
     mut observer: IpsecStage,
+    flow_hash: bool,
 ) -> Result<Vec<Frames>, String> {
     observer.set_ownership(StageOwnership::Observer { workers: gens });
     let owners = observer.owner_map();
     let queue_of = |flow: usize| -> usize {
         match dir {
             Dir::Decrypt => owners.inbound_owner(0x2000 + flow as u32).unwrap_or(0) % gens,
+            Dir::Encrypt if !flow_hash => {
+                owners
+                    .outbound_owner(&FlowKey {
+                        local: Addr::from(IpAddr::V4(host_a(flow))),
+                        remote: Addr::from(IpAddr::V4(host_b(flow))),
+                        proto: proto::UDP,
+                        next: NextLayer::Ports {
+                            local: 4000,
+                            remote: 5000,
+                        },
+                    })
+                    .unwrap_or(0)
+                    % gens
+            }
             Dir::Encrypt => {
                 let (a, b) = (
                     u64::from(u32::from(host_a(flow))),

@@ -37,6 +37,8 @@ use bitsgw_wire::buf::DEFAULT_HEADROOM;
 use bitsgw_wire::PacketBuf;
 
 use crate::sys::RingFrame;
+use bitsgw_pipeline::port::SteerRule;
+
 use crate::{
     sys, Fanout, LinkType, LinkWatch, OnLinkLoss, Port, PortError, RxPort, TxPort, RECV_TIMEOUT,
 };
@@ -77,9 +79,9 @@ struct AfPacketRx {
     /// it went down (deleting an interface first takes it down, and the
     /// socket hears only of that), disarmed by the next frame.
     next_link_check: Option<Instant>,
-    /// In a [`Fanout::BySpi`] group: [`RxPort::steer_by_spi`] sets its
-    /// program.
-    steered: bool,
+    /// In a steered group ([`Fanout::BySpi`], [`Fanout::ByRules`]): the
+    /// steering call that sets its program.
+    steering: Option<Fanout>,
 }
 
 #[derive(Debug)]
@@ -240,7 +242,7 @@ fn open_in_group(
         // first socket.
         let mode = match fanout {
             Fanout::FlowHash => libc::PACKET_FANOUT_HASH,
-            Fanout::BySpi => libc::PACKET_FANOUT_CBPF,
+            Fanout::BySpi | Fanout::ByRules => libc::PACKET_FANOUT_CBPF,
         } as libc::c_int;
         sys::set_int_option(
             fd,
@@ -262,7 +264,7 @@ fn open_in_group(
             watch: watch.clone(),
             lost: false,
             next_link_check: None,
-            steered: matches!(fanout, Some((_, Fanout::BySpi))),
+            steering: fanout.map(|(_, f)| f).filter(|f| *f != Fanout::FlowHash),
         }),
         tx: Box::new(AfPacketTx {
             name: interface.to_owned(),
@@ -557,10 +559,18 @@ impl RxPort for AfPacketRx {
     }
 
     fn steer_by_spi(&mut self, owners: &[(u32, u32)]) -> Result<(), PortError> {
-        if !self.steered {
+        if self.steering != Some(Fanout::BySpi) {
             return Ok(());
         }
         let mut program = crate::steering::spi_program(owners);
+        sys::set_fanout_program(self.socket.as_fd(), &mut program).map_err(|e| self.io_error(e))
+    }
+
+    fn steer_by_rules(&mut self, rules: &[SteerRule]) -> Result<(), PortError> {
+        if self.steering != Some(Fanout::ByRules) {
+            return Ok(());
+        }
+        let mut program = crate::steering::rules_program(rules);
         sys::set_fanout_program(self.socket.as_fd(), &mut program).map_err(|e| self.io_error(e))
     }
 

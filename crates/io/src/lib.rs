@@ -38,7 +38,7 @@ pub use smoltcp_endpoint::SmoltcpEndpoint;
 /// How long [`RxPort::recv`] waits for a frame before returning `Ok(false)`.
 pub const RECV_TIMEOUT: Duration = Duration::from_millis(10);
 
-pub use bitsgw_pipeline::port::{Port, PortError, RxPort, TxPort};
+pub use bitsgw_pipeline::port::{Port, PortError, RxPort, SteerRule, TxPort};
 pub use bitsgw_wire::ether::LinkType;
 
 /// `AF_PACKET` on a Linux interface: every frame, promiscuous, through a
@@ -93,6 +93,10 @@ pub enum Fanout {
     /// ESP by the owner of its SPI (`PACKET_FANOUT_CBPF`, see
     /// [`steering`]); the network side's choice.
     BySpi,
+    /// IPv4 by the first of the outbound SPD's entries its addresses
+    /// match, to the owner of that entry's SAs ([`RxPort::steer_by_rules`],
+    /// [`steering::rules_program`]); the host side's choice.
+    ByRules,
 }
 
 /// What a port does when its interface is deleted under it.

@@ -1,5 +1,7 @@
-//! The network side's fanout program: which socket of a `PACKET_FANOUT`
-//! group (mode `PACKET_FANOUT_CBPF`) takes an ESP frame, by its SPI.
+//! The fanout programs: which socket of a `PACKET_FANOUT` group (mode
+//! `PACKET_FANOUT_CBPF`) takes a frame. The network side's takes ESP by
+//! its SPI ([`spi_program`]); the host side's takes IPv4 by the outbound
+//! SPD's entries ([`rules_program`]).
 //!
 //! The kernel's flow hash keeps one SA's frames from one peer on one
 //! socket but can not say which: its seed is random. This classic BPF
@@ -16,6 +18,8 @@
 //! Loads are relative to the network header (`SKF_NET_OFF`): the kernel
 //! runs the program before it pushes the link-layer header back, and the
 //! outer VLAN tag is out of the frame by then.
+
+use bitsgw_pipeline::port::SteerRule;
 
 /// SPIs a program steers at most (two instructions each, within the
 /// kernel's 4096-instruction limit). Past that, SPIs go by the modulo rule.
@@ -143,6 +147,82 @@ pub fn spi_program(owners: &[(u32, u32)]) -> Vec<libc::sock_filter> {
     p
 }
 
+/// Rules a program steers by at most (each up to 9 instructions, within
+/// the kernel's 4096-instruction limit). Past that, frames go by the hash.
+pub const MAX_RULES: usize = 400;
+
+/// The host side's program: an IPv4 frame goes to the queue of the first
+/// of `rules` it matches (see [`SteerRule`]); a rule without a queue, no
+/// rule, and other frames: by the XOR of the addresses' last words, so a
+/// host pair stays on one socket.
+pub fn rules_program(rules: &[SteerRule]) -> Vec<libc::sock_filter> {
+    // Label HASH4 follows the rules; DEF6 and RET0 as in `spi_program`.
+    let mut p = vec![op(
+        libc::BPF_LD | libc::BPF_H | libc::BPF_ABS,
+        0,
+        0,
+        (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32,
+    )];
+    // 1: not IPv4: to the IPv6 check, placed after the rules (patched).
+    p.push(jeq(0x0800, 0, 0));
+    for rule in rules.iter().take(MAX_RULES) {
+        let mut block = Vec::new();
+        // Each test jumps to the next rule on failure: offsets patched once
+        // the block's length is known (`u8::MAX` marks them).
+        for (at, range) in [(12u32, rule.src), (16, rule.dst)] {
+            if let Some((lo, hi)) = range {
+                block.push(ld_abs(libc::BPF_W, at));
+                block.push(op(
+                    libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+                    0,
+                    u8::MAX,
+                    lo,
+                ));
+                block.push(op(
+                    libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K,
+                    u8::MAX,
+                    0,
+                    hi,
+                ));
+            }
+        }
+        if let Some(proto) = rule.proto {
+            block.push(ld_abs(libc::BPF_B, 9));
+            block.push(jeq(u32::from(proto), 0, u8::MAX));
+        }
+        match rule.queue {
+            Some(q) => block.push(ret_k(q)),
+            None => block.extend(&xor_words(12, 16)),
+        }
+        let len = block.len();
+        for (i, insn) in block.iter_mut().enumerate() {
+            // From the instruction after `i` to the one after the block.
+            let skip = u8::try_from(len - i - 1).unwrap_or(u8::MAX);
+            if insn.jt == u8::MAX {
+                insn.jt = skip;
+            }
+            if insn.jf == u8::MAX {
+                insn.jf = skip;
+            }
+        }
+        p.extend(block);
+    }
+    // HASH4
+    p.extend(xor_words(12, 16));
+    // V6: the addresses' hash too; anything else to the first socket.
+    let v6 = p.len();
+    p.push(jeq(0x86dd, 0, 5));
+    p.extend(xor_words(20, 36));
+    p.push(ret_k(0));
+    // Insn 1 jumps to V6: far, so through a `ja` inserted right after it
+    // (which moves V6 one on: from 3, 3 + k = v6 + 1).
+    let far = u32::try_from(v6 - 2).unwrap_or(0);
+    p[1].jf = 0;
+    p[1].jt = 1;
+    p.insert(2, ja(far));
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +241,37 @@ mod tests {
         assert_eq!(p.len(), 30 + 4 + 1);
         let many: Vec<(u32, u32)> = (0..5000).map(|i| (i, i % 2)).collect();
         assert!(spi_program(&many).len() <= 4096);
+    }
+
+    /// A rule's failed tests all land on the next rule; the non-IPv4 jump
+    /// lands on the IPv6 check.
+    #[test]
+    fn rule_jumps_land_on_the_next_rule() {
+        let rule = SteerRule {
+            src: Some((1, 2)),
+            dst: Some((3, 4)),
+            proto: Some(17),
+            queue: Some(1),
+        };
+        let p = rules_program(&[rule, rule]);
+        // 0 ld proto, 1 jeq IPv4 (else 2: ja V6), rule one from 3 to 11.
+        assert_eq!(p[1].jt, 1);
+        assert_eq!(p[1].jf, 0);
+        let first = 3;
+        let next = first + 9;
+        for (at, insn) in p.iter().enumerate().take(next).skip(first) {
+            let is_jump = insn.code as u32 & 0x07 == libc::BPF_JMP;
+            if is_jump {
+                let miss = if insn.code as u32 & 0xf0 == libc::BPF_JGT {
+                    insn.jt
+                } else {
+                    insn.jf
+                };
+                assert_eq!(at + 1 + usize::from(miss), next, "jump at {at}");
+            }
+        }
+        assert_eq!(p[next - 1].k, 1, "the rule returns its queue");
+        let v6 = 2 + 1 + p[2].k as usize;
+        assert_eq!(p[v6].k, 0x86dd);
     }
 }

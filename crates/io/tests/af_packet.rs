@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bitsgw_io::{netns, Fanout, LinkType, OnLinkLoss, Port, PortError};
+use bitsgw_io::{netns, Fanout, LinkType, OnLinkLoss, Port, PortError, SteerRule};
 use bitsgw_wire::PacketBuf;
 use common::Netns;
 
@@ -573,5 +573,89 @@ fn esp_reaches_the_queue_that_owns_its_spi() {
             esp("203.0.113.1", "203.0.113.2", *spi, 9),
         );
         assert_eq!(got, Some(*owner as usize), "SPI {spi:#x} after the change");
+    }
+}
+
+/// A fanout group steered by rules: IPv4 reaches the queue of the first
+/// rule its addresses and protocol match, a rule without a queue and no
+/// rule at all go by the addresses' hash.
+#[test]
+fn ipv4_reaches_the_queue_of_the_first_rule_it_matches() {
+    let ns = Netns::new("fanrule");
+    ns.veth_pair("vr0", "vr1");
+    let (sender, queues) = netns::run_in(&ns.name, || {
+        (
+            bitsgw_io::af_packet("vr0"),
+            bitsgw_io::af_packet_fanout("vr1", OnLinkLoss::Fail, 2, Fanout::ByRules),
+        )
+    })
+    .unwrap();
+    let mut sender = sender.unwrap();
+    let mut queues: Vec<Port> = queues.unwrap().into_iter().map(|(p, _)| p).collect();
+    let v4 = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+    let range = |lo: &str, hi: &str| Some((v4(lo), v4(hi)));
+    let rules = [
+        // UDP from one host to a /24: queue 1.
+        SteerRule {
+            src: range("192.0.2.10", "192.0.2.10"),
+            dst: range("198.51.100.0", "198.51.100.255"),
+            proto: Some(17),
+            queue: Some(1),
+        },
+        // Anything else from that host to 198.51.100.7: queue 0.
+        SteerRule {
+            src: range("192.0.2.10", "192.0.2.10"),
+            dst: range("198.51.100.7", "198.51.100.7"),
+            proto: None,
+            queue: Some(0),
+        },
+        // From 192.0.2.20 anywhere: by the hash.
+        SteerRule {
+            src: range("192.0.2.20", "192.0.2.20"),
+            dst: None,
+            proto: None,
+            queue: None,
+        },
+        // Everything else from the /24: queue 1.
+        SteerRule {
+            src: range("192.0.2.0", "192.0.2.255"),
+            dst: None,
+            proto: None,
+            queue: Some(1),
+        },
+    ];
+    queues[1].rx.steer_by_rules(&rules).unwrap();
+    let hash = |s: &str, d: &str| (v4(s) ^ v4(d)) as usize % 2;
+    let udp = |s: &str, d: &str| {
+        bitsgw_wire::craft::udp_packet(s.parse().unwrap(), d.parse().unwrap(), 1000, 2000, 32)
+    };
+    let cases = [
+        (udp("192.0.2.10", "198.51.100.7"), Some(1)),
+        (esp("192.0.2.10", "198.51.100.7", 0x100, 1), Some(0)),
+        (esp("192.0.2.10", "198.51.100.8", 0x100, 1), Some(1)),
+        (
+            udp("192.0.2.20", "203.0.113.9"),
+            Some(hash("192.0.2.20", "203.0.113.9")),
+        ),
+        (
+            udp("192.0.2.20", "203.0.113.8"),
+            Some(hash("192.0.2.20", "203.0.113.8")),
+        ),
+        (udp("192.0.2.30", "203.0.113.9"), Some(1)),
+        (
+            udp("198.51.100.1", "203.0.113.9"),
+            Some(hash("198.51.100.1", "203.0.113.9")),
+        ),
+        (
+            udp("198.51.100.1", "203.0.113.8"),
+            Some(hash("198.51.100.1", "203.0.113.8")),
+        ),
+    ];
+    for (i, (ip, want)) in cases.into_iter().enumerate() {
+        let frame = ether(&ip);
+        sender.tx.send(&frame).unwrap();
+        assert_eq!(sender.tx.flush(), 0);
+        let got = queue_of(&mut queues, &frame, Duration::from_secs(2));
+        assert_eq!(got, want, "case {i}");
     }
 }

@@ -19,6 +19,12 @@
 //! appliance's own traffic, non-IP) stay on the queue that received them,
 //! which keeps a flow's order as the kernel's hash does.
 //!
+//! Outbound, the host port's group can be told the outbound SPD's IPv4
+//! entries and their owners ([`RxPort::steer_by_rules`], `AF_PACKET` ports
+//! opened with `bitsgw_io::Fanout::ByRules`): a frame then reaches the
+//! owner of the first entry its addresses and protocol match, which is
+//! its SA's owner unless the SPD picks by ports too.
+//!
 //! Inbound, the owner can be known before the frame is received: the
 //! network port's group can be told which queue owns each SPI
 //! ([`RxPort::steer_by_spi`]; `AF_PACKET` ports opened with
@@ -38,6 +44,8 @@
 //! run in this mode (the appliance refuses it for them).
 
 use super::*;
+use crate::port::SteerRule;
+use bitsgw_ipsec::selector::{AddrSel, Family, ProtoSel};
 
 /// Turns a queue spins for work before it naps.
 const IDLE_SPINS: u32 = 64;
@@ -74,6 +82,39 @@ pub fn queue_for(owner: Option<usize>, queue: usize, queues: usize) -> usize {
     owner.map_or(queue, |o| o % queues.max(1))
 }
 
+/// The host side's steering rules: the outbound SPD's entries over IPv4
+/// (or any address), in order, each to the owner of its SAs (none for an
+/// entry that does not PROTECT). Entries of IPv6 ranges are left out: no
+/// IPv4 frame matches them.
+pub fn steer_rules(owners: &OwnerMap) -> Vec<SteerRule> {
+    let v4 = |a: &AddrSel| match *a {
+        AddrSel::Any => Some(None),
+        AddrSel::Range {
+            family: Family::V4,
+            lo,
+            hi,
+        } => Some(Some((
+            u32::try_from(lo).unwrap_or(u32::MAX),
+            u32::try_from(hi).unwrap_or(u32::MAX),
+        ))),
+        AddrSel::Range { .. } => None,
+    };
+    owners
+        .outbound_entries()
+        .filter_map(|(selector, owner)| {
+            Some(SteerRule {
+                src: v4(&selector.local)?,
+                dst: v4(&selector.remote)?,
+                proto: match selector.proto {
+                    ProtoSel::Any => None,
+                    ProtoSel::Is(p) => Some(p),
+                },
+                queue: owner.and_then(|o| u32::try_from(o).ok()),
+            })
+        })
+        .collect()
+}
+
 pub(super) struct QueueThread {
     pub(super) index: usize,
     pub(super) host: RxThread,
@@ -92,17 +133,20 @@ pub(super) struct QueueThread {
 impl QueueThread {
     pub(super) fn run(&mut self) {
         let shared = Arc::clone(&self.worker.shared);
-        let mut steer = true;
+        let mut steer = [true, true];
         while !shared.stop.load(Ordering::SeqCst) {
-            for rx in [&mut self.host, &mut self.network] {
+            for (rx, steer) in [&mut self.host, &mut self.network]
+                .into_iter()
+                .zip(&mut steer)
+            {
                 if let Some(d) = rx.dispatch.as_mut() {
-                    steer |= d.refresh() && rx.side == Side::Network;
+                    *steer |= d.refresh();
                 }
             }
-            if steer && self.index == 0 && !self.steer_network() {
+            if self.index == 0 && steer != [false, false] && !self.steer(steer) {
                 return;
             }
-            steer = false;
+            steer = [false, false];
             self.host.stall_if_asked();
             let mut work = 0;
             for side in [Side::Host, Side::Network] {
@@ -138,19 +182,24 @@ impl QueueThread {
         self.worker.handle_controls();
     }
 
-    /// Tells the network port's group which queue owns each inbound SPI
-    /// (one queue does it for all, after each change of owners); false if
-    /// the port failed, which stops the pipeline.
-    fn steer_network(&mut self) -> bool {
-        let Some(d) = self.network.dispatch.as_ref() else {
-            return true;
-        };
-        let owners: Vec<(u32, u32)> = d
-            .owners
-            .inbound_owners()
-            .map(|(spi, owner)| (spi, u32::try_from(owner).unwrap_or(0)))
-            .collect();
-        match self.network.port.steer_by_spi(&owners) {
+    /// Tells the host port's group (`[host, network]`) which queue owns
+    /// the SAs of each outbound SPD entry and the network port's which
+    /// owns each inbound SPI (one queue does it for all, after each change
+    /// of owners); false if a port failed, which stops the pipeline.
+    fn steer(&mut self, which: [bool; 2]) -> bool {
+        let mut result = Ok(());
+        if let (true, Some(d)) = (which[0], self.host.dispatch.as_ref()) {
+            result = self.host.port.steer_by_rules(&steer_rules(&d.owners));
+        }
+        if let (true, Some(d), Ok(())) = (which[1], self.network.dispatch.as_ref(), &result) {
+            let owners: Vec<(u32, u32)> = d
+                .owners
+                .inbound_owners()
+                .map(|(spi, owner)| (spi, u32::try_from(owner).unwrap_or(0)))
+                .collect();
+            result = self.network.port.steer_by_spi(&owners);
+        }
+        match result {
             Ok(()) => true,
             Err(e) => {
                 self.worker.shared.fail(Failure::Port(e.to_string()));
@@ -350,6 +399,50 @@ pub fn start_queues(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bitsgw_ipsec::config::parse_policy;
+    use bitsgw_ipsec::selector::{proto, Addr, FlowKey, NextLayer};
+    use bitsgw_ipsec::StageConfig;
+
+    /// The steering rules send a flow to the queue the owner map names for
+    /// it, for every protected flow of a policy with several SAs and a
+    /// discard entry last.
+    #[test]
+    fn steering_rules_name_the_owner_map_s_owner() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../policies/site-to-site-a.json");
+        let set = parse_policy(&std::fs::read_to_string(&path).unwrap(), "a.json").unwrap();
+        for queues in 1..=3 {
+            let mut stage = IpsecStage::new(StageConfig::default());
+            set.apply(&mut stage, Timestamp::ZERO).unwrap();
+            stage.set_ownership(StageOwnership::Observer { workers: queues });
+            let owners = stage.owner_map();
+            let rules = steer_rules(&owners);
+            assert!(!rules.is_empty());
+            for (src, dst) in [
+                ("192.0.2.10", "198.51.100.20"),
+                ("192.0.2.99", "198.51.100.7"),
+                ("192.0.2.10", "8.8.8.8"),
+            ] {
+                let key = FlowKey {
+                    local: Addr::from(src.parse::<std::net::IpAddr>().unwrap()),
+                    remote: Addr::from(dst.parse::<std::net::IpAddr>().unwrap()),
+                    proto: proto::UDP,
+                    next: NextLayer::Ports {
+                        local: 1000,
+                        remote: 2000,
+                    },
+                };
+                let (s, d) = (key.local.bits as u32, key.remote.bits as u32);
+                let first = rules.iter().find(|r| {
+                    r.src.is_none_or(|(lo, hi)| (lo..=hi).contains(&s))
+                        && r.dst.is_none_or(|(lo, hi)| (lo..=hi).contains(&d))
+                        && r.proto.is_none_or(|p| p == proto::UDP)
+                });
+                let steered = first.and_then(|r| r.queue).map(|q| q as usize);
+                assert_eq!(steered, owners.outbound_owner(&key), "{src} -> {dst}");
+            }
+        }
+    }
 
     /// A frame of an SA goes to the SA's owner wherever it arrived; a frame
     /// of no SA stays where it arrived.
