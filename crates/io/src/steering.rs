@@ -10,7 +10,8 @@
 //! (RFC 3948 2.2; a zero non-ESP marker is IKE, not ESP), and returns the
 //! queue the table gives it. Frames of an SPI not in the table go to the
 //! SPI modulo the group's size (the kernel takes the result modulo the
-//! number of sockets); other IP frames by the XOR of their addresses'
+//! number of sockets); fragments and other IP frames by the XOR of their
+//! addresses'
 //! last words, so a host pair stays on one socket; anything else to the
 //! first. The choice only saves a hand-over: a frame on the wrong socket
 //! is still handed to its owner.
@@ -94,13 +95,13 @@ fn xor_words(a: u32, b: u32) -> [libc::sock_filter; 5] {
 pub fn spi_program(owners: &[(u32, u32)]) -> Vec<libc::sock_filter> {
     // The fixed part; the table starts at TABLE. Conditional jumps are
     // offsets from the next instruction.
-    const ESP4: u8 = 5;
-    const UDP4: u8 = 8;
-    const V6: u8 = 14;
-    const DEF4: u8 = 19;
-    const DEF6: u8 = 24;
-    const RET0: u8 = 29;
-    const TABLE: u32 = 30;
+    const ESP4: u8 = 7;
+    const UDP4: u8 = 10;
+    const V6: u8 = 16;
+    const DEF4: u8 = 21;
+    const DEF6: u8 = 26;
+    const RET0: u8 = 31;
+    const TABLE: u32 = 32;
     let to = |from: u8, target: u8| target - from - 1;
     let mut p = vec![
         // 0: A = the EtherType.
@@ -111,26 +112,36 @@ pub fn spi_program(owners: &[(u32, u32)]) -> Vec<libc::sock_filter> {
             (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32,
         ),
         jeq(0x0800, 0, to(1, V6)),
+        // A fragment (offset or MF set) by its addresses, so every
+        // fragment of a datagram reaches one socket to be reassembled.
+        ld_abs(libc::BPF_H, 6),
+        op(
+            libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+            to(3, DEF4),
+            0,
+            0x3fff,
+        ),
         ld_abs(libc::BPF_B, 9),
-        jeq(50, to(3, ESP4), 0),
-        jeq(17, to(4, UDP4), to(4, DEF4)),
+        jeq(50, to(5, ESP4), 0),
+        jeq(17, to(6, UDP4), to(6, DEF4)),
         // ESP4: the SPI after the IPv4 header.
         ldx_ihl(),
         ld_ind(libc::BPF_W, 0),
-        ja(TABLE - 8),
+        ja(TABLE - 10),
         // UDP4: ESP in UDP to port 4500, not IKE's zero marker.
         ldx_ihl(),
         ld_ind(libc::BPF_H, 2),
-        jeq(NAT_T_PORT, 0, to(10, DEF4)),
+        jeq(NAT_T_PORT, 0, to(12, DEF4)),
         ld_ind(libc::BPF_W, 8),
-        jeq(0, to(12, DEF4), 0),
-        ja(TABLE - 14),
-        // V6: ESP right after the fixed header.
-        jeq(0x86dd, 0, to(14, RET0)),
+        jeq(0, to(14, DEF4), 0),
+        ja(TABLE - 16),
+        // V6: ESP right after the fixed header (a fragment header first
+        // makes it not ESP: by the addresses).
+        jeq(0x86dd, 0, to(16, RET0)),
         ld_abs(libc::BPF_B, 6),
-        jeq(50, 0, to(16, DEF6)),
+        jeq(50, 0, to(18, DEF6)),
         ld_abs(libc::BPF_W, 40),
-        ja(TABLE - 19),
+        ja(TABLE - 21),
     ];
     // DEF4: the last words of the IPv4 source and destination.
     p.extend(xor_words(12, 16));
@@ -233,12 +244,12 @@ mod tests {
     fn jumps_land_on_their_labels() {
         let p = spi_program(&[(0x1000, 1), (0x2000, 0)]);
         // The three jumps to the table land on its first entry.
-        for at in [7usize, 13, 18] {
-            assert_eq!(at + 1 + p[at].k as usize, 30, "ja at {at}");
+        for at in [9usize, 15, 20] {
+            assert_eq!(at + 1 + p[at].k as usize, 32, "ja at {at}");
         }
-        assert_eq!(p[30].k, 0x1000);
-        assert_eq!(p[31].k, 1);
-        assert_eq!(p.len(), 30 + 4 + 1);
+        assert_eq!(p[32].k, 0x1000);
+        assert_eq!(p[33].k, 1);
+        assert_eq!(p.len(), 32 + 4 + 1);
         let many: Vec<(u32, u32)> = (0..5000).map(|i| (i, i % 2)).collect();
         assert!(spi_program(&many).len() <= 4096);
     }

@@ -557,6 +557,17 @@ fn esp_reaches_the_queue_that_owns_its_spi() {
         );
         assert_eq!(got, Some(spi as usize % 2), "SPI {spi:#x} by its modulo");
     }
+    // Fragments go by their addresses, so a datagram's fragments meet on
+    // one queue to be reassembled: the first (MF set) and a later one
+    // (an offset) of a steered SPI go where IKE below goes.
+    let addr_hash =
+        (u32::from_be_bytes([203, 0, 113, 1]) ^ u32::from_be_bytes([203, 0, 113, 2])) % 2;
+    for flags in [0x2000u16, 0x0010] {
+        let mut frag = esp("203.0.113.1", "203.0.113.2", table[addr_hash as usize].0, 1);
+        frag[6..8].copy_from_slice(&flags.to_be_bytes());
+        let got = send_and_find(&mut sender, &mut queues, frag);
+        assert_eq!(got, Some(addr_hash as usize), "fragment, flags {flags:#x}");
+    }
     // IKE on 4500 goes by the addresses (the same pair as the ESP above),
     // never by its zero marker as if it were SPI 0.
     let ike_queue = send_and_find(&mut sender, &mut queues, esp_in_udp(0));
