@@ -18,13 +18,12 @@ use bitsgw_pipeline::runner::{self, QueueConfig, QueuePorts};
 use bitsgw_wire::craft::udp_packet;
 use bitsgw_wire::{PacketBuf, Timestamp};
 use common::{
-    between_gateways, bitsgw, capture, gateway_socket, iperf3, is_root, must, route_two_sites,
+    between_gateways, bitsgw, gateway_socket, iperf3, is_root, lab_with_captures, must,
     start_gateways_with, Lab,
 };
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// SA pairs, one host pair each.
@@ -300,14 +299,7 @@ fn the_appliance_runs_two_queues_between_two_sites() {
         eprintln!("skipped: needs root for network namespaces");
         return;
     }
-    let mut lab = Lab::new("fqa", &["hA", "gA", "r", "gB", "hB"]);
-    route_two_sites(&lab);
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let caps = [
-        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
-        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
-    ];
+    let (mut lab, stop, seen, caps) = lab_with_captures("fqa");
     let (gw_a, _gw_b) = start_gateways_with(
         &mut lab,
         serde_json::json!({"workers": 2, "pipeline": "queues"}),

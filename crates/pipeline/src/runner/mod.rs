@@ -411,21 +411,21 @@ pub fn start_configured(
     let make_worker = |index: usize, ownership: StageOwnership, pools: &Pools| {
         let (btx, brx) = bounded::<Batch>(cfg.queue_depth.max(1));
         let (ctx, crx) = bounded::<Control>(64);
-        let worker = Worker {
-            index,
-            gateway: make_gateway(ownership),
-            batches: brx,
-            control: crx,
-            pool: pools.bufs_tx.clone(),
-            vecs: pools.vecs_tx.clone(),
-            tx: TxPorts::for_thread(&tx),
+        let env = WorkerEnv {
+            pools,
+            tx: &tx,
             host_link,
             net_link,
-            tap: tap.clone(),
-            shared: Arc::clone(&shared),
-            events: Vec::new(),
-            heartbeat: Arc::new(AtomicU64::new(shared.now().0)),
+            tap: &tap,
+            shared: &shared,
         };
+        let worker = Worker::new(
+            index,
+            make_gateway(ownership),
+            (brx, crx),
+            &env,
+            Arc::new(AtomicU64::new(shared.now().0)),
+        );
         (worker, btx, ctx)
     };
     let mut batch_txs = Vec::new();

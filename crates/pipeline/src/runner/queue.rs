@@ -323,21 +323,21 @@ pub fn start_queues(
         let (ctx, crx) = bounded::<Control>(64);
         let name = format!("bitsgw-queue-{index}");
         let heartbeat = Heartbeat::new(&name, &shared);
-        let worker = Worker {
-            index,
-            gateway,
-            batches: inbox,
-            control: crx,
-            pool: pools.bufs_tx.clone(),
-            vecs: pools.vecs_tx.clone(),
-            tx: TxPorts::for_thread(&tx),
+        let env = WorkerEnv {
+            pools: &pools,
+            tx: &tx,
             host_link,
             net_link,
-            tap: tap.clone(),
-            shared: Arc::clone(&shared),
-            events: Vec::new(),
-            heartbeat: Arc::clone(&heartbeat.last),
+            tap: &tap,
+            shared: &shared,
         };
+        let worker = Worker::new(
+            index,
+            gateway,
+            (inbox, crx),
+            &env,
+            Arc::clone(&heartbeat.last),
+        );
         let mut receiver = |side: Side, port: Box<dyn RxPort>, link: LinkType| {
             let parse_out = Arc::new(RxParseCounts::default());
             rx_parse.push(Arc::clone(&parse_out));
