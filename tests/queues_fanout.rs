@@ -184,8 +184,10 @@ fn two_queues_both_ways(tag: &str, host_fanout: Fanout) -> u64 {
     })
     .unwrap();
     let (mut hosts, mut peer) = (hosts.unwrap(), peer.unwrap());
+    // An inbox of a batch per frame handed over can never be full,
+    // however the queues are scheduled on a loaded machine.
     let running = runner::start_queues(
-        &QueueConfig { inbox_depth: 256 },
+        &QueueConfig { inbox_depth: 2048 },
         queues,
         &|| stage(true),
         &|_| None,
