@@ -36,6 +36,11 @@
 //! reports and lifetime events come from it alone). Each thread applies
 //! controls and runs its gateway's timers between batches.
 //!
+//! Queues ([`start_queues`], the `queue` module): one receive queue per
+//! worker, each with its own handles on both ports and its own gateway,
+//! running to completion; a frame whose SA another queue owns is handed
+//! to that queue.
+//!
 //! Fail closed: a full worker queue drops the frame (counted), a worker
 //! that dies stops forwarding altogether, and the runner reports why.
 
