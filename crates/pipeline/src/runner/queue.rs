@@ -8,8 +8,9 @@
 //! start to finish: a frame that stays never changes threads.
 //!
 //! One SA, one owner: queue `q` of `n` owns what worker `q` of `n` would
-//! ([`StageOwnership::Worker`], the SA's name slot modulo `n`). The kernel
-//! spreads frames by its flow hash, which knows nothing of SAs: inbound
+//! ([`StageOwnership::Worker`], the SA's name slot modulo `n`). Left to
+//! itself (`bitsgw_io::Fanout::FlowHash`) the kernel spreads frames by its
+//! flow hash, which knows nothing of SAs: inbound
 //! ESP hashes by outer addresses and SPI, so one SA's frames from one
 //! peer reach one queue, but not necessarily its owner; outbound, the
 //! flows one SA protects may reach every queue. A frame whose SA another
