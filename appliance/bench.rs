@@ -164,27 +164,34 @@ pub enum Threads {
     /// Each port's receive thread handles its own frames (`"pipeline":
     /// "run-to-completion"`).
     RunToCompletion,
+    /// This many receive queues, each running to completion with its own
+    /// generator (`"pipeline": "queues"`).
+    Queues(usize),
 }
 
 impl Threads {
-    /// Parses a worker count, or "rtc" / "run-to-completion".
+    /// Parses a worker count, "rtc" / "run-to-completion", or "q" and a
+    /// queue count.
     pub fn parse(s: &str) -> Result<Threads, String> {
+        let count = |n: &str| n.parse::<usize>().ok().filter(|n| (1..=64).contains(n));
         match s {
             "rtc" | "run-to-completion" => Ok(Threads::RunToCompletion),
-            _ => match s.parse::<usize>() {
-                Ok(n) if (1..=64).contains(&n) => Ok(Threads::Workers(n)),
+            _ => match (s.strip_prefix('q').map(count), count(s)) {
+                (Some(Some(n)), _) => Ok(Threads::Queues(n)),
+                (None, Some(n)) => Ok(Threads::Workers(n)),
                 _ => Err(format!(
-                    "workers {s:?}: a count from 1 to 64, or rtc (run to completion)"
+                    "workers {s:?}: a count from 1 to 64, rtc (run to completion), or q and a count of queues (q2)"
                 )),
             },
         }
     }
 
-    /// "1", "2", ... or "rtc".
+    /// "1", "2", ..., "rtc", or "q1", "q2", ...
     fn name(self) -> String {
         match self {
             Threads::Workers(n) => n.to_string(),
             Threads::RunToCompletion => "rtc".into(),
+            Threads::Queues(n) => format!("q{n}"),
         }
     }
 }
@@ -243,6 +250,9 @@ pub struct Options {
     pub flows: usize,
     /// Frames in flight at most.
     pub window: u64,
+    /// Queues: encrypted flows spread by a hash of their addresses (the
+    /// kernel's flow hash) instead of steered to their SA's owner.
+    pub flow_hash: bool,
     /// Print JSON.
     pub json: bool,
     /// Write an SVG plot here.
@@ -272,6 +282,8 @@ struct Row {
     ceilings: Vec<(&'static str, f64)>,
     /// The GCM backend the pipeline's SAs used.
     backend: bitsgw_ipsec::crypto::GcmBackend,
+    /// Frames a queue handed to the queue that owns their SA.
+    handed_over: u64,
 }
 
 impl Row {
@@ -306,14 +318,16 @@ impl Row {
             "size": self.size.name(),
             "mean_size": self.size.mean(),
             "workers": match self.workers {
-                Threads::Workers(n) => n,
+                Threads::Workers(n) | Threads::Queues(n) => n,
                 // One thread per port, each with its own gateway.
                 Threads::RunToCompletion => 2,
             },
             "pipeline": match self.workers {
                 Threads::Workers(_) => "workers",
                 Threads::RunToCompletion => "run-to-completion",
+                Threads::Queues(_) => "queues",
             },
+            "handed_over": self.handed_over,
             "packets_in": self.packets_in,
             "packets_out": self.packets_out,
             "drops": self.drops,

@@ -332,6 +332,11 @@ fn appliance_text(cfg: &ApplianceConfig) -> String {
         port_text(&cfg.network),
         if cfg.run_to_completion {
             "pipeline run-to-completion (one thread per port)".to_string()
+        } else if cfg.queues {
+            format!(
+                "pipeline queues: {} (one per worker, PACKET_FANOUT; inbox {})",
+                cfg.workers, cfg.queue_depth
+            )
         } else {
             format!("workers {} (queue {})", cfg.workers, cfg.queue_depth)
         },
@@ -355,7 +360,11 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
         "host": port_text(&cfg.host),
         "network": port_text(&cfg.network),
         "workers": cfg.workers,
-        "pipeline": if cfg.run_to_completion { "run-to-completion" } else { "workers" },
+        "pipeline": match (cfg.run_to_completion, cfg.queues) {
+            (true, _) => "run-to-completion",
+            (false, true) => "queues",
+            (false, false) => "workers",
+        },
         "queue_depth": cfg.queue_depth,
         "mtu": cfg.stage.mtu,
         "udp_encap_ports": cfg.stage.udp_encap_ports,

@@ -91,9 +91,13 @@
 //! hands frames, by SA, to `workers` worker threads) or
 //! `"run-to-completion"`: each port's receive thread handles its frames
 //! itself with a gateway of its own, with no hand-over between threads
-//! (two threads in all; `workers` must then be 1). Only the `gateway` role
-//! runs to completion: the mobility roles keep their binding state in one
-//! worker.
+//! (two threads in all; `workers` must then be 1). `"queues"`: one receive
+//! queue per worker (`workers` of them), each running to completion: each
+//! port opens one socket per queue in a `PACKET_FANOUT` group, each queue's
+//! thread handles what its sockets receive and hands a frame whose SA
+//! another queue owns to that queue (af_packet ports only). Only the
+//! `gateway` role runs to completion or in queues: the mobility roles keep
+//! their binding state in one worker.
 //!
 //! `"on_link_loss"` says what happens when a port's interface is deleted
 //! while the appliance runs: `"exit"` (the default) stops it with an
@@ -302,6 +306,11 @@ pub struct ApplianceConfig {
     /// Each port's receive thread handles its own frames (`"pipeline":
     /// "run-to-completion"`) instead of handing them to workers.
     pub run_to_completion: bool,
+    /// One receive queue per worker, each running to completion
+    /// (`"pipeline": "queues"`): `workers` sockets per port in a
+    /// `PACKET_FANOUT` group, each queue's thread handling what it receives
+    /// and handing a frame whose SA another queue owns to that queue.
+    pub queues: bool,
     /// The control socket's path.
     pub control_socket: PathBuf,
     /// The group that may use the control socket too (a gid): the socket
@@ -461,16 +470,37 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             ),
         ));
     }
-    let run_to_completion = match raw.pipeline.as_deref().unwrap_or("workers") {
-        "workers" => false,
-        "run-to-completion" => true,
+    let (run_to_completion, queues) = match raw.pipeline.as_deref().unwrap_or("workers") {
+        "workers" => (false, false),
+        "run-to-completion" => (true, false),
+        "queues" => (false, true),
         other => {
             return Err(ctx.err(
                 "pipeline",
-                format!("{} is not workers or run-to-completion", Shown(other)),
+                format!(
+                    "{} is not workers, run-to-completion or queues",
+                    Shown(other)
+                ),
             ))
         }
     };
+    if queues && role != Role::Gateway {
+        return Err(ctx.err(
+            "pipeline",
+            format!(
+                "the {} role keeps its binding state in one worker; it can not run in queues",
+                role.name()
+            ),
+        ));
+    }
+    for (field, port) in [("ports.host", &host), ("ports.network", &network)] {
+        if queues && !matches!(port, PortConfig::AfPacket { .. }) {
+            return Err(ctx.err(
+                field,
+                "queues need af_packet ports (one socket per queue in a PACKET_FANOUT group)",
+            ));
+        }
+    }
     if run_to_completion && role != Role::Gateway {
         return Err(ctx.err(
             "pipeline",
@@ -634,6 +664,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         workers: workers as usize,
         queue_depth: queue_depth as usize,
         run_to_completion,
+        queues,
         control_socket,
         control_socket_group,
         on_link_loss,

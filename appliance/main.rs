@@ -165,8 +165,10 @@ enum Command {
         /// Directions: encrypt, decrypt.
         #[arg(long, value_delimiter = ',', default_value = "encrypt,decrypt", value_parser = bench::Dir::parse)]
         direction: Vec<bench::Dir>,
-        /// Worker thread counts to measure, or rtc: run to completion (each
-        /// port's receive thread handles its own frames).
+        /// Worker thread counts to measure, rtc: run to completion (each
+        /// port's receive thread handles its own frames), or q and a count
+        /// of receive queues, each running to completion with a generator
+        /// of its own (q1, q2).
         #[arg(long, value_delimiter = ',', default_value = "1", value_parser = bench::Threads::parse)]
         workers: Vec<bench::Threads>,
         /// Packets per configuration, after a warm-up.
@@ -181,6 +183,12 @@ enum Command {
         /// Frames in flight at most (generated and not yet emitted).
         #[arg(long, default_value_t = 256)]
         window: u64,
+        /// With queues (q2): spread encrypted flows by a hash of their
+        /// addresses, as the kernel's flow hash would, instead of steering
+        /// each to its SA's owner; frames of other queues' SAs are then
+        /// handed over.
+        #[arg(long)]
+        flow_hash: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -363,6 +371,7 @@ fn main() -> ExitCode {
             seconds,
             flows,
             window,
+            flow_hash,
             json,
             plot,
         } => bench::run(&bench::Options {
@@ -375,6 +384,7 @@ fn main() -> ExitCode {
             seconds,
             flows,
             window,
+            flow_hash,
             json,
             plot,
         })

@@ -266,6 +266,13 @@ pub fn encode(v: &Value) -> String {
         None,
         u(&c["local_delivered"]).map(|n| (Labels::new(), n)),
     );
+    x.add(
+        Kind::Counter,
+        "handed_over_frames",
+        "Frames a receive queue handed to the queue that owns their SA",
+        None,
+        u(&c["handed_over"]).map(|n| (Labels::new(), n)),
+    );
     let mut ipsec: Vec<(&str, &str, Samples)> = Vec::new();
     for (key, n) in c["ipsec"].as_object().into_iter().flatten() {
         let (Some((name, l, help)), Some(n)) = (ipsec_metric(key), u(n)) else {

@@ -93,6 +93,7 @@ pub fn to_json(report: &Report, policy: &PolicySet) -> Value {
             "non_ip_passed": p.non_ip_passed,
             "layer2_dropped": p.layer2_dropped.iter().map(|c| (c.key.to_string(), json!(c.frames))).collect::<serde_json::Map<_, _>>(),
             "local_delivered": p.local_delivered,
+            "handed_over": p.handed_over,
             "ipsec": {
                 "outbound_protected": s.outbound_protected,
                 "outbound_bypassed": s.outbound_bypassed,
@@ -198,6 +199,11 @@ pub fn counters_text(v: &Value) -> String {
         out,
         "frames for the appliance itself {}",
         c["local_delivered"]
+    );
+    let _ = writeln!(
+        out,
+        "frames handed to the queue owning their SA {}",
+        c["handed_over"]
     );
     let _ = writeln!(out, "ipsec:");
     for (k, val) in c["ipsec"].as_object().into_iter().flatten() {

@@ -13,13 +13,13 @@ use crate::mobility::{self, MnControl};
 use crate::report;
 use crate::service::{self, Service};
 use crate::trace::PcapTap;
-use bitsgw_io::SmoltcpEndpoint;
+use bitsgw_io::{Fanout, SmoltcpEndpoint};
 use bitsgw_ipsec::config::PolicySet;
 use bitsgw_ipsec::IpsecStage;
 use bitsgw_pipeline::port::Port;
 use bitsgw_pipeline::routed::{Route, Routed, RoutedConfig, RoutedSide};
-use bitsgw_pipeline::runner::{self, RunnerConfig, SharedTap};
-use bitsgw_pipeline::{LocalEndpoint, Mobility, Side};
+use bitsgw_pipeline::runner::{self, QueueConfig, QueuePorts, RunnerConfig, SharedTap};
+use bitsgw_pipeline::{LinkType, LocalEndpoint, Mobility, Side};
 use bitsgw_wire::Timestamp;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -40,6 +40,73 @@ fn open(p: &PortConfig, cfg: &ApplianceConfig, links: &mut LinkWatches) -> Resul
         PortConfig::Tun { name } => bitsgw_io::tun(name),
     };
     port.map_err(|e| e.to_string())
+}
+
+/// `cfg.workers` handles on an af_packet port in one `PACKET_FANOUT`
+/// group, one per queue (`"pipeline": "queues"`). The first queue's handle
+/// reports the interface's losses and returns for all of them.
+fn open_queues(
+    p: &PortConfig,
+    cfg: &ApplianceConfig,
+    links: &mut LinkWatches,
+    fanout: Fanout,
+) -> Result<Vec<Port>, String> {
+    let PortConfig::AfPacket { interface } = p else {
+        // Refused when the configuration was loaded.
+        return Err(format!(
+            "{}: queues need af_packet ports",
+            cfg.file.display()
+        ));
+    };
+    let opened = bitsgw_io::af_packet_fanout(interface, cfg.on_link_loss, cfg.workers, fanout)
+        .map_err(|e| e.to_string())?;
+    let mut ports = Vec::with_capacity(opened.len());
+    for (i, (port, watch)) in opened.into_iter().enumerate() {
+        if i == 0 {
+            links.add(interface, watch);
+        }
+        ports.push(port);
+    }
+    Ok(ports)
+}
+
+/// The ports as the pipeline takes them: one handle per port, or one per
+/// port and queue.
+enum Opened {
+    Ports { host: Port, network: Port },
+    Queues(Vec<QueuePorts>),
+}
+
+impl Opened {
+    fn open(cfg: &ApplianceConfig, links: &mut LinkWatches) -> Result<Self, String> {
+        if !cfg.queues {
+            let host = open(&cfg.host, cfg, links)?;
+            let network = open(&cfg.network, cfg, links)?;
+            return Ok(Opened::Ports { host, network });
+        }
+        // Outbound, IPv4 goes to the owner of the first SPD entry its
+        // addresses match; inbound, ESP to its SPI's owner.
+        let host = open_queues(&cfg.host, cfg, links, Fanout::ByRules)?;
+        let network = open_queues(&cfg.network, cfg, links, Fanout::BySpi)?;
+        Ok(Opened::Queues(
+            host.into_iter()
+                .zip(network)
+                .map(|(host, network)| QueuePorts { host, network })
+                .collect(),
+        ))
+    }
+
+    /// What frames start with on the host and on the network side.
+    fn link_types(&self) -> (LinkType, LinkType) {
+        match self {
+            Opened::Ports { host, network } => (host.rx.link_type(), network.rx.link_type()),
+            Opened::Queues(q) => q
+                .first()
+                .map_or((LinkType::Ethernet, LinkType::Ethernet), |q| {
+                    (q.host.rx.link_type(), q.network.rx.link_type())
+                }),
+        }
+    }
 }
 
 /// The appliance's own host stack on a side, if it has addresses there.
@@ -120,8 +187,8 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let leases = Arc::new(crate::leases::FileLeases::open(&cfg.state_dir)?);
     info!(file = %leases.path().display(), "sequence leases kept here");
     let mut links = LinkWatches::default();
-    let host = open(&cfg.host, &cfg, &mut links)?;
-    let network = open(&cfg.network, &cfg, &mut links)?;
+    let opened = Opened::open(&cfg, &mut links)?;
+    let (host_link, net_link) = opened.link_types();
     let host_ep = endpoint(&cfg.host_addresses, &cfg.host)?;
     let net_ep = endpoint(&cfg.network_addresses, &cfg.network)?;
     // IKE runs on the network side's own addresses (the configuration
@@ -139,9 +206,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let metrics = cfg.metrics.map(MetricsServer::start).transpose()?;
     let tap: Option<Arc<Mutex<PcapTap>>> = match &trace {
         Some(dir) => Some(Arc::new(Mutex::new(PcapTap::create(
-            dir,
-            host.rx.link_type(),
-            network.rx.link_type(),
+            dir, host_link, net_link,
         )?))),
         None => None,
     };
@@ -164,45 +229,60 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     };
     let shared_tap: Option<SharedTap> = tap.clone().map(|t| t as SharedTap);
     let initial = policy.clone();
-    let running = runner::start_configured(
-        &runner_cfg,
-        host,
-        network,
+    let make_stage = || {
         // The same policies installed above: this can not fail now; if it
         // did, an empty stage discards everything (fail closed).
-        &|| {
-            build_stage(&cfg, &initial, Timestamp::ZERO).unwrap_or_else(|e| {
-                error!("{e}");
-                IpsecStage::new(cfg.stage.clone())
-            })
-        },
-        &|side| {
-            let ep = match side {
-                Side::Host => host_ep.as_ref(),
-                Side::Network => net_ep.as_ref(),
-            };
-            ep.map(|e| Box::new(e.clone()) as Box<dyn LocalEndpoint>)
-        },
-        // The pipeline's clock starts now: an initial attachment's Binding
-        // Update leaves on the worker's first loop.
-        &|| {
-            cfg.mobility
-                .as_ref()
-                .map(|m| mobility::build(m, Timestamp::ZERO))
-        },
-        // Routed: each worker its own neighbor tables, learning from the others.
-        &|gw| {
-            if let Some(r) = &routed {
-                gw.set_routed(r.clone());
-            }
-            gw.set_layer2_policy(cfg.layer2.clone());
-            gw.set_lease_keeper(leases.clone());
-            for (sa, signal) in &acquires {
-                gw.stage_mut().set_acquire(sa, Arc::clone(signal));
-            }
-        },
-        shared_tap,
-    );
+        build_stage(&cfg, &initial, Timestamp::ZERO).unwrap_or_else(|e| {
+            error!("{e}");
+            IpsecStage::new(cfg.stage.clone())
+        })
+    };
+    let make_endpoint = |side| {
+        let ep = match side {
+            Side::Host => host_ep.as_ref(),
+            Side::Network => net_ep.as_ref(),
+        };
+        ep.map(|e| Box::new(e.clone()) as Box<dyn LocalEndpoint>)
+    };
+    // Routed: each worker its own neighbor tables, learning from the others.
+    let configure = |gw: &mut bitsgw_pipeline::Gateway| {
+        if let Some(r) = &routed {
+            gw.set_routed(r.clone());
+        }
+        gw.set_layer2_policy(cfg.layer2.clone());
+        gw.set_lease_keeper(leases.clone());
+        for (sa, signal) in &acquires {
+            gw.stage_mut().set_acquire(sa, Arc::clone(signal));
+        }
+    };
+    let running = match opened {
+        Opened::Ports { host, network } => runner::start_configured(
+            &runner_cfg,
+            host,
+            network,
+            &make_stage,
+            &make_endpoint,
+            // The pipeline's clock starts now: an initial attachment's
+            // Binding Update leaves on the worker's first loop.
+            &|| {
+                cfg.mobility
+                    .as_ref()
+                    .map(|m| mobility::build(m, Timestamp::ZERO))
+            },
+            &configure,
+            shared_tap,
+        ),
+        Opened::Queues(queues) => runner::start_queues(
+            &QueueConfig {
+                inbox_depth: cfg.queue_depth,
+            },
+            queues,
+            &make_stage,
+            &make_endpoint,
+            &configure,
+            shared_tap,
+        ),
+    };
     let ike = match ike_port
         .map(|p| crate::ike::start(&cfg, p, &acquires))
         .transpose()
@@ -219,6 +299,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         mode = cfg.mode.name(),
         workers = cfg.workers,
         run_to_completion = cfg.run_to_completion,
+        queues = cfg.queues,
         host_addresses = cfg.host_addresses.addresses.len(),
         network_addresses = cfg.network_addresses.addresses.len(),
         socket = %cfg.control_socket.display(),

@@ -118,3 +118,65 @@ fn tiny_bench_json_counts_and_plot() {
     assert!(lines >= 4, "{lines} lines in the plot");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn bench_json(args: &[&str]) -> Result<Value, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_bitsgw"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Queues: one generator per queue, each frame steered to its SA's owner
+/// (nothing handed over), every packet out; with `--flow-hash` the
+/// encrypted flows land by their addresses and some are handed over;
+/// more queues than flows is refused.
+#[test]
+fn tiny_bench_of_queues() {
+    let common = [
+        "--packets",
+        "2000",
+        "--sizes",
+        "64",
+        "--transforms",
+        "aes-gcm-128",
+        "--modes",
+        "tunnel",
+        "--workers",
+        "q1,q2",
+        "--flows",
+        "4",
+        "--json",
+    ];
+    let v = bench_json(&common).unwrap();
+    let results = v["results"].as_array().unwrap();
+    // 2 directions x 2 queue counts.
+    assert_eq!(results.len(), 4, "{v:#}");
+    for r in results {
+        assert_eq!(r["pipeline"], "queues", "{r}");
+        assert!(r["workers"] == 1 || r["workers"] == 2, "{r}");
+        assert_eq!(r["packets_in"], r["packets_out"], "{r}");
+        assert_eq!(r["drops"], 0, "{r}");
+        assert_eq!(r["handed_over"], 0, "steered to the owners: {r}");
+    }
+    let mut hashed: Vec<&str> = common.to_vec();
+    hashed.extend(["--direction", "encrypt", "--flow-hash"]);
+    let v = bench_json(&hashed).unwrap();
+    let two = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["workers"] == 2)
+        .unwrap();
+    assert_eq!(two["packets_in"], two["packets_out"], "{two}");
+    assert_eq!(two["drops"], 0, "{two}");
+    assert!(two["handed_over"].as_u64().unwrap() > 0, "{two}");
+    let mut one_flow: Vec<&str> = common.to_vec();
+    one_flow[11] = "1";
+    let err = bench_json(&one_flow).unwrap_err();
+    assert!(err.contains("without traffic"), "{err}");
+}

@@ -117,7 +117,15 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
         (
             r#""workers": 2"#,
             r#""workers": 1, "pipeline": "inline""#,
-            &[r#"field "pipeline""#, "not workers or run-to-completion"],
+            &[
+                r#"field "pipeline""#,
+                "not workers, run-to-completion or queues",
+            ],
+        ),
+        (
+            r#""workers": 2"#,
+            r#""workers": 2, "pipeline": "queues""#,
+            &[r#"field "ports.network""#, "queues need af_packet ports"],
         ),
         (
             r#""workers": 2"#,
@@ -430,6 +438,11 @@ fn bad_mobility_configs_are_refused_naming_the_field() {
             r#""workers": 1"#,
             r#""workers": 1, "pipeline": "run-to-completion""#,
             &[r#"field "pipeline""#, "can not run to completion"],
+        ),
+        (
+            r#""workers": 1"#,
+            r#""workers": 1, "pipeline": "queues""#,
+            &[r#"field "pipeline""#, "can not run in queues"],
         ),
         (
             r#""home_address": "home_address_1""#,
@@ -874,4 +887,30 @@ fn ike_keyed_sas_check_and_an_unused_one_is_refused() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_queues_pipeline_checks_and_says_so() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-queues-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("queues.json");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"role": "gateway", "policy": "{}",
+  "ports": {{"host": {{"type": "af_packet", "interface": "veth0"}}, "network": {{"type": "af_packet", "interface": "veth1"}}}},
+  "workers": 2, "pipeline": "queues"}}"#,
+            repo().join("policies/site-to-site-a.json").display()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = check(&path, false);
+    assert!(ok, "{err}");
+    assert!(out.contains("pipeline queues: 2"), "{out}");
+    let (ok, out, err) = check(&path, true);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["appliance"]["pipeline"], "queues", "{v}");
+    assert_eq!(v["appliance"]["workers"], 2);
+    let _ = std::fs::remove_dir_all(&dir);
 }

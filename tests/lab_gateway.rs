@@ -14,35 +14,12 @@
 mod common;
 
 use common::{
-    bitsgw, capture, gateway_config, gateway_socket as socket, iperf3, must, start_gateways, Lab,
+    bitsgw, gateway_config, gateway_socket as socket, iperf3, lab_with_captures, must,
+    start_gateways, Lab,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Frames captured on the router's two links.
-type Frames = Arc<Mutex<Vec<Vec<u8>>>>;
-
-/// The lab built, with the router capturing what each gateway sends until
-/// the flag is set.
-fn lab_with_captures(
-    tag: &str,
-) -> (
-    Lab,
-    Arc<AtomicBool>,
-    Frames,
-    [std::thread::JoinHandle<()>; 2],
-) {
-    let lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
-    common::route_two_sites(&lab);
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let caps = [
-        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
-        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
-    ];
-    (lab, stop, seen, caps)
-}
 
 #[test]
 fn two_gateways_inline_carry_ping_and_tcp_over_esp_only() {

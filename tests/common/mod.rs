@@ -677,3 +677,27 @@ pub fn swanctl(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> String {
     );
     text
 }
+
+/// Frames captured on the router's two links.
+pub type Frames = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// The lab built, with the router capturing what each gateway sends until
+/// the flag is set.
+pub fn lab_with_captures(
+    tag: &str,
+) -> (
+    Lab,
+    Arc<AtomicBool>,
+    Frames,
+    [std::thread::JoinHandle<()>; 2],
+) {
+    let lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
+    route_two_sites(&lab);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let caps = [
+        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
+        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
+    ];
+    (lab, stop, seen, caps)
+}

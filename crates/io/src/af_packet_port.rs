@@ -37,7 +37,11 @@ use bitsgw_wire::buf::DEFAULT_HEADROOM;
 use bitsgw_wire::PacketBuf;
 
 use crate::sys::RingFrame;
-use crate::{sys, LinkType, LinkWatch, OnLinkLoss, Port, PortError, RxPort, TxPort, RECV_TIMEOUT};
+use bitsgw_pipeline::port::SteerRule;
+
+use crate::{
+    sys, Fanout, LinkType, LinkWatch, OnLinkLoss, Port, PortError, RxPort, TxPort, RECV_TIMEOUT,
+};
 
 /// How long a send may wait for room in the socket's send buffer.
 const SEND_TIMEOUT: Duration = Duration::from_millis(100);
@@ -75,6 +79,9 @@ struct AfPacketRx {
     /// it went down (deleting an interface first takes it down, and the
     /// socket hears only of that), disarmed by the next frame.
     next_link_check: Option<Instant>,
+    /// In a steered group ([`Fanout::BySpi`], [`Fanout::ByRules`]): the
+    /// steering call that sets its program.
+    steering: Option<Fanout>,
 }
 
 #[derive(Debug)]
@@ -170,6 +177,39 @@ impl Clone for AfPacketTx {
 }
 
 pub(crate) fn open(interface: &str, on_loss: OnLinkLoss) -> Result<(Port, LinkWatch), PortError> {
+    open_in_group(interface, on_loss, None)
+}
+
+/// `queues` sockets on `interface` in one `PACKET_FANOUT` group of mode
+/// `PACKET_FANOUT_HASH`: the kernel hands each received frame to one of
+/// them by the flow hash of its packet (addresses, protocol, and ports or,
+/// for ESP, the SPI; fragments of one datagram by addresses alone), so a
+/// flow, and an SA's traffic from one peer, always reaches the same
+/// socket. The group's id is the interface's index, unique in its network
+/// namespace.
+pub(crate) fn open_fanout(
+    interface: &str,
+    on_loss: OnLinkLoss,
+    queues: usize,
+    fanout: Fanout,
+) -> Result<Vec<(Port, LinkWatch)>, PortError> {
+    let ifindex = sys::interface_index(interface).map_err(|source| PortError::Open {
+        port: interface.to_owned(),
+        source,
+    })?;
+    // Group ids are 16 bits wide; indexes past that share ids modulo 2^16,
+    // which the kernel refuses (different device) rather than mixing.
+    let group = (ifindex & 0xffff) as u16;
+    (0..queues)
+        .map(|_| open_in_group(interface, on_loss, Some((group, fanout))))
+        .collect()
+}
+
+fn open_in_group(
+    interface: &str,
+    on_loss: OnLinkLoss,
+    fanout: Option<(u16, Fanout)>,
+) -> Result<(Port, LinkWatch), PortError> {
     let err = |source| PortError::Open {
         port: interface.to_owned(),
         source,
@@ -195,6 +235,23 @@ pub(crate) fn open(interface: &str, on_loss: OnLinkLoss) -> Result<(Port, LinkWa
     let ring = sys::RxRing::new(fd, RING_SLOT, RING_SLOTS).map_err(err)?;
     sys::bind_packet_socket(fd, ifindex).map_err(err)?;
     sys::add_promiscuous_membership(fd, ifindex).map_err(err)?;
+    if let Some((group, fanout)) = fanout {
+        // A socket joins a group once bound (the kernel refuses an unbound
+        // one); frames that arrived before the join are this socket's.
+        // Until a program is set, a CBPF group hands everything to its
+        // first socket.
+        let mode = match fanout {
+            Fanout::FlowHash => libc::PACKET_FANOUT_HASH,
+            Fanout::BySpi | Fanout::ByRules => libc::PACKET_FANOUT_CBPF,
+        } as libc::c_int;
+        sys::set_int_option(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT,
+            libc::c_int::from(group) | (mode << 16),
+        )
+        .map_err(err)?;
+    }
     let socket = Arc::new(socket);
     let watch = LinkWatch::default();
     let port = Port {
@@ -207,6 +264,7 @@ pub(crate) fn open(interface: &str, on_loss: OnLinkLoss) -> Result<(Port, LinkWa
             watch: watch.clone(),
             lost: false,
             next_link_check: None,
+            steering: fanout.map(|(_, f)| f).filter(|f| *f != Fanout::FlowHash),
         }),
         tx: Box::new(AfPacketTx {
             name: interface.to_owned(),
@@ -468,6 +526,10 @@ impl RxPort for AfPacketRx {
     }
 
     fn recv(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
+        self.recv_within(buf, RECV_TIMEOUT)
+    }
+
+    fn recv_within(&mut self, buf: &mut PacketBuf, wait: Duration) -> Result<bool, PortError> {
         if self.lost {
             return self.wait_for_link();
         }
@@ -479,8 +541,7 @@ impl RxPort for AfPacketRx {
             Ok(false) => {}
             Err(e) => return self.on_error(e),
         }
-        let revents =
-            sys::poll_events(self.socket.as_fd(), RECV_TIMEOUT).map_err(|e| self.io_error(e))?;
+        let revents = sys::poll_events(self.socket.as_fd(), wait).map_err(|e| self.io_error(e))?;
         if revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
             return self.link_trouble(revents);
         }
@@ -495,6 +556,22 @@ impl RxPort for AfPacketRx {
             return Ok(false);
         }
         self.try_recv(buf).or_else(|e| self.on_error(e))
+    }
+
+    fn steer_by_spi(&mut self, owners: &[(u32, u32)]) -> Result<(), PortError> {
+        if self.steering != Some(Fanout::BySpi) {
+            return Ok(());
+        }
+        let mut program = crate::steering::spi_program(owners);
+        sys::set_fanout_program(self.socket.as_fd(), &mut program).map_err(|e| self.io_error(e))
+    }
+
+    fn steer_by_rules(&mut self, rules: &[SteerRule]) -> Result<(), PortError> {
+        if self.steering != Some(Fanout::ByRules) {
+            return Ok(());
+        }
+        let mut program = crate::steering::rules_program(rules);
+        sys::set_fanout_program(self.socket.as_fd(), &mut program).map_err(|e| self.io_error(e))
     }
 
     fn take_kernel_drops(&mut self) -> Result<u64, PortError> {

@@ -28,6 +28,7 @@ pub mod netns;
 pub mod pcap;
 pub mod process;
 pub mod smoltcp_endpoint;
+pub mod steering;
 mod sys;
 mod tun_port;
 
@@ -37,7 +38,7 @@ pub use smoltcp_endpoint::SmoltcpEndpoint;
 /// How long [`RxPort::recv`] waits for a frame before returning `Ok(false)`.
 pub const RECV_TIMEOUT: Duration = Duration::from_millis(10);
 
-pub use bitsgw_pipeline::port::{Port, PortError, RxPort, TxPort};
+pub use bitsgw_pipeline::port::{Port, PortError, RxPort, SteerRule, TxPort};
 pub use bitsgw_wire::ether::LinkType;
 
 /// `AF_PACKET` on a Linux interface: every frame, promiscuous, through a
@@ -63,6 +64,39 @@ pub fn af_packet_with(
     on_loss: OnLinkLoss,
 ) -> Result<(Port, LinkWatch), PortError> {
     af_packet_port::open(interface, on_loss)
+}
+
+/// `queues` [`af_packet_with`] ports on one interface, in one
+/// `PACKET_FANOUT` group: each frame the interface receives reaches one of
+/// them, chosen by the kernel's flow hash (addresses, protocol, ports; the
+/// SPI for ESP), so one flow, and one SA's traffic between two gateways,
+/// always reaches the same port. Each port is received by its own thread
+/// (the runner's queues, [`bitsgw_pipeline::runner::start_queues`]).
+///
+/// With [`Fanout::BySpi`] the kernel runs [`steering::spi_program`]
+/// instead of its hash: ESP frames go to the queue that owns their SPI, as
+/// the runner tells the port ([`RxPort::steer_by_spi`]).
+pub fn af_packet_fanout(
+    interface: &str,
+    on_loss: OnLinkLoss,
+    queues: usize,
+    fanout: Fanout,
+) -> Result<Vec<(Port, LinkWatch)>, PortError> {
+    af_packet_port::open_fanout(interface, on_loss, queues, fanout)
+}
+
+/// How a `PACKET_FANOUT` group spreads frames over its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fanout {
+    /// The kernel's flow hash (`PACKET_FANOUT_HASH`): one flow, one socket.
+    FlowHash,
+    /// ESP by the owner of its SPI (`PACKET_FANOUT_CBPF`, see
+    /// [`steering`]); the network side's choice.
+    BySpi,
+    /// IPv4 by the first of the outbound SPD's entries its addresses
+    /// match, to the owner of that entry's SAs ([`RxPort::steer_by_rules`],
+    /// [`steering::rules_program`]); the host side's choice.
+    ByRules,
 }
 
 /// What a port does when its interface is deleted under it.

@@ -110,10 +110,18 @@ impl RxPort for MemoryRx {
     }
 
     fn recv(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
+        self.recv_within(buf, RECV_TIMEOUT)
+    }
+
+    fn recv_within(
+        &mut self,
+        buf: &mut PacketBuf,
+        wait: std::time::Duration,
+    ) -> Result<bool, PortError> {
         buf.reset();
         let mut state = self.shared.lock();
         if state.inbox.is_empty() && !state.closed {
-            state = match self.shared.arrived.wait_timeout(state, RECV_TIMEOUT) {
+            state = match self.shared.arrived.wait_timeout(state, wait) {
                 Ok((state, _)) => state,
                 Err(poisoned) => poisoned.into_inner().0,
             };

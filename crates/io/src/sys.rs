@@ -92,6 +92,23 @@ fn set_option<T>(
     Ok(())
 }
 
+/// Sets the classic BPF program of the `PACKET_FANOUT_CBPF` group `fd`
+/// is in (`PACKET_FANOUT_DATA`); it replaces the group's last one.
+pub(crate) fn set_fanout_program(
+    fd: BorrowedFd<'_>,
+    program: &mut [libc::sock_filter],
+) -> io::Result<()> {
+    let len = libc::c_ushort::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "fanout program too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_mut_ptr(),
+    };
+    // The kernel copies `len` instructions from `filter` during the call,
+    // while `program` is borrowed and alive.
+    set_option(fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, &fprog)
+}
+
 /// Reads and clears the socket's pending error (`SO_ERROR`).
 pub(crate) fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     let mut value: libc::c_int = 0;

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bitsgw_io::{netns, LinkType, Port, PortError};
+use bitsgw_io::{netns, Fanout, LinkType, OnLinkLoss, Port, PortError, SteerRule};
 use bitsgw_wire::PacketBuf;
 use common::Netns;
 
@@ -454,4 +454,219 @@ fn staged_frames_leave_when_the_handle_is_dropped() {
     tx.send(&f).unwrap();
     drop(tx);
     assert!(receive(&mut b, Duration::from_secs(2), Some(&f)).contains(&f));
+}
+
+/// An Ethernet frame carrying `ip` (IPv4 or IPv6 by its version).
+fn ether(ip: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x42]);
+    let ethertype: u16 = if ip[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(ip);
+    f
+}
+
+/// An ESP packet of `spi` (RFC 4303 2.1: SPI, sequence number, payload)
+/// between the documentation addresses `src` and `dst`.
+fn esp(src: &str, dst: &str, spi: u32, seq: u32) -> Vec<u8> {
+    let mut body = spi.to_be_bytes().to_vec();
+    body.extend_from_slice(&seq.to_be_bytes());
+    body.resize(64, 0xab);
+    bitsgw_wire::craft::ip_packet(src.parse().unwrap(), dst.parse().unwrap(), 50, &body, false)
+}
+
+/// ESP in UDP to port 4500 (RFC 3948), or IKE there (a zero non-ESP
+/// marker) when `spi` is 0.
+fn esp_in_udp(spi: u32) -> Vec<u8> {
+    let mut udp = vec![0u8; 8];
+    udp[0..2].copy_from_slice(&4500u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&4500u16.to_be_bytes());
+    udp.extend_from_slice(&spi.to_be_bytes());
+    udp.extend_from_slice(&1u32.to_be_bytes());
+    udp.resize(64, 0xcd);
+    let len = udp.len() as u16;
+    udp[4..6].copy_from_slice(&len.to_be_bytes());
+    bitsgw_wire::craft::ip_packet(
+        "203.0.113.1".parse().unwrap(),
+        "203.0.113.2".parse().unwrap(),
+        17,
+        &udp,
+        false,
+    )
+}
+
+/// The queue whose port received `frame` within `wait`.
+fn queue_of(queues: &mut [Port], frame: &[u8], wait: Duration) -> Option<usize> {
+    let mut buf = PacketBuf::new();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        for (q, port) in queues.iter_mut().enumerate() {
+            if port.rx.recv_nowait(&mut buf).unwrap() && buf.data() == frame {
+                return Some(q);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+/// A fanout group steered by SPI: ESP over IPv4 and IPv6 and ESP in UDP
+/// reach the queue the table names (not the SPI's own modulo), SPIs not in
+/// the table go by the modulo, IKE's zero marker is not taken for an SPI,
+/// and a new table takes effect.
+#[test]
+fn esp_reaches_the_queue_that_owns_its_spi() {
+    let ns = Netns::new("fanout");
+    ns.veth_pair("vf0", "vf1");
+    let (sender, queues) = netns::run_in(&ns.name, || {
+        (
+            bitsgw_io::af_packet("vf0"),
+            bitsgw_io::af_packet_fanout("vf1", OnLinkLoss::Fail, 2, Fanout::BySpi),
+        )
+    })
+    .unwrap();
+    let mut sender = sender.unwrap();
+    let mut queues: Vec<Port> = queues.unwrap().into_iter().map(|(p, _)| p).collect();
+    // Each SPI owned by the queue its modulo does not name.
+    let table: Vec<(u32, u32)> = (0x100..0x108).map(|spi| (spi, (spi + 1) % 2)).collect();
+    queues[0].rx.steer_by_spi(&table).unwrap();
+    let send_and_find = |sender: &mut Port, queues: &mut [Port], ip: Vec<u8>| {
+        let frame = ether(&ip);
+        sender.tx.send(&frame).unwrap();
+        assert_eq!(sender.tx.flush(), 0);
+        queue_of(queues, &frame, Duration::from_secs(2))
+    };
+    for (spi, owner) in &table {
+        for (seq, ip) in [
+            esp("203.0.113.1", "203.0.113.2", *spi, 1),
+            esp("2001:db8::1", "2001:db8::2", *spi, 2),
+            esp_in_udp(*spi),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let got = send_and_find(&mut sender, &mut queues, ip);
+            assert_eq!(got, Some(*owner as usize), "SPI {spi:#x}, packet {seq}");
+        }
+    }
+    for spi in [0x2000u32, 0x2001] {
+        let got = send_and_find(
+            &mut sender,
+            &mut queues,
+            esp("203.0.113.1", "203.0.113.2", spi, 1),
+        );
+        assert_eq!(got, Some(spi as usize % 2), "SPI {spi:#x} by its modulo");
+    }
+    // Fragments go by their addresses, so a datagram's fragments meet on
+    // one queue to be reassembled: the first (MF set) and a later one
+    // (an offset) of a steered SPI go where IKE below goes.
+    let addr_hash =
+        (u32::from_be_bytes([203, 0, 113, 1]) ^ u32::from_be_bytes([203, 0, 113, 2])) % 2;
+    for flags in [0x2000u16, 0x0010] {
+        let mut frag = esp("203.0.113.1", "203.0.113.2", table[addr_hash as usize].0, 1);
+        frag[6..8].copy_from_slice(&flags.to_be_bytes());
+        let got = send_and_find(&mut sender, &mut queues, frag);
+        assert_eq!(got, Some(addr_hash as usize), "fragment, flags {flags:#x}");
+    }
+    // IKE on 4500 goes by the addresses (the same pair as the ESP above),
+    // never by its zero marker as if it were SPI 0.
+    let ike_queue = send_and_find(&mut sender, &mut queues, esp_in_udp(0));
+    let addr_hash =
+        (u32::from_be_bytes([203, 0, 113, 1]) ^ u32::from_be_bytes([203, 0, 113, 2])) % 2;
+    assert_eq!(ike_queue, Some(addr_hash as usize));
+    // A new table replaces the old one for the whole group.
+    let flipped: Vec<(u32, u32)> = table.iter().map(|(s, q)| (*s, 1 - q)).collect();
+    queues[1].rx.steer_by_spi(&flipped).unwrap();
+    for (spi, owner) in &flipped {
+        let got = send_and_find(
+            &mut sender,
+            &mut queues,
+            esp("203.0.113.1", "203.0.113.2", *spi, 9),
+        );
+        assert_eq!(got, Some(*owner as usize), "SPI {spi:#x} after the change");
+    }
+}
+
+/// A fanout group steered by rules: IPv4 reaches the queue of the first
+/// rule its addresses and protocol match, a rule without a queue and no
+/// rule at all go by the addresses' hash.
+#[test]
+fn ipv4_reaches_the_queue_of_the_first_rule_it_matches() {
+    let ns = Netns::new("fanrule");
+    ns.veth_pair("vr0", "vr1");
+    let (sender, queues) = netns::run_in(&ns.name, || {
+        (
+            bitsgw_io::af_packet("vr0"),
+            bitsgw_io::af_packet_fanout("vr1", OnLinkLoss::Fail, 2, Fanout::ByRules),
+        )
+    })
+    .unwrap();
+    let mut sender = sender.unwrap();
+    let mut queues: Vec<Port> = queues.unwrap().into_iter().map(|(p, _)| p).collect();
+    let v4 = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+    let range = |lo: &str, hi: &str| Some((v4(lo), v4(hi)));
+    let rules = [
+        // UDP from one host to a /24: queue 1.
+        SteerRule {
+            src: range("192.0.2.10", "192.0.2.10"),
+            dst: range("198.51.100.0", "198.51.100.255"),
+            proto: Some(17),
+            queue: Some(1),
+        },
+        // Anything else from that host to 198.51.100.7: queue 0.
+        SteerRule {
+            src: range("192.0.2.10", "192.0.2.10"),
+            dst: range("198.51.100.7", "198.51.100.7"),
+            proto: None,
+            queue: Some(0),
+        },
+        // From 192.0.2.20 anywhere: by the hash.
+        SteerRule {
+            src: range("192.0.2.20", "192.0.2.20"),
+            dst: None,
+            proto: None,
+            queue: None,
+        },
+        // Everything else from the /24: queue 1.
+        SteerRule {
+            src: range("192.0.2.0", "192.0.2.255"),
+            dst: None,
+            proto: None,
+            queue: Some(1),
+        },
+    ];
+    queues[1].rx.steer_by_rules(&rules).unwrap();
+    let hash = |s: &str, d: &str| (v4(s) ^ v4(d)) as usize % 2;
+    let udp = |s: &str, d: &str| {
+        bitsgw_wire::craft::udp_packet(s.parse().unwrap(), d.parse().unwrap(), 1000, 2000, 32)
+    };
+    let cases = [
+        (udp("192.0.2.10", "198.51.100.7"), Some(1)),
+        (esp("192.0.2.10", "198.51.100.7", 0x100, 1), Some(0)),
+        (esp("192.0.2.10", "198.51.100.8", 0x100, 1), Some(1)),
+        (
+            udp("192.0.2.20", "203.0.113.9"),
+            Some(hash("192.0.2.20", "203.0.113.9")),
+        ),
+        (
+            udp("192.0.2.20", "203.0.113.8"),
+            Some(hash("192.0.2.20", "203.0.113.8")),
+        ),
+        (udp("192.0.2.30", "203.0.113.9"), Some(1)),
+        (
+            udp("198.51.100.1", "203.0.113.9"),
+            Some(hash("198.51.100.1", "203.0.113.9")),
+        ),
+        (
+            udp("198.51.100.1", "203.0.113.8"),
+            Some(hash("198.51.100.1", "203.0.113.8")),
+        ),
+    ];
+    for (i, (ip, want)) in cases.into_iter().enumerate() {
+        let frame = ether(&ip);
+        sender.tx.send(&frame).unwrap();
+        assert_eq!(sender.tx.flush(), 0);
+        let got = queue_of(&mut queues, &frame, Duration::from_secs(2));
+        assert_eq!(got, want, "case {i}");
+    }
 }

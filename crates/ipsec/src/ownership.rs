@@ -184,6 +184,23 @@ impl OwnerMap {
         self.spi_owner.get(&spi).copied()
     }
 
+    /// Every outbound SPD entry's selectors, in order, with the owner of
+    /// its bundle (`None` if it does not PROTECT).
+    pub fn outbound_entries(
+        &self,
+    ) -> impl Iterator<Item = (&crate::selector::Selector, Option<usize>)> + '_ {
+        self.spd_out
+            .entries()
+            .iter()
+            .zip(&self.entry_owner)
+            .map(|(e, owner)| (&e.selector, *owner))
+    }
+
+    /// Every inbound SPI with its owner, in no particular order.
+    pub fn inbound_owners(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
+        self.spi_owner.iter().map(|(spi, owner)| (*spi, *owner))
+    }
+
     /// The UDP ports on which ESP-in-UDP is recognised.
     pub fn udp_encap_ports(&self) -> &[u16] {
         &self.udp_encap_ports

@@ -109,6 +109,10 @@ pub struct PipelineCounters {
     /// discovery, echo requests, anything for its addresses from the host
     /// side).
     pub local_delivered: u64,
+    /// Frames one queue received and handed to the queue that owns their
+    /// SA (queues mode, [`crate::runner::start_queues`]), counted by the
+    /// owner.
+    pub handed_over: u64,
     /// [`PipelineDrop::Layer2`] drops by EtherType.
     pub layer2_dropped: crate::layer2::Layer2Drops,
     drops: [u64; PipelineDrop::ALL.len()],
@@ -145,6 +149,7 @@ impl PipelineCounters {
         self.net_tx.merge(&other.net_tx);
         self.non_ip_passed += other.non_ip_passed;
         self.local_delivered += other.local_delivered;
+        self.handed_over += other.handed_over;
         self.layer2_dropped.merge(&other.layer2_dropped);
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;

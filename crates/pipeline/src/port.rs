@@ -87,12 +87,42 @@ pub trait RxPort: Send {
     /// Receives one frame into `buf` (which is reset first). `Ok(false)`
     /// if nothing arrived in time.
     fn recv(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError>;
+    /// [`RxPort::recv`], waiting at most about `wait` (a thread that polls
+    /// several ports waits on each in turn). Ports that can not bound
+    /// their wait so answer as `recv` does.
+    fn recv_within(
+        &mut self,
+        buf: &mut PacketBuf,
+        wait: std::time::Duration,
+    ) -> Result<bool, PortError> {
+        let _ = wait;
+        self.recv(buf)
+    }
     /// Receives one frame if one is waiting, without blocking; lets the
     /// receive thread gather a burst into one batch. Ports that can not
     /// tell answer `Ok(false)`, and frames then travel one at a time.
     fn recv_nowait(&mut self, buf: &mut PacketBuf) -> Result<bool, PortError> {
         let _ = buf;
         Ok(false)
+    }
+    /// In a group of ports that spreads ESP by SPI (an `AF_PACKET` fanout
+    /// group with its steering program): sends ESP of each SPI in `owners`
+    /// to the port of the queue paired with it, for the whole group. The
+    /// runner calls it on one port of the group whenever the SAs' owners
+    /// may have changed. Other ports ignore it.
+    fn steer_by_spi(&mut self, owners: &[(u32, u32)]) -> Result<(), PortError> {
+        let _ = owners;
+        Ok(())
+    }
+    /// In a group of ports that spreads IPv4 by addresses (an `AF_PACKET`
+    /// fanout group with its steering program): sends each frame to the
+    /// queue of the first rule it matches, for the whole group (see
+    /// [`SteerRule`]). The runner calls it on one port of the group
+    /// whenever the outbound SPD or the SAs' owners may have changed.
+    /// Other ports ignore it.
+    fn steer_by_rules(&mut self, rules: &[SteerRule]) -> Result<(), PortError> {
+        let _ = rules;
+        Ok(())
     }
     /// Frames the operating system dropped before they reached this port
     /// (a full socket buffer), since the last call. Ports that can not
@@ -142,4 +172,24 @@ impl core::fmt::Debug for Port {
             .field("name", &self.rx.name())
             .finish()
     }
+}
+
+/// One rule of a host side's steering: IPv4 frames whose source and
+/// destination addresses lie in these ranges (inclusive; `None` is any)
+/// and whose protocol is this one (`None`: any) go to `queue`, or, with no
+/// queue, by their addresses' hash. Rules are tried in order; a frame that
+/// matches none goes by the hash. Made from the outbound SPD: the entry
+/// that a flow's packets match first names the owner of the SAs that
+/// protect it. Ports are not looked at, so a frame may land on the queue
+/// of an entry the SPD does not pick for it; it is then handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SteerRule {
+    /// The source addresses (the SPD entry's local ones).
+    pub src: Option<(u32, u32)>,
+    /// The destination addresses (its remote ones).
+    pub dst: Option<(u32, u32)>,
+    /// The IP protocol.
+    pub proto: Option<u8>,
+    /// Where matching frames go.
+    pub queue: Option<u32>,
 }

@@ -303,3 +303,181 @@ fn no_sa_is_ever_sealed_by_two_workers_while_sas_change() {
     assert!(churned > 1_000, "{churned} packets under replaced SAs");
     assert!(report.stage.outbound_protected > 5_000);
 }
+
+/// Queues mode: two queues each receive frames of every SA (as the
+/// kernel's flow hash spreads one SA's flows over the queues); each SA is
+/// still sealed by its owner alone, the other queue hands its frames over,
+/// and every frame comes out once.
+#[test]
+fn queues_hand_each_frame_to_the_owner_of_its_sa() {
+    let set = parse_policy(&policy(), "queues.json").unwrap();
+    let maker = move || {
+        let mut stage = IpsecStage::new(StageConfig::default());
+        set.apply(&mut stage, Timestamp::ZERO).unwrap();
+        stage
+    };
+    let keys: Mutex<HashMap<u32, Vec<u8>>> = Mutex::new(
+        parse_policy(&policy(), "queues.json")
+            .unwrap()
+            .sas
+            .iter()
+            .map(|p| (p.spi, key(p.spi)))
+            .collect(),
+    );
+    let mut queues = Vec::new();
+    let mut inputs = Vec::new();
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let (host, host_in, _host_out) = port();
+        let (network, _net_in, net_out) = port();
+        queues.push(runner::QueuePorts { host, network });
+        inputs.push(host_in);
+        outputs.push(net_out);
+    }
+    // An inbox of a batch per frame sent can never be full, however the
+    // queues are scheduled (a full one drops, counted: the next test).
+    let running = runner::start_queues(
+        &runner::QueueConfig { inbox_depth: 5000 },
+        queues,
+        &maker,
+        &|_| None,
+        &|_| {},
+        None,
+    );
+    let mut dsts: Vec<IpAddr> = (0..SINGLES)
+        .map(|k| ip(&format!("198.51.100.{}", k + 1)))
+        .collect();
+    dsts.extend((0..BUNDLES).map(|j| ip(&format!("198.51.100.{}", 100 + j))));
+    const ROUNDS: u16 = 500;
+    let mut seen = Seen::default();
+    let mut out = 0u64;
+    for n in 0..ROUNDS {
+        for (i, d) in dsts.iter().enumerate() {
+            // Two source ports per destination: two flows of one SA, one on
+            // each queue.
+            let queue = (i + usize::from(n)) % 2;
+            inputs[queue]
+                .send(udp_packet(ip("192.0.2.10"), *d, 1000 + queue as u16, n, 64))
+                .unwrap();
+        }
+        for o in &outputs {
+            while let Ok(f) = o.try_recv() {
+                out += 1;
+                seen.frame(&keys, f);
+            }
+        }
+    }
+    let expected = u64::from(ROUNDS) * dsts.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out < expected && Instant::now() < deadline {
+        let before = out;
+        for o in &outputs {
+            while let Ok(f) = o.try_recv() {
+                out += 1;
+                seen.frame(&keys, f);
+            }
+        }
+        if out == before {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let (report, failure) = running.stop();
+    assert_eq!(failure, None);
+    assert_eq!(out, expected, "every frame out once: {:?}", report.pipeline);
+    assert!(
+        seen.repeats.is_empty(),
+        "pairs sealed twice: {:x?}",
+        seen.repeats
+    );
+    assert_eq!(seen.unopened, 0);
+    assert_eq!(report.stage.total_drops(), 0, "{:?}", report.stage);
+    assert_eq!(report.pipeline.total_drops(), 0, "{:?}", report.pipeline);
+    assert_eq!(report.stage.outbound_protected, expected);
+    // Both queues' frames went both ways: each queue received half of
+    // every SA's frames, and the owner took those of the other.
+    assert!(
+        report.pipeline.handed_over > expected / 4,
+        "{:?}",
+        report.pipeline
+    );
+    assert!(
+        report.pipeline.handed_over < expected * 3 / 4,
+        "{:?}",
+        report.pipeline
+    );
+    let owners: HashSet<_> = report.sas.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(
+        owners.len(),
+        report.sas.len(),
+        "each SA reported by one owner"
+    );
+}
+
+/// Queues mode, fail closed: while the owner of half the SAs is stuck, the
+/// frames handed to it beyond its inbox are dropped and counted as
+/// `queue_full`; every frame sent is either out or counted.
+#[test]
+fn a_full_inbox_drops_what_is_handed_over_and_counts_it() {
+    let set = parse_policy(&policy(), "queues.json").unwrap();
+    let maker = move || {
+        let mut stage = IpsecStage::new(StageConfig::default());
+        set.apply(&mut stage, Timestamp::ZERO).unwrap();
+        stage
+    };
+    let mut queues = Vec::new();
+    let mut inputs = Vec::new();
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let (host, host_in, _host_out) = port();
+        let (network, _net_in, net_out) = port();
+        queues.push(runner::QueuePorts { host, network });
+        inputs.push(host_in);
+        outputs.push(net_out);
+    }
+    let running = runner::start_queues(
+        &runner::QueueConfig { inbox_depth: 2 },
+        queues,
+        &maker,
+        &|_| None,
+        &|_| {},
+        None,
+    );
+    running.stall("bitsgw-queue-1", Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(100));
+    let dsts: Vec<IpAddr> = (0..SINGLES)
+        .map(|k| ip(&format!("198.51.100.{}", k + 1)))
+        .collect();
+    let mut sent = 0u64;
+    for n in 0..400u16 {
+        for d in &dsts {
+            inputs[0]
+                .send(udp_packet(ip("192.0.2.10"), *d, 1000, n, 64))
+                .unwrap();
+            sent += 1;
+        }
+        if n % 20 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let mut out = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut quiet = Instant::now();
+    while Instant::now() < deadline && quiet.elapsed() < Duration::from_millis(2500) {
+        for o in &outputs {
+            while o.try_recv().is_ok() {
+                out += 1;
+                quiet = Instant::now();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (report, failure) = running.stop();
+    assert_eq!(failure, None);
+    let full = report
+        .pipeline
+        .drops(bitsgw_pipeline::counters::PipelineDrop::QueueFull);
+    assert!(full > 0, "{:?}", report.pipeline);
+    assert!(report.pipeline.handed_over > 0, "{:?}", report.pipeline);
+    assert_eq!(out + full, sent, "out {out}, queue_full {full}");
+    assert_eq!(report.stage.total_drops(), 0, "{:?}", report.stage);
+}

@@ -306,6 +306,12 @@ impl Gateway {
         self.counters.record_n(reason, n);
     }
 
+    /// Counts frames another queue handed to this gateway's (see
+    /// [`PipelineCounters::handed_over`]).
+    pub fn count_handed_over(&mut self, n: u64) {
+        self.counters.handed_over += n;
+    }
+
     /// Drives lifetimes, reassembly and mobility timers. What the timers
     /// make the endpoints or the mobility stage send is sent by
     /// [`Gateway::poll_endpoints`].

@@ -36,12 +36,20 @@
 //! reports and lifetime events come from it alone). Each thread applies
 //! controls and runs its gateway's timers between batches.
 //!
+//! Queues ([`start_queues`], the `queue` module): one receive queue per
+//! worker, each with its own handles on both ports and its own gateway,
+//! running to completion; a frame whose SA another queue owns is handed
+//! to that queue.
+//!
 //! Fail closed: a full worker queue drops the frame (counted), a worker
 //! that dies stops forwarding altogether, and the runner reports why.
 
+mod queue;
 mod rx;
 mod tx;
 mod worker;
+
+pub use queue::{queue_for, start_queues, QueueConfig, QueuePorts};
 
 use rx::*;
 use tx::*;
@@ -158,6 +166,9 @@ pub struct Report {
     /// workers' stages together: one of each per packet on the fast path
     /// (see [`bitsgw_ipsec::walked`]).
     pub parse: ParseCounts,
+    /// Each worker's (or queue's) own pipeline counters, by index, of
+    /// which `pipeline` holds the sum with the receive threads'.
+    pub by_worker: Vec<PipelineCounters>,
 }
 
 impl Report {
@@ -230,6 +241,19 @@ struct Shared {
 }
 
 impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            origin: Instant::now(),
+            rx_stage: Mutex::new(StageCounters::default()),
+            rx_pipeline: Mutex::new(PipelineCounters::default()),
+            buffers_made: AtomicU64::new(0),
+            stall_asked: AtomicBool::new(false),
+            stall: Mutex::new(None),
+        })
+    }
+
     fn now(&self) -> Timestamp {
         Timestamp(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
@@ -367,16 +391,7 @@ pub fn start_configured(
     tap: Option<SharedTap>,
 ) -> Running {
     let workers = cfg.workers.max(1);
-    let shared = Arc::new(Shared {
-        stop: AtomicBool::new(false),
-        failure: Mutex::new(None),
-        origin: Instant::now(),
-        rx_stage: Mutex::new(StageCounters::default()),
-        rx_pipeline: Mutex::new(PipelineCounters::default()),
-        buffers_made: AtomicU64::new(0),
-        stall_asked: AtomicBool::new(false),
-        stall: Mutex::new(None),
-    });
+    let shared = Shared::new();
     let host_link = host.rx.link_type();
     let net_link = network.rx.link_type();
     let tx = SharedTxPorts {
@@ -401,21 +416,21 @@ pub fn start_configured(
     let make_worker = |index: usize, ownership: StageOwnership, pools: &Pools| {
         let (btx, brx) = bounded::<Batch>(cfg.queue_depth.max(1));
         let (ctx, crx) = bounded::<Control>(64);
-        let worker = Worker {
-            index,
-            gateway: make_gateway(ownership),
-            batches: brx,
-            control: crx,
-            pool: pools.bufs_tx.clone(),
-            vecs: pools.vecs_tx.clone(),
-            tx: TxPorts::for_thread(&tx),
+        let env = WorkerEnv {
+            pools,
+            tx: &tx,
             host_link,
             net_link,
-            tap: tap.clone(),
-            shared: Arc::clone(&shared),
-            events: Vec::new(),
-            heartbeat: Arc::new(AtomicU64::new(shared.now().0)),
+            tap: &tap,
+            shared: &shared,
         };
+        let worker = Worker::new(
+            index,
+            make_gateway(ownership),
+            (brx, crx),
+            &env,
+            Arc::new(AtomicU64::new(shared.now().0)),
+        );
         (worker, btx, ctx)
     };
     let mut batch_txs = Vec::new();
@@ -494,6 +509,7 @@ pub fn start_configured(
             frag_seen: [0; FragDrop::ALL.len()],
             scratch: PacketBuf::with_capacity(70_000, bitsgw_wire::buf::DEFAULT_HEADROOM),
             workers: batch_txs.clone(),
+            home: None,
             inline,
             pool: pools.bufs_rx,
             vecs: pools.vecs_rx,
@@ -702,6 +718,7 @@ impl Running {
         for (_, r) in parts {
             total.merge_counters(&r.stage);
             total.pipeline.merge(&r.pipeline);
+            total.by_worker.push(r.pipeline.clone());
             total.parse.merge(&r.parse);
             total.sas.extend(r.sas);
             total.events.extend(r.events);

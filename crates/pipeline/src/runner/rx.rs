@@ -20,6 +20,9 @@ pub(super) struct RxThread {
     pub(super) frag_seen: [u64; FragDrop::ALL.len()],
     pub(super) scratch: PacketBuf,
     pub(super) workers: Vec<Sender<Batch>>,
+    /// Queues mode: this thread's queue, which keeps the frames no SA owns
+    /// (see [`super::queue`]).
+    pub(super) home: Option<usize>,
     /// Run to completion: the gateway this thread handles its frames with
     /// (instead of handing them to `workers`).
     pub(super) inline: Option<Worker>,
@@ -51,13 +54,16 @@ pub(super) struct Dispatch {
 }
 
 impl Dispatch {
-    /// Takes the owner map published since the last call, if any.
-    pub(super) fn refresh(&mut self) {
+    /// Takes the owner map published since the last call, if any; whether
+    /// there was one.
+    pub(super) fn refresh(&mut self) -> bool {
         let version = self.published.version.load(Ordering::Acquire);
-        if version != self.version {
-            self.owners = self.published.read();
-            self.version = version;
+        if version == self.version {
+            return false;
         }
+        self.owners = self.published.read();
+        self.version = version;
+        true
     }
 }
 
@@ -90,6 +96,27 @@ impl PublishedOwners {
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
+}
+
+/// How [`RxThread::gather`] waits for the first frame of a burst.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Wait {
+    /// As the port's [`RxPort::recv`] does.
+    Port,
+    /// At most about this long.
+    Within(Duration),
+    /// Not at all.
+    No,
+}
+
+/// What [`RxThread::gather`] found.
+pub(super) enum Gathered {
+    /// This many frames (held fragments included).
+    Frames(usize),
+    /// The port closed: nothing more will come.
+    Closed,
+    /// The port failed; the pipeline is stopping.
+    Failed,
 }
 
 pub(super) enum Pick {
@@ -162,51 +189,15 @@ impl RxThread {
                 d.refresh();
             }
             self.stall_if_asked();
-            // One frame, waiting a little; then whatever else is already
-            // there, up to a batch; then hand everything over. The frames
-            // of one burst share the time it was taken at.
-            let mut burst_time = None;
-            for i in 0..BATCH {
-                let mut buf = self.take_buf();
-                let got = if i == 0 {
-                    self.port.recv(&mut buf)
-                } else {
-                    self.port.recv_nowait(&mut buf)
-                };
-                match got {
-                    Ok(true) => {
-                        let now = *burst_time.get_or_insert_with(|| self.shared.now());
-                        match self.pick(&mut buf, now) {
-                            Pick::Worker(w, walk) => {
-                                if let Some(slot) = pending_walks[w].get_mut(pending[w].len()) {
-                                    *slot = walk;
-                                }
-                                pending[w].push(buf);
-                            }
-                            Pick::Held => self.spare = Some(buf),
-                        }
-                    }
-                    Ok(false) => {
-                        self.spare = Some(buf);
-                        break;
-                    }
-                    Err(PortError::FrameTooLarge { .. }) => {
-                        self.spare = Some(buf);
-                        if let Ok(mut p) = self.shared.rx_pipeline.lock() {
-                            p.record(PipelineDrop::BadFrame);
-                        }
-                    }
-                    Err(PortError::Closed { .. }) => {
-                        self.flush_all(&mut pending, &pending_walks);
-                        self.count_kernel_drops();
-                        self.serve_until_stopped();
-                        return;
-                    }
-                    Err(e) => {
-                        self.shared.fail(Failure::Port(e.to_string()));
-                        return;
-                    }
+            match self.gather(Wait::Port, &mut pending, &mut pending_walks) {
+                Gathered::Frames(_) => {}
+                Gathered::Closed => {
+                    self.flush_all(&mut pending, &pending_walks);
+                    self.count_kernel_drops();
+                    self.serve_until_stopped();
+                    return;
                 }
+                Gathered::Failed => return,
             }
             self.flush_all(&mut pending, &pending_walks);
             self.publish_parse_counts();
@@ -226,6 +217,63 @@ impl RxThread {
         if let Some(worker) = self.inline.as_mut() {
             worker.handle_controls();
         }
+    }
+
+    /// One frame, waiting as `wait` says; then whatever else is already
+    /// there, up to a batch, each put in `pending` for the worker
+    /// [`RxThread::pick`] chose (with its walk in `walks`). The frames of
+    /// one burst share the time it was taken at.
+    pub(super) fn gather(
+        &mut self,
+        wait: Wait,
+        pending: &mut [Vec<PacketBuf>],
+        walks: &mut [Walks],
+    ) -> Gathered {
+        let mut burst_time = None;
+        let mut got = 0;
+        for i in 0..BATCH {
+            let mut buf = self.take_buf();
+            let received = match (i, wait) {
+                (0, Wait::Port) => self.port.recv(&mut buf),
+                (0, Wait::Within(wait)) => self.port.recv_within(&mut buf, wait),
+                _ => self.port.recv_nowait(&mut buf),
+            };
+            match received {
+                Ok(true) => {
+                    got += 1;
+                    let now = *burst_time.get_or_insert_with(|| self.shared.now());
+                    match self.pick(&mut buf, now) {
+                        Pick::Worker(w, walk) => {
+                            if let Some(slot) = walks[w].get_mut(pending[w].len()) {
+                                *slot = walk;
+                            }
+                            pending[w].push(buf);
+                        }
+                        Pick::Held => self.spare = Some(buf),
+                    }
+                }
+                Ok(false) => {
+                    self.spare = Some(buf);
+                    break;
+                }
+                Err(PortError::FrameTooLarge { .. }) => {
+                    self.spare = Some(buf);
+                    if let Ok(mut p) = self.shared.rx_pipeline.lock() {
+                        p.record(PipelineDrop::BadFrame);
+                    }
+                }
+                Err(PortError::Closed { .. }) => {
+                    self.spare = Some(buf);
+                    return Gathered::Closed;
+                }
+                Err(e) => {
+                    self.spare = Some(buf);
+                    self.shared.fail(Failure::Port(e.to_string()));
+                    return Gathered::Failed;
+                }
+            }
+        }
+        Gathered::Frames(got)
     }
 
     /// A buffer for the next frame: the one kept from the last try, one
@@ -292,7 +340,7 @@ impl RxThread {
     }
 
     /// Blocks this thread if [`Running::stall`] asked for it by name.
-    fn stall_if_asked(&self) {
+    pub(super) fn stall_if_asked(&self) {
         if !self.shared.stall_asked.load(Ordering::Relaxed) {
             return;
         }
@@ -373,13 +421,13 @@ impl RxThread {
             // Behind its VLAN tags, if any.
             LinkType::Ethernet => match ether::Layer2::parse(buf.data()) {
                 Some(l2) if l2.is_ip() => (Some(l2), l2.header_len),
-                _ => return Pick::Worker(0, None),
+                _ => return Pick::Worker(self.home.unwrap_or(0), None),
             },
             LinkType::RawIp => (None, 0),
         };
         self.parse.ip_walks += 1;
         let Ok(meta) = ip::parse(&buf.data()[l2..]) else {
-            return Pick::Worker(0, None);
+            return Pick::Worker(self.home.unwrap_or(0), None);
         };
         if self.side == Side::Network && meta.frag.is_some() {
             let done =
@@ -435,7 +483,11 @@ impl RxThread {
                 .and_then(|spi| owners.inbound_owner(spi)),
         };
         // Traffic of no SA (bypass, discard) keeps its order per address
-        // pair.
+        // pair: a queue keeps what the kernel's flow hash gave it, workers
+        // share it by the addresses' hash.
+        if let Some(home) = self.home {
+            return Pick::Worker(super::queue::queue_for(owner, home, n), Some(walk));
+        }
         let key = owner.unwrap_or_else(|| {
             let (s, d) = (meta.src_range(), meta.dst_range());
             pkt.get(s)

@@ -20,7 +20,45 @@ pub(super) struct Worker {
     pub(super) heartbeat: Arc<AtomicU64>,
 }
 
+/// What every worker of a runner shares: its pools, the ports it takes
+/// its sending handles on, their link types, the tap and the runner's
+/// state.
+pub(super) struct WorkerEnv<'a> {
+    pub(super) pools: &'a Pools,
+    pub(super) tx: &'a SharedTxPorts,
+    pub(super) host_link: LinkType,
+    pub(super) net_link: LinkType,
+    pub(super) tap: &'a Option<SharedTap>,
+    pub(super) shared: &'a Arc<Shared>,
+}
+
 impl Worker {
+    /// Worker `index` with `gateway`, taking batches from `batches` and
+    /// controls from `control`, beating `heartbeat`.
+    pub(super) fn new(
+        index: usize,
+        gateway: Gateway,
+        (batches, control): (Receiver<Batch>, Receiver<Control>),
+        env: &WorkerEnv<'_>,
+        heartbeat: Arc<AtomicU64>,
+    ) -> Self {
+        Worker {
+            index,
+            gateway,
+            batches,
+            control,
+            pool: env.pools.bufs_tx.clone(),
+            vecs: env.pools.vecs_tx.clone(),
+            tx: TxPorts::for_thread(env.tx),
+            host_link: env.host_link,
+            net_link: env.net_link,
+            tap: env.tap.clone(),
+            shared: Arc::clone(env.shared),
+            events: Vec::new(),
+            heartbeat,
+        }
+    }
+
     pub(super) fn run(&mut self) {
         while !self.shared.stop.load(Ordering::SeqCst) {
             self.handle_controls();
@@ -114,6 +152,7 @@ impl Worker {
                     packet_buffers: 0,
                     now: Timestamp::ZERO,
                     parse: stage.parse_counts(),
+                    by_worker: Vec::new(),
                 };
                 let _ = reply.send((self.index, report));
             }
