@@ -596,6 +596,19 @@ fn wrong_psk_is_refused_when_charon_initiates() {
     assert!(!sas.contains("ESTABLISHED"), "{sas}");
 }
 
+/// tshark decoded a rekey: its CREATE_CHILD_SA request and response and
+/// the old SA's deletion (an INFORMATIONAL request and response).
+fn rekey_decoded(counts: &BTreeMap<u8, usize>) {
+    assert!(
+        counts.get(&tshark::exchange::CREATE_CHILD_SA) >= Some(&2),
+        "{counts:?}"
+    );
+    assert!(
+        counts.get(&tshark::exchange::INFORMATIONAL) >= Some(&2),
+        "{counts:?}"
+    );
+}
+
 /// A rekeyed CHILD_SA replaces the first one on both sides: bitsgw
 /// reports the new one and the old one's deletion, and charon lists only
 /// the new one, with the keys it logged last.
@@ -636,15 +649,7 @@ fn rekeys(case: &Case<'_>) -> Option<String> {
         std::thread::sleep(Duration::from_millis(200));
     }
     let counts = tshark_decodes(&mut run, case.bitsgw_ike.unwrap_or(case.ike), &[&up]);
-    // The rekey's request and response, the old CHILD_SA's deletion.
-    assert!(
-        counts.get(&tshark::exchange::CREATE_CHILD_SA) >= Some(&2),
-        "{counts:?}"
-    );
-    assert!(
-        counts.get(&tshark::exchange::INFORMATIONAL) >= Some(&2),
-        "{counts:?}"
-    );
+    rekey_decoded(&counts);
     Some(second)
 }
 
@@ -720,15 +725,7 @@ fn rekeys_ike(case: &Case<'_>) {
         run.transcript()
     );
     let counts = tshark_decodes(&mut run, case.ike, &[&up, &new]);
-    // The rekey's request and response, the old IKE SA's deletion.
-    assert!(
-        counts.get(&tshark::exchange::CREATE_CHILD_SA) >= Some(&2),
-        "{counts:?}"
-    );
-    assert!(
-        counts.get(&tshark::exchange::INFORMATIONAL) >= Some(&2),
-        "{counts:?}"
-    );
+    rekey_decoded(&counts);
 }
 
 #[test]
