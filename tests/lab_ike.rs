@@ -5,15 +5,20 @@
 //! their host stacks), install the CHILD_SA's SAs and pass traffic; the
 //! wire between them carries IKE and ESP only; CHILD_SA rekeys under
 //! pings lose none. With a wrong PSK no SA is installed and nothing leaves
-//! in clear. bitsgw also keys a tunnel with strongSwan's charon.
+//! in clear. bitsgw also keys a tunnel with strongSwan's charon (AES-GCM
+//! and AES-CBC with HMAC-SHA-256, either side starting), and tshark, given
+//! the keys charon logged, decrypts every IKE message and ESP packet on
+//! the wire between them and finds every ICV good.
 //!
 //! Needs root (CI runs as root) and iproute2, iputils-ping. Everything it
 //! creates it removes, also when it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../crates/ike/tests/common/tshark.rs"]
+mod tshark;
 
-use common::{bitsgw, capture, start_charon, Lab, CHARON};
+use common::{bitsgw, capture, start_charon_logging_keys, Lab, CHARON};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -421,15 +426,16 @@ fn build_mixed(lab: &Lab) {
 }
 
 /// charon's connection `bitsgw` in `gB`, the responder, forcing UDP
-/// encapsulation (kernel-libipsec carries ESP in UDP only).
-fn charon_conf(psk: &str) -> String {
+/// encapsulation (kernel-libipsec carries ESP in UDP only), with the IKE
+/// and ESP proposals `ike` and `esp`.
+fn charon_conf(psk: &str, ike: &str, esp: &str) -> String {
     format!(
         r#"connections {{
   bitsgw {{
     version = 2
     local_addrs = 203.0.113.6
     remote_addrs = 203.0.113.1
-    proposals = aes128gcm16-prfsha256-ecp256
+    proposals = {ike}
     encap = yes
     mobike = no
     local {{
@@ -445,7 +451,7 @@ fn charon_conf(psk: &str) -> String {
         local_ts = 198.51.100.0/24
         remote_ts = 192.0.2.0/24
         mode = tunnel
-        esp_proposals = aes128gcm16
+        esp_proposals = {esp}
       }}
     }}
   }}
@@ -461,9 +467,25 @@ secrets {{
     )
 }
 
-/// bitsgw A and charon key the tunnel, started by bitsgw or by charon,
-/// and pings cross both ways.
-fn with_strongswan(tag: &str, bitsgw_initiates: bool) {
+/// Starts dumpcap on `dev` of namespace `ns`, writing `file`; returns
+/// once it captures.
+fn dumpcap(lab: &mut Lab, ns: &str, dev: &str, file: &Path) -> usize {
+    use std::io::BufRead as _;
+    let index = lab.spawn(ns, &["dumpcap", "-i", dev, "-w", file.to_str().unwrap()]);
+    let err = lab.children[index].stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(err).lines();
+    let started = lines.any(|l| l.is_ok_and(|l| l.starts_with("Capturing on")));
+    assert!(started, "dumpcap on {ns}/{dev} did not start");
+    // The rest of its stderr, so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    index
+}
+
+/// bitsgw A and charon key the tunnel with the IKE and ESP proposals
+/// `ike` and `esp`, started by bitsgw or by charon, and pings cross both
+/// ways. tshark decrypts every IKE message and ESP packet captured
+/// between them with the keys charon logged, and finds every ICV good.
+fn with_strongswan(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str) {
     if !common::is_root() {
         eprintln!("skipped: needs root");
         return;
@@ -475,13 +497,17 @@ fn with_strongswan(tag: &str, bitsgw_initiates: bool) {
     let psk = "bitsgw-strongswan-lab-only-not-a-secret";
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
     build_mixed(&lab);
+    let pcap = lab.dir.join("wire.pcapng");
+    let capture = dumpcap(&mut lab, "r", "rb", &pcap);
     let swan = lab.dir.join("swan");
-    start_charon(&mut lab, "gB", &swan, &charon_conf(psk));
+    start_charon_logging_keys(&mut lab, "gB", &swan, &charon_conf(psk, ike, esp));
     // bitsgw A, its peer charon at 203.0.113.6.
     let cfg = gateway(&lab, "a", psk, "");
     let mut text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace("203.0.113.2", "203.0.113.6");
+        .replace("203.0.113.2", "203.0.113.6")
+        .replace("aes128gcm16-prfsha256-ecp256", ike)
+        .replace(r#"["aes128gcm16"]"#, &format!(r#"["{esp}"]"#));
     if !bitsgw_initiates {
         text = text.replace(r#""start": "initiate""#, r#""start": "respond""#);
     }
@@ -524,29 +550,128 @@ fn with_strongswan(tag: &str, bitsgw_initiates: bool) {
         "pings from B: {}",
         String::from_utf8_lossy(&back.stdout)
     );
-    let ike = show(&socket(&lab, "a"), "ike");
+    let ike_sa = show(&socket(&lab, "a"), "ike");
     assert_eq!(
-        ike["peers"][0]["ike_sas"][0]["initiator"], bitsgw_initiates,
-        "{ike}"
+        ike_sa["peers"][0]["ike_sas"][0]["initiator"], bitsgw_initiates,
+        "{ike_sa}"
     );
     assert_eq!(
-        ike["peers"][0]["child_sas"][0]["udp_encapsulation"], true,
-        "{ike}"
+        ike_sa["peers"][0]["child_sas"][0]["udp_encapsulation"], true,
+        "{ike_sa}"
     );
-    let inbound = find_sa(&show(&socket(&lab, "a"), "sa"), "b-to-a");
+    let sas = show(&socket(&lab, "a"), "sa");
+    let inbound = find_sa(&sas, "b-to-a");
     assert!(inbound["packets"].as_u64().unwrap() >= 6, "{inbound}");
+    let outbound = find_sa(&sas, "a-to-b");
+    // Let the kernel hand over its last block before stopping dumpcap.
+    std::thread::sleep(Duration::from_millis(1200));
+    lab.terminate(capture);
     let (ok, out, log) = lab.terminate(gw);
     assert!(ok, "bitsgw failed: {out}{log}");
+    decodes_with_tshark(
+        &pcap,
+        &swan,
+        &ike_sa["peers"][0]["ike_sas"][0],
+        [&outbound, &inbound],
+        bitsgw_initiates,
+        (ike, esp),
+    );
+}
+
+/// tshark decrypts the IKE SA's messages and both ESP SAs' packets in
+/// `pcap` with the keys charon logged: every IKE message decrypted with
+/// its checksum correct, the IKE_SA_INIT and IKE_AUTH exchanges complete,
+/// every ESP packet `esp.icv_good == 1`, at least the pings' worth each
+/// way; with the ESP keys changed no ESP packet verifies.
+fn decodes_with_tshark(
+    pcap: &Path,
+    swan: &Path,
+    ike_sa: &serde_json::Value,
+    [outbound, inbound]: [&serde_json::Value; 2],
+    bitsgw_initiates: bool,
+    (ike, esp): (&str, &str),
+) {
+    let log = std::fs::read_to_string(swan.join("charon.log")).unwrap();
+    let ike_keys = tshark::IkeSaKeys::from_charon_log(
+        &log,
+        0,
+        ike_sa["spi_i"].as_str().unwrap(),
+        ike_sa["spi_r"].as_str().unwrap(),
+        ike,
+    )
+    .unwrap_or_else(|| panic!("charon logged no IKE SA keys: {log}"));
+    let (_, _, encryption, integrity) = tshark::algorithms(esp);
+    let key = |label: &str| tshark::logged_key(&log, label).unwrap_or_default();
+    // bitsgw's outbound SA carries the keys of the direction it sends in,
+    // named by who started the exchange (RFC 7296 2.17).
+    let (out_dir, in_dir) = if bitsgw_initiates {
+        ("initiator", "responder")
+    } else {
+        ("responder", "initiator")
+    };
+    let esp_sa = |sa: &serde_json::Value, src: &str, dst: &str, dir: &str| tshark::EspSaKeys {
+        src: src.into(),
+        dst: dst.into(),
+        spi: format!("{:08x}", sa["spi"].as_u64().unwrap()),
+        encryption_key: key(&format!("encryption {dir} key")),
+        integrity_key: key(&format!("integrity {dir} key")),
+        encryption,
+        integrity,
+    };
+    let esp_keys = [
+        esp_sa(outbound, "203.0.113.1", "203.0.113.6", out_dir),
+        esp_sa(inbound, "203.0.113.6", "203.0.113.1", in_dir),
+    ];
+    let decoded = tshark::decode(pcap, std::slice::from_ref(&ike_keys), &esp_keys);
+    let ike_counts = tshark::check_ike(&decoded).unwrap_or_else(|e| panic!("tshark: {e}"));
+    assert_eq!(ike_counts.get(&tshark::exchange::IKE_SA_INIT), Some(&2));
+    assert_eq!(ike_counts.get(&tshark::exchange::IKE_AUTH), Some(&2));
+    let spis = [esp_keys[0].spi.as_str(), esp_keys[1].spi.as_str()];
+    let esp_counts = tshark::check_esp(&decoded, &spis).unwrap_or_else(|e| panic!("tshark: {e}"));
+    // 4 pings from A and 3 from B, each answered.
+    for spi in spis {
+        assert!(esp_counts.get(spi) >= Some(&7), "{spi}: {esp_counts:?}");
+    }
+    let mut wrong = esp_keys;
+    for k in &mut wrong {
+        tshark::corrupt(&mut k.encryption_key);
+        tshark::corrupt(&mut k.integrity_key);
+    }
+    let refused = tshark::decode(pcap, &[ike_keys], &wrong);
+    assert!(
+        refused.iter().all(|d| !d.esp_icv_good),
+        "a wrong ESP key verified: {refused:?}"
+    );
 }
 
 #[test]
 fn bitsgw_initiates_with_strongswan_and_pings_cross_both_ways() {
-    with_strongswan("is", true);
+    with_strongswan("is", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16");
 }
 
 #[test]
 fn strongswan_initiates_with_bitsgw_and_pings_cross_both_ways() {
-    with_strongswan("ir2", false);
+    with_strongswan("ir2", false, "aes128gcm16-prfsha256-ecp256", "aes128gcm16");
+}
+
+#[test]
+fn bitsgw_initiates_with_strongswan_over_aes_cbc_hmac_sha256() {
+    with_strongswan(
+        "isc",
+        true,
+        "aes128-sha256-prfsha256-ecp256",
+        "aes128-sha256",
+    );
+}
+
+#[test]
+fn strongswan_initiates_with_bitsgw_over_aes_cbc_hmac_sha256() {
+    with_strongswan(
+        "irc",
+        false,
+        "aes256-sha256-prfsha256-x25519",
+        "aes256-sha256",
+    );
 }
 
 #[test]

@@ -521,6 +521,23 @@ pub const CHARON: &str = "/usr/lib/ipsec/charon";
 /// kernel-libipsec (this kernel has no ESP), which carries ESP in UDP
 /// only, and charon routes the CHILD_SAs' traffic to it.
 pub fn start_charon(lab: &mut Lab, ns: &str, dir: &Path, swanctl_conf: &str) -> usize {
+    start_charon_logging(lab, ns, dir, swanctl_conf, "")
+}
+
+/// [`start_charon`] logging IKE and CHILD_SA details at level 4, which
+/// include every key charon derives: for decoding a capture, never in a
+/// measurement.
+pub fn start_charon_logging_keys(lab: &mut Lab, ns: &str, dir: &Path, swanctl_conf: &str) -> usize {
+    start_charon_logging(lab, ns, dir, swanctl_conf, "ike = 4\n      chd = 4")
+}
+
+fn start_charon_logging(
+    lab: &mut Lab,
+    ns: &str,
+    dir: &Path,
+    swanctl_conf: &str,
+    levels: &str,
+) -> usize {
     std::fs::create_dir_all(dir.join("run")).unwrap();
     let d = dir.display();
     // kernel-libipsec must come before kernel-netlink, or installing the
@@ -540,6 +557,7 @@ pub fn start_charon(lab: &mut Lab, ns: &str, dir: &Path, swanctl_conf: &str) -> 
       path = {d}/charon.log
       flush_line = yes
       default = 1
+      {levels}
     }}
   }}
 }}
