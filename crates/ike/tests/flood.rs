@@ -39,6 +39,18 @@ const COOKIE_THRESHOLD: usize = 64;
 const MAX_HALF_OPEN: usize = 1024;
 const FLOOD: u32 = 20_000;
 
+/// An initiator or the responder, with the appliance's limits.
+fn endpoint(initiator: bool) -> Endpoint {
+    Endpoint::new(peers::endpoint(
+        initiator,
+        IKE,
+        ESP,
+        COOKIE_THRESHOLD,
+        MAX_HALF_OPEN,
+    ))
+    .unwrap()
+}
+
 /// The spoofed source of flood message `k`: one of 254 addresses of
 /// 203.0.113.0/24, a port of its own.
 fn source(k: u32) -> SocketAddr {
@@ -91,28 +103,14 @@ impl Flood {
 fn a_half_open_flood_gets_cookies_holds_bounded_state_and_a_legitimate_peer_connects() {
     let ra: SocketAddr = "198.51.100.1:500".parse().unwrap();
     let legit_addr: SocketAddr = "192.0.2.1:500".parse().unwrap();
-    let mut template_source = Endpoint::new(peers::endpoint(
-        true,
-        IKE,
-        ESP,
-        COOKIE_THRESHOLD,
-        MAX_HALF_OPEN,
-    ))
-    .unwrap();
+    let mut template_source = endpoint(true);
     template_source
         .initiate(Timestamp::ZERO, "192.0.2.200:500".parse().unwrap(), ra)
         .unwrap();
     let template = template_source.poll_transmit().unwrap().contents;
     let base = live();
     let mut f = Flood {
-        rsp: Endpoint::new(peers::endpoint(
-            false,
-            IKE,
-            ESP,
-            COOKIE_THRESHOLD,
-            MAX_HALF_OPEN,
-        ))
-        .unwrap(),
+        rsp: endpoint(false),
         ra,
         template,
         now: Timestamp::from_secs(1),
@@ -136,14 +134,7 @@ fn a_half_open_flood_gets_cookies_holds_bounded_state_and_a_legitimate_peer_conn
     let after_1k = live();
     // The legitimate initiator, in the middle of the flood: its requests
     // and the responder's answers take turns with flood messages.
-    let mut legit = Endpoint::new(peers::endpoint(
-        true,
-        IKE,
-        ESP,
-        COOKIE_THRESHOLD,
-        MAX_HALF_OPEN,
-    ))
-    .unwrap();
+    let mut legit = endpoint(true);
     legit.initiate(f.now, legit_addr, ra).unwrap();
     let mut legit_up = false;
     while f.sent < FLOOD / 2 || !legit_up {
