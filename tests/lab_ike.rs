@@ -19,97 +19,25 @@ mod common;
 mod tshark;
 
 use common::{bitsgw, capture, start_charon_logging_keys, Lab, CHARON};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The policy of gateway `side`: the sites' IPv4 prefixes protected by
-/// IKE-keyed SAs, everything else discarded.
-fn policy(side: &str) -> String {
-    let (me, peer, local, remote, out, inb) = if side == "a" {
-        (
-            "203.0.113.1",
-            "203.0.113.2",
-            "192.0.2.0/24",
-            "198.51.100.0/24",
-            "a-to-b",
-            "b-to-a",
-        )
-    } else {
-        (
-            "203.0.113.2",
-            "203.0.113.1",
-            "198.51.100.0/24",
-            "192.0.2.0/24",
-            "b-to-a",
-            "a-to-b",
-        )
-    };
-    format!(
-        r#"{{
-  "spd": {{
-    "outbound": [
-      {{"name": "sites-out", "local": "{local}", "remote": "{remote}", "action": "protect", "sa": "{out}"}},
-      {{"name": "default-discard-out", "action": "discard"}}
-    ],
-    "inbound": [
-      {{"name": "sites-in", "local": "{local}", "remote": "{remote}", "action": "protect", "sa": "{inb}"}},
-      {{"name": "default-discard-in", "action": "discard"}}
-    ]
-  }},
-  "sad": [
-    {{"name": "{out}", "direction": "outbound", "keyed_by": "ike", "mode": "tunnel",
-      "tunnel": {{"local": "{me}", "remote": "{peer}"}}}},
-    {{"name": "{inb}", "direction": "inbound", "keyed_by": "ike", "mode": "tunnel",
-      "tunnel": {{"local": "{me}", "remote": "{peer}"}}, "replay_window": 1024}}
-  ]
-}}"#
-    )
-}
-
 /// Writes gateway `side`'s policy, PSK file and configuration; its path.
-/// `peer_extra` adds fields to its peer (`"name": value, `).
+/// A hands frames to two workers, B runs to completion. `peer_extra` adds
+/// fields to its peer (`"name": value, `).
 fn gateway(lab: &Lab, side: &str, psk: &str, peer_extra: &str) -> PathBuf {
-    let dir = &lab.dir;
-    std::fs::write(dir.join(format!("ike-{side}.json")), policy(side)).unwrap();
-    let psk_file = dir.join(format!("ike-{side}.psk"));
-    std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
-    std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (me, peer, out, inb, start) = if side == "a" {
-        ("203.0.113.1", "203.0.113.2", "a-to-b", "b-to-a", "initiate")
-    } else {
-        ("203.0.113.2", "203.0.113.1", "b-to-a", "a-to-b", "respond")
-    };
-    let other = if side == "a" { "b" } else { "a" };
     let pipeline = if side == "a" {
-        r#""workers": 2"#
+        common::WORKERS
     } else {
-        r#""workers": 1, "pipeline": "run-to-completion""#
+        common::RUN_TO_COMPLETION
     };
-    let cfg = format!(
-        r#"{{"role": "gateway", "policy": "ike-{side}.json",
-  "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  {pipeline}, "control_socket": "{}", "state_dir": "ike-{side}-state",
-  "addresses": {{"network": ["{me}/24"]}},
-  "peers": [{{
-    "name": "site-{other}", "local": "{me}", "remote": "{peer}",
-    "local_id": "fqdn:gw-{side}.example", "remote_id": "fqdn:gw-{other}.example",
-    "psk_file": "ike-{side}.psk",
-    "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
-    {peer_extra}"start": "{start}",
-    "children": [{{"outbound": "{out}", "inbound": "{inb}"}}]
-  }}]}}"#,
-        socket(lab, side).display()
-    );
-    let path = dir.join(format!("ike-gw-{side}.json"));
-    std::fs::write(&path, cfg).unwrap();
-    path
+    common::ike_gateway(lab, side, "", pipeline, psk, peer_extra)
 }
 
 fn socket(lab: &Lab, side: &str) -> PathBuf {
-    lab.dir.join(format!("ike-{side}.sock"))
+    common::ike_socket(lab, side, "")
 }
 
 /// The lab, the capture's stop flag, frames and threads, the gateways.
@@ -282,7 +210,11 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
     // The peers are read at start: a reload that renames an SA they key
     // is refused, and nothing changes.
     let policy_a = lab.dir.join("ike-a.json");
-    std::fs::write(&policy_a, policy("a").replace("\"a-to-b\"", "\"a-to-b2\"")).unwrap();
+    std::fs::write(
+        &policy_a,
+        common::ike_policy("a").replace("\"a-to-b\"", "\"a-to-b2\""),
+    )
+    .unwrap();
     let reload = bitsgw(&["ctl", "reload", "--socket", sock_a.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&reload.stdout).to_string()
         + &String::from_utf8_lossy(&reload.stderr);
@@ -291,7 +223,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
         said.contains("\"a-to-b2\" is keyed by IKE, but no peer names it"),
         "{said}"
     );
-    std::fs::write(&policy_a, policy("a").replace("1024", "512")).unwrap();
+    std::fs::write(&policy_a, common::ike_policy("a").replace("1024", "512")).unwrap();
     let reload = bitsgw(&["ctl", "reload", "--socket", sock_a.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&reload.stderr);
     assert!(said.contains("IKE-keyed SA \"b-to-a\" changed"), "{said}");
@@ -514,7 +446,7 @@ fn with_strongswan(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str) {
     std::fs::write(&cfg, text).unwrap();
     std::fs::write(
         lab.dir.join("ike-a.json"),
-        policy("a").replace("203.0.113.2", "203.0.113.6"),
+        common::ike_policy("a").replace("203.0.113.2", "203.0.113.6"),
     )
     .unwrap();
     let gw = lab.spawn(
