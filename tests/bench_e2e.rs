@@ -378,14 +378,7 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
                     "inbound": [{"name": "all", "action": "bypass"}]}, "sad": []}"#,
         )
         .unwrap();
-        // The gateways' own host stacks reach each other's address
-        // through the router (IKE).
-        for k in [
-            "net.ipv4.conf.ra.proxy_arp=1",
-            "net.ipv4.conf.rb.proxy_arp=1",
-        ] {
-            lab.exec("r", &["sysctl", "-qw", k]);
-        }
+        common::router_answers_for_gateways(&lab);
         // ESP rows: SAs keyed by IKEv2 (PSK, AES-GCM-128 and P-256 for IKE,
         // AES-GCM-128 for ESP), CHILD_SAs not rekeyed within the run.
         for (tag, label, ike, pipeline) in [
@@ -569,12 +562,7 @@ fn ping_latency_during_child_sa_rekeys() {
     let load_before = load();
     let mut lab = Lab::new("el", &["hA", "gA", "r", "gB", "hB"]);
     build(&lab, true);
-    for k in [
-        "net.ipv4.conf.ra.proxy_arp=1",
-        "net.ipv4.conf.rb.proxy_arp=1",
-    ] {
-        lab.exec("r", &["sysctl", "-qw", k]);
-    }
+    common::router_answers_for_gateways(&lab);
     let mut rows = Vec::new();
     for (tag, label, extra_a, extra_b) in [
         ("steady", "no rekeys", "", ""),

@@ -55,12 +55,7 @@ type Running = (
 fn lab_with_gateways(tag: &str, psk_a: &str, psk_b: &str, peer_extra_a: &str) -> Running {
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
     common::route_two_sites(&lab);
-    for k in [
-        "net.ipv4.conf.ra.proxy_arp=1",
-        "net.ipv4.conf.rb.proxy_arp=1",
-    ] {
-        lab.exec("r", &["sysctl", "-qw", k]);
-    }
+    common::router_answers_for_gateways(&lab);
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let caps = vec![

@@ -363,6 +363,18 @@ pub fn route_two_sites(lab: &Lab) {
     reach_through_bump(lab, "203.0.113.2", "rb", "hB");
 }
 
+/// Makes the router of [`route_two_sites`] answer ARP for the far
+/// gateway's address on both its links, so the gateways' own host stacks
+/// (IKE) reach each other through it.
+pub fn router_answers_for_gateways(lab: &Lab) {
+    for k in [
+        "net.ipv4.conf.ra.proxy_arp=1",
+        "net.ipv4.conf.rb.proxy_arp=1",
+    ] {
+        lab.exec("r", &["sysctl", "-qw", k]);
+    }
+}
+
 /// Makes the router `r` reach `addr`, an address in the bump on its link
 /// `dev`, at the MAC of `host` behind that bump (the bump passes the
 /// frame on or takes it).
