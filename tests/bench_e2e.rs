@@ -25,7 +25,8 @@
 //! test` (it measures, and takes about two minutes); needs
 //! root, iperf3 and strongSwan (`scripts/setup-test-deps.sh`), and says so
 //! and returns without root. Run it with `cargo test --release --test
-//! bench_e2e -- --ignored --nocapture`.
+//! bench_e2e -- --ignored --nocapture --test-threads=1` (its two
+//! benchmarks one after the other).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
