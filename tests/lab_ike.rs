@@ -8,7 +8,9 @@
 //! in clear. bitsgw also keys a tunnel with strongSwan's charon (AES-GCM
 //! and AES-CBC with HMAC-SHA-256, either side starting), and tshark, given
 //! the keys charon logged, decrypts every IKE message and ESP packet on
-//! the wire between them and finds every ICV good.
+//! the wire between them and finds every ICV good. CHILD_SA and IKE SA
+//! rekeys started by either side under an iperf3 transfer to charon drop
+//! nothing in bitsgw, whose ESP counts match the wire's.
 //!
 //! Needs root (CI runs as root) and iproute2, iputils-ping. Everything it
 //! creates it removes, also when it fails.
@@ -356,6 +358,13 @@ fn build_mixed(lab: &Lab) {
 /// encapsulation (kernel-libipsec carries ESP in UDP only), with the IKE
 /// and ESP proposals `ike` and `esp`.
 fn charon_conf(psk: &str, ike: &str, esp: &str) -> String {
+    charon_conf_with(psk, ike, esp, ("", ""))
+}
+
+/// [`charon_conf`] with settings added to the connection and to its
+/// CHILD_SA.
+fn charon_conf_with(psk: &str, ike: &str, esp: &str, extra: (&str, &str)) -> String {
+    let (ike_extra, child_extra) = extra;
     format!(
         r#"connections {{
   bitsgw {{
@@ -364,6 +373,7 @@ fn charon_conf(psk: &str, ike: &str, esp: &str) -> String {
     remote_addrs = 203.0.113.1
     proposals = {ike}
     encap = yes
+    {ike_extra}
     mobike = no
     local {{
       auth = psk
@@ -379,6 +389,7 @@ fn charon_conf(psk: &str, ike: &str, esp: &str) -> String {
         remote_ts = 192.0.2.0/24
         mode = tunnel
         esp_proposals = {esp}
+        {child_extra}
       }}
     }}
   }}
@@ -392,6 +403,75 @@ secrets {{
 }}
 "#
     )
+}
+
+/// Whether root and charon are there; says which is missing.
+fn can_run_charon() -> bool {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    if !Path::new(CHARON).exists() {
+        eprintln!("SKIPPED: strongSwan's charon is not installed at {CHARON} (scripts/setup-test-deps.sh installs it)");
+        return false;
+    }
+    true
+}
+
+const SWAN_PSK: &str = "bitsgw-strongswan-lab-only-not-a-secret";
+
+/// In the lab [`build_mixed`] made: charon (its files in `swan`, logging
+/// its keys) with connection `charon` and bitsgw A (proposals `ike` and
+/// `esp`, `peer_extra` added to its peer) key the tunnel, started by
+/// bitsgw or by charon; returns bitsgw's index once a ping crosses.
+fn mixed_tunnel(
+    lab: &mut Lab,
+    swan: &Path,
+    charon: &str,
+    bitsgw_initiates: bool,
+    (ike, esp, peer_extra): (&str, &str, &str),
+) -> usize {
+    start_charon_logging_keys(lab, "gB", swan, charon);
+    // bitsgw A, its peer charon at 203.0.113.6.
+    let cfg = gateway(lab, "a", SWAN_PSK, peer_extra);
+    let mut text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("203.0.113.2", "203.0.113.6")
+        .replace("aes128gcm16-prfsha256-ecp256", ike)
+        .replace(r#"["aes128gcm16"]"#, &format!(r#"["{esp}"]"#));
+    if !bitsgw_initiates {
+        text = text.replace(r#""start": "initiate""#, r#""start": "respond""#);
+    }
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(
+        lab.dir.join("ike-a.json"),
+        common::ike_policy("a").replace("203.0.113.2", "203.0.113.6"),
+    )
+    .unwrap();
+    let gw = lab.spawn(
+        "gA",
+        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
+    );
+    lab.wait_ready(gw, &socket(lab, "a"));
+    if !bitsgw_initiates {
+        common::swanctl(
+            lab,
+            "gB",
+            swan,
+            &["--initiate", "--child", "net", "--timeout", "15"],
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(lab, "1") {
+        if Instant::now() >= deadline {
+            let (_, out, log) = lab.terminate(gw);
+            panic!(
+                "no ping through the tunnel to charon\nbitsgw: {out}{log}\ncharon: {}",
+                std::fs::read_to_string(swan.join("charon.log")).unwrap_or_default()
+            );
+        }
+    }
+    gw
 }
 
 /// Starts dumpcap on `dev` of namespace `ns`, writing `file`; returns
@@ -413,60 +493,21 @@ fn dumpcap(lab: &mut Lab, ns: &str, dev: &str, file: &Path) -> usize {
 /// ways. tshark decrypts every IKE message and ESP packet captured
 /// between them with the keys charon logged, and finds every ICV good.
 fn with_strongswan(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str) {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
+    if !can_run_charon() {
         return;
     }
-    if !Path::new(CHARON).exists() {
-        eprintln!("SKIPPED: strongSwan's charon is not installed at {CHARON} (scripts/setup-test-deps.sh installs it)");
-        return;
-    }
-    let psk = "bitsgw-strongswan-lab-only-not-a-secret";
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
     build_mixed(&lab);
     let pcap = lab.dir.join("wire.pcapng");
     let capture = dumpcap(&mut lab, "r", "rb", &pcap);
     let swan = lab.dir.join("swan");
-    start_charon_logging_keys(&mut lab, "gB", &swan, &charon_conf(psk, ike, esp));
-    // bitsgw A, its peer charon at 203.0.113.6.
-    let cfg = gateway(&lab, "a", psk, "");
-    let mut text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("203.0.113.2", "203.0.113.6")
-        .replace("aes128gcm16-prfsha256-ecp256", ike)
-        .replace(r#"["aes128gcm16"]"#, &format!(r#"["{esp}"]"#));
-    if !bitsgw_initiates {
-        text = text.replace(r#""start": "initiate""#, r#""start": "respond""#);
-    }
-    std::fs::write(&cfg, text).unwrap();
-    std::fs::write(
-        lab.dir.join("ike-a.json"),
-        common::ike_policy("a").replace("203.0.113.2", "203.0.113.6"),
-    )
-    .unwrap();
-    let gw = lab.spawn(
-        "gA",
-        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
+    let gw = mixed_tunnel(
+        &mut lab,
+        &swan,
+        &charon_conf(SWAN_PSK, ike, esp),
+        bitsgw_initiates,
+        (ike, esp, ""),
     );
-    lab.wait_ready(gw, &socket(&lab, "a"));
-    if !bitsgw_initiates {
-        common::swanctl(
-            &lab,
-            "gB",
-            &swan,
-            &["--initiate", "--child", "net", "--timeout", "15"],
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !ping(&lab, "1") {
-        if Instant::now() >= deadline {
-            let (_, out, log) = lab.terminate(gw);
-            panic!(
-                "no ping through the tunnel to charon\nbitsgw: {out}{log}\ncharon: {}",
-                std::fs::read_to_string(swan.join("charon.log")).unwrap_or_default()
-            );
-        }
-    }
     assert!(ping(&lab, "3"), "pings from A lost");
     let back = lab.try_exec(
         "hB",
@@ -643,4 +684,157 @@ fn child_sa_rekeys_under_traffic_lose_no_ping() {
         c.join().unwrap();
     }
     common::between_gateways(&seen.lock().unwrap());
+}
+
+/// nftables counters on the router of the ESP (in UDP, non-zero SPI after
+/// the UDP header) it forwards each way between bitsgw and charon.
+fn count_esp_on_router(lab: &Lab) {
+    let rules = r#"table inet esp_count {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifname "ra" oifname "rb" udp dport 4500 @th,64,32 != 0 counter comment "from_bitsgw"
+    iifname "rb" oifname "ra" udp dport 4500 @th,64,32 != 0 counter comment "to_bitsgw"
+  }
+}
+"#;
+    let file = lab.dir.join("esp_count.nft");
+    std::fs::write(&file, rules).unwrap();
+    lab.exec("r", &["nft", "-f", file.to_str().unwrap()]);
+}
+
+/// The router's ESP counts: (from bitsgw, to bitsgw).
+fn esp_on_router(lab: &Lab) -> (u64, u64) {
+    let out = lab.exec("r", &["nft", "-j", "list", "table", "inet", "esp_count"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let count = |name: &str| {
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x.get("rule"))
+            .find(|r| r["comment"] == name)
+            .and_then(|r| {
+                r["expr"]
+                    .as_array()?
+                    .iter()
+                    .find_map(|e| e["counter"]["packets"].as_u64())
+            })
+            .unwrap_or_else(|| panic!("no counter {name}: {out}"))
+    };
+    (count("from_bitsgw"), count("to_bitsgw"))
+}
+
+/// bitsgw's dropped-packet total and ESP counts: (drops, protected,
+/// decrypted).
+fn esp_counters(lab: &Lab) -> (u64, u64, u64) {
+    let c = show(&socket(lab, "a"), "counters");
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or_else(|| panic!("{c}"));
+    (
+        n(&c["drops_total"]),
+        n(&c["ipsec"]["outbound_protected"]),
+        n(&c["ipsec"]["inbound_decrypted"]),
+    )
+}
+
+/// Rekeys under an iperf3 TCP transfer of 12 s through the tunnel to
+/// strongSwan, CHILD_SAs rekeyed every `child` seconds and the IKE SA
+/// every `ike` seconds by the side named (the other side's lifetimes are
+/// long enough never to come first): bitsgw drops nothing during the
+/// transfer (no replay drop, no packet without an SA), every ESP packet
+/// it counts protected crossed the router to charon and every one that
+/// crossed from charon it decrypted, so both sides agree packet for
+/// packet.
+fn rekeys_under_iperf3(tag: &str, child_by_bitsgw: bool, ike_by_bitsgw: bool) {
+    if !can_run_charon() {
+        return;
+    }
+    let (child, ike_life, long) = (3, 5, 60);
+    let pick = |by_bitsgw: bool, secs: u32| {
+        if by_bitsgw {
+            (secs, long)
+        } else {
+            (long, secs)
+        }
+    };
+    let (bitsgw_child, charon_child) = pick(child_by_bitsgw, child);
+    let (bitsgw_ike, charon_ike) = pick(ike_by_bitsgw, ike_life);
+    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
+    build_mixed(&lab);
+    count_esp_on_router(&lab);
+    let swan = lab.dir.join("swan");
+    let (ike, esp) = ("aes128gcm16-prfsha256-ecp256", "aes128gcm16");
+    let charon = charon_conf_with(
+        SWAN_PSK,
+        ike,
+        esp,
+        (
+            &format!("rekey_time = {charon_ike}s\n    over_time = 60s\n    rand_time = 0s"),
+            &format!(
+                "rekey_time = {charon_child}s\n        life_time = 120s\n        rand_time = 0s"
+            ),
+        ),
+    );
+    let extra = format!(
+        r#""child_lifetime_secs": {bitsgw_child}, "ike_lifetime_secs": {bitsgw_ike}, "rekey_jitter_secs": 1, "#
+    );
+    let gw = mixed_tunnel(&mut lab, &swan, &charon, true, (ike, esp, &extra));
+    let before = (esp_counters(&lab), esp_on_router(&lab));
+    let report = common::iperf3(&mut lab, "hA", "hB", "198.51.100.20", "12");
+    // Whatever is in flight lands before the counters are read.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = (esp_counters(&lab), esp_on_router(&lab));
+    let drops = show(&socket(&lab, "a"), "counters")["drops"].clone();
+    let (ok, out, log) = lab.terminate(gw);
+    assert!(ok, "bitsgw failed: {out}{log}");
+    let charon_log = std::fs::read_to_string(swan.join("charon.log")).unwrap();
+    let context =
+        || format!("{before:?} {after:?}\ndrops: {drops}\nbitsgw: {log}\ncharon: {charon_log}");
+    // The rekeys happened, each started by the side named: bitsgw's
+    // CHILD_SAs made by a rekey and IKE SAs rekeyed; charon's
+    // CREATE_CHILD_SA requests (its rekeys) and responses (bitsgw's).
+    assert!(log.matches("rekeys=Some").count() >= 3, "{}", context());
+    assert!(log.matches("IKE SA rekeyed").count() >= 2, "{}", context());
+    let charon_started = charon_log
+        .matches("generating CREATE_CHILD_SA request")
+        .count();
+    let bitsgw_started = charon_log
+        .matches("generating CREATE_CHILD_SA response")
+        .count();
+    let wanted = |by_bitsgw: bool, n: usize| usize::from(by_bitsgw) * n;
+    assert!(
+        bitsgw_started >= wanted(child_by_bitsgw, 3) + wanted(ike_by_bitsgw, 2),
+        "{}",
+        context()
+    );
+    assert!(
+        charon_started >= wanted(!child_by_bitsgw, 3) + wanted(!ike_by_bitsgw, 2),
+        "{}",
+        context()
+    );
+    let ((drops0, out0, in0), (wire_out0, wire_in0)) = before;
+    let ((drops1, out1, in1), (wire_out1, wire_in1)) = after;
+    assert_eq!(drops1 - drops0, 0, "bitsgw dropped: {}", context());
+    assert_eq!(out1 - out0, wire_out1 - wire_out0, "{}", context());
+    assert_eq!(in1 - in0, wire_in1 - wire_in0, "{}", context());
+    assert!(out1 - out0 > 1000, "{}", context());
+    eprintln!(
+        "{tag}: iperf3 through rekeys: {:.3} Gbit/s, {} retransmits; ESP {} out, {} in",
+        report["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9,
+        report["end"]["sum_sent"]["retransmits"],
+        out1 - out0,
+        in1 - in0
+    );
+}
+
+#[test]
+fn child_sa_rekeys_by_strongswan_and_ike_sa_rekeys_by_bitsgw_under_iperf3_drop_nothing() {
+    rekeys_under_iperf3("iq1", false, true);
+}
+
+#[test]
+fn child_sa_rekeys_by_bitsgw_and_ike_sa_rekeys_by_strongswan_under_iperf3_drop_nothing() {
+    rekeys_under_iperf3("iq2", true, false);
 }

@@ -25,7 +25,7 @@
 mod peers;
 
 use bitsgw_ike::{Endpoint, Event, Timestamp};
-use criterion::{black_box, BatchSize, Criterion};
+use criterion::{black_box, Criterion};
 use ring::agreement;
 use ring::rand::SystemRandom;
 use std::net::SocketAddr;
@@ -113,16 +113,19 @@ fn ike_sa_init_answers(c: &mut Criterion) {
     ] {
         let request = ike_sa_init(ike);
         g.bench_function(format!("{group}/stateful"), |b| {
-            b.iter_batched(
-                || endpoint(false, ike, 64),
-                |mut r| {
-                    r.handle_datagram(now, ia, ra, &request);
-                    let answer = r.poll_transmit().expect("answer");
-                    debug_assert_eq!(r.half_open_count(), 1);
-                    (r, answer)
-                },
-                BatchSize::SmallInput,
-            );
+            b.iter_custom(|n| {
+                (0..n)
+                    .map(|_| {
+                        let mut r = endpoint(false, ike, 64);
+                        let start = Instant::now();
+                        r.handle_datagram(now, ia, ra, &request);
+                        let answer = r.poll_transmit().expect("answer");
+                        let took = start.elapsed();
+                        assert_eq!((r.half_open_count(), answer.remote), (1, ia));
+                        took
+                    })
+                    .sum()
+            });
         });
         // Threshold 0: every request must carry a cookie; this one does
         // not, so it gets one and leaves no state.
