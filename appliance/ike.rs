@@ -14,6 +14,12 @@
 //! packet); a deleted CHILD_SA's SAs are removed, so what they protected
 //! is dropped (`no_sa`), never sent in clear. When an IKE SA goes down its
 //! CHILD_SAs are reported deleted first, so the same holds.
+//!
+//! A peer that starts on traffic (`"start": "trap"`) is initiated when the
+//! stages report an acquire (RFC 4301 5.1) for its child's outbound SA:
+//! one negotiation at a time, and after a failed one a back-off that
+//! doubles up to [`ACQUIRE_BACKOFF_MAX`] before the next acquire is acted
+//! on. The packets meanwhile are dropped as `acquire_pending`.
 
 use crate::config::{ApplianceConfig, PeerSettings, StartAction};
 use bitsgw_ike::crypto::{DirectionKeys, Secret};
@@ -29,6 +35,7 @@ use bitsgw_ipsec::config::{ActionConfig, PolicySet};
 use bitsgw_ipsec::crypto::TransformId;
 use bitsgw_ipsec::sa::{Mode as SaMode, SaParams, UdpEncap};
 use bitsgw_ipsec::selector::{AddrSel, Family};
+use bitsgw_ipsec::AcquireSignal;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -47,6 +54,15 @@ const CHANGES_DEPTH: usize = 256;
 const REINITIATE_AFTER: Duration = Duration::from_secs(5);
 /// The longest the thread sleeps.
 const MAX_WAIT: Duration = Duration::from_millis(50);
+/// How long a trapping peer ignores acquires after its first failed
+/// negotiation; doubled after each further one.
+const ACQUIRE_BACKOFF: Duration = Duration::from_secs(2);
+/// The longest back-off between negotiations that acquires start.
+pub const ACQUIRE_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A negotiation that neither succeeded nor failed by then (no event at
+/// all: it can not happen with the core's retransmission limit) no longer
+/// holds back acquires.
+const ACQUIRE_STALE: Duration = Duration::from_secs(300);
 
 /// What the main loop does to the stages.
 #[derive(Debug)]
@@ -189,6 +205,20 @@ pub fn status_text(v: &Value) -> String {
                 s(&c["rekey_in_secs"])
             );
         }
+        let a = &p["acquires"];
+        if !a.is_null() {
+            let _ = writeln!(
+                out,
+                "  acquires: {} negotiations started, {} failed, {} deferred{}",
+                s(&a["started"]),
+                s(&a["failed"]),
+                s(&a["deferred"]),
+                match a["backoff_secs"].as_u64() {
+                    Some(t) => format!(", backing off {t} s"),
+                    None => String::new(),
+                }
+            );
+        }
         let _ = writeln!(out, "  counters: {}", p["counters"]);
     }
     let _ = writeln!(out, "drops: {}", v["drops"]);
@@ -284,7 +314,10 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
                 jitter: peer.rekey_jitter,
             },
             liveness: peer.liveness,
-            retransmit: Retransmit::default(),
+            retransmit: Retransmit {
+                tries: peer.retransmit_tries,
+                ..Retransmit::default()
+            },
             initial_contact: true,
         },
         cookie_threshold: 64,
@@ -347,6 +380,66 @@ struct PeerRun {
     /// A rekey's responder: the new outbound SA, installed when the peer
     /// deletes the CHILD_SA with this inbound SPI (the one replaced).
     pending_outbound: Option<PendingOutbound>,
+    /// A trapping peer's acquires.
+    acquire: Option<Acquire>,
+}
+
+/// A trapping peer's acquires (RFC 4301 5.1): the stages' signal for its
+/// child's outbound SA, and what became of the negotiations it started.
+struct Acquire {
+    signal: Arc<AcquireSignal>,
+    /// The negotiation an acquire started, under way since then, on this
+    /// IKE SA.
+    negotiating: Option<(Instant, IkeSaId)>,
+    /// Acquires before this are not acted on (back-off after a failure).
+    not_before: Option<Instant>,
+    /// The back-off after the next failure.
+    backoff: Duration,
+    /// Negotiations started by acquires.
+    started: u64,
+    /// Of those, how many failed.
+    failed: u64,
+    /// Acquires not acted on: a negotiation under way, the SA up, the
+    /// peer held or backing off.
+    deferred: u64,
+}
+
+impl Acquire {
+    fn new(signal: Arc<AcquireSignal>) -> Acquire {
+        Acquire {
+            signal,
+            negotiating: None,
+            not_before: None,
+            backoff: ACQUIRE_BACKOFF,
+            started: 0,
+            failed: 0,
+            deferred: 0,
+        }
+    }
+
+    /// The negotiation under way on IKE SA `ike` ended: with the
+    /// CHILD_SA installed, or not (the next acquire waits out the
+    /// back-off, which then doubles).
+    fn ended(&mut self, ike: IkeSaId, established: bool) {
+        if self.negotiating.is_none_or(|(_, on)| on != ike) {
+            return;
+        }
+        self.negotiating = None;
+        if established {
+            self.not_before = None;
+            self.backoff = ACQUIRE_BACKOFF;
+        } else {
+            self.failed();
+        }
+    }
+
+    /// A negotiation failed: acquires wait out the back-off, which then
+    /// doubles.
+    fn failed(&mut self) {
+        self.failed += 1;
+        self.not_before = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(ACQUIRE_BACKOFF_MAX);
+    }
 }
 
 /// A rekey's responder's new outbound SA, not used yet.
@@ -383,10 +476,13 @@ impl Thread {
     fn run(&mut self, stop: &AtomicBool) {
         let mut last_status = Instant::now() - Duration::from_secs(1);
         while !stop.load(Ordering::SeqCst) {
+            let mut changed = false;
             while let Ok((c, reply)) = self.commands.try_recv() {
                 let _ = reply.send(self.command(c));
+                changed = true;
             }
             self.initiate_due();
+            self.acquire_due();
             let now = self.now();
             let next = self
                 .peers
@@ -410,8 +506,10 @@ impl Thread {
                     p.endpoint.handle_timeout(now);
                 }
             }
-            self.flush();
-            if last_status.elapsed() >= Duration::from_millis(500) {
+            changed |= self.flush();
+            // Counters every half second; what `show ike` lists (SAs,
+            // peers' states) as soon as it changed.
+            if changed || last_status.elapsed() >= Duration::from_millis(500) {
                 last_status = Instant::now();
                 self.publish_status();
             }
@@ -468,6 +566,58 @@ impl Thread {
         }
     }
 
+    /// Acts on the acquires the stages raised for trapping peers: starts
+    /// the IKE SA, or the CHILD_SA on the IKE SA that lost it, unless a
+    /// negotiation is under way or backing off.
+    fn acquire_due(&mut self) {
+        let now = self.now();
+        for p in &mut self.peers {
+            let Some(a) = p.acquire.as_mut() else {
+                continue;
+            };
+            if !a.signal.take() {
+                continue;
+            }
+            if let Some((_, ike)) = a.negotiating.filter(|(t, _)| t.elapsed() >= ACQUIRE_STALE) {
+                a.ended(ike, false);
+            }
+            let backing_off = a.not_before.is_some_and(|t| Instant::now() < t);
+            if p.held || !p.children.is_empty() || a.negotiating.is_some() || backing_off {
+                a.deferred += 1;
+                continue;
+            }
+            let started = match p.ike_sas.keys().next() {
+                Some(ike) => {
+                    let (local_ts, remote_ts) = p
+                        .settings
+                        .children
+                        .first()
+                        .map(|c| selectors(&self.policy, &c.outbound))
+                        .unwrap_or_default();
+                    p.endpoint
+                        .create_child(now, *ike, local_ts, remote_ts)
+                        .map(|()| *ike)
+                }
+                None => p.endpoint.initiate(
+                    now,
+                    SocketAddr::new(p.settings.local, IKE_PORT),
+                    SocketAddr::new(p.settings.remote, IKE_PORT),
+                ),
+            };
+            a.started += 1;
+            match started {
+                Ok(ike) => {
+                    a.negotiating = Some((Instant::now(), ike));
+                    info!(peer = %p.settings.name, ike_sa_up = !p.ike_sas.is_empty(), "IKE: acquire: negotiating on traffic");
+                }
+                Err(e) => {
+                    warn!(peer = %p.settings.name, error = %e, "IKE: acquire: could not initiate");
+                    a.failed();
+                }
+            }
+        }
+    }
+
     fn receive(&mut self, d: IkeDatagram) {
         let now = self.now();
         match self
@@ -485,10 +635,14 @@ impl Thread {
     /// (the IKE_AUTH or CREATE_CHILD_SA response; the Delete of the
     /// CHILD_SA a rekey replaced), so the peer never uses an SA we do not
     /// have yet.
-    fn flush(&mut self) {
+    /// Handles the endpoints' events and sends their datagrams; returns
+    /// whether there was an event (the status shown is then out of date).
+    fn flush(&mut self) -> bool {
+        let mut changed = false;
         for i in 0..self.peers.len() {
             while let Some(e) = self.peers[i].endpoint.poll_event() {
                 self.event(i, e);
+                changed = true;
             }
             while let Some(t) = self.peers[i].endpoint.poll_transmit() {
                 let d = IkeDatagram {
@@ -503,6 +657,7 @@ impl Thread {
                 }
             }
         }
+        changed
     }
 
     /// Hands `c` to the main loop and waits until every gateway has it.
@@ -589,13 +744,24 @@ impl Thread {
                     });
                 }
                 let p = &mut self.peers[i];
+                if let Some(a) = p.acquire.as_mut() {
+                    a.ended(ike, false);
+                }
                 if p.settings.start == StartAction::Initiate && p.ike_sas.is_empty() && !p.held {
                     p.initiate_at = Some(Instant::now() + REINITIATE_AFTER);
                 }
             }
-            Event::ChildSaEstablished(c) => self.child_up(i, &c),
-            Event::ChildSaFailed { notify, .. } => {
+            Event::ChildSaEstablished(c) => {
+                self.child_up(i, &c);
+                if let Some(a) = self.peers[i].acquire.as_mut() {
+                    a.ended(c.ike, true);
+                }
+            }
+            Event::ChildSaFailed { ike, notify, .. } => {
                 warn!(peer = %name, notify = ?notify, "CHILD_SA not created");
+                if let Some(a) = self.peers[i].acquire.as_mut() {
+                    a.ended(ike, false);
+                }
             }
             Event::ChildSaDeleted {
                 inbound_spi,
@@ -657,8 +823,14 @@ impl Thread {
         });
         let (in_enc, in_auth) = stage_keys(&c.inbound);
         let (out_enc, out_auth) = stage_keys(&c.outbound);
-        let inbound = inbound_sa.keyed(c.inbound_spi, t, in_enc, in_auth, encap);
-        let outbound = outbound_sa.keyed(c.outbound_spi, t, out_enc, out_auth, encap);
+        let mut inbound = inbound_sa.keyed(c.inbound_spi, t, in_enc, in_auth, encap);
+        let mut outbound = outbound_sa.keyed(c.outbound_spi, t, out_enc, out_auth, encap);
+        // The IKE thread deletes a CHILD_SA not rekeyed by its hard
+        // lifetime; the stage holds the same limit (a second later, so
+        // the IKE thread's delete comes first) should that thread stall.
+        let hard = Lifetimes::hard(self.peers[i].settings.child_lifetime).as_secs() + 1;
+        inbound.hard.seconds = Some(hard);
+        outbound.hard.seconds = Some(hard);
         info!(
             peer = %name,
             inbound = %child.inbound,
@@ -720,10 +892,14 @@ impl Thread {
                     "name": p.settings.name,
                     "local": p.settings.local.to_string(),
                     "remote": p.settings.remote.to_string(),
-                    "start": match p.settings.start {
-                        StartAction::Initiate => "initiate",
-                        StartAction::Respond => "respond",
-                    },
+                    "start": p.settings.start.name(),
+                    "acquires": p.acquire.as_ref().map(|a| json!({
+                        "started": a.started,
+                        "failed": a.failed,
+                        "deferred": a.deferred,
+                        "negotiating": a.negotiating.is_some(),
+                        "backoff_secs": a.not_before.map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
+                    })),
                     "ike_sas": p.ike_sas.values().map(|v| timed(v, now, p.settings.ike_lifetime)).collect::<Vec<_>>(),
                     "child_sas": p.children.values().map(|v| timed(v, now, p.settings.child_lifetime)).collect::<Vec<_>>(),
                     "last_down": p.last_down,
@@ -731,6 +907,8 @@ impl Thread {
                     "counters": {
                         "datagrams_received": c.datagrams_received,
                         "retransmissions": c.retransmissions,
+                        "ike_sas_expired": c.ike_sas_expired,
+                        "child_sas_expired": c.child_sas_expired,
                         "notify_sent": c.notify_sent.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                         "notify_received": c.notify_received.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
                         "drops": c.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
@@ -756,9 +934,26 @@ impl Thread {
     }
 }
 
+/// The acquire signals of the trapping peers' outbound SAs, by SA name:
+/// the stages raise them (see [`bitsgw_ipsec::IpsecStage::set_acquire`]),
+/// the IKE thread takes them.
+pub fn acquire_signals(cfg: &ApplianceConfig) -> BTreeMap<String, Arc<AcquireSignal>> {
+    cfg.peers
+        .iter()
+        .filter(|p| p.start == StartAction::Trap)
+        .flat_map(|p| &p.children)
+        .map(|c| (c.outbound.clone(), Arc::default()))
+        .collect()
+}
+
 /// Starts the IKE thread for the configuration's peers, on `port` (the
-/// network endpoint's IKE channels); none without peers.
-pub fn start(cfg: &ApplianceConfig, port: IkePort) -> Result<IkeThread, String> {
+/// network endpoint's IKE channels), taking the stages' `acquires` (from
+/// [`acquire_signals`]); none without peers.
+pub fn start(
+    cfg: &ApplianceConfig,
+    port: IkePort,
+    acquires: &BTreeMap<String, Arc<AcquireSignal>>,
+) -> Result<IkeThread, String> {
     let mut peers = Vec::with_capacity(cfg.peers.len());
     for p in &cfg.peers {
         let endpoint =
@@ -772,6 +967,11 @@ pub fn start(cfg: &ApplianceConfig, port: IkePort) -> Result<IkeThread, String> 
             last_down: None,
             held: false,
             pending_outbound: None,
+            acquire: p
+                .children
+                .first()
+                .and_then(|c| acquires.get(&c.outbound))
+                .map(|s| Acquire::new(Arc::clone(s))),
         });
     }
     let (changes_tx, changes) = std::sync::mpsc::sync_channel(CHANGES_DEPTH);
@@ -807,6 +1007,31 @@ pub fn start(cfg: &ApplianceConfig, port: IkePort) -> Result<IkeThread, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_acquires_back_off_doubling_up_to_the_limit_and_success_resets() {
+        let mut a = Acquire::new(Arc::default());
+        let (ours, other) = (IkeSaId(1), IkeSaId(2));
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            a.negotiating = Some((Instant::now(), ours));
+            // Another IKE SA's end is not this negotiation's.
+            a.ended(other, false);
+            assert!(a.negotiating.is_some());
+            let before = Instant::now();
+            a.ended(ours, false);
+            assert!(a.negotiating.is_none());
+            waits.push(a.not_before.unwrap().duration_since(before).as_secs());
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(a.failed, 8);
+        a.negotiating = Some((Instant::now(), ours));
+        a.ended(ours, true);
+        assert_eq!((a.not_before, a.backoff), (None, ACQUIRE_BACKOFF));
+        // Without a negotiation under way, nothing changes.
+        a.ended(ours, false);
+        assert_eq!((a.failed, a.not_before), (8, None));
+    }
 
     #[test]
     fn gcm_keys_carry_the_salt_after_the_key() {

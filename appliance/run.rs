@@ -132,6 +132,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         (None, false) => return Err("peers need addresses.network".into()),
     };
     let routed = routed(&cfg)?;
+    let acquires = crate::ike::acquire_signals(&cfg);
     // The policies must install before anything runs.
     build_stage(&cfg, &cfg.policy, Timestamp::ZERO)?;
     let socket = control::bind(&cfg.control_socket, cfg.control_socket_group)?;
@@ -196,10 +197,16 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             }
             gw.set_layer2_policy(cfg.layer2.clone());
             gw.set_lease_keeper(leases.clone());
+            for (sa, signal) in &acquires {
+                gw.stage_mut().set_acquire(sa, Arc::clone(signal));
+            }
         },
         shared_tap,
     );
-    let ike = match ike_port.map(|p| crate::ike::start(&cfg, p)).transpose() {
+    let ike = match ike_port
+        .map(|p| crate::ike::start(&cfg, p, &acquires))
+        .transpose()
+    {
         Ok(i) => i,
         Err(e) => {
             running.stop();

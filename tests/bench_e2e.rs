@@ -33,9 +33,10 @@ mod common;
 #[path = "bench_e2e/secgw.rs"]
 mod secgw;
 
-use common::{
-    iperf3, is_root, start_charon, swanctl, wait_for, Lab, CHARON, RUN_TO_COMPLETION, WORKERS,
+use common::ike::{
+    gateway_with, router_answers_for_gateways, socket_with, RUN_TO_COMPLETION, WORKERS,
 };
+use common::{iperf3, is_root, start_charon, swanctl, wait_for, Lab, CHARON};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -330,6 +331,15 @@ fn iperf_once(lab: &mut Lab) -> (f64, u64) {
 /// The PSK of the IKE-keyed rows.
 const PSK: &str = "bench-e2e-only-not-a-secret";
 
+/// Gateway A starts the IKE SA, B answers.
+fn start(side: &str) -> &'static str {
+    if side == "a" {
+        "initiate"
+    } else {
+        "respond"
+    }
+}
+
 /// Waits until a ping crosses the IKE-keyed tunnel: IKE_SA_INIT and
 /// IKE_AUTH done, the SAs installed.
 fn tunnel_up(lab: &Lab) {
@@ -379,7 +389,7 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
                     "inbound": [{"name": "all", "action": "bypass"}]}, "sad": []}"#,
         )
         .unwrap();
-        common::router_answers_for_gateways(&lab);
+        router_answers_for_gateways(&lab);
         // ESP rows: SAs keyed by IKEv2 (PSK, AES-GCM-128 and P-256 for IKE,
         // AES-GCM-128 for ESP), CHILD_SAs not rekeyed within the run.
         for (tag, label, ike, pipeline) in [
@@ -401,8 +411,8 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
             let [(ca, sa), (cb, sb)] = ["a", "b"].map(|side| {
                 if ike {
                     (
-                        common::ike_gateway(&lab, side, tag, pipeline, PSK, ""),
-                        common::ike_socket(&lab, side, tag),
+                        gateway_with(&lab, side, tag, pipeline, (PSK, "", start(side))),
+                        socket_with(&lab, side, tag),
                     )
                 } else {
                     (
@@ -563,7 +573,7 @@ fn ping_latency_during_child_sa_rekeys() {
     let load_before = load();
     let mut lab = Lab::new("el", &["hA", "gA", "r", "gB", "hB"]);
     build(&lab, true);
-    common::router_answers_for_gateways(&lab);
+    router_answers_for_gateways(&lab);
     let mut rows = Vec::new();
     for (tag, label, extra_a, extra_b) in [
         ("steady", "no rekeys", "", ""),
@@ -574,13 +584,13 @@ fn ping_latency_during_child_sa_rekeys() {
             r#""child_lifetime_secs": 3, "#,
         ),
     ] {
-        let ca = common::ike_gateway(&lab, "a", tag, WORKERS, PSK, extra_a);
-        let cb = common::ike_gateway(&lab, "b", tag, WORKERS, PSK, extra_b);
+        let ca = gateway_with(&lab, "a", tag, WORKERS, (PSK, extra_a, start("a")));
+        let cb = gateway_with(&lab, "b", tag, WORKERS, (PSK, extra_b, start("b")));
         let exe = env!("CARGO_BIN_EXE_bitsgw");
         let gb = lab.spawn("gB", &[exe, "run", cb.to_str().unwrap()]);
-        wait_for(&common::ike_socket(&lab, "b", tag));
+        wait_for(&socket_with(&lab, "b", tag));
         let ga = lab.spawn("gA", &[exe, "run", ca.to_str().unwrap()]);
-        wait_for(&common::ike_socket(&lab, "a", tag));
+        wait_for(&socket_with(&lab, "a", tag));
         tunnel_up(&lab);
         let pings = ping_flood(&lab);
         let (_, _, log_a) = lab.terminate(ga);

@@ -20,96 +20,14 @@ mod common;
 #[path = "../crates/ike/tests/common/tshark.rs"]
 mod tshark;
 
-use common::{bitsgw, capture, start_charon_logging_keys, Lab, CHARON};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use common::ike::{
+    charon_initiate, child_sa_count, find_sa, lab_with_gateways, mixed_lab_with, ping, policy,
+    show, show_text, socket, Mixed, MixedLab,
+};
+use common::{bitsgw, Lab};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// Writes gateway `side`'s policy, PSK file and configuration; its path.
-/// A hands frames to two workers, B runs to completion. `peer_extra` adds
-/// fields to its peer (`"name": value, `).
-fn gateway(lab: &Lab, side: &str, psk: &str, peer_extra: &str) -> PathBuf {
-    let pipeline = if side == "a" {
-        common::WORKERS
-    } else {
-        common::RUN_TO_COMPLETION
-    };
-    common::ike_gateway(lab, side, "", pipeline, psk, peer_extra)
-}
-
-fn socket(lab: &Lab, side: &str) -> PathBuf {
-    common::ike_socket(lab, side, "")
-}
-
-/// The lab, the capture's stop flag, frames and threads, the gateways.
-type Running = (
-    Lab,
-    Arc<AtomicBool>,
-    Arc<Mutex<Vec<Vec<u8>>>>,
-    Vec<std::thread::JoinHandle<()>>,
-    [usize; 2],
-);
-
-/// The two-site lab with the router answering ARP for the far gateway's
-/// address (the gateways' own host stacks reach each other through it),
-/// captures on the router's links, and both gateways running.
-fn lab_with_gateways(tag: &str, psk_a: &str, psk_b: &str, peer_extra_a: &str) -> Running {
-    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
-    common::route_two_sites(&lab);
-    common::router_answers_for_gateways(&lab);
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let caps = vec![
-        capture(lab.ns("r"), "ra", Arc::clone(&stop), Arc::clone(&seen)),
-        capture(lab.ns("r"), "rb", Arc::clone(&stop), Arc::clone(&seen)),
-    ];
-    let (cfg_a, cfg_b) = (
-        gateway(&lab, "a", psk_a, peer_extra_a),
-        gateway(&lab, "b", psk_b, ""),
-    );
-    let exe = env!("CARGO_BIN_EXE_bitsgw");
-    // The responder first, so the initiator's first IKE_SA_INIT is heard.
-    let gw_b = lab.spawn("gB", &[exe, "run", cfg_b.to_str().unwrap()]);
-    lab.wait_ready(gw_b, &socket(&lab, "b"));
-    let gw_a = lab.spawn("gA", &[exe, "run", cfg_a.to_str().unwrap()]);
-    lab.wait_ready(gw_a, &socket(&lab, "a"));
-    (lab, stop, seen, caps, [gw_a, gw_b])
-}
-
-fn ping(lab: &Lab, count: &str) -> bool {
-    lab.try_exec(
-        "hA",
-        &["ping", "-c", count, "-i", "0.2", "-W", "1", "198.51.100.20"],
-    )
-    .status
-    .success()
-}
-
-/// SA `name` of `show sa --json`.
-fn find_sa(v: &serde_json::Value, name: &str) -> serde_json::Value {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no SA {name} in {v}"))
-        .clone()
-}
-
-/// The CHILD_SAs `show ike` lists for the first peer.
-fn child_sa_count(ike: &serde_json::Value) -> usize {
-    ike["peers"][0]["child_sas"].as_array().map_or(0, Vec::len)
-}
-
-fn show(socket: &Path, what: &str) -> serde_json::Value {
-    let out = bitsgw(&["show", what, "--json", "--socket", socket.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
@@ -166,13 +84,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
         a_out["spi"].as_u64().unwrap(),
         "{ike_a}"
     );
-    let text = bitsgw(&[
-        "show",
-        "ike",
-        "--socket",
-        socket(&lab, "b").to_str().unwrap(),
-    ]);
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = show_text(&socket(&lab, "b"), &["ike"]);
     assert!(text.contains("CHILD_SA a-to-b in"), "{text}");
     assert!(text.contains("rekey in"), "{text}");
     assert!(!text.contains(psk), "{text}");
@@ -207,11 +119,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
     // The peers are read at start: a reload that renames an SA they key
     // is refused, and nothing changes.
     let policy_a = lab.dir.join("ike-a.json");
-    std::fs::write(
-        &policy_a,
-        common::ike_policy("a").replace("\"a-to-b\"", "\"a-to-b2\""),
-    )
-    .unwrap();
+    std::fs::write(&policy_a, policy("a").replace("\"a-to-b\"", "\"a-to-b2\"")).unwrap();
     let reload = bitsgw(&["ctl", "reload", "--socket", sock_a.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&reload.stdout).to_string()
         + &String::from_utf8_lossy(&reload.stderr);
@@ -220,7 +128,7 @@ fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {
         said.contains("\"a-to-b2\" is keyed by IKE, but no peer names it"),
         "{said}"
     );
-    std::fs::write(&policy_a, common::ike_policy("a").replace("1024", "512")).unwrap();
+    std::fs::write(&policy_a, policy("a").replace("1024", "512")).unwrap();
     let reload = bitsgw(&["ctl", "reload", "--socket", sock_a.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&reload.stderr);
     assert!(said.contains("IKE-keyed SA \"b-to-a\" changed"), "{said}");
@@ -314,166 +222,6 @@ fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
     assert!(ike >= 2, "only {ike} IKE datagrams seen");
 }
 
-/// Host A - [bitsgw A] - router - charon (strongSwan with kernel-libipsec,
-/// host B's router, as `bench_e2e.rs` runs it) - host B. The tunnel runs
-/// between bitsgw's own address 203.0.113.1 and charon's 203.0.113.6.
-fn build_mixed(lab: &Lab) {
-    common::link_two_sites(lab);
-    for (ns, dev, addr) in [
-        ("hA", "eth0", "192.0.2.10/24"),
-        ("r", "ra", "192.0.2.1/24"),
-        ("r", "rb", "203.0.113.5/30"),
-        ("gB", "wan", "203.0.113.6/30"),
-        ("gB", "host", "198.51.100.1/24"),
-        ("hB", "eth0", "198.51.100.20/24"),
-    ] {
-        lab.exec(ns, &["ip", "addr", "add", addr, "dev", dev]);
-    }
-    for (ns, via) in [
-        ("hA", "192.0.2.1"),
-        ("hB", "198.51.100.1"),
-        ("gB", "203.0.113.5"),
-    ] {
-        lab.exec(ns, &["ip", "route", "add", "default", "via", via]);
-    }
-    for h in ["hA", "hB"] {
-        lab.exec(h, &["ip", "link", "set", "eth0", "mtu", "1400"]);
-    }
-    // bitsgw's address lives in the bump: the router reaches it at host
-    // A's MAC through the bump, and answers the bump's ARP for charon.
-    common::reach_through_bump(lab, "203.0.113.1", "ra", "hA");
-    for ns in ["r", "gB"] {
-        for k in [
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
-        ] {
-            lab.exec(ns, &["sysctl", "-qw", k]);
-        }
-    }
-    lab.exec("r", &["sysctl", "-qw", "net.ipv4.conf.ra.proxy_arp=1"]);
-}
-
-/// charon's connection `bitsgw` in `gB`, the responder, forcing UDP
-/// encapsulation (kernel-libipsec carries ESP in UDP only), with the IKE
-/// and ESP proposals `ike` and `esp`.
-fn charon_conf(psk: &str, ike: &str, esp: &str) -> String {
-    charon_conf_with(psk, ike, esp, ("", ""))
-}
-
-/// [`charon_conf`] with settings added to the connection and to its
-/// CHILD_SA.
-fn charon_conf_with(psk: &str, ike: &str, esp: &str, extra: (&str, &str)) -> String {
-    let (ike_extra, child_extra) = extra;
-    format!(
-        r#"connections {{
-  bitsgw {{
-    version = 2
-    local_addrs = 203.0.113.6
-    remote_addrs = 203.0.113.1
-    proposals = {ike}
-    encap = yes
-    {ike_extra}
-    mobike = no
-    local {{
-      auth = psk
-      id = gw-b.example
-    }}
-    remote {{
-      auth = psk
-      id = gw-a.example
-    }}
-    children {{
-      net {{
-        local_ts = 198.51.100.0/24
-        remote_ts = 192.0.2.0/24
-        mode = tunnel
-        esp_proposals = {esp}
-        {child_extra}
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-bitsgw {{
-    id-a = gw-a.example
-    id-b = gw-b.example
-    secret = "{psk}"
-  }}
-}}
-"#
-    )
-}
-
-/// Whether root and charon are there; says which is missing.
-fn can_run_charon() -> bool {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return false;
-    }
-    if !Path::new(CHARON).exists() {
-        eprintln!("SKIPPED: strongSwan's charon is not installed at {CHARON} (scripts/setup-test-deps.sh installs it)");
-        return false;
-    }
-    true
-}
-
-const SWAN_PSK: &str = "bitsgw-strongswan-lab-only-not-a-secret";
-
-/// In the lab [`build_mixed`] made: charon (its files in `swan`, logging
-/// its keys) with connection `charon` and bitsgw A (proposals `ike` and
-/// `esp`, `peer_extra` added to its peer) key the tunnel, started by
-/// bitsgw or by charon; returns bitsgw's index once a ping crosses.
-fn mixed_tunnel(
-    lab: &mut Lab,
-    swan: &Path,
-    charon: &str,
-    bitsgw_initiates: bool,
-    (ike, esp, peer_extra): (&str, &str, &str),
-) -> usize {
-    start_charon_logging_keys(lab, "gB", swan, charon);
-    // bitsgw A, its peer charon at 203.0.113.6.
-    let cfg = gateway(lab, "a", SWAN_PSK, peer_extra);
-    let mut text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("203.0.113.2", "203.0.113.6")
-        .replace("aes128gcm16-prfsha256-ecp256", ike)
-        .replace(r#"["aes128gcm16"]"#, &format!(r#"["{esp}"]"#));
-    if !bitsgw_initiates {
-        text = text.replace(r#""start": "initiate""#, r#""start": "respond""#);
-    }
-    std::fs::write(&cfg, text).unwrap();
-    std::fs::write(
-        lab.dir.join("ike-a.json"),
-        common::ike_policy("a").replace("203.0.113.2", "203.0.113.6"),
-    )
-    .unwrap();
-    let gw = lab.spawn(
-        "gA",
-        &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],
-    );
-    lab.wait_ready(gw, &socket(lab, "a"));
-    if !bitsgw_initiates {
-        common::swanctl(
-            lab,
-            "gB",
-            swan,
-            &["--initiate", "--child", "net", "--timeout", "15"],
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !ping(lab, "1") {
-        if Instant::now() >= deadline {
-            let (_, out, log) = lab.terminate(gw);
-            panic!(
-                "no ping through the tunnel to charon\nbitsgw: {out}{log}\ncharon: {}",
-                std::fs::read_to_string(swan.join("charon.log")).unwrap_or_default()
-            );
-        }
-    }
-    gw
-}
-
 /// Starts dumpcap on `dev` of namespace `ns`, writing `file`; returns
 /// once it captures.
 fn dumpcap(lab: &mut Lab, ns: &str, dev: &str, file: &Path) -> usize {
@@ -488,26 +236,63 @@ fn dumpcap(lab: &mut Lab, ns: &str, dev: &str, file: &Path) -> usize {
     index
 }
 
+/// bitsgw A and charon (`setup`) key the tunnel, started by bitsgw or by
+/// charon; once a ping crosses, the lab and bitsgw's index, with the
+/// capture `before_charon` started.
+fn mixed_tunnel(
+    tag: &str,
+    setup: &Mixed<'_>,
+    before_charon: impl FnOnce(&mut Lab),
+) -> Option<MixedLab> {
+    let m = mixed_lab_with(tag, setup, before_charon)?;
+    if setup.start == "respond" {
+        charon_initiate(&m.lab, &m.swan);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut m = m;
+    while !ping(&m.lab, "1") {
+        if Instant::now() >= deadline {
+            let (_, out, log) = m.lab.terminate(m.gateway);
+            panic!(
+                "no ping through the tunnel to charon\nbitsgw: {out}{log}\ncharon: {}",
+                std::fs::read_to_string(m.swan.join("charon.log")).unwrap_or_default()
+            );
+        }
+    }
+    Some(m)
+}
+
 /// bitsgw A and charon key the tunnel with the IKE and ESP proposals
 /// `ike` and `esp`, started by bitsgw or by charon, and pings cross both
 /// ways. tshark decrypts every IKE message and ESP packet captured
 /// between them with the keys charon logged, and finds every ICV good.
 fn with_strongswan(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str) {
-    if !can_run_charon() {
+    let start = if bitsgw_initiates {
+        "initiate"
+    } else {
+        "respond"
+    };
+    let setup = Mixed {
+        ike,
+        esp,
+        charon_extra: ("", ""),
+        peer_extra: "",
+        start,
+    };
+    let mut capture = None;
+    let Some(MixedLab {
+        mut lab,
+        swan,
+        gateway: gw,
+        ..
+    }) = mixed_tunnel(tag, &setup, |lab| {
+        let pcap = lab.dir.join("wire.pcapng");
+        capture = Some((dumpcap(lab, "r", "rb", &pcap), pcap));
+    })
+    else {
         return;
-    }
-    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
-    build_mixed(&lab);
-    let pcap = lab.dir.join("wire.pcapng");
-    let capture = dumpcap(&mut lab, "r", "rb", &pcap);
-    let swan = lab.dir.join("swan");
-    let gw = mixed_tunnel(
-        &mut lab,
-        &swan,
-        &charon_conf(SWAN_PSK, ike, esp),
-        bitsgw_initiates,
-        (ike, esp, ""),
-    );
+    };
+    let (capture, pcap) = capture.unwrap();
     assert!(ping(&lab, "3"), "pings from A lost");
     let back = lab.try_exec(
         "hB",
@@ -745,9 +530,6 @@ fn esp_counters(lab: &Lab) -> (u64, u64, u64) {
 /// crossed from charon it decrypted, so both sides agree packet for
 /// packet.
 fn rekeys_under_iperf3(tag: &str, child_by_bitsgw: bool, ike_by_bitsgw: bool) {
-    if !can_run_charon() {
-        return;
-    }
     let (child, ike_life, long) = (3, 5, 60);
     let pick = |by_bitsgw: bool, secs: u32| {
         if by_bitsgw {
@@ -758,26 +540,28 @@ fn rekeys_under_iperf3(tag: &str, child_by_bitsgw: bool, ike_by_bitsgw: bool) {
     };
     let (bitsgw_child, charon_child) = pick(child_by_bitsgw, child);
     let (bitsgw_ike, charon_ike) = pick(ike_by_bitsgw, ike_life);
-    let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
-    build_mixed(&lab);
-    count_esp_on_router(&lab);
-    let swan = lab.dir.join("swan");
-    let (ike, esp) = ("aes128gcm16-prfsha256-ecp256", "aes128gcm16");
-    let charon = charon_conf_with(
-        SWAN_PSK,
-        ike,
-        esp,
-        (
-            &format!("rekey_time = {charon_ike}s\n    over_time = 60s\n    rand_time = 0s"),
-            &format!(
-                "rekey_time = {charon_child}s\n        life_time = 120s\n        rand_time = 0s"
-            ),
-        ),
-    );
+    let charon_ike = format!("rekey_time = {charon_ike}s\n    over_time = 60s\n    rand_time = 0s");
+    let charon_child =
+        format!("rekey_time = {charon_child}s\n        life_time = 120s\n        rand_time = 0s");
     let extra = format!(
         r#""child_lifetime_secs": {bitsgw_child}, "ike_lifetime_secs": {bitsgw_ike}, "rekey_jitter_secs": 1, "#
     );
-    let gw = mixed_tunnel(&mut lab, &swan, &charon, true, (ike, esp, &extra));
+    let setup = Mixed {
+        ike: "aes128gcm16-prfsha256-ecp256",
+        esp: "aes128gcm16",
+        charon_extra: (&charon_ike, &charon_child),
+        peer_extra: &extra,
+        start: "initiate",
+    };
+    let Some(MixedLab {
+        mut lab,
+        swan,
+        gateway: gw,
+        ..
+    }) = mixed_tunnel(tag, &setup, |lab| count_esp_on_router(lab))
+    else {
+        return;
+    };
     let before = (esp_counters(&lab), esp_on_router(&lab));
     let report = common::iperf3(&mut lab, "hA", "hB", "198.51.100.20", "12");
     // Whatever is in flight lands before the counters are read.

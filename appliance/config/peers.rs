@@ -21,7 +21,11 @@
 //! `fqdn:NAME`, `ipv4:ADDR`, `ipv6:ADDR` or `keyid:HEX`. Proposals use
 //! strongSwan's notation (`bitsgw_ike::names`). `start` is `initiate` (the
 //! appliance starts the IKE SA when it starts, and again when it goes
-//! down) or `respond`. Each child names an outbound and an inbound SA of
+//! down), `respond`, or `trap` (strongSwan's name: the first packet that
+//! needs the peer's outbound SA starts the IKE SA, RFC 4301 acquire).
+//! `retransmit_tries` is how often a request is sent again before the
+//! peer is declared dead (RFC 7296 2.4; default 5, the waits doubling
+//! from 1 s to at most 16 s). Each child names an outbound and an inbound SA of
 //! the policy file, both `"keyed_by": "ike"` and of one mode; the SPD
 //! entries that protect with the outbound SA give the CHILD_SA's traffic
 //! selectors. One child per peer for now.
@@ -43,6 +47,20 @@ pub enum StartAction {
     Initiate,
     /// Waits for the peer.
     Respond,
+    /// Initiates when a packet needs the child's outbound SA and it is
+    /// not installed (RFC 4301 acquire); strongSwan's `start_action = trap`.
+    Trap,
+}
+
+impl StartAction {
+    /// The name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            StartAction::Initiate => "initiate",
+            StartAction::Respond => "respond",
+            StartAction::Trap => "trap",
+        }
+    }
 }
 
 /// A CHILD_SA: the two SAs of the policy it keys.
@@ -83,7 +101,9 @@ pub struct PeerSettings {
     pub rekey_jitter: Duration,
     /// Liveness check interval (RFC 7296 2.4); none: off.
     pub liveness: Option<Duration>,
-    /// Initiate or respond.
+    /// Requests sent again before the peer is declared dead.
+    pub retransmit_tries: u32,
+    /// Initiate, respond, or initiate on traffic.
     pub start: StartAction,
     /// The CHILD_SAs.
     pub children: Vec<ChildSettings>,
@@ -263,10 +283,11 @@ fn peer(
     let start = match p.start.as_deref().unwrap_or("respond") {
         "initiate" => StartAction::Initiate,
         "respond" => StartAction::Respond,
+        "trap" => StartAction::Trap,
         other => {
             return Err(ctx.err(
                 "start",
-                format!("{} is not initiate or respond", Shown(other)),
+                format!("{} is not initiate, respond or trap", Shown(other)),
             ))
         }
     };
@@ -301,6 +322,11 @@ fn peer(
         rekey_jitter: secs(ctx, p.rekey_jitter_secs, "rekey_jitter_secs")?
             .unwrap_or(child_lifetime / 10),
         liveness: secs(ctx, p.liveness_secs, "liveness_secs")?,
+        retransmit_tries: match p.retransmit_tries {
+            None => bitsgw_ike::Retransmit::default().tries,
+            Some(Int(n @ 1..=10)) => n as u32,
+            Some(_) => return Err(ctx.err("retransmit_tries", "must be 1 to 10")),
+        },
         start,
         children,
     })
@@ -453,6 +479,28 @@ mod tests {
             (&entry, field.as_str(), problem.as_str()),
             (&peer, "liveness_secs", "must not be zero")
         );
+        let (entry, field, problem) =
+            at(text(CHILD, "k.psk").replace(r#""start": "initiate""#, r#""start": "on-demand""#));
+        assert_eq!((&entry, field.as_str()), (&peer, "start"));
+        assert!(problem.contains("initiate, respond or trap"), "{problem}");
+        let (entry, field, _) = at(text(CHILD, "k.psk").replace(
+            r#""start": "initiate""#,
+            r#""retransmit_tries": 0, "start": "initiate""#,
+        ));
+        assert_eq!((&entry, field.as_str()), (&peer, "retransmit_tries"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_trapping_peer_starts_on_traffic() {
+        let (dir, text) = setup("trap", 0o600);
+        let t = text(CHILD, "k.psk").replace(
+            r#""start": "initiate""#,
+            r#""retransmit_tries": 2, "start": "trap""#,
+        );
+        let cfg = parse(&t, &dir.join("c.json")).unwrap();
+        assert_eq!(cfg.peers[0].start, StartAction::Trap);
+        assert_eq!(cfg.peers[0].retransmit_tries, 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -177,6 +177,7 @@ pub(crate) struct RawPeer {
     pub child_lifetime_secs: Option<Int>,
     pub rekey_jitter_secs: Option<Int>,
     pub liveness_secs: Option<Int>,
+    pub retransmit_tries: Option<Int>,
     pub start: Option<String>,
     pub children: Option<ListOf<RawChild, Children>>,
     #[serde(rename = "comment")]

@@ -4,6 +4,8 @@
 //! ranges only.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ike;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,6 +229,13 @@ impl Lab {
         }
     }
 
+    /// Kills child `index` with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self, index: usize) {
+        let pid = self.children[index].id().to_string();
+        must(&["kill", "-KILL", &pid]);
+        let _ = self.children[index].wait();
+    }
+
     /// Sends SIGTERM to child `index` and waits (at most 10 s) for it to
     /// exit; returns whether it exited successfully, its stdout and stderr.
     pub fn terminate(&mut self, index: usize) -> (bool, String, String) {
@@ -361,18 +370,6 @@ pub fn route_two_sites(lab: &Lab) {
     // through the bump on the path.
     reach_through_bump(lab, "203.0.113.1", "ra", "hA");
     reach_through_bump(lab, "203.0.113.2", "rb", "hB");
-}
-
-/// Makes the router of [`route_two_sites`] answer ARP for the far
-/// gateway's address on both its links, so the gateways' own host stacks
-/// (IKE) reach each other through it.
-pub fn router_answers_for_gateways(lab: &Lab) {
-    for k in [
-        "net.ipv4.conf.ra.proxy_arp=1",
-        "net.ipv4.conf.rb.proxy_arp=1",
-    ] {
-        lab.exec("r", &["sysctl", "-qw", k]);
-    }
 }
 
 /// Makes the router `r` reach `addr`, an address in the bump on its link
@@ -612,102 +609,3 @@ pub fn swanctl(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> String {
     );
     text
 }
-
-/// The policy of gateway `side` of the two-site lab: the sites' IPv4 prefixes protected by
-/// IKE-keyed SAs, everything else discarded.
-pub fn ike_policy(side: &str) -> String {
-    let (me, peer, local, remote, out, inb) = if side == "a" {
-        (
-            "203.0.113.1",
-            "203.0.113.2",
-            "192.0.2.0/24",
-            "198.51.100.0/24",
-            "a-to-b",
-            "b-to-a",
-        )
-    } else {
-        (
-            "203.0.113.2",
-            "203.0.113.1",
-            "198.51.100.0/24",
-            "192.0.2.0/24",
-            "b-to-a",
-            "a-to-b",
-        )
-    };
-    format!(
-        r#"{{
-  "spd": {{
-    "outbound": [
-      {{"name": "sites-out", "local": "{local}", "remote": "{remote}", "action": "protect", "sa": "{out}"}},
-      {{"name": "default-discard-out", "action": "discard"}}
-    ],
-    "inbound": [
-      {{"name": "sites-in", "local": "{local}", "remote": "{remote}", "action": "protect", "sa": "{inb}"}},
-      {{"name": "default-discard-in", "action": "discard"}}
-    ]
-  }},
-  "sad": [
-    {{"name": "{out}", "direction": "outbound", "keyed_by": "ike", "mode": "tunnel",
-      "tunnel": {{"local": "{me}", "remote": "{peer}"}}}},
-    {{"name": "{inb}", "direction": "inbound", "keyed_by": "ike", "mode": "tunnel",
-      "tunnel": {{"local": "{me}", "remote": "{peer}"}}, "replay_window": 1024}}
-  ]
-}}"#
-    )
-}
-
-/// Writes the policy ([`ike_policy`]), PSK file and configuration of
-/// gateway `side` of the two-site lab keying its tunnel with IKEv2 (A
-/// initiates), its files named with `tag`; the configuration's path.
-/// `pipeline` is [`WORKERS`] or [`RUN_TO_COMPLETION`]; `peer_extra` adds
-/// fields to its peer (`"name": value, `).
-pub fn ike_gateway(
-    lab: &Lab,
-    side: &str,
-    tag: &str,
-    pipeline: &str,
-    psk: &str,
-    peer_extra: &str,
-) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = &lab.dir;
-    std::fs::write(dir.join(format!("ike-{side}{tag}.json")), ike_policy(side)).unwrap();
-    let psk_file = dir.join(format!("ike-{side}{tag}.psk"));
-    std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
-    std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (me, peer, out, inb, start) = if side == "a" {
-        ("203.0.113.1", "203.0.113.2", "a-to-b", "b-to-a", "initiate")
-    } else {
-        ("203.0.113.2", "203.0.113.1", "b-to-a", "a-to-b", "respond")
-    };
-    let other = if side == "a" { "b" } else { "a" };
-    let cfg = format!(
-        r#"{{"role": "gateway", "policy": "ike-{side}{tag}.json",
-  "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  {pipeline}, "control_socket": "{}", "state_dir": "ike-{side}{tag}-state",
-  "addresses": {{"network": ["{me}/24"]}},
-  "peers": [{{
-    "name": "site-{other}", "local": "{me}", "remote": "{peer}",
-    "local_id": "fqdn:gw-{side}.example", "remote_id": "fqdn:gw-{other}.example",
-    "psk_file": "ike-{side}{tag}.psk",
-    "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
-    {peer_extra}"start": "{start}",
-    "children": [{{"outbound": "{out}", "inbound": "{inb}"}}]
-  }}]}}"#,
-        ike_socket(lab, side, tag).display()
-    );
-    let path = dir.join(format!("ike-gw-{side}{tag}.json"));
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-/// The control socket of [`ike_gateway`] `side` with `tag`.
-pub fn ike_socket(lab: &Lab, side: &str, tag: &str) -> PathBuf {
-    lab.dir.join(format!("ike-{side}{tag}.sock"))
-}
-
-/// A pipeline of two workers behind the receive threads.
-pub const WORKERS: &str = r#""workers": 2"#;
-/// Each port's receive thread handles its own frames.
-pub const RUN_TO_COMPLETION: &str = r#""workers": 1, "pipeline": "run-to-completion""#;

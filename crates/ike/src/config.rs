@@ -67,6 +67,18 @@ pub struct Lifetimes {
     pub jitter: Duration,
 }
 
+impl Lifetimes {
+    /// The hard lifetime that goes with a rekey `lifetime`: a tenth
+    /// longer (strongSwan's default margin). IKEv2 negotiates no
+    /// lifetimes (RFC 7296 2.8: each end keeps its own policy), but an SA
+    /// may not be used beyond its lifetime (RFC 4301 4.4.2.1): an SA whose
+    /// rekeys kept failing, refused or unanswered, is deleted at this
+    /// time, and its traffic is dropped until a new one is made.
+    pub fn hard(lifetime: Duration) -> Duration {
+        lifetime.saturating_add(lifetime / 10)
+    }
+}
+
 /// Retransmission of requests (RFC 7296 2.1, 2.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retransmit {

@@ -41,6 +41,9 @@ pub enum DownReason {
     DeletedLocally,
     /// The same peer authenticated a new IKE SA with INITIAL_CONTACT.
     InitialContact,
+    /// It reached its hard lifetime without a rekey (see
+    /// [`crate::Lifetimes::hard`]).
+    Expired,
 }
 
 /// A CHILD_SA that is ready to install: SPIs, selectors, algorithms and
@@ -225,6 +228,10 @@ pub struct Counters {
     pub drops: BTreeMap<DropReason, u64>,
     /// Half-open IKE SAs removed after their timeout.
     pub half_open_expired: u64,
+    /// IKE SAs removed at their hard lifetime, their rekey not done.
+    pub ike_sas_expired: u64,
+    /// CHILD_SAs removed at their hard lifetime, their rekey not done.
+    pub child_sas_expired: u64,
 }
 
 impl Counters {

@@ -830,6 +830,74 @@ fn truncated_and_garbage_datagrams_are_counted_and_harmless() {
     assert_eq!(p.r.counters().dropped(DropReason::UnknownSpi), 1);
 }
 
+#[test]
+fn replayed_and_reordered_messages_are_counted_and_answered_as_rfc_7296_says() {
+    // RFC 7296 2.1 and 2.3 (a window of one): a retransmitted request gets
+    // the cached response; an older request, a request from beyond the
+    // window and a response to nothing outstanding are dropped, counted,
+    // and change nothing.
+    let mut p = Pair::new(peer(true), peer(false));
+    let (ci, _) = establish(&mut p);
+    let more = (vec![ts("192.0.2.0/25")], vec![ts("198.51.100.0/25")]);
+    let exchange = |p: &mut Pair| {
+        let req = p.i.poll_transmit().unwrap().contents;
+        p.r.handle_datagram(p.now, p.ia, p.ra, &req);
+        let resp = p.r.poll_transmit().unwrap().contents;
+        p.i.handle_datagram(p.now, p.ra, p.ia, &resp);
+        assert!(p.i.poll_transmit().is_none() && p.r.poll_transmit().is_none());
+        (req, resp)
+    };
+    p.i.create_child(p.now, ci.ike, more.0.clone(), more.1.clone())
+        .unwrap();
+    let (req2, resp2) = exchange(&mut p);
+    p.i.delete_child(p.now, ci.ike, ci.inbound_spi).unwrap();
+    let (req3, resp3) = exchange(&mut p);
+    let (ei, er) = (events(&mut p.i), events(&mut p.r));
+    let invalid = |e: &Endpoint| e.counters().dropped(DropReason::InvalidMessageId);
+
+    // The last request again: its response again, byte for byte.
+    p.r.handle_datagram(p.now, p.ia, p.ra, &req3);
+    assert_eq!(p.r.poll_transmit().unwrap().contents, resp3);
+    assert_eq!(p.r.counters().responses_resent, 1);
+    // An older one: dropped.
+    p.r.handle_datagram(p.now, p.ia, p.ra, &req2);
+    assert!(p.r.poll_transmit().is_none());
+    assert_eq!(invalid(&p.r), 1);
+    // One from beyond the window (message ID 7 where 4 is next): dropped
+    // before its ICV is even checked.
+    let mut ahead = req3.clone();
+    ahead[20..24].copy_from_slice(&7u32.to_be_bytes());
+    p.r.handle_datagram(p.now, p.ia, p.ra, &ahead);
+    assert!(p.r.poll_transmit().is_none());
+    assert_eq!(invalid(&p.r), 2);
+    assert_eq!(p.r.counters().dropped(DropReason::IntegrityCheckFailed), 0);
+
+    // A response replayed with nothing outstanding: dropped.
+    p.i.handle_datagram(p.now, p.ra, p.ia, &resp3);
+    assert_eq!(invalid(&p.i), 1);
+    // An old response while a newer request is outstanding: dropped, and
+    // the real response still completes the exchange.
+    p.i.delete_ike(p.now, ci.ike).unwrap();
+    let req4 = p.i.poll_transmit().unwrap().contents;
+    p.i.handle_datagram(p.now, p.ra, p.ia, &resp2);
+    assert_eq!(invalid(&p.i), 2);
+    assert!(events(&mut p.i)
+        .iter()
+        .all(|e| !matches!(e, Event::IkeSaDown { .. })));
+    p.r.handle_datagram(p.now, p.ia, p.ra, &req4);
+    let resp4 = p.r.poll_transmit().unwrap().contents;
+    p.i.handle_datagram(p.now, p.ra, p.ia, &resp4);
+    assert_eq!(down(&events(&mut p.i)), DownReason::DeletedLocally);
+    assert_eq!(down(&events(&mut p.r)), DownReason::DeletedByPeer);
+
+    // Nothing but the genuine exchanges changed anything: one CHILD_SA
+    // made and one deleted on each side.
+    for evs in [&ei, &er] {
+        let (up, gone) = child_changes(evs);
+        assert_eq!((up.len(), gone.len()), (1, 1), "{evs:?}");
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
@@ -947,6 +1015,93 @@ fn a_child_sa_is_rekeyed_when_its_lifetime_ends() {
         Some(p.now.saturating_add(Duration::from_secs(60)))
     );
     assert_ne!(ni.inbound_spi, 0);
+}
+
+/// Runs `e`'s timers up to `until`, dropping everything it sends (a peer
+/// that stopped answering).
+fn unanswered_until(e: &mut Endpoint, until: Timestamp) -> usize {
+    let mut sent = 0;
+    while let Some(t) = e.poll_timeout().filter(|t| *t <= until) {
+        e.handle_timeout(t);
+        sent += std::iter::from_fn(|| e.poll_transmit()).count();
+    }
+    sent
+}
+
+#[test]
+fn a_child_sa_whose_rekey_goes_unanswered_is_deleted_at_its_hard_lifetime() {
+    // RFC 4301 4.4.2.1: an SA is not used past its lifetime. The rekey at
+    // 60 s gets no answer (retransmitted for 31 s); at 66 s, the hard
+    // lifetime, the CHILD_SA is reported gone, so its SAs leave the stage.
+    let mut i = peer(true);
+    i.lifetimes.child = Duration::from_secs(60);
+    let mut p = Pair::new(i, peer(false));
+    let (ci, _) = establish(&mut p);
+    let start = p.now;
+    let hard = start.saturating_add(Duration::from_secs(66));
+    let sent = unanswered_until(&mut p.i, Timestamp(hard.0 - 1));
+    assert_eq!(sent, 3, "the rekey at 60 s, retransmitted at 61 and 63 s");
+    assert!(child_changes(&events(&mut p.i)).1.is_empty());
+    assert_eq!(p.i.counters().child_sas_expired, 0);
+    assert_eq!(p.i.poll_timeout(), Some(hard));
+    p.i.handle_timeout(hard);
+    let gone = child_changes(&events(&mut p.i)).1;
+    assert_eq!(gone, vec![(ci.inbound_spi, ci.outbound_spi)]);
+    assert_eq!(p.i.counters().child_sas_expired, 1);
+    // The IKE SA stays up; only the CHILD_SA went.
+    assert_eq!(p.i.counters().ike_sas_expired, 0);
+}
+
+#[test]
+fn an_ike_sa_whose_rekey_goes_unanswered_is_deleted_at_its_hard_lifetime() {
+    let mut i = peer(true);
+    i.lifetimes.ike = Duration::from_secs(100);
+    let mut p = Pair::new(i, peer(false));
+    let (ci, _) = establish(&mut p);
+    let hard = p.now.saturating_add(Duration::from_secs(110));
+    unanswered_until(&mut p.i, Timestamp(hard.0 - 1));
+    assert!(events(&mut p.i).is_empty());
+    p.i.handle_timeout(hard);
+    let ev = events(&mut p.i);
+    assert_eq!(
+        child_changes(&ev).1,
+        vec![(ci.inbound_spi, ci.outbound_spi)]
+    );
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            Event::IkeSaDown {
+                reason: DownReason::Expired,
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(p.i.counters().ike_sas_expired, 1);
+    // Reported once: the end of the retransmissions of the rekey and of
+    // the Delete adds no second IkeSaDown.
+    unanswered_until(&mut p.i, hard.saturating_add(Duration::from_secs(600)));
+    assert!(events(&mut p.i).is_empty());
+}
+
+#[test]
+fn a_child_sa_rekeyed_in_time_is_not_expired() {
+    let mut i = peer(true);
+    i.lifetimes.child = Duration::from_secs(60);
+    let mut p = Pair::new(i, peer(false));
+    let (ci, cr) = establish(&mut p);
+    p.now = p.now.saturating_add(Duration::from_secs(60));
+    p.i.handle_timeout(p.now);
+    p.pump();
+    check_rekeyed(&mut p, (&ci, &cr), true);
+    // Past the old one's hard lifetime: the new one is 6 s old.
+    p.now = p.now.saturating_add(Duration::from_secs(7));
+    if p.i.poll_timeout().is_some_and(|t| t <= p.now) {
+        p.i.handle_timeout(p.now);
+    }
+    p.pump();
+    assert!(child_changes(&events(&mut p.i)).1.is_empty());
+    assert_eq!(p.i.counters().child_sas_expired, 0);
 }
 
 #[test]

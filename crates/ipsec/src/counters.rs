@@ -39,6 +39,10 @@ drop_reasons! {
     /// A PROTECT entry matched but its SA is missing, expired or stopped:
     /// the packet is dropped rather than sent in clear.
     NoSa => "no_sa",
+    /// A PROTECT entry matched and its SA, negotiated on demand, is not
+    /// installed yet: key management was asked for it (RFC 4301 acquire)
+    /// and the packet dropped rather than sent in clear.
+    AcquirePending => "acquire_pending",
     /// The outbound SA's sequence counter would cycle (RFC 4303 3.3.3).
     SeqOverflow => "seq_overflow",
     /// The outbound SA has no sequence numbers leased beyond the last one

@@ -23,4 +23,4 @@ pub mod walked;
 
 pub use bitsgw_ipsec_query::selector;
 pub use counters::DropReason;
-pub use stage::{Disposition, Event, IpsecStage, LeaseRequest, StageConfig};
+pub use stage::{AcquireSignal, Disposition, Event, IpsecStage, LeaseRequest, StageConfig};

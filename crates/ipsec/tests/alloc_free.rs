@@ -117,3 +117,50 @@ fn flow_cache_does_not_grow_under_random_keys() {
     assert_eq!(cache.capacity(), capacity);
     assert_eq!(cache.len(), capacity);
 }
+
+/// RFC 4301 acquire: packets for an IKE-keyed SA not installed yet raise
+/// its acquire and are dropped, allocating nothing however many come.
+#[test]
+fn acquires_allocate_nothing_per_packet() {
+    use bitsgw_ipsec::{AcquireSignal, DropReason, IpsecStage, StageConfig};
+    let set = bitsgw_ipsec::config::parse_policy(
+        r#"{"spd": {"outbound": [{"name": "out", "local": "192.0.2.0/24",
+              "remote": "198.51.100.0/24", "action": "protect", "sa": "a-to-b"}],
+            "inbound": [{"name": "in", "local": "192.0.2.0/24",
+              "remote": "198.51.100.0/24", "action": "protect", "sa": "b-to-a"}]},
+           "sad": [
+            {"name": "a-to-b", "direction": "outbound", "keyed_by": "ike", "mode": "tunnel",
+             "tunnel": {"local": "203.0.113.1", "remote": "203.0.113.2"}},
+            {"name": "b-to-a", "direction": "inbound", "keyed_by": "ike", "mode": "tunnel",
+             "tunnel": {"local": "203.0.113.1", "remote": "203.0.113.2"}}]}"#,
+        "acquire.json",
+    )
+    .unwrap();
+    let mut stage = IpsecStage::new(StageConfig::default());
+    set.apply(&mut stage, Timestamp::ZERO).unwrap();
+    let signal = std::sync::Arc::new(AcquireSignal::default());
+    stage.set_acquire("a-to-b", std::sync::Arc::clone(&signal));
+    let pkt = udp_packet(
+        "192.0.2.10".parse().unwrap(),
+        "198.51.100.20".parse().unwrap(),
+        1,
+        2,
+        100,
+    );
+    let mut buf = PacketBuf::from_slice(&pkt);
+    let pending = Disposition::Drop(DropReason::AcquirePending);
+    assert_eq!(stage.handle_outbound(&mut buf, Timestamp::ZERO), pending);
+    let mut failures = 0u32;
+    let info = allocation_counter::measure(|| {
+        for _ in 0..1000 {
+            if buf.set(&pkt).is_err() || stage.handle_outbound(&mut buf, Timestamp::ZERO) != pending
+            {
+                failures += 1;
+            }
+        }
+    });
+    assert_eq!(failures, 0);
+    assert_eq!(info.count_total, 0, "{} allocations", info.count_total);
+    assert!(signal.take());
+    assert_eq!(stage.counters().drops(DropReason::AcquirePending), 1001);
+}

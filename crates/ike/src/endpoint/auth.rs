@@ -28,6 +28,7 @@ impl Endpoint {
     pub(super) fn ike_sa_up(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
         sa.state = State::Established;
         sa.rekey_at = self.rekey_time(now, self.config.peer.lifetimes.ike)?;
+        sa.hard_at = now.saturating_add(Lifetimes::hard(self.config.peer.lifetimes.ike));
         sa.announced = true;
         if let Some(suite) = sa.suite {
             self.out.events.push_back(Event::IkeSaUp {

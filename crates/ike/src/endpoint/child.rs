@@ -74,6 +74,7 @@ impl Endpoint {
             local_ts: c.local_ts.clone(),
             remote_ts: c.remote_ts.clone(),
             rekey_at: self.rekey_time(now, self.config.peer.lifetimes.child)?,
+            hard_at: now.saturating_add(Lifetimes::hard(self.config.peer.lifetimes.child)),
             deleting: false,
             rekeyed_by_peer: None,
         });

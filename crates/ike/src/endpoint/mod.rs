@@ -20,7 +20,7 @@ mod messages;
 mod rekey;
 mod timers;
 
-use crate::config::{EndpointConfig, Mode};
+use crate::config::{EndpointConfig, Lifetimes, Mode};
 use crate::crypto::{
     cookie, ct_eq, derive_child_keys, derive_ike_keys, derive_rekeyed_ike_keys, nat_detection_hash,
     psk_auth, CryptoError, DhPrivate, IkeKeys, Secret, SkKeys,
@@ -148,6 +148,8 @@ struct ChildSa {
     remote_ts: Vec<TrafficSelector>,
     /// When to rekey it (its configured lifetime).
     rekey_at: Timestamp,
+    /// When it is deleted if not rekeyed by then ([`Lifetimes::hard`]).
+    hard_at: Timestamp,
     /// Our Delete of it is outstanding.
     deleting: bool,
     /// The nonces of the peer's CREATE_CHILD_SA that rekeyed it, for
@@ -230,6 +232,8 @@ struct IkeSa {
     announced: bool,
     /// When to rekey it (its configured lifetime).
     rekey_at: Timestamp,
+    /// When it is deleted if not rekeyed by then ([`Lifetimes::hard`]).
+    hard_at: Timestamp,
     /// Our Diffie-Hellman keys of outstanding rekeys (of the IKE SA, or of
     /// CHILD_SAs with PFS), by the nonce of their request.
     pending_dh: Vec<(Vec<u8>, DhPrivate)>,
@@ -285,6 +289,7 @@ impl IkeSa {
             nat_remote: false,
             announced: false,
             rekey_at: Timestamp(u64::MAX),
+            hard_at: Timestamp(u64::MAX),
             pending_dh: Vec::new(),
             expire_at: None,
             collision: None,
@@ -555,6 +560,14 @@ impl Endpoint {
         }
         if let Some(t) = sa.expire_at {
             earliest(t);
+        }
+        // Hard lifetimes hold whatever is outstanding (a rekey stuck in
+        // retransmission included).
+        if sa.state == State::Established && sa.announced {
+            earliest(sa.hard_at);
+            if let Some(t) = sa.children.iter().map(|c| c.hard_at).min() {
+                earliest(t);
+            }
         }
         d
     }

@@ -104,6 +104,7 @@ impl Endpoint {
         sa.announced = true;
         sa.expire_at = None;
         sa.rekey_at = rekey_at;
+        sa.hard_at = now.saturating_add(Lifetimes::hard(self.config.peer.lifetimes.ike));
         self.out.events.push_back(Event::IkeSaRekeyed {
             old: IkeSaId(old.id),
             new: IkeSaId(new),
@@ -127,7 +128,11 @@ impl Endpoint {
         r
     }
 
-    fn request_ike_delete(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
+    pub(super) fn request_ike_delete(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+    ) -> Result<(), IkeError> {
         let del = Payload::Delete(DeletePayload {
             protocol_id: PROTO_IKE,
             spi_size: 0,

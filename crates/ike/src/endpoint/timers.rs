@@ -1,5 +1,6 @@
 //! Timers: retransmissions and give-ups (RFC 7296 2.1, 2.4), half-open
-//! expiry, IKE SA and CHILD_SA rekeys when due, liveness checks (2.4).
+//! expiry, IKE SA and CHILD_SA rekeys when due and hard lifetimes,
+//! liveness checks (2.4).
 
 use super::*;
 
@@ -48,6 +49,12 @@ impl Endpoint {
         if sa.expire_at.is_some_and(|t| t <= now) {
             return Ok(self.fail(sa, DownReason::DeletedLocally));
         }
+        if sa.state == State::Established && sa.announced {
+            if sa.hard_at <= now {
+                return self.expire_ike(now, sa);
+            }
+            self.expire_children(now, sa)?;
+        }
         let retransmit = self.config.peer.retransmit;
         if let Some(p) = &mut sa.pending {
             if now >= p.next_at {
@@ -87,5 +94,33 @@ impl Endpoint {
             }
         }
         Ok(After::Keep)
+    }
+
+    /// The IKE SA reached its hard lifetime: its CHILD_SAs and then the IKE
+    /// SA are reported gone at once (their SAs leave the stage now), and a
+    /// Delete tells the peer (RFC 7296 1.4.1); the record stays, not
+    /// announced, until that is answered or given up.
+    fn expire_ike(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<After, IkeError> {
+        self.out.counters.ike_sas_expired += 1;
+        let name = self.config.peer.name.clone();
+        self.out.close(sa, &name, DownReason::Expired);
+        sa.announced = false;
+        sa.state = State::Deleting;
+        self.request_ike_delete(now, sa)?;
+        Ok(After::Keep)
+    }
+
+    /// CHILD_SAs past their hard lifetime are reported gone at once and
+    /// deleted with the peer (unless our Delete is out already).
+    fn expire_children(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
+        while let Some(i) = sa.children.iter().position(|c| c.hard_at <= now) {
+            let c = sa.children.remove(i);
+            self.out.counters.child_sas_expired += 1;
+            self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+            if !c.deleting {
+                self.request_child_delete(now, sa, c.inbound_spi)?;
+            }
+        }
+        Ok(())
     }
 }

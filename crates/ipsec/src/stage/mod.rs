@@ -12,8 +12,11 @@
 //! in steady state (fragments and events are the exceptions, and they come
 //! from pools or are rare by nature).
 
+mod acquire;
 mod inbound;
 mod outbound;
+
+pub use acquire::AcquireSignal;
 
 use crate::counters::{DropReason, StageCounters};
 use crate::flow::{addresses, flow_key};
@@ -206,6 +209,8 @@ pub struct IpsecStage {
     anchors: Anchors,
     /// Walks and classifications this stage made itself.
     parse_counts: ParseCounts,
+    /// SA names negotiated on demand (see [`acquire`]).
+    acquires: FxHashMap<NameId, std::sync::Arc<AcquireSignal>>,
 }
 
 impl From<FragDrop> for DropReason {
@@ -247,6 +252,7 @@ impl IpsecStage {
             ownership: StageOwnership::All,
             anchors: Anchors::default(),
             parse_counts: ParseCounts::default(),
+            acquires: FxHashMap::default(),
         }
     }
 

@@ -57,10 +57,7 @@ impl IpsecStage {
                 for (slot, name) in bundle.iter_mut().zip(names.iter()) {
                     match self.sad.current(*name) {
                         Some(id) => *slot = id,
-                        None => {
-                            self.counters.record(DropReason::NoSa);
-                            return Disposition::Drop(DropReason::NoSa);
-                        }
+                        None => return Self::missing_sa(&self.acquires, &mut self.counters, *name),
                     }
                 }
                 names.len()
