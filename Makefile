@@ -85,7 +85,7 @@ bench:
 # skips without).
 bench-e2e:
 	./scripts/setup-test-deps.sh --bench
-	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture
+	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads=1
 
 # Ten million frames, valid and hostile mixed, through the threaded runner
 # with three workers: no panic, flat resident memory, counters that

@@ -3,8 +3,8 @@
 //! 1. bare veth pairs (host - router - host);
 //! 2. through two bitsgw gateways inline (AF_PACKET ports, two workers
 //!    each) whose policies BYPASS everything;
-//! 3. through the same gateways with ESP AES-GCM-128 in tunnel mode
-//!    (`policies/site-to-site-{a,b}.json`);
+//! 3. through the same gateways with ESP AES-GCM-128 in tunnel mode, the
+//!    SAs keyed by IKEv2 (PSK; the peers of `tests/lab_ike.rs`);
 //! 4. and 5. the same two, the gateways running to completion (`"pipeline":
 //!    "run-to-completion"`: each port's receive thread handles its frames);
 //! 6. through two strongSwan gateways (charon with kernel-libipsec, its
@@ -14,19 +14,29 @@
 //!    same ESP ([`secgw`]); skipped, saying why, where Debian's dpdk-doc
 //!    and libdpdk-dev can not be had.
 //!
+//! A second benchmark, [`ping_latency_during_child_sa_rekeys`], measures
+//! the data path's latency (a ping every 2 ms for 10 s through the two
+//! bitsgw gateways' IKE-keyed tunnel) without rekeys and while CHILD_SAs
+//! are rekeyed every 2 s (A starts them: B's 3 s lifetime never comes
+//! first, each new CHILD_SA restarting both clocks): p50, p99, max, lost.
+//!
 //! Each path is measured three times in a row. The table gives the median
 //! and range of each, its ratio to the bare path, and the ratios of
 //! bitsgw's ESP to strongSwan's and to its own BYPASS. Ignored by `cargo
 //! test` (it measures, and takes about two minutes); needs
 //! root, iperf3 and strongSwan (`scripts/setup-test-deps.sh`), and says so
 //! and returns without root. Run it with `cargo test --release --test
-//! bench_e2e -- --ignored --nocapture`.
+//! bench_e2e -- --ignored --nocapture --test-threads=1` (its two
+//! benchmarks one after the other).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 #[path = "bench_e2e/secgw.rs"]
 mod secgw;
 
+use common::ike::{
+    gateway_with, router_answers_for_gateways, socket_with, RUN_TO_COMPLETION, WORKERS,
+};
 use common::{iperf3, is_root, start_charon, swanctl, wait_for, Lab, CHARON};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -276,11 +286,6 @@ fn strongswan_row(lab: &mut Lab) -> Measured {
     row
 }
 
-/// Two workers behind the receive threads.
-const WORKERS: &str = r#""workers": 2"#;
-/// Each port's receive thread handles its own frames.
-const RUN_TO_COMPLETION: &str = r#""workers": 1, "pipeline": "run-to-completion""#;
-
 fn config(lab: &Lab, side: &str, policy: &Path, tag: &str, pipeline: &str) -> PathBuf {
     let path = lab.dir.join(format!("gw-{side}-{tag}.json"));
     let text = format!(
@@ -324,6 +329,34 @@ fn iperf_once(lab: &mut Lab) -> (f64, u64) {
     )
 }
 
+/// The PSK of the IKE-keyed rows.
+const PSK: &str = "bench-e2e-only-not-a-secret";
+
+/// Gateway A starts the IKE SA, B answers.
+fn start(side: &str) -> &'static str {
+    if side == "a" {
+        "initiate"
+    } else {
+        "respond"
+    }
+}
+
+/// Waits until a ping crosses the IKE-keyed tunnel: IKE_SA_INIT and
+/// IKE_AUTH done, the SAs installed.
+fn tunnel_up(lab: &Lab) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !lab
+        .try_exec("hA", &["ping", "-c", "1", "-W", "1", "-q", "198.51.100.20"])
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the IKE-keyed tunnel never came up"
+        );
+    }
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -357,46 +390,48 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
                     "inbound": [{"name": "all", "action": "bypass"}]}, "sad": []}"#,
         )
         .unwrap();
-        let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
-        let esp = (
-            policies.join("site-to-site-a.json"),
-            policies.join("site-to-site-b.json"),
-        );
-        for (tag, label, (a, b), pipeline) in [
-            (
-                "bypass",
-                "bitsgw x2, BYPASS",
-                (bypass.clone(), bypass.clone()),
-                WORKERS,
-            ),
-            (
-                "esp",
-                "bitsgw x2, ESP AES-GCM-128 tunnel",
-                esp.clone(),
-                WORKERS,
-            ),
+        router_answers_for_gateways(&lab);
+        // ESP rows: SAs keyed by IKEv2 (PSK, AES-GCM-128 and P-256 for IKE,
+        // AES-GCM-128 for ESP), CHILD_SAs not rekeyed within the run.
+        for (tag, label, ike, pipeline) in [
+            ("bypass", "bitsgw x2, BYPASS", false, WORKERS),
+            ("esp", "bitsgw x2, ESP AES-GCM-128 (IKE)", true, WORKERS),
             (
                 "bypass-rtc",
                 "bitsgw x2 rtc, BYPASS",
-                (bypass.clone(), bypass.clone()),
+                false,
                 RUN_TO_COMPLETION,
             ),
             (
                 "esp-rtc",
-                "bitsgw x2 rtc, ESP AES-GCM-128",
-                esp.clone(),
+                "bitsgw x2 rtc, ESP AES-GCM-128 (IKE)",
+                true,
                 RUN_TO_COMPLETION,
             ),
         ] {
-            let (ca, cb) = (
-                config(&lab, "a", &a, tag, pipeline),
-                config(&lab, "b", &b, tag, pipeline),
-            );
+            let [(ca, sa), (cb, sb)] = ["a", "b"].map(|side| {
+                if ike {
+                    (
+                        gateway_with(&lab, side, tag, pipeline, (Some(PSK), "", start(side))),
+                        socket_with(&lab, side, tag),
+                    )
+                } else {
+                    (
+                        config(&lab, side, &bypass, tag, pipeline),
+                        socket(&lab, side, tag),
+                    )
+                }
+            });
             let exe = env!("CARGO_BIN_EXE_bitsgw");
-            let ga = lab.spawn("gA", &[exe, "run", ca.to_str().unwrap()]);
+            // The responder first, so the initiator's first IKE_SA_INIT is
+            // heard.
             let gb = lab.spawn("gB", &[exe, "run", cb.to_str().unwrap()]);
-            wait_for(&socket(&lab, "a", tag));
-            wait_for(&socket(&lab, "b", tag));
+            wait_for(&sb);
+            let ga = lab.spawn("gA", &[exe, "run", ca.to_str().unwrap()]);
+            wait_for(&sa);
+            if ike {
+                tunnel_up(&lab);
+            }
             rows.push((label, iperf(&mut lab)));
             lab.terminate(ga);
             lab.terminate(gb);
@@ -463,5 +498,137 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
     );
     for (label, m) in &rows {
         assert!(m.min > 0.0, "{label}: no throughput");
+    }
+}
+
+/// Round-trip times of one ping run and how many of its requests were
+/// lost.
+struct Pings {
+    rtts_ms: Vec<f64>,
+    sent: usize,
+}
+
+impl Pings {
+    fn percentile(&self, p: f64) -> f64 {
+        if self.rtts_ms.is_empty() {
+            return f64::NAN;
+        }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let at = ((self.rtts_ms.len() - 1) as f64 * p).round() as usize;
+        self.rtts_ms[at]
+    }
+
+    fn lost(&self) -> usize {
+        self.sent - self.rtts_ms.len()
+    }
+}
+
+/// A ping every 2 ms for 10 s from host A to host B; the round trips in
+/// order of size. Duplicates (none expected) count once.
+fn ping_flood(lab: &Lab) -> Pings {
+    const COUNT: usize = 5000;
+    let out = lab.try_exec(
+        "hA",
+        &[
+            "ping",
+            "-n",
+            "-i",
+            "0.002",
+            "-c",
+            &COUNT.to_string(),
+            "-W",
+            "1",
+            "198.51.100.20",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut seen = std::collections::HashSet::new();
+    let mut rtts_ms: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let seq = l.split("icmp_seq=").nth(1)?.split_whitespace().next()?;
+            let ms = l.split("time=").nth(1)?.split_whitespace().next()?;
+            seen.insert(seq.to_string())
+                .then(|| ms.parse::<f64>().ok())
+                .flatten()
+        })
+        .collect();
+    rtts_ms.sort_by(f64::total_cmp);
+    Pings {
+        rtts_ms,
+        sent: COUNT,
+    }
+}
+
+#[test]
+#[ignore = "a benchmark: make bench-e2e"]
+fn ping_latency_during_child_sa_rekeys() {
+    if !is_root() {
+        eprintln!("bench-e2e skipped: it needs root (network namespaces)");
+        return;
+    }
+    let load_before = load();
+    let mut lab = Lab::new("el", &["hA", "gA", "r", "gB", "hB"]);
+    build(&lab, true);
+    router_answers_for_gateways(&lab);
+    let mut rows = Vec::new();
+    for (tag, label, extra_a, extra_b) in [
+        ("steady", "no rekeys", "", ""),
+        (
+            "rekeying",
+            "CHILD_SA rekeys every 2 s, started by A",
+            r#""child_lifetime_secs": 2, "#,
+            r#""child_lifetime_secs": 3, "#,
+        ),
+    ] {
+        let ca = gateway_with(&lab, "a", tag, WORKERS, (Some(PSK), extra_a, start("a")));
+        let cb = gateway_with(&lab, "b", tag, WORKERS, (Some(PSK), extra_b, start("b")));
+        let exe = env!("CARGO_BIN_EXE_bitsgw");
+        let gb = lab.spawn("gB", &[exe, "run", cb.to_str().unwrap()]);
+        wait_for(&socket_with(&lab, "b", tag));
+        let ga = lab.spawn("gA", &[exe, "run", ca.to_str().unwrap()]);
+        wait_for(&socket_with(&lab, "a", tag));
+        tunnel_up(&lab);
+        let pings = ping_flood(&lab);
+        let (_, _, log_a) = lab.terminate(ga);
+        let (_, _, log_b) = lab.terminate(gb);
+        // CHILD_SAs each side made by rekeying (as initiator or responder).
+        let rekeys = (
+            log_a.matches("rekeys=Some").count(),
+            log_b.matches("rekeys=Some").count(),
+        );
+        if !extra_a.is_empty() {
+            assert!(
+                rekeys.0 >= 3,
+                "too few rekeys to measure: {rekeys:?}\n{log_a}"
+            );
+        }
+        rows.push((label, pings, rekeys));
+    }
+    println!(
+        "\nbench-e2e: ping every 2 ms for 10 s through bitsgw x2 (IKE-keyed ESP AES-GCM-128, two workers each); load average {load_before} (before) / {} (after)",
+        load()
+    );
+    println!(
+        "{:<44} {:>8} {:>8} {:>8} {:>6} {:>10}",
+        "run", "p50 ms", "p99 ms", "max ms", "lost", "CHILD_SAs"
+    );
+    for (label, p, rekeys) in &rows {
+        println!(
+            "{label:<44} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>10}",
+            p.percentile(0.5),
+            p.percentile(0.99),
+            p.percentile(1.0),
+            p.lost(),
+            format!("{}/{}", rekeys.0, rekeys.1)
+        );
+    }
+    println!("(CHILD_SAs: those made by rekeying, as A and B logged them)");
+    for (label, p, _) in &rows {
+        assert!(!p.rtts_ms.is_empty(), "{label}: no ping came back");
     }
 }

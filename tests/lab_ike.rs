@@ -7,7 +7,12 @@
 //! pings lose none. With a wrong PSK no SA is installed and nothing leaves
 //! in clear. The gateways also authenticate with certificates made at
 //! test time (a peer's certificate of an untrusted CA is refused). bitsgw
-//! also keys a tunnel with strongSwan's charon.
+//! also keys a tunnel with strongSwan's charon (AES-GCM and AES-CBC with
+//! HMAC-SHA-256, either side starting), and tshark, given the keys charon
+//! logged, decrypts every IKE message and ESP packet on the wire between
+//! them and finds every ICV good. CHILD_SA and IKE SA rekeys started by
+//! either side under an iperf3 transfer to charon drop nothing in bitsgw,
+//! whose ESP counts match the wire's.
 //!
 //! Needs root (CI runs as root) and iproute2, iputils-ping. Everything it
 //! creates it removes, also when it fails.
@@ -16,12 +21,14 @@
 mod common;
 #[path = "../crates/ike/tests/common/pki.rs"]
 mod pki;
+#[path = "../crates/ike/tests/common/tshark.rs"]
+mod tshark;
 
 use common::ike::{
-    charon_initiate, child_sa_count, lab_with_authenticated_gateways, lab_with_gateways, mixed_lab,
-    ping, policy, show_text, socket, MixedLab,
+    charon_initiate, child_sa_count, lab_with_authenticated_gateways, lab_with_gateways,
+    mixed_lab_with, ping, policy, show_text, socket, Mixed, MixedLab,
 };
-use common::{bitsgw, find_sa, show};
+use common::{bitsgw, find_sa, show, Lab};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -213,36 +220,77 @@ fn a_wrong_psk_installs_no_sa_and_leaks_nothing() {
     assert!(ike >= 2, "only {ike} IKE datagrams seen");
 }
 
-/// bitsgw A and charon key the tunnel, started by bitsgw or by charon,
-/// and pings cross both ways.
-fn with_strongswan(tag: &str, bitsgw_initiates: bool) {
+/// Starts dumpcap on `dev` of namespace `ns`, writing `file`; returns
+/// once it captures.
+fn dumpcap(lab: &mut Lab, ns: &str, dev: &str, file: &Path) -> usize {
+    use std::io::BufRead as _;
+    let index = lab.spawn(ns, &["dumpcap", "-i", dev, "-w", file.to_str().unwrap()]);
+    let err = lab.children[index].stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(err).lines();
+    let started = lines.any(|l| l.is_ok_and(|l| l.starts_with("Capturing on")));
+    assert!(started, "dumpcap on {ns}/{dev} did not start");
+    // The rest of its stderr, so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    index
+}
+
+/// bitsgw A and charon (`setup`) key the tunnel, started by bitsgw or by
+/// charon; once a ping crosses, the lab and bitsgw's index, with the
+/// capture `before_charon` started.
+fn mixed_tunnel(
+    tag: &str,
+    setup: &Mixed<'_>,
+    before_charon: impl FnOnce(&mut Lab),
+) -> Option<MixedLab> {
+    let m = mixed_lab_with(tag, setup, before_charon)?;
+    if setup.start == "respond" {
+        charon_initiate(&m.lab, &m.swan);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut m = m;
+    while !ping(&m.lab, "1") {
+        if Instant::now() >= deadline {
+            let (_, out, log) = m.lab.terminate(m.gateway);
+            panic!(
+                "no ping through the tunnel to charon\nbitsgw: {out}{log}\ncharon: {}",
+                std::fs::read_to_string(m.swan.join("charon.log")).unwrap_or_default()
+            );
+        }
+    }
+    Some(m)
+}
+
+/// bitsgw A and charon key the tunnel with the IKE and ESP proposals
+/// `ike` and `esp`, started by bitsgw or by charon, and pings cross both
+/// ways. tshark decrypts every IKE message and ESP packet captured
+/// between them with the keys charon logged, and finds every ICV good.
+fn with_strongswan(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str) {
     let start = if bitsgw_initiates {
         "initiate"
     } else {
         "respond"
     };
+    let setup = Mixed {
+        ike,
+        esp,
+        charon_extra: ("", ""),
+        peer_extra: "",
+        start,
+    };
+    let mut capture = None;
     let Some(MixedLab {
         mut lab,
         swan,
         gateway: gw,
         ..
-    }) = mixed_lab(tag, "", start)
+    }) = mixed_tunnel(tag, &setup, |lab| {
+        let pcap = lab.dir.join("wire.pcapng");
+        capture = Some((dumpcap(lab, "r", "rb", &pcap), pcap));
+    })
     else {
         return;
     };
-    if !bitsgw_initiates {
-        charon_initiate(&lab, &swan);
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !ping(&lab, "1") {
-        if Instant::now() >= deadline {
-            let (_, out, log) = lab.terminate(gw);
-            panic!(
-                "no ping through the tunnel to charon\nbitsgw: {out}{log}\ncharon: {}",
-                std::fs::read_to_string(swan.join("charon.log")).unwrap_or_default()
-            );
-        }
-    }
+    let (capture, pcap) = capture.unwrap();
     assert!(ping(&lab, "3"), "pings from A lost");
     let back = lab.try_exec(
         "hB",
@@ -253,29 +301,128 @@ fn with_strongswan(tag: &str, bitsgw_initiates: bool) {
         "pings from B: {}",
         String::from_utf8_lossy(&back.stdout)
     );
-    let ike = show(&socket(&lab, "a"), "ike");
+    let ike_sa = show(&socket(&lab, "a"), "ike");
     assert_eq!(
-        ike["peers"][0]["ike_sas"][0]["initiator"], bitsgw_initiates,
-        "{ike}"
+        ike_sa["peers"][0]["ike_sas"][0]["initiator"], bitsgw_initiates,
+        "{ike_sa}"
     );
     assert_eq!(
-        ike["peers"][0]["child_sas"][0]["udp_encapsulation"], true,
-        "{ike}"
+        ike_sa["peers"][0]["child_sas"][0]["udp_encapsulation"], true,
+        "{ike_sa}"
     );
-    let inbound = find_sa(&show(&socket(&lab, "a"), "sa"), "b-to-a");
+    let sas = show(&socket(&lab, "a"), "sa");
+    let inbound = find_sa(&sas, "b-to-a");
     assert!(inbound["packets"].as_u64().unwrap() >= 6, "{inbound}");
+    let outbound = find_sa(&sas, "a-to-b");
+    // Let the kernel hand over its last block before stopping dumpcap.
+    std::thread::sleep(Duration::from_millis(1200));
+    lab.terminate(capture);
     let (ok, out, log) = lab.terminate(gw);
     assert!(ok, "bitsgw failed: {out}{log}");
+    decodes_with_tshark(
+        &pcap,
+        &swan,
+        &ike_sa["peers"][0]["ike_sas"][0],
+        [&outbound, &inbound],
+        bitsgw_initiates,
+        (ike, esp),
+    );
+}
+
+/// tshark decrypts the IKE SA's messages and both ESP SAs' packets in
+/// `pcap` with the keys charon logged: every IKE message decrypted with
+/// its checksum correct, the IKE_SA_INIT and IKE_AUTH exchanges complete,
+/// every ESP packet `esp.icv_good == 1`, at least the pings' worth each
+/// way; with the ESP keys changed no ESP packet verifies.
+fn decodes_with_tshark(
+    pcap: &Path,
+    swan: &Path,
+    ike_sa: &serde_json::Value,
+    [outbound, inbound]: [&serde_json::Value; 2],
+    bitsgw_initiates: bool,
+    (ike, esp): (&str, &str),
+) {
+    let log = std::fs::read_to_string(swan.join("charon.log")).unwrap();
+    let ike_keys = tshark::IkeSaKeys::from_charon_log(
+        &log,
+        0,
+        ike_sa["spi_i"].as_str().unwrap(),
+        ike_sa["spi_r"].as_str().unwrap(),
+        ike,
+    )
+    .unwrap_or_else(|| panic!("charon logged no IKE SA keys: {log}"));
+    let (_, _, encryption, integrity) = tshark::algorithms(esp);
+    let key = |label: &str| tshark::logged_key(&log, label).unwrap_or_default();
+    // bitsgw's outbound SA carries the keys of the direction it sends in,
+    // named by who started the exchange (RFC 7296 2.17).
+    let (out_dir, in_dir) = if bitsgw_initiates {
+        ("initiator", "responder")
+    } else {
+        ("responder", "initiator")
+    };
+    let esp_sa = |sa: &serde_json::Value, src: &str, dst: &str, dir: &str| tshark::EspSaKeys {
+        src: src.into(),
+        dst: dst.into(),
+        spi: format!("{:08x}", sa["spi"].as_u64().unwrap()),
+        encryption_key: key(&format!("encryption {dir} key")),
+        integrity_key: key(&format!("integrity {dir} key")),
+        encryption,
+        integrity,
+    };
+    let esp_keys = [
+        esp_sa(outbound, "203.0.113.1", "203.0.113.6", out_dir),
+        esp_sa(inbound, "203.0.113.6", "203.0.113.1", in_dir),
+    ];
+    let decoded = tshark::decode(pcap, std::slice::from_ref(&ike_keys), &esp_keys);
+    let ike_counts = tshark::check_ike(&decoded).unwrap_or_else(|e| panic!("tshark: {e}"));
+    assert_eq!(ike_counts.get(&tshark::exchange::IKE_SA_INIT), Some(&2));
+    assert_eq!(ike_counts.get(&tshark::exchange::IKE_AUTH), Some(&2));
+    let spis = [esp_keys[0].spi.as_str(), esp_keys[1].spi.as_str()];
+    let esp_counts = tshark::check_esp(&decoded, &spis).unwrap_or_else(|e| panic!("tshark: {e}"));
+    // 4 pings from A and 3 from B, each answered.
+    for spi in spis {
+        assert!(esp_counts.get(spi) >= Some(&7), "{spi}: {esp_counts:?}");
+    }
+    let mut wrong = esp_keys;
+    for k in &mut wrong {
+        tshark::corrupt(&mut k.encryption_key);
+        tshark::corrupt(&mut k.integrity_key);
+    }
+    let refused = tshark::decode(pcap, &[ike_keys], &wrong);
+    assert!(
+        refused.iter().all(|d| !d.esp_icv_good),
+        "a wrong ESP key verified: {refused:?}"
+    );
 }
 
 #[test]
 fn bitsgw_initiates_with_strongswan_and_pings_cross_both_ways() {
-    with_strongswan("is", true);
+    with_strongswan("is", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16");
 }
 
 #[test]
 fn strongswan_initiates_with_bitsgw_and_pings_cross_both_ways() {
-    with_strongswan("ir2", false);
+    with_strongswan("ir2", false, "aes128gcm16-prfsha256-ecp256", "aes128gcm16");
+}
+
+#[test]
+fn bitsgw_initiates_with_strongswan_over_aes_cbc_hmac_sha256() {
+    with_strongswan(
+        "isc",
+        true,
+        "aes128-sha256-prfsha256-ecp256",
+        "aes128-sha256",
+    );
+}
+
+#[test]
+fn strongswan_initiates_with_bitsgw_over_aes_cbc_hmac_sha256() {
+    with_strongswan(
+        "irc",
+        false,
+        "aes256-sha256-prfsha256-x25519",
+        "aes256-sha256",
+    );
 }
 
 #[test]
@@ -442,4 +589,156 @@ fn stop_captures(
         c.join().unwrap();
     }
     common::between_gateways(&seen.lock().unwrap())
+}
+
+/// nftables counters on the router of the ESP (in UDP, non-zero SPI after
+/// the UDP header) it forwards each way between bitsgw and charon.
+fn count_esp_on_router(lab: &Lab) {
+    let rules = r#"table inet esp_count {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifname "ra" oifname "rb" udp dport 4500 @th,64,32 != 0 counter comment "from_bitsgw"
+    iifname "rb" oifname "ra" udp dport 4500 @th,64,32 != 0 counter comment "to_bitsgw"
+  }
+}
+"#;
+    let file = lab.dir.join("esp_count.nft");
+    std::fs::write(&file, rules).unwrap();
+    lab.exec("r", &["nft", "-f", file.to_str().unwrap()]);
+}
+
+/// The router's ESP counts: (from bitsgw, to bitsgw).
+fn esp_on_router(lab: &Lab) -> (u64, u64) {
+    let out = lab.exec("r", &["nft", "-j", "list", "table", "inet", "esp_count"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let count = |name: &str| {
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x.get("rule"))
+            .find(|r| r["comment"] == name)
+            .and_then(|r| {
+                r["expr"]
+                    .as_array()?
+                    .iter()
+                    .find_map(|e| e["counter"]["packets"].as_u64())
+            })
+            .unwrap_or_else(|| panic!("no counter {name}: {out}"))
+    };
+    (count("from_bitsgw"), count("to_bitsgw"))
+}
+
+/// bitsgw's dropped-packet total and ESP counts: (drops, protected,
+/// decrypted).
+fn esp_counters(lab: &Lab) -> (u64, u64, u64) {
+    let c = show(&socket(lab, "a"), "counters");
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or_else(|| panic!("{c}"));
+    (
+        n(&c["drops_total"]),
+        n(&c["ipsec"]["outbound_protected"]),
+        n(&c["ipsec"]["inbound_decrypted"]),
+    )
+}
+
+/// Rekeys under an iperf3 TCP transfer of 12 s through the tunnel to
+/// strongSwan, CHILD_SAs rekeyed every `child` seconds and the IKE SA
+/// every `ike` seconds by the side named (the other side's lifetimes are
+/// long enough never to come first): bitsgw drops nothing during the
+/// transfer (no replay drop, no packet without an SA), every ESP packet
+/// it counts protected crossed the router to charon and every one that
+/// crossed from charon it decrypted, so both sides agree packet for
+/// packet.
+fn rekeys_under_iperf3(tag: &str, child_by_bitsgw: bool, ike_by_bitsgw: bool) {
+    let (child, ike_life, long) = (3, 5, 60);
+    let pick = |by_bitsgw: bool, secs: u32| {
+        if by_bitsgw {
+            (secs, long)
+        } else {
+            (long, secs)
+        }
+    };
+    let (bitsgw_child, charon_child) = pick(child_by_bitsgw, child);
+    let (bitsgw_ike, charon_ike) = pick(ike_by_bitsgw, ike_life);
+    let charon_ike = format!("rekey_time = {charon_ike}s\n    over_time = 60s\n    rand_time = 0s");
+    let charon_child =
+        format!("rekey_time = {charon_child}s\n        life_time = 120s\n        rand_time = 0s");
+    let extra = format!(
+        r#""child_lifetime_secs": {bitsgw_child}, "ike_lifetime_secs": {bitsgw_ike}, "rekey_jitter_secs": 1, "#
+    );
+    let setup = Mixed {
+        ike: "aes128gcm16-prfsha256-ecp256",
+        esp: "aes128gcm16",
+        charon_extra: (&charon_ike, &charon_child),
+        peer_extra: &extra,
+        start: "initiate",
+    };
+    let Some(MixedLab {
+        mut lab,
+        swan,
+        gateway: gw,
+        ..
+    }) = mixed_tunnel(tag, &setup, |lab| count_esp_on_router(lab))
+    else {
+        return;
+    };
+    let before = (esp_counters(&lab), esp_on_router(&lab));
+    let report = common::iperf3(&mut lab, "hA", "hB", "198.51.100.20", "12");
+    // Whatever is in flight lands before the counters are read.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = (esp_counters(&lab), esp_on_router(&lab));
+    let drops = show(&socket(&lab, "a"), "counters")["drops"].clone();
+    let (ok, out, log) = lab.terminate(gw);
+    assert!(ok, "bitsgw failed: {out}{log}");
+    let charon_log = std::fs::read_to_string(swan.join("charon.log")).unwrap();
+    let context =
+        || format!("{before:?} {after:?}\ndrops: {drops}\nbitsgw: {log}\ncharon: {charon_log}");
+    // The rekeys happened, each started by the side named: bitsgw's
+    // CHILD_SAs made by a rekey and IKE SAs rekeyed; charon's
+    // CREATE_CHILD_SA requests (its rekeys) and responses (bitsgw's).
+    assert!(log.matches("rekeys=Some").count() >= 3, "{}", context());
+    assert!(log.matches("IKE SA rekeyed").count() >= 2, "{}", context());
+    let charon_started = charon_log
+        .matches("generating CREATE_CHILD_SA request")
+        .count();
+    let bitsgw_started = charon_log
+        .matches("generating CREATE_CHILD_SA response")
+        .count();
+    let wanted = |by_bitsgw: bool, n: usize| usize::from(by_bitsgw) * n;
+    assert!(
+        bitsgw_started >= wanted(child_by_bitsgw, 3) + wanted(ike_by_bitsgw, 2),
+        "{}",
+        context()
+    );
+    assert!(
+        charon_started >= wanted(!child_by_bitsgw, 3) + wanted(!ike_by_bitsgw, 2),
+        "{}",
+        context()
+    );
+    let ((drops0, out0, in0), (wire_out0, wire_in0)) = before;
+    let ((drops1, out1, in1), (wire_out1, wire_in1)) = after;
+    assert_eq!(drops1 - drops0, 0, "bitsgw dropped: {}", context());
+    assert_eq!(out1 - out0, wire_out1 - wire_out0, "{}", context());
+    assert_eq!(in1 - in0, wire_in1 - wire_in0, "{}", context());
+    assert!(out1 - out0 > 1000, "{}", context());
+    eprintln!(
+        "{tag}: iperf3 through rekeys: {:.3} Gbit/s, {} retransmits; ESP {} out, {} in",
+        report["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9,
+        report["end"]["sum_sent"]["retransmits"],
+        out1 - out0,
+        in1 - in0
+    );
+}
+
+#[test]
+fn child_sa_rekeys_by_strongswan_and_ike_sa_rekeys_by_bitsgw_under_iperf3_drop_nothing() {
+    rekeys_under_iperf3("iq1", false, true);
+}
+
+#[test]
+fn child_sa_rekeys_by_bitsgw_and_ike_sa_rekeys_by_strongswan_under_iperf3_drop_nothing() {
+    rekeys_under_iperf3("iq2", true, false);
 }

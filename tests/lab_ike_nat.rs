@@ -243,6 +243,8 @@ fn charon_conf(side: &Side, initiate: bool) -> String {
         remote_ts: side.peer_net,
         encap: false,
         psk: PSK,
+        proposals: ("aes128gcm16-prfsha256-ecp256", "aes128gcm16"),
+        extra: ("", ""),
     }
     .conf()
 }

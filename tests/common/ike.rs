@@ -2,7 +2,7 @@
 //! whose gateways key their tunnel with IKEv2, or bitsgw A with
 //! strongSwan's charon as site B's gateway.
 
-use super::{bitsgw, capture, start_charon, swanctl, Lab, CHARON};
+use super::{bitsgw, capture, start_charon_logging_keys, swanctl, Lab, CHARON};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,18 +54,41 @@ pub fn policy(side: &str) -> String {
 
 /// Writes gateway `side`'s policy, PSK file and configuration; its path.
 /// `peer_extra` adds fields to its peer (`"name": value, `); `start` is
-/// its start action. Without a PSK the gateway authenticates with the
-/// certificate files `ike-{side}.pem`, `ike-{side}.key` and
-/// `ike-ca-{side}.pem` in the lab's folder.
+/// its start action. A hands frames to two workers, B runs to completion.
+/// Without a PSK the gateway authenticates with the certificate files
+/// `ike-{side}.pem`, `ike-{side}.key` and `ike-ca-{side}.pem` in the lab's
+/// folder.
 pub fn gateway(lab: &Lab, side: &str, psk: Option<&str>, peer_extra: &str, start: &str) -> PathBuf {
+    let pipeline = if side == "a" {
+        WORKERS
+    } else {
+        RUN_TO_COMPLETION
+    };
+    gateway_with(lab, side, "", pipeline, (psk, peer_extra, start))
+}
+
+/// A pipeline of two workers behind the receive threads.
+pub const WORKERS: &str = r#""workers": 2"#;
+/// Each port's receive thread handles its own frames.
+pub const RUN_TO_COMPLETION: &str = r#""workers": 1, "pipeline": "run-to-completion""#;
+
+/// [`gateway`] with its files named with `tag` and `pipeline`
+/// ([`WORKERS`] or [`RUN_TO_COMPLETION`]).
+pub fn gateway_with(
+    lab: &Lab,
+    side: &str,
+    tag: &str,
+    pipeline: &str,
+    (psk, peer_extra, start): (Option<&str>, &str, &str),
+) -> PathBuf {
     let dir = &lab.dir;
-    std::fs::write(dir.join(format!("ike-{side}.json")), policy(side)).unwrap();
+    std::fs::write(dir.join(format!("ike-{side}{tag}.json")), policy(side)).unwrap();
     let auth = match psk {
         Some(psk) => {
-            let psk_file = dir.join(format!("ike-{side}.psk"));
+            let psk_file = dir.join(format!("ike-{side}{tag}.psk"));
             std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
             std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-            format!(r#""psk_file": "ike-{side}.psk""#)
+            format!(r#""psk_file": "ike-{side}{tag}.psk""#)
         }
         None => format!(
             r#""auth": "certificate", "certificate_file": "ike-{side}.pem",
@@ -78,15 +101,10 @@ pub fn gateway(lab: &Lab, side: &str, psk: Option<&str>, peer_extra: &str, start
         ("203.0.113.2", "203.0.113.1", "b-to-a", "a-to-b")
     };
     let other = if side == "a" { "b" } else { "a" };
-    let pipeline = if side == "a" {
-        r#""workers": 2"#
-    } else {
-        r#""workers": 1, "pipeline": "run-to-completion""#
-    };
     let cfg = format!(
-        r#"{{"role": "gateway", "policy": "ike-{side}.json",
+        r#"{{"role": "gateway", "policy": "ike-{side}{tag}.json",
   "ports": {{"host": {{"type": "af_packet", "interface": "host"}}, "network": {{"type": "af_packet", "interface": "wan"}}}},
-  {pipeline}, "control_socket": "{}", "state_dir": "ike-{side}-state",
+  {pipeline}, "control_socket": "{}", "state_dir": "ike-{side}{tag}-state",
   "addresses": {{"network": ["{me}/24"]}},
   "peers": [{{
     "name": "site-{other}", "local": "{me}", "remote": "{peer}",
@@ -96,15 +114,32 @@ pub fn gateway(lab: &Lab, side: &str, psk: Option<&str>, peer_extra: &str, start
     {peer_extra}"start": "{start}",
     "children": [{{"outbound": "{out}", "inbound": "{inb}"}}]
   }}]}}"#,
-        socket(lab, side).display()
+        socket_with(lab, side, tag).display()
     );
-    let path = dir.join(format!("ike-gw-{side}.json"));
+    let path = dir.join(format!("ike-gw-{side}{tag}.json"));
     std::fs::write(&path, cfg).unwrap();
     path
 }
 
 pub fn socket(lab: &Lab, side: &str) -> PathBuf {
-    lab.dir.join(format!("ike-{side}.sock"))
+    socket_with(lab, side, "")
+}
+
+/// The control socket of [`gateway_with`] `side` with `tag`.
+pub fn socket_with(lab: &Lab, side: &str, tag: &str) -> PathBuf {
+    lab.dir.join(format!("ike-{side}{tag}.sock"))
+}
+
+/// Makes the router of [`super::route_two_sites`] answer ARP for the far
+/// gateway's address on both its links, so the gateways' own host stacks
+/// (IKE) reach each other through it.
+pub fn router_answers_for_gateways(lab: &Lab) {
+    for k in [
+        "net.ipv4.conf.ra.proxy_arp=1",
+        "net.ipv4.conf.rb.proxy_arp=1",
+    ] {
+        lab.exec("r", &["sysctl", "-qw", k]);
+    }
 }
 
 /// The lab, the capture's stop flag, frames and threads, the gateways.
@@ -153,12 +188,7 @@ pub fn lab_with_authenticated_gateways(
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
     prepare(&lab.dir);
     super::route_two_sites(&lab);
-    for k in [
-        "net.ipv4.conf.ra.proxy_arp=1",
-        "net.ipv4.conf.rb.proxy_arp=1",
-    ] {
-        lab.exec("r", &["sysctl", "-qw", k]);
-    }
+    router_answers_for_gateways(&lab);
     let (stop, seen, caps) = capture_router(&lab);
     let (cfg_a, cfg_b) = (
         gateway(&lab, "a", psk_a, peer_extra_a, start_a),
@@ -241,9 +271,19 @@ pub fn build_mixed(lab: &Lab) {
     lab.exec("r", &["sysctl", "-qw", "net.ipv4.conf.ra.proxy_arp=1"]);
 }
 
+/// The proposals the labs with charon use unless told otherwise.
+pub const IKE_PROPOSAL: &str = "aes128gcm16-prfsha256-ecp256";
+pub const ESP_PROPOSAL: &str = "aes128gcm16";
+
 /// charon's connection `bitsgw` in `gB`, the responder, forcing UDP
 /// encapsulation (kernel-libipsec carries ESP in UDP only).
 pub fn charon_conf(psk: &str) -> String {
+    charon_conf_with(psk, IKE_PROPOSAL, ESP_PROPOSAL, ("", ""))
+}
+
+/// [`charon_conf`] with the IKE and ESP proposals `ike` and `esp` and
+/// settings added to the connection and to its CHILD_SA.
+pub fn charon_conf_with(psk: &str, ike: &str, esp: &str, extra: (&str, &str)) -> String {
     super::SwanConnection {
         side: "b",
         local_addrs: "203.0.113.6",
@@ -252,6 +292,8 @@ pub fn charon_conf(psk: &str) -> String {
         remote_ts: "192.0.2.0/24",
         encap: true,
         psk,
+        proposals: (ike, esp),
+        extra,
     }
     .conf()
 }
@@ -317,6 +359,36 @@ pub struct MixedLab {
 /// running with `peer_extra` and `start` (as for [`gateway`]); `None`,
 /// said on stderr, without root or charon.
 pub fn mixed_lab(tag: &str, peer_extra: &str, start: &str) -> Option<MixedLab> {
+    let setup = Mixed {
+        ike: IKE_PROPOSAL,
+        esp: ESP_PROPOSAL,
+        charon_extra: ("", ""),
+        peer_extra,
+        start,
+    };
+    mixed_lab_with(tag, &setup, |_| {})
+}
+
+/// What [`mixed_lab_with`] runs.
+pub struct Mixed<'a> {
+    /// The IKE and ESP proposals of both.
+    pub ike: &'a str,
+    pub esp: &'a str,
+    /// Settings added to charon's connection and to its CHILD_SA.
+    pub charon_extra: (&'a str, &'a str),
+    /// As for [`gateway`].
+    pub peer_extra: &'a str,
+    pub start: &'a str,
+}
+
+/// [`mixed_lab`] with `setup`, charon logging the keys it derives (level
+/// 4, for decoding a capture), and `before_charon` run once the lab is
+/// built and before charon starts (a capture, counters).
+pub fn mixed_lab_with(
+    tag: &str,
+    setup: &Mixed<'_>,
+    before_charon: impl FnOnce(&mut Lab),
+) -> Option<MixedLab> {
     if !super::is_root() {
         eprintln!("skipped: needs root");
         return None;
@@ -327,9 +399,19 @@ pub fn mixed_lab(tag: &str, peer_extra: &str, start: &str) -> Option<MixedLab> {
     }
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
     build_mixed(&lab);
+    before_charon(&mut lab);
     let swan = lab.dir.join("swan");
-    let charon = start_charon(&mut lab, "gB", &swan, &charon_conf(SWAN_PSK));
-    let cfg = mixed_gateway(&lab, SWAN_PSK, peer_extra, start);
+    let conf = charon_conf_with(SWAN_PSK, setup.ike, setup.esp, setup.charon_extra);
+    let charon = start_charon_logging_keys(&mut lab, "gB", &swan, &conf);
+    let cfg = mixed_gateway(&lab, SWAN_PSK, setup.peer_extra, setup.start);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(IKE_PROPOSAL, setup.ike)
+        .replace(
+            &format!(r#"["{ESP_PROPOSAL}"]"#),
+            &format!(r#"["{}"]"#, setup.esp),
+        );
+    std::fs::write(&cfg, text).unwrap();
     let gateway = lab.spawn(
         "gA",
         &[env!("CARGO_BIN_EXE_bitsgw"), "run", cfg.to_str().unwrap()],

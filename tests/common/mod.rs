@@ -551,6 +551,23 @@ pub const CHARON: &str = "/usr/lib/ipsec/charon";
 /// kernel-libipsec (this kernel has no ESP), which carries ESP in UDP
 /// only, and charon routes the CHILD_SAs' traffic to it.
 pub fn start_charon(lab: &mut Lab, ns: &str, dir: &Path, swanctl_conf: &str) -> usize {
+    start_charon_logging(lab, ns, dir, swanctl_conf, "")
+}
+
+/// [`start_charon`] logging IKE and CHILD_SA details at level 4, which
+/// include every key charon derives: for decoding a capture, never in a
+/// measurement.
+pub fn start_charon_logging_keys(lab: &mut Lab, ns: &str, dir: &Path, swanctl_conf: &str) -> usize {
+    start_charon_logging(lab, ns, dir, swanctl_conf, "ike = 4\n      chd = 4")
+}
+
+fn start_charon_logging(
+    lab: &mut Lab,
+    ns: &str,
+    dir: &Path,
+    swanctl_conf: &str,
+    levels: &str,
+) -> usize {
     std::fs::create_dir_all(dir.join("run")).unwrap();
     let d = dir.display();
     // kernel-libipsec must come before kernel-netlink, or installing the
@@ -570,6 +587,7 @@ pub fn start_charon(lab: &mut Lab, ns: &str, dir: &Path, swanctl_conf: &str) -> 
       path = {d}/charon.log
       flush_line = yes
       default = 1
+      {levels}
     }}
   }}
 }}
@@ -593,7 +611,7 @@ pub fn start_charon(lab: &mut Lab, ns: &str, dir: &Path, swanctl_conf: &str) -> 
     pid
 }
 
-/// charon's connection `bitsgw` (child `net`, tunnel mode, the bitsgw
+/// charon's connection `bitsgw` (child `net`, tunnel mode, the given
 /// labs' proposals) between gw-a.example and gw-b.example with a PSK.
 pub struct SwanConnection<'a> {
     /// Which of them charon is: "a" or "b".
@@ -606,6 +624,10 @@ pub struct SwanConnection<'a> {
     /// when there is no real NAT.
     pub encap: bool,
     pub psk: &'a str,
+    /// The IKE and ESP proposals, in swanctl's notation.
+    pub proposals: (&'a str, &'a str),
+    /// Settings added to the connection and to its CHILD_SA.
+    pub extra: (&'a str, &'a str),
 }
 
 impl SwanConnection<'_> {
@@ -618,9 +640,10 @@ impl SwanConnection<'_> {
     version = 2
     local_addrs = {local_addrs}
     remote_addrs = {remote_addrs}
-    proposals = aes128gcm16-prfsha256-ecp256
+    proposals = {ike}
     encap = {encap}
     mobike = no
+    {ike_extra}
     local {{
       auth = psk
       id = gw-{side}.example
@@ -634,7 +657,8 @@ impl SwanConnection<'_> {
         local_ts = {local_ts}
         remote_ts = {remote_ts}
         mode = tunnel
-        esp_proposals = aes128gcm16
+        esp_proposals = {esp}
+        {child_extra}
       }}
     }}
   }}
@@ -654,6 +678,10 @@ secrets {{
             local_ts = self.local_ts,
             remote_ts = self.remote_ts,
             psk = self.psk,
+            ike = self.proposals.0,
+            esp = self.proposals.1,
+            ike_extra = self.extra.0,
+            child_extra = self.extra.1,
         )
     }
 }

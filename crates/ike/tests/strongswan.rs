@@ -10,7 +10,11 @@
 //! proposals that do not meet with NO_PROPOSAL_CHOSEN. Certificates made
 //! at test time (ECDSA P-256 and Ed25519, RFC 7427 signatures) authenticate
 //! both ways, and a charon certificate from a CA bitsgw does not trust is
-//! refused.
+//! refused. tshark, given the IKE SAs' keys charon logged, decrypts every
+//! IKE message captured on bitsgw's link of the established and rekeying
+//! cases and finds each Encrypted payload's checksum correct and the
+//! payloads each exchange needs (and nothing verifies with the keys
+//! changed).
 //!
 //! Two namespaces joined by a veth pair: `us` (192.0.2.1, bitsgw) and
 //! `swan` (192.0.2.2, charon). Needs root; skipped, saying so, only when
@@ -21,7 +25,9 @@ mod common;
 #[path = "common/pki.rs"]
 mod pki;
 
+use common::tshark::{self, logged_key};
 use common::{wait_for, wait_line, Lab};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -219,36 +225,6 @@ fn log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("charon.log")).unwrap_or_default()
 }
 
-/// The octets charon logged after `label` ("encryption initiator key"),
-/// from its hex dump: "LABEL => N bytes @ 0x...", then lines of
-/// "OFFSET: XX XX ...  ascii" (libstrongswan's %B format, 16 octets a
-/// line).
-fn logged_key(log: &str, label: &str) -> Option<String> {
-    let lines: Vec<&str> = log.lines().collect();
-    let header = format!("{label} => ");
-    let at = lines.iter().rposition(|l| l.contains(&header))?;
-    let rest = &lines[at][lines[at].find(&header)? + header.len()..];
-    let n: usize = rest.split_whitespace().next()?.parse().ok()?;
-    let mut out = String::new();
-    for l in &lines[at + 1..] {
-        if out.len() >= 2 * n {
-            break;
-        }
-        // "...   0: 12 34 ..." or "   0: 12 34 ...": after "OFFSET: ",
-        // 47 characters of hex and spaces.
-        let colon = l.find(": ")?;
-        let (offset, dump) = (&l[..colon], &l[colon + 2..]);
-        offset.trim().rsplit(' ').next()?.parse::<usize>().ok()?;
-        let hexpart: String = dump.chars().take(47).collect();
-        for b in hexpart.split_whitespace() {
-            if out.len() < 2 * n {
-                out.push_str(&b.to_ascii_lowercase());
-            }
-        }
-    }
-    (out.len() == 2 * n).then_some(out)
-}
-
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
     let pat = format!("{key}=");
     line.split_whitespace()
@@ -259,6 +235,9 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 struct Run {
     lab: Lab,
     swan: PathBuf,
+    /// dumpcap on bitsgw's link, and its file.
+    capture: usize,
+    pcap: PathBuf,
     lines: std::sync::mpsc::Receiver<String>,
     seen: Vec<String>,
 }
@@ -392,6 +371,8 @@ fn start(case: &Case<'_>) -> Run {
         "ike1",
         &format!("{SWAN}/24"),
     );
+    let pcap = lab.dir.join("ike.pcapng");
+    let capture = lab.capture("us", "ike0", &pcap);
     // kernel-libipsec routes the remote selectors into its TUN device from
     // an address of the local ones.
     lab.exec(
@@ -474,6 +455,8 @@ fn start(case: &Case<'_>) -> Run {
     let mut run = Run {
         lab,
         swan,
+        capture,
+        pcap,
         lines,
         seen: Vec::new(),
     };
@@ -509,6 +492,53 @@ fn interoperates(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str, group:
     let mut run = start(&Case::new(tag, bitsgw_initiates, ike, esp));
     let (up, child) = established(&mut run, group);
     agrees_with_charon(&run, &up, &child);
+    let counts = tshark_decodes(&mut run, ike, &[&up]);
+    // IKE_SA_INIT and IKE_AUTH, a request and a response each.
+    assert_eq!(counts.get(&tshark::exchange::IKE_SA_INIT), Some(&2));
+    assert_eq!(counts.get(&tshark::exchange::IKE_AUTH), Some(&2));
+}
+
+/// tshark decrypts every IKE message captured on bitsgw's link with the
+/// keys charon logged for the IKE SAs of `sas` (lines naming `spi_i` and
+/// `spi_r`, in the order they were made): no malformed message, every
+/// Encrypted payload's checksum (ICV) correct, each exchange's payloads
+/// those RFC 7296 1.2-1.4 list. With the keys changed no Encrypted payload
+/// verifies, so the check is tshark's and not a formality. The number of
+/// IKE messages of each exchange type.
+fn tshark_decodes(run: &mut Run, ike: &str, sas: &[&str]) -> BTreeMap<u8, usize> {
+    run.lab.stop_capture(run.capture);
+    let log = log(&run.swan);
+    let keys: Vec<_> = sas
+        .iter()
+        .enumerate()
+        .map(|(nth, sa)| {
+            tshark::IkeSaKeys::from_charon_log(
+                &log,
+                nth,
+                field(sa, "spi_i"),
+                field(sa, "spi_r"),
+                ike,
+            )
+            .unwrap_or_else(|| panic!("charon logged no keys of {sa}: {}", run.transcript()))
+        })
+        .collect();
+    let decoded = tshark::decode(&run.pcap, &keys, &[]);
+    let counts =
+        tshark::check_ike(&decoded).unwrap_or_else(|e| panic!("tshark: {e}\n{}", run.transcript()));
+    let mut wrong = keys;
+    for k in &mut wrong {
+        for key in [&mut k.sk_ei, &mut k.sk_er, &mut k.sk_ai, &mut k.sk_ar] {
+            tshark::corrupt(key);
+        }
+    }
+    let refused = tshark::decode(&run.pcap, &wrong, &[]);
+    let encrypted: Vec<_> = refused.iter().filter(|d| d.decrypted).collect();
+    assert!(!encrypted.is_empty(), "{refused:?}");
+    assert!(
+        encrypted.iter().all(|d| d.malformed || !d.icd_correct),
+        "a wrong key verified: {refused:?}"
+    );
+    counts
 }
 
 /// Waits for the IKE SA and the first CHILD_SA; their lines.
@@ -931,6 +961,19 @@ fn a_charon_certificate_from_an_untrusted_ca_is_refused() {
     }
 }
 
+/// tshark decoded a rekey: its CREATE_CHILD_SA request and response and
+/// the old SA's deletion (an INFORMATIONAL request and response).
+fn rekey_decoded(counts: &BTreeMap<u8, usize>) {
+    assert!(
+        counts.get(&tshark::exchange::CREATE_CHILD_SA) >= Some(&2),
+        "{counts:?}"
+    );
+    assert!(
+        counts.get(&tshark::exchange::INFORMATIONAL) >= Some(&2),
+        "{counts:?}"
+    );
+}
+
 /// A rekeyed CHILD_SA replaces the first one on both sides: bitsgw
 /// reports the new one and the old one's deletion, and charon lists only
 /// the new one, with the keys it logged last.
@@ -970,6 +1013,8 @@ fn rekeys(case: &Case<'_>) -> Option<String> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let counts = tshark_decodes(&mut run, case.bitsgw_ike.unwrap_or(case.ike), &[&up]);
+    rekey_decoded(&counts);
     Some(second)
 }
 
@@ -999,7 +1044,7 @@ fn rekeys_ike(case: &Case<'_>) {
         return;
     }
     let mut run = start(case);
-    let (_, child) = established(&mut run, 19);
+    let (up, child) = established(&mut run, 19);
     let limit = Duration::from_secs(25);
     let new = wait_line(
         &run.lines,
@@ -1044,6 +1089,8 @@ fn rekeys_ike(case: &Case<'_>) {
         "{}",
         run.transcript()
     );
+    let counts = tshark_decodes(&mut run, case.ike, &[&up, &new]);
+    rekey_decoded(&counts);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! that one links the appliance binary.)
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod tshark;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -116,8 +118,9 @@ impl Lab {
         }
     }
 
-    /// Starts a process in a namespace, its output discarded.
-    pub fn spawn(&mut self, ns: &str, args: &[&str]) {
+    /// Starts a process in a namespace, its output discarded; its index
+    /// in the lab's children.
+    pub fn spawn(&mut self, ns: &str, args: &[&str]) -> usize {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(ns)])
             .args(args)
@@ -126,6 +129,44 @@ impl Lab {
             .spawn()
             .unwrap();
         self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Sends SIGTERM to child `index` (started by this lab) and waits for
+    /// it to exit.
+    pub fn terminate(&mut self, index: usize) {
+        let pid = self.children[index].id().to_string();
+        let out = Command::new("kill").args(["-TERM", &pid]).output().unwrap();
+        assert!(out.status.success(), "kill {pid}: {}", text(&out));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.children[index].try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{pid} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts capturing on `dev` of namespace `ns` into `file` (pcapng,
+    /// dumpcap); returns once dumpcap says it captures. Stop it with
+    /// [`Lab::stop_capture`].
+    pub fn capture(&mut self, ns: &str, dev: &str, file: &std::path::Path) -> usize {
+        let lines = self.spawn_lines(ns, &["dumpcap", "-i", dev, "-w", file.to_str().unwrap()]);
+        let mut seen = Vec::new();
+        let started = wait_line(
+            &lines,
+            &["stderr: Capturing on"],
+            Duration::from_secs(10),
+            &mut seen,
+        );
+        assert!(started.is_some(), "dumpcap on {ns}/{dev}: {seen:?}");
+        self.children.len() - 1
+    }
+
+    /// Stops capture `index` once what it has seen is written: the kernel
+    /// hands packets over in blocks, retired after a timeout, and dumpcap
+    /// drops a block still open when it is stopped.
+    pub fn stop_capture(&mut self, index: usize) {
+        std::thread::sleep(Duration::from_millis(1200));
+        self.terminate(index);
     }
 
     /// Starts a process in a namespace; its stdout and stderr lines arrive
