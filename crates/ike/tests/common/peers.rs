@@ -5,7 +5,9 @@
 
 use bitsgw_ike::crypto::Secret;
 use bitsgw_ike::wire::TrafficSelector;
-use bitsgw_ike::{EndpointConfig, Identity, Lifetimes, Mode, PeerConfig, Retransmit};
+use bitsgw_ike::{
+    Authentication, EndpointConfig, Identity, Lifetimes, Mode, PeerConfig, Retransmit,
+};
 use std::time::Duration;
 
 /// The configuration of the initiator (`initiator`) or the responder,
@@ -36,7 +38,7 @@ pub fn endpoint(
             name: "site".into(),
             local_id,
             remote_id,
-            psk: Secret::new(b"in-memory-peers-psk-not-a-secret".to_vec()),
+            auth: Authentication::Psk(Secret::new(b"in-memory-peers-psk-not-a-secret".to_vec())),
             ike_proposals: vec![ike.parse().unwrap()],
             esp_proposals: vec![esp.parse().unwrap()],
             local_ts: vec![local_ts],
@@ -48,6 +50,7 @@ pub fn endpoint(
                 jitter: Duration::ZERO,
             },
             liveness: None,
+            nat_keepalive: None,
             retransmit: Retransmit::default(),
             initial_contact: true,
         },
