@@ -14,14 +14,14 @@
 //! reassembled by the receive thread before the SA is known.
 //!
 //! The appliance's own endpoints: every worker's gateway gets its own
-//! [`LocalEndpoint`] per side from [`start_with_endpoints`]'s maker. Frames
+//! [`LocalEndpoint`] per side from [`start_configured`]'s endpoint maker. Frames
 //! for the appliance reach whichever worker their flow hashes to, so the
 //! instances should share one host stack (`bitsgw-io`'s
 //! `SmoltcpEndpoint` clones do): then a neighbor learnt by one worker is
 //! known to all. Each worker also polls its endpoints every loop, which
 //! sends what the shared stack queued for any of them.
 //!
-//! The mobility stage (`ha` and `mn` roles): [`start_with_mobility`] gives
+//! The mobility stage (`ha` and `mn` roles): [`start_configured`] gives
 //! a worker's gateway the stage its maker returns. Its binding state lives
 //! in that one gateway, so those roles run with a single worker (the
 //! appliance refuses more). Each worker sends what the stage originates
@@ -329,7 +329,16 @@ pub fn start(
     make_stage: &dyn Fn() -> IpsecStage,
     tap: Option<SharedTap>,
 ) -> Running {
-    start_with_endpoints(cfg, host, network, make_stage, &|_| None, tap)
+    start_configured(
+        cfg,
+        host,
+        network,
+        make_stage,
+        &|_| None,
+        &|| None,
+        &|_| {},
+        tap,
+    )
 }
 
 /// Makes a worker's mobility stage, or none (the `gateway` role).
@@ -338,47 +347,13 @@ pub type MobilityMaker<'a> = dyn Fn() -> Option<Mobility> + 'a;
 /// Makes a worker's endpoint for one side, or none (no own addresses there).
 pub type EndpointMaker<'a> = dyn Fn(Side) -> Option<Box<dyn LocalEndpoint>> + 'a;
 
-/// [`start`], and the appliance's own endpoints: `make_endpoint` is called
-/// for each side once per worker.
-pub fn start_with_endpoints(
-    cfg: &RunnerConfig,
-    host: Port,
-    network: Port,
-    make_stage: &dyn Fn() -> IpsecStage,
-    make_endpoint: &EndpointMaker<'_>,
-    tap: Option<SharedTap>,
-) -> Running {
-    start_with_mobility(cfg, host, network, make_stage, make_endpoint, &|| None, tap)
-}
-
-/// [`start_with_endpoints`], and the mobility stage: `make_mobility` is
-/// called once per worker (the roles that have one run a single worker:
-/// the binding state is that worker's).
-pub fn start_with_mobility(
-    cfg: &RunnerConfig,
-    host: Port,
-    network: Port,
-    make_stage: &dyn Fn() -> IpsecStage,
-    make_endpoint: &EndpointMaker<'_>,
-    make_mobility: &MobilityMaker<'_>,
-    tap: Option<SharedTap>,
-) -> Running {
-    start_configured(
-        cfg,
-        host,
-        network,
-        make_stage,
-        make_endpoint,
-        make_mobility,
-        &|_| {},
-        tap,
-    )
-}
-
-/// [`start_with_mobility`], and `configure` called on each worker's
-/// gateway before it starts (routed mode: [`Gateway::set_routed`] with
-/// clones of one [`crate::Routed`], so the workers share its neighbor
-/// tables).
+/// [`start`], with the appliance's own endpoints (`make_endpoint`, called
+/// for each side once per worker), the mobility stage (`make_mobility`,
+/// called once per worker; the roles that have one run a single worker:
+/// the binding state is that worker's) and `configure` called on each
+/// worker's gateway before it starts (routed mode:
+/// [`Gateway::set_routed`] with clones of one [`crate::Routed`], so the
+/// workers share its neighbor tables).
 #[allow(clippy::too_many_arguments)] // each a separate part of the pipeline
 pub fn start_configured(
     cfg: &RunnerConfig,
