@@ -12,6 +12,7 @@ CARGO=${CARGO:-cargo}
 mkdir -p "$OUT"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 load() { cut -d' ' -f1-3 /proc/loadavg; }
+./scripts/setup-test-deps.sh --bench
 echo "load before: $(load)" > "$OUT/load.txt"
 $CARGO build --release --bin bitsgw
 BITSGW="$CARGO_TARGET_DIR/release/bitsgw"

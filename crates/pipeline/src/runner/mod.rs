@@ -83,8 +83,11 @@ const BATCH: usize = 32;
 
 /// Batch vectors made when the runner starts, at most.
 const PREFILL_VECS: usize = 4096;
-/// Packet buffers made when the runner starts, per worker and at most.
-const PREFILL_BUFS_PER_WORKER: usize = 8 * BATCH;
+/// Packet buffers made when the runner starts, per worker and at most:
+/// a window of 256 frames in flight, the batch being handled and the
+/// receive thread's spares, so that a worker's pool does not grow once
+/// traffic is flowing.
+const PREFILL_BUFS_PER_WORKER: usize = 10 * BATCH;
 const PREFILL_BUFS: usize = 1024;
 
 /// How the runner is set up.
@@ -532,7 +535,7 @@ impl Pools {
         let (bufs_tx, bufs_rx) =
             bounded::<PacketBuf>(workers * queue_depth.max(1) * BATCH + 4 * BATCH);
         // Buffers for the frames of a few full batches per worker are made
-        // up front (about 2.4 MiB per worker); more are made, once, if more
+        // up front (about 3 MiB per worker); more are made, once, if more
         // are ever in flight, and then circulate through the pool.
         let prefill = (workers * PREFILL_BUFS_PER_WORKER).min(PREFILL_BUFS);
         for _ in 0..prefill {
