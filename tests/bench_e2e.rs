@@ -6,7 +6,10 @@
 //! 3. through the same gateways with ESP AES-GCM-128 in tunnel mode, the
 //!    SAs keyed by IKEv2 (PSK; the peers of `tests/lab_ike.rs`);
 //! 4. and 5. the same two, the gateways running to completion (`"pipeline":
-//!    "run-to-completion"`: each port's receive thread handles its frames);
+//!    "run-to-completion"`: each port's receive thread handles its frames),
+//!    and the ESP row once more with two receive queues per gateway
+//!    running to completion (`"pipeline": "queues"`, the kernel steering
+//!    each frame to the queue that owns its SA);
 //! 6. through two strongSwan gateways (charon with kernel-libipsec, its
 //!    userspace ESP: IKEv2 PSK, ESP AES-GCM-128 in tunnel mode, UDP-
 //!    encapsulated on 4500) that are the hosts' routers;
@@ -35,7 +38,7 @@ mod common;
 mod secgw;
 
 use common::ike::{
-    gateway_with, router_answers_for_gateways, socket_with, RUN_TO_COMPLETION, WORKERS,
+    gateway_with, router_answers_for_gateways, socket_with, QUEUES, RUN_TO_COMPLETION, WORKERS,
 };
 use common::{iperf3, is_root, start_charon, swanctl, wait_for, Lab, CHARON};
 use std::path::{Path, PathBuf};
@@ -408,6 +411,12 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
                 true,
                 RUN_TO_COMPLETION,
             ),
+            (
+                "esp-queues",
+                "bitsgw x2 queues, ESP AES-GCM-128 (IKE)",
+                true,
+                QUEUES,
+            ),
         ] {
             let [(ca, sa), (cb, sb)] = ["a", "b"].map(|side| {
                 if ike {
@@ -480,15 +489,17 @@ fn iperf3_bare_bypass_esp_and_strongswan() {
     }
     println!("(Gbit/s: the median run; ratios from the medians)");
     println!(
-        "bitsgw ESP / strongSwan userspace ESP: {:.2} (workers), {:.2} (run to completion)",
-        g(2) / g(5),
-        g(4) / g(5)
+        "bitsgw ESP / strongSwan userspace ESP: {:.2} (workers), {:.2} (run to completion), {:.2} (queues)",
+        g(2) / g(6),
+        g(4) / g(6),
+        g(5) / g(6)
     );
     if secgw {
         println!(
-            "bitsgw ESP / DPDK ipsec-secgw ESP: {:.2} (workers), {:.2} (run to completion)",
-            g(2) / g(6),
-            g(4) / g(6)
+            "bitsgw ESP / DPDK ipsec-secgw ESP: {:.2} (workers), {:.2} (run to completion), {:.2} (queues)",
+            g(2) / g(7),
+            g(4) / g(7),
+            g(5) / g(7)
         );
     }
     println!(

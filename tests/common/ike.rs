@@ -71,6 +71,8 @@ pub fn gateway(lab: &Lab, side: &str, psk: Option<&str>, peer_extra: &str, start
 pub const WORKERS: &str = r#""workers": 2"#;
 /// Each port's receive thread handles its own frames.
 pub const RUN_TO_COMPLETION: &str = r#""workers": 1, "pipeline": "run-to-completion""#;
+/// Two receive queues, each running to completion.
+pub const QUEUES: &str = r#""workers": 2, "pipeline": "queues""#;
 
 /// [`gateway`] with its files named with `tag` and `pipeline`
 /// ([`WORKERS`] or [`RUN_TO_COMPLETION`]).
