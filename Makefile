@@ -1,7 +1,7 @@
 # bitsgw: the commands the README gives.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt deb demo walkthrough check-policies peer-selftest bench bench-e2e fuzz fuzz-bounded soak clean
+.PHONY: all build test test-deps lint fmt deb demo walkthrough check-policies peer-selftest bench bench-e2e bench-goals fuzz fuzz-bounded soak clean
 
 all: build
 
@@ -86,6 +86,13 @@ bench:
 bench-e2e:
 	./scripts/setup-test-deps.sh --bench
 	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads=1
+
+# Every performance goal of BENCHMARKS.md measured in one sitting (the
+# criterion benches' ceilings and SAD, allocations, `bitsgw bench` with
+# workers, run to completion and queues, and bench-e2e), then the goal
+# table with its ratios; about 15 minutes on a quiet machine, as root.
+bench-goals:
+	./scripts/bench_goals.sh
 
 # Ten million frames, valid and hostile mixed, through the threaded runner
 # with three workers: no panic, flat resident memory, counters that

@@ -30,7 +30,7 @@ for flows in 4 64; do
     "$BITSGW" bench $gcm --sizes 64,1400 --direction encrypt,decrypt --workers 1,2,q1,q2 \
         --flows "$flows" > "$OUT/queues-$flows.json"
 done
-BITSGW_E2E_RUNS=${BITSGW_E2E_RUNS:-3} $CARGO test --release --test bench_e2e -- --ignored --nocapture \
+BITSGW_E2E_RUNS=${BITSGW_E2E_RUNS:-3} $CARGO test --release --test bench_e2e -- --ignored --nocapture --test-threads=1 \
     > "$OUT/e2e.txt"
 echo "load after: $(load)" >> "$OUT/load.txt"
 python3 "$(dirname "$0")/bench_goals.py" "$OUT" "$CARGO_TARGET_DIR/criterion"
