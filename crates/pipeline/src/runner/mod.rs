@@ -323,6 +323,31 @@ impl core::fmt::Debug for Running {
     }
 }
 
+/// A worker's (or a queue's) gateway: a stage from `make_stage` owning
+/// what `ownership` says, the appliance's endpoints, the mobility stage if
+/// any, then `configure`.
+fn build_gateway(
+    make_stage: &dyn Fn() -> IpsecStage,
+    ownership: StageOwnership,
+    make_endpoint: &EndpointMaker<'_>,
+    mobility: Option<Mobility>,
+    configure: &dyn Fn(&mut Gateway),
+) -> Gateway {
+    let mut stage = make_stage();
+    stage.set_ownership(ownership);
+    let mut gateway = Gateway::new(stage);
+    for side in [Side::Host, Side::Network] {
+        if let Some(ep) = make_endpoint(side) {
+            gateway.set_endpoint(side, ep);
+        }
+    }
+    if let Some(m) = mobility {
+        gateway.set_mobility(m);
+    }
+    configure(&mut gateway);
+    gateway
+}
+
 /// Starts the pipeline. `make_stage` builds one IPsec stage per worker and
 /// one per receive thread (all from the same policies, so SA ids agree).
 pub fn start(
@@ -377,19 +402,13 @@ pub fn start_configured(
         network: Arc::new(Mutex::new(network.tx)),
     };
     let make_gateway = |ownership: StageOwnership| {
-        let mut stage = make_stage();
-        stage.set_ownership(ownership);
-        let mut gateway = Gateway::new(stage);
-        for side in [Side::Host, Side::Network] {
-            if let Some(ep) = make_endpoint(side) {
-                gateway.set_endpoint(side, ep);
-            }
-        }
-        if let Some(m) = make_mobility() {
-            gateway.set_mobility(m);
-        }
-        configure(&mut gateway);
-        gateway
+        build_gateway(
+            make_stage,
+            ownership,
+            make_endpoint,
+            make_mobility(),
+            configure,
+        )
     };
     let make_worker = |index: usize, ownership: StageOwnership, pools: &Pools| {
         let (btx, brx) = bounded::<Batch>(cfg.queue_depth.max(1));

@@ -309,18 +309,11 @@ pub fn start_queues(
             host: Arc::new(Mutex::new(ports.host.tx)),
             network: Arc::new(Mutex::new(ports.network.tx)),
         };
-        let mut stage = make_stage();
-        stage.set_ownership(StageOwnership::Worker {
+        let ownership = StageOwnership::Worker {
             worker: index,
             workers: n,
-        });
-        let mut gateway = Gateway::new(stage);
-        for side in [Side::Host, Side::Network] {
-            if let Some(ep) = make_endpoint(side) {
-                gateway.set_endpoint(side, ep);
-            }
-        }
-        configure(&mut gateway);
+        };
+        let gateway = build_gateway(make_stage, ownership, make_endpoint, None, configure);
         let (ctx, crx) = bounded::<Control>(64);
         let name = format!("bitsgw-queue-{index}");
         let heartbeat = Heartbeat::new(&name, &shared);
