@@ -25,8 +25,8 @@ mod pki;
 mod tshark;
 
 use common::ike::{
-    charon_initiate, child_sa_count, lab_with_authenticated_gateways, lab_with_gateways,
-    mixed_lab_with, ping, policy, show_text, socket, Mixed, MixedLab,
+    assert_pings_from_b, charon_initiate, child_sa_count, lab_with_authenticated_gateways,
+    lab_with_gateways, mixed_lab_with, ping, policy, show_text, socket, Mixed, MixedLab,
 };
 use common::{bitsgw, find_sa, show, Lab};
 use std::os::unix::fs::PermissionsExt as _;
@@ -292,15 +292,7 @@ fn with_strongswan(tag: &str, bitsgw_initiates: bool, ike: &str, esp: &str) {
     };
     let (capture, pcap) = capture.unwrap();
     assert!(ping(&lab, "3"), "pings from A lost");
-    let back = lab.try_exec(
-        "hB",
-        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.10"],
-    );
-    assert!(
-        back.status.success(),
-        "pings from B: {}",
-        String::from_utf8_lossy(&back.stdout)
-    );
+    assert_pings_from_b(&lab, "3");
     let ike_sa = show(&socket(&lab, "a"), "ike");
     assert_eq!(
         ike_sa["peers"][0]["ike_sas"][0]["initiator"], bitsgw_initiates,

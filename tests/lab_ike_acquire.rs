@@ -17,8 +17,8 @@
 mod common;
 
 use common::ike::{
-    capture_router, charon_conf, charon_initiate, finish, lab_with_gateways_starting, mixed_lab,
-    ping, show_text, socket, MixedLab, SWAN_PSK,
+    assert_pings_from_b, capture_router, charon_conf, charon_initiate, finish,
+    lab_with_gateways_starting, mixed_lab, ping, show_text, socket, MixedLab, SWAN_PSK,
 };
 use common::{show, start_charon, Lab};
 use serde_json::Value;
@@ -221,15 +221,7 @@ fn strongswan_restarts(tag: &str, start: &str) {
         fail(&mut lab, "no ping after charon restarted");
     }
     assert!(ping(&lab, "3"), "pings from A lost after the restart");
-    let back = lab.try_exec(
-        "hB",
-        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.10"],
-    );
-    assert!(
-        back.status.success(),
-        "pings from B: {}",
-        String::from_utf8_lossy(&back.stdout)
-    );
+    assert_pings_from_b(&lab, "3");
     let ike = show(&socket(&lab, "a"), "ike");
     let peer = &ike["peers"][0];
     assert_eq!(peer["ike_sas"].as_array().unwrap().len(), 1, "{ike}");

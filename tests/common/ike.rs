@@ -205,6 +205,20 @@ pub fn lab_with_authenticated_gateways(
     (lab, stop, seen, caps, [gw_a, gw_b])
 }
 
+/// Pings host A from host B `count` times; panics with ping's output if
+/// one is lost.
+pub fn assert_pings_from_b(lab: &Lab, count: &str) {
+    let back = lab.try_exec(
+        "hB",
+        &["ping", "-c", count, "-i", "0.2", "-W", "1", "192.0.2.10"],
+    );
+    assert!(
+        back.status.success(),
+        "pings from B: {}",
+        String::from_utf8_lossy(&back.stdout)
+    );
+}
+
 pub fn ping(lab: &Lab, count: &str) -> bool {
     lab.try_exec(
         "hA",
