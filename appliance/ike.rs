@@ -45,6 +45,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+mod acquire;
+mod install;
+mod status;
+
+use acquire::Acquire;
+pub use status::status_text;
+
 /// Datagrams each way between the network endpoint and the IKE thread.
 pub const CHANNEL_DEPTH: usize = 256;
 /// SA changes queued for the main loop.
@@ -150,90 +157,6 @@ impl IkeThread {
             |s| s.clone(),
         )
     }
-}
-
-/// `show ike` as text, in the spirit of `swanctl --list-sas`.
-pub fn status_text(v: &Value) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let s = |x: &Value| match x {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        x => x.to_string(),
-    };
-    for p in v["peers"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "{}: {} ... {} ({})",
-            s(&p["name"]),
-            s(&p["local"]),
-            s(&p["remote"]),
-            s(&p["start"])
-        );
-        let ike = p["ike_sas"].as_array().cloned().unwrap_or_default();
-        if ike.is_empty() {
-            let _ = writeln!(out, "  no IKE SA (last down: {})", s(&p["last_down"]));
-        }
-        for i in &ike {
-            let _ = writeln!(
-                out,
-                "  IKE SA {}_i {}_r: {} {} {} group {}{}, established {} s ago, rekey in {} s",
-                s(&i["spi_i"]),
-                s(&i["spi_r"]),
-                if i["initiator"] == true {
-                    "initiator"
-                } else {
-                    "responder"
-                },
-                s(&i["encryption"]),
-                s(&i["prf"]),
-                s(&i["group"]),
-                if i["nat_local"] == true || i["nat_remote"] == true {
-                    ", NAT"
-                } else {
-                    ""
-                },
-                s(&i["established_secs"]),
-                s(&i["rekey_in_secs"])
-            );
-        }
-        for c in p["child_sas"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "  CHILD_SA {} in {} / {} out {}: {} {}{}, established {} s ago, rekey in {} s",
-                s(&c["inbound"]),
-                s(&c["inbound_spi"]),
-                s(&c["outbound"]),
-                s(&c["outbound_spi"]),
-                s(&c["mode"]),
-                s(&c["transform"]),
-                match &c["udp_ports"] {
-                    Value::Array(p) if p.len() == 2 =>
-                        format!(", UDP-encapsulated {} -> {}", p[0], p[1]),
-                    _ => String::new(),
-                },
-                s(&c["established_secs"]),
-                s(&c["rekey_in_secs"])
-            );
-        }
-        let a = &p["acquires"];
-        if !a.is_null() {
-            let _ = writeln!(
-                out,
-                "  acquires: {} negotiations started, {} failed, {} deferred{}",
-                s(&a["started"]),
-                s(&a["failed"]),
-                s(&a["deferred"]),
-                match a["backoff_secs"].as_u64() {
-                    Some(t) => format!(", backing off {t} s"),
-                    None => String::new(),
-                }
-            );
-        }
-        let _ = writeln!(out, "  counters: {}", p["counters"]);
-    }
-    let _ = writeln!(out, "drops: {}", v["drops"]);
-    out
 }
 
 impl Drop for IkeThread {
@@ -409,64 +332,6 @@ struct PeerRun {
     acquire: Option<Acquire>,
 }
 
-/// A trapping peer's acquires (RFC 4301 5.1): the stages' signal for its
-/// child's outbound SA, and what became of the negotiations it started.
-struct Acquire {
-    signal: Arc<AcquireSignal>,
-    /// The negotiation an acquire started, under way since then, on this
-    /// IKE SA.
-    negotiating: Option<(Instant, IkeSaId)>,
-    /// Acquires before this are not acted on (back-off after a failure).
-    not_before: Option<Instant>,
-    /// The back-off after the next failure.
-    backoff: Duration,
-    /// Negotiations started by acquires.
-    started: u64,
-    /// Of those, how many failed.
-    failed: u64,
-    /// Acquires not acted on: a negotiation under way, the SA up, the
-    /// peer held or backing off.
-    deferred: u64,
-}
-
-impl Acquire {
-    fn new(signal: Arc<AcquireSignal>) -> Acquire {
-        Acquire {
-            signal,
-            negotiating: None,
-            not_before: None,
-            backoff: ACQUIRE_BACKOFF,
-            started: 0,
-            failed: 0,
-            deferred: 0,
-        }
-    }
-
-    /// The negotiation under way on IKE SA `ike` ended: with the
-    /// CHILD_SA installed, or not (the next acquire waits out the
-    /// back-off, which then doubles).
-    fn ended(&mut self, ike: IkeSaId, established: bool) {
-        if self.negotiating.is_none_or(|(_, on)| on != ike) {
-            return;
-        }
-        self.negotiating = None;
-        if established {
-            self.not_before = None;
-            self.backoff = ACQUIRE_BACKOFF;
-        } else {
-            self.failed();
-        }
-    }
-
-    /// A negotiation failed: acquires wait out the back-off, which then
-    /// doubles.
-    fn failed(&mut self) {
-        self.failed += 1;
-        self.not_before = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(ACQUIRE_BACKOFF_MAX);
-    }
-}
-
 /// A rekey's responder's new outbound SA, not used yet.
 struct PendingOutbound {
     /// The inbound SPI of the CHILD_SA the rekey replaces.
@@ -586,58 +451,6 @@ impl Thread {
                     p.initiate_at = Some(Instant::now() + REINITIATE_AFTER);
                 } else {
                     info!(peer = %p.settings.name, %remote, "IKE: initiating");
-                }
-            }
-        }
-    }
-
-    /// Acts on the acquires the stages raised for trapping peers: starts
-    /// the IKE SA, or the CHILD_SA on the IKE SA that lost it, unless a
-    /// negotiation is under way or backing off.
-    fn acquire_due(&mut self) {
-        let now = self.now();
-        for p in &mut self.peers {
-            let Some(a) = p.acquire.as_mut() else {
-                continue;
-            };
-            if !a.signal.take() {
-                continue;
-            }
-            if let Some((_, ike)) = a.negotiating.filter(|(t, _)| t.elapsed() >= ACQUIRE_STALE) {
-                a.ended(ike, false);
-            }
-            let backing_off = a.not_before.is_some_and(|t| Instant::now() < t);
-            if p.held || !p.children.is_empty() || a.negotiating.is_some() || backing_off {
-                a.deferred += 1;
-                continue;
-            }
-            let started = match p.ike_sas.keys().next() {
-                Some(ike) => {
-                    let (local_ts, remote_ts) = p
-                        .settings
-                        .children
-                        .first()
-                        .map(|c| selectors(&self.policy, &c.outbound))
-                        .unwrap_or_default();
-                    p.endpoint
-                        .create_child(now, *ike, local_ts, remote_ts)
-                        .map(|()| *ike)
-                }
-                None => p.endpoint.initiate(
-                    now,
-                    SocketAddr::new(p.settings.local, IKE_PORT),
-                    SocketAddr::new(p.settings.remote, IKE_PORT),
-                ),
-            };
-            a.started += 1;
-            match started {
-                Ok(ike) => {
-                    a.negotiating = Some((Instant::now(), ike));
-                    info!(peer = %p.settings.name, ike_sa_up = !p.ike_sas.is_empty(), "IKE: acquire: negotiating on traffic");
-                }
-                Err(e) => {
-                    warn!(peer = %p.settings.name, error = %e, "IKE: acquire: could not initiate");
-                    a.failed();
                 }
             }
         }
@@ -829,179 +642,6 @@ impl Thread {
                 });
             }
             _ => {}
-        }
-    }
-
-    fn child_up(&mut self, i: usize, c: &ChildSaEstablished) {
-        let name = self.peers[i].settings.name.clone();
-        let Some(child) = self.peers[i].settings.children.first().cloned() else {
-            return;
-        };
-        let (Some(inbound_sa), Some(outbound_sa)) = (
-            self.policy.ike_sa(&child.inbound),
-            self.policy.ike_sa(&child.outbound),
-        ) else {
-            return;
-        };
-        let Some(t) = transform(&c.suite) else {
-            warn!(peer = %name, suite = ?c.suite, "CHILD_SA with a transform the stage lacks; not installed");
-            return;
-        };
-        // RFC 3948: ESP in UDP between the IKE SA's addresses.
-        let encap = c.udp_encapsulation.then(|| UdpEncap {
-            local_port: c.local.port(),
-            remote_port: c.remote.port(),
-        });
-        if encap.is_some() && !reaches_peer(outbound_sa.mode, c.remote.ip()) {
-            warn!(peer = %name, sa = %child.outbound, remote = %c.remote.ip(), "CHILD_SA UDP-encapsulated toward an address other than its SA's tunnel endpoint (the peer's NAT?); not installed");
-            return;
-        }
-        let (in_enc, in_auth) = stage_keys(&c.inbound);
-        let (out_enc, out_auth) = stage_keys(&c.outbound);
-        let mut inbound = inbound_sa.keyed(c.inbound_spi, t, in_enc, in_auth, encap);
-        let mut outbound = outbound_sa.keyed(c.outbound_spi, t, out_enc, out_auth, encap);
-        // The IKE thread deletes a CHILD_SA not rekeyed by its hard
-        // lifetime; the stage holds the same limit (a second later, so
-        // the IKE thread's delete comes first) should that thread stall.
-        let hard = Lifetimes::hard(self.peers[i].settings.child_lifetime).as_secs() + 1;
-        inbound.hard.seconds = Some(hard);
-        outbound.hard.seconds = Some(hard);
-        info!(
-            peer = %name,
-            inbound = %child.inbound,
-            inbound_spi = %format!("{:08x}", c.inbound_spi),
-            outbound = %child.outbound,
-            outbound_spi = %format!("{:08x}", c.outbound_spi),
-            transform = t.name(),
-            udp_encapsulation = c.udp_encapsulation,
-            rekeys = ?c.rekeys.map(|s| format!("{s:08x}")),
-            "CHILD_SA established; installing"
-        );
-        let since = self.now().0;
-        let p = &mut self.peers[i];
-        if let Some(old) = c.rekeys {
-            p.children.remove(&old);
-        }
-        p.children.insert(
-            c.inbound_spi,
-            json!({
-                "inbound": child.inbound,
-                "outbound": child.outbound,
-                "inbound_spi": format!("{:08x}", c.inbound_spi),
-                "outbound_spi": format!("{:08x}", c.outbound_spi),
-                "transform": t.name(),
-                "mode": format!("{:?}", c.mode).to_lowercase(),
-                "udp_encapsulation": c.udp_encapsulation,
-                "udp_ports": encap.map(|e| [e.local_port, e.remote_port]),
-                SINCE: since,
-            }),
-        );
-        // RFC 7296 2.8: the rekey's responder uses its new outbound SA
-        // only once the initiator has deleted the old CHILD_SA, which it
-        // does after installing the new one; until then the peer may not
-        // have the new inbound SA.
-        let sas = match c.rekeys {
-            Some(old) if !c.exchange_initiator => {
-                p.pending_outbound = Some(PendingOutbound {
-                    replaces: old,
-                    inbound_spi: c.inbound_spi,
-                    outbound: Box::new(outbound),
-                });
-                vec![inbound]
-            }
-            _ => {
-                p.pending_outbound = None;
-                vec![inbound, outbound]
-            }
-        };
-        self.change(SaChange::Install { peer: name, sas });
-    }
-
-    /// RFC 7296 2.23: the peer behind a NAT came from a new port; its
-    /// CHILD_SAs' ESP goes there too, and so will the outbound SA a rekey
-    /// holds back.
-    fn moved(&mut self, i: usize, local: SocketAddr, remote: SocketAddr) {
-        let encap = UdpEncap {
-            local_port: local.port(),
-            remote_port: remote.port(),
-        };
-        let p = &mut self.peers[i];
-        let name = p.settings.name.clone();
-        info!(peer = %name, %remote, "IKE: the peer moved; its UDP-encapsulated SAs follow");
-        if let Some(pending) = p.pending_outbound.as_mut() {
-            if pending.outbound.udp_encap.is_some() {
-                pending.outbound.udp_encap = Some(encap);
-            }
-        }
-        for c in p.children.values_mut() {
-            if c["udp_encapsulation"] == true {
-                c["udp_ports"] = json!([local.port(), remote.port()]);
-            }
-        }
-        let sas = p
-            .settings
-            .children
-            .iter()
-            .flat_map(|c| [c.outbound.clone(), c.inbound.clone()])
-            .collect();
-        self.change(SaChange::Encapsulate {
-            peer: name,
-            sas,
-            encap,
-        });
-    }
-
-    fn publish_status(&self) {
-        let now = self.now().0;
-        let peers: Vec<Value> = self
-            .peers
-            .iter()
-            .map(|p| {
-                let c = p.endpoint.counters();
-                json!({
-                    "name": p.settings.name,
-                    "local": p.settings.local.to_string(),
-                    "remote": p.settings.remote.to_string(),
-                    "start": p.settings.start.name(),
-                    "acquires": p.acquire.as_ref().map(|a| json!({
-                        "started": a.started,
-                        "failed": a.failed,
-                        "deferred": a.deferred,
-                        "negotiating": a.negotiating.is_some(),
-                        "backoff_secs": a.not_before.map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
-                    })),
-                    "ike_sas": p.ike_sas.values().map(|v| timed(v, now, p.settings.ike_lifetime)).collect::<Vec<_>>(),
-                    "child_sas": p.children.values().map(|v| timed(v, now, p.settings.child_lifetime)).collect::<Vec<_>>(),
-                    "last_down": p.last_down,
-                    "held": p.held,
-                    "counters": {
-                        "datagrams_received": c.datagrams_received,
-                        "retransmissions": c.retransmissions,
-                        "ike_sas_expired": c.ike_sas_expired,
-                        "child_sas_expired": c.child_sas_expired,
-                        "nat_keepalives_sent": c.nat_keepalives_sent,
-                        "notify_sent": c.notify_sent.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
-                        "notify_received": c.notify_received.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
-                        "drops": c.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
-                        "auth_refused": c.auth_refused.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
-                    },
-                })
-            })
-            .collect();
-        let d = &self.port.drops;
-        let v = json!({
-            "peers": peers,
-            "drops": {
-                "no_peer": self.no_peer,
-                "to_endpoint_full": self.send_dropped,
-                "to_ike_full": d.to_ike_full.load(Ordering::Relaxed),
-                "send_failed": d.send_failed.load(Ordering::Relaxed),
-                "unmarked": d.unmarked.load(Ordering::Relaxed),
-                "sa_changes": self.changes_dropped,
-            },
-        });
-        if let Ok(mut s) = self.status.lock() {
-            *s = v;
         }
     }
 }

@@ -1,0 +1,125 @@
+//! Installing what IKE negotiated: a CHILD_SA's SAs into the stages, and
+//! their UDP encapsulation moved when the peer's NAT mapping changes.
+
+use super::*;
+
+impl Thread {
+    pub(super) fn child_up(&mut self, i: usize, c: &ChildSaEstablished) {
+        let name = self.peers[i].settings.name.clone();
+        let Some(child) = self.peers[i].settings.children.first().cloned() else {
+            return;
+        };
+        let (Some(inbound_sa), Some(outbound_sa)) = (
+            self.policy.ike_sa(&child.inbound),
+            self.policy.ike_sa(&child.outbound),
+        ) else {
+            return;
+        };
+        let Some(t) = transform(&c.suite) else {
+            warn!(peer = %name, suite = ?c.suite, "CHILD_SA with a transform the stage lacks; not installed");
+            return;
+        };
+        // RFC 3948: ESP in UDP between the IKE SA's addresses.
+        let encap = c.udp_encapsulation.then(|| UdpEncap {
+            local_port: c.local.port(),
+            remote_port: c.remote.port(),
+        });
+        if encap.is_some() && !reaches_peer(outbound_sa.mode, c.remote.ip()) {
+            warn!(peer = %name, sa = %child.outbound, remote = %c.remote.ip(), "CHILD_SA UDP-encapsulated toward an address other than its SA's tunnel endpoint (the peer's NAT?); not installed");
+            return;
+        }
+        let (in_enc, in_auth) = stage_keys(&c.inbound);
+        let (out_enc, out_auth) = stage_keys(&c.outbound);
+        let mut inbound = inbound_sa.keyed(c.inbound_spi, t, in_enc, in_auth, encap);
+        let mut outbound = outbound_sa.keyed(c.outbound_spi, t, out_enc, out_auth, encap);
+        // The IKE thread deletes a CHILD_SA not rekeyed by its hard
+        // lifetime; the stage holds the same limit (a second later, so
+        // the IKE thread's delete comes first) should that thread stall.
+        let hard = Lifetimes::hard(self.peers[i].settings.child_lifetime).as_secs() + 1;
+        inbound.hard.seconds = Some(hard);
+        outbound.hard.seconds = Some(hard);
+        info!(
+            peer = %name,
+            inbound = %child.inbound,
+            inbound_spi = %format!("{:08x}", c.inbound_spi),
+            outbound = %child.outbound,
+            outbound_spi = %format!("{:08x}", c.outbound_spi),
+            transform = t.name(),
+            udp_encapsulation = c.udp_encapsulation,
+            rekeys = ?c.rekeys.map(|s| format!("{s:08x}")),
+            "CHILD_SA established; installing"
+        );
+        let since = self.now().0;
+        let p = &mut self.peers[i];
+        if let Some(old) = c.rekeys {
+            p.children.remove(&old);
+        }
+        p.children.insert(
+            c.inbound_spi,
+            json!({
+                "inbound": child.inbound,
+                "outbound": child.outbound,
+                "inbound_spi": format!("{:08x}", c.inbound_spi),
+                "outbound_spi": format!("{:08x}", c.outbound_spi),
+                "transform": t.name(),
+                "mode": format!("{:?}", c.mode).to_lowercase(),
+                "udp_encapsulation": c.udp_encapsulation,
+                "udp_ports": encap.map(|e| [e.local_port, e.remote_port]),
+                SINCE: since,
+            }),
+        );
+        // RFC 7296 2.8: the rekey's responder uses its new outbound SA
+        // only once the initiator has deleted the old CHILD_SA, which it
+        // does after installing the new one; until then the peer may not
+        // have the new inbound SA.
+        let sas = match c.rekeys {
+            Some(old) if !c.exchange_initiator => {
+                p.pending_outbound = Some(PendingOutbound {
+                    replaces: old,
+                    inbound_spi: c.inbound_spi,
+                    outbound: Box::new(outbound),
+                });
+                vec![inbound]
+            }
+            _ => {
+                p.pending_outbound = None;
+                vec![inbound, outbound]
+            }
+        };
+        self.change(SaChange::Install { peer: name, sas });
+    }
+
+    /// RFC 7296 2.23: the peer behind a NAT came from a new port; its
+    /// CHILD_SAs' ESP goes there too, and so will the outbound SA a rekey
+    /// holds back.
+    pub(super) fn moved(&mut self, i: usize, local: SocketAddr, remote: SocketAddr) {
+        let encap = UdpEncap {
+            local_port: local.port(),
+            remote_port: remote.port(),
+        };
+        let p = &mut self.peers[i];
+        let name = p.settings.name.clone();
+        info!(peer = %name, %remote, "IKE: the peer moved; its UDP-encapsulated SAs follow");
+        if let Some(pending) = p.pending_outbound.as_mut() {
+            if pending.outbound.udp_encap.is_some() {
+                pending.outbound.udp_encap = Some(encap);
+            }
+        }
+        for c in p.children.values_mut() {
+            if c["udp_encapsulation"] == true {
+                c["udp_ports"] = json!([local.port(), remote.port()]);
+            }
+        }
+        let sas = p
+            .settings
+            .children
+            .iter()
+            .flat_map(|c| [c.outbound.clone(), c.inbound.clone()])
+            .collect();
+        self.change(SaChange::Encapsulate {
+            peer: name,
+            sas,
+            encap,
+        });
+    }
+}
