@@ -27,8 +27,8 @@ use bitsgw_ike::names::{esp_proposal, identity, ike_proposal};
 use bitsgw_ike::suite::{Encryption, EspSuite};
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    Authentication, ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event, IkeSaId,
-    Lifetimes, PeerConfig, Retransmit, Timestamp,
+    Authentication, ChildConfig, ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event,
+    IkeSaId, Lifetimes, PeerConfig, Retransmit, Timestamp,
 };
 use bitsgw_io::smoltcp_endpoint::{IkeDatagram, IkePort, IKE_PORT};
 use bitsgw_ipsec::config::{ActionConfig, PolicySet};
@@ -242,9 +242,12 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
                 .map(|p| esp_proposal(p))
                 .collect::<Result<_, _>>()
                 .map_err(bad)?,
-            local_ts,
-            remote_ts,
-            mode,
+            children: vec![ChildConfig {
+                name: child.outbound.clone(),
+                local_ts,
+                remote_ts,
+                mode,
+            }],
             lifetimes: Lifetimes {
                 ike: peer.ike_lifetime,
                 child: peer.child_lifetime,

@@ -84,15 +84,13 @@ impl Thread {
             }
             let started = match p.ike_sas.keys().next() {
                 Some(ike) => {
-                    let (local_ts, remote_ts) = p
+                    let name = p
                         .settings
                         .children
                         .first()
-                        .map(|c| selectors(&self.policy, &c.outbound))
+                        .map(|c| c.outbound.clone())
                         .unwrap_or_default();
-                    p.endpoint
-                        .create_child(now, *ike, local_ts, remote_ts)
-                        .map(|()| *ike)
+                    p.endpoint.create_child(now, *ike, &name).map(|()| *ike)
                 }
                 None => p.endpoint.initiate(
                     now,
