@@ -15,7 +15,7 @@ pub use payload::{
     NotifyType, Payload, PayloadIter, PayloadType, RawPayload, SkPayload, GENERIC_HEADER_LEN,
 };
 pub use sa::{Attribute, Proposal, ProtocolId, SaPayload, Transform, TransformType};
-pub use ts::{TrafficSelector, TsType, PROTO_ICMP, PROTO_ICMPV6, PROTO_MH};
+pub use ts::{TrafficSelector, TsType};
 
 /// Why a message or payload could not be parsed or emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

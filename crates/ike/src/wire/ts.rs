@@ -2,6 +2,7 @@
 
 use super::header::read_u16;
 use super::WireError;
+use bitsgw_wire::proto;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Traffic selector types (RFC 7296 3.13.1).
@@ -12,13 +13,6 @@ pub enum TsType {
     /// TS_IPV6_ADDR_RANGE (8).
     Ipv6Range,
 }
-
-/// IP protocol number of ICMP.
-pub const PROTO_ICMP: u8 = 1;
-/// IP protocol number of ICMPv6.
-pub const PROTO_ICMPV6: u8 = 58;
-/// IP protocol number of the IPv6 Mobility Header (RFC 6275 6.1.1).
-pub const PROTO_MH: u8 = 135;
 
 /// One traffic selector: an address range, an IP protocol (0: any) and a
 /// port range (RFC 7296 3.13.1).
@@ -82,7 +76,7 @@ impl TrafficSelector {
     /// and Acknowledgements (6) this way for their transport-mode SAs.
     pub fn with_mh_types(self, lo: u8, hi: u8) -> TrafficSelector {
         TrafficSelector {
-            protocol: PROTO_MH,
+            protocol: proto::MH,
             start_port: u16::from(lo) << 8,
             end_port: u16::from(hi) << 8,
             ..self
@@ -108,7 +102,7 @@ impl TrafficSelector {
     /// The Mobility Header types it selects, lowest and highest, if it is
     /// of the MH (all of them for the full port range).
     pub fn mh_types(&self) -> Option<(u8, u8)> {
-        (self.protocol == PROTO_MH).then(|| {
+        (self.protocol == proto::MH).then(|| {
             let [lo, _] = self.start_port.to_be_bytes();
             let [hi, _] = self.end_port.to_be_bytes();
             (lo, hi)
@@ -365,17 +359,17 @@ mod tests {
         assert_eq!(hoa.with_mh_types(0, 255).mh_types(), Some((0, 255)));
         // ICMPv6 146 (Mobile Prefix Solicitation), any code, against a
         // selector of type 146 code 0: the code narrows too.
-        let mps = hoa.with_icmp(PROTO_ICMPV6, (146, 146), (0, 255));
-        let mps0 = hoa.with_icmp(PROTO_ICMPV6, (146, 146), (0, 0));
+        let mps = hoa.with_icmp(proto::ICMPV6, (146, 146), (0, 255));
+        let mps0 = hoa.with_icmp(proto::ICMPV6, (146, 146), (0, 0));
         assert_eq!((mps.start_port, mps.end_port), (0x9200, 0x92ff));
         assert_eq!(mps.intersect(&mps0), Some(mps0));
         // An MH type never matches an ICMP type of the same number.
         assert_eq!(
-            bu.intersect(&hoa.with_icmp(PROTO_ICMPV6, (5, 5), (0, 0))),
+            bu.intersect(&hoa.with_icmp(proto::ICMPV6, (5, 5), (0, 0))),
             None
         );
         // Types 1 to 2 with code 3 only: every code of those types.
-        let wide = hoa.with_icmp(PROTO_ICMP, (1, 2), (3, 3));
+        let wide = hoa.with_icmp(proto::ICMP, (1, 2), (3, 3));
         assert_eq!((wide.start_port, wide.end_port), (0x0100, 0x02ff));
     }
 
