@@ -162,7 +162,8 @@ pub enum Event {
         ike: IkeSaId,
         /// The connection's name.
         name: String,
-        /// The child configuration it was for.
+        /// The child configuration it was for; empty when we refused a
+        /// peer's request that fit none of ours.
         child: String,
         /// The error sent or received.
         notify: NotifyType,
