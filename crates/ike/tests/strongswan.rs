@@ -657,19 +657,21 @@ fn agrees_with_charon(run: &Run, up: &str, child: &str) {
     }
 }
 
-/// Two children on one IKE SA (RFC 7296 1.3.1): bitsgw creates `net` in
-/// IKE_AUTH and `mh` in CREATE_CHILD_SA right after, the second selecting
+/// Two children on one IKE SA (RFC 7296 1.3.1): the initiator creates
+/// `net` in IKE_AUTH and `mh` in CREATE_CHILD_SA after it (bitsgw right
+/// after, charon when told), the second selecting
 /// the Mobility Header of a mobile node's home address (Binding Updates,
 /// type 5) and its home agent's (Binding Acknowledgements, type 6), the
 /// type in the high octet of the port fields (RFC 4301 4.4.1.1, RFC 7296
 /// 3.13.1), which charon writes as the port number itself (1280, 1536).
 /// bitsgw proposes every MH type on the home agent's side and charon
-/// narrows it to its own. Both are INSTALLED on charon's side. The `mh`
+/// narrows it to its own; as responder bitsgw picks the child charon's
+/// selectors fit and narrows them likewise. Both are INSTALLED on
+/// charon's side. The `mh`
 /// child is tunnel mode here, where RFC 4877 has transport: charon's
 /// userspace ESP (kernel-libipsec), the only one these machines can run,
 /// installs tunnel-mode SAs only.
-#[test]
-fn bitsgw_keys_two_children_one_of_mobility_header_types() {
+fn two_children_one_of_mobility_header_types(tag: &str, bitsgw_initiates: bool) {
     if charon_missing() {
         return;
     }
@@ -687,10 +689,19 @@ fn bitsgw_keys_two_children_one_of_mobility_header_types() {
         charon_children: mh,
         charon_v6: Some("2001:db8:1::1"),
         bitsgw_args: &extra,
-        ..Case::new("mh2", true, "aes128gcm16-prfsha256-ecp256", "aes128gcm16")
+        ..Case::new(
+            tag,
+            bitsgw_initiates,
+            "aes128gcm16-prfsha256-ecp256",
+            "aes128gcm16",
+        )
     };
     let mut run = start(&case);
     let (up, net) = established(&mut run, 19);
+    if !bitsgw_initiates {
+        let initiate = ["--initiate", "--child", "mh", "--timeout", "20"];
+        swanctl(&run.lab, &run.swan, &initiate).unwrap();
+    }
     assert_eq!(field(&net, "child"), "net", "{}", run.transcript());
     let limit = Duration::from_secs(25);
     let mh = wait_line(
@@ -738,6 +749,16 @@ fn bitsgw_keys_two_children_one_of_mobility_header_types() {
         "{}",
         ctx()
     );
+}
+
+#[test]
+fn bitsgw_keys_two_children_one_of_mobility_header_types() {
+    two_children_one_of_mobility_header_types("mh2", true);
+}
+
+#[test]
+fn charon_keys_two_children_one_of_mobility_header_types() {
+    two_children_one_of_mobility_header_types("rmh2", false);
 }
 
 #[test]
