@@ -9,8 +9,9 @@
 //! 1.2, NAT detection 2.23), IKE_AUTH with a pre-shared key (2.15) or
 //! certificates and digital signatures (RFC 7427) and the
 //! first CHILD_SA (1.3.1 transport mode, 2.9 selector narrowing, 2.4
-//! INITIAL_CONTACT), INFORMATIONAL (1.4: Delete of CHILD_SAs and of the IKE
-//! SA; 2.4 liveness). Each side keeps a window of one request (2.3);
+//! INITIAL_CONTACT), CREATE_CHILD_SA for a peer's other children and for
+//! rekeys (1.3.1, 1.3.2, 1.3.3), INFORMATIONAL (1.4: Delete of CHILD_SAs
+//! and of the IKE SA; 2.4 liveness). Each side keeps a window of one request (2.3);
 //! requests are retransmitted with exponential backoff until given up
 //! (2.1, 2.4), and a retransmitted request gets the cached response.
 
