@@ -412,3 +412,40 @@ fn an_ike_sa_on_udp_4500_stays_there_when_it_moves() {
     let answer = p.r.poll_transmit().unwrap();
     assert_eq!(answer.remote, "203.0.113.10:4500".parse().unwrap());
 }
+
+#[test]
+fn the_children_after_the_first_are_asked_for_one_at_a_time() {
+    // RFC 7296 2.3: a window of one request. Three children: the first in
+    // IKE_AUTH, then one CREATE_CHILD_SA per round trip.
+    let mut i = peer(true);
+    for (name, half) in [("low", "198.51.100.0/25"), ("high", "198.51.100.128/25")] {
+        i.children.push(ChildConfig {
+            name: name.into(),
+            local_ts: vec![ts("192.0.2.0/24")],
+            remote_ts: vec![ts(half)],
+            mode: Mode::Tunnel,
+        });
+    }
+    let mut p = Pair::new(i, peer(false));
+    p.initiate();
+    let mut requests_per_round = Vec::new();
+    loop {
+        let requests: Vec<_> = std::iter::from_fn(|| p.i.poll_transmit()).collect();
+        requests_per_round.push(requests.len());
+        if requests.is_empty() {
+            break;
+        }
+        for t in requests {
+            p.r.handle_datagram(p.now, t.local, t.remote, &t.contents);
+        }
+        while let Some(t) = p.r.poll_transmit() {
+            p.i.handle_datagram(p.now, t.local, t.remote, &t.contents);
+        }
+    }
+    // IKE_SA_INIT, IKE_AUTH, then the two CREATE_CHILD_SAs.
+    assert_eq!(requests_per_round, [1, 1, 1, 1, 0]);
+    let up = established(&events(&mut p.i));
+    let names: Vec<&str> = up.iter().map(|c| c.child.as_str()).collect();
+    assert_eq!(names, ["net", "low", "high"]);
+    assert_eq!(up[2].remote_ts, vec![ts("198.51.100.128/25")]);
+}
