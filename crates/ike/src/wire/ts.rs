@@ -22,9 +22,11 @@ pub enum TsType {
 /// port is one 16-bit number with the type in its most significant eight
 /// bits and the ICMP code, or for the MH zero, in the least significant
 /// eight. A range of such numbers is then a range of types (and codes),
-/// so narrowing (2.9) intersects them as it does ports. strongSwan does
-/// the same for ICMP (`traffic_selector_create_from_bytes`) and leaves
-/// the MH type to be written as that number (`[135/1280]` for type 5).
+/// so narrowing (2.9) intersects them as it does ports. strongSwan
+/// encodes ICMP and ICMPv6 this way (its selector constructor,
+/// `traffic_selector_create`, moves a type given as a port below 256 into
+/// the high octet) but not the MH: its swanctl configuration writes an MH
+/// type as that 16-bit number (`[mobility-header/1280]` for type 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrafficSelector {
     /// IP protocol, 0 for any.
