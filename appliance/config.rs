@@ -192,7 +192,7 @@ pub use mobility_settings::parse_attachment;
 use mobility_settings::{home_agent, mobile_node};
 use own_addresses::own_addresses;
 pub use own_addresses::OwnAddresses;
-pub use peers::{peers_mismatch, PeerAuth, PeerSettings, StartAction};
+pub use peers::{peers_mismatch, ChildSettings, PeerAuth, PeerSettings, StartAction};
 pub use policy_file::load_policy_file;
 use raw::{
     RawAppliance, RawHomeAgent, RawLayer2, RawMetrics, RawMobileNode, RawOwnAddresses, RawPort,

@@ -15,27 +15,33 @@
 //! is dropped (`no_sa`), never sent in clear. When an IKE SA goes down its
 //! CHILD_SAs are reported deleted first, so the same holds.
 //!
+//! A peer keys each of its children as one CHILD_SA of its IKE SA, known
+//! by the child's name (its outbound SA's): a CHILD_SA's events install,
+//! move and remove that child's SAs only.
+//!
 //! A peer that starts on traffic (`"start": "trap"`) is initiated when the
-//! stages report an acquire (RFC 4301 5.1) for its child's outbound SA:
-//! one negotiation at a time, and after a failed one a back-off that
+//! stages report an acquire (RFC 4301 5.1) for a child's outbound SA (or,
+//! with the IKE SA up, that child's CHILD_SA is created): one negotiation
+//! at a time, and after a failed one a back-off that
 //! doubles up to [`ACQUIRE_BACKOFF_MAX`] before the next acquire is acted
 //! on. The packets meanwhile are dropped as `acquire_pending`.
 
-use crate::config::{ApplianceConfig, PeerAuth, PeerSettings, StartAction};
+use crate::config::{ApplianceConfig, ChildSettings, PeerAuth, PeerSettings, StartAction};
 use bitsgw_ike::crypto::{DirectionKeys, Secret};
 use bitsgw_ike::names::{esp_proposal, identity, ike_proposal};
 use bitsgw_ike::suite::{Encryption, EspSuite};
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    Authentication, ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event, IkeSaId,
-    Lifetimes, PeerConfig, Retransmit, Timestamp,
+    Authentication, ChildConfig, ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event,
+    IkeSaId, Lifetimes, PeerConfig, Retransmit, Timestamp,
 };
 use bitsgw_io::smoltcp_endpoint::{IkeDatagram, IkePort, IKE_PORT};
 use bitsgw_ipsec::config::{ActionConfig, PolicySet};
 use bitsgw_ipsec::crypto::TransformId;
 use bitsgw_ipsec::sa::{Mode as SaMode, SaParams, UdpEncap};
-use bitsgw_ipsec::selector::{Addr, AddrSel, Family};
+use bitsgw_ipsec::selector::{Addr, AddrSel, Family, ProtoSel, Range16, Selector};
 use bitsgw_ipsec::AcquireSignal;
+use bitsgw_wire::proto;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -168,9 +174,10 @@ impl Drop for IkeThread {
     }
 }
 
-/// The selectors of the SPD entries that protect with `sa`: local and
-/// remote address ranges (RFC 7296 2.9: IKE proposes them, the SPD stays
-/// the authority on what the SA carries).
+/// The traffic selectors of the SPD entries that protect with `sa`, ours
+/// and the peer's (RFC 7296 2.9: IKE proposes them, the SPD stays the
+/// authority on what the SA carries): their address ranges, protocol, and
+/// ports, or ICMP type and code, or MH type ([`next_layer`]).
 fn selectors(policy: &PolicySet, sa: &str) -> (Vec<TrafficSelector>, Vec<TrafficSelector>) {
     let ts = |a: AddrSel| -> Vec<TrafficSelector> {
         let range = |start: IpAddr, end: IpAddr| TrafficSelector {
@@ -202,25 +209,67 @@ fn selectors(policy: &PolicySet, sa: &str) -> (Vec<TrafficSelector>, Vec<Traffic
     let (mut local, mut remote) = (Vec::new(), Vec::new());
     for e in &policy.outbound {
         if matches!(&e.action, ActionConfig::Protect(n) if n.iter().any(|n| n == sa)) {
-            local.extend(ts(e.selector.local));
-            remote.extend(ts(e.selector.remote));
+            let with = |ours| move |t| next_layer(&e.selector, t, ours);
+            local.extend(ts(e.selector.local).into_iter().map(with(true)));
+            remote.extend(ts(e.selector.remote).into_iter().map(with(false)));
         }
     }
     (local, remote)
 }
 
+/// `ts` with what an outbound SPD entry's selector `sel` adds beyond
+/// addresses, on our side (`ours`) or the peer's: its protocol, and TCP,
+/// UDP or SCTP ports of that side; on our side the ICMP type and code, or
+/// the Mobility Header type, of what we send, in the port fields (RFC 4301
+/// 4.4.1.1, RFC 7296 3.13.1); on the peer's every type of that protocol,
+/// which the peer narrows to what its own SPD lets it send (RFC 7296 2.9:
+/// so RFC 4877's Binding Update SA meets the home agent's Binding
+/// Acknowledgement one).
+fn next_layer(sel: &Selector, ts: TrafficSelector, ours: bool) -> TrafficSelector {
+    let protocol = match sel.proto {
+        ProtoSel::Any => 0,
+        ProtoSel::Is(p) => p,
+    };
+    let byte = |v: u16| u8::try_from(v).unwrap_or(u8::MAX);
+    let ports = |r: Range16| TrafficSelector {
+        protocol,
+        start_port: r.lo,
+        end_port: r.hi,
+        ..ts
+    };
+    match (protocol, ours) {
+        (proto::TCP | proto::UDP | proto::SCTP, true) => ports(sel.local_ports),
+        (proto::TCP | proto::UDP | proto::SCTP, false) => ports(sel.remote_ports),
+        (proto::ICMP | proto::ICMPV6, true) => ts.with_icmp(
+            protocol,
+            (byte(sel.icmp_type.lo), byte(sel.icmp_type.hi)),
+            (byte(sel.icmp_code.lo), byte(sel.icmp_code.hi)),
+        ),
+        (proto::MH, true) => ts.with_mh_types(byte(sel.mh_type.lo), byte(sel.mh_type.hi)),
+        _ => ports(Range16::ANY16),
+    }
+}
+
 /// The endpoint configuration of `peer`.
 fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointConfig, String> {
     let bad = |e: String| format!("peer \"{}\": {e}", peer.name);
-    let child = peer
+    let children = peer
         .children
-        .first()
-        .ok_or_else(|| bad("no child".into()))?;
-    let (local_ts, remote_ts) = selectors(policy, &child.outbound);
-    let mode = match policy.ike_sa(&child.outbound).map(|s| s.mode) {
-        Some(SaMode::Transport) => bitsgw_ike::Mode::Transport,
-        _ => bitsgw_ike::Mode::Tunnel,
-    };
+        .iter()
+        .map(|child| {
+            let (local_ts, remote_ts) = selectors(policy, &child.outbound);
+            let mode = match policy.ike_sa(&child.outbound).map(|s| s.mode) {
+                Some(SaMode::Transport) => bitsgw_ike::Mode::Transport,
+                _ => bitsgw_ike::Mode::Tunnel,
+            };
+            ChildConfig {
+                name: child.name().to_string(),
+                local_ts,
+                remote_ts,
+                mode,
+            }
+        })
+        .collect();
     let cfg = EndpointConfig {
         peer: PeerConfig {
             name: peer.name.clone(),
@@ -242,9 +291,7 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
                 .map(|p| esp_proposal(p))
                 .collect::<Result<_, _>>()
                 .map_err(bad)?,
-            local_ts,
-            remote_ts,
-            mode,
+            children,
             lifetimes: Lifetimes {
                 ike: peer.ike_lifetime,
                 child: peer.child_lifetime,
@@ -325,15 +372,24 @@ struct PeerRun {
     last_down: Option<String>,
     /// Terminated by `ctl`: not initiated again until `ctl initiate`.
     held: bool,
-    /// A rekey's responder: the new outbound SA, installed when the peer
-    /// deletes the CHILD_SA with this inbound SPI (the one replaced).
-    pending_outbound: Option<PendingOutbound>,
+    /// A rekey's responder: the new outbound SAs, each installed when the
+    /// peer deletes the CHILD_SA it replaces; one per child at most.
+    pending_outbound: Vec<PendingOutbound>,
     /// A trapping peer's acquires.
     acquire: Option<Acquire>,
 }
 
+impl PeerRun {
+    /// The child IKE knows by `name`.
+    fn child(&self, name: &str) -> Option<&ChildSettings> {
+        self.settings.children.iter().find(|c| c.name() == name)
+    }
+}
+
 /// A rekey's responder's new outbound SA, not used yet.
 struct PendingOutbound {
+    /// The child's name.
+    child: String,
     /// The inbound SPI of the CHILD_SA the rekey replaces.
     replaces: u32,
     /// The inbound SPI of the new CHILD_SA.
@@ -574,7 +630,7 @@ impl Thread {
                 // is valid, whatever was (or was not) reported deleted.
                 if p.ike_sas.is_empty() {
                     p.children.clear();
-                    p.pending_outbound = None;
+                    p.pending_outbound.clear();
                     let sas = p
                         .settings
                         .children
@@ -588,7 +644,7 @@ impl Thread {
                 }
                 let p = &mut self.peers[i];
                 if let Some(a) = p.acquire.as_mut() {
-                    a.ended(ike, false);
+                    a.ended(ike, None, false);
                 }
                 if p.settings.start == StartAction::Initiate && p.ike_sas.is_empty() && !p.held {
                     p.initiate_at = Some(Instant::now() + REINITIATE_AFTER);
@@ -597,32 +653,40 @@ impl Thread {
             Event::ChildSaEstablished(c) => {
                 self.child_up(i, &c);
                 if let Some(a) = self.peers[i].acquire.as_mut() {
-                    a.ended(c.ike, true);
+                    a.ended(c.ike, Some(&c.child), true);
                 }
             }
             Event::IkeSaMoved { local, remote, .. } => self.moved(i, local, remote),
-            Event::ChildSaFailed { ike, notify, .. } => {
-                warn!(peer = %name, notify = ?notify, "CHILD_SA not created");
+            Event::ChildSaFailed {
+                ike, child, notify, ..
+            } => {
+                warn!(peer = %name, child = %child, notify = ?notify, "CHILD_SA not created");
                 if let Some(a) = self.peers[i].acquire.as_mut() {
-                    a.ended(ike, false);
+                    a.ended(ike, Some(&child), false);
                 }
             }
             Event::ChildSaDeleted {
+                child: child_name,
                 inbound_spi,
                 outbound_spi,
                 ..
             } => {
                 self.peers[i].children.remove(&inbound_spi);
-                let Some(child) = self.peers[i].settings.children.first().cloned() else {
+                let Some(child) = self.peers[i].child(&child_name).cloned() else {
+                    warn!(peer = %name, child = %child_name, "CHILD_SA of no configured child deleted");
                     return;
                 };
-                info!(peer = %name, inbound_spi = %format!("{inbound_spi:08x}"), outbound_spi = %format!("{outbound_spi:08x}"), "CHILD_SA deleted");
+                info!(peer = %name, child = %child_name, inbound_spi = %format!("{inbound_spi:08x}"), outbound_spi = %format!("{outbound_spi:08x}"), "CHILD_SA deleted");
                 // The rekey's initiator deleted the CHILD_SA it replaced,
                 // having installed the new one: ours moves to it now.
                 let p = &mut self.peers[i];
-                match p.pending_outbound.take() {
+                let at = p.pending_outbound.iter().position(|o| {
+                    o.child == child_name
+                        && (o.replaces == inbound_spi || o.inbound_spi == inbound_spi)
+                });
+                match at.map(|at| p.pending_outbound.remove(at)) {
                     Some(pending) if pending.replaces == inbound_spi => {
-                        info!(peer = %name, outbound_spi = %format!("{:08x}", pending.outbound.spi), "rekeyed CHILD_SA: outbound moves to the new SA");
+                        info!(peer = %name, child = %child_name, outbound_spi = %format!("{:08x}", pending.outbound.spi), "rekeyed CHILD_SA: outbound moves to the new SA");
                         self.change(SaChange::Install {
                             peer: name.clone(),
                             sas: vec![*pending.outbound],
@@ -630,8 +694,7 @@ impl Thread {
                     }
                     // The new CHILD_SA went first: its outbound SA is
                     // never used.
-                    Some(pending) if pending.inbound_spi == inbound_spi => {}
-                    other => p.pending_outbound = other,
+                    _ => {}
                 }
                 self.change(SaChange::Remove {
                     peer: name,
@@ -678,12 +741,8 @@ pub fn start(
             children: BTreeMap::new(),
             last_down: None,
             held: false,
-            pending_outbound: None,
-            acquire: p
-                .children
-                .first()
-                .and_then(|c| acquires.get(&c.outbound))
-                .map(|s| Acquire::new(Arc::clone(s))),
+            pending_outbound: Vec::new(),
+            acquire: Acquire::of_children(&p.children, acquires),
         });
     }
     let (changes_tx, changes) = std::sync::mpsc::sync_channel(CHANGES_DEPTH);
@@ -722,27 +781,115 @@ mod tests {
 
     #[test]
     fn failed_acquires_back_off_doubling_up_to_the_limit_and_success_resets() {
-        let mut a = Acquire::new(Arc::default());
+        let mut a = Acquire::new(vec![("c".into(), Arc::default())]);
         let (ours, other) = (IkeSaId(1), IkeSaId(2));
         let mut waits = Vec::new();
         for _ in 0..8 {
-            a.negotiating = Some((Instant::now(), ours));
-            // Another IKE SA's end is not this negotiation's.
-            a.ended(other, false);
+            a.negotiating = Some((Instant::now(), ours, "c".into()));
+            // Another IKE SA's end is not this negotiation's, nor is
+            // another child's on this one.
+            a.ended(other, None, false);
+            a.ended(ours, Some("d"), true);
             assert!(a.negotiating.is_some());
             let before = Instant::now();
-            a.ended(ours, false);
+            a.ended(ours, Some("c"), false);
             assert!(a.negotiating.is_none());
             waits.push(a.not_before.unwrap().duration_since(before).as_secs());
         }
         assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(a.failed, 8);
-        a.negotiating = Some((Instant::now(), ours));
-        a.ended(ours, true);
+        a.negotiating = Some((Instant::now(), ours, "c".into()));
+        a.ended(ours, None, true);
         assert_eq!((a.not_before, a.backoff), (None, ACQUIRE_BACKOFF));
         // Without a negotiation under way, nothing changes.
-        a.ended(ours, false);
+        a.ended(ours, Some("c"), false);
         assert_eq!((a.failed, a.not_before), (8, None));
+    }
+
+    /// A mobile node's policy (RFC 4877): Binding Updates out and
+    /// Acknowledgements in on a transport-mode pair, payload (HTTPS to one
+    /// network, Mobile Prefix Solicitations, anything else of the home
+    /// address) on a tunnel-mode pair; both pairs keyed by one peer.
+    const MOBILE_POLICY: &str = r#"{"addresses": {"hoa": "2001:db8:1::100", "ha": "2001:db8:1::1"},
+      "spd": {
+        "outbound": [
+          {"name": "bu-out", "local": "hoa", "remote": "ha", "proto": "mh", "mh_type": "bu", "action": "protect", "sa": "bu"},
+          {"name": "web-out", "local": "hoa", "remote": "2001:db8:2::/48", "proto": "tcp", "remote_port": 443, "action": "protect", "sa": "pay-out"},
+          {"name": "mps-out", "local": "hoa", "remote": "ha", "proto": "icmpv6", "icmp_type": 146, "action": "protect", "sa": "pay-out"},
+          {"name": "payload-out", "local": "hoa", "action": "protect", "sa": "pay-out"}],
+        "inbound": [
+          {"name": "ba-in", "local": "hoa", "remote": "ha", "proto": "mh", "mh_type": "ba", "action": "protect", "sa": "ba"},
+          {"name": "payload-in", "local": "hoa", "action": "protect", "sa": "pay-in"}]},
+      "sad": [
+        {"name": "bu", "direction": "outbound", "keyed_by": "ike", "mode": "transport"},
+        {"name": "ba", "direction": "inbound", "keyed_by": "ike", "mode": "transport"},
+        {"name": "pay-out", "direction": "outbound", "keyed_by": "ike", "tunnel": {"local": "203.0.113.1", "remote": "203.0.113.2"}},
+        {"name": "pay-in", "direction": "inbound", "keyed_by": "ike", "tunnel": {"local": "203.0.113.2", "remote": "203.0.113.1"}}]}"#;
+
+    #[test]
+    fn each_child_proposes_its_spd_entries_protocol_ports_and_types_in_its_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("bitsgw-ike-children-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.json"), MOBILE_POLICY).unwrap();
+        let psk = dir.join("k.psk");
+        std::fs::write(&psk, "a sixteen-octet or longer key\n").unwrap();
+        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = r#"{"role": "gateway", "policy": "p.json",
+            "ports": {"host": {"type": "af_packet", "interface": "h"}, "network": {"type": "af_packet", "interface": "n"}},
+            "addresses": {"network": ["203.0.113.1/24"]},
+            "peers": [{"name": "ha", "local": "203.0.113.1", "remote": "203.0.113.2",
+              "local_id": "fqdn:mn.example", "remote_id": "fqdn:ha.example", "psk_file": "k.psk",
+              "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
+              "start": "initiate",
+              "children": [{"outbound": "bu", "inbound": "ba"}, {"outbound": "pay-out", "inbound": "pay-in"}]}]}"#;
+        let cfg = crate::config::parse(text, &dir.join("c.json")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let ep = endpoint_config(&cfg.peers[0], &cfg.policy).unwrap();
+        let children = &ep.peer.children;
+        assert_eq!(children.len(), 2);
+        let host = |a: &str| TrafficSelector::prefix(a.parse().unwrap(), 128);
+        let (hoa, ha) = (host("2001:db8:1::100"), host("2001:db8:1::1"));
+        let bu = &children[0];
+        assert_eq!(
+            (bu.name.as_str(), bu.mode),
+            ("bu", bitsgw_ike::Mode::Transport)
+        );
+        // Our MH type in the high octet of our ports; the home agent's
+        // narrows the other side.
+        assert_eq!(bu.local_ts, vec![hoa.with_mh_types(5, 5)]);
+        assert_eq!(
+            bu.remote_ts,
+            vec![TrafficSelector {
+                protocol: 135,
+                ..ha
+            }]
+        );
+        let pay = &children[1];
+        assert_eq!(
+            (pay.name.as_str(), pay.mode),
+            ("pay-out", bitsgw_ike::Mode::Tunnel)
+        );
+        let web = TrafficSelector {
+            protocol: 6,
+            start_port: 443,
+            end_port: 443,
+            ..TrafficSelector::prefix("2001:db8:2::".parse().unwrap(), 48)
+        };
+        let any_v4 = TrafficSelector::prefix(Ipv4Addr::UNSPECIFIED.into(), 0);
+        let any_v6 = TrafficSelector::prefix(Ipv6Addr::UNSPECIFIED.into(), 0);
+        assert_eq!(
+            pay.local_ts,
+            vec![
+                TrafficSelector { protocol: 6, ..hoa },
+                hoa.with_icmp(58, (146, 146), (0, 255)),
+                hoa
+            ]
+        );
+        assert_eq!(
+            pay.remote_ts,
+            vec![web, TrafficSelector { protocol: 58, ..ha }, any_v4, any_v6]
+        );
     }
 
     #[test]

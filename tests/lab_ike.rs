@@ -25,15 +25,68 @@ mod pki;
 mod tshark;
 
 use common::ike::{
-    assert_pings_from_b, charon_initiate, child_sa_count, lab_with_authenticated_gateways,
-    lab_with_gateways, mixed_lab_with, ping, policy, show_text, socket, Mixed, MixedLab,
+    assert_pings_from_b, charon_initiate, child_sa_count, finish, lab_with_authenticated_gateways,
+    lab_with_gateways, mixed_lab_with, ping, policy, show_text, socket, two_children, Mixed,
+    MixedLab,
 };
-use common::{bitsgw, find_sa, show, Lab};
+use common::{bitsgw, find_sa, iperf3, show, Lab};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Two children of one peer (RFC 7296 1.3.1): ICMP on one CHILD_SA, TCP
+/// on another, both of the gateways' one IKE SA; each flow goes through
+/// its own SAs and the wire carries ESP and IKE only.
+#[test]
+fn two_children_of_one_peer_each_carry_their_own_traffic() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let psk = Some("correct horse battery staple 1234");
+    let (mut lab, stop, seen, caps, [gw_a, gw_b]) =
+        lab_with_authenticated_gateways("i2", [psk, psk], "", "initiate", two_children);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(&lab, "1") {
+        assert!(Instant::now() < deadline, "no ping through the ICMP child");
+    }
+    assert!(ping(&lab, "5"), "pings lost once the ICMP child was up");
+    let report = iperf3(&mut lab, "hA", "hB", "198.51.100.20", "1");
+    let sent = report["end"]["sum_sent"]["bytes"].as_u64().unwrap();
+    assert!(sent > 0, "{report}");
+
+    for (side, out, inb) in [("a", "a-to-b", "b-to-a"), ("b", "b-to-a", "a-to-b")] {
+        let ike = show(&socket(&lab, side), "ike");
+        let peer = &ike["peers"][0];
+        assert_eq!(peer["ike_sas"].as_array().unwrap().len(), 1, "{ike}");
+        let mut children: Vec<String> = peer["child_sas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["child"].as_str().unwrap().to_string())
+            .collect();
+        children.sort();
+        assert_eq!(children, [out.to_string(), format!("{out}-tcp")], "{ike}");
+        let sas = show(&socket(&lab, side), "sa");
+        for name in [out, inb, &format!("{out}-tcp"), &format!("{inb}-tcp")] {
+            let sa = find_sa(&sas, name);
+            assert!(sa["packets"].as_u64().unwrap() > 0, "{name}: {sa}");
+        }
+    }
+    // The two sides agree on each SA's SPI.
+    let (sas_a, sas_b) = (
+        show(&socket(&lab, "a"), "sa"),
+        show(&socket(&lab, "b"), "sa"),
+    );
+    for name in ["a-to-b", "b-to-a", "a-to-b-tcp", "b-to-a-tcp"] {
+        let (a, b) = (find_sa(&sas_a, name), find_sa(&sas_b, name));
+        assert_eq!(a["spi"], b["spi"], "{name}: {a} {b}");
+    }
+    let (esp, ike) = finish(&mut lab, &[gw_a, gw_b], (stop, seen, caps));
+    assert!(esp > 0 && ike >= 6, "{esp} ESP, {ike} IKE");
+}
 
 #[test]
 fn two_gateways_key_their_tunnel_with_ikev2_and_carry_only_esp() {

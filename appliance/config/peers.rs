@@ -28,9 +28,22 @@
 //! `retransmit_tries` is how often a request is sent again before the
 //! peer is declared dead (RFC 7296 2.4; default 5, the waits doubling
 //! from 1 s to at most 16 s). Each child names an outbound and an inbound SA of
-//! the policy file, both `"keyed_by": "ike"` and of one mode; the SPD
-//! entries that protect with the outbound SA give the CHILD_SA's traffic
-//! selectors. One child per peer for now.
+//! the policy file, both `"keyed_by": "ike"` and of one mode, and is one
+//! CHILD_SA of the peer's IKE SA, known by its outbound SA's name: the
+//! initiator creates the first in IKE_AUTH and the others with
+//! CREATE_CHILD_SA right after (RFC 7296 1.3.1); a responder answers each
+//! request with the child its selectors and mode fit. The SPD entries that
+//! protect with the outbound SA give the CHILD_SA's traffic selectors:
+//! their addresses, protocol, and ports, ICMP type and code or Mobility
+//! Header type (RFC 4301 4.4.1.1, RFC 7296 3.13.1). So a mobile node keys
+//! its Binding Update / Acknowledgement SAs (transport mode, `"proto":
+//! "mh"` with an `"mh_type"`) and its payload tunnel with one IKE SA, as
+//! RFC 4877 has it:
+//!
+//! ```json
+//! "children": [{"outbound": "bu-out", "inbound": "ba-in"},
+//!              {"outbound": "payload-out", "inbound": "payload-in"}]
+//! ```
 //!
 //! With a NAT between the peers (RFC 7296 2.23) IKE moves to UDP 4500 and
 //! the CHILD_SAs are UDP-encapsulated (RFC 3948); the side behind the NAT
@@ -102,7 +115,8 @@ impl StartAction {
     }
 }
 
-/// A CHILD_SA: the two SAs of the policy it keys.
+/// A CHILD_SA: the two SAs of the policy it keys. IKE knows it by its
+/// outbound SA's name ([`ChildSettings::name`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildSettings {
     /// The outbound SA's name.
@@ -434,10 +448,10 @@ fn peer(
         .children
         .ok_or_else(|| ctx.err("children", "must be a list of children"))?
         .0;
-    if children_given.len() != 1 {
+    if children_given.is_empty() {
         return Err(ctx.err(
             "children",
-            "one child (an outbound and an inbound SA) per peer is supported",
+            "must name at least one child (an outbound and an inbound SA)",
         ));
     }
     let mut children = Vec::new();
@@ -516,6 +530,14 @@ fn child(
         ));
     }
     Ok(ChildSettings { outbound, inbound })
+}
+
+impl ChildSettings {
+    /// The child's name in IKE: its outbound SA's, which no other child
+    /// keys.
+    pub fn name(&self) -> &str {
+        &self.outbound
+    }
 }
 
 #[cfg(test)]
@@ -640,6 +662,18 @@ mod tests {
             r#""retransmit_tries": 0, "start": "initiate""#,
         ));
         assert_eq!((&entry, field.as_str()), (&peer, "retransmit_tries"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_peer_without_children_is_refused() {
+        let (dir, text) = setup("nochild", 0o600);
+        let e = parse(&text("", "k.psk"), &dir.join("c.json")).unwrap_err();
+        assert_eq!(
+            (e.entry.as_str(), e.field.as_str()),
+            ("peers[0] \"b\"", "children")
+        );
+        assert!(e.problem.contains("at least one child"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -6,7 +6,8 @@ use super::*;
 impl Thread {
     pub(super) fn child_up(&mut self, i: usize, c: &ChildSaEstablished) {
         let name = self.peers[i].settings.name.clone();
-        let Some(child) = self.peers[i].settings.children.first().cloned() else {
+        let Some(child) = self.peers[i].child(&c.child).cloned() else {
+            warn!(peer = %name, child = %c.child, "CHILD_SA of no configured child; not installed");
             return;
         };
         let (Some(inbound_sa), Some(outbound_sa)) = (
@@ -40,6 +41,7 @@ impl Thread {
         outbound.hard.seconds = Some(hard);
         info!(
             peer = %name,
+            child = %c.child,
             inbound = %child.inbound,
             inbound_spi = %format!("{:08x}", c.inbound_spi),
             outbound = %child.outbound,
@@ -57,6 +59,7 @@ impl Thread {
         p.children.insert(
             c.inbound_spi,
             json!({
+                "child": c.child,
                 "inbound": child.inbound,
                 "outbound": child.outbound,
                 "inbound_spi": format!("{:08x}", c.inbound_spi),
@@ -72,19 +75,18 @@ impl Thread {
         // only once the initiator has deleted the old CHILD_SA, which it
         // does after installing the new one; until then the peer may not
         // have the new inbound SA.
+        p.pending_outbound.retain(|o| o.child != c.child);
         let sas = match c.rekeys {
             Some(old) if !c.exchange_initiator => {
-                p.pending_outbound = Some(PendingOutbound {
+                p.pending_outbound.push(PendingOutbound {
+                    child: c.child.clone(),
                     replaces: old,
                     inbound_spi: c.inbound_spi,
                     outbound: Box::new(outbound),
                 });
                 vec![inbound]
             }
-            _ => {
-                p.pending_outbound = None;
-                vec![inbound, outbound]
-            }
+            _ => vec![inbound, outbound],
         };
         self.change(SaChange::Install { peer: name, sas });
     }
@@ -100,7 +102,7 @@ impl Thread {
         let p = &mut self.peers[i];
         let name = p.settings.name.clone();
         info!(peer = %name, %remote, "IKE: the peer moved; its UDP-encapsulated SAs follow");
-        if let Some(pending) = p.pending_outbound.as_mut() {
+        for pending in &mut p.pending_outbound {
             if pending.outbound.udp_encap.is_some() {
                 pending.outbound.udp_encap = Some(encap);
             }

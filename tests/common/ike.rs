@@ -123,6 +123,58 @@ pub fn gateway_with(
     path
 }
 
+/// Makes the gateways of [`gateway`] in `dir` key two children of their
+/// one peer: ICMP between the sites on the SAs of [`policy`] (`a-to-b`,
+/// `b-to-a`), TCP on a second pair (`a-to-b-tcp`, `b-to-a-tcp`); nothing
+/// else passes.
+pub fn two_children(dir: &Path) {
+    for side in ["a", "b"] {
+        let one = policy(side);
+        let entries = |direction: &str, sa: &str| {
+            let at = one
+                .find(&format!(r#"{{"name": "sites-{direction}""#))
+                .unwrap();
+            let entry = &one[at..at + one[at..].find('}').unwrap() + 1];
+            let icmp = entry.replace(r#""action""#, r#""proto": "icmp", "action""#);
+            let tcp = entry
+                .replace("sites-", "tcp-")
+                .replace(r#""action""#, r#""proto": "tcp", "action""#)
+                .replace(&format!(r#""sa": "{sa}""#), &format!(r#""sa": "{sa}-tcp""#));
+            (
+                entry.to_string(),
+                format!(
+                    "{icmp},
+      {tcp}"
+                ),
+            )
+        };
+        let (out, inb) = if side == "a" {
+            ("a-to-b", "b-to-a")
+        } else {
+            ("b-to-a", "a-to-b")
+        };
+        let (sites_out, both_out) = entries("out", out);
+        let (sites_in, both_in) = entries("in", inb);
+        let sad_at = one.find(r#""sad": ["#).unwrap() + r#""sad": ["#.len();
+        let sad = &one[sad_at..one.rfind(']').unwrap()];
+        let more = sad
+            .replace(&format!(r#""{out}""#), &format!(r#""{out}-tcp""#))
+            .replace(&format!(r#""{inb}""#), &format!(r#""{inb}-tcp""#));
+        let text = one
+            .replace(&sites_out, &both_out)
+            .replace(&sites_in, &both_in)
+            .replace(sad, &format!("{sad},{more}"));
+        std::fs::write(dir.join(format!("ike-{side}.json")), text).unwrap();
+        let cfg = dir.join(format!("ike-gw-{side}.json"));
+        let one_child = format!(r#"{{"outbound": "{out}", "inbound": "{inb}"}}"#);
+        let both = format!(r#"{one_child}, {{"outbound": "{out}-tcp", "inbound": "{inb}-tcp"}}"#);
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(&one_child, &both);
+        std::fs::write(&cfg, text).unwrap();
+    }
+}
+
 pub fn socket(lab: &Lab, side: &str) -> PathBuf {
     socket_with(lab, side, "")
 }
@@ -179,7 +231,8 @@ pub fn lab_with_gateways_starting(
 }
 
 /// [`lab_with_gateways_starting`] with each gateway's PSK or (none)
-/// certificates, which `prepare` writes into the lab's folder.
+/// certificates, which `prepare` writes into the lab's folder (where it
+/// may also change the gateways' files, written by then).
 pub fn lab_with_authenticated_gateways(
     tag: &str,
     [psk_a, psk_b]: [Option<&str>; 2],
@@ -188,7 +241,6 @@ pub fn lab_with_authenticated_gateways(
     prepare: impl FnOnce(&Path),
 ) -> Running {
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
-    prepare(&lab.dir);
     super::route_two_sites(&lab);
     router_answers_for_gateways(&lab);
     let (stop, seen, caps) = capture_router(&lab);
@@ -196,6 +248,7 @@ pub fn lab_with_authenticated_gateways(
         gateway(&lab, "a", psk_a, peer_extra_a, start_a),
         gateway(&lab, "b", psk_b, "", "respond"),
     );
+    prepare(&lab.dir);
     let exe = env!("CARGO_BIN_EXE_bitsgw");
     // The responder first, so the initiator's first IKE_SA_INIT is heard.
     let gw_b = lab.spawn("gB", &[exe, "run", cfg_b.to_str().unwrap()]);

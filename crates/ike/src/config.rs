@@ -115,6 +115,19 @@ impl Default for Retransmit {
     }
 }
 
+/// One CHILD_SA a peer keys: its selectors and mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildConfig {
+    /// Its name, unique within the peer (carried by CHILD_SA events).
+    pub name: String,
+    /// Our side's traffic selectors.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's side's traffic selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Tunnel or transport.
+    pub mode: Mode,
+}
+
 /// One peer: who we are, whom we accept, how to protect what.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -130,12 +143,11 @@ pub struct PeerConfig {
     pub ike_proposals: Vec<IkeProposal>,
     /// ESP proposals, preferred first.
     pub esp_proposals: Vec<EspProposal>,
-    /// Our side's traffic selectors.
-    pub local_ts: Vec<TrafficSelector>,
-    /// The peer's side's traffic selectors.
-    pub remote_ts: Vec<TrafficSelector>,
-    /// Tunnel or transport.
-    pub mode: Mode,
+    /// The CHILD_SAs to key, each with its own selectors and mode: the
+    /// initiator creates the first in IKE_AUTH and the others with
+    /// CREATE_CHILD_SA (RFC 7296 1.3.1); the responder answers each
+    /// request with the one its selectors fit.
+    pub children: Vec<ChildConfig>,
     /// Lifetimes.
     pub lifetimes: Lifetimes,
     /// Send an empty INFORMATIONAL when nothing was heard for this long
@@ -223,14 +235,7 @@ impl EndpointConfig {
             }
             check_integrity(&esp.encryption, &esp.integrity).map_err(|r| err(f("integrity"), r))?;
         }
-        for (name, list) in [("local_ts", &p.local_ts), ("remote_ts", &p.remote_ts)] {
-            if list.is_empty() {
-                return Err(err(name.into(), "empty"));
-            }
-            if let Some(i) = list.iter().position(TrafficSelector::is_empty) {
-                return Err(err(format!("{name}[{i}]"), "selects nothing"));
-            }
-        }
+        check_children(&p.children).map_err(|(field, reason)| err(field, reason))?;
         if p.lifetimes.jitter >= p.lifetimes.ike.min(p.lifetimes.child) {
             return Err(err(
                 "lifetimes.jitter".into(),
@@ -249,6 +254,27 @@ impl EndpointConfig {
         }
         Ok(())
     }
+}
+
+/// At least one child, names unique, selectors that select something.
+fn check_children(children: &[ChildConfig]) -> Result<(), (String, &'static str)> {
+    if children.is_empty() {
+        return Err(("children".into(), "empty"));
+    }
+    for (j, c) in children.iter().enumerate() {
+        if children[..j].iter().any(|o| o.name == c.name) {
+            return Err((format!("children[{j}].name"), "another child has this name"));
+        }
+        for (name, list) in [("local_ts", &c.local_ts), ("remote_ts", &c.remote_ts)] {
+            if list.is_empty() {
+                return Err((format!("children[{j}].{name}"), "empty"));
+            }
+            if let Some(i) = list.iter().position(TrafficSelector::is_empty) {
+                return Err((format!("children[{j}].{name}[{i}]"), "selects nothing"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// AEADs take no integrity transform and the others need one (RFC 5282 8),

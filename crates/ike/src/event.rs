@@ -69,6 +69,8 @@ pub struct ChildSaEstablished {
     pub ike: IkeSaId,
     /// The connection's name.
     pub name: String,
+    /// The child configuration it keys ([`crate::ChildConfig::name`]).
+    pub child: String,
     /// The SPI we chose: ESP arriving with it is this SA's.
     pub inbound_spi: u32,
     /// The peer's SPI: ESP we send carries it.
@@ -160,6 +162,9 @@ pub enum Event {
         ike: IkeSaId,
         /// The connection's name.
         name: String,
+        /// The child configuration it was for; empty when we refused a
+        /// peer's request that fit none of ours.
+        child: String,
         /// The error sent or received.
         notify: NotifyType,
     },
@@ -169,6 +174,8 @@ pub enum Event {
         ike: IkeSaId,
         /// The connection's name.
         name: String,
+        /// The child configuration it keyed.
+        child: String,
         /// Our SPI.
         inbound_spi: u32,
         /// The peer's SPI.

@@ -15,7 +15,7 @@ pub mod wire;
 
 pub use bitsgw_wire::Timestamp;
 pub use config::{
-    Authentication, EndpointConfig, Identity, Lifetimes, Mode, PeerConfig, Retransmit,
+    Authentication, ChildConfig, EndpointConfig, Identity, Lifetimes, Mode, PeerConfig, Retransmit,
 };
 pub use endpoint::{Endpoint, IkeError};
 pub use event::{

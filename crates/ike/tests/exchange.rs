@@ -7,8 +7,8 @@ use bitsgw_ike::crypto::Secret;
 use bitsgw_ike::suite::{DhGroup, Encryption, EspProposal, IkeProposal, Integrity, Prf};
 use bitsgw_ike::wire::NotifyType;
 use bitsgw_ike::{
-    Authentication, ChildSaEstablished, DownReason, DropReason, Endpoint, Event, Identity,
-    Lifetimes, Mode, PeerConfig, Timestamp,
+    Authentication, ChildConfig, ChildSaEstablished, DownReason, DropReason, Endpoint, Event,
+    Identity, Lifetimes, Mode, PeerConfig, Timestamp,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -707,6 +707,7 @@ fn responder_deletes_the_ike_sa_and_its_children() {
     assert!(ei.contains(&Event::ChildSaDeleted {
         ike: ci.ike,
         name: "site".into(),
+        child: "net".into(),
         inbound_spi: ci.inbound_spi,
         outbound_spi: ci.outbound_spi
     }));
@@ -744,15 +745,15 @@ fn liveness_checks_and_a_dead_peer() {
 #[test]
 fn selectors_are_narrowed_or_refused() {
     let mut i = peer(true);
-    i.local_ts = vec![ts("192.0.2.0/23")];
-    i.remote_ts = vec![ts("198.51.100.0/24"), ts("203.0.113.0/24")];
+    i.children[0].local_ts = vec![ts("192.0.2.0/23")];
+    i.children[0].remote_ts = vec![ts("198.51.100.0/24"), ts("203.0.113.0/24")];
     let mut p = Pair::new(i, peer(false));
     let (ci, _) = establish(&mut p);
     assert_eq!(ci.local_ts, vec![ts("192.0.2.0/24")]);
     assert_eq!(ci.remote_ts, vec![ts("198.51.100.0/24")]);
 
     let mut i = peer(true);
-    i.remote_ts = vec![ts("203.0.113.0/24")];
+    i.children[0].remote_ts = vec![ts("203.0.113.0/24")];
     let mut p = Pair::new(i, peer(false));
     p.initiate();
     p.pump();
@@ -773,8 +774,8 @@ fn selectors_are_narrowed_or_refused() {
 #[test]
 fn transport_mode_when_both_want_it() {
     let (mut i, mut r) = (peer(true), peer(false));
-    i.mode = Mode::Transport;
-    r.mode = Mode::Transport;
+    i.children[0].mode = Mode::Transport;
+    r.children[0].mode = Mode::Transport;
     let mut p = Pair::new(i, r);
     let (ci, cr) = establish(&mut p);
     assert_eq!((ci.mode, cr.mode), (Mode::Transport, Mode::Transport));
@@ -783,7 +784,7 @@ fn transport_mode_when_both_want_it() {
     // A responder configured for tunnel mode answers in tunnel mode; the
     // initiator, configured for transport, refuses it and deletes it.
     let mut i = peer(true);
-    i.mode = Mode::Transport;
+    i.children[0].mode = Mode::Transport;
     let mut p = Pair::new(i, peer(false));
     p.initiate();
     p.pump();
@@ -814,6 +815,7 @@ fn initial_contact_replaces_the_old_ike_sa() {
     assert!(er.contains(&Event::ChildSaDeleted {
         ike: cr.ike,
         name: "site".into(),
+        child: "net".into(),
         inbound_spi: cr.inbound_spi,
         outbound_spi: cr.outbound_spi
     }));
@@ -875,7 +877,6 @@ fn replayed_and_reordered_messages_are_counted_and_answered_as_rfc_7296_says() {
     // and change nothing.
     let mut p = Pair::new(peer(true), peer(false));
     let (ci, _) = establish(&mut p);
-    let more = (vec![ts("192.0.2.0/25")], vec![ts("198.51.100.0/25")]);
     let exchange = |p: &mut Pair| {
         let req = p.i.poll_transmit().unwrap().contents;
         p.r.handle_datagram(p.now, p.ia, p.ra, &req);
@@ -884,8 +885,7 @@ fn replayed_and_reordered_messages_are_counted_and_answered_as_rfc_7296_says() {
         assert!(p.i.poll_transmit().is_none() && p.r.poll_transmit().is_none());
         (req, resp)
     };
-    p.i.create_child(p.now, ci.ike, more.0.clone(), more.1.clone())
-        .unwrap();
+    p.i.create_child(p.now, ci.ike, "net").unwrap();
     let (req2, resp2) = exchange(&mut p);
     p.i.delete_child(p.now, ci.ike, ci.inbound_spi).unwrap();
     let (req3, resp3) = exchange(&mut p);
@@ -1190,6 +1190,7 @@ fn rekeying_a_child_sa_the_peer_deletes_gets_child_sa_not_found() {
         ei.contains(&Event::ChildSaFailed {
             ike: ci.ike,
             name: "site".into(),
+            child: "net".into(),
             notify: NotifyType::ChildSaNotFound
         }),
         "{ei:?}"
@@ -1427,6 +1428,7 @@ fn pfs_disagreements_fail_the_rekey_and_keep_the_child_sa() {
         ei.contains(&Event::ChildSaFailed {
             ike: ci.ike,
             name: "site".into(),
+            child: "net".into(),
             notify: NotifyType::InvalidKePayload
         }),
         "{ei:?}"
@@ -1440,6 +1442,7 @@ fn pfs_disagreements_fail_the_rekey_and_keep_the_child_sa() {
     assert!(events(&mut p.i).contains(&Event::ChildSaFailed {
         ike: ci.ike,
         name: "site".into(),
+        child: "net".into(),
         notify: NotifyType::NoProposalChosen
     }));
     assert_eq!(p.r.counters().sent(NotifyType::NoProposalChosen), 1);
@@ -1447,10 +1450,25 @@ fn pfs_disagreements_fail_the_rekey_and_keep_the_child_sa() {
 
 #[test]
 fn more_child_sas_on_one_ike_sa() {
-    let mut p = Pair::new(peer(true), peer(false));
-    let (ci, cr) = establish(&mut p);
     let (a, b) = (ts("192.0.2.0/25"), ts("198.51.100.128/25"));
-    p.i.create_child(p.now, ci.ike, vec![a], vec![b]).unwrap();
+    let (mut i, mut r) = (peer(true), peer(false));
+    i.children.push(ChildConfig {
+        name: "more".into(),
+        local_ts: vec![a],
+        remote_ts: vec![b],
+        mode: Mode::Tunnel,
+    });
+    r.children.push(ChildConfig {
+        name: "other".into(),
+        local_ts: vec![ts("203.0.113.0/24")],
+        remote_ts: vec![a],
+        mode: Mode::Tunnel,
+    });
+    let mut p = Pair::new(i, r);
+    let (ci, cr) = establish(&mut p);
+    // The second child followed IKE_AUTH at once, in CREATE_CHILD_SA.
+    assert_eq!(p.i.counters().requests_sent.create_child_sa, 1);
+    p.i.create_child(p.now, ci.ike, "more").unwrap();
     assert_eq!(p.pump(), 2);
     let (ei, er) = (events(&mut p.i), events(&mut p.r));
     let (ui, gi) = child_changes(&ei);
@@ -1468,15 +1486,19 @@ fn more_child_sas_on_one_ike_sa() {
     assert_eq!((&ni.inbound, &ni.outbound), (&nr.outbound, &nr.inbound));
     assert_ne!(ni.inbound_spi, ci.inbound_spi);
     // The responder asks for selectors outside the initiator's: refused.
-    p.r.create_child(p.now, cr.ike, vec![ts("203.0.113.0/24")], vec![a])
-        .unwrap();
+    p.r.create_child(p.now, cr.ike, "other").unwrap();
     p.pump();
     assert_eq!(p.i.counters().sent(NotifyType::TsUnacceptable), 1);
     assert!(events(&mut p.r).contains(&Event::ChildSaFailed {
         ike: cr.ike,
         name: "site".into(),
+        child: "other".into(),
         notify: NotifyType::TsUnacceptable
     }));
+    assert_eq!(
+        p.r.create_child(p.now, cr.ike, "nope"),
+        Err(bitsgw_ike::IkeError::UnknownChild("nope".into()))
+    );
 }
 
 #[test]

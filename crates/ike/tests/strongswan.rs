@@ -14,7 +14,9 @@
 //! IKE message captured on bitsgw's link of the established and rekeying
 //! cases and finds each Encrypted payload's checksum correct and the
 //! payloads each exchange needs (and nothing verifies with the keys
-//! changed).
+//! changed). Two children on one IKE SA, the second created with
+//! CREATE_CHILD_SA and selecting Mobility Header types, are both
+//! installed by charon.
 //!
 //! Two namespaces joined by a veth pair: `us` (192.0.2.1, bitsgw) and
 //! `swan` (192.0.2.2, charon). Needs root; skipped, saying so, only when
@@ -105,15 +107,16 @@ impl CharonAuth<'_> {
 
 /// Starts charon in namespace `swan` with its own strongswan.conf, vici
 /// socket, /run and log (IKE and CHILD_SA debug at level 4, which logs the
-/// derived keys), and loads one connection `bitsgw` to 192.0.2.1.
+/// derived keys), and loads one connection `bitsgw` to 192.0.2.1 with the
+/// child `net` and any `more_children` (swanctl's syntax).
 fn start_charon(
     lab: &mut Lab,
     ike: &str,
     esp: &str,
     auth: &CharonAuth<'_>,
-    extra: (&str, &str),
+    extra: (&str, &str, &str),
 ) -> PathBuf {
-    let (ike_extra, child_extra) = extra;
+    let (ike_extra, child_extra, more_children) = extra;
     let (local_auth, remote_auth, secrets) = auth.swanctl();
     let dir = lab.dir.join("swan");
     std::fs::create_dir_all(dir.join("run")).unwrap();
@@ -178,6 +181,7 @@ fn start_charon(
         esp_proposals = {esp}
         {child_extra}
       }}
+      {more_children}
     }}
   }}
 }}
@@ -266,6 +270,12 @@ struct Case<'a> {
     bitsgw_ike: Option<&'a str>,
     charon_ike: &'a str,
     charon_child: &'a str,
+    /// More children of charon's connection, in swanctl's syntax.
+    charon_children: &'a str,
+    /// An IPv6 address of charon's IPv6 selectors, which kernel-libipsec
+    /// routes them from (IPv6 is then on in its namespace but for the
+    /// veth link).
+    charon_v6: Option<&'a str>,
     bitsgw_args: &'a [&'a str],
     /// Certificates instead of the PSK.
     certs: Option<Certs>,
@@ -347,6 +357,8 @@ impl<'a> Case<'a> {
             bitsgw_ike: None,
             charon_ike: "",
             charon_child: "",
+            charon_children: "",
+            charon_v6: None,
             bitsgw_args: &[],
             certs: None,
         }
@@ -379,6 +391,14 @@ fn start(case: &Case<'_>) -> Run {
         "swan",
         &["ip", "addr", "add", "198.51.100.1/32", "dev", "lo"],
     );
+    if let Some(v6) = case.charon_v6 {
+        for on in ["lo", "default"] {
+            let key = format!("net.ipv6.conf.{on}.disable_ipv6=0");
+            lab.exec("swan", &["sysctl", "-qw", &key]);
+        }
+        let host = format!("{v6}/128");
+        lab.exec("swan", &["ip", "addr", "add", &host, "dev", "lo"]);
+    }
     let files = case.certs.map(|c| c.write(&lab.dir));
     let charon_auth = match &files {
         None => CharonAuth::Psk(PSK),
@@ -395,7 +415,7 @@ fn start(case: &Case<'_>) -> Run {
         ike,
         esp,
         &charon_auth,
-        (case.charon_ike, case.charon_child),
+        (case.charon_ike, case.charon_child, case.charon_children),
     );
     let psk_file = lab.dir.join("psk");
     std::fs::write(&psk_file, our_psk).unwrap();
@@ -635,6 +655,110 @@ fn agrees_with_charon(run: &Run, up: &str, child: &str) {
             );
         }
     }
+}
+
+/// Two children on one IKE SA (RFC 7296 1.3.1): the initiator creates
+/// `net` in IKE_AUTH and `mh` in CREATE_CHILD_SA after it (bitsgw right
+/// after, charon when told), the second selecting
+/// the Mobility Header of a mobile node's home address (Binding Updates,
+/// type 5) and its home agent's (Binding Acknowledgements, type 6), the
+/// type in the high octet of the port fields (RFC 4301 4.4.1.1, RFC 7296
+/// 3.13.1), which charon writes as the port number itself (1280, 1536).
+/// bitsgw proposes every MH type on the home agent's side and charon
+/// narrows it to its own; as responder bitsgw picks the child charon's
+/// selectors fit and narrows them likewise. Both are INSTALLED on
+/// charon's side. The `mh`
+/// child is tunnel mode here, where RFC 4877 has transport: charon's
+/// userspace ESP (kernel-libipsec), the only one these machines can run,
+/// installs tunnel-mode SAs only.
+fn two_children_one_of_mobility_header_types(tag: &str, bitsgw_initiates: bool) {
+    if charon_missing() {
+        return;
+    }
+    let mh = r#"mh {
+        local_ts = 2001:db8:1::1/128[mobility-header/1536]
+        remote_ts = 2001:db8:1::100/128[mobility-header/1280]
+        mode = tunnel
+        esp_proposals = aes128gcm16
+      }"#;
+    let extra = [
+        "--extra-child",
+        "mh,tunnel,2001:db8:1::100/128[mh/5],2001:db8:1::1/128[135]",
+    ];
+    let case = Case {
+        charon_children: mh,
+        charon_v6: Some("2001:db8:1::1"),
+        bitsgw_args: &extra,
+        ..Case::new(
+            tag,
+            bitsgw_initiates,
+            "aes128gcm16-prfsha256-ecp256",
+            "aes128gcm16",
+        )
+    };
+    let mut run = start(&case);
+    let (up, net) = established(&mut run, 19);
+    if !bitsgw_initiates {
+        let initiate = ["--initiate", "--child", "mh", "--timeout", "20"];
+        swanctl(&run.lab, &run.swan, &initiate).unwrap();
+    }
+    assert_eq!(field(&net, "child"), "net", "{}", run.transcript());
+    let limit = Duration::from_secs(25);
+    let mh = wait_line(
+        &run.lines,
+        &["CHILD_SA_UP", "CHILD_SA_FAILED"],
+        limit,
+        &mut run.seen,
+    );
+    let mh = mh.unwrap_or_else(|| panic!("no second CHILD_SA: {}", run.transcript()));
+    assert!(mh.starts_with("CHILD_SA_UP"), "{}", run.transcript());
+    assert_eq!(field(&mh, "child"), "mh");
+    assert_eq!(
+        field(&mh, "local_ts"),
+        "2001:db8:1::100-2001:db8:1::100[135/1280-1280]"
+    );
+    assert_eq!(
+        field(&mh, "remote_ts"),
+        "2001:db8:1::1-2001:db8:1::1[135/1536-1536]",
+        "charon narrowed the home agent's side to its type"
+    );
+    // The keys charon logged last are the second child's.
+    agrees_with_charon(&run, &up, &mh);
+    let sas = swanctl(&run.lab, &run.swan, &["--list-sas"]).unwrap();
+    let ctx = || format!("swanctl --list-sas:\n{sas}\n{}", run.transcript());
+    assert_eq!(sas.matches("INSTALLED").count(), 2, "{}", ctx());
+    // Each child by name, with charon's inbound SPI our outbound and the
+    // other way round.
+    let listed = |name: &str, line: &str| {
+        [
+            format!("{name}: #"),
+            format!("in  {}", field(line, "out")),
+            format!("out {}", field(line, "in")),
+        ]
+        .iter()
+        .all(|s| sas.contains(s))
+    };
+    assert!(listed("net", &net) && listed("mh", &mh), "{}", ctx());
+    assert!(
+        sas.contains("2001:db8:1::1/128[mobility-header/1536]"),
+        "{}",
+        ctx()
+    );
+    assert!(
+        sas.contains("2001:db8:1::100/128[mobility-header/1280]"),
+        "{}",
+        ctx()
+    );
+}
+
+#[test]
+fn bitsgw_keys_two_children_one_of_mobility_header_types() {
+    two_children_one_of_mobility_header_types("mh2", true);
+}
+
+#[test]
+fn charon_keys_two_children_one_of_mobility_header_types() {
+    two_children_one_of_mobility_header_types("rmh2", false);
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //!     --local-id fqdn:NAME|ipv4:ADDR|ipv6:ADDR|keyid:HEX --remote-id ...
 //!     (--psk-file PATH | --cert PEM --key PEM --ca PEM)
 //!     --ike PROPOSAL --esp PROPOSAL
-//!     --local-ts CIDR --remote-ts CIDR [--mode tunnel|transport]
+//!     --local-ts TS --remote-ts TS [--mode tunnel|transport]
+//!     [--extra-child NAME,MODE,LOCAL_TS,REMOTE_TS]
 //!     [--liveness SECONDS] [--ike-lifetime SECONDS] [--child-lifetime SECONDS]
 //!     [--exit-after SECONDS]
 //!     [--print-keys] [--trace]
@@ -17,7 +18,11 @@
 //! Proposals use strongSwan's notation: `aes128gcm16-prfsha256-ecp256`,
 //! `aes256gcm16-prfsha256-x25519`, `aes128-sha256-prfsha256-ecp256` (IKE);
 //! `aes128gcm16`, `aes256-sha256`, `aes128gcm16-x25519` (ESP, the group for
-//! PFS in CREATE_CHILD_SA). `--print-keys` prints the
+//! PFS in CREATE_CHILD_SA). A selector `TS` is `ADDR/LEN`, optionally
+//! with a protocol and port range as strongSwan writes them,
+//! `ADDR/LEN[PROTO/LO-HI]`, or an MH type, `ADDR/LEN[mh/TYPE]` (RFC 7296
+//! 3.13.1). The first child (`--name`, default `net`) is created in
+//! IKE_AUTH, an `--extra-child` with CREATE_CHILD_SA after it. `--print-keys` prints the
 //! CHILD_SA keys in hex: a test aid, off by default, never for production
 //! keys. `--trace` prints every IKE message received, in hex.
 
@@ -28,8 +33,8 @@ use bitsgw_ike::crypto::{DirectionKeys, Secret};
 use bitsgw_ike::names::identity;
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    Authentication, Endpoint, EndpointConfig, Event, Lifetimes, Mode, PeerConfig, Retransmit,
-    Timestamp,
+    Authentication, ChildConfig, Endpoint, EndpointConfig, Event, Lifetimes, Mode, PeerConfig,
+    Retransmit, Timestamp,
 };
 use std::collections::HashMap;
 use std::io::Write;
@@ -77,11 +82,78 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn selector(s: &str) -> Result<TrafficSelector, String> {
-    let (a, l) = s.split_once('/').ok_or(format!("{s}: expected ADDR/LEN"))?;
-    Ok(TrafficSelector::prefix(
-        a.parse().map_err(|e| format!("{s}: {e}"))?,
-        l.parse().map_err(|e| format!("{s}: {e}"))?,
-    ))
+    let bad = |e: &dyn std::fmt::Display| format!("{s}: {e}");
+    let (prefix, next) = match s.split_once('[') {
+        Some((p, rest)) => (p, rest.strip_suffix(']').map(Some).ok_or(bad(&"no ]"))?),
+        None => (s, None),
+    };
+    let (a, l) = prefix
+        .split_once('/')
+        .ok_or(format!("{s}: expected ADDR/LEN"))?;
+    let ts = TrafficSelector::prefix(
+        a.parse().map_err(|e| bad(&e))?,
+        l.parse().map_err(|e| bad(&e))?,
+    );
+    let Some(next) = next else {
+        return Ok(ts);
+    };
+    let (proto, ports) = next.split_once('/').unwrap_or((next, ""));
+    if proto == "mh" {
+        let t: u8 = ports.parse().map_err(|e| bad(&e))?;
+        return Ok(ts.with_mh_types(t, t));
+    }
+    let protocol: u8 = proto.parse().map_err(|e| bad(&e))?;
+    let (lo, hi) = match ports.split_once('-') {
+        _ if ports.is_empty() => (0, u16::MAX),
+        Some((lo, hi)) => (
+            lo.parse().map_err(|e| bad(&e))?,
+            hi.parse().map_err(|e| bad(&e))?,
+        ),
+        None => {
+            let p = ports.parse().map_err(|e| bad(&e))?;
+            (p, p)
+        }
+    };
+    Ok(TrafficSelector {
+        protocol,
+        start_port: lo,
+        end_port: hi,
+        ..ts
+    })
+}
+
+fn mode(m: &str) -> Result<Mode, String> {
+    match m {
+        "tunnel" => Ok(Mode::Tunnel),
+        "transport" => Ok(Mode::Transport),
+        m => Err(format!("mode {m}: tunnel or transport")),
+    }
+}
+
+/// The children: the first of `--name`, `--local-ts`, `--remote-ts` and
+/// `--mode`, then `--extra-child NAME,MODE,LOCAL_TS,REMOTE_TS`.
+fn children(a: &Args) -> Result<Vec<ChildConfig>, String> {
+    let mut out = vec![ChildConfig {
+        name: a.opt("name").unwrap_or("net").to_string(),
+        local_ts: vec![selector(a.get("local-ts")?)?],
+        remote_ts: vec![selector(a.get("remote-ts")?)?],
+        mode: mode(a.opt("mode").unwrap_or("tunnel"))?,
+    }];
+    if let Some(extra) = a.opt("extra-child") {
+        let f: Vec<&str> = extra.split(',').collect();
+        let [name, m, local, remote] = f[..] else {
+            return Err(format!(
+                "--extra-child {extra}: NAME,MODE,LOCAL_TS,REMOTE_TS"
+            ));
+        };
+        out.push(ChildConfig {
+            name: name.to_string(),
+            local_ts: vec![selector(local)?],
+            remote_ts: vec![selector(remote)?],
+            mode: mode(m)?,
+        });
+    }
+    Ok(out)
 }
 
 /// A pre-shared key (`--psk-file`) or certificates (`--cert`, `--key`,
@@ -124,11 +196,6 @@ fn wall_clock() -> Duration {
 }
 
 fn config(a: &Args) -> Result<EndpointConfig, String> {
-    let mode = match a.opt("mode").unwrap_or("tunnel") {
-        "tunnel" => Mode::Tunnel,
-        "transport" => Mode::Transport,
-        m => return Err(format!("--mode {m}: tunnel or transport")),
-    };
     let secs = |k: &str| -> Result<Option<Duration>, String> {
         a.opt(k)
             .map(|v| {
@@ -146,9 +213,7 @@ fn config(a: &Args) -> Result<EndpointConfig, String> {
             auth: authentication(a)?,
             ike_proposals: vec![a.get("ike")?.parse().map_err(|e| format!("--ike: {e}"))?],
             esp_proposals: vec![a.get("esp")?.parse().map_err(|e| format!("--esp: {e}"))?],
-            local_ts: vec![selector(a.get("local-ts")?)?],
-            remote_ts: vec![selector(a.get("remote-ts")?)?],
-            mode,
+            children: children(a)?,
             lifetimes: Lifetimes {
                 ike: secs("ike-lifetime")?.unwrap_or(Duration::from_secs(3600)),
                 child: secs("child-lifetime")?.unwrap_or(Duration::from_secs(1200)),
@@ -196,8 +261,9 @@ fn print_event(e: &Event, print_keys: bool) -> String {
         }
         Event::ChildSaEstablished(c) => {
             let mut line = format!(
-                "CHILD_SA_UP name={} in={:08x} out={:08x} mode={:?} encr={:?} integ={:?} local_ts={}-{} remote_ts={}-{} udp_encapsulation={} local={} remote={}",
+                "CHILD_SA_UP name={} child={} in={:08x} out={:08x} mode={:?} encr={:?} integ={:?} local_ts={}-{}[{}/{}-{}] remote_ts={}-{}[{}/{}-{}] udp_encapsulation={} local={} remote={}",
                 c.name,
+                c.child,
                 c.inbound_spi,
                 c.outbound_spi,
                 c.mode,
@@ -205,8 +271,14 @@ fn print_event(e: &Event, print_keys: bool) -> String {
                 c.suite.integrity,
                 c.local_ts[0].start,
                 c.local_ts[0].end,
+                c.local_ts[0].protocol,
+                c.local_ts[0].start_port,
+                c.local_ts[0].end_port,
                 c.remote_ts[0].start,
                 c.remote_ts[0].end,
+                c.remote_ts[0].protocol,
+                c.remote_ts[0].start_port,
+                c.remote_ts[0].end_port,
                 c.udp_encapsulation,
                 c.local,
                 c.remote,
@@ -230,12 +302,15 @@ fn print_event(e: &Event, print_keys: bool) -> String {
             }
             line
         }
-        Event::ChildSaFailed { notify, .. } => format!("CHILD_SA_FAILED notify={notify:?}"),
+        Event::ChildSaFailed { child, notify, .. } => {
+            format!("CHILD_SA_FAILED child={child} notify={notify:?}")
+        }
         Event::ChildSaDeleted {
+            child,
             inbound_spi,
             outbound_spi,
             ..
-        } => format!("CHILD_SA_DELETED in={inbound_spi:08x} out={outbound_spi:08x}"),
+        } => format!("CHILD_SA_DELETED in={inbound_spi:08x} out={outbound_spi:08x} child={child}"),
         e => format!("EVENT {e:?}"),
     }
 }

@@ -218,23 +218,31 @@ impl Endpoint {
         self.ike_sa_up(now, sa)?;
         let inbound_spi = sa.first_child_spi;
         sa.first_child_spi = 0;
+        // The other children follow, one CREATE_CHILD_SA at a time (RFC
+        // 7296 1.3.1), as soon as this exchange is done.
+        let (first, others) = match self.config.peer.children.split_first() {
+            Some((first, others)) => (first.clone(), others),
+            None => return Err(IkeError::UnknownChild(String::new())),
+        };
+        sa.missing_children = others.iter().map(|c| (c.name.clone(), now)).collect();
         if found.sa.is_none() && first_error(payloads).is_none_or(|t| !is_child_error(t)) {
-            // No CHILD_SA was created.
+            // No CHILD_SA was created: ask for it again.
+            sa.missing_children.push((first.name, now));
             return Ok(After::Keep);
         }
-        let peer = &self.config.peer;
         let asked = Asked {
+            child: first.name.clone(),
             inbound_spi,
-            mode: peer.mode,
-            local_ts: &peer.local_ts,
-            remote_ts: &peer.remote_ts,
+            mode: first.mode,
+            local_ts: &first.local_ts,
+            remote_ts: &first.remote_ts,
             ni: sa.ni.clone(),
             rekeys: None,
             pfs: Pfs::Ignore,
             dh: None,
         };
         let child = self.accept_child_reply(payloads, asked, Some(sa.nr.clone()));
-        self.child_outcome(now, sa, inbound_spi, child)?;
+        self.child_outcome(now, sa, (inbound_spi, &first.name, true), child)?;
         Ok(After::Keep)
     }
 
@@ -280,6 +288,7 @@ impl Endpoint {
             Some(Err((notify, _))) => self.out.events.push_back(Event::ChildSaFailed {
                 ike: IkeSaId(sa.id),
                 name: self.config.peer.name.clone(),
+                child: String::new(),
                 notify,
             }),
             None => {}

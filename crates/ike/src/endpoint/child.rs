@@ -68,6 +68,7 @@ impl Endpoint {
             (k.initiator_to_responder, k.responder_to_initiator)
         };
         sa.children.push(ChildSa {
+            child: c.child.clone(),
             inbound_spi: c.inbound_spi,
             outbound_spi: c.outbound_spi,
             mode: c.mode,
@@ -83,6 +84,7 @@ impl Endpoint {
             .push_back(Event::ChildSaEstablished(Box::new(ChildSaEstablished {
                 ike: IkeSaId(sa.id),
                 name: self.config.peer.name.clone(),
+                child: c.child,
                 inbound_spi: c.inbound_spi,
                 outbound_spi: c.outbound_spi,
                 mode: c.mode,
@@ -144,6 +146,7 @@ impl Endpoint {
             return Err((NotifyType::TsUnacceptable, true));
         }
         Ok(NewChild {
+            child: asked.child,
             inbound_spi: asked.inbound_spi,
             outbound_spi,
             suite,
@@ -159,12 +162,14 @@ impl Endpoint {
     }
 
     /// Installs an accepted CHILD_SA, or reports the failure and deletes
-    /// what the responder may have installed.
+    /// what the responder may have installed. A new CHILD_SA of child
+    /// configuration `name` that failed (not a rekey, `retry`) is asked
+    /// for again later rather than never.
     pub(super) fn child_outcome(
         &mut self,
         now: Timestamp,
         sa: &mut IkeSa,
-        inbound_spi: u32,
+        (inbound_spi, name, retry): (u32, &str, bool),
         child: Result<NewChild, (NotifyType, bool)>,
     ) -> Result<(), IkeError> {
         match child {
@@ -173,8 +178,13 @@ impl Endpoint {
                 self.out.events.push_back(Event::ChildSaFailed {
                     ike: IkeSaId(sa.id),
                     name: self.config.peer.name.clone(),
+                    child: name.to_string(),
                     notify,
                 });
+                if retry {
+                    let at = now.saturating_add(self.retry_delay()?);
+                    sa.missing_children.push((name.to_string(), at));
+                }
                 if delete {
                     // The responder installed a CHILD_SA we cannot accept
                     // (fail closed): delete it (RFC 7296 1.4.1).
@@ -210,22 +220,23 @@ impl Endpoint {
         else {
             return Ok(Some(Err((NotifyType::NoProposalChosen, Vec::new()))));
         };
-        let remote_ts = narrow(tsi, &peer.remote_ts);
-        let local_ts = narrow(tsr, &peer.local_ts);
-        if remote_ts.is_empty() || local_ts.is_empty() {
-            return Ok(Some(Err((NotifyType::TsUnacceptable, Vec::new()))));
-        }
         let transport = find_notify(payloads, NotifyType::UseTransportMode).is_some();
-        // RFC 7296 1.3.1: transport mode only when asked for; a peer that
-        // wants tunnel mode where we are configured for transport is
-        // refused rather than given a mode we were not configured for.
-        let mode = match (peer.mode, transport) {
-            (Mode::Transport, true) => Mode::Transport,
-            (Mode::Tunnel, _) => Mode::Tunnel,
-            (Mode::Transport, false) => {
-                return Ok(Some(Err((NotifyType::NoProposalChosen, Vec::new()))))
-            }
+        // A rekey keeps its CHILD_SA's configuration (RFC 7296 1.3.3).
+        let rekeyed = rekeys.and_then(|old| sa.children.iter().find(|c| c.inbound_spi == old));
+        let candidates = peer
+            .children
+            .iter()
+            .filter(|c| rekeyed.is_none_or(|r| r.child == c.name));
+        let fit = match fit_child(candidates, tsi, tsr, transport) {
+            Ok(fit) => fit,
+            Err(t) => return Ok(Some(Err((t, Vec::new())))),
         };
+        let ChildFit {
+            config,
+            mode,
+            local_ts,
+            remote_ts,
+        } = fit;
         // PFS (RFC 7296 1.3.1): a fresh Diffie-Hellman exchange in the
         // chosen group, which the peer's KE payload must use (1.3).
         let mut shared = None;
@@ -258,6 +269,7 @@ impl Endpoint {
         }
         Ok(Some(Ok(ChildReply {
             child: NewChild {
+                child: config.name.clone(),
                 inbound_spi,
                 outbound_spi,
                 suite,
@@ -333,9 +345,16 @@ impl Endpoint {
         };
         match child {
             Err((t, data)) => {
+                // The configuration of the CHILD_SA a refused rekey was
+                // for; none for a new one that fit no configuration.
+                let child = rekeys
+                    .and_then(|old| sa.children.iter().find(|c| c.inbound_spi == old))
+                    .map(|c| c.child.clone())
+                    .unwrap_or_default();
                 self.out.events.push_back(Event::ChildSaFailed {
                     ike: IkeSaId(sa.id),
                     name: self.config.peer.name.clone(),
+                    child,
                     notify: t,
                 });
                 refuse(self, sa, NotifyPayload::new(t, data))
@@ -385,35 +404,70 @@ impl Endpoint {
         let c = live_child(sa, old)?;
         c.rekey_at = Timestamp(u64::MAX);
         let c = c.clone();
-        self.request_child(now, sa, Some(old), c.mode, c.local_ts, c.remote_ts)
+        self.request_child(now, sa, c.child, Some(old), c.mode, c.local_ts, c.remote_ts)
     }
 
-    /// Creates one more CHILD_SA on IKE SA `id` with the given selectors
-    /// (RFC 7296 1.3.1), narrowed by the peer; it is reported when the
-    /// peer answers.
+    /// Creates a CHILD_SA of child configuration `child` on IKE SA `id`
+    /// (RFC 7296 1.3.1), with its selectors, narrowed by the peer; it is
+    /// reported when the peer answers.
     pub fn create_child(
         &mut self,
         now: Timestamp,
         id: IkeSaId,
-        local_ts: Vec<TrafficSelector>,
-        remote_ts: Vec<TrafficSelector>,
+        child: &str,
     ) -> Result<(), IkeError> {
-        let mode = self.config.peer.mode;
+        self.child_config(child)?;
         self.with_sa(id, |this, sa| {
             if sa.state != State::Established {
                 return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
             }
-            this.request_child(now, sa, None, mode, local_ts, remote_ts)
+            sa.missing_children.retain(|(name, _)| name != child);
+            this.request_new_child(now, sa, child)
         })
+    }
+
+    /// A CREATE_CHILD_SA request for a new CHILD_SA of child configuration
+    /// `child`, with its mode and selectors.
+    fn request_new_child(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+        child: &str,
+    ) -> Result<(), IkeError> {
+        let c = self.child_config(child)?.clone();
+        self.request_child(now, sa, c.name, None, c.mode, c.local_ts, c.remote_ts)
+    }
+
+    /// Requests the first child configuration without a CHILD_SA that is
+    /// due, if no request is outstanding: one at a time (RFC 7296 2.3).
+    pub(super) fn request_missing_child(
+        &mut self,
+        now: Timestamp,
+        sa: &mut IkeSa,
+    ) -> Result<(), IkeError> {
+        if sa.state != State::Established
+            || !sa.announced
+            || sa.pending.is_some()
+            || !sa.queued.is_empty()
+        {
+            return Ok(());
+        }
+        let Some(i) = sa.missing_children.iter().position(|(_, t)| *t <= now) else {
+            return Ok(());
+        };
+        let (name, _) = sa.missing_children.remove(i);
+        self.request_new_child(now, sa, &name)
     }
 
     /// A CREATE_CHILD_SA request: [N(REKEY_SA),] [N(USE_TRANSPORT_MODE),]
     /// SA, Ni, [KEi,] TSi, TSr (RFC 7296 1.3.1, 1.3.3), with PFS in the
     /// first group we are configured for, if any.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn request_child(
         &mut self,
         now: Timestamp,
         sa: &mut IkeSa,
+        child: String,
         old: Option<u32>,
         mode: Mode,
         local_ts: Vec<TrafficSelector>,
@@ -457,6 +511,7 @@ impl Endpoint {
         out.push(Payload::TsI(local_ts.clone()));
         out.push(Payload::TsR(remote_ts.clone()));
         let kind = RequestKind::CreateChild {
+            child,
             old,
             inbound_spi,
             ni,
@@ -480,6 +535,8 @@ impl Endpoint {
         asked: Asked<'_>,
     ) -> Result<After, IkeError> {
         let (inbound_spi, ni) = (asked.inbound_spi, asked.ni.clone());
+        let name = asked.child.clone();
+        let outcome_of = (inbound_spi, name.as_str(), asked.rekeys.is_none());
         let old = match asked.rekeys {
             None => None,
             Some(old) => match sa.children.iter().find(|c| c.inbound_spi == old) {
@@ -489,7 +546,7 @@ impl Endpoint {
                     // either.
                     match self.accept_child_reply(payloads, asked, None) {
                         Ok(_) => self.request_child_delete(now, sa, inbound_spi)?,
-                        Err(e) => self.child_outcome(now, sa, inbound_spi, Err(e))?,
+                        Err(e) => self.child_outcome(now, sa, outcome_of, Err(e))?,
                     }
                     return Ok(After::Keep);
                 }
@@ -502,7 +559,7 @@ impl Endpoint {
         };
         let ok = child.is_ok();
         let retry = self.retry_delay()?;
-        self.child_outcome(now, sa, inbound_spi, child)?;
+        self.child_outcome(now, sa, outcome_of, child)?;
         let Some(old) = old else {
             return Ok(After::Keep);
         };

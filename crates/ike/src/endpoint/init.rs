@@ -167,12 +167,21 @@ impl Endpoint {
         if peer.initial_contact {
             out.push(notify(NotifyType::InitialContact, Vec::new()));
         }
-        if peer.mode == Mode::Transport {
+        // The first child is created here (RFC 7296 1.2); validate() made
+        // sure there is one.
+        let first = peer
+            .children
+            .first()
+            .ok_or_else(|| IkeError::UnknownChild(String::new()))?;
+        if first.mode == Mode::Transport {
             out.push(notify(NotifyType::UseTransportMode, Vec::new()));
         }
+        let ts = [
+            Payload::TsI(first.local_ts.clone()),
+            Payload::TsR(first.remote_ts.clone()),
+        ];
         out.push(Payload::Sa(self.esp_offer(spi, false)));
-        out.push(Payload::TsI(peer.local_ts.clone()));
-        out.push(Payload::TsR(peer.remote_ts.clone()));
+        out.extend(ts);
         sa.state = State::AuthSent;
         self.request(now, sa, ExchangeType::IkeAuth, out, RequestKind::Auth)?;
         Ok(After::Keep)

@@ -362,6 +362,7 @@ impl Endpoint {
                 After::Keep
             }
             RequestKind::CreateChild {
+                child,
                 old,
                 inbound_spi,
                 ni,
@@ -371,6 +372,7 @@ impl Endpoint {
             } => {
                 let dh = Self::take_dh(sa, &ni);
                 let asked = Asked {
+                    child,
                     inbound_spi,
                     mode,
                     local_ts: &local_ts,
@@ -394,6 +396,7 @@ impl Endpoint {
         };
         if after == After::Keep {
             self.send_queued(now, sa)?;
+            self.request_missing_child(now, sa)?;
         }
         Ok(after)
     }

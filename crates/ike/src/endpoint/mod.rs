@@ -9,8 +9,9 @@
 //! 1.2, NAT detection 2.23), IKE_AUTH with a pre-shared key (2.15) or
 //! certificates and digital signatures (RFC 7427) and the
 //! first CHILD_SA (1.3.1 transport mode, 2.9 selector narrowing, 2.4
-//! INITIAL_CONTACT), INFORMATIONAL (1.4: Delete of CHILD_SAs and of the IKE
-//! SA; 2.4 liveness). Each side keeps a window of one request (2.3);
+//! INITIAL_CONTACT), CREATE_CHILD_SA for a peer's other children and for
+//! rekeys (1.3.1, 1.3.2, 1.3.3), INFORMATIONAL (1.4: Delete of CHILD_SAs
+//! and of the IKE SA; 2.4 liveness). Each side keeps a window of one request (2.3);
 //! requests are retransmitted with exponential backoff until given up
 //! (2.1, 2.4), and a retransmitted request gets the cached response.
 
@@ -25,7 +26,7 @@ use crate::certs::{
     signature_auth_data, AuthFailure, AUTH_DIGITAL_SIGNATURE, AUTH_ECDSA_P256, CERT_X509_SIGNATURE,
     SUPPORTED_HASHES,
 };
-use crate::config::{Authentication, EndpointConfig, Lifetimes, Mode};
+use crate::config::{Authentication, ChildConfig, EndpointConfig, Lifetimes, Mode};
 use crate::crypto::{
     cookie, ct_eq, derive_child_keys, derive_ike_keys, derive_rekeyed_ike_keys, nat_detection_hash,
     psk_auth, signed_octets, CryptoError, DhPrivate, IkeKeys, Secret, SkKeys,
@@ -82,6 +83,9 @@ pub enum IkeError {
     /// No CHILD_SA with this inbound SPI.
     #[error("no CHILD_SA with inbound SPI {0:#010x}")]
     UnknownChildSa(u32),
+    /// No child configuration of this name.
+    #[error("no child configuration named {0:?}")]
+    UnknownChild(String),
     /// A cryptographic step failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -121,9 +125,11 @@ enum RequestKind {
         spi: u64,
         ni: Vec<u8>,
     },
-    /// CREATE_CHILD_SA for a CHILD_SA (RFC 7296 1.3.1), rekeying the one
-    /// with inbound SPI `old` if any (1.3.3), as asked here.
+    /// CREATE_CHILD_SA for a CHILD_SA of child configuration `child`
+    /// (RFC 7296 1.3.1), rekeying the one with inbound SPI `old` if any
+    /// (1.3.3), as asked here.
     CreateChild {
+        child: String,
         old: Option<u32>,
         inbound_spi: u32,
         ni: Vec<u8>,
@@ -146,6 +152,8 @@ struct Pending {
 
 #[derive(Debug, Clone)]
 struct ChildSa {
+    /// The child configuration it keys.
+    child: String,
     inbound_spi: u32,
     outbound_spi: u32,
     mode: Mode,
@@ -165,6 +173,7 @@ struct ChildSa {
 /// What we asked for in a request creating a CHILD_SA.
 #[derive(Debug)]
 struct Asked<'a> {
+    child: String,
     inbound_spi: u32,
     mode: Mode,
     local_ts: &'a [TrafficSelector],
@@ -179,6 +188,8 @@ struct Asked<'a> {
 /// A CHILD_SA just negotiated, before its keys are derived.
 #[derive(Debug)]
 struct NewChild {
+    /// The child configuration it keys.
+    child: String,
     inbound_spi: u32,
     outbound_spi: u32,
     suite: EspSuite,
@@ -228,6 +239,10 @@ struct IkeSa {
     last_response: Option<(u32, Vec<u8>)>,
     children: Vec<ChildSa>,
     first_child_spi: u32,
+    /// Child configurations we initiate that have no CHILD_SA (yet), and
+    /// when to request each: the ones after the first right after
+    /// IKE_AUTH, a failed one again later (RFC 7296 1.3.1).
+    missing_children: Vec<(String, Timestamp)>,
     created: Timestamp,
     /// When the last NAT-keepalive left (or the IKE SA was made).
     keepalive_sent: Timestamp,
@@ -293,6 +308,7 @@ impl IkeSa {
             last_response: None,
             children: Vec::new(),
             first_child_spi: 0,
+            missing_children: Vec::new(),
             created: now,
             keepalive_sent: now,
             last_heard: now,
@@ -360,6 +376,7 @@ impl Out {
         self.events.push_back(Event::ChildSaDeleted {
             ike: IkeSaId(ike),
             name: name.to_string(),
+            child: c.child.clone(),
             inbound_spi: c.inbound_spi,
             outbound_spi: c.outbound_spi,
         });
@@ -488,6 +505,60 @@ fn narrow(proposed: &[TrafficSelector], configured: &[TrafficSelector]) -> Vec<T
     out
 }
 
+/// The child configuration a CHILD_SA request fits, its selectors
+/// narrowed (RFC 7296 2.9), and the mode.
+#[derive(Debug)]
+struct ChildFit<'c> {
+    config: &'c ChildConfig,
+    mode: Mode,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+}
+
+/// The responder's choice among `children` for a request proposing `tsi`
+/// and `tsr`, with USE_TRANSPORT_MODE or not: the first whose selectors
+/// the proposal narrows to (RFC 7296 2.9) in the mode asked for; failing
+/// that, the first tunnel-mode one for a request of transport mode (the
+/// responder declines transport mode by leaving the notification out of
+/// its answer, 1.3.1). When none fits: NO_PROPOSAL_CHOSEN if only the
+/// mode kept one out (a transport-mode child is never given tunnel mode),
+/// TS_UNACCEPTABLE otherwise.
+fn fit_child<'c>(
+    children: impl Iterator<Item = &'c ChildConfig>,
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+    transport: bool,
+) -> Result<ChildFit<'c>, NotifyType> {
+    let mut tunnel_instead = None;
+    let mut mode_refused = false;
+    for config in children {
+        let remote_ts = narrow(tsi, &config.remote_ts);
+        let local_ts = narrow(tsr, &config.local_ts);
+        if remote_ts.is_empty() || local_ts.is_empty() {
+            continue;
+        }
+        let fit = |mode| ChildFit {
+            config,
+            mode,
+            local_ts,
+            remote_ts,
+        };
+        match (config.mode, transport) {
+            (Mode::Transport, true) => return Ok(fit(Mode::Transport)),
+            (Mode::Tunnel, false) => return Ok(fit(Mode::Tunnel)),
+            (Mode::Tunnel, true) => {
+                tunnel_instead = tunnel_instead.or_else(|| Some(fit(Mode::Tunnel)));
+            }
+            (Mode::Transport, false) => mode_refused = true,
+        }
+    }
+    match tunnel_instead {
+        Some(fit) => Ok(fit),
+        None if mode_refused => Err(NotifyType::NoProposalChosen),
+        None => Err(NotifyType::TsUnacceptable),
+    }
+}
+
 /// Whether each of `chosen` lies within one of `proposed` (initiator's
 /// check of the responder's narrowing).
 fn within(chosen: &[TrafficSelector], proposed: &[TrafficSelector]) -> bool {
@@ -579,6 +650,9 @@ impl Endpoint {
         if in_use {
             earliest(sa.rekey_at);
             if let Some(t) = Self::next_rekey(sa).map(|c| c.rekey_at) {
+                earliest(t);
+            }
+            if let Some(t) = sa.missing_children.iter().map(|(_, t)| *t).min() {
                 earliest(t);
             }
         }
@@ -759,6 +833,52 @@ impl Endpoint {
         r
     }
 
+    /// Moves IKE SA `id` to `local` and `remote` without an exchange:
+    /// what Mobile IPv6 asks when a Binding Update and its Acknowledgement
+    /// with the K (Key Management Mobility Capability) bit set moved the
+    /// mobile node to a new care-of address (RFC 6275 6.1.7, 6.1.8; RFC
+    /// 4877: both ends then update the IKE SA's peer address to the
+    /// care-of address, so that the IKE SA survives the movement). Its
+    /// requests, retransmissions, liveness checks and rekeys go between
+    /// the new addresses from now on. An IKE SA that moved to UDP 4500
+    /// (RFC 7296 2.23) stays there: a port 500 given is taken as 4500, as
+    /// its ESP is in UDP on those ports (RFC 3948). A request outstanding
+    /// is sent again at `now`, over the new addresses (the old path is
+    /// gone). The owner moves its CHILD_SAs' tunnel endpoints and
+    /// encapsulation itself.
+    pub fn update_addresses(
+        &mut self,
+        now: Timestamp,
+        id: IkeSaId,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<(), IkeError> {
+        self.with_sa(id, |this, sa| {
+            if sa.state != State::Established {
+                return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
+            }
+            let on_nat_t = sa.local.port() == NAT_T_PORT;
+            let (mut local, mut remote) = (local, remote);
+            for addr in [&mut local, &mut remote] {
+                if on_nat_t && addr.port() == IKE_PORT {
+                    addr.set_port(NAT_T_PORT);
+                }
+            }
+            if !sa.initiator {
+                // The entry follows the IKE SA, so that it is removed with it.
+                if let Some(entry) = this.by_initiator.remove(&(sa.remote, sa.spi_i)) {
+                    this.by_initiator.insert((remote, sa.spi_i), entry);
+                }
+            }
+            sa.local = local;
+            sa.remote = remote;
+            if let Some(p) = sa.pending.as_mut() {
+                p.next_at = now;
+            }
+            Ok(())
+        })
+    }
+
     /// Runs `f` on IKE SA `id`, taken out of the table meanwhile.
     fn with_sa(
         &mut self,
@@ -769,6 +889,16 @@ impl Endpoint {
         let r = f(self, &mut sa);
         self.sas.insert(id.0, sa);
         r
+    }
+
+    /// The child configuration named `name`.
+    fn child_config(&self, name: &str) -> Result<&ChildConfig, IkeError> {
+        self.config
+            .peer
+            .children
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| IkeError::UnknownChild(name.to_string()))
     }
 
     fn forget(&mut self, sa: &IkeSa) {

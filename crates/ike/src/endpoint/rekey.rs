@@ -101,6 +101,7 @@ impl Endpoint {
             return Err(IkeError::UnknownIkeSa(IkeSaId(new)));
         };
         sa.children = std::mem::take(&mut old.children);
+        sa.missing_children = std::mem::take(&mut old.missing_children);
         sa.announced = true;
         sa.expire_at = None;
         sa.rekey_at = rekey_at;

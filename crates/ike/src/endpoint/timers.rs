@@ -87,6 +87,10 @@ impl Endpoint {
             self.rekey_child_of(now, sa, old)?;
             return Ok(After::Keep);
         }
+        if sa.missing_children.iter().any(|(_, t)| *t <= now) {
+            self.request_missing_child(now, sa)?;
+            return Ok(After::Keep);
+        }
         if let Some(iv) = self.config.peer.liveness {
             if now >= sa.last_heard.saturating_add(iv) {
                 self.request(

@@ -2,6 +2,7 @@
 
 use super::header::read_u16;
 use super::WireError;
+use bitsgw_wire::proto;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Traffic selector types (RFC 7296 3.13.1).
@@ -15,6 +16,17 @@ pub enum TsType {
 
 /// One traffic selector: an address range, an IP protocol (0: any) and a
 /// port range (RFC 7296 3.13.1).
+///
+/// ICMP and ICMPv6 type and code, and the Mobility Header's message type,
+/// travel in the port fields (RFC 4301 4.4.1.1, RFC 7296 3.13.1): each
+/// port is one 16-bit number with the type in its most significant eight
+/// bits and the ICMP code, or for the MH zero, in the least significant
+/// eight. A range of such numbers is then a range of types (and codes),
+/// so narrowing (2.9) intersects them as it does ports. strongSwan
+/// encodes ICMP and ICMPv6 this way (its selector constructor,
+/// `traffic_selector_create`, moves a type given as a port below 256 into
+/// the high octet) but not the MH: its swanctl configuration writes an MH
+/// type as that 16-bit number (`[mobility-header/1280]` for type 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrafficSelector {
     /// IP protocol, 0 for any.
@@ -57,6 +69,46 @@ impl TrafficSelector {
             start,
             end,
         }
+    }
+
+    /// The same addresses, the Mobility Header (RFC 6275 6.1.1) of message
+    /// types `lo` to `hi` only: `lo` in the most significant eight bits of
+    /// the start port, `hi` in those of the end port, the others zero (RFC
+    /// 7296 3.13.1, RFC 4301 4.4.1.1). RFC 4877 selects Binding Updates (5)
+    /// and Acknowledgements (6) this way for their transport-mode SAs.
+    pub fn with_mh_types(self, lo: u8, hi: u8) -> TrafficSelector {
+        TrafficSelector {
+            protocol: proto::MH,
+            start_port: u16::from(lo) << 8,
+            end_port: u16::from(hi) << 8,
+            ..self
+        }
+    }
+
+    /// The same addresses, ICMP or ICMPv6 (`protocol`) of types `types`
+    /// and codes `codes` (RFC 4301 4.4.1.1: a single type with a range of
+    /// codes, or a range of types with every code): the type in the most
+    /// significant eight bits of each port, the code in the least (RFC
+    /// 7296 3.13.1). A range of types with only some codes has no such
+    /// encoding; it is widened to every code of those types.
+    pub fn with_icmp(self, protocol: u8, types: (u8, u8), codes: (u8, u8)) -> TrafficSelector {
+        let (codes_lo, codes_hi) = if types.0 == types.1 { codes } else { (0, 0xff) };
+        TrafficSelector {
+            protocol,
+            start_port: u16::from(types.0) << 8 | u16::from(codes_lo),
+            end_port: u16::from(types.1) << 8 | u16::from(codes_hi),
+            ..self
+        }
+    }
+
+    /// The Mobility Header types it selects, lowest and highest, if it is
+    /// of the MH (all of them for the full port range).
+    pub fn mh_types(&self) -> Option<(u8, u8)> {
+        (self.protocol == proto::MH).then(|| {
+            let [lo, _] = self.start_port.to_be_bytes();
+            let [hi, _] = self.end_port.to_be_bytes();
+            (lo, hi)
+        })
     }
 
     /// Its type.
@@ -269,6 +321,58 @@ mod tests {
         assert_eq!(wide.intersect(&tcp), Some(tcp));
         let v6 = TrafficSelector::prefix("2001:db8::".parse().unwrap(), 32);
         assert_eq!(wide.intersect(&v6), None);
+    }
+
+    /// A TS payload body for the Binding Updates of 2001:db8:1::100: one
+    /// IPv6 range, protocol 135, ports 0x0500 to 0x0500.
+    const TS_MH_BU: [u8; 44] = [
+        1, 0, 0, 0, // one selector
+        8, 135, 0, 40, // TS_IPV6_ADDR_RANGE, MH, length
+        0x05, 0x00, 0x05, 0x00, // MH type 5 in the high octet of both ports
+        0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, //
+        0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+    ];
+
+    #[test]
+    fn an_mh_type_selector_has_its_type_in_the_high_octet_of_the_ports() {
+        let bu =
+            TrafficSelector::prefix("2001:db8:1::100".parse().unwrap(), 128).with_mh_types(5, 5);
+        let mut out = [0u8; 44];
+        TrafficSelector::emit_payload(&[bu], &mut out);
+        assert_eq!(out, TS_MH_BU);
+        let back = TrafficSelector::parse_payload(&TS_MH_BU).unwrap();
+        assert_eq!(back, vec![bu]);
+        assert_eq!(back[0].mh_types(), Some((5, 5)));
+        // strongSwan's [135/1280] is the same selector.
+        assert_eq!((bu.start_port, bu.end_port), (1280, 1280));
+    }
+
+    #[test]
+    fn mh_and_icmp_types_narrow_like_ports() {
+        let hoa = TrafficSelector::prefix("2001:db8:1::100".parse().unwrap(), 128);
+        let signalling = hoa.with_mh_types(5, 6);
+        let bu = hoa.with_mh_types(5, 5);
+        let hoti = hoa.with_mh_types(1, 1);
+        assert_eq!(signalling.intersect(&bu), Some(bu));
+        assert_eq!(bu.intersect(&hoti), None);
+        // Any protocol narrows to the MH type asked for.
+        assert_eq!(hoa.intersect(&bu), Some(bu));
+        assert_eq!(hoa.mh_types(), None);
+        assert_eq!(hoa.with_mh_types(0, 255).mh_types(), Some((0, 255)));
+        // ICMPv6 146 (Mobile Prefix Solicitation), any code, against a
+        // selector of type 146 code 0: the code narrows too.
+        let mps = hoa.with_icmp(proto::ICMPV6, (146, 146), (0, 255));
+        let mps0 = hoa.with_icmp(proto::ICMPV6, (146, 146), (0, 0));
+        assert_eq!((mps.start_port, mps.end_port), (0x9200, 0x92ff));
+        assert_eq!(mps.intersect(&mps0), Some(mps0));
+        // An MH type never matches an ICMP type of the same number.
+        assert_eq!(
+            bu.intersect(&hoa.with_icmp(proto::ICMPV6, (5, 5), (0, 0))),
+            None
+        );
+        // Types 1 to 2 with code 3 only: every code of those types.
+        let wide = hoa.with_icmp(proto::ICMP, (1, 2), (3, 3));
+        assert_eq!((wide.start_port, wide.end_port), (0x0100, 0x02ff));
     }
 
     #[test]

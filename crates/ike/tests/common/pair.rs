@@ -6,8 +6,8 @@ use bitsgw_ike::crypto::Secret;
 use bitsgw_ike::suite::{DhGroup, Encryption, EspProposal, IkeProposal, Prf};
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    Authentication, ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event, Identity,
-    Lifetimes, Mode, PeerConfig, Retransmit, Timestamp,
+    Authentication, ChildConfig, ChildSaEstablished, DownReason, Endpoint, EndpointConfig, Event,
+    Identity, Lifetimes, Mode, PeerConfig, Retransmit, Timestamp,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -54,9 +54,12 @@ pub fn peer(initiator: bool) -> PeerConfig {
         auth: Authentication::Psk(Secret::new(PSK.to_vec())),
         ike_proposals: vec![gcm(vec![DhGroup::Ecp256])],
         esp_proposals: vec![esp_gcm()],
-        local_ts: vec![local_ts],
-        remote_ts: vec![remote_ts],
-        mode: Mode::Tunnel,
+        children: vec![ChildConfig {
+            name: "net".into(),
+            local_ts: vec![local_ts],
+            remote_ts: vec![remote_ts],
+            mode: Mode::Tunnel,
+        }],
         lifetimes: Lifetimes {
             ike: Duration::from_secs(3600),
             child: Duration::from_secs(1200),

@@ -6,7 +6,7 @@
 use bitsgw_ike::crypto::Secret;
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    Authentication, EndpointConfig, Identity, Lifetimes, Mode, PeerConfig, Retransmit,
+    Authentication, ChildConfig, EndpointConfig, Identity, Lifetimes, Mode, PeerConfig, Retransmit,
 };
 use std::time::Duration;
 
@@ -41,9 +41,12 @@ pub fn endpoint(
             auth: Authentication::Psk(Secret::new(b"in-memory-peers-psk-not-a-secret".to_vec())),
             ike_proposals: vec![ike.parse().unwrap()],
             esp_proposals: vec![esp.parse().unwrap()],
-            local_ts: vec![local_ts],
-            remote_ts: vec![remote_ts],
-            mode: Mode::Tunnel,
+            children: vec![ChildConfig {
+                name: "net".into(),
+                local_ts: vec![local_ts],
+                remote_ts: vec![remote_ts],
+                mode: Mode::Tunnel,
+            }],
             lifetimes: Lifetimes {
                 ike: Duration::from_secs(3600),
                 child: Duration::from_secs(1200),
