@@ -67,14 +67,15 @@ impl Endpoint {
         } else {
             (k.initiator_to_responder, k.responder_to_initiator)
         };
+        let lifetimes = self.peer(sa).lifetimes;
         sa.children.push(ChildSa {
             inbound_spi: c.inbound_spi,
             outbound_spi: c.outbound_spi,
             mode: c.mode,
             local_ts: c.local_ts.clone(),
             remote_ts: c.remote_ts.clone(),
-            rekey_at: self.rekey_time(now, self.config.peer.lifetimes.child)?,
-            hard_at: now.saturating_add(Lifetimes::hard(self.config.peer.lifetimes.child)),
+            rekey_at: self.rekey_time(now, lifetimes.child, lifetimes.jitter)?,
+            hard_at: now.saturating_add(Lifetimes::hard(lifetimes.child)),
             deleting: false,
             rekeyed_by_peer: None,
         });
@@ -82,7 +83,7 @@ impl Endpoint {
             .events
             .push_back(Event::ChildSaEstablished(Box::new(ChildSaEstablished {
                 ike: IkeSaId(sa.id),
-                name: self.config.peer.name.clone(),
+                name: self.peer(sa).name.clone(),
                 inbound_spi: c.inbound_spi,
                 outbound_spi: c.outbound_spi,
                 mode: c.mode,
@@ -105,6 +106,7 @@ impl Endpoint {
     /// responder may have installed one we must delete.
     pub(super) fn accept_child_reply(
         &self,
+        sa: &IkeSa,
         payloads: &[Payload],
         asked: Asked<'_>,
         nr: Option<Vec<u8>>,
@@ -120,7 +122,7 @@ impl Endpoint {
         };
         let transport = find_notify(payloads, NotifyType::UseTransportMode).is_some();
         let Some((outbound_spi, suite)) =
-            accept_esp_reply(offer, &self.config.peer.esp_proposals, asked.pfs)
+            accept_esp_reply(offer, &self.peer(sa).esp_proposals, asked.pfs)
         else {
             return Err((NotifyType::NoProposalChosen, true));
         };
@@ -172,7 +174,7 @@ impl Endpoint {
             Err((notify, delete)) => {
                 self.out.events.push_back(Event::ChildSaFailed {
                     ike: IkeSaId(sa.id),
-                    name: self.config.peer.name.clone(),
+                    name: self.peer(sa).name.clone(),
                     notify,
                 });
                 if delete {
@@ -202,7 +204,7 @@ impl Endpoint {
         let Some(offer) = offer else {
             return Ok(None);
         };
-        let peer = &self.config.peer;
+        let peer = self.peer(sa);
         let (Some(tsi), Some(tsr)) = (tsi, tsr) else {
             return Ok(Some(Err((NotifyType::TsUnacceptable, Vec::new()))));
         };
@@ -210,6 +212,10 @@ impl Endpoint {
         else {
             return Ok(Some(Err((NotifyType::NoProposalChosen, Vec::new()))));
         };
+        // The peer's configured selectors are what it may use (RFC 4301
+        // 4.4.3: the PAD ties an authenticated identity to them): a TSi
+        // outside them, for a home agent another mobile node's home
+        // address (RFC 4877 4.4), narrows to nothing and is refused.
         let remote_ts = narrow(tsi, &peer.remote_ts);
         let local_ts = narrow(tsr, &peer.local_ts);
         if remote_ts.is_empty() || local_ts.is_empty() {
@@ -335,7 +341,7 @@ impl Endpoint {
             Err((t, data)) => {
                 self.out.events.push_back(Event::ChildSaFailed {
                     ike: IkeSaId(sa.id),
-                    name: self.config.peer.name.clone(),
+                    name: self.peer(sa).name.clone(),
                     notify: t,
                 });
                 refuse(self, sa, NotifyPayload::new(t, data))
@@ -398,11 +404,11 @@ impl Endpoint {
         local_ts: Vec<TrafficSelector>,
         remote_ts: Vec<TrafficSelector>,
     ) -> Result<(), IkeError> {
-        let mode = self.config.peer.mode;
         self.with_sa(id, |this, sa| {
             if sa.state != State::Established {
                 return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
             }
+            let mode = this.peer(sa).mode;
             this.request_child(now, sa, None, mode, local_ts, remote_ts)
         })
     }
@@ -451,7 +457,7 @@ impl Endpoint {
         if mode == Mode::Transport {
             out.push(notify(NotifyType::UseTransportMode, Vec::new()));
         }
-        out.push(Payload::Sa(self.esp_offer(inbound_spi, true)));
+        out.push(Payload::Sa(self.esp_offer(sa, inbound_spi, true)));
         out.push(Payload::Nonce(ni.clone()));
         out.extend(ke);
         out.push(Payload::TsI(local_ts.clone()));
@@ -487,7 +493,7 @@ impl Endpoint {
                 None => {
                     // Deleted meanwhile: what the peer made is not wanted
                     // either.
-                    match self.accept_child_reply(payloads, asked, None) {
+                    match self.accept_child_reply(sa, payloads, asked, None) {
                         Ok(_) => self.request_child_delete(now, sa, inbound_spi)?,
                         Err(e) => self.child_outcome(now, sa, inbound_spi, Err(e))?,
                     }
@@ -495,7 +501,7 @@ impl Endpoint {
                 }
             },
         };
-        let child = self.accept_child_reply(payloads, asked, None);
+        let child = self.accept_child_reply(sa, payloads, asked, None);
         let nr = match &child {
             Ok(n) => n.nr.clone(),
             Err(_) => Vec::new(),
@@ -557,7 +563,7 @@ impl Endpoint {
                             continue;
                         }
                         let c = sa.children.remove(i);
-                        self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+                        self.out.child_deleted(sa.id, &self.peers[sa.peer].name, &c);
                         ours.push(c.inbound_spi.to_be_bytes().to_vec());
                     }
                 }
