@@ -68,7 +68,7 @@ impl Thread {
     pub(super) fn acquire_due(&mut self) {
         let now = self.now();
         for p in &mut self.peers {
-            let Some(a) = p.acquire.as_mut() else {
+            let (Some(a), Some(remote)) = (p.acquire.as_mut(), p.settings.remote) else {
                 continue;
             };
             if !a.signal.take() {
@@ -90,14 +90,14 @@ impl Thread {
                         .first()
                         .map(|c| selectors(&self.policy, &c.outbound))
                         .unwrap_or_default();
-                    p.endpoint
+                    self.endpoints[p.endpoint]
                         .create_child(now, *ike, local_ts, remote_ts)
                         .map(|()| *ike)
                 }
-                None => p.endpoint.initiate(
+                None => self.endpoints[p.endpoint].initiate(
                     now,
                     SocketAddr::new(p.settings.local, IKE_PORT),
-                    SocketAddr::new(p.settings.remote, IKE_PORT),
+                    SocketAddr::new(remote, IKE_PORT),
                 ),
             };
             a.started += 1;
