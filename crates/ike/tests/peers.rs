@@ -223,3 +223,32 @@ fn added_peers_are_validated() {
     };
     assert_eq!(field(ha.add_peer(short)), "psk");
 }
+
+#[test]
+fn a_rekeyed_ike_sa_stays_with_its_peer() {
+    let mut p = pair(mobile_node("mn2.example", MN2_PSK, vec![ts(MN2_HOME)]));
+    p.initiate();
+    p.pump();
+    let er = events(&mut p.r);
+    let Some(Event::IkeSaUp { ike, .. }) = er.first() else {
+        panic!("{er:?}");
+    };
+    events(&mut p.i);
+    p.r.rekey_ike(p.now, *ike).unwrap();
+    p.pump();
+    let er = events(&mut p.r);
+    let new = er
+        .iter()
+        .find_map(|e| match e {
+            Event::IkeSaRekeyed { new, .. } => Some(*new),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{er:?}"));
+    // A CHILD_SA made on the new IKE SA is mn2's, with mn2's selectors.
+    p.r.create_child(p.now, new, vec![ts(HOME_AGENT)], vec![ts(MN2_HOME)])
+        .unwrap();
+    p.pump();
+    let c = child(&events(&mut p.r));
+    assert_eq!(c.name, "mn2");
+    assert_eq!(c.remote_ts, vec![ts(MN2_HOME)]);
+}
