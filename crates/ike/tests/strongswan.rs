@@ -1202,7 +1202,8 @@ impl Drop for TempFile {
 /// Each of charon's two connections gets its CHILD_SA for its own
 /// address; a third connection proving mn1's identity but asking for
 /// mn2's address gets no CHILD_SA: TS_UNACCEPTABLE (RFC 7296 2.9, RFC
-/// 4877 4.4).
+/// 4877 4.4). mn2 asking, in IDr, for an identity bitsgw's mn2 peer does
+/// not have gets AUTHENTICATION_FAILED (RFC 7296 3.5).
 #[test]
 fn one_responder_keys_two_charon_identities_each_for_its_own_address_only() {
     if charon_missing() {
@@ -1239,7 +1240,7 @@ fn one_responder_keys_two_charon_identities_each_for_its_own_address_only() {
 
     // mn2, and mn1's identity asking for mn2's address, as two more
     // connections of charon's.
-    let connection = |name: &str, id: &str, child: &str| {
+    let connection = |name: &str, (id, theirs): (&str, &str), child: &str| {
         format!(
             r#"  {name} {{
     version = 2
@@ -1253,7 +1254,7 @@ fn one_responder_keys_two_charon_identities_each_for_its_own_address_only() {
     }}
     remote {{
       auth = psk
-      id = bitsgw.example
+      id = {theirs}
     }}
     children {{
       {child} {{
@@ -1269,10 +1270,12 @@ fn one_responder_keys_two_charon_identities_each_for_its_own_address_only() {
     };
     let file = run.swan.join("swanctl.conf");
     let conf = std::fs::read_to_string(&file).unwrap();
-    let more = connection("mn2", "mn2.example", "home2")
-        + &connection("steal", "swan.example", "steal-home");
+    let bitsgw = "bitsgw.example";
+    let more = connection("mn2", ("mn2.example", bitsgw), "home2")
+        + &connection("steal", ("swan.example", bitsgw), "steal-home")
+        + &connection("elsewhere", ("mn2.example", "other.example"), "other-home");
     let secret = format!(
-        "  ike-mn2 {{\n    id-a = mn2.example\n    id-b = bitsgw.example\n    secret = \"{mn2_psk}\"\n  }}\n"
+        "  ike-mn2 {{\n    id-a = mn2.example\n    id-b = bitsgw.example\n    id-c = other.example\n    secret = \"{mn2_psk}\"\n  }}\n"
     );
     let tail = "\n}\nsecrets {\n";
     assert!(conf.contains(tail), "{conf}");
@@ -1311,8 +1314,25 @@ fn one_responder_keys_two_charon_identities_each_for_its_own_address_only() {
         run.transcript()
     );
 
+    // mn2 naming in IDr an identity bitsgw's peer for mn2 does not have
+    // (RFC 7296 3.5): no peer matches, AUTHENTICATION_FAILED.
+    initiate(&run, "other-home");
+    let deadline = std::time::Instant::now() + limit;
+    let refused_identity = "auth_refused={IdentityMismatch: 1}";
+    while !run.seen.iter().any(|l| l.contains(refused_identity)) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = wait_line(&run.lines, &["COUNTERS"], left, &mut run.seen);
+        assert!(line.is_some(), "{}", run.transcript());
+    }
+
     let sas = swanctl(&run.lab, &run.swan, &["--list-sas"]).unwrap();
     let ctx = || format!("swanctl --list-sas:\n{sas}\n{}", run.transcript());
+    assert!(!sas.contains("elsewhere: #"), "{}", ctx());
+    assert!(
+        log(&run.swan).contains("received AUTHENTICATION_FAILED notify error"),
+        "{}",
+        ctx()
+    );
     for installed in ["bitsgw: #", "net: #", "mn2: #", "home2: #"] {
         assert!(sas.contains(installed), "{installed}: {}", ctx());
     }
