@@ -1,9 +1,10 @@
-//! A responder gateway whose peer is `"remote": "any"` (its address not
-//! named in the peer's configuration, as a home agent's mobile nodes come
+//! A responder gateway whose peers are `"remote": "any"` (their addresses
+//! not named in their configuration, as a home agent's mobile nodes come
 //! from changing care-of addresses): gateway A initiates from an address
-//! B's peer entry does not name, IKE picks the peer by the identity A
-//! proves, the tunnel comes up and pings cross; `show ike` shows the
-//! address the IKE SA runs with.
+//! B's peer entries do not name; B's two `any` peers share one IKE
+//! endpoint, which picks A's peer by the identity A proves; the tunnel
+//! comes up and pings cross; `show ike` shows the address the IKE SA runs
+//! with.
 //!
 //! Needs root (CI runs as root) and iproute2, iputils-ping. Everything it
 //! creates it removes, also when it fails.
@@ -13,32 +14,85 @@ mod common;
 
 use common::ike::{await_tunnel, lab_with_gateways_edited, ping, show_text, socket};
 use common::show;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
+/// B's policy with SAs for one more mobile node (`b-to-other`,
+/// `other-to-b`, for 192.0.2.200), and B's configuration with that node's
+/// `any` peer ahead of site A's, whose `remote` becomes `any` too: site
+/// A's peer is the second of the shared endpoint.
+fn two_any_peers(dir: &Path, b: String) -> String {
+    let policy = dir.join("ike-b.json");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let entry = |sa: &str| {
+        format!(
+            r#"{{"name": "{sa}", "local": "198.51.100.0/24", "remote": "192.0.2.200/32", "action": "protect", "sa": "{sa}"}},"#
+        )
+    };
+    let sa = |name: &str, direction: &str| {
+        format!(
+            r#"{{"name": "{name}", "direction": "{direction}", "keyed_by": "ike", "mode": "tunnel",
+      "tunnel": {{"local": "203.0.113.2", "remote": "203.0.113.200"}}}},"#
+        )
+    };
+    let text = text
+        .replacen(
+            "\"outbound\": [",
+            &format!("\"outbound\": [{}", entry("b-to-other")),
+            1,
+        )
+        .replacen(
+            "\"inbound\": [",
+            &format!("\"inbound\": [{}", entry("other-to-b")),
+            1,
+        )
+        .replacen(
+            "\"sad\": [",
+            &format!(
+                "\"sad\": [{}{}",
+                sa("b-to-other", "outbound"),
+                sa("other-to-b", "inbound")
+            ),
+            1,
+        );
+    std::fs::write(&policy, text).unwrap();
+    let named = r#""remote": "203.0.113.1","#;
+    assert!(b.contains(named), "{b}");
+    let other = r#"{"name": "other", "local": "203.0.113.2", "remote": "any",
+    "local_id": "fqdn:gw-b.example", "remote_id": "fqdn:other.example", "psk_file": "ike-b.psk",
+    "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
+    "start": "respond", "children": [{"outbound": "b-to-other", "inbound": "other-to-b"}]}, "#;
+    b.replace(named, r#""remote": "any","#).replacen(
+        "\"peers\": [",
+        &format!("\"peers\": [{other}"),
+        1,
+    )
+}
+
 #[test]
-fn a_responder_with_a_remote_any_peer_is_reached_from_an_address_it_does_not_name() {
+fn a_responder_with_remote_any_peers_is_reached_from_an_address_it_does_not_name() {
     if !common::is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     let psk = "correct horse battery staple 1234";
-    let named = r#""remote": "203.0.113.1","#;
     let (mut lab, stop, _seen, caps, [gw_a, gw_b]) = lab_with_gateways_edited(
         "ikany",
         [Some(psk), Some(psk)],
         ("", "initiate"),
         |_| {},
-        |b| {
-            assert!(b.contains(named), "{b}");
-            b.replace(named, r#""remote": "any","#)
-        },
+        two_any_peers,
     );
     await_tunnel(&mut lab, [gw_a, gw_b]);
     assert!(ping(&lab, "3"), "pings lost once the tunnel was up");
 
-    // B's peer names no address; its IKE SA runs with A's.
+    // B's peers name no address; site A's IKE SA runs with A's, the other
+    // peer has none.
     let ike_b = show(&socket(&lab, "b"), "ike");
-    let peer = &ike_b["peers"][0];
+    let (other, peer) = (&ike_b["peers"][0], &ike_b["peers"][1]);
+    assert_eq!(other["name"], "other", "{ike_b}");
+    assert_eq!(other["ike_sas"].as_array().unwrap().len(), 0, "{ike_b}");
+    assert_eq!(other["child_sas"].as_array().unwrap().len(), 0, "{ike_b}");
     assert_eq!(peer["name"], "site-a", "{ike_b}");
     assert_eq!(peer["remote"], "any", "{ike_b}");
     assert_eq!(peer["ike_sas"][0]["remote"], "203.0.113.1:500", "{ike_b}");

@@ -187,17 +187,24 @@ pub fn lab_with_authenticated_gateways(
     start_a: &str,
     prepare: impl FnOnce(&Path),
 ) -> Running {
-    lab_with_gateways_edited(tag, [psk_a, psk_b], (peer_extra_a, start_a), prepare, |b| b)
+    lab_with_gateways_edited(
+        tag,
+        [psk_a, psk_b],
+        (peer_extra_a, start_a),
+        prepare,
+        |_, b| b,
+    )
 }
 
 /// [`lab_with_authenticated_gateways`] with B's configuration text passed
-/// through `edit_b` before B starts.
+/// through `edit_b` (given the lab's folder, which holds B's policy
+/// `ike-b.json`) before B starts.
 pub fn lab_with_gateways_edited(
     tag: &str,
     [psk_a, psk_b]: [Option<&str>; 2],
     (peer_extra_a, start_a): (&str, &str),
     prepare: impl FnOnce(&Path),
-    edit_b: impl FnOnce(String) -> String,
+    edit_b: impl FnOnce(&Path, String) -> String,
 ) -> Running {
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
     prepare(&lab.dir);
@@ -209,7 +216,7 @@ pub fn lab_with_gateways_edited(
         gateway(&lab, "b", psk_b, "", "respond"),
     );
     let text_b = std::fs::read_to_string(&cfg_b).unwrap();
-    std::fs::write(&cfg_b, edit_b(text_b)).unwrap();
+    std::fs::write(&cfg_b, edit_b(&lab.dir, text_b)).unwrap();
     let exe = env!("CARGO_BIN_EXE_bitsgw");
     // The responder first, so the initiator's first IKE_SA_INIT is heard.
     let gw_b = lab.spawn("gB", &[exe, "run", cfg_b.to_str().unwrap()]);
