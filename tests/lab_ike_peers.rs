@@ -4,7 +4,8 @@
 //! B's peer entries do not name; B's two `any` peers share one IKE
 //! endpoint, which picks A's peer by the identity A proves; the tunnel
 //! comes up and pings cross; `show ike` shows the address the IKE SA runs
-//! with.
+//! with. A peer naming A's address takes A's datagrams ahead of an `any`
+//! peer of the same local address.
 //!
 //! Needs root (CI runs as root) and iproute2, iputils-ping. Everything it
 //! creates it removes, also when it fails.
@@ -22,6 +23,14 @@ use std::sync::atomic::Ordering;
 /// `any` peer ahead of site A's, whose `remote` becomes `any` too: site
 /// A's peer is the second of the shared endpoint.
 fn two_any_peers(dir: &Path, b: String) -> String {
+    let named = r#""remote": "203.0.113.1","#;
+    assert!(b.contains(named), "{b}");
+    other_any_peer(dir, b.replace(named, r#""remote": "any","#))
+}
+
+/// B's policy and configuration with the other mobile node's `any` peer
+/// ahead of site A's (as in [`two_any_peers`]), site A's entry as it is.
+fn other_any_peer(dir: &Path, b: String) -> String {
     let policy = dir.join("ike-b.json");
     let text = std::fs::read_to_string(&policy).unwrap();
     let entry = |sa: &str| {
@@ -56,17 +65,11 @@ fn two_any_peers(dir: &Path, b: String) -> String {
             1,
         );
     std::fs::write(&policy, text).unwrap();
-    let named = r#""remote": "203.0.113.1","#;
-    assert!(b.contains(named), "{b}");
     let other = r#"{"name": "other", "local": "203.0.113.2", "remote": "any",
     "local_id": "fqdn:gw-b.example", "remote_id": "fqdn:other.example", "psk_file": "ike-b.psk",
     "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
     "start": "respond", "children": [{"outbound": "b-to-other", "inbound": "other-to-b"}]}, "#;
-    b.replace(named, r#""remote": "any","#).replacen(
-        "\"peers\": [",
-        &format!("\"peers\": [{other}"),
-        1,
-    )
+    b.replacen("\"peers\": [", &format!("\"peers\": [{other}"), 1)
 }
 
 #[test]
@@ -109,6 +112,39 @@ fn a_responder_with_remote_any_peers_is_reached_from_an_address_it_does_not_name
         let (ok, out, log) = lab.terminate(gw);
         assert!(ok, "gateway failed: {out}{log}");
         assert!(!log.contains(psk), "PSK in the log");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in caps {
+        c.join().unwrap();
+    }
+}
+
+#[test]
+fn a_peer_naming_the_address_wins_over_the_any_peers_of_its_local_address() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // Site A's datagrams would fail authentication at the `any` endpoint
+    // (A is not other.example): they reach site A's own.
+    let psk = "correct horse battery staple 1234";
+    let (mut lab, stop, _seen, caps, [gw_a, gw_b]) = lab_with_gateways_edited(
+        "ikexact",
+        [Some(psk), Some(psk)],
+        ("", "initiate"),
+        |_| {},
+        other_any_peer,
+    );
+    await_tunnel(&mut lab, [gw_a, gw_b]);
+    let ike_b = show(&socket(&lab, "b"), "ike");
+    let (other, peer) = (&ike_b["peers"][0], &ike_b["peers"][1]);
+    assert_eq!(other["ike_sas"].as_array().unwrap().len(), 0, "{ike_b}");
+    assert_eq!(other["counters"]["datagrams_received"], 0, "{ike_b}");
+    assert_eq!(peer["remote"], "203.0.113.1", "{ike_b}");
+    assert_eq!(peer["child_sas"].as_array().unwrap().len(), 1, "{ike_b}");
+    for gw in [gw_a, gw_b] {
+        let (ok, out, log) = lab.terminate(gw);
+        assert!(ok, "gateway failed: {out}{log}");
     }
     stop.store(true, Ordering::SeqCst);
     for c in caps {
