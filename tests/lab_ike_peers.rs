@@ -15,8 +15,10 @@ mod common;
 
 use common::ike::{await_tunnel, lab_with_gateways_edited, ping, show_text, socket};
 use common::show;
+use common::Lab;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// B's policy with SAs for one more mobile node (`b-to-other`,
 /// `other-to-b`, for 192.0.2.200), and B's configuration with that node's
@@ -72,26 +74,62 @@ fn other_any_peer(dir: &Path, b: String) -> String {
     b.replacen("\"peers\": [", &format!("\"peers\": [{other}"), 1)
 }
 
+const PSK: &str = "correct horse battery staple 1234";
+
+/// The two-site lab with B's configuration edited by `edit_b` (as
+/// [`lab_with_gateways_edited`] takes it), A initiating, the tunnel up.
+struct Run {
+    lab: Lab,
+    stop: Arc<AtomicBool>,
+    captures: Vec<std::thread::JoinHandle<()>>,
+    gateways: [usize; 2],
+}
+
+impl Run {
+    fn start(tag: &str, edit_b: impl FnOnce(&Path, String) -> String) -> Run {
+        let (mut lab, stop, _, captures, gateways) = lab_with_gateways_edited(
+            tag,
+            [Some(PSK), Some(PSK)],
+            ("", "initiate"),
+            |_| {},
+            edit_b,
+        );
+        await_tunnel(&mut lab, gateways);
+        Run {
+            lab,
+            stop,
+            captures,
+            gateways,
+        }
+    }
+
+    /// Both gateways ended cleanly, the PSK in neither's log.
+    fn finish(mut self) {
+        for gw in self.gateways {
+            let (ok, out, log) = self.lab.terminate(gw);
+            assert!(ok, "gateway failed: {out}{log}");
+            assert!(!log.contains(PSK), "PSK in the log");
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.captures {
+            c.join().unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_responder_with_remote_any_peers_is_reached_from_an_address_it_does_not_name() {
     if !common::is_root() {
         eprintln!("skipped: needs root");
         return;
     }
-    let psk = "correct horse battery staple 1234";
-    let (mut lab, stop, _seen, caps, [gw_a, gw_b]) = lab_with_gateways_edited(
-        "ikany",
-        [Some(psk), Some(psk)],
-        ("", "initiate"),
-        |_| {},
-        two_any_peers,
-    );
-    await_tunnel(&mut lab, [gw_a, gw_b]);
-    assert!(ping(&lab, "3"), "pings lost once the tunnel was up");
+    let run = Run::start("ikany", two_any_peers);
+    let lab = &run.lab;
+    assert!(ping(lab, "3"), "pings lost once the tunnel was up");
 
     // B's peers name no address; site A's IKE SA runs with A's, the other
     // peer has none.
-    let ike_b = show(&socket(&lab, "b"), "ike");
+    let ike_b = show(&socket(lab, "b"), "ike");
     let (other, peer) = (&ike_b["peers"][0], &ike_b["peers"][1]);
     assert_eq!(other["name"], "other", "{ike_b}");
     assert_eq!(other["ike_sas"].as_array().unwrap().len(), 0, "{ike_b}");
@@ -101,22 +139,13 @@ fn a_responder_with_remote_any_peers_is_reached_from_an_address_it_does_not_name
     assert_eq!(peer["ike_sas"][0]["remote"], "203.0.113.1:500", "{ike_b}");
     assert_eq!(peer["ike_sas"][0]["initiator"], false, "{ike_b}");
     assert_eq!(peer["child_sas"].as_array().unwrap().len(), 1, "{ike_b}");
-    let text = show_text(&socket(&lab, "b"), &["ike"]);
+    let text = show_text(&socket(lab, "b"), &["ike"]);
     assert!(
         text.contains("site-a: 203.0.113.2 ... any (respond)"),
         "{text}"
     );
     assert!(text.contains("with 203.0.113.1:500"), "{text}");
-
-    for gw in [gw_a, gw_b] {
-        let (ok, out, log) = lab.terminate(gw);
-        assert!(ok, "gateway failed: {out}{log}");
-        assert!(!log.contains(psk), "PSK in the log");
-    }
-    stop.store(true, Ordering::SeqCst);
-    for c in caps {
-        c.join().unwrap();
-    }
+    run.finish();
 }
 
 #[test]
@@ -127,27 +156,13 @@ fn a_peer_naming_the_address_wins_over_the_any_peers_of_its_local_address() {
     }
     // Site A's datagrams would fail authentication at the `any` endpoint
     // (A is not other.example): they reach site A's own.
-    let psk = "correct horse battery staple 1234";
-    let (mut lab, stop, _seen, caps, [gw_a, gw_b]) = lab_with_gateways_edited(
-        "ikexact",
-        [Some(psk), Some(psk)],
-        ("", "initiate"),
-        |_| {},
-        other_any_peer,
-    );
-    await_tunnel(&mut lab, [gw_a, gw_b]);
-    let ike_b = show(&socket(&lab, "b"), "ike");
+    let run = Run::start("ikexact", other_any_peer);
+    let lab = &run.lab;
+    let ike_b = show(&socket(lab, "b"), "ike");
     let (other, peer) = (&ike_b["peers"][0], &ike_b["peers"][1]);
     assert_eq!(other["ike_sas"].as_array().unwrap().len(), 0, "{ike_b}");
     assert_eq!(other["counters"]["datagrams_received"], 0, "{ike_b}");
     assert_eq!(peer["remote"], "203.0.113.1", "{ike_b}");
     assert_eq!(peer["child_sas"].as_array().unwrap().len(), 1, "{ike_b}");
-    for gw in [gw_a, gw_b] {
-        let (ok, out, log) = lab.terminate(gw);
-        assert!(ok, "gateway failed: {out}{log}");
-    }
-    stop.store(true, Ordering::SeqCst);
-    for c in caps {
-        c.join().unwrap();
-    }
+    run.finish();
 }
