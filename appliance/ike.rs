@@ -1,5 +1,7 @@
 //! IKEv2 in the appliance: a thread that owns one `bitsgw_ike::Endpoint`
-//! per configured peer, its timers and its clock. IKE datagrams reach it
+//! per configured peer (one for all the `"remote": "any"` peers of a local
+//! address, which IKE_AUTH's identities tell apart), its timers and its
+//! clock. IKE datagrams reach it
 //! from the network side's host stack (UDP 500 and 4500 on the
 //! appliance's own addresses, `bitsgw_io::smoltcp_endpoint`) over bounded
 //! channels, and its datagrams leave the same way, from the appliance's
@@ -361,7 +363,8 @@ fn timed(v: &Value, now: u64, lifetime: Duration) -> Value {
 /// One peer's endpoint and what the thread remembers of it.
 struct PeerRun {
     settings: PeerSettings,
-    endpoint: Endpoint,
+    /// Its endpoint in [`Thread::endpoints`].
+    endpoint: usize,
     /// When to initiate (again); none while an IKE SA is up or responding.
     initiate_at: Option<Instant>,
     /// IKE SAs up.
@@ -400,6 +403,9 @@ struct PendingOutbound {
 
 struct Thread {
     peers: Vec<PeerRun>,
+    /// The IKE endpoints: one per peer, one per local address for the
+    /// `"remote": "any"` peers.
+    endpoints: Vec<Endpoint>,
     commands: Receiver<(IkeCommand, std::sync::mpsc::Sender<Result<String, String>>)>,
     policy: PolicySet,
     port: IkePort,
@@ -431,9 +437,9 @@ impl Thread {
             self.acquire_due();
             let now = self.now();
             let next = self
-                .peers
+                .endpoints
                 .iter()
-                .filter_map(|p| p.endpoint.poll_timeout())
+                .filter_map(Endpoint::poll_timeout)
                 .min();
             let wait = next
                 .map_or(MAX_WAIT, |t| t.saturating_since(now))
@@ -447,9 +453,9 @@ impl Thread {
                 self.receive(d);
             }
             let now = self.now();
-            for p in &mut self.peers {
-                if p.endpoint.poll_timeout().is_some_and(|t| t <= now) {
-                    p.endpoint.handle_timeout(now);
+            for e in &mut self.endpoints {
+                if e.poll_timeout().is_some_and(|t| t <= now) {
+                    e.handle_timeout(now);
                 }
             }
             changed |= self.flush();
@@ -484,7 +490,9 @@ impl Thread {
                 p.initiate_at = None;
                 let ids: Vec<IkeSaId> = p.ike_sas.keys().copied().collect();
                 for id in &ids {
-                    p.endpoint.delete_ike(now, *id).map_err(|e| e.to_string())?;
+                    self.endpoints[p.endpoint]
+                        .delete_ike(now, *id)
+                        .map_err(|e| e.to_string())?;
                 }
                 info!(peer = %name, ike_sas = ids.len(), "IKE: terminate by control request");
                 Ok(format!(
@@ -498,11 +506,14 @@ impl Thread {
     fn initiate_due(&mut self) {
         let now = self.now();
         for p in &mut self.peers {
+            let Some(remote) = p.settings.remote else {
+                continue;
+            };
             if p.initiate_at.is_some_and(|t| t <= Instant::now()) {
                 p.initiate_at = None;
                 let local = SocketAddr::new(p.settings.local, IKE_PORT);
-                let remote = SocketAddr::new(p.settings.remote, IKE_PORT);
-                if let Err(e) = p.endpoint.initiate(now, local, remote) {
+                let remote = SocketAddr::new(remote, IKE_PORT);
+                if let Err(e) = self.endpoints[p.endpoint].initiate(now, local, remote) {
                     warn!(peer = %p.settings.name, error = %e, "IKE: could not initiate");
                     p.initiate_at = Some(Instant::now() + REINITIATE_AFTER);
                 } else {
@@ -512,21 +523,56 @@ impl Thread {
         }
     }
 
+    /// Hands a datagram to the endpoint of the peer whose addresses are
+    /// its addresses, else to that of the `"remote": "any"` peers of its
+    /// local address.
     fn receive(&mut self, d: IkeDatagram) {
         let now = self.now();
-        match self
-            .peers
-            .iter_mut()
-            .find(|p| p.settings.local == d.local.ip() && p.settings.remote == d.remote.ip())
-        {
-            Some(p) => {
+        let on = |remote: Option<IpAddr>| {
+            let peer =
+                |p: &&PeerRun| p.settings.local == d.local.ip() && p.settings.remote == remote;
+            self.peers.iter().find(peer).map(|p| p.endpoint)
+        };
+        match on(Some(d.remote.ip())).or_else(|| on(None)) {
+            Some(e) => {
+                let endpoint = &mut self.endpoints[e];
                 // Certificates are checked against the wall clock.
                 let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-                p.endpoint.set_wall_clock(wall.unwrap_or_default());
-                p.endpoint.handle_datagram(now, d.remote, d.local, &d.data)
+                endpoint.set_wall_clock(wall.unwrap_or_default());
+                endpoint.handle_datagram(now, d.remote, d.local, &d.data)
             }
             None => self.no_peer += 1,
         }
+    }
+
+    /// The peer of endpoint `e` an event concerns: the one it names, else
+    /// the one with its IKE SA, else the endpoint's only peer.
+    fn peer_of(&self, e: usize, event: &Event) -> Option<usize> {
+        let named = match event {
+            Event::IkeSaUp { peer, .. } => Some(peer),
+            Event::ChildSaEstablished(c) => Some(&c.name),
+            Event::ChildSaFailed { name, .. } | Event::ChildSaDeleted { name, .. } => Some(name),
+            _ => None,
+        };
+        let ike = match event {
+            Event::IkeSaRekeyed { old: ike, .. }
+            | Event::IkeSaMoved { ike, .. }
+            | Event::IkeSaDown { ike, .. } => Some(*ike),
+            _ => None,
+        };
+        let mut of_endpoint = (0..self.peers.len()).filter(|&i| self.peers[i].endpoint == e);
+        of_endpoint
+            .clone()
+            .find(|&i| named.is_some_and(|n| *n == self.peers[i].settings.name))
+            .or_else(|| {
+                of_endpoint
+                    .clone()
+                    .find(|&i| ike.is_some_and(|ike| self.peers[i].ike_sas.contains_key(&ike)))
+            })
+            .or_else(|| {
+                let only = of_endpoint.next();
+                of_endpoint.next().is_none().then_some(only).flatten()
+            })
     }
 
     /// Acts on what the endpoints report, then sends what they want sent:
@@ -538,12 +584,15 @@ impl Thread {
     /// whether there was an event (the status shown is then out of date).
     fn flush(&mut self) -> bool {
         let mut changed = false;
-        for i in 0..self.peers.len() {
-            while let Some(e) = self.peers[i].endpoint.poll_event() {
-                self.event(i, e);
+        for e in 0..self.endpoints.len() {
+            while let Some(ev) = self.endpoints[e].poll_event() {
+                match self.peer_of(e, &ev) {
+                    Some(i) => self.event(i, ev),
+                    None => warn!("IKE: an event of no configured peer; ignored"),
+                }
                 changed = true;
             }
-            while let Some(t) = self.peers[i].endpoint.poll_transmit() {
+            while let Some(t) = self.endpoints[e].poll_transmit() {
                 let d = IkeDatagram {
                     local: t.local,
                     remote: t.remote,
@@ -583,8 +632,11 @@ impl Thread {
                 suite,
                 nat_local,
                 nat_remote,
+                remote_id,
+                remote,
+                ..
             } => {
-                info!(peer = %name, spi_i = %format!("{spi_i:016x}"), spi_r = %format!("{spi_r:016x}"), initiator, "IKE SA up");
+                info!(peer = %name, %remote, remote_id = ?remote_id, spi_i = %format!("{spi_i:016x}"), spi_r = %format!("{spi_r:016x}"), initiator, "IKE SA up");
                 let since = self.now().0;
                 self.peers[i].ike_sas.insert(
                     ike,
@@ -598,6 +650,7 @@ impl Thread {
                         "group": suite.group.number(),
                         "nat_local": nat_local,
                         "nat_remote": nat_remote,
+                        "remote": remote.to_string(),
                         SINCE: since,
                     }),
                 );
@@ -656,11 +709,17 @@ impl Thread {
                     a.ended(c.ike, Some(&c.child), true);
                 }
             }
-            Event::IkeSaMoved { local, remote, .. } => self.moved(i, local, remote),
+            Event::IkeSaMoved { ike, local, remote } => {
+                if let Some(v) = self.peers[i].ike_sas.get_mut(&ike) {
+                    v["remote"] = json!(remote.to_string());
+                }
+                self.moved(i, local, remote)
+            }
             Event::ChildSaFailed {
                 ike, child, notify, ..
             } => {
-                warn!(peer = %name, child = %child, notify = ?notify, "CHILD_SA not created");
+                let remote_id = &self.peers[i].settings.remote_id;
+                warn!(peer = %name, %remote_id, child = %child, notify = ?notify, "CHILD_SA not created");
                 if let Some(a) = self.peers[i].acquire.as_mut() {
                     a.ended(ike, Some(&child), false);
                 }
@@ -730,9 +789,28 @@ pub fn start(
     acquires: &BTreeMap<String, Arc<AcquireSignal>>,
 ) -> Result<IkeThread, String> {
     let mut peers = Vec::with_capacity(cfg.peers.len());
+    let mut endpoints: Vec<Endpoint> = Vec::new();
     for p in &cfg.peers {
-        let endpoint =
-            Endpoint::new(endpoint_config(p, &cfg.policy)?).map_err(|e| e.to_string())?;
+        let config = endpoint_config(p, &cfg.policy)?;
+        // The `"remote": "any"` peers of a local address share its endpoint.
+        let shared = peers
+            .iter()
+            .find(|o: &&PeerRun| {
+                p.remote.is_none() && o.settings.remote.is_none() && o.settings.local == p.local
+            })
+            .map(|o| o.endpoint);
+        let endpoint = match shared {
+            Some(e) => {
+                endpoints[e]
+                    .add_peer(config.peer)
+                    .map_err(|e| e.to_string())?;
+                e
+            }
+            None => {
+                endpoints.push(Endpoint::new(config).map_err(|e| e.to_string())?);
+                endpoints.len() - 1
+            }
+        };
         peers.push(PeerRun {
             settings: p.clone(),
             endpoint,
@@ -751,6 +829,7 @@ pub fn start(
     let stop = Arc::new(AtomicBool::new(false));
     let mut thread = Thread {
         peers,
+        endpoints,
         commands,
         policy: cfg.policy.clone(),
         port,

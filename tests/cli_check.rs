@@ -914,3 +914,92 @@ fn a_queues_pipeline_checks_and_says_so() {
     assert_eq!(v["appliance"]["workers"], 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn remote_any_peers_only_respond_and_share_their_endpoint_s_proposals() {
+    let dir = std::env::temp_dir().join(format!("bitsgw-check-any-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sa = |name: &str, direction: &str, mn: &str| {
+        format!(
+            r#"{{"name": "{name}", "direction": "{direction}", "keyed_by": "ike", "tunnel": {{"local": "203.0.113.1", "remote": "203.0.113.{mn}"}}}}"#
+        )
+    };
+    let entry = |name: &str, mn: &str| {
+        format!(
+            r#"{{"name": "{name}{mn}", "local": "192.0.2.0/24", "remote": "198.51.100.{mn}/32", "action": "protect", "sa": "{name}{mn}"}}"#
+        )
+    };
+    let policy = format!(
+        r#"{{"spd": {{"outbound": [{}, {}], "inbound": [{}, {}]}}, "sad": [{}, {}, {}, {}]}}"#,
+        entry("out", "100"),
+        entry("out", "200"),
+        entry("in", "100"),
+        entry("in", "200"),
+        sa("out100", "outbound", "100"),
+        sa("in100", "inbound", "100"),
+        sa("out200", "outbound", "200"),
+        sa("in200", "inbound", "200"),
+    );
+    std::fs::write(dir.join("p.json"), policy).unwrap();
+    for mn in ["mn1", "mn2"] {
+        let psk = dir.join(format!("{mn}.psk"));
+        std::fs::write(&psk, format!("{mn} key of sixteen or more octets\n")).unwrap();
+        std::fs::set_permissions(&psk, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+    let peer = |mn: &str, n: &str| {
+        format!(
+            r#"{{"name": "{mn}", "local": "203.0.113.1", "remote": "any",
+              "local_id": "fqdn:ha.example", "remote_id": "fqdn:{mn}.example", "psk_file": "{mn}.psk",
+              "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
+              "start": "respond", "children": [{{"outbound": "out{n}", "inbound": "in{n}"}}]}}"#
+        )
+    };
+    let good = format!(
+        r#"{{"role": "gateway", "policy": "p.json",
+  "ports": {{"host": {{"type": "af_packet", "interface": "h"}}, "network": {{"type": "af_packet", "interface": "n"}}}},
+  "addresses": {{"network": ["203.0.113.1/24"]}},
+  "peers": [{}, {}]}}"#,
+        peer("mn1", "100"),
+        peer("mn2", "200")
+    );
+    let path = dir.join("any.json");
+    std::fs::write(&path, &good).unwrap();
+    let (ok, _, err) = check(&path, false);
+    assert!(ok, "{err}");
+    let respond = r#""start": "respond""#;
+    let mn2_id = r#""remote_id": "fqdn:mn2.example""#;
+    let mn2_ike = r#""ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
+              "start": "respond", "children": [{"outbound": "out200""#;
+    assert_refused(
+        &path,
+        &good,
+        &[
+            (
+                respond,
+                r#""start": "initiate""#,
+                &[r#"peers[0] "mn1""#, r#"field "start""#, "only responds"],
+            ),
+            (
+                respond,
+                r#""start": "trap""#,
+                &[r#"peers[0] "mn1""#, r#"field "start""#, "only responds"],
+            ),
+            (
+                mn2_id,
+                r#""remote_id": "fqdn:mn1.example""#,
+                &[
+                    r#"peers[1] "mn2""#,
+                    r#"field "remote_id""#,
+                    "same identities",
+                ],
+            ),
+            (
+                mn2_ike,
+                &mn2_ike.replace("ecp256", "x25519"),
+                &[r#"peers[1] "mn2""#, r#"field "ike_proposals""#, "\"mn1\""],
+            ),
+        ],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

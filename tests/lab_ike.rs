@@ -25,9 +25,9 @@ mod pki;
 mod tshark;
 
 use common::ike::{
-    assert_pings_from_b, charon_initiate, child_sa_count, finish, lab_with_authenticated_gateways,
-    lab_with_gateways, mixed_lab_with, ping, policy, show_text, socket, two_children, Mixed,
-    MixedLab,
+    assert_pings_from_b, await_tunnel, charon_initiate, child_sa_count, finish,
+    lab_with_authenticated_gateways, lab_with_gateways, mixed_lab_with, ping, policy, show_text,
+    socket, two_children, Mixed, MixedLab,
 };
 use common::{bitsgw, find_sa, iperf3, show, Lab};
 use std::os::unix::fs::PermissionsExt as _;
@@ -543,14 +543,7 @@ fn two_gateways_authenticate_by_certificates_and_pings_cross() {
         lab_with_authenticated_gateways("ic", [None, None], "", "initiate", |d| {
             write_certificates(d, false)
         });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !ping(&lab, "1") {
-        if Instant::now() >= deadline {
-            let (_, out_a, log_a) = lab.terminate(gw_a);
-            let (_, out_b, log_b) = lab.terminate(gw_b);
-            panic!("no ping through the tunnel\nA: {out_a}{log_a}\nB: {out_b}{log_b}");
-        }
-    }
+    await_tunnel(&mut lab, [gw_a, gw_b]);
     assert!(ping(&lab, "5"), "pings lost once the tunnel was up");
     for side in ["a", "b"] {
         let ike = show(&socket(&lab, side), "ike");

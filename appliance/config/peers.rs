@@ -18,7 +18,22 @@
 //! ```
 //!
 //! `local` is one of the appliance's network addresses (IKE runs on UDP
-//! 500 and 4500 there); `remote` the peer's. Identities are
+//! 500 and 4500 there); `remote` the peer's, or `"any"` for peers whose
+//! address is not known in advance (a home agent's mobile nodes, which
+//! come from changing care-of addresses). An `any` peer only responds
+//! (`"start": "respond"`). The `any` peers of one `local` address share
+//! one IKE endpoint: IKE_AUTH picks the peer whose `remote_id` the
+//! initiator proves (and whose `local_id` its IDr names, if it sends one,
+//! RFC 7296 2.15, 3.5), and verifies AUTH with that peer's key or
+//! certificates; an unknown identity or a failed AUTH gets
+//! AUTHENTICATION_FAILED. They therefore need distinct identities and the
+//! same `ike_proposals` (IKE_SA_INIT is answered before the peer is
+//! known). A peer's CHILD_SA selectors (its child's SPD entries) are what
+//! it is authorized to use: a request for others, such as another mobile
+//! node's home address (RFC 4877 4.4), is refused with TS_UNACCEPTABLE
+//! (RFC 7296 2.9). A datagram goes to the peer whose `local` and `remote`
+//! are its addresses, else to the `any` peers of its local address.
+//! Identities are
 //! `fqdn:NAME`, `ipv4:ADDR`, `ipv6:ADDR`, `keyid:HEX` or `dn:HEX` (a
 //! distinguished name's DER). Proposals use
 //! strongSwan's notation (`bitsgw_ike::names`). `start` is `initiate` (the
@@ -132,8 +147,8 @@ pub struct PeerSettings {
     pub name: String,
     /// Our address (one of the network addresses).
     pub local: IpAddr,
-    /// The peer's address.
-    pub remote: IpAddr,
+    /// The peer's address; none for `"remote": "any"`.
+    pub remote: Option<IpAddr>,
     /// Our identity, as written (`fqdn:...`).
     pub local_id: String,
     /// The peer's identity, as written.
@@ -403,19 +418,24 @@ fn peer(
         return Err(ctx.err("name", "another peer has this name"));
     }
     let addr = |field: &str, s: &str| resolve_addr(ctx, field, s, &policy.addresses);
-    let (local, remote) = (addr("local", &p.local)?, addr("remote", &p.remote)?);
+    let local = addr("local", &p.local)?;
+    let remote = match p.remote.as_str() {
+        "any" => None,
+        s => Some(addr("remote", s)?),
+    };
     if !network.addresses.iter().any(|(a, _)| *a == local) {
         return Err(ctx.err(
             "local",
             format!("{local} is not one of the appliance's network addresses (addresses.network)"),
         ));
     }
-    if local.is_ipv4() != remote.is_ipv4() {
+    if remote.is_some_and(|r| local.is_ipv4() != r.is_ipv4()) {
         return Err(ctx.err("remote", "local and remote must be of one address family"));
     }
-    if others
-        .iter()
-        .any(|o| o.remote == remote && o.local == local)
+    if remote.is_some()
+        && others
+            .iter()
+            .any(|o| o.remote == remote && o.local == local)
     {
         return Err(ctx.err("remote", "another peer has these addresses"));
     }
@@ -444,6 +464,16 @@ fn peer(
             ))
         }
     };
+    if remote.is_none() {
+        any_peer(
+            ctx,
+            (&p.local_id, &p.remote_id),
+            local,
+            start,
+            &ike_proposals,
+            others,
+        )?;
+    }
     let children_given = p
         .children
         .ok_or_else(|| ctx.err("children", "must be a list of children"))?
@@ -485,6 +515,55 @@ fn peer(
         start,
         children,
     })
+}
+
+/// What a `"remote": "any"` peer must be: a responder (no address to
+/// initiate to), and, sharing one IKE endpoint with the other `any` peers
+/// of its `local` address, told apart from them by its identities and
+/// accepting the same IKE proposals (IKE_SA_INIT is answered before
+/// IKE_AUTH names the peer).
+fn any_peer(
+    ctx: &Ctx<'_>,
+    (local_id, remote_id): (&str, &str),
+    local: IpAddr,
+    start: StartAction,
+    ike_proposals: &[String],
+    others: &[PeerSettings],
+) -> Result<(), ConfigError> {
+    if start != StartAction::Respond {
+        return Err(ctx.err(
+            "start",
+            format!(
+                "{} needs the peer's address; a peer with \"remote\": \"any\" only responds (\"start\": \"respond\")",
+                Shown(start.name())
+            ),
+        ));
+    }
+    let mut sharing = others
+        .iter()
+        .filter(|o| o.remote.is_none() && o.local == local);
+    if let Some(o) = sharing
+        .clone()
+        .find(|o| o.local_id == local_id && o.remote_id == remote_id)
+    {
+        return Err(ctx.err(
+            "remote_id",
+            format!(
+                "peer {} on this local address has the same identities; \"any\" peers are told apart by them",
+                Shown(&o.name)
+            ),
+        ));
+    }
+    match sharing.next() {
+        Some(first) if first.ike_proposals != ike_proposals => Err(ctx.err(
+            "ike_proposals",
+            format!(
+                "must be those of peer {}: the \"any\" peers of one local address share an IKE endpoint, which answers IKE_SA_INIT before it knows the peer",
+                Shown(&first.name)
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A child (`field`, such as `children[0]`): an outbound and an inbound

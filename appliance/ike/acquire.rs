@@ -90,7 +90,7 @@ impl Thread {
     pub(super) fn acquire_due(&mut self) {
         let now = self.now();
         for p in &mut self.peers {
-            let Some(a) = p.acquire.as_mut() else {
+            let (Some(a), Some(remote)) = (p.acquire.as_mut(), p.settings.remote) else {
                 continue;
             };
             // Every signal is taken; the first child without a CHILD_SA
@@ -123,11 +123,13 @@ impl Thread {
             a.deferred += raised.len() as u64 - 1;
             let child = child.clone();
             let started = match p.ike_sas.keys().next() {
-                Some(ike) => p.endpoint.create_child(now, *ike, &child).map(|()| *ike),
-                None => p.endpoint.initiate(
+                Some(ike) => self.endpoints[p.endpoint]
+                    .create_child(now, *ike, &child)
+                    .map(|()| *ike),
+                None => self.endpoints[p.endpoint].initiate(
                     now,
                     SocketAddr::new(p.settings.local, IKE_PORT),
-                    SocketAddr::new(p.settings.remote, IKE_PORT),
+                    SocketAddr::new(remote, IKE_PORT),
                 ),
             };
             a.started += 1;

@@ -27,9 +27,10 @@ pub fn status_text(v: &Value) -> String {
         for i in &ike {
             let _ = writeln!(
                 out,
-                "  IKE SA {}_i {}_r: {} {} {} group {}{}, established {} s ago, rekey in {} s",
+                "  IKE SA {}_i {}_r with {}: {} {} {} group {}{}, established {} s ago, rekey in {} s",
                 s(&i["spi_i"]),
                 s(&i["spi_r"]),
+                s(&i["remote"]),
                 if i["initiator"] == true {
                     "initiator"
                 } else {
@@ -93,11 +94,11 @@ impl Thread {
             .peers
             .iter()
             .map(|p| {
-                let c = p.endpoint.counters();
+                let c = self.endpoints[p.endpoint].counters();
                 json!({
                     "name": p.settings.name,
                     "local": p.settings.local.to_string(),
-                    "remote": p.settings.remote.to_string(),
+                    "remote": p.settings.remote.map_or("any".into(), |r| r.to_string()),
                     "start": p.settings.start.name(),
                     "acquires": p.acquire.as_ref().map(|a| json!({
                         "started": a.started,

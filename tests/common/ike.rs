@@ -240,6 +240,25 @@ pub fn lab_with_authenticated_gateways(
     start_a: &str,
     prepare: impl FnOnce(&Path),
 ) -> Running {
+    lab_with_gateways_edited(
+        tag,
+        [psk_a, psk_b],
+        (peer_extra_a, start_a),
+        prepare,
+        |_, b| b,
+    )
+}
+
+/// [`lab_with_authenticated_gateways`] with B's configuration text passed
+/// through `edit_b` (given the lab's folder, which holds B's policy
+/// `ike-b.json`) before B starts.
+pub fn lab_with_gateways_edited(
+    tag: &str,
+    [psk_a, psk_b]: [Option<&str>; 2],
+    (peer_extra_a, start_a): (&str, &str),
+    prepare: impl FnOnce(&Path),
+    edit_b: impl FnOnce(&Path, String) -> String,
+) -> Running {
     let mut lab = Lab::new(tag, &["hA", "gA", "r", "gB", "hB"]);
     super::route_two_sites(&lab);
     router_answers_for_gateways(&lab);
@@ -249,6 +268,8 @@ pub fn lab_with_authenticated_gateways(
         gateway(&lab, "b", psk_b, "", "respond"),
     );
     prepare(&lab.dir);
+    let text_b = std::fs::read_to_string(&cfg_b).unwrap();
+    std::fs::write(&cfg_b, edit_b(&lab.dir, text_b)).unwrap();
     let exe = env!("CARGO_BIN_EXE_bitsgw");
     // The responder first, so the initiator's first IKE_SA_INIT is heard.
     let gw_b = lab.spawn("gB", &[exe, "run", cfg_b.to_str().unwrap()]);
@@ -256,6 +277,20 @@ pub fn lab_with_authenticated_gateways(
     let gw_a = lab.spawn("gA", &[exe, "run", cfg_a.to_str().unwrap()]);
     lab.wait_ready(gw_a, &socket(&lab, "a"));
     (lab, stop, seen, caps, [gw_a, gw_b])
+}
+
+/// Waits up to 15 s for a ping from host A to cross the tunnel of
+/// gateways `gw_a` and `gw_b`; panics with their output and logs if none
+/// does.
+pub fn await_tunnel(lab: &mut Lab, [gw_a, gw_b]: [usize; 2]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !ping(lab, "1") {
+        if std::time::Instant::now() >= deadline {
+            let (_, out_a, log_a) = lab.terminate(gw_a);
+            let (_, out_b, log_b) = lab.terminate(gw_b);
+            panic!("no ping through the tunnel\nA: {out_a}{log_a}\nB: {out_b}{log_b}");
+        }
+    }
 }
 
 /// Pings host A from host B `count` times; panics with ping's output if

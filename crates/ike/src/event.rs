@@ -1,7 +1,7 @@
 //! What the core tells its owner: events, datagrams to send, counters.
 
 use crate::certs::AuthFailure;
-use crate::config::Mode;
+use crate::config::{Identity, Mode};
 use crate::crypto::DirectionKeys;
 use crate::suite::{EspSuite, IkeSuite};
 use crate::wire::{ExchangeType, NotifyType, TrafficSelector};
@@ -110,6 +110,14 @@ pub enum Event {
     IkeSaUp {
         /// Which.
         ike: IkeSaId,
+        /// The name of its peer configuration.
+        peer: String,
+        /// The identity the peer proved (its configured `remote_id`).
+        remote_id: Identity,
+        /// Our address.
+        local: SocketAddr,
+        /// The peer's address (after NAT detection's move to port 4500).
+        remote: SocketAddr,
         /// Whether we initiated it.
         initiator: bool,
         /// Initiator's SPI.

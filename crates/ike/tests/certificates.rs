@@ -405,3 +405,80 @@ fn certificates_of_an_intermediate_ca_are_sent_and_chain_to_the_root() {
         AuthFailure::UntrustedChain,
     );
 }
+
+/// The CA key hashes of the CERTREQ in a responder's IKE_SA_INIT answer.
+fn certreq_hashes(response: &[u8]) -> Vec<Vec<u8>> {
+    let m = bitsgw_ike::wire::Message::parse(response).unwrap();
+    m.payloads
+        .iter()
+        .filter_map(|p| match p {
+            bitsgw_ike::wire::Payload::CertReq(c) => Some(c.data.chunks(20).map(<[u8]>::to_vec)),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn one_endpoint_verifies_each_peer_with_that_peer_s_cas() {
+    // Two peers of one responder, each trusting its own CA: the initiator
+    // a.example by the first, c.example by the second.
+    let (ca1, ca2) = (
+        pki::Ca::new(Alg::P256, "bitsgw test CA 1"),
+        pki::Ca::new(Alg::P256, "bitsgw test CA 2"),
+    );
+    let responder = |ca: &pki::Ca, name: &str, remote: &str| PeerConfig {
+        name: name.into(),
+        remote_id: Identity::Fqdn(remote.into()),
+        ..cert_peer(false, &ca.leaf(Alg::P256, &["b.example"]), &[ca])
+    };
+    let initiator = |leaf: &pki::Leaf, id: &str, trusts: &pki::Ca| PeerConfig {
+        local_id: Identity::Fqdn(id.into()),
+        ..cert_peer(true, leaf, &[trusts])
+    };
+    let two_peers = |p: &mut Pair| {
+        p.r = bitsgw_ike::Endpoint::new(config(responder(&ca1, "by-ca1", "a.example"))).unwrap();
+        p.r.add_peer(responder(&ca2, "by-ca2", "c.example"))
+            .unwrap();
+        p.r.set_wall_clock(wall_clock());
+    };
+
+    // c.example with a certificate of CA 2: the second peer, verified
+    // with CA 2; the IKE_SA_INIT answer asked for both CAs.
+    let c = ca2.leaf(Alg::P256, &["c.example"]);
+    let mut p = clocked(Pair::new(initiator(&c, "c.example", &ca2), peer(false)));
+    two_peers(&mut p);
+    p.initiate();
+    let init = p.i.poll_transmit().unwrap();
+    p.r.handle_datagram(p.now, p.ia, p.ra, &init.contents);
+    let answer = p.r.poll_transmit().unwrap();
+    let asked = certreq_hashes(&answer.contents);
+    let mut expect = ca_hashes(&ca1);
+    expect.extend(ca_hashes(&ca2));
+    assert_eq!(asked, expect);
+    p.i.handle_datagram(p.now, p.ra, p.ia, &answer.contents);
+    p.pump();
+    let er = events(&mut p.r);
+    assert!(
+        matches!(&er[0], Event::IkeSaUp { peer, .. } if peer == "by-ca2"),
+        "{er:?}"
+    );
+    assert_eq!(child(&er).name, "by-ca2");
+
+    // c.example with a certificate of CA 1 (which the first peer
+    // trusts): the second peer's CA does not, so it is refused.
+    let c = ca1.leaf(Alg::P256, &["c.example"]);
+    let mut p = clocked(Pair::new(initiator(&c, "c.example", &ca2), peer(false)));
+    two_peers(&mut p);
+    responder_refuses(p, AuthFailure::UntrustedChain);
+}
+
+/// The SHA-1 hash of `ca`'s key, as a CERTREQ names it (RFC 7296 3.7).
+fn ca_hashes(ca: &pki::Ca) -> Vec<Vec<u8>> {
+    ca.leaf(Alg::P256, &["x.example"])
+        .credentials(&[ca])
+        .certreq_authorities()
+        .chunks(20)
+        .map(<[u8]>::to_vec)
+        .collect()
+}

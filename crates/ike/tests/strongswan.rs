@@ -277,6 +277,9 @@ struct Case<'a> {
     /// veth link).
     charon_v6: Option<&'a str>,
     bitsgw_args: &'a [&'a str],
+    /// More addresses of charon's (its CHILD_SAs' routes need one in
+    /// their local selectors), besides 198.51.100.1.
+    swan_addresses: &'a [&'a str],
     /// Certificates instead of the PSK.
     certs: Option<Certs>,
 }
@@ -360,6 +363,7 @@ impl<'a> Case<'a> {
             charon_children: "",
             charon_v6: None,
             bitsgw_args: &[],
+            swan_addresses: &[],
             certs: None,
         }
     }
@@ -387,10 +391,9 @@ fn start(case: &Case<'_>) -> Run {
     let capture = lab.capture("us", "ike0", &pcap);
     // kernel-libipsec routes the remote selectors into its TUN device from
     // an address of the local ones.
-    lab.exec(
-        "swan",
-        &["ip", "addr", "add", "198.51.100.1/32", "dev", "lo"],
-    );
+    for a in ["198.51.100.1/32"].iter().chain(case.swan_addresses) {
+        lab.exec("swan", &["ip", "addr", "add", a, "dev", "lo"]);
+    }
     if let Some(v6) = case.charon_v6 {
         for on in ["lo", "default"] {
             let key = format!("net.ipv6.conf.{on}.disable_ipv6=0");
@@ -1305,5 +1308,169 @@ fn proposal_mismatch_is_refused_when_charon_initiates() {
         log(&run.swan).contains("received NO_PROPOSAL_CHOSEN notify error"),
         "{}",
         run.transcript()
+    );
+}
+
+/// A file removed when dropped, test or not.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One bitsgw responder endpoint with two peers, told apart by the
+/// identity charon proves: `mn1` (charon's `swan.example`, home address
+/// 198.51.100.100) and `mn2` (`mn2.example`, its own PSK, 198.51.100.200).
+/// Each of charon's two connections gets its CHILD_SA for its own
+/// address; a third connection proving mn1's identity but asking for
+/// mn2's address gets no CHILD_SA: TS_UNACCEPTABLE (RFC 7296 2.9, RFC
+/// 4877 4.4). mn2 asking, in IDr, for an identity bitsgw's mn2 peer does
+/// not have gets AUTHENTICATION_FAILED (RFC 7296 3.5).
+#[test]
+fn one_responder_keys_two_charon_identities_each_for_its_own_address_only() {
+    if charon_missing() {
+        return;
+    }
+    let ike = "aes128gcm16-prfsha256-ecp256";
+    let mn2_psk = "strongswan-interop-mn2-not-a-secret";
+    let mn2_file =
+        TempFile(std::env::temp_dir().join(format!("bitsgw-mn2-{}.psk", std::process::id())));
+    std::fs::write(&mn2_file.0, mn2_psk).unwrap();
+    let add_peer = format!(
+        "name=mn2,remote-id=fqdn:mn2.example,psk-file={},remote-ts=198.51.100.200/32",
+        mn2_file.0.display()
+    );
+    let args = [
+        "--name",
+        "mn1",
+        "--remote-ts",
+        "198.51.100.100/32",
+        "--add-peer",
+        &add_peer,
+    ];
+    // charon's connection `bitsgw` (swan.example) asks for its /24 and is
+    // narrowed to mn1's address.
+    let mut run = start(&Case {
+        bitsgw_args: &args,
+        swan_addresses: &["198.51.100.100/32", "198.51.100.200/32"],
+        ..Case::new("sp", false, ike, "aes128gcm16")
+    });
+    let (up, child) = established(&mut run, 19);
+    assert_eq!(field(&up, "peer"), "mn1", "{}", run.transcript());
+    assert_eq!(field(&child, "name"), "mn1", "{}", run.transcript());
+    assert_eq!(
+        field(&child, "remote_ts"),
+        "198.51.100.100-198.51.100.100[0/0-65535]"
+    );
+
+    // mn2, and mn1's identity asking for mn2's address, as two more
+    // connections of charon's.
+    let connection = |name: &str, (id, theirs): (&str, &str), child: &str| {
+        format!(
+            r#"  {name} {{
+    version = 2
+    local_addrs = {SWAN}
+    remote_addrs = {US}
+    proposals = {ike}
+    mobike = no
+    local {{
+      auth = psk
+      id = {id}
+    }}
+    remote {{
+      auth = psk
+      id = {theirs}
+    }}
+    children {{
+      {child} {{
+        local_ts = 198.51.100.200/32
+        remote_ts = {US_NET}
+        mode = tunnel
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+"#
+        )
+    };
+    let file = run.swan.join("swanctl.conf");
+    let conf = std::fs::read_to_string(&file).unwrap();
+    let bitsgw = "bitsgw.example";
+    let more = connection("mn2", ("mn2.example", bitsgw), "home2")
+        + &connection("steal", ("swan.example", bitsgw), "steal-home")
+        + &connection("elsewhere", ("mn2.example", "other.example"), "other-home");
+    let secret = format!(
+        "  ike-mn2 {{\n    id-a = mn2.example\n    id-b = bitsgw.example\n    id-c = other.example\n    secret = \"{mn2_psk}\"\n  }}\n"
+    );
+    let tail = "\n}\nsecrets {\n";
+    assert!(conf.contains(tail), "{conf}");
+    let conf = conf.replacen(tail, &format!("\n{more}}}\nsecrets {{\n{secret}"), 1);
+    std::fs::write(&file, conf).unwrap();
+    let f = file.to_str().unwrap();
+    swanctl(&run.lab, &run.swan, &["--load-all", "--file", f]).unwrap();
+
+    let initiate = |run: &Run, child: &str| {
+        let _ = swanctl(
+            &run.lab,
+            &run.swan,
+            &["--initiate", "--child", child, "--timeout", "20"],
+        );
+    };
+    initiate(&run, "home2");
+    let (up, child) = established(&mut run, 19);
+    assert_eq!(field(&up, "peer"), "mn2", "{}", run.transcript());
+    assert_eq!(field(&child, "name"), "mn2", "{}", run.transcript());
+    assert_eq!(
+        field(&child, "remote_ts"),
+        "198.51.100.200-198.51.100.200[0/0-65535]"
+    );
+
+    // charon asks on the IKE SA it has with these identities (its
+    // connection differs only in name): a CREATE_CHILD_SA on mn1's IKE SA.
+    initiate(&run, "steal-home");
+    let limit = Duration::from_secs(25);
+    let refused = wait_line(
+        &run.lines,
+        &["CHILD_SA_UP", "CHILD_SA_FAILED"],
+        limit,
+        &mut run.seen,
+    );
+    assert_eq!(
+        refused.as_deref(),
+        Some("CHILD_SA_FAILED name=mn1 child= notify=TsUnacceptable"),
+        "{}",
+        run.transcript()
+    );
+
+    // mn2 naming in IDr an identity bitsgw's peer for mn2 does not have
+    // (RFC 7296 3.5): no peer matches, AUTHENTICATION_FAILED.
+    initiate(&run, "other-home");
+    let deadline = std::time::Instant::now() + limit;
+    let refused_identity = "auth_refused={IdentityMismatch: 1}";
+    while !run.seen.iter().any(|l| l.contains(refused_identity)) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = wait_line(&run.lines, &["COUNTERS"], left, &mut run.seen);
+        assert!(line.is_some(), "{}", run.transcript());
+    }
+
+    let sas = swanctl(&run.lab, &run.swan, &["--list-sas"]).unwrap();
+    let ctx = || format!("swanctl --list-sas:\n{sas}\n{}", run.transcript());
+    assert!(!sas.contains("elsewhere: #"), "{}", ctx());
+    assert!(
+        log(&run.swan).contains("received AUTHENTICATION_FAILED notify error"),
+        "{}",
+        ctx()
+    );
+    for installed in ["bitsgw: #", "net: #", "mn2: #", "home2: #"] {
+        assert!(sas.contains(installed), "{installed}: {}", ctx());
+    }
+    assert_eq!(sas.matches("INSTALLED").count(), 2, "{}", ctx());
+    assert!(!sas.contains("steal-home: #"), "{}", ctx());
+    assert!(
+        log(&run.swan).contains("received TS_UNACCEPTABLE notify"),
+        "{}",
+        ctx()
     );
 }

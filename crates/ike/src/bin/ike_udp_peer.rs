@@ -11,9 +11,14 @@
 //!     --local-ts TS --remote-ts TS [--mode tunnel|transport]
 //!     [--extra-child NAME,MODE,LOCAL_TS,REMOTE_TS]
 //!     [--liveness SECONDS] [--ike-lifetime SECONDS] [--child-lifetime SECONDS]
-//!     [--exit-after SECONDS]
+//!     [--exit-after SECONDS] [--name NAME]
+//!     [--add-peer name=NAME,remote-id=ID,psk-file=PATH,remote-ts=CIDR[;...]]
 //!     [--print-keys] [--trace]
 //! ```
+//!
+//! `--add-peer` adds peers to the endpoint, each like the first but for
+//! its name, the identity it must prove, its key and its selectors: a
+//! responder picks among them by the identity of IKE_AUTH.
 //!
 //! Proposals use strongSwan's notation: `aes128gcm16-prfsha256-ecp256`,
 //! `aes256gcm16-prfsha256-x25519`, `aes128-sha256-prfsha256-ecp256` (IKE);
@@ -188,6 +193,52 @@ fn authentication(a: &Args) -> Result<Authentication, String> {
     Ok(Authentication::Certificate(Box::new(creds)))
 }
 
+/// The peers of `--add-peer`: `name=..,remote-id=..,psk-file=..,remote-ts=..`,
+/// separated by `;`, each the first peer `first` but for these.
+fn more_peers(a: &Args, first: &PeerConfig) -> Result<Vec<PeerConfig>, String> {
+    let Some(list) = a.opt("add-peer") else {
+        return Ok(Vec::new());
+    };
+    list.split(';')
+        .map(|spec| {
+            let fields: HashMap<&str, &str> = spec
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            let get = |k: &str| {
+                fields
+                    .get(k)
+                    .copied()
+                    .ok_or(format!("--add-peer {spec}: {k}= is required"))
+            };
+            let psk = std::fs::read(get("psk-file")?).map_err(|e| format!("--add-peer: {e}"))?;
+            Ok(PeerConfig {
+                name: get("name")?.to_string(),
+                remote_id: identity(get("remote-id")?)?,
+                auth: Authentication::Psk(Secret::new(
+                    String::from_utf8_lossy(&psk)
+                        .trim_end_matches('\n')
+                        .as_bytes()
+                        .to_vec(),
+                )),
+                // Every child of the first peer, with this peer's remote
+                // selector.
+                children: first
+                    .children
+                    .iter()
+                    .map(|c| {
+                        Ok(ChildConfig {
+                            remote_ts: vec![selector(get("remote-ts")?)?],
+                            ..c.clone()
+                        })
+                    })
+                    .collect::<Result<_, String>>()?,
+                ..first.clone()
+            })
+        })
+        .collect()
+}
+
 /// The time since the Unix epoch, for certificates' validity.
 fn wall_clock() -> Duration {
     std::time::SystemTime::now()
@@ -244,6 +295,7 @@ fn keys_line(label: &str, k: &DirectionKeys) -> String {
 fn print_event(e: &Event, print_keys: bool) -> String {
     match e {
         Event::IkeSaUp {
+            peer,
             spi_i,
             spi_r,
             suite,
@@ -251,7 +303,7 @@ fn print_event(e: &Event, print_keys: bool) -> String {
             nat_remote,
             ..
         } => format!(
-            "IKE_SA_UP spi_i={spi_i:016x} spi_r={spi_r:016x} group={} encr={:?} nat_local={nat_local} nat_remote={nat_remote}",
+            "IKE_SA_UP peer={peer} spi_i={spi_i:016x} spi_r={spi_r:016x} group={} encr={:?} nat_local={nat_local} nat_remote={nat_remote}",
             suite.group.number(),
             suite.encryption
         ),
@@ -302,8 +354,13 @@ fn print_event(e: &Event, print_keys: bool) -> String {
             }
             line
         }
-        Event::ChildSaFailed { child, notify, .. } => {
-            format!("CHILD_SA_FAILED child={child} notify={notify:?}")
+        Event::ChildSaFailed {
+            name,
+            child,
+            notify,
+            ..
+        } => {
+            format!("CHILD_SA_FAILED name={name} child={child} notify={notify:?}")
         }
         Event::ChildSaDeleted {
             child,
@@ -337,7 +394,12 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("--exit-after: {e}"))?;
     let print_keys = a.opt("print-keys").is_some();
     let trace = a.opt("trace").is_some();
-    let mut ep = Endpoint::new(config(&a)?).map_err(|e| e.to_string())?;
+    let config = config(&a)?;
+    let more = more_peers(&a, &config.peer)?;
+    let mut ep = Endpoint::new(config).map_err(|e| e.to_string())?;
+    for p in more {
+        ep.add_peer(p).map_err(|e| e.to_string())?;
+    }
     // IKE on `local` and, for NAT traversal (RFC 7296 2.23), on port 4500
     // of the same address, where IKE follows a four-octet zero non-ESP
     // marker (RFC 3948 2.2) and anything else is ESP, not ours here.

@@ -39,10 +39,10 @@ impl Endpoint {
         } else {
             (&sa.init_request, &sa.nr, &keys.sk_pi)
         };
-        if !self.config.peer.remote_id.matches(id) {
+        if !self.peer(sa).remote_id.matches(id) {
             return Err(AuthFailure::IdentityMismatch);
         }
-        match &self.config.peer.auth {
+        match &self.peer(sa).auth {
             Authentication::Psk(psk) => {
                 if auth.method != AUTH_PSK {
                     return Err(AuthFailure::WrongMethod);
@@ -94,7 +94,7 @@ impl Endpoint {
         } else {
             (&sa.init_response, &sa.ni, &keys.sk_pr)
         };
-        Ok(match &self.config.peer.auth {
+        Ok(match &self.peer(sa).auth {
             Authentication::Psk(psk) => {
                 let mac = psk_auth(psk, message, nonce, sk_p, &id.body());
                 vec![Payload::Auth(AuthPayload {
@@ -146,11 +146,30 @@ impl Endpoint {
 
     /// What IKE_SA_INIT adds with certificates: SIGNATURE_HASH_ALGORITHMS
     /// (RFC 7427 4) and, from the responder, a CERTREQ naming our CAs (RFC
-    /// 7296 1.2, 3.7).
-    pub(super) fn init_extras(&self, responder: bool) -> Vec<Payload> {
-        let Authentication::Certificate(creds) = &self.config.peer.auth else {
-            return Vec::new();
+    /// 7296 1.2, 3.7). The initiator speaks for its IKE SA's peer; the
+    /// responder, whose peer is known only at IKE_AUTH, for every peer of
+    /// the endpoint that uses certificates (their CAs' hashes, each once).
+    pub(super) fn init_extras(&self, initiator: Option<&IkeSa>) -> Vec<Payload> {
+        let responder = initiator.is_none();
+        let peers = match initiator {
+            Some(sa) => core::slice::from_ref(self.peer(sa)),
+            None => &self.peers[..],
         };
+        let mut authorities: Vec<u8> = Vec::new();
+        let mut certificates = false;
+        for p in peers {
+            if let Authentication::Certificate(creds) = &p.auth {
+                certificates = true;
+                for hash in creds.certreq_authorities().chunks(20) {
+                    if !authorities.chunks(20).any(|h| h == hash) {
+                        authorities.extend_from_slice(hash);
+                    }
+                }
+            }
+        }
+        if !certificates {
+            return Vec::new();
+        }
         let hashes = SUPPORTED_HASHES
             .iter()
             .flat_map(|h| h.to_be_bytes())
@@ -159,7 +178,7 @@ impl Endpoint {
         if responder {
             out.push(Payload::CertReq(CertPayload {
                 encoding: CERT_X509_SIGNATURE,
-                data: creds.certreq_authorities(),
+                data: authorities,
             }));
         }
         out.push(notify(NotifyType::SignatureHashAlgorithms, hashes));
@@ -168,12 +187,18 @@ impl Endpoint {
 
     pub(super) fn ike_sa_up(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<(), IkeError> {
         sa.state = State::Established;
-        sa.rekey_at = self.rekey_time(now, self.config.peer.lifetimes.ike)?;
-        sa.hard_at = now.saturating_add(Lifetimes::hard(self.config.peer.lifetimes.ike));
+        let lifetimes = self.peer(sa).lifetimes;
+        sa.rekey_at = self.rekey_time(now, lifetimes.ike, lifetimes.jitter)?;
+        sa.hard_at = now.saturating_add(Lifetimes::hard(lifetimes.ike));
         sa.announced = true;
         if let Some(suite) = sa.suite {
+            let peer = self.peer(sa);
             self.out.events.push_back(Event::IkeSaUp {
                 ike: IkeSaId(sa.id),
+                peer: peer.name.clone(),
+                remote_id: peer.remote_id.clone(),
+                local: sa.local,
+                remote: sa.remote,
                 initiator: sa.initiator,
                 spi_i: sa.spi_i,
                 spi_r: sa.spi_r,
@@ -220,7 +245,7 @@ impl Endpoint {
         sa.first_child_spi = 0;
         // The other children follow, one CREATE_CHILD_SA at a time (RFC
         // 7296 1.3.1), as soon as this exchange is done.
-        let (first, others) = match self.config.peer.children.split_first() {
+        let (first, others) = match self.peer(sa).children.split_first() {
             Some((first, others)) => (first.clone(), others),
             None => return Err(IkeError::UnknownChild(String::new())),
         };
@@ -241,7 +266,7 @@ impl Endpoint {
             pfs: Pfs::Ignore,
             dh: None,
         };
-        let child = self.accept_child_reply(payloads, asked, Some(sa.nr.clone()));
+        let child = self.accept_child_reply(sa, payloads, asked, Some(sa.nr.clone()));
         self.child_outcome(now, sa, (inbound_spi, &first.name, true), child)?;
         Ok(After::Keep)
     }
@@ -263,7 +288,21 @@ impl Endpoint {
             self.refuse_ike_sa(now, sa);
             return Ok(After::Keep);
         };
-        if !self.verify_auth(sa, idi, auth, payloads) {
+        // The peer configuration is the one whose identities IDi (and IDr,
+        // when sent) name (RFC 7296 2.15, 3.5); its key or certificates
+        // verify AUTH. An identity no peer has is refused like a wrong AUTH.
+        let authentic = match self.peer_for(idi, found.idr) {
+            Some(peer) => {
+                sa.peer = peer;
+                self.verify_auth(sa, idi, auth, payloads)
+            }
+            None => {
+                let why = AuthFailure::IdentityMismatch;
+                *self.out.counters.auth_refused.entry(why).or_default() += 1;
+                false
+            }
+        };
+        if !authentic {
             // RFC 7296 2.21.2: AUTHENTICATION_FAILED in the IKE_AUTH
             // response, and no IKE SA.
             let n = [notify(NotifyType::AuthenticationFailed, Vec::new())];
@@ -271,7 +310,7 @@ impl Endpoint {
             self.refuse_ike_sa(now, sa);
             return Ok(After::Keep);
         }
-        let idr = self.config.peer.local_id.to_payload();
+        let idr = self.peer(sa).local_id.to_payload();
         let mut out = self.our_auth(sa, &idr)?;
         out.insert(0, Payload::IdR(idr));
         let nonces = (sa.ni.clone(), sa.nr.clone());
@@ -287,33 +326,33 @@ impl Endpoint {
             Some(Ok(c)) => self.child_up(now, sa, c.child)?,
             Some(Err((notify, _))) => self.out.events.push_back(Event::ChildSaFailed {
                 ike: IkeSaId(sa.id),
-                name: self.config.peer.name.clone(),
+                name: self.peer(sa).name.clone(),
                 child: String::new(),
                 notify,
             }),
             None => {}
         }
         if find_notify(payloads, NotifyType::InitialContact).is_some() {
-            self.initial_contact(sa.id);
+            self.initial_contact(sa.id, sa.peer);
         }
         Ok(After::Keep)
     }
 
     /// RFC 7296 2.4: INITIAL_CONTACT means the peer has no other IKE SA
     /// with us; ours with the same peer identity are gone without a
-    /// Delete. This endpoint has one peer configuration, so that is every
-    /// other established IKE SA.
-    pub(super) fn initial_contact(&mut self, keep: u64) {
+    /// Delete: every other established IKE SA of the same peer
+    /// configuration (its identities are that peer's).
+    pub(super) fn initial_contact(&mut self, keep: u64, peer: usize) {
         let stale: Vec<u64> = self
             .sas
             .iter()
-            .filter(|(id, sa)| **id != keep && sa.state == State::Established)
+            .filter(|(id, sa)| **id != keep && sa.state == State::Established && sa.peer == peer)
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
             if let Some(mut sa) = self.sas.remove(&id) {
-                self.out
-                    .close(&mut sa, &self.config.peer.name, DownReason::InitialContact);
+                let name = &self.peers[sa.peer].name;
+                self.out.close(&mut sa, name, DownReason::InitialContact);
                 self.forget(&sa);
             }
         }

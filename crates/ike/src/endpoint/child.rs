@@ -67,6 +67,7 @@ impl Endpoint {
         } else {
             (k.initiator_to_responder, k.responder_to_initiator)
         };
+        let lifetimes = self.peer(sa).lifetimes;
         sa.children.push(ChildSa {
             child: c.child.clone(),
             inbound_spi: c.inbound_spi,
@@ -74,8 +75,8 @@ impl Endpoint {
             mode: c.mode,
             local_ts: c.local_ts.clone(),
             remote_ts: c.remote_ts.clone(),
-            rekey_at: self.rekey_time(now, self.config.peer.lifetimes.child)?,
-            hard_at: now.saturating_add(Lifetimes::hard(self.config.peer.lifetimes.child)),
+            rekey_at: self.rekey_time(now, lifetimes.child, lifetimes.jitter)?,
+            hard_at: now.saturating_add(Lifetimes::hard(lifetimes.child)),
             deleting: false,
             rekeyed_by_peer: None,
         });
@@ -83,7 +84,7 @@ impl Endpoint {
             .events
             .push_back(Event::ChildSaEstablished(Box::new(ChildSaEstablished {
                 ike: IkeSaId(sa.id),
-                name: self.config.peer.name.clone(),
+                name: self.peer(sa).name.clone(),
                 child: c.child,
                 inbound_spi: c.inbound_spi,
                 outbound_spi: c.outbound_spi,
@@ -107,6 +108,7 @@ impl Endpoint {
     /// responder may have installed one we must delete.
     pub(super) fn accept_child_reply(
         &self,
+        sa: &IkeSa,
         payloads: &[Payload],
         asked: Asked<'_>,
         nr: Option<Vec<u8>>,
@@ -122,7 +124,7 @@ impl Endpoint {
         };
         let transport = find_notify(payloads, NotifyType::UseTransportMode).is_some();
         let Some((outbound_spi, suite)) =
-            accept_esp_reply(offer, &self.config.peer.esp_proposals, asked.pfs)
+            accept_esp_reply(offer, &self.peer(sa).esp_proposals, asked.pfs)
         else {
             return Err((NotifyType::NoProposalChosen, true));
         };
@@ -177,7 +179,7 @@ impl Endpoint {
             Err((notify, delete)) => {
                 self.out.events.push_back(Event::ChildSaFailed {
                     ike: IkeSaId(sa.id),
-                    name: self.config.peer.name.clone(),
+                    name: self.peer(sa).name.clone(),
                     child: name.to_string(),
                     notify,
                 });
@@ -212,7 +214,7 @@ impl Endpoint {
         let Some(offer) = offer else {
             return Ok(None);
         };
-        let peer = &self.config.peer;
+        let peer = self.peer(sa);
         let (Some(tsi), Some(tsr)) = (tsi, tsr) else {
             return Ok(Some(Err((NotifyType::TsUnacceptable, Vec::new()))));
         };
@@ -353,7 +355,7 @@ impl Endpoint {
                     .unwrap_or_default();
                 self.out.events.push_back(Event::ChildSaFailed {
                     ike: IkeSaId(sa.id),
-                    name: self.config.peer.name.clone(),
+                    name: self.peer(sa).name.clone(),
                     child,
                     notify: t,
                 });
@@ -416,8 +418,8 @@ impl Endpoint {
         id: IkeSaId,
         child: &str,
     ) -> Result<(), IkeError> {
-        self.child_config(child)?;
         self.with_sa(id, |this, sa| {
+            this.child_config(sa, child)?;
             if sa.state != State::Established {
                 return Err(IkeError::NotEstablished(IkeSaId(sa.id)));
             }
@@ -434,7 +436,7 @@ impl Endpoint {
         sa: &mut IkeSa,
         child: &str,
     ) -> Result<(), IkeError> {
-        let c = self.child_config(child)?.clone();
+        let c = self.child_config(sa, child)?.clone();
         self.request_child(now, sa, c.name, None, c.mode, c.local_ts, c.remote_ts)
     }
 
@@ -505,7 +507,7 @@ impl Endpoint {
         if mode == Mode::Transport {
             out.push(notify(NotifyType::UseTransportMode, Vec::new()));
         }
-        out.push(Payload::Sa(self.esp_offer(inbound_spi, true)));
+        out.push(Payload::Sa(self.esp_offer(sa, inbound_spi, true)));
         out.push(Payload::Nonce(ni.clone()));
         out.extend(ke);
         out.push(Payload::TsI(local_ts.clone()));
@@ -544,7 +546,7 @@ impl Endpoint {
                 None => {
                     // Deleted meanwhile: what the peer made is not wanted
                     // either.
-                    match self.accept_child_reply(payloads, asked, None) {
+                    match self.accept_child_reply(sa, payloads, asked, None) {
                         Ok(_) => self.request_child_delete(now, sa, inbound_spi)?,
                         Err(e) => self.child_outcome(now, sa, outcome_of, Err(e))?,
                     }
@@ -552,7 +554,7 @@ impl Endpoint {
                 }
             },
         };
-        let child = self.accept_child_reply(payloads, asked, None);
+        let child = self.accept_child_reply(sa, payloads, asked, None);
         let nr = match &child {
             Ok(n) => n.nr.clone(),
             Err(_) => Vec::new(),
@@ -614,7 +616,7 @@ impl Endpoint {
                             continue;
                         }
                         let c = sa.children.remove(i);
-                        self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+                        self.out.child_deleted(sa.id, &self.peers[sa.peer].name, &c);
                         ours.push(c.inbound_spi.to_be_bytes().to_vec());
                     }
                 }

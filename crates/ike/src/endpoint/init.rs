@@ -11,7 +11,7 @@ impl Endpoint {
         if let Some(c) = &sa.cookie {
             payloads.push(notify(NotifyType::Cookie, c.clone()));
         }
-        let proposals = self.ike_offer(Vec::new());
+        let proposals = self.ike_offer(sa, Vec::new());
         let ke = sa
             .dh
             .as_ref()
@@ -31,7 +31,7 @@ impl Endpoint {
             NotifyType::NatDetectionDestinationIp,
             nat_detection_hash(sa.spi_i, 0, sa.remote).to_vec(),
         ));
-        payloads.extend(self.init_extras(false));
+        payloads.extend(self.init_extras(Some(&*sa)));
         sa.pending = None;
         sa.next_message_id = 0;
         self.request(
@@ -124,7 +124,7 @@ impl Endpoint {
         let (Some(offer), Some(ke), Some(nr)) = (offer, ke, nonce) else {
             return Ok(self.fail(sa, DownReason::InvalidReply));
         };
-        let Some(suite) = accept_ike_reply(offer, &self.config.peer.ike_proposals) else {
+        let Some(suite) = accept_ike_reply(offer, &self.peer(sa).ike_proposals) else {
             return Ok(self.fail(sa, DownReason::InvalidReply));
         };
         if suite.group != sa.group || ke.group != sa.group.number() || h.spi_r == 0 {
@@ -158,12 +158,12 @@ impl Endpoint {
         // IKE_AUTH: IDi, [CERT,] [CERTREQ,] AUTH, [N(INITIAL_CONTACT)],
         // [N(USE_TRANSPORT_MODE)], SA, TSi, TSr (RFC 7296 1.2).
         sa.keys = Some(keys);
-        let idi = self.config.peer.local_id.to_payload();
+        let idi = self.peer(sa).local_id.to_payload();
         let mut out = self.our_auth(sa, &idi)?;
         out.insert(0, Payload::IdI(idi));
         let spi = self.new_child_spi(sa)?;
         sa.first_child_spi = spi;
-        let peer = &self.config.peer;
+        let peer = self.peer(sa);
         if peer.initial_contact {
             out.push(notify(NotifyType::InitialContact, Vec::new()));
         }
@@ -180,7 +180,7 @@ impl Endpoint {
             Payload::TsI(first.local_ts.clone()),
             Payload::TsR(first.remote_ts.clone()),
         ];
-        out.push(Payload::Sa(self.esp_offer(spi, false)));
+        out.push(Payload::Sa(self.esp_offer(sa, spi, false)));
         out.extend(ts);
         sa.state = State::AuthSent;
         self.request(now, sa, ExchangeType::IkeAuth, out, RequestKind::Auth)?;
@@ -244,8 +244,9 @@ impl Endpoint {
                 return reply(self, notify(NotifyType::Cookie, expect));
             }
         }
-        let Some((number, suite)) =
-            select_ike(offer, &self.config.peer.ike_proposals, Some(ke.group))
+        // Every peer accepts the same IKE proposals (`add_peer`): the
+        // first peer's answer for whichever IKE_AUTH turns out to be.
+        let Some((number, suite)) = select_ike(offer, &self.peers[0].ike_proposals, Some(ke.group))
         else {
             return reply(self, notify(NotifyType::NoProposalChosen, Vec::new()));
         };
@@ -297,7 +298,7 @@ impl Endpoint {
                 nat_detection_hash(h.spi_i, spi_r, remote).to_vec(),
             ),
         ];
-        out.extend(self.init_extras(true));
+        out.extend(self.init_extras(None));
         self.respond(&mut sa, ExchangeType::IkeSaInit, 0, &out)?;
         sa.init_response = sa
             .last_response

@@ -64,7 +64,7 @@ impl Endpoint {
         sa.next_message_id = sa.next_message_id.wrapping_add(1);
         self.out.counters.requests_sent.bump(exchange);
         self.out.send(sa, bytes.clone());
-        let initial = self.config.peer.retransmit.initial;
+        let initial = self.peer(sa).retransmit.initial;
         sa.pending = Some(Pending {
             message_id,
             exchange,
@@ -349,7 +349,7 @@ impl Endpoint {
         self.out.count_notifies_received(&payloads);
         sa.last_heard = now;
         sa.pending = None;
-        let name = self.config.peer.name.clone();
+        let name = self.peer(sa).name.clone();
         let after = match kind {
             RequestKind::Init => self.on_init_response(now, sa, h, bytes, &payloads)?,
             RequestKind::Auth => self.on_auth_response(now, sa, &payloads)?,
@@ -402,7 +402,7 @@ impl Endpoint {
     }
 
     pub(super) fn fail(&mut self, sa: &mut IkeSa, reason: DownReason) -> After {
-        let name = self.config.peer.name.clone();
+        let name = self.peer(sa).name.clone();
         self.out.close(sa, &name, reason);
         After::Remove
     }

@@ -26,7 +26,9 @@ use crate::certs::{
     signature_auth_data, AuthFailure, AUTH_DIGITAL_SIGNATURE, AUTH_ECDSA_P256, CERT_X509_SIGNATURE,
     SUPPORTED_HASHES,
 };
-use crate::config::{Authentication, ChildConfig, EndpointConfig, Lifetimes, Mode};
+use crate::config::{
+    Authentication, ChildConfig, ConfigError, EndpointConfig, Lifetimes, Mode, PeerConfig,
+};
 use crate::crypto::{
     cookie, ct_eq, derive_child_keys, derive_ike_keys, derive_rekeyed_ike_keys, nat_detection_hash,
     psk_auth, signed_octets, CryptoError, DhPrivate, IkeKeys, Secret, SkKeys,
@@ -74,6 +76,9 @@ pub enum IkeError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// No peer configuration of this name.
+    #[error("no peer named {0:?}")]
+    UnknownPeer(String),
     /// No IKE SA with this ID.
     #[error("no IKE SA {0:?}")]
     UnknownIkeSa(IkeSaId),
@@ -268,6 +273,9 @@ struct IkeSa {
     /// The peer sent SIGNATURE_HASH_ALGORITHMS in IKE_SA_INIT (RFC 7427
     /// 4), so it takes AUTH method 14.
     peer_rfc7427: bool,
+    /// Its peer configuration, an index into [`Endpoint::peers`]: the
+    /// first until a responder learns from IKE_AUTH whom it serves.
+    peer: usize,
 }
 
 impl IkeSa {
@@ -321,6 +329,7 @@ impl IkeSa {
             expire_at: None,
             collision: None,
             peer_rfc7427: false,
+            peer: 0,
         }
     }
 }
@@ -396,10 +405,15 @@ impl Out {
     }
 }
 
-/// An IKEv2 endpoint for one peer configuration, initiator and responder.
+/// An IKEv2 endpoint for one or more peer configurations, initiator and
+/// responder. Peers sharing an endpoint are told apart by the identity
+/// the initiator proves in IKE_AUTH (see [`Endpoint::add_peer`]).
 #[derive(Debug)]
 pub struct Endpoint {
+    /// The endpoint-wide limits; its `peer` is `peers[0]`.
     config: EndpointConfig,
+    /// The peer configurations, the one the endpoint was made with first.
+    peers: Vec<PeerConfig>,
     rng: SystemRandom,
     sas: HashMap<u64, IkeSa>,
     /// Responder SAs by (peer address, initiator SPI), so a retransmitted
@@ -523,6 +537,12 @@ struct ChildFit<'c> {
 /// its answer, 1.3.1). When none fits: NO_PROPOSAL_CHOSEN if only the
 /// mode kept one out (a transport-mode child is never given tunnel mode),
 /// TS_UNACCEPTABLE otherwise.
+///
+/// The children are those of the peer the initiator authenticated as, so
+/// their selectors are what that identity may use (RFC 4301 4.4.3: the PAD
+/// ties an authenticated identity to them): a TSi outside them, for a home
+/// agent another mobile node's home address (RFC 4877 4.4), narrows to
+/// nothing and is refused.
 fn fit_child<'c>(
     children: impl Iterator<Item = &'c ChildConfig>,
     tsi: &[TrafficSelector],
@@ -576,6 +596,7 @@ impl Endpoint {
         let mut secret = vec![0u8; 32];
         rng.fill(&mut secret).map_err(|_| CryptoError::Random)?;
         Ok(Endpoint {
+            peers: vec![config.peer.clone()],
             config,
             rng,
             sas: HashMap::new(),
@@ -584,6 +605,64 @@ impl Endpoint {
             out: Out::default(),
             wall_clock: None,
         })
+    }
+
+    /// Adds a peer configuration, validated like the first. Peers of one
+    /// endpoint have distinct names and distinct pairs of identities
+    /// (`local_id`, `remote_id`): a responder picks the peer by the
+    /// identities of IKE_AUTH (RFC 7296 2.15, 3.5), which is after it
+    /// answered IKE_SA_INIT with no peer known yet, so every peer must
+    /// accept the same IKE proposals (the first peer's are the ones
+    /// answered from).
+    pub fn add_peer(&mut self, peer: PeerConfig) -> Result<(), IkeError> {
+        let err = |field: &str, reason| ConfigError {
+            peer: peer.name.clone(),
+            field: field.into(),
+            reason,
+        };
+        EndpointConfig {
+            peer: peer.clone(),
+            ..self.config.clone()
+        }
+        .validate()?;
+        if self.peers.iter().any(|p| p.name == peer.name) {
+            return Err(err("name", "used by another peer of the endpoint").into());
+        }
+        if self
+            .peers
+            .iter()
+            .any(|p| p.local_id == peer.local_id && p.remote_id == peer.remote_id)
+        {
+            return Err(err(
+                "remote_id",
+                "another peer of the endpoint has the same local and remote identities",
+            )
+            .into());
+        }
+        if peer.ike_proposals != self.peers[0].ike_proposals {
+            return Err(err(
+                "ike_proposals",
+                "differ from those of the endpoint's other peers (IKE_SA_INIT is answered before the peer is known)",
+            )
+            .into());
+        }
+        self.peers.push(peer);
+        Ok(())
+    }
+
+    /// The peer configuration IKE SA `sa` belongs to.
+    fn peer(&self, sa: &IkeSa) -> &PeerConfig {
+        &self.peers[sa.peer]
+    }
+
+    /// The responder's choice of peer for an IKE_AUTH request (RFC 7296
+    /// 2.15, 3.5): the first whose `remote_id` is the initiator's IDi and,
+    /// when the initiator named whom it wants to reach with IDr, whose
+    /// `local_id` is that IDr.
+    fn peer_for(&self, idi: &IdPayload, idr: Option<&IdPayload>) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| p.remote_id.matches(idi) && idr.is_none_or(|idr| p.local_id.matches(idr)))
     }
 
     /// Tells the endpoint the wall-clock time (since the Unix epoch), which
@@ -644,7 +723,7 @@ impl Endpoint {
         // Only an IKE SA in use checks liveness and rekeys: not one a rekey
         // made that is not adopted (yet).
         let in_use = sa.state == State::Established && sa.pending.is_none() && sa.announced;
-        if let (true, Some(iv)) = (in_use, self.config.peer.liveness) {
+        if let (true, Some(iv)) = (in_use, self.peer(sa).liveness) {
             earliest(sa.last_heard.saturating_add(iv));
         }
         if in_use {
@@ -676,7 +755,7 @@ impl Endpoint {
     /// When the next NAT-keepalive is due: sent only by the side behind
     /// the NAT (RFC 3948 2.3), for an established IKE SA in use.
     fn keepalive_due(&self, sa: &IkeSa) -> Option<Timestamp> {
-        let iv = self.config.peer.nat_keepalive?;
+        let iv = self.peer(sa).nat_keepalive?;
         (sa.nat_local && sa.state == State::Established && sa.announced)
             .then(|| sa.keepalive_sent.saturating_add(iv))
     }
@@ -714,8 +793,8 @@ impl Endpoint {
 
     /// Our IKE proposals, numbered from 1, with `spi` (empty in
     /// IKE_SA_INIT, our new SPI in a rekey).
-    fn ike_offer(&self, spi: Vec<u8>) -> SaPayload {
-        let proposals = self.config.peer.ike_proposals.iter().zip(1u8..);
+    fn ike_offer(&self, sa: &IkeSa, spi: Vec<u8>) -> SaPayload {
+        let proposals = self.peer(sa).ike_proposals.iter().zip(1u8..);
         SaPayload {
             proposals: proposals.map(|(p, n)| p.to_wire(n, spi.clone())).collect(),
         }
@@ -724,8 +803,8 @@ impl Endpoint {
     /// Our ESP proposals, numbered from 1, with our inbound `spi`; their
     /// Diffie-Hellman groups only with `pfs` (not in IKE_AUTH, whose
     /// CHILD_SA has no KE payload, RFC 7296 1.2).
-    fn esp_offer(&self, spi: u32, pfs: bool) -> SaPayload {
-        let proposals = self.config.peer.esp_proposals.iter().zip(1u8..);
+    fn esp_offer(&self, sa: &IkeSa, spi: u32, pfs: bool) -> SaPayload {
+        let proposals = self.peer(sa).esp_proposals.iter().zip(1u8..);
         let wire = |(p, n): (&EspProposal, u8)| {
             if pfs {
                 p.to_wire(n, spi)
@@ -749,9 +828,13 @@ impl Endpoint {
     }
 
     /// When an SA made `now` with `lifetime` is rekeyed: at the end of its
-    /// lifetime less up to the configured jitter, at random.
-    fn rekey_time(&self, now: Timestamp, lifetime: Duration) -> Result<Timestamp, CryptoError> {
-        let jitter = self.config.peer.lifetimes.jitter;
+    /// lifetime less up to `jitter`, at random.
+    fn rekey_time(
+        &self,
+        now: Timestamp,
+        lifetime: Duration,
+        jitter: Duration,
+    ) -> Result<Timestamp, CryptoError> {
         let mut b = [0u8; 2];
         self.random(&mut b)?;
         let early = jitter.mul_f64(f64::from(u16::from_be_bytes(b)) / 65536.0);
@@ -774,27 +857,54 @@ impl Endpoint {
         Ok(n)
     }
 
-    /// Starts an IKE SA (and its first CHILD_SA) from `local` to `remote`.
+    /// Starts an IKE SA (and its first CHILD_SA) of the endpoint's first
+    /// peer from `local` to `remote`.
     pub fn initiate(
         &mut self,
         now: Timestamp,
         local: SocketAddr,
         remote: SocketAddr,
     ) -> Result<IkeSaId, IkeError> {
+        self.initiate_peer(now, 0, local, remote)
+    }
+
+    /// Starts an IKE SA (and its first CHILD_SA) of the peer named `peer`
+    /// from `local` to `remote`.
+    pub fn initiate_as(
+        &mut self,
+        now: Timestamp,
+        peer: &str,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<IkeSaId, IkeError> {
+        let i = self
+            .peers
+            .iter()
+            .position(|p| p.name == peer)
+            .ok_or_else(|| IkeError::UnknownPeer(peer.into()))?;
+        self.initiate_peer(now, i, local, remote)
+    }
+
+    fn initiate_peer(
+        &mut self,
+        now: Timestamp,
+        peer: usize,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<IkeSaId, IkeError> {
         // validate() made sure there is one.
-        let group = self
-            .config
-            .peer
+        let group = self.peers[peer]
             .ike_proposals
             .first()
             .and_then(|p| p.groups.first().copied())
-            .ok_or_else(|| crate::config::ConfigError {
-                peer: self.config.peer.name.clone(),
+            .ok_or_else(|| ConfigError {
+                peer: self.peers[peer].name.clone(),
                 field: "ike_proposals[0].groups".into(),
                 reason: "empty",
             })?;
         let spi = self.new_ike_spi()?;
         let mut sa = IkeSa::new(true, (spi, 0), (local, remote), State::InitSent, group, now);
+        sa.peer = peer;
         sa.dh = Some(DhPrivate::generate(group, &self.rng)?);
         sa.ni = self.nonce()?;
         sa.announced = true;
@@ -808,13 +918,13 @@ impl Endpoint {
     pub fn delete_ike(&mut self, now: Timestamp, id: IkeSaId) -> Result<(), IkeError> {
         let mut sa = self.sas.remove(&id.0).ok_or(IkeError::UnknownIkeSa(id))?;
         if sa.state != State::Established {
-            self.out
-                .close(&mut sa, &self.config.peer.name, DownReason::DeletedLocally);
+            let name = &self.peers[sa.peer].name;
+            self.out.close(&mut sa, name, DownReason::DeletedLocally);
             self.forget(&sa);
             return Ok(());
         }
         for c in sa.children.drain(..) {
-            self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+            self.out.child_deleted(sa.id, &self.peers[sa.peer].name, &c);
         }
         sa.state = State::Deleting;
         let del = Payload::Delete(DeletePayload {
@@ -891,10 +1001,9 @@ impl Endpoint {
         r
     }
 
-    /// The child configuration named `name`.
-    fn child_config(&self, name: &str) -> Result<&ChildConfig, IkeError> {
-        self.config
-            .peer
+    /// The child configuration named `name` of `sa`'s peer.
+    fn child_config(&self, sa: &IkeSa, name: &str) -> Result<&ChildConfig, IkeError> {
+        self.peer(sa)
             .children
             .iter()
             .find(|c| c.name == name)

@@ -24,7 +24,7 @@ impl Endpoint {
             data: dh.public_value().to_vec(),
         };
         sa.pending_dh.push((ni.clone(), dh));
-        let proposals = self.ike_offer(spi.to_be_bytes().to_vec());
+        let proposals = self.ike_offer(sa, spi.to_be_bytes().to_vec());
         let out = vec![
             Payload::Sa(proposals),
             Payload::Nonce(ni.clone()),
@@ -82,6 +82,7 @@ impl Endpoint {
         sa.sk_in = Some(inn);
         sa.nat_local = old.nat_local;
         sa.nat_remote = old.nat_remote;
+        sa.peer = old.peer;
         sa.expire_at = Some(now.saturating_add(self.config.half_open_timeout));
         self.sas.insert(id, sa);
         Ok(id)
@@ -96,7 +97,8 @@ impl Endpoint {
         old: &mut IkeSa,
         new: u64,
     ) -> Result<(), IkeError> {
-        let rekey_at = self.rekey_time(now, self.config.peer.lifetimes.ike)?;
+        let lifetimes = self.peer(old).lifetimes;
+        let rekey_at = self.rekey_time(now, lifetimes.ike, lifetimes.jitter)?;
         let Some(sa) = self.sas.get_mut(&new) else {
             return Err(IkeError::UnknownIkeSa(IkeSaId(new)));
         };
@@ -105,7 +107,7 @@ impl Endpoint {
         sa.announced = true;
         sa.expire_at = None;
         sa.rekey_at = rekey_at;
-        sa.hard_at = now.saturating_add(Lifetimes::hard(self.config.peer.lifetimes.ike));
+        sa.hard_at = now.saturating_add(Lifetimes::hard(lifetimes.ike));
         self.out.events.push_back(Event::IkeSaRekeyed {
             old: IkeSaId(old.id),
             new: IkeSaId(new),
@@ -173,7 +175,7 @@ impl Endpoint {
         else {
             return reply(self, sa, NotifyType::InvalidSyntax, Vec::new());
         };
-        let proposals = &self.config.peer.ike_proposals;
+        let proposals = &self.peer(sa).ike_proposals;
         let Some((number, peer_spi, suite)) =
             select_ike_with_spi(offer, proposals, Some(ke.group), 8)
         else {
@@ -241,7 +243,7 @@ impl Endpoint {
         let found = Found::of(payloads);
         let accepted = match (first_error(payloads), found.sa, found.nonce, found.ke, dh) {
             (None, Some(offer), Some(nr), Some(ke), Some(dh)) => {
-                accept_ike_reply_with_spi(offer, &self.config.peer.ike_proposals, 8)
+                accept_ike_reply_with_spi(offer, &self.peer(sa).ike_proposals, 8)
                     .filter(|(_, s)| s.group == dh.group() && ke.group == s.group.number())
                     .and_then(|(spi, s)| {
                         let shared = dh.agree(&ke.data).ok()?;

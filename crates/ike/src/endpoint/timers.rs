@@ -60,7 +60,7 @@ impl Endpoint {
             self.out.counters.nat_keepalives_sent += 1;
             self.out.send(sa, NAT_KEEPALIVE.to_vec());
         }
-        let retransmit = self.config.peer.retransmit;
+        let retransmit = self.peer(sa).retransmit;
         if let Some(p) = &mut sa.pending {
             if now >= p.next_at {
                 if p.retransmits >= retransmit.tries {
@@ -91,7 +91,7 @@ impl Endpoint {
             self.request_missing_child(now, sa)?;
             return Ok(After::Keep);
         }
-        if let Some(iv) = self.config.peer.liveness {
+        if let Some(iv) = self.peer(sa).liveness {
             if now >= sa.last_heard.saturating_add(iv) {
                 self.request(
                     now,
@@ -111,7 +111,7 @@ impl Endpoint {
     /// announced, until that is answered or given up.
     fn expire_ike(&mut self, now: Timestamp, sa: &mut IkeSa) -> Result<After, IkeError> {
         self.out.counters.ike_sas_expired += 1;
-        let name = self.config.peer.name.clone();
+        let name = self.peer(sa).name.clone();
         self.out.close(sa, &name, DownReason::Expired);
         sa.announced = false;
         sa.state = State::Deleting;
@@ -125,7 +125,7 @@ impl Endpoint {
         while let Some(i) = sa.children.iter().position(|c| c.hard_at <= now) {
             let c = sa.children.remove(i);
             self.out.counters.child_sas_expired += 1;
-            self.out.child_deleted(sa.id, &self.config.peer.name, &c);
+            self.out.child_deleted(sa.id, &self.peers[sa.peer].name, &c);
             if !c.deleting {
                 self.request_child_delete(now, sa, c.inbound_spi)?;
             }
