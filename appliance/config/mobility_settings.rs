@@ -192,6 +192,7 @@ pub(super) fn home_agent(
             1..=65535,
         )?),
         force_udp: m.force_udp.is_some_and(|Flag(b)| b),
+        key_management_mobility: false,
     };
     let nodes = m
         .nodes

@@ -77,6 +77,7 @@ fn home_agent_with(policy: &str, force_udp: bool) -> Gateway {
         max_lifetime: Duration::from_secs(600),
         nat_refresh: DEFAULT_NAT_REFRESH,
         force_udp,
+        key_management_mobility: false,
     })));
     gw
 }

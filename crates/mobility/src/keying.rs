@@ -1,0 +1,49 @@
+//! What a home registration means for the key management between a
+//! mobile node and its home agent: the Key Management Mobility Capability
+//! (K) bit of Binding Updates and Acknowledgements (RFC 6275 6.1.7, 6.1.8).
+//!
+//! The mobile node sets K in a Binding Update to its home agent when its
+//! key management (here its IKEv2 SA with the home agent, RFC 4877 4.4)
+//! survives movement and that IKE SA exists (RFC 6275 11.7.1); never with
+//! manual keys. The home agent sets K in the Acknowledgement when the BU
+//! had it and its own key management survives movement too (RFC 6275
+//! 10.3.1). When a registration with K on both sides completes, both move
+//! their IKE SA to the new care-of address without an IKE exchange; when
+//! the BU had K and the BA did not, the mobile node establishes its IKE SA
+//! again from the new care-of address (RFC 6275 11.7.3).
+//!
+//! A de-registration (the node back home) moves nothing here: RFC 6275
+//! 10.3.2 would move the key management to the home address, which is the
+//! host's behind the appliance, not the appliance's own; the mobile node
+//! therefore clears K at home and the home agent clears it in the BA of a
+//! de-registration.
+
+use std::net::IpAddr;
+
+/// What becomes of the IKE SA between a mobile node and its home agent
+/// after a completed home registration, for the key management beside
+/// the mobility stage to carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyManagement {
+    /// K was set in the BU and the BA: the IKE SA moves to the care-of
+    /// address, with no IKE exchange (RFC 6275 10.3.1, 11.7.3).
+    Move {
+        /// The mobile node's home address.
+        home: [u8; 16],
+        /// The address the IKE SA now runs from (mobile node) or to (home
+        /// agent): the IPv6 care-of address, or for an IPv4 care-of
+        /// address (RFC 5555) the address the Binding Update came from,
+        /// which behind a NAT is the NAT's.
+        care_of: IpAddr,
+    },
+    /// The mobile node's BU had K and the home agent's BA did not: the
+    /// home agent's key management does not survive movement, and the
+    /// mobile node establishes its IKE SA again from the care-of address
+    /// (RFC 6275 11.7.3).
+    Reestablish {
+        /// The mobile node's home address.
+        home: [u8; 16],
+        /// The mobile node's care-of address.
+        care_of: IpAddr,
+    },
+}
