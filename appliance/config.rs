@@ -173,6 +173,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[path = "config/care_of.rs"]
+mod care_of;
 #[path = "config/mobility_settings.rs"]
 mod mobility_settings;
 #[path = "config/own_addresses.rs"]
@@ -188,6 +190,7 @@ mod routes;
 #[path = "config/service.rs"]
 mod service;
 
+pub use care_of::{care_of_address, check_care_of, CareOfPeer};
 pub use mobility_settings::parse_attachment;
 use mobility_settings::{home_agent, mobile_node};
 use own_addresses::own_addresses;
@@ -606,7 +609,8 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         Some(d) => path.parent().unwrap_or(Path::new(".")).join(d),
         None => PathBuf::from(DEFAULT_STATE_DIR),
     };
-    let [host_addresses, network_addresses] = own_addresses(&ctx, raw.addresses)?;
+    let [host_addresses, mut network_addresses] = own_addresses(&ctx, raw.addresses)?;
+    care_of::home_agent_addresses(&mut network_addresses, &network, mobility.as_ref());
     let (mode, routes) = mode_and_routes(
         &ctx,
         raw.mode.as_deref(),
@@ -618,10 +622,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         ("host", &host_addresses, &host),
         ("network", &network_addresses, &network),
     ] {
-        if !own.addresses.is_empty() && !matches!(p, PortConfig::AfPacket { .. }) {
+        // On a TUN port the host stack takes IP packets alone.
+        if own.mac.is_some() && matches!(p, PortConfig::Tun { .. }) {
             return Err(ctx.err(
-                &format!("addresses.{side}"),
-                format!("own addresses need an af_packet port (Ethernet), ports.{side} is not one"),
+                &format!("addresses.{side}_mac"),
+                format!("ports.{side} is a TUN port, which has no MAC"),
             ));
         }
     }
@@ -631,9 +636,13 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         path.parent().unwrap_or(Path::new(".")),
         &policy,
         &network_addresses,
+        mobility.as_ref(),
     )?;
-    if !peers.is_empty() && role != Role::Gateway {
-        return Err(ctx.err("peers", "only the gateway role keys SAs with IKEv2"));
+    if mobility_settings::key_management_mobility(mobility.as_ref()) && peers.is_empty() {
+        return Err(ctx.err(
+            "mobility.key_management_mobility",
+            "moves the IKE SA with the care-of address: it needs IKE peers (\"peers\")",
+        ));
     }
     if mode == Mode::Routed && raw.layer2.is_some() {
         return Err(ctx.err(

@@ -46,10 +46,12 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 mod acquire;
+mod care_of;
 mod install;
 mod status;
 
 use acquire::Acquire;
+pub use care_of::MobilityChange;
 pub use status::status_text;
 
 /// Datagrams each way between the network endpoint and the IKE thread.
@@ -119,6 +121,9 @@ pub enum IkeCommand {
     /// Delete the peer's IKE SAs, their CHILD_SAs with them (RFC 7296
     /// 1.4.1); the peer is not initiated again until `Initiate`.
     Terminate(String),
+    /// The mobility stage's news: a movement, a registration's outcome
+    /// for the IKE SA (see `care_of.rs`).
+    Mobility(MobilityChange),
 }
 
 /// How long `ctl` waits for the IKE thread.
@@ -133,6 +138,9 @@ pub struct IkeThread {
     pub changes: Receiver<AckedChange>,
     /// What `show ike` prints, refreshed by the thread.
     status: Arc<Mutex<Value>>,
+    /// Whether a care-of peer has an IKE SA (a mobile node's Binding
+    /// Updates may then carry K).
+    pub care_of_ike_up: Arc<AtomicBool>,
 }
 
 impl IkeThread {
@@ -330,6 +338,9 @@ struct PeerRun {
     pending_outbound: Option<PendingOutbound>,
     /// A trapping peer's acquires.
     acquire: Option<Acquire>,
+    /// IKE SAs replaced by one established again from a new care-of
+    /// address, deleted once its CHILD_SA is installed.
+    retiring: Vec<IkeSaId>,
 }
 
 /// A rekey's responder's new outbound SA, not used yet.
@@ -356,6 +367,8 @@ struct Thread {
     send_dropped: u64,
     /// SA changes the main loop's channel had no room for.
     changes_dropped: u64,
+    /// See [`IkeThread::care_of_ike_up`].
+    care_of_ike_up: Arc<AtomicBool>,
 }
 
 impl Thread {
@@ -397,6 +410,7 @@ impl Thread {
                 }
             }
             changed |= self.flush();
+            self.publish_care_of_ike();
             // Counters every half second; what `show ike` lists (SAs,
             // peers' states) as soon as it changed.
             if changed || last_status.elapsed() >= Duration::from_millis(500) {
@@ -410,6 +424,7 @@ impl Thread {
         let now = self.now();
         let name = match &c {
             IkeCommand::Initiate(n) | IkeCommand::Terminate(n) => n.clone(),
+            IkeCommand::Mobility(m) => return self.follow_mobility(*m),
         };
         let p = self
             .peers
@@ -436,6 +451,7 @@ impl Thread {
                     ids.len()
                 ))
             }
+            IkeCommand::Mobility(m) => self.follow_mobility(m),
         }
     }
 
@@ -444,6 +460,10 @@ impl Thread {
         for p in &mut self.peers {
             if p.initiate_at.is_some_and(|t| t <= Instant::now()) {
                 p.initiate_at = None;
+                // A care-of peer at home: nothing to run from.
+                if p.settings.local.is_unspecified() {
+                    continue;
+                }
                 let local = SocketAddr::new(p.settings.local, IKE_PORT);
                 let remote = SocketAddr::new(p.settings.remote, IKE_PORT);
                 if let Err(e) = p.endpoint.initiate(now, local, remote) {
@@ -596,6 +616,7 @@ impl Thread {
             }
             Event::ChildSaEstablished(c) => {
                 self.child_up(i, &c);
+                self.retire_replaced(i, c.ike);
                 if let Some(a) = self.peers[i].acquire.as_mut() {
                     a.ended(c.ike, true);
                 }
@@ -679,6 +700,7 @@ pub fn start(
             last_down: None,
             held: false,
             pending_outbound: None,
+            retiring: Vec::new(),
             acquire: p
                 .children
                 .first()
@@ -690,6 +712,7 @@ pub fn start(
     let (commands_tx, commands) = std::sync::mpsc::sync_channel(4);
     let status = Arc::new(Mutex::new(json!({"peers": []})));
     let stop = Arc::new(AtomicBool::new(false));
+    let care_of_ike_up = Arc::new(AtomicBool::new(false));
     let mut thread = Thread {
         peers,
         commands,
@@ -701,6 +724,7 @@ pub fn start(
         no_peer: 0,
         send_dropped: 0,
         changes_dropped: 0,
+        care_of_ike_up: Arc::clone(&care_of_ike_up),
     };
     let stop_t = Arc::clone(&stop);
     let handle = std::thread::Builder::new()
@@ -713,6 +737,7 @@ pub fn start(
         handle: Some(handle),
         changes,
         status,
+        care_of_ike_up,
     })
 }
 

@@ -18,7 +18,10 @@
 //! ```
 //!
 //! `local` is one of the appliance's network addresses (IKE runs on UDP
-//! 500 and 4500 there); `remote` the peer's. Identities are
+//! 500 and 4500 there); `remote` the peer's. A mobile node's peer may say
+//! `"local": "care-of"`: IKE then runs from its current care-of address to
+//! the home agent, whose address is `remote`, and follows its movements
+//! (see `care_of.rs`). Identities are
 //! `fqdn:NAME`, `ipv4:ADDR`, `ipv6:ADDR`, `keyid:HEX` or `dn:HEX` (a
 //! distinguished name's DER). Proposals use
 //! strongSwan's notation (`bitsgw_ike::names`). `start` is `initiate` (the
@@ -148,6 +151,12 @@ pub struct PeerSettings {
     pub start: StartAction,
     /// The CHILD_SAs.
     pub children: Vec<ChildSettings>,
+    /// A mobile node's peer that runs from its care-of address
+    /// (`"local": "care-of"`): `local` and `remote` follow its movements.
+    pub care_of: Option<super::CareOfPeer>,
+    /// Whether the mobility stage moves this appliance's IKE SAs with the
+    /// care-of address (the K bit, `mobility.key_management_mobility`).
+    pub key_management_mobility: bool,
 }
 
 impl core::fmt::Debug for PeerSettings {
@@ -351,6 +360,7 @@ pub(super) fn peers(
     dir: &Path,
     policy: &PolicySet,
     network: &OwnAddresses,
+    mobility: Option<&MobilitySettings>,
 ) -> Result<Vec<PeerSettings>, ConfigError> {
     let mut out: Vec<PeerSettings> = Vec::new();
     let mut keyed: Vec<String> = Vec::new();
@@ -361,7 +371,10 @@ pub(super) fn peers(
             entry: format!("peers[{i}] {}", Shown(label)),
         };
         let p: RawPeer = read_document(file, v, Entries::Whole(&ctx.entry))?;
-        out.push(peer(&ctx, p, dir, policy, network, &out, &mut keyed)?);
+        let mut settings = peer(&ctx, p, dir, policy, network, mobility, &out, &mut keyed)?;
+        settings.key_management_mobility =
+            super::mobility_settings::key_management_mobility(mobility);
+        out.push(settings);
     }
     if let Some(sa) = policy.ike_sas.iter().find(|s| !keyed.contains(&s.name)) {
         return Err(ConfigError {
@@ -376,12 +389,14 @@ pub(super) fn peers(
 
 /// One peer, checked against the peers before it (`others`) and the SAs
 /// they key (`keyed`, which its children join).
+#[allow(clippy::too_many_arguments)] // the configuration it is checked against
 fn peer(
     ctx: &Ctx<'_>,
     p: RawPeer,
     dir: &Path,
     policy: &PolicySet,
     network: &OwnAddresses,
+    mobility: Option<&MobilitySettings>,
     others: &[PeerSettings],
     keyed: &mut Vec<String>,
 ) -> Result<PeerSettings, ConfigError> {
@@ -389,14 +404,21 @@ fn peer(
         return Err(ctx.err("name", "another peer has this name"));
     }
     let addr = |field: &str, s: &str| resolve_addr(ctx, field, s, &policy.addresses);
-    let (local, remote) = (addr("local", &p.local)?, addr("remote", &p.remote)?);
-    if !network.addresses.iter().any(|(a, _)| *a == local) {
+    let (local, remote, care_of) = match p.local.as_str() {
+        "care-of" => {
+            let (l, r, c) =
+                super::care_of::care_of_peer(ctx, addr("remote", &p.remote)?, mobility, network)?;
+            (l, r, Some(c))
+        }
+        local => (addr("local", local)?, addr("remote", &p.remote)?, None),
+    };
+    if care_of.is_none() && !network.addresses.iter().any(|(a, _)| *a == local) {
         return Err(ctx.err(
             "local",
             format!("{local} is not one of the appliance's network addresses (addresses.network)"),
         ));
     }
-    if local.is_ipv4() != remote.is_ipv4() {
+    if care_of.is_none() && local.is_ipv4() != remote.is_ipv4() {
         return Err(ctx.err("remote", "local and remote must be of one address family"));
     }
     if others
@@ -470,6 +492,8 @@ fn peer(
             .unwrap_or(Duration::from_secs(20)),
         start,
         children,
+        care_of,
+        key_management_mobility: false,
     })
 }
 

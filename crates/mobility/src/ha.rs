@@ -489,16 +489,21 @@ impl HomeAgent {
             nat,
         };
         // RFC 6275 10.3.1: K echoed when our key management moves too; the
-        // IKE SA follows a care-of address that changed.
+        // IKE SA follows a care-of address that changed, or without K is
+        // established again from there.
         let key_management = bu.key_mgmt_compat && self.cfg.key_management_mobility;
         let moved = existing.as_ref().is_some_and(|b| b.care_of != care_of);
-        if key_management && moved {
+        if moved {
             let care_of = match care_of {
                 CareOf::V6(a) => IpAddr::from(a),
                 CareOf::V4 { udp, .. } => IpAddr::from(udp.addr),
             };
-            self.key_management
-                .push_back(KeyManagement::Move { home, care_of });
+            let k = if key_management {
+                KeyManagement::Move { home, care_of }
+            } else {
+                KeyManagement::Expect { home, care_of }
+            };
+            crate::keying::queue(&mut self.key_management, k);
         }
         if existing.is_some() {
             self.counters.event(MobilityEvent::BindingUpdated);

@@ -12,13 +12,31 @@
 //! the BU had K and the BA did not, the mobile node establishes its IKE SA
 //! again from the new care-of address (RFC 6275 11.7.3).
 //!
+//! Without K the mobile node establishes its IKE SA again from its new
+//! care-of address; the home agent, told where the binding moved, expects
+//! it from there.
+//!
 //! A de-registration (the node back home) moves nothing here: RFC 6275
 //! 10.3.2 would move the key management to the home address, which is the
 //! host's behind the appliance, not the appliance's own; the mobile node
 //! therefore clears K at home and the home agent clears it in the BA of a
 //! de-registration.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
+
+/// Outcomes kept for the key management at most: without key management
+/// beside the stage nobody takes them, and the oldest go.
+const QUEUE_LIMIT: usize = 64;
+
+/// Queues `k` for the key management, the oldest going beyond
+/// [`QUEUE_LIMIT`].
+pub(crate) fn queue(q: &mut VecDeque<KeyManagement>, k: KeyManagement) {
+    if q.len() >= QUEUE_LIMIT {
+        q.pop_front();
+    }
+    q.push_back(k);
+}
 
 /// What becomes of the IKE SA between a mobile node and its home agent
 /// after a completed home registration, for the key management beside
@@ -44,6 +62,15 @@ pub enum KeyManagement {
         /// The mobile node's home address.
         home: [u8; 16],
         /// The mobile node's care-of address.
+        care_of: IpAddr,
+    },
+    /// At the home agent, a binding moved without K: the mobile node
+    /// establishes its IKE SA again from the new care-of address (RFC
+    /// 6275 11.7.3), which is where the home agent expects it from now.
+    Expect {
+        /// The mobile node's home address.
+        home: [u8; 16],
+        /// Where its IKE comes from: as for [`KeyManagement::Move`].
         care_of: IpAddr,
     },
 }

@@ -755,11 +755,12 @@ impl MobileNode {
             return;
         }
         let home = self.cfg.home;
-        self.key_management.push_back(if ba_k {
+        let k = if ba_k {
             KeyManagement::Move { home, care_of }
         } else {
             KeyManagement::Reestablish { home, care_of }
-        });
+        };
+        crate::keying::queue(&mut self.key_management, k);
     }
 
     /// Whether the IKE SA with the home agent exists: with
