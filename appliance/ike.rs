@@ -264,7 +264,9 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
                 tries: peer.retransmit_tries,
                 ..Retransmit::default()
             },
-            initial_contact: true,
+            // RFC 7296 2.4: not when a care-of peer establishes its IKE SA
+            // again while it still has the old one (make-before-break).
+            initial_contact: peer.care_of.is_none(),
         },
         cookie_threshold: 64,
         max_half_open: 1024,
@@ -341,6 +343,9 @@ struct PeerRun {
     /// IKE SAs replaced by one established again from a new care-of
     /// address, deleted once its CHILD_SA is installed.
     retiring: Vec<IkeSaId>,
+    /// The (local, remote) addresses the peer had before it followed a
+    /// care-of address: its older IKE SAs still speak from there.
+    former: Vec<(IpAddr, IpAddr)>,
 }
 
 /// A rekey's responder's new outbound SA, not used yet.
@@ -481,7 +486,7 @@ impl Thread {
         match self
             .peers
             .iter_mut()
-            .find(|p| p.settings.local == d.local.ip() && p.settings.remote == d.remote.ip())
+            .find(|p| p.takes(d.local.ip(), d.remote.ip()))
         {
             Some(p) => {
                 // Certificates are checked against the wall clock.
@@ -701,6 +706,7 @@ pub fn start(
             held: false,
             pending_outbound: None,
             retiring: Vec::new(),
+            former: Vec::new(),
             acquire: p
                 .children
                 .first()

@@ -27,6 +27,36 @@ pub enum MobilityChange {
     KeyManagement(KeyManagement),
 }
 
+/// How many earlier address pairs a peer still takes datagrams on.
+const FORMER_ADDRESSES: usize = 4;
+
+impl PeerRun {
+    /// Whether a datagram between `local` and `remote` is this peer's:
+    /// its addresses now, or ones it had before it followed a care-of
+    /// address (its older IKE SAs, until they are gone).
+    pub(super) fn takes(&self, local: IpAddr, remote: IpAddr) -> bool {
+        (self.settings.local, self.settings.remote) == (local, remote)
+            || self.former.contains(&(local, remote))
+    }
+
+    /// New addresses; the old ones are still taken for a while.
+    fn readdress(&mut self, local: IpAddr, remote: IpAddr) {
+        let old = (self.settings.local, self.settings.remote);
+        if old == (local, remote) {
+            return;
+        }
+        self.former.retain(|a| *a != old && *a != (local, remote));
+        if !old.0.is_unspecified() {
+            self.former.push(old);
+        }
+        if self.former.len() > FORMER_ADDRESSES {
+            self.former.remove(0);
+        }
+        self.settings.local = local;
+        self.settings.remote = remote;
+    }
+}
+
 impl Thread {
     pub(super) fn follow_mobility(&mut self, m: MobilityChange) -> Result<String, String> {
         let mut done = Vec::new();
@@ -42,9 +72,8 @@ impl Thread {
                     }
                     let waits_for_k =
                         s.key_management_mobility && !self.peers[i].ike_sas.is_empty();
-                    let p = &mut self.peers[i];
-                    p.settings.local = local;
-                    p.settings.remote = remote;
+                    self.peers[i].readdress(local, remote);
+                    let p = &self.peers[i];
                     if waits_for_k {
                         done.push(format!(
                             "peer \"{}\" moves with the registration",
@@ -60,14 +89,26 @@ impl Thread {
                 }
             }
             MobilityChange::KeyManagement(k) => {
-                let (KeyManagement::Move { home, care_of }
-                | KeyManagement::Reestablish { home, care_of }
-                | KeyManagement::Expect { home, care_of }) = k;
+                let (KeyManagement::Move {
+                    home,
+                    home_agent,
+                    care_of,
+                }
+                | KeyManagement::Reestablish {
+                    home,
+                    home_agent,
+                    care_of,
+                }
+                | KeyManagement::Expect {
+                    home,
+                    home_agent,
+                    care_of,
+                }) = k;
                 for i in self.peers_of(home) {
                     let mobile_node = self.peers[i].settings.care_of.is_some();
                     let what = match k {
                         KeyManagement::Move { .. } => {
-                            self.move_ike_sa(i, care_of);
+                            self.move_ike_sa(i, home_agent, care_of);
                             "follows"
                         }
                         KeyManagement::Reestablish { .. } if mobile_node => {
@@ -75,7 +116,7 @@ impl Thread {
                             "is re-established from"
                         }
                         KeyManagement::Expect { .. } if !mobile_node => {
-                            self.peers[i].settings.remote = care_of;
+                            self.home_agent_follows(i, home_agent, care_of);
                             "is expected from"
                         }
                         _ => continue,
@@ -114,21 +155,25 @@ impl Thread {
             .collect()
     }
 
-    /// Moves peer `i`'s IKE SA to `care_of` with no IKE exchange (RFC 6275
-    /// 11.7.3 under K): the mobile node's runs from there, the home
-    /// agent's to there. Until the IKE core can change an IKE SA's
-    /// addresses, the mobile node establishes its IKE SA again from there
-    /// (make-before-break) and the home agent expects it from there.
-    fn move_ike_sa(&mut self, i: usize, care_of: IpAddr) {
-        let s = &mut self.peers[i].settings;
-        match s.care_of.and_then(|c| c.addresses(Some(care_of))) {
-            Some((local, remote)) => {
-                s.local = local;
-                s.remote = remote;
-                self.reestablish(i);
-            }
-            None => s.remote = care_of,
+    /// Moves peer `i`'s IKE SA between `home_agent` and `care_of` with no
+    /// IKE exchange (RFC 6275 11.7.3 under K): the mobile node's runs from
+    /// the care-of address, the home agent's to it. Until the IKE core can
+    /// change an IKE SA's addresses, the mobile node establishes its IKE
+    /// SA again from there (make-before-break) and the home agent expects
+    /// it from there.
+    fn move_ike_sa(&mut self, i: usize, home_agent: IpAddr, care_of: IpAddr) {
+        if self.peers[i].settings.care_of.is_some() {
+            self.peers[i].readdress(care_of, home_agent);
+            self.reestablish(i);
+        } else {
+            self.home_agent_follows(i, home_agent, care_of);
         }
+    }
+
+    /// The home agent's peer `i` runs IKE between its address
+    /// `home_agent` and the mobile node's `care_of` from now on.
+    fn home_agent_follows(&mut self, i: usize, home_agent: IpAddr, care_of: IpAddr) {
+        self.peers[i].readdress(home_agent, care_of);
     }
 
     /// Establishes peer `i`'s IKE SA again from its addresses now: the

@@ -51,6 +51,15 @@ impl Thread {
         );
         let since = self.now().0;
         let p = &mut self.peers[i];
+        // A new IKE SA's CHILD_SA (a care-of peer's, established again
+        // from its new care-of address) replaces the one installed under
+        // the old IKE SA, as a rekey would.
+        let replaced = match c.rekeys {
+            None if !c.exchange_initiator => {
+                p.children.keys().copied().find(|s| *s != c.inbound_spi)
+            }
+            _ => None,
+        };
         if let Some(old) = c.rekeys {
             p.children.remove(&old);
         }
@@ -72,7 +81,7 @@ impl Thread {
         // only once the initiator has deleted the old CHILD_SA, which it
         // does after installing the new one; until then the peer may not
         // have the new inbound SA.
-        let sas = match c.rekeys {
+        let sas = match c.rekeys.or(replaced) {
             Some(old) if !c.exchange_initiator => {
                 p.pending_outbound = Some(PendingOutbound {
                     replaces: old,

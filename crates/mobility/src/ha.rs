@@ -494,14 +494,27 @@ impl HomeAgent {
         let key_management = bu.key_mgmt_compat && self.cfg.key_management_mobility;
         let moved = existing.as_ref().is_some_and(|b| b.care_of != care_of);
         if moved {
-            let care_of = match care_of {
-                CareOf::V6(a) => IpAddr::from(a),
-                CareOf::V4 { udp, .. } => IpAddr::from(udp.addr),
+            let (home_agent, care_of) = match care_of {
+                CareOf::V6(a) => (IpAddr::from(self.cfg.address), IpAddr::from(a)),
+                // Checked above: an IPv4 care-of address needs our IPv4
+                // address.
+                CareOf::V4 { udp, .. } => (
+                    IpAddr::from(self.cfg.address_v4.unwrap_or_default()),
+                    IpAddr::from(udp.addr),
+                ),
             };
             let k = if key_management {
-                KeyManagement::Move { home, care_of }
+                KeyManagement::Move {
+                    home,
+                    home_agent,
+                    care_of,
+                }
             } else {
-                KeyManagement::Expect { home, care_of }
+                KeyManagement::Expect {
+                    home,
+                    home_agent,
+                    care_of,
+                }
             };
             crate::keying::queue(&mut self.key_management, k);
         }

@@ -48,6 +48,9 @@ pub enum KeyManagement {
     Move {
         /// The mobile node's home address.
         home: [u8; 16],
+        /// The home agent's address of the care-of address's family: the
+        /// IKE SA's other end.
+        home_agent: IpAddr,
         /// The address the IKE SA now runs from (mobile node) or to (home
         /// agent): the IPv6 care-of address, or for an IPv4 care-of
         /// address (RFC 5555) the address the Binding Update came from,
@@ -61,6 +64,8 @@ pub enum KeyManagement {
     Reestablish {
         /// The mobile node's home address.
         home: [u8; 16],
+        /// As for [`KeyManagement::Move`].
+        home_agent: IpAddr,
         /// The mobile node's care-of address.
         care_of: IpAddr,
     },
@@ -70,6 +75,8 @@ pub enum KeyManagement {
     Expect {
         /// The mobile node's home address.
         home: [u8; 16],
+        /// As for [`KeyManagement::Move`].
+        home_agent: IpAddr,
         /// Where its IKE comes from: as for [`KeyManagement::Move`].
         care_of: IpAddr,
     },

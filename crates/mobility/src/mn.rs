@@ -746,9 +746,14 @@ impl MobileNode {
     /// address is the one registered before (a refresh).
     fn follow_with_key_management(&mut self, p: &Pending, ba_k: bool) {
         let previous = self.last_registered.replace(p.attachment);
-        let care_of = match p.attachment {
-            Attachment::V6(a) => std::net::IpAddr::from(a),
-            Attachment::V4(a) => std::net::IpAddr::from(a),
+        use std::net::IpAddr;
+        let (home_agent, care_of) = match p.attachment {
+            Attachment::V6(a) => (IpAddr::from(self.cfg.home_agent), IpAddr::from(a)),
+            // Registered, so the home agent has an IPv4 address.
+            Attachment::V4(a) => (
+                IpAddr::from(self.cfg.home_agent_v4.unwrap_or_default()),
+                IpAddr::from(a),
+            ),
             Attachment::Home => return,
         };
         if !p.key_management || previous == Some(p.attachment) {
@@ -756,9 +761,17 @@ impl MobileNode {
         }
         let home = self.cfg.home;
         let k = if ba_k {
-            KeyManagement::Move { home, care_of }
+            KeyManagement::Move {
+                home,
+                home_agent,
+                care_of,
+            }
         } else {
-            KeyManagement::Reestablish { home, care_of }
+            KeyManagement::Reestablish {
+                home,
+                home_agent,
+                care_of,
+            }
         };
         crate::keying::queue(&mut self.key_management, k);
     }

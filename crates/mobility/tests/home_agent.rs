@@ -507,6 +507,7 @@ fn rfc6275_10_3_1_k_bit_echoed_in_the_ba_and_the_ike_sa_follows() {
         ha.poll_key_management(),
         Some(KeyManagement::Move {
             home: v6(HOA),
+            home_agent: HA.parse().unwrap(),
             care_of: COA2.parse().unwrap()
         })
     );
@@ -519,6 +520,7 @@ fn rfc6275_10_3_1_k_bit_echoed_in_the_ba_and_the_ike_sa_follows() {
         ha.poll_key_management(),
         Some(KeyManagement::Expect {
             home: v6(HOA),
+            home_agent: HA.parse().unwrap(),
             care_of: COA.parse().unwrap()
         })
     );

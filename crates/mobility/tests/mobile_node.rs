@@ -555,6 +555,7 @@ fn rfc6275_11_7_k_bit_in_binding_updates_and_the_reaction_to_the_ba() {
         key_management(&mut mn),
         [KeyManagement::Move {
             home,
+            home_agent: HA.parse().unwrap(),
             care_of: COA2.parse().unwrap()
         }]
     );
@@ -574,6 +575,7 @@ fn rfc6275_11_7_k_bit_in_binding_updates_and_the_reaction_to_the_ba() {
         key_management(&mut mn),
         [KeyManagement::Reestablish {
             home,
+            home_agent: HA4.parse().unwrap(),
             care_of: COA4.parse().unwrap()
         }]
     );
