@@ -555,6 +555,10 @@ impl Thread {
             } => {
                 info!(peer = %name, spi_i = %format!("{spi_i:016x}"), spi_r = %format!("{spi_r:016x}"), initiator, "IKE SA up");
                 let since = self.now().0;
+                let (local, remote) = (
+                    self.peers[i].settings.local.to_string(),
+                    self.peers[i].settings.remote.to_string(),
+                );
                 self.peers[i].ike_sas.insert(
                     ike,
                     json!({
@@ -567,6 +571,10 @@ impl Thread {
                         "group": suite.group.number(),
                         "nat_local": nat_local,
                         "nat_remote": nat_remote,
+                        // The peer's addresses when it came up (a care-of
+                        // peer's follow its movements).
+                        "local": local,
+                        "remote": remote,
                         SINCE: since,
                     }),
                 );
