@@ -210,9 +210,12 @@ fn move_without_loss(lab: &mut Lab, care_of: &str, ha_local: &str, ike_remote: &
     );
 }
 
-#[test]
-fn ike_follows_the_mobile_node_make_before_break_without_loss() {
-    let mut lab = Lab::new("mi", &["n", "host", "home"]);
+/// The mobile host, the correspondent, and the two appliances between
+/// them in a namespace that routes; `key_management_mobility` on both
+/// appliances or on neither. The lab and the appliances' indexes (mobile
+/// node, home agent).
+fn lab_with_appliances(tag: &str, key_management_mobility: bool) -> (Lab, usize, usize) {
+    let mut lab = Lab::new(tag, &["n", "host", "home"]);
     let psk = lab.dir.join("k.psk");
     std::fs::write(&psk, "a sixteen-octet or longer key\n").unwrap();
     std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -223,7 +226,8 @@ fn ike_follows_the_mobile_node_make_before_break_without_loss() {
         json!({
             "mobility": {"address": "home_agent_1", "address_v4": HA4,
                 "home_prefixes": ["2001:db8:1::/64"],
-                "nodes": [{"home": "home_address_1", "home_v4": "home_address_v4_1"}]},
+                "nodes": [{"home": "home_address_1", "home_v4": "home_address_v4_1"}],
+                "key_management_mobility": key_management_mobility},
             "peers": [peer("mn", "home_agent_1", COA_A, ids, "respond")],
         }),
     );
@@ -233,7 +237,8 @@ fn ike_follows_the_mobile_node_make_before_break_without_loss() {
         json!({
             "addresses": {"network": [format!("{COA_A}/64"), format!("{COA_B}/64"), format!("{COA_4}/26")]},
             "mobility": {"home_address": "home_address_1", "home_agent": "home_agent_1",
-                "home_agent_v4": HA4, "home_v4": "0.0.0.0"},
+                "home_agent_v4": HA4, "home_v4": "0.0.0.0",
+                "key_management_mobility": key_management_mobility},
             "peers": [peer("ha", "care-of", "home_agent_1", (ids.1, ids.0), "initiate")],
         }),
     );
@@ -303,15 +308,19 @@ fn ike_follows_the_mobile_node_make_before_break_without_loss() {
         args.extend(route);
         lab.exec("n", &args);
     }
-    let (mn_sock, ha_sock) = (socket(&lab, "mn"), socket(&lab, "ha"));
+    (lab, mn, ha)
+}
 
+/// Registers at `COA_A`: the IKE SA from there on both sides, pings
+/// through the IKE-keyed payload SAs.
+fn register(lab: &mut Lab) {
+    let (mn_sock, ha_sock) = (socket(lab, "mn"), socket(lab, "ha"));
     // At home the care-of peer waits for a care-of address.
     let v = json_of(&mn_sock, "ike");
     assert!(
         v["peers"][0]["ike_sas"].as_array().unwrap().is_empty(),
         "{v:#}"
     );
-    // Away over IPv6: registered, the IKE SA from the care-of address.
     ctl(&mn_sock, &["ctl", "move", COA_A]);
     until(&mn_sock, "bindings", "registration", |v| {
         v["registered"] == COA_A
@@ -322,9 +331,16 @@ fn ike_follows_the_mobile_node_make_before_break_without_loss() {
     until(&ha_sock, "ike", "the home agent's IKE SA", |v| {
         one_ike_sa(v, HA, COA_A)
     });
-    let first = start_pings(&mut lab, 20);
-    let (sent, received, out) = finish_pings(&mut lab, first);
+    let first = start_pings(lab, 20);
+    let (sent, received, out) = finish_pings(lab, first);
     assert_eq!((sent, received), (20, 20), "{out}");
+}
+
+#[test]
+fn ike_follows_the_mobile_node_make_before_break_without_loss() {
+    let (mut lab, mn, ha) = lab_with_appliances("mi", false);
+    let (mn_sock, ha_sock) = (socket(&lab, "mn"), socket(&lab, "ha"));
+    register(&mut lab);
     // Make-before-break to another IPv6 care-of address, then to a public
     // IPv4 one: IKE follows, not a ping lost.
     move_without_loss(&mut lab, COA_B, HA, HA);
@@ -337,4 +353,28 @@ fn ike_follows_the_mobile_node_make_before_break_without_loss() {
     assert!(!err.contains("panicked"), "{err}");
     let (_, _, err) = lab.terminate(ha);
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// RFC 6275 6.1.7, 6.1.8, 11.7.3 with both appliances' key management
+/// mobile: once the IKE SA exists the mobile node's Binding Updates carry
+/// K, the home agent's BA echoes it, and both report that the IKE SA
+/// moves to the new care-of address; it follows (for now by an IKE SA
+/// established again, make-before-break) without a ping lost.
+#[test]
+fn with_the_k_bit_the_ike_sa_moves_with_the_registration() {
+    let (mut lab, mn, ha) = lab_with_appliances("mk", true);
+    register(&mut lab);
+    move_without_loss(&mut lab, COA_B, HA, HA);
+    let (_, _, mn_log) = lab.terminate(mn);
+    let (_, _, ha_log) = lab.terminate(ha);
+    let moved = |log: &str| {
+        log.lines().any(|l| {
+            l.contains("registration: IKE SA")
+                && l.contains("Move {")
+                && l.contains(&format!("care_of: {COA_B}"))
+        })
+    };
+    assert!(moved(&mn_log), "the mobile node's K: {mn_log}");
+    assert!(moved(&ha_log), "the home agent's K: {ha_log}");
+    assert!(!mn_log.contains("Reestablish"), "{mn_log}");
 }
