@@ -55,7 +55,7 @@ impl Thread {
         // from its new care-of address) replaces the one installed under
         // the old IKE SA, as a rekey would.
         let replaced = match c.rekeys {
-            None if !c.exchange_initiator => {
+            None if !c.exchange_initiator && p.ike_sas.len() > 1 => {
                 p.children.keys().copied().find(|s| *s != c.inbound_spi)
             }
             _ => None,
