@@ -193,7 +193,12 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let opened = Opened::open(&cfg, &mut links)?;
     let (host_link, net_link) = opened.link_types();
     let host_ep = endpoint(&cfg.host_addresses, &cfg.host)?;
-    let net_ep = endpoint(&cfg.network_addresses, &cfg.network)?;
+    // On a TUN port the network side's stack serves IKE alone: none
+    // without peers, and no packet is looked at for it.
+    let net_ep = match (&cfg.network, cfg.peers.is_empty()) {
+        (PortConfig::Tun { .. }, true) => None,
+        _ => endpoint(&cfg.network_addresses, &cfg.network)?,
+    };
     // IKE runs on the network side's own addresses (the configuration
     // made sure every peer's local address is one of them).
     let ike_port = match (&net_ep, cfg.peers.is_empty()) {
