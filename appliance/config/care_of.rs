@@ -235,6 +235,50 @@ mod tests {
         assert_eq!(field, "addresses.network_mac");
     }
 
+    /// The IKE thread with a mobile node's care-of peer: at home it
+    /// initiates nothing; each movement (`ctl move`) has it initiate from
+    /// the new care-of address to the home agent's address of its family;
+    /// back home it stays where it was.
+    #[test]
+    fn the_ike_thread_initiates_from_each_care_of_address_the_node_moves_to() {
+        use crate::ike::{IkeCommand, MobilityChange};
+        use bitsgw_io::smoltcp_endpoint::{IkeDatagram, IkePort};
+        use std::sync::mpsc::sync_channel;
+        let cfg = mn("thread", |v| {
+            v["mobility"].as_object_mut().unwrap().remove("attachment");
+        })
+        .unwrap();
+        let (_to_ike, received) = sync_channel::<IkeDatagram>(8);
+        let (send, sent) = sync_channel(8);
+        let port = IkePort {
+            received,
+            send,
+            drops: Default::default(),
+        };
+        let ike = crate::ike::start(&cfg, port, &Default::default()).unwrap();
+        let wait = std::time::Duration::from_millis(300);
+        assert!(sent.recv_timeout(wait).is_err(), "nothing at home");
+        let moved = |to: Option<&str>| {
+            ike.command(IkeCommand::Mobility(MobilityChange::MovedTo(to.map(ip))))
+        };
+        for (care_of, ha) in [
+            ("2001:db8:2::100", "2001:db8:1::1"),
+            ("203.0.113.70", "203.0.113.1"),
+        ] {
+            let answer = moved(Some(care_of));
+            assert!(answer["ok"].as_str().unwrap().contains(care_of), "{answer}");
+            let d = sent
+                .recv_timeout(std::time::Duration::from_secs(2))
+                .unwrap();
+            assert_eq!((d.local.ip(), d.remote.ip()), (ip(care_of), ip(ha)));
+            assert_eq!((d.local.port(), d.remote.port()), (500, 500));
+        }
+        let answer = moved(None);
+        assert_eq!(answer["ok"], "no IKE peer follows this movement");
+        let status = ike.status();
+        assert_eq!(status["peers"][0]["local"], "203.0.113.70", "{status}");
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
