@@ -341,6 +341,19 @@ fn ike_follows_the_mobile_node_make_before_break_without_loss() {
     let (mut lab, mn, ha) = lab_with_appliances("mi", false);
     let (mn_sock, ha_sock) = (socket(&lab, "mn"), socket(&lab, "ha"));
     register(&mut lab);
+    // IKE could not run from a care-of address the appliance does not have.
+    let o = bitsgw(&[
+        "ctl",
+        "move",
+        "2001:db8:9::100",
+        "--socket",
+        mn_sock.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("addresses.network"),
+        "{err}"
+    );
     // Make-before-break to another IPv6 care-of address, then to a public
     // IPv4 one: IKE follows, not a ping lost.
     move_without_loss(&mut lab, COA_B, HA, HA);
