@@ -629,7 +629,7 @@ impl Thread {
             }
             Event::ChildSaEstablished(c) => {
                 self.child_up(i, &c);
-                self.retire_replaced(i, c.ike);
+                self.retire_replaced(i, &c);
                 if let Some(a) = self.peers[i].acquire.as_mut() {
                     a.ended(c.ike, true);
                 }

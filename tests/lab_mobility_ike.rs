@@ -3,8 +3,10 @@
 //! host-wide policy with its home agent (`ha`) by IKEv2 from its care-of
 //! address (`"local": "care-of"`, RFC 4877 4.4), the Binding Update and
 //! Acknowledgement SAs still keyed by hand. It registers over IPv6, moves
-//! make-before-break to another IPv6 care-of address and to a public IPv4
-//! one (RFC 5555), and its IKE follows each time: a new IKE SA from the
+//! make-before-break to another IPv6 care-of address, to a public IPv4
+//! one (RFC 5555) and to one behind a NAT (IKE on UDP 4500, the payload's
+//! ESP inside the mobility tunnel's UDP), and its IKE follows each time:
+//! a new IKE SA from the
 //! new care-of address, its CHILD_SA installed before the old IKE SA
 //! goes, while a correspondent on the home network pings the mobile host
 //! without losing a packet. `show ike` on both appliances shows the IKE SA
@@ -30,6 +32,9 @@ const HA4: &str = "203.0.113.1";
 const COA_A: &str = "2001:db8:2::100";
 const COA_B: &str = "2001:db8:3::100";
 const COA_4: &str = "203.0.113.70";
+/// Behind the NAT, and the NAT's public address.
+const COA_NAT: &str = "198.51.100.20";
+const NAT_PUBLIC: &str = "203.0.113.130";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -181,8 +186,10 @@ fn finish_pings(lab: &mut Lab, index: usize) -> (u64, u64, String) {
 
 /// Moves the mobile node to `care_of` (make-before-break) while 120 pings
 /// go to the mobile host; waits until it is registered there and its IKE
-/// SA (and the home agent's) runs from there alone; every ping answered.
-fn move_without_loss(lab: &mut Lab, care_of: &str, ha_local: &str, ike_remote: &str) {
+/// SA runs from there alone to `ha_local`, the home agent's seen from
+/// `ha_sees` (the care-of address, or the NAT's in front of it); every
+/// ping answered.
+fn move_without_loss(lab: &mut Lab, care_of: &str, ha_local: &str, ha_sees: &str) {
     let (mn, ha) = (socket(lab, "mn"), socket(lab, "ha"));
     let pings = start_pings(lab, 120);
     std::thread::sleep(Duration::from_millis(1000));
@@ -194,13 +201,13 @@ fn move_without_loss(lab: &mut Lab, care_of: &str, ha_local: &str, ike_remote: &
         &mn,
         "ike",
         "the mobile node's IKE SA from the care-of address",
-        |v| one_ike_sa(v, care_of, ike_remote),
+        |v| one_ike_sa(v, care_of, ha_local),
     );
     until(
         &ha,
         "ike",
         "the home agent's IKE SA to the care-of address",
-        |v| one_ike_sa(v, ha_local, care_of),
+        |v| one_ike_sa(v, ha_local, ha_sees),
     );
     let (sent, received, out) = finish_pings(lab, pings);
     assert_eq!(
@@ -215,7 +222,7 @@ fn move_without_loss(lab: &mut Lab, care_of: &str, ha_local: &str, ike_remote: &
 /// appliances or on neither. The lab and the appliances' indexes (mobile
 /// node, home agent).
 fn lab_with_appliances(tag: &str, key_management_mobility: bool) -> (Lab, usize, usize) {
-    let mut lab = Lab::new(tag, &["n", "host", "home"]);
+    let mut lab = Lab::new(tag, &["n", "host", "home", "nat"]);
     let psk = lab.dir.join("k.psk");
     std::fs::write(&psk, "a sixteen-octet or longer key\n").unwrap();
     std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -235,7 +242,7 @@ fn lab_with_appliances(tag: &str, key_management_mobility: bool) -> (Lab, usize,
         &lab,
         "mn",
         json!({
-            "addresses": {"network": [format!("{COA_A}/64"), format!("{COA_B}/64"), format!("{COA_4}/26")]},
+            "addresses": {"network": [format!("{COA_A}/64"), format!("{COA_B}/64"), format!("{COA_4}/26"), format!("{COA_NAT}/24")]},
             "mobility": {"home_address": "home_address_1", "home_agent": "home_agent_1",
                 "home_agent_v4": HA4, "home_v4": "0.0.0.0",
                 "key_management_mobility": key_management_mobility},
@@ -308,7 +315,59 @@ fn lab_with_appliances(tag: &str, key_management_mobility: bool) -> (Lab, usize,
         args.extend(route);
         lab.exec("n", &args);
     }
+    nat(&lab);
     (lab, mn, ha)
+}
+
+/// A NAT beside the Internet: what the mobile node sends from `COA_NAT`
+/// goes through namespace `nat`, which masquerades it to `NAT_PUBLIC`,
+/// and comes back to be routed on; the answers take the way back.
+fn nat(lab: &Lab) {
+    lab.link("n", "to-nat", "nat", "nat-in");
+    lab.link("nat", "nat-out", "n", "from-nat");
+    for (ns, dev, addr) in [
+        ("n", "to-nat", "198.51.100.1/30"),
+        ("nat", "nat-in", "198.51.100.2/30"),
+        ("nat", "nat-out", "203.0.113.130/30"),
+        ("n", "from-nat", "203.0.113.129/30"),
+    ] {
+        lab.exec(ns, &["ip", "addr", "add", addr, "dev", dev]);
+        lab.exec(ns, &["ip", "link", "set", dev, "up"]);
+    }
+    for s in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+    ] {
+        lab.exec("nat", &["sysctl", "-qw", s]);
+    }
+    lab.exec("nat", &["ip", "link", "set", "lo", "up"]);
+    for route in [
+        "route add default via 203.0.113.129",
+        "route add 198.51.100.20/32 via 198.51.100.1",
+    ] {
+        let mut args = vec!["ip"];
+        args.extend(route.split(' '));
+        lab.exec("nat", &args);
+    }
+    for rule in [
+        "add table ip lab",
+        "add chain ip lab post { type nat hook postrouting priority 100 ; }",
+        "add rule ip lab post ip saddr 198.51.100.0/24 oifname nat-out masquerade",
+    ] {
+        let mut args = vec!["nft"];
+        args.extend(rule.split(' '));
+        lab.exec("nat", &args);
+    }
+    for route in [
+        "route add 198.51.100.20/32 dev mnn",
+        "rule add iif mnn from 198.51.100.20 lookup 300",
+        "route add default via 198.51.100.2 dev to-nat table 300",
+    ] {
+        let mut args = vec!["ip"];
+        args.extend(route.split(' '));
+        lab.exec("n", &args);
+    }
 }
 
 /// Registers at `COA_A`: the IKE SA from there on both sides, pings
@@ -356,12 +415,20 @@ fn ike_follows_the_mobile_node_make_before_break_without_loss() {
     );
     // Make-before-break to another IPv6 care-of address, then to a public
     // IPv4 one: IKE follows, not a ping lost.
-    move_without_loss(&mut lab, COA_B, HA, HA);
-    move_without_loss(&mut lab, COA_4, HA4, HA4);
+    move_without_loss(&mut lab, COA_B, HA, COA_B);
+    move_without_loss(&mut lab, COA_4, HA4, COA_4);
     let v = json_of(&mn_sock, "ike");
     assert!(one_ike_sa(&v, COA_4, HA4), "{v:#}");
     let v = json_of(&ha_sock, "ike");
     assert!(one_ike_sa(&v, HA4, COA_4), "{v:#}");
+    // Behind a NAT (RFC 5555 4.1): IKE moves to UDP 4500, the payload's
+    // ESP crosses the NAT inside the mobility tunnel's UDP.
+    move_without_loss(&mut lab, COA_NAT, HA4, NAT_PUBLIC);
+    let v = json_of(&mn_sock, "ike");
+    let sa = &v["peers"][0]["ike_sas"][0];
+    assert_eq!(sa["nat_local"], true, "{v:#}");
+    let v = json_of(&mn_sock, "bindings");
+    assert_eq!(v["nat"], true, "{v:#}");
     let (_, _, err) = lab.terminate(mn);
     assert!(!err.contains("panicked"), "{err}");
     let (_, _, err) = lab.terminate(ha);
@@ -377,7 +444,7 @@ fn ike_follows_the_mobile_node_make_before_break_without_loss() {
 fn with_the_k_bit_the_ike_sa_moves_with_the_registration() {
     let (mut lab, mn, ha) = lab_with_appliances("mk", true);
     register(&mut lab);
-    move_without_loss(&mut lab, COA_B, HA, HA);
+    move_without_loss(&mut lab, COA_B, HA, COA_B);
     let (_, _, mn_log) = lab.terminate(mn);
     let (_, _, ha_log) = lab.terminate(ha);
     let moved = |log: &str| {

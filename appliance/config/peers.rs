@@ -157,6 +157,10 @@ pub struct PeerSettings {
     /// Whether the mobility stage moves this appliance's IKE SAs with the
     /// care-of address (the K bit, `mobility.key_management_mobility`).
     pub key_management_mobility: bool,
+    /// Whether its SAs' packets cross the network inside the mobility
+    /// tunnel (the `mn` and `ha` roles), which has its own UDP
+    /// encapsulation through a NAT (RFC 5555 4.1).
+    pub mobility_tunnel: bool,
 }
 
 impl core::fmt::Debug for PeerSettings {
@@ -374,6 +378,7 @@ pub(super) fn peers(
         let mut settings = peer(&ctx, p, dir, policy, network, mobility, &out, &mut keyed)?;
         settings.key_management_mobility =
             super::mobility_settings::key_management_mobility(mobility);
+        settings.mobility_tunnel = mobility.is_some();
         out.push(settings);
     }
     if let Some(sa) = policy.ike_sas.iter().find(|s| !keyed.contains(&s.name)) {
@@ -494,6 +499,7 @@ fn peer(
         children,
         care_of,
         key_management_mobility: false,
+        mobility_tunnel: false,
     })
 }
 

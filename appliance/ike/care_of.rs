@@ -189,12 +189,14 @@ impl Thread {
         p.initiate_at = Some(Instant::now());
     }
 
-    /// A CHILD_SA of `ike` is installed: if `ike` re-established peer
-    /// `i`'s IKE SA, the IKE SAs it replaced go now.
-    pub(super) fn retire_replaced(&mut self, i: usize, ike: IkeSaId) {
+    /// A CHILD_SA `c` was established: if it is installed and its IKE SA
+    /// re-established peer `i`'s, the IKE SAs it replaced go now (never
+    /// before its CHILD_SA is in place: make-before-break).
+    pub(super) fn retire_replaced(&mut self, i: usize, c: &ChildSaEstablished) {
         let now = self.now();
         let p = &mut self.peers[i];
-        if p.retiring.is_empty() || p.retiring.contains(&ike) {
+        let installed = p.children.contains_key(&c.inbound_spi);
+        if p.retiring.is_empty() || p.retiring.contains(&c.ike) || !installed {
             return;
         }
         for old in std::mem::take(&mut p.retiring) {

@@ -19,8 +19,11 @@ impl Thread {
             warn!(peer = %name, suite = ?c.suite, "CHILD_SA with a transform the stage lacks; not installed");
             return;
         };
-        // RFC 3948: ESP in UDP between the IKE SA's addresses.
-        let encap = c.udp_encapsulation.then(|| UdpEncap {
+        // RFC 3948: ESP in UDP between the IKE SA's addresses; in the
+        // mobility roles ESP crosses a NAT inside the mobility tunnel's own
+        // UDP encapsulation instead (RFC 5555 4.1), never in UDP of its own.
+        let own_udp = c.udp_encapsulation && !self.peers[i].settings.mobility_tunnel;
+        let encap = own_udp.then(|| UdpEncap {
             local_port: c.local.port(),
             remote_port: c.remote.port(),
         });
