@@ -292,29 +292,22 @@ fn lab_with_appliances(tag: &str, key_management_mobility: bool) -> (Lab, usize,
     }
     // The Internet between the network ports; the hosts' traffic into
     // the host ports.
-    for route in [
-        vec!["-6", "route", "add", "2001:db8:1::1/128", "dev", "han"],
-        vec!["route", "add", "203.0.113.1/32", "dev", "han"],
-        vec!["-6", "route", "add", "2001:db8:2::100/128", "dev", "mnn"],
-        vec!["-6", "route", "add", "2001:db8:3::100/128", "dev", "mnn"],
-        vec!["route", "add", "203.0.113.70/32", "dev", "mnn"],
-        vec![
-            "-6", "rule", "add", "iif", "mn-host", "from", HOA, "lookup", "100",
+    run_each(
+        &lab,
+        "n",
+        "ip",
+        &[
+            "-6 route add 2001:db8:1::1/128 dev han",
+            "route add 203.0.113.1/32 dev han",
+            "-6 route add 2001:db8:2::100/128 dev mnn",
+            "-6 route add 2001:db8:3::100/128 dev mnn",
+            "route add 203.0.113.70/32 dev mnn",
+            "-6 rule add iif mn-host from 2001:db8:1::100 lookup 100",
+            "-6 route add default dev mnh table 100",
+            "-6 rule add iif ha-home to 2001:db8:1::100 lookup 200",
+            "-6 route add default dev hah table 200",
         ],
-        vec![
-            "-6", "route", "add", "default", "dev", "mnh", "table", "100",
-        ],
-        vec![
-            "-6", "rule", "add", "iif", "ha-home", "to", HOA, "lookup", "200",
-        ],
-        vec![
-            "-6", "route", "add", "default", "dev", "hah", "table", "200",
-        ],
-    ] {
-        let mut args = vec!["ip"];
-        args.extend(route);
-        lab.exec("n", &args);
-    }
+    );
     nat(&lab);
     (lab, mn, ha)
 }
@@ -342,31 +335,44 @@ fn nat(lab: &Lab) {
         lab.exec("nat", &["sysctl", "-qw", s]);
     }
     lab.exec("nat", &["ip", "link", "set", "lo", "up"]);
-    for route in [
-        "route add default via 203.0.113.129",
-        "route add 198.51.100.20/32 via 198.51.100.1",
-    ] {
-        let mut args = vec!["ip"];
-        args.extend(route.split(' '));
-        lab.exec("nat", &args);
-    }
-    for rule in [
-        "add table ip lab",
-        "add chain ip lab post { type nat hook postrouting priority 100 ; }",
-        "add rule ip lab post ip saddr 198.51.100.0/24 oifname nat-out masquerade",
-    ] {
-        let mut args = vec!["nft"];
-        args.extend(rule.split(' '));
-        lab.exec("nat", &args);
-    }
-    for route in [
-        "route add 198.51.100.20/32 dev mnn",
-        "rule add iif mnn from 198.51.100.20 lookup 300",
-        "route add default via 198.51.100.2 dev to-nat table 300",
-    ] {
-        let mut args = vec!["ip"];
-        args.extend(route.split(' '));
-        lab.exec("n", &args);
+    run_each(
+        lab,
+        "nat",
+        "ip",
+        &[
+            "route add default via 203.0.113.129",
+            "route add 198.51.100.20/32 via 198.51.100.1",
+        ],
+    );
+    run_each(
+        lab,
+        "nat",
+        "nft",
+        &[
+            "add table ip lab",
+            "add chain ip lab post { type nat hook postrouting priority 100 ; }",
+            "add rule ip lab post ip saddr 198.51.100.0/24 oifname nat-out masquerade",
+        ],
+    );
+    run_each(
+        lab,
+        "n",
+        "ip",
+        &[
+            "route add 198.51.100.20/32 dev mnn",
+            "rule add iif mnn from 198.51.100.20 lookup 300",
+            "route add default via 198.51.100.2 dev to-nat table 300",
+        ],
+    );
+}
+
+/// Runs `command` with each of `lines` (its arguments, split at spaces)
+/// in namespace `ns`.
+fn run_each(lab: &Lab, ns: &str, command: &str, lines: &[&str]) {
+    for line in lines {
+        let mut args = vec![command];
+        args.extend(line.split(' '));
+        lab.exec(ns, &args);
     }
 }
 
