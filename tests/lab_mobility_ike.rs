@@ -9,7 +9,8 @@
 //! a new IKE SA from the
 //! new care-of address, its CHILD_SA installed before the old IKE SA
 //! goes, while a correspondent on the home network pings the mobile host
-//! without losing a packet. `show ike` on both appliances shows the IKE SA
+//! without losing a packet. The home agent takes the node's IKE from where
+//! its registrations (authentic Binding Updates) say it is. `show ike` on both appliances shows the IKE SA
 //! between the home agent and the current care-of address.
 //!
 //! One namespace holds both appliances and routes between their network
@@ -35,6 +36,10 @@ const COA_4: &str = "203.0.113.70";
 /// Behind the NAT, and the NAT's public address.
 const COA_NAT: &str = "198.51.100.20";
 const NAT_PUBLIC: &str = "203.0.113.130";
+/// The home agent's peer's configured remote address, which the mobile
+/// node never has: the home agent takes IKE from where the first
+/// registration says the node is.
+const NOWHERE: &str = "2001:db8:9::1";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -235,7 +240,7 @@ fn lab_with_appliances(tag: &str, key_management_mobility: bool) -> (Lab, usize,
                 "home_prefixes": ["2001:db8:1::/64"],
                 "nodes": [{"home": "home_address_1", "home_v4": "home_address_v4_1"}],
                 "key_management_mobility": key_management_mobility},
-            "peers": [peer("mn", "home_agent_1", COA_A, ids, "respond")],
+            "peers": [peer("mn", "home_agent_1", NOWHERE, ids, "respond")],
         }),
     );
     let mn_cfg = config(

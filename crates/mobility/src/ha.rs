@@ -489,10 +489,10 @@ impl HomeAgent {
             nat,
         };
         // RFC 6275 10.3.1: K echoed when our key management moves too; the
-        // IKE SA follows a care-of address that changed, or without K is
-        // established again from there.
+        // IKE SA follows a care-of address that changed (or is the first),
+        // or without K is established again from there.
         let key_management = bu.key_mgmt_compat && self.cfg.key_management_mobility;
-        let moved = existing.as_ref().is_some_and(|b| b.care_of != care_of);
+        let moved = existing.as_ref().is_none_or(|b| b.care_of != care_of);
         if moved {
             let (home_agent, care_of) = match care_of {
                 CareOf::V6(a) => (IpAddr::from(self.cfg.address), IpAddr::from(a)),

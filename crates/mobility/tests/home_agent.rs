@@ -493,8 +493,16 @@ fn rfc6275_10_3_1_k_bit_echoed_in_the_ba_and_the_ike_sa_follows() {
     let mut ha = agent_with_key_management(true);
     deliver(&mut ha, HOA, &bu_with_k(1), &coa_opt(), 10);
     assert_eq!(ba_bytes(&mut ha), ba_mh(0x80, 1, 100));
-    // A first registration moves nothing: the IKE SA came from there.
-    assert_eq!(ha.poll_key_management(), None);
+    // A first registration: the IKE SA is where it came from (a move
+    // that changes nothing).
+    assert_eq!(
+        ha.poll_key_management(),
+        Some(KeyManagement::Move {
+            home: v6(HOA),
+            home_agent: HA.parse().unwrap(),
+            care_of: COA.parse().unwrap()
+        })
+    );
     deliver(
         &mut ha,
         HOA,
@@ -547,8 +555,14 @@ fn rfc6275_10_3_1_k_bit_echoed_in_the_ba_and_the_ike_sa_follows() {
         11,
     );
     assert_eq!(ba_bytes(&mut plain), ba_mh(0, 2, 100));
-    assert!(matches!(
-        plain.poll_key_management(),
-        Some(KeyManagement::Expect { .. })
-    ));
+    // Never a move: the IKE SA is expected from each care-of address.
+    let expected: Vec<_> = std::iter::from_fn(|| plain.poll_key_management()).collect();
+    assert_eq!(
+        expected,
+        [COA, COA2].map(|c| KeyManagement::Expect {
+            home: v6(HOA),
+            home_agent: HA.parse().unwrap(),
+            care_of: c.parse().unwrap()
+        })
+    );
 }
