@@ -79,13 +79,18 @@
 //! is when the appliance starts: "home" sends a de-registration, an IPv6 or
 //! IPv4 care-of address a registration; without it the node starts at home
 //! and sends nothing until `bitsgw ctl move`.) The binding state lives in
-//! one worker, so these roles refuse `workers` above 1.
+//! one worker, so these roles refuse `workers` above 1. Both roles may key
+//! SAs with IKEv2 (`peers`; a mobile node's peer with `"local":
+//! "care-of"`, see `config/care_of.rs`), and `"key_management_mobility":
+//! true` in either `mobility` object sets the K bit (RFC 6275 6.1.7, 6.1.8:
+//! the IKE SA moves with the registration), which needs peers.
 //!
 //! `addresses` (optional) gives the appliance its own addresses, per side,
 //! answered by its own host stack (ARP, neighbor discovery, echo; see
-//! `bitsgw_pipeline::endpoint` for what the network side may reach). They
-//! need af_packet ports; the stack answers with the interface's MAC unless
-//! `"host_mac"` / `"network_mac"` is given in `addresses`.
+//! `bitsgw_pipeline::endpoint` for what the network side may reach). On
+//! af_packet ports the stack answers with the interface's MAC unless
+//! `"host_mac"` / `"network_mac"` is given in `addresses`; on a TUN port
+//! it takes IP packets alone (no MAC), and on the network side IKE alone.
 //!
 //! `"pipeline"` is `"workers"` (the default: each port's receive thread
 //! hands frames, by SA, to `workers` worker threads) or
