@@ -19,6 +19,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::info;
 
 /// The mobility stage the settings describe; a mobile node with an initial
@@ -103,7 +104,13 @@ pub struct Keying {
     ike_up: bool,
     outcomes: Arc<Mutex<Sender<KeyManagement>>>,
     received: Receiver<KeyManagement>,
+    /// When the gateways were last asked for outcomes.
+    asked: Instant,
 }
+
+/// How often the gateways are asked for the outcomes of registrations
+/// (each ask is a control action on every worker).
+const ASK_EVERY: Duration = Duration::from_millis(100);
 
 impl Default for Keying {
     fn default() -> Self {
@@ -112,14 +119,15 @@ impl Default for Keying {
             ike_up: false,
             outcomes: Arc::new(Mutex::new(tx)),
             received,
+            asked: Instant::now(),
         }
     }
 }
 
 impl Keying {
     /// One turn: the IKE SA's state to the mobile node when it changed;
-    /// the outcomes the gateways reported since the last turn to the IKE
-    /// thread, and the gateways asked for the next ones.
+    /// the outcomes the gateways reported since they were last asked to
+    /// the IKE thread, and the gateways asked again (every [`ASK_EVERY`]).
     pub fn follow(&mut self, running: &Running, ike: &IkeThread) {
         let up = ike.care_of_ike_up.load(Ordering::Relaxed);
         if up != self.ike_up {
@@ -134,6 +142,10 @@ impl Keying {
             let answer = ike.command(IkeCommand::Mobility(MobilityChange::KeyManagement(k)));
             info!(outcome = ?k, %answer, "registration: IKE SA");
         }
+        if self.asked.elapsed() < ASK_EVERY {
+            return;
+        }
+        self.asked = Instant::now();
         let outcomes = Arc::clone(&self.outcomes);
         running.apply(Arc::new(move |gw| {
             let Ok(tx) = outcomes.lock() else {
