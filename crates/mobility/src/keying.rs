@@ -81,3 +81,26 @@ pub enum KeyManagement {
         care_of: IpAddr,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Outcomes nobody takes (no IKE beside the stage) are kept up to
+    /// the limit, the oldest going first.
+    #[test]
+    fn the_queue_keeps_the_newest_outcomes_up_to_its_limit() {
+        let mut q = VecDeque::new();
+        let k = |n: u8| KeyManagement::Expect {
+            home: [0; 16],
+            home_agent: IpAddr::from([192, 0, 2, 1]),
+            care_of: IpAddr::from([198, 51, 100, n]),
+        };
+        for n in 0..70 {
+            queue(&mut q, k(n));
+        }
+        assert_eq!(q.len(), QUEUE_LIMIT);
+        assert_eq!(q.front(), Some(&k(6)));
+        assert_eq!(q.back(), Some(&k(69)));
+    }
+}
