@@ -643,10 +643,12 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         &network_addresses,
         mobility.as_ref(),
     )?;
-    if mobility_settings::key_management_mobility(mobility.as_ref()) && peers.is_empty() {
+    let mobile_node = matches!(mobility, Some(MobilitySettings::MobileNode { .. }));
+    let follows = |p: &PeerSettings| p.care_of.is_some() || !mobile_node;
+    if mobility_settings::key_management_mobility(mobility.as_ref()) && !peers.iter().any(follows) {
         return Err(ctx.err(
             "mobility.key_management_mobility",
-            "moves the IKE SA with the care-of address: it needs IKE peers (\"peers\")",
+            "moves the IKE SA with the care-of address: it needs IKE peers (\"peers\"), on a mobile node one with \"local\": \"care-of\"",
         ));
     }
     if mode == Mode::Routed && raw.layer2.is_some() {

@@ -229,6 +229,16 @@ mod tests {
             v["policy"] = json!("static.json");
         });
         assert_eq!(field, "mobility.key_management_mobility", "{problem}");
+        let (_, field, problem) = error("k-fixed", |v| {
+            v["mobility"]["key_management_mobility"] = json!(true);
+            v["peers"][0]["local"] = json!("2001:db8:2::100");
+        });
+        assert_eq!(field, "mobility.key_management_mobility", "{problem}");
+        assert!(problem.contains("care-of"), "{problem}");
+        assert!(mn("k-care-of", |v| {
+            v["mobility"]["key_management_mobility"] = json!(true);
+        })
+        .is_ok());
         let (_, field, _) = error("mac", |v| {
             v["addresses"]["network_mac"] = json!("02:00:00:00:00:01");
         });
