@@ -566,3 +566,26 @@ fn rfc6275_10_3_1_k_bit_echoed_in_the_ba_and_the_ike_sa_follows() {
         })
     );
 }
+
+/// RFC 4301 5.1, RFC 4877 4.4: IKE to the home agent's own addresses is
+/// never a tunnel's packet: the tunnel stage passes it on unchanged
+/// (where the appliance's host stack does not take it first), over IPv6
+/// and over IPv4 on either port, counting nothing.
+#[test]
+fn the_tunnel_stage_never_takes_ike_to_the_home_agent() {
+    let mut ha = agent();
+    for pkt in [
+        common::ike(COA, HA, 500, 500),
+        common::ike("203.0.113.130", "203.0.113.1", 41000, 4500),
+        common::ike("203.0.113.70", "203.0.113.1", 500, 500),
+    ] {
+        let mut buf = PacketBuf::from_slice(&pkt);
+        assert_eq!(
+            ha.handle_network(&common::SeedPolicy, &mut buf, Timestamp::from_secs(1)),
+            Ok(())
+        );
+        assert_eq!(buf.data(), &pkt[..], "passed on unchanged");
+    }
+    assert_eq!(ha.counters().total_drops(), 0);
+    assert!(ha.counters().all_events().all(|(_, n)| n == 0));
+}

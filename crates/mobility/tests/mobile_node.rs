@@ -593,3 +593,24 @@ fn rfc6275_11_7_k_bit_in_binding_updates_and_the_reaction_to_the_ba() {
     deliver(&mut plain, &ba_flags(0x80, 1, 105), at(100));
     assert!(key_management(&mut plain).is_empty());
 }
+
+/// RFC 4877 4.4: IKE between the home agent and the node's care-of
+/// addresses (IPv6, and IPv4 on either port) is never a tunnel's packet:
+/// the tunnel stage passes it on unchanged, counting nothing (the
+/// appliance's host stack takes it before the stage).
+#[test]
+fn the_tunnel_stage_never_takes_ike_to_a_care_of_address() {
+    let mut mn = registered();
+    for (attachment, pkt) in [
+        (Attachment::V6(v6(COA)), common::ike(HA, COA, 500, 500)),
+        (Attachment::V4(v4(COA4)), common::ike(HA4, COA4, 4500, 4500)),
+        (Attachment::V4(v4(COA4)), common::ike(HA4, COA4, 500, 500)),
+    ] {
+        mn.handle_move(attachment, true, at(2000));
+        let mut buf = PacketBuf::from_slice(&pkt);
+        assert_eq!(mn.handle_network(&SeedPolicy, &mut buf), Ok(()));
+        assert_eq!(buf.data(), &pkt[..], "passed on unchanged");
+    }
+    assert_eq!(mn.counters().total_drops(), 0);
+    assert_eq!(mn.counters().events(MobilityEvent::Decapsulated), 0);
+}

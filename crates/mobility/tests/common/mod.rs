@@ -117,3 +117,20 @@ impl IpsecQuery for SeedPolicy {
         None
     }
 }
+
+/// An IKE message over UDP from `src`:`sport` to `dst`:`dport`, behind the
+/// non-ESP marker on port 4500 (RFC 3948 2.2).
+pub fn ike(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = bitsgw_wire::craft::udp_packet(
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        sport,
+        dport,
+        40,
+    );
+    if dport == 4500 {
+        let at = if p[0] >> 4 == 4 { 28 } else { 48 };
+        p[at..at + 4].fill(0);
+    }
+    p
+}
