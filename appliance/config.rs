@@ -79,13 +79,18 @@
 //! is when the appliance starts: "home" sends a de-registration, an IPv6 or
 //! IPv4 care-of address a registration; without it the node starts at home
 //! and sends nothing until `bitsgw ctl move`.) The binding state lives in
-//! one worker, so these roles refuse `workers` above 1.
+//! one worker, so these roles refuse `workers` above 1. Both roles may key
+//! SAs with IKEv2 (`peers`; a mobile node's peer with `"local":
+//! "care-of"`, see `config/care_of.rs`), and `"key_management_mobility":
+//! true` in either `mobility` object sets the K bit (RFC 6275 6.1.7, 6.1.8:
+//! the IKE SA moves with the registration), which needs peers.
 //!
 //! `addresses` (optional) gives the appliance its own addresses, per side,
 //! answered by its own host stack (ARP, neighbor discovery, echo; see
-//! `bitsgw_pipeline::endpoint` for what the network side may reach). They
-//! need af_packet ports; the stack answers with the interface's MAC unless
-//! `"host_mac"` / `"network_mac"` is given in `addresses`.
+//! `bitsgw_pipeline::endpoint` for what the network side may reach). On
+//! af_packet ports the stack answers with the interface's MAC unless
+//! `"host_mac"` / `"network_mac"` is given in `addresses`; on a TUN port
+//! it takes IP packets alone (no MAC), and on the network side IKE alone.
 //!
 //! `"pipeline"` is `"workers"` (the default: each port's receive thread
 //! hands frames, by SA, to `workers` worker threads) or
@@ -173,6 +178,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[path = "config/care_of.rs"]
+mod care_of;
 #[path = "config/mobility_settings.rs"]
 mod mobility_settings;
 #[path = "config/own_addresses.rs"]
@@ -188,6 +195,7 @@ mod routes;
 #[path = "config/service.rs"]
 mod service;
 
+pub use care_of::{care_of_address, check_care_of, CareOfPeer};
 pub use mobility_settings::parse_attachment;
 use mobility_settings::{home_agent, mobile_node};
 use own_addresses::own_addresses;
@@ -606,7 +614,8 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         Some(d) => path.parent().unwrap_or(Path::new(".")).join(d),
         None => PathBuf::from(DEFAULT_STATE_DIR),
     };
-    let [host_addresses, network_addresses] = own_addresses(&ctx, raw.addresses)?;
+    let [host_addresses, mut network_addresses] = own_addresses(&ctx, raw.addresses)?;
+    care_of::home_agent_addresses(&mut network_addresses, &network, mobility.as_ref());
     let (mode, routes) = mode_and_routes(
         &ctx,
         raw.mode.as_deref(),
@@ -618,10 +627,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         ("host", &host_addresses, &host),
         ("network", &network_addresses, &network),
     ] {
-        if !own.addresses.is_empty() && !matches!(p, PortConfig::AfPacket { .. }) {
+        // On a TUN port the host stack takes IP packets alone.
+        if own.mac.is_some() && matches!(p, PortConfig::Tun { .. }) {
             return Err(ctx.err(
-                &format!("addresses.{side}"),
-                format!("own addresses need an af_packet port (Ethernet), ports.{side} is not one"),
+                &format!("addresses.{side}_mac"),
+                format!("ports.{side} is a TUN port, which has no MAC"),
             ));
         }
     }
@@ -631,9 +641,15 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         path.parent().unwrap_or(Path::new(".")),
         &policy,
         &network_addresses,
+        mobility.as_ref(),
     )?;
-    if !peers.is_empty() && role != Role::Gateway {
-        return Err(ctx.err("peers", "only the gateway role keys SAs with IKEv2"));
+    let mobile_node = matches!(mobility, Some(MobilitySettings::MobileNode { .. }));
+    let follows = |p: &PeerSettings| p.care_of.is_some() || !mobile_node;
+    if mobility_settings::key_management_mobility(mobility.as_ref()) && !peers.iter().any(follows) {
+        return Err(ctx.err(
+            "mobility.key_management_mobility",
+            "moves the IKE SA with the care-of address: it needs IKE peers (\"peers\"), on a mobile node one with \"local\": \"care-of\"",
+        ));
     }
     if mode == Mode::Routed && raw.layer2.is_some() {
         return Err(ctx.err(

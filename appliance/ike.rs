@@ -54,10 +54,12 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 mod acquire;
+mod care_of;
 mod install;
 mod status;
 
 use acquire::Acquire;
+pub use care_of::MobilityChange;
 pub use status::status_text;
 
 /// Datagrams each way between the network endpoint and the IKE thread.
@@ -127,6 +129,9 @@ pub enum IkeCommand {
     /// Delete the peer's IKE SAs, their CHILD_SAs with them (RFC 7296
     /// 1.4.1); the peer is not initiated again until `Initiate`.
     Terminate(String),
+    /// The mobility stage's news: a movement, a registration's outcome
+    /// for the IKE SA (see `care_of.rs`).
+    Mobility(MobilityChange),
 }
 
 /// How long `ctl` waits for the IKE thread.
@@ -141,6 +146,9 @@ pub struct IkeThread {
     pub changes: Receiver<AckedChange>,
     /// What `show ike` prints, refreshed by the thread.
     status: Arc<Mutex<Value>>,
+    /// Whether a care-of peer has an IKE SA (a mobile node's Binding
+    /// Updates may then carry K).
+    pub care_of_ike_up: Arc<AtomicBool>,
 }
 
 impl IkeThread {
@@ -305,7 +313,9 @@ fn endpoint_config(peer: &PeerSettings, policy: &PolicySet) -> Result<EndpointCo
                 tries: peer.retransmit_tries,
                 ..Retransmit::default()
             },
-            initial_contact: true,
+            // RFC 7296 2.4: not when a care-of peer establishes its IKE SA
+            // again while it still has the old one (make-before-break).
+            initial_contact: peer.care_of.is_none(),
         },
         cookie_threshold: 64,
         max_half_open: 1024,
@@ -345,6 +355,14 @@ fn stage_keys(k: &DirectionKeys) -> (zeroize::Zeroizing<Vec<u8>>, zeroize::Zeroi
     (enc, zeroize::Zeroizing::new(k.integrity.expose().to_vec()))
 }
 
+/// The IKE SA a CHILD_SA of the status belongs to ([`ike_sa_text`]).
+const IKE_SA: &str = "ike_sa";
+
+/// An IKE SA as the status names it: the SPI we chose.
+fn ike_sa_text(id: IkeSaId) -> String {
+    format!("{:016x}", id.0)
+}
+
 /// When an SA of the status was established, on the thread's clock (ns).
 const SINCE: &str = "since_ns";
 
@@ -380,6 +398,12 @@ struct PeerRun {
     pending_outbound: Vec<PendingOutbound>,
     /// A trapping peer's acquires.
     acquire: Option<Acquire>,
+    /// IKE SAs replaced by one established again from a new care-of
+    /// address, deleted once its CHILD_SA is installed.
+    retiring: Vec<IkeSaId>,
+    /// The (local, remote) addresses the peer had before it followed a
+    /// care-of address: its older IKE SAs still speak from there.
+    former: Vec<(IpAddr, IpAddr)>,
 }
 
 impl PeerRun {
@@ -418,6 +442,8 @@ struct Thread {
     send_dropped: u64,
     /// SA changes the main loop's channel had no room for.
     changes_dropped: u64,
+    /// See [`IkeThread::care_of_ike_up`].
+    care_of_ike_up: Arc<AtomicBool>,
 }
 
 impl Thread {
@@ -459,6 +485,7 @@ impl Thread {
                 }
             }
             changed |= self.flush();
+            self.publish_care_of_ike();
             // Counters every half second; what `show ike` lists (SAs,
             // peers' states) as soon as it changed.
             if changed || last_status.elapsed() >= Duration::from_millis(500) {
@@ -472,6 +499,7 @@ impl Thread {
         let now = self.now();
         let name = match &c {
             IkeCommand::Initiate(n) | IkeCommand::Terminate(n) => n.clone(),
+            IkeCommand::Mobility(m) => return self.follow_mobility(*m),
         };
         let p = self
             .peers
@@ -500,6 +528,7 @@ impl Thread {
                     ids.len()
                 ))
             }
+            IkeCommand::Mobility(m) => self.follow_mobility(m),
         }
     }
 
@@ -511,6 +540,10 @@ impl Thread {
             };
             if p.initiate_at.is_some_and(|t| t <= Instant::now()) {
                 p.initiate_at = None;
+                // A care-of peer at home: nothing to run from.
+                if p.settings.local.is_unspecified() {
+                    continue;
+                }
                 let local = SocketAddr::new(p.settings.local, IKE_PORT);
                 let remote = SocketAddr::new(remote, IKE_PORT);
                 if let Err(e) = self.endpoints[p.endpoint].initiate(now, local, remote) {
@@ -529,8 +562,7 @@ impl Thread {
     fn receive(&mut self, d: IkeDatagram) {
         let now = self.now();
         let on = |remote: Option<IpAddr>| {
-            let peer =
-                |p: &&PeerRun| p.settings.local == d.local.ip() && p.settings.remote == remote;
+            let peer = |p: &&PeerRun| p.takes(d.local.ip(), remote);
             self.peers.iter().find(peer).map(|p| p.endpoint)
         };
         match on(Some(d.remote.ip())).or_else(|| on(None)) {
@@ -633,6 +665,7 @@ impl Thread {
                 nat_local,
                 nat_remote,
                 remote_id,
+                local,
                 remote,
                 ..
             } => {
@@ -650,6 +683,9 @@ impl Thread {
                         "group": suite.group.number(),
                         "nat_local": nat_local,
                         "nat_remote": nat_remote,
+                        // The addresses it came up with (a care-of peer's
+                        // follow its movements).
+                        "local": local.to_string(),
                         "remote": remote.to_string(),
                         SINCE: since,
                     }),
@@ -705,6 +741,7 @@ impl Thread {
             }
             Event::ChildSaEstablished(c) => {
                 self.child_up(i, &c);
+                self.retire_replaced(i, &c);
                 if let Some(a) = self.peers[i].acquire.as_mut() {
                     a.ended(c.ike, Some(&c.child), true);
                 }
@@ -820,6 +857,8 @@ pub fn start(
             last_down: None,
             held: false,
             pending_outbound: Vec::new(),
+            retiring: Vec::new(),
+            former: Vec::new(),
             acquire: Acquire::of_children(&p.children, acquires),
         });
     }
@@ -827,6 +866,7 @@ pub fn start(
     let (commands_tx, commands) = std::sync::mpsc::sync_channel(4);
     let status = Arc::new(Mutex::new(json!({"peers": []})));
     let stop = Arc::new(AtomicBool::new(false));
+    let care_of_ike_up = Arc::new(AtomicBool::new(false));
     let mut thread = Thread {
         peers,
         endpoints,
@@ -839,6 +879,7 @@ pub fn start(
         no_peer: 0,
         send_dropped: 0,
         changes_dropped: 0,
+        care_of_ike_up: Arc::clone(&care_of_ike_up),
     };
     let stop_t = Arc::clone(&stop);
     let handle = std::thread::Builder::new()
@@ -851,6 +892,7 @@ pub fn start(
         handle: Some(handle),
         changes,
         status,
+        care_of_ike_up,
     })
 }
 

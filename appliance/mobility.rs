@@ -1,15 +1,26 @@
 //! The mobility stage of the `mn` and `ha` roles in the appliance: built
 //! from the configuration, moved and refreshed by control requests and
-//! replay events, and shown as bindings.
+//! replay events, shown as bindings, and keyed with the IKE thread (the K
+//! bit, [`Keying`]).
 
-use crate::config::{parse_attachment, ApplianceConfig, MobilitySettings};
+use crate::config::{
+    care_of_address, check_care_of, parse_attachment, ApplianceConfig, MobilitySettings,
+};
+use crate::ike::{IkeCommand, IkeThread, MobilityChange};
 use bitsgw_mobility::binding::CareOf;
 use bitsgw_mobility::ha::HomeAgent;
+use bitsgw_mobility::keying::KeyManagement;
 use bitsgw_mobility::mn::{Attachment, MobileNode};
+use bitsgw_pipeline::runner::Running;
 use bitsgw_pipeline::{Gateway, Mobility};
 use bitsgw_wire::Timestamp;
 use serde_json::{json, Value};
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::info;
 
 /// The mobility stage the settings describe; a mobile node with an initial
 /// attachment has moved there at `now` (its Binding Update is queued).
@@ -41,10 +52,18 @@ pub enum MnControl {
 }
 
 /// Checks a `move` request against the configuration: the mn role, and
-/// an attachment it can take.
+/// an attachment it can take (one IKE can run from, with a care-of peer).
 pub fn parse_move(cfg: &ApplianceConfig, text: &str) -> Result<Attachment, String> {
     match &cfg.mobility {
-        Some(MobilitySettings::MobileNode { config, .. }) => parse_attachment(config, text),
+        Some(MobilitySettings::MobileNode { config, .. }) => {
+            let a = parse_attachment(config, text)?;
+            if let Some(c) =
+                care_of_address(a).filter(|_| cfg.peers.iter().any(|p| p.care_of.is_some()))
+            {
+                check_care_of(&cfg.network_addresses, c)?;
+            }
+            Ok(a)
+        }
         _ => Err(format!(
             "move needs the mn role; this appliance is {}",
             cfg.role.name()
@@ -74,6 +93,72 @@ pub fn control(gw: &mut Gateway, op: MnControl, now: Timestamp) {
             } => mn.handle_move(attachment, keep_old, now),
             MnControl::Refresh => mn.refresh(now),
         }
+    }
+}
+
+/// The K bit between the mobility stage and the IKE thread, driven by
+/// the main loop: whether the mobile node's IKE SA exists goes to the
+/// mobile node (its Binding Updates carry K then), and what completed
+/// registrations mean for the IKE SAs goes to the IKE thread.
+pub struct Keying {
+    ike_up: bool,
+    outcomes: Arc<Mutex<Sender<KeyManagement>>>,
+    received: Receiver<KeyManagement>,
+    /// When the gateways were last asked for outcomes.
+    asked: Instant,
+}
+
+/// How often the gateways are asked for the outcomes of registrations
+/// (each ask is a control action on every worker).
+const ASK_EVERY: Duration = Duration::from_millis(100);
+
+impl Default for Keying {
+    fn default() -> Self {
+        let (tx, received) = channel();
+        Keying {
+            ike_up: false,
+            outcomes: Arc::new(Mutex::new(tx)),
+            received,
+            asked: Instant::now(),
+        }
+    }
+}
+
+impl Keying {
+    /// One turn: the IKE SA's state to the mobile node when it changed;
+    /// the outcomes the gateways reported since they were last asked to
+    /// the IKE thread, and the gateways asked again (every [`ASK_EVERY`]).
+    pub fn follow(&mut self, running: &Running, ike: &IkeThread) {
+        let up = ike.care_of_ike_up.load(Ordering::Relaxed);
+        if up != self.ike_up {
+            self.ike_up = up;
+            running.apply(Arc::new(move |gw| {
+                if let Some(Mobility::MobileNode(mn)) = gw.mobility_mut() {
+                    mn.set_ike_sa(up);
+                }
+            }));
+        }
+        while let Ok(k) = self.received.try_recv() {
+            let answer = ike.command(IkeCommand::Mobility(MobilityChange::KeyManagement(k)));
+            info!(outcome = ?k, %answer, "registration: IKE SA");
+        }
+        if self.asked.elapsed() < ASK_EVERY {
+            return;
+        }
+        self.asked = Instant::now();
+        let outcomes = Arc::clone(&self.outcomes);
+        running.apply(Arc::new(move |gw| {
+            let Ok(tx) = outcomes.lock() else {
+                return;
+            };
+            while let Some(k) = match gw.mobility_mut() {
+                Some(Mobility::MobileNode(mn)) => mn.poll_key_management(),
+                Some(Mobility::HomeAgent(ha)) => ha.poll_key_management(),
+                None => None,
+            } {
+                let _ = tx.send(k);
+            }
+        }));
     }
 }
 

@@ -109,17 +109,19 @@ impl Opened {
     }
 }
 
-/// The appliance's own host stack on a side, if it has addresses there.
-/// One stack per side: the workers get clones that share it (one neighbor
-/// cache; whichever worker a request reaches answers it).
+/// The appliance's own host stack on a side, if it has addresses there
+/// (raw IP on a TUN port). One stack per side: the workers get clones that
+/// share it (one neighbor cache; whichever worker a request reaches
+/// answers it).
 fn endpoint(own: &OwnAddresses, port: &PortConfig) -> Result<Option<SmoltcpEndpoint>, String> {
     if own.addresses.is_empty() {
         return Ok(None);
     }
-    let mac = side_mac(own, port)?;
-    SmoltcpEndpoint::new(mac, &own.addresses)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    let ep = match port {
+        PortConfig::Tun { .. } => SmoltcpEndpoint::new_raw_ip(&own.addresses),
+        PortConfig::AfPacket { .. } => SmoltcpEndpoint::new(side_mac(own, port)?, &own.addresses),
+    };
+    ep.map(Some).map_err(|e| e.to_string())
 }
 
 /// The appliance's MAC on a side: the configured one, or the interface's.
@@ -129,9 +131,10 @@ fn side_mac(own: &OwnAddresses, port: &PortConfig) -> Result<[u8; 6], String> {
         (None, PortConfig::AfPacket { interface }) => {
             bitsgw_io::interface_mac(interface).map_err(|e| e.to_string())?
         }
-        // Refused when the configuration was loaded.
+        // Routed mode on a TUN port is refused when the configuration is
+        // loaded; the host stack there has no MAC.
         (None, PortConfig::Tun { name }) => {
-            return Err(format!("port {name}: own addresses need an Ethernet port"))
+            return Err(format!("port {name}: a TUN port has no MAC"))
         }
     })
 }
@@ -190,7 +193,12 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
     let opened = Opened::open(&cfg, &mut links)?;
     let (host_link, net_link) = opened.link_types();
     let host_ep = endpoint(&cfg.host_addresses, &cfg.host)?;
-    let net_ep = endpoint(&cfg.network_addresses, &cfg.network)?;
+    // On a TUN port the network side's stack serves IKE alone: none
+    // without peers, and no packet is looked at for it.
+    let net_ep = match (&cfg.network, cfg.peers.is_empty()) {
+        (PortConfig::Tun { .. }, true) => None,
+        _ => endpoint(&cfg.network_addresses, &cfg.network)?,
+    };
     // IKE runs on the network side's own addresses (the configuration
     // made sure every peer's local address is one of them).
     let ike_port = match (&net_ep, cfg.peers.is_empty()) {
@@ -324,6 +332,7 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
         cfg.control_socket.display()
     ));
     let mut failure = None;
+    let mut keying = mobility::Keying::default();
     let mut last_events = Instant::now();
     let mut held = HeldEvents::default();
     loop {
@@ -371,6 +380,9 @@ pub fn run(path: &Path, trace: Option<PathBuf>) -> Result<(), String> {
             while let Ok((change, done)) = ike.changes.try_recv() {
                 apply_sa_change(&running, change);
                 let _ = done.try_send(());
+            }
+            if cfg.mobility.is_some() {
+                keying.follow(&running, ike);
             }
         }
         links.log_changes();
@@ -615,7 +627,7 @@ fn answer(
             held.give(&mut last);
             report::to_json(&last, policy)
         }
-        ControlRequest::Move { to, break_first } => move_to(running, cfg, to, !break_first),
+        ControlRequest::Move { to, break_first } => move_to(running, cfg, to, !break_first, ike),
         ControlRequest::Refresh => refresh(running, cfg),
         ControlRequest::RemoveSa(name) => remove_sa(running, policy, name),
         ControlRequest::Reload => match reload(running, cfg, policy) {
@@ -631,8 +643,14 @@ fn answer(
     }
 }
 
-/// `ctl move`: the mobile node's movement.
-fn move_to(running: &runner::Running, cfg: &ApplianceConfig, to: &str, keep_old: bool) -> Value {
+/// `ctl move`: the mobile node's movement, which its IKE follows.
+fn move_to(
+    running: &runner::Running,
+    cfg: &ApplianceConfig,
+    to: &str,
+    keep_old: bool,
+    ike: Option<&crate::ike::IkeThread>,
+) -> Value {
     let attachment = match mobility::parse_move(cfg, to) {
         Ok(a) => a,
         Err(e) => return json!({ "error": e }),
@@ -644,6 +662,12 @@ fn move_to(running: &runner::Running, cfg: &ApplianceConfig, to: &str, keep_old:
     let now = running.now();
     info!(%attachment, keep_old, "movement by control request");
     running.apply(Arc::new(move |gw| mobility::control(gw, op, now)));
+    if let Some(ike) = ike {
+        let care_of = config::care_of_address(attachment);
+        let _ = ike.command(IkeCommand::Mobility(crate::ike::MobilityChange::MovedTo(
+            care_of,
+        )));
+    }
     let how = if keep_old {
         "make-before-break"
     } else {

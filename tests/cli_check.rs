@@ -169,8 +169,8 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
         ),
         (
             r#""workers": 2"#,
-            r#""workers": 2, "addresses": {"network": ["203.0.113.1/24"]}"#,
-            &[r#"field "addresses.network""#, "af_packet"],
+            r#""workers": 2, "addresses": {"network": ["203.0.113.1/24"], "network_mac": "02:00:00:00:00:01"}"#,
+            &[r#"field "addresses.network_mac""#, "TUN port"],
         ),
         (
             r#""workers": 2"#,

@@ -192,6 +192,7 @@ pub(super) fn home_agent(
             1..=65535,
         )?),
         force_udp: m.force_udp.is_some_and(|Flag(b)| b),
+        key_management_mobility: m.key_management_mobility.is_some_and(|Flag(b)| b),
     };
     let nodes = m
         .nodes
@@ -303,6 +304,16 @@ pub(super) fn home_agent(
     Ok(cfg)
 }
 
+/// Whether the mobility stage moves the IKE SA with the care-of address
+/// (`key_management_mobility`, the K bit: see `bitsgw_mobility::keying`).
+pub(super) fn key_management_mobility(m: Option<&MobilitySettings>) -> bool {
+    match m {
+        Some(MobilitySettings::HomeAgent(ha)) => ha.key_management_mobility,
+        Some(MobilitySettings::MobileNode { config, .. }) => config.key_management_mobility,
+        None => false,
+    }
+}
+
 /// The `mn` role's `mobility` object; fields named relative to it.
 pub(super) fn mobile_node(
     ctx: &Ctx<'_>,
@@ -358,6 +369,15 @@ pub(super) fn mobile_node(
     }
     cfg.lifetime = Duration::from_secs(lifetime);
     cfg.udp_port = u64_in(ctx, "udp_port", m.udp_port, 4191, 1..=65535)? as u16;
+    if matches!(cfg.udp_port, 500 | 4500) {
+        // The host stack takes UDP 500 and 4500 to the care-of address
+        // before the tunnel stage could (RFC 7296 2, RFC 3948 2.2).
+        return Err(ctx.err(
+            "udp_port",
+            format!("{} is IKE's port, never the tunnel's", cfg.udp_port),
+        ));
+    }
+    cfg.key_management_mobility = m.key_management_mobility.is_some_and(|Flag(b)| b);
     if let Some(c) = m.classifier.as_deref() {
         cfg.classifier = c.parse::<ClassifierMode>().map_err(|()| {
             ctx.err(

@@ -33,7 +33,10 @@
 //! node's home address (RFC 4877 4.4), is refused with TS_UNACCEPTABLE
 //! (RFC 7296 2.9). A datagram goes to the peer whose `local` and `remote`
 //! are its addresses, else to the `any` peers of its local address.
-//! Identities are
+//! A mobile node's peer may say
+//! `"local": "care-of"`: IKE then runs from its current care-of address to
+//! the home agent, whose address is `remote`, and follows its movements
+//! (see `care_of.rs`). Identities are
 //! `fqdn:NAME`, `ipv4:ADDR`, `ipv6:ADDR`, `keyid:HEX` or `dn:HEX` (a
 //! distinguished name's DER). Proposals use
 //! strongSwan's notation (`bitsgw_ike::names`). `start` is `initiate` (the
@@ -177,6 +180,16 @@ pub struct PeerSettings {
     pub start: StartAction,
     /// The CHILD_SAs.
     pub children: Vec<ChildSettings>,
+    /// A mobile node's peer that runs from its care-of address
+    /// (`"local": "care-of"`): `local` and `remote` follow its movements.
+    pub care_of: Option<super::CareOfPeer>,
+    /// Whether the mobility stage moves this appliance's IKE SAs with the
+    /// care-of address (the K bit, `mobility.key_management_mobility`).
+    pub key_management_mobility: bool,
+    /// Whether its SAs' packets cross the network inside the mobility
+    /// tunnel (the `mn` and `ha` roles), which has its own UDP
+    /// encapsulation through a NAT (RFC 5555 4.1).
+    pub mobility_tunnel: bool,
 }
 
 impl core::fmt::Debug for PeerSettings {
@@ -380,6 +393,7 @@ pub(super) fn peers(
     dir: &Path,
     policy: &PolicySet,
     network: &OwnAddresses,
+    mobility: Option<&MobilitySettings>,
 ) -> Result<Vec<PeerSettings>, ConfigError> {
     let mut out: Vec<PeerSettings> = Vec::new();
     let mut keyed: Vec<String> = Vec::new();
@@ -390,7 +404,11 @@ pub(super) fn peers(
             entry: format!("peers[{i}] {}", Shown(label)),
         };
         let p: RawPeer = read_document(file, v, Entries::Whole(&ctx.entry))?;
-        out.push(peer(&ctx, p, dir, policy, network, &out, &mut keyed)?);
+        let mut settings = peer(&ctx, p, dir, policy, network, mobility, &out, &mut keyed)?;
+        settings.key_management_mobility =
+            super::mobility_settings::key_management_mobility(mobility);
+        settings.mobility_tunnel = mobility.is_some();
+        out.push(settings);
     }
     if let Some(sa) = policy.ike_sas.iter().find(|s| !keyed.contains(&s.name)) {
         return Err(ConfigError {
@@ -405,12 +423,14 @@ pub(super) fn peers(
 
 /// One peer, checked against the peers before it (`others`) and the SAs
 /// they key (`keyed`, which its children join).
+#[allow(clippy::too_many_arguments)] // the configuration it is checked against
 fn peer(
     ctx: &Ctx<'_>,
     p: RawPeer,
     dir: &Path,
     policy: &PolicySet,
     network: &OwnAddresses,
+    mobility: Option<&MobilitySettings>,
     others: &[PeerSettings],
     keyed: &mut Vec<String>,
 ) -> Result<PeerSettings, ConfigError> {
@@ -418,18 +438,27 @@ fn peer(
         return Err(ctx.err("name", "another peer has this name"));
     }
     let addr = |field: &str, s: &str| resolve_addr(ctx, field, s, &policy.addresses);
-    let local = addr("local", &p.local)?;
-    let remote = match p.remote.as_str() {
-        "any" => None,
-        s => Some(addr("remote", s)?),
+    let (local, remote, care_of) = match p.local.as_str() {
+        "care-of" => {
+            let (l, r, c) =
+                super::care_of::care_of_peer(ctx, addr("remote", &p.remote)?, mobility, network)?;
+            (l, Some(r), Some(c))
+        }
+        local => {
+            let remote = match p.remote.as_str() {
+                "any" => None,
+                s => Some(addr("remote", s)?),
+            };
+            (addr("local", local)?, remote, None)
+        }
     };
-    if !network.addresses.iter().any(|(a, _)| *a == local) {
+    if care_of.is_none() && !network.addresses.iter().any(|(a, _)| *a == local) {
         return Err(ctx.err(
             "local",
             format!("{local} is not one of the appliance's network addresses (addresses.network)"),
         ));
     }
-    if remote.is_some_and(|r| local.is_ipv4() != r.is_ipv4()) {
+    if care_of.is_none() && remote.is_some_and(|r| local.is_ipv4() != r.is_ipv4()) {
         return Err(ctx.err("remote", "local and remote must be of one address family"));
     }
     if remote.is_some()
@@ -514,6 +543,9 @@ fn peer(
             .unwrap_or(Duration::from_secs(20)),
         start,
         children,
+        care_of,
+        key_management_mobility: false,
+        mobility_tunnel: false,
     })
 }
 

@@ -137,6 +137,7 @@ pub(crate) struct RawHomeAgent {
     pub max_lifetime_secs: Option<Int>,
     pub nat_refresh_secs: Option<Int>,
     pub force_udp: Option<Flag>,
+    pub key_management_mobility: Option<Flag>,
 }
 
 /// One mobile node a home agent serves.
@@ -159,6 +160,7 @@ pub(crate) struct RawMobileNode {
     pub udp_port: Option<Int>,
     pub classifier: Option<String>,
     pub attachment: Option<String>,
+    pub key_management_mobility: Option<Flag>,
 }
 
 /// One IKEv2 peer ([`super::peers`]).

@@ -20,8 +20,11 @@ impl Thread {
             warn!(peer = %name, suite = ?c.suite, "CHILD_SA with a transform the stage lacks; not installed");
             return;
         };
-        // RFC 3948: ESP in UDP between the IKE SA's addresses.
-        let encap = c.udp_encapsulation.then(|| UdpEncap {
+        // RFC 3948: ESP in UDP between the IKE SA's addresses; in the
+        // mobility roles ESP crosses a NAT inside the mobility tunnel's own
+        // UDP encapsulation instead (RFC 5555 4.1), never in UDP of its own.
+        let own_udp = c.udp_encapsulation && !self.peers[i].settings.mobility_tunnel;
+        let encap = own_udp.then(|| UdpEncap {
             local_port: c.local.port(),
             remote_port: c.remote.port(),
         });
@@ -53,6 +56,17 @@ impl Thread {
         );
         let since = self.now().0;
         let p = &mut self.peers[i];
+        // A new IKE SA's CHILD_SA (a care-of peer's, established again
+        // from its new care-of address) replaces the one installed under
+        // the old IKE SA, as a rekey would: the same child's.
+        let replaced = match c.rekeys {
+            None if !c.exchange_initiator && p.ike_sas.len() > 1 => p
+                .children
+                .iter()
+                .find(|(s, v)| **s != c.inbound_spi && v["child"] == c.child.as_str())
+                .map(|(s, _)| *s),
+            _ => None,
+        };
         if let Some(old) = c.rekeys {
             p.children.remove(&old);
         }
@@ -60,6 +74,7 @@ impl Thread {
             c.inbound_spi,
             json!({
                 "child": c.child,
+                IKE_SA: ike_sa_text(c.ike),
                 "inbound": child.inbound,
                 "outbound": child.outbound,
                 "inbound_spi": format!("{:08x}", c.inbound_spi),
@@ -76,7 +91,7 @@ impl Thread {
         // does after installing the new one; until then the peer may not
         // have the new inbound SA.
         p.pending_outbound.retain(|o| o.child != c.child);
-        let sas = match c.rekeys {
+        let sas = match c.rekeys.or(replaced) {
             Some(old) if !c.exchange_initiator => {
                 p.pending_outbound.push(PendingOutbound {
                     child: c.child.clone(),

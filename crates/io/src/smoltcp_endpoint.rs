@@ -12,6 +12,11 @@
 //! which of those it offers at all on the network side
 //! (`bitsgw_pipeline::endpoint`).
 //!
+//! On a raw-IP port (TUN) the stack takes and sends IP packets alone
+//! ([`SmoltcpEndpoint::new_raw_ip`]): no link layer, no neighbors to
+//! resolve, and every destination reached through the port (a default
+//! route per address family), since the port's far side routes.
+//!
 //! Clones share one interface (one neighbor cache, one set of queues): the
 //! runner gives each worker a clone, and whichever worker a request reaches
 //! answers it. The lock is only taken for frames that are for the
@@ -20,7 +25,7 @@
 use bitsgw_pipeline::endpoint::ETHERTYPE_ARP;
 use bitsgw_pipeline::LocalEndpoint;
 use bitsgw_wire::esp::{classify_udp_encap, UdpEncapKind};
-use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use bitsgw_wire::ether::{self, LinkType, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use bitsgw_wire::{icmp, ip, proto, Timestamp};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -181,8 +186,9 @@ pub enum EndpointError {
 }
 
 /// The frames between the gateway and smoltcp.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Queues {
+    medium: Medium,
     rx: VecDeque<Vec<u8>>,
     tx: VecDeque<Vec<u8>>,
 }
@@ -229,8 +235,11 @@ impl Device for Queues {
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = 1514;
+        caps.medium = self.medium;
+        caps.max_transmission_unit = match self.medium {
+            Medium::Ip => 1500,
+            _ => 1514,
+        };
         caps
     }
 }
@@ -263,7 +272,9 @@ fn instant(now: Timestamp) -> Instant {
 /// The appliance's own host stack on one side. Clones share it.
 #[derive(Clone)]
 pub struct SmoltcpEndpoint {
+    /// All zero on a raw-IP port.
     mac: [u8; 6],
+    link: LinkType,
     addresses: Arc<[IpAddr]>,
     stack: Arc<Mutex<Stack>>,
 }
@@ -272,6 +283,7 @@ impl core::fmt::Debug for SmoltcpEndpoint {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SmoltcpEndpoint")
             .field("mac", &self.mac)
+            .field("link", &self.link)
             .field("addresses", &self.addresses)
             .finish_non_exhaustive()
     }
@@ -281,6 +293,45 @@ impl SmoltcpEndpoint {
     /// An endpoint answering for `addresses` (address, prefix length) at
     /// the Ethernet address `mac`.
     pub fn new(mac: [u8; 6], addresses: &[(IpAddr, u8)]) -> Result<Self, EndpointError> {
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        config.random_seed =
+            u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]);
+        Self::build(config, mac, LinkType::Ethernet, addresses)
+    }
+
+    /// An endpoint answering for `addresses` on a raw-IP port (TUN): it
+    /// takes and sends IP packets alone, and sends every packet through
+    /// the port.
+    pub fn new_raw_ip(addresses: &[(IpAddr, u8)]) -> Result<Self, EndpointError> {
+        let mut config = Config::new(HardwareAddress::Ip);
+        // Distinct stacks get distinct seeds (smoltcp's ephemeral ports
+        // and TCP sequence numbers): the first address's last octets.
+        config.random_seed = addresses.first().map_or(0, |(a, _)| match a {
+            IpAddr::V4(a) => u64::from(u32::from(*a)),
+            IpAddr::V6(a) => u128::from(*a) as u64,
+        });
+        let ep = Self::build(config, [0; 6], LinkType::RawIp, addresses)?;
+        if let Ok(mut s) = ep.stack.lock() {
+            // The port's far side routes: a default route per family, its
+            // gateway any address of ours (nothing is resolved on raw IP).
+            for (a, _) in addresses {
+                let routes = s.iface.routes_mut();
+                // Cannot fail: two routes at most, the table holds more.
+                let _ = match a {
+                    IpAddr::V4(a) => routes.add_default_ipv4_route(*a),
+                    IpAddr::V6(a) => routes.add_default_ipv6_route(*a),
+                };
+            }
+        }
+        Ok(ep)
+    }
+
+    fn build(
+        config: Config,
+        mac: [u8; 6],
+        link: LinkType,
+        addresses: &[(IpAddr, u8)],
+    ) -> Result<Self, EndpointError> {
         if addresses.len() > MAX_ADDRESSES {
             return Err(EndpointError::TooMany {
                 count: addresses.len(),
@@ -294,10 +345,14 @@ impl SmoltcpEndpoint {
             }
             cidrs.push(IpCidr::new(IpAddress::from(addr), prefix));
         }
-        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-        config.random_seed =
-            u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]);
-        let mut device = Queues::default();
+        let mut device = Queues {
+            medium: match link {
+                LinkType::RawIp => Medium::Ip,
+                _ => Medium::Ethernet,
+            },
+            rx: VecDeque::new(),
+            tx: VecDeque::new(),
+        };
         let mut iface = Interface::new(config, &mut device, Instant::ZERO);
         iface.update_ip_addrs(|a| {
             for c in cidrs {
@@ -307,6 +362,7 @@ impl SmoltcpEndpoint {
         });
         Ok(SmoltcpEndpoint {
             mac,
+            link,
             addresses: addresses.iter().map(|(a, _)| *a).collect(),
             stack: Arc::new(Mutex::new(Stack {
                 iface,
@@ -356,9 +412,14 @@ impl SmoltcpEndpoint {
         }
     }
 
-    /// The Ethernet address it answers with.
+    /// The Ethernet address it answers with (all zero on a raw-IP port).
     pub fn mac(&self) -> [u8; 6] {
         self.mac
+    }
+
+    /// Whether an IP packet is to one of its addresses.
+    fn ip_is_mine(&self, pkt: &[u8]) -> bool {
+        ip::parse(pkt).is_ok_and(|meta| pkt.get(meta.dst_range()).is_some_and(|d| self.is_mine(d)))
     }
 
     fn is_mine(&self, addr: &[u8]) -> bool {
@@ -374,6 +435,10 @@ impl LocalEndpoint for SmoltcpEndpoint {
         self.stack.lock().is_ok_and(|s| s.ike.is_some())
     }
 
+    fn link(&self) -> LinkType {
+        self.link
+    }
+
     fn handle_frame(&mut self, frame: &[u8], now: Timestamp) -> bool {
         if !self.is_addressed_to_me(frame) {
             return false;
@@ -385,7 +450,7 @@ impl LocalEndpoint for SmoltcpEndpoint {
                 // (a host's behind it): a unicast frame to one of its
                 // addresses is its own whatever its destination MAC, and
                 // smoltcp takes only frames to its MAC.
-                if frame[0] & 1 == 0 {
+                if self.link == LinkType::Ethernet && frame[0] & 1 == 0 {
                     frame[..6].copy_from_slice(&self.mac);
                 }
                 s.device.rx.push_back(frame);
@@ -410,8 +475,12 @@ impl LocalEndpoint for SmoltcpEndpoint {
 
     /// To its MAC; ARP for one of its IPv4 addresses; a neighbor
     /// solicitation for one of its IPv6 addresses; an IP packet to one of
-    /// its addresses.
+    /// its addresses. On a raw-IP port: an IP packet to one of its
+    /// addresses.
     fn is_addressed_to_me(&self, frame: &[u8]) -> bool {
+        if self.link == LinkType::RawIp {
+            return self.ip_is_mine(frame);
+        }
         if frame.len() < ether::HEADER_LEN {
             return false;
         }
@@ -423,12 +492,12 @@ impl LocalEndpoint for SmoltcpEndpoint {
             // ARP for IPv4 over Ethernet: the target address is at 24.
             Some(ETHERTYPE_ARP) => pkt.get(24..28).is_some_and(|t| self.is_mine(t)),
             Some(ETHERTYPE_IPV4 | ETHERTYPE_IPV6) => {
+                if self.ip_is_mine(pkt) {
+                    return true;
+                }
                 let Ok(meta) = ip::parse(pkt) else {
                     return false;
                 };
-                if pkt.get(meta.dst_range()).is_some_and(|d| self.is_mine(d)) {
-                    return true;
-                }
                 // A neighbor solicitation (to a solicited-node group): its
                 // target address is at 8 in the message.
                 let message = pkt.get(meta.header_len..).unwrap_or(&[]);

@@ -225,3 +225,91 @@ fn ike_datagrams_go_to_the_ike_port_and_replies_leave_from_the_address() {
         0
     );
 }
+
+/// A UDP datagram from `src`:`sport` to `dst`:`dport` with its checksum
+/// (IPv6 requires one), as a bare IP packet.
+fn udp_raw(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let (s, d) = (ip(src), ip(dst));
+    let octets = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut udp = sport.to_be_bytes().to_vec();
+    udp.extend_from_slice(&dport.to_be_bytes());
+    let len = u16::try_from(8 + payload.len()).unwrap();
+    udp.extend_from_slice(&len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let acc = checksum::pseudo_header(&octets(s), &octets(d), 17, u32::from(len));
+    let c = checksum::finish(checksum::sum(acc, &udp));
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    craft::ip_packet(s, d, 17, &udp, false)
+}
+
+/// On a raw-IP port (TUN) the endpoint takes IKE to any of its addresses
+/// as a bare IP packet, and its replies leave at once as bare IP packets
+/// from that address to a peer on no network of its own (nothing to
+/// resolve: the port's far side routes), over IPv6 and IPv4: a mobile
+/// node's care-of addresses talking to its home agent.
+#[test]
+fn on_a_raw_ip_port_ike_comes_and_goes_as_bare_ip_packets() {
+    let coa6 = "2001:db8:2::100";
+    let coa4 = "203.0.113.70";
+    let ha6 = "2001:db8:1::1";
+    let ha4 = "203.0.113.1";
+    let mut ep = SmoltcpEndpoint::new_raw_ip(&[(ip(coa6), 64), (ip(coa4), 26)]).unwrap();
+    assert_eq!(ep.link(), bitsgw_pipeline::LinkType::RawIp);
+    let port = ep.open_ike(4);
+    // Not ours: refused without a look inside.
+    assert!(!ep.handle_frame(
+        &udp_raw(ha6, "2001:db8:3::100", 500, 500, b"x"),
+        Timestamp(0)
+    ));
+    assert!(ep.handle_frame(&udp_raw(ha6, coa6, 500, 500, b"ike-sa-init"), Timestamp(0)));
+    let natt = [&[0u8, 0, 0, 0][..], b"ike-auth"].concat();
+    assert!(ep.handle_frame(&udp_raw(ha4, coa4, 4500, 4500, &natt), Timestamp(0)));
+    let first = port.received.try_recv().unwrap();
+    assert_eq!(first.local, format!("[{coa6}]:500").parse().unwrap());
+    assert_eq!(first.remote, format!("[{ha6}]:500").parse().unwrap());
+    assert_eq!(first.data, b"ike-sa-init");
+    let second = port.received.try_recv().unwrap();
+    assert_eq!(second.local, format!("{coa4}:4500").parse().unwrap());
+    assert_eq!(second.data, b"ike-auth");
+    for (local, remote) in [
+        (format!("[{coa6}]:500"), format!("[{ha6}]:500")),
+        (format!("{coa4}:4500"), format!("{ha4}:4500")),
+    ] {
+        port.send
+            .try_send(bitsgw_io::smoltcp_endpoint::IkeDatagram {
+                local: local.parse().unwrap(),
+                remote: remote.parse().unwrap(),
+                data: b"reply".to_vec(),
+            })
+            .unwrap();
+    }
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 2, "{out:02x?}");
+    let v6 = out.iter().find(|p| p[0] >> 4 == 6).unwrap();
+    assert_eq!(v6[6], 17);
+    assert_eq!(
+        &v6[8..24],
+        &coa6.parse::<std::net::Ipv6Addr>().unwrap().octets()
+    );
+    assert_eq!(
+        &v6[24..40],
+        &ha6.parse::<std::net::Ipv6Addr>().unwrap().octets()
+    );
+    assert_eq!(&v6[40..44], &[0x01, 0xf4, 0x01, 0xf4]);
+    assert_eq!(&v6[48..], b"reply");
+    let v4 = out.iter().find(|p| p[0] >> 4 == 4).unwrap();
+    assert_eq!(&v4[12..16], &[203, 0, 113, 70]);
+    assert_eq!(&v4[16..20], &[203, 0, 113, 1]);
+    assert_eq!(&v4[20..24], &[0x11, 0x94, 0x11, 0x94]);
+    assert_eq!(&v4[28..], [&[0u8, 0, 0, 0][..], b"reply"].concat());
+    assert_eq!(
+        port.drops
+            .send_failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}

@@ -5,6 +5,7 @@
 
 use crate::binding::{Binding, BindingCache, CareOf};
 use crate::counters::{MobilityCounters, MobilityDrop, MobilityEvent};
+use crate::keying::KeyManagement;
 use crate::packet::{self, Upper};
 use crate::seq;
 use crate::tunnel::{HaAddresses, HaInbound, HaTunnel};
@@ -19,6 +20,7 @@ use bitsgw_wire::{PacketBuf, Timestamp};
 use core::time::Duration;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
 /// RFC 5555 3.2.2 / 7: the default NAT keepalive refresh time (NATKATIMEOUT).
 pub const DEFAULT_NAT_REFRESH: Duration = Duration::from_secs(110);
@@ -54,6 +56,11 @@ pub struct HaConfig {
     pub nat_refresh: Duration,
     /// Force UDP encapsulation even without a NAT (the F flag).
     pub force_udp: bool,
+    /// Whether the home agent's key management survives movement (its
+    /// IKE SA with a mobile node can move to a new care-of address): K in
+    /// the BA of a Binding Update with K (RFC 6275 6.1.8, 10.3.1; see
+    /// [`crate::keying`]).
+    pub key_management_mobility: bool,
 }
 
 impl HaConfig {
@@ -113,6 +120,8 @@ pub struct HomeAgent {
     /// The packet `poll_transmit` handed out last is a BA: the next packet
     /// through the outbound tunnel stage is it, sealed by IPsec.
     sending_ba: bool,
+    /// What the key management is to do after registrations.
+    key_management: VecDeque<KeyManagement>,
 }
 
 impl HomeAgent {
@@ -129,6 +138,7 @@ impl HomeAgent {
             prefixes_changed: rustc_hash::FxHashSet::default(),
             counters: MobilityCounters::default(),
             sending_ba: false,
+            key_management: VecDeque::new(),
         }
     }
 
@@ -144,6 +154,12 @@ impl HomeAgent {
         self.cfg.home_prefixes = prefixes;
         self.prefixes_changed
             .extend(self.cache.iter().map(|b| b.home));
+    }
+
+    /// What the key management is to do after a registration (see
+    /// [`crate::keying`]).
+    pub fn poll_key_management(&mut self) -> Option<KeyManagement> {
+        self.key_management.pop_front()
     }
 
     /// The binding cache.
@@ -377,7 +393,7 @@ impl HomeAgent {
         let reject = |this: &mut Self, status: u8, seq_no: u16| {
             this.counters.event(MobilityEvent::BuRejected);
             this.note_reply_route(home, reply_to, now);
-            this.send_ba(home, status, seq_no, 0, &[]);
+            this.send_ba(home, status, false, seq_no, 0, &[]);
         };
         if without_v4_care_of {
             // RFC 5555 4.1 and 4.3.1: a Binding Update sent over IPv4
@@ -437,7 +453,9 @@ impl HomeAgent {
             }
             self.note_reply_route(home, reply_to, now);
             self.counters.event(MobilityEvent::BuAccepted);
-            self.send_ba(home, ba_status::ACCEPTED, bu.seq, 0, &[]);
+            // K cleared: nothing moves to the home address (see
+            // `crate::keying`).
+            self.send_ba(home, ba_status::ACCEPTED, false, bu.seq, 0, &[]);
             return;
         }
         let granted = lifetime_req.min(self.cfg.max_lifetime);
@@ -470,6 +488,36 @@ impl HomeAgent {
             registered: now,
             nat,
         };
+        // RFC 6275 10.3.1: K echoed when our key management moves too; the
+        // IKE SA follows a care-of address that changed (or is the first),
+        // or without K is established again from there.
+        let key_management = bu.key_mgmt_compat && self.cfg.key_management_mobility;
+        let moved = existing.as_ref().is_none_or(|b| b.care_of != care_of);
+        if moved {
+            let (home_agent, care_of) = match care_of {
+                CareOf::V6(a) => (IpAddr::from(self.cfg.address), IpAddr::from(a)),
+                // Checked above: an IPv4 care-of address needs our IPv4
+                // address.
+                CareOf::V4 { udp, .. } => (
+                    IpAddr::from(self.cfg.address_v4.unwrap_or_default()),
+                    IpAddr::from(udp.addr),
+                ),
+            };
+            let k = if key_management {
+                KeyManagement::Move {
+                    home,
+                    home_agent,
+                    care_of,
+                }
+            } else {
+                KeyManagement::Expect {
+                    home,
+                    home_agent,
+                    care_of,
+                }
+            };
+            crate::keying::queue(&mut self.key_management, k);
+        }
         if existing.is_some() {
             self.counters.event(MobilityEvent::BindingUpdated);
         } else {
@@ -494,7 +542,7 @@ impl HomeAgent {
         };
         // Status 1 asks for an answer whatever A says (the node must learn it).
         if bu.ack || status != ba_status::ACCEPTED {
-            self.send_ba(home, status, bu.seq, units, &opts);
+            self.send_ba(home, status, key_management, bu.seq, units, &opts);
         }
     }
 
@@ -566,13 +614,14 @@ impl HomeAgent {
         &mut self,
         home: [u8; 16],
         status: u8,
+        key_management: bool,
         seq_no: u16,
         units: u16,
         opts: &[MhOption<'_>],
     ) {
         let ba = Message::BindingAck(BindingAck {
             status,
-            key_mgmt_compat: false,
+            key_mgmt_compat: key_management,
             seq: seq_no,
             lifetime_units: units,
         });

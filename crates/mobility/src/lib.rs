@@ -25,6 +25,7 @@ pub mod classify;
 pub mod counters;
 pub mod ha;
 pub mod home_link;
+pub mod keying;
 pub mod mn;
 pub mod packet;
 pub mod seq;

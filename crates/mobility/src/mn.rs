@@ -5,6 +5,7 @@
 
 use crate::classify::{ClassifierMode, EspClass};
 use crate::counters::{MobilityCounters, MobilityDrop, MobilityEvent};
+use crate::keying::KeyManagement;
 use crate::packet::{self, Upper};
 use crate::tunnel::{MnPaths, MnTunnel, Path};
 use bitsgw_ipsec_query::IpsecQuery;
@@ -68,6 +69,11 @@ pub struct MnConfig {
     pub udp_port: u16,
     /// How the tunnel stage tells the BU from data.
     pub classifier: ClassifierMode,
+    /// Whether the node's key management survives movement (its IKE SA
+    /// with the home agent can move to a new care-of address): K in its
+    /// Binding Updates while that IKE SA exists (RFC 6275 6.1.7, 11.7.1;
+    /// see [`crate::keying`]). Never with manual keys.
+    pub key_management_mobility: bool,
 }
 
 impl MnConfig {
@@ -83,6 +89,7 @@ impl MnConfig {
             lifetime: Duration::from_secs(420),
             udp_port: DSMIP_UDP_PORT,
             classifier: ClassifierMode::Api,
+            key_management_mobility: false,
         }
     }
 }
@@ -141,6 +148,8 @@ pub enum MnEvent {
 struct Pending {
     seq: u16,
     attachment: Attachment,
+    /// K in the BU last sent.
+    key_management: bool,
     timeout: Duration,
     next_send: Timestamp,
 }
@@ -189,6 +198,13 @@ pub struct MobileNode {
     /// The packet `poll_transmit` handed out last is a BU: the next packet
     /// through the outbound tunnel stage is it, sealed by IPsec.
     sending_bu: bool,
+    /// Whether the IKE SA with the home agent exists (K may be set).
+    ike_sa: bool,
+    /// The care-of address of the last completed registration (home after
+    /// a de-registration), whatever movements followed.
+    last_registered: Option<Attachment>,
+    /// What the key management is to do after registrations.
+    key_management: VecDeque<KeyManagement>,
 }
 
 impl MobileNode {
@@ -211,6 +227,9 @@ impl MobileNode {
             counters: MobilityCounters::default(),
             arrived_under_ba_sa: false,
             sending_bu: false,
+            ike_sa: false,
+            last_registered: None,
+            key_management: VecDeque::new(),
         }
     }
 
@@ -309,6 +328,7 @@ impl MobileNode {
         self.pending = Some(Pending {
             seq: self.seq,
             attachment,
+            key_management: false,
             timeout,
             next_send: now,
         });
@@ -321,11 +341,14 @@ impl MobileNode {
         let Some(mut p) = self.pending else {
             return;
         };
+        let home_reg = p.attachment != Attachment::Home;
         self.seq = self.seq.wrapping_add(1);
         p.seq = self.seq;
         p.next_send = now.saturating_add(p.timeout);
+        // RFC 6275 11.7.1: K when the key management survives movement and
+        // is up; cleared at home (see `crate::keying`).
+        p.key_management = self.cfg.key_management_mobility && self.ike_sa && home_reg;
         self.pending = Some(p);
-        let home_reg = p.attachment != Attachment::Home;
         let lifetime = if home_reg {
             self.cfg.lifetime
         } else {
@@ -336,7 +359,7 @@ impl MobileNode {
             ack: true,
             home_registration: true,
             link_local_compat: false,
-            key_mgmt_compat: false,
+            key_mgmt_compat: p.key_management,
             lifetime_units: u16::try_from(lifetime.as_secs() / 4).unwrap_or(u16::MAX),
         });
         let mut opts: Vec<MhOption<'_>> = Vec::new();
@@ -639,6 +662,7 @@ impl MobileNode {
             return Ok(());
         }
         self.pending = None;
+        self.follow_with_key_management(&p, ba.key_mgmt_compat);
         if p.attachment == Attachment::Home {
             self.active = None;
             self.owned.clear();
@@ -714,6 +738,55 @@ impl MobileNode {
             self.solicit_prefixes();
         }
         Ok(())
+    }
+
+    /// RFC 6275 11.7.3: after an accepted registration with K in its BU,
+    /// the IKE SA moves to the new care-of address if the BA has K too,
+    /// else it is established again from there; nothing when the care-of
+    /// address is the one registered before (a refresh).
+    fn follow_with_key_management(&mut self, p: &Pending, ba_k: bool) {
+        let previous = self.last_registered.replace(p.attachment);
+        use std::net::IpAddr;
+        let (home_agent, care_of) = match p.attachment {
+            Attachment::V6(a) => (IpAddr::from(self.cfg.home_agent), IpAddr::from(a)),
+            // Registered, so the home agent has an IPv4 address.
+            Attachment::V4(a) => (
+                IpAddr::from(self.cfg.home_agent_v4.unwrap_or_default()),
+                IpAddr::from(a),
+            ),
+            Attachment::Home => return,
+        };
+        if !p.key_management || previous == Some(p.attachment) {
+            return;
+        }
+        let home = self.cfg.home;
+        let k = if ba_k {
+            KeyManagement::Move {
+                home,
+                home_agent,
+                care_of,
+            }
+        } else {
+            KeyManagement::Reestablish {
+                home,
+                home_agent,
+                care_of,
+            }
+        };
+        crate::keying::queue(&mut self.key_management, k);
+    }
+
+    /// Whether the IKE SA with the home agent exists: with
+    /// [`MnConfig::key_management_mobility`], the next Binding Updates
+    /// carry K (RFC 6275 11.7.1).
+    pub fn set_ike_sa(&mut self, established: bool) {
+        self.ike_sa = established;
+    }
+
+    /// What the key management is to do after a registration (see
+    /// [`crate::keying`]).
+    pub fn poll_key_management(&mut self) -> Option<KeyManagement> {
+        self.key_management.pop_front()
     }
 
     /// The next packet the protocol module originated (BU, MPS), for the

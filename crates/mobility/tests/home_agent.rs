@@ -4,19 +4,20 @@
 //! before they go back through IPsec.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use bitsgw_mobility::counters::{MobilityDrop, MobilityEvent};
 use bitsgw_mobility::ha::{Delivered, HaConfig, HomeAgent, ServedNode};
+use bitsgw_mobility::keying::KeyManagement;
 use bitsgw_mobility::packet::mh_packet;
 use bitsgw_wire::mh::{
     ba_status, be_status, ipv4_ack_status, BindingUpdate, Message, MhOption, MhPacket, MhRepr,
 };
 use bitsgw_wire::{PacketBuf, Timestamp};
 use core::time::Duration;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
-fn v6(s: &str) -> [u8; 16] {
-    s.parse::<Ipv6Addr>().unwrap().octets()
-}
+use common::{mh_bytes, v6};
 
 fn v4(s: &str) -> [u8; 4] {
     s.parse::<Ipv4Addr>().unwrap().octets()
@@ -28,6 +29,10 @@ const HOA2: &str = "2001:db8:1::200";
 const COA: &str = "2001:db8:2::100";
 
 fn agent() -> HomeAgent {
+    agent_with_key_management(false)
+}
+
+fn agent_with_key_management(key_management_mobility: bool) -> HomeAgent {
     HomeAgent::new(HaConfig {
         address: v6(HA),
         address_v4: Some(v4("203.0.113.1")),
@@ -47,6 +52,7 @@ fn agent() -> HomeAgent {
         max_lifetime: Duration::from_secs(600),
         nat_refresh: Duration::from_secs(110),
         force_udp: false,
+        key_management_mobility,
     })
 }
 
@@ -443,4 +449,143 @@ fn changed_home_prefixes_give_status_1_once() {
             ba_status::ACCEPTED
         ]
     );
+}
+
+/// A BU with K (RFC 6275 6.1.7).
+fn bu_with_k(seq: u16) -> Message {
+    Message::BindingUpdate(BindingUpdate {
+        seq,
+        ack: true,
+        home_registration: true,
+        link_local_compat: false,
+        key_mgmt_compat: true,
+        lifetime_units: 100,
+    })
+}
+
+/// The one answer waiting, as the Mobility Header on the wire.
+fn ba_bytes(ha: &mut HomeAgent) -> Vec<u8> {
+    let mut buf = PacketBuf::new();
+    assert!(ha.poll_transmit(&mut buf));
+    assert!(!ha.poll_transmit(&mut buf), "one answer");
+    buf.data()[40..].to_vec()
+}
+
+/// The BA `HA` sends `HOA`, status 0: `flags` (0x80 is K), sequence
+/// number, lifetime, PadN(2), spelled out.
+fn ba_mh(flags: u8, seq: u16, units: u16) -> Vec<u8> {
+    let mut d = vec![0, flags];
+    d.extend_from_slice(&seq.to_be_bytes());
+    d.extend_from_slice(&units.to_be_bytes());
+    d.extend_from_slice(&[1, 2, 0, 0]);
+    mh_bytes(HA, HOA, 6, &d)[40..].to_vec()
+}
+
+/// RFC 6275 6.1.8, 10.3.1, 10.3.2: a home agent whose key management
+/// survives movement echoes K in the BA to a BU with K, and when the
+/// care-of address of a binding changes under K its IKE SA follows; a BU
+/// without K gets none, and the IKE SA is expected from the new care-of
+/// address; a de-registration clears K; a home agent without the
+/// capability never sets it.
+#[test]
+fn rfc6275_10_3_1_k_bit_echoed_in_the_ba_and_the_ike_sa_follows() {
+    const COA2: &str = "2001:db8:3::100";
+    let mut ha = agent_with_key_management(true);
+    deliver(&mut ha, HOA, &bu_with_k(1), &coa_opt(), 10);
+    assert_eq!(ba_bytes(&mut ha), ba_mh(0x80, 1, 100));
+    // A first registration: the IKE SA is where it came from (a move
+    // that changes nothing).
+    assert_eq!(
+        ha.poll_key_management(),
+        Some(KeyManagement::Move {
+            home: v6(HOA),
+            home_agent: HA.parse().unwrap(),
+            care_of: COA.parse().unwrap()
+        })
+    );
+    deliver(
+        &mut ha,
+        HOA,
+        &bu_with_k(2),
+        &[MhOption::AlternateCareOf(v6(COA2))],
+        11,
+    );
+    assert_eq!(ba_bytes(&mut ha), ba_mh(0x80, 2, 100));
+    assert_eq!(
+        ha.poll_key_management(),
+        Some(KeyManagement::Move {
+            home: v6(HOA),
+            home_agent: HA.parse().unwrap(),
+            care_of: COA2.parse().unwrap()
+        })
+    );
+    assert_eq!(ha.poll_key_management(), None);
+    // Without K: no K back; the mobile node establishes its IKE SA again
+    // from the new care-of address, where it is expected.
+    deliver(&mut ha, HOA, &bu(3, 100, true), &coa_opt(), 12);
+    assert_eq!(ba_bytes(&mut ha), ba_mh(0, 3, 100));
+    assert_eq!(
+        ha.poll_key_management(),
+        Some(KeyManagement::Expect {
+            home: v6(HOA),
+            home_agent: HA.parse().unwrap(),
+            care_of: COA.parse().unwrap()
+        })
+    );
+    // De-registration: K cleared.
+    let dereg = Message::BindingUpdate(BindingUpdate {
+        lifetime_units: 0,
+        ..match bu_with_k(4) {
+            Message::BindingUpdate(b) => b,
+            _ => unreachable!(),
+        }
+    });
+    deliver(&mut ha, HOA, &dereg, &coa_opt(), 13);
+    assert_eq!(ba_bytes(&mut ha), ba_mh(0, 4, 0));
+    assert_eq!(ha.poll_key_management(), None);
+    // A home agent without the capability.
+    let mut plain = agent_with_key_management(false);
+    deliver(&mut plain, HOA, &bu_with_k(1), &coa_opt(), 10);
+    assert_eq!(ba_bytes(&mut plain), ba_mh(0, 1, 100));
+    deliver(
+        &mut plain,
+        HOA,
+        &bu_with_k(2),
+        &[MhOption::AlternateCareOf(v6(COA2))],
+        11,
+    );
+    assert_eq!(ba_bytes(&mut plain), ba_mh(0, 2, 100));
+    // Never a move: the IKE SA is expected from each care-of address.
+    let expected: Vec<_> = std::iter::from_fn(|| plain.poll_key_management()).collect();
+    assert_eq!(
+        expected,
+        [COA, COA2].map(|c| KeyManagement::Expect {
+            home: v6(HOA),
+            home_agent: HA.parse().unwrap(),
+            care_of: c.parse().unwrap()
+        })
+    );
+}
+
+/// RFC 4301 5.1, RFC 4877 4.4: IKE to the home agent's own addresses is
+/// never a tunnel's packet: the tunnel stage passes it on unchanged
+/// (where the appliance's host stack does not take it first), over IPv6
+/// and over IPv4 on either port, counting nothing.
+#[test]
+fn the_tunnel_stage_never_takes_ike_to_the_home_agent() {
+    let mut ha = agent();
+    for pkt in [
+        common::ike(COA, HA, 500, 500),
+        common::ike("203.0.113.130", "203.0.113.1", 41000, 4500),
+        common::ike("203.0.113.70", "203.0.113.1", 500, 500),
+    ] {
+        let mut buf = PacketBuf::from_slice(&pkt);
+        assert_eq!(
+            ha.handle_network(&common::SeedPolicy, &mut buf, Timestamp::from_secs(1)),
+            Ok(())
+        );
+        assert_eq!(buf.data(), &pkt[..], "passed on unchanged");
+    }
+    assert_eq!(ha.counters().total_drops(), 0);
+    assert!(ha.counters().all_events().all(|(_, n)| n == 0));
 }

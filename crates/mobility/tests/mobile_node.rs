@@ -12,13 +12,12 @@ mod common;
 
 use bitsgw_mobility::counters::{MobilityDrop, MobilityEvent};
 use bitsgw_mobility::ha::Delivered;
+use bitsgw_mobility::keying::KeyManagement;
 use bitsgw_mobility::mn::{Attachment, MnConfig, MnEvent, MobileNode};
 use bitsgw_mobility::packet::mh_packet;
-use bitsgw_wire::mh::{
-    ba_status, be_status, ipv4_ack_status, mh_checksum, BindingAck, Message, MhOption,
-};
+use bitsgw_wire::mh::{ba_status, be_status, ipv4_ack_status, BindingAck, Message, MhOption};
 use bitsgw_wire::{PacketBuf, Timestamp};
-use common::{v6, SeedPolicy, BA_SPI, DATA_SPI};
+use common::{mh_bytes, v6, SeedPolicy, BA_SPI, DATA_SPI};
 use core::time::Duration;
 use std::net::Ipv4Addr;
 
@@ -41,25 +40,6 @@ fn node() -> MobileNode {
     let mut cfg = MnConfig::new(v6(HOA), v6(HA));
     cfg.home_agent_v4 = Some(v4(HA4));
     MobileNode::new(cfg)
-}
-
-/// An IPv6 packet from `src` to `dst` with a Mobility Header whose type
-/// is `mh_type` and whose message data (after the checksum) is `data`,
-/// spelled out here byte by byte rather than by the emitter under test.
-fn mh_bytes(src: &str, dst: &str, mh_type: u8, data: &[u8]) -> Vec<u8> {
-    let len = 6 + data.len();
-    assert_eq!(len % 8, 0, "a Mobility Header is a multiple of 8 bytes");
-    let mut mh = vec![59, u8::try_from(len / 8 - 1).unwrap(), mh_type, 0, 0, 0];
-    mh.extend_from_slice(data);
-    let sum = mh_checksum(&v6(src), &v6(dst), &mh);
-    mh[4..6].copy_from_slice(&sum.to_be_bytes());
-    let mut p = vec![0x60, 0, 0, 0];
-    p.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
-    p.extend_from_slice(&[135, 64]);
-    p.extend_from_slice(&v6(src));
-    p.extend_from_slice(&v6(dst));
-    p.extend_from_slice(&mh);
-    p
 }
 
 /// The Binding Update a node at `COA` sends (RFC 6275 6.1.7, RFC 3776 3.1):
@@ -517,4 +497,120 @@ fn ipv4_address_acknowledgement_statuses() {
             assert!(ev.contains(&MnEvent::HomeV4Refused { status }));
         }
     }
+}
+
+/// A BU from `HOA` to `HA` for the IPv6 care-of address `coa`: sequence
+/// number, `flags` (the high octet of the flags word: 0xc0 is A and H,
+/// 0xd0 adds K), lifetime, PadN(0) and the Alternate Care-of Address.
+fn bu_v6_flags(seq: u16, flags: u8, units: u16, coa: &str) -> Vec<u8> {
+    let mut d = seq.to_be_bytes().to_vec();
+    d.extend_from_slice(&[flags, 0x00]);
+    d.extend_from_slice(&units.to_be_bytes());
+    d.extend_from_slice(&[1, 0, 3, 16]);
+    d.extend_from_slice(&v6(coa));
+    mh_bytes(HOA, HA, 5, &d)
+}
+
+/// A BA from `HA` to `HOA`, status 0: `flags` (0x80 is K), sequence
+/// number, lifetime, PadN(2).
+fn ba_flags(flags: u8, seq: u16, units: u16) -> Vec<u8> {
+    let mut d = vec![0, flags];
+    d.extend_from_slice(&seq.to_be_bytes());
+    d.extend_from_slice(&units.to_be_bytes());
+    d.extend_from_slice(&[1, 2, 0, 0]);
+    mh_bytes(HA, HOA, 6, &d)
+}
+
+fn key_management(mn: &mut MobileNode) -> Vec<KeyManagement> {
+    std::iter::from_fn(|| mn.poll_key_management()).collect()
+}
+
+/// RFC 6275 6.1.7, 11.7.1, 11.7.3 (and RFC 4877 4.4): a node whose IKE SA
+/// survives movement sets K in its Binding Updates once that IKE SA
+/// exists; a BA with K moves the IKE SA to the new care-of address, a BA
+/// without it has the IKE SA established again from there; a refresh
+/// moves nothing; at home K is cleared; a node configured without it never
+/// sets K.
+#[test]
+fn rfc6275_11_7_k_bit_in_binding_updates_and_the_reaction_to_the_ba() {
+    const COA2: &str = "2001:db8:3::100";
+    let home = v6(HOA);
+    let mut cfg = MnConfig::new(v6(HOA), v6(HA));
+    cfg.home_agent_v4 = Some(v4(HA4));
+    cfg.key_management_mobility = true;
+    let mut mn = MobileNode::new(cfg);
+    // No IKE SA yet: no K.
+    mn.handle_move(Attachment::V6(v6(COA)), true, at(0));
+    assert_eq!(sent(&mut mn).unwrap(), bu_v6_flags(1, 0xc0, 105, COA));
+    deliver(&mut mn, &ba_flags(0, 1, 105), at(100));
+    assert_eq!(mn.registered(), Some(Attachment::V6(v6(COA))));
+    assert!(key_management(&mut mn).is_empty());
+    // The IKE SA exists: K, and the home agent's K moves it.
+    mn.set_ike_sa(true);
+    mn.handle_move(Attachment::V6(v6(COA2)), true, at(200));
+    assert_eq!(sent(&mut mn).unwrap(), bu_v6_flags(2, 0xd0, 105, COA2));
+    deliver(&mut mn, &ba_flags(0x80, 2, 105), at(300));
+    assert_eq!(mn.registered(), Some(Attachment::V6(v6(COA2))));
+    assert_eq!(
+        key_management(&mut mn),
+        [KeyManagement::Move {
+            home,
+            home_agent: HA.parse().unwrap(),
+            care_of: COA2.parse().unwrap()
+        }]
+    );
+    // A refresh of the same care-of address moves nothing.
+    mn.refresh(at(400));
+    assert_eq!(sent(&mut mn).unwrap(), bu_v6_flags(3, 0xd0, 105, COA2));
+    deliver(&mut mn, &ba_flags(0x80, 3, 105), at(500));
+    assert!(key_management(&mut mn).is_empty());
+    // To an IPv4 care-of address (RFC 5555) with a home agent whose key
+    // management does not move: the IKE SA is established again.
+    mn.handle_move(Attachment::V4(v4(COA4)), true, at(600));
+    let bu = sent(&mut mn).unwrap();
+    assert_eq!(bu[40 + 8], 0xd0, "A, H and K: {bu:02x?}");
+    deliver(&mut mn, &ba_flags(0, 4, 105), at(700));
+    assert_eq!(mn.registered(), Some(Attachment::V4(v4(COA4))));
+    assert_eq!(
+        key_management(&mut mn),
+        [KeyManagement::Reestablish {
+            home,
+            home_agent: HA4.parse().unwrap(),
+            care_of: COA4.parse().unwrap()
+        }]
+    );
+    // At home K is cleared: nothing moves to the home address.
+    mn.handle_move(Attachment::Home, false, at(800));
+    let bu = sent(&mut mn).unwrap();
+    assert_eq!(bu[40 + 8], 0xc0, "A and H alone: {bu:02x?}");
+    deliver(&mut mn, &ba_flags(0, 5, 0), at(900));
+    assert!(key_management(&mut mn).is_empty());
+    // Configured without it, no K even with the IKE SA up.
+    let mut plain = node();
+    plain.set_ike_sa(true);
+    plain.handle_move(Attachment::V6(v6(COA)), true, at(0));
+    assert_eq!(sent(&mut plain).unwrap(), bu_v6_flags(1, 0xc0, 105, COA));
+    deliver(&mut plain, &ba_flags(0x80, 1, 105), at(100));
+    assert!(key_management(&mut plain).is_empty());
+}
+
+/// RFC 4877 4.4: IKE between the home agent and the node's care-of
+/// addresses (IPv6, and IPv4 on either port) is never a tunnel's packet:
+/// the tunnel stage passes it on unchanged, counting nothing (the
+/// appliance's host stack takes it before the stage).
+#[test]
+fn the_tunnel_stage_never_takes_ike_to_a_care_of_address() {
+    let mut mn = registered();
+    for (attachment, pkt) in [
+        (Attachment::V6(v6(COA)), common::ike(HA, COA, 500, 500)),
+        (Attachment::V4(v4(COA4)), common::ike(HA4, COA4, 4500, 4500)),
+        (Attachment::V4(v4(COA4)), common::ike(HA4, COA4, 500, 500)),
+    ] {
+        mn.handle_move(attachment, true, at(2000));
+        let mut buf = PacketBuf::from_slice(&pkt);
+        assert_eq!(mn.handle_network(&SeedPolicy, &mut buf), Ok(()));
+        assert_eq!(buf.data(), &pkt[..], "passed on unchanged");
+    }
+    assert_eq!(mn.counters().total_drops(), 0);
+    assert_eq!(mn.counters().events(MobilityEvent::Decapsulated), 0);
 }

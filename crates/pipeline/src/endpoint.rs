@@ -16,9 +16,22 @@
 //! Frames with VLAN tags are never offered: the endpoint has no VLANs.
 //! Inline, a tagged IP packet goes through the SPD like any other;
 //! routed, tagged frames are dropped.
+//!
+//! On raw-IP ports (TUN) an endpoint of that link type ([`LocalEndpoint::link`])
+//! is offered:
+//! - host side: every packet, as on Ethernet;
+//! - network side: IKE addressed to it alone ([`NetworkKind::Ike`], when it
+//!   runs IKE). There is no neighbor discovery to answer, and in the `ha` and
+//!   `mn` roles the appliance's own addresses (the home agent's address, the
+//!   care-of addresses) are also the ends of the mobility tunnels, whose
+//!   packets belong to the mobility stage: everything else goes on as
+//!   before, IKE never reaching the SPD or the mobility stage (RFC 4301 5.1
+//!   and 6: IKE traffic of the gateway itself bypasses IPsec; RFC 4877 4.4:
+//!   the mobile node's IKE runs between its care-of address and the home
+//!   agent's address, outside the tunnel).
 
 pub use bitsgw_wire::ether::ETHERTYPE_ARP;
-use bitsgw_wire::ether::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use bitsgw_wire::ether::{self, LinkType, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use bitsgw_wire::{icmp, ip, proto, Timestamp};
 
 /// The appliance's own host stack on one side.
@@ -40,6 +53,12 @@ pub trait LocalEndpoint: Send {
     fn takes_ike(&self) -> bool {
         false
     }
+    /// The link type of the frames it takes and sends: Ethernet frames,
+    /// or IP packets alone on a raw-IP port (TUN). It is offered only
+    /// frames of a port of its link type.
+    fn link(&self) -> LinkType {
+        LinkType::Ethernet
+    }
 }
 
 /// What a network-side frame is, as far as the endpoint rule goes.
@@ -59,8 +78,11 @@ pub(crate) enum NetworkKind {
     Other,
 }
 
-/// Classifies an Ethernet frame that arrived on the network side.
-pub(crate) fn network_kind(frame: &[u8]) -> NetworkKind {
+/// Classifies a frame of `link` that arrived on the network side.
+pub(crate) fn network_kind(link: LinkType, frame: &[u8]) -> NetworkKind {
+    if link == LinkType::RawIp {
+        return ip_kind(frame);
+    }
     let Some(ethertype) = ether::ethertype(frame) else {
         return NetworkKind::Pass;
     };
@@ -70,7 +92,11 @@ pub(crate) fn network_kind(frame: &[u8]) -> NetworkKind {
     if ethertype != ETHERTYPE_IPV4 && ethertype != ETHERTYPE_IPV6 {
         return NetworkKind::Pass;
     }
-    let pkt = &frame[ether::HEADER_LEN..];
+    ip_kind(&frame[ether::HEADER_LEN..])
+}
+
+/// Classifies an IP packet that arrived on the network side.
+fn ip_kind(pkt: &[u8]) -> NetworkKind {
     let Ok(meta) = ip::parse(pkt) else {
         return NetworkKind::Other;
     };
@@ -150,20 +176,29 @@ mod tests {
             )
         };
         assert_eq!(
-            network_kind(&frame(ETHERTYPE_ARP, &[0; 28])),
+            network_kind(LinkType::Ethernet, &frame(ETHERTYPE_ARP, &[0; 28])),
             NetworkKind::Offer
         );
         assert_eq!(
-            network_kind(&v4(1, &[8, 0, 0, 0, 0, 0, 0, 0])),
+            network_kind(LinkType::Ethernet, &v4(1, &[8, 0, 0, 0, 0, 0, 0, 0])),
             NetworkKind::Offer
         );
         assert_eq!(
-            network_kind(&v4(1, &[0, 0, 0, 0, 0, 0, 0, 0])),
+            network_kind(LinkType::Ethernet, &v4(1, &[0, 0, 0, 0, 0, 0, 0, 0])),
             NetworkKind::Other
         );
-        assert_eq!(network_kind(&v4(6, &[0; 20])), NetworkKind::Other);
-        assert_eq!(network_kind(&v4(proto::ESP, &[0; 20])), NetworkKind::Pass);
-        assert_eq!(network_kind(&v4(proto::UDP, &[0; 20])), NetworkKind::Pass);
+        assert_eq!(
+            network_kind(LinkType::Ethernet, &v4(6, &[0; 20])),
+            NetworkKind::Other
+        );
+        assert_eq!(
+            network_kind(LinkType::Ethernet, &v4(proto::ESP, &[0; 20])),
+            NetworkKind::Pass
+        );
+        assert_eq!(
+            network_kind(LinkType::Ethernet, &v4(proto::UDP, &[0; 20])),
+            NetworkKind::Pass
+        );
         let udp_to = |port: u16, first: u8| {
             let mut d = vec![0u8; 20];
             d[0..2].copy_from_slice(&4500u16.to_be_bytes());
@@ -172,30 +207,40 @@ mod tests {
             d
         };
         assert_eq!(
-            network_kind(&v4(proto::UDP, &udp_to(500, 1))),
+            network_kind(LinkType::Ethernet, &v4(proto::UDP, &udp_to(500, 1))),
             NetworkKind::Ike
         );
         assert_eq!(
-            network_kind(&v4(proto::UDP, &udp_to(4500, 0))),
+            network_kind(LinkType::Ethernet, &v4(proto::UDP, &udp_to(4500, 0))),
             NetworkKind::Ike
         );
         // ESP in UDP (an SPI, never zero) stays with the IPsec stage.
         assert_eq!(
-            network_kind(&v4(proto::UDP, &udp_to(4500, 1))),
+            network_kind(LinkType::Ethernet, &v4(proto::UDP, &udp_to(4500, 1))),
             NetworkKind::Pass
         );
         assert_eq!(
-            network_kind(&v6(proto::ICMPV6, &[135, 0, 0, 0])),
+            network_kind(LinkType::Ethernet, &v6(proto::ICMPV6, &[135, 0, 0, 0])),
             NetworkKind::Offer
         );
         assert_eq!(
-            network_kind(&v6(proto::ICMPV6, &[128, 0, 0, 0])),
+            network_kind(LinkType::Ethernet, &v6(proto::ICMPV6, &[128, 0, 0, 0])),
             NetworkKind::Offer
         );
         assert_eq!(
-            network_kind(&v6(proto::ICMPV6, &[1, 0, 0, 0])),
+            network_kind(LinkType::Ethernet, &v6(proto::ICMPV6, &[1, 0, 0, 0])),
             NetworkKind::Other
         );
-        assert_eq!(network_kind(&frame(0x88cc, &[0; 20])), NetworkKind::Pass);
+        assert_eq!(
+            network_kind(LinkType::Ethernet, &frame(0x88cc, &[0; 20])),
+            NetworkKind::Pass
+        );
+        // Raw IP: the packet alone, the same rule; DSMIPv6's UDP 4191 is
+        // never IKE.
+        let raw = |f: Vec<u8>| network_kind(LinkType::RawIp, &f[14..]);
+        assert_eq!(raw(v4(proto::UDP, &udp_to(500, 1))), NetworkKind::Ike);
+        assert_eq!(raw(v6(proto::UDP, &udp_to(4500, 0))), NetworkKind::Ike);
+        assert_eq!(raw(v4(proto::UDP, &udp_to(4500, 1))), NetworkKind::Pass);
+        assert_eq!(raw(v4(proto::UDP, &udp_to(4191, 0))), NetworkKind::Pass);
     }
 }

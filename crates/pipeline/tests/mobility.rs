@@ -22,6 +22,7 @@ use bitsgw_wire::{PacketBuf, Timestamp};
 use core::time::Duration;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 const HOA: &str = "2001:db8:1::100";
 const HA: &str = "2001:db8:1::1";
@@ -76,6 +77,7 @@ fn home_agent_with(policy: &str, force_udp: bool) -> Gateway {
         max_lifetime: Duration::from_secs(600),
         nat_refresh: DEFAULT_NAT_REFRESH,
         force_udp,
+        key_management_mobility: false,
     })));
     gw
 }
@@ -1927,4 +1929,192 @@ fn rfc3776_4_2_at_home_traffic_goes_as_without_mobility() {
             "ESP spi 0x00002007"
         ])
     );
+}
+
+/// The appliance's own host stack on a raw-IP port, as far as the
+/// pipeline sees it: it takes IKE to its addresses (what it took is
+/// kept for the test to see) and answers each with a datagram back from
+/// that address; `sends` are datagrams it originates (an IKE thread's).
+struct IkeHost {
+    addresses: Vec<IpAddr>,
+    took: Arc<Mutex<Vec<Vec<u8>>>>,
+    sends: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl bitsgw_pipeline::LocalEndpoint for IkeHost {
+    fn handle_frame(&mut self, pkt: &[u8], _: Timestamp) -> bool {
+        if !self.is_addressed_to_me(pkt) {
+            return false;
+        }
+        let (src, dst) = addresses_of(pkt);
+        let v4 = pkt[0] >> 4 == 4;
+        let udp = &pkt[if v4 { 20 } else { 40 }..];
+        let (sport, dport) = (
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u16::from_be_bytes([udp[2], udp[3]]),
+        );
+        self.took.lock().unwrap().push(pkt.to_vec());
+        self.sends
+            .lock()
+            .unwrap()
+            .push(bitsgw_wire::craft::udp_packet(dst, src, dport, sport, 12));
+        true
+    }
+
+    fn poll_transmit(&mut self, _: Timestamp, emit: &mut dyn FnMut(&[u8])) {
+        for p in std::mem::take(&mut *self.sends.lock().unwrap()) {
+            emit(&p);
+        }
+    }
+
+    fn is_addressed_to_me(&self, pkt: &[u8]) -> bool {
+        self.addresses.contains(&addresses_of(pkt).1)
+    }
+
+    fn takes_ike(&self) -> bool {
+        true
+    }
+
+    fn link(&self) -> LinkType {
+        LinkType::RawIp
+    }
+}
+
+/// Source and destination of an IP packet.
+fn addresses_of(pkt: &[u8]) -> (IpAddr, IpAddr) {
+    if pkt[0] >> 4 == 4 {
+        let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&pkt[at..at + 4]).unwrap());
+        (a(12), a(16))
+    } else {
+        let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&pkt[at..at + 16]).unwrap());
+        (a(8), a(24))
+    }
+}
+
+/// `gw` with an [`IkeHost`] for `addresses` on its network side; what it
+/// took and what it is to send.
+#[allow(clippy::type_complexity)]
+fn with_ike_host(
+    gw: &mut Gateway,
+    addresses: &[&str],
+) -> (Arc<Mutex<Vec<Vec<u8>>>>, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let took = Arc::default();
+    let sends = Arc::default();
+    gw.set_endpoint(
+        Side::Network,
+        Box::new(IkeHost {
+            addresses: addresses.iter().map(|a| ip(a)).collect(),
+            took: Arc::clone(&took),
+            sends: Arc::clone(&sends),
+        }),
+    );
+    (took, sends)
+}
+
+/// An IKE message from `src`:`sport` to `dst`:`dport`; on port 4500
+/// behind the non-ESP marker (RFC 3948 2.2).
+fn ike(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = bitsgw_wire::craft::udp_packet(ip(src), ip(dst), sport, dport, 40);
+    if dport == 4500 {
+        let at = if p[0] >> 4 == 4 { 28 } else { 48 };
+        p[at..at + 4].fill(0);
+    }
+    p
+}
+
+/// Asserts that the network side's [`IkeHost`] took `pkt` unchanged and
+/// its answer to `answer_to` alone left, on the network side.
+fn answers_ike(gw: &mut Gateway, took: &Mutex<Vec<Vec<u8>>>, pkt: Vec<u8>, answer_to: &str) {
+    let (o, out) = run(gw, Side::Network, &pkt, Timestamp::ZERO);
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Deliver));
+    assert_eq!(addresses_of(&only(out, Side::Network)).1, ip(answer_to));
+    assert_eq!(took.lock().unwrap().last(), Some(&pkt), "taken unchanged");
+}
+
+/// Asserts that what the [`IkeHost`] originates leaves on the network
+/// side unchanged.
+fn sends_ike(gw: &mut Gateway, sends: &Mutex<Vec<Vec<u8>>>, pkt: Vec<u8>) {
+    sends.lock().unwrap().push(pkt.clone());
+    assert_eq!(only(poll(gw, Timestamp::ZERO), Side::Network), pkt);
+}
+
+/// Asserts that neither the IPsec stage nor the mobility stage has seen a
+/// packet.
+fn untouched(gw: &Gateway) {
+    let c = gw.stage().counters();
+    assert_eq!(c.total_drops(), 0);
+    assert_eq!(
+        (c.outbound_protected, c.outbound_bypassed),
+        (0, 0),
+        "IPsec sent nothing"
+    );
+    assert_eq!(
+        (c.inbound_decrypted, c.inbound_bypassed, c.ike_passed),
+        (0, 0, 0),
+        "IPsec received nothing"
+    );
+    let m = gw.mobility().unwrap().counters();
+    assert_eq!(m.total_drops(), 0);
+    assert_eq!(m.all_events().map(|(_, n)| n).sum::<u64>(), 0);
+}
+
+/// RFC 4301 5.1 and 6, RFC 4877 4.4: on a TUN port the home agent's IKE
+/// (to its IPv6 address on port 500, to its IPv4 address on 4500 behind a
+/// NAT) reaches its own host stack before the mobility stage, and the
+/// answers leave as they were made, through neither stage; ESP in UDP on
+/// 4500 and DSMIPv6's UDP 4191 still go to the stages.
+#[test]
+fn home_agent_ike_on_a_tun_port_bypasses_the_mobility_and_ipsec_stages() {
+    let mut gw = home_agent(false);
+    let (took, sends) = with_ike_host(&mut gw, &[HA, HA4]);
+    answers_ike(&mut gw, &took, ike(COA6, HA, 500, 500), COA6);
+    answers_ike(
+        &mut gw,
+        &took,
+        ike(NAT_PUBLIC, HA4, 41000, 4500),
+        NAT_PUBLIC,
+    );
+    // What the IKE side originates leaves on the network port unchanged.
+    sends_ike(&mut gw, &sends, ike(HA, COA6B, 500, 500));
+    untouched(&gw);
+    // Not IKE, or not to the appliance: the stages as before.
+    let mut esp_in_udp = ike(NAT_PUBLIC, HA4, 41000, 4500);
+    esp_in_udp[28..32].copy_from_slice(&0x2001u32.to_be_bytes());
+    let dsmip = bitsgw_wire::craft::udp_packet(ip(COA4), ip(HA4), 4191, 4191, 40);
+    let elsewhere = ike(COA6, CN, 500, 500);
+    for pkt in [esp_in_udp, dsmip, elsewhere] {
+        let (o, _) = run(&mut gw, Side::Network, &pkt, Timestamp::ZERO);
+        assert_ne!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Deliver));
+    }
+    assert_eq!(took.lock().unwrap().len(), 2);
+    let seen =
+        gw.stage().counters().total_drops() + gw.mobility().unwrap().counters().total_drops();
+    assert_eq!(seen, 3, "each judged by a stage");
+}
+
+/// The mobile node's IKE from its care-of addresses (IPv6, and IPv4 for
+/// DSMIPv6) reaches its host stack on the TUN port before the mobility
+/// stage, away from home, and its IKE leaves through neither stage.
+#[test]
+fn mobile_node_ike_on_a_tun_port_bypasses_the_mobility_and_ipsec_stages() {
+    let mut gw = mobile_node();
+    let (took, sends) = with_ike_host(&mut gw, &[COA6, COA4_NAT_INSIDE]);
+    answers_ike(&mut gw, &took, ike(HA, COA6, 500, 500), HA);
+    answers_ike(&mut gw, &took, ike(HA4, COA4_NAT_INSIDE, 4500, 4500), HA4);
+    sends_ike(&mut gw, &sends, ike(COA6, HA, 500, 500));
+    untouched(&gw);
+    // Registered at a care-of address, the node's IKE still bypasses
+    // the tunnel.
+    mn(&mut gw).handle_move(Attachment::V6(v6(COA6)), true, Timestamp::ZERO);
+    let (o, out) = run(
+        &mut gw,
+        Side::Network,
+        &ike(HA, COA6, 500, 500),
+        Timestamp::ZERO,
+    );
+    assert_eq!(o, Outcome::Ipsec(bitsgw_ipsec::Disposition::Deliver));
+    let answer = out.iter().find(|(_, p)| p[6] == 17).unwrap();
+    assert_eq!(answer.0, Side::Network);
+    assert_eq!(addresses_of(&answer.1), (ip(COA6), ip(HA)));
+    assert_eq!(took.lock().unwrap().len(), 3);
 }

@@ -5,7 +5,7 @@
 use bitsgw_ipsec_query::sa::{Direction, Mode, SaState};
 use bitsgw_ipsec_query::selector::{FlowKey, NextLayer};
 use bitsgw_ipsec_query::{IpsecQuery, SaView, SpdEntryId, SpdEntryView};
-use bitsgw_wire::mh::mh_type;
+use bitsgw_wire::mh::{mh_checksum, mh_type};
 use bitsgw_wire::proto;
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -23,6 +23,25 @@ const PAYLOAD_ENTRY: usize = 3;
 
 pub fn v6(s: &str) -> [u8; 16] {
     s.parse::<Ipv6Addr>().unwrap().octets()
+}
+
+/// An IPv6 packet from `src` to `dst` with a Mobility Header whose type
+/// is `mh_type` and whose message data (after the checksum) is `data`,
+/// spelled out here byte by byte rather than by the emitter under test.
+pub fn mh_bytes(src: &str, dst: &str, mh_type: u8, data: &[u8]) -> Vec<u8> {
+    let len = 6 + data.len();
+    assert_eq!(len % 8, 0, "a Mobility Header is a multiple of 8 bytes");
+    let mut mh = vec![59, u8::try_from(len / 8 - 1).unwrap(), mh_type, 0, 0, 0];
+    mh.extend_from_slice(data);
+    let sum = mh_checksum(&v6(src), &v6(dst), &mh);
+    mh[4..6].copy_from_slice(&sum.to_be_bytes());
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+    p.extend_from_slice(&[135, 64]);
+    p.extend_from_slice(&v6(src));
+    p.extend_from_slice(&v6(dst));
+    p.extend_from_slice(&mh);
+    p
 }
 
 /// The answers an IPsec stage with the seed's host-wide policy gives: BUs
@@ -97,4 +116,21 @@ impl IpsecQuery for SeedPolicy {
     fn sa_by_name(&self, _: &str) -> Option<SaView<'_>> {
         None
     }
+}
+
+/// An IKE message over UDP from `src`:`sport` to `dst`:`dport`, behind the
+/// non-ESP marker on port 4500 (RFC 3948 2.2).
+pub fn ike(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = bitsgw_wire::craft::udp_packet(
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        sport,
+        dport,
+        40,
+    );
+    if dport == 4500 {
+        let at = if p[0] >> 4 == 4 { 28 } else { 48 };
+        p[at..at + 4].fill(0);
+    }
+    p
 }

@@ -13,25 +13,32 @@ impl Gateway {
         let Some(mut ep) = self.endpoints[side_index(side)].take() else {
             return;
         };
+        let link = ep.link();
         ep.poll_transmit(io.now, &mut |frame| {
-            self.send(side, LinkType::Ethernet, frame, io);
+            self.send(side, link, frame, io);
         });
         self.endpoints[side_index(side)] = Some(ep);
     }
 
-    /// Offers an Ethernet frame from `from` to that side's endpoint.
-    /// `Some` if the frame stops here (consumed or refused).
+    /// Offers a frame of `link` from `from` to that side's endpoint, if
+    /// it is of that link type. `Some` if the frame stops here (consumed
+    /// or refused).
     pub(super) fn offer_local(
         &mut self,
         from: Side,
+        link: LinkType,
         frame: &[u8],
         io: &mut Ports<'_>,
     ) -> Option<Outcome> {
-        let ep = self.endpoints[side_index(from)].as_mut()?;
+        let ep = self.endpoints[side_index(from)]
+            .as_mut()
+            .filter(|ep| ep.link() == link)?;
         if from == Side::Network {
-            match network_kind(frame) {
-                NetworkKind::Offer => {}
+            match network_kind(link, frame) {
                 NetworkKind::Ike if ep.takes_ike() => {}
+                // Raw IP: IKE alone (see `crate::endpoint`).
+                _ if link == LinkType::RawIp => return None,
+                NetworkKind::Offer => {}
                 NetworkKind::Pass | NetworkKind::Ike => return None,
                 NetworkKind::Other => {
                     if ep.is_addressed_to_me(frame) {

@@ -11,8 +11,9 @@
 //! alone.
 //!
 //! The appliance may have addresses of its own on either side: a
-//! [`LocalEndpoint`] per side is offered the side's Ethernet frames first
-//! (see [`crate::endpoint`] for which) and answers what is for it.
+//! [`LocalEndpoint`] per side is offered the side's frames first (see
+//! [`crate::endpoint`] for which, on Ethernet and on raw-IP ports) and
+//! answers what is for it.
 //!
 //! Routed on Ethernet ([`Gateway::set_routed`], [`crate::routed`]) the
 //! appliance is the hosts' router and a host on the network: only IP
@@ -241,7 +242,7 @@ impl Gateway {
     }
 
     /// Gives the appliance its own host stack on `side` (replacing any
-    /// earlier one). Only Ethernet frames are offered to it.
+    /// earlier one). Only frames of its link type are offered to it.
     pub fn set_endpoint(&mut self, side: Side, endpoint: Box<dyn LocalEndpoint>) {
         self.endpoints[side_index(side)] = Some(endpoint);
     }
@@ -340,7 +341,7 @@ impl Gateway {
 
     /// Sends what the endpoints want to send of their own accord (their
     /// timers, replies a shared endpoint queued while another worker
-    /// handled the request), on their sides, always as Ethernet.
+    /// handled the request), on their sides, of their link types.
     pub fn poll_endpoints(
         &mut self,
         now: Timestamp,
@@ -435,7 +436,13 @@ impl Gateway {
         {
             // The appliance's own stack has no VLANs: tagged frames go the
             // IP path below.
-            if let Some(o) = self.offer_local(from, buf.data(), io) {
+            if let Some(o) = self.offer_local(from, link, buf.data(), io) {
+                return o;
+            }
+        } else if link == LinkType::RawIp && self.endpoints[side_index(from)].is_some() {
+            // Before the mobility stage: IKE to the appliance's own
+            // address is never a tunnel's packet.
+            if let Some(o) = self.offer_local(from, link, buf.data(), io) {
                 return o;
             }
         }

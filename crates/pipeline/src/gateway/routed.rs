@@ -58,7 +58,7 @@ impl Gateway {
         let pkt = &frame[ether::HEADER_LEN..];
         let for_own_address = is_ip && ip_dst(pkt).is_some_and(|d| own.is_own_addr(d));
         if (!is_ip || group || for_own_address) && self.endpoints[side_index(from)].is_some() {
-            if let Some(o) = self.offer_local(from, frame, io) {
+            if let Some(o) = self.offer_local(from, LinkType::Ethernet, frame, io) {
                 return Some(o);
             }
         }

@@ -363,6 +363,7 @@ fn home_agent() -> Gateway {
         max_lifetime: Duration::from_secs(600),
         nat_refresh: DEFAULT_NAT_REFRESH,
         force_udp: false,
+        key_management_mobility: false,
     })));
     gw.set_home_link_mac(OWN_HOST_MAC);
     gw

@@ -1,0 +1,476 @@
+//! IKEv2 in the mobility roles, as running appliances on TUN ports: the
+//! mobile node (`mn`) keys the payload tunnel SA pair of the seed's
+//! host-wide policy with its home agent (`ha`) by IKEv2 from its care-of
+//! address (`"local": "care-of"`, RFC 4877 4.4), the Binding Update and
+//! Acknowledgement SAs still keyed by hand. It registers over IPv6, moves
+//! make-before-break to another IPv6 care-of address, to a public IPv4
+//! one (RFC 5555) and to one behind a NAT (IKE on UDP 4500, the payload's
+//! ESP inside the mobility tunnel's UDP), and its IKE follows each time:
+//! a new IKE SA from the
+//! new care-of address, its CHILD_SA installed before the old IKE SA
+//! goes, while a correspondent on the home network pings the mobile host
+//! without losing a packet. The home agent takes the node's IKE from where
+//! its registrations (authentic Binding Updates) say it is. `show ike` on both appliances shows the IKE SA
+//! between the home agent and the current care-of address.
+//!
+//! One namespace holds both appliances and routes between their network
+//! ports (the Internet); the mobile host and the correspondent have one
+//! namespace each. Needs root (CI runs as root) and iproute2. Everything
+//! it creates it removes, also when it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{bitsgw, Lab};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const HOA: &str = "2001:db8:1::100";
+const HA: &str = "2001:db8:1::1";
+const HA4: &str = "203.0.113.1";
+const COA_A: &str = "2001:db8:2::100";
+const COA_B: &str = "2001:db8:3::100";
+const COA_4: &str = "203.0.113.70";
+/// Behind the NAT, and the NAT's public address.
+const COA_NAT: &str = "198.51.100.20";
+const NAT_PUBLIC: &str = "203.0.113.130";
+/// The home agent's peer's configured remote address, which the mobile
+/// node never has: the home agent takes IKE from where the first
+/// registration says the node is.
+const NOWHERE: &str = "2001:db8:9::1";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped host-wide policy of `role` with the payload tunnel SA pair
+/// (`sa7`, `sa8`) keyed by IKE, written into the lab's folder.
+fn ike_policy(lab: &Lab, role: &str) -> PathBuf {
+    let path = repo().join(format!("policies/dsmip-hostwide-{role}.json"));
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for sa in v["sad"].as_array_mut().unwrap() {
+        if sa["name"] == "sa7" || sa["name"] == "sa8" {
+            *sa = json!({
+                "name": sa["name"], "direction": sa["direction"], "keyed_by": "ike",
+                "mode": "tunnel", "tunnel": sa["tunnel"],
+            });
+        }
+    }
+    let out = lab.dir.join(format!("{role}-ike.json"));
+    std::fs::write(&out, v.to_string()).unwrap();
+    out
+}
+
+fn socket(lab: &Lab, role: &str) -> PathBuf {
+    lab.dir.join(format!("{role}.sock"))
+}
+
+/// An appliance configuration of `role` on TUN ports `<role>h`, `<role>n`.
+fn config(lab: &Lab, role: &str, extra: Value) -> PathBuf {
+    let mut v = json!({
+        "role": role,
+        "policy": ike_policy(lab, role),
+        "ports": {"host": {"type": "tun", "name": format!("{role}h")},
+                  "network": {"type": "tun", "name": format!("{role}n")}},
+        "workers": 1,
+        "control_socket": socket(lab, role),
+        "state_dir": format!("{role}-state"),
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    let path = lab.dir.join(format!("{role}.json"));
+    std::fs::write(&path, v.to_string()).unwrap();
+    path
+}
+
+/// The peer fields both sides share.
+fn peer(name: &str, local: &str, remote: &str, ids: (&str, &str), start: &str) -> Value {
+    let (outbound, inbound) = if name == "ha" {
+        ("sa7", "sa8")
+    } else {
+        ("sa8", "sa7")
+    };
+    json!({
+        "name": name, "local": local, "remote": remote,
+        "local_id": ids.0, "remote_id": ids.1, "psk_file": "k.psk",
+        "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
+        "start": start, "children": [{"outbound": outbound, "inbound": inbound}],
+    })
+}
+
+fn json_of(socket: &Path, what: &str) -> Value {
+    let s = socket.to_str().unwrap();
+    let o = bitsgw(&["show", what, "--json", "--socket", s]);
+    assert!(
+        o.status.success(),
+        "show {what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Waits (at most 20 s) until `f` holds for `show WHAT --json`.
+fn until(socket: &Path, what: &str, why: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = json_of(socket, what);
+        if f(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{why}: never happened: {v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether `show ike` has exactly one IKE SA, between `local` and
+/// `remote` (its addresses shown with their ports), and one CHILD_SA.
+fn one_ike_sa(v: &Value, local: &str, remote: &str) -> bool {
+    let p = &v["peers"][0];
+    let sas = p["ike_sas"].as_array().map_or(&[][..], Vec::as_slice);
+    let ip = |a: &Value| {
+        a.as_str()
+            .and_then(|s| s.parse::<std::net::SocketAddr>().ok())
+            .map(|s| s.ip().to_string())
+    };
+    p["local"] == local
+        && p["remote"] == remote
+        && sas.len() == 1
+        && ip(&sas[0]["local"]).as_deref() == Some(local)
+        && ip(&sas[0]["remote"]).as_deref() == Some(remote)
+        && p["child_sas"].as_array().map_or(0, Vec::len) == 1
+}
+
+fn ctl(socket: &Path, args: &[&str]) {
+    let mut full = args.to_vec();
+    full.extend_from_slice(&["--socket", socket.to_str().unwrap()]);
+    let o = bitsgw(&full);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Starts `count` pings from the correspondent to the mobile host, one
+/// every 50 ms.
+fn start_pings(lab: &mut Lab, count: u32) -> usize {
+    let count = count.to_string();
+    lab.spawn(
+        "home",
+        &[
+            "ping", "-6", "-n", "-i", "0.05", "-c", &count, "-W", "2", HOA,
+        ],
+    )
+}
+
+/// Waits for the pings of `index`; (sent, received) and ping's output.
+fn finish_pings(lab: &mut Lab, index: usize) -> (u64, u64, String) {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let child = &mut lab.children[index];
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "ping did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .take(2)
+        .collect();
+    (n[0], n[1], out)
+}
+
+/// Moves the mobile node to `care_of` (make-before-break) while 120 pings
+/// go to the mobile host; waits until it is registered there and its IKE
+/// SA runs from there alone to `ha_local`, the home agent's seen from
+/// `ha_sees` (the care-of address, or the NAT's in front of it); every
+/// ping answered.
+fn move_without_loss(lab: &mut Lab, care_of: &str, ha_local: &str, ha_sees: &str) {
+    let (mn, ha) = (socket(lab, "mn"), socket(lab, "ha"));
+    let pings = start_pings(lab, 120);
+    std::thread::sleep(Duration::from_millis(1000));
+    ctl(&mn, &["ctl", "move", care_of]);
+    until(&mn, "bindings", "registration", |v| {
+        v["registered"] == care_of && v["registering"].is_null()
+    });
+    until(
+        &mn,
+        "ike",
+        "the mobile node's IKE SA from the care-of address",
+        |v| one_ike_sa(v, care_of, ha_local),
+    );
+    until(
+        &ha,
+        "ike",
+        "the home agent's IKE SA to the care-of address",
+        |v| one_ike_sa(v, ha_local, ha_sees),
+    );
+    let (sent, received, out) = finish_pings(lab, pings);
+    assert_eq!(
+        (sent, received),
+        (120, 120),
+        "pings lost moving to {care_of}: {out}"
+    );
+}
+
+/// The mobile host, the correspondent, and the two appliances between
+/// them in a namespace that routes; `key_management_mobility` on both
+/// appliances or on neither. The lab and the appliances' indexes (mobile
+/// node, home agent).
+fn lab_with_appliances(tag: &str, key_management_mobility: bool) -> (Lab, usize, usize) {
+    let mut lab = Lab::new(tag, &["n", "host", "home", "nat"]);
+    let psk = lab.dir.join("k.psk");
+    std::fs::write(&psk, "a sixteen-octet or longer key\n").unwrap();
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ids = ("fqdn:ha.example", "fqdn:mn.example");
+    let ha_cfg = config(
+        &lab,
+        "ha",
+        json!({
+            "mobility": {"address": "home_agent_1", "address_v4": HA4,
+                "home_prefixes": ["2001:db8:1::/64"],
+                "nodes": [{"home": "home_address_1", "home_v4": "home_address_v4_1"}],
+                "key_management_mobility": key_management_mobility},
+            "peers": [peer("mn", "home_agent_1", NOWHERE, ids, "respond")],
+        }),
+    );
+    let mn_cfg = config(
+        &lab,
+        "mn",
+        json!({
+            "addresses": {"network": [format!("{COA_A}/64"), format!("{COA_B}/64"), format!("{COA_4}/26"), format!("{COA_NAT}/24")]},
+            "mobility": {"home_address": "home_address_1", "home_agent": "home_agent_1",
+                "home_agent_v4": HA4, "home_v4": "0.0.0.0",
+                "key_management_mobility": key_management_mobility},
+            "peers": [peer("ha", "care-of", "home_agent_1", (ids.1, ids.0), "initiate")],
+        }),
+    );
+    // The hosts: the mobile host on its piece of the home prefix, the
+    // correspondent on the home network.
+    lab.link("host", "eth0", "n", "mn-host");
+    lab.link("home", "eth0", "n", "ha-home");
+    for (ns, addr, via) in [
+        ("host", "2001:db8:1::100/112", "2001:db8:1::fe"),
+        ("home", "2001:db8:1::1:77/112", "2001:db8:1::1:1"),
+    ] {
+        lab.exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"]);
+        lab.exec(ns, &["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+        lab.exec(ns, &["ip", "link", "set", "lo", "up"]);
+        lab.exec(ns, &["ip", "link", "set", "eth0", "up"]);
+        lab.exec(ns, &["ip", "addr", "add", addr, "dev", "eth0", "nodad"]);
+        lab.exec(ns, &["ip", "-6", "route", "add", "default", "via", via]);
+    }
+    for s in [
+        "net.ipv6.conf.all.forwarding=1",
+        "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.accept_dad=0",
+        "net.ipv6.conf.default.accept_dad=0",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+    ] {
+        lab.exec("n", &["sysctl", "-qw", s]);
+    }
+    lab.exec("n", &["ip", "link", "set", "lo", "up"]);
+    for (dev, addr) in [
+        ("mn-host", "2001:db8:1::fe/112"),
+        ("ha-home", "2001:db8:1::1:1/112"),
+    ] {
+        lab.exec("n", &["ip", "link", "set", dev, "up"]);
+        lab.exec("n", &["ip", "addr", "add", addr, "dev", dev, "nodad"]);
+    }
+    let bin = env!("CARGO_BIN_EXE_bitsgw");
+    let ha = lab.spawn("n", &[bin, "run", ha_cfg.to_str().unwrap()]);
+    lab.wait_ready(ha, &socket(&lab, "ha"));
+    let mn = lab.spawn("n", &[bin, "run", mn_cfg.to_str().unwrap()]);
+    lab.wait_ready(mn, &socket(&lab, "mn"));
+    for dev in ["hah", "han", "mnh", "mnn"] {
+        lab.exec("n", &["ip", "link", "set", dev, "up"]);
+    }
+    // The Internet between the network ports; the hosts' traffic into
+    // the host ports.
+    run_each(
+        &lab,
+        "n",
+        "ip",
+        &[
+            "-6 route add 2001:db8:1::1/128 dev han",
+            "route add 203.0.113.1/32 dev han",
+            "-6 route add 2001:db8:2::100/128 dev mnn",
+            "-6 route add 2001:db8:3::100/128 dev mnn",
+            "route add 203.0.113.70/32 dev mnn",
+            "-6 rule add iif mn-host from 2001:db8:1::100 lookup 100",
+            "-6 route add default dev mnh table 100",
+            "-6 rule add iif ha-home to 2001:db8:1::100 lookup 200",
+            "-6 route add default dev hah table 200",
+        ],
+    );
+    nat(&lab);
+    (lab, mn, ha)
+}
+
+/// A NAT beside the Internet: what the mobile node sends from `COA_NAT`
+/// goes through namespace `nat`, which masquerades it to `NAT_PUBLIC`,
+/// and comes back to be routed on; the answers take the way back.
+fn nat(lab: &Lab) {
+    lab.link("n", "to-nat", "nat", "nat-in");
+    lab.link("nat", "nat-out", "n", "from-nat");
+    for (ns, dev, addr) in [
+        ("n", "to-nat", "198.51.100.1/30"),
+        ("nat", "nat-in", "198.51.100.2/30"),
+        ("nat", "nat-out", "203.0.113.130/30"),
+        ("n", "from-nat", "203.0.113.129/30"),
+    ] {
+        lab.exec(ns, &["ip", "addr", "add", addr, "dev", dev]);
+        lab.exec(ns, &["ip", "link", "set", dev, "up"]);
+    }
+    for s in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+    ] {
+        lab.exec("nat", &["sysctl", "-qw", s]);
+    }
+    lab.exec("nat", &["ip", "link", "set", "lo", "up"]);
+    run_each(
+        lab,
+        "nat",
+        "ip",
+        &[
+            "route add default via 203.0.113.129",
+            "route add 198.51.100.20/32 via 198.51.100.1",
+        ],
+    );
+    run_each(
+        lab,
+        "nat",
+        "nft",
+        &[
+            "add table ip lab",
+            "add chain ip lab post { type nat hook postrouting priority 100 ; }",
+            "add rule ip lab post ip saddr 198.51.100.0/24 oifname nat-out masquerade",
+        ],
+    );
+    run_each(
+        lab,
+        "n",
+        "ip",
+        &[
+            "route add 198.51.100.20/32 dev mnn",
+            "rule add iif mnn from 198.51.100.20 lookup 300",
+            "route add default via 198.51.100.2 dev to-nat table 300",
+        ],
+    );
+}
+
+/// Runs `command` with each of `lines` (its arguments, split at spaces)
+/// in namespace `ns`.
+fn run_each(lab: &Lab, ns: &str, command: &str, lines: &[&str]) {
+    for line in lines {
+        let mut args = vec![command];
+        args.extend(line.split(' '));
+        lab.exec(ns, &args);
+    }
+}
+
+/// Registers at `COA_A`: the IKE SA from there on both sides, pings
+/// through the IKE-keyed payload SAs.
+fn register(lab: &mut Lab) {
+    let (mn_sock, ha_sock) = (socket(lab, "mn"), socket(lab, "ha"));
+    // At home the care-of peer waits for a care-of address.
+    let v = json_of(&mn_sock, "ike");
+    assert!(
+        v["peers"][0]["ike_sas"].as_array().unwrap().is_empty(),
+        "{v:#}"
+    );
+    ctl(&mn_sock, &["ctl", "move", COA_A]);
+    until(&mn_sock, "bindings", "registration", |v| {
+        v["registered"] == COA_A
+    });
+    until(&mn_sock, "ike", "the mobile node's IKE SA", |v| {
+        one_ike_sa(v, COA_A, HA)
+    });
+    until(&ha_sock, "ike", "the home agent's IKE SA", |v| {
+        one_ike_sa(v, HA, COA_A)
+    });
+    let first = start_pings(lab, 20);
+    let (sent, received, out) = finish_pings(lab, first);
+    assert_eq!((sent, received), (20, 20), "{out}");
+}
+
+#[test]
+fn ike_follows_the_mobile_node_make_before_break_without_loss() {
+    let (mut lab, mn, ha) = lab_with_appliances("mi", false);
+    let (mn_sock, ha_sock) = (socket(&lab, "mn"), socket(&lab, "ha"));
+    register(&mut lab);
+    // IKE could not run from a care-of address the appliance does not have.
+    let o = bitsgw(&[
+        "ctl",
+        "move",
+        "2001:db8:9::100",
+        "--socket",
+        mn_sock.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("addresses.network"),
+        "{err}"
+    );
+    // Make-before-break to another IPv6 care-of address, then to a public
+    // IPv4 one: IKE follows, not a ping lost.
+    move_without_loss(&mut lab, COA_B, HA, COA_B);
+    move_without_loss(&mut lab, COA_4, HA4, COA_4);
+    let v = json_of(&mn_sock, "ike");
+    assert!(one_ike_sa(&v, COA_4, HA4), "{v:#}");
+    let v = json_of(&ha_sock, "ike");
+    assert!(one_ike_sa(&v, HA4, COA_4), "{v:#}");
+    // Behind a NAT (RFC 5555 4.1): IKE moves to UDP 4500, the payload's
+    // ESP crosses the NAT inside the mobility tunnel's UDP.
+    move_without_loss(&mut lab, COA_NAT, HA4, NAT_PUBLIC);
+    let v = json_of(&mn_sock, "ike");
+    let sa = &v["peers"][0]["ike_sas"][0];
+    assert_eq!(sa["nat_local"], true, "{v:#}");
+    let v = json_of(&mn_sock, "bindings");
+    assert_eq!(v["nat"], true, "{v:#}");
+    let (_, _, err) = lab.terminate(mn);
+    assert!(!err.contains("panicked"), "{err}");
+    let (_, _, err) = lab.terminate(ha);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// RFC 6275 6.1.7, 6.1.8, 11.7.3 with both appliances' key management
+/// mobile: once the IKE SA exists the mobile node's Binding Updates carry
+/// K, the home agent's BA echoes it, and both report that the IKE SA
+/// moves to the new care-of address; it follows (for now by an IKE SA
+/// established again, make-before-break) without a ping lost.
+#[test]
+fn with_the_k_bit_the_ike_sa_moves_with_the_registration() {
+    let (mut lab, mn, ha) = lab_with_appliances("mk", true);
+    register(&mut lab);
+    move_without_loss(&mut lab, COA_B, HA, COA_B);
+    let (_, _, mn_log) = lab.terminate(mn);
+    let (_, _, ha_log) = lab.terminate(ha);
+    let moved = |log: &str| {
+        log.lines().any(|l| {
+            l.contains("registration: IKE SA")
+                && l.contains("Move {")
+                && l.contains(&format!("care_of: {COA_B}"))
+        })
+    };
+    assert!(moved(&mn_log), "the mobile node's K: {mn_log}");
+    assert!(moved(&ha_log), "the home agent's K: {ha_log}");
+    assert!(!mn_log.contains("Reestablish"), "{mn_log}");
+}
