@@ -32,6 +32,7 @@ pub mod steering;
 mod sys;
 mod tun_port;
 
+pub use af_packet_port::SEND_MODE_VARIABLE;
 pub use memory::MemoryHandle;
 pub use smoltcp_endpoint::SmoltcpEndpoint;
 
