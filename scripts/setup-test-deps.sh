@@ -13,6 +13,7 @@
 # With --bench it also tries Debian's dpdk-doc, libdpdk-dev and pkg-config,
 # from which make bench-e2e builds DPDK's ipsec-secgw for its DPDK row; if
 # they can not be had it says so and goes on (that row is then skipped).
+# With --bench it also installs linux-perf, for make bench-syscalls.
 #
 # Idempotent and non-interactive: a second run installs nothing and only
 # checks. Prints one line per thing it installs; exits non-zero with a
@@ -92,6 +93,11 @@ if [ "${1:-}" = "--bench" ]; then
             as_root apt-get install -y -qq --no-install-recommends $bench_missing >/dev/null 2>&1; }; then
             echo "setup-test-deps: could not install$bench_missing; bench-e2e will skip its DPDK ipsec-secgw row" >&2
         fi
+    fi
+    if ! pkg_installed linux-perf; then
+        echo "setup-test-deps: installing Debian package linux-perf (make bench-syscalls)"
+        as_root apt-get install -y -qq --no-install-recommends linux-perf >/dev/null 2>&1 ||
+            die "apt-get install failed for: linux-perf"
     fi
 fi
 
