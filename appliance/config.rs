@@ -93,9 +93,10 @@
 //! itself with a gateway of its own, with no hand-over between threads
 //! (two threads in all; `workers` must then be 1). `"queues"`: one receive
 //! queue per worker (`workers` of them), each running to completion: each
-//! port opens one socket per queue in a `PACKET_FANOUT` group, each queue's
+//! port opens one socket per queue in a `PACKET_FANOUT` group (a TUN port
+//! one queue of a multi-queue device per queue), each queue's
 //! thread handles what its sockets receive and hands a frame whose SA
-//! another queue owns to that queue (af_packet ports only). Only the
+//! another queue owns to that queue. Only the
 //! `gateway` role runs to completion or in queues: the mobility roles keep
 //! their binding state in one worker.
 //!
@@ -492,14 +493,6 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
                 role.name()
             ),
         ));
-    }
-    for (field, port) in [("ports.host", &host), ("ports.network", &network)] {
-        if queues && !matches!(port, PortConfig::AfPacket { .. }) {
-            return Err(ctx.err(
-                field,
-                "queues need af_packet ports (one socket per queue in a PACKET_FANOUT group)",
-            ));
-        }
     }
     if run_to_completion && role != Role::Gateway {
         return Err(ctx.err(

@@ -42,21 +42,23 @@ fn open(p: &PortConfig, cfg: &ApplianceConfig, links: &mut LinkWatches) -> Resul
     port.map_err(|e| e.to_string())
 }
 
-/// `cfg.workers` handles on an af_packet port in one `PACKET_FANOUT`
-/// group, one per queue (`"pipeline": "queues"`). The first queue's handle
-/// reports the interface's losses and returns for all of them.
+/// `cfg.workers` handles on a port, one per queue (`"pipeline":
+/// "queues"`): af_packet sockets in one `PACKET_FANOUT` group, steered by
+/// `fanout`, whose first handle reports the interface's losses and returns
+/// for all of them; or the queues of a multi-queue TUN device, which the
+/// kernel fills by flow hash (what reaches a queue not owning its SA is
+/// handed over).
 fn open_queues(
     p: &PortConfig,
     cfg: &ApplianceConfig,
     links: &mut LinkWatches,
     fanout: Fanout,
 ) -> Result<Vec<Port>, String> {
-    let PortConfig::AfPacket { interface } = p else {
-        // Refused when the configuration was loaded.
-        return Err(format!(
-            "{}: queues need af_packet ports",
-            cfg.file.display()
-        ));
+    let interface = match p {
+        PortConfig::AfPacket { interface } => interface,
+        PortConfig::Tun { name } => {
+            return bitsgw_io::tun_queues(name, cfg.workers).map_err(|e| e.to_string())
+        }
     };
     let opened = bitsgw_io::af_packet_fanout(interface, cfg.on_link_loss, cfg.workers, fanout)
         .map_err(|e| e.to_string())?;

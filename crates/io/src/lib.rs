@@ -188,6 +188,17 @@ pub fn tun(name: &str) -> Result<Port, PortError> {
     tun_port::open(name)
 }
 
+/// `queues` ports on the queues of one multi-queue TUN device
+/// (`IFF_MULTI_QUEUE`), created, or attached to if it exists and is a
+/// persistent multi-queue device, by name; one port per queue of the
+/// runner's queues ([`bitsgw_pipeline::runner::start_queues`]). The
+/// kernel reads each flow the stack routes into the device on one queue;
+/// a packet written on any queue enters the stack. A device this call
+/// created disappears when every port's halves are dropped.
+pub fn tun_queues(name: &str, queues: usize) -> Result<Vec<Port>, PortError> {
+    tun_port::open_queues(name, queues)
+}
+
 /// An in-memory port for tests: returns the port and a handle to inject
 /// frames and collect what was sent.
 pub fn memory(name: &str, link: LinkType) -> (Port, MemoryHandle) {
