@@ -283,6 +283,12 @@ pub enum PortConfig {
         /// The device name.
         name: String,
     },
+    /// AF_XDP on queue 0 of an existing interface, copy mode (a binary
+    /// built with the cargo feature `af-xdp`).
+    AfXdp {
+        /// The interface.
+        interface: String,
+    },
 }
 
 /// A validated appliance configuration.
@@ -393,6 +399,13 @@ fn port(ctx: &Ctx<'_>, raw: Option<RawPort>, side: &str) -> Result<PortConfig, C
         "tun" => Ok(PortConfig::Tun {
             name: name_of("name", raw.name)?,
         }),
+        "af_xdp" if cfg!(feature = "af-xdp") => Ok(PortConfig::AfXdp {
+            interface: name_of("interface", raw.interface)?,
+        }),
+        "af_xdp" => Err(ctx.err(
+            &sub("type"),
+            "this bitsgw was built without AF_XDP ports (cargo feature af-xdp)",
+        )),
         other => Err(ctx.err(
             &sub("type"),
             format!("{} is not af_packet or tun", Shown(other)),
@@ -485,6 +498,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             ))
         }
     };
+    for (field, port) in [("ports.host", &host), ("ports.network", &network)] {
+        if queues && matches!(port, PortConfig::AfXdp { .. }) {
+            return Err(ctx.err(field, "queues need af_packet or tun ports"));
+        }
+    }
     if queues && role != Role::Gateway {
         return Err(ctx.err(
             "pipeline",
@@ -611,7 +629,9 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         ("host", &host_addresses, &host),
         ("network", &network_addresses, &network),
     ] {
-        if !own.addresses.is_empty() && !matches!(p, PortConfig::AfPacket { .. }) {
+        if !own.addresses.is_empty()
+            && !matches!(p, PortConfig::AfPacket { .. } | PortConfig::AfXdp { .. })
+        {
             return Err(ctx.err(
                 &format!("addresses.{side}"),
                 format!("own addresses need an af_packet port (Ethernet), ports.{side} is not one"),

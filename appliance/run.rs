@@ -38,6 +38,13 @@ fn open(p: &PortConfig, cfg: &ApplianceConfig, links: &mut LinkWatches) -> Resul
             })
         }
         PortConfig::Tun { name } => bitsgw_io::tun(name),
+        #[cfg(feature = "af-xdp")]
+        PortConfig::AfXdp { interface } => bitsgw_io::af_xdp(interface),
+        // Refused when the configuration was loaded.
+        #[cfg(not(feature = "af-xdp"))]
+        PortConfig::AfXdp { interface } => {
+            return Err(format!("port {interface}: built without AF_XDP ports"))
+        }
     };
     port.map_err(|e| e.to_string())
 }
@@ -58,6 +65,12 @@ fn open_queues(
         PortConfig::AfPacket { interface } => interface,
         PortConfig::Tun { name } => {
             return bitsgw_io::tun_queues(name, cfg.workers).map_err(|e| e.to_string())
+        }
+        // Refused when the configuration was loaded.
+        PortConfig::AfXdp { interface } => {
+            return Err(format!(
+                "port {interface}: queues need af_packet or tun ports"
+            ))
         }
     };
     let opened = bitsgw_io::af_packet_fanout(interface, cfg.on_link_loss, cfg.workers, fanout)
@@ -128,7 +141,7 @@ fn endpoint(own: &OwnAddresses, port: &PortConfig) -> Result<Option<SmoltcpEndpo
 fn side_mac(own: &OwnAddresses, port: &PortConfig) -> Result<[u8; 6], String> {
     Ok(match (own.mac, port) {
         (Some(m), _) => m,
-        (None, PortConfig::AfPacket { interface }) => {
+        (None, PortConfig::AfPacket { interface } | PortConfig::AfXdp { interface }) => {
             bitsgw_io::interface_mac(interface).map_err(|e| e.to_string())?
         }
         // Refused when the configuration was loaded.

@@ -23,6 +23,8 @@ use std::time::Duration;
 use bitsgw_wire::PacketBuf;
 
 mod af_packet_port;
+#[cfg(feature = "af-xdp")]
+mod af_xdp_port;
 mod memory;
 pub mod netns;
 pub mod pcap;
@@ -84,6 +86,15 @@ pub fn af_packet_fanout(
     fanout: Fanout,
 ) -> Result<Vec<(Port, LinkWatch)>, PortError> {
     af_packet_port::open_fanout(interface, on_loss, queues, fanout)
+}
+
+/// An `AF_XDP` socket on queue 0 of an Ethernet interface, in copy mode
+/// behind generic XDP (cargo feature `af-xdp`): every frame arriving on
+/// the interface goes to the port instead of the kernel's stack. A trial
+/// (`af_xdp_port`'s documentation says what it does not handle).
+#[cfg(feature = "af-xdp")]
+pub fn af_xdp(interface: &str) -> Result<Port, PortError> {
+    af_xdp_port::open(interface)
 }
 
 /// How a `PACKET_FANOUT` group spreads frames over its sockets.
