@@ -4,7 +4,9 @@
 //! AF_PACKET ports sending one `send(2)` per frame, one `sendmmsg(2)` per
 //! burst (the default), and one `sendmmsg(2)` per burst past the queueing
 //! discipline (`PACKET_QDISC_BYPASS`); the mode is chosen by
-//! [`bitsgw_io::SEND_MODE_VARIABLE`] in the gateways' environment.
+//! [`bitsgw_io::SEND_MODE_VARIABLE`] in the gateways' environment. Built
+//! with the feature `af-xdp` (`cargo test --release --features af-xdp
+//! ...`), a fourth mode gives both gateways AF_XDP ports instead.
 //!
 //! Each measurement runs iperf3 TCP from host A to host B for
 //! [`IPERF_SECONDS`] and, after the first second, counts for
@@ -57,8 +59,15 @@ const EVENTS: [&str; 8] = [
 ];
 
 /// The send modes compared, as [`bitsgw_io::SEND_MODE_VARIABLE`] names
-/// them.
-const MODES: [&str; 3] = ["per-frame", "batch", "batch-qdisc-bypass"];
+/// them, and, built with the feature `af-xdp`, [`AF_XDP`].
+#[cfg(not(feature = "af-xdp"))]
+const MODES: &[&str] = &["per-frame", "batch", "batch-qdisc-bypass"];
+#[cfg(feature = "af-xdp")]
+const MODES: &[&str] = &["per-frame", "batch", "batch-qdisc-bypass", AF_XDP];
+
+/// The mode in which both gateways' ports are AF_XDP ports instead.
+#[cfg(feature = "af-xdp")]
+const AF_XDP: &str = "af-xdp";
 
 /// Runs per mode and row unless `BITSGW_SYSCALL_RUNS` says otherwise.
 fn runs() -> usize {
@@ -264,8 +273,24 @@ fn measure_row(lab: &mut Lab, row: Row, mode: &str, run: usize) -> PerPacket {
             )
         }
     });
+    #[cfg(feature = "af-xdp")]
+    if mode == AF_XDP {
+        for path in [&ca, &cb] {
+            let text = std::fs::read_to_string(path).unwrap();
+            std::fs::write(
+                path,
+                text.replace(r#""type": "af_packet""#, r#""type": "af_xdp""#),
+            )
+            .unwrap();
+        }
+    }
     let exe = env!("CARGO_BIN_EXE_bitsgw");
-    let variable = format!("{}={mode}", bitsgw_io::SEND_MODE_VARIABLE);
+    let af_packet_mode = if MODES[..3].contains(&mode) {
+        mode
+    } else {
+        "batch"
+    };
+    let variable = format!("{}={af_packet_mode}", bitsgw_io::SEND_MODE_VARIABLE);
     let gb = lab.spawn("gB", &["env", &variable, exe, "run", cb.to_str().unwrap()]);
     wait_for(&sb);
     let ga = lab.spawn("gA", &["env", &variable, exe, "run", ca.to_str().unwrap()]);
@@ -393,6 +418,13 @@ fn kernel_time_and_system_calls_per_packet() {
             batch.gbits / per_frame.gbits,
             bypass.sys_us / batch.sys_us,
             bypass.gbits / batch.gbits,
+        );
+        #[cfg(feature = "af-xdp")]
+        println!(
+            "AF_XDP / AF_PACKET batch: system time {:.2}, system calls {:.2}, Gbit/s {:.2}",
+            modes[3].sys_us / batch.sys_us,
+            calls(&modes[3]) / calls(batch),
+            modes[3].gbits / batch.gbits,
         );
     }
     println!("(per frame received by either gateway; task µs: perf's task-clock; the system call columns count calls)");
