@@ -23,7 +23,7 @@
 //! Modes alternate within each run and each row is the median of
 //! [`runs`] runs, each figure on its own. Rows: BYPASS policies with two
 //! workers and running to completion, and IKE-keyed ESP AES-GCM-128
-//! running to completion. Ignored by `cargo test` (it measures, about four
+//! running to completion. Ignored by `cargo test` (it measures, about six
 //! minutes); needs root, iperf3 and perf, and says so and returns without
 //! them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
