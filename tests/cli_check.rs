@@ -204,6 +204,20 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
             ],
         ),
     ];
+    // AF_XDP ports exist only in a binary built with the feature af-xdp.
+    let without_af_xdp: &[(&str, &str, &[&str])] = &[(
+        r#""type": "tun", "name": "tun0""#,
+        r#""type": "af_xdp", "interface": "xdp0""#,
+        &[
+            r#"field "ports.network.type""#,
+            "built without AF_XDP ports",
+        ],
+    )];
+    let cases = if cfg!(feature = "af-xdp") {
+        cases.to_vec()
+    } else {
+        [cases, without_af_xdp].concat()
+    };
     let path = dir.join("appliance.json");
     std::fs::write(&path, &good).unwrap();
     let (ok, out, err) = check(&path, false);
@@ -227,7 +241,7 @@ fn bad_appliance_configs_are_refused_naming_the_field() {
     std::fs::write(&path, &with_addresses).unwrap();
     let (ok, _, err) = check(&path, false);
     assert!(ok, "{err}");
-    assert_refused(&path, &good, cases);
+    assert_refused(&path, &good, &cases);
     for loss in ["exit", "wait"] {
         let text = good.replacen(
             r#""workers": 2"#,
