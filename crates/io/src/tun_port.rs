@@ -19,6 +19,12 @@
 //! `IFF_VNET_HDR` with offloads (`TUNSETOFFLOAD`) lets one write carry a
 //! GSO packet that the kernel cuts into segments of one flow, which only
 //! a writer that merges a flow's packets itself could use.
+//!
+//! The files are non-blocking: a receive reads first and polls only when
+//! nothing waits, so a busy queue costs one system call per packet. A
+//! write does not wait for room either way (the kernel gives a TUN file's
+//! socket an unlimited send buffer, `sk_sndbuf = INT_MAX` in
+//! `tun_chr_open`); one the kernel refuses is a counted send failure.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
