@@ -1,7 +1,7 @@
 # bitsgw: the commands the README gives.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt deb demo walkthrough check-policies peer-selftest bench bench-e2e bench-goals fuzz fuzz-bounded soak clean
+.PHONY: all build test test-deps lint fmt deb demo walkthrough check-policies peer-selftest bench bench-e2e bench-syscalls bench-goals fuzz fuzz-bounded soak clean
 
 all: build
 
@@ -86,6 +86,15 @@ bench:
 bench-e2e:
 	./scripts/setup-test-deps.sh --bench
 	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture --test-threads=1
+
+# System time, user time and system calls per packet of the two
+# gateways of bench-e2e (perf stat software events and tracepoints), with
+# their AF_PACKET ports sending one send(2) per frame, one sendmmsg(2) per
+# burst, and that past the qdisc, and with AF_XDP ports (the cargo feature
+# af-xdp); about six minutes, as root.
+bench-syscalls:
+	./scripts/setup-test-deps.sh --bench
+	$(CARGO) test --release --features af-xdp --test bench_syscalls -- --ignored --nocapture --test-threads=1
 
 # Every performance goal of BENCHMARKS.md measured in one sitting (the
 # criterion benches' ceilings and SAD, allocations, `bitsgw bench` with

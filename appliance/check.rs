@@ -236,6 +236,7 @@ fn port_text(p: &PortConfig) -> String {
     match p {
         PortConfig::AfPacket { interface } => format!("af_packet {interface}"),
         PortConfig::Tun { name } => format!("tun {name}"),
+        PortConfig::AfXdp { interface } => format!("af_xdp {interface}"),
     }
 }
 

@@ -98,9 +98,10 @@
 //! itself with a gateway of its own, with no hand-over between threads
 //! (two threads in all; `workers` must then be 1). `"queues"`: one receive
 //! queue per worker (`workers` of them), each running to completion: each
-//! port opens one socket per queue in a `PACKET_FANOUT` group, each queue's
+//! port opens one socket per queue in a `PACKET_FANOUT` group (a TUN port
+//! one queue of a multi-queue device per queue), each queue's
 //! thread handles what its sockets receive and hands a frame whose SA
-//! another queue owns to that queue (af_packet ports only). Only the
+//! another queue owns to that queue. Only the
 //! `gateway` role runs to completion or in queues: the mobility roles keep
 //! their binding state in one worker.
 //!
@@ -290,6 +291,12 @@ pub enum PortConfig {
         /// The device name.
         name: String,
     },
+    /// AF_XDP on queue 0 of an existing interface, copy mode (a binary
+    /// built with the cargo feature `af-xdp`).
+    AfXdp {
+        /// The interface.
+        interface: String,
+    },
 }
 
 /// A validated appliance configuration.
@@ -400,6 +407,13 @@ fn port(ctx: &Ctx<'_>, raw: Option<RawPort>, side: &str) -> Result<PortConfig, C
         "tun" => Ok(PortConfig::Tun {
             name: name_of("name", raw.name)?,
         }),
+        "af_xdp" if cfg!(feature = "af-xdp") => Ok(PortConfig::AfXdp {
+            interface: name_of("interface", raw.interface)?,
+        }),
+        "af_xdp" => Err(ctx.err(
+            &sub("type"),
+            "this bitsgw was built without AF_XDP ports (cargo feature af-xdp)",
+        )),
         other => Err(ctx.err(
             &sub("type"),
             format!("{} is not af_packet or tun", Shown(other)),
@@ -492,6 +506,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
             ))
         }
     };
+    for (field, port) in [("ports.host", &host), ("ports.network", &network)] {
+        if queues && matches!(port, PortConfig::AfXdp { .. }) {
+            return Err(ctx.err(field, "queues need af_packet or tun ports"));
+        }
+    }
     if queues && role != Role::Gateway {
         return Err(ctx.err(
             "pipeline",
@@ -500,14 +519,6 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
                 role.name()
             ),
         ));
-    }
-    for (field, port) in [("ports.host", &host), ("ports.network", &network)] {
-        if queues && !matches!(port, PortConfig::AfPacket { .. }) {
-            return Err(ctx.err(
-                field,
-                "queues need af_packet ports (one socket per queue in a PACKET_FANOUT group)",
-            ));
-        }
     }
     if run_to_completion && role != Role::Gateway {
         return Err(ctx.err(

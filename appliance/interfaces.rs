@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 fn interface(p: &PortConfig) -> &str {
     match p {
-        PortConfig::AfPacket { interface } => interface,
+        PortConfig::AfPacket { interface } | PortConfig::AfXdp { interface } => interface,
         PortConfig::Tun { name } => name,
     }
 }

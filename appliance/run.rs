@@ -38,25 +38,40 @@ fn open(p: &PortConfig, cfg: &ApplianceConfig, links: &mut LinkWatches) -> Resul
             })
         }
         PortConfig::Tun { name } => bitsgw_io::tun(name),
+        #[cfg(feature = "af-xdp")]
+        PortConfig::AfXdp { interface } => bitsgw_io::af_xdp(interface),
+        // Refused when the configuration was loaded.
+        #[cfg(not(feature = "af-xdp"))]
+        PortConfig::AfXdp { interface } => {
+            return Err(format!("port {interface}: built without AF_XDP ports"))
+        }
     };
     port.map_err(|e| e.to_string())
 }
 
-/// `cfg.workers` handles on an af_packet port in one `PACKET_FANOUT`
-/// group, one per queue (`"pipeline": "queues"`). The first queue's handle
-/// reports the interface's losses and returns for all of them.
+/// `cfg.workers` handles on a port, one per queue (`"pipeline":
+/// "queues"`): af_packet sockets in one `PACKET_FANOUT` group, steered by
+/// `fanout`, whose first handle reports the interface's losses and returns
+/// for all of them; or the queues of a multi-queue TUN device, which the
+/// kernel fills by flow hash (what reaches a queue not owning its SA is
+/// handed over).
 fn open_queues(
     p: &PortConfig,
     cfg: &ApplianceConfig,
     links: &mut LinkWatches,
     fanout: Fanout,
 ) -> Result<Vec<Port>, String> {
-    let PortConfig::AfPacket { interface } = p else {
+    let interface = match p {
+        PortConfig::AfPacket { interface } => interface,
+        PortConfig::Tun { name } => {
+            return bitsgw_io::tun_queues(name, cfg.workers).map_err(|e| e.to_string())
+        }
         // Refused when the configuration was loaded.
-        return Err(format!(
-            "{}: queues need af_packet ports",
-            cfg.file.display()
-        ));
+        PortConfig::AfXdp { interface } => {
+            return Err(format!(
+                "port {interface}: queues need af_packet or tun ports"
+            ))
+        }
     };
     let opened = bitsgw_io::af_packet_fanout(interface, cfg.on_link_loss, cfg.workers, fanout)
         .map_err(|e| e.to_string())?;
@@ -119,7 +134,9 @@ fn endpoint(own: &OwnAddresses, port: &PortConfig) -> Result<Option<SmoltcpEndpo
     }
     let ep = match port {
         PortConfig::Tun { .. } => SmoltcpEndpoint::new_raw_ip(&own.addresses),
-        PortConfig::AfPacket { .. } => SmoltcpEndpoint::new(side_mac(own, port)?, &own.addresses),
+        PortConfig::AfPacket { .. } | PortConfig::AfXdp { .. } => {
+            SmoltcpEndpoint::new(side_mac(own, port)?, &own.addresses)
+        }
     };
     ep.map(Some).map_err(|e| e.to_string())
 }
@@ -128,7 +145,7 @@ fn endpoint(own: &OwnAddresses, port: &PortConfig) -> Result<Option<SmoltcpEndpo
 fn side_mac(own: &OwnAddresses, port: &PortConfig) -> Result<[u8; 6], String> {
     Ok(match (own.mac, port) {
         (Some(m), _) => m,
-        (None, PortConfig::AfPacket { interface }) => {
+        (None, PortConfig::AfPacket { interface } | PortConfig::AfXdp { interface }) => {
             bitsgw_io::interface_mac(interface).map_err(|e| e.to_string())?
         }
         // Routed mode on a TUN port is refused when the configuration is

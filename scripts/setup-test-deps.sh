@@ -13,6 +13,10 @@
 # With --bench it also tries Debian's dpdk-doc, libdpdk-dev and pkg-config,
 # from which make bench-e2e builds DPDK's ipsec-secgw for its DPDK row; if
 # they can not be had it says so and goes on (that row is then skipped).
+# With --bench it also installs linux-perf, for make bench-syscalls, and
+# what building its AF_XDP ports (cargo feature af-xdp: xsk-rs, which
+# builds libxdp and libbpf from source) needs: clang, libclang-dev,
+# libelf-dev, zlib1g-dev, m4, make and pkg-config.
 #
 # Idempotent and non-interactive: a second run installs nothing and only
 # checks. Prints one line per thing it installs; exits non-zero with a
@@ -92,6 +96,17 @@ if [ "${1:-}" = "--bench" ]; then
             as_root apt-get install -y -qq --no-install-recommends $bench_missing >/dev/null 2>&1; }; then
             echo "setup-test-deps: could not install$bench_missing; bench-e2e will skip its DPDK ipsec-secgw row" >&2
         fi
+    fi
+    syscalls_missing=""
+    for p in linux-perf clang libclang-dev libelf-dev zlib1g-dev m4 make pkg-config; do
+        pkg_installed "$p" || syscalls_missing="$syscalls_missing $p"
+    done
+    if [ -n "$syscalls_missing" ]; then
+        echo "setup-test-deps: installing Debian packages for make bench-syscalls:$syscalls_missing"
+        # shellcheck disable=SC2086
+        { as_root apt-get update -qq >/dev/null 2>&1 &&
+            as_root apt-get install -y -qq --no-install-recommends $syscalls_missing >/dev/null 2>&1; } ||
+            die "apt-get install failed for:$syscalls_missing"
     fi
 fi
 

@@ -13,6 +13,14 @@
 //! each batch) instead of one `send` each; a frame too long for a staging
 //! slot is sent on its own, after those staged before it.
 //!
+//! For measuring what that batching saves, the environment variable
+//! [`SEND_MODE_VARIABLE`] chooses how ports opened afterwards send:
+//! `per-frame` (one `send` per frame, as before batching), `batch` (the
+//! default) or `batch-qdisc-bypass` (batched, and the socket set with
+//! `PACKET_QDISC_BYPASS` so its frames skip the interface's queueing
+//! discipline and the other packet sockets' taps; `packet(7)`). Only the
+//! syscall benchmark (`make bench-syscalls`) sets it.
+//!
 //! Frames this host sends on the interface (`PACKET_OUTGOING`, our own
 //! sends among them) are not received back: `PACKET_IGNORE_OUTGOING`
 //! (Linux 4.20). The ring is made large ([`RING_SLOTS`]) so a burst
@@ -89,6 +97,44 @@ struct AfPacketTx {
     name: String,
     socket: Arc<OwnedFd>,
     staged: TxStaging,
+    mode: SendMode,
+}
+
+/// The environment variable that chooses the ports' [`SendMode`].
+pub const SEND_MODE_VARIABLE: &str = "BITSGW_AF_PACKET_SEND";
+
+/// How a port's sending half hands frames to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendMode {
+    /// One `send(2)` per frame, at once.
+    PerFrame,
+    /// Staged, one `sendmmsg(2)` per burst.
+    Batch,
+    /// [`SendMode::Batch`] on a socket with `PACKET_QDISC_BYPASS`.
+    BatchQdiscBypass,
+}
+
+impl SendMode {
+    /// The mode [`SEND_MODE_VARIABLE`] names; batched when it is unset.
+    fn from_environment() -> io::Result<SendMode> {
+        match std::env::var(SEND_MODE_VARIABLE) {
+            Err(std::env::VarError::NotPresent) => SendMode::parse(None),
+            Ok(v) => SendMode::parse(Some(&v)),
+            Err(std::env::VarError::NotUnicode(_)) => SendMode::parse(Some("")),
+        }
+    }
+
+    fn parse(value: Option<&str>) -> io::Result<SendMode> {
+        match value {
+            None | Some("batch") => Ok(SendMode::Batch),
+            Some("per-frame") => Ok(SendMode::PerFrame),
+            Some("batch-qdisc-bypass") => Ok(SendMode::BatchQdiscBypass),
+            Some(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{SEND_MODE_VARIABLE} must be per-frame, batch or batch-qdisc-bypass"),
+            )),
+        }
+    }
 }
 
 /// A staging slot: every frame of a 1500-octet MTU with VLAN tags.
@@ -172,6 +218,7 @@ impl Clone for AfPacketTx {
             name: self.name.clone(),
             socket: self.socket.clone(),
             staged: TxStaging::new(),
+            mode: self.mode,
         }
     }
 }
@@ -232,6 +279,10 @@ fn open_in_group(
     sys::set_buffer_size(fd, true, RECEIVE_BUFFER).map_err(err)?;
     sys::set_buffer_size(fd, false, SEND_BUFFER).map_err(err)?;
     sys::set_send_timeout(fd, SEND_TIMEOUT).map_err(err)?;
+    let mode = SendMode::from_environment().map_err(err)?;
+    if mode == SendMode::BatchQdiscBypass {
+        sys::set_int_option(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1).map_err(err)?;
+    }
     let ring = sys::RxRing::new(fd, RING_SLOT, RING_SLOTS).map_err(err)?;
     sys::bind_packet_socket(fd, ifindex).map_err(err)?;
     sys::add_promiscuous_membership(fd, ifindex).map_err(err)?;
@@ -240,7 +291,7 @@ fn open_in_group(
         // one); frames that arrived before the join are this socket's.
         // Until a program is set, a CBPF group hands everything to its
         // first socket.
-        let mode = match fanout {
+        let fanout_mode = match fanout {
             Fanout::FlowHash => libc::PACKET_FANOUT_HASH,
             Fanout::BySpi | Fanout::ByRules => libc::PACKET_FANOUT_CBPF,
         } as libc::c_int;
@@ -248,7 +299,7 @@ fn open_in_group(
             fd,
             libc::SOL_PACKET,
             libc::PACKET_FANOUT,
-            libc::c_int::from(group) | (mode << 16),
+            libc::c_int::from(group) | (fanout_mode << 16),
         )
         .map_err(err)?;
     }
@@ -270,6 +321,7 @@ fn open_in_group(
             name: interface.to_owned(),
             socket,
             staged: TxStaging::new(),
+            mode,
         }),
     };
     Ok((port, watch))
@@ -593,7 +645,7 @@ impl TxPort for AfPacketTx {
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), PortError> {
-        if frame.len() <= STAGE_SLOT {
+        if frame.len() <= STAGE_SLOT && self.mode != SendMode::PerFrame {
             if self.staged.count == sys::SEND_BATCH {
                 self.staged.send_all(&self.socket);
             }
@@ -634,4 +686,28 @@ fn is_link_error(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SendMode;
+
+    #[test]
+    fn the_send_mode_is_batched_unless_the_variable_names_another() {
+        assert_eq!(SendMode::parse(None).unwrap(), SendMode::Batch);
+        assert_eq!(SendMode::parse(Some("batch")).unwrap(), SendMode::Batch);
+        assert_eq!(
+            SendMode::parse(Some("per-frame")).unwrap(),
+            SendMode::PerFrame
+        );
+        assert_eq!(
+            SendMode::parse(Some("batch-qdisc-bypass")).unwrap(),
+            SendMode::BatchQdiscBypass
+        );
+        let err = SendMode::parse(Some("perframe")).unwrap_err();
+        assert!(
+            err.to_string().contains("BITSGW_AF_PACKET_SEND must be"),
+            "{err}"
+        );
+    }
 }

@@ -23,6 +23,8 @@ use std::time::Duration;
 use bitsgw_wire::PacketBuf;
 
 mod af_packet_port;
+#[cfg(feature = "af-xdp")]
+mod af_xdp_port;
 mod memory;
 pub mod netns;
 pub mod pcap;
@@ -32,6 +34,7 @@ pub mod steering;
 mod sys;
 mod tun_port;
 
+pub use af_packet_port::SEND_MODE_VARIABLE;
 pub use memory::MemoryHandle;
 pub use smoltcp_endpoint::SmoltcpEndpoint;
 
@@ -83,6 +86,15 @@ pub fn af_packet_fanout(
     fanout: Fanout,
 ) -> Result<Vec<(Port, LinkWatch)>, PortError> {
     af_packet_port::open_fanout(interface, on_loss, queues, fanout)
+}
+
+/// An `AF_XDP` socket on queue 0 of an Ethernet interface, in copy mode
+/// behind generic XDP (cargo feature `af-xdp`): every frame arriving on
+/// the interface goes to the port instead of the kernel's stack. A trial
+/// (`af_xdp_port`'s documentation says what it does not handle).
+#[cfg(feature = "af-xdp")]
+pub fn af_xdp(interface: &str) -> Result<Port, PortError> {
+    af_xdp_port::open(interface)
 }
 
 /// How a `PACKET_FANOUT` group spreads frames over its sockets.
@@ -185,6 +197,17 @@ pub fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
 /// call created disappears when both halves are dropped.
 pub fn tun(name: &str) -> Result<Port, PortError> {
     tun_port::open(name)
+}
+
+/// `queues` ports on the queues of one multi-queue TUN device
+/// (`IFF_MULTI_QUEUE`), created, or attached to if it exists and is a
+/// persistent multi-queue device, by name; one port per queue of the
+/// runner's queues ([`bitsgw_pipeline::runner::start_queues`]). The
+/// kernel reads each flow the stack routes into the device on one queue;
+/// a packet written on any queue enters the stack. A device this call
+/// created disappears when every port's halves are dropped.
+pub fn tun_queues(name: &str, queues: usize) -> Result<Vec<Port>, PortError> {
+    tun_port::open_queues(name, queues)
 }
 
 /// An in-memory port for tests: returns the port and a handle to inject
