@@ -141,3 +141,6 @@ impl IpsecStage {
         done
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -104,10 +104,10 @@ impl IpsecStage {
                     None => self.cleartext_inbound(buf, &meta, false, memo),
                 };
             };
-            // The outermost ESP layer of a packet that arrived whole: the
-            // fast path's, unless it hands the packet back untouched.
+            // The outermost ESP layer: the fast path's, unless it hands
+            // the packet back untouched.
             if depth == 0 && self.fast_path {
-                match self.inbound_fast(id, buf, off, now) {
+                match self.inbound_fast(id, buf, &meta, off, now) {
                     FastIn::Opened(inner) => {
                         last_sa = Some(id);
                         meta = inner;
