@@ -150,6 +150,7 @@ impl IpsecStage {
         }
     }
 
+    #[inline(always)]
     fn check_inner(&mut self, id: SaId, buf: &PacketBuf, meta: &IpMeta) -> Disposition {
         let key = flow_key(buf.data(), meta, Direction::Inbound);
         let ok = self.sad.get_mut(id).is_some_and(|sa| {
@@ -275,7 +276,9 @@ pub(super) struct Opened {
 /// Verifies the ICV of the ESP packet at `off` in `buf` with the keys and
 /// replay window `k`, decrypts it in place and checks its sequence number
 /// and padding (RFC 4303 3.4.2 to 3.4.4); the buffer still holds the
-/// headers and the trailer.
+/// headers and the trailer. Inlined into both paths that call it, so
+/// neither pays for the call.
+#[inline(always)]
 pub(super) fn open_esp(
     k: &mut crate::sa::Keyed,
     esn: bool,
@@ -324,6 +327,7 @@ pub(super) fn open_esp(
 
 /// Takes the outer headers off a tunnel-mode packet whose trailer is gone
 /// and walks the inner packet, which must be what the next header says.
+#[inline(always)]
 pub(super) fn strip_tunnel(
     buf: &mut PacketBuf,
     off: usize,
