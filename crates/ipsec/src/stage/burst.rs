@@ -8,10 +8,10 @@
 //! answers that can not differ between packets of one burst:
 //! - the caller's clock, read once for the burst (the `now` of every
 //!   packet);
-//! - outbound and for inbound cleartext, the SPD decision of the previous
-//!   packet's flow: a packet of the same flow gets the same entry, counted
-//!   as a hit on it as the flow cache's answer would be (the SPD can not
-//!   change within a burst: only [`IpsecStage::set_spd`] changes it);
+//! - outbound, the SPD decision of the previous packet's flow: a packet of
+//!   the same flow gets the same entry, counted as a hit on it as the flow
+//!   cache's answer would be (the SPD can not change within a burst: only
+//!   [`IpsecStage::set_spd`] changes it);
 //! - inbound, the SA the previous ESP packet's SPI named, stamped with the
 //!   SAD's generation, which every change of the SPI mapping moves (also
 //!   one a packet of the burst makes: a hard lifetime's removal, a retired
@@ -19,6 +19,11 @@
 //!
 //! Dispositions, counters, events and the bytes put out are those of the
 //! one-at-a-time path, packet for packet (a differential test below).
+//!
+//! Inbound cleartext is classified by the SPD's flow cache alone: keeping
+//! the previous flow's decision there too made every inbound burst's ESP
+//! packets dearer than it saved (BENCHMARKS.md, "Batches through the stage
+//! and the inbound fast path").
 
 use super::*;
 use crate::selector::FlowKey;
@@ -28,29 +33,23 @@ use crate::selector::FlowKey;
 pub(super) struct Burst {
     /// The last flow classified by the outbound SPD, and its entry.
     flow_out: Option<(FlowKey, Option<usize>)>,
-    /// The last flow classified by the inbound SPD, and its entry.
-    flow_in: Option<(FlowKey, Option<usize>)>,
     /// The last SPI looked up, its SA, and the SAD generation then.
     spi: Option<(u32, Option<SaId>, u64)>,
 }
 
 impl Burst {
-    /// The decision for `key` of the SPD of `direction`, from the previous
+    /// The decision for `key` of the outbound SPD `spd`, from the previous
     /// packet's if it was of the same flow.
     #[inline]
     pub(super) fn classify(
         memo: Option<&mut Burst>,
         spd: &mut Spd,
-        direction: Direction,
         key: &FlowKey,
     ) -> Option<usize> {
         let Some(memo) = memo else {
             return spd.lookup_and_count(key);
         };
-        let last = match direction {
-            Direction::Outbound => &mut memo.flow_out,
-            Direction::Inbound => &mut memo.flow_in,
-        };
+        let last = &mut memo.flow_out;
         match last {
             Some((k, entry)) if k == key => {
                 if let Some(i) = *entry {

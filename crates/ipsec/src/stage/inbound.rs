@@ -100,8 +100,8 @@ impl IpsecStage {
                     // The innermost packet: check it against the selectors
                     // of the SA it came out of (RFC 4301 5.2 step 4).
                     Some(sa) => self.check_inner(sa, buf, &meta),
-                    None if esp_at.is_some() => self.cleartext_inbound(buf, &meta, true, memo),
-                    None => self.cleartext_inbound(buf, &meta, false, memo),
+                    None if esp_at.is_some() => self.cleartext_inbound(buf, &meta, true),
+                    None => self.cleartext_inbound(buf, &meta, false),
                 };
             };
             // The outermost ESP layer: the fast path's, unless it hands
@@ -177,16 +177,12 @@ impl IpsecStage {
 
     /// Inbound packet that is not ESP for one of our SAs: the inbound SPD
     /// decides (RFC 4301 5.2 step 3).
-    fn cleartext_inbound(
-        &mut self,
-        buf: &PacketBuf,
-        meta: &IpMeta,
-        is_esp: bool,
-        memo: Option<&mut Burst>,
-    ) -> Disposition {
+    fn cleartext_inbound(&mut self, buf: &PacketBuf, meta: &IpMeta, is_esp: bool) -> Disposition {
         self.parse_counts.spd_classifications += 1;
         let key = flow_key(buf.data(), meta, Direction::Inbound);
-        match Burst::classify(memo, &mut self.spd_in, Direction::Inbound, &key)
+        match self
+            .spd_in
+            .lookup_and_count(&key)
             .and_then(|i| self.spd_in.get(i))
             .map(|e| &e.action)
         {

@@ -51,7 +51,7 @@ impl IpsecStage {
             None => {
                 self.parse_counts.spd_classifications += 1;
                 let key = flow_key(buf.data(), &meta, Direction::Outbound);
-                Burst::classify(memo, &mut self.spd_out, Direction::Outbound, &key)
+                Burst::classify(memo, &mut self.spd_out, &key)
             }
         };
         let Some(pos) = found else {
