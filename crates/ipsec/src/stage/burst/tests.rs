@@ -392,3 +392,57 @@ fn inbound_bursts_equal_one_at_a_time() {
         );
     }
 }
+
+/// An SA removed by a packet of a burst (its hard packet limit) is not
+/// used by the burst's later packets of its SPI: the SAD's generation
+/// moved, so the SPI is looked up anew and they are dropped as on their
+/// own.
+#[test]
+fn an_sa_removed_within_a_burst_opens_nothing_more() {
+    let limited = || {
+        let mut b = gateway(false);
+        let id = b.sad.by_name("in-web").unwrap();
+        let mut params = b.sad.get(id).unwrap().params.clone();
+        params.hard.packets = Some(5);
+        let hex = format!("{:08x}0405060708090a0b0c0d0e0f10111213", params.spi);
+        let key = (0..20)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        params.enc_key = zeroize::Zeroizing::new(key);
+        b.remove_sa(id);
+        b.install_sa(params, Timestamp::ZERO).unwrap();
+        b
+    };
+    let mut a = gateway(true);
+    let packets: Vec<Vec<u8>> = (0..10)
+        .map(|i| {
+            let p = udp_packet(v4(192, 0, 2, 1), v4(198, 51, 100, 1), 4000, 5000, 10 + i);
+            let mut b = PacketBuf::from_slice(&p);
+            assert_eq!(
+                a.handle_outbound(&mut b, Timestamp::ZERO),
+                Disposition::Forward
+            );
+            b.data().to_vec()
+        })
+        .collect();
+    let (mut single, mut burst) = (limited(), limited());
+    let expected = one_at_a_time(&mut single, &packets, false);
+    let mut bufs: Vec<PacketBuf> = packets.iter().map(|p| PacketBuf::from_slice(p)).collect();
+    let mut ds = vec![Disposition::Held; bufs.len()];
+    assert_eq!(
+        burst.handle_inbound_burst(&mut bufs, |_| None, Timestamp::ZERO, &mut ds),
+        packets.len()
+    );
+    let got: Vec<Result1> = ds
+        .iter()
+        .zip(&bufs)
+        .map(|(d, b)| (*d, b.data().to_vec(), Vec::new()))
+        .collect();
+    assert_eq!(expected, got);
+    assert_eq!(
+        ds[5..],
+        [Disposition::Drop(DropReason::UnknownSpi); 5],
+        "{ds:?}"
+    );
+    assert_eq!(state(&single), state(&burst));
+}
