@@ -305,16 +305,22 @@ fn bench_decap(c: &mut Criterion) {
     g.finish();
 }
 
+/// Packets per burst of the probe's `encap-burst` and `decap-burst` (the
+/// pipeline's batch).
+const PROBE_BURST: usize = 32;
+
 /// `BITSGW_ESP_PROBE=encap:LEN:K` or `decap:LEN:K`: sets up the stage
 /// as `esp_encap` / `esp_decap` do for AES-GCM-128 (default backend), then
 /// runs `K` of their iterations (the copy into the buffer and the stage
 /// call) and exits, without criterion. Under
 /// `valgrind --tool=callgrind` with two values of `K`, the difference of
 /// the totals divided by the difference of `K` is the instructions of one
-/// iteration.
+/// iteration. `encap-burst` and `decap-burst` do the same through
+/// `handle_outbound_burst` and `handle_inbound_burst`, [`PROBE_BURST`]
+/// packets at a time.
 fn probe(spec: &str) {
     let parts: Vec<&str> = spec.split(':').collect();
-    let usage = || panic!("BITSGW_ESP_PROBE: encap:LEN:K or decap:LEN:K, not {spec:?}");
+    let usage = || panic!("BITSGW_ESP_PROBE: OPERATION:LEN:K, not {spec:?}");
     let num = |i: usize| -> usize {
         parts
             .get(i)
@@ -342,6 +348,34 @@ fn probe(spec: &str) {
                 buf.set(&esp).expect("buffer");
                 let d = b_gw.handle_inbound(&mut buf, Timestamp::ZERO);
                 forwarded += usize::from(d == Disposition::Deliver);
+            }
+        }
+        "encap-burst" | "decap-burst" => {
+            let decap = parts[0] == "decap-burst";
+            let mut b_gw = stage(false, transform, backend, 0);
+            let packet = if decap { sealed(&mut a, &plain) } else { plain };
+            let mut bufs: Vec<PacketBuf> = (0..PROBE_BURST).map(|_| PacketBuf::new()).collect();
+            let mut ds = [Disposition::Held; PROBE_BURST];
+            let wanted = if decap {
+                Disposition::Deliver
+            } else {
+                Disposition::Forward
+            };
+            let mut left = k;
+            while left > 0 {
+                let n = left.min(PROBE_BURST);
+                left -= n;
+                let burst = &mut bufs[..n];
+                for buf in burst.iter_mut() {
+                    buf.set(&packet).expect("buffer");
+                }
+                let ds = &mut ds[..n];
+                if decap {
+                    b_gw.handle_inbound_burst(burst, |_| None, Timestamp::ZERO, ds);
+                } else {
+                    a.handle_outbound_burst(burst, |_| None, Timestamp::ZERO, ds);
+                }
+                forwarded += ds.iter().filter(|d| **d == wanted).count();
             }
         }
         other => panic!("BITSGW_ESP_PROBE: unknown operation {other:?}"),

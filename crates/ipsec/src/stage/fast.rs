@@ -490,17 +490,17 @@ mod tests {
 /// The inbound side's per-SA memo of the last inner flow its selectors
 /// passed: it never outlives the selectors.
 #[cfg(test)]
-mod inbound_tests {
+pub(super) mod inbound_tests {
     use super::*;
     use crate::config::parse_policy;
     use bitsgw_wire::craft::udp_packet;
     use std::net::IpAddr;
 
-    const KEY_AB: &str = "0x000102030405060708090a0b0c0d0e0f10111213";
+    pub(in crate::stage) const KEY_AB: &str = "0x000102030405060708090a0b0c0d0e0f10111213";
     const KEY_BA: &str = "0x000102030405060708090a0b0c0d0e0f10111214";
 
     /// Gateway A (`a`) or B of a tunnel whose A-to-B SA is SPI 4096.
-    fn gateway(a: bool) -> IpsecStage {
+    pub(in crate::stage) fn gateway(a: bool) -> IpsecStage {
         let (me, peer) = ("203.0.113.1", "203.0.113.2");
         let (me, peer, spi_out, spi_in, key_out, key_in) = if a {
             (me, peer, 4096, 4097, KEY_AB, KEY_BA)

@@ -2,6 +2,8 @@
 //! RFC 3948) verification and decryption (RFC 4303 3.4), the inner
 //! packet's selector check, and the SPD for cleartext.
 
+use super::burst::Burst;
+use super::fast_in::FastIn;
 use super::*;
 
 impl IpsecStage {
@@ -18,6 +20,18 @@ impl IpsecStage {
         buf: &mut PacketBuf,
         now: Timestamp,
         walked: Option<&Walked>,
+    ) -> Disposition {
+        self.inbound(buf, now, walked, None)
+    }
+
+    /// One inbound packet, alone (`memo` `None`) or in a burst.
+    #[inline]
+    pub(super) fn inbound(
+        &mut self,
+        buf: &mut PacketBuf,
+        now: Timestamp,
+        walked: Option<&Walked>,
+        mut memo: Option<&mut Burst>,
     ) -> Disposition {
         let Some(mut meta) = self.walk(buf, walked) else {
             return self.dropped(DropReason::Malformed);
@@ -59,7 +73,7 @@ impl IpsecStage {
             }
         }
         let mut last_sa: Option<SaId> = None;
-        for _ in 0..=MAX_BUNDLE {
+        for depth in 0..=MAX_BUNDLE {
             let esp_at = match locate_esp(buf.data(), &meta, &self.cfg.udp_encap_ports) {
                 EspAt::Esp { offset, udp } => Some((offset, udp)),
                 EspAt::Keepalive => return self.dropped(DropReason::NatKeepalive),
@@ -79,7 +93,7 @@ impl IpsecStage {
             }
             let known = esp_at.and_then(|(off, udp)| {
                 let spi = EspHeader::new_checked(buf.data().get(off..)?)?.spi();
-                self.sad.by_spi(spi).map(|id| (id, off, udp))
+                Burst::sa_by_spi(memo.as_deref_mut(), &self.sad, spi).map(|id| (id, off, udp))
             });
             let Some((id, off, udp)) = known else {
                 return match last_sa {
@@ -90,6 +104,22 @@ impl IpsecStage {
                     None => self.cleartext_inbound(buf, &meta, false),
                 };
             };
+            // The outermost ESP layer: the fast path's, unless it hands
+            // the packet back untouched.
+            if depth == 0 && self.fast_path {
+                match self.inbound_fast(id, buf, &meta, off, now) {
+                    FastIn::Opened(inner) => {
+                        last_sa = Some(id);
+                        meta = inner;
+                        continue;
+                    }
+                    FastIn::Dropped(reason) => {
+                        self.count_sa_drop(id, reason);
+                        return self.dropped(reason);
+                    }
+                    FastIn::General => {}
+                }
+            }
             let inner = match self.unprotect(id, buf, &meta, off, udp, now) {
                 Ok(inner) => inner,
                 Err(reason) => {
@@ -107,7 +137,7 @@ impl IpsecStage {
     }
 
     /// Counts a drop of `reason` against inbound SA `id`.
-    fn count_sa_drop(&mut self, id: SaId, reason: DropReason) {
+    pub(super) fn count_sa_drop(&mut self, id: SaId, reason: DropReason) {
         if let Some(sa) = self.sad.get_mut(id) {
             match reason {
                 DropReason::IcvFailure => sa.stats.icv_failures += 1,
@@ -120,6 +150,7 @@ impl IpsecStage {
         }
     }
 
+    #[inline(always)]
     fn check_inner(&mut self, id: SaId, buf: &PacketBuf, meta: &IpMeta) -> Disposition {
         let key = flow_key(buf.data(), meta, Direction::Inbound);
         let ok = self.sad.get_mut(id).is_some_and(|sa| {
@@ -190,73 +221,23 @@ impl IpsecStage {
             return Err(DropReason::WrongDestination);
         }
         let k = sa.keyed.as_mut().ok_or(DropReason::NotOwner)?;
-        let t = k.transform.id();
-        let (iv_len, icv_len) = (t.iv_len(), t.icv_len());
-        let esp_len = buf.len() - off;
-        let min = ESP_HEADER_LEN + iv_len + 2 + icv_len;
-        let ct_len = esp_len.saturating_sub(ESP_HEADER_LEN + iv_len + icv_len);
-        if esp_len < min || (t.block_align() > 4 && !ct_len.is_multiple_of(t.block_align())) {
-            return Err(DropReason::EspTruncated);
-        }
-        let esp = &mut buf.data_mut()[off..];
-        let seq_low = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
-        let seq = k.replay.infer(seq_low);
-        // RFC 4303 3.4.3 lets a receiver reject a duplicate before the ICV;
-        // doing it after means only authentic packets move the counters.
-        k.transform
-            .open(esp, seq, sa.params.esn)
-            .map_err(|_| DropReason::IcvFailure)?;
-        k.replay.check_and_update(seq).map_err(|e| match e {
-            crate::anti_replay::ReplayError::Duplicate => DropReason::ReplayDuplicate,
-            crate::anti_replay::ReplayError::TooOld => DropReason::ReplayTooOld,
-            crate::anti_replay::ReplayError::Zero => DropReason::ReplayZero,
-        })?;
-        let ct_end = esp_len - icv_len;
-        let pad = usize::from(esp[ct_end - 2]);
-        let next_header = esp[ct_end - 1];
-        let payload_start = ESP_HEADER_LEN + iv_len;
-        if pad + 2 > ct_end - payload_start {
-            return Err(DropReason::BadPadLength);
-        }
-        let pad_bytes = &esp[ct_end - 2 - pad..ct_end - 2];
-        if pad_bytes
-            .iter()
-            .enumerate()
-            .any(|(i, b)| usize::from(*b) != i + 1)
-        {
-            return Err(DropReason::BadPadding);
-        }
-        let payload_len = ct_end - 2 - pad - payload_start;
+        let opened = open_esp(k, sa.params.esn, buf, off)?;
         sa.stats.packets += 1;
-        sa.stats.bytes += payload_len as u64;
+        sa.stats.bytes += opened.payload_len as u64;
         let mode = sa.params.mode;
         let fix_checksum = udp && matches!(mode, Mode::Transport);
         if self.sad.has_retiring(id) {
             self.sad.confirm_in_use(id);
         }
         self.lifetime_check(id, now);
-        if next_header == proto::NO_NEXT_HEADER {
+        if opened.next_header == proto::NO_NEXT_HEADER {
             return Err(DropReason::DummyPacket);
         }
-        buf.trim_back(icv_len + 2 + pad)
+        buf.trim_back(opened.trailer_len)
             .map_err(|_| DropReason::EspTruncated)?;
+        let (next_header, payload_start) = (opened.next_header, opened.payload_start);
         match mode {
-            Mode::Tunnel { .. } => {
-                buf.trim_front(off + payload_start)
-                    .map_err(|_| DropReason::EspTruncated)?;
-                let inner = ip::parse(buf.data()).map_err(|_| DropReason::BadInnerPacket)?;
-                let expected = match inner.version {
-                    IpVersion::V4 => proto::IPV4,
-                    IpVersion::V6 => proto::IPV6,
-                };
-                if next_header != expected {
-                    return Err(DropReason::BadInnerPacket);
-                }
-                // Tunnel-mode TFC padding (RFC 4303 2.7) sits after the
-                // inner packet: its own length says where it ends.
-                buf.truncate(inner.total_len);
-                Ok(Some(inner))
-            }
+            Mode::Tunnel { .. } => strip_tunnel(buf, off, &opened).map(Some),
             Mode::Transport => {
                 let hdr_end = meta.header_len;
                 buf.remove_range(hdr_end, off - hdr_end + payload_start)
@@ -273,6 +254,103 @@ impl IpsecStage {
                 Ok(None)
             }
         }
+    }
+}
+
+/// What [`open_esp`] found in an authentic ESP packet's trailer.
+pub(super) struct Opened {
+    /// Where the payload starts, from the ESP header.
+    pub(super) payload_start: usize,
+    /// Padding, pad length, next header and ICV: what follows the payload.
+    pub(super) trailer_len: usize,
+    /// The next header field.
+    pub(super) next_header: u8,
+    /// Length of the payload (the SA's byte count).
+    pub(super) payload_len: usize,
+}
+
+/// Verifies the ICV of the ESP packet at `off` in `buf` with the keys and
+/// replay window `k`, decrypts it in place and checks its sequence number
+/// and padding (RFC 4303 3.4.2 to 3.4.4); the buffer still holds the
+/// headers and the trailer. Inlined into both paths that call it, so
+/// neither pays for the call.
+#[inline(always)]
+pub(super) fn open_esp(
+    k: &mut crate::sa::Keyed,
+    esn: bool,
+    buf: &mut PacketBuf,
+    off: usize,
+) -> Result<Opened, DropReason> {
+    let t = k.transform.id();
+    let (iv_len, icv_len) = (t.iv_len(), t.icv_len());
+    let esp_len = buf.len().saturating_sub(off);
+    let min = ESP_HEADER_LEN + iv_len + 2 + icv_len;
+    let ct_len = esp_len.saturating_sub(ESP_HEADER_LEN + iv_len + icv_len);
+    if esp_len < min || (t.block_align() > 4 && !ct_len.is_multiple_of(t.block_align())) {
+        return Err(DropReason::EspTruncated);
+    }
+    let esp = &mut buf.data_mut()[off..];
+    let seq_low = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
+    let seq = k.replay.infer(seq_low);
+    // RFC 4303 3.4.3 lets a receiver reject a duplicate before the ICV;
+    // doing it after means only authentic packets move the counters.
+    k.transform
+        .open(esp, seq, esn)
+        .map_err(|_| DropReason::IcvFailure)?;
+    k.replay.check_and_update(seq).map_err(replay_drop)?;
+    let ct_end = esp_len - icv_len;
+    let pad = usize::from(esp[ct_end - 2]);
+    let next_header = esp[ct_end - 1];
+    let payload_start = ESP_HEADER_LEN + iv_len;
+    if pad + 2 > ct_end - payload_start {
+        return Err(DropReason::BadPadLength);
+    }
+    let pad_bytes = &esp[ct_end - 2 - pad..ct_end - 2];
+    if pad_bytes
+        .iter()
+        .enumerate()
+        .any(|(i, b)| usize::from(*b) != i + 1)
+    {
+        return Err(DropReason::BadPadding);
+    }
+    Ok(Opened {
+        payload_start,
+        trailer_len: icv_len + 2 + pad,
+        next_header,
+        payload_len: ct_end - 2 - pad - payload_start,
+    })
+}
+
+/// Takes the outer headers off a tunnel-mode packet whose trailer is gone
+/// and walks the inner packet, which must be what the next header says.
+#[inline(always)]
+pub(super) fn strip_tunnel(
+    buf: &mut PacketBuf,
+    off: usize,
+    opened: &Opened,
+) -> Result<IpMeta, DropReason> {
+    buf.trim_front(off + opened.payload_start)
+        .map_err(|_| DropReason::EspTruncated)?;
+    let inner = ip::parse(buf.data()).map_err(|_| DropReason::BadInnerPacket)?;
+    let expected = match inner.version {
+        IpVersion::V4 => proto::IPV4,
+        IpVersion::V6 => proto::IPV6,
+    };
+    if opened.next_header != expected {
+        return Err(DropReason::BadInnerPacket);
+    }
+    // Tunnel-mode TFC padding (RFC 4303 2.7) sits after the inner packet:
+    // its own length says where it ends.
+    buf.truncate(inner.total_len);
+    Ok(inner)
+}
+
+/// The drop reason of a packet the anti-replay window refused.
+pub(super) fn replay_drop(e: crate::anti_replay::ReplayError) -> DropReason {
+    match e {
+        crate::anti_replay::ReplayError::Duplicate => DropReason::ReplayDuplicate,
+        crate::anti_replay::ReplayError::TooOld => DropReason::ReplayTooOld,
+        crate::anti_replay::ReplayError::Zero => DropReason::ReplayZero,
     }
 }
 

@@ -13,8 +13,10 @@
 //! from pools or are rare by nature).
 
 mod acquire;
+mod burst;
 mod encap;
 mod fast;
+mod fast_in;
 mod inbound;
 mod outbound;
 
@@ -215,12 +217,15 @@ pub struct IpsecStage {
     acquires: FxHashMap<NameId, std::sync::Arc<AcquireSignal>>,
     /// Per outbound SPD entry, its resolved protection (see [`fast`]).
     fast_out: Vec<fast::FastOut>,
-    /// Whether outbound packets may take the fast path (tests compare it
-    /// with the general path).
+    /// Whether packets may take the fast paths, outbound and inbound
+    /// (tests compare them with the general path).
     fast_path: bool,
     /// Packets the fast path protected.
     #[cfg(test)]
     fast_hits: u64,
+    /// Packets the inbound fast path opened.
+    #[cfg(test)]
+    fast_in_hits: u64,
 }
 
 impl From<FragDrop> for DropReason {
@@ -267,6 +272,8 @@ impl IpsecStage {
             fast_path: true,
             #[cfg(test)]
             fast_hits: 0,
+            #[cfg(test)]
+            fast_in_hits: 0,
         }
     }
 

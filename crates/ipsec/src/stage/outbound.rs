@@ -2,6 +2,7 @@
 //! or ESP protection with the entry's SA or bundle (RFC 4303 3.1, 3.3),
 //! with the MTU decided before a sequence number is spent (RFC 4301 8).
 
+use super::burst::Burst;
 use super::encap::{addr_bytes16, addr_bytes4, esp_output_len, Outer};
 use super::*;
 
@@ -21,6 +22,18 @@ impl IpsecStage {
         now: Timestamp,
         walked: Option<&Walked>,
     ) -> Disposition {
+        self.outbound(buf, now, walked, None)
+    }
+
+    /// One outbound packet, alone (`memo` `None`) or in a burst.
+    #[inline]
+    pub(super) fn outbound(
+        &mut self,
+        buf: &mut PacketBuf,
+        now: Timestamp,
+        walked: Option<&Walked>,
+        memo: Option<&mut Burst>,
+    ) -> Disposition {
         let Some(meta) = self.walk(buf, walked) else {
             return self.dropped(DropReason::Malformed);
         };
@@ -38,7 +51,7 @@ impl IpsecStage {
             None => {
                 self.parse_counts.spd_classifications += 1;
                 let key = flow_key(buf.data(), &meta, Direction::Outbound);
-                self.spd_out.lookup_and_count(&key)
+                Burst::classify(memo, &mut self.spd_out, &key)
             }
         };
         let Some(pos) = found else {

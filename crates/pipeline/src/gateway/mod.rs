@@ -23,6 +23,7 @@
 //! Routed mode has no VLANs: tagged frames are dropped and counted as
 //! [`PipelineDrop::Layer2`] under their outer tag's TPID.
 
+mod burst;
 mod local;
 mod mobility;
 mod routed;
@@ -416,10 +417,7 @@ impl Gateway {
         walked: Option<&FrameWalk>,
         io: &mut Ports<'_>,
     ) -> Outcome {
-        match from {
-            Side::Host => self.counters.host_rx.add(buf.len()),
-            Side::Network => self.counters.net_rx.add(buf.len()),
-        }
+        self.count_received(from, buf);
         io.tap.tap(TapPoint::port(from), io.now, link, buf.data());
         let mut l2 = SavedHeader::default();
         if from == Side::Host && link == LinkType::Ethernet && self.home_link_takes(buf.data(), io)
@@ -587,6 +585,14 @@ impl Gateway {
             }
         }
         self.send(to, link, buf.data(), io);
+    }
+
+    /// Counts a frame received on `from`.
+    fn count_received(&mut self, from: Side, frame: &PacketBuf) {
+        match from {
+            Side::Host => self.counters.host_rx.add(frame.len()),
+            Side::Network => self.counters.net_rx.add(frame.len()),
+        }
     }
 
     fn send(&mut self, to: Side, link: LinkType, frame: &[u8], io: &mut Ports<'_>) {

@@ -217,18 +217,17 @@ impl Worker {
             }
         };
         let mut tap_guard = self.tap.as_ref().and_then(|t| t.lock().ok());
-        for (i, buf) in frames.iter_mut().enumerate() {
-            let walk = walks.get(i).and_then(Option::as_ref);
-            match tap_guard.as_deref_mut() {
-                Some(t) => {
+        match tap_guard.as_deref_mut() {
+            // Untraced, the batch goes through the stage as one burst.
+            None => self
+                .gateway
+                .handle_frames_walked(side, link, frames, walks, now, &mut emit),
+            Some(t) => {
+                for (i, buf) in frames.iter_mut().enumerate() {
+                    let walk = walks.get(i).and_then(Option::as_ref);
                     let _ = self
                         .gateway
                         .handle_frame_walked(side, link, buf, walk, now, &mut emit, t);
-                }
-                None => {
-                    let _ = self
-                        .gateway
-                        .handle_frame_walked(side, link, buf, walk, now, &mut emit, &mut NoTap);
                 }
             }
         }
