@@ -80,11 +80,9 @@ impl IpsecStage {
             Ok(o) => o,
             Err(reason) => return FastIn::Dropped(reason),
         };
+        // The lifetimes after the packet: the caller's, once it is through.
         sa.stats.packets += 1;
         sa.stats.bytes += opened.payload_len as u64;
-        if sa.stats.packets >= sa.due.packets || sa.stats.bytes >= sa.due.bytes {
-            self.lifetime_check(id, now);
-        }
         if opened.next_header == proto::NO_NEXT_HEADER {
             return FastIn::Dropped(DropReason::DummyPacket);
         }
@@ -322,8 +320,8 @@ mod tests {
     }
 
     /// The hard packet limit applies to the exact packet that reaches it
-    /// on the fast path as on the general path: the same dispositions and
-    /// events, the SA gone after it.
+    /// on the fast path as on the general path: that packet delivered, the
+    /// same dispositions and events, the SA gone after it.
     #[test]
     fn the_hard_packet_limit_applies_as_on_the_general_path() {
         let limited = |fast_path: bool| {
@@ -345,7 +343,16 @@ mod tests {
         let mut a = gateway(true);
         for i in 0..4 {
             let p = sealed(&mut a, 10);
-            assert_eq!(open(&mut fast, &p), open(&mut general, &p), "packet {i}");
+            let (f, g) = (open(&mut fast, &p), open(&mut general, &p));
+            assert_eq!(f, g, "packet {i}");
+            // The third packet reaches the limit: it is delivered, checked
+            // against the SA's selectors, and the SA goes after it.
+            let expected = if i < 3 {
+                Disposition::Deliver
+            } else {
+                Disposition::Drop(DropReason::UnknownSpi)
+            };
+            assert_eq!(f.0, expected, "packet {i}");
         }
         let events = |s: &mut IpsecStage| std::iter::from_fn(|| s.poll_event()).collect::<Vec<_>>();
         let fast_events = events(&mut fast);

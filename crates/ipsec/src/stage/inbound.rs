@@ -31,7 +31,7 @@ impl IpsecStage {
         buf: &mut PacketBuf,
         now: Timestamp,
         walked: Option<&Walked>,
-        mut memo: Option<&mut Burst>,
+        memo: Option<&mut Burst>,
     ) -> Disposition {
         let Some(mut meta) = self.walk(buf, walked) else {
             return self.dropped(DropReason::Malformed);
@@ -72,8 +72,31 @@ impl IpsecStage {
                 Err(e) => return Disposition::Drop(e.into()),
             }
         }
+        // The SAs that opened a layer: their lifetimes are applied once the
+        // packet is through, so the packet that reaches a hard limit is
+        // still checked against its SA's selectors and delivered, and the
+        // SA goes after it (RFC 4301 4.4.2.1), as outbound.
+        let mut opened = [None; MAX_BUNDLE + 1];
+        let d = self.open_layers(buf, meta, now, memo, &mut opened);
+        for id in opened.into_iter().flatten() {
+            self.lifetime_check(id, now);
+        }
+        d
+    }
+
+    /// The ESP layers of an inbound packet, outermost first, then the
+    /// innermost packet's check; each SA that opened a layer in `opened`.
+    #[inline(always)]
+    fn open_layers(
+        &mut self,
+        buf: &mut PacketBuf,
+        mut meta: IpMeta,
+        now: Timestamp,
+        mut memo: Option<&mut Burst>,
+        opened: &mut [Option<SaId>; MAX_BUNDLE + 1],
+    ) -> Disposition {
         let mut last_sa: Option<SaId> = None;
-        for depth in 0..=MAX_BUNDLE {
+        for (depth, layer) in opened.iter_mut().enumerate() {
             let esp_at = match locate_esp(buf.data(), &meta, &self.cfg.udp_encap_ports) {
                 EspAt::Esp { offset, udp } => Some((offset, udp)),
                 EspAt::Keepalive => return self.dropped(DropReason::NatKeepalive),
@@ -109,6 +132,7 @@ impl IpsecStage {
             if depth == 0 && self.fast_path {
                 match self.inbound_fast(id, buf, &meta, off, now) {
                     FastIn::Opened(inner) => {
+                        *layer = Some(id);
                         last_sa = Some(id);
                         meta = inner;
                         continue;
@@ -127,6 +151,7 @@ impl IpsecStage {
                     return self.dropped(reason);
                 }
             };
+            *layer = Some(id);
             last_sa = Some(id);
             meta = match inner.map_or_else(|| ip::parse(buf.data()), Ok) {
                 Ok(m) => m,
@@ -229,7 +254,6 @@ impl IpsecStage {
         if self.sad.has_retiring(id) {
             self.sad.confirm_in_use(id);
         }
-        self.lifetime_check(id, now);
         if opened.next_header == proto::NO_NEXT_HEADER {
             return Err(DropReason::DummyPacket);
         }
