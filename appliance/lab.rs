@@ -66,6 +66,8 @@ pub struct LabOptions {
     /// Where the traces and logs go (kept after the lab); a temporary
     /// folder when unset, removed at the end.
     pub keep: Option<PathBuf>,
+    /// Mobility: the SAs keyed by hand, not by IKEv2.
+    pub manual_keys: bool,
 }
 
 /// The lab failed: what, and the output that says why.
@@ -105,6 +107,11 @@ pub struct PhaseReport {
     pub pings_received: u64,
     /// Interruption seen by the pings (lost pings times the interval).
     pub interruption_ms: u64,
+    /// From the move (or the start) to the registration (BU to BA).
+    pub registration_ms: u64,
+    /// The mobile node's IKE SA after the phase (its SPIs and addresses)
+    /// and its CHILD_SAs; empty when keyed by hand.
+    pub ike: String,
 }
 
 /// The lab's result.
@@ -121,6 +128,18 @@ pub struct LabReport {
     pub wire_frames: u64,
     /// Frames in clear on that link (must be 0).
     pub wire_cleartext: u64,
+    /// IKE's frames on that link (UDP 500 and 4500).
+    pub wire_ike: u64,
+    /// The IKE exchanges tshark decoded there, by name, in order of
+    /// first appearance, with their number of messages.
+    pub ike_exchanges: Vec<(String, u64)>,
+    /// ESP frames there on the SPIs of the Binding Update and the Binding
+    /// Acknowledgement CHILD_SA (both directions' SAs of each phase).
+    pub bu_frames: u64,
+    /// ESP frames on the Binding Acknowledgement's SPIs.
+    pub ba_frames: u64,
+    /// The SAs of both appliances at the end not keyed by IKE.
+    pub static_sas: u64,
     /// Where traces and logs are.
     pub traces: Option<PathBuf>,
 }
@@ -186,6 +205,8 @@ fn policy(dir: &Path, name: &str) -> Result<PathBuf> {
     let text = match name {
         "dsmip-hostwide-ha.json" => include_str!("../policies/dsmip-hostwide-ha.json"),
         "dsmip-hostwide-mn.json" => include_str!("../policies/dsmip-hostwide-mn.json"),
+        "dsmip-hostwide-ha-ike.json" => include_str!("../policies/dsmip-hostwide-ha-ike.json"),
+        "dsmip-hostwide-mn-ike.json" => include_str!("../policies/dsmip-hostwide-mn-ike.json"),
         "site-to-site-a.json" => include_str!("../policies/site-to-site-a.json"),
         "site-to-site-b.json" => include_str!("../policies/site-to-site-b.json"),
         _ => return Err(err(format!("no built-in policy {name}"))),
@@ -193,6 +214,23 @@ fn policy(dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     write(&path, text)?;
     Ok(path)
+}
+
+/// A pre-shared key for one run, from the operating system's random
+/// source, in hex.
+fn random_psk() -> Result<String> {
+    let mut psk = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut psk)
+        .map_err(|_| err("no random source for the pre-shared key"))?;
+    Ok(psk.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `secret` (and a newline) to `path`, readable by its owner alone.
+fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    write(path, &format!("{secret}\n"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| err(format!("{}: {e}", path.display())))
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -249,11 +287,18 @@ impl LabReport {
                 "pings_sent": p.pings_sent,
                 "pings_received": p.pings_received,
                 "interruption_ms": p.interruption_ms,
+                "registration_ms": p.registration_ms,
+                "ike": p.ike,
             })).collect::<Vec<_>>(),
             "bindings": self.bindings,
             "tcp_bits_per_second": self.tcp.iter().map(|(k, v)| serde_json::json!({"phase": k, "bps": v})).collect::<Vec<_>>(),
             "wire_frames": self.wire_frames,
             "wire_cleartext": self.wire_cleartext,
+            "wire_ike": self.wire_ike,
+            "ike_exchanges": self.ike_exchanges.iter().map(|(k, v)| serde_json::json!({"exchange": k, "messages": v})).collect::<Vec<_>>(),
+            "bu_frames": self.bu_frames,
+            "ba_frames": self.ba_frames,
+            "static_sas": self.static_sas,
             "traces": self.traces.as_ref().map(|p| p.display().to_string()),
         })
     }

@@ -140,6 +140,10 @@ enum Command {
         /// Keep traces, captures and logs in this folder.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// Mobility: every SA keyed by hand from the policy files (for
+        /// comparison) instead of by IKEv2.
+        #[arg(long)]
+        manual_keys: bool,
         /// End with the report as JSON.
         #[arg(long)]
         json: bool,
@@ -339,6 +343,7 @@ fn main() -> ExitCode {
             scenario,
             short,
             keep,
+            manual_keys,
             json,
         } => {
             let opts = lab::LabOptions {
@@ -348,6 +353,7 @@ fn main() -> ExitCode {
                 },
                 short,
                 keep,
+                manual_keys,
             };
             lab::run(&opts, &mut |s| {
                 use std::io::Write as _;

@@ -80,8 +80,32 @@ fn mobility_lab_phases() {
     assert!(r["wire_frames"].as_u64().unwrap() > 100, "{r}");
     assert_eq!(
         r["wire_cleartext"], 0,
-        "only ESP between the Internet and the home agent"
+        "only ESP and IKE between the Internet and the home agent"
     );
+    // Keyed by IKEv2: no SA with a static key on either appliance, an IKE
+    // SA and the CHILD_SAs in every phase away from home, and tshark saw
+    // the IKE exchanges and the Binding Updates / Acknowledgements on the
+    // SPIs of the negotiated BU/BA CHILD_SA.
+    assert_eq!(r["static_sas"], 0, "{r}");
+    for p in &phases[..5] {
+        let ike = p["ike"].as_str().unwrap();
+        assert!(
+            ike.starts_with("IKE SA ") && ike.contains("BU/BA") && ike.contains("payload IPv4"),
+            "{p}"
+        );
+    }
+    assert!(phases[2]["ike"].as_str().unwrap().contains("behind a NAT"));
+    let exchanges: Vec<&str> = r["ike_exchanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["exchange"].as_str().unwrap())
+        .collect();
+    for e in ["IKE_SA_INIT", "IKE_AUTH", "CREATE_CHILD_SA"] {
+        assert!(exchanges.contains(&e), "{r}");
+    }
+    assert!(r["bu_frames"].as_u64().unwrap() >= 4, "{r}");
+    assert!(r["ba_frames"].as_u64().unwrap() >= 4, "{r}");
     for t in r["tcp_bits_per_second"].as_array().unwrap() {
         assert!(t["bps"].as_f64().unwrap() > 1e6, "TCP moved: {t}");
     }

@@ -41,9 +41,19 @@ impl PeerRun {
     }
 
     /// New addresses; the old ones are still taken for a while.
-    /// An `"any"` peer stays one: it takes datagrams from any address.
+    /// An `"any"` peer stays one (it takes datagrams from any address to
+    /// its `local`), and takes the new pair as well: on a home agent that
+    /// is how a node registered from an IPv4 care-of address reaches the
+    /// peer on the home agent's IPv4 address (RFC 5555).
     fn readdress(&mut self, local: IpAddr, remote: IpAddr) {
         let Some(old_remote) = self.settings.remote else {
+            if local != self.settings.local {
+                self.former.retain(|a| *a != (local, remote));
+                self.former.push((local, remote));
+                if self.former.len() > FORMER_ADDRESSES {
+                    self.former.remove(0);
+                }
+            }
             return;
         };
         let old = (self.settings.local, old_remote);

@@ -182,8 +182,83 @@ pub(super) fn nat_rule(n: &Netns, ports: &str) -> Result<()> {
     Ok(())
 }
 
-/// The appliance configurations of the two mobility appliances.
-pub(super) fn mobility_configs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+/// The mobile node's identity and the home agent's, in IKE.
+const MN_ID: &str = "fqdn:mn.example";
+const HA_ID: &str = "fqdn:ha.example";
+
+/// The CHILD_SAs of the IKE-keyed policies, by (outbound, inbound) SA on
+/// the mobile node: the Binding Update / Acknowledgement pair (transport
+/// mode, MH types BU and BA), the payload tunnel of the IPv6 and of the
+/// IPv4 home address (RFC 4877 4.4, RFC 5555).
+const MN_CHILDREN: [(&str, &str); 3] = [("sa1", "sa2"), ("sa7", "sa8"), ("sa9", "sa10")];
+
+/// The `"peers"` of an appliance keyed by IKE: the mobile node's one
+/// peer runs IKE from its care-of address to the home agent; the home
+/// agent answers the mobile node's identity from any address on its IPv6
+/// address, and on its IPv4 one from where an authentic registration says
+/// the node is (an IPv4 care-of address or its NAT). Writes the pre-shared key file (mode 0600).
+fn ike_peers(dir: &Path, role: &str, psk: &str) -> Result<String> {
+    let psk_file = dir.join(format!("{role}.psk"));
+    write_secret(&psk_file, psk)?;
+    let children = |mn: bool| {
+        MN_CHILDREN
+            .iter()
+            .map(|(o, i)| {
+                let (o, i) = if mn { (o, i) } else { (i, o) };
+                format!(r#"{{"outbound": "{o}", "inbound": "{i}"}}"#)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let peer = |name: &str, local: &str, remote: &str, ids: (&str, &str), start: &str| {
+        format!(
+            r#"{{"name": "{name}", "local": "{local}", "remote": "{remote}",
+    "local_id": "{}", "remote_id": "{}", "psk_file": "{}",
+    "ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"],
+    "start": "{start}", "children": [{}]}}"#,
+            ids.0,
+            ids.1,
+            psk_file.display(),
+            children(name == "ha"),
+        )
+    };
+    Ok(if role == "mn" {
+        format!(
+            "[{}]",
+            peer("ha", "care-of", HA, (MN_ID, HA_ID), "initiate")
+        )
+    } else {
+        format!("[{}]", peer("mn", HA, "any", (HA_ID, MN_ID), "respond"))
+    })
+}
+
+/// The appliance configurations of the two mobility appliances: every SA
+/// keyed by IKEv2 (`ike`), or by hand from the seeds' policies.
+pub(super) fn mobility_configs(dir: &Path, ike: bool) -> Result<(PathBuf, PathBuf)> {
+    let psk = random_psk()?;
+    let keying = |role: &str| -> Result<(PathBuf, String)> {
+        Ok(if ike {
+            (
+                policy(dir, &format!("dsmip-hostwide-{role}-ike.json"))?,
+                format!(",\n  \"peers\": {}", ike_peers(dir, role, &psk)?),
+            )
+        } else {
+            (
+                policy(dir, &format!("dsmip-hostwide-{role}.json"))?,
+                String::new(),
+            )
+        })
+    };
+    let (ha_policy, ha_peers) = keying("ha")?;
+    let (mn_policy, mn_peers) = keying("mn")?;
+    // IKE runs from the care-of addresses: the appliance's own.
+    let mn_addresses = if ike {
+        format!(
+            r#""addresses": {{"network": ["{COA_A}/64", "{COA_B}/64", "{COA_PUBLIC4}/26", "{COA_NAT}/24"]}},"#
+        )
+    } else {
+        String::new()
+    };
     let ha = dir.join("ha.json");
     write(
         &ha,
@@ -192,8 +267,8 @@ pub(super) fn mobility_configs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
   "ports": {{"host": {{"type": "tun", "name": "hah"}}, "network": {{"type": "tun", "name": "han"}}}},
   "workers": 1, "control_socket": "{sock}", "state_dir": "ha-state",
   "mobility": {{"address": "{HA}", "address_v4": "{HA4}", "home_prefixes": ["2001:db8:1::/64"],
-    "nodes": [{{"home": "{HOA}", "home_v4": "{HOA4}"}}], "max_lifetime_secs": 600, "nat_refresh_secs": 110}}}}"#,
-            policy = policy(dir, "dsmip-hostwide-ha.json")?.display(),
+    "nodes": [{{"home": "{HOA}", "home_v4": "{HOA4}"}}], "max_lifetime_secs": 600, "nat_refresh_secs": 110}}{ha_peers}}}"#,
+            policy = ha_policy.display(),
             sock = dir.join("ha.sock").display()
         ),
     )?;
@@ -203,10 +278,10 @@ pub(super) fn mobility_configs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
         &format!(
             r#"{{"role": "mn", "policy": "{policy}",
   "ports": {{"host": {{"type": "tun", "name": "mnh"}}, "network": {{"type": "tun", "name": "mnn"}}}},
-  "workers": 1, "control_socket": "{sock}", "state_dir": "mn-state",
+  "workers": 1, "control_socket": "{sock}", "state_dir": "mn-state", {mn_addresses}
   "mobility": {{"home_address": "{HOA}", "home_agent": "{HA}", "home_agent_v4": "{HA4}", "home_v4": "0.0.0.0",
-    "lifetime_secs": 420, "attachment": "{COA_A}"}}}}"#,
-            policy = policy(dir, "dsmip-hostwide-mn.json")?.display(),
+    "lifetime_secs": 420, "attachment": "{COA_A}"}}{mn_peers}}}"#,
+            policy = mn_policy.display(),
             sock = dir.join("mn.sock").display()
         ),
     )?;
@@ -249,6 +324,115 @@ pub(super) fn ha_bindings(sock: &Path) -> Result<u64> {
         &sock.to_string_lossy(),
     ])?)?;
     Ok(b["bindings"].as_array().map_or(0, |a| a.len() as u64))
+}
+
+/// The mobile node's IKE after a phase: the line the phase prints, and
+/// the SPIs of its Binding Update / Acknowledgement CHILD_SA.
+pub(super) struct IkePhase {
+    line: String,
+    bu_spi: Option<u32>,
+    ba_spi: Option<u32>,
+}
+
+/// Waits until the mobile node's IKE runs from `care_of`: every CHILD_SA
+/// on its IKE SA from there, and (`alone`) the IKE SA it replaced deleted
+/// (`show ike --json`). After a break the replaced IKE SA's deletion
+/// waits for the old network to answer or for its retransmissions to end.
+pub(super) fn wait_ike(n: &mut Netns, sock: &Path, care_of: &str, alone: bool) -> Result<IkePhase> {
+    let t0 = Instant::now();
+    loop {
+        n.check_alive()?;
+        n.interrupted()?;
+        let v = json(&bitsgw(&[
+            "show",
+            "ike",
+            "--json",
+            "--socket",
+            &sock.to_string_lossy(),
+        ])?)?;
+        let peer = &v["peers"][0];
+        let sas = peer["ike_sas"].as_array().map_or(&[][..], Vec::as_slice);
+        let children = peer["child_sas"].as_array().map_or(&[][..], Vec::as_slice);
+        let from = |sa: &serde_json::Value| {
+            sa["local"]
+                .as_str()
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                .map(|a| a.ip().to_string())
+        };
+        let on_one_ike_sa = children
+            .windows(2)
+            .all(|w| w[0]["ike_sa"] == w[1]["ike_sa"]);
+        let sa = sas.iter().find(|sa| from(sa).as_deref() == Some(care_of));
+        if let Some(sa) = sa {
+            if (sas.len() == 1 || !alone) && children.len() == MN_CHILDREN.len() && on_one_ike_sa {
+                return Ok(ike_phase(sa, children));
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            return Err(err(format!(
+                "the mobile node's IKE not from {care_of} alone after 15 s: {v}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a phase prints of the mobile node's IKE SA and CHILD_SAs.
+fn ike_phase(sa: &serde_json::Value, children: &[serde_json::Value]) -> IkePhase {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    let spi = |v: &serde_json::Value| v.as_str().and_then(|s| u32::from_str_radix(s, 16).ok());
+    let mut line = format!(
+        "IKE SA {}/{} {} -> {}{}; CHILD_SAs (out/in)",
+        text(&sa["spi_i"]),
+        text(&sa["spi_r"]),
+        text(&sa["local"]),
+        text(&sa["remote"]),
+        if sa["nat_local"] == true {
+            ", behind a NAT"
+        } else {
+            ""
+        },
+    );
+    let (mut bu_spi, mut ba_spi) = (None, None);
+    for (outbound, _) in MN_CHILDREN {
+        let Some(c) = children.iter().find(|c| c["child"] == outbound) else {
+            continue;
+        };
+        let what = match outbound {
+            "sa1" => {
+                (bu_spi, ba_spi) = (spi(&c["outbound_spi"]), spi(&c["inbound_spi"]));
+                "BU/BA"
+            }
+            "sa7" => "payload",
+            _ => "payload IPv4",
+        };
+        let _ = write!(
+            line,
+            " {what} {}/{}",
+            text(&c["outbound_spi"]),
+            text(&c["inbound_spi"])
+        );
+    }
+    IkePhase {
+        line,
+        bu_spi,
+        ba_spi,
+    }
+}
+
+/// How many SAs of an appliance are not keyed by IKE (`show sa --json`).
+fn static_sas(sock: &Path) -> Result<u64> {
+    let v = json(&bitsgw(&[
+        "show",
+        "sa",
+        "--json",
+        "--socket",
+        &sock.to_string_lossy(),
+    ])?)?;
+    let sas = v
+        .as_array()
+        .ok_or_else(|| err(format!("show sa --json without SAs: {v}")))?;
+    Ok(sas.iter().filter(|sa| sa["keyed_by"] != "ike").count() as u64)
 }
 
 /// Waits until the mobile node has registered `care_of` (or is home).
@@ -368,7 +552,13 @@ pub(super) fn run_mobility(
 ) -> Result<LabReport> {
     build_mobility(n)?;
     out("topology: host - mn ~ {IPv6 A, IPv6 B, public IPv4, NAT} ~ inet - ha - home (cn)\n");
-    let (ha_cfg, mn_cfg) = mobility_configs(&n.dir)?;
+    out(if opts.manual_keys {
+        "every SA keyed by hand (the seeds' policies)\n"
+    } else {
+        "every SA keyed by IKEv2 (pre-shared key): the mobile node's IKE runs from its care-of address\n"
+    });
+    let ike = !opts.manual_keys;
+    let (ha_cfg, mn_cfg) = mobility_configs(&n.dir, ike)?;
     let trace_ha = n.dir.join("trace-ha");
     let trace_mn = n.dir.join("trace-mn");
     let (ha_sock, mn_sock) = (n.dir.join("ha.sock"), n.dir.join("mn.sock"));
@@ -411,13 +601,33 @@ pub(super) fn run_mobility(
     )?;
     wait_for_socket(n, &mn_sock)?;
     let mut report = LabReport::default();
+    // The SPIs of every Binding Update / Acknowledgement CHILD_SA.
+    let (mut bu_spis, mut ba_spis) = (Vec::new(), Vec::new());
+    let mut ike_after = |n: &mut Netns, care_of: &str, alone: bool| -> Result<String> {
+        if !ike {
+            return Ok(String::new());
+        }
+        let p = wait_ike(n, &mn_sock, care_of, alone)?;
+        bu_spis.extend(p.bu_spi);
+        ba_spis.extend(p.ba_spi);
+        Ok(p.line)
+    };
 
     // Phase 1: registration over IPv6.
     let took = wait_registered(n, &mn_sock, COA_A)?;
     out(&format!(
-        "[1] registration over IPv6: care-of {COA_A}, BU/BA in {} ms\n",
-        took.as_millis()
+        "[1] registration over IPv6: care-of {COA_A}, BU/BA in {} ms{}\n",
+        took.as_millis(),
+        if ike {
+            " (the first BU waits for its CHILD_SA)"
+        } else {
+            ""
+        }
     ));
+    let ike_1 = ike_after(n, COA_A, true)?;
+    if ike {
+        out(&format!("    {ike_1}\n"));
+    }
     let (pings, interval) = if opts.short {
         (100u32, 10u32)
     } else {
@@ -440,6 +650,8 @@ pub(super) fn run_mobility(
         ba_taken: counter(&mn_sock, "ba_accepted")?,
         pings_sent: s,
         pings_received: r,
+        registration_ms: took.as_millis() as u64,
+        ike: ike_1,
         ..Default::default()
     });
     report.bindings.push(ha_bindings(&ha_sock)?);
@@ -488,6 +700,24 @@ pub(super) fn run_mobility(
         let (s, r) = finish_ping(n, &label)?;
         if breaking {
             n.exec("mn", &["ip", "link", "set", "mn-v6b", "up"])?;
+            // The link's route went with it.
+            n.exec(
+                "mn",
+                &[
+                    "ip",
+                    "-6",
+                    "route",
+                    "replace",
+                    "default",
+                    "via",
+                    "2001:db8:3::1",
+                    "dev",
+                    "mn-v6b",
+                    "onlink",
+                    "table",
+                    "102",
+                ],
+            )?;
         }
         let bu = counter(&mn_sock, "bu_sent")? + counter(&mn_sock, "bu_retransmitted")? - bu0;
         let ba = counter(&mn_sock, "ba_accepted")? - ba0;
@@ -497,12 +727,16 @@ pub(super) fn run_mobility(
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false);
         let lost = s.saturating_sub(r);
+        let ike_line = ike_after(n, coa, !breaking)?;
         out(&format!(
             "[{phase}] {name}: care-of {coa}, {encap}; BU sent {bu}, BA taken {ba} ({} ms); NAT {}; pings {r}/{s}, lost {lost}{}\n",
             took.as_millis(),
             if seen_nat { "detected" } else { "not seen" },
             if breaking { format!(", interruption ~{} ms", lost * u64::from(interval)) } else { String::new() },
         ));
+        if ike {
+            out(&format!("    {ike_line}\n"));
+        }
         if seen_nat != nat {
             return Err(err(format!(
                 "{name}: NAT {} but expected {}",
@@ -519,6 +753,8 @@ pub(super) fn run_mobility(
             pings_sent: s,
             pings_received: r,
             interruption_ms: lost * u64::from(interval),
+            registration_ms: took.as_millis() as u64,
+            ike: ike_line,
         });
         report.bindings.push(ha_bindings(&ha_sock)?);
         if nat {
@@ -582,6 +818,7 @@ pub(super) fn run_mobility(
         encapsulation: "none (home link)".into(),
         pings_sent: s,
         pings_received: r,
+        registration_ms: took.as_millis() as u64,
         ..Default::default()
     });
     report.bindings.push(ha_bindings(&ha_sock)?);
@@ -605,23 +842,123 @@ pub(super) fn run_mobility(
             &sock.to_string_lossy(),
         ])?);
     }
-    n.end("bitsgw-mn");
-    n.end("bitsgw-ha");
+    for sock in [&ha_sock, &mn_sock] {
+        report.static_sas += static_sas(sock)?;
+    }
+    if ike {
+        out(&format!(
+            "\nSAs not keyed by IKE on the two appliances: {}\n",
+            report.static_sas
+        ));
+    }
+    // The capture ends with the appliances still up, so that their
+    // bindings and IKE SAs end the demo.
     std::thread::sleep(Duration::from_millis(500));
     n.end("capture");
-    let (frames, clear) = wire_check(&pcap)?;
-    report.wire_frames = frames;
-    report.wire_cleartext = clear;
+    let wire = wire_check(&pcap, &bu_spis, &ba_spis)?;
+    report.wire_frames = wire.frames;
+    report.wire_cleartext = wire.clear;
+    report.wire_ike = wire.ike;
+    report.bu_frames = wire.bu;
+    report.ba_frames = wire.ba;
+    report.ike_exchanges = wire.exchanges;
     out(&format!(
-        "\nwire between the Internet and the home agent: {frames} frames captured, {clear} in clear (besides ARP and neighbor discovery)\n"
+        "\nwire between the Internet and the home agent: {} frames captured, {} in clear (besides ARP and neighbor discovery), {} of IKE (UDP 500 and 4500)\n",
+        wire.frames, wire.clear, wire.ike
     ));
-    if clear != 0 {
+    if ike {
+        out(&ike_on_the_wire(&pcap, &report, &bu_spis, &ba_spis)?);
+    }
+    for (who, sock) in [("home agent", &ha_sock), ("mobile node", &mn_sock)] {
+        // Keyed by hand, the appliances have no IKE to show.
+        let shown: &[&str] = if ike {
+            &["bindings", "ike"]
+        } else {
+            &["bindings"]
+        };
+        for what in shown {
+            out(&format!("\n{who}: show {what}\n"));
+            out(&bitsgw(&[
+                "show",
+                what,
+                "--socket",
+                &sock.to_string_lossy(),
+            ])?);
+        }
+    }
+    n.end("bitsgw-mn");
+    n.end("bitsgw-ha");
+    if wire.clear != 0 {
         return Err(err(format!(
-            "{clear} frames in clear on the wire: see {}",
+            "{} frames in clear on the wire: see {}",
+            wire.clear,
             pcap.display()
         )));
     }
     Ok(report)
+}
+
+/// What tshark shows of IKE in the capture: the exchanges it decoded,
+/// the first registration's IKE messages, and the ESP frames on the
+/// Binding Update / Acknowledgement CHILD_SAs' SPIs (their payload
+/// encrypted with keys the appliances never show).
+fn ike_on_the_wire(
+    pcap: &Path,
+    report: &LabReport,
+    bu_spis: &[u32],
+    ba_spis: &[u32],
+) -> Result<String> {
+    let mut t = String::from("IKE exchanges tshark decoded:");
+    for (name, messages) in &report.ike_exchanges {
+        let _ = write!(t, " {name} {messages}");
+    }
+    t.push('\n');
+    let pcap = pcap.to_string_lossy();
+    // The first registration's IKE: IKE_SA_INIT, IKE_AUTH and two
+    // CREATE_CHILD_SA exchanges.
+    let decoded = run_cmd(&["tshark", "-r", &pcap, "-Y", "isakmp"])?;
+    for line in decoded.lines().take(8) {
+        let _ = writeln!(t, "{line}");
+    }
+    let spis = |spis: &[u32]| {
+        spis.iter()
+            .map(|s| format!("esp.spi == 0x{s:08x}"))
+            .collect::<Vec<_>>()
+            .join(" || ")
+    };
+    let _ = writeln!(
+        t,
+        "Binding Updates (ESP on the BU/BA CHILD_SAs' outbound SPIs {}): {} frames; Binding Acknowledgements (their inbound SPIs {}): {} frames; the first of each:",
+        spi_list(bu_spis),
+        report.bu_frames,
+        spi_list(ba_spis),
+        report.ba_frames
+    );
+    for filter in [spis(bu_spis), spis(ba_spis)] {
+        if filter.is_empty() {
+            continue;
+        }
+        let frames = run_cmd(&[
+            "tshark",
+            "-r",
+            &pcap,
+            "-d",
+            "udp.port==4191,ipv6",
+            "-Y",
+            &filter,
+        ])?;
+        if let Some(first) = frames.lines().next() {
+            let _ = writeln!(t, "{first}");
+        }
+    }
+    Ok(t)
+}
+
+fn spi_list(spis: &[u32]) -> String {
+    spis.iter()
+        .map(|s| format!("{s:08x}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The table of phases.
@@ -650,9 +987,24 @@ pub(super) fn summary(phases: &[PhaseReport]) -> String {
     t
 }
 
+/// What the capture between the Internet and the home agent holds.
+pub(super) struct Wire {
+    frames: u64,
+    /// Frames that are neither ESP nor IKE, ARP or neighbor discovery.
+    clear: u64,
+    /// IKE's frames (UDP 500, and 4500 with NAT-keepalives).
+    ike: u64,
+    /// The IKE exchanges by name, in order of first appearance.
+    exchanges: Vec<(String, u64)>,
+    /// ESP frames on the given Binding Update and Acknowledgement SPIs.
+    bu: u64,
+    ba: u64,
+}
+
 /// Reads the capture with tshark: every IP frame must carry ESP (in IPv6,
-/// in IPv4, or in UDP 4191). Returns (frames, frames in clear).
-pub(super) fn wire_check(pcap: &Path) -> Result<(u64, u64)> {
+/// in IPv4, or in UDP 4191) or be IKE (RFC 7296: on UDP 500 and 4500; all
+/// but IKE_SA_INIT encrypted).
+pub(super) fn wire_check(pcap: &Path, bu_spis: &[u32], ba_spis: &[u32]) -> Result<Wire> {
     let text = run_cmd(&[
         "tshark",
         "-r",
@@ -665,22 +1017,62 @@ pub(super) fn wire_check(pcap: &Path) -> Result<(u64, u64)> {
         "frame.protocols",
         "-e",
         "icmpv6.type",
+        "-e",
+        "esp.spi",
+        "-e",
+        "isakmp.exchangetype",
     ])?;
-    let mut frames = 0;
-    let mut clear = 0;
+    let mut w = Wire {
+        frames: 0,
+        clear: 0,
+        ike: 0,
+        exchanges: Vec::new(),
+        bu: 0,
+        ba: 0,
+    };
     for line in text.lines() {
-        frames += 1;
+        w.frames += 1;
         let mut f = line.split('\t');
         let protos = f.next().unwrap_or("");
         let icmp6 = f.next().unwrap_or("");
+        let spi = f.next().unwrap_or("");
+        let exchange = f.next().unwrap_or("");
         // Link-local control: router and neighbor discovery, MLD.
         let nd = matches!(
             icmp6,
             "130" | "131" | "132" | "133" | "134" | "135" | "136" | "143"
         );
-        if !(protos.contains(":esp") || protos.ends_with(":arp") || nd) {
-            clear += 1;
+        let ike = protos.contains(":isakmp") || protos.ends_with(":udpencap");
+        if ike {
+            w.ike += 1;
+        }
+        if let Some(name) = exchange_name(exchange) {
+            match w.exchanges.iter_mut().find(|(n, _)| n == name) {
+                Some((_, count)) => *count += 1,
+                None => w.exchanges.push((name.into(), 1)),
+            }
+        }
+        let spi = u32::from_str_radix(spi.trim_start_matches("0x"), 16).ok();
+        if spi.is_some_and(|s| bu_spis.contains(&s)) {
+            w.bu += 1;
+        }
+        if spi.is_some_and(|s| ba_spis.contains(&s)) {
+            w.ba += 1;
+        }
+        if !(protos.contains(":esp") || ike || protos.ends_with(":arp") || nd) {
+            w.clear += 1;
         }
     }
-    Ok((frames, clear))
+    Ok(w)
+}
+
+/// An IKEv2 exchange type's name (RFC 7296 3.1).
+fn exchange_name(number: &str) -> Option<&'static str> {
+    Some(match number {
+        "34" => "IKE_SA_INIT",
+        "35" => "IKE_AUTH",
+        "36" => "CREATE_CHILD_SA",
+        "37" => "INFORMATIONAL",
+        _ => return None,
+    })
 }

@@ -68,10 +68,7 @@ pub(super) fn run_site_to_site(
     }
     // One pre-shared key for this run, from the operating system's random
     // source, in files only root can read.
-    let mut psk = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut psk)
-        .map_err(|_| err("no random source for the pre-shared key"))?;
-    let psk: String = psk.iter().map(|b| format!("{b:02x}")).collect();
+    let psk = random_psk()?;
     // CHILD_SAs live a few seconds, so that they are rekeyed during the
     // transfer below.
     let child_lifetime = if opts.short { 3 } else { 4 };
@@ -183,7 +180,6 @@ fn write_ike_gateway(
     psk: &str,
     child_lifetime: u64,
 ) -> Result<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     let a = side == "a";
     let (me, peer) = if a {
         ("203.0.113.1", "203.0.113.2")
@@ -214,10 +210,7 @@ fn write_ike_gateway(
          {{"name": "{inb}", "direction": "inbound", "keyed_by": "ike", "mode": "tunnel", "tunnel": {{"local": "{me}", "remote": "{peer}"}}, "replay_window": 1024}}]}}"#
         ),
     )?;
-    let psk_file = dir.join(format!("ike-{side}.psk"));
-    write(&psk_file, &format!("{psk}\n"))?;
-    std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| err(format!("{}: {e}", psk_file.display())))?;
+    write_secret(&dir.join(format!("ike-{side}.psk")), psk)?;
     let cfg = dir.join(format!("gw-{side}.json"));
     write(
         &cfg,
