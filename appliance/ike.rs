@@ -57,7 +57,7 @@ mod acquire;
 mod care_of;
 mod install;
 mod status;
-mod wireshark_keys;
+pub(crate) mod wireshark_keys;
 
 use acquire::Acquire;
 pub use care_of::MobilityChange;

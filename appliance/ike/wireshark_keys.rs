@@ -5,7 +5,6 @@
 //! (RFC 4303) of a capture. Whoever reads the file reads that traffic: it
 //! is created 0600, and the keys go nowhere else.
 
-use bitsgw_ike::crypto::DirectionKeys;
 use bitsgw_ike::ChildSaEstablished;
 use bitsgw_ipsec::crypto::TransformId;
 use bitsgw_ipsec::sa::Mode as SaMode;
@@ -73,7 +72,9 @@ impl WiresharkKeys {
         let family = esp_family(c, mode);
         let mut lines = Zeroizing::new(String::new());
         for (spi, keys) in [(c.inbound_spi, &c.inbound), (c.outbound_spi, &c.outbound)] {
-            let Some(line) = esp_sa_line(family, spi, t, keys) else {
+            let encryption = [keys.encryption.expose(), keys.salt.expose()];
+            let Some(line) = esp_sa_line(family, spi, t, &encryption, keys.integrity.expose())
+            else {
                 warn!(transform = t.name(), "danger_wireshark_keys_file: Wireshark has no name for this transform; keys not written");
                 return;
             };
@@ -104,18 +105,19 @@ fn esp_family(c: &ChildSaEstablished, mode: SaMode) -> Family {
 }
 
 /// One direction of an SA as a record of Wireshark's ESP SA table:
-/// protocol, source, destination, SPI, encryption algorithm and key (with
-/// the AES-GCM salt after it, RFC 4106 8.1), authentication algorithm and
-/// key. Both addresses are "*": ESP inside the mobility tunnel and behind
+/// protocol, source, destination, SPI, encryption algorithm and key (the
+/// `encryption` parts one after the other: the AES-GCM salt follows the
+/// key, RFC 4106 8.1), authentication algorithm and key. Both addresses are "*": ESP inside the mobility tunnel and behind
 /// a NAT carries other addresses than the IKE SA's. None for a transform
 /// IKE does not negotiate here.
 pub(crate) fn esp_sa_line(
     family: Family,
     spi: u32,
     t: TransformId,
-    keys: &DirectionKeys,
+    encryption: &[&[u8]],
+    integrity: &[u8],
 ) -> Option<Zeroizing<String>> {
-    let (encryption, authentication) = match t {
+    let (encryption_name, authentication) = match t {
         TransformId::AesGcm128 | TransformId::AesGcm256 => {
             ("AES-GCM with 16 octet ICV [RFC4106]", "NULL")
         }
@@ -134,11 +136,11 @@ pub(crate) fn esp_sa_line(
     let mut line = Zeroizing::new(String::new());
     let _ = write!(
         line,
-        r#""{protocol}","*","*","0x{spi:08x}","{encryption}","#
+        r#""{protocol}","*","*","0x{spi:08x}","{encryption_name}","#
     );
-    hex_field(&mut line, &[keys.encryption.expose(), keys.salt.expose()]);
+    hex_field(&mut line, encryption);
     let _ = write!(line, r#","{authentication}","#);
-    hex_field(&mut line, &[keys.integrity.expose()]);
+    hex_field(&mut line, &[integrity]);
     Some(line)
 }
 
@@ -157,7 +159,7 @@ fn hex_field(out: &mut String, parts: &[&[u8]]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bitsgw_ike::crypto::Secret;
+    use bitsgw_ike::crypto::{DirectionKeys, Secret};
 
     fn keys(encryption: &[u8], salt: &[u8], integrity: &[u8]) -> DirectionKeys {
         DirectionKeys {
@@ -168,7 +170,9 @@ mod tests {
     }
 
     fn line(family: Family, spi: u32, t: TransformId, k: &DirectionKeys) -> Option<String> {
-        esp_sa_line(family, spi, t, k).map(|l| l.as_str().to_string())
+        let encryption = [k.encryption.expose(), k.salt.expose()];
+        esp_sa_line(family, spi, t, &encryption, k.integrity.expose())
+            .map(|l| l.as_str().to_string())
     }
 
     /// The record tshark takes as `-o uat:esp_sa:<record>`: an AES-GCM

@@ -869,7 +869,7 @@ pub(super) fn run_mobility(
     let esp_keys = if ike {
         esp_sa_options(&keys_files)?
     } else {
-        Vec::new()
+        esp_sa_options_of_policy(&n.dir.join("dsmip-hostwide-ha.json"))?
     };
     let wire = wire_check(&pcap, &bu_spis, &ba_spis, &esp_keys)?;
     report.wire_frames = wire.frames;
@@ -886,21 +886,28 @@ pub(super) fn run_mobility(
     ));
     if ike {
         out(&ike_on_the_wire(&pcap, &report, &bu_spis, &ba_spis)?);
-        out(&format!(
-            "tshark, given the keys the appliances wrote to {} and {} (danger_wireshark_keys_file), decrypted {} Binding Updates and {} Binding Acknowledgements; the first of each:\n",
-            keys_files[0].display(),
-            keys_files[1].display(),
-            report.bu_decoded,
-            report.ba_decoded
-        ));
-        for m in wire
-            .bu_decoded
-            .first()
-            .into_iter()
-            .chain(wire.ba_decoded.first())
-        {
-            out(&format!("{m}\n"));
-        }
+    }
+    out(&format!(
+        "tshark, given {}, decrypted {} Binding Updates and {} Binding Acknowledgements; the first of each:\n",
+        if ike {
+            format!(
+                "the keys the appliances wrote to {} and {} (danger_wireshark_keys_file)",
+                keys_files[0].display(),
+                keys_files[1].display()
+            )
+        } else {
+            "the home agent's policy file's keys".to_string()
+        },
+        report.bu_decoded,
+        report.ba_decoded
+    ));
+    for m in wire
+        .bu_decoded
+        .first()
+        .into_iter()
+        .chain(wire.ba_decoded.first())
+    {
+        out(&format!("{m}\n"));
     }
     for (who, sock) in [("home agent", &ha_sock), ("mobile node", &mn_sock)] {
         // Keyed by hand, the appliances have no IKE to show.
@@ -1159,11 +1166,39 @@ fn esp_sa_options(files: &[PathBuf]) -> Result<Vec<String>> {
                 .join(", ")
         )));
     }
+    Ok(esp_decode_options(records))
+}
+
+/// tshark's options that decrypt the ESP of every SA of the policy file
+/// `policy` (a `--manual-keys` run's keys, which the policy holds) that
+/// tshark has names for. The SAs' IP version is not in the SA alone: a
+/// record for each.
+fn esp_sa_options_of_policy(policy: &Path) -> Result<Vec<String>> {
+    use crate::ike::wireshark_keys::esp_sa_line;
+    use bitsgw_ipsec::selector::Family;
+    let set = crate::config::load_policy_file(policy).map_err(|e| err(e.to_string()))?;
+    // An SA of a transform tshark has no name for stays encrypted.
+    let records = set
+        .sas
+        .iter()
+        .flat_map(|sa| {
+            [Family::V4, Family::V6].map(|family| {
+                esp_sa_line(family, sa.spi, sa.transform, &[&sa.enc_key], &sa.auth_key)
+            })
+        })
+        .flatten()
+        .map(|line| line.as_str().to_string())
+        .collect();
+    Ok(esp_decode_options(records))
+}
+
+/// tshark's options that decrypt ESP with the ESP SA table `records`.
+fn esp_decode_options(records: Vec<String>) -> Vec<String> {
     let mut options = vec!["-o".into(), "esp.enable_encryption_decode:TRUE".into()];
     for r in records {
         options.extend(["-o".into(), format!("uat:esp_sa:{r}")]);
     }
-    Ok(options)
+    options
 }
 
 /// One Binding Update or Acknowledgement as tshark decoded it.
