@@ -155,6 +155,10 @@
 //! policy's `"keyed_by": "ike"` SAs, each on one of the network addresses
 //! (see `config/peers.rs`).
 //!
+//! `danger_wireshark_keys_file` (optional, labs and debugging only; see
+//! [`wireshark_keys_file`]) is where the IKE thread appends every
+//! CHILD_SA's keys for Wireshark; `check` and the log at start warn of it.
+//!
 //! `metrics` (optional) serves the counters to Prometheus over HTTP, on a
 //! loopback address unless allowed otherwise ([`metrics_settings`]):
 //!
