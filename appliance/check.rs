@@ -324,8 +324,11 @@ fn appliance_text(cfg: &ApplianceConfig) -> String {
         }
     }
     let (layer2, layer2_warning) = layer2_text(cfg);
+    let keys_warning = wireshark_keys_warning(cfg)
+        .map(|w| format!("\nwarning: {w}\n"))
+        .unwrap_or_default();
     format!(
-        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  {}\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  state directory {} (sequence leases)\n  policy {}\n  layer2 {layer2}\n{mobility}{layer2_warning}",
+        "appliance {}: valid\n  role {}\n  mode {}\n{routes}  host port {}\n  network port {}\n  {}\n  mtu {}\n  udp encapsulation ports {:?}\n  control socket {}\n  state directory {} (sequence leases)\n  policy {}\n  layer2 {layer2}\n{mobility}{layer2_warning}{keys_warning}",
         cfg.file.display(),
         cfg.role.name(),
         cfg.mode.name(),
@@ -380,7 +383,8 @@ fn appliance_json(cfg: &ApplianceConfig) -> Value {
             "pass_unknown": cfg.layer2.pass_unknown,
             "allow": cfg.layer2.allow.iter().map(|t| format!("{t:#06x}")).collect::<Vec<_>>(),
         },
-        "warnings": layer2_warning(cfg).into_iter().collect::<Vec<_>>(),
+        "wireshark_keys_file": cfg.wireshark_keys_file.as_ref().map(|f| f.display().to_string()),
+        "warnings": layer2_warning(cfg).map(String::from).into_iter().chain(wireshark_keys_warning(cfg)).collect::<Vec<_>>(),
     })
 }
 
@@ -389,6 +393,22 @@ fn layer2_warning(cfg: &ApplianceConfig) -> Option<&'static str> {
     cfg.layer2.pass_unknown.then_some(
         "layer2.pass_unknown is on: frames that are neither IP nor ARP (PPPoE, MPLS, LLC/SNAP, 0x9100 VLAN tags...) cross the appliance uninspected, and IP packets inside them bypass the SPD",
     )
+}
+
+/// The warning `danger_wireshark_keys_file` earns.
+fn wireshark_keys_warning(cfg: &ApplianceConfig) -> Option<String> {
+    let file = cfg.wireshark_keys_file.as_ref()?;
+    Some(if cfg.peers.is_empty() {
+        format!(
+            "danger_wireshark_keys_file is {}, but no IKE peers are configured: nothing is written there",
+            file.display()
+        )
+    } else {
+        format!(
+            "danger_wireshark_keys_file is {}: the keys of every CHILD_SA IKE installs are written there, and whoever reads the file can decrypt their traffic; for labs and debugging only",
+            file.display()
+        )
+    })
 }
 
 /// What passes at layer 2, and the warning line if any.

@@ -155,6 +155,10 @@
 //! policy's `"keyed_by": "ike"` SAs, each on one of the network addresses
 //! (see `config/peers.rs`).
 //!
+//! `danger_wireshark_keys_file` (optional, labs and debugging only; see
+//! [`wireshark_keys_file`]) is where the IKE thread appends every
+//! CHILD_SA's keys for Wireshark; `check` and the log at start warn of it.
+//!
 //! `metrics` (optional) serves the counters to Prometheus over HTTP, on a
 //! loopback address unless allowed otherwise ([`metrics_settings`]):
 //!
@@ -360,6 +364,10 @@ pub struct ApplianceConfig {
     /// The user `run` becomes once its ports and socket are open
     /// (`"user"`: a name or uid from /etc/passwd; uid and primary gid).
     pub user: Option<(u32, u32)>,
+    /// Where the IKE thread appends every CHILD_SA's keys for Wireshark
+    /// (`"danger_wireshark_keys_file"`, labs and debugging only; see
+    /// [`wireshark_keys_file`]).
+    pub wireshark_keys_file: Option<PathBuf>,
 }
 
 /// Where `run` keeps its state when the configuration does not say
@@ -457,6 +465,10 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         ("policy", Some(&raw.policy)),
         ("control_socket", raw.control_socket.as_ref()),
         ("state_dir", raw.state_dir.as_ref()),
+        (
+            "danger_wireshark_keys_file",
+            raw.danger_wireshark_keys_file.as_ref(),
+        ),
     ] {
         // An absolute path is taken as one, however long (it is masked
         // where it is shown if it has a key's shape).
@@ -625,6 +637,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         Some(d) => path.parent().unwrap_or(Path::new(".")).join(d),
         None => PathBuf::from(DEFAULT_STATE_DIR),
     };
+    let wireshark_keys_file = raw
+        .danger_wireshark_keys_file
+        .as_deref()
+        .map(|f| wireshark_keys_file(&ctx, path.parent().unwrap_or(Path::new(".")), f))
+        .transpose()?;
     let [host_addresses, mut network_addresses] = own_addresses(&ctx, raw.addresses)?;
     care_of::home_agent_addresses(&mut network_addresses, &network, mobility.as_ref());
     let (mode, routes) = mode_and_routes(
@@ -701,7 +718,42 @@ pub fn parse(text: &str, path: &Path) -> Result<ApplianceConfig, ConfigError> {
         network_addresses,
         mobility,
         peers,
+        wireshark_keys_file,
     })
+}
+
+/// `"danger_wireshark_keys_file"`, relative to the configuration's
+/// directory `dir`: the file the IKE thread appends the keys of every
+/// CHILD_SA to, in Wireshark's ESP SA table format, so that a capture of a
+/// lab can be decrypted. Whoever reads it reads all the traffic of those
+/// SAs; an existing file that group or others may read, or that is not a
+/// regular file, is refused (the IKE thread creates a new one 0600).
+fn wireshark_keys_file(ctx: &Ctx<'_>, dir: &Path, shown: &str) -> Result<PathBuf, ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    const FIELD: &str = "danger_wireshark_keys_file";
+    if shown.is_empty() {
+        return Err(ctx.err(FIELD, "must not be empty"));
+    }
+    let path = dir.join(shown);
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ctx.err(FIELD, format!("{shown}: {e}"))),
+        Ok(meta) if !meta.file_type().is_file() => {
+            return Err(ctx.err(FIELD, format!("{shown} exists and is not a regular file")))
+        }
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(ctx.err(
+                    FIELD,
+                    format!(
+                        "{shown} is readable or writable by group or others (mode {mode:03o}); keys are written there: it must be its owner's only (chmod 600)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(path)
 }
 
 /// EtherTypes `layer2.allow` may list, at most.
@@ -891,6 +943,56 @@ mod key_like_paths {
         let e = with(key).map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("looks like a key, not a path"), "{e}");
         assert!(!e.contains(&key[4..]), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod wireshark_keys {
+    use super::parse;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::{Path, PathBuf};
+
+    /// A directory of this test's own, removed when dropped.
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The keys file is taken relative to the configuration, a new one or
+    /// an existing one of its owner's alone; one group or others may read
+    /// is refused, naming the file, the entry and the field.
+    #[test]
+    fn a_keys_file_others_may_read_is_refused() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/gateway-a.json");
+        let good = std::fs::read_to_string(&example).unwrap_or_default();
+        let dir = Dir(std::env::temp_dir().join(format!("bitsgw-wskeys-{}", std::process::id())));
+        std::fs::create_dir_all(&dir.0).unwrap_or_default();
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+        let config = dir.0.join("a.json");
+        let mut j: serde_json::Value = serde_json::from_str(&good).unwrap_or_default();
+        j["policy"] = policy
+            .join(j["policy"].as_str().unwrap_or_default())
+            .display()
+            .to_string()
+            .into();
+        j["danger_wireshark_keys_file"] = "keys.esp_sa".into();
+        let text = j.to_string();
+        let keys = dir.0.join("keys.esp_sa");
+        let parsed = parse(&text, &config).map_err(|e| e.to_string());
+        assert_eq!(
+            parsed.map(|c| c.wireshark_keys_file),
+            Ok(Some(keys.clone()))
+        );
+        std::fs::write(&keys, "").unwrap_or_default();
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap_or_default();
+        assert!(parse(&text, &config).is_ok());
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o640)).unwrap_or_default();
+        let e = parse(&text, &config).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("a.json"), "{e}");
+        assert!(e.contains("danger_wireshark_keys_file"), "{e}");
+        assert!(e.contains("mode 640") && e.contains("chmod 600"), "{e}");
     }
 }
 

@@ -57,6 +57,7 @@ mod acquire;
 mod care_of;
 mod install;
 mod status;
+pub(crate) mod wireshark_keys;
 
 use acquire::Acquire;
 pub use care_of::MobilityChange;
@@ -444,6 +445,8 @@ struct Thread {
     changes_dropped: u64,
     /// See [`IkeThread::care_of_ike_up`].
     care_of_ike_up: Arc<AtomicBool>,
+    /// `"danger_wireshark_keys_file"`, open (labs and debugging only).
+    wireshark_keys: Option<wireshark_keys::WiresharkKeys>,
 }
 
 impl Thread {
@@ -880,6 +883,11 @@ pub fn start(
         send_dropped: 0,
         changes_dropped: 0,
         care_of_ike_up: Arc::clone(&care_of_ike_up),
+        wireshark_keys: cfg
+            .wireshark_keys_file
+            .as_deref()
+            .map(wireshark_keys::WiresharkKeys::open)
+            .transpose()?,
     };
     let stop_t = Arc::clone(&stop);
     let handle = std::thread::Builder::new()

@@ -138,6 +138,11 @@ pub struct LabReport {
     pub bu_frames: u64,
     /// ESP frames on the Binding Acknowledgement's SPIs.
     pub ba_frames: u64,
+    /// Binding Updates tshark decrypted with the keys the appliances
+    /// wrote (`"danger_wireshark_keys_file"`), in an IKE-keyed run.
+    pub bu_decoded: u64,
+    /// Binding Acknowledgements tshark decrypted so.
+    pub ba_decoded: u64,
     /// The SAs of both appliances at the end not keyed by IKE.
     pub static_sas: u64,
     /// Where traces and logs are.
@@ -298,6 +303,8 @@ impl LabReport {
             "ike_exchanges": self.ike_exchanges.iter().map(|(k, v)| serde_json::json!({"exchange": k, "messages": v})).collect::<Vec<_>>(),
             "bu_frames": self.bu_frames,
             "ba_frames": self.ba_frames,
+            "bu_decoded": self.bu_decoded,
+            "ba_decoded": self.ba_decoded,
             "static_sas": self.static_sas,
             "traces": self.traces.as_ref().map(|p| p.display().to_string()),
         })

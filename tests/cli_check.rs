@@ -1026,3 +1026,58 @@ fn remote_any_peers_only_respond_and_share_their_endpoint_s_proposals() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `danger_wireshark_keys_file` is shown by `check` with a warning (text
+/// and JSON), and one that group or others may read is refused.
+#[test]
+fn a_wireshark_keys_file_is_warned_about_and_kept_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("bitsgw-cli-wskeys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = repo().join("policies/site-to-site-a.json");
+    let path = dir.join("keys.json");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"role": "gateway", "policy": "{}", "danger_wireshark_keys_file": "lab.esp_sa",
+  "ports": {{"host": {{"type": "af_packet", "interface": "veth0"}}, "network": {{"type": "af_packet", "interface": "veth1"}}}}}}"#,
+            policy.display()
+        ),
+    )
+    .unwrap();
+    let keys = dir.join("lab.esp_sa");
+    let (ok, out, err) = check(&path, false);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!(
+            "warning: danger_wireshark_keys_file is {}",
+            keys.display()
+        )),
+        "{out}"
+    );
+    let (ok, out, _) = check(&path, true);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["appliance"]["wireshark_keys_file"],
+        keys.display().to_string(),
+        "{v}"
+    );
+    assert!(
+        v["appliance"]["warnings"]
+            .to_string()
+            .contains("danger_wireshark_keys_file"),
+        "{v}"
+    );
+    std::fs::write(&keys, "").unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, _, err) = check(&path, false);
+    assert!(!ok);
+    assert!(
+        err.contains("keys.json")
+            && err.contains(r#"field "danger_wireshark_keys_file""#)
+            && err.contains("mode 644"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

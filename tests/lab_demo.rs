@@ -106,6 +106,11 @@ fn mobility_lab_phases() {
     }
     assert!(r["bu_frames"].as_u64().unwrap() >= 4, "{r}");
     assert!(r["ba_frames"].as_u64().unwrap() >= 4, "{r}");
+    // With the keys the appliances wrote to their
+    // danger_wireshark_keys_file, tshark decrypted the ESP and found
+    // Binding Updates (MH type 5) and Acknowledgements (MH type 6) in it.
+    assert!(r["bu_decoded"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["ba_decoded"].as_u64().unwrap() >= 1, "{r}");
     for t in r["tcp_bits_per_second"].as_array().unwrap() {
         assert!(t["bps"].as_f64().unwrap() > 1e6, "TCP moved: {t}");
     }

@@ -37,6 +37,8 @@ pub(crate) struct RawAppliance {
     pub user: Option<Value>,
     /// Each read as a [`RawPeer`] on its own, so that its errors name it.
     pub peers: Option<ListOf<Value, Peers>>,
+    /// Labs and debugging only ([`super::wireshark_keys_file`]).
+    pub danger_wireshark_keys_file: Option<String>,
     #[serde(rename = "comment")]
     pub _comment: Option<IgnoredAny>,
 }

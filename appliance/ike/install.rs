@@ -32,6 +32,9 @@ impl Thread {
             warn!(peer = %name, sa = %child.outbound, remote = %c.remote.ip(), "CHILD_SA UDP-encapsulated toward an address other than its SA's tunnel endpoint (the peer's NAT?); not installed");
             return;
         }
+        if let Some(keys) = &mut self.wireshark_keys {
+            keys.child_up(c, t, outbound_sa.mode);
+        }
         let (in_enc, in_auth) = stage_keys(&c.inbound);
         let (out_enc, out_auth) = stage_keys(&c.outbound);
         let mut inbound = inbound_sa.keyed(c.inbound_spi, t, in_enc, in_auth, encap);

@@ -232,6 +232,12 @@ fn ike_peers(dir: &Path, role: &str, psk: &str) -> Result<String> {
     })
 }
 
+/// Where appliance `role` of an IKE-keyed run writes its CHILD_SAs' keys
+/// for tshark (`"danger_wireshark_keys_file"`).
+fn wireshark_keys_file(dir: &Path, role: &str) -> PathBuf {
+    dir.join(format!("{role}.esp_sa"))
+}
+
 /// The appliance configurations of the two mobility appliances: every SA
 /// keyed by IKEv2 (`ike`), or by hand from the seeds' policies.
 pub(super) fn mobility_configs(dir: &Path, ike: bool) -> Result<(PathBuf, PathBuf)> {
@@ -240,7 +246,11 @@ pub(super) fn mobility_configs(dir: &Path, ike: bool) -> Result<(PathBuf, PathBu
         Ok(if ike {
             (
                 policy(dir, &format!("dsmip-hostwide-{role}-ike.json"))?,
-                format!(",\n  \"peers\": {}", ike_peers(dir, role, &psk)?),
+                format!(
+                    ",\n  \"peers\": {},\n  \"danger_wireshark_keys_file\": \"{}\"",
+                    ike_peers(dir, role, &psk)?,
+                    wireshark_keys_file(dir, role).display()
+                ),
             )
         } else {
             (
@@ -562,9 +572,10 @@ pub(super) fn run_mobility(
     let trace_ha = n.dir.join("trace-ha");
     let trace_mn = n.dir.join("trace-mn");
     let (ha_sock, mn_sock) = (n.dir.join("ha.sock"), n.dir.join("mn.sock"));
-    // A kept folder may hold the sockets of an earlier run.
-    for sock in [&ha_sock, &mn_sock] {
-        let _ = std::fs::remove_file(sock);
+    // A kept folder may hold the sockets and keys of an earlier run.
+    let keys_files = ["ha", "mn"].map(|role| wireshark_keys_file(&n.dir, role));
+    for stale in [&ha_sock, &mn_sock].into_iter().chain(&keys_files) {
+        let _ = std::fs::remove_file(stale);
     }
     // The wire between the Internet and the home agent.
     let pcap = n.dir.join("wire-inet-ha.pcap");
@@ -855,19 +866,48 @@ pub(super) fn run_mobility(
     // bindings and IKE SAs end the demo.
     std::thread::sleep(Duration::from_millis(500));
     n.end("capture");
-    let wire = wire_check(&pcap, &bu_spis, &ba_spis)?;
+    let esp_keys = if ike {
+        esp_sa_options(&keys_files)?
+    } else {
+        esp_sa_options_of_policy(&n.dir.join("dsmip-hostwide-ha.json"))?
+    };
+    let wire = wire_check(&pcap, &bu_spis, &ba_spis, &esp_keys)?;
     report.wire_frames = wire.frames;
     report.wire_cleartext = wire.clear;
     report.wire_ike = wire.ike;
     report.bu_frames = wire.bu;
     report.ba_frames = wire.ba;
     report.ike_exchanges = wire.exchanges;
+    report.bu_decoded = wire.bu_decoded.len() as u64;
+    report.ba_decoded = wire.ba_decoded.len() as u64;
     out(&format!(
         "\nwire between the Internet and the home agent: {} frames captured, {} in clear (besides ARP and neighbor discovery), {} of IKE (UDP 500 and 4500)\n",
         wire.frames, wire.clear, wire.ike
     ));
     if ike {
         out(&ike_on_the_wire(&pcap, &report, &bu_spis, &ba_spis)?);
+    }
+    out(&format!(
+        "tshark, given {}, decrypted {} Binding Updates and {} Binding Acknowledgements; the first of each:\n",
+        if ike {
+            format!(
+                "the keys the appliances wrote to {} and {} (danger_wireshark_keys_file)",
+                keys_files[0].display(),
+                keys_files[1].display()
+            )
+        } else {
+            "the home agent's policy file's keys".to_string()
+        },
+        report.bu_decoded,
+        report.ba_decoded
+    ));
+    for m in wire
+        .bu_decoded
+        .first()
+        .into_iter()
+        .chain(wire.ba_decoded.first())
+    {
+        out(&format!("{m}\n"));
     }
     for (who, sock) in [("home agent", &ha_sock), ("mobile node", &mn_sock)] {
         // Keyed by hand, the appliances have no IKE to show.
@@ -900,8 +940,8 @@ pub(super) fn run_mobility(
 
 /// What tshark shows of IKE in the capture: the exchanges it decoded,
 /// the first registration's IKE messages, and the ESP frames on the
-/// Binding Update / Acknowledgement CHILD_SAs' SPIs (their payload
-/// encrypted with keys the appliances never show).
+/// Binding Update / Acknowledgement CHILD_SAs' SPIs (tshark decrypts
+/// them only with the keys of `"danger_wireshark_keys_file"`).
 fn ike_on_the_wire(
     pcap: &Path,
     report: &LabReport,
@@ -999,12 +1039,22 @@ pub(super) struct Wire {
     /// ESP frames on the given Binding Update and Acknowledgement SPIs.
     bu: u64,
     ba: u64,
+    /// The Binding Updates and Acknowledgements tshark decrypted.
+    bu_decoded: Vec<MobilityMessage>,
+    ba_decoded: Vec<MobilityMessage>,
 }
 
 /// Reads the capture with tshark: every IP frame must carry ESP (in IPv6,
 /// in IPv4, or in UDP 4191) or be IKE (RFC 7296: on UDP 500 and 4500; all
-/// but IKE_SA_INIT encrypted).
-pub(super) fn wire_check(pcap: &Path, bu_spis: &[u32], ba_spis: &[u32]) -> Result<Wire> {
+/// but IKE_SA_INIT encrypted). With `esp_keys` ([`esp_sa_options`]) tshark
+/// decrypts the ESP and finds the Binding Updates and Acknowledgements in
+/// it.
+pub(super) fn wire_check(
+    pcap: &Path,
+    bu_spis: &[u32],
+    ba_spis: &[u32],
+    esp_keys: &[String],
+) -> Result<Wire> {
     let text = run_cmd(&[
         "tshark",
         "-r",
@@ -1029,7 +1079,18 @@ pub(super) fn wire_check(pcap: &Path, bu_spis: &[u32], ba_spis: &[u32]) -> Resul
         exchanges: Vec::new(),
         bu: 0,
         ba: 0,
+        bu_decoded: Vec::new(),
+        ba_decoded: Vec::new(),
     };
+    if !esp_keys.is_empty() {
+        for m in mobility_messages(pcap, esp_keys)? {
+            match m.mh_type {
+                MH_BINDING_UPDATE => w.bu_decoded.push(m),
+                MH_BINDING_ACK => w.ba_decoded.push(m),
+                _ => {}
+            }
+        }
+    }
     for line in text.lines() {
         w.frames += 1;
         let mut f = line.split('\t');
@@ -1075,4 +1136,190 @@ fn exchange_name(number: &str) -> Option<&'static str> {
         "37" => "INFORMATIONAL",
         _ => return None,
     })
+}
+
+/// The Mobility Header types of a Binding Update and a Binding
+/// Acknowledgement (RFC 6275 6.1.7, 6.1.8).
+const MH_BINDING_UPDATE: u8 = 5;
+const MH_BINDING_ACK: u8 = 6;
+
+/// tshark's options that decrypt the ESP of the capture: one ESP SA table
+/// record for each line the appliances wrote to their keys `files`
+/// (each record once: both appliances write every SA).
+fn esp_sa_options(files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut records: Vec<String> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| err(format!("{}: {e}", f.display())))?;
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if !records.iter().any(|r| r == line) {
+                records.push(line.to_string());
+            }
+        }
+    }
+    if records.is_empty() {
+        return Err(err(format!(
+            "no keys in {}: the appliances installed no CHILD_SA",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(esp_decode_options(records))
+}
+
+/// tshark's options that decrypt the ESP of every SA of the policy file
+/// `policy` (a `--manual-keys` run's keys, which the policy holds) that
+/// tshark has names for. The SAs' IP version is not in the SA alone: a
+/// record for each.
+fn esp_sa_options_of_policy(policy: &Path) -> Result<Vec<String>> {
+    use crate::ike::wireshark_keys::esp_sa_line;
+    use bitsgw_ipsec::selector::Family;
+    let set = crate::config::load_policy_file(policy).map_err(|e| err(e.to_string()))?;
+    // An SA of a transform tshark has no name for stays encrypted.
+    let records = set
+        .sas
+        .iter()
+        .flat_map(|sa| {
+            [Family::V4, Family::V6].map(|family| {
+                esp_sa_line(family, sa.spi, sa.transform, &[&sa.enc_key], &sa.auth_key)
+            })
+        })
+        .flatten()
+        .map(|line| line.as_str().to_string())
+        .collect();
+    Ok(esp_decode_options(records))
+}
+
+/// tshark's options that decrypt ESP with the ESP SA table `records`.
+fn esp_decode_options(records: Vec<String>) -> Vec<String> {
+    let mut options = vec!["-o".into(), "esp.enable_encryption_decode:TRUE".into()];
+    for r in records {
+        options.extend(["-o".into(), format!("uat:esp_sa:{r}")]);
+    }
+    options
+}
+
+/// One Binding Update or Acknowledgement as tshark decoded it.
+pub(super) struct MobilityMessage {
+    frame: String,
+    src: String,
+    dst: String,
+    mh_type: u8,
+    sequence: String,
+    /// In units of 4 seconds (RFC 6275 6.1.7).
+    lifetime: u64,
+    /// The Binding Acknowledgement's status (RFC 6275 6.1.8).
+    status: String,
+    flags: Vec<&'static str>,
+}
+
+impl std::fmt::Display for MobilityMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = if self.mh_type == MH_BINDING_UPDATE {
+            "Binding Update"
+        } else {
+            "Binding Acknowledgement"
+        };
+        write!(
+            f,
+            "  frame {}: {name} {} -> {}, MH type {}, sequence {}, lifetime {} ({} s)",
+            self.frame,
+            self.src,
+            self.dst,
+            self.mh_type,
+            self.sequence,
+            self.lifetime,
+            self.lifetime * 4
+        )?;
+        if self.mh_type == MH_BINDING_ACK {
+            write!(f, ", status {}", self.status)?;
+        }
+        if self.flags.is_empty() {
+            write!(f, ", no flags")
+        } else {
+            write!(f, ", flags {}", self.flags.join(" "))
+        }
+    }
+}
+
+/// The Mobility Headers tshark finds in the capture once it decrypts the
+/// ESP with `esp_keys` ([`esp_sa_options`]), in capture order.
+fn mobility_messages(pcap: &Path, esp_keys: &[String]) -> Result<Vec<MobilityMessage>> {
+    const BU_FLAGS: [(&str, &str); 4] = [
+        ("mip6.bu.a_flag", "A"),
+        ("mip6.bu.h_flag", "H"),
+        ("mip6.bu.l_flag", "L"),
+        ("mip6.bu.k_flag", "K"),
+    ];
+    let mut args: Vec<String> = ["-r", &pcap.to_string_lossy(), "-d", "udp.port==4191,ipv6"]
+        .map(String::from)
+        .to_vec();
+    args.extend_from_slice(esp_keys);
+    let fields = [
+        "frame.number",
+        "ipv6.src",
+        "ipv6.dst",
+        "mip6.mhtype",
+        "mip6.bu.seqnr",
+        "mip6.bu.lifetime",
+        "mip6.ba.status",
+        "mip6.ba.seqnr",
+        "mip6.ba.lifetime",
+        "mip6.ba.k_flag",
+    ];
+    for f in fields.iter().chain(BU_FLAGS.iter().map(|(f, _)| f)) {
+        args.extend(["-e".into(), (*f).into()]);
+    }
+    // The innermost IPv6 header's addresses: the one the Mobility Header
+    // is in, not a tunnel's.
+    args.extend(["-T", "fields", "-E", "occurrence=l", "-Y", "mip6.mhtype"].map(String::from));
+    let out = std::process::Command::new("tshark")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| err(format!("tshark: {e}")))?;
+    // The arguments hold keys: the error shows tshark's words alone.
+    if !out.status.success() {
+        return Err(err(format!(
+            "tshark decrypting {}: {}",
+            pcap.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let set = |v: &str| v == "1" || v == "True";
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let at = |i: usize| f.get(i).copied().unwrap_or("");
+            let mh_type: u8 = at(3).parse().ok()?;
+            let bu = mh_type == MH_BINDING_UPDATE;
+            let mut flags: Vec<&'static str> = if bu {
+                BU_FLAGS
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| set(at(fields.len() + i)))
+                    .map(|(_, (_, name))| *name)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !bu && set(at(9)) {
+                flags.push("K");
+            }
+            let (sequence, lifetime) = if bu { (at(4), at(5)) } else { (at(7), at(8)) };
+            Some(MobilityMessage {
+                frame: at(0).into(),
+                src: at(1).into(),
+                dst: at(2).into(),
+                mh_type,
+                sequence: sequence.into(),
+                lifetime: lifetime.parse().unwrap_or(0),
+                status: at(6).into(),
+                flags,
+            })
+        })
+        .collect())
 }
