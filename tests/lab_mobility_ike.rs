@@ -231,12 +231,23 @@ fn move_without_loss(lab: &mut Lab, care_of: &str, ha_local: &str, ha_sees: &str
 /// them in a namespace that routes; `key_management_mobility` on both
 /// appliances or on neither. The lab and the appliances' indexes (mobile
 /// node, home agent).
-fn lab_with_appliances(tag: &str, key_management_mobility: bool) -> (Lab, usize, usize) {
+/// `peer_fields` go into both appliances' peers.
+fn lab_with_appliances(
+    tag: &str,
+    key_management_mobility: bool,
+    peer_fields: &Value,
+) -> (Lab, usize, usize) {
     let mut lab = Lab::new(tag, &["n", "host", "home", "nat"]);
     let psk = lab.dir.join("k.psk");
     std::fs::write(&psk, "a sixteen-octet or longer key\n").unwrap();
     std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
     let ids = ("fqdn:ha.example", "fqdn:mn.example");
+    let with_fields = |mut p: Value| {
+        for (k, x) in peer_fields.as_object().unwrap() {
+            p[k] = x.clone();
+        }
+        p
+    };
     let ha_cfg = config(
         &lab,
         "ha",
@@ -245,7 +256,7 @@ fn lab_with_appliances(tag: &str, key_management_mobility: bool) -> (Lab, usize,
                 "home_prefixes": ["2001:db8:1::/64"],
                 "nodes": [{"home": "home_address_1", "home_v4": "home_address_v4_1"}],
                 "key_management_mobility": key_management_mobility},
-            "peers": [peer("mn", "home_agent_1", NOWHERE, ids, "respond")],
+            "peers": [with_fields(peer("mn", "home_agent_1", NOWHERE, ids, "respond"))],
         }),
     );
     let mn_cfg = config(
@@ -256,7 +267,7 @@ fn lab_with_appliances(tag: &str, key_management_mobility: bool) -> (Lab, usize,
             "mobility": {"home_address": "home_address_1", "home_agent": "home_agent_1",
                 "home_agent_v4": HA4, "home_v4": "0.0.0.0",
                 "key_management_mobility": key_management_mobility},
-            "peers": [peer("ha", "care-of", "home_agent_1", (ids.1, ids.0), "initiate")],
+            "peers": [with_fields(peer("ha", "care-of", "home_agent_1", (ids.1, ids.0), "initiate"))],
         }),
     );
     // The hosts: the mobile host on its piece of the home prefix, the
@@ -413,7 +424,7 @@ fn register(lab: &mut Lab) {
 
 #[test]
 fn ike_follows_the_mobile_node_make_before_break_without_loss() {
-    let (mut lab, mn, ha) = lab_with_appliances("mi", false);
+    let (mut lab, mn, ha) = lab_with_appliances("mi", false, &json!({}));
     let (mn_sock, ha_sock) = (socket(&lab, "mn"), socket(&lab, "ha"));
     register(&mut lab);
     // IKE could not run from a care-of address the appliance does not have.
@@ -451,16 +462,77 @@ fn ike_follows_the_mobile_node_make_before_break_without_loss() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// RFC 6275 6.1.7, 6.1.8, 11.7.3 with both appliances' key management
-/// mobile: once the IKE SA exists the mobile node's Binding Updates carry
-/// K, the home agent's BA echoes it, and both report that the IKE SA
-/// moves to the new care-of address; it follows (for now by an IKE SA
-/// established again, make-before-break) without a ping lost.
+/// The only IKE SA's SPIs in `show ike` (initiator's, responder's).
+fn ike_spis(v: &Value) -> (String, String) {
+    let sa = &v["peers"][0]["ike_sas"][0];
+    let spi = |k: &str| {
+        sa[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v:#}"))
+            .to_string()
+    };
+    (spi("spi_i"), spi("spi_r"))
+}
+
+/// The inbound SPIs of the CHILD_SAs in `show ike`.
+fn child_spis(v: &Value) -> Vec<String> {
+    v["peers"][0]["child_sas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["inbound_spi"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// `show ike`'s count of IKE datagrams the peer received.
+fn ike_received(v: &Value) -> u64 {
+    v["peers"][0]["counters"]["datagrams_received"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{v:#}"))
+}
+
+/// RFC 6275 6.1.7, 6.1.8, 10.3.1, 11.7.3 with both appliances' key
+/// management mobile: once the IKE SA exists the mobile node's Binding
+/// Updates carry K, the home agent's BA echoes it, and both ends move the
+/// IKE SA to the new care-of address with no IKE exchange (RFC 4877
+/// 4.4): the same SPIs before and after, its addresses in `show ike` the
+/// new ones on both sides, not a ping lost; over the moved IKE SA the
+/// liveness checks (every second, two tries) keep it up and the CHILD_SA
+/// is rekeyed.
 #[test]
-fn with_the_k_bit_the_ike_sa_moves_with_the_registration() {
-    let (mut lab, mn, ha) = lab_with_appliances("mk", true);
+fn with_the_k_bit_both_ends_move_the_ike_sa_without_an_exchange() {
+    let fields = json!({"liveness_secs": 1, "retransmit_tries": 2, "child_lifetime_secs": 6});
+    let (mut lab, mn, ha) = lab_with_appliances("mk", true, &fields);
+    let (mn_sock, ha_sock) = (socket(&lab, "mn"), socket(&lab, "ha"));
     register(&mut lab);
+    let before = (
+        ike_spis(&json_of(&mn_sock, "ike")),
+        ike_spis(&json_of(&ha_sock, "ike")),
+    );
+    assert_eq!(before.0, before.1, "one IKE SA, seen from both ends");
     move_without_loss(&mut lab, COA_B, HA, COA_B);
+    let (mn_ike, ha_ike) = (json_of(&mn_sock, "ike"), json_of(&ha_sock, "ike"));
+    assert_eq!(ike_spis(&mn_ike), before.0, "no new IKE SA: {mn_ike:#}");
+    assert_eq!(ike_spis(&ha_ike), before.1, "no new IKE SA: {ha_ike:#}");
+    // Still up over the new addresses: liveness answered, the CHILD_SA
+    // rekeyed between them, the IKE SA the same.
+    let (received, children) = (ike_received(&ha_ike), child_spis(&mn_ike));
+    let v = until(&mn_sock, "ike", "a CHILD_SA rekey after the move", |v| {
+        let now = child_spis(v);
+        one_ike_sa(v, COA_B, HA) && !now.is_empty() && now.iter().all(|s| !children.contains(s))
+    });
+    assert_eq!(ike_spis(&v), before.0, "{v:#}");
+    let v = until(
+        &ha_sock,
+        "ike",
+        "liveness checks to the moved IKE SA",
+        |v| ike_received(v) >= received + 3,
+    );
+    assert!(one_ike_sa(&v, HA, COA_B), "{v:#}");
+    assert_eq!(ike_spis(&v), before.1, "{v:#}");
+    let pings = start_pings(&mut lab, 20);
+    let (sent, answered, out) = finish_pings(&mut lab, pings);
+    assert_eq!((sent, answered), (20, 20), "{out}");
     let (_, _, mn_log) = lab.terminate(mn);
     let (_, _, ha_log) = lab.terminate(ha);
     let moved = |log: &str| {
@@ -472,5 +544,14 @@ fn with_the_k_bit_the_ike_sa_moves_with_the_registration() {
     };
     assert!(moved(&mn_log), "the mobile node's K: {mn_log}");
     assert!(moved(&ha_log), "the home agent's K: {ha_log}");
-    assert!(!mn_log.contains("Reestablish"), "{mn_log}");
+    for log in [&mn_log, &ha_log] {
+        assert!(
+            log.contains(&format!("follows {COA_B}")) && !log.contains("is re-established"),
+            "{log}"
+        );
+        assert!(
+            !log.contains("panicked") && !log.contains("IKE SA down"),
+            "{log}"
+        );
+    }
 }
