@@ -498,7 +498,8 @@ fn ike_received(v: &Value) -> u64 {
 /// 4.4): the same SPIs before and after, its addresses in `show ike` the
 /// new ones on both sides, not a ping lost; over the moved IKE SA the
 /// liveness checks (every second, two tries) keep it up and the CHILD_SA
-/// is rekeyed.
+/// is rekeyed. To another address family or behind a NAT it is
+/// established again instead, as both ends decide alike.
 #[test]
 fn with_the_k_bit_both_ends_move_the_ike_sa_without_an_exchange() {
     let fields = json!({"liveness_secs": 1, "retransmit_tries": 2, "child_lifetime_secs": 6});
@@ -533,6 +534,18 @@ fn with_the_k_bit_both_ends_move_the_ike_sa_without_an_exchange() {
     let pings = start_pings(&mut lab, 20);
     let (sent, answered, out) = finish_pings(&mut lab, pings);
     assert_eq!((sent, answered), (20, 20), "{out}");
+    // To IPv4 (RFC 5555) the IKE SA does not move across address
+    // families, and behind a NAT (the BA's NAT Detection option) it can
+    // not: both ends agree that the mobile node establishes it again,
+    // make-before-break.
+    let mut spis = before.0;
+    for (care_of, ha_sees) in [(COA_4, COA_4), (COA_NAT, NAT_PUBLIC)] {
+        move_without_loss(&mut lab, care_of, HA4, ha_sees);
+        let now = ike_spis(&json_of(&mn_sock, "ike"));
+        assert_ne!(now, spis, "a new IKE SA from {care_of}");
+        assert_eq!(now, ike_spis(&json_of(&ha_sock, "ike")));
+        spis = now;
+    }
     let (_, _, mn_log) = lab.terminate(mn);
     let (_, _, ha_log) = lab.terminate(ha);
     let moved = |log: &str| {
@@ -545,13 +558,23 @@ fn with_the_k_bit_both_ends_move_the_ike_sa_without_an_exchange() {
     assert!(moved(&mn_log), "the mobile node's K: {mn_log}");
     assert!(moved(&ha_log), "the home agent's K: {ha_log}");
     for log in [&mn_log, &ha_log] {
+        assert!(log.contains(&format!("follows {COA_B}")), "{log}");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+    for (log, role) in [(&mn_log, "re-established"), (&ha_log, "expected")] {
+        let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+        assert_eq!(lines(&format!("is {role} from {COA_B}")), 0, "{log}");
         assert!(
-            log.contains(&format!("follows {COA_B}")) && !log.contains("is re-established"),
-            "{log}"
-        );
-        assert!(
-            !log.contains("panicked") && !log.contains("IKE SA down"),
+            lines(&format!("is {role} (another address family) from {COA_4}")) > 0,
             "{log}"
         );
     }
+    assert!(
+        mn_log.contains(&format!("is re-established from {COA_NAT}")),
+        "{mn_log}"
+    );
+    assert!(
+        ha_log.contains(&format!("is expected from {NAT_PUBLIC}")),
+        "{ha_log}"
+    );
 }
