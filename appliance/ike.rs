@@ -134,6 +134,10 @@ pub enum IkeCommand {
     Mobility(MobilityChange),
 }
 
+/// Commands queued for the IKE thread: `ctl`'s, and the mobility
+/// stage's news, which nobody waits for ([`IkeThread::tell`]).
+const COMMANDS_DEPTH: usize = 16;
+
 /// How long `ctl` waits for the IKE thread.
 const COMMAND_TIME: Duration = Duration::from_secs(2);
 
@@ -163,6 +167,23 @@ impl IkeThread {
             Ok(Ok(done)) => json!({ "ok": done }),
             Ok(Err(e)) => json!({ "error": e }),
             Err(_) => json!({"error": "the IKE thread did not answer"}),
+        }
+    }
+
+    /// Hands the mobility stage's news to the IKE thread without waiting
+    /// for its answer (the thread logs what it did). The main loop calls
+    /// this, and the IKE thread may itself be waiting for the main loop
+    /// to apply an SA change (`Thread::change`): waiting here would hold
+    /// both until [`COMMAND_TIME`], the main loop forwarding nothing
+    /// meanwhile.
+    pub fn tell(&self, m: MobilityChange) {
+        let (reply, _) = std::sync::mpsc::channel();
+        if self
+            .commands
+            .try_send((IkeCommand::Mobility(m), reply))
+            .is_err()
+        {
+            warn!(change = ?m, "IKE: the IKE thread's command queue is full; a mobility change was dropped");
         }
     }
 
@@ -863,7 +884,7 @@ pub fn start(
         });
     }
     let (changes_tx, changes) = std::sync::mpsc::sync_channel(CHANGES_DEPTH);
-    let (commands_tx, commands) = std::sync::mpsc::sync_channel(4);
+    let (commands_tx, commands) = std::sync::mpsc::sync_channel(COMMANDS_DEPTH);
     let status = Arc::new(Mutex::new(json!({"peers": []})));
     let stop = Arc::new(AtomicBool::new(false));
     let care_of_ike_up = Arc::new(AtomicBool::new(false));
