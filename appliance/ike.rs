@@ -417,6 +417,15 @@ struct PeerRun {
     /// A rekey's responder: the new outbound SAs, each installed when the
     /// peer deletes the CHILD_SA it replaces; one per child at most.
     pending_outbound: Vec<PendingOutbound>,
+    /// The keyed SAs of the CHILD_SAs up, by inbound SPI: what is put
+    /// back under the child's names when the CHILD_SA whose SAs hold them
+    /// goes while another of the child stays (see [`Survivor`]).
+    keyed: BTreeMap<u32, Keyed>,
+    /// Per child, the CHILD_SAs (inbound SPIs) whose inbound and whose
+    /// outbound SA are installed under its names.
+    installed: BTreeMap<String, (Option<u32>, Option<u32>)>,
+    /// CHILD_SAs established so far, to order [`Keyed::order`].
+    established: u64,
     /// A trapping peer's acquires.
     acquire: Option<Acquire>,
     /// IKE SAs replaced by one established again from a new care-of
@@ -432,6 +441,15 @@ impl PeerRun {
     fn child(&self, name: &str) -> Option<&ChildSettings> {
         self.settings.children.iter().find(|c| c.name() == name)
     }
+}
+
+/// A CHILD_SA's SAs as installed (keys zeroized when dropped).
+struct Keyed {
+    child: String,
+    inbound: SaParams,
+    outbound: SaParams,
+    /// The larger, the later it was established.
+    order: u64,
 }
 
 /// A rekey's responder's new outbound SA, not used yet.
@@ -741,6 +759,8 @@ impl Thread {
                 if p.ike_sas.is_empty() {
                     p.children.clear();
                     p.pending_outbound.clear();
+                    p.keyed.clear();
+                    p.installed.clear();
                     let sas = p
                         .settings
                         .children
@@ -804,6 +824,8 @@ impl Thread {
                 match at.map(|at| p.pending_outbound.remove(at)) {
                     Some(pending) if pending.replaces == inbound_spi => {
                         info!(peer = %name, child = %child_name, outbound_spi = %format!("{:08x}", pending.outbound.spi), "rekeyed CHILD_SA: outbound moves to the new SA");
+                        p.installed.entry(child_name.clone()).or_default().1 =
+                            Some(pending.inbound_spi);
                         self.change(SaChange::Install {
                             peer: name.clone(),
                             sas: vec![*pending.outbound],
@@ -813,6 +835,7 @@ impl Thread {
                     // never used.
                     _ => {}
                 }
+                self.put_back_survivor(i, &child_name, inbound_spi);
                 self.change(SaChange::Remove {
                     peer: name,
                     sas: vec![
@@ -878,6 +901,9 @@ pub fn start(
             last_down: None,
             held: false,
             pending_outbound: Vec::new(),
+            keyed: BTreeMap::new(),
+            installed: BTreeMap::new(),
+            established: 0,
             retiring: Vec::new(),
             former: Vec::new(),
             acquire: Acquire::of_children(&p.children, acquires),

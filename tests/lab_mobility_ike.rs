@@ -578,3 +578,54 @@ fn with_the_k_bit_both_ends_move_the_ike_sa_without_an_exchange() {
         "{ha_log}"
     );
 }
+
+/// A CHILD_SA rekeyed while the node moves: with a three-second CHILD_SA
+/// lifetime the payload SAs are rekeyed (RFC 7296 2.8) again and again
+/// while the mobile node moves make-before-break between its IPv6
+/// care-of addresses and establishes its IKE SA again from each, the
+/// correspondent's pings going on; not one is lost, the rekeys happen
+/// between the moves (new SPIs replacing the old ones on the same IKE
+/// SA) and the binding stays.
+#[test]
+fn a_child_sa_rekeyed_during_make_before_break_moves_loses_nothing() {
+    let (mut lab, mn, ha) = lab_with_appliances("mr", false, &json!({"child_lifetime_secs": 3}));
+    let (mn_sock, ha_sock) = (socket(&lab, "mn"), socket(&lab, "ha"));
+    register(&mut lab);
+    for care_of in [COA_B, COA_A, COA_B] {
+        move_without_loss(&mut lab, care_of, HA, care_of);
+    }
+    // Rekeyed on the IKE SA from the last care-of address too.
+    let spis = ike_spis(&json_of(&mn_sock, "ike"));
+    let children = child_spis(&json_of(&mn_sock, "ike"));
+    let v = until(&mn_sock, "ike", "a rekey after the moves", |v| {
+        let now = child_spis(v);
+        one_ike_sa(v, COA_B, HA) && !now.is_empty() && now.iter().all(|s| !children.contains(s))
+    });
+    assert_eq!(ike_spis(&v), spis, "{v:#}");
+    let v = json_of(&mn_sock, "bindings");
+    assert_eq!(v["registered"], COA_B, "{v:#}");
+    assert!(one_ike_sa(&json_of(&ha_sock, "ike"), HA, COA_B));
+    let pings = start_pings(&mut lab, 20);
+    let (sent, answered, out) = finish_pings(&mut lab, pings);
+    assert_eq!((sent, answered), (20, 20), "{out}");
+    let (_, _, mn_log) = lab.terminate(mn);
+    let (_, _, ha_log) = lab.terminate(ha);
+    for log in [&mn_log, &ha_log] {
+        assert!(!log.contains("panicked"), "{log}");
+    }
+    // Between the moves (each establishes the IKE SA again from its
+    // care-of address), CHILD_SAs rekeyed; the registration's IKE SA
+    // lives too short for its CHILD_SA's first rekey.
+    let lines: Vec<&str> = mn_log.lines().collect();
+    let moves: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("peer \"ha\" re-established from"))
+        .collect();
+    assert_eq!(moves.len(), 4, "registration and three moves: {mn_log}");
+    for w in moves[1..].windows(2) {
+        let rekeys = lines[w[0]..w[1]]
+            .iter()
+            .filter(|l| l.contains("CHILD_SA established") && l.contains("rekeys=Some"))
+            .count();
+        assert!(rekeys >= 1, "no rekey between two moves: {mn_log}");
+    }
+}
