@@ -40,6 +40,11 @@ const NAT_PUBLIC: &str = "203.0.113.130";
 /// node never has: the home agent takes IKE from where the first
 /// registration says the node is.
 const NOWHERE: &str = "2001:db8:9::1";
+/// The second mobile node's home address and identity.
+const HOA_2: &str = "2001:db8:1::200";
+const MN2_ID: &str = "fqdn:mn2.example";
+/// Where, beside the Internet, a second node's IKE comes from.
+const MN2_COA: &str = "2001:db8:5::1";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -237,6 +242,17 @@ fn lab_with_appliances(
     key_management_mobility: bool,
     peer_fields: &Value,
 ) -> (Lab, usize, usize) {
+    lab_with_home_agent(tag, key_management_mobility, peer_fields, false)
+}
+
+/// [`lab_with_appliances`]; with `second_node` the home agent serves a
+/// second mobile node too ([`with_second_node`]).
+fn lab_with_home_agent(
+    tag: &str,
+    key_management_mobility: bool,
+    peer_fields: &Value,
+    second_node: bool,
+) -> (Lab, usize, usize) {
     let mut lab = Lab::new(tag, &["n", "host", "home", "nat"]);
     let psk = lab.dir.join("k.psk");
     std::fs::write(&psk, "a sixteen-octet or longer key\n").unwrap();
@@ -259,6 +275,9 @@ fn lab_with_appliances(
             "peers": [with_fields(peer("mn", "home_agent_1", NOWHERE, ids, "respond"))],
         }),
     );
+    if second_node {
+        with_second_node(&lab, &ha_cfg, &with_fields);
+    }
     let mn_cfg = config(
         &lab,
         "mn",
@@ -331,6 +350,38 @@ fn lab_with_appliances(
     );
     nat(&lab);
     (lab, mn, ha)
+}
+
+/// The home agent's policy and configuration with a second mobile node:
+/// its home address `HOA_2` with IKE-keyed payload SAs of its own
+/// (`sa7b`, `sa8b`), its peer `mn2` (`fqdn:mn2.example`) and the first
+/// node's `mn` both `"remote": "any"`, chosen by the identity IKE_AUTH
+/// proves.
+fn with_second_node(lab: &Lab, ha_cfg: &Path, with_fields: &dyn Fn(Value) -> Value) {
+    let policy = lab.dir.join("ha-ike.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&policy).unwrap()).unwrap();
+    v["addresses"]["home_address_2"] = json!(HOA_2);
+    for (dir, sa) in [("outbound", "sa8b"), ("inbound", "sa7b")] {
+        let entries = v["spd"][dir].as_array_mut().unwrap();
+        let at = entries.len() - 1;
+        entries.insert(
+            at,
+            json!({"name": format!("payload2-{dir}"), "remote": "home_address_2", "action": "protect", "sa": sa}),
+        );
+        v["sad"].as_array_mut().unwrap().push(json!({
+            "name": sa, "direction": dir, "keyed_by": "ike", "mode": "tunnel",
+            "tunnel": {"local": "home_agent_1", "remote": "home_address_2"},
+        }));
+    }
+    std::fs::write(&policy, v.to_string()).unwrap();
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(ha_cfg).unwrap()).unwrap();
+    c["peers"][0]["remote"] = json!("any");
+    let mut second = c["peers"][0].clone();
+    second["name"] = json!("mn2");
+    second["remote_id"] = json!(MN2_ID);
+    second["children"] = json!([{"outbound": "sa8b", "inbound": "sa7b"}]);
+    c["peers"].as_array_mut().unwrap().push(with_fields(second));
+    std::fs::write(ha_cfg, c.to_string()).unwrap();
 }
 
 /// A NAT beside the Internet: what the mobile node sends from `COA_NAT`
@@ -628,4 +679,142 @@ fn a_child_sa_rekeyed_during_make_before_break_moves_loses_nothing() {
             .count();
         assert!(rekeys >= 1, "no rekey between two moves: {mn_log}");
     }
+}
+
+/// `ike-udp-peer` (crates/ike's IKE driver), built when a narrow test run
+/// did not build it.
+fn ike_udp_peer() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_bitsgw")).with_file_name("ike-udp-peer");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let o = std::process::Command::new(cargo)
+            .args(["build", "-p", "bitsgw-ike", "--bin", "ike-udp-peer"])
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    bin
+}
+
+/// RFC 4877 4.4, RFC 7296 2.9: the home agent authorizes each mobile
+/// node for its own home address. It has two `"remote": "any"` peers, the
+/// first node's and a second's (another identity, another home address
+/// in its child's SPD entries); the second, authenticated with its own
+/// identity, asks for the first node's home address: its CHILD_SA is
+/// refused with TS_UNACCEPTABLE, none of its SAs is keyed, and the first
+/// node's IKE SA, CHILD_SA and traffic go on untouched.
+#[test]
+fn the_home_agent_refuses_a_node_asking_for_another_nodes_home_address() {
+    let (mut lab, mn, ha) = lab_with_home_agent("ma", false, &json!({}), true);
+    let (mn_sock, ha_sock) = (socket(&lab, "mn"), socket(&lab, "ha"));
+    ctl(&mn_sock, &["ctl", "move", COA_A]);
+    until(&mn_sock, "ike", "the mobile node's IKE SA", |v| {
+        one_ike_sa(v, COA_A, HA)
+    });
+    let first = until(&ha_sock, "ike", "the first node's IKE SA", |v| {
+        let p = &v["peers"][0];
+        p["ike_sas"].as_array().map_or(0, Vec::len) == 1
+            && p["child_sas"].as_array().map_or(0, Vec::len) == 1
+    });
+    let pings = start_pings(&mut lab, 20);
+    let (sent, answered, out) = finish_pings(&mut lab, pings);
+    assert_eq!((sent, answered), (20, 20), "{out}");
+    // The second node, beside the Internet, claims the first's home
+    // address in its traffic selectors.
+    lab.exec(
+        "n",
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{MN2_COA}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ],
+    );
+    let psk = lab.dir.join("k.psk");
+    let peer = ike_udp_peer();
+    let impostor = lab.spawn(
+        "n",
+        &[
+            peer.to_str().unwrap(),
+            "--role",
+            "initiator",
+            "--local",
+            &format!("[{MN2_COA}]:500"),
+            "--remote",
+            &format!("[{HA}]:500"),
+            "--local-id",
+            MN2_ID,
+            "--remote-id",
+            "fqdn:ha.example",
+            "--psk-file",
+            psk.to_str().unwrap(),
+            "--ike",
+            "aes128gcm16-prfsha256-ecp256",
+            "--esp",
+            "aes128gcm16",
+            "--local-ts",
+            &format!("{HOA}/128"),
+            "--remote-ts",
+            "::/0",
+            "--mode",
+            "tunnel",
+            "--exit-after",
+            "4",
+        ],
+    );
+    until(&ha_sock, "ike", "the second node's IKE SA", |v| {
+        v["peers"][1]["ike_sas"].as_array().map_or(0, Vec::len) == 1
+    });
+    // Its answer on the way: what it printed of it.
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, events, _) = lab.terminate(impostor);
+    assert!(
+        events.lines().any(|l| l.starts_with("IKE_SA_UP")),
+        "authenticated as itself: {events}"
+    );
+    assert!(
+        events
+            .lines()
+            .any(|l| l.starts_with("CHILD_SA_FAILED") && l.contains("TsUnacceptable")),
+        "{events}"
+    );
+    assert!(!events.contains("CHILD_SA_UP"), "{events}");
+    let v = json_of(&ha_sock, "ike");
+    assert_eq!(
+        v["peers"][1]["child_sas"].as_array().map_or(0, Vec::len),
+        0,
+        "{v:#}"
+    );
+    let refused = &v["peers"][1]["counters"]["notify_sent"]["TsUnacceptable"];
+    assert!(refused.as_u64().unwrap_or(0) >= 1, "{v:#}");
+    let sas = json_of(&ha_sock, "sa");
+    assert!(
+        !sas.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "sa7b" || s["name"] == "sa8b"),
+        "{sas:#}"
+    );
+    // The first node (the second's INITIAL_CONTACT, RFC 7296 2.4, is
+    // about its own identity): the same IKE SA and CHILD_SA, its traffic
+    // untouched.
+    assert_eq!(child_spis(&v), child_spis(&first), "{v:#}");
+    assert_eq!(ike_spis(&v), ike_spis(&first), "{v:#}");
+    for name in ["sa7", "sa8"] {
+        assert!(
+            sas.as_array().unwrap().iter().any(|s| s["name"] == name),
+            "{sas:#}"
+        );
+    }
+    let pings = start_pings(&mut lab, 20);
+    let (sent, answered, out) = finish_pings(&mut lab, pings);
+    assert_eq!((sent, answered), (20, 20), "{out}");
+    let (_, _, err) = lab.terminate(mn);
+    assert!(!err.contains("panicked"), "{err}");
+    let (_, _, err) = lab.terminate(ha);
+    assert!(!err.contains("panicked"), "{err}");
 }
