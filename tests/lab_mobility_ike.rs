@@ -242,16 +242,16 @@ fn lab_with_appliances(
     key_management_mobility: bool,
     peer_fields: &Value,
 ) -> (Lab, usize, usize) {
-    lab_with_home_agent(tag, key_management_mobility, peer_fields, false)
+    lab_edited(tag, key_management_mobility, peer_fields, |_, _, _| {})
 }
 
-/// [`lab_with_appliances`]; with `second_node` the home agent serves a
-/// second mobile node too ([`with_second_node`]).
-fn lab_with_home_agent(
+/// [`lab_with_appliances`], `edit` given the lab and the home agent's and
+/// the mobile node's configurations before they start.
+fn lab_edited(
     tag: &str,
     key_management_mobility: bool,
     peer_fields: &Value,
-    second_node: bool,
+    edit: impl FnOnce(&Lab, &Path, &Path),
 ) -> (Lab, usize, usize) {
     let mut lab = Lab::new(tag, &["n", "host", "home", "nat"]);
     let psk = lab.dir.join("k.psk");
@@ -275,9 +275,6 @@ fn lab_with_home_agent(
             "peers": [with_fields(peer("mn", "home_agent_1", NOWHERE, ids, "respond"))],
         }),
     );
-    if second_node {
-        with_second_node(&lab, &ha_cfg, &with_fields);
-    }
     let mn_cfg = config(
         &lab,
         "mn",
@@ -289,6 +286,7 @@ fn lab_with_home_agent(
             "peers": [with_fields(peer("ha", "care-of", "home_agent_1", (ids.1, ids.0), "initiate"))],
         }),
     );
+    edit(&lab, &ha_cfg, &mn_cfg);
     // The hosts: the mobile host on its piece of the home prefix, the
     // correspondent on the home network.
     lab.link("host", "eth0", "n", "mn-host");
@@ -357,7 +355,7 @@ fn lab_with_home_agent(
 /// (`sa7b`, `sa8b`), its peer `mn2` (`fqdn:mn2.example`) and the first
 /// node's `mn` both `"remote": "any"`, chosen by the identity IKE_AUTH
 /// proves.
-fn with_second_node(lab: &Lab, ha_cfg: &Path, with_fields: &dyn Fn(Value) -> Value) {
+fn with_second_node(lab: &Lab, ha_cfg: &Path) {
     let policy = lab.dir.join("ha-ike.json");
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&policy).unwrap()).unwrap();
     v["addresses"]["home_address_2"] = json!(HOA_2);
@@ -380,7 +378,7 @@ fn with_second_node(lab: &Lab, ha_cfg: &Path, with_fields: &dyn Fn(Value) -> Val
     second["name"] = json!("mn2");
     second["remote_id"] = json!(MN2_ID);
     second["children"] = json!([{"outbound": "sa8b", "inbound": "sa7b"}]);
-    c["peers"].as_array_mut().unwrap().push(with_fields(second));
+    c["peers"].as_array_mut().unwrap().push(second);
     std::fs::write(ha_cfg, c.to_string()).unwrap();
 }
 
@@ -706,7 +704,9 @@ fn ike_udp_peer() -> PathBuf {
 /// node's IKE SA, CHILD_SA and traffic go on untouched.
 #[test]
 fn the_home_agent_refuses_a_node_asking_for_another_nodes_home_address() {
-    let (mut lab, mn, ha) = lab_with_home_agent("ma", false, &json!({}), true);
+    let (mut lab, mn, ha) = lab_edited("ma", false, &json!({}), |lab, ha, _| {
+        with_second_node(lab, ha);
+    });
     let (mn_sock, ha_sock) = (socket(&lab, "mn"), socket(&lab, "ha"));
     ctl(&mn_sock, &["ctl", "move", COA_A]);
     until(&mn_sock, "ike", "the mobile node's IKE SA", |v| {
@@ -813,6 +813,178 @@ fn the_home_agent_refuses_a_node_asking_for_another_nodes_home_address() {
     let pings = start_pings(&mut lab, 20);
     let (sent, answered, out) = finish_pings(&mut lab, pings);
     assert_eq!((sent, answered), (20, 20), "{out}");
+    let (_, _, err) = lab.terminate(mn);
+    assert!(!err.contains("panicked"), "{err}");
+    let (_, _, err) = lab.terminate(ha);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The Binding Update and Acknowledgement SAs (`sa1`, `sa2`, transport
+/// mode, MH type selectors) keyed by IKE too, as a second child of each
+/// peer (RFC 4877 4.4, 4.5); the home agent's peer `"remote": "any"`,
+/// since no registration can say where the node is before those SAs
+/// exist.
+fn signalling_by_ike(lab: &Lab, ha_cfg: &Path, mn_cfg: &Path) {
+    for (role, cfg, child) in [
+        ("ha", ha_cfg, json!({"outbound": "sa2", "inbound": "sa1"})),
+        ("mn", mn_cfg, json!({"outbound": "sa1", "inbound": "sa2"})),
+    ] {
+        let policy = lab.dir.join(format!("{role}-ike.json"));
+        let mut v: Value =
+            serde_json::from_str(&std::fs::read_to_string(&policy).unwrap()).unwrap();
+        for sa in v["sad"].as_array_mut().unwrap() {
+            if sa["name"] == "sa1" || sa["name"] == "sa2" {
+                *sa = json!({
+                    "name": sa["name"], "direction": sa["direction"], "keyed_by": "ike",
+                    "mode": "transport",
+                });
+            }
+        }
+        std::fs::write(&policy, v.to_string()).unwrap();
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(cfg).unwrap()).unwrap();
+        c["peers"][0]["children"]
+            .as_array_mut()
+            .unwrap()
+            .push(child);
+        if role == "ha" {
+            c["peers"][0]["remote"] = json!("any");
+        }
+        std::fs::write(cfg, c.to_string()).unwrap();
+    }
+}
+
+/// The outbound SPI IKE negotiated for `child` (its outbound SA's name)
+/// in `show ike`.
+fn outbound_spi(v: &Value, child: &str) -> u32 {
+    spi_of_child(v, child, "outbound_spi")
+}
+
+/// The inbound SPI of `child` (its outbound SA's name) in `show ike`.
+fn inbound_spi(v: &Value, child: &str) -> u32 {
+    spi_of_child(v, child, "inbound_spi")
+}
+
+fn spi_of_child(v: &Value, child: &str, which: &str) -> u32 {
+    let c = v["peers"][0]["child_sas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["outbound"] == child)
+        .unwrap_or_else(|| panic!("no CHILD_SA {child}: {v:#}"));
+    u32::from_str_radix(c[which].as_str().unwrap(), 16).unwrap()
+}
+
+/// The seed's Req #3 (draft-laganier-mext-dsmipv6-ipsec, DSMIPv6 outbound
+/// processing on the mobile node) on SPIs IKE negotiated: the Binding
+/// Update's SA and the payload's both keyed by IKE, the mobile node's
+/// tunnel stage asks the IPsec stage's query API which SPI protects the
+/// Binding Update and tells it from data by that SPI. Moving
+/// make-before-break, the Binding Update's ESP (the IKE-negotiated BU
+/// SPI, not the policy file's) leaves from the care-of address being
+/// registered while the data's ESP (the IKE-negotiated payload SPI)
+/// leaves from the registered one, as a capture on the mobile node's
+/// network port shows; not a ping lost, and the home agent takes the
+/// registration (Req #4: its Binding Cache holds the new care-of address
+/// the BU came from).
+#[test]
+fn seed_req3_tells_the_binding_update_from_data_by_spis_ike_negotiated() {
+    let (mut lab, mn, ha) = lab_edited("mq", false, &json!({}), signalling_by_ike);
+    let (mn_sock, ha_sock) = (socket(&lab, "mn"), socket(&lab, "ha"));
+    ctl(&mn_sock, &["ctl", "move", COA_A]);
+    let two_children = |v: &Value| v["peers"][0]["child_sas"].as_array().map_or(0, Vec::len) == 2;
+    let ike = until(
+        &mn_sock,
+        "ike",
+        "the BU's and the payload's CHILD_SAs",
+        |v| two_children(v) && v["peers"][0]["ike_sas"].as_array().map_or(0, Vec::len) == 1,
+    );
+    until(
+        &mn_sock,
+        "bindings",
+        "registration by the IKE-keyed BU SA",
+        |v| v["registered"] == COA_A && v["registering"].is_null(),
+    );
+    let (bu_spi, data_spi) = (outbound_spi(&ike, "sa1"), outbound_spi(&ike, "sa7"));
+    let ba_spi = inbound_spi(&ike, "sa1");
+    assert_ne!(bu_spi, 0x2001, "the policy file's SPI");
+    assert_ne!(data_spi, 0x2007, "the policy file's SPI");
+    let sas = json_of(&mn_sock, "sa");
+    let spi_of = |name: &str| {
+        let sa = common::find_sa(&sas, name);
+        let s = sa["spi"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or(sa["spi"].to_string());
+        let s = s.trim_start_matches("0x");
+        u32::from_str_radix(s, 16).unwrap_or_else(|_| s.parse().unwrap())
+    };
+    assert_eq!(
+        (spi_of("sa1"), spi_of("sa7")),
+        (bu_spi, data_spi),
+        "{sas:#}"
+    );
+    let before = json_of(&mn_sock, "counters");
+    // Every ESP packet the mobile node sends: source and SPI.
+    let capture = lab.spawn(
+        "n",
+        &[
+            "tshark", "-i", "mnn", "-n", "-l", "-Y", "esp", "-T", "fields", "-e", "ipv6.src", "-e",
+            "esp.spi",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let pings = start_pings(&mut lab, 120);
+    std::thread::sleep(Duration::from_millis(1000));
+    ctl(&mn_sock, &["ctl", "move", COA_B]);
+    until(
+        &mn_sock,
+        "bindings",
+        "registration at the new care-of address",
+        |v| v["registered"] == COA_B && v["registering"].is_null(),
+    );
+    let (sent, answered, out) = finish_pings(&mut lab, pings);
+    assert_eq!((sent, answered), (120, 120), "{out}");
+    let (_, captured, _) = lab.terminate(capture);
+    let esp: Vec<(String, u32)> = captured
+        .lines()
+        .filter_map(|l| {
+            let (src, spi) = l.split_once('\t')?;
+            let spi = spi.trim().trim_start_matches("0x");
+            Some((src.to_string(), u32::from_str_radix(spi, 16).ok()?))
+        })
+        .collect();
+    // The BU (from the new care-of address, on the BU SA's SPI) and the
+    // BA answering it (from the home agent, on the BA SA's SPI).
+    let at = |spi: u32, src: &str| {
+        esp.iter()
+            .position(|e| e == &(src.to_string(), spi))
+            .unwrap_or_else(|| panic!("no ESP {spi:08x} from {src}: {captured}"))
+    };
+    let (bu, ba) = (at(bu_spi, COA_B), at(ba_spi, HA));
+    assert!(bu < ba, "{captured}");
+    assert!(
+        esp.iter().all(|e| e.1 != bu_spi || e.0 == COA_B),
+        "the BU only by the care-of address being registered: {captured}"
+    );
+    // Data until the BA by the registered care-of address, the old one;
+    // then by the new one (on the same SA until the CHILD_SA of the IKE
+    // SA from there replaces it).
+    let data: Vec<(usize, &str)> = (0..esp.len())
+        .filter(|&i| esp[i].1 == data_spi)
+        .map(|i| (i, esp[i].0.as_str()))
+        .collect();
+    assert!(data.iter().any(|d| d.0 < bu), "{captured}");
+    for (i, src) in data {
+        let registered = if i < ba { COA_A } else { COA_B };
+        assert_eq!(src, registered, "data ESP #{i}: {captured}");
+    }
+    let after = json_of(&mn_sock, "counters");
+    let grew =
+        |k: &str| after["mobility"][k].as_u64().unwrap() - before["mobility"][k].as_u64().unwrap();
+    assert!(grew("classified_binding_update") >= 1, "{after:#}");
+    assert!(grew("classified_data") >= 100, "{after:#}");
+    let cache = json_of(&ha_sock, "bindings");
+    assert!(cache.to_string().contains(COA_B), "{cache:#}");
     let (_, _, err) = lab.terminate(mn);
     assert!(!err.contains("panicked"), "{err}");
     let (_, _, err) = lab.terminate(ha);
