@@ -884,8 +884,10 @@ fn spi_of_child(v: &Value, child: &str, which: &str) -> u32 {
 /// registered while the data's ESP (the IKE-negotiated payload SPI)
 /// leaves from the registered one, as a capture on the mobile node's
 /// network port shows; not a ping lost, and the home agent takes the
-/// registration (Req #4: its Binding Cache holds the new care-of address
-/// the BU came from).
+/// registration. Then Req #4 (DSMIPv6 inbound processing on the home
+/// agent) on such SAs: moved behind a NAT, the home agent finds the NAT
+/// from the outer IPv4 source of a BU its IPsec stage took IKE-keyed ESP
+/// off, and the pings go on.
 #[test]
 fn seed_req3_tells_the_binding_update_from_data_by_spis_ike_negotiated() {
     let (mut lab, mn, ha) = lab_edited("mq", false, &json!({}), signalling_by_ike);
@@ -985,6 +987,22 @@ fn seed_req3_tells_the_binding_update_from_data_by_spis_ike_negotiated() {
     assert!(grew("classified_data") >= 100, "{after:#}");
     let cache = json_of(&ha_sock, "bindings");
     assert!(cache.to_string().contains(COA_B), "{cache:#}");
+    // Req #4 on the same SAs: behind a NAT the BU comes in UDP over IPv4
+    // (RFC 5555 4.1), and the home agent, after the IPsec stage took off
+    // its IKE-keyed ESP, compares the outer source with the IPv4 care-of
+    // address option and finds the NAT.
+    let pings = start_pings(&mut lab, 60);
+    std::thread::sleep(Duration::from_millis(500));
+    ctl(&mn_sock, &["ctl", "move", COA_NAT]);
+    until(&mn_sock, "bindings", "registration behind the NAT", |v| {
+        v["registered"] == COA_NAT && v["registering"].is_null() && v["nat"] == true
+    });
+    let cache = until(&ha_sock, "bindings", "the NAT in the Binding Cache", |v| {
+        let s = v.to_string();
+        s.contains(NAT_PUBLIC) && s.contains(r#""nat":true"#)
+    });
+    let (sent, answered, out) = finish_pings(&mut lab, pings);
+    assert_eq!((sent, answered), (60, 60), "{out} {cache:#}");
     let (_, _, err) = lab.terminate(mn);
     assert!(!err.contains("panicked"), "{err}");
     let (_, _, err) = lab.terminate(ha);
