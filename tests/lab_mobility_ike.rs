@@ -11,7 +11,11 @@
 //! goes, while a correspondent on the home network pings the mobile host
 //! without losing a packet. The home agent takes the node's IKE from where
 //! its registrations (authentic Binding Updates) say it is. `show ike` on both appliances shows the IKE SA
-//! between the home agent and the current care-of address.
+//! between the home agent and the current care-of address. With the K bit
+//! on both sides the IKE SA moves instead, its SPIs unchanged; CHILD_SA
+//! rekeys during the moves lose nothing; the seed's Req #3 and #4 hold
+//! with the BU and BA SAs keyed by IKE; a home agent with two `"remote":
+//! "any"` peers refuses a node asking for another's home address.
 //!
 //! One namespace holds both appliances and routes between their network
 //! ports (the Internet); the mobile host and the correspondent have one
