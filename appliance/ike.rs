@@ -434,6 +434,10 @@ struct PeerRun {
     /// The (local, remote) addresses the peer had before it followed a
     /// care-of address: its older IKE SAs still speak from there.
     former: Vec<(IpAddr, IpAddr)>,
+    /// A home agent's `"remote": "any"` peer: its own addresses besides
+    /// `settings.local` that its nodes' registrations said IKE comes to
+    /// (the IPv4 one of an IPv4 care-of address, RFC 5555).
+    also_local: Vec<IpAddr>,
 }
 
 impl PeerRun {
@@ -906,6 +910,7 @@ pub fn start(
             established: 0,
             retiring: Vec::new(),
             former: Vec::new(),
+            also_local: Vec::new(),
             acquire: Acquire::of_children(&p.children, acquires),
         });
     }

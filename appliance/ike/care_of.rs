@@ -40,12 +40,19 @@ impl PeerRun {
     pub(super) fn takes(&self, local: IpAddr, remote: Option<IpAddr>) -> bool {
         (self.settings.local, self.settings.remote) == (local, remote)
             || remote.is_some_and(|r| self.former.contains(&(local, r)))
+            || (remote.is_none()
+                && self.settings.remote.is_none()
+                && self.also_local.contains(&local))
     }
 
     /// New addresses; the old ones are still taken for a while.
-    /// An `"any"` peer stays one: it takes datagrams from any address.
+    /// An `"any"` peer stays one: it takes datagrams from any address, and
+    /// from now on to `local` too.
     fn readdress(&mut self, local: IpAddr, remote: IpAddr) {
         let Some(old_remote) = self.settings.remote else {
+            if local != self.settings.local && !self.also_local.contains(&local) {
+                self.also_local.push(local);
+            }
             return;
         };
         let old = (self.settings.local, old_remote);
