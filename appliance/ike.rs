@@ -135,6 +135,10 @@ pub enum IkeCommand {
     Mobility(MobilityChange),
 }
 
+/// Commands queued for the IKE thread: `ctl`'s, and the mobility
+/// stage's news, which nobody waits for ([`IkeThread::tell`]).
+const COMMANDS_DEPTH: usize = 16;
+
 /// How long `ctl` waits for the IKE thread.
 const COMMAND_TIME: Duration = Duration::from_secs(2);
 
@@ -164,6 +168,23 @@ impl IkeThread {
             Ok(Ok(done)) => json!({ "ok": done }),
             Ok(Err(e)) => json!({ "error": e }),
             Err(_) => json!({"error": "the IKE thread did not answer"}),
+        }
+    }
+
+    /// Hands the mobility stage's news to the IKE thread without waiting
+    /// for its answer (the thread logs what it did). The main loop calls
+    /// this, and the IKE thread may itself be waiting for the main loop
+    /// to apply an SA change (`Thread::change`): waiting here would hold
+    /// both until [`COMMAND_TIME`], the main loop forwarding nothing
+    /// meanwhile.
+    pub fn tell(&self, m: MobilityChange) {
+        let (reply, _) = std::sync::mpsc::channel();
+        if self
+            .commands
+            .try_send((IkeCommand::Mobility(m), reply))
+            .is_err()
+        {
+            warn!(change = ?m, "IKE: the IKE thread's command queue is full; a mobility change was dropped");
         }
     }
 
@@ -397,6 +418,15 @@ struct PeerRun {
     /// A rekey's responder: the new outbound SAs, each installed when the
     /// peer deletes the CHILD_SA it replaces; one per child at most.
     pending_outbound: Vec<PendingOutbound>,
+    /// The keyed SAs of the CHILD_SAs up, by inbound SPI: what is put
+    /// back under the child's names when the CHILD_SA whose SAs hold them
+    /// goes while another of the child stays (see [`Survivor`]).
+    keyed: BTreeMap<u32, Keyed>,
+    /// Per child, the CHILD_SAs (inbound SPIs) whose inbound and whose
+    /// outbound SA are installed under its names.
+    installed: BTreeMap<String, (Option<u32>, Option<u32>)>,
+    /// CHILD_SAs established so far, to order [`Keyed::order`].
+    established: u64,
     /// A trapping peer's acquires.
     acquire: Option<Acquire>,
     /// IKE SAs replaced by one established again from a new care-of
@@ -405,6 +435,10 @@ struct PeerRun {
     /// The (local, remote) addresses the peer had before it followed a
     /// care-of address: its older IKE SAs still speak from there.
     former: Vec<(IpAddr, IpAddr)>,
+    /// A home agent's `"remote": "any"` peer: its own addresses besides
+    /// `settings.local` that its nodes' registrations said IKE comes to
+    /// (the IPv4 one of an IPv4 care-of address, RFC 5555).
+    also_local: Vec<IpAddr>,
 }
 
 impl PeerRun {
@@ -412,6 +446,15 @@ impl PeerRun {
     fn child(&self, name: &str) -> Option<&ChildSettings> {
         self.settings.children.iter().find(|c| c.name() == name)
     }
+}
+
+/// A CHILD_SA's SAs as installed (keys zeroized when dropped).
+struct Keyed {
+    child: String,
+    inbound: SaParams,
+    outbound: SaParams,
+    /// The larger, the later it was established.
+    order: u64,
 }
 
 /// A rekey's responder's new outbound SA, not used yet.
@@ -723,6 +766,8 @@ impl Thread {
                 if p.ike_sas.is_empty() {
                     p.children.clear();
                     p.pending_outbound.clear();
+                    p.keyed.clear();
+                    p.installed.clear();
                     let sas = p
                         .settings
                         .children
@@ -786,6 +831,8 @@ impl Thread {
                 match at.map(|at| p.pending_outbound.remove(at)) {
                     Some(pending) if pending.replaces == inbound_spi => {
                         info!(peer = %name, child = %child_name, outbound_spi = %format!("{:08x}", pending.outbound.spi), "rekeyed CHILD_SA: outbound moves to the new SA");
+                        p.installed.entry(child_name.clone()).or_default().1 =
+                            Some(pending.inbound_spi);
                         self.change(SaChange::Install {
                             peer: name.clone(),
                             sas: vec![*pending.outbound],
@@ -795,6 +842,7 @@ impl Thread {
                     // never used.
                     _ => {}
                 }
+                self.put_back_survivor(i, &child_name, inbound_spi);
                 self.change(SaChange::Remove {
                     peer: name,
                     sas: vec![
@@ -860,13 +908,17 @@ pub fn start(
             last_down: None,
             held: false,
             pending_outbound: Vec::new(),
+            keyed: BTreeMap::new(),
+            installed: BTreeMap::new(),
+            established: 0,
             retiring: Vec::new(),
             former: Vec::new(),
+            also_local: Vec::new(),
             acquire: Acquire::of_children(&p.children, acquires),
         });
     }
     let (changes_tx, changes) = std::sync::mpsc::sync_channel(CHANGES_DEPTH);
-    let (commands_tx, commands) = std::sync::mpsc::sync_channel(4);
+    let (commands_tx, commands) = std::sync::mpsc::sync_channel(COMMANDS_DEPTH);
     let status = Arc::new(Mutex::new(json!({"peers": []})));
     let stop = Arc::new(AtomicBool::new(false));
     let care_of_ike_up = Arc::new(AtomicBool::new(false));

@@ -6,7 +6,7 @@
 use crate::config::{
     care_of_address, check_care_of, parse_attachment, ApplianceConfig, MobilitySettings,
 };
-use crate::ike::{IkeCommand, IkeThread, MobilityChange};
+use crate::ike::{IkeThread, MobilityChange};
 use bitsgw_mobility::binding::CareOf;
 use bitsgw_mobility::ha::HomeAgent;
 use bitsgw_mobility::keying::KeyManagement;
@@ -139,8 +139,8 @@ impl Keying {
             }));
         }
         while let Ok(k) = self.received.try_recv() {
-            let answer = ike.command(IkeCommand::Mobility(MobilityChange::KeyManagement(k)));
-            info!(outcome = ?k, %answer, "registration: IKE SA");
+            info!(outcome = ?k, "registration: IKE SA");
+            ike.tell(MobilityChange::KeyManagement(k));
         }
         if self.asked.elapsed() < ASK_EVERY {
             return;

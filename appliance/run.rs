@@ -681,9 +681,7 @@ fn move_to(
     running.apply(Arc::new(move |gw| mobility::control(gw, op, now)));
     if let Some(ike) = ike {
         let care_of = config::care_of_address(attachment);
-        let _ = ike.command(IkeCommand::Mobility(crate::ike::MobilityChange::MovedTo(
-            care_of,
-        )));
+        ike.tell(crate::ike::MobilityChange::MovedTo(care_of));
     }
     let how = if keep_old {
         "make-before-break"

@@ -9,8 +9,10 @@
 //! and its CHILD_SA are installed first (they replace the old SAs by name,
 //! so the old CHILD_SA's removal afterwards, by its SPIs, removes
 //! nothing), then the old IKE SA is deleted. With K the IKE SA stays until
-//! the registration completes, and then moves; a BA without K has it
-//! established again. At home nothing moves (see
+//! the registration completes, and then both ends move it with no IKE
+//! exchange (`bitsgw_ike::Endpoint::update_addresses`); a BA without K,
+//! one over UDP (a NAT), or a care-of address of another address family
+//! has it established again. At home nothing moves (see
 //! `bitsgw_mobility::keying`): a care-of peer keeps its IKE SA and
 //! initiates nothing until the next care-of address.
 
@@ -38,21 +40,18 @@ impl PeerRun {
     pub(super) fn takes(&self, local: IpAddr, remote: Option<IpAddr>) -> bool {
         (self.settings.local, self.settings.remote) == (local, remote)
             || remote.is_some_and(|r| self.former.contains(&(local, r)))
+            || (remote.is_none()
+                && self.settings.remote.is_none()
+                && self.also_local.contains(&local))
     }
 
     /// New addresses; the old ones are still taken for a while.
-    /// An `"any"` peer stays one (it takes datagrams from any address to
-    /// its `local`), and takes the new pair as well: on a home agent that
-    /// is how a node registered from an IPv4 care-of address reaches the
-    /// peer on the home agent's IPv4 address (RFC 5555).
+    /// An `"any"` peer stays one: it takes datagrams from any address, and
+    /// from now on to `local` too.
     fn readdress(&mut self, local: IpAddr, remote: IpAddr) {
         let Some(old_remote) = self.settings.remote else {
-            if local != self.settings.local {
-                self.former.retain(|a| *a != (local, remote));
-                self.former.push((local, remote));
-                if self.former.len() > FORMER_ADDRESSES {
-                    self.former.remove(0);
-                }
+            if local != self.settings.local && !self.also_local.contains(&local) {
+                self.also_local.push(local);
             }
             return;
         };
@@ -122,10 +121,7 @@ impl Thread {
                 for i in self.peers_of(home) {
                     let mobile_node = self.peers[i].settings.care_of.is_some();
                     let what = match k {
-                        KeyManagement::Move { .. } => {
-                            self.move_ike_sa(i, home_agent, care_of);
-                            "follows"
-                        }
+                        KeyManagement::Move { .. } => self.move_ike_sa(i, home_agent, care_of),
                         KeyManagement::Reestablish { .. } if mobile_node => {
                             self.reestablish(i);
                             "is re-established from"
@@ -170,19 +166,64 @@ impl Thread {
             .collect()
     }
 
-    /// Moves peer `i`'s IKE SA between `home_agent` and `care_of` with no
-    /// IKE exchange (RFC 6275 11.7.3 under K): the mobile node's runs from
-    /// the care-of address, the home agent's to it. Until the IKE core can
-    /// change an IKE SA's addresses, the mobile node establishes its IKE
-    /// SA again from there (make-before-break) and the home agent expects
-    /// it from there.
-    fn move_ike_sa(&mut self, i: usize, home_agent: IpAddr, care_of: IpAddr) {
-        if self.peers[i].settings.care_of.is_some() {
-            self.peers[i].readdress(care_of, home_agent);
-            self.reestablish(i);
+    /// Moves peer `i`'s IKE SAs between `home_agent` and `care_of` with no
+    /// IKE exchange (RFC 6275 10.3.1, 11.7.3 under K; RFC 4877 4.4: the
+    /// IKE SA runs between the care-of address and the home agent's
+    /// address, and survives the movement): the mobile node's runs from
+    /// the care-of address, the home agent's to it, on the ports it had.
+    ///
+    /// Only within its address family: an IKE SA between IPv6 addresses
+    /// that would move to IPv4 ones (RFC 5555) or back is established
+    /// again instead, make-before-break, as without K. The family is the
+    /// IKE SA's own, the same at both ends, so both decide alike (the
+    /// home agent expects the new IKE SA the mobile node establishes).
+    /// Behind a NAT no `Move` comes (see `bitsgw_mobility::keying`).
+    /// What became of it, for the log.
+    fn move_ike_sa(&mut self, i: usize, home_agent: IpAddr, care_of: IpAddr) -> &'static str {
+        let mobile_node = self.peers[i].settings.care_of.is_some();
+        let (local, remote) = if mobile_node {
+            (care_of, home_agent)
         } else {
+            (home_agent, care_of)
+        };
+        let p = &self.peers[i];
+        let moving: Vec<(IkeSaId, u16)> = p
+            .ike_sas
+            .iter()
+            .filter_map(|(id, v)| {
+                let at = v["local"].as_str()?.parse::<SocketAddr>().ok()?;
+                (at.is_ipv4() == local.is_ipv4()).then_some((*id, at.port()))
+            })
+            .collect();
+        if moving.is_empty() || moving.len() != p.ike_sas.len() {
+            if mobile_node {
+                self.peers[i].readdress(local, remote);
+                self.reestablish(i);
+                return "is re-established (another address family) from";
+            }
             self.home_agent_follows(i, home_agent, care_of);
+            return "is expected (another address family) from";
         }
+        self.peers[i].readdress(local, remote);
+        let now = self.now();
+        let p = &mut self.peers[i];
+        for (id, port) in moving {
+            let (l, r) = (SocketAddr::new(local, port), SocketAddr::new(remote, port));
+            match self.endpoints[p.endpoint].update_addresses(now, id, l, r) {
+                Ok(()) => {
+                    if let Some(v) = p.ike_sas.get_mut(&id) {
+                        v["local"] = json!(l.to_string());
+                        v["remote"] = json!(r.to_string());
+                    }
+                }
+                // Not established (being rekeyed away or going down):
+                // what replaces it runs from the peer's addresses now.
+                Err(e) => {
+                    warn!(peer = %p.settings.name, error = %e, "IKE: an IKE SA did not move");
+                }
+            }
+        }
+        "follows"
     }
 
     /// The home agent's peer `i` runs IKE between its address

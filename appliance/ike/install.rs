@@ -94,6 +94,18 @@ impl Thread {
         // does after installing the new one; until then the peer may not
         // have the new inbound SA.
         p.pending_outbound.retain(|o| o.child != c.child);
+        p.established += 1;
+        p.keyed.insert(
+            c.inbound_spi,
+            Keyed {
+                child: c.child.clone(),
+                inbound: inbound.clone(),
+                outbound: outbound.clone(),
+                order: p.established,
+            },
+        );
+        let installed = p.installed.entry(c.child.clone()).or_default();
+        installed.0 = Some(c.inbound_spi);
         let sas = match c.rekeys.or(replaced) {
             Some(old) if !c.exchange_initiator => {
                 p.pending_outbound.push(PendingOutbound {
@@ -104,9 +116,56 @@ impl Thread {
                 });
                 vec![inbound]
             }
-            _ => vec![inbound, outbound],
+            _ => {
+                installed.1 = Some(c.inbound_spi);
+                vec![inbound, outbound]
+            }
         };
         self.change(SaChange::Install { peer: name, sas });
+    }
+
+    /// CHILD_SA `gone` of `child` was deleted: if its SAs are the ones
+    /// under the child's names while another CHILD_SA of the child stays,
+    /// the latest of those is installed in their place before `gone`'s
+    /// are removed. Two rekeys of one CHILD_SA at once (RFC 7296 2.8.1)
+    /// leave two new CHILD_SAs, each installed when established; the
+    /// redundant one, deleted, may be the one installed last, and its
+    /// removal would otherwise leave the child with no SA (what it
+    /// protects dropped as `no_sa` until the next rekey).
+    pub(super) fn put_back_survivor(&mut self, i: usize, child: &str, gone: u32) {
+        let p = &mut self.peers[i];
+        p.keyed.remove(&gone);
+        p.pending_outbound.retain(|o| o.inbound_spi != gone);
+        let Some(installed) = p.installed.get_mut(child) else {
+            return;
+        };
+        let holds = (installed.0 == Some(gone), installed.1 == Some(gone));
+        if holds == (false, false) {
+            return;
+        }
+        let Some((&spi, k)) = p
+            .keyed
+            .iter()
+            .filter(|(_, k)| k.child == child)
+            .max_by_key(|(_, k)| k.order)
+        else {
+            return;
+        };
+        let mut sas = Vec::new();
+        if holds.0 {
+            installed.0 = Some(spi);
+            sas.push(k.inbound.clone());
+        }
+        if holds.1 {
+            installed.1 = Some(spi);
+            sas.push(k.outbound.clone());
+            // Installed now: the peer has it (it is the CHILD_SA that
+            // stays on both sides).
+            p.pending_outbound.retain(|o| o.inbound_spi != spi);
+        }
+        info!(peer = %p.settings.name, child, inbound_spi = %format!("{spi:08x}"), "CHILD_SA deleted while its SAs were installed: the child's other CHILD_SA takes their place");
+        let peer = p.settings.name.clone();
+        self.change(SaChange::Install { peer, sas });
     }
 
     /// RFC 7296 2.23: the peer behind a NAT came from a new port; its

@@ -492,6 +492,10 @@ impl HomeAgent {
         // IKE SA follows a care-of address that changed (or is the first),
         // or without K is established again from there.
         let key_management = bu.key_mgmt_compat && self.cfg.key_management_mobility;
+        // The BA then carries the NAT Detection option (RFC 5555 4.1): the
+        // IKE SA is expected anew rather than moved (see
+        // `crate::keying`), as the mobile node decides from the same BA.
+        let over_udp = matches!(care_of, CareOf::V4 { .. }) && (nat || self.cfg.force_udp);
         let moved = existing.as_ref().is_none_or(|b| b.care_of != care_of);
         if moved {
             let (home_agent, care_of) = match care_of {
@@ -503,7 +507,7 @@ impl HomeAgent {
                     IpAddr::from(udp.addr),
                 ),
             };
-            let k = if key_management {
+            let k = if key_management && !over_udp {
                 KeyManagement::Move {
                     home,
                     home_agent,
@@ -528,7 +532,7 @@ impl HomeAgent {
         self.counters.event(MobilityEvent::BuAccepted);
         let mut opts: Vec<MhOption<'_>> = Vec::new();
         opts.extend(ack);
-        if matches!(care_of, CareOf::V4 { .. }) && (nat || self.cfg.force_udp) {
+        if over_udp {
             // RFC 5555 3.2.2, 4.2.
             opts.push(MhOption::NatDetection {
                 udp_forced: self.cfg.force_udp,

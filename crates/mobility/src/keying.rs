@@ -16,6 +16,20 @@
 //! care-of address; the home agent, told where the binding moved, expects
 //! it from there.
 //!
+//! A registration over UDP (its BA carries the NAT Detection option, RFC
+//! 5555 4.1: the IPv4 care-of address is behind a NAT, or the home agent
+//! forces UDP) is treated as one without K, though the BA's K stays set:
+//! an IKE SA's NAT state and ports come only from its IKE_SA_INIT's NAT
+//! detection (RFC 7296 2.23), and without an exchange neither end learns
+//! the port the NAT maps the mobile node's IKE to (the mobility tunnel's
+//! mapping is another one), so the home agent could not reach the moved
+//! IKE SA. Both ends decide from the same BA: the home agent sends the
+//! option exactly when it does not report a [`KeyManagement::Move`], and
+//! the mobile node reports none when the option is there; the mobile
+//! node establishes its IKE SA again (make-before-break), which the home
+//! agent expects. The IKE SA also moves only within its address family;
+//! that is the key management's own check, on the IKE SA's addresses.
+//!
 //! A de-registration (the node back home) moves nothing here: RFC 6275
 //! 10.3.2 would move the key management to the home address, which is the
 //! host's behind the appliance, not the appliance's own; the mobile node

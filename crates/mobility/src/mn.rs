@@ -662,7 +662,10 @@ impl MobileNode {
             return Ok(());
         }
         self.pending = None;
-        self.follow_with_key_management(&p, ba.key_mgmt_compat);
+        let over_udp = opts
+            .iter()
+            .any(|o| matches!(o, MhOption::NatDetection { .. }));
+        self.follow_with_key_management(&p, ba.key_mgmt_compat, over_udp);
         if p.attachment == Attachment::Home {
             self.active = None;
             self.owned.clear();
@@ -743,8 +746,10 @@ impl MobileNode {
     /// RFC 6275 11.7.3: after an accepted registration with K in its BU,
     /// the IKE SA moves to the new care-of address if the BA has K too,
     /// else it is established again from there; nothing when the care-of
-    /// address is the one registered before (a refresh).
-    fn follow_with_key_management(&mut self, p: &Pending, ba_k: bool) {
+    /// address is the one registered before (a refresh). A BA with the
+    /// NAT Detection option (`over_udp`, RFC 5555 4.1) has it established
+    /// again even with K (see `crate::keying`).
+    fn follow_with_key_management(&mut self, p: &Pending, ba_k: bool, over_udp: bool) {
         let previous = self.last_registered.replace(p.attachment);
         use std::net::IpAddr;
         let (home_agent, care_of) = match p.attachment {
@@ -760,7 +765,7 @@ impl MobileNode {
             return;
         }
         let home = self.cfg.home;
-        let k = if ba_k {
+        let k = if ba_k && !over_udp {
             KeyManagement::Move {
                 home,
                 home_agent,

@@ -594,6 +594,53 @@ fn rfc6275_11_7_k_bit_in_binding_updates_and_the_reaction_to_the_ba() {
     assert!(key_management(&mut plain).is_empty());
 }
 
+/// A BA with K from `HA` to `HOA`, status 0, with the NAT Detection
+/// option (RFC 5555 3.2.2: F clear, refresh time 110 s) and PadN(2).
+fn ba_k_nat_detection(seq: u16, units: u16) -> Vec<u8> {
+    let mut d = vec![0, 0x80];
+    d.extend_from_slice(&seq.to_be_bytes());
+    d.extend_from_slice(&units.to_be_bytes());
+    d.extend_from_slice(&[31, 6, 0, 0]);
+    d.extend_from_slice(&110u32.to_be_bytes());
+    d.extend_from_slice(&[1, 2, 0, 0]);
+    mh_bytes(HA, HOA, 6, &d)
+}
+
+/// A registration over UDP (the BA's NAT Detection option: the care-of
+/// address behind a NAT, RFC 5555 4.1) has the IKE SA established again
+/// even with K in both the BU and the BA: the IKE SA's NAT state and the
+/// NAT's port for its IKE come only from an exchange (RFC 7296 2.23), and
+/// the home agent reports no move for it either (`crate::keying`).
+#[test]
+fn with_k_a_registration_behind_a_nat_has_the_ike_sa_established_again() {
+    let mut cfg = MnConfig::new(v6(HOA), v6(HA));
+    cfg.home_agent_v4 = Some(v4(HA4));
+    cfg.key_management_mobility = true;
+    let mut mn = MobileNode::new(cfg);
+    mn.set_ike_sa(true);
+    mn.handle_move(Attachment::V6(v6(COA)), true, at(0));
+    assert_eq!(sent(&mut mn).unwrap(), bu_v6_flags(1, 0xd0, 105, COA));
+    deliver(&mut mn, &ba_flags(0x80, 1, 105), at(100));
+    assert!(matches!(
+        key_management(&mut mn)[..],
+        [KeyManagement::Move { .. }]
+    ));
+    mn.handle_move(Attachment::V4(v4(COA4)), true, at(200));
+    let bu = sent(&mut mn).unwrap();
+    assert_eq!(bu[40 + 8], 0xd0, "A, H and K: {bu:02x?}");
+    deliver(&mut mn, &ba_k_nat_detection(2, 105), at(300));
+    assert_eq!(mn.registered(), Some(Attachment::V4(v4(COA4))));
+    assert!(mn.behind_nat());
+    assert_eq!(
+        key_management(&mut mn),
+        [KeyManagement::Reestablish {
+            home: v6(HOA),
+            home_agent: HA4.parse().unwrap(),
+            care_of: COA4.parse().unwrap()
+        }]
+    );
+}
+
 /// RFC 4877 4.4: IKE between the home agent and the node's care-of
 /// addresses (IPv6, and IPv4 on either port) is never a tunnel's packet:
 /// the tunnel stage passes it on unchanged, counting nothing (the
