@@ -11,7 +11,7 @@ use bitsgw_ike::crypto::Secret;
 use bitsgw_ike::suite::{DhGroup, Encryption, EspProposal, IkeProposal, Prf};
 use bitsgw_ike::wire::TrafficSelector;
 use bitsgw_ike::{
-    Authentication, Endpoint, EndpointConfig, Event, Identity, Lifetimes, Mode, PeerConfig,
+    Authentication, ChildConfig, Endpoint, EndpointConfig, Event, Identity, Lifetimes, Mode, PeerConfig,
     Retransmit, Timestamp, Transmit,
 };
 use libfuzzer_sys::fuzz_target;
@@ -49,9 +49,12 @@ fn config(initiator: bool) -> EndpointConfig {
                 integrity: vec![],
                 groups: vec![],
             }],
-            local_ts: vec![local_ts],
-            remote_ts: vec![remote_ts],
-            mode: Mode::Tunnel,
+            children: vec![ChildConfig {
+                name: "net".into(),
+                local_ts: vec![local_ts],
+                remote_ts: vec![remote_ts],
+                mode: Mode::Tunnel,
+            }],
             lifetimes: Lifetimes {
                 ike: Duration::from_secs(3600),
                 child: Duration::from_secs(600),

@@ -37,6 +37,7 @@ fn nodes() -> (Gateway, Gateway) {
         max_lifetime: Duration::from_secs(600),
         nat_refresh: DEFAULT_NAT_REFRESH,
         force_udp: false,
+        key_management_mobility: false,
     })));
     let mut mn = Gateway::new(stage(include_str!("../../policies/dsmip-hostwide-mn.json")));
     let mut cfg = MnConfig::new(HOA, HA);
